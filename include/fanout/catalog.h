@@ -1,0 +1,111 @@
+// The catalog: the central record of executions, task runs and events (DESIGN §6), with one
+// interface for every backend (SQLite now, PostgreSQL later). Writers do not call a Catalog
+// directly on the hot path: they hand rows to a Recorder, whose thread writes them in batches.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "fanout/event.h"
+#include "fanout/status.h"
+#include "fanout/value.h"
+
+namespace fanout {
+
+// Execution and task-run states as stored: "running", "succeeded", "failed", "canceled",
+// "skipped" (task runs only).
+struct ExecutionRow {
+  std::string id;         // UUIDv7, sortable by time
+  std::string parent_id;  // "" for a top-level execution
+  std::string package;
+  std::string package_sha256;
+  std::string host;
+  std::string agent;   // agent name when started by an agent job, else ""
+  std::string job;     // agent job name, else ""
+  std::string run_id;  // agent run id, else ""
+  std::string status;
+  DateTime started_at{};
+  std::optional<DateTime> ended_at;
+  std::optional<int> exit_code;
+  std::string message;
+  std::string operator_name;
+};
+
+struct TaskRunRow {
+  std::string execution_id;
+  std::string task_path;  // "load/region-job"; loop iterations as "load[3]/region-job"
+  std::string task_type;
+  int attempt = 1;
+  std::string status;
+  DateTime started_at{};
+  std::optional<DateTime> ended_at;
+  std::string agent;
+  std::string child_execution_id;
+  std::string message;
+};
+
+// One write unit: stored in one transaction, executions and task runs upserted by key
+// (id; execution_id + task_path + attempt), events appended in order.
+struct CatalogBatch {
+  std::vector<ExecutionRow> executions;
+  std::vector<TaskRunRow> task_runs;
+  std::vector<Event> events;
+  bool empty() const { return executions.empty() && task_runs.empty() && events.empty(); }
+};
+
+struct EventQuery {
+  std::string execution_id;  // "" for all
+  std::vector<EventType> types;  // empty for all
+  std::string source;            // "" for all
+  int64_t after_id = 0;          // only events with id > after_id
+  int limit = 0;                 // 0 for no limit
+};
+
+// A catalog backend. Not thread-safe: one thread (the Recorder's, or a report command) uses it.
+class Catalog {
+ public:
+  virtual ~Catalog() = default;
+  // Creates or migrates the schema.
+  virtual Status Open() = 0;
+  virtual Status Write(const CatalogBatch& batch) = 0;
+
+  virtual Result<std::optional<ExecutionRow>> GetExecution(const std::string& id) = 0;
+  // Newest first.
+  virtual Result<std::vector<ExecutionRow>> ListExecutions(int limit) = 0;
+  virtual Result<std::vector<ExecutionRow>> ListChildExecutions(const std::string& parent_id) = 0;
+  virtual Result<std::vector<TaskRunRow>> ListTaskRuns(const std::string& execution_id) = 0;
+  virtual Result<std::vector<Event>> ListEvents(const EventQuery& query) = 0;
+};
+
+// Opens a catalog from a spec: "sqlite:PATH" (or a bare path ending in .db). Other schemes
+// return InvalidArgument naming the supported ones.
+Result<std::unique_ptr<Catalog>> OpenCatalog(const std::string& spec);
+
+// Hands rows and events to a background thread that masks secrets, writes events to the log
+// sinks at once and to the catalog in batches. Record* calls are cheap and thread-safe.
+// Flush() blocks until everything recorded before it is written; the destructor flushes.
+// A catalog write failure is reported once on stderr and the rows are kept for the next try.
+class Recorder {
+ public:
+  Recorder(std::unique_ptr<Catalog> catalog, std::vector<std::unique_ptr<EventSink>> sinks,
+           std::shared_ptr<Masker> masker);
+  ~Recorder();
+  Recorder(const Recorder&) = delete;
+  Recorder& operator=(const Recorder&) = delete;
+
+  void RecordExecution(ExecutionRow row);
+  void RecordTaskRun(TaskRunRow row);
+  void Emit(Event event);
+  void Flush();
+
+  Masker& masker() { return *masker_; }
+
+ private:
+  struct Impl;
+  std::shared_ptr<Masker> masker_;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace fanout

@@ -1,0 +1,61 @@
+// The engine: runs one package as one execution, following SSIS control-flow rules
+// (precedence constraints, containers, error counts, results). See docs/engine.md.
+// An Engine may run several executions at once (a parent and its in-process children);
+// Run() blocks the calling thread until the execution ends.
+#pragma once
+
+#include <chrono>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "fanout/catalog.h"
+#include "fanout/package.h"
+#include "fanout/status.h"
+#include "fanout/task.h"
+#include "fanout/value.h"
+
+namespace fanout {
+
+struct RunOptions {
+  // Parameter and variable values given as text (--set NAME=VALUE), converted to their types.
+  std::map<std::string, std::string> sets;
+  // Parameter values given typed (by a parent package).
+  std::map<std::string, Value> params;
+  int max_concurrent = 0;            // 0: the package's, else cores + 2
+  std::string execution_id;          // "" to generate one
+  std::string parent_execution_id;   // set for child packages
+  std::string catalog_spec;          // handed to out-of-process children
+  std::string agent, job, run_id;    // recorded on the execution when an agent runs it
+};
+
+struct RunResult {
+  TaskResult result = TaskResult::kSuccess;
+  std::string execution_id;
+  std::string message;  // the first error, when it failed
+  int succeeded = 0;    // leaf task attempts that ended in each state
+  int failed = 0;
+  int skipped = 0;
+  std::chrono::nanoseconds duration{0};
+};
+
+// "Success", "Failure", "Canceled" as SSIS names execution results.
+const char* TaskResultName(TaskResult result);
+
+class Engine {
+ public:
+  explicit Engine(Recorder& recorder) : recorder_(recorder) {}
+
+  // Runs `package` to its end. Fails (without running anything) when the options do not fit
+  // the package: an unknown --set name, a value of the wrong type, a required parameter unset.
+  // `cancel`, when given, stops the run: running tasks are stopped, the result is Canceled.
+  Result<RunResult> Run(std::shared_ptr<const Package> package, const RunOptions& options,
+                        const CancelToken* cancel = nullptr);
+
+  Recorder& recorder() { return recorder_; }
+
+ private:
+  Recorder& recorder_;
+};
+
+}  // namespace fanout

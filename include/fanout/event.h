@@ -1,0 +1,71 @@
+// Events (SSIS log entries) and the sinks they are written to: console, text, JSON lines and the
+// catalog. The engine emits events from many threads; sinks are called from one thread only
+// (the Recorder's), so a sink needs no locking of its own.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "fanout/status.h"
+#include "fanout/value.h"
+
+namespace fanout {
+
+enum class EventType {
+  kOnPreExecute,
+  kOnPostExecute,
+  kOnError,
+  kOnWarning,
+  kOnInformation,
+  kOnTaskFailed,
+  kOnProgress,
+  kOnVariableValueChanged,
+};
+
+// "OnPreExecute", ... as SSIS spells them.
+const char* EventName(EventType type);
+Result<EventType> ParseEventName(std::string_view name);
+
+// One log entry; the fields are the `sysssislog` columns (DESIGN §6).
+struct Event {
+  int64_t id = 0;            // assigned by the catalog; 0 until stored
+  std::string execution_id;  // the execution that raised it
+  EventType type = EventType::kOnInformation;
+  std::string computer;       // host name
+  std::string operator_name;  // Unix user
+  std::string source;         // task path ("load/region-job"), or the package name
+  std::string source_id;      // stable id of the source within the execution (task path or "")
+  DateTime started_at{};
+  DateTime ended_at{};
+  int64_t data_code = 0;  // exit code, row count, progress percent, ...
+  std::string data_bytes;  // extra payload, e.g. captured output
+  std::string message;
+};
+
+// Where events go. Called from a single thread; Write must not block for long.
+class EventSink {
+ public:
+  virtual ~EventSink() = default;
+  virtual void Write(const Event& event) = 0;
+  virtual void Flush() {}
+};
+
+// Replaces every occurrence of the registered secrets in a text with "***", as CI systems mask
+// secrets. Thread-safe.
+class Masker {
+ public:
+  Masker();
+  ~Masker();
+  Masker(const Masker&) = delete;
+  Masker& operator=(const Masker&) = delete;
+  void AddSecret(std::string secret);  // empty secrets are ignored
+  std::string Mask(std::string_view text) const;
+  bool empty() const;
+
+ private:
+  struct Impl;
+  Impl* impl_;
+};
+
+}  // namespace fanout

@@ -1,0 +1,138 @@
+// The extension point for task types (docs/extending.md): a TaskType parses its keys of a task
+// into an immutable Task; the engine calls Task::Execute with a TaskContext for every attempt.
+// Containers (sequence, for, foreach) belong to the engine and are not TaskTypes.
+#pragma once
+
+#include <yaml-cpp/yaml.h>
+
+#include <atomic>
+#include <chrono>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "fanout/event.h"
+#include "fanout/expression.h"
+#include "fanout/package.h"
+#include "fanout/status.h"
+
+namespace fanout {
+
+class Engine;
+struct RunOptions;
+
+// Stop requests for one running task: cancel (SIGINT, a failed package) or its timeout.
+// Thread-safe. fd() is an eventfd that becomes readable on Cancel(), for poll() loops.
+class CancelToken {
+ public:
+  enum class Reason { kNone, kCanceled, kTimedOut };
+  CancelToken();
+  ~CancelToken();
+  CancelToken(const CancelToken&) = delete;
+  CancelToken& operator=(const CancelToken&) = delete;
+
+  void Cancel(Reason reason);
+  bool canceled() const { return reason_.load(std::memory_order_acquire) != Reason::kNone; }
+  Reason reason() const { return reason_.load(std::memory_order_acquire); }
+  int fd() const;
+  // Sleeps up to `d`; returns false when canceled first.
+  bool SleepFor(std::chrono::milliseconds d) const;
+
+ private:
+  std::atomic<Reason> reason_{Reason::kNone};
+  int fd_ = -1;
+};
+
+enum class TaskResult { kSuccess, kFailure, kCanceled };
+
+struct TaskOutcome {
+  TaskResult result = TaskResult::kSuccess;
+  std::string message;             // why it failed, for OnError and the catalog
+  std::string child_execution_id;  // package (and agent-job) tasks
+  std::string agent;               // agent-job tasks
+  static TaskOutcome Success() { return {}; }
+  static TaskOutcome Failure(std::string message) {
+    return {TaskResult::kFailure, std::move(message), "", ""};
+  }
+};
+
+// What a running task may use. One context per attempt; Execute runs on a worker thread.
+class TaskContext {
+ public:
+  virtual ~TaskContext() = default;
+  virtual Scope& scope() = 0;  // thread-safe variable access
+  virtual const CancelToken& cancel() const = 0;
+  virtual void Emit(EventType type, std::string message, int64_t data_code = 0,
+                    std::string data_bytes = "") = 0;
+  virtual const std::string& task_path() const = 0;
+  virtual const std::string& execution_id() const = 0;
+  virtual int attempt() const = 0;
+  virtual const Package& package() const = 0;
+  // Resolves a path written in the package against the package's folder.
+  virtual std::string ResolvePath(const std::string& path) const = 0;
+  // A connection's settings rendered with the current variables.
+  virtual Result<std::map<std::string, std::string>> Connection(const std::string& name) = 0;
+  // Runs a child package in this process as its own execution linked to this one.
+  virtual Engine& engine() = 0;
+  virtual const RunOptions& run_options() const = 0;
+};
+
+class Task {
+ public:
+  virtual ~Task() = default;
+  virtual TaskOutcome Execute(TaskContext& context) const = 0;
+  // True for tasks so cheap and non-blocking (expression) that the engine runs them on its
+  // scheduling thread instead of handing them to a worker.
+  virtual bool runs_inline() const { return false; }
+};
+
+// Loader services for TaskType::Parse: typed key access that records problems with positions,
+// and checks of the names a task refers to.
+class TaskParser {
+ public:
+  virtual ~TaskParser() = default;
+  virtual SourcePos Pos(const YAML::Node& node) const = 0;
+  virtual void Error(const YAML::Node& node, std::string message) = 0;
+  // Parses a string template, checking its variables exist. Null node: returns nullopt.
+  virtual std::optional<Template> TemplateAt(const YAML::Node& node, std::string_view key,
+                                             bool required) = 0;
+  // A list of templates (argv, bind parameters). Missing and not required: empty.
+  virtual std::vector<Template> TemplateListAt(const YAML::Node& node, std::string_view key,
+                                               bool required) = 0;
+  // A map of string keys to templates (env, params).
+  virtual std::map<std::string, Template> TemplateMapAt(const YAML::Node& node,
+                                                        std::string_view key) = 0;
+  virtual std::optional<Expression> ExpressionAt(const YAML::Node& node, std::string_view key,
+                                                 bool required) = 0;
+  virtual std::optional<bool> BoolAt(const YAML::Node& node, std::string_view key) = 0;
+  virtual std::optional<int64_t> IntAt(const YAML::Node& node, std::string_view key) = 0;
+  virtual std::optional<std::string> StringAt(const YAML::Node& node, std::string_view key,
+                                              bool required) = 0;
+  // Checks `name` names a variable visible here (writable unless `read_only_ok`).
+  virtual void CheckVariable(const YAML::Node& at, const std::string& name) = 0;
+  // Checks a connection of one of `types` exists; returns its type or "".
+  virtual std::string CheckConnection(const YAML::Node& at, const std::string& name,
+                                      const std::vector<std::string>& types) = 0;
+  virtual const std::string& package_dir() const = 0;
+};
+
+class TaskType {
+ public:
+  virtual ~TaskType() = default;
+  virtual std::string_view name() const = 0;
+  // Keys this type accepts besides the keys every task has.
+  virtual std::vector<std::string_view> keys() const = 0;
+  // Parses the task; problems go to `parser` (and make the result an error).
+  virtual std::shared_ptr<const Task> Parse(const YAML::Node& node, TaskParser& parser) const = 0;
+};
+
+// The registry of task types. Built-in types register from RegisterBuiltinTaskTypes(); adding
+// a type is one RegisterTaskType call (docs/extending.md).
+void RegisterTaskType(std::unique_ptr<TaskType> type);
+const TaskType* FindTaskType(std::string_view name);
+std::vector<std::string> TaskTypeNames();
+
+}  // namespace fanout

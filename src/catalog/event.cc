@@ -1,0 +1,127 @@
+// Event type names as SSIS spells them, and the Masker that hides secrets in every text bound for
+// a log sink or the catalog.
+#include <algorithm>
+#include <atomic>
+#include <bitset>
+#include <cctype>
+#include <cstring>
+#include <mutex>
+#include <shared_mutex>
+#include <vector>
+
+#include "fanout/event.h"
+
+namespace fanout {
+
+namespace {
+
+struct EventNameEntry {
+  EventType type;
+  const char* name;
+};
+
+constexpr EventNameEntry kEventNames[] = {
+    {EventType::kOnPreExecute, "OnPreExecute"},
+    {EventType::kOnPostExecute, "OnPostExecute"},
+    {EventType::kOnError, "OnError"},
+    {EventType::kOnWarning, "OnWarning"},
+    {EventType::kOnInformation, "OnInformation"},
+    {EventType::kOnTaskFailed, "OnTaskFailed"},
+    {EventType::kOnProgress, "OnProgress"},
+    {EventType::kOnVariableValueChanged, "OnVariableValueChanged"},
+};
+
+bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    unsigned char x = static_cast<unsigned char>(a[i]);
+    unsigned char y = static_cast<unsigned char>(b[i]);
+    if (x != y && std::tolower(x) != std::tolower(y)) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+const char* EventName(EventType type) {
+  for (const auto& entry : kEventNames) {
+    if (entry.type == type) return entry.name;
+  }
+  return "Unknown";
+}
+
+// Case-insensitive because users type event names on the command line (`fanout logs --event`).
+Result<EventType> ParseEventName(std::string_view name) {
+  for (const auto& entry : kEventNames) {
+    if (EqualsIgnoreCase(name, entry.name)) return entry.type;
+  }
+  std::string known;
+  for (const auto& entry : kEventNames) {
+    if (!known.empty()) known += ", ";
+    known += entry.name;
+  }
+  return InvalidArgument("unknown event '" + std::string(name) + "'; known events: " + known);
+}
+
+struct Masker::Impl {
+  mutable std::shared_mutex mu;
+  // Longest first, so the longest secret starting at a position is found first.
+  std::vector<std::string> secrets;
+  // First bytes of all secrets: most positions of a text are rejected by one lookup.
+  std::bitset<256> first_bytes;
+  // Read without the lock so that Mask() on a run without secrets costs one atomic load.
+  std::atomic<bool> empty{true};
+};
+
+Masker::Masker() : impl_(new Impl) {}
+
+Masker::~Masker() { delete impl_; }
+
+void Masker::AddSecret(std::string secret) {
+  if (secret.empty()) return;
+  std::unique_lock lock(impl_->mu);
+  auto& secrets = impl_->secrets;
+  if (std::find(secrets.begin(), secrets.end(), secret) != secrets.end()) return;
+  impl_->first_bytes.set(static_cast<unsigned char>(secret[0]));
+  secrets.push_back(std::move(secret));
+  std::stable_sort(secrets.begin(), secrets.end(),
+                   [](const std::string& a, const std::string& b) { return a.size() > b.size(); });
+  impl_->empty.store(false, std::memory_order_release);
+}
+
+bool Masker::empty() const { return impl_->empty.load(std::memory_order_acquire); }
+
+// Every byte covered by an occurrence of any secret is hidden, and each maximal covered run
+// becomes one "***". Overlapping secrets ("abcd" and "cdef" in "abcdef") therefore leave no
+// fragment of either visible, which replacing leftmost matches one at a time would.
+std::string Masker::Mask(std::string_view text) const {
+  if (empty()) return std::string(text);
+  std::shared_lock lock(impl_->mu);
+  const auto& secrets = impl_->secrets;
+  const auto& first_bytes = impl_->first_bytes;
+  std::string out;
+  out.reserve(text.size());
+  size_t covered_until = 0;  // bytes before this index are covered by some occurrence
+  bool in_run = false;
+  for (size_t i = 0; i < text.size(); ++i) {
+    if (first_bytes.test(static_cast<unsigned char>(text[i]))) {
+      for (const auto& secret : secrets) {
+        if (secret.size() <= text.size() - i &&
+            std::memcmp(text.data() + i, secret.data(), secret.size()) == 0) {
+          covered_until = std::max(covered_until, i + secret.size());
+          break;  // longest first: a shorter match here ends earlier
+        }
+      }
+    }
+    if (i < covered_until) {
+      if (!in_run) out += "***";
+      in_run = true;
+      continue;
+    }
+    in_run = false;
+    out += text[i];
+  }
+  return out;
+}
+
+}  // namespace fanout

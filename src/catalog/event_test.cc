@@ -1,0 +1,84 @@
+// Tests of event names and the Masker.
+#include <gtest/gtest.h>
+
+#include <thread>
+#include <vector>
+
+#include "fanout/event.h"
+
+namespace fanout {
+namespace {
+
+TEST(EventNameTest, RoundTripsEveryType) {
+  for (EventType type :
+       {EventType::kOnPreExecute, EventType::kOnPostExecute, EventType::kOnError,
+        EventType::kOnWarning, EventType::kOnInformation, EventType::kOnTaskFailed,
+        EventType::kOnProgress, EventType::kOnVariableValueChanged}) {
+    auto parsed = ParseEventName(EventName(type));
+    ASSERT_TRUE(parsed.ok()) << EventName(type);
+    EXPECT_EQ(*parsed, type);
+  }
+  EXPECT_STREQ(EventName(EventType::kOnVariableValueChanged), "OnVariableValueChanged");
+}
+
+TEST(EventNameTest, ParsesIgnoringCaseAndRejectsUnknown) {
+  auto parsed = ParseEventName("onerror");
+  ASSERT_TRUE(parsed.ok());
+  EXPECT_EQ(*parsed, EventType::kOnError);
+  auto bad = ParseEventName("OnExplode");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().code(), Code::kInvalidArgument);
+  EXPECT_NE(bad.status().message().find("OnPreExecute"), std::string::npos);
+}
+
+TEST(MaskerTest, EmptyMaskerReturnsTextUnchanged) {
+  Masker masker;
+  EXPECT_TRUE(masker.empty());
+  masker.AddSecret("");
+  EXPECT_TRUE(masker.empty());
+  EXPECT_EQ(masker.Mask("password=hunter2"), "password=hunter2");
+}
+
+TEST(MaskerTest, MasksEveryOccurrence) {
+  Masker masker;
+  masker.AddSecret("hunter2");
+  EXPECT_FALSE(masker.empty());
+  EXPECT_EQ(masker.Mask("pw=hunter2, again hunter2!"), "pw=***, again ***!");
+  EXPECT_EQ(masker.Mask("hunter2"), "***");
+  EXPECT_EQ(masker.Mask("hunter"), "hunter");
+  EXPECT_EQ(masker.Mask(""), "");
+}
+
+TEST(MaskerTest, LongerSecretWinsOverItsPrefix) {
+  Masker masker;
+  masker.AddSecret("abc");
+  masker.AddSecret("abcdef");
+  EXPECT_EQ(masker.Mask("x abcdef y abc z"), "x *** y *** z");
+}
+
+TEST(MaskerTest, OverlappingSecretsLeaveNoFragment) {
+  Masker masker;
+  masker.AddSecret("abcd");
+  masker.AddSecret("cdef");
+  EXPECT_EQ(masker.Mask("[abcdef]"), "[***]");
+  // Adjacent occurrences become one run as well.
+  EXPECT_EQ(masker.Mask("abcdabcd"), "***");
+}
+
+TEST(MaskerTest, IsSafeToUseFromManyThreads) {
+  Masker masker;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&masker, t] {
+      for (int i = 0; i < 500; ++i) {
+        masker.AddSecret("secret-" + std::to_string(t) + "-" + std::to_string(i % 50));
+        std::string masked = masker.Mask("x secret-" + std::to_string(t) + "-0 y");
+        EXPECT_EQ(masked, "x *** y");
+      }
+    });
+  }
+  for (auto& thread : threads) thread.join();
+}
+
+}  // namespace
+}  // namespace fanout

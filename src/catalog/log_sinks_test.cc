@@ -1,0 +1,189 @@
+// Tests of the console, text and JSON-lines sinks and of the --log spec factory.
+#include "catalog/log_sinks.h"
+
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "catalog/test_util.h"
+
+namespace fanout::catalog {
+namespace {
+
+using testing::ReadWholeFile;
+using testing::SampleEvent;
+using testing::TempDir;
+
+std::vector<std::string> Lines(const std::string& text) {
+  std::vector<std::string> lines;
+  size_t start = 0;
+  while (start < text.size()) {
+    size_t end = text.find('\n', start);
+    if (end == std::string::npos) end = text.size();
+    lines.push_back(text.substr(start, end - start));
+    start = end + 1;
+  }
+  return lines;
+}
+
+// Writes one event of every type to a console sink and returns what it printed.
+std::string ConsoleOutput(std::string_view levels) {
+  FILE* out = std::tmpfile();
+  {
+    ConsoleSink sink(levels, out);
+    for (EventType type :
+         {EventType::kOnPreExecute, EventType::kOnError, EventType::kOnWarning,
+          EventType::kOnInformation, EventType::kOnProgress, EventType::kOnTaskFailed,
+          EventType::kOnVariableValueChanged, EventType::kOnPostExecute}) {
+      sink.Write(SampleEvent("e", type, "m"));
+    }
+    sink.Flush();
+  }
+  std::string text;
+  std::rewind(out);
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, out)) > 0) text.append(buf, n);
+  std::fclose(out);
+  return text;
+}
+
+TEST(ConsoleSinkTest, PrintsTimeEventSourceAndMessage) {
+  EXPECT_EQ(ConsoleOutput("E"), "03:04:05 OnError      load/region-job: m\n");
+}
+
+TEST(ConsoleSinkTest, FiltersByReportingLevels) {
+  EXPECT_EQ(Lines(ConsoleOutput("ewp")).size(), 3u);
+  std::string ewp = ConsoleOutput("EWP");
+  EXPECT_NE(ewp.find("OnError"), std::string::npos);
+  EXPECT_NE(ewp.find("OnWarning"), std::string::npos);
+  EXPECT_NE(ewp.find("OnProgress"), std::string::npos);
+  EXPECT_EQ(ewp.find("OnInformation"), std::string::npos);
+  EXPECT_EQ(Lines(ConsoleOutput("I")).size(), 1u);
+  EXPECT_EQ(Lines(ConsoleOutput("V")).size(), 8u);
+  EXPECT_EQ(ConsoleOutput("N"), "");
+}
+
+TEST(ConsoleSinkTest, ValidatesReportingLevels) {
+  EXPECT_TRUE(ValidateReportingLevels("EWP").ok());
+  EXPECT_TRUE(ValidateReportingLevels("ewipvn").ok());
+  Status bad = ValidateReportingLevels("EX");
+  EXPECT_EQ(bad.code(), Code::kInvalidArgument);
+  EXPECT_NE(bad.message().find("'X'"), std::string::npos);
+  EXPECT_NE(bad.message().find("V (verbose"), std::string::npos);
+  EXPECT_FALSE(ValidateReportingLevels("").ok());
+}
+
+TEST(CsvTest, QuotesOnlyWhenNeeded) {
+  auto csv = [](std::string_view field) {
+    std::string line;
+    AppendCsvField(line, field);
+    return line;
+  };
+  EXPECT_EQ(csv("plain text"), "plain text");
+  EXPECT_EQ(csv(""), "");
+  EXPECT_EQ(csv("a,b"), "\"a,b\"");
+  EXPECT_EQ(csv("say \"hi\""), "\"say \"\"hi\"\"\"");
+  EXPECT_EQ(csv("two\nlines"), "\"two\nlines\"");
+  EXPECT_EQ(csv("cr\rhere"), "\"cr\rhere\"");
+}
+
+TEST(TextFileSinkTest, WritesHeaderOnceAndAppends) {
+  TempDir dir;
+  std::string path = dir.File("log.csv");
+  {
+    auto sink = TextFileSink::Open(path, EventFilter());
+    ASSERT_TRUE(sink.ok()) << sink.status().ToString();
+    (*sink)->Write(SampleEvent("exec-1", EventType::kOnError, "bad, \"very\" bad"));
+  }
+  {
+    auto sink = TextFileSink::Open(path, EventFilter({EventType::kOnWarning}));
+    ASSERT_TRUE(sink.ok());
+    (*sink)->Write(SampleEvent("exec-1", EventType::kOnError, "filtered out"));
+    (*sink)->Write(SampleEvent("exec-2", EventType::kOnWarning, "second"));
+    (*sink)->Flush();
+  }
+  std::vector<std::string> lines = Lines(ReadWholeFile(path));
+  ASSERT_EQ(lines.size(), 3u);
+  EXPECT_EQ(lines[0], TextFileSink::kHeader);
+  EXPECT_EQ(lines[1],
+            "OnError,host-a,etl,load/region-job,load/region-job,exec-1,"
+            "2026-11-26T03:04:05.000000Z,2026-11-26T03:04:05.001500Z,7,bytes,"
+            "\"bad, \"\"very\"\" bad\"");
+  EXPECT_EQ(lines[2].substr(0, 10), "OnWarning,");
+  EXPECT_EQ(lines[2].substr(lines[2].size() - 7), ",second");
+}
+
+TEST(TextFileSinkTest, WritesHeaderToExistingEmptyFile) {
+  TempDir dir;
+  std::string path = dir.File("empty.csv");
+  { std::ofstream touch(path); }
+  {
+    auto sink = TextFileSink::Open(path, EventFilter());
+    ASSERT_TRUE(sink.ok());
+  }
+  EXPECT_EQ(ReadWholeFile(path), std::string(TextFileSink::kHeader) + "\n");
+}
+
+TEST(JsonLinesSinkTest, ParsesBack) {
+  TempDir dir;
+  std::string path = dir.File("log.jsonl");
+  {
+    auto sink = JsonLinesSink::Open(path, EventFilter());
+    ASSERT_TRUE(sink.ok());
+    Event event = SampleEvent("exec-1", EventType::kOnTaskFailed, "line 1\nline \"2\"");
+    event.data_bytes = "not utf-8: \xff";
+    (*sink)->Write(event);
+    (*sink)->Write(SampleEvent("exec-1", EventType::kOnPostExecute, "done"));
+  }
+  std::vector<std::string> lines = Lines(ReadWholeFile(path));
+  ASSERT_EQ(lines.size(), 2u);
+  auto first = nlohmann::json::parse(lines[0]);
+  EXPECT_EQ(first["event"], "OnTaskFailed");
+  EXPECT_EQ(first["execution_id"], "exec-1");
+  EXPECT_EQ(first["computer"], "host-a");
+  EXPECT_EQ(first["operator"], "etl");
+  EXPECT_EQ(first["source"], "load/region-job");
+  EXPECT_EQ(first["source_id"], "load/region-job");
+  EXPECT_EQ(first["started_at"], "2026-11-26T03:04:05.000000Z");
+  EXPECT_EQ(first["ended_at"], "2026-11-26T03:04:05.001500Z");
+  EXPECT_EQ(first["data_code"], 7);
+  EXPECT_EQ(first["data_bytes"], "not utf-8: \xef\xbf\xbd");
+  EXPECT_EQ(first["message"], "line 1\nline \"2\"");
+  EXPECT_EQ(lines[0].substr(0, 9), "{\"event\":");  // the documented key order
+  EXPECT_EQ(nlohmann::json::parse(lines[1])["message"], "done");
+}
+
+TEST(MakeLogSinkTest, BuildsEveryProvider) {
+  TempDir dir;
+  EXPECT_TRUE(MakeLogSink("console", {}).ok());
+  auto text = MakeLogSink("text:" + dir.File("a.csv"), {});
+  ASSERT_TRUE(text.ok());
+  auto jsonl = MakeLogSink("jsonl:" + dir.File("a.jsonl"), {EventType::kOnError});
+  ASSERT_TRUE(jsonl.ok());
+  (*jsonl)->Write(SampleEvent("e", EventType::kOnInformation, "skipped"));
+  (*jsonl)->Write(SampleEvent("e", EventType::kOnError, "kept"));
+  (*jsonl)->Flush();
+  std::vector<std::string> lines = Lines(ReadWholeFile(dir.File("a.jsonl")));
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_NE(lines[0].find("kept"), std::string::npos);
+}
+
+TEST(MakeLogSinkTest, ExplainsBadSpecs) {
+  for (const char* spec : {"xml:log.xml", "text:", "jsonl", "", "Console"}) {
+    auto sink = MakeLogSink(spec, {});
+    ASSERT_FALSE(sink.ok()) << spec;
+    EXPECT_EQ(sink.status().code(), Code::kInvalidArgument);
+    EXPECT_NE(sink.status().message().find("text:PATH, jsonl:PATH or console"),
+              std::string::npos);
+  }
+  TempDir dir;
+  std::string path = dir.File("missing/dir/log.csv");
+  auto sink = MakeLogSink("text:" + path, {});
+  ASSERT_FALSE(sink.ok());
+  EXPECT_NE(sink.status().message().find(path), std::string::npos);
+  EXPECT_NE(sink.status().message().find("No such file or directory"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace fanout::catalog

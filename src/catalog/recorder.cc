@@ -1,0 +1,357 @@
+// Recorder: takes rows and events from any thread, and on its one background thread masks
+// secrets, hands events to the log sinks at once and writes everything to the catalog in batches,
+// retrying while the catalog is unavailable.
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <utility>
+
+#include "fanout/catalog.h"
+
+namespace fanout {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using namespace std::chrono_literals;
+
+// Big enough that a transaction's fixed cost vanishes, small enough that another process waiting
+// for the write lock is not kept out for long.
+constexpr size_t kMaxRowsPerTransaction = 10000;
+// Rows wait this long (or until this many have gathered) before a transaction, so that a trickle
+// of events does not cost a commit each; the catalog stays live to within a few milliseconds.
+constexpr auto kGatherDelay = 5ms;
+constexpr size_t kGatherRows = 1000;
+// Sinks buffer their output; this bounds how stale a log file or console may be.
+constexpr auto kSinkFlushInterval = 100ms;
+constexpr auto kFirstRetryDelay = 50ms;
+constexpr auto kMaxRetryDelay = 2000ms;
+// How long the destructor keeps retrying an unavailable catalog before giving up on the rows.
+constexpr auto kShutdownGiveUp = 5s;
+
+size_t RowCount(const CatalogBatch& batch) {
+  return batch.executions.size() + batch.task_runs.size() + batch.events.size();
+}
+
+std::string TaskRunKey(const TaskRunRow& row) {
+  std::string key = row.execution_id;
+  key += '\0';
+  key += row.task_path;
+  key += '\0';
+  key += std::to_string(row.attempt);
+  return key;
+}
+
+// Moves up to `budget` rows of `from`, starting at `offset`, into `to`; returns how many.
+template <typename Row>
+size_t TakeRows(std::vector<Row>& from, size_t offset, std::vector<Row>& to, size_t& budget) {
+  size_t n = std::min(budget, from.size() - offset);
+  to.reserve(n);
+  for (size_t i = 0; i < n; ++i) to.push_back(std::move(from[offset + i]));
+  budget -= n;
+  return n;
+}
+
+template <typename Row>
+void PutRowsBack(std::vector<Row>& chunk, std::vector<Row>& into, size_t offset) {
+  for (size_t i = 0; i < chunk.size(); ++i) into[offset + i] = std::move(chunk[i]);
+}
+
+template <typename Row>
+void EraseFront(std::vector<Row>& rows, size_t n) {
+  rows.erase(rows.begin(), rows.begin() + static_cast<std::ptrdiff_t>(n));
+}
+
+}  // namespace
+
+struct Recorder::Impl {
+  Impl(std::unique_ptr<Catalog> catalog_in, std::vector<std::unique_ptr<EventSink>> sinks_in,
+       Masker* masker_in)
+      : catalog(std::move(catalog_in)), sinks(std::move(sinks_in)), masker(masker_in) {}
+
+  void Run();
+  void Deliver(std::vector<ExecutionRow>& executions, std::vector<TaskRunRow>& task_runs,
+               std::vector<Event>& events);
+  void MaybeWriteCatalog(bool force);
+  void WritePending();
+  void FlushSinks();
+  void Shutdown();
+  Clock::time_point NextDeadline() const;
+
+  std::unique_ptr<Catalog> catalog;  // may be null
+  std::vector<std::unique_ptr<EventSink>> sinks;
+  Masker* masker;
+
+  // Shared between producers and the thread, guarded by mu.
+  std::mutex mu;
+  std::condition_variable wake;     // producers, Flush and the destructor -> the thread
+  std::condition_variable flushed;  // the thread -> Flush callers
+  std::vector<ExecutionRow> executions;
+  std::vector<TaskRunRow> task_runs;
+  std::vector<Event> events;
+  uint64_t flush_requested = 0;  // tickets handed out by Flush()
+  uint64_t flush_done = 0;       // tickets whose rows have all been delivered
+  bool stopping = false;
+  bool idle = false;  // the thread waits; the first producer to see this wakes it
+
+  // The thread's own state.
+  CatalogBatch pending;  // rows not yet in the catalog
+  std::unordered_map<std::string, size_t> task_run_slot;  // key -> index in pending.task_runs
+  Clock::time_point pending_since;
+  bool failing = false;
+  bool failure_reported = false;
+  Clock::time_point next_retry;
+  Clock::duration retry_delay = kFirstRetryDelay;
+  bool sinks_dirty = false;
+  Clock::time_point last_sink_flush;
+
+  std::thread thread;
+};
+
+Recorder::Recorder(std::unique_ptr<Catalog> catalog,
+                   std::vector<std::unique_ptr<EventSink>> sinks, std::shared_ptr<Masker> masker)
+    : masker_(masker ? std::move(masker) : std::make_shared<Masker>()),
+      impl_(std::make_unique<Impl>(std::move(catalog), std::move(sinks), masker_.get())) {
+  impl_->thread = std::thread([impl = impl_.get()] { impl->Run(); });
+}
+
+Recorder::~Recorder() {
+  {
+    std::lock_guard lock(impl_->mu);
+    impl_->stopping = true;
+  }
+  impl_->wake.notify_one();
+  impl_->thread.join();
+}
+
+// The producer side is a push under a mutex; the thread is woken only when it sleeps, so a busy
+// engine pays no system call per event.
+void Recorder::RecordExecution(ExecutionRow row) {
+  bool wake;
+  {
+    std::lock_guard lock(impl_->mu);
+    impl_->executions.push_back(std::move(row));
+    wake = std::exchange(impl_->idle, false);
+  }
+  if (wake) impl_->wake.notify_one();
+}
+
+void Recorder::RecordTaskRun(TaskRunRow row) {
+  bool wake;
+  {
+    std::lock_guard lock(impl_->mu);
+    impl_->task_runs.push_back(std::move(row));
+    wake = std::exchange(impl_->idle, false);
+  }
+  if (wake) impl_->wake.notify_one();
+}
+
+void Recorder::Emit(Event event) {
+  bool wake;
+  {
+    std::lock_guard lock(impl_->mu);
+    impl_->events.push_back(std::move(event));
+    wake = std::exchange(impl_->idle, false);
+  }
+  if (wake) impl_->wake.notify_one();
+}
+
+void Recorder::Flush() {
+  std::unique_lock lock(impl_->mu);
+  uint64_t ticket = ++impl_->flush_requested;
+  impl_->idle = false;
+  impl_->wake.notify_one();
+  impl_->flushed.wait(lock, [&] { return impl_->flush_done >= ticket; });
+}
+
+void Recorder::Impl::Run() {
+  // Swapped with the shared queues each round, so both sides keep reusing their capacity.
+  std::vector<ExecutionRow> round_executions;
+  std::vector<TaskRunRow> round_task_runs;
+  std::vector<Event> round_events;
+  last_sink_flush = Clock::now();
+  for (;;) {
+    uint64_t flush_ticket;
+    bool stop;
+    {
+      std::unique_lock lock(mu);
+      auto has_work = [&] {
+        return !executions.empty() || !task_runs.empty() || !events.empty() || stopping ||
+               flush_requested > flush_done;
+      };
+      while (!has_work()) {
+        Clock::time_point deadline = NextDeadline();
+        if (deadline <= Clock::now()) break;
+        idle = true;
+        if (deadline == Clock::time_point::max()) {
+          wake.wait(lock);
+        } else {
+          wake.wait_until(lock, deadline);
+        }
+        idle = false;
+      }
+      round_executions.swap(executions);
+      round_task_runs.swap(task_runs);
+      round_events.swap(events);
+      flush_ticket = flush_requested;
+      stop = stopping;
+    }
+    Deliver(round_executions, round_task_runs, round_events);
+    if (stop) break;
+    bool flush = flush_ticket > flush_done;  // only this thread writes flush_done
+    MaybeWriteCatalog(flush);
+    if (flush || (sinks_dirty && Clock::now() - last_sink_flush >= kSinkFlushInterval)) {
+      FlushSinks();
+    }
+    if (flush) {
+      std::lock_guard lock(mu);
+      flush_done = flush_ticket;
+      flushed.notify_all();
+    }
+  }
+  // The destructor set `stopping` after every Record* call it follows, so this round held
+  // everything; nobody may Flush() any more.
+  Shutdown();
+}
+
+// Masks, hands events to the sinks in order, and queues everything for the catalog.
+void Recorder::Impl::Deliver(std::vector<ExecutionRow>& round_executions,
+                             std::vector<TaskRunRow>& round_task_runs,
+                             std::vector<Event>& round_events) {
+  bool mask = !masker->empty();
+  if (catalog && RowCount(pending) == 0) pending_since = Clock::now();
+  for (ExecutionRow& row : round_executions) {
+    if (mask) row.message = masker->Mask(row.message);
+    if (catalog) pending.executions.push_back(std::move(row));
+  }
+  for (TaskRunRow& row : round_task_runs) {
+    if (mask) row.message = masker->Mask(row.message);
+    if (!catalog) continue;
+    // A task's "running" and final rows often arrive together; store only the final one.
+    auto [it, inserted] = task_run_slot.try_emplace(TaskRunKey(row), pending.task_runs.size());
+    if (inserted) {
+      pending.task_runs.push_back(std::move(row));
+    } else {
+      pending.task_runs[it->second] = std::move(row);
+    }
+  }
+  for (Event& event : round_events) {
+    if (mask) {
+      event.message = masker->Mask(event.message);
+      event.data_bytes = masker->Mask(event.data_bytes);
+      event.source = masker->Mask(event.source);
+    }
+    for (auto& sink : sinks) sink->Write(event);
+    if (catalog) pending.events.push_back(std::move(event));
+  }
+  if (!round_events.empty() && !sinks.empty()) sinks_dirty = true;
+  round_executions.clear();
+  round_task_runs.clear();
+  round_events.clear();
+}
+
+void Recorder::Impl::MaybeWriteCatalog(bool force) {
+  if (!catalog || RowCount(pending) == 0) return;
+  if (!force) {
+    Clock::time_point now = Clock::now();
+    if (failing) {
+      if (now < next_retry) return;
+    } else if (RowCount(pending) < kGatherRows && now - pending_since < kGatherDelay) {
+      return;
+    }
+  }
+  WritePending();
+}
+
+// Writes `pending` in transactions of at most kMaxRowsPerTransaction rows. On failure keeps the
+// unwritten rows, in order, for the next attempt.
+void Recorder::Impl::WritePending() {
+  Status status;
+  if (RowCount(pending) <= kMaxRowsPerTransaction) {
+    status = catalog->Write(pending);
+    if (status.ok()) {
+      pending.executions.clear();
+      pending.task_runs.clear();
+      pending.events.clear();
+    }
+  } else {
+    // Rows move into a chunk and back on failure, so a large backlog is never copied.
+    size_t done_executions = 0, done_task_runs = 0, done_events = 0;
+    while (status.ok() && done_executions + done_task_runs + done_events < RowCount(pending)) {
+      CatalogBatch chunk;
+      size_t budget = kMaxRowsPerTransaction;
+      TakeRows(pending.executions, done_executions, chunk.executions, budget);
+      TakeRows(pending.task_runs, done_task_runs, chunk.task_runs, budget);
+      TakeRows(pending.events, done_events, chunk.events, budget);
+      status = catalog->Write(chunk);
+      if (!status.ok()) {
+        PutRowsBack(chunk.executions, pending.executions, done_executions);
+        PutRowsBack(chunk.task_runs, pending.task_runs, done_task_runs);
+        PutRowsBack(chunk.events, pending.events, done_events);
+        break;
+      }
+      done_executions += chunk.executions.size();
+      done_task_runs += chunk.task_runs.size();
+      done_events += chunk.events.size();
+    }
+    EraseFront(pending.executions, done_executions);
+    EraseFront(pending.task_runs, done_task_runs);
+    EraseFront(pending.events, done_events);
+  }
+  // Slots moved or are gone; later rows for the same key are appended after, which keeps the
+  // last one winning.
+  task_run_slot.clear();
+  pending_since = Clock::now();
+  if (status.ok()) {
+    failing = false;
+    failure_reported = false;
+    retry_delay = kFirstRetryDelay;
+    return;
+  }
+  failing = true;
+  if (!failure_reported) {
+    std::fprintf(stderr, "fanout: catalog write failed: %s; will retry\n",
+                 status.ToString().c_str());
+    failure_reported = true;
+  }
+  next_retry = Clock::now() + retry_delay;
+  retry_delay = std::min<Clock::duration>(retry_delay * 2, kMaxRetryDelay);
+}
+
+void Recorder::Impl::FlushSinks() {
+  for (auto& sink : sinks) sink->Flush();
+  sinks_dirty = false;
+  last_sink_flush = Clock::now();
+}
+
+Clock::time_point Recorder::Impl::NextDeadline() const {
+  Clock::time_point deadline = Clock::time_point::max();
+  if (sinks_dirty) deadline = last_sink_flush + kSinkFlushInterval;
+  if (catalog && RowCount(pending) > 0) {
+    deadline = std::min(deadline, failing ? next_retry : pending_since + kGatherDelay);
+  }
+  return deadline;
+}
+
+void Recorder::Impl::Shutdown() {
+  FlushSinks();
+  if (!catalog) return;
+  Clock::time_point give_up = Clock::now() + kShutdownGiveUp;
+  for (;;) {
+    if (RowCount(pending) == 0) return;
+    WritePending();
+    if (RowCount(pending) == 0) return;
+    Clock::time_point now = Clock::now();
+    if (now >= give_up) break;
+    std::this_thread::sleep_for(std::min<Clock::duration>(next_retry - now, give_up - now));
+  }
+  std::fprintf(stderr, "fanout: catalog still unavailable; %zu rows were not written\n",
+               RowCount(pending));
+}
+
+}  // namespace fanout

@@ -1,0 +1,290 @@
+// Tests of the Recorder: ordering and Flush, masking on the way to sinks and catalog, retries of
+// failed catalog writes, and a throughput check run by hand.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cstdio>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include "catalog/sqlite_catalog.h"
+#include "catalog/test_util.h"
+#include "fanout/catalog.h"
+
+namespace fanout::catalog {
+namespace {
+
+using testing::SampleEvent;
+using testing::SampleExecution;
+using testing::SampleTaskRun;
+using testing::TempDir;
+
+// What a MemorySink saw; read by the test after Flush() or after the Recorder is gone.
+struct SinkLog {
+  std::vector<Event> events;
+  int flushes = 0;
+};
+
+class MemorySink : public EventSink {
+ public:
+  explicit MemorySink(std::shared_ptr<SinkLog> log) : log_(std::move(log)) {}
+  void Write(const Event& event) override { log_->events.push_back(event); }
+  void Flush() override { ++log_->flushes; }
+
+ private:
+  std::shared_ptr<SinkLog> log_;
+};
+
+// Rows a FakeCatalog stored, with upserts applied, and how many writes it refused.
+struct FakeStore {
+  std::mutex mu;
+  std::map<std::string, ExecutionRow> executions;
+  std::map<std::string, TaskRunRow> task_runs;
+  std::vector<Event> events;
+  int failures_left = 0;
+  int failed_writes = 0;
+};
+
+class FakeCatalog : public Catalog {
+ public:
+  explicit FakeCatalog(std::shared_ptr<FakeStore> store) : store_(std::move(store)) {}
+  Status Open() override { return Status::Ok(); }
+  Status Write(const CatalogBatch& batch) override {
+    std::lock_guard lock(store_->mu);
+    if (store_->failures_left > 0) {
+      --store_->failures_left;
+      ++store_->failed_writes;
+      return Unavailable("database is down");
+    }
+    for (const auto& row : batch.executions) store_->executions[row.id] = row;
+    for (const auto& row : batch.task_runs) {
+      store_->task_runs[row.execution_id + "/" + row.task_path + "#" +
+                        std::to_string(row.attempt)] = row;
+    }
+    for (const auto& event : batch.events) store_->events.push_back(event);
+    return Status::Ok();
+  }
+  Result<std::optional<ExecutionRow>> GetExecution(const std::string&) override {
+    return Internal("unused");
+  }
+  Result<std::vector<ExecutionRow>> ListExecutions(int) override { return Internal("unused"); }
+  Result<std::vector<ExecutionRow>> ListChildExecutions(const std::string&) override {
+    return Internal("unused");
+  }
+  Result<std::vector<TaskRunRow>> ListTaskRuns(const std::string&) override {
+    return Internal("unused");
+  }
+  Result<std::vector<Event>> ListEvents(const EventQuery&) override { return Internal("unused"); }
+
+ private:
+  std::shared_ptr<FakeStore> store_;
+};
+
+std::vector<std::unique_ptr<EventSink>> OneSink(std::shared_ptr<SinkLog> log) {
+  std::vector<std::unique_ptr<EventSink>> sinks;
+  sinks.push_back(std::make_unique<MemorySink>(std::move(log)));
+  return sinks;
+}
+
+TEST(RecorderTest, FlushDeliversEverythingInOrderToSinksAndCatalog) {
+  TempDir dir;
+  std::string path = dir.File("c.db");
+  auto log = std::make_shared<SinkLog>();
+  auto catalog = std::make_unique<SqliteCatalog>(path);
+  ASSERT_TRUE(catalog->Open().ok());
+  Recorder recorder(std::move(catalog), OneSink(log), nullptr);
+
+  constexpr int kThreads = 4;
+  constexpr int kPerThread = 2000;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&recorder, t] {
+      for (int i = 0; i < kPerThread; ++i) {
+        recorder.Emit(SampleEvent("e", EventType::kOnInformation,
+                                  std::to_string(t) + ":" + std::to_string(i)));
+      }
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  recorder.Emit(SampleEvent("e", EventType::kOnPostExecute, "last"));
+  recorder.Flush();
+
+  ASSERT_EQ(log->events.size(), static_cast<size_t>(kThreads * kPerThread + 1));
+  EXPECT_EQ(log->events.back().message, "last");
+  EXPECT_GE(log->flushes, 1);
+  // Each thread's events stay in the order it emitted them.
+  std::vector<int> next(kThreads, 0);
+  for (size_t i = 0; i + 1 < log->events.size(); ++i) {
+    const std::string& m = log->events[i].message;
+    int t = std::stoi(m.substr(0, m.find(':')));
+    int n = std::stoi(m.substr(m.find(':') + 1));
+    ASSERT_EQ(n, next[t]++) << m;
+  }
+  // The catalog holds the same events in the same order, already at Flush().
+  SqliteCatalog reader(path);
+  ASSERT_TRUE(reader.Open().ok());
+  auto stored = reader.ListEvents({});
+  ASSERT_TRUE(stored.ok());
+  ASSERT_EQ(stored->size(), log->events.size());
+  for (size_t i = 0; i < stored->size(); ++i) {
+    ASSERT_EQ((*stored)[i].message, log->events[i].message);
+  }
+}
+
+TEST(RecorderTest, FlushWithNothingRecordedReturns) {
+  auto log = std::make_shared<SinkLog>();
+  Recorder recorder(nullptr, OneSink(log), nullptr);
+  recorder.Flush();
+  recorder.Flush();
+  EXPECT_TRUE(log->events.empty());
+  EXPECT_GE(log->flushes, 2);
+}
+
+TEST(RecorderTest, SecretsReachNeitherSinksNorCatalog) {
+  auto log = std::make_shared<SinkLog>();
+  auto store = std::make_shared<FakeStore>();
+  auto masker = std::make_shared<Masker>();
+  {
+    Recorder recorder(std::make_unique<FakeCatalog>(store), OneSink(log), masker);
+    recorder.masker().AddSecret("s3cr3t");
+    Event event = SampleEvent("e", EventType::kOnError, "login with s3cr3t failed");
+    event.data_bytes = "stdout: password=s3cr3t\n";
+    event.source = "task-s3cr3t";
+    recorder.Emit(event);
+    ExecutionRow execution = SampleExecution("e");
+    execution.message = "failed: s3cr3t";
+    recorder.RecordExecution(execution);
+    TaskRunRow run = SampleTaskRun("e", "t");
+    run.message = "exit 1 (s3cr3t)";
+    recorder.RecordTaskRun(run);
+    recorder.Flush();
+
+    ASSERT_EQ(log->events.size(), 1u);
+    EXPECT_EQ(log->events[0].message, "login with *** failed");
+    EXPECT_EQ(log->events[0].data_bytes, "stdout: password=***\n");
+    EXPECT_EQ(log->events[0].source, "task-***");
+  }
+  std::lock_guard lock(store->mu);
+  ASSERT_EQ(store->events.size(), 1u);
+  EXPECT_EQ(store->events[0].message, "login with *** failed");
+  EXPECT_EQ(store->events[0].data_bytes, "stdout: password=***\n");
+  EXPECT_EQ(store->executions["e"].message, "failed: ***");
+  EXPECT_EQ(store->task_runs["e/t#1"].message, "exit 1 (***)");
+}
+
+TEST(RecorderTest, LaterTaskRunRowsWin) {
+  auto store = std::make_shared<FakeStore>();
+  {
+    Recorder recorder(std::make_unique<FakeCatalog>(store), {}, nullptr);
+    for (int i = 0; i < 100; ++i) {
+      TaskRunRow run = SampleTaskRun("e", "t" + std::to_string(i % 10));
+      run.status = "running";
+      recorder.RecordTaskRun(run);
+      if (i % 7 == 0) recorder.Flush();
+      run.status = "succeeded";
+      run.message = std::to_string(i);
+      recorder.RecordTaskRun(run);
+    }
+  }
+  std::lock_guard lock(store->mu);
+  ASSERT_EQ(store->task_runs.size(), 10u);
+  for (int k = 0; k < 10; ++k) {
+    const TaskRunRow& run = store->task_runs["e/t" + std::to_string(k) + "#1"];
+    EXPECT_EQ(run.status, "succeeded");
+    EXPECT_EQ(run.message, std::to_string(90 + k));
+  }
+}
+
+TEST(RecorderTest, KeepsRowsWhileTheCatalogFailsAndReportsOnce) {
+  auto log = std::make_shared<SinkLog>();
+  auto store = std::make_shared<FakeStore>();
+  store->failures_left = 3;
+  ::testing::internal::CaptureStderr();
+  {
+    Recorder recorder(std::make_unique<FakeCatalog>(store), OneSink(log), nullptr);
+    recorder.RecordExecution(SampleExecution("e"));
+    for (int i = 0; i < 10; ++i) {
+      recorder.Emit(SampleEvent("e", EventType::kOnInformation, std::to_string(i)));
+      recorder.Flush();  // each Flush forces one catalog attempt
+    }
+    // Sinks are not held up by the catalog.
+    EXPECT_EQ(log->events.size(), 10u);
+  }
+  std::string err = ::testing::internal::GetCapturedStderr();
+  EXPECT_EQ(err,
+            "fanout: catalog write failed: Unavailable: database is down; will retry\n");
+  std::lock_guard lock(store->mu);
+  EXPECT_EQ(store->failed_writes, 3);
+  EXPECT_EQ(store->executions.count("e"), 1u);
+  ASSERT_EQ(store->events.size(), 10u);
+  for (int i = 0; i < 10; ++i) EXPECT_EQ(store->events[i].message, std::to_string(i));
+}
+
+TEST(RecorderTest, DestructorDeliversWithoutFlush) {
+  auto log = std::make_shared<SinkLog>();
+  auto store = std::make_shared<FakeStore>();
+  {
+    Recorder recorder(std::make_unique<FakeCatalog>(store), OneSink(log), nullptr);
+    for (int i = 0; i < 25000; ++i) {
+      recorder.Emit(SampleEvent("e", EventType::kOnProgress, std::to_string(i)));
+    }
+  }
+  EXPECT_EQ(log->events.size(), 25000u);
+  EXPECT_GE(log->flushes, 1);
+  std::lock_guard lock(store->mu);
+  ASSERT_EQ(store->events.size(), 25000u);
+  EXPECT_EQ(store->events.back().message, "24999");
+}
+
+// A throughput check, not a test: run with --gtest_also_run_disabled_tests.
+TEST(RecorderTest, DISABLED_EventsPerSecondIntoSqlite) {
+  TempDir dir;
+  auto catalog = std::make_unique<SqliteCatalog>(dir.File("bench.db"));
+  ASSERT_TRUE(catalog->Open().ok());
+  constexpr int kEvents = 500000;
+  auto start = std::chrono::steady_clock::now();
+  {
+    Recorder recorder(std::move(catalog), {}, nullptr);
+    std::thread other([&] {
+      for (int i = 0; i < kEvents / 2; ++i) {
+        recorder.Emit(SampleEvent("0190f3a2-7c4e-7d4a-9b1e-4a5c6d7e8f90", EventType::kOnProgress,
+                                  "task finished"));
+      }
+    });
+    for (int i = 0; i < kEvents / 2; ++i) {
+      recorder.Emit(SampleEvent("0190f3a2-7c4e-7d4a-9b1e-4a5c6d7e8f90", EventType::kOnInformation,
+                                "task started"));
+    }
+    other.join();
+    double emitted =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    std::printf("emitting took %.3f s (%.2f us per event)\n", emitted, emitted * 1e6 / kEvents);
+    recorder.Flush();
+  }
+  double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::printf("%d events stored in %.3f s: %.0f events/s\n", kEvents, seconds,
+              kEvents / seconds);
+}
+
+// The catalog alone, in the Recorder's largest transactions.
+TEST(RecorderTest, DISABLED_CatalogWritesPerSecond) {
+  TempDir dir;
+  SqliteCatalog catalog(dir.File("bench.db"));
+  ASSERT_TRUE(catalog.Open().ok());
+  CatalogBatch batch;
+  for (int i = 0; i < 10000; ++i) {
+    batch.events.push_back(SampleEvent("0190f3a2-7c4e-7d4a-9b1e-4a5c6d7e8f90",
+                                       EventType::kOnInformation, "task started"));
+  }
+  constexpr int kBatches = 50;
+  auto start = std::chrono::steady_clock::now();
+  for (int b = 0; b < kBatches; ++b) ASSERT_TRUE(catalog.Write(batch).ok());
+  double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::printf("catalog alone: %.0f events/s\n", kBatches * 10000 / seconds);
+}
+
+}  // namespace
+}  // namespace fanout::catalog

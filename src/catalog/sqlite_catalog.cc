@@ -1,0 +1,573 @@
+// SqliteCatalog: schema creation and version check, batched upserts in one transaction, and the
+// queries behind reports and `fanout logs`.
+#include "catalog/sqlite_catalog.h"
+
+#include <sqlite3.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <utility>
+
+namespace fanout::catalog {
+
+namespace {
+
+constexpr const char* kSchema[] = {
+    R"(CREATE TABLE IF NOT EXISTS executions(
+         id TEXT PRIMARY KEY,
+         parent_id TEXT,
+         package TEXT NOT NULL,
+         package_sha256 TEXT NOT NULL,
+         host TEXT NOT NULL,
+         agent TEXT,
+         job TEXT,
+         run_id TEXT,
+         status TEXT NOT NULL,
+         started_at TEXT NOT NULL,
+         ended_at TEXT,
+         exit_code INTEGER,
+         message TEXT NOT NULL,
+         operator TEXT NOT NULL))",
+    R"(CREATE TABLE IF NOT EXISTS task_runs(
+         execution_id TEXT NOT NULL,
+         task_path TEXT NOT NULL,
+         task_type TEXT NOT NULL,
+         attempt INTEGER NOT NULL,
+         status TEXT NOT NULL,
+         started_at TEXT NOT NULL,
+         ended_at TEXT,
+         agent TEXT,
+         child_execution_id TEXT,
+         message TEXT NOT NULL,
+         PRIMARY KEY(execution_id, task_path, attempt)))",
+    R"(CREATE TABLE IF NOT EXISTS events(
+         id INTEGER PRIMARY KEY AUTOINCREMENT,
+         execution_id TEXT NOT NULL,
+         event TEXT NOT NULL,
+         computer TEXT NOT NULL,
+         operator TEXT NOT NULL,
+         source TEXT NOT NULL,
+         source_id TEXT NOT NULL,
+         started_at TEXT NOT NULL,
+         ended_at TEXT NOT NULL,
+         data_code INTEGER NOT NULL,
+         data_bytes TEXT NOT NULL,
+         message TEXT NOT NULL))",
+    "CREATE INDEX IF NOT EXISTS events_by_execution ON events(execution_id, id)",
+    "CREATE INDEX IF NOT EXISTS executions_by_parent ON executions(parent_id)",
+    "CREATE INDEX IF NOT EXISTS executions_by_start ON executions(started_at)",
+};
+
+constexpr const char* kExecutionColumns =
+    "id, parent_id, package, package_sha256, host, agent, job, run_id, status, started_at, "
+    "ended_at, exit_code, message, operator";
+
+constexpr const char* kUpsertExecution =
+    "INSERT INTO executions(id, parent_id, package, package_sha256, host, agent, job, run_id, "
+    "status, started_at, ended_at, exit_code, message, operator) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) "
+    "ON CONFLICT(id) DO UPDATE SET parent_id = excluded.parent_id, package = excluded.package, "
+    "package_sha256 = excluded.package_sha256, host = excluded.host, agent = excluded.agent, "
+    "job = excluded.job, run_id = excluded.run_id, status = excluded.status, "
+    "started_at = excluded.started_at, ended_at = excluded.ended_at, "
+    "exit_code = excluded.exit_code, message = excluded.message, operator = excluded.operator";
+
+constexpr const char* kTaskRunColumns =
+    "execution_id, task_path, task_type, attempt, status, started_at, ended_at, agent, "
+    "child_execution_id, message";
+
+constexpr const char* kUpsertTaskRun =
+    "INSERT INTO task_runs(execution_id, task_path, task_type, attempt, status, started_at, "
+    "ended_at, agent, child_execution_id, message) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) "
+    "ON CONFLICT(execution_id, task_path, attempt) DO UPDATE SET "
+    "task_type = excluded.task_type, status = excluded.status, "
+    "started_at = excluded.started_at, ended_at = excluded.ended_at, agent = excluded.agent, "
+    "child_execution_id = excluded.child_execution_id, message = excluded.message";
+
+constexpr const char* kEventColumns =
+    "id, execution_id, event, computer, operator, source, source_id, started_at, ended_at, "
+    "data_code, data_bytes, message";
+
+constexpr const char* kInsertEvent =
+    "INSERT INTO events(execution_id, event, computer, operator, source, source_id, started_at, "
+    "ended_at, data_code, data_bytes, message) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
+
+int64_t SteadyNowNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// Formats timestamps exactly as FormatDateTime does, but calls it once per distinct second: the
+// rows of a batch share a few seconds, and the calendar conversion is most of the cost.
+class TimestampFormatter {
+ public:
+  void Format(DateTime t, std::string& out) {
+    auto secs = std::chrono::floor<std::chrono::seconds>(t);
+    if (prefix_.empty() || secs != secs_) {
+      std::string full = FormatDateTime(secs);  // "....:05.000000Z"
+      prefix_ = full.substr(0, full.size() - 7);
+      secs_ = secs;
+    }
+    int64_t micros = (t - secs).count();
+    char digits[7];
+    for (int i = 5; i >= 0; --i) {
+      digits[i] = static_cast<char>('0' + micros % 10);
+      micros /= 10;
+    }
+    digits[6] = 'Z';
+    out.assign(prefix_);
+    out.append(digits, sizeof digits);
+  }
+
+ private:
+  std::chrono::sys_seconds secs_{};
+  std::string prefix_;
+};
+
+// Binds without copying: the caller keeps `text` alive until the statement has been stepped.
+void BindText(sqlite3_stmt* stmt, int index, std::string_view text) {
+  sqlite3_bind_text64(stmt, index, text.data(), text.size(), SQLITE_STATIC, SQLITE_UTF8);
+}
+
+void BindTextOrNull(sqlite3_stmt* stmt, int index, const std::string& text) {
+  if (text.empty()) {
+    sqlite3_bind_null(stmt, index);
+  } else {
+    BindText(stmt, index, text);
+  }
+}
+
+std::string ColumnText(sqlite3_stmt* stmt, int column) {
+  const unsigned char* text = sqlite3_column_text(stmt, column);
+  if (text == nullptr) return "";
+  return std::string(reinterpret_cast<const char*>(text),
+                     static_cast<size_t>(sqlite3_column_bytes(stmt, column)));
+}
+
+Result<DateTime> ColumnTime(sqlite3_stmt* stmt, int column) {
+  std::string text = ColumnText(stmt, column);
+  auto parsed = ParseDateTime(text);
+  if (!parsed.ok()) {
+    return Internal(std::string("catalog column '") + sqlite3_column_name(stmt, column) +
+                    "' holds a bad timestamp: " + parsed.status().message());
+  }
+  return *parsed;
+}
+
+Result<std::optional<DateTime>> ColumnOptionalTime(sqlite3_stmt* stmt, int column) {
+  if (sqlite3_column_type(stmt, column) == SQLITE_NULL) return std::optional<DateTime>();
+  ASSIGN_OR_RETURN(DateTime t, ColumnTime(stmt, column));
+  return std::optional<DateTime>(t);
+}
+
+// Owns a statement prepared for one query.
+class Statement {
+ public:
+  Statement() = default;
+  ~Statement() { sqlite3_finalize(stmt_); }
+  Statement(const Statement&) = delete;
+  Statement& operator=(const Statement&) = delete;
+  sqlite3_stmt** out() { return &stmt_; }
+  sqlite3_stmt* get() const { return stmt_; }
+
+ private:
+  sqlite3_stmt* stmt_ = nullptr;
+};
+
+Result<ExecutionRow> ReadExecution(sqlite3_stmt* stmt) {
+  ExecutionRow row;
+  row.id = ColumnText(stmt, 0);
+  row.parent_id = ColumnText(stmt, 1);
+  row.package = ColumnText(stmt, 2);
+  row.package_sha256 = ColumnText(stmt, 3);
+  row.host = ColumnText(stmt, 4);
+  row.agent = ColumnText(stmt, 5);
+  row.job = ColumnText(stmt, 6);
+  row.run_id = ColumnText(stmt, 7);
+  row.status = ColumnText(stmt, 8);
+  ASSIGN_OR_RETURN(row.started_at, ColumnTime(stmt, 9));
+  ASSIGN_OR_RETURN(row.ended_at, ColumnOptionalTime(stmt, 10));
+  if (sqlite3_column_type(stmt, 11) != SQLITE_NULL) row.exit_code = sqlite3_column_int(stmt, 11);
+  row.message = ColumnText(stmt, 12);
+  row.operator_name = ColumnText(stmt, 13);
+  return row;
+}
+
+Result<TaskRunRow> ReadTaskRun(sqlite3_stmt* stmt) {
+  TaskRunRow row;
+  row.execution_id = ColumnText(stmt, 0);
+  row.task_path = ColumnText(stmt, 1);
+  row.task_type = ColumnText(stmt, 2);
+  row.attempt = sqlite3_column_int(stmt, 3);
+  row.status = ColumnText(stmt, 4);
+  ASSIGN_OR_RETURN(row.started_at, ColumnTime(stmt, 5));
+  ASSIGN_OR_RETURN(row.ended_at, ColumnOptionalTime(stmt, 6));
+  row.agent = ColumnText(stmt, 7);
+  row.child_execution_id = ColumnText(stmt, 8);
+  row.message = ColumnText(stmt, 9);
+  return row;
+}
+
+Result<Event> ReadEvent(sqlite3_stmt* stmt) {
+  Event event;
+  event.id = sqlite3_column_int64(stmt, 0);
+  event.execution_id = ColumnText(stmt, 1);
+  auto type = ParseEventName(ColumnText(stmt, 2));
+  if (!type.ok()) {
+    return Internal("catalog event " + std::to_string(event.id) + ": " + type.status().message());
+  }
+  event.type = *type;
+  event.computer = ColumnText(stmt, 3);
+  event.operator_name = ColumnText(stmt, 4);
+  event.source = ColumnText(stmt, 5);
+  event.source_id = ColumnText(stmt, 6);
+  ASSIGN_OR_RETURN(event.started_at, ColumnTime(stmt, 7));
+  ASSIGN_OR_RETURN(event.ended_at, ColumnTime(stmt, 8));
+  event.data_code = sqlite3_column_int64(stmt, 9);
+  event.data_bytes = ColumnText(stmt, 10);
+  event.message = ColumnText(stmt, 11);
+  return event;
+}
+
+}  // namespace
+
+SqliteCatalog::SqliteCatalog(std::string path, SqliteCatalogOptions options)
+    : path_(std::move(path)), options_(options) {}
+
+SqliteCatalog::~SqliteCatalog() { Close(); }
+
+void SqliteCatalog::Close() {
+  for (sqlite3_stmt** stmt :
+       {&begin_, &commit_, &rollback_, &upsert_execution_, &upsert_task_run_, &insert_event_}) {
+    sqlite3_finalize(*stmt);
+    *stmt = nullptr;
+  }
+  if (db_ != nullptr) sqlite3_close(db_);
+  db_ = nullptr;
+}
+
+// SQLite's own busy handler sleeps in steps of up to 100 ms, far longer than the other writer's
+// transaction usually takes; short sleeps keep two processes writing at full speed.
+int SqliteCatalog::OnBusy(void* arg, int count) {
+  auto* self = static_cast<SqliteCatalog*>(arg);
+  int64_t now = SteadyNowNs();
+  if (count == 0) self->busy_since_ns_ = now;
+  if (now - self->busy_since_ns_ >= int64_t{self->options_.busy_timeout_ms} * 1000000) return 0;
+  int sleep_us = 50 << std::min(count, 8);  // 50 us doubling to 12.8 ms
+  usleep(static_cast<useconds_t>(std::min(sleep_us, 10000)));
+  return 1;
+}
+
+Status SqliteCatalog::Error(int rc, const std::string& what) const {
+  Code code = Code::kInternal;
+  switch (rc & 0xff) {
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+    case SQLITE_IOERR:
+    case SQLITE_CANTOPEN:
+    case SQLITE_PROTOCOL:
+      code = Code::kUnavailable;
+      break;
+    case SQLITE_FULL:
+      code = Code::kResourceExhausted;
+      break;
+    case SQLITE_READONLY:
+    case SQLITE_PERM:
+    case SQLITE_AUTH:
+      code = Code::kPermissionDenied;
+      break;
+    case SQLITE_NOTADB:
+    case SQLITE_CORRUPT:
+      code = Code::kFailedPrecondition;
+      break;
+    default:
+      break;
+  }
+  const char* detail = db_ != nullptr ? sqlite3_errmsg(db_) : sqlite3_errstr(rc);
+  return Status(code, "catalog '" + path_ + "': " + what + ": " + detail);
+}
+
+Status SqliteCatalog::Exec(const char* sql, const char* what) {
+  char* err = nullptr;
+  int rc = sqlite3_exec(db_, sql, nullptr, nullptr, &err);
+  sqlite3_free(err);
+  return rc == SQLITE_OK ? Status::Ok() : Error(rc, what);
+}
+
+Status SqliteCatalog::Prepare(const char* sql, sqlite3_stmt** stmt) {
+  int rc = sqlite3_prepare_v3(db_, sql, -1, SQLITE_PREPARE_PERSISTENT, stmt, nullptr);
+  return rc == SQLITE_OK ? Status::Ok() : Error(rc, "preparing a statement");
+}
+
+// Steps a statement that returns no rows, and resets it so that it releases its locks.
+Status SqliteCatalog::Step(sqlite3_stmt* stmt, const char* what) {
+  int rc = sqlite3_step(stmt);
+  Status status = (rc == SQLITE_DONE || rc == SQLITE_ROW) ? Status::Ok() : Error(rc, what);
+  sqlite3_reset(stmt);
+  return status;
+}
+
+Status SqliteCatalog::Open() {
+  if (db_ != nullptr) return Status::Ok();
+  // SQLite's own message for a missing directory is "unable to open database file", which does
+  // not say what is missing.
+  std::filesystem::path dir = std::filesystem::path(path_).parent_path();
+  std::error_code ec;
+  if (!dir.empty() && path_ != ":memory:" && !std::filesystem::is_directory(dir, ec)) {
+    return NotFound("catalog directory '" + dir.string() + "' does not exist (catalog '" +
+                    path_ + "')");
+  }
+  int rc = sqlite3_open_v2(path_.c_str(), &db_,
+                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                           nullptr);
+  if (rc != SQLITE_OK) {
+    Status status = Error(rc, "opening");
+    Close();
+    return status;
+  }
+  sqlite3_extended_result_codes(db_, 1);
+  sqlite3_busy_handler(db_, &SqliteCatalog::OnBusy, this);
+
+  // Switching to WAL needs a brief exclusive lock that a concurrent opener may hold; retry it
+  // like any other busy wait rather than fail the run.
+  Status status;
+  int64_t deadline = SteadyNowNs() + int64_t{options_.busy_timeout_ms} * 1000000;
+  for (int attempt = 0;; ++attempt) {
+    status = Exec("PRAGMA journal_mode=WAL", "switching to WAL mode");
+    if (status.ok() || status.code() != Code::kUnavailable || SteadyNowNs() > deadline) break;
+    usleep(static_cast<useconds_t>(std::min(100 << std::min(attempt, 7), 10000)));
+  }
+  // NORMAL in WAL mode loses at most the last transactions on power loss, never consistency;
+  // FULL would add an fsync to every batch.
+  if (status.ok()) status = Exec("PRAGMA synchronous=NORMAL", "setting synchronous mode");
+  if (status.ok()) status = CreateSchema();
+  if (status.ok()) status = Prepare("BEGIN IMMEDIATE", &begin_);
+  if (status.ok()) status = Prepare("COMMIT", &commit_);
+  if (status.ok()) status = Prepare("ROLLBACK", &rollback_);
+  if (status.ok()) status = Prepare(kUpsertExecution, &upsert_execution_);
+  if (status.ok()) status = Prepare(kUpsertTaskRun, &upsert_task_run_);
+  if (status.ok()) status = Prepare(kInsertEvent, &insert_event_);
+  if (!status.ok()) Close();
+  return status;
+}
+
+// Runs in one IMMEDIATE transaction so that two processes opening a new file at once do not both
+// create the schema.
+Status SqliteCatalog::CreateSchema() {
+  RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE", "starting the schema transaction"));
+  auto body = [&]() -> Status {
+    RETURN_IF_ERROR(Exec("CREATE TABLE IF NOT EXISTS schema_version(version INTEGER NOT NULL)",
+                         "creating schema_version"));
+    Statement query;
+    int rc = sqlite3_prepare_v2(db_, "SELECT MAX(version) FROM schema_version", -1, query.out(),
+                                nullptr);
+    if (rc != SQLITE_OK) return Error(rc, "reading the schema version");
+    rc = sqlite3_step(query.get());
+    if (rc != SQLITE_ROW) return Error(rc, "reading the schema version");
+    bool fresh = sqlite3_column_type(query.get(), 0) == SQLITE_NULL;
+    int version = sqlite3_column_int(query.get(), 0);
+    if (!fresh && version > kSqliteSchemaVersion) {
+      return FailedPrecondition("catalog '" + path_ + "' has schema version " +
+                                std::to_string(version) + ", newer than the version " +
+                                std::to_string(kSqliteSchemaVersion) +
+                                " this fanout understands; use a newer fanout to read it");
+    }
+    for (const char* sql : kSchema) RETURN_IF_ERROR(Exec(sql, "creating the schema"));
+    if (fresh) {
+      RETURN_IF_ERROR(Exec("INSERT INTO schema_version(version) VALUES (1)",
+                           "recording the schema version"));
+    }
+    return Status::Ok();
+  };
+  Status status = body();
+  if (!status.ok()) {
+    static_cast<void>(Exec("ROLLBACK", "rolling back"));  // the first error is the one to report
+    return status;
+  }
+  return Exec("COMMIT", "committing the schema");
+}
+
+Status SqliteCatalog::Write(const CatalogBatch& batch) {
+  if (db_ == nullptr) return FailedPrecondition("catalog '" + path_ + "' is not open");
+  if (batch.empty()) return Status::Ok();
+  RETURN_IF_ERROR(Step(begin_, "starting a write transaction"));
+  Status status = WriteRows(batch);
+  if (status.ok()) status = Step(commit_, "committing");
+  if (!status.ok() && !sqlite3_get_autocommit(db_)) {
+    static_cast<void>(Step(rollback_, "rolling back"));  // the first error is the one to report
+  }
+  return status;
+}
+
+Status SqliteCatalog::WriteRows(const CatalogBatch& batch) {
+  TimestampFormatter formatter;
+  // Reused for every row: bound without copying, they must live until the row is stepped.
+  std::string started;
+  std::string ended;
+  for (const ExecutionRow& row : batch.executions) {
+    sqlite3_stmt* s = upsert_execution_;
+    formatter.Format(row.started_at, started);
+    ended.clear();
+    if (row.ended_at) formatter.Format(*row.ended_at, ended);
+    BindText(s, 1, row.id);
+    BindTextOrNull(s, 2, row.parent_id);
+    BindText(s, 3, row.package);
+    BindText(s, 4, row.package_sha256);
+    BindText(s, 5, row.host);
+    BindTextOrNull(s, 6, row.agent);
+    BindTextOrNull(s, 7, row.job);
+    BindTextOrNull(s, 8, row.run_id);
+    BindText(s, 9, row.status);
+    BindText(s, 10, started);
+    BindTextOrNull(s, 11, ended);
+    if (row.exit_code) {
+      sqlite3_bind_int(s, 12, *row.exit_code);
+    } else {
+      sqlite3_bind_null(s, 12);
+    }
+    BindText(s, 13, row.message);
+    BindText(s, 14, row.operator_name);
+    RETURN_IF_ERROR(Step(s, "writing an execution"));
+  }
+  for (const TaskRunRow& row : batch.task_runs) {
+    sqlite3_stmt* s = upsert_task_run_;
+    formatter.Format(row.started_at, started);
+    ended.clear();
+    if (row.ended_at) formatter.Format(*row.ended_at, ended);
+    BindText(s, 1, row.execution_id);
+    BindText(s, 2, row.task_path);
+    BindText(s, 3, row.task_type);
+    sqlite3_bind_int(s, 4, row.attempt);
+    BindText(s, 5, row.status);
+    BindText(s, 6, started);
+    BindTextOrNull(s, 7, ended);
+    BindTextOrNull(s, 8, row.agent);
+    BindTextOrNull(s, 9, row.child_execution_id);
+    BindText(s, 10, row.message);
+    RETURN_IF_ERROR(Step(s, "writing a task run"));
+  }
+  for (const Event& event : batch.events) {
+    sqlite3_stmt* s = insert_event_;
+    formatter.Format(event.started_at, started);
+    formatter.Format(event.ended_at, ended);
+    BindText(s, 1, event.execution_id);
+    BindText(s, 2, EventName(event.type));
+    BindText(s, 3, event.computer);
+    BindText(s, 4, event.operator_name);
+    BindText(s, 5, event.source);
+    BindText(s, 6, event.source_id);
+    BindText(s, 7, started);
+    BindText(s, 8, ended);
+    sqlite3_bind_int64(s, 9, event.data_code);
+    BindText(s, 10, event.data_bytes);
+    BindText(s, 11, event.message);
+    RETURN_IF_ERROR(Step(s, "writing an event"));
+  }
+  return Status::Ok();
+}
+
+Result<std::optional<ExecutionRow>> SqliteCatalog::GetExecution(const std::string& id) {
+  if (db_ == nullptr) return FailedPrecondition("catalog '" + path_ + "' is not open");
+  std::string sql = std::string("SELECT ") + kExecutionColumns + " FROM executions WHERE id = ?1";
+  Statement query;
+  int rc = sqlite3_prepare_v2(db_, sql.c_str(), -1, query.out(), nullptr);
+  if (rc != SQLITE_OK) return Error(rc, "preparing a query");
+  BindText(query.get(), 1, id);
+  rc = sqlite3_step(query.get());
+  if (rc == SQLITE_DONE) return std::optional<ExecutionRow>();
+  if (rc != SQLITE_ROW) return Error(rc, "reading an execution");
+  ASSIGN_OR_RETURN(ExecutionRow row, ReadExecution(query.get()));
+  return std::optional<ExecutionRow>(std::move(row));
+}
+
+namespace {
+
+// Runs a prepared query and reads every row with `read`.
+template <typename Row, typename ReadFn, typename ErrorFn>
+Result<std::vector<Row>> ReadAll(sqlite3_stmt* stmt, ReadFn read, ErrorFn error) {
+  std::vector<Row> rows;
+  for (;;) {
+    int rc = sqlite3_step(stmt);
+    if (rc == SQLITE_DONE) break;
+    if (rc != SQLITE_ROW) return error(rc);
+    ASSIGN_OR_RETURN(Row row, read(stmt));
+    rows.push_back(std::move(row));
+  }
+  return rows;
+}
+
+}  // namespace
+
+Result<std::vector<ExecutionRow>> SqliteCatalog::ListExecutions(int limit) {
+  if (db_ == nullptr) return FailedPrecondition("catalog '" + path_ + "' is not open");
+  std::string sql = std::string("SELECT ") + kExecutionColumns +
+                    " FROM executions ORDER BY started_at DESC, id DESC LIMIT ?1";
+  Statement query;
+  int rc = sqlite3_prepare_v2(db_, sql.c_str(), -1, query.out(), nullptr);
+  if (rc != SQLITE_OK) return Error(rc, "preparing a query");
+  sqlite3_bind_int(query.get(), 1, limit > 0 ? limit : -1);
+  return ReadAll<ExecutionRow>(query.get(), ReadExecution,
+                               [this](int code) { return Error(code, "listing executions"); });
+}
+
+Result<std::vector<ExecutionRow>> SqliteCatalog::ListChildExecutions(
+    const std::string& parent_id) {
+  if (db_ == nullptr) return FailedPrecondition("catalog '" + path_ + "' is not open");
+  std::string sql = std::string("SELECT ") + kExecutionColumns +
+                    " FROM executions WHERE parent_id = ?1 ORDER BY started_at, id";
+  Statement query;
+  int rc = sqlite3_prepare_v2(db_, sql.c_str(), -1, query.out(), nullptr);
+  if (rc != SQLITE_OK) return Error(rc, "preparing a query");
+  BindText(query.get(), 1, parent_id);
+  return ReadAll<ExecutionRow>(
+      query.get(), ReadExecution,
+      [this](int code) { return Error(code, "listing child executions"); });
+}
+
+Result<std::vector<TaskRunRow>> SqliteCatalog::ListTaskRuns(const std::string& execution_id) {
+  if (db_ == nullptr) return FailedPrecondition("catalog '" + path_ + "' is not open");
+  std::string sql = std::string("SELECT ") + kTaskRunColumns +
+                    " FROM task_runs WHERE execution_id = ?1"
+                    " ORDER BY started_at, task_path, attempt";
+  Statement query;
+  int rc = sqlite3_prepare_v2(db_, sql.c_str(), -1, query.out(), nullptr);
+  if (rc != SQLITE_OK) return Error(rc, "preparing a query");
+  BindText(query.get(), 1, execution_id);
+  return ReadAll<TaskRunRow>(query.get(), ReadTaskRun,
+                             [this](int code) { return Error(code, "listing task runs"); });
+}
+
+Result<std::vector<Event>> SqliteCatalog::ListEvents(const EventQuery& query) {
+  if (db_ == nullptr) return FailedPrecondition("catalog '" + path_ + "' is not open");
+  std::string sql = std::string("SELECT ") + kEventColumns + " FROM events WHERE id > ?1";
+  int next = 2;
+  if (!query.execution_id.empty()) sql += " AND execution_id = ?" + std::to_string(next++);
+  if (!query.source.empty()) sql += " AND source = ?" + std::to_string(next++);
+  if (!query.types.empty()) {
+    sql += " AND event IN (";
+    for (size_t i = 0; i < query.types.size(); ++i) {
+      sql += (i == 0 ? "?" : ", ?") + std::to_string(next++);
+    }
+    sql += ")";
+  }
+  sql += " ORDER BY id LIMIT ?" + std::to_string(next);
+
+  Statement stmt;
+  int rc = sqlite3_prepare_v2(db_, sql.c_str(), -1, stmt.out(), nullptr);
+  if (rc != SQLITE_OK) return Error(rc, "preparing a query");
+  int index = 1;
+  sqlite3_bind_int64(stmt.get(), index++, query.after_id);
+  if (!query.execution_id.empty()) BindText(stmt.get(), index++, query.execution_id);
+  if (!query.source.empty()) BindText(stmt.get(), index++, query.source);
+  for (EventType type : query.types) BindText(stmt.get(), index++, EventName(type));
+  sqlite3_bind_int(stmt.get(), index, query.limit > 0 ? query.limit : -1);
+  return ReadAll<Event>(stmt.get(), ReadEvent,
+                        [this](int code) { return Error(code, "listing events"); });
+}
+
+}  // namespace fanout::catalog

@@ -1,0 +1,74 @@
+// The SQLite catalog backend: the DESIGN §6 tables in one file that a parent execution and its
+// out-of-process children write at the same time (WAL mode, writers wait for each other).
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "fanout/catalog.h"
+
+struct sqlite3;
+struct sqlite3_stmt;
+
+namespace fanout::catalog {
+
+// The schema version this build writes. Open() refuses a file with a newer one.
+inline constexpr int kSqliteSchemaVersion = 1;
+
+struct SqliteCatalogOptions {
+  // How long a write waits for another process's transaction before failing with Unavailable.
+  int busy_timeout_ms = 10000;
+};
+
+// A Catalog in one SQLite file. Empty parent_id, agent, job, run_id and child_execution_id are
+// stored as NULL (and read back as ""), as are a missing ended_at and exit_code; timestamps are
+// ISO 8601 UTC text, which sorts in time order. Like every Catalog, one object is used by one
+// thread at a time; separate objects (connections), in this process or others, may write the
+// same file concurrently.
+class SqliteCatalog : public Catalog {
+ public:
+  explicit SqliteCatalog(std::string path, SqliteCatalogOptions options = {});
+  ~SqliteCatalog() override;
+  SqliteCatalog(const SqliteCatalog&) = delete;
+  SqliteCatalog& operator=(const SqliteCatalog&) = delete;
+
+  // Opens the file (creating it, but not its directory), switches to WAL and creates the schema
+  // when missing. Calling it again on an open catalog does nothing.
+  Status Open() override;
+  // One transaction; executions and task runs upserted by key, events appended in order.
+  Status Write(const CatalogBatch& batch) override;
+
+  Result<std::optional<ExecutionRow>> GetExecution(const std::string& id) override;
+  Result<std::vector<ExecutionRow>> ListExecutions(int limit) override;
+  Result<std::vector<ExecutionRow>> ListChildExecutions(const std::string& parent_id) override;
+  Result<std::vector<TaskRunRow>> ListTaskRuns(const std::string& execution_id) override;
+  Result<std::vector<Event>> ListEvents(const EventQuery& query) override;
+
+  const std::string& path() const { return path_; }
+
+ private:
+  static int OnBusy(void* self, int count);
+
+  Status Error(int rc, const std::string& what) const;
+  Status Exec(const char* sql, const char* what);
+  Status Prepare(const char* sql, sqlite3_stmt** stmt);
+  Status Step(sqlite3_stmt* stmt, const char* what);
+  Status CreateSchema();
+  Status WriteRows(const CatalogBatch& batch);
+  void Close();
+
+  std::string path_;
+  SqliteCatalogOptions options_;
+  sqlite3* db_ = nullptr;
+  int64_t busy_since_ns_ = 0;  // steady-clock time of the first retry of the current wait
+
+  // Prepared once in Open(): Write() is the hot path.
+  sqlite3_stmt* begin_ = nullptr;
+  sqlite3_stmt* commit_ = nullptr;
+  sqlite3_stmt* rollback_ = nullptr;
+  sqlite3_stmt* upsert_execution_ = nullptr;
+  sqlite3_stmt* upsert_task_run_ = nullptr;
+  sqlite3_stmt* insert_event_ = nullptr;
+};
+
+}  // namespace fanout::catalog

@@ -1,0 +1,218 @@
+// `fanout run FILE`: runs a package as dtexec does, logging to the console, the package's own
+// log providers, any --log files and the catalog, and exits with dtexec's codes.
+#include <pthread.h>
+#include <signal.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <iostream>
+#include <iterator>
+#include <map>
+#include <thread>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "catalog/log_sinks.h"
+#include "cli/cli.h"
+#include "common/util.h"
+#include "fanout/catalog.h"
+#include "fanout/engine.h"
+#include "fanout/package.h"
+
+namespace fanout::cli {
+namespace {
+
+struct RunArgs {
+  std::string file;
+  std::vector<std::string> sets;
+  std::string catalog;
+  std::vector<std::string> logs;
+  std::string reporting = "EWP";
+  int max_concurrent = 0;
+  std::string execution_id;
+  std::string parent_execution_id;
+  bool params_stdin = false;
+};
+
+// The catalog spec: --catalog, else FANOUT_CATALOG, else sqlite:fanout.db here.
+std::string CatalogSpec(const std::string& flag) {
+  if (!flag.empty()) return flag;
+  if (const char* env = std::getenv("FANOUT_CATALOG"); env != nullptr && *env != '\0') return env;
+  return "sqlite:fanout.db";
+}
+
+// SIGINT/SIGTERM cancel the run: the signals are blocked in every thread and one thread waits
+// for them, so cancellation runs as ordinary code rather than in a signal handler.
+class SignalWatcher {
+ public:
+  explicit SignalWatcher(CancelToken& token) {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGUSR1);  // our own wake-up at exit
+    pthread_sigmask(SIG_BLOCK, &set, nullptr);
+    thread_ = std::thread([set, &token] {
+      int sig = 0;
+      while (sigwait(&set, &sig) == 0) {
+        if (sig == SIGUSR1) return;
+        std::fprintf(stderr, "fanout: %s received, stopping every running task\n",
+                     sig == SIGINT ? "SIGINT" : "SIGTERM");
+        token.Cancel(CancelToken::Reason::kCanceled);
+      }
+    });
+  }
+  ~SignalWatcher() {
+    pthread_kill(thread_.native_handle(), SIGUSR1);
+    thread_.join();
+  }
+
+ private:
+  std::thread thread_;
+};
+
+// Reads {"name": "value" | ["a", "b"]} from stdin: parameters from a parent, kept off argv.
+bool ReadParamsFromStdin(std::map<std::string, Value>& params) {
+  std::string text((std::istreambuf_iterator<char>(std::cin)), std::istreambuf_iterator<char>());
+  try {
+    nlohmann::json json = nlohmann::json::parse(text);
+    for (auto& [name, value] : json.items()) {
+      if (value.is_array()) {
+        Value::List list;
+        for (auto& item : value) list.emplace_back(item.get<std::string>());
+        params.emplace(name, Value(std::move(list)));
+      } else {
+        params.emplace(name, Value(value.get<std::string>()));
+      }
+    }
+  } catch (const nlohmann::json::exception& e) {
+    std::fprintf(stderr, "fanout: --params-stdin: not a JSON object of strings: %s\n", e.what());
+    return false;
+  }
+  return true;
+}
+
+int RunPackage(const RunArgs& args) {
+  std::map<std::string, std::string> sets;
+  if (!ParseSets(args.sets, sets)) return kExitUsage;
+  if (auto s = catalog::ValidateReportingLevels(args.reporting); !s.ok()) {
+    std::fprintf(stderr, "fanout: --reporting: %s\n", s.message().c_str());
+    return kExitUsage;
+  }
+  RunOptions options;
+  options.sets = std::move(sets);
+  if (args.params_stdin && !ReadParamsFromStdin(options.params)) return kExitUsage;
+  options.max_concurrent = args.max_concurrent;
+  options.execution_id = args.execution_id;
+  options.parent_execution_id = args.parent_execution_id;
+  options.catalog_spec = CatalogSpec(args.catalog);
+
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(args.file, ec)) {
+    std::fprintf(stderr, "fanout: package file %s not found\n", args.file.c_str());
+    return kExitNotFound;
+  }
+  Diagnostics diagnostics;
+  auto package = LoadPackage(args.file, diagnostics);
+  if (!package.ok()) {
+    std::fputs(diagnostics.ToString().c_str(), stderr);
+    std::fprintf(stderr, "fanout: cannot load %s: %s\n", args.file.c_str(),
+                 package.status().message().c_str());
+    return kExitInvalid;
+  }
+  const Package& pkg = **package;
+
+  std::vector<std::unique_ptr<EventSink>> sinks;
+  sinks.push_back(std::make_unique<catalog::ConsoleSink>(args.reporting, stdout));
+  for (const LoggingDef& log : pkg.logging) {
+    std::string spec = log.provider == "console"
+                           ? "console"
+                           : log.provider + ":" +
+                                 (std::filesystem::path(pkg.dir) / log.path).string();
+    auto sink = catalog::MakeLogSink(spec, log.events);
+    if (!sink.ok()) {
+      std::fprintf(stderr, "%s\n",
+                   Diagnostic{log.pos, "logging: " + sink.status().message()}.ToString().c_str());
+      return kExitInvalid;
+    }
+    sinks.push_back(std::move(*sink));
+  }
+  for (const std::string& spec : args.logs) {
+    auto sink = catalog::MakeLogSink(spec, {});
+    if (!sink.ok()) {
+      std::fprintf(stderr, "fanout: --log %s: %s\n", spec.c_str(), sink.status().message().c_str());
+      return kExitUsage;
+    }
+    sinks.push_back(std::move(*sink));
+  }
+  auto catalog = OpenCatalog(options.catalog_spec);
+  if (!catalog.ok()) {
+    std::fprintf(stderr, "fanout: catalog %s: %s\n", options.catalog_spec.c_str(),
+                 catalog.status().message().c_str());
+    return kExitUsage;
+  }
+
+  CancelToken cancel;
+  SignalWatcher signals(cancel);
+  auto masker = std::make_shared<Masker>();
+  Recorder recorder(std::move(*catalog), std::move(sinks), masker);
+  Engine engine(recorder);
+  auto result = engine.Run(*package, options, &cancel);
+  if (!result.ok()) {
+    recorder.Flush();
+    std::fprintf(stderr, "fanout: %s: %s\n", args.file.c_str(),
+                 masker->Mask(result.status().message()).c_str());
+    return kExitInvalid;
+  }
+  recorder.Flush();
+  const RunResult& r = *result;
+  std::string counts = fmt::format("{} succeeded, {} failed, {} skipped", r.succeeded, r.failed,
+                                   r.skipped);
+  std::string line = fmt::format("Package {}: {} ({}) in {}; execution {}", pkg.name,
+                                 TaskResultName(r.result), counts, FormatDuration(r.duration),
+                                 r.execution_id);
+  if (r.result != TaskResult::kSuccess && !r.message.empty()) line += "\n  " + r.message;
+  if (args.reporting != "N" && args.reporting != "n") {
+    std::printf("%s\n", masker->Mask(line).c_str());
+  }
+  switch (r.result) {
+    case TaskResult::kSuccess: return kExitSuccess;
+    case TaskResult::kFailure: return kExitFailure;
+    case TaskResult::kCanceled: return kExitCanceled;
+  }
+  return kExitFailure;
+}
+
+}  // namespace
+
+Command AddRunCommand(CLI::App& app) {
+  auto args = std::make_shared<RunArgs>();
+  CLI::App* cmd = app.add_subcommand("run", "Run a package (as dtexec does)");
+  cmd->add_option("file", args->file, "The package file (YAML)")->required();
+  cmd->add_option("--set", args->sets,
+                  "NAME=VALUE: set a parameter or variable (repeatable)");
+  cmd->add_option("--catalog", args->catalog,
+                  "Where executions are recorded: sqlite:PATH (default sqlite:fanout.db, or "
+                  "$FANOUT_CATALOG)");
+  cmd->add_option("--log", args->logs,
+                  "Also log every event to text:PATH, jsonl:PATH or console (repeatable)");
+  cmd->add_option("--reporting", args->reporting,
+                  "Console events, as dtexec /Reporting: E errors, W warnings, I information, "
+                  "P progress, V verbose (all), N none")
+      ->default_str("EWP");
+  cmd->add_option("--max-concurrent", args->max_concurrent,
+                  "Tasks run at once (default: the package's max_concurrent, else cores + 2)")
+      ->check(CLI::PositiveNumber);
+  // Used when a parent starts a child package as its own process.
+  cmd->add_option("--execution-id", args->execution_id)->group("");
+  cmd->add_option("--parent-execution-id", args->parent_execution_id)->group("");
+  cmd->add_flag("--params-stdin", args->params_stdin)->group("");
+  cmd->footer(
+      "Exit codes: 0 success, 1 failure, 3 canceled (SIGINT/SIGTERM), 4 file not found,\n"
+      "5 cannot load or invalid, 6 usage error.");
+  return {cmd, [args] { return RunPackage(*args); }};
+}
+
+}  // namespace fanout::cli

@@ -1,0 +1,40 @@
+// Runs one child process in its own process group with captured, bounded output, and stops
+// the whole group on cancel or timeout (SIGTERM, then SIGKILL after a grace period).
+// Used by the `process` task and by out-of-process child packages. Thread-safe: each call
+// is independent.
+#pragma once
+
+#include <chrono>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "fanout/status.h"
+
+namespace fanout {
+
+struct SpawnSpec {
+  std::vector<std::string> argv;  // argv[0] without '/' is looked up in PATH
+  std::string cwd;                // "" = inherit
+  std::map<std::string, std::string> env;  // added to (or replacing in) the inherited environment
+  std::string stdin_data;                  // written to the child's stdin, then closed
+  size_t capture_limit = 64 * 1024;        // bytes kept per stream; the rest is counted only
+  std::chrono::milliseconds kill_grace{2000};  // SIGTERM -> SIGKILL
+};
+
+struct SpawnResult {
+  int exit_code = 0;  // 128 + signal when killed by a signal
+  int term_signal = 0;
+  bool stopped = false;  // we stopped it because `cancel_fd` fired
+  std::string out;
+  std::string err;
+  size_t out_dropped = 0;  // bytes beyond capture_limit
+  size_t err_dropped = 0;
+};
+
+// Starts `spec`, waits for it and collects its output. When `cancel_fd` (an eventfd or pipe,
+// -1 for none) becomes readable the process group is stopped. Fails only when the process
+// could not be started (no such program, bad cwd).
+Result<SpawnResult> RunProcess(const SpawnSpec& spec, int cancel_fd);
+
+}  // namespace fanout

@@ -1,0 +1,79 @@
+// ISO 8601 UTC formatting and parsing of DateTime values, shared by values, logs and the catalog.
+#include <cctype>
+#include <cstdio>
+#include <ctime>
+
+#include "fanout/value.h"
+
+namespace fanout {
+
+std::string FormatDateTime(DateTime t) {
+  using namespace std::chrono;
+  auto secs = floor<seconds>(t);
+  auto micros = (t - secs).count();
+  std::time_t tt = secs.time_since_epoch().count();
+  std::tm tm{};
+  gmtime_r(&tt, &tm);
+  char buf[96];
+  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%06lldZ", tm.tm_year + 1900,
+                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                static_cast<long long>(micros));
+  return buf;
+}
+
+// Accepts "YYYY-MM-DD", "YYYY-MM-DD[T ]hh:mm[:ss[.ffffff]]" with an optional "Z" or "+hh:mm".
+// Times without an offset are UTC.
+Result<DateTime> ParseDateTime(std::string_view text) {
+  using namespace std::chrono;
+  std::string s(text);
+  int y = 0, mo = 0, d = 0, h = 0, mi = 0, sec = 0, consumed = 0;
+  if (std::sscanf(s.c_str(), "%4d-%2d-%2d%n", &y, &mo, &d, &consumed) != 3 || consumed != 10) {
+    return InvalidArgument("'" + s + "' is not a date; use ISO 8601 such as 2026-11-26T03:00:00Z");
+  }
+  size_t pos = 10;
+  long long micros = 0;
+  int offset_minutes = 0;
+  if (pos < s.size() && (s[pos] == 'T' || s[pos] == ' ')) {
+    int n = 0;
+    if (std::sscanf(s.c_str() + pos + 1, "%2d:%2d%n", &h, &mi, &n) != 2 || n != 5) {
+      return InvalidArgument("'" + s + "' has a bad time; use hh:mm[:ss[.ffffff]]");
+    }
+    pos += 1 + n;
+    if (pos < s.size() && s[pos] == ':') {
+      if (std::sscanf(s.c_str() + pos + 1, "%2d%n", &sec, &n) != 1 || n != 2) {
+        return InvalidArgument("'" + s + "' has bad seconds");
+      }
+      pos += 3;
+      if (pos < s.size() && s[pos] == '.') {
+        ++pos;
+        int digits = 0;
+        while (pos < s.size() && std::isdigit(static_cast<unsigned char>(s[pos]))) {
+          if (digits < 6) micros = micros * 10 + (s[pos] - '0');
+          ++digits;
+          ++pos;
+        }
+        for (; digits < 6; ++digits) micros *= 10;
+      }
+    }
+    if (pos < s.size() && s[pos] == 'Z') {
+      ++pos;
+    } else if (pos < s.size() && (s[pos] == '+' || s[pos] == '-')) {
+      int oh = 0, om = 0;
+      if (std::sscanf(s.c_str() + pos + 1, "%2d:%2d%n", &oh, &om, &n) != 2 || n != 5) {
+        return InvalidArgument("'" + s + "' has a bad UTC offset; use +hh:mm");
+      }
+      offset_minutes = (s[pos] == '-' ? -1 : 1) * (oh * 60 + om);
+      pos += 1 + n;
+    }
+  }
+  if (pos != s.size()) return InvalidArgument("'" + s + "' has trailing text after the date");
+  year_month_day ymd{year(y), month(static_cast<unsigned>(mo)), day(static_cast<unsigned>(d))};
+  if (!ymd.ok() || h > 23 || mi > 59 || sec > 60) {
+    return InvalidArgument("'" + s + "' is not a valid calendar date and time");
+  }
+  auto tp = sys_days(ymd) + hours(h) + minutes(mi) + seconds(sec) + microseconds(micros) -
+            minutes(offset_minutes);
+  return DateTime(time_point_cast<microseconds>(tp));
+}
+
+}  // namespace fanout

@@ -1,0 +1,118 @@
+// Execution ids, durations, host/user names, file reading and hashing (see util.h).
+#include "common/util.h"
+
+#include <openssl/evp.h>
+#include <pwd.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <charconv>
+#include <cstring>
+#include <fstream>
+#include <random>
+#include <sstream>
+
+#include <fmt/format.h>
+
+namespace fanout {
+
+std::string NewExecutionId() {
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  uint64_t ms = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                          std::chrono::system_clock::now().time_since_epoch())
+                                          .count());
+  uint64_t r1 = rng(), r2 = rng();
+  unsigned char b[16];
+  for (int i = 0; i < 6; ++i) b[i] = static_cast<unsigned char>(ms >> (40 - 8 * i));
+  for (int i = 6; i < 16; ++i) b[i] = static_cast<unsigned char>((i < 11 ? r1 : r2) >> (8 * (i % 8)));
+  b[6] = static_cast<unsigned char>(0x70 | (b[6] & 0x0f));  // version 7
+  b[8] = static_cast<unsigned char>(0x80 | (b[8] & 0x3f));  // RFC 4122 variant
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(36);
+  for (int i = 0; i < 16; ++i) {
+    if (i == 4 || i == 6 || i == 8 || i == 10) out.push_back('-');
+    out.push_back(kHex[b[i] >> 4]);
+    out.push_back(kHex[b[i] & 0xf]);
+  }
+  return out;
+}
+
+Result<std::chrono::milliseconds> ParseDuration(std::string_view text) {
+  std::string_view number = text;
+  double scale_ms = 1000.0;
+  struct Unit {
+    std::string_view suffix;
+    double ms;
+  };
+  static constexpr Unit kUnits[] = {{"ms", 1.0}, {"s", 1000.0}, {"m", 60000.0},
+                                    {"h", 3600000.0}, {"d", 86400000.0}};
+  for (const Unit& unit : kUnits) {
+    if (text.size() > unit.suffix.size() && text.ends_with(unit.suffix)) {
+      number = text.substr(0, text.size() - unit.suffix.size());
+      scale_ms = unit.ms;
+      break;
+    }
+  }
+  double value = 0;
+  auto [end, ec] = std::from_chars(number.data(), number.data() + number.size(), value);
+  if (ec != std::errc() || end != number.data() + number.size() || value < 0) {
+    return InvalidArgument(fmt::format(
+        "'{}' is not a duration; write a number with a unit: 250ms, 30s, 10m, 2h, 1d", text));
+  }
+  return std::chrono::milliseconds(static_cast<int64_t>(value * scale_ms + 0.5));
+}
+
+std::string FormatDuration(std::chrono::nanoseconds d) {
+  double s = std::chrono::duration<double>(d).count();
+  if (s < 1.0) return fmt::format("{:.1f} ms", s * 1000);
+  if (s < 60.0) return fmt::format("{:.2f} s", s);
+  int total = static_cast<int>(s);
+  if (total < 3600) return fmt::format("{} m {:02} s", total / 60, total % 60);
+  return fmt::format("{} h {:02} m", total / 3600, (total % 3600) / 60);
+}
+
+const std::string& HostName() {
+  static const std::string name = [] {
+    char buf[256] = {};
+    if (gethostname(buf, sizeof buf - 1) != 0) return std::string("localhost");
+    return std::string(buf);
+  }();
+  return name;
+}
+
+const std::string& UserName() {
+  static const std::string name = [] {
+    struct passwd pw;
+    struct passwd* result = nullptr;
+    char buf[1024];
+    if (getpwuid_r(geteuid(), &pw, buf, sizeof buf, &result) == 0 && result != nullptr) {
+      return std::string(result->pw_name);
+    }
+    return std::to_string(geteuid());
+  }();
+  return name;
+}
+
+Result<std::string> ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    int err = errno;
+    if (err == ENOENT) return NotFound(fmt::format("{}: no such file", path));
+    return Status(Code::kInvalidArgument, fmt::format("{}: {}", path, std::strerror(err)));
+  }
+  std::ostringstream out;
+  out << in.rdbuf();
+  return out.str();
+}
+
+std::string Sha256Hex(std::string_view data) {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int length = 0;
+  EVP_Digest(data.data(), data.size(), digest, &length, EVP_sha256(), nullptr);
+  std::string out;
+  for (unsigned int i = 0; i < length; ++i) out += fmt::format("{:02x}", digest[i]);
+  return out;
+}
+
+}  // namespace fanout

@@ -1,0 +1,941 @@
+// The control-flow executor. One scheduling thread (the caller of Engine::Run) owns all state
+// of an execution: containers, loops, precedence, error counts, timers. Leaf tasks run on a
+// small worker pool (at most max_concurrent threads) and report back through a queue, so a
+// container never holds a thread while its children run and thousands of loop iterations need
+// no more threads than max_concurrent.
+#include "fanout/engine.h"
+
+#include <algorithm>
+#include <condition_variable>
+#include <deque>
+#include <filesystem>
+#include <functional>
+#include <glob.h>
+#include <map>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+
+#include <fmt/format.h>
+
+#include "common/util.h"
+#include "engine/variables.h"
+#include "engine/worker_pool.h"
+
+namespace fanout {
+
+const char* TaskResultName(TaskResult result) {
+  switch (result) {
+    case TaskResult::kSuccess: return "Success";
+    case TaskResult::kFailure: return "Failure";
+    case TaskResult::kCanceled: return "Canceled";
+  }
+  return "Unknown";
+}
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+DateTime Now() {
+  return std::chrono::time_point_cast<std::chrono::microseconds>(std::chrono::system_clock::now());
+}
+
+// How a child of a container ended, as precedence constraints see it.
+enum class Final { kSuccess, kFailure, kCanceled, kSkipped, kDisabled, kNotRun };
+
+const char* FinalStatus(Final f) {
+  switch (f) {
+    case Final::kSuccess: return "succeeded";
+    case Final::kFailure: return "failed";
+    case Final::kCanceled: return "canceled";
+    case Final::kSkipped: return "skipped";
+    case Final::kDisabled: return "skipped";
+    case Final::kNotRun: return "skipped";
+  }
+  return "unknown";
+}
+
+Final FromResult(TaskResult r) {
+  switch (r) {
+    case TaskResult::kSuccess: return Final::kSuccess;
+    case TaskResult::kFailure: return Final::kFailure;
+    case TaskResult::kCanceled: return Final::kCanceled;
+  }
+  return Final::kFailure;
+}
+
+const char* ContainerTypeName(ContainerKind k) {
+  switch (k) {
+    case ContainerKind::kSequence: return "sequence";
+    case ContainerKind::kFor: return "for";
+    case ContainerKind::kForeach: return "foreach";
+    case ContainerKind::kNone: break;
+  }
+  return "package";
+}
+
+class Execution;
+
+// A set of sibling tasks being run: the package itself, a sequence, or one loop iteration.
+struct Container {
+  const std::vector<TaskDef>* tasks = nullptr;
+  Scope* scope = nullptr;
+  std::string path;  // prefix of the children's paths; "" for the package
+  int max_errors = 1;
+  Container* parent = nullptr;
+  std::function<void(Final, std::string)> done;
+
+  enum : uint8_t { kWaiting, kRunning, kDone };
+  std::vector<uint8_t> state;
+  std::vector<Final> finals;
+  int remaining = 0;
+  int running = 0;
+  int errors = 0;
+  bool stopping = false;
+  bool canceled = false;
+  bool finished = false;
+  std::string first_error;
+
+  std::string ChildPath(const TaskDef& def) const {
+    return path.empty() ? def.name : path + "/" + def.name;
+  }
+  bool Within(const Container* other) const {
+    for (const Container* c = this; c != nullptr; c = c->parent) {
+      if (c == other) return true;
+    }
+    return false;
+  }
+};
+
+// A for or foreach loop: runs iterations (each a Container) until done, failed or stopped.
+struct Loop {
+  Container* owner = nullptr;
+  size_t index = 0;
+  const TaskDef* def = nullptr;
+  std::string path;
+  Value::List items;  // foreach
+  size_t next = 0;
+  int iterations = 0;
+  int running = 0;
+  int errors = 0;
+  bool exhausted = false;
+  bool stopping = false;
+  bool finished = false;
+  std::string first_error;
+  std::vector<std::unique_ptr<LoopScope>> scopes;
+};
+
+// One attempt of one leaf task; the TaskContext the task sees.
+class Attempt : public TaskContext {
+ public:
+  Attempt(Execution& exec, Container* container, size_t index, int attempt, uint64_t id);
+
+  Scope& scope() override { return *container_->scope; }
+  const CancelToken& cancel() const override { return token_; }
+  void Emit(EventType type, std::string message, int64_t data_code,
+            std::string data_bytes) override;
+  const std::string& task_path() const override { return path_; }
+  const std::string& execution_id() const override;
+  int attempt() const override { return attempt_; }
+  const Package& package() const override;
+  std::string ResolvePath(const std::string& path) const override;
+  Result<std::map<std::string, std::string>> Connection(const std::string& name) override;
+  Engine& engine() override;
+  const RunOptions& run_options() const override;
+
+  Execution& exec_;
+  Container* container_;
+  size_t index_;
+  const TaskDef& def_;
+  int attempt_;
+  uint64_t id_;
+  std::string path_;
+  CancelToken token_;
+  DateTime started_at_{};
+  TaskOutcome outcome_;
+};
+
+class Execution {
+ public:
+  Execution(Engine& engine, std::shared_ptr<const Package> package, const RunOptions& options,
+            const CancelToken* external)
+      : engine_(engine),
+        recorder_(engine.recorder()),
+        package_(std::move(package)),
+        options_(options),
+        external_cancel_(external) {
+    id_ = options.execution_id.empty() ? NewExecutionId() : options.execution_id;
+    int max = options.max_concurrent > 0 ? options.max_concurrent : package_->max_concurrent;
+    if (max <= 0) max = static_cast<int>(std::max(1u, std::thread::hardware_concurrency())) + 2;
+    max_concurrent_ = max;
+  }
+
+  Status Prepare();
+  RunResult Run();
+
+  const std::string& id() const { return id_; }
+  const Package& package() const { return *package_; }
+  Engine& engine() { return engine_; }
+  const RunOptions& options() const { return options_; }
+
+  void Emit(EventType type, const std::string& source, std::string message, int64_t data_code = 0,
+            std::string data_bytes = "", DateTime started = {}) {
+    Event e;
+    e.execution_id = id_;
+    e.type = type;
+    e.computer = HostName();
+    e.operator_name = UserName();
+    e.source = source.empty() ? package_->name : source;
+    e.source_id = source;
+    e.ended_at = Now();
+    e.started_at = started == DateTime{} ? e.ended_at : started;
+    e.data_code = data_code;
+    e.data_bytes = std::move(data_bytes);
+    e.message = std::move(message);
+    recorder_.Emit(std::move(e));
+  }
+
+  // Called by a worker when an attempt's Execute returned.
+  void PostCompletion(Attempt* attempt) {
+    {
+      std::lock_guard lock(mu_);
+      completions_.push_back(attempt);
+    }
+    cv_.notify_one();
+  }
+
+ private:
+  bool StopAll() const { return canceled_ || package_failed_; }
+
+  void StartContainer(Container* c);
+  void StartNode(Container* c, size_t i);
+  void FinishNode(Container* c, size_t i, Final final, const std::string& message);
+  void MaybeCompleteContainer(Container* c);
+  enum class Readiness { kWait, kRun, kSkip };
+  Readiness Evaluate(Container* c, size_t i);
+
+  void StartLeaf(Container* c, size_t i, int attempt);
+  void Dispatch();
+  void Launch(Attempt* a);
+  void OnAttemptDone(Attempt* a);
+
+  void StartLoop(Container* c, size_t i);
+  void PumpLoop(Loop* loop);
+  void OnIterationDone(Loop* loop, Final final, const std::string& message);
+
+  void RecordTaskRun(const std::string& path, const std::string& type, int attempt,
+                     const std::string& status, DateTime started, std::optional<DateTime> ended,
+                     const std::string& message, const std::string& child_id = "",
+                     const std::string& agent = "");
+  void CancelUnder(Container* c, CancelToken::Reason reason);
+  void CancelAll();
+  void AddTimer(Clock::duration after, std::function<void()> fn) {
+    timers_.emplace(Clock::now() + after, std::move(fn));
+  }
+  void Defer(std::function<void()> fn) { local_.push_back(std::move(fn)); }
+
+  Engine& engine_;
+  Recorder& recorder_;
+  std::shared_ptr<const Package> package_;
+  RunOptions options_;
+  const CancelToken* external_cancel_;
+  std::string id_;
+  int max_concurrent_ = 1;
+  DateTime started_at_{};
+
+  std::unique_ptr<VariableStore> variables_;
+  std::vector<std::unique_ptr<Container>> containers_;
+  std::vector<std::unique_ptr<Loop>> loops_;
+  std::unordered_map<uint64_t, std::unique_ptr<Attempt>> attempts_;
+  std::deque<Attempt*> ready_;  // created, waiting for a free slot
+  int running_leaves_ = 0;
+  uint64_t next_attempt_id_ = 1;
+  std::unique_ptr<WorkerPool> pool_;
+
+  std::deque<std::function<void()>> local_;  // work for this thread, run in order
+  std::multimap<Clock::time_point, std::function<void()>> timers_;
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<Attempt*> completions_;  // guarded by mu_
+
+  bool canceled_ = false;
+  bool package_failed_ = false;  // a fail_package_on_failure task failed
+  bool root_done_ = false;
+  Final root_final_ = Final::kSuccess;
+  std::string first_error_;
+  RunResult result_;
+};
+
+// ---- Attempt ----------------------------------------------------------------------------------
+
+Attempt::Attempt(Execution& exec, Container* container, size_t index, int attempt, uint64_t id)
+    : exec_(exec),
+      container_(container),
+      index_(index),
+      def_((*container->tasks)[index]),
+      attempt_(attempt),
+      id_(id),
+      path_(container->ChildPath(def_)) {}
+
+void Attempt::Emit(EventType type, std::string message, int64_t data_code,
+                   std::string data_bytes) {
+  exec_.Emit(type, path_, std::move(message), data_code, std::move(data_bytes));
+}
+const std::string& Attempt::execution_id() const { return exec_.id(); }
+const Package& Attempt::package() const { return exec_.package(); }
+Engine& Attempt::engine() { return exec_.engine(); }
+const RunOptions& Attempt::run_options() const { return exec_.options(); }
+
+std::string Attempt::ResolvePath(const std::string& path) const {
+  if (path.empty() || path[0] == '/') return path;
+  return (std::filesystem::path(exec_.package().dir) / path).lexically_normal().string();
+}
+
+Result<std::map<std::string, std::string>> Attempt::Connection(const std::string& name) {
+  auto it = exec_.package().connections.find(name);
+  if (it == exec_.package().connections.end()) return NotFound("no connection named " + name);
+  std::map<std::string, std::string> settings{{"type", it->second.type}};
+  for (const auto& [key, tmpl] : it->second.settings) {
+    ASSIGN_OR_RETURN(settings[key], tmpl.RenderString(scope()));
+  }
+  return settings;
+}
+
+// ---- Execution: set-up ------------------------------------------------------------------------
+
+Status Execution::Prepare() {
+  Masker& masker = recorder_.masker();
+  variables_ = std::make_unique<VariableStore>(
+      [this](const std::string& name, const Value& value) {
+        Emit(EventType::kOnVariableValueChanged, "",
+             fmt::format("variable {} changed to {}", name, value.ToString()));
+      });
+  std::map<std::string, std::string> sets = options_.sets;
+  std::vector<std::string> errors;
+  for (const ParameterDef& p : package_->parameters) {
+    std::optional<Value> value;
+    if (auto it = options_.params.find(p.name); it != options_.params.end()) {
+      if (p.sensitive) masker.AddSecret(it->second.ToString());
+      auto v = it->second.ConvertTo(p.type);
+      if (!v.ok()) errors.push_back(fmt::format("parameter {}: {}", p.name, masker.Mask(v.status().message())));
+      else value = *v;
+    }
+    if (auto it = sets.find(p.name); it != sets.end()) {
+      if (p.sensitive) masker.AddSecret(it->second);
+      auto v = p.type == ValueType::kList ? Result<Value>(Value(Value::List{Value(it->second)}))
+                                          : Value(it->second).ConvertTo(p.type);
+      if (!v.ok()) errors.push_back(fmt::format("--set {}: {}", p.name, masker.Mask(v.status().message())));
+      else value = *v;
+      sets.erase(it);
+    }
+    if (!value && p.default_value) value = *p.default_value;
+    if (!value) {
+      if (p.required) {
+        errors.push_back(fmt::format("required parameter '{}' has no value; pass --set {}=VALUE",
+                                     p.name, p.name));
+        continue;
+      }
+      value = Value::Default(p.type);
+    }
+    if (p.sensitive) masker.AddSecret(value->ToString());
+    variables_->Define(p.name, *value, true, false);
+  }
+  for (const VariableDef& v : package_->variables) {
+    Value value = v.value;
+    if (auto it = sets.find(v.name); it != sets.end()) {
+      auto converted = Value(it->second).ConvertTo(v.type);
+      if (!converted.ok()) errors.push_back(fmt::format("--set {}: {}", v.name, converted.status().message()));
+      else value = *converted;
+      sets.erase(it);
+    }
+    variables_->Define(v.name, value, v.read_only, v.raise_changed_event);
+  }
+  for (const auto& [name, text] : sets) {
+    std::vector<std::string> names;
+    for (const auto& p : package_->parameters) names.push_back(p.name);
+    for (const auto& v : package_->variables) names.push_back(v.name);
+    errors.push_back(fmt::format("--set {}: the package has no parameter or variable of that name{}",
+                                 name, names.empty() ? "" : fmt::format(" (it has: {})", fmt::join(names, ", "))));
+  }
+  for (const auto& [name, value] : options_.params) {
+    if (package_->FindParameter(name) == nullptr) {
+      errors.push_back(fmt::format("parameter '{}' is not declared by package {}", name, package_->name));
+    }
+  }
+  if (!errors.empty()) return InvalidArgument(fmt::format("{}", fmt::join(errors, "; ")));
+
+  started_at_ = Now();
+  variables_->Define("System::PackageName", Value(package_->name), true, false);
+  variables_->Define("System::ExecutionId", Value(id_), true, false);
+  variables_->Define("System::ParentExecutionId", Value(options_.parent_execution_id), true, false);
+  variables_->Define("System::StartTime", Value(started_at_), true, false);
+  variables_->Define("System::MachineName", Value(HostName()), true, false);
+  variables_->Define("System::UserName", Value(UserName()), true, false);
+  return Status::Ok();
+}
+
+// ---- Execution: the scheduling loop -------------------------------------------------------------
+
+RunResult Execution::Run() {
+  auto wall_start = Clock::now();
+  ExecutionRow row;
+  row.id = id_;
+  row.parent_id = options_.parent_execution_id;
+  row.package = package_->name;
+  row.package_sha256 = package_->sha256;
+  row.host = HostName();
+  row.agent = options_.agent;
+  row.job = options_.job;
+  row.run_id = options_.run_id;
+  row.status = "running";
+  row.started_at = started_at_;
+  row.operator_name = UserName();
+  recorder_.RecordExecution(row);
+  Emit(EventType::kOnPreExecute, "", fmt::format("package {} started (execution {})",
+                                                 package_->name, id_));
+
+  pool_ = std::make_unique<WorkerPool>(max_concurrent_);
+  auto root = std::make_unique<Container>();
+  root->tasks = &package_->tasks;
+  root->scope = variables_.get();
+  root->max_errors = package_->maximum_error_count;
+  root->done = [this](Final final, std::string message) {
+    root_done_ = true;
+    root_final_ = final;
+    if (first_error_.empty()) first_error_ = std::move(message);
+  };
+  Container* root_ptr = root.get();
+  containers_.push_back(std::move(root));
+  StartContainer(root_ptr);
+
+  std::vector<Attempt*> done;
+  while (true) {
+    while (!local_.empty()) {
+      auto fn = std::move(local_.front());
+      local_.pop_front();
+      fn();
+    }
+    Dispatch();
+    if (!local_.empty()) continue;
+    if (root_done_ && attempts_.empty()) break;
+
+    auto deadline = Clock::now() + std::chrono::milliseconds(100);
+    if (!timers_.empty()) deadline = std::min(deadline, timers_.begin()->first);
+    {
+      std::unique_lock lock(mu_);
+      cv_.wait_until(lock, deadline, [&] { return !completions_.empty(); });
+      done.swap(completions_);
+    }
+    for (Attempt* a : done) OnAttemptDone(a);
+    done.clear();
+    auto now = Clock::now();
+    while (!timers_.empty() && timers_.begin()->first <= now) {
+      auto fn = std::move(timers_.begin()->second);
+      timers_.erase(timers_.begin());
+      fn();
+    }
+    if (!canceled_ && external_cancel_ != nullptr && external_cancel_->canceled()) CancelAll();
+  }
+  pool_.reset();
+
+  TaskResult result = TaskResult::kSuccess;
+  if (canceled_) result = TaskResult::kCanceled;
+  else if (package_failed_ || root_final_ == Final::kFailure) result = TaskResult::kFailure;
+  else if (root_final_ == Final::kCanceled) result = TaskResult::kCanceled;
+  result_.result = result;
+  result_.execution_id = id_;
+  result_.message = result == TaskResult::kSuccess ? "" : first_error_;
+  if (result == TaskResult::kCanceled && result_.message.empty()) result_.message = "canceled";
+  result_.duration = Clock::now() - wall_start;
+
+  if (result == TaskResult::kFailure) {
+    Emit(EventType::kOnError, "", fmt::format("package {} failed: {}", package_->name,
+                                              result_.message));
+  }
+  Emit(EventType::kOnPostExecute, "", fmt::format("package {} finished: {}", package_->name,
+                                                  TaskResultName(result)),
+       static_cast<int64_t>(result), "", started_at_);
+  row.status = result == TaskResult::kSuccess   ? "succeeded"
+               : result == TaskResult::kFailure ? "failed"
+                                                : "canceled";
+  row.ended_at = Now();
+  row.exit_code = result == TaskResult::kSuccess ? 0 : result == TaskResult::kFailure ? 1 : 3;
+  row.message = result_.message;
+  recorder_.RecordExecution(std::move(row));
+  return result_;
+}
+
+void Execution::RecordTaskRun(const std::string& path, const std::string& type, int attempt,
+                              const std::string& status, DateTime started,
+                              std::optional<DateTime> ended, const std::string& message,
+                              const std::string& child_id, const std::string& agent) {
+  TaskRunRow r;
+  r.execution_id = id_;
+  r.task_path = path;
+  r.task_type = type;
+  r.attempt = attempt;
+  r.status = status;
+  r.started_at = started;
+  r.ended_at = ended;
+  r.message = message;
+  r.child_execution_id = child_id;
+  r.agent = agent;
+  recorder_.RecordTaskRun(std::move(r));
+}
+
+// ---- Containers and precedence ----------------------------------------------------------------
+
+void Execution::StartContainer(Container* c) {
+  size_t n = c->tasks->size();
+  c->state.assign(n, Container::kWaiting);
+  c->finals.assign(n, Final::kNotRun);
+  c->remaining = static_cast<int>(n);
+  if (n == 0) {
+    Defer([this, c] { MaybeCompleteContainer(c); });
+    return;
+  }
+  for (size_t i = 0; i < n; ++i) {
+    if ((*c->tasks)[i].after.empty()) StartNode(c, i);
+  }
+}
+
+void Execution::StartNode(Container* c, size_t i) {
+  const TaskDef& def = (*c->tasks)[i];
+  if (c->stopping || c->canceled || StopAll()) return;
+  c->state[i] = Container::kRunning;
+  ++c->running;
+  if (def.disabled) {
+    Defer([this, c, i] { FinishNode(c, i, Final::kDisabled, "disabled"); });
+    return;
+  }
+  if (!def.is_container()) {
+    StartLeaf(c, i, 1);
+    return;
+  }
+  std::string path = c->ChildPath(def);
+  DateTime started = Now();
+  RecordTaskRun(path, ContainerTypeName(def.container), 1, "running", started, std::nullopt, "");
+  Emit(EventType::kOnPreExecute, path, fmt::format("{} {} started", def.type, path));
+  if (def.container == ContainerKind::kSequence) {
+    auto child = std::make_unique<Container>();
+    child->tasks = &def.children;
+    child->scope = c->scope;
+    child->path = path;
+    child->max_errors = def.maximum_error_count;
+    child->parent = c;
+    Container* child_ptr = child.get();
+    child->done = [this, c, i, path, started, &def](Final final, std::string message) {
+      RecordTaskRun(path, "sequence", 1, FinalStatus(final), started, Now(), message);
+      Emit(EventType::kOnPostExecute, path, fmt::format("sequence {} finished: {}", path,
+                                                        FinalStatus(final)), 0, "", started);
+      FinishNode(c, i, final, message);
+    };
+    containers_.push_back(std::move(child));
+    if (def.timeout) {
+      AddTimer(*def.timeout, [this, child_ptr, path, &def] {
+        if (child_ptr->finished) return;
+        child_ptr->first_error = fmt::format("{} timed out after {}", path, FormatDuration(*def.timeout));
+        child_ptr->errors = std::max(child_ptr->errors, child_ptr->max_errors);
+        CancelUnder(child_ptr, CancelToken::Reason::kTimedOut);
+      });
+    }
+    StartContainer(child_ptr);
+    return;
+  }
+  StartLoop(c, i);
+}
+
+Execution::Readiness Execution::Evaluate(Container* c, size_t i) {
+  const TaskDef& def = (*c->tasks)[i];
+  int satisfied = 0, failed = 0, pending = 0;
+  for (const Constraint& k : def.after) {
+    if (c->state[k.task_index] != Container::kDone) {
+      ++pending;
+      continue;
+    }
+    Final f = c->finals[k.task_index];
+    if (f == Final::kDisabled) f = Final::kSuccess;  // a disabled task lets its successors run
+    bool ok = false;
+    if (f == Final::kSuccess || f == Final::kFailure) {
+      ok = !k.on || *k.on == ConstraintValue::kCompletion ||
+           (*k.on == ConstraintValue::kSuccess) == (f == Final::kSuccess);
+      if (ok && k.when) {
+        auto v = k.when->Evaluate(*c->scope);
+        if (!v.ok() || !v->is(ValueType::kBool)) {
+          Emit(EventType::kOnWarning, c->ChildPath(def),
+               fmt::format("constraint `{}` could not be evaluated ({}); treating it as false",
+                           k.when->text(), v.ok() ? "not a bool" : v.status().message()));
+          ok = false;
+        } else {
+          ok = v->as_bool();
+        }
+      }
+    }
+    ok ? ++satisfied : ++failed;
+  }
+  if (def.after_or) {
+    if (satisfied > 0) return Readiness::kRun;
+    return pending > 0 ? Readiness::kWait : Readiness::kSkip;
+  }
+  if (failed > 0) return Readiness::kSkip;
+  return pending > 0 ? Readiness::kWait : Readiness::kRun;
+}
+
+void Execution::FinishNode(Container* c, size_t i, Final final, const std::string& message) {
+  const TaskDef& def = (*c->tasks)[i];
+  if (c->state[i] == Container::kRunning) --c->running;
+  c->state[i] = Container::kDone;
+  c->finals[i] = final;
+  --c->remaining;
+  if (final == Final::kSkipped || final == Final::kDisabled) {
+    if (!def.is_container() || final == Final::kDisabled) {
+      DateTime now = Now();
+      RecordTaskRun(c->ChildPath(def), def.type, 1, "skipped", now, now,
+                    final == Final::kDisabled ? "disabled" : "constraints can no longer be met");
+    }
+    if (!def.is_container()) ++result_.skipped;
+  }
+  if (final == Final::kFailure) {
+    ++c->errors;
+    if (c->first_error.empty()) c->first_error = message;
+    if (first_error_.empty()) first_error_ = message;
+    // Reaching maximum_error_count fails the container but, as in SSIS, precedence still
+    // runs: a failure path (an alert, a clean-up) runs and the container still fails.
+    if (def.fail_package_on_failure) package_failed_ = true;
+  }
+  if (final == Final::kCanceled) c->stopping = true;
+  for (size_t s : def.successors) {
+    if (c->state[s] != Container::kWaiting) continue;
+    switch (Evaluate(c, s)) {
+      case Readiness::kRun:
+        StartNode(c, s);
+        break;
+      case Readiness::kSkip:
+        c->state[s] = Container::kRunning;
+        ++c->running;
+        Defer([this, c, s] { FinishNode(c, s, Final::kSkipped, ""); });
+        break;
+      case Readiness::kWait:
+        break;
+    }
+  }
+  MaybeCompleteContainer(c);
+}
+
+void Execution::MaybeCompleteContainer(Container* c) {
+  if (c->finished) return;
+  bool stopped = c->stopping || c->canceled || StopAll();
+  if (c->remaining > 0 && !(stopped && c->running == 0)) return;
+  c->finished = true;
+  Final final = Final::kSuccess;
+  if (c->canceled || canceled_) final = Final::kCanceled;
+  else if (c->errors >= c->max_errors) final = Final::kFailure;
+  else if (package_failed_) final = Final::kFailure;
+  std::string message = c->first_error;
+  if (final == Final::kFailure && message.empty()) message = "a task failed";
+  Defer([c, final, message] { c->done(final, message); });
+}
+
+// ---- Leaf tasks -------------------------------------------------------------------------------
+
+void Execution::StartLeaf(Container* c, size_t i, int attempt) {
+  uint64_t id = next_attempt_id_++;
+  auto a = std::make_unique<Attempt>(*this, c, i, attempt, id);
+  ready_.push_back(a.get());
+  attempts_.emplace(id, std::move(a));
+}
+
+void Execution::Dispatch() {
+  while (!ready_.empty()) {
+    Attempt* a = ready_.front();
+    if (StopAll() || a->container_->canceled) {
+      ready_.pop_front();
+      a->outcome_ = {TaskResult::kCanceled, "not started: the run was stopped", "", ""};
+      Container* c = a->container_;
+      size_t i = a->index_;
+      attempts_.erase(a->id_);
+      FinishNode(c, i, Final::kNotRun, "");
+      continue;
+    }
+    if (running_leaves_ >= max_concurrent_) return;
+    ready_.pop_front();
+    Launch(a);
+  }
+}
+
+void Execution::Launch(Attempt* a) {
+  ++running_leaves_;
+  a->started_at_ = Now();
+  RecordTaskRun(a->path_, a->def_.type, a->attempt_, "running", a->started_at_, std::nullopt, "");
+  Emit(EventType::kOnPreExecute, a->path_,
+       a->attempt_ == 1 ? fmt::format("{} {} started", a->def_.type, a->path_)
+                        : fmt::format("{} {} started (attempt {})", a->def_.type, a->path_,
+                                      a->attempt_));
+  if (a->def_.timeout) {
+    uint64_t id = a->id_;
+    AddTimer(*a->def_.timeout, [this, id] {
+      auto it = attempts_.find(id);
+      if (it != attempts_.end()) it->second->token_.Cancel(CancelToken::Reason::kTimedOut);
+    });
+  }
+  if (a->def_.task->runs_inline()) {
+    a->outcome_ = a->def_.task->Execute(*a);
+    Defer([this, a] { OnAttemptDone(a); });
+    return;
+  }
+  pool_->Submit([this, a] {
+    a->outcome_ = a->def_.task->Execute(*a);
+    PostCompletion(a);
+  });
+}
+
+void Execution::OnAttemptDone(Attempt* a) {
+  --running_leaves_;
+  TaskOutcome& out = a->outcome_;
+  if (a->token_.reason() == CancelToken::Reason::kTimedOut && out.result != TaskResult::kSuccess) {
+    out.result = TaskResult::kFailure;
+    out.message = fmt::format("timed out after {}", FormatDuration(*a->def_.timeout)) +
+                  (out.message.empty() ? "" : " (" + out.message + ")");
+  } else if (a->token_.reason() == CancelToken::Reason::kCanceled &&
+             out.result != TaskResult::kSuccess) {
+    out.result = TaskResult::kCanceled;
+  }
+  if (out.result == TaskResult::kFailure && out.message.empty()) out.message = "failed";
+  std::string message = out.result == TaskResult::kFailure
+                            ? fmt::format("{}: {}", a->path_, out.message)
+                            : out.message;
+  DateTime ended = Now();
+  if (out.result == TaskResult::kFailure) {
+    Emit(EventType::kOnError, a->path_, out.message);
+    Emit(EventType::kOnTaskFailed, a->path_, fmt::format("task {} failed", a->path_));
+  }
+  Final final = FromResult(out.result);
+  RecordTaskRun(a->path_, a->def_.type, a->attempt_, FinalStatus(final), a->started_at_, ended,
+                out.result == TaskResult::kSuccess ? "" : out.message, out.child_execution_id,
+                out.agent);
+  Emit(EventType::kOnPostExecute, a->path_,
+       fmt::format("{} {} finished: {}", a->def_.type, a->path_, FinalStatus(final)),
+       static_cast<int64_t>(out.result), "", a->started_at_);
+
+  Container* c = a->container_;
+  size_t i = a->index_;
+  int attempt = a->attempt_;
+  const TaskDef& def = a->def_;
+  attempts_.erase(a->id_);  // `a` is gone from here on
+
+  if (final == Final::kFailure && attempt <= def.retries && !StopAll() && !c->canceled) {
+    std::string path = c->ChildPath(def);
+    Emit(EventType::kOnWarning, path,
+         fmt::format("attempt {} of {} failed; retrying in {}", attempt, def.retries + 1,
+                     FormatDuration(def.retry_delay)));
+    AddTimer(def.retry_delay, [this, c, i, attempt] {
+      if (StopAll() || c->canceled) {
+        FinishNode(c, i, Final::kCanceled, "canceled before retry");
+        return;
+      }
+      StartLeaf(c, i, attempt + 1);
+    });
+    return;
+  }
+  if (final == Final::kSuccess) ++result_.succeeded;
+  if (final == Final::kFailure) ++result_.failed;
+  FinishNode(c, i, final, message);
+}
+
+// ---- Loops ------------------------------------------------------------------------------------
+
+void Execution::StartLoop(Container* c, size_t i) {
+  const TaskDef& def = (*c->tasks)[i];
+  auto loop = std::make_unique<Loop>();
+  loop->owner = c;
+  loop->index = i;
+  loop->def = &def;
+  loop->path = c->ChildPath(def);
+  Loop* l = loop.get();
+  loops_.push_back(std::move(loop));
+
+  auto fail = [&](std::string message) {
+    message = fmt::format("{}: {}", l->path, message);
+    Emit(EventType::kOnError, l->path, message);
+    l->errors = def.maximum_error_count;
+    l->first_error = message;
+    l->exhausted = true;
+  };
+  if (def.container == ContainerKind::kForeach) {
+    if (def.foreach_list) {
+      l->items = def.foreach_list->as_list();
+    } else if (def.foreach_items) {
+      auto v = def.foreach_items->Render(*c->scope);
+      if (!v.ok()) fail(v.status().message());
+      else if (v->is(ValueType::kList)) l->items = v->as_list();
+      else fail(fmt::format("`items` gave a {} ('{}'), not a list", ValueTypeName(v->type()),
+                            v->ToString()));
+    } else if (def.foreach_files) {
+      auto pattern = def.foreach_files->RenderString(*c->scope);
+      if (!pattern.ok()) {
+        fail(pattern.status().message());
+      } else {
+        std::string p = *pattern;
+        if (!p.empty() && p[0] != '/') p = (std::filesystem::path(package_->dir) / p).string();
+        glob_t g{};
+        int rc = glob(p.c_str(), 0, nullptr, &g);
+        if (rc == 0) {
+          for (size_t k = 0; k < g.gl_pathc; ++k) l->items.emplace_back(std::string(g.gl_pathv[k]));
+        } else if (rc != GLOB_NOMATCH) {
+          fail(fmt::format("cannot list files matching {}", p));
+        }
+        globfree(&g);
+      }
+    }
+  } else {
+    for (const Expression& e : def.for_init) {
+      auto v = e.Evaluate(*c->scope);
+      if (!v.ok()) {
+        fail(fmt::format("init `{}`: {}", e.text(), v.status().message()));
+        break;
+      }
+    }
+  }
+  Defer([this, l] { PumpLoop(l); });
+}
+
+void Execution::PumpLoop(Loop* l) {
+  if (l->finished) return;
+  const TaskDef& def = *l->def;
+  Container* owner = l->owner;
+  int parallel = def.container == ContainerKind::kForeach ? def.foreach_max_concurrent : 1;
+  while (!l->exhausted && !l->stopping && !StopAll() && !owner->canceled && l->running < parallel) {
+    Scope* scope = owner->scope;
+    if (def.container == ContainerKind::kForeach) {
+      if (l->next >= l->items.size()) {
+        l->exhausted = true;
+        break;
+      }
+      l->scopes.push_back(std::make_unique<LoopScope>(*owner->scope, def.foreach_as,
+                                                      l->items[l->next]));
+      scope = l->scopes.back().get();
+      ++l->next;
+    } else {
+      auto v = def.for_condition->Evaluate(*owner->scope);
+      if (!v.ok() || !v->is(ValueType::kBool)) {
+        std::string message = fmt::format("{}: condition `{}`: {}", l->path, def.for_condition->text(),
+                                          v.ok() ? "is not a bool" : v.status().message());
+        Emit(EventType::kOnError, l->path, message);
+        l->errors = def.maximum_error_count;
+        l->first_error = message;
+        l->exhausted = true;
+        break;
+      }
+      if (!v->as_bool()) {
+        l->exhausted = true;
+        break;
+      }
+    }
+    ++l->iterations;
+    ++l->running;
+    auto body = std::make_unique<Container>();
+    body->tasks = &def.children;
+    body->scope = scope;
+    body->path = fmt::format("{}[{}]", l->path, l->iterations);
+    body->max_errors = def.maximum_error_count;
+    body->parent = owner;
+    body->done = [this, l](Final final, std::string message) {
+      OnIterationDone(l, final, message);
+    };
+    Container* b = body.get();
+    containers_.push_back(std::move(body));
+    StartContainer(b);
+  }
+  if (l->running == 0 && (l->exhausted || l->stopping || StopAll() || owner->canceled)) {
+    Final final = Final::kSuccess;
+    if (owner->canceled || canceled_) final = Final::kCanceled;
+    else if (l->errors >= def.maximum_error_count || package_failed_) final = Final::kFailure;
+    std::string message = l->first_error;
+    if (final == Final::kFailure && message.empty()) message = l->path + ": an iteration failed";
+    RecordTaskRun(l->path, def.type, 1, FinalStatus(final), Now(), Now(),
+                  fmt::format("{} iteration{}{}", l->iterations, l->iterations == 1 ? "" : "s",
+                              message.empty() ? "" : "; " + message));
+    Emit(EventType::kOnPostExecute, l->path,
+         fmt::format("{} {} finished after {} iteration{}: {}", def.type, l->path, l->iterations,
+                     l->iterations == 1 ? "" : "s", FinalStatus(final)));
+    l->finished = true;
+    FinishNode(owner, l->index, final, message);
+  }
+}
+
+void Execution::OnIterationDone(Loop* l, Final final, const std::string& message) {
+  const TaskDef& def = *l->def;
+  --l->running;
+  if (final == Final::kFailure) {
+    ++l->errors;
+    if (l->first_error.empty()) l->first_error = message;
+    if (l->errors >= def.maximum_error_count) l->stopping = true;
+  }
+  if (final == Final::kCanceled) l->stopping = true;
+  if (def.container == ContainerKind::kFor && !l->stopping) {
+    for (const Expression& e : def.for_assign) {
+      auto v = e.Evaluate(*l->owner->scope);
+      if (!v.ok()) {
+        std::string m = fmt::format("{}: assign `{}`: {}", l->path, e.text(), v.status().message());
+        Emit(EventType::kOnError, l->path, m);
+        l->errors = def.maximum_error_count;
+        l->first_error = m;
+        l->stopping = true;
+        break;
+      }
+    }
+  }
+  size_t total = def.container == ContainerKind::kForeach ? l->items.size() : 0;
+  int done = l->iterations - l->running;
+  Emit(EventType::kOnProgress, l->path,
+       total > 0 ? fmt::format("{} of {} iterations done", done, total)
+                 : fmt::format("{} iterations done", done),
+       total > 0 ? static_cast<int64_t>(100 * done / static_cast<int>(total)) : 0);
+  PumpLoop(l);
+}
+
+// ---- Cancellation -----------------------------------------------------------------------------
+
+void Execution::CancelUnder(Container* c, CancelToken::Reason reason) {
+  c->stopping = true;
+  for (auto& [id, a] : attempts_) {
+    if (a->container_->Within(c)) a->token_.Cancel(reason);
+  }
+  for (auto& other : containers_) {
+    if (other->Within(c)) other->stopping = true;
+  }
+  for (auto& l : loops_) {
+    if (l->owner->Within(c)) l->stopping = true;
+  }
+  Defer([this, c] { MaybeCompleteContainer(c); });
+}
+
+void Execution::CancelAll() {
+  canceled_ = true;
+  Emit(EventType::kOnWarning, "", "cancel requested: stopping every running task");
+  for (auto& [id, a] : attempts_) a->token_.Cancel(CancelToken::Reason::kCanceled);
+  for (auto& c : containers_) {
+    c->canceled = true;
+    Defer([this, p = c.get()] { MaybeCompleteContainer(p); });
+  }
+  for (auto& l : loops_) {
+    if (l->running == 0) Defer([this, p = l.get()] { PumpLoop(p); });
+  }
+  // Retries waiting on a timer end now rather than after their delay.
+  auto pending = std::move(timers_);
+  timers_.clear();
+  for (auto& [when, fn] : pending) Defer(std::move(fn));
+}
+
+}  // namespace
+
+Result<RunResult> Engine::Run(std::shared_ptr<const Package> package, const RunOptions& options,
+                              const CancelToken* cancel) {
+  Execution exec(*this, std::move(package), options, cancel);
+  RETURN_IF_ERROR(exec.Prepare());
+  return exec.Run();
+}
+
+}  // namespace fanout

@@ -1,0 +1,852 @@
+// Reads a package YAML file into a Package, checking everything that can be checked before a
+// run: keys, types, names, expressions, precedence cycles. Every problem is collected with its
+// file:line:column so `fanout validate` can print them all at once.
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <functional>
+#include <set>
+
+#include <fmt/format.h>
+
+#include "common/util.h"
+#include "fanout/package.h"
+#include "fanout/task.h"
+
+namespace fanout {
+namespace {
+
+bool ValidName(std::string_view name) {
+  if (name.empty() || name.size() > 128) return false;
+  return std::all_of(name.begin(), name.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.' || c == '-';
+  });
+}
+
+std::string Join(const std::vector<std::string>& items) { return fmt::format("{}", fmt::join(items, ", ")); }
+
+const std::vector<std::string> kPackageKeys = {
+    "package", "description", "max_concurrent", "maximum_error_count", "parameters",
+    "variables", "connections", "logging", "tasks"};
+const std::vector<std::string> kParameterKeys = {"type", "required", "sensitive", "value",
+                                                 "description"};
+const std::vector<std::string> kVariableKeys = {"type", "value", "read_only",
+                                                "raise_changed_event", "description"};
+const std::vector<std::string> kLoggingKeys = {"provider", "path", "events"};
+const std::vector<std::string> kCommonTaskKeys = {
+    "type",    "description", "after",       "after_logic",           "disabled",
+    "timeout", "retries",     "retry_delay", "fail_package_on_failure"};
+const std::vector<std::string> kConstraintKeys = {"task", "on", "when"};
+
+struct ConnectionType {
+  std::string name;
+  std::vector<std::string> keys;  // besides `type`
+  std::vector<std::string> required;
+};
+const std::vector<ConnectionType> kConnectionTypes = {
+    {"sqlite", {"path"}, {"path"}},
+};
+
+struct ContainerSpec {
+  std::string type;
+  ContainerKind kind;
+  std::vector<std::string> keys;
+};
+const std::vector<ContainerSpec> kContainers = {
+    {"sequence", ContainerKind::kSequence, {"tasks", "maximum_error_count"}},
+    {"for", ContainerKind::kFor, {"tasks", "maximum_error_count", "init", "condition", "assign"}},
+    {"foreach",
+     ContainerKind::kForeach,
+     {"tasks", "maximum_error_count", "items", "files", "as", "max_concurrent"}},
+};
+
+class Loader : public TaskParser {
+ public:
+  Loader(std::string path, Diagnostics& diagnostics) : path_(std::move(path)), diag_(diagnostics) {
+    dir_ = std::filesystem::path(path_).parent_path().string();
+    if (dir_.empty()) dir_ = ".";
+  }
+
+  std::shared_ptr<Package> Load(const std::string& text) {
+    YAML::Node root;
+    try {
+      root = YAML::Load(text);
+    } catch (const YAML::ParserException& e) {
+      diag_.Error({path_, e.mark.line + 1, e.mark.column + 1},
+                  "not valid YAML: " + e.msg);
+      return nullptr;
+    }
+    if (!root.IsMap()) {
+      diag_.Error({path_, 1, 1}, "a package must be a YAML mapping with at least `package:` and "
+                                 "`tasks:`");
+      return nullptr;
+    }
+    auto pkg = std::make_shared<Package>();
+    pkg->path = path_;
+    pkg->dir = dir_;
+    pkg->sha256 = Sha256Hex(text);
+    CheckKeys(root, kPackageKeys, "package");
+    if (auto name = StringAt(root, "package", true)) {
+      if (!ValidName(*name)) {
+        Error(root["package"], fmt::format("package name '{}' must match [A-Za-z0-9_.-]{{1,128}}", *name));
+      }
+      pkg->name = *name;
+    }
+    pkg->description = StringAt(root, "description", false).value_or("");
+    if (auto n = IntAt(root, "max_concurrent")) {
+      if (*n < -1 || *n == 0) Error(root["max_concurrent"], "max_concurrent must be at least 1 (or -1 for cores + 2)");
+      pkg->max_concurrent = *n > 0 ? static_cast<int>(*n) : 0;
+    }
+    if (auto n = IntAt(root, "maximum_error_count")) {
+      if (*n < 1) Error(root["maximum_error_count"], "maximum_error_count must be at least 1");
+      pkg->maximum_error_count = static_cast<int>(std::max<int64_t>(*n, 1));
+    }
+    ParseParameters(root["parameters"], *pkg);
+    ParseVariables(root["variables"], *pkg);
+    ParseConnections(root["connections"], *pkg);
+    ParseLogging(root["logging"], *pkg);
+    pkg_ = pkg.get();
+    YAML::Node tasks = root["tasks"];
+    if (!tasks) {
+      Error(root, "a package needs `tasks:` (a mapping of task name to task)");
+    } else {
+      pkg->tasks = ParseTasks(tasks, "");
+    }
+    return pkg;
+  }
+
+  // TaskParser ---------------------------------------------------------------------------------
+
+  SourcePos Pos(const YAML::Node& node) const override {
+    if (!node || node.Mark().is_null()) return {path_, 0, 0};
+    return {path_, node.Mark().line + 1, node.Mark().column + 1};
+  }
+
+  void Error(const YAML::Node& node, std::string message) override {
+    diag_.Error(Pos(node), std::move(message));
+  }
+
+  std::optional<std::string> StringAt(const YAML::Node& node, std::string_view key,
+                                      bool required) override {
+    YAML::Node v = node[std::string(key)];
+    if (!v || v.IsNull()) {
+      if (required) Error(node, fmt::format("missing required key `{}`", key));
+      return std::nullopt;
+    }
+    if (!v.IsScalar()) {
+      Error(v, fmt::format("`{}` must be a string", key));
+      return std::nullopt;
+    }
+    return v.Scalar();
+  }
+
+  std::optional<bool> BoolAt(const YAML::Node& node, std::string_view key) override {
+    YAML::Node v = node[std::string(key)];
+    if (!v || v.IsNull()) return std::nullopt;
+    bool b = false;
+    if (!v.IsScalar() || !YAML::convert<bool>::decode(v, b)) {
+      Error(v, fmt::format("`{}` must be true or false", key));
+      return std::nullopt;
+    }
+    return b;
+  }
+
+  std::optional<int64_t> IntAt(const YAML::Node& node, std::string_view key) override {
+    YAML::Node v = node[std::string(key)];
+    if (!v || v.IsNull()) return std::nullopt;
+    int64_t i = 0;
+    if (!v.IsScalar() || !YAML::convert<int64_t>::decode(v, i)) {
+      Error(v, fmt::format("`{}` must be a whole number", key));
+      return std::nullopt;
+    }
+    return i;
+  }
+
+  std::optional<Template> TemplateAt(const YAML::Node& node, std::string_view key,
+                                     bool required) override {
+    YAML::Node v = node[std::string(key)];
+    if (!v || v.IsNull()) {
+      if (required) Error(node, fmt::format("missing required key `{}`", key));
+      return std::nullopt;
+    }
+    if (!v.IsScalar()) {
+      Error(v, fmt::format("`{}` must be a string", key));
+      return std::nullopt;
+    }
+    return ParseTemplate(v);
+  }
+
+  std::vector<Template> TemplateListAt(const YAML::Node& node, std::string_view key,
+                                       bool required) override {
+    std::vector<Template> out;
+    YAML::Node v = node[std::string(key)];
+    if (!v || v.IsNull()) {
+      if (required) Error(node, fmt::format("missing required key `{}` (a list)", key));
+      return out;
+    }
+    if (!v.IsSequence()) {
+      Error(v, fmt::format("`{}` must be a list, e.g. [a, b]", key));
+      return out;
+    }
+    for (const YAML::Node& item : v) {
+      if (!item.IsScalar()) {
+        Error(item, fmt::format("items of `{}` must be strings", key));
+        continue;
+      }
+      if (auto t = ParseTemplate(item)) out.push_back(std::move(*t));
+    }
+    return out;
+  }
+
+  std::map<std::string, Template> TemplateMapAt(const YAML::Node& node,
+                                                std::string_view key) override {
+    std::map<std::string, Template> out;
+    YAML::Node v = node[std::string(key)];
+    if (!v || v.IsNull()) return out;
+    if (!v.IsMap()) {
+      Error(v, fmt::format("`{}` must be a mapping of names to values", key));
+      return out;
+    }
+    for (auto it = v.begin(); it != v.end(); ++it) {
+      if (!it->second.IsScalar()) {
+        Error(it->second, fmt::format("`{}.{}` must be a string", key, it->first.Scalar()));
+        continue;
+      }
+      if (auto t = ParseTemplate(it->second)) out.emplace(it->first.Scalar(), std::move(*t));
+    }
+    return out;
+  }
+
+  std::optional<Expression> ExpressionAt(const YAML::Node& node, std::string_view key,
+                                         bool required) override {
+    YAML::Node v = node[std::string(key)];
+    if (!v || v.IsNull()) {
+      if (required) Error(node, fmt::format("missing required key `{}`", key));
+      return std::nullopt;
+    }
+    if (!v.IsScalar()) {
+      Error(v, fmt::format("`{}` must be an expression string", key));
+      return std::nullopt;
+    }
+    return ParseExpression(v, Expression::Options{});
+  }
+
+  void CheckVariable(const YAML::Node& at, const std::string& name) override {
+    if (writable_.count(name) != 0) return;
+    if (visible_.count(name) != 0) {
+      Error(at, fmt::format("'{}' is read-only (a parameter, system or read_only variable); "
+                            "assign to a variable declared under `variables:`", name));
+    } else {
+      Error(at, fmt::format("unknown variable '{}'; declare it under `variables:`", name));
+    }
+  }
+
+  std::string CheckConnection(const YAML::Node& at, const std::string& name,
+                              const std::vector<std::string>& types) override {
+    auto it = pkg_->connections.find(name);
+    if (it == pkg_->connections.end()) {
+      std::vector<std::string> names;
+      for (const auto& [n, c] : pkg_->connections) {
+        if (std::find(types.begin(), types.end(), c.type) != types.end()) names.push_back(n);
+      }
+      Error(at, fmt::format("unknown connection '{}'; {}", name,
+                            names.empty() ? fmt::format("declare one of type {} under `connections:`", Join(types))
+                                          : "known: " + Join(names)));
+      return "";
+    }
+    if (std::find(types.begin(), types.end(), it->second.type) == types.end()) {
+      Error(at, fmt::format("connection '{}' is of type {}; this task needs {}", name,
+                            it->second.type, Join(types)));
+      return "";
+    }
+    return it->second.type;
+  }
+
+  const std::string& package_dir() const override { return dir_; }
+
+ private:
+  // Positions inside a scalar: yaml-cpp marks a quoted scalar at its opening quote.
+  SourcePos OffsetPos(const YAML::Node& scalar, size_t offset) const {
+    SourcePos pos = Pos(scalar);
+    if (pos.line == 0) return pos;
+    const std::string& text = scalar.Scalar();
+    bool quoted = scalar.Tag() == "!";
+    int line = pos.line, column = pos.column + (quoted ? 1 : 0);
+    for (size_t i = 0; i < offset && i < text.size(); ++i) {
+      if (text[i] == '\n') {
+        ++line;
+        column = 1;
+      } else {
+        ++column;
+      }
+    }
+    return {path_, line, column};
+  }
+
+  void CheckReads(const YAML::Node& at, const std::vector<std::string>& names) {
+    for (const std::string& name : names) {
+      if (visible_.count(name) == 0) {
+        Error(at, fmt::format("unknown variable or parameter '{}' in `{}`", name, at.Scalar()));
+      }
+    }
+  }
+
+  std::optional<Template> ParseTemplate(const YAML::Node& v) {
+    ExpressionError err;
+    auto t = Template::Parse(v.Scalar(), &err);
+    if (!t.ok()) {
+      diag_.Error(OffsetPos(v, err.offset), err.message);
+      return std::nullopt;
+    }
+    CheckReads(v, t->variables());
+    return *t;
+  }
+
+  std::optional<Expression> ParseExpression(const YAML::Node& v, Expression::Options options) {
+    ExpressionError err;
+    auto e = Expression::Parse(v.Scalar(), options, &err);
+    if (!e.ok()) {
+      diag_.Error(OffsetPos(v, err.offset), err.message);
+      return std::nullopt;
+    }
+    if (e->is_assignment()) {
+      // The target is the first variable; it must be writable, the rest readable.
+      const auto& vars = e->variables();
+      for (const std::string& name : vars) {
+        if (visible_.count(name) == 0) {
+          Error(v, fmt::format("unknown variable '{}' in `{}`", name, v.Scalar()));
+        }
+      }
+    } else {
+      CheckReads(v, e->variables());
+    }
+    return *e;
+  }
+
+  void CheckKeys(const YAML::Node& node, const std::vector<std::string>& allowed,
+                 const std::string& what) {
+    if (!node.IsMap()) return;
+    std::set<std::string> seen;
+    for (auto it = node.begin(); it != node.end(); ++it) {
+      const std::string& key = it->first.Scalar();
+      if (!seen.insert(key).second) {
+        Error(it->first, fmt::format("duplicate key `{}` in {}", key, what));
+      }
+      if (std::find(allowed.begin(), allowed.end(), key) == allowed.end()) {
+        Error(it->first, fmt::format("unknown key `{}` in {}; allowed: {}", key, what, Join(allowed)));
+      }
+    }
+  }
+
+  std::optional<ValueType> TypeAt(const YAML::Node& node) {
+    auto type_name = StringAt(node, "type", false);
+    if (!type_name) return ValueType::kString;
+    auto type = ParseValueType(*type_name);
+    if (!type.ok()) {
+      Error(node["type"], fmt::format("unknown type '{}'; allowed: string, int, double, bool, "
+                                      "datetime, list", *type_name));
+      return std::nullopt;
+    }
+    return *type;
+  }
+
+  // A YAML value as a typed Value: scalars are converted from text, sequences become lists.
+  std::optional<Value> ValueAt(const YAML::Node& v, ValueType type) {
+    if (v.IsSequence()) {
+      if (type != ValueType::kList) {
+        Error(v, fmt::format("a list given where a {} is declared", ValueTypeName(type)));
+        return std::nullopt;
+      }
+      Value::List list;
+      for (const YAML::Node& item : v) {
+        if (!item.IsScalar()) {
+          Error(item, "list items must be scalars");
+          return std::nullopt;
+        }
+        list.push_back(ScalarValue(item));
+      }
+      return Value(std::move(list));
+    }
+    if (!v.IsScalar()) {
+      Error(v, fmt::format("expected a {} value", ValueTypeName(type)));
+      return std::nullopt;
+    }
+    if (type == ValueType::kList) {
+      Error(v, "a list variable needs a YAML list value, e.g. [a, b]");
+      return std::nullopt;
+    }
+    auto converted = Value(v.Scalar()).ConvertTo(type);
+    if (!converted.ok()) {
+      Error(v, converted.status().message());
+      return std::nullopt;
+    }
+    return *converted;
+  }
+
+  // List items keep the type YAML gives them: 3 -> int, 1.5 -> double, true -> bool.
+  static Value ScalarValue(const YAML::Node& item) {
+    if (item.Tag() != "!") {
+      int64_t i;
+      double d;
+      bool b;
+      if (YAML::convert<int64_t>::decode(item, i)) return Value(i);
+      if (YAML::convert<double>::decode(item, d)) return Value(d);
+      if (YAML::convert<bool>::decode(item, b)) return Value(b);
+    }
+    return Value(item.Scalar());
+  }
+
+  template <typename F>
+  void ForEachNamed(const YAML::Node& map, const std::string& what, F&& f) {
+    if (!map || map.IsNull()) return;
+    if (!map.IsMap()) {
+      Error(map, fmt::format("`{}` must be a mapping of name to definition", what));
+      return;
+    }
+    std::set<std::string> seen;
+    for (auto it = map.begin(); it != map.end(); ++it) {
+      const std::string& name = it->first.Scalar();
+      if (!ValidName(name)) {
+        Error(it->first, fmt::format("name '{}' in `{}` must match [A-Za-z0-9_.-]{{1,128}}", name, what));
+        continue;
+      }
+      if (!seen.insert(name).second) {
+        Error(it->first, fmt::format("duplicate name '{}' in `{}`", name, what));
+        continue;
+      }
+      f(name, it->first, it->second);
+    }
+  }
+
+  void Declare(const YAML::Node& at, const std::string& name, bool writable) {
+    if (!visible_.insert(name).second) {
+      Error(at, fmt::format("'{}' is declared twice (parameters and variables share one namespace)", name));
+    }
+    if (writable) writable_.insert(name);
+  }
+
+  void ParseParameters(const YAML::Node& node, Package& pkg) {
+    ForEachNamed(node, "parameters", [&](const std::string& name, const YAML::Node& key,
+                                         const YAML::Node& def) {
+      ParameterDef p;
+      p.name = name;
+      p.pos = Pos(key);
+      Declare(key, name, false);
+      if (def.IsNull()) {
+        pkg.parameters.push_back(std::move(p));
+        return;
+      }
+      if (!def.IsMap()) {
+        Error(def, "a parameter is a mapping: {type: string, required: true, sensitive: false, value: ...}");
+        return;
+      }
+      CheckKeys(def, kParameterKeys, "parameter '" + name + "'");
+      p.type = TypeAt(def).value_or(ValueType::kString);
+      p.required = BoolAt(def, "required").value_or(false);
+      p.sensitive = BoolAt(def, "sensitive").value_or(false);
+      p.description = StringAt(def, "description", false).value_or("");
+      if (YAML::Node v = def["value"]; v && !v.IsNull()) p.default_value = ValueAt(v, p.type);
+      pkg.parameters.push_back(std::move(p));
+    });
+  }
+
+  void ParseVariables(const YAML::Node& node, Package& pkg) {
+    ForEachNamed(node, "variables", [&](const std::string& name, const YAML::Node& key,
+                                        const YAML::Node& def) {
+      VariableDef v;
+      v.name = name;
+      v.pos = Pos(key);
+      if (!def.IsMap()) {
+        Error(def, "a variable is a mapping: {type: int, value: 0}");
+        return;
+      }
+      CheckKeys(def, kVariableKeys, "variable '" + name + "'");
+      v.type = TypeAt(def).value_or(ValueType::kString);
+      v.read_only = BoolAt(def, "read_only").value_or(false);
+      v.raise_changed_event = BoolAt(def, "raise_changed_event").value_or(false);
+      Declare(key, name, !v.read_only);
+      YAML::Node value = def["value"];
+      v.value = (value && !value.IsNull()) ? ValueAt(value, v.type).value_or(Value::Default(v.type))
+                                           : Value::Default(v.type);
+      pkg.variables.push_back(std::move(v));
+    });
+    for (const std::string& name : SystemVariableNames()) visible_.insert(name);
+  }
+
+  void ParseConnections(const YAML::Node& node, Package& pkg) {
+    ForEachNamed(node, "connections", [&](const std::string& name, const YAML::Node& key,
+                                          const YAML::Node& def) {
+      ConnectionDef c;
+      c.name = name;
+      c.pos = Pos(key);
+      if (!def.IsMap()) {
+        Error(def, "a connection is a mapping such as {type: sqlite, path: data.db}");
+        return;
+      }
+      c.type = StringAt(def, "type", true).value_or("");
+      auto type = std::find_if(kConnectionTypes.begin(), kConnectionTypes.end(),
+                               [&](const ConnectionType& t) { return t.name == c.type; });
+      if (type == kConnectionTypes.end()) {
+        if (!c.type.empty()) {
+          std::vector<std::string> names;
+          for (const auto& t : kConnectionTypes) names.push_back(t.name);
+          Error(def["type"], fmt::format("unknown connection type '{}'; allowed: {}", c.type, Join(names)));
+        }
+        return;
+      }
+      std::vector<std::string> keys = type->keys;
+      keys.push_back("type");
+      CheckKeys(def, keys, "connection '" + name + "'");
+      for (const std::string& k : type->keys) {
+        bool required = std::find(type->required.begin(), type->required.end(), k) != type->required.end();
+        if (auto t = TemplateAt(def, k, required)) c.settings.emplace(k, std::move(*t));
+      }
+      pkg.connections.emplace(name, std::move(c));
+    });
+  }
+
+  void ParseLogging(const YAML::Node& node, Package& pkg) {
+    if (!node || node.IsNull()) return;
+    if (!node.IsSequence()) {
+      Error(node, "`logging` must be a list of {provider: text|jsonl|console, path: FILE, events: [...]}");
+      return;
+    }
+    for (const YAML::Node& entry : node) {
+      if (!entry.IsMap()) {
+        Error(entry, "a logging entry is a mapping: {provider: text, path: run.log}");
+        continue;
+      }
+      CheckKeys(entry, kLoggingKeys, "logging entry");
+      LoggingDef l;
+      l.pos = Pos(entry);
+      l.provider = StringAt(entry, "provider", true).value_or("");
+      if (!l.provider.empty() && l.provider != "text" && l.provider != "jsonl" &&
+          l.provider != "console") {
+        Error(entry["provider"], fmt::format("unknown log provider '{}'; allowed: text, jsonl, console", l.provider));
+      }
+      l.path = StringAt(entry, "path", l.provider == "text" || l.provider == "jsonl").value_or("");
+      if (YAML::Node events = entry["events"]; events && !events.IsNull()) {
+        if (!events.IsSequence()) {
+          Error(events, "`events` must be a list of event names such as [OnError, OnWarning]");
+        } else {
+          for (const YAML::Node& e : events) {
+            auto type = ParseEventName(e.IsScalar() ? e.Scalar() : "");
+            if (!type.ok()) {
+              Error(e, type.status().message());
+            } else {
+              l.events.push_back(*type);
+            }
+          }
+        }
+      }
+      pkg.logging.push_back(std::move(l));
+    }
+  }
+
+  std::vector<TaskDef> ParseTasks(const YAML::Node& node, const std::string& parent) {
+    std::vector<TaskDef> tasks;
+    if (!node.IsMap()) {
+      Error(node, "`tasks` must be a mapping of task name to task definition");
+      return tasks;
+    }
+    std::vector<YAML::Node> defs;
+    ForEachNamed(node, "tasks", [&](const std::string& name, const YAML::Node& key,
+                                    const YAML::Node& def) {
+      TaskDef t;
+      t.name = name;
+      t.pos = Pos(key);
+      if (!def.IsMap()) {
+        Error(def, fmt::format("task '{}' must be a mapping with at least `type:`", name));
+        return;
+      }
+      ParseTask(def, parent.empty() ? name : parent + "/" + name, t);
+      tasks.push_back(std::move(t));
+      defs.push_back(def);
+    });
+    // Precedence: resolve names among siblings, then look for cycles.
+    for (size_t i = 0; i < tasks.size(); ++i) {
+      for (Constraint& c : tasks[i].after) {
+        auto it = std::find_if(tasks.begin(), tasks.end(),
+                               [&](const TaskDef& t) { return t.name == c.task; });
+        if (it == tasks.end()) {
+          std::vector<std::string> names;
+          for (const TaskDef& t : tasks) if (t.name != tasks[i].name) names.push_back(t.name);
+          diag_.Error(c.pos, fmt::format("`after` names unknown task '{}'; tasks in this container: {}",
+                                         c.task, names.empty() ? "(none)" : Join(names)));
+          continue;
+        }
+        c.task_index = static_cast<size_t>(it - tasks.begin());
+        if (c.task_index == i) {
+          diag_.Error(c.pos, fmt::format("task '{}' cannot run after itself", c.task));
+          continue;
+        }
+        it->successors.push_back(i);
+      }
+    }
+    CheckCycles(tasks);
+    return tasks;
+  }
+
+  void CheckCycles(const std::vector<TaskDef>& tasks) {
+    enum { kWhite, kGrey, kBlack };
+    std::vector<int> color(tasks.size(), kWhite);
+    std::vector<size_t> stack;
+    std::function<bool(size_t)> visit = [&](size_t i) {
+      color[i] = kGrey;
+      stack.push_back(i);
+      for (size_t s : tasks[i].successors) {
+        if (s == i) continue;
+        if (color[s] == kGrey) {
+          std::vector<std::string> cycle;
+          auto from = std::find(stack.begin(), stack.end(), s);
+          for (auto it = from; it != stack.end(); ++it) cycle.push_back(tasks[*it].name);
+          cycle.push_back(tasks[s].name);
+          diag_.Error(tasks[s].pos, fmt::format("precedence cycle: {}; `after` must not loop back",
+                                                fmt::join(cycle, " -> ")));
+          return true;
+        }
+        if (color[s] == kWhite && visit(s)) return true;
+      }
+      stack.pop_back();
+      color[i] = kBlack;
+      return false;
+    };
+    for (size_t i = 0; i < tasks.size(); ++i) {
+      if (color[i] == kWhite && visit(i)) return;
+    }
+  }
+
+  void ParseAfter(const YAML::Node& def, TaskDef& t) {
+    YAML::Node after = def["after"];
+    if (!after || after.IsNull()) return;
+    if (after.IsScalar()) {
+      t.after.push_back({after.Scalar(), 0, ConstraintValue::kSuccess, std::nullopt, Pos(after)});
+      return;
+    }
+    if (!after.IsSequence()) {
+      Error(after, "`after` is a list of task names or of {task, on: success|failure|completion, when: EXPR}");
+      return;
+    }
+    for (const YAML::Node& item : after) {
+      if (item.IsScalar()) {
+        t.after.push_back({item.Scalar(), 0, ConstraintValue::kSuccess, std::nullopt, Pos(item)});
+        continue;
+      }
+      if (!item.IsMap()) {
+        Error(item, "an `after` item is a task name or {task, on, when}");
+        continue;
+      }
+      CheckKeys(item, kConstraintKeys, "`after` item");
+      Constraint c;
+      c.pos = Pos(item);
+      c.task = StringAt(item, "task", true).value_or("");
+      if (auto on = StringAt(item, "on", false)) {
+        if (*on == "success") c.on = ConstraintValue::kSuccess;
+        else if (*on == "failure") c.on = ConstraintValue::kFailure;
+        else if (*on == "completion") c.on = ConstraintValue::kCompletion;
+        else Error(item["on"], fmt::format("`on: {}` is not allowed; use success, failure or completion", *on));
+      }
+      c.when = ExpressionAt(item, "when", false);
+      if (!c.on && !c.when) c.on = ConstraintValue::kSuccess;
+      t.after.push_back(std::move(c));
+    }
+  }
+
+  void ParseTask(const YAML::Node& def, const std::string& path, TaskDef& t) {
+    t.type = StringAt(def, "type", true).value_or("");
+    auto container = std::find_if(kContainers.begin(), kContainers.end(),
+                                  [&](const ContainerSpec& c) { return c.type == t.type; });
+    const TaskType* type = container == kContainers.end() ? FindTaskType(t.type) : nullptr;
+    std::vector<std::string> keys = kCommonTaskKeys;
+    if (container != kContainers.end()) {
+      keys.insert(keys.end(), container->keys.begin(), container->keys.end());
+    } else if (type != nullptr) {
+      for (std::string_view k : type->keys()) keys.emplace_back(k);
+    } else if (!t.type.empty()) {
+      std::vector<std::string> names;
+      for (const auto& c : kContainers) names.push_back(c.type);
+      for (const auto& n : TaskTypeNames()) names.push_back(n);
+      std::sort(names.begin(), names.end());
+      Error(def["type"], fmt::format("unknown task type '{}' in task '{}'; allowed: {}", t.type, path, Join(names)));
+      return;
+    } else {
+      return;
+    }
+    CheckKeys(def, keys, "task '" + path + "'");
+    t.description = StringAt(def, "description", false).value_or("");
+    t.disabled = BoolAt(def, "disabled").value_or(false);
+    t.fail_package_on_failure = BoolAt(def, "fail_package_on_failure").value_or(false);
+    if (auto logic = StringAt(def, "after_logic", false)) {
+      if (*logic == "or") t.after_or = true;
+      else if (*logic != "and") Error(def["after_logic"], "`after_logic` must be `and` (all constraints) or `or` (any one)");
+    }
+    if (auto timeout = StringAt(def, "timeout", false)) {
+      auto d = ParseDuration(*timeout);
+      if (!d.ok()) Error(def["timeout"], d.status().message());
+      else if (d->count() > 0) t.timeout = *d;
+    }
+    if (auto retries = IntAt(def, "retries")) {
+      if (*retries < 0) Error(def["retries"], "`retries` must be 0 or more");
+      t.retries = static_cast<int>(std::max<int64_t>(*retries, 0));
+    }
+    if (auto delay = StringAt(def, "retry_delay", false)) {
+      auto d = ParseDuration(*delay);
+      if (!d.ok()) Error(def["retry_delay"], d.status().message());
+      else t.retry_delay = *d;
+    }
+    ParseAfter(def, t);
+    if (type != nullptr) {
+      size_t errors_before = diag_.items().size();
+      t.task = type->Parse(def, *this);
+      if (!t.task && diag_.items().size() == errors_before) {
+        Error(def, fmt::format("task '{}' could not be parsed", path));
+      }
+      return;
+    }
+    ParseContainer(def, path, *container, t);
+  }
+
+  void ParseContainer(const YAML::Node& def, const std::string& path, const ContainerSpec& spec,
+                      TaskDef& t) {
+    t.container = spec.kind;
+    if (auto n = IntAt(def, "maximum_error_count")) {
+      if (*n < 1) Error(def["maximum_error_count"], "maximum_error_count must be at least 1");
+      t.maximum_error_count = static_cast<int>(std::max<int64_t>(*n, 1));
+    }
+    std::string loop_var;
+    if (spec.kind == ContainerKind::kFor) {
+      ParseAssignments(def, "init", t.for_init);
+      t.for_condition = ExpressionAt(def, "condition", true);
+      ParseAssignments(def, "assign", t.for_assign);
+    } else if (spec.kind == ContainerKind::kForeach) {
+      if (def["items"] && def["items"].IsSequence()) {
+        // items: [a, b, c] written inline: a constant list.
+        Value::List list;
+        for (const YAML::Node& item : def["items"]) {
+          if (item.IsScalar()) list.push_back(ScalarValue(item));
+          else Error(item, "inline `items` must be scalars");
+        }
+        t.foreach_list = Value(std::move(list));
+      } else {
+        t.foreach_items = TemplateAt(def, "items", false);
+      }
+      t.foreach_files = TemplateAt(def, "files", false);
+      if (!def["items"] == !def["files"]) {
+        Error(def, fmt::format("foreach '{}' needs exactly one of `items` (a list or \"${{var}}\") "
+                               "or `files` (a glob)", path));
+      }
+      auto as = StringAt(def, "as", true);
+      if (as) {
+        if (!ValidName(*as)) Error(def["as"], "`as` must be a variable name");
+        if (visible_.count(*as) != 0) {
+          Error(def["as"], fmt::format("`as: {}` would hide an existing variable; pick another name", *as));
+        }
+        t.foreach_as = *as;
+        loop_var = *as;
+      }
+      if (auto n = IntAt(def, "max_concurrent")) {
+        if (*n < 1) Error(def["max_concurrent"], "max_concurrent must be at least 1");
+        t.foreach_max_concurrent = static_cast<int>(std::max<int64_t>(*n, 1));
+      }
+    }
+    YAML::Node tasks = def["tasks"];
+    if (!tasks || tasks.IsNull()) {
+      Error(def, fmt::format("container '{}' needs `tasks:`", path));
+      return;
+    }
+    bool added = !loop_var.empty() && visible_.insert(loop_var).second;
+    if (added) writable_.insert(loop_var);
+    t.children = ParseTasks(tasks, path);
+    if (added) {
+      visible_.erase(loop_var);
+      writable_.erase(loop_var);
+    }
+  }
+
+  // for-loop init/assign: one assignment string or a list of them.
+  void ParseAssignments(const YAML::Node& def, const std::string& key, std::vector<Expression>& out) {
+    YAML::Node v = def[key];
+    if (!v || v.IsNull()) return;
+    std::vector<YAML::Node> items;
+    if (v.IsScalar()) items.push_back(v);
+    else if (v.IsSequence()) for (const YAML::Node& i : v) items.push_back(i);
+    else Error(v, fmt::format("`{}` is an assignment such as \"@i = 0\" or a list of them", key));
+    for (const YAML::Node& item : items) {
+      if (!item.IsScalar()) {
+        Error(item, fmt::format("`{}` items must be assignment strings such as \"@i = @i + 1\"", key));
+        continue;
+      }
+      auto e = ParseExpression(item, Expression::Options{false, true});
+      if (!e) continue;
+      if (!e->is_assignment()) {
+        Error(item, fmt::format("`{}` must assign a variable, as in \"@i = 0\"", key));
+        continue;
+      }
+      CheckVariable(item, e->variables().front());
+      out.push_back(std::move(*e));
+    }
+  }
+
+ private:
+  std::string path_;
+  std::string dir_;
+  Diagnostics& diag_;
+  Package* pkg_ = nullptr;
+  std::set<std::string> visible_;   // names expressions may read
+  std::set<std::string> writable_;  // names expressions and tasks may assign
+};
+
+}  // namespace
+
+std::string Diagnostic::ToString() const {
+  if (pos.line == 0) return fmt::format("{}: error: {}", pos.file, message);
+  return fmt::format("{}:{}:{}: error: {}", pos.file, pos.line, pos.column, message);
+}
+
+std::string Diagnostics::ToString() const {
+  std::vector<Diagnostic> sorted = items_;
+  std::stable_sort(sorted.begin(), sorted.end(), [](const Diagnostic& a, const Diagnostic& b) {
+    return std::tie(a.pos.line, a.pos.column) < std::tie(b.pos.line, b.pos.column);
+  });
+  std::string out;
+  for (const Diagnostic& d : sorted) out += d.ToString() + "\n";
+  return out;
+}
+
+const ParameterDef* Package::FindParameter(const std::string& name) const {
+  for (const auto& p : parameters) if (p.name == name) return &p;
+  return nullptr;
+}
+
+const VariableDef* Package::FindVariable(const std::string& name) const {
+  for (const auto& v : variables) if (v.name == name) return &v;
+  return nullptr;
+}
+
+const std::vector<std::string>& SystemVariableNames() {
+  static const std::vector<std::string> kNames = {
+      "System::PackageName", "System::ExecutionId", "System::ParentExecutionId",
+      "System::StartTime",   "System::MachineName", "System::UserName"};
+  return kNames;
+}
+
+Result<std::shared_ptr<const Package>> LoadPackageText(const std::string& text,
+                                                       const std::string& path,
+                                                       Diagnostics& diagnostics) {
+  Loader loader(path, diagnostics);
+  std::shared_ptr<Package> pkg = loader.Load(text);
+  if (!diagnostics.empty() || !pkg) {
+    size_t n = diagnostics.items().size();
+    return InvalidArgument(fmt::format("{}: {} problem{} found", path, n, n == 1 ? "" : "s"));
+  }
+  return std::shared_ptr<const Package>(std::move(pkg));
+}
+
+Result<std::shared_ptr<const Package>> LoadPackage(const std::string& path,
+                                                   Diagnostics& diagnostics) {
+  ASSIGN_OR_RETURN(std::string text, ReadFile(path));
+  return LoadPackageText(text, path, diagnostics);
+}
+
+}  // namespace fanout

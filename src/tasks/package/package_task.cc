@@ -1,0 +1,147 @@
+// The `package` task: runs a child package file as its own execution linked to the parent's,
+// in this process (default, as SSIS's ExecuteOutOfProcess=false) or as a separate
+// `fanout run` process. The child's result is the task's result.
+#include "tasks/package/package_task.h"
+
+#include <limits.h>
+#include <unistd.h>
+
+#include <cstdlib>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "common/subprocess.h"
+#include "common/util.h"
+#include "fanout/engine.h"
+
+namespace fanout {
+namespace {
+
+// The `fanout` binary to start for out-of-process children: FANOUT_BIN, else this program.
+std::string FanoutBinary() {
+  if (const char* bin = std::getenv("FANOUT_BIN"); bin != nullptr && *bin != '\0') return bin;
+  char buf[PATH_MAX];
+  ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
+  if (n <= 0) return "fanout";
+  return std::string(buf, static_cast<size_t>(n));
+}
+
+std::string LastLine(const std::string& text) {
+  std::string t = text;
+  while (!t.empty() && (t.back() == '\n' || t.back() == '\r')) t.pop_back();
+  size_t nl = t.rfind('\n');
+  return nl == std::string::npos ? t : t.substr(nl + 1);
+}
+
+class PackageTask : public Task {
+ public:
+  Template path;
+  std::map<std::string, Template> params;
+  bool out_of_process = false;
+
+  explicit PackageTask(Template p) : path(std::move(p)) {}
+
+  TaskOutcome Execute(TaskContext& context) const override {
+    auto rendered = path.RenderString(context.scope());
+    if (!rendered.ok()) return TaskOutcome::Failure(rendered.status().message());
+    std::string file = context.ResolvePath(*rendered);
+    std::map<std::string, Value> values;
+    for (const auto& [name, t] : params) {
+      auto v = t.Render(context.scope());
+      if (!v.ok()) return TaskOutcome::Failure(fmt::format("param {}: {}", name, v.status().message()));
+      values.emplace(name, std::move(*v));
+    }
+    std::string child_id = NewExecutionId();
+    TaskOutcome outcome = out_of_process ? RunOutOfProcess(context, file, values, child_id)
+                                         : RunInProcess(context, file, values, child_id);
+    outcome.child_execution_id = child_id;
+    return outcome;
+  }
+
+ private:
+  TaskOutcome RunInProcess(TaskContext& context, const std::string& file,
+                           std::map<std::string, Value> values, const std::string& child_id) const {
+    Diagnostics diagnostics;
+    auto child = LoadPackage(file, diagnostics);
+    if (!child.ok()) {
+      std::string detail = diagnostics.empty() ? child.status().message() : diagnostics.ToString();
+      return TaskOutcome::Failure(fmt::format("cannot load child package {}: {}", file, LastLine(detail)));
+    }
+    RunOptions options;
+    options.params = std::move(values);
+    options.execution_id = child_id;
+    options.parent_execution_id = context.execution_id();
+    options.catalog_spec = context.run_options().catalog_spec;
+    auto result = context.engine().Run(*child, options, &context.cancel());
+    if (!result.ok()) {
+      return TaskOutcome::Failure(fmt::format("child package {}: {}", (*child)->name,
+                                              result.status().message()));
+    }
+    if (result->result == TaskResult::kSuccess) return TaskOutcome::Success();
+    return {result->result,
+            fmt::format("child package {} {}: {}", (*child)->name,
+                        result->result == TaskResult::kCanceled ? "was canceled" : "failed",
+                        result->message),
+            "", ""};
+  }
+
+  TaskOutcome RunOutOfProcess(TaskContext& context, const std::string& file,
+                              const std::map<std::string, Value>& values,
+                              const std::string& child_id) const {
+    SpawnSpec spec;
+    spec.argv = {FanoutBinary(), "run", file, "--execution-id", child_id,
+                 "--parent-execution-id", context.execution_id(), "--reporting", "N",
+                 "--params-stdin"};
+    if (!context.run_options().catalog_spec.empty()) {
+      spec.argv.push_back("--catalog");
+      spec.argv.push_back(context.run_options().catalog_spec);
+    }
+    // Parameters travel on stdin, not argv, so sensitive values never show in `ps`.
+    nlohmann::json json = nlohmann::json::object();
+    for (const auto& [name, v] : values) {
+      if (v.is(ValueType::kList)) {
+        nlohmann::json list = nlohmann::json::array();
+        for (const Value& item : v.as_list()) list.push_back(item.ToString());
+        json[name] = list;
+      } else {
+        json[name] = v.ToString();
+      }
+    }
+    spec.stdin_data = json.dump();
+    spec.kill_grace = std::chrono::milliseconds(5000);
+    auto run = RunProcess(spec, context.cancel().fd());
+    if (!run.ok()) return TaskOutcome::Failure(run.status().message());
+    switch (run->exit_code) {
+      case 0: return TaskOutcome::Success();
+      case 3: return {TaskResult::kCanceled, fmt::format("child package {} was canceled", file), "", ""};
+      default: {
+        std::string why = LastLine(run->err);
+        return TaskOutcome::Failure(fmt::format("child package {} failed (exit code {}){}", file,
+                                                run->exit_code, why.empty() ? "" : ": " + why));
+      }
+    }
+  }
+};
+
+class PackageTaskType : public TaskType {
+ public:
+  std::string_view name() const override { return "package"; }
+  std::vector<std::string_view> keys() const override {
+    return {"path", "params", "out_of_process"};
+  }
+  std::shared_ptr<const Task> Parse(const YAML::Node& node, TaskParser& parser) const override {
+    auto path = parser.TemplateAt(node, "path", true);
+    if (!path) return nullptr;
+    auto task = std::make_shared<PackageTask>(std::move(*path));
+    task->params = parser.TemplateMapAt(node, "params");
+    task->out_of_process = parser.BoolAt(node, "out_of_process").value_or(false);
+    return task;
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<TaskType> MakePackageTaskType() { return std::make_unique<PackageTaskType>(); }
+
+}  // namespace fanout

@@ -1,0 +1,163 @@
+// The `process` task: runs a program (argv, no shell unless `shell: true`) in its own process
+// group, captures bounded stdout/stderr into variables and an OnInformation event, and
+// succeeds when the exit code is one of `success_codes`. Timeout and cancel stop the group.
+#include "tasks/process/process_task.h"
+
+#include <algorithm>
+
+#include <fmt/format.h>
+
+#include "common/subprocess.h"
+
+namespace fanout {
+namespace {
+
+constexpr size_t kEventOutputLimit = 8 * 1024;  // captured output kept in an event
+
+std::string Tail(const std::string& text, size_t limit) {
+  if (text.size() <= limit) return text;
+  return "..." + text.substr(text.size() - limit);
+}
+
+std::string Trimmed(std::string s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == '\r' || s.back() == ' ')) s.pop_back();
+  return s;
+}
+
+class ProcessTask : public Task {
+ public:
+  std::vector<Template> argv;
+  std::optional<Template> shell_command;
+  std::optional<Template> cwd;
+  std::map<std::string, Template> env;
+  std::vector<int64_t> success_codes{0};
+  std::string stdout_var, stderr_var;
+
+  TaskOutcome Execute(TaskContext& context) const override {
+    SpawnSpec spec;
+    Scope& scope = context.scope();
+    if (shell_command) {
+      auto cmd = shell_command->RenderString(scope);
+      if (!cmd.ok()) return TaskOutcome::Failure(cmd.status().message());
+      spec.argv = {"/bin/sh", "-c", *cmd};
+    } else {
+      for (const Template& t : argv) {
+        auto arg = t.RenderString(scope);
+        if (!arg.ok()) return TaskOutcome::Failure(arg.status().message());
+        spec.argv.push_back(std::move(*arg));
+      }
+    }
+    if (cwd) {
+      auto dir = cwd->RenderString(scope);
+      if (!dir.ok()) return TaskOutcome::Failure(dir.status().message());
+      spec.cwd = context.ResolvePath(*dir);
+    }
+    for (const auto& [name, t] : env) {
+      auto v = t.RenderString(scope);
+      if (!v.ok()) return TaskOutcome::Failure(v.status().message());
+      spec.env[name] = std::move(*v);
+    }
+    spec.env["FANOUT_EXECUTION_ID"] = context.execution_id();
+    spec.env["FANOUT_TASK_PATH"] = context.task_path();
+
+    auto run = RunProcess(spec, context.cancel().fd());
+    if (!run.ok()) return TaskOutcome::Failure(run.status().message());
+    const SpawnResult& r = *run;
+
+    if (!stdout_var.empty()) {
+      Status s = scope.Set(stdout_var, Value(Trimmed(r.out)));
+      if (!s.ok()) return TaskOutcome::Failure(s.message());
+    }
+    if (!stderr_var.empty()) {
+      Status s = scope.Set(stderr_var, Value(Trimmed(r.err)));
+      if (!s.ok()) return TaskOutcome::Failure(s.message());
+    }
+    std::string output;
+    if (!r.out.empty()) output += "stdout:\n" + Tail(r.out, kEventOutputLimit);
+    if (!r.err.empty()) output += (output.empty() ? "" : "\n") + std::string("stderr:\n") + Tail(r.err, kEventOutputLimit);
+    if (r.out_dropped + r.err_dropped > 0) {
+      output += fmt::format("\n({} bytes of output beyond the capture limit were dropped)",
+                            r.out_dropped + r.err_dropped);
+    }
+    std::string program = spec.argv[0];
+    if (r.stopped) {
+      return {TaskResult::kCanceled, fmt::format("{} was stopped", program), "", ""};
+    }
+    context.Emit(EventType::kOnInformation,
+                 r.term_signal != 0
+                     ? fmt::format("{} was killed by signal {}", program, r.term_signal)
+                     : fmt::format("{} exited with code {}", program, r.exit_code),
+                 r.exit_code, std::move(output));
+    bool ok = r.term_signal == 0 && std::find(success_codes.begin(), success_codes.end(),
+                                              r.exit_code) != success_codes.end();
+    if (ok) return TaskOutcome::Success();
+    std::string why = r.term_signal != 0 ? fmt::format("killed by signal {}", r.term_signal)
+                                         : fmt::format("exit code {}", r.exit_code);
+    std::string err = Trimmed(Tail(r.err, 400));
+    return TaskOutcome::Failure(fmt::format("{} failed with {}{}", program, why,
+                                            err.empty() ? "" : ": " + err));
+  }
+};
+
+class ProcessTaskType : public TaskType {
+ public:
+  std::string_view name() const override { return "process"; }
+  std::vector<std::string_view> keys() const override {
+    return {"run", "shell", "cwd", "env", "success_codes", "stdout", "stderr"};
+  }
+  std::shared_ptr<const Task> Parse(const YAML::Node& node, TaskParser& parser) const override {
+    auto task = std::make_shared<ProcessTask>();
+    bool shell = parser.BoolAt(node, "shell").value_or(false);
+    YAML::Node run = node["run"];
+    if (shell) {
+      if (run && !run.IsScalar()) {
+        parser.Error(run, "with `shell: true`, `run` is one command string for /bin/sh");
+        return nullptr;
+      }
+      task->shell_command = parser.TemplateAt(node, "run", true);
+    } else {
+      if (run && run.IsScalar()) {
+        parser.Error(run, "`run` is a list: the program and its arguments, e.g. "
+                          "[/usr/bin/python3, load.py]; to run a command line through /bin/sh "
+                          "add `shell: true`");
+        return nullptr;
+      }
+      task->argv = parser.TemplateListAt(node, "run", true);
+      if (run && run.IsSequence() && run.size() == 0) {
+        parser.Error(run, "`run` needs at least the program to run");
+      }
+    }
+    task->cwd = parser.TemplateAt(node, "cwd", false);
+    task->env = parser.TemplateMapAt(node, "env");
+    if (YAML::Node codes = node["success_codes"]; codes) {
+      task->success_codes.clear();
+      if (!codes.IsSequence()) {
+        parser.Error(codes, "`success_codes` is a list of exit codes, e.g. [0, 1]");
+      } else {
+        for (const YAML::Node& c : codes) {
+          int64_t code = 0;
+          if (!c.IsScalar() || !YAML::convert<int64_t>::decode(c, code) || code < 0 || code > 255) {
+            parser.Error(c, "exit codes are whole numbers from 0 to 255");
+          } else {
+            task->success_codes.push_back(code);
+          }
+        }
+      }
+    }
+    for (auto [key, target] : {std::pair{"stdout", &task->stdout_var},
+                               std::pair{"stderr", &task->stderr_var}}) {
+      if (auto var = parser.StringAt(node, key, false)) {
+        std::string name = var->starts_with("@") ? var->substr(1) : *var;
+        parser.CheckVariable(node[key], name);
+        *target = name;
+      }
+    }
+    return task;
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<TaskType> MakeProcessTaskType() { return std::make_unique<ProcessTaskType>(); }
+
+}  // namespace fanout
