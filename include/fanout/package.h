@@ -156,6 +156,10 @@ Result<std::shared_ptr<const Package>> LoadPackage(const std::string& path,
 Result<std::shared_ptr<const Package>> LoadPackageText(const std::string& text,
                                                        const std::string& path,
                                                        Diagnostics& diagnostics);
+// Parses as far as possible even when there are problems (for `fanout validate`, which checks
+// more); null only when the text is not a YAML mapping.
+std::shared_ptr<const Package> ParsePackage(const std::string& text, const std::string& path,
+                                            Diagnostics& diagnostics);
 
 // System variables every package sees, as `@[System::Name]`.
 const std::vector<std::string>& SystemVariableNames();

@@ -1,5 +1,7 @@
 // Event type names as SSIS spells them, and the Masker that hides secrets in every text bound for
 // a log sink or the catalog.
+#include "fanout/event.h"
+
 #include <algorithm>
 #include <atomic>
 #include <bitset>
@@ -8,8 +10,6 @@
 #include <mutex>
 #include <shared_mutex>
 #include <vector>
-
-#include "fanout/event.h"
 
 namespace fanout {
 

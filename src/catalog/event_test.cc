@@ -1,19 +1,18 @@
 // Tests of event names and the Masker.
+#include "fanout/event.h"
+
 #include <gtest/gtest.h>
 
 #include <thread>
 #include <vector>
 
-#include "fanout/event.h"
-
 namespace fanout {
 namespace {
 
 TEST(EventNameTest, RoundTripsEveryType) {
-  for (EventType type :
-       {EventType::kOnPreExecute, EventType::kOnPostExecute, EventType::kOnError,
-        EventType::kOnWarning, EventType::kOnInformation, EventType::kOnTaskFailed,
-        EventType::kOnProgress, EventType::kOnVariableValueChanged}) {
+  for (EventType type : {EventType::kOnPreExecute, EventType::kOnPostExecute, EventType::kOnError,
+                         EventType::kOnWarning, EventType::kOnInformation, EventType::kOnTaskFailed,
+                         EventType::kOnProgress, EventType::kOnVariableValueChanged}) {
     auto parsed = ParseEventName(EventName(type));
     ASSERT_TRUE(parsed.ok()) << EventName(type);
     EXPECT_EQ(*parsed, type);

@@ -59,12 +59,22 @@ EventFilter ReportingLevelsFilter(std::string_view levels) {
   EventFilter filter = EventFilter::None();
   for (char c : levels) {
     switch (std::toupper(static_cast<unsigned char>(c))) {
-      case 'E': filter.Add(EventType::kOnError); break;
-      case 'W': filter.Add(EventType::kOnWarning); break;
-      case 'I': filter.Add(EventType::kOnInformation); break;
-      case 'P': filter.Add(EventType::kOnProgress); break;
-      case 'V': return EventFilter();
-      default: break;  // N selects nothing
+      case 'E':
+        filter.Add(EventType::kOnError);
+        break;
+      case 'W':
+        filter.Add(EventType::kOnWarning);
+        break;
+      case 'I':
+        filter.Add(EventType::kOnInformation);
+        break;
+      case 'P':
+        filter.Add(EventType::kOnProgress);
+        break;
+      case 'V':
+        return EventFilter();
+      default:
+        break;  // N selects nothing
     }
   }
   return filter;
@@ -159,10 +169,10 @@ void TextFileSink::Write(const Event& event) {
   if (!filter_.Accepts(event.type)) return;
   line_.clear();
   line_ += EventName(event.type);
-  for (std::string_view field : {std::string_view(event.computer),
-                                 std::string_view(event.operator_name),
-                                 std::string_view(event.source), std::string_view(event.source_id),
-                                 std::string_view(event.execution_id)}) {
+  for (std::string_view field :
+       {std::string_view(event.computer), std::string_view(event.operator_name),
+        std::string_view(event.source), std::string_view(event.source_id),
+        std::string_view(event.execution_id)}) {
     line_ += ',';
     AppendCsvField(line_, field);
   }

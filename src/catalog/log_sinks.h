@@ -44,7 +44,8 @@ EventFilter ReportingLevelsFilter(std::string_view levels);
 // `out`.
 class ConsoleSink : public EventSink {
  public:
-  ConsoleSink(std::string_view levels, FILE* out) : ConsoleSink(ReportingLevelsFilter(levels), out) {}
+  ConsoleSink(std::string_view levels, FILE* out)
+      : ConsoleSink(ReportingLevelsFilter(levels), out) {}
   ConsoleSink(EventFilter filter, FILE* out) : filter_(filter), out_(out) {}
 
   void Write(const Event& event) override;

@@ -174,8 +174,7 @@ TEST(MakeLogSinkTest, ExplainsBadSpecs) {
     auto sink = MakeLogSink(spec, {});
     ASSERT_FALSE(sink.ok()) << spec;
     EXPECT_EQ(sink.status().code(), Code::kInvalidArgument);
-    EXPECT_NE(sink.status().message().find("text:PATH, jsonl:PATH or console"),
-              std::string::npos);
+    EXPECT_NE(sink.status().message().find("text:PATH, jsonl:PATH or console"), std::string::npos);
   }
   TempDir dir;
   std::string path = dir.File("missing/dir/log.csv");

@@ -14,7 +14,8 @@ bool StartsWith(const std::string& s, std::string_view prefix) {
 }
 
 bool EndsWith(const std::string& s, std::string_view suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 constexpr const char* kSupportedForms =
@@ -26,8 +27,10 @@ Result<std::unique_ptr<Catalog>> OpenCatalog(const std::string& spec) {
   std::string path;
   if (StartsWith(spec, "sqlite:")) {
     path = spec.substr(7);
-    if (path.empty()) return InvalidArgument("catalog spec 'sqlite:' names no file; " +
-                                             std::string(kSupportedForms));
+    if (path.empty()) {
+      return InvalidArgument(std::string("catalog spec 'sqlite:' names no file; ") +
+                             kSupportedForms);
+    }
   } else if (StartsWith(spec, "postgresql://") || StartsWith(spec, "postgres://")) {
     return InvalidArgument(
         "PostgreSQL catalogs are not supported yet; use sqlite:PATH (one file shared by every "

@@ -100,7 +100,7 @@ struct Recorder::Impl {
   bool idle = false;  // the thread waits; the first producer to see this wakes it
 
   // The thread's own state.
-  CatalogBatch pending;  // rows not yet in the catalog
+  CatalogBatch pending;                                   // rows not yet in the catalog
   std::unordered_map<std::string, size_t> task_run_slot;  // key -> index in pending.task_runs
   Clock::time_point pending_since;
   bool failing = false;
@@ -113,8 +113,8 @@ struct Recorder::Impl {
   std::thread thread;
 };
 
-Recorder::Recorder(std::unique_ptr<Catalog> catalog,
-                   std::vector<std::unique_ptr<EventSink>> sinks, std::shared_ptr<Masker> masker)
+Recorder::Recorder(std::unique_ptr<Catalog> catalog, std::vector<std::unique_ptr<EventSink>> sinks,
+                   std::shared_ptr<Masker> masker)
     : masker_(masker ? std::move(masker) : std::make_shared<Masker>()),
       impl_(std::make_unique<Impl>(std::move(catalog), std::move(sinks), masker_.get())) {
   impl_->thread = std::thread([impl = impl_.get()] { impl->Run(); });
@@ -215,8 +215,12 @@ void Recorder::Impl::Run() {
     }
   }
   // The destructor set `stopping` after every Record* call it follows, so this round held
-  // everything; nobody may Flush() any more.
+  // everything.
   Shutdown();
+  // A Flush() racing with the destructor (a caller bug) returns rather than hang.
+  std::lock_guard lock(mu);
+  flush_done = flush_requested;
+  flushed.notify_all();
 }
 
 // Masks, hands events to the sinks in order, and queues everything for the catalog.

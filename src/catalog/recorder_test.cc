@@ -59,8 +59,9 @@ class FakeCatalog : public Catalog {
     }
     for (const auto& row : batch.executions) store_->executions[row.id] = row;
     for (const auto& row : batch.task_runs) {
-      store_->task_runs[row.execution_id + "/" + row.task_path + "#" +
-                        std::to_string(row.attempt)] = row;
+      store_
+          ->task_runs[row.execution_id + "/" + row.task_path + "#" + std::to_string(row.attempt)] =
+          row;
     }
     for (const auto& event : batch.events) store_->events.push_back(event);
     return Status::Ok();
@@ -212,8 +213,7 @@ TEST(RecorderTest, KeepsRowsWhileTheCatalogFailsAndReportsOnce) {
     EXPECT_EQ(log->events.size(), 10u);
   }
   std::string err = ::testing::internal::GetCapturedStderr();
-  EXPECT_EQ(err,
-            "fanout: catalog write failed: Unavailable: database is down; will retry\n");
+  EXPECT_EQ(err, "fanout: catalog write failed: Unavailable: database is down; will retry\n");
   std::lock_guard lock(store->mu);
   EXPECT_EQ(store->failed_writes, 3);
   EXPECT_EQ(store->executions.count("e"), 1u);
@@ -262,10 +262,8 @@ TEST(RecorderTest, DISABLED_EventsPerSecondIntoSqlite) {
     std::printf("emitting took %.3f s (%.2f us per event)\n", emitted, emitted * 1e6 / kEvents);
     recorder.Flush();
   }
-  double seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  std::printf("%d events stored in %.3f s: %.0f events/s\n", kEvents, seconds,
-              kEvents / seconds);
+  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::printf("%d events stored in %.3f s: %.0f events/s\n", kEvents, seconds, kEvents / seconds);
 }
 
 // The catalog alone, in the Recorder's largest transactions.
@@ -281,8 +279,7 @@ TEST(RecorderTest, DISABLED_CatalogWritesPerSecond) {
   constexpr int kBatches = 50;
   auto start = std::chrono::steady_clock::now();
   for (int b = 0; b < kBatches; ++b) ASSERT_TRUE(catalog.Write(batch).ok());
-  double seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::printf("catalog alone: %.0f events/s\n", kBatches * 10000 / seconds);
 }
 

@@ -258,7 +258,7 @@ int SqliteCatalog::OnBusy(void* arg, int count) {
   int64_t now = SteadyNowNs();
   if (count == 0) self->busy_since_ns_ = now;
   if (now - self->busy_since_ns_ >= int64_t{self->options_.busy_timeout_ms} * 1000000) return 0;
-  int sleep_us = 50 << std::min(count, 8);  // 50 us doubling to 12.8 ms
+  int sleep_us = 50 << std::min(count, 8);  // 50 us doubling, at most 10 ms
   usleep(static_cast<useconds_t>(std::min(sleep_us, 10000)));
   return 1;
 }
@@ -319,12 +319,12 @@ Status SqliteCatalog::Open() {
   std::filesystem::path dir = std::filesystem::path(path_).parent_path();
   std::error_code ec;
   if (!dir.empty() && path_ != ":memory:" && !std::filesystem::is_directory(dir, ec)) {
-    return NotFound("catalog directory '" + dir.string() + "' does not exist (catalog '" +
-                    path_ + "')");
+    return NotFound("catalog directory '" + dir.string() + "' does not exist (catalog '" + path_ +
+                    "')");
   }
-  int rc = sqlite3_open_v2(path_.c_str(), &db_,
-                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                           nullptr);
+  int rc =
+      sqlite3_open_v2(path_.c_str(), &db_,
+                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
   if (rc != SQLITE_OK) {
     Status status = Error(rc, "opening");
     Close();
@@ -379,8 +379,8 @@ Status SqliteCatalog::CreateSchema() {
     }
     for (const char* sql : kSchema) RETURN_IF_ERROR(Exec(sql, "creating the schema"));
     if (fresh) {
-      RETURN_IF_ERROR(Exec("INSERT INTO schema_version(version) VALUES (1)",
-                           "recording the schema version"));
+      RETURN_IF_ERROR(
+          Exec("INSERT INTO schema_version(version) VALUES (1)", "recording the schema version"));
     }
     return Status::Ok();
   };
@@ -515,8 +515,7 @@ Result<std::vector<ExecutionRow>> SqliteCatalog::ListExecutions(int limit) {
                                [this](int code) { return Error(code, "listing executions"); });
 }
 
-Result<std::vector<ExecutionRow>> SqliteCatalog::ListChildExecutions(
-    const std::string& parent_id) {
+Result<std::vector<ExecutionRow>> SqliteCatalog::ListChildExecutions(const std::string& parent_id) {
   if (db_ == nullptr) return FailedPrecondition("catalog '" + path_ + "' is not open");
   std::string sql = std::string("SELECT ") + kExecutionColumns +
                     " FROM executions WHERE parent_id = ?1 ORDER BY started_at, id";
@@ -524,9 +523,9 @@ Result<std::vector<ExecutionRow>> SqliteCatalog::ListChildExecutions(
   int rc = sqlite3_prepare_v2(db_, sql.c_str(), -1, query.out(), nullptr);
   if (rc != SQLITE_OK) return Error(rc, "preparing a query");
   BindText(query.get(), 1, parent_id);
-  return ReadAll<ExecutionRow>(
-      query.get(), ReadExecution,
-      [this](int code) { return Error(code, "listing child executions"); });
+  return ReadAll<ExecutionRow>(query.get(), ReadExecution, [this](int code) {
+    return Error(code, "listing child executions");
+  });
 }
 
 Result<std::vector<TaskRunRow>> SqliteCatalog::ListTaskRuns(const std::string& execution_id) {

@@ -173,9 +173,14 @@ int RunPackage(const RunArgs& args) {
   std::string line = fmt::format("Package {}: {} ({}) in {}; execution {}", pkg.name,
                                  TaskResultName(r.result), counts, FormatDuration(r.duration),
                                  r.execution_id);
-  if (r.result != TaskResult::kSuccess && !r.message.empty()) line += "\n  " + r.message;
   if (args.reporting != "N" && args.reporting != "n") {
     std::printf("%s\n", masker->Mask(line).c_str());
+  }
+  // The reason always goes to stderr, where scripts and a parent package look for it.
+  if (r.result != TaskResult::kSuccess) {
+    std::fprintf(stderr, "fanout: package %s %s: %s\n", pkg.name.c_str(),
+                 r.result == TaskResult::kCanceled ? "was canceled" : "failed",
+                 masker->Mask(r.message).c_str());
   }
   switch (r.result) {
     case TaskResult::kSuccess: return kExitSuccess;

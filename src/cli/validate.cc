@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 
 #include "cli/cli.h"
+#include "common/util.h"
 #include "fanout/package.h"
 
 namespace fanout::cli {
@@ -23,19 +24,20 @@ Command AddValidateCommand(CLI::App& app) {
   return {cmd, [args]() -> int {
     std::map<std::string, std::string> sets;
     if (!ParseSets(args->sets, sets)) return kExitUsage;
+    auto text = ReadFile(args->file);
+    if (!text.ok()) {
+      std::fprintf(stderr, "fanout: %s\n", text.status().message().c_str());
+      return kExitInvalid;
+    }
     Diagnostics diagnostics;
-    auto package = LoadPackage(args->file, diagnostics);
-    if (package.ok()) {
-      for (const ParameterDef& p : (*package)->parameters) {
+    std::shared_ptr<const Package> package = ParsePackage(*text, args->file, diagnostics);
+    if (package) {
+      for (const ParameterDef& p : package->parameters) {
         if (p.required && !p.default_value && sets.count(p.name) == 0) {
           diagnostics.Error(p.pos, fmt::format("required parameter '{}' has no value; give it a "
                                                "`value:` or pass --set {}=VALUE", p.name, p.name));
         }
       }
-    }
-    if (!package.ok() && diagnostics.empty()) {
-      std::fprintf(stderr, "fanout: %s\n", package.status().message().c_str());
-      return kExitInvalid;
     }
     if (!diagnostics.empty()) {
       std::fputs(diagnostics.ToString().c_str(), stderr);
@@ -50,9 +52,9 @@ Command AddValidateCommand(CLI::App& app) {
         count(t.children);
       }
     };
-    count((*package)->tasks);
+    count(package->tasks);
     std::printf("%s: valid (package %s, %zu task%s)\n", args->file.c_str(),
-                (*package)->name.c_str(), tasks, tasks == 1 ? "" : "s");
+                package->name.c_str(), tasks, tasks == 1 ? "" : "s");
     return kExitSuccess;
   }};
 }

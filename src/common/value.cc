@@ -1,15 +1,15 @@
 // Value: type names, zero values, the text form and the conversions used when a value is assigned
 // to a typed variable or parameter (see fanout/value.h). ISO 8601 parsing lives in time.cc.
+#include "fanout/value.h"
+
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <limits>
 #include <string>
 #include <string_view>
-
-#include <fmt/format.h>
-
-#include "fanout/value.h"
 
 namespace fanout {
 namespace {
@@ -47,9 +47,8 @@ std::string Quote(std::string_view s) {
 
 Status CannotConvert(const Value& from, ValueType target, std::string_view why = {}) {
   std::string shown = from.is(ValueType::kList) ? std::string("[...]") : Quote(from.ToString());
-  std::string message =
-      fmt::format("cannot convert {} {} to {}", ValueTypeName(from.type()), shown,
-                  ValueTypeName(target));
+  std::string message = fmt::format("cannot convert {} {} to {}", ValueTypeName(from.type()), shown,
+                                    ValueTypeName(target));
   if (!why.empty()) message += fmt::format(": {}", why);
   return InvalidArgument(std::move(message));
 }
@@ -211,20 +210,25 @@ Result<Value> StringToDateTime(const Value& from) {
 
 const char* ValueTypeName(ValueType type) {
   switch (type) {
-    case ValueType::kString: return "string";
-    case ValueType::kInt: return "int";
-    case ValueType::kDouble: return "double";
-    case ValueType::kBool: return "bool";
-    case ValueType::kDateTime: return "datetime";
-    case ValueType::kList: return "list";
+    case ValueType::kString:
+      return "string";
+    case ValueType::kInt:
+      return "int";
+    case ValueType::kDouble:
+      return "double";
+    case ValueType::kBool:
+      return "bool";
+    case ValueType::kDateTime:
+      return "datetime";
+    case ValueType::kList:
+      return "list";
   }
   return "unknown";
 }
 
 Result<ValueType> ParseValueType(std::string_view name) {
-  static constexpr ValueType kAll[] = {ValueType::kString, ValueType::kInt,
-                                       ValueType::kDouble, ValueType::kBool,
-                                       ValueType::kDateTime, ValueType::kList};
+  static constexpr ValueType kAll[] = {ValueType::kString, ValueType::kInt,      ValueType::kDouble,
+                                       ValueType::kBool,   ValueType::kDateTime, ValueType::kList};
   for (ValueType type : kAll) {
     if (name == ValueTypeName(type)) return type;
   }
@@ -234,20 +238,28 @@ Result<ValueType> ParseValueType(std::string_view name) {
 
 Value Value::Default(ValueType type) {
   switch (type) {
-    case ValueType::kString: return Value(std::string());
-    case ValueType::kInt: return Value(int64_t{0});
-    case ValueType::kDouble: return Value(0.0);
-    case ValueType::kBool: return Value(false);
-    case ValueType::kDateTime: return Value(DateTime{});
-    case ValueType::kList: return Value(List{});
+    case ValueType::kString:
+      return Value(std::string());
+    case ValueType::kInt:
+      return Value(int64_t{0});
+    case ValueType::kDouble:
+      return Value(0.0);
+    case ValueType::kBool:
+      return Value(false);
+    case ValueType::kDateTime:
+      return Value(DateTime{});
+    case ValueType::kList:
+      return Value(List{});
   }
   return Value();
 }
 
 std::string Value::ToString() const {
   switch (type()) {
-    case ValueType::kString: return as_string();
-    case ValueType::kInt: return std::to_string(as_int());
+    case ValueType::kString:
+      return as_string();
+    case ValueType::kInt:
+      return std::to_string(as_int());
     case ValueType::kDouble: {
       // Shortest text that parses back to the same double (no "0.30000000000000004" surprises
       // from printf, and no lost digits either).
@@ -256,8 +268,10 @@ std::string Value::ToString() const {
       if (ec != std::errc()) return "nan";  // cannot happen with 64 bytes; keep a sane answer
       return std::string(buf, end);
     }
-    case ValueType::kBool: return as_bool() ? "true" : "false";
-    case ValueType::kDateTime: return FormatDateTime(as_datetime());
+    case ValueType::kBool:
+      return as_bool() ? "true" : "false";
+    case ValueType::kDateTime:
+      return FormatDateTime(as_datetime());
     case ValueType::kList: {
       std::string out;
       AppendListText(as_list(), out);
@@ -274,16 +288,21 @@ Result<Value> Value::ConvertTo(ValueType target) const {
   switch (from) {
     case ValueType::kString:
       switch (target) {
-        case ValueType::kInt: return StringToInt(*this);
-        case ValueType::kDouble: return StringToDouble(*this);
-        case ValueType::kBool: return StringToBool(*this);
-        case ValueType::kDateTime: return StringToDateTime(*this);
+        case ValueType::kInt:
+          return StringToInt(*this);
+        case ValueType::kDouble:
+          return StringToDouble(*this);
+        case ValueType::kBool:
+          return StringToBool(*this);
+        case ValueType::kDateTime:
+          return StringToDateTime(*this);
         case ValueType::kList: {
           auto list = ListReader(as_string()).ReadAll();
           if (!list.ok()) return list.status();
           return Value(std::move(list).value());
         }
-        case ValueType::kString: break;
+        case ValueType::kString:
+          break;
       }
       break;
     case ValueType::kInt:

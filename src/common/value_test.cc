@@ -2,10 +2,10 @@
 // value is assigned to a typed variable.
 #include "fanout/value.h"
 
+#include <gtest/gtest.h>
+
 #include <cmath>
 #include <limits>
-
-#include <gtest/gtest.h>
 
 namespace fanout {
 namespace {
@@ -89,8 +89,8 @@ TEST(ValueTest, ListToStringIsJsonLike) {
 }
 
 TEST(ValueTest, ListToStringQuotesOnlyElementsThatNeedIt) {
-  Value list(Value::List{Value("a, b"), Value(""), Value(" x"), Value("say \"hi\""),
-                         Value("plain")});
+  Value list(
+      Value::List{Value("a, b"), Value(""), Value(" x"), Value("say \"hi\""), Value("plain")});
   EXPECT_EQ(list.ToString(), R"(["a, b", "", " x", "say \"hi\"", plain])");
 }
 
@@ -196,7 +196,8 @@ TEST(ValueConvertTest, ListOfStringsRoundTripsThroughString) {
 }
 
 TEST(ValueConvertTest, ImpossibleConversionsFail) {
-  EXPECT_EQ(ConvertError(Value(Value::List{}), ValueType::kInt), "cannot convert list [...] to int");
+  EXPECT_EQ(ConvertError(Value(Value::List{}), ValueType::kInt),
+            "cannot convert list [...] to int");
   ConvertError(Value(At("2026-01-01")), ValueType::kInt);
   ConvertError(Value(true), ValueType::kDateTime);
   ConvertError(Value(5), ValueType::kList);

@@ -606,7 +606,9 @@ void Execution::FinishNode(Container* c, size_t i, Final final, const std::strin
     if (def.fail_package_on_failure) package_failed_ = true;
   }
   if (final == Final::kCanceled) c->stopping = true;
-  for (size_t s : def.successors) {
+  // Once stopped, successors are neither run nor skipped: they were never reached.
+  bool stopped = c->stopping || c->canceled || StopAll();
+  for (size_t s : stopped ? std::vector<size_t>{} : def.successors) {
     if (c->state[s] != Container::kWaiting) continue;
     switch (Evaluate(c, s)) {
       case Readiness::kRun:
@@ -887,12 +889,12 @@ void Execution::OnIterationDone(Loop* l, Final final, const std::string& message
       }
     }
   }
-  size_t total = def.container == ContainerKind::kForeach ? l->items.size() : 0;
-  int done = l->iterations - l->running;
-  Emit(EventType::kOnProgress, l->path,
-       total > 0 ? fmt::format("{} of {} iterations done", done, total)
-                 : fmt::format("{} iterations done", done),
-       total > 0 ? static_cast<int64_t>(100 * done / static_cast<int>(total)) : 0);
+  if (def.container == ContainerKind::kForeach && !l->items.empty()) {
+    int done = l->iterations - l->running;
+    Emit(EventType::kOnProgress, l->path,
+         fmt::format("{} of {} iterations done", done, l->items.size()),
+         static_cast<int64_t>(100 * done / static_cast<int>(l->items.size())));
+  }
   PumpLoop(l);
 }
 

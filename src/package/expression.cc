@@ -3,6 +3,8 @@
 // `${...}` template scanner built on top of them.
 #include "fanout/expression.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <array>
 #include <charconv>
@@ -15,8 +17,6 @@
 #include <string_view>
 #include <utility>
 #include <vector>
-
-#include <fmt/format.h>
 
 namespace fanout {
 namespace {
@@ -61,10 +61,9 @@ size_t ByteOffsetOf(std::string_view s, int64_t index) {
 }
 
 // Shortens source text quoted in an error message.
-std::string Excerpt(std::string_view s) {
-  constexpr size_t kMax = 30;
-  if (s.size() <= kMax) return std::string(s);
-  return std::string(s.substr(0, kMax)) + "...";
+std::string Excerpt(std::string_view s, size_t max = 30) {
+  if (s.size() <= max) return std::string(s);
+  return std::string(s.substr(0, max)) + "...";
 }
 
 int64_t FloorDiv(int64_t a, int64_t b) {
@@ -77,9 +76,32 @@ int64_t FloorDiv(int64_t a, int64_t b) {
 // Tokens.
 
 enum class Tok {
-  kEnd, kInt, kDouble, kString, kIdent, kVariable,
-  kPlus, kMinus, kStar, kSlash, kPercent, kLParen, kRParen, kComma, kQuestion, kColon,
-  kNot, kLess, kGreater, kLessEq, kGreaterEq, kEq, kNotEq, kAnd, kOr, kAssign,
+  kEnd,
+  kInt,
+  kDouble,
+  kString,
+  kIdent,
+  kVariable,
+  kPlus,
+  kMinus,
+  kStar,
+  kSlash,
+  kPercent,
+  kLParen,
+  kRParen,
+  kComma,
+  kQuestion,
+  kColon,
+  kNot,
+  kLess,
+  kGreater,
+  kLessEq,
+  kGreaterEq,
+  kEq,
+  kNotEq,
+  kAnd,
+  kOr,
+  kAssign
 };
 
 struct Token {
@@ -95,39 +117,96 @@ struct Token {
 // The tree. Nodes are built once by the parser and never modified, so any number of threads may
 // walk the same tree.
 
-enum class Kind : uint8_t { kLiteral, kVariable, kUnary, kBinary, kConditional, kCall, kCast,
-                            kAssign };
+enum class Kind : uint8_t {
+  kLiteral,
+  kVariable,
+  kUnary,
+  kBinary,
+  kConditional,
+  kCall,
+  kCast,
+  kAssign
+};
 
 enum class Op : uint8_t {
-  kNeg, kNot, kAdd, kSub, kMul, kDiv, kMod, kLess, kGreater, kLessEq, kGreaterEq, kEq, kNotEq,
-  kAnd, kOr,
+  kNeg,
+  kNot,
+  kAdd,
+  kSub,
+  kMul,
+  kDiv,
+  kMod,
+  kLess,
+  kGreater,
+  kLessEq,
+  kGreaterEq,
+  kEq,
+  kNotEq,
+  kAnd,
+  kOr
 };
 
 const char* OpSymbol(Op op) {
   switch (op) {
-    case Op::kNeg: return "-";
-    case Op::kNot: return "!";
-    case Op::kAdd: return "+";
-    case Op::kSub: return "-";
-    case Op::kMul: return "*";
-    case Op::kDiv: return "/";
-    case Op::kMod: return "%";
-    case Op::kLess: return "<";
-    case Op::kGreater: return ">";
-    case Op::kLessEq: return "<=";
-    case Op::kGreaterEq: return ">=";
-    case Op::kEq: return "==";
-    case Op::kNotEq: return "!=";
-    case Op::kAnd: return "&&";
-    case Op::kOr: return "||";
+    case Op::kNeg:
+      return "-";
+    case Op::kNot:
+      return "!";
+    case Op::kAdd:
+      return "+";
+    case Op::kSub:
+      return "-";
+    case Op::kMul:
+      return "*";
+    case Op::kDiv:
+      return "/";
+    case Op::kMod:
+      return "%";
+    case Op::kLess:
+      return "<";
+    case Op::kGreater:
+      return ">";
+    case Op::kLessEq:
+      return "<=";
+    case Op::kGreaterEq:
+      return ">=";
+    case Op::kEq:
+      return "==";
+    case Op::kNotEq:
+      return "!=";
+    case Op::kAnd:
+      return "&&";
+    case Op::kOr:
+      return "||";
   }
   return "?";
 }
 
 enum class Fn : uint8_t {
-  kAbs, kCeiling, kDateAdd, kDateDiff, kDatePart, kDay, kFindString, kFloor, kGetDate, kLeft,
-  kLen, kLower, kLtrim, kMonth, kReplace, kRight, kRound, kRtrim, kSubstring, kToken,
-  kTokenCount, kTrim, kUpper, kYear,
+  kAbs,
+  kCeiling,
+  kDateAdd,
+  kDateDiff,
+  kDatePart,
+  kDay,
+  kFindString,
+  kFloor,
+  kGetDate,
+  kLeft,
+  kLen,
+  kLower,
+  kLtrim,
+  kMonth,
+  kReplace,
+  kRight,
+  kRound,
+  kRtrim,
+  kSubstring,
+  kToken,
+  kTokenCount,
+  kTrim,
+  kUpper,
+  kYear
 };
 
 struct FunctionInfo {
@@ -222,33 +301,45 @@ const CastInfo* FindCast(std::string_view name) {
 }
 
 // Date parts as SQL Server and SSIS spell them, with their abbreviations.
-enum class DatePart : int8_t { kYear, kQuarter, kMonth, kDayOfYear, kDay, kWeek, kWeekday, kHour,
-                               kMinute, kSecond, kMillisecond };
+enum class DatePart : int8_t {
+  kYear,
+  kQuarter,
+  kMonth,
+  kDayOfYear,
+  kDay,
+  kWeek,
+  kWeekday,
+  kHour,
+  kMinute,
+  kSecond,
+  kMillisecond
+};
 
 std::optional<DatePart> FindDatePart(std::string_view name) {
   struct Entry {
-    std::string_view name;
+    std::string_view names;  // the full name, then its abbreviations
     DatePart part;
   };
   static constexpr Entry kParts[] = {
-      {"year", DatePart::kYear},          {"yy", DatePart::kYear},
-      {"yyyy", DatePart::kYear},          {"quarter", DatePart::kQuarter},
-      {"qq", DatePart::kQuarter},         {"q", DatePart::kQuarter},
-      {"month", DatePart::kMonth},        {"mm", DatePart::kMonth},
-      {"m", DatePart::kMonth},            {"dayofyear", DatePart::kDayOfYear},
-      {"dy", DatePart::kDayOfYear},       {"y", DatePart::kDayOfYear},
-      {"day", DatePart::kDay},            {"dd", DatePart::kDay},
-      {"d", DatePart::kDay},              {"week", DatePart::kWeek},
-      {"wk", DatePart::kWeek},            {"ww", DatePart::kWeek},
-      {"weekday", DatePart::kWeekday},    {"dw", DatePart::kWeekday},
-      {"hour", DatePart::kHour},          {"hh", DatePart::kHour},
-      {"minute", DatePart::kMinute},      {"mi", DatePart::kMinute},
-      {"n", DatePart::kMinute},           {"second", DatePart::kSecond},
-      {"ss", DatePart::kSecond},          {"s", DatePart::kSecond},
-      {"millisecond", DatePart::kMillisecond}, {"ms", DatePart::kMillisecond},
+      {"year yy yyyy", DatePart::kYear},
+      {"quarter qq q", DatePart::kQuarter},
+      {"month mm m", DatePart::kMonth},
+      {"dayofyear dy y", DatePart::kDayOfYear},
+      {"day dd d", DatePart::kDay},
+      {"week wk ww", DatePart::kWeek},
+      {"weekday dw", DatePart::kWeekday},
+      {"hour hh", DatePart::kHour},
+      {"minute mi n", DatePart::kMinute},
+      {"second ss s", DatePart::kSecond},
+      {"millisecond ms", DatePart::kMillisecond},
   };
   for (const Entry& e : kParts) {
-    if (EqualsIgnoreCase(e.name, name)) return e.part;
+    std::string_view names = e.names;
+    while (!names.empty()) {
+      size_t space = names.find(' ');
+      if (EqualsIgnoreCase(names.substr(0, space), name)) return e.part;
+      names = space == std::string_view::npos ? std::string_view() : names.substr(space + 1);
+    }
   }
   return std::nullopt;
 }
@@ -320,13 +411,19 @@ class Parser {
   std::string Describe(const Token& t) const {
     std::string_view src = text_.substr(t.offset, t.length);
     switch (t.kind) {
-      case Tok::kEnd: return "end of expression";
+      case Tok::kEnd:
+        return "end of expression";
       case Tok::kInt:
-      case Tok::kDouble: return fmt::format("number {}", Excerpt(src));
-      case Tok::kString: return fmt::format("string {}", Excerpt(src));
-      case Tok::kIdent: return fmt::format("name '{}'", Excerpt(src));
-      case Tok::kVariable: return fmt::format("variable {}", Excerpt(src));
-      default: return fmt::format("'{}'", src);
+      case Tok::kDouble:
+        return fmt::format("number {}", Excerpt(src));
+      case Tok::kString:
+        return fmt::format("string {}", Excerpt(src));
+      case Tok::kIdent:
+        return fmt::format("name '{}'", Excerpt(src));
+      case Tok::kVariable:
+        return fmt::format("variable {}", Excerpt(src));
+      default:
+        return fmt::format("'{}'", src);
     }
   }
 
@@ -389,23 +486,23 @@ class Parser {
       }
     }
     if (i < n && IsAlpha(text_[i])) {
-      return Fail(i, fmt::format("unexpected '{}' after number {}", text_[i],
-                                 text_.substr(start, i - start)),
-                  "expected an operator or a space");
+      return Fail(
+          i,
+          fmt::format("unexpected '{}' after number {}", text_[i], text_.substr(start, i - start)),
+          "expected an operator or a space");
     }
     std::string_view digits = text_.substr(start, i - start);
     if (is_double) {
       t.kind = Tok::kDouble;
-      auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(),
-                                       t.double_value);
+      auto [end, ec] =
+          std::from_chars(digits.data(), digits.data() + digits.size(), t.double_value);
       if (ec != std::errc()) {
         return Fail(start, fmt::format("number {} is out of range", Excerpt(digits)),
                     "expected a finite double");
       }
     } else {
       t.kind = Tok::kInt;
-      auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(),
-                                       t.int_value);
+      auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), t.int_value);
       if (ec != std::errc()) {
         return Fail(start, fmt::format("integer {} is too large", Excerpt(digits)),
                     "the largest int is 9223372036854775807");
@@ -429,11 +526,21 @@ class Parser {
         if (i + 1 >= n) return Fail(start, "unterminated string", "expected a closing '\"'");
         char e = text_[i + 1];
         switch (e) {
-          case '"': t.text.push_back('"'); break;
-          case '\\': t.text.push_back('\\'); break;
-          case 'n': t.text.push_back('\n'); break;
-          case 't': t.text.push_back('\t'); break;
-          case 'r': t.text.push_back('\r'); break;
+          case '"':
+            t.text.push_back('"');
+            break;
+          case '\\':
+            t.text.push_back('\\');
+            break;
+          case 'n':
+            t.text.push_back('\n');
+            break;
+          case 't':
+            t.text.push_back('\t');
+            break;
+          case 'r':
+            t.text.push_back('\r');
+            break;
           default:
             return Fail(i, fmt::format("unknown escape '\\{}' in string", e),
                         "expected one of \\\" \\\\ \\n \\t \\r");
@@ -503,11 +610,11 @@ class Parser {
     };
     // Two-character operators first, so "<=" is not read as "<" then "=".
     static constexpr Entry kOperators[] = {
-        {"<=", Tok::kLessEq}, {">=", Tok::kGreaterEq}, {"==", Tok::kEq},     {"!=", Tok::kNotEq},
-        {"&&", Tok::kAnd},    {"||", Tok::kOr},        {"+", Tok::kPlus},    {"-", Tok::kMinus},
-        {"*", Tok::kStar},    {"/", Tok::kSlash},      {"%", Tok::kPercent}, {"(", Tok::kLParen},
+        {"<=", Tok::kLessEq}, {">=", Tok::kGreaterEq}, {"==", Tok::kEq},      {"!=", Tok::kNotEq},
+        {"&&", Tok::kAnd},    {"||", Tok::kOr},        {"+", Tok::kPlus},     {"-", Tok::kMinus},
+        {"*", Tok::kStar},    {"/", Tok::kSlash},      {"%", Tok::kPercent},  {"(", Tok::kLParen},
         {")", Tok::kRParen},  {",", Tok::kComma},      {"?", Tok::kQuestion}, {":", Tok::kColon},
-        {"!", Tok::kNot},     {"<", Tok::kLess},       {">", Tok::kGreater}, {"=", Tok::kAssign},
+        {"!", Tok::kNot},     {"<", Tok::kLess},       {">", Tok::kGreater},  {"=", Tok::kAssign},
     };
     std::string_view rest = text_.substr(i);
     for (const Entry& e : kOperators) {
@@ -562,9 +669,9 @@ class Parser {
   Result<NodePtr> Finish(std::unique_ptr<Node> node) {
     for (const NodePtr& arg : node->args) node->depth = std::max(node->depth, arg->depth + 1);
     if (node->depth > kMaxDepth) {
-      return Fail(node->offset, "expression is too long or too deeply nested",
-                  fmt::format("expected at most {} levels; split it into several variables",
-                              kMaxDepth));
+      return Fail(
+          node->offset, "expression is too long or too deeply nested",
+          fmt::format("expected at most {} levels; split it into several variables", kMaxDepth));
     }
     return NodePtr(std::move(node));
   }
@@ -581,8 +688,7 @@ class Parser {
       return Fail(0, "empty expression", "expected an operand");
     }
     const Token& first = Peek();
-    if ((first.kind == Tok::kVariable || IsBareVariable(first)) &&
-        Peek(1).kind == Tok::kAssign) {
+    if ((first.kind == Tok::kVariable || IsBareVariable(first)) && Peek(1).kind == Tok::kAssign) {
       if (!options_.allow_assignment) {
         return Fail(Peek(1).offset, "unexpected '='",
                     "assignment is only allowed in for-loop init and assign; use '==' to compare");
@@ -644,8 +750,10 @@ class Parser {
   // Binary precedence levels, loosest first.
   static std::optional<Op> BinaryOp(int level, Tok kind) {
     switch (level) {
-      case 0: return kind == Tok::kOr ? std::optional(Op::kOr) : std::nullopt;
-      case 1: return kind == Tok::kAnd ? std::optional(Op::kAnd) : std::nullopt;
+      case 0:
+        return kind == Tok::kOr ? std::optional(Op::kOr) : std::nullopt;
+      case 1:
+        return kind == Tok::kAnd ? std::optional(Op::kAnd) : std::nullopt;
       case 2:
         if (kind == Tok::kEq) return Op::kEq;
         if (kind == Tok::kNotEq) return Op::kNotEq;
@@ -709,9 +817,8 @@ class Parser {
       if (negate && operand->kind == Kind::kLiteral &&
           (operand->literal.is(ValueType::kInt) || operand->literal.is(ValueType::kDouble))) {
         auto node = MakeNode(Kind::kLiteral, offset);
-        node->literal = operand->literal.is(ValueType::kInt)
-                            ? Value(-operand->literal.as_int())
-                            : Value(-operand->literal.as_double());
+        node->literal = operand->literal.is(ValueType::kInt) ? Value(-operand->literal.as_int())
+                                                             : Value(-operand->literal.as_double());
         return Finish(std::move(node));
       }
       auto node = MakeNode(Kind::kUnary, offset);
@@ -740,14 +847,15 @@ class Parser {
     for (int i = 0; i < cast->params; ++i) {
       if (Peek().kind != Tok::kComma || Peek(1).kind != Tok::kInt) {
         const Token& bad = Peek().kind == Tok::kComma ? Peek(1) : Peek();
-        return Unexpected(bad, fmt::format("expected ',' and {} in ({}{})", kParamNames[i],
-                                           cast->name, cast->params == 1 ? ", n" : ", n, codepage"));
+        return Unexpected(bad,
+                          fmt::format("expected ',' and {} in ({}{})", kParamNames[i], cast->name,
+                                      cast->params == 1 ? ", n" : ", n, codepage"));
       }
       pos_ += 2;
     }
     if (Peek().kind != Tok::kRParen) {
-      return Unexpected(Peek(), fmt::format("expected ')' to close the cast at column {}",
-                                            base_ + open + 1));
+      return Unexpected(
+          Peek(), fmt::format("expected ')' to close the cast at column {}", base_ + open + 1));
     }
     Next();
     if (++nesting_ > kMaxNesting) {
@@ -767,9 +875,10 @@ class Parser {
     switch (t.kind) {
       case Tok::kInt: {
         if (t.int_value > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
-          return Fail(t.offset, fmt::format("integer {} is too large", Excerpt(
-                                                text_.substr(t.offset, t.length))),
-                      "the largest int is 9223372036854775807");
+          return Fail(
+              t.offset,
+              fmt::format("integer {} is too large", Excerpt(text_.substr(t.offset, t.length))),
+              "the largest int is 9223372036854775807");
         }
         auto node = MakeNode(Kind::kLiteral, t.offset);
         node->literal = Value(static_cast<int64_t>(t.int_value));
@@ -799,16 +908,18 @@ class Parser {
         size_t open = Next().offset;
         ASSIGN_OR_RETURN(NodePtr inner, ParseConditional());
         if (Peek().kind != Tok::kRParen) {
-          return Unexpected(Peek(), fmt::format("expected ')' to close the '(' at column {}",
-                                                base_ + open + 1));
+          return Unexpected(
+              Peek(), fmt::format("expected ')' to close the '(' at column {}", base_ + open + 1));
         }
         Next();
         return inner;
       }
-      case Tok::kIdent: return ParseIdentifier();
+      case Tok::kIdent:
+        return ParseIdentifier();
       default:
-        return Unexpected(t, "expected an operand (a number, string, variable, function call "
-                             "or '(')");
+        return Unexpected(t,
+                          "expected an operand (a number, string, variable, function call "
+                          "or '(')");
     }
   }
 
@@ -875,8 +986,7 @@ class Parser {
         expected = fmt::format("expected {} to {} ({}), got {}", f->min_args, f->max_args,
                                f->params, argc);
       }
-      return Fail(name.offset, fmt::format("wrong number of arguments to {}", f->name),
-                  expected);
+      return Fail(name.offset, fmt::format("wrong number of arguments to {}", f->name), expected);
     }
     // A literal date part is checked now, so a typo fails validation instead of the run.
     if (f->fn == Fn::kDateAdd || f->fn == Fn::kDateDiff || f->fn == Fn::kDatePart) {
@@ -945,9 +1055,15 @@ Result<Value> Arithmetic(Op op, const Value& a, const Value& b) {
     int64_t x = a.as_int(), y = b.as_int(), r = 0;
     bool overflow = false;
     switch (op) {
-      case Op::kAdd: overflow = __builtin_add_overflow(x, y, &r); break;
-      case Op::kSub: overflow = __builtin_sub_overflow(x, y, &r); break;
-      case Op::kMul: overflow = __builtin_mul_overflow(x, y, &r); break;
+      case Op::kAdd:
+        overflow = __builtin_add_overflow(x, y, &r);
+        break;
+      case Op::kSub:
+        overflow = __builtin_sub_overflow(x, y, &r);
+        break;
+      case Op::kMul:
+        overflow = __builtin_mul_overflow(x, y, &r);
+        break;
       case Op::kDiv:
       case Op::kMod:
         if (y == 0) return InvalidArgument(op == Op::kDiv ? "division by zero" : "modulo by zero");
@@ -958,7 +1074,8 @@ Result<Value> Arithmetic(Op op, const Value& a, const Value& b) {
           r = op == Op::kDiv ? x / y : x % y;
         }
         break;
-      default: return TypeError(op, a, b);
+      default:
+        return TypeError(op, a, b);
     }
     if (overflow) {
       return InvalidArgument(fmt::format("integer overflow in {} {} {}", x, OpSymbol(op), y));
@@ -967,29 +1084,40 @@ Result<Value> Arithmetic(Op op, const Value& a, const Value& b) {
   }
   double x = AsNumber(a), y = AsNumber(b);
   switch (op) {
-    case Op::kAdd: return Value(x + y);
-    case Op::kSub: return Value(x - y);
-    case Op::kMul: return Value(x * y);
+    case Op::kAdd:
+      return Value(x + y);
+    case Op::kSub:
+      return Value(x - y);
+    case Op::kMul:
+      return Value(x * y);
     case Op::kDiv:
       if (y == 0) return InvalidArgument("division by zero");
       return Value(x / y);
     case Op::kMod:
       if (y == 0) return InvalidArgument("modulo by zero");
       return Value(std::fmod(x, y));
-    default: return TypeError(op, a, b);
+    default:
+      return TypeError(op, a, b);
   }
 }
 
 template <typename T>
 bool Ordered(Op op, const T& x, const T& y) {
   switch (op) {
-    case Op::kLess: return x < y;
-    case Op::kGreater: return x > y;
-    case Op::kLessEq: return x <= y;
-    case Op::kGreaterEq: return x >= y;
-    case Op::kEq: return x == y;
-    case Op::kNotEq: return x != y;
-    default: return false;
+    case Op::kLess:
+      return x < y;
+    case Op::kGreater:
+      return x > y;
+    case Op::kLessEq:
+      return x <= y;
+    case Op::kGreaterEq:
+      return x >= y;
+    case Op::kEq:
+      return x == y;
+    case Op::kNotEq:
+      return x != y;
+    default:
+      return false;
   }
 }
 
@@ -1002,18 +1130,22 @@ Result<Value> Compare(Op op, const Value& a, const Value& b) {
   }
   if (a.type() == b.type()) {
     switch (a.type()) {
-      case ValueType::kString: return Value(Ordered(op, a.as_string(), b.as_string()));
-      case ValueType::kBool: return Value(Ordered(op, a.as_bool(), b.as_bool()));
-      case ValueType::kDateTime: return Value(Ordered(op, a.as_datetime(), b.as_datetime()));
+      case ValueType::kString:
+        return Value(Ordered(op, a.as_string(), b.as_string()));
+      case ValueType::kBool:
+        return Value(Ordered(op, a.as_bool(), b.as_bool()));
+      case ValueType::kDateTime:
+        return Value(Ordered(op, a.as_datetime(), b.as_datetime()));
       case ValueType::kList:
         if (op == Op::kEq) return Value(a == b);
         if (op == Op::kNotEq) return Value(!(a == b));
         return InvalidArgument(fmt::format("cannot order lists with '{}'", OpSymbol(op)));
-      default: break;
+      default:
+        break;
     }
   }
-  return InvalidArgument(fmt::format("cannot compare {} with {} using '{}'", TypeOf(a), TypeOf(b),
-                                     OpSymbol(op)));
+  return InvalidArgument(
+      fmt::format("cannot compare {} with {} using '{}'", TypeOf(a), TypeOf(b), OpSymbol(op)));
 }
 
 Result<Value> ApplyBinary(Op op, const Value& a, const Value& b) {
@@ -1022,8 +1154,10 @@ Result<Value> ApplyBinary(Op op, const Value& a, const Value& b) {
     case Op::kSub:
     case Op::kMul:
     case Op::kDiv:
-    case Op::kMod: return Arithmetic(op, a, b);
-    default: return Compare(op, a, b);
+    case Op::kMod:
+      return Arithmetic(op, a, b);
+    default:
+      return Compare(op, a, b);
   }
 }
 
@@ -1034,9 +1168,10 @@ Result<int64_t> IntArg(const Value& v, std::string_view fn, std::string_view wha
   if (v.is(ValueType::kDouble)) {
     auto converted = v.ConvertTo(ValueType::kInt);
     if (converted.ok()) return converted->as_int();
+    return InvalidArgument(
+        fmt::format("{}: {} must be a whole number, got {}", fn, what, v.ToString()));
   }
-  return InvalidArgument(fmt::format("{}: {} must be a whole number, got {} {}", fn, what,
-                                     TypeOf(v), Excerpt(v.ToString())));
+  return InvalidArgument(fmt::format("{}: {} must be a whole number, got {}", fn, what, TypeOf(v)));
 }
 
 Result<std::string_view> StringArg(const Value& v, std::string_view fn, std::string_view what) {
@@ -1109,12 +1244,24 @@ Result<Value> DateAdd(DatePart part, int64_t n, DateTime t) {
     }
     case DatePart::kDayOfYear:
     case DatePart::kDay:
-    case DatePart::kWeekday: unit = 86'400'000'000LL; break;
-    case DatePart::kWeek: unit = 7 * 86'400'000'000LL; break;
-    case DatePart::kHour: unit = 3'600'000'000LL; break;
-    case DatePart::kMinute: unit = 60'000'000LL; break;
-    case DatePart::kSecond: unit = 1'000'000LL; break;
-    case DatePart::kMillisecond: unit = 1'000LL; break;
+    case DatePart::kWeekday:
+      unit = 86'400'000'000LL;
+      break;
+    case DatePart::kWeek:
+      unit = 7 * 86'400'000'000LL;
+      break;
+    case DatePart::kHour:
+      unit = 3'600'000'000LL;
+      break;
+    case DatePart::kMinute:
+      unit = 60'000'000LL;
+      break;
+    case DatePart::kSecond:
+      unit = 1'000'000LL;
+      break;
+    case DatePart::kMillisecond:
+      unit = 1'000LL;
+      break;
   }
   int64_t delta = 0, result = 0;
   if (__builtin_mul_overflow(n, unit, &delta) ||
@@ -1144,12 +1291,16 @@ int64_t DateDiff(DatePart part, DateTime a, DateTime b) {
   switch (part) {
     case DatePart::kYear:
       return static_cast<int>(CivilDate(b).year()) - static_cast<int>(CivilDate(a).year());
-    case DatePart::kQuarter: return FloorDiv(months(b), 3) - FloorDiv(months(a), 3);
-    case DatePart::kMonth: return months(b) - months(a);
-    case DatePart::kWeek: return WeekIndex(b) - WeekIndex(a);
+    case DatePart::kQuarter:
+      return FloorDiv(months(b), 3) - FloorDiv(months(a), 3);
+    case DatePart::kMonth:
+      return months(b) - months(a);
+    case DatePart::kWeek:
+      return WeekIndex(b) - WeekIndex(a);
     case DatePart::kDayOfYear:
     case DatePart::kDay:
-    case DatePart::kWeekday: return floor_count(days{}, b) - floor_count(days{}, a);
+    case DatePart::kWeekday:
+      return floor_count(days{}, b) - floor_count(days{}, a);
     case DatePart::kHour:
       return floor_count(std::chrono::hours{}, b) - floor_count(std::chrono::hours{}, a);
     case DatePart::kMinute:
@@ -1170,20 +1321,29 @@ int64_t DatePartOf(DatePart part, DateTime t) {
   auto jan1 = std::chrono::sys_days(ymd.year() / std::chrono::January / 1);
   int64_t day_of_year = (day_start - jan1).count() + 1;
   switch (part) {
-    case DatePart::kYear: return static_cast<int>(ymd.year());
-    case DatePart::kQuarter: return (static_cast<unsigned>(ymd.month()) - 1) / 3 + 1;
-    case DatePart::kMonth: return static_cast<unsigned>(ymd.month());
-    case DatePart::kDayOfYear: return day_of_year;
-    case DatePart::kDay: return static_cast<unsigned>(ymd.day());
+    case DatePart::kYear:
+      return static_cast<int>(ymd.year());
+    case DatePart::kQuarter:
+      return (static_cast<unsigned>(ymd.month()) - 1) / 3 + 1;
+    case DatePart::kMonth:
+      return static_cast<unsigned>(ymd.month());
+    case DatePart::kDayOfYear:
+      return day_of_year;
+    case DatePart::kDay:
+      return static_cast<unsigned>(ymd.day());
     case DatePart::kWeek: {
       // Week 1 is the week holding January 1st; weeks start on Sunday.
       int64_t jan1_weekday = std::chrono::weekday(jan1).c_encoding();  // 0 = Sunday
       return (day_of_year - 1 + jan1_weekday) / 7 + 1;
     }
-    case DatePart::kWeekday: return std::chrono::weekday(day_start).c_encoding() + 1;
-    case DatePart::kHour: return time.hours().count();
-    case DatePart::kMinute: return time.minutes().count();
-    case DatePart::kSecond: return time.seconds().count();
+    case DatePart::kWeekday:
+      return std::chrono::weekday(day_start).c_encoding() + 1;
+    case DatePart::kHour:
+      return time.hours().count();
+    case DatePart::kMinute:
+      return time.minutes().count();
+    case DatePart::kSecond:
+      return time.seconds().count();
     case DatePart::kMillisecond:
       return std::chrono::duration_cast<std::chrono::milliseconds>(time.subseconds()).count();
   }
@@ -1239,7 +1399,6 @@ Result<Value> RoundNumber(const Value& v, int64_t digits) {
   if (!std::isfinite(scaled)) return v;  // more digits than a double holds: nothing to round
   return Value(std::round(scaled) / scale);
 }
-
 
 // ---- calls, casts and the tree walker
 
@@ -1417,8 +1576,8 @@ Result<Value> ApplyCast(const CastInfo& cast, const Value& v) {
   if (cast.target == ValueType::kInt) {
     int64_t i = converted->as_int();
     if (i < cast.min || i > cast.max) {
-      return InvalidArgument(fmt::format("({}): {} is out of range ({} to {})", cast.name, i,
-                                         cast.min, cast.max));
+      return InvalidArgument(
+          fmt::format("({}): {} is out of range ({} to {})", cast.name, i, cast.min, cast.max));
     }
   }
   if (cast.date_only) {
@@ -1447,8 +1606,10 @@ Status WriteVariable(const std::string& name, const Value& value, Scope& scope) 
 
 Result<Value> Eval(const Node& node, Scope& scope) {
   switch (node.kind) {
-    case Kind::kLiteral: return node.literal;
-    case Kind::kVariable: return ReadVariable(node.name, scope);
+    case Kind::kLiteral:
+      return node.literal;
+    case Kind::kVariable:
+      return ReadVariable(node.name, scope);
     case Kind::kUnary: {
       ASSIGN_OR_RETURN(Value v, Eval(*node.args[0], scope));
       if (node.op == Op::kNot) {
@@ -1521,7 +1682,7 @@ Result<Value> EvaluateCompiled(const Compiled& compiled, Scope& scope, std::stri
   auto result = Eval(*compiled.root, scope);
   if (result.ok()) return result;
   return result.status().WithContext(
-      fmt::format("evaluating '{}{}{}'", open, Excerpt(compiled.text), close));
+      fmt::format("evaluating '{}{}{}'", open, Excerpt(compiled.text, 200), close));
 }
 
 const std::vector<std::string>& NoNames() {

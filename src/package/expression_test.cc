@@ -2,14 +2,14 @@
 // offsets, every operator and function, the type rules, assignment, and concurrent evaluation.
 #include "fanout/expression.h"
 
+#include <gtest/gtest.h>
+
 #include <chrono>
 #include <limits>
 #include <map>
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 namespace fanout {
 namespace {
@@ -159,7 +159,9 @@ TEST(ExpressionVariableTest, VariablesAreListedOnceInFirstSeenOrder) {
 }
 
 TEST(ExpressionVariableTest, BareNamesOnlyWhenAllowed) {
-  MapScope scope{{"run_date", Value("2026-11-26")}, {"region", Value("eu")}, {"n", Value(2)},
+  MapScope scope{{"run_date", Value("2026-11-26")},
+                 {"region", Value("eu")},
+                 {"n", Value(2)},
                  {"len", Value(9)}};
   EXPECT_EQ(Eval("run_date", scope, Bare()), Value("2026-11-26"));
   EXPECT_EQ(Eval("UPPER(region)", scope, Bare()), Value("EU"));
@@ -242,6 +244,9 @@ TEST(ExpressionOperatorTest, AnyDoubleMakesADouble) {
 TEST(ExpressionOperatorTest, ArithmeticErrors) {
   EXPECT_EQ(EvalError("1 / 0"), "evaluating '1 / 0': division by zero");
   EXPECT_EQ(EvalError("1 % 0"), "evaluating '1 % 0': modulo by zero");
+  // Long expressions are named in full, so the failing one can be found in the package.
+  EXPECT_EQ(EvalError("1 + 2 + 3 + 4 + 5 + 6 + 7 + 8 + 9 + 10 + 11 / 0"),
+            "evaluating '1 + 2 + 3 + 4 + 5 + 6 + 7 + 8 + 9 + 10 + 11 / 0': division by zero");
   EXPECT_EQ(EvalError("1.0 / 0"), "evaluating '1.0 / 0': division by zero");
   EXPECT_EQ(EvalError("1.5 % 0.0"), "evaluating '1.5 % 0.0': modulo by zero");
   EXPECT_TRUE(Contains(EvalError("9223372036854775807 + 1"), "integer overflow"));
@@ -311,8 +316,9 @@ TEST(ExpressionOperatorTest, BoolsDatesAndListsCompare) {
 
 TEST(ExpressionOperatorTest, MismatchedComparisonNamesBothTypes) {
   MapScope scope{{"d", Value(At("2026-01-01"))}};
-  EXPECT_EQ(EvalError(R"("1" == 1)"), "evaluating '\"1\" == 1': cannot compare string with int "
-                                      "using '=='");
+  EXPECT_EQ(EvalError(R"("1" == 1)"),
+            "evaluating '\"1\" == 1': cannot compare string with int "
+            "using '=='");
   EXPECT_TRUE(Contains(EvalError("TRUE < 1"), "cannot compare bool with int using '<'"));
   EXPECT_TRUE(Contains(EvalError(R"(@d > "2026")", scope),
                        "cannot compare datetime with string using '>'"));
@@ -331,8 +337,9 @@ TEST(ExpressionOperatorTest, LogicRequiresBoolsAndShortCircuits) {
   EXPECT_EQ(Eval("FALSE && 1", scope), Value(false));
   EXPECT_EQ(EvalError("1 && TRUE"),
             "evaluating '1 && TRUE': '&&' needs bool operands, got int on the left");
-  EXPECT_TRUE(Contains(EvalError("FALSE || \"x\""), "'||' needs bool operands, got string on the "
-                                                    "right"));
+  EXPECT_TRUE(Contains(EvalError("FALSE || \"x\""),
+                       "'||' needs bool operands, got string on the "
+                       "right"));
 }
 
 TEST(ExpressionOperatorTest, ConditionalNeedsABoolAndEvaluatesOneBranch) {
@@ -357,8 +364,9 @@ TEST(ExpressionFunctionTest, Len) {
   EXPECT_EQ(Eval(R"(LEN(""))"), Value(0));
   EXPECT_EQ(Eval("LEN(\"h\xC3\xA9llo\")"), Value(5));  // characters, not bytes
   EXPECT_EQ(Eval("LEN(@items)", scope), Value(2));
-  EXPECT_EQ(EvalError("LEN(5)"), "evaluating 'LEN(5)': LEN: the argument must be a string or a "
-                                 "list, got int");
+  EXPECT_EQ(EvalError("LEN(5)"),
+            "evaluating 'LEN(5)': LEN: the argument must be a string or a "
+            "list, got int");
 }
 
 TEST(ExpressionFunctionTest, UpperLower) {
@@ -383,7 +391,7 @@ TEST(ExpressionFunctionTest, Substring) {
   EXPECT_TRUE(Contains(EvalError(R"(SUBSTRING("abc", "1", 1))"),
                        "SUBSTRING: start must be a whole number, got string"));
   EXPECT_TRUE(Contains(EvalError(R"(SUBSTRING("abc", 1.5, 1))"),
-                       "SUBSTRING: start must be a whole number, got double"));
+                       "SUBSTRING: start must be a whole number, got 1.5"));
 }
 
 TEST(ExpressionFunctionTest, LeftRight) {
@@ -400,8 +408,9 @@ TEST(ExpressionFunctionTest, Replace) {
   EXPECT_EQ(Eval(R"(REPLACE("aaaa", "aa", "b"))"), Value("bb"));
   EXPECT_EQ(Eval(R"(REPLACE("abc", "x", "y"))"), Value("abc"));
   EXPECT_EQ(Eval(R"(REPLACE("abc", "b", ""))"), Value("ac"));
-  EXPECT_TRUE(Contains(EvalError(R"(REPLACE("abc", "", "y"))"), "REPLACE: find must not be "
-                                                                "empty"));
+  EXPECT_TRUE(Contains(EvalError(R"(REPLACE("abc", "", "y"))"),
+                       "REPLACE: find must not be "
+                       "empty"));
 }
 
 TEST(ExpressionFunctionTest, TrimFamilyRemovesAllWhitespace) {
@@ -436,8 +445,9 @@ TEST(ExpressionFunctionTest, NumericFunctions) {
   EXPECT_EQ(Eval("ABS(5)"), Value(5));
   EXPECT_EQ(Eval("ABS(-2.5)"), Value(2.5));
   EXPECT_TRUE(Contains(EvalError("ABS(-9223372036854775808)"), "ABS: integer overflow"));
-  EXPECT_TRUE(Contains(EvalError(R"(ABS("1"))"), "ABS: the argument must be a number, got "
-                                                 "string"));
+  EXPECT_TRUE(Contains(EvalError(R"(ABS("1"))"),
+                       "ABS: the argument must be a number, got "
+                       "string"));
   EXPECT_EQ(Eval("CEILING(1.2)"), Value(2.0));
   EXPECT_EQ(Eval("CEILING(-1.2)"), Value(-1.0));
   EXPECT_EQ(Eval("FLOOR(-1.2)"), Value(-2.0));
@@ -453,11 +463,11 @@ TEST(ExpressionFunctionTest, NumericFunctions) {
 }
 
 TEST(ExpressionFunctionTest, GetDateIsUtcNow) {
-  auto before = std::chrono::time_point_cast<std::chrono::microseconds>(
-      std::chrono::system_clock::now());
+  auto before =
+      std::chrono::time_point_cast<std::chrono::microseconds>(std::chrono::system_clock::now());
   Value now = Eval("GETDATE()");
-  auto after = std::chrono::time_point_cast<std::chrono::microseconds>(
-      std::chrono::system_clock::now());
+  auto after =
+      std::chrono::time_point_cast<std::chrono::microseconds>(std::chrono::system_clock::now());
   ASSERT_TRUE(now.is(ValueType::kDateTime));
   EXPECT_GE(now.as_datetime(), before);
   EXPECT_LE(now.as_datetime(), after);
@@ -486,20 +496,21 @@ TEST(ExpressionFunctionTest, DateAdd) {
   EXPECT_TRUE(Contains(EvalError(R"(DATEADD("day", 1, 5))", scope),
                        "DATEADD: date must be a datetime, got int"));
   EXPECT_TRUE(Contains(EvalError(R"(DATEADD("year", 100000, @d))", scope), "out of range"));
-  EXPECT_TRUE(Contains(EvalError(R"(DATEADD("ms", 9223372036854775807, @d))", scope),
-                       "out of range"));
+  EXPECT_TRUE(
+      Contains(EvalError(R"(DATEADD("ms", 9223372036854775807, @d))", scope), "out of range"));
 }
 
 TEST(ExpressionFunctionTest, DatePartDecidedAtRunTime) {
-  MapScope scope{{"part", Value("hour")}, {"bad", Value("fortnight")},
-                 {"d", Value(At("2026-01-01"))}};
+  MapScope scope{
+      {"part", Value("hour")}, {"bad", Value("fortnight")}, {"d", Value(At("2026-01-01"))}};
   EXPECT_EQ(Eval("DATEADD(@part, 2, @d)", scope), Value(At("2026-01-01T02:00:00Z")));
-  EXPECT_TRUE(Contains(EvalError("DATEADD(@bad, 2, @d)", scope),
-                       "DATEADD: unknown date part fortnight"));
+  EXPECT_TRUE(
+      Contains(EvalError("DATEADD(@bad, 2, @d)", scope), "DATEADD: unknown date part fortnight"));
 }
 
 TEST(ExpressionFunctionTest, DateDiffCountsBoundaries) {
-  MapScope scope{{"a", Value(At("2026-01-31T23:59:00Z"))}, {"b", Value(At("2026-02-01T00:01:00Z"))}};
+  MapScope scope{{"a", Value(At("2026-01-31T23:59:00Z"))},
+                 {"b", Value(At("2026-02-01T00:01:00Z"))}};
   EXPECT_EQ(Eval(R"(DATEDIFF("day", @a, @b))", scope), Value(1));
   EXPECT_EQ(Eval(R"(DATEDIFF("day", @b, @a))", scope), Value(-1));
   EXPECT_EQ(Eval(R"(DATEDIFF("hour", @a, @b))", scope), Value(1));
@@ -545,33 +556,33 @@ TEST(ExpressionFunctionTest, ArgumentsAreEvaluatedLikeAnyExpression) {
 // ---- casts
 
 TEST(ExpressionCastTest, ConvertLikeAssignment) {
-  EXPECT_EQ(Eval(R"((DT_I4)"42")"), Value(42));
+  EXPECT_EQ(Eval(R"x((DT_I4)"42")x"), Value(42));
   EXPECT_EQ(Eval("(DT_I8)\"9000000000\""), Value(int64_t{9000000000}));
   EXPECT_EQ(Eval("(DT_I4)3.0"), Value(3));
   EXPECT_EQ(Eval("(DT_R8)3"), Value(3.0));
-  EXPECT_EQ(Eval(R"((DT_R8)"1.25")"), Value(1.25));
+  EXPECT_EQ(Eval(R"x((DT_R8)"1.25")x"), Value(1.25));
   EXPECT_EQ(Eval("(DT_R4)2"), Value(2.0));
   EXPECT_EQ(Eval("(DT_BOOL)1"), Value(true));
-  EXPECT_EQ(Eval(R"((DT_BOOL)"false")"), Value(false));
+  EXPECT_EQ(Eval(R"x((DT_BOOL)"false")x"), Value(false));
   EXPECT_EQ(Eval("(DT_WSTR, 10)42"), Value("42"));
   EXPECT_EQ(Eval("(DT_STR, 10, 1252)1.5"), Value("1.5"));
   EXPECT_EQ(Eval("(DT_WSTR,3)\"longer than three\""), Value("longer than three"));
-  EXPECT_EQ(Eval(R"((DT_DBTIMESTAMP)"2026-01-02 03:04:05")"), Value(At("2026-01-02T03:04:05Z")));
-  EXPECT_EQ(Eval(R"((DT_DATE)"2026-01-02T03:04:05")"), Value(At("2026-01-02T03:04:05Z")));
-  EXPECT_EQ(Eval(R"((DT_DBDATE)"2026-01-02T03:04:05")"), Value(At("2026-01-02")));
+  EXPECT_EQ(Eval(R"x((DT_DBTIMESTAMP)"2026-01-02 03:04:05")x"), Value(At("2026-01-02T03:04:05Z")));
+  EXPECT_EQ(Eval(R"x((DT_DATE)"2026-01-02T03:04:05")x"), Value(At("2026-01-02T03:04:05Z")));
+  EXPECT_EQ(Eval(R"x((DT_DBDATE)"2026-01-02T03:04:05")x"), Value(At("2026-01-02")));
   EXPECT_EQ(Eval("(dt_i4)\"7\""), Value(7));
 }
 
 TEST(ExpressionCastTest, BindsLikeAUnaryOperator) {
-  EXPECT_EQ(Eval(R"((DT_I4)"2" + 1)"), Value(3));
-  EXPECT_EQ(Eval(R"((DT_WSTR, 5)1 + 2)"), Value("12"));
-  EXPECT_EQ(Eval(R"((DT_WSTR, 5)(1 + 2))"), Value("3"));
-  EXPECT_EQ(Eval(R"(-(DT_I4)"2")"), Value(-2));
-  EXPECT_EQ(Eval(R"((DT_I4)(DT_R8)"2")"), Value(2));
+  EXPECT_EQ(Eval(R"x((DT_I4)"2" + 1)x"), Value(3));
+  EXPECT_EQ(Eval(R"x((DT_WSTR, 5)1 + 2)x"), Value("12"));
+  EXPECT_EQ(Eval(R"x((DT_WSTR, 5)(1 + 2))x"), Value("3"));
+  EXPECT_EQ(Eval(R"x(-(DT_I4)"2")x"), Value(-2));
+  EXPECT_EQ(Eval(R"x((DT_I4)(DT_R8)"2")x"), Value(2));
 }
 
 TEST(ExpressionCastTest, FailuresSayWhy) {
-  EXPECT_EQ(EvalError(R"((DT_I4)"abc")"),
+  EXPECT_EQ(EvalError(R"x((DT_I4)"abc")x"),
             "evaluating '(DT_I4)\"abc\"': (DT_I4): cannot convert string 'abc' to int");
   EXPECT_TRUE(Contains(EvalError("(DT_I4)1.5"), "not a whole number"));
   EXPECT_TRUE(Contains(EvalError("(DT_I4)5000000000"),
@@ -591,8 +602,9 @@ TEST(ExpressionParseErrorTest, MessagesGiveColumnAndWhatWasExpected) {
 
   e = ParseError("1 +");
   EXPECT_EQ(e.offset, 3u);
-  EXPECT_TRUE(Contains(e.message, "unexpected end of expression at column 4: expected an "
-                                  "operand"));
+  EXPECT_TRUE(Contains(e.message,
+                       "unexpected end of expression at column 4: expected an "
+                       "operand"));
 
   e = ParseError("");
   EXPECT_EQ(e.offset, 0u);
@@ -633,13 +645,15 @@ TEST(ExpressionParseErrorTest, LexicalErrors) {
 
   e = ParseError(R"("a\qb")");
   EXPECT_EQ(e.offset, 2u);
-  EXPECT_EQ(e.message, "unknown escape '\\q' in string at column 3: expected one of \\\" \\\\ "
-                       "\\n \\t \\r");
+  EXPECT_EQ(e.message,
+            "unknown escape '\\q' in string at column 3: expected one of \\\" \\\\ "
+            "\\n \\t \\r");
 
   e = ParseError("1 & 2");
   EXPECT_EQ(e.offset, 2u);
-  EXPECT_EQ(e.message, "unexpected '&' at column 3: expected '&&' (there are no bitwise "
-                       "operators)");
+  EXPECT_EQ(e.message,
+            "unexpected '&' at column 3: expected '&&' (there are no bitwise "
+            "operators)");
 
   e = ParseError("1 | 2");
   EXPECT_EQ(e.offset, 2u);
@@ -674,12 +688,12 @@ TEST(ExpressionParseErrorTest, LexicalErrors) {
 TEST(ExpressionParseErrorTest, VariableSyntax) {
   ExpressionError e = ParseError("1 + @");
   EXPECT_EQ(e.offset, 4u);
-  EXPECT_EQ(e.message, "'@' without a variable name at column 5: expected a name such as @rows "
-                       "or @[User::rows]");
+  EXPECT_EQ(e.message,
+            "'@' without a variable name at column 5: expected a name such as @rows "
+            "or @[User::rows]");
   e = ParseError("@[User::x + 1");
   EXPECT_EQ(e.offset, 0u);
-  EXPECT_EQ(e.message,
-            "unterminated '@[' at column 1: expected ']' to close the variable name");
+  EXPECT_EQ(e.message, "unterminated '@[' at column 1: expected ']' to close the variable name");
   e = ParseError("@[] + 1");
   EXPECT_EQ(e.offset, 0u);
   e = ParseError("@[User::]");
@@ -699,21 +713,25 @@ TEST(ExpressionParseErrorTest, UnknownFunctionsAndArity) {
 
   e = ParseError("  SUBSTRING(\"abc\", 1)");
   EXPECT_EQ(e.offset, 2u);
-  EXPECT_EQ(e.message, "wrong number of arguments to SUBSTRING at column 3: expected 3 (string, "
-                       "start, length), got 2");
+  EXPECT_EQ(e.message,
+            "wrong number of arguments to SUBSTRING at column 3: expected 3 (string, "
+            "start, length), got 2");
 
   e = ParseError("GETDATE(1)");
-  EXPECT_EQ(e.message, "wrong number of arguments to GETDATE at column 1: expected no arguments, "
-                       "got 1");
+  EXPECT_EQ(e.message,
+            "wrong number of arguments to GETDATE at column 1: expected no arguments, "
+            "got 1");
 
   e = ParseError("ROUND()");
-  EXPECT_EQ(e.message, "wrong number of arguments to ROUND at column 1: expected 1 to 2 (number, "
-                       "digits), got 0");
+  EXPECT_EQ(e.message,
+            "wrong number of arguments to ROUND at column 1: expected 1 to 2 (number, "
+            "digits), got 0");
 
   e = ParseError("LEN(\"a\" \"b\")");
   EXPECT_EQ(e.offset, 8u);
-  EXPECT_EQ(e.message, "unexpected string \"b\" at column 9: expected ',' or ')' in the arguments "
-                       "of LEN (the '(' at column 4)");
+  EXPECT_EQ(e.message,
+            "unexpected string \"b\" at column 9: expected ',' or ')' in the arguments "
+            "of LEN (the '(' at column 4)");
 
   e = ParseError("UPPER");
   EXPECT_EQ(e.message, "function UPPER without arguments at column 1: expected '(' after UPPER");
@@ -751,8 +769,9 @@ TEST(ExpressionParseErrorTest, Casts) {
 TEST(ExpressionParseErrorTest, Conditional) {
   ExpressionError e = ParseError("TRUE ? 1");
   EXPECT_EQ(e.offset, 8u);
-  EXPECT_EQ(e.message,
-            "unexpected end of expression at column 9: expected ':' to go with the '?' at column 6");
+  EXPECT_EQ(
+      e.message,
+      "unexpected end of expression at column 9: expected ':' to go with the '?' at column 6");
 }
 
 TEST(ExpressionParseErrorTest, DeepNestingFailsCleanly) {
@@ -822,8 +841,9 @@ TEST(ExpressionAssignTest, UnknownTargetIsAnEvaluationError) {
 TEST(ExpressionAssignTest, OnlyWhenAllowedAndOnlyAtTheTop) {
   ExpressionError e = ParseError("@a = 1");
   EXPECT_EQ(e.offset, 3u);
-  EXPECT_EQ(e.message, "unexpected '=' at column 4: assignment is only allowed in for-loop init "
-                       "and assign; use '==' to compare");
+  EXPECT_EQ(e.message,
+            "unexpected '=' at column 4: assignment is only allowed in for-loop init "
+            "and assign; use '==' to compare");
 
   e = ParseError("@a == 1 = 2");
   EXPECT_EQ(e.offset, 8u);
@@ -838,8 +858,9 @@ TEST(ExpressionAssignTest, OnlyWhenAllowedAndOnlyAtTheTop) {
 
   e = ParseError("(@a = 1)", Assign());
   EXPECT_EQ(e.offset, 4u);
-  EXPECT_TRUE(Contains(e.message, "expected ')' to close the '(' at column 1; use '==' to "
-                                  "compare"));
+  EXPECT_TRUE(Contains(e.message,
+                       "expected ')' to close the '(' at column 1; use '==' to "
+                       "compare"));
 
   e = ParseError("@a =", Assign());
   EXPECT_EQ(e.offset, 4u);
@@ -951,8 +972,8 @@ TEST(TemplateTest, ExactlyOnePieceKeepsItsType) {
 }
 
 TEST(TemplateTest, MixedTextIsAString) {
-  MapScope scope{{"run_date", Value("2026-11-26")}, {"region", Value("eu")}, {"n", Value(1)},
-                 {"m", Value(2)}};
+  MapScope scope{
+      {"run_date", Value("2026-11-26")}, {"region", Value("eu")}, {"n", Value(1)}, {"m", Value(2)}};
   EXPECT_EQ(Render("/data/${run_date}/${UPPER(region)}.csv", scope),
             Value("/data/2026-11-26/EU.csv"));
   EXPECT_EQ(Render("${n}${m}", scope), Value("12"));
@@ -993,8 +1014,9 @@ TEST(TemplateTest, UnterminatedPieceReportsItsOffset) {
   EXPECT_EQ(e.message, "unterminated '${' at column 5: expected '}'");
   e = TemplateError(R"(${"abc})");
   EXPECT_EQ(e.offset, 0u);
-  EXPECT_EQ(e.message, "unterminated '${' at column 1: expected '}' (the string at column 3 is "
-                       "not closed)");
+  EXPECT_EQ(e.message,
+            "unterminated '${' at column 1: expected '}' (the string at column 3 is "
+            "not closed)");
   e = TemplateError("ok ${x} ${");
   EXPECT_EQ(e.offset, 8u);
 }
@@ -1009,7 +1031,7 @@ TEST(TemplateTest, EmptyPieceIsAnError) {
 TEST(TemplateTest, ExpressionErrorsPointIntoTheTemplate) {
   ExpressionError e = TemplateError("ab ${1 +}");
   EXPECT_EQ(e.offset, 8u);
-  EXPECT_EQ(e.message, "unexpected end of expression at column 9: expected an operand");
+  EXPECT_TRUE(Contains(e.message, "unexpected end of expression at column 9: expected an operand"));
   e = TemplateError("x ${UPPER(a, b)}");
   EXPECT_EQ(e.offset, 4u);
   EXPECT_TRUE(Contains(e.message, "wrong number of arguments to UPPER at column 5"));

@@ -831,16 +831,21 @@ const std::vector<std::string>& SystemVariableNames() {
   return kNames;
 }
 
+std::shared_ptr<const Package> ParsePackage(const std::string& text, const std::string& path,
+                                            Diagnostics& diagnostics) {
+  Loader loader(path, diagnostics);
+  return loader.Load(text);
+}
+
 Result<std::shared_ptr<const Package>> LoadPackageText(const std::string& text,
                                                        const std::string& path,
                                                        Diagnostics& diagnostics) {
-  Loader loader(path, diagnostics);
-  std::shared_ptr<Package> pkg = loader.Load(text);
+  std::shared_ptr<const Package> pkg = ParsePackage(text, path, diagnostics);
   if (!diagnostics.empty() || !pkg) {
     size_t n = diagnostics.items().size();
     return InvalidArgument(fmt::format("{}: {} problem{} found", path, n, n == 1 ? "" : "s"));
   }
-  return std::shared_ptr<const Package>(std::move(pkg));
+  return pkg;
 }
 
 Result<std::shared_ptr<const Package>> LoadPackage(const std::string& path,

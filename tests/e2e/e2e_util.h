@@ -1,0 +1,49 @@
+// Helpers for end-to-end tests: a scratch directory, running the real `fanout` binary with
+// captured output, and reading the catalog it wrote.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "fanout/catalog.h"
+
+namespace fanout::testing {
+
+// A fresh directory under /tmp, removed with everything in it when the object goes away.
+class ScratchDir {
+ public:
+  ScratchDir();
+  ~ScratchDir();
+  const std::string& path() const { return path_; }
+  std::string Write(const std::string& name, const std::string& content) const;
+  std::string Read(const std::string& name) const;
+
+ private:
+  std::string path_;
+};
+
+struct CommandResult {
+  int exit_code = -1;
+  std::string out;
+  std::string err;
+};
+
+// Runs `fanout ARGS...` in `cwd` and waits for it.
+CommandResult RunFanout(const std::vector<std::string>& args, const std::string& cwd);
+
+// Starts `fanout ARGS...` in the background; returns its pid. Output goes to files in `cwd`
+// (fanout.out, fanout.err).
+int StartFanout(const std::vector<std::string>& args, const std::string& cwd);
+// Waits for a pid started by StartFanout; returns its exit code (128+signal when killed).
+int WaitFanout(int pid, std::chrono::seconds limit);
+
+// Waits until `predicate` holds or `limit` passes; returns whether it held.
+bool WaitFor(const std::function<bool()>& predicate, std::chrono::milliseconds limit);
+
+// Opens the catalog at dir/fanout.db.
+std::unique_ptr<Catalog> OpenTestCatalog(const std::string& dir);
+
+}  // namespace fanout::testing

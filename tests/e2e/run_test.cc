@@ -1,0 +1,193 @@
+// `fanout run` end to end: exit codes, cancel by signal, masking of secrets, log providers.
+#include <signal.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include <gtest/gtest.h>
+
+#include "e2e/e2e_util.h"
+
+namespace fanout::testing {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+TEST(RunTest, HelpOnEveryCommand) {
+  ScratchDir dir;
+  for (auto args : std::vector<std::vector<std::string>>{{"--help"}, {"run", "--help"},
+                                                          {"validate", "--help"}}) {
+    CommandResult r = RunFanout(args, dir.path());
+    EXPECT_EQ(r.exit_code, 0) << args[0];
+    EXPECT_NE(r.out.find("Usage"), std::string::npos) << r.out;
+  }
+}
+
+TEST(RunTest, ExitCodesFollowDtexec) {
+  ScratchDir dir;
+  dir.Write("ok.yaml", "package: ok\ntasks:\n  a: {type: process, run: [/bin/true]}\n");
+  dir.Write("fail.yaml", "package: fail\ntasks:\n  a: {type: process, run: [/bin/false]}\n");
+  dir.Write("bad.yaml", "package: bad\ntasks:\n  a: {type: nope}\n");
+  dir.Write("req.yaml", "package: req\nparameters:\n  day: {required: true}\n"
+                        "tasks:\n  a: {type: process, run: [/bin/true]}\n");
+  EXPECT_EQ(RunFanout({"run", "ok.yaml"}, dir.path()).exit_code, 0);
+  EXPECT_EQ(RunFanout({"run", "fail.yaml"}, dir.path()).exit_code, 1);
+  EXPECT_EQ(RunFanout({"run", "missing.yaml"}, dir.path()).exit_code, 4);
+  CommandResult bad = RunFanout({"run", "bad.yaml"}, dir.path());
+  EXPECT_EQ(bad.exit_code, 5);
+  EXPECT_NE(bad.err.find("bad.yaml:3:13: error: unknown task type 'nope'"), std::string::npos)
+      << bad.err;
+  CommandResult req = RunFanout({"run", "req.yaml"}, dir.path());
+  EXPECT_EQ(req.exit_code, 5);
+  EXPECT_NE(req.err.find("required parameter 'day' has no value"), std::string::npos) << req.err;
+  EXPECT_EQ(RunFanout({"run", "req.yaml", "--set", "day=1"}, dir.path()).exit_code, 0);
+  EXPECT_EQ(RunFanout({"run", "ok.yaml", "--set", "novalue"}, dir.path()).exit_code, 6);
+  EXPECT_EQ(RunFanout({"run", "ok.yaml", "--set", "nosuch=1"}, dir.path()).exit_code, 5);
+  EXPECT_EQ(RunFanout({"run", "ok.yaml", "--reporting", "XYZ"}, dir.path()).exit_code, 6);
+  EXPECT_EQ(RunFanout({"run", "ok.yaml", "--max-concurrent", "0"}, dir.path()).exit_code, 6);
+  EXPECT_EQ(RunFanout({"run"}, dir.path()).exit_code, 6);
+  // The default catalog is fanout.db in the working directory.
+  EXPECT_TRUE(std::filesystem::exists(dir.path() + "/fanout.db"));
+}
+
+TEST(RunTest, SetConvertsToTheDeclaredType) {
+  ScratchDir dir;
+  dir.Write("typed.yaml", R"(package: typed
+parameters:
+  count: {type: int, value: 1}
+variables:
+  flag: {type: bool, value: false}
+tasks:
+  check: {type: process, run: [/bin/sh, -c, "test $0 = 42 && test $1 = true", "${@count * 2}", "${flag}"]}
+)");
+  EXPECT_EQ(RunFanout({"run", "typed.yaml", "--set", "count=21", "--set", "flag=true"},
+                      dir.path()).exit_code, 0);
+  CommandResult r = RunFanout({"run", "typed.yaml", "--set", "count=many"}, dir.path());
+  EXPECT_EQ(r.exit_code, 5);
+  EXPECT_NE(r.err.find("count"), std::string::npos) << r.err;
+}
+
+// SIGINT and SIGTERM stop every running task, kill its whole process group (grandchildren
+// too), record the execution as canceled and exit 3.
+void ExpectSignalCancels(int signal) {
+  ScratchDir dir;
+  dir.Write("long.yaml", R"(package: long
+tasks:
+  wait:
+    type: process
+    shell: true
+    run: "sleep 60 & echo $! > grandchild.pid; wait"
+  after: {type: process, run: [/bin/true], after: [wait]}
+)");
+  int pid = StartFanout({"run", "long.yaml"}, dir.path());
+  std::string pid_file = dir.path() + "/grandchild.pid";
+  ASSERT_TRUE(WaitFor([&] { return !dir.Read("grandchild.pid").empty(); }, milliseconds(10000)));
+  int grandchild = std::stoi(dir.Read("grandchild.pid"));
+  kill(pid, signal);
+  EXPECT_EQ(WaitFanout(pid, seconds(20)), 3) << dir.Read("fanout.err");
+  EXPECT_TRUE(WaitFor([&] { return kill(grandchild, 0) != 0; }, milliseconds(5000)))
+      << "the task's grandchild survived the cancel";
+  auto catalog = OpenTestCatalog(dir.path());
+  ASSERT_NE(catalog, nullptr);
+  auto executions = catalog->ListExecutions(10);
+  ASSERT_TRUE(executions.ok());
+  ASSERT_EQ(executions->size(), 1u);
+  EXPECT_EQ(executions->front().status, "canceled");
+  EXPECT_EQ(executions->front().exit_code, 3);
+  auto runs = catalog->ListTaskRuns(executions->front().id);
+  ASSERT_TRUE(runs.ok());
+  for (const TaskRunRow& run : *runs) EXPECT_NE(run.task_path, "after");
+}
+
+TEST(RunTest, SigintCancels) { ExpectSignalCancels(SIGINT); }
+TEST(RunTest, SigtermCancels) { ExpectSignalCancels(SIGTERM); }
+
+TEST(RunTest, SensitiveValuesNeverAppear) {
+  ScratchDir dir;
+  const std::string secret = "pa55-w0rd-xyzzy";
+  dir.Write("secret.yaml", R"(package: secret
+parameters:
+  password: {type: string, sensitive: true}
+variables:
+  said: {type: string, raise_changed_event: true}
+logging:
+  - {provider: text, path: pkg.log}
+tasks:
+  echo:
+    type: process
+    run: [/bin/sh, -c, "echo the password is $0; echo also $0 >&2", "${password}"]
+    stdout: said
+  fail:
+    type: process
+    run: [/bin/sh, -c, "echo cannot log in with $0 >&2; exit 2", "${password}"]
+    after: [echo]
+)");
+  CommandResult r = RunFanout({"run", "secret.yaml", "--set", "password=" + secret, "--reporting",
+                               "V", "--log", "jsonl:events.jsonl", "--log", "text:events.log"},
+                              dir.path());
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.out.find(secret), std::string::npos) << r.out;
+  EXPECT_EQ(r.err.find(secret), std::string::npos) << r.err;
+  EXPECT_NE(r.out.find("cannot log in with ***"), std::string::npos) << r.out;
+  for (const char* file : {"events.jsonl", "events.log", "pkg.log"}) {
+    std::string content = dir.Read(file);
+    EXPECT_FALSE(content.empty()) << file;
+    EXPECT_EQ(content.find(secret), std::string::npos) << file << ":\n" << content;
+  }
+  // The catalog holds no copy either (every table, every column).
+  std::string db;
+  for (const char* f : {"fanout.db", "fanout.db-wal"}) db += dir.Read(f);
+  EXPECT_EQ(db.find(secret), std::string::npos);
+  EXPECT_NE(dir.Read("events.jsonl").find("the password is ***"), std::string::npos);
+}
+
+TEST(RunTest, LogProvidersWriteEvents) {
+  ScratchDir dir;
+  dir.Write("log.yaml", "package: log\ntasks:\n  a: {type: process, run: [/bin/echo, hi]}\n");
+  CommandResult r = RunFanout({"run", "log.yaml", "--log", "jsonl:e.jsonl", "--log", "text:e.log"},
+                              dir.path());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::string jsonl = dir.Read("e.jsonl");
+  EXPECT_NE(jsonl.find("\"event\":\"OnPreExecute\""), std::string::npos) << jsonl;
+  EXPECT_NE(jsonl.find("\"event\":\"OnPostExecute\""), std::string::npos) << jsonl;
+  std::string text = dir.Read("e.log");
+  EXPECT_EQ(text.rfind("#Fields: event,computer,operator,source", 0), 0u) << text;
+  EXPECT_NE(text.find("OnInformation"), std::string::npos);
+  EXPECT_NE(r.out.find("Package log: Success"), std::string::npos) << r.out;
+}
+
+TEST(RunTest, ChildExecutionsLinkToTheParent) {
+  ScratchDir dir;
+  dir.Write("child.yaml", "package: child\nparameters:\n  x: {type: int, required: true}\n"
+                          "tasks:\n  a: {type: process, run: [/bin/sh, -c, \"test $0 = 7\", \"${x}\"]}\n");
+  dir.Write("parent.yaml", "package: parent\ntasks:\n"
+                           "  in: {type: package, path: child.yaml, params: {x: \"7\"}}\n"
+                           "  out: {type: package, path: child.yaml, out_of_process: true, "
+                           "params: {x: \"${3 + 4}\"}}\n");
+  CommandResult r = RunFanout({"run", "parent.yaml"}, dir.path());
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  auto catalog = OpenTestCatalog(dir.path());
+  ASSERT_NE(catalog, nullptr);
+  auto all = catalog->ListExecutions(10);
+  ASSERT_TRUE(all.ok());
+  ASSERT_EQ(all->size(), 3u);
+  std::string parent_id;
+  for (const auto& e : *all) {
+    if (e.package == "parent") parent_id = e.id;
+  }
+  auto children = catalog->ListChildExecutions(parent_id);
+  ASSERT_TRUE(children.ok());
+  ASSERT_EQ(children->size(), 2u);
+  auto runs = catalog->ListTaskRuns(parent_id);
+  ASSERT_TRUE(runs.ok());
+  for (const TaskRunRow& run : *runs) {
+    if (run.status != "succeeded") continue;
+    bool linked = run.child_execution_id == (*children)[0].id ||
+                  run.child_execution_id == (*children)[1].id;
+    EXPECT_TRUE(linked) << run.task_path << " -> " << run.child_execution_id;
+  }
+}
+
+}  // namespace
+}  // namespace fanout::testing

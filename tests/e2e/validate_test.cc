@@ -1,0 +1,98 @@
+// `fanout validate`: every problem at once, each with file:line:column; exit 0 / 5 / 6.
+#include <gtest/gtest.h>
+
+#include "e2e/e2e_util.h"
+
+namespace fanout::testing {
+namespace {
+
+TEST(ValidateTest, ValidPackageExitsZero) {
+  ScratchDir dir;
+  dir.Write("ok.yaml", "package: ok\ntasks:\n  a: {type: process, run: [/bin/true]}\n");
+  CommandResult r = RunFanout({"validate", "ok.yaml"}, dir.path());
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("valid (package ok, 1 task)"), std::string::npos) << r.out;
+}
+
+TEST(ValidateTest, ReportsEveryProblemWithPosition) {
+  ScratchDir dir;
+  dir.Write("bad.yaml", R"(package: bad
+colour: blue
+parameters:
+  day: {type: string, required: true}
+variables:
+  n: {type: integer, value: 0}
+  m: {type: int, value: abc}
+connections:
+  db: {type: oracle}
+tasks:
+  a: {type: process, run: [/bin/true], after: [ghost]}
+  b: {type: process, run: [/bin/true], after: [c]}
+  c: {type: process, run: [/bin/true], after: [b]}
+  d: {type: expression, set: {nope: "@n + 1"}}
+  e: {type: expression, set: {m: "@m + "}}
+  f: {type: teleport}
+  g: {type: process, run: [/bin/true], after: [{task: a, when: "@missing > 1"}]}
+  h: {type: sql, connection: nowhere, sql: "select 1"}
+  i: {type: process, run: [/bin/true], retries: many}
+)");
+  CommandResult r = RunFanout({"validate", "bad.yaml"}, dir.path());
+  EXPECT_EQ(r.exit_code, 5);
+  const std::string& e = r.err;
+  for (const char* expected : {
+           "bad.yaml:2:1: error: unknown key `colour` in package",
+           "bad.yaml:4:3: error: required parameter 'day' has no value",
+           "bad.yaml:6:13: error: unknown type 'integer'",
+           "bad.yaml:7:25: error: cannot convert string 'abc' to int",
+           "bad.yaml:9:14: error: unknown connection type 'oracle'",
+           "bad.yaml:11:48: error: `after` names unknown task 'ghost'",
+           "bad.yaml:12:3: error: precedence cycle: b -> c -> b",
+           "bad.yaml:14:31: error: unknown variable 'nope'",
+           "bad.yaml:15:40: error: unexpected end of expression",
+           "bad.yaml:16:13: error: unknown task type 'teleport'",
+           "bad.yaml:17:64: error: unknown variable or parameter 'missing'",
+           "bad.yaml:18:30: error: unknown connection 'nowhere'",
+           "bad.yaml:19:49: error: `retries` must be a whole number",
+       }) {
+    EXPECT_NE(e.find(expected), std::string::npos) << "missing: " << expected << "\n" << e;
+  }
+}
+
+TEST(ValidateTest, BadExpressionPointsAtTheColumn) {
+  ScratchDir dir;
+  dir.Write("expr.yaml", "package: expr\nvariables:\n  n: {type: int, value: 0}\ntasks:\n"
+                         "  a: {type: expression, set: {n: \"(@n + 2\"}}\n");
+  CommandResult r = RunFanout({"validate", "expr.yaml"}, dir.path());
+  EXPECT_EQ(r.exit_code, 5);
+  // The value starts at column 34 (the quote); the missing ")" is at its end, column 42.
+  EXPECT_NE(r.err.find("expr.yaml:5:42:"), std::string::npos) << r.err;
+}
+
+TEST(ValidateTest, DuplicateKeysAreReported) {
+  ScratchDir dir;
+  dir.Write("dup.yaml", "package: dup\ntasks:\n  a: {type: process, run: [/bin/true]}\n"
+                        "  a: {type: process, run: [/bin/false]}\n");
+  CommandResult r = RunFanout({"validate", "dup.yaml"}, dir.path());
+  EXPECT_EQ(r.exit_code, 5);
+  EXPECT_NE(r.err.find("dup.yaml:4:3: error: duplicate name 'a'"), std::string::npos) << r.err;
+}
+
+TEST(ValidateTest, RequiredParameterSatisfiedBySet) {
+  ScratchDir dir;
+  dir.Write("p.yaml", "package: p\nparameters:\n  day: {type: string, required: true}\n"
+                      "tasks:\n  a: {type: process, run: [/bin/echo, \"${day}\"]}\n");
+  EXPECT_EQ(RunFanout({"validate", "p.yaml", "--set", "day=2026-11-26"}, dir.path()).exit_code, 0);
+  EXPECT_EQ(RunFanout({"validate", "p.yaml"}, dir.path()).exit_code, 5);
+}
+
+TEST(ValidateTest, UsageErrorsExitSix) {
+  ScratchDir dir;
+  EXPECT_EQ(RunFanout({"validate"}, dir.path()).exit_code, 6);
+  EXPECT_EQ(RunFanout({"validate", "x.yaml", "--bogus"}, dir.path()).exit_code, 6);
+  CommandResult missing = RunFanout({"validate", "nowhere.yaml"}, dir.path());
+  EXPECT_EQ(missing.exit_code, 5);
+  EXPECT_NE(missing.err.find("nowhere.yaml"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace fanout::testing

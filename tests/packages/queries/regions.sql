@@ -1,0 +1,1 @@
+SELECT region FROM orders ORDER BY amount;
