@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "fanout/status.h"
 #include "fanout/value.h"
@@ -62,6 +63,8 @@ class Masker {
   void AddSecret(std::string secret);  // empty secrets are ignored
   std::string Mask(std::string_view text) const;
   bool empty() const;
+  // Every secret registered, to hand on to a child process that must mask them too.
+  std::vector<std::string> secrets() const;
 
  private:
   struct Impl;

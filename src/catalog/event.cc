@@ -89,6 +89,11 @@ void Masker::AddSecret(std::string secret) {
   impl_->empty.store(false, std::memory_order_release);
 }
 
+std::vector<std::string> Masker::secrets() const {
+  std::shared_lock lock(impl_->mu);
+  return impl_->secrets;
+}
+
 bool Masker::empty() const { return impl_->empty.load(std::memory_order_acquire); }
 
 // Every byte covered by an occurrence of any secret is hidden, and each maximal covered run

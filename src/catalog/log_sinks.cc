@@ -83,11 +83,11 @@ EventFilter ReportingLevelsFilter(std::string_view levels) {
 void ConsoleSink::Write(const Event& event) {
   if (!filter_.Accepts(event.type)) return;
   line_.clear();
-  AppendClockTime(line_, event.started_at);
+  AppendClockTime(line_, event.ended_at);
   // Padded to the common names' width so that sources line up; the rare longer names
   // (OnVariableValueChanged) simply push the line to the right.
   char name[32];
-  std::snprintf(name, sizeof name, " %-12s ", EventName(event.type));
+  std::snprintf(name, sizeof name, " %-13s ", EventName(event.type));
   line_ += name;
   line_ += event.source;
   if (!event.message.empty()) {

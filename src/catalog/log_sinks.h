@@ -40,7 +40,7 @@ EventFilter ReportingLevelsFilter(std::string_view levels);
 
 // Human-readable lines on a terminal or pipe, one per event:
 //   03:04:05 OnError      load/region-job: message
-// The time is the event's start in UTC, matching the catalog and the log files. Does not own
+// The time is when the event ended, in UTC, matching the catalog and the log files. Does not own
 // `out`.
 class ConsoleSink : public EventSink {
  public:

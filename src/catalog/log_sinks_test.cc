@@ -49,7 +49,7 @@ std::string ConsoleOutput(std::string_view levels) {
 }
 
 TEST(ConsoleSinkTest, PrintsTimeEventSourceAndMessage) {
-  EXPECT_EQ(ConsoleOutput("E"), "03:04:05 OnError      load/region-job: m\n");
+  EXPECT_EQ(ConsoleOutput("E"), "03:04:05 OnError       load/region-job: m\n");
 }
 
 TEST(ConsoleSinkTest, FiltersByReportingLevels) {

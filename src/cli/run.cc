@@ -73,12 +73,17 @@ class SignalWatcher {
   std::thread thread_;
 };
 
-// Reads {"name": "value" | ["a", "b"]} from stdin: parameters from a parent, kept off argv.
-bool ReadParamsFromStdin(std::map<std::string, Value>& params) {
+// Reads {"params": {"name": "value" | ["a", "b"]}, "secrets": ["..."]} from stdin: what a
+// parent package hands a child started as its own process, kept off the command line.
+bool ReadParentInput(std::map<std::string, Value>& params, Masker& masker) {
   std::string text((std::istreambuf_iterator<char>(std::cin)), std::istreambuf_iterator<char>());
   try {
     nlohmann::json json = nlohmann::json::parse(text);
-    for (auto& [name, value] : json.items()) {
+    if (json.contains("secrets")) {
+      for (const auto& secret : json.at("secrets")) masker.AddSecret(secret.get<std::string>());
+    }
+    if (!json.contains("params")) return true;
+    for (auto& [name, value] : json.at("params").items()) {
       if (value.is_array()) {
         Value::List list;
         for (auto& item : value) list.emplace_back(item.get<std::string>());
@@ -88,7 +93,8 @@ bool ReadParamsFromStdin(std::map<std::string, Value>& params) {
       }
     }
   } catch (const nlohmann::json::exception& e) {
-    std::fprintf(stderr, "fanout: --params-stdin: not a JSON object of strings: %s\n", e.what());
+    std::fprintf(stderr, "fanout: --params-stdin: expected {\"params\": {...}, \"secrets\": [...]}: %s\n",
+                 e.what());
     return false;
   }
   return true;
@@ -103,7 +109,6 @@ int RunPackage(const RunArgs& args) {
   }
   RunOptions options;
   options.sets = std::move(sets);
-  if (args.params_stdin && !ReadParamsFromStdin(options.params)) return kExitUsage;
   options.max_concurrent = args.max_concurrent;
   options.execution_id = args.execution_id;
   options.parent_execution_id = args.parent_execution_id;
@@ -157,6 +162,7 @@ int RunPackage(const RunArgs& args) {
   CancelToken cancel;
   SignalWatcher signals(cancel);
   auto masker = std::make_shared<Masker>();
+  if (args.params_stdin && !ReadParentInput(options.params, *masker)) return kExitUsage;
   Recorder recorder(std::move(*catalog), std::move(sinks), masker);
   Engine engine(recorder);
   auto result = engine.Run(*package, options, &cancel);

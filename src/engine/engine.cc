@@ -114,6 +114,7 @@ struct Loop {
   size_t index = 0;
   const TaskDef* def = nullptr;
   std::string path;
+  DateTime started_at{};
   Value::List items;  // foreach
   size_t next = 0;
   int iterations = 0;
@@ -220,7 +221,7 @@ class Execution {
   void Launch(Attempt* a);
   void OnAttemptDone(Attempt* a);
 
-  void StartLoop(Container* c, size_t i);
+  void StartLoop(Container* c, size_t i, DateTime started);
   void PumpLoop(Loop* loop);
   void OnIterationDone(Loop* loop, Final final, const std::string& message);
 
@@ -544,7 +545,7 @@ void Execution::StartNode(Container* c, size_t i) {
     StartContainer(child_ptr);
     return;
   }
-  StartLoop(c, i);
+  StartLoop(c, i, started);
 }
 
 Execution::Readiness Execution::Evaluate(Container* c, size_t i) {
@@ -748,13 +749,14 @@ void Execution::OnAttemptDone(Attempt* a) {
 
 // ---- Loops ------------------------------------------------------------------------------------
 
-void Execution::StartLoop(Container* c, size_t i) {
+void Execution::StartLoop(Container* c, size_t i, DateTime started) {
   const TaskDef& def = (*c->tasks)[i];
   auto loop = std::make_unique<Loop>();
   loop->owner = c;
   loop->index = i;
   loop->def = &def;
   loop->path = c->ChildPath(def);
+  loop->started_at = started;
   Loop* l = loop.get();
   loops_.push_back(std::move(loop));
 
@@ -856,12 +858,13 @@ void Execution::PumpLoop(Loop* l) {
     else if (l->errors >= def.maximum_error_count || package_failed_) final = Final::kFailure;
     std::string message = l->first_error;
     if (final == Final::kFailure && message.empty()) message = l->path + ": an iteration failed";
-    RecordTaskRun(l->path, def.type, 1, FinalStatus(final), Now(), Now(),
+    RecordTaskRun(l->path, def.type, 1, FinalStatus(final), l->started_at, Now(),
                   fmt::format("{} iteration{}{}", l->iterations, l->iterations == 1 ? "" : "s",
                               message.empty() ? "" : "; " + message));
     Emit(EventType::kOnPostExecute, l->path,
          fmt::format("{} {} finished after {} iteration{}: {}", def.type, l->path, l->iterations,
-                     l->iterations == 1 ? "" : "s", FinalStatus(final)));
+                     l->iterations == 1 ? "" : "s", FinalStatus(final)),
+         0, "", l->started_at);
     l->finished = true;
     FinishNode(owner, l->index, final, message);
   }

@@ -142,6 +142,34 @@ tasks:
   EXPECT_NE(dir.Read("events.jsonl").find("the password is ***"), std::string::npos);
 }
 
+// A parent's secret stays masked in a child that does not declare its parameter sensitive,
+// in process and out of process.
+TEST(RunTest, ParentSecretsStayMaskedInChildren) {
+  ScratchDir dir;
+  const std::string secret = "t0ps3cret-for-child";
+  dir.Write("child.yaml", "package: child\nparameters:\n  key: {type: string}\ntasks:\n"
+                          "  show: {type: process, run: [/bin/sh, -c, \"echo key=$0; exit 1\", \"${key}\"]}\n");
+  dir.Write("parent.yaml", "package: parent\nmaximum_error_count: 2\nparameters:\n"
+                           "  key: {type: string, sensitive: true}\ntasks:\n"
+                           "  in: {type: package, path: child.yaml, params: {key: \"${key}\"}}\n"
+                           "  out: {type: package, path: child.yaml, out_of_process: true, "
+                           "params: {key: \"${key}\"}}\n");
+  CommandResult r = RunFanout({"run", "parent.yaml", "--set", "key=" + secret, "--reporting", "V"},
+                              dir.path());
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_EQ((r.out + r.err).find(secret), std::string::npos) << r.out << r.err;
+  std::string db;
+  for (const char* f : {"fanout.db", "fanout.db-wal"}) db += dir.Read(f);
+  EXPECT_EQ(db.find(secret), std::string::npos);
+  auto catalog = OpenTestCatalog(dir.path());
+  ASSERT_NE(catalog, nullptr);
+  auto events = catalog->ListEvents(EventQuery{});
+  ASSERT_TRUE(events.ok());
+  int masked = 0;
+  for (const Event& e : *events) masked += e.data_bytes.find("key=***") != std::string::npos;
+  EXPECT_EQ(masked, 2) << "both children's output should be recorded, masked";
+}
+
 TEST(RunTest, LogProvidersWriteEvents) {
   ScratchDir dir;
   dir.Write("log.yaml", "package: log\ntasks:\n  a: {type: process, run: [/bin/echo, hi]}\n");

@@ -97,18 +97,22 @@ class PackageTask : public Task {
       spec.argv.push_back("--catalog");
       spec.argv.push_back(context.run_options().catalog_spec);
     }
-    // Parameters travel on stdin, not argv, so sensitive values never show in `ps`.
-    nlohmann::json json = nlohmann::json::object();
+    // Parameters travel on stdin, not argv, so sensitive values never show in `ps`; the
+    // parent's secrets go along so the child masks them even where it does not declare a
+    // parameter sensitive.
+    nlohmann::json params = nlohmann::json::object();
     for (const auto& [name, v] : values) {
       if (v.is(ValueType::kList)) {
         nlohmann::json list = nlohmann::json::array();
         for (const Value& item : v.as_list()) list.push_back(item.ToString());
-        json[name] = list;
+        params[name] = list;
       } else {
-        json[name] = v.ToString();
+        params[name] = v.ToString();
       }
     }
-    spec.stdin_data = json.dump();
+    nlohmann::json input = {{"params", params},
+                            {"secrets", context.engine().recorder().masker().secrets()}};
+    spec.stdin_data = input.dump();
     spec.kill_grace = std::chrono::milliseconds(5000);
     auto run = RunProcess(spec, context.cancel().fd());
     if (!run.ok()) return TaskOutcome::Failure(run.status().message());
