@@ -9,6 +9,7 @@
 #include <chrono>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <set>
 #include <string>
 #include <string_view>
@@ -37,13 +38,15 @@ class CancelToken {
   void Cancel(Reason reason);
   bool canceled() const { return reason_.load(std::memory_order_acquire) != Reason::kNone; }
   Reason reason() const { return reason_.load(std::memory_order_acquire); }
+  // Created on first use: most attempts (inline expression tasks) never poll.
   int fd() const;
   // Sleeps up to `d`; returns false when canceled first.
   bool SleepFor(std::chrono::milliseconds d) const;
 
  private:
   std::atomic<Reason> reason_{Reason::kNone};
-  int fd_ = -1;
+  mutable std::mutex mu_;  // guards fd_ creation against a concurrent Cancel()
+  mutable int fd_ = -1;
 };
 
 enum class TaskResult { kSuccess, kFailure, kCanceled };

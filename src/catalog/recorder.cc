@@ -97,7 +97,20 @@ struct Recorder::Impl {
   uint64_t flush_requested = 0;  // tickets handed out by Flush()
   uint64_t flush_done = 0;       // tickets whose rows have all been delivered
   bool stopping = false;
-  bool idle = false;  // the thread waits; the first producer to see this wakes it
+  bool idle = false;  // the thread waits; a producer that sees this may wake it
+  bool waiting_forever = false;  // ...with no deadline: nothing will wake it but a producer
+
+  // Called with `mu` held by a producer that has just queued a row. A thread that sleeps with
+  // a deadline (rows are gathering) wakes on its own within kGatherDelay, so it is woken early
+  // only when a batch's worth has queued.
+  bool ShouldWake() {
+    if (!idle) return false;
+    if (!waiting_forever && executions.size() + task_runs.size() + events.size() < kGatherRows) {
+      return false;
+    }
+    idle = false;
+    return true;
+  }
 
   // The thread's own state.
   CatalogBatch pending;                                   // rows not yet in the catalog
@@ -129,14 +142,14 @@ Recorder::~Recorder() {
   impl_->thread.join();
 }
 
-// The producer side is a push under a mutex; the thread is woken only when it sleeps, so a busy
-// engine pays no system call per event.
+// The producer side is a push under a mutex; the thread is woken only when it sleeps without a
+// deadline or enough rows have gathered, so a busy engine pays no system call per event.
 void Recorder::RecordExecution(ExecutionRow row) {
   bool wake;
   {
     std::lock_guard lock(impl_->mu);
     impl_->executions.push_back(std::move(row));
-    wake = std::exchange(impl_->idle, false);
+    wake = impl_->ShouldWake();
   }
   if (wake) impl_->wake.notify_one();
 }
@@ -146,7 +159,7 @@ void Recorder::RecordTaskRun(TaskRunRow row) {
   {
     std::lock_guard lock(impl_->mu);
     impl_->task_runs.push_back(std::move(row));
-    wake = std::exchange(impl_->idle, false);
+    wake = impl_->ShouldWake();
   }
   if (wake) impl_->wake.notify_one();
 }
@@ -156,7 +169,7 @@ void Recorder::Emit(Event event) {
   {
     std::lock_guard lock(impl_->mu);
     impl_->events.push_back(std::move(event));
-    wake = std::exchange(impl_->idle, false);
+    wake = impl_->ShouldWake();
   }
   if (wake) impl_->wake.notify_one();
 }
@@ -188,7 +201,8 @@ void Recorder::Impl::Run() {
         Clock::time_point deadline = NextDeadline();
         if (deadline <= Clock::now()) break;
         idle = true;
-        if (deadline == Clock::time_point::max()) {
+        waiting_forever = deadline == Clock::time_point::max();
+        if (waiting_forever) {
           wake.wait(lock);
         } else {
           wake.wait_until(lock, deadline);

@@ -4,6 +4,8 @@
 #include "common/subprocess.h"
 
 #include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
@@ -49,7 +51,75 @@ void Append(std::string& buf, size_t& dropped, const char* data, size_t n, size_
   dropped += n - take;
 }
 
+// The proxy path: posix_spawn cannot change user, so fork, switch groups and user, exec. An
+// exec failure travels back through a close-on-exec pipe as the errno.
+int ForkAsUser(const SpawnSpec& spec, std::vector<char*>& argv, char** env, int in_fd, int out_fd,
+               int err_fd, bool search, pid_t* pid_out) {
+  int report[2];
+  if (pipe2(report, O_CLOEXEC) != 0) return errno;
+  std::vector<gid_t> groups(spec.run_as->groups.begin(), spec.run_as->groups.end());
+  pid_t pid = fork();
+  if (pid < 0) {
+    int err = errno;
+    close(report[0]);
+    close(report[1]);
+    return err;
+  }
+  if (pid == 0) {
+    auto fail = [&](int err) {
+      [[maybe_unused]] ssize_t n = write(report[1], &err, sizeof err);
+      _exit(127);
+    };
+    setpgid(0, 0);
+    sigset_t empty;
+    sigemptyset(&empty);
+    for (int s : {SIGINT, SIGTERM, SIGPIPE, SIGCHLD, SIGHUP, SIGQUIT}) signal(s, SIG_DFL);
+    sigprocmask(SIG_SETMASK, &empty, nullptr);
+    int null_fd = in_fd >= 0 ? in_fd : open("/dev/null", O_RDONLY);
+    if (dup2(null_fd, 0) < 0 || dup2(out_fd, 1) < 0 || dup2(err_fd, 2) < 0) fail(errno);
+    if (setgroups(groups.size(), groups.data()) != 0) fail(errno);
+    if (setgid(spec.run_as->gid) != 0) fail(errno);
+    if (setuid(spec.run_as->uid) != 0) fail(errno);
+    if (!spec.cwd.empty() && chdir(spec.cwd.c_str()) != 0) fail(errno);
+    if (search) execvpe(argv[0], argv.data(), env);
+    else execve(argv[0], argv.data(), env);
+    fail(errno);
+  }
+  close(report[1]);
+  int err = 0;
+  ssize_t n = read(report[0], &err, sizeof err);
+  close(report[0]);
+  if (n == sizeof err) {
+    waitpid(pid, nullptr, 0);
+    return err;
+  }
+  *pid_out = pid;
+  return 0;
+}
+
 }  // namespace
+
+Result<RunAs> LookUpUser(const std::string& user) {
+  struct passwd pw;
+  struct passwd* found = nullptr;
+  std::vector<char> buf(16384);
+  if (getpwnam_r(user.c_str(), &pw, buf.data(), buf.size(), &found) != 0 || found == nullptr) {
+    return NotFound(fmt::format("no Unix user named '{}'", user));
+  }
+  RunAs r;
+  r.user = user;
+  r.uid = found->pw_uid;
+  r.gid = found->pw_gid;
+  int count = 64;
+  std::vector<gid_t> groups(static_cast<size_t>(count));
+  if (getgrouplist(user.c_str(), found->pw_gid, groups.data(), &count) < 0) {
+    groups.resize(static_cast<size_t>(count));
+    getgrouplist(user.c_str(), found->pw_gid, groups.data(), &count);
+  }
+  groups.resize(static_cast<size_t>(std::max(count, 0)));
+  r.groups.assign(groups.begin(), groups.end());
+  return r;
+}
 
 Result<SpawnResult> RunProcess(const SpawnSpec& spec, int cancel_fd) {
   if (spec.argv.empty()) return InvalidArgument("no program to run");
@@ -103,15 +173,22 @@ Result<SpawnResult> RunProcess(const SpawnSpec& spec, int cancel_fd) {
 
   pid_t pid = 0;
   bool search = spec.argv[0].find('/') == std::string::npos;
-  int rc = search ? posix_spawnp(&pid, argv[0], &actions, &attr, argv.data(), env)
-                  : posix_spawn(&pid, argv[0], &actions, &attr, argv.data(), env);
+  int rc = 0;
+  if (spec.run_as) {
+    rc = ForkAsUser(spec, argv, env, in_r.fd, out_w.fd, err_w.fd, search, &pid);
+  } else {
+    rc = search ? posix_spawnp(&pid, argv[0], &actions, &attr, argv.data(), env)
+                : posix_spawn(&pid, argv[0], &actions, &attr, argv.data(), env);
+  }
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attr);
   if (rc != 0) {
     std::string where = spec.cwd.empty() ? "" : fmt::format(" in {}", spec.cwd);
+    std::string as = spec.run_as ? fmt::format(" as user {}", spec.run_as->user) : "";
     return Status(rc == ENOENT ? Code::kNotFound : Code::kInvalidArgument,
-                  fmt::format("cannot start {}{}: {}", spec.argv[0], where, std::strerror(rc)));
+                  fmt::format("cannot start {}{}{}: {}", spec.argv[0], where, as, std::strerror(rc)));
   }
+  if (spec.on_start) spec.on_start(pid);
   out_w.Close();
   err_w.Close();
   in_r.Close();

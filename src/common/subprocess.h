@@ -5,13 +5,25 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "fanout/status.h"
 
 namespace fanout {
+
+struct RunAs {
+  std::string user;
+  unsigned uid = 0;
+  unsigned gid = 0;
+  std::vector<unsigned> groups;
+};
+
+// Looks up a Unix account by name for RunAs; NotFound when there is none.
+Result<RunAs> LookUpUser(const std::string& user);
 
 struct SpawnSpec {
   std::vector<std::string> argv;  // argv[0] without '/' is looked up in PATH
@@ -20,6 +32,11 @@ struct SpawnSpec {
   std::string stdin_data;                  // written to the child's stdin, then closed
   size_t capture_limit = 64 * 1024;        // bytes kept per stream; the rest is counted only
   std::chrono::milliseconds kill_grace{2000};  // SIGTERM -> SIGKILL
+  // Run as this Unix account (an agent proxy): its uid, primary gid and supplementary groups.
+  // Needs the privilege to switch (root); unset runs as the caller.
+  std::optional<RunAs> run_as;
+  // Called with the child's pid as soon as it runs (an agent records it for re-attach).
+  std::function<void(int pid)> on_start;
 };
 
 struct SpawnResult {

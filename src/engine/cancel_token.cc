@@ -9,26 +9,38 @@
 
 namespace fanout {
 
-CancelToken::CancelToken() : fd_(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {}
+CancelToken::CancelToken() = default;
 
 CancelToken::~CancelToken() {
   if (fd_ >= 0) close(fd_);
 }
 
+namespace {
+void Signal(int fd) {
+  uint64_t one = 1;
+  [[maybe_unused]] ssize_t n = write(fd, &one, sizeof one);
+}
+}  // namespace
+
 void CancelToken::Cancel(Reason reason) {
   Reason expected = Reason::kNone;
   if (!reason_.compare_exchange_strong(expected, reason)) return;
-  if (fd_ >= 0) {
-    uint64_t one = 1;
-    [[maybe_unused]] ssize_t n = write(fd_, &one, sizeof one);
-  }
+  std::lock_guard lock(mu_);
+  if (fd_ >= 0) Signal(fd_);
 }
 
-int CancelToken::fd() const { return fd_; }
+int CancelToken::fd() const {
+  std::lock_guard lock(mu_);
+  if (fd_ < 0) {
+    fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (fd_ >= 0 && canceled()) Signal(fd_);  // canceled before anyone asked for the fd
+  }
+  return fd_;
+}
 
 bool CancelToken::SleepFor(std::chrono::milliseconds d) const {
   if (canceled()) return false;
-  pollfd p{fd_, POLLIN, 0};
+  pollfd p{fd(), POLLIN, 0};
   poll(&p, 1, static_cast<int>(d.count()));
   return !canceled();
 }

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <set>
 
 #include <fmt/format.h>
@@ -565,10 +566,12 @@ class Loader : public TaskParser {
       defs.push_back(def);
     });
     // Precedence: resolve names among siblings, then look for cycles.
+    std::map<std::string_view, size_t> index;
+    for (size_t i = 0; i < tasks.size(); ++i) index.emplace(tasks[i].name, i);
     for (size_t i = 0; i < tasks.size(); ++i) {
       for (Constraint& c : tasks[i].after) {
-        auto it = std::find_if(tasks.begin(), tasks.end(),
-                               [&](const TaskDef& t) { return t.name == c.task; });
+        auto found = index.find(c.task);
+        auto it = found == index.end() ? tasks.end() : tasks.begin() + static_cast<long>(found->second);
         if (it == tasks.end()) {
           std::vector<std::string> names;
           for (const TaskDef& t : tasks) if (t.name != tasks[i].name) names.push_back(t.name);
