@@ -25,7 +25,9 @@ int Main(int argc, char** argv) {
   CLI::App app{"Fanout runs packages of tasks and spreads child packages over agents."};
   app.set_version_flag("--version", std::string("fanout ") + FANOUT_VERSION);
   app.require_subcommand(1);
-  const std::vector<Command> commands = {AddRunCommand(app), AddValidateCommand(app)};
+  const std::vector<Command> commands = {AddRunCommand(app), AddValidateCommand(app),
+                                         AddAgentCommand(app), AddJobCommand(app),
+                                         AddDeployCommand(app)};
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

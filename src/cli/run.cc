@@ -34,6 +34,7 @@ struct RunArgs {
   std::string execution_id;
   std::string parent_execution_id;
   bool params_stdin = false;
+  std::string agent_name, job, run_id;  // set when an agent runs a package step
 };
 
 // The catalog spec: --catalog, else FANOUT_CATALOG, else sqlite:fanout.db here.
@@ -112,6 +113,9 @@ int RunPackage(const RunArgs& args) {
   options.max_concurrent = args.max_concurrent;
   options.execution_id = args.execution_id;
   options.parent_execution_id = args.parent_execution_id;
+  options.agent = args.agent_name;
+  options.job = args.job;
+  options.run_id = args.run_id;
   options.catalog_spec = CatalogSpec(args.catalog);
 
   std::error_code ec;
@@ -220,6 +224,10 @@ Command AddRunCommand(CLI::App& app) {
   cmd->add_option("--execution-id", args->execution_id)->group("");
   cmd->add_option("--parent-execution-id", args->parent_execution_id)->group("");
   cmd->add_flag("--params-stdin", args->params_stdin)->group("");
+  // Used when an agent runs a package step: recorded on the execution.
+  cmd->add_option("--agent-name", args->agent_name)->group("");
+  cmd->add_option("--job", args->job)->group("");
+  cmd->add_option("--run-id", args->run_id)->group("");
   cmd->footer(
       "Exit codes: 0 success, 1 failure, 3 canceled (SIGINT/SIGTERM), 4 file not found,\n"
       "5 cannot load or invalid, 6 usage error.");

@@ -199,6 +199,8 @@ Result<SpawnResult> RunProcess(const SpawnSpec& spec, int cancel_fd) {
   std::chrono::steady_clock::time_point kill_at{};
   bool term_sent = false, exited = false;
   int reads_after_exit = 0;
+  bool has_deadline = spec.timeout.count() > 0;
+  auto deadline = std::chrono::steady_clock::now() + spec.timeout;
   char buf[16384];
   while (!exited || out_r.fd >= 0 || err_r.fd >= 0) {
     pollfd fds[5];
@@ -210,6 +212,19 @@ Result<SpawnResult> RunProcess(const SpawnSpec& spec, int cancel_fd) {
     if (!term_sent && cancel_fd >= 0) { i_cancel = n; fds[n++] = {cancel_fd, POLLIN, 0}; }
     if (in_w.fd >= 0) { i_in = n; fds[n++] = {in_w.fd, POLLOUT, 0}; }
     int timeout = -1;
+    if (has_deadline && !term_sent && !exited) {
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          deadline - std::chrono::steady_clock::now());
+      if (left.count() <= 0) {
+        kill(-pid, SIGTERM);
+        term_sent = true;
+        result.stopped = true;
+        result.timed_out = true;
+        kill_at = std::chrono::steady_clock::now() + spec.kill_grace;
+      } else {
+        timeout = static_cast<int>(left.count());
+      }
+    }
     if (term_sent && !exited) {
       auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
           kill_at - std::chrono::steady_clock::now());

@@ -32,6 +32,8 @@ struct SpawnSpec {
   std::string stdin_data;                  // written to the child's stdin, then closed
   size_t capture_limit = 64 * 1024;        // bytes kept per stream; the rest is counted only
   std::chrono::milliseconds kill_grace{2000};  // SIGTERM -> SIGKILL
+  // Stopped like a cancel once this much time has passed (0: no limit).
+  std::chrono::milliseconds timeout{0};
   // Run as this Unix account (an agent proxy): its uid, primary gid and supplementary groups.
   // Needs the privilege to switch (root); unset runs as the caller.
   std::optional<RunAs> run_as;
@@ -42,7 +44,8 @@ struct SpawnSpec {
 struct SpawnResult {
   int exit_code = 0;  // 128 + signal when killed by a signal
   int term_signal = 0;
-  bool stopped = false;  // we stopped it because `cancel_fd` fired
+  bool stopped = false;    // we stopped it because `cancel_fd` fired
+  bool timed_out = false;  // we stopped it because `timeout` passed
   std::string out;
   std::string err;
   size_t out_dropped = 0;  // bytes beyond capture_limit

@@ -1,0 +1,140 @@
+// Agent configuration: YAML file in, checked AgentConfig out (see config.h).
+#include "agent/config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <thread>
+
+#include <fmt/format.h>
+
+#include "agent/job.h"
+#include "common/util.h"
+
+namespace fanout::agent {
+namespace {
+
+std::string Resolve(const std::filesystem::path& base, const std::string& path) {
+  if (path.empty() || path[0] == '/') return path;
+  return (base / path).lexically_normal().string();
+}
+
+}  // namespace
+
+std::string AgentConfig::url() const {
+  std::string h = host.find(':') != std::string::npos ? "[" + host + "]" : host;
+  if (h == "0.0.0.0") h = HostName();
+  return fmt::format("{}://{}:{}", tls() ? "https" : "http", h, port);
+}
+
+bool IsLoopback(const std::string& host) {
+  return host == "localhost" || host == "::1" || host.starts_with("127.");
+}
+
+Result<AgentConfig> LoadAgentConfig(const std::string& path) {
+  ASSIGN_OR_RETURN(std::string text, ReadFile(path));
+  std::filesystem::path base = std::filesystem::path(path).parent_path();
+  AgentConfig c;
+  std::vector<std::string> problems;
+  try {
+    YAML::Node root = YAML::Load(text);
+    if (!root.IsMap()) return InvalidArgument(path + ": an agent configuration is a YAML mapping");
+    static const std::vector<std::string> kKeys = {
+        "name", "listen", "data_dir", "slots", "tls", "token_file", "catalog", "proxies",
+        "max_body_bytes", "stop_grace", "drain_grace"};
+    for (auto it = root.begin(); it != root.end(); ++it) {
+      const std::string& key = it->first.Scalar();
+      if (std::find(kKeys.begin(), kKeys.end(), key) == kKeys.end()) {
+        problems.push_back(fmt::format("line {}: unknown key `{}`; allowed: {}",
+                                       it->first.Mark().line + 1, key, fmt::join(kKeys, ", ")));
+      }
+    }
+    c.name = root["name"] ? root["name"].as<std::string>() : HostName();
+    if (root["listen"]) {
+      std::string listen = root["listen"].as<std::string>();
+      size_t colon = listen.rfind(':');
+      if (colon == std::string::npos) {
+        problems.push_back("`listen` is HOST:PORT, e.g. 127.0.0.1:7420 or [::1]:7420");
+      } else {
+        c.host = listen.substr(0, colon);
+        if (c.host.size() > 2 && c.host.front() == '[') c.host = c.host.substr(1, c.host.size() - 2);
+        try {
+          c.port = std::stoi(listen.substr(colon + 1));
+        } catch (const std::exception&) {
+          problems.push_back("`listen` has a bad port: " + listen);
+        }
+      }
+    }
+    if (root["data_dir"]) c.data_dir = Resolve(base, root["data_dir"].as<std::string>());
+    if (root["slots"]) c.slots = root["slots"].as<int>();
+    if (YAML::Node tls = root["tls"]) {
+      if (tls["cert"]) c.tls_cert = Resolve(base, tls["cert"].as<std::string>());
+      if (tls["key"]) c.tls_key = Resolve(base, tls["key"].as<std::string>());
+      if (tls["client_ca"]) c.tls_client_ca = Resolve(base, tls["client_ca"].as<std::string>());
+    }
+    if (root["token_file"]) {
+      std::string file = Resolve(base, root["token_file"].as<std::string>());
+      auto token = ReadFile(file);
+      if (!token.ok()) {
+        problems.push_back("token_file: " + token.status().message());
+      } else {
+        c.token = *token;
+        while (!c.token.empty() && std::isspace(static_cast<unsigned char>(c.token.back()))) c.token.pop_back();
+        if (c.token.empty()) problems.push_back("token_file " + file + " is empty");
+      }
+    }
+    if (root["catalog"]) c.catalog = root["catalog"].as<std::string>();
+    if (root["max_body_bytes"]) c.max_body_bytes = root["max_body_bytes"].as<size_t>();
+    for (const char* key : {"stop_grace", "drain_grace"}) {
+      if (!root[key]) continue;
+      auto d = ParseDuration(root[key].as<std::string>());
+      if (!d.ok()) problems.push_back(fmt::format("`{}`: {}", key, d.status().message()));
+      else (std::string(key) == "stop_grace" ? c.stop_grace : c.drain_grace) = *d;
+    }
+    if (YAML::Node proxies = root["proxies"]) {
+      for (auto it = proxies.begin(); it != proxies.end(); ++it) {
+        ProxyConfig p;
+        p.name = it->first.Scalar();
+        if (!ValidName(p.name)) problems.push_back("proxy name '" + p.name + "' must match [A-Za-z0-9_.-]{1,128}");
+        if (!it->second["user"]) problems.push_back("proxy '" + p.name + "' needs `user`");
+        else p.user = it->second["user"].as<std::string>();
+        if (YAML::Node subs = it->second["subsystems"]) {
+          for (const auto& s : subs) p.subsystems.push_back(s.as<std::string>());
+        }
+        c.proxies[p.name] = std::move(p);
+      }
+    }
+  } catch (const YAML::Exception& e) {
+    return InvalidArgument(fmt::format("{}:{}:{}: {}", path, e.mark.line + 1, e.mark.column + 1, e.msg));
+  }
+  if (!problems.empty()) {
+    return InvalidArgument(fmt::format("{}: {}", path, fmt::join(problems, "; ")));
+  }
+  return c;
+}
+
+Status CheckAgentConfig(AgentConfig& c) {
+  if (c.name.empty()) c.name = HostName();
+  if (!ValidName(c.name)) return InvalidArgument("agent name '" + c.name + "' must match [A-Za-z0-9_.-]{1,128}");
+  if (c.data_dir.empty()) return InvalidArgument("`data_dir` is required: where the agent keeps its jobs, packages and history");
+  if (c.slots <= 0) c.slots = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  if (c.port < 0 || c.port > 65535) return InvalidArgument(fmt::format("port {} is out of range", c.port));
+  if (c.tls_cert.empty() != c.tls_key.empty()) {
+    return InvalidArgument("tls needs both `cert` and `key`");
+  }
+  if (!c.tls_client_ca.empty() && c.tls_cert.empty()) {
+    return InvalidArgument("tls.client_ca (mutual TLS) needs tls.cert and tls.key too");
+  }
+  bool mutual_tls = !c.tls_client_ca.empty();
+  if (!IsLoopback(c.host) && c.token.empty() && !mutual_tls) {
+    return FailedPrecondition(fmt::format(
+        "refusing to listen on {} without credentials: anyone who can reach it could run jobs. "
+        "Set token_file, or tls with client_ca (mutual TLS), or listen on 127.0.0.1",
+        c.host));
+  }
+  if (c.catalog.empty()) c.catalog = "sqlite:" + (std::filesystem::path(c.data_dir) / "catalog.db").string();
+  return Status::Ok();
+}
+
+}  // namespace fanout::agent

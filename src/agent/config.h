@@ -1,0 +1,46 @@
+// The agent's configuration file (DESIGN §4) and `--dev` defaults, with the security rules
+// checked before anything listens: beyond loopback, a token or mutual TLS is required.
+#pragma once
+
+#include <chrono>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "fanout/status.h"
+
+namespace fanout::agent {
+
+struct ProxyConfig {
+  std::string name;
+  std::string user;  // Unix account the step runs as (its primary group too)
+  std::vector<std::string> subsystems;  // package, process
+};
+
+struct AgentConfig {
+  std::string name;
+  std::string host = "127.0.0.1";
+  int port = 7420;  // 0: any free port (printed at start)
+  std::string data_dir;
+  int slots = 0;  // 0: cores
+  std::string tls_cert, tls_key, tls_client_ca;
+  std::string token;  // read from token_file
+  std::string catalog;  // where package steps' executions are recorded
+  std::map<std::string, ProxyConfig> proxies;
+  size_t max_body_bytes = 4 << 20;
+  std::chrono::milliseconds stop_grace{5000};    // SIGTERM -> SIGKILL for a stopped step
+  std::chrono::milliseconds drain_grace{60000};  // on SIGTERM: how long running steps may finish
+
+  bool tls() const { return !tls_cert.empty(); }
+  std::string url() const;
+};
+
+// Reads agent.yaml. Relative paths (data_dir, token_file, tls files) are relative to the file.
+Result<AgentConfig> LoadAgentConfig(const std::string& path);
+
+// Refuses configurations that would expose the agent without credentials, and fills defaults.
+Status CheckAgentConfig(AgentConfig& config);
+
+bool IsLoopback(const std::string& host);
+
+}  // namespace fanout::agent

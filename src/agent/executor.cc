@@ -1,0 +1,505 @@
+// Run execution on the agent (see executor.h): slots and FIFO queue, the step loop with SQL
+// Server Agent's actions and retries, proxies checked at every step, stop, and recovery.
+#include "agent/executor.h"
+
+#include <poll.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include <fmt/format.h>
+
+#include "common/subprocess.h"
+#include "common/util.h"
+#include "fanout/catalog.h"
+
+namespace fanout::agent {
+namespace {
+
+DateTime Now() {
+  return std::chrono::time_point_cast<std::chrono::microseconds>(std::chrono::system_clock::now());
+}
+
+constexpr size_t kOutputLimit = 64 * 1024;  // bytes of stdout/stderr kept per step attempt
+
+// Field 22 of /proc/PID/stat: the process's start time, which tells a re-used PID apart.
+int64_t ProcessStartTime(int pid) {
+  std::ifstream in(fmt::format("/proc/{}/stat", pid));
+  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  size_t close = stat.rfind(')');
+  if (close == std::string::npos) return 0;
+  std::istringstream fields(stat.substr(close + 2));
+  std::string field;
+  for (int i = 3; i <= 22 && fields >> field; ++i) {
+    if (i == 22) return std::stoll(field);
+  }
+  return 0;
+}
+
+std::string LastLine(std::string text) {
+  while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.pop_back();
+  size_t nl = text.rfind('\n');
+  return nl == std::string::npos ? text : text.substr(nl + 1);
+}
+
+}  // namespace
+
+struct Executor::ActiveRun {
+  RunRecord record;
+  JobDef job;
+  nlohmann::json params;
+  CancelToken stop;  // Stop() and Drain() fire it
+  bool reattach = false;  // recovered with a live step process
+};
+
+Executor::Executor(const AgentConfig& config, AgentStore& store, std::string fanout_binary)
+    : config_(config), store_(store), fanout_binary_(std::move(fanout_binary)) {}
+
+Executor::~Executor() { Drain(std::chrono::milliseconds(0)); }
+
+void Executor::SaveRun(ActiveRun& run) {
+  Status s = store_.UpdateRun(run.record);
+  if (!s.ok()) std::fprintf(stderr, "fanout agent: saving run %s: %s\n", run.record.id.c_str(), s.ToString().c_str());
+}
+
+Status Executor::Recover() {
+  ASSIGN_OR_RETURN(std::vector<RunRecord> runs, store_.ListUnfinishedRuns());
+  std::lock_guard lock(mu_);
+  for (RunRecord& r : runs) {
+    auto job_record = store_.GetJob(r.job);
+    auto run = std::make_shared<ActiveRun>();
+    run->record = r;
+    try {
+      run->params = nlohmann::json::parse(r.params.empty() ? "{}" : r.params);
+    } catch (const nlohmann::json::exception&) {
+      run->params = nlohmann::json::object();
+    }
+    std::optional<JobDef> job;
+    if (job_record.ok() && *job_record) {
+      auto parsed = ParseJob((*job_record)->definition);
+      if (parsed.ok()) job = *parsed;
+    }
+    bool alive = r.pid > 0 && kill(r.pid, 0) == 0 && ProcessStartTime(r.pid) == r.pid_start;
+    if (!job || (r.status != "queued" && !alive)) {
+      run->record.status = "abandoned";
+      run->record.ended_at = Now();
+      run->record.message = !job ? "the job was deleted while this run was in flight"
+                                 : "the agent stopped while this run was running, and its step "
+                                   "process is gone";
+      run->record.pid = 0;
+      SaveRun(*run);
+      ++run_counts_["abandoned"];
+      continue;
+    }
+    run->job = *job;
+    active_[r.id] = run;
+    if (r.status == "queued") {
+      queue_.push_back(run);
+    } else {
+      run->reattach = true;
+      LaunchLocked(run);
+    }
+  }
+  while (!queue_.empty() && busy_ < config_.slots) {
+    auto next = queue_.front();
+    queue_.pop_front();
+    LaunchLocked(next);
+  }
+  return Status::Ok();
+}
+
+Result<StartResult> Executor::Start(const JobDef& job, const StartRequest& request) {
+  std::unique_lock lock(mu_);
+  if (draining_) return Unavailable("the agent is shutting down and starts no new runs");
+  if (!request.idempotency_key.empty()) {
+    for (const auto& [id, run] : active_) {
+      if (run->record.idempotency_key == request.idempotency_key) return StartResult{run->record, true};
+    }
+    ASSIGN_OR_RETURN(auto existing, store_.FindRunByKey(request.idempotency_key));
+    if (existing) return StartResult{*existing, true};
+  }
+  int start_index = 0;
+  if (!request.start_step.empty()) {
+    start_index = job.StepIndex(request.start_step);
+    if (start_index < 0) {
+      return NotFound(fmt::format("job {} has no step named '{}'", job.name, request.start_step));
+    }
+  }
+  int in_flight = 0;
+  for (const auto& [id, run] : active_) in_flight += run->record.job == job.name;
+  if (in_flight >= job.max_concurrent_runs) {
+    return FailedPrecondition(fmt::format(
+        "Request to run job {} refused because the job is already running ({} of "
+        "max_concurrent_runs {})", job.name, in_flight, job.max_concurrent_runs));
+  }
+  auto run = std::make_shared<ActiveRun>();
+  run->job = job;
+  run->params = request.params;
+  RunRecord& r = run->record;
+  r.id = NewExecutionId();
+  r.job = job.name;
+  r.status = "queued";
+  r.params = request.params.dump();
+  r.parent_execution_id = request.parent_execution_id;
+  r.start_step = request.start_step;
+  r.idempotency_key = request.idempotency_key;
+  r.queued_at = Now();
+  r.current_step = start_index - 1;
+  Status inserted = store_.InsertRun(r);
+  if (inserted.code() == Code::kAlreadyExists) {
+    ASSIGN_OR_RETURN(auto existing, store_.FindRunByKey(request.idempotency_key));
+    if (existing) return StartResult{*existing, true};
+  }
+  RETURN_IF_ERROR(inserted);
+  active_[r.id] = run;
+  if (busy_ < config_.slots && queue_.empty()) {
+    LaunchLocked(run);
+  } else {
+    queue_.push_back(run);
+  }
+  changed_.notify_all();
+  return StartResult{r, false};
+}
+
+// Takes a slot and starts the run's thread. Holds mu_.
+void Executor::LaunchLocked(const std::shared_ptr<ActiveRun>& run) {
+  ++busy_;
+  ++threads_;
+  if (!run->reattach) {
+    run->record.status = "running";
+    run->record.started_at = Now();
+    SaveRun(*run);
+  }
+  std::thread([this, run] { RunThread(run); }).detach();
+}
+
+void Executor::RunThread(std::shared_ptr<ActiveRun> run) {
+  const JobDef& job = run->job;
+  int index = run->reattach ? run->record.current_step
+               : run->record.start_step.empty() ? 0
+                                                : job.StepIndex(run->record.start_step);
+  std::string final_status = "succeeded";
+  std::string message;
+  int hops = 0;  // goto loops are bounded so a cycle cannot run forever
+  while (index >= 0 && index < static_cast<int>(job.steps.size())) {
+    const StepDef& step = job.steps[static_cast<size_t>(index)];
+    StepOutcome outcome;
+    if (run->reattach) {
+      run->reattach = false;
+      outcome = Reattach(*run);
+      if (run->record.status == "abandoned") {
+        FinishRun(run, "abandoned", outcome.message);
+        return;
+      }
+    } else {
+      for (int attempt = 1;; ++attempt) {
+        outcome = RunStep(*run, index, attempt);
+        if (outcome.success || outcome.canceled || attempt > step.retries || run->stop.canceled()) break;
+        {
+          std::lock_guard lock(mu_);
+          run->record.status = "retrying";
+          run->record.message = outcome.message;
+          SaveRun(*run);
+          changed_.notify_all();
+        }
+        if (!run->stop.SleepFor(step.retry_interval)) {
+          outcome.canceled = true;
+          break;
+        }
+      }
+    }
+    if (outcome.canceled || run->stop.canceled()) {
+      final_status = "canceled";
+      message = "Job canceled" + (outcome.message.empty() ? "" : ": " + outcome.message);
+      break;
+    }
+    const StepAction& action = outcome.success ? step.on_success : step.on_failure;
+    if (!outcome.success) message = fmt::format("step {} ({}) failed: {}", index + 1, step.name, outcome.message);
+    if (action.kind == StepAction::kQuitSuccess) {
+      final_status = "succeeded";
+      if (outcome.success) message.clear();
+      break;
+    }
+    if (action.kind == StepAction::kQuitFailure) {
+      final_status = "failed";
+      if (outcome.success) message = fmt::format("step {} ({}) quits with failure", index + 1, step.name);
+      break;
+    }
+    if (action.kind == StepAction::kGoto) {
+      if (++hops > 1000) {
+        final_status = "failed";
+        message = "more than 1000 goto jumps: the job's steps loop";
+        break;
+      }
+      index = job.StepIndex(action.target);
+    } else {
+      ++index;
+    }
+    final_status = outcome.success ? "succeeded" : "failed";
+    if (outcome.success) message.clear();
+  }
+  FinishRun(run, final_status, message);
+}
+
+Executor::StepOutcome Executor::RunStep(ActiveRun& run, int index, int attempt) {
+  const StepDef& step = run.job.steps[static_cast<size_t>(index)];
+  StepAttemptRecord rec;
+  rec.run_id = run.record.id;
+  rec.step = index + 1;
+  rec.name = step.name;
+  rec.attempt = attempt;
+  rec.status = "running";
+  rec.started_at = Now();
+
+  auto fail_now = [&](std::string message) {
+    rec.status = "failed";
+    rec.ended_at = Now();
+    rec.message = message;
+    (void)store_.UpsertStepAttempt(rec);
+    std::lock_guard lock(mu_);
+    ++step_counts_["failed"];
+    return StepOutcome{false, false, std::move(message)};
+  };
+
+  SpawnSpec spec;
+  spec.kill_grace = config_.stop_grace;
+  spec.capture_limit = kOutputLimit;
+  if (step.timeout) spec.timeout = *step.timeout;
+  // Proxy access is checked every time the step runs, as SQL Server Agent does.
+  if (!step.proxy.empty()) {
+    auto proxy = config_.proxies.find(step.proxy);
+    if (proxy == config_.proxies.end()) {
+      return fail_now(fmt::format("proxy '{}' is not defined on agent {}", step.proxy, config_.name));
+    }
+    const auto& subs = proxy->second.subsystems;
+    if (std::find(subs.begin(), subs.end(), step.subsystem) == subs.end()) {
+      return fail_now(fmt::format("proxy '{}' has no access to the {} subsystem; grant it under "
+                                  "proxies.{}.subsystems in the agent configuration",
+                                  step.proxy, step.subsystem, step.proxy));
+    }
+    auto user = LookUpUser(proxy->second.user);
+    if (!user.ok()) return fail_now(fmt::format("proxy '{}': {}", step.proxy, user.status().message()));
+    spec.run_as = *user;
+  }
+  if (step.subsystem == "package") {
+    std::string path = (std::filesystem::path(config_.data_dir) / "packages" / (step.package + ".yaml")).string();
+    if (!std::filesystem::exists(path)) {
+      return fail_now(fmt::format("package '{}' is not deployed on agent {}; deploy it with "
+                                  "`fanout deploy {}.yaml --agent URL`", step.package, config_.name,
+                                  step.package));
+    }
+    rec.execution_id = NewExecutionId();
+    spec.argv = {fanout_binary_, "run", path, "--catalog", config_.catalog, "--execution-id",
+                 rec.execution_id, "--reporting", "EW", "--params-stdin", "--agent-name",
+                 config_.name, "--job", run.job.name, "--run-id", run.record.id};
+    if (!run.record.parent_execution_id.empty()) {
+      spec.argv.push_back("--parent-execution-id");
+      spec.argv.push_back(run.record.parent_execution_id);
+    }
+    nlohmann::json params = nlohmann::json::object();
+    for (const auto& [k, v] : step.params) params[k] = v;
+    for (const auto& [k, v] : run.params.items()) params[k] = v;
+    spec.stdin_data = nlohmann::json{{"params", params}}.dump();
+  } else {
+    spec.argv = step.run;
+    spec.env["FANOUT_RUN_ID"] = run.record.id;
+    spec.env["FANOUT_JOB"] = run.job.name;
+    for (const auto& [k, v] : run.params.items()) {
+      spec.env["FANOUT_PARAM_" + k] = v.is_string() ? v.get<std::string>() : v.dump();
+    }
+  }
+  {
+    std::lock_guard lock(mu_);
+    run.record.current_step = index;
+    run.record.execution_id = rec.execution_id;
+    if (run.record.status != "retrying") run.record.status = "running";
+  }
+  (void)store_.UpsertStepAttempt(rec);
+  spec.on_start = [&](int pid) {
+    std::lock_guard lock(mu_);
+    run.record.pid = pid;
+    run.record.pid_start = ProcessStartTime(pid);
+    run.record.status = "running";
+    SaveRun(run);
+    changed_.notify_all();
+  };
+
+  auto result = RunProcess(spec, run.stop.fd());
+  {
+    std::lock_guard lock(mu_);
+    run.record.pid = 0;
+    run.record.pid_start = 0;
+  }
+  StepOutcome outcome;
+  if (!result.ok()) {
+    outcome.message = result.status().message();
+  } else {
+    const SpawnResult& r = *result;
+    rec.exit_code = r.exit_code;
+    rec.stdout_text = r.out;
+    rec.stderr_text = r.err;
+    if (r.timed_out) {
+      outcome.message = fmt::format("timed out after {}", FormatDuration(spec.timeout));
+    } else if (r.stopped) {
+      outcome.canceled = true;
+      outcome.message = "stopped on request";
+    } else if (step.subsystem == "package") {
+      outcome.success = r.exit_code == 0;
+      outcome.canceled = r.exit_code == 3 && run.stop.canceled();
+      if (!outcome.success) {
+        std::string why = LastLine(r.err);
+        outcome.message = why.empty() ? fmt::format("fanout run exited with code {}", r.exit_code) : why;
+      }
+    } else {
+      outcome.success = r.term_signal == 0 &&
+                        std::find(step.success_codes.begin(), step.success_codes.end(),
+                                  r.exit_code) != step.success_codes.end();
+      if (!outcome.success) {
+        std::string why = r.term_signal ? fmt::format("killed by signal {}", r.term_signal)
+                                        : fmt::format("exit code {}", r.exit_code);
+        std::string err = LastLine(r.err);
+        outcome.message = fmt::format("{} {}{}", step.run[0], why, err.empty() ? "" : ": " + err);
+      }
+    }
+  }
+  rec.status = outcome.success ? "succeeded" : outcome.canceled ? "canceled" : "failed";
+  rec.ended_at = Now();
+  rec.message = outcome.message;
+  (void)store_.UpsertStepAttempt(rec);
+  std::lock_guard lock(mu_);
+  ++step_counts_[rec.status];
+  return outcome;
+}
+
+// A step process that outlived an agent restart: wait for it to end, then learn its result
+// from the catalog (package steps record their execution there). A process step's exit code
+// went with the old agent, so its run ends `abandoned`.
+Executor::StepOutcome Executor::Reattach(ActiveRun& run) {
+  const StepDef& step = run.job.steps[static_cast<size_t>(run.record.current_step)];
+  int pidfd = static_cast<int>(syscall(SYS_pidfd_open, run.record.pid, 0));
+  while (pidfd >= 0) {
+    pollfd fds[2] = {{pidfd, POLLIN, 0}, {run.stop.fd(), POLLIN, 0}};
+    poll(fds, 2, -1);
+    if (fds[0].revents & POLLIN) break;
+    if (fds[1].revents & POLLIN) {
+      kill(-run.record.pid, SIGTERM);
+      std::this_thread::sleep_for(std::min(config_.stop_grace, std::chrono::milliseconds(5000)));
+      kill(-run.record.pid, SIGKILL);
+    }
+  }
+  if (pidfd >= 0) close(pidfd);
+  if (run.stop.canceled()) return StepOutcome{false, true, "stopped on request"};
+  if (step.subsystem == "package" && !run.record.execution_id.empty()) {
+    auto catalog = OpenCatalog(config_.catalog);
+    if (catalog.ok()) {
+      auto execution = (*catalog)->GetExecution(run.record.execution_id);
+      if (execution.ok() && *execution && (*execution)->ended_at) {
+        bool ok = (*execution)->status == "succeeded";
+        return StepOutcome{ok, (*execution)->status == "canceled",
+                           ok ? "" : (*execution)->message};
+      }
+    }
+  }
+  std::lock_guard lock(mu_);
+  run.record.status = "abandoned";
+  return StepOutcome{false, false,
+                     "the agent restarted while this step ran; its process has ended but its "
+                     "result is unknown"};
+}
+
+void Executor::FinishRun(const std::shared_ptr<ActiveRun>& run, const std::string& status,
+                         const std::string& message) {
+  std::lock_guard lock(mu_);
+  run->record.status = status;
+  run->record.message = message;
+  run->record.ended_at = Now();
+  run->record.pid = 0;
+  SaveRun(*run);
+  ++run_counts_[status];
+  active_.erase(run->record.id);
+  --busy_;
+  --threads_;
+  while (!draining_ && !queue_.empty() && busy_ < config_.slots) {
+    auto next = queue_.front();
+    queue_.pop_front();
+    LaunchLocked(next);
+  }
+  changed_.notify_all();
+}
+
+Result<RunRecord> Executor::Stop(const std::string& run_id) {
+  std::unique_lock lock(mu_);
+  auto it = active_.find(run_id);
+  if (it == active_.end()) {
+    lock.unlock();
+    ASSIGN_OR_RETURN(auto stored, store_.GetRun(run_id));
+    if (!stored) return NotFound("no run " + run_id);
+    return *stored;
+  }
+  std::shared_ptr<ActiveRun> run = it->second;
+  auto queued = std::find(queue_.begin(), queue_.end(), run);
+  if (queued != queue_.end()) {
+    queue_.erase(queued);
+    active_.erase(it);
+    run->record.status = "canceled";
+    run->record.message = "Job canceled before it started";
+    run->record.ended_at = Now();
+    SaveRun(*run);
+    ++run_counts_["canceled"];
+    changed_.notify_all();
+    return run->record;
+  }
+  run->stop.Cancel(CancelToken::Reason::kCanceled);
+  return run->record;
+}
+
+Result<RunRecord> Executor::Wait(const std::string& run_id, std::chrono::milliseconds wait) {
+  {
+    std::unique_lock lock(mu_);
+    auto deadline = std::chrono::steady_clock::now() + wait;
+    changed_.wait_until(lock, deadline, [&] { return active_.count(run_id) == 0; });
+  }
+  ASSIGN_OR_RETURN(auto stored, store_.GetRun(run_id));
+  if (!stored) return NotFound("no run " + run_id);
+  return *stored;
+}
+
+ExecutorStatus Executor::Snapshot() {
+  std::lock_guard lock(mu_);
+  ExecutorStatus s;
+  s.slots = config_.slots;
+  s.busy = busy_;
+  s.queued = static_cast<int>(queue_.size());
+  s.draining = draining_;
+  for (const auto& [id, run] : active_) s.active.push_back(run->record);
+  std::sort(s.active.begin(), s.active.end(),
+            [](const RunRecord& a, const RunRecord& b) { return a.queued_at < b.queued_at; });
+  return s;
+}
+
+std::map<std::string, int64_t> Executor::RunCounts() {
+  std::lock_guard lock(mu_);
+  return run_counts_;
+}
+
+std::map<std::string, int64_t> Executor::StepCounts() {
+  std::lock_guard lock(mu_);
+  return step_counts_;
+}
+
+void Executor::Drain(std::chrono::milliseconds grace) {
+  std::unique_lock lock(mu_);
+  draining_ = true;
+  changed_.wait_for(lock, grace, [&] { return busy_ == 0; });
+  for (auto& [id, run] : active_) run->stop.Cancel(CancelToken::Reason::kCanceled);
+  // Queued runs are left queued in the store; the next start picks them up.
+  queue_.clear();
+  changed_.wait(lock, [&] { return threads_ == 0; });
+}
+
+}  // namespace fanout::agent

@@ -1,0 +1,106 @@
+// The agent's run executor: starts job runs on demand into a fixed number of slots (extra runs
+// wait in a FIFO queue), runs their steps as SQL Server Agent does (actions, retries, proxies),
+// stops them, answers long-polls, and after a restart re-attaches to steps still alive.
+// Thread-safe: HTTP handler threads call it concurrently; each running run has its own thread.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "agent/config.h"
+#include "agent/job.h"
+#include "agent/store.h"
+#include "fanout/status.h"
+#include "fanout/task.h"
+
+namespace fanout::agent {
+
+struct StartRequest {
+  nlohmann::json params = nlohmann::json::object();  // name -> string (or list of strings)
+  std::string parent_execution_id;
+  std::string start_step;
+  std::string idempotency_key;
+};
+
+struct StartResult {
+  RunRecord run;
+  bool existing = false;  // an earlier start with the same idempotency key
+};
+
+struct ExecutorStatus {
+  int slots = 0;
+  int busy = 0;
+  int queued = 0;
+  bool draining = false;
+  std::vector<RunRecord> active;  // queued and running, in start order
+};
+
+class Executor {
+ public:
+  // `fanout_binary` runs package steps (`fanout run`).
+  Executor(const AgentConfig& config, AgentStore& store, std::string fanout_binary);
+  ~Executor();
+  Executor(const Executor&) = delete;
+  Executor& operator=(const Executor&) = delete;
+
+  // After a restart: queued runs queue again, running ones re-attach to their step process
+  // when it is still alive, else end `abandoned`.
+  Status Recover();
+
+  // NotFound (unknown start step), FailedPrecondition (max_concurrent_runs reached),
+  // Unavailable (draining).
+  Result<StartResult> Start(const JobDef& job, const StartRequest& request);
+  // Cancels a queued or running run; a finished run is returned as it is.
+  Result<RunRecord> Stop(const std::string& run_id);
+  // The run once it is final or `wait` has passed.
+  Result<RunRecord> Wait(const std::string& run_id, std::chrono::milliseconds wait);
+  ExecutorStatus Snapshot();
+  // Counters for /metrics: finished runs and step attempts by final status.
+  std::map<std::string, int64_t> RunCounts();
+  std::map<std::string, int64_t> StepCounts();
+
+  // SIGTERM: start nothing new, let running steps finish for up to `grace`, stop the rest,
+  // and return when every run thread has ended. Queued runs stay queued for the next start.
+  void Drain(std::chrono::milliseconds grace);
+
+ private:
+  struct ActiveRun;
+  void LaunchLocked(const std::shared_ptr<ActiveRun>& run);
+  void RunThread(std::shared_ptr<ActiveRun> run);
+  void FinishRun(const std::shared_ptr<ActiveRun>& run, const std::string& status,
+                 const std::string& message);
+  void SaveRun(ActiveRun& run);
+
+  struct StepOutcome {
+    bool success = false;
+    bool canceled = false;
+    std::string message;
+  };
+  StepOutcome RunStep(ActiveRun& run, int index, int attempt);
+  StepOutcome Reattach(ActiveRun& run);
+
+  const AgentConfig& config_;
+  AgentStore& store_;
+  const std::string fanout_binary_;
+
+  std::mutex mu_;
+  std::condition_variable changed_;  // any run changed state
+  std::map<std::string, std::shared_ptr<ActiveRun>> active_;
+  std::deque<std::shared_ptr<ActiveRun>> queue_;
+  int busy_ = 0;
+  int threads_ = 0;
+  bool draining_ = false;
+  std::map<std::string, int64_t> run_counts_;
+  std::map<std::string, int64_t> step_counts_;
+};
+
+}  // namespace fanout::agent

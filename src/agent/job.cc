@@ -1,0 +1,276 @@
+// Job definitions: YAML/JSON in, validated JobDef out, JSON back (see job.h).
+#include "agent/job.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <set>
+
+#include <fmt/format.h>
+
+#include "common/util.h"
+
+namespace fanout::agent {
+namespace {
+
+using nlohmann::json;
+
+// YAML to JSON, keeping scalars as strings except for what is plainly a number or a bool, so
+// a YAML job file and a JSON body take the same path.
+json YamlToJson(const YAML::Node& node) {
+  switch (node.Type()) {
+    case YAML::NodeType::Map: {
+      json out = json::object();
+      for (auto it = node.begin(); it != node.end(); ++it) {
+        out[it->first.Scalar()] = YamlToJson(it->second);
+      }
+      return out;
+    }
+    case YAML::NodeType::Sequence: {
+      json out = json::array();
+      for (const auto& item : node) out.push_back(YamlToJson(item));
+      return out;
+    }
+    case YAML::NodeType::Scalar: {
+      if (node.Tag() == "!") return node.Scalar();  // quoted: always a string
+      int64_t i;
+      bool b;
+      if (YAML::convert<int64_t>::decode(node, i)) return i;
+      if (YAML::convert<bool>::decode(node, b)) return b;
+      return node.Scalar();
+    }
+    default:
+      return nullptr;
+  }
+}
+
+class JobParser {
+ public:
+  std::vector<std::string> problems;
+
+  void Problem(std::string p) { problems.push_back(std::move(p)); }
+
+  void CheckKeys(const json& obj, const std::vector<std::string>& allowed, const std::string& what) {
+    for (const auto& [key, value] : obj.items()) {
+      if (std::find(allowed.begin(), allowed.end(), key) == allowed.end()) {
+        Problem(fmt::format("unknown key `{}` in {}; allowed: {}", key, what, fmt::join(allowed, ", ")));
+      }
+    }
+  }
+
+  std::string String(const json& obj, const char* key, const std::string& what, bool required) {
+    if (!obj.contains(key) || obj[key].is_null()) {
+      if (required) Problem(fmt::format("{} needs `{}`", what, key));
+      return "";
+    }
+    if (!obj[key].is_string()) {
+      Problem(fmt::format("`{}` in {} must be a string", key, what));
+      return "";
+    }
+    return obj[key].get<std::string>();
+  }
+
+  int Int(const json& obj, const char* key, const std::string& what, int fallback, int min) {
+    if (!obj.contains(key)) return fallback;
+    if (!obj[key].is_number_integer() || obj[key].get<int64_t>() < min) {
+      Problem(fmt::format("`{}` in {} must be a whole number of at least {}", key, what, min));
+      return fallback;
+    }
+    return static_cast<int>(obj[key].get<int64_t>());
+  }
+
+  std::optional<std::chrono::milliseconds> Duration(const json& obj, const char* key,
+                                                    const std::string& what) {
+    if (!obj.contains(key)) return std::nullopt;
+    std::string text = obj[key].is_number() ? obj[key].dump() : obj[key].is_string() ? obj[key].get<std::string>() : "";
+    auto d = ParseDuration(text);
+    if (!d.ok()) {
+      Problem(fmt::format("`{}` in {}: {}", key, what, d.status().message()));
+      return std::nullopt;
+    }
+    return *d;
+  }
+
+  StepAction Action(const json& obj, const char* key, const std::string& what, StepAction fallback) {
+    std::string text = String(obj, key, what, false);
+    if (text.empty()) return fallback;
+    if (text == "next") return {StepAction::kNext, ""};
+    if (text == "quit-success") return {StepAction::kQuitSuccess, ""};
+    if (text == "quit-failure") return {StepAction::kQuitFailure, ""};
+    if (text.starts_with("goto:") && ValidName(text.substr(5))) return {StepAction::kGoto, text.substr(5)};
+    Problem(fmt::format("`{}: {}` in {} is not allowed; use next, quit-success, quit-failure or "
+                        "goto:STEP", key, text, what));
+    return fallback;
+  }
+
+  StepDef Step(const json& obj, size_t index, size_t count) {
+    StepDef s;
+    std::string what = fmt::format("step {}", index + 1);
+    if (!obj.is_object()) {
+      Problem(what + " must be a mapping with at least `name` and `subsystem`");
+      return s;
+    }
+    CheckKeys(obj, {"name", "subsystem", "package", "params", "run", "success_codes", "proxy",
+                    "retries", "retry_interval", "timeout", "on_success", "on_failure"}, what);
+    s.name = String(obj, "name", what, true);
+    if (!s.name.empty()) {
+      if (!ValidName(s.name)) Problem(fmt::format("step name '{}' must match [A-Za-z0-9_.-]{{1,128}}", s.name));
+      what = fmt::format("step '{}'", s.name);
+    }
+    s.subsystem = String(obj, "subsystem", what, true);
+    if (s.subsystem == "package") {
+      s.package = String(obj, "package", what, true);
+      if (!s.package.empty() && !ValidName(s.package)) {
+        Problem(fmt::format("package name '{}' in {} must match [A-Za-z0-9_.-]{{1,128}}", s.package, what));
+      }
+      if (obj.contains("params")) {
+        if (!obj["params"].is_object()) {
+          Problem(fmt::format("`params` in {} must be a mapping of parameter to value", what));
+        } else {
+          for (const auto& [k, v] : obj["params"].items()) {
+            s.params[k] = v.is_string() ? v.get<std::string>() : v.dump();
+          }
+        }
+      }
+      if (obj.contains("run")) Problem(fmt::format("`run` belongs to process steps, not {}", what));
+    } else if (s.subsystem == "process") {
+      if (!obj.contains("run") || !obj["run"].is_array() || obj["run"].empty()) {
+        Problem(fmt::format("{} needs `run`: the program and its arguments, e.g. [/bin/echo, hi]", what));
+      } else {
+        for (const auto& a : obj["run"]) {
+          if (a.is_string()) s.run.push_back(a.get<std::string>());
+          else s.run.push_back(a.dump());
+        }
+      }
+      if (obj.contains("success_codes")) {
+        s.success_codes.clear();
+        if (!obj["success_codes"].is_array()) Problem(fmt::format("`success_codes` in {} must be a list", what));
+        else for (const auto& c : obj["success_codes"]) {
+          if (c.is_number_integer()) s.success_codes.push_back(c.get<int>());
+          else Problem(fmt::format("`success_codes` in {} must hold whole numbers", what));
+        }
+      }
+      if (obj.contains("package")) Problem(fmt::format("`package` belongs to package steps, not {}", what));
+    } else if (!s.subsystem.empty()) {
+      Problem(fmt::format("unknown subsystem '{}' in {}; allowed: package, process", s.subsystem, what));
+    }
+    s.proxy = String(obj, "proxy", what, false);
+    s.retries = Int(obj, "retries", what, 0, 0);
+    s.retry_interval = Duration(obj, "retry_interval", what).value_or(std::chrono::milliseconds(0));
+    s.timeout = Duration(obj, "timeout", what);
+    bool last = index + 1 == count;
+    s.on_success = Action(obj, "on_success", what,
+                          last ? StepAction{StepAction::kQuitSuccess, ""} : StepAction{StepAction::kNext, ""});
+    s.on_failure = Action(obj, "on_failure", what, StepAction{StepAction::kQuitFailure, ""});
+    return s;
+  }
+};
+
+}  // namespace
+
+std::string StepAction::ToString() const {
+  switch (kind) {
+    case kNext: return "next";
+    case kQuitSuccess: return "quit-success";
+    case kQuitFailure: return "quit-failure";
+    case kGoto: return "goto:" + target;
+  }
+  return "next";
+}
+
+bool ValidName(const std::string& name) {
+  if (name.empty() || name.size() > 128) return false;
+  return std::all_of(name.begin(), name.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.' || c == '-';
+  });
+}
+
+int JobDef::StepIndex(const std::string& step) const {
+  for (size_t i = 0; i < steps.size(); ++i) {
+    if (steps[i].name == step) return static_cast<int>(i);
+  }
+  return -1;
+}
+
+nlohmann::json JobDef::ToJson() const {
+  json out = {{"job", name}, {"description", description}, {"enabled", enabled},
+              {"max_concurrent_runs", max_concurrent_runs}};
+  json steps_json = json::array();
+  for (const StepDef& s : steps) {
+    json step = {{"name", s.name}, {"subsystem", s.subsystem}};
+    if (s.subsystem == "package") {
+      step["package"] = s.package;
+      if (!s.params.empty()) step["params"] = s.params;
+    } else {
+      step["run"] = s.run;
+      step["success_codes"] = s.success_codes;
+    }
+    if (!s.proxy.empty()) step["proxy"] = s.proxy;
+    step["retries"] = s.retries;
+    step["retry_interval"] = fmt::format("{}ms", s.retry_interval.count());
+    if (s.timeout) step["timeout"] = fmt::format("{}ms", s.timeout->count());
+    step["on_success"] = s.on_success.ToString();
+    step["on_failure"] = s.on_failure.ToString();
+    steps_json.push_back(std::move(step));
+  }
+  out["steps"] = std::move(steps_json);
+  return out;
+}
+
+Result<JobDef> JobFromJson(const nlohmann::json& obj) {
+  JobParser p;
+  JobDef job;
+  if (!obj.is_object()) return InvalidArgument("a job definition must be a mapping with `job` and `steps`");
+  p.CheckKeys(obj, {"job", "description", "enabled", "max_concurrent_runs", "steps"}, "the job");
+  job.name = p.String(obj, "job", "the job", true);
+  if (!job.name.empty() && !ValidName(job.name)) {
+    p.Problem(fmt::format("job name '{}' must match [A-Za-z0-9_.-]{{1,128}}", job.name));
+  }
+  job.description = p.String(obj, "description", "the job", false);
+  if (obj.contains("enabled")) {
+    if (!obj["enabled"].is_boolean()) p.Problem("`enabled` must be true or false");
+    else job.enabled = obj["enabled"].get<bool>();
+  }
+  job.max_concurrent_runs = p.Int(obj, "max_concurrent_runs", "the job", 1, 1);
+  if (!obj.contains("steps") || !obj["steps"].is_array() || obj["steps"].empty()) {
+    p.Problem("a job needs `steps`: a list of at least one step");
+  } else {
+    const json& steps = obj["steps"];
+    for (size_t i = 0; i < steps.size(); ++i) job.steps.push_back(p.Step(steps[i], i, steps.size()));
+  }
+  std::set<std::string> names;
+  for (const StepDef& s : job.steps) {
+    if (!s.name.empty() && !names.insert(s.name).second) p.Problem(fmt::format("two steps are named '{}'", s.name));
+  }
+  for (const StepDef& s : job.steps) {
+    for (const StepAction* a : {&s.on_success, &s.on_failure}) {
+      if (a->kind == StepAction::kGoto && job.StepIndex(a->target) < 0) {
+        p.Problem(fmt::format("step '{}' goes to unknown step '{}'", s.name, a->target));
+      }
+    }
+  }
+  if (!p.problems.empty()) return InvalidArgument(fmt::format("{}", fmt::join(p.problems, "\n")));
+  return job;
+}
+
+Result<JobDef> ParseJob(const std::string& text) {
+  json obj;
+  size_t first = text.find_first_not_of(" \t\r\n");
+  if (first != std::string::npos && text[first] == '{') {
+    try {
+      obj = json::parse(text);
+    } catch (const json::exception& e) {
+      return InvalidArgument(fmt::format("malformed JSON: {}", e.what()));
+    }
+  } else {
+    try {
+      obj = YamlToJson(YAML::Load(text));
+    } catch (const YAML::Exception& e) {
+      return InvalidArgument(fmt::format("malformed YAML at line {}, column {}: {}", e.mark.line + 1,
+                                         e.mark.column + 1, e.msg));
+    }
+  }
+  return JobFromJson(obj);
+}
+
+}  // namespace fanout::agent

@@ -1,0 +1,60 @@
+// Agent job definitions (SQL Server Agent jobs and steps, DESIGN §4): parsing from the JSON or
+// YAML a user sends, validation with every problem reported, and the JSON form the agent
+// stores and serves. A JobDef is plain data.
+#pragma once
+
+#include <chrono>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "fanout/status.h"
+
+namespace fanout::agent {
+
+// What a step does when it ends: next step, quit with success/failure, or go to a named step.
+struct StepAction {
+  enum Kind { kNext, kQuitSuccess, kQuitFailure, kGoto } kind = kNext;
+  std::string target;  // kGoto
+  std::string ToString() const;
+};
+
+struct StepDef {
+  std::string name;
+  std::string subsystem;  // package | process
+  std::string package;    // package steps
+  std::map<std::string, std::string> params;  // package steps: fixed parameter values
+  std::vector<std::string> run;               // process steps: argv
+  std::vector<int> success_codes{0};          // process steps
+  std::string proxy;
+  int retries = 0;
+  std::chrono::milliseconds retry_interval{0};
+  std::optional<std::chrono::milliseconds> timeout;
+  StepAction on_success;
+  StepAction on_failure{StepAction::kQuitFailure, ""};
+};
+
+struct JobDef {
+  std::string name;
+  std::string description;
+  bool enabled = true;
+  int max_concurrent_runs = 1;
+  std::vector<StepDef> steps;
+
+  // Index of the step named `name`, or -1.
+  int StepIndex(const std::string& name) const;
+  nlohmann::json ToJson() const;
+};
+
+// Names of jobs, packages, steps and proxies: [A-Za-z0-9_.-]{1,128}.
+bool ValidName(const std::string& name);
+
+// Parses a job definition given as JSON or YAML (decided by the text, not a header). Every
+// problem is collected; the Status message lists them all, one per line.
+Result<JobDef> ParseJob(const std::string& text);
+Result<JobDef> JobFromJson(const nlohmann::json& json);
+
+}  // namespace fanout::agent

@@ -1,0 +1,496 @@
+// The agent's route table and handlers (docs/agent-api.md). Handlers parse and check input,
+// call the store or executor, and turn every Status into one JSON error shape.
+#include "agent/server.h"
+
+#include <httplib.h>
+#include <openssl/crypto.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include <fmt/format.h>
+
+#include "common/util.h"
+#include "fanout/package.h"
+
+namespace fanout::agent {
+namespace {
+
+using nlohmann::json;
+namespace fs = std::filesystem;
+
+constexpr int kMaxWaitSeconds = 60;
+constexpr int kHttpThreads = 64;  // long-polls hold a thread each
+
+json TimeJson(const std::optional<DateTime>& t) {
+  return t ? json(FormatDateTime(*t)) : json(nullptr);
+}
+
+void Reply(httplib::Response& res, int status, const json& body) {
+  res.status = status;
+  res.set_content(body.dump(), "application/json");
+}
+
+void ReplyError(httplib::Response& res, const Status& status, const std::string& error) {
+  Reply(res, HttpStatusFor(status.code()), json{{"error", error}, {"detail", status.message()}});
+}
+
+// The name in a route's first capture, checked against [A-Za-z0-9_.-]{1,128}.
+bool RouteName(const httplib::Request& req, httplib::Response& res, std::string& name) {
+  name = req.matches[1];
+  if (ValidName(name)) return true;
+  Reply(res, 400, json{{"error", "bad name"},
+                       {"detail", fmt::format("'{}' is not a valid name: use [A-Za-z0-9_.-]{{1,128}}", name)}});
+  return false;
+}
+
+json StepJson(const StepAttemptRecord& a, bool with_output) {
+  json j = {{"step", a.step},          {"name", a.name},
+            {"attempt", a.attempt},    {"status", a.status},
+            {"started_at", TimeJson(a.started_at)}, {"ended_at", TimeJson(a.ended_at)},
+            {"exit_code", a.exit_code ? json(*a.exit_code) : json(nullptr)},
+            {"execution_id", a.execution_id}, {"message", a.message}};
+  if (with_output) {
+    j["stdout"] = a.stdout_text;
+    j["stderr"] = a.stderr_text;
+  }
+  return j;
+}
+
+json RunJson(const RunRecord& r, AgentStore& store, bool with_output) {
+  json params = json::object();
+  try {
+    params = json::parse(r.params.empty() ? "{}" : r.params);
+  } catch (const json::exception&) {
+  }
+  json steps = json::array();
+  auto attempts = store.ListStepAttempts(r.id, with_output);
+  if (attempts.ok()) {
+    for (const auto& a : *attempts) steps.push_back(StepJson(a, with_output));
+  }
+  return {{"run_id", r.id},
+          {"job", r.job},
+          {"status", r.status},
+          {"queued_at", TimeJson(r.queued_at)},
+          {"started_at", TimeJson(r.started_at)},
+          {"ended_at", TimeJson(r.ended_at)},
+          {"message", r.message},
+          {"parent_execution_id", r.parent_execution_id},
+          {"params", params},
+          {"steps", steps}};
+}
+
+// Writes `content` to `path` through a temporary file and a rename, so a package step never
+// reads a half-written file.
+Status WriteFileAtomically(const fs::path& path, const std::string& content) {
+  fs::path tmp = path;
+  tmp += ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    out << content;
+    if (!out) return Internal(fmt::format("cannot write {}", tmp.string()));
+  }
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  if (ec) return Internal(fmt::format("cannot rename {} to {}: {}", tmp.string(), path.string(), ec.message()));
+  return Status::Ok();
+}
+
+}  // namespace
+
+int HttpStatusFor(Code code) {
+  switch (code) {
+    case Code::kOk: return 200;
+    case Code::kInvalidArgument: return 400;
+    case Code::kUnauthenticated: return 401;
+    case Code::kPermissionDenied: return 403;
+    case Code::kNotFound: return 404;
+    case Code::kAlreadyExists:
+    case Code::kFailedPrecondition: return 409;
+    case Code::kResourceExhausted: return 413;
+    case Code::kUnavailable:
+    case Code::kCanceled: return 503;
+    case Code::kDeadlineExceeded: return 504;
+    case Code::kInternal: return 500;
+  }
+  return 500;
+}
+
+AgentServer::AgentServer(AgentConfig config, std::string fanout_binary)
+    : config_(std::move(config)), fanout_binary_(std::move(fanout_binary)) {}
+
+AgentServer::~AgentServer() = default;
+
+Status AgentServer::Start() {
+  std::error_code ec;
+  fs::create_directories(fs::path(config_.data_dir) / "packages", ec);
+  if (ec) {
+    return Unavailable(fmt::format("cannot create data_dir {}: {}", config_.data_dir, ec.message()));
+  }
+  ASSIGN_OR_RETURN(store_, AgentStore::Open((fs::path(config_.data_dir) / "agent.db").string()));
+  // Package files are the store's copies; write back any that are missing (a wiped folder).
+  ASSIGN_OR_RETURN(auto packages, store_->ListPackages());
+  for (const PackageRecord& p : packages) {
+    fs::path file = fs::path(config_.data_dir) / "packages" / (p.name + ".yaml");
+    if (fs::exists(file)) continue;
+    ASSIGN_OR_RETURN(auto full, store_->GetPackage(p.name));
+    if (full) RETURN_IF_ERROR(WriteFileAtomically(file, full->content));
+  }
+  executor_ = std::make_unique<Executor>(config_, *store_, fanout_binary_);
+  RETURN_IF_ERROR(executor_->Recover());
+
+  if (config_.tls()) {
+    auto ssl = std::make_unique<httplib::SSLServer>(
+        config_.tls_cert.c_str(), config_.tls_key.c_str(),
+        config_.tls_client_ca.empty() ? nullptr : config_.tls_client_ca.c_str());
+    if (!ssl->is_valid()) {
+      return InvalidArgument(fmt::format("cannot load TLS certificate {} / key {}{}", config_.tls_cert,
+                                         config_.tls_key,
+                                         config_.tls_client_ca.empty() ? "" : " / client CA " + config_.tls_client_ca));
+    }
+    http_ = std::move(ssl);
+  } else {
+    http_ = std::make_unique<httplib::Server>();
+  }
+  http_->new_task_queue = [] { return new httplib::ThreadPool(kHttpThreads); };
+  http_->set_payload_max_length(config_.max_body_bytes);
+  http_->set_keep_alive_max_count(100000);
+  http_->set_read_timeout(kMaxWaitSeconds + 5, 0);
+  http_->set_write_timeout(kMaxWaitSeconds + 5, 0);
+  Routes();
+  int port = config_.port;
+  if (port == 0) {
+    port = http_->bind_to_any_port(config_.host);
+  } else if (!http_->bind_to_port(config_.host, port)) {
+    port = -1;
+  }
+  if (port <= 0) {
+    return Unavailable(fmt::format("cannot listen on {}:{} (in use, or not an address of this "
+                                   "machine)", config_.host, config_.port));
+  }
+  config_.port = port;
+  return Status::Ok();
+}
+
+Status AgentServer::Serve() {
+  if (!http_->listen_after_bind()) return Unavailable("the listener stopped with an error");
+  return Status::Ok();
+}
+
+void AgentServer::Shutdown() {
+  if (executor_) executor_->Drain(config_.drain_grace);
+  if (http_) http_->stop();
+}
+
+// Bearer token compared in constant time; /v1/health needs nothing. Mutual TLS is enforced in
+// the TLS handshake itself.
+bool AgentServer::Authorized(const httplib::Request& req, httplib::Response& res) const {
+  if (req.path == "/v1/health" || config_.token.empty()) return true;
+  std::string expected = "Bearer " + config_.token;
+  const std::string& given = req.get_header_value("Authorization");
+  if (given.size() == expected.size() &&
+      CRYPTO_memcmp(given.data(), expected.data(), expected.size()) == 0) {
+    return true;
+  }
+  Reply(res, 401, json{{"error", "unauthenticated"},
+                       {"detail", given.empty() ? "send Authorization: Bearer TOKEN (the agent's token_file)"
+                                                : "the bearer token is wrong"}});
+  return false;
+}
+
+void AgentServer::Routes() {
+  httplib::Server& s = *http_;
+  s.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+    return Authorized(req, res) ? httplib::Server::HandlerResponse::Unhandled
+                                : httplib::Server::HandlerResponse::Handled;
+  });
+  s.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
+    if (!res.body.empty()) return;
+    std::string error = res.status == 413 ? "body too large"
+                        : res.status == 404 ? "not found"
+                                            : "request failed";
+    std::string detail = res.status == 413 ? "the request body is over the agent's max_body_bytes"
+                         : res.status == 404 ? fmt::format("no route {} {}; see docs/agent-api.md", req.method, req.path)
+                                             : fmt::format("HTTP {}", res.status);
+    Reply(res, res.status, json{{"error", error}, {"detail", detail}});
+  });
+  s.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
+    std::string what = "unknown error";
+    try {
+      if (ep) std::rethrow_exception(ep);
+    } catch (const std::exception& e) {
+      what = e.what();
+    } catch (...) {
+    }
+    Reply(res, 500, json{{"error", "internal error"}, {"detail", what}});
+  });
+
+  s.Get("/v1/health", [this](const httplib::Request&, httplib::Response& res) {
+    Reply(res, 200, json{{"status", "ok"}, {"name", config_.name}, {"version", FANOUT_VERSION}});
+  });
+
+  s.Get("/v1/status", [this](const httplib::Request&, httplib::Response& res) {
+    ExecutorStatus st = executor_->Snapshot();
+    json running = json::array();
+    for (const RunRecord& r : st.active) {
+      if (r.status == "queued") continue;
+      running.push_back({{"run_id", r.id}, {"job", r.job}, {"status", r.status},
+                         {"started_at", TimeJson(r.started_at)}});
+    }
+    Reply(res, 200, json{{"name", config_.name}, {"version", FANOUT_VERSION}, {"slots", st.slots},
+                         {"busy", st.busy}, {"queued", st.queued}, {"draining", st.draining},
+                         {"running", running}});
+  });
+
+  // Packages ----------------------------------------------------------------------------------
+  s.Put(R"(/v1/packages/([^/]+))", [this](const httplib::Request& req, httplib::Response& res) {
+    std::string name;
+    if (!RouteName(req, res, name)) return;
+    Diagnostics diagnostics;
+    auto package = LoadPackageText(req.body, name + ".yaml", diagnostics);
+    if (!package.ok()) {
+      std::string detail = diagnostics.empty() ? package.status().message() : diagnostics.ToString();
+      return Reply(res, 400, json{{"error", "invalid package"}, {"detail", detail}});
+    }
+    if ((*package)->name != name) {
+      return Reply(res, 400, json{{"error", "name mismatch"},
+                                  {"detail", fmt::format("the URL names package '{}' but the file says "
+                                                         "`package: {}`", name, (*package)->name)}});
+    }
+    std::string sha = Sha256Hex(req.body);
+    fs::path file = fs::path(config_.data_dir) / "packages" / (name + ".yaml");
+    if (Status st = WriteFileAtomically(file, req.body); !st.ok()) return ReplyError(res, st, "cannot store package");
+    auto put = store_->PutPackage(name, sha, req.body);
+    if (!put.ok()) return ReplyError(res, put.status(), "cannot store package");
+    Reply(res, put->created ? 201 : 200,
+          json{{"name", name}, {"version", put->version}, {"sha256", sha}, {"changed", put->changed}});
+  });
+
+  s.Get("/v1/packages", [this](const httplib::Request&, httplib::Response& res) {
+    auto list = store_->ListPackages();
+    if (!list.ok()) return ReplyError(res, list.status(), "cannot list packages");
+    json out = json::array();
+    for (const auto& p : *list) {
+      out.push_back({{"name", p.name}, {"version", p.version}, {"sha256", p.sha256},
+                     {"size", p.size}, {"deployed_at", TimeJson(p.deployed_at)}});
+    }
+    Reply(res, 200, json{{"packages", out}});
+  });
+
+  s.Get(R"(/v1/packages/([^/]+))", [this](const httplib::Request& req, httplib::Response& res) {
+    std::string name;
+    if (!RouteName(req, res, name)) return;
+    auto p = store_->GetPackage(name);
+    if (!p.ok()) return ReplyError(res, p.status(), "cannot read package");
+    if (!*p) return ReplyError(res, NotFound("no package named " + name), "unknown package");
+    const PackageRecord& r = **p;
+    Reply(res, 200, json{{"name", r.name}, {"version", r.version}, {"sha256", r.sha256},
+                         {"size", r.size}, {"deployed_at", TimeJson(r.deployed_at)},
+                         {"content", r.content}});
+  });
+
+  s.Delete(R"(/v1/packages/([^/]+))", [this](const httplib::Request& req, httplib::Response& res) {
+    std::string name;
+    if (!RouteName(req, res, name)) return;
+    auto deleted = store_->DeletePackage(name);
+    if (!deleted.ok()) return ReplyError(res, deleted.status(), "cannot delete package");
+    if (!*deleted) return ReplyError(res, NotFound("no package named " + name), "unknown package");
+    std::error_code ec;
+    fs::remove(fs::path(config_.data_dir) / "packages" / (name + ".yaml"), ec);
+    res.status = 204;
+  });
+
+  // Jobs --------------------------------------------------------------------------------------
+  s.Put(R"(/v1/jobs/([^/]+))", [this](const httplib::Request& req, httplib::Response& res) {
+    std::string name;
+    if (!RouteName(req, res, name)) return;
+    auto job = ParseJob(req.body);
+    if (!job.ok()) return ReplyError(res, job.status(), "invalid job");
+    if (job->name != name) {
+      return Reply(res, 400, json{{"error", "name mismatch"},
+                                  {"detail", fmt::format("the URL names job '{}' but the definition says "
+                                                         "`job: {}`", name, job->name)}});
+    }
+    auto put = store_->PutJob(name, job->ToJson().dump());
+    if (!put.ok()) return ReplyError(res, put.status(), "cannot store job");
+    Reply(res, put->created ? 201 : 200, json{{"name", name}, {"changed", put->changed}});
+  });
+
+  auto load_job = [this](const std::string& name, httplib::Response& res) -> std::optional<JobDef> {
+    auto record = store_->GetJob(name);
+    if (!record.ok()) {
+      ReplyError(res, record.status(), "cannot read job");
+      return std::nullopt;
+    }
+    if (!*record) {
+      ReplyError(res, NotFound(fmt::format("no job named {} on agent {}; create it with `fanout job "
+                                           "create` or `fanout deploy`", name, config_.name)),
+                 "unknown job");
+      return std::nullopt;
+    }
+    auto job = ParseJob((*record)->definition);
+    if (!job.ok()) {
+      ReplyError(res, Internal(job.status().message()), "stored job is unreadable");
+      return std::nullopt;
+    }
+    return *job;
+  };
+
+  s.Get("/v1/jobs", [this, load_job](const httplib::Request&, httplib::Response& res) {
+    auto list = store_->ListJobs();
+    if (!list.ok()) return ReplyError(res, list.status(), "cannot list jobs");
+    ExecutorStatus st = executor_->Snapshot();
+    json out = json::array();
+    for (const JobRecord& r : *list) {
+      auto job = ParseJob(r.definition);
+      if (!job.ok()) continue;
+      int running = 0;
+      for (const RunRecord& a : st.active) running += a.job == r.name;
+      json last = nullptr;
+      auto runs = store_->ListRuns(r.name, 1);
+      if (runs.ok() && !runs->empty()) {
+        last = {{"run_id", runs->front().id}, {"status", runs->front().status},
+                {"ended_at", TimeJson(runs->front().ended_at)}};
+      }
+      out.push_back({{"name", r.name}, {"enabled", job->enabled},
+                     {"steps", job->steps.size()}, {"max_concurrent_runs", job->max_concurrent_runs},
+                     {"running", running}, {"last_run", last}});
+    }
+    Reply(res, 200, json{{"jobs", out}});
+  });
+
+  s.Get(R"(/v1/jobs/([^/]+))", [this, load_job](const httplib::Request& req, httplib::Response& res) {
+    std::string name;
+    if (!RouteName(req, res, name)) return;
+    auto job = load_job(name, res);
+    if (!job) return;
+    json out = job->ToJson();
+    int running = 0;
+    for (const RunRecord& a : executor_->Snapshot().active) running += a.job == name;
+    out["running"] = running;
+    Reply(res, 200, out);
+  });
+
+  s.Delete(R"(/v1/jobs/([^/]+))", [this](const httplib::Request& req, httplib::Response& res) {
+    std::string name;
+    if (!RouteName(req, res, name)) return;
+    auto deleted = store_->DeleteJob(name);
+    if (!deleted.ok()) return ReplyError(res, deleted.status(), "cannot delete job");
+    if (!*deleted) return ReplyError(res, NotFound("no job named " + name), "unknown job");
+    res.status = 204;
+  });
+
+  s.Post(R"(/v1/jobs/([^/]+)/start)", [this, load_job](const httplib::Request& req, httplib::Response& res) {
+    std::string name;
+    if (!RouteName(req, res, name)) return;
+    StartRequest start;
+    if (!req.body.empty()) {
+      json body;
+      try {
+        body = json::parse(req.body);
+      } catch (const json::exception& e) {
+        return Reply(res, 400, json{{"error", "malformed JSON"}, {"detail", e.what()}});
+      }
+      if (!body.is_object()) {
+        return Reply(res, 400, json{{"error", "malformed request"}, {"detail", "the body must be a JSON object"}});
+      }
+      for (const auto& [key, value] : body.items()) {
+        if (key == "params") {
+          if (!value.is_object()) {
+            return Reply(res, 400, json{{"error", "malformed request"}, {"detail", "`params` must be an object"}});
+          }
+          start.params = value;
+        } else if (key == "parent_execution_id" || key == "start_step" || key == "idempotency_key") {
+          if (!value.is_string()) {
+            return Reply(res, 400, json{{"error", "malformed request"}, {"detail", "`" + key + "` must be a string"}});
+          }
+          (key == "parent_execution_id" ? start.parent_execution_id
+           : key == "start_step"        ? start.start_step
+                                        : start.idempotency_key) = value.get<std::string>();
+        } else {
+          return Reply(res, 400, json{{"error", "malformed request"},
+                                      {"detail", "unknown key `" + key + "`; allowed: params, "
+                                                 "parent_execution_id, start_step, idempotency_key"}});
+        }
+      }
+    }
+    auto job = load_job(name, res);
+    if (!job) return;
+    auto started = executor_->Start(*job, start);
+    if (!started.ok()) {
+      std::string error = started.status().code() == Code::kFailedPrecondition ? "job already running"
+                          : started.status().code() == Code::kNotFound   ? "unknown start step"
+                                                                          : "cannot start job";
+      return ReplyError(res, started.status(), error);
+    }
+    Reply(res, 202, json{{"run_id", started->run.id}, {"status", started->run.status},
+                         {"existing", started->existing}});
+  });
+
+  s.Get(R"(/v1/jobs/([^/]+)/history)", [this](const httplib::Request& req, httplib::Response& res) {
+    std::string name;
+    if (!RouteName(req, res, name)) return;
+    int limit = 50;
+    if (req.has_param("limit")) {
+      try {
+        limit = std::clamp(std::stoi(req.get_param_value("limit")), 1, 10000);
+      } catch (const std::exception&) {
+        return Reply(res, 400, json{{"error", "bad limit"}, {"detail", "limit is a whole number"}});
+      }
+    }
+    auto runs = store_->ListRuns(name, limit);
+    if (!runs.ok()) return ReplyError(res, runs.status(), "cannot read history");
+    json out = json::array();
+    for (const RunRecord& r : *runs) out.push_back(RunJson(r, *store_, true));
+    Reply(res, 200, json{{"runs", out}});
+  });
+
+  // Runs --------------------------------------------------------------------------------------
+  s.Get(R"(/v1/runs/([^/]+))", [this](const httplib::Request& req, httplib::Response& res) {
+    std::string id;
+    if (!RouteName(req, res, id)) return;
+    int wait = 0;
+    if (req.has_param("wait")) {
+      try {
+        wait = std::clamp(std::stoi(req.get_param_value("wait")), 0, kMaxWaitSeconds);
+      } catch (const std::exception&) {
+        return Reply(res, 400, json{{"error", "bad wait"}, {"detail", "wait is a whole number of seconds"}});
+      }
+    }
+    auto run = executor_->Wait(id, std::chrono::seconds(wait));
+    if (!run.ok()) return ReplyError(res, run.status(), "unknown run");
+    Reply(res, 200, RunJson(*run, *store_, false));
+  });
+
+  s.Post(R"(/v1/runs/([^/]+)/stop)", [this](const httplib::Request& req, httplib::Response& res) {
+    std::string id;
+    if (!RouteName(req, res, id)) return;
+    auto run = executor_->Stop(id);
+    if (!run.ok()) return ReplyError(res, run.status(), "unknown run");
+    bool final = IsFinalRunStatus(run->status);
+    Reply(res, final ? 200 : 202, json{{"run_id", run->id}, {"status", final ? run->status : "stopping"}});
+  });
+
+  s.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+    ExecutorStatus st = executor_->Snapshot();
+    std::string out;
+    auto gauge = [&](const char* name, const char* help, int64_t value) {
+      out += fmt::format("# HELP {0} {1}\n# TYPE {0} gauge\n{0} {2}\n", name, help, value);
+    };
+    gauge("fanout_agent_up", "1 while the agent serves requests", 1);
+    gauge("fanout_agent_slots", "Runs the agent executes at once", st.slots);
+    gauge("fanout_agent_busy", "Runs holding a slot", st.busy);
+    gauge("fanout_agent_queued", "Runs waiting for a slot", st.queued);
+    auto counter = [&](const char* name, const char* help, const std::map<std::string, int64_t>& counts) {
+      out += fmt::format("# HELP {0} {1}\n# TYPE {0} counter\n", name, help);
+      for (const auto& [status, n] : counts) out += fmt::format("{}{{status=\"{}\"}} {}\n", name, status, n);
+    };
+    counter("fanout_agent_runs_total", "Runs ended since the agent started, by final status",
+            executor_->RunCounts());
+    counter("fanout_agent_step_attempts_total", "Step attempts ended since the agent started, by status",
+            executor_->StepCounts());
+    res.set_content(out, "text/plain; version=0.0.4");
+  });
+}
+
+}  // namespace fanout::agent

@@ -1,0 +1,55 @@
+// The agent daemon: its HTTP/JSON API (docs/agent-api.md) over the job store and executor,
+// with token and mutual-TLS authentication, body limits and clear errors.
+// Start() binds and recovers; Serve() blocks handling requests until Shutdown() (called from
+// another thread, e.g. on SIGTERM) drains the runs and stops the listener.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "agent/config.h"
+#include "agent/executor.h"
+#include "agent/store.h"
+#include "fanout/status.h"
+
+namespace httplib {
+class Server;
+struct Request;
+struct Response;
+}  // namespace httplib
+
+namespace fanout::agent {
+
+class AgentServer {
+ public:
+  // `fanout_binary` is what package steps run (`fanout run`).
+  AgentServer(AgentConfig config, std::string fanout_binary);
+  ~AgentServer();
+  AgentServer(const AgentServer&) = delete;
+  AgentServer& operator=(const AgentServer&) = delete;
+
+  // Opens the store under data_dir, recovers runs, binds the listener (port 0: any free port).
+  Status Start();
+  // Handles requests until Shutdown(). Returns an error when the listener failed.
+  Status Serve();
+  // Stops accepting runs, lets running steps finish for up to drain_grace, stops the rest,
+  // then stops the listener. Safe to call from any thread, once.
+  void Shutdown();
+
+  const AgentConfig& config() const { return config_; }
+
+ private:
+  void Routes();
+  bool Authorized(const httplib::Request& req, httplib::Response& res) const;
+
+  AgentConfig config_;
+  std::string fanout_binary_;
+  std::unique_ptr<AgentStore> store_;
+  std::unique_ptr<Executor> executor_;
+  std::unique_ptr<httplib::Server> http_;
+};
+
+// The one place a Status code becomes an HTTP status.
+int HttpStatusFor(Code code);
+
+}  // namespace fanout::agent

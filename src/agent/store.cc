@@ -1,0 +1,416 @@
+// AgentStore on SQLite (see store.h). Statements are small and prepared per call: the agent's
+// write rate is a few rows per run, far from where statement caching would matter.
+#include "agent/store.h"
+
+#include <sqlite3.h>
+
+#include <fmt/format.h>
+
+namespace fanout::agent {
+namespace {
+
+constexpr const char* kSchema = R"(
+CREATE TABLE IF NOT EXISTS schema_version(version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS packages(
+  name TEXT PRIMARY KEY, version INTEGER NOT NULL, sha256 TEXT NOT NULL, content TEXT NOT NULL,
+  deployed_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS jobs(
+  name TEXT PRIMARY KEY, definition TEXT NOT NULL, updated_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs(
+  id TEXT PRIMARY KEY, job TEXT NOT NULL, status TEXT NOT NULL, params TEXT NOT NULL,
+  parent_execution_id TEXT NOT NULL, start_step TEXT NOT NULL,
+  idempotency_key TEXT UNIQUE, message TEXT NOT NULL, queued_at TEXT NOT NULL,
+  started_at TEXT, ended_at TEXT, current_step INTEGER NOT NULL, pid INTEGER NOT NULL,
+  pid_start INTEGER NOT NULL, execution_id TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS runs_by_job ON runs(job, queued_at);
+CREATE INDEX IF NOT EXISTS runs_by_status ON runs(status);
+CREATE TABLE IF NOT EXISTS step_attempts(
+  run_id TEXT NOT NULL, step INTEGER NOT NULL, name TEXT NOT NULL, attempt INTEGER NOT NULL,
+  status TEXT NOT NULL, started_at TEXT NOT NULL, ended_at TEXT, exit_code INTEGER,
+  execution_id TEXT NOT NULL, message TEXT NOT NULL, stdout TEXT NOT NULL, stderr TEXT NOT NULL,
+  PRIMARY KEY(run_id, step, attempt));
+)";
+
+constexpr int kSchemaVersion = 1;
+
+DateTime Now() {
+  return std::chrono::time_point_cast<std::chrono::microseconds>(std::chrono::system_clock::now());
+}
+
+// One prepared statement with positional binding and typed column reads.
+class Query {
+ public:
+  Query(sqlite3* db, const char* sql) : db_(db) {
+    rc_ = sqlite3_prepare_v2(db, sql, -1, &stmt_, nullptr);
+  }
+  ~Query() { sqlite3_finalize(stmt_); }
+  Query(const Query&) = delete;
+  Query& operator=(const Query&) = delete;
+
+  Query& Bind(const std::string& s) {
+    sqlite3_bind_text(stmt_, ++n_, s.data(), static_cast<int>(s.size()), SQLITE_TRANSIENT);
+    return *this;
+  }
+  Query& BindNullable(const std::string& s) {
+    if (s.empty()) {
+      sqlite3_bind_null(stmt_, ++n_);
+      return *this;
+    }
+    return Bind(s);
+  }
+  Query& Bind(int64_t i) {
+    sqlite3_bind_int64(stmt_, ++n_, i);
+    return *this;
+  }
+  Query& Bind(std::optional<DateTime> t) {
+    if (!t) {
+      sqlite3_bind_null(stmt_, ++n_);
+      return *this;
+    }
+    return Bind(FormatDateTime(*t));
+  }
+
+  // Runs to completion (writes).
+  Status Run() {
+    if (rc_ != SQLITE_OK) return Error();
+    rc_ = sqlite3_step(stmt_);
+    if (rc_ != SQLITE_DONE && rc_ != SQLITE_ROW) return Error();
+    return Status::Ok();
+  }
+  // Advances to the next row; false at the end or on error (see status()).
+  bool Next() {
+    if (rc_ != SQLITE_OK && rc_ != SQLITE_ROW) return false;
+    rc_ = sqlite3_step(stmt_);
+    return rc_ == SQLITE_ROW;
+  }
+  Status status() const {
+    return (rc_ == SQLITE_OK || rc_ == SQLITE_ROW || rc_ == SQLITE_DONE) ? Status::Ok() : Error();
+  }
+  int rc() const { return rc_; }
+
+  std::string Text(int col) const {
+    const unsigned char* t = sqlite3_column_text(stmt_, col);
+    return t == nullptr ? "" : std::string(reinterpret_cast<const char*>(t),
+                                           static_cast<size_t>(sqlite3_column_bytes(stmt_, col)));
+  }
+  int64_t Int(int col) const { return sqlite3_column_int64(stmt_, col); }
+  bool IsNull(int col) const { return sqlite3_column_type(stmt_, col) == SQLITE_NULL; }
+  DateTime Time(int col) const {
+    auto t = ParseDateTime(Text(col));
+    return t.ok() ? *t : DateTime{};
+  }
+  std::optional<DateTime> OptionalTime(int col) const {
+    if (IsNull(col)) return std::nullopt;
+    return Time(col);
+  }
+
+ private:
+  Status Error() const {
+    return Status(rc_ == SQLITE_BUSY ? Code::kUnavailable : Code::kInternal,
+                  fmt::format("agent database: {}", sqlite3_errmsg(db_)));
+  }
+
+  sqlite3* db_;
+  sqlite3_stmt* stmt_ = nullptr;
+  int rc_ = SQLITE_OK;
+  int n_ = 0;
+};
+
+constexpr const char* kRunColumns =
+    "id, job, status, params, parent_execution_id, start_step, idempotency_key, message, "
+    "queued_at, started_at, ended_at, current_step, pid, pid_start, execution_id";
+
+RunRecord ReadRun(const Query& q) {
+  RunRecord r;
+  r.id = q.Text(0);
+  r.job = q.Text(1);
+  r.status = q.Text(2);
+  r.params = q.Text(3);
+  r.parent_execution_id = q.Text(4);
+  r.start_step = q.Text(5);
+  r.idempotency_key = q.Text(6);
+  r.message = q.Text(7);
+  r.queued_at = q.Time(8);
+  r.started_at = q.OptionalTime(9);
+  r.ended_at = q.OptionalTime(10);
+  r.current_step = static_cast<int>(q.Int(11));
+  r.pid = static_cast<int>(q.Int(12));
+  r.pid_start = q.Int(13);
+  r.execution_id = q.Text(14);
+  return r;
+}
+
+}  // namespace
+
+bool IsFinalRunStatus(const std::string& s) {
+  return s == "succeeded" || s == "failed" || s == "canceled" || s == "abandoned";
+}
+
+Result<std::unique_ptr<AgentStore>> AgentStore::Open(const std::string& path) {
+  sqlite3* db = nullptr;
+  int rc = sqlite3_open_v2(path.c_str(), &db,
+                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
+                           nullptr);
+  if (rc != SQLITE_OK) {
+    std::string err = db ? sqlite3_errmsg(db) : "out of memory";
+    sqlite3_close(db);
+    return Unavailable(fmt::format("cannot open agent database {}: {}", path, err));
+  }
+  std::unique_ptr<AgentStore> store(new AgentStore(db));
+  sqlite3_busy_timeout(db, 5000);
+  RETURN_IF_ERROR(store->Exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"));
+  RETURN_IF_ERROR(store->Exec(kSchema));
+  Query version(db, "SELECT MAX(version) FROM schema_version");
+  if (version.Next() && !version.IsNull(0)) {
+    if (version.Int(0) > kSchemaVersion) {
+      return FailedPrecondition(fmt::format(
+          "agent database {} has schema version {}, newer than this fanout ({}); upgrade fanout",
+          path, version.Int(0), kSchemaVersion));
+    }
+  } else {
+    RETURN_IF_ERROR(store->Exec(fmt::format("INSERT INTO schema_version VALUES ({})", kSchemaVersion)));
+  }
+  return store;
+}
+
+AgentStore::~AgentStore() { sqlite3_close(db_); }
+
+Status AgentStore::Exec(const std::string& sql) {
+  char* err = nullptr;
+  if (sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &err) != SQLITE_OK) {
+    std::string message = err ? err : "unknown error";
+    sqlite3_free(err);
+    return Internal("agent database: " + message);
+  }
+  return Status::Ok();
+}
+
+Result<AgentStore::PutResult> AgentStore::PutPackage(const std::string& name,
+                                                     const std::string& sha256,
+                                                     const std::string& content) {
+  std::lock_guard lock(mu_);
+  Query find(db_, "SELECT version, sha256 FROM packages WHERE name = ?");
+  find.Bind(name);
+  PutResult result;
+  if (find.Next()) {
+    result.version = static_cast<int>(find.Int(0));
+    if (find.Text(1) == sha256) return result;  // unchanged
+    ++result.version;
+  } else {
+    RETURN_IF_ERROR(find.status());
+    result.version = 1;
+    result.created = true;
+  }
+  result.changed = true;
+  Query put(db_, "INSERT INTO packages(name, version, sha256, content, deployed_at) "
+                 "VALUES (?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET version = excluded.version, "
+                 "sha256 = excluded.sha256, content = excluded.content, "
+                 "deployed_at = excluded.deployed_at");
+  put.Bind(name).Bind(static_cast<int64_t>(result.version)).Bind(sha256).Bind(content).Bind(std::optional<DateTime>(Now()));
+  RETURN_IF_ERROR(put.Run());
+  return result;
+}
+
+Result<std::optional<PackageRecord>> AgentStore::GetPackage(const std::string& name) {
+  std::lock_guard lock(mu_);
+  Query q(db_, "SELECT name, version, sha256, content, deployed_at FROM packages WHERE name = ?");
+  q.Bind(name);
+  if (!q.Next()) {
+    RETURN_IF_ERROR(q.status());
+    return std::optional<PackageRecord>();
+  }
+  std::string content = q.Text(3);
+  auto size = static_cast<int64_t>(content.size());
+  return std::optional<PackageRecord>(PackageRecord{q.Text(0), static_cast<int>(q.Int(1)),
+                                                    q.Text(2), std::move(content), q.Time(4), size});
+}
+
+Result<std::vector<PackageRecord>> AgentStore::ListPackages() {
+  std::lock_guard lock(mu_);
+  Query q(db_, "SELECT name, version, sha256, length(content), deployed_at FROM packages ORDER BY name");
+  std::vector<PackageRecord> out;
+  while (q.Next()) {
+    out.push_back(PackageRecord{q.Text(0), static_cast<int>(q.Int(1)), q.Text(2), "", q.Time(4),
+                                q.Int(3)});
+  }
+  RETURN_IF_ERROR(q.status());
+  return out;
+}
+
+Result<bool> AgentStore::DeletePackage(const std::string& name) {
+  std::lock_guard lock(mu_);
+  Query q(db_, "DELETE FROM packages WHERE name = ?");
+  q.Bind(name);
+  RETURN_IF_ERROR(q.Run());
+  return sqlite3_changes(db_) > 0;
+}
+
+Result<AgentStore::PutResult> AgentStore::PutJob(const std::string& name,
+                                                 const std::string& definition) {
+  std::lock_guard lock(mu_);
+  Query find(db_, "SELECT definition FROM jobs WHERE name = ?");
+  find.Bind(name);
+  PutResult result;
+  if (find.Next()) {
+    if (find.Text(0) == definition) return result;
+  } else {
+    RETURN_IF_ERROR(find.status());
+    result.created = true;
+  }
+  result.changed = true;
+  Query put(db_, "INSERT INTO jobs(name, definition, updated_at) VALUES (?, ?, ?) "
+                 "ON CONFLICT(name) DO UPDATE SET definition = excluded.definition, "
+                 "updated_at = excluded.updated_at");
+  put.Bind(name).Bind(definition).Bind(std::optional<DateTime>(Now()));
+  RETURN_IF_ERROR(put.Run());
+  return result;
+}
+
+Result<std::optional<JobRecord>> AgentStore::GetJob(const std::string& name) {
+  std::lock_guard lock(mu_);
+  Query q(db_, "SELECT name, definition, updated_at FROM jobs WHERE name = ?");
+  q.Bind(name);
+  if (!q.Next()) {
+    RETURN_IF_ERROR(q.status());
+    return std::optional<JobRecord>();
+  }
+  return std::optional<JobRecord>(JobRecord{q.Text(0), q.Text(1), q.Time(2)});
+}
+
+Result<std::vector<JobRecord>> AgentStore::ListJobs() {
+  std::lock_guard lock(mu_);
+  Query q(db_, "SELECT name, definition, updated_at FROM jobs ORDER BY name");
+  std::vector<JobRecord> out;
+  while (q.Next()) out.push_back(JobRecord{q.Text(0), q.Text(1), q.Time(2)});
+  RETURN_IF_ERROR(q.status());
+  return out;
+}
+
+Result<bool> AgentStore::DeleteJob(const std::string& name) {
+  std::lock_guard lock(mu_);
+  Query q(db_, "DELETE FROM jobs WHERE name = ?");
+  q.Bind(name);
+  RETURN_IF_ERROR(q.Run());
+  return sqlite3_changes(db_) > 0;
+}
+
+Status AgentStore::InsertRun(const RunRecord& r) {
+  std::lock_guard lock(mu_);
+  Query q(db_, "INSERT INTO runs(id, job, status, params, parent_execution_id, start_step, "
+               "idempotency_key, message, queued_at, started_at, ended_at, current_step, pid, "
+               "pid_start, execution_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+  q.Bind(r.id).Bind(r.job).Bind(r.status).Bind(r.params).Bind(r.parent_execution_id)
+      .Bind(r.start_step).BindNullable(r.idempotency_key).Bind(r.message)
+      .Bind(std::optional<DateTime>(r.queued_at)).Bind(r.started_at).Bind(r.ended_at)
+      .Bind(static_cast<int64_t>(r.current_step)).Bind(static_cast<int64_t>(r.pid))
+      .Bind(r.pid_start).Bind(r.execution_id);
+  Status s = q.Run();
+  if (!s.ok() && q.rc() == SQLITE_CONSTRAINT) {
+    return AlreadyExists("idempotency key " + r.idempotency_key + " is already used");
+  }
+  return s;
+}
+
+Status AgentStore::UpdateRun(const RunRecord& r) {
+  std::lock_guard lock(mu_);
+  Query q(db_, "UPDATE runs SET status = ?, message = ?, started_at = ?, ended_at = ?, "
+               "current_step = ?, pid = ?, pid_start = ?, execution_id = ? WHERE id = ?");
+  q.Bind(r.status).Bind(r.message).Bind(r.started_at).Bind(r.ended_at)
+      .Bind(static_cast<int64_t>(r.current_step)).Bind(static_cast<int64_t>(r.pid))
+      .Bind(r.pid_start).Bind(r.execution_id).Bind(r.id);
+  return q.Run();
+}
+
+Result<std::optional<RunRecord>> AgentStore::GetRun(const std::string& id) {
+  std::lock_guard lock(mu_);
+  Query q(db_, fmt::format("SELECT {} FROM runs WHERE id = ?", kRunColumns).c_str());
+  q.Bind(id);
+  if (!q.Next()) {
+    RETURN_IF_ERROR(q.status());
+    return std::optional<RunRecord>();
+  }
+  return std::optional<RunRecord>(ReadRun(q));
+}
+
+Result<std::optional<RunRecord>> AgentStore::FindRunByKey(const std::string& key) {
+  std::lock_guard lock(mu_);
+  Query q(db_, fmt::format("SELECT {} FROM runs WHERE idempotency_key = ?", kRunColumns).c_str());
+  q.Bind(key);
+  if (!q.Next()) {
+    RETURN_IF_ERROR(q.status());
+    return std::optional<RunRecord>();
+  }
+  return std::optional<RunRecord>(ReadRun(q));
+}
+
+Result<std::vector<RunRecord>> AgentStore::ListRuns(const std::string& job, int limit) {
+  std::lock_guard lock(mu_);
+  Query q(db_, fmt::format("SELECT {} FROM runs WHERE job = ? ORDER BY queued_at DESC, id DESC "
+                           "LIMIT ?", kRunColumns).c_str());
+  q.Bind(job).Bind(static_cast<int64_t>(limit));
+  std::vector<RunRecord> out;
+  while (q.Next()) out.push_back(ReadRun(q));
+  RETURN_IF_ERROR(q.status());
+  return out;
+}
+
+Result<std::vector<RunRecord>> AgentStore::ListUnfinishedRuns() {
+  std::lock_guard lock(mu_);
+  Query q(db_, fmt::format("SELECT {} FROM runs WHERE status NOT IN ('succeeded', 'failed', "
+                           "'canceled', 'abandoned') ORDER BY queued_at, id", kRunColumns).c_str());
+  std::vector<RunRecord> out;
+  while (q.Next()) out.push_back(ReadRun(q));
+  RETURN_IF_ERROR(q.status());
+  return out;
+}
+
+Status AgentStore::UpsertStepAttempt(const StepAttemptRecord& a) {
+  std::lock_guard lock(mu_);
+  Query q(db_, "INSERT INTO step_attempts(run_id, step, name, attempt, status, started_at, "
+               "ended_at, exit_code, execution_id, message, stdout, stderr) "
+               "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+               "ON CONFLICT(run_id, step, attempt) DO UPDATE SET status = excluded.status, "
+               "ended_at = excluded.ended_at, exit_code = excluded.exit_code, "
+               "execution_id = excluded.execution_id, message = excluded.message, "
+               "stdout = excluded.stdout, stderr = excluded.stderr");
+  q.Bind(a.run_id).Bind(static_cast<int64_t>(a.step)).Bind(a.name).Bind(static_cast<int64_t>(a.attempt))
+      .Bind(a.status).Bind(std::optional<DateTime>(a.started_at)).Bind(a.ended_at);
+  if (a.exit_code) q.Bind(static_cast<int64_t>(*a.exit_code));
+  else q.BindNullable("");
+  q.Bind(a.execution_id).Bind(a.message).Bind(a.stdout_text).Bind(a.stderr_text);
+  return q.Run();
+}
+
+Result<std::vector<StepAttemptRecord>> AgentStore::ListStepAttempts(const std::string& run_id,
+                                                                    bool with_output) {
+  std::lock_guard lock(mu_);
+  Query q(db_, with_output
+                   ? "SELECT run_id, step, name, attempt, status, started_at, ended_at, exit_code, "
+                     "execution_id, message, stdout, stderr FROM step_attempts WHERE run_id = ? "
+                     "ORDER BY started_at, step, attempt"
+                   : "SELECT run_id, step, name, attempt, status, started_at, ended_at, exit_code, "
+                     "execution_id, message, '', '' FROM step_attempts WHERE run_id = ? "
+                     "ORDER BY started_at, step, attempt");
+  q.Bind(run_id);
+  std::vector<StepAttemptRecord> out;
+  while (q.Next()) {
+    StepAttemptRecord a;
+    a.run_id = q.Text(0);
+    a.step = static_cast<int>(q.Int(1));
+    a.name = q.Text(2);
+    a.attempt = static_cast<int>(q.Int(3));
+    a.status = q.Text(4);
+    a.started_at = q.Time(5);
+    a.ended_at = q.OptionalTime(6);
+    if (!q.IsNull(7)) a.exit_code = static_cast<int>(q.Int(7));
+    a.execution_id = q.Text(8);
+    a.message = q.Text(9);
+    a.stdout_text = q.Text(10);
+    a.stderr_text = q.Text(11);
+    out.push_back(std::move(a));
+  }
+  RETURN_IF_ERROR(q.status());
+  return out;
+}
+
+}  // namespace fanout::agent

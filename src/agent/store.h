@@ -1,0 +1,115 @@
+// The agent's own SQLite database under data_dir: deployed packages, jobs, runs and step
+// attempts (SQL Server Agent's msdb). History survives restarts. Thread-safe: one connection
+// behind a mutex, every call one short statement or transaction.
+#pragma once
+
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "fanout/status.h"
+#include "fanout/value.h"
+
+struct sqlite3;
+
+namespace fanout::agent {
+
+struct PackageRecord {
+  std::string name;
+  int version = 0;
+  std::string sha256;
+  std::string content;
+  DateTime deployed_at{};
+  int64_t size = 0;  // bytes of content
+};
+
+struct JobRecord {
+  std::string name;
+  std::string definition;  // JSON text of the JobDef
+  DateTime updated_at{};
+};
+
+// States: queued, running, retrying, succeeded, failed, canceled, abandoned.
+struct RunRecord {
+  std::string id;
+  std::string job;
+  std::string status;
+  std::string params;  // JSON object text
+  std::string parent_execution_id;
+  std::string start_step;
+  std::string idempotency_key;
+  std::string message;
+  DateTime queued_at{};
+  std::optional<DateTime> started_at;
+  std::optional<DateTime> ended_at;
+  int current_step = -1;  // index of the step running, -1 before the first
+  int pid = 0;            // the current step's process (group leader), for re-attach
+  int64_t pid_start = 0;  // its start time in clock ticks (/proc/PID/stat), against PID reuse
+  std::string execution_id;  // the current package step's execution
+};
+
+struct StepAttemptRecord {
+  std::string run_id;
+  int step = 0;  // 1-based, as SQL Server Agent numbers steps
+  std::string name;
+  int attempt = 1;
+  std::string status;  // running, succeeded, failed, canceled, abandoned
+  DateTime started_at{};
+  std::optional<DateTime> ended_at;
+  std::optional<int> exit_code;
+  std::string execution_id;
+  std::string message;
+  std::string stdout_text;
+  std::string stderr_text;
+};
+
+bool IsFinalRunStatus(const std::string& status);
+
+class AgentStore {
+ public:
+  static Result<std::unique_ptr<AgentStore>> Open(const std::string& path);
+  ~AgentStore();
+  AgentStore(const AgentStore&) = delete;
+  AgentStore& operator=(const AgentStore&) = delete;
+
+  struct PutResult {
+    int version = 0;
+    bool changed = false;
+    bool created = false;
+  };
+  Result<PutResult> PutPackage(const std::string& name, const std::string& sha256,
+                               const std::string& content);
+  Result<std::optional<PackageRecord>> GetPackage(const std::string& name);
+  Result<std::vector<PackageRecord>> ListPackages();  // content left empty
+  Result<bool> DeletePackage(const std::string& name);
+
+  Result<PutResult> PutJob(const std::string& name, const std::string& definition);
+  Result<std::optional<JobRecord>> GetJob(const std::string& name);
+  Result<std::vector<JobRecord>> ListJobs();
+  Result<bool> DeleteJob(const std::string& name);
+
+  // Inserts a new run; AlreadyExists when its idempotency key is taken.
+  Status InsertRun(const RunRecord& run);
+  Status UpdateRun(const RunRecord& run);
+  Result<std::optional<RunRecord>> GetRun(const std::string& id);
+  Result<std::optional<RunRecord>> FindRunByKey(const std::string& idempotency_key);
+  // Newest first.
+  Result<std::vector<RunRecord>> ListRuns(const std::string& job, int limit);
+  // Runs not in a final state, oldest first (for recovery after a restart).
+  Result<std::vector<RunRecord>> ListUnfinishedRuns();
+
+  Status UpsertStepAttempt(const StepAttemptRecord& attempt);
+  Result<std::vector<StepAttemptRecord>> ListStepAttempts(const std::string& run_id,
+                                                          bool with_output);
+
+ private:
+  explicit AgentStore(sqlite3* db) : db_(db) {}
+  Status Exec(const std::string& sql);
+
+  std::mutex mu_;
+  sqlite3* db_;
+};
+
+}  // namespace fanout::agent

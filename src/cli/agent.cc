@@ -1,0 +1,153 @@
+// `fanout agent`: runs the job agent of this server (DESIGN §4) until SIGTERM or SIGINT, which
+// drain it: no new starts, running steps may finish for drain_grace, then the rest are stopped.
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <random>
+#include <thread>
+
+#include <fmt/format.h>
+
+#include "agent/config.h"
+#include "agent/server.h"
+#include "cli/cli.h"
+
+namespace fanout::cli {
+namespace {
+
+struct AgentArgs {
+  std::string config;
+  bool dev = false;
+  std::string listen;
+  std::string data_dir;
+  int slots = 0;
+  std::string name;
+};
+
+std::string SelfPath() {
+  char buf[PATH_MAX];
+  ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
+  return n > 0 ? std::string(buf, static_cast<size_t>(n)) : "fanout";
+}
+
+std::string RandomToken() {
+  std::random_device rd;
+  std::string token;
+  for (int i = 0; i < 4; ++i) token += fmt::format("{:016x}", (uint64_t{rd()} << 32) | rd());
+  return token;
+}
+
+int RunAgent(const AgentArgs& args) {
+  if (args.dev == !args.config.empty()) {
+    std::fprintf(stderr, "fanout agent: give either --config FILE or --dev\n");
+    return kExitUsage;
+  }
+  agent::AgentConfig config;
+  if (args.dev) {
+    config.name = "dev";
+    config.port = 0;
+    if (args.data_dir.empty()) {
+      char tmpl[] = "/tmp/fanout-agent.XXXXXX";
+      if (mkdtemp(tmpl) == nullptr) {
+        std::perror("fanout agent: mkdtemp");
+        return kExitFailure;
+      }
+      config.data_dir = tmpl;
+    }
+    config.token = RandomToken();
+  } else {
+    auto loaded = agent::LoadAgentConfig(args.config);
+    if (!loaded.ok()) {
+      std::fprintf(stderr, "fanout agent: %s\n", loaded.status().message().c_str());
+      return loaded.status().code() == Code::kNotFound ? kExitNotFound : kExitInvalid;
+    }
+    config = *loaded;
+  }
+  if (!args.name.empty()) config.name = args.name;
+  if (!args.data_dir.empty()) config.data_dir = args.data_dir;
+  if (args.slots > 0) config.slots = args.slots;
+  if (!args.listen.empty()) {
+    size_t colon = args.listen.rfind(':');
+    if (colon == std::string::npos) {
+      std::fprintf(stderr, "fanout agent: --listen is HOST:PORT, e.g. 127.0.0.1:0\n");
+      return kExitUsage;
+    }
+    config.host = args.listen.substr(0, colon);
+    if (config.host.size() > 2 && config.host.front() == '[') config.host = config.host.substr(1, config.host.size() - 2);
+    config.port = std::atoi(args.listen.c_str() + colon + 1);
+  }
+  if (Status s = agent::CheckAgentConfig(config); !s.ok()) {
+    std::fprintf(stderr, "fanout agent: %s\n", s.message().c_str());
+    return kExitInvalid;
+  }
+
+  // Signals are taken by one thread so shutdown runs as ordinary code.
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  agent::AgentServer server(config, SelfPath());
+  if (Status s = server.Start(); !s.ok()) {
+    std::fprintf(stderr, "fanout agent: %s\n", s.message().c_str());
+    return kExitFailure;
+  }
+  const agent::AgentConfig& running = server.config();
+  std::printf("fanout agent %s listening on %s\n", running.name.c_str(), running.url().c_str());
+  std::printf("data_dir: %s\n", running.data_dir.c_str());
+  if (args.dev) {
+    std::string token_file = running.data_dir + "/token";
+    std::ofstream(token_file) << running.token << "\n";
+    std::printf("token: %s\n", running.token.c_str());
+    std::printf("token_file: %s\n", token_file.c_str());
+  }
+  std::fflush(stdout);
+
+  std::thread watcher([&server, set] {
+    int sig = 0;
+    sigwait(&set, &sig);
+    std::fprintf(stderr, "fanout agent: %s received: draining (no new runs; running steps may "
+                         "finish)\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    server.Shutdown();
+  });
+  Status served = server.Serve();
+  if (!served.ok()) {
+    std::fprintf(stderr, "fanout agent: %s\n", served.message().c_str());
+    pthread_kill(watcher.native_handle(), SIGTERM);
+  }
+  watcher.join();
+  std::fprintf(stderr, "fanout agent: stopped\n");
+  return served.ok() ? kExitSuccess : kExitFailure;
+}
+
+}  // namespace
+
+Command AddAgentCommand(CLI::App& app) {
+  auto args = std::make_shared<AgentArgs>();
+  CLI::App* cmd = app.add_subcommand("agent", "Run the job agent of this server");
+  cmd->add_option("--config", args->config, "The agent configuration file (agent.yaml)");
+  cmd->add_flag("--dev", args->dev,
+                "Development mode: loopback, any free port, a temporary data_dir and a printed "
+                "token");
+  cmd->add_option("--listen", args->listen, "HOST:PORT to listen on (overrides the config; port 0: any)");
+  cmd->add_option("--data-dir", args->data_dir, "Where jobs, packages and history live (overrides the config)");
+  cmd->add_option("--slots", args->slots, "Runs at once (overrides the config; default: cores)")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--name", args->name, "The agent's name (overrides the config)");
+  cmd->footer(
+      "The first line printed is `fanout agent NAME listening on URL`. SIGTERM or SIGINT drain\n"
+      "the agent: nothing new starts, running steps may finish for drain_grace, the rest are\n"
+      "stopped. Exit codes: 0 stopped cleanly, 1 could not start, 4 config not found,\n"
+      "5 invalid config (or refused: listening beyond loopback without a token or mutual TLS),\n"
+      "6 usage error.");
+  return {cmd, [args] { return RunAgent(*args); }};
+}
+
+}  // namespace fanout::cli

@@ -1,0 +1,462 @@
+// AgentClient: the agent's HTTP/JSON API (docs/agent-api.md) over cpp-httplib, with every
+// network failure, HTTP error and malformed answer turned into a Status that names the agent.
+#include "client/agent_client.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <charconv>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+
+#include <fmt/format.h>
+#include <httplib.h>
+
+namespace fanout::client {
+namespace {
+
+using nlohmann::json;
+
+struct ParsedUrl {
+  bool https = false;
+  std::string host;  // IPv6 without brackets
+  int port = 0;
+};
+
+// http://HOST[:PORT][/] or https://...; HOST is a name, an IPv4 address or [IPv6].
+Result<ParsedUrl> ParseUrl(const std::string& url) {
+  auto bad = [&](const std::string& why) {
+    return InvalidArgument(fmt::format(
+        "agent URL '{}' {}; write http://HOST:PORT or https://HOST:PORT (IPv6 as "
+        "http://[::1]:7420)",
+        url, why));
+  };
+  ParsedUrl out;
+  std::string_view rest = url;
+  if (rest.starts_with("http://")) {
+    rest.remove_prefix(7);
+  } else if (rest.starts_with("https://")) {
+    out.https = true;
+    rest.remove_prefix(8);
+  } else {
+    return bad("does not start with http:// or https://");
+  }
+  if (rest.ends_with('/')) rest.remove_suffix(1);
+  if (rest.find('/') != std::string_view::npos) return bad("has a path");
+  if (rest.find('@') != std::string_view::npos) {
+    return bad("has user credentials (pass a token instead)");
+  }
+  std::string_view port_text;
+  if (rest.starts_with('[')) {
+    size_t close = rest.find(']');
+    if (close == std::string_view::npos) return bad("has an unclosed '['");
+    out.host = std::string(rest.substr(1, close - 1));
+    rest.remove_prefix(close + 1);
+    if (!rest.empty()) {
+      if (rest[0] != ':') return bad("has text after the IPv6 address");
+      port_text = rest.substr(1);
+    }
+  } else {
+    size_t colon = rest.find(':');
+    out.host = std::string(rest.substr(0, colon));
+    if (colon != std::string_view::npos) port_text = rest.substr(colon + 1);
+  }
+  if (out.host.empty()) return bad("has no host");
+  if (port_text.empty()) {
+    out.port = out.https ? 443 : 80;
+  } else {
+    auto [end, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(),
+                                     out.port);
+    if (ec != std::errc() || end != port_text.data() + port_text.size() || out.port <= 0 ||
+        out.port > 65535) {
+      return bad("has a bad port");
+    }
+  }
+  return out;
+}
+
+const char* ReasonPhrase(int status) {
+  switch (status) {
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 409: return "Conflict";
+    case 413: return "Payload Too Large";
+    case 500: return "Internal Server Error";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+  }
+  return "";
+}
+
+Code CodeForHttpStatus(int status) {
+  switch (status) {
+    case 400: return Code::kInvalidArgument;
+    case 401: return Code::kUnauthenticated;
+    case 403: return Code::kPermissionDenied;
+    case 404: return Code::kNotFound;
+    case 409: return Code::kFailedPrecondition;
+    case 413: return Code::kResourceExhausted;
+    case 502:
+    case 503:
+    case 504: return Code::kUnavailable;
+  }
+  return Code::kInternal;
+}
+
+// A request that got no HTTP answer at all.
+fanout::Status TransportError(httplib::Error error, const std::string& where,
+                              const AgentEndpoint& endpoint) {
+  const std::string what = httplib::to_string(error);
+  switch (error) {
+    case httplib::Error::Connection:
+      return Unavailable(fmt::format(
+          "{}: cannot connect (refused or unreachable); is `fanout agent` running and "
+          "listening at that address?",
+          where));
+    case httplib::Error::ConnectionTimeout:
+      return Unavailable(fmt::format("{}: no connection within {} ms; is the agent's host up and "
+                                     "its port reachable?",
+                                     where, endpoint.connect_timeout.count()));
+    case httplib::Error::Read:
+    case httplib::Error::Write: {
+      std::string message = fmt::format(
+          "{}: the connection broke or the agent did not answer in time ({})", where, what);
+      // Both TLS mismatches below look like a dropped connection from this side.
+      if (endpoint.url.starts_with("http://")) {
+        message += "; if the agent serves https, use https://";
+      } else if (endpoint.cert_file.empty()) {
+        message += "; if the agent requires client certificates, give a certificate and key";
+      }
+      return Unavailable(std::move(message));
+    }
+    case httplib::Error::SSLConnection:
+      return Unavailable(fmt::format(
+          "{}: TLS handshake failed ({}); check that the agent serves https and that the "
+          "client certificate and key are the ones its tls.client_ca trusts",
+          where, what));
+    case httplib::Error::SSLServerVerification:
+      return Unavailable(fmt::format(
+          "{}: the agent's certificate is not trusted ({}); pass the CA that signed it", where,
+          what));
+    case httplib::Error::SSLLoadingCerts:
+      return InvalidArgument(fmt::format(
+          "{}: cannot load the CA certificate '{}' ({})", where, endpoint.ca_file, what));
+    default:
+      return Unavailable(fmt::format("{}: request failed ({})", where, what));
+  }
+}
+
+// Wraps the field reads of a decoded answer: a field of the wrong type is the agent's bug or
+// a version mismatch, reported as Internal rather than thrown.
+template <typename T, typename F>
+Result<T> Decode(const std::string& where, const json& body, F&& decode) {
+  if (!body.is_object()) {
+    return Internal(fmt::format("{}: expected a JSON object from the agent, got {}", where,
+                                body.dump().substr(0, 200)));
+  }
+  try {
+    return decode(body);
+  } catch (const json::exception& e) {
+    return Internal(fmt::format("{}: unexpected answer from the agent ({}): {}", where, e.what(),
+                                body.dump().substr(0, 200)));
+  }
+}
+
+// Reads a string field that may be absent or null.
+std::string StringField(const json& object, const char* key) {
+  auto it = object.find(key);
+  if (it == object.end() || it->is_null()) return "";
+  return it->get<std::string>();
+}
+
+PackageInfo PackageFromJson(const json& j) {
+  PackageInfo info;
+  info.name = StringField(j, "name");
+  info.version = j.value("version", 0);
+  info.sha256 = StringField(j, "sha256");
+  info.size = j.value("size", int64_t{0});
+  info.deployed_at = StringField(j, "deployed_at");
+  info.content = StringField(j, "content");
+  info.changed = j.value("changed", false);
+  return info;
+}
+
+}  // namespace
+
+bool IsFinalRunStatus(std::string_view status) {
+  return status == "succeeded" || status == "failed" || status == "canceled" ||
+         status == "abandoned";
+}
+
+bool IsValidName(std::string_view name) {
+  if (name.empty() || name.size() > 128) return false;
+  return std::all_of(name.begin(), name.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.' || c == '-';
+  });
+}
+
+Result<std::string> ReadTokenFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return InvalidArgument(fmt::format("cannot read the token file '{}'", path));
+  }
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  std::string token = buffer.str();
+  auto is_space = [](unsigned char c) { return std::isspace(c) != 0; };
+  token.erase(token.begin(), std::find_if_not(token.begin(), token.end(), is_space));
+  token.erase(std::find_if_not(token.rbegin(), token.rend(), is_space).base(), token.end());
+  if (token.empty()) return InvalidArgument(fmt::format("the token file '{}' is empty", path));
+  return token;
+}
+
+Result<std::string> ResolveToken(const std::string& token_file, const std::string& token_env) {
+  if (!token_file.empty()) return ReadTokenFile(token_file);
+  const char* value = token_env.empty() ? nullptr : std::getenv(token_env.c_str());
+  return std::string(value == nullptr ? "" : value);
+}
+
+AgentClient::AgentClient(AgentEndpoint endpoint) : endpoint_(std::move(endpoint)) {
+  base_url_ = endpoint_.url;
+  while (base_url_.ends_with('/')) base_url_.pop_back();
+  auto parsed = ParseUrl(endpoint_.url);
+  if (!parsed.ok()) {
+    endpoint_status_ = parsed.status();
+    return;
+  }
+  const bool has_tls_files =
+      !endpoint_.ca_file.empty() || !endpoint_.cert_file.empty() || !endpoint_.key_file.empty();
+  if (!parsed->https && has_tls_files) {
+    endpoint_status_ = InvalidArgument(fmt::format(
+        "agent {}: a CA, client certificate or key was given but the URL is http://; use "
+        "https:// for a TLS agent",
+        base_url_));
+    return;
+  }
+  if (endpoint_.cert_file.empty() != endpoint_.key_file.empty()) {
+    endpoint_status_ = InvalidArgument(fmt::format(
+        "agent {}: a client certificate needs both a certificate and a key file", base_url_));
+    return;
+  }
+  for (const std::string* file : {&endpoint_.ca_file, &endpoint_.cert_file, &endpoint_.key_file}) {
+    if (!file->empty() && access(file->c_str(), R_OK) != 0) {
+      endpoint_status_ = InvalidArgument(
+          fmt::format("agent {}: cannot read the TLS file '{}'", base_url_, *file));
+      return;
+    }
+  }
+
+  if (parsed->https) {
+    auto ssl = std::make_unique<httplib::SSLClient>(parsed->host, parsed->port,
+                                                    endpoint_.cert_file, endpoint_.key_file);
+    // Verification stays on: against the given CA, else the system's trusted CAs.
+    if (!endpoint_.ca_file.empty()) ssl->set_ca_cert_path(endpoint_.ca_file);
+    ssl->enable_server_certificate_verification(true);
+    http_ = std::move(ssl);
+  } else {
+    http_ = std::make_unique<httplib::ClientImpl>(parsed->host, parsed->port);
+  }
+  if (!http_->is_valid()) {
+    endpoint_status_ = InvalidArgument(fmt::format(
+        "agent {}: cannot load the client certificate '{}' and key '{}'", base_url_,
+        endpoint_.cert_file, endpoint_.key_file));
+    http_.reset();
+    return;
+  }
+  http_->set_keep_alive(true);
+  http_->set_tcp_nodelay(true);  // small requests: do not wait for Nagle
+  http_->set_connection_timeout(endpoint_.connect_timeout);
+  http_->set_read_timeout(endpoint_.read_timeout);
+  http_->set_write_timeout(endpoint_.read_timeout);
+  if (!endpoint_.token.empty()) http_->set_bearer_token_auth(endpoint_.token);
+}
+
+AgentClient::~AgentClient() = default;
+
+fanout::Status AgentClient::CheckName(const char* what, const std::string& name) const {
+  if (IsValidName(name)) return fanout::Status::Ok();
+  return InvalidArgument(fmt::format(
+      "agent {}: '{}' is not a valid {}; names and ids use letters, digits, '_', '.' and '-' "
+      "(1 to 128 characters)",
+      base_url_, name, what));
+}
+
+Result<AgentClient::Response> AgentClient::Call(const char* method, const std::string& path,
+                                                const std::string& body,
+                                                const std::string& content_type) {
+  if (!endpoint_status_.ok()) return endpoint_status_;
+  const std::string where = fmt::format("{} {}{}", method, base_url_, path);
+  const httplib::Headers headers = {{"Accept", "application/json"}};
+  const std::string_view m = method;
+  httplib::Result res =
+      m == "GET"      ? http_->Get(path, headers)
+      : m == "PUT"    ? http_->Put(path, headers, body, content_type)
+      : m == "POST"   ? (content_type.empty() ? http_->Post(path, headers)
+                                              : http_->Post(path, headers, body, content_type))
+      : m == "DELETE" ? http_->Delete(path, headers)
+                      : httplib::Result(nullptr, httplib::Error::Unknown);
+  if (!res) return TransportError(res.error(), where, endpoint_);
+
+  Response out;
+  out.status = res->status;
+  const bool success = out.status >= 200 && out.status < 300;
+  if (!res->body.empty()) {
+    try {
+      out.body = json::parse(res->body);
+    } catch (const json::exception&) {
+      if (success) {
+        return Internal(fmt::format("{}: the agent answered HTTP {} with a body that is not "
+                                    "JSON: {}",
+                                    where, out.status, res->body.substr(0, 200)));
+      }
+      // An error page from something in between (a proxy): show its start as the detail.
+      out.body = json{{"detail", res->body.substr(0, 200)}};
+    }
+  }
+  if (success) return out;
+
+  std::string error, detail;
+  if (out.body.is_object()) {
+    if (auto it = out.body.find("error"); it != out.body.end() && it->is_string()) error = *it;
+    if (auto it = out.body.find("detail"); it != out.body.end() && it->is_string()) detail = *it;
+  }
+  if (error.empty()) error = ReasonPhrase(out.status);
+  std::string message = fmt::format("{}: HTTP {}", where, out.status);
+  if (!error.empty()) message += " " + error;
+  if (!detail.empty()) message += ": " + detail;
+  if (out.status == 401) {
+    message += endpoint_.token.empty()
+                   ? " (no token was sent; give the agent's token)"
+                   : " (the token sent was refused; check it matches the agent's token_file)";
+  }
+  return fanout::Status(CodeForHttpStatus(out.status), std::move(message));
+}
+
+Result<json> AgentClient::Health() {
+  ASSIGN_OR_RETURN(Response r, Call("GET", "/v1/health"));
+  return std::move(r.body);
+}
+
+Result<json> AgentClient::Status() {
+  ASSIGN_OR_RETURN(Response r, Call("GET", "/v1/status"));
+  return std::move(r.body);
+}
+
+Result<PackageInfo> AgentClient::PutPackage(const std::string& name, const std::string& yaml) {
+  RETURN_IF_ERROR(CheckName("package name", name));
+  const std::string path = "/v1/packages/" + name;
+  ASSIGN_OR_RETURN(Response r, Call("PUT", path, yaml, "application/yaml"));
+  return Decode<PackageInfo>("PUT " + base_url_ + path, r.body, PackageFromJson);
+}
+
+Result<PackageInfo> AgentClient::GetPackage(const std::string& name) {
+  RETURN_IF_ERROR(CheckName("package name", name));
+  const std::string path = "/v1/packages/" + name;
+  ASSIGN_OR_RETURN(Response r, Call("GET", path));
+  return Decode<PackageInfo>("GET " + base_url_ + path, r.body, PackageFromJson);
+}
+
+Result<std::vector<PackageInfo>> AgentClient::ListPackages() {
+  ASSIGN_OR_RETURN(Response r, Call("GET", "/v1/packages"));
+  return Decode<std::vector<PackageInfo>>(
+      "GET " + base_url_ + "/v1/packages", r.body, [](const json& body) {
+        std::vector<PackageInfo> out;
+        for (const json& p : body.at("packages")) out.push_back(PackageFromJson(p));
+        return out;
+      });
+}
+
+fanout::Status AgentClient::DeletePackage(const std::string& name) {
+  RETURN_IF_ERROR(CheckName("package name", name));
+  return Call("DELETE", "/v1/packages/" + name).status();
+}
+
+Result<JobPutResult> AgentClient::PutJob(const std::string& name, const std::string& body,
+                                         const std::string& content_type) {
+  RETURN_IF_ERROR(CheckName("job name", name));
+  const std::string path = "/v1/jobs/" + name;
+  ASSIGN_OR_RETURN(Response r, Call("PUT", path, body, content_type));
+  const bool created = r.status == 201;
+  return Decode<JobPutResult>("PUT " + base_url_ + path, r.body, [&](const json& j) {
+    JobPutResult out;
+    out.name = StringField(j, "name");
+    out.changed = j.value("changed", created);
+    out.created = created;
+    return out;
+  });
+}
+
+Result<json> AgentClient::GetJob(const std::string& name) {
+  RETURN_IF_ERROR(CheckName("job name", name));
+  ASSIGN_OR_RETURN(Response r, Call("GET", "/v1/jobs/" + name));
+  return std::move(r.body);
+}
+
+Result<json> AgentClient::ListJobs() {
+  ASSIGN_OR_RETURN(Response r, Call("GET", "/v1/jobs"));
+  return std::move(r.body);
+}
+
+fanout::Status AgentClient::DeleteJob(const std::string& name) {
+  RETURN_IF_ERROR(CheckName("job name", name));
+  return Call("DELETE", "/v1/jobs/" + name).status();
+}
+
+Result<StartResult> AgentClient::StartJob(const std::string& name, const StartRequest& request) {
+  RETURN_IF_ERROR(CheckName("job name", name));
+  json body = json::object();
+  if (!request.params.empty()) body["params"] = request.params;
+  if (!request.parent_execution_id.empty()) {
+    body["parent_execution_id"] = request.parent_execution_id;
+  }
+  if (!request.start_step.empty()) body["start_step"] = request.start_step;
+  if (!request.idempotency_key.empty()) body["idempotency_key"] = request.idempotency_key;
+  const std::string path = "/v1/jobs/" + name + "/start";
+  ASSIGN_OR_RETURN(Response r, Call("POST", path, body.dump(), "application/json"));
+  return Decode<StartResult>("POST " + base_url_ + path, r.body, [](const json& j) {
+    StartResult out;
+    out.run_id = j.at("run_id").get<std::string>();
+    out.status = StringField(j, "status");
+    out.existing = j.value("existing", false);
+    return out;
+  });
+}
+
+Result<json> AgentClient::GetRun(const std::string& run_id,
+                                 std::optional<std::chrono::seconds> wait) {
+  RETURN_IF_ERROR(CheckName("run id", run_id));
+  std::string path = "/v1/runs/" + run_id;
+  if (!wait || !endpoint_status_.ok()) {
+    ASSIGN_OR_RETURN(Response r, Call("GET", path));
+    return std::move(r.body);
+  }
+  path += fmt::format("?wait={}", std::max<int64_t>(0, wait->count()));
+  // The answer may take the whole wait: allow for it on top of the usual read timeout.
+  http_->set_read_timeout(endpoint_.read_timeout + *wait);
+  auto r = Call("GET", path);
+  http_->set_read_timeout(endpoint_.read_timeout);
+  if (!r.ok()) return r.status();
+  return std::move(r->body);
+}
+
+Result<json> AgentClient::StopRun(const std::string& run_id) {
+  RETURN_IF_ERROR(CheckName("run id", run_id));
+  ASSIGN_OR_RETURN(Response r, Call("POST", "/v1/runs/" + run_id + "/stop"));
+  return std::move(r.body);
+}
+
+Result<json> AgentClient::JobHistory(const std::string& name, int limit) {
+  RETURN_IF_ERROR(CheckName("job name", name));
+  std::string path = "/v1/jobs/" + name + "/history";
+  if (limit > 0) path += fmt::format("?limit={}", limit);
+  ASSIGN_OR_RETURN(Response r, Call("GET", path));
+  return std::move(r.body);
+}
+
+}  // namespace fanout::client

@@ -1,0 +1,155 @@
+// The HTTP/JSON client of one `fanout agent` (docs/agent-api.md): deploy packages and jobs,
+// start and follow runs, read history. Used by the CLI (`fanout job`, `fanout deploy`), by
+// agent-job tasks and by agent pools. Every HTTP or network failure comes back as a Status.
+#pragma once
+
+#include <chrono>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "fanout/status.h"
+
+namespace httplib {
+class ClientImpl;
+}
+
+namespace fanout::client {
+
+// Where an agent is and how to prove who we are. Token files and environment variables are
+// resolved by the caller (see ReadTokenFile); this holds the values.
+struct AgentEndpoint {
+  std::string url;        // http://HOST:PORT or https://HOST:PORT; IPv6 as http://[::1]:7420
+  std::string token;      // sent as "Authorization: Bearer TOKEN" when not empty
+  std::string ca_file;    // https: trust this CA for the agent's certificate (else system CAs)
+  std::string cert_file;  // https: client certificate for mutual TLS (with key_file)
+  std::string key_file;
+  std::chrono::milliseconds connect_timeout{2000};
+  // How long a silent agent is waited for; a long-poll (GetRun with wait) adds its wait to it.
+  std::chrono::milliseconds read_timeout{10000};
+};
+
+// PUT/GET/list of /v1/packages. `content` is filled by GetPackage only; `changed` by
+// PutPackage only.
+struct PackageInfo {
+  std::string name;
+  int version = 0;
+  std::string sha256;
+  int64_t size = 0;
+  std::string deployed_at;  // ISO 8601 UTC, empty when absent
+  std::string content;
+  bool changed = false;
+};
+
+// PUT /v1/jobs/{name}: `created` when the agent answered 201 (the job is new).
+struct JobPutResult {
+  std::string name;
+  bool changed = false;
+  bool created = false;
+};
+
+// The body of POST /v1/jobs/{name}/start; empty fields are left out. Parameter values are
+// strings or JSON arrays of strings.
+struct StartRequest {
+  std::map<std::string, nlohmann::json> params;
+  std::string parent_execution_id;
+  std::string start_step;
+  std::string idempotency_key;
+};
+
+struct StartResult {
+  std::string run_id;
+  std::string status;  // queued | running
+  bool existing = false;  // the idempotency key matched a run started before
+};
+
+// Run states that never change again: succeeded, failed, canceled, abandoned.
+bool IsFinalRunStatus(std::string_view status);
+
+// Names of jobs, packages and steps: [A-Za-z0-9_.-]{1,128}.
+bool IsValidName(std::string_view name);
+
+// Reads a bearer token from a file (surrounding whitespace removed); InvalidArgument when the
+// file is unreadable or empty.
+Result<std::string> ReadTokenFile(const std::string& path);
+// The token as agent connections and the CLI name it: read from `token_file` when given, else
+// the value of the environment variable `token_env` (empty when unset: no token is sent).
+Result<std::string> ResolveToken(const std::string& token_file,
+                                 const std::string& token_env = "FANOUT_TOKEN");
+
+// One agent's API. Keeps one keep-alive connection, so consecutive calls reuse it.
+// Thread-compatible: one thread at a time per instance; use one AgentClient per thread (they
+// are cheap) for concurrent calls to the same agent.
+//
+// HTTP statuses map to codes: 400 InvalidArgument, 401 Unauthenticated, 403 PermissionDenied,
+// 404 NotFound, 409 FailedPrecondition, 413 ResourceExhausted, 502/503/504 and a refused,
+// timed-out or broken connection Unavailable, anything else Internal. Messages name the
+// method, the agent URL and path, and the agent's "error" and "detail".
+class AgentClient {
+ public:
+  // A malformed URL or unreadable TLS file is not fatal here: every call then fails with
+  // InvalidArgument, and endpoint_status() tells why up front.
+  explicit AgentClient(AgentEndpoint endpoint);
+  ~AgentClient();
+  AgentClient(const AgentClient&) = delete;
+  AgentClient& operator=(const AgentClient&) = delete;
+
+  const AgentEndpoint& endpoint() const { return endpoint_; }
+  // The URL as used: scheme://host:port without a trailing slash.
+  const std::string& url() const { return base_url_; }
+  const fanout::Status& endpoint_status() const { return endpoint_status_; }
+
+  // GET /v1/health: {"status", "name", "version"}. Needs no credentials.
+  Result<nlohmann::json> Health();
+  // GET /v1/status: {"name", "version", "slots", "busy", "queued", "draining", "running"}.
+  Result<nlohmann::json> Status();
+
+  Result<PackageInfo> PutPackage(const std::string& name, const std::string& yaml);
+  // NotFound when the agent has no such package.
+  Result<PackageInfo> GetPackage(const std::string& name);
+  Result<std::vector<PackageInfo>> ListPackages();
+  fanout::Status DeletePackage(const std::string& name);
+
+  // `content_type` is application/json or application/yaml.
+  Result<JobPutResult> PutJob(const std::string& name, const std::string& body,
+                              const std::string& content_type);
+  // The definition plus "running".
+  Result<nlohmann::json> GetJob(const std::string& name);
+  // The whole answer: {"jobs": [{"name", "enabled", "steps", "max_concurrent_runs", "running",
+  // "last_run"}]}.
+  Result<nlohmann::json> ListJobs();
+  fanout::Status DeleteJob(const std::string& name);
+
+  Result<StartResult> StartJob(const std::string& name, const StartRequest& request);
+  // The run: {"run_id", "job", "status", ..., "steps": [...]}. With `wait`, a long-poll that
+  // answers when the run ends or the wait (the agent caps it at 60 s) passes.
+  Result<nlohmann::json> GetRun(const std::string& run_id,
+                                std::optional<std::chrono::seconds> wait = std::nullopt);
+  // {"run_id", "status"}.
+  Result<nlohmann::json> StopRun(const std::string& run_id);
+  // The whole answer: {"runs": [...]}, newest first; limit 0 leaves the agent's default (50).
+  Result<nlohmann::json> JobHistory(const std::string& name, int limit = 0);
+
+ private:
+  struct Response {
+    int status = 0;
+    nlohmann::json body;  // null for 204 or an empty body
+  };
+  // Sends one request and turns every failure into a Status; `body` is sent when
+  // content_type is not empty.
+  Result<Response> Call(const char* method, const std::string& path,
+                        const std::string& body = "", const std::string& content_type = "");
+  fanout::Status CheckName(const char* what, const std::string& name) const;
+
+  AgentEndpoint endpoint_;
+  std::string base_url_;
+  fanout::Status endpoint_status_;
+  std::unique_ptr<httplib::ClientImpl> http_;
+};
+
+}  // namespace fanout::client

@@ -1,0 +1,382 @@
+// Tests of RunProcess: exit codes and signals, bounded capture of stdout/stderr, stdin, env and
+// cwd, start failures, and stopping the whole process group through a cancel eventfd.
+#include "common/subprocess.h"
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/eventfd.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <string>
+#include <thread>
+
+namespace fanout {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+
+class TempDir {
+ public:
+  TempDir() {
+    std::string pattern =
+        (std::filesystem::temp_directory_path() / "fanout-subprocess-test-XXXXXX").string();
+    if (mkdtemp(pattern.data()) == nullptr) std::abort();
+    path_ = pattern;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  std::string File(const std::string& name) const { return (path_ / name).string(); }
+  std::string path() const { return path_.string(); }
+
+ private:
+  std::filesystem::path path_;
+};
+
+class EventFd {
+ public:
+  EventFd() : fd_(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {}
+  ~EventFd() { close(fd_); }
+  int fd() const { return fd_; }
+  void Fire() {
+    uint64_t one = 1;
+    ASSERT_EQ(write(fd_, &one, sizeof one), static_cast<ssize_t>(sizeof one));
+  }
+
+ private:
+  int fd_;
+};
+
+SpawnSpec Shell(const std::string& script) {
+  SpawnSpec spec;
+  spec.argv = {"/bin/sh", "-c", script};
+  return spec;
+}
+
+SpawnResult MustRun(const SpawnSpec& spec, int cancel_fd = -1) {
+  auto r = RunProcess(spec, cancel_fd);
+  EXPECT_TRUE(r.ok()) << r.status().ToString();
+  return r.ok() ? *r : SpawnResult{};
+}
+
+// Waits (by pidfd, not by sleeping) until `pid` has exited; false after `timeout`.
+bool WaitForExit(int pidfd, milliseconds timeout) {
+  pollfd p{pidfd, POLLIN, 0};
+  return poll(&p, 1, static_cast<int>(timeout.count())) == 1;
+}
+
+// Reads one line a writer puts into `fifo`, waiting for it with poll() up to `timeout`.
+std::string ReadLineFromFifo(const std::string& fifo, milliseconds timeout) {
+  int fd = open(fifo.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) return "";
+  std::string text;
+  auto deadline = Clock::now() + timeout;
+  while (text.find('\n') == std::string::npos && Clock::now() < deadline) {
+    pollfd p{fd, POLLIN, 0};
+    auto left = std::chrono::duration_cast<milliseconds>(deadline - Clock::now());
+    if (poll(&p, 1, static_cast<int>(std::max<int64_t>(left.count(), 0))) <= 0) break;
+    char buf[64];
+    ssize_t n = read(fd, buf, sizeof buf);
+    if (n > 0) {
+      text.append(buf, static_cast<size_t>(n));
+    } else if (p.revents & POLLHUP) {
+      break;  // the writer closed without a full line
+    }
+  }
+  close(fd);
+  return text.substr(0, text.find('\n'));
+}
+
+// ---- Exit status ------------------------------------------------------------------------------
+
+TEST(RunProcessTest, ReportsExitCodes) {
+  EXPECT_EQ(MustRun(Shell("exit 0")).exit_code, 0);
+  EXPECT_EQ(MustRun(Shell("exit 3")).exit_code, 3);
+  EXPECT_EQ(MustRun(Shell("exit 255")).exit_code, 255);
+  SpawnResult r = MustRun(Shell("exit 7"));
+  EXPECT_EQ(r.term_signal, 0);
+  EXPECT_FALSE(r.stopped);
+}
+
+TEST(RunProcessTest, FindsProgramsOnPath) {
+  SpawnSpec spec;
+  spec.argv = {"true"};
+  EXPECT_EQ(MustRun(spec).exit_code, 0);
+  spec.argv = {"false"};
+  EXPECT_EQ(MustRun(spec).exit_code, 1);
+}
+
+TEST(RunProcessTest, KilledBySignalIs128PlusSignal) {
+  SpawnResult term = MustRun(Shell("kill -TERM $$; sleep 5"));
+  EXPECT_EQ(term.term_signal, SIGTERM);
+  EXPECT_EQ(term.exit_code, 128 + SIGTERM);
+  SpawnResult kill9 = MustRun(Shell("kill -KILL $$; sleep 5"));
+  EXPECT_EQ(kill9.term_signal, SIGKILL);
+  EXPECT_EQ(kill9.exit_code, 137);
+  EXPECT_FALSE(kill9.stopped) << "we did not stop it";
+}
+
+// ---- Output -----------------------------------------------------------------------------------
+
+TEST(RunProcessTest, CapturesStdoutAndStderrSeparately) {
+  SpawnResult r = MustRun(Shell("printf 'to out\\n'; printf 'to err' >&2; printf more"));
+  EXPECT_EQ(r.out, "to out\nmore");
+  EXPECT_EQ(r.err, "to err");
+  EXPECT_EQ(r.out_dropped, 0u);
+  EXPECT_EQ(r.err_dropped, 0u);
+}
+
+TEST(RunProcessTest, CaptureLimitKeepsTheStartAndCountsTheRest) {
+  SpawnSpec spec = Shell("printf '0123456789abcdefghij'; printf 'ABCDEFGHIJKLMNOPQRSTUVWXYZ' >&2");
+  spec.capture_limit = 8;
+  SpawnResult r = MustRun(spec);
+  EXPECT_EQ(r.out, "01234567");
+  EXPECT_EQ(r.out_dropped, 12u);
+  EXPECT_EQ(r.err, "ABCDEFGH");
+  EXPECT_EQ(r.err_dropped, 18u);
+}
+
+TEST(RunProcessTest, DrainsLargeOutputBeyondThePipeBuffer) {
+  // 1 MiB on each stream: the child would block forever if either pipe were not drained.
+  SpawnSpec spec = Shell("head -c 1048576 /dev/zero; head -c 1048576 /dev/zero >&2; exit 4");
+  SpawnResult r = MustRun(spec);
+  EXPECT_EQ(r.exit_code, 4);
+  EXPECT_EQ(r.out.size(), spec.capture_limit);
+  EXPECT_EQ(r.out.size() + r.out_dropped, 1048576u);
+  EXPECT_EQ(r.err.size() + r.err_dropped, 1048576u);
+}
+
+TEST(RunProcessTest, ZeroCaptureLimitOnlyCounts) {
+  SpawnSpec spec = Shell("printf hello");
+  spec.capture_limit = 0;
+  SpawnResult r = MustRun(spec);
+  EXPECT_EQ(r.out, "");
+  EXPECT_EQ(r.out_dropped, 5u);
+}
+
+// ---- Input, environment, working directory ----------------------------------------------------
+
+TEST(RunProcessTest, WritesStdinDataThenCloses) {
+  SpawnSpec spec;
+  spec.argv = {"cat"};
+  spec.stdin_data = "line one\nline two\n";
+  SpawnResult r = MustRun(spec);
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_EQ(r.out, spec.stdin_data);
+}
+
+TEST(RunProcessTest, StdinIsEmptyWithoutData) {
+  SpawnResult r = MustRun(Shell("wc -c"));
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_EQ(r.out.find_first_not_of(" \t"), r.out.find('0')) << r.out;
+}
+
+TEST(RunProcessTest, LargeStdinToAProgramThatReadsItAll) {
+  SpawnSpec spec = Shell("wc -c");
+  spec.stdin_data.assign(300000, 'x');
+  SpawnResult r = MustRun(spec);
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_NE(r.out.find("300000"), std::string::npos) << r.out;
+}
+
+TEST(RunProcessTest, LargeStdinEchoedBackDoesNotDeadlock) {
+  GTEST_SKIP() << "BUG: RunProcess writes stdin_data with one blocking write(); when the child "
+                  "echoes its input (cat) the stdout pipe fills while the parent is still "
+                  "blocked writing stdin, and both wait forever";
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  // Runs in a forked child with an alarm so a deadlock fails the test instead of hanging it.
+  EXPECT_EXIT(
+      {
+        alarm(10);
+        SpawnSpec spec;
+        spec.argv = {"cat"};
+        spec.stdin_data.assign(1 << 20, 'y');
+        spec.capture_limit = 2 << 20;
+        auto r = RunProcess(spec, -1);
+        _exit(r.ok() && r->out == spec.stdin_data ? 0 : 1);
+      },
+      ::testing::ExitedWithCode(0), "");
+}
+
+TEST(RunProcessTest, ChildThatIgnoresStdinDoesNotKillTheCaller) {
+  GTEST_SKIP() << "BUG: when the child exits without reading stdin_data, RunProcess's write() "
+                  "to the pipe raises SIGPIPE, which kills the calling process (nothing blocks "
+                  "or ignores SIGPIPE, and pipes have no MSG_NOSIGNAL)";
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(
+      {
+        alarm(10);
+        SpawnSpec spec;
+        spec.argv = {"true"};
+        spec.stdin_data.assign(1 << 20, 'z');
+        auto r = RunProcess(spec, -1);
+        _exit(r.ok() && r->exit_code == 0 ? 0 : 1);
+      },
+      ::testing::ExitedWithCode(0), "");
+}
+
+TEST(RunProcessTest, EnvAddsAndReplacesButKeepsTheRest) {
+  ASSERT_EQ(setenv("FANOUT_SUBPROCESS_TEST_KEEP", "kept", 1), 0);
+  ASSERT_EQ(setenv("FANOUT_SUBPROCESS_TEST_OVERRIDE", "old", 1), 0);
+  SpawnSpec spec = Shell(
+      "printf '%s|%s|%s' \"$FANOUT_NEW\" \"$FANOUT_SUBPROCESS_TEST_OVERRIDE\" "
+      "\"$FANOUT_SUBPROCESS_TEST_KEEP\"");
+  spec.env = {{"FANOUT_NEW", "a b=c"}, {"FANOUT_SUBPROCESS_TEST_OVERRIDE", "new"}};
+  SpawnResult r = MustRun(spec);
+  EXPECT_EQ(r.out, "a b=c|new|kept");
+  unsetenv("FANOUT_SUBPROCESS_TEST_KEEP");
+  unsetenv("FANOUT_SUBPROCESS_TEST_OVERRIDE");
+}
+
+TEST(RunProcessTest, OverriddenVariableAppearsOnce) {
+  ASSERT_EQ(setenv("FANOUT_SUBPROCESS_TEST_DUP", "old", 1), 0);
+  SpawnSpec spec = Shell("env | grep -c '^FANOUT_SUBPROCESS_TEST_DUP='");
+  spec.env = {{"FANOUT_SUBPROCESS_TEST_DUP", "new"}};
+  SpawnResult r = MustRun(spec);
+  EXPECT_EQ(r.out, "1\n");
+  unsetenv("FANOUT_SUBPROCESS_TEST_DUP");
+}
+
+TEST(RunProcessTest, RunsInCwd) {
+  TempDir dir;
+  SpawnSpec spec;
+  spec.argv = {"pwd", "-P"};
+  spec.cwd = dir.path();
+  SpawnResult r = MustRun(spec);
+  EXPECT_EQ(r.out, std::filesystem::canonical(dir.path()).string() + "\n");
+}
+
+TEST(RunProcessTest, BadCwdFailsToStart) {
+  TempDir dir;
+  SpawnSpec spec;
+  spec.argv = {"true"};
+  spec.cwd = dir.File("missing");
+  auto r = RunProcess(spec, -1);
+  ASSERT_FALSE(r.ok()) << "exit code " << r->exit_code;
+  EXPECT_NE(r.status().message().find("missing"), std::string::npos) << r.status().message();
+}
+
+// ---- Start failures ---------------------------------------------------------------------------
+
+TEST(RunProcessTest, MissingProgramIsNotFound) {
+  SpawnSpec spec;
+  spec.argv = {"fanout-no-such-program-xyz", "arg"};
+  auto r = RunProcess(spec, -1);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), Code::kNotFound);
+  EXPECT_NE(r.status().message().find("fanout-no-such-program-xyz"), std::string::npos)
+      << r.status().message();
+
+  spec.argv = {"/nonexistent/dir/prog"};
+  auto abs = RunProcess(spec, -1);
+  ASSERT_FALSE(abs.ok());
+  EXPECT_EQ(abs.status().code(), Code::kNotFound);
+}
+
+TEST(RunProcessTest, NonExecutableFileFailsToStart) {
+  TempDir dir;
+  { std::ofstream(dir.File("script")) << "#!/bin/sh\nexit 0\n"; }
+  chmod(dir.File("script").c_str(), 0644);
+  SpawnSpec spec;
+  spec.argv = {dir.File("script")};
+  auto r = RunProcess(spec, -1);
+  if (geteuid() == 0 && r.ok()) GTEST_SKIP() << "root may execute files without x bits here";
+  EXPECT_FALSE(r.ok());
+}
+
+TEST(RunProcessTest, EmptyArgvIsInvalid) {
+  auto r = RunProcess(SpawnSpec{}, -1);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), Code::kInvalidArgument);
+}
+
+// ---- Cancellation -----------------------------------------------------------------------------
+
+// The child reports its background grandchild's pid through a FIFO, so the test knows the
+// group is fully started before it cancels.
+TEST(RunProcessTest, CancelStopsTheWholeProcessGroup) {
+  TempDir dir;
+  std::string fifo = dir.File("pid");
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  EventFd cancel;
+  SpawnSpec spec = Shell("sleep 30 & echo $! > '" + fifo + "'; wait");
+  spec.kill_grace = milliseconds(5000);
+  auto start = Clock::now();
+  auto future = std::async(std::launch::async, [&] { return RunProcess(spec, cancel.fd()); });
+
+  std::string line = ReadLineFromFifo(fifo, milliseconds(10000));
+  ASSERT_FALSE(line.empty()) << "the shell never reported its grandchild";
+  pid_t grandchild = static_cast<pid_t>(std::stoi(line));
+  int pidfd = static_cast<int>(syscall(SYS_pidfd_open, grandchild, 0));
+  ASSERT_GE(pidfd, 0) << "grandchild " << grandchild << " already gone";
+
+  cancel.Fire();
+  ASSERT_EQ(future.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  auto r = future.get();
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_TRUE(r->stopped);
+  EXPECT_EQ(r->exit_code, 128 + SIGTERM);
+  EXPECT_LT(Clock::now() - start, std::chrono::seconds(5)) << "SIGTERM was enough";
+  EXPECT_TRUE(WaitForExit(pidfd, milliseconds(3000))) << "grandchild sleep survived the cancel";
+  close(pidfd);
+  if (kill(grandchild, 0) == 0) kill(grandchild, SIGKILL);
+}
+
+TEST(RunProcessTest, CancelEscalatesToSigkillAfterGrace) {
+  TempDir dir;
+  std::string fifo = dir.File("ready");
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  EventFd cancel;
+  // The trap is inherited by sleep, so only SIGKILL ends the group.
+  SpawnSpec spec = Shell("trap '' TERM; echo ready > '" + fifo + "'; sleep 5; exit 0");
+  spec.kill_grace = milliseconds(100);
+  auto start = Clock::now();
+  auto future = std::async(std::launch::async, [&] { return RunProcess(spec, cancel.fd()); });
+  ASSERT_EQ(ReadLineFromFifo(fifo, milliseconds(10000)), "ready");
+  cancel.Fire();
+  ASSERT_EQ(future.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  auto result = future.get();
+  ASSERT_TRUE(result.ok()) << result.status().ToString();
+  SpawnResult r = *result;
+  EXPECT_TRUE(r.stopped);
+  EXPECT_EQ(r.term_signal, SIGKILL);
+  EXPECT_EQ(r.exit_code, 128 + SIGKILL);
+  EXPECT_LT(Clock::now() - start, std::chrono::seconds(4)) << "did not wait for sleep 5";
+}
+
+TEST(RunProcessTest, CancelAfterExitIsNotAStop) {
+  EventFd cancel;
+  SpawnResult r = MustRun(Shell("exit 2"), cancel.fd());
+  EXPECT_FALSE(r.stopped);
+  EXPECT_EQ(r.exit_code, 2);
+}
+
+TEST(RunProcessTest, GrandchildHoldingThePipeDoesNotBlockReturn) {
+  // The shell exits at once; its background sleep keeps stdout and stderr open.
+  auto start = Clock::now();
+  SpawnResult r = MustRun(Shell("sleep 20 & echo $!; echo done >&2"));
+  auto elapsed = Clock::now() - start;
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_FALSE(r.stopped);
+  EXPECT_LT(elapsed, std::chrono::seconds(10)) << "waited for the grandchild";
+  EXPECT_EQ(r.err, "done\n");
+  ASSERT_FALSE(r.out.empty());
+  pid_t grandchild = static_cast<pid_t>(std::stoi(r.out));
+  if (grandchild > 0) kill(grandchild, SIGKILL);
+}
+
+}  // namespace
+}  // namespace fanout

@@ -1,0 +1,1299 @@
+// Tests of Engine::Run with a scriptable fake task type: precedence, skipping, error counts,
+// retries, timeouts, cancellation, concurrency limits, loops, --set handling, masking and events.
+// The tasks module is not linked here; the `fake` type below stands in for real tasks.
+#include "fanout/engine.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <regex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "fanout/catalog.h"
+#include "fanout/package.h"
+#include "fanout/task.h"
+
+namespace fanout {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+using namespace std::chrono_literals;
+
+// A blocking fake gives up after this long, so a missing cancel fails a test instead of hanging
+// it.
+constexpr auto kBlockSafety = 2s;
+
+// ---- What the fake tasks did ------------------------------------------------------------------
+
+struct Call {
+  std::string path;
+  int attempt = 0;
+  Clock::time_point start;
+  Clock::time_point end;
+  std::string log;
+};
+
+// Shared by every fake task of a test; reset before each test. Thread-safe.
+class World {
+ public:
+  static World& Get() {
+    static World* world = new World();
+    return *world;
+  }
+
+  void Reset() {
+    std::lock_guard lock(mu_);
+    calls_.clear();
+    started_.clear();
+    finished_.clear();
+    failures_.clear();
+    running_ = 0;
+    max_running_ = 0;
+  }
+
+  void Started(const std::string& path) {
+    {
+      std::lock_guard lock(mu_);
+      started_.insert(path);
+      max_running_ = std::max(max_running_, ++running_);
+    }
+    cv_.notify_all();
+  }
+
+  void Finished(Call call) {
+    {
+      std::lock_guard lock(mu_);
+      --running_;
+      finished_.insert(call.path);
+      calls_.push_back(std::move(call));
+    }
+    cv_.notify_all();
+  }
+
+  bool WaitStarted(const std::string& path, Clock::duration timeout) {
+    std::unique_lock lock(mu_);
+    return cv_.wait_for(lock, timeout, [&] { return started_.count(path) != 0; });
+  }
+  bool WaitFinished(const std::string& path, Clock::duration timeout) {
+    std::unique_lock lock(mu_);
+    return cv_.wait_for(lock, timeout, [&] { return finished_.count(path) != 0; });
+  }
+
+  // How many times `key` has asked so far, this call included.
+  int CountAttempt(const std::string& key) {
+    std::lock_guard lock(mu_);
+    return ++failures_[key];
+  }
+
+  std::vector<Call> Calls() const {
+    std::lock_guard lock(mu_);
+    return calls_;
+  }
+  std::vector<Call> CallsOf(const std::string& path) const {
+    std::vector<Call> out;
+    for (const Call& c : Calls()) {
+      if (c.path == path) out.push_back(c);
+    }
+    return out;
+  }
+  bool Ran(const std::string& path) const { return !CallsOf(path).empty(); }
+  int max_running() const {
+    std::lock_guard lock(mu_);
+    return max_running_;
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<Call> calls_;
+  std::multiset<std::string> started_;
+  std::multiset<std::string> finished_;
+  std::map<std::string, int> failures_;
+  int running_ = 0;
+  int max_running_ = 0;
+};
+
+// ---- The fake task type -----------------------------------------------------------------------
+
+// Keys: result (template: success|failure|canceled), message (failure text), sleep_ms, block
+// (until canceled), set + value (assign a variable on success), fail_times (fail the first N
+// attempts), log (template recorded with the call), emit (template sent as OnInformation),
+// wait_for (template: a task path that must have started before this one goes on).
+class FakeTask : public Task {
+ public:
+  std::optional<Template> result, message, value, log, emit, wait_for;
+  int64_t sleep_ms = 0;
+  int64_t fail_times = 0;
+  bool block = false;
+  std::string set;
+
+  TaskOutcome Execute(TaskContext& ctx) const override {
+    World& world = World::Get();
+    Call call;
+    call.path = ctx.task_path();
+    call.attempt = ctx.attempt();
+    call.start = Clock::now();
+    world.Started(call.path);
+    TaskOutcome out = Body(ctx, call);
+    call.end = Clock::now();
+    world.Finished(std::move(call));
+    return out;
+  }
+
+ private:
+  static std::string Render(const std::optional<Template>& t, TaskContext& ctx,
+                            const std::string& fallback) {
+    if (!t) return fallback;
+    auto r = t->RenderString(ctx.scope());
+    return r.ok() ? *r : "<render error: " + r.status().message() + ">";
+  }
+
+  TaskOutcome Body(TaskContext& ctx, Call& call) const {
+    call.log = Render(log, ctx, "");
+    if (emit) ctx.Emit(EventType::kOnInformation, Render(emit, ctx, ""));
+    if (wait_for) {
+      std::string other = Render(wait_for, ctx, "");
+      if (!World::Get().WaitStarted(other, 2s)) {
+        return TaskOutcome::Failure("gave up waiting for " + other + " to start");
+      }
+    }
+    if (sleep_ms > 0 && !ctx.cancel().SleepFor(milliseconds(sleep_ms))) {
+      return TaskOutcome::Failure("interrupted");
+    }
+    if (block) {
+      if (!ctx.cancel().SleepFor(std::chrono::duration_cast<milliseconds>(kBlockSafety))) {
+        return TaskOutcome::Failure("interrupted");
+      }
+      call.log += "[never canceled]";
+      return TaskOutcome::Success();
+    }
+    std::string what = Render(result, ctx, "success");
+    if (fail_times > 0 && World::Get().CountAttempt(ctx.task_path()) <= fail_times) {
+      what = "failure";
+    }
+    if (what == "failure") return TaskOutcome::Failure(Render(message, ctx, "fake failure"));
+    if (what == "canceled") return {TaskResult::kCanceled, "fake canceled", "", ""};
+    if (!set.empty()) {
+      Value v;
+      if (value) {
+        auto r = value->Render(ctx.scope());
+        if (!r.ok()) return TaskOutcome::Failure(r.status().message());
+        v = *r;
+      }
+      Status s = ctx.scope().Set(set, v);
+      if (!s.ok()) return TaskOutcome::Failure(s.message());
+    }
+    return TaskOutcome::Success();
+  }
+};
+
+class FakeType : public TaskType {
+ public:
+  std::string_view name() const override { return "fake"; }
+  std::vector<std::string_view> keys() const override {
+    return {"result", "message",    "sleep_ms", "block", "set",
+            "value",  "fail_times", "log",      "emit",  "wait_for"};
+  }
+  std::shared_ptr<const Task> Parse(const YAML::Node& node, TaskParser& parser) const override {
+    auto t = std::make_shared<FakeTask>();
+    t->result = parser.TemplateAt(node, "result", false);
+    t->message = parser.TemplateAt(node, "message", false);
+    t->value = parser.TemplateAt(node, "value", false);
+    t->log = parser.TemplateAt(node, "log", false);
+    t->emit = parser.TemplateAt(node, "emit", false);
+    t->wait_for = parser.TemplateAt(node, "wait_for", false);
+    t->sleep_ms = parser.IntAt(node, "sleep_ms").value_or(0);
+    t->fail_times = parser.IntAt(node, "fail_times").value_or(0);
+    t->block = parser.BoolAt(node, "block").value_or(false);
+    if (auto s = parser.StringAt(node, "set", false)) {
+      parser.CheckVariable(node["set"], *s);
+      t->set = *s;
+    }
+    return t;
+  }
+};
+
+// ---- Recording --------------------------------------------------------------------------------
+
+struct Store {
+  std::mutex mu;
+  std::vector<ExecutionRow> executions;         // every write, in order
+  std::map<std::string, TaskRunRow> task_runs;  // path#attempt -> last row written
+  std::vector<Event> events;
+};
+
+class FakeCatalog : public Catalog {
+ public:
+  explicit FakeCatalog(std::shared_ptr<Store> store) : store_(std::move(store)) {}
+  Status Open() override { return Status::Ok(); }
+  Status Write(const CatalogBatch& batch) override {
+    std::lock_guard lock(store_->mu);
+    for (const auto& row : batch.executions) store_->executions.push_back(row);
+    for (const auto& row : batch.task_runs) {
+      store_->task_runs[row.task_path + "#" + std::to_string(row.attempt)] = row;
+    }
+    for (const auto& e : batch.events) store_->events.push_back(e);
+    return Status::Ok();
+  }
+  Result<std::optional<ExecutionRow>> GetExecution(const std::string&) override {
+    return Internal("unused");
+  }
+  Result<std::vector<ExecutionRow>> ListExecutions(int) override { return Internal("unused"); }
+  Result<std::vector<ExecutionRow>> ListChildExecutions(const std::string&) override {
+    return Internal("unused");
+  }
+  Result<std::vector<TaskRunRow>> ListTaskRuns(const std::string&) override {
+    return Internal("unused");
+  }
+  Result<std::vector<Event>> ListEvents(const EventQuery&) override { return Internal("unused"); }
+
+ private:
+  std::shared_ptr<Store> store_;
+};
+
+struct SinkLog {
+  std::mutex mu;
+  std::vector<Event> events;
+};
+
+class MemorySink : public EventSink {
+ public:
+  explicit MemorySink(std::shared_ptr<SinkLog> log) : log_(std::move(log)) {}
+  void Write(const Event& event) override {
+    std::lock_guard lock(log_->mu);
+    log_->events.push_back(event);
+  }
+
+ private:
+  std::shared_ptr<SinkLog> log_;
+};
+
+// ---- Fixture ----------------------------------------------------------------------------------
+
+class EngineTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() { RegisterTaskType(std::make_unique<FakeType>()); }
+  void SetUp() override { World::Get().Reset(); }
+
+  std::shared_ptr<const Package> Load(const std::string& yaml) {
+    Diagnostics diags;
+    auto r = LoadPackageText(yaml, "/tmp/fanout-engine-test/p.yaml", diags);
+    EXPECT_TRUE(r.ok()) << diags.ToString();
+    return r.ok() ? *r : nullptr;
+  }
+
+  // Runs a package through a Recorder with a fake catalog and a memory sink; afterwards the
+  // events, task runs and execution rows are in events_, runs_ and executions_.
+  Result<RunResult> Run(const std::string& yaml, const RunOptions& options = {},
+                        const CancelToken* cancel = nullptr) {
+    auto pkg = Load(yaml);
+    if (!pkg) return Internal("the test package did not load");
+    auto store = std::make_shared<Store>();
+    auto sink_log = std::make_shared<SinkLog>();
+    std::vector<std::unique_ptr<EventSink>> sinks;
+    sinks.push_back(std::make_unique<MemorySink>(sink_log));
+    std::optional<Result<RunResult>> result;
+    auto start = Clock::now();
+    {
+      Recorder recorder(std::make_unique<FakeCatalog>(store), std::move(sinks),
+                        std::make_shared<Masker>());
+      Engine engine(recorder);
+      result.emplace(engine.Run(pkg, options, cancel));
+      recorder.Flush();
+    }
+    elapsed_ = Clock::now() - start;
+    {
+      std::lock_guard lock(sink_log->mu);
+      events_ = sink_log->events;
+    }
+    std::lock_guard lock(store->mu);
+    runs_ = store->task_runs;
+    executions_ = store->executions;
+    catalog_events_ = store->events;
+    return *result;
+  }
+
+  RunResult MustRun(const std::string& yaml, const RunOptions& options = {},
+                    const CancelToken* cancel = nullptr) {
+    auto r = Run(yaml, options, cancel);
+    EXPECT_TRUE(r.ok()) << r.status().ToString();
+    return r.ok() ? *r : RunResult{};
+  }
+
+  // The status of the last attempt recorded for `path` ("" when none was recorded).
+  std::string StatusOf(const std::string& path) const {
+    const TaskRunRow* last = nullptr;
+    for (const auto& [key, row] : runs_) {
+      if (row.task_path == path && (last == nullptr || row.attempt > last->attempt)) last = &row;
+    }
+    return last == nullptr ? "" : last->status;
+  }
+  const TaskRunRow* RunOf(const std::string& path, int attempt = 1) const {
+    auto it = runs_.find(path + "#" + std::to_string(attempt));
+    return it == runs_.end() ? nullptr : &it->second;
+  }
+  int AttemptsRecorded(const std::string& path) const {
+    int n = 0;
+    for (const auto& [key, row] : runs_) n += row.task_path == path ? 1 : 0;
+    return n;
+  }
+
+  std::vector<Event> EventsOf(EventType type, const std::string& source = "") const {
+    std::vector<Event> out;
+    for (const Event& e : events_) {
+      if (e.type == type && (source.empty() || e.source == source)) out.push_back(e);
+    }
+    return out;
+  }
+  bool AnyEventContains(const std::string& text) const {
+    for (const Event& e : events_) {
+      if (e.message.find(text) != std::string::npos ||
+          e.data_bytes.find(text) != std::string::npos ||
+          e.source.find(text) != std::string::npos) {
+        return true;
+      }
+    }
+    return false;
+  }
+  std::string AllEvents() const {
+    std::string out;
+    for (const Event& e : events_) {
+      out += std::string(EventName(e.type)) + " [" + e.source + "] " + e.message + "\n";
+    }
+    return out;
+  }
+
+  // Task paths of the calls, in the order they finished.
+  static std::vector<std::string> Logs(const std::vector<Call>& calls) {
+    std::vector<std::string> out;
+    for (const Call& c : calls) out.push_back(c.log);
+    return out;
+  }
+
+  std::vector<Event> events_;
+  std::vector<Event> catalog_events_;
+  std::map<std::string, TaskRunRow> runs_;
+  std::vector<ExecutionRow> executions_;
+  Clock::duration elapsed_{};
+};
+
+// ---- Precedence -------------------------------------------------------------------------------
+
+TEST_F(EngineTest, SuccessConstraintsRunInOrder) {
+  RunResult r = MustRun(R"(package: chain
+tasks:
+  a: {type: fake, sleep_ms: 5}
+  b: {type: fake, after: [a]}
+  c: {type: fake, after: [b]}
+)");
+  EXPECT_EQ(r.result, TaskResult::kSuccess);
+  EXPECT_EQ(r.succeeded, 3);
+  EXPECT_EQ(r.failed, 0);
+  EXPECT_EQ(r.skipped, 0);
+  EXPECT_EQ(r.message, "");
+  auto a = World::Get().CallsOf("a"), b = World::Get().CallsOf("b"), c = World::Get().CallsOf("c");
+  ASSERT_EQ(a.size(), 1u);
+  ASSERT_EQ(b.size(), 1u);
+  ASSERT_EQ(c.size(), 1u);
+  EXPECT_LE(a[0].end, b[0].start);
+  EXPECT_LE(b[0].end, c[0].start);
+  for (const char* t : {"a", "b", "c"}) EXPECT_EQ(StatusOf(t), "succeeded") << t;
+}
+
+TEST_F(EngineTest, FailureAndCompletionConstraints) {
+  RunResult r = MustRun(R"(package: fail
+tasks:
+  a: {type: fake, result: failure, message: boom}
+  on_fail: {type: fake, after: [{task: a, on: failure}]}
+  on_ok: {type: fake, after: [a]}
+  on_done: {type: fake, after: [{task: a, on: completion}]}
+)");
+  EXPECT_EQ(r.result, TaskResult::kFailure) << "one error reaches maximum_error_count 1";
+  EXPECT_NE(r.message.find("a: boom"), std::string::npos) << r.message;
+  EXPECT_TRUE(World::Get().Ran("on_fail"));
+  EXPECT_TRUE(World::Get().Ran("on_done"));
+  EXPECT_FALSE(World::Get().Ran("on_ok"));
+  EXPECT_EQ(StatusOf("a"), "failed");
+  EXPECT_EQ(StatusOf("on_ok"), "skipped");
+  EXPECT_EQ(StatusOf("on_fail"), "succeeded");
+  EXPECT_EQ(r.succeeded, 2);
+  EXPECT_EQ(r.failed, 1);
+  EXPECT_EQ(r.skipped, 1);
+  ASSERT_EQ(EventsOf(EventType::kOnError, "a").size(), 1u) << AllEvents();
+  EXPECT_EQ(EventsOf(EventType::kOnError, "a")[0].message, "boom");
+  EXPECT_EQ(EventsOf(EventType::kOnTaskFailed, "a").size(), 1u);
+}
+
+TEST_F(EngineTest, CompletionAndFailureAfterSuccess) {
+  RunResult r = MustRun(R"(package: ok
+tasks:
+  a: {type: fake}
+  on_fail: {type: fake, after: [{task: a, on: failure}]}
+  on_done: {type: fake, after: [{task: a, on: completion}]}
+)");
+  EXPECT_EQ(r.result, TaskResult::kSuccess);
+  EXPECT_TRUE(World::Get().Ran("on_done"));
+  EXPECT_FALSE(World::Get().Ran("on_fail"));
+  EXPECT_EQ(StatusOf("on_fail"), "skipped");
+}
+
+TEST_F(EngineTest, WhenAloneIgnoresTheResult) {
+  RunResult r = MustRun(R"(package: expr
+maximum_error_count: 5
+variables:
+  x: {type: int, value: 0}
+tasks:
+  a: {type: fake, result: failure}
+  expr_true: {type: fake, after: [{task: a, when: "@x == 0"}]}
+  expr_false: {type: fake, after: [{task: a, when: "@x > 0"}]}
+)");
+  EXPECT_EQ(r.result, TaskResult::kSuccess);
+  EXPECT_TRUE(World::Get().Ran("expr_true")) << "SSIS Expression: the result does not matter";
+  EXPECT_FALSE(World::Get().Ran("expr_false"));
+  EXPECT_EQ(StatusOf("expr_false"), "skipped");
+}
+
+TEST_F(EngineTest, WhenWithOnNeedsBoth) {
+  RunResult r = MustRun(R"(package: expr-and
+variables:
+  rows: {type: int, value: 0}
+tasks:
+  count: {type: fake, set: rows, value: "5"}
+  both_hold: {type: fake, after: [{task: count, on: success, when: "@rows == 5"}]}
+  expr_false: {type: fake, after: [{task: count, on: success, when: "@rows > 5"}]}
+  wrong_value: {type: fake, after: [{task: count, on: failure, when: "@rows == 5"}]}
+  completion: {type: fake, after: [{task: count, on: completion, when: "@rows == 5"}]}
+)");
+  EXPECT_EQ(r.result, TaskResult::kSuccess);
+  EXPECT_TRUE(World::Get().Ran("both_hold")) << "the expression sees the value count set";
+  EXPECT_TRUE(World::Get().Ran("completion"));
+  EXPECT_FALSE(World::Get().Ran("expr_false"));
+  EXPECT_FALSE(World::Get().Ran("wrong_value"));
+  EXPECT_EQ(r.skipped, 2);
+}
+
+TEST_F(EngineTest, NonBooleanWhenIsFalseWithAWarning) {
+  RunResult r = MustRun(R"(package: expr-int
+variables:
+  rows: {type: int, value: 0}
+tasks:
+  a: {type: fake}
+  b: {type: fake, after: [{task: a, when: "@rows + 1"}]}
+)");
+  EXPECT_EQ(r.result, TaskResult::kSuccess);
+  EXPECT_FALSE(World::Get().Ran("b"));
+  EXPECT_EQ(StatusOf("b"), "skipped");
+  ASSERT_EQ(EventsOf(EventType::kOnWarning, "b").size(), 1u) << AllEvents();
+  EXPECT_NE(EventsOf(EventType::kOnWarning, "b")[0].message.find("@rows + 1"), std::string::npos);
+}
+
+TEST_F(EngineTest, AfterLogicOrNeedsAnyOne) {
+  RunResult r = MustRun(R"(package: or
+maximum_error_count: 5
+tasks:
+  a: {type: fake}
+  b: {type: fake, result: failure, wait_for: any}
+  any: {type: fake, after_logic: or, after: [a, b]}
+  all: {type: fake, after: [a, b]}
+  none: {type: fake, after_logic: or, after: [{task: a, on: failure}, b]}
+)");
+  EXPECT_EQ(r.result, TaskResult::kSuccess);
+  EXPECT_EQ(StatusOf("b"), "failed");
+  EXPECT_TRUE(World::Get().Ran("any"));
+  EXPECT_FALSE(World::Get().Ran("all"));
+  EXPECT_FALSE(World::Get().Ran("none"));
+  EXPECT_EQ(StatusOf("all"), "skipped");
+  EXPECT_EQ(StatusOf("none"), "skipped");
+  // b ends only once `any` has started: `or` must not wait for every predecessor.
+  ASSERT_EQ(EventsOf(EventType::kOnError, "b").size(), 1u) << AllEvents();
+  EXPECT_EQ(EventsOf(EventType::kOnError, "b")[0].message, "fake failure")
+      << "b failed by its own result, not by giving up on `any`";
+}
+
+TEST_F(EngineTest, SkippingPropagatesAndSkippedTasksNeverRun) {
+  RunResult r = MustRun(R"(package: skip
+tasks:
+  a: {type: fake, result: failure}
+  b: {type: fake, after: [a]}
+  c: {type: fake, after: [b]}
+  d: {type: fake, after: [{task: b, on: completion}]}
+  e: {type: fake, after: [{task: c, on: failure}]}
+  f: {type: fake, after: [{task: c, when: "true"}]}
+)");
+  EXPECT_EQ(r.result, TaskResult::kFailure);
+  for (const char* t : {"b", "c", "d", "e", "f"}) {
+    EXPECT_FALSE(World::Get().Ran(t)) << t;
+    EXPECT_EQ(StatusOf(t), "skipped") << t;
+    const TaskRunRow* row = RunOf(t);
+    ASSERT_NE(row, nullptr) << t;
+    EXPECT_EQ(row->task_type, "fake");
+  }
+  EXPECT_EQ(r.skipped, 5);
+  EXPECT_EQ(r.failed, 1);
+  EXPECT_EQ(r.succeeded, 0);
+  EXPECT_TRUE(EventsOf(EventType::kOnPreExecute, "b").empty()) << "a skipped task never starts";
+}
+
+TEST_F(EngineTest, SkippedContainerIsRecordedAndItsChildrenNeverRun) {
+  GTEST_SKIP() << "BUG: FinishNode records a skipped task run only for leaf tasks "
+                  "(`!def.is_container() || final == Final::kDisabled`), so a skipped "
+                  "sequence/for/foreach leaves no task-run row at all";
+  RunResult r = MustRun(R"(package: skip-container
+tasks:
+  a: {type: fake, result: failure}
+  seq:
+    type: sequence
+    after: [a]
+    tasks:
+      x: {type: fake}
+)");
+  EXPECT_EQ(r.result, TaskResult::kFailure);
+  EXPECT_FALSE(World::Get().Ran("seq/x"));
+  EXPECT_EQ(StatusOf("seq"), "skipped");
+}
+
+TEST_F(EngineTest, DisabledTaskLetsSuccessorsRun) {
+  RunResult r = MustRun(R"(package: disabled
+tasks:
+  a: {type: fake}
+  off: {type: fake, result: failure, disabled: true, after: [a]}
+  b: {type: fake, after: [off]}
+  c: {type: fake, after: [{task: off, on: failure}]}
+  seq_off:
+    type: sequence
+    disabled: true
+    tasks:
+      inner: {type: fake}
+  d: {type: fake, after: [seq_off]}
+)");
+  EXPECT_EQ(r.result, TaskResult::kSuccess);
+  EXPECT_FALSE(World::Get().Ran("off"));
+  EXPECT_FALSE(World::Get().Ran("seq_off/inner"));
+  EXPECT_TRUE(World::Get().Ran("b"));
+  EXPECT_TRUE(World::Get().Ran("d"));
+  EXPECT_FALSE(World::Get().Ran("c")) << "a disabled task counts as succeeded";
+  EXPECT_EQ(StatusOf("off"), "skipped");
+  ASSERT_NE(RunOf("off"), nullptr);
+  EXPECT_EQ(RunOf("off")->message, "disabled");
+  EXPECT_EQ(StatusOf("seq_off"), "skipped");
+}
+
+// ---- Error counts -----------------------------------------------------------------------------
+
+TEST_F(EngineTest, PackageMaximumErrorCount) {
+  const std::string tasks = R"(
+tasks:
+  a: {type: fake, result: failure}
+  b: {type: fake, result: failure}
+  c: {type: fake}
+)";
+  RunResult two = MustRun("package: errors\nmaximum_error_count: 2\n" + tasks);
+  EXPECT_EQ(two.result, TaskResult::kFailure);
+  EXPECT_EQ(two.failed, 2);
+  EXPECT_TRUE(World::Get().Ran("c"));
+
+  World::Get().Reset();
+  RunResult three = MustRun("package: errors\nmaximum_error_count: 3\n" + tasks);
+  EXPECT_EQ(three.result, TaskResult::kSuccess) << "2 errors stay below 3";
+  EXPECT_EQ(three.failed, 2);
+  EXPECT_EQ(three.succeeded, 1);
+  EXPECT_EQ(three.message, "");
+}
+
+TEST_F(EngineTest, SequenceMaximumErrorCountAbsorbsFailures) {
+  RunResult r = MustRun(R"(package: tolerant
+tasks:
+  tolerant:
+    type: sequence
+    maximum_error_count: 2
+    tasks:
+      bad: {type: fake, result: failure}
+      good: {type: fake}
+  next: {type: fake, after: [tolerant]}
+)");
+  EXPECT_EQ(r.result, TaskResult::kSuccess);
+  EXPECT_EQ(StatusOf("tolerant"), "succeeded");
+  EXPECT_EQ(StatusOf("tolerant/bad"), "failed");
+  EXPECT_EQ(StatusOf("tolerant/good"), "succeeded");
+  EXPECT_TRUE(World::Get().Ran("next"));
+  EXPECT_EQ(r.failed, 1);
+}
+
+TEST_F(EngineTest, FailedSequenceFailsItsSuccessorsConstraints) {
+  RunResult r = MustRun(R"(package: strict
+tasks:
+  strict:
+    type: sequence
+    tasks:
+      bad: {type: fake, result: failure, message: inner trouble}
+  after_ok: {type: fake, after: [strict]}
+  after_fail: {type: fake, after: [{task: strict, on: failure}]}
+)");
+  EXPECT_EQ(r.result, TaskResult::kFailure);
+  EXPECT_EQ(StatusOf("strict"), "failed");
+  EXPECT_FALSE(World::Get().Ran("after_ok"));
+  EXPECT_TRUE(World::Get().Ran("after_fail"));
+  EXPECT_NE(r.message.find("inner trouble"), std::string::npos) << r.message;
+}
+
+TEST_F(EngineTest, FailPackageOnFailureStopsNewStarts) {
+  RunResult r = MustRun(R"(package: fail-package
+maximum_error_count: 10
+max_concurrent: 1
+tasks:
+  critical: {type: fake, result: failure, fail_package_on_failure: true}
+  queued: {type: fake}
+  later: {type: fake, after: [{task: critical, on: completion}]}
+)");
+  EXPECT_EQ(r.result, TaskResult::kFailure);
+  EXPECT_TRUE(World::Get().Ran("critical"));
+  EXPECT_FALSE(World::Get().Ran("queued")) << "waiting for a slot when the package failed";
+  EXPECT_FALSE(World::Get().Ran("later"));
+}
+
+TEST_F(EngineTest, FailPackageOnFailureInsideATolerantSequence) {
+  RunResult r = MustRun(R"(package: fail-package-nested
+maximum_error_count: 10
+tasks:
+  seq:
+    type: sequence
+    maximum_error_count: 10
+    tasks:
+      critical: {type: fake, result: failure, fail_package_on_failure: true}
+  later: {type: fake, after: [{task: seq, on: completion}]}
+)");
+  EXPECT_EQ(r.result, TaskResult::kFailure);
+  EXPECT_FALSE(World::Get().Ran("later"));
+}
+
+// ---- Retries, timeouts, cancellation ----------------------------------------------------------
+
+TEST_F(EngineTest, RetriesCountAttemptsAndHonourTheDelay) {
+  RunResult r = MustRun(R"(package: retries
+tasks:
+  flaky: {type: fake, fail_times: 2, retries: 2, retry_delay: 30ms}
+  exhausted: {type: fake, result: failure, retries: 1, retry_delay: 5ms}
+)");
+  EXPECT_EQ(r.result, TaskResult::kFailure);
+  auto flaky = World::Get().CallsOf("flaky");
+  ASSERT_EQ(flaky.size(), 3u);
+  for (size_t i = 0; i < flaky.size(); ++i) EXPECT_EQ(flaky[i].attempt, static_cast<int>(i) + 1);
+  for (size_t i = 1; i < flaky.size(); ++i) {
+    EXPECT_GE(flaky[i].start - flaky[i - 1].end, 30ms) << "retry_delay between attempts";
+  }
+  EXPECT_EQ(StatusOf("flaky"), "succeeded");
+  EXPECT_EQ(AttemptsRecorded("flaky"), 3);
+  ASSERT_NE(RunOf("flaky", 1), nullptr);
+  EXPECT_EQ(RunOf("flaky", 1)->status, "failed");
+  EXPECT_EQ(RunOf("flaky", 2)->status, "failed");
+  EXPECT_EQ(RunOf("flaky", 3)->status, "succeeded");
+  EXPECT_EQ(EventsOf(EventType::kOnWarning, "flaky").size(), 2u) << AllEvents();
+  EXPECT_EQ(EventsOf(EventType::kOnPreExecute, "flaky").size(), 3u);
+
+  EXPECT_EQ(World::Get().CallsOf("exhausted").size(), 2u);
+  EXPECT_EQ(StatusOf("exhausted"), "failed");
+  EXPECT_EQ(AttemptsRecorded("exhausted"), 2);
+  EXPECT_EQ(r.succeeded, 1);
+}
+
+TEST_F(EngineTest, TimeoutCancelsABlockingTask) {
+  RunResult r = MustRun(R"(package: timeout
+tasks:
+  slow: {type: fake, block: true, timeout: 50ms}
+  next: {type: fake, after: [slow]}
+)");
+  EXPECT_EQ(r.result, TaskResult::kFailure);
+  EXPECT_LT(elapsed_, kBlockSafety) << "the timeout did not stop the task";
+  auto slow = World::Get().CallsOf("slow");
+  ASSERT_EQ(slow.size(), 1u);
+  EXPECT_GE(elapsed_, 50ms) << "stopped before its timeout";
+  EXPECT_EQ(StatusOf("slow"), "failed");
+  ASSERT_NE(RunOf("slow"), nullptr);
+  EXPECT_NE(RunOf("slow")->message.find("timed out"), std::string::npos) << RunOf("slow")->message;
+  EXPECT_NE(r.message.find("timed out"), std::string::npos) << r.message;
+  EXPECT_FALSE(World::Get().Ran("next"));
+}
+
+TEST_F(EngineTest, SequenceTimeoutStopsItsChildren) {
+  RunResult r = MustRun(R"(package: seq-timeout
+tasks:
+  seq:
+    type: sequence
+    timeout: 50ms
+    tasks:
+      slow: {type: fake, block: true}
+)");
+  EXPECT_EQ(r.result, TaskResult::kFailure);
+  EXPECT_LT(elapsed_, kBlockSafety);
+  EXPECT_EQ(StatusOf("seq"), "failed");
+  EXPECT_NE(r.message.find("timed out"), std::string::npos) << r.message;
+}
+
+TEST_F(EngineTest, LoopTimeoutStopsItsIterations) {
+  GTEST_SKIP() << "BUG: `timeout` is accepted on for/foreach (a key every task has) but the "
+                  "engine arms a timer only for leaf tasks and sequences (StartNode); a loop's "
+                  "timeout is silently ignored";
+  RunResult r = MustRun(R"(package: loop-timeout
+tasks:
+  each:
+    type: foreach
+    items: [1]
+    as: n
+    timeout: 50ms
+    tasks:
+      slow: {type: fake, block: true}
+)");
+  EXPECT_EQ(r.result, TaskResult::kFailure);
+  EXPECT_LT(elapsed_, kBlockSafety);
+  EXPECT_NE(r.message.find("timed out"), std::string::npos) << r.message;
+}
+
+TEST_F(EngineTest, ExternalCancelStopsTheRun) {
+  CancelToken token;
+  std::thread canceler([&] {
+    World::Get().WaitStarted("wait", 5s);
+    token.Cancel(CancelToken::Reason::kCanceled);
+  });
+  RunResult r = MustRun(R"(package: cancel
+tasks:
+  wait: {type: fake, block: true}
+  next: {type: fake, after: [{task: wait, on: completion}]}
+)",
+                        {}, &token);
+  canceler.join();
+  EXPECT_EQ(r.result, TaskResult::kCanceled);
+  EXPECT_LT(elapsed_, kBlockSafety);
+  EXPECT_EQ(StatusOf("wait"), "canceled");
+  EXPECT_FALSE(World::Get().Ran("next"));
+  EXPECT_FALSE(r.message.empty());
+  ASSERT_FALSE(executions_.empty());
+  EXPECT_EQ(executions_.back().status, "canceled");
+  EXPECT_EQ(executions_.back().exit_code, 3);
+}
+
+TEST_F(EngineTest, CancelDuringRetryDelayEndsAtOnce) {
+  CancelToken token;
+  std::thread canceler([&] {
+    World::Get().WaitFinished("flaky", 5s);
+    token.Cancel(CancelToken::Reason::kCanceled);
+  });
+  RunResult r = MustRun(R"(package: cancel-retry
+tasks:
+  flaky: {type: fake, result: failure, retries: 3, retry_delay: 10s}
+  next: {type: fake, after: [{task: flaky, on: completion}]}
+)",
+                        {}, &token);
+  canceler.join();
+  EXPECT_EQ(r.result, TaskResult::kCanceled);
+  EXPECT_LT(elapsed_, 5s) << "waited for the retry delay";
+  EXPECT_EQ(World::Get().CallsOf("flaky").size(), 1u);
+  EXPECT_FALSE(World::Get().Ran("next"));
+}
+
+// ---- Concurrency ------------------------------------------------------------------------------
+
+// Tasks come in pairs that wait for each other to start, so two at once is reached for sure;
+// the limit keeps it from going higher.
+TEST_F(EngineTest, MaxConcurrentIsRespected) {
+  RunResult r = MustRun(R"(package: limit
+max_concurrent: 2
+tasks:
+  t1: {type: fake, wait_for: t2, sleep_ms: 5}
+  t2: {type: fake, wait_for: t1, sleep_ms: 5}
+  t3: {type: fake, wait_for: t4, sleep_ms: 5}
+  t4: {type: fake, wait_for: t3, sleep_ms: 5}
+  t5: {type: fake, wait_for: t6, sleep_ms: 5}
+  t6: {type: fake, wait_for: t5, sleep_ms: 5}
+)");
+  EXPECT_EQ(r.result, TaskResult::kSuccess) << r.message;
+  EXPECT_EQ(r.succeeded, 6);
+  EXPECT_EQ(World::Get().max_running(), 2);
+}
+
+TEST_F(EngineTest, RunOptionsMaxConcurrentOverridesThePackage) {
+  RunOptions options;
+  options.max_concurrent = 1;
+  RunResult r = MustRun(R"(package: limit-one
+max_concurrent: 4
+tasks:
+  t1: {type: fake, sleep_ms: 5}
+  t2: {type: fake, sleep_ms: 5}
+  t3: {type: fake, sleep_ms: 5}
+  t4: {type: fake, sleep_ms: 5}
+)",
+                        options);
+  EXPECT_EQ(r.result, TaskResult::kSuccess);
+  EXPECT_EQ(World::Get().max_running(), 1);
+  auto calls = World::Get().Calls();
+  ASSERT_EQ(calls.size(), 4u);
+  std::sort(calls.begin(), calls.end(),
+            [](const Call& a, const Call& b) { return a.start < b.start; });
+  for (size_t i = 1; i < calls.size(); ++i) EXPECT_LE(calls[i - 1].end, calls[i].start);
+}
+
+// ---- Loops ------------------------------------------------------------------------------------
+
+TEST_F(EngineTest, ForeachOverAListVariable) {
+  RunResult r = MustRun(R"(package: foreach
+variables:
+  regions: {type: list, value: [eu, us, apac]}
+tasks:
+  each:
+    type: foreach
+    items: "${regions}"
+    as: region
+    tasks:
+      work: {type: fake, log: "${UPPER(region)}"}
+  done: {type: fake, after: [each], log: "${LEN(regions)}"}
+)");
+  EXPECT_EQ(r.result, TaskResult::kSuccess) << r.message;
+  auto calls = World::Get().Calls();
+  ASSERT_EQ(calls.size(), 4u);
+  EXPECT_EQ(calls[0].path, "each[1]/work");
+  EXPECT_EQ(calls[1].path, "each[2]/work");
+  EXPECT_EQ(calls[2].path, "each[3]/work");
+  EXPECT_EQ(Logs({calls[0], calls[1], calls[2]}), (std::vector<std::string>{"EU", "US", "APAC"}));
+  EXPECT_EQ(calls[3].path, "done");
+  EXPECT_EQ(StatusOf("each"), "succeeded");
+  EXPECT_EQ(StatusOf("each[2]/work"), "succeeded");
+  EXPECT_EQ(EventsOf(EventType::kOnProgress, "each").size(), 3u) << AllEvents();
+  EXPECT_EQ(World::Get().max_running(), 1) << "iterations run one by one by default";
+}
+
+TEST_F(EngineTest, ForeachOverInlineItemsKeepsTheirTypes) {
+  RunResult r = MustRun(R"(package: foreach-inline
+tasks:
+  seq:
+    type: sequence
+    tasks:
+      each:
+        type: foreach
+        items: [1, 2, 3]
+        as: n
+        tasks:
+          work: {type: fake, log: "${n * 10}"}
+)");
+  EXPECT_EQ(r.result, TaskResult::kSuccess) << r.message;
+  EXPECT_EQ(Logs(World::Get().Calls()), (std::vector<std::string>{"10", "20", "30"}));
+  EXPECT_TRUE(World::Get().Ran("seq/each[3]/work"));
+}
+
+TEST_F(EngineTest, ForeachMaxConcurrentRunsIterationsSideBySide) {
+  RunResult r = MustRun(R"(package: foreach-parallel
+max_concurrent: 8
+tasks:
+  each:
+    type: foreach
+    items: [1, 2, 3, 4]
+    as: n
+    max_concurrent: 2
+    tasks:
+      work: {type: fake, sleep_ms: 5, wait_for: "each[${n % 2 == 1 ? n + 1 : n - 1}]/work"}
+)");
+  EXPECT_EQ(r.result, TaskResult::kSuccess) << r.message;
+  EXPECT_EQ(World::Get().Calls().size(), 4u);
+  EXPECT_EQ(World::Get().max_running(), 2);
+}
+
+TEST_F(EngineTest, ForeachFailureStopsLaterIterations) {
+  RunResult r = MustRun(R"(package: foreach-failure
+tasks:
+  each:
+    type: foreach
+    items: [ok, bad, never]
+    as: item
+    tasks:
+      step: {type: fake, result: "${item == \"bad\" ? \"failure\" : \"success\"}"}
+  after_each: {type: fake, after: [each]}
+)");
+  EXPECT_EQ(r.result, TaskResult::kFailure);
+  EXPECT_TRUE(World::Get().Ran("each[1]/step"));
+  EXPECT_TRUE(World::Get().Ran("each[2]/step"));
+  EXPECT_FALSE(World::Get().Ran("each[3]/step"));
+  EXPECT_EQ(StatusOf("each"), "failed");
+  EXPECT_EQ(StatusOf("each[2]/step"), "failed");
+  EXPECT_FALSE(World::Get().Ran("after_each"));
+}
+
+TEST_F(EngineTest, ForeachErrorCountSpansIterations) {
+  GTEST_SKIP() << "BUG: a foreach's maximum_error_count is applied to each iteration's body "
+                  "on its own (body->max_errors), and the loop counts only failed iterations; "
+                  "with maximum_error_count 2 and one failure per iteration no iteration ever "
+                  "fails, so any number of failed tasks leaves the loop succeeded";
+  RunResult r = MustRun(R"(package: foreach-errors
+maximum_error_count: 10
+tasks:
+  each:
+    type: foreach
+    items: [a, b, c]
+    as: item
+    maximum_error_count: 2
+    tasks:
+      step: {type: fake, result: failure}
+)");
+  EXPECT_EQ(StatusOf("each"), "failed") << "3 failed tasks in a container that allows 2";
+  EXPECT_FALSE(World::Get().Ran("each[3]/step")) << "the second failure reaches the count";
+}
+
+TEST_F(EngineTest, ForeachOverAnEmptyListSucceeds) {
+  RunResult r = MustRun(R"(package: foreach-empty
+variables:
+  nothing: {type: list}
+tasks:
+  each:
+    type: foreach
+    items: "${nothing}"
+    as: x
+    tasks:
+      work: {type: fake}
+  next: {type: fake, after: [each]}
+)");
+  EXPECT_EQ(r.result, TaskResult::kSuccess);
+  EXPECT_FALSE(World::Get().Ran("each[1]/work"));
+  EXPECT_TRUE(World::Get().Ran("next"));
+  EXPECT_EQ(StatusOf("each"), "succeeded");
+}
+
+TEST_F(EngineTest, ForeachItemsThatAreNotAListFail) {
+  RunResult r = MustRun(R"(package: foreach-scalar
+variables:
+  name: {type: string, value: solo}
+tasks:
+  each:
+    type: foreach
+    items: "${name}"
+    as: x
+    tasks:
+      work: {type: fake}
+)");
+  EXPECT_EQ(r.result, TaskResult::kFailure);
+  EXPECT_FALSE(World::Get().Ran("each[1]/work"));
+  EXPECT_NE(r.message.find("not a list"), std::string::npos) << r.message;
+}
+
+TEST_F(EngineTest, ForLoopRunsInitConditionAssign) {
+  RunResult r = MustRun(R"(package: for
+variables:
+  i: {type: int, value: 100}
+  total: {type: int, value: 0}
+tasks:
+  loop:
+    type: for
+    init: "@i = 1"
+    condition: "@i <= 4"
+    assign: "@i = @i + 1"
+    tasks:
+      add: {type: fake, set: total, value: "${@total + @i}", log: "${i}"}
+  check: {type: fake, after: [loop], log: "${total}/${i}"}
+)");
+  EXPECT_EQ(r.result, TaskResult::kSuccess) << r.message;
+  auto calls = World::Get().Calls();
+  ASSERT_EQ(calls.size(), 5u);
+  EXPECT_EQ(calls[0].path, "loop[1]/add");
+  EXPECT_EQ(calls[3].path, "loop[4]/add");
+  EXPECT_EQ(Logs(calls), (std::vector<std::string>{"1", "2", "3", "4", "10/5"}));
+  EXPECT_EQ(StatusOf("loop"), "succeeded");
+}
+
+TEST_F(EngineTest, ForLoopWithFalseConditionRunsNothing) {
+  RunResult r = MustRun(R"(package: for-none
+variables:
+  i: {type: int}
+tasks:
+  loop:
+    type: for
+    condition: "@i > 0"
+    tasks:
+      body: {type: fake}
+  next: {type: fake, after: [loop]}
+)");
+  EXPECT_EQ(r.result, TaskResult::kSuccess);
+  EXPECT_FALSE(World::Get().Ran("loop[1]/body"));
+  EXPECT_TRUE(World::Get().Ran("next"));
+}
+
+TEST_F(EngineTest, ForLoopConditionThatIsNotBooleanFails) {
+  RunResult r = MustRun(R"(package: for-int
+variables:
+  i: {type: int}
+tasks:
+  loop:
+    type: for
+    condition: "@i + 1"
+    tasks:
+      body: {type: fake}
+)");
+  EXPECT_EQ(r.result, TaskResult::kFailure);
+  EXPECT_FALSE(World::Get().Ran("loop[1]/body"));
+  EXPECT_NE(r.message.find("condition"), std::string::npos) << r.message;
+}
+
+// ---- Parameters, variables, --set -------------------------------------------------------------
+
+const char* const kSetsPackage = R"(package: sets
+parameters:
+  run_date: {type: string, required: true}
+  n: {type: int, value: 1}
+variables:
+  rows: {type: int, value: 0}
+tasks:
+  show: {type: fake, log: "${run_date}|${n + 1}|${rows}"}
+)";
+
+TEST_F(EngineTest, SetsConvertToTheDeclaredTypes) {
+  RunOptions options;
+  options.sets = {{"run_date", "2026-01-01"}, {"n", "41"}, {"rows", "7"}};
+  RunResult r = MustRun(kSetsPackage, options);
+  EXPECT_EQ(r.result, TaskResult::kSuccess) << r.message;
+  EXPECT_EQ(Logs(World::Get().Calls()), (std::vector<std::string>{"2026-01-01|42|7"}));
+}
+
+TEST_F(EngineTest, TypedParamsConvertToo) {
+  RunOptions options;
+  options.sets = {{"run_date", "d"}};
+  options.params = {{"n", Value("5")}};
+  RunResult r = MustRun(kSetsPackage, options);
+  EXPECT_EQ(Logs(World::Get().Calls()), (std::vector<std::string>{"d|6|0"}));
+}
+
+TEST_F(EngineTest, BadSetsFailBeforeAnythingRuns) {
+  struct Case {
+    std::map<std::string, std::string> sets;
+    std::map<std::string, Value> params;
+    std::vector<std::string> expected;  // parts of the message
+  };
+  std::vector<Case> cases = {
+      {{}, {}, {"required parameter 'run_date'"}},
+      {{{"run_date", "d"}, {"n", "abc"}}, {}, {"--set n", "abc"}},
+      {{{"run_date", "d"}, {"rows", "many"}}, {}, {"--set rows"}},
+      {{{"run_date", "d"}, {"nope", "1"}}, {}, {"--set nope", "run_date, n, rows"}},
+      {{{"run_date", "d"}}, {{"ghost", Value("x")}}, {"'ghost' is not declared"}},
+      {{{"run_date", "d"}}, {{"n", Value(1.5)}}, {"parameter n"}},
+      {{{"n", "x"}}, {}, {"--set n", "required parameter 'run_date'"}},
+  };
+  for (const Case& c : cases) {
+    RunOptions options;
+    options.sets = c.sets;
+    options.params = c.params;
+    auto r = Run(kSetsPackage, options);
+    ASSERT_FALSE(r.ok()) << "expected: " << c.expected[0];
+    EXPECT_EQ(r.status().code(), Code::kInvalidArgument);
+    for (const std::string& part : c.expected) {
+      EXPECT_NE(r.status().message().find(part), std::string::npos)
+          << "'" << part << "' not in: " << r.status().message();
+    }
+    EXPECT_TRUE(World::Get().Calls().empty()) << "nothing may run";
+    EXPECT_TRUE(events_.empty()) << AllEvents();
+  }
+}
+
+TEST_F(EngineTest, ListVariableSetFromText) {
+  RunOptions options;
+  options.sets = {{"regions", "[eu, \"us west\"]"}};
+  RunResult r = MustRun(R"(package: list-var
+variables:
+  regions: {type: list, value: [x]}
+tasks:
+  each:
+    type: foreach
+    items: "${regions}"
+    as: region
+    tasks:
+      work: {type: fake, log: "${region}"}
+)",
+                        options);
+  EXPECT_EQ(r.result, TaskResult::kSuccess) << r.message;
+  EXPECT_EQ(Logs(World::Get().Calls()), (std::vector<std::string>{"eu", "us west"}));
+}
+
+TEST_F(EngineTest, ListParameterSetFromText) {
+  GTEST_SKIP() << "BUG: Execution::Prepare wraps a --set value for a list *parameter* in a "
+                  "one-item list (Value::List{Value(text)}) instead of converting the text "
+                  "like list variables do, so --set regions=[eu, us] iterates once over "
+                  "the string \"[eu, us]\"";
+  RunOptions options;
+  options.sets = {{"regions", "[eu, us]"}};
+  RunResult r = MustRun(R"(package: list-param
+parameters:
+  regions: {type: list}
+tasks:
+  each:
+    type: foreach
+    items: "${regions}"
+    as: region
+    tasks:
+      work: {type: fake, log: "${region}"}
+)",
+                        options);
+  EXPECT_EQ(r.result, TaskResult::kSuccess) << r.message;
+  EXPECT_EQ(Logs(World::Get().Calls()), (std::vector<std::string>{"eu", "us"}));
+}
+
+TEST_F(EngineTest, SensitiveValuesAreMaskedInEventsAndCatalog) {
+  RunOptions options;
+  options.sets = {{"password", "hunter2-secret"}};
+  RunResult r = MustRun(R"(package: secrets
+parameters:
+  password: {type: string, sensitive: true}
+  pin: {type: string, sensitive: true, value: default-secret-991}
+  visible: {type: string, value: plain-value-123}
+tasks:
+  use:
+    type: fake
+    emit: "connecting with ${password} and ${pin} as ${visible}"
+    result: failure
+    message: "login failed for ${password}"
+)",
+                        options);
+  EXPECT_EQ(r.result, TaskResult::kFailure);
+  ASSERT_FALSE(events_.empty());
+  EXPECT_FALSE(AnyEventContains("hunter2-secret")) << AllEvents();
+  EXPECT_FALSE(AnyEventContains("default-secret-991")) << AllEvents();
+  EXPECT_TRUE(AnyEventContains("connecting with *** and *** as plain-value-123")) << AllEvents();
+  EXPECT_TRUE(AnyEventContains("login failed for ***")) << AllEvents();
+  for (const Event& e : catalog_events_) {
+    EXPECT_EQ(e.message.find("hunter2-secret"), std::string::npos) << e.message;
+  }
+  ASSERT_NE(RunOf("use"), nullptr);
+  EXPECT_EQ(RunOf("use")->message.find("hunter2-secret"), std::string::npos);
+  ASSERT_FALSE(executions_.empty());
+  EXPECT_EQ(executions_.back().message.find("hunter2-secret"), std::string::npos)
+      << executions_.back().message;
+}
+
+TEST_F(EngineTest, SensitiveValueIsMaskedInSetErrors) {
+  RunOptions options;
+  options.sets = {{"pin", "s3cr3t-pin-value"}};
+  auto r = Run(R"(package: secret-int
+parameters:
+  pin: {type: int, sensitive: true}
+tasks:
+  a: {type: fake}
+)",
+               options);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("--set pin"), std::string::npos) << r.status().message();
+  EXPECT_EQ(r.status().message().find("s3cr3t-pin-value"), std::string::npos)
+      << r.status().message();
+}
+
+TEST_F(EngineTest, VariableChangedEventsOnlyForRaiseChangedEvent) {
+  RunResult r = MustRun(R"(package: changes
+variables:
+  loud: {type: int, value: 0, raise_changed_event: true}
+  quiet: {type: int, value: 0}
+tasks:
+  a: {type: fake, set: loud, value: "7"}
+  b: {type: fake, set: quiet, value: "8"}
+)");
+  EXPECT_EQ(r.result, TaskResult::kSuccess) << r.message;
+  auto changed = EventsOf(EventType::kOnVariableValueChanged);
+  ASSERT_EQ(changed.size(), 1u) << AllEvents();
+  EXPECT_NE(changed[0].message.find("loud"), std::string::npos) << changed[0].message;
+  EXPECT_NE(changed[0].message.find("7"), std::string::npos) << changed[0].message;
+  EXPECT_EQ(changed[0].message.find("quiet"), std::string::npos);
+}
+
+TEST_F(EngineTest, SettingAReadOnlyOrMistypedVariableFailsTheTask) {
+  RunResult r = MustRun(R"(package: bad-set
+variables:
+  rows: {type: int}
+tasks:
+  a: {type: fake, set: rows, value: "not a number"}
+)");
+  EXPECT_EQ(r.result, TaskResult::kFailure);
+  EXPECT_EQ(StatusOf("a"), "failed");
+  ASSERT_NE(RunOf("a"), nullptr);
+  EXPECT_NE(RunOf("a")->message.find("rows"), std::string::npos) << RunOf("a")->message;
+}
+
+// ---- Results, ids and events ------------------------------------------------------------------
+
+TEST_F(EngineTest, RunResultCountsLeafTasks) {
+  RunResult r = MustRun(R"(package: counts
+maximum_error_count: 5
+tasks:
+  ok1: {type: fake}
+  ok2: {type: fake}
+  bad: {type: fake, result: failure}
+  skipped1: {type: fake, after: [bad]}
+  skipped2: {type: fake, after: [skipped1]}
+  seq:
+    type: sequence
+    tasks:
+      inner: {type: fake}
+)");
+  EXPECT_EQ(r.result, TaskResult::kSuccess);
+  EXPECT_EQ(r.succeeded, 3);
+  EXPECT_EQ(r.failed, 1);
+  EXPECT_EQ(r.skipped, 2);
+  EXPECT_GT(r.duration.count(), 0);
+  const std::regex uuid7("^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$");
+  EXPECT_TRUE(std::regex_match(r.execution_id, uuid7)) << r.execution_id;
+  for (const Event& e : events_) EXPECT_EQ(e.execution_id, r.execution_id);
+}
+
+TEST_F(EngineTest, GivenExecutionIdIsUsedAndRecorded) {
+  RunOptions options;
+  options.execution_id = "0190a0b0-0000-7000-8000-000000000001";
+  options.parent_execution_id = "parent-1";
+  RunResult r = MustRun(R"(package: ids
+tasks:
+  a: {type: fake, log: "${@[System::ExecutionId]}|${@[System::ParentExecutionId]}|${@[System::PackageName]}"}
+)",
+                        options);
+  EXPECT_EQ(r.execution_id, options.execution_id);
+  EXPECT_EQ(Logs(World::Get().Calls()),
+            (std::vector<std::string>{options.execution_id + "|parent-1|ids"}));
+  ASSERT_FALSE(executions_.empty());
+  EXPECT_EQ(executions_.front().id, options.execution_id);
+  EXPECT_EQ(executions_.front().parent_id, "parent-1");
+  EXPECT_EQ(executions_.back().status, "succeeded");
+  EXPECT_EQ(executions_.back().exit_code, 0);
+  EXPECT_TRUE(executions_.back().ended_at.has_value());
+}
+
+TEST_F(EngineTest, PackageAndTaskEventsBracketTheRun) {
+  RunResult r = MustRun(R"(package: events
+tasks:
+  a: {type: fake, emit: "hello from a"}
+  b: {type: fake, result: failure, after: [a]}
+)");
+  EXPECT_EQ(r.result, TaskResult::kFailure);
+  ASSERT_GE(events_.size(), 2u);
+  EXPECT_EQ(events_.front().type, EventType::kOnPreExecute);
+  EXPECT_EQ(events_.front().source, "events");
+  EXPECT_EQ(events_.front().source_id, "");
+  EXPECT_EQ(events_.back().type, EventType::kOnPostExecute);
+  EXPECT_EQ(events_.back().source, "events");
+  EXPECT_NE(events_.back().message.find("Failure"), std::string::npos) << events_.back().message;
+  EXPECT_EQ(EventsOf(EventType::kOnPreExecute, "a").size(), 1u);
+  EXPECT_EQ(EventsOf(EventType::kOnPostExecute, "a").size(), 1u);
+  ASSERT_EQ(EventsOf(EventType::kOnInformation, "a").size(), 1u);
+  EXPECT_EQ(EventsOf(EventType::kOnInformation, "a")[0].message, "hello from a");
+  EXPECT_EQ(EventsOf(EventType::kOnError, "b").size(), 1u);
+  EXPECT_EQ(EventsOf(EventType::kOnError, "events").size(), 1u) << "the package's own error";
+  ASSERT_FALSE(executions_.empty());
+  EXPECT_EQ(executions_.back().status, "failed");
+  EXPECT_EQ(executions_.back().exit_code, 1);
+  EXPECT_EQ(executions_.back().package, "events");
+}
+
+TEST_F(EngineTest, EmptyPackageSucceeds) {
+  RunResult r = MustRun("package: empty\ntasks: {}\n");
+  EXPECT_EQ(r.result, TaskResult::kSuccess);
+  EXPECT_EQ(r.succeeded + r.failed + r.skipped, 0);
+}
+
+}  // namespace
+}  // namespace fanout
