@@ -33,7 +33,7 @@ struct RunResult {
   TaskResult result = TaskResult::kSuccess;
   std::string execution_id;
   std::string message;  // the first error, when it failed
-  int succeeded = 0;    // leaf task attempts that ended in each state
+  int succeeded = 0;    // leaf tasks by final result (a retried task counts once)
   int failed = 0;
   int skipped = 0;
   std::chrono::nanoseconds duration{0};

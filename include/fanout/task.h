@@ -25,7 +25,8 @@ namespace fanout {
 class Engine;
 struct RunOptions;
 
-// Stop requests for one running task: cancel (SIGINT, a failed package) or its timeout.
+// Stop requests for one running task: cancel (SIGINT/SIGTERM) or a timeout (its own or its
+// container's).
 // Thread-safe. fd() is an eventfd that becomes readable on Cancel(), for poll() loops.
 class CancelToken {
  public:
@@ -114,7 +115,7 @@ class TaskParser {
   virtual std::optional<int64_t> IntAt(const YAML::Node& node, std::string_view key) = 0;
   virtual std::optional<std::string> StringAt(const YAML::Node& node, std::string_view key,
                                               bool required) = 0;
-  // Checks `name` names a variable visible here (writable unless `read_only_ok`).
+  // Checks `name` names a variable visible here that a task may assign.
   virtual void CheckVariable(const YAML::Node& at, const std::string& name) = 0;
   // Checks a connection of one of `types` exists; returns its type or "".
   virtual std::string CheckConnection(const YAML::Node& at, const std::string& name,

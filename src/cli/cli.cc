@@ -1,6 +1,7 @@
 // The subcommand registry and the shared parts of every command.
 #include "cli/cli.h"
 
+#include <csignal>
 #include <cstdio>
 #include <map>
 
@@ -21,6 +22,9 @@ bool ParseSets(const std::vector<std::string>& pairs, std::map<std::string, std:
 }
 
 int Main(int argc, char** argv) {
+  // A peer that goes away (a child's stdin, an agent's socket) is an error to handle, not a
+  // reason to die.
+  std::signal(SIGPIPE, SIG_IGN);
   RegisterBuiltinTaskTypes();
   CLI::App app{"Fanout runs packages of tasks and spreads child packages over agents."};
   app.set_version_flag("--version", std::string("fanout ") + FANOUT_VERSION);

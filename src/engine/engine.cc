@@ -56,6 +56,16 @@ const char* FinalStatus(Final f) {
   return "unknown";
 }
 
+// SSIS execution results: 0 Success, 1 Failure, 3 Canceled (2, Completed, is not used).
+int64_t SsisResultCode(TaskResult r) {
+  switch (r) {
+    case TaskResult::kSuccess: return 0;
+    case TaskResult::kFailure: return 1;
+    case TaskResult::kCanceled: return 3;
+  }
+  return 1;
+}
+
 Final FromResult(TaskResult r) {
   switch (r) {
     case TaskResult::kSuccess: return Final::kSuccess;
@@ -77,6 +87,8 @@ const char* ContainerTypeName(ContainerKind k) {
 
 class Execution;
 
+struct Loop;
+
 // A set of sibling tasks being run: the package itself, a sequence, or one loop iteration.
 struct Container {
   const std::vector<TaskDef>* tasks = nullptr;
@@ -84,6 +96,7 @@ struct Container {
   std::string path;  // prefix of the children's paths; "" for the package
   int max_errors = 1;
   Container* parent = nullptr;
+  const Loop* loop = nullptr;  // set on a loop iteration's body
   std::function<void(Final, std::string)> done;
 
   enum : uint8_t { kWaiting, kRunning, kDone };
@@ -103,6 +116,12 @@ struct Container {
   bool Within(const Container* other) const {
     for (const Container* c = this; c != nullptr; c = c->parent) {
       if (c == other) return true;
+    }
+    return false;
+  }
+  bool WithinLoop(const Loop* l) const {
+    for (const Container* c = this; c != nullptr; c = c->parent) {
+      if (c->loop == l) return true;
     }
     return false;
   }
@@ -155,6 +174,7 @@ class Attempt : public TaskContext {
   CancelToken token_;
   DateTime started_at_{};
   TaskOutcome outcome_;
+  std::string timeout_message_;  // set when a timer (its own or a container's) stopped it
 };
 
 class Execution {
@@ -229,7 +249,8 @@ class Execution {
                      const std::string& status, DateTime started, std::optional<DateTime> ended,
                      const std::string& message, const std::string& child_id = "",
                      const std::string& agent = "");
-  void CancelUnder(Container* c, CancelToken::Reason reason);
+  void CancelUnder(Container* c, const std::string& message);
+  void CancelLoop(Loop* l, const std::string& message);
   void CancelAll();
   void AddTimer(Clock::duration after, std::function<void()> fn) {
     timers_.emplace(Clock::now() + after, std::move(fn));
@@ -325,8 +346,7 @@ Status Execution::Prepare() {
     }
     if (auto it = sets.find(p.name); it != sets.end()) {
       if (p.sensitive) masker.AddSecret(it->second);
-      auto v = p.type == ValueType::kList ? Result<Value>(Value(Value::List{Value(it->second)}))
-                                          : Value(it->second).ConvertTo(p.type);
+      auto v = Value(it->second).ConvertTo(p.type);
       if (!v.ok()) errors.push_back(fmt::format("--set {}: {}", p.name, masker.Mask(v.status().message())));
       else value = *v;
       sets.erase(it);
@@ -457,7 +477,7 @@ RunResult Execution::Run() {
   }
   Emit(EventType::kOnPostExecute, "", fmt::format("package {} finished: {}", package_->name,
                                                   TaskResultName(result)),
-       static_cast<int64_t>(result), "", started_at_);
+       SsisResultCode(result), "", started_at_);
   row.status = result == TaskResult::kSuccess   ? "succeeded"
                : result == TaskResult::kFailure ? "failed"
                                                 : "canceled";
@@ -536,10 +556,12 @@ void Execution::StartNode(Container* c, size_t i) {
     containers_.push_back(std::move(child));
     if (def.timeout) {
       AddTimer(*def.timeout, [this, child_ptr, path, &def] {
-        if (child_ptr->finished) return;
-        child_ptr->first_error = fmt::format("{} timed out after {}", path, FormatDuration(*def.timeout));
+        if (child_ptr->finished || canceled_) return;
+        std::string message = fmt::format("{} timed out after {}", path, FormatDuration(*def.timeout));
+        child_ptr->first_error = message;
         child_ptr->errors = std::max(child_ptr->errors, child_ptr->max_errors);
-        CancelUnder(child_ptr, CancelToken::Reason::kTimedOut);
+        Emit(EventType::kOnError, path, message);
+        CancelUnder(child_ptr, message);
       });
     }
     StartContainer(child_ptr);
@@ -591,7 +613,7 @@ void Execution::FinishNode(Container* c, size_t i, Final final, const std::strin
   c->finals[i] = final;
   --c->remaining;
   if (final == Final::kSkipped || final == Final::kDisabled) {
-    if (!def.is_container() || final == Final::kDisabled) {
+    {  // A skipped container never started, so this is its only record.
       DateTime now = Now();
       RecordTaskRun(c->ChildPath(def), def.type, 1, "skipped", now, now,
                     final == Final::kDisabled ? "disabled" : "constraints can no longer be met");
@@ -680,7 +702,9 @@ void Execution::Launch(Attempt* a) {
     uint64_t id = a->id_;
     AddTimer(*a->def_.timeout, [this, id] {
       auto it = attempts_.find(id);
-      if (it != attempts_.end()) it->second->token_.Cancel(CancelToken::Reason::kTimedOut);
+      if (it == attempts_.end() || canceled_) return;
+      it->second->timeout_message_ = fmt::format("timed out after {}", FormatDuration(*it->second->def_.timeout));
+      it->second->token_.Cancel(CancelToken::Reason::kTimedOut);
     });
   }
   if (a->def_.task->runs_inline()) {
@@ -699,8 +723,7 @@ void Execution::OnAttemptDone(Attempt* a) {
   TaskOutcome& out = a->outcome_;
   if (a->token_.reason() == CancelToken::Reason::kTimedOut && out.result != TaskResult::kSuccess) {
     out.result = TaskResult::kFailure;
-    out.message = fmt::format("timed out after {}", FormatDuration(*a->def_.timeout)) +
-                  (out.message.empty() ? "" : " (" + out.message + ")");
+    out.message = a->timeout_message_ + (out.message.empty() ? "" : " (" + out.message + ")");
   } else if (a->token_.reason() == CancelToken::Reason::kCanceled &&
              out.result != TaskResult::kSuccess) {
     out.result = TaskResult::kCanceled;
@@ -710,31 +733,34 @@ void Execution::OnAttemptDone(Attempt* a) {
                             ? fmt::format("{}: {}", a->path_, out.message)
                             : out.message;
   DateTime ended = Now();
-  if (out.result == TaskResult::kFailure) {
+  Final final = FromResult(out.result);
+  bool will_retry = final == Final::kFailure && a->attempt_ <= a->def_.retries && !StopAll() &&
+                    !a->container_->canceled && !a->container_->stopping;
+  if (out.result == TaskResult::kFailure && !will_retry) {
     Emit(EventType::kOnError, a->path_, out.message);
     Emit(EventType::kOnTaskFailed, a->path_, fmt::format("task {} failed", a->path_));
   }
-  Final final = FromResult(out.result);
   RecordTaskRun(a->path_, a->def_.type, a->attempt_, FinalStatus(final), a->started_at_, ended,
                 out.result == TaskResult::kSuccess ? "" : out.message, out.child_execution_id,
                 out.agent);
   Emit(EventType::kOnPostExecute, a->path_,
        fmt::format("{} {} finished: {}", a->def_.type, a->path_, FinalStatus(final)),
-       static_cast<int64_t>(out.result), "", a->started_at_);
+       SsisResultCode(out.result), "", a->started_at_);
 
   Container* c = a->container_;
   size_t i = a->index_;
   int attempt = a->attempt_;
   const TaskDef& def = a->def_;
+  std::string out_message = out.message;
   attempts_.erase(a->id_);  // `a` is gone from here on
 
-  if (final == Final::kFailure && attempt <= def.retries && !StopAll() && !c->canceled) {
+  if (will_retry) {
     std::string path = c->ChildPath(def);
     Emit(EventType::kOnWarning, path,
-         fmt::format("attempt {} of {} failed; retrying in {}", attempt, def.retries + 1,
-                     FormatDuration(def.retry_delay)));
+         fmt::format("attempt {} of {} failed ({}); retrying in {}", attempt, def.retries + 1,
+                     out_message, FormatDuration(def.retry_delay)));
     AddTimer(def.retry_delay, [this, c, i, attempt] {
-      if (StopAll() || c->canceled) {
+      if (StopAll() || c->canceled || c->stopping) {
         FinishNode(c, i, Final::kCanceled, "canceled before retry");
         return;
       }
@@ -759,6 +785,14 @@ void Execution::StartLoop(Container* c, size_t i, DateTime started) {
   loop->started_at = started;
   Loop* l = loop.get();
   loops_.push_back(std::move(loop));
+  if (def.timeout) {
+    AddTimer(*def.timeout, [this, l] {
+      if (l->finished || canceled_) return;
+      std::string message = fmt::format("{} timed out after {}", l->path, FormatDuration(*l->def->timeout));
+      Emit(EventType::kOnError, l->path, message);
+      CancelLoop(l, message);
+    });
+  }
 
   auto fail = [&](std::string message) {
     message = fmt::format("{}: {}", l->path, message);
@@ -782,7 +816,9 @@ void Execution::StartLoop(Container* c, size_t i, DateTime started) {
         fail(pattern.status().message());
       } else {
         std::string p = *pattern;
-        if (!p.empty() && p[0] != '/') p = (std::filesystem::path(package_->dir) / p).string();
+        if (!p.empty() && p[0] != '/') {
+          p = std::filesystem::absolute(std::filesystem::path(package_->dir) / p).lexically_normal().string();
+        }
         glob_t g{};
         int rc = glob(p.c_str(), 0, nullptr, &g);
         if (rc == 0) {
@@ -843,8 +879,9 @@ void Execution::PumpLoop(Loop* l) {
     body->tasks = &def.children;
     body->scope = scope;
     body->path = fmt::format("{}[{}]", l->path, l->iterations);
-    body->max_errors = def.maximum_error_count;
+    body->max_errors = 1;  // a failed task fails its iteration; the loop counts iterations
     body->parent = owner;
+    body->loop = l;
     body->done = [this, l](Final final, std::string message) {
       OnIterationDone(l, final, message);
     };
@@ -903,10 +940,12 @@ void Execution::OnIterationDone(Loop* l, Final final, const std::string& message
 
 // ---- Cancellation -----------------------------------------------------------------------------
 
-void Execution::CancelUnder(Container* c, CancelToken::Reason reason) {
+void Execution::CancelUnder(Container* c, const std::string& message) {
   c->stopping = true;
   for (auto& [id, a] : attempts_) {
-    if (a->container_->Within(c)) a->token_.Cancel(reason);
+    if (!a->container_->Within(c)) continue;
+    a->timeout_message_ = "stopped: " + message;
+    a->token_.Cancel(CancelToken::Reason::kTimedOut);
   }
   for (auto& other : containers_) {
     if (other->Within(c)) other->stopping = true;
@@ -915,6 +954,22 @@ void Execution::CancelUnder(Container* c, CancelToken::Reason reason) {
     if (l->owner->Within(c)) l->stopping = true;
   }
   Defer([this, c] { MaybeCompleteContainer(c); });
+}
+
+// A loop past its timeout: no new iterations, running ones stopped, the loop fails.
+void Execution::CancelLoop(Loop* l, const std::string& message) {
+  l->stopping = true;
+  l->errors = std::max(l->errors, l->def->maximum_error_count);
+  if (l->first_error.empty()) l->first_error = message;
+  for (auto& [id, a] : attempts_) {
+    if (!a->container_->WithinLoop(l)) continue;
+    a->timeout_message_ = "stopped: " + message;
+    a->token_.Cancel(CancelToken::Reason::kTimedOut);
+  }
+  for (auto& c : containers_) {
+    if (c->WithinLoop(l)) c->stopping = true;
+  }
+  Defer([this, l] { PumpLoop(l); });
 }
 
 void Execution::CancelAll() {

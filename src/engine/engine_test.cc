@@ -545,9 +545,6 @@ tasks:
 }
 
 TEST_F(EngineTest, SkippedContainerIsRecordedAndItsChildrenNeverRun) {
-  GTEST_SKIP() << "BUG: FinishNode records a skipped task run only for leaf tasks "
-                  "(`!def.is_container() || final == Final::kDisabled`), so a skipped "
-                  "sequence/for/foreach leaves no task-run row at all";
   RunResult r = MustRun(R"(package: skip-container
 tasks:
   a: {type: fake, result: failure}
@@ -740,9 +737,6 @@ tasks:
 }
 
 TEST_F(EngineTest, LoopTimeoutStopsItsIterations) {
-  GTEST_SKIP() << "BUG: `timeout` is accepted on for/foreach (a key every task has) but the "
-                  "engine arms a timer only for leaf tasks and sequences (StartNode); a loop's "
-                  "timeout is silently ignored";
   RunResult r = MustRun(R"(package: loop-timeout
 tasks:
   each:
@@ -926,10 +920,6 @@ tasks:
 }
 
 TEST_F(EngineTest, ForeachErrorCountSpansIterations) {
-  GTEST_SKIP() << "BUG: a foreach's maximum_error_count is applied to each iteration's body "
-                  "on its own (body->max_errors), and the loop counts only failed iterations; "
-                  "with maximum_error_count 2 and one failure per iteration no iteration ever "
-                  "fails, so any number of failed tasks leaves the loop succeeded";
   RunResult r = MustRun(R"(package: foreach-errors
 maximum_error_count: 10
 tasks:
@@ -1117,10 +1107,6 @@ tasks:
 }
 
 TEST_F(EngineTest, ListParameterSetFromText) {
-  GTEST_SKIP() << "BUG: Execution::Prepare wraps a --set value for a list *parameter* in a "
-                  "one-item list (Value::List{Value(text)}) instead of converting the text "
-                  "like list variables do, so --set regions=[eu, us] iterates once over "
-                  "the string \"[eu, us]\"";
   RunOptions options;
   options.sets = {{"regions", "[eu, us]"}};
   RunResult r = MustRun(R"(package: list-param

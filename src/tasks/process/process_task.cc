@@ -47,6 +47,8 @@ class ProcessTask : public Task {
         spec.argv.push_back(std::move(*arg));
       }
     }
+    // Relative paths in a package resolve against its folder, so that is the default cwd too.
+    spec.cwd = context.package().dir;
     if (cwd) {
       auto dir = cwd->RenderString(scope);
       if (!dir.ok()) return TaskOutcome::Failure(dir.status().message());
