@@ -1,4 +1,4 @@
-// Tests of event names and the Masker.
+// Tests of the Masker (event names are tested in common/event_names_test.cc).
 #include "fanout/event.h"
 
 #include <gtest/gtest.h>
@@ -8,27 +8,6 @@
 
 namespace fanout {
 namespace {
-
-TEST(EventNameTest, RoundTripsEveryType) {
-  for (EventType type : {EventType::kOnPreExecute, EventType::kOnPostExecute, EventType::kOnError,
-                         EventType::kOnWarning, EventType::kOnInformation, EventType::kOnTaskFailed,
-                         EventType::kOnProgress, EventType::kOnVariableValueChanged}) {
-    auto parsed = ParseEventName(EventName(type));
-    ASSERT_TRUE(parsed.ok()) << EventName(type);
-    EXPECT_EQ(*parsed, type);
-  }
-  EXPECT_STREQ(EventName(EventType::kOnVariableValueChanged), "OnVariableValueChanged");
-}
-
-TEST(EventNameTest, ParsesIgnoringCaseAndRejectsUnknown) {
-  auto parsed = ParseEventName("onerror");
-  ASSERT_TRUE(parsed.ok());
-  EXPECT_EQ(*parsed, EventType::kOnError);
-  auto bad = ParseEventName("OnExplode");
-  ASSERT_FALSE(bad.ok());
-  EXPECT_EQ(bad.status().code(), Code::kInvalidArgument);
-  EXPECT_NE(bad.status().message().find("OnPreExecute"), std::string::npos);
-}
 
 TEST(MaskerTest, EmptyMaskerReturnsTextUnchanged) {
   Masker masker;

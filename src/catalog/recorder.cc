@@ -244,7 +244,10 @@ void Recorder::Impl::Deliver(std::vector<ExecutionRow>& round_executions,
   bool mask = !masker->empty();
   if (catalog && RowCount(pending) == 0) pending_since = Clock::now();
   for (ExecutionRow& row : round_executions) {
-    if (mask) row.message = masker->Mask(row.message);
+    if (mask) {
+      row.message = masker->Mask(row.message);
+      for (auto& [name, param] : row.parameters) param.value = masker->Mask(param.value);
+    }
     if (catalog) pending.executions.push_back(std::move(row));
   }
   for (TaskRunRow& row : round_task_runs) {

@@ -58,6 +58,14 @@ constexpr const char* kSchema[] = {
     "CREATE INDEX IF NOT EXISTS events_by_execution ON events(execution_id, id)",
     "CREATE INDEX IF NOT EXISTS executions_by_parent ON executions(parent_id)",
     "CREATE INDEX IF NOT EXISTS executions_by_start ON executions(started_at)",
+    // Added within schema version 1: CREATE IF NOT EXISTS brings older files up to date.
+    R"(CREATE TABLE IF NOT EXISTS execution_parameters(
+         execution_id TEXT NOT NULL,
+         name TEXT NOT NULL,
+         value TEXT,
+         sensitive INTEGER NOT NULL,
+         PRIMARY KEY(execution_id, name)))",
+    "CREATE INDEX IF NOT EXISTS executions_by_job ON executions(job, started_at)",
 };
 
 constexpr const char* kExecutionColumns =
@@ -73,6 +81,11 @@ constexpr const char* kUpsertExecution =
     "job = excluded.job, run_id = excluded.run_id, status = excluded.status, "
     "started_at = excluded.started_at, ended_at = excluded.ended_at, "
     "exit_code = excluded.exit_code, message = excluded.message, operator = excluded.operator";
+
+constexpr const char* kUpsertParameter =
+    "INSERT INTO execution_parameters(execution_id, name, value, sensitive) "
+    "VALUES (?1, ?2, ?3, ?4) ON CONFLICT(execution_id, name) DO UPDATE SET "
+    "value = excluded.value, sensitive = excluded.sensitive";
 
 constexpr const char* kTaskRunColumns =
     "execution_id, task_path, task_type, attempt, status, started_at, ended_at, agent, "
@@ -243,7 +256,8 @@ SqliteCatalog::~SqliteCatalog() { Close(); }
 
 void SqliteCatalog::Close() {
   for (sqlite3_stmt** stmt :
-       {&begin_, &commit_, &rollback_, &upsert_execution_, &upsert_task_run_, &insert_event_}) {
+       {&begin_, &commit_, &rollback_, &upsert_execution_, &upsert_task_run_, &insert_event_,
+        &upsert_parameter_}) {
     sqlite3_finalize(*stmt);
     *stmt = nullptr;
   }
@@ -352,6 +366,7 @@ Status SqliteCatalog::Open() {
   if (status.ok()) status = Prepare(kUpsertExecution, &upsert_execution_);
   if (status.ok()) status = Prepare(kUpsertTaskRun, &upsert_task_run_);
   if (status.ok()) status = Prepare(kInsertEvent, &insert_event_);
+  if (status.ok()) status = Prepare(kUpsertParameter, &upsert_parameter_);
   if (!status.ok()) Close();
   return status;
 }
@@ -433,6 +448,18 @@ Status SqliteCatalog::WriteRows(const CatalogBatch& batch) {
     BindText(s, 13, row.message);
     BindText(s, 14, row.operator_name);
     RETURN_IF_ERROR(Step(s, "writing an execution"));
+    for (const auto& [name, param] : row.parameters) {
+      sqlite3_stmt* p = upsert_parameter_;
+      BindText(p, 1, row.id);
+      BindText(p, 2, name);
+      if (param.sensitive) {
+        sqlite3_bind_null(p, 3);
+      } else {
+        BindText(p, 3, param.value);
+      }
+      sqlite3_bind_int(p, 4, param.sensitive ? 1 : 0);
+      RETURN_IF_ERROR(Step(p, "writing an execution parameter"));
+    }
   }
   for (const TaskRunRow& row : batch.task_runs) {
     sqlite3_stmt* s = upsert_task_run_;
@@ -482,7 +509,24 @@ Result<std::optional<ExecutionRow>> SqliteCatalog::GetExecution(const std::strin
   if (rc == SQLITE_DONE) return std::optional<ExecutionRow>();
   if (rc != SQLITE_ROW) return Error(rc, "reading an execution");
   ASSIGN_OR_RETURN(ExecutionRow row, ReadExecution(query.get()));
+  RETURN_IF_ERROR(LoadParameters(row));
   return std::optional<ExecutionRow>(std::move(row));
+}
+
+Status SqliteCatalog::LoadParameters(ExecutionRow& row) {
+  Statement query;
+  int rc = sqlite3_prepare_v2(db_,
+                              "SELECT name, value, sensitive FROM execution_parameters "
+                              "WHERE execution_id = ?1 ORDER BY name",
+                              -1, query.out(), nullptr);
+  if (rc != SQLITE_OK) return Error(rc, "preparing a query");
+  BindText(query.get(), 1, row.id);
+  while ((rc = sqlite3_step(query.get())) == SQLITE_ROW) {
+    row.parameters[ColumnText(query.get(), 0)] =
+        ParameterValue{ColumnText(query.get(), 1), sqlite3_column_int(query.get(), 2) != 0};
+  }
+  if (rc != SQLITE_DONE) return Error(rc, "reading execution parameters");
+  return Status::Ok();
 }
 
 namespace {
@@ -567,6 +611,25 @@ Result<std::vector<Event>> SqliteCatalog::ListEvents(const EventQuery& query) {
   sqlite3_bind_int(stmt.get(), index, query.limit > 0 ? query.limit : -1);
   return ReadAll<Event>(stmt.get(), ReadEvent,
                         [this](int code) { return Error(code, "listing events"); });
+}
+
+Result<std::vector<ExecutionRow>> SqliteCatalog::ListJobExecutions(const std::string& job,
+                                                                   int limit) {
+  if (db_ == nullptr) return FailedPrecondition("catalog '" + path_ + "' is not open");
+  std::string sql = std::string("SELECT ") + kExecutionColumns +
+                    " FROM executions WHERE job = ?1 AND status = 'succeeded'"
+                    " ORDER BY started_at DESC, id DESC LIMIT ?2";
+  Statement query;
+  int rc = sqlite3_prepare_v2(db_, sql.c_str(), -1, query.out(), nullptr);
+  if (rc != SQLITE_OK) return Error(rc, "preparing a query");
+  BindText(query.get(), 1, job);
+  sqlite3_bind_int(query.get(), 2, limit > 0 ? limit : -1);
+  ASSIGN_OR_RETURN(std::vector<ExecutionRow> rows,
+                   ReadAll<ExecutionRow>(query.get(), ReadExecution, [this](int code) {
+                     return Error(code, "listing a job's executions");
+                   }));
+  for (ExecutionRow& row : rows) RETURN_IF_ERROR(LoadParameters(row));
+  return rows;
 }
 
 }  // namespace fanout::catalog

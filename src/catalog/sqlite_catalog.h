@@ -43,6 +43,7 @@ class SqliteCatalog : public Catalog {
   Result<std::vector<ExecutionRow>> ListChildExecutions(const std::string& parent_id) override;
   Result<std::vector<TaskRunRow>> ListTaskRuns(const std::string& execution_id) override;
   Result<std::vector<Event>> ListEvents(const EventQuery& query) override;
+  Result<std::vector<ExecutionRow>> ListJobExecutions(const std::string& job, int limit) override;
 
   const std::string& path() const { return path_; }
 
@@ -55,6 +56,7 @@ class SqliteCatalog : public Catalog {
   Status Step(sqlite3_stmt* stmt, const char* what);
   Status CreateSchema();
   Status WriteRows(const CatalogBatch& batch);
+  Status LoadParameters(ExecutionRow& row);
   void Close();
 
   std::string path_;
@@ -69,6 +71,7 @@ class SqliteCatalog : public Catalog {
   sqlite3_stmt* upsert_execution_ = nullptr;
   sqlite3_stmt* upsert_task_run_ = nullptr;
   sqlite3_stmt* insert_event_ = nullptr;
+  sqlite3_stmt* upsert_parameter_ = nullptr;
 };
 
 }  // namespace fanout::catalog

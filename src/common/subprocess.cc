@@ -7,6 +7,7 @@
 #include <grp.h>
 #include <pwd.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/syscall.h>
@@ -15,6 +16,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <ctime>
 
 #include <fmt/format.h>
 
@@ -49,6 +51,32 @@ void Append(std::string& buf, size_t& dropped, const char* data, size_t n, size_
   size_t take = std::min(room, n);
   buf.append(data, take);
   dropped += n - take;
+}
+
+// write() to a pipe whose read end is closed raises SIGPIPE, which by default kills the whole
+// process; pipes have no MSG_NOSIGNAL. RunProcess is a library call and must not change the
+// process-wide disposition, so SIGPIPE is blocked in this thread only for the write, and the
+// one the write raised (if any) is taken off the pending set before the old mask comes back.
+// A SIGPIPE that was already pending before is left alone: standard signals do not queue, so
+// ours merged into it and the caller still sees exactly one.
+ssize_t WriteWithoutSigpipe(int fd, const char* data, size_t size) {
+  sigset_t sigpipe, old_mask, pending;
+  sigemptyset(&sigpipe);
+  sigaddset(&sigpipe, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &sigpipe, &old_mask);
+  sigemptyset(&pending);
+  sigpending(&pending);
+  bool was_pending = sigismember(&pending, SIGPIPE) == 1;
+  ssize_t written = write(fd, data, size);
+  int err = errno;
+  if (written < 0 && err == EPIPE && !was_pending) {
+    const timespec zero{0, 0};
+    while (sigtimedwait(&sigpipe, nullptr, &zero) < 0 && errno == EINTR) {
+    }
+  }
+  pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
+  errno = err;
+  return written;
 }
 
 // The proxy path: posix_spawn cannot change user, so fork, switch groups and user, exec. An
@@ -192,6 +220,8 @@ Result<SpawnResult> RunProcess(const SpawnSpec& spec, int cancel_fd) {
   out_w.Close();
   err_w.Close();
   in_r.Close();
+  // Only our end: the child's read end is a separate open file and stays blocking.
+  if (in_w.fd >= 0) fcntl(in_w.fd, F_SETFL, fcntl(in_w.fd, F_GETFL) | O_NONBLOCK);
 
   Fd pidfd(static_cast<int>(syscall(SYS_pidfd_open, pid, 0)));
   SpawnResult result;
@@ -251,10 +281,14 @@ Result<SpawnResult> RunProcess(const SpawnSpec& spec, int cancel_fd) {
       drain(err_r, i_err, result.err, result.err_dropped);
     }
     if (i_in >= 0 && (fds[i_in].revents & (POLLOUT | POLLERR | POLLHUP))) {
-      ssize_t w = write(in_w.fd, spec.stdin_data.data() + stdin_written,
-                        spec.stdin_data.size() - stdin_written);
+      // Non-blocking: takes what fits in the pipe now, so stdout and stderr keep draining
+      // while a child that echoes its input (cat) works through the rest.
+      ssize_t w = WriteWithoutSigpipe(in_w.fd, spec.stdin_data.data() + stdin_written,
+                                      spec.stdin_data.size() - stdin_written);
       if (w > 0) stdin_written += static_cast<size_t>(w);
-      if (w < 0 || stdin_written == spec.stdin_data.size()) in_w.Close();
+      bool retry = w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR);
+      // EPIPE (the child closed its stdin or exited) or any other error: stop feeding it.
+      if ((w < 0 && !retry) || stdin_written == spec.stdin_data.size()) in_w.Close();
     }
     if (i_cancel >= 0 && (fds[i_cancel].revents & POLLIN) && !exited) {
       kill(-pid, SIGTERM);

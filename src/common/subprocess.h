@@ -29,7 +29,9 @@ struct SpawnSpec {
   std::vector<std::string> argv;  // argv[0] without '/' is looked up in PATH
   std::string cwd;                // "" = inherit
   std::map<std::string, std::string> env;  // added to (or replacing in) the inherited environment
-  std::string stdin_data;                  // written to the child's stdin, then closed
+  // Written to the child's stdin (while its output is drained), then closed. A child that
+  // exits or closes stdin before reading it all just gets less; the caller sees no SIGPIPE.
+  std::string stdin_data;
   size_t capture_limit = 64 * 1024;        // bytes kept per stream; the rest is counted only
   std::chrono::milliseconds kill_grace{2000};  // SIGTERM -> SIGKILL
   // Stopped like a cancel once this much time has passed (0: no limit).

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/eventfd.h>
@@ -193,9 +194,6 @@ TEST(RunProcessTest, LargeStdinToAProgramThatReadsItAll) {
 }
 
 TEST(RunProcessTest, LargeStdinEchoedBackDoesNotDeadlock) {
-  GTEST_SKIP() << "BUG: RunProcess writes stdin_data with one blocking write(); when the child "
-                  "echoes its input (cat) the stdout pipe fills while the parent is still "
-                  "blocked writing stdin, and both wait forever";
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   // Runs in a forked child with an alarm so a deadlock fails the test instead of hanging it.
   EXPECT_EXIT(
@@ -212,9 +210,6 @@ TEST(RunProcessTest, LargeStdinEchoedBackDoesNotDeadlock) {
 }
 
 TEST(RunProcessTest, ChildThatIgnoresStdinDoesNotKillTheCaller) {
-  GTEST_SKIP() << "BUG: when the child exits without reading stdin_data, RunProcess's write() "
-                  "to the pipe raises SIGPIPE, which kills the calling process (nothing blocks "
-                  "or ignores SIGPIPE, and pipes have no MSG_NOSIGNAL)";
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   EXPECT_EXIT(
       {
@@ -226,6 +221,72 @@ TEST(RunProcessTest, ChildThatIgnoresStdinDoesNotKillTheCaller) {
         _exit(r.ok() && r->exit_code == 0 ? 0 : 1);
       },
       ::testing::ExitedWithCode(0), "");
+}
+
+// True when SIGPIPE is in this thread's signal mask; `pending` also asks whether one is pending.
+bool SigpipeIn(bool pending) {
+  sigset_t set;
+  sigemptyset(&set);
+  if (pending) {
+    sigpending(&set);
+  } else {
+    pthread_sigmask(SIG_BLOCK, nullptr, &set);
+  }
+  return sigismember(&set, SIGPIPE) == 1;
+}
+
+// The shell closes its stdin at once and stays alive a moment, so the parent's next write meets
+// a pipe without a reader (EPIPE) while the child still runs. The outcome must be the same
+// whichever comes first.
+SpawnSpec ClosesStdinEarly() {
+  SpawnSpec spec = Shell("exec 0<&-; sleep 0.3; echo done");
+  spec.stdin_data.assign(1 << 20, 'w');
+  return spec;
+}
+
+TEST(RunProcessTest, ChildThatClosesStdinEarlyLeavesNoSigpipeBehind) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(
+      {
+        alarm(10);
+        auto r = RunProcess(ClosesStdinEarly(), -1);
+        if (!r.ok() || r->exit_code != 0 || r->out != "done\n") _exit(1);
+        if (SigpipeIn(false)) _exit(2);  // the caller's mask is restored
+        if (SigpipeIn(true)) _exit(3);   // the SIGPIPE our write raised was consumed
+        _exit(0);
+      },
+      ::testing::ExitedWithCode(0), "");
+}
+
+TEST(RunProcessTest, KeepsASigpipeTheCallerAlreadyHadPending) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(
+      {
+        alarm(10);
+        sigset_t sigpipe;
+        sigemptyset(&sigpipe);
+        sigaddset(&sigpipe, SIGPIPE);
+        pthread_sigmask(SIG_BLOCK, &sigpipe, nullptr);
+        raise(SIGPIPE);
+        if (!SigpipeIn(true)) _exit(4);
+        auto r = RunProcess(ClosesStdinEarly(), -1);
+        if (!r.ok() || r->exit_code != 0) _exit(1);
+        if (!SigpipeIn(false)) _exit(2);  // still blocked, as the caller had it
+        if (!SigpipeIn(true)) _exit(3);   // still pending: it was the caller's, not ours
+        _exit(0);
+      },
+      ::testing::ExitedWithCode(0), "");
+}
+
+TEST(RunProcessTest, LargeStdinToALateReader) {
+  // The child reads nothing until its own output is done; the writer must wait, not spin or drop.
+  SpawnSpec spec = Shell("head -c 200000 /dev/zero; wc -c");
+  spec.stdin_data.assign(500000, 'q');
+  spec.capture_limit = 1 << 20;
+  SpawnResult r = MustRun(spec);
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_EQ(r.out.size(), 200000u + 7u);
+  EXPECT_EQ(r.out.substr(200000), "500000\n");
 }
 
 TEST(RunProcessTest, EnvAddsAndReplacesButKeepsTheRest) {

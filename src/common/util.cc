@@ -1,16 +1,17 @@
 // Execution ids, durations, host/user names, file reading and hashing (see util.h).
 #include "common/util.h"
 
+#include <fcntl.h>
 #include <openssl/evp.h>
 #include <pwd.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <charconv>
+#include <cmath>
 #include <cstring>
-#include <fstream>
 #include <random>
-#include <sstream>
 
 #include <fmt/format.h>
 
@@ -38,6 +39,12 @@ std::string NewExecutionId() {
   return out;
 }
 
+namespace {
+// The longest duration a package may write: 100 years, far beyond any real timeout but well
+// inside int64 milliseconds.
+constexpr double kMaxDurationMs = 100.0 * 365 * 86400000.0;
+}  // namespace
+
 Result<std::chrono::milliseconds> ParseDuration(std::string_view text) {
   std::string_view number = text;
   double scale_ms = 1000.0;
@@ -56,11 +63,19 @@ Result<std::chrono::milliseconds> ParseDuration(std::string_view text) {
   }
   double value = 0;
   auto [end, ec] = std::from_chars(number.data(), number.data() + number.size(), value);
-  if (ec != std::errc() || end != number.data() + number.size() || value < 0) {
+  // from_chars also reads "inf" and "nan": reject them, and anything too large to be a
+  // sensible timeout, before the cast to int64 (which would be undefined behaviour).
+  if (ec != std::errc() || end != number.data() + number.size() || !std::isfinite(value) ||
+      value < 0) {
     return InvalidArgument(fmt::format(
         "'{}' is not a duration; write a number with a unit: 250ms, 30s, 10m, 2h, 1d", text));
   }
-  return std::chrono::milliseconds(static_cast<int64_t>(value * scale_ms + 0.5));
+  double ms = value * scale_ms;
+  if (!std::isfinite(ms) || ms > kMaxDurationMs) {
+    return InvalidArgument(fmt::format(
+        "'{}' is too long a duration; the longest allowed is 100 years (36500d)", text));
+  }
+  return std::chrono::milliseconds(static_cast<int64_t>(ms + 0.5));
 }
 
 std::string FormatDuration(std::chrono::nanoseconds d) {
@@ -94,16 +109,39 @@ const std::string& UserName() {
   return name;
 }
 
+// Plain POSIX reads: std::ifstream opens a directory without complaint and then reads nothing,
+// and loses errno on the way.
 Result<std::string> ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
     int err = errno;
     if (err == ENOENT) return NotFound(fmt::format("{}: no such file", path));
-    return Status(Code::kInvalidArgument, fmt::format("{}: {}", path, std::strerror(err)));
+    return InvalidArgument(fmt::format("{}: {}", path, std::strerror(err)));
   }
-  std::ostringstream out;
-  out << in.rdbuf();
-  return out.str();
+  std::string out;
+  struct stat st;
+  if (fstat(fd, &st) == 0) {
+    if (S_ISDIR(st.st_mode)) {
+      close(fd);
+      return InvalidArgument(fmt::format("{}: is a directory, not a file", path));
+    }
+    if (S_ISREG(st.st_mode) && st.st_size > 0) out.reserve(static_cast<size_t>(st.st_size));
+  }
+  char buf[65536];
+  for (;;) {
+    ssize_t n = read(fd, buf, sizeof buf);
+    if (n > 0) {
+      out.append(buf, static_cast<size_t>(n));
+    } else if (n == 0) {
+      break;
+    } else if (errno != EINTR) {
+      int err = errno;
+      close(fd);
+      return InvalidArgument(fmt::format("{}: {}", path, std::strerror(err)));
+    }
+  }
+  close(fd);
+  return out;
 }
 
 std::string Sha256Hex(std::string_view data) {

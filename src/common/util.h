@@ -14,14 +14,18 @@ namespace fanout {
 // time and need no coordination between machines.
 std::string NewExecutionId();
 
-// "250ms", "30s", "10m", "2h", "1d", or a plain number of seconds ("1.5").
+// "250ms", "30s", "10m", "2h", "1d", or a plain number of seconds ("1.5"). Negative,
+// non-finite ("inf", "nan") and longer than 100 years are InvalidArgument.
 Result<std::chrono::milliseconds> ParseDuration(std::string_view text);
-// "1.234 s", "12 ms", "3 m 04 s": for humans.
+// For humans: "12.0 ms" below a second, "1.23 s" below a minute, "3 m 04 s" below an hour,
+// then "2 h 05 m".
 std::string FormatDuration(std::chrono::nanoseconds d);
 
 const std::string& HostName();
 const std::string& UserName();
 
+// The whole content of a file. NotFound when it does not exist; InvalidArgument naming the path
+// for a directory or any other failure to read.
 Result<std::string> ReadFile(const std::string& path);
 
 // Hex SHA-256 of a text (used to fingerprint deployed and executed packages).

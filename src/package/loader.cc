@@ -4,10 +4,14 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <cctype>
+#include <cstdint>
 #include <filesystem>
 #include <functional>
 #include <map>
 #include <set>
+#include <string_view>
+#include <utility>
 
 #include <fmt/format.h>
 
@@ -62,6 +66,182 @@ const std::vector<ContainerSpec> kContainers = {
      {"tasks", "maximum_error_count", "items", "files", "as", "max_concurrent"}},
 };
 
+// ---- Positions inside scalars -----------------------------------------------------------------
+// A scalar's value is not its source text: quotes, escapes, block indentation and line folding
+// lie between them. ScalarWalk walks the source from where yaml-cpp marks the scalar and
+// matches the value's characters one by one, so an offset in the value (where an expression
+// or template failed) becomes a line and column in the file.
+
+enum class ScalarStyle { kPlain, kSingleQuoted, kDoubleQuoted, kLiteral, kFolded };
+
+bool IsBreak(char c) { return c == '\n' || c == '\r'; }
+bool IsBlank(char c) { return c == ' ' || c == '\t'; }
+
+// Bytes of UTF-8 that a code point written as an escape (\x41, \u00e9, \U0001F600) becomes.
+size_t Utf8Length(std::string_view hex) {
+  uint32_t cp = 0;
+  for (char h : hex) {
+    unsigned char u = static_cast<unsigned char>(h);
+    if (!std::isxdigit(u)) break;
+    cp = cp * 16 + static_cast<uint32_t>(std::isdigit(u) ? u - '0' : std::tolower(u) - 'a' + 10);
+  }
+  return cp < 0x80 ? 1 : cp < 0x800 ? 2 : cp < 0x10000 ? 3 : 4;
+}
+
+class ScalarWalk {
+ public:
+  // `at` indexes `source` where the scalar's node is marked, at 1-based `line` and `column`.
+  ScalarWalk(std::string_view source, size_t at, int line, int column)
+      : src_(source), i_(at), line_(line), column_(column) {}
+
+  // The line and column of the source character that produced value[offset]; for an offset at
+  // the end, the place just after the last one. Stops where it is if the source does not match.
+  std::pair<int, int> Find(std::string_view value, size_t offset) {
+    offset = std::min(offset, value.size());
+    SkipProperties();
+    StartContent(value);
+    size_t j = 0;
+    while (j < value.size() && !Done()) {
+      char want = value[j];
+      char got = Peek();
+      if (style_ == ScalarStyle::kDoubleQuoted && got == '\\') {
+        char e = Peek(1);
+        if (IsBreak(e)) {  // an escaped line break joins the lines: no value character
+          Next();
+          SkipBreak();
+          continue;
+        }
+        size_t length = 2, produced = 1;
+        if (e == 'x' || e == 'u' || e == 'U') {
+          size_t digits = e == 'x' ? 2 : e == 'u' ? 4 : 8;
+          length += digits;
+          produced = Utf8Length(src_.substr(std::min(i_ + 2, src_.size()), digits));
+        } else if (e == 'N' || e == '_') {
+          produced = 2;  // U+0085, U+00A0
+        } else if (e == 'L' || e == 'P') {
+          produced = 3;  // U+2028, U+2029
+        }
+        if (offset < j + produced) return Here();
+        j += produced;
+        for (size_t k = 0; k < length && !Done(); ++k) Next();
+        continue;
+      }
+      if (style_ == ScalarStyle::kDoubleQuoted && got == '"') break;  // closing quote
+      if (style_ == ScalarStyle::kSingleQuoted && got == '\'') {
+        if (Peek(1) != '\'') break;  // closing quote
+        if (j == offset) return Here();
+        ++j;  // '' is one quote
+        Next();
+        Next();
+        continue;
+      }
+      // The same character, or a line break that became '\n' or (folded) a space.
+      if (got == want || (IsBreak(got) && (want == '\n' || want == ' '))) {
+        if (j == offset) return Here();
+        ++j;
+        if (IsBreak(got)) {
+          SkipBreak();
+        } else {
+          Next();
+        }
+        continue;
+      }
+      // Whitespace the value does not keep: indentation, trailing blanks, folded breaks.
+      if (IsBlank(got) || IsBreak(got)) {
+        if (IsBreak(got)) {
+          SkipBreak();
+        } else {
+          Next();
+        }
+        continue;
+      }
+      break;  // lost the thread: the place reached is the best answer
+    }
+    return Here();
+  }
+
+ private:
+  bool Done() const { return i_ >= src_.size(); }
+  char Peek(size_t ahead = 0) const { return i_ + ahead < src_.size() ? src_[i_ + ahead] : '\0'; }
+  std::pair<int, int> Here() const { return {line_, column_}; }
+
+  void Next() {
+    if (Done()) return;
+    if (src_[i_] == '\n') {
+      ++line_;
+      column_ = 1;
+    } else {
+      ++column_;
+    }
+    ++i_;
+  }
+
+  // A line break ("\n" or "\r\n"), then the indentation a continuation line does not keep: the
+  // block's indentation in a block scalar, all leading blanks in a flow (plain/quoted) one.
+  void SkipBreak() {
+    if (Peek() == '\r') Next();
+    if (Peek() == '\n') Next();
+    if (style_ == ScalarStyle::kLiteral || style_ == ScalarStyle::kFolded) {
+      for (size_t n = 0; n < indent_ && Peek() == ' '; ++n) Next();
+    } else {
+      while (IsBlank(Peek())) Next();
+    }
+  }
+
+  // yaml-cpp marks a tagged or anchored node at its tag or anchor (an alias at its anchor).
+  void SkipProperties() {
+    while (Peek() == '!' || Peek() == '&') {
+      while (!Done() && !IsBlank(Peek()) && !IsBreak(Peek())) Next();
+      while (!Done() && (IsBlank(Peek()) || IsBreak(Peek()))) Next();
+    }
+  }
+
+  // Moves onto the first source character that can be content, and learns the style.
+  void StartContent(std::string_view value) {
+    char c = Peek();
+    if (c == '"' || c == '\'') {
+      style_ = c == '"' ? ScalarStyle::kDoubleQuoted : ScalarStyle::kSingleQuoted;
+      Next();
+      return;
+    }
+    if (c != '|' && c != '>') return;  // plain: the mark is the first character
+    style_ = c == '|' ? ScalarStyle::kLiteral : ScalarStyle::kFolded;
+    // The header (indicators, a comment) ends its line; the content starts on the next.
+    while (!Done() && !IsBreak(Peek())) Next();
+    if (Peek() == '\r') Next();
+    if (Peek() == '\n') Next();
+    // The indentation the value does not keep: the first non-empty line's leading spaces in the
+    // source, less those the value keeps (an explicit indentation indicator keeps some).
+    size_t k = i_, source_spaces = 0;
+    while (k < src_.size()) {
+      size_t spaces = 0;
+      while (k + spaces < src_.size() && src_[k + spaces] == ' ') ++spaces;
+      size_t end = k + spaces;
+      if (end < src_.size() && !IsBreak(src_[end])) {
+        source_spaces = spaces;
+        break;
+      }
+      k = src_.find('\n', end);
+      if (k == std::string_view::npos) break;
+      ++k;
+    }
+    size_t v = value.find_first_not_of('\n');
+    size_t value_spaces = 0;
+    while (v != std::string_view::npos && v + value_spaces < value.size() &&
+           value[v + value_spaces] == ' ') {
+      ++value_spaces;
+    }
+    indent_ = source_spaces > value_spaces ? source_spaces - value_spaces : 0;
+    for (size_t n = 0; n < indent_ && Peek() == ' '; ++n) Next();
+  }
+
+  std::string_view src_;
+  size_t i_;
+  int line_, column_;
+  ScalarStyle style_ = ScalarStyle::kPlain;
+  size_t indent_ = 0;
+};
+
 class Loader : public TaskParser {
  public:
   Loader(std::string path, Diagnostics& diagnostics) : path_(std::move(path)), diag_(diagnostics) {
@@ -69,7 +249,11 @@ class Loader : public TaskParser {
     if (dir_.empty()) dir_ = ".";
   }
 
+  // `text` must outlive the Loader: error positions inside scalars are found in it.
   std::shared_ptr<Package> Load(const std::string& text) {
+    source_ = text;
+    // yaml-cpp does not count a UTF-8 byte order mark in its marks.
+    if (source_.starts_with("\xEF\xBB\xBF")) source_skipped_ = 3;
     YAML::Node root;
     try {
       root = YAML::Load(text);
@@ -267,21 +451,16 @@ class Loader : public TaskParser {
   const std::string& package_dir() const override { return dir_; }
 
  private:
-  // Positions inside a scalar: yaml-cpp marks a quoted scalar at its opening quote.
+  // The position of value[offset] of a scalar, found by walking the source from its mark (see
+  // ScalarWalk): exact for plain, quoted (with escapes) and literal block scalars; a folded
+  // space in a multi-line scalar maps to a nearby blank or line break.
   SourcePos OffsetPos(const YAML::Node& scalar, size_t offset) const {
     SourcePos pos = Pos(scalar);
     if (pos.line == 0) return pos;
-    const std::string& text = scalar.Scalar();
-    bool quoted = scalar.Tag() == "!";
-    int line = pos.line, column = pos.column + (quoted ? 1 : 0);
-    for (size_t i = 0; i < offset && i < text.size(); ++i) {
-      if (text[i] == '\n') {
-        ++line;
-        column = 1;
-      } else {
-        ++column;
-      }
-    }
+    size_t at = source_skipped_ + scalar.Mark().pos;
+    if (at >= source_.size()) return pos;
+    auto [line, column] =
+        ScalarWalk(source_, at, pos.line, pos.column).Find(scalar.Scalar(), offset);
     return {path_, line, column};
   }
 
@@ -591,32 +770,35 @@ class Loader : public TaskParser {
     return tasks;
   }
 
+  // Every back edge a depth-first search meets closes one cycle; each is reported once, in
+  // file order, so that fixing one cycle does not reveal the next only on the following run.
   void CheckCycles(const std::vector<TaskDef>& tasks) {
     enum { kWhite, kGrey, kBlack };
     std::vector<int> color(tasks.size(), kWhite);
     std::vector<size_t> stack;
-    std::function<bool(size_t)> visit = [&](size_t i) {
+    std::set<std::pair<size_t, size_t>> reported;  // `after: [a, a]` repeats an edge
+    std::function<void(size_t)> visit = [&](size_t i) {
       color[i] = kGrey;
       stack.push_back(i);
       for (size_t s : tasks[i].successors) {
         if (s == i) continue;
         if (color[s] == kGrey) {
+          if (!reported.emplace(i, s).second) continue;
           std::vector<std::string> cycle;
           auto from = std::find(stack.begin(), stack.end(), s);
           for (auto it = from; it != stack.end(); ++it) cycle.push_back(tasks[*it].name);
           cycle.push_back(tasks[s].name);
           diag_.Error(tasks[s].pos, fmt::format("precedence cycle: {}; `after` must not loop back",
                                                 fmt::join(cycle, " -> ")));
-          return true;
+        } else if (color[s] == kWhite) {
+          visit(s);
         }
-        if (color[s] == kWhite && visit(s)) return true;
       }
       stack.pop_back();
       color[i] = kBlack;
-      return false;
     };
     for (size_t i = 0; i < tasks.size(); ++i) {
-      if (color[i] == kWhite && visit(i)) return;
+      if (color[i] == kWhite) visit(i);
     }
   }
 
@@ -794,6 +976,8 @@ class Loader : public TaskParser {
  private:
   std::string path_;
   std::string dir_;
+  std::string_view source_;    // the text being loaded
+  size_t source_skipped_ = 0;  // bytes before what yaml-cpp's marks count (a BOM)
   Diagnostics& diag_;
   Package* pkg_ = nullptr;
   std::set<std::string> visible_;   // names expressions may read

@@ -1,0 +1,59 @@
+// Event type names as SSIS spells them ("OnPreExecute", ...). They live in common, below both
+// the package loader (which checks `logging: events`) and the catalog (which stores them).
+#include "fanout/event.h"
+
+#include <cctype>
+#include <string>
+
+namespace fanout {
+namespace {
+
+struct EventNameEntry {
+  EventType type;
+  const char* name;
+};
+
+constexpr EventNameEntry kEventNames[] = {
+    {EventType::kOnPreExecute, "OnPreExecute"},
+    {EventType::kOnPostExecute, "OnPostExecute"},
+    {EventType::kOnError, "OnError"},
+    {EventType::kOnWarning, "OnWarning"},
+    {EventType::kOnInformation, "OnInformation"},
+    {EventType::kOnTaskFailed, "OnTaskFailed"},
+    {EventType::kOnProgress, "OnProgress"},
+    {EventType::kOnVariableValueChanged, "OnVariableValueChanged"},
+};
+
+bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    unsigned char x = static_cast<unsigned char>(a[i]);
+    unsigned char y = static_cast<unsigned char>(b[i]);
+    if (x != y && std::tolower(x) != std::tolower(y)) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+const char* EventName(EventType type) {
+  for (const auto& entry : kEventNames) {
+    if (entry.type == type) return entry.name;
+  }
+  return "Unknown";
+}
+
+// Case-insensitive because users type event names on the command line (`fanout logs --event`).
+Result<EventType> ParseEventName(std::string_view name) {
+  for (const auto& entry : kEventNames) {
+    if (EqualsIgnoreCase(name, entry.name)) return entry.type;
+  }
+  std::string known;
+  for (const auto& entry : kEventNames) {
+    if (!known.empty()) known += ", ";
+    known += entry.name;
+  }
+  return InvalidArgument("unknown event '" + std::string(name) + "'; known events: " + known);
+}
+
+}  // namespace fanout
