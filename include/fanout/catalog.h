@@ -3,6 +3,7 @@
 // directly on the hot path: they hand rows to a Recorder, whose thread writes them in batches.
 #pragma once
 
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -13,6 +14,14 @@
 #include "fanout/value.h"
 
 namespace fanout {
+
+// A parameter value an execution ran with. Sensitive values are never stored: `value` is
+// empty and `sensitive` set.
+struct ParameterValue {
+  std::string value;
+  bool sensitive = false;
+  friend bool operator==(const ParameterValue&, const ParameterValue&) = default;
+};
 
 // Execution and task-run states as stored: "running", "succeeded", "failed", "canceled",
 // "skipped" (task runs only).
@@ -31,6 +40,9 @@ struct ExecutionRow {
   std::optional<int> exit_code;
   std::string message;
   std::string operator_name;
+  // Written when not empty (an execution's first row); read by GetExecution and
+  // ListJobExecutions.
+  std::map<std::string, ParameterValue> parameters;
 };
 
 struct TaskRunRow {
@@ -77,6 +89,10 @@ class Catalog {
   virtual Result<std::vector<ExecutionRow>> ListChildExecutions(const std::string& parent_id) = 0;
   virtual Result<std::vector<TaskRunRow>> ListTaskRuns(const std::string& execution_id) = 0;
   virtual Result<std::vector<Event>> ListEvents(const EventQuery& query) = 0;
+  // Succeeded executions started by agent job `job`, newest first, with their parameters: the
+  // past durations that let a pool place long children first.
+  virtual Result<std::vector<ExecutionRow>> ListJobExecutions(const std::string& job,
+                                                              int limit) = 0;
 };
 
 // Opens a catalog from a spec: "sqlite:PATH" (or a bare path ending in .db). Other schemes

@@ -413,7 +413,13 @@ RunResult Execution::Run() {
   row.status = "running";
   row.started_at = started_at_;
   row.operator_name = UserName();
+  for (const ParameterDef& p : package_->parameters) {
+    auto value = variables_->Get(p.name);
+    row.parameters[p.name] = p.sensitive ? ParameterValue{"", true}
+                                         : ParameterValue{value.ok() ? value->ToString() : "", false};
+  }
   recorder_.RecordExecution(row);
+  row.parameters.clear();  // written once, with the first row
   Emit(EventType::kOnPreExecute, "", fmt::format("package {} started (execution {})",
                                                  package_->name, id_));
 

@@ -256,6 +256,9 @@ class FakeCatalog : public Catalog {
     return Internal("unused");
   }
   Result<std::vector<Event>> ListEvents(const EventQuery&) override { return Internal("unused"); }
+  Result<std::vector<ExecutionRow>> ListJobExecutions(const std::string&, int) override {
+    return Internal("unused");
+  }
 
  private:
   std::shared_ptr<Store> store_;
