@@ -68,8 +68,10 @@ struct VariableDef {
 // A connection manager. Settings are templates so they may use parameters ("${db_password}").
 struct ConnectionDef {
   std::string name;
-  std::string type;  // sqlite (more types arrive with later task types)
+  std::string type;  // sqlite, agent, agent-pool
   std::map<std::string, Template> settings;
+  std::vector<std::string> members;    // agent-pool: names of agent connections
+  std::vector<SourcePos> member_pos;
   SourcePos pos;
 };
 

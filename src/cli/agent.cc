@@ -27,6 +27,7 @@ struct AgentArgs {
   std::string data_dir;
   int slots = 0;
   std::string name;
+  std::string catalog;
 };
 
 std::string SelfPath() {
@@ -71,6 +72,7 @@ int RunAgent(const AgentArgs& args) {
   if (!args.name.empty()) config.name = args.name;
   if (!args.data_dir.empty()) config.data_dir = args.data_dir;
   if (args.slots > 0) config.slots = args.slots;
+  if (!args.catalog.empty()) config.catalog = args.catalog;
   if (!args.listen.empty()) {
     size_t colon = args.listen.rfind(':');
     if (colon == std::string::npos) {
@@ -141,6 +143,9 @@ Command AddAgentCommand(CLI::App& app) {
   cmd->add_option("--slots", args->slots, "Runs at once (overrides the config; default: cores)")
       ->check(CLI::PositiveNumber);
   cmd->add_option("--name", args->name, "The agent's name (overrides the config)");
+  cmd->add_option("--catalog", args->catalog,
+                  "Where package steps record their executions: sqlite:PATH or a URL (overrides "
+                  "the config; default sqlite:DATA_DIR/catalog.db)");
   cmd->footer(
       "The first line printed is `fanout agent NAME listening on URL`. SIGTERM or SIGINT drain\n"
       "the agent: nothing new starts, running steps may finish for drain_grace, the rest are\n"

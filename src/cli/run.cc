@@ -16,6 +16,7 @@
 
 #include "catalog/log_sinks.h"
 #include "cli/cli.h"
+#include "client/agent_pool.h"
 #include "common/util.h"
 #include "fanout/catalog.h"
 #include "fanout/engine.h"
@@ -185,6 +186,14 @@ int RunPackage(const RunArgs& args) {
                                  r.execution_id);
   if (args.reporting != "N" && args.reporting != "n") {
     std::printf("%s\n", masker->Mask(line).c_str());
+    // One line per agent that ran children of this run (agent-job tasks).
+    for (const client::AgentSummary& a : client::AgentPool::AllSummaries()) {
+      std::printf("  agent %-12s %s: %d child%s, %d failed, %d lost, busy %s\n", a.name.c_str(),
+                  a.url.c_str(), a.children, a.children == 1 ? "" : "ren", a.failed, a.lost,
+                  FormatDuration(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                     std::chrono::duration<double>(a.busy_seconds)))
+                      .c_str());
+    }
   }
   // The reason always goes to stderr, where scripts and a parent package look for it.
   if (r.result != TaskResult::kSuccess) {

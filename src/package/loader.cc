@@ -51,6 +51,9 @@ struct ConnectionType {
 };
 const std::vector<ConnectionType> kConnectionTypes = {
     {"sqlite", {"path"}, {"path"}},
+    // token_env defaults to FANOUT_TOKEN; a token_file wins over it.
+    {"agent", {"url", "token_file", "token_env", "ca", "cert", "key"}, {"url"}},
+    {"agent-pool", {"agents"}, {}},  // agents: a list of agent connection names
 };
 
 struct ContainerSpec {
@@ -678,12 +681,50 @@ class Loader : public TaskParser {
       std::vector<std::string> keys = type->keys;
       keys.push_back("type");
       CheckKeys(def, keys, "connection '" + name + "'");
-      for (const std::string& k : type->keys) {
-        bool required = std::find(type->required.begin(), type->required.end(), k) != type->required.end();
-        if (auto t = TemplateAt(def, k, required)) c.settings.emplace(k, std::move(*t));
+      if (c.type == "agent-pool") {
+        ParsePoolMembers(def, c);
+      } else {
+        for (const std::string& k : type->keys) {
+          bool required = std::find(type->required.begin(), type->required.end(), k) != type->required.end();
+          if (auto t = TemplateAt(def, k, required)) c.settings.emplace(k, std::move(*t));
+        }
       }
       pkg.connections.emplace(name, std::move(c));
     });
+    // Pool members may be declared before or after their pool.
+    for (const auto& [name, c] : pkg.connections) {
+      if (c.type != "agent-pool") continue;
+      for (size_t i = 0; i < c.members.size(); ++i) {
+        auto member = pkg.connections.find(c.members[i]);
+        if (member == pkg.connections.end() || member->second.type != "agent") {
+          diag_.Error(c.member_pos[i],
+                      fmt::format("agent-pool '{}' lists '{}', which is not an agent connection; "
+                                  "declare it as {{type: agent, url: ...}}", name, c.members[i]));
+        }
+      }
+    }
+  }
+
+  void ParsePoolMembers(const YAML::Node& def, ConnectionDef& c) {
+    YAML::Node agents = def["agents"];
+    if (!agents || !agents.IsSequence() || agents.size() == 0) {
+      Error(agents ? agents : def, fmt::format("agent-pool '{}' needs `agents`: a list of agent "
+                                               "connection names, e.g. [srv1, srv2]", c.name));
+      return;
+    }
+    std::set<std::string> seen;
+    for (const YAML::Node& a : agents) {
+      if (!a.IsScalar()) {
+        Error(a, "`agents` items are agent connection names");
+        continue;
+      }
+      if (!seen.insert(a.Scalar()).second) {
+        Error(a, fmt::format("agent '{}' is listed twice in pool '{}'", a.Scalar(), c.name));
+        continue;
+      }
+      c.members.push_back(a.Scalar());
+      c.member_pos.push_back(Pos(a));
+    }
   }
 
   void ParseLogging(const YAML::Node& node, Package& pkg) {
@@ -895,6 +936,12 @@ class Loader : public TaskParser {
   void ParseContainer(const YAML::Node& def, const std::string& path, const ContainerSpec& spec,
                       TaskDef& t) {
     t.container = spec.kind;
+    for (const char* key : {"retries", "retry_delay"}) {
+      if (def[key]) {
+        Error(def[key], fmt::format("`{}` applies to tasks, not to the {} container '{}'; put it on "
+                                    "the tasks inside", key, spec.type, path));
+      }
+    }
     if (auto n = IntAt(def, "maximum_error_count")) {
       if (*n < 1) Error(def["maximum_error_count"], "maximum_error_count must be at least 1");
       t.maximum_error_count = static_cast<int>(std::max<int64_t>(*n, 1));

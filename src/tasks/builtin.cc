@@ -3,6 +3,7 @@
 
 #include <mutex>
 
+#include "tasks/agent_job/agent_job_task.h"
 #include "tasks/expression/expression_task.h"
 #include "tasks/package/package_task.h"
 #include "tasks/process/process_task.h"
@@ -17,6 +18,7 @@ void RegisterBuiltinTaskTypes() {
     RegisterTaskType(MakeSqlTaskType());
     RegisterTaskType(MakePackageTaskType());
     RegisterTaskType(MakeExpressionTaskType());
+    RegisterTaskType(MakeAgentJobTaskType());
   });
 }
 

@@ -1,4 +1,4 @@
-// The task types that ship with Fanout: process, sql, package, expression.
+// The task types that ship with Fanout: process, sql, package, expression, agent-job.
 #pragma once
 
 namespace fanout {

@@ -1,0 +1,277 @@
+// Late-binding placement over agents (see agent_pool.h). One prober thread per pool reads each
+// agent's /v1/status (slots, busy) twice a second and re-probes lost agents every second; the
+// parent's own count of what it has running is always current, so a finished child's slot is
+// reused at once without waiting for the next probe.
+#include "client/agent_pool.h"
+
+#include <algorithm>
+
+#include <fmt/format.h>
+
+namespace fanout::client {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using namespace std::chrono_literals;
+
+constexpr auto kAliveProbeInterval = 500ms;
+constexpr auto kDownProbeInterval = 1000ms;
+constexpr auto kWaitSlice = 200ms;  // how often a waiter re-checks cancel
+
+struct Registry {
+  std::mutex mu;
+  std::map<std::string, std::shared_ptr<AgentPool>> pools;
+};
+Registry& GetRegistry() {
+  static Registry* registry = new Registry();  // lives until exit, like its prober threads
+  return *registry;
+}
+
+}  // namespace
+
+Lease& Lease::operator=(Lease&& other) noexcept {
+  if (this != &other) {
+    if (pool_ != nullptr) pool_->Release(*this, AgentPool::Ending::kLost);
+    pool_ = std::exchange(other.pool_, nullptr);
+    member_ = std::exchange(other.member_, -1);
+    client_ = std::move(other.client_);
+    since_ = other.since_;
+  }
+  return *this;
+}
+
+Lease::~Lease() {
+  if (pool_ != nullptr) pool_->Release(*this, AgentPool::Ending::kLost);
+}
+
+const std::string& Lease::agent_name() const { return pool_->members()[static_cast<size_t>(member_)].name; }
+
+bool AgentPool::Waiter::operator<(const Waiter& o) const {
+  // Children without a known duration go first, in arrival order (they may be long); then
+  // the known ones, longest first.
+  if (known != o.known) return !known;
+  if (known && expected != o.expected) return expected > o.expected;
+  return seq < o.seq;
+}
+
+std::shared_ptr<AgentPool> AgentPool::Get(const std::vector<PoolMember>& members) {
+  std::vector<std::string> urls;
+  for (const PoolMember& m : members) urls.push_back(m.endpoint.url);
+  std::sort(urls.begin(), urls.end());
+  std::string key = fmt::format("{}", fmt::join(urls, " "));
+  Registry& r = GetRegistry();
+  std::lock_guard lock(r.mu);
+  auto& pool = r.pools[key];
+  if (!pool) pool = std::make_shared<AgentPool>(members);
+  return pool;
+}
+
+std::vector<AgentSummary> AgentPool::AllSummaries() {
+  Registry& r = GetRegistry();
+  std::vector<std::shared_ptr<AgentPool>> pools;
+  {
+    std::lock_guard lock(r.mu);
+    for (auto& [key, pool] : r.pools) pools.push_back(pool);
+  }
+  std::map<std::string, AgentSummary> by_url;  // an agent in two pools is one line
+  for (auto& pool : pools) {
+    for (AgentSummary& s : pool->Summary()) {
+      AgentSummary& total = by_url[s.url];
+      if (total.url.empty()) {
+        total = s;
+        continue;
+      }
+      total.children += s.children;
+      total.failed += s.failed;
+      total.lost += s.lost;
+      total.busy_seconds += s.busy_seconds;
+    }
+  }
+  std::vector<AgentSummary> out;
+  for (auto& [url, s] : by_url) {
+    if (s.children > 0 || s.lost > 0) out.push_back(s);
+  }
+  return out;
+}
+
+AgentPool::AgentPool(std::vector<PoolMember> members)
+    : members_(std::move(members)), states_(members_.size()) {
+  for (size_t i = 0; i < members_.size(); ++i) {
+    states_[i].summary.name = members_[i].name;
+    states_[i].summary.url = members_[i].endpoint.url;
+  }
+  prober_ = std::thread([this] { ProbeLoop(); });
+}
+
+AgentPool::~AgentPool() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
+  changed_.notify_all();
+  prober_.join();
+}
+
+void AgentPool::Probe(int member, AgentClient& client) {
+  auto status = client.Status();
+  std::lock_guard lock(mu_);
+  State& s = states_[static_cast<size_t>(member)];
+  s.known = true;
+  if (!status.ok()) {
+    s.alive = false;
+    s.down_reason = status.status().message();
+    s.next_probe = Clock::now() + kDownProbeInterval;
+  } else if (status->value("draining", false)) {
+    s.alive = false;
+    s.down_reason = "the agent is draining (shutting down)";
+    s.next_probe = Clock::now() + kDownProbeInterval;
+  } else {
+    s.alive = true;
+    s.down_reason.clear();
+    s.slots = std::max(1, status->value("slots", 1));
+    // Runs there that are not ours: another parent, or someone by hand.
+    s.others = std::max(0, status->value("busy", 0) + status->value("queued", 0) - s.running);
+    s.next_probe = Clock::now() + kAliveProbeInterval;
+  }
+  changed_.notify_all();
+}
+
+void AgentPool::ProbeLoop() {
+  std::vector<std::unique_ptr<AgentClient>> clients;
+  for (const PoolMember& m : members_) {
+    AgentEndpoint e = m.endpoint;
+    e.connect_timeout = 1000ms;
+    e.read_timeout = 2000ms;
+    clients.push_back(std::make_unique<AgentClient>(e));
+  }
+  for (size_t i = 0; i < members_.size(); ++i) Probe(static_cast<int>(i), *clients[i]);
+  {
+    std::lock_guard lock(mu_);
+    first_probe_done_ = true;
+  }
+  changed_.notify_all();
+  std::unique_lock lock(mu_);
+  while (!stopping_) {
+    Clock::time_point next = Clock::time_point::max();
+    for (const State& s : states_) next = std::min(next, s.next_probe);
+    changed_.wait_until(lock, next, [&] { return stopping_; });
+    if (stopping_) break;
+    Clock::time_point now = Clock::now();
+    for (size_t i = 0; i < states_.size(); ++i) {
+      if (states_[i].next_probe > now) continue;
+      states_[i].next_probe = now + kAliveProbeInterval;  // not probed twice if slow
+      lock.unlock();
+      Probe(static_cast<int>(i), *clients[i]);
+      lock.lock();
+    }
+  }
+}
+
+std::unique_ptr<AgentClient> AgentPool::BorrowClient(int member) {
+  State& s = states_[static_cast<size_t>(member)];
+  if (!s.idle_clients.empty()) {
+    auto client = std::move(s.idle_clients.back());
+    s.idle_clients.pop_back();
+    return client;
+  }
+  return std::make_unique<AgentClient>(members_[static_cast<size_t>(member)].endpoint);
+}
+
+Result<Lease> AgentPool::Acquire(const Request& request, const std::function<bool()>& canceled) {
+  std::unique_lock lock(mu_);
+  Waiter me{request.expected_seconds.has_value(), request.expected_seconds.value_or(0), next_seq_++};
+  waiters_.insert(me);
+  auto leave = [&] {
+    waiters_.erase(me);
+    changed_.notify_all();
+  };
+  while (true) {
+    if (canceled && canceled()) {
+      leave();
+      return Canceled("canceled while waiting for a free agent slot");
+    }
+    if (!first_probe_done_) {
+      changed_.wait_for(lock, kWaitSlice);
+      continue;
+    }
+    bool usable = false;
+    int best = -1;
+    double best_load = 0;
+    for (size_t i = 0; i < states_.size(); ++i) {
+      const State& s = states_[i];
+      if (!s.alive || request.exclude.count(static_cast<int>(i)) != 0) continue;
+      usable = true;
+      if (Free(s) <= 0) continue;
+      double load = static_cast<double>(s.running + s.others) / s.slots;
+      if (best < 0 || load < best_load) {
+        best = static_cast<int>(i);
+        best_load = load;
+      }
+    }
+    if (!usable) {
+      std::vector<std::string> reasons;
+      for (size_t i = 0; i < states_.size(); ++i) {
+        const State& s = states_[i];
+        std::string why = request.exclude.count(static_cast<int>(i)) != 0
+                              ? "refused this job (see the task's earlier warnings)"
+                              : s.down_reason;
+        reasons.push_back(fmt::format("{} ({}): {}", members_[i].name, members_[i].endpoint.url, why));
+      }
+      leave();
+      return Unavailable(fmt::format("no agent can take job {}: {}", request.job,
+                                     fmt::join(reasons, "; ")));
+    }
+    // The best waiter gets the slot: longest first (or first come) among those waiting now.
+    // Waiters ahead of us that cannot use any free agent (every free one is excluded for
+    // them) are not known here, so a waiter ahead always gets precedence; exclusions are rare
+    // and short-lived (a 409 or a missing job), which bounds the cost of that simplicity.
+    if (best >= 0 && !(*waiters_.begin() < me)) {
+      State& s = states_[static_cast<size_t>(best)];
+      ++s.running;
+      Lease lease;
+      lease.pool_ = this;
+      lease.member_ = best;
+      lease.client_ = BorrowClient(best);
+      lease.since_ = Clock::now();
+      leave();
+      return lease;
+    }
+    changed_.wait_for(lock, kWaitSlice);
+  }
+}
+
+void AgentPool::Release(Lease& lease, Ending ending) {
+  if (lease.pool_ == nullptr) return;
+  std::lock_guard lock(mu_);
+  State& s = states_[static_cast<size_t>(lease.member_)];
+  --s.running;
+  if (ending != Ending::kNotStarted) {
+    ++s.summary.children;
+    s.summary.busy_seconds += std::chrono::duration<double>(Clock::now() - lease.since_).count();
+  }
+  if (ending == Ending::kFailed) ++s.summary.failed;
+  if (ending == Ending::kLost) ++s.summary.lost;
+  if (ending != Ending::kLost && lease.client_) s.idle_clients.push_back(std::move(lease.client_));
+  lease.client_.reset();
+  lease.pool_ = nullptr;
+  lease.member_ = -1;
+  changed_.notify_all();
+}
+
+void AgentPool::MarkDown(int member, const std::string& reason) {
+  std::lock_guard lock(mu_);
+  State& s = states_[static_cast<size_t>(member)];
+  s.alive = false;
+  s.down_reason = reason;
+  s.next_probe = Clock::now() + kDownProbeInterval;
+  changed_.notify_all();
+}
+
+std::vector<AgentSummary> AgentPool::Summary() {
+  std::lock_guard lock(mu_);
+  std::vector<AgentSummary> out;
+  for (const State& s : states_) out.push_back(s.summary);
+  return out;
+}
+
+}  // namespace fanout::client

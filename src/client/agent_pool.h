@@ -1,0 +1,133 @@
+// AgentPool: late-binding placement of child runs over a set of agents (DESIGN §2, §9). A child
+// is sent only to an agent with a free slot, the least loaded one; children that find no free
+// slot wait here, in order, or longest first when their past durations are known. Agents that
+// refuse connections or stop answering are out of the pool until they answer again.
+//
+// Thread-safe: every agent-job task attempt (on its own engine worker thread) calls Acquire and
+// Release concurrently. Pools are shared process-wide: the same set of agents is one pool, so
+// a parent and its in-process children balance together.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "client/agent_client.h"
+#include "fanout/status.h"
+
+namespace fanout::client {
+
+struct PoolMember {
+  std::string name;  // the agent connection's name in the package
+  AgentEndpoint endpoint;
+};
+
+// Per agent, what this process sent it: for the summary `fanout run` prints.
+struct AgentSummary {
+  std::string name;
+  std::string url;
+  int children = 0;  // runs started there
+  int failed = 0;    // ended failed, canceled or abandoned
+  int lost = 0;      // the agent was lost while they ran
+  double busy_seconds = 0;  // sum of the children's start-to-end times
+};
+
+class AgentPool;
+
+// A slot on one agent, held while a child runs there. Release it through AgentPool::Release
+// (the destructor releases it as "lost" if that was forgotten).
+class Lease {
+ public:
+  Lease() = default;
+  Lease(Lease&& other) noexcept { *this = std::move(other); }
+  Lease& operator=(Lease&& other) noexcept;
+  ~Lease();
+
+  bool valid() const { return pool_ != nullptr; }
+  int member() const { return member_; }
+  const std::string& agent_name() const;
+  AgentClient& client() { return *client_; }
+
+ private:
+  friend class AgentPool;
+  AgentPool* pool_ = nullptr;
+  int member_ = -1;
+  std::unique_ptr<AgentClient> client_;
+  std::chrono::steady_clock::time_point since_{};
+};
+
+class AgentPool {
+ public:
+  // The pool for exactly these agents (by URL), created on first use.
+  static std::shared_ptr<AgentPool> Get(const std::vector<PoolMember>& members);
+  // Summaries of every pool this process used, one line per agent.
+  static std::vector<AgentSummary> AllSummaries();
+
+  explicit AgentPool(std::vector<PoolMember> members);
+  ~AgentPool();
+  AgentPool(const AgentPool&) = delete;
+  AgentPool& operator=(const AgentPool&) = delete;
+
+  struct Request {
+    std::string job;
+    // Seconds the child took before; with it, longer children are placed first.
+    std::optional<double> expected_seconds;
+    // Members not to use for this request (it said 409, or lacks the job).
+    std::set<int> exclude;
+  };
+  // Waits for a free slot. Fails with Unavailable naming every agent and why it is unusable
+  // when no agent can take the child, and with Canceled when `canceled` turns true.
+  Result<Lease> Acquire(const Request& request, const std::function<bool()>& canceled);
+
+  enum class Ending { kSucceeded, kFailed, kLost, kNotStarted };
+  void Release(Lease& lease, Ending ending);
+  // Takes a member out until it answers again (a failed call, a lost long-poll).
+  void MarkDown(int member, const std::string& reason);
+
+  const std::vector<PoolMember>& members() const { return members_; }
+  std::vector<AgentSummary> Summary();
+
+ private:
+  struct State {
+    bool known = false;  // status read at least once
+    bool alive = false;
+    std::string down_reason;
+    int slots = 0;
+    int others = 0;   // runs of other clients there, from the last status
+    int running = 0;  // ours, now
+    std::chrono::steady_clock::time_point next_probe{};
+    AgentSummary summary;
+    std::vector<std::unique_ptr<AgentClient>> idle_clients;
+  };
+  struct Waiter {
+    bool known;       // has an expected duration
+    double expected;  // seconds
+    uint64_t seq;
+    bool operator<(const Waiter& o) const;
+  };
+
+  void ProbeLoop();
+  void Probe(int member, AgentClient& client);
+  int Free(const State& s) const { return s.slots - s.running - s.others; }
+  std::unique_ptr<AgentClient> BorrowClient(int member);
+
+  const std::vector<PoolMember> members_;
+  std::mutex mu_;
+  std::condition_variable changed_;
+  std::vector<State> states_;
+  std::set<Waiter> waiters_;
+  uint64_t next_seq_ = 0;
+  bool stopping_ = false;
+  bool first_probe_done_ = false;
+  std::thread prober_;
+};
+
+}  // namespace fanout::client

@@ -1,0 +1,286 @@
+// The `agent-job` task (SSIS Execute SQL Server Agent Job task, done right): starts a job on an
+// agent, or on the least loaded agent of a pool with a free slot, and — with `wait: true`, the
+// default — ends with the child's real result. `wait: false` keeps the SSIS meaning: success
+// once the agent accepted the start.
+//
+// Every start carries the idempotency key EXECUTION:TASK_PATH:ATTEMPT, so a start whose answer
+// was lost is retried without starting the job twice, and a retry after a lost agent is a new
+// attempt that may go elsewhere.
+#include "tasks/agent_job/agent_job_task.h"
+
+#include <filesystem>
+#include <mutex>
+
+#include <fmt/format.h>
+
+#include "client/agent_pool.h"
+#include "common/util.h"
+#include "fanout/catalog.h"
+#include "fanout/engine.h"
+
+namespace fanout {
+namespace {
+
+using client::AgentPool;
+using client::Lease;
+using nlohmann::json;
+using namespace std::chrono_literals;
+
+// Long-polls are short so that cancel is seen within this time; a lost agent is seen when the
+// connection breaks, or after the wait plus this read margin when it falls silent (< 10 s).
+constexpr auto kPollWait = std::chrono::seconds(2);
+constexpr auto kReadMargin = 3000ms;
+constexpr auto kStopWait = std::chrono::seconds(15);  // for a stopped child to report canceled
+
+// Past durations of agent jobs, read from the catalog once per job and process.
+class DurationHistory {
+ public:
+  static DurationHistory& Get() {
+    static DurationHistory* history = new DurationHistory();  // used until exit
+    return *history;
+  }
+
+  // The newest past duration of `job` run with (at least) these parameter values.
+  std::optional<double> Expected(const std::string& catalog_spec, const std::string& job,
+                                 const std::map<std::string, json>& params) {
+    std::lock_guard lock(mu_);
+    auto& runs = cache_[catalog_spec + "\n" + job];
+    if (!runs) {
+      runs = std::make_shared<std::vector<ExecutionRow>>();
+      auto catalog = OpenCatalog(catalog_spec);
+      if (catalog.ok()) {
+        auto rows = (*catalog)->ListJobExecutions(job, 2000);
+        if (rows.ok()) *runs = std::move(*rows);
+      }
+    }
+    for (const ExecutionRow& row : *runs) {
+      if (!row.ended_at) continue;
+      bool same = std::all_of(params.begin(), params.end(), [&](const auto& p) {
+        auto it = row.parameters.find(p.first);
+        std::string want = p.second.is_string() ? p.second.template get<std::string>() : p.second.dump();
+        return it != row.parameters.end() && !it->second.sensitive && it->second.value == want;
+      });
+      if (same) return std::chrono::duration<double>(*row.ended_at - row.started_at).count();
+    }
+    return std::nullopt;
+  }
+
+ private:
+  std::mutex mu_;
+  std::map<std::string, std::shared_ptr<std::vector<ExecutionRow>>> cache_;
+};
+
+class AgentJobTask : public Task {
+ public:
+  std::string connection;
+  Template job;
+  std::map<std::string, Template> params;
+  bool wait = true;
+
+  explicit AgentJobTask(Template j) : job(std::move(j)) {}
+
+  TaskOutcome Execute(TaskContext& context) const override {
+    auto job_name = job.RenderString(context.scope());
+    if (!job_name.ok()) return TaskOutcome::Failure(job_name.status().message());
+    client::StartRequest start;
+    for (const auto& [name, t] : params) {
+      auto v = t.Render(context.scope());
+      if (!v.ok()) return TaskOutcome::Failure(fmt::format("param {}: {}", name, v.status().message()));
+      if (v->is(ValueType::kList)) {
+        json list = json::array();
+        for (const Value& item : v->as_list()) list.push_back(item.ToString());
+        start.params[name] = list;
+      } else {
+        start.params[name] = v->ToString();
+      }
+    }
+    start.parent_execution_id = context.execution_id();
+    start.idempotency_key =
+        fmt::format("{}:{}:{}", context.execution_id(), context.task_path(), context.attempt());
+
+    auto members = Members(context);
+    if (!members.ok()) return TaskOutcome::Failure(members.status().message());
+    std::shared_ptr<AgentPool> pool = AgentPool::Get(*members);
+
+    AgentPool::Request request;
+    request.job = *job_name;
+    request.expected_seconds =
+        DurationHistory::Get().Expected(context.run_options().catalog_spec, *job_name, start.params);
+    auto canceled = [&] { return context.cancel().canceled(); };
+
+    // Place the child: the least loaded agent with a free slot that accepts it.
+    Lease lease;
+    client::StartResult started;
+    std::vector<std::string> refusals;
+    while (true) {
+      auto acquired = pool->Acquire(request, canceled);
+      if (!acquired.ok()) {
+        if (acquired.status().code() == Code::kCanceled) {
+          return {TaskResult::kCanceled, acquired.status().message(), "", ""};
+        }
+        std::string why = acquired.status().message();
+        if (!refusals.empty()) why += fmt::format(" (refusals: {})", fmt::join(refusals, "; "));
+        return TaskOutcome::Failure(why);
+      }
+      lease = std::move(*acquired);
+      auto result = lease.client().StartJob(*job_name, start);
+      if (!result.ok() && result.status().code() == Code::kUnavailable) {
+        // The answer may be lost rather than the request: the same key cannot start twice.
+        result = lease.client().StartJob(*job_name, start);
+      }
+      if (result.ok()) {
+        started = *result;
+        break;
+      }
+      const Status& st = result.status();
+      int member = lease.member();
+      std::string agent = lease.agent_name();
+      if (st.code() == Code::kUnavailable) {
+        pool->MarkDown(member, st.message());
+        pool->Release(lease, AgentPool::Ending::kNotStarted);
+        context.Emit(EventType::kOnWarning, fmt::format("agent {} is unavailable, trying another: {}",
+                                                        agent, st.message()));
+        continue;
+      }
+      pool->Release(lease, AgentPool::Ending::kNotStarted);
+      if (st.code() == Code::kFailedPrecondition || st.code() == Code::kNotFound) {
+        // 409 (the job is at its max_concurrent_runs there) or a job that agent lacks.
+        request.exclude.insert(member);
+        refusals.push_back(fmt::format("{}: {}", agent, st.message()));
+        context.Emit(EventType::kOnWarning, fmt::format("agent {} refused job {}, trying another: {}",
+                                                        agent, *job_name, st.message()));
+        continue;
+      }
+      return TaskOutcome::Failure(fmt::format("cannot start job {} on agent {}: {}", *job_name,
+                                              agent, st.message()));
+    }
+    std::string agent = lease.agent_name();
+    context.Emit(EventType::kOnInformation,
+                 fmt::format("job {} {} on agent {} as run {}", *job_name,
+                             started.existing ? "was already started" : "started", agent,
+                             started.run_id));
+    if (!wait) {
+      pool->Release(lease, AgentPool::Ending::kSucceeded);
+      return {TaskResult::kSuccess, "", "", agent};
+    }
+    return Follow(context, *pool, lease, *job_name, started.run_id, agent);
+  }
+
+ private:
+  // Long-polls the run until it ends, the agent is lost, or the parent cancels.
+  TaskOutcome Follow(TaskContext& context, AgentPool& pool, Lease& lease, const std::string& job_name,
+                     const std::string& run_id, const std::string& agent) const {
+    bool stopping = false;
+    auto stop_deadline = std::chrono::steady_clock::now();
+    while (true) {
+      if (context.cancel().canceled() && !stopping) {
+        stopping = true;
+        stop_deadline = std::chrono::steady_clock::now() + kStopWait;
+        auto stopped = lease.client().StopRun(run_id);
+        if (!stopped.ok()) {
+          context.Emit(EventType::kOnWarning,
+                       fmt::format("could not stop run {} on agent {}: {}", run_id, agent,
+                                   stopped.status().message()));
+        }
+      }
+      if (stopping && std::chrono::steady_clock::now() > stop_deadline) {
+        pool.Release(lease, AgentPool::Ending::kFailed);
+        return {TaskResult::kCanceled, fmt::format("run {} on agent {} did not confirm the stop", run_id, agent),
+                "", agent};
+      }
+      auto run = lease.client().GetRun(run_id, kPollWait);
+      if (!run.ok()) {
+        const Status& st = run.status();
+        if (st.code() == Code::kUnavailable) {
+          pool.MarkDown(lease.member(), st.message());
+          pool.Release(lease, AgentPool::Ending::kLost);
+          return {TaskResult::kFailure,
+                  fmt::format("agent {} was lost while it ran job {} (run {}): {}", agent, job_name,
+                              run_id, st.message()),
+                  "", agent};
+        }
+        pool.Release(lease, AgentPool::Ending::kFailed);
+        return {TaskResult::kFailure,
+                fmt::format("cannot follow run {} of job {} on agent {}: {}", run_id, job_name, agent,
+                            st.message()),
+                "", agent};
+      }
+      std::string status = run->value("status", "");
+      if (!client::IsFinalRunStatus(status)) continue;
+      std::string child;
+      for (const auto& step : run->value("steps", json::array())) {
+        std::string id = step.value("execution_id", "");
+        if (!id.empty()) child = id;
+      }
+      if (status == "succeeded") {
+        pool.Release(lease, AgentPool::Ending::kSucceeded);
+        return {TaskResult::kSuccess, "", child, agent};
+      }
+      pool.Release(lease, AgentPool::Ending::kFailed);
+      std::string message = run->value("message", "");
+      if (status == "canceled") {
+        return {stopping ? TaskResult::kCanceled : TaskResult::kFailure,
+                fmt::format("job {} run {} on agent {} was canceled{}", job_name, run_id, agent,
+                            message.empty() ? "" : ": " + message),
+                child, agent};
+      }
+      return {TaskResult::kFailure,
+              fmt::format("job {} {} on agent {} (run {}){}", job_name, status, agent, run_id,
+                          message.empty() ? "" : ": " + message),
+              child, agent};
+    }
+  }
+
+  // The agents behind the task's connection: one agent, or every agent of a pool.
+  Result<std::vector<client::PoolMember>> Members(TaskContext& context) const {
+    const auto& connections = context.package().connections;
+    auto it = connections.find(connection);
+    if (it == connections.end()) return NotFound("no connection named " + connection);
+    std::vector<std::string> names =
+        it->second.type == "agent-pool" ? it->second.members : std::vector<std::string>{connection};
+    std::vector<client::PoolMember> members;
+    for (const std::string& name : names) {
+      ASSIGN_OR_RETURN(auto settings, context.Connection(name));
+      client::AgentEndpoint e;
+      e.url = settings["url"];
+      auto path = [&](const char* key) {
+        return settings[key].empty() ? std::string() : context.ResolvePath(settings[key]);
+      };
+      auto token = client::ResolveToken(path("token_file"),
+                                        settings["token_env"].empty() ? "FANOUT_TOKEN" : settings["token_env"]);
+      if (!token.ok()) return token.status().WithContext("agent connection " + name);
+      e.token = *token;
+      e.ca_file = path("ca");
+      e.cert_file = path("cert");
+      e.key_file = path("key");
+      e.read_timeout = kPollWait + kReadMargin;
+      members.push_back({name, std::move(e)});
+    }
+    return members;
+  }
+};
+
+class AgentJobTaskType : public TaskType {
+ public:
+  std::string_view name() const override { return "agent-job"; }
+  std::vector<std::string_view> keys() const override {
+    return {"connection", "job", "params", "wait"};
+  }
+  std::shared_ptr<const Task> Parse(const YAML::Node& node, TaskParser& parser) const override {
+    auto job = parser.TemplateAt(node, "job", true);
+    auto conn = parser.StringAt(node, "connection", true);
+    if (!job || !conn) return nullptr;
+    auto task = std::make_shared<AgentJobTask>(std::move(*job));
+    task->connection = *conn;
+    parser.CheckConnection(node["connection"], *conn, {"agent", "agent-pool"});
+    task->params = parser.TemplateMapAt(node, "params");
+    task->wait = parser.BoolAt(node, "wait").value_or(true);
+    return task;
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<TaskType> MakeAgentJobTaskType() { return std::make_unique<AgentJobTaskType>(); }
+
+}  // namespace fanout
