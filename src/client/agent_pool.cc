@@ -91,6 +91,9 @@ std::vector<AgentSummary> AgentPool::AllSummaries() {
   for (auto& [url, s] : by_url) {
     if (s.children > 0 || s.lost > 0) out.push_back(s);
   }
+  std::sort(out.begin(), out.end(), [](const AgentSummary& a, const AgentSummary& b) {
+    return std::tie(a.name, a.url) < std::tie(b.name, b.url);
+  });
   return out;
 }
 

@@ -137,6 +137,7 @@ struct Loop {
   Value::List items;  // foreach
   size_t next = 0;
   int iterations = 0;
+  int reported_percent = 0;  // of the last OnProgress
   int running = 0;
   int errors = 0;
   bool exhausted = false;
@@ -936,10 +937,15 @@ void Execution::OnIterationDone(Loop* l, Final final, const std::string& message
     }
   }
   if (def.container == ContainerKind::kForeach && !l->items.empty()) {
+    // One event per tenth of the way (SSIS reports progress in percent), not per iteration.
+    int total = static_cast<int>(l->items.size());
     int done = l->iterations - l->running;
-    Emit(EventType::kOnProgress, l->path,
-         fmt::format("{} of {} iterations done", done, l->items.size()),
-         static_cast<int64_t>(100 * done / static_cast<int>(l->items.size())));
+    int percent = 100 * done / total;
+    if (percent / 10 > l->reported_percent / 10 || done == total) {
+      l->reported_percent = percent;
+      Emit(EventType::kOnProgress, l->path, fmt::format("{} of {} iterations done", done, total),
+           percent);
+    }
   }
   PumpLoop(l);
 }
