@@ -99,14 +99,22 @@ class Catalog {
 // return InvalidArgument naming the supported ones.
 Result<std::unique_ptr<Catalog>> OpenCatalog(const std::string& spec);
 
+struct RecorderOptions {
+  // Where rows go while the catalog is unreachable (see src/catalog/spool.h); "" keeps them in
+  // memory only.
+  std::string spool_dir;
+  std::string catalog_spec;  // keys the spool files to this catalog
+};
+
 // Hands rows and events to a background thread that masks secrets, writes events to the log
 // sinks at once and to the catalog in batches. Record* calls are cheap and thread-safe.
 // Flush() blocks until everything recorded before it is written; the destructor flushes.
-// A catalog write failure is reported once on stderr and the rows are kept for the next try.
+// A catalog write failure is reported once on stderr; the rows wait in the spool (or memory)
+// and are written, in order and without duplicates, once the catalog answers.
 class Recorder {
  public:
   Recorder(std::unique_ptr<Catalog> catalog, std::vector<std::unique_ptr<EventSink>> sinks,
-           std::shared_ptr<Masker> masker);
+           std::shared_ptr<Masker> masker, RecorderOptions options = {});
   ~Recorder();
   Recorder(const Recorder&) = delete;
   Recorder& operator=(const Recorder&) = delete;

@@ -31,6 +31,7 @@ Result<EventType> ParseEventName(std::string_view name);
 // One log entry; the fields are the `sysssislog` columns (DESIGN §6).
 struct Event {
   int64_t id = 0;            // assigned by the catalog; 0 until stored
+  std::string uid;           // assigned by the Recorder: a retried write of it is a no-op
   std::string execution_id;  // the execution that raised it
   EventType type = EventType::kOnInformation;
   std::string computer;       // host name

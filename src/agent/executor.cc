@@ -94,6 +94,8 @@ Status Executor::Recover() {
       run->record.pid = 0;
       SaveRun(*run);
       ++run_counts_["abandoned"];
+      step_counts_["abandoned"] +=
+          CloseOpenAttempts(r.id, "abandoned", run->record.message, std::nullopt);
       continue;
     }
     run->job = *job;
@@ -186,6 +188,20 @@ void Executor::RunThread(std::shared_ptr<ActiveRun> run) {
   std::string final_status = "succeeded";
   std::string message;
   int hops = 0;  // goto loops are bounded so a cycle cannot run forever
+  // Attempts so far of each step: a step run again (goto, retries) gets the next number, so
+  // every execution of it keeps its own row in the history. A re-attached run counts what the
+  // agent before the restart recorded.
+  std::vector<int> attempts(job.steps.size(), 0);
+  if (run->reattach) {
+    auto recorded = store_.ListStepAttempts(run->record.id, /*with_output=*/false);
+    if (recorded.ok()) {
+      for (const StepAttemptRecord& a : *recorded) {
+        if (a.step < 1 || a.step > static_cast<int>(attempts.size())) continue;
+        int& count = attempts[static_cast<size_t>(a.step - 1)];
+        count = std::max(count, a.attempt);
+      }
+    }
+  }
   while (index >= 0 && index < static_cast<int>(job.steps.size())) {
     const StepDef& step = job.steps[static_cast<size_t>(index)];
     StepOutcome outcome;
@@ -198,7 +214,7 @@ void Executor::RunThread(std::shared_ptr<ActiveRun> run) {
       }
     } else {
       for (int attempt = 1;; ++attempt) {
-        outcome = RunStep(*run, index, attempt);
+        outcome = RunStep(*run, index, ++attempts[static_cast<size_t>(index)]);
         if (outcome.success || outcome.canceled || attempt > step.retries || run->stop.canceled()) break;
         {
           std::lock_guard lock(mu_);
@@ -393,23 +409,54 @@ Executor::StepOutcome Executor::Reattach(ActiveRun& run) {
     }
   }
   if (pidfd >= 0) close(pidfd);
-  if (run.stop.canceled()) return StepOutcome{false, true, "stopped on request"};
+  // The step's attempt row was left `running` by the agent before the restart: end it too.
+  auto end_attempt = [&](const std::string& status, const std::string& message,
+                         std::optional<int> exit_code) {
+    int closed = CloseOpenAttempts(run.record.id, status, message, exit_code);
+    std::lock_guard lock(mu_);
+    step_counts_[status] += closed;
+  };
+  if (run.stop.canceled()) {
+    end_attempt("canceled", "stopped on request", std::nullopt);
+    return StepOutcome{false, true, "stopped on request"};
+  }
   if (step.subsystem == "package" && !run.record.execution_id.empty()) {
     auto catalog = OpenCatalog(config_.catalog);
     if (catalog.ok()) {
       auto execution = (*catalog)->GetExecution(run.record.execution_id);
       if (execution.ok() && *execution && (*execution)->ended_at) {
-        bool ok = (*execution)->status == "succeeded";
-        return StepOutcome{ok, (*execution)->status == "canceled",
-                           ok ? "" : (*execution)->message};
+        const ExecutionRow& e = **execution;
+        bool ok = e.status == "succeeded";
+        bool canceled = e.status == "canceled";
+        StepOutcome outcome{ok, canceled, ok ? "" : e.message};
+        const char* status = ok ? "succeeded" : canceled ? "canceled" : "failed";
+        end_attempt(status, outcome.message, e.exit_code);
+        return outcome;
       }
     }
   }
+  const std::string message =
+      "the agent restarted while this step ran; its process has ended but its result is unknown";
+  end_attempt("abandoned", message, std::nullopt);
   std::lock_guard lock(mu_);
   run.record.status = "abandoned";
-  return StepOutcome{false, false,
-                     "the agent restarted while this step ran; its process has ended but its "
-                     "result is unknown"};
+  return StepOutcome{false, false, message};
+}
+
+int Executor::CloseOpenAttempts(const std::string& run_id, const std::string& status,
+                                const std::string& message, std::optional<int> exit_code) {
+  auto attempts = store_.ListStepAttempts(run_id, /*with_output=*/true);
+  if (!attempts.ok()) return 0;
+  int closed = 0;
+  for (StepAttemptRecord a : *attempts) {
+    if (a.status != "running") continue;
+    a.status = status;
+    a.ended_at = Now();
+    a.message = message;
+    a.exit_code = exit_code;
+    if (store_.UpsertStepAttempt(a).ok()) ++closed;
+  }
+  return closed;
 }
 
 void Executor::FinishRun(const std::shared_ptr<ActiveRun>& run, const std::string& status,
@@ -476,7 +523,13 @@ ExecutorStatus Executor::Snapshot() {
   s.busy = busy_;
   s.queued = static_cast<int>(queue_.size());
   s.draining = draining_;
-  for (const auto& [id, run] : active_) s.active.push_back(run->record);
+  for (const auto& [id, run] : active_) {
+    s.active.push_back(run->record);
+    int step = run->record.current_step;
+    if (step >= 0 && step < static_cast<int>(run->job.steps.size())) {
+      s.steps[id] = run->job.steps[static_cast<size_t>(step)].name;
+    }
+  }
   std::sort(s.active.begin(), s.active.end(),
             [](const RunRecord& a, const RunRecord& b) { return a.queued_at < b.queued_at; });
   return s;

@@ -42,6 +42,7 @@ struct ExecutorStatus {
   int queued = 0;
   bool draining = false;
   std::vector<RunRecord> active;  // queued and running, in start order
+  std::map<std::string, std::string> steps;  // run id -> name of the step it is at
 };
 
 class Executor {
@@ -87,6 +88,10 @@ class Executor {
   };
   StepOutcome RunStep(ActiveRun& run, int index, int attempt);
   StepOutcome Reattach(ActiveRun& run);
+  // Ends the step attempts of a run that the store still shows `running` (a crash left them
+  // so), keeping their output; returns how many it ended.
+  int CloseOpenAttempts(const std::string& run_id, const std::string& status,
+                        const std::string& message, std::optional<int> exit_code);
 
   const AgentConfig& config_;
   AgentStore& store_;

@@ -234,8 +234,10 @@ void AgentServer::Routes() {
     json running = json::array();
     for (const RunRecord& r : st.active) {
       if (r.status == "queued") continue;
+      auto step = st.steps.find(r.id);
+      json step_name = step == st.steps.end() ? json(nullptr) : json(step->second);
       running.push_back({{"run_id", r.id}, {"job", r.job}, {"status", r.status},
-                         {"started_at", TimeJson(r.started_at)}});
+                         {"started_at", TimeJson(r.started_at)}, {"step", step_name}});
     }
     Reply(res, 200, json{{"name", config_.name}, {"version", FANOUT_VERSION}, {"slots", st.slots},
                          {"busy", st.busy}, {"queued", st.queued}, {"draining", st.draining},

@@ -11,6 +11,8 @@
 #include <unordered_map>
 #include <utility>
 
+#include "catalog/spool.h"
+#include "common/util.h"
 #include "fanout/catalog.h"
 
 namespace fanout {
@@ -71,19 +73,29 @@ void EraseFront(std::vector<Row>& rows, size_t n) {
 
 struct Recorder::Impl {
   Impl(std::unique_ptr<Catalog> catalog_in, std::vector<std::unique_ptr<EventSink>> sinks_in,
-       Masker* masker_in)
-      : catalog(std::move(catalog_in)), sinks(std::move(sinks_in)), masker(masker_in) {}
+       Masker* masker_in, const RecorderOptions& options)
+      : catalog(std::move(catalog_in)), sinks(std::move(sinks_in)), masker(masker_in) {
+    if (catalog && !options.spool_dir.empty()) {
+      spool = std::make_unique<catalog::Spool>(options.spool_dir, options.catalog_spec);
+    }
+    uid_prefix = NewExecutionId();
+  }
 
   void Run();
   void Deliver(std::vector<ExecutionRow>& executions, std::vector<TaskRunRow>& task_runs,
                std::vector<Event>& events);
   void MaybeWriteCatalog(bool force);
   void WritePending();
+  void OnWriteFailure(const Status& status);
+  void SpoolPending();
   void FlushSinks();
   void Shutdown();
   Clock::time_point NextDeadline() const;
 
   std::unique_ptr<Catalog> catalog;  // may be null
+  std::unique_ptr<catalog::Spool> spool;  // null: rows wait in memory only
+  std::string uid_prefix;  // events get uid PREFIX:SEQ, unique across processes
+  uint64_t next_event_seq = 0;  // guarded by mu
   std::vector<std::unique_ptr<EventSink>> sinks;
   Masker* masker;
 
@@ -127,9 +139,9 @@ struct Recorder::Impl {
 };
 
 Recorder::Recorder(std::unique_ptr<Catalog> catalog, std::vector<std::unique_ptr<EventSink>> sinks,
-                   std::shared_ptr<Masker> masker)
+                   std::shared_ptr<Masker> masker, RecorderOptions options)
     : masker_(masker ? std::move(masker) : std::make_shared<Masker>()),
-      impl_(std::make_unique<Impl>(std::move(catalog), std::move(sinks), masker_.get())) {
+      impl_(std::make_unique<Impl>(std::move(catalog), std::move(sinks), masker_.get(), options)) {
   impl_->thread = std::thread([impl = impl_.get()] { impl->Run(); });
 }
 
@@ -168,6 +180,7 @@ void Recorder::Emit(Event event) {
   bool wake;
   {
     std::lock_guard lock(impl_->mu);
+    event.uid = impl_->uid_prefix + ":" + std::to_string(impl_->next_event_seq++);
     impl_->events.push_back(std::move(event));
     wake = impl_->ShouldWake();
   }
@@ -188,6 +201,14 @@ void Recorder::Impl::Run() {
   std::vector<TaskRunRow> round_task_runs;
   std::vector<Event> round_events;
   last_sink_flush = Clock::now();
+  if (spool) {
+    // Rows that earlier processes could not deliver go first, so the catalog stays in order.
+    auto delivered = spool->ReplayLeftovers(*catalog, kMaxRowsPerTransaction);
+    if (!delivered.ok()) {
+      std::fprintf(stderr, "fanout: could not deliver spooled catalog rows yet: %s\n",
+                   delivered.status().ToString().c_str());
+    }
+  }
   for (;;) {
     uint64_t flush_ticket;
     bool stop;
@@ -277,16 +298,34 @@ void Recorder::Impl::Deliver(std::vector<ExecutionRow>& round_executions,
 }
 
 void Recorder::Impl::MaybeWriteCatalog(bool force) {
-  if (!catalog || RowCount(pending) == 0) return;
-  if (!force) {
-    Clock::time_point now = Clock::now();
-    if (failing) {
-      if (now < next_retry) return;
-    } else if (RowCount(pending) < kGatherRows && now - pending_since < kGatherDelay) {
-      return;
+  if (!catalog) return;
+  Clock::time_point now = Clock::now();
+  if (failing) {
+    // During an outage rows go to the spool at once, so a crash loses almost nothing.
+    SpoolPending();
+    if (!force && now < next_retry) return;
+    if (spool) {
+      Status replayed = spool->Replay(*catalog, kMaxRowsPerTransaction);
+      if (!replayed.ok()) return OnWriteFailure(replayed);
     }
+  } else if (RowCount(pending) == 0 ||
+             (!force && RowCount(pending) < kGatherRows && now - pending_since < kGatherDelay)) {
+    return;
   }
   WritePending();
+}
+
+void Recorder::Impl::SpoolPending() {
+  if (!spool || RowCount(pending) == 0) return;
+  Status appended = spool->Append(pending);
+  if (!appended.ok()) {
+    std::fprintf(stderr, "fanout: %s; keeping the rows in memory\n", appended.ToString().c_str());
+    return;
+  }
+  pending.executions.clear();
+  pending.task_runs.clear();
+  pending.events.clear();
+  task_run_slot.clear();
 }
 
 // Writes `pending` in transactions of at most kMaxRowsPerTransaction rows. On failure keeps the
@@ -334,14 +373,20 @@ void Recorder::Impl::WritePending() {
     retry_delay = kFirstRetryDelay;
     return;
   }
+  OnWriteFailure(status);
+}
+
+void Recorder::Impl::OnWriteFailure(const Status& status) {
   failing = true;
   if (!failure_reported) {
-    std::fprintf(stderr, "fanout: catalog write failed: %s; will retry\n",
-                 status.ToString().c_str());
+    std::fprintf(stderr, "fanout: catalog write failed: %s; will retry%s\n",
+                 status.ToString().c_str(),
+                 spool ? (", keeping rows in " + spool->path()).c_str() : "");
     failure_reported = true;
   }
   next_retry = Clock::now() + retry_delay;
   retry_delay = std::min<Clock::duration>(retry_delay * 2, kMaxRetryDelay);
+  SpoolPending();
 }
 
 void Recorder::Impl::FlushSinks() {
@@ -353,7 +398,7 @@ void Recorder::Impl::FlushSinks() {
 Clock::time_point Recorder::Impl::NextDeadline() const {
   Clock::time_point deadline = Clock::time_point::max();
   if (sinks_dirty) deadline = last_sink_flush + kSinkFlushInterval;
-  if (catalog && RowCount(pending) > 0) {
+  if (catalog && (RowCount(pending) > 0 || failing)) {
     deadline = std::min(deadline, failing ? next_retry : pending_since + kGatherDelay);
   }
   return deadline;
@@ -363,16 +408,26 @@ void Recorder::Impl::Shutdown() {
   FlushSinks();
   if (!catalog) return;
   Clock::time_point give_up = Clock::now() + kShutdownGiveUp;
+  auto done = [&] { return RowCount(pending) == 0 && !(spool && spool->holding()); };
   for (;;) {
-    if (RowCount(pending) == 0) return;
-    WritePending();
-    if (RowCount(pending) == 0) return;
+    if (done()) return;
+    MaybeWriteCatalog(true);
+    if (done()) return;
     Clock::time_point now = Clock::now();
     if (now >= give_up) break;
     std::this_thread::sleep_for(std::min<Clock::duration>(next_retry - now, give_up - now));
   }
-  std::fprintf(stderr, "fanout: catalog still unavailable; %zu rows were not written\n",
-               RowCount(pending));
+  SpoolPending();
+  if (spool && spool->holding()) {
+    std::fprintf(stderr,
+                 "fanout: catalog still unavailable; %zu rows are kept in %s and will be "
+                 "delivered by the next fanout that opens this catalog\n",
+                 spool->rows_held(), spool->path().c_str());
+  }
+  if (RowCount(pending) > 0) {
+    std::fprintf(stderr, "fanout: catalog still unavailable; %zu rows were not written\n",
+                 RowCount(pending));
+  }
 }
 
 }  // namespace fanout

@@ -104,10 +104,18 @@ constexpr const char* kEventColumns =
     "id, execution_id, event, computer, operator, source, source_id, started_at, ended_at, "
     "data_code, data_bytes, message";
 
+// A replayed event (uid seen before) is skipped, so a retry never duplicates one.
 constexpr const char* kInsertEvent =
     "INSERT INTO events(execution_id, event, computer, operator, source, source_id, started_at, "
-    "ended_at, data_code, data_bytes, message) "
-    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
+    "ended_at, data_code, data_bytes, message, uid) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) ON CONFLICT(uid) DO NOTHING";
+
+// Schema changes after version 1, applied in order; entry i upgrades version i+1 to i+2.
+constexpr const char* kMigrations[] = {
+    // 2: events carry the Recorder's uid so that replays of a spooled batch are idempotent.
+    "ALTER TABLE events ADD COLUMN uid TEXT; "
+    "CREATE UNIQUE INDEX IF NOT EXISTS events_by_uid ON events(uid);",
+};
 
 int64_t SteadyNowNs() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(
@@ -393,9 +401,14 @@ Status SqliteCatalog::CreateSchema() {
                                 " this fanout understands; use a newer fanout to read it");
     }
     for (const char* sql : kSchema) RETURN_IF_ERROR(Exec(sql, "creating the schema"));
-    if (fresh) {
-      RETURN_IF_ERROR(
-          Exec("INSERT INTO schema_version(version) VALUES (1)", "recording the schema version"));
+    int have = fresh ? 1 : version;
+    for (int v = have; v < kSqliteSchemaVersion; ++v) {
+      RETURN_IF_ERROR(Exec(kMigrations[v - 1], "upgrading the catalog schema"));
+    }
+    if (fresh || have < kSqliteSchemaVersion) {
+      RETURN_IF_ERROR(Exec(("DELETE FROM schema_version; INSERT INTO schema_version(version) VALUES (" +
+                            std::to_string(kSqliteSchemaVersion) + ")").c_str(),
+                           "recording the schema version"));
     }
     return Status::Ok();
   };
@@ -493,6 +506,7 @@ Status SqliteCatalog::WriteRows(const CatalogBatch& batch) {
     sqlite3_bind_int64(s, 9, event.data_code);
     BindText(s, 10, event.data_bytes);
     BindText(s, 11, event.message);
+    BindTextOrNull(s, 12, event.uid);
     RETURN_IF_ERROR(Step(s, "writing an event"));
   }
   return Status::Ok();

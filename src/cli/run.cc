@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "catalog/log_sinks.h"
+#include "catalog/spool.h"
 #include "cli/cli.h"
 #include "client/agent_pool.h"
 #include "common/util.h"
@@ -168,7 +169,8 @@ int RunPackage(const RunArgs& args) {
   SignalWatcher signals(cancel);
   auto masker = std::make_shared<Masker>();
   if (args.params_stdin && !ReadParentInput(options.params, *masker)) return kExitUsage;
-  Recorder recorder(std::move(*catalog), std::move(sinks), masker);
+  Recorder recorder(std::move(*catalog), std::move(sinks), masker,
+                    RecorderOptions{catalog::DefaultSpoolDir(), options.catalog_spec});
   Engine engine(recorder);
   auto result = engine.Run(*package, options, &cancel);
   if (!result.ok()) {

@@ -1,0 +1,1333 @@
+// `fanout agent` end to end: real agent processes on loopback ports, driven over the HTTP API
+// (docs/agent-api.md), by `fanout job` and by `fanout deploy`. Every wait is a long-poll on the
+// run or a bounded poll on a file a step writes; steps hold on gate files, never on timing.
+#include <gtest/gtest.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <array>
+#include <filesystem>
+#include <fstream>
+#include <regex>
+#include <sstream>
+
+#include "e2e/agent_util.h"
+#include "e2e/e2e_util.h"
+#include "fanout/catalog.h"
+
+namespace fanout::testing {
+namespace {
+
+using nlohmann::json;
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+constexpr const char* kToken = "e2e-secret-token-5f1d0c9a";
+
+// A YAML flow sequence running `script` through /bin/sh, single-quoted for YAML.
+std::string Sh(const std::string& script) {
+  std::string quoted;
+  for (char c : script) {
+    quoted += c;
+    if (c == '\'') quoted += '\'';
+  }
+  return "[/bin/sh, -c, '" + quoted + "']";
+}
+
+// agent.yaml for StartWithConfig: loopback (the command line adds --listen 127.0.0.1:0), a
+// token, short grace periods so stop and drain tests stay fast.
+std::string Config(int slots, const std::string& extra = "") {
+  return "name: e2e\ndata_dir: data\nslots: " + std::to_string(slots) +
+         "\ntoken_file: token\nstop_grace: 300ms\ndrain_grace: 5s\n" + extra;
+}
+
+std::vector<std::string> Lines(const std::string& text) {
+  std::vector<std::string> lines;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  return lines;
+}
+
+bool Contains(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
+
+class AgentTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    // The CLI tests pass credentials explicitly; nothing may leak in from the environment.
+    unsetenv("FANOUT_TOKEN");
+    unsetenv("FANOUT_AGENT");
+    // An agent that refuses a TLS handshake closes the socket under the client's write.
+    signal(SIGPIPE, SIG_IGN);
+  }
+
+  bool StartDev(int slots) {
+    if (!agent_.StartDev(slots)) return false;
+    api_ = agent_.Client();
+    return true;
+  }
+  bool StartConfig(const std::string& yaml) {
+    if (!agent_.StartWithConfig(yaml, kToken)) return false;
+    api_ = agent_.Client();
+    return true;
+  }
+  // SIGTERM; the client's idle keep-alive connection is closed first, else the agent's
+  // listener waits for it to time out before exiting.
+  int Terminate() {
+    api_.reset();
+    return agent_.Terminate();
+  }
+  bool Restart() {
+    if (!agent_.Restart()) return false;
+    api_ = agent_.Client();
+    return true;
+  }
+
+  // PUT /v1/jobs/NAME with a YAML body; the name comes from its `job:` line.
+  bool PutJob(const std::string& yaml) {
+    std::string name = yaml.substr(5, yaml.find('\n') - 5);
+    auto put = api_->PutJob(name, yaml, "application/yaml");
+    EXPECT_TRUE(put.ok()) << put.status().ToString();
+    return put.ok();
+  }
+  bool PutPackage(const std::string& name, const std::string& yaml) {
+    auto put = api_->PutPackage(name, yaml);
+    EXPECT_TRUE(put.ok()) << put.status().ToString();
+    return put.ok();
+  }
+
+  std::string StartRun(const std::string& job, const client::StartRequest& request = {}) {
+    auto started = api_->StartJob(job, request);
+    EXPECT_TRUE(started.ok()) << started.status().ToString();
+    return started.ok() ? started->run_id : "";
+  }
+
+  json Run(const std::string& job, const client::StartRequest& request = {}) {
+    std::string id = StartRun(job, request);
+    if (id.empty()) return nullptr;
+    return WaitForRun(*api_, id);
+  }
+
+  json History(const std::string& job) {
+    auto history = api_->JobHistory(job);
+    EXPECT_TRUE(history.ok()) << history.status().ToString();
+    return history.ok() ? history->value("runs", json::array()) : json::array();
+  }
+
+  // Waits (bounded) until the file exists: a step writes it once it really runs.
+  bool WaitForFile(const std::string& path) {
+    bool found = WaitFor([&] { return std::filesystem::exists(path); }, milliseconds(10000));
+    EXPECT_TRUE(found) << path << " never appeared; agent stderr:\n" << agent_.err();
+    return found;
+  }
+
+  // A step that holds until the gate file exists, after writing `started`.
+  std::string GateStep() const {
+    return Sh("touch " + agent_.Path("started") + "; while [ ! -e " + agent_.Path("gate") +
+              " ]; do sleep 0.02; done");
+  }
+  void OpenGate() { agent_.dir().Write("gate", ""); }
+
+  AgentProcess agent_;
+  std::unique_ptr<client::AgentClient> api_;
+};
+
+// --- Start-up, authentication, input checks ---------------------------------------------------
+
+TEST_F(AgentTest, DevModePrintsUrlAndTokenOnItsFirstLines) {
+  ASSERT_TRUE(StartDev(2));
+  std::vector<std::string> lines = Lines(agent_.out());
+  ASSERT_GE(lines.size(), 4u) << agent_.out();
+  EXPECT_EQ(lines[0], "fanout agent dev listening on " + agent_.url());
+  EXPECT_TRUE(agent_.url().starts_with("http://127.0.0.1:")) << agent_.url();
+  EXPECT_NE(agent_.url(), "http://127.0.0.1:0");
+  EXPECT_EQ(lines[1], "data_dir: " + agent_.Path("data"));
+  EXPECT_EQ(lines[2], "token: " + agent_.token());
+  EXPECT_GE(agent_.token().size(), 32u);
+  EXPECT_EQ(lines[3], "token_file: " + agent_.Path("data") + "/token");
+  auto token = client::ReadTokenFile(agent_.token_file());
+  ASSERT_TRUE(token.ok()) << token.status().ToString();
+  EXPECT_EQ(*token, agent_.token());
+  EXPECT_TRUE(std::filesystem::exists(agent_.Path("data/agent.db")));
+
+  HttpReply health = agent_.HttpWithToken("", "GET", "/v1/health");
+  EXPECT_EQ(health.status, 200) << health.body;
+  EXPECT_EQ(health.json.value("status", ""), "ok");
+  EXPECT_EQ(health.json.value("name", ""), "dev");
+  EXPECT_FALSE(health.json.value("version", "").empty());
+
+  auto status = api_->Status();
+  ASSERT_TRUE(status.ok()) << status.status().ToString();
+  EXPECT_EQ((*status)["name"], "dev");
+  EXPECT_EQ((*status)["slots"], 2);
+  EXPECT_EQ((*status)["busy"], 0);
+  EXPECT_EQ((*status)["queued"], 0);
+  EXPECT_EQ((*status)["draining"], false);
+  EXPECT_TRUE((*status)["running"].empty());
+}
+
+TEST_F(AgentTest, RequestsWithoutValidCredentialsGet401AndChangeNothing) {
+  ASSERT_TRUE(StartDev(1));
+  const std::string marker = agent_.Path("ran");
+  ASSERT_TRUE(PutJob("job: touch\nsteps:\n  - {name: a, subsystem: process, run: " +
+                     Sh("touch " + marker) + "}\n"));
+  const std::string package = "package: p\ntasks:\n  a: {type: process, run: [/bin/true]}\n";
+  const std::vector<std::array<std::string, 3>> routes = {
+      {"GET", "/v1/status", ""},
+      {"GET", "/v1/jobs", ""},
+      {"GET", "/v1/jobs/touch", ""},
+      {"PUT", "/v1/jobs/other",
+       "job: other\nsteps:\n  - {name: a, subsystem: process, run: [/bin/true]}\n"},
+      {"DELETE", "/v1/jobs/touch", ""},
+      {"POST", "/v1/jobs/touch/start", "{}"},
+      {"GET", "/v1/jobs/touch/history", ""},
+      {"PUT", "/v1/packages/p", package},
+      {"GET", "/v1/packages", ""},
+      {"GET", "/v1/packages/p", ""},
+      {"DELETE", "/v1/packages/p", ""},
+      {"GET", "/v1/runs/some-run?wait=1", ""},
+      {"POST", "/v1/runs/some-run/stop", ""},
+      {"GET", "/metrics", ""},
+  };
+  for (const std::string& token : {std::string(), std::string("not-the-token")}) {
+    for (const auto& [method, path, body] : routes) {
+      HttpReply r = agent_.HttpWithToken(token, method, path, body);
+      EXPECT_EQ(r.status, 401) << method << " " << path << " token '" << token << "': " << r.body;
+      EXPECT_EQ(r.json.value("error", ""), "unauthenticated") << r.body;
+      EXPECT_FALSE(r.json.value("detail", "").empty()) << r.body;
+    }
+  }
+  auto refused = agent_.Client(/*with_token=*/false)->Status();
+  EXPECT_EQ(refused.status().code(), Code::kUnauthenticated) << refused.status().ToString();
+
+  // Nothing ran, nothing was created or deleted.
+  EXPECT_FALSE(std::filesystem::exists(marker));
+  EXPECT_TRUE(History("touch").empty());
+  EXPECT_TRUE(api_->GetJob("touch").ok());
+  EXPECT_EQ(api_->GetJob("other").status().code(), Code::kNotFound);
+  auto packages = api_->ListPackages();
+  ASSERT_TRUE(packages.ok());
+  EXPECT_TRUE(packages->empty());
+}
+
+TEST_F(AgentTest, MalformedInputGets400WithAReasonAndChangesNothing) {
+  ASSERT_TRUE(StartConfig(Config(1, "max_body_bytes: 4096\n")));
+  const std::string good =
+      "job: keep\nsteps:\n  - {name: a, subsystem: process, run: [/bin/true]}\n";
+  ASSERT_TRUE(PutJob(good));
+  auto before = api_->GetJob("keep");
+  ASSERT_TRUE(before.ok());
+
+  struct Case {
+    std::string body, content_type, error, detail;
+  };
+  const std::vector<Case> jobs = {
+      {"{\"job\": \"keep\", ", "application/json", "invalid job", "malformed JSON"},
+      {"job: keep\nsteps: [x\n", "application/yaml", "invalid job", "malformed YAML"},
+      {"job: keep\nsteps:\n  - {name: a, subsystem: telepathy}\n", "application/yaml",
+       "invalid job", "unknown subsystem 'telepathy'"},
+      {"job: keep\nsteps:\n  - {name: a, subsystem: process, run: [/bin/true], on_failure: "
+       "'goto:nowhere'}\n",
+       "application/yaml", "invalid job", "unknown step 'nowhere'"},
+      {"job: keep\ncolour: red\nsteps:\n  - {name: a, subsystem: process, run: [/bin/true]}\n",
+       "application/yaml", "invalid job", "unknown key `colour`"},
+      {"job: keep\nsteps:\n  - {name: 'bad name', subsystem: process, run: [/bin/true]}\n",
+       "application/yaml", "invalid job", "must match"},
+      {"job: other\nsteps:\n  - {name: a, subsystem: process, run: [/bin/true]}\n",
+       "application/yaml", "name mismatch", "other"},
+  };
+  for (const Case& c : jobs) {
+    HttpReply r = agent_.Http("PUT", "/v1/jobs/keep", c.body, c.content_type);
+    EXPECT_EQ(r.status, 400) << c.body << " -> " << r.body;
+    EXPECT_EQ(r.json.value("error", ""), c.error) << r.body;
+    EXPECT_TRUE(Contains(r.json.value("detail", ""), c.detail)) << c.detail << " in " << r.body;
+  }
+  auto after = api_->GetJob("keep");
+  ASSERT_TRUE(after.ok());
+  EXPECT_EQ(*after, *before);
+
+  // Names are [A-Za-z0-9_.-]{1,128}.
+  for (const std::string& path :
+       std::vector<std::string>{"/v1/jobs/bad$name", "/v1/jobs/" + std::string(129, 'x'),
+                                "/v1/runs/" + std::string(129, 'r'), "/v1/packages/a%20b"}) {
+    HttpReply r = agent_.Http("GET", path);
+    EXPECT_EQ(r.status, 400) << path << " -> " << r.body;
+    EXPECT_EQ(r.json.value("error", ""), "bad name") << r.body;
+  }
+  EXPECT_EQ(agent_.Http("GET", "/v1/jobs/" + std::string(128, 'x')).status, 404);
+
+  // Start bodies.
+  const std::vector<std::pair<std::string, std::string>> starts = {
+      {"not json", "malformed JSON"},
+      {"[1, 2]", "the body must be a JSON object"},
+      {"{\"params\": 3}", "`params` must be an object"},
+      {"{\"start_step\": 7}", "`start_step` must be a string"},
+      {"{\"colour\": \"red\"}", "unknown key `colour`"},
+  };
+  for (const auto& [body, detail] : starts) {
+    HttpReply r = agent_.Http("POST", "/v1/jobs/keep/start", body);
+    EXPECT_EQ(r.status, 400) << body << " -> " << r.body;
+    EXPECT_TRUE(Contains(r.body, detail)) << detail << " in " << r.body;
+  }
+  EXPECT_TRUE(History("keep").empty());
+
+  // Packages are validated as `fanout validate` does.
+  HttpReply invalid = agent_.Http("PUT", "/v1/packages/bad",
+                                  "package: bad\ntasks:\n  a: {type: nope}\n", "application/yaml");
+  EXPECT_EQ(invalid.status, 400) << invalid.body;
+  EXPECT_EQ(invalid.json.value("error", ""), "invalid package");
+  EXPECT_TRUE(Contains(invalid.json.value("detail", ""), "unknown task type 'nope'"))
+      << invalid.body;
+  HttpReply mismatch = agent_.Http(
+      "PUT", "/v1/packages/bad", "package: good\ntasks:\n  a: {type: process, run: [/bin/true]}\n",
+      "application/yaml");
+  EXPECT_EQ(mismatch.status, 400) << mismatch.body;
+  EXPECT_EQ(mismatch.json.value("error", ""), "name mismatch");
+
+  // Bodies over max_body_bytes: 413.
+  std::string big = "package: big\ntasks:\n  a: {type: process, run: [/bin/true]}\n# " +
+                    std::string(8192, 'x') + "\n";
+  HttpReply too_large = agent_.Http("PUT", "/v1/packages/big", big, "application/yaml");
+  EXPECT_EQ(too_large.status, 413) << too_large.body << too_large.error;
+  EXPECT_EQ(too_large.json.value("error", ""), "body too large") << too_large.body;
+  HttpReply big_job = agent_.Http("PUT", "/v1/jobs/keep",
+                                  good + "# " + std::string(8192, 'x') + "\n", "application/yaml");
+  EXPECT_EQ(big_job.status, 413) << big_job.body << big_job.error;
+  auto packages = api_->ListPackages();
+  ASSERT_TRUE(packages.ok());
+  EXPECT_TRUE(packages->empty());
+  EXPECT_EQ(*api_->GetJob("keep"), *before);
+
+  HttpReply bad_wait = agent_.Http("GET", "/v1/runs/abc?wait=soon");
+  EXPECT_EQ(bad_wait.status, 400) << bad_wait.body;
+  HttpReply no_run = agent_.Http("GET", "/v1/runs/no-such-run");
+  EXPECT_EQ(no_run.status, 404) << no_run.body;
+  HttpReply no_route = agent_.Http("GET", "/v1/nothing-here");
+  EXPECT_EQ(no_route.status, 404);
+  EXPECT_EQ(no_route.json.value("error", ""), "not found") << no_route.body;
+}
+
+TEST_F(AgentTest, RefusesToListenBeyondLoopbackWithoutCredentials) {
+  agent_.dir().Write("open.yaml", "name: open\nlisten: 0.0.0.0:0\ndata_dir: data\n");
+  EXPECT_EQ(agent_.StartExpectingExit({"--config", agent_.Path("open.yaml")}), 5);
+  EXPECT_TRUE(Contains(agent_.err(), "refusing to listen on 0.0.0.0 without credentials"))
+      << agent_.err();
+  EXPECT_TRUE(Contains(agent_.err(), "token_file")) << agent_.err();
+  EXPECT_EQ(agent_.out(), "");
+
+  // The command line cannot open it up either.
+  agent_.dir().Write("loop.yaml", "name: loop\ndata_dir: data\n");
+  EXPECT_EQ(
+      agent_.StartExpectingExit({"--config", agent_.Path("loop.yaml"), "--listen", "0.0.0.0:0"}),
+      5);
+  EXPECT_TRUE(Contains(agent_.err(), "refusing to listen on 0.0.0.0")) << agent_.err();
+
+  agent_.dir().Write("half-tls.yaml", "name: t\ndata_dir: data\ntls: {client_ca: ca.crt}\n");
+  EXPECT_EQ(agent_.StartExpectingExit({"--config", agent_.Path("half-tls.yaml")}), 5);
+  EXPECT_TRUE(Contains(agent_.err(), "client_ca")) << agent_.err();
+
+  EXPECT_EQ(agent_.StartExpectingExit({"--config", agent_.Path("missing.yaml")}), 4);
+  EXPECT_EQ(agent_.StartExpectingExit({"--dev", "--config", agent_.Path("loop.yaml")}), 6);
+}
+
+// --- Packages and jobs ----------------------------------------------------------------------
+
+TEST_F(AgentTest, PackagesDeployListFetchAndDelete) {
+  ASSERT_TRUE(StartDev(1));
+  const std::string v1 = "package: hello\ntasks:\n  a: {type: process, run: [/bin/true]}\n";
+  const std::string v2 = "package: hello\ntasks:\n  b: {type: process, run: [/bin/echo, hi]}\n";
+  HttpReply created = agent_.Http("PUT", "/v1/packages/hello", v1, "application/yaml");
+  EXPECT_EQ(created.status, 201) << created.body;
+  EXPECT_EQ(created.json["version"], 1);
+  EXPECT_EQ(created.json["changed"], true);
+  EXPECT_EQ(created.json.value("sha256", "").size(), 64u);
+  HttpReply same = agent_.Http("PUT", "/v1/packages/hello", v1, "application/yaml");
+  EXPECT_EQ(same.status, 200) << same.body;
+  EXPECT_EQ(same.json["version"], 1);
+  EXPECT_EQ(same.json["changed"], false);
+  EXPECT_EQ(same.json["sha256"], created.json["sha256"]);
+  HttpReply changed = agent_.Http("PUT", "/v1/packages/hello", v2, "application/yaml");
+  EXPECT_EQ(changed.status, 200) << changed.body;
+  EXPECT_EQ(changed.json["version"], 2);
+  EXPECT_EQ(changed.json["changed"], true);
+
+  auto list = api_->ListPackages();
+  ASSERT_TRUE(list.ok()) << list.status().ToString();
+  ASSERT_EQ(list->size(), 1u);
+  EXPECT_EQ((*list)[0].name, "hello");
+  EXPECT_EQ((*list)[0].version, 2);
+  EXPECT_EQ((*list)[0].size, static_cast<int64_t>(v2.size()));
+  EXPECT_FALSE((*list)[0].deployed_at.empty());
+  auto fetched = api_->GetPackage("hello");
+  ASSERT_TRUE(fetched.ok());
+  EXPECT_EQ(fetched->content, v2);
+  EXPECT_EQ(fetched->sha256, changed.json["sha256"]);
+  EXPECT_EQ(ReadText(agent_.data_dir() + "/packages/hello.yaml"), v2);
+
+  HttpReply deleted = agent_.Http("DELETE", "/v1/packages/hello");
+  EXPECT_EQ(deleted.status, 204) << deleted.body;
+  EXPECT_EQ(api_->GetPackage("hello").status().code(), Code::kNotFound);
+  EXPECT_EQ(agent_.Http("DELETE", "/v1/packages/hello").status, 404);
+  EXPECT_FALSE(std::filesystem::exists(agent_.data_dir() + "/packages/hello.yaml"));
+}
+
+TEST_F(AgentTest, JobsCreateListShowAndDelete) {
+  ASSERT_TRUE(StartDev(1));
+  const std::string yaml =
+      "job: nightly\ndescription: two steps\nsteps:\n"
+      "  - {name: one, subsystem: process, run: [/bin/true]}\n"
+      "  - {name: two, subsystem: process, run: [/bin/true], retries: 2, retry_interval: 1s}\n";
+  HttpReply created = agent_.Http("PUT", "/v1/jobs/nightly", yaml, "application/yaml");
+  EXPECT_EQ(created.status, 201) << created.body;
+  EXPECT_EQ(created.json, json({{"name", "nightly"}, {"changed", true}}));
+  HttpReply same = agent_.Http("PUT", "/v1/jobs/nightly", yaml, "application/yaml");
+  EXPECT_EQ(same.status, 200) << same.body;
+  EXPECT_EQ(same.json["changed"], false);
+  const json as_json = {
+      {"job", "from-json"},
+      {"enabled", false},
+      {"max_concurrent_runs", 3},
+      {"steps", {{{"name", "s"}, {"subsystem", "process"}, {"run", {"/bin/true"}}}}}};
+  HttpReply from_json = agent_.Http("PUT", "/v1/jobs/from-json", as_json.dump());
+  EXPECT_EQ(from_json.status, 201) << from_json.body;
+
+  auto list = api_->ListJobs();
+  ASSERT_TRUE(list.ok());
+  const json& jobs = (*list)["jobs"];
+  ASSERT_EQ(jobs.size(), 2u) << list->dump();
+  EXPECT_EQ(jobs[0]["name"], "from-json");
+  EXPECT_EQ(jobs[0]["enabled"], false);
+  EXPECT_EQ(jobs[0]["max_concurrent_runs"], 3);
+  EXPECT_EQ(jobs[1]["name"], "nightly");
+  EXPECT_EQ(jobs[1]["steps"], 2);
+  EXPECT_EQ(jobs[1]["running"], 0);
+  EXPECT_TRUE(jobs[1]["last_run"].is_null());
+
+  auto shown = api_->GetJob("nightly");
+  ASSERT_TRUE(shown.ok());
+  EXPECT_EQ((*shown)["job"], "nightly");
+  EXPECT_EQ((*shown)["description"], "two steps");
+  EXPECT_EQ((*shown)["max_concurrent_runs"], 1);
+  EXPECT_EQ((*shown)["running"], 0);
+  ASSERT_EQ((*shown)["steps"].size(), 2u);
+  EXPECT_EQ((*shown)["steps"][0]["on_success"], "next");
+  EXPECT_EQ((*shown)["steps"][0]["on_failure"], "quit-failure");
+  EXPECT_EQ((*shown)["steps"][1]["on_success"], "quit-success");
+  EXPECT_EQ((*shown)["steps"][1]["retries"], 2);
+
+  // A disabled job can still be started by hand.
+  json run = Run("from-json");
+  EXPECT_EQ(run.value("status", ""), "succeeded") << run.dump();
+  auto listed = api_->ListJobs();
+  ASSERT_TRUE(listed.ok());
+  EXPECT_EQ((*listed)["jobs"][0]["last_run"]["status"], "succeeded") << listed->dump();
+  EXPECT_EQ((*listed)["jobs"][0]["last_run"]["run_id"], run["run_id"]);
+
+  HttpReply unknown_step =
+      agent_.Http("POST", "/v1/jobs/nightly/start", R"({"start_step": "three"})");
+  EXPECT_EQ(unknown_step.status, 404) << unknown_step.body;
+  EXPECT_EQ(unknown_step.json.value("error", ""), "unknown start step");
+
+  EXPECT_EQ(agent_.Http("DELETE", "/v1/jobs/nightly").status, 204);
+  EXPECT_EQ(api_->GetJob("nightly").status().code(), Code::kNotFound);
+  HttpReply start_deleted = agent_.Http("POST", "/v1/jobs/nightly/start", "{}");
+  EXPECT_EQ(start_deleted.status, 404) << start_deleted.body;
+  EXPECT_EQ(start_deleted.json.value("error", ""), "unknown job");
+  EXPECT_EQ(agent_.Http("DELETE", "/v1/jobs/nightly").status, 404);
+}
+
+// --- Steps: output, params, actions, retries -------------------------------------------------
+
+TEST_F(AgentTest, ProcessStepsGetParamsAndKeepBoundedOutputInHistory) {
+  ASSERT_TRUE(StartDev(1));
+  const std::string trace = agent_.Path("trace");
+  ASSERT_TRUE(
+      PutJob("job: talk\nsteps:\n"
+             "  - {name: first, subsystem: process, run: " +
+             Sh("echo first >> " + trace) +
+             "}\n"
+             "  - {name: loud, subsystem: process, run: " +
+             Sh("echo region=$FANOUT_PARAM_region job=$FANOUT_JOB run=$FANOUT_RUN_ID; "
+                "echo oops >&2; yes 0123456789 | head -c 200000") +
+             "}\n"));
+  client::StartRequest request;
+  request.params["region"] = "eu";
+  json run = Run("talk", request);
+  ASSERT_EQ(run.value("status", ""), "succeeded") << run.dump();
+  EXPECT_EQ(StepNames(run), (std::vector<std::string>{"first", "loud"}));
+  EXPECT_EQ(run["params"], json({{"region", "eu"}}));
+  EXPECT_FALSE(run["steps"][1].contains("stdout")) << "GET /v1/runs leaves output to the history";
+  EXPECT_FALSE(run["queued_at"].is_null());
+  EXPECT_FALSE(run["started_at"].is_null());
+  EXPECT_FALSE(run["ended_at"].is_null());
+
+  json history = History("talk");
+  ASSERT_EQ(history.size(), 1u);
+  const json& loud = history[0]["steps"][1];
+  const std::string out = loud.value("stdout", "");
+  EXPECT_TRUE(out.starts_with("region=eu job=talk run=" + run.value("run_id", "") + "\n"))
+      << out.substr(0, 200);
+  EXPECT_EQ(out.size(), 64u * 1024) << "stdout is bounded to 64 KiB";
+  EXPECT_EQ(loud.value("stderr", ""), "oops\n");
+  EXPECT_EQ(loud["exit_code"], 0);
+
+  // start_step skips the steps before it.
+  client::StartRequest from_loud;
+  from_loud.start_step = "loud";
+  json second = Run("talk", from_loud);
+  EXPECT_EQ(second.value("status", ""), "succeeded") << second.dump();
+  EXPECT_EQ(StepNames(second), std::vector<std::string>{"loud"});
+  EXPECT_EQ(ReadText(trace), "first\n");
+}
+
+TEST_F(AgentTest, StepActionsGoToAndQuitAsSqlServerAgentDoes) {
+  ASSERT_TRUE(StartDev(2));
+  const std::string trace = agent_.Path("trace");
+  // A failure jumps ahead; the next failure quits with success.
+  ASSERT_TRUE(
+      PutJob("job: jump\nsteps:\n"
+             "  - {name: a, subsystem: process, run: [/bin/false], on_failure: 'goto:c'}\n"
+             "  - {name: b, subsystem: process, run: " +
+             Sh("echo b >> " + trace) +
+             "}\n"
+             "  - {name: c, subsystem: process, run: " +
+             Sh("echo c >> " + trace + "; exit 1") +
+             ", on_failure: quit-success}\n"
+             "  - {name: d, subsystem: process, run: " +
+             Sh("echo d >> " + trace) + "}\n"));
+  json jump = Run("jump");
+  EXPECT_EQ(jump.value("status", ""), "succeeded") << jump.dump();
+  EXPECT_EQ(StepNames(jump), (std::vector<std::string>{"a", "c"}));
+  EXPECT_EQ(ReadText(trace), "c\n");
+  EXPECT_EQ(jump["steps"][0]["status"], "failed");
+  EXPECT_EQ(jump["steps"][1]["status"], "failed");
+
+  // Success can quit with failure.
+  ASSERT_TRUE(
+      PutJob("job: stop-early\nsteps:\n"
+             "  - {name: a, subsystem: process, run: [/bin/true], on_success: quit-failure}\n"
+             "  - {name: b, subsystem: process, run: [/bin/true]}\n"));
+  json early = Run("stop-early");
+  EXPECT_EQ(early.value("status", ""), "failed") << early.dump();
+  EXPECT_EQ(StepNames(early), std::vector<std::string>{"a"});
+  EXPECT_TRUE(Contains(early.value("message", ""), "quits with failure")) << early.dump();
+
+  // Defaults: success goes on, failure quits with failure, naming the step and its exit code.
+  ASSERT_TRUE(
+      PutJob("job: defaults\nsteps:\n"
+             "  - {name: a, subsystem: process, run: [/bin/true]}\n"
+             "  - {name: b, subsystem: process, run: " +
+             Sh("echo broken >&2; exit 4") +
+             "}\n"
+             "  - {name: c, subsystem: process, run: [/bin/true]}\n"));
+  json defaults = Run("defaults");
+  EXPECT_EQ(defaults.value("status", ""), "failed") << defaults.dump();
+  EXPECT_EQ(StepNames(defaults), (std::vector<std::string>{"a", "b"}));
+  EXPECT_EQ(defaults["steps"][1]["exit_code"], 4);
+  const std::string message = defaults.value("message", "");
+  EXPECT_TRUE(Contains(message, "step 2 (b) failed")) << message;
+  EXPECT_TRUE(Contains(message, "exit code 4")) << message;
+  EXPECT_TRUE(Contains(message, "broken")) << message;
+
+  // goto backwards loops until a step succeeds; every visit is in the history.
+  const std::string count = agent_.Path("count");
+  ASSERT_TRUE(
+      PutJob("job: loop\nsteps:\n"
+             "  - {name: add, subsystem: process, run: " +
+             Sh("echo x >> " + count) +
+             "}\n"
+             "  - {name: check, subsystem: process, run: " +
+             Sh("test $(wc -l < " + count + ") -ge 3") + ", on_failure: 'goto:add'}\n"));
+  json loop = Run("loop");
+  EXPECT_EQ(loop.value("status", ""), "succeeded") << loop.dump();
+  EXPECT_EQ(StepNames(loop),
+            (std::vector<std::string>{"add", "check", "add", "check", "add", "check"}));
+  json history = History("loop");
+  ASSERT_EQ(history.size(), 1u);
+  EXPECT_EQ(history[0]["steps"].size(), 6u) << history.dump();
+}
+
+TEST_F(AgentTest, RetriesRecordEveryAttemptInHistory) {
+  ASSERT_TRUE(StartDev(1));
+  const std::string count = agent_.Path("count");
+  ASSERT_TRUE(
+      PutJob("job: flaky\nsteps:\n"
+             "  - name: try\n    subsystem: process\n    retries: 2\n    retry_interval: 100ms\n"
+             "    run: " +
+             Sh("n=$(cat " + count + " 2>/dev/null || echo 0); n=$((n+1)); echo $n > " + count +
+                "; echo attempt $n; test $n -ge 3") +
+             "\n"));
+  json run = Run("flaky");
+  EXPECT_EQ(run.value("status", ""), "succeeded") << run.dump();
+  json history = History("flaky");
+  ASSERT_EQ(history.size(), 1u);
+  const json& steps = history[0]["steps"];
+  ASSERT_EQ(steps.size(), 3u) << history.dump();
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(steps[i]["name"], "try");
+    EXPECT_EQ(steps[i]["attempt"], i + 1);
+    EXPECT_EQ(steps[i]["status"], i < 2 ? "failed" : "succeeded");
+    EXPECT_EQ(steps[i]["stdout"], "attempt " + std::to_string(i + 1) + "\n");
+  }
+
+  ASSERT_TRUE(
+      PutJob("job: hopeless\nsteps:\n"
+             "  - {name: never, subsystem: process, run: [/bin/false], retries: 1}\n"));
+  json failed = Run("hopeless");
+  EXPECT_EQ(failed.value("status", ""), "failed") << failed.dump();
+  ASSERT_EQ(failed["steps"].size(), 2u);
+  EXPECT_EQ(failed["steps"][1]["attempt"], 2);
+  EXPECT_EQ(failed["steps"][1]["status"], "failed");
+}
+
+// --- Slots, queue, 409, idempotency --------------------------------------------------------------
+
+TEST_F(AgentTest, RunsBeyondSlotsWaitQueuedInOrder) {
+  ASSERT_TRUE(StartDev(1));
+  const std::string order = agent_.Path("order");
+  ASSERT_TRUE(
+      PutJob("job: fifo\nmax_concurrent_runs: 10\nsteps:\n"
+             "  - {name: s, subsystem: process, run: " +
+             Sh("echo $FANOUT_PARAM_n >> " + order + "; while [ ! -e " + agent_.Path("gate") +
+                " ]; do sleep 0.02; done") +
+             "}\n"));
+  std::vector<std::string> ids;
+  for (int n = 1; n <= 4; ++n) {
+    client::StartRequest request;
+    request.params["n"] = std::to_string(n);
+    auto started = api_->StartJob("fifo", request);
+    ASSERT_TRUE(started.ok()) << started.status().ToString();
+    EXPECT_EQ(started->status, n == 1 ? "running" : "queued") << n;
+    ids.push_back(started->run_id);
+  }
+  // The first run's step has started; the others wait for the slot.
+  ASSERT_TRUE(WaitFor([&] { return ReadText(order) == "1\n"; }, milliseconds(10000)));
+  auto status = api_->Status();
+  ASSERT_TRUE(status.ok());
+  EXPECT_EQ((*status)["busy"], 1);
+  EXPECT_EQ((*status)["queued"], 3);
+  ASSERT_EQ((*status)["running"].size(), 1u) << status->dump();
+  EXPECT_EQ((*status)["running"][0]["run_id"], ids[0]);
+  EXPECT_EQ((*status)["running"][0]["job"], "fifo");
+  EXPECT_EQ((*status)["running"][0]["status"], "running");
+  EXPECT_EQ((*status)["running"][0]["step"], "s");
+  auto queued = api_->GetRun(ids[2]);
+  ASSERT_TRUE(queued.ok());
+  EXPECT_EQ((*queued)["status"], "queued");
+  EXPECT_TRUE((*queued)["started_at"].is_null());
+  EXPECT_TRUE((*queued)["steps"].empty());
+  HttpReply metrics = agent_.Http("GET", "/metrics");
+  EXPECT_TRUE(Contains(metrics.body, "\nfanout_agent_queued 3\n")) << metrics.body;
+  EXPECT_TRUE(Contains(metrics.body, "\nfanout_agent_busy 1\n")) << metrics.body;
+
+  OpenGate();
+  std::string previous_start;
+  for (const std::string& id : ids) {
+    json run = WaitForRun(*api_, id);
+    EXPECT_EQ(run.value("status", ""), "succeeded") << run.dump();
+    std::string started_at = run.value("started_at", "");
+    EXPECT_LT(previous_start, started_at);
+    previous_start = started_at;
+  }
+  EXPECT_EQ(ReadText(order), "1\n2\n3\n4\n");
+}
+
+TEST_F(AgentTest, MaxConcurrentRunsGives409AndIdempotencyKeysReturnTheSameRun) {
+  ASSERT_TRUE(StartDev(2));
+  ASSERT_TRUE(
+      PutJob("job: once\nsteps:\n  - {name: hold, subsystem: process, run: " + GateStep() + "}\n"));
+  client::StartRequest keyed;
+  keyed.idempotency_key = "parent-1/task/1";
+  auto first = api_->StartJob("once", keyed);
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  EXPECT_FALSE(first->existing);
+  auto repeated = api_->StartJob("once", keyed);
+  ASSERT_TRUE(repeated.ok()) << repeated.status().ToString();
+  EXPECT_EQ(repeated->run_id, first->run_id);
+  EXPECT_TRUE(repeated->existing);
+
+  HttpReply refused = agent_.Http("POST", "/v1/jobs/once/start", "{}");
+  EXPECT_EQ(refused.status, 409) << refused.body;
+  EXPECT_EQ(refused.json.value("error", ""), "job already running");
+  EXPECT_TRUE(Contains(refused.json.value("detail", ""),
+                       "Request to run job once refused because the job is already running"))
+      << refused.body;
+  EXPECT_EQ(api_->StartJob("once", {}).status().code(), Code::kFailedPrecondition);
+
+  OpenGate();
+  json run = WaitForRun(*api_, first->run_id);
+  EXPECT_EQ(run.value("status", ""), "succeeded") << run.dump();
+  // The key still names the run after it ended: nothing new starts.
+  auto after = api_->StartJob("once", keyed);
+  ASSERT_TRUE(after.ok()) << after.status().ToString();
+  EXPECT_EQ(after->run_id, first->run_id);
+  EXPECT_TRUE(after->existing);
+  EXPECT_EQ(after->status, "succeeded");
+  EXPECT_EQ(History("once").size(), 1u);
+
+  json fresh = Run("once");
+  EXPECT_EQ(fresh.value("status", ""), "succeeded");
+  EXPECT_NE(fresh.value("run_id", ""), first->run_id);
+  EXPECT_EQ(History("once").size(), 2u);
+}
+
+// --- Stop
+// ------------------------------------------------------------------------------------------
+
+TEST_F(AgentTest, StopKillsTheStepsProcessGroupAndEndsCanceled) {
+  ASSERT_TRUE(StartConfig(Config(2)));
+  const std::string grandchild = agent_.Path("grandchild.pid");
+  ASSERT_TRUE(PutJob("job: long\nsteps:\n  - {name: wait, subsystem: process, retries: 3, run: " +
+                     Sh("sleep 30 & echo $! > " + grandchild + "; wait") + "}\n"));
+  std::string id = StartRun("long");
+  ASSERT_TRUE(
+      WaitFor([&] { return !agent_.dir().Read("grandchild.pid").empty(); }, milliseconds(10000)));
+  int pid = std::stoi(agent_.dir().Read("grandchild.pid"));
+  auto stopping = api_->StopRun(id);
+  ASSERT_TRUE(stopping.ok()) << stopping.status().ToString();
+  EXPECT_EQ((*stopping)["run_id"], id);
+  EXPECT_EQ((*stopping)["status"], "stopping");
+  json run = WaitForRun(*api_, id);
+  EXPECT_EQ(run.value("status", ""), "canceled") << run.dump();
+  ASSERT_EQ(run["steps"].size(), 1u) << "a stopped step is not retried: " << run.dump();
+  EXPECT_EQ(run["steps"][0]["status"], "canceled");
+  EXPECT_TRUE(WaitFor([&] { return ProcessEnded(pid); }, milliseconds(5000)))
+      << "the step's background process survived the stop";
+
+  // A run that ended answers 200 with its final status.
+  HttpReply again = agent_.Http("POST", "/v1/runs/" + id + "/stop");
+  EXPECT_EQ(again.status, 200) << again.body;
+  EXPECT_EQ(again.json["status"], "canceled");
+  EXPECT_EQ(agent_.Http("POST", "/v1/runs/no-such-run/stop").status, 404);
+
+  // A step that ignores SIGTERM gets SIGKILL after stop_grace (300ms).
+  ASSERT_TRUE(PutJob(
+      "job: stubborn\nsteps:\n  - {name: s, subsystem: process, run: " +
+      Sh("trap \"\" TERM; touch " + agent_.Path("stubborn") + "; while :; do sleep 0.05; done") +
+      "}\n"));
+  std::string stubborn = StartRun("stubborn");
+  ASSERT_TRUE(WaitForFile(agent_.Path("stubborn")));
+  auto asked = std::chrono::steady_clock::now();
+  HttpReply stop = agent_.Http("POST", "/v1/runs/" + stubborn + "/stop");
+  EXPECT_EQ(stop.status, 202) << stop.body;
+  json killed = WaitForRun(*api_, stubborn);
+  auto took = std::chrono::steady_clock::now() - asked;
+  EXPECT_EQ(killed.value("status", ""), "canceled") << killed.dump();
+  EXPECT_GE(took, milliseconds(250)) << "SIGKILL came before the grace period";
+  EXPECT_LT(took, seconds(5));
+  EXPECT_EQ(killed["steps"][0]["exit_code"], 128 + SIGKILL) << killed.dump();
+}
+
+TEST_F(AgentTest, StopSkipsRetriesAndCancelsQueuedRuns) {
+  ASSERT_TRUE(StartConfig(Config(1)));
+  ASSERT_TRUE(PutJob(
+      "job: retrying\nsteps:\n"
+      "  - {name: s, subsystem: process, run: [/bin/false], retries: 5, retry_interval: 30s}\n"));
+  std::string id = StartRun("retrying");
+  // Between attempts the run is `retrying`.
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        auto run = api_->GetRun(id);
+        return run.ok() && (*run)["status"] == "retrying";
+      },
+      milliseconds(10000)));
+  // It holds the only slot, so the next run waits in the queue; stopping it cancels it there.
+  ASSERT_TRUE(PutJob("job: other\nsteps:\n  - {name: s, subsystem: process, run: [/bin/true]}\n"));
+  auto queued = api_->StartJob("other", {});
+  ASSERT_TRUE(queued.ok());
+  EXPECT_EQ(queued->status, "queued");
+  HttpReply unqueued = agent_.Http("POST", "/v1/runs/" + queued->run_id + "/stop");
+  EXPECT_EQ(unqueued.status, 200) << unqueued.body;
+  EXPECT_EQ(unqueued.json["status"], "canceled");
+  json never = WaitForRun(*api_, queued->run_id);
+  EXPECT_EQ(never.value("status", ""), "canceled");
+  EXPECT_TRUE(never["steps"].empty()) << never.dump();
+
+  auto asked = std::chrono::steady_clock::now();
+  ASSERT_TRUE(api_->StopRun(id).ok());
+  json run = WaitForRun(*api_, id);
+  EXPECT_LT(std::chrono::steady_clock::now() - asked, seconds(5));
+  EXPECT_EQ(run.value("status", ""), "canceled") << run.dump();
+  EXPECT_EQ(run["steps"].size(), 1u) << "no retry after a stop: " << run.dump();
+  EXPECT_TRUE(Contains(run.value("message", ""), "canceled")) << run.dump();
+}
+
+// --- Package steps, proxies ----------------------------------------------------------------------
+
+TEST_F(AgentTest, PackageStepsRunDeployedPackagesAndRecordTheirExecutions) {
+  ASSERT_TRUE(StartConfig(Config(2)));
+  ASSERT_TRUE(PutPackage(
+      "greet",
+      "package: greet\nparameters:\n"
+      "  region: {type: string, required: true}\n"
+      "  day: {type: string, value: mon}\n"
+      "tasks:\n"
+      "  check: {type: process, run: [/bin/sh, -c, 'test \"$0\" = eu && test \"$1\" = tue', "
+      "'${region}', '${day}']}\n"));
+  ASSERT_TRUE(PutJob(
+      "job: greet-job\nsteps:\n"
+      "  - {name: load, subsystem: package, package: greet, params: {region: us, day: tue}}\n"));
+  const std::string parent = "0190f3c4-5a6b-7c8d-9e0f-a1b2c3d4e5f6";
+  client::StartRequest request;
+  request.params["region"] = "eu";  // start params override the step's
+  request.parent_execution_id = parent;
+  json run = Run("greet-job", request);
+  ASSERT_EQ(run.value("status", ""), "succeeded") << run.dump();
+  EXPECT_EQ(run["parent_execution_id"], parent);
+  ASSERT_EQ(run["steps"].size(), 1u);
+  const std::string execution_id = run["steps"][0].value("execution_id", "");
+  ASSERT_FALSE(execution_id.empty());
+  EXPECT_EQ(run["steps"][0]["exit_code"], 0);
+
+  auto catalog = OpenCatalog("sqlite:" + agent_.data_dir() + "/catalog.db");
+  ASSERT_TRUE(catalog.ok()) << catalog.status().ToString();
+  auto execution = (*catalog)->GetExecution(execution_id);
+  ASSERT_TRUE(execution.ok()) << execution.status().ToString();
+  ASSERT_TRUE(execution->has_value());
+  const ExecutionRow& row = **execution;
+  EXPECT_EQ(row.package, "greet");
+  EXPECT_EQ(row.parent_id, parent);
+  EXPECT_EQ(row.agent, "e2e");
+  EXPECT_EQ(row.job, "greet-job");
+  EXPECT_EQ(row.run_id, run["run_id"]);
+  EXPECT_EQ(row.status, "succeeded");
+  EXPECT_TRUE(row.ended_at.has_value());
+
+  // With the step's own params (region us) the package fails, and so does the run.
+  json failed = Run("greet-job");
+  EXPECT_EQ(failed.value("status", ""), "failed") << failed.dump();
+  EXPECT_TRUE(Contains(failed.value("message", ""), "step 1 (load) failed")) << failed.dump();
+  EXPECT_EQ(failed["steps"][0]["exit_code"], 1);
+  auto failed_execution = (*catalog)->GetExecution(failed["steps"][0].value("execution_id", ""));
+  ASSERT_TRUE(failed_execution.ok() && failed_execution->has_value());
+  EXPECT_EQ((*failed_execution)->status, "failed");
+
+  // A package that is not deployed fails clearly.
+  ASSERT_TRUE(api_->DeletePackage("greet").ok());
+  json missing = Run("greet-job", request);
+  EXPECT_EQ(missing.value("status", ""), "failed") << missing.dump();
+  EXPECT_TRUE(Contains(missing.value("message", ""), "package 'greet' is not deployed"))
+      << missing.dump();
+}
+
+TEST_F(AgentTest, ProxiesAreCheckedAtEveryRun) {
+  const std::string proxies =
+      "proxies:\n"
+      "  limited: {user: root, subsystems: [package]}\n"
+      "  ghost: {user: fanout-no-such-user, subsystems: [process]}\n";
+  ASSERT_TRUE(StartConfig(Config(2, proxies)));
+  ASSERT_TRUE(
+      PutJob("job: via-limited\nsteps:\n  - {name: s, subsystem: process, proxy: limited, run: "
+             "[/bin/true]}\n"));
+  ASSERT_TRUE(
+      PutJob("job: via-ghost\nsteps:\n  - {name: s, subsystem: process, proxy: ghost, run: "
+             "[/bin/true]}\n"));
+  ASSERT_TRUE(
+      PutJob("job: via-nobody\nsteps:\n  - {name: s, subsystem: process, proxy: nobody, run: "
+             "[/bin/true]}\n"));
+
+  json limited = Run("via-limited");
+  EXPECT_EQ(limited.value("status", ""), "failed") << limited.dump();
+  EXPECT_TRUE(Contains(limited.value("message", ""),
+                       "proxy 'limited' has no access to the process subsystem"))
+      << limited.dump();
+  json ghost = Run("via-ghost");
+  EXPECT_EQ(ghost.value("status", ""), "failed") << ghost.dump();
+  EXPECT_TRUE(Contains(ghost.value("message", ""), "proxy 'ghost'")) << ghost.dump();
+  EXPECT_TRUE(Contains(ghost.value("message", ""), "fanout-no-such-user")) << ghost.dump();
+  json nobody = Run("via-nobody");
+  EXPECT_EQ(nobody.value("status", ""), "failed") << nobody.dump();
+  EXPECT_TRUE(Contains(nobody.value("message", ""), "proxy 'nobody' is not defined on agent e2e"))
+      << nobody.dump();
+
+  // Granting the subsystem takes effect at the next run of the same, unchanged job.
+  ASSERT_EQ(Terminate(), 0);
+  agent_.dir().Write(
+      "agent.yaml",
+      Config(2, "proxies:\n  limited: {user: root, subsystems: [package, process]}\n"));
+  ASSERT_TRUE(Restart());
+  json granted = Run("via-limited");
+  EXPECT_EQ(granted.value("status", ""), "succeeded") << granted.dump();
+}
+
+TEST_F(AgentTest, StepsRunAsTheProxysUnixUser) {
+  if (geteuid() != 0) GTEST_SKIP() << "switching users needs root";
+  const char* user = "fanout-test-proxy";
+  if (getpwnam(user) == nullptr) {
+    int rc = std::system("useradd --system --no-create-home fanout-test-proxy >/dev/null 2>&1");
+    (void)rc;
+  }
+  if (getpwnam(user) == nullptr) GTEST_SKIP() << "cannot create the user " << user;
+  ASSERT_TRUE(StartConfig(
+      Config(1, "proxies:\n  etl: {user: fanout-test-proxy, subsystems: [process]}\n")));
+  ASSERT_TRUE(
+      PutJob("job: who\nsteps:\n  - {name: s, subsystem: process, proxy: etl, run: [/usr/bin/id, "
+             "-un]}\n"));
+  json run = Run("who");
+  ASSERT_EQ(run.value("status", ""), "succeeded") << run.dump();
+  json history = History("who");
+  ASSERT_EQ(history.size(), 1u);
+  EXPECT_EQ(history[0]["steps"][0]["stdout"], std::string(user) + "\n");
+}
+
+// --- Status, metrics -----------------------------------------------------------------------------
+
+TEST_F(AgentTest, MetricsAreInPrometheusTextFormat) {
+  ASSERT_TRUE(StartDev(3));
+  ASSERT_TRUE(PutJob("job: ok\nsteps:\n  - {name: s, subsystem: process, run: [/bin/true]}\n"));
+  ASSERT_TRUE(PutJob(
+      "job: bad\nsteps:\n  - {name: s, subsystem: process, run: [/bin/false], retries: 1}\n"));
+  EXPECT_EQ(Run("ok").value("status", ""), "succeeded");
+  EXPECT_EQ(Run("bad").value("status", ""), "failed");
+  HttpReply metrics = agent_.Http("GET", "/metrics");
+  ASSERT_EQ(metrics.status, 200) << metrics.body;
+  EXPECT_TRUE(metrics.content_type.starts_with("text/plain")) << metrics.content_type;
+  const std::string& text = metrics.body;
+  for (const char* expected :
+       {"# TYPE fanout_agent_up gauge\nfanout_agent_up 1\n", "\nfanout_agent_slots 3\n",
+        "\nfanout_agent_busy 0\n", "\nfanout_agent_queued 0\n",
+        "# TYPE fanout_agent_runs_total counter\n",
+        "\nfanout_agent_runs_total{status=\"succeeded\"} 1\n",
+        "\nfanout_agent_runs_total{status=\"failed\"} 1\n",
+        "# TYPE fanout_agent_step_attempts_total counter\n",
+        "\nfanout_agent_step_attempts_total{status=\"succeeded\"} 1\n",
+        "\nfanout_agent_step_attempts_total{status=\"failed\"} 2\n"}) {
+    EXPECT_TRUE(Contains(text, expected)) << expected << " in:\n" << text;
+  }
+  const std::regex sample(
+      R"(^[a-zA-Z_:][a-zA-Z0-9_:]*(\{[a-zA-Z_][a-zA-Z0-9_]*="[^"]*"\})? -?[0-9]+(\.[0-9]+)?$)");
+  const std::regex comment(R"(^# (HELP|TYPE) [a-zA-Z_:][a-zA-Z0-9_:]* .+$)");
+  ASSERT_TRUE(text.ends_with("\n"));
+  for (const std::string& line : Lines(text)) {
+    EXPECT_TRUE(std::regex_match(line, sample) || std::regex_match(line, comment))
+        << "'" << line << "'";
+  }
+}
+
+// --- Restarts: history, drain, re-attach, abandoned
+// -----------------------------------------------
+
+TEST_F(AgentTest, HistoryJobsAndPackagesSurviveARestart) {
+  ASSERT_TRUE(StartConfig(Config(1)));
+  ASSERT_TRUE(
+      PutPackage("keep", "package: keep\ntasks:\n  a: {type: process, run: [/bin/true]}\n"));
+  ASSERT_TRUE(
+      PutJob("job: hello\nsteps:\n  - {name: s, subsystem: process, run: [/bin/echo, hello]}\n"));
+  json first = Run("hello");
+  ASSERT_EQ(first.value("status", ""), "succeeded") << first.dump();
+  ASSERT_EQ(Terminate(), 0) << agent_.err();
+
+  ASSERT_TRUE(Restart());
+  json history = History("hello");
+  ASSERT_EQ(history.size(), 1u) << history.dump();
+  EXPECT_EQ(history[0]["run_id"], first["run_id"]);
+  EXPECT_EQ(history[0]["status"], "succeeded");
+  EXPECT_EQ(history[0]["steps"][0]["stdout"], "hello\n");
+  auto again = api_->GetRun(first.value("run_id", ""));
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ((*again)["status"], "succeeded");
+  EXPECT_TRUE(api_->GetJob("hello").ok());
+  auto package = api_->GetPackage("keep");
+  ASSERT_TRUE(package.ok());
+  EXPECT_EQ(package->version, 1);
+
+  json second = Run("hello");
+  EXPECT_EQ(second.value("status", ""), "succeeded");
+  history = History("hello");
+  ASSERT_EQ(history.size(), 2u);
+  EXPECT_EQ(history[0]["run_id"], second["run_id"]) << "newest first";
+}
+
+TEST_F(AgentTest, SigtermDrainsLettingTheRunningStepFinish) {
+  ASSERT_TRUE(StartConfig(Config(2)));
+  ASSERT_TRUE(PutJob("job: slow\nsteps:\n  - {name: s, subsystem: process, run: " +
+                     Sh("touch " + agent_.Path("started") + "; while [ ! -e " +
+                        agent_.Path("gate") + " ]; do sleep 0.02; done; echo finished") +
+                     "}\n"));
+  std::string id = StartRun("slow");
+  ASSERT_TRUE(WaitForFile(agent_.Path("started")));
+  kill(agent_.pid(), SIGTERM);
+  // Draining: the agent still answers, but starts nothing new.
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        auto status = api_->Status();
+        return status.ok() && (*status)["draining"] == true;
+      },
+      milliseconds(5000)));
+  HttpReply refused = agent_.Http("POST", "/v1/jobs/slow/start", "{}");
+  EXPECT_EQ(refused.status, 503) << refused.body;
+  OpenGate();
+  api_.reset();
+  auto asked = std::chrono::steady_clock::now();
+  EXPECT_EQ(agent_.WaitForExit(), 0) << agent_.err();
+  EXPECT_LT(std::chrono::steady_clock::now() - asked, seconds(3));
+  EXPECT_TRUE(Contains(agent_.err(), "draining")) << agent_.err();
+
+  ASSERT_TRUE(Restart());
+  auto run = api_->GetRun(id);
+  ASSERT_TRUE(run.ok());
+  EXPECT_EQ((*run)["status"], "succeeded") << run->dump();
+  json history = History("slow");
+  ASSERT_EQ(history.size(), 1u) << "the refused start left no run";
+  EXPECT_EQ(history[0]["steps"][0]["stdout"], "finished\n");
+}
+
+TEST_F(AgentTest, SigtermStopsStepsThatOutlastTheDrainGrace) {
+  ASSERT_TRUE(
+      StartConfig("name: e2e\ndata_dir: data\nslots: 1\ntoken_file: token\n"
+                  "stop_grace: 200ms\ndrain_grace: 300ms\n"));
+  ASSERT_TRUE(PutJob("job: endless\nsteps:\n  - {name: s, subsystem: process, run: " +
+                     Sh("touch " + agent_.Path("started") + "; sleep 30") + "}\n"));
+  std::string id = StartRun("endless");
+  ASSERT_TRUE(WaitForFile(agent_.Path("started")));
+  auto asked = std::chrono::steady_clock::now();
+  EXPECT_EQ(Terminate(), 0) << agent_.err();
+  EXPECT_LT(std::chrono::steady_clock::now() - asked, seconds(5));
+  ASSERT_TRUE(Restart());
+  auto run = api_->GetRun(id);
+  ASSERT_TRUE(run.ok());
+  EXPECT_EQ((*run)["status"], "canceled") << run->dump();
+}
+
+// The agent dies (SIGKILL) while a package step runs; the step goes on, and the restarted
+// agent re-attaches to it and ends the run with the package's real result.
+void ExpectReattach(AgentProcess& agent, std::unique_ptr<client::AgentClient>& api, int exit_code) {
+  const std::string started = agent.Path("started");
+  const std::string gate = agent.Path("gate");
+  ASSERT_TRUE(api->PutPackage("slow",
+                              "package: slow\nparameters:\n  code: {type: string, value: '0'}\n"
+                              "tasks:\n  work: {type: process, run: [/bin/sh, -c, 'touch " +
+                                  started + "; while [ ! -e " + gate +
+                                  " ]; do sleep 0.02; done; exit $0', '${code}']}\n")
+                  .ok());
+  const std::string trace = agent.Path("trace");
+  ASSERT_TRUE(api->PutJob("carry-on",
+                          "job: carry-on\nsteps:\n"
+                          "  - {name: load, subsystem: package, package: slow}\n"
+                          "  - {name: after, subsystem: process, run: " +
+                              Sh("echo after >> " + trace) + "}\n",
+                          "application/yaml")
+                  .ok());
+  client::StartRequest request;
+  request.params["code"] = std::to_string(exit_code);
+  auto started_run = api->StartJob("carry-on", request);
+  ASSERT_TRUE(started_run.ok()) << started_run.status().ToString();
+  ASSERT_TRUE(WaitFor([&] { return std::filesystem::exists(started); }, milliseconds(10000)));
+
+  agent.Kill();
+  ASSERT_TRUE(agent.Restart());
+  api = agent.Client();
+  auto recovered = api->GetRun(started_run->run_id);
+  ASSERT_TRUE(recovered.ok()) << recovered.status().ToString();
+  EXPECT_EQ((*recovered)["status"], "running") << recovered->dump();
+
+  agent.dir().Write("gate", "");
+  json run = WaitForRun(*api, started_run->run_id);
+  ASSERT_TRUE(run.is_object());
+  ASSERT_GE(run["steps"].size(), 1u) << run.dump();
+  EXPECT_EQ(run["steps"][0]["name"], "load");
+  EXPECT_FALSE(run["steps"][0]["ended_at"].is_null()) << run.dump();
+  if (exit_code == 0) {
+    EXPECT_EQ(run.value("status", ""), "succeeded") << run.dump();
+    EXPECT_EQ(StepNames(run), (std::vector<std::string>{"load", "after"}));
+    EXPECT_EQ(run["steps"][0]["status"], "succeeded") << run.dump();
+    EXPECT_EQ(ReadText(trace), "after\n");
+  } else {
+    EXPECT_EQ(run.value("status", ""), "failed") << run.dump();
+    EXPECT_EQ(StepNames(run), std::vector<std::string>{"load"});
+    EXPECT_EQ(run["steps"][0]["status"], "failed") << run.dump();
+    EXPECT_TRUE(Contains(run.value("message", ""), "step 1 (load) failed")) << run.dump();
+    EXPECT_FALSE(std::filesystem::exists(trace));
+  }
+  auto catalog = OpenCatalog("sqlite:" + agent.data_dir() + "/catalog.db");
+  ASSERT_TRUE(catalog.ok());
+  auto execution = (*catalog)->GetExecution(run["steps"][0].value("execution_id", ""));
+  ASSERT_TRUE(execution.ok() && execution->has_value());
+  EXPECT_EQ((*execution)->status, exit_code == 0 ? "succeeded" : "failed");
+}
+
+TEST_F(AgentTest, ARestartedAgentReattachesToAPackageStepThatSucceeds) {
+  ASSERT_TRUE(StartConfig(Config(2)));
+  ExpectReattach(agent_, api_, 0);
+}
+
+TEST_F(AgentTest, ARestartedAgentReattachesToAPackageStepThatFails) {
+  ASSERT_TRUE(StartConfig(Config(2)));
+  ExpectReattach(agent_, api_, 1);
+}
+
+TEST_F(AgentTest, ARunWhoseStepDiedWithTheAgentEndsAbandonedAndQueuedRunsStillRun) {
+  ASSERT_TRUE(StartConfig(Config(1)));
+  const std::string pid_file = agent_.Path("step.pid");
+  ASSERT_TRUE(PutJob(
+      "job: doomed\nsteps:\n  - {name: s, subsystem: process, run: " +
+      Sh("echo $$ > " + pid_file + ".tmp; mv " + pid_file + ".tmp " + pid_file + "; sleep 30") +
+      "}\n"));
+  ASSERT_TRUE(PutJob("job: later\nsteps:\n  - {name: s, subsystem: process, run: [/bin/true]}\n"));
+  std::string doomed = StartRun("doomed");
+  auto later = api_->StartJob("later", {});
+  ASSERT_TRUE(later.ok());
+  EXPECT_EQ(later->status, "queued");
+  ASSERT_TRUE(WaitForFile(pid_file));
+  int step_group = std::stoi(agent_.dir().Read("step.pid"));
+  ASSERT_GT(step_group, 1);
+
+  agent_.Kill();
+  ASSERT_EQ(kill(-step_group, SIGKILL), 0);
+  ASSERT_TRUE(Restart());
+  json run = WaitForRun(*api_, doomed);
+  EXPECT_EQ(run.value("status", ""), "abandoned") << run.dump();
+  EXPECT_FALSE(run.value("message", "").empty());
+  ASSERT_EQ(run["steps"].size(), 1u);
+  EXPECT_EQ(run["steps"][0]["status"], "abandoned") << run.dump();
+  EXPECT_FALSE(run["steps"][0]["ended_at"].is_null()) << run.dump();
+  // The run that waited in the queue when the agent died runs after the restart.
+  json queued = WaitForRun(*api_, later->run_id);
+  EXPECT_EQ(queued.value("status", ""), "succeeded") << queued.dump();
+  HttpReply metrics = agent_.Http("GET", "/metrics");
+  EXPECT_TRUE(Contains(metrics.body, "fanout_agent_runs_total{status=\"abandoned\"} 1"))
+      << metrics.body;
+}
+
+// --- TLS -----------------------------------------------------------------------------------------
+
+// Runs one openssl command in `dir`; false (with its output in the failure) when it fails.
+bool OpenSsl(const std::string& dir, const std::string& args) {
+  std::string command = "cd '" + dir + "' && openssl " + args + " >openssl.log 2>&1";
+  if (std::system(command.c_str()) == 0) return true;
+  ADD_FAILURE() << "openssl " << args << " failed:\n" << ReadText(dir + "/openssl.log");
+  return false;
+}
+
+// A CA, a server certificate for 127.0.0.1/localhost and a client certificate it signed, and a
+// second ("rogue") CA with its own client certificate.
+bool MakeCertificates(const std::string& dir) {
+  std::ofstream(dir + "/ossl.cnf") << "[req]\ndistinguished_name = dn\nprompt = no\n[dn]\nCN = x\n"
+                                      "[ca_ext]\nbasicConstraints = critical,CA:TRUE\n"
+                                      "keyUsage = critical,keyCertSign,cRLSign\n"
+                                      "subjectKeyIdentifier = hash\n"
+                                      "[server_ext]\nbasicConstraints = CA:FALSE\n"
+                                      "subjectAltName = IP:127.0.0.1,DNS:localhost\n"
+                                      "extendedKeyUsage = serverAuth\n"
+                                      "[client_ext]\nbasicConstraints = CA:FALSE\n"
+                                      "extendedKeyUsage = clientAuth\n";
+  const std::string key = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+  auto ca = [&](const std::string& name) {
+    return OpenSsl(dir, "req -x509 -config ossl.cnf -extensions ca_ext " + key + " -keyout " +
+                            name + ".key -out " + name + ".crt -days 2 -subj /CN=" + name);
+  };
+  auto leaf = [&](const std::string& name, const std::string& ca_name, const std::string& cn,
+                  const std::string& ext) {
+    return OpenSsl(dir, "req -new -config ossl.cnf " + key + " -keyout " + name + ".key -out " +
+                            name + ".csr -subj /CN=" + cn) &&
+           OpenSsl(dir, "x509 -req -in " + name + ".csr -CA " + ca_name + ".crt -CAkey " + ca_name +
+                            ".key -CAcreateserial -out " + name +
+                            ".crt -days 2 -extfile ossl.cnf -extensions " + ext);
+  };
+  return ca("ca") && ca("rogue-ca") && leaf("server", "ca", "127.0.0.1", "server_ext") &&
+         leaf("client", "ca", "fanout-e2e-client", "client_ext") &&
+         leaf("rogue", "rogue-ca", "fanout-e2e-rogue", "client_ext");
+}
+
+TEST_F(AgentTest, MutualTlsServesHttpsOnlyToClientsWithACertificateFromItsCa) {
+  if (std::system("command -v openssl >/dev/null 2>&1") != 0) GTEST_SKIP() << "no openssl";
+  const std::string dir = agent_.dir().path();
+  ASSERT_TRUE(MakeCertificates(dir));
+  // Mutual TLS alone is enough credentials (no token).
+  agent_.set_tls_files(dir + "/ca.crt", dir + "/client.crt", dir + "/client.key");
+  ASSERT_TRUE(
+      agent_.StartWithConfig("name: tls\ndata_dir: data\nslots: 1\ntls: {cert: server.crt, key: "
+                             "server.key, client_ca: ca.crt}\n"));
+  api_ = agent_.Client();
+  EXPECT_TRUE(agent_.url().starts_with("https://127.0.0.1:")) << agent_.url();
+
+  auto status = api_->Status();
+  ASSERT_TRUE(status.ok()) << status.status().ToString();
+  EXPECT_EQ((*status)["name"], "tls");
+  ASSERT_TRUE(PutJob("job: secure\nsteps:\n  - {name: s, subsystem: process, run: [/bin/true]}\n"));
+  EXPECT_EQ(Run("secure").value("status", ""), "succeeded");
+
+  auto refused = [&](const std::string& url, const std::string& cert, const std::string& key) {
+    client::AgentEndpoint endpoint;
+    endpoint.url = url;
+    if (url.starts_with("https")) endpoint.ca_file = dir + "/ca.crt";
+    endpoint.cert_file = cert;
+    endpoint.key_file = key;
+    client::AgentClient other(endpoint);
+    auto health = other.Health();
+    auto started = other.StartJob("secure", {});
+    return !health.ok() && !started.ok();
+  };
+  EXPECT_TRUE(refused(agent_.url(), "", "")) << "a client without a certificate was served";
+  EXPECT_TRUE(refused(agent_.url(), dir + "/rogue.crt", dir + "/rogue.key"))
+      << "a certificate from another CA was accepted";
+  std::string plain = "http://" + agent_.url().substr(8);
+  EXPECT_TRUE(refused(plain, "", "")) << "plain HTTP was served";
+  EXPECT_EQ(History("secure").size(), 1u) << "a refused client started a run";
+
+  // The CLI speaks mutual TLS too.
+  CommandResult list = RunFanout({"job", "list", "--agent", agent_.url(), "--ca", dir + "/ca.crt",
+                                  "--cert", dir + "/client.crt", "--key", dir + "/client.key"},
+                                 dir);
+  EXPECT_EQ(list.exit_code, 0) << list.err;
+  EXPECT_TRUE(Contains(list.out, "secure")) << list.out;
+  CommandResult no_cert =
+      RunFanout({"job", "list", "--agent", agent_.url(), "--ca", dir + "/ca.crt"}, dir);
+  EXPECT_EQ(no_cert.exit_code, 7) << no_cert.err;
+}
+
+// --- The CLI -----------------------------------------------------------------------------------
+
+TEST_F(AgentTest, JobCommandsDriveOneAgent) {
+  ASSERT_TRUE(StartDev(2));
+  const ScratchDir& d = agent_.dir();
+  const std::string cwd = d.path();
+  d.Write("ok.yaml", "job: ok\nsteps:\n  - {name: hi, subsystem: process, run: [/bin/echo, hi]}\n");
+  d.Write("fail.yaml",
+          "job: fail\nsteps:\n  - {name: s, subsystem: process, run: " + Sh("exit 2") + "}\n");
+  d.Write("hold.yaml",
+          "job: hold\nsteps:\n  - {name: s, subsystem: process, run: " + GateStep() + "}\n");
+  d.Write("bad.yaml", "job: bad\nsteps:\n  - {name: s, subsystem: telepathy}\n");
+  const std::vector<std::string> at = {"--agent", agent_.url(), "--token-file",
+                                       agent_.token_file()};
+  auto job = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), "job");
+    args.insert(args.end(), at.begin(), at.end());
+    return RunFanout(args, cwd);
+  };
+
+  CommandResult created = job({"create", "ok.yaml"});
+  EXPECT_EQ(created.exit_code, 0) << created.err;
+  EXPECT_TRUE(Contains(created.out, "Job ok created")) << created.out;
+  CommandResult unchanged = job({"create", "ok.yaml"});
+  EXPECT_EQ(unchanged.exit_code, 0) << unchanged.err;
+  EXPECT_TRUE(Contains(unchanged.out, "Job ok unchanged")) << unchanged.out;
+  EXPECT_EQ(job({"create", "fail.yaml"}).exit_code, 0);
+  EXPECT_EQ(job({"create", "hold.yaml"}).exit_code, 0);
+  CommandResult bad = job({"create", "bad.yaml"});
+  EXPECT_EQ(bad.exit_code, 5);
+  EXPECT_TRUE(Contains(bad.err, "unknown subsystem 'telepathy'")) << bad.err;
+  EXPECT_EQ(job({"create", "missing.yaml"}).exit_code, 4);
+
+  CommandResult list = job({"list"});
+  EXPECT_EQ(list.exit_code, 0) << list.err;
+  EXPECT_TRUE(list.out.starts_with("NAME")) << list.out;
+  for (const char* name : {"ok", "fail", "hold"}) EXPECT_TRUE(Contains(list.out, name)) << list.out;
+  CommandResult show = job({"show", "ok"});
+  EXPECT_EQ(show.exit_code, 0) << show.err;
+  EXPECT_TRUE(Contains(show.out, "/bin/echo hi")) << show.out;
+  EXPECT_EQ(job({"show", "nosuch"}).exit_code, 4);
+
+  // start --wait exits like `fanout run`; the run id comes first on stdout.
+  CommandResult waited = job({"start", "ok", "--wait"});
+  EXPECT_EQ(waited.exit_code, 0) << waited.err;
+  std::string first_id = Lines(waited.out).empty() ? "" : Lines(waited.out)[0];
+  EXPECT_TRUE(client::IsValidName(first_id)) << waited.out;
+  EXPECT_TRUE(Contains(waited.out, "succeeded")) << waited.out;
+  CommandResult failed = job({"start", "fail", "--wait"});
+  EXPECT_EQ(failed.exit_code, 1) << failed.err;
+  EXPECT_TRUE(Contains(failed.err, "exit code 2")) << failed.err;
+
+  CommandResult started = job({"start", "ok"});
+  ASSERT_EQ(started.exit_code, 0) << started.err;
+  std::string id = started.out.substr(0, started.out.find('\n'));
+  EXPECT_EQ(job({"wait", id}).exit_code, 0);
+  CommandResult status = job({"status", id});
+  EXPECT_EQ(status.exit_code, 0) << status.err;
+  EXPECT_TRUE(Contains(status.out, "Run " + id + ": succeeded")) << status.out;
+  CommandResult as_json = job({"status", id, "--json"});
+  EXPECT_EQ(as_json.exit_code, 0);
+  json parsed = json::parse(as_json.out, nullptr, false);
+  EXPECT_EQ(parsed.value("run_id", ""), id) << as_json.out;
+  EXPECT_EQ(job({"status", "no-such-run"}).exit_code, 4);
+
+  // Stop: the waiter exits 3 (canceled); a second start while it runs is refused (409 -> 7).
+  CommandResult held = job({"start", "hold"});
+  ASSERT_EQ(held.exit_code, 0) << held.err;
+  std::string hold_id = held.out.substr(0, held.out.find('\n'));
+  ASSERT_TRUE(WaitForFile(agent_.Path("started")));
+  CommandResult busy = job({"start", "hold"});
+  EXPECT_EQ(busy.exit_code, 7);
+  EXPECT_TRUE(Contains(busy.err, "already running")) << busy.err;
+  CommandResult stop = job({"stop", hold_id});
+  EXPECT_EQ(stop.exit_code, 0) << stop.err;
+  EXPECT_EQ(job({"wait", hold_id}).exit_code, 3);
+
+  CommandResult history = job({"history", "ok"});
+  EXPECT_EQ(history.exit_code, 0) << history.err;
+  EXPECT_TRUE(Contains(history.out, first_id)) << history.out;
+  EXPECT_TRUE(Contains(history.out, id)) << history.out;
+
+  // Credentials and reachability.
+  CommandResult no_token = RunFanout({"job", "list", "--agent", agent_.url()}, cwd);
+  EXPECT_EQ(no_token.exit_code, 7);
+  EXPECT_TRUE(Contains(no_token.err, "401")) << no_token.err;
+  CommandResult unreachable = RunFanout({"job", "list", "--agent", "http://127.0.0.1:1"}, cwd);
+  EXPECT_EQ(unreachable.exit_code, 7);
+  EXPECT_EQ(RunFanout({"job", "list"}, cwd).exit_code, 6);
+}
+
+TEST_F(AgentTest, DeployPushesToEveryAgentAndIsIdempotent) {
+  ASSERT_TRUE(StartConfig(Config(1)));
+  AgentProcess second;
+  ASSERT_TRUE(second.StartWithConfig(Config(1), kToken));
+  const ScratchDir& d = agent_.dir();
+  d.Write("pkg.yaml", "package: pkg\ntasks:\n  a: {type: process, run: [/bin/true]}\n");
+  d.Write("job.yaml", "job: deployed\nsteps:\n  - {name: s, subsystem: package, package: pkg}\n");
+  const std::vector<std::string> agents = {"--agent",    agent_.url(),   "--agent",
+                                           second.url(), "--token-file", agent_.Path("token")};
+  auto deploy = [&](std::vector<std::string> files) {
+    std::vector<std::string> args = {"deploy"};
+    args.insert(args.end(), files.begin(), files.end());
+    args.insert(args.end(), agents.begin(), agents.end());
+    return RunFanout(args, d.path());
+  };
+
+  CommandResult first = deploy({"job.yaml", "pkg.yaml"});
+  ASSERT_EQ(first.exit_code, 0) << first.err;
+  std::vector<std::string> lines = Lines(first.out);
+  ASSERT_EQ(lines.size(), 2u) << first.out;
+  EXPECT_EQ(lines[0], agent_.url() + " e2e: 1 package (1 new), 1 job (1 new)");
+  EXPECT_EQ(lines[1], second.url() + " e2e: 1 package (1 new), 1 job (1 new)");
+
+  CommandResult again = deploy({"job.yaml", "pkg.yaml"});
+  ASSERT_EQ(again.exit_code, 0) << again.err;
+  lines = Lines(again.out);
+  ASSERT_EQ(lines.size(), 2u) << again.out;
+  for (const std::string& line : lines) {
+    EXPECT_TRUE(Contains(line, ": 1 package (1 unchanged), 1 job (1 unchanged)")) << line;
+  }
+  auto package = api_->GetPackage("pkg");
+  ASSERT_TRUE(package.ok());
+  EXPECT_EQ(package->version, 1);
+
+  d.Write("pkg.yaml", "package: pkg\ntasks:\n  b: {type: process, run: [/bin/true]}\n");
+  CommandResult updated = deploy({"pkg.yaml", "job.yaml"});
+  ASSERT_EQ(updated.exit_code, 0) << updated.err;
+  EXPECT_TRUE(Contains(updated.out, "1 package (1 updated), 1 job (1 unchanged)")) << updated.out;
+
+  // An invalid file: nothing is deployed anywhere.
+  d.Write("broken.yaml", "package: broken\ntasks:\n  a: {type: nope}\n");
+  CommandResult invalid = deploy({"broken.yaml", "pkg.yaml"});
+  EXPECT_EQ(invalid.exit_code, 5);
+  EXPECT_TRUE(Contains(invalid.err, "nothing was deployed")) << invalid.err;
+  EXPECT_EQ(api_->GetPackage("broken").status().code(), Code::kNotFound);
+
+  // The deployed job runs its deployed package.
+  json run = Run("deployed");
+  EXPECT_EQ(run.value("status", ""), "succeeded") << run.dump();
+
+  // One agent down: the other is still done, the exit code says an agent failed.
+  ASSERT_EQ(second.Terminate(), 0);
+  d.Write("pkg.yaml", "package: pkg\ntasks:\n  c: {type: process, run: [/bin/true]}\n");
+  CommandResult partial = deploy({"pkg.yaml"});
+  EXPECT_EQ(partial.exit_code, 7);
+  EXPECT_TRUE(Contains(partial.out, agent_.url() + " e2e: 1 package (1 updated)")) << partial.out;
+  EXPECT_TRUE(Contains(partial.err, second.url())) << partial.err;
+}
+
+}  // namespace
+}  // namespace fanout::testing
