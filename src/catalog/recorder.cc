@@ -398,8 +398,13 @@ void Recorder::Impl::FlushSinks() {
 Clock::time_point Recorder::Impl::NextDeadline() const {
   Clock::time_point deadline = Clock::time_point::max();
   if (sinks_dirty) deadline = last_sink_flush + kSinkFlushInterval;
-  if (catalog && (RowCount(pending) > 0 || failing)) {
-    deadline = std::min(deadline, failing ? next_retry : pending_since + kGatherDelay);
+  if (catalog && failing) {
+    // During an outage the thread also wakes every gathering window to move new rows to the
+    // spool, so a crash then loses no more than it would with the catalog up.
+    Clock::time_point spool_round = spool ? Clock::now() + kGatherDelay : Clock::time_point::max();
+    deadline = std::min({deadline, next_retry, spool_round});
+  } else if (catalog && RowCount(pending) > 0) {
+    deadline = std::min(deadline, pending_since + kGatherDelay);
   }
   return deadline;
 }
