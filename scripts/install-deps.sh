@@ -7,6 +7,8 @@ packages=(
   libcli11-dev libfmt-dev libspdlog-dev
   googletest libgtest-dev libgmock-dev libbenchmark-dev
   sqlite3
+  postgresql
+  chromium
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -2,6 +2,7 @@
 #include <memory>
 #include <string>
 
+#include "catalog/postgres_catalog.h"
 #include "catalog/sqlite_catalog.h"
 #include "fanout/catalog.h"
 
@@ -19,7 +20,7 @@ bool EndsWith(const std::string& s, std::string_view suffix) {
 }
 
 constexpr const char* kSupportedForms =
-    "use sqlite:PATH, a path ending in .db, or (later) a postgresql:// URL";
+    "use sqlite:PATH, a path ending in .db, or a postgresql:// (or postgres://) URI";
 
 }  // namespace
 
@@ -32,13 +33,17 @@ Result<std::unique_ptr<Catalog>> OpenCatalog(const std::string& spec) {
                              kSupportedForms);
     }
   } else if (StartsWith(spec, "postgresql://") || StartsWith(spec, "postgres://")) {
-    return InvalidArgument(
-        "PostgreSQL catalogs are not supported yet; use sqlite:PATH (one file shared by every "
-        "process on this machine)");
+    // A libpq connection URI; a password is better kept in ~/.pgpass or PGPASSWORD than here,
+    // where it shows in process lists. Messages show the URI with the password redacted.
+    auto catalog = std::make_unique<catalog::PostgresCatalog>(spec);
+    RETURN_IF_ERROR(catalog->Open());
+    return std::unique_ptr<Catalog>(std::move(catalog));
   } else if (EndsWith(spec, ".db") && spec.find("://") == std::string::npos) {
     path = spec;
   } else {
-    return InvalidArgument("unsupported catalog '" + spec + "'; " + kSupportedForms);
+    // Not echoed verbatim: a mistyped URI may still hold a password.
+    return InvalidArgument("unsupported catalog '" + catalog::RedactConnectionString(spec) +
+                           "'; " + kSupportedForms);
   }
   auto catalog = std::make_unique<catalog::SqliteCatalog>(path);
   RETURN_IF_ERROR(catalog->Open());

@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "catalog/log_sinks.h"
+#include "catalog/postgres_catalog.h"
 #include "catalog/spool.h"
 #include "cli/cli.h"
 #include "client/agent_pool.h"
@@ -160,7 +161,8 @@ int RunPackage(const RunArgs& args) {
   }
   auto catalog = OpenCatalog(options.catalog_spec);
   if (!catalog.ok()) {
-    std::fprintf(stderr, "fanout: catalog %s: %s\n", options.catalog_spec.c_str(),
+    std::fprintf(stderr, "fanout: catalog %s: %s\n",
+                 catalog::RedactConnectionString(options.catalog_spec).c_str(),
                  catalog.status().message().c_str());
     return kExitUsage;
   }
@@ -220,8 +222,8 @@ Command AddRunCommand(CLI::App& app) {
   cmd->add_option("--set", args->sets,
                   "NAME=VALUE: set a parameter or variable (repeatable)");
   cmd->add_option("--catalog", args->catalog,
-                  "Where executions are recorded: sqlite:PATH (default sqlite:fanout.db, or "
-                  "$FANOUT_CATALOG)");
+                  "Where executions are recorded: sqlite:PATH or postgresql://USER@HOST/DB "
+                  "(default sqlite:fanout.db, or $FANOUT_CATALOG)");
   cmd->add_option("--log", args->logs,
                   "Also log every event to text:PATH, jsonl:PATH or console (repeatable)");
   cmd->add_option("--reporting", args->reporting,

@@ -116,6 +116,11 @@ AgentPool::~AgentPool() {
 }
 
 void AgentPool::Probe(int member, AgentClient& client) {
+  {
+    std::lock_guard lock(mu_);
+    State& s = states_[static_cast<size_t>(member)];
+    s.probe_peak = s.running;
+  }
   auto status = client.Status();
   std::lock_guard lock(mu_);
   State& s = states_[static_cast<size_t>(member)];
@@ -132,8 +137,11 @@ void AgentPool::Probe(int member, AgentClient& client) {
     s.alive = true;
     s.down_reason.clear();
     s.slots = std::max(1, status->value("slots", 1));
-    // Runs there that are not ours: another parent, or someone by hand.
-    s.others = std::max(0, status->value("busy", 0) + status->value("queued", 0) - s.running);
+    // Runs there that are not ours: another parent, or someone by hand. Ours in the answer
+    // are at most the peak while it was on its way (a child may have ended and been released
+    // since the agent answered).
+    s.others = std::max(0, status->value("busy", 0) + status->value("queued", 0) -
+                               std::max(s.running, s.probe_peak));
     s.next_probe = Clock::now() + kAliveProbeInterval;
   }
   changed_.notify_all();
@@ -231,6 +239,7 @@ Result<Lease> AgentPool::Acquire(const Request& request, const std::function<boo
     if (best >= 0 && !(*waiters_.begin() < me)) {
       State& s = states_[static_cast<size_t>(best)];
       ++s.running;
+      s.probe_peak = std::max(s.probe_peak, s.running);
       Lease lease;
       lease.pool_ = this;
       lease.member_ = best;

@@ -103,6 +103,10 @@ class AgentPool {
     int slots = 0;
     int others = 0;   // runs of other clients there, from the last status
     int running = 0;  // ours, now
+    // The most of ours running there while a status request was out: the answer counts at
+    // most that many of ours, so a child that ended and was released while the answer was on
+    // its way is never taken for another client's run (which would idle the slot).
+    int probe_peak = 0;
     std::chrono::steady_clock::time_point next_probe{};
     AgentSummary summary;
     std::vector<std::unique_ptr<AgentClient>> idle_clients;

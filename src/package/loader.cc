@@ -51,6 +51,9 @@ struct ConnectionType {
 };
 const std::vector<ConnectionType> kConnectionTypes = {
     {"sqlite", {"path"}, {"path"}},
+    // dsn: a libpq connection string or URI; password: kept out of the DSN (and so out of
+    // messages), typically "${db_password}" from a sensitive parameter.
+    {"postgres", {"dsn", "password"}, {"dsn"}},
     // token_env defaults to FANOUT_TOKEN; a token_file wins over it.
     {"agent", {"url", "token_file", "token_env", "ca", "cert", "key"}, {"url"}},
     {"agent-pool", {"agents"}, {}},  // agents: a list of agent connection names

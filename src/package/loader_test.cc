@@ -498,7 +498,7 @@ tasks:
 TEST_F(LoaderTest, RejectsBadConnections) {
   LoadBad(R"(package: demo
 connections:
-  pg: {type: postgres, dsn: x}
+  ora: {type: oracle, dsn: x}
   nopath: {type: sqlite}
   extra: {type: sqlite, path: a.db, user: me}
   templ: {type: sqlite, path: "${nope}.db"}
@@ -507,7 +507,7 @@ connections:
 tasks:
   a: {type: noop}
 )");
-  ExpectDiagAt("unknown connection type 'postgres'; allowed: sqlite", "postgres");
+  ExpectDiagAt("unknown connection type 'oracle'; allowed: sqlite, postgres", "oracle");
   ExpectDiagAt("missing required key `path`", "{type: sqlite}");
   ExpectDiagAt("unknown key `user` in connection 'extra'", "user");
   ExpectDiagAt("unknown variable or parameter 'nope'", "\"${nope}.db\"");

@@ -28,7 +28,7 @@ using namespace std::chrono_literals;
 
 // Long-polls are short so that cancel is seen within this time; a lost agent is seen when the
 // connection breaks, or after the wait plus this read margin when it falls silent (< 10 s).
-constexpr auto kPollWait = std::chrono::seconds(2);
+constexpr auto kPollWait = std::chrono::seconds(1);
 constexpr auto kReadMargin = 3000ms;
 constexpr auto kStopWait = std::chrono::seconds(15);  // for a stopped child to report canceled
 
@@ -199,6 +199,8 @@ class AgentJobTask : public Task {
                               run_id, st.message()),
                   "", agent};
         }
+        // Stop it rather than leave work running that a retry would start again.
+        (void)lease.client().StopRun(run_id);
         pool.Release(lease, AgentPool::Ending::kFailed);
         return {TaskResult::kFailure,
                 fmt::format("cannot follow run {} of job {} on agent {}: {}", run_id, job_name, agent,

@@ -1,11 +1,20 @@
 // The `sql` task: runs SQL (text or file) on a connection with bound parameters, and stores
 // the result as SSIS does: none, a single row into variables, or all rows into a list.
-// SQLite now; other connection types plug in behind SqlConnection.
+// Connections of type sqlite (the SQLite library) and postgres (libpq); both end in Finish().
 #include "tasks/sql/sql_task.h"
 
+#include <libpq-fe.h>
+#include <poll.h>
 #include <sqlite3.h>
 
 #include <fmt/format.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <chrono>
+#include <cstdlib>
+#include <optional>
 
 #include "common/util.h"
 
@@ -37,6 +46,202 @@ int Bind(sqlite3_stmt* stmt, int index, const Value& v) {
       return sqlite3_bind_text(stmt, index, s.data(), static_cast<int>(s.size()), SQLITE_TRANSIENT);
     }
   }
+}
+
+// What the last statement returned (its columns, and its rows as far as the result mode needs
+// them), and how many rows all statements changed.
+struct StatementResult {
+  std::vector<std::string> columns;
+  std::vector<std::vector<Value>> rows;
+  bool got_row = false;
+};
+
+// ---- PostgreSQL ---------------------------------------------------------------------------------
+
+// A result column's value by its type: integers, floats and integral numerics as numbers, bool
+// as bool, NULL as "" (as SQLite's path does), anything else as its text.
+Value PgValue(const PGresult* result, int row, int col) {
+  if (PQgetisnull(result, row, col)) return Value("");
+  const char* text = PQgetvalue(result, row, col);
+  const char* end = text + PQgetlength(result, row, col);
+  switch (PQftype(result, col)) {
+    case 16:  // bool
+      return Value(text[0] == 't');
+    case 20:    // int8
+    case 21:    // int2
+    case 23:    // int4
+    case 26:    // oid
+    case 1700:  // numeric: an integer when it has no fraction and fits
+    {
+      int64_t i = 0;
+      auto [ptr, ec] = std::from_chars(text, end, i);
+      if (ec == std::errc() && ptr == end) return Value(i);
+      if (PQftype(result, col) != 1700) break;
+      [[fallthrough]];
+    }
+    case 700:  // float4
+    case 701:  // float8
+    {
+      double d = 0;
+      auto [ptr, ec] = std::from_chars(text, end, d);
+      if (ec == std::errc() && ptr == end) return Value(d);
+      break;
+    }
+    default:
+      break;
+  }
+  return Value(std::string(text, end));
+}
+
+using Clock = std::chrono::steady_clock;
+
+// Waits until `fd` is ready for `events`, the task is canceled (while `watch_cancel`), or
+// `deadline` passes.
+enum class Wake { kReady, kCanceled, kTimedOut };
+Wake WaitFor(int fd, short events, const CancelToken& cancel, bool watch_cancel,
+             std::optional<Clock::time_point> deadline) {
+  for (;;) {
+    if (watch_cancel && cancel.canceled()) return Wake::kCanceled;
+    pollfd fds[2] = {{fd, events, 0}, {watch_cancel ? cancel.fd() : -1, POLLIN, 0}};
+    int timeout_ms = -1;
+    if (deadline) {
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(*deadline - Clock::now());
+      if (left.count() <= 0) return Wake::kTimedOut;
+      timeout_ms = static_cast<int>(std::min<int64_t>(left.count() + 1, 60000));
+    }
+    int n = poll(fds, 2, timeout_ms);  // a negative fd is ignored
+    if (n < 0 && errno == EINTR) continue;
+    if (n == 0) continue;  // re-check the deadline
+    if (watch_cancel && (fds[1].revents & POLLIN)) return Wake::kCanceled;
+    return Wake::kReady;  // errors on the socket are libpq's to report
+  }
+}
+
+// One libpq connection, closed on destruction.
+class PgConnection {
+ public:
+  ~PgConnection() { PQfinish(conn_); }
+
+  // Connects without blocking a cancel: the connection is polled together with the task's
+  // cancel fd, within the DSN's connect_timeout (default 30 s). The password is a separate
+  // connection keyword, so it is never part of the DSN or a message.
+  std::optional<std::string> Connect(const std::string& dsn, const std::string& password,
+                                     const CancelToken& cancel) {
+    // Entries after the expanded "dbname" (the DSN) override it; those before are defaults.
+    const char* const keywords[] = {"fallback_application_name", "dbname", "password",
+                                    "client_encoding", nullptr};
+    const char* const values[] = {"fanout", dsn.c_str(),
+                                  password.empty() ? nullptr : password.c_str(), "UTF8",
+                                  nullptr};
+    conn_ = PQconnectStartParams(keywords, values, /*expand_dbname=*/1);
+    if (conn_ == nullptr) return "out of memory";
+    if (PQstatus(conn_) == CONNECTION_BAD) return OneLine(PQerrorMessage(conn_));
+    Clock::time_point deadline = Clock::now() + std::chrono::seconds(ConnectTimeout());
+    // As libpq's documentation says: start as if PQconnectPoll had asked to write.
+    PostgresPollingStatusType state = PGRES_POLLING_WRITING;
+    while (state != PGRES_POLLING_OK) {
+      if (state == PGRES_POLLING_FAILED) return OneLine(PQerrorMessage(conn_));
+      Wake wake = WaitFor(PQsocket(conn_), state == PGRES_POLLING_READING ? POLLIN : POLLOUT,
+                          cancel, true, deadline);
+      if (wake == Wake::kCanceled) return "canceled while connecting";
+      if (wake == Wake::kTimedOut) return "timed out connecting";
+      state = PQconnectPoll(conn_);
+    }
+    PQsetNoticeProcessor(conn_, [](void*, const char*) {}, nullptr);
+    return std::nullopt;
+  }
+
+  // Collects the results of the query just sent, stopping the server's work with PQcancel when
+  // the task is canceled. Returns the results in order; an error ends them.
+  std::vector<PGresult*> Results(const CancelToken& cancel, bool& canceled) {
+    std::vector<PGresult*> results;
+    bool cancel_sent = false;
+    for (;;) {
+      while (PQisBusy(conn_)) {
+        // Once the server has been asked to stop, wait for its answer without the cancel fd
+        // (it stays readable), but not for ever.
+        std::optional<Clock::time_point> deadline;
+        if (cancel_sent) deadline = canceled_at_ + std::chrono::seconds(10);
+        Wake wake = WaitFor(PQsocket(conn_), POLLIN, cancel, !cancel_sent, deadline);
+        if (wake == Wake::kCanceled) {
+          canceled = cancel_sent = true;
+          canceled_at_ = Clock::now();
+          if (PGcancel* handle = PQgetCancel(conn_)) {
+            char error[256];
+            PQcancel(handle, error, sizeof error);
+            PQfreeCancel(handle);
+          }
+          continue;
+        }
+        if (wake == Wake::kTimedOut) return results;  // the caller reports the cancel
+        if (!PQconsumeInput(conn_)) {
+          results.push_back(nullptr);  // the connection failed: PQerrorMessage says why
+          return results;
+        }
+      }
+      PGresult* result = PQgetResult(conn_);
+      if (result == nullptr) return results;
+      ExecStatusType status = PQresultStatus(result);
+      if (status == PGRES_COPY_IN) {
+        PQputCopyEnd(conn_, "the sql task does not supply COPY FROM STDIN data");
+      } else if (status == PGRES_COPY_OUT) {
+        char* row = nullptr;
+        while (PQgetCopyData(conn_, &row, 0) > 0) PQfreemem(row);
+      }
+      results.push_back(result);
+    }
+  }
+
+  PGconn* get() const { return conn_; }
+
+  static std::string OneLine(std::string text) {
+    while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
+    for (char& c : text) {
+      if (c == '\n' || c == '\t') c = ' ';
+    }
+    return text;
+  }
+
+ private:
+  int ConnectTimeout() const {
+    int seconds = 30;
+    if (PQconninfoOption* options = PQconninfo(conn_)) {
+      for (PQconninfoOption* o = options; o->keyword != nullptr; ++o) {
+        if (std::string_view(o->keyword) == "connect_timeout" && o->val != nullptr &&
+            std::atoi(o->val) > 0) {
+          seconds = std::max(2, std::atoi(o->val));  // libpq's own minimum
+        }
+      }
+      PQconninfoFree(options);
+    }
+    return seconds;
+  }
+
+  PGconn* conn_ = nullptr;
+  Clock::time_point canceled_at_;
+};
+
+// Frees a batch of results.
+struct PgResults {
+  std::vector<PGresult*> list;
+  ~PgResults() {
+    for (PGresult* r : list) PQclear(r);
+  }
+};
+
+// The error a result set ends with, if any.
+std::optional<std::string> PgError(const PgResults& results, PGconn* conn) {
+  for (PGresult* r : results.list) {
+    if (r == nullptr) return PgConnection::OneLine(PQerrorMessage(conn));
+    ExecStatusType status = PQresultStatus(r);
+    if (status == PGRES_FATAL_ERROR || status == PGRES_BAD_RESPONSE ||
+        status == PGRES_NONFATAL_ERROR) {
+      const char* primary = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
+      return primary != nullptr ? std::string(primary)
+                                : PgConnection::OneLine(PQresultErrorMessage(r));
+    }
+  }
+  return std::nullopt;
 }
 
 class SqlTask : public Task {
@@ -72,6 +277,11 @@ class SqlTask : public Task {
       params.push_back(std::move(*v));
     }
 
+    if ((*settings)["type"] == "postgres") {
+      return RunPostgres((*settings)["dsn"], (*settings)["password"], text, params, scope,
+                         context);
+    }
+
     std::string db_path = context.ResolvePath((*settings)["path"]);
     sqlite3* db = nullptr;
     if (sqlite3_open_v2(db_path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr) !=
@@ -99,8 +309,7 @@ class SqlTask : public Task {
     const char* tail = text.c_str();
     const char* end = tail + text.size();
     size_t next_param = 0;
-    Value::List rows;
-    bool got_row = false;
+    StatementResult last;
     int64_t changes = 0;
     while (tail < end) {
       sqlite3_stmt* stmt = nullptr;
@@ -117,37 +326,17 @@ class SqlTask : public Task {
         }
         Bind(stmt, i, params[next_param++]);
       }
-      rows.clear();
-      got_row = false;
+      last = StatementResult();
+      int cols = sqlite3_column_count(stmt);
+      for (int c = 0; c < cols; ++c) last.columns.push_back(sqlite3_column_name(stmt, c));
       int rc;
       while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-        int cols = sqlite3_column_count(stmt);
-        if (mode == ResultMode::kRow && !got_row) {
-          for (const auto& [column, var] : into_row) {
-            int found = -1;
-            for (int c = 0; c < cols; ++c) {
-              if (column == sqlite3_column_name(stmt, c)) found = c;
-            }
-            if (found < 0) {
-              sqlite3_finalize(stmt);
-              return TaskOutcome::Failure(fmt::format("the result has no column '{}'", column));
-            }
-            Status s = scope.Set(var, ColumnValue(stmt, found));
-            if (!s.ok()) {
-              sqlite3_finalize(stmt);
-              return TaskOutcome::Failure(s.message());
-            }
-          }
-        } else if (mode == ResultMode::kRows) {
-          if (cols == 1) {
-            rows.push_back(ColumnValue(stmt, 0));
-          } else {
-            Value::List row;
-            for (int c = 0; c < cols; ++c) row.push_back(ColumnValue(stmt, c));
-            rows.emplace_back(std::move(row));
-          }
+        if (mode == ResultMode::kRows || (mode == ResultMode::kRow && !last.got_row)) {
+          std::vector<Value> row;
+          for (int c = 0; c < cols; ++c) row.push_back(ColumnValue(stmt, c));
+          last.rows.push_back(std::move(row));
         }
-        got_row = true;
+        last.got_row = true;
       }
       if (rc != SQLITE_DONE) {
         std::string err = rc == SQLITE_INTERRUPT ? "interrupted" : sqlite3_errmsg(db);
@@ -161,10 +350,126 @@ class SqlTask : public Task {
       return TaskOutcome::Failure(fmt::format("`bind` gives {} values but the SQL uses only {}",
                                               params.size(), next_param));
     }
-    if (mode == ResultMode::kRow && !got_row) {
-      return TaskOutcome::Failure("`result: row` but the query returned no row");
+    return Finish(last, changes, scope, context);
+  }
+
+  // Parameters are written $1, $2, ... as PostgreSQL itself takes them (`?` is not translated:
+  // it is an operator in PostgreSQL). With `bind`, the SQL must be one statement (the extended
+  // protocol's rule); without, it may be several, and the result is the last one's.
+  TaskOutcome RunPostgres(const std::string& dsn, const std::string& password,
+                          const std::string& text, const std::vector<Value>& params,
+                          Scope& scope, TaskContext& context) const {
+    const CancelToken& cancel = context.cancel();
+    PgConnection conn;
+    if (auto error = conn.Connect(dsn, password, cancel)) {
+      return TaskOutcome::Failure(
+          fmt::format("cannot connect to PostgreSQL (connection {}): {}", connection, *error));
+    }
+    bool canceled = false;
+    auto fail = [&](const PgResults& results) -> std::optional<TaskOutcome> {
+      if (canceled) return TaskOutcome::Failure("SQL error: canceled");
+      if (auto error = PgError(results, conn.get())) {
+        std::string hint;
+        if (!params.empty() && text.find('?') != std::string::npos) {
+          hint = "; postgres connections take `bind` values as $1, $2, ... in the SQL, not ?";
+        }
+        return TaskOutcome::Failure(fmt::format("SQL error: {}{}", *error, hint));
+      }
+      return std::nullopt;
+    };
+
+    // A send that failed leaves a null result: PQerrorMessage says why.
+    auto collect = [&](int sent, PgResults& into) {
+      if (sent) {
+        into.list = conn.Results(cancel, canceled);
+      } else {
+        into.list.push_back(nullptr);
+      }
+    };
+    PgResults results;
+    if (params.empty()) {
+      collect(PQsendQuery(conn.get(), text.c_str()), results);
+    } else {
+      // Prepared first, so that a count mismatch gets the same message as on SQLite.
+      PgResults prepared;
+      collect(PQsendPrepare(conn.get(), "", text.c_str(), 0, nullptr), prepared);
+      if (auto failed = fail(prepared)) return *failed;
+      PgResults described;
+      collect(PQsendDescribePrepared(conn.get(), ""), described);
+      if (auto failed = fail(described)) return *failed;
+      int wanted = described.list.empty() ? 0 : PQnparams(described.list.back());
+      if (static_cast<size_t>(wanted) > params.size()) {
+        return TaskOutcome::Failure(fmt::format(
+            "the SQL has more parameters than `bind` gives ({})", params.size()));
+      }
+      if (static_cast<size_t>(wanted) < params.size()) {
+        return TaskOutcome::Failure(fmt::format(
+            "`bind` gives {} values but the SQL uses only {} ($1..$n)", params.size(), wanted));
+      }
+      std::vector<std::string> texts;
+      for (const Value& v : params) texts.push_back(v.ToString());
+      std::vector<const char*> values;
+      for (const std::string& t : texts) values.push_back(t.c_str());
+      collect(PQsendQueryPrepared(conn.get(), "", static_cast<int>(values.size()),
+                                  values.data(), nullptr, nullptr, 0),
+              results);
+    }
+    if (auto failed = fail(results)) return *failed;
+
+    StatementResult last;
+    int64_t changes = 0;
+    for (PGresult* r : results.list) {
+      // Rows changed: INSERT, UPDATE, DELETE, MERGE (with or without RETURNING); a query's
+      // row count is not a change.
+      const char* tuples = PQcmdTuples(r);
+      if (tuples[0] != '\0' && !std::string_view(PQcmdStatus(r)).starts_with("SELECT")) {
+        changes += std::atoll(tuples);
+      }
+      if (PQresultStatus(r) != PGRES_TUPLES_OK && PQresultStatus(r) != PGRES_COMMAND_OK) continue;
+      last = StatementResult();
+      int cols = PQnfields(r);
+      int rows = PQntuples(r);
+      for (int c = 0; c < cols; ++c) last.columns.push_back(PQfname(r, c));
+      int keep = mode == ResultMode::kRows  ? rows
+                 : mode == ResultMode::kRow ? std::min(rows, 1)
+                                            : 0;
+      for (int i = 0; i < keep; ++i) {
+        std::vector<Value> row;
+        for (int c = 0; c < cols; ++c) row.push_back(PgValue(r, i, c));
+        last.rows.push_back(std::move(row));
+      }
+      last.got_row = rows > 0;
+    }
+    return Finish(last, changes, scope, context);
+  }
+
+  // Stores the last statement's result as the result mode asks, and reports it.
+  TaskOutcome Finish(StatementResult& last, int64_t changes, Scope& scope,
+                     TaskContext& context) const {
+    if (mode == ResultMode::kRow) {
+      if (!last.got_row) return TaskOutcome::Failure("`result: row` but the query returned no row");
+      for (const auto& [column, var] : into_row) {
+        int found = -1;
+        for (size_t c = 0; c < last.columns.size(); ++c) {
+          if (last.columns[c] == column) found = static_cast<int>(c);
+        }
+        if (found < 0) {
+          return TaskOutcome::Failure(fmt::format("the result has no column '{}'", column));
+        }
+        Status s = scope.Set(var, last.rows[0][found]);
+        if (!s.ok()) return TaskOutcome::Failure(s.message());
+      }
     }
     if (mode == ResultMode::kRows) {
+      Value::List rows;
+      for (auto& row : last.rows) {
+        if (row.size() == 1) {
+          rows.push_back(std::move(row[0]));
+        } else {
+          rows.emplace_back(Value::List(std::make_move_iterator(row.begin()),
+                                        std::make_move_iterator(row.end())));
+        }
+      }
       size_t n = rows.size();
       Status s = scope.Set(into_rows, Value(std::move(rows)));
       if (!s.ok()) return TaskOutcome::Failure(s.message());
@@ -186,7 +491,7 @@ class SqlTaskType : public TaskType {
     auto task = std::make_shared<SqlTask>();
     if (auto c = parser.StringAt(node, "connection", true)) {
       task->connection = *c;
-      parser.CheckConnection(node["connection"], *c, {"sqlite"});
+      parser.CheckConnection(node["connection"], *c, {"sqlite", "postgres"});
     }
     task->sql = parser.TemplateAt(node, "sql", false);
     task->file = parser.TemplateAt(node, "file", false);

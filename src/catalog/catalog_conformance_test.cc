@@ -1,0 +1,890 @@
+// The catalog conformance suite: every Catalog method, with the same expectations, against each
+// backend — SQLite in a temporary file, PostgreSQL in a fresh schema of the database that
+// $FANOUT_TEST_POSTGRES (a libpq URI) names. Also OpenCatalog's specs, and the PostgreSQL
+// backend's own behaviour (redaction, reconnection).
+#include <gtest/gtest.h>
+#include <libpq-fe.h>
+#include <sqlite3.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <random>
+#include <thread>
+
+#include "catalog/postgres_catalog.h"
+#include "catalog/sqlite_catalog.h"
+#include "catalog/test_util.h"
+
+namespace fanout::catalog {
+namespace {
+
+using testing::At;
+using testing::SampleEvent;
+using testing::SampleExecution;
+using testing::SampleTaskRun;
+using testing::TempDir;
+
+constexpr const char* kPostgresEnv = "FANOUT_TEST_POSTGRES";
+constexpr const char* kHowToRunPostgres =
+    "PostgreSQL cases skipped: set FANOUT_TEST_POSTGRES to a libpq URI of a database where the "
+    "tests may create schemas (eval \"$(bash scripts/postgres.sh start)\" starts a throwaway "
+    "server and sets it; scripts/test.sh does this)";
+
+// One catalog store for one test: catalogs made by Make() share it.
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  // A new, unopened catalog object (its own connection) on the store.
+  virtual std::unique_ptr<Catalog> Make() = 0;
+  // The OpenCatalog spec of the store.
+  virtual std::string Spec() = 0;
+  // The schema version this build writes.
+  virtual int version() const = 0;
+  // Runs SQL directly on the store, as a user with the database's shell would; returns the
+  // first column of the first row as text, "<null>", "" without rows, or "<error: ...>".
+  virtual std::string Query(const std::string& sql) = 0;
+};
+
+class SqliteBackend : public Backend {
+ public:
+  SqliteBackend() : path_(dir_.File("catalog.db")) {}
+
+  std::unique_ptr<Catalog> Make() override { return std::make_unique<SqliteCatalog>(path_); }
+  std::string Spec() override { return "sqlite:" + path_; }
+  int version() const override { return kSqliteSchemaVersion; }
+
+  std::string Query(const std::string& sql) override {
+    sqlite3* db = nullptr;
+    sqlite3_open(path_.c_str(), &db);
+    sqlite3_busy_timeout(db, 10000);
+    sqlite3_stmt* stmt = nullptr;
+    std::string result;
+    int rc = sqlite3_prepare_v2(db, sql.c_str(), -1, &stmt, nullptr);
+    if (rc == SQLITE_OK) rc = sqlite3_step(stmt);
+    if (rc == SQLITE_ROW) {
+      const unsigned char* text = sqlite3_column_text(stmt, 0);
+      result = text ? reinterpret_cast<const char*>(text) : "<null>";
+    } else if (rc != SQLITE_DONE) {
+      result = std::string("<error: ") + sqlite3_errmsg(db) + ">";
+    }
+    sqlite3_finalize(stmt);
+    sqlite3_close(db);
+    return result;
+  }
+
+ private:
+  TempDir dir_;
+  std::string path_;
+};
+
+// `uri` with the search_path set to `schema`, in the form (URI or key=value) it is written in.
+std::string WithSearchPath(const std::string& uri, const std::string& schema) {
+  if (uri.starts_with("postgresql://") || uri.starts_with("postgres://")) {
+    return uri + (uri.find('?') == std::string::npos ? "?" : "&") + "options=-csearch_path%3D" +
+           schema;
+  }
+  return uri + " options='-csearch_path=" + schema + "'";
+}
+
+// A uniquely named schema, dropped with everything in it at the end of the test.
+class PostgresBackend : public Backend {
+ public:
+  explicit PostgresBackend(const std::string& uri) {
+    std::random_device random;
+    schema_ = "fanout_test_" + std::to_string(getpid()) + "_" + std::to_string(random() % 1000000);
+    uri_ = WithSearchPath(uri, schema_);
+    admin_ = PQconnectdb(uri.c_str());
+    if (PQstatus(admin_) != CONNECTION_OK) {
+      ADD_FAILURE() << kPostgresEnv << " names an unreachable server: " << PQerrorMessage(admin_);
+      return;
+    }
+    PQsetNoticeProcessor(
+        admin_, [](void*, const char*) {}, nullptr);
+    std::string created = Query("CREATE SCHEMA " + schema_);
+    EXPECT_EQ(created, "") << created;
+    Query("SET search_path TO " + schema_);
+  }
+  ~PostgresBackend() override {
+    if (PQstatus(admin_) == CONNECTION_OK) Query("DROP SCHEMA IF EXISTS " + schema_ + " CASCADE");
+    PQfinish(admin_);
+  }
+
+  std::unique_ptr<Catalog> Make() override { return std::make_unique<PostgresCatalog>(uri_); }
+  std::string Spec() override { return uri_; }
+  int version() const override { return kPostgresSchemaVersion; }
+
+  std::string Query(const std::string& sql) override {
+    PGresult* result = PQexec(admin_, sql.c_str());
+    std::string out;
+    ExecStatusType status = PQresultStatus(result);
+    if (status == PGRES_TUPLES_OK) {
+      if (PQntuples(result) > 0) {
+        out = PQgetisnull(result, 0, 0) ? "<null>" : PQgetvalue(result, 0, 0);
+      }
+    } else if (status != PGRES_COMMAND_OK) {
+      out = std::string("<error: ") + PQresultErrorMessage(result) + ">";
+    }
+    PQclear(result);
+    return out;
+  }
+
+  const std::string& schema() const { return schema_; }
+
+ private:
+  std::string schema_;
+  std::string uri_;
+  PGconn* admin_ = nullptr;
+};
+
+class CatalogConformanceTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    if (GetParam() == "sqlite") {
+      backend_ = std::make_unique<SqliteBackend>();
+    } else {
+      const char* uri = std::getenv(kPostgresEnv);
+      if (uri == nullptr || *uri == '\0') GTEST_SKIP() << kHowToRunPostgres;
+      backend_ = std::make_unique<PostgresBackend>(uri);
+    }
+  }
+
+  std::unique_ptr<Catalog> Open() {
+    auto catalog = backend_->Make();
+    Status status = catalog->Open();
+    EXPECT_TRUE(status.ok()) << status.ToString();
+    return catalog;
+  }
+
+  std::unique_ptr<Backend> backend_;
+};
+
+INSTANTIATE_TEST_SUITE_P(Backends, CatalogConformanceTest, ::testing::Values("sqlite", "postgres"),
+                         [](const auto& info) { return info.param; });
+
+TEST_P(CatalogConformanceTest, RoundTripsEveryField) {
+  auto catalog = Open();
+  ExecutionRow execution = SampleExecution("exec-1");
+  execution.parent_id = "exec-0";
+  execution.agent = "agent-a";
+  execution.job = "load-region";
+  execution.run_id = "run-9";
+  execution.status = "failed";
+  execution.ended_at = At(2500000);
+  execution.exit_code = 1;
+  execution.message = "one task failed";
+  execution.parameters["day"] = ParameterValue{"2026-11-26", false};
+  execution.parameters["empty"] = ParameterValue{"", false};
+  TaskRunRow run = SampleTaskRun("exec-1", "load[3]/region-job", 10);
+  run.attempt = 2;
+  run.status = "succeeded";
+  run.ended_at = At(20);
+  run.agent = "agent-b";
+  run.child_execution_id = "exec-2";
+  run.message = "ok";
+  Event event = SampleEvent("exec-1", EventType::kOnWarning, "multi\nline, \"quoted\"");
+  event.data_bytes = std::string("bin\0ary", 7);
+  event.data_code = -3;
+
+  CatalogBatch batch;
+  batch.executions.push_back(execution);
+  batch.task_runs.push_back(run);
+  batch.events.push_back(event);
+  Status written = catalog->Write(batch);
+  ASSERT_TRUE(written.ok()) << written.ToString();
+
+  auto got = catalog->GetExecution("exec-1");
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  ASSERT_TRUE(got->has_value());
+  const ExecutionRow& e = **got;
+  EXPECT_EQ(e.id, "exec-1");
+  EXPECT_EQ(e.parent_id, "exec-0");
+  EXPECT_EQ(e.package, "nightly-orders");
+  EXPECT_EQ(e.package_sha256, "abc123");
+  EXPECT_EQ(e.host, "host-a");
+  EXPECT_EQ(e.agent, "agent-a");
+  EXPECT_EQ(e.job, "load-region");
+  EXPECT_EQ(e.run_id, "run-9");
+  EXPECT_EQ(e.status, "failed");
+  EXPECT_EQ(e.started_at, execution.started_at);
+  EXPECT_EQ(e.ended_at, execution.ended_at);
+  EXPECT_EQ(e.exit_code, 1);
+  EXPECT_EQ(e.message, "one task failed");
+  EXPECT_EQ(e.operator_name, "etl");
+  EXPECT_EQ(e.parameters, execution.parameters);
+
+  auto runs = catalog->ListTaskRuns("exec-1");
+  ASSERT_TRUE(runs.ok()) << runs.status().ToString();
+  ASSERT_EQ(runs->size(), 1u);
+  const TaskRunRow& r = (*runs)[0];
+  EXPECT_EQ(r.execution_id, "exec-1");
+  EXPECT_EQ(r.task_path, "load[3]/region-job");
+  EXPECT_EQ(r.task_type, "process");
+  EXPECT_EQ(r.attempt, 2);
+  EXPECT_EQ(r.status, "succeeded");
+  EXPECT_EQ(r.started_at, run.started_at);
+  EXPECT_EQ(r.ended_at, run.ended_at);
+  EXPECT_EQ(r.agent, "agent-b");
+  EXPECT_EQ(r.child_execution_id, "exec-2");
+  EXPECT_EQ(r.message, "ok");
+
+  auto events = catalog->ListEvents({});
+  ASSERT_TRUE(events.ok()) << events.status().ToString();
+  ASSERT_EQ(events->size(), 1u);
+  const Event& v = (*events)[0];
+  EXPECT_GT(v.id, 0);
+  EXPECT_EQ(v.execution_id, "exec-1");
+  EXPECT_EQ(v.type, EventType::kOnWarning);
+  EXPECT_EQ(v.computer, "host-a");
+  EXPECT_EQ(v.operator_name, "etl");
+  EXPECT_EQ(v.source, "load/region-job");
+  EXPECT_EQ(v.source_id, "load/region-job");
+  EXPECT_EQ(v.started_at, event.started_at);
+  EXPECT_EQ(v.ended_at, event.ended_at);
+  EXPECT_EQ(v.data_code, -3);
+  EXPECT_EQ(v.data_bytes, event.data_bytes);
+  EXPECT_EQ(v.message, event.message);
+
+  auto missing = catalog->GetExecution("nope");
+  ASSERT_TRUE(missing.ok());
+  EXPECT_FALSE(missing->has_value());
+  EXPECT_TRUE(catalog->ListTaskRuns("nope")->empty());
+  EXPECT_TRUE(catalog->ListChildExecutions("nope")->empty());
+}
+
+// Text that needs escaping somewhere (COPY, SQL, CSV) comes back byte for byte; any byte value
+// does in data_bytes.
+TEST_P(CatalogConformanceTest, RoundTripsAwkwardText) {
+  auto catalog = Open();
+  std::string awkward = "tab\there\nnewline\r\nback\\slash \\N \\. 'quote' \"dq\" é € 🚀 ,;|";
+  std::string every_byte;
+  for (int b = 0; b < 256; ++b) every_byte += static_cast<char>(b);
+  CatalogBatch batch;
+  ExecutionRow execution = SampleExecution(awkward);
+  execution.message = awkward;
+  execution.parameters[awkward] = ParameterValue{awkward, false};
+  batch.executions.push_back(execution);
+  TaskRunRow run = SampleTaskRun(awkward, awkward);
+  run.message = awkward;
+  batch.task_runs.push_back(run);
+  Event event = SampleEvent(awkward, EventType::kOnInformation, awkward);
+  event.source = awkward;
+  event.data_bytes = every_byte;
+  batch.events.push_back(event);
+  ASSERT_TRUE(catalog->Write(batch).ok());
+
+  auto got = catalog->GetExecution(awkward);
+  ASSERT_TRUE(got.ok() && got->has_value());
+  EXPECT_EQ((*got)->message, awkward);
+  EXPECT_EQ((*got)->parameters, execution.parameters);
+  auto runs = catalog->ListTaskRuns(awkward);
+  ASSERT_TRUE(runs.ok());
+  ASSERT_EQ(runs->size(), 1u);
+  EXPECT_EQ((*runs)[0].task_path, awkward);
+  EXPECT_EQ((*runs)[0].message, awkward);
+  EventQuery query;
+  query.execution_id = awkward;
+  query.source = awkward;
+  auto events = catalog->ListEvents(query);
+  ASSERT_TRUE(events.ok()) << events.status().ToString();
+  ASSERT_EQ(events->size(), 1u);
+  EXPECT_EQ((*events)[0].message, awkward);
+  EXPECT_EQ((*events)[0].data_bytes, every_byte);
+}
+
+// Process output is not always UTF-8. PostgreSQL text cannot hold NUL or invalid UTF-8, so that
+// backend stores U+FFFD for such bytes; either way the batch must be written, not refused (the
+// Recorder would retry it for ever).
+TEST_P(CatalogConformanceTest, WritesTextThatIsNotUtf8) {
+  auto catalog = Open();
+  const std::string bad("latin1 caf\xE9, nul \0 end", 22);
+  CatalogBatch batch;
+  ExecutionRow execution = SampleExecution("e");
+  execution.message = bad;
+  batch.executions.push_back(execution);
+  batch.events.push_back(SampleEvent("e", EventType::kOnError, bad));
+  Status status = catalog->Write(batch);
+  ASSERT_TRUE(status.ok()) << status.ToString();
+  auto events = catalog->ListEvents({});
+  ASSERT_TRUE(events.ok());
+  ASSERT_EQ(events->size(), 1u);
+  const std::string& message = (*events)[0].message;
+  EXPECT_TRUE(message.starts_with("latin1 caf")) << message;
+  EXPECT_TRUE(message.ends_with(" end")) << message;
+  if (GetParam() == "sqlite") {
+    EXPECT_EQ(message, bad);
+  } else {
+    EXPECT_EQ(message, "latin1 caf\uFFFD, nul \uFFFD end");
+    EXPECT_EQ((*catalog->GetExecution("e"))->message, message);
+  }
+}
+
+TEST_P(CatalogConformanceTest, StoresAbsentValuesAsNullAndTimesAsIsoText) {
+  auto catalog = Open();
+  CatalogBatch batch;
+  batch.executions.push_back(SampleExecution("top", 123456));
+  batch.task_runs.push_back(SampleTaskRun("top", "a"));
+  ASSERT_TRUE(catalog->Write(batch).ok());
+  for (const char* column : {"parent_id", "agent", "job", "run_id", "ended_at", "exit_code"}) {
+    EXPECT_EQ(backend_->Query(std::string("SELECT ") + column + " FROM executions"), "<null>")
+        << column;
+  }
+  for (const char* column : {"ended_at", "agent", "child_execution_id"}) {
+    EXPECT_EQ(backend_->Query(std::string("SELECT ") + column + " FROM task_runs"), "<null>")
+        << column;
+  }
+  EXPECT_EQ(backend_->Query("SELECT started_at FROM executions"), "2026-11-26T03:04:05.123456Z");
+  EXPECT_EQ(backend_->Query("SELECT MAX(version) FROM schema_version"),
+            std::to_string(backend_->version()));
+
+  auto got = catalog->GetExecution("top");
+  ASSERT_TRUE(got.ok() && got->has_value());
+  EXPECT_EQ((*got)->parent_id, "");
+  EXPECT_EQ((*got)->agent, "");
+  EXPECT_FALSE((*got)->ended_at.has_value());
+  EXPECT_FALSE((*got)->exit_code.has_value());
+  EXPECT_TRUE((*got)->parameters.empty());
+}
+
+TEST_P(CatalogConformanceTest, UpsertsExecutionsAndTaskRunsByKey) {
+  auto catalog = Open();
+  CatalogBatch first;
+  first.executions.push_back(SampleExecution("e"));
+  first.task_runs.push_back(SampleTaskRun("e", "a"));
+  first.task_runs.push_back(SampleTaskRun("e", "b", 5));
+  ASSERT_TRUE(catalog->Write(first).ok());
+
+  CatalogBatch second;
+  ExecutionRow done = SampleExecution("e");
+  done.status = "succeeded";
+  done.ended_at = At(100);
+  done.exit_code = 0;
+  second.executions.push_back(done);
+  TaskRunRow a = SampleTaskRun("e", "a");
+  a.status = "failed";
+  a.ended_at = At(50);
+  second.task_runs.push_back(a);
+  TaskRunRow retry = SampleTaskRun("e", "a", 60);
+  retry.attempt = 2;
+  second.task_runs.push_back(retry);
+  ASSERT_TRUE(catalog->Write(second).ok());
+
+  auto execution = catalog->GetExecution("e");
+  ASSERT_TRUE(execution.ok() && execution->has_value());
+  EXPECT_EQ((*execution)->status, "succeeded");
+  EXPECT_EQ((*execution)->exit_code, 0);
+  EXPECT_EQ(catalog->ListExecutions(0)->size(), 1u);
+
+  auto runs = catalog->ListTaskRuns("e");
+  ASSERT_TRUE(runs.ok());
+  ASSERT_EQ(runs->size(), 3u);  // ordered by started_at
+  EXPECT_EQ((*runs)[0].task_path, "a");
+  EXPECT_EQ((*runs)[0].attempt, 1);
+  EXPECT_EQ((*runs)[0].status, "failed");
+  EXPECT_EQ((*runs)[1].task_path, "b");
+  EXPECT_EQ((*runs)[2].task_path, "a");
+  EXPECT_EQ((*runs)[2].attempt, 2);
+}
+
+// A batch may hold several rows of one key (a task that started and ended within one gather
+// interval): the last one wins, as if they were written one after another.
+TEST_P(CatalogConformanceTest, LastRowOfAKeyInOneBatchWins) {
+  auto catalog = Open();
+  CatalogBatch batch;
+  ExecutionRow running = SampleExecution("e");
+  running.parameters["a"] = ParameterValue{"1", false};
+  running.parameters["b"] = ParameterValue{"2", false};
+  ExecutionRow done = SampleExecution("e");
+  done.status = "succeeded";
+  done.ended_at = At(9);
+  done.parameters["b"] = ParameterValue{"3", false};
+  batch.executions = {running, done};
+  TaskRunRow started = SampleTaskRun("e", "t");
+  TaskRunRow ended = SampleTaskRun("e", "t");
+  ended.status = "failed";
+  ended.message = "exit code 3";
+  batch.task_runs = {started, ended};
+  ASSERT_TRUE(catalog->Write(batch).ok());
+
+  auto got = catalog->GetExecution("e");
+  ASSERT_TRUE(got.ok() && got->has_value());
+  EXPECT_EQ((*got)->status, "succeeded");
+  EXPECT_EQ((*got)->ended_at, At(9));
+  std::map<std::string, ParameterValue> want = {{"a", {"1", false}}, {"b", {"3", false}}};
+  EXPECT_EQ((*got)->parameters, want);
+  auto runs = catalog->ListTaskRuns("e");
+  ASSERT_TRUE(runs.ok());
+  ASSERT_EQ(runs->size(), 1u);
+  EXPECT_EQ((*runs)[0].status, "failed");
+  EXPECT_EQ((*runs)[0].message, "exit code 3");
+}
+
+TEST_P(CatalogConformanceTest, ListsExecutionsNewestFirstAndChildren) {
+  auto catalog = Open();
+  CatalogBatch batch;
+  batch.executions.push_back(SampleExecution("parent", 0));
+  for (int i = 0; i < 3; ++i) {
+    ExecutionRow child = SampleExecution("child-" + std::to_string(i), 100 + i);
+    child.parent_id = "parent";
+    batch.executions.push_back(child);
+  }
+  batch.executions.push_back(SampleExecution("later", 1000));
+  // Same start: ties are broken by id.
+  ExecutionRow twin = SampleExecution("child-3", 102);
+  twin.parent_id = "parent";
+  batch.executions.push_back(twin);
+  ASSERT_TRUE(catalog->Write(batch).ok());
+
+  auto newest = catalog->ListExecutions(3);
+  ASSERT_TRUE(newest.ok());
+  ASSERT_EQ(newest->size(), 3u);
+  EXPECT_EQ((*newest)[0].id, "later");
+  EXPECT_EQ((*newest)[1].id, "child-3");
+  EXPECT_EQ((*newest)[2].id, "child-2");
+  EXPECT_EQ(catalog->ListExecutions(0)->size(), 6u);
+
+  auto children = catalog->ListChildExecutions("parent");
+  ASSERT_TRUE(children.ok());
+  ASSERT_EQ(children->size(), 4u);
+  EXPECT_EQ((*children)[0].id, "child-0");
+  EXPECT_EQ((*children)[2].id, "child-2");
+  EXPECT_EQ((*children)[3].id, "child-3");
+  EXPECT_TRUE(catalog->ListChildExecutions("child-0")->empty());
+}
+
+// Task runs sort by start, then path in byte order ('/' < '[' whatever the locale), then
+// attempt.
+TEST_P(CatalogConformanceTest, ListsTaskRunsInByteOrder) {
+  auto catalog = Open();
+  CatalogBatch batch;
+  for (const char* path : {"load[3]/x", "load/x", "Load/x", "load-2/x", "load[10]/x"}) {
+    batch.task_runs.push_back(SampleTaskRun("e", path, 5));
+  }
+  batch.task_runs.push_back(SampleTaskRun("e", "zz", 1));
+  ASSERT_TRUE(catalog->Write(batch).ok());
+  auto runs = catalog->ListTaskRuns("e");
+  ASSERT_TRUE(runs.ok());
+  std::string order;
+  for (const TaskRunRow& run : *runs) order += run.task_path + " ";
+  EXPECT_EQ(order, "zz Load/x load-2/x load/x load[10]/x load[3]/x ");
+}
+
+TEST_P(CatalogConformanceTest, KeepsEventOrderAcrossBatches) {
+  auto catalog = Open();
+  for (int b = 0; b < 5; ++b) {
+    CatalogBatch batch;
+    for (int i = 0; i < 100; ++i) {
+      batch.events.push_back(
+          SampleEvent("e", EventType::kOnInformation, std::to_string(b * 100 + i)));
+    }
+    ASSERT_TRUE(catalog->Write(batch).ok());
+  }
+  auto events = catalog->ListEvents({});
+  ASSERT_TRUE(events.ok());
+  ASSERT_EQ(events->size(), 500u);
+  for (int i = 0; i < 500; ++i) {
+    EXPECT_EQ((*events)[i].message, std::to_string(i));
+    if (i > 0) {
+      EXPECT_GT((*events)[i].id, (*events)[i - 1].id);
+    }
+  }
+}
+
+// The Recorder replays a batch whose outcome it does not know (spooled, or a lost COMMIT): an
+// event whose uid is stored already is skipped, so none is stored twice.
+TEST_P(CatalogConformanceTest, StoresEachEventUidOnce) {
+  auto catalog = Open();
+  auto event = [](const std::string& uid, const std::string& message) {
+    Event e = SampleEvent("e", EventType::kOnInformation, message);
+    e.uid = uid;
+    return e;
+  };
+  CatalogBatch batch;
+  batch.events = {event("p:1", "1"), event("p:2", "2"), event("", "no uid")};
+  ASSERT_TRUE(catalog->Write(batch).ok());
+  batch.events.push_back(event("p:3", "3"));
+  Status status = catalog->Write(batch);
+  ASSERT_TRUE(status.ok()) << status.ToString();
+  auto events = catalog->ListEvents({});
+  ASSERT_TRUE(events.ok()) << events.status().ToString();
+  std::string messages;
+  for (const Event& e : *events) messages += e.message + ",";
+  EXPECT_EQ(messages, "1,2,no uid,no uid,3,");  // events without a uid are always added
+}
+
+TEST_P(CatalogConformanceTest, FiltersEvents) {
+  auto catalog = Open();
+  CatalogBatch batch;
+  batch.events.push_back(SampleEvent("e1", EventType::kOnPreExecute, "1"));
+  batch.events.push_back(SampleEvent("e1", EventType::kOnError, "2"));
+  batch.events.push_back(SampleEvent("e2", EventType::kOnError, "3"));
+  Event other_source = SampleEvent("e1", EventType::kOnWarning, "4");
+  other_source.source = "extract";
+  batch.events.push_back(other_source);
+  batch.events.push_back(SampleEvent("e1", EventType::kOnPostExecute, "5"));
+  ASSERT_TRUE(catalog->Write(batch).ok());
+
+  auto messages = [&](const EventQuery& query) {
+    std::string out;
+    auto events = catalog->ListEvents(query);
+    EXPECT_TRUE(events.ok()) << events.status().ToString();
+    if (!events.ok()) return out;
+    for (const Event& e : *events) out += e.message;
+    return out;
+  };
+  EventQuery query;
+  EXPECT_EQ(messages(query), "12345");
+  query.execution_id = "e1";
+  EXPECT_EQ(messages(query), "1245");
+  query.types = {EventType::kOnError, EventType::kOnWarning};
+  EXPECT_EQ(messages(query), "24");
+  query.source = "extract";
+  EXPECT_EQ(messages(query), "4");
+  query.source = "nowhere";
+  EXPECT_EQ(messages(query), "");
+
+  EventQuery paged;
+  paged.limit = 2;
+  auto first = catalog->ListEvents(paged);
+  ASSERT_TRUE(first.ok());
+  ASSERT_EQ(first->size(), 2u);
+  paged.after_id = first->back().id;
+  EXPECT_EQ(messages(paged), "34");
+  paged.limit = 0;
+  EXPECT_EQ(messages(paged), "345");
+}
+
+TEST_P(CatalogConformanceTest, RecordsParametersButNeverSensitiveValues) {
+  auto catalog = Open();
+  CatalogBatch batch;
+  ExecutionRow execution = SampleExecution("e");
+  execution.parameters["day"] = ParameterValue{"2026-11-26", false};
+  execution.parameters["db_password"] = ParameterValue{"hunter2", true};
+  batch.executions.push_back(execution);
+  ASSERT_TRUE(catalog->Write(batch).ok());
+  // A later row of the execution (its end) carries no parameters and keeps them.
+  CatalogBatch end;
+  ExecutionRow done = SampleExecution("e");
+  done.status = "succeeded";
+  end.executions.push_back(done);
+  ASSERT_TRUE(catalog->Write(end).ok());
+
+  auto got = catalog->GetExecution("e");
+  ASSERT_TRUE(got.ok() && got->has_value());
+  std::map<std::string, ParameterValue> want = {{"day", {"2026-11-26", false}},
+                                                {"db_password", {"", true}}};
+  EXPECT_EQ((*got)->parameters, want);
+  EXPECT_EQ(backend_->Query("SELECT COUNT(*) FROM execution_parameters"), "2");
+  EXPECT_EQ(backend_->Query("SELECT value FROM execution_parameters WHERE name = 'db_password'"),
+            "<null>");
+  EXPECT_EQ(
+      backend_->Query("SELECT COUNT(*) FROM execution_parameters WHERE value LIKE '%hunter%'"),
+      "0");
+}
+
+TEST_P(CatalogConformanceTest, ListsAJobsSucceededExecutionsNewestFirstWithParameters) {
+  auto catalog = Open();
+  CatalogBatch batch;
+  for (int i = 0; i < 5; ++i) {
+    ExecutionRow row = SampleExecution("run-" + std::to_string(i), i * 1000);
+    row.job = "load-region";
+    row.status = i == 3 ? "failed" : "succeeded";
+    row.ended_at = At(i * 1000 + 500);
+    row.parameters["region"] = ParameterValue{"r" + std::to_string(i), false};
+    batch.executions.push_back(row);
+  }
+  ExecutionRow other = SampleExecution("other", 9000);
+  other.job = "other-job";
+  other.status = "succeeded";
+  batch.executions.push_back(other);
+  batch.executions.push_back(SampleExecution("no-job", 9500));
+  ASSERT_TRUE(catalog->Write(batch).ok());
+
+  auto runs = catalog->ListJobExecutions("load-region", 3);
+  ASSERT_TRUE(runs.ok()) << runs.status().ToString();
+  ASSERT_EQ(runs->size(), 3u);
+  EXPECT_EQ((*runs)[0].id, "run-4");
+  EXPECT_EQ((*runs)[1].id, "run-2");
+  EXPECT_EQ((*runs)[2].id, "run-1");
+  EXPECT_EQ((*runs)[0].parameters.at("region").value, "r4");
+  EXPECT_EQ((*runs)[2].ended_at, At(1500));
+  EXPECT_EQ(catalog->ListJobExecutions("load-region", 0)->size(), 4u);
+  EXPECT_TRUE(catalog->ListJobExecutions("nope", 10)->empty());
+}
+
+TEST_P(CatalogConformanceTest, ReopensAndRefusesANewerSchema) {
+  {
+    auto catalog = Open();
+    CatalogBatch batch;
+    batch.executions.push_back(SampleExecution("kept"));
+    ASSERT_TRUE(catalog->Write(batch).ok());
+  }
+  {
+    auto catalog = Open();
+    EXPECT_TRUE(catalog->GetExecution("kept")->has_value());
+    EXPECT_TRUE(catalog->Open().ok());  // a second Open is harmless
+  }
+  EXPECT_EQ(backend_->Query("SELECT COUNT(*) FROM schema_version"), "1");
+  int version = backend_->version();
+  EXPECT_EQ(backend_->Query("INSERT INTO schema_version(version) VALUES (" +
+                            std::to_string(version + 1) + ")"),
+            "");
+  auto newer = backend_->Make();
+  Status status = newer->Open();
+  EXPECT_EQ(status.code(), Code::kFailedPrecondition);
+  EXPECT_NE(status.message().find("schema version " + std::to_string(version + 1) +
+                                  ", newer than the version " + std::to_string(version)),
+            std::string::npos)
+      << status.message();
+  EXPECT_NE(status.message().find("use a newer fanout"), std::string::npos) << status.message();
+  CatalogBatch batch;
+  batch.executions.push_back(SampleExecution("x"));
+  EXPECT_EQ(newer->Write(batch).code(), Code::kFailedPrecondition);
+  EXPECT_EQ(newer->ListExecutions(0).status().code(), Code::kFailedPrecondition);
+}
+
+TEST_P(CatalogConformanceTest, UnopenedCatalogRefusesWork) {
+  auto catalog = backend_->Make();
+  CatalogBatch batch;
+  batch.executions.push_back(SampleExecution("x"));
+  EXPECT_EQ(catalog->Write(batch).code(), Code::kFailedPrecondition);
+  EXPECT_EQ(catalog->GetExecution("x").status().code(), Code::kFailedPrecondition);
+  EXPECT_EQ(catalog->ListEvents({}).status().code(), Code::kFailedPrecondition);
+}
+
+// Several processes start on a fresh store at once: exactly one creates the schema.
+TEST_P(CatalogConformanceTest, ConcurrentOpenersCreateTheSchemaOnce) {
+  constexpr int kOpeners = 8;
+  std::atomic<int> ready{0};
+  std::vector<Status> results(kOpeners);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kOpeners; ++i) {
+    threads.emplace_back([&, i] {
+      auto catalog = backend_->Make();
+      ready.fetch_add(1);
+      while (ready.load() < kOpeners) std::this_thread::yield();
+      results[i] = catalog->Open();
+      if (results[i].ok()) {
+        CatalogBatch batch;
+        batch.events.push_back(SampleEvent("e", EventType::kOnInformation, std::to_string(i)));
+        results[i] = catalog->Write(batch);
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (const Status& status : results) EXPECT_TRUE(status.ok()) << status.ToString();
+  EXPECT_EQ(backend_->Query("SELECT COUNT(*) FROM schema_version"), "1");
+  EXPECT_EQ(backend_->Query("SELECT COUNT(*) FROM events"), std::to_string(kOpeners));
+}
+
+// Eight writers (the Recorders of a parent and its children) write at once, each its own
+// execution's events plus upserts of one shared row; none fails, and each execution's events
+// keep their order.
+TEST_P(CatalogConformanceTest, ConcurrentWritersKeepEachExecutionsOrder) {
+  Open();  // the parent creates the schema before starting children
+  constexpr int kWriters = 8;
+  constexpr int kBatches = 40;
+  constexpr int kPerBatch = 100;
+  std::vector<Status> results(kWriters);
+  std::vector<std::thread> threads;
+  for (int w = 0; w < kWriters; ++w) {
+    threads.emplace_back([&, w] {
+      auto catalog = backend_->Make();
+      results[w] = catalog->Open();
+      std::string id = "writer-" + std::to_string(w);
+      for (int b = 0; b < kBatches && results[w].ok(); ++b) {
+        CatalogBatch batch;
+        batch.executions.push_back(SampleExecution(id, b));
+        ExecutionRow parent = SampleExecution("parent");
+        parent.message = id;
+        batch.executions.push_back(parent);
+        TaskRunRow run = SampleTaskRun("parent", "pool[" + std::to_string(w) + "]/job", b);
+        run.child_execution_id = id;
+        batch.task_runs.push_back(run);
+        for (int i = 0; i < kPerBatch; ++i) {
+          batch.events.push_back(
+              SampleEvent(id, EventType::kOnProgress, std::to_string(b * kPerBatch + i)));
+        }
+        results[w] = catalog->Write(batch);
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (const Status& status : results) ASSERT_TRUE(status.ok()) << status.ToString();
+
+  auto catalog = Open();
+  for (int w = 0; w < kWriters; ++w) {
+    EventQuery query;
+    query.execution_id = "writer-" + std::to_string(w);
+    auto events = catalog->ListEvents(query);
+    ASSERT_TRUE(events.ok());
+    ASSERT_EQ(events->size(), static_cast<size_t>(kBatches * kPerBatch));
+    for (int i = 0; i < kBatches * kPerBatch; ++i) {
+      ASSERT_EQ((*events)[i].message, std::to_string(i));
+    }
+  }
+  EXPECT_EQ(catalog->ListTaskRuns("parent")->size(), static_cast<size_t>(kWriters));
+  EXPECT_EQ(catalog->ListExecutions(0)->size(), static_cast<size_t>(kWriters + 1));
+  EXPECT_EQ(backend_->Query("SELECT COUNT(DISTINCT id) FROM events"),
+            std::to_string(kWriters * kBatches * kPerBatch));
+}
+
+// The same across processes, which is how out-of-process children write; both also race to
+// create the schema.
+TEST_P(CatalogConformanceTest, TwoProcessesWriteConcurrently) {
+  constexpr int kBatches = 50;
+  constexpr int kPerBatch = 100;
+  auto write_all = [&](const std::string& execution_id) -> bool {
+    auto catalog = backend_->Make();
+    if (!catalog->Open().ok()) return false;
+    for (int b = 0; b < kBatches; ++b) {
+      CatalogBatch batch;
+      for (int i = 0; i < kPerBatch; ++i) {
+        batch.events.push_back(SampleEvent(execution_id, EventType::kOnProgress, "m"));
+      }
+      if (!catalog->Write(batch).ok()) return false;
+    }
+    return true;
+  };
+  pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) _exit(write_all("child") ? 0 : 1);
+  bool parent_ok = write_all("parent");
+  int wstatus = 0;
+  ASSERT_EQ(waitpid(child, &wstatus, 0), child);
+  EXPECT_TRUE(parent_ok);
+  ASSERT_TRUE(WIFEXITED(wstatus));
+  EXPECT_EQ(WEXITSTATUS(wstatus), 0);
+  EXPECT_EQ(backend_->Query("SELECT COUNT(*) FROM events"),
+            std::to_string(2 * kBatches * kPerBatch));
+  EXPECT_EQ(backend_->Query("SELECT COUNT(*) FROM schema_version"), "1");
+}
+
+TEST_P(CatalogConformanceTest, OpenCatalogOpensTheBackendsSpec) {
+  auto catalog = OpenCatalog(backend_->Spec());
+  ASSERT_TRUE(catalog.ok()) << catalog.status().ToString();
+  CatalogBatch batch;
+  batch.executions.push_back(SampleExecution("x"));
+  EXPECT_TRUE((*catalog)->Write(batch).ok());
+  EXPECT_EQ(backend_->Query("SELECT id FROM executions"), "x");
+}
+
+// ---- OpenCatalog --------------------------------------------------------------------------------
+
+TEST(OpenCatalogTest, AcceptsSqliteSpecsAndBareDbPaths) {
+  TempDir dir;
+  auto a = OpenCatalog("sqlite:" + dir.File("a.sqlite"));
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  CatalogBatch batch;
+  batch.executions.push_back(SampleExecution("x"));
+  EXPECT_TRUE((*a)->Write(batch).ok());
+  auto b = OpenCatalog(dir.File("b.db"));
+  ASSERT_TRUE(b.ok()) << b.status().ToString();
+  EXPECT_TRUE(std::filesystem::exists(dir.File("b.db")));
+}
+
+TEST(OpenCatalogTest, RejectsUnsupportedSpecs) {
+  for (const char* spec : {"mysql://x", "fanout.sqlite", "", "sqlite:"}) {
+    auto other = OpenCatalog(spec);
+    ASSERT_FALSE(other.ok()) << spec;
+    EXPECT_EQ(other.status().code(), Code::kInvalidArgument);
+    EXPECT_NE(other.status().message().find("sqlite:PATH"), std::string::npos);
+    EXPECT_NE(other.status().message().find("postgresql://"), std::string::npos);
+  }
+  auto mistyped = OpenCatalog("postgresq://fanout:hunter2@db/fanout");
+  ASSERT_FALSE(mistyped.ok());
+  EXPECT_EQ(mistyped.status().message().find("hunter2"), std::string::npos)
+      << mistyped.status().message();
+}
+
+TEST(OpenCatalogTest, MissingDirectoryIsAnErrorNamingIt) {
+  TempDir dir;
+  std::string path = dir.File("no/such/dir/c.db");
+  auto catalog = OpenCatalog("sqlite:" + path);
+  ASSERT_FALSE(catalog.ok());
+  EXPECT_EQ(catalog.status().code(), Code::kNotFound);
+  EXPECT_NE(catalog.status().message().find(dir.File("no/such/dir")), std::string::npos);
+  EXPECT_FALSE(std::filesystem::exists(dir.File("no")));
+}
+
+// Needs no server: nothing listens on port 1.
+TEST(OpenCatalogTest, UnreachablePostgresIsUnavailableNamingTheHostButNotThePassword) {
+  for (const char* spec : {"postgresql://fanout:hunter2@127.0.0.1:1/fanout?connect_timeout=5",
+                           "postgres://fanout@127.0.0.1:1/fanout?password=hunter2"}) {
+    auto catalog = OpenCatalog(spec);
+    ASSERT_FALSE(catalog.ok()) << spec;
+    const std::string& message = catalog.status().message();
+    EXPECT_EQ(catalog.status().code(), Code::kUnavailable) << message;
+    EXPECT_NE(message.find("127.0.0.1"), std::string::npos) << message;
+    EXPECT_NE(message.find("Connection refused"), std::string::npos) << message;
+    EXPECT_NE(message.find("***"), std::string::npos) << message;
+    EXPECT_EQ(message.find("hunter2"), std::string::npos) << message;
+  }
+}
+
+// ---- PostgreSQL specifics ---------------------------------------------------------------------
+
+TEST(PostgresConnectionStringTest, RedactsPasswords) {
+  EXPECT_EQ(RedactConnectionString("postgresql://u:p%40ss@h:5432/db?sslmode=require"),
+            "postgresql://u:***@h:5432/db?sslmode=require");
+  EXPECT_EQ(RedactConnectionString("postgres://u@h/db?password=x&application_name=a"),
+            "postgres://u@h/db?password=***&application_name=a");
+  EXPECT_EQ(RedactConnectionString("postgresql://h1:5432,h2:5433/db"),
+            "postgresql://h1:5432,h2:5433/db");
+  EXPECT_EQ(RedactConnectionString("postgresql://u:a@b@h"), "postgresql://u:***@h");
+  EXPECT_EQ(RedactConnectionString("host=h password=secret dbname=d"),
+            "host=h password=*** dbname=d");
+  EXPECT_EQ(RedactConnectionString("host=h password = 'se cr\\'et' user=u"),
+            "host=h password = *** user=u");
+  EXPECT_EQ(RedactConnectionString("host=h user=u"), "host=h user=u");
+}
+
+class PostgresCatalogTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const char* uri = std::getenv(kPostgresEnv);
+    if (uri == nullptr || *uri == '\0') GTEST_SKIP() << kHowToRunPostgres;
+    backend_ = std::make_unique<PostgresBackend>(uri);
+  }
+  std::unique_ptr<PostgresBackend> backend_;
+};
+
+// A server restart or a network cut kills the connection; the next Write reconnects.
+TEST_F(PostgresCatalogTest, ReconnectsAfterLosingTheConnection) {
+  std::string app = backend_->schema();
+  auto catalog = std::make_unique<PostgresCatalog>(backend_->Spec() + "&application_name=" + app);
+  ASSERT_TRUE(catalog->Open().ok());
+  CatalogBatch batch;
+  batch.events.push_back(SampleEvent("e", EventType::kOnInformation, "before"));
+  ASSERT_TRUE(catalog->Write(batch).ok());
+  EXPECT_EQ(backend_->Query("SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                            "WHERE application_name = '" +
+                            app + "'"),
+            "1");
+  batch.events[0].message = "after";
+  Status status = catalog->Write(batch);
+  EXPECT_TRUE(status.ok()) << status.ToString();
+  auto events = catalog->ListEvents({});
+  ASSERT_TRUE(events.ok()) << events.status().ToString();
+  ASSERT_EQ(events->size(), 2u);
+  EXPECT_EQ((*events)[1].message, "after");
+}
+
+// Tables in place but no version recorded count as version 0: every migration step is applied
+// (they are idempotent) and recorded.
+TEST_F(PostgresCatalogTest, UpgradesAnUnversionedSchema) {
+  ASSERT_TRUE(backend_->Make()->Open().ok());
+  EXPECT_EQ(backend_->Query("SELECT COUNT(*) FROM schema_version"), "1");
+  EXPECT_EQ(backend_->Query("DELETE FROM schema_version"), "");
+  ASSERT_TRUE(backend_->Make()->Open().ok());
+  EXPECT_EQ(backend_->Query("SELECT MAX(version) FROM schema_version"),
+            std::to_string(kPostgresSchemaVersion));
+  EXPECT_EQ(
+      backend_->Query("SELECT data_type FROM information_schema.columns WHERE table_schema = '" +
+                      backend_->schema() + "' AND table_name = 'events' AND column_name = 'id'"),
+      "bigint");
+}
+
+}  // namespace
+}  // namespace fanout::catalog

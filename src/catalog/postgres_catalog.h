@@ -1,0 +1,95 @@
+// The PostgreSQL catalog backend: the DESIGN §6 tables in a PostgreSQL database shared by every
+// machine of a scaled-out setup (DESIGN §8), with the same results as the SQLite backend.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "fanout/catalog.h"
+
+struct pg_conn;
+
+namespace fanout::catalog {
+
+namespace postgres_internal {
+class Params;
+}
+
+// The schema version this build writes. Open() migrates an older database up to it and refuses
+// a newer one.
+inline constexpr int kPostgresSchemaVersion = 2;
+
+// A Catalog in a PostgreSQL database, reached with a libpq connection string or URI
+// ("postgresql://user@host:5432/db?sslmode=require"); the tables live in the first schema of the
+// connection's search_path. Columns and their meaning match SqliteCatalog: empty ids and a
+// missing ended_at / exit_code are NULL, timestamps are ISO 8601 UTC text (COLLATE "C", so they
+// and every other text column sort byte-wise, as in SQLite). data_bytes is BYTEA; other text
+// must be UTF-8 without NUL bytes, so invalid bytes are stored as U+FFFD rather than failing the
+// batch (the Recorder would retry a refused batch for ever).
+//
+// Event ids are assigned in commit order: writers serialize their event inserts on an advisory
+// lock, so a reader paging with EventQuery::after_id never skips a late-committed event. Writes
+// use a session's temporary table, so a pooler in front of the server must pool sessions, not
+// transactions.
+//
+// Like every Catalog, one object is used by one thread at a time; separate objects, in this
+// process or on other machines, may write the same database concurrently.
+class PostgresCatalog : public Catalog {
+ public:
+  explicit PostgresCatalog(std::string conninfo);
+  ~PostgresCatalog() override;
+  PostgresCatalog(const PostgresCatalog&) = delete;
+  PostgresCatalog& operator=(const PostgresCatalog&) = delete;
+
+  // Connects and creates or migrates the schema, under an advisory lock so that processes
+  // opening a fresh database at once do not race. Calling it again on an open catalog does
+  // nothing. An unreachable server is Unavailable; a newer schema FailedPrecondition.
+  Status Open() override;
+  // One transaction; executions and task runs upserted by key (the last row of a key in the
+  // batch wins), events appended in order (via COPY) except those whose uid is already stored.
+  // Reconnects when the connection was lost; retries at once a transaction that lost a
+  // deadlock, or its connection before COMMIT.
+  Status Write(const CatalogBatch& batch) override;
+
+  Result<std::optional<ExecutionRow>> GetExecution(const std::string& id) override;
+  Result<std::vector<ExecutionRow>> ListExecutions(int limit) override;
+  Result<std::vector<ExecutionRow>> ListChildExecutions(const std::string& parent_id) override;
+  Result<std::vector<TaskRunRow>> ListTaskRuns(const std::string& execution_id) override;
+  Result<std::vector<Event>> ListEvents(const EventQuery& query) override;
+  Result<std::vector<ExecutionRow>> ListJobExecutions(const std::string& job, int limit) override;
+
+  // The connection string with any password replaced by "***", for messages.
+  const std::string& display_name() const { return display_name_; }
+
+ private:
+  class Query;
+  using Params = postgres_internal::Params;
+
+  Status Connect();
+  Status EnsureConnected();
+  Result<int> SchemaVersion();
+  Status Migrate();
+  void Rollback();
+  Status WriteOnce(const CatalogBatch& batch);
+  Status CopyEvents(const std::vector<Event>& events);
+  Status LoadParameters(ExecutionRow& row);
+  Result<std::vector<ExecutionRow>> QueryExecutions(const std::string& sql, const Params& params,
+                                                    const std::string& what);
+  Status NotOpen() const;
+  Status ConnectionError(const std::string& what) const;
+  void Close();
+
+  std::string conninfo_;
+  std::vector<std::string> secrets_;  // passwords in conninfo_, scrubbed from messages
+  std::string display_name_;
+  pg_conn* conn_ = nullptr;
+  std::string last_sqlstate_;  // of the last failed statement, to retry deadlocks
+  bool commit_sent_ = false;   // whether the current Write got as far as COMMIT
+};
+
+// Replaces the password in a libpq connection URI (user:PASSWORD@host, ?password=...) or
+// keyword/value string (password=...) with "***". Everything else is kept.
+std::string RedactConnectionString(std::string_view conninfo);
+
+}  // namespace fanout::catalog

@@ -1,0 +1,806 @@
+// A parent package over a pool of agents (issue #4), end to end: real `fanout agent --dev`
+// processes on loopback ports, jobs deployed with `fanout deploy`, parents run with `fanout run`.
+// The agents run their package steps with `--catalog sqlite:<work>/fanout.db`, the parent's own
+// catalog, so one catalog holds the parent, its task runs and every child execution.
+//
+// Waits are bounded polls on the agents' status or the catalog; the few timing assertions
+// (balancing) compare against whole rounds of children, never against fine margins.
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <map>
+#include <memory>
+#include <optional>
+#include <regex>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "e2e/agent_util.h"
+#include "e2e/e2e_util.h"
+#include "fanout/catalog.h"
+#include "fanout/value.h"
+
+namespace fanout::testing {
+namespace {
+
+using nlohmann::json;
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+using SteadyClock = std::chrono::steady_clock;
+
+bool Has(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
+
+double SecondsSince(SteadyClock::time_point start) {
+  return std::chrono::duration<double>(SteadyClock::now() - start).count();
+}
+
+// An ISO 8601 time of the agent API as seconds since the epoch (NaN when absent or bad).
+double EpochSeconds(const json& value) {
+  if (!value.is_string()) return std::numeric_limits<double>::quiet_NaN();
+  auto t = ParseDateTime(value.get<std::string>());
+  if (!t.ok()) return std::numeric_limits<double>::quiet_NaN();
+  return std::chrono::duration<double>(t->time_since_epoch()).count();
+}
+
+// "[1, 2, ..., n]"
+std::string Items(int n) {
+  std::string list = "[";
+  for (int i = 1; i <= n; ++i) list += (i > 1 ? ", " : "") + std::to_string(i);
+  return list + "]";
+}
+
+// A foreach task `fan` over `n` items, up to `parallel` at once, each iteration one agent-job
+// task `child` on connection `pool` with param n; `extra` adds keys to `child` (indented by
+// the caller to 8 spaces).
+std::string FanTask(int n, int parallel, const std::string& job, const std::string& extra = "") {
+  return "  fan:\n"
+         "    type: foreach\n"
+         "    items: " + Items(n) + "\n"
+         "    as: n\n"
+         "    max_concurrent: " + std::to_string(parallel) + "\n"
+         "    tasks:\n"
+         "      child:\n"
+         "        type: agent-job\n"
+         "        connection: pool\n"
+         "        job: " + job + "\n"
+         "        params: {n: \"${n}\"}\n" + extra;
+}
+
+// A job of one process step running `script` through /bin/sh.
+std::string ShellJob(const std::string& name, const std::string& script, int max_runs = 100) {
+  return "job: " + name + "\nmax_concurrent_runs: " + std::to_string(max_runs) +
+         "\nsteps:\n  - name: run\n    subsystem: process\n    run: [/bin/sh, -c, \"" + script +
+         "\"]\n";
+}
+
+// A job of one package step running deployed package `package`.
+std::string PackageJob(const std::string& name, const std::string& package) {
+  return "job: " + name + "\nmax_concurrent_runs: 100\nsteps:\n  - {name: run, subsystem: package, "
+         "package: " + package + "}\n";
+}
+
+// A child package that takes parameter n and runs `script` through the shell.
+std::string ChildPackage(const std::string& name, const std::string& script) {
+  return "package: " + name + "\n"
+         "parameters:\n"
+         "  n: {type: string, value: \"0\"}\n"
+         "tasks:\n"
+         "  work:\n"
+         "    type: process\n"
+         "    shell: true\n"
+         "    run: \"" + script + "\"\n";
+}
+
+// One `  agent NAME URL: N children, F failed, L lost, busy D` line of `fanout run`.
+struct SummaryLine {
+  std::string url;
+  int children = 0, failed = 0, lost = 0;
+};
+
+std::map<std::string, SummaryLine> SummaryLines(const std::string& out) {
+  static const std::regex line_re(
+      R"(^  agent (\S+)\s+(\S+): (\d+) child(?:ren)?, (\d+) failed, (\d+) lost, busy .+$)");
+  std::map<std::string, SummaryLine> lines;
+  std::istringstream in(out);
+  for (std::string line; std::getline(in, line);) {
+    std::smatch m;
+    if (!std::regex_match(line, m, line_re)) continue;
+    lines[m[1]] = {m[2], std::stoi(m[3]), std::stoi(m[4]), std::stoi(m[5])};
+  }
+  return lines;
+}
+
+// The execution id from the last line `fanout run` prints for the package.
+std::string ExecutionIdOf(const std::string& out) {
+  static const std::regex id_re(R"(; execution ([0-9a-f-]{36}))");
+  std::smatch m;
+  return std::regex_search(out, m, id_re) ? m[1].str() : "";
+}
+
+// The pids of every process descended from `root`.
+std::set<int> Descendants(int root, const std::set<int>& known) {
+  std::set<int> found;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc", ec)) {
+    std::string name = entry.path().filename().string();
+    if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream stat(entry.path() / "stat");
+    std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+    size_t paren = text.rfind(')');
+    if (paren == std::string::npos) continue;
+    std::istringstream rest(text.substr(paren + 1));
+    std::string state;
+    int ppid = 0;
+    rest >> state >> ppid;
+    if (known.count(ppid) != 0 || ppid == root) found.insert(std::stoi(name));
+  }
+  return found;
+}
+
+// The crash of a whole server: the agent and every process under it (its steps, their
+// children) stop at once, then die by SIGKILL. Stopping first keeps the tree from spawning
+// or reparenting while it is collected.
+void CrashProcessTree(int root) {
+  kill(root, SIGSTOP);
+  std::set<int> tree{root};
+  while (true) {
+    std::set<int> more;
+    for (int pid : Descendants(root, tree)) {
+      if (tree.insert(pid).second) more.insert(pid);
+    }
+    if (more.empty()) break;
+    for (int pid : more) kill(pid, SIGSTOP);
+  }
+  for (int pid : tree) kill(pid, SIGKILL);
+}
+
+// A `fanout run` started in the background; killed and reaped if the test ends first.
+class BackgroundRun {
+ public:
+  BackgroundRun(const std::vector<std::string>& args, const std::string& cwd)
+      : pid_(StartFanout(args, cwd)) {}
+  ~BackgroundRun() {
+    if (pid_ > 0) {
+      kill(pid_, SIGKILL);
+      int status = 0;
+      waitpid(pid_, &status, 0);
+    }
+  }
+  BackgroundRun(const BackgroundRun&) = delete;
+  BackgroundRun& operator=(const BackgroundRun&) = delete;
+  int pid() const { return pid_; }
+  int Wait(seconds limit) {
+    int code = WaitFanout(pid_, limit);
+    pid_ = -1;
+    return code;
+  }
+
+ private:
+  int pid_;
+};
+
+// What the catalog holds about one parent execution.
+struct ParentRecord {
+  std::optional<ExecutionRow> execution;
+  std::vector<TaskRunRow> task_runs;   // every attempt of every task
+  std::vector<ExecutionRow> children;  // executions whose parent_id is the parent
+  std::vector<Event> events;
+};
+
+class PoolTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    // Credentials and the catalog are always passed explicitly.
+    unsetenv("FANOUT_TOKEN");
+    unsetenv("FANOUT_AGENT");
+    unsetenv("FANOUT_CATALOG");
+    signal(SIGPIPE, SIG_IGN);
+  }
+
+  std::string CatalogSpec() const { return "sqlite:" + work_.path() + "/fanout.db"; }
+
+  // Starts one `fanout agent --dev` per entry of `slots`, named srv-a, srv-b, ..., all
+  // recording their package steps in the parent's catalog.
+  bool StartAgents(const std::vector<int>& slots) {
+    for (int n : slots) {
+      auto agent = std::make_unique<AgentProcess>();
+      std::string name = std::string("srv-") + static_cast<char>('a' + agents_.size());
+      if (!agent->Start({"--dev", "--slots", std::to_string(n), "--name", name, "--catalog",
+                         CatalogSpec(), "--listen", "127.0.0.1:0", "--data-dir",
+                         agent->Path("data")})) {
+        return false;
+      }
+      EXPECT_EQ(agent->name(), name);
+      agents_.push_back(std::move(agent));
+    }
+    return true;
+  }
+  AgentProcess& agent(size_t i) { return *agents_.at(i); }
+  std::unique_ptr<client::AgentClient> Api(size_t i) { return agents_.at(i)->Client(); }
+
+  // Writes each file into the work directory and deploys them all with `fanout deploy` to
+  // every running agent, or to the agents named in `only`.
+  bool Deploy(const std::map<std::string, std::string>& files,
+              const std::set<std::string>& only = {}) {
+    std::vector<std::string> args = {"deploy"};
+    for (const auto& [name, text] : files) args.push_back(work_.Write(name, text));
+    bool ok = true;
+    for (auto& a : agents_) {
+      if (!a->running() || (!only.empty() && only.count(a->name()) == 0)) continue;
+      std::vector<std::string> with_agent = args;
+      with_agent.insert(with_agent.end(), {"--agent", a->url(), "--token-file", a->token_file()});
+      CommandResult r = RunFanout(with_agent, work_.path());
+      EXPECT_EQ(r.exit_code, 0) << "deploy to " << a->name() << ":\n" << r.out << r.err;
+      ok = ok && r.exit_code == 0;
+    }
+    return ok;
+  }
+
+  // A parent package with one agent connection per agent (named as the agent) and `pool` over
+  // all of them; `token_files` replaces an agent's token file.
+  std::string WriteParent(const std::string& name, const std::string& tasks,
+                          const std::map<std::string, std::string>& token_files = {}) {
+    std::string yaml = "package: " + name + "\nmax_concurrent: 32\nconnections:\n  pool: {type: "
+                       "agent-pool, agents: [";
+    for (size_t i = 0; i < agents_.size(); ++i) yaml += (i > 0 ? ", " : "") + agents_[i]->name();
+    yaml += "]}\n";
+    for (auto& a : agents_) {
+      auto file = token_files.find(a->name());
+      yaml += "  " + a->name() + ": {type: agent, url: \"" + a->url() + "\", token_file: \"" +
+              (file != token_files.end() ? file->second : a->token_file()) + "\"}\n";
+    }
+    yaml += "tasks:\n" + tasks;
+    return work_.Write(name + ".yaml", yaml);
+  }
+
+  CommandResult RunParent(const std::string& file) {
+    return RunFanout({"run", file, "--catalog", CatalogSpec()}, work_.path());
+  }
+
+  ParentRecord Record(const std::string& execution_id) {
+    ParentRecord record;
+    std::unique_ptr<Catalog> catalog = OpenTestCatalog(work_.path());
+    if (catalog == nullptr || execution_id.empty()) {
+      ADD_FAILURE() << "no catalog or no execution id";
+      return record;
+    }
+    auto execution = catalog->GetExecution(execution_id);
+    EXPECT_TRUE(execution.ok()) << execution.status().ToString();
+    if (execution.ok()) record.execution = *execution;
+    auto runs = catalog->ListTaskRuns(execution_id);
+    EXPECT_TRUE(runs.ok()) << runs.status().ToString();
+    if (runs.ok()) record.task_runs = std::move(*runs);
+    auto children = catalog->ListChildExecutions(execution_id);
+    EXPECT_TRUE(children.ok()) << children.status().ToString();
+    if (children.ok()) record.children = std::move(*children);
+    EventQuery query;
+    query.execution_id = execution_id;
+    auto events = catalog->ListEvents(query);
+    EXPECT_TRUE(events.ok()) << events.status().ToString();
+    if (events.ok()) record.events = std::move(*events);
+    return record;
+  }
+
+  // The agent-job task runs (every attempt) of a record.
+  static std::vector<TaskRunRow> AgentJobRuns(const ParentRecord& record) {
+    std::vector<TaskRunRow> runs;
+    for (const TaskRunRow& r : record.task_runs) {
+      if (r.task_type == "agent-job") runs.push_back(r);
+    }
+    return runs;
+  }
+
+  static std::string EventsText(const ParentRecord& record, EventType type) {
+    std::string text;
+    for (const Event& e : record.events) {
+      if (e.type == type) text += e.source + ": " + e.message + "\n";
+    }
+    return text;
+  }
+
+  // The runs of `job` on agent i, oldest first.
+  std::vector<json> History(size_t i, const std::string& job) {
+    auto history = Api(i)->JobHistory(job, 500);
+    EXPECT_TRUE(history.ok()) << history.status().ToString();
+    std::vector<json> runs;
+    if (!history.ok()) return runs;
+    for (const json& run : history->value("runs", json::array())) runs.push_back(run);
+    std::reverse(runs.begin(), runs.end());
+    return runs;
+  }
+
+  int Busy(size_t i) {
+    auto status = Api(i)->Status();
+    return status.ok() ? status->value("busy", -1) : -1;
+  }
+
+  ScratchDir work_;  // the parent's directory and the shared catalog; outlives the agents
+  std::vector<std::unique_ptr<AgentProcess>> agents_;
+};
+
+// --- Placement ---------------------------------------------------------------------------------
+
+// 3 agents x 1 slot, 9 equal children: late binding gives each agent 3, back to back, so the
+// whole takes 3 rounds. An agent idle while another had a queue would show as a gap between its
+// runs, a run queued on an agent, or a fourth round.
+TEST_F(PoolTest, NoAgentIdlesWhileAnotherHasAQueue) {
+  ASSERT_TRUE(StartAgents({1, 1, 1}));
+  ASSERT_TRUE(Deploy({{"half.yaml", ShellJob("half", "sleep 0.5")}}));
+  std::string parent = WriteParent("balance", FanTask(9, 9, "half"));
+  CommandResult r = RunParent(parent);
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+
+  ParentRecord record = Record(ExecutionIdOf(r.out));
+  std::map<std::string, int> per_agent;
+  for (const TaskRunRow& run : AgentJobRuns(record)) {
+    EXPECT_EQ(run.status, "succeeded") << run.task_path;
+    ++per_agent[run.agent];
+  }
+  EXPECT_EQ(per_agent, (std::map<std::string, int>{{"srv-a", 3}, {"srv-b", 3}, {"srv-c", 3}}));
+
+  // The agents' own history: when each child really started and ended there.
+  double first_start = 1e300, last_end = 0;
+  for (size_t i = 0; i < 3; ++i) {
+    std::vector<json> runs = History(i, "half");
+    ASSERT_EQ(runs.size(), 3u) << agent(i).name();
+    for (size_t k = 0; k < runs.size(); ++k) {
+      double queued = EpochSeconds(runs[k]["queued_at"]);
+      double started = EpochSeconds(runs[k]["started_at"]);
+      double ended = EpochSeconds(runs[k]["ended_at"]);
+      first_start = std::min(first_start, started);
+      last_end = std::max(last_end, ended);
+      // Sent only to a free slot: nothing waits in an agent's queue.
+      EXPECT_LT(started - queued, 0.2) << agent(i).name() << " queued a child: " << runs[k].dump();
+      if (k > 0) {
+        double gap = started - EpochSeconds(runs[k - 1]["ended_at"]);
+        EXPECT_LT(gap, 0.3) << agent(i).name() << " stood idle " << gap
+                            << " s between two children while others waited";
+      }
+    }
+  }
+  for (size_t i = 0; i < 3; ++i) {
+    double started = EpochSeconds(History(i, "half").front()["started_at"]);
+    EXPECT_LT(started - first_start, 0.3) << agent(i).name() << " started its first child late";
+  }
+  // 3 rounds of 0.5 s; a fourth round would make it at least 2 s.
+  EXPECT_LT(last_end - first_start, 1.9) << "makespan of 9 children over 3 slots";
+  EXPECT_GE(last_end - first_start, 1.5);
+}
+
+// A job at its max_concurrent_runs on one agent answers 409 there; the child goes to another
+// agent, and the parent says so in a warning.
+TEST_F(PoolTest, A409SendsTheChildToAnotherAgent) {
+  // srv-a: 3 slots with `solo` (max 1 run) busy by hand: load 1/3, so it is tried first.
+  // srv-b: 2 slots with one unrelated run: load 1/2.
+  ASSERT_TRUE(StartAgents({3, 2}));
+  ASSERT_TRUE(Deploy({{"solo.yaml", ShellJob("solo", "sleep ${FANOUT_PARAM_secs:-0.2}", 1)},
+                      {"hold.yaml", ShellJob("hold", "sleep 30")}}));
+  client::StartRequest hold_solo;
+  hold_solo.params["secs"] = "30";
+  auto a = Api(0);
+  auto b = Api(1);
+  auto held = a->StartJob("solo", hold_solo);
+  ASSERT_TRUE(held.ok()) << held.status().ToString();
+  auto filler = b->StartJob("hold", {});
+  ASSERT_TRUE(filler.ok()) << filler.status().ToString();
+  ASSERT_TRUE(WaitFor([&] { return Busy(0) == 1 && Busy(1) == 1; }, milliseconds(10000)));
+
+  std::string parent = WriteParent("conflict", "  one:\n    type: agent-job\n    connection: pool\n"
+                                               "    job: solo\n");
+  CommandResult r = RunParent(parent);
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  ParentRecord record = Record(ExecutionIdOf(r.out));
+  std::vector<TaskRunRow> runs = AgentJobRuns(record);
+  ASSERT_EQ(runs.size(), 1u);
+  EXPECT_EQ(runs[0].agent, "srv-b");
+  EXPECT_EQ(runs[0].status, "succeeded");
+  std::string warnings = EventsText(record, EventType::kOnWarning);
+  EXPECT_TRUE(Has(warnings, "agent srv-a refused job solo")) << warnings;
+  EXPECT_TRUE(Has(warnings, "already running")) << warnings;
+  // srv-a still runs only the run started by hand.
+  std::vector<json> on_a = History(0, "solo");
+  ASSERT_EQ(on_a.size(), 1u);
+  EXPECT_EQ(on_a[0]["run_id"], held->run_id);
+  (void)a->StopRun(held->run_id);
+  (void)b->StopRun(filler->run_id);
+}
+
+// An agent that lacks the job answers 404: the child goes to an agent that has it; when no
+// agent has it, the task fails naming each agent's refusal.
+TEST_F(PoolTest, AnAgentWithoutTheJobSendsTheChildElsewhere) {
+  ASSERT_TRUE(StartAgents({1, 1}));
+  // Both idle with equal load: srv-a, the first, is tried first.
+  ASSERT_TRUE(Deploy({{"only-b.yaml", ShellJob("only-b", "true")}}, {"srv-b"}));
+  std::string parent = WriteParent(
+      "missing", "  one:\n    type: agent-job\n    connection: pool\n    job: only-b\n");
+  CommandResult r = RunParent(parent);
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  ParentRecord record = Record(ExecutionIdOf(r.out));
+  std::vector<TaskRunRow> runs = AgentJobRuns(record);
+  ASSERT_EQ(runs.size(), 1u);
+  EXPECT_EQ(runs[0].agent, "srv-b");
+  std::string warnings = EventsText(record, EventType::kOnWarning);
+  EXPECT_TRUE(Has(warnings, "agent srv-a refused job only-b")) << warnings;
+
+  std::string nowhere = WriteParent(
+      "nowhere", "  one:\n    type: agent-job\n    connection: pool\n    job: ghost\n");
+  CommandResult failed = RunParent(nowhere);
+  EXPECT_EQ(failed.exit_code, 1) << failed.out << failed.err;
+  EXPECT_TRUE(Has(failed.err, "no agent can take job ghost")) << failed.err;
+  EXPECT_TRUE(Has(failed.err, "srv-a (" + agent(0).url() + "): refused")) << failed.err;
+  EXPECT_TRUE(Has(failed.err, "srv-b (" + agent(1).url() + "): refused")) << failed.err;
+}
+
+// --- Results -----------------------------------------------------------------------------------
+
+// wait: false succeeds once the agent accepted the start (SSIS), even for a child that fails
+// later; wait: true (the default) ends with the child's real result.
+TEST_F(PoolTest, WaitFalseSucceedsOnStartWaitTrueTakesTheChildsResult) {
+  ASSERT_TRUE(StartAgents({1, 1}));
+  ASSERT_TRUE(Deploy({{"late.yaml", ShellJob("late", "sleep 1.5; echo late failure >&2; exit 4")}}));
+
+  std::string fire = WriteParent(
+      "fire", "  go:\n    type: agent-job\n    connection: pool\n    job: late\n    wait: false\n");
+  auto start = SteadyClock::now();
+  CommandResult fired = RunParent(fire);
+  double fire_seconds = SecondsSince(start);
+  ASSERT_EQ(fired.exit_code, 0) << fired.out << fired.err;
+  EXPECT_LT(fire_seconds, 1.5) << "wait: false waited for the child";
+  // The child was started, is still running, and fails later without touching the parent.
+  std::string fired_run;
+  size_t fired_on = 0;
+  for (size_t i = 0; i < 2; ++i) {
+    for (const json& run : History(i, "late")) {
+      fired_run = run.value("run_id", "");
+      fired_on = i;
+    }
+  }
+  ASSERT_FALSE(fired_run.empty()) << "no agent started the child";
+  auto now = Api(fired_on)->GetRun(fired_run);
+  ASSERT_TRUE(now.ok()) << now.status().ToString();
+  EXPECT_FALSE(client::IsFinalRunStatus(now->value("status", ""))) << now->dump();
+  ParentRecord fired_record = Record(ExecutionIdOf(fired.out));
+  ASSERT_TRUE(fired_record.execution.has_value());
+  EXPECT_EQ(fired_record.execution->status, "succeeded");
+  std::vector<TaskRunRow> fired_runs = AgentJobRuns(fired_record);
+  ASSERT_EQ(fired_runs.size(), 1u);
+  EXPECT_EQ(fired_runs[0].status, "succeeded");
+  EXPECT_EQ(fired_runs[0].agent, agent(fired_on).name());
+
+  std::string waited = WriteParent(
+      "waited", "  go:\n    type: agent-job\n    connection: pool\n    job: late\n");
+  start = SteadyClock::now();
+  CommandResult r = RunParent(waited);
+  double wait_seconds = SecondsSince(start);
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  EXPECT_GE(wait_seconds, 1.5) << "wait: true returned before the child ended";
+  EXPECT_TRUE(Has(r.err, "exit code 4")) << r.err;
+  EXPECT_TRUE(Has(r.err, "late failure")) << r.err;
+
+  json fired_end = WaitForRun(*Api(fired_on), fired_run);
+  EXPECT_EQ(fired_end.value("status", ""), "failed") << fired_end.dump();
+}
+
+// A child package that fails: its own error message reaches the parent's events, and the
+// catalog links the failed child execution to the parent task run.
+TEST_F(PoolTest, AChildFailureReachesTheParentWithTheChildsMessage) {
+  ASSERT_TRUE(StartAgents({1, 1}));
+  ASSERT_TRUE(Deploy({{"region.yaml",
+                       ChildPackage("region", "sleep 0.1; if [ ${n} = 2 ]; then echo 'quota "
+                                              "exceeded on volume 7' >&2; exit 9; fi")},
+                      {"load.yaml", PackageJob("load", "region")}}));
+  std::string parent = WriteParent("nightly", FanTask(3, 3, "load"));
+  CommandResult r = RunParent(parent);
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  EXPECT_TRUE(Has(r.err, "quota exceeded on volume 7")) << r.err;
+
+  std::string id = ExecutionIdOf(r.out);
+  ParentRecord record = Record(id);
+  ASSERT_TRUE(record.execution.has_value());
+  EXPECT_EQ(record.execution->status, "failed");
+  std::string errors = EventsText(record, EventType::kOnError);
+  EXPECT_TRUE(Has(errors, "fan[2]/child: ")) << errors;
+  EXPECT_TRUE(Has(errors, "quota exceeded on volume 7")) << errors;
+
+  const std::vector<TaskRunRow> runs = AgentJobRuns(record);
+  const TaskRunRow* failed = nullptr;
+  for (const TaskRunRow& run : runs) {
+    if (run.task_path == "fan[2]/child") failed = &run;
+  }
+  ASSERT_NE(failed, nullptr);
+  EXPECT_EQ(failed->status, "failed");
+  EXPECT_TRUE(Has(failed->message, "quota exceeded on volume 7")) << failed->message;
+  ASSERT_FALSE(failed->child_execution_id.empty());
+  auto child = std::find_if(record.children.begin(), record.children.end(),
+                            [&](const ExecutionRow& e) { return e.id == failed->child_execution_id; });
+  ASSERT_NE(child, record.children.end()) << "the failed child is not linked to the parent";
+  EXPECT_EQ(child->status, "failed");
+  EXPECT_EQ(child->package, "region");
+  EXPECT_EQ(child->agent, failed->agent);
+  EXPECT_TRUE(Has(child->message, "quota exceeded on volume 7")) << child->message;
+}
+
+// Every child execution names its parent and its agent; the parent's task runs name the agent
+// and the child execution; `fanout run` ends with one line per agent that agrees with both.
+TEST_F(PoolTest, ChildExecutionsCarryTheParentAndAgentAndRunPrintsPerAgentLines) {
+  ASSERT_TRUE(StartAgents({2, 2}));
+  ASSERT_TRUE(Deploy({{"region.yaml", ChildPackage("region", "sleep 0.2")},
+                      {"load.yaml", PackageJob("load", "region")}}));
+  std::string parent = WriteParent("tree", FanTask(6, 6, "load"));
+  CommandResult r = RunParent(parent);
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  std::string id = ExecutionIdOf(r.out);
+  ParentRecord record = Record(id);
+
+  ASSERT_EQ(record.children.size(), 6u);
+  std::map<std::string, const ExecutionRow*> by_id;
+  std::set<std::string> run_ids;
+  for (const ExecutionRow& child : record.children) {
+    by_id[child.id] = &child;
+    EXPECT_EQ(child.parent_id, id);
+    EXPECT_EQ(child.package, "region");
+    EXPECT_EQ(child.job, "load");
+    EXPECT_EQ(child.status, "succeeded");
+    EXPECT_TRUE(child.agent == "srv-a" || child.agent == "srv-b") << child.agent;
+    EXPECT_FALSE(child.run_id.empty());
+    run_ids.insert(child.run_id);
+  }
+  EXPECT_EQ(run_ids.size(), 6u);
+
+  std::map<std::string, int> per_agent;
+  std::vector<TaskRunRow> runs = AgentJobRuns(record);
+  ASSERT_EQ(runs.size(), 6u);
+  std::set<std::string> linked;
+  for (const TaskRunRow& run : runs) {
+    EXPECT_EQ(run.status, "succeeded") << run.task_path;
+    EXPECT_EQ(run.attempt, 1);
+    ASSERT_EQ(by_id.count(run.child_execution_id), 1u)
+        << run.task_path << " names child " << run.child_execution_id;
+    EXPECT_EQ(by_id[run.child_execution_id]->agent, run.agent) << run.task_path;
+    linked.insert(run.child_execution_id);
+    ++per_agent[run.agent];
+  }
+  EXPECT_EQ(linked.size(), 6u) << "two task runs name the same child";
+  EXPECT_EQ(per_agent.size(), 2u) << "a pool of two idle agents used only one";
+
+  std::map<std::string, SummaryLine> lines = SummaryLines(r.out);
+  ASSERT_EQ(lines.size(), 2u) << r.out;
+  for (size_t i = 0; i < 2; ++i) {
+    const SummaryLine& line = lines[agent(i).name()];
+    EXPECT_EQ(line.url, agent(i).url());
+    EXPECT_EQ(line.children, per_agent[agent(i).name()]) << r.out;
+    EXPECT_EQ(line.failed, 0);
+    EXPECT_EQ(line.lost, 0);
+  }
+}
+
+// --- Failures of agents ------------------------------------------------------------------------
+
+// A server crashes (its agent and the steps under it SIGKILLed) while it runs a child: the
+// parent sees the agent lost, retries the child elsewhere and still succeeds; the catalog
+// shows the lost attempt, its retry, and the child execution the crash cut short.
+TEST_F(PoolTest, AnAgentKilledMidRunCostsARetryNotTheParent) {
+  ASSERT_TRUE(StartAgents({1, 1}));
+  ASSERT_TRUE(Deploy({{"region.yaml", ChildPackage("region", "sleep 0.6")},
+                      {"load.yaml", PackageJob("load", "region")}}));
+  std::string parent =
+      WriteParent("survivor", FanTask(4, 4, "load", "        retries: 2\n"));
+  BackgroundRun run({"run", parent, "--catalog", CatalogSpec()}, work_.path());
+
+  // Mid-run: srv-b's child package has recorded its execution and is still running.
+  std::string lost_child;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        std::unique_ptr<Catalog> catalog = OpenTestCatalog(work_.path());
+        if (catalog == nullptr) return false;
+        auto executions = catalog->ListExecutions(50);
+        if (!executions.ok()) return false;
+        for (const ExecutionRow& e : *executions) {
+          if (e.agent == "srv-b" && e.status == "running") lost_child = e.id;
+        }
+        return !lost_child.empty();
+      },
+      milliseconds(10000)))
+      << "srv-b never ran a child";
+  CrashProcessTree(agent(1).pid());
+  agent(1).Kill();  // reaps it
+
+  ASSERT_EQ(run.Wait(seconds(30)), 0) << ReadText(work_.path() + "/fanout.out")
+                                      << ReadText(work_.path() + "/fanout.err");
+  std::string out = ReadText(work_.path() + "/fanout.out");
+  std::string id = ExecutionIdOf(out);
+  ParentRecord record = Record(id);
+  ASSERT_TRUE(record.execution.has_value());
+  EXPECT_EQ(record.execution->status, "succeeded");
+
+  // Per iteration: the last attempt succeeded on srv-a; exactly one iteration lost an attempt
+  // on srv-b and retried it.
+  std::map<std::string, std::vector<TaskRunRow>> attempts;
+  for (const TaskRunRow& r : AgentJobRuns(record)) attempts[r.task_path].push_back(r);
+  ASSERT_EQ(attempts.size(), 4u);
+  int lost = 0;
+  std::set<std::string> succeeded_children;
+  for (auto& [path, list] : attempts) {
+    std::sort(list.begin(), list.end(),
+              [](const TaskRunRow& x, const TaskRunRow& y) { return x.attempt < y.attempt; });
+    const TaskRunRow& last = list.back();
+    EXPECT_EQ(last.status, "succeeded") << path;
+    EXPECT_EQ(last.attempt, static_cast<int>(list.size())) << path;
+    EXPECT_FALSE(last.child_execution_id.empty()) << path;
+    succeeded_children.insert(last.child_execution_id);
+    if (list.size() > 1) {
+      ++lost;
+      ASSERT_EQ(list.size(), 2u) << path;
+      EXPECT_EQ(list[0].agent, "srv-b") << path;
+      EXPECT_EQ(list[0].status, "failed") << path;
+      EXPECT_TRUE(Has(list[0].message, "agent srv-b was lost")) << list[0].message;
+      EXPECT_EQ(last.agent, "srv-a") << path << ": the retry went back to the dead agent";
+    }
+  }
+  EXPECT_EQ(lost, 1);
+  // Every child completed, each once, and the cut-short execution is still in the tree.
+  int succeeded = 0;
+  bool found_lost = false;
+  for (const ExecutionRow& child : record.children) {
+    if (child.status == "succeeded") {
+      ++succeeded;
+      EXPECT_EQ(succeeded_children.count(child.id), 1u) << child.id;
+    }
+    if (child.id == lost_child) {
+      found_lost = true;
+      EXPECT_EQ(child.agent, "srv-b");
+      EXPECT_NE(child.status, "succeeded");
+    }
+  }
+  EXPECT_EQ(succeeded, 4);
+  EXPECT_TRUE(found_lost) << "the lost child execution is not linked to the parent";
+  std::string warnings = EventsText(record, EventType::kOnWarning);
+  EXPECT_TRUE(Has(warnings, "attempt 1 of 3 failed")) << warnings;
+
+  std::map<std::string, SummaryLine> lines = SummaryLines(out);
+  EXPECT_EQ(lines["srv-b"].lost, 1) << out;
+  EXPECT_EQ(lines["srv-a"].lost, 0) << out;
+  EXPECT_EQ(lines["srv-a"].children + lines["srv-b"].children, 5) << out;
+}
+
+// Every agent of the pool unusable: the task fails at once, naming each agent and why.
+TEST_F(PoolTest, APoolWithEveryAgentDownFailsNamingEachAgentAndWhy) {
+  ASSERT_TRUE(StartAgents({1, 1}));
+  ASSERT_TRUE(Deploy({{"quick.yaml", ShellJob("quick", "true")}}));
+  std::string url_a = agent(0).url();
+  agent(0).Kill();  // srv-a: nothing listens there any more
+  std::string bad_token = work_.Write("wrong.token", "not-the-token\n");  // srv-b: 401
+  std::string parent = WriteParent(
+      "stranded", "  one:\n    type: agent-job\n    connection: pool\n    job: quick\n",
+      {{"srv-b", bad_token}});
+  auto start = SteadyClock::now();
+  CommandResult r = RunParent(parent);
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  EXPECT_LT(SecondsSince(start), 10.0);
+
+  ParentRecord record = Record(ExecutionIdOf(r.out));
+  std::string errors = EventsText(record, EventType::kOnError);
+  for (const std::string& text : {r.err, errors}) {
+    EXPECT_TRUE(Has(text, "no agent can take job quick")) << text;
+    EXPECT_TRUE(Has(text, "srv-a (" + url_a + "): ")) << text;
+    EXPECT_TRUE(Has(text, "srv-b (" + agent(1).url() + "): ")) << text;
+    EXPECT_TRUE(Has(text, "401") || Has(text, "unauthenticated")) << text;
+  }
+  // srv-a's reason is a failed connection, srv-b's the refused token: each named for its agent.
+  size_t a_at = errors.find("srv-a (");
+  size_t b_at = errors.find("srv-b (");
+  ASSERT_NE(a_at, std::string::npos);
+  ASSERT_NE(b_at, std::string::npos);
+  std::string a_reason = errors.substr(a_at, b_at > a_at ? b_at - a_at : std::string::npos);
+  EXPECT_FALSE(Has(a_reason, "401")) << a_reason;
+  EXPECT_TRUE(Has(a_reason, "connect") || Has(a_reason, "refused")) << a_reason;
+  EXPECT_TRUE(History(1, "quick").empty()) << "srv-b ran a child without valid credentials";
+}
+
+// --- Cancel ------------------------------------------------------------------------------------
+
+// A signal to the parent stops every remote child it started (the agents end them canceled),
+// starts no child still waiting for a slot, and the parent exits 3.
+class PoolCancelTest : public PoolTest {
+ protected:
+  void Run(int sig) {
+    ASSERT_TRUE(StartAgents({2, 2}));
+    ASSERT_TRUE(Deploy({{"long.yaml", ShellJob("long", "exec sleep 30")}}));
+    // 5 children on 4 slots: one waits in the pool.
+    std::string parent = WriteParent("canceled", FanTask(5, 5, "long"));
+    BackgroundRun run({"run", parent, "--catalog", CatalogSpec()}, work_.path());
+    ASSERT_TRUE(WaitFor([&] { return Busy(0) == 2 && Busy(1) == 2; }, milliseconds(10000)))
+        << "the children never all ran; parent stderr:\n" << ReadText(work_.path() + "/fanout.err");
+    auto signaled = SteadyClock::now();
+    kill(run.pid(), sig);
+    EXPECT_EQ(run.Wait(seconds(20)), 3) << ReadText(work_.path() + "/fanout.err");
+    EXPECT_LT(SecondsSince(signaled), 10.0);
+
+    int remote = 0;
+    for (size_t i = 0; i < 2; ++i) {
+      for (const json& r : History(i, "long")) {
+        ++remote;
+        EXPECT_EQ(r.value("status", ""), "canceled") << agent(i).name() << ": " << r.dump();
+      }
+      EXPECT_EQ(Busy(i), 0) << agent(i).name() << " still runs a child of the canceled parent";
+    }
+    EXPECT_EQ(remote, 4) << "the child waiting for a slot was started after the cancel";
+
+    std::string out = ReadText(work_.path() + "/fanout.out");
+    std::string err = ReadText(work_.path() + "/fanout.err");
+    EXPECT_TRUE(Has(err, "was canceled")) << err;
+    ParentRecord record = Record(ExecutionIdOf(out));
+    ASSERT_TRUE(record.execution.has_value()) << out;
+    EXPECT_EQ(record.execution->status, "canceled");
+    for (const TaskRunRow& r : AgentJobRuns(record)) {
+      EXPECT_EQ(r.status, "canceled") << r.task_path << ": " << r.message;
+    }
+  }
+};
+
+TEST_F(PoolCancelTest, SigintStopsEveryRemoteChildAndExits3) { Run(SIGINT); }
+TEST_F(PoolCancelTest, SigtermStopsEveryRemoteChildAndExits3) { Run(SIGTERM); }
+
+// The engine's `timeout` on an agent-job task stops the remote child: the task fails as timed
+// out and the agent ends the run canceled, its slot free again.
+TEST_F(PoolTest, ATimeoutStopsTheRemoteChild) {
+  ASSERT_TRUE(StartAgents({1}));
+  ASSERT_TRUE(Deploy({{"long.yaml", ShellJob("long", "exec sleep 30")}}));
+  std::string parent = WriteParent(
+      "bounded", "  one:\n    type: agent-job\n    connection: pool\n    job: long\n"
+                 "    timeout: 500ms\n");
+  auto start = SteadyClock::now();
+  CommandResult r = RunParent(parent);
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  EXPECT_LT(SecondsSince(start), 10.0);
+  EXPECT_TRUE(Has(r.err, "timed out after 500.0 ms")) << r.err;
+  std::vector<json> runs = History(0, "long");
+  ASSERT_EQ(runs.size(), 1u);
+  EXPECT_EQ(runs[0].value("status", ""), "canceled") << runs[0].dump();
+  EXPECT_EQ(Busy(0), 0);
+}
+
+// --- Scale -------------------------------------------------------------------------------------
+
+// A foreach of 100 quick remote children over 2 agents x 2 slots completes, every child once.
+TEST_F(PoolTest, AForeachOfAHundredQuickChildrenCompletes) {
+  ASSERT_TRUE(StartAgents({2, 2}));
+  ASSERT_TRUE(Deploy({{"quick.yaml", ShellJob("quick", "true")}}));
+  std::string parent = WriteParent("hundred", FanTask(100, 8, "quick"));
+  auto start = SteadyClock::now();
+  CommandResult r = RunParent(parent);
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_LT(SecondsSince(start), 20.0);
+  ParentRecord record = Record(ExecutionIdOf(r.out));
+  std::vector<TaskRunRow> runs = AgentJobRuns(record);
+  EXPECT_EQ(runs.size(), 100u);
+  std::set<std::string> paths;
+  for (const TaskRunRow& run : runs) {
+    EXPECT_EQ(run.status, "succeeded") << run.task_path << ": " << run.message;
+    paths.insert(run.task_path);
+  }
+  EXPECT_EQ(paths.size(), 100u);
+  std::map<std::string, SummaryLine> lines = SummaryLines(r.out);
+  ASSERT_EQ(lines.size(), 2u) << r.out;
+  EXPECT_EQ(lines["srv-a"].children + lines["srv-b"].children, 100) << r.out;
+  EXPECT_GT(lines["srv-a"].children, 0);
+  EXPECT_GT(lines["srv-b"].children, 0);
+  size_t remote = History(0, "quick").size() + History(1, "quick").size();
+  EXPECT_EQ(remote, 100u) << "a child ran twice or not at all";
+}
+
+}  // namespace
+}  // namespace fanout::testing
