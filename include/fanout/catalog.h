@@ -93,6 +93,15 @@ class Catalog {
   // past durations that let a pool place long children first.
   virtual Result<std::vector<ExecutionRow>> ListJobExecutions(const std::string& job,
                                                               int limit) = 0;
+
+  struct PruneCounts {
+    int64_t executions = 0;
+    int64_t task_runs = 0;
+    int64_t events = 0;
+  };
+  // Retention: deletes the executions started before `cutoff` with their parameters, task runs
+  // and events, in one transaction.
+  virtual Result<PruneCounts> Prune(DateTime cutoff) = 0;
 };
 
 // Opens a catalog from a spec: "sqlite:PATH" (or a bare path ending in .db). Other schemes

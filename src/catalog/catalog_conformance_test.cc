@@ -888,3 +888,43 @@ TEST_F(PostgresCatalogTest, UpgradesAnUnversionedSchema) {
 
 }  // namespace
 }  // namespace fanout::catalog
+
+namespace fanout::catalog {
+namespace {
+
+TEST_P(CatalogConformanceTest, PruneRemovesOldExecutionsWithEverythingTheyOwn) {
+  auto catalog = Open();
+  CatalogBatch batch;
+  for (auto [id, started] : {std::pair{"old", 1000}, std::pair{"new", 5000000}}) {
+    ExecutionRow e = testing::SampleExecution(id, started);
+    e.parameters["day"] = ParameterValue{"2026-11-26", false};
+    batch.executions.push_back(e);
+    batch.task_runs.push_back(testing::SampleTaskRun(id, "a", started));
+    batch.task_runs.push_back(testing::SampleTaskRun(id, "b", started));
+    batch.events.push_back(testing::SampleEvent(id, EventType::kOnInformation, "x"));
+  }
+  ASSERT_TRUE(catalog->Write(batch).ok());
+  auto counts = catalog->Prune(testing::At(2000000));
+  ASSERT_TRUE(counts.ok()) << counts.status().ToString();
+  EXPECT_EQ(counts->executions, 1);
+  EXPECT_EQ(counts->task_runs, 2);
+  EXPECT_EQ(counts->events, 1);
+  auto old = catalog->GetExecution("old");
+  ASSERT_TRUE(old.ok());
+  EXPECT_FALSE(old->has_value());
+  auto kept = catalog->GetExecution("new");
+  ASSERT_TRUE(kept.ok());
+  ASSERT_TRUE(kept->has_value());
+  EXPECT_EQ((*kept)->parameters.size(), 1u);
+  EXPECT_EQ(catalog->ListTaskRuns("old")->size(), 0u);
+  EXPECT_EQ(catalog->ListTaskRuns("new")->size(), 2u);
+  EventQuery q;
+  q.execution_id = "old";
+  EXPECT_EQ(catalog->ListEvents(q)->size(), 0u);
+  auto again = catalog->Prune(testing::At(2000000));
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->executions, 0);
+}
+
+}  // namespace
+}  // namespace fanout::catalog

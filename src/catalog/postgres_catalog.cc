@@ -5,6 +5,7 @@
 #include <libpq-fe.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cctype>
 #include <charconv>
 #include <chrono>
@@ -1040,6 +1041,43 @@ Result<std::vector<ExecutionRow>> PostgresCatalog::ListJobExecutions(const std::
                                    params, "listing a job's executions"));
   for (ExecutionRow& row : rows) RETURN_IF_ERROR(LoadParameters(row));
   return rows;
+}
+
+Result<Catalog::PruneCounts> PostgresCatalog::Prune(DateTime cutoff) {
+  if (conn_ == nullptr) return NotOpen();
+  RETURN_IF_ERROR(EnsureConnected());
+  Query q(*this);
+  RETURN_IF_ERROR(q.Command("BEGIN", "starting the prune transaction"));
+  PruneCounts counts;
+  auto body = [&]() -> Status {
+    struct Target {
+      const char* sql;
+      int64_t* count;
+    };
+    const Target targets[] = {
+        {"DELETE FROM events WHERE execution_id IN "
+         "(SELECT id FROM executions WHERE started_at < $1)", &counts.events},
+        {"DELETE FROM task_runs WHERE execution_id IN "
+         "(SELECT id FROM executions WHERE started_at < $1)", &counts.task_runs},
+        {"DELETE FROM execution_parameters WHERE execution_id IN "
+         "(SELECT id FROM executions WHERE started_at < $1)", nullptr},
+        {"DELETE FROM executions WHERE started_at < $1", &counts.executions},
+    };
+    for (const Target& t : targets) {
+      Params params;
+      params.Add(FormatDateTime(cutoff));
+      ASSIGN_OR_RETURN(PgResult result, q.Run(t.sql, params, "pruning"));
+      if (t.count != nullptr) *t.count = std::atoll(PQcmdTuples(result.get()));
+    }
+    return Status::Ok();
+  };
+  Status status = body();
+  if (status.ok()) status = q.Command("COMMIT", "committing the prune");
+  if (!status.ok()) {
+    static_cast<void>(q.Command("ROLLBACK", "rolling back"));
+    return status;
+  }
+  return counts;
 }
 
 std::string RedactConnectionString(std::string_view conninfo) { return Redact(conninfo, nullptr); }

@@ -45,6 +45,7 @@ class FlakyCatalog : public Catalog {
   Result<std::vector<ExecutionRow>> ListJobExecutions(const std::string& job, int limit) override {
     return inner_.ListJobExecutions(job, limit);
   }
+  Result<PruneCounts> Prune(DateTime cutoff) override { return inner_.Prune(cutoff); }
 
  private:
   SqliteCatalog inner_;

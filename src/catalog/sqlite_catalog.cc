@@ -646,4 +646,41 @@ Result<std::vector<ExecutionRow>> SqliteCatalog::ListJobExecutions(const std::st
   return rows;
 }
 
+Result<Catalog::PruneCounts> SqliteCatalog::Prune(DateTime cutoff) {
+  if (db_ == nullptr) return FailedPrecondition("catalog '" + path_ + "' is not open");
+  RETURN_IF_ERROR(Step(begin_, "starting the prune transaction"));
+  PruneCounts counts;
+  std::string before = FormatDateTime(cutoff);
+  auto body = [&]() -> Status {
+    struct Target {
+      const char* sql;
+      int64_t* count;
+    };
+    const Target targets[] = {
+        {"DELETE FROM events WHERE execution_id IN "
+         "(SELECT id FROM executions WHERE started_at < ?1)", &counts.events},
+        {"DELETE FROM task_runs WHERE execution_id IN "
+         "(SELECT id FROM executions WHERE started_at < ?1)", &counts.task_runs},
+        {"DELETE FROM execution_parameters WHERE execution_id IN "
+         "(SELECT id FROM executions WHERE started_at < ?1)", nullptr},
+        {"DELETE FROM executions WHERE started_at < ?1", &counts.executions},
+    };
+    for (const Target& t : targets) {
+      Statement stmt;
+      int rc = sqlite3_prepare_v2(db_, t.sql, -1, stmt.out(), nullptr);
+      if (rc != SQLITE_OK) return Error(rc, "preparing the prune");
+      BindText(stmt.get(), 1, before);
+      rc = sqlite3_step(stmt.get());
+      if (rc != SQLITE_DONE) return Error(rc, "pruning");
+      if (t.count != nullptr) *t.count = sqlite3_changes(db_);
+    }
+    return Status::Ok();
+  };
+  Status status = body();
+  if (status.ok()) status = Step(commit_, "committing the prune");
+  if (!status.ok() && !sqlite3_get_autocommit(db_)) static_cast<void>(Step(rollback_, "rolling back"));
+  if (!status.ok()) return status;
+  return counts;
+}
+
 }  // namespace fanout::catalog

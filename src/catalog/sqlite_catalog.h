@@ -44,6 +44,7 @@ class SqliteCatalog : public Catalog {
   Result<std::vector<TaskRunRow>> ListTaskRuns(const std::string& execution_id) override;
   Result<std::vector<Event>> ListEvents(const EventQuery& query) override;
   Result<std::vector<ExecutionRow>> ListJobExecutions(const std::string& job, int limit) override;
+  Result<PruneCounts> Prune(DateTime cutoff) override;
 
   const std::string& path() const { return path_; }
 

@@ -31,7 +31,8 @@ int Main(int argc, char** argv) {
   app.require_subcommand(1);
   const std::vector<Command> commands = {AddRunCommand(app), AddValidateCommand(app),
                                          AddAgentCommand(app), AddJobCommand(app),
-                                         AddDeployCommand(app)};
+                                         AddDeployCommand(app), AddReportCommand(app),
+                                         AddLogsCommand(app), AddCatalogCommand(app)};
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

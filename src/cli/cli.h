@@ -30,6 +30,9 @@ Command AddValidateCommand(CLI::App& app);
 Command AddJobCommand(CLI::App& app);
 Command AddDeployCommand(CLI::App& app);
 Command AddAgentCommand(CLI::App& app);
+Command AddReportCommand(CLI::App& app);
+Command AddLogsCommand(CLI::App& app);
+Command AddCatalogCommand(CLI::App& app);
 
 // Parses repeated NAME=VALUE pairs; on a malformed one prints why and returns false.
 bool ParseSets(const std::vector<std::string>& pairs, std::map<std::string, std::string>& out);

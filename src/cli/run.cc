@@ -15,7 +15,6 @@
 #include <nlohmann/json.hpp>
 
 #include "catalog/log_sinks.h"
-#include "catalog/postgres_catalog.h"
 #include "catalog/spool.h"
 #include "cli/cli.h"
 #include "client/agent_pool.h"
@@ -23,6 +22,7 @@
 #include "fanout/catalog.h"
 #include "fanout/engine.h"
 #include "fanout/package.h"
+#include "report/report.h"
 
 namespace fanout::cli {
 namespace {
@@ -39,13 +39,6 @@ struct RunArgs {
   bool params_stdin = false;
   std::string agent_name, job, run_id;  // set when an agent runs a package step
 };
-
-// The catalog spec: --catalog, else FANOUT_CATALOG, else sqlite:fanout.db here.
-std::string CatalogSpec(const std::string& flag) {
-  if (!flag.empty()) return flag;
-  if (const char* env = std::getenv("FANOUT_CATALOG"); env != nullptr && *env != '\0') return env;
-  return "sqlite:fanout.db";
-}
 
 // SIGINT/SIGTERM cancel the run: the signals are blocked in every thread and one thread waits
 // for them, so cancellation runs as ordinary code rather than in a signal handler.
@@ -119,7 +112,7 @@ int RunPackage(const RunArgs& args) {
   options.agent = args.agent_name;
   options.job = args.job;
   options.run_id = args.run_id;
-  options.catalog_spec = CatalogSpec(args.catalog);
+  options.catalog_spec = report::CatalogSpec(args.catalog);
 
   std::error_code ec;
   if (!std::filesystem::is_regular_file(args.file, ec)) {
@@ -162,7 +155,7 @@ int RunPackage(const RunArgs& args) {
   auto catalog = OpenCatalog(options.catalog_spec);
   if (!catalog.ok()) {
     std::fprintf(stderr, "fanout: catalog %s: %s\n",
-                 catalog::RedactConnectionString(options.catalog_spec).c_str(),
+                 report::DisplayCatalogSpec(options.catalog_spec).c_str(),
                  catalog.status().message().c_str());
     return kExitUsage;
   }

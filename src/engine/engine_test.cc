@@ -259,6 +259,7 @@ class FakeCatalog : public Catalog {
   Result<std::vector<ExecutionRow>> ListJobExecutions(const std::string&, int) override {
     return Internal("unused");
   }
+  Result<PruneCounts> Prune(DateTime) override { return Internal("unused"); }
 
  private:
   std::shared_ptr<Store> store_;

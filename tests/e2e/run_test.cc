@@ -219,3 +219,26 @@ TEST(RunTest, ChildExecutionsLinkToTheParent) {
 
 }  // namespace
 }  // namespace fanout::testing
+
+namespace fanout::testing {
+namespace {
+
+TEST(CatalogPruneTest, RemovesOnlyExecutionsOlderThanTheCutoff) {
+  ScratchDir dir;
+  dir.Write("p.yaml", "package: p\ntasks:\n  a: {type: process, run: [/bin/true]}\n");
+  ASSERT_EQ(RunFanout({"run", "p.yaml"}, dir.path()).exit_code, 0);
+  CommandResult keep = RunFanout({"catalog", "prune", "--older-than", "1h"}, dir.path());
+  EXPECT_EQ(keep.exit_code, 0) << keep.err;
+  EXPECT_NE(keep.out.find("pruned 0 executions"), std::string::npos) << keep.out;
+  CommandResult drop = RunFanout({"catalog", "prune", "--older-than", "0s"}, dir.path());
+  EXPECT_EQ(drop.exit_code, 0) << drop.err;
+  EXPECT_NE(drop.out.find("pruned 1 executions, 1 task runs"), std::string::npos) << drop.out;
+  auto catalog = OpenTestCatalog(dir.path());
+  ASSERT_NE(catalog, nullptr);
+  EXPECT_TRUE(catalog->ListExecutions(10)->empty());
+  EXPECT_EQ(RunFanout({"catalog", "prune", "--older-than", "soon"}, dir.path()).exit_code, 6);
+  EXPECT_EQ(RunFanout({"catalog", "prune"}, dir.path()).exit_code, 6);
+}
+
+}  // namespace
+}  // namespace fanout::testing

@@ -1,0 +1,59 @@
+// `fanout catalog prune --older-than 30d`: retention. Removes old executions with their
+// parameters, task runs and events in one transaction.
+#include <chrono>
+#include <cstdio>
+
+#include <fmt/format.h>
+
+#include "cli/cli.h"
+#include "common/util.h"
+#include "fanout/catalog.h"
+#include "report/report.h"
+
+namespace fanout::cli {
+
+Command AddCatalogCommand(CLI::App& app) {
+  struct Args {
+    std::string older_than;
+    std::string catalog;
+  };
+  auto args = std::make_shared<Args>();
+  CLI::App* cmd = app.add_subcommand("catalog", "Maintain the catalog");
+  cmd->require_subcommand(1);
+  CLI::App* prune = cmd->add_subcommand(
+      "prune", "Delete executions started before a cut-off, with their task runs and events");
+  prune->add_option("--older-than", args->older_than, "Age to keep, e.g. 30d, 12h")->required();
+  prune->add_option("--catalog", args->catalog,
+                    "sqlite:PATH or postgresql://... (default sqlite:fanout.db, or $FANOUT_CATALOG)");
+  prune->footer("Exit codes: 0 pruned (possibly nothing), 1 the catalog failed, 6 usage error.");
+  return {cmd, [args]() -> int {
+            auto age = ParseDuration(args->older_than);
+            if (!age.ok()) {
+              std::fprintf(stderr, "fanout catalog prune: --older-than: %s\n", age.status().message().c_str());
+              return kExitUsage;
+            }
+            std::string spec = report::CatalogSpec(args->catalog);
+            auto catalog = OpenCatalog(spec);
+            if (!catalog.ok()) {
+              std::fprintf(stderr, "fanout catalog prune: catalog %s: %s\n",
+                           report::DisplayCatalogSpec(spec).c_str(), catalog.status().message().c_str());
+              return kExitFailure;
+            }
+            auto cutoff = std::chrono::time_point_cast<std::chrono::microseconds>(
+                std::chrono::system_clock::now() - *age);
+            auto counts = (*catalog)->Prune(cutoff);
+            if (!counts.ok()) {
+              std::fprintf(stderr, "fanout catalog prune: %s\n", counts.status().message().c_str());
+              return kExitFailure;
+            }
+            std::printf("pruned %lld executions, %lld task runs and %lld events started before %s "
+                        "from %s\n",
+                        static_cast<long long>(counts->executions),
+                        static_cast<long long>(counts->task_runs),
+                        static_cast<long long>(counts->events), FormatDateTime(cutoff).c_str(),
+                        report::DisplayCatalogSpec(spec).c_str());
+            return kExitSuccess;
+          }};
+}
+
+}  // namespace fanout::cli

@@ -1,0 +1,297 @@
+// `fanout logs`: the events in the catalog (SSIS's sysssislog), filtered by execution, event type
+// and source, as text or JSON lines; --follow keeps polling for new ones while a run goes on.
+#include <fmt/format.h>
+#include <signal.h>
+#include <time.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "cli/cli.h"
+#include "report/report.h"
+
+namespace fanout::cli {
+namespace {
+
+constexpr const char* kCommand = "logs";
+constexpr int kPageSize = 1000;
+constexpr std::chrono::milliseconds kPollInterval{200};
+// Captured output (data_bytes) shown under a text line; --json has all of it.
+constexpr int kMaxOutputLines = 20;
+
+struct LogsArgs {
+  std::string catalog;
+  std::string execution;
+  bool children = false;
+  std::vector<std::string> events;
+  std::string source;
+  bool follow = false;
+  bool json = false;
+};
+
+std::atomic<bool> g_stop{false};
+
+void OnStopSignal(int) { g_stop.store(true); }
+
+// SIGINT and SIGTERM end --follow; without SA_RESTART they also cut the poll's sleep short.
+void CatchStopSignals() {
+  struct sigaction action {};
+  action.sa_handler = OnStopSignal;
+  sigemptyset(&action.sa_mask);
+  sigaction(SIGINT, &action, nullptr);
+  sigaction(SIGTERM, &action, nullptr);
+}
+
+void SleepInterruptibly(std::chrono::milliseconds d) {
+  timespec ts{static_cast<time_t>(d.count() / 1000), static_cast<long>(d.count() % 1000) * 1000000};
+  nanosleep(&ts, nullptr);  // EINTR is the point: a signal ends the wait
+}
+
+// "OnError,OnWarning" and repeated flags alike.
+bool ParseEventTypes(const std::vector<std::string>& names, std::vector<EventType>& out) {
+  for (const std::string& flag : names) {
+    size_t begin = 0;
+    while (begin <= flag.size()) {
+      size_t comma = flag.find(',', begin);
+      std::string name =
+          flag.substr(begin, comma == std::string::npos ? std::string::npos : comma - begin);
+      begin = comma == std::string::npos ? flag.size() + 1 : comma + 1;
+      if (name.empty()) continue;
+      auto type = ParseEventName(name);
+      if (!type.ok()) {
+        std::fprintf(stderr, "fanout %s: --event: %s\n", kCommand, type.status().message().c_str());
+        return false;
+      }
+      out.push_back(*type);
+    }
+  }
+  return true;
+}
+
+// Prints events and remembers what it learned about their executions.
+class EventPrinter {
+ public:
+  EventPrinter(Catalog& catalog, bool json, bool name_executions)
+      : catalog_(catalog), json_(json), name_executions_(name_executions) {}
+
+  void Print(const Event& event) {
+    if (json_) {
+      // The jsonl log provider's keys, with the catalog's event id first (to resume from).
+      nlohmann::ordered_json line = {
+          {"id", event.id},
+          {"event", EventName(event.type)},
+          {"execution_id", event.execution_id},
+          {"computer", event.computer},
+          {"operator", event.operator_name},
+          {"source", event.source},
+          {"source_id", event.source_id},
+          {"started_at", FormatDateTime(event.started_at)},
+          {"ended_at", FormatDateTime(event.ended_at)},
+          {"data_code", event.data_code},
+          {"data_bytes", event.data_bytes},
+          {"message", event.message},
+      };
+      std::string text =
+          line.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
+      std::printf("%s\n", text.c_str());
+      return;
+    }
+    // As the console log provider writes it, with the date, and the execution when several can
+    // appear: "2026-11-26 03:04:05 child#4f2a9c1e OnError       load: exit code 1".
+    std::string line = report::ShortDateTime(event.ended_at) + " ";
+    if (name_executions_) line += ExecutionName(event.execution_id) + " ";
+    line += fmt::format("{:<13} ", EventName(event.type));
+    line += event.source;
+    if (!event.message.empty()) {
+      if (!event.source.empty()) line += ": ";
+      line += event.message;
+    }
+    std::printf("%s\n", line.c_str());
+    if (!event.data_bytes.empty()) PrintOutput(event.data_bytes);
+  }
+
+ private:
+  // "package#last-8-characters-of-the-id": short, and accepted by `report overview`.
+  std::string ExecutionName(const std::string& id) {
+    auto it = names_.find(id);
+    if (it != names_.end()) return it->second;
+    std::string package = "?";
+    auto row = catalog_.GetExecution(id);
+    if (row.ok() && row->has_value()) package = (*row)->package;
+    std::string name = package + "#" + (id.size() > 8 ? id.substr(id.size() - 8) : id);
+    names_.emplace(id, name);
+    return name;
+  }
+
+  void PrintOutput(const std::string& output) {
+    size_t begin = 0;
+    int lines = 0;
+    while (begin < output.size()) {
+      size_t end = output.find('\n', begin);
+      if (end == std::string::npos) end = output.size();
+      if (lines == kMaxOutputLines) {
+        int rest = 0;
+        for (size_t i = begin; i < output.size(); ++i) rest += output[i] == '\n';
+        if (output.back() != '\n') ++rest;
+        std::printf("    | ... %d more line%s (--json shows all)\n", rest, rest == 1 ? "" : "s");
+        return;
+      }
+      std::printf("    | %.*s\n", static_cast<int>(end - begin), output.data() + begin);
+      ++lines;
+      begin = end + 1;
+    }
+  }
+
+  Catalog& catalog_;
+  bool json_;
+  bool name_executions_;
+  std::map<std::string, std::string> names_;
+};
+
+// Whether an execution is `root` or one of its descendants, following parent ids upwards.
+class TreeMembership {
+ public:
+  TreeMembership(Catalog& catalog, std::string root) : catalog_(catalog) {
+    known_[std::move(root)] = true;
+  }
+
+  bool Contains(const std::string& id) {
+    std::vector<std::string> path;
+    std::string current = id;
+    bool member = false;
+    for (int depth = 0; depth < 64; ++depth) {
+      if (auto it = known_.find(current); it != known_.end()) {
+        member = it->second;
+        break;
+      }
+      path.push_back(current);
+      auto row = catalog_.GetExecution(current);
+      if (!row.ok()) return false;  // not cached: asked again with the next event
+      if (!row->has_value() || (*row)->parent_id.empty()) break;
+      current = (*row)->parent_id;
+    }
+    for (const std::string& p : path) known_[p] = member;
+    return member;
+  }
+
+ private:
+  Catalog& catalog_;
+  std::map<std::string, bool> known_;
+};
+
+int Logs(const LogsArgs& args) {
+  std::vector<EventType> types;
+  if (!ParseEventTypes(args.events, types)) return kExitUsage;
+  if (args.children && args.execution.empty()) {
+    std::fprintf(stderr, "fanout %s: --children needs --execution ID\n", kCommand);
+    return kExitUsage;
+  }
+  const std::string full_spec = report::CatalogSpec(args.catalog);
+  const std::string spec = report::DisplayCatalogSpec(full_spec);  // for messages
+  // Following may start before the first run has created the catalog; reading alone must not
+  // create one.
+  auto opened = args.follow && args.execution.empty() ? OpenCatalog(full_spec)
+                                                      : report::OpenCatalogToRead(full_spec);
+  if (!opened.ok()) {
+    std::fprintf(stderr, "fanout %s: catalog %s: %s\n", kCommand, spec.c_str(),
+                 opened.status().message().c_str());
+    return opened.status().code() == Code::kInvalidArgument ? kExitUsage : kExitFailure;
+  }
+  std::unique_ptr<Catalog> catalog = std::move(*opened);
+  if (catalog == nullptr) {
+    if (args.execution.empty()) return kExitSuccess;  // no catalog, no events
+    std::fprintf(stderr, "fanout %s: no execution '%s': catalog %s does not exist\n", kCommand,
+                 args.execution.c_str(), spec.c_str());
+    return kExitNotFound;
+  }
+
+  std::string root;
+  if (!args.execution.empty()) {
+    auto execution = report::FindExecution(*catalog, args.execution);
+    if (!execution.ok()) {
+      const Status& s = execution.status();
+      std::fprintf(stderr, "fanout %s: %s%s\n", kCommand, s.message().c_str(),
+                   s.code() == Code::kNotFound ? (" in catalog " + spec).c_str() : "");
+      return s.code() == Code::kNotFound          ? kExitNotFound
+             : s.code() == Code::kInvalidArgument ? kExitUsage
+                                                  : kExitFailure;
+    }
+    root = execution->id;
+  }
+
+  EventQuery query;
+  query.types = types;
+  query.source = args.source;
+  query.limit = kPageSize;
+  if (!root.empty() && !args.children) query.execution_id = root;
+  std::unique_ptr<TreeMembership> tree;
+  if (args.children) tree = std::make_unique<TreeMembership>(*catalog, root);
+  EventPrinter printer(*catalog, args.json, root.empty() || args.children);
+
+  if (args.follow) CatchStopSignals();
+  for (;;) {
+    // Whether the execution had ended is read before the events, so that the last drain below
+    // sees every event it wrote.
+    bool ended = false;
+    if (args.follow && !root.empty()) {
+      auto row = catalog->GetExecution(root);
+      ended = row.ok() && row->has_value() && (*row)->ended_at.has_value();
+    }
+    for (;;) {
+      auto events = catalog->ListEvents(query);
+      if (!events.ok()) {
+        std::fprintf(stderr, "fanout %s: reading catalog %s: %s\n", kCommand, spec.c_str(),
+                     events.status().message().c_str());
+        return kExitFailure;
+      }
+      for (const Event& event : *events) {
+        query.after_id = std::max(query.after_id, event.id);
+        if (tree != nullptr && !tree->Contains(event.execution_id)) continue;
+        printer.Print(event);
+      }
+      if (static_cast<int>(events->size()) < kPageSize) break;
+    }
+    // A reader that went away (`fanout logs --follow | head`) ends the command.
+    if (std::fflush(stdout) != 0 || std::ferror(stdout)) return kExitSuccess;
+    if (!args.follow || ended || g_stop.load()) break;
+    SleepInterruptibly(kPollInterval);
+    if (g_stop.load()) break;
+  }
+  return kExitSuccess;
+}
+
+}  // namespace
+
+Command AddLogsCommand(CLI::App& app) {
+  auto args = std::make_shared<LogsArgs>();
+  CLI::App* cmd = app.add_subcommand("logs", "Show the events in the catalog; --follow a run");
+  cmd->add_option("--execution", args->execution,
+                  "Only this execution's events (its id, or 8 of its first or last characters)");
+  cmd->add_flag("--children", args->children,
+                "With --execution: its child executions' events too, all the way down");
+  cmd->add_option("--event", args->events,
+                  "Only events of this type: OnError, OnWarning, OnInformation, OnPreExecute, "
+                  "OnPostExecute, OnTaskFailed, OnProgress, OnVariableValueChanged (repeatable, "
+                  "or comma-separated)");
+  cmd->add_option("--source", args->source, "Only events from this task path (or package)");
+  cmd->add_flag("--follow,-f", args->follow,
+                "Keep printing new events as they arrive, until Ctrl-C; with --execution, until "
+                "that execution ends");
+  cmd->add_flag("--json", args->json, "One JSON object per line, as the jsonl log provider");
+  cmd->add_option("--catalog", args->catalog,
+                  "The catalog to read: sqlite:PATH (default sqlite:fanout.db, or "
+                  "$FANOUT_CATALOG)");
+  cmd->footer(
+      "Times are UTC. Exit codes: 0 ok (also when --follow is stopped by Ctrl-C or SIGTERM),\n"
+      "1 the catalog could not be read, 4 execution not found, 6 usage error.");
+  return {cmd, [args] { return Logs(*args); }};
+}
+
+}  // namespace fanout::cli

@@ -1,0 +1,234 @@
+// `fanout report executions` and `fanout report overview ID`: SSIS's All Executions and Overview
+// reports over the catalog, as aligned tables, JSON (--json) or one self-contained HTML page
+// (--html FILE). The reports themselves live in src/report/.
+#include "report/report.h"
+
+#include <fmt/format.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <optional>
+
+#include "cli/cli.h"
+#include "report/render.h"
+
+namespace fanout::cli {
+namespace {
+
+struct ReportArgs {
+  std::string catalog;
+  bool json = false;
+  std::string html;
+  // executions
+  std::string since;
+  std::string package;
+  std::string status;
+  int limit = 50;
+  bool all = false;
+  // overview
+  std::string id;
+};
+
+DateTime Now() {
+  return std::chrono::time_point_cast<std::chrono::microseconds>(std::chrono::system_clock::now());
+}
+
+// Opens the catalog named by --catalog / $FANOUT_CATALOG to read and sets `spec` to the spec as
+// messages show it. On failure prints why and returns the exit code; `catalog` stays null when
+// the SQLite file does not exist (no executions).
+std::optional<int> OpenToRead(const std::string& flag, const char* command, std::string& spec,
+                              std::unique_ptr<Catalog>& catalog) {
+  const std::string full_spec = report::CatalogSpec(flag);
+  spec = report::DisplayCatalogSpec(full_spec);  // from here on only shown in messages
+  auto opened = report::OpenCatalogToRead(full_spec);
+  if (!opened.ok()) {
+    std::fprintf(stderr, "fanout %s: catalog %s: %s\n", command, spec.c_str(),
+                 opened.status().message().c_str());
+    return opened.status().code() == Code::kInvalidArgument ? kExitUsage : kExitFailure;
+  }
+  catalog = std::move(*opened);
+  return std::nullopt;
+}
+
+int QueryFailed(const char* command, const std::string& spec, const Status& status) {
+  std::fprintf(stderr, "fanout %s: reading catalog %s: %s\n", command, spec.c_str(),
+               status.message().c_str());
+  return kExitFailure;
+}
+
+// Writes through a temporary file and a rename, so that nobody opens half a page.
+bool WriteFile(const std::string& path, const std::string& content, const char* command) {
+  std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    out << content;
+    out.close();
+    if (!out) {
+      std::fprintf(stderr, "fanout %s: cannot write %s\n", command, tmp.c_str());
+      std::error_code ec;
+      std::filesystem::remove(tmp, ec);
+      return false;
+    }
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) {
+    std::fprintf(stderr, "fanout %s: cannot write %s: %s\n", command, path.c_str(),
+                 ec.message().c_str());
+    std::filesystem::remove(tmp, ec);
+    return false;
+  }
+  return true;
+}
+
+int Executions(const ReportArgs& args) {
+  constexpr const char* kCommand = "report executions";
+  const DateTime now = Now();
+  report::ExecutionsQuery query;
+  query.package = args.package;
+  query.status = args.status;
+  query.limit = args.limit;
+  query.include_children = args.all;
+  std::string filters;
+  auto describe = [&](const std::string& text) { filters += (filters.empty() ? "" : ", ") + text; };
+  if (!args.since.empty()) {
+    auto since = report::ParseSince(args.since, now);
+    if (!since.ok()) {
+      std::fprintf(stderr, "fanout %s: --since: %s\n", kCommand, since.status().message().c_str());
+      return kExitUsage;
+    }
+    query.since = *since;
+    describe("since " + report::ShortDateTime(*since) + " UTC");
+  }
+  if (!args.package.empty()) describe("package " + args.package);
+  if (!args.status.empty()) describe("status " + args.status);
+
+  std::string spec;
+  std::unique_ptr<Catalog> catalog;
+  if (auto rc = OpenToRead(args.catalog, kCommand, spec, catalog)) return *rc;
+  std::vector<report::ExecutionSummary> executions;
+  if (catalog != nullptr) {
+    auto listed = report::ListExecutions(*catalog, query);
+    if (!listed.ok()) return QueryFailed(kCommand, spec, listed.status());
+    executions = std::move(*listed);
+  }
+
+  if (!args.html.empty()) {
+    std::string page_filters = filters;
+    if (!args.all) page_filters += std::string(filters.empty() ? "" : ", ") + "top-level only";
+    if (!WriteFile(args.html, report::ExecutionsHtml(executions, page_filters, now), kCommand)) {
+      return kExitFailure;
+    }
+  }
+  if (args.json) {
+    std::fputs(report::ExecutionsJson(executions, now).c_str(), stdout);
+  } else if (!args.html.empty()) {
+    std::printf("Wrote %s (%zu executions)\n", args.html.c_str(), executions.size());
+  } else if (executions.empty()) {
+    std::printf("No executions%s in catalog %s%s\n",
+                filters.empty() ? "" : (" (" + filters + ")").c_str(), spec.c_str(),
+                catalog == nullptr ? " (it does not exist yet)" : "");
+  } else {
+    std::fputs(report::ExecutionsText(executions, now).c_str(), stdout);
+  }
+  return kExitSuccess;
+}
+
+int Overview(const ReportArgs& args) {
+  constexpr const char* kCommand = "report overview";
+  std::string spec;
+  std::unique_ptr<Catalog> catalog;
+  if (auto rc = OpenToRead(args.catalog, kCommand, spec, catalog)) return *rc;
+  if (catalog == nullptr) {
+    std::fprintf(stderr, "fanout %s: no execution '%s': catalog %s does not exist\n", kCommand,
+                 args.id.c_str(), spec.c_str());
+    return kExitNotFound;
+  }
+  auto execution = report::FindExecution(*catalog, args.id);
+  if (!execution.ok()) {
+    const Status& s = execution.status();
+    if (s.code() == Code::kNotFound) {
+      std::fprintf(stderr, "fanout %s: %s in catalog %s\n", kCommand, s.message().c_str(),
+                   spec.c_str());
+      return kExitNotFound;
+    }
+    if (s.code() == Code::kInvalidArgument) {
+      std::fprintf(stderr, "fanout %s: %s\n", kCommand, s.message().c_str());
+      return kExitUsage;
+    }
+    return QueryFailed(kCommand, spec, s);
+  }
+  auto overview = report::BuildOverview(*catalog, std::move(*execution), Now());
+  if (!overview.ok()) return QueryFailed(kCommand, spec, overview.status());
+
+  if (!args.html.empty()) {
+    if (!WriteFile(args.html, report::OverviewHtml(*overview), kCommand)) return kExitFailure;
+  }
+  if (args.json) {
+    std::fputs(report::OverviewJson(*overview).c_str(), stdout);
+  } else if (!args.html.empty()) {
+    std::printf("Wrote %s (execution %s, %d child execution%s)\n", args.html.c_str(),
+                overview->execution.id.c_str(), report::CountChildren(overview->children),
+                report::CountChildren(overview->children) == 1 ? "" : "s");
+  } else {
+    std::fputs(report::OverviewText(*overview).c_str(), stdout);
+  }
+  return kExitSuccess;
+}
+
+void AddCommonOptions(CLI::App* cmd, ReportArgs& args) {
+  cmd->add_option("--catalog", args.catalog,
+                  "The catalog to read: sqlite:PATH (default sqlite:fanout.db, or "
+                  "$FANOUT_CATALOG)");
+  cmd->add_flag("--json", args.json, "Print JSON instead of tables");
+  cmd->add_option("--html", args.html,
+                  "Also write the report as one self-contained HTML page to this file");
+}
+
+}  // namespace
+
+Command AddReportCommand(CLI::App& app) {
+  auto args = std::make_shared<ReportArgs>();
+  CLI::App* report = app.add_subcommand("report", "Catalog reports: all executions, overview");
+  report->require_subcommand(1);
+  const std::string footer =
+      "Times are UTC. Exit codes: 0 ok, 1 the catalog could not be read, 4 execution not found,\n"
+      "6 usage error (bad flags, ambiguous id).";
+  report->footer(footer);
+
+  CLI::App* executions = report->add_subcommand(
+      "executions", "All executions, newest first: id, package, host, agent, status, times");
+  executions->footer(footer);
+  AddCommonOptions(executions, *args);
+  executions->add_option("--since", args->since,
+                         "Only executions started since: a duration back from now (24h, 7d) or "
+                         "a date (2026-11-26, 2026-11-26T03:00:00Z)");
+  executions->add_option("--package", args->package, "Only executions of this package");
+  executions->add_option("--status", args->status, "Only executions in this state")
+      ->check(CLI::IsMember({"succeeded", "failed", "canceled", "running"}));
+  executions->add_option("--limit", args->limit, "At most this many executions")
+      ->default_str("50")
+      ->check(CLI::PositiveNumber);
+  executions->add_flag("--all", args->all,
+                       "Child executions too (by default only top-level ones are listed)");
+
+  CLI::App* overview = report->add_subcommand(
+      "overview", "One execution: parameters, tasks, errors and the tree of child packages");
+  overview->footer(footer);
+  overview
+      ->add_option("id", args->id,
+                   "The execution id, or at least 8 of its first or last characters")
+      ->required();
+  AddCommonOptions(overview, *args);
+
+  return {report, [args, executions, overview] {
+            if (executions->parsed()) return Executions(*args);
+            if (overview->parsed()) return Overview(*args);
+            return static_cast<int>(kExitUsage);
+          }};
+}
+
+}  // namespace fanout::cli

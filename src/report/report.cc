@@ -1,0 +1,331 @@
+// Gathering the All Executions and Overview reports from a Catalog (see report.h). Everything is
+// read through the Catalog interface; filters it does not offer are applied here.
+#include "report/report.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cstdlib>
+#include <filesystem>
+#include <map>
+#include <set>
+
+#include "catalog/postgres_catalog.h"
+#include "common/util.h"
+
+namespace fanout::report {
+namespace {
+
+// Windows of newest executions read by ListExecutions and FindExecution: the first is a
+// multiple of the wanted rows, then it grows until enough match or this many were read.
+constexpr int kMaxScan = 200000;
+// Deeper child trees than this are cut (a cycle in a damaged catalog must not recurse forever).
+constexpr int kMaxDepth = 32;
+
+bool StartsWith(std::string_view s, std::string_view prefix) {
+  return s.substr(0, prefix.size()) == prefix;
+}
+
+std::string Lower(std::string s) {
+  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+std::string Trim(std::string_view s) {
+  size_t b = s.find_first_not_of(" \t\r\n");
+  if (b == std::string_view::npos) return "";
+  size_t e = s.find_last_not_of(" \t\r\n");
+  return std::string(s.substr(b, e - b + 1));
+}
+
+// The execution's message (unless it succeeded), then its OnError events' messages, each once.
+// The engine's closing "package P failed: M" repeats M, so it is dropped when M is listed.
+Result<std::vector<std::string>> Errors(Catalog& catalog, const ExecutionRow& execution) {
+  std::vector<std::string> errors;
+  auto add = [&](std::string_view text) {
+    std::string message = Trim(text);
+    if (message.empty() || static_cast<int>(errors.size()) >= kMaxErrorsPerExecution) return;
+    if (std::find(errors.begin(), errors.end(), message) != errors.end()) return;
+    std::string wrapper = "package " + execution.package + " failed: ";
+    if (StartsWith(message, wrapper)) {
+      std::string inner = message.substr(wrapper.size());
+      if (std::find(errors.begin(), errors.end(), inner) != errors.end()) return;
+    }
+    errors.push_back(std::move(message));
+  };
+  if (execution.status != "succeeded" && execution.status != "running") add(execution.message);
+  EventQuery query;
+  query.execution_id = execution.id;
+  query.types = {EventType::kOnError};
+  query.limit = kMaxErrorsPerExecution * 2;
+  ASSIGN_OR_RETURN(std::vector<Event> events, catalog.ListEvents(query));
+  for (const Event& event : events) {
+    // A task's event names its task, as the execution's message does ("load: exit code 3").
+    add(event.source_id.empty() || event.source.empty() ? event.message
+                                                        : event.source + ": " + event.message);
+  }
+  return errors;
+}
+
+// Task runs grouped by task path, in the order the tasks first started.
+std::vector<TaskSummary> SummarizeTasks(const std::vector<TaskRunRow>& runs) {
+  std::vector<TaskSummary> tasks;
+  std::map<std::string, size_t> index;
+  std::map<std::string, int> last_attempt;
+  for (const TaskRunRow& run : runs) {
+    auto [it, inserted] = index.try_emplace(run.task_path, tasks.size());
+    if (inserted) {
+      TaskSummary summary;
+      summary.task_path = run.task_path;
+      summary.started_at = run.started_at;
+      tasks.push_back(std::move(summary));
+    }
+    TaskSummary& task = tasks[it->second];
+    task.started_at = std::min(task.started_at, run.started_at);
+    int& last = last_attempt[run.task_path];
+    if (run.attempt < last) continue;
+    last = run.attempt;
+    task.attempts = std::max(task.attempts, run.attempt);
+    task.task_type = run.task_type;
+    task.status = run.status;
+    task.ended_at = run.ended_at;
+    task.agent = run.agent;
+    task.child_execution_id = run.child_execution_id;
+    task.message = run.message;
+  }
+  std::stable_sort(tasks.begin(), tasks.end(), [](const TaskSummary& a, const TaskSummary& b) {
+    return a.started_at < b.started_at;
+  });
+  return tasks;
+}
+
+// Labels children after the parameter whose values differ the most between siblings of the same
+// package (the region of a load-region child), so that the labels tell them apart.
+void LabelSiblings(std::vector<ChildNode>& children) {
+  std::map<std::string, std::vector<ChildNode*>> by_package;
+  for (ChildNode& child : children) by_package[child.execution.package].push_back(&child);
+  for (auto& [package, siblings] : by_package) {
+    std::string best;
+    size_t best_distinct = 1;
+    if (siblings.size() > 1) {
+      std::map<std::string, std::set<std::string>> values;
+      for (const ChildNode* child : siblings) {
+        for (const auto& [name, value] : child->execution.parameters) {
+          if (!value.sensitive) values[name].insert(value.value);
+        }
+      }
+      for (const auto& [name, distinct] : values) {
+        if (distinct.size() > best_distinct) {
+          best = name;
+          best_distinct = distinct.size();
+        }
+      }
+    }
+    for (ChildNode* child : siblings) {
+      auto it =
+          best.empty() ? child->execution.parameters.end() : child->execution.parameters.find(best);
+      child->label = it == child->execution.parameters.end() || it->second.value.empty()
+                         ? ChildLabel(child->execution)
+                         : package + " " + Abbreviate(it->second.value, 24);
+    }
+  }
+}
+
+Result<std::vector<ChildNode>> Children(Catalog& catalog, const std::string& parent_id,
+                                        const std::vector<TaskRunRow>& parent_runs,
+                                        std::set<std::string>& visited, int depth) {
+  ASSIGN_OR_RETURN(std::vector<ExecutionRow> rows, catalog.ListChildExecutions(parent_id));
+  std::map<std::string, std::string> task_of;
+  for (const TaskRunRow& run : parent_runs) {
+    if (!run.child_execution_id.empty()) task_of[run.child_execution_id] = run.task_path;
+  }
+  std::vector<ChildNode> children;
+  children.reserve(rows.size());
+  for (ExecutionRow& row : rows) {
+    if (!visited.insert(row.id).second) continue;
+    ChildNode node;
+    // ListChildExecutions leaves parameters out; GetExecution brings them.
+    ASSIGN_OR_RETURN(std::optional<ExecutionRow> full, catalog.GetExecution(row.id));
+    node.execution = full ? std::move(*full) : std::move(row);
+    if (auto it = task_of.find(node.execution.id); it != task_of.end()) node.task_path = it->second;
+    ASSIGN_OR_RETURN(node.errors, Errors(catalog, node.execution));
+    if (depth + 1 < kMaxDepth) {
+      ASSIGN_OR_RETURN(std::vector<TaskRunRow> runs, catalog.ListTaskRuns(node.execution.id));
+      ASSIGN_OR_RETURN(node.children,
+                       Children(catalog, node.execution.id, runs, visited, depth + 1));
+    }
+    children.push_back(std::move(node));
+  }
+  LabelSiblings(children);
+  return children;
+}
+
+}  // namespace
+
+std::string CatalogSpec(const std::string& flag) {
+  if (!flag.empty()) return flag;
+  if (const char* env = std::getenv("FANOUT_CATALOG"); env != nullptr && *env != '\0') return env;
+  return "sqlite:fanout.db";
+}
+
+std::string DisplayCatalogSpec(const std::string& spec) {
+  return catalog::RedactConnectionString(spec);
+}
+
+Result<std::unique_ptr<Catalog>> OpenCatalogToRead(const std::string& spec) {
+  // The same forms OpenCatalog reads as SQLite files.
+  std::string path;
+  if (StartsWith(spec, "sqlite:")) {
+    path = spec.substr(7);
+  } else if (spec.size() > 3 && spec.ends_with(".db") && spec.find("://") == std::string::npos) {
+    path = spec;
+  }
+  std::error_code ec;
+  if (!path.empty() && !std::filesystem::exists(path, ec)) return std::unique_ptr<Catalog>();
+  return OpenCatalog(spec);
+}
+
+Result<std::vector<ExecutionSummary>> ListExecutions(Catalog& catalog,
+                                                     const ExecutionsQuery& query) {
+  const size_t limit = static_cast<size_t>(std::max(query.limit, 1));
+  const bool filtered = !query.include_children || !query.package.empty() || !query.status.empty();
+  int window = filtered ? std::max(query.limit * 8, 1000) : static_cast<int>(limit);
+  std::vector<ExecutionRow> picked;
+  for (;;) {
+    ASSIGN_OR_RETURN(std::vector<ExecutionRow> rows, catalog.ListExecutions(window));
+    const bool exhausted = rows.size() < static_cast<size_t>(window);
+    bool past_since = false;
+    picked.clear();
+    for (ExecutionRow& row : rows) {
+      if (query.since && row.started_at < *query.since) {
+        past_since = true;  // newest first: every later row is older still
+        break;
+      }
+      if (!query.include_children && !row.parent_id.empty()) continue;
+      if (!query.package.empty() && row.package != query.package) continue;
+      if (!query.status.empty() && row.status != query.status) continue;
+      picked.push_back(std::move(row));
+      if (picked.size() >= limit) break;
+    }
+    if (picked.size() >= limit || exhausted || past_since || window >= kMaxScan) break;
+    window = std::min(window * 8, kMaxScan);
+  }
+  std::vector<ExecutionSummary> summaries;
+  summaries.reserve(picked.size());
+  for (ExecutionRow& row : picked) {
+    ASSIGN_OR_RETURN(std::vector<ExecutionRow> children, catalog.ListChildExecutions(row.id));
+    summaries.push_back({std::move(row), static_cast<int>(children.size())});
+  }
+  return summaries;
+}
+
+Result<DateTime> ParseSince(std::string_view text, DateTime now) {
+  const bool looks_like_date = text.size() >= 10 && text[4] == '-' && text[7] == '-';
+  if (looks_like_date) return ParseDateTime(text);
+  auto duration = ParseDuration(text);
+  if (!duration.ok()) {
+    return InvalidArgument(fmt::format(
+        "'{}' is neither a duration back from now (24h, 7d, 90m) nor a date (2026-11-26, "
+        "2026-11-26T03:00:00Z)",
+        text));
+  }
+  return now - std::chrono::duration_cast<DateTime::duration>(*duration);
+}
+
+Result<ExecutionRow> FindExecution(Catalog& catalog, const std::string& id) {
+  if (id.empty()) return InvalidArgument("no execution id given");
+  ASSIGN_OR_RETURN(std::optional<ExecutionRow> exact, catalog.GetExecution(id));
+  if (exact) return std::move(*exact);
+  if (id.size() < kMinIdFragment) {
+    return NotFound(fmt::format(
+        "no execution '{}'; give the full id or at least {} of its first or last characters", id,
+        kMinIdFragment));
+  }
+  const std::string fragment = Lower(id);
+  ASSIGN_OR_RETURN(std::vector<ExecutionRow> rows, catalog.ListExecutions(kMaxScan));
+  std::vector<std::string> matches;
+  for (const ExecutionRow& row : rows) {
+    std::string candidate = Lower(row.id);
+    if (StartsWith(candidate, fragment) || candidate.ends_with(fragment)) {
+      matches.push_back(row.id);
+    }
+  }
+  if (matches.empty()) return NotFound(fmt::format("no execution '{}'", id));
+  if (matches.size() > 1) {
+    std::string list;
+    for (size_t i = 0; i < matches.size() && i < 5; ++i) list += (i ? ", " : "") + matches[i];
+    if (matches.size() > 5) list += fmt::format(" and {} more", matches.size() - 5);
+    return InvalidArgument(fmt::format("'{}' matches {} executions ({}); give more of the id", id,
+                                       matches.size(), list));
+  }
+  ASSIGN_OR_RETURN(std::optional<ExecutionRow> found, catalog.GetExecution(matches.front()));
+  if (!found) return NotFound(fmt::format("no execution '{}'", id));  // deleted meanwhile
+  return std::move(*found);
+}
+
+Result<Overview> BuildOverview(Catalog& catalog, ExecutionRow execution, DateTime now) {
+  Overview overview;
+  overview.generated_at = now;
+  ASSIGN_OR_RETURN(std::vector<TaskRunRow> runs, catalog.ListTaskRuns(execution.id));
+  overview.tasks = SummarizeTasks(runs);
+  ASSIGN_OR_RETURN(overview.errors, Errors(catalog, execution));
+  std::set<std::string> visited = {execution.id};
+  ASSIGN_OR_RETURN(overview.children, Children(catalog, execution.id, runs, visited, 0));
+  overview.execution = std::move(execution);
+  return overview;
+}
+
+std::string AgentLabel(const ExecutionRow& execution) {
+  return execution.agent.empty() ? "local" : execution.agent;
+}
+
+std::chrono::nanoseconds Elapsed(DateTime started, const std::optional<DateTime>& ended,
+                                 DateTime now) {
+  auto d = ended.value_or(now) - started;
+  return std::max(std::chrono::duration_cast<std::chrono::nanoseconds>(d),
+                  std::chrono::nanoseconds::zero());
+}
+
+std::string ShortDateTime(const std::optional<DateTime>& t) {
+  if (!t) return "-";
+  std::string iso = FormatDateTime(*t);  // 2026-11-26T03:04:05.123456Z
+  return iso.substr(0, 10) + " " + iso.substr(11, 8);
+}
+
+std::string ChildLabel(const ExecutionRow& execution) {
+  std::string label = execution.package;
+  for (const auto& [name, value] : execution.parameters) {
+    if (value.sensitive || value.value.empty()) continue;
+    label += " " + Abbreviate(value.value, 24);
+    break;
+  }
+  return label;
+}
+
+std::string Abbreviate(std::string_view text, size_t max_chars) {
+  size_t newline = text.find_first_of("\r\n");
+  bool cut = newline != std::string_view::npos;
+  if (cut) text = text.substr(0, newline);
+  // Counts characters as UTF-8 lead bytes; `end` is where character max_chars - 1 starts, so
+  // that the "…" fits within max_chars.
+  size_t chars = 0, end = text.size();
+  for (size_t i = 0; i < text.size(); ++i) {
+    if ((static_cast<unsigned char>(text[i]) & 0xC0) == 0x80) continue;
+    if (chars == max_chars - 1 && end == text.size()) end = i;
+    if (++chars > max_chars) {
+      cut = true;
+      break;
+    }
+  }
+  if (!cut) return std::string(text);
+  return std::string(text.substr(0, std::min(end, text.size()))) + "…";
+}
+
+int CountChildren(const std::vector<ChildNode>& children) {
+  int n = 0;
+  for (const ChildNode& child : children) n += 1 + CountChildren(child.children);
+  return n;
+}
+
+}  // namespace fanout::report

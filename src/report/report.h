@@ -1,0 +1,129 @@
+// The catalog reports, SSIS's "All Executions" and "Overview": what they show, gathered from any
+// Catalog backend through its public interface alone. render.h turns them into text, JSON and
+// HTML. Functions here are stateless; a Catalog is not thread-safe, so use one per thread.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "fanout/catalog.h"
+#include "fanout/status.h"
+
+namespace fanout::report {
+
+// ---- Opening the catalog ----------------------------------------------------------------------
+
+// The catalog spec a command uses: `flag` (--catalog), else $FANOUT_CATALOG, else
+// sqlite:fanout.db in the working directory, as `fanout run` does.
+std::string CatalogSpec(const std::string& flag);
+
+// The spec as messages may show it: a URI's password (user:PASSWORD@ or password=...) as ***.
+std::string DisplayCatalogSpec(const std::string& spec);
+
+// Opens a catalog to read. A SQLite file that does not exist is not created: the result is then
+// nullptr (an empty catalog), so that a report run in the wrong directory leaves nothing behind.
+Result<std::unique_ptr<Catalog>> OpenCatalogToRead(const std::string& spec);
+
+// ---- All Executions ---------------------------------------------------------------------------
+
+// Execution states a user may filter on.
+inline constexpr const char* kExecutionStates[] = {"succeeded", "failed", "canceled", "running"};
+
+struct ExecutionsQuery {
+  std::optional<DateTime> since;  // started at or after
+  std::string package;            // "" for every package
+  std::string status;             // "" for every state
+  bool include_children = false;  // child executions too, not only top-level ones
+  int limit = 50;
+};
+
+struct ExecutionSummary {
+  ExecutionRow execution;  // without parameters
+  int children = 0;        // direct child executions
+};
+
+// Newest first, at most query.limit. The Catalog interface filters on nothing but a limit, so
+// this reads ever larger windows of the newest executions and filters here.
+Result<std::vector<ExecutionSummary>> ListExecutions(Catalog& catalog,
+                                                     const ExecutionsQuery& query);
+
+// --since: a duration back from `now` ("24h", "7d", "90m") or an ISO 8601 date or time
+// ("2026-11-26", "2026-11-26T03:00:00Z"; UTC when no offset is given).
+Result<DateTime> ParseSince(std::string_view text, DateTime now);
+
+// ---- Finding one execution --------------------------------------------------------------------
+
+// The shortest id fragment FindExecution accepts.
+inline constexpr size_t kMinIdFragment = 8;
+
+// An execution by its full id, or by a unique prefix or suffix of at least kMinIdFragment
+// characters (the suffix is the random part of a UUIDv7, the short form `fanout logs` prints).
+// NotFound naming the id when nothing matches; InvalidArgument listing the candidates when the
+// fragment is ambiguous. The row comes with its parameters.
+Result<ExecutionRow> FindExecution(Catalog& catalog, const std::string& id);
+
+// ---- Overview ---------------------------------------------------------------------------------
+
+// One task of an execution: its last attempt, with the number of attempts. Times span every
+// attempt (first start to last end).
+struct TaskSummary {
+  std::string task_path;
+  std::string task_type;
+  std::string status;
+  int attempts = 1;
+  DateTime started_at{};
+  std::optional<DateTime> ended_at;
+  std::string agent;  // "" when run here
+  std::string child_execution_id;
+  std::string message;
+};
+
+// A child execution (a package run in process, out of process or on an agent) with its own
+// children.
+struct ChildNode {
+  ExecutionRow execution;  // with parameters
+  std::string task_path;   // the parent's task that started it, when the task run names it
+  // What the timeline and tables call it: the package and the value of the parameter that best
+  // tells it from its siblings of the same package ("load-region eu"), else ChildLabel.
+  std::string label;
+  // The execution's message, then the messages of its OnError events, without repeats.
+  std::vector<std::string> errors;
+  std::vector<ChildNode> children;
+};
+
+struct Overview {
+  ExecutionRow execution;  // with parameters
+  std::vector<TaskSummary> tasks;
+  std::vector<std::string> errors;  // as ChildNode::errors, for the execution itself
+  std::vector<ChildNode> children;
+  DateTime generated_at{};  // "now" for executions still running
+};
+
+// At most this many errors are kept per execution (the first ones).
+inline constexpr int kMaxErrorsPerExecution = 20;
+
+// Reads the execution's task runs, errors and the whole tree of its child executions.
+Result<Overview> BuildOverview(Catalog& catalog, ExecutionRow execution, DateTime now);
+
+// ---- Shared by the renderers ------------------------------------------------------------------
+
+// "agent-a", or "local" for an execution run in this process or a child process of it.
+std::string AgentLabel(const ExecutionRow& execution);
+// From start to end, or to `now` while running; never negative.
+std::chrono::nanoseconds Elapsed(DateTime started, const std::optional<DateTime>& ended,
+                                 DateTime now);
+// "2026-11-26 03:04:05" (UTC), "-" for nullopt.
+std::string ShortDateTime(const std::optional<DateTime>& t);
+// A short label for a child: its package and the value of its first non-sensitive parameter,
+// "load-region eu".
+std::string ChildLabel(const ExecutionRow& execution);
+// The first line of `text`, cut to at most `max_chars` characters (UTF-8 aware) with "…" when
+// anything was left out.
+std::string Abbreviate(std::string_view text, size_t max_chars);
+// Every child in the tree, depth first.
+int CountChildren(const std::vector<ChildNode>& children);
+
+}  // namespace fanout::report

@@ -1,0 +1,336 @@
+// Tests of the catalog reports: gathering (report.cc) against a real SQLite catalog written with
+// known rows, and the text, JSON and HTML renderings of what was gathered.
+#include "report/report.h"
+
+#include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <regex>
+#include <set>
+#include <tuple>
+
+#include "report/render.h"
+
+namespace fanout::report {
+namespace {
+
+using std::chrono::hours;
+using std::chrono::microseconds;
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+// 2026-11-26T03:00:00Z plus an offset.
+DateTime At(milliseconds offset) { return DateTime(microseconds(1795662000000000LL)) + offset; }
+
+class ReportTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/fanout-report-test.XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    auto catalog = OpenCatalog("sqlite:" + dir_ + "/fanout.db");
+    ASSERT_TRUE(catalog.ok()) << catalog.status().ToString();
+    catalog_ = std::move(*catalog);
+  }
+  void TearDown() override {
+    catalog_.reset();
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+  }
+
+  // An execution that ran from `start` for `length` (still running when length < 0).
+  ExecutionRow Execution(const std::string& id, const std::string& package, milliseconds start,
+                         milliseconds length, const std::string& status = "succeeded") {
+    ExecutionRow row;
+    row.id = id;
+    row.package = package;
+    row.host = "host-a";
+    row.status = status;
+    row.started_at = At(start);
+    if (length.count() >= 0) {
+      row.ended_at = At(start + length);
+      row.exit_code = status == "succeeded" ? 0 : 1;
+    }
+    row.operator_name = "etl";
+    return row;
+  }
+
+  void Write(CatalogBatch batch) { ASSERT_TRUE(catalog_->Write(batch).ok()); }
+
+  // A parent with three children: eu and us in process, apac on agent-a (failed, with a
+  // grandchild), plus an unrelated older top-level execution.
+  void WriteTree() {
+    CatalogBatch b;
+    ExecutionRow parent = Execution("0190aaaa-0000-7000-8000-00000000p001", "nightly",
+                                    milliseconds(1000), milliseconds(9000), "failed");
+    parent.message = "apac: the agent job failed";
+    parent.parameters = {{"day", {"2026-11-26", false}}, {"password", {"", true}}};
+    b.executions.push_back(parent);
+    const char* regions[] = {"eu", "us", "apac"};
+    for (int i = 0; i < 3; ++i) {
+      ExecutionRow child = Execution("0190aaaa-0000-7000-8000-00000000c00" + std::to_string(i),
+                                     "load-region", milliseconds(1500 + 500 * i),
+                                     milliseconds(3000), i == 2 ? "failed" : "succeeded");
+      child.parent_id = parent.id;
+      child.parameters = {{"delay", {"1", false}}, {"region", {regions[i], false}}};
+      if (i == 2) {
+        child.agent = "agent-a";
+        child.job = "load-region";
+        child.message = "load: exit code 3 <b>";
+      }
+      b.executions.push_back(child);
+      TaskRunRow run;
+      run.execution_id = parent.id;
+      run.task_path = std::string("load[") + std::to_string(i) + "]/region";
+      run.task_type = i == 2 ? "agent_job" : "package";
+      run.status = i == 2 ? "failed" : "succeeded";
+      run.started_at = child.started_at;
+      run.ended_at = child.ended_at;
+      run.child_execution_id = child.id;
+      if (i == 2) run.agent = "agent-a";
+      b.task_runs.push_back(run);
+    }
+    // The first attempt of the eu task failed and was retried.
+    TaskRunRow retry = b.task_runs[0];
+    retry.attempt = 2;
+    retry.started_at = At(milliseconds(1400));
+    b.task_runs[0].status = "failed";
+    b.task_runs[0].started_at = At(milliseconds(1100));
+    b.task_runs[0].ended_at = At(milliseconds(1300));
+    b.task_runs.push_back(retry);
+    ExecutionRow grandchild = Execution("0190aaaa-0000-7000-8000-00000000g001", "archive",
+                                        milliseconds(2600), milliseconds(100));
+    grandchild.parent_id = "0190aaaa-0000-7000-8000-00000000c002";
+    b.executions.push_back(grandchild);
+    b.executions.push_back(Execution("0180bbbb-0000-7000-8000-00000000old1", "weekly",
+                                     milliseconds(-hours(48)), milliseconds(60000)));
+    // apac's errors: the task's event repeats the execution's message, the package's closing
+    // event wraps it; both are left out.
+    Event task_error;
+    task_error.execution_id = "0190aaaa-0000-7000-8000-00000000c002";
+    task_error.type = EventType::kOnError;
+    task_error.source = "load";
+    task_error.source_id = "load";
+    task_error.message = "exit code 3 <b>";
+    b.events.push_back(task_error);
+    Event package_error = task_error;
+    package_error.source = "load-region";
+    package_error.source_id = "";
+    package_error.message = "package load-region failed: load: exit code 3 <b>";
+    b.events.push_back(package_error);
+    Event other = package_error;
+    other.message = "disk full";
+    b.events.push_back(other);
+    Write(std::move(b));
+  }
+
+  std::string dir_;
+  std::unique_ptr<Catalog> catalog_;
+};
+
+TEST(ParseSinceTest, TakesDurationsAndDates) {
+  DateTime now = At(milliseconds(0));
+  auto day = ParseSince("24h", now);
+  ASSERT_TRUE(day.ok());
+  EXPECT_EQ(now - *day, hours(24));
+  auto week = ParseSince("7d", now);
+  ASSERT_TRUE(week.ok());
+  EXPECT_EQ(now - *week, hours(24 * 7));
+  auto date = ParseSince("2026-11-25", now);
+  ASSERT_TRUE(date.ok());
+  EXPECT_EQ(FormatDateTime(*date), "2026-11-25T00:00:00.000000Z");
+  auto time = ParseSince("2026-11-25T10:30:00+01:00", now);
+  ASSERT_TRUE(time.ok());
+  EXPECT_EQ(FormatDateTime(*time), "2026-11-25T09:30:00.000000Z");
+  for (const char* bad : {"", "yesterday", "-1h", "2026-13-01", "2026-11-26Tnoon"}) {
+    EXPECT_FALSE(ParseSince(bad, now).ok()) << bad;
+  }
+}
+
+TEST(DisplayCatalogSpecTest, HidesPasswords) {
+  EXPECT_EQ(DisplayCatalogSpec("sqlite:fanout.db"), "sqlite:fanout.db");
+  EXPECT_EQ(DisplayCatalogSpec("postgresql://etl:pa55@db:5432/fanout"),
+            "postgresql://etl:***@db:5432/fanout");
+  EXPECT_EQ(DisplayCatalogSpec("postgresql://etl@db/fanout?password=pa55&sslmode=require"),
+            "postgresql://etl@db/fanout?password=***&sslmode=require");
+  EXPECT_EQ(DisplayCatalogSpec("postgres://db/fanout"), "postgres://db/fanout");
+}
+
+TEST(AbbreviateTest, CutsAtCharactersNotBytes) {
+  EXPECT_EQ(Abbreviate("short", 10), "short");
+  EXPECT_EQ(Abbreviate("exactly-10", 10), "exactly-10");
+  EXPECT_EQ(Abbreviate("eleven-char", 10), "eleven-ch…");
+  EXPECT_EQ(Abbreviate("first line\nsecond", 40), "first line…");
+  EXPECT_EQ(Abbreviate("ééééééé", 4), "ééé…");
+}
+
+TEST_F(ReportTest, ExecutionsAreTopLevelNewestFirstWithFilters) {
+  WriteTree();
+  DateTime now = At(milliseconds(20000));
+  auto all = ListExecutions(*catalog_, {});
+  ASSERT_TRUE(all.ok()) << all.status().ToString();
+  ASSERT_EQ(all->size(), 2u);
+  EXPECT_EQ((*all)[0].execution.package, "nightly");
+  EXPECT_EQ((*all)[0].children, 3);
+  EXPECT_EQ((*all)[1].execution.package, "weekly");
+
+  ExecutionsQuery with_children;
+  with_children.include_children = true;
+  EXPECT_EQ(ListExecutions(*catalog_, with_children)->size(), 6u);
+
+  ExecutionsQuery failed;
+  failed.status = "failed";
+  failed.include_children = true;
+  auto failures = ListExecutions(*catalog_, failed);
+  ASSERT_TRUE(failures.ok());
+  ASSERT_EQ(failures->size(), 2u);  // apac and its parent
+  for (const auto& s : *failures) EXPECT_EQ(s.execution.status, "failed");
+
+  ExecutionsQuery package;
+  package.package = "weekly";
+  ASSERT_EQ(ListExecutions(*catalog_, package)->size(), 1u);
+
+  ExecutionsQuery recent;
+  recent.since = *ParseSince("1h", now);
+  auto since = ListExecutions(*catalog_, recent);
+  ASSERT_EQ(since->size(), 1u);
+  EXPECT_EQ(since->front().execution.package, "nightly");
+
+  ExecutionsQuery one;
+  one.limit = 1;
+  one.include_children = true;
+  ASSERT_EQ(ListExecutions(*catalog_, one)->size(), 1u);
+
+  std::string text = ExecutionsText(*all, now);
+  EXPECT_NE(text.find("(times in UTC)"), std::string::npos) << text;
+  EXPECT_NE(text.find("2026-11-26 03:00:01  2026-11-26 03:00:10  9.00 s"), std::string::npos)
+      << text;
+  auto json = nlohmann::json::parse(ExecutionsJson(*all, now));
+  ASSERT_EQ(json.size(), 2u);
+  EXPECT_EQ(json[0]["children"], 3);
+  EXPECT_EQ(json[0]["duration_seconds"], 9.0);
+  EXPECT_TRUE(json[0]["agent"].is_null());
+}
+
+TEST_F(ReportTest, EmptyCatalogListsNothing) {
+  auto none = ListExecutions(*catalog_, {});
+  ASSERT_TRUE(none.ok());
+  EXPECT_TRUE(none->empty());
+  EXPECT_EQ(nlohmann::json::parse(ExecutionsJson({}, At(milliseconds(0)))).size(), 0u);
+  EXPECT_EQ(FindExecution(*catalog_, "0190aaaa-0000").status().code(), Code::kNotFound);
+}
+
+TEST_F(ReportTest, FindsByIdPrefixOrSuffix) {
+  WriteTree();
+  auto full = FindExecution(*catalog_, "0190aaaa-0000-7000-8000-00000000p001");
+  ASSERT_TRUE(full.ok());
+  EXPECT_EQ(full->parameters.size(), 2u) << "the row comes with its parameters";
+  auto suffix = FindExecution(*catalog_, "00000000p001");
+  ASSERT_TRUE(suffix.ok());
+  EXPECT_EQ(suffix->package, "nightly");
+  auto prefix = FindExecution(*catalog_, "0180bbbb");
+  ASSERT_TRUE(prefix.ok());
+  EXPECT_EQ(prefix->package, "weekly");
+  auto ambiguous = FindExecution(*catalog_, "0190aaaa");
+  EXPECT_EQ(ambiguous.status().code(), Code::kInvalidArgument);
+  EXPECT_NE(ambiguous.status().message().find("matches 5 executions"), std::string::npos)
+      << ambiguous.status().message();
+  auto short_id = FindExecution(*catalog_, "0190");
+  EXPECT_EQ(short_id.status().code(), Code::kNotFound);
+  EXPECT_NE(short_id.status().message().find("'0190'"), std::string::npos);
+  EXPECT_EQ(FindExecution(*catalog_, "ffffffff-nothing").status().code(), Code::kNotFound);
+}
+
+TEST_F(ReportTest, OverviewHasTasksErrorsAndTheChildTree) {
+  WriteTree();
+  auto parent = FindExecution(*catalog_, "00000000p001");
+  ASSERT_TRUE(parent.ok());
+  auto overview = BuildOverview(*catalog_, *parent, At(milliseconds(20000)));
+  ASSERT_TRUE(overview.ok()) << overview.status().ToString();
+
+  ASSERT_EQ(overview->tasks.size(), 3u);
+  const TaskSummary& eu = overview->tasks[0];
+  EXPECT_EQ(eu.task_path, "load[0]/region");
+  EXPECT_EQ(eu.attempts, 2);
+  EXPECT_EQ(eu.status, "succeeded") << "the last attempt decides";
+  EXPECT_EQ(eu.started_at, At(milliseconds(1100))) << "the first attempt's start";
+  EXPECT_EQ(overview->errors, std::vector<std::string>{"apac: the agent job failed"});
+
+  ASSERT_EQ(overview->children.size(), 3u);
+  EXPECT_EQ(CountChildren(overview->children), 4);
+  const ChildNode& apac = overview->children[2];
+  EXPECT_EQ(apac.label, "load-region apac") << "labelled by the parameter that differs";
+  EXPECT_EQ(apac.task_path, "load[2]/region");
+  EXPECT_EQ(AgentLabel(apac.execution), "agent-a");
+  EXPECT_EQ(AgentLabel(overview->children[0].execution), "local");
+  EXPECT_EQ(apac.errors, (std::vector<std::string>{"load: exit code 3 <b>", "disk full"}));
+  ASSERT_EQ(apac.children.size(), 1u);
+  EXPECT_EQ(apac.children[0].execution.package, "archive");
+  EXPECT_EQ(apac.children[0].label, "archive");
+}
+
+TEST_F(ReportTest, OverviewRenderings) {
+  WriteTree();
+  auto parent = FindExecution(*catalog_, "00000000p001");
+  ASSERT_TRUE(parent.ok());
+  auto overview = BuildOverview(*catalog_, *parent, At(milliseconds(20000)));
+  ASSERT_TRUE(overview.ok());
+
+  std::string text = OverviewText(*overview);
+  EXPECT_NE(text.find("(times in UTC)"), std::string::npos);
+  EXPECT_NE(text.find("password  ***"), std::string::npos) << text;
+  EXPECT_NE(text.find("Child packages (4: 3 succeeded, 1 failed)"), std::string::npos) << text;
+  EXPECT_NE(text.find("! load: exit code 3 <b>"), std::string::npos) << text;
+  EXPECT_NE(text.find("└─ archive"), std::string::npos) << text;
+
+  auto json = nlohmann::json::parse(OverviewJson(*overview));
+  EXPECT_TRUE(json["execution"]["parameters"]["password"]["value"].is_null());
+  EXPECT_EQ(json["execution"]["parameters"]["password"]["sensitive"], true);
+  EXPECT_EQ(json["tasks"].size(), 3u);
+  EXPECT_EQ(json["children"][2]["agent"], "agent-a");
+  EXPECT_EQ(json["children"][2]["children"][0]["package"], "archive");
+
+  std::string html = OverviewHtml(*overview);
+  // One bar per direct child, nothing fetched from elsewhere, nothing run, text escaped.
+  std::regex bar("<rect class=\"bar[ \"]");
+  auto bars =
+      std::distance(std::sregex_iterator(html.begin(), html.end(), bar), std::sregex_iterator());
+  EXPECT_EQ(bars, 3);
+  EXPECT_EQ(html.find("<script"), std::string::npos);
+  EXPECT_EQ(html.find("http"), std::string::npos);
+  EXPECT_EQ(html.find("src="), std::string::npos);
+  EXPECT_EQ(html.find("<b>"), std::string::npos);
+  EXPECT_NE(html.find("exit code 3 &lt;b&gt;"), std::string::npos);
+  EXPECT_NE(html.find(">agent-a<"), std::string::npos) << "one timeline row per agent";
+  EXPECT_NE(html.find(">local<"), std::string::npos);
+  EXPECT_NE(html.find("bar bar-failed"), std::string::npos);
+}
+
+TEST_F(ReportTest, TimelineStacksOverlappingChildrenOfOneAgent) {
+  CatalogBatch b;
+  ExecutionRow parent = Execution("p", "parent", milliseconds(0), milliseconds(1000));
+  b.executions.push_back(parent);
+  // a and b overlap, c starts after a ended: two lanes.
+  for (auto [id, start, length] : {std::tuple{"a", 0, 500}, {"b", 100, 800}, {"c", 600, 300}}) {
+    ExecutionRow child = Execution(id, "child", milliseconds(start), milliseconds(length));
+    child.parent_id = "p";
+    b.executions.push_back(child);
+  }
+  Write(std::move(b));
+  auto overview = BuildOverview(*catalog_, parent, At(milliseconds(2000)));
+  ASSERT_TRUE(overview.ok());
+  std::string svg = TimelineSvg(*overview);
+  std::regex y_of_bar("<rect class=\"bar bar-succeeded\" x=\"[0-9.]+\" y=\"([0-9.]+)\"");
+  std::set<std::string> rows;
+  for (auto it = std::sregex_iterator(svg.begin(), svg.end(), y_of_bar);
+       it != std::sregex_iterator(); ++it) {
+    rows.insert((*it)[1]);
+  }
+  EXPECT_EQ(rows.size(), 2u) << svg;
+  EXPECT_EQ(TimelineSvg(Overview{}), "") << "no children, no chart";
+}
+
+}  // namespace
+}  // namespace fanout::report
