@@ -123,5 +123,17 @@ case "${1:-}" in
     [ -n "$dir" ] || die "stop: give the directory, or set FANOUT_POSTGRES_DIR"
     stop_dir "$dir"
     ;;
-  *) die "usage: postgres.sh start | stop [DIR]" ;;
+  pause | resume)
+    # Outage tests: stop the server keeping its data, then start it again on the same port.
+    dir=${2:-${FANOUT_POSTGRES_DIR:-}}
+    [ -f "$dir/.fanout-postgres" ] || die "$1: $dir is not a directory made by postgres.sh start"
+    bindir=$(find_bindir)
+    if [ "$1" = pause ]; then
+      as_owner "$bindir/pg_ctl" --pgdata="$dir/data" --mode=fast --wait --timeout=60 stop >/dev/null
+    else
+      as_owner "$bindir/pg_ctl" --pgdata="$dir/data" --log="$dir/server.log" --wait --timeout=60 \
+        --options="-p $(cat "$dir/port")" start >/dev/null
+    fi
+    ;;
+  *) die "usage: postgres.sh start | stop [DIR] | pause [DIR] | resume [DIR]" ;;
 esac

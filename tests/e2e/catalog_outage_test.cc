@@ -1,0 +1,130 @@
+// The catalog goes away in the middle of a run: a private PostgreSQL server is stopped while a
+// package runs and started again, and every event of the run must reach it exactly once.
+#include <stdlib.h>
+
+#include <cstdio>
+#include <regex>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "e2e/e2e_util.h"
+#include "fanout/catalog.h"
+
+namespace fanout::testing {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+// scripts/postgres.sh, run through the shell; returns its stdout.
+std::string PostgresScript(const std::string& args, int* status) {
+  std::string cmd = std::string("bash ") + FANOUT_SOURCE_DIR + "/scripts/postgres.sh " + args + " 2>&1";
+  std::string out;
+  FILE* pipe = popen(cmd.c_str(), "r");
+  if (pipe == nullptr) {
+    *status = -1;
+    return out;
+  }
+  char buf[4096];
+  while (fgets(buf, sizeof buf, pipe) != nullptr) out += buf;
+  *status = pclose(pipe);
+  return out;
+}
+
+std::string ExportedValue(const std::string& out, const std::string& name) {
+  std::smatch m;
+  if (std::regex_search(out, m, std::regex("export " + name + "='([^']*)'"))) return m[1];
+  return "";
+}
+
+// The package: about 3 s of steady events.
+constexpr const char* kPackage = R"(package: outage
+variables:
+  i: {type: int, value: 0}
+  n: {type: int, value: 0}
+tasks:
+  loop:
+    type: for
+    init: "@i = 0"
+    condition: "@i < 30"
+    assign: "@i = @i + 1"
+    tasks:
+      wait: {type: process, run: [/bin/sleep, "0.1"]}
+      count: {type: expression, set: {n: "@n + 1"}, after: [wait]}
+)";
+
+int64_t CountEvents(Catalog& catalog, const std::string& execution_id) {
+  EventQuery q;
+  q.execution_id = execution_id;
+  auto events = catalog.ListEvents(q);
+  return events.ok() ? static_cast<int64_t>(events->size()) : -1;
+}
+
+std::string ExecutionIdFrom(const std::string& out) {
+  std::smatch m;
+  if (std::regex_search(out, m, std::regex("execution ([0-9a-f-]{36})"))) return m[1];
+  return "";
+}
+
+TEST(CatalogOutageTest, PostgresStoppedMidRunLosesNoEvent) {
+  int status = 0;
+  std::string started = PostgresScript("start", &status);
+  if (status != 0 && started.find("no PostgreSQL server found") != std::string::npos) {
+    GTEST_SKIP() << "PostgreSQL is not installed (scripts/install-deps.sh installs it)";
+  }
+  ASSERT_EQ(status, 0) << started;
+  std::string uri = ExportedValue(started, "FANOUT_TEST_POSTGRES");
+  std::string pg_dir = ExportedValue(started, "FANOUT_POSTGRES_DIR");
+  ASSERT_FALSE(uri.empty() || pg_dir.empty()) << started;
+  struct StopServer {
+    std::string dir;
+    ~StopServer() {
+      int ignored = 0;
+      PostgresScript("stop " + dir, &ignored);
+    }
+  } stop_server{pg_dir};
+
+  ScratchDir dir;
+  dir.Write("outage.yaml", kPackage);
+  setenv("FANOUT_SPOOL_DIR", (dir.path() + "/spool").c_str(), 1);
+
+  // The same run into SQLite says how many events it makes.
+  CommandResult reference = RunFanout({"run", "outage.yaml", "--catalog", "sqlite:reference.db"},
+                                      dir.path());
+  ASSERT_EQ(reference.exit_code, 0) << reference.err;
+  auto sqlite = OpenCatalog("sqlite:" + dir.path() + "/reference.db");
+  ASSERT_TRUE(sqlite.ok());
+  int64_t expected = CountEvents(**sqlite, ExecutionIdFrom(reference.out));
+  ASSERT_GT(expected, 100);
+
+  auto pg = OpenCatalog(uri);
+  ASSERT_TRUE(pg.ok()) << pg.status().ToString();
+  int pid = StartFanout({"run", "outage.yaml", "--catalog", uri}, dir.path());
+  // Once the run is writing, the server goes away for a second and comes back.
+  ASSERT_TRUE(WaitFor([&] {
+    auto executions = (*pg)->ListExecutions(5);
+    return executions.ok() && !executions->empty();
+  }, milliseconds(10000)));
+  std::this_thread::sleep_for(milliseconds(300));
+  std::string paused = PostgresScript("pause " + pg_dir, &status);
+  ASSERT_EQ(status, 0) << paused;
+  std::this_thread::sleep_for(seconds(1));  // the outage itself
+  std::string resumed = PostgresScript("resume " + pg_dir, &status);
+  ASSERT_EQ(status, 0) << resumed;
+
+  ASSERT_EQ(WaitFanout(pid, seconds(60)), 0) << dir.Read("fanout.err");
+  EXPECT_NE(dir.Read("fanout.err").find("catalog write failed"), std::string::npos)
+      << "the outage should have been noticed: " << dir.Read("fanout.err");
+  std::string execution = ExecutionIdFrom(dir.Read("fanout.out"));
+  ASSERT_FALSE(execution.empty()) << dir.Read("fanout.out");
+  auto after = OpenCatalog(uri);
+  ASSERT_TRUE(after.ok()) << after.status().ToString();
+  EXPECT_EQ(CountEvents(**after, execution), expected) << "every event, exactly once";
+  auto row = (*after)->GetExecution(execution);
+  ASSERT_TRUE(row.ok() && row->has_value());
+  EXPECT_EQ((*row)->status, "succeeded");
+}
+
+}  // namespace
+}  // namespace fanout::testing
