@@ -117,7 +117,6 @@ Status Executor::Recover() {
 
 Result<StartResult> Executor::Start(const JobDef& job, const StartRequest& request) {
   std::unique_lock lock(mu_);
-  if (draining_) return Unavailable("the agent is shutting down and starts no new runs");
   if (!request.idempotency_key.empty()) {
     for (const auto& [id, run] : active_) {
       if (run->record.idempotency_key == request.idempotency_key) return StartResult{run->record, true};
@@ -125,6 +124,8 @@ Result<StartResult> Executor::Start(const JobDef& job, const StartRequest& reque
     ASSIGN_OR_RETURN(auto existing, store_.FindRunByKey(request.idempotency_key));
     if (existing) return StartResult{*existing, true};
   }
+  // A repeated key gets its run even while draining; only new runs are refused.
+  if (draining_) return Unavailable("the agent is shutting down and starts no new runs");
   int start_index = 0;
   if (!request.start_step.empty()) {
     start_index = job.StepIndex(request.start_step);

@@ -445,6 +445,13 @@ void AgentServer::Routes() {
     }
     auto runs = store_->ListRuns(name, limit);
     if (!runs.ok()) return ReplyError(res, runs.status(), "cannot read history");
+    if (runs->empty()) {  // a deleted job keeps its history; a name never seen is an error
+      auto job = store_->GetJob(name);
+      if (job.ok() && !*job) {
+        return ReplyError(res, NotFound(fmt::format("no job named {} on agent {}", name, config_.name)),
+                          "unknown job");
+      }
+    }
     json out = json::array();
     for (const RunRecord& r : *runs) out.push_back(RunJson(r, *store_, true));
     Reply(res, 200, json{{"runs", out}});

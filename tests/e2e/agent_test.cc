@@ -437,6 +437,12 @@ TEST_F(AgentTest, JobsCreateListShowAndDelete) {
   EXPECT_EQ(start_deleted.status, 404) << start_deleted.body;
   EXPECT_EQ(start_deleted.json.value("error", ""), "unknown job");
   EXPECT_EQ(agent_.Http("DELETE", "/v1/jobs/nightly").status, 404);
+  // History: a never-seen name is unknown; a deleted job with runs keeps its history.
+  EXPECT_EQ(agent_.Http("GET", "/v1/jobs/never-was/history").status, 404);
+  EXPECT_EQ(agent_.Http("DELETE", "/v1/jobs/from-json").status, 204);
+  HttpReply kept = agent_.Http("GET", "/v1/jobs/from-json/history");
+  EXPECT_EQ(kept.status, 200) << kept.body;
+  EXPECT_EQ(kept.json["runs"].size(), 1u) << kept.body;
 }
 
 // --- Steps: output, params, actions, retries -------------------------------------------------
