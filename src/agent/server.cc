@@ -158,6 +158,8 @@ Status AgentServer::Start() {
   // httplib writes headers and body apart; without this the body waits ~40 ms for the
   // client's delayed ACK, on every answer.
   http_->set_tcp_nodelay(true);
+  // An idle keep-alive connection holds a worker; on drain the listener waits for them.
+  http_->set_keep_alive_timeout(2);
   http_->set_read_timeout(kMaxWaitSeconds + 5, 0);
   http_->set_write_timeout(kMaxWaitSeconds + 5, 0);
   Routes();

@@ -196,25 +196,29 @@ Result<std::unique_ptr<JsonLinesSink>> JsonLinesSink::Open(const std::string& pa
   return std::unique_ptr<JsonLinesSink>(new JsonLinesSink(std::move(file), filter));
 }
 
-void JsonLinesSink::Write(const Event& event) {
-  if (!filter_.Accepts(event.type)) return;
+std::string EventJsonLine(const Event& event, bool with_id) {
   // ordered_json keeps the documented key order, which people reading the file expect.
-  nlohmann::ordered_json line = {
-      {"event", EventName(event.type)},
-      {"execution_id", event.execution_id},
-      {"computer", event.computer},
-      {"operator", event.operator_name},
-      {"source", event.source},
-      {"source_id", event.source_id},
-      {"started_at", FormatDateTime(event.started_at)},
-      {"ended_at", FormatDateTime(event.ended_at)},
-      {"data_code", event.data_code},
-      {"data_bytes", event.data_bytes},
-      {"message", event.message},
-  };
+  nlohmann::ordered_json line;
+  if (with_id) line["id"] = event.id;
+  line["event"] = EventName(event.type);
+  line["execution_id"] = event.execution_id;
+  line["computer"] = event.computer;
+  line["operator"] = event.operator_name;
+  line["source"] = event.source;
+  line["source_id"] = event.source_id;
+  line["started_at"] = FormatDateTime(event.started_at);
+  line["ended_at"] = FormatDateTime(event.ended_at);
+  line["data_code"] = event.data_code;
+  line["data_bytes"] = event.data_bytes;
+  line["message"] = event.message;
   // `replace` rather than the default `strict`, which throws on captured output that is not
   // UTF-8.
-  file_->Append(line.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace));
+  return line.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
+}
+
+void JsonLinesSink::Write(const Event& event) {
+  if (!filter_.Accepts(event.type)) return;
+  file_->Append(EventJsonLine(event, false));
 }
 
 Result<std::unique_ptr<EventSink>> MakeLogSink(const std::string& spec,

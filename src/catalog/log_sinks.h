@@ -121,6 +121,10 @@ class JsonLinesSink : public EventSink {
   EventFilter filter_;
 };
 
+// One event as the JSON-lines provider writes it (keys in the documented order), with the
+// catalog's `id` first when `with_id` (for `fanout logs --json`, which can resume from it).
+std::string EventJsonLine(const Event& event, bool with_id);
+
 // RFC 4180: a field holding a comma, quote, CR or LF is quoted, with quotes doubled.
 void AppendCsvField(std::string& line, std::string_view field);
 

@@ -10,10 +10,10 @@
 #include <cstdio>
 #include <map>
 #include <memory>
-#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
+#include "catalog/log_sinks.h"
 #include "cli/cli.h"
 #include "report/report.h"
 
@@ -84,22 +84,7 @@ class EventPrinter {
   void Print(const Event& event) {
     if (json_) {
       // The jsonl log provider's keys, with the catalog's event id first (to resume from).
-      nlohmann::ordered_json line = {
-          {"id", event.id},
-          {"event", EventName(event.type)},
-          {"execution_id", event.execution_id},
-          {"computer", event.computer},
-          {"operator", event.operator_name},
-          {"source", event.source},
-          {"source_id", event.source_id},
-          {"started_at", FormatDateTime(event.started_at)},
-          {"ended_at", FormatDateTime(event.ended_at)},
-          {"data_code", event.data_code},
-          {"data_bytes", event.data_bytes},
-          {"message", event.message},
-      };
-      std::string text =
-          line.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
+      std::string text = catalog::EventJsonLine(event, true);
       std::printf("%s\n", text.c_str());
       return;
     }
