@@ -271,7 +271,7 @@ Command AddLogsCommand(CLI::App& app) {
                 "that execution ends");
   cmd->add_flag("--json", args->json, "One JSON object per line, as the jsonl log provider");
   cmd->add_option("--catalog", args->catalog,
-                  "The catalog to read: sqlite:PATH (default sqlite:fanout.db, or "
+                  "The catalog to read: sqlite:PATH or postgresql://USER@HOST/DB (default sqlite:fanout.db, or "
                   "$FANOUT_CATALOG)");
   cmd->footer(
       "Times are UTC. Exit codes: 0 ok (also when --follow is stopped by Ctrl-C or SIGTERM),\n"

@@ -181,7 +181,7 @@ int Overview(const ReportArgs& args) {
 
 void AddCommonOptions(CLI::App* cmd, ReportArgs& args) {
   cmd->add_option("--catalog", args.catalog,
-                  "The catalog to read: sqlite:PATH (default sqlite:fanout.db, or "
+                  "The catalog to read: sqlite:PATH or postgresql://USER@HOST/DB (default sqlite:fanout.db, or "
                   "$FANOUT_CATALOG)");
   cmd->add_flag("--json", args.json, "Print JSON instead of tables");
   cmd->add_option("--html", args.html,
