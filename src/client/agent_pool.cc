@@ -122,6 +122,19 @@ void AgentPool::Probe(int member, AgentClient& client) {
     s.probe_peak = s.running;
   }
   auto status = client.Status();
+  std::vector<std::string> orphans;
+  if (status.ok()) {
+    std::lock_guard lock(mu_);
+    orphans.swap(states_[static_cast<size_t>(member)].orphans);
+  }
+  for (size_t i = 0; i < orphans.size(); ++i) {
+    if (client.StopRun(orphans[i]).status().code() == Code::kUnavailable) {
+      std::lock_guard lock(mu_);  // gone again: try the rest next time
+      auto& keep = states_[static_cast<size_t>(member)].orphans;
+      keep.insert(keep.end(), orphans.begin() + static_cast<long>(i), orphans.end());
+      break;
+    }
+  }
   std::lock_guard lock(mu_);
   State& s = states_[static_cast<size_t>(member)];
   s.known = true;
@@ -277,6 +290,11 @@ void AgentPool::MarkDown(int member, const std::string& reason) {
   s.down_reason = reason;
   s.next_probe = Clock::now() + kDownProbeInterval;
   changed_.notify_all();
+}
+
+void AgentPool::StopWhenBack(int member, const std::string& run_id) {
+  std::lock_guard lock(mu_);
+  states_[static_cast<size_t>(member)].orphans.push_back(run_id);
 }
 
 std::vector<AgentSummary> AgentPool::Summary() {

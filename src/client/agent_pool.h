@@ -91,6 +91,9 @@ class AgentPool {
   void Release(Lease& lease, Ending ending);
   // Takes a member out until it answers again (a failed call, a lost long-poll).
   void MarkDown(int member, const std::string& reason);
+  // A run given up for lost on `member` (its child is retried elsewhere): stopped as soon as
+  // the agent answers again, so the same work does not go on twice.
+  void StopWhenBack(int member, const std::string& run_id);
 
   const std::vector<PoolMember>& members() const { return members_; }
   std::vector<AgentSummary> Summary();
@@ -110,6 +113,7 @@ class AgentPool {
     std::chrono::steady_clock::time_point next_probe{};
     AgentSummary summary;
     std::vector<std::unique_ptr<AgentClient>> idle_clients;
+    std::vector<std::string> orphans;  // lost runs to stop once it answers
   };
   struct Waiter {
     bool known;       // has an expected duration

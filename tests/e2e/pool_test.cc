@@ -592,6 +592,50 @@ TEST_F(PoolTest, ChildExecutionsCarryTheParentAndAgentAndRunPrintsPerAgentLines)
 // A server crashes (its agent and the steps under it SIGKILLed) while it runs a child: the
 // parent sees the agent lost, retries the child elsewhere and still succeeds; the catalog
 // shows the lost attempt, its retry, and the child execution the crash cut short.
+// An agent that stops answering (frozen, or cut off) is lost after the long-poll's margin; its
+// child is retried elsewhere, and the run left behind there is stopped once the agent answers
+// again, so the work does not go on twice.
+TEST_F(PoolTest, AFrozenAgentsRunIsStoppedWhenItAnswersAgain) {
+  ASSERT_TRUE(StartAgents({1, 1}));
+  ASSERT_TRUE(Deploy({{"slow.yaml", ShellJob("slow", "sleep 6")}}));
+  std::string parent = WriteParent("frozen", FanTask(1, 1, "slow", "        retries: 1\n"));
+  BackgroundRun run({"run", parent, "--catalog", CatalogSpec()}, work_.path());
+  int frozen = -1;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        for (int i = 0; i < 2; ++i) {
+          auto status = agent(static_cast<size_t>(i)).Client()->Status();
+          if (status.ok() && status->value("busy", 0) == 1) frozen = i;
+        }
+        return frozen >= 0;
+      },
+      milliseconds(10000)));
+  int pid = agent(static_cast<size_t>(frozen)).pid();
+  kill(pid, SIGSTOP);
+  // The parent gives up on it and retries on the other agent.
+  int other = 1 - frozen;
+  bool retried = WaitFor(
+      [&] {
+        auto status = agent(static_cast<size_t>(other)).Client()->Status();
+        return status.ok() && status->value("busy", 0) == 1;
+      },
+      milliseconds(10000));
+  kill(pid, SIGCONT);
+  ASSERT_TRUE(retried) << "the child was not retried elsewhere";
+  ASSERT_EQ(run.Wait(seconds(30)), 0) << ReadText(work_.path() + "/fanout.err");
+  auto client = agent(static_cast<size_t>(frozen)).Client();
+  std::string status;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        auto history = client->JobHistory("slow");
+        if (!history.ok() || (*history)["runs"].empty()) return false;
+        status = (*history)["runs"][0].value("status", "");
+        return status != "running" && status != "queued";
+      },
+      milliseconds(10000)));
+  EXPECT_EQ(status, "canceled") << "the lost run should have been stopped, not left to finish";
+}
+
 TEST_F(PoolTest, AnAgentKilledMidRunCostsARetryNotTheParent) {
   ASSERT_TRUE(StartAgents({1, 1}));
   ASSERT_TRUE(Deploy({{"region.yaml", ChildPackage("region", "sleep 0.6")},

@@ -193,6 +193,7 @@ class AgentJobTask : public Task {
         const Status& st = run.status();
         if (st.code() == Code::kUnavailable) {
           pool.MarkDown(lease.member(), st.message());
+          pool.StopWhenBack(lease.member(), run_id);  // a retry may run it elsewhere
           pool.Release(lease, AgentPool::Ending::kLost);
           return {TaskResult::kFailure,
                   fmt::format("agent {} was lost while it ran job {} (run {}): {}", agent, job_name,
