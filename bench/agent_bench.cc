@@ -32,6 +32,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
 #include <string_view>
@@ -39,8 +40,7 @@
 #include <unordered_set>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
+#include "bench_util.h"
 #include "client/agent_client.h"
 #include "fanout/status.h"
 #include "fanout/value.h"
@@ -54,7 +54,6 @@ extern char** environ;
 namespace fanout::bench {
 namespace {
 
-using Clock = std::chrono::steady_clock;
 using WallClock = std::chrono::system_clock;  // compared with the agent's timestamps
 using nlohmann::json;
 
@@ -66,99 +65,10 @@ constexpr int kSlots = 4;                // the agent's slots and the bare loops
 constexpr int kExtraClients = 8;         // information: more clients than slots
 constexpr double kTargetP50Ms = 1.5;     // DESIGN §7 / issue #3: p50 on loopback
 constexpr double kDesignBareMultiple = 3.0;  // DESIGN §7: 1.5 ms is "3 x a bare fork/exec/wait"
-constexpr const char* kTrue = "/bin/true";
 constexpr const char* kJob = "bench-true";
 constexpr std::chrono::seconds kRunWait{30};  // GetRun long-poll
 constexpr std::chrono::seconds kAgentStartTimeout{20};
 constexpr std::chrono::seconds kAgentStopTimeout{15};
-
-// SIGINT/SIGTERM: every loop checks this and returns an error, so the agent is stopped and the
-// temporary directories are removed on the way out (no cleanup happens in the handler).
-volatile sig_atomic_t g_interrupted = 0;
-
-void OnSignal(int sig) { g_interrupted = sig; }
-
-Status CheckInterrupted() {
-  if (g_interrupted == 0) return Status::Ok();
-  return Canceled(fmt::format("interrupted by {}", g_interrupted == SIGINT ? "SIGINT" : "SIGTERM"));
-}
-
-double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
-
-template <typename Duration>
-double Millis(Duration d) {
-  return std::chrono::duration<double, std::milli>(d).count();
-}
-
-// Repeated measurements of one quantity: the median is the figure, min..max shows the noise.
-class Samples {
- public:
-  void Add(double v) { values_.push_back(v); }
-  double Median() const { return Percentile(50); }
-  // Nearest rank: the smallest value with at least p % of the values at or below it.
-  double Percentile(double p) const {
-    if (values_.empty()) return 0;
-    std::vector<double> v = values_;
-    std::sort(v.begin(), v.end());
-    if (p == 50 && v.size() % 2 == 0) return (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
-    auto rank = static_cast<size_t>(std::ceil(p / 100 * static_cast<double>(v.size())));
-    return v[std::clamp<size_t>(rank, 1, v.size()) - 1];
-  }
-  double Min() const {
-    return values_.empty() ? 0 : *std::min_element(values_.begin(), values_.end());
-  }
-  double Max() const {
-    return values_.empty() ? 0 : *std::max_element(values_.begin(), values_.end());
-  }
-  size_t size() const { return values_.size(); }
-
- private:
-  std::vector<double> values_;
-};
-
-const char* Verdict(bool pass) { return pass ? "PASS" : "MISS"; }
-
-std::string Spread(const Samples& s, const char* format) {
-  return fmt::format("[{} .. {}]", fmt::format(fmt::runtime(format), s.Min()),
-                     fmt::format(fmt::runtime(format), s.Max()));
-}
-
-// A fresh directory for the agents' data_dirs and logs, removed with everything in it at the end.
-class TempDir {
- public:
-  static Result<std::unique_ptr<TempDir>> Create() {
-    std::string pattern =
-        (std::filesystem::temp_directory_path() / "fanout-agent-bench-XXXXXX").string();
-    if (mkdtemp(pattern.data()) == nullptr) {
-      return Internal(fmt::format("mkdtemp {}: {}", pattern, std::strerror(errno)));
-    }
-    return std::unique_ptr<TempDir>(new TempDir(pattern));
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  const std::filesystem::path& path() const { return path_; }
-
- private:
-  explicit TempDir(std::filesystem::path path) : path_(std::move(path)) {}
-  std::filesystem::path path_;
-};
-
-// The end of a file, for error messages (the agent's stderr log).
-std::string Tail(const std::filesystem::path& path, size_t bytes = 2000) {
-  std::ifstream in(path, std::ios::binary);
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (text.size() > bytes) text = "..." + text.substr(text.size() - bytes);
-  while (!text.empty() && text.back() == '\n') text.pop_back();
-  return text;
-}
-
-std::string DescribeWaitStatus(int status) {
-  if (WIFEXITED(status)) return fmt::format("exit code {}", WEXITSTATUS(status));
-  if (WIFSIGNALED(status)) return fmt::format("signal {}", WTERMSIG(status));
-  return fmt::format("status {:#x}", status);
-}
 
 // ---- The agent child process ------------------------------------------------------------------
 
@@ -232,73 +142,20 @@ class AgentProcess {
   pid_t pid() const { return pid_; }
 
   // CPU seconds used so far by the agent itself (user + system, all threads) and by its reaped
-  // children (the steps' processes), from /proc/PID/stat; clock-tick resolution (10 ms).
-  struct Cpu {
-    double self = 0;
-    double children = 0;
-  };
-  Result<Cpu> CpuTime() const {
-    std::ifstream in(fmt::format("/proc/{}/stat", pid_));
-    std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    size_t close = stat.rfind(')');
-    if (close == std::string::npos) return Internal(fmt::format("cannot read /proc/{}/stat", pid_));
-    std::istringstream fields(stat.substr(close + 2));
-    std::string field;
-    double ticks[4] = {0, 0, 0, 0};  // fields 14..17: utime stime cutime cstime
-    for (int i = 3; i <= 17 && fields >> field; ++i) {
-      if (i >= 14) ticks[i - 14] = std::stod(field);
-    }
-    double hz = static_cast<double>(sysconf(_SC_CLK_TCK));
-    return Cpu{(ticks[0] + ticks[1]) / hz, (ticks[2] + ticks[3]) / hz};
-  }
+  // children (the steps' processes).
+  using Cpu = ProcessCpu;
+  Result<Cpu> CpuTime() const { return CpuTimeOf(pid_); }
 
  private:
   explicit AgentProcess(std::filesystem::path log) : log_(std::move(log)) {}
 
   Status Spawn(const std::string& fanout, const std::filesystem::path& data_dir, int slots) {
-    // Everything the child needs is prepared before fork: between fork and exec it only makes
-    // async-signal-safe calls.
-    std::vector<std::string> args = {fanout,       "agent",           "--dev",
-                                     "--slots",    std::to_string(slots),
-                                     "--data-dir", data_dir.string(), "--listen",
-                                     "127.0.0.1:0"};
-    std::vector<char*> argv;
-    for (std::string& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    int out[2];
-    if (pipe2(out, O_CLOEXEC) != 0) return Internal(fmt::format("pipe: {}", std::strerror(errno)));
-    int log_fd = open(log_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    int null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    if (log_fd < 0 || null_fd < 0) {
-      int err = errno;
-      close(out[0]);
-      close(out[1]);
-      if (log_fd >= 0) close(log_fd);
-      if (null_fd >= 0) close(null_fd);
-      return Internal(fmt::format("open {}: {}", log_.string(), std::strerror(err)));
-    }
-    pid_t parent = getpid();
-    pid_t pid = fork();
-    if (pid == 0) {
-      prctl(PR_SET_PDEATHSIG, SIGTERM);
-      if (getppid() != parent) _exit(127);  // the bench died before prctl
-      signal(SIGPIPE, SIG_DFL);
-      signal(SIGINT, SIG_DFL);
-      signal(SIGTERM, SIG_DFL);
-      if (dup2(null_fd, 0) < 0 || dup2(out[1], 1) < 0 || dup2(log_fd, 2) < 0) _exit(127);
-      execv(argv[0], argv.data());
-      _exit(127);
-    }
-    int fork_errno = errno;
-    close(out[1]);
-    close(log_fd);
-    close(null_fd);
-    if (pid < 0) {
-      close(out[0]);
-      return Internal(fmt::format("fork: {}", std::strerror(fork_errno)));
-    }
-    pid_ = pid;
-    out_fd_ = out[0];
+    ASSIGN_OR_RETURN(SpawnedChild spawned,
+                     SpawnChild({fanout, "agent", "--dev", "--slots", std::to_string(slots),
+                                 "--data-dir", data_dir.string(), "--listen", "127.0.0.1:0"},
+                                log_, true));
+    pid_ = spawned.pid;
+    out_fd_ = spawned.stdout_fd;
     return Status::Ok();
   }
 
@@ -311,8 +168,7 @@ class AgentProcess {
       return Internal(fmt::format("the agent did not start: {}; it printed:\n{}\nits log:\n{}",
                                   why, text, Tail(log_)));
     };
-    while (text.find("\ntoken_file: ") == std::string::npos ||
-           text.find('\n', text.find("\ntoken_file: ") + 1) == std::string::npos) {
+    while (!AgentBannerComplete(text)) {
       RETURN_IF_ERROR(CheckInterrupted());
       auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
       if (left.count() <= 0) {
@@ -336,19 +192,10 @@ class AgentProcess {
         return failed(fmt::format("read: {}", std::strerror(errno)));
       }
     }
-    std::istringstream lines(text);
-    std::string line;
-    std::string printed_dir;
-    while (std::getline(lines, line)) {
-      constexpr std::string_view kListening = " listening on ";
-      if (line.starts_with("fanout agent ") && line.find(kListening) != std::string::npos) {
-        url_ = line.substr(line.find(kListening) + kListening.size());
-      } else if (line.starts_with("data_dir: ")) {
-        printed_dir = line.substr(std::string_view("data_dir: ").size());
-      } else if (line.starts_with("token: ")) {
-        token_ = line.substr(std::string_view("token: ").size());
-      }
-    }
+    AgentBanner banner = ParseAgentBanner(text);
+    url_ = banner.url;
+    token_ = banner.token;
+    const std::string& printed_dir = banner.data_dir;
     if (url_.empty() || token_.empty()) return failed("no `listening on URL` or `token:` line");
     if (printed_dir != data_dir.string()) {
       return failed(
@@ -477,103 +324,7 @@ Result<std::array<double, kPhases>> PhasesOf(const Cycle& c) {
   };
 }
 
-// ---- Bare baselines ---------------------------------------------------------------------------
-
-enum class SpawnMethod { kForkExec, kPosixSpawn };
-
-const char* SpawnMethodName(SpawnMethod m) {
-  return m == SpawnMethod::kForkExec ? "fork+execv" : "posix_spawn";
-}
-
-Result<pid_t> StartTrue(SpawnMethod method) {
-  char* argv[] = {const_cast<char*>(kTrue), nullptr};
-  pid_t pid = -1;
-  if (method == SpawnMethod::kForkExec) {
-    pid = fork();
-    if (pid == 0) {
-      execv(kTrue, argv);
-      _exit(127);
-    }
-    if (pid < 0) return Internal(fmt::format("fork: {}", std::strerror(errno)));
-  } else {
-    int rc = posix_spawn(&pid, kTrue, nullptr, nullptr, argv, environ);
-    if (rc != 0) return Internal(fmt::format("posix_spawn: {}", std::strerror(rc)));
-  }
-  return pid;
-}
-
-Status CheckExit(SpawnMethod method, int status) {
-  if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return Status::Ok();
-  return Internal(fmt::format("{} {}: the child ended with {}", SpawnMethodName(method), kTrue,
-                              DescribeWaitStatus(status)));
-}
-
-// One child of /bin/true from start to reaped: the bare fork/exec/wait DESIGN §7 compares the
-// agent's latency with. Returns seconds.
-Result<double> SpawnWait(SpawnMethod method) {
-  RETURN_IF_ERROR(CheckInterrupted());
-  Clock::time_point start = Clock::now();
-  ASSIGN_OR_RETURN(pid_t pid, StartTrue(method));
-  int status = 0;
-  while (waitpid(pid, &status, 0) < 0) {
-    if (errno != EINTR) return Internal(fmt::format("waitpid: {}", std::strerror(errno)));
-  }
-  double seconds = Seconds(Clock::now() - start);
-  RETURN_IF_ERROR(CheckExit(method, status));
-  return seconds;
-}
-
-// kThroughputRuns children of /bin/true from this one thread, kSlots alive at once, reaped with
-// waitpid(pid) of the ones we started (as engine_bench's bare loops). Returns children/s.
-Result<double> SpawnLoop(SpawnMethod method) {
-  std::unordered_set<pid_t> live;
-  int started = 0, reaped = 0;
-  Clock::time_point start = Clock::now();
-  while (reaped < kThroughputRuns) {
-    RETURN_IF_ERROR(CheckInterrupted());
-    while (started < kThroughputRuns && static_cast<int>(live.size()) < kSlots) {
-      ASSIGN_OR_RETURN(pid_t pid, StartTrue(method));
-      live.insert(pid);
-      ++started;
-    }
-    int status = 0;
-    pid_t pid = waitpid(-1, &status, 0);
-    if (pid < 0) {
-      if (errno == EINTR) continue;
-      return Internal(fmt::format("waitpid: {}", std::strerror(errno)));
-    }
-    if (live.erase(pid) == 0) continue;  // not one of ours (there are none, but be safe)
-    RETURN_IF_ERROR(CheckExit(method, status));
-    ++reaped;
-  }
-  return kThroughputRuns / Seconds(Clock::now() - start);
-}
-
-// The same work from kSlots threads, each spawning one child and waiting for it, in a loop:
-// the shape of the agent's run threads without the agent. Returns children/s.
-Result<double> ThreadedSpawnLoop() {
-  std::atomic<int> next{0};
-  std::mutex mu;
-  Status error;  // the first failure, guarded by mu
-  auto work = [&] {
-    while (next.fetch_add(1) < kThroughputRuns) {
-      Status s = SpawnWait(SpawnMethod::kPosixSpawn).status();
-      if (!s.ok()) {
-        std::lock_guard lock(mu);
-        if (error.ok()) error = s;
-        next.store(kThroughputRuns);
-        return;
-      }
-    }
-  };
-  Clock::time_point start = Clock::now();
-  std::vector<std::thread> threads;
-  for (int i = 0; i < kSlots; ++i) threads.emplace_back(work);
-  for (std::thread& t : threads) t.join();
-  double seconds = Seconds(Clock::now() - start);
-  RETURN_IF_ERROR(error);
-  return kThroughputRuns / seconds;
-}
+// ---- CPU time (the bare baselines are bench_util.h's) -----------------------------------------
 
 // CPU time per run during the agent measurements, in µs: where a throughput is CPU-bound.
 struct CpuPerRun {
@@ -633,11 +384,6 @@ Result<double> AgentRate(const AgentProcess& agent, int clients, CpuPerRun* cpu)
 }
 
 // ---- The benchmarks ---------------------------------------------------------------------------
-
-std::string Percentiles(const Samples& s) {
-  return fmt::format("p50 {:6.3f} ms  p90 {:6.3f}  p99 {:6.3f}", s.Percentile(50), s.Percentile(90),
-                     s.Percentile(99));
-}
 
 // agent-latency: kLatencyCycles start→final cycles, sequential, from one client over one
 // keep-alive connection, against the bare fork+execv+waitpid and posix_spawn+waitpid of one
@@ -774,12 +520,24 @@ Result<std::string> ThroughputBenchmark(const TempDir& dir, const std::string& f
   };
   std::vector<Measure> measures;
   measures.reserve(5);  // the agent lines' lambdas point into their Measure
-  measures.push_back({"bare, 1 thread, fork+execv", false, false,
-                      [] { return SpawnLoop(SpawnMethod::kForkExec); }, {}, {}});
-  measures.push_back({"bare, 1 thread, posix_spawn", false, false,
-                      [] { return SpawnLoop(SpawnMethod::kPosixSpawn); }, {}, {}});
-  measures.push_back({"bare, 1 thread per slot, posix_spawn", false, false,
-                      [] { return ThreadedSpawnLoop(); }, {}, {}});
+  measures.push_back({"bare, 1 thread, fork+execv",
+                      false,
+                      false,
+                      [] { return SpawnLoop(SpawnMethod::kForkExec, kThroughputRuns, kSlots); },
+                      {},
+                      {}});
+  measures.push_back({"bare, 1 thread, posix_spawn",
+                      false,
+                      false,
+                      [] { return SpawnLoop(SpawnMethod::kPosixSpawn, kThroughputRuns, kSlots); },
+                      {},
+                      {}});
+  measures.push_back({"bare, 1 thread per slot, posix_spawn",
+                      false,
+                      false,
+                      [] { return ThreadedSpawnLoop(kThroughputRuns, kSlots); },
+                      {},
+                      {}});
   Measure* m4 = &measures.emplace_back(
       Measure{fmt::format("agent, {} clients (start + wait)", kSlots), true, true, {}, {}, {}});
   m4->rate = [&agent, m4] { return AgentRate(*agent, kSlots, &m4->cpu); };
@@ -843,14 +601,6 @@ Result<std::string> ThroughputBenchmark(const TempDir& dir, const std::string& f
       std::string_view(limit->what).substr(std::string_view("bare, ").size()), ratio);
 }
 
-// The 1-minute load average: a busy machine makes every figure noisier.
-std::string LoadAverage() {
-  std::ifstream in("/proc/loadavg");
-  std::string one_minute;
-  if (!(in >> one_minute)) return "unknown";
-  return one_minute;
-}
-
 // Which sections to run: every one, or those named on the command line.
 struct Selection {
   bool latency = true, throughput = true;
@@ -877,17 +627,12 @@ Result<Selection> ParseArgs(int argc, char** argv) {
 
 Status Main(int argc, char** argv) {
   ASSIGN_OR_RETURN(Selection selection, ParseArgs(argc, argv));
-  struct sigaction action = {};
-  action.sa_handler = OnSignal;
-  sigemptyset(&action.sa_mask);
-  sigaction(SIGINT, &action, nullptr);
-  sigaction(SIGTERM, &action, nullptr);
-  signal(SIGPIPE, SIG_IGN);  // a write to an agent that went away fails instead of killing us
+  InstallSignalHandlers();  // SIGPIPE ignored: a write to an agent that went away fails
   const std::string fanout = FANOUT_BINARY;
   if (access(fanout.c_str(), X_OK) != 0) {
     return NotFound(fmt::format("no fanout executable at {} (build the `fanout` target)", fanout));
   }
-  ASSIGN_OR_RETURN(auto dir, TempDir::Create());
+  ASSIGN_OR_RETURN(auto dir, TempDir::Create("fanout-agent-bench"));
   Clock::time_point start = Clock::now();
   fmt::print(
       "Fanout agent benchmarks (DESIGN §7, issue #3): a `fanout agent --dev` child on loopback "

@@ -30,6 +30,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "bench_util.h"
 #include "catalog/log_sinks.h"
 #include "catalog/postgres_catalog.h"
 #include "common/util.h"
@@ -44,62 +45,12 @@ extern char** environ;
 namespace fanout::bench {
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
 constexpr int kRuns = 5;
 constexpr int kExpressionTasks = 10000;
 constexpr int kProcessTasks = 1000;
 constexpr int kConcurrency = 4;
 constexpr double kTargetMicrosPerTask = 20.0;  // DESIGN §7: engine overhead per task
 constexpr double kTargetRateRatio = 0.80;      // DESIGN §7: share of the bare spawn rate
-constexpr const char* kTrue = "/bin/true";
-
-double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
-
-// Repeated measurements of one quantity: the median is the figure, min..max shows the noise.
-class Samples {
- public:
-  void Add(double v) { values_.push_back(v); }
-  double Median() const {
-    std::vector<double> v = values_;
-    std::sort(v.begin(), v.end());
-    size_t n = v.size();
-    if (n == 0) return 0;
-    return n % 2 == 1 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-  }
-  double Min() const {
-    return values_.empty() ? 0 : *std::min_element(values_.begin(), values_.end());
-  }
-  double Max() const {
-    return values_.empty() ? 0 : *std::max_element(values_.begin(), values_.end());
-  }
-
- private:
-  std::vector<double> values_;
-};
-
-const char* Verdict(bool pass) { return pass ? "PASS" : "MISS"; }
-
-// A fresh directory for the SQLite catalogs, removed with everything in it at the end.
-class TempDir {
- public:
-  static Result<std::unique_ptr<TempDir>> Create() {
-    std::string pattern = (std::filesystem::temp_directory_path() / "fanout-bench-XXXXXX").string();
-    if (mkdtemp(pattern.data()) == nullptr) {
-      return Internal(fmt::format("mkdtemp {}: {}", pattern, std::strerror(errno)));
-    }
-    return std::unique_ptr<TempDir>(new TempDir(pattern));
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  const std::filesystem::path& path() const { return path_; }
-
- private:
-  explicit TempDir(std::filesystem::path path) : path_(std::move(path)) {}
-  std::filesystem::path path_;
-};
 
 // ---- Packages, generated as YAML text --------------------------------------------------------
 
@@ -258,11 +209,7 @@ Result<EngineRun> RunEngine(const std::shared_ptr<const Package>& package, Recor
 
 // ---- The bare spawn loop ----------------------------------------------------------------------
 
-enum class SpawnMethod { kForkExec, kPosixSpawn };
-
-const char* SpawnMethodName(SpawnMethod m) {
-  return m == SpawnMethod::kForkExec ? "fork+execv" : "posix_spawn";
-}
+// SpawnMethod is bench_util.h's; these loops, unlike its, run no interrupt check.
 
 // Starts kProcessTasks runs of /bin/true from this one thread, keeping kConcurrency alive at once
 // and reaping them with waitpid. Returns children per second.
@@ -343,11 +290,6 @@ Result<double> ThreadedSpawnLoop() {
 }
 
 // ---- The benchmarks ---------------------------------------------------------------------------
-
-std::string Spread(const Samples& s, const char* format) {
-  return fmt::format("[{} .. {}]", fmt::format(fmt::runtime(format), s.Min()),
-                     fmt::format(fmt::runtime(format), s.Max()));
-}
 
 // (b): the process benchmark. The limit is the fastest of three bare loops, each keeping
 // `kConcurrency` children alive: one thread with fork+execv (what the design names), one thread
@@ -785,14 +727,6 @@ Result<std::string> LoggingBenchmark(const TempDir& dir) {
       Verdict(flushed_ratio <= kTargetLoggingRatio));
 }
 
-// The 1-minute load average: a busy machine makes every figure noisier.
-std::string LoadAverage() {
-  std::ifstream in("/proc/loadavg");
-  std::string one_minute;
-  if (!(in >> one_minute)) return "unknown";
-  return one_minute;
-}
-
 // Which benchmarks to run: every one, or those named on the command line ("process", "chain",
 // "fan", "events", "logging"), e.g. to profile one of them alone.
 struct Selection {
@@ -827,7 +761,7 @@ Result<Selection> ParseArgs(int argc, char** argv) {
 Status Main(int argc, char** argv) {
   ASSIGN_OR_RETURN(Selection selection, ParseArgs(argc, argv));
   RegisterBuiltinTaskTypes();
-  ASSIGN_OR_RETURN(auto dir, TempDir::Create());
+  ASSIGN_OR_RETURN(auto dir, TempDir::Create("fanout-bench"));
   Clock::time_point start = Clock::now();
   fmt::print(
       "Fanout benchmarks (DESIGN §7): median of {} runs, [min .. max] of the runs beside "

@@ -50,6 +50,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "bench_util.h"
 #include "client/agent_client.h"
 #include "fanout/catalog.h"
 #include "fanout/engine.h"
@@ -71,7 +72,6 @@ extern char** environ;
 namespace fanout::bench {
 namespace {
 
-using Clock = std::chrono::steady_clock;
 using nlohmann::json;
 
 constexpr int kRuns = 5;                // rounds; figures are medians over them
@@ -90,7 +90,6 @@ constexpr int kLatencyChildren = 200;     // pool-latency: sequential children a
 constexpr int kLatencyWarmup = 20;
 constexpr double kTargetP50Ms = 1.5;         // DESIGN §7: p50 on loopback
 constexpr double kDesignBareMultiple = 3.0;  // DESIGN §7: 1.5 ms is "3 x a bare fork/exec/wait"
-constexpr const char* kTrue = "/bin/true";
 constexpr const char* kTrueJob = "bench-true";
 constexpr const char* kNapJob = "bench-nap";
 constexpr const char* kNapPackage = "bench-nap";
@@ -98,98 +97,9 @@ constexpr std::chrono::seconds kAgentStartTimeout{20};
 constexpr std::chrono::seconds kStopTimeout{15};
 constexpr std::chrono::seconds kFanoutRunTimeout{120};
 
-// SIGINT/SIGTERM: every loop checks this and returns an error, so the agents are stopped and the
-// temporary directory is removed on the way out (no cleanup happens in the handler).
-volatile sig_atomic_t g_interrupted = 0;
-
-void OnSignal(int sig) { g_interrupted = sig; }
-
-Status CheckInterrupted() {
-  if (g_interrupted == 0) return Status::Ok();
-  return Canceled(fmt::format("interrupted by {}", g_interrupted == SIGINT ? "SIGINT" : "SIGTERM"));
-}
-
-double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
-
-template <typename Duration>
-double Millis(Duration d) {
-  return std::chrono::duration<double, std::milli>(d).count();
-}
-
 template <typename Duration>
 double SecondsOf(Duration d) {
   return std::chrono::duration<double>(d).count();
-}
-
-// Repeated measurements of one quantity: the median is the figure, min..max shows the noise.
-class Samples {
- public:
-  void Add(double v) { values_.push_back(v); }
-  double Median() const { return Percentile(50); }
-  // Nearest rank: the smallest value with at least p % of the values at or below it.
-  double Percentile(double p) const {
-    if (values_.empty()) return 0;
-    std::vector<double> v = values_;
-    std::sort(v.begin(), v.end());
-    if (p == 50 && v.size() % 2 == 0) return (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
-    auto rank = static_cast<size_t>(std::ceil(p / 100 * static_cast<double>(v.size())));
-    return v[std::clamp<size_t>(rank, 1, v.size()) - 1];
-  }
-  double Min() const {
-    return values_.empty() ? 0 : *std::min_element(values_.begin(), values_.end());
-  }
-  double Max() const {
-    return values_.empty() ? 0 : *std::max_element(values_.begin(), values_.end());
-  }
-  size_t size() const { return values_.size(); }
-
- private:
-  std::vector<double> values_;
-};
-
-const char* Verdict(bool pass) { return pass ? "PASS" : "MISS"; }
-
-std::string Spread(const Samples& s, const char* format) {
-  return fmt::format("[{} .. {}]", fmt::format(fmt::runtime(format), s.Min()),
-                     fmt::format(fmt::runtime(format), s.Max()));
-}
-
-// A fresh directory for the agents' data_dirs, the catalogs, packages and logs, removed with
-// everything in it at the end.
-class TempDir {
- public:
-  static Result<std::unique_ptr<TempDir>> Create() {
-    std::string pattern =
-        (std::filesystem::temp_directory_path() / "fanout-pool-bench-XXXXXX").string();
-    if (mkdtemp(pattern.data()) == nullptr) {
-      return Internal(fmt::format("mkdtemp {}: {}", pattern, std::strerror(errno)));
-    }
-    return std::unique_ptr<TempDir>(new TempDir(pattern));
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  const std::filesystem::path& path() const { return path_; }
-
- private:
-  explicit TempDir(std::filesystem::path path) : path_(std::move(path)) {}
-  std::filesystem::path path_;
-};
-
-// The end of a file, for error messages (an agent's or a parent's log).
-std::string Tail(const std::filesystem::path& path, size_t bytes = 2000) {
-  std::ifstream in(path, std::ios::binary);
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (text.size() > bytes) text = "..." + text.substr(text.size() - bytes);
-  while (!text.empty() && text.back() == '\n') text.pop_back();
-  return text;
-}
-
-std::string DescribeWaitStatus(int status) {
-  if (WIFEXITED(status)) return fmt::format("exit code {}", WEXITSTATUS(status));
-  if (WIFSIGNALED(status)) return fmt::format("signal {}", WTERMSIG(status));
-  return fmt::format("status {:#x}", status);
 }
 
 Status WriteTextFile(const std::filesystem::path& path, const std::string& text) {
@@ -211,47 +121,9 @@ class ChildProcess {
                                                      const std::filesystem::path& log,
                                                      bool pipe_stdout) {
     std::unique_ptr<ChildProcess> child(new ChildProcess(log));
-    // Everything is prepared before fork: between fork and exec the child only makes
-    // async-signal-safe calls.
-    std::vector<char*> argv;
-    for (std::string& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    int out[2] = {-1, -1};
-    if (pipe_stdout && pipe2(out, O_CLOEXEC) != 0) {
-      return Internal(fmt::format("pipe: {}", std::strerror(errno)));
-    }
-    int log_fd = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    int null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    if (log_fd < 0 || null_fd < 0) {
-      int err = errno;
-      for (int fd : {out[0], out[1], log_fd, null_fd}) {
-        if (fd >= 0) close(fd);
-      }
-      return Internal(fmt::format("open {}: {}", log.string(), std::strerror(err)));
-    }
-    int stdout_fd = pipe_stdout ? out[1] : log_fd;
-    pid_t parent = getpid();
-    pid_t pid = fork();
-    if (pid == 0) {
-      prctl(PR_SET_PDEATHSIG, SIGTERM);
-      if (getppid() != parent) _exit(127);  // the bench died before prctl
-      signal(SIGPIPE, SIG_DFL);
-      signal(SIGINT, SIG_DFL);
-      signal(SIGTERM, SIG_DFL);
-      if (dup2(null_fd, 0) < 0 || dup2(stdout_fd, 1) < 0 || dup2(log_fd, 2) < 0) _exit(127);
-      execv(argv[0], argv.data());
-      _exit(127);
-    }
-    int fork_errno = errno;
-    if (out[1] >= 0) close(out[1]);
-    close(log_fd);
-    close(null_fd);
-    if (pid < 0) {
-      if (out[0] >= 0) close(out[0]);
-      return Internal(fmt::format("fork: {}", std::strerror(fork_errno)));
-    }
-    child->pid_ = pid;
-    child->out_fd_ = out[0];
+    ASSIGN_OR_RETURN(SpawnedChild spawned, SpawnChild(std::move(args), log, pipe_stdout));
+    child->pid_ = spawned.pid;
+    child->out_fd_ = spawned.stdout_fd;
     return child;
   }
 
@@ -381,11 +253,7 @@ class AgentProcess {
       return Internal(fmt::format("agent {} did not start: {}; it printed:\n{}\nits log:\n{}",
                                   name_, why, text, Tail(child_->log())));
     };
-    auto complete = [&] {
-      size_t at = text.find("\ntoken_file: ");
-      return at != std::string::npos && text.find('\n', at + 1) != std::string::npos;
-    };
-    while (!complete()) {
+    while (!AgentBannerComplete(text)) {
       RETURN_IF_ERROR(CheckInterrupted());
       auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
       if (left.count() <= 0) {
@@ -405,20 +273,11 @@ class AgentProcess {
         return failed(fmt::format("read: {}", std::strerror(errno)));
       }
     }
-    std::istringstream lines(text);
-    std::string line, printed_dir;
-    while (std::getline(lines, line)) {
-      constexpr std::string_view kListening = " listening on ";
-      if (line.starts_with("fanout agent ") && line.find(kListening) != std::string::npos) {
-        url_ = line.substr(line.find(kListening) + kListening.size());
-      } else if (line.starts_with("data_dir: ")) {
-        printed_dir = line.substr(std::string_view("data_dir: ").size());
-      } else if (line.starts_with("token: ")) {
-        token_ = line.substr(std::string_view("token: ").size());
-      } else if (line.starts_with("token_file: ")) {
-        token_file_ = line.substr(std::string_view("token_file: ").size());
-      }
-    }
+    AgentBanner banner = ParseAgentBanner(text);
+    url_ = banner.url;
+    token_ = banner.token;
+    token_file_ = banner.token_file;
+    const std::string& printed_dir = banner.data_dir;
     if (url_.empty() || token_.empty() || token_file_.empty()) {
       return failed("no `listening on URL`, `token:` or `token_file:` line");
     }
@@ -456,26 +315,9 @@ class AgentProcess {
   const std::string& token_file() const { return token_file_; }
 
   // CPU seconds used so far by the agent itself (all threads) and by its reaped children (the
-  // steps' processes), from /proc/PID/stat; clock-tick resolution (10 ms).
-  struct Cpu {
-    double self = 0;
-    double children = 0;
-  };
-  Result<Cpu> CpuTime() const {
-    pid_t pid = child_ ? child_->pid() : -1;
-    std::ifstream in(fmt::format("/proc/{}/stat", pid));
-    std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    size_t close = stat.rfind(')');
-    if (close == std::string::npos) return Internal(fmt::format("cannot read /proc/{}/stat", pid));
-    std::istringstream fields(stat.substr(close + 2));
-    std::string field;
-    double ticks[4] = {0, 0, 0, 0};  // fields 14..17: utime stime cutime cstime
-    for (int i = 3; i <= 17 && fields >> field; ++i) {
-      if (i >= 14) ticks[i - 14] = std::stod(field);
-    }
-    double hz = static_cast<double>(sysconf(_SC_CLK_TCK));
-    return Cpu{(ticks[0] + ticks[1]) / hz, (ticks[2] + ticks[3]) / hz};
-  }
+  // steps' processes).
+  using Cpu = ProcessCpu;
+  Result<Cpu> CpuTime() const { return CpuTimeOf(child_ ? child_->pid() : -1); }
 
  private:
   AgentProcess(std::string name, std::filesystem::path data_dir)
@@ -742,102 +584,7 @@ Result<double> RunFanout(const std::string& fanout, const std::filesystem::path&
   return seconds;
 }
 
-// ---- Bare baselines ---------------------------------------------------------------------------
-
-enum class SpawnMethod { kForkExec, kPosixSpawn };
-
-const char* SpawnMethodName(SpawnMethod m) {
-  return m == SpawnMethod::kForkExec ? "fork+execv" : "posix_spawn";
-}
-
-Result<pid_t> StartTrue(SpawnMethod method) {
-  char* argv[] = {const_cast<char*>(kTrue), nullptr};
-  pid_t pid = -1;
-  if (method == SpawnMethod::kForkExec) {
-    pid = fork();
-    if (pid == 0) {
-      execv(kTrue, argv);
-      _exit(127);
-    }
-    if (pid < 0) return Internal(fmt::format("fork: {}", std::strerror(errno)));
-  } else {
-    int rc = posix_spawn(&pid, kTrue, nullptr, nullptr, argv, environ);
-    if (rc != 0) return Internal(fmt::format("posix_spawn: {}", std::strerror(rc)));
-  }
-  return pid;
-}
-
-Status CheckExit(SpawnMethod method, int status) {
-  if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return Status::Ok();
-  return Internal(fmt::format("{} {}: the child ended with {}", SpawnMethodName(method), kTrue,
-                              DescribeWaitStatus(status)));
-}
-
-// One child of /bin/true from start to reaped. Returns seconds.
-Result<double> SpawnWait(SpawnMethod method) {
-  RETURN_IF_ERROR(CheckInterrupted());
-  Clock::time_point start = Clock::now();
-  ASSIGN_OR_RETURN(pid_t pid, StartTrue(method));
-  int status = 0;
-  while (waitpid(pid, &status, 0) < 0) {
-    if (errno != EINTR) return Internal(fmt::format("waitpid: {}", std::strerror(errno)));
-  }
-  double seconds = Seconds(Clock::now() - start);
-  RETURN_IF_ERROR(CheckExit(method, status));
-  return seconds;
-}
-
-// kRateChildren children of /bin/true from this one thread, kAgents alive at once, reaped with
-// waitpid (engine_bench's bare loops). Returns children/s.
-Result<double> SpawnLoop(SpawnMethod method) {
-  std::unordered_set<pid_t> live;
-  int started = 0, reaped = 0;
-  Clock::time_point start = Clock::now();
-  while (reaped < kRateChildren) {
-    RETURN_IF_ERROR(CheckInterrupted());
-    while (started < kRateChildren && static_cast<int>(live.size()) < kAgents) {
-      ASSIGN_OR_RETURN(pid_t pid, StartTrue(method));
-      live.insert(pid);
-      ++started;
-    }
-    int status = 0;
-    pid_t pid = waitpid(-1, &status, 0);
-    if (pid < 0) {
-      if (errno == EINTR) continue;
-      return Internal(fmt::format("waitpid: {}", std::strerror(errno)));
-    }
-    if (live.erase(pid) == 0) continue;  // not one of ours
-    RETURN_IF_ERROR(CheckExit(method, status));
-    ++reaped;
-  }
-  return kRateChildren / Seconds(Clock::now() - start);
-}
-
-// The same work from kAgents threads, each spawning one child and waiting for it, in a loop.
-// Returns children/s.
-Result<double> ThreadedSpawnLoop() {
-  std::atomic<int> next{0};
-  std::mutex mu;
-  Status error;  // the first failure, guarded by mu
-  auto work = [&] {
-    while (next.fetch_add(1) < kRateChildren) {
-      Status s = SpawnWait(SpawnMethod::kPosixSpawn).status();
-      if (!s.ok()) {
-        std::lock_guard lock(mu);
-        if (error.ok()) error = s;
-        next.store(kRateChildren);
-        return;
-      }
-    }
-  };
-  Clock::time_point start = Clock::now();
-  std::vector<std::thread> threads;
-  for (int i = 0; i < kAgents; ++i) threads.emplace_back(work);
-  for (std::thread& t : threads) t.join();
-  double seconds = Seconds(Clock::now() - start);
-  RETURN_IF_ERROR(error);
-  return kRateChildren / seconds;
-}
+// ---- CPU time (the bare baselines are bench_util.h's) -----------------------------------------
 
 // This process's CPU seconds (every thread) and context switches (voluntary: a thread went to
 // sleep, e.g. on a condition variable; involuntary: it was preempted).
@@ -917,14 +664,18 @@ Result<std::string> RateBenchmark(const TempDir& dir, const std::string& fanout)
     return kRateChildren / run.seconds;
   };
   std::vector<Measure> measures;
-  measures.push_back(
-      {"bare, 1 thread, fork+execv", false, [] { return SpawnLoop(SpawnMethod::kForkExec); }, {}});
+  measures.push_back({"bare, 1 thread, fork+execv",
+                      false,
+                      [] { return SpawnLoop(SpawnMethod::kForkExec, kRateChildren, kAgents); },
+                      {}});
   measures.push_back({"bare, 1 thread, posix_spawn",
                       false,
-                      [] { return SpawnLoop(SpawnMethod::kPosixSpawn); },
+                      [] { return SpawnLoop(SpawnMethod::kPosixSpawn, kRateChildren, kAgents); },
                       {}});
-  measures.push_back(
-      {"bare, 1 thread per slot, posix_spawn", false, [] { return ThreadedSpawnLoop(); }, {}});
+  measures.push_back({"bare, 1 thread per slot, posix_spawn",
+                      false,
+                      [] { return ThreadedSpawnLoop(kRateChildren, kAgents); },
+                      {}});
   measures.push_back({fmt::format("parent over the pool ({} x {} slot)", kAgents, kSlotsPerAgent),
                       true,
                       pool_rate,
@@ -1421,11 +1172,6 @@ Result<std::vector<std::array<double, kPhases>>> PhasesOf(const ParentRun& run,
   return phases;
 }
 
-std::string Percentiles(const Samples& s) {
-  return fmt::format("p50 {:6.3f} ms  p90 {:6.3f}  p99 {:6.3f}", s.Percentile(50), s.Percentile(90),
-                     s.Percentile(99));
-}
-
 // pool-latency: kRuns rounds, each a parent with a for loop of kLatencyChildren sequential
 // children on one idle agent (its task runs give each child's time as the parent saw it), and
 // as many bare fork+execv+waitpid and posix_spawn+waitpid, in a rotating order.
@@ -1545,14 +1291,6 @@ Result<std::string> LatencyBenchmark(const TempDir& dir, const std::string& fano
 
 // ---- Main -------------------------------------------------------------------------------------
 
-// The 1-minute load average: a busy machine makes every figure noisier.
-std::string LoadAverage() {
-  std::ifstream in("/proc/loadavg");
-  std::string one_minute;
-  if (!(in >> one_minute)) return "unknown";
-  return one_minute;
-}
-
 // Which sections to run: every one, or those named on the command line.
 struct Selection {
   bool rate = true, makespan = true, latency = true;
@@ -1581,18 +1319,13 @@ Result<Selection> ParseArgs(int argc, char** argv) {
 
 Status Main(int argc, char** argv) {
   ASSIGN_OR_RETURN(Selection selection, ParseArgs(argc, argv));
-  struct sigaction action = {};
-  action.sa_handler = OnSignal;
-  sigemptyset(&action.sa_mask);
-  sigaction(SIGINT, &action, nullptr);
-  sigaction(SIGTERM, &action, nullptr);
-  signal(SIGPIPE, SIG_IGN);  // a write to an agent that went away fails instead of killing us
+  InstallSignalHandlers();  // SIGPIPE ignored: a write to an agent that went away fails
   const std::string fanout = FANOUT_BINARY;
   if (access(fanout.c_str(), X_OK) != 0) {
     return NotFound(fmt::format("no fanout executable at {} (build the `fanout` target)", fanout));
   }
   RegisterBuiltinTaskTypes();
-  ASSIGN_OR_RETURN(auto dir, TempDir::Create());
+  ASSIGN_OR_RETURN(auto dir, TempDir::Create("fanout-pool-bench"));
   // A catalog write that fails is spooled; keep any spool inside the temporary directory, for
   // this process and for every `fanout` it starts.
   setenv("FANOUT_SPOOL_DIR", (dir->path() / "spool").c_str(), 1);
