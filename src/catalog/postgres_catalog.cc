@@ -13,6 +13,8 @@
 #include <tuple>
 #include <utility>
 
+#include "catalog/prune_sql.h"
+
 namespace fanout::catalog {
 
 namespace {
@@ -1050,24 +1052,11 @@ Result<Catalog::PruneCounts> PostgresCatalog::Prune(DateTime cutoff) {
   RETURN_IF_ERROR(q.Command("BEGIN", "starting the prune transaction"));
   PruneCounts counts;
   auto body = [&]() -> Status {
-    struct Target {
-      const char* sql;
-      int64_t* count;
-    };
-    const Target targets[] = {
-        {"DELETE FROM events WHERE execution_id IN "
-         "(SELECT id FROM executions WHERE started_at < $1)", &counts.events},
-        {"DELETE FROM task_runs WHERE execution_id IN "
-         "(SELECT id FROM executions WHERE started_at < $1)", &counts.task_runs},
-        {"DELETE FROM execution_parameters WHERE execution_id IN "
-         "(SELECT id FROM executions WHERE started_at < $1)", nullptr},
-        {"DELETE FROM executions WHERE started_at < $1", &counts.executions},
-    };
-    for (const Target& t : targets) {
+    for (const PruneStatement& t : kPruneStatements) {
       Params params;
       params.Add(FormatDateTime(cutoff));
       ASSIGN_OR_RETURN(PgResult result, q.Run(t.sql, params, "pruning"));
-      if (t.count != nullptr) *t.count = std::atoll(PQcmdTuples(result.get()));
+      if (t.count != nullptr) counts.*t.count = std::atoll(PQcmdTuples(result.get()));
     }
     return Status::Ok();
   };

@@ -10,6 +10,8 @@
 #include <filesystem>
 #include <utility>
 
+#include "catalog/prune_sql.h"
+
 namespace fanout::catalog {
 
 namespace {
@@ -652,27 +654,14 @@ Result<Catalog::PruneCounts> SqliteCatalog::Prune(DateTime cutoff) {
   PruneCounts counts;
   std::string before = FormatDateTime(cutoff);
   auto body = [&]() -> Status {
-    struct Target {
-      const char* sql;
-      int64_t* count;
-    };
-    const Target targets[] = {
-        {"DELETE FROM events WHERE execution_id IN "
-         "(SELECT id FROM executions WHERE started_at < ?1)", &counts.events},
-        {"DELETE FROM task_runs WHERE execution_id IN "
-         "(SELECT id FROM executions WHERE started_at < ?1)", &counts.task_runs},
-        {"DELETE FROM execution_parameters WHERE execution_id IN "
-         "(SELECT id FROM executions WHERE started_at < ?1)", nullptr},
-        {"DELETE FROM executions WHERE started_at < ?1", &counts.executions},
-    };
-    for (const Target& t : targets) {
+    for (const PruneStatement& t : kPruneStatements) {
       Statement stmt;
       int rc = sqlite3_prepare_v2(db_, t.sql, -1, stmt.out(), nullptr);
       if (rc != SQLITE_OK) return Error(rc, "preparing the prune");
       BindText(stmt.get(), 1, before);
       rc = sqlite3_step(stmt.get());
       if (rc != SQLITE_DONE) return Error(rc, "pruning");
-      if (t.count != nullptr) *t.count = sqlite3_changes(db_);
+      if (t.count != nullptr) counts.*t.count = sqlite3_changes(db_);
     }
     return Status::Ok();
   };
