@@ -13,6 +13,7 @@
 #include <tuple>
 #include <utility>
 
+#include "catalog/libpq.h"
 #include "catalog/prune_sql.h"
 
 namespace fanout::catalog {
@@ -651,6 +652,7 @@ Status PostgresCatalog::Connect() {
   const char* const keywords[] = {"connect_timeout", "fallback_application_name", "dbname",
                                   "client_encoding", nullptr};
   const char* const values[] = {"10", "fanout", conninfo_.c_str(), "UTF8", nullptr};
+  RETURN_IF_ERROR(LoadLibpq());
   conn_ = PQconnectdbParams(keywords, values, /*expand_dbname=*/1);
   if (conn_ == nullptr || PQstatus(conn_) != CONNECTION_OK) {
     Status status = ConnectionError("cannot connect");

@@ -16,6 +16,7 @@
 #include <cstdlib>
 #include <optional>
 
+#include "catalog/libpq.h"
 #include "common/util.h"
 
 namespace fanout {
@@ -120,7 +121,9 @@ Wake WaitFor(int fd, short events, const CancelToken& cancel, bool watch_cancel,
 // One libpq connection, closed on destruction.
 class PgConnection {
  public:
-  ~PgConnection() { PQfinish(conn_); }
+  ~PgConnection() {
+    if (conn_ != nullptr) PQfinish(conn_);
+  }
 
   // Connects without blocking a cancel: the connection is polled together with the task's
   // cancel fd, within the DSN's connect_timeout (default 30 s). The password is a separate
@@ -133,6 +136,7 @@ class PgConnection {
     const char* const values[] = {"fanout", dsn.c_str(),
                                   password.empty() ? nullptr : password.c_str(), "UTF8",
                                   nullptr};
+    if (Status loaded = catalog::LoadLibpq(); !loaded.ok()) return loaded.message();
     conn_ = PQconnectStartParams(keywords, values, /*expand_dbname=*/1);
     if (conn_ == nullptr) return "out of memory";
     if (PQstatus(conn_) == CONNECTION_BAD) return OneLine(PQerrorMessage(conn_));
