@@ -111,7 +111,7 @@ AgentPool::~AgentPool() {
     std::lock_guard lock(mu_);
     stopping_ = true;
   }
-  changed_.notify_all();
+  prober_wake_.notify_all();
   prober_.join();
 }
 
@@ -157,7 +157,7 @@ void AgentPool::Probe(int member, AgentClient& client) {
                                std::max(s.running, s.probe_peak));
     s.next_probe = Clock::now() + kAliveProbeInterval;
   }
-  changed_.notify_all();
+  WakeWaitersLocked();
 }
 
 void AgentPool::ProbeLoop() {
@@ -169,16 +169,13 @@ void AgentPool::ProbeLoop() {
     clients.push_back(std::make_unique<AgentClient>(e));
   }
   for (size_t i = 0; i < members_.size(); ++i) Probe(static_cast<int>(i), *clients[i]);
-  {
-    std::lock_guard lock(mu_);
-    first_probe_done_ = true;
-  }
-  changed_.notify_all();
   std::unique_lock lock(mu_);
+  first_probe_done_ = true;
+  WakeWaitersLocked();
   while (!stopping_) {
     Clock::time_point next = Clock::time_point::max();
     for (const State& s : states_) next = std::min(next, s.next_probe);
-    changed_.wait_until(lock, next, [&] { return stopping_; });
+    prober_wake_.wait_until(lock, next, [&] { return stopping_; });
     if (stopping_) break;
     Clock::time_point now = Clock::now();
     for (size_t i = 0; i < states_.size(); ++i) {
@@ -203,11 +200,13 @@ std::unique_ptr<AgentClient> AgentPool::BorrowClient(int member) {
 
 Result<Lease> AgentPool::Acquire(const Request& request, const std::function<bool()>& canceled) {
   std::unique_lock lock(mu_);
-  Waiter me{request.expected_seconds.has_value(), request.expected_seconds.value_or(0), next_seq_++};
+  std::condition_variable wake;
+  Waiter me{request.expected_seconds.has_value(), request.expected_seconds.value_or(0),
+            next_seq_++, &wake};
   waiters_.insert(me);
   auto leave = [&] {
     waiters_.erase(me);
-    changed_.notify_all();
+    WakeWaitersLocked();  // the next waiter may now be first in line for a free slot
   };
   while (true) {
     if (canceled && canceled()) {
@@ -215,7 +214,7 @@ Result<Lease> AgentPool::Acquire(const Request& request, const std::function<boo
       return Canceled("canceled while waiting for a free agent slot");
     }
     if (!first_probe_done_) {
-      changed_.wait_for(lock, kWaitSlice);
+      wake.wait_for(lock, kWaitSlice);
       continue;
     }
     bool usable = false;
@@ -261,7 +260,22 @@ Result<Lease> AgentPool::Acquire(const Request& request, const std::function<boo
       leave();
       return lease;
     }
-    changed_.wait_for(lock, kWaitSlice);
+    wake.wait_for(lock, kWaitSlice);
+  }
+}
+
+void AgentPool::WakeWaitersLocked() {
+  if (!first_probe_done_) return;
+  int free = 0;
+  bool any_alive = false;
+  for (const State& s : states_) {
+    if (!s.alive) continue;
+    any_alive = true;
+    free += std::max(0, Free(s));
+  }
+  for (const Waiter& w : waiters_) {
+    if (any_alive && free-- <= 0) break;
+    w.wake->notify_one();
   }
 }
 
@@ -280,7 +294,7 @@ void AgentPool::Release(Lease& lease, Ending ending) {
   lease.client_.reset();
   lease.pool_ = nullptr;
   lease.member_ = -1;
-  changed_.notify_all();
+  WakeWaitersLocked();
 }
 
 void AgentPool::MarkDown(int member, const std::string& reason) {
@@ -289,7 +303,7 @@ void AgentPool::MarkDown(int member, const std::string& reason) {
   s.alive = false;
   s.down_reason = reason;
   s.next_probe = Clock::now() + kDownProbeInterval;
-  changed_.notify_all();
+  WakeWaitersLocked();
 }
 
 void AgentPool::StopWhenBack(int member, const std::string& run_id) {

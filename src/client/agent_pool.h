@@ -119,17 +119,21 @@ class AgentPool {
     bool known;       // has an expected duration
     double expected;  // seconds
     uint64_t seq;
+    std::condition_variable* wake;  // its own: a change wakes only the waiters it can serve
     bool operator<(const Waiter& o) const;
   };
 
   void ProbeLoop();
   void Probe(int member, AgentClient& client);
   int Free(const State& s) const { return s.slots - s.running - s.others; }
+  // After any change (a slot freed, a probe, a waiter gone): wakes as many waiters, best first,
+  // as there are free slots, or all of them when no agent is alive (they fail, saying why).
+  void WakeWaitersLocked();
   std::unique_ptr<AgentClient> BorrowClient(int member);
 
   const std::vector<PoolMember> members_;
   std::mutex mu_;
-  std::condition_variable changed_;
+  std::condition_variable prober_wake_;  // the prober's: a probe is due, or stopping
   std::vector<State> states_;
   std::set<Waiter> waiters_;
   uint64_t next_seq_ = 0;
