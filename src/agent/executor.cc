@@ -55,6 +55,10 @@ struct Executor::ActiveRun {
   nlohmann::json params;
   CancelToken stop;  // Stop() and Drain() fire it
   bool reattach = false;  // recovered with a live step process
+  // A step attempt to be written with the run's next SaveRun, in the same transaction: the
+  // attempt that is starting goes with the run's new pid, the attempt that ended a run goes
+  // with the run's end. Only the run's own thread sets it.
+  std::optional<StepAttemptRecord> pending_attempt;
 };
 
 Executor::Executor(const AgentConfig& config, AgentStore& store, std::string fanout_binary)
@@ -63,7 +67,13 @@ Executor::Executor(const AgentConfig& config, AgentStore& store, std::string fan
 Executor::~Executor() { Drain(std::chrono::milliseconds(0)); }
 
 void Executor::SaveRun(ActiveRun& run) {
-  Status s = store_.UpdateRun(run.record);
+  Status s;
+  if (run.pending_attempt) {
+    s = store_.UpdateRunAndAttempt(run.record, *run.pending_attempt);
+    run.pending_attempt.reset();
+  } else {
+    s = store_.UpdateRun(run.record);
+  }
   if (!s.ok()) std::fprintf(stderr, "fanout agent: saving run %s: %s\n", run.record.id.c_str(), s.ToString().c_str());
 }
 
@@ -153,6 +163,14 @@ Result<StartResult> Executor::Start(const JobDef& job, const StartRequest& reque
   r.idempotency_key = request.idempotency_key;
   r.queued_at = Now();
   r.current_step = start_index - 1;
+  // A run that takes a slot at once is inserted as running: one transaction instead of an
+  // insert and an update. A crash right after it finds the run running with no step process and
+  // ends it abandoned, as it would a moment later with the two writes.
+  bool launch_now = busy_ < config_.slots && queue_.empty();
+  if (launch_now) {
+    r.status = "running";
+    r.started_at = r.queued_at;
+  }
   Status inserted = store_.InsertRun(r);
   if (inserted.code() == Code::kAlreadyExists) {
     ASSIGN_OR_RETURN(auto existing, store_.FindRunByKey(request.idempotency_key));
@@ -160,7 +178,7 @@ Result<StartResult> Executor::Start(const JobDef& job, const StartRequest& reque
   }
   RETURN_IF_ERROR(inserted);
   active_[r.id] = run;
-  if (busy_ < config_.slots && queue_.empty()) {
+  if (launch_now) {
     LaunchLocked(run);
   } else {
     queue_.push_back(run);
@@ -173,7 +191,7 @@ Result<StartResult> Executor::Start(const JobDef& job, const StartRequest& reque
 void Executor::LaunchLocked(const std::shared_ptr<ActiveRun>& run) {
   ++busy_;
   ++threads_;
-  if (!run->reattach) {
+  if (!run->reattach && run->record.status == "queued") {
     run->record.status = "running";
     run->record.started_at = Now();
     SaveRun(*run);
@@ -264,6 +282,12 @@ void Executor::RunThread(std::shared_ptr<ActiveRun> run) {
 }
 
 Executor::StepOutcome Executor::RunStep(ActiveRun& run, int index, int attempt) {
+  // The previous attempt's end is written before the next attempt starts, so a crash never
+  // loses the result of a step that ended.
+  if (run.pending_attempt) {
+    (void)store_.UpsertStepAttempt(*run.pending_attempt);
+    run.pending_attempt.reset();
+  }
   const StepDef& step = run.job.steps[static_cast<size_t>(index)];
   StepAttemptRecord rec;
   rec.run_id = run.record.id;
@@ -336,7 +360,10 @@ Executor::StepOutcome Executor::RunStep(ActiveRun& run, int index, int attempt) 
     run.record.execution_id = rec.execution_id;
     if (run.record.status != "retrying") run.record.status = "running";
   }
-  (void)store_.UpsertStepAttempt(rec);
+  // The running attempt is written with the run's pid once the process exists (on_start), in
+  // one transaction. A crash between the spawn and that write leaves the run without a pid, and
+  // recovery ends it abandoned as it would a run whose attempt row said running.
+  run.pending_attempt = rec;
   spec.on_start = [&](int pid) {
     std::lock_guard lock(mu_);
     run.record.pid = pid;
@@ -387,9 +414,10 @@ Executor::StepOutcome Executor::RunStep(ActiveRun& run, int index, int attempt) 
   rec.status = outcome.success ? "succeeded" : outcome.canceled ? "canceled" : "failed";
   rec.ended_at = Now();
   rec.message = outcome.message;
-  (void)store_.UpsertStepAttempt(rec);
+  // Written by the run's next SaveRun (retrying, or its end) or before its next step starts.
+  run.pending_attempt = std::move(rec);
   std::lock_guard lock(mu_);
-  ++step_counts_[rec.status];
+  ++step_counts_[run.pending_attempt->status];
   return outcome;
 }
 

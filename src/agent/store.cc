@@ -348,6 +348,20 @@ Status AgentStore::InsertRun(const RunRecord& r) {
 
 Status AgentStore::UpdateRun(const RunRecord& r) {
   std::lock_guard lock(mu_);
+  return UpdateRunLocked(r);
+}
+
+Status AgentStore::UpdateRunAndAttempt(const RunRecord& run, const StepAttemptRecord& attempt) {
+  std::lock_guard lock(mu_);
+  RETURN_IF_ERROR(Cached("BEGIN IMMEDIATE").Run());
+  Status s = UpsertStepAttemptLocked(attempt);
+  if (s.ok()) s = UpdateRunLocked(run);
+  if (s.ok()) s = Cached("COMMIT").Run();
+  if (!s.ok()) (void)Cached("ROLLBACK").Run();
+  return s;
+}
+
+Status AgentStore::UpdateRunLocked(const RunRecord& r) {
   Query q = Cached("UPDATE runs SET status = ?, message = ?, started_at = ?, ended_at = ?, "
                "current_step = ?, pid = ?, pid_start = ?, execution_id = ? WHERE id = ?");
   q.Bind(r.status).Bind(r.message).Bind(r.started_at).Bind(r.ended_at)
@@ -407,6 +421,10 @@ Result<std::vector<RunRecord>> AgentStore::ListUnfinishedRuns() {
 
 Status AgentStore::UpsertStepAttempt(const StepAttemptRecord& a) {
   std::lock_guard lock(mu_);
+  return UpsertStepAttemptLocked(a);
+}
+
+Status AgentStore::UpsertStepAttemptLocked(const StepAttemptRecord& a) {
   Query q = Cached("INSERT INTO step_attempts(run_id, step, name, attempt, status, started_at, "
                "ended_at, exit_code, execution_id, message, stdout, stderr) "
                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "

@@ -97,6 +97,8 @@ class AgentStore {
   // Inserts a new run; AlreadyExists when its idempotency key is taken.
   Status InsertRun(const RunRecord& run);
   Status UpdateRun(const RunRecord& run);
+  // The run and one of its step attempts in one transaction: both or neither survive a crash.
+  Status UpdateRunAndAttempt(const RunRecord& run, const StepAttemptRecord& attempt);
   Result<std::optional<RunRecord>> GetRun(const std::string& id);
   Result<std::optional<RunRecord>> FindRunByKey(const std::string& idempotency_key);
   // Newest first.
@@ -113,6 +115,9 @@ class AgentStore {
   Status Exec(const std::string& sql);
   // The statement for `sql`, prepared on first use and kept until the store closes. Holds mu_.
   Query Cached(const std::string& sql);
+  // The statements of UpdateRun and UpsertStepAttempt. Hold mu_.
+  Status UpdateRunLocked(const RunRecord& run);
+  Status UpsertStepAttemptLocked(const StepAttemptRecord& attempt);
 
   std::mutex mu_;
   sqlite3* db_;
