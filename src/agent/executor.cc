@@ -196,7 +196,32 @@ void Executor::LaunchLocked(const std::shared_ptr<ActiveRun>& run) {
     run->record.started_at = Now();
     SaveRun(*run);
   }
-  std::thread([this, run] { RunThread(run); }).detach();
+  ready_.push_back(run);
+  if (idle_workers_ >= static_cast<int>(ready_.size())) {
+    work_.notify_one();
+  } else {
+    ++idle_workers_;
+    ++workers_;
+    std::thread([this] { WorkerLoop(); }).detach();
+  }
+}
+
+void Executor::WorkerLoop() {
+  std::unique_lock lock(mu_);
+  for (;;) {
+    work_.wait(lock, [&] { return !ready_.empty() || stop_workers_; });
+    if (ready_.empty()) break;
+    auto run = std::move(ready_.front());
+    ready_.pop_front();
+    --idle_workers_;
+    lock.unlock();
+    RunThread(std::move(run));
+    lock.lock();
+    ++idle_workers_;
+  }
+  --idle_workers_;
+  --workers_;
+  changed_.notify_all();  // after this, the thread touches nothing of the Executor's
 }
 
 void Executor::RunThread(std::shared_ptr<ActiveRun> run) {
@@ -582,6 +607,9 @@ void Executor::Drain(std::chrono::milliseconds grace) {
   // Queued runs are left queued in the store; the next start picks them up.
   queue_.clear();
   changed_.wait(lock, [&] { return threads_ == 0; });
+  stop_workers_ = true;
+  work_.notify_all();
+  changed_.wait(lock, [&] { return workers_ == 0; });
 }
 
 }  // namespace fanout::agent
