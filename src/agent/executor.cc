@@ -2,14 +2,16 @@
 // Server Agent's actions and retries, proxies checked at every step, stop, and recovery.
 #include "agent/executor.h"
 
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <charconv>
+#include <cstdio>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
+#include <string_view>
 #include <thread>
 
 #include <fmt/format.h>
@@ -27,18 +29,30 @@ DateTime Now() {
 
 constexpr size_t kOutputLimit = 64 * 1024;  // bytes of stdout/stderr kept per step attempt
 
-// Field 22 of /proc/PID/stat: the process's start time, which tells a re-used PID apart.
+// Field 22 of /proc/PID/stat: the process's start time, which tells a re-used PID apart. Read
+// with plain open/read into a buffer: it is done for every step started, and the streams it
+// used to go through cost as much as one of the run's database writes.
 int64_t ProcessStartTime(int pid) {
-  std::ifstream in(fmt::format("/proc/{}/stat", pid));
-  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  size_t close = stat.rfind(')');
-  if (close == std::string::npos) return 0;
-  std::istringstream fields(stat.substr(close + 2));
-  std::string field;
-  for (int i = 3; i <= 22 && fields >> field; ++i) {
-    if (i == 22) return std::stoll(field);
+  char path[32];
+  std::snprintf(path, sizeof path, "/proc/%d/stat", pid);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  char buf[1024];
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0) return 0;
+  std::string_view stat(buf, static_cast<size_t>(n));
+  size_t pos = stat.rfind(')');  // the command name in parentheses may hold spaces
+  if (pos == std::string_view::npos) return 0;
+  pos += 2;  // field 3 starts after ") "
+  for (int field = 3; field < 22; ++field) {
+    pos = stat.find(' ', pos);
+    if (pos == std::string_view::npos) return 0;
+    ++pos;
   }
-  return 0;
+  int64_t value = 0;
+  auto [end, ec] = std::from_chars(stat.data() + pos, stat.data() + stat.size(), value);
+  return ec == std::errc() ? value : 0;
 }
 
 std::string LastLine(std::string text) {
@@ -51,7 +65,7 @@ std::string LastLine(std::string text) {
 
 struct Executor::ActiveRun {
   RunRecord record;
-  JobDef job;
+  std::shared_ptr<const JobDef> job;  // shared with the server's cache of parsed jobs
   nlohmann::json params;
   CancelToken stop;  // Stop() and Drain() fire it
   bool reattach = false;  // recovered with a live step process
@@ -89,10 +103,10 @@ Status Executor::Recover() {
     } catch (const nlohmann::json::exception&) {
       run->params = nlohmann::json::object();
     }
-    std::optional<JobDef> job;
+    std::shared_ptr<const JobDef> job;
     if (job_record.ok() && *job_record) {
       auto parsed = ParseJob((*job_record)->definition);
-      if (parsed.ok()) job = *parsed;
+      if (parsed.ok()) job = std::make_shared<const JobDef>(std::move(*parsed));
     }
     bool alive = r.pid > 0 && kill(r.pid, 0) == 0 && ProcessStartTime(r.pid) == r.pid_start;
     if (!job || (r.status != "queued" && !alive)) {
@@ -108,7 +122,7 @@ Status Executor::Recover() {
           CloseOpenAttempts(r.id, "abandoned", run->record.message, std::nullopt);
       continue;
     }
-    run->job = *job;
+    run->job = job;
     active_[r.id] = run;
     if (r.status == "queued") {
       queue_.push_back(run);
@@ -125,7 +139,9 @@ Status Executor::Recover() {
   return Status::Ok();
 }
 
-Result<StartResult> Executor::Start(const JobDef& job, const StartRequest& request) {
+Result<StartResult> Executor::Start(std::shared_ptr<const JobDef> job_def,
+                                    const StartRequest& request) {
+  const JobDef& job = *job_def;
   std::unique_lock lock(mu_);
   if (!request.idempotency_key.empty()) {
     for (const auto& [id, run] : active_) {
@@ -151,7 +167,7 @@ Result<StartResult> Executor::Start(const JobDef& job, const StartRequest& reque
         "max_concurrent_runs {})", job.name, in_flight, job.max_concurrent_runs));
   }
   auto run = std::make_shared<ActiveRun>();
-  run->job = job;
+  run->job = std::move(job_def);
   run->params = request.params;
   RunRecord& r = run->record;
   r.id = NewExecutionId();
@@ -225,7 +241,7 @@ void Executor::WorkerLoop() {
 }
 
 void Executor::RunThread(std::shared_ptr<ActiveRun> run) {
-  const JobDef& job = run->job;
+  const JobDef& job = *run->job;
   int index = run->reattach ? run->record.current_step
                : run->record.start_step.empty() ? 0
                                                 : job.StepIndex(run->record.start_step);
@@ -313,7 +329,7 @@ Executor::StepOutcome Executor::RunStep(ActiveRun& run, int index, int attempt) 
     (void)store_.UpsertStepAttempt(*run.pending_attempt);
     run.pending_attempt.reset();
   }
-  const StepDef& step = run.job.steps[static_cast<size_t>(index)];
+  const StepDef& step = run.job->steps[static_cast<size_t>(index)];
   StepAttemptRecord rec;
   rec.run_id = run.record.id;
   rec.step = index + 1;
@@ -362,7 +378,7 @@ Executor::StepOutcome Executor::RunStep(ActiveRun& run, int index, int attempt) 
     rec.execution_id = NewExecutionId();
     spec.argv = {fanout_binary_, "run", path, "--catalog", config_.catalog, "--execution-id",
                  rec.execution_id, "--reporting", "EW", "--params-stdin", "--agent-name",
-                 config_.name, "--job", run.job.name, "--run-id", run.record.id};
+                 config_.name, "--job", run.job->name, "--run-id", run.record.id};
     if (!run.record.parent_execution_id.empty()) {
       spec.argv.push_back("--parent-execution-id");
       spec.argv.push_back(run.record.parent_execution_id);
@@ -374,7 +390,7 @@ Executor::StepOutcome Executor::RunStep(ActiveRun& run, int index, int attempt) 
   } else {
     spec.argv = step.run;
     spec.env["FANOUT_RUN_ID"] = run.record.id;
-    spec.env["FANOUT_JOB"] = run.job.name;
+    spec.env["FANOUT_JOB"] = run.job->name;
     for (const auto& [k, v] : run.params.items()) {
       spec.env["FANOUT_PARAM_" + k] = v.is_string() ? v.get<std::string>() : v.dump();
     }
@@ -450,7 +466,7 @@ Executor::StepOutcome Executor::RunStep(ActiveRun& run, int index, int attempt) 
 // from the catalog (package steps record their execution there). A process step's exit code
 // went with the old agent, so its run ends `abandoned`.
 Executor::StepOutcome Executor::Reattach(ActiveRun& run) {
-  const StepDef& step = run.job.steps[static_cast<size_t>(run.record.current_step)];
+  const StepDef& step = run.job->steps[static_cast<size_t>(run.record.current_step)];
   int pidfd = static_cast<int>(syscall(SYS_pidfd_open, run.record.pid, 0));
   while (pidfd >= 0) {
     pollfd fds[2] = {{pidfd, POLLIN, 0}, {run.stop.fd(), POLLIN, 0}};
@@ -580,8 +596,8 @@ ExecutorStatus Executor::Snapshot() {
   for (const auto& [id, run] : active_) {
     s.active.push_back(run->record);
     int step = run->record.current_step;
-    if (step >= 0 && step < static_cast<int>(run->job.steps.size())) {
-      s.steps[id] = run->job.steps[static_cast<size_t>(step)].name;
+    if (step >= 0 && step < static_cast<int>(run->job->steps.size())) {
+      s.steps[id] = run->job->steps[static_cast<size_t>(step)].name;
     }
   }
   std::sort(s.active.begin(), s.active.end(),

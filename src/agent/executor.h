@@ -61,7 +61,7 @@ class Executor {
 
   // NotFound (unknown start step), FailedPrecondition (max_concurrent_runs reached),
   // Unavailable (draining).
-  Result<StartResult> Start(const JobDef& job, const StartRequest& request);
+  Result<StartResult> Start(std::shared_ptr<const JobDef> job, const StartRequest& request);
   // Cancels a queued or running run; a finished run is returned as it is.
   Result<RunRecord> Stop(const std::string& run_id);
   // The run once it is final or `wait` has passed.
