@@ -73,6 +73,10 @@ struct Executor::ActiveRun {
   // attempt that is starting goes with the run's new pid, the attempt that ended a run goes
   // with the run's end. Only the run's own thread sets it.
   std::optional<StepAttemptRecord> pending_attempt;
+  // Set under mu_ when the run has ended. Long-polls wait on `ended` of their own run rather than
+  // on changed_, which every state change of every run would wake.
+  bool finished = false;
+  std::condition_variable ended;
 };
 
 Executor::Executor(const AgentConfig& config, AgentStore& store, std::string fanout_binary)
@@ -199,7 +203,6 @@ Result<StartResult> Executor::Start(std::shared_ptr<const JobDef> job_def,
   } else {
     queue_.push_back(run);
   }
-  changed_.notify_all();
   return StartResult{r, false};
 }
 
@@ -281,7 +284,6 @@ void Executor::RunThread(std::shared_ptr<ActiveRun> run) {
           run->record.status = "retrying";
           run->record.message = outcome.message;
           SaveRun(*run);
-          changed_.notify_all();
         }
         if (!run->stop.SleepFor(step.retry_interval)) {
           outcome.canceled = true;
@@ -406,12 +408,12 @@ Executor::StepOutcome Executor::RunStep(ActiveRun& run, int index, int attempt) 
   // recovery ends it abandoned as it would a run whose attempt row said running.
   run.pending_attempt = rec;
   spec.on_start = [&](int pid) {
+    int64_t start_time = ProcessStartTime(pid);
     std::lock_guard lock(mu_);
     run.record.pid = pid;
-    run.record.pid_start = ProcessStartTime(pid);
+    run.record.pid_start = start_time;
     run.record.status = "running";
     SaveRun(run);
-    changed_.notify_all();
   };
 
   auto result = RunProcess(spec, run.stop.fd());
@@ -539,6 +541,8 @@ void Executor::FinishRun(const std::shared_ptr<ActiveRun>& run, const std::strin
   SaveRun(*run);
   ++run_counts_[status];
   active_.erase(run->record.id);
+  run->finished = true;
+  run->ended.notify_all();
   --busy_;
   --threads_;
   while (!draining_ && !queue_.empty() && busy_ < config_.slots) {
@@ -568,6 +572,8 @@ Result<RunRecord> Executor::Stop(const std::string& run_id) {
     run->record.ended_at = Now();
     SaveRun(*run);
     ++run_counts_["canceled"];
+    run->finished = true;
+    run->ended.notify_all();
     changed_.notify_all();
     return run->record;
   }
@@ -579,7 +585,11 @@ Result<RunRecord> Executor::Wait(const std::string& run_id, std::chrono::millise
   {
     std::unique_lock lock(mu_);
     auto deadline = std::chrono::steady_clock::now() + wait;
-    changed_.wait_until(lock, deadline, [&] { return active_.count(run_id) == 0; });
+    auto it = active_.find(run_id);
+    if (it != active_.end()) {
+      std::shared_ptr<ActiveRun> run = it->second;
+      run->ended.wait_until(lock, deadline, [&] { return run->finished; });
+    }
   }
   ASSIGN_OR_RETURN(auto stored, store_.GetRun(run_id));
   if (!stored) return NotFound("no run " + run_id);

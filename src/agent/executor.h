@@ -102,7 +102,7 @@ class Executor {
   const std::string fanout_binary_;
 
   std::mutex mu_;
-  std::condition_variable changed_;  // any run changed state
+  std::condition_variable changed_;  // busy_, threads_ or workers_ fell (Drain waits on it)
   std::map<std::string, std::shared_ptr<ActiveRun>> active_;
   std::deque<std::shared_ptr<ActiveRun>> queue_;
   int busy_ = 0;
