@@ -176,8 +176,23 @@ Result<std::unique_ptr<AgentStore>> AgentStore::Open(const std::string& path) {
   }
   std::unique_ptr<AgentStore> store(new AgentStore(db));
   sqlite3_busy_timeout(db, 5000);
-  RETURN_IF_ERROR(store->Exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"));
-  RETURN_IF_ERROR(store->Exec(kSchema));
+  // Exclusive locking, set before WAL mode so that no shared-memory WAL index is made: the
+  // agent is the database's only user, so it takes the file lock once and keeps the WAL index in
+  // its own memory instead of taking locks and reading the shared index on every transaction
+  // (about 5 % of the agent's CPU per run). It also keeps a second agent off the same data_dir.
+  // WAL with synchronous=NORMAL: a commit is in the WAL file, not yet fsynced, when the call
+  // returns. That survives the agent's own crash or SIGKILL (the OS holds the written pages),
+  // which is what recovery needs to mark interrupted runs abandoned; only a power loss or kernel
+  // crash can take back the last commits. FULL would add an fsync to each of a run's
+  // transactions.
+  Status pragmas = store->Exec("PRAGMA locking_mode=EXCLUSIVE; PRAGMA journal_mode=WAL; "
+                               "PRAGMA synchronous=NORMAL;");
+  if (pragmas.ok()) pragmas = store->Exec(kSchema);
+  if (!pragmas.ok() && sqlite3_errcode(db) == SQLITE_BUSY) {
+    return Unavailable(fmt::format("agent database {} is in use by another process (is another "
+                                   "agent running on the same data_dir?)", path));
+  }
+  RETURN_IF_ERROR(pragmas);
   Query version(db, "SELECT MAX(version) FROM schema_version");
   if (version.Next() && !version.IsNull(0)) {
     if (version.Int(0) > kSchemaVersion) {
