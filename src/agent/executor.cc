@@ -2,14 +2,16 @@
 // Server Agent's actions and retries, proxies checked at every step, stop, and recovery.
 #include "agent/executor.h"
 
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <charconv>
+#include <cstdio>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
+#include <string_view>
 #include <thread>
 
 #include <fmt/format.h>
@@ -27,18 +29,30 @@ DateTime Now() {
 
 constexpr size_t kOutputLimit = 64 * 1024;  // bytes of stdout/stderr kept per step attempt
 
-// Field 22 of /proc/PID/stat: the process's start time, which tells a re-used PID apart.
+// Field 22 of /proc/PID/stat: the process's start time, which tells a re-used PID apart. Read
+// with plain open/read into a buffer: it is done for every step started, and the streams it
+// used to go through cost as much as one of the run's database writes.
 int64_t ProcessStartTime(int pid) {
-  std::ifstream in(fmt::format("/proc/{}/stat", pid));
-  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  size_t close = stat.rfind(')');
-  if (close == std::string::npos) return 0;
-  std::istringstream fields(stat.substr(close + 2));
-  std::string field;
-  for (int i = 3; i <= 22 && fields >> field; ++i) {
-    if (i == 22) return std::stoll(field);
+  char path[32];
+  std::snprintf(path, sizeof path, "/proc/%d/stat", pid);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  char buf[1024];
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0) return 0;
+  std::string_view stat(buf, static_cast<size_t>(n));
+  size_t pos = stat.rfind(')');  // the command name in parentheses may hold spaces
+  if (pos == std::string_view::npos) return 0;
+  pos += 2;  // field 3 starts after ") "
+  for (int field = 3; field < 22; ++field) {
+    pos = stat.find(' ', pos);
+    if (pos == std::string_view::npos) return 0;
+    ++pos;
   }
-  return 0;
+  int64_t value = 0;
+  auto [end, ec] = std::from_chars(stat.data() + pos, stat.data() + stat.size(), value);
+  return ec == std::errc() ? value : 0;
 }
 
 std::string LastLine(std::string text) {
@@ -51,10 +65,18 @@ std::string LastLine(std::string text) {
 
 struct Executor::ActiveRun {
   RunRecord record;
-  JobDef job;
+  std::shared_ptr<const JobDef> job;  // shared with the server's cache of parsed jobs
   nlohmann::json params;
   CancelToken stop;  // Stop() and Drain() fire it
   bool reattach = false;  // recovered with a live step process
+  // A step attempt to be written with the run's next SaveRun, in the same transaction: the
+  // attempt that is starting goes with the run's new pid, the attempt that ended a run goes
+  // with the run's end. Only the run's own thread sets it.
+  std::optional<StepAttemptRecord> pending_attempt;
+  // Set under mu_ when the run has ended. Long-polls wait on `ended` of their own run rather than
+  // on changed_, which every state change of every run would wake.
+  bool finished = false;
+  std::condition_variable ended;
 };
 
 Executor::Executor(const AgentConfig& config, AgentStore& store, std::string fanout_binary)
@@ -63,7 +85,13 @@ Executor::Executor(const AgentConfig& config, AgentStore& store, std::string fan
 Executor::~Executor() { Drain(std::chrono::milliseconds(0)); }
 
 void Executor::SaveRun(ActiveRun& run) {
-  Status s = store_.UpdateRun(run.record);
+  Status s;
+  if (run.pending_attempt) {
+    s = store_.UpdateRunAndAttempt(run.record, *run.pending_attempt);
+    run.pending_attempt.reset();
+  } else {
+    s = store_.UpdateRun(run.record);
+  }
   if (!s.ok()) std::fprintf(stderr, "fanout agent: saving run %s: %s\n", run.record.id.c_str(), s.ToString().c_str());
 }
 
@@ -79,10 +107,10 @@ Status Executor::Recover() {
     } catch (const nlohmann::json::exception&) {
       run->params = nlohmann::json::object();
     }
-    std::optional<JobDef> job;
+    std::shared_ptr<const JobDef> job;
     if (job_record.ok() && *job_record) {
       auto parsed = ParseJob((*job_record)->definition);
-      if (parsed.ok()) job = *parsed;
+      if (parsed.ok()) job = std::make_shared<const JobDef>(std::move(*parsed));
     }
     bool alive = r.pid > 0 && kill(r.pid, 0) == 0 && ProcessStartTime(r.pid) == r.pid_start;
     if (!job || (r.status != "queued" && !alive)) {
@@ -98,7 +126,7 @@ Status Executor::Recover() {
           CloseOpenAttempts(r.id, "abandoned", run->record.message, std::nullopt);
       continue;
     }
-    run->job = *job;
+    run->job = job;
     active_[r.id] = run;
     if (r.status == "queued") {
       queue_.push_back(run);
@@ -115,7 +143,9 @@ Status Executor::Recover() {
   return Status::Ok();
 }
 
-Result<StartResult> Executor::Start(const JobDef& job, const StartRequest& request) {
+Result<StartResult> Executor::Start(std::shared_ptr<const JobDef> job_def,
+                                    const StartRequest& request) {
+  const JobDef& job = *job_def;
   std::unique_lock lock(mu_);
   if (!request.idempotency_key.empty()) {
     for (const auto& [id, run] : active_) {
@@ -141,7 +171,7 @@ Result<StartResult> Executor::Start(const JobDef& job, const StartRequest& reque
         "max_concurrent_runs {})", job.name, in_flight, job.max_concurrent_runs));
   }
   auto run = std::make_shared<ActiveRun>();
-  run->job = job;
+  run->job = std::move(job_def);
   run->params = request.params;
   RunRecord& r = run->record;
   r.id = NewExecutionId();
@@ -153,6 +183,14 @@ Result<StartResult> Executor::Start(const JobDef& job, const StartRequest& reque
   r.idempotency_key = request.idempotency_key;
   r.queued_at = Now();
   r.current_step = start_index - 1;
+  // A run that takes a slot at once is inserted as running: one transaction instead of an
+  // insert and an update. A crash right after it finds the run running with no step process and
+  // ends it abandoned, as it would a moment later with the two writes.
+  bool launch_now = busy_ < config_.slots && queue_.empty();
+  if (launch_now) {
+    r.status = "running";
+    r.started_at = r.queued_at;
+  }
   Status inserted = store_.InsertRun(r);
   if (inserted.code() == Code::kAlreadyExists) {
     ASSIGN_OR_RETURN(auto existing, store_.FindRunByKey(request.idempotency_key));
@@ -160,12 +198,11 @@ Result<StartResult> Executor::Start(const JobDef& job, const StartRequest& reque
   }
   RETURN_IF_ERROR(inserted);
   active_[r.id] = run;
-  if (busy_ < config_.slots && queue_.empty()) {
+  if (launch_now) {
     LaunchLocked(run);
   } else {
     queue_.push_back(run);
   }
-  changed_.notify_all();
   return StartResult{r, false};
 }
 
@@ -173,16 +210,41 @@ Result<StartResult> Executor::Start(const JobDef& job, const StartRequest& reque
 void Executor::LaunchLocked(const std::shared_ptr<ActiveRun>& run) {
   ++busy_;
   ++threads_;
-  if (!run->reattach) {
+  if (!run->reattach && run->record.status == "queued") {
     run->record.status = "running";
     run->record.started_at = Now();
     SaveRun(*run);
   }
-  std::thread([this, run] { RunThread(run); }).detach();
+  ready_.push_back(run);
+  if (idle_workers_ >= static_cast<int>(ready_.size())) {
+    work_.notify_one();
+  } else {
+    ++idle_workers_;
+    ++workers_;
+    std::thread([this] { WorkerLoop(); }).detach();
+  }
+}
+
+void Executor::WorkerLoop() {
+  std::unique_lock lock(mu_);
+  for (;;) {
+    work_.wait(lock, [&] { return !ready_.empty() || stop_workers_; });
+    if (ready_.empty()) break;
+    auto run = std::move(ready_.front());
+    ready_.pop_front();
+    --idle_workers_;
+    lock.unlock();
+    RunThread(std::move(run));
+    lock.lock();
+    ++idle_workers_;
+  }
+  --idle_workers_;
+  --workers_;
+  changed_.notify_all();  // after this, the thread touches nothing of the Executor's
 }
 
 void Executor::RunThread(std::shared_ptr<ActiveRun> run) {
-  const JobDef& job = run->job;
+  const JobDef& job = *run->job;
   int index = run->reattach ? run->record.current_step
                : run->record.start_step.empty() ? 0
                                                 : job.StepIndex(run->record.start_step);
@@ -222,7 +284,6 @@ void Executor::RunThread(std::shared_ptr<ActiveRun> run) {
           run->record.status = "retrying";
           run->record.message = outcome.message;
           SaveRun(*run);
-          changed_.notify_all();
         }
         if (!run->stop.SleepFor(step.retry_interval)) {
           outcome.canceled = true;
@@ -264,7 +325,13 @@ void Executor::RunThread(std::shared_ptr<ActiveRun> run) {
 }
 
 Executor::StepOutcome Executor::RunStep(ActiveRun& run, int index, int attempt) {
-  const StepDef& step = run.job.steps[static_cast<size_t>(index)];
+  // The previous attempt's end is written before the next attempt starts, so a crash never
+  // loses the result of a step that ended.
+  if (run.pending_attempt) {
+    (void)store_.UpsertStepAttempt(*run.pending_attempt);
+    run.pending_attempt.reset();
+  }
+  const StepDef& step = run.job->steps[static_cast<size_t>(index)];
   StepAttemptRecord rec;
   rec.run_id = run.record.id;
   rec.step = index + 1;
@@ -313,7 +380,7 @@ Executor::StepOutcome Executor::RunStep(ActiveRun& run, int index, int attempt) 
     rec.execution_id = NewExecutionId();
     spec.argv = {fanout_binary_, "run", path, "--catalog", config_.catalog, "--execution-id",
                  rec.execution_id, "--reporting", "EW", "--params-stdin", "--agent-name",
-                 config_.name, "--job", run.job.name, "--run-id", run.record.id};
+                 config_.name, "--job", run.job->name, "--run-id", run.record.id};
     if (!run.record.parent_execution_id.empty()) {
       spec.argv.push_back("--parent-execution-id");
       spec.argv.push_back(run.record.parent_execution_id);
@@ -325,7 +392,7 @@ Executor::StepOutcome Executor::RunStep(ActiveRun& run, int index, int attempt) 
   } else {
     spec.argv = step.run;
     spec.env["FANOUT_RUN_ID"] = run.record.id;
-    spec.env["FANOUT_JOB"] = run.job.name;
+    spec.env["FANOUT_JOB"] = run.job->name;
     for (const auto& [k, v] : run.params.items()) {
       spec.env["FANOUT_PARAM_" + k] = v.is_string() ? v.get<std::string>() : v.dump();
     }
@@ -336,14 +403,17 @@ Executor::StepOutcome Executor::RunStep(ActiveRun& run, int index, int attempt) 
     run.record.execution_id = rec.execution_id;
     if (run.record.status != "retrying") run.record.status = "running";
   }
-  (void)store_.UpsertStepAttempt(rec);
+  // The running attempt is written with the run's pid once the process exists (on_start), in
+  // one transaction. A crash between the spawn and that write leaves the run without a pid, and
+  // recovery ends it abandoned as it would a run whose attempt row said running.
+  run.pending_attempt = rec;
   spec.on_start = [&](int pid) {
+    int64_t start_time = ProcessStartTime(pid);
     std::lock_guard lock(mu_);
     run.record.pid = pid;
-    run.record.pid_start = ProcessStartTime(pid);
+    run.record.pid_start = start_time;
     run.record.status = "running";
     SaveRun(run);
-    changed_.notify_all();
   };
 
   auto result = RunProcess(spec, run.stop.fd());
@@ -387,9 +457,10 @@ Executor::StepOutcome Executor::RunStep(ActiveRun& run, int index, int attempt) 
   rec.status = outcome.success ? "succeeded" : outcome.canceled ? "canceled" : "failed";
   rec.ended_at = Now();
   rec.message = outcome.message;
-  (void)store_.UpsertStepAttempt(rec);
+  // Written by the run's next SaveRun (retrying, or its end) or before its next step starts.
+  run.pending_attempt = std::move(rec);
   std::lock_guard lock(mu_);
-  ++step_counts_[rec.status];
+  ++step_counts_[run.pending_attempt->status];
   return outcome;
 }
 
@@ -397,7 +468,7 @@ Executor::StepOutcome Executor::RunStep(ActiveRun& run, int index, int attempt) 
 // from the catalog (package steps record their execution there). A process step's exit code
 // went with the old agent, so its run ends `abandoned`.
 Executor::StepOutcome Executor::Reattach(ActiveRun& run) {
-  const StepDef& step = run.job.steps[static_cast<size_t>(run.record.current_step)];
+  const StepDef& step = run.job->steps[static_cast<size_t>(run.record.current_step)];
   int pidfd = static_cast<int>(syscall(SYS_pidfd_open, run.record.pid, 0));
   while (pidfd >= 0) {
     pollfd fds[2] = {{pidfd, POLLIN, 0}, {run.stop.fd(), POLLIN, 0}};
@@ -470,6 +541,8 @@ void Executor::FinishRun(const std::shared_ptr<ActiveRun>& run, const std::strin
   SaveRun(*run);
   ++run_counts_[status];
   active_.erase(run->record.id);
+  run->finished = true;
+  run->ended.notify_all();
   --busy_;
   --threads_;
   while (!draining_ && !queue_.empty() && busy_ < config_.slots) {
@@ -499,6 +572,8 @@ Result<RunRecord> Executor::Stop(const std::string& run_id) {
     run->record.ended_at = Now();
     SaveRun(*run);
     ++run_counts_["canceled"];
+    run->finished = true;
+    run->ended.notify_all();
     changed_.notify_all();
     return run->record;
   }
@@ -510,7 +585,11 @@ Result<RunRecord> Executor::Wait(const std::string& run_id, std::chrono::millise
   {
     std::unique_lock lock(mu_);
     auto deadline = std::chrono::steady_clock::now() + wait;
-    changed_.wait_until(lock, deadline, [&] { return active_.count(run_id) == 0; });
+    auto it = active_.find(run_id);
+    if (it != active_.end()) {
+      std::shared_ptr<ActiveRun> run = it->second;
+      run->ended.wait_until(lock, deadline, [&] { return run->finished; });
+    }
   }
   ASSIGN_OR_RETURN(auto stored, store_.GetRun(run_id));
   if (!stored) return NotFound("no run " + run_id);
@@ -527,8 +606,8 @@ ExecutorStatus Executor::Snapshot() {
   for (const auto& [id, run] : active_) {
     s.active.push_back(run->record);
     int step = run->record.current_step;
-    if (step >= 0 && step < static_cast<int>(run->job.steps.size())) {
-      s.steps[id] = run->job.steps[static_cast<size_t>(step)].name;
+    if (step >= 0 && step < static_cast<int>(run->job->steps.size())) {
+      s.steps[id] = run->job->steps[static_cast<size_t>(step)].name;
     }
   }
   std::sort(s.active.begin(), s.active.end(),
@@ -554,6 +633,9 @@ void Executor::Drain(std::chrono::milliseconds grace) {
   // Queued runs are left queued in the store; the next start picks them up.
   queue_.clear();
   changed_.wait(lock, [&] { return threads_ == 0; });
+  stop_workers_ = true;
+  work_.notify_all();
+  changed_.wait(lock, [&] { return workers_ == 0; });
 }
 
 }  // namespace fanout::agent

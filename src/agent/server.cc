@@ -203,6 +203,12 @@ bool AgentServer::Authorized(const httplib::Request& req, httplib::Response& res
   return false;
 }
 
+void AgentServer::ForgetJob(const std::string& name) {
+  std::lock_guard lock(jobs_mu_);
+  jobs_.erase(name);
+  ++jobs_generation_;
+}
+
 void AgentServer::Routes() {
   httplib::Server& s = *http_;
   s.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
@@ -319,28 +325,41 @@ void AgentServer::Routes() {
                                                          "`job: {}`", name, job->name)}});
     }
     auto put = store_->PutJob(name, job->ToJson().dump());
+    ForgetJob(name);
     if (!put.ok()) return ReplyError(res, put.status(), "cannot store job");
     Reply(res, put->created ? 201 : 200, json{{"name", name}, {"changed", put->changed}});
   });
 
-  auto load_job = [this](const std::string& name, httplib::Response& res) -> std::optional<JobDef> {
+  auto load_job = [this](const std::string& name,
+                          httplib::Response& res) -> std::shared_ptr<const JobDef> {
+    uint64_t generation;
+    {
+      std::lock_guard lock(jobs_mu_);
+      auto cached = jobs_.find(name);
+      if (cached != jobs_.end()) return cached->second;
+      generation = jobs_generation_;
+    }
     auto record = store_->GetJob(name);
     if (!record.ok()) {
       ReplyError(res, record.status(), "cannot read job");
-      return std::nullopt;
+      return nullptr;
     }
     if (!*record) {
       ReplyError(res, NotFound(fmt::format("no job named {} on agent {}; create it with `fanout job "
                                            "create` or `fanout deploy`", name, config_.name)),
                  "unknown job");
-      return std::nullopt;
+      return nullptr;
     }
     auto job = ParseJob((*record)->definition);
     if (!job.ok()) {
       ReplyError(res, Internal(job.status().message()), "stored job is unreadable");
-      return std::nullopt;
+      return nullptr;
     }
-    return *job;
+    auto parsed = std::make_shared<const JobDef>(std::move(*job));
+    std::lock_guard lock(jobs_mu_);
+    // A job replaced or deleted while this one was read must not be cached in its old form.
+    if (generation == jobs_generation_) jobs_[name] = parsed;
+    return parsed;
   };
 
   s.Get("/v1/jobs", [this, load_job](const httplib::Request&, httplib::Response& res) {
@@ -382,6 +401,7 @@ void AgentServer::Routes() {
     std::string name;
     if (!RouteName(req, res, name)) return;
     auto deleted = store_->DeleteJob(name);
+    ForgetJob(name);
     if (!deleted.ok()) return ReplyError(res, deleted.status(), "cannot delete job");
     if (!*deleted) return ReplyError(res, NotFound("no job named " + name), "unknown job");
     res.status = 204;
@@ -423,7 +443,7 @@ void AgentServer::Routes() {
     }
     auto job = load_job(name, res);
     if (!job) return;
-    auto started = executor_->Start(*job, start);
+    auto started = executor_->Start(std::move(job), start);
     if (!started.ok()) {
       std::string error = started.status().code() == Code::kFailedPrecondition ? "job already running"
                           : started.status().code() == Code::kNotFound   ? "unknown start step"

@@ -4,7 +4,10 @@
 // another thread, e.g. on SIGTERM) drains the runs and stops the listener.
 #pragma once
 
+#include <cstdint>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 
 #include "agent/config.h"
@@ -41,12 +44,21 @@ class AgentServer {
  private:
   void Routes();
   bool Authorized(const httplib::Request& req, httplib::Response& res) const;
+  // Drops a job from jobs_ after the store changed it.
+  void ForgetJob(const std::string& name);
 
   AgentConfig config_;
   std::string fanout_binary_;
   std::unique_ptr<AgentStore> store_;
   std::unique_ptr<Executor> executor_;
   std::unique_ptr<httplib::Server> http_;
+
+  // Parsed job definitions by name, so a start reads and parses its job only the first time.
+  // PUT and DELETE of a job drop its entry and bump the generation, so a load that began before
+  // them does not cache what it read.
+  std::mutex jobs_mu_;
+  std::map<std::string, std::shared_ptr<const JobDef>> jobs_;
+  uint64_t jobs_generation_ = 0;
 };
 
 // The one place a Status code becomes an HTTP status.

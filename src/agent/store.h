@@ -7,12 +7,14 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "fanout/status.h"
 #include "fanout/value.h"
 
 struct sqlite3;
+struct sqlite3_stmt;
 
 namespace fanout::agent {
 
@@ -67,6 +69,8 @@ struct StepAttemptRecord {
 
 bool IsFinalRunStatus(const std::string& status);
 
+class Query;
+
 class AgentStore {
  public:
   static Result<std::unique_ptr<AgentStore>> Open(const std::string& path);
@@ -93,6 +97,8 @@ class AgentStore {
   // Inserts a new run; AlreadyExists when its idempotency key is taken.
   Status InsertRun(const RunRecord& run);
   Status UpdateRun(const RunRecord& run);
+  // The run and one of its step attempts in one transaction: both or neither survive a crash.
+  Status UpdateRunAndAttempt(const RunRecord& run, const StepAttemptRecord& attempt);
   Result<std::optional<RunRecord>> GetRun(const std::string& id);
   Result<std::optional<RunRecord>> FindRunByKey(const std::string& idempotency_key);
   // Newest first.
@@ -107,9 +113,15 @@ class AgentStore {
  private:
   explicit AgentStore(sqlite3* db) : db_(db) {}
   Status Exec(const std::string& sql);
+  // The statement for `sql`, prepared on first use and kept until the store closes. Holds mu_.
+  Query Cached(const std::string& sql);
+  // The statements of UpdateRun and UpsertStepAttempt. Hold mu_.
+  Status UpdateRunLocked(const RunRecord& run);
+  Status UpsertStepAttemptLocked(const StepAttemptRecord& attempt);
 
   std::mutex mu_;
   sqlite3* db_;
+  std::unordered_map<std::string, sqlite3_stmt*> statements_;
 };
 
 }  // namespace fanout::agent
