@@ -61,12 +61,36 @@ std::string LastLine(std::string text) {
   return nl == std::string::npos ? text : text.substr(nl + 1);
 }
 
+// `params` with each sensitive value (a string, or a list's items) replaced by "***": what the
+// agent's database and answers show.
+nlohmann::json MaskedParams(const nlohmann::json& params, const std::set<std::string>& sensitive) {
+  nlohmann::json out = params;
+  for (const std::string& name : sensitive) {
+    auto it = out.find(name);
+    if (it == out.end()) continue;
+    if (it->is_array()) {
+      for (auto& item : *it) item = "***";
+    } else {
+      *it = "***";
+    }
+  }
+  return out;
+}
+
+constexpr const char* kSecretsLost =
+    "the run's sensitive params were held in the agent's memory only and did not survive its "
+    "restart; start the job again";
+
 }  // namespace
 
 struct Executor::ActiveRun {
   RunRecord record;
   std::shared_ptr<const JobDef> job;  // shared with the server's cache of parsed jobs
-  nlohmann::json params;
+  nlohmann::json params;  // the real values, sensitive ones too: never written anywhere
+  // The sensitive params' values: handed to package steps to mask, and masked in what the
+  // agent keeps of process steps (output, messages).
+  Masker secrets;
+  bool secrets_lost = false;  // recovered after a restart: the values above are gone
   CancelToken stop;  // Stop() and Drain() fire it
   bool reattach = false;  // recovered with a live step process
   // A step attempt to be written with the run's next SaveRun, in the same transaction: the
@@ -113,12 +137,15 @@ Status Executor::Recover() {
       if (parsed.ok()) job = std::make_shared<const JobDef>(std::move(*parsed));
     }
     bool alive = r.pid > 0 && kill(r.pid, 0) == 0 && ProcessStartTime(r.pid) == r.pid_start;
-    if (!job || (r.status != "queued" && !alive)) {
+    run->secrets_lost = r.sensitive != "[]" && !r.sensitive.empty();
+    bool queued = r.status == "queued";
+    if (!job || (!queued && !alive) || (queued && run->secrets_lost)) {
       run->record.status = "abandoned";
       run->record.ended_at = Now();
-      run->record.message = !job ? "the job was deleted while this run was in flight"
-                                 : "the agent stopped while this run was running, and its step "
-                                   "process is gone";
+      run->record.message = !job    ? "the job was deleted while this run was in flight"
+                            : queued ? kSecretsLost
+                                     : "the agent stopped while this run was running, and its "
+                                       "step process is gone";
       run->record.pid = 0;
       SaveRun(*run);
       ++run_counts_["abandoned"];
@@ -173,11 +200,18 @@ Result<StartResult> Executor::Start(std::shared_ptr<const JobDef> job_def,
   auto run = std::make_shared<ActiveRun>();
   run->job = std::move(job_def);
   run->params = request.params;
+  for (const std::string& name : request.sensitive) {
+    const nlohmann::json& value = request.params.at(name);
+    for (const auto& item : value.is_array() ? value : nlohmann::json::array({value})) {
+      run->secrets.AddSecret(item.is_string() ? item.get<std::string>() : item.dump());
+    }
+  }
   RunRecord& r = run->record;
   r.id = NewExecutionId();
   r.job = job.name;
   r.status = "queued";
-  r.params = request.params.dump();
+  r.params = MaskedParams(request.params, request.sensitive).dump();
+  r.sensitive = nlohmann::json(request.sensitive).dump();
   r.parent_execution_id = request.parent_execution_id;
   r.start_step = request.start_step;
   r.idempotency_key = request.idempotency_key;
@@ -349,6 +383,7 @@ Executor::StepOutcome Executor::RunStep(ActiveRun& run, int index, int attempt) 
     ++step_counts_["failed"];
     return StepOutcome{false, false, std::move(message)};
   };
+  if (run.secrets_lost) return fail_now(kSecretsLost);
 
   SpawnSpec spec;
   spec.kill_grace = config_.stop_grace;
@@ -388,7 +423,8 @@ Executor::StepOutcome Executor::RunStep(ActiveRun& run, int index, int attempt) 
     nlohmann::json params = nlohmann::json::object();
     for (const auto& [k, v] : step.params) params[k] = v;
     for (const auto& [k, v] : run.params.items()) params[k] = v;
-    spec.stdin_data = nlohmann::json{{"params", params}}.dump();
+    spec.stdin_data =
+        nlohmann::json{{"params", params}, {"secrets", run.secrets.secrets()}}.dump();
   } else {
     spec.argv = step.run;
     spec.env["FANOUT_RUN_ID"] = run.record.id;
@@ -428,8 +464,8 @@ Executor::StepOutcome Executor::RunStep(ActiveRun& run, int index, int attempt) 
   } else {
     const SpawnResult& r = *result;
     rec.exit_code = r.exit_code;
-    rec.stdout_text = r.out;
-    rec.stderr_text = r.err;
+    rec.stdout_text = run.secrets.Mask(r.out);
+    rec.stderr_text = run.secrets.Mask(r.err);
     if (r.timed_out) {
       outcome.message = fmt::format("timed out after {}", FormatDuration(spec.timeout));
     } else if (r.stopped) {
@@ -454,6 +490,7 @@ Executor::StepOutcome Executor::RunStep(ActiveRun& run, int index, int attempt) 
       }
     }
   }
+  outcome.message = run.secrets.Mask(outcome.message);
   rec.status = outcome.success ? "succeeded" : outcome.canceled ? "canceled" : "failed";
   rec.ended_at = Now();
   rec.message = outcome.message;

@@ -13,6 +13,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -28,6 +29,7 @@ namespace fanout::agent {
 
 struct StartRequest {
   nlohmann::json params = nlohmann::json::object();  // name -> string (or list of strings)
+  std::set<std::string> sensitive;  // params whose values are secrets (each one of `params`)
   std::string parent_execution_id;
   std::string start_step;
   std::string idempotency_key;

@@ -22,7 +22,7 @@ CREATE TABLE IF NOT EXISTS runs(
   parent_execution_id TEXT NOT NULL, start_step TEXT NOT NULL,
   idempotency_key TEXT UNIQUE, message TEXT NOT NULL, queued_at TEXT NOT NULL,
   started_at TEXT, ended_at TEXT, current_step INTEGER NOT NULL, pid INTEGER NOT NULL,
-  pid_start INTEGER NOT NULL, execution_id TEXT NOT NULL);
+  pid_start INTEGER NOT NULL, execution_id TEXT NOT NULL, sensitive TEXT NOT NULL DEFAULT '[]');
 CREATE INDEX IF NOT EXISTS runs_by_job ON runs(job, queued_at);
 CREATE INDEX IF NOT EXISTS runs_by_status ON runs(status);
 CREATE TABLE IF NOT EXISTS step_attempts(
@@ -32,7 +32,8 @@ CREATE TABLE IF NOT EXISTS step_attempts(
   PRIMARY KEY(run_id, step, attempt));
 )";
 
-constexpr int kSchemaVersion = 1;
+// 2: runs.sensitive, the names of params whose values are kept in memory only.
+constexpr int kSchemaVersion = 2;
 
 DateTime Now() {
   return std::chrono::time_point_cast<std::chrono::microseconds>(std::chrono::system_clock::now());
@@ -136,7 +137,7 @@ namespace {
 
 constexpr const char* kRunColumns =
     "id, job, status, params, parent_execution_id, start_step, idempotency_key, message, "
-    "queued_at, started_at, ended_at, current_step, pid, pid_start, execution_id";
+    "queued_at, started_at, ended_at, current_step, pid, pid_start, execution_id, sensitive";
 
 RunRecord ReadRun(const Query& q) {
   RunRecord r;
@@ -155,6 +156,7 @@ RunRecord ReadRun(const Query& q) {
   r.pid = static_cast<int>(q.Int(12));
   r.pid_start = q.Int(13);
   r.execution_id = q.Text(14);
+  r.sensitive = q.Text(15);
   return r;
 }
 
@@ -195,10 +197,16 @@ Result<std::unique_ptr<AgentStore>> AgentStore::Open(const std::string& path) {
   RETURN_IF_ERROR(pragmas);
   Query version(db, "SELECT MAX(version) FROM schema_version");
   if (version.Next() && !version.IsNull(0)) {
-    if (version.Int(0) > kSchemaVersion) {
+    int64_t found = version.Int(0);
+    if (found > kSchemaVersion) {
       return FailedPrecondition(fmt::format(
           "agent database {} has schema version {}, newer than this fanout ({}); upgrade fanout",
-          path, version.Int(0), kSchemaVersion));
+          path, found, kSchemaVersion));
+    }
+    if (found < 2) {
+      RETURN_IF_ERROR(store->Exec(
+          "BEGIN; ALTER TABLE runs ADD COLUMN sensitive TEXT NOT NULL DEFAULT '[]'; "
+          "UPDATE schema_version SET version = 2; COMMIT;"));
     }
   } else {
     RETURN_IF_ERROR(store->Exec(fmt::format("INSERT INTO schema_version VALUES ({})", kSchemaVersion)));
@@ -348,12 +356,13 @@ Status AgentStore::InsertRun(const RunRecord& r) {
   std::lock_guard lock(mu_);
   Query q = Cached("INSERT INTO runs(id, job, status, params, parent_execution_id, start_step, "
                "idempotency_key, message, queued_at, started_at, ended_at, current_step, pid, "
-               "pid_start, execution_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+               "pid_start, execution_id, sensitive) "
+               "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
   q.Bind(r.id).Bind(r.job).Bind(r.status).Bind(r.params).Bind(r.parent_execution_id)
       .Bind(r.start_step).BindNullable(r.idempotency_key).Bind(r.message)
       .Bind(std::optional<DateTime>(r.queued_at)).Bind(r.started_at).Bind(r.ended_at)
       .Bind(static_cast<int64_t>(r.current_step)).Bind(static_cast<int64_t>(r.pid))
-      .Bind(r.pid_start).Bind(r.execution_id);
+      .Bind(r.pid_start).Bind(r.execution_id).Bind(r.sensitive);
   Status s = q.Run();
   if (!s.ok() && q.rc() == SQLITE_CONSTRAINT) {
     return AlreadyExists("idempotency key " + r.idempotency_key + " is already used");

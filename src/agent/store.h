@@ -38,7 +38,7 @@ struct RunRecord {
   std::string id;
   std::string job;
   std::string status;
-  std::string params;  // JSON object text
+  std::string params;  // JSON object text; sensitive values are "***"
   std::string parent_execution_id;
   std::string start_step;
   std::string idempotency_key;
@@ -50,6 +50,8 @@ struct RunRecord {
   int pid = 0;            // the current step's process (group leader), for re-attach
   int64_t pid_start = 0;  // its start time in clock ticks (/proc/PID/stat), against PID reuse
   std::string execution_id;  // the current package step's execution
+  // JSON array text: the params whose values are secrets, held in the executor's memory only.
+  std::string sensitive = "[]";
 };
 
 struct StepAttemptRecord {

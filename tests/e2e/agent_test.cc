@@ -266,6 +266,9 @@ TEST_F(AgentTest, MalformedInputGets400WithAReasonAndChangesNothing) {
       {"{\"params\": 3}", "`params` must be an object"},
       {"{\"start_step\": 7}", "`start_step` must be a string"},
       {"{\"colour\": \"red\"}", "unknown key `colour`"},
+      {"{\"sensitive\": \"pw\"}", "`sensitive` must be an array of param names"},
+      {"{\"params\": {\"a\": \"1\"}, \"sensitive\": [\"pw\"]}",
+       "`sensitive` names `pw`, which is not one of the params"},
   };
   for (const auto& [body, detail] : starts) {
     HttpReply r = agent_.Http("POST", "/v1/jobs/keep/start", body);
@@ -819,6 +822,65 @@ TEST_F(AgentTest, PackageStepsRunDeployedPackagesAndRecordTheirExecutions) {
       << missing.dump();
 }
 
+TEST_F(AgentTest, SensitiveParamsAreMaskedInHistoryAnswersAndTheChildsCatalog) {
+  ASSERT_TRUE(StartConfig(Config(2)));
+  const std::string secret = "hunter2-e2e-secret";
+  // The child package does not declare `pw` sensitive: the agent's secrets make it masked.
+  ASSERT_TRUE(PutPackage("leaky",
+                         "package: leaky\nparameters:\n"
+                         "  pw: {type: string, required: true}\n"
+                         "  region: {type: string}\n"
+                         "tasks:\n"
+                         "  say: {type: process, run: ['/nonexistent/${pw}']}\n"));
+  ASSERT_TRUE(PutJob("job: secretive\nsteps:\n"
+                     "  - {name: talk, subsystem: process, on_success: next, run: " +
+                     Sh("echo pw=$FANOUT_PARAM_pw region=$FANOUT_PARAM_region; "
+                        "echo $FANOUT_PARAM_pw >&2") +
+                     "}\n"
+                     "  - {name: child, subsystem: package, package: leaky}\n"));
+  client::StartRequest request;
+  request.params["pw"] = secret;
+  request.params["region"] = "eu";
+  request.sensitive = {"pw"};
+  json run = Run("secretive", request);
+  ASSERT_EQ(run.value("status", ""), "failed") << run.dump();
+  EXPECT_EQ(run["params"], json({{"pw", "***"}, {"region", "eu"}}));
+  EXPECT_FALSE(Contains(run.dump(), secret)) << run.dump();
+  json history = History("secretive");
+  ASSERT_EQ(history.size(), 1u);
+  EXPECT_FALSE(Contains(history.dump(), secret)) << history.dump();
+  EXPECT_EQ(history[0]["steps"][0].value("stdout", ""), "pw=*** region=eu\n");
+  EXPECT_EQ(history[0]["steps"][0].value("stderr", ""), "***\n");
+
+  // The package step got the real value (the step ran with it) and masked it in the catalog.
+  const std::string execution_id = run["steps"][1].value("execution_id", "");
+  ASSERT_FALSE(execution_id.empty()) << run.dump();
+  auto catalog = OpenCatalog("sqlite:" + agent_.data_dir() + "/catalog.db");
+  ASSERT_TRUE(catalog.ok()) << catalog.status().ToString();
+  auto execution = (*catalog)->GetExecution(execution_id);
+  ASSERT_TRUE(execution.ok() && execution->has_value()) << run.dump();
+  EXPECT_NE((*execution)->parameters["pw"].value, secret);
+  EventQuery query;
+  query.execution_id = execution_id;
+  auto events = (*catalog)->ListEvents(query);
+  ASSERT_TRUE(events.ok()) << events.status().ToString();
+  bool said = false;
+  for (const Event& e : *events) {
+    EXPECT_FALSE(Contains(e.message, secret)) << e.message;
+    said = said || Contains(e.message, "/nonexistent/***");
+  }
+  EXPECT_TRUE(said) << "the child's error, masked, is among its events";
+
+  // Nothing of it reaches the agent's database either.
+  ASSERT_EQ(Terminate(), 0);
+  for (const char* file : {"agent.db", "agent.db-wal"}) {
+    std::string path = agent_.data_dir() + "/" + file;
+    if (std::filesystem::exists(path)) {
+      EXPECT_FALSE(Contains(ReadText(path), secret)) << path;
+    }
+  }
+}
+
 TEST_F(AgentTest, ProxiesAreCheckedAtEveryRun) {
   const std::string proxies =
       "proxies:\n"
@@ -1072,11 +1134,17 @@ TEST_F(AgentTest, ARunWhoseStepDiedWithTheAgentEndsAbandonedAndQueuedRunsStillRu
       "job: doomed\nsteps:\n  - {name: s, subsystem: process, run: " +
       Sh("echo $$ > " + pid_file + ".tmp; mv " + pid_file + ".tmp " + pid_file + "; sleep 30") +
       "}\n"));
-  ASSERT_TRUE(PutJob("job: later\nsteps:\n  - {name: s, subsystem: process, run: [/bin/true]}\n"));
+  ASSERT_TRUE(PutJob("job: later\nmax_concurrent_runs: 2\n"
+                     "steps:\n  - {name: s, subsystem: process, run: [/bin/true]}\n"));
   std::string doomed = StartRun("doomed");
   auto later = api_->StartJob("later", {});
   ASSERT_TRUE(later.ok());
   EXPECT_EQ(later->status, "queued");
+  client::StartRequest with_secret;
+  with_secret.params["pw"] = "x";
+  with_secret.sensitive = {"pw"};
+  auto secretive = api_->StartJob("later", with_secret);
+  ASSERT_TRUE(secretive.ok()) << secretive.status().ToString();
   ASSERT_TRUE(WaitForFile(pid_file));
   int step_group = std::stoi(agent_.dir().Read("step.pid"));
   ASSERT_GT(step_group, 1);
@@ -1093,8 +1161,12 @@ TEST_F(AgentTest, ARunWhoseStepDiedWithTheAgentEndsAbandonedAndQueuedRunsStillRu
   // The run that waited in the queue when the agent died runs after the restart.
   json queued = WaitForRun(*api_, later->run_id);
   EXPECT_EQ(queued.value("status", ""), "succeeded") << queued.dump();
+  // ...but not one whose secret was in the dead agent's memory only; it says why.
+  json lost = WaitForRun(*api_, secretive->run_id);
+  EXPECT_EQ(lost.value("status", ""), "abandoned") << lost.dump();
+  EXPECT_TRUE(Contains(lost.value("message", ""), "sensitive params")) << lost.dump();
   HttpReply metrics = agent_.Http("GET", "/metrics");
-  EXPECT_TRUE(Contains(metrics.body, "fanout_agent_runs_total{status=\"abandoned\"} 1"))
+  EXPECT_TRUE(Contains(metrics.body, "fanout_agent_runs_total{status=\"abandoned\"} 2"))
       << metrics.body;
 }
 

@@ -494,6 +494,26 @@ TEST_F(PoolTest, WaitFalseSucceedsOnStartWaitTrueTakesTheChildsResult) {
   EXPECT_EQ(fired_end.value("status", ""), "failed") << fired_end.dump();
 }
 
+// A param that carries one of the parent's secrets goes to the agent as sensitive: the agent's
+// answers and history show "***", though the child got the real value.
+TEST_F(PoolTest, AParamHoldingAParentSecretIsSentSensitive) {
+  ASSERT_TRUE(StartAgents({1}));
+  ASSERT_TRUE(Deploy({{"tell.yaml", ShellJob("tell", "test $FANOUT_PARAM_pw = s3cr3t-pool && "
+                                                     "echo pw=$FANOUT_PARAM_pw n=$FANOUT_PARAM_n")}}));
+  std::string parent = WriteParent(
+      "telling",
+      "  go:\n    type: agent-job\n    connection: pool\n    job: tell\n"
+      "    params: {pw: \"${pw}\", n: \"7\"}\n"
+      "parameters:\n  pw: {type: string, sensitive: true, value: s3cr3t-pool}\n");
+  CommandResult r = RunParent(parent);
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  json runs = History(0, "tell");
+  ASSERT_EQ(runs.size(), 1u);
+  EXPECT_EQ(runs[0]["params"], json({{"n", "7"}, {"pw", "***"}})) << runs.dump();
+  EXPECT_EQ(runs[0]["steps"][0].value("stdout", ""), "pw=*** n=7\n") << runs.dump();
+  EXPECT_FALSE(Has(runs.dump(), "s3cr3t-pool")) << runs.dump();
+}
+
 // A child package that fails: its own error message reaches the parent's events, and the
 // catalog links the failed child execution to the parent task run.
 TEST_F(PoolTest, AChildFailureReachesTheParentWithTheChildsMessage) {

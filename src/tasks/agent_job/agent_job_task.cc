@@ -8,6 +8,7 @@
 // attempt that may go elsewhere.
 #include "tasks/agent_job/agent_job_task.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <mutex>
 
@@ -83,15 +84,23 @@ class AgentJobTask : public Task {
     auto job_name = job.RenderString(context.scope());
     if (!job_name.ok()) return TaskOutcome::Failure(job_name.status().message());
     client::StartRequest start;
+    const Masker& masker = context.engine().recorder().masker();
     for (const auto& [name, t] : params) {
       auto v = t.Render(context.scope());
       if (!v.ok()) return TaskOutcome::Failure(fmt::format("param {}: {}", name, v.status().message()));
+      std::vector<std::string> texts;
       if (v->is(ValueType::kList)) {
-        json list = json::array();
-        for (const Value& item : v->as_list()) list.push_back(item.ToString());
-        start.params[name] = list;
+        for (const Value& item : v->as_list()) texts.push_back(item.ToString());
+        start.params[name] = texts;
       } else {
-        start.params[name] = v->ToString();
+        texts.push_back(v->ToString());
+        start.params[name] = texts.front();
+      }
+      // A value holding one of the run's secrets is sent as sensitive: the agent then keeps it
+      // out of its history and answers and its child masks it. Other secrets stay here.
+      if (std::any_of(texts.begin(), texts.end(),
+                      [&](const std::string& text) { return masker.Mask(text) != text; })) {
+        start.sensitive.insert(name);
       }
     }
     start.parent_execution_id = context.execution_id();
