@@ -17,6 +17,7 @@
 #include <cerrno>
 #include <cstring>
 #include <ctime>
+#include <utility>
 
 #include <fmt/format.h>
 
@@ -149,17 +150,50 @@ Result<RunAs> LookUpUser(const std::string& user) {
   return r;
 }
 
-Result<SpawnResult> RunProcess(const SpawnSpec& spec, int cancel_fd) {
+ChildProcess& ChildProcess::operator=(ChildProcess&& other) noexcept {
+  if (this != &other) {
+    Release();
+    pid_ = std::exchange(other.pid_, -1);
+    pidfd_ = std::exchange(other.pidfd_, -1);
+    in_ = std::exchange(other.in_, -1);
+    out_ = std::exchange(other.out_, -1);
+    err_ = std::exchange(other.err_, -1);
+  }
+  return *this;
+}
+
+ChildProcess::~ChildProcess() { Release(); }
+
+void ChildProcess::Release() {
+  for (int* fd : {&in_, &out_, &err_, &pidfd_}) {
+    if (*fd >= 0) close(*fd);
+    *fd = -1;
+  }
+  if (pid_ > 0) {
+    kill(-pid_, SIGKILL);
+    waitpid(pid_, nullptr, 0);
+  }
+  pid_ = -1;
+}
+
+bool ChildProcess::Ended() const {
+  if (pid_ <= 0) return true;
+  if (pidfd_ < 0) return kill(pid_, 0) != 0;
+  pollfd fd{pidfd_, POLLIN, 0};
+  return poll(&fd, 1, 0) > 0;
+}
+
+Result<ChildProcess> StartProcess(const SpawnSpec& spec, bool stdin_pipe) {
   if (spec.argv.empty()) return InvalidArgument("no program to run");
   Fd out_r, out_w, err_r, err_w, in_r, in_w;
   if (!MakePipe(out_r, out_w) || !MakePipe(err_r, err_w) ||
-      (!spec.stdin_data.empty() && !MakePipe(in_r, in_w))) {
+      (stdin_pipe && !MakePipe(in_r, in_w))) {
     return Internal(fmt::format("pipe: {}", std::strerror(errno)));
   }
 
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
-  if (spec.stdin_data.empty()) {
+  if (!stdin_pipe) {
     posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
   } else {
     posix_spawn_file_actions_adddup2(&actions, in_r.fd, 0);
@@ -217,13 +251,30 @@ Result<SpawnResult> RunProcess(const SpawnSpec& spec, int cancel_fd) {
                   fmt::format("cannot start {}{}{}: {}", spec.argv[0], where, as, std::strerror(rc)));
   }
   if (spec.on_start) spec.on_start(pid);
-  out_w.Close();
-  err_w.Close();
-  in_r.Close();
   // Only our end: the child's read end is a separate open file and stays blocking.
   if (in_w.fd >= 0) fcntl(in_w.fd, F_SETFL, fcntl(in_w.fd, F_GETFL) | O_NONBLOCK);
+  ChildProcess child;
+  child.pid_ = pid;
+  child.pidfd_ = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
+  child.in_ = std::exchange(in_w.fd, -1);
+  child.out_ = std::exchange(out_r.fd, -1);
+  child.err_ = std::exchange(err_r.fd, -1);
+  return child;
+}
 
-  Fd pidfd(static_cast<int>(syscall(SYS_pidfd_open, pid, 0)));
+Result<SpawnResult> RunProcess(const SpawnSpec& spec, int cancel_fd) {
+  ASSIGN_OR_RETURN(ChildProcess child, StartProcess(spec, !spec.stdin_data.empty()));
+  return FollowProcess(child, spec, cancel_fd);
+}
+
+Result<SpawnResult> FollowProcess(ChildProcess& child, const SpawnSpec& spec, int cancel_fd) {
+  const pid_t pid = child.pid_;
+  if (pid <= 0) return FailedPrecondition("no started process to follow");
+  Fd pidfd(std::exchange(child.pidfd_, -1));
+  Fd in_w(std::exchange(child.in_, -1));
+  Fd out_r(std::exchange(child.out_, -1));
+  Fd err_r(std::exchange(child.err_, -1));
+  if (spec.stdin_data.empty()) in_w.Close();
   SpawnResult result;
   size_t stdin_written = 0;
   std::chrono::steady_clock::time_point kill_at{};
@@ -305,6 +356,7 @@ Result<SpawnResult> RunProcess(const SpawnSpec& spec, int cancel_fd) {
       pid_t w = waitpid(pid, &status, pidfd.fd < 0 ? WNOHANG : 0);
       if (w == pid) {
         exited = true;
+        child.pid_ = -1;  // reaped: nothing left for its destructor
         if (WIFEXITED(status)) {
           result.exit_code = WEXITSTATUS(status);
         } else if (WIFSIGNALED(status)) {
@@ -318,7 +370,7 @@ Result<SpawnResult> RunProcess(const SpawnSpec& spec, int cancel_fd) {
     if (exited && (ready == 0 || ++reads_after_exit > 64)) break;
   }
   if (result.stopped) kill(-pid, SIGKILL);  // leave no stragglers of a stopped group
-  return result;
+  return result;  // not reaped only when poll failed: the child's destructor kills and reaps
 }
 
 }  // namespace fanout

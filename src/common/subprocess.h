@@ -54,9 +54,39 @@ struct SpawnResult {
   size_t err_dropped = 0;
 };
 
-// Starts `spec`, waits for it and collects its output. When `cancel_fd` (an eventfd or pipe,
-// -1 for none) becomes readable the process group is stopped. Fails only when the process
-// could not be started (no such program, bad cwd).
+// A started child, its process group and the pipes of its stdin, stdout and stderr, between
+// StartProcess and FollowProcess. One never followed is killed (its group) and reaped.
+class ChildProcess {
+ public:
+  ChildProcess() = default;
+  ChildProcess(ChildProcess&& other) noexcept { *this = std::move(other); }
+  ChildProcess& operator=(ChildProcess&& other) noexcept;
+  ~ChildProcess();
+
+  int pid() const { return pid_; }
+  // Whether it has ended (without reaping it): a child kept waiting may have died meanwhile.
+  bool Ended() const;
+
+ private:
+  friend Result<ChildProcess> StartProcess(const SpawnSpec& spec, bool stdin_pipe);
+  friend Result<SpawnResult> FollowProcess(ChildProcess& child, const SpawnSpec& spec,
+                                           int cancel_fd);
+  void Release();  // closes what is still open, kills and reaps a child not yet reaped
+  int pid_ = -1;
+  int pidfd_ = -1, in_ = -1, out_ = -1, err_ = -1;  // our ends; -1 when closed
+};
+
+// Starts `spec` (calling its on_start), with its stdin a pipe to be fed by FollowProcess when
+// `stdin_pipe`, else /dev/null. Fails when the process could not be started (no such program,
+// bad cwd).
+Result<ChildProcess> StartProcess(const SpawnSpec& spec, bool stdin_pipe);
+
+// Feeds `spec.stdin_data` to a started child, waits for it and collects its output; its timeout
+// counts from this call. When `cancel_fd` (an eventfd or pipe, -1 for none) becomes readable the
+// process group is stopped.
+Result<SpawnResult> FollowProcess(ChildProcess& child, const SpawnSpec& spec, int cancel_fd);
+
+// StartProcess, then FollowProcess.
 Result<SpawnResult> RunProcess(const SpawnSpec& spec, int cancel_fd);
 
 }  // namespace fanout

@@ -1,5 +1,6 @@
 // Tests of RunProcess: exit codes and signals, bounded capture of stdout/stderr, stdin, env and
-// cwd, start failures, and stopping the whole process group through a cancel eventfd.
+// cwd, start failures, and stopping the whole process group through a cancel eventfd; and of
+// StartProcess + FollowProcess, a child started ahead of its work.
 #include "common/subprocess.h"
 
 #include <fcntl.h>
@@ -437,6 +438,60 @@ TEST(RunProcessTest, GrandchildHoldingThePipeDoesNotBlockReturn) {
   ASSERT_FALSE(r.out.empty());
   pid_t grandchild = static_cast<pid_t>(std::stoi(r.out));
   if (grandchild > 0) kill(grandchild, SIGKILL);
+}
+
+// ---- Started now, followed later (an agent's warm process) --------------------------------------
+
+TEST(StartProcessTest, AChildStartedEarlyGetsItsStdinWhenFollowed) {
+  SpawnSpec spec;
+  spec.argv = {"/bin/sh", "-c", "read line; echo got $line; cat"};
+  auto child = StartProcess(spec, /*stdin_pipe=*/true);
+  ASSERT_TRUE(child.ok()) << child.status().ToString();
+  EXPECT_FALSE(child->Ended()) << "it waits for its stdin";
+  spec.stdin_data = "first\nrest\n";
+  auto r = FollowProcess(*child, spec, -1);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->exit_code, 0);
+  EXPECT_EQ(r->out, "got first\nrest\n");
+}
+
+TEST(StartProcessTest, TheTimeoutCountsFromFollowNotFromStart) {
+  SpawnSpec spec;
+  spec.argv = {"/bin/sh", "-c", "read line"};
+  auto child = StartProcess(spec, true);
+  ASSERT_TRUE(child.ok()) << child.status().ToString();
+  std::this_thread::sleep_for(milliseconds(400));
+  spec.stdin_data = "go\n";
+  spec.timeout = milliseconds(300);  // already past, counted from the start
+  auto r = FollowProcess(*child, spec, -1);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_FALSE(r->timed_out);
+  EXPECT_EQ(r->exit_code, 0);
+}
+
+TEST(StartProcessTest, AChildNeverFollowedIsKilledAndReaped) {
+  pid_t pid = 0;
+  {
+    SpawnSpec spec;
+    spec.argv = {"sleep", "30"};
+    auto child = StartProcess(spec, false);
+    ASSERT_TRUE(child.ok()) << child.status().ToString();
+    pid = child->pid();
+    ASSERT_GT(pid, 0);
+    EXPECT_EQ(kill(pid, 0), 0);
+  }
+  EXPECT_EQ(kill(pid, 0), -1) << "still there, or a zombie nobody reaped";
+  EXPECT_EQ(errno, ESRCH);
+}
+
+TEST(StartProcessTest, EndedSeesAChildThatDiedWhileWaiting) {
+  SpawnSpec spec;
+  spec.argv = {"/bin/sh", "-c", "exit 3"};
+  auto child = StartProcess(spec, true);
+  ASSERT_TRUE(child.ok()) << child.status().ToString();
+  auto deadline = Clock::now() + milliseconds(5000);
+  while (!child->Ended() && Clock::now() < deadline) std::this_thread::sleep_for(milliseconds(5));
+  EXPECT_TRUE(child->Ended());
 }
 
 }  // namespace
