@@ -452,7 +452,8 @@ Executor::StepOutcome Executor::RunStep(ActiveRun& run, int index, int attempt) 
     SaveRun(run);
   };
 
-  auto result = RunProcess(spec, run.stop.fd());
+  auto result = step.subsystem == "package" ? RunPackageStep(spec, run.stop.fd())
+                                            : RunProcess(spec, run.stop.fd());
   {
     std::lock_guard lock(mu_);
     run.record.pid = 0;
@@ -662,7 +663,34 @@ std::map<std::string, int64_t> Executor::StepCounts() {
   return step_counts_;
 }
 
+Result<SpawnResult> Executor::RunPackageStep(SpawnSpec& spec, int cancel_fd) {
+  // The warm process was started as the agent itself: only a step with nothing of its own
+  // (user, directory, environment) can use it.
+  if (spec.run_as || !spec.cwd.empty() || !spec.env.empty()) return RunProcess(spec, cancel_fd);
+  ChildProcess child;
+  {
+    std::lock_guard lock(warm_mu_);
+    child = std::move(warm_);
+    if (!warm_off_) {
+      SpawnSpec next;
+      next.argv = {fanout_binary_, std::string(kArgvFromStdin)};
+      auto started = StartProcess(next, /*stdin_pipe=*/true);
+      if (started.ok()) warm_ = std::move(*started);
+    }
+  }
+  if (child.pid() <= 0 || child.Ended()) return RunProcess(spec, cancel_fd);
+  nlohmann::json args = std::vector<std::string>(spec.argv.begin() + 1, spec.argv.end());
+  spec.stdin_data = args.dump() + "\n" + spec.stdin_data;
+  if (spec.on_start) spec.on_start(child.pid());
+  return FollowProcess(child, spec, cancel_fd);
+}
+
 void Executor::Drain(std::chrono::milliseconds grace) {
+  {
+    std::lock_guard lock(warm_mu_);
+    warm_off_ = true;
+    warm_ = ChildProcess();  // killed and reaped
+  }
   std::unique_lock lock(mu_);
   draining_ = true;
   changed_.wait_for(lock, grace, [&] { return busy_ == 0; });

@@ -3,7 +3,14 @@
 
 #include <csignal>
 #include <cstdio>
+#include <iostream>
 #include <map>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "agent/executor.h"
 
 #include "tasks/builtin.h"
 
@@ -21,10 +28,42 @@ bool ParseSets(const std::vector<std::string>& pairs, std::map<std::string, std:
   return true;
 }
 
+namespace {
+
+// An agent's warm process (agent/executor.h): reads the arguments after `fanout` as a JSON
+// array on the first line of stdin, leaving the rest of stdin to the command. False, having
+// said why, on bad input; an empty stdin (the agent discarded it unused) ends it quietly.
+bool ReadArgvFromStdin(const char* program, std::vector<std::string>& args, bool& discarded) {
+  std::string line;
+  discarded = !std::getline(std::cin, line);
+  if (discarded) return false;
+  try {
+    args = {program};
+    for (const auto& arg : nlohmann::json::parse(line)) args.push_back(arg.get<std::string>());
+    return true;
+  } catch (const nlohmann::json::exception& e) {
+    std::fprintf(stderr, "fanout: %s: expected a JSON array of arguments on stdin's first line: %s\n",
+                 std::string(agent::kArgvFromStdin).c_str(), e.what());
+    return false;
+  }
+}
+
+}  // namespace
+
 int Main(int argc, char** argv) {
   // A peer that goes away (a child's stdin, an agent's socket) is an error to handle, not a
   // reason to die.
   std::signal(SIGPIPE, SIG_IGN);
+  std::vector<std::string> stdin_args;
+  std::vector<char*> stdin_argv;
+  if (argc == 2 && argv[1] == agent::kArgvFromStdin) {
+    bool discarded = false;
+    if (!ReadArgvFromStdin(argv[0], stdin_args, discarded)) return discarded ? 0 : kExitUsage;
+    for (std::string& arg : stdin_args) stdin_argv.push_back(arg.data());
+    stdin_argv.push_back(nullptr);
+    argc = static_cast<int>(stdin_args.size());
+    argv = stdin_argv.data();
+  }
   RegisterBuiltinTaskTypes();
   CLI::App app{"Fanout runs packages of tasks and spreads child packages over agents."};
   app.set_version_flag("--version", std::string("fanout ") + FANOUT_VERSION);

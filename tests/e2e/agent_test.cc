@@ -881,6 +881,63 @@ TEST_F(AgentTest, SensitiveParamsAreMaskedInHistoryAnswersAndTheChildsCatalog) {
   }
 }
 
+// The agent's children running `fanout --argv-from-stdin`: its warm processes.
+std::vector<int> WarmProcesses(int agent_pid) {
+  std::vector<int> pids;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+    std::string name = entry.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::string stat = ReadText(entry.path().string() + "/stat");
+    std::string cmdline = ReadText(entry.path().string() + "/cmdline");
+    size_t close = stat.rfind(')');
+    if (close == std::string::npos) continue;
+    std::istringstream fields(stat.substr(close + 2));  // state ppid ...
+    std::string state;
+    int ppid = 0;
+    fields >> state >> ppid;
+    if (ppid == agent_pid && state != "Z" && Contains(cmdline, "--argv-from-stdin")) {
+      pids.push_back(std::stoi(name));
+    }
+  }
+  return pids;
+}
+
+TEST_F(AgentTest, PackageStepsAfterTheFirstRunInAProcessStartedAhead) {
+  ASSERT_TRUE(StartConfig(Config(1)));
+  ASSERT_TRUE(PutPackage("echo-region",
+                         "package: echo-region\nparameters:\n"
+                         "  region: {type: string, required: true}\n"
+                         "tasks:\n"
+                         "  check: {type: process, run: [/bin/sh, -c, 'test \"$0\" = eu', "
+                         "'${region}']}\n"));
+  ASSERT_TRUE(PutJob("job: warm\nmax_concurrent_runs: 3\nsteps:\n"
+                     "  - {name: load, subsystem: package, package: echo-region}\n"));
+  EXPECT_TRUE(WarmProcesses(agent_.pid()).empty()) << "none before the first package step";
+  client::StartRequest eu;
+  eu.params["region"] = "eu";
+  json first = Run("warm", eu);
+  ASSERT_EQ(first.value("status", ""), "succeeded") << first.dump();
+  std::vector<int> warm = WarmProcesses(agent_.pid());
+  ASSERT_EQ(warm.size(), 1u) << "one started for the next package step";
+
+  // The next steps run in it (their params and result as ever), and each leaves a new one.
+  json second = Run("warm", eu);
+  EXPECT_EQ(second.value("status", ""), "succeeded") << second.dump();
+  client::StartRequest us;
+  us.params["region"] = "us";
+  json third = Run("warm", us);
+  EXPECT_EQ(third.value("status", ""), "failed") << third.dump();
+  EXPECT_EQ(third["steps"][0]["exit_code"], 1) << third.dump();
+  std::vector<int> now = WarmProcesses(agent_.pid());
+  ASSERT_EQ(now.size(), 1u);
+  EXPECT_NE(now[0], warm[0]) << "the first warm process ran a step";
+  EXPECT_NE(kill(warm[0], 0), 0) << "the warm process that ran a step is gone";
+
+  // A drained agent leaves none behind.
+  ASSERT_EQ(Terminate(), 0);
+  EXPECT_NE(kill(now[0], 0), 0) << "the last warm process outlived the agent";
+}
+
 TEST_F(AgentTest, ProxiesAreCheckedAtEveryRun) {
   const std::string proxies =
       "proxies:\n"
