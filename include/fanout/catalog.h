@@ -108,6 +108,11 @@ class Catalog {
 // return InvalidArgument naming the supported ones.
 Result<std::unique_ptr<Catalog>> OpenCatalog(const std::string& spec);
 
+// OpenCatalog for a run's Recorder: a PostgreSQL catalog that cannot be reached now (Unavailable)
+// is returned unopened, with the reason in `unreachable`; it opens on its first successful
+// write, and the Recorder spools rows until then, so a catalog outage does not stop the night.
+Result<std::unique_ptr<Catalog>> OpenCatalogForRun(const std::string& spec, std::string& unreachable);
+
 struct RecorderOptions {
   // Where rows go while the catalog is unreachable (see src/catalog/spool.h); "" keeps them in
   // memory only.

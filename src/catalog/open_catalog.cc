@@ -50,4 +50,18 @@ Result<std::unique_ptr<Catalog>> OpenCatalog(const std::string& spec) {
   return std::unique_ptr<Catalog>(std::move(catalog));
 }
 
+Result<std::unique_ptr<Catalog>> OpenCatalogForRun(const std::string& spec,
+                                                   std::string& unreachable) {
+  unreachable.clear();
+  auto catalog = OpenCatalog(spec);
+  if (catalog.ok() || catalog.status().code() != Code::kUnavailable ||
+      !(StartsWith(spec, "postgresql://") || StartsWith(spec, "postgres://"))) {
+    return catalog;
+  }
+  unreachable = catalog.status().message();
+  auto deferred = std::make_unique<catalog::PostgresCatalog>(spec);
+  deferred->OpenOnFirstWrite();
+  return std::unique_ptr<Catalog>(std::move(deferred));
+}
+
 }  // namespace fanout

@@ -743,8 +743,11 @@ void PostgresCatalog::Rollback() {
 }
 
 Status PostgresCatalog::Write(const CatalogBatch& batch) {
-  if (conn_ == nullptr) return NotOpen();
   if (batch.empty()) return Status::Ok();
+  if (conn_ == nullptr) {
+    if (!open_on_write_) return NotOpen();
+    RETURN_IF_ERROR(Open());
+  }
   Status status;
   for (int attempt = 0; attempt < kWriteAttempts; ++attempt) {
     RETURN_IF_ERROR(EnsureConnected());

@@ -46,6 +46,9 @@ class PostgresCatalog : public Catalog {
   // opening a fresh database at once do not race. Calling it again on an open catalog does
   // nothing. An unreachable server is Unavailable; a newer schema FailedPrecondition.
   Status Open() override;
+  // Write() on a catalog not open yet then opens it first, rather than refusing: for a run that
+  // began while the server could not be reached (OpenCatalogForRun).
+  void OpenOnFirstWrite() { open_on_write_ = true; }
   // One transaction; executions and task runs upserted by key (the last row of a key in the
   // batch wins), events appended in order (via COPY) except those whose uid is already stored.
   // Reconnects when the connection was lost; retries at once a transaction that lost a
@@ -85,6 +88,7 @@ class PostgresCatalog : public Catalog {
   std::vector<std::string> secrets_;  // passwords in conninfo_, scrubbed from messages
   std::string display_name_;
   pg_conn* conn_ = nullptr;
+  bool open_on_write_ = false;
   std::string last_sqlstate_;  // of the last failed statement, to retry deadlocks
   bool commit_sent_ = false;   // whether the current Write got as far as COMMIT
 };

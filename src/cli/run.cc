@@ -152,12 +152,21 @@ int RunPackage(const RunArgs& args) {
     }
     sinks.push_back(std::move(*sink));
   }
-  auto catalog = OpenCatalog(options.catalog_spec);
+  std::string unreachable;
+  auto catalog = OpenCatalogForRun(options.catalog_spec, unreachable);
   if (!catalog.ok()) {
     std::fprintf(stderr, "fanout: catalog %s: %s\n",
                  report::DisplayCatalogSpec(options.catalog_spec).c_str(),
                  catalog.status().message().c_str());
     return kExitUsage;
+  }
+  if (!unreachable.empty()) {
+    std::string spool = catalog::DefaultSpoolDir();
+    std::fprintf(stderr,
+                 "fanout: catalog %s cannot be reached (%s); the run goes on, and its rows wait "
+                 "%s until the catalog answers\n",
+                 report::DisplayCatalogSpec(options.catalog_spec).c_str(), unreachable.c_str(),
+                 spool.empty() ? "in memory" : ("in the spool in " + spool).c_str());
   }
 
   CancelToken cancel;

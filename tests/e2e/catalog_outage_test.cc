@@ -1,5 +1,5 @@
-// The catalog goes away in the middle of a run: a private PostgreSQL server is stopped while a
-// package runs and started again, and every event of the run must reach it exactly once.
+// The catalog goes away in the middle of a run, or is away when one begins: a private PostgreSQL
+// server is stopped and started again, and every event of the run must reach it exactly once.
 #include <stdlib.h>
 
 #include <cstdio>
@@ -67,7 +67,7 @@ std::string ExecutionIdFrom(const std::string& out) {
   return "";
 }
 
-TEST(CatalogOutageTest, PostgresStoppedMidRunLosesNoEvent) {
+TEST(CatalogOutageTest, PostgresAwayMidRunOrAtTheStartLosesNoEvent) {
   int status = 0;
   std::string started = PostgresScript("start", &status);
   if (status != 0 && started.find("no PostgreSQL server found") != std::string::npos) {
@@ -124,6 +124,22 @@ TEST(CatalogOutageTest, PostgresStoppedMidRunLosesNoEvent) {
   auto row = (*after)->GetExecution(execution);
   ASSERT_TRUE(row.ok() && row->has_value());
   EXPECT_EQ((*row)->status, "succeeded");
+
+  // Down when a run begins: the run goes on, and its rows arrive once the server is back.
+  paused = PostgresScript("pause " + pg_dir, &status);
+  ASSERT_EQ(status, 0) << paused;
+  pid = StartFanout({"run", "outage.yaml", "--catalog", uri}, dir.path());
+  std::this_thread::sleep_for(seconds(1));
+  resumed = PostgresScript("resume " + pg_dir, &status);
+  ASSERT_EQ(status, 0) << resumed;
+  ASSERT_EQ(WaitFanout(pid, seconds(60)), 0) << dir.Read("fanout.err");
+  EXPECT_NE(dir.Read("fanout.err").find("cannot be reached"), std::string::npos)
+      << dir.Read("fanout.err");
+  std::string late = ExecutionIdFrom(dir.Read("fanout.out"));
+  ASSERT_FALSE(late.empty()) << dir.Read("fanout.out");
+  auto reopened = OpenCatalog(uri);
+  ASSERT_TRUE(reopened.ok()) << reopened.status().ToString();
+  EXPECT_EQ(CountEvents(**reopened, late), expected) << "every event, exactly once";
 }
 
 }  // namespace
