@@ -294,12 +294,12 @@ constexpr std::array<const char*, kPhases> kPhaseNames = {
 };
 // Where each phase's time goes in the agent, for the reader of the report (README has more).
 constexpr std::array<const char*, kPhases> kPhaseCode = {
-    "HTTP in, auth, GetJob+ParseJob, Executor::Start",
-    "store InsertRun, LaunchLocked",
-    "SaveRun, new thread, RunStep up to Now()",
-    "UpsertStepAttempt, spawn, on_start, reap",
-    "UpsertStepAttempt, FinishRun",
-    "SaveRun, wake Wait, GetRun+steps, HTTP out",
+    "HTTP in, auth, the cached job, Executor::Start",
+    "InsertRun (already running when a slot is free), LaunchLocked",
+    "a kept run thread takes it, RunStep up to Now()",
+    "spawn, on_start (pid + attempt, one commit), reap",
+    "FinishRun (end + attempt, one commit)",
+    "wake the run's waiter, GetRun+steps, HTTP out",
 };
 
 Result<DateTime> TimeField(const json& object, const char* key) {

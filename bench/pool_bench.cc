@@ -848,10 +848,11 @@ constexpr std::array<const char*, kGapPhases> kGapPhaseNames = {
 };
 constexpr std::array<const char*, kGapPhases> kGapPhaseCode = {
     "the child `fanout run` after its execution: Recorder flush, exit; the agent reaps it",
-    "agent: UpsertStepAttempt, FinishRun",
+    "agent: FinishRun (run end + attempt, one commit)",
     "parent: long-poll answer, Release, the next waiter's Acquire, StartJob round trip",
-    "agent: start route, InsertRun, LaunchLocked, run thread",
-    "agent: UpsertStepAttempt, spawn; `fanout run` starts: exec, dynamic loading, package, catalog",
+    "agent: start route, InsertRun, LaunchLocked, a kept run thread",
+    "agent: hands the step to its warm `fanout --argv-from-stdin` (exec and dynamic loading "
+    "done ahead), which reads its arguments, loads the package and opens the catalog",
 };
 
 struct MakespanRun {
@@ -1128,10 +1129,10 @@ constexpr std::array<const char*, kPhases> kPhaseNames = {
 // Where each phase's time goes, for the reader of the report (README has more).
 constexpr std::array<const char*, kPhases> kPhaseCode = {
     "worker, past durations, pool Acquire, StartJob round trip, start route",
-    "InsertRun, LaunchLocked, SaveRun, run thread",
-    "UpsertStepAttempt, spawn, the child, reap",
-    "UpsertStepAttempt, FinishRun",
-    "SaveRun, wake the long-poll, GetRun, Release, completion to the engine",
+    "InsertRun, LaunchLocked, a kept run thread",
+    "spawn, on_start (pid + attempt, one commit), the child, reap",
+    "FinishRun (run end + attempt, one commit)",
+    "wake the run's waiter, GetRun, Release, completion to the engine",
 };
 
 // Splits each child of `run` at its agent run's timestamps: the agent-job task says which run
