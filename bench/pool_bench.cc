@@ -989,7 +989,7 @@ Result<MakespanRun> RunMakespan(const std::string& fanout, const Agents& agents,
   return m;
 }
 
-// pool-makespan: run 1 on a fresh catalog (nothing known: children wait in arrival order), run
+// pool-makespan: run 1 on a fresh catalog (nothing known: children wait in list order), run
 // 2 on the same catalog (every child's past duration known: longest first), then static
 // round-robin (each child tied to one agent), each once.
 Result<std::string> MakespanBenchmark(const TempDir& dir, const std::string& fanout) {
@@ -1087,7 +1087,7 @@ Result<std::string> MakespanBenchmark(const TempDir& dir, const std::string& fan
                                dir.path() / "makespan-1.out", durations));
   RETURN_IF_ERROR(CheckIdle(agents));
   double first_ratio =
-      report("run 1, fresh catalog (nothing known: arrival order)", first, kTargetFirstRun, true);
+      report("run 1, fresh catalog (nothing known: list order)", first, kTargetFirstRun, true);
   ASSIGN_OR_RETURN(MakespanRun second,
                    RunMakespan(fanout, agents, pool_yaml, "bench-pool-makespan", catalog_spec,
                                dir.path() / "makespan-2.out", durations));

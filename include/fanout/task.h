@@ -74,6 +74,10 @@ class TaskContext {
   virtual const std::string& task_path() const = 0;
   virtual const std::string& execution_id() const = 0;
   virtual int attempt() const = 0;
+  // Increases with every task attempt the engines of this process start, in the order a run's
+  // scheduler starts them (package order, a loop's iterations in turn): tasks that queue for
+  // the same thing (an agent pool's slots) are served in this order.
+  virtual uint64_t start_order() const = 0;
   virtual const Package& package() const = 0;
   // Resolves a path written in the package against the package's folder.
   virtual std::string ResolvePath(const std::string& path) const = 0;

@@ -47,10 +47,11 @@ Lease::~Lease() {
 const std::string& Lease::agent_name() const { return pool_->members()[static_cast<size_t>(member_)].name; }
 
 bool AgentPool::Waiter::operator<(const Waiter& o) const {
-  // Children without a known duration go first, in arrival order (they may be long); then
-  // the known ones, longest first.
+  // Children without a known duration go first, in order (they may be long); then the known
+  // ones, longest first.
   if (known != o.known) return !known;
   if (known && expected != o.expected) return expected > o.expected;
+  if (order != o.order) return order < o.order;
   return seq < o.seq;
 }
 
@@ -202,7 +203,7 @@ Result<Lease> AgentPool::Acquire(const Request& request, const std::function<boo
   std::unique_lock lock(mu_);
   std::condition_variable wake;
   Waiter me{request.expected_seconds.has_value(), request.expected_seconds.value_or(0),
-            next_seq_++, &wake};
+            request.order, next_seq_++, &wake};
   waiters_.insert(me);
   auto leave = [&] {
     waiters_.erase(me);

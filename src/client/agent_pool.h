@@ -80,6 +80,9 @@ class AgentPool {
     std::string job;
     // Seconds the child took before; with it, longer children are placed first.
     std::optional<double> expected_seconds;
+    // Among children with the same precedence, the lower order goes first (its task's
+    // TaskContext::start_order); equal orders go in arrival order.
+    uint64_t order = 0;
     // Members not to use for this request (it said 409, or lacks the job).
     std::set<int> exclude;
   };
@@ -118,7 +121,8 @@ class AgentPool {
   struct Waiter {
     bool known;       // has an expected duration
     double expected;  // seconds
-    uint64_t seq;
+    uint64_t order;   // Request::order
+    uint64_t seq;     // arrival
     std::condition_variable* wake;  // its own: a change wakes only the waiters it can serve
     bool operator<(const Waiter& o) const;
   };

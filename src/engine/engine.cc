@@ -6,6 +6,7 @@
 #include "fanout/engine.h"
 
 #include <algorithm>
+#include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <filesystem>
@@ -147,6 +148,13 @@ struct Loop {
   std::vector<std::unique_ptr<LoopScope>> scopes;
 };
 
+// TaskContext::start_order: process-wide, so in-process child packages' tasks interleave with
+// their parent's by when they started.
+uint64_t NextStartOrder() {
+  static std::atomic<uint64_t> next{1};
+  return next.fetch_add(1, std::memory_order_relaxed);
+}
+
 // One attempt of one leaf task; the TaskContext the task sees.
 class Attempt : public TaskContext {
  public:
@@ -159,6 +167,7 @@ class Attempt : public TaskContext {
   const std::string& task_path() const override { return path_; }
   const std::string& execution_id() const override;
   int attempt() const override { return attempt_; }
+  uint64_t start_order() const override { return start_order_; }
   const Package& package() const override;
   std::string ResolvePath(const std::string& path) const override;
   Result<std::map<std::string, std::string>> Connection(const std::string& name) override;
@@ -171,6 +180,7 @@ class Attempt : public TaskContext {
   const TaskDef& def_;
   int attempt_;
   uint64_t id_;
+  uint64_t start_order_;
   std::string path_;
   CancelToken token_;
   DateTime started_at_{};
@@ -300,6 +310,7 @@ Attempt::Attempt(Execution& exec, Container* container, size_t index, int attemp
       def_((*container->tasks)[index]),
       attempt_(attempt),
       id_(id),
+      start_order_(NextStartOrder()),
       path_(container->ChildPath(def_)) {}
 
 void Attempt::Emit(EventType type, std::string message, int64_t data_code,

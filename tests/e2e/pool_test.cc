@@ -380,6 +380,25 @@ TEST_F(PoolTest, NoAgentIdlesWhileAnotherHasAQueue) {
   EXPECT_GE(last_end - first_start, 1.5);
 }
 
+// Children that find no free slot wait in the parent and start in the package's order, not in
+// the order their worker threads happened to reach the pool. (The first one found the slot free:
+// whichever thread came first.)
+TEST_F(PoolTest, ChildrenWaitingForASlotStartInOrder) {
+  ASSERT_TRUE(StartAgents({1}));
+  const std::string order = work_.path() + "/order";
+  ASSERT_TRUE(Deploy(
+      {{"note.yaml", ShellJob("note", "echo $FANOUT_PARAM_n >> " + order + "; sleep 0.05")}}));
+  std::string parent = WriteParent("ordered", FanTask(10, 10, "note"));
+  CommandResult r = RunParent(parent);
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  std::istringstream lines(work_.Read("order"));
+  std::vector<int> started;
+  for (int n; lines >> n;) started.push_back(n);
+  ASSERT_EQ(started.size(), 10u);
+  std::vector<int> waited(started.begin() + 1, started.end());
+  EXPECT_TRUE(std::is_sorted(waited.begin(), waited.end())) << work_.Read("order");
+}
+
 // A job at its max_concurrent_runs on one agent answers 409 there; the child goes to another
 // agent, and the parent says so in a warning.
 TEST_F(PoolTest, A409SendsTheChildToAnotherAgent) {

@@ -113,6 +113,7 @@ class AgentJobTask : public Task {
 
     AgentPool::Request request;
     request.job = *job_name;
+    request.order = context.start_order();
     request.expected_seconds =
         DurationHistory::Get().Expected(context.run_options().catalog_spec, *job_name, start.params);
     auto canceled = [&] { return context.cancel().canceled(); };
