@@ -148,6 +148,7 @@ Status Executor::Recover() {
                                        "step process is gone";
       run->record.pid = 0;
       SaveRun(*run);
+      if (!queued) EndOpenExecution(r.execution_id, "failed", run->record.message, std::nullopt);
       ++run_counts_["abandoned"];
       step_counts_["abandoned"] +=
           CloseOpenAttempts(r.id, "abandoned", run->record.message, std::nullopt);
@@ -490,6 +491,13 @@ Executor::StepOutcome Executor::RunStep(ActiveRun& run, int index, int attempt) 
         outcome.message = fmt::format("{} {}{}", step.run[0], why, err.empty() ? "" : ": " + err);
       }
     }
+    if (step.subsystem == "package" && r.term_signal != 0) {
+      // Killed (our stop's SIGKILL after the grace, or anything else): it recorded no end.
+      EndOpenExecution(rec.execution_id, outcome.canceled ? "canceled" : "failed",
+                       fmt::format("fanout run was killed by signal {} before it recorded its end",
+                                   r.term_signal),
+                       r.exit_code);
+    }
   }
   outcome.message = run.secrets.Mask(outcome.message);
   rec.status = outcome.success ? "succeeded" : outcome.canceled ? "canceled" : "failed";
@@ -548,9 +556,31 @@ Executor::StepOutcome Executor::Reattach(ActiveRun& run) {
   const std::string message =
       "the agent restarted while this step ran; its process has ended but its result is unknown";
   end_attempt("abandoned", message, std::nullopt);
+  if (step.subsystem == "package") EndOpenExecution(run.record.execution_id, "failed", message, std::nullopt);
   std::lock_guard lock(mu_);
   run.record.status = "abandoned";
   return StepOutcome{false, false, message};
+}
+
+void Executor::EndOpenExecution(const std::string& execution_id, const std::string& status,
+                                const std::string& message, std::optional<int> exit_code) {
+  if (execution_id.empty()) return;
+  auto catalog = OpenCatalog(config_.catalog);
+  if (!catalog.ok()) return;
+  auto execution = (*catalog)->GetExecution(execution_id);
+  if (!execution.ok() || !*execution || (*execution)->ended_at) return;
+  CatalogBatch batch;
+  ExecutionRow& row = batch.executions.emplace_back(std::move(**execution));
+  row.parameters.clear();  // kept as they are
+  row.status = status;
+  row.ended_at = Now();
+  row.exit_code = exit_code;
+  row.message = message;
+  Status written = (*catalog)->Write(batch);
+  if (!written.ok()) {
+    std::fprintf(stderr, "fanout agent: ending execution %s in the catalog: %s\n",
+                 execution_id.c_str(), written.ToString().c_str());
+  }
 }
 
 int Executor::CloseOpenAttempts(const std::string& run_id, const std::string& status,

@@ -104,6 +104,11 @@ class Executor {
   // so), keeping their output; returns how many it ended.
   int CloseOpenAttempts(const std::string& run_id, const std::string& status,
                         const std::string& message, std::optional<int> exit_code);
+  // A package step's `fanout run` that died without recording its end (killed, or gone while
+  // the agent was down) would show `running` in the catalog forever: ends it there, unless
+  // it ended after all.
+  void EndOpenExecution(const std::string& execution_id, const std::string& status,
+                        const std::string& message, std::optional<int> exit_code);
   // Runs a package step's `fanout run` in the warm process when there is one, and starts the
   // next warm process.
   Result<SpawnResult> RunPackageStep(SpawnSpec& spec, int cancel_fd);

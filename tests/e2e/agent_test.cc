@@ -822,6 +822,37 @@ TEST_F(AgentTest, PackageStepsRunDeployedPackagesAndRecordTheirExecutions) {
       << missing.dump();
 }
 
+TEST_F(AgentTest, AStepsFanoutRunKilledBeforeItsEndLeavesNoExecutionRunning) {
+  ASSERT_TRUE(StartConfig(Config(1)));  // stop_grace 300ms: then SIGKILL
+  const std::string started = agent_.Path("started");
+  // Its task outlasts the grace (it ignores SIGTERM), so fanout run is killed mid-run.
+  ASSERT_TRUE(PutPackage("stubborn", "package: stubborn\ntasks:\n"
+                                     "  hold: {type: process, run: [/bin/sh, -c, "
+                                     "'trap \"\" TERM; touch " + started + "; sleep 3']}\n"));
+  ASSERT_TRUE(PutJob("job: stubborn\nsteps:\n  - {name: s, subsystem: package, package: stubborn}\n"));
+  std::string id = StartRun("stubborn");
+  ASSERT_TRUE(WaitForFile(started));
+  auto catalog = OpenCatalog("sqlite:" + agent_.data_dir() + "/catalog.db");
+  ASSERT_TRUE(catalog.ok()) << catalog.status().ToString();
+  std::string execution_id;
+  ASSERT_TRUE(WaitFor([&] {
+    auto run = api_->GetRun(id);
+    if (!run.ok() || (*run)["steps"].empty()) return false;
+    execution_id = (*run)["steps"][0].value("execution_id", "");
+    auto row = (*catalog)->GetExecution(execution_id);
+    return row.ok() && row->has_value();
+  }, milliseconds(10000))) << "the step's execution never reached the catalog";
+
+  ASSERT_TRUE(api_->StopRun(id).ok());
+  json run = WaitForRun(*api_, id);
+  EXPECT_EQ(run.value("status", ""), "canceled") << run.dump();
+  auto row = (*catalog)->GetExecution(execution_id);
+  ASSERT_TRUE(row.ok() && row->has_value());
+  EXPECT_EQ((*row)->status, "canceled");
+  EXPECT_TRUE((*row)->ended_at.has_value());
+  EXPECT_TRUE(Contains((*row)->message, "killed by signal 9")) << (*row)->message;
+}
+
 TEST_F(AgentTest, SensitiveParamsAreMaskedInHistoryAnswersAndTheChildsCatalog) {
   ASSERT_TRUE(StartConfig(Config(2)));
   const std::string secret = "hunter2-e2e-secret";
