@@ -873,6 +873,29 @@ TEST_F(PostgresCatalogTest, ReconnectsAfterLosingTheConnection) {
 
 // Tables in place but no version recorded count as version 0: every migration step is applied
 // (they are idempotent) and recorded.
+// A run goes on with a catalog no server answers for (its rows are spooled until it does), but
+// not with one that answers and refuses: that is for the user to fix.
+TEST_F(PostgresCatalogTest, ARunDefersOnlyACatalogNoServerAnswersFor) {
+  std::string unreachable;
+  auto down = OpenCatalogForRun("postgresql://fanout@127.0.0.1:1/nowhere", unreachable);
+  ASSERT_TRUE(down.ok()) << down.status().ToString();
+  EXPECT_FALSE(unreachable.empty());
+  EXPECT_EQ((*down)->ListExecutions(1).status().code(), Code::kFailedPrecondition)
+      << "not open until a write reaches the server";
+
+  std::string spec = backend_->Spec();
+  size_t at = spec.find('@');
+  ASSERT_NE(at, std::string::npos) << spec;
+  std::string wrong_password = "postgresql://fanout:wrong-password" + spec.substr(at);
+  auto refused = OpenCatalogForRun(wrong_password, unreachable);
+  EXPECT_FALSE(refused.ok());
+  EXPECT_TRUE(unreachable.empty());
+
+  auto up = OpenCatalogForRun(spec, unreachable);
+  ASSERT_TRUE(up.ok()) << up.status().ToString();
+  EXPECT_TRUE(unreachable.empty());
+}
+
 TEST_F(PostgresCatalogTest, UpgradesAnUnversionedSchema) {
   ASSERT_TRUE(backend_->Make()->Open().ok());
   EXPECT_EQ(backend_->Query("SELECT COUNT(*) FROM schema_version"), "1");

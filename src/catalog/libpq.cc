@@ -71,6 +71,9 @@ FORWARD(PGconn*, PQconnectStartParams,
         (const char* const* keywords, const char* const* values, int expand_dbname),
         (keywords, values, expand_dbname))
 FORWARD(PostgresPollingStatusType, PQconnectPoll, (PGconn * conn), (conn))
+FORWARD(PGPing, PQpingParams,
+        (const char* const* keywords, const char* const* values, int expand_dbname),
+        (keywords, values, expand_dbname))
 FORWARD(void, PQfinish, (PGconn * conn), (conn))
 FORWARD(void, PQreset, (PGconn * conn), (conn))
 FORWARD(ConnStatusType, PQstatus, (const PGconn* conn), (conn))

@@ -58,8 +58,9 @@ Result<std::unique_ptr<Catalog>> OpenCatalogForRun(const std::string& spec,
       !(StartsWith(spec, "postgresql://") || StartsWith(spec, "postgres://"))) {
     return catalog;
   }
-  unreachable = catalog.status().message();
   auto deferred = std::make_unique<catalog::PostgresCatalog>(spec);
+  if (!deferred->ServerUnreachable()) return catalog;  // it answers: the failure is for the user
+  unreachable = catalog.status().message();
   deferred->OpenOnFirstWrite();
   return std::unique_ptr<Catalog>(std::move(deferred));
 }

@@ -646,14 +646,17 @@ Status PostgresCatalog::ConnectionError(const std::string& what) const {
       Scrub("PostgreSQL catalog '" + display_name_ + "': " + what + ": " + detail, secrets_));
 }
 
+namespace {
+// Array entries after the expanded connection string ("dbname") override it, entries before it
+// are defaults it may override.
+constexpr const char* kConnectKeywords[] = {"connect_timeout", "fallback_application_name",
+                                            "dbname", "client_encoding", nullptr};
+}  // namespace
+
 Status PostgresCatalog::Connect() {
-  // Array entries after the expanded connection string ("dbname") override it, entries before
-  // it are defaults it may override.
-  const char* const keywords[] = {"connect_timeout", "fallback_application_name", "dbname",
-                                  "client_encoding", nullptr};
   const char* const values[] = {"10", "fanout", conninfo_.c_str(), "UTF8", nullptr};
   RETURN_IF_ERROR(LoadLibpq());
-  conn_ = PQconnectdbParams(keywords, values, /*expand_dbname=*/1);
+  conn_ = PQconnectdbParams(kConnectKeywords, values, /*expand_dbname=*/1);
   if (conn_ == nullptr || PQstatus(conn_) != CONNECTION_OK) {
     Status status = ConnectionError("cannot connect");
     Close();
@@ -663,6 +666,12 @@ Status PostgresCatalog::Connect() {
   PQsetNoticeProcessor(
       conn_, [](void*, const char*) {}, nullptr);
   return Status::Ok();
+}
+
+bool PostgresCatalog::ServerUnreachable() {
+  if (!LoadLibpq().ok()) return false;
+  const char* const values[] = {"10", "fanout", conninfo_.c_str(), "UTF8", nullptr};
+  return PQpingParams(kConnectKeywords, values, /*expand_dbname=*/1) == PQPING_NO_RESPONSE;
 }
 
 Status PostgresCatalog::EnsureConnected() {

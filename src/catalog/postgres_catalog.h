@@ -49,6 +49,9 @@ class PostgresCatalog : public Catalog {
   // Write() on a catalog not open yet then opens it first, rather than refusing: for a run that
   // began while the server could not be reached (OpenCatalogForRun).
   void OpenOnFirstWrite() { open_on_write_ = true; }
+  // True when no server answers at the address (down, or not reachable), as opposed to one that
+  // answers but refuses (a wrong password, no such database) or a connection string that is bad.
+  bool ServerUnreachable();
   // One transaction; executions and task runs upserted by key (the last row of a key in the
   // batch wins), events appended in order (via COPY) except those whose uid is already stored.
   // Reconnects when the connection was lost; retries at once a transaction that lost a
