@@ -61,25 +61,49 @@ std::string LastLine(std::string text) {
   return nl == std::string::npos ? text : text.substr(nl + 1);
 }
 
-// `params` with each sensitive value (a string, or a list's items) replaced by "***": what the
-// agent's database and answers show.
-nlohmann::json MaskedParams(const nlohmann::json& params, const std::set<std::string>& sensitive) {
+// `params` with every secret in their values masked: what the agent's database and answers show.
+// `touched` gets the names of the params that held one.
+nlohmann::json MaskedParams(const nlohmann::json& params, const Masker& secrets,
+                            std::vector<std::string>& touched) {
+  auto mask = [&](nlohmann::json& text) {
+    if (!text.is_string()) return false;
+    std::string masked = secrets.Mask(text.get_ref<const std::string&>());
+    bool changed = masked != text.get_ref<const std::string&>();
+    text = std::move(masked);
+    return changed;
+  };
   nlohmann::json out = params;
-  for (const std::string& name : sensitive) {
-    auto it = out.find(name);
-    if (it == out.end()) continue;
-    if (it->is_array()) {
-      for (auto& item : *it) item = "***";
+  for (auto& [name, value] : out.items()) {
+    bool masked = false;
+    if (value.is_array()) {
+      for (auto& item : value) masked = mask(item) || masked;
     } else {
-      *it = "***";
+      masked = mask(value);
+    }
+    if (masked) touched.push_back(name);
+  }
+  return out;
+}
+
+// A step's captured output, masked. Output cut at the capture limit may end in the first part of
+// a secret, which masking cannot recognise: that part goes too.
+std::string MaskedOutput(const Masker& secrets, const std::string& text, bool cut) {
+  std::string out = secrets.Mask(text);
+  if (!cut) return out;
+  for (const std::string& secret : secrets.secrets()) {
+    for (size_t k = std::min(secret.size() - 1, out.size()); k > 0; --k) {
+      if (out.compare(out.size() - k, k, secret, 0, k) == 0) {
+        out.replace(out.size() - k, k, "***");
+        break;
+      }
     }
   }
   return out;
 }
 
 constexpr const char* kSecretsLost =
-    "the run's sensitive params were held in the agent's memory only and did not survive its "
-    "restart; start the job again";
+    "the secrets in the run's params were held in the agent's memory only and did not survive "
+    "its restart; start the job again";
 
 }  // namespace
 
@@ -121,6 +145,7 @@ void Executor::SaveRun(ActiveRun& run) {
 
 Status Executor::Recover() {
   ASSIGN_OR_RETURN(std::vector<RunRecord> runs, store_.ListUnfinishedRuns());
+  std::vector<OpenExecution> orphaned;  // package steps' executions their dead runs left open
   std::lock_guard lock(mu_);
   for (RunRecord& r : runs) {
     auto job_record = store_.GetJob(r.job);
@@ -148,7 +173,9 @@ Status Executor::Recover() {
                                        "step process is gone";
       run->record.pid = 0;
       SaveRun(*run);
-      if (!queued) EndOpenExecution(r.execution_id, "failed", run->record.message, std::nullopt);
+      if (!queued && !alive && !r.execution_id.empty()) {
+        orphaned.push_back({r.execution_id, "failed", run->record.message, std::nullopt});
+      }
       ++run_counts_["abandoned"];
       step_counts_["abandoned"] +=
           CloseOpenAttempts(r.id, "abandoned", run->record.message, std::nullopt);
@@ -167,6 +194,10 @@ Status Executor::Recover() {
     auto next = queue_.front();
     queue_.pop_front();
     LaunchLocked(next);
+  }
+  // On its own thread: an unreachable catalog must not hold up the agent's start.
+  if (!orphaned.empty()) {
+    orphan_closer_ = std::thread([this, orphaned = std::move(orphaned)] { EndOpenExecutions(orphaned); });
   }
   return Status::Ok();
 }
@@ -201,18 +232,14 @@ Result<StartResult> Executor::Start(std::shared_ptr<const JobDef> job_def,
   auto run = std::make_shared<ActiveRun>();
   run->job = std::move(job_def);
   run->params = request.params;
-  for (const std::string& name : request.sensitive) {
-    const nlohmann::json& value = request.params.at(name);
-    for (const auto& item : value.is_array() ? value : nlohmann::json::array({value})) {
-      run->secrets.AddSecret(item.is_string() ? item.get<std::string>() : item.dump());
-    }
-  }
+  for (const std::string& secret : request.secrets) run->secrets.AddSecret(secret);
+  std::vector<std::string> sensitive;
   RunRecord& r = run->record;
   r.id = NewExecutionId();
   r.job = job.name;
   r.status = "queued";
-  r.params = MaskedParams(request.params, request.sensitive).dump();
-  r.sensitive = nlohmann::json(request.sensitive).dump();
+  r.params = MaskedParams(request.params, run->secrets, sensitive).dump();
+  r.sensitive = nlohmann::json(sensitive).dump();
   r.parent_execution_id = request.parent_execution_id;
   r.start_step = request.start_step;
   r.idempotency_key = request.idempotency_key;
@@ -311,6 +338,10 @@ void Executor::RunThread(std::shared_ptr<ActiveRun> run) {
         return;
       }
     } else {
+      if (run->secrets_lost) {  // re-attached after a restart: the next step would need them
+        FinishRun(run, "abandoned", kSecretsLost);
+        return;
+      }
       for (int attempt = 1;; ++attempt) {
         outcome = RunStep(*run, index, ++attempts[static_cast<size_t>(index)]);
         if (outcome.success || outcome.canceled || attempt > step.retries || run->stop.canceled()) break;
@@ -384,7 +415,6 @@ Executor::StepOutcome Executor::RunStep(ActiveRun& run, int index, int attempt) 
     ++step_counts_["failed"];
     return StepOutcome{false, false, std::move(message)};
   };
-  if (run.secrets_lost) return fail_now(kSecretsLost);
 
   SpawnSpec spec;
   spec.kill_grace = config_.stop_grace;
@@ -466,8 +496,8 @@ Executor::StepOutcome Executor::RunStep(ActiveRun& run, int index, int attempt) 
   } else {
     const SpawnResult& r = *result;
     rec.exit_code = r.exit_code;
-    rec.stdout_text = run.secrets.Mask(r.out);
-    rec.stderr_text = run.secrets.Mask(r.err);
+    rec.stdout_text = MaskedOutput(run.secrets, r.out, r.out_dropped > 0);
+    rec.stderr_text = MaskedOutput(run.secrets, r.err, r.err_dropped > 0);
     if (r.timed_out) {
       outcome.message = fmt::format("timed out after {}", FormatDuration(spec.timeout));
     } else if (r.stopped) {
@@ -493,10 +523,10 @@ Executor::StepOutcome Executor::RunStep(ActiveRun& run, int index, int attempt) 
     }
     if (step.subsystem == "package" && r.term_signal != 0) {
       // Killed (our stop's SIGKILL after the grace, or anything else): it recorded no end.
-      EndOpenExecution(rec.execution_id, outcome.canceled ? "canceled" : "failed",
-                       fmt::format("fanout run was killed by signal {} before it recorded its end",
-                                   r.term_signal),
-                       r.exit_code);
+      EndOpenExecutions({{rec.execution_id, outcome.canceled ? "canceled" : "failed",
+                          fmt::format("fanout run was killed by signal {} before it recorded "
+                                      "its end", r.term_signal),
+                          r.exit_code}});
     }
   }
   outcome.message = run.secrets.Mask(outcome.message);
@@ -556,30 +586,37 @@ Executor::StepOutcome Executor::Reattach(ActiveRun& run) {
   const std::string message =
       "the agent restarted while this step ran; its process has ended but its result is unknown";
   end_attempt("abandoned", message, std::nullopt);
-  if (step.subsystem == "package") EndOpenExecution(run.record.execution_id, "failed", message, std::nullopt);
+  if (step.subsystem == "package") {
+    EndOpenExecutions({{run.record.execution_id, "failed", message, std::nullopt}});
+  }
   std::lock_guard lock(mu_);
   run.record.status = "abandoned";
   return StepOutcome{false, false, message};
 }
 
-void Executor::EndOpenExecution(const std::string& execution_id, const std::string& status,
-                                const std::string& message, std::optional<int> exit_code) {
-  if (execution_id.empty()) return;
+void Executor::EndOpenExecutions(const std::vector<OpenExecution>& executions) {
   auto catalog = OpenCatalog(config_.catalog);
-  if (!catalog.ok()) return;
-  auto execution = (*catalog)->GetExecution(execution_id);
-  if (!execution.ok() || !*execution || (*execution)->ended_at) return;
+  if (!catalog.ok()) {
+    std::fprintf(stderr, "fanout agent: cannot end %zu execution(s) left running in the catalog: %s\n",
+                 executions.size(), catalog.status().ToString().c_str());
+    return;
+  }
   CatalogBatch batch;
-  ExecutionRow& row = batch.executions.emplace_back(std::move(**execution));
-  row.parameters.clear();  // kept as they are
-  row.status = status;
-  row.ended_at = Now();
-  row.exit_code = exit_code;
-  row.message = message;
+  for (const OpenExecution& e : executions) {
+    if (e.id.empty()) continue;
+    auto execution = (*catalog)->GetExecution(e.id);
+    if (!execution.ok() || !*execution || (*execution)->ended_at) continue;
+    ExecutionRow& row = batch.executions.emplace_back(std::move(**execution));
+    row.parameters.clear();  // kept as they are
+    row.status = e.status;
+    row.ended_at = Now();
+    row.exit_code = e.exit_code;
+    row.message = e.message;
+  }
   Status written = (*catalog)->Write(batch);
   if (!written.ok()) {
-    std::fprintf(stderr, "fanout agent: ending execution %s in the catalog: %s\n",
-                 execution_id.c_str(), written.ToString().c_str());
+    std::fprintf(stderr, "fanout agent: ending executions left running in the catalog: %s\n",
+                 written.ToString().c_str());
   }
 }
 
@@ -731,6 +768,8 @@ void Executor::Drain(std::chrono::milliseconds grace) {
   stop_workers_ = true;
   work_.notify_all();
   changed_.wait(lock, [&] { return workers_ == 0; });
+  lock.unlock();
+  if (orphan_closer_.joinable()) orphan_closer_.join();
 }
 
 }  // namespace fanout::agent

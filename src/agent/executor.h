@@ -13,9 +13,9 @@
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <set>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -35,7 +35,8 @@ inline constexpr std::string_view kArgvFromStdin = "--argv-from-stdin";
 
 struct StartRequest {
   nlohmann::json params = nlohmann::json::object();  // name -> string (or list of strings)
-  std::set<std::string> sensitive;  // params whose values are secrets (each one of `params`)
+  // Secrets in the params' values: kept in memory only, masked in all the agent keeps and shows.
+  std::vector<std::string> secrets;
   std::string parent_execution_id;
   std::string start_step;
   std::string idempotency_key;
@@ -105,10 +106,15 @@ class Executor {
   int CloseOpenAttempts(const std::string& run_id, const std::string& status,
                         const std::string& message, std::optional<int> exit_code);
   // A package step's `fanout run` that died without recording its end (killed, or gone while
-  // the agent was down) would show `running` in the catalog forever: ends it there, unless
-  // it ended after all.
-  void EndOpenExecution(const std::string& execution_id, const std::string& status,
-                        const std::string& message, std::optional<int> exit_code);
+  // the agent was down) would show `running` in the catalog forever: ends them there, unless
+  // they ended after all. Opens the catalog once.
+  struct OpenExecution {
+    std::string id;
+    std::string status;  // what to end it with
+    std::string message;
+    std::optional<int> exit_code;
+  };
+  void EndOpenExecutions(const std::vector<OpenExecution>& executions);
   // Runs a package step's `fanout run` in the warm process when there is one, and starts the
   // next warm process.
   Result<SpawnResult> RunPackageStep(SpawnSpec& spec, int cancel_fd);
@@ -133,8 +139,9 @@ class Executor {
   bool draining_ = false;
   // A `fanout --argv-from-stdin` started ahead of the next package step: its dynamic loading
   // (~3 ms, the larger part of a step's start) is done by the time the step is due, and the
-  // step's command line goes to its stdin. Started after the first package step, so agents
-  // without package steps keep none.
+  // step's command line goes to its stdin. Started at each package step, for the next one, so
+  // agents without package steps keep none.
+  std::thread orphan_closer_;  // Recover's EndOpenExecutions; joined by Drain
   std::mutex warm_mu_;
   ChildProcess warm_;
   bool warm_off_ = false;  // draining: no new warm process

@@ -428,13 +428,13 @@ void AgentServer::Routes() {
             return Reply(res, 400, json{{"error", "malformed request"}, {"detail", "`params` must be an object"}});
           }
           start.params = value;
-        } else if (key == "sensitive") {
+        } else if (key == "secrets") {
           if (!value.is_array() ||
               !std::all_of(value.begin(), value.end(), [](const json& v) { return v.is_string(); })) {
             return Reply(res, 400, json{{"error", "malformed request"},
-                                        {"detail", "`sensitive` must be an array of param names"}});
+                                        {"detail", "`secrets` must be an array of strings"}});
           }
-          for (const auto& v : value) start.sensitive.insert(v.get<std::string>());
+          start.secrets = value.get<std::vector<std::string>>();
         } else if (key == "parent_execution_id" || key == "start_step" || key == "idempotency_key") {
           if (!value.is_string()) {
             return Reply(res, 400, json{{"error", "malformed request"}, {"detail", "`" + key + "` must be a string"}});
@@ -445,15 +445,8 @@ void AgentServer::Routes() {
         } else {
           return Reply(res, 400, json{{"error", "malformed request"},
                                       {"detail", "unknown key `" + key + "`; allowed: params, "
-                                                 "sensitive, parent_execution_id, start_step, "
+                                                 "secrets, parent_execution_id, start_step, "
                                                  "idempotency_key"}});
-        }
-      }
-      for (const std::string& secret : start.sensitive) {
-        if (!start.params.contains(secret)) {
-          return Reply(res, 400, json{{"error", "malformed request"},
-                                      {"detail", "`sensitive` names `" + secret +
-                                                     "`, which is not one of the params"}});
         }
       }
     }

@@ -38,8 +38,10 @@ bool ReadArgvFromStdin(const char* program, std::vector<std::string>& args, bool
   discarded = !std::getline(std::cin, line);
   if (discarded) return false;
   try {
+    nlohmann::json array = nlohmann::json::parse(line);
+    if (!array.is_array()) throw nlohmann::json::type_error::create(302, "not an array", &array);
     args = {program};
-    for (const auto& arg : nlohmann::json::parse(line)) args.push_back(arg.get<std::string>());
+    for (const auto& arg : array) args.push_back(arg.get<std::string>());
     return true;
   } catch (const nlohmann::json::exception& e) {
     std::fprintf(stderr, "fanout: %s: expected a JSON array of arguments on stdin's first line: %s\n",

@@ -412,7 +412,7 @@ Result<StartResult> AgentClient::StartJob(const std::string& name, const StartRe
   RETURN_IF_ERROR(CheckName("job name", name));
   json body = json::object();
   if (!request.params.empty()) body["params"] = request.params;
-  if (!request.sensitive.empty()) body["sensitive"] = request.sensitive;
+  if (!request.secrets.empty()) body["secrets"] = request.secrets;
   if (!request.parent_execution_id.empty()) {
     body["parent_execution_id"] = request.parent_execution_id;
   }

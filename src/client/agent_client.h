@@ -7,7 +7,6 @@
 #include <map>
 #include <memory>
 #include <optional>
-#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -58,9 +57,9 @@ struct JobPutResult {
 // strings or JSON arrays of strings.
 struct StartRequest {
   std::map<std::string, nlohmann::json> params;
-  // Names of params whose values are secrets: the agent keeps them out of its history and
+  // Secrets that occur in the params' values: the agent keeps them out of its history and
   // answers, and its child masks them (docs/agent-api.md).
-  std::set<std::string> sensitive;
+  std::vector<std::string> secrets;
   std::string parent_execution_id;
   std::string start_step;
   std::string idempotency_key;

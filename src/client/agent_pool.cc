@@ -245,7 +245,8 @@ Result<Lease> AgentPool::Acquire(const Request& request, const std::function<boo
       return Unavailable(fmt::format("no agent can take job {}: {}", request.job,
                                      fmt::join(reasons, "; ")));
     }
-    // The best waiter gets the slot: longest first (or first come) among those waiting now.
+    // The best waiter gets the slot: longest first, or in start order (Waiter::operator<),
+    // among those waiting now.
     // Waiters ahead of us that cannot use any free agent (every free one is excluded for
     // them) are not known here, so a waiter ahead always gets precedence; exclusions are rare
     // and short-lived (a 409 or a missing job), which bounds the cost of that simplicity.

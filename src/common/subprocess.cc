@@ -178,9 +178,14 @@ void ChildProcess::Release() {
 
 bool ChildProcess::Ended() const {
   if (pid_ <= 0) return true;
-  if (pidfd_ < 0) return kill(pid_, 0) != 0;
-  pollfd fd{pidfd_, POLLIN, 0};
-  return poll(&fd, 1, 0) > 0;
+  if (pidfd_ >= 0) {
+    pollfd fd{pidfd_, POLLIN, 0};
+    return poll(&fd, 1, 0) > 0;
+  }
+  // Without a pidfd: a zombie still answers kill(pid, 0); ask for its exit, leaving it unreaped.
+  siginfo_t info{};
+  return waitid(P_PID, static_cast<id_t>(pid_), &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+         info.si_pid == pid_;
 }
 
 Result<ChildProcess> StartProcess(const SpawnSpec& spec, bool stdin_pipe) {
@@ -314,7 +319,10 @@ Result<SpawnResult> FollowProcess(ChildProcess& child, const SpawnSpec& spec, in
     if (exited) timeout = 0;  // the child is gone: take what is buffered, don't wait for heirs
     if (pidfd.fd < 0 && !exited) timeout = 50;  // no pidfd: poll waitpid
     int ready = poll(fds, static_cast<nfds_t>(n), timeout);
-    if (ready < 0 && errno != EINTR) break;
+    if (ready < 0 && errno != EINTR) {
+      // Cannot watch it any more: the child's destructor kills and reaps it.
+      return Internal(fmt::format("poll while following {}: {}", spec.argv[0], std::strerror(errno)));
+    }
     auto drain = [&](Fd& fd, int idx, std::string& into, size_t& dropped) {
       if (idx < 0 || !(fds[idx].revents & (POLLIN | POLLHUP | POLLERR))) {
         if (exited && idx >= 0) fd.Close();
@@ -370,7 +378,7 @@ Result<SpawnResult> FollowProcess(ChildProcess& child, const SpawnSpec& spec, in
     if (exited && (ready == 0 || ++reads_after_exit > 64)) break;
   }
   if (result.stopped) kill(-pid, SIGKILL);  // leave no stragglers of a stopped group
-  return result;  // not reaped only when poll failed: the child's destructor kills and reaps
+  return result;
 }
 
 }  // namespace fanout

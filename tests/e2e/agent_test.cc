@@ -266,9 +266,8 @@ TEST_F(AgentTest, MalformedInputGets400WithAReasonAndChangesNothing) {
       {"{\"params\": 3}", "`params` must be an object"},
       {"{\"start_step\": 7}", "`start_step` must be a string"},
       {"{\"colour\": \"red\"}", "unknown key `colour`"},
-      {"{\"sensitive\": \"pw\"}", "`sensitive` must be an array of param names"},
-      {"{\"params\": {\"a\": \"1\"}, \"sensitive\": [\"pw\"]}",
-       "`sensitive` names `pw`, which is not one of the params"},
+      {"{\"secrets\": \"pw\"}", "`secrets` must be an array of strings"},
+      {"{\"secrets\": [1]}", "`secrets` must be an array of strings"},
   };
   for (const auto& [body, detail] : starts) {
     HttpReply r = agent_.Http("POST", "/v1/jobs/keep/start", body);
@@ -868,11 +867,15 @@ TEST_F(AgentTest, SensitiveParamsAreMaskedInHistoryAnswersAndTheChildsCatalog) {
                      Sh("echo pw=$FANOUT_PARAM_pw region=$FANOUT_PARAM_region; "
                         "echo $FANOUT_PARAM_pw >&2") +
                      "}\n"
+                     // The secret straddles the 64 KiB capture limit.
+                     "  - {name: spill, subsystem: process, on_success: next, run: " +
+                     Sh("head -c 65530 /dev/zero | tr '\\0' a; echo $FANOUT_PARAM_pw") +
+                     "}\n"
                      "  - {name: child, subsystem: package, package: leaky}\n"));
   client::StartRequest request;
   request.params["pw"] = secret;
   request.params["region"] = "eu";
-  request.sensitive = {"pw"};
+  request.secrets = {secret};
   json run = Run("secretive", request);
   ASSERT_EQ(run.value("status", ""), "failed") << run.dump();
   EXPECT_EQ(run["params"], json({{"pw", "***"}, {"region", "eu"}}));
@@ -882,9 +885,12 @@ TEST_F(AgentTest, SensitiveParamsAreMaskedInHistoryAnswersAndTheChildsCatalog) {
   EXPECT_FALSE(Contains(history.dump(), secret)) << history.dump();
   EXPECT_EQ(history[0]["steps"][0].value("stdout", ""), "pw=*** region=eu\n");
   EXPECT_EQ(history[0]["steps"][0].value("stderr", ""), "***\n");
+  const std::string spilled = history[0]["steps"][1].value("stdout", "");
+  EXPECT_TRUE(spilled.ends_with("a***")) << spilled.substr(spilled.size() - 20);
+  EXPECT_FALSE(Contains(spilled, secret.substr(0, 6))) << spilled.substr(spilled.size() - 20);
 
   // The package step got the real value (the step ran with it) and masked it in the catalog.
-  const std::string execution_id = run["steps"][1].value("execution_id", "");
+  const std::string execution_id = run["steps"][2].value("execution_id", "");
   ASSERT_FALSE(execution_id.empty()) << run.dump();
   auto catalog = OpenCatalog("sqlite:" + agent_.data_dir() + "/catalog.db");
   ASSERT_TRUE(catalog.ok()) << catalog.status().ToString();
@@ -1229,8 +1235,8 @@ TEST_F(AgentTest, ARunWhoseStepDiedWithTheAgentEndsAbandonedAndQueuedRunsStillRu
   ASSERT_TRUE(later.ok());
   EXPECT_EQ(later->status, "queued");
   client::StartRequest with_secret;
-  with_secret.params["pw"] = "x";
-  with_secret.sensitive = {"pw"};
+  with_secret.params["pw"] = "s3cr3t-queued";
+  with_secret.secrets = {"s3cr3t-queued"};
   auto secretive = api_->StartJob("later", with_secret);
   ASSERT_TRUE(secretive.ok()) << secretive.status().ToString();
   ASSERT_TRUE(WaitForFile(pid_file));
@@ -1252,7 +1258,7 @@ TEST_F(AgentTest, ARunWhoseStepDiedWithTheAgentEndsAbandonedAndQueuedRunsStillRu
   // ...but not one whose secret was in the dead agent's memory only; it says why.
   json lost = WaitForRun(*api_, secretive->run_id);
   EXPECT_EQ(lost.value("status", ""), "abandoned") << lost.dump();
-  EXPECT_TRUE(Contains(lost.value("message", ""), "sensitive params")) << lost.dump();
+  EXPECT_TRUE(Contains(lost.value("message", ""), "secrets in the run's params")) << lost.dump();
   HttpReply metrics = agent_.Http("GET", "/metrics");
   EXPECT_TRUE(Contains(metrics.body, "fanout_agent_runs_total{status=\"abandoned\"} 2"))
       << metrics.body;

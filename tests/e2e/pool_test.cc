@@ -513,8 +513,8 @@ TEST_F(PoolTest, WaitFalseSucceedsOnStartWaitTrueTakesTheChildsResult) {
   EXPECT_EQ(fired_end.value("status", ""), "failed") << fired_end.dump();
 }
 
-// A param that carries one of the parent's secrets goes to the agent as sensitive: the agent's
-// answers and history show "***", though the child got the real value.
+// The parent's secrets that its params carry go to the agent as secrets: the agent's answers and
+// history show "***" where they were, though the child got the real values.
 TEST_F(PoolTest, AParamHoldingAParentSecretIsSentSensitive) {
   ASSERT_TRUE(StartAgents({1}));
   ASSERT_TRUE(Deploy({{"tell.yaml", ShellJob("tell", "test $FANOUT_PARAM_pw = s3cr3t-pool && "
@@ -522,13 +522,14 @@ TEST_F(PoolTest, AParamHoldingAParentSecretIsSentSensitive) {
   std::string parent = WriteParent(
       "telling",
       "  go:\n    type: agent-job\n    connection: pool\n    job: tell\n"
-      "    params: {pw: \"${pw}\", n: \"7\"}\n"
+      "    params: {pw: \"${pw}\", n: \"7\", dsn: \"host=db password=${pw}\"}\n"
       "parameters:\n  pw: {type: string, sensitive: true, value: s3cr3t-pool}\n");
   CommandResult r = RunParent(parent);
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   json runs = History(0, "tell");
   ASSERT_EQ(runs.size(), 1u);
-  EXPECT_EQ(runs[0]["params"], json({{"n", "7"}, {"pw", "***"}})) << runs.dump();
+  EXPECT_EQ(runs[0]["params"], json({{"dsn", "host=db password=***"}, {"n", "7"}, {"pw", "***"}}))
+      << runs.dump();
   EXPECT_EQ(runs[0]["steps"][0].value("stdout", ""), "pw=*** n=7\n") << runs.dump();
   EXPECT_FALSE(Has(runs.dump(), "s3cr3t-pool")) << runs.dump();
 }

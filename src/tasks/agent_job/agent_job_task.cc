@@ -84,7 +84,7 @@ class AgentJobTask : public Task {
     auto job_name = job.RenderString(context.scope());
     if (!job_name.ok()) return TaskOutcome::Failure(job_name.status().message());
     client::StartRequest start;
-    const Masker& masker = context.engine().recorder().masker();
+    std::vector<std::string> secrets = context.engine().recorder().masker().secrets();
     for (const auto& [name, t] : params) {
       auto v = t.Render(context.scope());
       if (!v.ok()) return TaskOutcome::Failure(fmt::format("param {}: {}", name, v.status().message()));
@@ -96,11 +96,18 @@ class AgentJobTask : public Task {
         texts.push_back(v->ToString());
         start.params[name] = texts.front();
       }
-      // A value holding one of the run's secrets is sent as sensitive: the agent then keeps it
-      // out of its history and answers and its child masks it. Other secrets stay here.
-      if (std::any_of(texts.begin(), texts.end(),
-                      [&](const std::string& text) { return masker.Mask(text) != text; })) {
-        start.sensitive.insert(name);
+      // The run's secrets that a value holds go along: the agent then keeps them out of its
+      // history and answers, and its child masks them. Other secrets stay here.
+      for (auto it = secrets.begin(); it != secrets.end();) {
+        bool held = std::any_of(texts.begin(), texts.end(), [&](const std::string& text) {
+          return text.find(*it) != std::string::npos;
+        });
+        if (held) {
+          start.secrets.push_back(*it);
+          it = secrets.erase(it);
+        } else {
+          ++it;
+        }
       }
     }
     start.parent_execution_id = context.execution_id();
