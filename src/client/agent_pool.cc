@@ -123,10 +123,19 @@ void AgentPool::Probe(int member, AgentClient& client) {
     s.probe_peak = s.running;
   }
   auto status = client.Status();
-  std::vector<std::string> orphans;
+  std::vector<std::string> orphans, detached, ended;
   if (status.ok()) {
     std::lock_guard lock(mu_);
     orphans.swap(states_[static_cast<size_t>(member)].orphans);
+    detached = states_[static_cast<size_t>(member)].detached;
+  }
+  for (const std::string& run_id : detached) {
+    auto run = client.GetRun(run_id);
+    if (run.ok() ? IsFinalRunStatus(run->value("status", "")) : run.status().code() == Code::kNotFound) {
+      ended.push_back(run_id);
+    } else if (!run.ok()) {
+      break;  // gone again: the next probe asks
+    }
   }
   for (size_t i = 0; i < orphans.size(); ++i) {
     if (client.StopRun(orphans[i]).status().code() == Code::kUnavailable) {
@@ -138,6 +147,10 @@ void AgentPool::Probe(int member, AgentClient& client) {
   }
   std::lock_guard lock(mu_);
   State& s = states_[static_cast<size_t>(member)];
+  for (const std::string& run_id : ended) {
+    s.detached.erase(std::find(s.detached.begin(), s.detached.end(), run_id));
+    --s.running;
+  }
   s.known = true;
   if (!status.ok()) {
     s.alive = false;
@@ -297,6 +310,18 @@ void AgentPool::Release(Lease& lease, Ending ending) {
   lease.pool_ = nullptr;
   lease.member_ = -1;
   WakeWaitersLocked();
+}
+
+void AgentPool::Detach(Lease& lease, const std::string& run_id) {
+  if (lease.pool_ == nullptr) return;
+  std::lock_guard lock(mu_);
+  State& s = states_[static_cast<size_t>(lease.member_)];
+  s.detached.push_back(run_id);
+  ++s.summary.children;
+  if (lease.client_) s.idle_clients.push_back(std::move(lease.client_));
+  lease.client_.reset();
+  lease.pool_ = nullptr;
+  lease.member_ = -1;
 }
 
 void AgentPool::MarkDown(int member, const std::string& reason) {

@@ -92,6 +92,9 @@ class AgentPool {
 
   enum class Ending { kSucceeded, kFailed, kLost, kNotStarted };
   void Release(Lease& lease, Ending ending);
+  // For a child started and not followed (wait: false): its slot stays taken in this pool's
+  // count until a probe finds `run_id` ended on the agent.
+  void Detach(Lease& lease, const std::string& run_id);
   // Takes a member out until it answers again (a failed call, a lost long-poll).
   void MarkDown(int member, const std::string& reason);
   // A run given up for lost on `member` (its child is retried elsewhere): stopped as soon as
@@ -116,7 +119,8 @@ class AgentPool {
     std::chrono::steady_clock::time_point next_probe{};
     AgentSummary summary;
     std::vector<std::unique_ptr<AgentClient>> idle_clients;
-    std::vector<std::string> orphans;  // lost runs to stop once it answers
+    std::vector<std::string> orphans;   // lost runs to stop once it answers
+    std::vector<std::string> detached;  // runs started unfollowed, counted in `running`
   };
   struct Waiter {
     bool known;       // has an expected duration

@@ -534,6 +534,34 @@ TEST_F(PoolTest, AParamHoldingAParentSecretIsSentSensitive) {
   EXPECT_FALSE(Has(runs.dump(), "s3cr3t-pool")) << runs.dump();
 }
 
+// A child started with wait: false keeps its slot in the parent's count until it ends there:
+// the next child waits in the parent, not in the agent's queue.
+TEST_F(PoolTest, AnUnfollowedChildKeepsItsSlotUntilItEnds) {
+  ASSERT_TRUE(StartAgents({1}));
+  ASSERT_TRUE(Deploy({{"nap.yaml", ShellJob("nap", "sleep 0.8")}}));
+  std::string parent = WriteParent("fire-two", FanTask(2, 2, "nap", "        wait: false\n"));
+  auto start = SteadyClock::now();
+  CommandResult r = RunParent(parent);
+  double seconds = SecondsSince(start);
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_GE(seconds, 0.7) << "the second start did not wait for the first child's slot";
+  EXPECT_LT(seconds, 1.5) << "the parent waited for an unfollowed child to end";
+  std::map<std::string, json> by_n;  // n -> its run on the agent, once ended
+  for (const json& run : History(0, "nap")) {
+    by_n[run["params"].value("n", "")] = WaitForRun(*Api(0), run.value("run_id", ""));
+  }
+  ASSERT_EQ(by_n.size(), 2u);
+  for (const auto& [n, run] : by_n) {
+    EXPECT_LT(EpochSeconds(run["started_at"]) - EpochSeconds(run["queued_at"]), 0.2)
+        << "a child waited in the agent's queue: " << run.dump();
+  }
+  const json& first = EpochSeconds(by_n["1"]["queued_at"]) < EpochSeconds(by_n["2"]["queued_at"])
+                          ? by_n["1"] : by_n["2"];
+  const json& second = &first == &by_n["1"] ? by_n["2"] : by_n["1"];
+  EXPECT_GE(EpochSeconds(second["queued_at"]), EpochSeconds(first["ended_at"]) - 0.05)
+      << "the second child was sent while the first still held the only slot";
+}
+
 // A child package that fails: its own error message reaches the parent's events, and the
 // catalog links the failed child execution to the parent task run.
 TEST_F(PoolTest, AChildFailureReachesTheParentWithTheChildsMessage) {

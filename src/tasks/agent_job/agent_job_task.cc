@@ -177,7 +177,7 @@ class AgentJobTask : public Task {
                              started.existing ? "was already started" : "started", agent,
                              started.run_id));
     if (!wait) {
-      pool->Release(lease, AgentPool::Ending::kSucceeded);
+      pool->Detach(lease, started.run_id);
       return {TaskResult::kSuccess, "", "", agent};
     }
     return Follow(context, *pool, lease, *job_name, started.run_id, agent);
