@@ -13,7 +13,6 @@
 #include <fmt/format.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdlib.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -37,15 +36,12 @@
 #include <string>
 #include <string_view>
 #include <thread>
-#include <unordered_set>
 #include <vector>
 
 #include "bench_util.h"
 #include "client/agent_client.h"
 #include "fanout/status.h"
 #include "fanout/value.h"
-
-extern char** environ;
 
 #ifndef FANOUT_BINARY
 #error "FANOUT_BINARY (the path of the built fanout executable) must be defined by CMake"
@@ -601,37 +597,12 @@ Result<std::string> ThroughputBenchmark(const TempDir& dir, const std::string& f
       std::string_view(limit->what).substr(std::string_view("bare, ").size()), ratio);
 }
 
-// Which sections to run: every one, or those named on the command line.
-struct Selection {
-  bool latency = true, throughput = true;
-};
-
-Result<Selection> ParseArgs(int argc, char** argv) {
-  if (argc <= 1) return Selection{};
-  Selection s{false, false};
-  for (int i = 1; i < argc; ++i) {
-    std::string arg = argv[i];
-    if (arg == "agent-latency") {
-      s.latency = true;
-    } else if (arg == "agent-throughput") {
-      s.throughput = true;
-    } else {
-      return InvalidArgument(fmt::format(
-          "unknown benchmark '{}'; usage: agent_bench [agent-latency] [agent-throughput] "
-          "(default: all)",
-          arg));
-    }
-  }
-  return s;
-}
-
 Status Main(int argc, char** argv) {
-  ASSIGN_OR_RETURN(Selection selection, ParseArgs(argc, argv));
+  ASSIGN_OR_RETURN(auto sections,
+                   SelectSections(argc, argv, "agent_bench", {"agent-latency", "agent-throughput"}));
   InstallSignalHandlers();  // SIGPIPE ignored: a write to an agent that went away fails
   const std::string fanout = FANOUT_BINARY;
-  if (access(fanout.c_str(), X_OK) != 0) {
-    return NotFound(fmt::format("no fanout executable at {} (build the `fanout` target)", fanout));
-  }
+  RETURN_IF_ERROR(RequireExecutable(fanout));
   ASSIGN_OR_RETURN(auto dir, TempDir::Create("fanout-agent-bench"));
   Clock::time_point start = Clock::now();
   fmt::print(
@@ -639,18 +610,17 @@ Status Main(int argc, char** argv) {
       "({}); {} hardware threads, load average {} at start\n",
       fanout, std::thread::hardware_concurrency(), LoadAverage());
   std::vector<std::string> summary;
-  if (selection.latency) {
+  if (sections.count("agent-latency")) {
     ASSIGN_OR_RETURN(std::string line, LatencyBenchmark(*dir, fanout));
     summary.push_back(std::move(line));
   }
-  if (selection.throughput) {
+  if (sections.count("agent-throughput")) {
     ASSIGN_OR_RETURN(std::string line, ThroughputBenchmark(*dir, fanout));
     summary.push_back(std::move(line));
   }
-  fmt::print("\nSummary (fanout agent --dev, --slots {}, token auth, data_dir in a temp dir)\n",
-             kSlots);
-  for (const std::string& line : summary) fmt::print("  {}\n", line);
-  fmt::print("(whole benchmark: {:.1f} s)\n", Seconds(Clock::now() - start));
+  PrintSummary(fmt::format("fanout agent --dev, --slots {}, token auth, data_dir in a temp dir",
+                           kSlots),
+               summary, start);
   return Status::Ok();
 }
 
@@ -658,17 +628,5 @@ Status Main(int argc, char** argv) {
 }  // namespace fanout::bench
 
 int main(int argc, char** argv) {
-  fanout::Status status;
-  try {
-    status = fanout::bench::Main(argc, argv);
-  } catch (const std::exception& e) {  // unwinds, so the agent is stopped and TMP removed
-    status = fanout::Internal(e.what());
-  }
-  std::fflush(stdout);
-  if (!status.ok()) {
-    std::fprintf(stderr, "agent_bench: ERROR, the benchmark could not run: %s\n",
-                 status.ToString().c_str());
-    return 1;
-  }
-  return 0;
+  return fanout::bench::BenchMain("agent_bench", [&] { return fanout::bench::Main(argc, argv); });
 }

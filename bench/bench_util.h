@@ -1,7 +1,8 @@
 // Helpers shared by the benchmark programs engine_bench.cc, agent_bench.cc and pool_bench.cc:
 // repeated measurements (Samples, Spread, Verdict), a temporary directory, SIGINT/SIGTERM
 // handling, reading the end of a log, the bare fork/exec and posix_spawn baselines of /bin/true,
-// and starting a child process (a `fanout agent`) with its stderr in a log. Header-only, so each
+// starting a child process (a `fanout agent`) with its stderr in a log, and the sections, summary
+// and main() every benchmark has. Header-only, so each
 // benchmark stays one target.
 #ifndef FANOUT_BENCH_BENCH_UTIL_H_
 #define FANOUT_BENCH_BENCH_UTIL_H_
@@ -20,12 +21,14 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <sstream>
 #include <string>
 #include <string_view>
@@ -370,6 +373,57 @@ inline Result<ProcessCpu> CpuTimeOf(pid_t pid) {
   }
   double hz = static_cast<double>(sysconf(_SC_CLK_TCK));
   return ProcessCpu{(ticks[0] + ticks[1]) / hz, (ticks[2] + ticks[3]) / hz};
+}
+
+// ---- Sections and main -------------------------------------------------------------------------
+
+// The sections named on the command line, each one of `known`; every known one when none is
+// named. InvalidArgument, with a usage line, for a name it does not know.
+inline Result<std::set<std::string>> SelectSections(int argc, char** argv, const char* program,
+                                                   const std::vector<std::string>& known) {
+  if (argc <= 1) return std::set<std::string>(known.begin(), known.end());
+  std::set<std::string> selected;
+  for (int i = 1; i < argc; ++i) {
+    if (std::find(known.begin(), known.end(), argv[i]) == known.end()) {
+      std::string usage;
+      for (const std::string& name : known) usage += " [" + name + "]";
+      return InvalidArgument(fmt::format("unknown benchmark '{}'; usage: {}{} (default: all)",
+                                         argv[i], program, usage));
+    }
+    selected.insert(argv[i]);
+  }
+  return selected;
+}
+
+// The benchmarks that start `fanout` need the built executable.
+inline Status RequireExecutable(const std::string& path) {
+  if (access(path.c_str(), X_OK) == 0) return Status::Ok();
+  return NotFound(fmt::format("no fanout executable at {} (build the `fanout` target)", path));
+}
+
+// The closing summary: one line per section, then the whole run's time.
+inline void PrintSummary(const std::string& title, const std::vector<std::string>& lines,
+                         Clock::time_point start) {
+  fmt::print("\nSummary ({})\n", title);
+  for (const std::string& line : lines) fmt::print("  {}\n", line);
+  fmt::print("(whole benchmark: {:.1f} s)\n", Seconds(Clock::now() - start));
+}
+
+// A benchmark's main(): runs `run`, turning an exception into an error so that the stack unwinds
+// (child agents stopped, TMP removed); exit 1 only when the benchmark could not run.
+template <typename Run>
+int BenchMain(const char* program, Run&& run) {
+  Status status;
+  try {
+    status = run();
+  } catch (const std::exception& e) {
+    status = Internal(e.what());
+  }
+  std::fflush(stdout);
+  if (status.ok()) return 0;
+  std::fprintf(stderr, "%s: ERROR, the benchmark could not run: %s\n", program,
+               status.ToString().c_str());
+  return 1;
 }
 
 }  // namespace fanout::bench

@@ -8,7 +8,6 @@
 #include <errno.h>
 #include <fmt/format.h>
 #include <libpq-fe.h>
-#include <spawn.h>
 #include <stdlib.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -27,7 +26,6 @@
 #include <string>
 #include <string_view>
 #include <thread>
-#include <unordered_set>
 #include <vector>
 
 #include "bench_util.h"
@@ -39,8 +37,6 @@
 #include "fanout/event.h"
 #include "fanout/package.h"
 #include "tasks/builtin.h"
-
-extern char** environ;
 
 namespace fanout::bench {
 namespace {
@@ -207,88 +203,6 @@ Result<EngineRun> RunEngine(const std::shared_ptr<const Package>& package, Recor
   return run;
 }
 
-// ---- The bare spawn loop ----------------------------------------------------------------------
-
-// SpawnMethod is bench_util.h's; these loops, unlike its, run no interrupt check.
-
-// Starts kProcessTasks runs of /bin/true from this one thread, keeping kConcurrency alive at once
-// and reaping them with waitpid. Returns children per second.
-Result<double> SpawnLoop(SpawnMethod method) {
-  char* argv[] = {const_cast<char*>(kTrue), nullptr};
-  std::unordered_set<pid_t> live;
-  int started = 0;
-  int reaped = 0;
-  Clock::time_point start = Clock::now();
-  while (reaped < kProcessTasks) {
-    while (started < kProcessTasks && static_cast<int>(live.size()) < kConcurrency) {
-      pid_t pid = -1;
-      if (method == SpawnMethod::kForkExec) {
-        pid = fork();
-        if (pid == 0) {
-          execv(kTrue, argv);
-          _exit(127);
-        }
-        if (pid < 0) return Internal(fmt::format("fork: {}", std::strerror(errno)));
-      } else {
-        int rc = posix_spawn(&pid, kTrue, nullptr, nullptr, argv, environ);
-        if (rc != 0) return Internal(fmt::format("posix_spawn: {}", std::strerror(rc)));
-      }
-      live.insert(pid);
-      ++started;
-    }
-    int status = 0;
-    pid_t pid = waitpid(-1, &status, 0);
-    if (pid < 0) {
-      if (errno == EINTR) continue;
-      return Internal(fmt::format("waitpid: {}", std::strerror(errno)));
-    }
-    if (live.erase(pid) == 0) continue;  // not one of ours
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-      return Internal(fmt::format("{} {}: child ended with status {:#x}", SpawnMethodName(method),
-                                  kTrue, status));
-    }
-    ++reaped;
-  }
-  return kProcessTasks / Seconds(Clock::now() - start);
-}
-
-// The same work from kConcurrency threads, each starting one child with posix_spawn and waiting
-// for it with waitpid(pid), in a loop: how the engine's workers run process tasks, minus the
-// engine. Returns children per second.
-Result<double> ThreadedSpawnLoop() {
-  std::atomic<int> next{0};
-  std::mutex mu;
-  std::string error;  // the first failure, guarded by mu
-  auto work = [&] {
-    char* argv[] = {const_cast<char*>(kTrue), nullptr};
-    while (next.fetch_add(1) < kProcessTasks) {
-      pid_t pid = -1;
-      int rc = posix_spawn(&pid, kTrue, nullptr, nullptr, argv, environ);
-      int status = 0;
-      std::string failure;
-      if (rc != 0) {
-        failure = fmt::format("posix_spawn: {}", std::strerror(rc));
-      } else if (waitpid(pid, &status, 0) != pid) {
-        failure = fmt::format("waitpid: {}", std::strerror(errno));
-      } else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-        failure = fmt::format("{}: child ended with status {:#x}", kTrue, status);
-      }
-      if (!failure.empty()) {
-        std::lock_guard lock(mu);
-        if (error.empty()) error = std::move(failure);
-        return;
-      }
-    }
-  };
-  Clock::time_point start = Clock::now();
-  std::vector<std::thread> threads;
-  for (int i = 0; i < kConcurrency; ++i) threads.emplace_back(work);
-  for (std::thread& t : threads) t.join();
-  double seconds = Seconds(Clock::now() - start);
-  if (!error.empty()) return Internal(error);
-  return kProcessTasks / seconds;
-}
-
 // ---- The benchmarks ---------------------------------------------------------------------------
 
 // (b): the process benchmark. The limit is the fastest of three bare loops, each keeping
@@ -320,10 +234,12 @@ Result<std::string> ProcessBenchmark(const TempDir& dir) {
   auto add = [&](const char* what, bool is_engine, std::function<Result<double>(int)> rate) {
     measures.push_back({what, is_engine, std::move(rate), {}});
   };
-  add("bare, 1 thread, fork+execv", false, [](int) { return SpawnLoop(SpawnMethod::kForkExec); });
+  add("bare, 1 thread, fork+execv", false,
+      [](int) { return SpawnLoop(SpawnMethod::kForkExec, kProcessTasks, kConcurrency); });
   add("bare, 1 thread, posix_spawn", false,
-      [](int) { return SpawnLoop(SpawnMethod::kPosixSpawn); });
-  add("bare, 1 thread per slot, posix_spawn", false, [](int) { return ThreadedSpawnLoop(); });
+      [](int) { return SpawnLoop(SpawnMethod::kPosixSpawn, kProcessTasks, kConcurrency); });
+  add("bare, 1 thread per slot, posix_spawn", false,
+      [](int) { return ThreadedSpawnLoop(kProcessTasks, kConcurrency); });
   size_t normal = measures.size();  // the configuration the target is judged on
   add("engine + Recorder + SQLite catalog", true, engine_rate(Recording::kSqlite));
   add("engine alone (no catalog, no sinks)", true, engine_rate(Recording::kNone));
@@ -727,39 +643,10 @@ Result<std::string> LoggingBenchmark(const TempDir& dir) {
       Verdict(flushed_ratio <= kTargetLoggingRatio));
 }
 
-// Which benchmarks to run: every one, or those named on the command line ("process", "chain",
-// "fan", "events", "logging"), e.g. to profile one of them alone.
-struct Selection {
-  bool process = true, chain = true, fan = true, events = true, logging = true;
-};
-
-Result<Selection> ParseArgs(int argc, char** argv) {
-  if (argc <= 1) return Selection{};
-  Selection s{false, false, false, false, false};
-  for (int i = 1; i < argc; ++i) {
-    std::string arg = argv[i];
-    if (arg == "process") {
-      s.process = true;
-    } else if (arg == "chain") {
-      s.chain = true;
-    } else if (arg == "fan") {
-      s.fan = true;
-    } else if (arg == "events") {
-      s.events = true;
-    } else if (arg == "logging") {
-      s.logging = true;
-    } else {
-      return InvalidArgument(fmt::format(
-          "unknown benchmark '{}'; usage: fanout_bench [process] [chain] [fan] [events] "
-          "[logging] (default: all)",
-          arg));
-    }
-  }
-  return s;
-}
-
 Status Main(int argc, char** argv) {
-  ASSIGN_OR_RETURN(Selection selection, ParseArgs(argc, argv));
+  // Each can run alone, e.g. to profile it.
+  ASSIGN_OR_RETURN(auto sections, SelectSections(argc, argv, "fanout_bench",
+                                                 {"process", "chain", "fan", "events", "logging"}));
   RegisterBuiltinTaskTypes();
   ASSIGN_OR_RETURN(auto dir, TempDir::Create("fanout-bench"));
   Clock::time_point start = Clock::now();
@@ -771,34 +658,32 @@ Status Main(int argc, char** argv) {
   std::vector<std::string> summary;
   // The process benchmark goes first, while this process is small: fork() copies its page
   // tables, so a heap grown by the 10,000-task packages would slow the bare fork loop only.
-  if (selection.process) {
+  bool process = sections.count("process") > 0;
+  if (process) {
     ASSIGN_OR_RETURN(std::string line, ProcessBenchmark(*dir));
     summary.push_back(std::move(line));
   }
-  if (selection.chain || selection.fan) {
+  if (sections.count("chain") || sections.count("fan")) {
     fmt::print(
         "\n(a) {} expression tasks (@n = @n + 1) per package; engine time per task, "
         "median of {}; target <= {:.0f} µs\n",
         kExpressionTasks, kRuns, kTargetMicrosPerTask);
   }
   for (Shape shape : {Shape::kChain, Shape::kFan}) {
-    if (!(shape == Shape::kChain ? selection.chain : selection.fan)) continue;
+    if (!sections.count(shape == Shape::kChain ? "chain" : "fan")) continue;
     ASSIGN_OR_RETURN(std::string line, ExpressionBenchmark(*dir, shape));
     // The expression lines come first in the summary, as in DESIGN §7's order of (a), (b).
-    summary.insert(summary.end() - (selection.process ? 1 : 0), std::move(line));
+    summary.insert(summary.end() - (process ? 1 : 0), std::move(line));
   }
-  if (selection.events) {
+  if (sections.count("events")) {
     ASSIGN_OR_RETURN(auto lines, EventsBenchmark(*dir));
     summary.insert(summary.end(), lines.begin(), lines.end());
   }
-  if (selection.logging) {
+  if (sections.count("logging")) {
     ASSIGN_OR_RETURN(std::string line, LoggingBenchmark(*dir));
     summary.push_back(std::move(line));
   }
-
-  fmt::print("\nSummary (normal configuration: Recorder + SQLite catalog in a temp dir)\n");
-  for (const std::string& line : summary) fmt::print("  {}\n", line);
-  fmt::print("(whole benchmark: {:.1f} s)\n", Seconds(Clock::now() - start));
+  PrintSummary("normal configuration: Recorder + SQLite catalog in a temp dir", summary, start);
   return Status::Ok();
 }
 
@@ -806,12 +691,5 @@ Status Main(int argc, char** argv) {
 }  // namespace fanout::bench
 
 int main(int argc, char** argv) {
-  fanout::Status status = fanout::bench::Main(argc, argv);
-  std::fflush(stdout);
-  if (!status.ok()) {
-    std::fprintf(stderr, "fanout_bench: ERROR, the benchmark could not run: %s\n",
-                 status.ToString().c_str());
-    return 1;
-  }
-  return 0;
+  return fanout::bench::BenchMain("fanout_bench", [&] { return fanout::bench::Main(argc, argv); });
 }

@@ -20,7 +20,6 @@
 #include <fmt/format.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdlib.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -47,7 +46,6 @@
 #include <string>
 #include <string_view>
 #include <thread>
-#include <unordered_set>
 #include <vector>
 
 #include "bench_util.h"
@@ -58,8 +56,6 @@
 #include "fanout/status.h"
 #include "fanout/value.h"
 #include "tasks/builtin.h"
-
-extern char** environ;
 
 #ifndef FANOUT_BINARY
 #error "FANOUT_BINARY (the path of the built fanout executable) must be defined by CMake"
@@ -1292,39 +1288,12 @@ Result<std::string> LatencyBenchmark(const TempDir& dir, const std::string& fano
 
 // ---- Main -------------------------------------------------------------------------------------
 
-// Which sections to run: every one, or those named on the command line.
-struct Selection {
-  bool rate = true, makespan = true, latency = true;
-};
-
-Result<Selection> ParseArgs(int argc, char** argv) {
-  if (argc <= 1) return Selection{};
-  Selection s{false, false, false};
-  for (int i = 1; i < argc; ++i) {
-    std::string arg = argv[i];
-    if (arg == "pool-rate") {
-      s.rate = true;
-    } else if (arg == "pool-makespan") {
-      s.makespan = true;
-    } else if (arg == "pool-latency") {
-      s.latency = true;
-    } else {
-      return InvalidArgument(fmt::format(
-          "unknown benchmark '{}'; usage: pool_bench [pool-rate] [pool-makespan] [pool-latency] "
-          "(default: all)",
-          arg));
-    }
-  }
-  return s;
-}
-
 Status Main(int argc, char** argv) {
-  ASSIGN_OR_RETURN(Selection selection, ParseArgs(argc, argv));
+  ASSIGN_OR_RETURN(auto sections, SelectSections(argc, argv, "pool_bench",
+                                                 {"pool-rate", "pool-makespan", "pool-latency"}));
   InstallSignalHandlers();  // SIGPIPE ignored: a write to an agent that went away fails
   const std::string fanout = FANOUT_BINARY;
-  if (access(fanout.c_str(), X_OK) != 0) {
-    return NotFound(fmt::format("no fanout executable at {} (build the `fanout` target)", fanout));
-  }
+  RETURN_IF_ERROR(RequireExecutable(fanout));
   RegisterBuiltinTaskTypes();
   ASSIGN_OR_RETURN(auto dir, TempDir::Create("fanout-pool-bench"));
   // A catalog write that fails is spooled; keep any spool inside the temporary directory, for
@@ -1336,24 +1305,22 @@ Status Main(int argc, char** argv) {
       "children on loopback ({});\n{} hardware threads, load average {} at start\n",
       kSlotsPerAgent, fanout, std::thread::hardware_concurrency(), LoadAverage());
   std::vector<std::string> summary;
-  if (selection.rate) {
+  if (sections.count("pool-rate")) {
     ASSIGN_OR_RETURN(std::string line, RateBenchmark(*dir, fanout));
     summary.push_back(std::move(line));
   }
-  if (selection.makespan) {
+  if (sections.count("pool-makespan")) {
     ASSIGN_OR_RETURN(std::string line, MakespanBenchmark(*dir, fanout));
     summary.push_back(std::move(line));
   }
-  if (selection.latency) {
+  if (sections.count("pool-latency")) {
     ASSIGN_OR_RETURN(std::string line, LatencyBenchmark(*dir, fanout));
     summary.push_back(std::move(line));
   }
-  fmt::print(
-      "\nSummary (agents: fanout agent --dev, --slots {}, token auth, loopback; parents "
-      "record to SQLite in a temp dir)\n",
-      kSlotsPerAgent);
-  for (const std::string& line : summary) fmt::print("  {}\n", line);
-  fmt::print("(whole benchmark: {:.1f} s)\n", Seconds(Clock::now() - start));
+  PrintSummary(fmt::format("agents: fanout agent --dev, --slots {}, token auth, loopback; "
+                           "parents record to SQLite in a temp dir",
+                           kSlotsPerAgent),
+               summary, start);
   return Status::Ok();
 }
 
@@ -1361,17 +1328,5 @@ Status Main(int argc, char** argv) {
 }  // namespace fanout::bench
 
 int main(int argc, char** argv) {
-  fanout::Status status;
-  try {
-    status = fanout::bench::Main(argc, argv);
-  } catch (const std::exception& e) {  // unwinds, so the agents are stopped and TMP removed
-    status = fanout::Internal(e.what());
-  }
-  std::fflush(stdout);
-  if (!status.ok()) {
-    std::fprintf(stderr, "pool_bench: ERROR, the benchmark could not run: %s\n",
-                 status.ToString().c_str());
-    return 1;
-  }
-  return 0;
+  return fanout::bench::BenchMain("pool_bench", [&] { return fanout::bench::Main(argc, argv); });
 }
