@@ -46,10 +46,9 @@ struct FakeStore {
   int failed_writes = 0;
 };
 
-class FakeCatalog : public Catalog {
+class FakeCatalog : public testing::WriteOnlyCatalog {
  public:
   explicit FakeCatalog(std::shared_ptr<FakeStore> store) : store_(std::move(store)) {}
-  Status Open() override { return Status::Ok(); }
   Status Write(const CatalogBatch& batch) override {
     std::lock_guard lock(store_->mu);
     if (store_->failures_left > 0) {
@@ -66,21 +65,6 @@ class FakeCatalog : public Catalog {
     for (const auto& event : batch.events) store_->events.push_back(event);
     return Status::Ok();
   }
-  Result<std::optional<ExecutionRow>> GetExecution(const std::string&) override {
-    return Internal("unused");
-  }
-  Result<std::vector<ExecutionRow>> ListExecutions(int) override { return Internal("unused"); }
-  Result<std::vector<ExecutionRow>> ListChildExecutions(const std::string&) override {
-    return Internal("unused");
-  }
-  Result<std::vector<TaskRunRow>> ListTaskRuns(const std::string&) override {
-    return Internal("unused");
-  }
-  Result<std::vector<Event>> ListEvents(const EventQuery&) override { return Internal("unused"); }
-  Result<std::vector<ExecutionRow>> ListJobExecutions(const std::string&, int) override {
-    return Internal("unused");
-  }
-  Result<PruneCounts> Prune(DateTime) override { return Internal("unused"); }
 
  private:
   std::shared_ptr<FakeStore> store_;

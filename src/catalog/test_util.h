@@ -1,5 +1,5 @@
-// Helpers shared by the catalog module's tests: a temporary directory removed afterwards, and
-// sample rows and events.
+// Helpers shared by the catalog module's tests: sample rows and events, and common/test_util.h's
+// temporary directory.
 #pragma once
 
 #include <stdlib.h>
@@ -9,30 +9,35 @@
 #include <sstream>
 #include <string>
 
+#include "common/test_util.h"
 #include "fanout/catalog.h"
 
 namespace fanout::catalog::testing {
 
-// A fresh directory under $TMPDIR (or /tmp), removed with everything in it on destruction.
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern =
-        (std::filesystem::temp_directory_path() / "fanout-catalog-test-XXXXXX").string();
-    if (mkdtemp(pattern.data()) == nullptr) std::abort();
-    path_ = pattern;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
+using fanout::testing::TempDir;
 
-  std::string File(const std::string& name) const { return (path_ / name).string(); }
+// A catalog for tests that only take writes: derive and implement Write. Reading fails.
+class WriteOnlyCatalog : public Catalog {
+ public:
+  Status Open() override { return Status::Ok(); }
+  Result<std::optional<ExecutionRow>> GetExecution(const std::string&) override {
+    return Unused();
+  }
+  Result<std::vector<ExecutionRow>> ListExecutions(int) override { return Unused(); }
+  Result<std::vector<ExecutionRow>> ListChildExecutions(const std::string&) override {
+    return Unused();
+  }
+  Result<std::vector<TaskRunRow>> ListTaskRuns(const std::string&) override {
+    return Unused();
+  }
+  Result<std::vector<Event>> ListEvents(const EventQuery&) override { return Unused(); }
+  Result<std::vector<ExecutionRow>> ListJobExecutions(const std::string&, int) override {
+    return Unused();
+  }
+  Result<PruneCounts> Prune(DateTime) override { return Unused(); }
 
  private:
-  std::filesystem::path path_;
+  static Status Unused() { return Internal("a write-only test catalog cannot be read"); }
 };
 
 inline std::string ReadWholeFile(const std::string& path) {

@@ -18,30 +18,14 @@
 #include <thread>
 #include <vector>
 
+#include "common/test_util.h"
+
 namespace fanout {
 namespace {
 
 using std::chrono::milliseconds;
 
-// A fresh directory removed with its contents at the end of the test.
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern =
-        (std::filesystem::temp_directory_path() / "fanout-util-test-XXXXXX").string();
-    if (mkdtemp(pattern.data()) == nullptr) std::abort();
-    path_ = pattern;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  std::string File(const std::string& name) const { return (path_ / name).string(); }
-  std::string path() const { return path_.string(); }
-
- private:
-  std::filesystem::path path_;
-};
+using fanout::testing::TempDir;
 
 uint64_t IdMillis(const std::string& id) {
   std::string hex = id.substr(0, 8) + id.substr(9, 4);

@@ -18,6 +18,7 @@
 #include <thread>
 #include <vector>
 
+#include "catalog/test_util.h"
 #include "fanout/catalog.h"
 #include "fanout/package.h"
 #include "fanout/task.h"
@@ -232,10 +233,9 @@ struct Store {
   std::vector<Event> events;
 };
 
-class FakeCatalog : public Catalog {
+class FakeCatalog : public catalog::testing::WriteOnlyCatalog {
  public:
   explicit FakeCatalog(std::shared_ptr<Store> store) : store_(std::move(store)) {}
-  Status Open() override { return Status::Ok(); }
   Status Write(const CatalogBatch& batch) override {
     std::lock_guard lock(store_->mu);
     for (const auto& row : batch.executions) store_->executions.push_back(row);
@@ -245,21 +245,6 @@ class FakeCatalog : public Catalog {
     for (const auto& e : batch.events) store_->events.push_back(e);
     return Status::Ok();
   }
-  Result<std::optional<ExecutionRow>> GetExecution(const std::string&) override {
-    return Internal("unused");
-  }
-  Result<std::vector<ExecutionRow>> ListExecutions(int) override { return Internal("unused"); }
-  Result<std::vector<ExecutionRow>> ListChildExecutions(const std::string&) override {
-    return Internal("unused");
-  }
-  Result<std::vector<TaskRunRow>> ListTaskRuns(const std::string&) override {
-    return Internal("unused");
-  }
-  Result<std::vector<Event>> ListEvents(const EventQuery&) override { return Internal("unused"); }
-  Result<std::vector<ExecutionRow>> ListJobExecutions(const std::string&, int) override {
-    return Internal("unused");
-  }
-  Result<PruneCounts> Prune(DateTime) override { return Internal("unused"); }
 
  private:
   std::shared_ptr<Store> store_;
