@@ -409,6 +409,20 @@ class Params {
   }
   void AddNull() { values_.emplace_back(std::nullopt); }
   void AddInt(int64_t value) { Add(std::to_string(value)); }
+  void AddIntOrNull(std::optional<int> value) {
+    if (value) {
+      AddInt(*value);
+    } else {
+      AddNull();
+    }
+  }
+  void AddTimeOrNull(IsoTimes& times, std::optional<DateTime> t) {
+    if (t) {
+      Add(times.Format(*t));
+    } else {
+      AddNull();
+    }
+  }
 
   int size() const { return static_cast<int>(values_.size()); }
   // What PQexecParams takes; valid while this object is unchanged.
@@ -809,16 +823,8 @@ Status PostgresCatalog::WriteOnce(const CatalogBatch& batch) {
                         p.AddTextOrNull(row.run_id);
                         p.AddText(row.status);
                         p.Add(times.Format(row.started_at));
-                        if (row.ended_at) {
-                          p.Add(times.Format(*row.ended_at));
-                        } else {
-                          p.AddNull();
-                        }
-                        if (row.exit_code) {
-                          p.AddInt(*row.exit_code);
-                        } else {
-                          p.AddNull();
-                        }
+                        p.AddTimeOrNull(times, row.ended_at);
+                        p.AddIntOrNull(row.exit_code);
                         p.AddText(row.message);
                         p.AddText(row.operator_name);
                       }));
@@ -850,11 +856,7 @@ Status PostgresCatalog::WriteOnce(const CatalogBatch& batch) {
                         p.AddInt(row.attempt);
                         p.AddText(row.status);
                         p.Add(times.Format(row.started_at));
-                        if (row.ended_at) {
-                          p.Add(times.Format(*row.ended_at));
-                        } else {
-                          p.AddNull();
-                        }
+                        p.AddTimeOrNull(times, row.ended_at);
                         p.AddTextOrNull(row.agent);
                         p.AddTextOrNull(row.child_execution_id);
                         p.AddText(row.message);
