@@ -63,11 +63,15 @@ class Masker {
   Masker& operator=(const Masker&) = delete;
   void AddSecret(std::string secret);  // empty secrets are ignored
   std::string Mask(std::string_view text) const;
+  // For text whose end was cut off (bounded output): a secret's first part at its very end is
+  // masked too.
+  std::string MaskTruncated(std::string_view text) const;
   bool empty() const;
   // Every secret registered, to hand on to a child process that must mask them too.
   std::vector<std::string> secrets() const;
 
  private:
+  std::string Mask(std::string_view text, bool truncated) const;
   struct Impl;
   Impl* impl_;
 };

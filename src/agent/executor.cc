@@ -85,22 +85,6 @@ nlohmann::json MaskedParams(const nlohmann::json& params, const Masker& secrets,
   return out;
 }
 
-// A step's captured output, masked. Output cut at the capture limit may end in the first part of
-// a secret, which masking cannot recognise: that part goes too.
-std::string MaskedOutput(const Masker& secrets, const std::string& text, bool cut) {
-  std::string out = secrets.Mask(text);
-  if (!cut) return out;
-  for (const std::string& secret : secrets.secrets()) {
-    for (size_t k = std::min(secret.size() - 1, out.size()); k > 0; --k) {
-      if (out.compare(out.size() - k, k, secret, 0, k) == 0) {
-        out.replace(out.size() - k, k, "***");
-        break;
-      }
-    }
-  }
-  return out;
-}
-
 constexpr const char* kSecretsLost =
     "the secrets in the run's params were held in the agent's memory only and did not survive "
     "its restart; start the job again";
@@ -496,8 +480,9 @@ Executor::StepOutcome Executor::RunStep(ActiveRun& run, int index, int attempt) 
   } else {
     const SpawnResult& r = *result;
     rec.exit_code = r.exit_code;
-    rec.stdout_text = MaskedOutput(run.secrets, r.out, r.out_dropped > 0);
-    rec.stderr_text = MaskedOutput(run.secrets, r.err, r.err_dropped > 0);
+    // Output cut at the capture limit may end in a secret's first part.
+    rec.stdout_text = r.out_dropped > 0 ? run.secrets.MaskTruncated(r.out) : run.secrets.Mask(r.out);
+    rec.stderr_text = r.err_dropped > 0 ? run.secrets.MaskTruncated(r.err) : run.secrets.Mask(r.err);
     if (r.timed_out) {
       outcome.message = fmt::format("timed out after {}", FormatDuration(spec.timeout));
     } else if (r.stopped) {

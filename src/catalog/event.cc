@@ -48,7 +48,11 @@ bool Masker::empty() const { return impl_->empty.load(std::memory_order_acquire)
 // Every byte covered by an occurrence of any secret is hidden, and each maximal covered run
 // becomes one "***". Overlapping secrets ("abcd" and "cdef" in "abcdef") therefore leave no
 // fragment of either visible, which replacing leftmost matches one at a time would.
-std::string Masker::Mask(std::string_view text) const {
+std::string Masker::Mask(std::string_view text) const { return Mask(text, false); }
+
+std::string Masker::MaskTruncated(std::string_view text) const { return Mask(text, true); }
+
+std::string Masker::Mask(std::string_view text, bool truncated) const {
   if (empty()) return std::string(text);
   std::shared_lock lock(impl_->mu);
   const auto& secrets = impl_->secrets;
@@ -60,9 +64,11 @@ std::string Masker::Mask(std::string_view text) const {
   for (size_t i = 0; i < text.size(); ++i) {
     if (first_bytes.test(static_cast<unsigned char>(text[i]))) {
       for (const auto& secret : secrets) {
-        if (secret.size() <= text.size() - i &&
-            std::memcmp(text.data() + i, secret.data(), secret.size()) == 0) {
-          covered_until = std::max(covered_until, i + secret.size());
+        size_t left = text.size() - i;
+        // A truncated text may end in the first part of a secret: that part is covered too.
+        size_t length = truncated ? std::min(secret.size(), left) : secret.size();
+        if (length <= left && std::memcmp(text.data() + i, secret.data(), length) == 0) {
+          covered_until = std::max(covered_until, i + length);
           break;  // longest first: a shorter match here ends earlier
         }
       }

@@ -58,5 +58,14 @@ TEST(MaskerTest, IsSafeToUseFromManyThreads) {
   for (auto& thread : threads) thread.join();
 }
 
+TEST(MaskerTest, TruncatedTextAlsoLosesASecretsFirstPartAtItsEnd) {
+  Masker masker;
+  masker.AddSecret("hunter2");
+  EXPECT_EQ(masker.MaskTruncated("pw=hunter2 and hun"), "pw=*** and ***");
+  EXPECT_EQ(masker.MaskTruncated("ends in h"), "ends in ***");
+  EXPECT_EQ(masker.Mask("ends in hun"), "ends in hun") << "only a truncated text is cut short";
+  EXPECT_EQ(masker.MaskTruncated("no secret here"), "no secret here");
+}
+
 }  // namespace
 }  // namespace fanout

@@ -8,6 +8,8 @@
 #include <fmt/format.h>
 
 #include "common/subprocess.h"
+#include "fanout/catalog.h"
+#include "fanout/engine.h"
 
 namespace fanout {
 namespace {
@@ -74,9 +76,14 @@ class ProcessTask : public Task {
       Status s = scope.Set(stderr_var, Value(Trimmed(r.err)));
       if (!s.ok()) return TaskOutcome::Failure(s.message());
     }
+    // Masked before the event's tail is cut, and with the capture limit's cut in mind, so that
+    // no part of a secret survives either cut (the Recorder masks whole secrets only).
+    const Masker& masker = context.engine().recorder().masker();
+    const std::string out = r.out_dropped > 0 ? masker.MaskTruncated(r.out) : masker.Mask(r.out);
+    const std::string err = r.err_dropped > 0 ? masker.MaskTruncated(r.err) : masker.Mask(r.err);
     std::string output;
-    if (!r.out.empty()) output += "stdout:\n" + Tail(r.out, kEventOutputLimit);
-    if (!r.err.empty()) output += (output.empty() ? "" : "\n") + std::string("stderr:\n") + Tail(r.err, kEventOutputLimit);
+    if (!out.empty()) output += "stdout:\n" + Tail(out, kEventOutputLimit);
+    if (!err.empty()) output += (output.empty() ? "" : "\n") + std::string("stderr:\n") + Tail(err, kEventOutputLimit);
     if (r.out_dropped + r.err_dropped > 0) {
       output += fmt::format("\n({} bytes of output beyond the capture limit were dropped)",
                             r.out_dropped + r.err_dropped);
@@ -95,9 +102,9 @@ class ProcessTask : public Task {
     if (ok) return TaskOutcome::Success();
     std::string why = r.term_signal != 0 ? fmt::format("killed by signal {}", r.term_signal)
                                          : fmt::format("exit code {}", r.exit_code);
-    std::string err = Trimmed(Tail(r.err, 400));
+    std::string last = Trimmed(Tail(err, 400));
     return TaskOutcome::Failure(fmt::format("{} failed with {}{}", program, why,
-                                            err.empty() ? "" : ": " + err));
+                                            last.empty() ? "" : ": " + last));
   }
 };
 
