@@ -664,7 +664,6 @@ Result<RunRecord> Executor::Stop(const std::string& run_id) {
     ++run_counts_["canceled"];
     run->finished = true;
     run->ended.notify_all();
-    changed_.notify_all();
     return run->record;
   }
   run->stop.Cancel(CancelToken::Reason::kCanceled);
