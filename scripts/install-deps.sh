@@ -7,6 +7,7 @@ packages=(
   libcli11-dev libfmt-dev libspdlog-dev
   googletest libgtest-dev libgmock-dev libbenchmark-dev
   sqlite3
+  iproute2
   postgresql
   chromium
 )

@@ -75,6 +75,9 @@ class AgentProcess {
 
   // For an https agent: the CA to trust and the client certificate to present.
   void set_tls_files(std::string ca, std::string cert, std::string key);
+  // Launches from now on run in this network namespace (a path such as /run/netns/NAME), as
+  // if on a server of their own.
+  void set_netns(std::string path) { netns_ = std::move(path); }
 
   // An API client with the agent's URL, token and TLS files; `with_token` false leaves the
   // token out.
@@ -99,6 +102,7 @@ class AgentProcess {
   int launches_ = 0;
   std::string url_, name_, token_, token_file_, data_dir_;
   std::string ca_, cert_, key_;
+  std::string netns_;
 };
 
 // Long-polls a run until it reaches a final state (bounded by `limit`); the run's JSON, or
