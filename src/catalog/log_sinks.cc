@@ -81,7 +81,7 @@ EventFilter ReportingLevelsFilter(std::string_view levels) {
 }
 
 void ConsoleSink::Write(const Event& event) {
-  if (!filter_.Accepts(event.type)) return;
+  if (!Prints(event)) return;
   line_.clear();
   AppendClockTime(line_, event.ended_at);
   // Padded to the common names' width so that sources line up; the rare longer names

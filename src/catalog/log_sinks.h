@@ -50,6 +50,8 @@ class ConsoleSink : public EventSink {
 
   void Write(const Event& event) override;
   void Flush() override;
+  // Whether Write prints this event.
+  bool Prints(const Event& event) const { return filter_.Accepts(event.type); }
 
  private:
   EventFilter filter_;

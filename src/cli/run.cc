@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <iostream>
 #include <iterator>
 #include <map>
@@ -17,6 +18,7 @@
 #include "catalog/log_sinks.h"
 #include "catalog/spool.h"
 #include "cli/cli.h"
+#include "cli/progress.h"
 #include "client/agent_pool.h"
 #include "common/util.h"
 #include "fanout/catalog.h"
@@ -37,6 +39,7 @@ struct RunArgs {
   std::string execution_id;
   std::string parent_execution_id;
   bool params_stdin = false;
+  bool no_progress = false;
   std::string agent_name, job, run_id;  // set when an agent runs a package step
 };
 
@@ -44,17 +47,20 @@ struct RunArgs {
 // for them, so cancellation runs as ordinary code rather than in a signal handler.
 class SignalWatcher {
  public:
-  explicit SignalWatcher(CancelToken& token) {
+  // `before_message` runs before the watcher prints that a signal came (it clears the terminal's
+  // progress line).
+  SignalWatcher(CancelToken& token, std::function<void()> before_message) {
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGUSR1);  // our own wake-up at exit
     pthread_sigmask(SIG_BLOCK, &set, nullptr);
-    thread_ = std::thread([set, &token] {
+    thread_ = std::thread([set, &token, before_message = std::move(before_message)] {
       int sig = 0;
       while (sigwait(&set, &sig) == 0) {
         if (sig == SIGUSR1) return;
+        before_message();
         std::fprintf(stderr, "fanout: %s received, stopping every running task\n",
                      sig == SIGINT ? "SIGINT" : "SIGTERM");
         token.Cancel(CancelToken::Reason::kCanceled);
@@ -130,7 +136,16 @@ int RunPackage(const RunArgs& args) {
   const Package& pkg = **package;
 
   std::vector<std::unique_ptr<EventSink>> sinks;
-  sinks.push_back(std::make_unique<catalog::ConsoleSink>(args.reporting, stdout));
+  auto console = std::make_unique<catalog::ConsoleSink>(args.reporting, stdout);
+  // Outlives the Recorder, which holds the sink that feeds it.
+  std::unique_ptr<ProgressLine> progress;
+  bool quiet = args.reporting == "N" || args.reporting == "n";
+  if (!args.no_progress && !quiet && ProgressLine::Wanted(stdout)) {
+    progress = std::make_unique<ProgressLine>(stdout);
+    sinks.push_back(progress->Wrap(std::move(console)));
+  } else {
+    sinks.push_back(std::move(console));
+  }
   for (const LoggingDef& log : pkg.logging) {
     std::string spec = log.provider == "console"
                            ? "console"
@@ -170,27 +185,30 @@ int RunPackage(const RunArgs& args) {
   }
 
   CancelToken cancel;
-  SignalWatcher signals(cancel);
+  SignalWatcher signals(cancel, [&progress] {
+    if (progress) progress->Erase();
+  });
   auto masker = std::make_shared<Masker>();
   if (args.params_stdin && !ReadParentInput(options.params, *masker)) return kExitUsage;
   Recorder recorder(std::move(*catalog), std::move(sinks), masker,
                     RecorderOptions{catalog::DefaultSpoolDir(), options.catalog_spec});
   Engine engine(recorder);
+  if (progress) progress->Start();
   auto result = engine.Run(*package, options, &cancel);
+  recorder.Flush();
+  if (progress) progress->Stop();
   if (!result.ok()) {
-    recorder.Flush();
     std::fprintf(stderr, "fanout: %s: %s\n", args.file.c_str(),
                  masker->Mask(result.status().message()).c_str());
     return kExitInvalid;
   }
-  recorder.Flush();
   const RunResult& r = *result;
   std::string counts = fmt::format("{} succeeded, {} failed, {} skipped", r.succeeded, r.failed,
                                    r.skipped);
   std::string line = fmt::format("Package {}: {} ({}) in {}; execution {}", pkg.name,
                                  TaskResultName(r.result), counts, FormatDuration(r.duration),
                                  r.execution_id);
-  if (args.reporting != "N" && args.reporting != "n") {
+  if (!quiet) {
     std::printf("%s\n", masker->Mask(line).c_str());
     // One line per agent that ran children of this run (agent-job tasks).
     for (const client::AgentSummary& a : client::AgentPool::AllSummaries()) {
@@ -232,6 +250,9 @@ Command AddRunCommand(CLI::App& app) {
                   "Console events, as dtexec /Reporting: E errors, W warnings, I information, "
                   "P progress, V verbose (all), N none")
       ->default_str("EWP");
+  cmd->add_flag("--no-progress", args->no_progress,
+               "No progress line at the bottom of the terminal (shown when stdout is one and "
+               "the run lasts over a second)");
   cmd->add_option("--max-concurrent", args->max_concurrent,
                   "Tasks run at once (default: the package's max_concurrent, else cores + 2)")
       ->check(CLI::PositiveNumber);

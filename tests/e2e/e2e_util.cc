@@ -2,11 +2,14 @@
 #include "e2e/e2e_util.h"
 
 #include <fcntl.h>
+#include <pty.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -59,6 +62,41 @@ CommandResult RunFanout(const std::vector<std::string>& args, const std::string&
   r.exit_code = run->exit_code;
   r.out = run->out;
   r.err = run->err;
+  return r;
+}
+
+CommandResult RunFanoutInTerminal(const std::vector<std::string>& args, const std::string& cwd) {
+  CommandResult r;
+  int terminal = -1;
+  pid_t pid = forkpty(&terminal, nullptr, nullptr, nullptr);
+  if (pid < 0) {
+    r.err = std::string("forkpty: ") + std::strerror(errno);
+    return r;
+  }
+  if (pid == 0) {
+    if (chdir(cwd.c_str()) != 0) _exit(127);
+    setenv("TERM", "xterm", 1);
+    std::vector<char*> argv{const_cast<char*>(FANOUT_BINARY)};
+    for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    execv(FANOUT_BINARY, argv.data());
+    _exit(127);
+  }
+  char buf[4096];
+  for (;;) {  // until the terminal closes (EIO once the child has gone)
+    ssize_t n = read(terminal, buf, sizeof buf);
+    if (n > 0) {
+      r.out.append(buf, static_cast<size_t>(n));
+    } else if (n < 0 && errno == EINTR) {
+      continue;
+    } else {
+      break;
+    }
+  }
+  close(terminal);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   return r;
 }
 

@@ -34,6 +34,10 @@ struct CommandResult {
 // Runs `fanout ARGS...` in `cwd` and waits for it.
 CommandResult RunFanout(const std::vector<std::string>& args, const std::string& cwd);
 
+// Runs `fanout ARGS...` in `cwd` on a terminal of its own (a pseudo-terminal, TERM=xterm), as a
+// user at a shell does; `out` gets all it wrote there, stdout and stderr together.
+CommandResult RunFanoutInTerminal(const std::vector<std::string>& args, const std::string& cwd);
+
 // Starts `fanout ARGS...` in the background; returns its pid. Output goes to files in `cwd`
 // (fanout.out, fanout.err).
 int StartFanout(const std::vector<std::string>& args, const std::string& cwd);

@@ -3,6 +3,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <regex>
 
 #include <gtest/gtest.h>
 
@@ -49,6 +50,27 @@ TEST(RunTest, ExitCodesFollowDtexec) {
   EXPECT_EQ(RunFanout({"run"}, dir.path()).exit_code, 6);
   // The default catalog is fanout.db in the working directory.
   EXPECT_TRUE(std::filesystem::exists(dir.path() + "/fanout.db"));
+}
+
+// On a terminal, a run lasting over a second keeps a progress line at the bottom, redrawn in
+// place and erased before the result line; --no-progress, or a stdout that is no terminal
+// (every other test here), prints none.
+TEST(RunTest, ALongRunShowsProgressOnATerminal) {
+  ScratchDir dir;
+  dir.Write("slow.yaml", "package: slow\ntasks:\n  nap: {type: process, run: [/bin/sleep, \"2.2\"]}\n");
+  CommandResult shown = RunFanoutInTerminal({"run", "slow.yaml"}, dir.path());
+  ASSERT_EQ(shown.exit_code, 0) << shown.out;
+  // nap started a moment after the run did: its own time may still read 0:00.
+  EXPECT_TRUE(std::regex_search(
+      shown.out,
+      std::regex(R"(\r\[0:01\] 1 running, 0 ended, 0 failed; longest: nap \(0:0[01]\)\x1b\[K)")))
+      << shown.out;
+  EXPECT_NE(shown.out.find("\r\033[KPackage slow: Success"), std::string::npos) << shown.out;
+
+  CommandResult hidden = RunFanoutInTerminal({"run", "slow.yaml", "--no-progress"}, dir.path());
+  ASSERT_EQ(hidden.exit_code, 0) << hidden.out;
+  EXPECT_EQ(hidden.out.find("running,"), std::string::npos) << hidden.out;
+  EXPECT_NE(hidden.out.find("Package slow: Success"), std::string::npos) << hidden.out;
 }
 
 TEST(RunTest, SetConvertsToTheDeclaredType) {
