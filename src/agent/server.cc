@@ -5,12 +5,17 @@
 #include <httplib.h>
 #include <openssl/crypto.h>
 
+#include <sys/socket.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 
 #include <fmt/format.h>
 
+#include "agent/connection_threads.h"
 #include "common/util.h"
 #include "fanout/package.h"
 
@@ -21,7 +26,11 @@ using nlohmann::json;
 namespace fs = std::filesystem;
 
 constexpr int kMaxWaitSeconds = 60;
-constexpr int kHttpThreads = 64;  // long-polls hold a thread each
+// Connection threads (connection_threads.h): a long-poll holds one. Beyond the cap, connections
+// wait for a thread.
+constexpr int kMinHttpThreads = 8;
+constexpr int kMaxHttpThreads = 4096;
+constexpr std::chrono::seconds kIdleHttpThreadLimit{60};
 
 json TimeJson(const std::optional<DateTime>& t) {
   return t ? json(FormatDateTime(*t)) : json(nullptr);
@@ -153,7 +162,9 @@ Status AgentServer::Start() {
   } else {
     http_ = std::make_unique<httplib::Server>();
   }
-  http_->new_task_queue = [] { return new httplib::ThreadPool(kHttpThreads); };
+  http_->new_task_queue = [] {
+    return new ConnectionThreads(kMinHttpThreads, kMaxHttpThreads, kIdleHttpThreadLimit);
+  };
   http_->set_payload_max_length(config_.max_body_bytes);
   http_->set_keep_alive_max_count(100000);
   // httplib writes headers and body apart; without this the body waits ~40 ms for the
@@ -164,6 +175,14 @@ Status AgentServer::Start() {
   http_->set_read_timeout(kMaxWaitSeconds + 5, 0);
   http_->set_write_timeout(kMaxWaitSeconds + 5, 0);
   Routes();
+  // httplib listens with a backlog of 5: a parent starting a hundred children at once overflowed
+  // it, and the connections the kernel dropped waited for SYN retransmits (1 s, then 3 s) and
+  // timed out. Listening again on the bound socket raises the backlog to the system's limit.
+  auto listener = std::make_shared<int>(-1);
+  http_->set_socket_options([listener](socket_t sock) {
+    httplib::default_socket_options(sock);
+    *listener = sock;
+  });
   int port = config_.port;
   if (port == 0) {
     port = http_->bind_to_any_port(config_.host);
@@ -173,6 +192,10 @@ Status AgentServer::Start() {
   if (port <= 0) {
     return Unavailable(fmt::format("cannot listen on {}:{} (in use, or not an address of this "
                                    "machine)", config_.host, config_.port));
+  }
+  if (*listener >= 0 && ::listen(*listener, SOMAXCONN) != 0) {
+    return Unavailable(fmt::format("cannot listen on {}:{}: {}", config_.host, port,
+                                   std::strerror(errno)));
   }
   config_.port = port;
   return Status::Ok();

@@ -310,9 +310,10 @@ class PoolTest : public ::testing::Test {
   // A parent package with one agent connection per agent (named as the agent) and `pool` over
   // all of them; `token_files` replaces an agent's token file.
   std::string WriteParent(const std::string& name, const std::string& tasks,
-                          const std::map<std::string, std::string>& token_files = {}) {
-    std::string yaml = "package: " + name + "\nmax_concurrent: 32\nconnections:\n  pool: {type: "
-                       "agent-pool, agents: [";
+                          const std::map<std::string, std::string>& token_files = {},
+                          int max_concurrent = 32) {
+    std::string yaml = "package: " + name + "\nmax_concurrent: " + std::to_string(max_concurrent) +
+                       "\nconnections:\n  pool: {type: agent-pool, agents: [";
     for (size_t i = 0; i < agents_.size(); ++i) yaml += (i > 0 ? ", " : "") + agents_[i]->name();
     yaml += "]}\n";
     for (auto& a : agents_) {
@@ -1042,6 +1043,27 @@ TEST_F(PoolTest, AForeachOfAHundredQuickChildrenCompletes) {
   EXPECT_GT(lines["srv-b"].children, 0);
   size_t remote = History(0, "quick").size() + History(1, "quick").size();
   EXPECT_EQ(remote, 100u) << "a child ran twice or not at all";
+}
+
+// One agent with 100 slots and 100 children at once: every child gets a slot at once, so all
+// run together. A fixed number of connection threads on the agent (each long-poll holds one)
+// made the children beyond it wait for the first ones to end, and a listen backlog of 5 made
+// some starts time out.
+TEST_F(PoolTest, AHundredChildrenOnAHundredSlotsAllRunAtOnce) {
+  ASSERT_TRUE(StartAgents({100}));
+  ASSERT_TRUE(Deploy({{"nap.yaml", ShellJob("nap", "sleep 5")}}));
+  std::string parent = WriteParent("wide", FanTask(100, 100, "nap"), {}, 100);
+  CommandResult r = RunParent(parent);
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  std::vector<json> runs = History(0, "nap");
+  ASSERT_EQ(runs.size(), 100u);
+  double last_start = 0, first_end = std::numeric_limits<double>::infinity();
+  for (const json& run : runs) {
+    EXPECT_EQ(run.value("status", ""), "succeeded") << run.dump();
+    last_start = std::max(last_start, EpochSeconds(run["started_at"]));
+    first_end = std::min(first_end, EpochSeconds(run["ended_at"]));
+  }
+  EXPECT_LT(last_start, first_end) << "a child started only after another had ended";
 }
 
 }  // namespace
