@@ -796,7 +796,7 @@ TEST_F(PoolAcrossServersTest, AServerCutOffMidRunLosesItsChildToAnother) {
   EXPECT_TRUE(Has(agent(0).url(), servers_[0]->address())) << agent(0).url();
   std::string first = work_.path() + "/first-run";
   ASSERT_TRUE(Deploy({{"slow.yaml", ShellJob("slow", "if mkdir " + first +
-                                                         "; then sleep 30; else sleep 4; fi")}}));
+                                                         "; then sleep 30; else sleep 6; fi")}}));
   std::string parent = WriteParent("cut", FanTask(1, 1, "slow", "        retries: 1\n"));
   BackgroundRun run({"run", parent, "--catalog", CatalogSpec()}, work_.path());
   int cut = -1;
