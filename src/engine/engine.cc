@@ -99,6 +99,9 @@ struct Container {
   Container* parent = nullptr;
   const Loop* loop = nullptr;  // set on a loop iteration's body
   std::function<void(Final, std::string)> done;
+  // This container, or one around it, has `retries`: its tasks may run again with it, so their
+  // attempts are numbered by Execution::AttemptFor rather than by their own tries.
+  bool may_rerun = false;
 
   enum : uint8_t { kWaiting, kRunning, kDone };
   std::vector<uint8_t> state;
@@ -135,6 +138,8 @@ struct Loop {
   const TaskDef* def = nullptr;
   std::string path;
   DateTime started_at{};
+  int attempt = 1;     // its task_runs row
+  int try_number = 1;  // of 1 + def->retries
   Value::List items;  // foreach
   size_t next = 0;
   int iterations = 0;
@@ -158,7 +163,7 @@ uint64_t NextStartOrder() {
 // One attempt of one leaf task; the TaskContext the task sees.
 class Attempt : public TaskContext {
  public:
-  Attempt(Execution& exec, Container* container, size_t index, int attempt, uint64_t id);
+  Attempt(Execution& exec, Container* container, size_t index, int try_number, uint64_t id);
 
   Scope& scope() override { return *container_->scope; }
   const CancelToken& cancel() const override { return token_; }
@@ -178,10 +183,11 @@ class Attempt : public TaskContext {
   Container* container_;
   size_t index_;
   const TaskDef& def_;
-  int attempt_;
+  int try_;  // of 1 + def_.retries
   uint64_t id_;
   uint64_t start_order_;
   std::string path_;
+  int attempt_;  // its task_runs row and idempotency: unique for the path in the execution
   CancelToken token_;
   DateTime started_at_{};
   TaskOutcome outcome_;
@@ -228,6 +234,13 @@ class Execution {
     recorder_.Emit(std::move(e));
   }
 
+  // The attempt number of try `try_number` of the task at `path` in container `c`: the try
+  // itself, unless the task may run again with a container around it; then it counts on from
+  // the task's earlier runs, so no two runs share a task_runs row or an idempotency key.
+  int AttemptFor(const Container* c, const std::string& path, int try_number) {
+    return c->may_rerun ? ++attempts_of_[path] : try_number;
+  }
+
   // Called by a worker when an attempt's Execute returned.
   void PostCompletion(Attempt* attempt) {
     {
@@ -242,17 +255,27 @@ class Execution {
 
   void StartContainer(Container* c);
   void StartNode(Container* c, size_t i);
+  // Task i of c, a sequence or a loop, for its try `try_number`.
+  void StartContainerTask(Container* c, size_t i, int try_number);
+  // Whether a try of task i of c that ended `final` gets another: it failed, `retries` allow
+  // it, and neither the run nor c is stopping.
+  bool WillRetry(const Container* c, const TaskDef& def, int try_number, Final final) const;
+  // Warns that try `try_number` failed and starts the next after `retry_delay`.
+  void Retry(Container* c, size_t i, int try_number, const std::string& reason);
+  // A container task's try has ended: retried or finished.
+  void EndContainerTry(Container* c, size_t i, int try_number, Final final,
+                       const std::string& message);
   void FinishNode(Container* c, size_t i, Final final, const std::string& message);
   void MaybeCompleteContainer(Container* c);
   enum class Readiness { kWait, kRun, kSkip };
   Readiness Evaluate(Container* c, size_t i);
 
-  void StartLeaf(Container* c, size_t i, int attempt);
+  void StartLeaf(Container* c, size_t i, int try_number);
   void Dispatch();
   void Launch(Attempt* a);
   void OnAttemptDone(Attempt* a);
 
-  void StartLoop(Container* c, size_t i, DateTime started);
+  void StartLoop(Container* c, size_t i, DateTime started, int attempt, int try_number);
   void PumpLoop(Loop* loop);
   void OnIterationDone(Loop* loop, Final final, const std::string& message);
 
@@ -284,6 +307,7 @@ class Execution {
   std::deque<Attempt*> ready_;  // created, waiting for a free slot
   int running_leaves_ = 0;
   uint64_t next_attempt_id_ = 1;
+  std::unordered_map<std::string, int> attempts_of_;  // path -> attempts, see AttemptFor
   std::unique_ptr<WorkerPool> pool_;
 
   std::deque<std::function<void()>> local_;  // work for this thread, run in order
@@ -303,15 +327,16 @@ class Execution {
 
 // ---- Attempt ----------------------------------------------------------------------------------
 
-Attempt::Attempt(Execution& exec, Container* container, size_t index, int attempt, uint64_t id)
+Attempt::Attempt(Execution& exec, Container* container, size_t index, int try_number, uint64_t id)
     : exec_(exec),
       container_(container),
       index_(index),
       def_((*container->tasks)[index]),
-      attempt_(attempt),
+      try_(try_number),
       id_(id),
       start_order_(NextStartOrder()),
-      path_(container->ChildPath(def_)) {}
+      path_(container->ChildPath(def_)),
+      attempt_(exec.AttemptFor(container, path_, try_number)) {}
 
 void Attempt::Emit(EventType type, std::string message, int64_t data_code,
                    std::string data_bytes) {
@@ -553,10 +578,19 @@ void Execution::StartNode(Container* c, size_t i) {
     StartLeaf(c, i, 1);
     return;
   }
+  StartContainerTask(c, i, 1);
+}
+
+void Execution::StartContainerTask(Container* c, size_t i, int try_number) {
+  const TaskDef& def = (*c->tasks)[i];
   std::string path = c->ChildPath(def);
+  int attempt = AttemptFor(c, path, try_number);
   DateTime started = Now();
-  RecordTaskRun(path, ContainerTypeName(def.container), 1, "running", started, std::nullopt, "");
-  Emit(EventType::kOnPreExecute, path, fmt::format("{} {} started", def.type, path));
+  RecordTaskRun(path, ContainerTypeName(def.container), attempt, "running", started, std::nullopt,
+                "");
+  Emit(EventType::kOnPreExecute, path,
+       attempt == 1 ? fmt::format("{} {} started", def.type, path)
+                    : fmt::format("{} {} started (attempt {})", def.type, path, attempt));
   if (def.container == ContainerKind::kSequence) {
     auto child = std::make_unique<Container>();
     child->tasks = &def.children;
@@ -564,12 +598,14 @@ void Execution::StartNode(Container* c, size_t i) {
     child->path = path;
     child->max_errors = def.maximum_error_count;
     child->parent = c;
+    child->may_rerun = c->may_rerun || def.retries > 0;
     Container* child_ptr = child.get();
-    child->done = [this, c, i, path, started, &def](Final final, std::string message) {
-      RecordTaskRun(path, "sequence", 1, FinalStatus(final), started, Now(), message);
+    child->done = [this, c, i, path, started, attempt, try_number](Final final,
+                                                                   std::string message) {
+      RecordTaskRun(path, "sequence", attempt, FinalStatus(final), started, Now(), message);
       Emit(EventType::kOnPostExecute, path, fmt::format("sequence {} finished: {}", path,
                                                         FinalStatus(final)), 0, "", started);
-      FinishNode(c, i, final, message);
+      EndContainerTry(c, i, try_number, final, message);
     };
     containers_.push_back(std::move(child));
     if (def.timeout) {
@@ -585,7 +621,40 @@ void Execution::StartNode(Container* c, size_t i) {
     StartContainer(child_ptr);
     return;
   }
-  StartLoop(c, i, started);
+  StartLoop(c, i, started, attempt, try_number);
+}
+
+bool Execution::WillRetry(const Container* c, const TaskDef& def, int try_number,
+                          Final final) const {
+  return final == Final::kFailure && try_number <= def.retries && !StopAll() && !c->canceled &&
+         !c->stopping;
+}
+
+void Execution::Retry(Container* c, size_t i, int try_number, const std::string& reason) {
+  const TaskDef& def = (*c->tasks)[i];
+  Emit(EventType::kOnWarning, c->ChildPath(def),
+       fmt::format("attempt {} of {} failed ({}); retrying in {}", try_number, def.retries + 1,
+                   reason, FormatDuration(def.retry_delay)));
+  AddTimer(def.retry_delay, [this, c, i, try_number] {
+    if (StopAll() || c->canceled || c->stopping) {
+      FinishNode(c, i, Final::kCanceled, "canceled before retry");
+      return;
+    }
+    if ((*c->tasks)[i].is_container()) {
+      StartContainerTask(c, i, try_number + 1);
+    } else {
+      StartLeaf(c, i, try_number + 1);
+    }
+  });
+}
+
+void Execution::EndContainerTry(Container* c, size_t i, int try_number, Final final,
+                                const std::string& message) {
+  if (WillRetry(c, (*c->tasks)[i], try_number, final)) {
+    Retry(c, i, try_number, message);
+    return;
+  }
+  FinishNode(c, i, final, message);
 }
 
 Execution::Readiness Execution::Evaluate(Container* c, size_t i) {
@@ -633,7 +702,8 @@ void Execution::FinishNode(Container* c, size_t i, Final final, const std::strin
   if (final == Final::kSkipped || final == Final::kDisabled) {
     {  // A skipped container never started, so this is its only record.
       DateTime now = Now();
-      RecordTaskRun(c->ChildPath(def), def.type, 1, "skipped", now, now,
+      std::string path = c->ChildPath(def);
+      RecordTaskRun(path, def.type, AttemptFor(c, path, 1), "skipped", now, now,
                     final == Final::kDisabled ? "disabled" : "constraints can no longer be met");
     }
     if (!def.is_container()) ++result_.skipped;
@@ -683,9 +753,9 @@ void Execution::MaybeCompleteContainer(Container* c) {
 
 // ---- Leaf tasks -------------------------------------------------------------------------------
 
-void Execution::StartLeaf(Container* c, size_t i, int attempt) {
+void Execution::StartLeaf(Container* c, size_t i, int try_number) {
   uint64_t id = next_attempt_id_++;
-  auto a = std::make_unique<Attempt>(*this, c, i, attempt, id);
+  auto a = std::make_unique<Attempt>(*this, c, i, try_number, id);
   ready_.push_back(a.get());
   attempts_.emplace(id, std::move(a));
 }
@@ -752,8 +822,7 @@ void Execution::OnAttemptDone(Attempt* a) {
                             : out.message;
   DateTime ended = Now();
   Final final = FromResult(out.result);
-  bool will_retry = final == Final::kFailure && a->attempt_ <= a->def_.retries && !StopAll() &&
-                    !a->container_->canceled && !a->container_->stopping;
+  bool will_retry = WillRetry(a->container_, a->def_, a->try_, final);
   if (out.result == TaskResult::kFailure && !will_retry) {
     Emit(EventType::kOnError, a->path_, out.message);
     Emit(EventType::kOnTaskFailed, a->path_, fmt::format("task {} failed", a->path_));
@@ -767,23 +836,12 @@ void Execution::OnAttemptDone(Attempt* a) {
 
   Container* c = a->container_;
   size_t i = a->index_;
-  int attempt = a->attempt_;
-  const TaskDef& def = a->def_;
+  int try_number = a->try_;
   std::string out_message = out.message;
   attempts_.erase(a->id_);  // `a` is gone from here on
 
   if (will_retry) {
-    std::string path = c->ChildPath(def);
-    Emit(EventType::kOnWarning, path,
-         fmt::format("attempt {} of {} failed ({}); retrying in {}", attempt, def.retries + 1,
-                     out_message, FormatDuration(def.retry_delay)));
-    AddTimer(def.retry_delay, [this, c, i, attempt] {
-      if (StopAll() || c->canceled || c->stopping) {
-        FinishNode(c, i, Final::kCanceled, "canceled before retry");
-        return;
-      }
-      StartLeaf(c, i, attempt + 1);
-    });
+    Retry(c, i, try_number, out_message);
     return;
   }
   if (final == Final::kSuccess) ++result_.succeeded;
@@ -793,7 +851,8 @@ void Execution::OnAttemptDone(Attempt* a) {
 
 // ---- Loops ------------------------------------------------------------------------------------
 
-void Execution::StartLoop(Container* c, size_t i, DateTime started) {
+void Execution::StartLoop(Container* c, size_t i, DateTime started, int attempt,
+                          int try_number) {
   const TaskDef& def = (*c->tasks)[i];
   auto loop = std::make_unique<Loop>();
   loop->owner = c;
@@ -801,6 +860,8 @@ void Execution::StartLoop(Container* c, size_t i, DateTime started) {
   loop->def = &def;
   loop->path = c->ChildPath(def);
   loop->started_at = started;
+  loop->attempt = attempt;
+  loop->try_number = try_number;
   Loop* l = loop.get();
   loops_.push_back(std::move(loop));
   if (def.timeout) {
@@ -900,6 +961,7 @@ void Execution::PumpLoop(Loop* l) {
     body->max_errors = 1;  // a failed task fails its iteration; the loop counts iterations
     body->parent = owner;
     body->loop = l;
+    body->may_rerun = owner->may_rerun || def.retries > 0;
     body->done = [this, l](Final final, std::string message) {
       OnIterationDone(l, final, message);
     };
@@ -913,7 +975,7 @@ void Execution::PumpLoop(Loop* l) {
     else if (l->errors >= def.maximum_error_count || package_failed_) final = Final::kFailure;
     std::string message = l->first_error;
     if (final == Final::kFailure && message.empty()) message = l->path + ": an iteration failed";
-    RecordTaskRun(l->path, def.type, 1, FinalStatus(final), l->started_at, Now(),
+    RecordTaskRun(l->path, def.type, l->attempt, FinalStatus(final), l->started_at, Now(),
                   fmt::format("{} iteration{}{}", l->iterations, l->iterations == 1 ? "" : "s",
                               message.empty() ? "" : "; " + message));
     Emit(EventType::kOnPostExecute, l->path,
@@ -921,7 +983,7 @@ void Execution::PumpLoop(Loop* l) {
                      l->iterations == 1 ? "" : "s", FinalStatus(final)),
          0, "", l->started_at);
     l->finished = true;
-    FinishNode(owner, l->index, final, message);
+    EndContainerTry(owner, l->index, l->try_number, final, message);
   }
 }
 

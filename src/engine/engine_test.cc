@@ -692,6 +692,85 @@ tasks:
   EXPECT_EQ(r.succeeded, 1);
 }
 
+// A container with `retries` runs again as a whole when it fails: every task inside runs again,
+// each run with its own attempt number (its own task_runs row and idempotency key).
+TEST_F(EngineTest, AFailedSequenceIsRetriedAsAWhole) {
+  RunResult r = MustRun(R"(package: seq-retry
+tasks:
+  batch:
+    type: sequence
+    retries: 1
+    retry_delay: 20ms
+    tasks:
+      download: {type: fake}
+      load: {type: fake, fail_times: 1, after: [download]}
+  publish: {type: fake, after: [batch]}
+)");
+  EXPECT_EQ(r.result, TaskResult::kSuccess) << r.message;
+  auto download = World::Get().CallsOf("batch/download");
+  ASSERT_EQ(download.size(), 2u);
+  EXPECT_EQ(download[0].attempt, 1);
+  EXPECT_EQ(download[1].attempt, 2);
+  EXPECT_GE(download[1].start - World::Get().CallsOf("batch/load")[0].end, 20ms) << "retry_delay";
+  EXPECT_EQ(AttemptsRecorded("batch"), 2);
+  EXPECT_EQ(RunOf("batch", 1)->status, "failed");
+  EXPECT_EQ(RunOf("batch", 2)->status, "succeeded");
+  EXPECT_EQ(AttemptsRecorded("batch/load"), 2);
+  EXPECT_EQ(RunOf("batch/load", 1)->status, "failed");
+  EXPECT_EQ(RunOf("batch/load", 2)->status, "succeeded");
+  EXPECT_EQ(AttemptsRecorded("batch/download"), 2);
+  ASSERT_EQ(EventsOf(EventType::kOnWarning, "batch").size(), 1u) << AllEvents();
+  EXPECT_NE(EventsOf(EventType::kOnWarning, "batch")[0].message.find("attempt 1 of 2 failed"),
+            std::string::npos);
+  EXPECT_TRUE(World::Get().Ran("publish"));
+  // Every leaf run counts: download twice, load once each way, publish.
+  EXPECT_EQ(r.succeeded, 4);
+  EXPECT_EQ(r.failed, 1);
+}
+
+// A loop retried after its tasks used up their own retries: attempt numbers go on counting
+// across both, and only the last try of the loop decides.
+TEST_F(EngineTest, ALoopRetriedAfterItsTasksOwnRetriesCountsAttemptsOn) {
+  RunResult r = MustRun(R"(package: loop-retry
+tasks:
+  each:
+    type: foreach
+    items: [a]
+    as: x
+    retries: 2
+    tasks:
+      work: {type: fake, fail_times: 2, retries: 1}
+)");
+  EXPECT_EQ(r.result, TaskResult::kSuccess) << r.message;
+  auto work = World::Get().CallsOf("each[1]/work");
+  ASSERT_EQ(work.size(), 3u);
+  for (size_t i = 0; i < work.size(); ++i) EXPECT_EQ(work[i].attempt, static_cast<int>(i) + 1);
+  EXPECT_EQ(AttemptsRecorded("each[1]/work"), 3);
+  EXPECT_EQ(RunOf("each[1]/work", 3)->status, "succeeded");
+  EXPECT_EQ(AttemptsRecorded("each"), 2) << "the loop's third try was not needed";
+  EXPECT_EQ(RunOf("each", 1)->status, "failed");
+  EXPECT_EQ(RunOf("each", 2)->status, "succeeded");
+}
+
+TEST_F(EngineTest, AContainerOutOfRetriesFails) {
+  RunResult r = MustRun(R"(package: seq-exhausted
+tasks:
+  batch:
+    type: sequence
+    retries: 2
+    tasks:
+      load: {type: fake, result: failure, message: no rows}
+  publish: {type: fake, after: [batch]}
+)");
+  EXPECT_EQ(r.result, TaskResult::kFailure);
+  EXPECT_EQ(World::Get().CallsOf("batch/load").size(), 3u);
+  EXPECT_EQ(AttemptsRecorded("batch"), 3);
+  EXPECT_EQ(StatusOf("batch"), "failed");
+  EXPECT_EQ(EventsOf(EventType::kOnWarning, "batch").size(), 2u) << AllEvents();
+  EXPECT_FALSE(World::Get().Ran("publish"));
+  EXPECT_NE(r.message.find("no rows"), std::string::npos) << r.message;
+}
+
 TEST_F(EngineTest, TimeoutCancelsABlockingTask) {
   RunResult r = MustRun(R"(package: timeout
 tasks:

@@ -939,12 +939,6 @@ class Loader : public TaskParser {
   void ParseContainer(const YAML::Node& def, const std::string& path, const ContainerSpec& spec,
                       TaskDef& t) {
     t.container = spec.kind;
-    for (const char* key : {"retries", "retry_delay"}) {
-      if (def[key]) {
-        Error(def[key], fmt::format("`{}` applies to tasks, not to the {} container '{}'; put it on "
-                                    "the tasks inside", key, spec.type, path));
-      }
-    }
     if (auto n = IntAt(def, "maximum_error_count")) {
       if (*n < 1) Error(def["maximum_error_count"], "maximum_error_count must be at least 1");
       t.maximum_error_count = static_cast<int>(std::max<int64_t>(*n, 1));
