@@ -27,6 +27,9 @@ struct RunOptions {
   std::string parent_execution_id;   // set for child packages
   std::string catalog_spec;          // handed to out-of-process children
   std::string agent, job, run_id;    // recorded on the execution when an agent runs it
+  // For a child package: the files of the packages running it, outermost first (canonical
+  // paths). A package task refuses to start a package among them, which would run forever.
+  std::vector<std::string> ancestors;
 };
 
 struct RunResult {

@@ -76,14 +76,19 @@ class SignalWatcher {
   std::thread thread_;
 };
 
-// Reads {"params": {"name": "value" | ["a", "b"]}, "secrets": ["..."]} from stdin: what a
-// parent package hands a child started as its own process, kept off the command line.
-bool ReadParentInput(std::map<std::string, Value>& params, Masker& masker) {
+// Reads {"params": {"name": "value" | ["a", "b"]}, "secrets": ["..."], "ancestors": ["..."]}
+// from stdin: what a parent package hands a child started as its own process, kept off the
+// command line.
+bool ReadParentInput(RunOptions& options, Masker& masker) {
+  std::map<std::string, Value>& params = options.params;
   std::string text((std::istreambuf_iterator<char>(std::cin)), std::istreambuf_iterator<char>());
   try {
     nlohmann::json json = nlohmann::json::parse(text);
     if (json.contains("secrets")) {
       for (const auto& secret : json.at("secrets")) masker.AddSecret(secret.get<std::string>());
+    }
+    if (json.contains("ancestors")) {
+      options.ancestors = json.at("ancestors").get<std::vector<std::string>>();
     }
     if (!json.contains("params")) return true;
     for (auto& [name, value] : json.at("params").items()) {
@@ -96,7 +101,8 @@ bool ReadParentInput(std::map<std::string, Value>& params, Masker& masker) {
       }
     }
   } catch (const nlohmann::json::exception& e) {
-    std::fprintf(stderr, "fanout: --params-stdin: expected {\"params\": {...}, \"secrets\": [...]}: %s\n",
+    std::fprintf(stderr, "fanout: --params-stdin: expected {\"params\": {...}, \"secrets\": [...], "
+                 "\"ancestors\": [...]}: %s\n",
                  e.what());
     return false;
   }
@@ -189,7 +195,7 @@ int RunPackage(const RunArgs& args) {
     if (progress) progress->Erase();
   });
   auto masker = std::make_shared<Masker>();
-  if (args.params_stdin && !ReadParentInput(options.params, *masker)) return kExitUsage;
+  if (args.params_stdin && !ReadParentInput(options, *masker)) return kExitUsage;
   Recorder recorder(std::move(*catalog), std::move(sinks), masker,
                     RecorderOptions{catalog::DefaultSpoolDir(), options.catalog_spec});
   Engine engine(recorder);

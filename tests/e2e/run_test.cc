@@ -239,6 +239,26 @@ TEST(RunTest, ChildExecutionsLinkToTheParent) {
   }
 }
 
+// A package that runs itself, in this process or through a child run as its own process, fails
+// at once naming the loop, rather than nesting until threads or processes run out.
+TEST(RunTest, APackageThatRunsItselfFailsNamingTheLoop) {
+  ScratchDir dir;
+  dir.Write("self.yaml", "package: self\ntasks:\n  again: {type: package, path: self.yaml}\n");
+  dir.Write("a.yaml", "package: a\ntasks:\n  to-b: {type: package, path: b.yaml, out_of_process: true}\n");
+  dir.Write("b.yaml", "package: b\ntasks:\n  to-a: {type: package, path: a.yaml}\n");
+  CommandResult self = RunFanout({"run", "self.yaml"}, dir.path());
+  EXPECT_EQ(self.exit_code, 1) << self.out << self.err;
+  std::string path = std::filesystem::canonical(dir.path()).string();
+  EXPECT_NE(self.err.find("would run itself (" + path + "/self.yaml -> " + path + "/self.yaml)"),
+            std::string::npos)
+      << self.err;
+  CommandResult loop = RunFanout({"run", "a.yaml"}, dir.path());
+  EXPECT_EQ(loop.exit_code, 1) << loop.out << loop.err;
+  EXPECT_NE(loop.err.find("(" + path + "/a.yaml -> " + path + "/b.yaml -> " + path + "/a.yaml)"),
+            std::string::npos)
+      << loop.err;
+}
+
 }  // namespace
 }  // namespace fanout::testing
 

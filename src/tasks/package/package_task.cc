@@ -6,7 +6,9 @@
 #include <limits.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
+#include <filesystem>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -25,6 +27,12 @@ std::string FanoutBinary() {
   ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
   if (n <= 0) return "fanout";
   return std::string(buf, static_cast<size_t>(n));
+}
+
+std::string Canonical(const std::string& path) {
+  std::error_code ec;
+  auto canonical = std::filesystem::weakly_canonical(path, ec);
+  return ec ? path : canonical.string();
 }
 
 std::string LastLine(const std::string& text) {
@@ -52,16 +60,30 @@ class PackageTask : public Task {
       if (!v.ok()) return TaskOutcome::Failure(fmt::format("param {}: {}", name, v.status().message()));
       values.emplace(name, std::move(*v));
     }
+    // This package and the ones running it: a child among them would run itself, and so on
+    // until the machine runs out of threads or processes.
+    std::vector<std::string> ancestors = context.run_options().ancestors;
+    ancestors.push_back(Canonical(context.package().path));
+    std::string target = Canonical(file);
+    if (std::find(ancestors.begin(), ancestors.end(), target) != ancestors.end()) {
+      std::string chain;
+      for (const std::string& a : ancestors) chain += a + " -> ";
+      return TaskOutcome::Failure(fmt::format(
+          "child package {} would run itself ({}{}); a package cannot run itself, directly or "
+          "through its children", file, chain, target));
+    }
     std::string child_id = NewExecutionId();
-    TaskOutcome outcome = out_of_process ? RunOutOfProcess(context, file, values, child_id)
-                                         : RunInProcess(context, file, values, child_id);
+    TaskOutcome outcome = out_of_process
+                              ? RunOutOfProcess(context, file, values, ancestors, child_id)
+                              : RunInProcess(context, file, values, ancestors, child_id);
     outcome.child_execution_id = child_id;
     return outcome;
   }
 
  private:
   TaskOutcome RunInProcess(TaskContext& context, const std::string& file,
-                           std::map<std::string, Value> values, const std::string& child_id) const {
+                           std::map<std::string, Value> values, std::vector<std::string> ancestors,
+                           const std::string& child_id) const {
     Diagnostics diagnostics;
     auto child = LoadPackage(file, diagnostics);
     if (!child.ok()) {
@@ -73,6 +95,7 @@ class PackageTask : public Task {
     options.execution_id = child_id;
     options.parent_execution_id = context.execution_id();
     options.catalog_spec = context.run_options().catalog_spec;
+    options.ancestors = std::move(ancestors);
     auto result = context.engine().Run(*child, options, &context.cancel());
     if (!result.ok()) {
       return TaskOutcome::Failure(fmt::format("child package {}: {}", (*child)->name,
@@ -88,6 +111,7 @@ class PackageTask : public Task {
 
   TaskOutcome RunOutOfProcess(TaskContext& context, const std::string& file,
                               const std::map<std::string, Value>& values,
+                              const std::vector<std::string>& ancestors,
                               const std::string& child_id) const {
     SpawnSpec spec;
     spec.argv = {FanoutBinary(), "run", file, "--execution-id", child_id,
@@ -111,7 +135,8 @@ class PackageTask : public Task {
       }
     }
     nlohmann::json input = {{"params", params},
-                            {"secrets", context.engine().recorder().masker().secrets()}};
+                            {"secrets", context.engine().recorder().masker().secrets()},
+                            {"ancestors", ancestors}};
     spec.stdin_data = input.dump();
     spec.kill_grace = std::chrono::milliseconds(5000);
     auto run = RunProcess(spec, context.cancel().fd());
