@@ -178,9 +178,13 @@ Status AgentServer::Start() {
   // httplib listens with a backlog of 5: a parent starting a hundred children at once overflowed
   // it, and the connections the kernel dropped waited for SYN retransmits (1 s, then 3 s) and
   // timed out. Listening again on the bound socket raises the backlog to the system's limit.
+  // httplib's own options also set SO_REUSEPORT, which let a second agent bind the same port
+  // and take part of the first one's requests; only SO_REUSEADDR is set here, so a restarted
+  // agent can bind at once.
   auto listener = std::make_shared<int>(-1);
   http_->set_socket_options([listener](socket_t sock) {
-    httplib::default_socket_options(sock);
+    int yes = 1;
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
     *listener = sock;
   });
   int port = config_.port;

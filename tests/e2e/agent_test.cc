@@ -335,6 +335,20 @@ TEST_F(AgentTest, RefusesToListenBeyondLoopbackWithoutCredentials) {
   EXPECT_EQ(agent_.StartExpectingExit({"--dev", "--config", agent_.Path("loop.yaml")}), 6);
 }
 
+// A second agent on a port already taken exits 1 saying so, rather than sharing the port and
+// taking part of the first agent's requests (SO_REUSEPORT).
+TEST_F(AgentTest, ASecondAgentOnATakenPortRefusesToStart) {
+  ASSERT_TRUE(StartDev(1));
+  std::string port = agent_.url().substr(agent_.url().rfind(':') + 1);
+  AgentProcess second;
+  EXPECT_EQ(second.StartExpectingExit({"--dev", "--listen", "127.0.0.1:" + port, "--data-dir",
+                                       second.Path("data")}),
+            1);
+  EXPECT_TRUE(Contains(second.err(), "cannot listen on 127.0.0.1:" + port)) << second.err();
+  auto health = agent_.Client()->Status();
+  ASSERT_TRUE(health.ok()) << health.status().ToString();
+}
+
 // --- Packages and jobs ----------------------------------------------------------------------
 
 TEST_F(AgentTest, PackagesDeployListFetchAndDelete) {
