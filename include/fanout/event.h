@@ -61,7 +61,11 @@ class Masker {
   ~Masker();
   Masker(const Masker&) = delete;
   Masker& operator=(const Masker&) = delete;
-  void AddSecret(std::string secret);  // empty secrets are ignored
+  // Values shorter than this are not searched for: hiding every "0", "1" or "no" in every text
+  // would corrupt ids and counts and protect nothing. Such a parameter's value is still hidden
+  // where it is shown as the parameter's value (the catalog, reports).
+  static constexpr size_t kMinSecretLength = 4;
+  void AddSecret(std::string secret);  // ignores secrets shorter than kMinSecretLength
   std::string Mask(std::string_view text) const;
   // For text whose end was cut off (bounded output): a secret's first part at its very end is
   // masked too.

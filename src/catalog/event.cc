@@ -27,7 +27,7 @@ Masker::Masker() : impl_(new Impl) {}
 Masker::~Masker() { delete impl_; }
 
 void Masker::AddSecret(std::string secret) {
-  if (secret.empty()) return;
+  if (secret.size() < kMinSecretLength) return;
   std::unique_lock lock(impl_->mu);
   auto& secrets = impl_->secrets;
   if (std::find(secrets.begin(), secrets.end(), secret) != secrets.end()) return;

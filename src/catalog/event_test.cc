@@ -29,9 +29,21 @@ TEST(MaskerTest, MasksEveryOccurrence) {
 
 TEST(MaskerTest, LongerSecretWinsOverItsPrefix) {
   Masker masker;
-  masker.AddSecret("abc");
-  masker.AddSecret("abcdef");
-  EXPECT_EQ(masker.Mask("x abcdef y abc z"), "x *** y *** z");
+  masker.AddSecret("abcd");
+  masker.AddSecret("abcdefgh");
+  EXPECT_EQ(masker.Mask("x abcdefgh y abcd z"), "x *** y *** z");
+}
+
+// "0", "1", "false" hidden in every text would turn ids, counts and words into "***" and
+// protect nothing.
+TEST(MaskerTest, ValuesShorterThanFourCharactersAreNotSearchedFor) {
+  Masker masker;
+  for (const char* tiny : {"0", "1", "no", "abc"}) masker.AddSecret(tiny);
+  EXPECT_TRUE(masker.empty());
+  EXPECT_EQ(masker.Mask("execution 01a2-0b1c: 1 failed, no rows, abc"),
+            "execution 01a2-0b1c: 1 failed, no rows, abc");
+  masker.AddSecret("4567");
+  EXPECT_EQ(masker.Mask("pin 4567"), "pin ***");
 }
 
 TEST(MaskerTest, OverlappingSecretsLeaveNoFragment) {

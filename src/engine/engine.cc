@@ -375,19 +375,23 @@ Status Execution::Prepare() {
   std::vector<std::string> errors;
   for (const ParameterDef& p : package_->parameters) {
     std::optional<Value> value;
+    bool given = false;  // by the parent or --set; when it does not convert, that is the error
     if (auto it = options_.params.find(p.name); it != options_.params.end()) {
+      given = true;
       if (p.sensitive) masker.AddSecret(it->second.ToString());
       auto v = it->second.ConvertTo(p.type);
       if (!v.ok()) errors.push_back(fmt::format("parameter {}: {}", p.name, masker.Mask(v.status().message())));
       else value = *v;
     }
     if (auto it = sets.find(p.name); it != sets.end()) {
+      given = true;
       if (p.sensitive) masker.AddSecret(it->second);
       auto v = Value(it->second).ConvertTo(p.type);
       if (!v.ok()) errors.push_back(fmt::format("--set {}: {}", p.name, masker.Mask(v.status().message())));
       else value = *v;
       sets.erase(it);
     }
+    if (given && !value) continue;
     if (!value && p.default_value) value = *p.default_value;
     if (!value) {
       if (p.required) {
@@ -395,9 +399,10 @@ Status Execution::Prepare() {
                                      p.name, p.name));
         continue;
       }
-      value = Value::Default(p.type);
+      value = Value::Default(p.type);  // no secret: the type's zero value, "" or 0 or false
+    } else if (p.sensitive && !given) {
+      masker.AddSecret(value->ToString());  // the package's own default
     }
-    if (p.sensitive) masker.AddSecret(value->ToString());
     variables_->Define(p.name, *value, true, false);
   }
   for (const VariableDef& v : package_->variables) {

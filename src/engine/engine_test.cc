@@ -1241,6 +1241,35 @@ tasks:
       << r.status().message();
 }
 
+// A value that does not convert is the error; "has no value" would contradict it.
+TEST_F(EngineTest, ARequiredParameterGivenABadValueGetsOneError) {
+  RunOptions options;
+  options.sets = {{"pin", "abc"}};
+  auto r = Run("package: p\nparameters:\n  pin: {type: int, required: true}\ntasks:\n"
+               "  a: {type: fake}\n",
+               options);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("--set pin"), std::string::npos) << r.status().message();
+  EXPECT_EQ(r.status().message().find("has no value"), std::string::npos) << r.status().message();
+}
+
+// An unset sensitive parameter holds its type's zero value, which is no secret: "0" and "false"
+// stay readable everywhere. Its declared default is a secret.
+TEST_F(EngineTest, UnsetSensitiveParametersMaskNothingButTheirDeclaredDefault) {
+  RunResult r = MustRun(R"(package: zeros
+parameters:
+  num: {type: int, sensitive: true}
+  flag: {type: bool, sensitive: true}
+  key: {type: string, sensitive: true, value: default-key-77}
+tasks:
+  a: {type: fake, emit: "0 rows, false alarm, default-key-77"}
+)");
+  EXPECT_EQ(r.result, TaskResult::kSuccess) << r.message;
+  auto info = EventsOf(EventType::kOnInformation, "a");
+  ASSERT_EQ(info.size(), 1u) << AllEvents();
+  EXPECT_EQ(info[0].message, "0 rows, false alarm, ***");
+}
+
 TEST_F(EngineTest, VariableChangedEventsOnlyForRaiseChangedEvent) {
   RunResult r = MustRun(R"(package: changes
 variables:
