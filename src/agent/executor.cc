@@ -61,9 +61,11 @@ std::string LastLine(std::string text) {
   return nl == std::string::npos ? text : text.substr(nl + 1);
 }
 
-// `params` with every secret in their values masked: what the agent's database and answers show.
-// `touched` gets the names of the params that held one.
+// `params` with every secret in their values masked, and the values of `sensitive` params
+// hidden whole: what the agent's database and answers show. `touched` gets the names of the
+// params that held a secret.
 nlohmann::json MaskedParams(const nlohmann::json& params, const Masker& secrets,
+                            const std::vector<std::string>& sensitive,
                             std::vector<std::string>& touched) {
   auto mask = [&](nlohmann::json& text) {
     if (!text.is_string()) return false;
@@ -74,6 +76,11 @@ nlohmann::json MaskedParams(const nlohmann::json& params, const Masker& secrets,
   };
   nlohmann::json out = params;
   for (auto& [name, value] : out.items()) {
+    if (std::find(sensitive.begin(), sensitive.end(), name) != sensitive.end()) {
+      value = "***";
+      touched.push_back(name);
+      continue;
+    }
     bool masked = false;
     if (value.is_array()) {
       for (auto& item : value) masked = mask(item) || masked;
@@ -222,7 +229,7 @@ Result<StartResult> Executor::Start(std::shared_ptr<const JobDef> job_def,
   r.id = NewExecutionId();
   r.job = job.name;
   r.status = "queued";
-  r.params = MaskedParams(request.params, run->secrets, sensitive).dump();
+  r.params = MaskedParams(request.params, run->secrets, request.sensitive_params, sensitive).dump();
   r.sensitive = nlohmann::json(sensitive).dump();
   r.parent_execution_id = request.parent_execution_id;
   r.start_step = request.start_step;

@@ -37,6 +37,9 @@ struct StartRequest {
   nlohmann::json params = nlohmann::json::object();  // name -> string (or list of strings)
   // Secrets in the params' values: kept in memory only, masked in all the agent keeps and shows.
   std::vector<std::string> secrets;
+  // Params whose whole values are secret (a package step declares them sensitive): shown as
+  // `***` however short, their values also in `secrets`.
+  std::vector<std::string> sensitive_params;
   std::string parent_execution_id;
   std::string start_step;
   std::string idempotency_key;

@@ -205,6 +205,27 @@ Status AgentServer::Start() {
   return Status::Ok();
 }
 
+std::vector<std::string> AgentServer::SensitiveParams(const std::string& package) {
+  fs::path file = fs::path(config_.data_dir) / "packages" / (package + ".yaml");
+  std::error_code ec;
+  fs::file_time_type modified = fs::last_write_time(file, ec);
+  if (ec) return {};
+  std::lock_guard lock(packages_mu_);
+  auto cached = package_secrets_.find(package);
+  if (cached != package_secrets_.end() && cached->second.modified == modified) {
+    return cached->second.sensitive;
+  }
+  Diagnostics diagnostics;
+  auto loaded = LoadPackage(file.string(), diagnostics);
+  if (!loaded.ok()) return {};
+  PackageSecrets entry{modified, {}};
+  for (const ParameterDef& p : (*loaded)->parameters) {
+    if (p.sensitive) entry.sensitive.push_back(p.name);
+  }
+  package_secrets_[package] = entry;
+  return entry.sensitive;
+}
+
 Status AgentServer::Serve() {
   if (!http_->listen_after_bind()) return Unavailable("the listener stopped with an error");
   return Status::Ok();
@@ -454,6 +475,17 @@ void AgentServer::Routes() {
           if (!value.is_object()) {
             return Reply(res, 400, json{{"error", "malformed request"}, {"detail", "`params` must be an object"}});
           }
+          for (const auto& [param, text] : value.items()) {
+            bool strings = text.is_array() && std::all_of(text.begin(), text.end(),
+                                                          [](const json& v) { return v.is_string(); });
+            if (!text.is_string() && !strings) {
+              return Reply(res, 400, json{{"error", "malformed request"},
+                                          {"detail", fmt::format("`params.{}` is {}: a parameter's "
+                                                                 "value is a string or a list of "
+                                                                 "strings, e.g. \"5\"",
+                                                                 param, text.dump())}});
+            }
+          }
           start.params = value;
         } else if (key == "secrets") {
           if (!value.is_array() ||
@@ -479,6 +511,21 @@ void AgentServer::Routes() {
     }
     auto job = load_job(name, res);
     if (!job) return;
+    // Values of parameters a package step declares sensitive are secrets whoever sends them
+    // (`fanout job start --param` cannot mark them): kept in memory only, `***` in the history.
+    for (const StepDef& step : job->steps) {
+      if (step.subsystem != "package") continue;
+      for (const std::string& param : SensitiveParams(step.package)) {
+        if (!start.params.contains(param)) continue;
+        start.sensitive_params.push_back(param);
+        const json& value = start.params[param];
+        if (value.is_string()) {
+          start.secrets.push_back(value.get<std::string>());
+        } else {
+          for (const json& item : value) start.secrets.push_back(item.get<std::string>());
+        }
+      }
+    }
     auto started = executor_->Start(std::move(job), start);
     if (!started.ok()) {
       std::string error = started.status().code() == Code::kFailedPrecondition ? "job already running"

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <filesystem>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -46,6 +47,9 @@ class AgentServer {
   bool Authorized(const httplib::Request& req, httplib::Response& res) const;
   // Drops a job from jobs_ after the store changed it.
   void ForgetJob(const std::string& name);
+  // The parameters that deployed package `package` declares sensitive ({} when it is missing or
+  // invalid: its step will fail and say so). Read again when the file changed.
+  std::vector<std::string> SensitiveParams(const std::string& package);
 
   AgentConfig config_;
   std::string fanout_binary_;
@@ -59,6 +63,13 @@ class AgentServer {
   std::mutex jobs_mu_;
   std::map<std::string, std::shared_ptr<const JobDef>> jobs_;
   uint64_t jobs_generation_ = 0;
+
+  struct PackageSecrets {
+    std::filesystem::file_time_type modified;
+    std::vector<std::string> sensitive;
+  };
+  std::mutex packages_mu_;
+  std::map<std::string, PackageSecrets> package_secrets_;  // by package name
 };
 
 // The one place a Status code becomes an HTTP status.

@@ -268,6 +268,8 @@ TEST_F(AgentTest, MalformedInputGets400WithAReasonAndChangesNothing) {
       {"{\"colour\": \"red\"}", "unknown key `colour`"},
       {"{\"secrets\": \"pw\"}", "`secrets` must be an array of strings"},
       {"{\"secrets\": [1]}", "`secrets` must be an array of strings"},
+      {"{\"params\": {\"n\": 5}}", "`params.n` is 5: a parameter's value is a string"},
+      {"{\"params\": {\"n\": [\"a\", {}]}}", "`params.n` is ["},
   };
   for (const auto& [body, detail] : starts) {
     HttpReply r = agent_.Http("POST", "/v1/jobs/keep/start", body);
@@ -923,6 +925,37 @@ TEST_F(AgentTest, SensitiveParamsAreMaskedInHistoryAnswersAndTheChildsCatalog) {
   EXPECT_TRUE(said) << "the child's error, masked, is among its events";
 
   // Nothing of it reaches the agent's database either.
+  ASSERT_EQ(Terminate(), 0);
+  for (const char* file : {"agent.db", "agent.db-wal"}) {
+    std::string path = agent_.data_dir() + "/" + file;
+    if (std::filesystem::exists(path)) {
+      EXPECT_FALSE(Contains(ReadText(path), secret)) << path;
+    }
+  }
+}
+
+// `fanout job start --param` sends no `secrets`: a parameter that a package step declares
+// sensitive is a secret all the same, hidden whole in the history however short.
+TEST_F(AgentTest, ParamsAPackageDeclaresSensitiveAreSecretsWithoutBeingSentAsSuch) {
+  ASSERT_TRUE(StartConfig(Config(1)));
+  const std::string secret = "Sup3rSecretPW";
+  ASSERT_TRUE(PutPackage("careful",
+                         "package: careful\nparameters:\n"
+                         "  pw: {type: string, sensitive: true}\n"
+                         "  pin: {type: string, sensitive: true}\n"
+                         "  region: {type: string}\n"
+                         "tasks:\n"
+                         "  say: {type: process, run: ['/nonexistent/${pw}']}\n"));
+  ASSERT_TRUE(PutJob("job: guarded\nsteps:\n  - {name: child, subsystem: package, package: careful}\n"));
+  client::StartRequest request;
+  request.params["pw"] = secret;
+  request.params["pin"] = "42";
+  request.params["region"] = "eu";
+  json run = Run("guarded", request);
+  ASSERT_EQ(run.value("status", ""), "failed") << run.dump();
+  EXPECT_EQ(run["params"], json({{"pw", "***"}, {"pin", "***"}, {"region", "eu"}}));
+  EXPECT_FALSE(Contains(run.dump(), secret)) << run.dump();
+  EXPECT_TRUE(Contains(run.dump(), "/nonexistent/***")) << "the step ran with the real value";
   ASSERT_EQ(Terminate(), 0);
   for (const char* file : {"agent.db", "agent.db-wal"}) {
     std::string path = agent_.data_dir() + "/" + file;
