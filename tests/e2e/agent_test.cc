@@ -80,6 +80,15 @@ class AgentTest : public ::testing::Test {
     api_.reset();
     return agent_.Terminate();
   }
+  // After Terminate(): `text` is nowhere in the agent's database files.
+  void ExpectNotInAgentDatabase(const std::string& text) {
+    for (const char* file : {"agent.db", "agent.db-wal"}) {
+      std::string path = agent_.data_dir() + "/" + file;
+      if (std::filesystem::exists(path)) {
+        EXPECT_FALSE(Contains(ReadText(path), text)) << path;
+      }
+    }
+  }
   bool Restart() {
     if (!agent_.Restart()) return false;
     api_ = agent_.Client();
@@ -926,12 +935,7 @@ TEST_F(AgentTest, SensitiveParamsAreMaskedInHistoryAnswersAndTheChildsCatalog) {
 
   // Nothing of it reaches the agent's database either.
   ASSERT_EQ(Terminate(), 0);
-  for (const char* file : {"agent.db", "agent.db-wal"}) {
-    std::string path = agent_.data_dir() + "/" + file;
-    if (std::filesystem::exists(path)) {
-      EXPECT_FALSE(Contains(ReadText(path), secret)) << path;
-    }
-  }
+  ExpectNotInAgentDatabase(secret);
 }
 
 // `fanout job start --param` sends no `secrets`: a parameter that a package step declares
@@ -957,12 +961,7 @@ TEST_F(AgentTest, ParamsAPackageDeclaresSensitiveAreSecretsWithoutBeingSentAsSuc
   EXPECT_FALSE(Contains(run.dump(), secret)) << run.dump();
   EXPECT_TRUE(Contains(run.dump(), "/nonexistent/***")) << "the step ran with the real value";
   ASSERT_EQ(Terminate(), 0);
-  for (const char* file : {"agent.db", "agent.db-wal"}) {
-    std::string path = agent_.data_dir() + "/" + file;
-    if (std::filesystem::exists(path)) {
-      EXPECT_FALSE(Contains(ReadText(path), secret)) << path;
-    }
-  }
+  ExpectNotInAgentDatabase(secret);
 }
 
 // The agent's children running `fanout --argv-from-stdin`: its warm processes.
