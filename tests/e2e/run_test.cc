@@ -239,6 +239,24 @@ TEST(RunTest, ChildExecutionsLinkToTheParent) {
   }
 }
 
+// Output captured into a variable that cannot hold it: the process's event (exit code, output)
+// is still logged, and a failed exit is the task's error before the failed assignment.
+TEST(RunTest, ACaptureThatDoesNotFitKeepsTheOutputEvent) {
+  ScratchDir dir;
+  dir.Write("cap.yaml", "package: cap\nmaximum_error_count: 2\nvariables: {n: {type: int, value: 0}}\n"
+                        "tasks:\n"
+                        "  fits-not: {type: process, run: [/bin/echo, notanint], stdout: n}\n"
+                        "  fails: {type: process, run: [/bin/sh, -c, 'echo word; exit 3'], stdout: n}\n");
+  CommandResult r = RunFanout({"run", "cap.yaml", "--log", "jsonl:events.jsonl"}, dir.path());
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  std::string events = dir.Read("events.jsonl");
+  EXPECT_NE(events.find("\"message\":\"/bin/echo exited with code 0\""), std::string::npos) << events;
+  EXPECT_NE(events.find("stdout:\\nnotanint"), std::string::npos) << events;
+  EXPECT_NE(events.find("cannot convert string 'notanint' to int"), std::string::npos) << events;
+  EXPECT_NE(events.find("\"message\":\"/bin/sh failed with exit code 3\""), std::string::npos) << events;
+  EXPECT_EQ(events.find("cannot convert string 'word'"), std::string::npos) << events;
+}
+
 // A package that runs itself, in this process or through a child run as its own process, fails
 // at once naming the loop, rather than nesting until threads or processes run out.
 TEST(RunTest, APackageThatRunsItselfFailsNamingTheLoop) {

@@ -68,22 +68,21 @@ class ProcessTask : public Task {
     if (!run.ok()) return TaskOutcome::Failure(run.status().message());
     const SpawnResult& r = *run;
 
-    if (!stdout_var.empty()) {
-      Status s = scope.Set(stdout_var, Value(Trimmed(r.out)));
-      if (!s.ok()) return TaskOutcome::Failure(s.message());
-    }
-    if (!stderr_var.empty()) {
-      Status s = scope.Set(stderr_var, Value(Trimmed(r.err)));
-      if (!s.ok()) return TaskOutcome::Failure(s.message());
-    }
     // Masked before the event's tail is cut, and with the capture limit's cut in mind, so that
     // no part of a secret survives either cut (the Recorder masks whole secrets only).
     const Masker& masker = context.engine().recorder().masker();
     const std::string out = r.out_dropped > 0 ? masker.MaskTruncated(r.out) : masker.Mask(r.out);
     const std::string err = r.err_dropped > 0 ? masker.MaskTruncated(r.err) : masker.Mask(r.err);
     std::string output;
-    if (!out.empty()) output += "stdout:\n" + Tail(out, kEventOutputLimit);
-    if (!err.empty()) output += (output.empty() ? "" : "\n") + std::string("stderr:\n") + Tail(err, kEventOutputLimit);
+    if (!out.empty()) {
+      output += "stdout:\n";
+      output += Tail(out, kEventOutputLimit);
+    }
+    if (!err.empty()) {
+      if (!output.empty()) output += '\n';
+      output += "stderr:\n";
+      output += Tail(err, kEventOutputLimit);
+    }
     if (r.out_dropped + r.err_dropped > 0) {
       output += fmt::format("\n({} bytes of output beyond the capture limit were dropped)",
                             r.out_dropped + r.err_dropped);
@@ -97,9 +96,14 @@ class ProcessTask : public Task {
                      ? fmt::format("{} was killed by signal {}", program, r.term_signal)
                      : fmt::format("{} exited with code {}", program, r.exit_code),
                  r.exit_code, std::move(output));
+    // Captured after the event, so output that does not fit its variable is still logged; a
+    // failed exit is the task's error before a failed assignment.
+    Status assigned = Status::Ok();
+    if (!stdout_var.empty()) assigned = scope.Set(stdout_var, Value(Trimmed(r.out)));
+    if (!stderr_var.empty() && assigned.ok()) assigned = scope.Set(stderr_var, Value(Trimmed(r.err)));
     bool ok = r.term_signal == 0 && std::find(success_codes.begin(), success_codes.end(),
                                               r.exit_code) != success_codes.end();
-    if (ok) return TaskOutcome::Success();
+    if (ok) return assigned.ok() ? TaskOutcome::Success() : TaskOutcome::Failure(assigned.message());
     std::string why = r.term_signal != 0 ? fmt::format("killed by signal {}", r.term_signal)
                                          : fmt::format("exit code {}", r.exit_code);
     std::string last = Trimmed(Tail(err, 400));
