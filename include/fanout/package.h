@@ -39,6 +39,8 @@ class Diagnostics {
   }
   bool empty() const { return items_.empty(); }
   const std::vector<Diagnostic>& items() const { return items_; }
+  // The problems in file order (line, then column), as they are found otherwise.
+  std::vector<Diagnostic> Sorted() const;
   // All problems, one per line, in file order.
   std::string ToString() const;
 

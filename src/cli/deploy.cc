@@ -83,7 +83,7 @@ std::vector<Item> LoadItems(const std::vector<std::string>& files,
       Diagnostics diagnostics;
       auto package = LoadPackageText(item.text, file, diagnostics);
       if (!package.ok()) {
-        for (const Diagnostic& d : diagnostics.items()) problems.push_back(d.ToString());
+        for (const Diagnostic& d : diagnostics.Sorted()) problems.push_back(d.ToString());
         if (diagnostics.empty()) {
           problems.push_back(fmt::format("{}: {}", file, package.status().message()));
         }

@@ -1035,13 +1035,17 @@ std::string Diagnostic::ToString() const {
   return fmt::format("{}:{}:{}: error: {}", pos.file, pos.line, pos.column, message);
 }
 
-std::string Diagnostics::ToString() const {
+std::vector<Diagnostic> Diagnostics::Sorted() const {
   std::vector<Diagnostic> sorted = items_;
   std::stable_sort(sorted.begin(), sorted.end(), [](const Diagnostic& a, const Diagnostic& b) {
     return std::tie(a.pos.line, a.pos.column) < std::tie(b.pos.line, b.pos.column);
   });
+  return sorted;
+}
+
+std::string Diagnostics::ToString() const {
   std::string out;
-  for (const Diagnostic& d : sorted) out += d.ToString() + "\n";
+  for (const Diagnostic& d : Sorted()) out += d.ToString() + "\n";
   return out;
 }
 
