@@ -1,13 +1,16 @@
 // The subcommand registry and the shared parts of every command.
 #include "cli/cli.h"
 
+#include <charconv>
 #include <csignal>
 #include <cstdio>
 #include <iostream>
+#include <limits>
 #include <map>
 #include <string>
 #include <vector>
 
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "agent/executor.h"
@@ -15,6 +18,24 @@
 #include "tasks/builtin.h"
 
 namespace fanout::cli {
+
+CLI::Validator WholeNumberAtLeastOne() {
+  return CLI::Validator(
+      [](std::string& text) -> std::string {
+        int value = 0;
+        const char* end = text.data() + text.size();
+        auto [ptr, ec] = std::from_chars(text.data(), end, value);
+        if (ec == std::errc::result_out_of_range && ptr == end) {
+          return fmt::format("must be a whole number from 1 to {}, not '{}'",
+                             std::numeric_limits<int>::max(), text);
+        }
+        if (ec != std::errc() || ptr != end || value < 1) {
+          return fmt::format("must be a whole number of 1 or more, not '{}'", text);
+        }
+        return "";
+      },
+      "POSITIVE");
+}
 
 bool ParseSets(const std::vector<std::string>& pairs, std::map<std::string, std::string>& out) {
   for (const std::string& pair : pairs) {

@@ -34,6 +34,11 @@ Command AddReportCommand(CLI::App& app);
 Command AddLogsCommand(CLI::App& app);
 Command AddCatalogCommand(CLI::App& app);
 
+// The check for counts (--max-concurrent, --slots, --limit): a whole number from 1 up to what an
+// int holds. Its message names the option and the value: "--slots: must be a whole number of 1
+// or more, not '0'"; the command stays a usage error.
+CLI::Validator WholeNumberAtLeastOne();
+
 // Parses repeated NAME=VALUE pairs; on a malformed one prints why and returns false.
 bool ParseSets(const std::vector<std::string>& pairs, std::map<std::string, std::string>& out);
 

@@ -211,7 +211,7 @@ Command AddReportCommand(CLI::App& app) {
       ->check(CLI::IsMember({"succeeded", "failed", "canceled", "running"}));
   executions->add_option("--limit", args->limit, "At most this many executions")
       ->default_str("50")
-      ->check(CLI::PositiveNumber);
+      ->check(WholeNumberAtLeastOne());
   executions->add_flag("--all", args->all,
                        "Child executions too (by default only top-level ones are listed)");
 

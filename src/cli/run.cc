@@ -261,7 +261,7 @@ Command AddRunCommand(CLI::App& app) {
                "the run lasts over a second)");
   cmd->add_option("--max-concurrent", args->max_concurrent,
                   "Tasks run at once (default: the package's max_concurrent, else cores + 2)")
-      ->check(CLI::PositiveNumber);
+      ->check(WholeNumberAtLeastOne());
   // Used when a parent starts a child package as its own process.
   cmd->add_option("--execution-id", args->execution_id)->group("");
   cmd->add_option("--parent-execution-id", args->parent_execution_id)->group("");

@@ -52,6 +52,31 @@ TEST(RunTest, ExitCodesFollowDtexec) {
   EXPECT_TRUE(std::filesystem::exists(dir.path() + "/fanout.db"));
 }
 
+// Counts given as 0 or text name the option and say what it takes, instead of CLI11's range
+// of doubles; they stay usage errors.
+TEST(RunTest, CountOptionsSayTheyNeedAWholeNumber) {
+  ScratchDir dir;
+  dir.Write("ok.yaml", "package: ok\ntasks:\n  a: {type: process, run: [/bin/true]}\n");
+  for (const char* value : {"0", "abc", "-3", "1.5", "99999999999"}) {
+    CommandResult r = RunFanout({"run", "ok.yaml", "--max-concurrent", value}, dir.path());
+    EXPECT_EQ(r.exit_code, 6) << value;
+    EXPECT_NE(r.err.find("--max-concurrent: must be a whole number"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find(std::string("'") + value + "'"), std::string::npos) << r.err;
+    EXPECT_EQ(r.err.find("not in range"), std::string::npos) << r.err;
+  }
+  CommandResult slots = RunFanout({"agent", "--dev", "--slots", "0"}, dir.path());
+  EXPECT_EQ(slots.exit_code, 6);
+  EXPECT_NE(slots.err.find("--slots: must be a whole number of 1 or more, not '0'"),
+            std::string::npos)
+      << slots.err;
+  CommandResult limit = RunFanout({"report", "executions", "--limit", "0"}, dir.path());
+  EXPECT_EQ(limit.exit_code, 6);
+  EXPECT_NE(limit.err.find("--limit: must be a whole number of 1 or more, not '0'"),
+            std::string::npos)
+      << limit.err;
+  EXPECT_EQ(RunFanout({"run", "ok.yaml", "--max-concurrent", "2"}, dir.path()).exit_code, 0);
+}
+
 // On a terminal, a run lasting over a second keeps a progress line at the bottom, redrawn in
 // place and erased before the result line; --no-progress, or a stdout that is no terminal
 // (every other test here), prints none.
