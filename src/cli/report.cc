@@ -5,10 +5,11 @@
 
 #include <fmt/format.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <memory>
 #include <optional>
 
@@ -59,29 +60,25 @@ int QueryFailed(const char* command, const std::string& spec, const Status& stat
   return kExitFailure;
 }
 
-// Writes through a temporary file and a rename, so that nobody opens half a page.
+// Writes through a temporary file and a rename, so that nobody opens half a page. On failure
+// prints why, naming `path` (the temporary file is ours, not the user's), and returns false.
 bool WriteFile(const std::string& path, const std::string& content, const char* command) {
-  std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out << content;
-    out.close();
-    if (!out) {
-      std::fprintf(stderr, "fanout %s: cannot write %s\n", command, tmp.c_str());
-      std::error_code ec;
-      std::filesystem::remove(tmp, ec);
-      return false;
-    }
-  }
+  const std::string tmp = path + ".tmp";
   std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) {
-    std::fprintf(stderr, "fanout %s: cannot write %s: %s\n", command, path.c_str(),
-                 ec.message().c_str());
-    std::filesystem::remove(tmp, ec);
-    return false;
+  if (std::FILE* out = std::fopen(tmp.c_str(), "wb"); out == nullptr) {
+    ec.assign(errno, std::generic_category());
+  } else {
+    bool written = std::fwrite(content.data(), 1, content.size(), out) == content.size();
+    if (!written) ec.assign(errno, std::generic_category());
+    if (std::fclose(out) != 0 && written) ec.assign(errno, std::generic_category());
+    if (!ec) std::filesystem::rename(tmp, path, ec);
   }
-  return true;
+  if (!ec) return true;
+  std::fprintf(stderr, "fanout %s: cannot write %s: %s\n", command, path.c_str(),
+               std::strerror(ec.value()));
+  std::error_code ignored;
+  std::filesystem::remove(tmp, ignored);
+  return false;
 }
 
 int Executions(const ReportArgs& args) {
@@ -120,7 +117,7 @@ int Executions(const ReportArgs& args) {
     std::string page_filters = filters;
     if (!args.all) page_filters += std::string(filters.empty() ? "" : ", ") + "top-level only";
     if (!WriteFile(args.html, report::ExecutionsHtml(executions, page_filters, now), kCommand)) {
-      return kExitFailure;
+      return kExitUsage;
     }
   }
   if (args.json) {
@@ -165,7 +162,7 @@ int Overview(const ReportArgs& args) {
   if (!overview.ok()) return QueryFailed(kCommand, spec, overview.status());
 
   if (!args.html.empty()) {
-    if (!WriteFile(args.html, report::OverviewHtml(*overview), kCommand)) return kExitFailure;
+    if (!WriteFile(args.html, report::OverviewHtml(*overview), kCommand)) return kExitUsage;
   }
   if (args.json) {
     std::fputs(report::OverviewJson(*overview).c_str(), stdout);
@@ -196,7 +193,7 @@ Command AddReportCommand(CLI::App& app) {
   report->require_subcommand(1);
   const std::string footer =
       "Times are UTC. Exit codes: 0 ok, 1 the catalog could not be read, 4 execution not found,\n"
-      "6 usage error (bad flags, ambiguous id).";
+      "6 usage error (bad flags, ambiguous id, an --html file that cannot be written).";
   report->footer(footer);
 
   CLI::App* executions = report->add_subcommand(

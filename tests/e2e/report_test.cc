@@ -132,6 +132,20 @@ TEST(ReportCommandTest, HelpEmptyCatalogAndUsageErrors) {
   }
 }
 
+// An --html file that cannot be written: the path given and why, as a usage error (not 1, which
+// says the catalog could not be read), and no temporary file named.
+TEST(ReportCommandTest, HtmlFileThatCannotBeWrittenSaysWhy) {
+  ScratchDir dir;
+  const std::string html = dir.path() + "/no/such/dir/x.html";
+  CommandResult r = RunFanout({"report", "executions", "--html", html}, dir.path());
+  EXPECT_EQ(r.exit_code, 6) << r.out;
+  EXPECT_NE(r.err.find("fanout report executions: cannot write " + html +
+                       ": No such file or directory"),
+            std::string::npos)
+      << r.err;
+  EXPECT_EQ(r.err.find(".tmp"), std::string::npos) << r.err;
+}
+
 TEST(ReportCommandTest, ExecutionsAndOverviewOfARealRun) {
   ScratchDir dir;
   std::string id = RunParent(dir, {"eu", "us", "fail", "apac"}, 0);
