@@ -11,6 +11,7 @@
 #include <vector>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
 #include "agent/executor.h"
@@ -71,6 +72,28 @@ bool ReadArgvFromStdin(const char* program, std::vector<std::string>& args, bool
   }
 }
 
+// CLI11 answers `fanout nosuchcmd` (and `fanout report nosuch`) with only "A subcommand is
+// required". When the innermost command given wants a subcommand and the next word is not an
+// option, names that word and the commands there are; false when that is not the case.
+bool ExplainUnknownCommand(const CLI::App& app) {
+  const CLI::App* command = &app;
+  std::string path = "fanout";
+  while (!command->get_subcommands().empty()) {
+    command = command->get_subcommands().front();
+    path += " " + command->get_name();
+  }
+  const std::vector<const CLI::App*> choices =
+      command->get_subcommands([](const CLI::App*) { return true; });
+  const std::vector<std::string> rest = app.remaining(true);
+  if (choices.empty() || rest.empty() || rest.front().starts_with("-")) return false;
+  std::vector<std::string> names;
+  for (const CLI::App* choice : choices) names.push_back(choice->get_name());
+  const std::string list = fmt::format("{}", fmt::join(names, ", "));
+  std::fprintf(stderr, "%s: unknown command '%s'; the commands are %s (see %s --help)\n",
+               path.c_str(), rest.front().c_str(), list.c_str(), path.c_str());
+  return true;
+}
+
 }  // namespace
 
 int Main(int argc, char** argv) {
@@ -102,7 +125,7 @@ int Main(int argc, char** argv) {
   } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
-    app.exit(e);
+    if (!ExplainUnknownCommand(app)) app.exit(e);
     return kExitUsage;
   }
   for (const Command& command : commands) {

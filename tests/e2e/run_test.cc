@@ -77,6 +77,38 @@ TEST(RunTest, CountOptionsSayTheyNeedAWholeNumber) {
   EXPECT_EQ(RunFanout({"run", "ok.yaml", "--max-concurrent", "2"}, dir.path()).exit_code, 0);
 }
 
+// A mistyped command is named, with the commands there are.
+TEST(RunTest, UnknownCommandIsNamedWithTheCommandsThereAre) {
+  ScratchDir dir;
+  CommandResult r = RunFanout({"nosuchcmd"}, dir.path());
+  EXPECT_EQ(r.exit_code, 6);
+  EXPECT_NE(r.err.find("unknown command 'nosuchcmd'"), std::string::npos) << r.err;
+  for (const char* command : {"run", "validate", "agent", "job", "deploy", "report", "logs",
+                              "catalog"}) {
+    EXPECT_NE(r.err.find(command), std::string::npos) << command << " in " << r.err;
+  }
+  CommandResult nested = RunFanout({"report", "nosuch"}, dir.path());
+  EXPECT_EQ(nested.exit_code, 6);
+  EXPECT_NE(nested.err.find("fanout report: unknown command 'nosuch'"), std::string::npos)
+      << nested.err;
+  EXPECT_NE(nested.err.find("executions, overview"), std::string::npos) << nested.err;
+  EXPECT_EQ(RunFanout({}, dir.path()).exit_code, 6);
+}
+
+// `run` on a directory says so, as `validate` does, and exits 4 as for a missing file.
+TEST(RunTest, ADirectoryIsNotAPackageFile) {
+  ScratchDir dir;
+  CommandResult run = RunFanout({"run", dir.path()}, dir.path());
+  EXPECT_EQ(run.exit_code, 4);
+  EXPECT_NE(run.err.find(dir.path() + ": is a directory, not a file"), std::string::npos)
+      << run.err;
+  CommandResult validate = RunFanout({"validate", dir.path()}, dir.path());
+  EXPECT_EQ(validate.err, run.err);
+  CommandResult missing = RunFanout({"run", "missing.yaml"}, dir.path());
+  EXPECT_EQ(missing.exit_code, 4);
+  EXPECT_NE(missing.err.find("missing.yaml"), std::string::npos) << missing.err;
+}
+
 // On a terminal, a run lasting over a second keeps a progress line at the bottom, redrawn in
 // place and erased before the result line; --no-progress, or a stdout that is no terminal
 // (every other test here), prints none.
