@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "agent/executor.h"
+#include "report/report.h"
 
 #include "tasks/builtin.h"
 
@@ -36,6 +37,29 @@ CLI::Validator WholeNumberAtLeastOne() {
         return "";
       },
       "POSITIVE");
+}
+
+std::optional<int> OpenCatalogFor(const std::string& flag, const char* command, bool create,
+                                  std::string& spec, std::unique_ptr<Catalog>& catalog) {
+  const std::string full_spec = report::CatalogSpec(flag);
+  spec = report::DisplayCatalogSpec(full_spec);  // from here on only shown in messages
+  auto opened = create ? OpenCatalog(full_spec) : report::OpenCatalogToRead(full_spec);
+  if (!opened.ok()) {
+    std::fprintf(stderr, "fanout %s: catalog %s: %s\n", command, spec.c_str(),
+                 opened.status().message().c_str());
+    return opened.status().code() == Code::kInvalidArgument ? kExitUsage : kExitFailure;
+  }
+  catalog = std::move(*opened);
+  return std::nullopt;
+}
+
+int CatalogDoesNotExist(const char* command, const std::string& spec,
+                        const std::string& execution) {
+  fmt::print(stderr,
+             "fanout {}: {}catalog {} does not exist (no run has recorded to it; check --catalog "
+             "or $FANOUT_CATALOG)\n",
+             command, execution.empty() ? "" : "no execution '" + execution + "': ", spec);
+  return kExitNotFound;
 }
 
 bool ParseSets(const std::vector<std::string>& pairs, std::map<std::string, std::string>& out) {

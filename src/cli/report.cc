@@ -37,23 +37,6 @@ DateTime Now() {
   return std::chrono::time_point_cast<std::chrono::microseconds>(std::chrono::system_clock::now());
 }
 
-// Opens the catalog named by --catalog / $FANOUT_CATALOG to read and sets `spec` to the spec as
-// messages show it. On failure prints why and returns the exit code; `catalog` stays null when
-// the SQLite file does not exist (no executions).
-std::optional<int> OpenToRead(const std::string& flag, const char* command, std::string& spec,
-                              std::unique_ptr<Catalog>& catalog) {
-  const std::string full_spec = report::CatalogSpec(flag);
-  spec = report::DisplayCatalogSpec(full_spec);  // from here on only shown in messages
-  auto opened = report::OpenCatalogToRead(full_spec);
-  if (!opened.ok()) {
-    std::fprintf(stderr, "fanout %s: catalog %s: %s\n", command, spec.c_str(),
-                 opened.status().message().c_str());
-    return opened.status().code() == Code::kInvalidArgument ? kExitUsage : kExitFailure;
-  }
-  catalog = std::move(*opened);
-  return std::nullopt;
-}
-
 int QueryFailed(const char* command, const std::string& spec, const Status& status) {
   std::fprintf(stderr, "fanout %s: reading catalog %s: %s\n", command, spec.c_str(),
                status.message().c_str());
@@ -105,7 +88,7 @@ int Executions(const ReportArgs& args) {
 
   std::string spec;
   std::unique_ptr<Catalog> catalog;
-  if (auto rc = OpenToRead(args.catalog, kCommand, spec, catalog)) return *rc;
+  if (auto rc = OpenCatalogFor(args.catalog, kCommand, false, spec, catalog)) return *rc;
   std::vector<report::ExecutionSummary> executions;
   if (catalog != nullptr) {
     auto listed = report::ListExecutions(*catalog, query);
@@ -138,12 +121,8 @@ int Overview(const ReportArgs& args) {
   constexpr const char* kCommand = "report overview";
   std::string spec;
   std::unique_ptr<Catalog> catalog;
-  if (auto rc = OpenToRead(args.catalog, kCommand, spec, catalog)) return *rc;
-  if (catalog == nullptr) {
-    std::fprintf(stderr, "fanout %s: no execution '%s': catalog %s does not exist\n", kCommand,
-                 args.id.c_str(), spec.c_str());
-    return kExitNotFound;
-  }
+  if (auto rc = OpenCatalogFor(args.catalog, kCommand, false, spec, catalog)) return *rc;
+  if (catalog == nullptr) return CatalogDoesNotExist(kCommand, spec, args.id);
   auto execution = report::FindExecution(*catalog, args.id);
   if (!execution.ok()) {
     const Status& s = execution.status();

@@ -96,9 +96,14 @@ TEST(ReportCommandTest, HelpEmptyCatalogAndUsageErrors) {
   CommandResult empty_json = RunFanout({"report", "executions", "--json"}, dir.path());
   EXPECT_EQ(empty_json.exit_code, 0);
   EXPECT_EQ(nlohmann::json::parse(empty_json.out), nlohmann::json::array());
+  // logs refuses a catalog that does not exist (a mistyped --catalog would otherwise print
+  // nothing and exit 0), as overview does.
   CommandResult no_logs = RunFanout({"logs"}, dir.path());
-  EXPECT_EQ(no_logs.exit_code, 0) << no_logs.err;
+  EXPECT_EQ(no_logs.exit_code, 4) << no_logs.err;
   EXPECT_EQ(no_logs.out, "");
+  EXPECT_NE(no_logs.err.find("fanout logs: catalog sqlite:fanout.db does not exist"),
+            std::string::npos)
+      << no_logs.err;
   EXPECT_FALSE(std::filesystem::exists(dir.path() + "/fanout.db"));
 
   const std::string unknown = "01234567-89ab-7cde-8f01-23456789abcd";

@@ -339,5 +339,19 @@ TEST(CatalogPruneTest, RemovesOnlyExecutionsOlderThanTheCutoff) {
   EXPECT_EQ(RunFanout({"catalog", "prune"}, dir.path()).exit_code, 6);
 }
 
+// A mistyped --catalog path is refused, as the reports refuse it, instead of creating an empty
+// catalog there and pruning nothing from it.
+TEST(CatalogPruneTest, RefusesASqliteCatalogThatDoesNotExist) {
+  ScratchDir dir;
+  const std::string spec = "sqlite:" + dir.path() + "/typo.db";
+  CommandResult r = RunFanout({"catalog", "prune", "--older-than", "30d", "--catalog", spec},
+                              dir.path());
+  EXPECT_EQ(r.exit_code, 4) << r.out;
+  EXPECT_NE(r.err.find("fanout catalog prune: catalog " + spec + " does not exist"),
+            std::string::npos)
+      << r.err;
+  EXPECT_FALSE(std::filesystem::exists(dir.path() + "/typo.db"));
+}
+
 }  // namespace
 }  // namespace fanout::testing
