@@ -141,7 +141,7 @@ Command AddAgentCommand(CLI::App& app) {
   cmd->add_option("--listen", args->listen, "HOST:PORT to listen on (overrides the config; port 0: any)");
   cmd->add_option("--data-dir", args->data_dir, "Where jobs, packages and history live (overrides the config)");
   cmd->add_option("--slots", args->slots, "Runs at once (overrides the config; default: cores)")
-      ->check(CLI::PositiveNumber);
+      ->check(WholeNumberAtLeastOne());
   cmd->add_option("--name", args->name, "The agent's name (overrides the config)");
   cmd->add_option("--catalog", args->catalog,
                   "Where package steps record their executions: sqlite:PATH or a URL (overrides "

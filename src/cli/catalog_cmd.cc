@@ -25,23 +25,24 @@ Command AddCatalogCommand(CLI::App& app) {
   prune->add_option("--older-than", args->older_than, "Age to keep, e.g. 30d, 12h")->required();
   prune->add_option("--catalog", args->catalog,
                     "sqlite:PATH or postgresql://... (default sqlite:fanout.db, or $FANOUT_CATALOG)");
-  prune->footer("Exit codes: 0 pruned (possibly nothing), 1 the catalog failed, 6 usage error.");
+  prune->footer(
+      "Exit codes: 0 pruned (possibly nothing), 1 the catalog failed, 4 the SQLite catalog does\n"
+      "not exist, 6 usage error (also a bad --catalog spec).");
   return {cmd, [args]() -> int {
             auto age = ParseDuration(args->older_than);
             if (!age.ok()) {
               std::fprintf(stderr, "fanout catalog prune: --older-than: %s\n", age.status().message().c_str());
               return kExitUsage;
             }
-            std::string spec = report::CatalogSpec(args->catalog);
-            auto catalog = OpenCatalog(spec);
-            if (!catalog.ok()) {
-              std::fprintf(stderr, "fanout catalog prune: catalog %s: %s\n",
-                           report::DisplayCatalogSpec(spec).c_str(), catalog.status().message().c_str());
-              return kExitFailure;
-            }
+            constexpr const char* kCommand = "catalog prune";
+            std::string spec;
+            std::unique_ptr<Catalog> catalog;
+            if (auto rc = OpenCatalogFor(args->catalog, kCommand, false, spec, catalog)) return *rc;
+            // Pruning a catalog that does not exist would create an empty one there.
+            if (catalog == nullptr) return CatalogDoesNotExist(kCommand, spec);
             auto cutoff = std::chrono::time_point_cast<std::chrono::microseconds>(
                 std::chrono::system_clock::now() - *age);
-            auto counts = (*catalog)->Prune(cutoff);
+            auto counts = catalog->Prune(cutoff);
             if (!counts.ok()) {
               std::fprintf(stderr, "fanout catalog prune: %s\n", counts.status().message().c_str());
               return kExitFailure;
@@ -51,7 +52,7 @@ Command AddCatalogCommand(CLI::App& app) {
                         static_cast<long long>(counts->executions),
                         static_cast<long long>(counts->task_runs),
                         static_cast<long long>(counts->events), FormatDateTime(cutoff).c_str(),
-                        report::DisplayCatalogSpec(spec).c_str());
+                        spec.c_str());
             return kExitSuccess;
           }};
 }

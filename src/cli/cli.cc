@@ -1,20 +1,66 @@
 // The subcommand registry and the shared parts of every command.
 #include "cli/cli.h"
 
+#include <charconv>
 #include <csignal>
 #include <cstdio>
 #include <iostream>
+#include <limits>
 #include <map>
 #include <string>
 #include <vector>
 
+#include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
 #include "agent/executor.h"
+#include "report/report.h"
 
 #include "tasks/builtin.h"
 
 namespace fanout::cli {
+
+CLI::Validator WholeNumberAtLeastOne() {
+  return CLI::Validator(
+      [](std::string& text) -> std::string {
+        int value = 0;
+        const char* end = text.data() + text.size();
+        auto [ptr, ec] = std::from_chars(text.data(), end, value);
+        if (ec == std::errc::result_out_of_range && ptr == end) {
+          return fmt::format("must be a whole number from 1 to {}, not '{}'",
+                             std::numeric_limits<int>::max(), text);
+        }
+        if (ec != std::errc() || ptr != end || value < 1) {
+          return fmt::format("must be a whole number of 1 or more, not '{}'", text);
+        }
+        return "";
+      },
+      "POSITIVE");
+}
+
+std::optional<int> OpenCatalogFor(const std::string& flag, const char* command, bool create,
+                                  std::string& spec, std::unique_ptr<Catalog>& catalog) {
+  const std::string full_spec = report::CatalogSpec(flag);
+  spec = report::DisplayCatalogSpec(full_spec);  // from here on only shown in messages
+  auto opened = create ? OpenCatalog(full_spec) : report::OpenCatalogToRead(full_spec);
+  if (!opened.ok()) {
+    std::fprintf(stderr, "fanout %s: catalog %s: %s\n", command, spec.c_str(),
+                 opened.status().message().c_str());
+    return opened.status().code() == Code::kInvalidArgument ? kExitUsage : kExitFailure;
+  }
+  catalog = std::move(*opened);
+  return std::nullopt;
+}
+
+int CatalogDoesNotExist(const char* command, const std::string& spec,
+                        const std::string& execution) {
+  fmt::print(stderr,
+             "fanout {}: {}catalog {} does not exist (no run has recorded to it; check --catalog "
+             "or $FANOUT_CATALOG)\n",
+             command, execution.empty() ? "" : "no execution '" + execution + "': ", spec);
+  return kExitNotFound;
+}
 
 bool ParseSets(const std::vector<std::string>& pairs, std::map<std::string, std::string>& out) {
   for (const std::string& pair : pairs) {
@@ -50,6 +96,28 @@ bool ReadArgvFromStdin(const char* program, std::vector<std::string>& args, bool
   }
 }
 
+// CLI11 answers `fanout nosuchcmd` (and `fanout report nosuch`) with only "A subcommand is
+// required". When the innermost command given wants a subcommand and the next word is not an
+// option, names that word and the commands there are; false when that is not the case.
+bool ExplainUnknownCommand(const CLI::App& app) {
+  const CLI::App* command = &app;
+  std::string path = "fanout";
+  while (!command->get_subcommands().empty()) {
+    command = command->get_subcommands().front();
+    path += " " + command->get_name();
+  }
+  const std::vector<const CLI::App*> choices =
+      command->get_subcommands([](const CLI::App*) { return true; });
+  const std::vector<std::string> rest = app.remaining(true);
+  if (choices.empty() || rest.empty() || rest.front().starts_with("-")) return false;
+  std::vector<std::string> names;
+  for (const CLI::App* choice : choices) names.push_back(choice->get_name());
+  const std::string list = fmt::format("{}", fmt::join(names, ", "));
+  std::fprintf(stderr, "%s: unknown command '%s'; the commands are %s (see %s --help)\n",
+               path.c_str(), rest.front().c_str(), list.c_str(), path.c_str());
+  return true;
+}
+
 }  // namespace
 
 int Main(int argc, char** argv) {
@@ -81,7 +149,7 @@ int Main(int argc, char** argv) {
   } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
-    app.exit(e);
+    if (!ExplainUnknownCommand(app)) app.exit(e);
     return kExitUsage;
   }
   for (const Command& command : commands) {

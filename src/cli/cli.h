@@ -3,8 +3,12 @@
 
 #include <CLI/CLI.hpp>
 
+#include "fanout/catalog.h"
+
 #include <functional>
 #include <map>
+#include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -33,6 +37,23 @@ Command AddAgentCommand(CLI::App& app);
 Command AddReportCommand(CLI::App& app);
 Command AddLogsCommand(CLI::App& app);
 Command AddCatalogCommand(CLI::App& app);
+
+// The check for counts (--max-concurrent, --slots, --limit): a whole number from 1 up to what an
+// int holds. Its message names the option and the value: "--slots: must be a whole number of 1
+// or more, not '0'"; the command stays a usage error.
+CLI::Validator WholeNumberAtLeastOne();
+
+// Opens the catalog named by `flag` (--catalog, else $FANOUT_CATALOG, else sqlite:fanout.db)
+// and sets `spec` to the spec as messages show it. A SQLite file that does not exist is created
+// only when `create` is set; otherwise `catalog` stays null. On failure prints why, as "fanout
+// COMMAND: catalog SPEC: REASON", and returns the exit code (6 for a bad spec, else 1).
+std::optional<int> OpenCatalogFor(const std::string& flag, const char* command, bool create,
+                                  std::string& spec, std::unique_ptr<Catalog>& catalog);
+
+// Says that the SQLite catalog `spec` does not exist (and so has no execution `execution`, when
+// one was asked for); returns kExitNotFound.
+int CatalogDoesNotExist(const char* command, const std::string& spec,
+                        const std::string& execution = "");
 
 // Parses repeated NAME=VALUE pairs; on a malformed one prints why and returns false.
 bool ParseSets(const std::vector<std::string>& pairs, std::map<std::string, std::string>& out);

@@ -652,7 +652,7 @@ Command AddJobCommand(CLI::App& app) {
                           History);
   history->add_option("job", args->job, "The job name")->required();
   history->add_option("--limit", args->limit, "At most this many runs (agent default 50)")
-      ->check(CLI::PositiveNumber);
+      ->check(WholeNumberAtLeastOne());
 
   return {job, [subcommands] {
             for (const auto& [cmd, run] : subcommands) {

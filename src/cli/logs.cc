@@ -178,24 +178,15 @@ int Logs(const LogsArgs& args) {
     std::fprintf(stderr, "fanout %s: --children needs --execution ID\n", kCommand);
     return kExitUsage;
   }
-  const std::string full_spec = report::CatalogSpec(args.catalog);
-  const std::string spec = report::DisplayCatalogSpec(full_spec);  // for messages
   // Following may start before the first run has created the catalog; reading alone must not
-  // create one.
-  auto opened = args.follow && args.execution.empty() ? OpenCatalog(full_spec)
-                                                      : report::OpenCatalogToRead(full_spec);
-  if (!opened.ok()) {
-    std::fprintf(stderr, "fanout %s: catalog %s: %s\n", kCommand, spec.c_str(),
-                 opened.status().message().c_str());
-    return opened.status().code() == Code::kInvalidArgument ? kExitUsage : kExitFailure;
+  // create one, and refuses one that does not exist (a mistyped --catalog would show nothing).
+  std::string spec;
+  std::unique_ptr<Catalog> catalog;
+  if (auto rc = OpenCatalogFor(args.catalog, kCommand, args.follow && args.execution.empty(), spec,
+                               catalog)) {
+    return *rc;
   }
-  std::unique_ptr<Catalog> catalog = std::move(*opened);
-  if (catalog == nullptr) {
-    if (args.execution.empty()) return kExitSuccess;  // no catalog, no events
-    std::fprintf(stderr, "fanout %s: no execution '%s': catalog %s does not exist\n", kCommand,
-                 args.execution.c_str(), spec.c_str());
-    return kExitNotFound;
-  }
+  if (catalog == nullptr) return CatalogDoesNotExist(kCommand, spec, args.execution);
 
   std::string root;
   if (!args.execution.empty()) {
@@ -275,7 +266,7 @@ Command AddLogsCommand(CLI::App& app) {
                   "$FANOUT_CATALOG)");
   cmd->footer(
       "Times are UTC. Exit codes: 0 ok (also when --follow is stopped by Ctrl-C or SIGTERM),\n"
-      "1 the catalog could not be read, 4 execution not found, 6 usage error.");
+      "1 the catalog could not be read, 4 execution or catalog not found, 6 usage error.");
   return {cmd, [args] { return Logs(*args); }};
 }
 

@@ -5,10 +5,11 @@
 
 #include <fmt/format.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <memory>
 #include <optional>
 
@@ -36,52 +37,31 @@ DateTime Now() {
   return std::chrono::time_point_cast<std::chrono::microseconds>(std::chrono::system_clock::now());
 }
 
-// Opens the catalog named by --catalog / $FANOUT_CATALOG to read and sets `spec` to the spec as
-// messages show it. On failure prints why and returns the exit code; `catalog` stays null when
-// the SQLite file does not exist (no executions).
-std::optional<int> OpenToRead(const std::string& flag, const char* command, std::string& spec,
-                              std::unique_ptr<Catalog>& catalog) {
-  const std::string full_spec = report::CatalogSpec(flag);
-  spec = report::DisplayCatalogSpec(full_spec);  // from here on only shown in messages
-  auto opened = report::OpenCatalogToRead(full_spec);
-  if (!opened.ok()) {
-    std::fprintf(stderr, "fanout %s: catalog %s: %s\n", command, spec.c_str(),
-                 opened.status().message().c_str());
-    return opened.status().code() == Code::kInvalidArgument ? kExitUsage : kExitFailure;
-  }
-  catalog = std::move(*opened);
-  return std::nullopt;
-}
-
 int QueryFailed(const char* command, const std::string& spec, const Status& status) {
   std::fprintf(stderr, "fanout %s: reading catalog %s: %s\n", command, spec.c_str(),
                status.message().c_str());
   return kExitFailure;
 }
 
-// Writes through a temporary file and a rename, so that nobody opens half a page.
+// Writes through a temporary file and a rename, so that nobody opens half a page. On failure
+// prints why, naming `path` (the temporary file is ours, not the user's), and returns false.
 bool WriteFile(const std::string& path, const std::string& content, const char* command) {
-  std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out << content;
-    out.close();
-    if (!out) {
-      std::fprintf(stderr, "fanout %s: cannot write %s\n", command, tmp.c_str());
-      std::error_code ec;
-      std::filesystem::remove(tmp, ec);
-      return false;
-    }
-  }
+  const std::string tmp = path + ".tmp";
   std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) {
-    std::fprintf(stderr, "fanout %s: cannot write %s: %s\n", command, path.c_str(),
-                 ec.message().c_str());
-    std::filesystem::remove(tmp, ec);
-    return false;
+  if (std::FILE* out = std::fopen(tmp.c_str(), "wb"); out == nullptr) {
+    ec.assign(errno, std::generic_category());
+  } else {
+    bool written = std::fwrite(content.data(), 1, content.size(), out) == content.size();
+    if (!written) ec.assign(errno, std::generic_category());
+    if (std::fclose(out) != 0 && written) ec.assign(errno, std::generic_category());
+    if (!ec) std::filesystem::rename(tmp, path, ec);
   }
-  return true;
+  if (!ec) return true;
+  std::fprintf(stderr, "fanout %s: cannot write %s: %s\n", command, path.c_str(),
+               std::strerror(ec.value()));
+  std::error_code ignored;
+  std::filesystem::remove(tmp, ignored);
+  return false;
 }
 
 int Executions(const ReportArgs& args) {
@@ -108,7 +88,7 @@ int Executions(const ReportArgs& args) {
 
   std::string spec;
   std::unique_ptr<Catalog> catalog;
-  if (auto rc = OpenToRead(args.catalog, kCommand, spec, catalog)) return *rc;
+  if (auto rc = OpenCatalogFor(args.catalog, kCommand, false, spec, catalog)) return *rc;
   std::vector<report::ExecutionSummary> executions;
   if (catalog != nullptr) {
     auto listed = report::ListExecutions(*catalog, query);
@@ -120,7 +100,7 @@ int Executions(const ReportArgs& args) {
     std::string page_filters = filters;
     if (!args.all) page_filters += std::string(filters.empty() ? "" : ", ") + "top-level only";
     if (!WriteFile(args.html, report::ExecutionsHtml(executions, page_filters, now), kCommand)) {
-      return kExitFailure;
+      return kExitUsage;
     }
   }
   if (args.json) {
@@ -141,12 +121,8 @@ int Overview(const ReportArgs& args) {
   constexpr const char* kCommand = "report overview";
   std::string spec;
   std::unique_ptr<Catalog> catalog;
-  if (auto rc = OpenToRead(args.catalog, kCommand, spec, catalog)) return *rc;
-  if (catalog == nullptr) {
-    std::fprintf(stderr, "fanout %s: no execution '%s': catalog %s does not exist\n", kCommand,
-                 args.id.c_str(), spec.c_str());
-    return kExitNotFound;
-  }
+  if (auto rc = OpenCatalogFor(args.catalog, kCommand, false, spec, catalog)) return *rc;
+  if (catalog == nullptr) return CatalogDoesNotExist(kCommand, spec, args.id);
   auto execution = report::FindExecution(*catalog, args.id);
   if (!execution.ok()) {
     const Status& s = execution.status();
@@ -165,7 +141,7 @@ int Overview(const ReportArgs& args) {
   if (!overview.ok()) return QueryFailed(kCommand, spec, overview.status());
 
   if (!args.html.empty()) {
-    if (!WriteFile(args.html, report::OverviewHtml(*overview), kCommand)) return kExitFailure;
+    if (!WriteFile(args.html, report::OverviewHtml(*overview), kCommand)) return kExitUsage;
   }
   if (args.json) {
     std::fputs(report::OverviewJson(*overview).c_str(), stdout);
@@ -196,7 +172,7 @@ Command AddReportCommand(CLI::App& app) {
   report->require_subcommand(1);
   const std::string footer =
       "Times are UTC. Exit codes: 0 ok, 1 the catalog could not be read, 4 execution not found,\n"
-      "6 usage error (bad flags, ambiguous id).";
+      "6 usage error (bad flags, ambiguous id, an --html file that cannot be written).";
   report->footer(footer);
 
   CLI::App* executions = report->add_subcommand(
@@ -211,7 +187,7 @@ Command AddReportCommand(CLI::App& app) {
       ->check(CLI::IsMember({"succeeded", "failed", "canceled", "running"}));
   executions->add_option("--limit", args->limit, "At most this many executions")
       ->default_str("50")
-      ->check(CLI::PositiveNumber);
+      ->check(WholeNumberAtLeastOne());
   executions->add_flag("--all", args->all,
                        "Child executions too (by default only top-level ones are listed)");
 

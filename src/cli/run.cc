@@ -126,13 +126,15 @@ int RunPackage(const RunArgs& args) {
   options.run_id = args.run_id;
   options.catalog_spec = report::CatalogSpec(args.catalog);
 
-  std::error_code ec;
-  if (!std::filesystem::is_regular_file(args.file, ec)) {
-    std::fprintf(stderr, "fanout: package file %s not found\n", args.file.c_str());
+  // Read here, not by LoadPackage, so that a file that cannot be read (missing, a directory) is
+  // told apart from an invalid one, with the same message `fanout validate` prints.
+  auto text = ReadFile(args.file);
+  if (!text.ok()) {
+    std::fprintf(stderr, "fanout: %s\n", text.status().message().c_str());
     return kExitNotFound;
   }
   Diagnostics diagnostics;
-  auto package = LoadPackage(args.file, diagnostics);
+  auto package = LoadPackageText(*text, args.file, diagnostics);
   if (!package.ok()) {
     std::fputs(diagnostics.ToString().c_str(), stderr);
     std::fprintf(stderr, "fanout: cannot load %s: %s\n", args.file.c_str(),
@@ -261,7 +263,7 @@ Command AddRunCommand(CLI::App& app) {
                "the run lasts over a second)");
   cmd->add_option("--max-concurrent", args->max_concurrent,
                   "Tasks run at once (default: the package's max_concurrent, else cores + 2)")
-      ->check(CLI::PositiveNumber);
+      ->check(WholeNumberAtLeastOne());
   // Used when a parent starts a child package as its own process.
   cmd->add_option("--execution-id", args->execution_id)->group("");
   cmd->add_option("--parent-execution-id", args->parent_execution_id)->group("");

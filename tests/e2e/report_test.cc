@@ -96,9 +96,14 @@ TEST(ReportCommandTest, HelpEmptyCatalogAndUsageErrors) {
   CommandResult empty_json = RunFanout({"report", "executions", "--json"}, dir.path());
   EXPECT_EQ(empty_json.exit_code, 0);
   EXPECT_EQ(nlohmann::json::parse(empty_json.out), nlohmann::json::array());
+  // logs refuses a catalog that does not exist (a mistyped --catalog would otherwise print
+  // nothing and exit 0), as overview does.
   CommandResult no_logs = RunFanout({"logs"}, dir.path());
-  EXPECT_EQ(no_logs.exit_code, 0) << no_logs.err;
+  EXPECT_EQ(no_logs.exit_code, 4) << no_logs.err;
   EXPECT_EQ(no_logs.out, "");
+  EXPECT_NE(no_logs.err.find("fanout logs: catalog sqlite:fanout.db does not exist"),
+            std::string::npos)
+      << no_logs.err;
   EXPECT_FALSE(std::filesystem::exists(dir.path() + "/fanout.db"));
 
   const std::string unknown = "01234567-89ab-7cde-8f01-23456789abcd";
@@ -130,6 +135,20 @@ TEST(ReportCommandTest, HelpEmptyCatalogAndUsageErrors) {
     CommandResult r = RunFanout(args, dir.path());
     EXPECT_EQ(r.exit_code, 6) << ::testing::PrintToString(args) << r.err;
   }
+}
+
+// An --html file that cannot be written: the path given and why, as a usage error (not 1, which
+// says the catalog could not be read), and no temporary file named.
+TEST(ReportCommandTest, HtmlFileThatCannotBeWrittenSaysWhy) {
+  ScratchDir dir;
+  const std::string html = dir.path() + "/no/such/dir/x.html";
+  CommandResult r = RunFanout({"report", "executions", "--html", html}, dir.path());
+  EXPECT_EQ(r.exit_code, 6) << r.out;
+  EXPECT_NE(r.err.find("fanout report executions: cannot write " + html +
+                       ": No such file or directory"),
+            std::string::npos)
+      << r.err;
+  EXPECT_EQ(r.err.find(".tmp"), std::string::npos) << r.err;
 }
 
 TEST(ReportCommandTest, ExecutionsAndOverviewOfARealRun) {

@@ -52,6 +52,63 @@ TEST(RunTest, ExitCodesFollowDtexec) {
   EXPECT_TRUE(std::filesystem::exists(dir.path() + "/fanout.db"));
 }
 
+// Counts given as 0 or text name the option and say what it takes, instead of CLI11's range
+// of doubles; they stay usage errors.
+TEST(RunTest, CountOptionsSayTheyNeedAWholeNumber) {
+  ScratchDir dir;
+  dir.Write("ok.yaml", "package: ok\ntasks:\n  a: {type: process, run: [/bin/true]}\n");
+  for (const char* value : {"0", "abc", "-3", "1.5", "99999999999"}) {
+    CommandResult r = RunFanout({"run", "ok.yaml", "--max-concurrent", value}, dir.path());
+    EXPECT_EQ(r.exit_code, 6) << value;
+    EXPECT_NE(r.err.find("--max-concurrent: must be a whole number"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find(std::string("'") + value + "'"), std::string::npos) << r.err;
+    EXPECT_EQ(r.err.find("not in range"), std::string::npos) << r.err;
+  }
+  CommandResult slots = RunFanout({"agent", "--dev", "--slots", "0"}, dir.path());
+  EXPECT_EQ(slots.exit_code, 6);
+  EXPECT_NE(slots.err.find("--slots: must be a whole number of 1 or more, not '0'"),
+            std::string::npos)
+      << slots.err;
+  CommandResult limit = RunFanout({"report", "executions", "--limit", "0"}, dir.path());
+  EXPECT_EQ(limit.exit_code, 6);
+  EXPECT_NE(limit.err.find("--limit: must be a whole number of 1 or more, not '0'"),
+            std::string::npos)
+      << limit.err;
+  EXPECT_EQ(RunFanout({"run", "ok.yaml", "--max-concurrent", "2"}, dir.path()).exit_code, 0);
+}
+
+// A mistyped command is named, with the commands there are.
+TEST(RunTest, UnknownCommandIsNamedWithTheCommandsThereAre) {
+  ScratchDir dir;
+  CommandResult r = RunFanout({"nosuchcmd"}, dir.path());
+  EXPECT_EQ(r.exit_code, 6);
+  EXPECT_NE(r.err.find("unknown command 'nosuchcmd'"), std::string::npos) << r.err;
+  for (const char* command : {"run", "validate", "agent", "job", "deploy", "report", "logs",
+                              "catalog"}) {
+    EXPECT_NE(r.err.find(command), std::string::npos) << command << " in " << r.err;
+  }
+  CommandResult nested = RunFanout({"report", "nosuch"}, dir.path());
+  EXPECT_EQ(nested.exit_code, 6);
+  EXPECT_NE(nested.err.find("fanout report: unknown command 'nosuch'"), std::string::npos)
+      << nested.err;
+  EXPECT_NE(nested.err.find("executions, overview"), std::string::npos) << nested.err;
+  EXPECT_EQ(RunFanout({}, dir.path()).exit_code, 6);
+}
+
+// `run` on a directory says so, as `validate` does, and exits 4 as for a missing file.
+TEST(RunTest, ADirectoryIsNotAPackageFile) {
+  ScratchDir dir;
+  CommandResult run = RunFanout({"run", dir.path()}, dir.path());
+  EXPECT_EQ(run.exit_code, 4);
+  EXPECT_NE(run.err.find(dir.path() + ": is a directory, not a file"), std::string::npos)
+      << run.err;
+  CommandResult validate = RunFanout({"validate", dir.path()}, dir.path());
+  EXPECT_EQ(validate.err, run.err);
+  CommandResult missing = RunFanout({"run", "missing.yaml"}, dir.path());
+  EXPECT_EQ(missing.exit_code, 4);
+  EXPECT_NE(missing.err.find("missing.yaml"), std::string::npos) << missing.err;
+}
+
 // On a terminal, a run lasting over a second keeps a progress line at the bottom, redrawn in
 // place and erased before the result line; --no-progress, or a stdout that is no terminal
 // (every other test here), prints none.
@@ -298,6 +355,20 @@ TEST(CatalogPruneTest, RemovesOnlyExecutionsOlderThanTheCutoff) {
   EXPECT_TRUE(catalog->ListExecutions(10)->empty());
   EXPECT_EQ(RunFanout({"catalog", "prune", "--older-than", "soon"}, dir.path()).exit_code, 6);
   EXPECT_EQ(RunFanout({"catalog", "prune"}, dir.path()).exit_code, 6);
+}
+
+// A mistyped --catalog path is refused, as the reports refuse it, instead of creating an empty
+// catalog there and pruning nothing from it.
+TEST(CatalogPruneTest, RefusesASqliteCatalogThatDoesNotExist) {
+  ScratchDir dir;
+  const std::string spec = "sqlite:" + dir.path() + "/typo.db";
+  CommandResult r = RunFanout({"catalog", "prune", "--older-than", "30d", "--catalog", spec},
+                              dir.path());
+  EXPECT_EQ(r.exit_code, 4) << r.out;
+  EXPECT_NE(r.err.find("fanout catalog prune: catalog " + spec + " does not exist"),
+            std::string::npos)
+      << r.err;
+  EXPECT_FALSE(std::filesystem::exists(dir.path() + "/typo.db"));
 }
 
 }  // namespace
