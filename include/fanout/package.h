@@ -150,6 +150,10 @@ struct Package {
 
   const ParameterDef* FindParameter(const std::string& name) const;
   const VariableDef* FindVariable(const std::string& name) const;
+  // For each name of `sets` (--set NAME=VALUE) that is no parameter or variable here: "--set
+  // NAME: the package has no parameter or variable of that name (it has: ...)". `fanout run`
+  // and `fanout validate` both report them.
+  std::vector<std::string> UndeclaredSetErrors(const std::map<std::string, std::string>& sets) const;
 };
 
 // Loads and validates a package file. On failure the Status is NotFound (no such file) or

@@ -32,6 +32,9 @@ Command AddValidateCommand(CLI::App& app) {
     Diagnostics diagnostics;
     std::shared_ptr<const Package> package = ParsePackage(*text, args->file, diagnostics);
     if (package) {
+      for (std::string& error : package->UndeclaredSetErrors(sets)) {
+        diagnostics.Error(SourcePos{args->file, 0, 0}, std::move(error));
+      }
       for (const ParameterDef& p : package->parameters) {
         if (p.required && !p.default_value && sets.count(p.name) == 0) {
           diagnostics.Error(p.pos, fmt::format("required parameter '{}' has no value; give it a "

@@ -415,13 +415,7 @@ Status Execution::Prepare() {
     }
     variables_->Define(v.name, value, v.read_only, v.raise_changed_event);
   }
-  for (const auto& [name, text] : sets) {
-    std::vector<std::string> names;
-    for (const auto& p : package_->parameters) names.push_back(p.name);
-    for (const auto& v : package_->variables) names.push_back(v.name);
-    errors.push_back(fmt::format("--set {}: the package has no parameter or variable of that name{}",
-                                 name, names.empty() ? "" : fmt::format(" (it has: {})", fmt::join(names, ", "))));
-  }
+  for (std::string& error : package_->UndeclaredSetErrors(sets)) errors.push_back(std::move(error));
   for (const auto& [name, value] : options_.params) {
     if (package_->FindParameter(name) == nullptr) {
       errors.push_back(fmt::format("parameter '{}' is not declared by package {}", name, package_->name));

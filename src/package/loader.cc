@@ -1059,6 +1059,20 @@ const VariableDef* Package::FindVariable(const std::string& name) const {
   return nullptr;
 }
 
+std::vector<std::string> Package::UndeclaredSetErrors(
+    const std::map<std::string, std::string>& sets) const {
+  std::vector<std::string> errors;
+  for (const auto& [name, text] : sets) {
+    if (FindParameter(name) != nullptr || FindVariable(name) != nullptr) continue;
+    std::vector<std::string> names;
+    for (const auto& p : parameters) names.push_back(p.name);
+    for (const auto& v : variables) names.push_back(v.name);
+    errors.push_back(fmt::format("--set {}: the package has no parameter or variable of that name{}",
+                                 name, names.empty() ? "" : fmt::format(" (it has: {})", fmt::join(names, ", "))));
+  }
+  return errors;
+}
+
 const std::vector<std::string>& SystemVariableNames() {
   static const std::vector<std::string> kNames = {
       "System::PackageName", "System::ExecutionId", "System::ParentExecutionId",

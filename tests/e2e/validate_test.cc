@@ -83,6 +83,14 @@ TEST(ValidateTest, RequiredParameterSatisfiedBySet) {
                       "tasks:\n  a: {type: process, run: [/bin/echo, \"${day}\"]}\n");
   EXPECT_EQ(RunFanout({"validate", "p.yaml", "--set", "day=2026-11-26"}, dir.path()).exit_code, 0);
   EXPECT_EQ(RunFanout({"validate", "p.yaml"}, dir.path()).exit_code, 5);
+  // A name the package does not declare: validate says so as run would.
+  CommandResult unknown =
+      RunFanout({"validate", "p.yaml", "--set", "day=1", "--set", "dya=2"}, dir.path());
+  EXPECT_EQ(unknown.exit_code, 5);
+  EXPECT_NE(unknown.err.find("p.yaml: error: --set dya: the package has no parameter or variable "
+                             "of that name (it has: day)"),
+            std::string::npos)
+      << unknown.err;
 }
 
 TEST(ValidateTest, UsageErrorsExitSix) {
