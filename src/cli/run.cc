@@ -3,6 +3,7 @@
 #include <pthread.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -148,7 +149,13 @@ int RunPackage(const RunArgs& args) {
   // Outlives the Recorder, which holds the sink that feeds it.
   std::unique_ptr<ProgressLine> progress;
   bool quiet = args.reporting == "N" || args.reporting == "n";
-  if (!args.no_progress && !quiet && ProgressLine::Wanted(stdout)) {
+  // Other console logs (`--log console`, a package's console provider) write to the terminal
+  // on their own and would run into the line: none then.
+  bool other_console =
+      std::count(args.logs.begin(), args.logs.end(), "console") > 0 ||
+      std::any_of(pkg.logging.begin(), pkg.logging.end(),
+                  [](const LoggingDef& log) { return log.provider == "console"; });
+  if (!args.no_progress && !quiet && !other_console && ProgressLine::Wanted(stdout)) {
     progress = std::make_unique<ProgressLine>(stdout);
     sinks.push_back(progress->Wrap(std::move(console)));
   } else {

@@ -124,10 +124,12 @@ TEST(RunTest, ALongRunShowsProgressOnATerminal) {
       << shown.out;
   EXPECT_NE(shown.out.find("\r\033[KPackage slow: Success"), std::string::npos) << shown.out;
 
-  CommandResult hidden = RunFanoutInTerminal({"run", "slow.yaml", "--no-progress"}, dir.path());
-  ASSERT_EQ(hidden.exit_code, 0) << hidden.out;
-  EXPECT_EQ(hidden.out.find("running,"), std::string::npos) << hidden.out;
-  EXPECT_NE(hidden.out.find("Package slow: Success"), std::string::npos) << hidden.out;
+  for (const char* off : {"--no-progress", "--log=console"}) {
+    CommandResult hidden = RunFanoutInTerminal({"run", "slow.yaml", off}, dir.path());
+    ASSERT_EQ(hidden.exit_code, 0) << hidden.out;
+    EXPECT_EQ(hidden.out.find("running,"), std::string::npos) << off << ": " << hidden.out;
+    EXPECT_NE(hidden.out.find("Package slow: Success"), std::string::npos) << hidden.out;
+  }
 }
 
 TEST(RunTest, SetConvertsToTheDeclaredType) {
