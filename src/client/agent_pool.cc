@@ -56,10 +56,16 @@ bool AgentPool::Waiter::operator<(const Waiter& o) const {
 }
 
 std::shared_ptr<AgentPool> AgentPool::Get(const std::vector<PoolMember>& members) {
-  std::vector<std::string> urls;
-  for (const PoolMember& m : members) urls.push_back(m.endpoint.url);
-  std::sort(urls.begin(), urls.end());
-  std::string key = fmt::format("{}", fmt::join(urls, " "));
+  // Keyed on everything a member is, not its URL alone: two connections to one agent with
+  // different names or credentials are different members (a wrong token must get its 401).
+  std::vector<std::string> identities;
+  for (const PoolMember& m : members) {
+    const AgentEndpoint& e = m.endpoint;
+    identities.push_back(fmt::format("{}\n{}\n{}\n{}\n{}\n{}", e.url, m.name, e.token, e.ca_file,
+                                     e.cert_file, e.key_file));
+  }
+  std::sort(identities.begin(), identities.end());
+  std::string key = fmt::format("{}", fmt::join(identities, "\n\n"));
   Registry& r = GetRegistry();
   std::lock_guard lock(r.mu);
   auto& pool = r.pools[key];

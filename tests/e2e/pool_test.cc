@@ -953,6 +953,29 @@ TEST_F(PoolTest, APoolWithEveryAgentDownFailsNamingEachAgentAndWhy) {
   EXPECT_TRUE(History(1, "quick").empty()) << "srv-b ran a child without valid credentials";
 }
 
+// Two connections to one agent are two members: each task uses its own connection's
+// credentials, so the one with a wrong token gets the agent's 401 even after the other one
+// started a child there.
+TEST_F(PoolTest, ConnectionsToOneAgentKeepTheirOwnCredentials) {
+  ASSERT_TRUE(StartAgents({1}));
+  ASSERT_TRUE(Deploy({{"quick.yaml", ShellJob("quick", "true")}}));
+  std::string bad_token = work_.Write("wrong.token", "not-the-token\n");
+  std::string parent = work_.Write(
+      "two-names.yaml",
+      "package: two-names\nconnections:\n"
+      "  good: {type: agent, url: \"" + agent(0).url() + "\", token_file: \"" +
+          agent(0).token_file() + "\"}\n"
+      "  bad: {type: agent, url: \"" + agent(0).url() + "\", token_file: \"" + bad_token + "\"}\n"
+      "tasks:\n"
+      "  first: {type: agent-job, connection: good, job: quick}\n"
+      "  second: {type: agent-job, connection: bad, job: quick, after: [first]}\n");
+  CommandResult r = RunParent(parent);
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  EXPECT_TRUE(Has(r.err, "second: no agent can take job quick: bad (")) << r.err;
+  EXPECT_TRUE(Has(r.err, "401") || Has(r.err, "token")) << r.err;
+  EXPECT_EQ(History(0, "quick").size(), 1u) << "the wrong token started a child";
+}
+
 // --- Cancel ------------------------------------------------------------------------------------
 
 // A signal to the parent stops every remote child it started (the agents end them canceled),
