@@ -34,9 +34,8 @@ json YamlToJson(const YAML::Node& node) {
     case YAML::NodeType::Scalar: {
       if (node.Tag() == "!") return node.Scalar();  // quoted: always a string
       int64_t i;
-      bool b;
       if (YAML::convert<int64_t>::decode(node, i)) return i;
-      if (YAML::convert<bool>::decode(node, b)) return b;
+      if (std::optional<bool> b = YamlBool(node.Scalar())) return *b;
       return node.Scalar();
     }
     default:

@@ -153,4 +153,10 @@ std::string Sha256Hex(std::string_view data) {
   return out;
 }
 
+std::optional<bool> YamlBool(std::string_view scalar) {
+  if (scalar == "true" || scalar == "True" || scalar == "TRUE") return true;
+  if (scalar == "false" || scalar == "False" || scalar == "FALSE") return false;
+  return std::nullopt;
+}
+
 }  // namespace fanout

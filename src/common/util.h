@@ -3,6 +3,7 @@
 #pragma once
 
 #include <chrono>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -30,5 +31,10 @@ Result<std::string> ReadFile(const std::string& path);
 
 // Hex SHA-256 of a text (used to fingerprint deployed and executed packages).
 std::string Sha256Hex(std::string_view data);
+
+// A plain YAML scalar as a bool the YAML 1.2 way: true/True/TRUE or false/False/FALSE, nothing
+// else. yaml-cpp's YAML 1.1 rules also take y, n, yes, no, on and off, which turned Norway's
+// country code `no` in a list into false.
+std::optional<bool> YamlBool(std::string_view scalar);
 
 }  // namespace fanout

@@ -575,10 +575,9 @@ class Loader : public TaskParser {
     if (item.Tag() != "!") {
       int64_t i;
       double d;
-      bool b;
       if (YAML::convert<int64_t>::decode(item, i)) return Value(i);
       if (YAML::convert<double>::decode(item, d)) return Value(d);
-      if (YAML::convert<bool>::decode(item, b)) return Value(b);
+      if (std::optional<bool> b = YamlBool(item.Scalar())) return Value(*b);
     }
     return Value(item.Scalar());
   }

@@ -358,6 +358,21 @@ tasks:
   EXPECT_EQ(pkg->FindParameter("nope"), nullptr);
 }
 
+// YAML 1.2's booleans only: `no` is Norway, `on`, `y` and `Yes` are words.
+TEST_F(LoaderTest, ListItemsAreBoolsOnlyWhenTrueOrFalse) {
+  auto pkg = Load(R"(package: demo
+variables:
+  countries: {type: list, value: [se, no, dk, n, y, on, off, Yes, True, false]}
+tasks:
+  a: {type: noop}
+)");
+  ASSERT_NE(pkg, nullptr);
+  EXPECT_EQ(pkg->FindVariable("countries")->value,
+            Value(Value::List{Value("se"), Value("no"), Value("dk"), Value("n"), Value("y"),
+                              Value("on"), Value("off"), Value("Yes"), Value(true),
+                              Value(false)}));
+}
+
 TEST_F(LoaderTest, ReadsTypedVariablesWithDefaults) {
   auto pkg = Load(R"(package: demo
 variables:
