@@ -107,6 +107,8 @@ class Catalog {
 // Opens a catalog from a spec: "sqlite:PATH" (or a bare path ending in .db). Other schemes
 // return InvalidArgument naming the supported ones.
 Result<std::unique_ptr<Catalog>> OpenCatalog(const std::string& spec);
+// The spec's form alone (sqlite:PATH, PATH.db, postgresql://...), opening nothing.
+Status CheckCatalogSpec(const std::string& spec);
 
 // OpenCatalog for a run's Recorder: a PostgreSQL catalog that cannot be reached now (Unavailable)
 // is returned unopened, with the reason in `unreachable`; it opens on its first successful

@@ -11,6 +11,7 @@
 
 #include "agent/job.h"
 #include "common/util.h"
+#include "fanout/catalog.h"
 
 namespace fanout::agent {
 namespace {
@@ -67,7 +68,19 @@ Result<AgentConfig> LoadAgentConfig(const std::string& path) {
       }
     }
     if (root["data_dir"]) c.data_dir = Resolve(base, root["data_dir"].as<std::string>());
-    if (root["slots"]) c.slots = root["slots"].as<int>();
+    // Whole numbers of at least `min`, said so rather than yaml-cpp's "bad conversion".
+    auto whole = [&](const char* key, int64_t min) -> std::optional<int64_t> {
+      YAML::Node v = root[key];
+      int64_t n = 0;
+      if (!v) return std::nullopt;
+      if (!v.IsScalar() || !YAML::convert<int64_t>::decode(v, n) || n < min) {
+        problems.push_back(fmt::format("line {}: `{}` must be a whole number of at least {}, not "
+                                       "'{}'", v.Mark().line + 1, key, min, v.Scalar()));
+        return std::nullopt;
+      }
+      return n;
+    };
+    if (auto slots = whole("slots", 1)) c.slots = static_cast<int>(std::min<int64_t>(*slots, 100000));
     if (YAML::Node tls = root["tls"]) {
       if (tls["cert"]) c.tls_cert = Resolve(base, tls["cert"].as<std::string>());
       if (tls["key"]) c.tls_key = Resolve(base, tls["key"].as<std::string>());
@@ -85,7 +98,7 @@ Result<AgentConfig> LoadAgentConfig(const std::string& path) {
       }
     }
     if (root["catalog"]) c.catalog = root["catalog"].as<std::string>();
-    if (root["max_body_bytes"]) c.max_body_bytes = root["max_body_bytes"].as<size_t>();
+    if (auto bytes = whole("max_body_bytes", 1024)) c.max_body_bytes = static_cast<size_t>(*bytes);
     for (const char* key : {"stop_grace", "drain_grace"}) {
       if (!root[key]) continue;
       auto d = ParseDuration(root[key].as<std::string>());
@@ -134,6 +147,7 @@ Status CheckAgentConfig(AgentConfig& c) {
         c.host));
   }
   if (c.catalog.empty()) c.catalog = "sqlite:" + (std::filesystem::path(c.data_dir) / "catalog.db").string();
+  if (Status spec = CheckCatalogSpec(c.catalog); !spec.ok()) return spec.WithContext("catalog");
   return Status::Ok();
 }
 

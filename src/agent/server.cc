@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <charconv>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -542,11 +543,14 @@ void AgentServer::Routes() {
     if (!RouteName(req, res, name)) return;
     int limit = 50;
     if (req.has_param("limit")) {
-      try {
-        limit = std::clamp(std::stoi(req.get_param_value("limit")), 1, 10000);
-      } catch (const std::exception&) {
-        return Reply(res, 400, json{{"error", "bad limit"}, {"detail", "limit is a whole number"}});
+      const std::string text = req.get_param_value("limit");
+      auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), limit);
+      if (ec != std::errc() || end != text.data() + text.size() || limit < 1) {
+        return Reply(res, 400, json{{"error", "bad limit"},
+                                    {"detail", "limit is a whole number of 1 or more, not '" +
+                                                   text + "'"}});
       }
+      limit = std::min(limit, 10000);
     }
     auto runs = store_->ListRuns(name, limit);
     if (!runs.ok()) return ReplyError(res, runs.status(), "cannot read history");

@@ -22,28 +22,34 @@ bool EndsWith(const std::string& s, std::string_view suffix) {
 constexpr const char* kSupportedForms =
     "use sqlite:PATH, a path ending in .db, or a postgresql:// (or postgres://) URI";
 
-}  // namespace
-
-Result<std::unique_ptr<Catalog>> OpenCatalog(const std::string& spec) {
-  std::string path;
+// A spec's SQLite file, or "" for a PostgreSQL URI; InvalidArgument for anything else.
+Result<std::string> SqlitePathOf(const std::string& spec) {
   if (StartsWith(spec, "sqlite:")) {
-    path = spec.substr(7);
-    if (path.empty()) {
+    if (spec.size() == 7) {
       return InvalidArgument(std::string("catalog spec 'sqlite:' names no file; ") +
                              kSupportedForms);
     }
-  } else if (StartsWith(spec, "postgresql://") || StartsWith(spec, "postgres://")) {
+    return spec.substr(7);
+  }
+  if (StartsWith(spec, "postgresql://") || StartsWith(spec, "postgres://")) return std::string();
+  if (EndsWith(spec, ".db") && spec.find("://") == std::string::npos) return spec;
+  // Not echoed verbatim: a mistyped URI may still hold a password.
+  return InvalidArgument("unsupported catalog '" + catalog::RedactConnectionString(spec) + "'; " +
+                         kSupportedForms);
+}
+
+}  // namespace
+
+Status CheckCatalogSpec(const std::string& spec) { return SqlitePathOf(spec).status(); }
+
+Result<std::unique_ptr<Catalog>> OpenCatalog(const std::string& spec) {
+  ASSIGN_OR_RETURN(std::string path, SqlitePathOf(spec));
+  if (path.empty()) {
     // A libpq connection URI; a password is better kept in ~/.pgpass or PGPASSWORD than here,
     // where it shows in process lists. Messages show the URI with the password redacted.
     auto catalog = std::make_unique<catalog::PostgresCatalog>(spec);
     RETURN_IF_ERROR(catalog->Open());
     return std::unique_ptr<Catalog>(std::move(catalog));
-  } else if (EndsWith(spec, ".db") && spec.find("://") == std::string::npos) {
-    path = spec;
-  } else {
-    // Not echoed verbatim: a mistyped URI may still hold a password.
-    return InvalidArgument("unsupported catalog '" + catalog::RedactConnectionString(spec) +
-                           "'; " + kSupportedForms);
   }
   auto catalog = std::make_unique<catalog::SqliteCatalog>(path);
   RETURN_IF_ERROR(catalog->Open());

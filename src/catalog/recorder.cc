@@ -426,7 +426,7 @@ void Recorder::Impl::Shutdown() {
   if (spool && spool->holding()) {
     std::fprintf(stderr,
                  "fanout: catalog still unavailable; %zu rows are kept in %s and will be "
-                 "delivered by the next fanout that opens this catalog\n",
+                 "delivered by the next `fanout run` that records to this catalog\n",
                  spool->rows_held(), spool->path().c_str());
   }
   if (RowCount(pending) > 0) {

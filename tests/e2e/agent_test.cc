@@ -286,6 +286,11 @@ TEST_F(AgentTest, MalformedInputGets400WithAReasonAndChangesNothing) {
     EXPECT_TRUE(Contains(r.body, detail)) << detail << " in " << r.body;
   }
   EXPECT_TRUE(History("keep").empty());
+  for (const char* limit : {"0", "-5", "abc", "3x"}) {
+    HttpReply r = agent_.Http("GET", std::string("/v1/jobs/keep/history?limit=") + limit);
+    EXPECT_EQ(r.status, 400) << limit << " -> " << r.body;
+    EXPECT_TRUE(Contains(r.body, "limit is a whole number of 1 or more")) << r.body;
+  }
 
   // Packages are validated as `fanout validate` does.
   HttpReply invalid = agent_.Http("PUT", "/v1/packages/bad",
@@ -341,6 +346,17 @@ TEST_F(AgentTest, RefusesToListenBeyondLoopbackWithoutCredentials) {
   agent_.dir().Write("half-tls.yaml", "name: t\ndata_dir: data\ntls: {client_ca: ca.crt}\n");
   EXPECT_EQ(agent_.StartExpectingExit({"--config", agent_.Path("half-tls.yaml")}), 5);
   EXPECT_TRUE(Contains(agent_.err(), "client_ca")) << agent_.err();
+
+  // Values out of range are refused, not replaced by a default or found out later.
+  for (const auto& [line, says] : std::vector<std::pair<std::string, std::string>>{
+           {"slots: 0", "`slots` must be a whole number of at least 1, not '0'"},
+           {"slots: abc", "`slots` must be a whole number of at least 1, not 'abc'"},
+           {"max_body_bytes: 0", "`max_body_bytes` must be a whole number of at least 1024"},
+           {"catalog: \"mysql://x\"", "unsupported catalog 'mysql://x'"}}) {
+    agent_.dir().Write("odd.yaml", "name: odd\ndata_dir: data\n" + line + "\n");
+    EXPECT_EQ(agent_.StartExpectingExit({"--config", agent_.Path("odd.yaml")}), 5) << line;
+    EXPECT_TRUE(Contains(agent_.err(), says)) << agent_.err();
+  }
 
   EXPECT_EQ(agent_.StartExpectingExit({"--config", agent_.Path("missing.yaml")}), 4);
   EXPECT_EQ(agent_.StartExpectingExit({"--dev", "--config", agent_.Path("loop.yaml")}), 6);
