@@ -17,6 +17,7 @@ using namespace std::chrono_literals;
 constexpr auto kAliveProbeInterval = 500ms;
 constexpr auto kDownProbeInterval = 1000ms;
 constexpr auto kWaitSlice = 200ms;  // how often a waiter re-checks cancel
+constexpr auto kFirstProbeGrace = 300ms;  // see ReadyLocked
 
 struct Registry {
   std::mutex mu;
@@ -110,7 +111,9 @@ AgentPool::AgentPool(std::vector<PoolMember> members)
     states_[i].summary.name = members_[i].name;
     states_[i].summary.url = members_[i].endpoint.url;
   }
-  prober_ = std::thread([this] { ProbeLoop(); });
+  for (size_t i = 0; i < members_.size(); ++i) {
+    probers_.emplace_back([this, i] { ProbeLoop(static_cast<int>(i)); });
+  }
 }
 
 AgentPool::~AgentPool() {
@@ -119,7 +122,7 @@ AgentPool::~AgentPool() {
     stopping_ = true;
   }
   prober_wake_.notify_all();
-  prober_.join();
+  for (std::thread& prober : probers_) prober.join();
 }
 
 void AgentPool::Probe(int member, AgentClient& client) {
@@ -180,32 +183,31 @@ void AgentPool::Probe(int member, AgentClient& client) {
   WakeWaitersLocked();
 }
 
-void AgentPool::ProbeLoop() {
-  std::vector<std::unique_ptr<AgentClient>> clients;
-  for (const PoolMember& m : members_) {
-    AgentEndpoint e = m.endpoint;
-    e.connect_timeout = 1000ms;
-    e.read_timeout = 2000ms;
-    clients.push_back(std::make_unique<AgentClient>(e));
-  }
-  for (size_t i = 0; i < members_.size(); ++i) Probe(static_cast<int>(i), *clients[i]);
+void AgentPool::ProbeLoop(int member) {
+  AgentEndpoint e = members_[static_cast<size_t>(member)].endpoint;
+  e.connect_timeout = 1000ms;
+  e.read_timeout = 2000ms;
+  AgentClient client(e);
+  Probe(member, client);
   std::unique_lock lock(mu_);
-  first_probe_done_ = true;
+  ++probed_;
   WakeWaitersLocked();
+  State& s = states_[static_cast<size_t>(member)];
   while (!stopping_) {
-    Clock::time_point next = Clock::time_point::max();
-    for (const State& s : states_) next = std::min(next, s.next_probe);
-    prober_wake_.wait_until(lock, next, [&] { return stopping_; });
+    prober_wake_.wait_until(lock, s.next_probe, [&] { return stopping_; });
     if (stopping_) break;
-    Clock::time_point now = Clock::now();
-    for (size_t i = 0; i < states_.size(); ++i) {
-      if (states_[i].next_probe > now) continue;
-      states_[i].next_probe = now + kAliveProbeInterval;  // not probed twice if slow
-      lock.unlock();
-      Probe(static_cast<int>(i), *clients[i]);
-      lock.lock();
-    }
+    if (s.next_probe > Clock::now()) continue;  // moved later meanwhile (MarkDown)
+    s.next_probe = Clock::now() + kAliveProbeInterval;
+    lock.unlock();
+    Probe(member, client);
+    lock.lock();
   }
+}
+
+bool AgentPool::ReadyLocked() const {
+  if (probed_ == members_.size()) return true;
+  if (Clock::now() - created_ < kFirstProbeGrace) return false;
+  return std::any_of(states_.begin(), states_.end(), [](const State& s) { return s.alive; });
 }
 
 std::unique_ptr<AgentClient> AgentPool::BorrowClient(int member) {
@@ -233,15 +235,17 @@ Result<Lease> AgentPool::Acquire(const Request& request, const std::function<boo
       leave();
       return Canceled("canceled while waiting for a free agent slot");
     }
-    if (!first_probe_done_) {
-      wake.wait_for(lock, kWaitSlice);
+    if (!ReadyLocked()) {
+      wake.wait_for(lock, kFirstProbeGrace / 3);
       continue;
     }
     bool usable = false;
+    bool unknown = false;  // a member not probed yet may still turn out usable
     int best = -1;
     double best_load = 0;
     for (size_t i = 0; i < states_.size(); ++i) {
       const State& s = states_[i];
+      unknown = unknown || !s.known;
       if (!s.alive || request.exclude.count(static_cast<int>(i)) != 0) continue;
       usable = true;
       if (Free(s) <= 0) continue;
@@ -250,6 +254,10 @@ Result<Lease> AgentPool::Acquire(const Request& request, const std::function<boo
         best = static_cast<int>(i);
         best_load = load;
       }
+    }
+    if (!usable && unknown) {
+      wake.wait_for(lock, kWaitSlice);
+      continue;
     }
     if (!usable) {
       std::vector<std::string> reasons;
@@ -286,7 +294,7 @@ Result<Lease> AgentPool::Acquire(const Request& request, const std::function<boo
 }
 
 void AgentPool::WakeWaitersLocked() {
-  if (!first_probe_done_) return;
+  if (!ReadyLocked()) return;
   int free = 0;
   bool any_alive = false;
   for (const State& s : states_) {

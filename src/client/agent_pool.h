@@ -131,8 +131,13 @@ class AgentPool {
     bool operator<(const Waiter& o) const;
   };
 
-  void ProbeLoop();
+  // One thread per member, so that a member slow to answer (a frozen agent, a cut network)
+  // delays nobody else's status.
+  void ProbeLoop(int member);
   void Probe(int member, AgentClient& client);
+  // Whether children may be placed: every member has been probed once, or one answered and
+  // kFirstProbeGrace has passed (a silent member does not hold up the first children).
+  bool ReadyLocked() const;
   int Free(const State& s) const { return s.slots - s.running - s.others; }
   // After any change (a slot freed, a probe, a waiter gone): wakes as many waiters, best first,
   // as there are free slots, or all of them when no agent is alive (they fail, saying why).
@@ -141,13 +146,14 @@ class AgentPool {
 
   const std::vector<PoolMember> members_;
   std::mutex mu_;
-  std::condition_variable prober_wake_;  // the prober's: a probe is due, or stopping
+  std::condition_variable prober_wake_;  // the probers': stopping
   std::vector<State> states_;
   std::set<Waiter> waiters_;
   uint64_t next_seq_ = 0;
   bool stopping_ = false;
-  bool first_probe_done_ = false;
-  std::thread prober_;
+  size_t probed_ = 0;  // members probed at least once
+  const std::chrono::steady_clock::time_point created_ = std::chrono::steady_clock::now();
+  std::vector<std::thread> probers_;
 };
 
 }  // namespace fanout::client

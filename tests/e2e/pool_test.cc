@@ -835,6 +835,23 @@ TEST_F(PoolAcrossServersTest, AServerCutOffMidRunLosesItsChildToAnother) {
 
 }
 
+// A member that does not answer (frozen) holds up neither the first child nor the other
+// members' probes: each member is probed on its own thread, and placement starts once one has
+// answered. Before, the first child waited for the silent member's probe to time out (2 s).
+TEST_F(PoolTest, AFrozenMemberDoesNotHoldUpTheOthers) {
+  ASSERT_TRUE(StartAgents({1, 1}));
+  ASSERT_TRUE(Deploy({{"quick.yaml", ShellJob("quick", "true")}}));
+  std::string parent = WriteParent("unfrozen", FanTask(1, 1, "quick"));
+  kill(agent(0).pid(), SIGSTOP);
+  auto start = SteadyClock::now();
+  CommandResult r = RunParent(parent);
+  double took = SecondsSince(start);
+  kill(agent(0).pid(), SIGCONT);
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_LT(took, 1.5) << "the first child waited for the frozen agent";
+  EXPECT_EQ(History(1, "quick").size(), 1u);
+}
+
 TEST_F(PoolTest, AnAgentKilledMidRunCostsARetryNotTheParent) {
   ASSERT_TRUE(StartAgents({1, 1}));
   ASSERT_TRUE(Deploy({{"region.yaml", ChildPackage("region", "sleep 0.6")},
