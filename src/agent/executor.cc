@@ -107,6 +107,7 @@ struct Executor::ActiveRun {
   Masker secrets;
   bool secrets_lost = false;  // recovered after a restart: the values above are gone
   CancelToken stop;  // Stop() and Drain() fire it
+  std::string stop_reason = "stopped on request";  // Drain() says why instead; set under mu_
   bool reattach = false;  // recovered with a live step process
   // A step attempt to be written with the run's next SaveRun, in the same transaction: the
   // attempt that is starting goes with the run's new pid, the attempt that ended a run goes
@@ -344,6 +345,8 @@ void Executor::RunThread(std::shared_ptr<ActiveRun> run) {
         }
         if (!run->stop.SleepFor(step.retry_interval)) {
           outcome.canceled = true;
+          std::lock_guard lock(mu_);
+          outcome.message = run->stop_reason;  // not the failure it was about to retry
           break;
         }
       }
@@ -494,7 +497,8 @@ Executor::StepOutcome Executor::RunStep(ActiveRun& run, int index, int attempt) 
       outcome.message = fmt::format("timed out after {}", FormatDuration(spec.timeout));
     } else if (r.stopped) {
       outcome.canceled = true;
-      outcome.message = "stopped on request";
+      std::lock_guard lock(mu_);
+      outcome.message = run.stop_reason;
     } else if (step.subsystem == "package") {
       outcome.success = r.exit_code == 0;
       outcome.canceled = r.exit_code == 3 && run.stop.canceled();
@@ -557,8 +561,13 @@ Executor::StepOutcome Executor::Reattach(ActiveRun& run) {
     step_counts_[status] += closed;
   };
   if (run.stop.canceled()) {
-    end_attempt("canceled", "stopped on request", std::nullopt);
-    return StepOutcome{false, true, "stopped on request"};
+    std::string reason;
+    {
+      std::lock_guard lock(mu_);
+      reason = run.stop_reason;
+    }
+    end_attempt("canceled", reason, std::nullopt);
+    return StepOutcome{false, true, reason};
   }
   if (step.subsystem == "package" && !run.record.execution_id.empty()) {
     auto catalog = OpenCatalog(config_.catalog);
@@ -752,7 +761,11 @@ void Executor::Drain(std::chrono::milliseconds grace) {
   std::unique_lock lock(mu_);
   draining_ = true;
   changed_.wait_for(lock, grace, [&] { return busy_ == 0; });
-  for (auto& [id, run] : active_) run->stop.Cancel(CancelToken::Reason::kCanceled);
+  for (auto& [id, run] : active_) {
+    run->stop_reason = fmt::format("the agent shut down (SIGTERM) and stopped its step after "
+                                   "drain_grace {}", FormatDuration(grace));
+    run->stop.Cancel(CancelToken::Reason::kCanceled);
+  }
   // Queued runs are left queued in the store; the next start picks them up.
   queue_.clear();
   changed_.wait(lock, [&] { return threads_ == 0; });

@@ -801,7 +801,8 @@ TEST_F(AgentTest, StopSkipsRetriesAndCancelsQueuedRuns) {
   EXPECT_LT(std::chrono::steady_clock::now() - asked, seconds(5));
   EXPECT_EQ(run.value("status", ""), "canceled") << run.dump();
   EXPECT_EQ(run["steps"].size(), 1u) << "no retry after a stop: " << run.dump();
-  EXPECT_TRUE(Contains(run.value("message", ""), "canceled")) << run.dump();
+  // Why it ended is the stop, not the failure it was about to retry.
+  EXPECT_EQ(run.value("message", ""), "Job canceled: stopped on request") << run.dump();
 }
 
 // --- Package steps, proxies ----------------------------------------------------------------------
@@ -1214,6 +1215,8 @@ TEST_F(AgentTest, SigtermStopsStepsThatOutlastTheDrainGrace) {
   auto run = api_->GetRun(id);
   ASSERT_TRUE(run.ok());
   EXPECT_EQ((*run)["status"], "canceled") << run->dump();
+  // Nobody asked for a stop: the agent says it shut down.
+  EXPECT_TRUE(Contains((*run).value("message", ""), "the agent shut down (SIGTERM)")) << run->dump();
 }
 
 // The agent dies (SIGKILL) while a package step runs; the step goes on, and the restarted
