@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -147,7 +148,8 @@ class TreeMembership {
     known_[std::move(root)] = true;
   }
 
-  bool Contains(const std::string& id) {
+  // nullopt when the catalog could not be read: not cached, asked again later.
+  std::optional<bool> Contains(const std::string& id) {
     std::vector<std::string> path;
     std::string current = id;
     bool member = false;
@@ -158,7 +160,7 @@ class TreeMembership {
       }
       path.push_back(current);
       auto row = catalog_.GetExecution(current);
-      if (!row.ok()) return false;  // not cached: asked again with the next event
+      if (!row.ok()) return std::nullopt;
       if (!row->has_value() || (*row)->parent_id.empty()) break;
       current = (*row)->parent_id;
     }
@@ -212,6 +214,16 @@ int Logs(const LogsArgs& args) {
   EventPrinter printer(*catalog, args.json, root.empty() || args.children);
 
   if (args.follow) CatchStopSignals();
+  bool unreadable = false;  // following through a catalog outage: said once, until it answers
+  // An error while reading: the end of a plain read; while following, a pause to ride out.
+  auto failed = [&](const Status& status) {
+    if (!args.follow || !unreadable) {
+      std::fprintf(stderr, "fanout %s: reading catalog %s: %s%s\n", kCommand, spec.c_str(),
+                   status.message().c_str(), args.follow ? "; still following, retrying" : "");
+    }
+    unreadable = true;
+    return !args.follow;
+  };
   for (;;) {
     // Whether the execution had ended is read before the events, so that the last drain below
     // sees every event it wrote.
@@ -220,20 +232,40 @@ int Logs(const LogsArgs& args) {
       auto row = catalog->GetExecution(root);
       ended = row.ok() && row->has_value() && (*row)->ended_at.has_value();
     }
-    for (;;) {
+    bool read_all = true;
+    for (bool more = true; more && read_all;) {
       auto events = catalog->ListEvents(query);
       if (!events.ok()) {
-        std::fprintf(stderr, "fanout %s: reading catalog %s: %s\n", kCommand, spec.c_str(),
-                     events.status().message().c_str());
-        return kExitFailure;
+        if (failed(events.status())) return kExitFailure;
+        read_all = false;
+        break;
+      }
+      if (unreadable) {
+        std::fprintf(stderr, "fanout %s: catalog %s answers again\n", kCommand, spec.c_str());
+        unreadable = false;
       }
       for (const Event& event : *events) {
+        if (tree != nullptr) {
+          std::optional<bool> member = tree->Contains(event.execution_id);
+          if (!member) {  // asked again from this event on, next round
+            if (failed(Unavailable("cannot read the execution of event " +
+                                   std::to_string(event.id)))) {
+              return kExitFailure;
+            }
+            read_all = false;
+            break;
+          }
+          if (!*member) {
+            query.after_id = std::max(query.after_id, event.id);
+            continue;
+          }
+        }
         query.after_id = std::max(query.after_id, event.id);
-        if (tree != nullptr && !tree->Contains(event.execution_id)) continue;
         printer.Print(event);
       }
-      if (static_cast<int>(events->size()) < kPageSize) break;
+      more = static_cast<int>(events->size()) >= kPageSize;
     }
+    if (!read_all) ended = false;  // the end is only reached with every event read
     // A reader that went away (`fanout logs --follow | head`) ends the command.
     if (std::fflush(stdout) != 0 || std::ferror(stdout)) return kExitSuccess;
     if (!args.follow || ended || g_stop.load()) break;

@@ -1,8 +1,10 @@
 // The catalog goes away in the middle of a run, or is away when one begins: a private PostgreSQL
 // server is stopped and started again, and every event of the run must reach it exactly once.
+#include <signal.h>
 #include <stdlib.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <regex>
 #include <thread>
 
@@ -100,6 +102,10 @@ TEST(CatalogOutageTest, PostgresAwayMidRunOrAtTheStartLosesNoEvent) {
 
   auto pg = OpenCatalog(uri);
   ASSERT_TRUE(pg.ok()) << pg.status().ToString();
+  // `fanout logs --follow` rides out the outage too (in a folder of its own: its output files).
+  const std::string follow_dir = dir.path() + "/follow";
+  std::filesystem::create_directory(follow_dir);
+  int follower = StartFanout({"logs", "--follow", "--json", "--catalog", uri}, follow_dir);
   int pid = StartFanout({"run", "outage.yaml", "--catalog", uri}, dir.path());
   // Once the run is writing, the server goes away for a second and comes back.
   ASSERT_TRUE(WaitFor([&] {
@@ -124,6 +130,20 @@ TEST(CatalogOutageTest, PostgresAwayMidRunOrAtTheStartLosesNoEvent) {
   auto row = (*after)->GetExecution(execution);
   ASSERT_TRUE(row.ok() && row->has_value());
   EXPECT_EQ((*row)->status, "succeeded");
+  auto followed = [&] {
+    std::string lines = dir.Read("follow/fanout.out");
+    int64_t n = 0;
+    for (size_t at = lines.find(execution); at != std::string::npos; at = lines.find(execution, at + 1)) {
+      ++n;
+    }
+    return n;
+  };
+  // Every event line carries the execution id once, in "execution_id" (the package's own
+  // start message names it too).
+  EXPECT_TRUE(WaitFor([&] { return followed() >= expected; }, milliseconds(10000)))
+      << followed() << " of " << expected << " events followed";
+  kill(follower, SIGTERM);
+  EXPECT_EQ(WaitFanout(follower, seconds(10)), 0) << dir.Read("follow/fanout.err");
 
   // Down when a run begins: the run goes on, and its rows arrive once the server is back.
   paused = PostgresScript("pause " + pg_dir, &status);
