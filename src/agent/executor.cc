@@ -92,6 +92,23 @@ nlohmann::json MaskedParams(const nlohmann::json& params, const Masker& secrets,
   return out;
 }
 
+// Where a package step's `fanout run` writes its exit code (`--result-file`): read when the
+// agent re-attaches to a step that outlived it, whether or not the catalog answers.
+std::string ResultFile(const std::string& data_dir, const std::string& execution_id) {
+  return (std::filesystem::path(data_dir) / "results" / (execution_id + ".json")).string();
+}
+
+// The exit code in a result file; nullopt when there is none (the step was killed) or it is bad.
+std::optional<int> ReadResultFile(const std::string& path) {
+  auto text = ReadFile(path);
+  if (!text.ok()) return std::nullopt;
+  try {
+    return nlohmann::json::parse(*text).at("exit_code").get<int>();
+  } catch (const nlohmann::json::exception&) {
+    return std::nullopt;
+  }
+}
+
 constexpr const char* kSecretsLost =
     "the secrets in the run's params were held in the agent's memory only and did not survive "
     "its restart; start the job again";
@@ -440,7 +457,8 @@ Executor::StepOutcome Executor::RunStep(ActiveRun& run, int index, int attempt) 
     rec.execution_id = NewExecutionId();
     spec.argv = {fanout_binary_, "run", path, "--catalog", config_.catalog, "--execution-id",
                  rec.execution_id, "--reporting", "EW", "--params-stdin", "--agent-name",
-                 config_.name, "--job", run.job->name, "--run-id", run.record.id};
+                 config_.name, "--job", run.job->name, "--run-id", run.record.id,
+                 "--result-file", ResultFile(config_.data_dir, rec.execution_id)};
     if (!run.record.parent_execution_id.empty()) {
       spec.argv.push_back("--parent-execution-id");
       spec.argv.push_back(run.record.parent_execution_id);
@@ -517,6 +535,10 @@ Executor::StepOutcome Executor::RunStep(ActiveRun& run, int index, int attempt) 
         outcome.message = fmt::format("{} {}{}", step.run[0], why, err.empty() ? "" : ": " + err);
       }
     }
+    if (step.subsystem == "package") {
+      std::error_code ignored;  // the exit code came straight from the process
+      std::filesystem::remove(ResultFile(config_.data_dir, rec.execution_id), ignored);
+    }
     if (step.subsystem == "package" && r.term_signal != 0) {
       // Killed (our stop's SIGKILL after the grace, or anything else): it recorded no end.
       EndOpenExecutions({{rec.execution_id, outcome.canceled ? "canceled" : "failed",
@@ -570,6 +592,20 @@ Executor::StepOutcome Executor::Reattach(ActiveRun& run) {
     return StepOutcome{false, true, reason};
   }
   if (step.subsystem == "package" && !run.record.execution_id.empty()) {
+    // The step's own word first: it does not depend on the catalog answering.
+    const std::string result_file = ResultFile(config_.data_dir, run.record.execution_id);
+    if (std::optional<int> code = ReadResultFile(result_file)) {
+      std::error_code ignored;
+      std::filesystem::remove(result_file, ignored);
+      StepOutcome outcome{*code == 0, *code == 3, ""};
+      if (!outcome.success) {
+        outcome.message = outcome.canceled ? "fanout run was canceled"
+                                           : fmt::format("fanout run exited with code {}", *code);
+      }
+      end_attempt(outcome.success ? "succeeded" : outcome.canceled ? "canceled" : "failed",
+                  outcome.message, *code);
+      return outcome;
+    }
     auto catalog = OpenCatalog(config_.catalog);
     if (catalog.ok()) {
       auto execution = (*catalog)->GetExecution(run.record.execution_id);

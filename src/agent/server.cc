@@ -135,6 +135,7 @@ AgentServer::~AgentServer() = default;
 Status AgentServer::Start() {
   std::error_code ec;
   fs::create_directories(fs::path(config_.data_dir) / "packages", ec);
+  fs::create_directories(fs::path(config_.data_dir) / "results", ec);
   if (ec) {
     return Unavailable(fmt::format("cannot create data_dir {}: {}", config_.data_dir, ec.message()));
   }

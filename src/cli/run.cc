@@ -4,8 +4,10 @@
 #include <signal.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <functional>
 #include <iostream>
@@ -42,7 +44,25 @@ struct RunArgs {
   bool params_stdin = false;
   bool no_progress = false;
   std::string agent_name, job, run_id;  // set when an agent runs a package step
+  // Set by an agent: the exit code is written there at the end, so that an agent restarted
+  // while this ran can learn the step's result without the catalog.
+  std::string result_file;
 };
+
+// {"exit_code": N}, written whole (a temporary file renamed) so a reader never sees half.
+void WriteResultFile(const std::string& path, int exit_code) {
+  std::string temp = path + ".tmp";
+  FILE* f = std::fopen(temp.c_str(), "w");
+  if (f == nullptr) {
+    std::fprintf(stderr, "fanout: --result-file %s: %s\n", path.c_str(), std::strerror(errno));
+    return;
+  }
+  std::fprintf(f, "{\"exit_code\": %d}\n", exit_code);
+  bool written = std::fclose(f) == 0;
+  if (!written || std::rename(temp.c_str(), path.c_str()) != 0) {
+    std::fprintf(stderr, "fanout: --result-file %s: %s\n", path.c_str(), std::strerror(errno));
+  }
+}
 
 // SIGINT/SIGTERM cancel the run: the signals are blocked in every thread and one thread waits
 // for them, so cancellation runs as ordinary code rather than in a signal handler.
@@ -282,7 +302,12 @@ Command AddRunCommand(CLI::App& app) {
   cmd->footer(
       "Exit codes: 0 success, 1 failure, 3 canceled (SIGINT/SIGTERM), 4 file not found,\n"
       "5 cannot load or invalid, 6 usage error.");
-  return {cmd, [args] { return RunPackage(*args); }};
+  cmd->add_option("--result-file", args->result_file)->group("");
+  return {cmd, [args] {
+    int code = RunPackage(*args);
+    if (!args->result_file.empty()) WriteResultFile(args->result_file, code);
+    return code;
+  }};
 }
 
 }  // namespace fanout::cli

@@ -1221,7 +1221,10 @@ TEST_F(AgentTest, SigtermStopsStepsThatOutlastTheDrainGrace) {
 
 // The agent dies (SIGKILL) while a package step runs; the step goes on, and the restarted
 // agent re-attaches to it and ends the run with the package's real result.
-void ExpectReattach(AgentProcess& agent, std::unique_ptr<client::AgentClient>& api, int exit_code) {
+// `catalog_answers` false: the agent's catalog is a PostgreSQL server nobody runs, so the step
+// spools its rows and the restarted agent can learn its result only from the step itself.
+void ExpectReattach(AgentProcess& agent, std::unique_ptr<client::AgentClient>& api, int exit_code,
+                    bool catalog_answers = true) {
   const std::string started = agent.Path("started");
   const std::string gate = agent.Path("gate");
   ASSERT_TRUE(api->PutPackage("slow",
@@ -1269,6 +1272,7 @@ void ExpectReattach(AgentProcess& agent, std::unique_ptr<client::AgentClient>& a
     EXPECT_TRUE(Contains(run.value("message", ""), "step 1 (load) failed")) << run.dump();
     EXPECT_FALSE(std::filesystem::exists(trace));
   }
+  if (!catalog_answers) return;
   auto catalog = OpenCatalog("sqlite:" + agent.data_dir() + "/catalog.db");
   ASSERT_TRUE(catalog.ok());
   auto execution = (*catalog)->GetExecution(run["steps"][0].value("execution_id", ""));
@@ -1284,6 +1288,16 @@ TEST_F(AgentTest, ARestartedAgentReattachesToAPackageStepThatSucceeds) {
 TEST_F(AgentTest, ARestartedAgentReattachesToAPackageStepThatFails) {
   ASSERT_TRUE(StartConfig(Config(2)));
   ExpectReattach(agent_, api_, 1);
+}
+
+// The step tells its result itself (a result file in data_dir), so an outage of the catalog
+// does not turn a step that succeeded into `abandoned`.
+TEST_F(AgentTest, AReattachedStepsResultNeedsNoCatalog) {
+  setenv("FANOUT_SPOOL_DIR", agent_.Path("spool").c_str(), 1);
+  ASSERT_TRUE(StartConfig(Config(2, "catalog: \"postgresql://fanout@127.0.0.1:1/nowhere\"\n")));
+  ExpectReattach(agent_, api_, 0, /*catalog_answers=*/false);
+  unsetenv("FANOUT_SPOOL_DIR");
+  EXPECT_TRUE(std::filesystem::is_empty(agent_.data_dir() + "/results")) << "result files are removed";
 }
 
 TEST_F(AgentTest, ARunWhoseStepDiedWithTheAgentEndsAbandonedAndQueuedRunsStillRun) {
