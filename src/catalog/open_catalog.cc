@@ -65,7 +65,12 @@ Result<std::unique_ptr<Catalog>> OpenCatalogForRun(const std::string& spec,
     return catalog;
   }
   auto deferred = std::make_unique<catalog::PostgresCatalog>(spec);
-  if (!deferred->ServerUnreachable()) return catalog;  // it answers: the failure is for the user
+  // libpq's "timeout expired": nothing answered within connect_timeout, so a ping, which
+  // would wait as long again, has nothing to add.
+  bool timed_out = catalog.status().message().find("timeout expired") != std::string::npos;
+  if (!timed_out && !deferred->ServerUnreachable()) {
+    return catalog;  // it answers: the failure is for the user
+  }
   unreachable = catalog.status().message();
   deferred->OpenOnFirstWrite();
   return std::unique_ptr<Catalog>(std::move(deferred));
