@@ -1034,6 +1034,25 @@ class PoolCancelTest : public PoolTest {
   }
 };
 
+// Canceled while its agent does not answer: the parent cannot stop the remote run and says so
+// rather than exit as if it had.
+TEST_F(PoolTest, ACancelThatCannotReachTheAgentSaysTheRunMayGoOn) {
+  ASSERT_TRUE(StartAgents({1}));
+  ASSERT_TRUE(Deploy({{"long.yaml", ShellJob("long", "exec sleep 30")}}));
+  std::string parent = WriteParent("unreachable-stop", FanTask(1, 1, "long"));
+  BackgroundRun run({"run", parent, "--catalog", CatalogSpec()}, work_.path());
+  ASSERT_TRUE(WaitFor([&] { return Busy(0) == 1; }, milliseconds(10000)));
+  kill(agent(0).pid(), SIGSTOP);
+  kill(run.pid(), SIGINT);
+  int code = run.Wait(seconds(30));
+  kill(agent(0).pid(), SIGCONT);
+  EXPECT_EQ(code, 3) << ReadText(work_.path() + "/fanout.err");
+  ParentRecord record = Record(ExecutionIdOf(ReadText(work_.path() + "/fanout.out")));
+  std::string warnings = EventsText(record, EventType::kOnWarning);
+  EXPECT_TRUE(Has(warnings, "could not stop run")) << warnings;
+  EXPECT_TRUE(Has(warnings, "on agent srv-a")) << warnings;
+}
+
 TEST_F(PoolCancelTest, SigintStopsEveryRemoteChildAndExits3) { Run(SIGINT); }
 TEST_F(PoolCancelTest, SigtermStopsEveryRemoteChildAndExits3) { Run(SIGTERM); }
 

@@ -212,6 +212,14 @@ class AgentJobTask : public Task {
           pool.MarkDown(lease.member(), st.message());
           pool.StopWhenBack(lease.member(), run_id);  // a retry may run it elsewhere
           pool.Release(lease, AgentPool::Ending::kLost);
+          if (context.cancel().canceled()) {
+            // The parent ends now: nobody will be there to stop the run once the agent is back.
+            std::string why = fmt::format("could not stop run {} on agent {}: it does not answer "
+                                          "({}); the run may go on there",
+                                          run_id, agent, st.message());
+            if (!stopping) context.Emit(EventType::kOnWarning, why);  // else the stop said so
+            return {TaskResult::kCanceled, why, "", agent};
+          }
           return {TaskResult::kFailure,
                   fmt::format("agent {} was lost while it ran job {} (run {}): {}", agent, job_name,
                               run_id, st.message()),
