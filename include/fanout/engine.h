@@ -26,6 +26,9 @@ struct RunOptions {
   std::string execution_id;          // "" to generate one
   std::string parent_execution_id;   // set for child packages
   std::string catalog_spec;          // handed to out-of-process children
+  // The catalog did not answer when the run started (its rows are spooled): nothing is read
+  // from it, such as past durations, which would wait for its connect timeout.
+  bool catalog_unreachable = false;
   std::string agent, job, run_id;    // recorded on the execution when an agent runs it
   // For a child package: the files of the packages running it, outermost first (canonical
   // paths). A package task refuses to start a package among them, which would run forever.

@@ -210,6 +210,7 @@ int RunPackage(const RunArgs& args) {
                  catalog.status().message().c_str());
     return kExitUsage;
   }
+  options.catalog_unreachable = !unreachable.empty();
   if (!unreachable.empty()) {
     std::string spool = catalog::DefaultSpoolDir();
     std::fprintf(stderr,

@@ -121,8 +121,10 @@ class AgentJobTask : public Task {
     AgentPool::Request request;
     request.job = *job_name;
     request.order = context.start_order();
-    request.expected_seconds =
-        DurationHistory::Get().Expected(context.run_options().catalog_spec, *job_name, start.params);
+    if (!context.run_options().catalog_unreachable) {
+      request.expected_seconds = DurationHistory::Get().Expected(
+          context.run_options().catalog_spec, *job_name, start.params);
+    }
     auto canceled = [&] { return context.cancel().canceled(); };
 
     // Place the child: the least loaded agent with a free slot that accepts it.

@@ -95,6 +95,7 @@ class PackageTask : public Task {
     options.execution_id = child_id;
     options.parent_execution_id = context.execution_id();
     options.catalog_spec = context.run_options().catalog_spec;
+    options.catalog_unreachable = context.run_options().catalog_unreachable;
     options.ancestors = std::move(ancestors);
     auto result = context.engine().Run(*child, options, &context.cancel());
     if (!result.ok()) {
