@@ -133,11 +133,12 @@ AgentServer::AgentServer(AgentConfig config, std::string fanout_binary)
 AgentServer::~AgentServer() = default;
 
 Status AgentServer::Start() {
-  std::error_code ec;
-  fs::create_directories(fs::path(config_.data_dir) / "packages", ec);
-  fs::create_directories(fs::path(config_.data_dir) / "results", ec);
-  if (ec) {
-    return Unavailable(fmt::format("cannot create data_dir {}: {}", config_.data_dir, ec.message()));
+  for (const char* sub : {"packages", "results"}) {
+    std::error_code ec;
+    fs::create_directories(fs::path(config_.data_dir) / sub, ec);
+    if (ec) {
+      return Unavailable(fmt::format("cannot create data_dir {}: {}", config_.data_dir, ec.message()));
+    }
   }
   ASSIGN_OR_RETURN(store_, AgentStore::Open((fs::path(config_.data_dir) / "agent.db").string()));
   // Package files are the store's copies; write back any that are missing (a wiped folder).
