@@ -1,6 +1,7 @@
 // The agent's elastic pool of HTTP connection threads (see connection_threads.h).
 #include "agent/connection_threads.h"
 
+#include <system_error>
 #include <thread>
 
 namespace fanout::agent {
@@ -19,7 +20,13 @@ void ConnectionThreads::enqueue(std::function<void()> fn) {
   } else if (threads_ < max_threads_) {
     ++threads_;
     ++idle_;  // counted idle until it takes a job, so the next enqueue does not start another
-    std::thread([this] { Work(); }).detach();
+    try {
+      std::thread([this] { Work(); }).detach();
+    } catch (const std::system_error&) {
+      // Out of threads (ulimit -u, memory): the job waits for a running thread instead.
+      --threads_;
+      --idle_;
+    }
   }
 }
 
