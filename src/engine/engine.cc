@@ -475,20 +475,25 @@ RunResult Execution::Run() {
 
   std::vector<Attempt*> done;
   while (true) {
-    while (!local_.empty()) {
+    // Inline work (containers, loop iterations, expression tasks) runs in slices of at most
+    // ~10 ms: a loop of inline work alone, which creates more as it goes, still gets its timers
+    // fired and its cancel requests seen below.
+    auto slice_end = Clock::now() + std::chrono::milliseconds(10);
+    for (int n = 1; !local_.empty(); ++n) {
       auto fn = std::move(local_.front());
       local_.pop_front();
       fn();
+      if (n % 256 == 0 && Clock::now() >= slice_end) break;
     }
     Dispatch();
-    if (!local_.empty()) continue;
-    if (root_done_ && attempts_.empty()) break;
+    bool more_inline = !local_.empty();
+    if (!more_inline && root_done_ && attempts_.empty()) break;
 
     auto deadline = Clock::now() + std::chrono::milliseconds(100);
     if (!timers_.empty()) deadline = std::min(deadline, timers_.begin()->first);
     {
       std::unique_lock lock(mu_);
-      cv_.wait_until(lock, deadline, [&] { return !completions_.empty(); });
+      if (!more_inline) cv_.wait_until(lock, deadline, [&] { return !completions_.empty(); });
       done.swap(completions_);
     }
     for (Attempt* a : done) OnAttemptDone(a);

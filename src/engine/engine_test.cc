@@ -771,6 +771,32 @@ tasks:
   EXPECT_NE(r.message.find("no rows"), std::string::npos) << r.message;
 }
 
+// A loop whose iterations do only inline work (no task on a worker) never lets the scheduler
+// wait; its timeout and a cancel must still be seen.
+TEST_F(EngineTest, AnEndlessInlineLoopStillSeesItsTimeoutAndACancel) {
+  RunResult timed = MustRun(R"(package: endless
+tasks:
+  f: {type: for, condition: "true", timeout: 100ms, tasks: {}}
+)");
+  EXPECT_EQ(timed.result, TaskResult::kFailure);
+  EXPECT_NE(timed.message.find("timed out"), std::string::npos) << timed.message;
+  EXPECT_LT(elapsed_, kBlockSafety);
+
+  CancelToken token;
+  std::thread canceler([&] {
+    std::this_thread::sleep_for(100ms);
+    token.Cancel(CancelToken::Reason::kCanceled);
+  });
+  RunResult canceled = MustRun(R"(package: endless-too
+tasks:
+  f: {type: for, condition: "true", tasks: {}}
+)",
+                               {}, &token);
+  canceler.join();
+  EXPECT_EQ(canceled.result, TaskResult::kCanceled);
+  EXPECT_LT(elapsed_, kBlockSafety);
+}
+
 TEST_F(EngineTest, TimeoutCancelsABlockingTask) {
   RunResult r = MustRun(R"(package: timeout
 tasks:
