@@ -289,6 +289,9 @@ class Execution {
   void AddTimer(Clock::duration after, std::function<void()> fn) {
     timers_.emplace(Clock::now() + after, std::move(fn));
   }
+  // Runs now, rather than at their time, the retries that a container or package that began
+  // stopping will not take: they end their task at once (see Retry).
+  void DropStoppedRetries();
   void Defer(std::function<void()> fn) { local_.push_back(std::move(fn)); }
 
   Engine& engine_;
@@ -312,6 +315,13 @@ class Execution {
 
   std::deque<std::function<void()>> local_;  // work for this thread, run in order
   std::multimap<Clock::time_point, std::function<void()>> timers_;
+  // Tries waiting for their retry_delay, with the container their task is in.
+  struct PendingRetry {
+    Container* container;
+    std::function<void()> start;
+  };
+  std::multimap<Clock::time_point, PendingRetry> retries_;
+  bool stops_ = false;  // something began stopping since DropStoppedRetries last looked
 
   std::mutex mu_;
   std::condition_variable cv_;
@@ -491,6 +501,7 @@ RunResult Execution::Run() {
 
     auto deadline = Clock::now() + std::chrono::milliseconds(100);
     if (!timers_.empty()) deadline = std::min(deadline, timers_.begin()->first);
+    if (!retries_.empty()) deadline = std::min(deadline, retries_.begin()->first);
     {
       std::unique_lock lock(mu_);
       if (!more_inline) cv_.wait_until(lock, deadline, [&] { return !completions_.empty(); });
@@ -504,6 +515,12 @@ RunResult Execution::Run() {
       timers_.erase(timers_.begin());
       fn();
     }
+    while (!retries_.empty() && retries_.begin()->first <= now) {
+      auto start = std::move(retries_.begin()->second.start);
+      retries_.erase(retries_.begin());
+      start();
+    }
+    if (stops_) DropStoppedRetries();
     if (!canceled_ && external_cancel_ != nullptr && external_cancel_->canceled()) CancelAll();
   }
   pool_.reset();
@@ -639,17 +656,39 @@ void Execution::Retry(Container* c, size_t i, int try_number, const std::string&
   Emit(EventType::kOnWarning, c->ChildPath(def),
        fmt::format("attempt {} of {} failed ({}); retrying in {}", try_number, def.retries + 1,
                    reason, FormatDuration(def.retry_delay)));
-  AddTimer(def.retry_delay, [this, c, i, try_number] {
-    if (StopAll() || c->canceled || c->stopping) {
+  // The failure as FinishNode takes it, should no retry follow.
+  std::string failure = def.is_container() ? reason : fmt::format("{}: {}", c->ChildPath(def), reason);
+  auto start = [this, c, i, try_number, failure] {
+    const TaskDef& def = (*c->tasks)[i];
+    if (canceled_ || c->canceled) {
       FinishNode(c, i, Final::kCanceled, "canceled before retry");
       return;
     }
-    if ((*c->tasks)[i].is_container()) {
+    if (StopAll() || c->stopping) {  // no retry once stopping: the last try's failure stands
+      if (!def.is_container()) ++result_.failed;
+      FinishNode(c, i, Final::kFailure, failure);
+      return;
+    }
+    if (def.is_container()) {
       StartContainerTask(c, i, try_number + 1);
     } else {
       StartLeaf(c, i, try_number + 1);
     }
-  });
+  };
+  retries_.emplace(Clock::now() + def.retry_delay, PendingRetry{c, std::move(start)});
+}
+
+void Execution::DropStoppedRetries() {
+  stops_ = false;
+  for (auto it = retries_.begin(); it != retries_.end();) {
+    const Container* c = it->second.container;
+    if (StopAll() || c->canceled || c->stopping) {
+      Defer(std::move(it->second.start));
+      it = retries_.erase(it);
+    } else {
+      ++it;
+    }
+  }
 }
 
 void Execution::EndContainerTry(Container* c, size_t i, int try_number, Final final,
@@ -718,9 +757,15 @@ void Execution::FinishNode(Container* c, size_t i, Final final, const std::strin
     if (first_error_.empty()) first_error_ = message;
     // Reaching maximum_error_count fails the container but, as in SSIS, precedence still
     // runs: a failure path (an alert, a clean-up) runs and the container still fails.
-    if (def.fail_package_on_failure) package_failed_ = true;
+    if (def.fail_package_on_failure) {
+      package_failed_ = true;
+      stops_ = true;
+    }
   }
-  if (final == Final::kCanceled) c->stopping = true;
+  if (final == Final::kCanceled) {
+    c->stopping = true;
+    stops_ = true;
+  }
   // Once stopped, successors are neither run nor skipped: they were never reached.
   bool stopped = c->stopping || c->canceled || StopAll();
   for (size_t s : stopped ? std::vector<size_t>{} : def.successors) {
@@ -1031,6 +1076,7 @@ void Execution::OnIterationDone(Loop* l, Final final, const std::string& message
 
 void Execution::CancelUnder(Container* c, const std::string& message) {
   c->stopping = true;
+  stops_ = true;
   for (auto& [id, a] : attempts_) {
     if (!a->container_->Within(c)) continue;
     a->timeout_message_ = "stopped: " + message;
@@ -1048,6 +1094,7 @@ void Execution::CancelUnder(Container* c, const std::string& message) {
 // A loop past its timeout: no new iterations, running ones stopped, the loop fails.
 void Execution::CancelLoop(Loop* l, const std::string& message) {
   l->stopping = true;
+  stops_ = true;
   l->errors = std::max(l->errors, l->def->maximum_error_count);
   if (l->first_error.empty()) l->first_error = message;
   for (auto& [id, a] : attempts_) {
@@ -1076,6 +1123,7 @@ void Execution::CancelAll() {
   auto pending = std::move(timers_);
   timers_.clear();
   for (auto& [when, fn] : pending) Defer(std::move(fn));
+  DropStoppedRetries();
 }
 
 }  // namespace

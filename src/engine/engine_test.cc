@@ -797,6 +797,35 @@ tasks:
   EXPECT_LT(elapsed_, kBlockSafety);
 }
 
+// A task waiting for its retry_delay when its container times out, or the package fails, takes
+// no retry, and nothing waits for the delay: the task ends failed at once.
+TEST_F(EngineTest, AStoppingContainerOrPackageDropsRetriesWithoutWaitingForThem) {
+  RunResult r = MustRun(R"(package: dropped
+tasks:
+  seq:
+    type: sequence
+    timeout: 100ms
+    tasks:
+      t: {type: fake, result: failure, retries: 5, retry_delay: 5s}
+  cleanup: {type: fake, after: [{task: seq, on: failure}]}
+)");
+  EXPECT_EQ(r.result, TaskResult::kFailure);
+  EXPECT_LT(elapsed_, kBlockSafety) << "the container waited for the retry delay";
+  EXPECT_TRUE(World::Get().Ran("cleanup"));
+  EXPECT_EQ(World::Get().CallsOf("seq/t").size(), 1u);
+  EXPECT_EQ(r.failed, 1) << "the task whose retry was dropped failed";
+
+  RunResult p = MustRun(R"(package: failing
+tasks:
+  b: {type: fake, result: failure, retries: 5, retry_delay: 5s}
+  s: {type: fake, sleep_ms: 50}
+  a: {type: fake, result: failure, fail_package_on_failure: true, after: [s]}
+)");
+  EXPECT_EQ(p.result, TaskResult::kFailure);
+  EXPECT_LT(elapsed_, kBlockSafety) << "the failed package waited for the retry delay";
+  EXPECT_EQ(World::Get().CallsOf("b").size(), 1u);
+}
+
 TEST_F(EngineTest, TimeoutCancelsABlockingTask) {
   RunResult r = MustRun(R"(package: timeout
 tasks:
