@@ -2,6 +2,7 @@
 #include "catalog/log_sinks.h"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -100,18 +101,24 @@ void ConsoleSink::Write(const Event& event) {
 
 void ConsoleSink::Flush() { std::fflush(out_); }
 
-// O_EXCL first so that exactly one of several processes starting the same log file writes the
-// header; O_CLOEXEC because the engine forks task processes that must not inherit the file.
-Result<std::unique_ptr<LineFile>> LineFile::Open(const std::string& path, bool* created) {
-  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0644);
-  *created = fd >= 0;
-  if (fd < 0 && errno == EEXIST) {
-    fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
-    struct stat st {};
-    if (fd >= 0 && ::fstat(fd, &st) == 0 && st.st_size == 0) *created = true;
-  }
+// O_CLOEXEC because the engine forks task processes that must not inherit the file. The header
+// is written straight away under flock: buffered, it left the file empty long enough for every
+// other process starting on it to write one too.
+Result<std::unique_ptr<LineFile>> LineFile::Open(const std::string& path, std::string_view header) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (fd < 0) return OpenError(path, errno);
-  return std::unique_ptr<LineFile>(new LineFile(path, fd));
+  auto file = std::unique_ptr<LineFile>(new LineFile(path, fd));
+  if (!header.empty()) {
+    while (::flock(fd, LOCK_EX) != 0 && errno == EINTR) {
+    }
+    struct stat st {};
+    if (::fstat(fd, &st) == 0 && st.st_size == 0) {
+      file->Append(header);
+      file->Flush();
+    }
+    ::flock(fd, LOCK_UN);
+  }
+  return file;
 }
 
 LineFile::~LineFile() {
@@ -159,9 +166,7 @@ void AppendCsvField(std::string& line, std::string_view field) {
 
 Result<std::unique_ptr<TextFileSink>> TextFileSink::Open(const std::string& path,
                                                          EventFilter filter) {
-  bool created = false;
-  ASSIGN_OR_RETURN(std::unique_ptr<LineFile> file, LineFile::Open(path, &created));
-  if (created) file->Append(kHeader);
+  ASSIGN_OR_RETURN(std::unique_ptr<LineFile> file, LineFile::Open(path, kHeader));
   return std::unique_ptr<TextFileSink>(new TextFileSink(std::move(file), filter));
 }
 
@@ -191,8 +196,7 @@ void TextFileSink::Write(const Event& event) {
 
 Result<std::unique_ptr<JsonLinesSink>> JsonLinesSink::Open(const std::string& path,
                                                            EventFilter filter) {
-  bool created = false;
-  ASSIGN_OR_RETURN(std::unique_ptr<LineFile> file, LineFile::Open(path, &created));
+  ASSIGN_OR_RETURN(std::unique_ptr<LineFile> file, LineFile::Open(path, ""));
   return std::unique_ptr<JsonLinesSink>(new JsonLinesSink(std::move(file), filter));
 }
 

@@ -64,8 +64,9 @@ class ConsoleSink : public EventSink {
 // logging to one file from interleaving.
 class LineFile {
  public:
-  // `created` tells whether the file was new or empty, i.e. needs a header.
-  static Result<std::unique_ptr<LineFile>> Open(const std::string& path, bool* created);
+  // `header` (a line without its newline, or "") is written at once when the file is new or
+  // empty, under a lock, so that of several processes opening one file only one writes it.
+  static Result<std::unique_ptr<LineFile>> Open(const std::string& path, std::string_view header);
   ~LineFile();
   LineFile(const LineFile&) = delete;
   LineFile& operator=(const LineFile&) = delete;

@@ -88,6 +88,25 @@ TEST(CsvTest, QuotesOnlyWhenNeeded) {
   EXPECT_EQ(csv("cr\rhere"), "\"cr\rhere\"");
 }
 
+// Several writers opening one new file (runs logging to the same path at once) write one
+// header between them.
+TEST(TextFileSinkTest, WritersOpeningOneNewFileWriteOneHeader) {
+  TempDir dir;
+  std::string path = dir.path() + "/shared.log";
+  auto first = TextFileSink::Open(path, EventFilter());
+  auto second = TextFileSink::Open(path, EventFilter());
+  ASSERT_TRUE(first.ok() && second.ok());
+  (*first)->Write(SampleEvent("e1", EventType::kOnInformation, "one"));
+  (*second)->Write(SampleEvent("e2", EventType::kOnInformation, "two"));
+  (*first)->Flush();
+  (*second)->Flush();
+  std::vector<std::string> lines = Lines(ReadWholeFile(path));
+  ASSERT_EQ(lines.size(), 3u) << ReadWholeFile(path);
+  EXPECT_EQ(lines[0], TextFileSink::kHeader);
+  EXPECT_TRUE(lines[1].starts_with("OnInformation")) << lines[1];
+  EXPECT_TRUE(lines[2].starts_with("OnInformation")) << lines[2];
+}
+
 TEST(TextFileSinkTest, WritesHeaderOnceAndAppends) {
   TempDir dir;
   std::string path = dir.File("log.csv");
