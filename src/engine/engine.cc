@@ -948,9 +948,13 @@ void Execution::StartLoop(Container* c, size_t i, DateTime started, int attempt,
           p = std::filesystem::absolute(std::filesystem::path(package_->dir) / p).lexically_normal().string();
         }
         glob_t g{};
-        int rc = glob(p.c_str(), 0, nullptr, &g);
+        // GLOB_MARK ends directories with '/': files only, as SSIS's file enumerator.
+        int rc = glob(p.c_str(), GLOB_MARK, nullptr, &g);
         if (rc == 0) {
-          for (size_t k = 0; k < g.gl_pathc; ++k) l->items.emplace_back(std::string(g.gl_pathv[k]));
+          for (size_t k = 0; k < g.gl_pathc; ++k) {
+            std::string_view match = g.gl_pathv[k];
+            if (!match.ends_with('/')) l->items.emplace_back(std::string(match));
+          }
         } else if (rc != GLOB_NOMATCH) {
           fail(fmt::format("cannot list files matching {}", p));
         }

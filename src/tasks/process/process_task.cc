@@ -104,11 +104,11 @@ class ProcessTask : public Task {
     bool ok = r.term_signal == 0 && std::find(success_codes.begin(), success_codes.end(),
                                               r.exit_code) != success_codes.end();
     if (ok) return assigned.ok() ? TaskOutcome::Success() : TaskOutcome::Failure(assigned.message());
-    std::string why = r.term_signal != 0 ? fmt::format("killed by signal {}", r.term_signal)
-                                         : fmt::format("exit code {}", r.exit_code);
+    std::string what = r.term_signal != 0
+                           ? fmt::format("{} was killed by signal {}", program, r.term_signal)
+                           : fmt::format("{} failed with exit code {}", program, r.exit_code);
     std::string last = Trimmed(Tail(err, 400));
-    return TaskOutcome::Failure(fmt::format("{} failed with {}{}", program, why,
-                                            last.empty() ? "" : ": " + last));
+    return TaskOutcome::Failure(what + (last.empty() ? "" : ": " + last));
   }
 };
 
