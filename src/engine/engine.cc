@@ -140,6 +140,7 @@ struct Loop {
   DateTime started_at{};
   int attempt = 1;     // its task_runs row
   int try_number = 1;  // of 1 + def->retries
+  bool had_error = false;  // the execution's first error was set before this try started
   Value::List items;  // foreach
   size_t next = 0;
   int iterations = 0;
@@ -262,8 +263,9 @@ class Execution {
   bool WillRetry(const Container* c, const TaskDef& def, int try_number, Final final) const;
   // Warns that try `try_number` failed and starts the next after `retry_delay`.
   void Retry(Container* c, size_t i, int try_number, const std::string& reason);
-  // A container task's try has ended: retried or finished.
-  void EndContainerTry(Container* c, size_t i, int try_number, Final final,
+  // A container task's try has ended: retried or finished. `had_error`: the execution's first
+  // error was set before this try began (else an error of a retried try is not the run's).
+  void EndContainerTry(Container* c, size_t i, int try_number, bool had_error, Final final,
                        const std::string& message);
   void FinishNode(Container* c, size_t i, Final final, const std::string& message);
   void MaybeCompleteContainer(Container* c);
@@ -275,7 +277,8 @@ class Execution {
   void Launch(Attempt* a);
   void OnAttemptDone(Attempt* a);
 
-  void StartLoop(Container* c, size_t i, DateTime started, int attempt, int try_number);
+  void StartLoop(Container* c, size_t i, DateTime started, int attempt, int try_number,
+                 bool had_error);
   void PumpLoop(Loop* loop);
   void OnIterationDone(Loop* loop, Final final, const std::string& message);
 
@@ -606,6 +609,7 @@ void Execution::StartContainerTask(Container* c, size_t i, int try_number) {
   const TaskDef& def = (*c->tasks)[i];
   std::string path = c->ChildPath(def);
   int attempt = AttemptFor(c, path, try_number);
+  bool had_error = !first_error_.empty();
   DateTime started = Now();
   RecordTaskRun(path, ContainerTypeName(def.container), attempt, "running", started, std::nullopt,
                 "");
@@ -621,12 +625,12 @@ void Execution::StartContainerTask(Container* c, size_t i, int try_number) {
     child->parent = c;
     child->may_rerun = c->may_rerun || def.retries > 0;
     Container* child_ptr = child.get();
-    child->done = [this, c, i, path, started, attempt, try_number](Final final,
-                                                                   std::string message) {
+    child->done = [this, c, i, path, started, attempt, try_number, had_error](
+                      Final final, std::string message) {
       RecordTaskRun(path, "sequence", attempt, FinalStatus(final), started, Now(), message);
       Emit(EventType::kOnPostExecute, path, fmt::format("sequence {} finished: {}", path,
                                                         FinalStatus(final)), 0, "", started);
-      EndContainerTry(c, i, try_number, final, message);
+      EndContainerTry(c, i, try_number, had_error, final, message);
     };
     containers_.push_back(std::move(child));
     if (def.timeout) {
@@ -642,7 +646,7 @@ void Execution::StartContainerTask(Container* c, size_t i, int try_number) {
     StartContainer(child_ptr);
     return;
   }
-  StartLoop(c, i, started, attempt, try_number);
+  StartLoop(c, i, started, attempt, try_number, had_error);
 }
 
 bool Execution::WillRetry(const Container* c, const TaskDef& def, int try_number,
@@ -691,9 +695,11 @@ void Execution::DropStoppedRetries() {
   }
 }
 
-void Execution::EndContainerTry(Container* c, size_t i, int try_number, Final final,
-                                const std::string& message) {
+void Execution::EndContainerTry(Container* c, size_t i, int try_number, bool had_error,
+                                Final final, const std::string& message) {
   if (WillRetry(c, (*c->tasks)[i], try_number, final)) {
+    // What failed inside is retried; the run's first error is not taken from it.
+    if (!had_error) first_error_.clear();
     Retry(c, i, try_number, message);
     return;
   }
@@ -901,7 +907,7 @@ void Execution::OnAttemptDone(Attempt* a) {
 // ---- Loops ------------------------------------------------------------------------------------
 
 void Execution::StartLoop(Container* c, size_t i, DateTime started, int attempt,
-                          int try_number) {
+                          int try_number, bool had_error) {
   const TaskDef& def = (*c->tasks)[i];
   auto loop = std::make_unique<Loop>();
   loop->owner = c;
@@ -911,6 +917,7 @@ void Execution::StartLoop(Container* c, size_t i, DateTime started, int attempt,
   loop->started_at = started;
   loop->attempt = attempt;
   loop->try_number = try_number;
+  loop->had_error = had_error;
   Loop* l = loop.get();
   loops_.push_back(std::move(loop));
   if (def.timeout) {
@@ -1036,7 +1043,7 @@ void Execution::PumpLoop(Loop* l) {
                      l->iterations == 1 ? "" : "s", FinalStatus(final)),
          0, "", l->started_at);
     l->finished = true;
-    EndContainerTry(owner, l->index, l->try_number, final, message);
+    EndContainerTry(owner, l->index, l->try_number, l->had_error, final, message);
   }
 }
 

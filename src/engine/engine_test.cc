@@ -728,6 +728,22 @@ tasks:
   EXPECT_EQ(r.failed, 1);
 }
 
+// The run's message is its first error that counted: not one a container's retry made good.
+TEST_F(EngineTest, AnErrorARetriedContainerMadeGoodIsNotTheRunsMessage) {
+  RunResult r = MustRun(R"(package: seq-then-bad
+tasks:
+  batch:
+    type: sequence
+    retries: 1
+    tasks:
+      load: {type: fake, fail_times: 1, message: transient}
+  bad: {type: fake, result: failure, message: the real cause, after: [batch]}
+)");
+  EXPECT_EQ(r.result, TaskResult::kFailure);
+  EXPECT_NE(r.message.find("the real cause"), std::string::npos) << r.message;
+  EXPECT_EQ(r.message.find("transient"), std::string::npos) << r.message;
+}
+
 // A loop retried after its tasks used up their own retries: attempt numbers go on counting
 // across both, and only the last try of the loop decides.
 TEST_F(EngineTest, ALoopRetriedAfterItsTasksOwnRetriesCountsAttemptsOn) {
