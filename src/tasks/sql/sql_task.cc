@@ -478,8 +478,10 @@ class SqlTask : public Task {
       Status s = scope.Set(into_rows, Value(std::move(rows)));
       if (!s.ok()) return TaskOutcome::Failure(s.message());
       context.Emit(EventType::kOnInformation, fmt::format("{} rows", n), static_cast<int64_t>(n));
-    } else {
+    } else if (mode == ResultMode::kNone) {
       context.Emit(EventType::kOnInformation, fmt::format("{} rows changed", changes), changes);
+    } else {
+      context.Emit(EventType::kOnInformation, "1 row", 1);
     }
     return TaskOutcome::Success();
   }

@@ -234,13 +234,14 @@ tasks:
   EXPECT_EQ(run->result.succeeded, 6) << run->result.message;
   std::string infos;
   for (const Event& e : run->events) {
-    if (e.type == EventType::kOnInformation && e.message.find("rows") != std::string::npos) {
+    if (e.type == EventType::kOnInformation && e.message.find("row") != std::string::npos) {
       infos += e.source + ": " + e.message + "\n";
     }
   }
   EXPECT_NE(infos.find("create: 2 rows changed"), std::string::npos) << infos;
   EXPECT_NE(infos.find("bound: 2 rows changed"), std::string::npos) << infos;
   EXPECT_NE(infos.find("list: 4 rows"), std::string::npos) << infos;
+  EXPECT_NE(infos.find("sum: 1 row\n"), std::string::npos) << infos;
   EXPECT_EQ(run->all_text.find(password_), std::string::npos);
 }
 
