@@ -802,7 +802,12 @@ void Execution::MaybeCompleteContainer(Container* c) {
   else if (c->errors >= c->max_errors) final = Final::kFailure;
   else if (package_failed_) final = Final::kFailure;
   std::string message = c->first_error;
-  if (final == Final::kFailure && message.empty()) message = "a task failed";
+  if (final == Final::kFailure && message.empty()) {
+    // Nothing failed in here: the package failed elsewhere (fail_package_on_failure).
+    message = package_failed_ && c->errors == 0 && !first_error_.empty()
+                  ? "stopped because the package failed: " + first_error_
+                  : "a task failed";
+  }
   Defer([c, final, message] { c->done(final, message); });
 }
 

@@ -728,6 +728,25 @@ tasks:
   EXPECT_EQ(r.failed, 1);
 }
 
+// A container still running when fail_package_on_failure fires ends failed, saying so rather
+// than "a task failed" when nothing in it failed.
+TEST_F(EngineTest, AContainerStoppedByThePackagesFailureSaysSo) {
+  RunResult r = MustRun(R"(package: fpl
+tasks:
+  seq:
+    type: sequence
+    tasks:
+      slow: {type: fake, sleep_ms: 100}
+  bad: {type: fake, result: failure, message: boom, fail_package_on_failure: true}
+)");
+  EXPECT_EQ(r.result, TaskResult::kFailure);
+  ASSERT_NE(RunOf("seq"), nullptr);
+  EXPECT_EQ(RunOf("seq")->status, "failed");
+  EXPECT_NE(RunOf("seq")->message.find("stopped because the package failed: bad: boom"),
+            std::string::npos)
+      << RunOf("seq")->message;
+}
+
 // The run's message is its first error that counted: not one a container's retry made good.
 TEST_F(EngineTest, AnErrorARetriedContainerMadeGoodIsNotTheRunsMessage) {
   RunResult r = MustRun(R"(package: seq-then-bad

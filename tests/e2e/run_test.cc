@@ -316,6 +316,19 @@ TEST(RunTest, ACaptureThatDoesNotFitKeepsTheOutputEvent) {
   EXPECT_EQ(events.find("cannot convert string 'word'"), std::string::npos) << events;
 }
 
+// A child run as its own process that cannot be loaded: the parent shows why, as it does for
+// an in-process child, not only the child's "1 problem found".
+TEST(RunTest, AnOutOfProcessChildThatCannotLoadSaysWhy) {
+  ScratchDir dir;
+  dir.Write("broken.yaml", "package: broken\ntasks:\n  a: {type: nope}\n");
+  dir.Write("parent.yaml", "package: parent\ntasks:\n"
+                           "  out: {type: package, path: broken.yaml, out_of_process: true}\n");
+  CommandResult r = RunFanout({"run", "parent.yaml"}, dir.path());
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  EXPECT_NE(r.err.find("broken.yaml:3:13: error: unknown task type 'nope'"), std::string::npos)
+      << r.err;
+}
+
 // A package that runs itself, in this process or through a child run as its own process, fails
 // at once naming the loop, rather than nesting until threads or processes run out.
 TEST(RunTest, APackageThatRunsItselfFailsNamingTheLoop) {

@@ -145,6 +145,24 @@ class PackageTask : public Task {
     switch (run->exit_code) {
       case 0: return TaskOutcome::Success();
       case 3: return {TaskResult::kCanceled, fmt::format("child package {} was canceled", file), "", ""};
+      case 5: {  // could not load: its `FILE:LINE:COLUMN: error:` lines say why
+        std::string problems;
+        size_t start = 0;
+        while (start < run->err.size()) {
+          size_t end = run->err.find('\n', start);
+          if (end == std::string::npos) end = run->err.size();
+          std::string_view line(run->err.data() + start, end - start);
+          if (line.find(": error: ") != std::string_view::npos) {
+            problems += (problems.empty() ? "" : "; ") + std::string(line);
+          }
+          start = end + 1;
+        }
+        if (!problems.empty()) {
+          return TaskOutcome::Failure(
+              fmt::format("child package {} cannot be loaded (exit code 5): {}", file, problems));
+        }
+        [[fallthrough]];
+      }
       default: {
         std::string why = LastLine(run->err);
         return TaskOutcome::Failure(fmt::format("child package {} failed (exit code {}){}", file,
