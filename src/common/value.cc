@@ -264,7 +264,8 @@ std::string Value::ToString() const {
       // Shortest text that parses back to the same double (no "0.30000000000000004" surprises
       // from printf, and no lost digits either).
       char buf[64];
-      auto [end, ec] = std::to_chars(buf, buf + sizeof buf, as_double());
+      // + 0.0 turns -0 (CEILING(-0.5), ROUND(-0.4)) into 0, as SSIS shows it.
+      auto [end, ec] = std::to_chars(buf, buf + sizeof buf, as_double() + 0.0);
       if (ec != std::errc()) return "nan";  // cannot happen with 64 bytes; keep a sane answer
       return std::string(buf, end);
     }

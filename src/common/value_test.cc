@@ -75,6 +75,7 @@ TEST(ValueTest, DoubleToStringIsShortestRoundTrip) {
   EXPECT_EQ(Value(2.0).ToString(), "2");
   EXPECT_EQ(Value(-0.25).ToString(), "-0.25");
   EXPECT_EQ(Value(1e300).ToString(), "1e+300");
+  EXPECT_EQ(Value(-0.0).ToString(), "0") << "CEILING(-0.5) shows 0, as in SSIS";
   for (double d : {1.0 / 3, 123456.789, 5e-324, 1.7976931348623157e308}) {
     auto back = Value(Value(d).ToString()).ConvertTo(ValueType::kDouble);
     ASSERT_TRUE(back.ok());
