@@ -12,7 +12,6 @@
 #include <charconv>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 
 #include <fmt/format.h>
 
@@ -91,21 +90,6 @@ json RunJson(const RunRecord& r, AgentStore& store, bool with_output) {
           {"steps", steps}};
 }
 
-// Writes `content` to `path` through a temporary file and a rename, so a package step never
-// reads a half-written file.
-Status WriteFileAtomically(const fs::path& path, const std::string& content) {
-  fs::path tmp = path;
-  tmp += ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out << content;
-    if (!out) return Internal(fmt::format("cannot write {}", tmp.string()));
-  }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) return Internal(fmt::format("cannot rename {} to {}: {}", tmp.string(), path.string(), ec.message()));
-  return Status::Ok();
-}
 
 }  // namespace
 
@@ -147,7 +131,7 @@ Status AgentServer::Start() {
     fs::path file = fs::path(config_.data_dir) / "packages" / (p.name + ".yaml");
     if (fs::exists(file)) continue;
     ASSIGN_OR_RETURN(auto full, store_->GetPackage(p.name));
-    if (full) RETURN_IF_ERROR(WriteFileAtomically(file, full->content));
+    if (full) RETURN_IF_ERROR(WriteFileAtomically(file.string(), full->content));
   }
   executor_ = std::make_unique<Executor>(config_, *store_, fanout_binary_);
   RETURN_IF_ERROR(executor_->Recover());
@@ -324,7 +308,7 @@ void AgentServer::Routes() {
     }
     std::string sha = Sha256Hex(req.body);
     fs::path file = fs::path(config_.data_dir) / "packages" / (name + ".yaml");
-    if (Status st = WriteFileAtomically(file, req.body); !st.ok()) return ReplyError(res, st, "cannot store package");
+    if (Status st = WriteFileAtomically(file.string(), req.body); !st.ok()) return ReplyError(res, st, "cannot store package");
     auto put = store_->PutPackage(name, sha, req.body);
     if (!put.ok()) return ReplyError(res, put.status(), "cannot store package");
     Reply(res, put->created ? 201 : 200,

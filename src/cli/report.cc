@@ -5,15 +5,13 @@
 
 #include <fmt/format.h>
 
-#include <cerrno>
 #include <chrono>
 #include <cstdio>
-#include <cstring>
-#include <filesystem>
 #include <memory>
 #include <optional>
 
 #include "cli/cli.h"
+#include "common/util.h"
 #include "report/render.h"
 
 namespace fanout::cli {
@@ -43,25 +41,11 @@ int QueryFailed(const char* command, const std::string& spec, const Status& stat
   return kExitFailure;
 }
 
-// Writes through a temporary file and a rename, so that nobody opens half a page. On failure
-// prints why, naming `path` (the temporary file is ours, not the user's), and returns false.
+// Writes a page whole (no reader sees half of it); on failure prints why and returns false.
 bool WriteFile(const std::string& path, const std::string& content, const char* command) {
-  const std::string tmp = path + ".tmp";
-  std::error_code ec;
-  if (std::FILE* out = std::fopen(tmp.c_str(), "wb"); out == nullptr) {
-    ec.assign(errno, std::generic_category());
-  } else {
-    bool written = std::fwrite(content.data(), 1, content.size(), out) == content.size();
-    if (!written) ec.assign(errno, std::generic_category());
-    if (std::fclose(out) != 0 && written) ec.assign(errno, std::generic_category());
-    if (!ec) std::filesystem::rename(tmp, path, ec);
-  }
-  if (!ec) return true;
-  std::fprintf(stderr, "fanout %s: cannot write %s: %s\n", command, path.c_str(),
-               std::strerror(ec.value()));
-  std::error_code ignored;
-  std::filesystem::remove(tmp, ignored);
-  return false;
+  Status written = WriteFileAtomically(path, content);
+  if (!written.ok()) std::fprintf(stderr, "fanout %s: %s\n", command, written.message().c_str());
+  return written.ok();
 }
 
 int Executions(const ReportArgs& args) {

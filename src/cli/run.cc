@@ -49,19 +49,10 @@ struct RunArgs {
   std::string result_file;
 };
 
-// {"exit_code": N}, written whole (a temporary file renamed) so a reader never sees half.
+// {"exit_code": N}, written whole so that a reader never sees half.
 void WriteResultFile(const std::string& path, int exit_code) {
-  std::string temp = path + ".tmp";
-  FILE* f = std::fopen(temp.c_str(), "w");
-  if (f == nullptr) {
-    std::fprintf(stderr, "fanout: --result-file %s: %s\n", path.c_str(), std::strerror(errno));
-    return;
-  }
-  std::fprintf(f, "{\"exit_code\": %d}\n", exit_code);
-  bool written = std::fclose(f) == 0;
-  if (!written || std::rename(temp.c_str(), path.c_str()) != 0) {
-    std::fprintf(stderr, "fanout: --result-file %s: %s\n", path.c_str(), std::strerror(errno));
-  }
+  Status written = WriteFileAtomically(path, fmt::format("{{\"exit_code\": {}}}\n", exit_code));
+  if (!written.ok()) std::fprintf(stderr, "fanout: --result-file: %s\n", written.message().c_str());
 }
 
 // SIGINT/SIGTERM cancel the run: the signals are blocked in every thread and one thread waits

@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <charconv>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <random>
 
@@ -151,6 +152,21 @@ std::string Sha256Hex(std::string_view data) {
   std::string out;
   for (unsigned int i = 0; i < length; ++i) out += fmt::format("{:02x}", digest[i]);
   return out;
+}
+
+Status WriteFileAtomically(const std::string& path, std::string_view content) {
+  const std::string tmp = path + ".tmp";
+  int error = 0;
+  if (std::FILE* out = std::fopen(tmp.c_str(), "wb"); out == nullptr) {
+    error = errno;
+  } else {
+    if (std::fwrite(content.data(), 1, content.size(), out) != content.size()) error = errno;
+    if (std::fclose(out) != 0 && error == 0) error = errno;
+    if (error == 0 && std::rename(tmp.c_str(), path.c_str()) != 0) error = errno;
+  }
+  if (error == 0) return Status::Ok();
+  std::remove(tmp.c_str());
+  return Internal(fmt::format("cannot write {}: {}", path, std::strerror(error)));
 }
 
 std::optional<bool> YamlBool(std::string_view scalar) {

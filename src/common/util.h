@@ -29,6 +29,10 @@ const std::string& UserName();
 // for a directory or any other failure to read.
 Result<std::string> ReadFile(const std::string& path);
 
+// Writes `content` to PATH.tmp and renames it to `path`, so that no reader sees half a file.
+// On failure the temporary file is removed and the Status says "cannot write PATH: reason".
+Status WriteFileAtomically(const std::string& path, std::string_view content);
+
 // Hex SHA-256 of a text (used to fingerprint deployed and executed packages).
 std::string Sha256Hex(std::string_view data);
 

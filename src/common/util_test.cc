@@ -261,3 +261,21 @@ TEST(IdentityTest, HostAndUserNamesAreKnown) {
 
 }  // namespace
 }  // namespace fanout
+
+namespace fanout {
+namespace {
+
+TEST(WriteFileAtomicallyTest, WritesWholeOrSaysWhyNamingThePath) {
+  testing::TempDir dir;
+  std::string path = dir.path() + "/out.txt";
+  ASSERT_TRUE(WriteFileAtomically(path, "first").ok());
+  ASSERT_TRUE(WriteFileAtomically(path, "second").ok());
+  EXPECT_EQ(*ReadFile(path), "second");
+  EXPECT_FALSE(std::filesystem::exists(path + ".tmp"));
+  Status failed = WriteFileAtomically(dir.path() + "/missing/out.txt", "x");
+  EXPECT_EQ(failed.message(),
+            "cannot write " + dir.path() + "/missing/out.txt: No such file or directory");
+}
+
+}  // namespace
+}  // namespace fanout
