@@ -269,31 +269,39 @@ inline Result<double> ThreadedSpawnLoop(int children, int threads) {
 
 // ---- Child processes: `fanout agent` and `fanout run` -----------------------------------------
 
-// A started child: its pid and the read end of its stdout pipe (-1 without one).
+// A started child: its pid, the read end of its stdout pipe and the write end of its stdin pipe
+// (-1 without them).
 struct SpawnedChild {
   pid_t pid = -1;
   int stdout_fd = -1;
+  int stdin_fd = -1;
 };
 
-// Starts args[0] with `args` as a child process. Its stdin is /dev/null, its stderr goes to `log`,
-// and its stdout to a pipe the bench reads (an agent's banner) or to `log` too. The kernel sends
-// it SIGTERM if the bench dies first (PR_SET_PDEATHSIG).
+// Starts args[0] with `args` as a child process. Its stdin is /dev/null or a pipe the bench
+// writes, its stderr goes to `log`, and its stdout to a pipe the bench reads (an agent's banner)
+// or to `log` too. The kernel sends it SIGTERM if the bench dies first (PR_SET_PDEATHSIG).
 inline Result<SpawnedChild> SpawnChild(std::vector<std::string> args,
-                                       const std::filesystem::path& log, bool pipe_stdout) {
+                                       const std::filesystem::path& log, bool pipe_stdout,
+                                       bool pipe_stdin = false) {
   // Everything is prepared before fork: between fork and exec the child only makes
   // async-signal-safe calls.
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
   int out[2] = {-1, -1};
-  if (pipe_stdout && pipe2(out, O_CLOEXEC) != 0) {
-    return Internal(fmt::format("pipe: {}", std::strerror(errno)));
+  int in[2] = {-1, -1};
+  if ((pipe_stdout && pipe2(out, O_CLOEXEC) != 0) || (pipe_stdin && pipe2(in, O_CLOEXEC) != 0)) {
+    int err = errno;
+    for (int fd : {out[0], out[1]}) {
+      if (fd >= 0) close(fd);
+    }
+    return Internal(fmt::format("pipe: {}", std::strerror(err)));
   }
   int log_fd = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  int null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-  if (log_fd < 0 || null_fd < 0) {
+  int child_stdin = pipe_stdin ? in[0] : open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (log_fd < 0 || child_stdin < 0) {
     int err = errno;
-    for (int fd : {out[0], out[1], log_fd, null_fd}) {
+    for (int fd : {out[0], out[1], in[1], log_fd, child_stdin}) {
       if (fd >= 0) close(fd);
     }
     return Internal(fmt::format("open {}: {}", log.string(), std::strerror(err)));
@@ -307,19 +315,21 @@ inline Result<SpawnedChild> SpawnChild(std::vector<std::string> args,
     signal(SIGPIPE, SIG_DFL);
     signal(SIGINT, SIG_DFL);
     signal(SIGTERM, SIG_DFL);
-    if (dup2(null_fd, 0) < 0 || dup2(stdout_fd, 1) < 0 || dup2(log_fd, 2) < 0) _exit(127);
+    if (dup2(child_stdin, 0) < 0 || dup2(stdout_fd, 1) < 0 || dup2(log_fd, 2) < 0) _exit(127);
     execv(argv[0], argv.data());
     _exit(127);
   }
   int fork_errno = errno;
   if (out[1] >= 0) close(out[1]);
   close(log_fd);
-  close(null_fd);
+  close(child_stdin);
   if (pid < 0) {
-    if (out[0] >= 0) close(out[0]);
+    for (int fd : {out[0], in[1]}) {
+      if (fd >= 0) close(fd);
+    }
     return Internal(fmt::format("fork: {}", std::strerror(fork_errno)));
   }
-  return SpawnedChild{pid, out[0]};
+  return SpawnedChild{pid, out[0], in[1]};
 }
 
 // What `fanout agent` prints on start (src/cli/agent.cc): the lines `fanout agent NAME listening
@@ -380,7 +390,7 @@ inline Result<ProcessCpu> CpuTimeOf(pid_t pid) {
 // The sections named on the command line, each one of `known`; every known one when none is
 // named. InvalidArgument, with a usage line, for a name it does not know.
 inline Result<std::set<std::string>> SelectSections(int argc, char** argv, const char* program,
-                                                   const std::vector<std::string>& known) {
+                                                    const std::vector<std::string>& known) {
   if (argc <= 1) return std::set<std::string>(known.begin(), known.end());
   std::set<std::string> selected;
   for (int i = 1; i < argc; ++i) {

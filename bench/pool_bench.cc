@@ -60,6 +60,9 @@
 #ifndef FANOUT_BINARY
 #error "FANOUT_BINARY (the path of the built fanout executable) must be defined by CMake"
 #endif
+#ifndef FANOUT_PEERS_SCRIPT
+#error "FANOUT_PEERS_SCRIPT (bench/peers.py) must be defined by CMake"
+#endif
 #ifndef FANOUT_DURATIONS_FILE
 #error \
     "FANOUT_DURATIONS_FILE (../shared/bench/heterogeneous-durations.txt) must be defined by CMake"
@@ -115,15 +118,18 @@ class ChildProcess {
  public:
   static Result<std::unique_ptr<ChildProcess>> Start(std::vector<std::string> args,
                                                      const std::filesystem::path& log,
-                                                     bool pipe_stdout) {
+                                                     bool pipe_stdout, bool pipe_stdin = false) {
     std::unique_ptr<ChildProcess> child(new ChildProcess(log));
-    ASSIGN_OR_RETURN(SpawnedChild spawned, SpawnChild(std::move(args), log, pipe_stdout));
+    ASSIGN_OR_RETURN(SpawnedChild spawned,
+                     SpawnChild(std::move(args), log, pipe_stdout, pipe_stdin));
     child->pid_ = spawned.pid;
     child->out_fd_ = spawned.stdout_fd;
+    child->in_fd_ = spawned.stdin_fd;
     return child;
   }
 
   ~ChildProcess() {
+    CloseStdin();
     if (pid_ > 0) {
       auto status = Terminate();
       if (!status.ok())
@@ -136,6 +142,11 @@ class ChildProcess {
 
   pid_t pid() const { return pid_; }
   int stdout_fd() const { return out_fd_; }
+  int stdin_fd() const { return in_fd_; }
+  void CloseStdin() {
+    if (in_fd_ >= 0) close(in_fd_);
+    in_fd_ = -1;
+  }
   const std::filesystem::path& log() const { return log_; }
 
   // The wait status once it has exited by itself, nullopt while it runs.
@@ -208,6 +219,7 @@ class ChildProcess {
   std::filesystem::path log_;
   pid_t pid_ = -1;
   int out_fd_ = -1;
+  int in_fd_ = -1;
 };
 
 // `fanout agent --dev --slots N --listen 127.0.0.1:0 --name NAME --data-dir DIR [--catalog
@@ -596,6 +608,125 @@ ProcessUsage Usage() {
   return {seconds(usage.ru_utime) + seconds(usage.ru_stime), usage.ru_nvcsw + usage.ru_nivcsw};
 }
 
+// ---- Peers: the same work through GNU parallel, Celery and Dask (bench/peers.py) -------------
+
+constexpr const char* kPython = "/usr/bin/python3";  // Debian's: the peers are Debian packages
+struct PeerTool {
+  const char* tool;  // peers.py's name for it
+  const char* name;  // the report's
+};
+constexpr PeerTool kPeerTools[] = {
+    {"parallel", "GNU parallel"}, {"celery", "Celery"}, {"dask", "Dask"}};
+constexpr int kPeerNotInstalled = 3;  // peers.py's exit code when its tool is missing
+constexpr std::chrono::seconds kPeerStartTimeout{120};
+constexpr std::chrono::seconds kPeerRoundTimeout{300};
+
+// One peer of DESIGN §7 ("faster than GNU parallel, Celery and Dask on the same work") set up by
+// bench/peers.py: its broker, workers or cluster live from Start to Stop, and each Round runs
+// kRateChildren children of /bin/true on kAgents workers of one slot.
+class PeerProcess {
+ public:
+  // The ready peer, or nullptr with `skipped` saying why when its tool is not installed.
+  static Result<std::unique_ptr<PeerProcess>> Start(const std::string& tool, const TempDir& dir,
+                                                    std::string* skipped) {
+    if (access(kPython, X_OK) != 0) {
+      *skipped = fmt::format("{} is not installed (Debian package python3)", kPython);
+      return std::unique_ptr<PeerProcess>();
+    }
+    std::unique_ptr<PeerProcess> peer(new PeerProcess(tool));
+    ASSIGN_OR_RETURN(
+        peer->child_,
+        ChildProcess::Start(
+            {kPython, FANOUT_PEERS_SCRIPT, tool, "--children", std::to_string(kRateChildren),
+             "--workers", std::to_string(kAgents), "--warmup", std::to_string(kRateWarmup)},
+            dir.path() / fmt::format("peer-{}.log", tool),
+            /*pipe_stdout=*/true, /*pipe_stdin=*/true));
+    ASSIGN_OR_RETURN(std::optional<std::string> line, peer->ReadLine(kPeerStartTimeout));
+    if (!line) {
+      ASSIGN_OR_RETURN(int status, peer->child_->Wait(kStopTimeout));
+      if (WIFEXITED(status) && WEXITSTATUS(status) == kPeerNotInstalled) {
+        *skipped = Tail(peer->child_->log());
+        if (skipped->starts_with("peers.py: "))
+          skipped->erase(0, std::string_view("peers.py: ").size());
+        return std::unique_ptr<PeerProcess>();
+      }
+      return peer->Failed(
+          fmt::format("it ended with {} while starting", DescribeWaitStatus(status)));
+    }
+    constexpr std::string_view kReady = "ready ";
+    if (!line->starts_with(kReady)) return peer->Failed(fmt::format("it said '{}'", *line));
+    peer->what_ = line->substr(kReady.size());
+    return peer;
+  }
+
+  PeerProcess(const PeerProcess&) = delete;
+  PeerProcess& operator=(const PeerProcess&) = delete;
+
+  const std::string& what() const { return what_; }
+
+  // One round; children/s as peers.py timed it.
+  Result<double> Round() {
+    constexpr std::string_view kRun = "run\n";
+    if (write(child_->stdin_fd(), kRun.data(), kRun.size()) != static_cast<ssize_t>(kRun.size())) {
+      return Failed(fmt::format("cannot write to it: {}", std::strerror(errno)));
+    }
+    ASSIGN_OR_RETURN(std::optional<std::string> line, ReadLine(kPeerRoundTimeout));
+    double rate = 0;
+    if (!line ||
+        std::from_chars(line->data(), line->data() + line->size(), rate).ec != std::errc()) {
+      return Failed(line ? fmt::format("it answered '{}', not a rate", *line)
+                         : std::string("it ended during a round"));
+    }
+    return rate;
+  }
+
+  // End of its stdin: peers.py tears its set-up down and exits 0.
+  Status Stop() {
+    child_->CloseStdin();
+    ASSIGN_OR_RETURN(int status, child_->Wait(kStopTimeout));
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+      return Failed(fmt::format("it ended with {}", DescribeWaitStatus(status)));
+    }
+    return Status::Ok();
+  }
+
+ private:
+  explicit PeerProcess(std::string tool) : tool_(std::move(tool)) {}
+
+  Status Failed(const std::string& why) const {
+    return Internal(
+        fmt::format("peer {} (bench/peers.py): {}; its log:\n{}", tool_, why, Tail(child_->log())));
+  }
+
+  // The next line of its stdout, nullopt at its end.
+  Result<std::optional<std::string>> ReadLine(std::chrono::seconds timeout) {
+    Clock::time_point deadline = Clock::now() + timeout;
+    size_t end;
+    while ((end = buffer_.find('\n')) == std::string::npos) {
+      RETURN_IF_ERROR(CheckInterrupted());
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+      if (left.count() <= 0) return Failed(fmt::format("no answer within {} s", timeout.count()));
+      pollfd fd = {child_->stdout_fd(), POLLIN, 0};
+      int ready = poll(&fd, 1, static_cast<int>(std::min<int64_t>(left.count(), 200)));
+      if (ready < 0 && errno != EINTR) return Failed(fmt::format("poll: {}", std::strerror(errno)));
+      if (ready <= 0) continue;
+      char buf[4096];
+      ssize_t n = read(child_->stdout_fd(), buf, sizeof buf);
+      if (n == 0) return std::optional<std::string>();
+      if (n < 0 && errno != EINTR) return Failed(fmt::format("read: {}", std::strerror(errno)));
+      if (n > 0) buffer_.append(buf, static_cast<size_t>(n));
+    }
+    std::string line = buffer_.substr(0, end);
+    buffer_.erase(0, end + 1);
+    return std::optional<std::string>(std::move(line));
+  }
+
+  std::string tool_;
+  std::string what_;
+  std::unique_ptr<ChildProcess> child_;
+  std::string buffer_;  // read from its stdout, not yet a whole line
+};
+
 // ---- pool-rate --------------------------------------------------------------------------------
 
 // CPU time per child during the parent runs, in µs: where a rate is bound by CPU.
@@ -605,6 +736,44 @@ struct CpuPerChild {
   Samples parent;           // this process: the engine, the recorder, the pool and its clients
   Samples parent_switches;  // this process's context switches per child
 };
+
+// The peers on pool-rate's work, each set up once for kRuns rounds, one after the other once the
+// agents are gone; prints a line each and returns the summary's: how many times as fast as each
+// the pool (`pool_rate` children/s) is, and whether it beats them all (DESIGN §7).
+Result<std::string> PeersAgainst(const TempDir& dir, double pool_rate) {
+  fmt::print(
+      "  peers on the same work, after the above (bench/peers.py; {} workers x 1 slot; Celery's "
+      "and Dask's task runs {} with Python's subprocess):\n",
+      kAgents, kTrue);
+  std::string summary;
+  bool all_slower = true;
+  int measured = 0;
+  for (const PeerTool& tool : kPeerTools) {
+    std::string skipped;
+    ASSIGN_OR_RETURN(std::unique_ptr<PeerProcess> peer,
+                     PeerProcess::Start(tool.tool, dir, &skipped));
+    if (!peer) {
+      fmt::print("  {:<42} skipped: {}\n", tool.name, skipped);
+      summary += fmt::format("{}{} skipped", summary.empty() ? "" : ", ", tool.name);
+      continue;
+    }
+    Samples samples;
+    for (int round = 0; round < kRuns; ++round) {
+      ASSIGN_OR_RETURN(double rate, peer->Round());
+      samples.Add(rate);
+    }
+    RETURN_IF_ERROR(peer->Stop());
+    double times = pool_rate / samples.Median();
+    all_slower = all_slower && times > 1;
+    ++measured;
+    fmt::print("  {:<42} {:>6.0f}/s  {:<16}  the pool is {:.2f} x as fast\n", peer->what(),
+               samples.Median(), Spread(samples, "{:.0f}"), times);
+    summary += fmt::format("{}{} x {:.2f}", summary.empty() ? "" : ", ", tool.name, times);
+  }
+  std::string verdict = measured == 0 ? "none measured" : Verdict(all_slower);
+  fmt::print("  faster than every peer measured (DESIGN §7): {}\n", verdict);
+  return fmt::format("the pool against its peers: {}: {}", summary, verdict);
+}
 
 // pool-rate: kRateChildren children from one parent over kAgents agents x 1 slot, against bare
 // loops keeping kAgents children of /bin/true alive, in the same rounds in a rotating order. The
@@ -694,7 +863,7 @@ Result<std::string> RateBenchmark(const TempDir& dir, const std::string& fanout)
   const Measure& pool = measures.back();
   double ratio = pool.samples.Median() / limit->samples.Median();
   for (const Measure& m : measures) {
-    std::string text = fmt::format("  {:<38} {:>6.0f}/s  {:<16}", m.what, m.samples.Median(),
+    std::string text = fmt::format("  {:<42} {:>6.0f}/s  {:<16}", m.what, m.samples.Median(),
                                    Spread(m.samples, "{:.0f}"));
     if (m.is_pool) {
       text += fmt::format("  ratio {:.3f} (target >= {:.2f}): {}", ratio, kTargetRateRatio,
@@ -730,12 +899,13 @@ Result<std::string> RateBenchmark(const TempDir& dir, const std::string& fanout)
       "  the parent's context switches per child: {:.0f} (median of {}; its threads: the "
       "engine, the recorder, the pool's prober and up to {} agent-job workers)\n",
       cpu.parent_switches.Median(), kRuns, kForeachConcurrent);
+  ASSIGN_OR_RETURN(std::string peers, PeersAgainst(dir, pool.samples.Median()));
   return fmt::format(
       "pool rate {} x {} over {} agents x {} slot: parent {:.0f}/s, bare fork/exec limit {:.0f}/s "
-      "({}), ratio {:.3f} (target >= {:.2f}): {}",
+      "({}), ratio {:.3f} (target >= {:.2f}): {}\n  {}",
       kRateChildren, kTrue, kAgents, kSlotsPerAgent, pool.samples.Median(), limit->samples.Median(),
       std::string_view(limit->what).substr(std::string_view("bare, ").size()), ratio,
-      kTargetRateRatio, Verdict(ratio >= kTargetRateRatio));
+      kTargetRateRatio, Verdict(ratio >= kTargetRateRatio), peers);
 }
 
 // A timestamp of an agent's run or step (ISO 8601 UTC, the system clock this process shares).

@@ -6,7 +6,8 @@
 # limits the build. The events section also measures PostgreSQL: at $FANOUT_TEST_POSTGRES when
 # set, else in a throwaway server (scripts/postgres.sh) started here when PostgreSQL is installed
 # and stopped after fanout_bench, else that line says skipped. Exits 1 when a benchmark could not
-# run (after running the others), 2 on an unknown section, else 0, even on MISS.
+# run (after running the others), 2 on an unknown section, else 0, even on MISS. Installs what it
+# needs first (scripts/install-deps.sh bench: the build's packages and pool-rate's peers).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 engine=()
@@ -35,6 +36,7 @@ targets=()
 if (( run_engine )); then targets+=(fanout_bench); fi
 if (( run_agent )); then targets+=(agent_bench); fi  # also builds `fanout`, the agent it starts
 if (( run_pool )); then targets+=(pool_bench); fi    # the same
+bash scripts/install-deps.sh bench
 cmake -S . -B build -G Ninja >/dev/null
 ninja -C build ${JOBS:+-j"$JOBS"} "${targets[@]}"
 
