@@ -68,7 +68,7 @@ struct CatalogBatch {
 };
 
 struct EventQuery {
-  std::string execution_id;  // "" for all
+  std::string execution_id;      // "" for all
   std::vector<EventType> types;  // empty for all
   std::string source;            // "" for all
   int64_t after_id = 0;          // only events with id > after_id
@@ -113,7 +113,8 @@ Status CheckCatalogSpec(const std::string& spec);
 // OpenCatalog for a run's Recorder: a PostgreSQL catalog that cannot be reached now (Unavailable)
 // is returned unopened, with the reason in `unreachable`; it opens on its first successful
 // write, and the Recorder spools rows until then, so a catalog outage does not stop the night.
-Result<std::unique_ptr<Catalog>> OpenCatalogForRun(const std::string& spec, std::string& unreachable);
+Result<std::unique_ptr<Catalog>> OpenCatalogForRun(const std::string& spec,
+                                                   std::string& unreachable);
 
 struct RecorderOptions {
   // Where rows go while the catalog is unreachable (see src/catalog/spool.h); "" keeps them in
@@ -123,7 +124,9 @@ struct RecorderOptions {
 };
 
 // Hands rows and events to a background thread that masks secrets, writes events to the log
-// sinks at once and to the catalog in batches. Record* calls are cheap and thread-safe.
+// sinks at once and to the catalog in batches. Record* calls are cheap and thread-safe; they
+// wait only when tens of thousands of rows are queued that the thread has not taken yet, which
+// keeps memory bounded when a run makes events faster than the catalog takes them.
 // Flush() blocks until everything recorded before it is written; the destructor flushes.
 // A catalog write failure is reported once on stderr; the rows wait in the spool (or memory)
 // and are written, in order and without duplicates, once the catalog answers.

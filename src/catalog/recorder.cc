@@ -29,6 +29,11 @@ constexpr size_t kMaxRowsPerTransaction = 10000;
 // of events does not cost a commit each; the catalog stays live to within a few milliseconds.
 constexpr auto kGatherDelay = 5ms;
 constexpr size_t kGatherRows = 1000;
+// Queued rows at which producers wait for the thread to take them: an engine that makes events
+// faster than the catalog stores them (a long loop of trivial tasks) is held to the catalog's
+// pace rather than growing without bound (~600 bytes a row). Far above what a 10,000-task run
+// queues, so the engine benchmark never waits.
+constexpr size_t kMaxQueuedRows = 65536;
 // Sinks buffer their output; this bounds how stale a log file or console may be.
 constexpr auto kSinkFlushInterval = 100ms;
 constexpr auto kFirstRetryDelay = 50ms;
@@ -82,6 +87,8 @@ struct Recorder::Impl {
   }
 
   void Run();
+  template <typename Push>
+  void Enqueue(Push push);
   void Deliver(std::vector<ExecutionRow>& executions, std::vector<TaskRunRow>& task_runs,
                std::vector<Event>& events);
   void MaybeWriteCatalog(bool force);
@@ -92,10 +99,10 @@ struct Recorder::Impl {
   void Shutdown();
   Clock::time_point NextDeadline() const;
 
-  std::unique_ptr<Catalog> catalog;  // may be null
+  std::unique_ptr<Catalog> catalog;       // may be null
   std::unique_ptr<catalog::Spool> spool;  // null: rows wait in memory only
-  std::string uid_prefix;  // events get uid PREFIX:SEQ, unique across processes
-  uint64_t next_event_seq = 0;  // guarded by mu
+  std::string uid_prefix;                 // events get uid PREFIX:SEQ, unique across processes
+  uint64_t next_event_seq = 0;            // guarded by mu
   std::vector<std::unique_ptr<EventSink>> sinks;
   Masker* masker;
 
@@ -103,13 +110,15 @@ struct Recorder::Impl {
   std::mutex mu;
   std::condition_variable wake;     // producers, Flush and the destructor -> the thread
   std::condition_variable flushed;  // the thread -> Flush callers
+  std::condition_variable room;     // the thread -> producers waiting at kMaxQueuedRows
+  int producers_waiting = 0;
   std::vector<ExecutionRow> executions;
   std::vector<TaskRunRow> task_runs;
   std::vector<Event> events;
   uint64_t flush_requested = 0;  // tickets handed out by Flush()
   uint64_t flush_done = 0;       // tickets whose rows have all been delivered
   bool stopping = false;
-  bool idle = false;  // the thread waits; a producer that sees this may wake it
+  bool idle = false;             // the thread waits; a producer that sees this may wake it
   bool waiting_forever = false;  // ...with no deadline: nothing will wake it but a producer
 
   // Called with `mu` held by a producer that has just queued a row. A thread that sleeps with
@@ -117,12 +126,11 @@ struct Recorder::Impl {
   // only when a batch's worth has queued.
   bool ShouldWake() {
     if (!idle) return false;
-    if (!waiting_forever && executions.size() + task_runs.size() + events.size() < kGatherRows) {
-      return false;
-    }
+    if (!waiting_forever && QueuedRows() < kGatherRows) return false;
     idle = false;
     return true;
   }
+  size_t QueuedRows() const { return executions.size() + task_runs.size() + events.size(); }
 
   // The thread's own state.
   CatalogBatch pending;                                   // rows not yet in the catalog
@@ -156,35 +164,35 @@ Recorder::~Recorder() {
 
 // The producer side is a push under a mutex; the thread is woken only when it sleeps without a
 // deadline or enough rows have gathered, so a busy engine pays no system call per event.
-void Recorder::RecordExecution(ExecutionRow row) {
-  bool wake;
+template <typename Push>
+void Recorder::Impl::Enqueue(Push push) {
+  bool wake_thread;
   {
-    std::lock_guard lock(impl_->mu);
-    impl_->executions.push_back(std::move(row));
-    wake = impl_->ShouldWake();
+    std::unique_lock lock(mu);
+    if (QueuedRows() >= kMaxQueuedRows) {
+      ++producers_waiting;
+      room.wait(lock, [&] { return QueuedRows() < kMaxQueuedRows; });
+      --producers_waiting;
+    }
+    push();
+    wake_thread = ShouldWake();
   }
-  if (wake) impl_->wake.notify_one();
+  if (wake_thread) wake.notify_one();
+}
+
+void Recorder::RecordExecution(ExecutionRow row) {
+  impl_->Enqueue([&] { impl_->executions.push_back(std::move(row)); });
 }
 
 void Recorder::RecordTaskRun(TaskRunRow row) {
-  bool wake;
-  {
-    std::lock_guard lock(impl_->mu);
-    impl_->task_runs.push_back(std::move(row));
-    wake = impl_->ShouldWake();
-  }
-  if (wake) impl_->wake.notify_one();
+  impl_->Enqueue([&] { impl_->task_runs.push_back(std::move(row)); });
 }
 
 void Recorder::Emit(Event event) {
-  bool wake;
-  {
-    std::lock_guard lock(impl_->mu);
+  impl_->Enqueue([&] {
     event.uid = impl_->uid_prefix + ":" + std::to_string(impl_->next_event_seq++);
     impl_->events.push_back(std::move(event));
-    wake = impl_->ShouldWake();
-  }
-  if (wake) impl_->wake.notify_one();
+  });
 }
 
 void Recorder::Flush() {
@@ -235,6 +243,7 @@ void Recorder::Impl::Run() {
       round_events.swap(events);
       flush_ticket = flush_requested;
       stop = stopping;
+      if (producers_waiting > 0) room.notify_all();
     }
     Deliver(round_executions, round_task_runs, round_events);
     if (stop) break;

@@ -2,8 +2,10 @@
 // failed catalog writes, and a throughput check run by hand.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <future>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -223,6 +225,54 @@ TEST(RecorderTest, DestructorDeliversWithoutFlush) {
   std::lock_guard lock(store->mu);
   ASSERT_EQ(store->events.size(), 25000u);
   EXPECT_EQ(store->events.back().message, "24999");
+}
+
+// A catalog whose writes wait until the test opens it: the Recorder's thread is stuck in Write.
+class GatedCatalog : public FakeCatalog {
+ public:
+  GatedCatalog(std::shared_ptr<FakeStore> store, std::shared_future<void> open)
+      : FakeCatalog(std::move(store)), open_(std::move(open)) {}
+  Status Write(const CatalogBatch& batch) override {
+    open_.wait();
+    return FakeCatalog::Write(batch);
+  }
+
+ private:
+  std::shared_future<void> open_;
+};
+
+TEST(RecorderTest, ProducersWaitWhenTheQueueIsFullAndLoseNothing) {
+  auto store = std::make_shared<FakeStore>();
+  std::promise<void> open;
+  constexpr int kEvents = 200000;  // far more than the queue takes while the catalog is stuck
+  std::atomic<int> emitted{0};
+  {
+    Recorder recorder(std::make_unique<GatedCatalog>(store, open.get_future().share()), {},
+                      nullptr);
+    std::thread producer([&] {
+      for (int i = 0; i < kEvents; ++i) {
+        recorder.Emit(SampleEvent("e", EventType::kOnProgress, std::to_string(i)));
+        emitted.store(i + 1);
+      }
+    });
+    // The thread takes a round of rows into its Write, which waits; the producer then fills
+    // the queue and waits too, well short of the end (without the bound it would finish).
+    int stuck_at = -1;
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (stuck_at < 0 && std::chrono::steady_clock::now() < deadline) {
+      int before = emitted.load();
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      if (emitted.load() == before && before > 0) stuck_at = before;
+    }
+    EXPECT_GT(stuck_at, 0);
+    EXPECT_LT(stuck_at, kEvents / 2);
+    open.set_value();
+    producer.join();
+  }
+  std::lock_guard lock(store->mu);
+  ASSERT_EQ(store->events.size(), static_cast<size_t>(kEvents));
+  for (int i = 0; i < kEvents; i += 9973) EXPECT_EQ(store->events[i].message, std::to_string(i));
+  EXPECT_EQ(store->events.back().message, std::to_string(kEvents - 1));
 }
 
 // A throughput check, not a test: run with --gtest_also_run_disabled_tests.
