@@ -3,6 +3,7 @@
 // directly on the hot path: they hand rows to a Recorder, whose thread writes them in batches.
 #pragma once
 
+#include <chrono>
 #include <map>
 #include <memory>
 #include <optional>
@@ -121,6 +122,10 @@ struct RecorderOptions {
   // memory only.
   std::string spool_dir;
   std::string catalog_spec;  // keys the spool files to this catalog
+  // How long the end of the recording keeps retrying an unreachable catalog before it leaves
+  // the rows in the spool. A child run passes 0: its rows are safe on disk, its parent's
+  // recorder delivers them once the catalog answers, and the child's task ends at once.
+  std::chrono::milliseconds shutdown_retry{5000};
 };
 
 // Hands rows and events to a background thread that masks secrets, writes events to the log

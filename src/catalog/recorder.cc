@@ -38,8 +38,6 @@ constexpr size_t kMaxQueuedRows = 65536;
 constexpr auto kSinkFlushInterval = 100ms;
 constexpr auto kFirstRetryDelay = 50ms;
 constexpr auto kMaxRetryDelay = 2000ms;
-// How long the destructor keeps retrying an unavailable catalog before giving up on the rows.
-constexpr auto kShutdownGiveUp = 5s;
 
 size_t RowCount(const CatalogBatch& batch) {
   return batch.executions.size() + batch.task_runs.size() + batch.events.size();
@@ -79,7 +77,10 @@ void EraseFront(std::vector<Row>& rows, size_t n) {
 struct Recorder::Impl {
   Impl(std::unique_ptr<Catalog> catalog_in, std::vector<std::unique_ptr<EventSink>> sinks_in,
        Masker* masker_in, const RecorderOptions& options)
-      : catalog(std::move(catalog_in)), sinks(std::move(sinks_in)), masker(masker_in) {
+      : catalog(std::move(catalog_in)),
+        sinks(std::move(sinks_in)),
+        masker(masker_in),
+        shutdown_retry(options.shutdown_retry) {
     if (catalog && !options.spool_dir.empty()) {
       spool = std::make_unique<catalog::Spool>(options.spool_dir, options.catalog_spec);
     }
@@ -97,6 +98,7 @@ struct Recorder::Impl {
   void SpoolPending();
   void FlushSinks();
   void Shutdown();
+  void ReplayLeftovers();
   Clock::time_point NextDeadline() const;
 
   std::unique_ptr<Catalog> catalog;       // may be null
@@ -105,6 +107,7 @@ struct Recorder::Impl {
   uint64_t next_event_seq = 0;            // guarded by mu
   std::vector<std::unique_ptr<EventSink>> sinks;
   Masker* masker;
+  Clock::duration shutdown_retry;
 
   // Shared between producers and the thread, guarded by mu.
   std::mutex mu;
@@ -209,14 +212,8 @@ void Recorder::Impl::Run() {
   std::vector<TaskRunRow> round_task_runs;
   std::vector<Event> round_events;
   last_sink_flush = Clock::now();
-  if (spool) {
-    // Rows that earlier processes could not deliver go first, so the catalog stays in order.
-    auto delivered = spool->ReplayLeftovers(*catalog, kMaxRowsPerTransaction);
-    if (!delivered.ok()) {
-      std::fprintf(stderr, "fanout: could not deliver spooled catalog rows yet: %s\n",
-                   delivered.status().ToString().c_str());
-    }
-  }
+  // Rows that earlier processes could not deliver go first, so the catalog stays in order.
+  ReplayLeftovers();
   for (;;) {
     uint64_t flush_ticket;
     bool stop;
@@ -377,12 +374,24 @@ void Recorder::Impl::WritePending() {
   task_run_slot.clear();
   pending_since = Clock::now();
   if (status.ok()) {
+    bool recovered = failing;
     failing = false;
     failure_reported = false;
     retry_delay = kFirstRetryDelay;
+    // Children that ended during the outage left their rows in the spool: deliver them now.
+    if (recovered) ReplayLeftovers();
     return;
   }
   OnWriteFailure(status);
+}
+
+void Recorder::Impl::ReplayLeftovers() {
+  if (!spool) return;
+  auto delivered = spool->ReplayLeftovers(*catalog, kMaxRowsPerTransaction);
+  if (!delivered.ok()) {
+    std::fprintf(stderr, "fanout: could not deliver spooled catalog rows yet: %s\n",
+                 delivered.status().ToString().c_str());
+  }
 }
 
 void Recorder::Impl::OnWriteFailure(const Status& status) {
@@ -421,15 +430,19 @@ Clock::time_point Recorder::Impl::NextDeadline() const {
 void Recorder::Impl::Shutdown() {
   FlushSinks();
   if (!catalog) return;
-  Clock::time_point give_up = Clock::now() + kShutdownGiveUp;
+  Clock::time_point start = Clock::now();
+  // Rows only in memory (no spool, or it could not be written) get 5 s even in a child.
+  Clock::time_point spooled_give_up = start + shutdown_retry;
+  Clock::time_point memory_give_up = start + std::max<Clock::duration>(shutdown_retry, 5s);
   auto done = [&] { return RowCount(pending) == 0 && !(spool && spool->holding()); };
   for (;;) {
     if (done()) return;
     MaybeWriteCatalog(true);
     if (done()) return;
     Clock::time_point now = Clock::now();
-    if (now >= give_up) break;
-    std::this_thread::sleep_for(std::min<Clock::duration>(next_retry - now, give_up - now));
+    Clock::time_point end = RowCount(pending) > 0 ? memory_give_up : spooled_give_up;
+    if (now >= end) break;
+    std::this_thread::sleep_for(std::min<Clock::duration>(next_retry - now, end - now));
   }
   SpoolPending();
   if (spool && spool->holding()) {

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <future>
 #include <map>
 #include <mutex>
@@ -225,6 +226,41 @@ TEST(RecorderTest, DestructorDeliversWithoutFlush) {
   std::lock_guard lock(store->mu);
   ASSERT_EQ(store->events.size(), 25000u);
   EXPECT_EQ(store->events.back().message, "24999");
+}
+
+TEST(RecorderTest, AChildLeavesItsRowsInTheSpoolAndTheParentDeliversThem) {
+  TempDir spool;
+  auto store = std::make_shared<FakeStore>();
+  store->failures_left = 1000000;  // the catalog is down
+  RecorderOptions parent_options{spool.path(), "fake:catalog"};
+  RecorderOptions child_options = parent_options;
+  child_options.shutdown_retry = std::chrono::milliseconds(0);
+  ::testing::internal::CaptureStderr();
+  {
+    Recorder parent(std::make_unique<FakeCatalog>(store), {}, nullptr, parent_options);
+    parent.Emit(SampleEvent("p", EventType::kOnInformation, "parent before"));
+    parent.Flush();
+    auto started = std::chrono::steady_clock::now();
+    {
+      Recorder child(std::make_unique<FakeCatalog>(store), {}, nullptr, child_options);
+      child.Emit(SampleEvent("c", EventType::kOnInformation, "child"));
+    }
+    // The child's end does not wait for the catalog (a parent's would, 5 s).
+    EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(2));
+    {
+      std::lock_guard lock(store->mu);
+      EXPECT_TRUE(store->events.empty());
+      store->failures_left = 0;  // the catalog is back
+    }
+    parent.Emit(SampleEvent("p", EventType::kOnInformation, "parent after"));
+    parent.Flush();
+    std::lock_guard lock(store->mu);
+    std::vector<std::string> messages;
+    for (const Event& e : store->events) messages.push_back(e.message);
+    EXPECT_EQ(messages, (std::vector<std::string>{"parent before", "parent after", "child"}));
+  }
+  ::testing::internal::GetCapturedStderr();
+  EXPECT_TRUE(std::filesystem::is_empty(spool.path()));
 }
 
 // A catalog whose writes wait until the test opens it: the Recorder's thread is stuck in Write.

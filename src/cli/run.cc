@@ -217,8 +217,11 @@ int RunPackage(const RunArgs& args) {
   });
   auto masker = std::make_shared<Masker>();
   if (args.params_stdin && !ReadParentInput(options, *masker)) return kExitUsage;
-  Recorder recorder(std::move(*catalog), std::move(sinks), masker,
-                    RecorderOptions{catalog::DefaultSpoolDir(), options.catalog_spec});
+  RecorderOptions recording{catalog::DefaultSpoolDir(), options.catalog_spec};
+  // A child (of a package task or an agent's step) does not hold its parent's task or slot
+  // while the catalog is down: its rows stay in the spool for a recorder that lives on.
+  if (!args.parent_execution_id.empty()) recording.shutdown_retry = std::chrono::milliseconds(0);
+  Recorder recorder(std::move(*catalog), std::move(sinks), masker, recording);
   Engine engine(recorder);
   if (progress) progress->Start();
   auto result = engine.Run(*package, options, &cancel);
