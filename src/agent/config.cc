@@ -4,6 +4,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <charconv>
 #include <filesystem>
 #include <thread>
 
@@ -33,6 +34,25 @@ bool IsLoopback(const std::string& host) {
   return host == "localhost" || host == "::1" || host.starts_with("127.");
 }
 
+Status ParseListen(std::string_view listen, AgentConfig& config) {
+  size_t colon = listen.rfind(':');
+  if (colon == std::string_view::npos) {
+    return InvalidArgument(fmt::format(
+        "is HOST:PORT, e.g. 127.0.0.1:7420 or [::1]:7420 (port 0: any free one), not '{}'", listen));
+  }
+  std::string_view host = listen.substr(0, colon), port = listen.substr(colon + 1);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  int number = -1;
+  auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), number);
+  if (ec != std::errc() || end != port.data() + port.size() || number < 0 || number > 65535) {
+    return InvalidArgument(fmt::format(
+        "has a bad port '{}' in '{}': a whole number from 0 to 65535 (0: any free one)", port, listen));
+  }
+  config.host = std::string(host);
+  config.port = number;
+  return Status::Ok();
+}
+
 Result<AgentConfig> LoadAgentConfig(const std::string& path) {
   ASSIGN_OR_RETURN(std::string text, ReadFile(path));
   std::filesystem::path base = std::filesystem::path(path).parent_path();
@@ -53,18 +73,10 @@ Result<AgentConfig> LoadAgentConfig(const std::string& path) {
     }
     c.name = root["name"] ? root["name"].as<std::string>() : HostName();
     if (root["listen"]) {
-      std::string listen = root["listen"].as<std::string>();
-      size_t colon = listen.rfind(':');
-      if (colon == std::string::npos) {
-        problems.push_back("`listen` is HOST:PORT, e.g. 127.0.0.1:7420 or [::1]:7420");
-      } else {
-        c.host = listen.substr(0, colon);
-        if (c.host.size() > 2 && c.host.front() == '[') c.host = c.host.substr(1, c.host.size() - 2);
-        try {
-          c.port = std::stoi(listen.substr(colon + 1));
-        } catch (const std::exception&) {
-          problems.push_back("`listen` has a bad port: " + listen);
-        }
+      Status listen = ParseListen(root["listen"].as<std::string>(), c);
+      if (!listen.ok()) {
+        problems.push_back(
+            fmt::format("line {}: `listen` {}", root["listen"].Mark().line + 1, listen.message()));
       }
     }
     if (root["data_dir"]) c.data_dir = Resolve(base, root["data_dir"].as<std::string>());

@@ -38,6 +38,10 @@ struct AgentConfig {
 // Reads agent.yaml. Relative paths (data_dir, token_file, tls files) are relative to the file.
 Result<AgentConfig> LoadAgentConfig(const std::string& path);
 
+// `listen` (agent.yaml) and `--listen`: HOST:PORT, [V6]:PORT; the port a whole number 0-65535
+// (0: any free port). Sets config.host and config.port; InvalidArgument says what is wrong.
+Status ParseListen(std::string_view listen, AgentConfig& config);
+
 // Refuses configurations that would expose the agent without credentials, and fills defaults.
 Status CheckAgentConfig(AgentConfig& config);
 

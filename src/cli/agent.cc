@@ -7,7 +7,6 @@
 #include <unistd.h>
 
 #include <cstdio>
-#include <fstream>
 #include <random>
 #include <thread>
 
@@ -16,6 +15,7 @@
 #include "agent/config.h"
 #include "agent/server.h"
 #include "cli/cli.h"
+#include "common/util.h"
 
 namespace fanout::cli {
 namespace {
@@ -74,14 +74,10 @@ int RunAgent(const AgentArgs& args) {
   if (args.slots > 0) config.slots = args.slots;
   if (!args.catalog.empty()) config.catalog = args.catalog;
   if (!args.listen.empty()) {
-    size_t colon = args.listen.rfind(':');
-    if (colon == std::string::npos) {
-      std::fprintf(stderr, "fanout agent: --listen is HOST:PORT, e.g. 127.0.0.1:0\n");
+    if (Status s = agent::ParseListen(args.listen, config); !s.ok()) {
+      std::fprintf(stderr, "fanout agent: --listen %s\n", s.message().c_str());
       return kExitUsage;
     }
-    config.host = args.listen.substr(0, colon);
-    if (config.host.size() > 2 && config.host.front() == '[') config.host = config.host.substr(1, config.host.size() - 2);
-    config.port = std::atoi(args.listen.c_str() + colon + 1);
   }
   if (Status s = agent::CheckAgentConfig(config); !s.ok()) {
     std::fprintf(stderr, "fanout agent: %s\n", s.message().c_str());
@@ -106,7 +102,10 @@ int RunAgent(const AgentArgs& args) {
   std::printf("data_dir: %s\n", running.data_dir.c_str());
   if (args.dev) {
     std::string token_file = running.data_dir + "/token";
-    std::ofstream(token_file) << running.token << "\n";
+    // The bearer token lets anyone who reads it run jobs as this agent's user: owner only.
+    if (Status s = WriteFileAtomically(token_file, running.token + "\n", 0600); !s.ok()) {
+      std::fprintf(stderr, "fanout agent: %s; use the token printed below\n", s.message().c_str());
+    }
     std::printf("token: %s\n", running.token.c_str());
     std::printf("token_file: %s\n", token_file.c_str());
   }

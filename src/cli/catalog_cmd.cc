@@ -1,5 +1,6 @@
 // `fanout catalog prune --older-than 30d`: retention. Removes old executions with their
 // parameters, task runs and events in one transaction.
+#include <cctype>
 #include <chrono>
 #include <cstdio>
 
@@ -29,7 +30,16 @@ Command AddCatalogCommand(CLI::App& app) {
       "Exit codes: 0 pruned (possibly nothing), 1 the catalog failed, 4 the SQLite catalog does\n"
       "not exist, 6 usage error (also a bad --catalog spec).");
   return {cmd, [args]() -> int {
-            auto age = ParseDuration(args->older_than);
+            // A plain number is seconds in a package; here it deletes, so the unit is required.
+            const std::string& text = args->older_than;
+            if (!text.empty() && (std::isdigit(static_cast<unsigned char>(text.back())) || text.back() == '.')) {
+              std::fprintf(stderr,
+                           "fanout catalog prune: --older-than '%s' has no unit; write the age "
+                           "with one, e.g. %sd (days), %sh or %sm\n",
+                           text.c_str(), text.c_str(), text.c_str(), text.c_str());
+              return kExitUsage;
+            }
+            auto age = ParseDuration(text);
             if (!age.ok()) {
               std::fprintf(stderr, "fanout catalog prune: --older-than: %s\n", age.status().message().c_str());
               return kExitUsage;

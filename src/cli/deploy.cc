@@ -261,7 +261,7 @@ Command AddDeployCommand(CLI::App& app) {
                   "An agent, http://HOST:PORT or https://HOST:PORT (repeatable; default: "
                   "$FANOUT_AGENT)");
   cmd->add_option("--token-file", args->token_file,
-                  "File holding the agents' bearer token (default: $FANOUT_TOKEN)");
+                  "File holding the agents' bearer token (without it: the token itself from $FANOUT_TOKEN)");
   cmd->add_option("--ca", args->ca, "https: CA certificate to trust for the agents");
   cmd->add_option("--cert", args->cert, "https: client certificate, for mutual TLS");
   cmd->add_option("--key", args->key, "https: the client certificate's key");

@@ -593,7 +593,7 @@ Command AddJobCommand(CLI::App& app) {
   job->add_option("--agent", args->agent,
                   "The agent: http://HOST:PORT or https://HOST:PORT (default: $FANOUT_AGENT)");
   job->add_option("--token-file", args->token_file,
-                  "File holding the agent's bearer token (default: $FANOUT_TOKEN)");
+                  "File holding the agent's bearer token (without it: the token itself from $FANOUT_TOKEN)");
   job->add_option("--ca", args->ca, "https: CA certificate to trust for the agent");
   job->add_option("--cert", args->cert, "https: client certificate, for mutual TLS");
   job->add_option("--key", args->key, "https: the client certificate's key");

@@ -154,13 +154,16 @@ std::string Sha256Hex(std::string_view data) {
   return out;
 }
 
-Status WriteFileAtomically(const std::string& path, std::string_view content) {
+Status WriteFileAtomically(const std::string& path, std::string_view content,
+                           std::optional<mode_t> mode) {
   const std::string tmp = path + ".tmp";
   int error = 0;
   if (std::FILE* out = std::fopen(tmp.c_str(), "wb"); out == nullptr) {
     error = errno;
   } else {
-    if (std::fwrite(content.data(), 1, content.size(), out) != content.size()) error = errno;
+    // Before the content: a secret is never readable by others, not even for a moment.
+    if (mode && fchmod(fileno(out), *mode) != 0) error = errno;
+    if (error == 0 && std::fwrite(content.data(), 1, content.size(), out) != content.size()) error = errno;
     if (std::fclose(out) != 0 && error == 0) error = errno;
     if (error == 0 && std::rename(tmp.c_str(), path.c_str()) != 0) error = errno;
   }

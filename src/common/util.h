@@ -2,6 +2,8 @@
 // names, and file reading. Everything here is thread-safe.
 #pragma once
 
+#include <sys/types.h>
+
 #include <chrono>
 #include <optional>
 #include <string>
@@ -31,7 +33,9 @@ Result<std::string> ReadFile(const std::string& path);
 
 // Writes `content` to PATH.tmp and renames it to `path`, so that no reader sees half a file.
 // On failure the temporary file is removed and the Status says "cannot write PATH: reason".
-Status WriteFileAtomically(const std::string& path, std::string_view content);
+// `mode` (e.g. 0600 for a secret) replaces the one the umask gives.
+Status WriteFileAtomically(const std::string& path, std::string_view content,
+                           std::optional<mode_t> mode = std::nullopt);
 
 // Hex SHA-256 of a text (used to fingerprint deployed and executed packages).
 std::string Sha256Hex(std::string_view data);

@@ -160,6 +160,9 @@ TEST_F(AgentTest, DevModePrintsUrlAndTokenOnItsFirstLines) {
   auto token = client::ReadTokenFile(agent_.token_file());
   ASSERT_TRUE(token.ok()) << token.status().ToString();
   EXPECT_EQ(*token, agent_.token());
+  // Whoever reads the token runs jobs as the agent's user.
+  EXPECT_EQ(std::filesystem::status(agent_.token_file()).permissions(),
+            std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
   EXPECT_TRUE(std::filesystem::exists(agent_.Path("data/agent.db")));
 
   HttpReply health = agent_.HttpWithToken("", "GET", "/v1/health");
@@ -342,6 +345,13 @@ TEST_F(AgentTest, RefusesToListenBeyondLoopbackWithoutCredentials) {
       agent_.StartExpectingExit({"--config", agent_.Path("loop.yaml"), "--listen", "0.0.0.0:0"}),
       5);
   EXPECT_TRUE(Contains(agent_.err(), "refusing to listen on 0.0.0.0")) << agent_.err();
+  // A bad port is refused, on the command line (usage) as in the file (invalid).
+  EXPECT_EQ(agent_.StartExpectingExit({"--dev", "--listen", "127.0.0.1:bad"}), 6);
+  EXPECT_TRUE(Contains(agent_.err(), "--listen has a bad port 'bad'")) << agent_.err();
+  EXPECT_EQ(agent_.StartExpectingExit({"--dev", "--listen", "127.0.0.1:38001x"}), 6);
+  agent_.dir().Write("port.yaml", "name: p\ndata_dir: data\nlisten: 127.0.0.1:70000\n");
+  EXPECT_EQ(agent_.StartExpectingExit({"--config", agent_.Path("port.yaml")}), 5);
+  EXPECT_TRUE(Contains(agent_.err(), "line 3: `listen` has a bad port '70000'")) << agent_.err();
 
   agent_.dir().Write("half-tls.yaml", "name: t\ndata_dir: data\ntls: {client_ca: ca.crt}\n");
   EXPECT_EQ(agent_.StartExpectingExit({"--config", agent_.Path("half-tls.yaml")}), 5);

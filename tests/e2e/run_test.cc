@@ -369,6 +369,10 @@ TEST(CatalogPruneTest, RemovesOnlyExecutionsOlderThanTheCutoff) {
   ASSERT_NE(catalog, nullptr);
   EXPECT_TRUE(catalog->ListExecutions(10)->empty());
   EXPECT_EQ(RunFanout({"catalog", "prune", "--older-than", "soon"}, dir.path()).exit_code, 6);
+  // A number without a unit would be seconds: `--older-than 30` would empty the catalog.
+  CommandResult no_unit = RunFanout({"catalog", "prune", "--older-than", "30"}, dir.path());
+  EXPECT_EQ(no_unit.exit_code, 6);
+  EXPECT_NE(no_unit.err.find("'30' has no unit"), std::string::npos) << no_unit.err;
   EXPECT_EQ(RunFanout({"catalog", "prune"}, dir.path()).exit_code, 6);
 }
 
