@@ -62,11 +62,13 @@ class Masker {
   Masker(const Masker&) = delete;
   Masker& operator=(const Masker&) = delete;
   // Values shorter than this are not searched for: hiding every "0", "1" or "no" in every text
-  // would corrupt ids and counts and protect nothing. Such a parameter's value is still hidden
-  // where it is shown as the parameter's value (the catalog, reports).
+  // would corrupt ids and counts and protect nothing. Such a secret is still hidden where it is
+  // a parameter's whole value (MaskValue: the catalog, reports, an agent's history).
   static constexpr size_t kMinSecretLength = 4;
-  void AddSecret(std::string secret);  // ignores secrets shorter than kMinSecretLength
+  void AddSecret(std::string secret);  // ignores empty secrets
   std::string Mask(std::string_view text) const;
+  // A parameter's value: `***` when it is a secret, however short; else Mask(value).
+  std::string MaskValue(std::string_view value) const;
   // For text whose end was cut off (bounded output): a secret's first part at its very end is
   // masked too.
   std::string MaskTruncated(std::string_view text) const;

@@ -69,7 +69,7 @@ nlohmann::json MaskedParams(const nlohmann::json& params, const Masker& secrets,
                             std::vector<std::string>& touched) {
   auto mask = [&](nlohmann::json& text) {
     if (!text.is_string()) return false;
-    std::string masked = secrets.Mask(text.get_ref<const std::string&>());
+    std::string masked = secrets.MaskValue(text.get_ref<const std::string&>());
     bool changed = masked != text.get_ref<const std::string&>();
     text = std::move(masked);
     return changed;

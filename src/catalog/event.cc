@@ -16,6 +16,8 @@ struct Masker::Impl {
   mutable std::shared_mutex mu;
   // Longest first, so the longest secret starting at a position is found first.
   std::vector<std::string> secrets;
+  // Under kMinSecretLength: hidden as whole values only.
+  std::vector<std::string> short_secrets;
   // First bytes of all secrets: most positions of a text are rejected by one lookup.
   std::bitset<256> first_bytes;
   // Read without the lock so that Mask() on a run without secrets costs one atomic load.
@@ -27,8 +29,16 @@ Masker::Masker() : impl_(new Impl) {}
 Masker::~Masker() { delete impl_; }
 
 void Masker::AddSecret(std::string secret) {
-  if (secret.size() < kMinSecretLength) return;
+  if (secret.empty()) return;
   std::unique_lock lock(impl_->mu);
+  if (secret.size() < kMinSecretLength) {
+    auto& short_secrets = impl_->short_secrets;
+    if (std::find(short_secrets.begin(), short_secrets.end(), secret) == short_secrets.end()) {
+      short_secrets.push_back(std::move(secret));
+    }
+    impl_->empty.store(false, std::memory_order_release);
+    return;
+  }
   auto& secrets = impl_->secrets;
   if (std::find(secrets.begin(), secrets.end(), secret) != secrets.end()) return;
   impl_->first_bytes.set(static_cast<unsigned char>(secret[0]));
@@ -40,7 +50,19 @@ void Masker::AddSecret(std::string secret) {
 
 std::vector<std::string> Masker::secrets() const {
   std::shared_lock lock(impl_->mu);
-  return impl_->secrets;
+  std::vector<std::string> all = impl_->secrets;
+  all.insert(all.end(), impl_->short_secrets.begin(), impl_->short_secrets.end());
+  return all;
+}
+
+std::string Masker::MaskValue(std::string_view value) const {
+  if (empty()) return std::string(value);
+  {
+    std::shared_lock lock(impl_->mu);
+    const auto& list = value.size() < kMinSecretLength ? impl_->short_secrets : impl_->secrets;
+    if (std::find(list.begin(), list.end(), value) != list.end()) return "***";
+  }
+  return Mask(value);
 }
 
 bool Masker::empty() const { return impl_->empty.load(std::memory_order_acquire); }

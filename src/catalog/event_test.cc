@@ -3,6 +3,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include <thread>
 #include <vector>
 
@@ -39,11 +41,27 @@ TEST(MaskerTest, LongerSecretWinsOverItsPrefix) {
 TEST(MaskerTest, ValuesShorterThanFourCharactersAreNotSearchedFor) {
   Masker masker;
   for (const char* tiny : {"0", "1", "no", "abc"}) masker.AddSecret(tiny);
-  EXPECT_TRUE(masker.empty());
   EXPECT_EQ(masker.Mask("execution 01a2-0b1c: 1 failed, no rows, abc"),
             "execution 01a2-0b1c: 1 failed, no rows, abc");
   masker.AddSecret("4567");
   EXPECT_EQ(masker.Mask("pin 4567"), "pin ***");
+}
+
+TEST(MaskerTest, AParametersWholeValueIsHiddenHoweverShort) {
+  Masker masker;
+  EXPECT_EQ(masker.MaskValue("Ab1"), "Ab1");
+  masker.AddSecret("Ab1");
+  masker.AddSecret("");  // an unset sensitive value: nothing to hide
+  EXPECT_FALSE(masker.empty());
+  EXPECT_EQ(masker.MaskValue("Ab1"), "***");
+  EXPECT_EQ(masker.MaskValue("Ab12"), "Ab12");
+  EXPECT_EQ(masker.MaskValue(""), "");
+  masker.AddSecret("hunter2");
+  EXPECT_EQ(masker.MaskValue("hunter2"), "***");
+  EXPECT_EQ(masker.MaskValue("user=hunter2"), "user=***");
+  // Children get the short ones too, to hide them as their own parameters' values.
+  std::vector<std::string> all = masker.secrets();
+  EXPECT_NE(std::find(all.begin(), all.end(), "Ab1"), all.end());
 }
 
 TEST(MaskerTest, OverlappingSecretsLeaveNoFragment) {

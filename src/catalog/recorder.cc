@@ -273,7 +273,7 @@ void Recorder::Impl::Deliver(std::vector<ExecutionRow>& round_executions,
   for (ExecutionRow& row : round_executions) {
     if (mask) {
       row.message = masker->Mask(row.message);
-      for (auto& [name, param] : row.parameters) param.value = masker->Mask(param.value);
+      for (auto& [name, param] : row.parameters) param.value = masker->MaskValue(param.value);
     }
     if (catalog) pending.executions.push_back(std::move(row));
   }

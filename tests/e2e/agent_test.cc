@@ -904,6 +904,20 @@ TEST_F(AgentTest, AStepsFanoutRunKilledBeforeItsEndLeavesNoExecutionRunning) {
   EXPECT_TRUE(Contains((*row)->message, "killed by signal 9")) << (*row)->message;
 }
 
+// A secret too short to be searched for in text is still hidden as a param's whole value.
+TEST_F(AgentTest, AShortSecretParamIsHiddenWhole) {
+  ASSERT_TRUE(StartConfig(Config(1)));
+  ASSERT_TRUE(PutJob("job: pin\nsteps:\n  - {name: ok, subsystem: process, run: [/bin/true]}\n"));
+  client::StartRequest request;
+  request.params["pin"] = "q7";
+  request.params["note"] = "q7 is not hidden inside text";
+  request.secrets = {"q7"};
+  json run = Run("pin", request);
+  ASSERT_EQ(run.value("status", ""), "succeeded") << run.dump();
+  EXPECT_EQ(run["params"], json({{"pin", "***"}, {"note", "q7 is not hidden inside text"}}));
+  EXPECT_EQ(History("pin")[0]["params"], run["params"]);
+}
+
 TEST_F(AgentTest, SensitiveParamsAreMaskedInHistoryAnswersAndTheChildsCatalog) {
   ASSERT_TRUE(StartConfig(Config(2)));
   const std::string secret = "hunter2-e2e-secret";
