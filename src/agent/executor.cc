@@ -767,6 +767,9 @@ std::map<std::string, int64_t> Executor::StepCounts() {
 }
 
 Result<SpawnResult> Executor::RunPackageStep(SpawnSpec& spec, int cancel_fd) {
+  // The command line holds the catalog spec: on stdin, a password in it stays out of `ps`. A
+  // warm process (`fanout --argv-from-stdin` started ahead) takes the same input.
+  MoveArgvToStdin(spec);
   // The warm process was started as the agent itself: only a step with nothing of its own
   // (user, directory, environment) can use it.
   if (spec.run_as || !spec.cwd.empty() || !spec.env.empty()) return RunProcess(spec, cancel_fd);
@@ -782,8 +785,6 @@ Result<SpawnResult> Executor::RunPackageStep(SpawnSpec& spec, int cancel_fd) {
     }
   }
   if (child.pid() <= 0 || child.Ended()) return RunProcess(spec, cancel_fd);
-  nlohmann::json args = std::vector<std::string>(spec.argv.begin() + 1, spec.argv.end());
-  spec.stdin_data = args.dump() + "\n" + spec.stdin_data;
   if (spec.on_start) spec.on_start(child.pid());
   return FollowProcess(child, spec, cancel_fd);
 }

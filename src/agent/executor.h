@@ -29,10 +29,6 @@
 
 namespace fanout::agent {
 
-// `fanout --argv-from-stdin`: the warm process an agent keeps for its next package step takes
-// its command line as the first line of stdin, a JSON array of the arguments after `fanout`.
-inline constexpr std::string_view kArgvFromStdin = "--argv-from-stdin";
-
 struct StartRequest {
   nlohmann::json params = nlohmann::json::object();  // name -> string (or list of strings)
   // Secrets in the params' values: kept in memory only, masked in all the agent keeps and shows.

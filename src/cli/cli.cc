@@ -14,7 +14,7 @@
 #include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
-#include "agent/executor.h"
+#include "common/subprocess.h"
 #include "report/report.h"
 
 #include "tasks/builtin.h"
@@ -76,8 +76,9 @@ bool ParseSets(const std::vector<std::string>& pairs, std::map<std::string, std:
 
 namespace {
 
-// An agent's warm process (agent/executor.h): reads the arguments after `fanout` as a JSON
-// array on the first line of stdin, leaving the rest of stdin to the command. False, having
+// `fanout --argv-from-stdin` (MoveArgvToStdin: a child package's process, an agent's package
+// step, its warm process): reads the arguments after `fanout` as a JSON array on the first line
+// of stdin, leaving the rest of stdin to the command. False, having
 // said why, on bad input; an empty stdin (the agent discarded it unused) ends it quietly.
 bool ReadArgvFromStdin(const char* program, std::vector<std::string>& args, bool& discarded) {
   std::string line;
@@ -91,7 +92,7 @@ bool ReadArgvFromStdin(const char* program, std::vector<std::string>& args, bool
     return true;
   } catch (const nlohmann::json::exception& e) {
     std::fprintf(stderr, "fanout: %s: expected a JSON array of arguments on stdin's first line: %s\n",
-                 std::string(agent::kArgvFromStdin).c_str(), e.what());
+                 std::string(kArgvFromStdin).c_str(), e.what());
     return false;
   }
 }
@@ -126,7 +127,7 @@ int Main(int argc, char** argv) {
   std::signal(SIGPIPE, SIG_IGN);
   std::vector<std::string> stdin_args;
   std::vector<char*> stdin_argv;
-  if (argc == 2 && argv[1] == agent::kArgvFromStdin) {
+  if (argc == 2 && argv[1] == kArgvFromStdin) {
     bool discarded = false;
     if (!ReadArgvFromStdin(argv[0], stdin_args, discarded)) return discarded ? 0 : kExitUsage;
     for (std::string& arg : stdin_args) stdin_argv.push_back(arg.data());

@@ -20,6 +20,7 @@
 #include <utility>
 
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 extern char** environ;
 
@@ -127,6 +128,13 @@ int ForkAsUser(const SpawnSpec& spec, std::vector<char*>& argv, char** env, int 
 }
 
 }  // namespace
+
+void MoveArgvToStdin(SpawnSpec& spec) {
+  if (spec.argv.empty()) return;
+  nlohmann::json args = std::vector<std::string>(spec.argv.begin() + 1, spec.argv.end());
+  spec.stdin_data = args.dump() + "\n" + spec.stdin_data;
+  spec.argv = {spec.argv.front(), std::string(kArgvFromStdin)};
+}
 
 Result<RunAs> LookUpUser(const std::string& user) {
   struct passwd pw;

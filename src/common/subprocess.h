@@ -9,6 +9,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "fanout/status.h"
@@ -42,6 +43,15 @@ struct SpawnSpec {
   // Called with the child's pid as soon as it runs (an agent records it for re-attach).
   std::function<void(int pid)> on_start;
 };
+
+// `fanout --argv-from-stdin` reads its command line from the first line of stdin, a JSON array
+// of the arguments after `fanout`, and leaves the rest of stdin to the command.
+inline constexpr std::string_view kArgvFromStdin = "--argv-from-stdin";
+
+// Makes `spec` (a `fanout` command line) run as `fanout --argv-from-stdin`, its arguments put
+// before its stdin_data: a command line that holds a secret (a catalog URI with a password)
+// stays out of `ps`.
+void MoveArgvToStdin(SpawnSpec& spec);
 
 struct SpawnResult {
   int exit_code = 0;  // 128 + signal when killed by a signal

@@ -251,6 +251,21 @@ TEST(RunTest, ParentSecretsStayMaskedInChildren) {
   EXPECT_EQ(masked, 2) << "both children's output should be recorded, masked";
 }
 
+// An out-of-process child's command line, which `ps` shows to every user, holds no catalog spec
+// (a PostgreSQL URI may carry a password): the child reads it from stdin.
+TEST(RunTest, AChildProcessCommandLineHoldsNoCatalogSpec) {
+  ScratchDir dir;
+  dir.Write("child.yaml", "package: child\ntasks:\n  ps: {type: process, run: [/bin/sh, -c, "
+                          "\"tr '\\\\000' ' ' < /proc/$PPID/cmdline > cmdline.txt\"]}\n");
+  dir.Write("parent.yaml", "package: parent\ntasks:\n"
+                           "  out: {type: package, path: child.yaml, out_of_process: true}\n");
+  CommandResult r = RunFanout({"run", "parent.yaml", "--catalog", "sqlite:pw-in-spec.db"}, dir.path());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::string cmdline = dir.Read("cmdline.txt");
+  EXPECT_TRUE(cmdline.ends_with(" --argv-from-stdin ")) << cmdline;
+  EXPECT_EQ(cmdline.find("pw-in-spec"), std::string::npos) << cmdline;
+}
+
 TEST(RunTest, LogProvidersWriteEvents) {
   ScratchDir dir;
   dir.Write("log.yaml", "package: log\ntasks:\n  a: {type: process, run: [/bin/echo, hi]}\n");

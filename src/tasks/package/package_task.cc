@@ -139,6 +139,7 @@ class PackageTask : public Task {
                             {"secrets", context.engine().recorder().masker().secrets()},
                             {"ancestors", ancestors}};
     spec.stdin_data = input.dump();
+    MoveArgvToStdin(spec);  // the catalog spec may hold a password
     spec.kill_grace = std::chrono::milliseconds(5000);
     auto run = RunProcess(spec, context.cancel().fd());
     if (!run.ok()) return TaskOutcome::Failure(run.status().message());
