@@ -12,6 +12,8 @@
 #include <cstring>
 #include <nlohmann/json.hpp>
 
+#include "common/util.h"
+
 namespace fanout::catalog {
 
 namespace {
@@ -93,7 +95,7 @@ void ConsoleSink::Write(const Event& event) {
   line_ += event.source;
   if (!event.message.empty()) {
     if (!event.source.empty()) line_ += ": ";
-    line_ += event.message;
+    line_ += EscapeControls(event.message);  // a task's output must not drive the terminal
   }
   line_ += '\n';
   std::fwrite(line_.data(), 1, line_.size(), out_);

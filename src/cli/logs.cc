@@ -16,6 +16,7 @@
 
 #include "catalog/log_sinks.h"
 #include "cli/cli.h"
+#include "common/util.h"
 #include "report/report.h"
 
 namespace fanout::cli {
@@ -99,7 +100,7 @@ class EventPrinter {
       if (!event.source.empty()) line += ": ";
       line += event.message;
     }
-    std::printf("%s\n", line.c_str());
+    std::printf("%s\n", EscapeControls(line).c_str());
     if (!event.data_bytes.empty()) PrintOutput(event.data_bytes);
   }
 
@@ -129,7 +130,7 @@ class EventPrinter {
         std::printf("    | ... %d more line%s (--json shows all)\n", rest, rest == 1 ? "" : "s");
         return;
       }
-      std::printf("    | %.*s\n", static_cast<int>(end - begin), output.data() + begin);
+      std::printf("    | %s\n", EscapeControls(std::string_view(output).substr(begin, end - begin)).c_str());
       ++lines;
       begin = end + 1;
     }

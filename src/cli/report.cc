@@ -96,7 +96,7 @@ int Executions(const ReportArgs& args) {
                 filters.empty() ? "" : (" (" + filters + ")").c_str(), spec.c_str(),
                 catalog == nullptr ? " (it does not exist yet)" : "");
   } else {
-    std::fputs(report::ExecutionsText(executions, now).c_str(), stdout);
+    std::fputs(EscapeControls(report::ExecutionsText(executions, now)).c_str(), stdout);
   }
   return kExitSuccess;
 }
@@ -134,7 +134,7 @@ int Overview(const ReportArgs& args) {
                 overview->execution.id.c_str(), report::CountChildren(overview->children),
                 report::CountChildren(overview->children) == 1 ? "" : "s");
   } else {
-    std::fputs(report::OverviewText(*overview).c_str(), stdout);
+    std::fputs(EscapeControls(report::OverviewText(*overview)).c_str(), stdout);
   }
   return kExitSuccess;
 }

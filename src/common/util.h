@@ -31,6 +31,12 @@ const std::string& UserName();
 // for a directory or any other failure to read.
 Result<std::string> ReadFile(const std::string& path);
 
+// Text from tasks (their output, messages) made safe to print on a terminal: control
+// characters other than newline and tab, DEL and the C1 controls (U+0080..U+009F) become
+// visible escapes (\x1b, \u009b), so that stored output cannot move the cursor, clear the
+// screen or retitle the window of whoever reads a report or log.
+std::string EscapeControls(std::string_view text);
+
 // Writes `content` to PATH.tmp and renames it to `path`, so that no reader sees half a file.
 // On failure the temporary file is removed and the Status says "cannot write PATH: reason".
 // `mode` (e.g. 0600 for a secret) replaces the one the umask gives.

@@ -277,5 +277,12 @@ TEST(WriteFileAtomicallyTest, WritesWholeOrSaysWhyNamingThePath) {
             "cannot write " + dir.path() + "/missing/out.txt: No such file or directory");
 }
 
+TEST(EscapeControlsTest, LeavesTextAndLayoutButShowsControlsAsEscapes) {
+  EXPECT_EQ(EscapeControls("plain\ttext\nnext line, caf\u00e9"), "plain\ttext\nnext line, caf\u00e9");
+  EXPECT_EQ(EscapeControls("bad\x1b[2J\x1b]0;pwned\x07" "end\r"),
+            "bad\\x1b[2J\\x1b]0;pwned\\x07end\\x0d");
+  EXPECT_EQ(EscapeControls("csi\xc2\x9b" "31m del\x7f"), "csi\\u009b31m del\\x7f");
+}
+
 }  // namespace
 }  // namespace fanout
