@@ -5,11 +5,14 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <charconv>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <string_view>
 #include <thread>
@@ -93,9 +96,26 @@ nlohmann::json MaskedParams(const nlohmann::json& params, const Masker& secrets,
 }
 
 // Where a package step's `fanout run` writes its exit code (`--result-file`): read when the
-// agent re-attaches to a step that outlived it, whether or not the catalog answers.
-std::string ResultFile(const std::string& data_dir, const std::string& execution_id) {
-  return (std::filesystem::path(data_dir) / "results" / (execution_id + ".json")).string();
+// agent re-attaches to a step that outlived it, whether or not the catalog answers. A step run
+// through a proxy writes in results/USER/, a folder of that user's own (0700): it may not write
+// the agent's.
+std::string ResultFile(const std::string& data_dir, const std::string& execution_id,
+                       const std::string& proxy_user) {
+  std::filesystem::path dir = std::filesystem::path(data_dir) / "results";
+  if (!proxy_user.empty()) dir /= proxy_user;
+  return (dir / (execution_id + ".json")).string();
+}
+
+// The folder of ResultFile for `run_as`, created for that user alone.
+Status MakeResultFolder(const std::string& data_dir, const RunAs& run_as) {
+  std::string dir = (std::filesystem::path(data_dir) / "results" / run_as.user).string();
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec || chown(dir.c_str(), run_as.uid, run_as.gid) != 0 || chmod(dir.c_str(), 0700) != 0) {
+    return Internal(fmt::format("cannot prepare {} for user {}: {}", dir, run_as.user,
+                                ec ? ec.message() : std::strerror(errno)));
+  }
+  return Status::Ok();
 }
 
 // The exit code in a result file; nullopt when there is none (the step was killed) or it is bad.
@@ -447,7 +467,13 @@ Executor::StepOutcome Executor::RunStep(ActiveRun& run, int index, int attempt) 
     if (!user.ok()) return fail_now(fmt::format("proxy '{}': {}", step.proxy, user.status().message()));
     spec.run_as = *user;
   }
+  const std::string proxy_user = spec.run_as ? spec.run_as->user : "";
   if (step.subsystem == "package") {
+    if (spec.run_as) {
+      if (Status s = MakeResultFolder(config_.data_dir, *spec.run_as); !s.ok()) {
+        return fail_now(s.message());
+      }
+    }
     std::string path = (std::filesystem::path(config_.data_dir) / "packages" / (step.package + ".yaml")).string();
     if (!std::filesystem::exists(path)) {
       return fail_now(fmt::format("package '{}' is not deployed on agent {}; deploy it with "
@@ -458,7 +484,7 @@ Executor::StepOutcome Executor::RunStep(ActiveRun& run, int index, int attempt) 
     spec.argv = {fanout_binary_, "run", path, "--catalog", config_.catalog, "--execution-id",
                  rec.execution_id, "--reporting", "EW", "--params-stdin", "--agent-name",
                  config_.name, "--job", run.job->name, "--run-id", run.record.id,
-                 "--result-file", ResultFile(config_.data_dir, rec.execution_id)};
+                 "--result-file", ResultFile(config_.data_dir, rec.execution_id, proxy_user)};
     if (!run.record.parent_execution_id.empty()) {
       spec.argv.push_back("--parent-execution-id");
       spec.argv.push_back(run.record.parent_execution_id);
@@ -537,7 +563,7 @@ Executor::StepOutcome Executor::RunStep(ActiveRun& run, int index, int attempt) 
     }
     if (step.subsystem == "package") {
       std::error_code ignored;  // the exit code came straight from the process
-      std::filesystem::remove(ResultFile(config_.data_dir, rec.execution_id), ignored);
+      std::filesystem::remove(ResultFile(config_.data_dir, rec.execution_id, proxy_user), ignored);
     }
     if (step.subsystem == "package" && r.term_signal != 0) {
       // Killed (our stop's SIGKILL after the grace, or anything else): it recorded no end.
@@ -593,7 +619,10 @@ Executor::StepOutcome Executor::Reattach(ActiveRun& run) {
   }
   if (step.subsystem == "package" && !run.record.execution_id.empty()) {
     // The step's own word first: it does not depend on the catalog answering.
-    const std::string result_file = ResultFile(config_.data_dir, run.record.execution_id);
+    auto proxy = config_.proxies.find(step.proxy);
+    const std::string result_file =
+        ResultFile(config_.data_dir, run.record.execution_id,
+                   proxy == config_.proxies.end() ? "" : proxy->second.user);
     if (std::optional<int> code = ReadResultFile(result_file)) {
       std::error_code ignored;
       std::filesystem::remove(result_file, ignored);

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <random>
 #include <thread>
@@ -82,6 +83,19 @@ int RunAgent(const AgentArgs& args) {
   if (Status s = agent::CheckAgentConfig(config); !s.ok()) {
     std::fprintf(stderr, "fanout agent: %s\n", s.message().c_str());
     return kExitInvalid;
+  }
+  // A package step through a proxy records as the proxy's user: a SQLite catalog then needs
+  // sharing, which the agent cannot arrange (docs/agents.md).
+  for (const auto& [name, proxy] : config.proxies) {
+    const auto& subsystems = proxy.subsystems;
+    if (std::find(subsystems.begin(), subsystems.end(), "package") != subsystems.end() &&
+        !config.catalog.starts_with("postgres")) {
+      std::fprintf(stderr,
+                   "fanout agent: note: package steps through proxy '%s' run as %s, who must be "
+                   "able to write the catalog %s and its folder; a PostgreSQL catalog avoids "
+                   "that\n",
+                   name.c_str(), proxy.user.c_str(), config.catalog.c_str());
+    }
   }
 
   // Signals are taken by one thread so shutdown runs as ordinary code.

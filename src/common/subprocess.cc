@@ -145,6 +145,7 @@ Result<RunAs> LookUpUser(const std::string& user) {
   }
   RunAs r;
   r.user = user;
+  r.home = found->pw_dir;
   r.uid = found->pw_uid;
   r.gid = found->pw_gid;
   int count = 64;
@@ -231,16 +232,24 @@ Result<ChildProcess> StartProcess(const SpawnSpec& spec, bool stdin_pipe) {
   for (const std::string& a : spec.argv) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
 
+  // Another user's process gets its own HOME (its ~/.local/state/fanout/spool, its dotfiles),
+  // as su and sudo give it.
+  std::map<std::string, std::string> env_changes = spec.env;
+  if (spec.run_as) {
+    env_changes.try_emplace("HOME", spec.run_as->home);
+    env_changes.try_emplace("USER", spec.run_as->user);
+    env_changes.try_emplace("LOGNAME", spec.run_as->user);
+  }
   std::vector<std::string> env_storage;
   std::vector<char*> envp;
   char** env = environ;
-  if (!spec.env.empty()) {
+  if (!env_changes.empty()) {
     for (char** e = environ; *e != nullptr; ++e) {
       std::string_view entry(*e);
       std::string name(entry.substr(0, entry.find('=')));
-      if (spec.env.count(name) == 0) envp.push_back(*e);
+      if (env_changes.count(name) == 0) envp.push_back(*e);
     }
-    for (const auto& [k, v] : spec.env) env_storage.push_back(k + "=" + v);
+    for (const auto& [k, v] : env_changes) env_storage.push_back(k + "=" + v);
     for (std::string& s : env_storage) envp.push_back(s.data());
     envp.push_back(nullptr);
     env = envp.data();

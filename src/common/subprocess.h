@@ -18,6 +18,7 @@ namespace fanout {
 
 struct RunAs {
   std::string user;
+  std::string home;  // its HOME, USER and LOGNAME replace the caller's (unless spec.env sets them)
   unsigned uid = 0;
   unsigned gid = 0;
   std::vector<unsigned> groups;

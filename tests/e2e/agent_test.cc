@@ -1109,17 +1109,31 @@ TEST_F(AgentTest, StepsRunAsTheProxysUnixUser) {
     int rc = std::system("useradd --system --no-create-home fanout-test-proxy >/dev/null 2>&1");
     (void)rc;
   }
-  if (getpwnam(user) == nullptr) GTEST_SKIP() << "cannot create the user " << user;
-  ASSERT_TRUE(StartConfig(
-      Config(1, "proxies:\n  etl: {user: fanout-test-proxy, subsystems: [process]}\n")));
+  const passwd* account = getpwnam(user);
+  if (account == nullptr) GTEST_SKIP() << "cannot create the user " << user;
+  const std::string home = account->pw_dir;
+  // The user reaches the deployed package and writes a catalog of its own; the agent's own
+  // folders stay the agent's.
+  std::filesystem::permissions(agent_.dir().path(), std::filesystem::perms::others_exec,
+                               std::filesystem::perm_options::add);
+  std::filesystem::create_directory(agent_.Path("shared"));
+  std::filesystem::permissions(agent_.Path("shared"), std::filesystem::perms::all);
+  ASSERT_TRUE(StartConfig(Config(1, "catalog: sqlite:" + agent_.Path("shared/catalog.db") +
+                                        "\nproxies:\n  etl: {user: fanout-test-proxy, "
+                                        "subsystems: [process, package]}\n")));
+  ASSERT_TRUE(PutPackage("hello", "package: hello\ntasks:\n  t: {type: process, run: [/bin/true]}\n"));
   ASSERT_TRUE(
-      PutJob("job: who\nsteps:\n  - {name: s, subsystem: process, proxy: etl, run: [/usr/bin/id, "
-             "-un]}\n"));
+      PutJob("job: who\nsteps:\n  - {name: s, subsystem: process, proxy: etl, on_success: next, "
+             "run: [/bin/sh, -c, 'id -un; echo $HOME $USER']}\n"
+             "  - {name: p, subsystem: package, proxy: etl, package: hello}\n"));
   json run = Run("who");
   ASSERT_EQ(run.value("status", ""), "succeeded") << run.dump();
   json history = History("who");
   ASSERT_EQ(history.size(), 1u);
-  EXPECT_EQ(history[0]["steps"][0]["stdout"], std::string(user) + "\n");
+  EXPECT_EQ(history[0]["steps"][0]["stdout"], std::string(user) + "\n" + home + " " + user + "\n");
+  // Its result file went to a folder of its own, not the agent's results/.
+  EXPECT_EQ(std::filesystem::status(agent_.Path("data/results/fanout-test-proxy")).permissions(),
+            std::filesystem::perms::owner_all);
 }
 
 // --- Status, metrics -----------------------------------------------------------------------------
