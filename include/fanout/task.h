@@ -71,6 +71,9 @@ class TaskContext {
   virtual const CancelToken& cancel() const = 0;
   virtual void Emit(EventType type, std::string message, int64_t data_code = 0,
                     std::string data_bytes = "") = 0;
+  // Where the attempt runs, as soon as it is known (an agent-job's agent, then its child
+  // execution): recorded on its running task-run row, so reports show the tree live.
+  virtual void RecordWhereItRuns(const std::string& agent, const std::string& child_execution_id) = 0;
   virtual const std::string& task_path() const = 0;
   virtual const std::string& execution_id() const = 0;
   virtual int attempt() const = 0;

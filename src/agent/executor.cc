@@ -150,9 +150,12 @@ struct Executor::ActiveRun {
   // attempt that is starting goes with the run's new pid, the attempt that ended a run goes
   // with the run's end. Only the run's own thread sets it.
   std::optional<StepAttemptRecord> pending_attempt;
-  // Set under mu_ when the run has ended. Long-polls wait on `ended` of their own run rather than
-  // on changed_, which every state change of every run would wake.
+  // Set under mu_ when the run has ended, and when a package step has started and been saved
+  // with its execution (a new child, which a parent shows in its tree at once). Long-polls wait
+  // on `ended` of their own run rather than on changed_, which every state change of every run
+  // would wake.
   bool finished = false;
+  std::string saved_execution_id;
   std::condition_variable ended;
 };
 
@@ -519,6 +522,10 @@ Executor::StepOutcome Executor::RunStep(ActiveRun& run, int index, int attempt) 
     run.record.pid_start = start_time;
     run.record.status = "running";
     SaveRun(run);
+    if (step.subsystem == "package") {
+      run.saved_execution_id = rec.execution_id;
+      run.ended.notify_all();
+    }
   };
 
   auto result = step.subsystem == "package" ? RunPackageStep(spec, run.stop.fd())
@@ -751,14 +758,18 @@ Result<RunRecord> Executor::Stop(const std::string& run_id) {
   return run->record;
 }
 
-Result<RunRecord> Executor::Wait(const std::string& run_id, std::chrono::milliseconds wait) {
+Result<RunRecord> Executor::Wait(const std::string& run_id, std::chrono::milliseconds wait,
+                                 const std::optional<std::string>& known_execution_id) {
   {
     std::unique_lock lock(mu_);
     auto deadline = std::chrono::steady_clock::now() + wait;
     auto it = active_.find(run_id);
     if (it != active_.end()) {
       std::shared_ptr<ActiveRun> run = it->second;
-      run->ended.wait_until(lock, deadline, [&] { return run->finished; });
+      run->ended.wait_until(lock, deadline, [&] {
+        return run->finished ||
+               (known_execution_id && run->saved_execution_id != *known_execution_id);
+      });
     }
   }
   ASSIGN_OR_RETURN(auto stored, store_.GetRun(run_id));

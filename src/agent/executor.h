@@ -72,8 +72,10 @@ class Executor {
   Result<StartResult> Start(std::shared_ptr<const JobDef> job, const StartRequest& request);
   // Cancels a queued or running run; a finished run is returned as it is.
   Result<RunRecord> Stop(const std::string& run_id);
-  // The run once it is final or `wait` has passed.
-  Result<RunRecord> Wait(const std::string& run_id, std::chrono::milliseconds wait);
+  // The run once it is final or `wait` has passed; with `known_execution_id`, also as soon as
+  // the run's latest package step execution is another (the caller has not seen it yet).
+  Result<RunRecord> Wait(const std::string& run_id, std::chrono::milliseconds wait,
+                         const std::optional<std::string>& known_execution_id = std::nullopt);
   ExecutorStatus Snapshot();
   // Counters for /metrics: finished runs and step attempts by final status.
   std::map<std::string, int64_t> RunCounts();

@@ -564,7 +564,9 @@ void AgentServer::Routes() {
         return Reply(res, 400, json{{"error", "bad wait"}, {"detail", "wait is a whole number of seconds"}});
       }
     }
-    auto run = executor_->Wait(id, std::chrono::seconds(wait));
+    std::optional<std::string> known_execution_id;
+    if (req.has_param("execution_id")) known_execution_id = req.get_param_value("execution_id");
+    auto run = executor_->Wait(id, std::chrono::seconds(wait), known_execution_id);
     if (!run.ok()) return ReplyError(res, run.status(), "unknown run");
     Reply(res, 200, RunJson(*run, *store_, false));
   });

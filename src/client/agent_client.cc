@@ -430,7 +430,8 @@ Result<StartResult> AgentClient::StartJob(const std::string& name, const StartRe
 }
 
 Result<json> AgentClient::GetRun(const std::string& run_id,
-                                 std::optional<std::chrono::seconds> wait) {
+                                 std::optional<std::chrono::seconds> wait,
+                                 const std::optional<std::string>& known_execution_id) {
   RETURN_IF_ERROR(CheckName("run id", run_id));
   std::string path = "/v1/runs/" + run_id;
   if (!wait || !endpoint_status_.ok()) {
@@ -438,6 +439,10 @@ Result<json> AgentClient::GetRun(const std::string& run_id,
     return std::move(r.body);
   }
   path += fmt::format("?wait={}", std::max<int64_t>(0, wait->count()));
+  if (known_execution_id) {
+    if (!known_execution_id->empty()) RETURN_IF_ERROR(CheckName("execution id", *known_execution_id));
+    path += "&execution_id=" + *known_execution_id;
+  }
   // The answer may take the whole wait: allow for it on top of the usual read timeout.
   http_->set_read_timeout(endpoint_.read_timeout + *wait);
   auto r = Call("GET", path);

@@ -130,9 +130,12 @@ class AgentClient {
 
   Result<StartResult> StartJob(const std::string& name, const StartRequest& request);
   // The run: {"run_id", "job", "status", ..., "steps": [...]}. With `wait`, a long-poll that
-  // answers when the run ends or the wait (the agent caps it at 60 s) passes.
+  // answers when the run ends or the wait (the agent caps it at 60 s) passes, and with
+  // `known_execution_id` ("" for none) also when a package step's execution other than that one
+  // has started.
   Result<nlohmann::json> GetRun(const std::string& run_id,
-                                std::optional<std::chrono::seconds> wait = std::nullopt);
+                                std::optional<std::chrono::seconds> wait = std::nullopt,
+                                const std::optional<std::string>& known_execution_id = std::nullopt);
   // {"run_id", "status"}.
   Result<nlohmann::json> StopRun(const std::string& run_id);
   // The whole answer: {"runs": [...]}, newest first; limit 0 leaves the agent's default (50).

@@ -170,6 +170,7 @@ class Attempt : public TaskContext {
   const CancelToken& cancel() const override { return token_; }
   void Emit(EventType type, std::string message, int64_t data_code,
             std::string data_bytes) override;
+  void RecordWhereItRuns(const std::string& agent, const std::string& child_execution_id) override;
   const std::string& task_path() const override { return path_; }
   const std::string& execution_id() const override;
   int attempt() const override { return attempt_; }
@@ -241,6 +242,9 @@ class Execution {
   int AttemptFor(const Container* c, const std::string& path, int try_number) {
     return c->may_rerun ? ++attempts_of_[path] : try_number;
   }
+
+  // Thread-safe (the recorder only): a worker's attempt records its running row again.
+  void RecordRunning(const Attempt& a, const std::string& agent, const std::string& child_id);
 
   // Called by a worker when an attempt's Execute returned.
   void PostCompletion(Attempt* attempt) {
@@ -354,6 +358,14 @@ Attempt::Attempt(Execution& exec, Container* container, size_t index, int try_nu
 void Attempt::Emit(EventType type, std::string message, int64_t data_code,
                    std::string data_bytes) {
   exec_.Emit(type, path_, std::move(message), data_code, std::move(data_bytes));
+}
+void Attempt::RecordWhereItRuns(const std::string& agent, const std::string& child_execution_id) {
+  exec_.RecordRunning(*this, agent, child_execution_id);
+}
+void Execution::RecordRunning(const Attempt& a, const std::string& agent,
+                              const std::string& child_id) {
+  RecordTaskRun(a.path_, a.def_.type, a.attempt_, "running", a.started_at_, std::nullopt, "",
+                child_id, agent);
 }
 const std::string& Attempt::execution_id() const { return exec_.id(); }
 const Package& Attempt::package() const { return exec_.package(); }

@@ -904,6 +904,26 @@ TEST_F(AgentTest, AStepsFanoutRunKilledBeforeItsEndLeavesNoExecutionRunning) {
   EXPECT_TRUE(Contains((*row)->message, "killed by signal 9")) << (*row)->message;
 }
 
+// A long-poll that names the execution it knows answers as soon as a package step starts
+// another: a parent shows its child in the tree while it runs.
+TEST_F(AgentTest, ALongPollAnswersWhenAPackageStepStartsAnExecutionTheCallerLacks) {
+  ASSERT_TRUE(StartConfig(Config(1)));
+  ASSERT_TRUE(PutPackage("nap", "package: nap\ntasks:\n  t: {type: process, run: [/bin/sleep, '1.5']}\n"));
+  ASSERT_TRUE(PutJob("job: nap\nsteps:\n  - {name: p, subsystem: package, package: nap}\n"));
+  std::string id = StartRun("nap");
+  auto started = std::chrono::steady_clock::now();
+  auto running = api_->GetRun(id, std::chrono::seconds(10), "");
+  ASSERT_TRUE(running.ok()) << running.status().ToString();
+  EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::milliseconds(1200));
+  ASSERT_EQ(running->value("status", ""), "running") << running->dump();
+  std::string execution = (*running)["steps"][0].value("execution_id", "");
+  ASSERT_FALSE(execution.empty()) << running->dump();
+  // Knowing it, the next long-poll waits for the end.
+  auto ended = api_->GetRun(id, std::chrono::seconds(10), execution);
+  ASSERT_TRUE(ended.ok()) << ended.status().ToString();
+  EXPECT_EQ(ended->value("status", ""), "succeeded") << ended->dump();
+}
+
 // A secret too short to be searched for in text is still hidden as a param's whole value.
 TEST_F(AgentTest, AShortSecretParamIsHiddenWhole) {
   ASSERT_TRUE(StartConfig(Config(1)));

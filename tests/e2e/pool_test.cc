@@ -860,7 +860,8 @@ TEST_F(PoolTest, AnAgentKilledMidRunCostsARetryNotTheParent) {
       WriteParent("survivor", FanTask(4, 4, "load", "        retries: 2\n"));
   BackgroundRun run({"run", parent, "--catalog", CatalogSpec()}, work_.path());
 
-  // Mid-run: srv-b's child package has recorded its execution and is still running.
+  // Mid-run: srv-b's child package has recorded its execution and is still running, and the
+  // parent's running task shows it (the tree is live).
   std::string lost_child;
   ASSERT_TRUE(WaitFor(
       [&] {
@@ -868,13 +869,23 @@ TEST_F(PoolTest, AnAgentKilledMidRunCostsARetryNotTheParent) {
         if (catalog == nullptr) return false;
         auto executions = catalog->ListExecutions(50);
         if (!executions.ok()) return false;
+        std::string parent_id;
         for (const ExecutionRow& e : *executions) {
           if (e.agent == "srv-b" && e.status == "running") lost_child = e.id;
+          if (e.package == "survivor") parent_id = e.id;
         }
-        return !lost_child.empty();
+        if (lost_child.empty() || parent_id.empty()) return false;
+        auto rows = catalog->ListTaskRuns(parent_id);
+        if (!rows.ok()) return false;
+        for (const TaskRunRow& r : *rows) {
+          if (r.status == "running" && r.agent == "srv-b" && r.child_execution_id == lost_child) {
+            return true;
+          }
+        }
+        return false;
       },
       milliseconds(10000)))
-      << "srv-b never ran a child";
+      << "srv-b never ran a child that its parent's task showed while it ran";
   CrashProcessTree(agent(1).pid());
   agent(1).Kill();  // reaps it
 
@@ -906,6 +917,8 @@ TEST_F(PoolTest, AnAgentKilledMidRunCostsARetryNotTheParent) {
       ASSERT_EQ(list.size(), 2u) << path;
       EXPECT_EQ(list[0].agent, "srv-b") << path;
       EXPECT_EQ(list[0].status, "failed") << path;
+      // The lost attempt names the child it had started, which the catalog keeps.
+      EXPECT_EQ(list[0].child_execution_id, lost_child) << path;
       EXPECT_TRUE(Has(list[0].message, "agent srv-b was lost")) << list[0].message;
       EXPECT_EQ(last.agent, "srv-a") << path << ": the retry went back to the dead agent";
     }

@@ -182,6 +182,7 @@ class AgentJobTask : public Task {
       pool->Detach(lease, started.run_id);
       return {TaskResult::kSuccess, "", "", agent};
     }
+    context.RecordWhereItRuns(agent, "");
     return Follow(context, *pool, lease, *job_name, started.run_id, agent);
   }
 
@@ -191,6 +192,9 @@ class AgentJobTask : public Task {
                      const std::string& run_id, const std::string& agent) const {
     bool stopping = false;
     auto stop_deadline = std::chrono::steady_clock::now();
+    // The execution of the run's package step, once seen: kept even if the agent is lost later,
+    // so the catalog ties a lost attempt to the child that ran.
+    std::string child;
     while (true) {
       if (context.cancel().canceled() && !stopping) {
         stopping = true;
@@ -205,9 +209,9 @@ class AgentJobTask : public Task {
       if (stopping && std::chrono::steady_clock::now() > stop_deadline) {
         pool.Release(lease, AgentPool::Ending::kFailed);
         return {TaskResult::kCanceled, fmt::format("run {} on agent {} did not confirm the stop", run_id, agent),
-                "", agent};
+                child, agent};
       }
-      auto run = lease.client().GetRun(run_id, kPollWait);
+      auto run = lease.client().GetRun(run_id, kPollWait, child);
       if (!run.ok()) {
         const Status& st = run.status();
         if (st.code() == Code::kUnavailable) {
@@ -220,12 +224,12 @@ class AgentJobTask : public Task {
                                           "({}); the run may go on there",
                                           run_id, agent, st.message());
             if (!stopping) context.Emit(EventType::kOnWarning, why);  // else the stop said so
-            return {TaskResult::kCanceled, why, "", agent};
+            return {TaskResult::kCanceled, why, child, agent};
           }
           return {TaskResult::kFailure,
                   fmt::format("agent {} was lost while it ran job {} (run {}): {}", agent, job_name,
                               run_id, st.message()),
-                  "", agent};
+                  child, agent};
         }
         // Stop it rather than leave work running that a retry would start again.
         (void)lease.client().StopRun(run_id);
@@ -233,15 +237,20 @@ class AgentJobTask : public Task {
         return {TaskResult::kFailure,
                 fmt::format("cannot follow run {} of job {} on agent {}: {}", run_id, job_name, agent,
                             st.message()),
-                "", agent};
+                child, agent};
       }
-      std::string status = run->value("status", "");
-      if (!client::IsFinalRunStatus(status)) continue;
-      std::string child;
+      std::string latest = child;
       for (const auto& step : run->value("steps", json::array())) {
         std::string id = step.value("execution_id", "");
-        if (!id.empty()) child = id;
+        if (!id.empty()) latest = id;
       }
+      std::string status = run->value("status", "");
+      bool final = client::IsFinalRunStatus(status);
+      if (latest != child) {
+        child = latest;
+        if (!final) context.RecordWhereItRuns(agent, child);
+      }
+      if (!final) continue;
       if (status == "succeeded") {
         pool.Release(lease, AgentPool::Ending::kSucceeded);
         return {TaskResult::kSuccess, "", child, agent};
