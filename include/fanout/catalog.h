@@ -41,6 +41,11 @@ struct ExecutionRow {
   std::optional<int> exit_code;
   std::string message;
   std::string operator_name;
+  // The `fanout` process recording it on `host` (0: unknown, e.g. an older catalog) and that
+  // process's identity ("BOOT_ID:START_TICKS", ProcessIdentity), which tells a re-used pid
+  // apart: a running execution whose process is gone was killed (report::MarkIfProcessGone).
+  int64_t pid = 0;
+  std::string process;
   // Written when not empty (an execution's first row); read by GetExecution and
   // ListJobExecutions.
   std::map<std::string, ParameterValue> parameters;

@@ -32,32 +32,6 @@ DateTime Now() {
 
 constexpr size_t kOutputLimit = 64 * 1024;  // bytes of stdout/stderr kept per step attempt
 
-// Field 22 of /proc/PID/stat: the process's start time, which tells a re-used PID apart. Read
-// with plain open/read into a buffer: it is done for every step started, and the streams it
-// used to go through cost as much as one of the run's database writes.
-int64_t ProcessStartTime(int pid) {
-  char path[32];
-  std::snprintf(path, sizeof path, "/proc/%d/stat", pid);
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return 0;
-  char buf[1024];
-  ssize_t n = read(fd, buf, sizeof buf - 1);
-  close(fd);
-  if (n <= 0) return 0;
-  std::string_view stat(buf, static_cast<size_t>(n));
-  size_t pos = stat.rfind(')');  // the command name in parentheses may hold spaces
-  if (pos == std::string_view::npos) return 0;
-  pos += 2;  // field 3 starts after ") "
-  for (int field = 3; field < 22; ++field) {
-    pos = stat.find(' ', pos);
-    if (pos == std::string_view::npos) return 0;
-    ++pos;
-  }
-  int64_t value = 0;
-  auto [end, ec] = std::from_chars(stat.data() + pos, stat.data() + stat.size(), value);
-  return ec == std::errc() ? value : 0;
-}
-
 std::string LastLine(std::string text) {
   while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.pop_back();
   size_t nl = text.rfind('\n');

@@ -174,6 +174,8 @@ TEST_P(CatalogConformanceTest, RoundTripsEveryField) {
   execution.ended_at = At(2500000);
   execution.exit_code = 1;
   execution.message = "one task failed";
+  execution.pid = 4194304;  // pid_max on 64-bit Linux
+  execution.process = "6f1b0c2e-boot:123456789";
   execution.parameters["day"] = ParameterValue{"2026-11-26", false};
   execution.parameters["empty"] = ParameterValue{"", false};
   TaskRunRow run = SampleTaskRun("exec-1", "load[3]/region-job", 10);
@@ -212,6 +214,8 @@ TEST_P(CatalogConformanceTest, RoundTripsEveryField) {
   EXPECT_EQ(e.exit_code, 1);
   EXPECT_EQ(e.message, "one task failed");
   EXPECT_EQ(e.operator_name, "etl");
+  EXPECT_EQ(e.pid, 4194304);
+  EXPECT_EQ(e.process, "6f1b0c2e-boot:123456789");
   EXPECT_EQ(e.parameters, execution.parameters);
 
   auto runs = catalog->ListTaskRuns("exec-1");

@@ -94,6 +94,12 @@ const std::vector<Migration>& Migrations() {
            R"(ALTER TABLE events ADD COLUMN IF NOT EXISTS uid TEXT COLLATE "C")",
            "CREATE UNIQUE INDEX IF NOT EXISTS events_by_uid ON events(uid)",
        }},
+      // Executions name the process recording them, so a killed one can be told from a live one.
+      {3,
+       {
+           "ALTER TABLE executions ADD COLUMN IF NOT EXISTS pid BIGINT",
+           R"(ALTER TABLE executions ADD COLUMN IF NOT EXISTS process TEXT COLLATE "C")",
+       }},
   };
   return migrations;
 }
@@ -107,14 +113,15 @@ constexpr const char* kLockEvents =
 
 constexpr const char* kExecutionColumns =
     "id, parent_id, package, package_sha256, host, agent, job, run_id, status, started_at, "
-    "ended_at, exit_code, message, operator";
-constexpr int kExecutionColumnCount = 14;
+    "ended_at, exit_code, message, operator, pid, process";
+constexpr int kExecutionColumnCount = 16;
 constexpr const char* kUpsertExecutionTail =
     " ON CONFLICT(id) DO UPDATE SET parent_id = excluded.parent_id, package = excluded.package, "
     "package_sha256 = excluded.package_sha256, host = excluded.host, agent = excluded.agent, "
     "job = excluded.job, run_id = excluded.run_id, status = excluded.status, "
     "started_at = excluded.started_at, ended_at = excluded.ended_at, "
-    "exit_code = excluded.exit_code, message = excluded.message, operator = excluded.operator";
+    "exit_code = excluded.exit_code, message = excluded.message, operator = excluded.operator, "
+    "pid = excluded.pid, process = excluded.process";
 
 constexpr const char* kParameterColumns = "execution_id, name, value, sensitive";
 constexpr int kParameterColumnCount = 4;
@@ -525,6 +532,10 @@ Result<ExecutionRow> ReadExecution(const PgResult& result, int i) {
   }
   row.message = result.Text(i, 12);
   row.operator_name = result.Text(i, 13);
+  if (!result.IsNull(i, 14)) {
+    ASSIGN_OR_RETURN(row.pid, ReadInt(result, i, 14));
+  }
+  row.process = result.Text(i, 15);
   return row;
 }
 
@@ -827,6 +838,12 @@ Status PostgresCatalog::WriteOnce(const CatalogBatch& batch) {
                         p.AddIntOrNull(row.exit_code);
                         p.AddText(row.message);
                         p.AddText(row.operator_name);
+                        if (row.pid > 0) {
+                          p.AddInt(row.pid);
+                        } else {
+                          p.AddNull();
+                        }
+                        p.AddTextOrNull(row.process);
                       }));
   // Sensitive values are never stored: NULL with the flag set.
   using ParameterEntry =

@@ -18,7 +18,7 @@ class Params;
 
 // The schema version this build writes. Open() migrates an older database up to it and refuses
 // a newer one.
-inline constexpr int kPostgresSchemaVersion = 2;
+inline constexpr int kPostgresSchemaVersion = 3;
 
 // A Catalog in a PostgreSQL database, reached with a libpq connection string or URI
 // ("postgresql://user@host:5432/db?sslmode=require"); the tables live in the first schema of the

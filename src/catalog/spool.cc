@@ -61,7 +61,8 @@ std::string SpoolLine(const ExecutionRow& r) {
               {"agent", r.agent}, {"job", r.job}, {"run_id", r.run_id}, {"status", r.status},
               {"started_at", Time(r.started_at)}, {"ended_at", Time(r.ended_at)},
               {"exit_code", r.exit_code ? json(*r.exit_code) : json(nullptr)},
-              {"message", r.message}, {"operator", r.operator_name}, {"parameters", params}}
+              {"message", r.message}, {"operator", r.operator_name}, {"pid", r.pid},
+              {"process", r.process}, {"parameters", params}}
       .dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
@@ -103,6 +104,8 @@ Status ParseSpoolLine(const std::string& line, CatalogBatch& batch) {
       if (!j.at("exit_code").is_null()) r.exit_code = j.at("exit_code").get<int>();
       r.message = j.at("message");
       r.operator_name = j.at("operator");
+      r.pid = j.value("pid", int64_t{0});  // absent from files of an older fanout
+      r.process = j.value("process", "");
       for (const auto& [name, p] : j.at("parameters").items()) {
         r.parameters[name] = ParameterValue{p.at("value"), p.at("sensitive")};
       }

@@ -84,6 +84,8 @@ TEST_F(SpoolTest, LinesRoundTrip) {
   ExecutionRow r = SampleExecution("exec");
   r.parameters["region"] = ParameterValue{"eu", false};
   r.parameters["password"] = ParameterValue{"", true};
+  r.pid = 4242;
+  r.process = "boot:99";
   CatalogBatch batch;
   ASSERT_TRUE(ParseSpoolLine(SpoolLine(r), batch).ok());
   ASSERT_TRUE(ParseSpoolLine(SpoolLine(MakeEvent(7)), batch).ok());
@@ -91,6 +93,8 @@ TEST_F(SpoolTest, LinesRoundTrip) {
   EXPECT_EQ(batch.executions[0].id, r.id);
   EXPECT_EQ(batch.executions[0].parameters, r.parameters);
   EXPECT_EQ(batch.executions[0].started_at, r.started_at);
+  EXPECT_EQ(batch.executions[0].pid, 4242);
+  EXPECT_EQ(batch.executions[0].process, "boot:99");
   ASSERT_EQ(batch.events.size(), 1u);
   EXPECT_EQ(batch.events[0].uid, "test:7");
   EXPECT_EQ(batch.events[0].message, "event 7");

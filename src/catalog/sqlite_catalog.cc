@@ -72,17 +72,18 @@ constexpr const char* kSchema[] = {
 
 constexpr const char* kExecutionColumns =
     "id, parent_id, package, package_sha256, host, agent, job, run_id, status, started_at, "
-    "ended_at, exit_code, message, operator";
+    "ended_at, exit_code, message, operator, pid, process";
 
 constexpr const char* kUpsertExecution =
     "INSERT INTO executions(id, parent_id, package, package_sha256, host, agent, job, run_id, "
-    "status, started_at, ended_at, exit_code, message, operator) "
-    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) "
+    "status, started_at, ended_at, exit_code, message, operator, pid, process) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) "
     "ON CONFLICT(id) DO UPDATE SET parent_id = excluded.parent_id, package = excluded.package, "
     "package_sha256 = excluded.package_sha256, host = excluded.host, agent = excluded.agent, "
     "job = excluded.job, run_id = excluded.run_id, status = excluded.status, "
     "started_at = excluded.started_at, ended_at = excluded.ended_at, "
-    "exit_code = excluded.exit_code, message = excluded.message, operator = excluded.operator";
+    "exit_code = excluded.exit_code, message = excluded.message, operator = excluded.operator, "
+    "pid = excluded.pid, process = excluded.process";
 
 constexpr const char* kUpsertParameter =
     "INSERT INTO execution_parameters(execution_id, name, value, sensitive) "
@@ -117,6 +118,9 @@ constexpr const char* kMigrations[] = {
     // 2: events carry the Recorder's uid so that replays of a spooled batch are idempotent.
     "ALTER TABLE events ADD COLUMN uid TEXT; "
     "CREATE UNIQUE INDEX IF NOT EXISTS events_by_uid ON events(uid);",
+    // 3: executions name the process recording them, so a killed one can be told from a live one.
+    "ALTER TABLE executions ADD COLUMN pid INTEGER; "
+    "ALTER TABLE executions ADD COLUMN process TEXT;",
 };
 
 int64_t SteadyNowNs() {
@@ -218,6 +222,8 @@ Result<ExecutionRow> ReadExecution(sqlite3_stmt* stmt) {
   if (sqlite3_column_type(stmt, 11) != SQLITE_NULL) row.exit_code = sqlite3_column_int(stmt, 11);
   row.message = ColumnText(stmt, 12);
   row.operator_name = ColumnText(stmt, 13);
+  row.pid = sqlite3_column_int64(stmt, 14);
+  row.process = ColumnText(stmt, 15);
   return row;
 }
 
@@ -462,6 +468,12 @@ Status SqliteCatalog::WriteRows(const CatalogBatch& batch) {
     }
     BindText(s, 13, row.message);
     BindText(s, 14, row.operator_name);
+    if (row.pid > 0) {
+      sqlite3_bind_int64(s, 15, row.pid);
+    } else {
+      sqlite3_bind_null(s, 15);
+    }
+    BindTextOrNull(s, 16, row.process);
     RETURN_IF_ERROR(Step(s, "writing an execution"));
     for (const auto& [name, param] : row.parameters) {
       sqlite3_stmt* p = upsert_parameter_;

@@ -13,7 +13,7 @@ struct sqlite3_stmt;
 namespace fanout::catalog {
 
 // The schema version this build writes. Open() refuses a file with a newer one.
-inline constexpr int kSqliteSchemaVersion = 2;
+inline constexpr int kSqliteSchemaVersion = 3;
 
 struct SqliteCatalogOptions {
   // How long a write waits for another process's transaction before failing with Unavailable.

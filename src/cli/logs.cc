@@ -231,7 +231,9 @@ int Logs(const LogsArgs& args) {
     bool ended = false;
     if (args.follow && !root.empty()) {
       auto row = catalog->GetExecution(root);
-      ended = row.ok() && row->has_value() && (*row)->ended_at.has_value();
+      // One whose process was killed will never record its end.
+      ended = row.ok() && row->has_value() &&
+              ((*row)->ended_at.has_value() || report::MarkIfProcessGone(**row));
     }
     bool read_all = true;
     for (bool more = true; more && read_all;) {

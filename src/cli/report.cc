@@ -168,7 +168,7 @@ Command AddReportCommand(CLI::App& app) {
                          "a date (2026-11-26, 2026-11-26T03:00:00Z)");
   executions->add_option("--package", args->package, "Only executions of this package");
   executions->add_option("--status", args->status, "Only executions in this state")
-      ->check(CLI::IsMember({"succeeded", "failed", "canceled", "running"}));
+      ->check(CLI::IsMember({"succeeded", "failed", "canceled", "running", "abandoned"}));
   executions->add_option("--limit", args->limit, "At most this many executions")
       ->default_str("50")
       ->check(WholeNumberAtLeastOne());

@@ -154,6 +154,42 @@ std::string Sha256Hex(std::string_view data) {
   return out;
 }
 
+// Read with plain open/read into a buffer: an agent does it for every step started, and the
+// streams it used to go through cost as much as one of the run's database writes.
+int64_t ProcessStartTime(int64_t pid) {
+  char path[32];
+  std::snprintf(path, sizeof path, "/proc/%lld/stat", static_cast<long long>(pid));
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  char buf[1024];
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0) return 0;
+  std::string_view stat(buf, static_cast<size_t>(n));
+  size_t pos = stat.rfind(')');  // the command name in parentheses may hold spaces
+  if (pos == std::string_view::npos) return 0;
+  pos += 2;  // field 3 starts after ") "
+  for (int field = 3; field < 22; ++field) {
+    pos = stat.find(' ', pos);
+    if (pos == std::string_view::npos) return 0;
+    ++pos;
+  }
+  int64_t value = 0;
+  auto [end, ec] = std::from_chars(stat.data() + pos, stat.data() + stat.size(), value);
+  return ec == std::errc() ? value : 0;
+}
+
+std::string ProcessIdentity(int64_t pid) {
+  static const std::string boot_id = [] {
+    auto text = ReadFile("/proc/sys/kernel/random/boot_id");
+    std::string id = text.ok() ? *text : "";
+    while (!id.empty() && (id.back() == '\n' || id.back() == ' ')) id.pop_back();
+    return id;
+  }();
+  int64_t start = pid > 0 ? ProcessStartTime(pid) : 0;
+  return start > 0 ? boot_id + ":" + std::to_string(start) : "";
+}
+
 std::string EscapeControls(std::string_view text) {
   std::string out;
   out.reserve(text.size());

@@ -5,6 +5,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -30,6 +31,13 @@ const std::string& UserName();
 // The whole content of a file. NotFound when it does not exist; InvalidArgument naming the path
 // for a directory or any other failure to read.
 Result<std::string> ReadFile(const std::string& path);
+
+// Field 22 of /proc/PID/stat: the process's start time in clock ticks since boot, which tells
+// a re-used pid apart; 0 when there is no such process.
+int64_t ProcessStartTime(int64_t pid);
+// "BOOT_ID:START_TICKS" of a live process on this machine, "" when there is none: no two
+// processes of this machine, across reboots too, share one.
+std::string ProcessIdentity(int64_t pid);
 
 // Text from tasks (their output, messages) made safe to print on a terminal: control
 // characters other than newline and tab, DEL and the C1 controls (U+0080..U+009F) become

@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <functional>
 #include <glob.h>
+#include <unistd.h>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -468,6 +469,8 @@ RunResult Execution::Run() {
   row.package = package_->name;
   row.package_sha256 = package_->sha256;
   row.host = HostName();
+  row.pid = getpid();
+  row.process = ProcessIdentity(row.pid);
   row.agent = options_.agent;
   row.job = options_.job;
   row.run_id = options_.run_id;

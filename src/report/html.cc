@@ -99,10 +99,6 @@ std::string Cell(const std::string& text, const char* cls = nullptr) {
   return fmt::format("<td class=\"{}\">{}</td>", cls, shown);
 }
 
-std::string DurationText(DateTime started, const std::optional<DateTime>& ended, DateTime now) {
-  std::string d = FormatDuration(Elapsed(started, ended, now));
-  return ended ? d : d + " so far";
-}
 
 // ---- The timeline -------------------------------------------------------------------------------
 
@@ -155,7 +151,7 @@ std::string BarTitle(const ChildNode& child, DateTime now) {
   std::string title = child.label;
   if (!child.task_path.empty()) title += " (task " + child.task_path + ")";
   title += fmt::format("\n{} on {}, {}\nstarted {}", e.status, AgentLabel(e),
-                       DurationText(e.started_at, e.ended_at, now), ShortDateTime(e.started_at));
+                       DurationLabel(e.status, e.started_at, e.ended_at, now), ShortDateTime(e.started_at));
   for (const std::string& error : child.errors) title += "\n! " + Abbreviate(error, 160);
   title += "\nexecution " + e.id;
   return title;
@@ -333,7 +329,7 @@ std::string ExecutionsHtml(const std::vector<ExecutionSummary>& executions,
     body += "<tr>" + Cell(e.id, "mono") + Cell(e.package) + Cell(e.host) + Cell(e.agent) + "<td>" +
             Badge(e.status) + "</td>" + Cell(ShortDateTime(e.started_at), "time") +
             Cell(e.ended_at ? ShortDateTime(e.ended_at) : "", "time") +
-            Cell(DurationText(e.started_at, e.ended_at, now), "num") +
+            Cell(DurationLabel(e.status, e.started_at, e.ended_at, now), "num") +
             Cell(std::to_string(s.children), "num") + "</tr>\n";
   }
   body += "</table>\n";
@@ -350,7 +346,7 @@ void ChildRows(std::string& out, const std::vector<ChildNode>& children, int dep
                        depth > 0 ? "<span class=\"tree\">└ </span>" : "", EscapeHtml(child.label));
     out += Cell(child.task_path) + Cell(AgentLabel(e)) + "<td>" + Badge(e.status) + "</td>" +
            Cell(ShortDateTime(e.started_at).substr(11), "time") +
-           Cell(DurationText(e.started_at, e.ended_at, now), "num") + Cell(e.id, "mono") +
+           Cell(DurationLabel(e.status, e.started_at, e.ended_at, now), "num") + Cell(e.id, "mono") +
            "</tr>\n";
     for (const std::string& error : child.errors) {
       out += fmt::format(
@@ -375,8 +371,10 @@ std::string OverviewHtml(const Overview& overview) {
     body += fmt::format("<dt>{}</dt><dd>{}</dd>\n", name, html);
   };
   fact("Started", EscapeHtml(ShortDateTime(e.started_at)) + " UTC");
-  fact("Ended", e.ended_at ? EscapeHtml(ShortDateTime(e.ended_at)) + " UTC" : "still running");
-  fact("Duration", EscapeHtml(DurationText(e.started_at, e.ended_at, now)));
+  fact("Ended", e.ended_at                    ? EscapeHtml(ShortDateTime(e.ended_at)) + " UTC"
+                : EndUnknown(e.status, e.ended_at) ? "unknown"
+                                                   : "still running");
+  fact("Duration", EscapeHtml(DurationLabel(e.status, e.started_at, e.ended_at, now)));
   if (e.exit_code) fact("Exit code", std::to_string(*e.exit_code));
   fact("Host", EscapeHtml(e.host.empty() ? "–" : e.host) +
                    (e.operator_name.empty() ? "" : ", operator " + EscapeHtml(e.operator_name)));
@@ -438,7 +436,7 @@ std::string OverviewHtml(const Overview& overview) {
       body += "<tr>" + Cell(t.task_path, "mono") + Cell(t.task_type) + "<td>" + Badge(t.status) +
               "</td>" + Cell(std::to_string(t.attempts), "num") +
               Cell(ShortDateTime(t.started_at).substr(11), "time") +
-              Cell(DurationText(t.started_at, t.ended_at, now), "num") + Cell(t.agent) +
+              Cell(DurationLabel(t.status, t.started_at, t.ended_at, now), "num") + Cell(t.agent) +
               Cell(t.child_execution_id, "mono") +
               fmt::format("<td><div class=\"{}\">{}</div></td></tr>\n",
                           t.status == "failed" ? "err" : "msg", EscapeHtml(t.message));

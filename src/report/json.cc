@@ -29,7 +29,9 @@ Json ExecutionJson(const ExecutionRow& e, DateTime now, bool with_parameters) {
       {"status", e.status},
       {"started_at", FormatDateTime(e.started_at)},
       {"ended_at", Time(e.ended_at)},
-      {"duration_seconds", Seconds(Elapsed(e.started_at, e.ended_at, now))},
+      {"duration_seconds", EndUnknown(e.status, e.ended_at)
+                               ? Json(nullptr)
+                               : Json(Seconds(Elapsed(e.started_at, e.ended_at, now)))},
       {"exit_code", e.exit_code ? Json(*e.exit_code) : Json(nullptr)},
       {"message", OrNull(e.message)},
       {"operator", OrNull(e.operator_name)},
@@ -86,7 +88,9 @@ std::string OverviewJson(const Overview& overview) {
         {"attempts", t.attempts},
         {"started_at", FormatDateTime(t.started_at)},
         {"ended_at", Time(t.ended_at)},
-        {"duration_seconds", Seconds(Elapsed(t.started_at, t.ended_at, now))},
+        {"duration_seconds", EndUnknown(t.status, t.ended_at)
+                                 ? Json(nullptr)
+                                 : Json(Seconds(Elapsed(t.started_at, t.ended_at, now)))},
         {"agent", OrNull(t.agent)},
         {"child_execution_id", OrNull(t.child_execution_id)},
         {"message", OrNull(t.message)},

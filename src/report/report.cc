@@ -148,6 +148,7 @@ Result<std::vector<ChildNode>> Children(Catalog& catalog, const std::string& par
     // ListChildExecutions leaves parameters out; GetExecution brings them.
     ASSIGN_OR_RETURN(std::optional<ExecutionRow> full, catalog.GetExecution(row.id));
     node.execution = full ? std::move(*full) : std::move(row);
+    MarkIfProcessGone(node.execution);
     if (auto it = task_of.find(node.execution.id); it != task_of.end()) node.task_path = it->second;
     ASSIGN_OR_RETURN(node.errors, Errors(catalog, node.execution));
     if (depth + 1 < kMaxDepth) {
@@ -204,6 +205,7 @@ Result<std::vector<ExecutionSummary>> ListExecutions(Catalog& catalog,
       }
       if (!query.include_children && !row.parent_id.empty()) continue;
       if (!query.package.empty() && row.package != query.package) continue;
+      MarkIfProcessGone(row);
       if (!query.status.empty() && row.status != query.status) continue;
       picked.push_back(std::move(row));
       if (picked.size() >= limit) break;
@@ -231,6 +233,19 @@ Result<DateTime> ParseSince(std::string_view text, DateTime now) {
         text));
   }
   return now - std::chrono::duration_cast<DateTime::duration>(*duration);
+}
+
+bool MarkIfProcessGone(ExecutionRow& row) {
+  if (row.status != "running" || row.ended_at || row.pid <= 0 || row.process.empty() ||
+      row.host != HostName() || ProcessIdentity(row.pid) == row.process) {
+    return false;
+  }
+  row.status = "abandoned";
+  row.message = fmt::format(
+      "its fanout process (pid {}) on {} ended without recording an end: it was killed "
+      "(SIGKILL, out of memory) or the machine restarted",
+      row.pid, row.host);
+  return true;
 }
 
 Result<ExecutionRow> FindExecution(Catalog& catalog, const std::string& id) {
@@ -267,7 +282,14 @@ Result<ExecutionRow> FindExecution(Catalog& catalog, const std::string& id) {
 Result<Overview> BuildOverview(Catalog& catalog, ExecutionRow execution, DateTime now) {
   Overview overview;
   overview.generated_at = now;
+  bool gone = MarkIfProcessGone(execution);
   ASSIGN_OR_RETURN(std::vector<TaskRunRow> runs, catalog.ListTaskRuns(execution.id));
+  if (gone) {
+    for (TaskRunRow& run : runs) {
+      if (run.status != "running") continue;
+      run.status = "abandoned";
+    }
+  }
   overview.tasks = SummarizeTasks(runs);
   ASSIGN_OR_RETURN(overview.errors, Errors(catalog, execution));
   std::set<std::string> visited = {execution.id};
@@ -285,6 +307,17 @@ std::chrono::nanoseconds Elapsed(DateTime started, const std::optional<DateTime>
   auto d = ended.value_or(now) - started;
   return std::max(std::chrono::duration_cast<std::chrono::nanoseconds>(d),
                   std::chrono::nanoseconds::zero());
+}
+
+bool EndUnknown(std::string_view status, const std::optional<DateTime>& ended) {
+  return !ended && status != "running";
+}
+
+std::string DurationLabel(std::string_view status, DateTime started,
+                          const std::optional<DateTime>& ended, DateTime now) {
+  if (EndUnknown(status, ended)) return "-";
+  std::string d = FormatDuration(Elapsed(started, ended, now));
+  return ended ? d : d + " so far";
 }
 
 std::string ShortDateTime(const std::optional<DateTime>& t) {

@@ -65,6 +65,13 @@ inline constexpr size_t kMinIdFragment = 8;
 // fragment is ambiguous. The row comes with its parameters.
 Result<ExecutionRow> FindExecution(Catalog& catalog, const std::string& id);
 
+// A `running` execution whose `fanout` process on this host is gone (SIGKILL, out of memory, a
+// reboot: it could record no end) becomes `abandoned`, its end unknown, with a message saying
+// so; true then. One of another host, or of a catalog from before executions named their
+// process, stays as recorded. Reports and `logs` apply it to what they read; the catalog is
+// not changed.
+bool MarkIfProcessGone(ExecutionRow& row);
+
 // ---- Overview ---------------------------------------------------------------------------------
 
 // One task of an execution: its last attempt, with the number of attempts. Times span every
@@ -115,6 +122,12 @@ std::string AgentLabel(const ExecutionRow& execution);
 // From start to end, or to `now` while running; never negative.
 std::chrono::nanoseconds Elapsed(DateTime started, const std::optional<DateTime>& ended,
                                  DateTime now);
+// Whether the end of something not running is unknown: an execution (or its task) whose process
+// was killed (MarkIfProcessGone) recorded none.
+bool EndUnknown(std::string_view status, const std::optional<DateTime>& ended);
+// A duration as reports show it: "1.2 s", "3.4 s so far" while running, "-" when EndUnknown.
+std::string DurationLabel(std::string_view status, DateTime started,
+                          const std::optional<DateTime>& ended, DateTime now);
 // "2026-11-26 03:04:05" (UTC), "-" for nullopt.
 std::string ShortDateTime(const std::optional<DateTime>& t);
 // A short label for a child: its package and the value of its first non-sensitive parameter,

@@ -67,11 +67,6 @@ std::string Dash(const std::string& s) { return s.empty() ? "-" : s; }
 // "03:04:05" of a time, UTC.
 std::string ClockTime(DateTime t) { return FormatDateTime(t).substr(11, 8); }
 
-std::string DurationCell(DateTime started, const std::optional<DateTime>& ended, DateTime now) {
-  std::string d = FormatDuration(Elapsed(started, ended, now));
-  return ended ? d : d + " so far";
-}
-
 // "6: 5 succeeded, 1 failed" in a fixed order of states, then any others.
 template <typename T, typename StatusOf>
 std::string StatusCounts(const std::vector<T>& items, StatusOf status_of) {
@@ -108,7 +103,7 @@ void AddChildRows(TextTable& table, const std::vector<ChildNode>& children, int 
     const ExecutionRow& e = child.execution;
     std::string name = depth == 0 ? child.label : indent.substr(3) + "└─ " + child.label;
     table.Row({name, Dash(child.task_path), AgentLabel(e), e.status, ClockTime(e.started_at),
-               DurationCell(e.started_at, e.ended_at, now), e.id});
+               DurationLabel(e.status, e.started_at, e.ended_at, now), e.id});
     for (const std::string& error : child.errors) {
       table.Note(indent + "   ! " + Abbreviate(error, 120));
     }
@@ -126,7 +121,7 @@ std::string ExecutionsText(const std::vector<ExecutionSummary>& executions, Date
   for (const ExecutionSummary& s : executions) {
     const ExecutionRow& e = s.execution;
     table.Row({e.id, e.package, Dash(e.host), Dash(e.agent), e.status, ShortDateTime(e.started_at),
-               ShortDateTime(e.ended_at), DurationCell(e.started_at, e.ended_at, now),
+               ShortDateTime(e.ended_at), DurationLabel(e.status, e.started_at, e.ended_at, now),
                std::to_string(s.children)});
   }
   return out + table.Render("");
@@ -147,8 +142,10 @@ std::string OverviewText(const Overview& overview) {
   head.Row({"Ended", e.ended_at
                          ? ShortDateTime(e.ended_at) + "  (" +
                                FormatDuration(Elapsed(e.started_at, e.ended_at, now)) + ")"
-                         : "-  (running for " +
-                               FormatDuration(Elapsed(e.started_at, e.ended_at, now)) + ")"});
+                         : EndUnknown(e.status, e.ended_at)
+                               ? std::string("-  (unknown)")
+                               : "-  (running for " +
+                                     FormatDuration(Elapsed(e.started_at, e.ended_at, now)) + ")"});
   head.Row(
       {"Host", Dash(e.host) + (e.operator_name.empty() ? "" : ", operator " + e.operator_name)});
   if (!e.agent.empty()) {
@@ -180,7 +177,7 @@ std::string OverviewText(const Overview& overview) {
                      "CHILD EXECUTION", "MESSAGE"});
     for (const TaskSummary& t : overview.tasks) {
       tasks.Row({t.task_path, t.task_type, t.status, std::to_string(t.attempts),
-                 ClockTime(t.started_at), DurationCell(t.started_at, t.ended_at, now),
+                 ClockTime(t.started_at), DurationLabel(t.status, t.started_at, t.ended_at, now),
                  Dash(t.agent), Dash(t.child_execution_id), Abbreviate(t.message, 80)});
     }
     out += tasks.Render("  ");

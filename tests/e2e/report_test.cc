@@ -278,6 +278,43 @@ TEST(ReportCommandTest, HtmlTimelineRendersInChromium) {
   EXPECT_GT(size, 10000u) << "a blank page compresses far below this";
 }
 
+// A run killed with SIGKILL cannot record its end: reports and `logs --follow` see that its
+// process is gone and show it abandoned, rather than running for ever.
+TEST(ReportCommandTest, AnExecutionWhoseProcessWasKilledShowsAbandoned) {
+  ScratchDir dir;
+  dir.Write("stuck.yaml", "package: stuck\ntasks:\n  wait: {type: process, run: [/bin/sh, -c, "
+                          "'echo $$ > task.pid; exec sleep 30']}\n");
+  int run = StartFanout({"run", "stuck.yaml"}, dir.path());
+  std::string id;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        auto catalog = OpenTestCatalog(dir.path());
+        if (catalog == nullptr || !std::filesystem::exists(dir.path() + "/task.pid")) return false;
+        auto executions = catalog->ListExecutions(1);
+        if (!executions.ok() || executions->empty()) return false;
+        id = executions->front().id;
+        return true;
+      },
+      milliseconds(10000)));
+  CommandResult alive = RunFanout({"report", "executions", "--status", "running"}, dir.path());
+  EXPECT_NE(alive.out.find(id), std::string::npos) << alive.out << alive.err;
+
+  kill(run, SIGKILL);
+  WaitFanout(run, seconds(10));
+  kill(std::stoi(dir.Read("task.pid")), SIGKILL);  // the orphaned task, not ours to leave
+
+  CommandResult listed = RunFanout({"report", "executions", "--status", "abandoned"}, dir.path());
+  EXPECT_EQ(listed.exit_code, 0) << listed.err;
+  EXPECT_NE(listed.out.find(id), std::string::npos) << listed.out;
+  CommandResult overview = RunFanout({"report", "overview", id}, dir.path());
+  EXPECT_NE(overview.out.find("abandoned"), std::string::npos) << overview.out;
+  EXPECT_NE(overview.out.find("ended without recording an end"), std::string::npos)
+      << overview.out;
+  EXPECT_EQ(overview.out.find("so far"), std::string::npos) << overview.out;
+  int follow = StartFanout({"logs", "--follow", "--execution", id}, dir.path() + "/");
+  EXPECT_EQ(WaitFanout(follow, seconds(10)), 0) << "logs --follow waited for an end that cannot come";
+}
+
 TEST(LogsCommandTest, PrintsFilteredEventsAsTextAndJson) {
   ScratchDir dir;
   std::string id = RunParent(dir, {"eu", "fail"}, 0);
