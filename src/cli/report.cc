@@ -94,7 +94,9 @@ int Executions(const ReportArgs& args) {
   } else if (executions.empty()) {
     std::printf("No executions%s in catalog %s%s\n",
                 filters.empty() ? "" : (" (" + filters + ")").c_str(), spec.c_str(),
-                catalog == nullptr ? " (it does not exist yet)" : "");
+                catalog == nullptr               ? " (it does not exist yet)"
+                : args.all || filters.empty() ? ""
+                                              : "; child executions are listed with --all");
   } else {
     std::fputs(EscapeControls(report::ExecutionsText(executions, now)).c_str(), stdout);
   }
@@ -145,7 +147,8 @@ void AddCommonOptions(CLI::App* cmd, ReportArgs& args) {
                   "$FANOUT_CATALOG)");
   cmd->add_flag("--json", args.json, "Print JSON instead of tables");
   cmd->add_option("--html", args.html,
-                  "Also write the report as one self-contained HTML page to this file");
+                  "Write the report as one self-contained HTML page to this file, instead of "
+                  "the text (with --json: both)");
 }
 
 }  // namespace
@@ -155,8 +158,9 @@ Command AddReportCommand(CLI::App& app) {
   CLI::App* report = app.add_subcommand("report", "Catalog reports: all executions, overview");
   report->require_subcommand(1);
   const std::string footer =
-      "Times are UTC. Exit codes: 0 ok, 1 the catalog could not be read, 4 execution not found,\n"
-      "6 usage error (bad flags, ambiguous id, an --html file that cannot be written).";
+      "Times are UTC. Exit codes: 0 ok, 1 the catalog could not be read, 4 execution not found\n"
+      "or no SQLite catalog there, 6 usage error (bad flags, ambiguous id, an --html file that\n"
+      "cannot be written).";
   report->footer(footer);
 
   CLI::App* executions = report->add_subcommand(

@@ -43,10 +43,14 @@ std::string Trim(std::string_view s) {
 // The engine's closing "package P failed: M" repeats M, so it is dropped when M is listed.
 Result<std::vector<std::string>> Errors(Catalog& catalog, const ExecutionRow& execution) {
   std::vector<std::string> errors;
+  bool more = false;
   auto add = [&](std::string_view text) {
     std::string message = Trim(text);
-    if (message.empty() || static_cast<int>(errors.size()) >= kMaxErrorsPerExecution) return;
-    if (std::find(errors.begin(), errors.end(), message) != errors.end()) return;
+    if (message.empty() || std::find(errors.begin(), errors.end(), message) != errors.end()) return;
+    if (static_cast<int>(errors.size()) >= kMaxErrorsPerExecution) {
+      more = true;
+      return;
+    }
     std::string wrapper = "package " + execution.package + " failed: ";
     if (StartsWith(message, wrapper)) {
       std::string inner = message.substr(wrapper.size());
@@ -64,6 +68,11 @@ Result<std::vector<std::string>> Errors(Catalog& catalog, const ExecutionRow& ex
     // A task's event names its task, as the execution's message does ("load: exit code 3").
     add(event.source_id.empty() || event.source.empty() ? event.message
                                                         : event.source + ": " + event.message);
+  }
+  if (more || static_cast<int>(events.size()) >= query.limit) {
+    errors.push_back(fmt::format("... the first {} are shown; `fanout logs --execution {} --event "
+                                 "OnError` lists every one",
+                                 errors.size(), execution.id));
   }
   return errors;
 }
