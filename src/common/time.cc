@@ -58,12 +58,26 @@ Result<DateTime> ParseDateTime(std::string_view text) {
     if (pos < s.size() && s[pos] == 'Z') {
       ++pos;
     } else if (pos < s.size() && (s[pos] == '+' || s[pos] == '-')) {
-      int oh = 0, om = 0;
-      if (std::sscanf(s.c_str() + pos + 1, "%2d:%2d%n", &oh, &om, &n) != 2 || n != 5) {
+      // +hh:mm, +hhmm or +hh (PostgreSQL prints timestamptz as "...05.5+00").
+      std::string_view rest = std::string_view(s).substr(pos + 1);
+      auto two_digits = [](std::string_view t) {
+        return t.size() >= 2 && std::isdigit(static_cast<unsigned char>(t[0])) &&
+               std::isdigit(static_cast<unsigned char>(t[1]));
+      };
+      if (!two_digits(rest)) return InvalidArgument("'" + s + "' has a bad UTC offset; use +hh:mm");
+      int oh = (rest[0] - '0') * 10 + (rest[1] - '0'), om = 0;
+      size_t used = 2;
+      std::string_view minutes_part = rest.substr(2);
+      if (!minutes_part.empty() && minutes_part[0] == ':') minutes_part.remove_prefix(1), ++used;
+      if (two_digits(minutes_part)) {
+        om = (minutes_part[0] - '0') * 10 + (minutes_part[1] - '0');
+        used += 2;
+      } else if (used == 3) {
         return InvalidArgument("'" + s + "' has a bad UTC offset; use +hh:mm");
       }
+      if (oh > 23 || om > 59) return InvalidArgument("'" + s + "' has a bad UTC offset; use +hh:mm");
       offset_minutes = (s[pos] == '-' ? -1 : 1) * (oh * 60 + om);
-      pos += 1 + n;
+      pos += 1 + used;
     }
   }
   if (pos != s.size()) return InvalidArgument("'" + s + "' has trailing text after the date");

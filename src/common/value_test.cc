@@ -173,6 +173,19 @@ TEST(ValueConvertTest, StringToDateTime) {
   EXPECT_NE(error.find("ISO 8601"), std::string::npos);
 }
 
+TEST(ParseDateTimeTest, TakesTheOffsetFormsOfIso8601AndPostgres) {
+  DateTime utc = At("2026-11-26T01:04:05Z");
+  EXPECT_EQ(At("2026-11-26T03:04:05+02:00"), utc);
+  EXPECT_EQ(At("2026-11-26T03:04:05+0200"), utc);
+  EXPECT_EQ(At("2026-11-26 03:04:05+02"), utc);  // PostgreSQL's timestamptz text
+  EXPECT_EQ(At("2026-11-26 01:04:05.5+00"), utc + std::chrono::milliseconds(500));
+  EXPECT_EQ(At("2026-11-25T22:34:05-02:30"), utc);
+  for (const char* bad : {"2026-11-26T03:04:05+2", "2026-11-26T03:04:05+02:", "2026-11-26T03:04:05+02:7",
+                          "2026-11-26T03:04:05+25:00", "2026-11-26T03:04:05+0260"}) {
+    EXPECT_FALSE(ParseDateTime(bad).ok()) << bad;
+  }
+}
+
 TEST(ValueConvertTest, DateTimeRoundTripsThroughString) {
   Value t(At("2026-02-03T04:05:06.000007Z"));
   EXPECT_EQ(Convert(Convert(t, ValueType::kString), ValueType::kDateTime), t);

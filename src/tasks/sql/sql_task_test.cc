@@ -245,6 +245,27 @@ tasks:
   EXPECT_EQ(run->all_text.find(password_), std::string::npos);
 }
 
+// PostgreSQL prints timestamptz with an offset of hours only ("...+00"); it still goes into a
+// datetime variable.
+TEST_F(SqlTaskPostgresServerTest, ATimestamptzGoesIntoADatetimeVariable) {
+  auto run = RunPackage(Header(password_) + R"yaml(variables:
+  at: {type: datetime}
+  expected: {type: datetime, value: "2026-11-26T01:04:05.5Z"}
+  same: {type: bool, value: false}
+tasks:
+  read:
+    type: sql
+    connection: db
+    sql: "SET TIME ZONE 'UTC'; SELECT '2026-11-26 03:04:05.5+02'::timestamptz AS at"
+    result: row
+    into: {at: at}
+  compare: {type: expression, set: {same: "@at == @expected"}, after: [read]}
+  check: {type: process, run: [/bin/sh, -c, 'test "$0" = true', "${same}"], after: [compare]}
+)yaml");
+  ASSERT_TRUE(run.ok()) << run.status().ToString();
+  EXPECT_EQ(run->result.result, TaskResult::kSuccess) << run->result.message;
+}
+
 TEST_F(SqlTaskPostgresServerTest, ReportsParameterAndResultMistakesLikeSqlite) {
   struct Case {
     std::string task;
