@@ -10,6 +10,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <charconv>
 #include <chrono>
@@ -21,6 +22,11 @@
 
 namespace fanout {
 namespace {
+
+// The connection's end would roll back what the SQL did after its BEGIN, and no one would know.
+constexpr const char* kTransactionLeftOpen =
+    "the SQL left a transaction open (BEGIN without COMMIT); what it did since was rolled back. "
+    "End it with COMMIT";
 
 enum class ResultMode { kNone, kRow, kRows };
 
@@ -295,12 +301,13 @@ class SqlTask : public Task {
       return TaskOutcome::Failure(fmt::format("cannot open SQLite database {} (connection {}): {}",
                                               db_path, connection, err));
     }
-    sqlite3_busy_timeout(db, 10000);
-    // Cancel and timeout interrupt a long statement.
+    // Cancel and timeout interrupt a long statement, and a wait for another connection's lock.
     const CancelToken* token = &context.cancel();
     sqlite3_progress_handler(
         db, 1000, [](void* t) { return static_cast<const CancelToken*>(t)->canceled() ? 1 : 0; },
         const_cast<CancelToken*>(token));
+    BusyWait busy{token, std::chrono::steady_clock::now()};
+    sqlite3_busy_handler(db, &BusyWait::Handler, &busy);
 
     TaskOutcome outcome = Run(db, text, params, scope, context);
     sqlite3_close(db);
@@ -308,8 +315,79 @@ class SqlTask : public Task {
   }
 
  private:
+  // A locked database is waited for up to kBusyWait, as a busy timeout would, but polling the
+  // task's cancel fd: a timeout or Ctrl-C ends the wait at once.
+  struct BusyWait {
+    static constexpr auto kBusyWait = std::chrono::seconds(10);
+    const CancelToken* token;
+    std::chrono::steady_clock::time_point since;  // reset at each wait's first call
+    static int Handler(void* self, int count) {
+      auto* wait = static_cast<BusyWait*>(self);
+      auto now = std::chrono::steady_clock::now();
+      if (count == 0) wait->since = now;
+      if (wait->token->canceled() || now - wait->since >= kBusyWait) return 0;
+      pollfd fd = {wait->token->fd(), POLLIN, 0};
+      poll(&fd, 1, std::min(1 + count, 20));  // 1, 2, ... 20 ms between tries
+      return wait->token->canceled() ? 0 : 1;
+    }
+  };
+
+  // Several statements run as one transaction, as PostgreSQL runs them: all or nothing, so a
+  // retry does not repeat the ones that worked. Not when the SQL manages transactions itself.
+  static bool RunsAsOneTransaction(const std::string& text) {
+    int statements = 0;
+    std::string current;
+    bool controls_transactions = false;
+    auto first_word = [](const std::string& statement) {
+      size_t i = statement.find_first_not_of(" \t\r\n;");
+      size_t j = i;
+      while (j < statement.size() && std::isalpha(static_cast<unsigned char>(statement[j]))) ++j;
+      std::string word = i == std::string::npos ? "" : statement.substr(i, j - i);
+      for (char& c : word) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+      return word;
+    };
+    auto finish = [&] {
+      std::string word = first_word(current);
+      if (!word.empty()) {
+        ++statements;
+        for (const char* control : {"BEGIN", "COMMIT", "END", "ROLLBACK", "SAVEPOINT", "RELEASE"}) {
+          controls_transactions = controls_transactions || word == control;
+        }
+      }
+      current.clear();
+    };
+    for (char c : text) {
+      current += c;
+      // sqlite3_complete: a whole statement, with strings, comments and triggers' BEGIN..END.
+      if (c == ';' && sqlite3_complete(current.c_str())) finish();
+    }
+    finish();
+    return statements > 1 && !controls_transactions;
+  }
+
   TaskOutcome Run(sqlite3* db, const std::string& text, const std::vector<Value>& params,
                   Scope& scope, TaskContext& context) const {
+    bool wrap = sqlite3_get_autocommit(db) && RunsAsOneTransaction(text);
+    if (wrap && sqlite3_exec(db, "BEGIN", nullptr, nullptr, nullptr) != SQLITE_OK) {
+      return TaskOutcome::Failure(fmt::format("SQL error: {}", sqlite3_errmsg(db)));
+    }
+    TaskOutcome outcome = RunStatements(db, text, params, scope, context);
+    const bool ok = outcome.result == TaskResult::kSuccess;
+    if (wrap && !sqlite3_get_autocommit(db)) {
+      if (sqlite3_exec(db, ok ? "COMMIT" : "ROLLBACK", nullptr, nullptr, nullptr) != SQLITE_OK &&
+          ok) {
+        return TaskOutcome::Failure(fmt::format("SQL error: {}", sqlite3_errmsg(db)));
+      }
+    } else if (!sqlite3_get_autocommit(db)) {
+      // Closing the connection would roll it back silently.
+      sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
+      if (ok) return TaskOutcome::Failure(kTransactionLeftOpen);
+    }
+    return outcome;
+  }
+
+  TaskOutcome RunStatements(sqlite3* db, const std::string& text, const std::vector<Value>& params,
+                            Scope& scope, TaskContext& context) const {
     const char* tail = text.c_str();
     const char* end = tail + text.size();
     size_t next_param = 0;
@@ -419,6 +497,9 @@ class SqlTask : public Task {
               results);
     }
     if (auto failed = fail(results)) return *failed;
+    if (PQtransactionStatus(conn.get()) != PQTRANS_IDLE) {
+      return TaskOutcome::Failure(kTransactionLeftOpen);
+    }
 
     StatementResult last;
     int64_t changes = 0;

@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 #include <libpq-fe.h>
+#include <sqlite3.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -12,6 +13,7 @@
 #include <mutex>
 #include <random>
 
+#include "common/test_util.h"
 #include "fanout/engine.h"
 #include "fanout/package.h"
 #include "tasks/builtin.h"
@@ -75,6 +77,87 @@ Dsn SplitPassword(const std::string& uri) {
   size_t colon = uri.find(':', scheme + 3);
   if (colon == std::string::npos || colon > at) return {uri, ""};
   return {uri.substr(0, colon) + uri.substr(at), uri.substr(colon + 1, at - colon - 1)};
+}
+
+// ---- SQLite connections ------------------------------------------------------------------------
+
+class SqlTaskSqliteTest : public ::testing::Test {
+ protected:
+  std::string Package(const std::string& tasks) {
+    return "package: p\nconnections:\n  db: {type: sqlite, path: " + db_ + "}\ntasks:\n" + tasks;
+  }
+  // The first value of a query on a connection of the test's own, or "<error: ...>".
+  std::string Query(const std::string& sql) {
+    sqlite3* db = nullptr;
+    sqlite3_open(db_.c_str(), &db);
+    std::string out;
+    char* error = nullptr;
+    sqlite3_exec(
+        db, sql.c_str(),
+        [](void* into, int, char** values, char**) {
+          *static_cast<std::string*>(into) = values[0] ? values[0] : "NULL";
+          return 0;
+        },
+        &out, &error);
+    if (error != nullptr) out = std::string("<error: ") + error + ">";
+    sqlite3_free(error);
+    sqlite3_close(db);
+    return out;
+  }
+
+  testing::TempDir dir_;
+  std::string db_ = dir_.File("e.db");
+};
+
+// Several statements are all or nothing, as on PostgreSQL: a retry does not repeat the first.
+TEST_F(SqlTaskSqliteTest, SeveralStatementsRunAsOneTransaction) {
+  ASSERT_EQ(Query("CREATE TABLE log(m TEXT); CREATE TABLE u(k INT PRIMARY KEY); "
+                  "INSERT INTO u VALUES (1)"),
+            "");
+  auto run = RunPackage(Package(
+      "  t: {type: sql, connection: db, retries: 2, sql: \"INSERT INTO log VALUES ('loaded'); "
+      "INSERT INTO u VALUES (1)\"}\n"));
+  ASSERT_TRUE(run.ok()) << run.status().ToString();
+  EXPECT_EQ(run->result.result, TaskResult::kFailure);
+  EXPECT_EQ(Query("SELECT COUNT(*) FROM log"), "0");
+  // A trigger's BEGIN..END is no transaction control; the SQL's own BEGIN..COMMIT is kept.
+  run = RunPackage(Package(
+      "  t: {type: sql, connection: db, sql: \"CREATE TRIGGER tr AFTER INSERT ON log BEGIN "
+      "INSERT OR IGNORE INTO u VALUES (2); END; INSERT INTO log VALUES ('a')\"}\n"
+      "  u: {type: sql, connection: db, after: [t], sql: \"BEGIN; INSERT INTO log VALUES ('b'); "
+      "COMMIT\"}\n"));
+  ASSERT_TRUE(run.ok()) << run.status().ToString();
+  EXPECT_EQ(run->result.result, TaskResult::kSuccess) << run->result.message;
+  EXPECT_EQ(Query("SELECT group_concat(m) FROM log"), "a,b");
+}
+
+TEST_F(SqlTaskSqliteTest, ATransactionLeftOpenFailsTheTask) {
+  auto run = RunPackage(Package(
+      "  t: {type: sql, connection: db, sql: \"CREATE TABLE t(k INT); BEGIN; INSERT INTO t "
+      "VALUES (7)\"}\n"));
+  ASSERT_TRUE(run.ok()) << run.status().ToString();
+  EXPECT_EQ(run->result.result, TaskResult::kFailure);
+  EXPECT_NE(run->result.message.find("left a transaction open"), std::string::npos)
+      << run->result.message;
+  EXPECT_EQ(Query("SELECT COUNT(*) FROM t"), "0");
+}
+
+// Waiting for another connection's lock ends with the task's timeout, not after the 10 s wait.
+TEST_F(SqlTaskSqliteTest, ATimeoutEndsTheWaitForALockedDatabase) {
+  ASSERT_EQ(Query("CREATE TABLE t(k INT)"), "");
+  sqlite3* holder = nullptr;
+  sqlite3_open(db_.c_str(), &holder);
+  ASSERT_EQ(sqlite3_exec(holder, "BEGIN EXCLUSIVE", nullptr, nullptr, nullptr), SQLITE_OK);
+  auto started = std::chrono::steady_clock::now();
+  auto run = RunPackage(
+      Package("  t: {type: sql, connection: db, timeout: 300ms, sql: \"INSERT INTO t VALUES (1)\"}\n"));
+  auto took = std::chrono::steady_clock::now() - started;
+  sqlite3_exec(holder, "ROLLBACK", nullptr, nullptr, nullptr);
+  sqlite3_close(holder);
+  ASSERT_TRUE(run.ok()) << run.status().ToString();
+  EXPECT_EQ(run->result.result, TaskResult::kFailure);
+  EXPECT_NE(run->result.message.find("timed out"), std::string::npos) << run->result.message;
+  EXPECT_LT(took, std::chrono::seconds(3));
 }
 
 TEST(SqlTaskValidationTest, AcceptsPostgresConnections) {
@@ -284,6 +367,8 @@ TEST_F(SqlTaskPostgresServerTest, ReportsParameterAndResultMistakesLikeSqlite) {
        "the result has no column 'a'"},
       {R"({type: sql, connection: db, sql: "SELECT * FROM no_such_table"})",
        "SQL error: relation \"no_such_table\" does not exist"},
+      {R"x({type: sql, connection: db, sql: "CREATE TABLE t(k int); BEGIN; INSERT INTO t VALUES (7)"})x",
+       "left a transaction open"},
   };
   for (const Case& c : cases) {
     auto run = RunPackage(Header(password_) +
