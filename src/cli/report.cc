@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <limits>
 #include <memory>
 #include <optional>
 
@@ -54,7 +55,8 @@ int Executions(const ReportArgs& args) {
   report::ExecutionsQuery query;
   query.package = args.package;
   query.status = args.status;
-  query.limit = args.limit;
+  // One more tells whether the list was cut.
+  query.limit = args.limit < std::numeric_limits<int>::max() ? args.limit + 1 : args.limit;
   query.include_children = args.all;
   std::string filters;
   auto describe = [&](const std::string& text) { filters += (filters.empty() ? "" : ", ") + text; };
@@ -79,6 +81,8 @@ int Executions(const ReportArgs& args) {
     if (!listed.ok()) return QueryFailed(kCommand, spec, listed.status());
     executions = std::move(*listed);
   }
+  const bool cut = static_cast<int>(executions.size()) > args.limit;
+  if (cut) executions.pop_back();
 
   if (!args.html.empty()) {
     std::string page_filters = filters;
@@ -99,6 +103,10 @@ int Executions(const ReportArgs& args) {
                                               : "; child executions are listed with --all");
   } else {
     std::fputs(EscapeControls(report::ExecutionsText(executions, now)).c_str(), stdout);
+    if (cut) {
+      std::printf("(the newest %d; there are more: --limit N or --since shows others)\n",
+                  args.limit);
+    }
   }
   return kExitSuccess;
 }
