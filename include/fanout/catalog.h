@@ -79,6 +79,8 @@ struct EventQuery {
   std::string source;            // "" for all
   int64_t after_id = 0;          // only events with id > after_id
   int limit = 0;                 // 0 for no limit
+  // With execution_id: also the events of every execution below it (children, theirs, ...).
+  bool with_descendants = false;
 };
 
 // A catalog backend. Not thread-safe: one thread (the Recorder's, or a report command) uses it.
@@ -94,6 +96,12 @@ class Catalog {
   virtual Result<std::vector<ExecutionRow>> ListExecutions(int limit) = 0;
   virtual Result<std::vector<ExecutionRow>> ListChildExecutions(const std::string& parent_id) = 0;
   virtual Result<std::vector<TaskRunRow>> ListTaskRuns(const std::string& execution_id) = 0;
+  // Every execution below `root_id` (its children, theirs, ...) with its parameters, by start
+  // time; and the task runs of `root_id` and of all of those. Each is a query or two whatever
+  // the tree's size: asked child by child, a night's tree on a PostgreSQL catalog across a
+  // network took minutes.
+  virtual Result<std::vector<ExecutionRow>> ListDescendantExecutions(const std::string& root_id) = 0;
+  virtual Result<std::vector<TaskRunRow>> ListTreeTaskRuns(const std::string& root_id) = 0;
   virtual Result<std::vector<Event>> ListEvents(const EventQuery& query) = 0;
   // Succeeded executions started by agent job `job`, newest first, with their parameters: the
   // past durations that let a pool place long children first.

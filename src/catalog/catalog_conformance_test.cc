@@ -259,6 +259,52 @@ TEST_P(CatalogConformanceTest, RoundTripsEveryField) {
 
 // Text that needs escaping somewhere (COPY, SQL, CSV) comes back byte for byte; any byte value
 // does in data_bytes.
+// A tree read whole: the executions below a root with their parameters, the task runs and the
+// events of the root and all of them; nothing of an unrelated execution.
+TEST_P(CatalogConformanceTest, ReadsAnExecutionTreeWhole) {
+  auto catalog = Open();
+  CatalogBatch batch;
+  auto add = [&](const std::string& id, const std::string& parent, int64_t started) {
+    ExecutionRow row = SampleExecution(id, started);
+    row.parent_id = parent;
+    row.parameters["region"] = ParameterValue{id + "-region", false};
+    batch.executions.push_back(row);
+    batch.task_runs.push_back(SampleTaskRun(id, "t", started));
+    batch.events.push_back(SampleEvent(id, EventType::kOnError, "error of " + id));
+  };
+  add("root", "", 0);
+  add("b", "root", 30);
+  add("a", "root", 10);
+  add("a1", "a", 20);
+  add("other", "", 5);
+  add("other1", "other", 6);
+  ASSERT_TRUE(catalog->Write(batch).ok());
+
+  auto below = catalog->ListDescendantExecutions("root");
+  ASSERT_TRUE(below.ok()) << below.status().ToString();
+  std::vector<std::string> ids;
+  for (const ExecutionRow& row : *below) ids.push_back(row.id + "<" + row.parent_id);
+  EXPECT_EQ(ids, (std::vector<std::string>{"a<root", "a1<a", "b<root"}));
+  ASSERT_EQ(below->size(), 3u);
+  EXPECT_EQ((*below)[1].parameters.at("region").value, "a1-region");
+
+  auto runs = catalog->ListTreeTaskRuns("root");
+  ASSERT_TRUE(runs.ok()) << runs.status().ToString();
+  std::vector<std::string> run_ids;
+  for (const TaskRunRow& run : *runs) run_ids.push_back(run.execution_id);
+  EXPECT_EQ(run_ids, (std::vector<std::string>{"root", "a", "a1", "b"}));
+
+  EventQuery query;
+  query.execution_id = "a";
+  query.with_descendants = true;
+  auto events = catalog->ListEvents(query);
+  ASSERT_TRUE(events.ok()) << events.status().ToString();
+  std::vector<std::string> messages;
+  for (const Event& e : *events) messages.push_back(e.message);
+  EXPECT_EQ(messages, (std::vector<std::string>{"error of a", "error of a1"}));
+  EXPECT_TRUE(catalog->ListDescendantExecutions("a1")->empty());
+}
+
 TEST_P(CatalogConformanceTest, RoundTripsAwkwardText) {
   auto catalog = Open();
   std::string awkward = "tab\there\nnewline\r\nback\\slash \\N \\. 'quote' \"dq\" é € 🚀 ,;|";

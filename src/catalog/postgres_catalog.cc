@@ -123,6 +123,11 @@ constexpr const char* kUpsertExecutionTail =
     "exit_code = excluded.exit_code, message = excluded.message, operator = excluded.operator, "
     "pid = excluded.pid, process = excluded.process";
 
+// The ids of every execution below $1 (UNION, not UNION ALL: a cycle of parent ids ends).
+constexpr const char* kDescendants =
+    "WITH RECURSIVE tree(id) AS (SELECT id FROM executions WHERE parent_id = $1 UNION "
+    "SELECT e.id FROM executions e JOIN tree ON e.parent_id = tree.id) ";
+
 constexpr const char* kParameterColumns = "execution_id, name, value, sensitive";
 constexpr int kParameterColumnCount = 4;
 constexpr const char* kUpsertParameterTail =
@@ -1021,6 +1026,48 @@ Result<std::vector<ExecutionRow>> PostgresCatalog::ListChildExecutions(
                          params, "listing child executions");
 }
 
+Result<std::vector<ExecutionRow>> PostgresCatalog::ListDescendantExecutions(
+    const std::string& root_id) {
+  if (conn_ == nullptr) return NotOpen();
+  RETURN_IF_ERROR(EnsureConnected());
+  Params params;
+  params.AddText(root_id);
+  ASSIGN_OR_RETURN(std::vector<ExecutionRow> rows,
+                   QueryExecutions(std::string(kDescendants) + "SELECT " + kExecutionColumns +
+                                       " FROM executions WHERE id IN (SELECT id FROM tree)"
+                                       " ORDER BY started_at, id",
+                                   params, "listing an execution's tree"));
+  std::map<std::string, ExecutionRow*> by_id;
+  for (ExecutionRow& row : rows) by_id[row.id] = &row;
+  Query query(*this);
+  ASSIGN_OR_RETURN(PgResult result,
+                   query.Run(std::string(kDescendants) +
+                                 "SELECT execution_id, name, value, sensitive FROM "
+                                 "execution_parameters WHERE execution_id IN (SELECT id FROM tree)",
+                             params, "reading execution parameters"));
+  for (int i = 0; i < result.rows(); ++i) {
+    auto it = by_id.find(result.Text(i, 0));
+    if (it == by_id.end()) continue;
+    it->second->parameters[result.Text(i, 1)] =
+        ParameterValue{result.Text(i, 2), result.Text(i, 3) == "t"};
+  }
+  return rows;
+}
+
+Result<std::vector<TaskRunRow>> PostgresCatalog::ListTreeTaskRuns(const std::string& root_id) {
+  if (conn_ == nullptr) return NotOpen();
+  RETURN_IF_ERROR(EnsureConnected());
+  Params params;
+  params.AddText(root_id);
+  Query query(*this);
+  ASSIGN_OR_RETURN(PgResult result,
+                   query.Run(std::string(kDescendants) + "SELECT " + kTaskRunColumns +
+                                 " FROM task_runs WHERE execution_id = $1 OR execution_id IN "
+                                 "(SELECT id FROM tree) ORDER BY started_at, task_path, attempt",
+                             params, "listing task runs"));
+  return ReadAll<TaskRunRow>(result, ReadTaskRun);
+}
+
 Result<std::vector<TaskRunRow>> PostgresCatalog::ListTaskRuns(const std::string& execution_id) {
   if (conn_ == nullptr) return NotOpen();
   RETURN_IF_ERROR(EnsureConnected());
@@ -1040,7 +1087,14 @@ Result<std::vector<Event>> PostgresCatalog::ListEvents(const EventQuery& query) 
   Params params;
   std::string sql = std::string("SELECT ") + kEventColumns + " FROM events WHERE id > $1";
   params.AddInt(query.after_id);
-  if (!query.execution_id.empty()) {
+  if (!query.execution_id.empty() && query.with_descendants) {
+    // The root and every execution below it.
+    params.AddText(query.execution_id);
+    sql = "WITH RECURSIVE tree(id) AS (SELECT $" + std::to_string(params.size()) +
+          "::text COLLATE \"C\" UNION SELECT e.id FROM executions e JOIN tree ON e.parent_id = "
+          "tree.id) " + sql +
+          " AND execution_id IN (SELECT id FROM tree)";
+  } else if (!query.execution_id.empty()) {
     params.AddText(query.execution_id);
     sql += " AND execution_id = $" + std::to_string(params.size());
   }

@@ -62,6 +62,8 @@ class PostgresCatalog : public Catalog {
   Result<std::vector<ExecutionRow>> ListExecutions(int limit) override;
   Result<std::vector<ExecutionRow>> ListChildExecutions(const std::string& parent_id) override;
   Result<std::vector<TaskRunRow>> ListTaskRuns(const std::string& execution_id) override;
+  Result<std::vector<ExecutionRow>> ListDescendantExecutions(const std::string& root_id) override;
+  Result<std::vector<TaskRunRow>> ListTreeTaskRuns(const std::string& root_id) override;
   Result<std::vector<Event>> ListEvents(const EventQuery& query) override;
   Result<std::vector<ExecutionRow>> ListJobExecutions(const std::string& job, int limit) override;
   Result<PruneCounts> Prune(DateTime cutoff) override;

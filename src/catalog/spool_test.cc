@@ -41,6 +41,12 @@ class FlakyCatalog : public Catalog {
   Result<std::vector<TaskRunRow>> ListTaskRuns(const std::string& id) override {
     return inner_.ListTaskRuns(id);
   }
+  Result<std::vector<ExecutionRow>> ListDescendantExecutions(const std::string& id) override {
+    return inner_.ListDescendantExecutions(id);
+  }
+  Result<std::vector<TaskRunRow>> ListTreeTaskRuns(const std::string& id) override {
+    return inner_.ListTreeTaskRuns(id);
+  }
   Result<std::vector<Event>> ListEvents(const EventQuery& q) override { return inner_.ListEvents(q); }
   Result<std::vector<ExecutionRow>> ListJobExecutions(const std::string& job, int limit) override {
     return inner_.ListJobExecutions(job, limit);

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
+#include <map>
 #include <utility>
 
 #include "catalog/prune_sql.h"
@@ -112,6 +113,11 @@ constexpr const char* kInsertEvent =
     "INSERT INTO events(execution_id, event, computer, operator, source, source_id, started_at, "
     "ended_at, data_code, data_bytes, message, uid) "
     "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) ON CONFLICT(uid) DO NOTHING";
+
+// The ids of every execution below ?1 (UNION, not UNION ALL: a cycle of parent ids ends).
+constexpr const char* kDescendants =
+    "WITH RECURSIVE tree(id) AS (SELECT id FROM executions WHERE parent_id = ?1 UNION "
+    "SELECT e.id FROM executions e JOIN tree ON e.parent_id = tree.id) ";
 
 // Schema changes after version 1, applied in order; entry i upgrades version i+1 to i+2.
 constexpr const char* kMigrations[] = {
@@ -600,6 +606,51 @@ Result<std::vector<ExecutionRow>> SqliteCatalog::ListChildExecutions(const std::
   });
 }
 
+Result<std::vector<ExecutionRow>> SqliteCatalog::ListDescendantExecutions(
+    const std::string& root_id) {
+  if (db_ == nullptr) return FailedPrecondition("catalog '" + path_ + "' is not open");
+  std::string sql = std::string(kDescendants) + "SELECT " + kExecutionColumns +
+                    " FROM executions WHERE id IN (SELECT id FROM tree) ORDER BY started_at, id";
+  Statement query;
+  int rc = sqlite3_prepare_v2(db_, sql.c_str(), -1, query.out(), nullptr);
+  if (rc != SQLITE_OK) return Error(rc, "preparing a query");
+  BindText(query.get(), 1, root_id);
+  ASSIGN_OR_RETURN(std::vector<ExecutionRow> rows,
+                   ReadAll<ExecutionRow>(query.get(), ReadExecution, [this](int code) {
+                     return Error(code, "listing an execution's tree");
+                   }));
+  std::map<std::string, ExecutionRow*> by_id;
+  for (ExecutionRow& row : rows) by_id[row.id] = &row;
+  Statement parameters;
+  sql = std::string(kDescendants) +
+        "SELECT execution_id, name, value, sensitive FROM execution_parameters "
+        "WHERE execution_id IN (SELECT id FROM tree)";
+  rc = sqlite3_prepare_v2(db_, sql.c_str(), -1, parameters.out(), nullptr);
+  if (rc != SQLITE_OK) return Error(rc, "preparing a query");
+  BindText(parameters.get(), 1, root_id);
+  while ((rc = sqlite3_step(parameters.get())) == SQLITE_ROW) {
+    auto it = by_id.find(ColumnText(parameters.get(), 0));
+    if (it == by_id.end()) continue;
+    it->second->parameters[ColumnText(parameters.get(), 1)] = ParameterValue{
+        ColumnText(parameters.get(), 2), sqlite3_column_int(parameters.get(), 3) != 0};
+  }
+  if (rc != SQLITE_DONE) return Error(rc, "reading execution parameters");
+  return rows;
+}
+
+Result<std::vector<TaskRunRow>> SqliteCatalog::ListTreeTaskRuns(const std::string& root_id) {
+  if (db_ == nullptr) return FailedPrecondition("catalog '" + path_ + "' is not open");
+  std::string sql = std::string(kDescendants) + "SELECT " + kTaskRunColumns +
+                    " FROM task_runs WHERE execution_id = ?1 OR execution_id IN "
+                    "(SELECT id FROM tree) ORDER BY started_at, task_path, attempt";
+  Statement query;
+  int rc = sqlite3_prepare_v2(db_, sql.c_str(), -1, query.out(), nullptr);
+  if (rc != SQLITE_OK) return Error(rc, "preparing a query");
+  BindText(query.get(), 1, root_id);
+  return ReadAll<TaskRunRow>(query.get(), ReadTaskRun,
+                             [this](int code) { return Error(code, "listing task runs"); });
+}
+
 Result<std::vector<TaskRunRow>> SqliteCatalog::ListTaskRuns(const std::string& execution_id) {
   if (db_ == nullptr) return FailedPrecondition("catalog '" + path_ + "' is not open");
   std::string sql = std::string("SELECT ") + kTaskRunColumns +
@@ -617,7 +668,15 @@ Result<std::vector<Event>> SqliteCatalog::ListEvents(const EventQuery& query) {
   if (db_ == nullptr) return FailedPrecondition("catalog '" + path_ + "' is not open");
   std::string sql = std::string("SELECT ") + kEventColumns + " FROM events WHERE id > ?1";
   int next = 2;
-  if (!query.execution_id.empty()) sql += " AND execution_id = ?" + std::to_string(next++);
+  if (!query.execution_id.empty() && query.with_descendants) {
+    // The root and every execution below it (?2).
+    sql = "WITH RECURSIVE tree(id) AS (SELECT ?2 UNION SELECT e.id FROM executions e JOIN tree "
+          "ON e.parent_id = tree.id) " +
+          sql + " AND execution_id IN (SELECT id FROM tree)";
+    ++next;
+  } else if (!query.execution_id.empty()) {
+    sql += " AND execution_id = ?" + std::to_string(next++);
+  }
   if (!query.source.empty()) sql += " AND source = ?" + std::to_string(next++);
   if (!query.types.empty()) {
     sql += " AND event IN (";

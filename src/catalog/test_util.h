@@ -30,6 +30,12 @@ class WriteOnlyCatalog : public Catalog {
   Result<std::vector<TaskRunRow>> ListTaskRuns(const std::string&) override {
     return Unused();
   }
+  Result<std::vector<ExecutionRow>> ListDescendantExecutions(const std::string&) override {
+    return Unused();
+  }
+  Result<std::vector<TaskRunRow>> ListTreeTaskRuns(const std::string&) override {
+    return Unused();
+  }
   Result<std::vector<Event>> ListEvents(const EventQuery&) override { return Unused(); }
   Result<std::vector<ExecutionRow>> ListJobExecutions(const std::string&, int) override {
     return Unused();

@@ -104,15 +104,21 @@ class EventPrinter {
     if (!event.data_bytes.empty()) PrintOutput(event.data_bytes);
   }
 
+  void Remember(const ExecutionRow& row) { names_.emplace(row.id, NameOf(row.package, row.id)); }
+
  private:
   // "package#last-8-characters-of-the-id": short, and accepted by `report overview`.
+  static std::string NameOf(const std::string& package, const std::string& id) {
+    return package + "#" + (id.size() > 8 ? id.substr(id.size() - 8) : id);
+  }
+
   std::string ExecutionName(const std::string& id) {
     auto it = names_.find(id);
     if (it != names_.end()) return it->second;
     std::string package = "?";
     auto row = catalog_.GetExecution(id);
     if (row.ok() && row->has_value()) package = (*row)->package;
-    std::string name = package + "#" + (id.size() > 8 ? id.substr(id.size() - 8) : id);
+    std::string name = NameOf(package, id);
     names_.emplace(id, name);
     return name;
   }
@@ -140,38 +146,6 @@ class EventPrinter {
   bool json_;
   bool name_executions_;
   std::map<std::string, std::string> names_;
-};
-
-// Whether an execution is `root` or one of its descendants, following parent ids upwards.
-class TreeMembership {
- public:
-  TreeMembership(Catalog& catalog, std::string root) : catalog_(catalog) {
-    known_[std::move(root)] = true;
-  }
-
-  // nullopt when the catalog could not be read: not cached, asked again later.
-  std::optional<bool> Contains(const std::string& id) {
-    std::vector<std::string> path;
-    std::string current = id;
-    bool member = false;
-    for (int depth = 0; depth < 64; ++depth) {
-      if (auto it = known_.find(current); it != known_.end()) {
-        member = it->second;
-        break;
-      }
-      path.push_back(current);
-      auto row = catalog_.GetExecution(current);
-      if (!row.ok()) return std::nullopt;
-      if (!row->has_value() || (*row)->parent_id.empty()) break;
-      current = (*row)->parent_id;
-    }
-    for (const std::string& p : path) known_[p] = member;
-    return member;
-  }
-
- private:
-  Catalog& catalog_;
-  std::map<std::string, bool> known_;
 };
 
 int Logs(const LogsArgs& args) {
@@ -209,10 +183,17 @@ int Logs(const LogsArgs& args) {
   query.types = types;
   query.source = args.source;
   query.limit = kPageSize;
-  if (!root.empty() && !args.children) query.execution_id = root;
-  std::unique_ptr<TreeMembership> tree;
-  if (args.children) tree = std::make_unique<TreeMembership>(*catalog, root);
+  query.execution_id = root;
+  query.with_descendants = args.children;
   EventPrinter printer(*catalog, args.json, root.empty() || args.children);
+  if (args.children) {
+    // The names of the tree's executions in one query, not one per child (more are asked for
+    // as they appear).
+    auto below = catalog->ListDescendantExecutions(root);
+    if (below.ok()) {
+      for (const ExecutionRow& row : *below) printer.Remember(row);
+    }
+  }
 
   if (args.follow) CatchStopSignals();
   bool unreadable = false;  // following through a catalog outage: said once, until it answers
@@ -248,21 +229,6 @@ int Logs(const LogsArgs& args) {
         unreadable = false;
       }
       for (const Event& event : *events) {
-        if (tree != nullptr) {
-          std::optional<bool> member = tree->Contains(event.execution_id);
-          if (!member) {  // asked again from this event on, next round
-            if (failed(Unavailable("cannot read the execution of event " +
-                                   std::to_string(event.id)))) {
-              return kExitFailure;
-            }
-            read_all = false;
-            break;
-          }
-          if (!*member) {
-            query.after_id = std::max(query.after_id, event.id);
-            continue;
-          }
-        }
         query.after_id = std::max(query.after_id, event.id);
         printer.Print(event);
       }

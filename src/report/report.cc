@@ -41,7 +41,7 @@ std::string Trim(std::string_view s) {
 
 // The execution's message (unless it succeeded), then its OnError events' messages, each once.
 // The engine's closing "package P failed: M" repeats M, so it is dropped when M is listed.
-Result<std::vector<std::string>> Errors(Catalog& catalog, const ExecutionRow& execution) {
+std::vector<std::string> Errors(const ExecutionRow& execution, const std::vector<Event>& events) {
   std::vector<std::string> errors;
   bool more = false;
   auto add = [&](std::string_view text) {
@@ -59,17 +59,12 @@ Result<std::vector<std::string>> Errors(Catalog& catalog, const ExecutionRow& ex
     errors.push_back(std::move(message));
   };
   if (execution.status != "succeeded" && execution.status != "running") add(execution.message);
-  EventQuery query;
-  query.execution_id = execution.id;
-  query.types = {EventType::kOnError};
-  query.limit = kMaxErrorsPerExecution * 2;
-  ASSIGN_OR_RETURN(std::vector<Event> events, catalog.ListEvents(query));
   for (const Event& event : events) {
     // A task's event names its task, as the execution's message does ("load: exit code 3").
     add(event.source_id.empty() || event.source.empty() ? event.message
                                                         : event.source + ": " + event.message);
   }
-  if (more || static_cast<int>(events.size()) >= query.limit) {
+  if (more) {
     errors.push_back(fmt::format("... the first {} are shown; `fanout logs --execution {} --event "
                                  "OnError` lists every one",
                                  errors.size(), execution.id));
@@ -141,30 +136,43 @@ void LabelSiblings(std::vector<ChildNode>& children) {
   }
 }
 
-Result<std::vector<ChildNode>> Children(Catalog& catalog, const std::string& parent_id,
-                                        const std::vector<TaskRunRow>& parent_runs,
-                                        std::set<std::string>& visited, int depth) {
-  ASSIGN_OR_RETURN(std::vector<ExecutionRow> rows, catalog.ListChildExecutions(parent_id));
+// An execution's whole tree, read in four queries whatever its size.
+struct Tree {
+  std::map<std::string, std::vector<ExecutionRow>> children;  // parent id -> them, by start
+  std::map<std::string, std::vector<TaskRunRow>> runs;        // execution id -> its task runs
+  std::map<std::string, std::vector<Event>> errors;           // execution id -> its OnErrors
+};
+
+Result<Tree> ReadTree(Catalog& catalog, const std::string& root_id) {
+  Tree tree;
+  ASSIGN_OR_RETURN(std::vector<ExecutionRow> below, catalog.ListDescendantExecutions(root_id));
+  for (ExecutionRow& row : below) tree.children[row.parent_id].push_back(std::move(row));
+  ASSIGN_OR_RETURN(std::vector<TaskRunRow> runs, catalog.ListTreeTaskRuns(root_id));
+  for (TaskRunRow& run : runs) tree.runs[run.execution_id].push_back(std::move(run));
+  EventQuery query;
+  query.execution_id = root_id;
+  query.with_descendants = true;
+  query.types = {EventType::kOnError};
+  ASSIGN_OR_RETURN(std::vector<Event> errors, catalog.ListEvents(query));
+  for (Event& event : errors) tree.errors[event.execution_id].push_back(std::move(event));
+  return tree;
+}
+
+std::vector<ChildNode> Children(Tree& tree, const std::string& parent_id,
+                                std::set<std::string>& visited, int depth) {
   std::map<std::string, std::string> task_of;
-  for (const TaskRunRow& run : parent_runs) {
+  for (const TaskRunRow& run : tree.runs[parent_id]) {
     if (!run.child_execution_id.empty()) task_of[run.child_execution_id] = run.task_path;
   }
   std::vector<ChildNode> children;
-  children.reserve(rows.size());
-  for (ExecutionRow& row : rows) {
+  for (ExecutionRow& row : tree.children[parent_id]) {
     if (!visited.insert(row.id).second) continue;
     ChildNode node;
-    // ListChildExecutions leaves parameters out; GetExecution brings them.
-    ASSIGN_OR_RETURN(std::optional<ExecutionRow> full, catalog.GetExecution(row.id));
-    node.execution = full ? std::move(*full) : std::move(row);
+    node.execution = std::move(row);
     MarkIfProcessGone(node.execution);
     if (auto it = task_of.find(node.execution.id); it != task_of.end()) node.task_path = it->second;
-    ASSIGN_OR_RETURN(node.errors, Errors(catalog, node.execution));
-    if (depth + 1 < kMaxDepth) {
-      ASSIGN_OR_RETURN(std::vector<TaskRunRow> runs, catalog.ListTaskRuns(node.execution.id));
-      ASSIGN_OR_RETURN(node.children,
-                       Children(catalog, node.execution.id, runs, visited, depth + 1));
-    }
+    node.errors = Errors(node.execution, tree.errors[node.execution.id]);
+    if (depth + 1 < kMaxDepth) node.children = Children(tree, node.execution.id, visited, depth + 1);
     children.push_back(std::move(node));
   }
   LabelSiblings(children);
@@ -292,7 +300,8 @@ Result<Overview> BuildOverview(Catalog& catalog, ExecutionRow execution, DateTim
   Overview overview;
   overview.generated_at = now;
   bool gone = MarkIfProcessGone(execution);
-  ASSIGN_OR_RETURN(std::vector<TaskRunRow> runs, catalog.ListTaskRuns(execution.id));
+  ASSIGN_OR_RETURN(Tree tree, ReadTree(catalog, execution.id));
+  std::vector<TaskRunRow>& runs = tree.runs[execution.id];
   if (gone) {
     for (TaskRunRow& run : runs) {
       if (run.status != "running") continue;
@@ -300,9 +309,9 @@ Result<Overview> BuildOverview(Catalog& catalog, ExecutionRow execution, DateTim
     }
   }
   overview.tasks = SummarizeTasks(runs);
-  ASSIGN_OR_RETURN(overview.errors, Errors(catalog, execution));
+  overview.errors = Errors(execution, tree.errors[execution.id]);
   std::set<std::string> visited = {execution.id};
-  ASSIGN_OR_RETURN(overview.children, Children(catalog, execution.id, runs, visited, 0));
+  overview.children = Children(tree, execution.id, visited, 0);
   overview.execution = std::move(execution);
   return overview;
 }
