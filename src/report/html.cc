@@ -432,7 +432,16 @@ std::string OverviewHtml(const Overview& overview) {
         "<table>\n<tr><th>Task</th><th>Type</th><th>Status</th><th>Attempts</th>"
         "<th>Started</th><th>Duration</th><th>Agent</th><th>Child execution</th>"
         "<th>Message</th></tr>\n";
-    for (const TaskSummary& t : overview.tasks) {
+    for (const TaskLine& line : TaskLines(overview.tasks)) {
+      if (line.task == nullptr) {
+        body += "<tr>" + Cell(line.pattern, "mono") + Cell(line.task_type) +
+                "<td colspan=\"7\"><div class=\"msg\">" +
+                EscapeHtml(fmt::format("{} more iterations: {} (--json lists each)", line.count,
+                                       line.states)) +
+                "</div></td></tr>\n";
+        continue;
+      }
+      const TaskSummary& t = *line.task;
       body += "<tr>" + Cell(t.task_path, "mono") + Cell(t.task_type) + "<td>" + Badge(t.status) +
               "</td>" + Cell(std::to_string(t.attempts), "num") +
               Cell(ShortDateTime(t.started_at).substr(11), "time") +

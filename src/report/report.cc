@@ -316,6 +316,56 @@ Result<Overview> BuildOverview(Catalog& catalog, ExecutionRow execution, DateTim
   return overview;
 }
 
+std::vector<TaskLine> TaskLines(const std::vector<TaskSummary>& tasks) {
+  // "load[12]/region-job" -> "load[*]/region-job": the same task in every iteration.
+  auto pattern_of = [](const std::string& path) {
+    std::string pattern;
+    for (size_t i = 0; i < path.size(); ++i) {
+      size_t j = i + 1;
+      while (path[i] == '[' && j < path.size() && std::isdigit(static_cast<unsigned char>(path[j]))) ++j;
+      if (path[i] == '[' && j > i + 1 && j < path.size() && path[j] == ']') {
+        pattern += "[*]";
+        i = j;
+      } else {
+        pattern += path[i];
+      }
+    }
+    return pattern;
+  };
+  std::vector<std::string> patterns;
+  std::map<std::string, int> total;
+  for (const TaskSummary& t : tasks) {
+    patterns.push_back(pattern_of(t.task_path));
+    if (patterns.back() != t.task_path) ++total[patterns.back()];
+  }
+  std::vector<TaskLine> lines;
+  std::map<std::string, int> seen;
+  std::map<std::string, size_t> rest_line;
+  std::map<std::string, std::map<std::string, int>> rest_states;
+  for (size_t i = 0; i < tasks.size(); ++i) {
+    const std::string& pattern = patterns[i];
+    auto counted = total.find(pattern);
+    // Cut only what saves lines: more than one iteration beyond those shown.
+    if (counted == total.end() || counted->second <= kShownIterations + 1 ||
+        ++seen[pattern] <= kShownIterations) {
+      lines.push_back({&tasks[i], "", "", 0, ""});
+      continue;
+    }
+    auto [it, first] = rest_line.try_emplace(pattern, lines.size());
+    if (first) lines.push_back({nullptr, pattern, tasks[i].task_type, 0, ""});
+    ++lines[it->second].count;
+    ++rest_states[pattern][tasks[i].status];
+  }
+  for (auto& [pattern, index] : rest_line) {
+    std::string states;
+    for (const auto& [state, n] : rest_states[pattern]) {
+      states += fmt::format("{}{} {}", states.empty() ? "" : ", ", n, state);
+    }
+    lines[index].states = std::move(states);
+  }
+  return lines;
+}
+
 std::string AgentLabel(const ExecutionRow& execution) {
   return execution.agent.empty() ? "local" : execution.agent;
 }

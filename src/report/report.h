@@ -88,6 +88,19 @@ struct TaskSummary {
   std::string message;
 };
 
+// A line of the overview's task table in text and HTML: one task, or the rest of a loop's
+// iterations of one task beyond the first kShownIterations, summed up, so that a loop of
+// 150,000 iterations stays a page. JSON lists every task.
+inline constexpr int kShownIterations = 10;
+struct TaskLine {
+  const TaskSummary* task = nullptr;  // one task; else the rest of the iterations:
+  std::string pattern;                // "load[*]/region-job"
+  std::string task_type;
+  int count = 0;
+  std::string states;                 // "149985 succeeded, 5 failed"
+};
+std::vector<TaskLine> TaskLines(const std::vector<TaskSummary>& tasks);
+
 // A child execution (a package run in process, out of process or on an agent) with its own
 // children.
 struct ChildNode {

@@ -158,6 +158,31 @@ TEST(DisplayCatalogSpecTest, HidesPasswords) {
   EXPECT_EQ(DisplayCatalogSpec("postgres://db/fanout"), "postgres://db/fanout");
 }
 
+TEST(TaskLinesTest, SumsUpALoopsIterationsBeyondTheFirstTen) {
+  std::vector<TaskSummary> tasks;
+  auto add = [&](const std::string& path, const std::string& status) {
+    TaskSummary t;
+    t.task_path = path;
+    t.task_type = "expression";
+    t.status = status;
+    tasks.push_back(t);
+  };
+  add("prepare", "succeeded");
+  for (int i = 1; i <= 25; ++i) add("l[" + std::to_string(i) + "]/t", i == 20 ? "failed" : "succeeded");
+  for (int i = 1; i <= 11; ++i) add("short[" + std::to_string(i) + "]/t", "succeeded");
+  add("finish", "succeeded");
+  std::vector<TaskLine> lines = TaskLines(tasks);
+  // prepare, l[1..10], the rest of l, short[1..11] (one more would not save a line), finish.
+  ASSERT_EQ(lines.size(), 1u + 10u + 1u + 11u + 1u);
+  EXPECT_EQ(lines[10].task->task_path, "l[10]/t");
+  const TaskLine& rest = lines[11];
+  EXPECT_EQ(rest.task, nullptr);
+  EXPECT_EQ(rest.pattern, "l[*]/t");
+  EXPECT_EQ(rest.count, 15);
+  EXPECT_EQ(rest.states, "1 failed, 14 succeeded");
+  EXPECT_EQ(lines.back().task->task_path, "finish");
+}
+
 TEST(AbbreviateTest, CutsAtCharactersNotBytes) {
   EXPECT_EQ(Abbreviate("short", 10), "short");
   EXPECT_EQ(Abbreviate("exactly-10", 10), "exactly-10");

@@ -175,7 +175,14 @@ std::string OverviewText(const Overview& overview) {
         " (" + StatusCounts(overview.tasks, [](const TaskSummary& t) { return t.status; }) + ")\n";
     TextTable tasks({"TASK", "TYPE", "STATUS", "ATTEMPTS", "STARTED", "DURATION", "AGENT",
                      "CHILD EXECUTION", "MESSAGE"});
-    for (const TaskSummary& t : overview.tasks) {
+    for (const TaskLine& line : TaskLines(overview.tasks)) {
+      if (line.task == nullptr) {
+        tasks.Row({line.pattern, line.task_type, "...", "", "", "", "", "",
+                   fmt::format("{} more iterations: {} (--json lists each)", line.count,
+                               line.states)});
+        continue;
+      }
+      const TaskSummary& t = *line.task;
       tasks.Row({t.task_path, t.task_type, t.status, std::to_string(t.attempts),
                  ClockTime(t.started_at), DurationLabel(t.status, t.started_at, t.ended_at, now),
                  Dash(t.agent), Dash(t.child_execution_id), Abbreviate(t.message, 80)});
