@@ -251,15 +251,31 @@ void AgentServer::Routes() {
     return Authorized(req, res) ? httplib::Server::HandlerResponse::Unhandled
                                 : httplib::Server::HandlerResponse::Handled;
   });
+  // Errors cpp-httplib answers itself get the documented body too.
   s.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
     if (!res.body.empty()) return;
-    std::string error = res.status == 413 ? "body too large"
-                        : res.status == 404 ? "not found"
-                                            : "request failed";
-    std::string detail = res.status == 413 ? "the request body is over the agent's max_body_bytes"
-                         : res.status == 404 ? fmt::format("no route {} {}; see docs/agent-api.md", req.method, req.path)
-                                             : fmt::format("HTTP {}", res.status);
-    Reply(res, res.status, json{{"error", error}, {"detail", detail}});
+    const bool known_method = req.method == "GET" || req.method == "POST" ||
+                              req.method == "PUT" || req.method == "DELETE";
+    int status = res.status;
+    std::string error = "request failed";
+    std::string detail = fmt::format("HTTP {}", status);
+    if (status == 413) {
+      error = "body too large";
+      detail = "the request body is over the agent's max_body_bytes";
+    } else if (!known_method && (status == 400 || status == 404)) {
+      status = 405;
+      error = "method not allowed";
+      detail = fmt::format("the agent answers GET, POST, PUT and DELETE, not {}; see docs/agent-api.md",
+                           req.method);
+    } else if (status == 404) {
+      error = "not found";
+      detail = fmt::format("no route {} {}; see docs/agent-api.md", req.method, req.path);
+    } else if (status == 400) {
+      error = "bad request";
+      detail = "the request could not be read: a POST or PUT needs a body with a Content-Length "
+               "(send {} for an empty one)";
+    }
+    Reply(res, status, json{{"error", error}, {"detail", detail}});
   });
   s.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
     std::string what = "unknown error";

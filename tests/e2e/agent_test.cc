@@ -329,6 +329,11 @@ TEST_F(AgentTest, MalformedInputGets400WithAReasonAndChangesNothing) {
   HttpReply no_route = agent_.Http("GET", "/v1/nothing-here");
   EXPECT_EQ(no_route.status, 404);
   EXPECT_EQ(no_route.json.value("error", ""), "not found") << no_route.body;
+  // Requests cpp-httplib refuses itself get the documented error body too.
+  HttpReply patch = agent_.Http("PATCH", "/v1/jobs/keep", "{}");
+  EXPECT_EQ(patch.status, 405) << patch.body;
+  EXPECT_EQ(patch.json.value("error", ""), "method not allowed") << patch.body;
+  EXPECT_TRUE(Contains(patch.json.value("detail", ""), "not PATCH")) << patch.body;
 }
 
 TEST_F(AgentTest, RefusesToListenBeyondLoopbackWithoutCredentials) {

@@ -282,6 +282,7 @@ HttpReply AgentProcess::HttpWithToken(const std::string& token, const std::strin
       : method == "PUT"    ? http.Put(path.c_str(), headers, body, content_type.c_str())
       : method == "POST"   ? http.Post(path.c_str(), headers, body, content_type.c_str())
       : method == "DELETE" ? http.Delete(path.c_str(), headers)
+      : method == "PATCH"  ? http.Patch(path.c_str(), headers, body, content_type.c_str())
                            : httplib::Result(nullptr, httplib::Error::Unknown);
   if (!res) {
     reply.error = httplib::to_string(res.error());
