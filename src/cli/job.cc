@@ -612,7 +612,10 @@ Command AddJobCommand(CLI::App& app) {
   auto add = [&](const char* name, const char* description, const std::string& footer,
                  std::function<int(const JobArgs&)> run) {
     CLI::App* cmd = job->add_subcommand(name, description);
-    cmd->footer(footer);
+    // The agent options belong to `fanout job`, so CLI11 lists them only there.
+    cmd->footer("Also --agent URL, --token-file FILE, --ca, --cert, --key and --json, before or\n"
+                "after the subcommand (see fanout job --help).\n" +
+                footer);
     subcommands.emplace_back(cmd, [args, run] { return run(*args); });
     return cmd;
   };
