@@ -81,6 +81,7 @@ struct EventQuery {
   int limit = 0;                 // 0 for no limit
   // With execution_id: also the events of every execution below it (children, theirs, ...).
   bool with_descendants = false;
+  std::optional<DateTime> since;  // only events that ended at or after it
 };
 
 // A catalog backend. Not thread-safe: one thread (the Recorder's, or a report command) uses it.

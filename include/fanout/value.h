@@ -69,6 +69,8 @@ class Value {
 
 // ISO 8601 parse/format helpers shared by Value and the catalog.
 Result<DateTime> ParseDateTime(std::string_view text);
+// The current time, to the microsecond.
+DateTime Now();
 std::string FormatDateTime(DateTime t);
 
 }  // namespace fanout

@@ -26,10 +26,6 @@
 namespace fanout::agent {
 namespace {
 
-DateTime Now() {
-  return std::chrono::time_point_cast<std::chrono::microseconds>(std::chrono::system_clock::now());
-}
-
 constexpr size_t kOutputLimit = 64 * 1024;  // bytes of stdout/stderr kept per step attempt
 
 std::string LastLine(std::string text) {

@@ -35,10 +35,6 @@ CREATE TABLE IF NOT EXISTS step_attempts(
 // 2: runs.sensitive, the names of params whose values are kept in memory only.
 constexpr int kSchemaVersion = 2;
 
-DateTime Now() {
-  return std::chrono::time_point_cast<std::chrono::microseconds>(std::chrono::system_clock::now());
-}
-
 }  // namespace
 
 // One use of a prepared statement, with positional binding and typed column reads. A statement

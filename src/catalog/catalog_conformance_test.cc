@@ -260,8 +260,8 @@ TEST_P(CatalogConformanceTest, RoundTripsEveryField) {
 // Text that needs escaping somewhere (COPY, SQL, CSV) comes back byte for byte; any byte value
 // does in data_bytes.
 // A tree read whole: the executions below a root with their parameters, the task runs and the
-// events of the root and all of them; nothing of an unrelated execution.
-TEST_P(CatalogConformanceTest, ReadsAnExecutionTreeWhole) {
+// events of the root and all of them; nothing of an unrelated execution. And events since a time.
+TEST_P(CatalogConformanceTest, ReadsAnExecutionTreeWholeAndEventsSince) {
   auto catalog = Open();
   CatalogBatch batch;
   auto add = [&](const std::string& id, const std::string& parent, int64_t started) {
@@ -303,6 +303,23 @@ TEST_P(CatalogConformanceTest, ReadsAnExecutionTreeWhole) {
   for (const Event& e : *events) messages.push_back(e.message);
   EXPECT_EQ(messages, (std::vector<std::string>{"error of a", "error of a1"}));
   EXPECT_TRUE(catalog->ListDescendantExecutions("a1")->empty());
+
+  // `since` keeps the events that ended then or later.
+  CatalogBatch timed;
+  for (int i = 0; i < 3; ++i) {
+    Event e = SampleEvent("root", EventType::kOnInformation, "at " + std::to_string(i));
+    e.started_at = e.ended_at = At(1000000LL * i);
+    timed.events.push_back(e);
+  }
+  ASSERT_TRUE(catalog->Write(timed).ok());
+  EventQuery recent;
+  recent.types = {EventType::kOnInformation};
+  recent.since = At(1000000);
+  auto later = catalog->ListEvents(recent);
+  ASSERT_TRUE(later.ok()) << later.status().ToString();
+  messages.clear();
+  for (const Event& e : *later) messages.push_back(e.message);
+  EXPECT_EQ(messages, (std::vector<std::string>{"at 1", "at 2"}));
 }
 
 TEST_P(CatalogConformanceTest, RoundTripsAwkwardText) {

@@ -1102,6 +1102,10 @@ Result<std::vector<Event>> PostgresCatalog::ListEvents(const EventQuery& query) 
     params.AddText(query.source);
     sql += " AND source = $" + std::to_string(params.size());
   }
+  if (query.since) {
+    params.AddText(FormatDateTime(*query.since));
+    sql += " AND ended_at >= $" + std::to_string(params.size());
+  }
   if (!query.types.empty()) {
     sql += " AND event IN (";
     for (size_t i = 0; i < query.types.size(); ++i) {

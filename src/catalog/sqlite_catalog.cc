@@ -678,6 +678,7 @@ Result<std::vector<Event>> SqliteCatalog::ListEvents(const EventQuery& query) {
     sql += " AND execution_id = ?" + std::to_string(next++);
   }
   if (!query.source.empty()) sql += " AND source = ?" + std::to_string(next++);
+  if (query.since) sql += " AND ended_at >= ?" + std::to_string(next++);
   if (!query.types.empty()) {
     sql += " AND event IN (";
     for (size_t i = 0; i < query.types.size(); ++i) {
@@ -694,6 +695,8 @@ Result<std::vector<Event>> SqliteCatalog::ListEvents(const EventQuery& query) {
   sqlite3_bind_int64(stmt.get(), index++, query.after_id);
   if (!query.execution_id.empty()) BindText(stmt.get(), index++, query.execution_id);
   if (!query.source.empty()) BindText(stmt.get(), index++, query.source);
+  std::string since = query.since ? FormatDateTime(*query.since) : "";
+  if (query.since) BindText(stmt.get(), index++, since);
   for (EventType type : query.types) BindText(stmt.get(), index++, EventName(type));
   sqlite3_bind_int(stmt.get(), index, query.limit > 0 ? query.limit : -1);
   return ReadAll<Event>(stmt.get(), ReadEvent,

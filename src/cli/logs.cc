@@ -34,6 +34,7 @@ struct LogsArgs {
   bool children = false;
   std::vector<std::string> events;
   std::string source;
+  std::string since;
   bool follow = false;
   bool json = false;
 };
@@ -182,6 +183,14 @@ int Logs(const LogsArgs& args) {
   EventQuery query;
   query.types = types;
   query.source = args.source;
+  if (!args.since.empty()) {
+    auto since = report::ParseSince(args.since, Now());
+    if (!since.ok()) {
+      std::fprintf(stderr, "fanout %s: --since: %s\n", kCommand, since.status().message().c_str());
+      return kExitUsage;
+    }
+    query.since = *since;
+  }
   query.limit = kPageSize;
   query.execution_id = root;
   query.with_descendants = args.children;
@@ -258,6 +267,9 @@ Command AddLogsCommand(CLI::App& app) {
                   "OnPostExecute, OnTaskFailed, OnProgress, OnVariableValueChanged (repeatable, "
                   "or comma-separated)");
   cmd->add_option("--source", args->source, "Only events from this task path (or package)");
+  cmd->add_option("--since", args->since,
+                  "Only events from then on: a duration back from now (90m, 24h, 7d) or a date "
+                  "(2026-11-26, 2026-11-26T03:00:00Z)");
   cmd->add_flag("--follow,-f", args->follow,
                 "Keep printing new events as they arrive, until Ctrl-C; with --execution, until "
                 "that execution ends");

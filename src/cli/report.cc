@@ -32,10 +32,6 @@ struct ReportArgs {
   std::string id;
 };
 
-DateTime Now() {
-  return std::chrono::time_point_cast<std::chrono::microseconds>(std::chrono::system_clock::now());
-}
-
 int QueryFailed(const char* command, const std::string& spec, const Status& status) {
   std::fprintf(stderr, "fanout %s: reading catalog %s: %s\n", command, spec.c_str(),
                status.message().c_str());

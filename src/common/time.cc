@@ -22,6 +22,10 @@ std::string FormatDateTime(DateTime t) {
 }
 
 // Accepts "YYYY-MM-DD", "YYYY-MM-DD[T ]hh:mm[:ss[.ffffff]]" with an optional "Z" or "+hh:mm".
+DateTime Now() {
+  return std::chrono::time_point_cast<std::chrono::microseconds>(std::chrono::system_clock::now());
+}
+
 // Times without an offset are UTC.
 Result<DateTime> ParseDateTime(std::string_view text) {
   using namespace std::chrono;

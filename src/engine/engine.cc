@@ -39,10 +39,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-DateTime Now() {
-  return std::chrono::time_point_cast<std::chrono::microseconds>(std::chrono::system_clock::now());
-}
-
 // How a child of a container ended, as precedence constraints see it.
 enum class Final { kSuccess, kFailure, kCanceled, kSkipped, kDisabled, kNotRun };
 

@@ -363,6 +363,14 @@ TEST(LogsCommandTest, PrintsFilteredEventsAsTextAndJson) {
     last_id = event["id"].get<int64_t>();
   }
   EXPECT_EQ(count, 6) << "the package and two tasks, each begun and ended:\n" << json.out;
+
+  CommandResult recent = RunFanout({"logs", "--execution", id, "--since", "1h"}, dir.path());
+  ASSERT_EQ(recent.exit_code, 0) << recent.err;
+  EXPECT_EQ(recent.out, own.out);
+  CommandResult future = RunFanout({"logs", "--since", "2099-01-01"}, dir.path());
+  ASSERT_EQ(future.exit_code, 0) << future.err;
+  EXPECT_EQ(future.out, "");
+  EXPECT_EQ(RunFanout({"logs", "--since", "soon"}, dir.path()).exit_code, 6);
 }
 
 // `logs --follow --execution ID` prints events while the run goes and exits when it ends;
