@@ -454,6 +454,8 @@ class SqlTask : public Task {
         std::string hint;
         if (!params.empty() && text.find('?') != std::string::npos) {
           hint = "; postgres connections take `bind` values as $1, $2, ... in the SQL, not ?";
+        } else if (!params.empty() && error->find("multiple commands") != std::string::npos) {
+          hint = "; with `bind`, a postgres task runs one statement: split it into tasks";
         }
         return TaskOutcome::Failure(fmt::format("SQL error: {}{}", *error, hint));
       }

@@ -367,6 +367,8 @@ TEST_F(SqlTaskPostgresServerTest, ReportsParameterAndResultMistakesLikeSqlite) {
        "the result has no column 'a'"},
       {R"({type: sql, connection: db, sql: "SELECT * FROM no_such_table"})",
        "SQL error: relation \"no_such_table\" does not exist"},
+      {R"x({type: sql, connection: db, sql: "SELECT $1::int; SELECT 2", bind: ["1"]})x",
+       "with `bind`, a postgres task runs one statement"},
       {R"x({type: sql, connection: db, sql: "CREATE TABLE t(k int); BEGIN; INSERT INTO t VALUES (7)"})x",
        "left a transaction open"},
   };
