@@ -14,6 +14,7 @@
 #include <glob.h>
 #include <unistd.h>
 #include <map>
+#include <set>
 #include <mutex>
 #include <thread>
 #include <unordered_map>
@@ -94,7 +95,7 @@ struct Container {
   std::string path;  // prefix of the children's paths; "" for the package
   int max_errors = 1;
   Container* parent = nullptr;
-  const Loop* loop = nullptr;  // set on a loop iteration's body
+  Loop* loop = nullptr;  // set on a loop iteration's body
   std::function<void(Final, std::string)> done;
   // This container, or one around it, has `retries`: its tasks may run again with it, so their
   // attempts are numbered by Execution::AttemptFor rather than by their own tries.
@@ -290,9 +291,13 @@ class Execution {
   void CancelUnder(Container* c, const std::string& message);
   void CancelLoop(Loop* l, const std::string& message);
   void CancelAll();
-  void AddTimer(Clock::duration after, std::function<void()> fn) {
-    timers_.emplace(Clock::now() + after, std::move(fn));
+  // `owner`: the container or loop the timer points at, whose retirement drops it.
+  void AddTimer(Clock::duration after, std::function<void()> fn, const void* owner = nullptr) {
+    timers_.emplace(Clock::now() + after, Timer{owner, std::move(fn)});
   }
+  // Frees a finished loop iteration (with the containers and loops inside it) once nothing can
+  // point at it any more, so that a long loop holds only its live iterations.
+  void Retire(Container* body);
   // Runs now, rather than at their time, the retries that a container or package that began
   // stopping will not take: they end their task at once (see Retry).
   void DropStoppedRetries();
@@ -318,7 +323,16 @@ class Execution {
   std::unique_ptr<WorkerPool> pool_;
 
   std::deque<std::function<void()>> local_;  // work for this thread, run in order
-  std::multimap<Clock::time_point, std::function<void()>> timers_;
+  struct Timer {
+    const void* owner;
+    std::function<void()> fn;
+  };
+  std::multimap<Clock::time_point, Timer> timers_;
+  // Retired iterations: freed once local_ is empty, since work deferred before they were
+  // retired may still point at them (it finds them finished and does nothing).
+  std::vector<std::unique_ptr<Container>> retired_containers_;
+  std::vector<std::unique_ptr<Loop>> retired_loops_;
+  std::vector<std::unique_ptr<LoopScope>> retired_scopes_;
   // Tries waiting for their retry_delay, with the container their task is in.
   struct PendingRetry {
     Container* container;
@@ -509,6 +523,11 @@ RunResult Execution::Run() {
       fn();
       if (n % 256 == 0 && Clock::now() >= slice_end) break;
     }
+    if (local_.empty()) {
+      retired_containers_.clear();
+      retired_loops_.clear();
+      retired_scopes_.clear();
+    }
     Dispatch();
     bool more_inline = !local_.empty();
     if (!more_inline && root_done_ && attempts_.empty()) break;
@@ -525,7 +544,7 @@ RunResult Execution::Run() {
     done.clear();
     auto now = Clock::now();
     while (!timers_.empty() && timers_.begin()->first <= now) {
-      auto fn = std::move(timers_.begin()->second);
+      auto fn = std::move(timers_.begin()->second.fn);
       timers_.erase(timers_.begin());
       fn();
     }
@@ -652,7 +671,7 @@ void Execution::StartContainerTask(Container* c, size_t i, int try_number) {
         child_ptr->errors = std::max(child_ptr->errors, child_ptr->max_errors);
         Emit(EventType::kOnError, path, message);
         CancelUnder(child_ptr, message);
-      });
+      }, child_ptr);
     }
     StartContainer(child_ptr);
     return;
@@ -942,7 +961,7 @@ void Execution::StartLoop(Container* c, size_t i, DateTime started, int attempt,
       std::string message = fmt::format("{} timed out after {}", l->path, FormatDuration(*l->def->timeout));
       Emit(EventType::kOnError, l->path, message);
       CancelLoop(l, message);
-    });
+    }, l);
   }
 
   auto fail = [&](std::string message) {
@@ -1038,10 +1057,11 @@ void Execution::PumpLoop(Loop* l) {
     body->parent = owner;
     body->loop = l;
     body->may_rerun = owner->may_rerun || def.retries > 0;
-    body->done = [this, l](Final final, std::string message) {
-      OnIterationDone(l, final, message);
-    };
     Container* b = body.get();
+    body->done = [this, l, b](Final final, std::string message) {
+      OnIterationDone(l, final, message);
+      Defer([this, b] { Retire(b); });
+    };
     containers_.push_back(std::move(body));
     StartContainer(b);
   }
@@ -1099,6 +1119,58 @@ void Execution::OnIterationDone(Loop* l, Final final, const std::string& message
   PumpLoop(l);
 }
 
+void Execution::Retire(Container* body) {
+  auto within = [body](const Container* c) { return c != nullptr && c->Within(body); };
+  // Anything still pointing into it keeps it: a live attempt, a pending retry, a running loop.
+  for (const auto& [id, a] : attempts_) {
+    if (within(a->container_)) return;
+  }
+  for (const auto& [when, retry] : retries_) {
+    if (within(retry.container)) return;
+  }
+  auto first = std::find_if(containers_.rbegin(), containers_.rend(),
+                            [body](const auto& c) { return c.get() == body; });
+  if (first == containers_.rend()) return;
+  auto from = std::prev(first.base());  // its descendants were made after it
+  std::set<const void*> gone;
+  for (auto it = from; it != containers_.end(); ++it) {
+    if ((*it)->Within(body)) gone.insert(it->get());
+  }
+  for (const auto& l : loops_) {
+    if (gone.count(l->owner) != 0 && !l->finished) return;
+  }
+  for (auto it = loops_.begin(); it != loops_.end();) {
+    if (gone.count((*it)->owner) == 0) {
+      ++it;
+      continue;
+    }
+    gone.insert(it->get());
+    retired_loops_.push_back(std::move(*it));
+    it = loops_.erase(it);
+  }
+  for (auto it = timers_.begin(); it != timers_.end();) {
+    it = gone.count(it->second.owner) != 0 ? timers_.erase(it) : std::next(it);
+  }
+  // A foreach iteration's scope, held by its loop.
+  if (body->loop != nullptr) {
+    auto& scopes = body->loop->scopes;
+    auto scope = std::find_if(scopes.rbegin(), scopes.rend(),
+                              [body](const auto& s) { return s.get() == body->scope; });
+    if (scope != scopes.rend()) {
+      retired_scopes_.push_back(std::move(*scope));
+      scopes.erase(std::prev(scope.base()));
+    }
+  }
+  for (auto it = from; it != containers_.end();) {
+    if (gone.count(it->get()) == 0) {
+      ++it;
+      continue;
+    }
+    retired_containers_.push_back(std::move(*it));
+    it = containers_.erase(it);
+  }
+}
+
 // ---- Cancellation -----------------------------------------------------------------------------
 
 void Execution::CancelUnder(Container* c, const std::string& message) {
@@ -1149,7 +1221,7 @@ void Execution::CancelAll() {
   // Retries waiting on a timer end now rather than after their delay.
   auto pending = std::move(timers_);
   timers_.clear();
-  for (auto& [when, fn] : pending) Defer(std::move(fn));
+  for (auto& [when, timer] : pending) Defer(std::move(timer.fn));
   DropStoppedRetries();
 }
 
