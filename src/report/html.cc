@@ -339,8 +339,14 @@ std::string ExecutionsHtml(const std::vector<ExecutionSummary>& executions,
 namespace {
 
 void ChildRows(std::string& out, const std::vector<ChildNode>& children, int depth, DateTime now) {
-  for (const ChildNode& child : children) {
+  size_t hidden = 0;
+  for (size_t i = 0; i < children.size(); ++i) {
+    const ChildNode& child = children[i];
     const ExecutionRow& e = child.execution;
+    if (!ShowsChild(i, e)) {
+      ++hidden;
+      continue;
+    }
     std::string pad = fmt::format(" style=\"padding-left:{}px\"", 10 + depth * 22);
     out += fmt::format("<tr><td{}>{}{}</td>", pad,
                        depth > 0 ? "<span class=\"tree\">└ </span>" : "", EscapeHtml(child.label));
@@ -354,6 +360,12 @@ void ChildRows(std::string& out, const std::vector<ChildNode>& children, int dep
           fmt::format(" style=\"padding-left:{}px\"", 32 + depth * 22), EscapeHtml(error));
     }
     ChildRows(out, child.children, depth + 1, now);
+  }
+  if (hidden > 0) {
+    out += fmt::format(
+        "<tr><td colspan=\"7\" style=\"padding-left:{}px\"><div class=\"msg\">... {} more that "
+        "succeeded (--json lists each)</div></td></tr>\n",
+        10 + depth * 22, hidden);
   }
 }
 

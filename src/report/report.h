@@ -101,6 +101,14 @@ struct TaskLine {
 };
 std::vector<TaskLine> TaskLines(const std::vector<TaskSummary>& tasks);
 
+// The child tree in text and HTML shows, at each level, the first kShownChildren children and
+// every one that did not succeed; the other succeeded ones (with their own children) are
+// counted in one line. JSON lists every child.
+inline constexpr size_t kShownChildren = 20;
+inline bool ShowsChild(size_t index, const ExecutionRow& child) {
+  return index < kShownChildren || child.status != "succeeded";
+}
+
 // A child execution (a package run in process, out of process or on an agent) with its own
 // children.
 struct ChildNode {

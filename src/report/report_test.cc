@@ -296,6 +296,30 @@ TEST_F(ReportTest, OverviewHasTasksErrorsAndTheChildTree) {
   EXPECT_EQ(apac.children[0].label, "archive");
 }
 
+// Thousands of children stay readable: the first 20 and every one that did not succeed are
+// shown, the other succeeded ones counted; JSON keeps them all.
+TEST(OverviewTextTest, ManyChildrenShowTheFirstAndEveryFailure) {
+  Overview overview;
+  overview.execution.id = "parent";
+  overview.execution.package = "nightly";
+  overview.execution.status = "failed";
+  for (int i = 1; i <= 30; ++i) {
+    ChildNode child;
+    child.execution.id = "child-" + std::to_string(i);
+    child.execution.package = "load";
+    child.execution.status = i == 27 ? "failed" : "succeeded";
+    child.execution.ended_at = child.execution.started_at;
+    child.label = "load " + std::to_string(i);
+    overview.children.push_back(child);
+  }
+  std::string text = OverviewText(overview);
+  EXPECT_NE(text.find("child-20"), std::string::npos) << text;
+  EXPECT_EQ(text.find("child-21"), std::string::npos) << text;
+  EXPECT_NE(text.find("child-27"), std::string::npos) << "a failure is always shown";
+  EXPECT_NE(text.find("... 9 more that succeeded"), std::string::npos) << text;
+  EXPECT_EQ(nlohmann::json::parse(OverviewJson(overview))["children"].size(), 30u);
+}
+
 TEST_F(ReportTest, OverviewRenderings) {
   WriteTree();
   auto parent = FindExecution(*catalog_, "00000000p001");

@@ -99,8 +99,14 @@ std::string StatusCounts(const std::vector<T>& items, StatusOf status_of) {
 void AddChildRows(TextTable& table, const std::vector<ChildNode>& children, int depth,
                   DateTime now) {
   std::string indent(static_cast<size_t>(depth) * 3, ' ');
-  for (const ChildNode& child : children) {
+  size_t hidden = 0;
+  for (size_t i = 0; i < children.size(); ++i) {
+    const ChildNode& child = children[i];
     const ExecutionRow& e = child.execution;
+    if (!ShowsChild(i, e)) {
+      ++hidden;
+      continue;
+    }
     std::string name = depth == 0 ? child.label : indent.substr(3) + "└─ " + child.label;
     table.Row({name, Dash(child.task_path), AgentLabel(e), e.status, ClockTime(e.started_at),
                DurationLabel(e.status, e.started_at, e.ended_at, now), e.id});
@@ -108,6 +114,9 @@ void AddChildRows(TextTable& table, const std::vector<ChildNode>& children, int 
       table.Note(indent + "   ! " + Abbreviate(error, 120));
     }
     AddChildRows(table, child.children, depth + 1, now);
+  }
+  if (hidden > 0) {
+    table.Note(fmt::format("{}   ... {} more that succeeded (--json lists each)", indent, hidden));
   }
 }
 
