@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The demo from a clean checkout: installs packages and builds, starts three local agents that
 # share one catalog, deploys the example child package and job to all three, runs the example
-# parent that balances 24 children of different lengths over them, shows which agent ran what,
-# and stops the agents.
+# parent that balances 24 children of different lengths over them, shows which agent ran what
+# and the parent's overview report (also as HTML with a timeline), and stops the agents.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/build.sh >/dev/null
@@ -72,6 +72,13 @@ sqlite3 -header -column "$work/fanout.db" "
   JOIN execution_parameters p ON p.execution_id = c.id AND p.name = 'region'
   WHERE c.parent_id = (SELECT id FROM parent)
   GROUP BY c.agent ORDER BY c.agent;"
+
+parent=$(sqlite3 "$work/fanout.db" "SELECT id FROM executions WHERE package = 'nightly-remote'
+                                     ORDER BY started_at DESC LIMIT 1")
+echo
+echo "== fanout report overview $parent"
+"$fanout" report overview "$parent" --catalog "$catalog"
+"$fanout" report overview "$parent" --catalog "$catalog" --html "$work/overview.html"
 
 echo
 echo "== stopping the agents"

@@ -91,7 +91,7 @@ struct TaskSummary {
 // A line of the overview's task table in text and HTML: one task, or the rest of a loop's
 // iterations of one task beyond the first kShownIterations, summed up, so that a loop of
 // 150,000 iterations stays a page. JSON lists every task.
-inline constexpr int kShownIterations = 10;
+inline constexpr int kShownIterations = 25;
 struct TaskLine {
   const TaskSummary* task = nullptr;  // one task; else the rest of the iterations:
   std::string pattern;                // "load[*]/region-job"
@@ -104,7 +104,7 @@ std::vector<TaskLine> TaskLines(const std::vector<TaskSummary>& tasks);
 // The child tree in text and HTML shows, at each level, the first kShownChildren children and
 // every one that did not succeed; the other succeeded ones (with their own children) are
 // counted in one line. JSON lists every child.
-inline constexpr size_t kShownChildren = 20;
+inline constexpr size_t kShownChildren = 50;
 inline bool ShowsChild(size_t index, const ExecutionRow& child) {
   return index < kShownChildren || child.status != "succeeded";
 }

@@ -158,7 +158,7 @@ TEST(DisplayCatalogSpecTest, HidesPasswords) {
   EXPECT_EQ(DisplayCatalogSpec("postgres://db/fanout"), "postgres://db/fanout");
 }
 
-TEST(TaskLinesTest, SumsUpALoopsIterationsBeyondTheFirstTen) {
+TEST(TaskLinesTest, SumsUpALoopsIterationsBeyondTheFirstOnes) {
   std::vector<TaskSummary> tasks;
   auto add = [&](const std::string& path, const std::string& status) {
     TaskSummary t;
@@ -167,15 +167,18 @@ TEST(TaskLinesTest, SumsUpALoopsIterationsBeyondTheFirstTen) {
     t.status = status;
     tasks.push_back(t);
   };
+  const int shown = kShownIterations;
   add("prepare", "succeeded");
-  for (int i = 1; i <= 25; ++i) add("l[" + std::to_string(i) + "]/t", i == 20 ? "failed" : "succeeded");
-  for (int i = 1; i <= 11; ++i) add("short[" + std::to_string(i) + "]/t", "succeeded");
+  for (int i = 1; i <= shown + 15; ++i) {
+    add("l[" + std::to_string(i) + "]/t", i == shown + 10 ? "failed" : "succeeded");
+  }
+  for (int i = 1; i <= shown + 1; ++i) add("short[" + std::to_string(i) + "]/t", "succeeded");
   add("finish", "succeeded");
   std::vector<TaskLine> lines = TaskLines(tasks);
-  // prepare, l[1..10], the rest of l, short[1..11] (one more would not save a line), finish.
-  ASSERT_EQ(lines.size(), 1u + 10u + 1u + 11u + 1u);
-  EXPECT_EQ(lines[10].task->task_path, "l[10]/t");
-  const TaskLine& rest = lines[11];
+  // prepare, l[1..shown], the rest of l, all of short (one more would not save a line), finish.
+  ASSERT_EQ(lines.size(), static_cast<size_t>(1 + shown + 1 + shown + 1 + 1));
+  EXPECT_EQ(lines[shown].task->task_path, "l[" + std::to_string(shown) + "]/t");
+  const TaskLine& rest = lines[shown + 1];
   EXPECT_EQ(rest.task, nullptr);
   EXPECT_EQ(rest.pattern, "l[*]/t");
   EXPECT_EQ(rest.count, 15);
@@ -296,28 +299,31 @@ TEST_F(ReportTest, OverviewHasTasksErrorsAndTheChildTree) {
   EXPECT_EQ(apac.children[0].label, "archive");
 }
 
-// Thousands of children stay readable: the first 20 and every one that did not succeed are
-// shown, the other succeeded ones counted; JSON keeps them all.
+// Thousands of children stay readable: the first kShownChildren and every one that did not
+// succeed are shown, the other succeeded ones counted; JSON keeps them all.
 TEST(OverviewTextTest, ManyChildrenShowTheFirstAndEveryFailure) {
   Overview overview;
   overview.execution.id = "parent";
   overview.execution.package = "nightly";
   overview.execution.status = "failed";
-  for (int i = 1; i <= 30; ++i) {
+  const int shown = static_cast<int>(kShownChildren);
+  for (int i = 1; i <= shown + 10; ++i) {
     ChildNode child;
-    child.execution.id = "child-" + std::to_string(i);
+    child.execution.id = "child-" + std::to_string(i) + ".";
     child.execution.package = "load";
-    child.execution.status = i == 27 ? "failed" : "succeeded";
+    child.execution.status = i == shown + 7 ? "failed" : "succeeded";
     child.execution.ended_at = child.execution.started_at;
     child.label = "load " + std::to_string(i);
     overview.children.push_back(child);
   }
   std::string text = OverviewText(overview);
-  EXPECT_NE(text.find("child-20"), std::string::npos) << text;
-  EXPECT_EQ(text.find("child-21"), std::string::npos) << text;
-  EXPECT_NE(text.find("child-27"), std::string::npos) << "a failure is always shown";
+  EXPECT_NE(text.find("child-" + std::to_string(shown) + "."), std::string::npos) << text;
+  EXPECT_EQ(text.find("child-" + std::to_string(shown + 1) + "."), std::string::npos) << text;
+  EXPECT_NE(text.find("child-" + std::to_string(shown + 7) + "."), std::string::npos)
+      << "a failure is always shown";
   EXPECT_NE(text.find("... 9 more that succeeded"), std::string::npos) << text;
-  EXPECT_EQ(nlohmann::json::parse(OverviewJson(overview))["children"].size(), 30u);
+  EXPECT_EQ(nlohmann::json::parse(OverviewJson(overview))["children"].size(),
+            static_cast<size_t>(shown + 10));
 }
 
 TEST_F(ReportTest, OverviewRenderings) {
