@@ -164,29 +164,20 @@ class AgentProcess {
       return Internal(fmt::format("the agent did not start: {}; it printed:\n{}\nits log:\n{}",
                                   why, text, Tail(log_)));
     };
-    while (!AgentBannerComplete(text)) {
-      RETURN_IF_ERROR(CheckInterrupted());
-      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-      if (left.count() <= 0) {
+    auto complete = ReadUntil(out_fd_, text, deadline, AgentBannerComplete);
+    if (!complete.ok()) {
+      if (complete.status().code() == Code::kCanceled) return complete.status();
+      if (complete.status().code() == Code::kDeadlineExceeded) {
         return failed(fmt::format("no URL and token after {} s", kAgentStartTimeout.count()));
       }
-      pollfd fd = {out_fd_, POLLIN, 0};
-      int ready = poll(&fd, 1, static_cast<int>(left.count()));
-      if (ready < 0 && errno != EINTR) return failed(fmt::format("poll: {}", std::strerror(errno)));
-      if (ready <= 0) continue;
-      char buf[4096];
-      ssize_t n = read(out_fd_, buf, sizeof buf);
-      if (n > 0) {
-        text.append(buf, static_cast<size_t>(n));
-      } else if (n == 0) {
-        int status = 0;
-        pid_t w = waitpid(pid_, &status, 0);
-        if (w == pid_) pid_ = -1;
-        return failed(w > 0 ? "it exited with " + DescribeWaitStatus(status)
-                            : "its standard output closed");
-      } else if (errno != EINTR) {
-        return failed(fmt::format("read: {}", std::strerror(errno)));
-      }
+      return failed(complete.status().message());
+    }
+    if (!*complete) {
+      int status = 0;
+      pid_t w = waitpid(pid_, &status, 0);
+      if (w == pid_) pid_ = -1;
+      return failed(w > 0 ? "it exited with " + DescribeWaitStatus(status)
+                          : "its standard output closed");
     }
     AgentBanner banner = ParseAgentBanner(text);
     url_ = banner.url;

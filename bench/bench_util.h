@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <fmt/format.h>
 #include <signal.h>
 #include <spawn.h>
@@ -25,6 +26,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iterator>
 #include <memory>
 #include <mutex>
@@ -265,6 +267,28 @@ inline Result<double> ThreadedSpawnLoop(int children, int threads) {
   double seconds = Seconds(Clock::now() - start);
   RETURN_IF_ERROR(error);
   return children / seconds;
+}
+
+// Reads a child's output `fd` into `text` until `done(text)`: true then, false when the output
+// ended first. Canceled on SIGINT/SIGTERM of the bench, DeadlineExceeded at `deadline`, else
+// an error saying which call failed.
+inline Result<bool> ReadUntil(int fd, std::string& text, Clock::time_point deadline,
+                              const std::function<bool(const std::string&)>& done) {
+  while (!done(text)) {
+    RETURN_IF_ERROR(CheckInterrupted());
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    if (left.count() <= 0) return DeadlineExceeded("no answer in time");
+    pollfd ready_fd = {fd, POLLIN, 0};
+    int ready = poll(&ready_fd, 1, static_cast<int>(std::min<int64_t>(left.count(), 200)));
+    if (ready < 0 && errno != EINTR) return Internal(fmt::format("poll: {}", std::strerror(errno)));
+    if (ready <= 0) continue;
+    char buf[4096];
+    ssize_t n = read(fd, buf, sizeof buf);
+    if (n == 0) return false;
+    if (n < 0 && errno != EINTR) return Internal(fmt::format("read: {}", std::strerror(errno)));
+    if (n > 0) text.append(buf, static_cast<size_t>(n));
+  }
+  return true;
 }
 
 // ---- Child processes: `fanout agent` and `fanout run` -----------------------------------------

@@ -261,26 +261,15 @@ class AgentProcess {
       return Internal(fmt::format("agent {} did not start: {}; it printed:\n{}\nits log:\n{}",
                                   name_, why, text, Tail(child_->log())));
     };
-    while (!AgentBannerComplete(text)) {
-      RETURN_IF_ERROR(CheckInterrupted());
-      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-      if (left.count() <= 0) {
+    auto complete = ReadUntil(child_->stdout_fd(), text, deadline, AgentBannerComplete);
+    if (!complete.ok()) {
+      if (complete.status().code() == Code::kCanceled) return complete.status();
+      if (complete.status().code() == Code::kDeadlineExceeded) {
         return failed(fmt::format("no URL and token after {} s", kAgentStartTimeout.count()));
       }
-      pollfd fd = {child_->stdout_fd(), POLLIN, 0};
-      int ready = poll(&fd, 1, static_cast<int>(left.count()));
-      if (ready < 0 && errno != EINTR) return failed(fmt::format("poll: {}", std::strerror(errno)));
-      if (ready <= 0) continue;
-      char buf[4096];
-      ssize_t n = read(child_->stdout_fd(), buf, sizeof buf);
-      if (n > 0) {
-        text.append(buf, static_cast<size_t>(n));
-      } else if (n == 0) {
-        return failed("its standard output closed");
-      } else if (errno != EINTR) {
-        return failed(fmt::format("read: {}", std::strerror(errno)));
-      }
+      return failed(complete.status().message());
     }
+    if (!*complete) return failed("its standard output closed");
     AgentBanner banner = ParseAgentBanner(text);
     url_ = banner.url;
     token_ = banner.token;
@@ -700,22 +689,16 @@ class PeerProcess {
 
   // The next line of its stdout, nullopt at its end.
   Result<std::optional<std::string>> ReadLine(std::chrono::seconds timeout) {
-    Clock::time_point deadline = Clock::now() + timeout;
-    size_t end;
-    while ((end = buffer_.find('\n')) == std::string::npos) {
-      RETURN_IF_ERROR(CheckInterrupted());
-      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-      if (left.count() <= 0) return Failed(fmt::format("no answer within {} s", timeout.count()));
-      pollfd fd = {child_->stdout_fd(), POLLIN, 0};
-      int ready = poll(&fd, 1, static_cast<int>(std::min<int64_t>(left.count(), 200)));
-      if (ready < 0 && errno != EINTR) return Failed(fmt::format("poll: {}", std::strerror(errno)));
-      if (ready <= 0) continue;
-      char buf[4096];
-      ssize_t n = read(child_->stdout_fd(), buf, sizeof buf);
-      if (n == 0) return std::optional<std::string>();
-      if (n < 0 && errno != EINTR) return Failed(fmt::format("read: {}", std::strerror(errno)));
-      if (n > 0) buffer_.append(buf, static_cast<size_t>(n));
+    auto whole = ReadUntil(child_->stdout_fd(), buffer_, Clock::now() + timeout,
+                           [](const std::string& text) { return text.find('\n') != std::string::npos; });
+    if (!whole.ok()) {
+      if (whole.status().code() == Code::kCanceled) return whole.status();
+      return Failed(whole.status().code() == Code::kDeadlineExceeded
+                        ? fmt::format("no answer within {} s", timeout.count())
+                        : whole.status().message());
     }
+    if (!*whole) return std::optional<std::string>();
+    size_t end = buffer_.find('\n');
     std::string line = buffer_.substr(0, end);
     buffer_.erase(0, end + 1);
     return std::optional<std::string>(std::move(line));

@@ -123,10 +123,13 @@ constexpr const char* kUpsertExecutionTail =
     "exit_code = excluded.exit_code, message = excluded.message, operator = excluded.operator, "
     "pid = excluded.pid, process = excluded.process";
 
-// The ids of every execution below $1 (UNION, not UNION ALL: a cycle of parent ids ends).
-constexpr const char* kDescendants =
-    "WITH RECURSIVE tree(id) AS (SELECT id FROM executions WHERE parent_id = $1 UNION "
-    "SELECT e.id FROM executions e JOIN tree ON e.parent_id = tree.id) ";
+// `tree`: the id bound to $N and the ids of every execution below it (UNION, not UNION ALL: a
+// cycle of parent ids ends).
+std::string TreeOf(size_t param) {
+  return "WITH RECURSIVE tree(id) AS (SELECT $" + std::to_string(param) +
+         "::text COLLATE \"C\" UNION SELECT e.id FROM executions e JOIN tree ON e.parent_id = "
+         "tree.id) ";
+}
 
 constexpr const char* kParameterColumns = "execution_id, name, value, sensitive";
 constexpr int kParameterColumnCount = 4;
@@ -993,15 +996,29 @@ Result<std::vector<ExecutionRow>> PostgresCatalog::QueryExecutions(const std::st
 }
 
 Status PostgresCatalog::LoadParameters(ExecutionRow& row) {
+  std::map<std::string, ExecutionRow*> by_id = {{row.id, &row}};
+  return LoadParameters("", "= $1", row.id, by_id);
+}
+
+// The parameters of the executions `execution_id <condition>` selects (with $1 bound to
+// `bound`, after the `cte` prefix), into their rows in `by_id`.
+Status PostgresCatalog::LoadParameters(const std::string& cte, const std::string& condition,
+                                       const std::string& bound,
+                                       std::map<std::string, ExecutionRow*>& by_id) {
   Query query(*this);
   Params params;
-  params.AddText(row.id);
+  params.AddText(bound);
   ASSIGN_OR_RETURN(PgResult result,
-                   query.Run("SELECT name, value, sensitive FROM execution_parameters "
-                             "WHERE execution_id = $1 ORDER BY name",
+                   query.Run(cte +
+                                 "SELECT execution_id, name, value, sensitive FROM "
+                                 "execution_parameters WHERE execution_id " +
+                                 condition,
                              params, "reading execution parameters"));
   for (int i = 0; i < result.rows(); ++i) {
-    row.parameters[result.Text(i, 0)] = ParameterValue{result.Text(i, 1), result.Text(i, 2) == "t"};
+    auto it = by_id.find(result.Text(i, 0));
+    if (it == by_id.end()) continue;
+    it->second->parameters[result.Text(i, 1)] =
+        ParameterValue{result.Text(i, 2), result.Text(i, 3) == "t"};
   }
   return Status::Ok();
 }
@@ -1032,52 +1049,40 @@ Result<std::vector<ExecutionRow>> PostgresCatalog::ListDescendantExecutions(
   RETURN_IF_ERROR(EnsureConnected());
   Params params;
   params.AddText(root_id);
+  const std::string below = "IN (SELECT id FROM tree WHERE id <> $1)";
   ASSIGN_OR_RETURN(std::vector<ExecutionRow> rows,
-                   QueryExecutions(std::string(kDescendants) + "SELECT " + kExecutionColumns +
-                                       " FROM executions WHERE id IN (SELECT id FROM tree)"
+                   QueryExecutions(TreeOf(1) + "SELECT " + kExecutionColumns +
+                                       " FROM executions WHERE id " + below +
                                        " ORDER BY started_at, id",
                                    params, "listing an execution's tree"));
   std::map<std::string, ExecutionRow*> by_id;
   for (ExecutionRow& row : rows) by_id[row.id] = &row;
-  Query query(*this);
-  ASSIGN_OR_RETURN(PgResult result,
-                   query.Run(std::string(kDescendants) +
-                                 "SELECT execution_id, name, value, sensitive FROM "
-                                 "execution_parameters WHERE execution_id IN (SELECT id FROM tree)",
-                             params, "reading execution parameters"));
-  for (int i = 0; i < result.rows(); ++i) {
-    auto it = by_id.find(result.Text(i, 0));
-    if (it == by_id.end()) continue;
-    it->second->parameters[result.Text(i, 1)] =
-        ParameterValue{result.Text(i, 2), result.Text(i, 3) == "t"};
-  }
+  RETURN_IF_ERROR(LoadParameters(TreeOf(1), below, root_id, by_id));
   return rows;
 }
 
 Result<std::vector<TaskRunRow>> PostgresCatalog::ListTreeTaskRuns(const std::string& root_id) {
-  if (conn_ == nullptr) return NotOpen();
-  RETURN_IF_ERROR(EnsureConnected());
-  Params params;
-  params.AddText(root_id);
-  Query query(*this);
-  ASSIGN_OR_RETURN(PgResult result,
-                   query.Run(std::string(kDescendants) + "SELECT " + kTaskRunColumns +
-                                 " FROM task_runs WHERE execution_id = $1 OR execution_id IN "
-                                 "(SELECT id FROM tree) ORDER BY started_at, task_path, attempt",
-                             params, "listing task runs"));
-  return ReadAll<TaskRunRow>(result, ReadTaskRun);
+  return TaskRuns(TreeOf(1), "IN (SELECT id FROM tree)", root_id);
 }
 
 Result<std::vector<TaskRunRow>> PostgresCatalog::ListTaskRuns(const std::string& execution_id) {
+  return TaskRuns("", "= $1", execution_id);
+}
+
+// The task runs of the executions `execution_id <condition>` selects ($1 bound to `bound`).
+Result<std::vector<TaskRunRow>> PostgresCatalog::TaskRuns(const std::string& cte,
+                                                          const std::string& condition,
+                                                          const std::string& bound) {
   if (conn_ == nullptr) return NotOpen();
   RETURN_IF_ERROR(EnsureConnected());
   Params params;
-  params.AddText(execution_id);
+  params.AddText(bound);
   Query query(*this);
-  ASSIGN_OR_RETURN(PgResult result, query.Run(std::string("SELECT ") + kTaskRunColumns +
-                                                  " FROM task_runs WHERE execution_id = $1"
-                                                  " ORDER BY started_at, task_path, attempt",
-                                              params, "listing task runs"));
+  ASSIGN_OR_RETURN(PgResult result,
+                   query.Run(cte + "SELECT " + kTaskRunColumns +
+                                 " FROM task_runs WHERE execution_id " + condition +
+                                 " ORDER BY started_at, task_path, attempt",
+                             params, "listing task runs"));
   return ReadAll<TaskRunRow>(result, ReadTaskRun);
 }
 
@@ -1088,12 +1093,8 @@ Result<std::vector<Event>> PostgresCatalog::ListEvents(const EventQuery& query) 
   std::string sql = std::string("SELECT ") + kEventColumns + " FROM events WHERE id > $1";
   params.AddInt(query.after_id);
   if (!query.execution_id.empty() && query.with_descendants) {
-    // The root and every execution below it.
     params.AddText(query.execution_id);
-    sql = "WITH RECURSIVE tree(id) AS (SELECT $" + std::to_string(params.size()) +
-          "::text COLLATE \"C\" UNION SELECT e.id FROM executions e JOIN tree ON e.parent_id = "
-          "tree.id) " + sql +
-          " AND execution_id IN (SELECT id FROM tree)";
+    sql = TreeOf(params.size()) + sql + " AND execution_id IN (SELECT id FROM tree)";
   } else if (!query.execution_id.empty()) {
     params.AddText(query.execution_id);
     sql += " AND execution_id = $" + std::to_string(params.size());

@@ -2,6 +2,7 @@
 // machine of a scaled-out setup (DESIGN §8), with the same results as the SQLite backend.
 #pragma once
 
+#include <map>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -83,6 +84,10 @@ class PostgresCatalog : public Catalog {
   Status WriteOnce(const CatalogBatch& batch);
   Status CopyEvents(const std::vector<Event>& events);
   Status LoadParameters(ExecutionRow& row);
+  Status LoadParameters(const std::string& cte, const std::string& condition,
+                        const std::string& bound, std::map<std::string, ExecutionRow*>& by_id);
+  Result<std::vector<TaskRunRow>> TaskRuns(const std::string& cte, const std::string& condition,
+                                           const std::string& bound);
   Result<std::vector<ExecutionRow>> QueryExecutions(const std::string& sql, const Params& params,
                                                     const std::string& what);
   Status NotOpen() const;

@@ -114,10 +114,12 @@ constexpr const char* kInsertEvent =
     "ended_at, data_code, data_bytes, message, uid) "
     "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) ON CONFLICT(uid) DO NOTHING";
 
-// The ids of every execution below ?1 (UNION, not UNION ALL: a cycle of parent ids ends).
-constexpr const char* kDescendants =
-    "WITH RECURSIVE tree(id) AS (SELECT id FROM executions WHERE parent_id = ?1 UNION "
-    "SELECT e.id FROM executions e JOIN tree ON e.parent_id = tree.id) ";
+// `tree`: the id bound to ?N and the ids of every execution below it (UNION, not UNION ALL: a
+// cycle of parent ids ends).
+std::string TreeOf(int param) {
+  return "WITH RECURSIVE tree(id) AS (SELECT ?" + std::to_string(param) +
+         " UNION SELECT e.id FROM executions e JOIN tree ON e.parent_id = tree.id) ";
+}
 
 // Schema changes after version 1, applied in order; entry i upgrades version i+1 to i+2.
 constexpr const char* kMigrations[] = {
@@ -548,16 +550,28 @@ Result<std::optional<ExecutionRow>> SqliteCatalog::GetExecution(const std::strin
 }
 
 Status SqliteCatalog::LoadParameters(ExecutionRow& row) {
+  std::map<std::string, ExecutionRow*> by_id = {{row.id, &row}};
+  return LoadParameters("", "= ?1", row.id, by_id);
+}
+
+// The parameters of the executions `execution_id <condition>` selects (with ?1 bound to
+// `bound`, after the `cte` prefix), into their rows in `by_id`.
+Status SqliteCatalog::LoadParameters(const std::string& cte, const std::string& condition,
+                                     const std::string& bound,
+                                     std::map<std::string, ExecutionRow*>& by_id) {
+  std::string sql = cte +
+                    "SELECT execution_id, name, value, sensitive FROM execution_parameters "
+                    "WHERE execution_id " +
+                    condition + " ORDER BY execution_id, name";
   Statement query;
-  int rc = sqlite3_prepare_v2(db_,
-                              "SELECT name, value, sensitive FROM execution_parameters "
-                              "WHERE execution_id = ?1 ORDER BY name",
-                              -1, query.out(), nullptr);
+  int rc = sqlite3_prepare_v2(db_, sql.c_str(), -1, query.out(), nullptr);
   if (rc != SQLITE_OK) return Error(rc, "preparing a query");
-  BindText(query.get(), 1, row.id);
+  BindText(query.get(), 1, bound);
   while ((rc = sqlite3_step(query.get())) == SQLITE_ROW) {
-    row.parameters[ColumnText(query.get(), 0)] =
-        ParameterValue{ColumnText(query.get(), 1), sqlite3_column_int(query.get(), 2) != 0};
+    auto it = by_id.find(ColumnText(query.get(), 0));
+    if (it == by_id.end()) continue;
+    it->second->parameters[ColumnText(query.get(), 1)] =
+        ParameterValue{ColumnText(query.get(), 2), sqlite3_column_int(query.get(), 3) != 0};
   }
   if (rc != SQLITE_DONE) return Error(rc, "reading execution parameters");
   return Status::Ok();
@@ -609,8 +623,9 @@ Result<std::vector<ExecutionRow>> SqliteCatalog::ListChildExecutions(const std::
 Result<std::vector<ExecutionRow>> SqliteCatalog::ListDescendantExecutions(
     const std::string& root_id) {
   if (db_ == nullptr) return FailedPrecondition("catalog '" + path_ + "' is not open");
-  std::string sql = std::string(kDescendants) + "SELECT " + kExecutionColumns +
-                    " FROM executions WHERE id IN (SELECT id FROM tree) ORDER BY started_at, id";
+  const std::string below = "IN (SELECT id FROM tree WHERE id <> ?1)";
+  std::string sql = TreeOf(1) + "SELECT " + kExecutionColumns + " FROM executions WHERE id " +
+                    below + " ORDER BY started_at, id";
   Statement query;
   int rc = sqlite3_prepare_v2(db_, sql.c_str(), -1, query.out(), nullptr);
   if (rc != SQLITE_OK) return Error(rc, "preparing a query");
@@ -621,45 +636,29 @@ Result<std::vector<ExecutionRow>> SqliteCatalog::ListDescendantExecutions(
                    }));
   std::map<std::string, ExecutionRow*> by_id;
   for (ExecutionRow& row : rows) by_id[row.id] = &row;
-  Statement parameters;
-  sql = std::string(kDescendants) +
-        "SELECT execution_id, name, value, sensitive FROM execution_parameters "
-        "WHERE execution_id IN (SELECT id FROM tree)";
-  rc = sqlite3_prepare_v2(db_, sql.c_str(), -1, parameters.out(), nullptr);
-  if (rc != SQLITE_OK) return Error(rc, "preparing a query");
-  BindText(parameters.get(), 1, root_id);
-  while ((rc = sqlite3_step(parameters.get())) == SQLITE_ROW) {
-    auto it = by_id.find(ColumnText(parameters.get(), 0));
-    if (it == by_id.end()) continue;
-    it->second->parameters[ColumnText(parameters.get(), 1)] = ParameterValue{
-        ColumnText(parameters.get(), 2), sqlite3_column_int(parameters.get(), 3) != 0};
-  }
-  if (rc != SQLITE_DONE) return Error(rc, "reading execution parameters");
+  RETURN_IF_ERROR(LoadParameters(TreeOf(1), below, root_id, by_id));
   return rows;
 }
 
 Result<std::vector<TaskRunRow>> SqliteCatalog::ListTreeTaskRuns(const std::string& root_id) {
-  if (db_ == nullptr) return FailedPrecondition("catalog '" + path_ + "' is not open");
-  std::string sql = std::string(kDescendants) + "SELECT " + kTaskRunColumns +
-                    " FROM task_runs WHERE execution_id = ?1 OR execution_id IN "
-                    "(SELECT id FROM tree) ORDER BY started_at, task_path, attempt";
-  Statement query;
-  int rc = sqlite3_prepare_v2(db_, sql.c_str(), -1, query.out(), nullptr);
-  if (rc != SQLITE_OK) return Error(rc, "preparing a query");
-  BindText(query.get(), 1, root_id);
-  return ReadAll<TaskRunRow>(query.get(), ReadTaskRun,
-                             [this](int code) { return Error(code, "listing task runs"); });
+  return TaskRuns(TreeOf(1), "IN (SELECT id FROM tree)", root_id);
 }
 
 Result<std::vector<TaskRunRow>> SqliteCatalog::ListTaskRuns(const std::string& execution_id) {
+  return TaskRuns("", "= ?1", execution_id);
+}
+
+// The task runs of the executions `execution_id <condition>` selects (?1 bound to `bound`).
+Result<std::vector<TaskRunRow>> SqliteCatalog::TaskRuns(const std::string& cte,
+                                                        const std::string& condition,
+                                                        const std::string& bound) {
   if (db_ == nullptr) return FailedPrecondition("catalog '" + path_ + "' is not open");
-  std::string sql = std::string("SELECT ") + kTaskRunColumns +
-                    " FROM task_runs WHERE execution_id = ?1"
-                    " ORDER BY started_at, task_path, attempt";
+  std::string sql = cte + "SELECT " + kTaskRunColumns + " FROM task_runs WHERE execution_id " +
+                    condition + " ORDER BY started_at, task_path, attempt";
   Statement query;
   int rc = sqlite3_prepare_v2(db_, sql.c_str(), -1, query.out(), nullptr);
   if (rc != SQLITE_OK) return Error(rc, "preparing a query");
-  BindText(query.get(), 1, execution_id);
+  BindText(query.get(), 1, bound);
   return ReadAll<TaskRunRow>(query.get(), ReadTaskRun,
                              [this](int code) { return Error(code, "listing task runs"); });
 }
@@ -669,10 +668,7 @@ Result<std::vector<Event>> SqliteCatalog::ListEvents(const EventQuery& query) {
   std::string sql = std::string("SELECT ") + kEventColumns + " FROM events WHERE id > ?1";
   int next = 2;
   if (!query.execution_id.empty() && query.with_descendants) {
-    // The root and every execution below it (?2).
-    sql = "WITH RECURSIVE tree(id) AS (SELECT ?2 UNION SELECT e.id FROM executions e JOIN tree "
-          "ON e.parent_id = tree.id) " +
-          sql + " AND execution_id IN (SELECT id FROM tree)";
+    sql = TreeOf(2) + sql + " AND execution_id IN (SELECT id FROM tree)";
     ++next;
   } else if (!query.execution_id.empty()) {
     sql += " AND execution_id = ?" + std::to_string(next++);

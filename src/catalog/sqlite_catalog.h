@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 
 #include "fanout/catalog.h"
@@ -60,6 +61,10 @@ class SqliteCatalog : public Catalog {
   Status CreateSchema();
   Status WriteRows(const CatalogBatch& batch);
   Status LoadParameters(ExecutionRow& row);
+  Status LoadParameters(const std::string& cte, const std::string& condition,
+                        const std::string& bound, std::map<std::string, ExecutionRow*>& by_id);
+  Result<std::vector<TaskRunRow>> TaskRuns(const std::string& cte, const std::string& condition,
+                                           const std::string& bound);
   void Close();
 
   std::string path_;
