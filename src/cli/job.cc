@@ -47,8 +47,10 @@ struct JobArgs {
 };
 
 // Resolves --agent/$FANOUT_AGENT, the token and TLS files into a client; nullptr after printing
-// why (a usage error).
-std::unique_ptr<client::AgentClient> Connect(const JobArgs& args, const char* command) {
+// why, with `exit_code` set: 4 for a token file that does not exist, else 6 (a usage error).
+std::unique_ptr<client::AgentClient> Connect(const JobArgs& args, const char* command,
+                                             int& exit_code) {
+  exit_code = kExitUsage;
   client::AgentEndpoint endpoint;
   endpoint.url = args.agent;
   if (endpoint.url.empty()) {
@@ -65,6 +67,7 @@ std::unique_ptr<client::AgentClient> Connect(const JobArgs& args, const char* co
   if (!token.ok()) {
     std::fprintf(stderr, "fanout job %s: --token-file: %s\n", command,
                  token.status().message().c_str());
+    if (token.status().code() == Code::kNotFound) exit_code = kExitNotFound;
     return nullptr;
   }
   endpoint.token = *token;
@@ -324,8 +327,9 @@ const char* kJobNotFound = "`fanout job list --agent URL` lists the agent's jobs
 const char* kRunNotFound = "run ids come from `fanout job start` or `fanout job history JOB`";
 
 int List(const JobArgs& args) {
-  auto agent = Connect(args, "list");
-  if (!agent) return kExitUsage;
+  int connect_exit = kExitSuccess;
+  auto agent = Connect(args, "list", connect_exit);
+  if (!agent) return connect_exit;
   auto jobs = agent->ListJobs();
   if (!jobs.ok()) return Fail("listing jobs", jobs.status(), agent->url());
   if (args.json) {
@@ -364,8 +368,9 @@ std::string StepAction(const json& step, const char* key, bool last) {
 }
 
 int Show(const JobArgs& args) {
-  auto agent = Connect(args, "show");
-  if (!agent) return kExitUsage;
+  int connect_exit = kExitSuccess;
+  auto agent = Connect(args, "show", connect_exit);
+  if (!agent) return connect_exit;
   auto job = agent->GetJob(args.job);
   if (!job.ok()) return Fail("showing job " + args.job, job.status(), agent->url(), kJobNotFound);
   if (args.json) {
@@ -449,8 +454,9 @@ int Create(const JobArgs& args) {
                  args.file.c_str(), name.c_str());
     return kExitInvalid;
   }
-  auto agent = Connect(args, "create");
-  if (!agent) return kExitUsage;
+  int connect_exit = kExitSuccess;
+  auto agent = Connect(args, "create", connect_exit);
+  if (!agent) return connect_exit;
   const size_t first = text->find_first_not_of(" \t\r\n");
   const bool is_json = args.file.ends_with(".json") ||
                        (first != std::string::npos && (*text)[first] == '{');
@@ -480,8 +486,9 @@ int Start(const JobArgs& args) {
   }
   request.start_step = args.start_step;
   request.idempotency_key = args.idempotency_key;
-  auto agent = Connect(args, "start");
-  if (!agent) return kExitUsage;
+  int connect_exit = kExitSuccess;
+  auto agent = Connect(args, "start", connect_exit);
+  if (!agent) return connect_exit;
   auto started = agent->StartJob(args.job, request);
   if (!started.ok()) {
     return Fail("starting job " + args.job, started.status(), agent->url(),
@@ -511,14 +518,16 @@ int Start(const JobArgs& args) {
 int Wait(const JobArgs& args) {
   std::optional<std::chrono::milliseconds> timeout;
   if (!ParseTimeout(args.timeout, timeout)) return kExitUsage;
-  auto agent = Connect(args, "wait");
-  if (!agent) return kExitUsage;
+  int connect_exit = kExitSuccess;
+  auto agent = Connect(args, "wait", connect_exit);
+  if (!agent) return connect_exit;
   return WaitForRun(*agent, args.run, timeout, args.json);
 }
 
 int RunStatus(const JobArgs& args) {
-  auto agent = Connect(args, "status");
-  if (!agent) return kExitUsage;
+  int connect_exit = kExitSuccess;
+  auto agent = Connect(args, "status", connect_exit);
+  if (!agent) return connect_exit;
   auto run = agent->GetRun(args.run);
   if (!run.ok()) {
     return Fail("reading run " + args.run, run.status(), agent->url(), kRunNotFound);
@@ -532,8 +541,9 @@ int RunStatus(const JobArgs& args) {
 }
 
 int Stop(const JobArgs& args) {
-  auto agent = Connect(args, "stop");
-  if (!agent) return kExitUsage;
+  int connect_exit = kExitSuccess;
+  auto agent = Connect(args, "stop", connect_exit);
+  if (!agent) return connect_exit;
   auto stopped = agent->StopRun(args.run);
   if (!stopped.ok()) {
     return Fail("stopping run " + args.run, stopped.status(), agent->url(), kRunNotFound);
@@ -556,8 +566,9 @@ int Stop(const JobArgs& args) {
 }
 
 int History(const JobArgs& args) {
-  auto agent = Connect(args, "history");
-  if (!agent) return kExitUsage;
+  int connect_exit = kExitSuccess;
+  auto agent = Connect(args, "history", connect_exit);
+  if (!agent) return connect_exit;
   auto history = agent->JobHistory(args.job, args.limit);
   if (!history.ok()) {
     return Fail("reading the history of job " + args.job, history.status(), agent->url(),

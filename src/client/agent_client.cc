@@ -8,11 +8,11 @@
 #include <cctype>
 #include <charconv>
 #include <cstdlib>
-#include <fstream>
-#include <sstream>
 
 #include <fmt/format.h>
 #include <httplib.h>
+
+#include "common/util.h"
 
 namespace fanout::client {
 namespace {
@@ -202,13 +202,12 @@ bool IsValidName(std::string_view name) {
 }
 
 Result<std::string> ReadTokenFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    return InvalidArgument(fmt::format("cannot read the token file '{}'", path));
+  auto read = ReadFile(path);
+  if (!read.ok()) {
+    return Status(read.status().code(),
+                  fmt::format("cannot read the token file: {}", read.status().message()));
   }
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  std::string token = buffer.str();
+  std::string token = std::move(*read);
   auto is_space = [](unsigned char c) { return std::isspace(c) != 0; };
   token.erase(token.begin(), std::find_if_not(token.begin(), token.end(), is_space));
   token.erase(std::find_if_not(token.rbegin(), token.rend(), is_space).base(), token.end());

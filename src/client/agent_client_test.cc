@@ -437,7 +437,7 @@ TEST(AgentClientTest, ReadTokenFileTrimsWhitespace) {
   std::ofstream(path) << "\n";
   EXPECT_EQ(ReadTokenFile(path).status().code(), Code::kInvalidArgument);
   std::remove(path);
-  EXPECT_EQ(ReadTokenFile(path).status().code(), Code::kInvalidArgument);
+  EXPECT_EQ(ReadTokenFile(path).status().code(), Code::kNotFound);
 }
 
 TEST(AgentClientTest, ResolveTokenPrefersTheFileThenTheEnvironment) {
@@ -448,7 +448,7 @@ TEST(AgentClientTest, ResolveTokenPrefersTheFileThenTheEnvironment) {
   unsetenv("FANOUT_TEST_TOKEN");
   EXPECT_EQ(*ResolveToken("", "FANOUT_TEST_TOKEN"), "");
   EXPECT_EQ(ResolveToken("/nonexistent/token", "FANOUT_TEST_TOKEN").status().code(),
-            Code::kInvalidArgument);
+            Code::kNotFound);
 }
 
 // Certificates made with the openssl command in a scratch directory: a CA, an agent

@@ -1582,6 +1582,10 @@ TEST_F(AgentTest, JobCommandsDriveOneAgent) {
   CommandResult unreachable = RunFanout({"job", "list", "--agent", "http://127.0.0.1:1"}, cwd);
   EXPECT_EQ(unreachable.exit_code, 7);
   EXPECT_EQ(RunFanout({"job", "list"}, cwd).exit_code, 6);
+  CommandResult no_token_file = RunFanout(
+      {"job", "list", "--agent", agent_.url(), "--token-file", agent_.Path("no-such-token")}, cwd);
+  EXPECT_EQ(no_token_file.exit_code, 4);  // "4 job/run/file not found" in the help
+  EXPECT_TRUE(Contains(no_token_file.err, "no-such-token: no such file")) << no_token_file.err;
 }
 
 TEST_F(AgentTest, DeployPushesToEveryAgentAndIsIdempotent) {
