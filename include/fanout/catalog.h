@@ -96,6 +96,10 @@ class Catalog {
   // Newest first.
   virtual Result<std::vector<ExecutionRow>> ListExecutions(int limit) = 0;
   virtual Result<std::vector<ExecutionRow>> ListChildExecutions(const std::string& parent_id) = 0;
+  // How many children each of `parent_ids` has (those without any are left out), in a query per
+  // few hundred ids rather than one per id.
+  virtual Result<std::map<std::string, int>> CountChildren(
+      const std::vector<std::string>& parent_ids) = 0;
   virtual Result<std::vector<TaskRunRow>> ListTaskRuns(const std::string& execution_id) = 0;
   // Every execution below `root_id` (its children, theirs, ...) with its parameters, by start
   // time; and the task runs of `root_id` and of all of those. Each is a query or two whatever

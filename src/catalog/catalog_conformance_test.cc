@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "catalog/postgres_catalog.h"
+#include "catalog/shared_sql.h"
 #include "catalog/sqlite_catalog.h"
 #include "catalog/test_util.h"
 
@@ -518,6 +519,16 @@ TEST_P(CatalogConformanceTest, ListsExecutionsNewestFirstAndChildren) {
   EXPECT_EQ((*children)[2].id, "child-2");
   EXPECT_EQ((*children)[3].id, "child-3");
   EXPECT_TRUE(catalog->ListChildExecutions("child-0")->empty());
+
+  auto counts = catalog->CountChildren({"parent", "child-0", "nope"});
+  ASSERT_TRUE(counts.ok()) << counts.status().ToString();
+  EXPECT_EQ(*counts, (std::map<std::string, int>{{"parent", 4}}));
+  // More ids than one query takes.
+  std::vector<std::string> many(kCountChildrenBatch * 2 + 1, "nope");
+  many.back() = "parent";
+  counts = catalog->CountChildren(many);
+  ASSERT_TRUE(counts.ok()) << counts.status().ToString();
+  EXPECT_EQ(*counts, (std::map<std::string, int>{{"parent", 4}}));
 }
 
 // Task runs sort by start, then path in byte order ('/' < '[' whatever the locale), then

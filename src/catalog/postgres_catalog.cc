@@ -14,7 +14,7 @@
 #include <utility>
 
 #include "catalog/libpq.h"
-#include "catalog/prune_sql.h"
+#include "catalog/shared_sql.h"
 
 namespace fanout::catalog {
 
@@ -1043,6 +1043,25 @@ Result<std::vector<ExecutionRow>> PostgresCatalog::ListChildExecutions(
                          params, "listing child executions");
 }
 
+Result<std::map<std::string, int>> PostgresCatalog::CountChildren(
+    const std::vector<std::string>& parent_ids) {
+  if (conn_ == nullptr) return NotOpen();
+  RETURN_IF_ERROR(EnsureConnected());
+  std::map<std::string, int> counts;
+  for (size_t first = 0; first < parent_ids.size(); first += kCountChildrenBatch) {
+    size_t n = std::min(kCountChildrenBatch, parent_ids.size() - first);
+    Params params;
+    for (size_t i = 0; i < n; ++i) params.AddText(parent_ids[first + i]);
+    Query query(*this);
+    ASSIGN_OR_RETURN(PgResult result,
+                     query.Run(CountChildrenSql(n), params, "counting child executions"));
+    for (int i = 0; i < result.rows(); ++i) {
+      counts[result.Text(i, 0)] = std::stoi(result.Text(i, 1));
+    }
+  }
+  return counts;
+}
+
 Result<std::vector<ExecutionRow>> PostgresCatalog::ListDescendantExecutions(
     const std::string& root_id) {
   if (conn_ == nullptr) return NotOpen();
@@ -1127,13 +1146,17 @@ Result<std::vector<ExecutionRow>> PostgresCatalog::ListJobExecutions(const std::
   RETURN_IF_ERROR(EnsureConnected());
   Params params;
   params.AddText(job);
+  const std::string recent =
+      " FROM executions WHERE job = $1 AND status = 'succeeded'"
+      " ORDER BY started_at DESC, id DESC LIMIT " +
+      LimitParam(limit);
   ASSIGN_OR_RETURN(std::vector<ExecutionRow> rows,
-                   QueryExecutions(std::string("SELECT ") + kExecutionColumns +
-                                       " FROM executions WHERE job = $1 AND status = 'succeeded'"
-                                       " ORDER BY started_at DESC, id DESC LIMIT " +
-                                       LimitParam(limit),
-                                   params, "listing a job's executions"));
-  for (ExecutionRow& row : rows) RETURN_IF_ERROR(LoadParameters(row));
+                   QueryExecutions(std::string("SELECT ") + kExecutionColumns + recent, params,
+                                   "listing a job's executions"));
+  // One query for all their parameters, not one per execution.
+  std::map<std::string, ExecutionRow*> by_id;
+  for (ExecutionRow& row : rows) by_id[row.id] = &row;
+  RETURN_IF_ERROR(LoadParameters("", "IN (SELECT id" + recent + ")", job, by_id));
   return rows;
 }
 

@@ -62,6 +62,8 @@ class PostgresCatalog : public Catalog {
   Result<std::optional<ExecutionRow>> GetExecution(const std::string& id) override;
   Result<std::vector<ExecutionRow>> ListExecutions(int limit) override;
   Result<std::vector<ExecutionRow>> ListChildExecutions(const std::string& parent_id) override;
+  Result<std::map<std::string, int>> CountChildren(
+      const std::vector<std::string>& parent_ids) override;
   Result<std::vector<TaskRunRow>> ListTaskRuns(const std::string& execution_id) override;
   Result<std::vector<ExecutionRow>> ListDescendantExecutions(const std::string& root_id) override;
   Result<std::vector<TaskRunRow>> ListTreeTaskRuns(const std::string& root_id) override;

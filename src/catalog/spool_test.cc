@@ -38,6 +38,9 @@ class FlakyCatalog : public Catalog {
   Result<std::vector<ExecutionRow>> ListChildExecutions(const std::string& id) override {
     return inner_.ListChildExecutions(id);
   }
+  Result<std::map<std::string, int>> CountChildren(const std::vector<std::string>& ids) override {
+    return inner_.CountChildren(ids);
+  }
   Result<std::vector<TaskRunRow>> ListTaskRuns(const std::string& id) override {
     return inner_.ListTaskRuns(id);
   }

@@ -11,7 +11,9 @@
 #include <map>
 #include <utility>
 
-#include "catalog/prune_sql.h"
+#include <fmt/format.h>
+
+#include "catalog/shared_sql.h"
 
 namespace fanout::catalog {
 
@@ -620,6 +622,26 @@ Result<std::vector<ExecutionRow>> SqliteCatalog::ListChildExecutions(const std::
   });
 }
 
+Result<std::map<std::string, int>> SqliteCatalog::CountChildren(
+    const std::vector<std::string>& parent_ids) {
+  if (db_ == nullptr) return FailedPrecondition("catalog '" + path_ + "' is not open");
+  std::map<std::string, int> counts;
+  for (size_t first = 0; first < parent_ids.size(); first += kCountChildrenBatch) {
+    size_t n = std::min(kCountChildrenBatch, parent_ids.size() - first);
+    Statement query;
+    int rc = sqlite3_prepare_v2(db_, CountChildrenSql(n).c_str(), -1, query.out(), nullptr);
+    if (rc != SQLITE_OK) return Error(rc, "preparing a query");
+    for (size_t i = 0; i < n; ++i) {
+      BindText(query.get(), static_cast<int>(i + 1), parent_ids[first + i]);
+    }
+    while ((rc = sqlite3_step(query.get())) == SQLITE_ROW) {
+      counts[ColumnText(query.get(), 0)] = sqlite3_column_int(query.get(), 1);
+    }
+    if (rc != SQLITE_DONE) return Error(rc, "counting child executions");
+  }
+  return counts;
+}
+
 Result<std::vector<ExecutionRow>> SqliteCatalog::ListDescendantExecutions(
     const std::string& root_id) {
   if (db_ == nullptr) return FailedPrecondition("catalog '" + path_ + "' is not open");
@@ -702,19 +724,23 @@ Result<std::vector<Event>> SqliteCatalog::ListEvents(const EventQuery& query) {
 Result<std::vector<ExecutionRow>> SqliteCatalog::ListJobExecutions(const std::string& job,
                                                                    int limit) {
   if (db_ == nullptr) return FailedPrecondition("catalog '" + path_ + "' is not open");
-  std::string sql = std::string("SELECT ") + kExecutionColumns +
-                    " FROM executions WHERE job = ?1 AND status = 'succeeded'"
-                    " ORDER BY started_at DESC, id DESC LIMIT ?2";
+  const std::string recent = fmt::format(
+      " FROM executions WHERE job = ?1 AND status = 'succeeded'"
+      " ORDER BY started_at DESC, id DESC LIMIT {}",
+      limit > 0 ? limit : -1);
+  std::string sql = std::string("SELECT ") + kExecutionColumns + recent;
   Statement query;
   int rc = sqlite3_prepare_v2(db_, sql.c_str(), -1, query.out(), nullptr);
   if (rc != SQLITE_OK) return Error(rc, "preparing a query");
   BindText(query.get(), 1, job);
-  sqlite3_bind_int(query.get(), 2, limit > 0 ? limit : -1);
   ASSIGN_OR_RETURN(std::vector<ExecutionRow> rows,
                    ReadAll<ExecutionRow>(query.get(), ReadExecution, [this](int code) {
                      return Error(code, "listing a job's executions");
                    }));
-  for (ExecutionRow& row : rows) RETURN_IF_ERROR(LoadParameters(row));
+  // One query for all their parameters, not one per execution.
+  std::map<std::string, ExecutionRow*> by_id;
+  for (ExecutionRow& row : rows) by_id[row.id] = &row;
+  RETURN_IF_ERROR(LoadParameters("", "IN (SELECT id" + recent + ")", job, by_id));
   return rows;
 }
 

@@ -27,6 +27,9 @@ class WriteOnlyCatalog : public Catalog {
   Result<std::vector<ExecutionRow>> ListChildExecutions(const std::string&) override {
     return Unused();
   }
+  Result<std::map<std::string, int>> CountChildren(const std::vector<std::string>&) override {
+    return Unused();
+  }
   Result<std::vector<TaskRunRow>> ListTaskRuns(const std::string&) override {
     return Unused();
   }

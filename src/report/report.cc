@@ -230,11 +230,16 @@ Result<std::vector<ExecutionSummary>> ListExecutions(Catalog& catalog,
     if (picked.size() >= limit || exhausted || past_since || window >= kMaxScan) break;
     window = std::min(window * 8, kMaxScan);
   }
+  std::vector<std::string> ids;
+  ids.reserve(picked.size());
+  for (const ExecutionRow& row : picked) ids.push_back(row.id);
+  ASSIGN_OR_RETURN(auto child_counts, catalog.CountChildren(ids));
   std::vector<ExecutionSummary> summaries;
   summaries.reserve(picked.size());
   for (ExecutionRow& row : picked) {
-    ASSIGN_OR_RETURN(std::vector<ExecutionRow> children, catalog.ListChildExecutions(row.id));
-    summaries.push_back({std::move(row), static_cast<int>(children.size())});
+    auto it = child_counts.find(row.id);
+    int children = it == child_counts.end() ? 0 : it->second;
+    summaries.push_back({std::move(row), children});
   }
   return summaries;
 }
