@@ -16,6 +16,7 @@
 #include <fmt/format.h>
 
 #include "agent/connection_threads.h"
+#include "client/agent_client.h"
 #include "common/util.h"
 #include "fanout/package.h"
 
@@ -592,7 +593,7 @@ void AgentServer::Routes() {
     if (!RouteName(req, res, id)) return;
     auto run = executor_->Stop(id);
     if (!run.ok()) return ReplyError(res, run.status(), "unknown run");
-    bool final = IsFinalRunStatus(run->status);
+    bool final = client::IsFinalRunStatus(run->status);
     Reply(res, final ? 200 : 202, json{{"run_id", run->id}, {"status", final ? run->status : "stopping"}});
   });
 

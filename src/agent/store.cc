@@ -158,10 +158,6 @@ RunRecord ReadRun(const Query& q) {
 
 }  // namespace
 
-bool IsFinalRunStatus(const std::string& s) {
-  return s == "succeeded" || s == "failed" || s == "canceled" || s == "abandoned";
-}
-
 Result<std::unique_ptr<AgentStore>> AgentStore::Open(const std::string& path) {
   sqlite3* db = nullptr;
   int rc = sqlite3_open_v2(path.c_str(), &db,

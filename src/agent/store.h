@@ -69,7 +69,6 @@ struct StepAttemptRecord {
   std::string stderr_text;
 };
 
-bool IsFinalRunStatus(const std::string& status);
 
 class Query;
 
