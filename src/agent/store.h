@@ -69,7 +69,6 @@ struct StepAttemptRecord {
   std::string stderr_text;
 };
 
-
 class Query;
 
 class AgentStore {
