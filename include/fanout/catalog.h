@@ -79,6 +79,7 @@ struct EventQuery {
   std::string source;            // "" for all
   int64_t after_id = 0;          // only events with id > after_id
   int limit = 0;                 // 0 for no limit
+  bool newest_first = false;     // by id descending: with `limit`, the last `limit` events
   // With execution_id: also the events of every execution below it (children, theirs, ...).
   bool with_descendants = false;
   std::optional<DateTime> since;  // only events that ended at or after it

@@ -631,6 +631,12 @@ TEST_P(CatalogConformanceTest, FiltersEvents) {
   EXPECT_EQ(messages(paged), "34");
   paged.limit = 0;
   EXPECT_EQ(messages(paged), "345");
+
+  EventQuery tail;  // the last two of e1's
+  tail.execution_id = "e1";
+  tail.newest_first = true;
+  tail.limit = 2;
+  EXPECT_EQ(messages(tail), "54");
 }
 
 TEST_P(CatalogConformanceTest, RecordsParametersButNeverSensitiveValues) {

@@ -1134,7 +1134,8 @@ Result<std::vector<Event>> PostgresCatalog::ListEvents(const EventQuery& query) 
     }
     sql += ")";
   }
-  sql += " ORDER BY id LIMIT " + LimitParam(query.limit);
+  sql += std::string(query.newest_first ? " ORDER BY id DESC" : " ORDER BY id") + " LIMIT " +
+         LimitParam(query.limit);
   Query run(*this);
   ASSIGN_OR_RETURN(PgResult result, run.Run(sql, params, "listing events"));
   return ReadAll<Event>(result, ReadEvent);

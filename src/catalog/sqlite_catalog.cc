@@ -704,7 +704,8 @@ Result<std::vector<Event>> SqliteCatalog::ListEvents(const EventQuery& query) {
     }
     sql += ")";
   }
-  sql += " ORDER BY id LIMIT ?" + std::to_string(next);
+  sql += std::string(query.newest_first ? " ORDER BY id DESC" : " ORDER BY id") + " LIMIT ?" +
+         std::to_string(next);
 
   Statement stmt;
   int rc = sqlite3_prepare_v2(db_, sql.c_str(), -1, stmt.out(), nullptr);

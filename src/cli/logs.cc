@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <limits>
 #include <chrono>
 #include <cstdio>
 #include <map>
@@ -35,6 +36,7 @@ struct LogsArgs {
   std::vector<std::string> events;
   std::string source;
   std::string since;
+  int tail = -1;  // -1: every event
   bool follow = false;
   bool json = false;
 };
@@ -205,6 +207,7 @@ int Logs(const LogsArgs& args) {
   }
 
   if (args.follow) CatchStopSignals();
+  bool tail_pending = args.tail >= 0;
   bool unreadable = false;  // following through a catalog outage: said once, until it answers
   // An error while reading: the end of a plain read; while following, a pause to ride out.
   auto failed = [&](const Status& status) {
@@ -226,6 +229,27 @@ int Logs(const LogsArgs& args) {
               ((*row)->ended_at.has_value() || report::MarkIfProcessGone(**row));
     }
     bool read_all = true;
+    if (tail_pending) {
+      // The last `--tail` events, printed oldest first; reading goes on after them.
+      EventQuery last = query;
+      last.newest_first = true;
+      last.limit = std::max(args.tail, 1);
+      auto events = catalog->ListEvents(last);
+      if (!events.ok()) {
+        if (failed(events.status())) return kExitFailure;
+        read_all = false;
+      } else {
+        tail_pending = false;
+        for (const Event& event : *events) query.after_id = std::max(query.after_id, event.id);
+        if (args.tail > 0) {
+          for (auto it = events->rbegin(); it != events->rend(); ++it) printer.Print(*it);
+        }
+        if (!args.follow) {
+          std::fflush(stdout);
+          return kExitSuccess;
+        }
+      }
+    }
     for (bool more = true; more && read_all;) {
       auto events = catalog->ListEvents(query);
       if (!events.ok()) {
@@ -270,6 +294,10 @@ Command AddLogsCommand(CLI::App& app) {
   cmd->add_option("--since", args->since,
                   "Only events from then on: a duration back from now (90m, 24h, 7d) or a date "
                   "(2026-11-26, 2026-11-26T03:00:00Z)");
+  cmd->add_option("--tail", args->tail,
+                  "Only the last N events (of those the other options select); with --follow, "
+                  "then the new ones (--tail 0: only the new ones)")
+      ->check(CLI::Range(0, std::numeric_limits<int>::max()));
   cmd->add_flag("--follow,-f", args->follow,
                 "Keep printing new events as they arrive, until Ctrl-C; with --execution, until "
                 "that execution ends");

@@ -371,6 +371,19 @@ TEST(LogsCommandTest, PrintsFilteredEventsAsTextAndJson) {
   ASSERT_EQ(future.exit_code, 0) << future.err;
   EXPECT_EQ(future.out, "");
   EXPECT_EQ(RunFanout({"logs", "--since", "soon"}, dir.path()).exit_code, 6);
+
+  // --tail N: the last N lines of the plain listing, whatever the filters select.
+  CommandResult tail = RunFanout({"logs", "--execution", id, "--tail", "2"}, dir.path());
+  ASSERT_EQ(tail.exit_code, 0) << tail.err;
+  std::vector<std::string> own_lines;
+  std::istringstream own_stream(own.out);
+  for (std::string line; std::getline(own_stream, line);) {
+    if (line.rfind("    |", 0) != 0) own_lines.push_back(line);  // events, not captured output
+  }
+  ASSERT_GE(own_lines.size(), 2u);
+  EXPECT_EQ(tail.out, own_lines[own_lines.size() - 2] + "\n" + own_lines.back() + "\n");
+  EXPECT_EQ(RunFanout({"logs", "--tail", "0"}, dir.path()).out, "");
+  EXPECT_EQ(RunFanout({"logs", "--tail", "-1"}, dir.path()).exit_code, 6);
 }
 
 // `logs --follow --execution ID` prints events while the run goes and exits when it ends;
