@@ -107,6 +107,9 @@ int ForkAsUser(const SpawnSpec& spec, std::vector<char*>& argv, char** env, int 
     sigprocmask(SIG_SETMASK, &empty, nullptr);
     int null_fd = in_fd >= 0 ? in_fd : open("/dev/null", O_RDONLY);
     if (dup2(null_fd, 0) < 0 || dup2(out_fd, 1) < 0 || dup2(err_fd, 2) < 0) fail(errno);
+    // As posix_spawn's closefrom in StartProcess; close-on-exec rather than closed, so that
+    // `report` still carries an exec failure.
+    if (close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) != 0) fail(errno);
     if (setgroups(groups.size(), groups.data()) != 0) fail(errno);
     if (setgid(spec.run_as->gid) != 0) fail(errno);
     if (setuid(spec.run_as->uid) != 0) fail(errno);
@@ -214,6 +217,10 @@ Result<ChildProcess> StartProcess(const SpawnSpec& spec, bool stdin_pipe) {
   }
   posix_spawn_file_actions_adddup2(&actions, out_w.fd, 1);
   posix_spawn_file_actions_adddup2(&actions, err_w.fd, 2);
+  // Nothing else of ours reaches the child, whether or not it was opened close-on-exec: an
+  // agent's accepted connections would let a job step read its clients' bearer tokens and
+  // answer for the agent.
+  posix_spawn_file_actions_addclosefrom_np(&actions, 3);
   if (!spec.cwd.empty()) posix_spawn_file_actions_addchdir_np(&actions, spec.cwd.c_str());
 
   posix_spawnattr_t attr;

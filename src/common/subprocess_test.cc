@@ -23,6 +23,8 @@
 #include <string>
 #include <thread>
 
+#include <fmt/format.h>
+
 #include "common/test_util.h"
 
 namespace fanout {
@@ -295,6 +297,22 @@ TEST(RunProcessTest, OverriddenVariableAppearsOnce) {
   SpawnResult r = MustRun(spec);
   EXPECT_EQ(r.out, "1\n");
   unsetenv("FANOUT_SUBPROCESS_TEST_DUP");
+}
+
+// An agent's open connections (its clients' tokens) must not reach a job step: no descriptor
+// but 0, 1 and 2 goes to the child, close-on-exec or not, as the caller or as another user.
+TEST(RunProcessTest, TheChildGetsNoDescriptorButItsStandardOnes) {
+  int leaked = open("/dev/null", O_RDONLY);  // without O_CLOEXEC
+  ASSERT_GE(leaked, 3);
+  SpawnSpec spec = Shell(fmt::format("test -e /proc/$$/fd/{} && echo open || echo closed", leaked));
+  EXPECT_EQ(MustRun(spec).out, "closed\n");
+  if (geteuid() == 0) {
+    auto root = LookUpUser("root");
+    ASSERT_TRUE(root.ok()) << root.status().ToString();
+    spec.run_as = *root;
+    EXPECT_EQ(MustRun(spec).out, "closed\n");
+  }
+  close(leaked);
 }
 
 TEST(RunProcessTest, RunsInCwd) {
