@@ -905,6 +905,11 @@ void Execution::OnAttemptDone(Attempt* a) {
   } else if (a->token_.reason() == CancelToken::Reason::kCanceled &&
              out.result != TaskResult::kSuccess) {
     out.result = TaskResult::kCanceled;
+  } else if (out.result == TaskResult::kCanceled) {
+    // Nothing here canceled it (something outside stopped its work): its work is not done, so
+    // it failed, and its successors see a failure rather than a run being stopped.
+    out.result = TaskResult::kFailure;
+    if (out.message.empty()) out.message = "canceled, though this run was not";
   }
   if (out.result == TaskResult::kFailure && out.message.empty()) out.message = "failed";
   std::string message = out.result == TaskResult::kFailure

@@ -423,6 +423,22 @@ tasks:
   EXPECT_EQ(EventsOf(EventType::kOnTaskFailed, "a").size(), 1u);
 }
 
+// A task that ends canceled when nothing in the run canceled it (a child package's process
+// stopped from outside) did not do its work: it failed, and the package with it.
+TEST_F(EngineTest, ACancelNobodyAskedForIsAFailure) {
+  RunResult r = MustRun(R"(package: stopped-outside
+tasks:
+  a: {type: fake, result: canceled}
+  next: {type: fake, after: [a]}
+)");
+  EXPECT_EQ(r.result, TaskResult::kFailure) << r.message;
+  EXPECT_NE(r.message.find("a: fake canceled"), std::string::npos) << r.message;
+  EXPECT_EQ(StatusOf("a"), "failed");
+  EXPECT_EQ(StatusOf("next"), "skipped");
+  EXPECT_FALSE(World::Get().Ran("next"));
+  EXPECT_EQ(EventsOf(EventType::kOnError, "a").size(), 1u) << AllEvents();
+}
+
 TEST_F(EngineTest, CompletionAndFailureAfterSuccess) {
   RunResult r = MustRun(R"(package: ok
 tasks:

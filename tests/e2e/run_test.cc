@@ -3,6 +3,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <regex>
 
 #include <gtest/gtest.h>
@@ -264,6 +265,40 @@ TEST(RunTest, AChildProcessCommandLineHoldsNoCatalogSpec) {
   std::string cmdline = dir.Read("cmdline.txt");
   EXPECT_TRUE(cmdline.ends_with(" --argv-from-stdin ")) << cmdline;
   EXPECT_EQ(cmdline.find("pw-in-spec"), std::string::npos) << cmdline;
+}
+
+// An out-of-process child stopped from outside (SIGTERM to its process, or SIGKILL) did not do
+// its work: its task fails with a message that says so, and what follows it is skipped.
+TEST(RunTest, AChildProcessStoppedFromOutsideFailsItsTask) {
+  for (int signal : {SIGTERM, SIGKILL}) {
+    ScratchDir dir;
+    dir.Write("child.yaml", "package: child\ntasks:\n  wait: {type: process, run: [/bin/sh, -c, "
+                            "'echo $PPID > child.pid; echo $$ > task.pid; exec sleep 30']}\n");
+    dir.Write("parent.yaml", "package: parent\ntasks:\n"
+                             "  out: {type: package, path: child.yaml, out_of_process: true}\n"
+                             "  next: {type: process, run: [/bin/true], after: [out]}\n");
+    int run = StartFanout({"run", "parent.yaml"}, dir.path());
+    ASSERT_TRUE(WaitFor([&] { return !dir.Read("task.pid").empty(); }, milliseconds(10000)));
+    kill(std::stoi(dir.Read("child.pid")), signal);
+    EXPECT_EQ(WaitFanout(run, seconds(10)), 1) << "signal " << signal;
+    kill(std::stoi(dir.Read("task.pid")), SIGKILL);  // a SIGKILLed child leaves it behind
+
+    auto catalog = OpenTestCatalog(dir.path());
+    ASSERT_NE(catalog, nullptr);
+    auto parent = catalog->ListExecutions(0);
+    ASSERT_TRUE(parent.ok());
+    ASSERT_FALSE(parent->empty());
+    auto runs = catalog->ListTaskRuns(parent->back().id);  // the oldest: the parent
+    ASSERT_TRUE(runs.ok());
+    std::map<std::string, TaskRunRow> by_path;
+    for (const TaskRunRow& r : *runs) by_path[r.task_path] = r;
+    EXPECT_EQ(by_path["out"].status, "failed") << "signal " << signal;
+    EXPECT_NE(by_path["out"].message.find(signal == SIGKILL ? "killed by signal 9"
+                                                            : "not by this run"),
+              std::string::npos)
+        << by_path["out"].message;
+    EXPECT_EQ(by_path["next"].status, "skipped") << "signal " << signal;
+  }
 }
 
 TEST(RunTest, LogProvidersWriteEvents) {

@@ -143,9 +143,21 @@ class PackageTask : public Task {
     spec.kill_grace = std::chrono::milliseconds(5000);
     auto run = RunProcess(spec, context.cancel().fd());
     if (!run.ok()) return TaskOutcome::Failure(run.status().message());
+    if (run->term_signal != 0 && !run->stopped) {
+      return TaskOutcome::Failure(fmt::format("child package {} was killed by signal {}", file,
+                                              run->term_signal));
+    }
     switch (run->exit_code) {
       case 0: return TaskOutcome::Success();
-      case 3: return {TaskResult::kCanceled, fmt::format("child package {} was canceled", file), "", ""};
+      case 3:
+        if (!context.cancel().canceled()) {
+          // Its process was stopped from outside: its work is not done, and this run did not
+          // ask for that.
+          return TaskOutcome::Failure(fmt::format(
+              "child package {} was canceled by a signal to its own process, not by this run",
+              file));
+        }
+        return {TaskResult::kCanceled, fmt::format("child package {} was canceled", file), "", ""};
       case 5: {  // could not load: its `FILE:LINE:COLUMN: error:` lines say why
         std::string problems;
         size_t start = 0;
