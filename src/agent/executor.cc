@@ -208,12 +208,21 @@ Result<StartResult> Executor::Start(std::shared_ptr<const JobDef> job_def,
                                     const StartRequest& request) {
   const JobDef& job = *job_def;
   std::unique_lock lock(mu_);
+  // The run an earlier start with the same key began, which must be of the same job.
+  auto earlier = [&](const RunRecord& run) -> Result<StartResult> {
+    if (run.job != job.name) {
+      return InvalidArgument(fmt::format(
+          "idempotency key '{}' already started run {} of job {}, not of job {}: a key names one "
+          "start", request.idempotency_key, run.id, run.job, job.name));
+    }
+    return StartResult{run, true};
+  };
   if (!request.idempotency_key.empty()) {
     for (const auto& [id, run] : active_) {
-      if (run->record.idempotency_key == request.idempotency_key) return StartResult{run->record, true};
+      if (run->record.idempotency_key == request.idempotency_key) return earlier(run->record);
     }
     ASSIGN_OR_RETURN(auto existing, store_.FindRunByKey(request.idempotency_key));
-    if (existing) return StartResult{*existing, true};
+    if (existing) return earlier(*existing);
   }
   // A repeated key gets its run even while draining; only new runs are refused.
   if (draining_) return Unavailable("the agent is shutting down and starts no new runs");
@@ -258,7 +267,7 @@ Result<StartResult> Executor::Start(std::shared_ptr<const JobDef> job_def,
   Status inserted = store_.InsertRun(r);
   if (inserted.code() == Code::kAlreadyExists) {
     ASSIGN_OR_RETURN(auto existing, store_.FindRunByKey(request.idempotency_key));
-    if (existing) return StartResult{*existing, true};
+    if (existing) return earlier(*existing);
   }
   RETURN_IF_ERROR(inserted);
   active_[r.id] = run;

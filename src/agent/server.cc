@@ -570,6 +570,21 @@ void AgentServer::Routes() {
   });
 
   // Runs --------------------------------------------------------------------------------------
+  // The run a start with this key began, if any: a parent that lost the answer to a start looks
+  // it up to stop it, having started the child elsewhere.
+  s.Get("/v1/runs", [this](const httplib::Request& req, httplib::Response& res) {
+    if (!req.has_param("idempotency_key")) {
+      return Reply(res, 400, json{{"error", "missing idempotency_key"},
+                                  {"detail", "GET /v1/runs?idempotency_key=KEY finds the run a "
+                                             "start with that key began"}});
+    }
+    auto run = store_->FindRunByKey(req.get_param_value("idempotency_key"));
+    if (!run.ok()) return ReplyError(res, run.status(), "unknown run");
+    json runs = json::array();
+    if (run->has_value()) runs.push_back(RunJson(**run, *store_, false));
+    Reply(res, 200, json{{"runs", runs}});
+  });
+
   s.Get(R"(/v1/runs/([^/]+))", [this](const httplib::Request& req, httplib::Response& res) {
     std::string id;
     if (!RouteName(req, res, id)) return;

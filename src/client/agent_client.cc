@@ -456,6 +456,14 @@ Result<json> AgentClient::StopRun(const std::string& run_id) {
   return std::move(r.body);
 }
 
+Result<std::string> AgentClient::FindRunByKey(const std::string& idempotency_key) {
+  ASSIGN_OR_RETURN(Response r, Call("GET", "/v1/runs?idempotency_key=" +
+                                               httplib::detail::encode_query_param(idempotency_key)));
+  const json runs = r.body.is_object() ? r.body.value("runs", json::array()) : json::array();
+  if (!runs.is_array() || runs.empty()) return std::string();
+  return runs.front().is_object() ? runs.front().value("run_id", "") : std::string();
+}
+
 Result<json> AgentClient::JobHistory(const std::string& name, int limit) {
   RETURN_IF_ERROR(CheckName("job name", name));
   std::string path = "/v1/jobs/" + name + "/history";

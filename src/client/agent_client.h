@@ -138,6 +138,8 @@ class AgentClient {
                                 const std::optional<std::string>& known_execution_id = std::nullopt);
   // {"run_id", "status"}.
   Result<nlohmann::json> StopRun(const std::string& run_id);
+  // The id of the run a start with `idempotency_key` began on this agent; "" when none did.
+  Result<std::string> FindRunByKey(const std::string& idempotency_key);
   // The whole answer: {"runs": [...]}, newest first; limit 0 leaves the agent's default (50).
   Result<nlohmann::json> JobHistory(const std::string& name, int limit = 0);
 

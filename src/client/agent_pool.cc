@@ -132,7 +132,8 @@ void AgentPool::Probe(int member, AgentClient& client) {
     s.probe_peak = s.running;
   }
   auto status = client.Status();
-  std::vector<std::string> orphans, detached, ended;
+  std::vector<Orphan> orphans;
+  std::vector<std::string> detached, ended;
   if (status.ok()) {
     std::lock_guard lock(mu_);
     orphans.swap(states_[static_cast<size_t>(member)].orphans);
@@ -146,8 +147,16 @@ void AgentPool::Probe(int member, AgentClient& client) {
       break;  // gone again: the next probe asks
     }
   }
+  auto stop = [&](const Orphan& orphan) -> Status {
+    std::string run_id = orphan.run_id;
+    if (run_id.empty()) {
+      ASSIGN_OR_RETURN(run_id, client.FindRunByKey(orphan.idempotency_key));
+      if (run_id.empty()) return Status::Ok();  // the start never got there
+    }
+    return client.StopRun(run_id).status();
+  };
   for (size_t i = 0; i < orphans.size(); ++i) {
-    if (client.StopRun(orphans[i]).status().code() == Code::kUnavailable) {
+    if (stop(orphans[i]).code() == Code::kUnavailable) {
       std::lock_guard lock(mu_);  // gone again: try the rest next time
       auto& keep = states_[static_cast<size_t>(member)].orphans;
       keep.insert(keep.end(), orphans.begin() + static_cast<long>(i), orphans.end());
@@ -349,7 +358,12 @@ void AgentPool::MarkDown(int member, const std::string& reason) {
 
 void AgentPool::StopWhenBack(int member, const std::string& run_id) {
   std::lock_guard lock(mu_);
-  states_[static_cast<size_t>(member)].orphans.push_back(run_id);
+  states_[static_cast<size_t>(member)].orphans.push_back({run_id, ""});
+}
+
+void AgentPool::StopStartWhenBack(int member, const std::string& idempotency_key) {
+  std::lock_guard lock(mu_);
+  states_[static_cast<size_t>(member)].orphans.push_back({"", idempotency_key});
 }
 
 std::vector<AgentSummary> AgentPool::Summary() {

@@ -100,11 +100,18 @@ class AgentPool {
   // A run given up for lost on `member` (its child is retried elsewhere): stopped as soon as
   // the agent answers again, so the same work does not go on twice.
   void StopWhenBack(int member, const std::string& run_id);
+  // The same for a start whose answer was lost: the run it may have begun, found by its
+  // idempotency key once the agent answers, is stopped.
+  void StopStartWhenBack(int member, const std::string& idempotency_key);
 
   const std::vector<PoolMember>& members() const { return members_; }
   std::vector<AgentSummary> Summary();
 
  private:
+  struct Orphan {
+    std::string run_id;           // or, when the start's answer was lost:
+    std::string idempotency_key;  // the key of that start
+  };
   struct State {
     bool known = false;  // status read at least once
     bool alive = false;
@@ -119,7 +126,7 @@ class AgentPool {
     std::chrono::steady_clock::time_point next_probe{};
     AgentSummary summary;
     std::vector<std::unique_ptr<AgentClient>> idle_clients;
-    std::vector<std::string> orphans;   // lost runs to stop once it answers
+    std::vector<Orphan> orphans;        // lost runs to stop once it answers
     std::vector<std::string> detached;  // runs started unfollowed, counted in `running`
   };
   struct Waiter {

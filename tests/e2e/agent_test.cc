@@ -712,6 +712,17 @@ TEST_F(AgentTest, MaxConcurrentRunsGives409AndIdempotencyKeysReturnTheSameRun) {
   ASSERT_TRUE(repeated.ok()) << repeated.status().ToString();
   EXPECT_EQ(repeated->run_id, first->run_id);
   EXPECT_TRUE(repeated->existing);
+  // The key finds its run (a parent that lost the answer looks it up); a key names one start.
+  auto found = api_->FindRunByKey(keyed.idempotency_key);
+  ASSERT_TRUE(found.ok()) << found.status().ToString();
+  EXPECT_EQ(*found, first->run_id);
+  EXPECT_EQ(*api_->FindRunByKey("parent-1/task/2"), "");
+  EXPECT_EQ(agent_.Http("GET", "/v1/runs").status, 400);
+  ASSERT_TRUE(PutJob("job: other\nsteps:\n  - {name: s, subsystem: process, run: [/bin/true]}\n"));
+  auto other_job = api_->StartJob("other", keyed);
+  EXPECT_EQ(other_job.status().code(), Code::kInvalidArgument) << other_job.status().ToString();
+  EXPECT_TRUE(Contains(other_job.status().message(), "of job once, not of job other"))
+      << other_job.status().ToString();
 
   HttpReply refused = agent_.Http("POST", "/v1/jobs/once/start", "{}");
   EXPECT_EQ(refused.status, 409) << refused.body;

@@ -5,12 +5,17 @@
 //
 // Waits are bounded polls on the agents' status or the catalog; the few timing assertions
 // (balancing) compare against whole rounds of children, never against fine margins.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -22,6 +27,7 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -739,6 +745,113 @@ TEST_F(PoolTest, ChildExecutionsCarryTheParentAndAgentAndRunPrintsPerAgentLines)
 // An agent that stops answering (frozen, or cut off) is lost after the long-poll's margin; its
 // child is retried elsewhere, and the run left behind there is stopped once the agent answers
 // again, so the work does not go on twice.
+// A TCP proxy on a loopback port in front of an agent: it passes every request on, but drops
+// the answer to each job start (closing the connection), as a network losing them would.
+class StartAnswerDroppingProxy {
+ public:
+  explicit StartAnswerDroppingProxy(int upstream_port) : upstream_port_(upstream_port) {
+    listen_fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof addr;
+    if (bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), len) != 0 ||
+        listen(listen_fd_, 16) != 0 ||
+        getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+      ADD_FAILURE() << "proxy: cannot listen: " << std::strerror(errno);
+    }
+    port_ = ntohs(addr.sin_port);
+    acceptor_ = std::thread([this] { Accept(); });
+  }
+  ~StartAnswerDroppingProxy() {
+    stop_ = true;
+    acceptor_.join();
+    for (std::thread& t : pumps_) t.join();
+    close(listen_fd_);
+  }
+  std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
+  int dropped() const { return dropped_.load(); }
+
+ private:
+  void Accept() {
+    while (!stop_) {
+      pollfd p{listen_fd_, POLLIN, 0};
+      if (poll(&p, 1, 50) <= 0) continue;
+      int client = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+      if (client >= 0) pumps_.emplace_back([this, client] { Pump(client); });
+    }
+  }
+  void Pump(int client) {
+    int upstream = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = htons(static_cast<uint16_t>(upstream_port_));
+    bool open = connect(upstream, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+    bool start_pending = false;  // a start request went up: its answer is dropped
+    char buf[65536];
+    while (open && !stop_) {
+      pollfd p[2] = {{client, POLLIN, 0}, {upstream, POLLIN, 0}};
+      if (poll(p, 2, 50) <= 0) continue;
+      for (int i = 0; i < 2 && open; ++i) {
+        if (p[i].revents == 0) continue;
+        ssize_t n = read(p[i].fd, buf, sizeof buf);
+        if (n <= 0) {
+          open = false;
+        } else if (i == 0) {
+          std::string_view request(buf, static_cast<size_t>(n));
+          std::string_view line = request.substr(0, request.find('\r'));
+          if (line.ends_with(" HTTP/1.1")) {  // a request's first line, not more of its body
+            start_pending = line.starts_with("POST /v1/jobs/") && line.find("/start ") != line.npos;
+          }
+          open = write(upstream, buf, static_cast<size_t>(n)) == n;
+        } else if (start_pending) {
+          ++dropped_;
+          open = false;
+        } else {
+          open = write(client, buf, static_cast<size_t>(n)) == n;
+        }
+      }
+    }
+    close(upstream);
+    close(client);
+  }
+
+  const int upstream_port_;
+  int listen_fd_ = -1;
+  int port_ = 0;
+  std::atomic<bool> stop_{false};
+  std::atomic<int> dropped_{0};
+  std::thread acceptor_;
+  std::vector<std::thread> pumps_;  // only the acceptor adds to it
+};
+
+// A start that reached the agent but whose answers were lost: the child goes to another agent,
+// and the run the lost start began is stopped, found by its idempotency key, as soon as its
+// agent answers (the pool's next probe), so the job does not run twice to the end.
+TEST_F(PoolTest, AStartWhoseAnswerIsLostDoesNotRunTheChildTwice) {
+  ASSERT_TRUE(StartAgents({1, 1}));
+  ASSERT_TRUE(Deploy({{"slow.yaml", ShellJob("slow", "sleep 5")}}));
+  const std::string& url = agent(0).url();
+  StartAnswerDroppingProxy proxy(std::stoi(url.substr(url.rfind(':') + 1)));
+  // srv-a, behind the proxy, first: the idle pool's first choice.
+  std::string parent = work_.Write(
+      "lost-start.yaml",
+      "package: lost-start\nconnections:\n  pool: {type: agent-pool, agents: [lossy, srv-b]}\n"
+      "  lossy: {type: agent, url: \"" + proxy.url() + "\", token_file: \"" +
+          agent(0).token_file() + "\"}\n"
+      "  srv-b: {type: agent, url: \"" + agent(1).url() + "\", token_file: \"" +
+          agent(1).token_file() + "\"}\n"
+      "tasks:\n  child: {type: agent-job, connection: pool, job: slow}\n");
+  CommandResult r = RunParent(parent);
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_GE(proxy.dropped(), 1) << "the child was not placed on the lossy agent first";
+  EXPECT_TRUE(Has(r.out + r.err, "is stopped when it answers")) << r.out << r.err;
+  EXPECT_EQ(FinalStatusOfNewestRun(1, "slow"), "succeeded");
+  EXPECT_EQ(FinalStatusOfNewestRun(0, "slow"), "canceled")
+      << "the run of the lost start should have been stopped, not left to finish";
+}
+
 TEST_F(PoolTest, AFrozenAgentsRunIsStoppedWhenItAnswersAgain) {
   ASSERT_TRUE(StartAgents({1, 1}));
   ASSERT_TRUE(Deploy({{"slow.yaml", ShellJob("slow", "sleep 6")}}));

@@ -111,8 +111,10 @@ class AgentJobTask : public Task {
       }
     }
     start.parent_execution_id = context.execution_id();
-    start.idempotency_key =
+    const std::string attempt_key =
         fmt::format("{}:{}:{}", context.execution_id(), context.task_path(), context.attempt());
+    start.idempotency_key = attempt_key;
+    int lost_starts = 0;  // starts whose answers were lost: each next start gets a key of its own
 
     auto members = Members(context);
     if (!members.ok()) return TaskOutcome::Failure(members.status().message());
@@ -156,9 +158,16 @@ class AgentJobTask : public Task {
       std::string agent = lease.agent_name();
       if (st.code() == Code::kUnavailable) {
         pool->MarkDown(member, st.message());
+        // The request may have got there and only the answers been lost: whatever it started
+        // is stopped once the agent answers, as the child goes elsewhere.
+        pool->StopStartWhenBack(member, start.idempotency_key);
+        // A new key for the next start, which may be on this agent again once it is back.
+        start.idempotency_key = fmt::format("{}#{}", attempt_key, ++lost_starts);
         pool->Release(lease, AgentPool::Ending::kNotStarted);
-        context.Emit(EventType::kOnWarning, fmt::format("agent {} is unavailable, trying another: {}",
-                                                        agent, st.message()));
+        context.Emit(EventType::kOnWarning,
+                     fmt::format("agent {} is unavailable, trying another (a run it may have "
+                                 "started is stopped when it answers): {}",
+                                 agent, st.message()));
         continue;
       }
       pool->Release(lease, AgentPool::Ending::kNotStarted);
