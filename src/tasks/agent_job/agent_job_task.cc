@@ -32,6 +32,7 @@ using namespace std::chrono_literals;
 constexpr auto kPollWait = std::chrono::seconds(1);
 constexpr auto kReadMargin = 3000ms;
 constexpr auto kStopWait = std::chrono::seconds(15);  // for a stopped child to report canceled
+constexpr auto kStopRetryPause = 300ms;  // between stops an agent did not answer
 
 // Past durations of agent jobs, read from the catalog once per job and process.
 class DurationHistory {
@@ -200,19 +201,32 @@ class AgentJobTask : public Task {
   TaskOutcome Follow(TaskContext& context, AgentPool& pool, Lease& lease, const std::string& job_name,
                      const std::string& run_id, const std::string& agent) const {
     bool stopping = false;
+    bool stop_sent = false;  // the agent took the stop (sent again if it stops answering)
+    bool stop_warned = false;
     auto stop_deadline = std::chrono::steady_clock::now();
     // The execution of the run's package step, once seen: kept even if the agent is lost later,
     // so the catalog ties a lost attempt to the child that ran.
     std::string child;
     while (true) {
-      if (context.cancel().canceled() && !stopping) {
-        stopping = true;
-        stop_deadline = std::chrono::steady_clock::now() + kStopWait;
+      if (context.cancel().canceled() && !stop_sent) {
+        if (!stopping) {
+          stopping = true;
+          stop_deadline = std::chrono::steady_clock::now() + kStopWait;
+        }
+        // An agent that does not answer now (frozen, restarting) is asked again until the stop
+        // wait runs out: given up at once, its run went on to the end.
         auto stopped = lease.client().StopRun(run_id);
-        if (!stopped.ok()) {
+        stop_sent = stopped.ok();
+        if (!stop_sent && !stop_warned) {
+          stop_warned = true;
           context.Emit(EventType::kOnWarning,
-                       fmt::format("could not stop run {} on agent {}: {}", run_id, agent,
+                       fmt::format("could not stop run {} on agent {} yet, trying for up to {} s: "
+                                   "{}", run_id, agent, kStopWait.count(),
                                    stopped.status().message()));
+        }
+        if (!stop_sent && std::chrono::steady_clock::now() < stop_deadline) {
+          std::this_thread::sleep_for(kStopRetryPause);
+          continue;
         }
       }
       if (stopping && std::chrono::steady_clock::now() > stop_deadline) {
@@ -223,6 +237,14 @@ class AgentJobTask : public Task {
       auto run = lease.client().GetRun(run_id, kPollWait, child);
       if (!run.ok()) {
         const Status& st = run.status();
+        if (st.code() == Code::kUnavailable && context.cancel().canceled() &&
+            (!stopping || std::chrono::steady_clock::now() < stop_deadline)) {
+          // Canceled while the agent does not answer: stop it (again: it may have restarted)
+          // until the stop wait runs out.
+          if (stopping) std::this_thread::sleep_for(kStopRetryPause);
+          stop_sent = false;
+          continue;
+        }
         if (st.code() == Code::kUnavailable) {
           pool.MarkDown(lease.member(), st.message());
           pool.StopWhenBack(lease.member(), run_id);  // a retry may run it elsewhere
