@@ -439,6 +439,10 @@ Status Execution::Prepare() {
     } else if (p.sensitive && !given) {
       masker.AddSecret(value->ToString());  // the package's own default
     }
+    if (p.sensitive && value->is(ValueType::kList)) {
+      // Each item is a secret too: a foreach over the list shows them one at a time.
+      for (const Value& item : value->as_list()) masker.AddSecret(item.ToString());
+    }
     variables_->Define(p.name, *value, true, false);
   }
   for (const VariableDef& v : package_->variables) {

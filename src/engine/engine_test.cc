@@ -1365,6 +1365,38 @@ tasks:
       << executions_.back().message;
 }
 
+// A list of secrets (a token per region) is what foreach is for: each item is masked, as the
+// loop shows them one at a time, whether the list came from --set or from `value:`.
+TEST_F(EngineTest, EachItemOfASensitiveListIsMasked) {
+  RunOptions options;
+  options.sets = {{"given", "[alpha-secret-1, beta-secret-2]"}};
+  RunResult r = MustRun(R"(package: secret-list
+parameters:
+  given: {type: list, sensitive: true}
+  own: {type: list, sensitive: true, value: [gamma-secret-3]}
+tasks:
+  each:
+    type: foreach
+    items: "${given}"
+    as: it
+    tasks:
+      show: {type: fake, emit: "item ${it}"}
+  mine:
+    type: foreach
+    items: "${own}"
+    as: it
+    tasks:
+      show: {type: fake, emit: "own ${it}"}
+)",
+                        options);
+  EXPECT_EQ(r.result, TaskResult::kSuccess) << r.message;
+  for (const char* secret : {"alpha-secret-1", "beta-secret-2", "gamma-secret-3"}) {
+    EXPECT_FALSE(AnyEventContains(secret)) << secret << "\n" << AllEvents();
+  }
+  EXPECT_TRUE(AnyEventContains("item ***")) << AllEvents();
+  EXPECT_TRUE(AnyEventContains("own ***")) << AllEvents();
+}
+
 TEST_F(EngineTest, SensitiveValueIsMaskedInSetErrors) {
   RunOptions options;
   options.sets = {{"pin", "s3cr3t-pin-value"}};
