@@ -538,7 +538,8 @@ class Loader : public TaskParser {
   }
 
   // A YAML value as a typed Value: scalars are converted from text, sequences become lists.
-  std::optional<Value> ValueAt(const YAML::Node& v, ValueType type) {
+  // A `sensitive` value is not quoted in the error when it does not convert.
+  std::optional<Value> ValueAt(const YAML::Node& v, ValueType type, bool sensitive = false) {
     if (v.IsSequence()) {
       if (type != ValueType::kList) {
         Error(v, fmt::format("a list given where a {} is declared", ValueTypeName(type)));
@@ -564,7 +565,9 @@ class Loader : public TaskParser {
     }
     auto converted = Value(v.Scalar()).ConvertTo(type);
     if (!converted.ok()) {
-      Error(v, converted.status().message());
+      Error(v, sensitive ? fmt::format("the sensitive value does not convert to {}",
+                                       ValueTypeName(type))
+                         : converted.status().message());
       return std::nullopt;
     }
     return *converted;
@@ -631,7 +634,9 @@ class Loader : public TaskParser {
       p.required = BoolAt(def, "required").value_or(false);
       p.sensitive = BoolAt(def, "sensitive").value_or(false);
       p.description = StringAt(def, "description", false).value_or("");
-      if (YAML::Node v = def["value"]; v && !v.IsNull()) p.default_value = ValueAt(v, p.type);
+      if (YAML::Node v = def["value"]; v && !v.IsNull()) {
+        p.default_value = ValueAt(v, p.type, p.sensitive);
+      }
       pkg.parameters.push_back(std::move(p));
     });
   }

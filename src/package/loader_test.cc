@@ -422,6 +422,7 @@ TEST_F(LoaderTest, RejectsValuesThatDoNotFitTheirType) {
   LoadBad(R"(package: demo
 parameters:
   p_int: {type: int, value: abc}
+  p_pin: {type: int, sensitive: true, value: MyPinSecret99}
   p_kind: {type: number}
 variables:
   v_list: {type: int, value: [1, 2]}
@@ -432,6 +433,10 @@ tasks:
   a: {type: noop}
 )");
   ExpectDiagAt("cannot convert", "abc");
+  ExpectDiagAt("the sensitive value does not convert to int", "MyPinSecret99");
+  for (const Diagnostic& d : diags_.items()) {
+    EXPECT_EQ(d.message.find("MyPinSecret99"), std::string::npos) << d.message;
+  }
   ExpectDiagAt("unknown type 'number'", "number");
   ExpectDiagAt("a list given where a int is declared", "[1, 2]");
   ExpectDiagAt("needs a YAML list value", "eu}");
