@@ -35,6 +35,7 @@ tasks:
   g: {type: process, run: [/bin/true], after: [{task: a, when: "@missing > 1"}]}
   h: {type: sql, connection: nowhere, sql: "select 1"}
   i: {type: process, run: [/bin/true], retries: many}
+  j: {type: process, run: "echo hi", success_codes: [256], env: {"A=B": x}, cwd: "${nope2}"}
 )");
   CommandResult r = RunFanout({"validate", "bad.yaml"}, dir.path());
   EXPECT_EQ(r.exit_code, 5);
@@ -53,6 +54,11 @@ tasks:
            "bad.yaml:17:64: error: unknown variable or parameter 'missing'",
            "bad.yaml:18:30: error: unknown connection 'nowhere'",
            "bad.yaml:19:49: error: `retries` must be a whole number",
+           // A `run` of the wrong shape does not hide the task's other problems.
+           "bad.yaml:20:27: error: `run` is a list",
+           "bad.yaml:20:54: error: exit codes are whole numbers from 0 to 255",
+           "bad.yaml:20:66: error: 'A=B' is not an environment variable name",
+           "bad.yaml:20:82: error: unknown variable or parameter 'nope2'",
        }) {
     EXPECT_NE(e.find(expected), std::string::npos) << "missing: " << expected << "\n" << e;
   }

@@ -122,19 +122,21 @@ class ProcessTaskType : public TaskType {
     auto task = std::make_shared<ProcessTask>();
     bool shell = parser.BoolAt(node, "shell").value_or(false);
     YAML::Node run = node["run"];
+    // A `run` of the wrong shape is reported with whatever else is wrong in the task.
+    bool run_usable = true;
     if (shell) {
       if (run && !run.IsScalar()) {
         parser.Error(run, "with `shell: true`, `run` is one command string for /bin/sh");
-        return nullptr;
+        run_usable = false;
+      } else {
+        task->shell_command = parser.TemplateAt(node, "run", true);
       }
-      task->shell_command = parser.TemplateAt(node, "run", true);
+    } else if (run && run.IsScalar()) {
+      parser.Error(run, "`run` is a list: the program and its arguments, e.g. "
+                        "[/usr/bin/python3, load.py]; to run a command line through /bin/sh "
+                        "add `shell: true`");
+      run_usable = false;
     } else {
-      if (run && run.IsScalar()) {
-        parser.Error(run, "`run` is a list: the program and its arguments, e.g. "
-                          "[/usr/bin/python3, load.py]; to run a command line through /bin/sh "
-                          "add `shell: true`");
-        return nullptr;
-      }
       task->argv = parser.TemplateListAt(node, "run", true);
       if (run && run.IsSequence() && run.size() == 0) {
         parser.Error(run, "`run` needs at least the program to run");
@@ -142,6 +144,15 @@ class ProcessTaskType : public TaskType {
     }
     task->cwd = parser.TemplateAt(node, "cwd", false);
     task->env = parser.TemplateMapAt(node, "env");
+    if (YAML::Node env = node["env"]; env && env.IsMap()) {
+      for (const auto& entry : env) {
+        const std::string name = entry.first.Scalar();
+        if (name.empty() || name.find('=') != std::string::npos) {
+          parser.Error(entry.first, fmt::format("'{}' is not an environment variable name: it "
+                                                "must not be empty or hold '='", name));
+        }
+      }
+    }
     if (YAML::Node codes = node["success_codes"]; codes) {
       task->success_codes.clear();
       if (!codes.IsSequence()) {
@@ -165,7 +176,7 @@ class ProcessTaskType : public TaskType {
         *target = name;
       }
     }
-    return task;
+    return run_usable ? task : nullptr;
   }
 };
 
