@@ -242,11 +242,13 @@ int RunPackage(const RunArgs& args) {
     std::printf("%s\n", masker->Mask(line).c_str());
     // One line per agent that ran children of this run (agent-job tasks).
     for (const client::AgentSummary& a : client::AgentPool::AllSummaries()) {
-      std::printf("  agent %-12s %s: %d child%s, %d failed, %d lost, busy %s\n", a.name.c_str(),
+      std::string unusable = a.unusable.empty() ? "" : "; unusable at times, last: " + a.unusable;
+      std::printf("  agent %-12s %s: %d child%s, %d failed, %d lost, busy %s%s\n", a.name.c_str(),
                   a.url.c_str(), a.children, a.children == 1 ? "" : "ren", a.failed, a.lost,
                   FormatDuration(std::chrono::duration_cast<std::chrono::nanoseconds>(
                                      std::chrono::duration<double>(a.busy_seconds)))
-                      .c_str());
+                      .c_str(),
+                  EscapeControls(masker->Mask(unusable)).c_str());
     }
   }
   // The reason always goes to stderr, where scripts and a parent package look for it.

@@ -93,11 +93,12 @@ std::vector<AgentSummary> AgentPool::AllSummaries() {
       total.failed += s.failed;
       total.lost += s.lost;
       total.busy_seconds += s.busy_seconds;
+      if (total.unusable.empty()) total.unusable = s.unusable;
     }
   }
   std::vector<AgentSummary> out;
   for (auto& [url, s] : by_url) {
-    if (s.children > 0 || s.lost > 0) out.push_back(s);
+    if (s.children > 0 || s.lost > 0 || !s.unusable.empty()) out.push_back(s);
   }
   std::sort(out.begin(), out.end(), [](const AgentSummary& a, const AgentSummary& b) {
     return std::tie(a.name, a.url) < std::tie(b.name, b.url);
@@ -169,15 +170,17 @@ void AgentPool::Probe(int member, AgentClient& client) {
     s.detached.erase(std::find(s.detached.begin(), s.detached.end(), run_id));
     --s.running;
   }
+  const bool was_usable_or_unknown = s.alive || !s.known;
   s.known = true;
-  if (!status.ok()) {
+  if (!status.ok() || status->value("draining", false)) {
     s.alive = false;
-    s.down_reason = status.status().message();
+    s.down_reason = status.ok() ? "the agent is draining (shutting down)" : status.status().message();
+    s.summary.unusable = s.down_reason;
     s.next_probe = Clock::now() + kDownProbeInterval;
-  } else if (status->value("draining", false)) {
-    s.alive = false;
-    s.down_reason = "the agent is draining (shutting down)";
-    s.next_probe = Clock::now() + kDownProbeInterval;
+    if (was_usable_or_unknown) {
+      const PoolMember& m = members_[static_cast<size_t>(member)];
+      down_notices_.emplace_back(fmt::format("{} ({})", m.name, m.endpoint.url), s.down_reason);
+    }
   } else {
     s.alive = true;
     s.down_reason.clear();
@@ -352,6 +355,7 @@ void AgentPool::MarkDown(int member, const std::string& reason) {
   State& s = states_[static_cast<size_t>(member)];
   s.alive = false;
   s.down_reason = reason;
+  s.summary.unusable = reason;
   s.next_probe = Clock::now() + kDownProbeInterval;
   WakeWaitersLocked();
 }
@@ -359,6 +363,11 @@ void AgentPool::MarkDown(int member, const std::string& reason) {
 void AgentPool::StopWhenBack(int member, const std::string& run_id) {
   std::lock_guard lock(mu_);
   states_[static_cast<size_t>(member)].orphans.push_back({run_id, ""});
+}
+
+std::vector<std::pair<std::string, std::string>> AgentPool::TakeDownNotices() {
+  std::lock_guard lock(mu_);
+  return std::exchange(down_notices_, {});
 }
 
 void AgentPool::StopStartWhenBack(int member, const std::string& idempotency_key) {

@@ -38,6 +38,7 @@ struct AgentSummary {
   int failed = 0;    // ended failed, canceled or abandoned
   int lost = 0;      // the agent was lost while they ran
   double busy_seconds = 0;  // sum of the children's start-to-end times
+  std::string unusable;     // why it was last found unusable, when it was at some point
 };
 
 class AgentPool;
@@ -104,6 +105,11 @@ class AgentPool {
   // idempotency key once the agent answers, is stopped.
   void StopStartWhenBack(int member, const std::string& idempotency_key);
 
+  // The members the pool's probes found unusable (unreachable, draining, refusing the token)
+  // since the last call, when they had been usable or not yet known, as {"NAME (URL)", why}: a
+  // task reports them, so that a pool running on what is left says so.
+  std::vector<std::pair<std::string, std::string>> TakeDownNotices();
+
   const std::vector<PoolMember>& members() const { return members_; }
   std::vector<AgentSummary> Summary();
 
@@ -129,6 +135,7 @@ class AgentPool {
     std::vector<Orphan> orphans;        // lost runs to stop once it answers
     std::vector<std::string> detached;  // runs started unfollowed, counted in `running`
   };
+  std::vector<std::pair<std::string, std::string>> down_notices_;  // for TakeDownNotices
   struct Waiter {
     bool known;       // has an expected duration
     double expected;  // seconds

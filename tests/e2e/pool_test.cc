@@ -852,6 +852,33 @@ TEST_F(PoolTest, AStartWhoseAnswerIsLostDoesNotRunTheChildTwice) {
       << "the run of the lost start should have been stopped, not left to finish";
 }
 
+// A pool that runs on what is left says so: an agent down from the start gets an OnWarning
+// and its line in `fanout run`'s per-agent summary, though the parent succeeds.
+TEST_F(PoolTest, AnAgentDownFromTheStartIsReported) {
+  ASSERT_TRUE(StartAgents({1}));
+  ASSERT_TRUE(Deploy({{"quick.yaml", ShellJob("quick", "true")}}));
+  std::string parent = work_.Write(
+      "half-down.yaml",
+      "package: half-down\nconnections:\n  pool: {type: agent-pool, agents: [gone, srv-a]}\n"
+      "  gone: {type: agent, url: \"http://127.0.0.1:1\", token_file: \"" +
+          agent(0).token_file() + "\"}\n"
+      "  srv-a: {type: agent, url: \"" + agent(0).url() + "\", token_file: \"" +
+          agent(0).token_file() + "\"}\n"
+      "tasks:\n" + FanTask(2, 2, "quick"));
+  CommandResult r = RunParent(parent);
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_TRUE(Has(r.out, "agent gone         http://127.0.0.1:1: 0 children, 0 failed, 0 lost, "
+                         "busy 0.0 ms; unusable at times, last: "))
+      << r.out;
+  ParentRecord record = Record(ExecutionIdOf(r.out));
+  std::string warnings = EventsText(record, EventType::kOnWarning);
+  const std::string notice = "agent gone (http://127.0.0.1:1) is unusable, so children go to the "
+                             "pool's other agents until it answers: ";
+  size_t first = warnings.find(notice);
+  ASSERT_NE(first, std::string::npos) << warnings;
+  EXPECT_EQ(warnings.find(notice, first + 1), std::string::npos) << "said once:\n" << warnings;
+}
+
 TEST_F(PoolTest, AFrozenAgentsRunIsStoppedWhenItAnswersAgain) {
   ASSERT_TRUE(StartAgents({1, 1}));
   ASSERT_TRUE(Deploy({{"slow.yaml", ShellJob("slow", "sleep 6")}}));

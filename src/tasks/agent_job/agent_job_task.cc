@@ -145,6 +145,11 @@ class AgentJobTask : public Task {
         return TaskOutcome::Failure(why);
       }
       lease = std::move(*acquired);
+      for (const auto& [agent, why] : pool->TakeDownNotices()) {
+        context.Emit(EventType::kOnWarning,
+                     fmt::format("agent {} is unusable, so children go to the pool's other "
+                                 "agents until it answers: {}", agent, why));
+      }
       auto result = lease.client().StartJob(*job_name, start);
       if (!result.ok() && result.status().code() == Code::kUnavailable) {
         // The answer may be lost rather than the request: the same key cannot start twice.
