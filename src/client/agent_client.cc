@@ -109,9 +109,10 @@ Code CodeForHttpStatus(int status) {
   return Code::kInternal;
 }
 
-// A request that got no HTTP answer at all.
+// A request that got no HTTP answer at all; `answered_before` when this client had answers
+// from the agent (then a TLS mismatch is not why).
 fanout::Status TransportError(httplib::Error error, const std::string& where,
-                              const AgentEndpoint& endpoint) {
+                              const AgentEndpoint& endpoint, bool answered_before) {
   const std::string what = httplib::to_string(error);
   switch (error) {
     case httplib::Error::Connection:
@@ -127,8 +128,11 @@ fanout::Status TransportError(httplib::Error error, const std::string& where,
     case httplib::Error::Write: {
       std::string message = fmt::format(
           "{}: the connection broke or the agent did not answer in time ({})", where, what);
-      // Both TLS mismatches below look like a dropped connection from this side.
-      if (endpoint.url.starts_with("http://")) {
+      // Both TLS mismatches below look like a dropped connection from this side, but cannot
+      // be why once the agent has answered.
+      if (answered_before) {
+        message += "; it answered before: it went away or stopped answering";
+      } else if (endpoint.url.starts_with("http://")) {
         message += "; if the agent serves https, use https://";
       } else if (endpoint.cert_file.empty()) {
         message += "; if the agent requires client certificates, give a certificate and key";
@@ -300,7 +304,8 @@ Result<AgentClient::Response> AgentClient::Call(const char* method, const std::s
                                               : http_->Post(path, headers, body, content_type))
       : m == "DELETE" ? http_->Delete(path, headers)
                       : httplib::Result(nullptr, httplib::Error::Unknown);
-  if (!res) return TransportError(res.error(), where, endpoint_);
+  if (!res) return TransportError(res.error(), where, endpoint_, answered_);
+  answered_ = true;
 
   Response out;
   out.status = res->status;

@@ -157,6 +157,7 @@ class AgentClient {
   AgentEndpoint endpoint_;
   std::string base_url_;
   fanout::Status endpoint_status_;
+  bool answered_ = false;  // some request got an HTTP answer
   std::unique_ptr<httplib::ClientImpl> http_;
 };
 

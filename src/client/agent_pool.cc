@@ -275,9 +275,9 @@ Result<Lease> AgentPool::Acquire(const Request& request, const std::function<boo
       std::vector<std::string> reasons;
       for (size_t i = 0; i < states_.size(); ++i) {
         const State& s = states_[i];
-        std::string why = request.exclude.count(static_cast<int>(i)) != 0
-                              ? "refused this job (see the task's earlier warnings)"
-                              : s.down_reason;
+        auto refused = request.exclude.find(static_cast<int>(i));
+        std::string why = refused != request.exclude.end() ? "refused: " + refused->second
+                                                           : s.down_reason;
         reasons.push_back(fmt::format("{} ({}): {}", members_[i].name, members_[i].endpoint.url, why));
       }
       leave();

@@ -84,8 +84,8 @@ class AgentPool {
     // Among children with the same precedence, the lower order goes first (its task's
     // TaskContext::start_order); equal orders go in arrival order.
     uint64_t order = 0;
-    // Members not to use for this request (it said 409, or lacks the job).
-    std::set<int> exclude;
+    // Members not to use for this request (it said 409, or lacks the job), with what they said.
+    std::map<int, std::string> exclude;
   };
   // Waits for a free slot. Fails with Unavailable naming every agent and why it is unusable
   // when no agent can take the child, and with Canceled when `canceled` turns true.

@@ -133,16 +133,14 @@ class AgentJobTask : public Task {
     // Place the child: the least loaded agent with a free slot that accepts it.
     Lease lease;
     client::StartResult started;
-    std::vector<std::string> refusals;
+    const bool pool_of_several = members->size() > 1;
     while (true) {
       auto acquired = pool->Acquire(request, canceled);
       if (!acquired.ok()) {
         if (acquired.status().code() == Code::kCanceled) {
           return {TaskResult::kCanceled, acquired.status().message(), "", ""};
         }
-        std::string why = acquired.status().message();
-        if (!refusals.empty()) why += fmt::format(" (refusals: {})", fmt::join(refusals, "; "));
-        return TaskOutcome::Failure(why);
+        return TaskOutcome::Failure(acquired.status().message());
       }
       lease = std::move(*acquired);
       for (const auto& [agent, why] : pool->TakeDownNotices()) {
@@ -171,16 +169,16 @@ class AgentJobTask : public Task {
         start.idempotency_key = fmt::format("{}#{}", attempt_key, ++lost_starts);
         pool->Release(lease, AgentPool::Ending::kNotStarted);
         context.Emit(EventType::kOnWarning,
-                     fmt::format("agent {} is unavailable, trying another (a run it may have "
-                                 "started is stopped when it answers): {}",
-                                 agent, st.message()));
+                     fmt::format("agent {} is unavailable{} (a run it may have started is "
+                                 "stopped when it answers): {}",
+                                 agent, pool_of_several ? ", trying another" : "", st.message()));
         continue;
       }
       pool->Release(lease, AgentPool::Ending::kNotStarted);
-      if (st.code() == Code::kFailedPrecondition || st.code() == Code::kNotFound) {
+      if (pool_of_several &&
+          (st.code() == Code::kFailedPrecondition || st.code() == Code::kNotFound)) {
         // 409 (the job is at its max_concurrent_runs there) or a job that agent lacks.
-        request.exclude.insert(member);
-        refusals.push_back(fmt::format("{}: {}", agent, st.message()));
+        request.exclude[member] = st.message();
         context.Emit(EventType::kOnWarning, fmt::format("agent {} refused job {}, trying another: {}",
                                                         agent, *job_name, st.message()));
         continue;
