@@ -166,7 +166,13 @@ Status Executor::Recover() {
     bool alive = r.pid > 0 && kill(r.pid, 0) == 0 && ProcessStartTime(r.pid) == r.pid_start;
     run->secrets_lost = r.sensitive != "[]" && !r.sensitive.empty();
     bool queued = r.status == "queued";
-    if (!job || (!queued && !alive) || (queued && run->secrets_lost)) {
+    // A package step that ended while the agent was down left its result file (or its end in
+    // the catalog): Reattach reads it, as for a step still alive.
+    const bool result_left = job && !queued && !r.execution_id.empty() && r.current_step >= 0 &&
+                             r.current_step < static_cast<int>(job->steps.size()) &&
+                             job->steps[static_cast<size_t>(r.current_step)].subsystem == "package";
+    if (!alive) run->record.pid = 0;  // a pid of another process now, if any
+    if (!job || (!queued && !alive && !result_left) || (queued && run->secrets_lost)) {
       run->record.status = "abandoned";
       run->record.ended_at = Now();
       run->record.message = !job    ? "the job was deleted while this run was in flight"

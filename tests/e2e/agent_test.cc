@@ -1297,8 +1297,9 @@ TEST_F(AgentTest, SigtermStopsStepsThatOutlastTheDrainGrace) {
 // agent re-attaches to it and ends the run with the package's real result.
 // `catalog_answers` false: the agent's catalog is a PostgreSQL server nobody runs, so the step
 // spools its rows and the restarted agent can learn its result only from the step itself.
+// `ends_while_down`: the step ends before the agent is back, which reads its result all the same.
 void ExpectReattach(AgentProcess& agent, std::unique_ptr<client::AgentClient>& api, int exit_code,
-                    bool catalog_answers = true) {
+                    bool catalog_answers = true, bool ends_while_down = false) {
   const std::string started = agent.Path("started");
   const std::string gate = agent.Path("gate");
   ASSERT_TRUE(api->PutPackage("slow",
@@ -1322,13 +1323,20 @@ void ExpectReattach(AgentProcess& agent, std::unique_ptr<client::AgentClient>& a
   ASSERT_TRUE(WaitFor([&] { return std::filesystem::exists(started); }, milliseconds(10000)));
 
   agent.Kill();
+  if (ends_while_down) {
+    agent.dir().Write("gate", "");
+    const std::string results = agent.data_dir() + "/results";
+    ASSERT_TRUE(WaitFor([&] { return !std::filesystem::is_empty(results); }, milliseconds(10000)))
+        << "the step left no result file";
+  }
   ASSERT_TRUE(agent.Restart());
   api = agent.Client();
   auto recovered = api->GetRun(started_run->run_id);
   ASSERT_TRUE(recovered.ok()) << recovered.status().ToString();
-  EXPECT_EQ((*recovered)["status"], "running") << recovered->dump();
-
-  agent.dir().Write("gate", "");
+  if (!ends_while_down) {
+    EXPECT_EQ((*recovered)["status"], "running") << recovered->dump();
+    agent.dir().Write("gate", "");
+  }
   json run = WaitForRun(*api, started_run->run_id);
   ASSERT_TRUE(run.is_object());
   ASSERT_GE(run["steps"].size(), 1u) << run.dump();
@@ -1371,6 +1379,14 @@ TEST_F(AgentTest, AReattachedStepsResultNeedsNoCatalog) {
   ASSERT_TRUE(StartConfig(Config(2, "catalog: \"postgresql://fanout@127.0.0.1:1/nowhere\"\n")));
   ExpectReattach(agent_, api_, 0, /*catalog_answers=*/false);
   unsetenv("FANOUT_SPOOL_DIR");
+  EXPECT_TRUE(std::filesystem::is_empty(agent_.data_dir() + "/results")) << "result files are removed";
+}
+
+// QA: a package step that ended while its agent was down was called `abandoned`, while the
+// catalog said `succeeded` and its result file lay unread.
+TEST_F(AgentTest, AStepThatEndedWhileTheAgentWasDownKeepsItsResult) {
+  ASSERT_TRUE(StartConfig(Config(2)));
+  ExpectReattach(agent_, api_, 0, /*catalog_answers=*/true, /*ends_while_down=*/true);
   EXPECT_TRUE(std::filesystem::is_empty(agent_.data_dir() + "/results")) << "result files are removed";
 }
 
