@@ -444,6 +444,13 @@ void AgentServer::Routes() {
     auto job = load_job(name, res);
     if (!job) return;
     json out = job->ToJson();
+    // A package step's own params that its package declares sensitive are not shown.
+    for (json& step : out["steps"]) {
+      if (!step.contains("params")) continue;
+      for (const std::string& param : SensitiveParams(step.value("package", ""))) {
+        if (step["params"].contains(param)) step["params"][param] = "***";
+      }
+    }
     int running = 0;
     for (const RunRecord& a : executor_->Snapshot().active) running += a.job == name;
     out["running"] = running;

@@ -1041,6 +1041,26 @@ TEST_F(AgentTest, ParamsAPackageDeclaresSensitiveAreSecretsWithoutBeingSentAsSuc
   ExpectNotInAgentDatabase(secret);
 }
 
+// A job's own step params that its package declares sensitive are not shown by GET /v1/jobs/X
+// (`fanout job show`); the step still runs with them.
+TEST_F(AgentTest, AJobDefinitionShowsNoSensitiveStepParam) {
+  ASSERT_TRUE(StartConfig(Config(1)));
+  ASSERT_TRUE(PutPackage("careful",
+                         "package: careful\nparameters:\n"
+                         "  pw: {type: string, sensitive: true}\n"
+                         "  region: {type: string}\n"
+                         "tasks:\n"
+                         "  check: {type: process, run: [/bin/sh, -c, 'test \"$0\" = Fixed-Step-Pw', "
+                         "'${pw}']}\n"));
+  ASSERT_TRUE(PutJob("job: fixed\nsteps:\n  - {name: child, subsystem: package, package: careful, "
+                     "params: {pw: Fixed-Step-Pw, region: eu}}\n"));
+  auto shown = api_->GetJob("fixed");
+  ASSERT_TRUE(shown.ok()) << shown.status().ToString();
+  EXPECT_EQ((*shown)["steps"][0]["params"], json({{"pw", "***"}, {"region", "eu"}})) << shown->dump();
+  json run = Run("fixed", {});
+  EXPECT_EQ(run.value("status", ""), "succeeded") << run.dump();
+}
+
 // The agent's children running `fanout --argv-from-stdin`: its warm processes.
 std::vector<int> WarmProcesses(int agent_pid) {
   std::vector<int> pids;
