@@ -698,11 +698,8 @@ void Execution::Retry(Container* c, size_t i, int try_number, const std::string&
   std::string failure = def.is_container() ? reason : fmt::format("{}: {}", c->ChildPath(def), reason);
   auto start = [this, c, i, try_number, failure] {
     const TaskDef& def = (*c->tasks)[i];
-    if (canceled_ || c->canceled) {
-      FinishNode(c, i, Final::kCanceled, "canceled before retry");
-      return;
-    }
-    if (StopAll() || c->stopping) {  // no retry once stopping: the last try's failure stands
+    // No retry once canceled or stopping: the last try's failure stands (as its task run says).
+    if (canceled_ || c->canceled || StopAll() || c->stopping) {
       if (!def.is_container()) ++result_.failed;
       FinishNode(c, i, Final::kFailure, failure);
       return;

@@ -909,6 +909,24 @@ tasks:
   EXPECT_EQ(p.result, TaskResult::kFailure);
   EXPECT_LT(elapsed_, kBlockSafety) << "the failed package waited for the retry delay";
   EXPECT_EQ(World::Get().CallsOf("b").size(), 1u);
+
+  // A cancel during the delay: the run is canceled, the task counted as its last try recorded
+  // it, failed (the console's summary and the catalog agree).
+  CancelToken token;
+  std::thread canceler([&] {
+    std::this_thread::sleep_for(50ms);
+    token.Cancel(CancelToken::Reason::kCanceled);
+  });
+  RunResult c = MustRun(R"(package: canceled-in-delay
+tasks:
+  rt: {type: fake, result: failure, retries: 3, retry_delay: 5s}
+)",
+                        {}, &token);
+  canceler.join();
+  EXPECT_EQ(c.result, TaskResult::kCanceled);
+  EXPECT_LT(elapsed_, kBlockSafety);
+  EXPECT_EQ(c.failed, 1);
+  EXPECT_EQ(StatusOf("rt"), "failed");
 }
 
 TEST_F(EngineTest, TimeoutCancelsABlockingTask) {
