@@ -38,6 +38,9 @@ const char* TaskResultName(TaskResult result) {
 
 namespace {
 
+// Of a variable's new value, what an OnVariableValueChanged message shows.
+constexpr size_t kChangedValueShown = 4096;
+
 using Clock = std::chrono::steady_clock;
 
 // How a child of a container ended, as precedence constraints see it.
@@ -404,8 +407,15 @@ Status Execution::Prepare() {
   Masker& masker = recorder_.masker();
   variables_ = std::make_unique<VariableStore>(
       [this](const std::string& name, const Value& value) {
+        std::string text = value.ToString();
+        if (text.size() > kChangedValueShown) {
+          // Cut, and a secret's first part at the cut masked too (the Recorder masks whole
+          // secrets only).
+          text = recorder_.masker().MaskTruncated(std::string_view(text).substr(0, kChangedValueShown)) +
+                 fmt::format("... ({} bytes in all)", text.size());
+        }
         Emit(EventType::kOnVariableValueChanged, "",
-             fmt::format("variable {} changed to {}", name, value.ToString()));
+             fmt::format("variable {} changed to {}", name, text));
       });
   std::map<std::string, std::string> sets = options_.sets;
   std::vector<std::string> errors;

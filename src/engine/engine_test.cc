@@ -1477,6 +1477,23 @@ tasks:
   EXPECT_EQ(changed[0].message.find("quiet"), std::string::npos);
 }
 
+// A long value is shown cut, and a secret cut in two there shows no part of itself.
+TEST_F(EngineTest, AVariableChangedEventShowsALongValueCutWithoutPartOfASecret) {
+  RunOptions options;
+  options.sets = {{"tok", "Cut-Secret-99"}};
+  const std::string pad(4090, 'o');  // the secret starts 6 bytes before the cut at 4096
+  RunResult r = MustRun("package: long-change\nparameters:\n  tok: {sensitive: true}\n"
+                        "variables:\n  v: {raise_changed_event: true}\ntasks:\n"
+                        "  a: {type: fake, set: v, value: \"" + pad + "${tok}\"}\n",
+                        options);
+  EXPECT_EQ(r.result, TaskResult::kSuccess) << r.message;
+  auto changed = EventsOf(EventType::kOnVariableValueChanged);
+  ASSERT_EQ(changed.size(), 1u) << AllEvents();
+  EXPECT_EQ(changed[0].message.find("Cut-Se"), std::string::npos) << changed[0].message.substr(4000);
+  EXPECT_NE(changed[0].message.find("o***... (4103 bytes in all)"), std::string::npos)
+      << changed[0].message.substr(4000);
+}
+
 TEST_F(EngineTest, SettingAReadOnlyOrMistypedVariableFailsTheTask) {
   RunResult r = MustRun(R"(package: bad-set
 variables:

@@ -4,6 +4,7 @@
 #include "tasks/process/process_task.h"
 
 #include <algorithm>
+#include <tuple>
 
 #include <fmt/format.h>
 
@@ -99,6 +100,15 @@ class ProcessTask : public Task {
     // Captured after the event, so output that does not fit its variable is still logged; a
     // failed exit is the task's error before a failed assignment.
     Status assigned = Status::Ok();
+    for (auto [var, dropped, stream] : {std::tuple{&stdout_var, r.out_dropped, "stdout"},
+                                        std::tuple{&stderr_var, r.err_dropped, "stderr"}}) {
+      if (!var->empty() && dropped > 0) {
+        context.Emit(EventType::kOnWarning,
+                     fmt::format("variable {} holds only the first {} bytes of {}: {} more were "
+                                 "dropped",
+                                 *var, spec.capture_limit, stream, dropped));
+      }
+    }
     if (!stdout_var.empty()) assigned = scope.Set(stdout_var, Value(Trimmed(r.out)));
     if (!stderr_var.empty() && assigned.ok()) assigned = scope.Set(stderr_var, Value(Trimmed(r.err)));
     bool ok = r.term_signal == 0 && std::find(success_codes.begin(), success_codes.end(),
