@@ -202,6 +202,7 @@ bool ChildProcess::Ended() const {
 
 Result<ChildProcess> StartProcess(const SpawnSpec& spec, bool stdin_pipe) {
   if (spec.argv.empty()) return InvalidArgument("no program to run");
+  if (spec.argv[0].empty()) return InvalidArgument("the program to run is an empty string");
   Fd out_r, out_w, err_r, err_w, in_r, in_w;
   if (!MakePipe(out_r, out_w) || !MakePipe(err_r, err_w) ||
       (stdin_pipe && !MakePipe(in_r, in_w))) {

@@ -366,6 +366,11 @@ TEST(RunProcessTest, EmptyArgvIsInvalid) {
   auto r = RunProcess(SpawnSpec{}, -1);
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), Code::kInvalidArgument);
+  SpawnSpec empty_program;
+  empty_program.argv = {""};
+  r = RunProcess(empty_program, -1);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().message(), "the program to run is an empty string");
 }
 
 // ---- Cancellation -----------------------------------------------------------------------------

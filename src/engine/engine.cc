@@ -441,8 +441,13 @@ Status Execution::Prepare() {
     if (!value && p.default_value) value = *p.default_value;
     if (!value) {
       if (p.required) {
-        errors.push_back(fmt::format("required parameter '{}' has no value; pass --set {}=VALUE",
-                                     p.name, p.name));
+        errors.push_back(
+            options_.parent_execution_id.empty()
+                ? fmt::format("required parameter '{}' has no value; pass --set {}=VALUE", p.name,
+                              p.name)
+                : fmt::format("required parameter '{}' has no value; give it in the parent's "
+                              "`params:` for this child",
+                              p.name));
         continue;
       }
       value = Value::Default(p.type);  // no secret: the type's zero value, "" or 0 or false

@@ -262,7 +262,12 @@ class Loader : public TaskParser {
     if (source_.starts_with("\xEF\xBB\xBF")) source_skipped_ = 3;
     YAML::Node root;
     try {
-      root = YAML::Load(text);
+      std::vector<YAML::Node> documents = YAML::LoadAll(text);
+      if (documents.size() > 1) {
+        // Most likely two packages pasted into one file: the second would go unnoticed.
+        Error(documents[1], "a package file holds one YAML document; another starts here");
+      }
+      if (!documents.empty()) root = documents.front();
     } catch (const YAML::ParserException& e) {
       diag_.Error({path_, e.mark.line + 1, e.mark.column + 1},
                   "not valid YAML: " + e.msg);

@@ -74,6 +74,18 @@ TEST(ValidateTest, BadExpressionPointsAtTheColumn) {
   EXPECT_NE(r.err.find("expr.yaml:5:42:"), std::string::npos) << r.err;
 }
 
+// A second YAML document (two packages pasted into one file) would go unnoticed.
+TEST(ValidateTest, ASecondYamlDocumentIsAnError) {
+  ScratchDir dir;
+  dir.Write("two.yaml", "package: a\ntasks:\n  t: {type: process, run: [/bin/true]}\n---\n"
+                        "package: b\ntasks: {}\n");
+  CommandResult r = RunFanout({"validate", "two.yaml"}, dir.path());
+  EXPECT_EQ(r.exit_code, 5);
+  EXPECT_NE(r.err.find("two.yaml:5:1: error: a package file holds one YAML document"),
+            std::string::npos)
+      << r.err;
+}
+
 TEST(ValidateTest, DuplicateKeysAreReported) {
   ScratchDir dir;
   dir.Write("dup.yaml", "package: dup\ntasks:\n  a: {type: process, run: [/bin/true]}\n"
