@@ -588,8 +588,14 @@ Executor::StepOutcome Executor::Reattach(ActiveRun& run) {
     if (fds[0].revents & POLLIN) break;
     if (fds[1].revents & POLLIN) {
       kill(-run.record.pid, SIGTERM);
-      std::this_thread::sleep_for(std::min(config_.stop_grace, std::chrono::milliseconds(5000)));
+      // The grace at most, and no longer than the step takes to end; then whatever is left of
+      // its process group goes.
+      auto grace = std::min(config_.stop_grace, std::chrono::milliseconds(5000));
+      pollfd ended = {pidfd, POLLIN, 0};
+      poll(&ended, 1, static_cast<int>(grace.count()));
       kill(-run.record.pid, SIGKILL);
+      poll(&ended, 1, -1);
+      break;
     }
   }
   if (pidfd >= 0) close(pidfd);

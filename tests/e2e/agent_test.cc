@@ -1410,6 +1410,26 @@ TEST_F(AgentTest, AStepThatEndedWhileTheAgentWasDownKeepsItsResult) {
   EXPECT_TRUE(std::filesystem::is_empty(agent_.data_dir() + "/results")) << "result files are removed";
 }
 
+// A re-attached step that is stopped ends as soon as it has ended, not after all of stop_grace.
+TEST_F(AgentTest, AStoppedReattachedStepEndsWithoutWaitingOutTheGrace) {
+  ASSERT_TRUE(StartConfig("name: e2e\ndata_dir: data\nslots: 1\ntoken_file: token\n"
+                          "stop_grace: 10s\n"));
+  const std::string pid_file = agent_.Path("step.pid");
+  ASSERT_TRUE(PutJob("job: long\nsteps:\n  - {name: s, subsystem: process, run: " +
+                     Sh("echo $$ > " + pid_file + ".tmp; mv " + pid_file + ".tmp " + pid_file +
+                        "; exec sleep 30") +
+                     "}\n"));
+  std::string id = StartRun("long");
+  ASSERT_TRUE(WaitForFile(pid_file));
+  agent_.Kill();
+  ASSERT_TRUE(Restart());
+  auto start = std::chrono::steady_clock::now();
+  ASSERT_TRUE(api_->StopRun(id).ok());
+  json run = WaitForRun(*api_, id);
+  EXPECT_EQ(run.value("status", ""), "canceled") << run.dump();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, seconds(5)) << "it waited out stop_grace";
+}
+
 TEST_F(AgentTest, ARunWhoseStepDiedWithTheAgentEndsAbandonedAndQueuedRunsStillRun) {
   ASSERT_TRUE(StartConfig(Config(1)));
   const std::string pid_file = agent_.Path("step.pid");
