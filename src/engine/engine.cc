@@ -1008,7 +1008,16 @@ void Execution::StartLoop(Container* c, size_t i, DateTime started, int attempt,
       } else {
         std::string p = *pattern;
         if (!p.empty() && p[0] != '/') {
-          p = std::filesystem::absolute(std::filesystem::path(package_->dir) / p).lexically_normal().string();
+          // The package's folder is a path, not a pattern: its *, ? and [ match themselves.
+          std::string dir =
+              std::filesystem::absolute(std::filesystem::path(package_->dir)).lexically_normal().string();
+          std::string escaped;
+          for (char ch : dir) {
+            if (ch == '*' || ch == '?' || ch == '[' || ch == '\\') escaped += '\\';
+            escaped += ch;
+          }
+          if (!escaped.ends_with('/')) escaped += '/';
+          p = escaped + p;
         }
         glob_t g{};
         // GLOB_MARK ends directories with '/': files only, as SSIS's file enumerator.
@@ -1016,7 +1025,9 @@ void Execution::StartLoop(Container* c, size_t i, DateTime started, int attempt,
         if (rc == 0) {
           for (size_t k = 0; k < g.gl_pathc; ++k) {
             std::string_view match = g.gl_pathv[k];
-            if (!match.ends_with('/')) l->items.emplace_back(std::string(match));
+            if (!match.ends_with('/')) {
+              l->items.emplace_back(std::filesystem::path(match).lexically_normal().string());
+            }
           }
         } else if (rc != GLOB_NOMATCH) {
           fail(fmt::format("cannot list files matching {}", p));

@@ -301,6 +301,20 @@ TEST(RunTest, AChildProcessStoppedFromOutsideFailsItsTask) {
   }
 }
 
+// `files` is a pattern, but the package's folder is a path: a package in a folder named with
+// pattern characters still finds its files, and a pattern escapes its own.
+TEST(RunTest, ForeachFilesInAFolderWithPatternCharacters) {
+  ScratchDir dir;
+  std::filesystem::create_directories(dir.path() + "/night[1]/in[2]");
+  dir.Write("night[1]/in[2]/a.csv", "a\n");
+  dir.Write("night[1]/p.yaml", "package: p\ntasks:\n  each:\n    type: foreach\n"
+                               "    files: 'in\\[2\\]/*.csv'\n    as: f\n    tasks:\n"
+                               "      show: {type: process, run: [/bin/sh, -c, 'echo \"$0\" >> seen.txt', '${f}']}\n");
+  CommandResult r = RunFanout({"run", "night[1]/p.yaml"}, dir.path());
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_EQ(dir.Read("night[1]/seen.txt"), dir.path() + "/night[1]/in[2]/a.csv\n");  // cwd: its folder
+}
+
 TEST(RunTest, LogProvidersWriteEvents) {
   ScratchDir dir;
   dir.Write("log.yaml", "package: log\ntasks:\n  a: {type: process, run: [/bin/echo, hi]}\n");
