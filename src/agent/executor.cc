@@ -150,7 +150,6 @@ Status Executor::Recover() {
   std::vector<OpenExecution> orphaned;  // package steps' executions their dead runs left open
   std::lock_guard lock(mu_);
   for (RunRecord& r : runs) {
-    auto job_record = store_.GetJob(r.job);
     auto run = std::make_shared<ActiveRun>();
     run->record = r;
     try {
@@ -158,14 +157,30 @@ Status Executor::Recover() {
     } catch (const nlohmann::json::exception&) {
       run->params = nlohmann::json::object();
     }
+    // The job as the run started it, whatever it has become since (runs of older agents kept
+    // none: the job as it is now).
+    std::string definition = r.definition;
+    if (definition.empty()) {
+      auto job_record = store_.GetJob(r.job);
+      if (job_record.ok() && *job_record) definition = (*job_record)->definition;
+    }
     std::shared_ptr<const JobDef> job;
-    if (job_record.ok() && *job_record) {
-      auto parsed = ParseJob((*job_record)->definition);
+    if (!definition.empty()) {
+      auto parsed = ParseJob(definition);
       if (parsed.ok()) job = std::make_shared<const JobDef>(std::move(*parsed));
     }
     bool alive = r.pid > 0 && kill(r.pid, 0) == 0 && ProcessStartTime(r.pid) == r.pid_start;
     run->secrets_lost = r.sensitive != "[]" && !r.sensitive.empty();
     bool queued = r.status == "queued";
+    if (!queued && !alive && r.pid == 0 && r.execution_id.empty() && job) {
+      auto attempts = store_.ListStepAttempts(r.id, /*with_output=*/false);
+      if (attempts.ok() && attempts->empty()) {
+        // Given a slot just before the agent died, no step started: it waits for one again.
+        queued = true;
+        run->record.status = "queued";
+        run->record.started_at.reset();
+      }
+    }
     // A package step that ended while the agent was down left its result file (or its end in
     // the catalog): Reattach reads it, as for a step still alive.
     const bool result_left = job && !queued && !r.execution_id.empty() && r.current_step >= 0 &&
@@ -189,12 +204,25 @@ Status Executor::Recover() {
           CloseOpenAttempts(r.id, "abandoned", run->record.message, std::nullopt);
       continue;
     }
+    if (queued && !r.stop_reason.empty()) {  // stopped before its step could start
+      run->record.status = "canceled";
+      run->record.message = "Job canceled before it started";
+      run->record.ended_at = Now();
+      SaveRun(*run);
+      ++run_counts_["canceled"];
+      continue;
+    }
     run->job = job;
     active_[r.id] = run;
-    if (r.status == "queued") {
+    if (queued) {
       queue_.push_back(run);
     } else {
       run->reattach = true;
+      if (!r.stop_reason.empty()) {
+        // A stop was under way when the agent died: it is finished now.
+        run->stop_reason = r.stop_reason;
+        run->stop.Cancel(CancelToken::Reason::kCanceled);
+      }
       LaunchLocked(run);
     }
   }
@@ -260,6 +288,7 @@ Result<StartResult> Executor::Start(std::shared_ptr<const JobDef> job_def,
   r.parent_execution_id = request.parent_execution_id;
   r.start_step = request.start_step;
   r.idempotency_key = request.idempotency_key;
+  r.definition = job.text.empty() ? job.ToJson().dump() : job.text;
   r.queued_at = Now();
   r.current_step = start_index - 1;
   // A run that takes a slot at once is inserted as running: one transaction instead of an
@@ -347,33 +376,36 @@ void Executor::RunThread(std::shared_ptr<ActiveRun> run) {
   while (index >= 0 && index < static_cast<int>(job.steps.size())) {
     const StepDef& step = job.steps[static_cast<size_t>(index)];
     StepOutcome outcome;
-    if (run->reattach) {
-      run->reattach = false;
-      outcome = Reattach(*run);
-      if (run->record.status == "abandoned") {
-        FinishRun(run, "abandoned", outcome.message);
-        return;
-      }
-    } else {
-      if (run->secrets_lost) {  // re-attached after a restart: the next step would need them
-        FinishRun(run, "abandoned", kSecretsLost);
-        return;
-      }
-      for (int attempt = 1;; ++attempt) {
+    for (int attempt = 1;; ++attempt) {
+      if (run->reattach) {
+        // The attempt the agent before the restart started: the step's retries that remain
+        // after it still apply.
+        run->reattach = false;
+        attempt = std::max(1, attempts[static_cast<size_t>(index)]);
+        outcome = Reattach(*run);
+        if (run->record.status == "abandoned") {
+          FinishRun(run, "abandoned", outcome.message);
+          return;
+        }
+      } else {
+        if (run->secrets_lost) {  // re-attached after a restart: the next step would need them
+          FinishRun(run, "abandoned", kSecretsLost);
+          return;
+        }
         outcome = RunStep(*run, index, ++attempts[static_cast<size_t>(index)]);
-        if (outcome.success || outcome.canceled || attempt > step.retries || run->stop.canceled()) break;
-        {
-          std::lock_guard lock(mu_);
-          run->record.status = "retrying";
-          run->record.message = outcome.message;
-          SaveRun(*run);
-        }
-        if (!run->stop.SleepFor(step.retry_interval)) {
-          outcome.canceled = true;
-          std::lock_guard lock(mu_);
-          outcome.message = run->stop_reason;  // not the failure it was about to retry
-          break;
-        }
+      }
+      if (outcome.success || outcome.canceled || attempt > step.retries || run->stop.canceled()) break;
+      {
+        std::lock_guard lock(mu_);
+        run->record.status = "retrying";
+        run->record.message = outcome.message;
+        SaveRun(*run);
+      }
+      if (!run->stop.SleepFor(step.retry_interval)) {
+        outcome.canceled = true;
+        std::lock_guard lock(mu_);
+        outcome.message = run->stop_reason;  // not the failure it was about to retry
+        break;
       }
     }
     if (outcome.canceled || run->stop.canceled()) {
@@ -745,6 +777,8 @@ Result<RunRecord> Executor::Stop(const std::string& run_id) {
     run->ended.notify_all();
     return run->record;
   }
+  // Kept, so that an agent that dies within the stop's grace finishes the stop after its restart.
+  (void)store_.SaveStopReason(run_id, run->stop_reason);
   run->stop.Cancel(CancelToken::Reason::kCanceled);
   return run->record;
 }
@@ -832,6 +866,9 @@ void Executor::Drain(std::chrono::milliseconds grace) {
   for (auto& [id, run] : active_) {
     run->stop_reason = fmt::format("the agent shut down (SIGTERM) and stopped its step after "
                                    "drain_grace {}", FormatDuration(grace));
+    if (std::find(queue_.begin(), queue_.end(), run) == queue_.end()) {
+      (void)store_.SaveStopReason(id, run->stop_reason);  // a queued one runs after the restart
+    }
     run->stop.Cancel(CancelToken::Reason::kCanceled);
   }
   // Queued runs are left queued in the store; the next start picks them up.

@@ -269,7 +269,9 @@ Result<JobDef> ParseJob(const std::string& text) {
                                          e.mark.column + 1, e.msg));
     }
   }
-  return JobFromJson(obj);
+  ASSIGN_OR_RETURN(JobDef job, JobFromJson(obj));
+  job.text = text;
+  return job;
 }
 
 }  // namespace fanout::agent

@@ -43,6 +43,7 @@ struct JobDef {
   bool enabled = true;
   int max_concurrent_runs = 1;
   std::vector<StepDef> steps;
+  std::string text;  // as ParseJob read it: what a run keeps of the job it started from
 
   // Index of the step named `name`, or -1.
   int StepIndex(const std::string& name) const;

@@ -22,7 +22,8 @@ CREATE TABLE IF NOT EXISTS runs(
   parent_execution_id TEXT NOT NULL, start_step TEXT NOT NULL,
   idempotency_key TEXT UNIQUE, message TEXT NOT NULL, queued_at TEXT NOT NULL,
   started_at TEXT, ended_at TEXT, current_step INTEGER NOT NULL, pid INTEGER NOT NULL,
-  pid_start INTEGER NOT NULL, execution_id TEXT NOT NULL, sensitive TEXT NOT NULL DEFAULT '[]');
+  pid_start INTEGER NOT NULL, execution_id TEXT NOT NULL, sensitive TEXT NOT NULL DEFAULT '[]',
+  definition TEXT NOT NULL DEFAULT '', stop_reason TEXT NOT NULL DEFAULT '');
 CREATE INDEX IF NOT EXISTS runs_by_job ON runs(job, queued_at);
 CREATE INDEX IF NOT EXISTS runs_by_status ON runs(status);
 CREATE TABLE IF NOT EXISTS step_attempts(
@@ -33,7 +34,8 @@ CREATE TABLE IF NOT EXISTS step_attempts(
 )";
 
 // 2: runs.sensitive, the names of params whose values are kept in memory only.
-constexpr int kSchemaVersion = 2;
+// 3: runs.definition, the job as the run started it; runs.stop_reason, a stop under way.
+constexpr int kSchemaVersion = 3;
 
 }  // namespace
 
@@ -133,7 +135,8 @@ namespace {
 
 constexpr const char* kRunColumns =
     "id, job, status, params, parent_execution_id, start_step, idempotency_key, message, "
-    "queued_at, started_at, ended_at, current_step, pid, pid_start, execution_id, sensitive";
+    "queued_at, started_at, ended_at, current_step, pid, pid_start, execution_id, sensitive, "
+    "definition, stop_reason";
 
 RunRecord ReadRun(const Query& q) {
   RunRecord r;
@@ -153,6 +156,8 @@ RunRecord ReadRun(const Query& q) {
   r.pid_start = q.Int(13);
   r.execution_id = q.Text(14);
   r.sensitive = q.Text(15);
+  r.definition = q.Text(16);
+  r.stop_reason = q.Text(17);
   return r;
 }
 
@@ -199,6 +204,12 @@ Result<std::unique_ptr<AgentStore>> AgentStore::Open(const std::string& path) {
       RETURN_IF_ERROR(store->Exec(
           "BEGIN; ALTER TABLE runs ADD COLUMN sensitive TEXT NOT NULL DEFAULT '[]'; "
           "UPDATE schema_version SET version = 2; COMMIT;"));
+    }
+    if (found < 3) {
+      RETURN_IF_ERROR(store->Exec(
+          "BEGIN; ALTER TABLE runs ADD COLUMN definition TEXT NOT NULL DEFAULT ''; "
+          "ALTER TABLE runs ADD COLUMN stop_reason TEXT NOT NULL DEFAULT ''; "
+          "UPDATE schema_version SET version = 3; COMMIT;"));
     }
   } else {
     RETURN_IF_ERROR(store->Exec(fmt::format("INSERT INTO schema_version VALUES ({})", kSchemaVersion)));
@@ -348,13 +359,13 @@ Status AgentStore::InsertRun(const RunRecord& r) {
   std::lock_guard lock(mu_);
   Query q = Cached("INSERT INTO runs(id, job, status, params, parent_execution_id, start_step, "
                "idempotency_key, message, queued_at, started_at, ended_at, current_step, pid, "
-               "pid_start, execution_id, sensitive) "
-               "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+               "pid_start, execution_id, sensitive, definition) "
+               "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
   q.Bind(r.id).Bind(r.job).Bind(r.status).Bind(r.params).Bind(r.parent_execution_id)
       .Bind(r.start_step).BindNullable(r.idempotency_key).Bind(r.message)
       .Bind(std::optional<DateTime>(r.queued_at)).Bind(r.started_at).Bind(r.ended_at)
       .Bind(static_cast<int64_t>(r.current_step)).Bind(static_cast<int64_t>(r.pid))
-      .Bind(r.pid_start).Bind(r.execution_id).Bind(r.sensitive);
+      .Bind(r.pid_start).Bind(r.execution_id).Bind(r.sensitive).Bind(r.definition);
   Status s = q.Run();
   if (!s.ok() && q.rc() == SQLITE_CONSTRAINT) {
     return AlreadyExists("idempotency key " + r.idempotency_key + " is already used");
@@ -383,6 +394,13 @@ Status AgentStore::UpdateRunLocked(const RunRecord& r) {
   q.Bind(r.status).Bind(r.message).Bind(r.started_at).Bind(r.ended_at)
       .Bind(static_cast<int64_t>(r.current_step)).Bind(static_cast<int64_t>(r.pid))
       .Bind(r.pid_start).Bind(r.execution_id).Bind(r.id);
+  return q.Run();
+}
+
+Status AgentStore::SaveStopReason(const std::string& run_id, const std::string& reason) {
+  std::lock_guard lock(mu_);
+  Query q = Cached("UPDATE runs SET stop_reason = ? WHERE id = ?");
+  q.Bind(reason).Bind(run_id);
   return q.Run();
 }
 

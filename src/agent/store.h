@@ -52,6 +52,12 @@ struct RunRecord {
   std::string execution_id;  // the current package step's execution
   // JSON array text: the params whose values are secrets, held in the executor's memory only.
   std::string sensitive = "[]";
+  // The job's definition as the run started it: a restart goes on with it, whatever the job
+  // has become since ("" in runs of older agents).
+  std::string definition;
+  // Why a stop of the run is under way ("" for none), kept apart (SaveStopReason) so that an
+  // agent dying in the stop's grace finishes it after its restart.
+  std::string stop_reason;
 };
 
 struct StepAttemptRecord {
@@ -96,7 +102,8 @@ class AgentStore {
 
   // Inserts a new run; AlreadyExists when its idempotency key is taken.
   Status InsertRun(const RunRecord& run);
-  Status UpdateRun(const RunRecord& run);
+  Status UpdateRun(const RunRecord& run);  // all but definition and stop_reason
+  Status SaveStopReason(const std::string& run_id, const std::string& reason);
   // The run and one of its step attempts in one transaction: both or neither survive a crash.
   Status UpdateRunAndAttempt(const RunRecord& run, const StepAttemptRecord& attempt);
   Result<std::optional<RunRecord>> GetRun(const std::string& id);

@@ -1318,8 +1318,10 @@ TEST_F(AgentTest, SigtermStopsStepsThatOutlastTheDrainGrace) {
 // `catalog_answers` false: the agent's catalog is a PostgreSQL server nobody runs, so the step
 // spools its rows and the restarted agent can learn its result only from the step itself.
 // `ends_while_down`: the step ends before the agent is back, which reads its result all the same.
+// `redefine`: the job is replaced while the step runs; the run goes on with the job it started.
 void ExpectReattach(AgentProcess& agent, std::unique_ptr<client::AgentClient>& api, int exit_code,
-                    bool catalog_answers = true, bool ends_while_down = false) {
+                    bool catalog_answers = true, bool ends_while_down = false,
+                    bool redefine = false) {
   const std::string started = agent.Path("started");
   const std::string gate = agent.Path("gate");
   ASSERT_TRUE(api->PutPackage("slow",
@@ -1341,6 +1343,12 @@ void ExpectReattach(AgentProcess& agent, std::unique_ptr<client::AgentClient>& a
   auto started_run = api->StartJob("carry-on", request);
   ASSERT_TRUE(started_run.ok()) << started_run.status().ToString();
   ASSERT_TRUE(WaitFor([&] { return std::filesystem::exists(started); }, milliseconds(10000)));
+  if (redefine) {
+    ASSERT_TRUE(api->PutJob("carry-on", "job: carry-on\nsteps:\n  - {name: other, subsystem: process, "
+                                        "run: [/bin/false]}\n",
+                            "application/yaml")
+                    .ok());
+  }
 
   agent.Kill();
   if (ends_while_down) {
@@ -1428,6 +1436,62 @@ TEST_F(AgentTest, AStoppedReattachedStepEndsWithoutWaitingOutTheGrace) {
   json run = WaitForRun(*api_, id);
   EXPECT_EQ(run.value("status", ""), "canceled") << run.dump();
   EXPECT_LT(std::chrono::steady_clock::now() - start, seconds(5)) << "it waited out stop_grace";
+}
+
+// QA: a job replaced while its run's step ran, then a crash: the restarted agent took the new
+// definition's step at the same index and ended the run `succeeded` at once.
+TEST_F(AgentTest, AReattachedRunGoesOnWithTheJobItStarted) {
+  ASSERT_TRUE(StartConfig(Config(2)));
+  ExpectReattach(agent_, api_, 0, /*catalog_answers=*/true, /*ends_while_down=*/false,
+                 /*redefine=*/true);
+}
+
+// A re-attached step that fails still has its retries: the restart does not use them up.
+TEST_F(AgentTest, AReattachedStepThatFailsIsRetried) {
+  ASSERT_TRUE(StartConfig(Config(1)));
+  const std::string started = agent_.Path("started");
+  const std::string gate = agent_.Path("gate");
+  const std::string failed_once = agent_.Path("failed-once");
+  ASSERT_TRUE(PutPackage("flaky", "package: flaky\ntasks:\n  work: {type: process, run: "
+                                  "[/bin/sh, -c, 'if [ -e " + failed_once + " ]; then exit 0; fi; "
+                                  "touch " + started + "; while [ ! -e " + gate +
+                                  " ]; do sleep 0.02; done; touch " + failed_once + "; exit 1']}\n"));
+  ASSERT_TRUE(PutJob("job: retried\nsteps:\n  - {name: load, subsystem: package, package: flaky, "
+                     "retries: 1, retry_interval: 0s}\n"));
+  std::string id = StartRun("retried");
+  ASSERT_TRUE(WaitForFile(started));
+  agent_.Kill();
+  ASSERT_TRUE(Restart());
+  agent_.dir().Write("gate", "");
+  json run = WaitForRun(*api_, id);
+  EXPECT_EQ(run.value("status", ""), "succeeded") << run.dump();
+  ASSERT_EQ(run["steps"].size(), 2u) << run.dump();
+  EXPECT_EQ(run["steps"][0]["status"], "failed") << run.dump();
+  EXPECT_EQ(run["steps"][1]["attempt"], 2) << run.dump();
+  EXPECT_EQ(run["steps"][1]["status"], "succeeded") << run.dump();
+}
+
+// A stop under way when the agent dies (the step ignores SIGTERM, the grace runs) is finished
+// by the restarted agent: the run ends canceled, not re-attached to run on.
+TEST_F(AgentTest, AStopUnderWayWhenTheAgentDiesIsFinishedAfterItsRestart) {
+  ASSERT_TRUE(StartConfig("name: e2e\ndata_dir: data\nslots: 1\ntoken_file: token\n"
+                          "stop_grace: 1s\n"));
+  const std::string pid_file = agent_.Path("step.pid");
+  ASSERT_TRUE(PutJob("job: stubborn\nsteps:\n  - {name: s, subsystem: process, run: " +
+                     Sh("trap '' TERM; echo $$ > " + pid_file + ".tmp; mv " + pid_file + ".tmp " +
+                        pid_file + "; sleep 30") +
+                     "}\n"));
+  std::string id = StartRun("stubborn");
+  ASSERT_TRUE(WaitForFile(pid_file));
+  ASSERT_TRUE(api_->StopRun(id).ok());
+  agent_.Kill();  // within the 1 s grace: the step lives on, ignoring the SIGTERM
+  int step = std::stoi(agent_.dir().Read("step.pid"));
+  ASSERT_EQ(kill(step, 0), 0) << "the step should have outlived the agent";
+  ASSERT_TRUE(Restart());
+  json run = WaitForRun(*api_, id);
+  EXPECT_EQ(run.value("status", ""), "canceled") << run.dump();
+  EXPECT_TRUE(WaitFor([&] { return kill(step, 0) != 0; }, milliseconds(5000)))
+      << "the step still runs";
 }
 
 TEST_F(AgentTest, ARunWhoseStepDiedWithTheAgentEndsAbandonedAndQueuedRunsStillRun) {
