@@ -81,6 +81,13 @@ ssize_t WriteWithoutSigpipe(int fd, const char* data, size_t size) {
   return written;
 }
 
+// Of the caller's environment, what a process run as another user keeps: where programs are and
+// the locale; nothing that could carry a secret.
+bool KeptForAnotherUser(const std::string& name) {
+  return name == "PATH" || name == "LANG" || name == "LANGUAGE" || name == "TZ" ||
+         name.starts_with("LC_");
+}
+
 // The proxy path: posix_spawn cannot change user, so fork, switch groups and user, exec. An
 // exec failure travels back through a close-on-exec pipe as the errno.
 int ForkAsUser(const SpawnSpec& spec, std::vector<char*>& argv, char** env, int in_fd, int out_fd,
@@ -255,7 +262,11 @@ Result<ChildProcess> StartProcess(const SpawnSpec& spec, bool stdin_pipe) {
     for (char** e = environ; *e != nullptr; ++e) {
       std::string_view entry(*e);
       std::string name(entry.substr(0, entry.find('=')));
-      if (env_changes.count(name) == 0) envp.push_back(*e);
+      if (env_changes.count(name) != 0) continue;
+      // Another user gets a clean environment, as `su -` gives: the caller's may hold its
+      // secrets (a token, PGPASSWORD), which are not that user's to see.
+      if (spec.run_as && !KeptForAnotherUser(name)) continue;
+      envp.push_back(*e);
     }
     for (const auto& [k, v] : env_changes) env_storage.push_back(k + "=" + v);
     for (std::string& s : env_storage) envp.push_back(s.data());

@@ -315,6 +315,23 @@ TEST(RunProcessTest, TheChildGetsNoDescriptorButItsStandardOnes) {
   close(leaked);
 }
 
+// A process run as another user (an agent's proxy) gets a clean environment: the caller's may
+// hold its secrets (FANOUT_TOKEN, PGPASSWORD). PATH, the locale and what the spec sets stay.
+TEST(RunProcessTest, AnotherUserGetsACleanEnvironment) {
+  if (geteuid() != 0) GTEST_SKIP() << "running as another user needs root";
+  ASSERT_EQ(setenv("FANOUT_SUBPROCESS_TEST_SECRET", "agent-only", 1), 0);
+  SpawnSpec spec = Shell("printf '%s|%s|%s' \"${FANOUT_SUBPROCESS_TEST_SECRET-unset}\" "
+                         "\"$FANOUT_GIVEN\" \"${PATH:+has-path}\"");
+  spec.env = {{"FANOUT_GIVEN", "given"}};
+  auto root = LookUpUser("root");
+  ASSERT_TRUE(root.ok()) << root.status().ToString();
+  spec.run_as = *root;
+  EXPECT_EQ(MustRun(spec).out, "unset|given|has-path");
+  spec.run_as.reset();
+  EXPECT_EQ(MustRun(spec).out, "agent-only|given|has-path") << "the caller's own children keep it";
+  unsetenv("FANOUT_SUBPROCESS_TEST_SECRET");
+}
+
 TEST(RunProcessTest, RunsInCwd) {
   TempDir dir;
   SpawnSpec spec;
