@@ -69,13 +69,20 @@ class JobParser {
     return obj[key].get<std::string>();
   }
 
+  // A whole number from `min` to a million (no job needs more runs or retries; a larger one
+  // would not fit the int it is kept in).
   int Int(const json& obj, const char* key, const std::string& what, int fallback, int min) {
+    constexpr int64_t kMax = 1'000'000;
     if (!obj.contains(key)) return fallback;
-    if (!obj[key].is_number_integer() || obj[key].get<int64_t>() < min) {
-      Problem(fmt::format("`{}` in {} must be a whole number of at least {}", key, what, min));
+    const json& v = obj[key];
+    bool fits = v.is_number_integer() && (v.is_number_unsigned()
+                                              ? v.get<uint64_t>() <= static_cast<uint64_t>(kMax)
+                                              : v.get<int64_t>() <= kMax);
+    if (!fits || v.get<int64_t>() < min) {
+      Problem(fmt::format("`{}` in {} must be a whole number from {} to {}", key, what, min, kMax));
       return fallback;
     }
-    return static_cast<int>(obj[key].get<int64_t>());
+    return static_cast<int>(v.get<int64_t>());
   }
 
   std::optional<std::chrono::milliseconds> Duration(const json& obj, const char* key,
@@ -216,7 +223,23 @@ nlohmann::json JobDef::ToJson() const {
   return out;
 }
 
+bool NestedDeeperThan(const nlohmann::json& value, size_t limit) {
+  std::vector<std::pair<const nlohmann::json*, size_t>> pending = {{&value, 0}};
+  while (!pending.empty()) {
+    auto [node, depth] = pending.back();
+    pending.pop_back();
+    if (!node->is_structured()) continue;
+    if (depth >= limit) return true;
+    for (const auto& child : *node) pending.emplace_back(&child, depth + 1);
+  }
+  return false;
+}
+
 Result<JobDef> JobFromJson(const nlohmann::json& obj) {
+  if (NestedDeeperThan(obj, kMaxJsonNesting)) {
+    return InvalidArgument(fmt::format("the job definition nests more than {} levels deep",
+                                       kMaxJsonNesting));
+  }
   JobParser p;
   JobDef job;
   if (!obj.is_object()) return InvalidArgument("a job definition must be a mapping with `job` and `steps`");

@@ -53,6 +53,12 @@ struct JobDef {
 // Names of jobs, packages, steps and proxies: [A-Za-z0-9_.-]{1,128}.
 bool ValidName(const std::string& name);
 
+// Whether `value` nests arrays and objects more than `limit` levels deep, found without
+// recursion: nlohmann's dump() recurses, and a body nested 100,000 deep overflowed its stack.
+bool NestedDeeperThan(const nlohmann::json& value, size_t limit);
+// The nesting a request body or job definition may have; far more than any real one needs.
+inline constexpr size_t kMaxJsonNesting = 64;
+
 // Parses a job definition given as JSON or YAML (decided by the text, not a header). Every
 // problem is collected; the Status message lists them all, one per line.
 Result<JobDef> ParseJob(const std::string& text);

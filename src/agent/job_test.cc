@@ -1,4 +1,4 @@
-// Tests of the job file parser's handling of YAML scalars.
+// Tests of the job file parser: YAML scalars, nesting and number ranges.
 #include "agent/job.h"
 
 #include <gtest/gtest.h>
@@ -14,6 +14,43 @@ TEST(JobTest, StepParamsKeepYamlWordsAsText) {
   ASSERT_EQ(job->steps.size(), 1u);
   EXPECT_EQ(job->steps[0].params.at("tag"), "no");
   EXPECT_EQ(job->steps[0].params.at("on"), "y");
+}
+
+// A definition nested 100,000 deep crashed the agent in nlohmann's recursive dump(): it is
+// refused before anything dumps it.
+TEST(JobTest, DeepNestingIsRefusedWithoutRecursion) {
+  const size_t depth = 100000;
+  std::string nested = std::string(depth, '[') + std::string(depth, ']');
+  auto value = nlohmann::json::parse(nested);
+  EXPECT_TRUE(NestedDeeperThan(value, kMaxJsonNesting));
+  EXPECT_FALSE(NestedDeeperThan(nlohmann::json::parse("{\"a\": [[1]]}"), 3));
+  EXPECT_TRUE(NestedDeeperThan(nlohmann::json::parse("{\"a\": [[1]]}"), 2));
+  auto job = ParseJob("{\"job\": \"j\", \"steps\": [{\"name\": \"s\", \"subsystem\": "
+                      "\"package\", \"package\": \"p\", \"params\": {\"x\": " +
+                      nested + "}}]}");
+  ASSERT_FALSE(job.ok());
+  EXPECT_NE(job.status().message().find("nests more than 64 levels"), std::string::npos)
+      << job.status().message();
+}
+
+// A number beyond int was stored cut (retries 99999999999 became 1215752191) or made the job
+// unreadable once stored; such numbers are refused.
+TEST(JobTest, NumbersOutOfRangeAreRefused) {
+  for (const char* job : {"job: j\nmax_concurrent_runs: 2147483648\nsteps: [{name: s, "
+                          "subsystem: process, run: [/bin/true]}]\n",
+                          "job: j\nsteps: [{name: s, subsystem: process, run: [/bin/true], "
+                          "retries: 99999999999}]\n",
+                          "job: j\nsteps: [{name: s, subsystem: process, run: [/bin/true], "
+                          "retries: 18446744073709551615}]\n"}) {
+    auto parsed = ParseJob(job);
+    ASSERT_FALSE(parsed.ok()) << job;
+    EXPECT_NE(parsed.status().message().find("must be a whole number from"), std::string::npos)
+        << parsed.status().message();
+  }
+  auto fine = ParseJob("job: j\nmax_concurrent_runs: 1000000\nsteps: [{name: s, subsystem: "
+                       "process, run: [/bin/true], retries: 3}]\n");
+  ASSERT_TRUE(fine.ok()) << fine.status().ToString();
+  EXPECT_EQ(fine->max_concurrent_runs, 1000000);
 }
 
 }  // namespace

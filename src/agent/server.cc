@@ -481,6 +481,11 @@ void AgentServer::Routes() {
       if (!body.is_object()) {
         return Reply(res, 400, json{{"error", "malformed request"}, {"detail", "the body must be a JSON object"}});
       }
+      if (NestedDeeperThan(body, kMaxJsonNesting)) {
+        return Reply(res, 400, json{{"error", "malformed request"},
+                                    {"detail", fmt::format("the body nests more than {} levels deep",
+                                                           kMaxJsonNesting)}});
+      }
       for (const auto& [key, value] : body.items()) {
         if (key == "params") {
           if (!value.is_object()) {
