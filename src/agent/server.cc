@@ -39,7 +39,9 @@ json TimeJson(const std::optional<DateTime>& t) {
 
 void Reply(httplib::Response& res, int status, const json& body) {
   res.status = status;
-  res.set_content(body.dump(), "application/json");
+  // Captured output that is not UTF-8 (binary bytes, a character cut at the 64 KiB limit)
+  // shows as U+FFFD: `strict` threw, and the run and its job's history answered 500 for ever.
+  res.set_content(body.dump(-1, ' ', false, json::error_handler_t::replace), "application/json");
 }
 
 void ReplyError(httplib::Response& res, const Status& status, const std::string& error) {

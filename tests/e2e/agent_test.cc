@@ -1494,6 +1494,22 @@ TEST_F(AgentTest, AStopUnderWayWhenTheAgentDiesIsFinishedAfterItsRestart) {
       << "the step still runs";
 }
 
+// Output that is not UTF-8 (binary bytes; a character cut at the capture limit) shows as
+// U+FFFD: it made the run and its job's history answer 500 for ever (QA).
+TEST_F(AgentTest, OutputThatIsNotUtf8LeavesTheRunReadable) {
+  ASSERT_TRUE(StartConfig(Config(1)));
+  ASSERT_TRUE(PutJob("job: binary\nsteps:\n  - {name: s, subsystem: process, run: " +
+                     Sh("printf 'ok\\n\\377\\376 bad bytes\\n' >&2; exit 1") + "}\n"));
+  std::string id = StartRun("binary");
+  json run = WaitForRun(*api_, id);
+  EXPECT_EQ(run.value("status", ""), "failed") << run.dump();
+  EXPECT_TRUE(Contains(run.value("message", ""), "\xEF\xBF\xBD")) << run.dump();
+  auto history = api_->JobHistory("binary");
+  ASSERT_TRUE(history.ok()) << history.status().ToString();
+  EXPECT_TRUE(Contains((*history)["runs"][0]["steps"][0].value("stderr", ""), "bad bytes"))
+      << history->dump();
+}
+
 TEST_F(AgentTest, ARunWhoseStepDiedWithTheAgentEndsAbandonedAndQueuedRunsStillRun) {
   ASSERT_TRUE(StartConfig(Config(1)));
   const std::string pid_file = agent_.Path("step.pid");
