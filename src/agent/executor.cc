@@ -496,6 +496,12 @@ Executor::StepOutcome Executor::RunStep(ActiveRun& run, int index, int attempt) 
     }
     std::string path = (std::filesystem::path(config_.data_dir) / "packages" / (step.package + ".yaml")).string();
     if (!std::filesystem::exists(path)) {
+      // The file is the store's copy: one removed under the agent is written back, as at start
+      // (a deploy finds the same sha256 and sends nothing).
+      auto stored = store_.GetPackage(step.package);
+      if (stored.ok() && *stored) (void)WriteFileAtomically(path, (*stored)->content);
+    }
+    if (!std::filesystem::exists(path)) {
       return fail_now(fmt::format("package '{}' is not deployed on agent {}; deploy it with "
                                   "`fanout deploy {}.yaml --agent URL`", step.package, config_.name,
                                   step.package));

@@ -120,14 +120,28 @@ AgentServer::AgentServer(AgentConfig config, std::string fanout_binary)
 AgentServer::~AgentServer() = default;
 
 Status AgentServer::Start() {
+  const fs::path data_dir(config_.data_dir);
+  std::error_code ec;
+  const bool new_data_dir = !fs::exists(data_dir, ec);
   for (const char* sub : {"packages", "results"}) {
-    std::error_code ec;
-    fs::create_directories(fs::path(config_.data_dir) / sub, ec);
+    fs::create_directories(data_dir / sub, ec);
     if (ec) {
       return Unavailable(fmt::format("cannot create data_dir {}: {}", config_.data_dir, ec.message()));
     }
   }
-  ASSIGN_OR_RETURN(store_, AgentStore::Open((fs::path(config_.data_dir) / "agent.db").string()));
+  // Others may pass through (a proxy's user reaches its results/USER/ folder and reads the
+  // packages it runs) but not list the folder; the database, with every run's params and
+  // output, is the agent's alone.
+  constexpr auto kPassThrough = fs::perms::owner_all | fs::perms::group_exec | fs::perms::others_exec;
+  if (new_data_dir) fs::permissions(data_dir, kPassThrough, ec);
+  fs::permissions(data_dir / "results", kPassThrough, ec);
+  const fs::path database = data_dir / "agent.db";
+  if (!fs::exists(database, ec)) (void)WriteFileAtomically(database.string(), "", 0600);
+  for (const char* suffix : {"", "-wal", "-shm"}) {
+    fs::path file = database.string() + suffix;
+    if (fs::exists(file, ec)) fs::permissions(file, fs::perms::owner_read | fs::perms::owner_write, ec);
+  }
+  ASSIGN_OR_RETURN(store_, AgentStore::Open(database.string()));
   // Package files are the store's copies; write back any that are missing (a wiped folder).
   ASSIGN_OR_RETURN(auto packages, store_->ListPackages());
   for (const PackageRecord& p : packages) {

@@ -1510,6 +1510,25 @@ TEST_F(AgentTest, OutputThatIsNotUtf8LeavesTheRunReadable) {
       << history->dump();
 }
 
+// The data dir lets others pass (a proxy's user reaches its results folder) but not list it,
+// and the database is the agent's alone; a package file removed under the agent is written
+// back from its database when a step needs it (a deploy sends nothing: same sha256).
+TEST_F(AgentTest, TheDataDirKeepsItsDatabasePrivateAndItsPackageFiles) {
+  ASSERT_TRUE(StartConfig(Config(1)));
+  namespace fs = std::filesystem;
+  auto mode = [](const std::string& path) {
+    return fs::status(path).permissions() & fs::perms::mask;
+  };
+  const std::string dir = agent_.data_dir();
+  EXPECT_EQ(mode(dir), fs::perms::owner_all | fs::perms::group_exec | fs::perms::others_exec);
+  EXPECT_EQ(mode(dir + "/agent.db"), fs::perms::owner_read | fs::perms::owner_write);
+  ASSERT_TRUE(PutPackage("tiny", "package: tiny\ntasks:\n  t: {type: process, run: [/bin/true]}\n"));
+  ASSERT_TRUE(PutJob("job: tiny\nsteps:\n  - {name: s, subsystem: package, package: tiny}\n"));
+  ASSERT_TRUE(fs::remove(dir + "/packages/tiny.yaml"));
+  json run = Run("tiny", {});
+  EXPECT_EQ(run.value("status", ""), "succeeded") << run.dump();
+}
+
 TEST_F(AgentTest, ARunWhoseStepDiedWithTheAgentEndsAbandonedAndQueuedRunsStillRun) {
   ASSERT_TRUE(StartConfig(Config(1)));
   const std::string pid_file = agent_.Path("step.pid");
