@@ -27,6 +27,7 @@ using nlohmann::json;
 namespace fs = std::filesystem;
 
 constexpr int kMaxWaitSeconds = 60;
+constexpr int kRequestReadTimeoutSeconds = 10;  // between the bytes of a request
 // Connection threads (connection_threads.h): a long-poll holds one. Beyond the cap, connections
 // wait for a thread.
 constexpr int kMinHttpThreads = 8;
@@ -176,7 +177,9 @@ Status AgentServer::Start() {
   http_->set_tcp_nodelay(true);
   // An idle keep-alive connection holds a worker; on drain the listener waits for them.
   http_->set_keep_alive_timeout(2);
-  http_->set_read_timeout(kMaxWaitSeconds + 5, 0);
+  // Reading a request, not waiting for an answer: a client that sends nothing for 10 s is cut
+  // off, so that half-sent requests cannot hold connection threads for a minute each.
+  http_->set_read_timeout(kRequestReadTimeoutSeconds, 0);
   http_->set_write_timeout(kMaxWaitSeconds + 5, 0);
   Routes();
   // httplib listens with a backlog of 5: a parent starting a hundred children at once overflowed
