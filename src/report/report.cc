@@ -307,7 +307,9 @@ Result<Overview> BuildOverview(Catalog& catalog, ExecutionRow execution, DateTim
   bool gone = MarkIfProcessGone(execution);
   ASSIGN_OR_RETURN(Tree tree, ReadTree(catalog, execution.id));
   std::vector<TaskRunRow>& runs = tree.runs[execution.id];
-  if (gone) {
+  // An execution that ended (or whose process is gone) runs nothing: a task still `running` in
+  // the catalog went with a killed process (one an agent ended for it, say) and never will end.
+  if (gone || execution.ended_at) {
     for (TaskRunRow& run : runs) {
       if (run.status != "running") continue;
       run.status = "abandoned";

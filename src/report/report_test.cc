@@ -299,6 +299,28 @@ TEST_F(ReportTest, OverviewHasTasksErrorsAndTheChildTree) {
   EXPECT_EQ(apac.children[0].label, "archive");
 }
 
+// A task still `running` in an execution that has ended (its process was killed, and an agent
+// ended the execution for it) can never end: it shows abandoned, not "running ... so far".
+TEST_F(ReportTest, ATaskOfAnEndedExecutionIsNotRunning) {
+  CatalogBatch b;
+  b.executions.push_back(Execution("0190aaaa-0000-7000-8000-00000000e001", "killed",
+                                   milliseconds(1000), milliseconds(2000), "failed"));
+  TaskRunRow run;
+  run.execution_id = b.executions.back().id;
+  run.task_path = "work";
+  run.task_type = "process";
+  run.status = "running";
+  run.started_at = At(milliseconds(1100));
+  b.task_runs.push_back(run);
+  Write(std::move(b));
+  auto execution = FindExecution(*catalog_, "00000000e001");
+  ASSERT_TRUE(execution.ok());
+  auto overview = BuildOverview(*catalog_, *execution, At(milliseconds(20000)));
+  ASSERT_TRUE(overview.ok()) << overview.status().ToString();
+  ASSERT_EQ(overview->tasks.size(), 1u);
+  EXPECT_EQ(overview->tasks[0].status, "abandoned");
+}
+
 // Thousands of children stay readable: the first kShownChildren and every one that did not
 // succeed are shown, the other succeeded ones counted; JSON keeps them all.
 TEST(OverviewTextTest, ManyChildrenShowTheFirstAndEveryFailure) {
