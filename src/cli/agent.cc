@@ -17,6 +17,7 @@
 #include "agent/server.h"
 #include "cli/cli.h"
 #include "common/util.h"
+#include "report/report.h"
 
 namespace fanout::cli {
 namespace {
@@ -83,6 +84,14 @@ int RunAgent(const AgentArgs& args) {
   if (Status s = agent::CheckAgentConfig(config); !s.ok()) {
     std::fprintf(stderr, "fanout agent: %s\n", s.message().c_str());
     return kExitInvalid;
+  }
+  // The agent runs for months: a password on its command line is in `ps` for every local user
+  // (and every step) all that time.
+  if (report::DisplayCatalogSpec(args.catalog) != args.catalog) {
+    std::fprintf(stderr,
+                 "fanout agent: warning: the --catalog URI holds a password, which `ps` shows to "
+                 "every local user; give it in agent.yaml (`catalog:`), ~/.pgpass or PGPASSWORD "
+                 "instead\n");
   }
   // A package step through a proxy records as the proxy's user: a SQLite catalog then needs
   // sharing, which the agent cannot arrange (docs/agents.md).

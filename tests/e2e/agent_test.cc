@@ -1529,6 +1529,15 @@ TEST_F(AgentTest, TheDataDirKeepsItsDatabasePrivateAndItsPackageFiles) {
   EXPECT_EQ(run.value("status", ""), "succeeded") << run.dump();
 }
 
+// A password in --catalog is in `ps` for as long as the agent runs: it says so, without
+// printing it.
+TEST_F(AgentTest, APasswordOnTheCommandLineIsWarnedAbout) {
+  ASSERT_TRUE(agent_.Start({"--dev", "--listen", "127.0.0.1:0", "--data-dir", agent_.Path("data"),
+                            "--catalog", "postgresql://u:Pw-On-Argv@127.0.0.1:1/db"}));
+  EXPECT_TRUE(Contains(agent_.err(), "the --catalog URI holds a password")) << agent_.err();
+  EXPECT_FALSE(Contains(agent_.err(), "Pw-On-Argv")) << agent_.err();
+}
+
 TEST_F(AgentTest, ARunWhoseStepDiedWithTheAgentEndsAbandonedAndQueuedRunsStillRun) {
   ASSERT_TRUE(StartConfig(Config(1)));
   const std::string pid_file = agent_.Path("step.pid");
