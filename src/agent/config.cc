@@ -33,11 +33,13 @@ std::string AgentConfig::url() const {
   return fmt::format("{}://{}:{}", tls() ? "https" : "http", h, port);
 }
 
-// Whether every address `host` names is a loopback one (127.0.0.0/8, ::1). The addresses, not
-// the name: /etc/hosts can give "127.evil.example" or "localhost" any address.
+// Whether `host` is a loopback address (127.0.0.0/8, ::1), or `localhost` with only such
+// addresses. Other names are not looked up: "127.evil.example" can be anything, and what a name
+// resolves to may change before the listener binds it.
 bool IsLoopback(const std::string& host) {
   addrinfo hints{};
   hints.ai_socktype = SOCK_STREAM;
+  if (host != "localhost") hints.ai_flags = AI_NUMERICHOST;
   addrinfo* found = nullptr;
   if (getaddrinfo(host.c_str(), nullptr, &hints, &found) != 0 || found == nullptr) return false;
   bool loopback = true;

@@ -6,7 +6,7 @@
 namespace fanout::agent {
 namespace {
 
-// Judged by the addresses a name resolves to, not by its text ("127.evil.example" could be
+// Judged by address: a name other than localhost is not looked up ("127.evil.example" could be
 // anything in /etc/hosts).
 TEST(ConfigTest, LoopbackIsJudgedByAddress) {
   EXPECT_TRUE(IsLoopback("127.0.0.1"));
@@ -16,6 +16,7 @@ TEST(ConfigTest, LoopbackIsJudgedByAddress) {
   EXPECT_FALSE(IsLoopback("0.0.0.0"));
   EXPECT_FALSE(IsLoopback("::"));
   EXPECT_FALSE(IsLoopback("10.1.2.3"));
+  EXPECT_FALSE(IsLoopback("127.evil.example"));  // a name, not looked up
 }
 
 }  // namespace

@@ -188,20 +188,24 @@ Status Executor::Recover() {
                              job->steps[static_cast<size_t>(r.current_step)].subsystem == "package";
     if (!alive) run->record.pid = 0;  // a pid of another process now, if any
     if (!job || (!queued && !alive && !result_left) || (queued && run->secrets_lost)) {
-      run->record.status = "abandoned";
+      // A stop was under way and its step is gone: the stop is done.
+      const bool stopped = !queued && !alive && !r.stop_reason.empty();
+      run->record.status = stopped ? "canceled" : "abandoned";
       run->record.ended_at = Now();
-      run->record.message = !job    ? "the job was deleted while this run was in flight"
+      run->record.message = stopped  ? "Job canceled: " + r.stop_reason
+                            : !job   ? "the job was deleted while this run was in flight"
                             : queued ? kSecretsLost
                                      : "the agent stopped while this run was running, and its "
                                        "step process is gone";
       run->record.pid = 0;
       SaveRun(*run);
       if (!queued && !alive && !r.execution_id.empty()) {
-        orphaned.push_back({r.execution_id, "failed", run->record.message, std::nullopt});
+        orphaned.push_back({r.execution_id, stopped ? "canceled" : "failed", run->record.message,
+                            std::nullopt});
       }
-      ++run_counts_["abandoned"];
-      step_counts_["abandoned"] +=
-          CloseOpenAttempts(r.id, "abandoned", run->record.message, std::nullopt);
+      ++run_counts_[run->record.status];
+      step_counts_[run->record.status] +=
+          CloseOpenAttempts(r.id, run->record.status, run->record.message, std::nullopt);
       continue;
     }
     if (queued && !r.stop_reason.empty()) {  // stopped before its step could start
@@ -292,8 +296,8 @@ Result<StartResult> Executor::Start(std::shared_ptr<const JobDef> job_def,
   r.queued_at = Now();
   r.current_step = start_index - 1;
   // A run that takes a slot at once is inserted as running: one transaction instead of an
-  // insert and an update. A crash right after it finds the run running with no step process and
-  // ends it abandoned, as it would a moment later with the two writes.
+  // insert and an update. A crash right after it finds the run running with no step attempt,
+  // and queues it again (Recover).
   bool launch_now = busy_ < config_.slots && queue_.empty();
   if (launch_now) {
     r.status = "running";
@@ -363,14 +367,23 @@ void Executor::RunThread(std::shared_ptr<ActiveRun> run) {
   // every execution of it keeps its own row in the history. A re-attached run counts what the
   // agent before the restart recorded.
   std::vector<int> attempts(job.steps.size(), 0);
+  int reattached_tries = 1;  // the re-attached step's attempts in its current visit (goto)
   if (run->reattach) {
     auto recorded = store_.ListStepAttempts(run->record.id, /*with_output=*/false);
     if (recorded.ok()) {
+      std::vector<const StepAttemptRecord*> by_start;
       for (const StepAttemptRecord& a : *recorded) {
         if (a.step < 1 || a.step > static_cast<int>(attempts.size())) continue;
         int& count = attempts[static_cast<size_t>(a.step - 1)];
         count = std::max(count, a.attempt);
+        by_start.push_back(&a);
       }
+      std::stable_sort(by_start.begin(), by_start.end(), [](auto* a, auto* b) {
+        return a->started_at < b->started_at;
+      });
+      int tries = 0;
+      for (auto it = by_start.rbegin(); it != by_start.rend() && (*it)->step == index + 1; ++it) ++tries;
+      reattached_tries = std::max(1, tries);
     }
   }
   while (index >= 0 && index < static_cast<int>(job.steps.size())) {
@@ -381,7 +394,7 @@ void Executor::RunThread(std::shared_ptr<ActiveRun> run) {
         // The attempt the agent before the restart started: the step's retries that remain
         // after it still apply.
         run->reattach = false;
-        attempt = std::max(1, attempts[static_cast<size_t>(index)]);
+        attempt = reattached_tries;
         outcome = Reattach(*run);
         if (run->record.status == "abandoned") {
           FinishRun(run, "abandoned", outcome.message);
@@ -535,8 +548,9 @@ Executor::StepOutcome Executor::RunStep(ActiveRun& run, int index, int attempt) 
     if (run.record.status != "retrying") run.record.status = "running";
   }
   // The running attempt is written with the run's pid once the process exists (on_start), in
-  // one transaction. A crash between the spawn and that write leaves the run without a pid, and
-  // recovery ends it abandoned as it would a run whose attempt row said running.
+  // one transaction. A crash between the spawn and that write (microseconds) leaves the run
+  // without a pid or attempt: recovery queues a first step again (its process, orphaned, may
+  // have run it too), and ends a later one abandoned.
   run.pending_attempt = rec;
   spec.on_start = [&](int pid) {
     int64_t start_time = ProcessStartTime(pid);
@@ -628,7 +642,7 @@ Executor::StepOutcome Executor::Reattach(ActiveRun& run) {
       kill(-run.record.pid, SIGTERM);
       // The grace at most, and no longer than the step takes to end; then whatever is left of
       // its process group goes.
-      auto grace = std::min(config_.stop_grace, std::chrono::milliseconds(5000));
+      auto grace = config_.stop_grace;
       pollfd ended = {pidfd, POLLIN, 0};
       poll(&ended, 1, static_cast<int>(grace.count()));
       kill(-run.record.pid, SIGKILL);

@@ -17,18 +17,26 @@ using nlohmann::json;
 
 // YAML to JSON, keeping scalars as strings except for what is plainly a number or a bool, so
 // a YAML job file and a JSON body take the same path.
-json YamlToJson(const YAML::Node& node) {
+// Values a job file may hold: YAML aliases copy what they name, and a 500-byte file of nested
+// ones expanded to 900 MB.
+constexpr size_t kMaxJobValues = 100000;
+
+struct TooManyValues {};
+
+// `budget`: values left before kMaxJobValues is reached (TooManyValues is thrown then).
+json YamlToJson(const YAML::Node& node, size_t& budget) {
+  if (budget-- == 0) throw TooManyValues{};
   switch (node.Type()) {
     case YAML::NodeType::Map: {
       json out = json::object();
       for (auto it = node.begin(); it != node.end(); ++it) {
-        out[it->first.Scalar()] = YamlToJson(it->second);
+        out[it->first.Scalar()] = YamlToJson(it->second, budget);
       }
       return out;
     }
     case YAML::NodeType::Sequence: {
       json out = json::array();
-      for (const auto& item : node) out.push_back(YamlToJson(item));
+      for (const auto& item : node) out.push_back(YamlToJson(item, budget));
       return out;
     }
     case YAML::NodeType::Scalar: {
@@ -286,7 +294,11 @@ Result<JobDef> ParseJob(const std::string& text) {
     }
   } else {
     try {
-      obj = YamlToJson(YAML::Load(text));
+      size_t budget = kMaxJobValues;
+      obj = YamlToJson(YAML::Load(text), budget);
+    } catch (const TooManyValues&) {
+      return InvalidArgument(fmt::format("the job file holds more than {} values (YAML aliases "
+                                         "repeat what they name)", kMaxJobValues));
     } catch (const YAML::Exception& e) {
       return InvalidArgument(fmt::format("malformed YAML at line {}, column {}: {}", e.mark.line + 1,
                                          e.mark.column + 1, e.msg));

@@ -53,5 +53,21 @@ TEST(JobTest, NumbersOutOfRangeAreRefused) {
   EXPECT_EQ(fine->max_concurrent_runs, 1000000);
 }
 
+// A few hundred bytes of nested YAML aliases expand to millions of values: refused, not built.
+TEST(JobTest, AnAliasBombIsRefused) {
+  std::string yaml = "job: j\nx0: &x0 [a, a, a, a, a, a, a, a, a, a]\n";
+  for (int level = 1; level <= 7; ++level) {
+    std::string prev = "*x" + std::to_string(level - 1);
+    yaml += "x" + std::to_string(level) + ": &x" + std::to_string(level) + " [" + prev;
+    for (int k = 1; k < 10; ++k) yaml += ", " + prev;
+    yaml += "]\n";
+  }
+  yaml += "steps: [{name: s, subsystem: process, run: [/bin/true]}]\n";
+  auto job = ParseJob(yaml);
+  ASSERT_FALSE(job.ok());
+  EXPECT_NE(job.status().message().find("more than 100000 values"), std::string::npos)
+      << job.status().message();
+}
+
 }  // namespace
 }  // namespace fanout::agent

@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <charconv>
 #include <cmath>
@@ -210,10 +211,15 @@ std::string EscapeControls(std::string_view text) {
 
 Status WriteFileAtomically(const std::string& path, std::string_view content,
                            std::optional<mode_t> mode) {
-  const std::string tmp = path + ".tmp";
+  // A name of its own: two threads writing the same file must not share (and rename) one.
+  static std::atomic<uint64_t> writes{0};
+  const std::string tmp = fmt::format("{}.tmp.{}.{}", path, getpid(), writes.fetch_add(1));
   int error = 0;
-  if (std::FILE* out = std::fopen(tmp.c_str(), "wb"); out == nullptr) {
+  int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+  std::FILE* out = fd < 0 ? nullptr : fdopen(fd, "wb");
+  if (out == nullptr) {
     error = errno;
+    if (fd >= 0) close(fd);
   } else {
     // Before the content: a secret is never readable by others, not even for a moment.
     if (mode && fchmod(fileno(out), *mode) != 0) error = errno;

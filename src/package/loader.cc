@@ -793,6 +793,15 @@ class Loader : public TaskParser {
         Error(def, fmt::format("task '{}' must be a mapping with at least `type:`", name));
         return;
       }
+      // YAML aliases copy whole containers: a 1 KB file of nested aliases holds millions of
+      // tasks, and reading them took minutes and gigabytes.
+      if (++tasks_read_ > kMaxTasks) {
+        if (tasks_read_ == kMaxTasks + 1) {
+          Error(key, fmt::format("more than {} tasks (YAML aliases repeat whole containers); "
+                                 "split the package", kMaxTasks));
+        }
+        return;
+      }
       ParseTask(def, parent.empty() ? name : parent + "/" + name, t);
       tasks.push_back(std::move(t));
       defs.push_back(def);
@@ -1031,6 +1040,9 @@ class Loader : public TaskParser {
   std::string dir_;
   std::string_view source_;    // the text being loaded
   size_t source_skipped_ = 0;  // bytes before what yaml-cpp's marks count (a BOM)
+  // Tasks read so far, against kMaxTasks.
+  size_t tasks_read_ = 0;
+  static constexpr size_t kMaxTasks = 200000;
   Diagnostics& diag_;
   Package* pkg_ = nullptr;
   std::set<std::string> visible_;   // names expressions may read

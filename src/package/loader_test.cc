@@ -444,6 +444,21 @@ tasks:
   ExpectDiagAt("list items must be scalars", "[a]");
 }
 
+// A kilobyte of nested YAML aliases holds half a million tasks: refused once it passes
+// 200,000, rather than read for seconds into hundreds of megabytes.
+TEST_F(LoaderTest, AnAliasBombOfTasksIsRefused) {
+  std::string yaml = "package: bomb\nx:\n  t0: &t0 {type: noop}\n";
+  for (int level = 1; level <= 19; ++level) {
+    std::string prev = "*t" + std::to_string(level - 1);
+    yaml += "  t" + std::to_string(level) + ": &t" + std::to_string(level) +
+            " {type: sequence, tasks: {a: " + prev + ", b: " + prev + "}}\n";
+  }
+  yaml += "tasks:\n  top: *t19\n";
+  LoadBad(yaml);
+  EXPECT_NE(Diag("more than 200000 tasks"), nullptr);
+  EXPECT_EQ(CountDiags("more than 200000 tasks"), 1) << "said once";
+}
+
 TEST_F(LoaderTest, RejectsMalformedDeclarations) {
   LoadBad(R"(package: demo
 parameters:

@@ -1492,6 +1492,19 @@ TEST_F(AgentTest, AStopUnderWayWhenTheAgentDiesIsFinishedAfterItsRestart) {
   EXPECT_EQ(run.value("status", ""), "canceled") << run.dump();
   EXPECT_TRUE(WaitFor([&] { return kill(step, 0) != 0; }, milliseconds(5000)))
       << "the step still runs";
+
+  // The same, but the step ends while the agent is down: the stop is done, the run canceled.
+  std::filesystem::remove(pid_file);
+  std::string second = StartRun("stubborn");
+  ASSERT_TRUE(WaitForFile(pid_file));
+  ASSERT_TRUE(api_->StopRun(second).ok());
+  agent_.Kill();
+  step = std::stoi(agent_.dir().Read("step.pid"));
+  kill(-step, SIGKILL);
+  ASSERT_TRUE(WaitFor([&] { return kill(step, 0) != 0; }, milliseconds(5000)));
+  ASSERT_TRUE(Restart());
+  run = WaitForRun(*api_, second);
+  EXPECT_EQ(run.value("status", ""), "canceled") << run.dump();
 }
 
 // Output that is not UTF-8 (binary bytes; a character cut at the capture limit) shows as

@@ -219,8 +219,9 @@ class AgentJobTask : public Task {
         // An agent that does not answer now (frozen, restarting) is asked again until the stop
         // wait runs out: given up at once, its run went on to the end.
         auto stopped = lease.client().StopRun(run_id);
-        stop_sent = stopped.ok();
-        if (!stop_sent && !stop_warned) {
+        // Only silence is retried: an answer that refuses (404, 401) will not change.
+        stop_sent = stopped.ok() || stopped.status().code() != Code::kUnavailable;
+        if (!stopped.ok() && !stop_warned) {
           stop_warned = true;
           context.Emit(EventType::kOnWarning,
                        fmt::format("could not stop run {} on agent {} yet, trying for up to {} s: "
@@ -233,6 +234,16 @@ class AgentJobTask : public Task {
         }
       }
       if (stopping && std::chrono::steady_clock::now() > stop_deadline) {
+        if (!stop_sent) {  // it never answered: lost, and the run may go on there
+          pool.MarkDown(lease.member(), "it did not answer a stop for " +
+                                            std::to_string(kStopWait.count()) + " s");
+          pool.StopWhenBack(lease.member(), run_id);
+          pool.Release(lease, AgentPool::Ending::kLost);
+          return {TaskResult::kCanceled,
+                  fmt::format("could not stop run {} on agent {}: it did not answer for {} s; "
+                              "the run may go on there", run_id, agent, kStopWait.count()),
+                  child, agent};
+        }
         pool.Release(lease, AgentPool::Ending::kFailed);
         return {TaskResult::kCanceled, fmt::format("run {} on agent {} did not confirm the stop", run_id, agent),
                 child, agent};
