@@ -39,6 +39,7 @@ struct JobArgs {
   std::string run;
   std::string file;
   std::vector<std::string> params;
+  std::vector<std::string> secret_params;  // NAME=FILE
   std::string start_step;
   std::string idempotency_key;
   bool wait = false;
@@ -475,9 +476,35 @@ int Create(const JobArgs& args) {
   return kExitSuccess;
 }
 
+// --secret-param NAME=FILE: the value read from FILE ("-": standard input), without its final
+// line break, sent as a param and as a secret. 0, or the exit code after saying what failed.
+int ReadSecretParams(const std::vector<std::string>& pairs, client::StartRequest& request) {
+  for (const std::string& pair : pairs) {
+    size_t eq = pair.find('=');
+    if (eq == std::string::npos || eq == 0 || eq + 1 == pair.size()) {
+      std::fprintf(stderr, "fanout: --secret-param needs NAME=FILE (- for standard input), got '%s'\n",
+                   pair.c_str());
+      return kExitUsage;
+    }
+    const std::string name = pair.substr(0, eq), file = pair.substr(eq + 1);
+    auto value = file == "-" ? ReadFile("/dev/stdin") : ReadFile(file);
+    if (!value.ok()) {
+      std::fprintf(stderr, "fanout: --secret-param %s: %s\n", name.c_str(),
+                   value.status().message().c_str());
+      return value.status().code() == Code::kNotFound ? kExitNotFound : kExitUsage;
+    }
+    std::string secret = std::move(*value);
+    while (!secret.empty() && (secret.back() == '\n' || secret.back() == '\r')) secret.pop_back();
+    request.params[name] = secret;
+    request.secrets.push_back(std::move(secret));
+  }
+  return kExitSuccess;
+}
+
 int Start(const JobArgs& args) {
   client::StartRequest request;
   if (!ParseParams(args.params, request.params)) return kExitUsage;
+  if (int code = ReadSecretParams(args.secret_params, request); code != kExitSuccess) return code;
   std::optional<std::chrono::milliseconds> timeout;
   if (!ParseTimeout(args.timeout, timeout)) return kExitUsage;
   if (timeout && !args.wait) {
@@ -646,6 +673,10 @@ Command AddJobCommand(CLI::App& app) {
   start->add_option("--param", args->params,
                     "NAME=VALUE: a parameter for the job's package steps (repeatable); a value "
                     "like [\"a\",\"b\"] is a list");
+  start->add_option("--secret-param", args->secret_params,
+                    "NAME=FILE: a parameter whose value is read from FILE (- for standard input), "
+                    "so that `ps` does not show it; sent as a secret, which the agent keeps in "
+                    "memory only and shows as *** (repeatable)");
   start->add_option("--start-step", args->start_step, "Start at this step instead of the first");
   start->add_option("--idempotency-key", args->idempotency_key,
                     "Repeating a key returns the run it started and starts nothing");

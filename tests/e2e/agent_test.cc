@@ -1683,6 +1683,33 @@ TEST_F(AgentTest, MutualTlsServesHttpsOnlyToClientsWithACertificateFromItsCa) {
 
 // --- The CLI -----------------------------------------------------------------------------------
 
+// `fanout job start --secret-param NAME=FILE`: the value comes from a file, so `ps` does not
+// show it, and goes as a secret: the step gets it, the history shows ***.
+TEST_F(AgentTest, ASecretParamComesFromAFileAndIsMasked) {
+  ASSERT_TRUE(StartDev(1));
+  const ScratchDir& d = agent_.dir();
+  d.Write("say.yaml", "job: say\nsteps:\n  - {name: s, subsystem: process, run: " +
+                          Sh("test \"$FANOUT_PARAM_pw\" = From-A-File-99 && echo pw=$FANOUT_PARAM_pw") +
+                          "}\n");
+  d.Write("pw.txt", "From-A-File-99\n");
+  const std::vector<std::string> at = {"--agent", agent_.url(), "--token-file",
+                                       agent_.token_file()};
+  auto job = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), "job");
+    args.insert(args.end(), at.begin(), at.end());
+    return RunFanout(args, d.path());
+  };
+  ASSERT_EQ(job({"create", "say.yaml"}).exit_code, 0);
+  CommandResult started = job({"start", "say", "--secret-param", "pw=pw.txt", "--wait"});
+  EXPECT_EQ(started.exit_code, 0) << started.out << started.err;
+  CommandResult history = job({"history", "say", "--json"});
+  ASSERT_EQ(history.exit_code, 0) << history.err;
+  EXPECT_FALSE(Contains(history.out, "From-A-File-99")) << history.out;
+  EXPECT_TRUE(Contains(history.out, "pw=***")) << history.out;
+  EXPECT_EQ(job({"start", "say", "--secret-param", "pw=missing.txt"}).exit_code, 4);
+  EXPECT_EQ(job({"start", "say", "--secret-param", "pw"}).exit_code, 6);
+}
+
 TEST_F(AgentTest, JobCommandsDriveOneAgent) {
   ASSERT_TRUE(StartDev(2));
   const ScratchDir& d = agent_.dir();
