@@ -89,6 +89,13 @@ class AgentTest : public ::testing::Test {
       }
     }
   }
+  // `fanout job ARGS... --agent URL --token-file FILE` against agent_, in its folder.
+  CommandResult Job(std::vector<std::string> args) {
+    args.insert(args.begin(), "job");
+    args.insert(args.end(), {"--agent", agent_.url(), "--token-file", agent_.token_file()});
+    return RunFanout(args, agent_.dir().path());
+  }
+
   bool Restart() {
     if (!agent_.Restart()) return false;
     api_ = agent_.Client();
@@ -1692,22 +1699,15 @@ TEST_F(AgentTest, ASecretParamComesFromAFileAndIsMasked) {
                           Sh("test \"$FANOUT_PARAM_pw\" = From-A-File-99 && echo pw=$FANOUT_PARAM_pw") +
                           "}\n");
   d.Write("pw.txt", "From-A-File-99\n");
-  const std::vector<std::string> at = {"--agent", agent_.url(), "--token-file",
-                                       agent_.token_file()};
-  auto job = [&](std::vector<std::string> args) {
-    args.insert(args.begin(), "job");
-    args.insert(args.end(), at.begin(), at.end());
-    return RunFanout(args, d.path());
-  };
-  ASSERT_EQ(job({"create", "say.yaml"}).exit_code, 0);
-  CommandResult started = job({"start", "say", "--secret-param", "pw=pw.txt", "--wait"});
+  ASSERT_EQ(Job({"create", "say.yaml"}).exit_code, 0);
+  CommandResult started = Job({"start", "say", "--secret-param", "pw=pw.txt", "--wait"});
   EXPECT_EQ(started.exit_code, 0) << started.out << started.err;
-  CommandResult history = job({"history", "say", "--json"});
+  CommandResult history = Job({"history", "say", "--json"});
   ASSERT_EQ(history.exit_code, 0) << history.err;
   EXPECT_FALSE(Contains(history.out, "From-A-File-99")) << history.out;
   EXPECT_TRUE(Contains(history.out, "pw=***")) << history.out;
-  EXPECT_EQ(job({"start", "say", "--secret-param", "pw=missing.txt"}).exit_code, 4);
-  EXPECT_EQ(job({"start", "say", "--secret-param", "pw"}).exit_code, 6);
+  EXPECT_EQ(Job({"start", "say", "--secret-param", "pw=missing.txt"}).exit_code, 4);
+  EXPECT_EQ(Job({"start", "say", "--secret-param", "pw"}).exit_code, 6);
 }
 
 TEST_F(AgentTest, JobCommandsDriveOneAgent) {
@@ -1720,72 +1720,65 @@ TEST_F(AgentTest, JobCommandsDriveOneAgent) {
   d.Write("hold.yaml",
           "job: hold\nsteps:\n  - {name: s, subsystem: process, run: " + GateStep() + "}\n");
   d.Write("bad.yaml", "job: bad\nsteps:\n  - {name: s, subsystem: telepathy}\n");
-  const std::vector<std::string> at = {"--agent", agent_.url(), "--token-file",
-                                       agent_.token_file()};
-  auto job = [&](std::vector<std::string> args) {
-    args.insert(args.begin(), "job");
-    args.insert(args.end(), at.begin(), at.end());
-    return RunFanout(args, cwd);
-  };
 
-  CommandResult created = job({"create", "ok.yaml"});
+  CommandResult created = Job({"create", "ok.yaml"});
   EXPECT_EQ(created.exit_code, 0) << created.err;
   EXPECT_TRUE(Contains(created.out, "Job ok created")) << created.out;
-  CommandResult unchanged = job({"create", "ok.yaml"});
+  CommandResult unchanged = Job({"create", "ok.yaml"});
   EXPECT_EQ(unchanged.exit_code, 0) << unchanged.err;
   EXPECT_TRUE(Contains(unchanged.out, "Job ok unchanged")) << unchanged.out;
-  EXPECT_EQ(job({"create", "fail.yaml"}).exit_code, 0);
-  EXPECT_EQ(job({"create", "hold.yaml"}).exit_code, 0);
-  CommandResult bad = job({"create", "bad.yaml"});
+  EXPECT_EQ(Job({"create", "fail.yaml"}).exit_code, 0);
+  EXPECT_EQ(Job({"create", "hold.yaml"}).exit_code, 0);
+  CommandResult bad = Job({"create", "bad.yaml"});
   EXPECT_EQ(bad.exit_code, 5);
   EXPECT_TRUE(Contains(bad.err, "unknown subsystem 'telepathy'")) << bad.err;
-  EXPECT_EQ(job({"create", "missing.yaml"}).exit_code, 4);
+  EXPECT_EQ(Job({"create", "missing.yaml"}).exit_code, 4);
 
-  CommandResult list = job({"list"});
+  CommandResult list = Job({"list"});
   EXPECT_EQ(list.exit_code, 0) << list.err;
   EXPECT_TRUE(list.out.starts_with("NAME")) << list.out;
   for (const char* name : {"ok", "fail", "hold"}) EXPECT_TRUE(Contains(list.out, name)) << list.out;
-  CommandResult show = job({"show", "ok"});
+  CommandResult show = Job({"show", "ok"});
   EXPECT_EQ(show.exit_code, 0) << show.err;
   EXPECT_TRUE(Contains(show.out, "/bin/echo hi")) << show.out;
-  EXPECT_EQ(job({"show", "nosuch"}).exit_code, 4);
+  EXPECT_EQ(Job({"show", "nosuch"}).exit_code, 4);
 
   // start --wait exits like `fanout run`; the run id comes first on stdout.
-  CommandResult waited = job({"start", "ok", "--wait"});
+  CommandResult waited = Job({"start", "ok", "--wait"});
   EXPECT_EQ(waited.exit_code, 0) << waited.err;
   std::string first_id = Lines(waited.out).empty() ? "" : Lines(waited.out)[0];
   EXPECT_TRUE(client::IsValidName(first_id)) << waited.out;
   EXPECT_TRUE(Contains(waited.out, "succeeded")) << waited.out;
-  CommandResult failed = job({"start", "fail", "--wait"});
+  CommandResult failed = Job({"start", "fail", "--wait"});
   EXPECT_EQ(failed.exit_code, 1) << failed.err;
   EXPECT_TRUE(Contains(failed.err, "exit code 2")) << failed.err;
 
-  CommandResult started = job({"start", "ok"});
+  CommandResult started = Job({"start", "ok"});
   ASSERT_EQ(started.exit_code, 0) << started.err;
   std::string id = started.out.substr(0, started.out.find('\n'));
-  EXPECT_EQ(job({"wait", id}).exit_code, 0);
-  CommandResult status = job({"status", id});
+  EXPECT_EQ(Job({"wait", id}).exit_code, 0);
+  CommandResult status = Job({"status", id});
   EXPECT_EQ(status.exit_code, 0) << status.err;
   EXPECT_TRUE(Contains(status.out, "Run " + id + ": succeeded")) << status.out;
-  CommandResult as_json = job({"status", id, "--json"});
+  CommandResult as_json = Job({"status", id, "--json"});
   EXPECT_EQ(as_json.exit_code, 0);
   json parsed = json::parse(as_json.out, nullptr, false);
   EXPECT_EQ(parsed.value("run_id", ""), id) << as_json.out;
-  EXPECT_EQ(job({"status", "no-such-run"}).exit_code, 4);
+  EXPECT_EQ(Job({"status", "no-such-run"}).exit_code, 4);
 
   // Stop: the waiter exits 3 (canceled); a second start while it runs is refused (409 -> 7).
-  CommandResult held = job({"start", "hold"});
+  CommandResult held = Job({"start", "hold"});
   ASSERT_EQ(held.exit_code, 0) << held.err;
   std::string hold_id = held.out.substr(0, held.out.find('\n'));
   ASSERT_TRUE(WaitForFile(agent_.Path("started")));
-  CommandResult busy = job({"start", "hold"});
+  CommandResult busy = Job({"start", "hold"});
   EXPECT_EQ(busy.exit_code, 7);
   EXPECT_TRUE(Contains(busy.err, "already running")) << busy.err;
-  CommandResult stop = job({"stop", hold_id});
+  CommandResult stop = Job({"stop", hold_id});
   EXPECT_EQ(stop.exit_code, 0) << stop.err;
-  EXPECT_EQ(job({"wait", hold_id}).exit_code, 3);
+  EXPECT_EQ(Job({"wait", hold_id}).exit_code, 3);
 
-  CommandResult history = job({"history", "ok"});
+  CommandResult history = Job({"history", "ok"});
   EXPECT_EQ(history.exit_code, 0) << history.err;
   EXPECT_TRUE(Contains(history.out, first_id)) << history.out;
   EXPECT_TRUE(Contains(history.out, id)) << history.out;
