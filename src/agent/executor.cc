@@ -658,21 +658,28 @@ Executor::StepOutcome Executor::Reattach(ActiveRun& run) {
     std::lock_guard lock(mu_);
     step_counts_[status] += closed;
   };
+  // A package step's result file, which is read (and removed) whatever ends the step here.
+  std::string result_file;
+  if (step.subsystem == "package" && !run.record.execution_id.empty()) {
+    auto proxy = config_.proxies.find(step.proxy);
+    result_file = ResultFile(config_.data_dir, run.record.execution_id,
+                             proxy == config_.proxies.end() ? "" : proxy->second.user);
+  }
   if (run.stop.canceled()) {
     std::string reason;
     {
       std::lock_guard lock(mu_);
       reason = run.stop_reason;
     }
+    if (!result_file.empty()) {
+      std::error_code ignored;
+      std::filesystem::remove(result_file, ignored);
+    }
     end_attempt("canceled", reason, std::nullopt);
     return StepOutcome{false, true, reason};
   }
-  if (step.subsystem == "package" && !run.record.execution_id.empty()) {
+  if (!result_file.empty()) {
     // The step's own word first: it does not depend on the catalog answering.
-    auto proxy = config_.proxies.find(step.proxy);
-    const std::string result_file =
-        ResultFile(config_.data_dir, run.record.execution_id,
-                   proxy == config_.proxies.end() ? "" : proxy->second.user);
     if (std::optional<int> code = ReadResultFile(result_file)) {
       std::error_code ignored;
       std::filesystem::remove(result_file, ignored);

@@ -396,6 +396,19 @@ void AgentServer::Routes() {
                                   {"detail", fmt::format("the URL names job '{}' but the definition says "
                                                          "`job: {}`", name, job->name)}});
     }
+    // GET shows sensitive step params as ***: a definition fetched, edited and put back would
+    // otherwise store the mask as the password.
+    for (const StepDef& step : job->steps) {
+      for (const std::string& param : SensitiveParams(step.package)) {
+        auto value = step.params.find(param);
+        if (value != step.params.end() && value->second == "***") {
+          return Reply(res, 400, json{{"error", "masked value"},
+                                      {"detail", fmt::format("step {} gives sensitive param {} as "
+                                                             "***, the mask GET shows: give its "
+                                                             "real value", step.name, param)}});
+        }
+      }
+    }
     auto put = store_->PutJob(name, job->ToJson().dump());
     ForgetJob(name);
     if (!put.ok()) return ReplyError(res, put.status(), "cannot store job");

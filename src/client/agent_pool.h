@@ -35,7 +35,7 @@ struct AgentSummary {
   std::string name;
   std::string url;
   int children = 0;  // runs started there
-  int failed = 0;    // ended failed, canceled or abandoned
+  int failed = 0;    // ended failed, abandoned, or canceled by someone else
   int lost = 0;      // the agent was lost while they ran
   double busy_seconds = 0;  // sum of the children's start-to-end times
   std::string unusable;     // why it was last found unusable, when it was at some point
@@ -91,7 +91,8 @@ class AgentPool {
   // when no agent can take the child, and with Canceled when `canceled` turns true.
   Result<Lease> Acquire(const Request& request, const std::function<bool()>& canceled);
 
-  enum class Ending { kSucceeded, kFailed, kLost, kNotStarted };
+  // kCanceled: stopped because the parent asked (a cancel, a timeout), not counted as failed.
+  enum class Ending { kSucceeded, kFailed, kCanceled, kLost, kNotStarted };
   void Release(Lease& lease, Ending ending);
   // For a child started and not followed (wait: false): its slot stays taken in this pool's
   // count until a probe finds `run_id` ended on the agent.

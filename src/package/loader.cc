@@ -263,9 +263,12 @@ class Loader : public TaskParser {
     YAML::Node root;
     try {
       std::vector<YAML::Node> documents = YAML::LoadAll(text);
-      if (documents.size() > 1) {
-        // Most likely two packages pasted into one file: the second would go unnoticed.
-        Error(documents[1], "a package file holds one YAML document; another starts here");
+      // Most likely two packages pasted into one file: the second would go unnoticed. (An empty
+      // document after a trailing `---` holds nothing.)
+      for (size_t i = 1; i < documents.size(); ++i) {
+        if (documents[i].IsNull()) continue;
+        Error(documents[i], "a package file holds one YAML document; another starts here");
+        break;
       }
       if (!documents.empty()) root = documents.front();
     } catch (const YAML::ParserException& e) {

@@ -1064,6 +1064,13 @@ TEST_F(AgentTest, AJobDefinitionShowsNoSensitiveStepParam) {
   auto shown = api_->GetJob("fixed");
   ASSERT_TRUE(shown.ok()) << shown.status().ToString();
   EXPECT_EQ((*shown)["steps"][0]["params"], json({{"pw", "***"}, {"region", "eu"}})) << shown->dump();
+  // Put back as fetched, the mask would become the password: refused.
+  json fetched = *shown;
+  fetched.erase("running");
+  auto put_back = api_->PutJob("fixed", fetched.dump(), "application/json");
+  EXPECT_EQ(put_back.status().code(), Code::kInvalidArgument) << put_back.status().ToString();
+  EXPECT_TRUE(Contains(put_back.status().message(), "sensitive param pw as ***"))
+      << put_back.status().ToString();
   json run = Run("fixed", {});
   EXPECT_EQ(run.value("status", ""), "succeeded") << run.dump();
 }

@@ -1178,6 +1178,9 @@ class PoolCancelTest : public PoolTest {
     std::string out = ReadText(work_.path() + "/fanout.out");
     std::string err = ReadText(work_.path() + "/fanout.err");
     EXPECT_TRUE(Has(err, "was canceled")) << err;
+    // The children it stopped are not failures in its per-agent lines.
+    EXPECT_TRUE(Has(out, "children, 0 failed")) << out;
+    EXPECT_FALSE(Has(out, "children, 2 failed")) << out;
     ParentRecord record = Record(ExecutionIdOf(out));
     ASSERT_TRUE(record.execution.has_value()) << out;
     EXPECT_EQ(record.execution->status, "canceled");

@@ -84,6 +84,10 @@ TEST(ValidateTest, ASecondYamlDocumentIsAnError) {
   EXPECT_NE(r.err.find("two.yaml:5:1: error: a package file holds one YAML document"),
             std::string::npos)
       << r.err;
+  // A trailing `---` (some generators write one) starts an empty document: nothing to refuse.
+  dir.Write("trailing.yaml", "package: a\ntasks:\n  t: {type: process, run: [/bin/true]}\n---\n");
+  CommandResult trailing = RunFanout({"validate", "trailing.yaml"}, dir.path());
+  EXPECT_EQ(trailing.exit_code, 0) << trailing.err;
 }
 
 TEST(ValidateTest, DuplicateKeysAreReported) {

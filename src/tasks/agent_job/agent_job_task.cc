@@ -239,10 +239,11 @@ class AgentJobTask : public Task {
                                             std::to_string(kStopWait.count()) + " s");
           pool.StopWhenBack(lease.member(), run_id);
           pool.Release(lease, AgentPool::Ending::kLost);
-          return {TaskResult::kCanceled,
-                  fmt::format("could not stop run {} on agent {}: it did not answer for {} s; "
-                              "the run may go on there", run_id, agent, kStopWait.count()),
-                  child, agent};
+          std::string why = fmt::format("could not stop run {} on agent {}: it did not answer for "
+                                        "{} s; the run may go on there",
+                                        run_id, agent, kStopWait.count());
+          context.Emit(EventType::kOnWarning, why);  // a remote job may still run: say it aloud
+          return {TaskResult::kCanceled, why, child, agent};
         }
         pool.Release(lease, AgentPool::Ending::kFailed);
         return {TaskResult::kCanceled, fmt::format("run {} on agent {} did not confirm the stop", run_id, agent),
@@ -300,7 +301,8 @@ class AgentJobTask : public Task {
         pool.Release(lease, AgentPool::Ending::kSucceeded);
         return {TaskResult::kSuccess, "", child, agent};
       }
-      pool.Release(lease, AgentPool::Ending::kFailed);
+      pool.Release(lease, status == "canceled" && stopping ? AgentPool::Ending::kCanceled
+                                                          : AgentPool::Ending::kFailed);
       std::string message = run->value("message", "");
       if (status == "canceled") {
         return {stopping ? TaskResult::kCanceled : TaskResult::kFailure,
