@@ -380,17 +380,23 @@ TEST(RunTest, ACaptureThatDoesNotFitKeepsTheOutputEvent) {
   EXPECT_EQ(events.find("cannot convert string 'word'"), std::string::npos) << events;
 }
 
-// A child run as its own process that cannot be loaded: the parent shows why, as it does for
-// an in-process child, not only the child's "1 problem found".
-TEST(RunTest, AnOutOfProcessChildThatCannotLoadSaysWhy) {
+// A child that cannot be loaded, run as its own process or in this one: the parent shows every
+// problem, not only the child's "2 problems found" or its first one.
+TEST(RunTest, AChildThatCannotLoadSaysWhy) {
   ScratchDir dir;
-  dir.Write("broken.yaml", "package: broken\ntasks:\n  a: {type: nope}\n");
-  dir.Write("parent.yaml", "package: parent\ntasks:\n"
-                           "  out: {type: package, path: broken.yaml, out_of_process: true}\n");
-  CommandResult r = RunFanout({"run", "parent.yaml"}, dir.path());
-  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
-  EXPECT_NE(r.err.find("broken.yaml:3:13: error: unknown task type 'nope'"), std::string::npos)
-      << r.err;
+  dir.Write("broken.yaml", "package: broken\ntasks:\n  a: {type: nope}\n"
+                           "  b: {type: process, run: [/bin/echo, '${nosuch}']}\n");
+  for (const char* out_of_process : {"true", "false"}) {
+    dir.Write("parent.yaml", std::string("package: parent\ntasks:\n"
+                                         "  out: {type: package, path: broken.yaml, "
+                                         "out_of_process: ") + out_of_process + "}\n");
+    CommandResult r = RunFanout({"run", "parent.yaml"}, dir.path());
+    EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+    EXPECT_NE(r.err.find("broken.yaml:3:13: error: unknown task type 'nope'"), std::string::npos)
+        << "out_of_process: " << out_of_process << "\n" << r.err;
+    EXPECT_NE(r.err.find("unknown variable or parameter 'nosuch'"), std::string::npos)
+        << "out_of_process: " << out_of_process << "\n" << r.err;
+  }
 }
 
 // A package that runs itself, in this process or through a child run as its own process, fails

@@ -42,6 +42,23 @@ std::string LastLine(const std::string& text) {
   return nl == std::string::npos ? t : t.substr(nl + 1);
 }
 
+// The `FILE:LINE:COLUMN: error: ...` lines of a load's diagnostics, joined with "; ": every
+// problem of a child that cannot be loaded, not only one.
+std::string ErrorLines(std::string_view text) {
+  std::string problems;
+  size_t start = 0;
+  while (start < text.size()) {
+    size_t end = text.find('\n', start);
+    if (end == std::string_view::npos) end = text.size();
+    std::string_view line = text.substr(start, end - start);
+    if (line.find(": error: ") != std::string_view::npos) {
+      problems += (problems.empty() ? "" : "; ") + std::string(line);
+    }
+    start = end + 1;
+  }
+  return problems;
+}
+
 class PackageTask : public Task {
  public:
   Template path;
@@ -87,8 +104,10 @@ class PackageTask : public Task {
     Diagnostics diagnostics;
     auto child = LoadPackage(file, diagnostics);
     if (!child.ok()) {
-      std::string detail = diagnostics.empty() ? child.status().message() : diagnostics.ToString();
-      return TaskOutcome::Failure(fmt::format("cannot load child package {}: {}", file, LastLine(detail)));
+      std::string detail = diagnostics.empty() ? child.status().message()
+                                               : ErrorLines(diagnostics.ToString());
+      return TaskOutcome::Failure(fmt::format("cannot load child package {}: {}", file,
+                                              detail.empty() ? child.status().message() : detail));
     }
     RunOptions options;
     options.params = std::move(values);
@@ -159,17 +178,7 @@ class PackageTask : public Task {
         }
         return {TaskResult::kCanceled, fmt::format("child package {} was canceled", file), "", ""};
       case 5: {  // could not load: its `FILE:LINE:COLUMN: error:` lines say why
-        std::string problems;
-        size_t start = 0;
-        while (start < run->err.size()) {
-          size_t end = run->err.find('\n', start);
-          if (end == std::string::npos) end = run->err.size();
-          std::string_view line(run->err.data() + start, end - start);
-          if (line.find(": error: ") != std::string_view::npos) {
-            problems += (problems.empty() ? "" : "; ") + std::string(line);
-          }
-          start = end + 1;
-        }
+        std::string problems = ErrorLines(run->err);
         if (!problems.empty()) {
           return TaskOutcome::Failure(
               fmt::format("child package {} cannot be loaded (exit code 5): {}", file, problems));
