@@ -652,9 +652,10 @@ Executor::StepOutcome Executor::Reattach(ActiveRun& run) {
   }
   if (pidfd >= 0) close(pidfd);
   // The step's attempt row was left `running` by the agent before the restart: end it too.
+  // `ended_at`: when the step ended, if known (it may have ended while the agent was down).
   auto end_attempt = [&](const std::string& status, const std::string& message,
-                         std::optional<int> exit_code) {
-    int closed = CloseOpenAttempts(run.record.id, status, message, exit_code);
+                         std::optional<int> exit_code, std::optional<DateTime> ended_at = {}) {
+    int closed = CloseOpenAttempts(run.record.id, status, message, exit_code, ended_at);
     std::lock_guard lock(mu_);
     step_counts_[status] += closed;
   };
@@ -681,6 +682,12 @@ Executor::StepOutcome Executor::Reattach(ActiveRun& run) {
   if (!result_file.empty()) {
     // The step's own word first: it does not depend on the catalog answering.
     if (std::optional<int> code = ReadResultFile(result_file)) {
+      // Written as the step ended: its time is the step's end, not when the agent read it.
+      std::optional<DateTime> ended;
+      if (struct stat st{}; stat(result_file.c_str(), &st) == 0) {
+        ended = DateTime(std::chrono::duration_cast<DateTime::duration>(
+            std::chrono::seconds(st.st_mtim.tv_sec) + std::chrono::nanoseconds(st.st_mtim.tv_nsec)));
+      }
       std::error_code ignored;
       std::filesystem::remove(result_file, ignored);
       StepOutcome outcome{*code == 0, *code == 3, ""};
@@ -689,7 +696,7 @@ Executor::StepOutcome Executor::Reattach(ActiveRun& run) {
                                            : fmt::format("fanout run exited with code {}", *code);
       }
       end_attempt(outcome.success ? "succeeded" : outcome.canceled ? "canceled" : "failed",
-                  outcome.message, *code);
+                  outcome.message, *code, ended);
       return outcome;
     }
     auto catalog = OpenCatalog(config_.catalog);
@@ -701,7 +708,7 @@ Executor::StepOutcome Executor::Reattach(ActiveRun& run) {
         bool canceled = e.status == "canceled";
         StepOutcome outcome{ok, canceled, ok ? "" : e.message};
         const char* status = ok ? "succeeded" : canceled ? "canceled" : "failed";
-        end_attempt(status, outcome.message, e.exit_code);
+        end_attempt(status, outcome.message, e.exit_code, e.ended_at);
         return outcome;
       }
     }
@@ -744,14 +751,15 @@ void Executor::EndOpenExecutions(const std::vector<OpenExecution>& executions) {
 }
 
 int Executor::CloseOpenAttempts(const std::string& run_id, const std::string& status,
-                                const std::string& message, std::optional<int> exit_code) {
+                                const std::string& message, std::optional<int> exit_code,
+                                std::optional<DateTime> ended_at) {
   auto attempts = store_.ListStepAttempts(run_id, /*with_output=*/true);
   if (!attempts.ok()) return 0;
   int closed = 0;
   for (StepAttemptRecord a : *attempts) {
     if (a.status != "running") continue;
     a.status = status;
-    a.ended_at = Now();
+    a.ended_at = ended_at.value_or(Now());
     a.message = message;
     a.exit_code = exit_code;
     if (store_.UpsertStepAttempt(a).ok()) ++closed;

@@ -105,7 +105,8 @@ class Executor {
   // Ends the step attempts of a run that the store still shows `running` (a crash left them
   // so), keeping their output; returns how many it ended.
   int CloseOpenAttempts(const std::string& run_id, const std::string& status,
-                        const std::string& message, std::optional<int> exit_code);
+                        const std::string& message, std::optional<int> exit_code,
+                        std::optional<DateTime> ended_at = std::nullopt);
   // A package step's `fanout run` that died without recording its end (killed, or gone while
   // the agent was down) would show `running` in the catalog forever: ends them there, unless
   // they ended after all. Opens the catalog once.

@@ -1365,11 +1365,14 @@ void ExpectReattach(AgentProcess& agent, std::unique_ptr<client::AgentClient>& a
   }
 
   agent.Kill();
+  DateTime restarted{};
   if (ends_while_down) {
     agent.dir().Write("gate", "");
     const std::string results = agent.data_dir() + "/results";
     ASSERT_TRUE(WaitFor([&] { return !std::filesystem::is_empty(results); }, milliseconds(10000)))
         << "the step left no result file";
+    std::this_thread::sleep_for(milliseconds(300));  // the agent stays down a while longer
+    restarted = Now();
   }
   ASSERT_TRUE(agent.Restart());
   api = agent.Client();
@@ -1384,6 +1387,12 @@ void ExpectReattach(AgentProcess& agent, std::unique_ptr<client::AgentClient>& a
   ASSERT_GE(run["steps"].size(), 1u) << run.dump();
   EXPECT_EQ(run["steps"][0]["name"], "load");
   EXPECT_FALSE(run["steps"][0]["ended_at"].is_null()) << run.dump();
+  if (ends_while_down) {
+    // The step's end is when it ended, not when the restarted agent learned of it.
+    auto ended = ParseDateTime(run["steps"][0].value("ended_at", ""));
+    ASSERT_TRUE(ended.ok()) << run.dump();
+    EXPECT_LT(*ended, restarted) << run.dump();
+  }
   if (exit_code == 0) {
     EXPECT_EQ(run.value("status", ""), "succeeded") << run.dump();
     EXPECT_EQ(StepNames(run), (std::vector<std::string>{"load", "after"}));
