@@ -1062,22 +1062,30 @@ Result<std::map<std::string, int>> PostgresCatalog::CountChildren(
   return counts;
 }
 
-Result<std::vector<ExecutionRow>> PostgresCatalog::ListDescendantExecutions(
-    const std::string& root_id) {
+// The executions `id <condition>` selects ($1 bound to `bound`, after the `cte` prefix) in
+// `order`, with their parameters: two round trips however many there are.
+Result<std::vector<ExecutionRow>> PostgresCatalog::ExecutionsWithParameters(
+    const std::string& cte, const std::string& condition, const std::string& order,
+    const std::string& bound, const std::string& what) {
   if (conn_ == nullptr) return NotOpen();
   RETURN_IF_ERROR(EnsureConnected());
   Params params;
-  params.AddText(root_id);
-  const std::string below = "IN (SELECT id FROM tree WHERE id <> $1)";
+  params.AddText(bound);
   ASSIGN_OR_RETURN(std::vector<ExecutionRow> rows,
-                   QueryExecutions(TreeOf(1) + "SELECT " + kExecutionColumns +
-                                       " FROM executions WHERE id " + below +
-                                       " ORDER BY started_at, id",
-                                   params, "listing an execution's tree"));
+                   QueryExecutions(cte + "SELECT " + kExecutionColumns +
+                                       " FROM executions WHERE id " + condition + " ORDER BY " +
+                                       order,
+                                   params, what));
   std::map<std::string, ExecutionRow*> by_id;
   for (ExecutionRow& row : rows) by_id[row.id] = &row;
-  RETURN_IF_ERROR(LoadParameters(TreeOf(1), below, root_id, by_id));
+  RETURN_IF_ERROR(LoadParameters(cte, condition, bound, by_id));
   return rows;
+}
+
+Result<std::vector<ExecutionRow>> PostgresCatalog::ListDescendantExecutions(
+    const std::string& root_id) {
+  return ExecutionsWithParameters(TreeOf(1), "IN (SELECT id FROM tree WHERE id <> $1)",
+                                  "started_at, id", root_id, "listing an execution's tree");
 }
 
 Result<std::vector<TaskRunRow>> PostgresCatalog::ListTreeTaskRuns(const std::string& root_id) {
@@ -1143,22 +1151,11 @@ Result<std::vector<Event>> PostgresCatalog::ListEvents(const EventQuery& query) 
 
 Result<std::vector<ExecutionRow>> PostgresCatalog::ListJobExecutions(const std::string& job,
                                                                      int limit) {
-  if (conn_ == nullptr) return NotOpen();
-  RETURN_IF_ERROR(EnsureConnected());
-  Params params;
-  params.AddText(job);
-  const std::string recent =
-      " FROM executions WHERE job = $1 AND status = 'succeeded'"
-      " ORDER BY started_at DESC, id DESC LIMIT " +
-      LimitParam(limit);
-  ASSIGN_OR_RETURN(std::vector<ExecutionRow> rows,
-                   QueryExecutions(std::string("SELECT ") + kExecutionColumns + recent, params,
-                                   "listing a job's executions"));
-  // One query for all their parameters, not one per execution.
-  std::map<std::string, ExecutionRow*> by_id;
-  for (ExecutionRow& row : rows) by_id[row.id] = &row;
-  RETURN_IF_ERROR(LoadParameters("", "IN (SELECT id" + recent + ")", job, by_id));
-  return rows;
+  return ExecutionsWithParameters(
+      "",
+      "IN (SELECT id FROM executions WHERE job = $1 AND status = 'succeeded' "
+      "ORDER BY started_at DESC, id DESC LIMIT " + LimitParam(limit) + ")",
+      "started_at DESC, id DESC", job, "listing a job's executions");
 }
 
 Result<Catalog::PruneCounts> PostgresCatalog::Prune(DateTime cutoff) {

@@ -88,6 +88,11 @@ class PostgresCatalog : public Catalog {
   Status LoadParameters(ExecutionRow& row);
   Status LoadParameters(const std::string& cte, const std::string& condition,
                         const std::string& bound, std::map<std::string, ExecutionRow*>& by_id);
+  Result<std::vector<ExecutionRow>> ExecutionsWithParameters(const std::string& cte,
+                                                             const std::string& condition,
+                                                             const std::string& order,
+                                                             const std::string& bound,
+                                                             const std::string& what);
   Result<std::vector<TaskRunRow>> TaskRuns(const std::string& cte, const std::string& condition,
                                            const std::string& bound);
   Result<std::vector<ExecutionRow>> QueryExecutions(const std::string& sql, const Params& params,

@@ -642,24 +642,31 @@ Result<std::map<std::string, int>> SqliteCatalog::CountChildren(
   return counts;
 }
 
-Result<std::vector<ExecutionRow>> SqliteCatalog::ListDescendantExecutions(
-    const std::string& root_id) {
+// The executions `id <condition>` selects (?1 bound to `bound`, after the `cte` prefix) in
+// `order`, with their parameters: two queries however many there are.
+Result<std::vector<ExecutionRow>> SqliteCatalog::ExecutionsWithParameters(
+    const std::string& cte, const std::string& condition, const std::string& order,
+    const std::string& bound, const std::string& what) {
   if (db_ == nullptr) return FailedPrecondition("catalog '" + path_ + "' is not open");
-  const std::string below = "IN (SELECT id FROM tree WHERE id <> ?1)";
-  std::string sql = TreeOf(1) + "SELECT " + kExecutionColumns + " FROM executions WHERE id " +
-                    below + " ORDER BY started_at, id";
+  std::string sql = cte + "SELECT " + kExecutionColumns + " FROM executions WHERE id " +
+                    condition + " ORDER BY " + order;
   Statement query;
   int rc = sqlite3_prepare_v2(db_, sql.c_str(), -1, query.out(), nullptr);
   if (rc != SQLITE_OK) return Error(rc, "preparing a query");
-  BindText(query.get(), 1, root_id);
+  BindText(query.get(), 1, bound);
   ASSIGN_OR_RETURN(std::vector<ExecutionRow> rows,
-                   ReadAll<ExecutionRow>(query.get(), ReadExecution, [this](int code) {
-                     return Error(code, "listing an execution's tree");
-                   }));
+                   ReadAll<ExecutionRow>(query.get(), ReadExecution,
+                                         [&](int code) { return Error(code, what); }));
   std::map<std::string, ExecutionRow*> by_id;
   for (ExecutionRow& row : rows) by_id[row.id] = &row;
-  RETURN_IF_ERROR(LoadParameters(TreeOf(1), below, root_id, by_id));
+  RETURN_IF_ERROR(LoadParameters(cte, condition, bound, by_id));
   return rows;
+}
+
+Result<std::vector<ExecutionRow>> SqliteCatalog::ListDescendantExecutions(
+    const std::string& root_id) {
+  return ExecutionsWithParameters(TreeOf(1), "IN (SELECT id FROM tree WHERE id <> ?1)",
+                                  "started_at, id", root_id, "listing an execution's tree");
 }
 
 Result<std::vector<TaskRunRow>> SqliteCatalog::ListTreeTaskRuns(const std::string& root_id) {
@@ -724,25 +731,12 @@ Result<std::vector<Event>> SqliteCatalog::ListEvents(const EventQuery& query) {
 
 Result<std::vector<ExecutionRow>> SqliteCatalog::ListJobExecutions(const std::string& job,
                                                                    int limit) {
-  if (db_ == nullptr) return FailedPrecondition("catalog '" + path_ + "' is not open");
-  const std::string recent = fmt::format(
-      " FROM executions WHERE job = ?1 AND status = 'succeeded'"
-      " ORDER BY started_at DESC, id DESC LIMIT {}",
-      limit > 0 ? limit : -1);
-  std::string sql = std::string("SELECT ") + kExecutionColumns + recent;
-  Statement query;
-  int rc = sqlite3_prepare_v2(db_, sql.c_str(), -1, query.out(), nullptr);
-  if (rc != SQLITE_OK) return Error(rc, "preparing a query");
-  BindText(query.get(), 1, job);
-  ASSIGN_OR_RETURN(std::vector<ExecutionRow> rows,
-                   ReadAll<ExecutionRow>(query.get(), ReadExecution, [this](int code) {
-                     return Error(code, "listing a job's executions");
-                   }));
-  // One query for all their parameters, not one per execution.
-  std::map<std::string, ExecutionRow*> by_id;
-  for (ExecutionRow& row : rows) by_id[row.id] = &row;
-  RETURN_IF_ERROR(LoadParameters("", "IN (SELECT id" + recent + ")", job, by_id));
-  return rows;
+  return ExecutionsWithParameters(
+      "",
+      fmt::format("IN (SELECT id FROM executions WHERE job = ?1 AND status = 'succeeded' "
+                  "ORDER BY started_at DESC, id DESC LIMIT {})",
+                  limit > 0 ? limit : -1),
+      "started_at DESC, id DESC", job, "listing a job's executions");
 }
 
 Result<Catalog::PruneCounts> SqliteCatalog::Prune(DateTime cutoff) {
