@@ -209,11 +209,7 @@ Status Executor::Recover() {
       continue;
     }
     if (queued && !r.stop_reason.empty()) {  // stopped before its step could start
-      run->record.status = "canceled";
-      run->record.message = "Job canceled before it started";
-      run->record.ended_at = Now();
-      SaveRun(*run);
-      ++run_counts_["canceled"];
+      CancelBeforeStartLocked(*run);
       continue;
     }
     run->job = job;
@@ -500,7 +496,6 @@ Executor::StepOutcome Executor::RunStep(ActiveRun& run, int index, int attempt) 
     if (!user.ok()) return fail_now(fmt::format("proxy '{}': {}", step.proxy, user.status().message()));
     spec.run_as = *user;
   }
-  const std::string proxy_user = spec.run_as ? spec.run_as->user : "";
   if (step.subsystem == "package") {
     if (spec.run_as) {
       if (Status s = MakeResultFolder(config_.data_dir, *spec.run_as); !s.ok()) {
@@ -523,7 +518,7 @@ Executor::StepOutcome Executor::RunStep(ActiveRun& run, int index, int attempt) 
     spec.argv = {fanout_binary_, "run", path, "--catalog", config_.catalog, "--execution-id",
                  rec.execution_id, "--reporting", "EW", "--params-stdin", "--agent-name",
                  config_.name, "--job", run.job->name, "--run-id", run.record.id,
-                 "--result-file", ResultFile(config_.data_dir, rec.execution_id, proxy_user)};
+                 "--result-file", StepResultFile(step, rec.execution_id)};
     if (!run.record.parent_execution_id.empty()) {
       spec.argv.push_back("--parent-execution-id");
       spec.argv.push_back(run.record.parent_execution_id);
@@ -607,7 +602,7 @@ Executor::StepOutcome Executor::RunStep(ActiveRun& run, int index, int attempt) 
     }
     if (step.subsystem == "package") {
       std::error_code ignored;  // the exit code came straight from the process
-      std::filesystem::remove(ResultFile(config_.data_dir, rec.execution_id, proxy_user), ignored);
+      std::filesystem::remove(StepResultFile(step, rec.execution_id), ignored);
     }
     if (step.subsystem == "package" && r.term_signal != 0) {
       // Killed (our stop's SIGKILL after the grace, or anything else): it recorded no end.
@@ -631,6 +626,12 @@ Executor::StepOutcome Executor::RunStep(ActiveRun& run, int index, int attempt) 
 // A step process that outlived an agent restart: wait for it to end, then learn its result
 // from the catalog (package steps record their execution there). A process step's exit code
 // went with the old agent, so its run ends `abandoned`.
+std::string Executor::StepResultFile(const StepDef& step, const std::string& execution_id) const {
+  auto proxy = config_.proxies.find(step.proxy);
+  return ResultFile(config_.data_dir, execution_id,
+                    proxy == config_.proxies.end() ? "" : proxy->second.user);
+}
+
 Executor::StepOutcome Executor::Reattach(ActiveRun& run) {
   const StepDef& step = run.job->steps[static_cast<size_t>(run.record.current_step)];
   int pidfd = static_cast<int>(syscall(SYS_pidfd_open, run.record.pid, 0));
@@ -660,12 +661,9 @@ Executor::StepOutcome Executor::Reattach(ActiveRun& run) {
     step_counts_[status] += closed;
   };
   // A package step's result file, which is read (and removed) whatever ends the step here.
-  std::string result_file;
-  if (step.subsystem == "package" && !run.record.execution_id.empty()) {
-    auto proxy = config_.proxies.find(step.proxy);
-    result_file = ResultFile(config_.data_dir, run.record.execution_id,
-                             proxy == config_.proxies.end() ? "" : proxy->second.user);
-  }
+  const std::string result_file = step.subsystem == "package" && !run.record.execution_id.empty()
+                                      ? StepResultFile(step, run.record.execution_id)
+                                      : "";
   if (run.stop.canceled()) {
     std::string reason;
     {
@@ -789,6 +787,14 @@ void Executor::FinishRun(const std::shared_ptr<ActiveRun>& run, const std::strin
   changed_.notify_all();
 }
 
+void Executor::CancelBeforeStartLocked(ActiveRun& run) {
+  run.record.status = "canceled";
+  run.record.message = "Job canceled before it started";
+  run.record.ended_at = Now();
+  SaveRun(run);
+  ++run_counts_["canceled"];
+}
+
 Result<RunRecord> Executor::Stop(const std::string& run_id) {
   std::unique_lock lock(mu_);
   auto it = active_.find(run_id);
@@ -803,11 +809,7 @@ Result<RunRecord> Executor::Stop(const std::string& run_id) {
   if (queued != queue_.end()) {
     queue_.erase(queued);
     active_.erase(it);
-    run->record.status = "canceled";
-    run->record.message = "Job canceled before it started";
-    run->record.ended_at = Now();
-    SaveRun(*run);
-    ++run_counts_["canceled"];
+    CancelBeforeStartLocked(*run);
     run->finished = true;
     run->ended.notify_all();
     return run->record;

@@ -94,6 +94,10 @@ class Executor {
   void FinishRun(const std::shared_ptr<ActiveRun>& run, const std::string& status,
                  const std::string& message);
   void SaveRun(ActiveRun& run);
+  // A queued run stopped before its step could start: it ends canceled.
+  void CancelBeforeStartLocked(ActiveRun& run);
+  // Where a package step's `fanout run` writes its exit code (for its proxy's user, if any).
+  std::string StepResultFile(const StepDef& step, const std::string& execution_id) const;
 
   struct StepOutcome {
     bool success = false;
