@@ -39,6 +39,17 @@ CLI::Validator WholeNumberAtLeastOne() {
       "POSITIVE");
 }
 
+std::optional<int> ParseSinceFor(const std::string& text, const char* command, DateTime now,
+                                 std::optional<DateTime>& since) {
+  auto parsed = report::ParseSince(text, now);
+  if (!parsed.ok()) {
+    std::fprintf(stderr, "fanout %s: --since: %s\n", command, parsed.status().message().c_str());
+    return kExitUsage;
+  }
+  since = *parsed;
+  return std::nullopt;
+}
+
 std::optional<int> OpenCatalogFor(const std::string& flag, const char* command, bool create,
                                   std::string& spec, std::unique_ptr<Catalog>& catalog) {
   const std::string full_spec = report::CatalogSpec(flag);

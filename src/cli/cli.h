@@ -55,6 +55,11 @@ std::optional<int> OpenCatalogFor(const std::string& flag, const char* command, 
 int CatalogDoesNotExist(const char* command, const std::string& spec,
                         const std::string& execution = "");
 
+// --since AGE|DATE (report::ParseSince) into `since`; on a bad one prints why, as "fanout
+// COMMAND: --since: REASON", and returns kExitUsage.
+std::optional<int> ParseSinceFor(const std::string& text, const char* command, DateTime now,
+                                 std::optional<DateTime>& since);
+
 // Parses repeated NAME=VALUE pairs; on a malformed one prints why and returns false.
 bool ParseSets(const std::vector<std::string>& pairs, std::map<std::string, std::string>& out);
 

@@ -186,12 +186,7 @@ int Logs(const LogsArgs& args) {
   query.types = types;
   query.source = args.source;
   if (!args.since.empty()) {
-    auto since = report::ParseSince(args.since, Now());
-    if (!since.ok()) {
-      std::fprintf(stderr, "fanout %s: --since: %s\n", kCommand, since.status().message().c_str());
-      return kExitUsage;
-    }
-    query.since = *since;
+    if (auto rc = ParseSinceFor(args.since, kCommand, Now(), query.since)) return *rc;
   }
   query.limit = kPageSize;
   query.execution_id = root;

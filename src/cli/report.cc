@@ -57,13 +57,8 @@ int Executions(const ReportArgs& args) {
   std::string filters;
   auto describe = [&](const std::string& text) { filters += (filters.empty() ? "" : ", ") + text; };
   if (!args.since.empty()) {
-    auto since = report::ParseSince(args.since, now);
-    if (!since.ok()) {
-      std::fprintf(stderr, "fanout %s: --since: %s\n", kCommand, since.status().message().c_str());
-      return kExitUsage;
-    }
-    query.since = *since;
-    describe("since " + report::ShortDateTime(*since) + " UTC");
+    if (auto rc = ParseSinceFor(args.since, kCommand, now, query.since)) return *rc;
+    describe("since " + report::ShortDateTime(*query.since) + " UTC");
   }
   if (!args.package.empty()) describe("package " + args.package);
   if (!args.status.empty()) describe("status " + args.status);
