@@ -70,7 +70,14 @@ class JobParser {
       if (required) Problem(fmt::format("{} needs `{}`", what, key));
       return "";
     }
-    if (!obj[key].is_string()) {
+    const json& v = obj[key];
+    if (v.is_boolean() || v.is_number()) {
+      // Mostly YAML's doing: `job: true` or `name: 2024` read as a boolean or a number.
+      Problem(fmt::format("`{}` in {} must be a string, got the {} {}; quote it (YAML reads "
+                          "unquoted true and false as booleans and digits as numbers)", key, what, v.is_boolean() ? "boolean" : "number", v.dump()));
+      return "";
+    }
+    if (!v.is_string()) {
       Problem(fmt::format("`{}` in {} must be a string", key, what));
       return "";
     }

@@ -16,6 +16,19 @@ TEST(JobTest, StepParamsKeepYamlWordsAsText) {
   EXPECT_EQ(job->steps[0].params.at("on"), "y");
 }
 
+// `job: true` is a YAML boolean, not the name "true": the problem says so and how to fix it.
+TEST(JobTest, ABooleanOrNumberForANameSaysToQuoteIt) {
+  auto job = ParseJob("job: true\nsteps: [{name: 2024, subsystem: process, run: [/bin/true]}]\n");
+  ASSERT_FALSE(job.ok());
+  const std::string& message = job.status().message();
+  EXPECT_NE(message.find("`job` in the job must be a string, got the boolean true; quote it"),
+            std::string::npos) << message;
+  EXPECT_NE(message.find("`name` in step 1 must be a string, got the number 2024; quote it"),
+            std::string::npos) << message;
+  EXPECT_TRUE(ParseJob("job: \"true\"\nsteps: [{name: \"2024\", subsystem: process, "
+                       "run: [/bin/true]}]\n").ok());
+}
+
 // A definition nested 100,000 deep crashed the agent in nlohmann's recursive dump(): it is
 // refused before anything dumps it.
 TEST(JobTest, DeepNestingIsRefusedWithoutRecursion) {

@@ -7,12 +7,14 @@
 #include <iostream>
 #include <limits>
 #include <map>
+#include <sstream>
 #include <string>
 #include <vector>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
+#include <yaml-cpp/yaml.h>
 
 #include "common/subprocess.h"
 #include "report/report.h"
@@ -83,6 +85,27 @@ bool ParseSets(const std::vector<std::string>& pairs, std::map<std::string, std:
     out[pair.substr(0, eq)] = pair.substr(eq + 1);
   }
   return true;
+}
+
+FileKeys TopLevelKeys(const std::string& text) {
+  YAML::Node root = YAML::Load(text);
+  if (!root.IsMap()) return {};
+  return {static_cast<bool>(root["package"]), static_cast<bool>(root["job"])};
+}
+
+Result<JobFile> CheckJobFile(const std::string& text, const std::string& file) {
+  auto job = agent::ParseJob(text);
+  if (!job.ok()) {
+    std::string lines;
+    std::istringstream problems(job.status().message());
+    for (std::string line; std::getline(problems, line);) {
+      lines += fmt::format("{}{}: {}", lines.empty() ? "" : "\n", file, line);
+    }
+    return InvalidArgument(lines);
+  }
+  const size_t first = text.find_first_not_of(" \t\r\n");
+  const bool is_json = first != std::string::npos && text[first] == '{';  // as ParseJob decides
+  return JobFile{std::move(*job), is_json ? "application/json" : "application/yaml"};
 }
 
 namespace {

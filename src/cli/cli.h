@@ -3,6 +3,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "agent/job.h"
 #include "fanout/catalog.h"
 
 #include <functional>
@@ -62,6 +63,23 @@ std::optional<int> ParseSinceFor(const std::string& text, const char* command, D
 
 // Parses repeated NAME=VALUE pairs; on a malformed one prints why and returns false.
 bool ParseSets(const std::vector<std::string>& pairs, std::map<std::string, std::string>& out);
+
+// What a file's top-level keys say it is: a package has `package:`, a job file `job:`. Text that
+// is not YAML throws YAML::Exception.
+struct FileKeys {
+  bool package = false;
+  bool job = false;
+};
+FileKeys TopLevelKeys(const std::string& text);
+
+// A job file (`job:` at the top, YAML or JSON) checked as an agent checks it, for `fanout
+// validate`, `deploy` and `job create`, so that a bad one is refused before any agent sees it.
+struct JobFile {
+  agent::JobDef job;
+  std::string content_type;  // application/json or application/yaml, as the agent reads it
+};
+// On problems, the Status message lists each one on its own line, each starting with "FILE: ".
+Result<JobFile> CheckJobFile(const std::string& text, const std::string& file);
 
 int Main(int argc, char** argv);
 

@@ -52,27 +52,14 @@ std::vector<Item> LoadItems(const std::vector<std::string>& files,
     item.file = file;
     item.text = std::move(*text);
     try {
-      YAML::Node root = YAML::Load(item.text);
-      const bool is_package = root.IsMap() && root["package"];
-      const bool is_job = root.IsMap() && root["job"];
-      if (is_package == is_job) {
+      const FileKeys keys = TopLevelKeys(item.text);
+      if (keys.package == keys.job) {
         problems.push_back(fmt::format(
             "{}: {}; a package file has a `package:` key, a job file a `job:` key", file,
-            is_package ? "has both `package:` and `job:`" : "is neither a package nor a job"));
+            keys.package ? "has both `package:` and `job:`" : "is neither a package nor a job"));
         continue;
       }
-      item.kind = is_package ? Item::kPackage : Item::kJob;
-      if (is_job) {
-        const YAML::Node name = root["job"];
-        item.name = name.IsScalar() ? name.as<std::string>() : "";
-        if (!client::IsValidName(item.name)) {
-          problems.push_back(fmt::format(
-              "{}:{}:{}: job name '{}' is not valid; use letters, digits, '_', '.' and '-' (1 "
-              "to 128 characters)",
-              file, name.Mark().line + 1, name.Mark().column + 1, item.name));
-          continue;
-        }
-      }
+      item.kind = keys.package ? Item::kPackage : Item::kJob;
     } catch (const YAML::Exception& e) {
       problems.push_back(fmt::format("{}:{}:{}: not valid YAML or JSON: {}", file,
                                      e.mark.line + 1, e.mark.column + 1, e.msg));
@@ -91,10 +78,13 @@ std::vector<Item> LoadItems(const std::vector<std::string>& files,
       }
       item.name = (*package)->name;
     } else {
-      const size_t first = item.text.find_first_not_of(" \t\r\n");
-      const bool is_json = file.ends_with(".json") ||
-                           (first != std::string::npos && item.text[first] == '{');
-      item.content_type = is_json ? "application/json" : "application/yaml";
+      auto job = CheckJobFile(item.text, file);
+      if (!job.ok()) {
+        problems.push_back(job.status().message());
+        continue;
+      }
+      item.name = job->job.name;
+      item.content_type = job->content_type;
     }
     if (!seen.insert({item.kind, item.name}).second) {
       problems.push_back(fmt::format("{}: {} {} is also defined by another file given", file,

@@ -10,7 +10,6 @@
 #include <optional>
 
 #include <fmt/format.h>
-#include <yaml-cpp/yaml.h>
 
 #include "cli/cli.h"
 #include "client/agent_client.h"
@@ -431,37 +430,16 @@ int Create(const JobArgs& args) {
     std::fprintf(stderr, "fanout: %s\n", text.status().message().c_str());
     return kExitInvalid;
   }
-  // Only the name is needed here; the agent validates the whole definition.
-  std::string name;
-  try {
-    YAML::Node root = YAML::Load(*text);
-    if (!root.IsMap() || !root["job"] || !root["job"].IsScalar()) {
-      std::fprintf(stderr,
-                   "fanout: %s: a job file is a mapping with a `job: NAME` key (see "
-                   "docs/agent-api.md)\n",
-                   args.file.c_str());
-      return kExitInvalid;
-    }
-    name = root["job"].as<std::string>();
-  } catch (const YAML::Exception& e) {
-    std::fprintf(stderr, "fanout: %s:%d:%d: not valid YAML or JSON: %s\n", args.file.c_str(),
-                 e.mark.line + 1, e.mark.column + 1, e.msg.c_str());
+  auto file = CheckJobFile(*text, args.file);
+  if (!file.ok()) {
+    std::fprintf(stderr, "%s\n", file.status().message().c_str());
     return kExitInvalid;
   }
-  if (!client::IsValidName(name)) {
-    std::fprintf(stderr,
-                 "fanout: %s: job name '%s' is not valid; use letters, digits, '_', '.' and '-' "
-                 "(1 to 128 characters)\n",
-                 args.file.c_str(), name.c_str());
-    return kExitInvalid;
-  }
+  const std::string& name = file->job.name;
   int connect_exit = kExitSuccess;
   auto agent = Connect(args, "create", connect_exit);
   if (!agent) return connect_exit;
-  const size_t first = text->find_first_not_of(" \t\r\n");
-  const bool is_json = args.file.ends_with(".json") ||
-                       (first != std::string::npos && (*text)[first] == '{');
-  auto put = agent->PutJob(name, *text, is_json ? "application/json" : "application/yaml");
+  auto put = agent->PutJob(name, *text, file->content_type);
   if (!put.ok()) {
     return Fail(fmt::format("creating job {} from {}", name, args.file), put.status(),
                 agent->url());

@@ -1,9 +1,12 @@
-// `fanout validate FILE`: parse and check a package without running it; print every problem.
+// `fanout validate FILE`: parse and check a package, or a job file, without running it; print
+// every problem.
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <map>
 
 #include <fmt/format.h>
+#include <yaml-cpp/yaml.h>
 
 #include "cli/cli.h"
 #include "common/util.h"
@@ -11,14 +14,52 @@
 
 namespace fanout::cli {
 
+namespace {
+
+// A job file is told by its `job:` key; anything else, YAML errors included, is checked (and
+// reported with positions) as a package.
+bool IsJobFile(const std::string& text) {
+  try {
+    FileKeys keys = TopLevelKeys(text);
+    return keys.job && !keys.package;
+  } catch (const YAML::Exception&) {
+    return false;
+  }
+}
+
+int ValidateJobFile(const std::string& text, const std::string& file,
+                    const std::vector<std::string>& sets) {
+  if (!sets.empty()) {
+    std::fprintf(stderr, "fanout validate: --set gives package parameters; %s is a job file\n",
+                 file.c_str());
+    return kExitUsage;
+  }
+  auto job = CheckJobFile(text, file);
+  if (!job.ok()) {
+    const std::string& problems = job.status().message();
+    size_t n = static_cast<size_t>(std::count(problems.begin(), problems.end(), '\n')) + 1;
+    std::fprintf(stderr, "%s\n%s: %zu problem%s\n", problems.c_str(), file.c_str(), n,
+                 n == 1 ? "" : "s");
+    return kExitInvalid;
+  }
+  size_t steps = job->job.steps.size();
+  std::printf("%s: valid (job %s, %zu step%s)\n", file.c_str(), job->job.name.c_str(), steps,
+              steps == 1 ? "" : "s");
+  return kExitSuccess;
+}
+
+}  // namespace
+
 Command AddValidateCommand(CLI::App& app) {
   struct Args {
     std::string file;
     std::vector<std::string> sets;
   };
   auto args = std::make_shared<Args>();
-  CLI::App* cmd = app.add_subcommand("validate", "Check a package and print every problem found");
-  cmd->add_option("file", args->file, "The package file (YAML)")->required();
+  CLI::App* cmd = app.add_subcommand(
+      "validate", "Check a package or a job file and print every problem found");
+  cmd->add_option("file", args->file, "The package file (YAML), or a job file (`job:`, YAML or JSON)")
+      ->required();
   cmd->add_option("--set", args->sets, "NAME=VALUE: a parameter value, to check required ones");
   cmd->footer("Exit codes: 0 valid, 5 invalid or unreadable, 6 usage error.");
   return {cmd, [args]() -> int {
@@ -29,6 +70,7 @@ Command AddValidateCommand(CLI::App& app) {
       std::fprintf(stderr, "fanout: %s\n", text.status().message().c_str());
       return kExitInvalid;
     }
+    if (IsJobFile(*text)) return ValidateJobFile(*text, args->file, args->sets);
     Diagnostics diagnostics;
     std::shared_ptr<const Package> package = ParsePackage(*text, args->file, diagnostics);
     if (package) {

@@ -1857,6 +1857,14 @@ TEST_F(AgentTest, DeployPushesToEveryAgentAndIsIdempotent) {
   EXPECT_EQ(invalid.exit_code, 5);
   EXPECT_TRUE(Contains(invalid.err, "nothing was deployed")) << invalid.err;
   EXPECT_EQ(api_->GetPackage("broken").status().code(), Code::kNotFound);
+  // A job file is checked as the agent checks it, before anything is sent.
+  d.Write("broken.job.yaml", "job: broken\nsteps:\n  - {name: s, subsystem: telepathy}\n");
+  CommandResult invalid_job = deploy({"pkg.yaml", "broken.job.yaml"});
+  EXPECT_EQ(invalid_job.exit_code, 5);
+  EXPECT_TRUE(Contains(invalid_job.err, "broken.job.yaml: unknown subsystem 'telepathy'"))
+      << invalid_job.err;
+  EXPECT_TRUE(Contains(invalid_job.err, "nothing was deployed")) << invalid_job.err;
+  EXPECT_EQ(api_->GetJob("broken").status().code(), Code::kNotFound);
 
   // The deployed job runs its deployed package.
   json run = Run("deployed");

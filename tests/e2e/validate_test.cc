@@ -115,6 +115,32 @@ TEST(ValidateTest, RequiredParameterSatisfiedBySet) {
       << unknown.err;
 }
 
+// A job file (`job:`) is checked as an agent would check it; `job: true` is a YAML boolean.
+TEST(ValidateTest, JobFilesAreCheckedAsTheAgentChecksThem) {
+  ScratchDir dir;
+  dir.Write("ok.job.yaml", "job: nightly\nsteps:\n  - {name: a, subsystem: process, run: [/bin/true]}\n"
+                           "  - {name: b, subsystem: package, package: load}\n");
+  CommandResult ok = RunFanout({"validate", "ok.job.yaml"}, dir.path());
+  EXPECT_EQ(ok.exit_code, 0) << ok.err;
+  EXPECT_NE(ok.out.find("ok.job.yaml: valid (job nightly, 2 steps)"), std::string::npos) << ok.out;
+
+  dir.Write("bad.job.yaml", "job: true\nsteps:\n  - {name: a, subsystem: process, on_success: goto:z}\n");
+  CommandResult bad = RunFanout({"validate", "bad.job.yaml"}, dir.path());
+  EXPECT_EQ(bad.exit_code, 5);
+  for (const char* expected : {
+           "bad.job.yaml: `job` in the job must be a string, got the boolean true; quote it",
+           "bad.job.yaml: step 'a' needs `run`",
+           "bad.job.yaml: step 'a' goes to unknown step 'z'",
+           "bad.job.yaml: 3 problems",
+       }) {
+    EXPECT_NE(bad.err.find(expected), std::string::npos) << "missing: " << expected << "\n" << bad.err;
+  }
+  dir.Write("j.json", "{\"job\": \"j\", \"steps\": [{\"name\": \"s\", \"subsystem\": \"process\", "
+                      "\"run\": [\"/bin/true\"]}]}");
+  EXPECT_EQ(RunFanout({"validate", "j.json"}, dir.path()).exit_code, 0);
+  EXPECT_EQ(RunFanout({"validate", "j.json", "--set", "a=b"}, dir.path()).exit_code, 6);
+}
+
 TEST(ValidateTest, UsageErrorsExitSix) {
   ScratchDir dir;
   EXPECT_EQ(RunFanout({"validate"}, dir.path()).exit_code, 6);
