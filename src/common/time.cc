@@ -21,32 +21,50 @@ std::string FormatDateTime(DateTime t) {
   return buf;
 }
 
-// Accepts "YYYY-MM-DD", "YYYY-MM-DD[T ]hh:mm[:ss[.ffffff]]" with an optional "Z" or "+hh:mm".
 DateTime Now() {
   return std::chrono::time_point_cast<std::chrono::microseconds>(std::chrono::system_clock::now());
 }
 
-// Times without an offset are UTC.
+namespace {
+
+// The number written with exactly `n` digits at `pos` of `s`, or -1 (sscanf's %2d would also
+// take "-1" or "+1").
+int FixedDigits(std::string_view s, size_t pos, size_t n) {
+  if (pos + n > s.size()) return -1;
+  int value = 0;
+  for (size_t i = pos; i < pos + n; ++i) {
+    if (!std::isdigit(static_cast<unsigned char>(s[i]))) return -1;
+    value = value * 10 + (s[i] - '0');
+  }
+  return value;
+}
+
+}  // namespace
+
+// Accepts "YYYY-MM-DD", "YYYY-MM-DD[T ]hh:mm[:ss[.ffffff]]" with an optional "Z" or "+hh:mm".
+// Times without an offset are UTC. A leap second (:60) is the next minute's first, as in
+// PostgreSQL.
 Result<DateTime> ParseDateTime(std::string_view text) {
   using namespace std::chrono;
   std::string s(text);
-  int y = 0, mo = 0, d = 0, h = 0, mi = 0, sec = 0, consumed = 0;
-  if (std::sscanf(s.c_str(), "%4d-%2d-%2d%n", &y, &mo, &d, &consumed) != 3 || consumed != 10) {
+  int y = FixedDigits(s, 0, 4), mo = FixedDigits(s, 5, 2), d = FixedDigits(s, 8, 2);
+  if (y < 0 || mo < 0 || d < 0 || s[4] != '-' || s[7] != '-') {
     return InvalidArgument("'" + s + "' is not a date; use ISO 8601 such as 2026-11-26T03:00:00Z");
   }
+  int h = 0, mi = 0, sec = 0;
   size_t pos = 10;
   long long micros = 0;
   int offset_minutes = 0;
   if (pos < s.size() && (s[pos] == 'T' || s[pos] == ' ')) {
-    int n = 0;
-    if (std::sscanf(s.c_str() + pos + 1, "%2d:%2d%n", &h, &mi, &n) != 2 || n != 5) {
+    h = FixedDigits(s, pos + 1, 2);
+    mi = FixedDigits(s, pos + 4, 2);
+    if (h < 0 || mi < 0 || s[pos + 3] != ':') {
       return InvalidArgument("'" + s + "' has a bad time; use hh:mm[:ss[.ffffff]]");
     }
-    pos += 1 + n;
+    pos += 6;
     if (pos < s.size() && s[pos] == ':') {
-      if (std::sscanf(s.c_str() + pos + 1, "%2d%n", &sec, &n) != 1 || n != 2) {
-        return InvalidArgument("'" + s + "' has bad seconds");
-      }
+      sec = FixedDigits(s, pos + 1, 2);
+      if (sec < 0) return InvalidArgument("'" + s + "' has bad seconds");
       pos += 3;
       if (pos < s.size() && s[pos] == '.') {
         ++pos;

@@ -190,6 +190,7 @@ Result<Value> StringToDouble(const Value& from) {
   if (ec != std::errc() || end != text.data() + text.size() || text.empty()) {
     return CannotConvert(from, ValueType::kDouble);
   }
+  if (!std::isfinite(d)) return CannotConvert(from, ValueType::kDouble, "not a finite number");
   return Value(d);
 }
 

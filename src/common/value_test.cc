@@ -181,9 +181,20 @@ TEST(ParseDateTimeTest, TakesTheOffsetFormsOfIso8601AndPostgres) {
   EXPECT_EQ(At("2026-11-26 01:04:05.5+00"), utc + std::chrono::milliseconds(500));
   EXPECT_EQ(At("2026-11-25T22:34:05-02:30"), utc);
   for (const char* bad : {"2026-11-26T03:04:05+2", "2026-11-26T03:04:05+02:", "2026-11-26T03:04:05+02:7",
-                          "2026-11-26T03:04:05+25:00", "2026-11-26T03:04:05+0260"}) {
+                          "2026-11-26T03:04:05+25:00", "2026-11-26T03:04:05+0260",
+                          // Signs where digits belong once read as negative hours and minutes.
+                          "2026-11-26 -1:-5", "2026-11-26T+1:05", "2026-+1-26", "2026-11-26T03:04:-1"}) {
     EXPECT_FALSE(ParseDateTime(bad).ok()) << bad;
   }
+}
+
+// from_chars reads "nan" and "inf": a double that is not a number is refused as it is in YAML.
+TEST(ValueConvertTest, StringToDoubleRefusesNanAndInfinity) {
+  for (const char* bad : {"nan", "NaN", "inf", "-inf", "infinity", "1e400"}) {
+    EXPECT_NE(ConvertError(Value(bad), ValueType::kDouble).find("cannot convert"), std::string::npos)
+        << bad;
+  }
+  EXPECT_EQ(Convert(Value("-1.5e3"), ValueType::kDouble), Value(-1500.0));
 }
 
 TEST(ValueConvertTest, DateTimeRoundTripsThroughString) {

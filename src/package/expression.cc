@@ -1083,22 +1083,33 @@ Result<Value> Arithmetic(Op op, const Value& a, const Value& b) {
     return Value(r);
   }
   double x = AsNumber(a), y = AsNumber(b);
+  double r = 0;
   switch (op) {
     case Op::kAdd:
-      return Value(x + y);
+      r = x + y;
+      break;
     case Op::kSub:
-      return Value(x - y);
+      r = x - y;
+      break;
     case Op::kMul:
-      return Value(x * y);
+      r = x * y;
+      break;
     case Op::kDiv:
       if (y == 0) return InvalidArgument("division by zero");
-      return Value(x / y);
+      r = x / y;
+      break;
     case Op::kMod:
       if (y == 0) return InvalidArgument("modulo by zero");
-      return Value(std::fmod(x, y));
+      r = std::fmod(x, y);
+      break;
     default:
       return TypeError(op, a, b);
   }
+  // As integers do: an infinity would only fail later, as text no conversion reads back.
+  if (!std::isfinite(r)) {
+    return InvalidArgument(fmt::format("double overflow in {} {} {}", x, OpSymbol(op), y));
+  }
+  return Value(r);
 }
 
 template <typename T>

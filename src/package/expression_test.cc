@@ -253,6 +253,10 @@ TEST(ExpressionOperatorTest, ArithmeticErrors) {
   EXPECT_TRUE(Contains(EvalError("-9223372036854775808 - 1"), "integer overflow"));
   EXPECT_TRUE(Contains(EvalError("4611686018427387904 * 2"), "integer overflow"));
   EXPECT_TRUE(Contains(EvalError("-9223372036854775808 / -1"), "integer overflow"));
+  MapScope huge{{"big", Value(1e308)}};
+  EXPECT_TRUE(Contains(EvalError("@big * 10", huge), "double overflow in"));
+  EXPECT_TRUE(Contains(EvalError("-@big - @big", huge), "double overflow in"));
+  EXPECT_EQ(Eval("@big / 10", huge), Value(1e307));
   EXPECT_EQ(Eval("-9223372036854775808 % -1"), Value(0));
   MapScope scope{{"min", Value(std::numeric_limits<int64_t>::min())}};
   EXPECT_TRUE(Contains(EvalError("-@min", scope), "integer overflow"));
