@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <set>
+#include <unordered_map>
+#include <utility>
 
 #include <fmt/format.h>
 
@@ -23,20 +25,32 @@ constexpr size_t kMaxJobValues = 100000;
 
 struct TooManyValues {};
 
-// `budget`: values left before kMaxJobValues is reached (TooManyValues is thrown then).
-json YamlToJson(const YAML::Node& node, size_t& budget) {
+// Where each value of a job file was written: JSON values by address, in the finished document.
+using Marks = std::unordered_map<const json*, YAML::Mark>;
+
+JobProblem ProblemAt(const YAML::Mark& mark, std::string message) {
+  return {mark.line + 1, mark.column + 1, std::move(message)};
+}
+
+// `budget`: values left before kMaxJobValues is reached (TooManyValues is thrown then). A key
+// written twice is a problem (yaml-cpp keeps the last silently).
+json YamlToJson(const YAML::Node& node, size_t& budget, std::vector<JobProblem>& problems) {
   if (budget-- == 0) throw TooManyValues{};
   switch (node.Type()) {
     case YAML::NodeType::Map: {
       json out = json::object();
       for (auto it = node.begin(); it != node.end(); ++it) {
-        out[it->first.Scalar()] = YamlToJson(it->second, budget);
+        const std::string& key = it->first.Scalar();
+        if (out.contains(key)) {
+          problems.push_back(ProblemAt(it->first.Mark(), fmt::format("duplicate key `{}`", key)));
+        }
+        out[key] = YamlToJson(it->second, budget, problems);
       }
       return out;
     }
     case YAML::NodeType::Sequence: {
       json out = json::array();
-      for (const auto& item : node) out.push_back(YamlToJson(item, budget));
+      for (const auto& item : node) out.push_back(YamlToJson(item, budget, problems));
       return out;
     }
     case YAML::NodeType::Scalar: {
@@ -51,34 +65,73 @@ json YamlToJson(const YAML::Node& node, size_t& budget) {
   }
 }
 
+// The position of every value of `root` (converted from `yaml` by YamlToJson), found once the
+// document is whole: values move while it is built. Walks without recursion, as the nesting
+// check has not run yet.
+Marks MarksOf(const YAML::Node& yaml, const json& root) {
+  Marks marks;
+  std::vector<std::pair<YAML::Node, const json*>> pending = {{yaml, &root}};
+  while (!pending.empty()) {
+    auto [node, value] = pending.back();
+    pending.pop_back();
+    marks[value] = node.Mark();
+    if (node.IsMap() && value->is_object()) {
+      for (auto it = node.begin(); it != node.end(); ++it) {
+        auto child = value->find(it->first.Scalar());
+        if (child != value->end()) pending.emplace_back(it->second, &*child);
+      }
+    } else if (node.IsSequence() && value->is_array()) {
+      size_t i = 0;
+      for (auto it = node.begin(); it != node.end() && i < value->size(); ++it, ++i) {
+        pending.emplace_back(*it, &(*value)[i]);
+      }
+    }
+  }
+  return marks;
+}
+
 class JobParser {
  public:
-  std::vector<std::string> problems;
+  explicit JobParser(const Marks* marks) : marks_(marks) {}
 
-  void Problem(std::string p) { problems.push_back(std::move(p)); }
+  std::vector<JobProblem> problems;
+
+  // `at`: the value the problem is in (or the mapping that lacks a key), for its position.
+  void Problem(const json& at, std::string message) {
+    JobProblem problem{0, 0, std::move(message)};
+    if (marks_ != nullptr) {
+      auto mark = marks_->find(&at);
+      if (mark != marks_->end()) {
+        problem.line = mark->second.line + 1;
+        problem.column = mark->second.column + 1;
+      }
+    }
+    problems.push_back(std::move(problem));
+  }
 
   void CheckKeys(const json& obj, const std::vector<std::string>& allowed, const std::string& what) {
     for (const auto& [key, value] : obj.items()) {
       if (std::find(allowed.begin(), allowed.end(), key) == allowed.end()) {
-        Problem(fmt::format("unknown key `{}` in {}; allowed: {}", key, what, fmt::join(allowed, ", ")));
+        Problem(value, fmt::format("unknown key `{}` in {}; allowed: {}", key, what,
+                                   fmt::join(allowed, ", ")));
       }
     }
   }
 
   std::string String(const json& obj, const char* key, const std::string& what, bool required) {
     if (!obj.contains(key) || obj[key].is_null()) {
-      if (required) Problem(fmt::format("{} needs `{}`", what, key));
+      if (required) Problem(obj, fmt::format("{} needs `{}`", what, key));
       return "";
     }
     const json& v = obj[key];
     if (v.is_boolean() || v.is_number()) {
       // Mostly YAML's doing: `job: true` or `name: 2024` read as a boolean or a number.
-      Problem(fmt::format("`{}` in {} must be a string, got the {} {}; quote it (YAML reads "
+      Problem(v, fmt::format("`{}` in {} must be a string, got the {} {}; quote it (YAML reads "
                           "unquoted true and false as booleans and digits as numbers)", key, what, v.is_boolean() ? "boolean" : "number", v.dump()));
       return "";
     }
     if (!v.is_string()) {
-      Problem(fmt::format("`{}` in {} must be a string", key, what));
+      Problem(v, fmt::format("`{}` in {} must be a string", key, what));
       return "";
     }
     return obj[key].get<std::string>();
@@ -94,7 +147,8 @@ class JobParser {
                                               ? v.get<uint64_t>() <= static_cast<uint64_t>(kMax)
                                               : v.get<int64_t>() <= kMax);
     if (!fits || v.get<int64_t>() < min) {
-      Problem(fmt::format("`{}` in {} must be a whole number from {} to {}", key, what, min, kMax));
+      Problem(v, fmt::format("`{}` in {} must be a whole number from {} to {}", key, what, min,
+                             kMax));
       return fallback;
     }
     return static_cast<int>(v.get<int64_t>());
@@ -106,7 +160,7 @@ class JobParser {
     std::string text = obj[key].is_number() ? obj[key].dump() : obj[key].is_string() ? obj[key].get<std::string>() : "";
     auto d = ParseDuration(text);
     if (!d.ok()) {
-      Problem(fmt::format("`{}` in {}: {}", key, what, d.status().message()));
+      Problem(obj[key], fmt::format("`{}` in {}: {}", key, what, d.status().message()));
       return std::nullopt;
     }
     return *d;
@@ -119,8 +173,8 @@ class JobParser {
     if (text == "quit-success") return {StepAction::kQuitSuccess, ""};
     if (text == "quit-failure") return {StepAction::kQuitFailure, ""};
     if (text.starts_with("goto:") && ValidName(text.substr(5))) return {StepAction::kGoto, text.substr(5)};
-    Problem(fmt::format("`{}: {}` in {} is not allowed; use next, quit-success, quit-failure or "
-                        "goto:STEP", key, text, what));
+    Problem(obj[key], fmt::format("`{}: {}` in {} is not allowed; use next, quit-success, "
+                                  "quit-failure or goto:STEP", key, text, what));
     return fallback;
   }
 
@@ -128,35 +182,43 @@ class JobParser {
     StepDef s;
     std::string what = fmt::format("step {}", index + 1);
     if (!obj.is_object()) {
-      Problem(what + " must be a mapping with at least `name` and `subsystem`");
+      Problem(obj, what + " must be a mapping with at least `name` and `subsystem`");
       return s;
     }
     CheckKeys(obj, {"name", "subsystem", "package", "params", "run", "success_codes", "proxy",
                     "retries", "retry_interval", "timeout", "on_success", "on_failure"}, what);
     s.name = String(obj, "name", what, true);
     if (!s.name.empty()) {
-      if (!ValidName(s.name)) Problem(fmt::format("step name '{}' must match [A-Za-z0-9_.-]{{1,128}}", s.name));
+      if (!ValidName(s.name)) {
+        Problem(obj["name"], fmt::format("step name '{}' must match [A-Za-z0-9_.-]{{1,128}}", s.name));
+      }
       what = fmt::format("step '{}'", s.name);
     }
     s.subsystem = String(obj, "subsystem", what, true);
     if (s.subsystem == "package") {
       s.package = String(obj, "package", what, true);
       if (!s.package.empty() && !ValidName(s.package)) {
-        Problem(fmt::format("package name '{}' in {} must match [A-Za-z0-9_.-]{{1,128}}", s.package, what));
+        Problem(obj["package"], fmt::format("package name '{}' in {} must match "
+                                            "[A-Za-z0-9_.-]{{1,128}}", s.package, what));
       }
       if (obj.contains("params")) {
         if (!obj["params"].is_object()) {
-          Problem(fmt::format("`params` in {} must be a mapping of parameter to value", what));
+          Problem(obj["params"], fmt::format("`params` in {} must be a mapping of parameter to "
+                                             "value", what));
         } else {
           for (const auto& [k, v] : obj["params"].items()) {
             s.params[k] = v.is_string() ? v.get<std::string>() : v.dump();
           }
         }
       }
-      if (obj.contains("run")) Problem(fmt::format("`run` belongs to process steps, not {}", what));
+      if (obj.contains("run")) {
+        Problem(obj["run"], fmt::format("`run` belongs to process steps, not {}", what));
+      }
     } else if (s.subsystem == "process") {
       if (!obj.contains("run") || !obj["run"].is_array() || obj["run"].empty()) {
-        Problem(fmt::format("{} needs `run`: the program and its arguments, e.g. [/bin/echo, hi]", what));
+        Problem(obj.contains("run") ? obj["run"] : obj,
+                fmt::format("{} needs `run`: the program and its arguments, e.g. [/bin/echo, hi]",
+                            what));
       } else {
         for (const auto& a : obj["run"]) {
           if (a.is_string()) s.run.push_back(a.get<std::string>());
@@ -165,15 +227,29 @@ class JobParser {
       }
       if (obj.contains("success_codes")) {
         s.success_codes.clear();
-        if (!obj["success_codes"].is_array()) Problem(fmt::format("`success_codes` in {} must be a list", what));
-        else for (const auto& c : obj["success_codes"]) {
-          if (c.is_number_integer()) s.success_codes.push_back(c.get<int>());
-          else Problem(fmt::format("`success_codes` in {} must hold whole numbers", what));
+        const json& codes = obj["success_codes"];
+        if (!codes.is_array() || codes.empty()) {
+          Problem(codes, fmt::format("`success_codes` in {} must list at least one exit code",
+                                     what));
+        } else {
+          for (const auto& c : codes) {
+            if (c.is_number_integer() && c.get<int64_t>() >= 0 && c.get<int64_t>() <= 255) {
+              s.success_codes.push_back(c.get<int>());
+            } else {
+              Problem(c, fmt::format("`success_codes` in {} must hold exit codes from 0 to 255, "
+                                     "not {}", what, c.dump()));
+            }
+          }
         }
       }
-      if (obj.contains("package")) Problem(fmt::format("`package` belongs to package steps, not {}", what));
+      for (const char* key : {"package", "params"}) {
+        if (obj.contains(key)) {
+          Problem(obj[key], fmt::format("`{}` belongs to package steps, not {}", key, what));
+        }
+      }
     } else if (!s.subsystem.empty()) {
-      Problem(fmt::format("unknown subsystem '{}' in {}; allowed: package, process", s.subsystem, what));
+      Problem(obj["subsystem"], fmt::format("unknown subsystem '{}' in {}; allowed: package, "
+                                            "process", s.subsystem, what));
     }
     s.proxy = String(obj, "proxy", what, false);
     s.retries = Int(obj, "retries", what, 0, 0);
@@ -185,6 +261,9 @@ class JobParser {
     s.on_failure = Action(obj, "on_failure", what, StepAction{StepAction::kQuitFailure, ""});
     return s;
   }
+
+ private:
+  const Marks* marks_;  // null: no positions (JSON)
 };
 
 }  // namespace
@@ -250,68 +329,121 @@ bool NestedDeeperThan(const nlohmann::json& value, size_t limit) {
   return false;
 }
 
+namespace {
+
+// Every problem of a job definition, in `problems`; `marks` (null for JSON) gives positions.
+JobDef CheckJob(const json& obj, const Marks* marks, std::vector<JobProblem>& problems) {
+  JobParser p(marks);
+  JobDef job;
+  if (!obj.is_object()) {
+    p.Problem(obj, "a job definition must be a mapping with `job` and `steps`");
+  } else {
+    p.CheckKeys(obj, {"job", "description", "enabled", "max_concurrent_runs", "steps"}, "the job");
+    job.name = p.String(obj, "job", "the job", true);
+    if (!job.name.empty() && !ValidName(job.name)) {
+      p.Problem(obj["job"], fmt::format("job name '{}' must match [A-Za-z0-9_.-]{{1,128}}", job.name));
+    }
+    job.description = p.String(obj, "description", "the job", false);
+    if (obj.contains("enabled")) {
+      if (!obj["enabled"].is_boolean()) p.Problem(obj["enabled"], "`enabled` must be true or false");
+      else job.enabled = obj["enabled"].get<bool>();
+    }
+    job.max_concurrent_runs = p.Int(obj, "max_concurrent_runs", "the job", 1, 1);
+    if (!obj.contains("steps") || !obj["steps"].is_array() || obj["steps"].empty()) {
+      p.Problem(obj.contains("steps") ? obj["steps"] : obj,
+                "a job needs `steps`: a list of at least one step");
+    } else {
+      const json& steps = obj["steps"];
+      std::set<std::string> names;
+      for (size_t i = 0; i < steps.size(); ++i) {
+        job.steps.push_back(p.Step(steps[i], i, steps.size()));
+        const std::string& name = job.steps.back().name;
+        if (!name.empty() && !names.insert(name).second) {
+          p.Problem(steps[i]["name"], fmt::format("two steps are named '{}'", name));
+        }
+      }
+      for (size_t i = 0; i < job.steps.size(); ++i) {
+        const StepDef& s = job.steps[i];
+        for (auto [action, key] : {std::pair{&s.on_success, "on_success"},
+                                   std::pair{&s.on_failure, "on_failure"}}) {
+          if (action->kind == StepAction::kGoto && job.StepIndex(action->target) < 0) {
+            p.Problem(steps[i][key],
+                      fmt::format("step '{}' goes to unknown step '{}'", s.name, action->target));
+          }
+        }
+      }
+    }
+  }
+  problems.insert(problems.end(), p.problems.begin(), p.problems.end());
+  return job;
+}
+
+Status ProblemsStatus(std::vector<JobProblem>& problems) {
+  std::stable_sort(problems.begin(), problems.end(), [](const JobProblem& a, const JobProblem& b) {
+    return std::pair(a.line, a.column) < std::pair(b.line, b.column);
+  });
+  std::vector<std::string> lines;
+  for (const JobProblem& problem : problems) lines.push_back(problem.ToString());
+  return InvalidArgument(fmt::format("{}", fmt::join(lines, "\n")));
+}
+
+}  // namespace
+
+std::string JobProblem::ToString() const {
+  if (line == 0) return message;
+  return fmt::format("line {}, column {}: {}", line, column, message);
+}
+
 Result<JobDef> JobFromJson(const nlohmann::json& obj) {
   if (NestedDeeperThan(obj, kMaxJsonNesting)) {
     return InvalidArgument(fmt::format("the job definition nests more than {} levels deep",
                                        kMaxJsonNesting));
   }
-  JobParser p;
-  JobDef job;
-  if (!obj.is_object()) return InvalidArgument("a job definition must be a mapping with `job` and `steps`");
-  p.CheckKeys(obj, {"job", "description", "enabled", "max_concurrent_runs", "steps"}, "the job");
-  job.name = p.String(obj, "job", "the job", true);
-  if (!job.name.empty() && !ValidName(job.name)) {
-    p.Problem(fmt::format("job name '{}' must match [A-Za-z0-9_.-]{{1,128}}", job.name));
-  }
-  job.description = p.String(obj, "description", "the job", false);
-  if (obj.contains("enabled")) {
-    if (!obj["enabled"].is_boolean()) p.Problem("`enabled` must be true or false");
-    else job.enabled = obj["enabled"].get<bool>();
-  }
-  job.max_concurrent_runs = p.Int(obj, "max_concurrent_runs", "the job", 1, 1);
-  if (!obj.contains("steps") || !obj["steps"].is_array() || obj["steps"].empty()) {
-    p.Problem("a job needs `steps`: a list of at least one step");
-  } else {
-    const json& steps = obj["steps"];
-    for (size_t i = 0; i < steps.size(); ++i) job.steps.push_back(p.Step(steps[i], i, steps.size()));
-  }
-  std::set<std::string> names;
-  for (const StepDef& s : job.steps) {
-    if (!s.name.empty() && !names.insert(s.name).second) p.Problem(fmt::format("two steps are named '{}'", s.name));
-  }
-  for (const StepDef& s : job.steps) {
-    for (const StepAction* a : {&s.on_success, &s.on_failure}) {
-      if (a->kind == StepAction::kGoto && job.StepIndex(a->target) < 0) {
-        p.Problem(fmt::format("step '{}' goes to unknown step '{}'", s.name, a->target));
-      }
-    }
-  }
-  if (!p.problems.empty()) return InvalidArgument(fmt::format("{}", fmt::join(p.problems, "\n")));
+  std::vector<JobProblem> problems;
+  JobDef job = CheckJob(obj, nullptr, problems);
+  if (!problems.empty()) return ProblemsStatus(problems);
   return job;
 }
 
-Result<JobDef> ParseJob(const std::string& text) {
+Result<JobDef> ParseJob(const std::string& text, std::vector<JobProblem>* problems_out) {
+  std::vector<JobProblem> problems;
   json obj;
+  Marks marks;
   size_t first = text.find_first_not_of(" \t\r\n");
-  if (first != std::string::npos && text[first] == '{') {
+  const bool is_json = first != std::string::npos && text[first] == '{';
+  if (is_json) {
     try {
       obj = json::parse(text);
     } catch (const json::exception& e) {
-      return InvalidArgument(fmt::format("malformed JSON: {}", e.what()));
+      problems.push_back({0, 0, fmt::format("malformed JSON: {}", e.what())});
     }
   } else {
     try {
       size_t budget = kMaxJobValues;
-      obj = YamlToJson(YAML::Load(text), budget);
+      YAML::Node root = YAML::Load(text);
+      obj = YamlToJson(root, budget, problems);
+      marks = MarksOf(root, obj);
     } catch (const TooManyValues&) {
-      return InvalidArgument(fmt::format("the job file holds more than {} values (YAML aliases "
-                                         "repeat what they name)", kMaxJobValues));
+      problems.push_back({0, 0, fmt::format("the job file holds more than {} values (YAML "
+                                            "aliases repeat what they name)", kMaxJobValues)});
     } catch (const YAML::Exception& e) {
-      return InvalidArgument(fmt::format("malformed YAML at line {}, column {}: {}", e.mark.line + 1,
-                                         e.mark.column + 1, e.msg));
+      problems.push_back(ProblemAt(e.mark, "malformed YAML: " + e.msg));
     }
   }
-  ASSIGN_OR_RETURN(JobDef job, JobFromJson(obj));
+  JobDef job;
+  if (problems.empty() || !obj.is_null()) {
+    if (NestedDeeperThan(obj, kMaxJsonNesting)) {
+      problems.push_back({0, 0, fmt::format("the job definition nests more than {} levels deep",
+                                            kMaxJsonNesting)});
+    } else {
+      job = CheckJob(obj, is_json ? nullptr : &marks, problems);
+    }
+  }
+  if (!problems.empty()) {
+    Status status = ProblemsStatus(problems);
+    if (problems_out != nullptr) *problems_out = std::move(problems);
+    return status;
+  }
   job.text = text;
   return job;
 }

@@ -59,9 +59,18 @@ bool NestedDeeperThan(const nlohmann::json& value, size_t limit);
 // The nesting a request body or job definition may have; far more than any real one needs.
 inline constexpr size_t kMaxJsonNesting = 64;
 
+// A problem in a job definition: where it is (1-based; 0 when not known, as in JSON) and what.
+struct JobProblem {
+  int line = 0;
+  int column = 0;
+  std::string message;
+  std::string ToString() const;  // "line L, column C: MESSAGE", or MESSAGE
+};
+
 // Parses a job definition given as JSON or YAML (decided by the text, not a header). Every
-// problem is collected; the Status message lists them all, one per line.
-Result<JobDef> ParseJob(const std::string& text);
+// problem is collected; the Status message lists them all in file order, one per line, and
+// `problems`, when given, receives them.
+Result<JobDef> ParseJob(const std::string& text, std::vector<JobProblem>* problems = nullptr);
 Result<JobDef> JobFromJson(const nlohmann::json& json);
 
 }  // namespace fanout::agent

@@ -29,6 +29,37 @@ TEST(JobTest, ABooleanOrNumberForANameSaysToQuoteIt) {
                        "run: [/bin/true]}]\n").ok());
 }
 
+// Each problem says where it is; a key written twice, impossible exit codes and params on a
+// process step (silently dropped before) are problems.
+TEST(JobTest, ProblemsHavePositionsAndCoverWhatWasSilentlyAccepted) {
+  std::vector<JobProblem> problems;
+  auto job = ParseJob("job: j\nsteps:\n  - name: a\n    subsystem: process\n"
+                      "    run: [/bin/echo, first]\n    run: [/bin/false]\n"
+                      "    success_codes: [0, 256, -1]\n    params: {x: fixed}\n"
+                      "  - {name: b, subsystem: process, run: [/bin/true], success_codes: []}\n",
+                      &problems);
+  ASSERT_FALSE(job.ok());
+  std::vector<std::string> lines;
+  for (const JobProblem& p : problems) lines.push_back(p.ToString());
+  EXPECT_EQ(lines, (std::vector<std::string>{
+                       "line 6, column 5: duplicate key `run`",
+                       "line 7, column 24: `success_codes` in step 'a' must hold exit codes from "
+                       "0 to 255, not 256",
+                       "line 7, column 29: `success_codes` in step 'a' must hold exit codes from "
+                       "0 to 255, not -1",
+                       "line 8, column 13: `params` belongs to package steps, not step 'a'",
+                       "line 9, column 68: `success_codes` in step 'b' must list at least one "
+                       "exit code",
+                   }));
+  EXPECT_NE(job.status().message().find("line 6, column 5: duplicate key `run`\n"),
+            std::string::npos);
+  // JSON has no positions; its problems are still all listed.
+  auto json_job = ParseJob("{\"job\": \"j\", \"steps\": [{\"name\": \"a\", \"subsystem\": "
+                           "\"process\", \"run\": [\"/bin/true\"], \"success_codes\": []}]}");
+  ASSERT_FALSE(json_job.ok());
+  EXPECT_EQ(json_job.status().message(), "`success_codes` in step 'a' must list at least one exit code");
+}
+
 // A definition nested 100,000 deep crashed the agent in nlohmann's recursive dump(): it is
 // refused before anything dumps it.
 TEST(JobTest, DeepNestingIsRefusedWithoutRecursion) {

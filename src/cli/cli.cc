@@ -7,7 +7,6 @@
 #include <iostream>
 #include <limits>
 #include <map>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -94,14 +93,17 @@ FileKeys TopLevelKeys(const std::string& text) {
 }
 
 Result<JobFile> CheckJobFile(const std::string& text, const std::string& file) {
-  auto job = agent::ParseJob(text);
+  std::vector<agent::JobProblem> problems;
+  auto job = agent::ParseJob(text, &problems);
   if (!job.ok()) {
-    std::string lines;
-    std::istringstream problems(job.status().message());
-    for (std::string line; std::getline(problems, line);) {
-      lines += fmt::format("{}{}: {}", lines.empty() ? "" : "\n", file, line);
+    std::vector<std::string> lines;
+    for (const agent::JobProblem& problem : problems) {
+      lines.push_back(problem.line == 0
+                          ? fmt::format("{}: error: {}", file, problem.message)
+                          : fmt::format("{}:{}:{}: error: {}", file, problem.line, problem.column,
+                                        problem.message));
     }
-    return InvalidArgument(lines);
+    return InvalidArgument(fmt::format("{}", fmt::join(lines, "\n")));
   }
   const size_t first = text.find_first_not_of(" \t\r\n");
   const bool is_json = first != std::string::npos && text[first] == '{';  // as ParseJob decides

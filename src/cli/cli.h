@@ -78,7 +78,8 @@ struct JobFile {
   agent::JobDef job;
   std::string content_type;  // application/json or application/yaml, as the agent reads it
 };
-// On problems, the Status message lists each one on its own line, each starting with "FILE: ".
+// On problems, the Status message lists each on its own line, as "FILE:LINE:COLUMN: error: WHAT"
+// (without LINE:COLUMN for JSON), as `fanout validate` prints a package's.
 Result<JobFile> CheckJobFile(const std::string& text, const std::string& file);
 
 int Main(int argc, char** argv);

@@ -1861,7 +1861,8 @@ TEST_F(AgentTest, DeployPushesToEveryAgentAndIsIdempotent) {
   d.Write("broken.job.yaml", "job: broken\nsteps:\n  - {name: s, subsystem: telepathy}\n");
   CommandResult invalid_job = deploy({"pkg.yaml", "broken.job.yaml"});
   EXPECT_EQ(invalid_job.exit_code, 5);
-  EXPECT_TRUE(Contains(invalid_job.err, "broken.job.yaml: unknown subsystem 'telepathy'"))
+  EXPECT_TRUE(Contains(invalid_job.err,
+                       "broken.job.yaml:3:26: error: unknown subsystem 'telepathy'"))
       << invalid_job.err;
   EXPECT_TRUE(Contains(invalid_job.err, "nothing was deployed")) << invalid_job.err;
   EXPECT_EQ(api_->GetJob("broken").status().code(), Code::kNotFound);

@@ -124,14 +124,19 @@ TEST(ValidateTest, JobFilesAreCheckedAsTheAgentChecksThem) {
   EXPECT_EQ(ok.exit_code, 0) << ok.err;
   EXPECT_NE(ok.out.find("ok.job.yaml: valid (job nightly, 2 steps)"), std::string::npos) << ok.out;
 
-  dir.Write("bad.job.yaml", "job: true\nsteps:\n  - {name: a, subsystem: process, on_success: goto:z}\n");
+  dir.Write("bad.job.yaml", "job: true\nsteps:\n  - {name: a, subsystem: process, on_success: goto:z}\n"
+                            "  - name: b\n    subsystem: process\n    run: [/bin/false]\n"
+                            "    run: [/bin/true]\n");
   CommandResult bad = RunFanout({"validate", "bad.job.yaml"}, dir.path());
   EXPECT_EQ(bad.exit_code, 5);
   for (const char* expected : {
-           "bad.job.yaml: `job` in the job must be a string, got the boolean true; quote it",
-           "bad.job.yaml: step 'a' needs `run`",
-           "bad.job.yaml: step 'a' goes to unknown step 'z'",
-           "bad.job.yaml: 3 problems",
+           "bad.job.yaml:1:6: error: `job` in the job must be a string, got the boolean true; "
+           "quote it",
+           "bad.job.yaml:3:5: error: step 'a' needs `run`",
+           "bad.job.yaml:3:47: error: step 'a' goes to unknown step 'z'",
+           // yaml-cpp keeps the last of a key written twice; the agent's check says so.
+           "bad.job.yaml:7:5: error: duplicate key `run`",
+           "bad.job.yaml: 4 problems",
        }) {
     EXPECT_NE(bad.err.find(expected), std::string::npos) << "missing: " << expected << "\n" << bad.err;
   }
