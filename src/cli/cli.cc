@@ -157,6 +157,29 @@ bool ExplainUnknownCommand(const CLI::App& app) {
 
 }  // namespace
 
+namespace {
+
+// Rules for every option of every command, applied once here rather than at each add_option:
+// - A value may not be empty: `--execution "$RUN"` with an empty $RUN must not mean "every
+//   execution", nor `--catalog ""` the default catalog.
+// - A repeatable option takes one value per occurrence: `run --set x=1 p.yaml` had taken
+//   p.yaml as a second --set value and then said the file was missing.
+void ApplyOptionRules(CLI::App& app) {
+  for (CLI::Option* option : app.get_options()) {
+    if (option->get_type_size() == 0) continue;  // a flag
+    option->check(CLI::Validator(
+        [](std::string& value) { return value.empty() ? std::string("must not be empty") : ""; },
+        ""));
+    if (option->nonpositional() && option->get_allow_extra_args()) {
+      option->expected(1)->allow_extra_args(false)->multi_option_policy(
+          CLI::MultiOptionPolicy::TakeAll);
+    }
+  }
+  for (CLI::App* sub : app.get_subcommands({})) ApplyOptionRules(*sub);
+}
+
+}  // namespace
+
 int Main(int argc, char** argv) {
   // A peer that goes away (a child's stdin, an agent's socket) is an error to handle, not a
   // reason to die.
@@ -179,6 +202,7 @@ int Main(int argc, char** argv) {
                                          AddAgentCommand(app), AddJobCommand(app),
                                          AddDeployCommand(app), AddReportCommand(app),
                                          AddLogsCommand(app), AddCatalogCommand(app)};
+  ApplyOptionRules(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

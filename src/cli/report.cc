@@ -7,9 +7,11 @@
 
 #include <chrono>
 #include <cstdio>
+#include <fstream>
 #include <limits>
 #include <memory>
 #include <optional>
+#include <string_view>
 
 #include "cli/cli.h"
 #include "common/util.h"
@@ -38,6 +40,21 @@ int QueryFailed(const char* command, const std::string& spec, const Status& stat
   return kExitFailure;
 }
 
+// An --html FILE that holds a SQLite database (the catalog itself, given by mistake) is not
+// replaced: the page would destroy the history it shows. Prints why; returns kExitUsage.
+std::optional<int> RefuseDatabaseAsPage(const std::string& path, const char* command) {
+  std::ifstream in(path, std::ios::binary);
+  char header[16] = {};
+  if (!in.read(header, sizeof header) || std::string_view(header, 15) != "SQLite format 3") {
+    return std::nullopt;
+  }
+  std::fprintf(stderr,
+               "fanout %s: --html %s: that file is a SQLite database (a catalog?), not replaced; "
+               "give the page a name of its own, such as report.html\n",
+               command, path.c_str());
+  return kExitUsage;
+}
+
 // Writes a page whole (no reader sees half of it); on failure prints why and returns false.
 bool WriteFile(const std::string& path, const std::string& content, const char* command) {
   Status written = WriteFileAtomically(path, content);
@@ -47,6 +64,9 @@ bool WriteFile(const std::string& path, const std::string& content, const char* 
 
 int Executions(const ReportArgs& args) {
   constexpr const char* kCommand = "report executions";
+  if (!args.html.empty()) {
+    if (auto rc = RefuseDatabaseAsPage(args.html, kCommand)) return *rc;
+  }
   const DateTime now = Now();
   report::ExecutionsQuery query;
   query.package = args.package;
@@ -104,6 +124,9 @@ int Executions(const ReportArgs& args) {
 
 int Overview(const ReportArgs& args) {
   constexpr const char* kCommand = "report overview";
+  if (!args.html.empty()) {
+    if (auto rc = RefuseDatabaseAsPage(args.html, kCommand)) return *rc;
+  }
   std::string spec;
   std::unique_ptr<Catalog> catalog;
   if (auto rc = OpenCatalogFor(args.catalog, kCommand, false, spec, catalog)) return *rc;

@@ -131,7 +131,11 @@ TEST(ReportCommandTest, HelpEmptyCatalogAndUsageErrors) {
                                              {"report", "overview"},
                                              {"logs", "--event", "OnBogus"},
                                              {"logs", "--children"},
-                                             {"logs", "--catalog", "nope"}}) {
+                                             {"logs", "--catalog", "nope"},
+                                             // Empty values are not "no option".
+                                             {"logs", "--execution", ""},
+                                             {"report", "executions", "--html", ""},
+                                             {"report", "executions", "--catalog", ""}}) {
     CommandResult r = RunFanout(args, dir.path());
     EXPECT_EQ(r.exit_code, 6) << ::testing::PrintToString(args) << r.err;
   }
@@ -149,6 +153,19 @@ TEST(ReportCommandTest, HtmlFileThatCannotBeWrittenSaysWhy) {
             std::string::npos)
       << r.err;
   EXPECT_EQ(r.err.find(".tmp"), std::string::npos) << r.err;
+
+  // The catalog given as the page (`--html fanout.db`) had replaced the whole history.
+  ASSERT_NE(OpenTestCatalog(dir.path()), nullptr);
+  for (auto args : std::vector<std::vector<std::string>>{
+           {"report", "executions", "--html", "fanout.db"},
+           {"report", "overview", "01234567-89ab-7cde-8f01-23456789abcd", "--html", "fanout.db"}}) {
+    CommandResult onto_catalog = RunFanout(args, dir.path());
+    EXPECT_EQ(onto_catalog.exit_code, 6) << onto_catalog.out;
+    EXPECT_NE(onto_catalog.err.find("--html fanout.db: that file is a SQLite database"),
+              std::string::npos)
+        << onto_catalog.err;
+  }
+  EXPECT_EQ(RunFanout({"report", "executions"}, dir.path()).exit_code, 0);
 }
 
 TEST(ReportCommandTest, ExecutionsAndOverviewOfARealRun) {

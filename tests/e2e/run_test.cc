@@ -44,6 +44,9 @@ TEST(RunTest, ExitCodesFollowDtexec) {
   EXPECT_EQ(req.exit_code, 5);
   EXPECT_NE(req.err.find("required parameter 'day' has no value"), std::string::npos) << req.err;
   EXPECT_EQ(RunFanout({"run", "req.yaml", "--set", "day=1"}, dir.path()).exit_code, 0);
+  // A repeatable option takes one value each time: the file after it is still the file.
+  EXPECT_EQ(RunFanout({"run", "--set", "day=1", "req.yaml", "--set", "day=2"}, dir.path()).exit_code,
+            0);
   EXPECT_EQ(RunFanout({"run", "ok.yaml", "--set", "novalue"}, dir.path()).exit_code, 6);
   EXPECT_EQ(RunFanout({"run", "ok.yaml", "--set", "nosuch=1"}, dir.path()).exit_code, 5);
   EXPECT_EQ(RunFanout({"run", "ok.yaml", "--reporting", "XYZ"}, dir.path()).exit_code, 6);
