@@ -14,6 +14,7 @@
 #include <fmt/format.h>
 
 #include "agent/job.h"
+#include "client/agent_client.h"
 #include "common/util.h"
 #include "fanout/catalog.h"
 
@@ -123,14 +124,12 @@ Result<AgentConfig> LoadAgentConfig(const std::string& path) {
       if (tls["client_ca"]) c.tls_client_ca = Resolve(base, tls["client_ca"].as<std::string>());
     }
     if (root["token_file"]) {
-      std::string file = Resolve(base, root["token_file"].as<std::string>());
-      auto token = ReadFile(file);
+      // Read as clients read it, so that both hold the same token.
+      auto token = client::ReadTokenFile(Resolve(base, root["token_file"].as<std::string>()));
       if (!token.ok()) {
         problems.push_back("token_file: " + token.status().message());
       } else {
         c.token = *token;
-        while (!c.token.empty() && std::isspace(static_cast<unsigned char>(c.token.back()))) c.token.pop_back();
-        if (c.token.empty()) problems.push_back("token_file " + file + " is empty");
       }
     }
     if (root["catalog"]) c.catalog = root["catalog"].as<std::string>();

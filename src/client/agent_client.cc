@@ -216,13 +216,29 @@ Result<std::string> ReadTokenFile(const std::string& path) {
   token.erase(token.begin(), std::find_if_not(token.begin(), token.end(), is_space));
   token.erase(std::find_if_not(token.rbegin(), token.rend(), is_space).base(), token.end());
   if (token.empty()) return InvalidArgument(fmt::format("the token file '{}' is empty", path));
+  RETURN_IF_ERROR(CheckToken(token, fmt::format("the token file '{}'", path)));
   return token;
+}
+
+// A token goes into an HTTP header as it is: a line break in it would end the header and start
+// another (a token file with a comment line sent that line as a header).
+Status CheckToken(std::string_view token, std::string_view source) {
+  auto bad = std::find_if(token.begin(), token.end(),
+                          [](char c) { return c <= ' ' || c > '~'; });
+  if (bad == token.end()) return Status::Ok();
+  return InvalidArgument(fmt::format(
+      "{} holds {} at character {}; a token is one word of printable ASCII: the file (or "
+      "variable) must hold the token alone",
+      source, *bad == '\n' || *bad == '\r' ? "more than one line" : "a space or control character",
+      bad - token.begin() + 1));
 }
 
 Result<std::string> ResolveToken(const std::string& token_file, const std::string& token_env) {
   if (!token_file.empty()) return ReadTokenFile(token_file);
   const char* value = token_env.empty() ? nullptr : std::getenv(token_env.c_str());
-  return std::string(value == nullptr ? "" : value);
+  if (value == nullptr) return std::string();
+  RETURN_IF_ERROR(CheckToken(value, "$" + token_env));
+  return std::string(value);
 }
 
 AgentClient::AgentClient(AgentEndpoint endpoint) : endpoint_(std::move(endpoint)) {

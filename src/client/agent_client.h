@@ -78,8 +78,11 @@ bool IsFinalRunStatus(std::string_view status);
 bool IsValidName(std::string_view name);
 
 // Reads a bearer token from a file (surrounding whitespace removed); InvalidArgument when the
-// file is unreadable or empty.
+// file is unreadable, empty or holds more than the token (see CheckToken).
 Result<std::string> ReadTokenFile(const std::string& path);
+// InvalidArgument, naming `source`, when `token` holds anything but printable ASCII without
+// spaces (a line break would inject HTTP headers).
+Status CheckToken(std::string_view token, std::string_view source);
 // The token as agent connections and the CLI name it: read from `token_file` when given, else
 // the value of the environment variable `token_env` (empty when unset: no token is sent).
 Result<std::string> ResolveToken(const std::string& token_file,

@@ -436,6 +436,20 @@ TEST(AgentClientTest, ReadTokenFileTrimsWhitespace) {
   EXPECT_EQ(*token, "tok3n");
   std::ofstream(path) << "\n";
   EXPECT_EQ(ReadTokenFile(path).status().code(), Code::kInvalidArgument);
+  // A second line would be sent as an HTTP header of its own.
+  std::ofstream(path) << "tok3n\n# the nightly token\n";
+  auto two_lines = ReadTokenFile(path);
+  ASSERT_FALSE(two_lines.ok());
+  EXPECT_NE(two_lines.status().message().find("holds more than one line at character 6"),
+            std::string::npos)
+      << two_lines.status().message();
+  setenv("FANOUT_TEST_TOKEN", "t\r\nX-Evil: 1", 1);
+  auto from_env = ResolveToken("", "FANOUT_TEST_TOKEN");
+  ASSERT_FALSE(from_env.ok());
+  EXPECT_NE(from_env.status().message().find("$FANOUT_TEST_TOKEN holds more than one line"),
+            std::string::npos)
+      << from_env.status().message();
+  unsetenv("FANOUT_TEST_TOKEN");
   std::remove(path);
   EXPECT_EQ(ReadTokenFile(path).status().code(), Code::kNotFound);
 }
