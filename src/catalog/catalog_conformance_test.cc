@@ -909,6 +909,21 @@ TEST(OpenCatalogTest, UnreachablePostgresIsUnavailableNamingTheHostButNotThePass
 
 // ---- PostgreSQL specifics ---------------------------------------------------------------------
 
+// What libpq would misread, and so show parts of the password in its messages, is refused up
+// front, as are specs it cannot parse; none of the messages holds the password.
+TEST(PostgresConnectionStringTest, RefusesWhatLibpqWouldMisread) {
+  for (const char* bad : {"postgresql://etl:ab/cdSECRET@127.0.0.1:5432/db",
+                          "postgresql://etl:p@ssSECRET@127.0.0.1/db",
+                          "postgresql://etl:SECRET@127.0.0.1:notaport/db",
+                          "postgresql://etl:SECRET@127.0.0.1/db?nosuchoption=1"}) {
+    Status status = CheckConnectionString(bad);
+    EXPECT_EQ(status.code(), Code::kInvalidArgument) << bad;
+    EXPECT_EQ(status.message().find("SECRET"), std::string::npos) << status.message();
+  }
+  EXPECT_TRUE(CheckConnectionString("postgresql://etl:p%40ss%2F@127.0.0.1:5432/db").ok());
+  EXPECT_TRUE(CheckConnectionString("postgresql://h1:5432,h2:5433/db?connect_timeout=2").ok());
+}
+
 TEST(PostgresConnectionStringTest, RedactsPasswords) {
   EXPECT_EQ(RedactConnectionString("postgresql://u:p%40ss@h:5432/db?sslmode=require"),
             "postgresql://u:***@h:5432/db?sslmode=require");
@@ -917,6 +932,9 @@ TEST(PostgresConnectionStringTest, RedactsPasswords) {
   EXPECT_EQ(RedactConnectionString("postgresql://h1:5432,h2:5433/db"),
             "postgresql://h1:5432,h2:5433/db");
   EXPECT_EQ(RedactConnectionString("postgresql://u:a@b@h"), "postgresql://u:***@h");
+  // A password written with a raw '/' had ended the user info early and shown whole.
+  EXPECT_EQ(RedactConnectionString("postgresql://u:ab/cd@h:5432/db?x=1"),
+            "postgresql://u:***@h:5432/db?x=1");
   EXPECT_EQ(RedactConnectionString("host=h password=secret dbname=d"),
             "host=h password=*** dbname=d");
   EXPECT_EQ(RedactConnectionString("host=h password = 'se cr\\'et' user=u"),

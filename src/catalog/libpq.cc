@@ -83,6 +83,8 @@ FORWARD(char*, PQerrorMessage, (const PGconn* conn), (conn))
 FORWARD(int, PQsocket, (const PGconn* conn), (conn))
 FORWARD(PQconninfoOption*, PQconninfo, (PGconn * conn), (conn))
 FORWARD(void, PQconninfoFree, (PQconninfoOption * options), (options))
+FORWARD(PQconninfoOption*, PQconninfoParse, (const char* conninfo, char** errmsg),
+        (conninfo, errmsg))
 FORWARD(PQnoticeProcessor, PQsetNoticeProcessor,
         (PGconn * conn, PQnoticeProcessor proc, void* arg), (conn, proc, arg))
 FORWARD(PGcancel*, PQgetCancel, (PGconn * conn), (conn))

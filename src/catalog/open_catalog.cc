@@ -31,7 +31,10 @@ Result<std::string> SqlitePathOf(const std::string& spec) {
     }
     return spec.substr(7);
   }
-  if (StartsWith(spec, "postgresql://") || StartsWith(spec, "postgres://")) return std::string();
+  if (StartsWith(spec, "postgresql://") || StartsWith(spec, "postgres://")) {
+    RETURN_IF_ERROR(catalog::CheckConnectionString(spec));
+    return std::string();
+  }
   if (EndsWith(spec, ".db") && spec.find("://") == std::string::npos) return spec;
   // Not echoed verbatim: a mistyped URI may still hold a password.
   return InvalidArgument("unsupported catalog '" + catalog::RedactConnectionString(spec) + "'; " +

@@ -293,13 +293,13 @@ std::string Redact(std::string_view conninfo, std::vector<std::string>* secrets)
   }
   if (scheme_length > 0 && conninfo.substr(scheme_length, 3) == "://") {
     size_t scheme_end = scheme_length + 3;
-    size_t authority_end = conninfo.find_first_of("/?", scheme_end);
-    if (authority_end == std::string_view::npos) authority_end = conninfo.size();
-    std::string_view authority = conninfo.substr(scheme_end, authority_end - scheme_end);
     out.append(conninfo.substr(0, scheme_end));
-    size_t at = authority.rfind('@');
-    if (at != std::string_view::npos) {
-      std::string_view userinfo = authority.substr(0, at);
+    // The user info ends at the last '@' before the query, even when a password written
+    // without percent-encoding holds '/' or '@': masking too much is harmless, too little not.
+    size_t at = conninfo.rfind('@', conninfo.find('?', scheme_end));
+    size_t host_start = scheme_end;
+    if (at != std::string_view::npos && at >= scheme_end) {
+      std::string_view userinfo = conninfo.substr(scheme_end, at - scheme_end);
       size_t colon = userinfo.find(':');
       if (colon != std::string_view::npos) {
         keep(userinfo.substr(colon + 1));
@@ -308,10 +308,11 @@ std::string Redact(std::string_view conninfo, std::vector<std::string>* secrets)
       } else {
         out.append(userinfo);
       }
-      out.append(authority.substr(at));
-    } else {
-      out.append(authority);
+      host_start = at;
     }
+    size_t authority_end = conninfo.find_first_of("/?", host_start);
+    if (authority_end == std::string_view::npos) authority_end = conninfo.size();
+    out.append(conninfo.substr(host_start, authority_end - host_start));
     std::string_view rest = conninfo.substr(authority_end);
     size_t query = rest.find('?');
     out.append(rest.substr(0, query));
@@ -1183,5 +1184,44 @@ Result<Catalog::PruneCounts> PostgresCatalog::Prune(DateTime cutoff) {
 }
 
 std::string RedactConnectionString(std::string_view conninfo) { return Redact(conninfo, nullptr); }
+
+Status CheckConnectionString(std::string_view conninfo) {
+  std::vector<std::string> secrets;
+  Redact(conninfo, &secrets);
+  const size_t scheme = conninfo.find("://");
+  if (scheme != std::string_view::npos) {
+    // libpq splits the user info at the first '@' and ends it at the first '/', so such a
+    // password is misread and parts of it end up in libpq's messages.
+    size_t at = conninfo.rfind('@', conninfo.find('?', scheme + 3));
+    if (at != std::string_view::npos && at > scheme + 3 &&
+        conninfo.substr(scheme + 3, at - scheme - 3).find_first_of("@/?#") != std::string_view::npos) {
+      return InvalidArgument(
+          "the PostgreSQL URI's user name or password holds '@', '/', '?' or '#'; write them percent-encoded "
+          "(%40, %2F, %3F, %23), or keep the password in ~/.pgpass or PGPASSWORD");
+    }
+  }
+  if (!LoadLibpq().ok()) return Status::Ok();  // said when the connection is made
+  char* error = nullptr;
+  PQconninfoOption* options = PQconninfoParse(std::string(conninfo).c_str(), &error);
+  if (options == nullptr) {
+    std::string message = error != nullptr ? error : "cannot be parsed";
+    if (error != nullptr) PQfreemem(error);
+    while (!message.empty() && std::isspace(static_cast<unsigned char>(message.back()))) {
+      message.pop_back();
+    }
+    return InvalidArgument("not a PostgreSQL connection string: " + Scrub(message, secrets));
+  }
+  Status status = Status::Ok();
+  for (PQconninfoOption* option = options; option->keyword != nullptr; ++option) {
+    std::string_view value = option->val != nullptr ? option->val : "";
+    if (std::string_view(option->keyword) == "port" &&
+        value.find_first_not_of("0123456789,") != std::string_view::npos) {
+      status = InvalidArgument("the PostgreSQL port '" + Scrub(std::string(value), secrets) +
+                               "' is not a number");
+    }
+  }
+  PQconninfoFree(options);
+  return status;
+}
 
 }  // namespace fanout::catalog

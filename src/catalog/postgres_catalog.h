@@ -114,4 +114,9 @@ class PostgresCatalog : public Catalog {
 // keyword/value string (password=...) with "***". Everything else is kept.
 std::string RedactConnectionString(std::string_view conninfo);
 
+// InvalidArgument, never showing the password, for a connection string that cannot be meant: one
+// libpq cannot parse, a port that is not a number, or a URI whose user name or password holds
+// '@', '/', '?' or '#' unencoded (libpq would misread it and show parts of it in messages).
+Status CheckConnectionString(std::string_view conninfo);
+
 }  // namespace fanout::catalog
