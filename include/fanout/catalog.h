@@ -4,6 +4,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -118,10 +119,14 @@ class Catalog {
     int64_t executions = 0;
     int64_t task_runs = 0;
     int64_t events = 0;
+    int64_t kept_live = 0;  // trees old enough to go, kept for an execution still running
   };
-  // Retention: deletes the executions started before `cutoff` with their parameters, task runs
-  // and events, in one transaction.
-  virtual Result<PruneCounts> Prune(DateTime cutoff) = 0;
+  // Whether an execution is still going on (its status says running and its process lives).
+  using IsLive = std::function<bool(const ExecutionRow&)>;
+  // Retention, in one transaction: deletes every tree of executions (one without a parent in
+  // the catalog and all below it) whose top started before `cutoff`, with their parameters,
+  // task runs and events; a tree with an execution `is_live` says is live is kept whole.
+  virtual Result<PruneCounts> Prune(DateTime cutoff, const IsLive& is_live) = 0;
 };
 
 // Opens a catalog from a spec: "sqlite:PATH" (or a bare path ending in .db). Other schemes

@@ -1029,7 +1029,8 @@ TEST_P(CatalogConformanceTest, PruneRemovesOldExecutionsWithEverythingTheyOwn) {
     batch.events.push_back(testing::SampleEvent(id, EventType::kOnInformation, "x"));
   }
   ASSERT_TRUE(catalog->Write(batch).ok());
-  auto counts = catalog->Prune(testing::At(2000000));
+  auto none_live = [](const ExecutionRow&) { return false; };
+  auto counts = catalog->Prune(testing::At(2000000), none_live);
   ASSERT_TRUE(counts.ok()) << counts.status().ToString();
   EXPECT_EQ(counts->executions, 1);
   EXPECT_EQ(counts->task_runs, 2);
@@ -1046,9 +1047,45 @@ TEST_P(CatalogConformanceTest, PruneRemovesOldExecutionsWithEverythingTheyOwn) {
   EventQuery q;
   q.execution_id = "old";
   EXPECT_EQ(catalog->ListEvents(q)->size(), 0u);
-  auto again = catalog->Prune(testing::At(2000000));
+  auto again = catalog->Prune(testing::At(2000000), none_live);
   ASSERT_TRUE(again.ok());
   EXPECT_EQ(again->executions, 0);
+}
+
+// A prune goes by whole trees: an old parent's child that started after the cut-off goes with
+// it (it had been left with a parent id that no longer existed), a tree with a live execution
+// stays whole (a live run's record had been cut in two), and a child whose parent is already
+// gone counts as a tree of its own.
+TEST_P(CatalogConformanceTest, PruneTakesWholeTreesAndKeepsLiveOnes) {
+  auto catalog = Open();
+  CatalogBatch batch;
+  auto add = [&](const std::string& id, const std::string& parent, int64_t started) {
+    ExecutionRow e = testing::SampleExecution(id, started);
+    e.parent_id = parent;
+    e.status = "succeeded";
+    batch.executions.push_back(e);
+    batch.events.push_back(testing::SampleEvent(id, EventType::kOnInformation, "x"));
+  };
+  add("old-parent", "", 1000);
+  add("late-child", "old-parent", 3000000);
+  add("live-parent", "", 1000);
+  add("live-child", "live-parent", 2000);
+  add("orphan", "pruned-long-ago", 1000);
+  add("new", "", 3000000);
+  ASSERT_TRUE(catalog->Write(batch).ok());
+  auto counts = catalog->Prune(testing::At(2000000), [](const ExecutionRow& row) {
+    return row.id == "live-child";
+  });
+  ASSERT_TRUE(counts.ok()) << counts.status().ToString();
+  EXPECT_EQ(counts->executions, 3);
+  EXPECT_EQ(counts->events, 3);
+  EXPECT_EQ(counts->kept_live, 1);
+  for (const char* gone : {"old-parent", "late-child", "orphan"}) {
+    EXPECT_FALSE(catalog->GetExecution(gone)->has_value()) << gone;
+  }
+  for (const char* kept : {"live-parent", "live-child", "new"}) {
+    EXPECT_TRUE(catalog->GetExecution(kept)->has_value()) << kept;
+  }
 }
 
 }  // namespace

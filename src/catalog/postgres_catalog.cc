@@ -1159,20 +1159,23 @@ Result<std::vector<ExecutionRow>> PostgresCatalog::ListJobExecutions(const std::
       "started_at DESC, id DESC", job, "listing a job's executions");
 }
 
-Result<Catalog::PruneCounts> PostgresCatalog::Prune(DateTime cutoff) {
+Result<Catalog::PruneCounts> PostgresCatalog::Prune(DateTime cutoff, const IsLive& is_live) {
   if (conn_ == nullptr) return NotOpen();
   RETURN_IF_ERROR(EnsureConnected());
   Query q(*this);
   RETURN_IF_ERROR(q.Command("BEGIN", "starting the prune transaction"));
   PruneCounts counts;
   auto body = [&]() -> Status {
-    for (const PruneStatement& t : kPruneStatements) {
+    ASSIGN_OR_RETURN(std::vector<ExecutionRow> all, ListExecutions(0));
+    PrunePlan plan = PlanPrune(all, cutoff, is_live);
+    counts.kept_live = plan.kept_live;
+    return DeletePlanned(plan, [&](const std::string& sql, const std::vector<std::string>& ids)
+                                    -> Result<int64_t> {
       Params params;
-      params.Add(FormatDateTime(cutoff));
-      ASSIGN_OR_RETURN(PgResult result, q.Run(t.sql, params, "pruning"));
-      if (t.count != nullptr) counts.*t.count = std::atoll(PQcmdTuples(result.get()));
-    }
-    return Status::Ok();
+      for (const std::string& id : ids) params.AddText(id);
+      ASSIGN_OR_RETURN(PgResult result, q.Run(sql, params, "pruning"));
+      return static_cast<int64_t>(std::atoll(PQcmdTuples(result.get())));
+    }, counts);
   };
   Status status = body();
   if (status.ok()) status = q.Command("COMMIT", "committing the prune");

@@ -1,9 +1,11 @@
-// SQL text shared by the SQLite and PostgreSQL backends: both read $1, $2, .. as the first,
-// second, .. parameter.
+// SQL text and decisions shared by the SQLite and PostgreSQL backends: both read $1, $2, .. as
+// the first, second, .. parameter.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
+#include <vector>
 
 #include "fanout/catalog.h"
 
@@ -17,20 +19,22 @@ inline std::string CountChildrenSql(size_t n) {
 }
 constexpr size_t kCountChildrenBatch = 500;
 
-struct PruneStatement {
-  const char* sql;
-  int64_t Catalog::PruneCounts::*count;  // where its row count goes, or null
+// Catalog::Prune's choice, made alike by both backends from every execution (`all`): each tree
+// (an execution without a parent in the catalog, and everything below it) whose top started
+// before `cutoff` goes whole, unless one of its executions is live. Children are never left
+// without their parent, nor a running execution's record cut in two.
+struct PrunePlan {
+  std::vector<std::string> ids;  // the executions to delete
+  int64_t kept_live = 0;         // trees old enough but kept for a live execution
 };
+PrunePlan PlanPrune(const std::vector<ExecutionRow>& all, DateTime cutoff,
+                    const Catalog::IsLive& is_live);
 
-// Catalog::Prune: $1 is the cut-off as ISO 8601 text. Children first, the executions last.
-inline constexpr PruneStatement kPruneStatements[] = {
-    {"DELETE FROM events WHERE execution_id IN "
-     "(SELECT id FROM executions WHERE started_at < $1)", &Catalog::PruneCounts::events},
-    {"DELETE FROM task_runs WHERE execution_id IN "
-     "(SELECT id FROM executions WHERE started_at < $1)", &Catalog::PruneCounts::task_runs},
-    {"DELETE FROM execution_parameters WHERE execution_id IN "
-     "(SELECT id FROM executions WHERE started_at < $1)", nullptr},
-    {"DELETE FROM executions WHERE started_at < $1", &Catalog::PruneCounts::executions},
-};
+// Deletes what `plan` names, children's rows first and the executions last, in batches of ids;
+// `run(sql, ids)` runs one DELETE ($1 .. $n are the ids) and returns how many rows it removed.
+// Adds those to `counts`.
+using RunDelete = std::function<Result<int64_t>(const std::string& sql,
+                                                const std::vector<std::string>& ids)>;
+Status DeletePlanned(const PrunePlan& plan, const RunDelete& run, Catalog::PruneCounts& counts);
 
 }  // namespace fanout::catalog

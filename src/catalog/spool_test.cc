@@ -54,7 +54,9 @@ class FlakyCatalog : public Catalog {
   Result<std::vector<ExecutionRow>> ListJobExecutions(const std::string& job, int limit) override {
     return inner_.ListJobExecutions(job, limit);
   }
-  Result<PruneCounts> Prune(DateTime cutoff) override { return inner_.Prune(cutoff); }
+  Result<PruneCounts> Prune(DateTime cutoff, const IsLive& is_live) override {
+    return inner_.Prune(cutoff, is_live);
+  }
 
  private:
   SqliteCatalog inner_;

@@ -739,22 +739,24 @@ Result<std::vector<ExecutionRow>> SqliteCatalog::ListJobExecutions(const std::st
       "started_at DESC, id DESC", job, "listing a job's executions");
 }
 
-Result<Catalog::PruneCounts> SqliteCatalog::Prune(DateTime cutoff) {
+Result<Catalog::PruneCounts> SqliteCatalog::Prune(DateTime cutoff, const IsLive& is_live) {
   if (db_ == nullptr) return FailedPrecondition("catalog '" + path_ + "' is not open");
   RETURN_IF_ERROR(Step(begin_, "starting the prune transaction"));
   PruneCounts counts;
-  std::string before = FormatDateTime(cutoff);
   auto body = [&]() -> Status {
-    for (const PruneStatement& t : kPruneStatements) {
+    ASSIGN_OR_RETURN(std::vector<ExecutionRow> all, ListExecutions(0));
+    PrunePlan plan = PlanPrune(all, cutoff, is_live);
+    counts.kept_live = plan.kept_live;
+    return DeletePlanned(plan, [&](const std::string& sql, const std::vector<std::string>& ids)
+                                    -> Result<int64_t> {
       Statement stmt;
-      int rc = sqlite3_prepare_v2(db_, t.sql, -1, stmt.out(), nullptr);
+      int rc = sqlite3_prepare_v2(db_, sql.c_str(), -1, stmt.out(), nullptr);
       if (rc != SQLITE_OK) return Error(rc, "preparing the prune");
-      BindText(stmt.get(), 1, before);
+      for (size_t i = 0; i < ids.size(); ++i) BindText(stmt.get(), static_cast<int>(i + 1), ids[i]);
       rc = sqlite3_step(stmt.get());
       if (rc != SQLITE_DONE) return Error(rc, "pruning");
-      if (t.count != nullptr) counts.*t.count = sqlite3_changes(db_);
-    }
-    return Status::Ok();
+      return sqlite3_changes(db_);
+    }, counts);
   };
   Status status = body();
   if (status.ok()) status = Step(commit_, "committing the prune");

@@ -49,7 +49,7 @@ class SqliteCatalog : public Catalog {
   Result<std::vector<TaskRunRow>> ListTreeTaskRuns(const std::string& root_id) override;
   Result<std::vector<Event>> ListEvents(const EventQuery& query) override;
   Result<std::vector<ExecutionRow>> ListJobExecutions(const std::string& job, int limit) override;
-  Result<PruneCounts> Prune(DateTime cutoff) override;
+  Result<PruneCounts> Prune(DateTime cutoff, const IsLive& is_live) override;
 
   const std::string& path() const { return path_; }
 

@@ -22,7 +22,9 @@ Command AddCatalogCommand(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand("catalog", "Maintain the catalog");
   cmd->require_subcommand(1);
   CLI::App* prune = cmd->add_subcommand(
-      "prune", "Delete executions started before a cut-off, with their task runs and events");
+      "prune",
+      "Delete executions started before a cut-off, whole trees at a time (a parent with its "
+      "children), with their task runs and events; a tree still running is kept");
   prune->add_option("--older-than", args->older_than, "Age to keep, e.g. 30d, 12h")->required();
   prune->add_option("--catalog", args->catalog,
                     "sqlite:PATH or postgresql://... (default sqlite:fanout.db, or $FANOUT_CATALOG)");
@@ -30,18 +32,10 @@ Command AddCatalogCommand(CLI::App& app) {
       "Exit codes: 0 pruned (possibly nothing), 1 the catalog failed, 4 the SQLite catalog does\n"
       "not exist, 6 usage error (also a bad --catalog spec).");
   return {cmd, [args]() -> int {
-            // A plain number is seconds in a package; here it deletes, so the unit is required.
-            const std::string& text = args->older_than;
-            if (!text.empty() && (std::isdigit(static_cast<unsigned char>(text.back())) || text.back() == '.')) {
-              std::fprintf(stderr,
-                           "fanout catalog prune: --older-than '%s' has no unit; write the age "
-                           "with one, e.g. %sd (days), %sh or %sm\n",
-                           text.c_str(), text.c_str(), text.c_str(), text.c_str());
-              return kExitUsage;
-            }
-            auto age = ParseDuration(text);
+            auto age = report::ParseAge(args->older_than);
             if (!age.ok()) {
-              std::fprintf(stderr, "fanout catalog prune: --older-than: %s\n", age.status().message().c_str());
+              std::fprintf(stderr, "fanout catalog prune: --older-than: %s\n",
+                           age.status().message().c_str());
               return kExitUsage;
             }
             constexpr const char* kCommand = "catalog prune";
@@ -52,7 +46,13 @@ Command AddCatalogCommand(CLI::App& app) {
             if (catalog == nullptr) return CatalogDoesNotExist(kCommand, spec);
             auto cutoff = std::chrono::time_point_cast<std::chrono::microseconds>(
                 std::chrono::system_clock::now() - *age);
-            auto counts = catalog->Prune(cutoff);
+            // A run killed without a trace stays "running" in the catalog: its tree may go.
+            auto is_live = [](const ExecutionRow& row) {
+              if (row.status != "running" || row.ended_at) return false;
+              ExecutionRow judged = row;
+              return !report::MarkIfProcessGone(judged);
+            };
+            auto counts = catalog->Prune(cutoff, is_live);
             if (!counts.ok()) {
               std::fprintf(stderr, "fanout catalog prune: %s\n", counts.status().message().c_str());
               return kExitFailure;
@@ -63,6 +63,11 @@ Command AddCatalogCommand(CLI::App& app) {
                         static_cast<long long>(counts->task_runs),
                         static_cast<long long>(counts->events), FormatDateTime(cutoff).c_str(),
                         spec.c_str());
+            if (counts->kept_live > 0) {
+              std::printf("kept %lld older tree%s of executions that %s still running\n",
+                          static_cast<long long>(counts->kept_live),
+                          counts->kept_live == 1 ? "" : "s", counts->kept_live == 1 ? "is" : "are");
+            }
             return kExitSuccess;
           }};
 }

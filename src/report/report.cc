@@ -244,17 +244,41 @@ Result<std::vector<ExecutionSummary>> ListExecutions(Catalog& catalog,
   return summaries;
 }
 
-Result<DateTime> ParseSince(std::string_view text, DateTime now) {
-  const bool looks_like_date = text.size() >= 10 && text[4] == '-' && text[7] == '-';
-  if (looks_like_date) return ParseDateTime(text);
+namespace {
+
+bool LooksLikeDate(std::string_view text) {
+  return text.size() >= 10 && text[4] == '-' && text[7] == '-';
+}
+
+}  // namespace
+
+Result<std::chrono::milliseconds> ParseAge(std::string_view text) {
+  if (LooksLikeDate(text)) {
+    return InvalidArgument(fmt::format("'{}' is a date; give an age back from now instead, such "
+                                       "as 30d (days), 12h or 90m",
+                                       text));
+  }
+  if (!text.empty() && (std::isdigit(static_cast<unsigned char>(text.back())) || text.back() == '.')) {
+    return InvalidArgument(fmt::format("'{}' has no unit; write the age with one, e.g. {}d (days), "
+                                       "{}h or {}m",
+                                       text, text, text, text));
+  }
   auto duration = ParseDuration(text);
   if (!duration.ok()) {
-    return InvalidArgument(fmt::format(
-        "'{}' is neither a duration back from now (24h, 7d, 90m) nor a date (2026-11-26, "
-        "2026-11-26T03:00:00Z)",
-        text));
+    return InvalidArgument(fmt::format("'{}' is not an age back from now such as 30d, 12h or 90m",
+                                       text));
   }
-  return now - std::chrono::duration_cast<DateTime::duration>(*duration);
+  return *duration;
+}
+
+Result<DateTime> ParseSince(std::string_view text, DateTime now) {
+  if (LooksLikeDate(text)) return ParseDateTime(text);
+  auto age = ParseAge(text);
+  if (!age.ok()) {
+    return InvalidArgument(fmt::format(
+        "{}; or a date (2026-11-26, 2026-11-26T03:00:00Z)", age.status().message()));
+  }
+  return now - std::chrono::duration_cast<DateTime::duration>(*age);
 }
 
 bool MarkIfProcessGone(ExecutionRow& row) {

@@ -53,6 +53,9 @@ Result<std::vector<ExecutionSummary>> ListExecutions(Catalog& catalog,
 // --since: a duration back from `now` ("24h", "7d", "90m") or an ISO 8601 date or time
 // ("2026-11-26", "2026-11-26T03:00:00Z"; UTC when no offset is given).
 Result<DateTime> ParseSince(std::string_view text, DateTime now);
+// An age as --since and `catalog prune --older-than` take it: a duration with its unit ("30d",
+// "12h"); a bare number, which elsewhere means seconds, is refused here, as is a date.
+Result<std::chrono::milliseconds> ParseAge(std::string_view text);
 
 // ---- Finding one execution --------------------------------------------------------------------
 

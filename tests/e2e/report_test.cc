@@ -315,6 +315,13 @@ TEST(ReportCommandTest, AnExecutionWhoseProcessWasKilledShowsAbandoned) {
       milliseconds(10000)));
   CommandResult alive = RunFanout({"report", "executions", "--status", "running"}, dir.path());
   EXPECT_NE(alive.out.find(id), std::string::npos) << alive.out << alive.err;
+  // A prune leaves a live run whole (it had deleted its rows while the run went on writing).
+  CommandResult live_prune = RunFanout({"catalog", "prune", "--older-than", "0s"}, dir.path());
+  EXPECT_EQ(live_prune.exit_code, 0) << live_prune.err;
+  EXPECT_NE(live_prune.out.find("pruned 0 executions"), std::string::npos) << live_prune.out;
+  EXPECT_NE(live_prune.out.find("kept 1 older tree of executions that is still running"),
+            std::string::npos)
+      << live_prune.out;
 
   kill(run, SIGKILL);
   WaitFanout(run, seconds(10));
@@ -330,6 +337,9 @@ TEST(ReportCommandTest, AnExecutionWhoseProcessWasKilledShowsAbandoned) {
   EXPECT_EQ(overview.out.find("so far"), std::string::npos) << overview.out;
   int follow = StartFanout({"logs", "--follow", "--execution", id}, dir.path() + "/");
   EXPECT_EQ(WaitFanout(follow, seconds(10)), 0) << "logs --follow waited for an end that cannot come";
+  // Abandoned, it may go: it would otherwise stay "running" in the catalog for ever.
+  CommandResult prune = RunFanout({"catalog", "prune", "--older-than", "0s"}, dir.path());
+  EXPECT_NE(prune.out.find("pruned 1 executions"), std::string::npos) << prune.out << prune.err;
 }
 
 TEST(LogsCommandTest, PrintsFilteredEventsAsTextAndJson) {

@@ -446,6 +446,15 @@ TEST(CatalogPruneTest, RemovesOnlyExecutionsOlderThanTheCutoff) {
   CommandResult no_unit = RunFanout({"catalog", "prune", "--older-than", "30"}, dir.path());
   EXPECT_EQ(no_unit.exit_code, 6);
   EXPECT_NE(no_unit.err.find("'30' has no unit"), std::string::npos) << no_unit.err;
+  CommandResult date = RunFanout({"catalog", "prune", "--older-than", "2026-01-01"}, dir.path());
+  EXPECT_EQ(date.exit_code, 6);
+  EXPECT_NE(date.err.find("'2026-01-01' is a date; give an age back from now instead"),
+            std::string::npos)
+      << date.err;
+  // --since reads ages the same way: 24 is not 24 seconds.
+  CommandResult since = RunFanout({"report", "executions", "--since", "24"}, dir.path());
+  EXPECT_EQ(since.exit_code, 6);
+  EXPECT_NE(since.err.find("'24' has no unit"), std::string::npos) << since.err;
   EXPECT_EQ(RunFanout({"catalog", "prune"}, dir.path()).exit_code, 6);
 }
 
