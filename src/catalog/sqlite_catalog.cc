@@ -362,9 +362,9 @@ Status SqliteCatalog::Open() {
     return NotFound("catalog directory '" + dir.string() + "' does not exist (catalog '" + path_ +
                     "')");
   }
-  int rc =
-      sqlite3_open_v2(path_.c_str(), &db_,
-                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
+  const int create = options_.existing_catalog_only ? 0 : SQLITE_OPEN_CREATE;
+  int rc = sqlite3_open_v2(path_.c_str(), &db_, SQLITE_OPEN_READWRITE | create | SQLITE_OPEN_NOMUTEX,
+                           nullptr);
   if (rc != SQLITE_OK) {
     Status status = Error(rc, "opening");
     Close();
@@ -372,6 +372,18 @@ Status SqliteCatalog::Open() {
   }
   sqlite3_extended_result_codes(db_, 1);
   sqlite3_busy_handler(db_, &SqliteCatalog::OnBusy, this);
+  if (options_.existing_catalog_only) {
+    auto version = StoredSchemaVersion();
+    Status status = version.status();
+    if (status.ok() && !version->has_value()) {
+      status = NotFound("'" + path_ + "' is not a Fanout catalog (it has no schema_version " +
+                        "table): check --catalog or $FANOUT_CATALOG");
+    }
+    if (!status.ok()) {
+      Close();
+      return status;
+    }
+  }
 
   // Switching to WAL needs a brief exclusive lock that a concurrent opener may hold; retry it
   // like any other busy wait rather than fail the run.
@@ -399,7 +411,25 @@ Status SqliteCatalog::Open() {
 
 // Runs in one IMMEDIATE transaction so that two processes opening a new file at once do not both
 // create the schema.
+Result<std::optional<int>> SqliteCatalog::StoredSchemaVersion() {
+  Statement query;
+  int rc = sqlite3_prepare_v2(
+      db_, "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'",
+      -1, query.out(), nullptr);
+  if (rc == SQLITE_OK) rc = sqlite3_step(query.get());
+  if (rc != SQLITE_ROW) return Error(rc, "reading the schema version");
+  if (sqlite3_column_int(query.get(), 0) == 0) return std::optional<int>();
+  Statement max;
+  rc = sqlite3_prepare_v2(db_, "SELECT MAX(version) FROM schema_version", -1, max.out(), nullptr);
+  if (rc == SQLITE_OK) rc = sqlite3_step(max.get());
+  if (rc != SQLITE_ROW) return Error(rc, "reading the schema version");
+  return std::optional<int>(sqlite3_column_int(max.get(), 0));
+}
+
 Status SqliteCatalog::CreateSchema() {
+  // A current schema is only read: a writer holding the lock must not hold up a report.
+  auto stored = StoredSchemaVersion();
+  if (stored.ok() && *stored == kSqliteSchemaVersion) return Status::Ok();
   RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE", "starting the schema transaction"));
   auto body = [&]() -> Status {
     RETURN_IF_ERROR(Exec("CREATE TABLE IF NOT EXISTS schema_version(version INTEGER NOT NULL)",

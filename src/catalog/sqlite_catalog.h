@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 
 #include "fanout/catalog.h"
@@ -19,6 +20,10 @@ inline constexpr int kSqliteSchemaVersion = 3;
 struct SqliteCatalogOptions {
   // How long a write waits for another process's transaction before failing with Unavailable.
   int busy_timeout_ms = 10000;
+  // For reading what runs recorded (reports, logs, prune): a file that is not already a catalog
+  // (another application's database, an empty file) is refused with NotFound, untouched, rather
+  // than made into one.
+  bool existing_catalog_only = false;
 };
 
 // A Catalog in one SQLite file. Empty parent_id, agent, job, run_id and child_execution_id are
@@ -33,8 +38,9 @@ class SqliteCatalog : public Catalog {
   SqliteCatalog(const SqliteCatalog&) = delete;
   SqliteCatalog& operator=(const SqliteCatalog&) = delete;
 
-  // Opens the file (creating it, but not its directory), switches to WAL and creates the schema
-  // when missing. Calling it again on an open catalog does nothing.
+  // Opens the file (creating it, but not its directory), switches to WAL and creates or upgrades
+  // the schema when needed (a current one is only read, so that opening never waits for a
+  // writer). Calling it again on an open catalog does nothing.
   Status Open() override;
   // One transaction; executions and task runs upserted by key, events appended in order.
   Status Write(const CatalogBatch& batch) override;
@@ -60,6 +66,8 @@ class SqliteCatalog : public Catalog {
   Status Exec(const char* sql, const char* what);
   Status Prepare(const char* sql, sqlite3_stmt** stmt);
   Status Step(sqlite3_stmt* stmt, const char* what);
+  // The version in schema_version; none when the table does not exist.
+  Result<std::optional<int>> StoredSchemaVersion();
   Status CreateSchema();
   Status WriteRows(const CatalogBatch& batch);
   Status LoadParameters(ExecutionRow& row);

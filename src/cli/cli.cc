@@ -59,7 +59,14 @@ std::optional<int> OpenCatalogFor(const std::string& flag, const char* command, 
   if (!opened.ok()) {
     std::fprintf(stderr, "fanout %s: catalog %s: %s\n", command, spec.c_str(),
                  opened.status().message().c_str());
-    return opened.status().code() == Code::kInvalidArgument ? kExitUsage : kExitFailure;
+    switch (opened.status().code()) {
+      case Code::kInvalidArgument:
+        return kExitUsage;
+      case Code::kNotFound:  // no such directory, or a file that is not a catalog
+        return kExitNotFound;
+      default:
+        return kExitFailure;
+    }
   }
   catalog = std::move(*opened);
   return std::nullopt;

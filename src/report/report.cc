@@ -12,6 +12,7 @@
 #include <set>
 
 #include "catalog/postgres_catalog.h"
+#include "catalog/sqlite_catalog.h"
 #include "common/util.h"
 
 namespace fanout::report {
@@ -199,9 +200,15 @@ Result<std::unique_ptr<Catalog>> OpenCatalogToRead(const std::string& spec) {
   } else if (spec.size() > 3 && spec.ends_with(".db") && spec.find("://") == std::string::npos) {
     path = spec;
   }
+  if (path.empty()) return OpenCatalog(spec);
   std::error_code ec;
-  if (!path.empty() && !std::filesystem::exists(path, ec)) return std::unique_ptr<Catalog>();
-  return OpenCatalog(spec);
+  if (!std::filesystem::exists(path, ec)) return std::unique_ptr<Catalog>();
+  // Reading must not turn another application's database into a catalog.
+  catalog::SqliteCatalogOptions options;
+  options.existing_catalog_only = true;
+  auto catalog = std::make_unique<catalog::SqliteCatalog>(path, options);
+  RETURN_IF_ERROR(catalog->Open());
+  return std::unique_ptr<Catalog>(std::move(catalog));
 }
 
 Result<std::vector<ExecutionSummary>> ListExecutions(Catalog& catalog,

@@ -2,6 +2,7 @@
 // parent packages with in-process and out-of-process children, the HTML timeline rendered by
 // headless Chromium, and `logs --follow` streaming a run while it goes.
 #include <gtest/gtest.h>
+#include <sqlite3.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -139,6 +140,41 @@ TEST(ReportCommandTest, HelpEmptyCatalogAndUsageErrors) {
     CommandResult r = RunFanout(args, dir.path());
     EXPECT_EQ(r.exit_code, 6) << ::testing::PrintToString(args) << r.err;
   }
+}
+
+// Reading commands given another application's database (or an empty file) refuse it untouched;
+// they had created their tables in it and switched it to WAL.
+TEST(ReportCommandTest, AnotherApplicationsDatabaseIsNotTakenForACatalog) {
+  ScratchDir dir;
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open((dir.path() + "/app.db").c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db, "CREATE TABLE customers(id INTEGER PRIMARY KEY)", nullptr, nullptr,
+                         nullptr),
+            SQLITE_OK);
+  sqlite3_close(db);
+  dir.Write("empty.db", "");
+  for (const char* file : {"app.db", "empty.db"}) {
+    for (auto args : std::vector<std::vector<std::string>>{
+             {"report", "executions"}, {"logs"}, {"catalog", "prune", "--older-than", "1d"}}) {
+      args.push_back("--catalog");
+      args.push_back(file);
+      CommandResult r = RunFanout(args, dir.path());
+      EXPECT_EQ(r.exit_code, 4) << ::testing::PrintToString(args) << r.err;
+      EXPECT_NE(r.err.find(std::string("'") + file + "' is not a Fanout catalog"),
+                std::string::npos)
+          << r.err;
+    }
+  }
+  EXPECT_EQ(std::filesystem::file_size(dir.path() + "/empty.db"), 0u);
+  ASSERT_EQ(sqlite3_open((dir.path() + "/app.db").c_str(), &db), SQLITE_OK);
+  sqlite3_stmt* tables = nullptr;
+  ASSERT_EQ(sqlite3_prepare_v2(db, "SELECT count(*) FROM sqlite_master", -1, &tables, nullptr),
+            SQLITE_OK);
+  ASSERT_EQ(sqlite3_step(tables), SQLITE_ROW);
+  EXPECT_EQ(sqlite3_column_int(tables, 0), 1) << "only the application's own table";
+  sqlite3_finalize(tables);
+  sqlite3_close(db);
+  EXPECT_FALSE(std::filesystem::exists(dir.path() + "/app.db-wal"));
 }
 
 // An --html file that cannot be written: the path given and why, as a usage error (not 1, which
