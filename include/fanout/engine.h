@@ -41,6 +41,7 @@ struct RunResult {
   std::string message;  // the first error, when it failed
   int succeeded = 0;    // leaf tasks by final result (a retried task counts once)
   int failed = 0;
+  int canceled = 0;     // stopped by a cancel (SIGINT/SIGTERM, a timeout of the whole run)
   int skipped = 0;
   std::chrono::nanoseconds duration{0};
 };

@@ -229,11 +229,12 @@ int RunPackage(const RunArgs& args) {
   if (progress) progress->Stop();
   if (!result.ok()) {
     std::fprintf(stderr, "fanout: %s: %s\n", args.file.c_str(),
-                 masker->Mask(result.status().message()).c_str());
+                 EscapeControls(masker->Mask(result.status().message())).c_str());
     return kExitInvalid;
   }
   const RunResult& r = *result;
-  std::string counts = fmt::format("{} succeeded, {} failed, {} skipped", r.succeeded, r.failed,
+  std::string counts = fmt::format("{} succeeded, {} failed, {}{} skipped", r.succeeded, r.failed,
+                                   r.canceled > 0 ? fmt::format("{} canceled, ", r.canceled) : "",
                                    r.skipped);
   std::string line = fmt::format("Package {}: {} ({}) in {}; execution {}", pkg.name,
                                  TaskResultName(r.result), counts, FormatDuration(r.duration),
@@ -252,10 +253,14 @@ int RunPackage(const RunArgs& args) {
     }
   }
   // The reason always goes to stderr, where scripts and a parent package look for it.
-  if (r.result != TaskResult::kSuccess) {
-    std::fprintf(stderr, "fanout: package %s %s: %s\n", pkg.name.c_str(),
-                 r.result == TaskResult::kCanceled ? "was canceled" : "failed",
-                 masker->Mask(r.message).c_str());
+  // A task's output in it is escaped, as in logs and reports: it must not drive the terminal.
+  if (r.result == TaskResult::kFailure) {
+    std::fprintf(stderr, "fanout: package %s failed: %s\n", pkg.name.c_str(),
+                 EscapeControls(masker->Mask(r.message)).c_str());
+  } else if (r.result == TaskResult::kCanceled) {
+    const bool says_more = !r.message.empty() && r.message != "canceled";
+    std::fprintf(stderr, "fanout: package %s was canceled%s%s\n", pkg.name.c_str(),
+                 says_more ? ": " : "", says_more ? EscapeControls(masker->Mask(r.message)).c_str() : "");
   }
   switch (r.result) {
     case TaskResult::kSuccess: return kExitSuccess;

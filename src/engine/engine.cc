@@ -957,6 +957,7 @@ void Execution::OnAttemptDone(Attempt* a) {
   }
   if (final == Final::kSuccess) ++result_.succeeded;
   if (final == Final::kFailure) ++result_.failed;
+  if (final == Final::kCanceled) ++result_.canceled;
   FinishNode(c, i, final, message);
 }
 

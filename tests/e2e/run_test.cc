@@ -173,6 +173,12 @@ tasks:
   EXPECT_EQ(WaitFanout(pid, seconds(20)), 3) << dir.Read("fanout.err");
   EXPECT_TRUE(WaitFor([&] { return kill(grandchild, 0) != 0; }, milliseconds(5000)))
       << "the task's grandchild survived the cancel";
+  // The summary counts the canceled task (it had said 0 of everything) and says it once.
+  EXPECT_NE(dir.Read("fanout.out").find("(0 succeeded, 0 failed, 1 canceled, 0 skipped)"),
+            std::string::npos)
+      << dir.Read("fanout.out");
+  EXPECT_NE(dir.Read("fanout.err").find("fanout: package long was canceled\n"), std::string::npos)
+      << dir.Read("fanout.err");
   auto catalog = OpenTestCatalog(dir.path());
   ASSERT_NE(catalog, nullptr);
   auto executions = catalog->ListExecutions(10);
@@ -187,6 +193,18 @@ tasks:
 
 TEST(RunTest, SigintCancels) { ExpectSignalCancels(SIGINT); }
 TEST(RunTest, SigtermCancels) { ExpectSignalCancels(SIGTERM); }
+
+// A task's output in the failure line on stderr is escaped, as logs and reports escape it: raw,
+// it recoloured the terminal and set its title.
+TEST(RunTest, TheFailureLineEscapesTerminalControls) {
+  ScratchDir dir;
+  dir.Write("x.yaml", "package: x\ntasks:\n  bad: {type: process, run: [/bin/sh, -c, "
+                      "\"printf 'evil \\\\033[31mRED \\\\033]0;title\\\\007' >&2; exit 2\"]}\n");
+  CommandResult r = RunFanout({"run", "x.yaml"}, dir.path());
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_NE(r.err.find("evil \\x1b[31mRED \\x1b]0;title\\x07"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find('\x1b'), std::string::npos) << r.err;
+}
 
 TEST(RunTest, SensitiveValuesNeverAppear) {
   ScratchDir dir;
