@@ -441,13 +441,17 @@ Status Execution::Prepare() {
     if (!value && p.default_value) value = *p.default_value;
     if (!value) {
       if (p.required) {
-        errors.push_back(
-            options_.parent_execution_id.empty()
-                ? fmt::format("required parameter '{}' has no value; pass --set {}=VALUE", p.name,
-                              p.name)
-                : fmt::format("required parameter '{}' has no value; give it in the parent's "
-                              "`params:` for this child",
-                              p.name));
+        std::string how;
+        if (!options_.parent_execution_id.empty()) {
+          how = "give it in the parent's `params:` for this child";
+        } else if (!options_.agent.empty()) {  // a job's package step, started by hand
+          how = fmt::format("give it in the job step's `params:`, or start the job with "
+                            "--param {}=VALUE",
+                            p.name);
+        } else {
+          how = fmt::format("pass --set {}=VALUE", p.name);
+        }
+        errors.push_back(fmt::format("required parameter '{}' has no value; {}", p.name, how));
         continue;
       }
       value = Value::Default(p.type);  // no secret: the type's zero value, "" or 0 or false
@@ -473,7 +477,13 @@ Status Execution::Prepare() {
   for (std::string& error : package_->UndeclaredSetErrors(sets)) errors.push_back(std::move(error));
   for (const auto& [name, value] : options_.params) {
     if (package_->FindParameter(name) == nullptr) {
-      errors.push_back(fmt::format("parameter '{}' is not declared by package {}", name, package_->name));
+      std::vector<std::string> declared;
+      for (const ParameterDef& p : package_->parameters) declared.push_back(p.name);
+      errors.push_back(fmt::format("parameter '{}' is not declared by package {} ({})", name,
+                                   package_->name,
+                                   declared.empty() ? "it has no parameters"
+                                                    : fmt::format("it declares: {}",
+                                                                  fmt::join(declared, ", "))));
     }
   }
   if (!errors.empty()) return InvalidArgument(fmt::format("{}", fmt::join(errors, "; ")));

@@ -1443,6 +1443,30 @@ TEST_F(EngineTest, ARequiredParameterGivenABadValueGetsOneError) {
   EXPECT_EQ(r.status().message().find("has no value"), std::string::npos) << r.status().message();
 }
 
+// A missing or unknown parameter says how to give it where the run came from: `fanout run`
+// takes --set, a job's package step takes the step's params: or `job start --param`.
+TEST_F(EngineTest, AMissingParameterSaysHowToGiveItWhereTheRunCameFrom) {
+  const char* text = "package: p\nparameters:\n  region: {type: string, required: true}\n"
+                     "tasks:\n  a: {type: fake}\n";
+  auto by_hand = Run(text, RunOptions{});
+  ASSERT_FALSE(by_hand.ok());
+  EXPECT_NE(by_hand.status().message().find("pass --set region=VALUE"), std::string::npos)
+      << by_hand.status().message();
+  RunOptions step;
+  step.agent = "srv1";
+  step.params = {{"bogus", Value("1")}};
+  auto job_step = Run(text, step);
+  ASSERT_FALSE(job_step.ok());
+  EXPECT_NE(job_step.status().message().find("give it in the job step's `params:`, or start the "
+                                             "job with --param region=VALUE"),
+            std::string::npos)
+      << job_step.status().message();
+  EXPECT_NE(job_step.status().message().find("parameter 'bogus' is not declared by package p (it "
+                                             "declares: region)"),
+            std::string::npos)
+      << job_step.status().message();
+}
+
 // An unset sensitive parameter holds its type's zero value, which is no secret: "0" and "false"
 // stay readable everywhere. Its declared default is a secret.
 TEST_F(EngineTest, UnsetSensitiveParametersMaskNothingButTheirDeclaredDefault) {
