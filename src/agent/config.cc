@@ -61,9 +61,13 @@ bool IsLoopback(const std::string& host) {
 
 Status ParseListen(std::string_view listen, AgentConfig& config) {
   size_t colon = listen.rfind(':');
-  if (colon == std::string_view::npos) {
+  // "http://h:p" is a URL, and ":p" names no address (httplib would take every interface and
+  // the agent would print "http://:PORT", which no client can use).
+  if (colon == std::string_view::npos || colon == 0 || listen.find("://") != std::string_view::npos) {
     return InvalidArgument(fmt::format(
-        "is HOST:PORT, e.g. 127.0.0.1:7420 or [::1]:7420 (port 0: any free one), not '{}'", listen));
+        "is HOST:PORT without a scheme, e.g. 127.0.0.1:7420, [::1]:7420 or 0.0.0.0:7420 (port 0: "
+        "any free one), not '{}'",
+        listen));
   }
   std::string_view host = listen.substr(0, colon), port = listen.substr(colon + 1);
   if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);

@@ -1,4 +1,4 @@
-// Tests of the agent's configuration helpers: which listen addresses count as loopback.
+// Tests of the agent's configuration helpers: listen addresses and which count as loopback.
 #include "agent/config.h"
 
 #include <gtest/gtest.h>
@@ -17,6 +17,20 @@ TEST(ConfigTest, LoopbackIsJudgedByAddress) {
   EXPECT_FALSE(IsLoopback("::"));
   EXPECT_FALSE(IsLoopback("10.1.2.3"));
   EXPECT_FALSE(IsLoopback("127.evil.example"));  // a name, not looked up
+}
+
+// ":0" took every interface and printed "http://:PORT"; a URL's scheme was read as the host.
+TEST(ConfigTest, ListenIsHostAndPort) {
+  AgentConfig config;
+  ASSERT_TRUE(ParseListen("[::1]:7420", config).ok());
+  EXPECT_EQ(config.host, "::1");
+  EXPECT_EQ(config.port, 7420);
+  for (const char* bad : {":0", "http://127.0.0.1:0", "127.0.0.1", "127.0.0.1:x", "h:70000"}) {
+    Status status = ParseListen(bad, config);
+    EXPECT_EQ(status.code(), Code::kInvalidArgument) << bad;
+  }
+  EXPECT_NE(ParseListen(":0", config).message().find("is HOST:PORT without a scheme"),
+            std::string::npos);
 }
 
 }  // namespace

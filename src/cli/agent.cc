@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <filesystem>
 #include <random>
 #include <thread>
 
@@ -51,6 +52,16 @@ int RunAgent(const AgentArgs& args) {
     return kExitUsage;
   }
   agent::AgentConfig config;
+  // --dev's own data_dir is temporary: removed when the agent stops (or fails to start), unless
+  // serving failed, when what it holds may explain why. Each try-out had left one behind.
+  struct TemporaryDir {
+    std::string path;
+    bool keep = false;
+    ~TemporaryDir() {
+      std::error_code ec;
+      if (!path.empty() && !keep) std::filesystem::remove_all(path, ec);
+    }
+  } temporary;
   if (args.dev) {
     config.name = "dev";
     config.port = 0;
@@ -61,6 +72,7 @@ int RunAgent(const AgentArgs& args) {
         return kExitFailure;
       }
       config.data_dir = tmpl;
+      temporary.path = tmpl;
     }
     config.token = RandomToken();
   } else {
@@ -147,7 +159,10 @@ int RunAgent(const AgentArgs& args) {
     pthread_kill(watcher.native_handle(), SIGTERM);
   }
   watcher.join();
-  std::fprintf(stderr, "fanout agent: stopped\n");
+  temporary.keep = !served.ok();
+  std::fprintf(stderr, "fanout agent: stopped%s%s\n",
+               temporary.path.empty() || temporary.keep ? "" : "; removed the temporary data_dir ",
+               temporary.path.empty() || temporary.keep ? "" : temporary.path.c_str());
   return served.ok() ? kExitSuccess : kExitFailure;
 }
 

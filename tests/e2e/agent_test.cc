@@ -1812,6 +1812,32 @@ TEST_F(AgentTest, JobCommandsDriveOneAgent) {
   EXPECT_TRUE(Contains(no_token_file.err, "no-such-token: no such file")) << no_token_file.err;
 }
 
+// --dev's temporary data_dir goes when the agent stops: each try-out had left one in /tmp.
+TEST(AgentDevTest, TheTemporaryDataDirIsRemovedWhenTheAgentStops) {
+  ScratchDir dir;
+  int pid = StartFanout({"agent", "--dev"}, dir.path());
+  std::string data_dir;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        std::smatch m;
+        std::string out = dir.Read("fanout.out");
+        if (!std::regex_search(out, m, std::regex("data_dir: (/tmp/fanout-agent\\.\\w+)\n"))) {
+          return false;
+        }
+        data_dir = m[1];
+        return true;
+      },
+      std::chrono::milliseconds(10000)))
+      << dir.Read("fanout.out") << dir.Read("fanout.err");
+  EXPECT_TRUE(std::filesystem::is_directory(data_dir));
+  kill(pid, SIGTERM);
+  EXPECT_EQ(WaitFanout(pid, std::chrono::seconds(20)), 0) << dir.Read("fanout.err");
+  EXPECT_FALSE(std::filesystem::exists(data_dir));
+  EXPECT_NE(dir.Read("fanout.err").find("removed the temporary data_dir " + data_dir),
+            std::string::npos)
+      << dir.Read("fanout.err");
+}
+
 TEST_F(AgentTest, DeployPushesToEveryAgentAndIsIdempotent) {
   ASSERT_TRUE(StartConfig(Config(1)));
   AgentProcess second;
