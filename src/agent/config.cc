@@ -158,7 +158,8 @@ Result<AgentConfig> LoadAgentConfig(const std::string& path) {
       }
     }
   } catch (const YAML::Exception& e) {
-    return InvalidArgument(fmt::format("{}:{}:{}: {}", path, e.mark.line + 1, e.mark.column + 1, e.msg));
+    return InvalidArgument(fmt::format("{}:{}:{}: {}{}", path, e.mark.line + 1, e.mark.column + 1,
+                                       e.msg, YamlTabHint(text, e.mark.line + 1)));
   }
   if (!problems.empty()) {
     return InvalidArgument(fmt::format("{}: {}", path, fmt::join(problems, "; ")));

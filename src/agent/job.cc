@@ -427,7 +427,8 @@ Result<JobDef> ParseJob(const std::string& text, std::vector<JobProblem>* proble
       problems.push_back({0, 0, fmt::format("the job file holds more than {} values (YAML "
                                             "aliases repeat what they name)", kMaxJobValues)});
     } catch (const YAML::Exception& e) {
-      problems.push_back(ProblemAt(e.mark, "malformed YAML: " + e.msg));
+      problems.push_back(ProblemAt(e.mark, "malformed YAML: " + e.msg +
+                                               YamlTabHint(text, e.mark.line + 1)));
     }
   }
   JobDef job;

@@ -61,8 +61,9 @@ std::vector<Item> LoadItems(const std::vector<std::string>& files,
       }
       item.kind = keys.package ? Item::kPackage : Item::kJob;
     } catch (const YAML::Exception& e) {
-      problems.push_back(fmt::format("{}:{}:{}: not valid YAML or JSON: {}", file,
-                                     e.mark.line + 1, e.mark.column + 1, e.msg));
+      problems.push_back(fmt::format("{}:{}:{}: not valid YAML or JSON: {}{}", file,
+                                     e.mark.line + 1, e.mark.column + 1, e.msg,
+                                     YamlTabHint(item.text, e.mark.line + 1)));
       continue;
     }
     if (item.kind == Item::kPackage) {

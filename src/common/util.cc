@@ -238,4 +238,20 @@ std::optional<bool> YamlBool(std::string_view scalar) {
   return std::nullopt;
 }
 
+std::string YamlTabHint(std::string_view text, int line) {
+  int number = 1;
+  for (size_t start = 0; start < text.size() && number <= line + 1; ++number) {
+    size_t end = text.find('\n', start);
+    if (end == std::string_view::npos) end = text.size();
+    std::string_view row = text.substr(start, end - start);
+    size_t indent = row.find_first_not_of(" \t");
+    if (row.substr(0, indent).find('\t') != std::string_view::npos) {
+      return fmt::format("; line {} is indented with a tab: YAML indents with spaces only",
+                         number);
+    }
+    start = end + 1;
+  }
+  return "";
+}
+
 }  // namespace fanout

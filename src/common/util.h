@@ -45,6 +45,12 @@ std::string ProcessIdentity(int64_t pid);
 // screen or retitle the window of whoever reads a report or log.
 std::string EscapeControls(std::string_view text);
 
+// What to add to a YAML parser's message for an error at `line` (1-based) of `text`: yaml-cpp
+// says "end of map not found" or "illegal map value" for a tab in an indentation, so the first
+// line up to there indented with a tab is named ("; line 4 is indented with a tab: YAML indents
+// with spaces only"); "" when there is none.
+std::string YamlTabHint(std::string_view text, int line);
+
 // Writes `content` to PATH.tmp and renames it to `path`, so that no reader sees half a file.
 // On failure the temporary file is removed and the Status says "cannot write PATH: reason".
 // `mode` (e.g. 0600 for a secret) replaces the one the umask gives.

@@ -273,7 +273,7 @@ class Loader : public TaskParser {
       if (!documents.empty()) root = documents.front();
     } catch (const YAML::ParserException& e) {
       diag_.Error({path_, e.mark.line + 1, e.mark.column + 1},
-                  "not valid YAML: " + e.msg);
+                  "not valid YAML: " + e.msg + YamlTabHint(text, e.mark.line + 1));
       return nullptr;
     }
     if (!root.IsMap()) {

@@ -90,6 +90,21 @@ TEST(ValidateTest, ASecondYamlDocumentIsAnError) {
   EXPECT_EQ(trailing.exit_code, 0) << trailing.err;
 }
 
+// yaml-cpp says only "end of map not found" for a tab in an indentation; the line is named.
+TEST(ValidateTest, ATabIndentationIsNamed) {
+  ScratchDir dir;
+  dir.Write("tab.yaml", "package: p\ntasks:\n  a:\n\ttype: process\n");
+  CommandResult r = RunFanout({"validate", "tab.yaml"}, dir.path());
+  EXPECT_EQ(r.exit_code, 5);
+  EXPECT_NE(r.err.find("line 4 is indented with a tab: YAML indents with spaces only"),
+            std::string::npos)
+      << r.err;
+  dir.Write("tab.job.yaml", "job: j\nsteps:\n  - name: a\n\t  subsystem: process\n");
+  CommandResult job = RunFanout({"validate", "tab.job.yaml"}, dir.path());
+  EXPECT_EQ(job.exit_code, 5);
+  EXPECT_NE(job.err.find("line 4 is indented with a tab"), std::string::npos) << job.err;
+}
+
 TEST(ValidateTest, DuplicateKeysAreReported) {
   ScratchDir dir;
   dir.Write("dup.yaml", "package: dup\ntasks:\n  a: {type: process, run: [/bin/true]}\n"
