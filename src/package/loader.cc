@@ -312,7 +312,36 @@ class Loader : public TaskParser {
     } else {
       pkg->tasks = ParseTasks(tasks, "");
     }
+    ReportOtherDuplicateKeys(root);
     return pkg;
+  }
+
+  // A key written twice where no check above looks (`env:`, `set:`, `params:`...): yaml-cpp
+  // keeps one of them without a word. Walks without recursion, and only so far: aliases can
+  // make a small file huge (the task limit refuses those).
+  void ReportOtherDuplicateKeys(const YAML::Node& root) {
+    constexpr size_t kMaxNodes = 1000000;
+    std::vector<YAML::Node> pending = {root};
+    for (size_t visited = 0; !pending.empty() && visited < kMaxNodes; ++visited) {
+      YAML::Node node = pending.back();
+      pending.pop_back();
+      if (node.IsMap()) {
+        std::set<std::string> seen;
+        for (auto it = node.begin(); it != node.end(); ++it) {
+          if (!seen.insert(it->first.Scalar()).second && NoteDuplicate(it->first)) {
+            Error(it->first, fmt::format("duplicate key `{}`", it->first.Scalar()));
+          }
+          pending.push_back(it->second);
+        }
+      } else if (node.IsSequence()) {
+        for (const YAML::Node& item : node) pending.push_back(item);
+      }
+    }
+  }
+
+  // Whether the duplicate key at `key`'s position is said for the first time.
+  bool NoteDuplicate(const YAML::Node& key) {
+    return duplicates_said_.insert({key.Mark().line, key.Mark().column}).second;
   }
 
   // TaskParser ---------------------------------------------------------------------------------
@@ -525,6 +554,7 @@ class Loader : public TaskParser {
     for (auto it = node.begin(); it != node.end(); ++it) {
       const std::string& key = it->first.Scalar();
       if (!seen.insert(key).second) {
+        NoteDuplicate(it->first);
         Error(it->first, fmt::format("duplicate key `{}` in {}", key, what));
       }
       if (std::find(allowed.begin(), allowed.end(), key) == allowed.end()) {
@@ -608,6 +638,7 @@ class Loader : public TaskParser {
         continue;
       }
       if (!seen.insert(name).second) {
+        NoteDuplicate(it->first);
         Error(it->first, fmt::format("duplicate name '{}' in `{}`", name, what));
         continue;
       }
@@ -1050,6 +1081,7 @@ class Loader : public TaskParser {
   Package* pkg_ = nullptr;
   std::set<std::string> visible_;   // names expressions may read
   std::set<std::string> writable_;  // names expressions and tasks may assign
+  std::set<std::pair<int, int>> duplicates_said_;  // positions of duplicate keys reported
 };
 
 }  // namespace

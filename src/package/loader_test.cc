@@ -507,6 +507,17 @@ TEST_F(LoaderTest, DuplicateKeysInATaskAreReported) {
   ExpectDiagAt("duplicate key `count`", "count", 1);
 }
 
+// Maps of free names (env, an expression's set, params) were not checked: one of the values went
+// silently. Each duplicate is said once, also where a specific check already said it.
+TEST_F(LoaderTest, DuplicateKeysAnywhereAreReportedOnce) {
+  LoadBad("package: demo\ntasks:\n"
+          "  a: {type: noop, env: {XX: \"1\", XX: \"2\"}}\n"
+          "  b: {type: noop, count: 1, count: 2}\n");
+  ExpectDiagAt("duplicate key `XX`", "XX", 1);
+  ExpectDiagAt("duplicate key `count` in task 'b'", "count", 1);
+  EXPECT_EQ(CountDiags("duplicate"), 2) << diags_.ToString();
+}
+
 // ---- Connections and logging ------------------------------------------------------------------
 
 TEST_F(LoaderTest, ReadsConnections) {
