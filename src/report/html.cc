@@ -152,7 +152,9 @@ std::string BarTitle(const ChildNode& child, DateTime now) {
   if (!child.task_path.empty()) title += " (task " + child.task_path + ")";
   title += fmt::format("\n{} on {}, {}\nstarted {}", e.status, AgentLabel(e),
                        DurationLabel(e.status, e.started_at, e.ended_at, now), ShortDateTime(e.started_at));
-  for (const std::string& error : child.errors) title += "\n! " + Abbreviate(error, 160);
+  for (const std::string& error : ErrorsToShow(child.errors, child.errors_omitted, e.id)) {
+    title += "\n! " + Abbreviate(error, 160);
+  }
   title += "\nexecution " + e.id;
   return title;
 }
@@ -354,7 +356,7 @@ void ChildRows(std::string& out, const std::vector<ChildNode>& children, int dep
            Cell(ShortDateTime(e.started_at).substr(11), "time") +
            Cell(DurationLabel(e.status, e.started_at, e.ended_at, now), "num") + Cell(e.id, "mono") +
            "</tr>\n";
-    for (const std::string& error : child.errors) {
+    for (const std::string& error : ErrorsToShow(child.errors, child.errors_omitted, e.id)) {
       out += fmt::format(
           "<tr class=\"error\"><td colspan=\"7\"{}><div class=\"err\">{}</div></td></tr>\n",
           fmt::format(" style=\"padding-left:{}px\"", 32 + depth * 22), EscapeHtml(error));
@@ -405,7 +407,8 @@ std::string OverviewHtml(const Overview& overview) {
 
   if (!overview.errors.empty()) {
     body += "<h2>Errors</h2>\n<ul class=\"errors\">\n";
-    for (const std::string& error : overview.errors) {
+    for (const std::string& error : ErrorsToShow(overview.errors, overview.errors_omitted,
+                                                 overview.execution.id)) {
       body += "<li><div class=\"err\">" + EscapeHtml(error) + "</div></li>\n";
     }
     body += "</ul>\n";

@@ -54,6 +54,7 @@ Json ChildrenJson(const std::vector<ChildNode>& children, DateTime now) {
     j["task_path"] = OrNull(child.task_path);
     j["label"] = child.label;
     j["errors"] = child.errors;
+    j["errors_omitted"] = child.errors_omitted;
     j["children"] = ChildrenJson(child.children, now);
     list.push_back(std::move(j));
   }
@@ -100,6 +101,7 @@ std::string OverviewJson(const Overview& overview) {
       {"execution", ExecutionJson(overview.execution, now, true)},
       {"tasks", std::move(tasks)},
       {"errors", overview.errors},
+      {"errors_omitted", overview.errors_omitted},
       {"children", ChildrenJson(overview.children, now)},
       {"generated_at", FormatDateTime(now)},
   };

@@ -40,22 +40,24 @@ std::string Trim(std::string_view s) {
   return std::string(s.substr(b, e - b + 1));
 }
 
-// The execution's message (unless it succeeded), then its OnError events' messages, each once.
+// The execution's message (unless it succeeded), then its OnError events' messages, each once,
+// at most kMaxErrorsPerExecution of them; `omitted` counts the other distinct ones.
 // The engine's closing "package P failed: M" repeats M, so it is dropped when M is listed.
-std::vector<std::string> Errors(const ExecutionRow& execution, const std::vector<Event>& events) {
+std::vector<std::string> Errors(const ExecutionRow& execution, const std::vector<Event>& events,
+                                int& omitted) {
   std::vector<std::string> errors;
-  bool more = false;
+  std::set<std::string> beyond;
   auto add = [&](std::string_view text) {
     std::string message = Trim(text);
     if (message.empty() || std::find(errors.begin(), errors.end(), message) != errors.end()) return;
-    if (static_cast<int>(errors.size()) >= kMaxErrorsPerExecution) {
-      more = true;
-      return;
-    }
     std::string wrapper = "package " + execution.package + " failed: ";
     if (StartsWith(message, wrapper)) {
       std::string inner = message.substr(wrapper.size());
       if (std::find(errors.begin(), errors.end(), inner) != errors.end()) return;
+    }
+    if (static_cast<int>(errors.size()) >= kMaxErrorsPerExecution) {
+      beyond.insert(std::move(message));
+      return;
     }
     errors.push_back(std::move(message));
   };
@@ -65,11 +67,7 @@ std::vector<std::string> Errors(const ExecutionRow& execution, const std::vector
     add(event.source_id.empty() || event.source.empty() ? event.message
                                                         : event.source + ": " + event.message);
   }
-  if (more) {
-    errors.push_back(fmt::format("... the first {} are shown; `fanout logs --execution {} --event "
-                                 "OnError` lists every one",
-                                 errors.size(), execution.id));
-  }
+  omitted = static_cast<int>(beyond.size());
   return errors;
 }
 
@@ -172,7 +170,7 @@ std::vector<ChildNode> Children(Tree& tree, const std::string& parent_id,
     node.execution = std::move(row);
     MarkIfProcessGone(node.execution);
     if (auto it = task_of.find(node.execution.id); it != task_of.end()) node.task_path = it->second;
-    node.errors = Errors(node.execution, tree.errors[node.execution.id]);
+    node.errors = Errors(node.execution, tree.errors[node.execution.id], node.errors_omitted);
     if (depth + 1 < kMaxDepth) node.children = Children(tree, node.execution.id, visited, depth + 1);
     children.push_back(std::move(node));
   }
@@ -278,6 +276,17 @@ Result<std::chrono::milliseconds> ParseAge(std::string_view text) {
   return *duration;
 }
 
+std::vector<std::string> ErrorsToShow(const std::vector<std::string>& errors, int omitted,
+                                      const std::string& execution_id) {
+  std::vector<std::string> shown = errors;
+  if (omitted > 0) {
+    shown.push_back(fmt::format("... and {} more; `fanout logs --execution {} --event OnError` "
+                                "lists every one",
+                                omitted, execution_id));
+  }
+  return shown;
+}
+
 Result<DateTime> ParseSince(std::string_view text, DateTime now) {
   if (LooksLikeDate(text)) return ParseDateTime(text);
   auto age = ParseAge(text);
@@ -347,7 +356,7 @@ Result<Overview> BuildOverview(Catalog& catalog, ExecutionRow execution, DateTim
     }
   }
   overview.tasks = SummarizeTasks(runs);
-  overview.errors = Errors(execution, tree.errors[execution.id]);
+  overview.errors = Errors(execution, tree.errors[execution.id], overview.errors_omitted);
   std::set<std::string> visited = {execution.id};
   overview.children = Children(tree, execution.id, visited, 0);
   overview.execution = std::move(execution);

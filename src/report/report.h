@@ -120,8 +120,10 @@ struct ChildNode {
   // What the timeline and tables call it: the package and the value of the parameter that best
   // tells it from its siblings of the same package ("load-region eu"), else ChildLabel.
   std::string label;
-  // The execution's message, then the messages of its OnError events, without repeats.
+  // The execution's message, then the messages of its OnError events, without repeats: the
+  // first kMaxErrorsPerExecution, and how many more there are.
   std::vector<std::string> errors;
+  int errors_omitted = 0;
   std::vector<ChildNode> children;
 };
 
@@ -129,12 +131,17 @@ struct Overview {
   ExecutionRow execution;  // with parameters
   std::vector<TaskSummary> tasks;
   std::vector<std::string> errors;  // as ChildNode::errors, for the execution itself
+  int errors_omitted = 0;
   std::vector<ChildNode> children;
   DateTime generated_at{};  // "now" for executions still running
 };
 
 // At most this many errors are kept per execution (the first ones).
 inline constexpr int kMaxErrorsPerExecution = 20;
+// The errors as text and HTML show them: with a last line saying how many more there are and
+// how to list them, when some were omitted.
+std::vector<std::string> ErrorsToShow(const std::vector<std::string>& errors, int omitted,
+                                      const std::string& execution_id);
 
 // Reads the execution's task runs, errors and the whole tree of its child executions.
 Result<Overview> BuildOverview(Catalog& catalog, ExecutionRow execution, DateTime now);

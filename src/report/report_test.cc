@@ -321,6 +321,34 @@ TEST_F(ReportTest, ATaskOfAnEndedExecutionIsNotRunning) {
   EXPECT_EQ(overview->tasks[0].status, "abandoned");
 }
 
+// Past kMaxErrorsPerExecution, the rest are counted: JSON has them as errors_omitted (the
+// notice had been an "error" in its list), text and HTML say how to list them.
+TEST_F(ReportTest, ErrorsBeyondTheFirstOnesAreCounted) {
+  CatalogBatch b;
+  b.executions.push_back(Execution("0190aaaa-0000-7000-8000-00000000e002", "errs",
+                                   milliseconds(1000), milliseconds(2000), "failed"));
+  for (int i = 0; i < kMaxErrorsPerExecution + 5; ++i) {
+    Event error;
+    error.execution_id = b.executions.back().id;
+    error.type = EventType::kOnError;
+    error.source = error.source_id = "t" + std::to_string(i);
+    error.message = "exit code 1";
+    b.events.push_back(error);
+  }
+  Write(std::move(b));
+  auto execution = FindExecution(*catalog_, "00000000e002");
+  ASSERT_TRUE(execution.ok());
+  auto overview = BuildOverview(*catalog_, *execution, At(milliseconds(20000)));
+  ASSERT_TRUE(overview.ok()) << overview.status().ToString();
+  EXPECT_EQ(overview->errors.size(), static_cast<size_t>(kMaxErrorsPerExecution));
+  EXPECT_EQ(overview->errors_omitted, 5);
+  auto json = nlohmann::json::parse(OverviewJson(*overview));
+  EXPECT_EQ(json["errors"].size(), static_cast<size_t>(kMaxErrorsPerExecution));
+  EXPECT_EQ(json["errors_omitted"], 5);
+  EXPECT_NE(OverviewText(*overview).find("! ... and 5 more; `fanout logs --execution"),
+            std::string::npos);
+}
+
 // Thousands of children stay readable: the first kShownChildren and every one that did not
 // succeed are shown, the other succeeded ones counted; JSON keeps them all.
 TEST(OverviewTextTest, ManyChildrenShowTheFirstAndEveryFailure) {

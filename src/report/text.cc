@@ -110,7 +110,7 @@ void AddChildRows(TextTable& table, const std::vector<ChildNode>& children, int 
     std::string name = depth == 0 ? child.label : indent.substr(3) + "└─ " + child.label;
     table.Row({name, Dash(child.task_path), AgentLabel(e), e.status, ClockTime(e.started_at),
                DurationLabel(e.status, e.started_at, e.ended_at, now), e.id});
-    for (const std::string& error : child.errors) {
+    for (const std::string& error : ErrorsToShow(child.errors, child.errors_omitted, e.id)) {
       table.Note(indent + "   ! " + Abbreviate(error, 120));
     }
     AddChildRows(table, child.children, depth + 1, now);
@@ -201,7 +201,10 @@ std::string OverviewText(const Overview& overview) {
 
   if (!overview.errors.empty()) {
     out += "\nErrors\n";
-    for (const std::string& error : overview.errors) out += "  ! " + Abbreviate(error, 200) + "\n";
+    for (const std::string& error : ErrorsToShow(overview.errors, overview.errors_omitted,
+                                                 overview.execution.id)) {
+      out += "  ! " + Abbreviate(error, 200) + "\n";
+    }
   }
 
   out += "\nChild packages";
