@@ -26,8 +26,8 @@ namespace {
 constexpr const char* kCommand = "logs";
 constexpr int kPageSize = 1000;
 constexpr std::chrono::milliseconds kPollInterval{200};
-// Captured output (data_bytes) shown under a text line; --json has all of it.
-constexpr int kMaxOutputLines = 20;
+// Lines of each stream of captured output (data_bytes) shown under a text line; --json has all.
+constexpr size_t kMaxOutputLines = 20;
 
 struct LogsArgs {
   std::string catalog;
@@ -126,22 +126,35 @@ class EventPrinter {
     return name;
   }
 
+  // A process task's output holds a "stdout:" and a "stderr:" section; each shows its last
+  // kMaxOutputLines lines, since the end of stderr is what explains a failure (a long stdout
+  // had hidden it).
   void PrintOutput(const std::string& output) {
-    size_t begin = 0;
-    int lines = 0;
-    while (begin < output.size()) {
+    std::vector<std::string_view> lines;
+    for (size_t begin = 0; begin < output.size();) {
       size_t end = output.find('\n', begin);
       if (end == std::string::npos) end = output.size();
-      if (lines == kMaxOutputLines) {
-        int rest = 0;
-        for (size_t i = begin; i < output.size(); ++i) rest += output[i] == '\n';
-        if (output.back() != '\n') ++rest;
-        std::printf("    | ... %d more line%s (--json shows all)\n", rest, rest == 1 ? "" : "s");
-        return;
-      }
-      std::printf("    | %s\n", EscapeControls(std::string_view(output).substr(begin, end - begin)).c_str());
-      ++lines;
+      lines.push_back(std::string_view(output).substr(begin, end - begin));
       begin = end + 1;
+    }
+    auto is_header = [](std::string_view line) { return line == "stdout:" || line == "stderr:"; };
+    auto print = [](std::string_view line) {
+      std::printf("    | %s\n", EscapeControls(line).c_str());
+    };
+    for (size_t section = 0; section < lines.size();) {
+      size_t next = section + 1;
+      while (next < lines.size() && !is_header(lines[next])) ++next;
+      size_t body = section;
+      if (is_header(lines[section])) print(lines[body++]);
+      size_t body_end = next;
+      while (body_end > body && lines[body_end - 1].empty()) --body_end;  // the gap before stderr:
+      size_t shown = body_end - body > kMaxOutputLines ? body_end - kMaxOutputLines : body;
+      if (shown > body) {
+        std::printf("    | ... %zu earlier line%s (--json shows all)\n", shown - body,
+                    shown - body == 1 ? "" : "s");
+      }
+      for (size_t i = shown; i < body_end; ++i) print(lines[i]);
+      section = next;
     }
   }
 

@@ -378,6 +378,21 @@ TEST(ReportCommandTest, AnExecutionWhoseProcessWasKilledShowsAbandoned) {
   EXPECT_NE(prune.out.find("pruned 1 executions"), std::string::npos) << prune.out << prune.err;
 }
 
+// Each stream shows its last lines: a long stdout had cut off the stderr that said what failed.
+TEST(LogsCommandTest, LongOutputKeepsTheEndOfEachStream) {
+  ScratchDir dir;
+  dir.Write("noisy.yaml", "package: noisy\ntasks:\n  t: {type: process, run: [/bin/sh, -c, "
+                          "\"seq 1 30; echo boom >&2; exit 2\"]}\n");
+  ASSERT_EQ(RunFanout({"run", "noisy.yaml"}, dir.path()).exit_code, 1);
+  CommandResult logs = RunFanout({"logs"}, dir.path());
+  ASSERT_EQ(logs.exit_code, 0) << logs.err;
+  EXPECT_NE(logs.out.find("    | stdout:\n    | ... 10 earlier lines (--json shows all)\n"
+                          "    | 11\n"),
+            std::string::npos)
+      << logs.out;
+  EXPECT_NE(logs.out.find("    | 30\n    | stderr:\n    | boom\n"), std::string::npos) << logs.out;
+}
+
 TEST(LogsCommandTest, PrintsFilteredEventsAsTextAndJson) {
   ScratchDir dir;
   std::string id = RunParent(dir, {"eu", "fail"}, 0);
