@@ -103,6 +103,12 @@ std::vector<TaskSummary> SummarizeTasks(const std::vector<TaskRunRow>& runs) {
   return tasks;
 }
 
+// A parameter that is sensitive, or holds a secret of its parent's (masked when recorded): it
+// tells a child apart by nothing but "***".
+bool Masked(const ParameterValue& value) {
+  return value.sensitive || value.value.find("***") != std::string::npos;
+}
+
 // Labels children after the parameter whose values differ the most between siblings of the same
 // package (the region of a load-region child), so that the labels tell them apart.
 void LabelSiblings(std::vector<ChildNode>& children) {
@@ -115,7 +121,7 @@ void LabelSiblings(std::vector<ChildNode>& children) {
       std::map<std::string, std::set<std::string>> values;
       for (const ChildNode* child : siblings) {
         for (const auto& [name, value] : child->execution.parameters) {
-          if (!value.sensitive) values[name].insert(value.value);
+          if (!Masked(value)) values[name].insert(value.value);
         }
       }
       for (const auto& [name, distinct] : values) {
@@ -444,7 +450,7 @@ std::string ShortDateTime(const std::optional<DateTime>& t) {
 std::string ChildLabel(const ExecutionRow& execution) {
   std::string label = execution.package;
   for (const auto& [name, value] : execution.parameters) {
-    if (value.sensitive || value.value.empty()) continue;
+    if (Masked(value) || value.value.empty()) continue;
     label += " " + Abbreviate(value.value, 24);
     break;
   }

@@ -351,6 +351,36 @@ TEST_F(ReportTest, ErrorsBeyondTheFirstOnesAreCounted) {
 
 // Thousands of children stay readable: the first kShownChildren and every one that did not
 // succeed are shown, the other succeeded ones counted; JSON keeps them all.
+// Grandchildren hang from ├─ and └─ with │ under a sibling that has more after it (every one
+// had been └─); a child is not labelled by a parameter that holds its parent's masked secret.
+TEST(OverviewTextTest, TheTreeHasConnectorsAndLabelsSkipMaskedValues) {
+  Overview overview;
+  overview.execution.id = "parent";
+  overview.execution.status = "succeeded";
+  auto node = [](const std::string& id, const std::string& label) {
+    ChildNode child;
+    child.execution.id = id;
+    child.execution.status = "succeeded";
+    child.label = label;
+    return child;
+  };
+  ChildNode mid = node("m1", "mid a");
+  ChildNode first = node("l1", "leaf 1");
+  first.children.push_back(node("g1", "deep"));
+  mid.children = {first, node("l2", "leaf 2")};
+  overview.children = {mid};
+  std::string text = OverviewText(overview);
+  EXPECT_NE(text.find("\n  mid a "), std::string::npos) << text;
+  EXPECT_NE(text.find("\n  ├─ leaf 1 "), std::string::npos) << text;
+  EXPECT_NE(text.find("\n  │  └─ deep "), std::string::npos) << text;
+  EXPECT_NE(text.find("\n  └─ leaf 2 "), std::string::npos) << text;
+
+  ExecutionRow secretive;
+  secretive.package = "leaf";
+  secretive.parameters = {{"a_key", {"***", false}}, {"who", {"eu", false}}};
+  EXPECT_EQ(ChildLabel(secretive), "leaf eu");
+}
+
 TEST(OverviewTextTest, ManyChildrenShowTheFirstAndEveryFailure) {
   Overview overview;
   overview.execution.id = "parent";

@@ -96,10 +96,15 @@ std::string StatusCounts(const std::vector<T>& items, StatusOf status_of) {
   return text;
 }
 
-void AddChildRows(TextTable& table, const std::vector<ChildNode>& children, int depth,
+// `prefix`: what goes before the tree connectors at this level ("│  " below a sibling that has
+// more after it); null for the top level, which has no connectors.
+void AddChildRows(TextTable& table, const std::vector<ChildNode>& children, const std::string* prefix,
                   DateTime now) {
-  std::string indent(static_cast<size_t>(depth) * 3, ' ');
-  size_t hidden = 0;
+  size_t hidden = 0, last_shown = children.size();
+  for (size_t i = 0; i < children.size(); ++i) {
+    if (ShowsChild(i, children[i].execution)) last_shown = i;
+  }
+  const bool note_follows = last_shown + 1 < children.size();  // "... N more" closes the level
   for (size_t i = 0; i < children.size(); ++i) {
     const ChildNode& child = children[i];
     const ExecutionRow& e = child.execution;
@@ -107,16 +112,24 @@ void AddChildRows(TextTable& table, const std::vector<ChildNode>& children, int 
       ++hidden;
       continue;
     }
-    std::string name = depth == 0 ? child.label : indent.substr(3) + "└─ " + child.label;
+    const bool last = i == last_shown && !note_follows;
+    std::string name = child.label;
+    std::string below;  // the prefix of what hangs under this row
+    if (prefix != nullptr) {
+      name = *prefix + (last ? "└─ " : "├─ ") + child.label;
+      below = *prefix + (last ? "   " : "│  ");
+    }
     table.Row({name, Dash(child.task_path), AgentLabel(e), e.status, ClockTime(e.started_at),
                DurationLabel(e.status, e.started_at, e.ended_at, now), e.id});
     for (const std::string& error : ErrorsToShow(child.errors, child.errors_omitted, e.id)) {
-      table.Note(indent + "   ! " + Abbreviate(error, 120));
+      table.Note(below + "  ! " + Abbreviate(error, 120));
     }
-    AddChildRows(table, child.children, depth + 1, now);
+    AddChildRows(table, child.children, &below, now);
   }
   if (hidden > 0) {
-    table.Note(fmt::format("{}   ... {} more that succeeded (--json lists each)", indent, hidden));
+    table.Note(fmt::format("{}{}... {} more that succeeded (--json lists each)",
+                           prefix != nullptr ? *prefix : "", prefix != nullptr ? "└─ " : "",
+                           hidden));
   }
 }
 
@@ -215,7 +228,7 @@ std::string OverviewText(const Overview& overview) {
            StatusCounts(overview.children, [](const ChildNode& c) { return c.execution.status; }) +
            ")\n";
     TextTable children({"PACKAGE", "TASK", "AGENT", "STATUS", "STARTED", "DURATION", "EXECUTION"});
-    AddChildRows(children, overview.children, 0, now);
+    AddChildRows(children, overview.children, nullptr, now);
     out += children.Render("  ");
   }
   return out;
