@@ -734,6 +734,14 @@ class Loader : public TaskParser {
           bool required = std::find(type->required.begin(), type->required.end(), k) != type->required.end();
           if (auto t = TemplateAt(def, k, required)) c.settings.emplace(k, std::move(*t));
         }
+        // A constant agent URL is checked now, not when the first child starts.
+        auto url = c.settings.find("url");
+        if (c.type == "agent" && url != c.settings.end() && url->second.is_constant() &&
+            !url->second.text().starts_with("http://") && !url->second.text().starts_with("https://")) {
+          Error(def["url"], fmt::format("agent url '{}' must start with http:// or https://, as in "
+                                        "http://127.0.0.1:7420",
+                                        url->second.text()));
+        }
       }
       pkg.connections.emplace(name, std::move(c));
     });

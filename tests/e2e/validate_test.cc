@@ -105,6 +105,24 @@ TEST(ValidateTest, ATabIndentationIsNamed) {
   EXPECT_NE(job.err.find("line 4 is indented with a tab"), std::string::npos) << job.err;
 }
 
+// Constants that can only fail at run time are refused before: an agent URL without its scheme,
+// a job name the agent would refuse.
+TEST(ValidateTest, ConstantAgentUrlsAndJobNamesAreChecked) {
+  ScratchDir dir;
+  dir.Write("v.yaml", "package: v\nconnections:\n  s: {type: agent, url: \"127.0.0.1:7420\"}\n"
+                      "  t: {type: agent, url: \"${base}\"}\nparameters:\n  base: {type: string}\n"
+                      "tasks:\n  j: {type: agent-job, connection: s, job: \"bad name!\"}\n"
+                      "  k: {type: agent-job, connection: t, job: \"${base}\"}\n");
+  CommandResult r = RunFanout({"validate", "v.yaml"}, dir.path());
+  EXPECT_EQ(r.exit_code, 5);
+  EXPECT_NE(r.err.find("v.yaml:3:25: error: agent url '127.0.0.1:7420' must start with http://"),
+            std::string::npos)
+      << r.err;
+  EXPECT_NE(r.err.find("v.yaml:8:44: error: job name 'bad name!' must match"), std::string::npos)
+      << r.err;
+  EXPECT_NE(r.err.find("v.yaml: 2 problems"), std::string::npos) << "templates are not judged";
+}
+
 TEST(ValidateTest, DuplicateKeysAreReported) {
   ScratchDir dir;
   dir.Write("dup.yaml", "package: dup\ntasks:\n  a: {type: process, run: [/bin/true]}\n"

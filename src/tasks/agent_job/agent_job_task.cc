@@ -356,6 +356,11 @@ class AgentJobTaskType : public TaskType {
     auto job = parser.TemplateAt(node, "job", true);
     auto conn = parser.StringAt(node, "connection", true);
     if (!job || !conn) return nullptr;
+    // A constant name is checked now rather than when the task runs (the agent would refuse it).
+    if (job->is_constant() && !client::IsValidName(job->text())) {
+      parser.Error(node["job"], fmt::format("job name '{}' must match [A-Za-z0-9_.-]{{1,128}}",
+                                            job->text()));
+    }
     auto task = std::make_shared<AgentJobTask>(std::move(*job));
     task->connection = *conn;
     parser.CheckConnection(node["connection"], *conn, {"agent", "agent-pool"});
