@@ -6,7 +6,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <map>
 #include <utility>
@@ -366,7 +368,7 @@ Status SqliteCatalog::Open() {
   int rc = sqlite3_open_v2(path_.c_str(), &db_, SQLITE_OPEN_READWRITE | create | SQLITE_OPEN_NOMUTEX,
                            nullptr);
   if (rc != SQLITE_OK) {
-    Status status = Error(rc, "opening");
+    Status status = (rc & 0xff) == SQLITE_CANTOPEN ? CannotOpen() : Error(rc, "opening");
     Close();
     return status;
   }
@@ -411,6 +413,26 @@ Status SqliteCatalog::Open() {
 
 // Runs in one IMMEDIATE transaction so that two processes opening a new file at once do not both
 // create the schema.
+// SQLite says only "unable to open database file": find out why, for a message that says what
+// to change.
+Status SqliteCatalog::CannotOpen() const {
+  std::error_code ec;
+  std::string why;
+  if (std::filesystem::is_directory(path_, ec)) {
+    why = "it is a directory";
+  } else if (std::filesystem::exists(path_, ec)) {
+    if (access(path_.c_str(), R_OK | W_OK) != 0) why = std::string("it cannot be read and written: ") + std::strerror(errno);
+  } else {
+    std::filesystem::path dir = std::filesystem::absolute(path_, ec).parent_path();
+    if (access(dir.c_str(), W_OK | X_OK) != 0) {
+      why = "it cannot be created in " + dir.string() + ": " + std::strerror(errno);
+    }
+  }
+  if (why.empty()) why = "SQLite cannot open it";
+  return Unavailable("catalog '" + path_ + "': " + why +
+                     "; give another with --catalog sqlite:PATH or $FANOUT_CATALOG");
+}
+
 Result<std::optional<int>> SqliteCatalog::StoredSchemaVersion() {
   Statement query;
   int rc = sqlite3_prepare_v2(

@@ -66,6 +66,7 @@ class SqliteCatalog : public Catalog {
   Status Exec(const char* sql, const char* what);
   Status Prepare(const char* sql, sqlite3_stmt** stmt);
   Status Step(sqlite3_stmt* stmt, const char* what);
+  Status CannotOpen() const;
   // The version in schema_version; none when the table does not exist.
   Result<std::optional<int>> StoredSchemaVersion();
   Status CreateSchema();

@@ -5,6 +5,8 @@
 #include <gtest/gtest.h>
 #include <sqlite3.h>
 
+#include <filesystem>
+
 #include "catalog/test_util.h"
 
 namespace fanout::catalog {
@@ -59,6 +61,19 @@ TEST(SqliteCatalogTest, RejectsFilesThatAreNotDatabases) {
   Status status = catalog.Open();
   EXPECT_FALSE(status.ok());
   EXPECT_NE(status.message().find(path), std::string::npos) << status.message();
+}
+
+// SQLite says only "unable to open database file"; the message says why and what to do.
+TEST(SqliteCatalogTest, AFileThatCannotBeOpenedSaysWhy) {
+  TempDir dir;
+  std::string path = dir.File("folder.db");
+  std::filesystem::create_directory(path);
+  SqliteCatalog catalog(path);
+  Status status = catalog.Open();
+  EXPECT_FALSE(status.ok());
+  EXPECT_NE(status.message().find("'" + path + "': it is a directory; give another with --catalog"),
+            std::string::npos)
+      << status.message();
 }
 
 }  // namespace
