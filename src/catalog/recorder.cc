@@ -96,6 +96,8 @@ struct Recorder::Impl {
   void WritePending();
   void OnWriteFailure(const Status& status);
   void SpoolPending();
+  Status TrySpool();
+  void ReportSpoolFailure(const Status& status);
   void FlushSinks();
   void Shutdown();
   void ReplayLeftovers();
@@ -141,6 +143,7 @@ struct Recorder::Impl {
   Clock::time_point pending_since;
   bool failing = false;
   bool failure_reported = false;
+  bool spool_failure_reported = false;
   Clock::time_point next_retry;
   Clock::duration retry_delay = kFirstRetryDelay;
   bool sinks_dirty = false;
@@ -322,16 +325,28 @@ void Recorder::Impl::MaybeWriteCatalog(bool force) {
 }
 
 void Recorder::Impl::SpoolPending() {
-  if (!spool || RowCount(pending) == 0) return;
-  Status appended = spool->Append(pending);
-  if (!appended.ok()) {
-    std::fprintf(stderr, "fanout: %s; keeping the rows in memory\n", appended.ToString().c_str());
-    return;
-  }
+  Status spooled = TrySpool();
+  if (!spooled.ok()) ReportSpoolFailure(spooled);
+}
+
+Status Recorder::Impl::TrySpool() {
+  if (!spool || RowCount(pending) == 0) return Status::Ok();
+  RETURN_IF_ERROR(spool->Append(pending));
   pending.executions.clear();
   pending.task_runs.clear();
   pending.events.clear();
   task_run_slot.clear();
+  return Status::Ok();
+}
+
+// Once: it is retried every few milliseconds while the catalog is down.
+void Recorder::Impl::ReportSpoolFailure(const Status& status) {
+  if (spool_failure_reported) return;
+  spool_failure_reported = true;
+  std::fprintf(stderr,
+               "fanout: cannot spool the rows the catalog has not taken (%s); they wait in "
+               "memory, and are lost if this process ends before the catalog is back\n",
+               status.message().c_str());
 }
 
 // Writes `pending` in transactions of at most kMaxRowsPerTransaction rows. On failure keeps the
@@ -396,15 +411,16 @@ void Recorder::Impl::ReplayLeftovers() {
 
 void Recorder::Impl::OnWriteFailure(const Status& status) {
   failing = true;
+  next_retry = Clock::now() + retry_delay;
+  retry_delay = std::min<Clock::duration>(retry_delay * 2, kMaxRetryDelay);
+  Status spooled = TrySpool();
   if (!failure_reported) {
     std::fprintf(stderr, "fanout: catalog write failed: %s; will retry%s\n",
                  status.ToString().c_str(),
-                 spool ? (", keeping rows in " + spool->path()).c_str() : "");
+                 spool && spooled.ok() ? (", keeping rows in " + spool->path()).c_str() : "");
     failure_reported = true;
   }
-  next_retry = Clock::now() + retry_delay;
-  retry_delay = std::min<Clock::duration>(retry_delay * 2, kMaxRetryDelay);
-  SpoolPending();
+  if (!spooled.ok()) ReportSpoolFailure(spooled);
 }
 
 void Recorder::Impl::FlushSinks() {
@@ -452,8 +468,10 @@ void Recorder::Impl::Shutdown() {
                  spool->rows_held(), spool->path().c_str());
   }
   if (RowCount(pending) > 0) {
-    std::fprintf(stderr, "fanout: catalog still unavailable; %zu rows were not written\n",
-                 RowCount(pending));
+    std::fprintf(stderr,
+                 "fanout: catalog still unavailable; %zu rows were lost: they could not be "
+                 "written%s\n",
+                 RowCount(pending), spool ? " nor spooled" : "");
   }
 }
 

@@ -2,6 +2,8 @@
 // failed catalog writes, and a throughput check run by hand.
 #include <gtest/gtest.h>
 
+#include <fstream>
+
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -210,6 +212,38 @@ TEST(RecorderTest, KeepsRowsWhileTheCatalogFailsAndReportsOnce) {
   EXPECT_EQ(store->executions.count("e"), 1u);
   ASSERT_EQ(store->events.size(), 10u);
   for (int i = 0; i < 10; ++i) EXPECT_EQ(store->events[i].message, std::to_string(i));
+}
+
+// A spool folder that cannot be made is said once (it was said every few milliseconds of the
+// outage), and the failure does not name a spool file that is not there. The rows wait in
+// memory until the catalog is back.
+TEST(RecorderTest, ASpoolThatCannotBeWrittenIsSaidOnce) {
+  TempDir dir;
+  const std::string not_a_folder = dir.File("file");
+  { std::ofstream(not_a_folder) << "x"; }
+  auto store = std::make_shared<FakeStore>();
+  store->failures_left = 1000000;  // the catalog stays down
+  RecorderOptions options{not_a_folder, "fake:catalog"};
+  options.shutdown_retry = std::chrono::milliseconds(0);
+  ::testing::internal::CaptureStderr();
+  {
+    Recorder recorder(std::make_unique<FakeCatalog>(store), {}, nullptr, options);
+    for (int i = 0; i < 5; ++i) {
+      recorder.Emit(SampleEvent("e", EventType::kOnInformation, std::to_string(i)));
+      recorder.Flush();
+    }
+    std::lock_guard lock(store->mu);
+    store->failures_left = 0;  // back before the end, which would wait 5 s for it
+  }
+  std::string err = ::testing::internal::GetCapturedStderr();
+  EXPECT_NE(err.find("fanout: catalog write failed: Unavailable: database is down; will retry\n"),
+            std::string::npos)
+      << err;
+  size_t said = err.find("cannot spool the rows the catalog has not taken");
+  EXPECT_NE(said, std::string::npos) << err;
+  EXPECT_EQ(err.find("cannot spool", said + 1), std::string::npos) << err;
+  std::lock_guard lock(store->mu);
+  EXPECT_EQ(store->events.size(), 5u);
 }
 
 TEST(RecorderTest, DestructorDeliversWithoutFlush) {
