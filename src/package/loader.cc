@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <functional>
 #include <map>
+#include <regex>
 #include <set>
 #include <string_view>
 #include <utility>
@@ -507,6 +508,22 @@ class Loader : public TaskParser {
     return {path_, line, column};
   }
 
+  // An expression's message counts columns within its own text ("at column 13"); in a file's
+  // diagnostics they become the file's, as the diagnostic's own position is.
+  std::string InFileColumns(const YAML::Node& v, const std::string& message) const {
+    static const std::regex kColumn("at column (\\d+)");
+    std::string out;
+    auto begin = message.cbegin();
+    for (std::sregex_iterator it(message.begin(), message.end(), kColumn), end; it != end; ++it) {
+      out.append(begin, (*it)[0].first);
+      SourcePos pos = OffsetPos(v, std::stoul((*it)[1].str()) - 1);
+      out += pos.line == 0 ? it->str() : fmt::format("at line {}, column {}", pos.line, pos.column);
+      begin = (*it)[0].second;
+    }
+    out.append(begin, message.cend());
+    return out;
+  }
+
   void CheckReads(const YAML::Node& at, const std::vector<std::string>& names) {
     for (const std::string& name : names) {
       if (visible_.count(name) == 0) {
@@ -519,7 +536,7 @@ class Loader : public TaskParser {
     ExpressionError err;
     auto t = Template::Parse(v.Scalar(), &err);
     if (!t.ok()) {
-      diag_.Error(OffsetPos(v, err.offset), err.message);
+      diag_.Error(OffsetPos(v, err.offset), InFileColumns(v, err.message));
       return std::nullopt;
     }
     CheckReads(v, t->variables());
@@ -530,17 +547,14 @@ class Loader : public TaskParser {
     ExpressionError err;
     auto e = Expression::Parse(v.Scalar(), options, &err);
     if (!e.ok()) {
-      diag_.Error(OffsetPos(v, err.offset), err.message);
+      diag_.Error(OffsetPos(v, err.offset), InFileColumns(v, err.message));
       return std::nullopt;
     }
     if (e->is_assignment()) {
-      // The target is the first variable; it must be writable, the rest readable.
+      // The target is the first variable, which the caller checks as one (CheckVariable: it
+      // must be writable); the rest are read. Checking it here too said it twice.
       const auto& vars = e->variables();
-      for (const std::string& name : vars) {
-        if (visible_.count(name) == 0) {
-          Error(v, fmt::format("unknown variable '{}' in `{}`", name, v.Scalar()));
-        }
-      }
+      CheckReads(v, std::vector<std::string>(vars.begin() + 1, vars.end()));
     } else {
       CheckReads(v, e->variables());
     }

@@ -507,6 +507,16 @@ TEST_F(LoaderTest, DuplicateKeysInATaskAreReported) {
   ExpectDiagAt("duplicate key `count`", "count", 1);
 }
 
+// An assignment's unknown target was reported twice (as read and as written), counting two.
+TEST_F(LoaderTest, AnUnknownAssignmentTargetIsOneProblem) {
+  LoadBad("package: demo\nvariables:\n  i: {type: int}\ntasks:\n  l:\n    type: for\n"
+          "    init: \"@x = 1\"\n    condition: \"@i < 3\"\n    assign: \"@i = @i + @y\"\n"
+          "    tasks:\n      a: {type: noop}\n");
+  EXPECT_EQ(CountDiags("'x'"), 1) << diags_.ToString();
+  ExpectDiagAt("unknown variable 'x'; declare it under `variables:`", "\"@x");
+  ExpectDiagAt("unknown variable or parameter 'y'", "\"@i = @i");
+}
+
 // Maps of free names (env, an expression's set, params) were not checked: one of the values went
 // silently. Each duplicate is said once, also where a specific check already said it.
 TEST_F(LoaderTest, DuplicateKeysAnywhereAreReportedOnce) {

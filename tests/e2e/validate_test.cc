@@ -72,6 +72,9 @@ TEST(ValidateTest, BadExpressionPointsAtTheColumn) {
   EXPECT_EQ(r.exit_code, 5);
   // The value starts at column 34 (the quote); the missing ")" is at its end, column 42.
   EXPECT_NE(r.err.find("expr.yaml:5:42:"), std::string::npos) << r.err;
+  // Columns inside the message are the file's too (it had said "column 8", counted in the
+  // expression, beside the file's 42).
+  EXPECT_NE(r.err.find("to close the '(' at line 5, column 35"), std::string::npos) << r.err;
 }
 
 // A second YAML document (two packages pasted into one file) would go unnoticed.
