@@ -5,7 +5,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
-#include <filesystem>
 #include <memory>
 #include <optional>
 
@@ -420,15 +419,11 @@ int Show(const JobArgs& args) {
 }
 
 int Create(const JobArgs& args) {
-  std::error_code ec;
-  if (!std::filesystem::is_regular_file(args.file, ec)) {
-    std::fprintf(stderr, "fanout: job file %s not found\n", args.file.c_str());
-    return kExitNotFound;
-  }
+  // As `fanout run` says of its file: missing, a directory or unreadable (exit 4).
   auto text = ReadFile(args.file);
   if (!text.ok()) {
     std::fprintf(stderr, "fanout: %s\n", text.status().message().c_str());
-    return kExitInvalid;
+    return kExitNotFound;
   }
   auto file = CheckJobFile(*text, args.file);
   if (!file.ok()) {

@@ -1749,6 +1749,9 @@ TEST_F(AgentTest, JobCommandsDriveOneAgent) {
   EXPECT_EQ(bad.exit_code, 5);
   EXPECT_TRUE(Contains(bad.err, "unknown subsystem 'telepathy'")) << bad.err;
   EXPECT_EQ(Job({"create", "missing.yaml"}).exit_code, 4);
+  CommandResult folder = Job({"create", "."});  // it had said "job file . not found"
+  EXPECT_EQ(folder.exit_code, 4);
+  EXPECT_TRUE(Contains(folder.err, "is a directory")) << folder.err;
 
   CommandResult list = Job({"list"});
   EXPECT_EQ(list.exit_code, 0) << list.err;
