@@ -361,6 +361,10 @@ TEST_F(AgentTest, RefusesToListenBeyondLoopbackWithoutCredentials) {
   EXPECT_EQ(agent_.StartExpectingExit({"--dev", "--listen", "127.0.0.1:bad"}), 6);
   EXPECT_TRUE(Contains(agent_.err(), "--listen has a bad port 'bad'")) << agent_.err();
   EXPECT_EQ(agent_.StartExpectingExit({"--dev", "--listen", "127.0.0.1:38001x"}), 6);
+  // A SQLite catalog whose folder is missing had started fine and failed every package step.
+  EXPECT_EQ(agent_.StartExpectingExit({"--dev", "--catalog", "sqlite:/nonexistent-fanout/c.db"}),
+            5);
+  EXPECT_TRUE(Contains(agent_.err(), "its folder /nonexistent-fanout does not exist")) << agent_.err();
   agent_.dir().Write("port.yaml", "name: p\ndata_dir: data\nlisten: 127.0.0.1:70000\n");
   EXPECT_EQ(agent_.StartExpectingExit({"--config", agent_.Path("port.yaml")}), 5);
   EXPECT_TRUE(Contains(agent_.err(), "line 3: `listen` has a bad port '70000'")) << agent_.err();
