@@ -208,9 +208,15 @@ Status Executor::Recover() {
           CloseOpenAttempts(r.id, run->record.status, run->record.message, std::nullopt);
       continue;
     }
-    if (queued && !r.stop_reason.empty()) {  // stopped before its step could start
-      CancelBeforeStartLocked(*run);
-      continue;
+    if (queued && !r.stop_reason.empty()) {
+      if (r.status == "queued") {
+        // Only a drain of an older agent saved a stop reason on a run still in its queue (a
+        // stop request cancels a queued run at once): it is not a stop, and the run queues.
+        (void)store_.SaveStopReason(r.id, "");
+      } else {  // given its slot, then stopped before its step could start
+        CancelBeforeStartLocked(*run);
+        continue;
+      }
     }
     run->job = job;
     active_[r.id] = run;
@@ -805,9 +811,10 @@ Result<RunRecord> Executor::Stop(const std::string& run_id) {
     return *stored;
   }
   std::shared_ptr<ActiveRun> run = it->second;
-  auto queued = std::find(queue_.begin(), queue_.end(), run);
-  if (queued != queue_.end()) {
-    queue_.erase(queued);
+  // Not started yet (in queue_, or left queued by a drain): it ends here.
+  if (run->record.status == "queued") {
+    auto queued = std::find(queue_.begin(), queue_.end(), run);
+    if (queued != queue_.end()) queue_.erase(queued);
     active_.erase(it);
     CancelBeforeStartLocked(*run);
     run->finished = true;
@@ -900,16 +907,17 @@ void Executor::Drain(std::chrono::milliseconds grace) {
   std::unique_lock lock(mu_);
   draining_ = true;
   changed_.wait_for(lock, grace, [&] { return busy_ == 0; });
+  // Queued runs are left queued in the store, untouched, for the next start to run. Judged by
+  // status, not by queue_: the destructor drains again with queue_ empty, and a stop reason it
+  // saved on them made the next start cancel them (QA).
+  queue_.clear();
   for (auto& [id, run] : active_) {
+    if (run->record.status == "queued") continue;
     run->stop_reason = fmt::format("the agent shut down (SIGTERM) and stopped its step after "
                                    "drain_grace {}", FormatDuration(grace));
-    if (std::find(queue_.begin(), queue_.end(), run) == queue_.end()) {
-      (void)store_.SaveStopReason(id, run->stop_reason);  // a queued one runs after the restart
-    }
+    (void)store_.SaveStopReason(id, run->stop_reason);
     run->stop.Cancel(CancelToken::Reason::kCanceled);
   }
-  // Queued runs are left queued in the store; the next start picks them up.
-  queue_.clear();
   changed_.wait(lock, [&] { return threads_ == 0; });
   stop_workers_ = true;
   work_.notify_all();

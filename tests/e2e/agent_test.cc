@@ -140,6 +140,25 @@ class AgentTest : public ::testing::Test {
     return found;
   }
 
+  // Waits (bounded) until the run shows `status`, e.g. `retrying` between attempts.
+  bool WaitForStatus(const std::string& run_id, const std::string& status) {
+    return WaitFor(
+        [&] {
+          auto run = api_->GetRun(run_id);
+          return run.ok() && (*run)["status"] == status;
+        },
+        milliseconds(10000));
+  }
+  // Waits (bounded) until the agent says it is draining (after a SIGTERM).
+  bool WaitForDraining() {
+    return WaitFor(
+        [&] {
+          auto status = api_->Status();
+          return status.ok() && (*status)["draining"] == true;
+        },
+        milliseconds(5000));
+  }
+
   // A step that holds until the gate file exists, after writing `started`.
   std::string GateStep() const {
     return Sh("touch " + agent_.Path("started") + "; while [ ! -e " + agent_.Path("gate") +
@@ -810,12 +829,7 @@ TEST_F(AgentTest, StopSkipsRetriesAndCancelsQueuedRuns) {
       "  - {name: s, subsystem: process, run: [/bin/false], retries: 5, retry_interval: 30s}\n"));
   std::string id = StartRun("retrying");
   // Between attempts the run is `retrying`.
-  ASSERT_TRUE(WaitFor(
-      [&] {
-        auto run = api_->GetRun(id);
-        return run.ok() && (*run)["status"] == "retrying";
-      },
-      milliseconds(10000)));
+  ASSERT_TRUE(WaitForStatus(id, "retrying"));
   // It holds the only slot, so the next run waits in the queue; stopping it cancels it there.
   ASSERT_TRUE(PutJob("job: other\nsteps:\n  - {name: s, subsystem: process, run: [/bin/true]}\n"));
   auto queued = api_->StartJob("other", {});
@@ -1284,12 +1298,7 @@ TEST_F(AgentTest, SigtermDrainsLettingTheRunningStepFinish) {
   ASSERT_TRUE(WaitForFile(agent_.Path("started")));
   kill(agent_.pid(), SIGTERM);
   // Draining: the agent still answers, but starts nothing new.
-  ASSERT_TRUE(WaitFor(
-      [&] {
-        auto status = api_->Status();
-        return status.ok() && (*status)["draining"] == true;
-      },
-      milliseconds(5000)));
+  ASSERT_TRUE(WaitForDraining());
   HttpReply refused = agent_.Http("POST", "/v1/jobs/slow/start", "{}");
   EXPECT_EQ(refused.status, 503) << refused.body;
   OpenGate();
@@ -1325,6 +1334,42 @@ TEST_F(AgentTest, SigtermStopsStepsThatOutlastTheDrainGrace) {
   EXPECT_EQ((*run)["status"], "canceled") << run->dump();
   // Nobody asked for a stop: the agent says it shut down.
   EXPECT_TRUE(Contains((*run).value("message", ""), "the agent shut down (SIGTERM)")) << run->dump();
+}
+
+// QA: a run still queued when the agent drained was canceled at the next start ("Job canceled
+// before it started"), with a drain stop reason naming drain_grace 0.0 ms. It stays queued and
+// runs after the restart; a queued run stopped during the drain is canceled all the same.
+TEST_F(AgentTest, RunsQueuedAtADrainRunAfterTheRestart) {
+  ASSERT_TRUE(StartConfig(Config(1)));
+  ASSERT_TRUE(PutJob("job: long\nmax_concurrent_runs: 5\nsteps:\n  - {name: s, subsystem: "
+                     "process, run: " + GateStep() + "}\n"));
+  ASSERT_TRUE(PutJob("job: quick\nmax_concurrent_runs: 2\nsteps:\n  - {name: s, subsystem: "
+                     "process, run: [/bin/echo, quick]}\n"));
+  std::string first = StartRun("long");
+  ASSERT_TRUE(WaitForFile(agent_.Path("started")));
+  auto kept = api_->StartJob("quick", {});
+  auto dropped = api_->StartJob("quick", {});
+  ASSERT_TRUE(kept.ok() && dropped.ok());
+  EXPECT_EQ(kept->status, "queued");
+  kill(agent_.pid(), SIGTERM);
+  ASSERT_TRUE(WaitForDraining());
+  HttpReply stopped = agent_.Http("POST", "/v1/runs/" + dropped->run_id + "/stop");
+  EXPECT_EQ(stopped.json["status"], "canceled") << stopped.body;
+  OpenGate();
+  api_.reset();
+  EXPECT_EQ(agent_.WaitForExit(), 0) << agent_.err();
+
+  ASSERT_TRUE(Restart());
+  json run = WaitForRun(*api_, kept->run_id);
+  EXPECT_EQ(run.value("status", ""), "succeeded") << run.dump();
+  json history = History("quick");
+  ASSERT_EQ(history.size(), 2u) << history.dump();
+  const json& ran = history[1];  // newest first: the one canceled was started later
+  EXPECT_EQ(ran["run_id"], kept->run_id) << history.dump();
+  ASSERT_EQ(ran["steps"].size(), 1u) << history.dump();
+  EXPECT_EQ(ran["steps"][0]["stdout"], "quick\n");
+  EXPECT_EQ(WaitForRun(*api_, first).value("status", ""), "succeeded");
+  EXPECT_EQ(WaitForRun(*api_, dropped->run_id).value("status", ""), "canceled");
 }
 
 // The agent dies (SIGKILL) while a package step runs; the step goes on, and the restarted
