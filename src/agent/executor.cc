@@ -9,6 +9,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <cstdio>
@@ -116,6 +117,9 @@ struct Executor::ActiveRun {
   CancelToken stop;  // Stop() and Drain() fire it
   std::string stop_reason = "stopped on request";  // Drain() says why instead; set under mu_
   bool reattach = false;  // recovered with a live step process
+  // Recovered between two attempts of a step (`retrying`): the retry wait goes on, then the
+  // attempts left.
+  bool resume_retry = false;
   // A step attempt to be written with the run's next SaveRun, in the same transaction: the
   // attempt that is starting goes with the run's new pid, the attempt that ended a run goes
   // with the run's end. Only the run's own thread sets it.
@@ -186,8 +190,14 @@ Status Executor::Recover() {
     const bool result_left = job && !queued && !r.execution_id.empty() && r.current_step >= 0 &&
                              r.current_step < static_cast<int>(job->steps.size()) &&
                              job->steps[static_cast<size_t>(r.current_step)].subsystem == "package";
+    // Between two attempts of a step: its failed attempt is stored, no process runs.
+    const bool between_attempts = job && !queued && !alive && !result_left &&
+                                  r.status == "retrying" && r.stop_reason.empty() &&
+                                  r.current_step >= 0 &&
+                                  r.current_step < static_cast<int>(job->steps.size());
     if (!alive) run->record.pid = 0;  // a pid of another process now, if any
-    if (!job || (!queued && !alive && !result_left) || (queued && run->secrets_lost)) {
+    if (!job || (!queued && !alive && !result_left && !between_attempts) ||
+        (queued && run->secrets_lost)) {
       // A stop was under way and its step is gone: the stop is done.
       const bool stopped = !queued && !alive && !r.stop_reason.empty();
       run->record.status = stopped ? "canceled" : "abandoned";
@@ -222,6 +232,9 @@ Status Executor::Recover() {
     active_[r.id] = run;
     if (queued) {
       queue_.push_back(run);
+    } else if (between_attempts) {
+      run->resume_retry = true;
+      LaunchLocked(run);
     } else {
       run->reattach = true;
       if (!r.stop_reason.empty()) {
@@ -359,7 +372,7 @@ void Executor::WorkerLoop() {
 
 void Executor::RunThread(std::shared_ptr<ActiveRun> run) {
   const JobDef& job = *run->job;
-  int index = run->reattach ? run->record.current_step
+  int index = run->reattach || run->resume_retry ? run->record.current_step
                : run->record.start_step.empty() ? 0
                                                 : job.StepIndex(run->record.start_step);
   std::string final_status = "succeeded";
@@ -370,7 +383,9 @@ void Executor::RunThread(std::shared_ptr<ActiveRun> run) {
   // agent before the restart recorded.
   std::vector<int> attempts(job.steps.size(), 0);
   int reattached_tries = 1;  // the re-attached step's attempts in its current visit (goto)
-  if (run->reattach) {
+  // Resumed between attempts: what is left of the retry wait after the last attempt's end.
+  std::chrono::milliseconds retry_wait_left{0};
+  if (run->reattach || run->resume_retry) {
     auto recorded = store_.ListStepAttempts(run->record.id, /*with_output=*/false);
     if (recorded.ok()) {
       std::vector<const StepAttemptRecord*> by_start;
@@ -386,13 +401,28 @@ void Executor::RunThread(std::shared_ptr<ActiveRun> run) {
       int tries = 0;
       for (auto it = by_start.rbegin(); it != by_start.rend() && (*it)->step == index + 1; ++it) ++tries;
       reattached_tries = std::max(1, tries);
+      if (run->resume_retry && !by_start.empty() && by_start.back()->ended_at) {
+        auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(
+            Now() - *by_start.back()->ended_at);
+        const auto interval = job.steps[static_cast<size_t>(index)].retry_interval;
+        retry_wait_left = std::clamp(interval - waited, std::chrono::milliseconds(0), interval);
+      } else if (run->resume_retry) {
+        retry_wait_left = job.steps[static_cast<size_t>(index)].retry_interval;
+      }
     }
   }
   while (index >= 0 && index < static_cast<int>(job.steps.size())) {
     const StepDef& step = job.steps[static_cast<size_t>(index)];
     StepOutcome outcome;
     for (int attempt = 1;; ++attempt) {
-      if (run->reattach) {
+      auto retry_wait = step.retry_interval;
+      if (run->resume_retry) {
+        // The failed attempt before the restart is stored; go on as right after it.
+        run->resume_retry = false;
+        attempt = reattached_tries;
+        outcome = StepOutcome{false, false, run->record.message};
+        retry_wait = retry_wait_left;
+      } else if (run->reattach) {
         // The attempt the agent before the restart started: the step's retries that remain
         // after it still apply.
         run->reattach = false;
@@ -416,7 +446,7 @@ void Executor::RunThread(std::shared_ptr<ActiveRun> run) {
         run->record.message = outcome.message;
         SaveRun(*run);
       }
-      if (!run->stop.SleepFor(step.retry_interval)) {
+      if (!run->stop.SleepFor(retry_wait)) {
         outcome.canceled = true;
         std::lock_guard lock(mu_);
         outcome.message = run->stop_reason;  // not the failure it was about to retry

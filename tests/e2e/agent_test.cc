@@ -1539,6 +1539,29 @@ TEST_F(AgentTest, AReattachedStepThatFailsIsRetried) {
   EXPECT_EQ(run["steps"][1]["status"], "succeeded") << run.dump();
 }
 
+// QA: a run waiting between two attempts of a step when the agent died was `abandoned` after
+// the restart ("its step process is gone"). The wait goes on and the attempts left run.
+TEST_F(AgentTest, ARunWaitingToRetryWhenTheAgentDiesGetsItsRetriesAfterTheRestart) {
+  ASSERT_TRUE(StartConfig(Config(1)));
+  ASSERT_TRUE(PutJob("job: flaky\nsteps:\n  - {name: s, subsystem: process, run: " +
+                     Sh("echo try >> " + agent_.Path("tries") + "; exit 4") +
+                     ", retries: 2, retry_interval: 1s}\n"));
+  std::string id = StartRun("flaky");
+  ASSERT_TRUE(WaitForStatus(id, "retrying"));
+  agent_.Kill();
+  ASSERT_EQ(ReadText(agent_.Path("tries")), "try\n") << "the retry came before the kill";
+  ASSERT_TRUE(Restart());
+  json run = WaitForRun(*api_, id);
+  EXPECT_EQ(run.value("status", ""), "failed") << run.dump();
+  EXPECT_TRUE(Contains(run.value("message", ""), "exit code 4")) << run.dump();
+  ASSERT_EQ(run["steps"].size(), 3u) << run.dump();
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(run["steps"][i]["attempt"], i + 1) << run.dump();
+    EXPECT_EQ(run["steps"][i]["status"], "failed") << run.dump();
+  }
+  EXPECT_EQ(ReadText(agent_.Path("tries")), "try\ntry\ntry\n");
+}
+
 // A stop under way when the agent dies (the step ignores SIGTERM, the grace runs) is finished
 // by the restarted agent: the run ends canceled, not re-attached to run on.
 TEST_F(AgentTest, AStopUnderWayWhenTheAgentDiesIsFinishedAfterItsRestart) {
