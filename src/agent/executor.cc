@@ -29,6 +29,26 @@ namespace {
 
 constexpr size_t kOutputLimit = 64 * 1024;  // bytes of stdout/stderr kept per step attempt
 
+// What the history keeps of a step's stdout or stderr (`captured`, with `dropped` bytes beyond
+// the capture limit): the text, secrets masked, or when it was cut, as much as fits in
+// kOutputLimit (ending at a line's end) and a last line saying so, e.g. "[output cut at 64 KiB;
+// 588895 bytes in all]": cut silently, it looked complete (QA).
+std::string KeptOutput(const std::string& captured, size_t dropped, const Masker& secrets) {
+  if (dropped == 0) return secrets.Mask(captured);
+  // Cut at the capture limit, the text may end in a secret's first part.
+  std::string text = secrets.MaskTruncated(captured);
+  const std::string marker = fmt::format("[output cut at {} KiB; {} bytes in all]\n",
+                                         kOutputLimit / 1024, captured.size() + dropped);
+  const size_t room = kOutputLimit - marker.size();
+  if (text.size() > room) {
+    // At a line's end, unless that loses more than a few KiB (one long line).
+    size_t nl = text.rfind('\n', room - 1);
+    text.resize(nl != std::string::npos && room - nl <= 4096 ? nl + 1 : room - 1);
+  }
+  if (!text.empty() && text.back() != '\n') text += '\n';
+  return text + marker;
+}
+
 std::string LastLine(std::string text) {
   while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.pop_back();
   size_t nl = text.rfind('\n');
@@ -609,9 +629,8 @@ Executor::StepOutcome Executor::RunStep(ActiveRun& run, int index, int attempt) 
   } else {
     const SpawnResult& r = *result;
     rec.exit_code = r.exit_code;
-    // Output cut at the capture limit may end in a secret's first part.
-    rec.stdout_text = r.out_dropped > 0 ? run.secrets.MaskTruncated(r.out) : run.secrets.Mask(r.out);
-    rec.stderr_text = r.err_dropped > 0 ? run.secrets.MaskTruncated(r.err) : run.secrets.Mask(r.err);
+    rec.stdout_text = KeptOutput(r.out, r.out_dropped, run.secrets);
+    rec.stderr_text = KeptOutput(r.err, r.err_dropped, run.secrets);
     if (r.timed_out) {
       outcome.message = fmt::format("timed out after {}", FormatDuration(spec.timeout));
     } else if (r.stopped) {
