@@ -393,7 +393,11 @@ TEST_F(AgentTest, RefusesToListenBeyondLoopbackWithoutCredentials) {
            {"slots: 0", "`slots` must be a whole number of at least 1, not '0'"},
            {"slots: abc", "`slots` must be a whole number of at least 1, not 'abc'"},
            {"max_body_bytes: 0", "`max_body_bytes` must be a whole number of at least 1024"},
-           {"catalog: \"mysql://x\"", "unsupported catalog 'mysql://x'"}}) {
+           {"catalog: \"mysql://x\"", "unsupported catalog 'mysql://x'"},
+           // QA: a misspelt subsystem was accepted, and found out only when a step was refused.
+           {"proxies: {etl: {user: nobody, subsystems: [process, pakage, bogus]}}",
+            "line 3: unknown subsystem 'pakage' in proxies.etl.subsystems; allowed: package, "
+            "process"}}) {
     agent_.dir().Write("odd.yaml", "name: odd\ndata_dir: data\n" + line + "\n");
     EXPECT_EQ(agent_.StartExpectingExit({"--config", agent_.Path("odd.yaml")}), 5) << line;
     EXPECT_TRUE(Contains(agent_.err(), says)) << agent_.err();
