@@ -152,7 +152,17 @@ Result<AgentConfig> LoadAgentConfig(const std::string& path) {
         if (!it->second["user"]) problems.push_back("proxy '" + p.name + "' needs `user`");
         else p.user = it->second["user"].as<std::string>();
         if (YAML::Node subs = it->second["subsystems"]) {
-          for (const auto& s : subs) p.subsystems.push_back(s.as<std::string>());
+          // A misspelt subsystem would only show when a step through the proxy is refused.
+          static const std::vector<std::string> kSubsystems = {"package", "process"};
+          for (const auto& s : subs) {
+            p.subsystems.push_back(s.as<std::string>());
+            if (std::find(kSubsystems.begin(), kSubsystems.end(), p.subsystems.back()) ==
+                kSubsystems.end()) {
+              problems.push_back(fmt::format(
+                  "line {}: unknown subsystem '{}' in proxies.{}.subsystems; allowed: {}",
+                  s.Mark().line + 1, p.subsystems.back(), p.name, fmt::join(kSubsystems, ", ")));
+            }
+          }
         }
         c.proxies[p.name] = std::move(p);
       }

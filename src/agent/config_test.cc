@@ -1,7 +1,12 @@
-// Tests of the agent's configuration helpers: listen addresses and which count as loopback.
+// Tests of the agent's configuration: listen addresses and which count as loopback, and what a
+// configuration file may hold.
 #include "agent/config.h"
 
 #include <gtest/gtest.h>
+
+#include <fstream>
+
+#include "common/test_util.h"
 
 namespace fanout::agent {
 namespace {
@@ -31,6 +36,22 @@ TEST(ConfigTest, ListenIsHostAndPort) {
   }
   EXPECT_NE(ParseListen(":0", config).message().find("is HOST:PORT without a scheme"),
             std::string::npos);
+}
+
+// QA: `subsystems: [process, pakage]` was accepted; the misspelt one is an error, as in a job.
+TEST(ConfigTest, RefusesUnknownProxySubsystems) {
+  testing::TempDir dir;
+  std::ofstream(dir.File("agent.yaml"))
+      << "data_dir: data\nproxies:\n  etl: {user: nobody, subsystems: [process, pakage, bogus]}\n"
+         "  ok: {user: nobody, subsystems: [package, process]}\n";
+  auto config = LoadAgentConfig(dir.File("agent.yaml"));
+  ASSERT_FALSE(config.ok());
+  EXPECT_EQ(config.status().code(), Code::kInvalidArgument);
+  const std::string message = config.status().message();
+  EXPECT_NE(message.find("line 3: unknown subsystem 'pakage' in proxies.etl.subsystems; allowed: "
+                         "package, process"), std::string::npos) << message;
+  EXPECT_NE(message.find("unknown subsystem 'bogus'"), std::string::npos) << message;
+  EXPECT_EQ(message.find("'process' in"), std::string::npos) << message;
 }
 
 }  // namespace

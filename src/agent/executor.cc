@@ -9,6 +9,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <cstdio>
@@ -27,6 +28,26 @@ namespace fanout::agent {
 namespace {
 
 constexpr size_t kOutputLimit = 64 * 1024;  // bytes of stdout/stderr kept per step attempt
+
+// What the history keeps of a step's stdout or stderr (`captured`, with `dropped` bytes beyond
+// the capture limit): the text, secrets masked, or when it was cut, as much as fits in
+// kOutputLimit (ending at a line's end) and a last line saying so, e.g. "[output cut at 64 KiB;
+// 588895 bytes in all]": cut silently, it looked complete (QA).
+std::string KeptOutput(const std::string& captured, size_t dropped, const Masker& secrets) {
+  if (dropped == 0) return secrets.Mask(captured);
+  // Cut at the capture limit, the text may end in a secret's first part.
+  std::string text = secrets.MaskTruncated(captured);
+  const std::string marker = fmt::format("[output cut at {} KiB; {} bytes in all]\n",
+                                         kOutputLimit / 1024, captured.size() + dropped);
+  const size_t room = kOutputLimit - marker.size();
+  if (text.size() > room) {
+    // At a line's end, unless that loses more than a few KiB (one long line).
+    size_t nl = text.rfind('\n', room - 1);
+    text.resize(nl != std::string::npos && room - nl <= 4096 ? nl + 1 : room - 1);
+  }
+  if (!text.empty() && text.back() != '\n') text += '\n';
+  return text + marker;
+}
 
 std::string LastLine(std::string text) {
   while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.pop_back();
@@ -99,6 +120,14 @@ std::optional<int> ReadResultFile(const std::string& path) {
   }
 }
 
+// A file's modification time: when a step's result or end was written, which is its end.
+std::optional<DateTime> ModifiedAt(const std::string& path) {
+  struct stat st {};
+  if (stat(path.c_str(), &st) != 0) return std::nullopt;
+  return DateTime(std::chrono::duration_cast<DateTime::duration>(
+      std::chrono::seconds(st.st_mtim.tv_sec) + std::chrono::nanoseconds(st.st_mtim.tv_nsec)));
+}
+
 constexpr const char* kSecretsLost =
     "the secrets in the run's params were held in the agent's memory only and did not survive "
     "its restart; start the job again";
@@ -116,6 +145,9 @@ struct Executor::ActiveRun {
   CancelToken stop;  // Stop() and Drain() fire it
   std::string stop_reason = "stopped on request";  // Drain() says why instead; set under mu_
   bool reattach = false;  // recovered with a live step process
+  // Recovered between two attempts of a step (`retrying`): the retry wait goes on, then the
+  // attempts left.
+  bool resume_retry = false;
   // A step attempt to be written with the run's next SaveRun, in the same transaction: the
   // attempt that is starting goes with the run's new pid, the attempt that ended a run goes
   // with the run's end. Only the run's own thread sets it.
@@ -138,6 +170,7 @@ void Executor::SaveRun(ActiveRun& run) {
   Status s;
   if (run.pending_attempt) {
     s = store_.UpdateRunAndAttempt(run.record, *run.pending_attempt);
+    if (s.ok()) AttemptStored(*run.pending_attempt);
     run.pending_attempt.reset();
   } else {
     s = store_.UpdateRun(run.record);
@@ -183,11 +216,26 @@ Status Executor::Recover() {
     }
     // A package step that ended while the agent was down left its result file (or its end in
     // the catalog): Reattach reads it, as for a step still alive.
-    const bool result_left = job && !queued && !r.execution_id.empty() && r.current_step >= 0 &&
-                             r.current_step < static_cast<int>(job->steps.size()) &&
-                             job->steps[static_cast<size_t>(r.current_step)].subsystem == "package";
+    // So did a process step, through the monitor it ran under (its exit file).
+    const bool step_known = job && !queued && r.current_step >= 0 &&
+                            r.current_step < static_cast<int>(job->steps.size());
+    const std::string subsystem =
+        step_known ? job->steps[static_cast<size_t>(r.current_step)].subsystem : "";
+    bool result_left = subsystem == "package" && !r.execution_id.empty();
+    if (subsystem == "process" && !alive) {
+      // Even empty: its monitor may be writing it (Reattach waits for its lock), or have been
+      // killed before (then the result is unknown after all).
+      std::optional<StepAttemptRecord> open = OpenAttempt(r.id);
+      result_left = open && std::filesystem::exists(OutputFile(*open, "exit"));
+    }
+    // Between two attempts of a step: its failed attempt is stored, no process runs.
+    const bool between_attempts = job && !queued && !alive && !result_left &&
+                                  r.status == "retrying" && r.stop_reason.empty() &&
+                                  r.current_step >= 0 &&
+                                  r.current_step < static_cast<int>(job->steps.size());
     if (!alive) run->record.pid = 0;  // a pid of another process now, if any
-    if (!job || (!queued && !alive && !result_left) || (queued && run->secrets_lost)) {
+    if (!job || (!queued && !alive && !result_left && !between_attempts) ||
+        (queued && run->secrets_lost)) {
       // A stop was under way and its step is gone: the stop is done.
       const bool stopped = !queued && !alive && !r.stop_reason.empty();
       run->record.status = stopped ? "canceled" : "abandoned";
@@ -205,17 +253,27 @@ Status Executor::Recover() {
       }
       ++run_counts_[run->record.status];
       step_counts_[run->record.status] +=
-          CloseOpenAttempts(r.id, run->record.status, run->record.message, std::nullopt);
+          CloseOpenAttempts(r.id, run->record.status, run->record.message, std::nullopt,
+                            run->secrets_lost);
       continue;
     }
-    if (queued && !r.stop_reason.empty()) {  // stopped before its step could start
-      CancelBeforeStartLocked(*run);
-      continue;
+    if (queued && !r.stop_reason.empty()) {
+      if (r.status == "queued") {
+        // Only a drain of an older agent saved a stop reason on a run still in its queue (a
+        // stop request cancels a queued run at once): it is not a stop, and the run queues.
+        (void)store_.SaveStopReason(r.id, "");
+      } else {  // given its slot, then stopped before its step could start
+        CancelBeforeStartLocked(*run);
+        continue;
+      }
     }
     run->job = job;
     active_[r.id] = run;
     if (queued) {
       queue_.push_back(run);
+    } else if (between_attempts) {
+      run->resume_retry = true;
+      LaunchLocked(run);
     } else {
       run->reattach = true;
       if (!r.stop_reason.empty()) {
@@ -353,7 +411,7 @@ void Executor::WorkerLoop() {
 
 void Executor::RunThread(std::shared_ptr<ActiveRun> run) {
   const JobDef& job = *run->job;
-  int index = run->reattach ? run->record.current_step
+  int index = run->reattach || run->resume_retry ? run->record.current_step
                : run->record.start_step.empty() ? 0
                                                 : job.StepIndex(run->record.start_step);
   std::string final_status = "succeeded";
@@ -364,7 +422,9 @@ void Executor::RunThread(std::shared_ptr<ActiveRun> run) {
   // agent before the restart recorded.
   std::vector<int> attempts(job.steps.size(), 0);
   int reattached_tries = 1;  // the re-attached step's attempts in its current visit (goto)
-  if (run->reattach) {
+  // Resumed between attempts: what is left of the retry wait after the last attempt's end.
+  std::chrono::milliseconds retry_wait_left{0};
+  if (run->reattach || run->resume_retry) {
     auto recorded = store_.ListStepAttempts(run->record.id, /*with_output=*/false);
     if (recorded.ok()) {
       std::vector<const StepAttemptRecord*> by_start;
@@ -380,13 +440,28 @@ void Executor::RunThread(std::shared_ptr<ActiveRun> run) {
       int tries = 0;
       for (auto it = by_start.rbegin(); it != by_start.rend() && (*it)->step == index + 1; ++it) ++tries;
       reattached_tries = std::max(1, tries);
+      if (run->resume_retry && !by_start.empty() && by_start.back()->ended_at) {
+        auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(
+            Now() - *by_start.back()->ended_at);
+        const auto interval = job.steps[static_cast<size_t>(index)].retry_interval;
+        retry_wait_left = std::clamp(interval - waited, std::chrono::milliseconds(0), interval);
+      } else if (run->resume_retry) {
+        retry_wait_left = job.steps[static_cast<size_t>(index)].retry_interval;
+      }
     }
   }
   while (index >= 0 && index < static_cast<int>(job.steps.size())) {
     const StepDef& step = job.steps[static_cast<size_t>(index)];
     StepOutcome outcome;
     for (int attempt = 1;; ++attempt) {
-      if (run->reattach) {
+      auto retry_wait = step.retry_interval;
+      if (run->resume_retry) {
+        // The failed attempt before the restart is stored; go on as right after it.
+        run->resume_retry = false;
+        attempt = reattached_tries;
+        outcome = StepOutcome{false, false, run->record.message};
+        retry_wait = retry_wait_left;
+      } else if (run->reattach) {
         // The attempt the agent before the restart started: the step's retries that remain
         // after it still apply.
         run->reattach = false;
@@ -410,7 +485,7 @@ void Executor::RunThread(std::shared_ptr<ActiveRun> run) {
         run->record.message = outcome.message;
         SaveRun(*run);
       }
-      if (!run->stop.SleepFor(step.retry_interval)) {
+      if (!run->stop.SleepFor(retry_wait)) {
         outcome.canceled = true;
         std::lock_guard lock(mu_);
         outcome.message = run->stop_reason;  // not the failure it was about to retry
@@ -454,7 +529,7 @@ Executor::StepOutcome Executor::RunStep(ActiveRun& run, int index, int attempt) 
   // The previous attempt's end is written before the next attempt starts, so a crash never
   // loses the result of a step that ended.
   if (run.pending_attempt) {
-    (void)store_.UpsertStepAttempt(*run.pending_attempt);
+    if (store_.UpsertStepAttempt(*run.pending_attempt).ok()) AttemptStored(*run.pending_attempt);
     run.pending_attempt.reset();
   }
   const StepDef& step = run.job->steps[static_cast<size_t>(index)];
@@ -479,6 +554,10 @@ Executor::StepOutcome Executor::RunStep(ActiveRun& run, int index, int attempt) 
   SpawnSpec spec;
   spec.kill_grace = config_.stop_grace;
   spec.capture_limit = kOutputLimit;
+  // Files, not pipes: a step that outlives the agent would die of SIGPIPE at its next write,
+  // and the restarted agent reads what it wrote from them. Removed once the attempt is stored.
+  spec.stdout_file = OutputFile(rec, "stdout");
+  spec.stderr_file = OutputFile(rec, "stderr");
   if (step.timeout) spec.timeout = *step.timeout;
   // Proxy access is checked every time the step runs, as SQL Server Agent does.
   if (!step.proxy.empty()) {
@@ -530,6 +609,8 @@ Executor::StepOutcome Executor::RunStep(ActiveRun& run, int index, int attempt) 
         nlohmann::json{{"params", params}, {"secrets", run.secrets.secrets()}}.dump();
   } else {
     spec.argv = step.run;
+    // Its exit code outlives the agent: a restarted agent learns how a re-attached step ended.
+    spec.exit_file = OutputFile(rec, "exit");
     spec.env["FANOUT_RUN_ID"] = run.record.id;
     spec.env["FANOUT_JOB"] = run.job->name;
     for (const auto& [k, v] : run.params.items()) {
@@ -573,9 +654,8 @@ Executor::StepOutcome Executor::RunStep(ActiveRun& run, int index, int attempt) 
   } else {
     const SpawnResult& r = *result;
     rec.exit_code = r.exit_code;
-    // Output cut at the capture limit may end in a secret's first part.
-    rec.stdout_text = r.out_dropped > 0 ? run.secrets.MaskTruncated(r.out) : run.secrets.Mask(r.out);
-    rec.stderr_text = r.err_dropped > 0 ? run.secrets.MaskTruncated(r.err) : run.secrets.Mask(r.err);
+    rec.stdout_text = KeptOutput(r.out, r.out_dropped, run.secrets);
+    rec.stderr_text = KeptOutput(r.err, r.err_dropped, run.secrets);
     if (r.timed_out) {
       outcome.message = fmt::format("timed out after {}", FormatDuration(spec.timeout));
     } else if (r.stopped) {
@@ -590,15 +670,7 @@ Executor::StepOutcome Executor::RunStep(ActiveRun& run, int index, int attempt) 
         outcome.message = why.empty() ? fmt::format("fanout run exited with code {}", r.exit_code) : why;
       }
     } else {
-      outcome.success = r.term_signal == 0 &&
-                        std::find(step.success_codes.begin(), step.success_codes.end(),
-                                  r.exit_code) != step.success_codes.end();
-      if (!outcome.success) {
-        std::string why = r.term_signal ? fmt::format("killed by signal {}", r.term_signal)
-                                        : fmt::format("exit code {}", r.exit_code);
-        std::string err = LastLine(r.err);
-        outcome.message = fmt::format("{} {}{}", step.run[0], why, err.empty() ? "" : ": " + err);
-      }
+      outcome = ProcessStepOutcome(step, r.exit_code, r.term_signal, r.err);
     }
     if (step.subsystem == "package") {
       std::error_code ignored;  // the exit code came straight from the process
@@ -623,21 +695,53 @@ Executor::StepOutcome Executor::RunStep(ActiveRun& run, int index, int attempt) 
   return outcome;
 }
 
-// A step process that outlived an agent restart: wait for it to end, then learn its result
-// from the catalog (package steps record their execution there). A process step's exit code
-// went with the old agent, so its run ends `abandoned`.
+Executor::StepOutcome Executor::ProcessStepOutcome(const StepDef& step, int exit_code,
+                                                  int term_signal, const std::string& err) {
+  StepOutcome outcome;
+  outcome.success = term_signal == 0 && std::find(step.success_codes.begin(),
+                                                  step.success_codes.end(),
+                                                  exit_code) != step.success_codes.end();
+  if (!outcome.success) {
+    std::string why = term_signal ? fmt::format("killed by signal {}", term_signal)
+                                  : fmt::format("exit code {}", exit_code);
+    std::string last = LastLine(err);
+    outcome.message = fmt::format("{} {}{}", step.run[0], why, last.empty() ? "" : ": " + last);
+  }
+  return outcome;
+}
+
+std::optional<StepAttemptRecord> Executor::OpenAttempt(const std::string& run_id) {
+  auto attempts = store_.ListStepAttempts(run_id, /*with_output=*/false);
+  if (!attempts.ok()) return std::nullopt;
+  for (const StepAttemptRecord& a : *attempts) {
+    if (a.status == "running") return a;
+  }
+  return std::nullopt;
+}
+
 std::string Executor::StepResultFile(const StepDef& step, const std::string& execution_id) const {
   auto proxy = config_.proxies.find(step.proxy);
   return ResultFile(config_.data_dir, execution_id,
                     proxy == config_.proxies.end() ? "" : proxy->second.user);
 }
 
+// A step process that outlived an agent restart: wait for it to end, then learn its result: a
+// process step's from the monitor it ran under (its exit file), a package step's from its
+// result file or the catalog. Unknown, the run ends `abandoned`.
 Executor::StepOutcome Executor::Reattach(ActiveRun& run) {
   const StepDef& step = run.job->steps[static_cast<size_t>(run.record.current_step)];
   int pidfd = static_cast<int>(syscall(SYS_pidfd_open, run.record.pid, 0));
+  // The running attempt's output files, trimmed while the step runs as FollowProcess does.
+  const std::optional<StepAttemptRecord> attempt = OpenAttempt(run.record.id);
+  std::vector<int> outputs;
+  for (const char* stream : {"stdout", "stderr"}) {
+    int fd = attempt ? open(OutputFile(*attempt, stream).c_str(), O_RDWR | O_CLOEXEC) : -1;
+    if (fd >= 0) outputs.push_back(fd);
+  }
   while (pidfd >= 0) {
     pollfd fds[2] = {{pidfd, POLLIN, 0}, {run.stop.fd(), POLLIN, 0}};
-    poll(fds, 2, -1);
+    poll(fds, 2, outputs.empty() ? -1 : 250);
+    for (int fd : outputs) TrimOutputFile(fd, kOutputLimit);
     if (fds[0].revents & POLLIN) break;
     if (fds[1].revents & POLLIN) {
       kill(-run.record.pid, SIGTERM);
@@ -652,11 +756,13 @@ Executor::StepOutcome Executor::Reattach(ActiveRun& run) {
     }
   }
   if (pidfd >= 0) close(pidfd);
+  for (int fd : outputs) close(fd);
   // The step's attempt row was left `running` by the agent before the restart: end it too.
   // `ended_at`: when the step ended, if known (it may have ended while the agent was down).
   auto end_attempt = [&](const std::string& status, const std::string& message,
                          std::optional<int> exit_code, std::optional<DateTime> ended_at = {}) {
-    int closed = CloseOpenAttempts(run.record.id, status, message, exit_code, ended_at);
+    int closed =
+        CloseOpenAttempts(run.record.id, status, message, exit_code, run.secrets_lost, ended_at);
     std::lock_guard lock(mu_);
     step_counts_[status] += closed;
   };
@@ -677,15 +783,26 @@ Executor::StepOutcome Executor::Reattach(ActiveRun& run) {
     end_attempt("canceled", reason, std::nullopt);
     return StepOutcome{false, true, reason};
   }
+  if (step.subsystem == "process" && attempt) {
+    // The monitor the step ran under wrote how it ended (moments after, hence the wait).
+    const std::string exit_file = OutputFile(*attempt, "exit");
+    if (std::optional<ProcessEnd> end = ReadExitFile(exit_file, std::chrono::seconds(2))) {
+      std::string err;  // for the message; it may hold secrets this agent cannot mask
+      if (!run.secrets_lost) {
+        auto read = ReadOutputFile(OutputFile(*attempt, "stderr"), kOutputLimit);
+        if (read.ok()) err = std::move(read->text);
+      }
+      StepOutcome outcome = ProcessStepOutcome(step, end->exit_code, end->term_signal, err);
+      end_attempt(outcome.success ? "succeeded" : "failed", outcome.message, end->exit_code,
+                  ModifiedAt(exit_file));
+      return outcome;
+    }
+  }
   if (!result_file.empty()) {
     // The step's own word first: it does not depend on the catalog answering.
     if (std::optional<int> code = ReadResultFile(result_file)) {
       // Written as the step ended: its time is the step's end, not when the agent read it.
-      std::optional<DateTime> ended;
-      if (struct stat st{}; stat(result_file.c_str(), &st) == 0) {
-        ended = DateTime(std::chrono::duration_cast<DateTime::duration>(
-            std::chrono::seconds(st.st_mtim.tv_sec) + std::chrono::nanoseconds(st.st_mtim.tv_nsec)));
-      }
+      std::optional<DateTime> ended = ModifiedAt(result_file);
       std::error_code ignored;
       std::filesystem::remove(result_file, ignored);
       StepOutcome outcome{*code == 0, *code == 3, ""};
@@ -750,19 +867,44 @@ void Executor::EndOpenExecutions(const std::vector<OpenExecution>& executions) {
 
 int Executor::CloseOpenAttempts(const std::string& run_id, const std::string& status,
                                 const std::string& message, std::optional<int> exit_code,
-                                std::optional<DateTime> ended_at) {
+                                bool secrets_lost, std::optional<DateTime> ended_at) {
   auto attempts = store_.ListStepAttempts(run_id, /*with_output=*/true);
   if (!attempts.ok()) return 0;
   int closed = 0;
+  const Masker no_secrets;  // a restarted agent knows none: runs with secrets keep no output
   for (StepAttemptRecord a : *attempts) {
     if (a.status != "running") continue;
     a.status = status;
     a.ended_at = ended_at.value_or(Now());
     a.message = message;
     a.exit_code = exit_code;
-    if (store_.UpsertStepAttempt(a).ok()) ++closed;
+    for (auto [stream, text] : {std::pair{"stdout", &a.stdout_text}, {"stderr", &a.stderr_text}}) {
+      auto output = ReadOutputFile(OutputFile(a, stream), kOutputLimit);
+      if (!output.ok() || (output->text.empty() && output->dropped == 0)) continue;
+      *text = secrets_lost ? "[not kept: it may hold secrets of the run, which the agent held in "
+                             "memory only and lost when it stopped, so it could not be masked]\n"
+                           : KeptOutput(output->text, output->dropped, no_secrets);
+    }
+    if (store_.UpsertStepAttempt(a).ok()) {
+      ++closed;
+      AttemptStored(a);
+    }
   }
   return closed;
+}
+
+std::string Executor::OutputFile(const StepAttemptRecord& attempt, const char* stream) const {
+  return (std::filesystem::path(config_.data_dir) / "output" /
+          fmt::format("{}.{}.{}.{}", attempt.run_id, attempt.step, attempt.attempt, stream))
+      .string();
+}
+
+void Executor::AttemptStored(const StepAttemptRecord& attempt) const {
+  if (attempt.status == "running") return;
+  std::error_code ignored;
+  for (const char* stream : {"stdout", "stderr", "exit"}) {
+    std::filesystem::remove(OutputFile(attempt, stream), ignored);
+  }
 }
 
 void Executor::FinishRun(const std::shared_ptr<ActiveRun>& run, const std::string& status,
@@ -805,9 +947,10 @@ Result<RunRecord> Executor::Stop(const std::string& run_id) {
     return *stored;
   }
   std::shared_ptr<ActiveRun> run = it->second;
-  auto queued = std::find(queue_.begin(), queue_.end(), run);
-  if (queued != queue_.end()) {
-    queue_.erase(queued);
+  // Not started yet (in queue_, or left queued by a drain): it ends here.
+  if (run->record.status == "queued") {
+    auto queued = std::find(queue_.begin(), queue_.end(), run);
+    if (queued != queue_.end()) queue_.erase(queued);
     active_.erase(it);
     CancelBeforeStartLocked(*run);
     run->finished = true;
@@ -868,6 +1011,11 @@ std::map<std::string, int64_t> Executor::StepCounts() {
   return step_counts_;
 }
 
+std::string Executor::WarmOutputFile(const char* stream) const {
+  return (std::filesystem::path(config_.data_dir) / "output" / fmt::format("warm.{}", stream))
+      .string();
+}
+
 Result<SpawnResult> Executor::RunPackageStep(SpawnSpec& spec, int cancel_fd) {
   // The command line holds the catalog spec: on stdin, a password in it stays out of `ps`. A
   // warm process (`fanout --argv-from-stdin` started ahead) takes the same input.
@@ -879,9 +1027,17 @@ Result<SpawnResult> Executor::RunPackageStep(SpawnSpec& spec, int cancel_fd) {
   {
     std::lock_guard lock(warm_mu_);
     child = std::move(warm_);
+    // Its output files become the step's (renamed while open), making room for the next's.
+    const std::string warm_out = WarmOutputFile("stdout"), warm_err = WarmOutputFile("stderr");
+    if (child.pid() > 0 && (rename(warm_out.c_str(), spec.stdout_file.c_str()) != 0 ||
+                            rename(warm_err.c_str(), spec.stderr_file.c_str()) != 0)) {
+      child = ChildProcess();  // killed: the step starts a process of its own
+    }
     if (!warm_off_) {
       SpawnSpec next;
       next.argv = {fanout_binary_, std::string(kArgvFromStdin)};
+      next.stdout_file = warm_out;
+      next.stderr_file = warm_err;
       auto started = StartProcess(next, /*stdin_pipe=*/true);
       if (started.ok()) warm_ = std::move(*started);
     }
@@ -896,20 +1052,25 @@ void Executor::Drain(std::chrono::milliseconds grace) {
     std::lock_guard lock(warm_mu_);
     warm_off_ = true;
     warm_ = ChildProcess();  // killed and reaped
+    std::error_code ignored;
+    for (const char* stream : {"stdout", "stderr"}) {
+      std::filesystem::remove(WarmOutputFile(stream), ignored);
+    }
   }
   std::unique_lock lock(mu_);
   draining_ = true;
   changed_.wait_for(lock, grace, [&] { return busy_ == 0; });
+  // Queued runs are left queued in the store, untouched, for the next start to run. Judged by
+  // status, not by queue_: the destructor drains again with queue_ empty, and a stop reason it
+  // saved on them made the next start cancel them (QA).
+  queue_.clear();
   for (auto& [id, run] : active_) {
+    if (run->record.status == "queued") continue;
     run->stop_reason = fmt::format("the agent shut down (SIGTERM) and stopped its step after "
                                    "drain_grace {}", FormatDuration(grace));
-    if (std::find(queue_.begin(), queue_.end(), run) == queue_.end()) {
-      (void)store_.SaveStopReason(id, run->stop_reason);  // a queued one runs after the restart
-    }
+    (void)store_.SaveStopReason(id, run->stop_reason);
     run->stop.Cancel(CancelToken::Reason::kCanceled);
   }
-  // Queued runs are left queued in the store; the next start picks them up.
-  queue_.clear();
   changed_.wait(lock, [&] { return threads_ == 0; });
   stop_workers_ = true;
   work_.notify_all();

@@ -140,6 +140,25 @@ class AgentTest : public ::testing::Test {
     return found;
   }
 
+  // Waits (bounded) until the run shows `status`, e.g. `retrying` between attempts.
+  bool WaitForStatus(const std::string& run_id, const std::string& status) {
+    return WaitFor(
+        [&] {
+          auto run = api_->GetRun(run_id);
+          return run.ok() && (*run)["status"] == status;
+        },
+        milliseconds(10000));
+  }
+  // Waits (bounded) until the agent says it is draining (after a SIGTERM).
+  bool WaitForDraining() {
+    return WaitFor(
+        [&] {
+          auto status = api_->Status();
+          return status.ok() && (*status)["draining"] == true;
+        },
+        milliseconds(5000));
+  }
+
   // A step that holds until the gate file exists, after writing `started`.
   std::string GateStep() const {
     return Sh("touch " + agent_.Path("started") + "; while [ ! -e " + agent_.Path("gate") +
@@ -378,7 +397,11 @@ TEST_F(AgentTest, RefusesToListenBeyondLoopbackWithoutCredentials) {
            {"slots: 0", "`slots` must be a whole number of at least 1, not '0'"},
            {"slots: abc", "`slots` must be a whole number of at least 1, not 'abc'"},
            {"max_body_bytes: 0", "`max_body_bytes` must be a whole number of at least 1024"},
-           {"catalog: \"mysql://x\"", "unsupported catalog 'mysql://x'"}}) {
+           {"catalog: \"mysql://x\"", "unsupported catalog 'mysql://x'"},
+           // QA: a misspelt subsystem was accepted, and found out only when a step was refused.
+           {"proxies: {etl: {user: nobody, subsystems: [process, pakage, bogus]}}",
+            "line 3: unknown subsystem 'pakage' in proxies.etl.subsystems; allowed: package, "
+            "process"}}) {
     agent_.dir().Write("odd.yaml", "name: odd\ndata_dir: data\n" + line + "\n");
     EXPECT_EQ(agent_.StartExpectingExit({"--config", agent_.Path("odd.yaml")}), 5) << line;
     EXPECT_TRUE(Contains(agent_.err(), says)) << agent_.err();
@@ -545,7 +568,9 @@ TEST_F(AgentTest, ProcessStepsGetParamsAndKeepBoundedOutputInHistory) {
   const std::string out = loud.value("stdout", "");
   EXPECT_TRUE(out.starts_with("region=eu job=talk run=" + run.value("run_id", "") + "\n"))
       << out.substr(0, 200);
-  EXPECT_EQ(out.size(), 64u * 1024) << "stdout is bounded to 64 KiB";
+  EXPECT_LE(out.size(), 64u * 1024) << "stdout is bounded to 64 KiB";
+  EXPECT_TRUE(std::regex_search(out, std::regex("\n\\[output cut at 64 KiB; \\d+ bytes in all\\]\n$")))
+      << out.substr(out.size() - 200);
   EXPECT_EQ(loud.value("stderr", ""), "oops\n");
   EXPECT_EQ(loud["exit_code"], 0);
 
@@ -556,6 +581,34 @@ TEST_F(AgentTest, ProcessStepsGetParamsAndKeepBoundedOutputInHistory) {
   EXPECT_EQ(second.value("status", ""), "succeeded") << second.dump();
   EXPECT_EQ(StepNames(second), std::vector<std::string>{"loud"});
   EXPECT_EQ(ReadText(trace), "first\n");
+}
+
+// QA: output beyond 64 KiB was cut mid-line with nothing to say so. The history keeps whole
+// lines and a last one saying where it was cut and how much there was, within 64 KiB.
+TEST_F(AgentTest, OutputCutAt64KiBEndsWithALineSayingSo) {
+  ASSERT_TRUE(StartConfig(Config(1)));
+  // 1..100000, one a line: 588,895 bytes; stderr one line of 70,000 bytes.
+  ASSERT_TRUE(PutJob("job: verbose\nsteps:\n  - {name: s, subsystem: process, run: " +
+                     Sh("seq 1 100000; head -c 70000 /dev/zero | tr '\\0' x >&2") + "}\n"));
+  json run = Run("verbose");
+  ASSERT_EQ(run.value("status", ""), "succeeded") << run.dump();
+  json history = History("verbose");
+  ASSERT_EQ(history.size(), 1u);
+  const std::string out = history[0]["steps"][0].value("stdout", "");
+  const std::string marker = "[output cut at 64 KiB; 588895 bytes in all]\n";
+  EXPECT_LE(out.size(), 64u * 1024);
+  EXPECT_GT(out.size(), 60u * 1024);
+  ASSERT_TRUE(out.ends_with("\n" + marker)) << out.substr(out.size() - 100);
+  // Every line before the marker is whole: 1, 2, 3, ... in order.
+  std::vector<std::string> lines = Lines(out.substr(0, out.size() - marker.size()));
+  ASSERT_FALSE(lines.empty());
+  for (size_t i = 0; i < lines.size(); ++i) ASSERT_EQ(lines[i], std::to_string(i + 1));
+  // One line longer than what is kept: cut inside it.
+  const std::string err = history[0]["steps"][0].value("stderr", "");
+  EXPECT_LE(err.size(), 64u * 1024);
+  EXPECT_GT(err.size(), 60u * 1024);
+  EXPECT_TRUE(err.ends_with("x\n[output cut at 64 KiB; 70000 bytes in all]\n"))
+      << err.substr(err.size() - 100);
 }
 
 TEST_F(AgentTest, StepActionsGoToAndQuitAsSqlServerAgentDoes) {
@@ -814,12 +867,7 @@ TEST_F(AgentTest, StopSkipsRetriesAndCancelsQueuedRuns) {
       "  - {name: s, subsystem: process, run: [/bin/false], retries: 5, retry_interval: 30s}\n"));
   std::string id = StartRun("retrying");
   // Between attempts the run is `retrying`.
-  ASSERT_TRUE(WaitFor(
-      [&] {
-        auto run = api_->GetRun(id);
-        return run.ok() && (*run)["status"] == "retrying";
-      },
-      milliseconds(10000)));
+  ASSERT_TRUE(WaitForStatus(id, "retrying"));
   // It holds the only slot, so the next run waits in the queue; stopping it cancels it there.
   ASSERT_TRUE(PutJob("job: other\nsteps:\n  - {name: s, subsystem: process, run: [/bin/true]}\n"));
   auto queued = api_->StartJob("other", {});
@@ -999,8 +1047,11 @@ TEST_F(AgentTest, SensitiveParamsAreMaskedInHistoryAnswersAndTheChildsCatalog) {
   EXPECT_EQ(history[0]["steps"][0].value("stdout", ""), "pw=*** region=eu\n");
   EXPECT_EQ(history[0]["steps"][0].value("stderr", ""), "***\n");
   const std::string spilled = history[0]["steps"][1].value("stdout", "");
-  EXPECT_TRUE(spilled.ends_with("a***")) << spilled.substr(spilled.size() - 20);
-  EXPECT_FALSE(Contains(spilled, secret.substr(0, 6))) << spilled.substr(spilled.size() - 20);
+  // Masked before it is cut to make room for the line saying so.
+  EXPECT_TRUE(spilled.ends_with("a\n[output cut at 64 KiB; " +
+                                std::to_string(65530 + secret.size() + 1) + " bytes in all]\n"))
+      << spilled.substr(spilled.size() - 60);
+  EXPECT_FALSE(Contains(spilled, secret.substr(0, 6))) << spilled.substr(spilled.size() - 60);
 
   // The package step got the real value (the step ran with it) and masked it in the catalog.
   const std::string execution_id = run["steps"][2].value("execution_id", "");
@@ -1288,12 +1339,7 @@ TEST_F(AgentTest, SigtermDrainsLettingTheRunningStepFinish) {
   ASSERT_TRUE(WaitForFile(agent_.Path("started")));
   kill(agent_.pid(), SIGTERM);
   // Draining: the agent still answers, but starts nothing new.
-  ASSERT_TRUE(WaitFor(
-      [&] {
-        auto status = api_->Status();
-        return status.ok() && (*status)["draining"] == true;
-      },
-      milliseconds(5000)));
+  ASSERT_TRUE(WaitForDraining());
   HttpReply refused = agent_.Http("POST", "/v1/jobs/slow/start", "{}");
   EXPECT_EQ(refused.status, 503) << refused.body;
   OpenGate();
@@ -1329,6 +1375,42 @@ TEST_F(AgentTest, SigtermStopsStepsThatOutlastTheDrainGrace) {
   EXPECT_EQ((*run)["status"], "canceled") << run->dump();
   // Nobody asked for a stop: the agent says it shut down.
   EXPECT_TRUE(Contains((*run).value("message", ""), "the agent shut down (SIGTERM)")) << run->dump();
+}
+
+// QA: a run still queued when the agent drained was canceled at the next start ("Job canceled
+// before it started"), with a drain stop reason naming drain_grace 0.0 ms. It stays queued and
+// runs after the restart; a queued run stopped during the drain is canceled all the same.
+TEST_F(AgentTest, RunsQueuedAtADrainRunAfterTheRestart) {
+  ASSERT_TRUE(StartConfig(Config(1)));
+  ASSERT_TRUE(PutJob("job: long\nmax_concurrent_runs: 5\nsteps:\n  - {name: s, subsystem: "
+                     "process, run: " + GateStep() + "}\n"));
+  ASSERT_TRUE(PutJob("job: quick\nmax_concurrent_runs: 2\nsteps:\n  - {name: s, subsystem: "
+                     "process, run: [/bin/echo, quick]}\n"));
+  std::string first = StartRun("long");
+  ASSERT_TRUE(WaitForFile(agent_.Path("started")));
+  auto kept = api_->StartJob("quick", {});
+  auto dropped = api_->StartJob("quick", {});
+  ASSERT_TRUE(kept.ok() && dropped.ok());
+  EXPECT_EQ(kept->status, "queued");
+  kill(agent_.pid(), SIGTERM);
+  ASSERT_TRUE(WaitForDraining());
+  HttpReply stopped = agent_.Http("POST", "/v1/runs/" + dropped->run_id + "/stop");
+  EXPECT_EQ(stopped.json["status"], "canceled") << stopped.body;
+  OpenGate();
+  api_.reset();
+  EXPECT_EQ(agent_.WaitForExit(), 0) << agent_.err();
+
+  ASSERT_TRUE(Restart());
+  json run = WaitForRun(*api_, kept->run_id);
+  EXPECT_EQ(run.value("status", ""), "succeeded") << run.dump();
+  json history = History("quick");
+  ASSERT_EQ(history.size(), 2u) << history.dump();
+  const json& ran = history[1];  // newest first: the one canceled was started later
+  EXPECT_EQ(ran["run_id"], kept->run_id) << history.dump();
+  ASSERT_EQ(ran["steps"].size(), 1u) << history.dump();
+  EXPECT_EQ(ran["steps"][0]["stdout"], "quick\n");
+  EXPECT_EQ(WaitForRun(*api_, first).value("status", ""), "succeeded");
+  EXPECT_EQ(WaitForRun(*api_, dropped->run_id).value("status", ""), "canceled");
 }
 
 // The agent dies (SIGKILL) while a package step runs; the step goes on, and the restarted
@@ -1498,6 +1580,89 @@ TEST_F(AgentTest, AReattachedStepThatFailsIsRetried) {
   EXPECT_EQ(run["steps"][1]["status"], "succeeded") << run.dump();
 }
 
+// QA: a run waiting between two attempts of a step when the agent died was `abandoned` after
+// the restart ("its step process is gone"). The wait goes on and the attempts left run.
+TEST_F(AgentTest, ARunWaitingToRetryWhenTheAgentDiesGetsItsRetriesAfterTheRestart) {
+  ASSERT_TRUE(StartConfig(Config(1)));
+  ASSERT_TRUE(PutJob("job: flaky\nsteps:\n  - {name: s, subsystem: process, run: " +
+                     Sh("echo try >> " + agent_.Path("tries") + "; exit 4") +
+                     ", retries: 2, retry_interval: 1s}\n"));
+  std::string id = StartRun("flaky");
+  ASSERT_TRUE(WaitForStatus(id, "retrying"));
+  agent_.Kill();
+  ASSERT_EQ(ReadText(agent_.Path("tries")), "try\n") << "the retry came before the kill";
+  ASSERT_TRUE(Restart());
+  json run = WaitForRun(*api_, id);
+  EXPECT_EQ(run.value("status", ""), "failed") << run.dump();
+  EXPECT_TRUE(Contains(run.value("message", ""), "exit code 4")) << run.dump();
+  ASSERT_EQ(run["steps"].size(), 3u) << run.dump();
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(run["steps"][i]["attempt"], i + 1) << run.dump();
+    EXPECT_EQ(run["steps"][i]["status"], "failed") << run.dump();
+  }
+  EXPECT_EQ(ReadText(agent_.Path("tries")), "try\ntry\ntry\n");
+}
+
+// QA: a step's stdout and stderr were pipes to the agent, so a step that outlived a killed
+// agent died of SIGPIPE at its next write, and a process step's exit code went with the agent
+// anyway (`abandoned`). Its output goes to files and a monitor records its end: the step does
+// its work, and the restarted agent ends the run with the step's real result and output,
+// whether the step ended while the agent was down or after the restart.
+TEST_F(AgentTest, AProcessStepOutlivesAKilledAgentWithItsResultAndOutput) {
+  ASSERT_TRUE(StartConfig(Config(1)));
+  const std::string marker = agent_.Path("marker.done");
+  ASSERT_TRUE(PutJob("job: chatty\nsteps:\n  - {name: s, subsystem: process, run: " +
+                     Sh("echo before; touch " + agent_.Path("started") + "; while [ ! -e " +
+                        agent_.Path("gate") + " ]; do sleep 0.02; done; echo progress; "
+                        "echo oops >&2; echo finished > " + marker + "; exit $FANOUT_PARAM_code") +
+                     "}\n"));
+  auto expect_output = [&](const std::string& run_id) {
+    for (const json& run : History("chatty")) {
+      if (run["run_id"] != run_id) continue;
+      ASSERT_EQ(run["steps"].size(), 1u) << run.dump();
+      EXPECT_EQ(run["steps"][0]["stdout"], "before\nprogress\n") << run.dump();
+      EXPECT_EQ(run["steps"][0]["stderr"], "oops\n") << run.dump();
+      return;
+    }
+    ADD_FAILURE() << "no run " << run_id << " in the history";
+  };
+
+  // The step ends while the agent is down.
+  client::StartRequest succeeds;
+  succeeds.params["code"] = "0";
+  std::string first = StartRun("chatty", succeeds);
+  ASSERT_TRUE(WaitForFile(agent_.Path("started")));
+  agent_.Kill();
+  OpenGate();
+  ASSERT_TRUE(WaitForFile(marker)) << "the step died with the agent";
+  ASSERT_TRUE(Restart());
+  json run = WaitForRun(*api_, first);
+  EXPECT_EQ(run.value("status", ""), "succeeded") << run.dump();
+  EXPECT_EQ(run["steps"][0]["exit_code"], 0) << run.dump();
+  expect_output(first);
+
+  // The step still runs when the agent is back: re-attached, it fails with its own exit code.
+  for (const char* file : {"started", "gate", "marker.done"}) {
+    std::filesystem::remove(agent_.Path(file));
+  }
+  client::StartRequest fails;
+  fails.params["code"] = "3";
+  std::string second = StartRun("chatty", fails);
+  ASSERT_TRUE(WaitForFile(agent_.Path("started")));
+  agent_.Kill();
+  ASSERT_TRUE(Restart());
+  EXPECT_TRUE(WaitForStatus(second, "running"));
+  OpenGate();
+  run = WaitForRun(*api_, second);
+  EXPECT_EQ(run.value("status", ""), "failed") << run.dump();
+  EXPECT_TRUE(Contains(run.value("message", ""), "exit code 3: oops")) << run.dump();
+  EXPECT_EQ(run["steps"][0]["exit_code"], 3) << run.dump();
+  expect_output(second);
+  EXPECT_TRUE(std::filesystem::exists(marker));
+  EXPECT_TRUE(std::filesystem::is_empty(agent_.data_dir() + "/output"))
+      << "output files are removed";
+}
+
 // A stop under way when the agent dies (the step ignores SIGTERM, the grace runs) is finished
 // by the restarted agent: the run ends canceled, not re-attached to run on.
 TEST_F(AgentTest, AStopUnderWayWhenTheAgentDiesIsFinishedAfterItsRestart) {
@@ -1583,7 +1748,8 @@ TEST_F(AgentTest, ARunWhoseStepDiedWithTheAgentEndsAbandonedAndQueuedRunsStillRu
   const std::string pid_file = agent_.Path("step.pid");
   ASSERT_TRUE(PutJob(
       "job: doomed\nsteps:\n  - {name: s, subsystem: process, run: " +
-      Sh("echo $$ > " + pid_file + ".tmp; mv " + pid_file + ".tmp " + pid_file + "; sleep 30") +
+      Sh("echo $$ $PPID > " + pid_file + ".tmp; mv " + pid_file + ".tmp " + pid_file +
+         "; sleep 30") +
       "}\n"));
   ASSERT_TRUE(PutJob("job: later\nmax_concurrent_runs: 2\n"
                      "steps:\n  - {name: s, subsystem: process, run: [/bin/true]}\n"));
@@ -1597,10 +1763,14 @@ TEST_F(AgentTest, ARunWhoseStepDiedWithTheAgentEndsAbandonedAndQueuedRunsStillRu
   auto secretive = api_->StartJob("later", with_secret);
   ASSERT_TRUE(secretive.ok()) << secretive.status().ToString();
   ASSERT_TRUE(WaitForFile(pid_file));
-  int step_group = std::stoi(agent_.dir().Read("step.pid"));
+  int step_group = 0, monitor = 0;
+  std::istringstream(agent_.dir().Read("step.pid")) >> step_group >> monitor;
   ASSERT_GT(step_group, 1);
+  ASSERT_GT(monitor, 1);
 
   agent_.Kill();
+  // The monitor too, which would have written how the step ended: nothing knows it now.
+  ASSERT_EQ(kill(monitor, SIGKILL), 0);
   ASSERT_EQ(kill(-step_group, SIGKILL), 0);
   ASSERT_TRUE(Restart());
   json run = WaitForRun(*api_, doomed);
