@@ -223,10 +223,9 @@ Status Executor::Recover() {
         step_known ? job->steps[static_cast<size_t>(r.current_step)].subsystem : "";
     bool result_left = subsystem == "package" && !r.execution_id.empty();
     if (subsystem == "process" && !alive) {
-      // Even empty: its monitor may be writing it (Reattach waits for its lock), or have been
-      // killed before (then the result is unknown after all).
       std::optional<StepAttemptRecord> open = OpenAttempt(r.id);
-      result_left = open && std::filesystem::exists(OutputFile(*open, "exit"));
+      std::error_code ec;
+      result_left = open && std::filesystem::file_size(OutputFile(*open, "exit"), ec) > 0 && !ec;
     }
     // Between two attempts of a step: its failed attempt is stored, no process runs.
     const bool between_attempts = job && !queued && !alive && !result_left &&
