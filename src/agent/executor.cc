@@ -120,14 +120,6 @@ std::optional<int> ReadResultFile(const std::string& path) {
   }
 }
 
-// A file's modification time: when a step's result or end was written, which is its end.
-std::optional<DateTime> ModifiedAt(const std::string& path) {
-  struct stat st {};
-  if (stat(path.c_str(), &st) != 0) return std::nullopt;
-  return DateTime(std::chrono::duration_cast<DateTime::duration>(
-      std::chrono::seconds(st.st_mtim.tv_sec) + std::chrono::nanoseconds(st.st_mtim.tv_nsec)));
-}
-
 constexpr const char* kSecretsLost =
     "the secrets in the run's params were held in the agent's memory only and did not survive "
     "its restart; start the job again";
@@ -170,7 +162,6 @@ void Executor::SaveRun(ActiveRun& run) {
   Status s;
   if (run.pending_attempt) {
     s = store_.UpdateRunAndAttempt(run.record, *run.pending_attempt);
-    if (s.ok()) AttemptStored(*run.pending_attempt);
     run.pending_attempt.reset();
   } else {
     s = store_.UpdateRun(run.record);
@@ -216,17 +207,9 @@ Status Executor::Recover() {
     }
     // A package step that ended while the agent was down left its result file (or its end in
     // the catalog): Reattach reads it, as for a step still alive.
-    // So did a process step, through the monitor it ran under (its exit file).
-    const bool step_known = job && !queued && r.current_step >= 0 &&
-                            r.current_step < static_cast<int>(job->steps.size());
-    const std::string subsystem =
-        step_known ? job->steps[static_cast<size_t>(r.current_step)].subsystem : "";
-    bool result_left = subsystem == "package" && !r.execution_id.empty();
-    if (subsystem == "process" && !alive) {
-      std::optional<StepAttemptRecord> open = OpenAttempt(r.id);
-      std::error_code ec;
-      result_left = open && std::filesystem::file_size(OutputFile(*open, "exit"), ec) > 0 && !ec;
-    }
+    const bool result_left = job && !queued && !r.execution_id.empty() && r.current_step >= 0 &&
+                             r.current_step < static_cast<int>(job->steps.size()) &&
+                             job->steps[static_cast<size_t>(r.current_step)].subsystem == "package";
     // Between two attempts of a step: its failed attempt is stored, no process runs.
     const bool between_attempts = job && !queued && !alive && !result_left &&
                                   r.status == "retrying" && r.stop_reason.empty() &&
@@ -252,8 +235,7 @@ Status Executor::Recover() {
       }
       ++run_counts_[run->record.status];
       step_counts_[run->record.status] +=
-          CloseOpenAttempts(r.id, run->record.status, run->record.message, std::nullopt,
-                            run->secrets_lost);
+          CloseOpenAttempts(r.id, run->record.status, run->record.message, std::nullopt);
       continue;
     }
     if (queued && !r.stop_reason.empty()) {
@@ -528,7 +510,7 @@ Executor::StepOutcome Executor::RunStep(ActiveRun& run, int index, int attempt) 
   // The previous attempt's end is written before the next attempt starts, so a crash never
   // loses the result of a step that ended.
   if (run.pending_attempt) {
-    if (store_.UpsertStepAttempt(*run.pending_attempt).ok()) AttemptStored(*run.pending_attempt);
+    (void)store_.UpsertStepAttempt(*run.pending_attempt);
     run.pending_attempt.reset();
   }
   const StepDef& step = run.job->steps[static_cast<size_t>(index)];
@@ -553,10 +535,6 @@ Executor::StepOutcome Executor::RunStep(ActiveRun& run, int index, int attempt) 
   SpawnSpec spec;
   spec.kill_grace = config_.stop_grace;
   spec.capture_limit = kOutputLimit;
-  // Files, not pipes: a step that outlives the agent would die of SIGPIPE at its next write,
-  // and the restarted agent reads what it wrote from them. Removed once the attempt is stored.
-  spec.stdout_file = OutputFile(rec, "stdout");
-  spec.stderr_file = OutputFile(rec, "stderr");
   if (step.timeout) spec.timeout = *step.timeout;
   // Proxy access is checked every time the step runs, as SQL Server Agent does.
   if (!step.proxy.empty()) {
@@ -608,8 +586,6 @@ Executor::StepOutcome Executor::RunStep(ActiveRun& run, int index, int attempt) 
         nlohmann::json{{"params", params}, {"secrets", run.secrets.secrets()}}.dump();
   } else {
     spec.argv = step.run;
-    // Its exit code outlives the agent: a restarted agent learns how a re-attached step ended.
-    spec.exit_file = OutputFile(rec, "exit");
     spec.env["FANOUT_RUN_ID"] = run.record.id;
     spec.env["FANOUT_JOB"] = run.job->name;
     for (const auto& [k, v] : run.params.items()) {
@@ -669,7 +645,15 @@ Executor::StepOutcome Executor::RunStep(ActiveRun& run, int index, int attempt) 
         outcome.message = why.empty() ? fmt::format("fanout run exited with code {}", r.exit_code) : why;
       }
     } else {
-      outcome = ProcessStepOutcome(step, r.exit_code, r.term_signal, r.err);
+      outcome.success = r.term_signal == 0 &&
+                        std::find(step.success_codes.begin(), step.success_codes.end(),
+                                  r.exit_code) != step.success_codes.end();
+      if (!outcome.success) {
+        std::string why = r.term_signal ? fmt::format("killed by signal {}", r.term_signal)
+                                        : fmt::format("exit code {}", r.exit_code);
+        std::string err = LastLine(r.err);
+        outcome.message = fmt::format("{} {}{}", step.run[0], why, err.empty() ? "" : ": " + err);
+      }
     }
     if (step.subsystem == "package") {
       std::error_code ignored;  // the exit code came straight from the process
@@ -694,53 +678,21 @@ Executor::StepOutcome Executor::RunStep(ActiveRun& run, int index, int attempt) 
   return outcome;
 }
 
-Executor::StepOutcome Executor::ProcessStepOutcome(const StepDef& step, int exit_code,
-                                                  int term_signal, const std::string& err) {
-  StepOutcome outcome;
-  outcome.success = term_signal == 0 && std::find(step.success_codes.begin(),
-                                                  step.success_codes.end(),
-                                                  exit_code) != step.success_codes.end();
-  if (!outcome.success) {
-    std::string why = term_signal ? fmt::format("killed by signal {}", term_signal)
-                                  : fmt::format("exit code {}", exit_code);
-    std::string last = LastLine(err);
-    outcome.message = fmt::format("{} {}{}", step.run[0], why, last.empty() ? "" : ": " + last);
-  }
-  return outcome;
-}
-
-std::optional<StepAttemptRecord> Executor::OpenAttempt(const std::string& run_id) {
-  auto attempts = store_.ListStepAttempts(run_id, /*with_output=*/false);
-  if (!attempts.ok()) return std::nullopt;
-  for (const StepAttemptRecord& a : *attempts) {
-    if (a.status == "running") return a;
-  }
-  return std::nullopt;
-}
-
+// A step process that outlived an agent restart: wait for it to end, then learn its result
+// from the catalog (package steps record their execution there). A process step's exit code
+// went with the old agent, so its run ends `abandoned`.
 std::string Executor::StepResultFile(const StepDef& step, const std::string& execution_id) const {
   auto proxy = config_.proxies.find(step.proxy);
   return ResultFile(config_.data_dir, execution_id,
                     proxy == config_.proxies.end() ? "" : proxy->second.user);
 }
 
-// A step process that outlived an agent restart: wait for it to end, then learn its result: a
-// process step's from the monitor it ran under (its exit file), a package step's from its
-// result file or the catalog. Unknown, the run ends `abandoned`.
 Executor::StepOutcome Executor::Reattach(ActiveRun& run) {
   const StepDef& step = run.job->steps[static_cast<size_t>(run.record.current_step)];
   int pidfd = static_cast<int>(syscall(SYS_pidfd_open, run.record.pid, 0));
-  // The running attempt's output files, trimmed while the step runs as FollowProcess does.
-  const std::optional<StepAttemptRecord> attempt = OpenAttempt(run.record.id);
-  std::vector<int> outputs;
-  for (const char* stream : {"stdout", "stderr"}) {
-    int fd = attempt ? open(OutputFile(*attempt, stream).c_str(), O_RDWR | O_CLOEXEC) : -1;
-    if (fd >= 0) outputs.push_back(fd);
-  }
   while (pidfd >= 0) {
     pollfd fds[2] = {{pidfd, POLLIN, 0}, {run.stop.fd(), POLLIN, 0}};
-    poll(fds, 2, outputs.empty() ? -1 : 250);
-    for (int fd : outputs) TrimOutputFile(fd, kOutputLimit);
+    poll(fds, 2, -1);
     if (fds[0].revents & POLLIN) break;
     if (fds[1].revents & POLLIN) {
       kill(-run.record.pid, SIGTERM);
@@ -755,13 +707,11 @@ Executor::StepOutcome Executor::Reattach(ActiveRun& run) {
     }
   }
   if (pidfd >= 0) close(pidfd);
-  for (int fd : outputs) close(fd);
   // The step's attempt row was left `running` by the agent before the restart: end it too.
   // `ended_at`: when the step ended, if known (it may have ended while the agent was down).
   auto end_attempt = [&](const std::string& status, const std::string& message,
                          std::optional<int> exit_code, std::optional<DateTime> ended_at = {}) {
-    int closed =
-        CloseOpenAttempts(run.record.id, status, message, exit_code, run.secrets_lost, ended_at);
+    int closed = CloseOpenAttempts(run.record.id, status, message, exit_code, ended_at);
     std::lock_guard lock(mu_);
     step_counts_[status] += closed;
   };
@@ -782,26 +732,15 @@ Executor::StepOutcome Executor::Reattach(ActiveRun& run) {
     end_attempt("canceled", reason, std::nullopt);
     return StepOutcome{false, true, reason};
   }
-  if (step.subsystem == "process" && attempt) {
-    // The monitor the step ran under wrote how it ended (moments after, hence the wait).
-    const std::string exit_file = OutputFile(*attempt, "exit");
-    if (std::optional<ProcessEnd> end = ReadExitFile(exit_file, std::chrono::seconds(2))) {
-      std::string err;  // for the message; it may hold secrets this agent cannot mask
-      if (!run.secrets_lost) {
-        auto read = ReadOutputFile(OutputFile(*attempt, "stderr"), kOutputLimit);
-        if (read.ok()) err = std::move(read->text);
-      }
-      StepOutcome outcome = ProcessStepOutcome(step, end->exit_code, end->term_signal, err);
-      end_attempt(outcome.success ? "succeeded" : "failed", outcome.message, end->exit_code,
-                  ModifiedAt(exit_file));
-      return outcome;
-    }
-  }
   if (!result_file.empty()) {
     // The step's own word first: it does not depend on the catalog answering.
     if (std::optional<int> code = ReadResultFile(result_file)) {
       // Written as the step ended: its time is the step's end, not when the agent read it.
-      std::optional<DateTime> ended = ModifiedAt(result_file);
+      std::optional<DateTime> ended;
+      if (struct stat st{}; stat(result_file.c_str(), &st) == 0) {
+        ended = DateTime(std::chrono::duration_cast<DateTime::duration>(
+            std::chrono::seconds(st.st_mtim.tv_sec) + std::chrono::nanoseconds(st.st_mtim.tv_nsec)));
+      }
       std::error_code ignored;
       std::filesystem::remove(result_file, ignored);
       StepOutcome outcome{*code == 0, *code == 3, ""};
@@ -866,44 +805,19 @@ void Executor::EndOpenExecutions(const std::vector<OpenExecution>& executions) {
 
 int Executor::CloseOpenAttempts(const std::string& run_id, const std::string& status,
                                 const std::string& message, std::optional<int> exit_code,
-                                bool secrets_lost, std::optional<DateTime> ended_at) {
+                                std::optional<DateTime> ended_at) {
   auto attempts = store_.ListStepAttempts(run_id, /*with_output=*/true);
   if (!attempts.ok()) return 0;
   int closed = 0;
-  const Masker no_secrets;  // a restarted agent knows none: runs with secrets keep no output
   for (StepAttemptRecord a : *attempts) {
     if (a.status != "running") continue;
     a.status = status;
     a.ended_at = ended_at.value_or(Now());
     a.message = message;
     a.exit_code = exit_code;
-    for (auto [stream, text] : {std::pair{"stdout", &a.stdout_text}, {"stderr", &a.stderr_text}}) {
-      auto output = ReadOutputFile(OutputFile(a, stream), kOutputLimit);
-      if (!output.ok() || (output->text.empty() && output->dropped == 0)) continue;
-      *text = secrets_lost ? "[not kept: it may hold secrets of the run, which the agent held in "
-                             "memory only and lost when it stopped, so it could not be masked]\n"
-                           : KeptOutput(output->text, output->dropped, no_secrets);
-    }
-    if (store_.UpsertStepAttempt(a).ok()) {
-      ++closed;
-      AttemptStored(a);
-    }
+    if (store_.UpsertStepAttempt(a).ok()) ++closed;
   }
   return closed;
-}
-
-std::string Executor::OutputFile(const StepAttemptRecord& attempt, const char* stream) const {
-  return (std::filesystem::path(config_.data_dir) / "output" /
-          fmt::format("{}.{}.{}.{}", attempt.run_id, attempt.step, attempt.attempt, stream))
-      .string();
-}
-
-void Executor::AttemptStored(const StepAttemptRecord& attempt) const {
-  if (attempt.status == "running") return;
-  std::error_code ignored;
-  for (const char* stream : {"stdout", "stderr", "exit"}) {
-    std::filesystem::remove(OutputFile(attempt, stream), ignored);
-  }
 }
 
 void Executor::FinishRun(const std::shared_ptr<ActiveRun>& run, const std::string& status,
@@ -1010,11 +924,6 @@ std::map<std::string, int64_t> Executor::StepCounts() {
   return step_counts_;
 }
 
-std::string Executor::WarmOutputFile(const char* stream) const {
-  return (std::filesystem::path(config_.data_dir) / "output" / fmt::format("warm.{}", stream))
-      .string();
-}
-
 Result<SpawnResult> Executor::RunPackageStep(SpawnSpec& spec, int cancel_fd) {
   // The command line holds the catalog spec: on stdin, a password in it stays out of `ps`. A
   // warm process (`fanout --argv-from-stdin` started ahead) takes the same input.
@@ -1026,17 +935,9 @@ Result<SpawnResult> Executor::RunPackageStep(SpawnSpec& spec, int cancel_fd) {
   {
     std::lock_guard lock(warm_mu_);
     child = std::move(warm_);
-    // Its output files become the step's (renamed while open), making room for the next's.
-    const std::string warm_out = WarmOutputFile("stdout"), warm_err = WarmOutputFile("stderr");
-    if (child.pid() > 0 && (rename(warm_out.c_str(), spec.stdout_file.c_str()) != 0 ||
-                            rename(warm_err.c_str(), spec.stderr_file.c_str()) != 0)) {
-      child = ChildProcess();  // killed: the step starts a process of its own
-    }
     if (!warm_off_) {
       SpawnSpec next;
       next.argv = {fanout_binary_, std::string(kArgvFromStdin)};
-      next.stdout_file = warm_out;
-      next.stderr_file = warm_err;
       auto started = StartProcess(next, /*stdin_pipe=*/true);
       if (started.ok()) warm_ = std::move(*started);
     }
@@ -1051,10 +952,6 @@ void Executor::Drain(std::chrono::milliseconds grace) {
     std::lock_guard lock(warm_mu_);
     warm_off_ = true;
     warm_ = ChildProcess();  // killed and reaped
-    std::error_code ignored;
-    for (const char* stream : {"stdout", "stderr"}) {
-      std::filesystem::remove(WarmOutputFile(stream), ignored);
-    }
   }
   std::unique_lock lock(mu_);
   draining_ = true;

@@ -105,23 +105,12 @@ class Executor {
     std::string message;
   };
   StepOutcome RunStep(ActiveRun& run, int index, int attempt);
-  // A process step's outcome from how its process ended and its stderr (for the message).
-  static StepOutcome ProcessStepOutcome(const StepDef& step, int exit_code, int term_signal,
-                                        const std::string& err);
-  // The run's attempt the store shows `running`, if any.
-  std::optional<StepAttemptRecord> OpenAttempt(const std::string& run_id);
   StepOutcome Reattach(ActiveRun& run);
   // Ends the step attempts of a run that the store still shows `running` (a crash left them
-  // so), with the output their output files hold (not kept when `secrets_lost`: it could not
-  // be masked); returns how many it ended.
+  // so), keeping their output; returns how many it ended.
   int CloseOpenAttempts(const std::string& run_id, const std::string& status,
                         const std::string& message, std::optional<int> exit_code,
-                        bool secrets_lost, std::optional<DateTime> ended_at = std::nullopt);
-  // Where a step attempt's stdout or stderr goes while it runs: `stream` is "stdout" or
-  // "stderr".
-  std::string OutputFile(const StepAttemptRecord& attempt, const char* stream) const;
-  // Removes an attempt's output files once the store holds its end (and so its output).
-  void AttemptStored(const StepAttemptRecord& attempt) const;
+                        std::optional<DateTime> ended_at = std::nullopt);
   // A package step's `fanout run` that died without recording its end (killed, or gone while
   // the agent was down) would show `running` in the catalog forever: ends them there, unless
   // they ended after all. Opens the catalog once.
@@ -135,8 +124,6 @@ class Executor {
   // Runs a package step's `fanout run` in the warm process when there is one, and starts the
   // next warm process.
   Result<SpawnResult> RunPackageStep(SpawnSpec& spec, int cancel_fd);
-  // The warm process's stdout or stderr file, renamed to the step's when it takes one.
-  std::string WarmOutputFile(const char* stream) const;
 
   const AgentConfig& config_;
   AgentStore& store_;

@@ -124,7 +124,7 @@ Status AgentServer::Start() {
   const fs::path data_dir(config_.data_dir);
   std::error_code ec;
   const bool new_data_dir = !fs::exists(data_dir, ec);
-  for (const char* sub : {"packages", "results", "output"}) {
+  for (const char* sub : {"packages", "results"}) {
     fs::create_directories(data_dir / sub, ec);
     if (ec) {
       return Unavailable(fmt::format("cannot create data_dir {}: {}", config_.data_dir, ec.message()));
@@ -136,8 +136,6 @@ Status AgentServer::Start() {
   constexpr auto kPassThrough = fs::perms::owner_all | fs::perms::group_exec | fs::perms::others_exec;
   if (new_data_dir) fs::permissions(data_dir, kPassThrough, ec);
   fs::permissions(data_dir / "results", kPassThrough, ec);
-  // Steps' stdout and stderr while they run (Executor): the agent's alone, as the database.
-  fs::permissions(data_dir / "output", fs::perms::owner_all, ec);
   const fs::path database = data_dir / "agent.db";
   if (!fs::exists(database, ec)) (void)WriteFileAtomically(database.string(), "", 0600);
   for (const char* suffix : {"", "-wal", "-shm"}) {

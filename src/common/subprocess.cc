@@ -1,30 +1,22 @@
-// posix_spawn + pidfd + poll: start a child in a new process group, drain its pipes (or read
-// back its output files), and stop the group on request. posix_spawn (vfork-style in glibc)
-// keeps the start cost near a bare fork/exec, which the engine's process benchmark is measured
-// against; children that must outlive the caller with a known end (SpawnSpec::exit_file) run
-// under a forked monitor instead.
+// posix_spawn + pidfd + poll: start a child in a new process group, drain its pipes, and stop
+// the group on request. posix_spawn (vfork-style in glibc) keeps the start cost near a bare
+// fork/exec, which the engine's process benchmark is measured against.
 #include "common/subprocess.h"
 
 #include <fcntl.h>
 #include <grp.h>
-#include <linux/falloc.h>
 #include <pwd.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
-#include <sys/file.h>
-#include <sys/resource.h>
-#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
-#include <charconv>
 #include <cstring>
 #include <ctime>
-#include <thread>
 #include <utility>
 
 #include <fmt/format.h>
@@ -96,39 +88,6 @@ bool KeptForAnotherUser(const std::string& name) {
          name.starts_with("LC_");
 }
 
-// After fork, in the child that becomes the process: leads a process group of its own with
-// default signals, takes its stdin, stdout and stderr, switches user when asked, and execs.
-// Only async-signal-safe calls (the parent has threads); an error goes back through `report`
-// (close-on-exec) as the errno.
-[[noreturn]] void ExecInChild(const SpawnSpec& spec, char* const* argv, char** env, int in_fd,
-                              int out_fd, int err_fd, bool search, const std::vector<gid_t>& groups,
-                              int report) {
-  auto fail = [&](int err) {
-    [[maybe_unused]] ssize_t n = write(report, &err, sizeof err);
-    _exit(127);
-  };
-  setpgid(0, 0);
-  sigset_t empty;
-  sigemptyset(&empty);
-  for (int s : {SIGINT, SIGTERM, SIGPIPE, SIGCHLD, SIGHUP, SIGQUIT}) signal(s, SIG_DFL);
-  sigprocmask(SIG_SETMASK, &empty, nullptr);
-  int null_fd = in_fd >= 0 ? in_fd : open("/dev/null", O_RDONLY);
-  if (dup2(null_fd, 0) < 0 || dup2(out_fd, 1) < 0 || dup2(err_fd, 2) < 0) fail(errno);
-  // As posix_spawn's closefrom in StartProcess; close-on-exec rather than closed, so that
-  // `report` still carries an exec failure.
-  if (close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) != 0) fail(errno);
-  if (spec.run_as) {
-    if (setgroups(groups.size(), groups.data()) != 0) fail(errno);
-    if (setgid(spec.run_as->gid) != 0) fail(errno);
-    if (setuid(spec.run_as->uid) != 0) fail(errno);
-  }
-  if (!spec.cwd.empty() && chdir(spec.cwd.c_str()) != 0) fail(errno);
-  if (search) execvpe(argv[0], argv, env);
-  else execve(argv[0], argv, env);
-  fail(errno);
-  _exit(127);  // fail() does not return; the compiler cannot tell
-}
-
 // The proxy path: posix_spawn cannot change user, so fork, switch groups and user, exec. An
 // exec failure travels back through a close-on-exec pipe as the errno.
 int ForkAsUser(const SpawnSpec& spec, std::vector<char*>& argv, char** env, int in_fd, int out_fd,
@@ -144,7 +103,27 @@ int ForkAsUser(const SpawnSpec& spec, std::vector<char*>& argv, char** env, int 
     return err;
   }
   if (pid == 0) {
-    ExecInChild(spec, argv.data(), env, in_fd, out_fd, err_fd, search, groups, report[1]);
+    auto fail = [&](int err) {
+      [[maybe_unused]] ssize_t n = write(report[1], &err, sizeof err);
+      _exit(127);
+    };
+    setpgid(0, 0);
+    sigset_t empty;
+    sigemptyset(&empty);
+    for (int s : {SIGINT, SIGTERM, SIGPIPE, SIGCHLD, SIGHUP, SIGQUIT}) signal(s, SIG_DFL);
+    sigprocmask(SIG_SETMASK, &empty, nullptr);
+    int null_fd = in_fd >= 0 ? in_fd : open("/dev/null", O_RDONLY);
+    if (dup2(null_fd, 0) < 0 || dup2(out_fd, 1) < 0 || dup2(err_fd, 2) < 0) fail(errno);
+    // As posix_spawn's closefrom in StartProcess; close-on-exec rather than closed, so that
+    // `report` still carries an exec failure.
+    if (close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) != 0) fail(errno);
+    if (setgroups(groups.size(), groups.data()) != 0) fail(errno);
+    if (setgid(spec.run_as->gid) != 0) fail(errno);
+    if (setuid(spec.run_as->uid) != 0) fail(errno);
+    if (!spec.cwd.empty() && chdir(spec.cwd.c_str()) != 0) fail(errno);
+    if (search) execvpe(argv[0], argv.data(), env);
+    else execve(argv[0], argv.data(), env);
+    fail(errno);
   }
   close(report[1]);
   int err = 0;
@@ -158,190 +137,7 @@ int ForkAsUser(const SpawnSpec& spec, std::vector<char*>& argv, char** env, int 
   return 0;
 }
 
-// A decimal number into `out` (async-signal-safe, for the monitor); returns the end.
-char* PutNumber(char* out, int n) {
-  char digits[12];
-  int count = 0;
-  do {
-    digits[count++] = static_cast<char>('0' + n % 10);
-    n /= 10;
-  } while (n > 0);
-  while (count > 0) *out++ = digits[--count];
-  return out;
-}
-
-// What the monitor tells the caller once the process has exec'd (err 0) or failed to.
-struct MonitorReport {
-  pid_t process = 0;
-  int err = 0;
-};
-
-// The SpawnSpec::exit_file path: a monitor forked apart from the caller (its own process group,
-// deaf to the signals a terminal or a stop sends) forks the process, which leads its own group
-// as always, reports its pid, waits for it, writes how it ended to the exit file, held locked
-// until then, and ends the same way. `monitor` is the caller's child; `process` the pid to
-// signal (its group) and to record.
-int ForkMonitored(const SpawnSpec& spec, std::vector<char*>& argv, char** env, int in_fd,
-                  int out_fd, int err_fd, bool search, pid_t* monitor, pid_t* process) {
-  int relay[2];
-  if (pipe2(relay, O_CLOEXEC) != 0) return errno;
-  std::vector<gid_t> groups;
-  if (spec.run_as) groups.assign(spec.run_as->groups.begin(), spec.run_as->groups.end());
-  const char* exit_path = spec.exit_file.c_str();
-  pid_t pid = fork();
-  if (pid < 0) {
-    int err = errno;
-    close(relay[0]);
-    close(relay[1]);
-    return err;
-  }
-  if (pid == 0) {
-    setpgid(0, 0);
-    struct sigaction ignore {};
-    ignore.sa_handler = SIG_IGN;
-    for (int s : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGPIPE}) sigaction(s, &ignore, nullptr);
-    signal(SIGCHLD, SIG_DFL);  // waitpid must see the process end
-    sigset_t empty;
-    sigemptyset(&empty);
-    sigprocmask(SIG_SETMASK, &empty, nullptr);
-    // Only the process's streams (0-2) and the relay (3) stay open: the monitor may outlive the
-    // caller, and an agent's listening socket held here would keep its restart off its port.
-    int null_fd = in_fd >= 0 ? in_fd : open("/dev/null", O_RDONLY);
-    if (dup2(null_fd, 0) < 0 || dup2(out_fd, 1) < 0 || dup2(err_fd, 2) < 0 ||
-        dup2(relay[1], 3) < 0) {
-      _exit(127);
-    }
-    close_range(4, ~0U, 0);
-    int exit_fd = open(exit_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (exit_fd >= 0) flock(exit_fd, LOCK_EX);
-    MonitorReport report;
-    int exec_report[2];
-    if (pipe2(exec_report, O_CLOEXEC) != 0) {
-      report.err = errno;
-    } else {
-      report.process = fork();
-      if (report.process == 0) {
-        ExecInChild(spec, argv.data(), env, 0, 1, 2, search, groups, exec_report[1]);
-      }
-      close(exec_report[1]);
-      if (report.process < 0) {
-        report.err = errno;
-      } else if (read(exec_report[0], &report.err, sizeof report.err) != sizeof report.err) {
-        report.err = 0;  // closed on exec: it runs
-      }
-      close(exec_report[0]);
-    }
-    [[maybe_unused]] ssize_t sent = write(3, &report, sizeof report);
-    close(3);
-    if (report.err != 0) {
-      if (report.process > 0) waitpid(report.process, nullptr, 0);
-      _exit(127);
-    }
-    int status = 0;
-    while (waitpid(report.process, &status, 0) < 0 && errno == EINTR) {
-    }
-    char line[32];
-    char* end = WIFSIGNALED(status) ? PutNumber(stpcpy(line, "signal "), WTERMSIG(status))
-                                    : PutNumber(stpcpy(line, "exit "), WEXITSTATUS(status));
-    *end++ = '\n';
-    if (exit_fd >= 0) {
-      [[maybe_unused]] ssize_t written = write(exit_fd, line, static_cast<size_t>(end - line));
-      close(exit_fd);  // and with it the lock: the end is there to read
-    }
-    if (WIFSIGNALED(status)) {  // ends as the process did, without a core dump of its own
-      struct rlimit no_core {};
-      setrlimit(RLIMIT_CORE, &no_core);
-      signal(WTERMSIG(status), SIG_DFL);
-      kill(getpid(), WTERMSIG(status));
-    }
-    _exit(WIFEXITED(status) ? WEXITSTATUS(status) : 127);
-  }
-  close(relay[1]);
-  MonitorReport report;
-  ssize_t n;
-  do {
-    n = read(relay[0], &report, sizeof report);
-  } while (n < 0 && errno == EINTR);
-  close(relay[0]);
-  if (n != sizeof report || report.err != 0) {
-    waitpid(pid, nullptr, 0);
-    return n != sizeof report ? ECHILD : report.err;
-  }
-  *monitor = pid;
-  *process = report.process;
-  return 0;
-}
-
-// Opens (creating or emptying) an output file for a child to write and for us to read back.
-bool OpenOutputFile(const std::string& path, Fd& fd) {
-  fd.fd = open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  return fd.fd >= 0;
-}
-
-// The first `limit` bytes of an output file and how many follow them.
-CapturedOutput ReadOutput(int fd, size_t limit) {
-  CapturedOutput out;
-  struct stat st {};
-  if (fstat(fd, &st) != 0) return out;
-  const size_t size = static_cast<size_t>(st.st_size);
-  out.text.resize(std::min(size, limit));
-  size_t got = 0;
-  while (got < out.text.size()) {
-    ssize_t n = pread(fd, out.text.data() + got, out.text.size() - got, static_cast<off_t>(got));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    got += static_cast<size_t>(n);
-  }
-  out.text.resize(got);
-  out.dropped = size - got;
-  return out;
-}
-
 }  // namespace
-
-Result<CapturedOutput> ReadOutputFile(const std::string& path, size_t limit) {
-  Fd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (fd.fd < 0) {
-    return Status(errno == ENOENT ? Code::kNotFound : Code::kInternal,
-                  fmt::format("cannot read {}: {}", path, std::strerror(errno)));
-  }
-  return ReadOutput(fd.fd, limit);
-}
-
-std::optional<ProcessEnd> ReadExitFile(const std::string& path, std::chrono::milliseconds wait) {
-  Fd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (fd.fd < 0) return std::nullopt;
-  // The monitor holds the file locked until it has written the end.
-  auto deadline = std::chrono::steady_clock::now() + wait;
-  while (flock(fd.fd, LOCK_SH | LOCK_NB) != 0) {
-    if (errno != EWOULDBLOCK && errno != EINTR) return std::nullopt;
-    if (std::chrono::steady_clock::now() >= deadline) return std::nullopt;
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  char text[32] = {};
-  ssize_t n = pread(fd.fd, text, sizeof text - 1, 0);
-  if (n <= 0) return std::nullopt;  // the monitor was killed before the process ended
-  std::string_view line(text, static_cast<size_t>(n));
-  ProcessEnd end;
-  int value = -1;
-  bool signalled = line.starts_with("signal ");
-  line.remove_prefix(signalled ? 7 : line.starts_with("exit ") ? 5 : 0);
-  auto [rest, ec] = std::from_chars(line.data(), line.data() + line.size(), value);
-  if (ec != std::errc() || value < 0 || rest == line.data()) return std::nullopt;
-  end.term_signal = signalled ? value : 0;
-  end.exit_code = signalled ? 128 + value : value;
-  return end;
-}
-
-void TrimOutputFile(int fd, size_t keep) {
-  struct stat st {};
-  if (fstat(fd, &st) != 0) return;
-  const off_t block = st.st_blksize > 0 ? st.st_blksize : 4096;
-  const off_t from = (static_cast<off_t>(keep) + block - 1) / block * block;
-  const off_t to = st.st_size / block * block;
-  // Where holes cannot be punched (EOPNOTSUPP), the file just keeps what it was given.
-  if (to > from) fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, from, to - from);
-}
 
 void MoveArgvToStdin(SpawnSpec& spec) {
   if (spec.argv.empty()) return;
@@ -377,13 +173,10 @@ ChildProcess& ChildProcess::operator=(ChildProcess&& other) noexcept {
   if (this != &other) {
     Release();
     pid_ = std::exchange(other.pid_, -1);
-    group_ = std::exchange(other.group_, -1);
     pidfd_ = std::exchange(other.pidfd_, -1);
     in_ = std::exchange(other.in_, -1);
     out_ = std::exchange(other.out_, -1);
     err_ = std::exchange(other.err_, -1);
-    out_file_ = std::exchange(other.out_file_, -1);
-    err_file_ = std::exchange(other.err_file_, -1);
   }
   return *this;
 }
@@ -391,16 +184,15 @@ ChildProcess& ChildProcess::operator=(ChildProcess&& other) noexcept {
 ChildProcess::~ChildProcess() { Release(); }
 
 void ChildProcess::Release() {
-  for (int* fd : {&in_, &out_, &err_, &pidfd_, &out_file_, &err_file_}) {
+  for (int* fd : {&in_, &out_, &err_, &pidfd_}) {
     if (*fd >= 0) close(*fd);
     *fd = -1;
   }
   if (pid_ > 0) {
-    kill(-group_, SIGKILL);
+    kill(-pid_, SIGKILL);
     waitpid(pid_, nullptr, 0);
   }
   pid_ = -1;
-  group_ = -1;
 }
 
 bool ChildProcess::Ended() const {
@@ -418,21 +210,9 @@ bool ChildProcess::Ended() const {
 Result<ChildProcess> StartProcess(const SpawnSpec& spec, bool stdin_pipe) {
   if (spec.argv.empty()) return InvalidArgument("no program to run");
   if (spec.argv[0].empty()) return InvalidArgument("the program to run is an empty string");
-  Fd out_r, out_w, err_r, err_w, in_r, in_w, out_file, err_file;
-  // A stream going to a file: the child writes to the file, we keep our own descriptor of it.
-  auto open_stream = [](const std::string& file, Fd& ours, Fd& read_end, Fd& write_end) {
-    if (file.empty()) return MakePipe(read_end, write_end);
-    if (!OpenOutputFile(file, ours)) return false;
-    write_end.fd = fcntl(ours.fd, F_DUPFD_CLOEXEC, 0);
-    return write_end.fd >= 0;
-  };
-  if (!open_stream(spec.stdout_file, out_file, out_r, out_w)) {
-    return Internal(fmt::format("stdout of {}: {}", spec.argv[0], std::strerror(errno)));
-  }
-  if (!open_stream(spec.stderr_file, err_file, err_r, err_w)) {
-    return Internal(fmt::format("stderr of {}: {}", spec.argv[0], std::strerror(errno)));
-  }
-  if (stdin_pipe && !MakePipe(in_r, in_w)) {
+  Fd out_r, out_w, err_r, err_w, in_r, in_w;
+  if (!MakePipe(out_r, out_w) || !MakePipe(err_r, err_w) ||
+      (stdin_pipe && !MakePipe(in_r, in_w))) {
     return Internal(fmt::format("pipe: {}", std::strerror(errno)));
   }
 
@@ -495,12 +275,9 @@ Result<ChildProcess> StartProcess(const SpawnSpec& spec, bool stdin_pipe) {
   }
 
   pid_t pid = 0;
-  pid_t group = 0;  // the process's, which leads it; the monitor's child when there is one
   bool search = spec.argv[0].find('/') == std::string::npos;
   int rc = 0;
-  if (!spec.exit_file.empty()) {
-    rc = ForkMonitored(spec, argv, env, in_r.fd, out_w.fd, err_w.fd, search, &pid, &group);
-  } else if (spec.run_as) {
+  if (spec.run_as) {
     rc = ForkAsUser(spec, argv, env, in_r.fd, out_w.fd, err_w.fd, search, &pid);
   } else {
     rc = search ? posix_spawnp(&pid, argv[0], &actions, &attr, argv.data(), env)
@@ -514,19 +291,15 @@ Result<ChildProcess> StartProcess(const SpawnSpec& spec, bool stdin_pipe) {
     return Status(rc == ENOENT ? Code::kNotFound : Code::kInvalidArgument,
                   fmt::format("cannot start {}{}{}: {}", spec.argv[0], where, as, std::strerror(rc)));
   }
-  if (group == 0) group = pid;
-  if (spec.on_start) spec.on_start(group);
+  if (spec.on_start) spec.on_start(pid);
   // Only our end: the child's read end is a separate open file and stays blocking.
   if (in_w.fd >= 0) fcntl(in_w.fd, F_SETFL, fcntl(in_w.fd, F_GETFL) | O_NONBLOCK);
   ChildProcess child;
   child.pid_ = pid;
-  child.group_ = group;
   child.pidfd_ = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
   child.in_ = std::exchange(in_w.fd, -1);
   child.out_ = std::exchange(out_r.fd, -1);
   child.err_ = std::exchange(err_r.fd, -1);
-  child.out_file_ = std::exchange(out_file.fd, -1);
-  child.err_file_ = std::exchange(err_file.fd, -1);
   return child;
 }
 
@@ -537,18 +310,11 @@ Result<SpawnResult> RunProcess(const SpawnSpec& spec, int cancel_fd) {
 
 Result<SpawnResult> FollowProcess(ChildProcess& child, const SpawnSpec& spec, int cancel_fd) {
   const pid_t pid = child.pid_;
-  const pid_t group = child.group_;  // signalled; `pid` (a monitor, maybe) is waited for
   if (pid <= 0) return FailedPrecondition("no started process to follow");
   Fd pidfd(std::exchange(child.pidfd_, -1));
   Fd in_w(std::exchange(child.in_, -1));
   Fd out_r(std::exchange(child.out_, -1));
   Fd err_r(std::exchange(child.err_, -1));
-  Fd out_file(std::exchange(child.out_file_, -1));
-  Fd err_file(std::exchange(child.err_file_, -1));
-  const bool to_files = out_file.fd >= 0 || err_file.fd >= 0;
-  // Output files are trimmed this often, so a chatty child does not fill the disk.
-  constexpr auto kTrimEvery = std::chrono::milliseconds(250);
-  auto trim_at = std::chrono::steady_clock::now() + kTrimEvery;
   if (spec.stdin_data.empty()) in_w.Close();
   SpawnResult result;
   size_t stdin_written = 0;
@@ -572,7 +338,7 @@ Result<SpawnResult> FollowProcess(ChildProcess& child, const SpawnSpec& spec, in
       auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
           deadline - std::chrono::steady_clock::now());
       if (left.count() <= 0) {
-        kill(-group, SIGTERM);
+        kill(-pid, SIGTERM);
         term_sent = true;
         result.stopped = true;
         result.timed_out = true;
@@ -585,18 +351,6 @@ Result<SpawnResult> FollowProcess(ChildProcess& child, const SpawnSpec& spec, in
       auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
           kill_at - std::chrono::steady_clock::now());
       timeout = static_cast<int>(std::max<int64_t>(0, left.count()));
-    }
-    if (to_files && !exited) {
-      auto now = std::chrono::steady_clock::now();
-      if (now >= trim_at) {
-        for (const Fd* file : {&out_file, &err_file}) {
-          if (file->fd >= 0) TrimOutputFile(file->fd, spec.capture_limit);
-        }
-        trim_at = now + kTrimEvery;
-      }
-      int left = static_cast<int>(
-          std::chrono::duration_cast<std::chrono::milliseconds>(trim_at - now).count()) + 1;
-      timeout = timeout < 0 ? left : std::min(timeout, left);
     }
     if (exited) timeout = 0;  // the child is gone: take what is buffered, don't wait for heirs
     if (pidfd.fd < 0 && !exited) timeout = 50;  // no pidfd: poll waitpid
@@ -632,13 +386,13 @@ Result<SpawnResult> FollowProcess(ChildProcess& child, const SpawnSpec& spec, in
       if ((w < 0 && !retry) || stdin_written == spec.stdin_data.size()) in_w.Close();
     }
     if (i_cancel >= 0 && (fds[i_cancel].revents & POLLIN) && !exited) {
-      kill(-group, SIGTERM);
+      kill(-pid, SIGTERM);
       term_sent = true;
       result.stopped = true;
       kill_at = std::chrono::steady_clock::now() + spec.kill_grace;
     }
     if (term_sent && !exited && std::chrono::steady_clock::now() >= kill_at) {
-      kill(-group, SIGKILL);
+      kill(-pid, SIGKILL);
       kill_at = std::chrono::steady_clock::now() + std::chrono::hours(1);
     }
     if (!exited && (pidfd.fd < 0 || (i_pid >= 0 && (fds[i_pid].revents & POLLIN)))) {
@@ -659,20 +413,7 @@ Result<SpawnResult> FollowProcess(ChildProcess& child, const SpawnSpec& spec, in
     // Once the child is gone, take what is buffered but do not wait on heirs holding the pipes.
     if (exited && (ready == 0 || ++reads_after_exit > 64)) break;
   }
-  if (result.stopped) kill(-group, SIGKILL);  // leave no stragglers of a stopped group
-  for (const Fd* file : {&out_file, &err_file}) {  // what came since the last trim
-    if (file->fd >= 0) TrimOutputFile(file->fd, spec.capture_limit);
-  }
-  if (out_file.fd >= 0) {
-    CapturedOutput out = ReadOutput(out_file.fd, spec.capture_limit);
-    result.out = std::move(out.text);
-    result.out_dropped = out.dropped;
-  }
-  if (err_file.fd >= 0) {
-    CapturedOutput err = ReadOutput(err_file.fd, spec.capture_limit);
-    result.err = std::move(err.text);
-    result.err_dropped = err.dropped;
-  }
+  if (result.stopped) kill(-pid, SIGKILL);  // leave no stragglers of a stopped group
   return result;
 }
 

@@ -43,40 +43,7 @@ struct SpawnSpec {
   std::optional<RunAs> run_as;
   // Called with the child's pid as soon as it runs (an agent records it for re-attach).
   std::function<void(int pid)> on_start;
-  // When set, the child's stdout (stderr) goes to this file, created or emptied (mode 0600),
-  // instead of a pipe: a child that outlives the caller (an agent's step) keeps writing rather
-  // than dying of SIGPIPE. FollowProcess reads the first capture_limit bytes once the child has
-  // ended, counts the rest as dropped, and meanwhile frees the disk blocks beyond that
-  // (TrimOutputFile). The caller removes the file.
-  std::string stdout_file;
-  std::string stderr_file;
-  // When set, the child runs under a monitor: a fork of the caller, apart from its process
-  // group and deaf to the signals a terminal or a stop sends, that waits for the child and
-  // writes how it ended to this file (ReadExitFile), so that the end of a child outliving the
-  // caller (an agent's step, the agent killed) is still known. The child leads its own process
-  // group as without it, and on_start gets its pid; the monitor ends as the child did.
-  std::string exit_file;
 };
-
-// How a process ended, as SpawnResult says it.
-struct ProcessEnd {
-  int exit_code = 0;  // 128 + signal when killed by a signal
-  int term_signal = 0;
-};
-// The end a monitor wrote to `path` (SpawnSpec::exit_file), waiting up to `wait` for it to be
-// written; nullopt when there is no such file or it holds no end (the monitor was killed too).
-std::optional<ProcessEnd> ReadExitFile(const std::string& path, std::chrono::milliseconds wait);
-
-// What a child wrote to an output file (SpawnSpec::stdout_file): the first `limit` bytes and
-// how many came after them. NotFound when there is no such file.
-struct CapturedOutput {
-  std::string text;
-  size_t dropped = 0;
-};
-Result<CapturedOutput> ReadOutputFile(const std::string& path, size_t limit);
-// Frees the disk blocks of an output file beyond its first `keep` bytes (punching holes, where
-// the file system can): its size still counts every byte written, its start stays readable.
-void TrimOutputFile(int fd, size_t keep);
 
 // `fanout --argv-from-stdin` reads its command line from the first line of stdin, a JSON array
 // of the arguments after `fanout`, and leaves the rest of stdin to the command.
@@ -98,8 +65,8 @@ struct SpawnResult {
   size_t err_dropped = 0;
 };
 
-// A started child, its process group and the pipes (or files) of its stdin, stdout and stderr,
-// between StartProcess and FollowProcess. One never followed is killed (its group) and reaped.
+// A started child, its process group and the pipes of its stdin, stdout and stderr, between
+// StartProcess and FollowProcess. One never followed is killed (its group) and reaped.
 class ChildProcess {
  public:
   ChildProcess() = default;
@@ -116,10 +83,8 @@ class ChildProcess {
   friend Result<SpawnResult> FollowProcess(ChildProcess& child, const SpawnSpec& spec,
                                            int cancel_fd);
   void Release();  // closes what is still open, kills and reaps a child not yet reaped
-  int pid_ = -1;    // our child: the process, or its monitor (SpawnSpec::exit_file)
-  int group_ = -1;  // the process's group, which its pid names
+  int pid_ = -1;
   int pidfd_ = -1, in_ = -1, out_ = -1, err_ = -1;  // our ends; -1 when closed
-  int out_file_ = -1, err_file_ = -1;  // the output files when the spec names them
 };
 
 // Starts `spec` (calling its on_start), with its stdin a pipe to be fed by FollowProcess when

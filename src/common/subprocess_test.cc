@@ -1,7 +1,6 @@
-// Tests of RunProcess: exit codes and signals, bounded capture of stdout/stderr (through pipes or
-// output files), stdin, env and cwd, start failures, stopping the whole process group through a
-// cancel eventfd, and the monitor that records a child's end; and of StartProcess +
-// FollowProcess, a child started ahead of its work.
+// Tests of RunProcess: exit codes and signals, bounded capture of stdout/stderr, stdin, env and
+// cwd, start failures, and stopping the whole process group through a cancel eventfd; and of
+// StartProcess + FollowProcess, a child started ahead of its work.
 #include "common/subprocess.h"
 
 #include <fcntl.h>
@@ -10,7 +9,6 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
-#include <linux/falloc.h>
 #include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -89,18 +87,6 @@ std::string ReadLineFromFifo(const std::string& fifo, milliseconds timeout) {
   }
   close(fd);
   return text.substr(0, text.find('\n'));
-}
-
-// Runs `spec`, which writes "ready" to `fifo` once it is set up, and fires a cancel then.
-SpawnResult RunCancelingWhenReady(const SpawnSpec& spec, const std::string& fifo) {
-  EventFd cancel;
-  auto future = std::async(std::launch::async, [&] { return RunProcess(spec, cancel.fd()); });
-  EXPECT_EQ(ReadLineFromFifo(fifo, milliseconds(10000)), "ready");
-  cancel.Fire();
-  EXPECT_EQ(future.wait_for(std::chrono::seconds(10)), std::future_status::ready);
-  auto result = future.get();
-  EXPECT_TRUE(result.ok()) << result.status().ToString();
-  return result.ok() ? *result : SpawnResult{};
 }
 
 // ---- Exit status ------------------------------------------------------------------------------
@@ -440,11 +426,18 @@ TEST(RunProcessTest, CancelEscalatesToSigkillAfterGrace) {
   TempDir dir;
   std::string fifo = dir.File("ready");
   ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  EventFd cancel;
   // The trap is inherited by sleep, so only SIGKILL ends the group.
   SpawnSpec spec = Shell("trap '' TERM; echo ready > '" + fifo + "'; sleep 5; exit 0");
   spec.kill_grace = milliseconds(100);
   auto start = Clock::now();
-  SpawnResult r = RunCancelingWhenReady(spec, fifo);
+  auto future = std::async(std::launch::async, [&] { return RunProcess(spec, cancel.fd()); });
+  ASSERT_EQ(ReadLineFromFifo(fifo, milliseconds(10000)), "ready");
+  cancel.Fire();
+  ASSERT_EQ(future.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  auto result = future.get();
+  ASSERT_TRUE(result.ok()) << result.status().ToString();
+  SpawnResult r = *result;
   EXPECT_TRUE(r.stopped);
   EXPECT_EQ(r.term_signal, SIGKILL);
   EXPECT_EQ(r.exit_code, 128 + SIGKILL);
@@ -473,87 +466,6 @@ TEST(RunProcessTest, GrandchildHoldingThePipeDoesNotBlockReturn) {
 }
 
 // ---- Started now, followed later (an agent's warm process) --------------------------------------
-
-// Output files (an agent's steps, which must not die of SIGPIPE when the agent does): read back
-// as pipes are, the first capture_limit bytes and a count of the rest, private to the caller,
-// and their blocks beyond that limit given back to the file system.
-TEST(RunProcessTest, OutputFilesAreReadBackBoundedAndTrimmed) {
-  TempDir dir;
-  SpawnSpec spec = Shell("head -c 3000000 /dev/zero | tr '\\0' a; echo err >&2");
-  spec.capture_limit = 1000;
-  spec.stdout_file = dir.File("out");
-  spec.stderr_file = dir.File("err");
-  SpawnResult r = MustRun(spec);
-  EXPECT_EQ(r.exit_code, 0);
-  EXPECT_EQ(r.out, std::string(1000, 'a'));
-  EXPECT_EQ(r.out_dropped, 3000000u - 1000);
-  EXPECT_EQ(r.err, "err\n");
-  struct stat st {};
-  ASSERT_EQ(stat(spec.stdout_file.c_str(), &st), 0);
-  EXPECT_EQ(st.st_mode & 0777, 0600u);
-  EXPECT_EQ(st.st_size, 3000000) << "the size still counts every byte";
-  auto read = ReadOutputFile(spec.stdout_file, 10);
-  ASSERT_TRUE(read.ok());
-  EXPECT_EQ(read->text, std::string(10, 'a'));
-  EXPECT_EQ(read->dropped, 3000000u - 10);
-  EXPECT_EQ(ReadOutputFile(dir.File("none"), 10).status().code(), Code::kNotFound);
-  // Where the file system can punch holes, little of the 3 MB is left on disk.
-  int probe = open(dir.File("probe").c_str(), O_RDWR | O_CREAT, 0600);
-  ASSERT_GE(probe, 0);
-  ASSERT_EQ(ftruncate(probe, 1 << 20), 0);
-  bool punches = fallocate(probe, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, 4096) == 0;
-  close(probe);
-  if (punches) {
-    EXPECT_LT(st.st_blocks * 512, 256 * 1024) << "trimmed";
-  }
-}
-
-// With an exit file the child runs under a monitor that records how it ended, for a caller
-// that may not be there to wait for it; the child still leads its own process group, which
-// on_start names and a cancel stops.
-TEST(RunProcessTest, AMonitorRecordsHowTheChildEnded) {
-  TempDir dir;
-  SpawnSpec spec = Shell("echo $$; exit 7");
-  spec.exit_file = dir.File("exit");
-  int started = 0;
-  spec.on_start = [&](int pid) { started = pid; };
-  SpawnResult r = MustRun(spec);
-  EXPECT_EQ(r.exit_code, 7);
-  EXPECT_EQ(r.out, std::to_string(started) + "\n") << "on_start names the child, not its monitor";
-  auto end = ReadExitFile(spec.exit_file, milliseconds(0));
-  ASSERT_TRUE(end.has_value());
-  EXPECT_EQ(end->exit_code, 7);
-  EXPECT_EQ(end->term_signal, 0);
-
-  spec = Shell("kill -TERM $$");
-  spec.exit_file = dir.File("exit");
-  r = MustRun(spec);
-  EXPECT_EQ(r.term_signal, SIGTERM);
-  EXPECT_EQ(r.exit_code, 128 + SIGTERM);
-  end = ReadExitFile(spec.exit_file, milliseconds(0));
-  ASSERT_TRUE(end.has_value());
-  EXPECT_EQ(end->term_signal, SIGTERM);
-  EXPECT_EQ(end->exit_code, 128 + SIGTERM);
-
-  // A stop reaches the child's group (not the monitor, which waits on and reports the end).
-  std::string fifo = dir.File("ready");
-  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
-  spec = Shell("trap '' TERM; echo ready > '" + fifo + "'; sleep 30");
-  spec.exit_file = dir.File("exit");
-  spec.kill_grace = milliseconds(100);
-  r = RunCancelingWhenReady(spec, fifo);
-  EXPECT_TRUE(r.stopped);
-  EXPECT_EQ(r.term_signal, SIGKILL);
-  end = ReadExitFile(spec.exit_file, milliseconds(0));
-  ASSERT_TRUE(end.has_value());
-  EXPECT_EQ(end->term_signal, SIGKILL);
-
-  spec.argv = {"/nonexistent/program"};
-  auto missing = RunProcess(spec, -1);
-  ASSERT_FALSE(missing.ok());
-  EXPECT_EQ(missing.status().code(), Code::kNotFound) << missing.status().ToString();
-  EXPECT_FALSE(ReadExitFile(dir.File("none"), milliseconds(0)).has_value());
-}
 
 TEST(StartProcessTest, AChildStartedEarlyGetsItsStdinWhenFollowed) {
   SpawnSpec spec;
