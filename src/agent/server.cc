@@ -265,11 +265,41 @@ void AgentServer::ForgetJob(const std::string& name) {
   ++jobs_generation_;
 }
 
+namespace {
+
+json MethodNotAllowed(const std::string& method) {
+  return {{"error", "method not allowed"},
+          {"detail", fmt::format("the agent answers GET, POST, PUT and DELETE, not {}; see "
+                                 "docs/agent-api.md",
+                                 method)}};
+}
+
+json NoContentLength() {
+  return {{"error", "bad request"},
+          {"detail", "the request could not be read: a POST or PUT needs a body with a "
+                     "Content-Length (send {} for an empty one)"}};
+}
+
+}  // namespace
+
 void AgentServer::Routes() {
   httplib::Server& s = *http_;
   s.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
-    return Authorized(req, res) ? httplib::Server::HandlerResponse::Unhandled
-                                : httplib::Server::HandlerResponse::Handled;
+    if (!Authorized(req, res)) return httplib::Server::HandlerResponse::Handled;
+    // cpp-httplib reads a body that has no length until the connection closes, which held a
+    // `curl -X POST` without data for the 10 s read timeout: answered now, and the connection
+    // closed, since where the body would end is unknown.
+    const bool may_have_body = req.method != "GET" && req.method != "HEAD" && req.method != "DELETE";
+    if (may_have_body && !req.has_header("Content-Length") && !req.has_header("Transfer-Encoding")) {
+      res.set_header("Connection", "close");
+      if (req.method == "POST" || req.method == "PUT") {
+        Reply(res, 400, NoContentLength());
+      } else {
+        Reply(res, 405, MethodNotAllowed(req.method));
+      }
+      return httplib::Server::HandlerResponse::Handled;
+    }
+    return httplib::Server::HandlerResponse::Unhandled;
   });
   // Errors cpp-httplib answers itself get the documented body too.
   s.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
@@ -283,17 +313,14 @@ void AgentServer::Routes() {
       error = "body too large";
       detail = "the request body is over the agent's max_body_bytes";
     } else if (!known_method && (status == 400 || status == 404)) {
-      status = 405;
-      error = "method not allowed";
-      detail = fmt::format("the agent answers GET, POST, PUT and DELETE, not {}; see docs/agent-api.md",
-                           req.method);
+      Reply(res, 405, MethodNotAllowed(req.method));
+      return;
     } else if (status == 404) {
       error = "not found";
       detail = fmt::format("no route {} {}; see docs/agent-api.md", req.method, req.path);
     } else if (status == 400) {
-      error = "bad request";
-      detail = "the request could not be read: a POST or PUT needs a body with a Content-Length "
-               "(send {} for an empty one)";
+      Reply(res, 400, NoContentLength());
+      return;
     }
     Reply(res, status, json{{"error", error}, {"detail", detail}});
   });

@@ -2,6 +2,9 @@
 // (docs/agent-api.md), by `fanout job` and by `fanout deploy`. Every wait is a long-poll on the
 // run or a bounded poll on a file a step writes; steps hold on gate files, never on timing.
 #include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -360,6 +363,51 @@ TEST_F(AgentTest, MalformedInputGets400WithAReasonAndChangesNothing) {
   EXPECT_EQ(patch.status, 405) << patch.body;
   EXPECT_EQ(patch.json.value("error", ""), "method not allowed") << patch.body;
   EXPECT_TRUE(Contains(patch.json.value("detail", ""), "not PATCH")) << patch.body;
+}
+
+// Sends `request` as it is on a new connection to the agent at `url` (http://127.0.0.1:PORT);
+// returns the reply's status line, and in `took` how long it took to come.
+std::string RawExchange(const std::string& url, const std::string& request,
+                        std::chrono::milliseconds& took) {
+  const int port = std::stoi(url.substr(url.rfind(':') + 1));
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  auto start = std::chrono::steady_clock::now();
+  std::string reply;
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
+      send(fd, request.data(), request.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(request.size())) {
+    timeval limit{15, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
+    char buffer[4096];
+    ssize_t n = 0;
+    while (reply.find("\r\n") == std::string::npos && (n = recv(fd, buffer, sizeof buffer, 0)) > 0) {
+      reply.append(buffer, static_cast<size_t>(n));
+    }
+  }
+  close(fd);
+  took = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start);
+  return reply.substr(0, reply.find("\r\n"));
+}
+
+// A POST without a Content-Length (`curl -X POST` without data) was answered only after the
+// 10 s read timeout, cpp-httplib reading for a body until the connection closed.
+TEST_F(AgentTest, ARequestWithoutABodyLengthIsAnsweredAtOnce) {
+  ASSERT_TRUE(StartConfig(Config(1)));
+  for (const char* method : {"POST", "PATCH"}) {
+    std::chrono::milliseconds took{0};
+    std::string status = RawExchange(
+        agent_.url(),
+        std::string(method) + " /v1/jobs/j/start HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer " +
+            kToken + "\r\n\r\n",
+        took);
+    EXPECT_EQ(status, std::string(method) == "POST" ? "HTTP/1.1 400 Bad Request"
+                                                    : "HTTP/1.1 405 Method Not Allowed")
+        << method;
+    EXPECT_LT(took, std::chrono::seconds(5)) << method;
+  }
 }
 
 TEST_F(AgentTest, RefusesToListenBeyondLoopbackWithoutCredentials) {
