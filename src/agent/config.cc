@@ -9,7 +9,9 @@
 #include <algorithm>
 #include <charconv>
 #include <filesystem>
+#include <set>
 #include <thread>
+#include <tuple>
 
 #include <fmt/format.h>
 
@@ -86,27 +88,39 @@ Result<AgentConfig> LoadAgentConfig(const std::string& path) {
   ASSIGN_OR_RETURN(std::string text, ReadFile(path));
   std::filesystem::path base = std::filesystem::path(path).parent_path();
   AgentConfig c;
-  std::vector<std::string> problems;
+  // Said in file order, one line each, as `fanout validate` prints a package's:
+  // FILE:LINE:COLUMN: MESSAGE.
+  std::vector<std::tuple<int, int, std::string>> problems;
+  auto problem = [&](const YAML::Node& at, const std::string& message) {
+    problems.emplace_back(at.Mark().line + 1, at.Mark().column + 1, message);
+  };
   try {
     YAML::Node root = YAML::Load(text);
     if (!root.IsMap()) return InvalidArgument(path + ": an agent configuration is a YAML mapping");
     static const std::vector<std::string> kKeys = {
         "name", "listen", "data_dir", "slots", "tls", "token_file", "catalog", "proxies",
         "max_body_bytes", "stop_grace", "drain_grace"};
+    // yaml-cpp keeps the first of a key written twice here, without a word.
+    std::vector<YAML::Node> maps = {root};
+    for (size_t i = 0; i < maps.size() && i < 1000; ++i) {
+      std::set<std::string> seen;
+      for (auto it = maps[i].begin(); it != maps[i].end(); ++it) {
+        if (!seen.insert(it->first.Scalar()).second) {
+          problem(it->first, fmt::format("duplicate key `{}`", it->first.Scalar()));
+        }
+        if (it->second.IsMap()) maps.push_back(it->second);
+      }
+    }
     for (auto it = root.begin(); it != root.end(); ++it) {
       const std::string& key = it->first.Scalar();
       if (std::find(kKeys.begin(), kKeys.end(), key) == kKeys.end()) {
-        problems.push_back(fmt::format("line {}: unknown key `{}`; allowed: {}",
-                                       it->first.Mark().line + 1, key, fmt::join(kKeys, ", ")));
+        problem(it->first, fmt::format("unknown key `{}`; allowed: {}", key, fmt::join(kKeys, ", ")));
       }
     }
     c.name = root["name"] ? root["name"].as<std::string>() : HostName();
     if (root["listen"]) {
       Status listen = ParseListen(root["listen"].as<std::string>(), c);
-      if (!listen.ok()) {
-        problems.push_back(
-            fmt::format("line {}: `listen` {}", root["listen"].Mark().line + 1, listen.message()));
-      }
+      if (!listen.ok()) problem(root["listen"], "`listen` " + listen.message());
     }
     if (root["data_dir"]) c.data_dir = Resolve(base, root["data_dir"].as<std::string>());
     // Whole numbers of at least `min`, said so rather than yaml-cpp's "bad conversion".
@@ -115,8 +129,8 @@ Result<AgentConfig> LoadAgentConfig(const std::string& path) {
       int64_t n = 0;
       if (!v) return std::nullopt;
       if (!v.IsScalar() || !YAML::convert<int64_t>::decode(v, n) || n < min) {
-        problems.push_back(fmt::format("line {}: `{}` must be a whole number of at least {}, not "
-                                       "'{}'", v.Mark().line + 1, key, min, v.Scalar()));
+        problem(v, fmt::format("`{}` must be a whole number of at least {}, not '{}'", key, min,
+                               v.Scalar()));
         return std::nullopt;
       }
       return n;
@@ -131,7 +145,7 @@ Result<AgentConfig> LoadAgentConfig(const std::string& path) {
       // Read as clients read it, so that both hold the same token.
       auto token = client::ReadTokenFile(Resolve(base, root["token_file"].as<std::string>()));
       if (!token.ok()) {
-        problems.push_back("token_file: " + token.status().message());
+        problem(root["token_file"], "token_file: " + token.status().message());
       } else {
         c.token = *token;
       }
@@ -141,15 +155,17 @@ Result<AgentConfig> LoadAgentConfig(const std::string& path) {
     for (const char* key : {"stop_grace", "drain_grace"}) {
       if (!root[key]) continue;
       auto d = ParseDuration(root[key].as<std::string>());
-      if (!d.ok()) problems.push_back(fmt::format("`{}`: {}", key, d.status().message()));
+      if (!d.ok()) problem(root[key], fmt::format("`{}`: {}", key, d.status().message()));
       else (std::string(key) == "stop_grace" ? c.stop_grace : c.drain_grace) = *d;
     }
     if (YAML::Node proxies = root["proxies"]) {
       for (auto it = proxies.begin(); it != proxies.end(); ++it) {
         ProxyConfig p;
         p.name = it->first.Scalar();
-        if (!ValidName(p.name)) problems.push_back("proxy name '" + p.name + "' must match [A-Za-z0-9_.-]{1,128}");
-        if (!it->second["user"]) problems.push_back("proxy '" + p.name + "' needs `user`");
+        if (!ValidName(p.name)) {
+          problem(it->first, "proxy name '" + p.name + "' must match [A-Za-z0-9_.-]{1,128}");
+        }
+        if (!it->second["user"]) problem(it->first, "proxy '" + p.name + "' needs `user`");
         else p.user = it->second["user"].as<std::string>();
         if (YAML::Node subs = it->second["subsystems"]) {
           // A misspelt subsystem would only show when a step through the proxy is refused.
@@ -158,9 +174,8 @@ Result<AgentConfig> LoadAgentConfig(const std::string& path) {
             p.subsystems.push_back(s.as<std::string>());
             if (std::find(kSubsystems.begin(), kSubsystems.end(), p.subsystems.back()) ==
                 kSubsystems.end()) {
-              problems.push_back(fmt::format(
-                  "line {}: unknown subsystem '{}' in proxies.{}.subsystems; allowed: {}",
-                  s.Mark().line + 1, p.subsystems.back(), p.name, fmt::join(kSubsystems, ", ")));
+              problem(s, fmt::format("unknown subsystem '{}' in proxies.{}.subsystems; allowed: {}",
+                                     p.subsystems.back(), p.name, fmt::join(kSubsystems, ", ")));
             }
           }
         }
@@ -171,10 +186,13 @@ Result<AgentConfig> LoadAgentConfig(const std::string& path) {
     return InvalidArgument(fmt::format("{}:{}:{}: {}{}", path, e.mark.line + 1, e.mark.column + 1,
                                        e.msg, YamlTabHint(text, e.mark.line + 1)));
   }
-  if (!problems.empty()) {
-    return InvalidArgument(fmt::format("{}: {}", path, fmt::join(problems, "; ")));
+  if (problems.empty()) return c;
+  std::sort(problems.begin(), problems.end());
+  std::vector<std::string> lines;
+  for (const auto& [line, column, message] : problems) {
+    lines.push_back(fmt::format("{}:{}:{}: {}", path, line, column, message));
   }
-  return c;
+  return InvalidArgument(fmt::format("{}", fmt::join(lines, "\n")));
 }
 
 Status CheckAgentConfig(AgentConfig& c) {

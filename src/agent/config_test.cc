@@ -48,10 +48,26 @@ TEST(ConfigTest, RefusesUnknownProxySubsystems) {
   ASSERT_FALSE(config.ok());
   EXPECT_EQ(config.status().code(), Code::kInvalidArgument);
   const std::string message = config.status().message();
-  EXPECT_NE(message.find("line 3: unknown subsystem 'pakage' in proxies.etl.subsystems; allowed: "
+  EXPECT_NE(message.find("agent.yaml:3:45: unknown subsystem 'pakage' in proxies.etl.subsystems; allowed: "
                          "package, process"), std::string::npos) << message;
   EXPECT_NE(message.find("unknown subsystem 'bogus'"), std::string::npos) << message;
   EXPECT_EQ(message.find("'process' in"), std::string::npos) << message;
+}
+
+// Each problem has its place and its own line; a key written twice (yaml-cpp keeps the first)
+// is one of them.
+TEST(ConfigTest, ProblemsAreSaidInFileOrderWithTheirPlace) {
+  testing::TempDir dir;
+  std::ofstream(dir.File("agent.yaml")) << "name: a\ndata_dir: d\nstop_grace: abc\n"
+                                           "max_body_bytes: 5\nname: b\n";
+  auto config = LoadAgentConfig(dir.File("agent.yaml"));
+  ASSERT_FALSE(config.ok());
+  const std::string file = dir.File("agent.yaml");
+  EXPECT_EQ(config.status().message(),
+            file + ":3:13: `stop_grace`: 'abc' is not a duration; write a number with a unit: "
+                   "250ms, 30s, 10m, 2h, 1d\n" +
+                file + ":4:17: `max_body_bytes` must be a whole number of at least 1024, not '5'\n" +
+                file + ":5:1: duplicate key `name`");
 }
 
 }  // namespace

@@ -434,7 +434,8 @@ TEST_F(AgentTest, RefusesToListenBeyondLoopbackWithoutCredentials) {
   EXPECT_TRUE(Contains(agent_.err(), "its folder /nonexistent-fanout does not exist")) << agent_.err();
   agent_.dir().Write("port.yaml", "name: p\ndata_dir: data\nlisten: 127.0.0.1:70000\n");
   EXPECT_EQ(agent_.StartExpectingExit({"--config", agent_.Path("port.yaml")}), 5);
-  EXPECT_TRUE(Contains(agent_.err(), "line 3: `listen` has a bad port '70000'")) << agent_.err();
+  EXPECT_TRUE(Contains(agent_.err(), "port.yaml:3:9: `listen` has a bad port '70000'"))
+      << agent_.err();
 
   agent_.dir().Write("half-tls.yaml", "name: t\ndata_dir: data\ntls: {client_ca: ca.crt}\n");
   EXPECT_EQ(agent_.StartExpectingExit({"--config", agent_.Path("half-tls.yaml")}), 5);
@@ -448,7 +449,7 @@ TEST_F(AgentTest, RefusesToListenBeyondLoopbackWithoutCredentials) {
            {"catalog: \"mysql://x\"", "unsupported catalog 'mysql://x'"},
            // QA: a misspelt subsystem was accepted, and found out only when a step was refused.
            {"proxies: {etl: {user: nobody, subsystems: [process, pakage, bogus]}}",
-            "line 3: unknown subsystem 'pakage' in proxies.etl.subsystems; allowed: package, "
+            "odd.yaml:3:53: unknown subsystem 'pakage' in proxies.etl.subsystems; allowed: package, "
             "process"}}) {
     agent_.dir().Write("odd.yaml", "name: odd\ndata_dir: data\n" + line + "\n");
     EXPECT_EQ(agent_.StartExpectingExit({"--config", agent_.Path("odd.yaml")}), 5) << line;
