@@ -85,6 +85,14 @@ EventFilter ReportingLevelsFilter(std::string_view levels) {
 
 void ConsoleSink::Write(const Event& event) {
   if (!Prints(event)) return;
+  if (event.type == EventType::kOnError) {
+    const std::string wrapper = "package " + event.source + " failed: ";
+    if (event.message.starts_with(wrapper) &&
+        errors_said_.count(event.message.substr(wrapper.size())) != 0) {
+      return;
+    }
+    errors_said_.insert(event.source + ": " + event.message);
+  }
   line_.clear();
   AppendClockTime(line_, event.ended_at);
   // Padded to the common names' width so that sources line up; the rare longer names

@@ -8,6 +8,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <unordered_set>
 #include <vector>
 
 #include "fanout/event.h"
@@ -48,6 +49,8 @@ class ConsoleSink : public EventSink {
       : ConsoleSink(ReportingLevelsFilter(levels), out) {}
   ConsoleSink(EventFilter filter, FILE* out) : filter_(filter), out_(out) {}
 
+  // Prints the event's line, except a package's closing "package P failed: TASK: M" when
+  // TASK's own OnError line said M already (the catalog keeps both, as SSIS does).
   void Write(const Event& event) override;
   void Flush() override;
   // Whether Write prints this event.
@@ -57,6 +60,7 @@ class ConsoleSink : public EventSink {
   EventFilter filter_;
   FILE* out_;
   std::string line_;  // reused to avoid an allocation per event
+  std::unordered_set<std::string> errors_said_;  // "SOURCE: MESSAGE" of OnError lines printed
 };
 
 // An append-only file written in whole lines, buffered until Flush() or until the buffer fills.

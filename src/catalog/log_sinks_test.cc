@@ -26,17 +26,21 @@ std::vector<std::string> Lines(const std::string& text) {
   return lines;
 }
 
-// Writes one event of every type to a console sink and returns what it printed.
-std::string ConsoleOutput(std::string_view levels) {
-  FILE* out = std::tmpfile();
-  {
-    ConsoleSink sink(levels, out);
+// Writes `events` (by default one event of every type) to a console sink and returns what it
+// printed.
+std::string ConsoleOutput(std::string_view levels, std::vector<Event> events = {}) {
+  if (events.empty()) {
     for (EventType type :
          {EventType::kOnPreExecute, EventType::kOnError, EventType::kOnWarning,
           EventType::kOnInformation, EventType::kOnProgress, EventType::kOnTaskFailed,
           EventType::kOnVariableValueChanged, EventType::kOnPostExecute}) {
-      sink.Write(SampleEvent("e", type, "m"));
+      events.push_back(SampleEvent("e", type, "m"));
     }
+  }
+  FILE* out = std::tmpfile();
+  {
+    ConsoleSink sink(levels, out);
+    for (const Event& event : events) sink.Write(event);
     sink.Flush();
   }
   std::string text;
@@ -50,6 +54,20 @@ std::string ConsoleOutput(std::string_view levels) {
 
 TEST(ConsoleSinkTest, PrintsTimeEventSourceAndMessage) {
   EXPECT_EQ(ConsoleOutput("E"), "03:04:05 OnError       load/region-job: m\n");
+}
+
+// The package's closing error repeats its task's; the console says it once (the catalog keeps
+// both). Another package error still shows.
+TEST(ConsoleSinkTest, APackageErrorThatRepeatsItsTasksIsSaidOnce) {
+  Event task = SampleEvent("e", EventType::kOnError, "exit code 3");
+  task.source = "load";
+  Event package = SampleEvent("e", EventType::kOnError, "package nightly failed: load: exit code 3");
+  package.source = "nightly";
+  Event other = SampleEvent("e", EventType::kOnError, "package nightly failed: disk full");
+  other.source = "nightly";
+  EXPECT_EQ(ConsoleOutput("E", {task, package, other}),
+            "03:04:05 OnError       load: exit code 3\n"
+            "03:04:05 OnError       nightly: package nightly failed: disk full\n");
 }
 
 TEST(ConsoleSinkTest, FiltersByReportingLevels) {
