@@ -190,7 +190,7 @@ Status Executor::Recover() {
     }
     std::shared_ptr<const JobDef> job;
     if (!definition.empty()) {
-      auto parsed = ParseJob(definition);
+      auto parsed = ParseJob(definition, nullptr, JobCheck::kStored);
       if (parsed.ok()) job = std::make_shared<const JobDef>(std::move(*parsed));
     }
     bool alive = r.pid > 0 && kill(r.pid, 0) == 0 && ProcessStartTime(r.pid) == r.pid_start;

@@ -4,6 +4,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <map>
 #include <set>
 #include <unordered_map>
 #include <utility>
@@ -76,9 +77,12 @@ Marks MarksOf(const YAML::Node& yaml, const json& root) {
     pending.pop_back();
     marks[value] = node.Mark();
     if (node.IsMap() && value->is_object()) {
-      for (auto it = node.begin(); it != node.end(); ++it) {
-        auto child = value->find(it->first.Scalar());
-        if (child != value->end()) pending.emplace_back(it->second, &*child);
+      // A key written twice holds its last value (YamlToJson): that one's place is its place.
+      std::map<std::string, YAML::Node> last;
+      for (auto it = node.begin(); it != node.end(); ++it) last[it->first.Scalar()] = it->second;
+      for (const auto& [key, child_node] : last) {
+        auto child = value->find(key);
+        if (child != value->end()) pending.emplace_back(child_node, &*child);
       }
     } else if (node.IsSequence() && value->is_array()) {
       size_t i = 0;
@@ -92,7 +96,7 @@ Marks MarksOf(const YAML::Node& yaml, const json& root) {
 
 class JobParser {
  public:
-  explicit JobParser(const Marks* marks) : marks_(marks) {}
+  JobParser(const Marks* marks, JobCheck check) : marks_(marks), check_(check) {}
 
   std::vector<JobProblem> problems;
 
@@ -228,13 +232,15 @@ class JobParser {
       if (obj.contains("success_codes")) {
         s.success_codes.clear();
         const json& codes = obj["success_codes"];
-        if (!codes.is_array() || codes.empty()) {
+        const bool stored = check_ == JobCheck::kStored;
+        if (!codes.is_array() || (codes.empty() && !stored)) {
           Problem(codes, fmt::format("`success_codes` in {} must list at least one exit code",
                                      what));
         } else {
           for (const auto& c : codes) {
-            if (c.is_number_integer() && c.get<int64_t>() >= 0 && c.get<int64_t>() <= 255) {
-              s.success_codes.push_back(c.get<int>());
+            if (c.is_number_integer() &&
+                (stored || (c.get<int64_t>() >= 0 && c.get<int64_t>() <= 255))) {
+              s.success_codes.push_back(static_cast<int>(c.get<int64_t>()));
             } else {
               Problem(c, fmt::format("`success_codes` in {} must hold exit codes from 0 to 255, "
                                      "not {}", what, c.dump()));
@@ -243,7 +249,8 @@ class JobParser {
         }
       }
       for (const char* key : {"package", "params"}) {
-        if (obj.contains(key)) {
+        // A stored job may hold the params earlier agents ignored on a process step.
+        if (obj.contains(key) && (key != std::string_view("params") || check_ == JobCheck::kNew)) {
           Problem(obj[key], fmt::format("`{}` belongs to package steps, not {}", key, what));
         }
       }
@@ -264,6 +271,7 @@ class JobParser {
 
  private:
   const Marks* marks_;  // null: no positions (JSON)
+  JobCheck check_;
 };
 
 }  // namespace
@@ -332,8 +340,9 @@ bool NestedDeeperThan(const nlohmann::json& value, size_t limit) {
 namespace {
 
 // Every problem of a job definition, in `problems`; `marks` (null for JSON) gives positions.
-JobDef CheckJob(const json& obj, const Marks* marks, std::vector<JobProblem>& problems) {
-  JobParser p(marks);
+JobDef CheckJob(const json& obj, const Marks* marks, JobCheck check,
+              std::vector<JobProblem>& problems) {
+  JobParser p(marks, check);
   JobDef job;
   if (!obj.is_object()) {
     p.Problem(obj, "a job definition must be a mapping with `job` and `steps`");
@@ -400,20 +409,33 @@ Result<JobDef> JobFromJson(const nlohmann::json& obj) {
                                        kMaxJsonNesting));
   }
   std::vector<JobProblem> problems;
-  JobDef job = CheckJob(obj, nullptr, problems);
+  JobDef job = CheckJob(obj, nullptr, JobCheck::kNew, problems);
   if (!problems.empty()) return ProblemsStatus(problems);
   return job;
 }
 
-Result<JobDef> ParseJob(const std::string& text, std::vector<JobProblem>* problems_out) {
+Result<JobDef> ParseJob(const std::string& text, std::vector<JobProblem>* problems_out,
+                        JobCheck check) {
   std::vector<JobProblem> problems;
   json obj;
   Marks marks;
   size_t first = text.find_first_not_of(" \t\r\n");
   const bool is_json = first != std::string::npos && text[first] == '{';
+  const bool strict = check == JobCheck::kNew;
   if (is_json) {
+    // nlohmann keeps the last of a key written twice: each object's keys are watched.
+    std::vector<std::set<std::string>> keys;
+    auto watch = [&](int, json::parse_event_t event, json& parsed) {
+      if (event == json::parse_event_t::object_start) keys.emplace_back();
+      if (event == json::parse_event_t::object_end && !keys.empty()) keys.pop_back();
+      if (event == json::parse_event_t::key && !keys.empty() && strict &&
+          !keys.back().insert(parsed.get<std::string>()).second) {
+        problems.push_back({0, 0, fmt::format("duplicate key `{}`", parsed.get<std::string>())});
+      }
+      return true;
+    };
     try {
-      obj = json::parse(text);
+      obj = json::parse(text, watch);
     } catch (const json::exception& e) {
       problems.push_back({0, 0, fmt::format("malformed JSON: {}", e.what())});
     }
@@ -421,7 +443,9 @@ Result<JobDef> ParseJob(const std::string& text, std::vector<JobProblem>* proble
     try {
       size_t budget = kMaxJobValues;
       YAML::Node root = YAML::Load(text);
-      obj = YamlToJson(root, budget, problems);
+      std::vector<JobProblem> duplicates;
+      obj = YamlToJson(root, budget, duplicates);
+      if (strict) problems.insert(problems.end(), duplicates.begin(), duplicates.end());
       marks = MarksOf(root, obj);
     } catch (const TooManyValues&) {
       problems.push_back({0, 0, fmt::format("the job file holds more than {} values (YAML "
@@ -437,7 +461,7 @@ Result<JobDef> ParseJob(const std::string& text, std::vector<JobProblem>* proble
       problems.push_back({0, 0, fmt::format("the job definition nests more than {} levels deep",
                                             kMaxJsonNesting)});
     } else {
-      job = CheckJob(obj, is_json ? nullptr : &marks, problems);
+      job = CheckJob(obj, is_json ? nullptr : &marks, check, problems);
     }
   }
   if (!problems.empty()) {

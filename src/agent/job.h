@@ -67,10 +67,17 @@ struct JobProblem {
   std::string ToString() const;  // "line L, column C: MESSAGE", or MESSAGE
 };
 
+// How strictly a definition is checked: a new one (PUT, validate, deploy) by every rule; one
+// an agent stored earlier only by the rules it was stored under, so that a rule added since
+// (keys written twice, success_codes from 0 to 255, no params on a process step) does not make
+// a stored job unreadable after an upgrade.
+enum class JobCheck { kNew, kStored };
+
 // Parses a job definition given as JSON or YAML (decided by the text, not a header). Every
 // problem is collected; the Status message lists them all in file order, one per line, and
 // `problems`, when given, receives them.
-Result<JobDef> ParseJob(const std::string& text, std::vector<JobProblem>* problems = nullptr);
+Result<JobDef> ParseJob(const std::string& text, std::vector<JobProblem>* problems = nullptr,
+                        JobCheck check = JobCheck::kNew);
 Result<JobDef> JobFromJson(const nlohmann::json& json);
 
 }  // namespace fanout::agent

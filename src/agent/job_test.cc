@@ -60,6 +60,34 @@ TEST(JobTest, ProblemsHavePositionsAndCoverWhatWasSilentlyAccepted) {
   EXPECT_EQ(json_job.status().message(), "`success_codes` in step 'a' must list at least one exit code");
 }
 
+// JSON keeps the last of a key written twice too: refused as in YAML. A problem about a
+// repeated key's value points at the value kept (the last).
+TEST(JobTest, RepeatedKeysInJsonAndThePlaceOfTheValueKept) {
+  auto json_job = ParseJob("{\"job\": \"j1\", \"job\": \"j2\", \"steps\": [{\"name\": \"s\", "
+                           "\"subsystem\": \"process\", \"run\": [\"/bin/true\"]}]}");
+  ASSERT_FALSE(json_job.ok());
+  EXPECT_EQ(json_job.status().message(), "duplicate key `job`");
+  std::vector<JobProblem> problems;
+  auto yaml_job = ParseJob("job: ok\njob: \"bad name\"\nsteps: [{name: s, subsystem: process, "
+                           "run: [/bin/true]}]\n",
+                           &problems);
+  ASSERT_FALSE(yaml_job.ok());
+  ASSERT_EQ(problems.size(), 2u);
+  EXPECT_EQ(problems[1].ToString(), "line 2, column 6: job name 'bad name' must match "
+                                    "[A-Za-z0-9_.-]{1,128}");
+}
+
+// A job an earlier agent stored stays readable after an upgrade that added rules.
+TEST(JobTest, AStoredJobIsReadByTheRulesItWasStoredUnder) {
+  const std::string stored =
+      "job: old\nsteps:\n  - name: a\n    subsystem: process\n    run: [/bin/false]\n"
+      "    run: [/bin/true]\n    success_codes: []\n    params: {x: y}\n";
+  EXPECT_FALSE(ParseJob(stored).ok());
+  auto job = ParseJob(stored, nullptr, JobCheck::kStored);
+  ASSERT_TRUE(job.ok()) << job.status().ToString();
+  EXPECT_EQ(job->steps[0].run, std::vector<std::string>{"/bin/true"});
+}
+
 // A definition nested 100,000 deep crashed the agent in nlohmann's recursive dump(): it is
 // refused before anything dumps it.
 TEST(JobTest, DeepNestingIsRefusedWithoutRecursion) {

@@ -462,7 +462,7 @@ void AgentServer::Routes() {
                  "unknown job");
       return nullptr;
     }
-    auto job = ParseJob((*record)->definition);
+    auto job = ParseJob((*record)->definition, nullptr, JobCheck::kStored);
     if (!job.ok()) {
       ReplyError(res, Internal(job.status().message()), "stored job is unreadable");
       return nullptr;
@@ -480,7 +480,7 @@ void AgentServer::Routes() {
     ExecutorStatus st = executor_->Snapshot();
     json out = json::array();
     for (const JobRecord& r : *list) {
-      auto job = ParseJob(r.definition);
+      auto job = ParseJob(r.definition, nullptr, JobCheck::kStored);
       if (!job.ok()) continue;
       int running = 0;
       for (const RunRecord& a : st.active) running += a.job == r.name;
