@@ -55,7 +55,10 @@ std::optional<int> OpenCatalogFor(const std::string& flag, const char* command, 
                                   std::string& spec, std::unique_ptr<Catalog>& catalog) {
   const std::string full_spec = report::CatalogSpec(flag);
   spec = report::DisplayCatalogSpec(full_spec);  // from here on only shown in messages
-  auto opened = create ? OpenCatalog(full_spec) : report::OpenCatalogToRead(full_spec);
+  // An existing file is read as a catalog or refused (never made into one); only a missing one
+  // is created, when asked.
+  auto opened = report::OpenCatalogToRead(full_spec);
+  if (create && opened.ok() && *opened == nullptr) opened = OpenCatalog(full_spec);
   if (!opened.ok()) {
     std::fprintf(stderr, "fanout %s: catalog %s: %s\n", command, spec.c_str(),
                  opened.status().message().c_str());

@@ -165,6 +165,9 @@ TEST(ReportCommandTest, AnotherApplicationsDatabaseIsNotTakenForACatalog) {
           << r.err;
     }
   }
+  // Following all executions may create a catalog that does not exist yet, but not this one.
+  CommandResult follow = RunFanout({"logs", "--follow", "--catalog", "app.db"}, dir.path());
+  EXPECT_EQ(follow.exit_code, 4) << follow.err;
   EXPECT_EQ(std::filesystem::file_size(dir.path() + "/empty.db"), 0u);
   ASSERT_EQ(sqlite3_open((dir.path() + "/app.db").c_str(), &db), SQLITE_OK);
   sqlite3_stmt* tables = nullptr;
