@@ -134,6 +134,9 @@ class Catalog {
 Result<std::unique_ptr<Catalog>> OpenCatalog(const std::string& spec);
 // The spec's form alone (sqlite:PATH, PATH.db, postgresql://...), opening nothing.
 Status CheckCatalogSpec(const std::string& spec);
+// The SQLite file a spec names (sqlite:PATH or PATH.db), or "" for a PostgreSQL URI;
+// InvalidArgument for a spec of neither form.
+Result<std::string> CatalogSqlitePath(const std::string& spec);
 
 // OpenCatalog for a run's Recorder: a PostgreSQL catalog that cannot be reached now (Unavailable)
 // is returned unopened, with the reason in `unreachable`; it opens on its first successful

@@ -45,6 +45,8 @@ Result<std::string> SqlitePathOf(const std::string& spec) {
 
 Status CheckCatalogSpec(const std::string& spec) { return SqlitePathOf(spec).status(); }
 
+Result<std::string> CatalogSqlitePath(const std::string& spec) { return SqlitePathOf(spec); }
+
 Result<std::unique_ptr<Catalog>> OpenCatalog(const std::string& spec) {
   ASSIGN_OR_RETURN(std::string path, SqlitePathOf(spec));
   if (path.empty()) {

@@ -99,8 +99,8 @@ int RunAgent(const AgentArgs& args) {
   }
   // A SQLite catalog in a folder that does not exist would fail every package step, each with
   // this message; the data_dir itself is made at start.
-  if (config.catalog.starts_with("sqlite:")) {
-    std::filesystem::path folder = std::filesystem::path(config.catalog.substr(7)).parent_path();
+  if (auto sqlite = CatalogSqlitePath(config.catalog); sqlite.ok() && !sqlite->empty()) {
+    std::filesystem::path folder = std::filesystem::path(*sqlite).parent_path();
     std::error_code ec;
     if (!folder.empty() && !std::filesystem::is_directory(folder, ec) &&
         std::filesystem::weakly_canonical(folder, ec) !=

@@ -197,13 +197,7 @@ std::string DisplayCatalogSpec(const std::string& spec) {
 }
 
 Result<std::unique_ptr<Catalog>> OpenCatalogToRead(const std::string& spec) {
-  // The same forms OpenCatalog reads as SQLite files.
-  std::string path;
-  if (StartsWith(spec, "sqlite:")) {
-    path = spec.substr(7);
-  } else if (spec.size() > 3 && spec.ends_with(".db") && spec.find("://") == std::string::npos) {
-    path = spec;
-  }
+  ASSIGN_OR_RETURN(std::string path, CatalogSqlitePath(spec));
   if (path.empty()) return OpenCatalog(spec);
   std::error_code ec;
   if (!std::filesystem::exists(path, ec)) return std::unique_ptr<Catalog>();
