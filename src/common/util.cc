@@ -239,19 +239,21 @@ std::optional<bool> YamlBool(std::string_view scalar) {
 }
 
 std::string YamlTabHint(std::string_view text, int line) {
-  int number = 1;
+  // The line nearest the error (up to the one after it, where yaml-cpp may point) whose
+  // indentation holds a tab; lines of only whitespace do not count.
+  int number = 1, nearest = 0;
   for (size_t start = 0; start < text.size() && number <= line + 1; ++number) {
     size_t end = text.find('\n', start);
     if (end == std::string_view::npos) end = text.size();
     std::string_view row = text.substr(start, end - start);
-    size_t indent = row.find_first_not_of(" \t");
-    if (row.substr(0, indent).find('\t') != std::string_view::npos) {
-      return fmt::format("; line {} is indented with a tab: YAML indents with spaces only",
-                         number);
+    size_t indent = row.find_first_not_of(" \t\r");
+    if (indent != std::string_view::npos && row.substr(0, indent).find('\t') != std::string_view::npos) {
+      nearest = number;
     }
     start = end + 1;
   }
-  return "";
+  if (nearest == 0) return "";
+  return fmt::format("; line {} is indented with a tab: YAML indents with spaces only", nearest);
 }
 
 }  // namespace fanout

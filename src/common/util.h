@@ -46,9 +46,9 @@ std::string ProcessIdentity(int64_t pid);
 std::string EscapeControls(std::string_view text);
 
 // What to add to a YAML parser's message for an error at `line` (1-based) of `text`: yaml-cpp
-// says "end of map not found" or "illegal map value" for a tab in an indentation, so the first
-// line up to there indented with a tab is named ("; line 4 is indented with a tab: YAML indents
-// with spaces only"); "" when there is none.
+// says "end of map not found" or "illegal map value" for a tab in an indentation, so the line
+// nearest the error indented with a tab is named ("; line 4 is indented with a tab: YAML
+// indents with spaces only"); "" when there is none.
 std::string YamlTabHint(std::string_view text, int line);
 
 // Writes `content` to PATH.tmp and renames it to `path`, so that no reader sees half a file.

@@ -284,5 +284,14 @@ TEST(EscapeControlsTest, LeavesTextAndLayoutButShowsControlsAsEscapes) {
   EXPECT_EQ(EscapeControls("csi\xc2\x9b" "31m del\x7f"), "csi\\u009b31m del\\x7f");
 }
 
+// The line named is the one indented with a tab nearest the error; a line of only whitespace
+// (a tab on an empty line) is not one.
+TEST(YamlTabHintTest, NamesTheTabIndentedLineNearestTheError) {
+  const std::string text = "a:\n\tb: 1\n \t\nc:\n\td: 2\n";
+  EXPECT_EQ(YamlTabHint(text, 5), "; line 5 is indented with a tab: YAML indents with spaces only");
+  EXPECT_EQ(YamlTabHint(text, 3), "; line 2 is indented with a tab: YAML indents with spaces only");
+  EXPECT_EQ(YamlTabHint("a:\n  b: 1\n", 2), "");
+}
+
 }  // namespace
 }  // namespace fanout
