@@ -332,6 +332,7 @@ void Recorder::Impl::SpoolPending() {
 Status Recorder::Impl::TrySpool() {
   if (!spool || RowCount(pending) == 0) return Status::Ok();
   RETURN_IF_ERROR(spool->Append(pending));
+  spool_failure_reported = false;  // a later failure is news again
   pending.executions.clear();
   pending.task_runs.clear();
   pending.events.clear();

@@ -509,14 +509,17 @@ class Loader : public TaskParser {
   }
 
   // An expression's message counts columns within its own text ("at column 13"); in a file's
-  // diagnostics they become the file's, as the diagnostic's own position is.
+  // diagnostics they become the file's, as the diagnostic's own position is. (A quoted string
+  // of the user's that reads "at column N" would be rewritten too; the parser's messages give
+  // no structured offsets for their second column.)
   std::string InFileColumns(const YAML::Node& v, const std::string& message) const {
     static const std::regex kColumn("at column (\\d+)");
     std::string out;
     auto begin = message.cbegin();
     for (std::sregex_iterator it(message.begin(), message.end(), kColumn), end; it != end; ++it) {
       out.append(begin, (*it)[0].first);
-      SourcePos pos = OffsetPos(v, std::stoul((*it)[1].str()) - 1);
+      const size_t column = std::stoul((*it)[1].str());
+      SourcePos pos = column > 0 ? OffsetPos(v, column - 1) : SourcePos{};
       out += pos.line == 0 ? it->str() : fmt::format("at line {}, column {}", pos.line, pos.column);
       begin = (*it)[0].second;
     }
