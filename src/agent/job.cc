@@ -439,6 +439,9 @@ Result<JobDef> ParseJob(const std::string& text, std::vector<JobProblem>* proble
     } catch (const json::exception& e) {
       problems.push_back({0, 0, fmt::format("malformed JSON: {}", e.what())});
     }
+  } else if (auto nul = FindNulByte(text)) {
+    problems.push_back({nul->first, nul->second,
+                        "a NUL byte: a package or job file is text (YAML), not binary data"});
   } else {
     try {
       size_t budget = kMaxJobValues;

@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <charconv>
@@ -254,6 +255,15 @@ std::string YamlTabHint(std::string_view text, int line) {
   }
   if (nearest == 0) return "";
   return fmt::format("; line {} is indented with a tab: YAML indents with spaces only", nearest);
+}
+
+std::optional<std::pair<int, int>> FindNulByte(std::string_view text) {
+  size_t at = text.find('\0');
+  if (at == std::string_view::npos) return std::nullopt;
+  size_t newline = at == 0 ? std::string_view::npos : text.rfind('\n', at - 1);
+  size_t line_start = newline == std::string_view::npos ? 0 : newline + 1;
+  int line = 1 + static_cast<int>(std::count(text.begin(), text.begin() + static_cast<std::ptrdiff_t>(at), '\n'));
+  return std::pair<int, int>(line, static_cast<int>(at - line_start) + 1);
 }
 
 }  // namespace fanout

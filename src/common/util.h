@@ -9,6 +9,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "fanout/status.h"
 
@@ -50,6 +51,10 @@ std::string EscapeControls(std::string_view text);
 // nearest the error indented with a tab is named ("; line 4 is indented with a tab: YAML
 // indents with spaces only"); "" when there is none.
 std::string YamlTabHint(std::string_view text, int line);
+
+// Where the first NUL byte of `text` is, as 1-based line and column, when there is one: a
+// file with one is binary, not YAML (yaml-cpp then names a wrong place and an empty character).
+std::optional<std::pair<int, int>> FindNulByte(std::string_view text);
 
 // Writes `content` to PATH.tmp and renames it to `path`, so that no reader sees half a file.
 // On failure the temporary file is removed and the Status says "cannot write PATH: reason".

@@ -293,5 +293,12 @@ TEST(YamlTabHintTest, NamesTheTabIndentedLineNearestTheError) {
   EXPECT_EQ(YamlTabHint("a:\n  b: 1\n", 2), "");
 }
 
+TEST(FindNulByteTest, GivesLineAndColumn) {
+  EXPECT_FALSE(FindNulByte("package: p\n").has_value());
+  EXPECT_EQ(FindNulByte(std::string("package: p\0\n", 12)), std::make_pair(1, 11));
+  EXPECT_EQ(FindNulByte(std::string("a\nbc\0", 5)), std::make_pair(2, 3));
+  EXPECT_EQ(FindNulByte(std::string("\0", 1)), std::make_pair(1, 1));
+}
+
 }  // namespace
 }  // namespace fanout

@@ -261,6 +261,11 @@ class Loader : public TaskParser {
     source_ = text;
     // yaml-cpp does not count a UTF-8 byte order mark in its marks.
     if (source_.starts_with("\xEF\xBB\xBF")) source_skipped_ = 3;
+    if (auto nul = FindNulByte(text)) {
+      diag_.Error({path_, nul->first, nul->second},
+                  "a NUL byte: a package or job file is text (YAML), not binary data");
+      return nullptr;
+    }
     YAML::Node root;
     try {
       std::vector<YAML::Node> documents = YAML::LoadAll(text);

@@ -94,7 +94,8 @@ TEST(ValidateTest, ASecondYamlDocumentIsAnError) {
 }
 
 // yaml-cpp says only "end of map not found" for a tab in an indentation; the line is named.
-TEST(ValidateTest, ATabIndentationIsNamed) {
+// Nor does it say what a NUL byte is.
+TEST(ValidateTest, ATabIndentationOrANulByteIsNamed) {
   ScratchDir dir;
   dir.Write("tab.yaml", "package: p\ntasks:\n  a:\n\ttype: process\n");
   CommandResult r = RunFanout({"validate", "tab.yaml"}, dir.path());
@@ -102,6 +103,11 @@ TEST(ValidateTest, ATabIndentationIsNamed) {
   EXPECT_NE(r.err.find("line 4 is indented with a tab: YAML indents with spaces only"),
             std::string::npos)
       << r.err;
+  // A NUL byte had been reported at the next line as an "unknown escape character".
+  dir.Write("nul.yaml", std::string("package: p\0\ntasks: {}\n", 22));
+  CommandResult nul = RunFanout({"validate", "nul.yaml"}, dir.path());
+  EXPECT_EQ(nul.exit_code, 5);
+  EXPECT_NE(nul.err.find("nul.yaml:1:11: error: a NUL byte"), std::string::npos) << nul.err;
   dir.Write("tab.job.yaml", "job: j\nsteps:\n  - name: a\n\t  subsystem: process\n");
   CommandResult job = RunFanout({"validate", "tab.job.yaml"}, dir.path());
   EXPECT_EQ(job.exit_code, 5);
