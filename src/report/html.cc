@@ -341,7 +341,10 @@ std::string ExecutionsHtml(const std::vector<ExecutionSummary>& executions,
 namespace {
 
 void ChildRows(std::string& out, const std::vector<ChildNode>& children, int depth, DateTime now) {
-  size_t hidden = 0;
+  size_t hidden = 0, last_shown = children.size();
+  for (size_t i = 0; i < children.size(); ++i) {
+    if (ShowsChild(i, children[i].execution)) last_shown = i;
+  }
   for (size_t i = 0; i < children.size(); ++i) {
     const ChildNode& child = children[i];
     const ExecutionRow& e = child.execution;
@@ -349,9 +352,14 @@ void ChildRows(std::string& out, const std::vector<ChildNode>& children, int dep
       ++hidden;
       continue;
     }
+    // As the text tree: ├ for a child with more after it at its level, └ for the last.
+    const bool last = i == last_shown && last_shown + 1 == children.size();
     std::string pad = fmt::format(" style=\"padding-left:{}px\"", 10 + depth * 22);
     out += fmt::format("<tr><td{}>{}{}</td>", pad,
-                       depth > 0 ? "<span class=\"tree\">└ </span>" : "", EscapeHtml(child.label));
+                       depth == 0         ? ""
+                       : last ? "<span class=\"tree\">└ </span>"
+                              : "<span class=\"tree\">├ </span>",
+                       EscapeHtml(child.label));
     out += Cell(child.task_path) + Cell(AgentLabel(e)) + "<td>" + Badge(e.status) + "</td>" +
            Cell(ShortDateTime(e.started_at).substr(11), "time") +
            Cell(DurationLabel(e.status, e.started_at, e.ended_at, now), "num") + Cell(e.id, "mono") +

@@ -374,6 +374,9 @@ TEST(OverviewTextTest, TheTreeHasConnectorsAndLabelsSkipMaskedValues) {
   EXPECT_NE(text.find("\n  ├─ leaf 1 "), std::string::npos) << text;
   EXPECT_NE(text.find("\n  │  └─ deep "), std::string::npos) << text;
   EXPECT_NE(text.find("\n  └─ leaf 2 "), std::string::npos) << text;
+  std::string html = OverviewHtml(overview);
+  EXPECT_NE(html.find("<span class=\"tree\">├ </span>leaf 1"), std::string::npos);
+  EXPECT_NE(html.find("<span class=\"tree\">└ </span>leaf 2"), std::string::npos);
 
   ExecutionRow secretive;
   secretive.package = "leaf";
