@@ -1,6 +1,7 @@
 // Job definitions: YAML/JSON in, validated JobDef out, JSON back (see job.h).
 #include "agent/job.h"
 
+#include <yaml-cpp/depthguard.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -453,6 +454,10 @@ Result<JobDef> ParseJob(const std::string& text, std::vector<JobProblem>* proble
     } catch (const TooManyValues&) {
       problems.push_back({0, 0, fmt::format("the job file holds more than {} values (YAML "
                                             "aliases repeat what they name)", kMaxJobValues)});
+    } catch (const YAML::DeepRecursion& e) {  // its message is only "bad file"
+      problems.push_back(
+          ProblemAt(e.mark, fmt::format("nested too deeply: YAML is read to {} levels at most",
+                                        e.depth() - 1)));
     } catch (const YAML::Exception& e) {
       problems.push_back(ProblemAt(e.mark, "malformed YAML: " + e.msg +
                                                YamlTabHint(text, e.mark.line + 1)));

@@ -1,6 +1,7 @@
 // Reads a package YAML file into a Package, checking everything that can be checked before a
 // run: keys, types, names, expressions, precedence cycles. Every problem is collected with its
 // file:line:column so `fanout validate` can print them all at once.
+#include <yaml-cpp/depthguard.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -277,6 +278,11 @@ class Loader : public TaskParser {
         break;
       }
       if (!documents.empty()) root = documents.front();
+    } catch (const YAML::DeepRecursion& e) {  // its message is only "bad file"
+      diag_.Error({path_, e.mark.line + 1, e.mark.column + 1},
+                  fmt::format("nested too deeply: YAML is read to {} levels at most",
+                              e.depth() - 1));
+      return nullptr;
     } catch (const YAML::ParserException& e) {
       diag_.Error({path_, e.mark.line + 1, e.mark.column + 1},
                   "not valid YAML: " + e.msg + YamlTabHint(text, e.mark.line + 1));

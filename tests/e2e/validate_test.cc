@@ -94,8 +94,8 @@ TEST(ValidateTest, ASecondYamlDocumentIsAnError) {
 }
 
 // yaml-cpp says only "end of map not found" for a tab in an indentation; the line is named.
-// Nor does it say what a NUL byte is.
-TEST(ValidateTest, ATabIndentationOrANulByteIsNamed) {
+// Nor does it say what a NUL byte or too deep a nesting is.
+TEST(ValidateTest, ATabIndentationANulByteOrDeepNestingIsNamed) {
   ScratchDir dir;
   dir.Write("tab.yaml", "package: p\ntasks:\n  a:\n\ttype: process\n");
   CommandResult r = RunFanout({"validate", "tab.yaml"}, dir.path());
@@ -103,6 +103,13 @@ TEST(ValidateTest, ATabIndentationOrANulByteIsNamed) {
   EXPECT_NE(r.err.find("line 4 is indented with a tab: YAML indents with spaces only"),
             std::string::npos)
       << r.err;
+  // Nesting past yaml-cpp's limit had said only "bad file".
+  dir.Write("deep.yaml",
+            "package: p\ntasks:\n  a: " + std::string(1000, '[') + std::string(1000, ']') + "\n");
+  CommandResult deep = RunFanout({"validate", "deep.yaml"}, dir.path());
+  EXPECT_EQ(deep.exit_code, 5);
+  EXPECT_NE(deep.err.find("error: nested too deeply: YAML is read to"), std::string::npos)
+      << deep.err;
   // A NUL byte had been reported at the next line as an "unknown escape character".
   dir.Write("nul.yaml", std::string("package: p\0\ntasks: {}\n", 22));
   CommandResult nul = RunFanout({"validate", "nul.yaml"}, dir.path());
