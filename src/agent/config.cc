@@ -9,7 +9,6 @@
 #include <algorithm>
 #include <charconv>
 #include <filesystem>
-#include <set>
 #include <thread>
 #include <tuple>
 
@@ -19,6 +18,7 @@
 #include "client/agent_client.h"
 #include "common/util.h"
 #include "fanout/catalog.h"
+#include "package/yaml_util.h"
 
 namespace fanout::agent {
 namespace {
@@ -100,16 +100,8 @@ Result<AgentConfig> LoadAgentConfig(const std::string& path) {
     static const std::vector<std::string> kKeys = {
         "name", "listen", "data_dir", "slots", "tls", "token_file", "catalog", "proxies",
         "max_body_bytes", "stop_grace", "drain_grace"};
-    // yaml-cpp keeps the first of a key written twice here, without a word.
-    std::vector<YAML::Node> maps = {root};
-    for (size_t i = 0; i < maps.size() && i < 1000; ++i) {
-      std::set<std::string> seen;
-      for (auto it = maps[i].begin(); it != maps[i].end(); ++it) {
-        if (!seen.insert(it->first.Scalar()).second) {
-          problem(it->first, fmt::format("duplicate key `{}`", it->first.Scalar()));
-        }
-        if (it->second.IsMap()) maps.push_back(it->second);
-      }
+    for (const YAML::Node& key : RepeatedKeys(root)) {
+      problem(key, fmt::format("duplicate key `{}`", key.Scalar()));
     }
     for (auto it = root.begin(); it != root.end(); ++it) {
       const std::string& key = it->first.Scalar();

@@ -13,6 +13,7 @@
 #include <fmt/format.h>
 
 #include "common/util.h"
+#include "package/yaml_util.h"
 
 namespace fanout::agent {
 namespace {
@@ -34,25 +35,21 @@ JobProblem ProblemAt(const YAML::Mark& mark, std::string message) {
   return {mark.line + 1, mark.column + 1, std::move(message)};
 }
 
-// `budget`: values left before kMaxJobValues is reached (TooManyValues is thrown then). A key
-// written twice is a problem (yaml-cpp keeps the last silently).
-json YamlToJson(const YAML::Node& node, size_t& budget, std::vector<JobProblem>& problems) {
+// `budget`: values left before kMaxJobValues is reached (TooManyValues is thrown then). Of a
+// key written twice, the last value is kept.
+json YamlToJson(const YAML::Node& node, size_t& budget) {
   if (budget-- == 0) throw TooManyValues{};
   switch (node.Type()) {
     case YAML::NodeType::Map: {
       json out = json::object();
       for (auto it = node.begin(); it != node.end(); ++it) {
-        const std::string& key = it->first.Scalar();
-        if (out.contains(key)) {
-          problems.push_back(ProblemAt(it->first.Mark(), fmt::format("duplicate key `{}`", key)));
-        }
-        out[key] = YamlToJson(it->second, budget, problems);
+        out[it->first.Scalar()] = YamlToJson(it->second, budget);
       }
       return out;
     }
     case YAML::NodeType::Sequence: {
       json out = json::array();
-      for (const auto& item : node) out.push_back(YamlToJson(item, budget, problems));
+      for (const auto& item : node) out.push_back(YamlToJson(item, budget));
       return out;
     }
     case YAML::NodeType::Scalar: {
@@ -404,15 +401,9 @@ std::string JobProblem::ToString() const {
   return fmt::format("line {}, column {}: {}", line, column, message);
 }
 
-Result<JobDef> JobFromJson(const nlohmann::json& obj) {
-  if (NestedDeeperThan(obj, kMaxJsonNesting)) {
-    return InvalidArgument(fmt::format("the job definition nests more than {} levels deep",
-                                       kMaxJsonNesting));
-  }
-  std::vector<JobProblem> problems;
-  JobDef job = CheckJob(obj, nullptr, JobCheck::kNew, problems);
-  if (!problems.empty()) return ProblemsStatus(problems);
-  return job;
+bool IsJsonText(std::string_view text) {
+  size_t first = text.find_first_not_of(" \t\r\n");
+  return first != std::string_view::npos && text[first] == '{';
 }
 
 Result<JobDef> ParseJob(const std::string& text, std::vector<JobProblem>* problems_out,
@@ -420,8 +411,7 @@ Result<JobDef> ParseJob(const std::string& text, std::vector<JobProblem>* proble
   std::vector<JobProblem> problems;
   json obj;
   Marks marks;
-  size_t first = text.find_first_not_of(" \t\r\n");
-  const bool is_json = first != std::string::npos && text[first] == '{';
+  const bool is_json = IsJsonText(text);
   const bool strict = check == JobCheck::kNew;
   if (is_json) {
     // nlohmann keeps the last of a key written twice: each object's keys are watched.
@@ -447,9 +437,12 @@ Result<JobDef> ParseJob(const std::string& text, std::vector<JobProblem>* proble
     try {
       size_t budget = kMaxJobValues;
       YAML::Node root = YAML::Load(text);
-      std::vector<JobProblem> duplicates;
-      obj = YamlToJson(root, budget, duplicates);
-      if (strict) problems.insert(problems.end(), duplicates.begin(), duplicates.end());
+      obj = YamlToJson(root, budget);
+      if (strict) {
+        for (const YAML::Node& key : RepeatedKeys(root)) {
+          problems.push_back(ProblemAt(key.Mark(), fmt::format("duplicate key `{}`", key.Scalar())));
+        }
+      }
       marks = MarksOf(root, obj);
     } catch (const TooManyValues&) {
       problems.push_back({0, 0, fmt::format("the job file holds more than {} values (YAML "

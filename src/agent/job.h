@@ -7,6 +7,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -78,6 +79,7 @@ enum class JobCheck { kNew, kStored };
 // `problems`, when given, receives them.
 Result<JobDef> ParseJob(const std::string& text, std::vector<JobProblem>* problems = nullptr,
                         JobCheck check = JobCheck::kNew);
-Result<JobDef> JobFromJson(const nlohmann::json& json);
+// Whether ParseJob reads `text` as JSON (it starts with '{') rather than YAML.
+bool IsJsonText(std::string_view text);
 
 }  // namespace fanout::agent

@@ -524,7 +524,7 @@ TEST_P(CatalogConformanceTest, ListsExecutionsNewestFirstAndChildren) {
   ASSERT_TRUE(counts.ok()) << counts.status().ToString();
   EXPECT_EQ(*counts, (std::map<std::string, int>{{"parent", 4}}));
   // More ids than one query takes.
-  std::vector<std::string> many(kCountChildrenBatch * 2 + 1, "nope");
+  std::vector<std::string> many(kIdsPerStatement * 2 + 1, "nope");
   many.back() = "parent";
   counts = catalog->CountChildren(many);
   ASSERT_TRUE(counts.ok()) << counts.status().ToString();

@@ -277,6 +277,14 @@ bool StartsWith(std::string_view s, std::string_view prefix) {
 
 // Redacts the password of a URI or keyword/value connection string; collects the raw passwords
 // in `secrets` so that messages echoing them can be scrubbed too.
+// Where a URI's user info ends (its '@'), or npos: at the last '@' before the query, even when
+// a password written without percent-encoding holds '/' or '@' (libpq would misread it; masking
+// too much is harmless, too little not). `authority` is where the user info would start.
+size_t UserinfoEnd(std::string_view uri, size_t authority) {
+  size_t at = uri.rfind('@', uri.find('?', authority));
+  return at != std::string_view::npos && at >= authority ? at : std::string_view::npos;
+}
+
 std::string Redact(std::string_view conninfo, std::vector<std::string>* secrets) {
   auto keep = [&](std::string_view secret) {
     if (secrets != nullptr && !secret.empty()) secrets->emplace_back(secret);
@@ -294,11 +302,9 @@ std::string Redact(std::string_view conninfo, std::vector<std::string>* secrets)
   if (scheme_length > 0 && conninfo.substr(scheme_length, 3) == "://") {
     size_t scheme_end = scheme_length + 3;
     out.append(conninfo.substr(0, scheme_end));
-    // The user info ends at the last '@' before the query, even when a password written
-    // without percent-encoding holds '/' or '@': masking too much is harmless, too little not.
-    size_t at = conninfo.rfind('@', conninfo.find('?', scheme_end));
+    size_t at = UserinfoEnd(conninfo, scheme_end);
     size_t host_start = scheme_end;
-    if (at != std::string_view::npos && at >= scheme_end) {
+    if (at != std::string_view::npos) {
       std::string_view userinfo = conninfo.substr(scheme_end, at - scheme_end);
       size_t colon = userinfo.find(':');
       if (colon != std::string_view::npos) {
@@ -1049,8 +1055,8 @@ Result<std::map<std::string, int>> PostgresCatalog::CountChildren(
   if (conn_ == nullptr) return NotOpen();
   RETURN_IF_ERROR(EnsureConnected());
   std::map<std::string, int> counts;
-  for (size_t first = 0; first < parent_ids.size(); first += kCountChildrenBatch) {
-    size_t n = std::min(kCountChildrenBatch, parent_ids.size() - first);
+  for (size_t first = 0; first < parent_ids.size(); first += kIdsPerStatement) {
+    size_t n = std::min(kIdsPerStatement, parent_ids.size() - first);
     Params params;
     for (size_t i = 0; i < n; ++i) params.AddText(parent_ids[first + i]);
     Query query(*this);
@@ -1195,8 +1201,8 @@ Status CheckConnectionString(std::string_view conninfo) {
   if (scheme != std::string_view::npos) {
     // libpq splits the user info at the first '@' and ends it at the first '/', so such a
     // password is misread and parts of it end up in libpq's messages.
-    size_t at = conninfo.rfind('@', conninfo.find('?', scheme + 3));
-    if (at != std::string_view::npos && at > scheme + 3 &&
+    size_t at = UserinfoEnd(conninfo, scheme + 3);
+    if (at != std::string_view::npos &&
         conninfo.substr(scheme + 3, at - scheme - 3).find_first_of("@/?#") != std::string_view::npos) {
       return InvalidArgument(
           "the PostgreSQL URI's user name or password holds '@', '/', '?' or '#'; write them percent-encoded "

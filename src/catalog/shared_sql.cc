@@ -49,18 +49,17 @@ Status DeletePlanned(const PrunePlan& plan, const RunDelete& run, Catalog::Prune
     const char* column;
     int64_t Catalog::PruneCounts::*count;  // where its row count goes, or null
   };
-  constexpr size_t kBatch = 500;
   for (const Table& t : {Table{"events", "execution_id", &Catalog::PruneCounts::events},
                          Table{"task_runs", "execution_id", &Catalog::PruneCounts::task_runs},
                          Table{"execution_parameters", "execution_id", nullptr},
                          Table{"executions", "id", &Catalog::PruneCounts::executions}}) {
-    for (size_t first = 0; first < plan.ids.size(); first += kBatch) {
+    for (size_t first = 0; first < plan.ids.size(); first += kIdsPerStatement) {
+      const size_t end = std::min(first + kIdsPerStatement, plan.ids.size());
       std::vector<std::string> ids(plan.ids.begin() + static_cast<std::ptrdiff_t>(first),
-                                   plan.ids.begin() + static_cast<std::ptrdiff_t>(
-                                                          std::min(first + kBatch, plan.ids.size())));
-      std::string sql = std::string("DELETE FROM ") + t.name + " WHERE " + t.column + " IN (";
-      for (size_t i = 1; i <= ids.size(); ++i) sql += (i == 1 ? "$" : ", $") + std::to_string(i);
-      ASSIGN_OR_RETURN(int64_t removed, run(sql + ")", ids));
+                                   plan.ids.begin() + static_cast<std::ptrdiff_t>(end));
+      std::string sql = std::string("DELETE FROM ") + t.name + " WHERE " + t.column + " IN (" +
+                        Placeholders(ids.size()) + ")";
+      ASSIGN_OR_RETURN(int64_t removed, run(sql, ids));
       if (t.count != nullptr) counts.*t.count += removed;
     }
   }

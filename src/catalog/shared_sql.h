@@ -11,13 +11,20 @@
 
 namespace fanout::catalog {
 
-// The query of Catalog::CountChildren for n ids, $1 .. $n; and how many ids one query takes.
-inline std::string CountChildrenSql(size_t n) {
-  std::string sql = "SELECT parent_id, count(*) FROM executions WHERE parent_id IN (";
-  for (size_t i = 1; i <= n; ++i) sql += (i == 1 ? "$" : ", $") + std::to_string(i);
-  return sql + ") GROUP BY parent_id";
+// "$1, $2, .. $n": the parameters of an IN list of n ids.
+inline std::string Placeholders(size_t n) {
+  std::string list;
+  for (size_t i = 1; i <= n; ++i) list += (i == 1 ? "$" : ", $") + std::to_string(i);
+  return list;
 }
-constexpr size_t kCountChildrenBatch = 500;
+// How many ids one statement takes (CountChildren, Prune); a longer list goes in batches.
+constexpr size_t kIdsPerStatement = 500;
+
+// The query of Catalog::CountChildren for n ids, $1 .. $n.
+inline std::string CountChildrenSql(size_t n) {
+  return "SELECT parent_id, count(*) FROM executions WHERE parent_id IN (" + Placeholders(n) +
+         ") GROUP BY parent_id";
+}
 
 // Catalog::Prune's choice, made alike by both backends from every execution (`all`): each tree
 // (an execution without a parent in the catalog, and everything below it) whose top started

@@ -678,8 +678,8 @@ Result<std::map<std::string, int>> SqliteCatalog::CountChildren(
     const std::vector<std::string>& parent_ids) {
   if (db_ == nullptr) return FailedPrecondition("catalog '" + path_ + "' is not open");
   std::map<std::string, int> counts;
-  for (size_t first = 0; first < parent_ids.size(); first += kCountChildrenBatch) {
-    size_t n = std::min(kCountChildrenBatch, parent_ids.size() - first);
+  for (size_t first = 0; first < parent_ids.size(); first += kIdsPerStatement) {
+    size_t n = std::min(kIdsPerStatement, parent_ids.size() - first);
     Statement query;
     int rc = sqlite3_prepare_v2(db_, CountChildrenSql(n).c_str(), -1, query.out(), nullptr);
     if (rc != SQLITE_OK) return Error(rc, "preparing a query");

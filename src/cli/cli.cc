@@ -102,22 +102,18 @@ FileKeys TopLevelKeys(const std::string& text) {
   return {static_cast<bool>(root["package"]), static_cast<bool>(root["job"])};
 }
 
-Result<JobFile> CheckJobFile(const std::string& text, const std::string& file) {
+std::optional<JobFile> CheckJobFile(const std::string& text, const std::string& file,
+                                    Diagnostics& diagnostics) {
   std::vector<agent::JobProblem> problems;
   auto job = agent::ParseJob(text, &problems);
   if (!job.ok()) {
-    std::vector<std::string> lines;
-    for (const agent::JobProblem& problem : problems) {
-      lines.push_back(problem.line == 0
-                          ? fmt::format("{}: error: {}", file, problem.message)
-                          : fmt::format("{}:{}:{}: error: {}", file, problem.line, problem.column,
-                                        problem.message));
+    for (agent::JobProblem& p : problems) {
+      diagnostics.Error(SourcePos{file, p.line, p.column}, std::move(p.message));
     }
-    return InvalidArgument(fmt::format("{}", fmt::join(lines, "\n")));
+    return std::nullopt;
   }
-  const size_t first = text.find_first_not_of(" \t\r\n");
-  const bool is_json = first != std::string::npos && text[first] == '{';  // as ParseJob decides
-  return JobFile{std::move(*job), is_json ? "application/json" : "application/yaml"};
+  return JobFile{std::move(*job),
+                 agent::IsJsonText(text) ? "application/json" : "application/yaml"};
 }
 
 namespace {
@@ -164,10 +160,6 @@ bool ExplainUnknownCommand(const CLI::App& app) {
                path.c_str(), rest.front().c_str(), list.c_str(), path.c_str());
   return true;
 }
-
-}  // namespace
-
-namespace {
 
 // Rules for every option of every command, applied once here rather than at each add_option:
 // - A value may not be empty: `--execution "$RUN"` with an empty $RUN must not mean "every

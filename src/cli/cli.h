@@ -5,6 +5,7 @@
 
 #include "agent/job.h"
 #include "fanout/catalog.h"
+#include "fanout/package.h"
 
 #include <functional>
 #include <map>
@@ -78,9 +79,10 @@ struct JobFile {
   agent::JobDef job;
   std::string content_type;  // application/json or application/yaml, as the agent reads it
 };
-// On problems, the Status message lists each on its own line, as "FILE:LINE:COLUMN: error: WHAT"
-// (without LINE:COLUMN for JSON), as `fanout validate` prints a package's.
-Result<JobFile> CheckJobFile(const std::string& text, const std::string& file);
+// On problems, nullopt, each problem added to `diagnostics` as a package's are (FILE:LINE:COLUMN;
+// JSON has no positions).
+std::optional<JobFile> CheckJobFile(const std::string& text, const std::string& file,
+                                    Diagnostics& diagnostics);
 
 int Main(int argc, char** argv);
 

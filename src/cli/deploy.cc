@@ -79,9 +79,10 @@ std::vector<Item> LoadItems(const std::vector<std::string>& files,
       }
       item.name = (*package)->name;
     } else {
-      auto job = CheckJobFile(item.text, file);
-      if (!job.ok()) {
-        problems.push_back(job.status().message());
+      Diagnostics diagnostics;
+      auto job = CheckJobFile(item.text, file, diagnostics);
+      if (!job) {
+        for (const Diagnostic& d : diagnostics.Sorted()) problems.push_back(d.ToString());
         continue;
       }
       item.name = job->job.name;

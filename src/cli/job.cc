@@ -425,9 +425,10 @@ int Create(const JobArgs& args) {
     std::fprintf(stderr, "fanout: %s\n", text.status().message().c_str());
     return kExitNotFound;
   }
-  auto file = CheckJobFile(*text, args.file);
-  if (!file.ok()) {
-    std::fprintf(stderr, "%s\n", file.status().message().c_str());
+  Diagnostics diagnostics;
+  auto file = CheckJobFile(*text, args.file, diagnostics);
+  if (!file) {
+    std::fputs(diagnostics.ToString().c_str(), stderr);
     return kExitInvalid;
   }
   const std::string& name = file->job.name;

@@ -1,6 +1,5 @@
 // `fanout validate FILE`: parse and check a package, or a job file, without running it; print
 // every problem.
-#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <map>
@@ -27,6 +26,14 @@ bool IsJobFile(const std::string& text) {
   }
 }
 
+// Every problem, then "FILE: N problems"; kExitInvalid.
+int ReportProblems(const Diagnostics& diagnostics, const std::string& file) {
+  std::fputs(diagnostics.ToString().c_str(), stderr);
+  size_t n = diagnostics.items().size();
+  std::fprintf(stderr, "%s: %zu problem%s\n", file.c_str(), n, n == 1 ? "" : "s");
+  return kExitInvalid;
+}
+
 int ValidateJobFile(const std::string& text, const std::string& file,
                     const std::vector<std::string>& sets) {
   if (!sets.empty()) {
@@ -34,14 +41,9 @@ int ValidateJobFile(const std::string& text, const std::string& file,
                  file.c_str());
     return kExitUsage;
   }
-  auto job = CheckJobFile(text, file);
-  if (!job.ok()) {
-    const std::string& problems = job.status().message();
-    size_t n = static_cast<size_t>(std::count(problems.begin(), problems.end(), '\n')) + 1;
-    std::fprintf(stderr, "%s\n%s: %zu problem%s\n", problems.c_str(), file.c_str(), n,
-                 n == 1 ? "" : "s");
-    return kExitInvalid;
-  }
+  Diagnostics diagnostics;
+  auto job = CheckJobFile(text, file, diagnostics);
+  if (!job) return ReportProblems(diagnostics, file);
   size_t steps = job->job.steps.size();
   std::printf("%s: valid (job %s, %zu step%s)\n", file.c_str(), job->job.name.c_str(), steps,
               steps == 1 ? "" : "s");
@@ -84,12 +86,7 @@ Command AddValidateCommand(CLI::App& app) {
         }
       }
     }
-    if (!diagnostics.empty()) {
-      std::fputs(diagnostics.ToString().c_str(), stderr);
-      size_t n = diagnostics.items().size();
-      std::fprintf(stderr, "%s: %zu problem%s\n", args->file.c_str(), n, n == 1 ? "" : "s");
-      return kExitInvalid;
-    }
+    if (!diagnostics.empty()) return ReportProblems(diagnostics, args->file);
     size_t tasks = 0;
     std::function<void(const std::vector<TaskDef>&)> count = [&](const std::vector<TaskDef>& ts) {
       for (const TaskDef& t : ts) {

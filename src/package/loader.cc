@@ -20,6 +20,7 @@
 #include "common/util.h"
 #include "fanout/package.h"
 #include "fanout/task.h"
+#include "package/yaml_util.h"
 
 namespace fanout {
 namespace {
@@ -328,26 +329,10 @@ class Loader : public TaskParser {
     return pkg;
   }
 
-  // A key written twice where no check above looks (`env:`, `set:`, `params:`...): yaml-cpp
-  // keeps one of them without a word. Walks without recursion, and only so far: aliases can
-  // make a small file huge (the task limit refuses those).
+  // A key written twice where no check above looks (`env:`, `set:`, `params:`...).
   void ReportOtherDuplicateKeys(const YAML::Node& root) {
-    constexpr size_t kMaxNodes = 1000000;
-    std::vector<YAML::Node> pending = {root};
-    for (size_t visited = 0; !pending.empty() && visited < kMaxNodes; ++visited) {
-      YAML::Node node = pending.back();
-      pending.pop_back();
-      if (node.IsMap()) {
-        std::set<std::string> seen;
-        for (auto it = node.begin(); it != node.end(); ++it) {
-          if (!seen.insert(it->first.Scalar()).second && NoteDuplicate(it->first)) {
-            Error(it->first, fmt::format("duplicate key `{}`", it->first.Scalar()));
-          }
-          pending.push_back(it->second);
-        }
-      } else if (node.IsSequence()) {
-        for (const YAML::Node& item : node) pending.push_back(item);
-      }
+    for (const YAML::Node& key : RepeatedKeys(root)) {
+      if (NoteDuplicate(key)) Error(key, fmt::format("duplicate key `{}`", key.Scalar()));
     }
   }
 
