@@ -28,6 +28,12 @@ enum class EventType {
 const char* EventName(EventType type);
 Result<EventType> ParseEventName(std::string_view name);
 
+// The message of a failed package's closing OnError, "package NAME failed: WHY" (WHY is its
+// first error, already said by the task that raised it).
+std::string PackageFailedMessage(std::string_view package, std::string_view why);
+// WHY, when `message` is package `package`'s closing OnError; else "".
+std::string_view PackageFailedReason(std::string_view message, std::string_view package);
+
 // One log entry; the fields are the `sysssislog` columns (DESIGN §6).
 struct Event {
   int64_t id = 0;            // assigned by the catalog; 0 until stored

@@ -86,11 +86,8 @@ EventFilter ReportingLevelsFilter(std::string_view levels) {
 void ConsoleSink::Write(const Event& event) {
   if (!Prints(event)) return;
   if (event.type == EventType::kOnError) {
-    const std::string wrapper = "package " + event.source + " failed: ";
-    if (event.message.starts_with(wrapper) &&
-        errors_said_.count(event.message.substr(wrapper.size())) != 0) {
-      return;
-    }
+    std::string_view reason = PackageFailedReason(event.message, event.source);
+    if (!reason.empty() && errors_said_.count(std::string(reason)) != 0) return;
     errors_said_.insert(event.source + ": " + event.message);
   }
   line_.clear();

@@ -1,5 +1,6 @@
-// Event type names as SSIS spells them ("OnPreExecute", ...). They live in common, below both
-// the package loader (which checks `logging: events`) and the catalog (which stores them).
+// Event type names as SSIS spells them ("OnPreExecute", ...), and the one message whose form
+// readers rely on (a package's closing OnError). They live in common, below both the package
+// loader (which checks `logging: events`) and the catalog (which stores them).
 #include "fanout/event.h"
 
 #include <cctype>
@@ -54,6 +55,15 @@ Result<EventType> ParseEventName(std::string_view name) {
     known += entry.name;
   }
   return InvalidArgument("unknown event '" + std::string(name) + "'; known events: " + known);
+}
+
+std::string PackageFailedMessage(std::string_view package, std::string_view why) {
+  return "package " + std::string(package) + " failed: " + std::string(why);
+}
+
+std::string_view PackageFailedReason(std::string_view message, std::string_view package) {
+  const std::string prefix = PackageFailedMessage(package, "");
+  return message.starts_with(prefix) ? message.substr(prefix.size()) : std::string_view();
 }
 
 }  // namespace fanout

@@ -598,8 +598,7 @@ RunResult Execution::Run() {
   result_.duration = Clock::now() - wall_start;
 
   if (result == TaskResult::kFailure) {
-    Emit(EventType::kOnError, "", fmt::format("package {} failed: {}", package_->name,
-                                              result_.message));
+    Emit(EventType::kOnError, "", PackageFailedMessage(package_->name, result_.message));
   }
   Emit(EventType::kOnPostExecute, "", fmt::format("package {} finished: {}", package_->name,
                                                   TaskResultName(result)),

@@ -50,11 +50,8 @@ std::vector<std::string> Errors(const ExecutionRow& execution, const std::vector
   auto add = [&](std::string_view text) {
     std::string message = Trim(text);
     if (message.empty() || std::find(errors.begin(), errors.end(), message) != errors.end()) return;
-    std::string wrapper = "package " + execution.package + " failed: ";
-    if (StartsWith(message, wrapper)) {
-      std::string inner = message.substr(wrapper.size());
-      if (std::find(errors.begin(), errors.end(), inner) != errors.end()) return;
-    }
+    std::string_view inner = PackageFailedReason(message, execution.package);
+    if (!inner.empty() && std::find(errors.begin(), errors.end(), inner) != errors.end()) return;
     if (static_cast<int>(errors.size()) >= kMaxErrorsPerExecution) {
       beyond.insert(std::move(message));
       return;
