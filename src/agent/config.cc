@@ -208,6 +208,19 @@ Status CheckAgentConfig(AgentConfig& c) {
   }
   if (c.catalog.empty()) c.catalog = "sqlite:" + (std::filesystem::path(c.data_dir) / "catalog.db").string();
   if (Status spec = CheckCatalogSpec(c.catalog); !spec.ok()) return spec.WithContext("catalog");
+  // A SQLite catalog in a folder that does not exist would fail every package step, each with
+  // this message; the data_dir itself is made at start.
+  if (auto sqlite = CatalogSqlitePath(c.catalog); sqlite.ok() && !sqlite->empty()) {
+    std::filesystem::path folder = std::filesystem::path(*sqlite).parent_path();
+    std::error_code ec;
+    if (!folder.empty() && !std::filesystem::is_directory(folder, ec) &&
+        std::filesystem::weakly_canonical(folder, ec) !=
+            std::filesystem::weakly_canonical(c.data_dir, ec)) {
+      return InvalidArgument(fmt::format(
+          "catalog {}: its folder {} does not exist; create it, or give another catalog",
+          c.catalog, folder.string()));
+    }
+  }
   return Status::Ok();
 }
 

@@ -1,7 +1,6 @@
 // Job definitions: YAML/JSON in, validated JobDef out, JSON back (see job.h).
 #include "agent/job.h"
 
-#include <yaml-cpp/depthguard.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -431,8 +430,7 @@ Result<JobDef> ParseJob(const std::string& text, std::vector<JobProblem>* proble
       problems.push_back({0, 0, fmt::format("malformed JSON: {}", e.what())});
     }
   } else if (auto nul = FindNulByte(text)) {
-    problems.push_back({nul->first, nul->second,
-                        "a NUL byte: a package or job file is text (YAML), not binary data"});
+    problems.push_back({nul->first, nul->second, kNulByteProblem});
   } else {
     try {
       size_t budget = kMaxJobValues;
@@ -447,13 +445,8 @@ Result<JobDef> ParseJob(const std::string& text, std::vector<JobProblem>* proble
     } catch (const TooManyValues&) {
       problems.push_back({0, 0, fmt::format("the job file holds more than {} values (YAML "
                                             "aliases repeat what they name)", kMaxJobValues)});
-    } catch (const YAML::DeepRecursion& e) {  // its message is only "bad file"
-      problems.push_back(
-          ProblemAt(e.mark, fmt::format("nested too deeply: YAML is read to {} levels at most",
-                                        e.depth() - 1)));
     } catch (const YAML::Exception& e) {
-      problems.push_back(ProblemAt(e.mark, "malformed YAML: " + e.msg +
-                                               YamlTabHint(text, e.mark.line + 1)));
+      problems.push_back(ProblemAt(e.mark, YamlErrorMessage(e, text, "malformed YAML: ")));
     }
   }
   JobDef job;

@@ -97,21 +97,6 @@ int RunAgent(const AgentArgs& args) {
     std::fprintf(stderr, "fanout agent: %s\n", s.message().c_str());
     return kExitInvalid;
   }
-  // A SQLite catalog in a folder that does not exist would fail every package step, each with
-  // this message; the data_dir itself is made at start.
-  if (auto sqlite = CatalogSqlitePath(config.catalog); sqlite.ok() && !sqlite->empty()) {
-    std::filesystem::path folder = std::filesystem::path(*sqlite).parent_path();
-    std::error_code ec;
-    if (!folder.empty() && !std::filesystem::is_directory(folder, ec) &&
-        std::filesystem::weakly_canonical(folder, ec) !=
-            std::filesystem::weakly_canonical(config.data_dir, ec)) {
-      std::fprintf(stderr,
-                   "fanout agent: catalog %s: its folder %s does not exist; create it, or give "
-                   "another catalog\n",
-                   config.catalog.c_str(), folder.c_str());
-      return kExitInvalid;
-    }
-  }
   // The agent runs for months: a password on its command line is in `ps` for every local user
   // (and every step) all that time.
   if (report::DisplayCatalogSpec(args.catalog) != args.catalog) {

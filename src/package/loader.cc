@@ -1,7 +1,6 @@
 // Reads a package YAML file into a Package, checking everything that can be checked before a
 // run: keys, types, names, expressions, precedence cycles. Every problem is collected with its
 // file:line:column so `fanout validate` can print them all at once.
-#include <yaml-cpp/depthguard.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -264,8 +263,7 @@ class Loader : public TaskParser {
     // yaml-cpp does not count a UTF-8 byte order mark in its marks.
     if (source_.starts_with("\xEF\xBB\xBF")) source_skipped_ = 3;
     if (auto nul = FindNulByte(text)) {
-      diag_.Error({path_, nul->first, nul->second},
-                  "a NUL byte: a package or job file is text (YAML), not binary data");
+      diag_.Error({path_, nul->first, nul->second}, kNulByteProblem);
       return nullptr;
     }
     YAML::Node root;
@@ -279,14 +277,9 @@ class Loader : public TaskParser {
         break;
       }
       if (!documents.empty()) root = documents.front();
-    } catch (const YAML::DeepRecursion& e) {  // its message is only "bad file"
-      diag_.Error({path_, e.mark.line + 1, e.mark.column + 1},
-                  fmt::format("nested too deeply: YAML is read to {} levels at most",
-                              e.depth() - 1));
-      return nullptr;
     } catch (const YAML::ParserException& e) {
       diag_.Error({path_, e.mark.line + 1, e.mark.column + 1},
-                  "not valid YAML: " + e.msg + YamlTabHint(text, e.mark.line + 1));
+                  YamlErrorMessage(e, text, "not valid YAML: "));
       return nullptr;
     }
     if (!root.IsMap()) {

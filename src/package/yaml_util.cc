@@ -1,9 +1,15 @@
 // YAML checks shared by every file Fanout reads as YAML (yaml_util.h).
 #include "package/yaml_util.h"
 
+#include <yaml-cpp/depthguard.h>
+
 #include <set>
 #include <string>
 #include <utility>
+
+#include <fmt/format.h>
+
+#include "common/util.h"
 
 namespace fanout {
 
@@ -28,6 +34,14 @@ std::vector<YAML::Node> RepeatedKeys(const YAML::Node& root, size_t max_nodes) {
     }
   }
   return repeated;
+}
+
+std::string YamlErrorMessage(const YAML::Exception& e, std::string_view text,
+                             std::string_view prefix) {
+  if (const auto* deep = dynamic_cast<const YAML::DeepRecursion*>(&e)) {
+    return fmt::format("nested too deeply: YAML is read to {} levels at most", deep->depth() - 1);
+  }
+  return std::string(prefix) + e.msg + YamlTabHint(text, e.mark.line + 1);
 }
 
 }  // namespace fanout

@@ -4,6 +4,8 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <string>
+#include <string_view>
 #include <vector>
 
 namespace fanout {
@@ -12,5 +14,15 @@ namespace fanout {
 // the key appears), each once: yaml-cpp keeps one of the values without a word. Walks without
 // recursion and at most `max_nodes` nodes, since aliases can make a small file huge.
 std::vector<YAML::Node> RepeatedKeys(const YAML::Node& root, size_t max_nodes = 1000000);
+
+// What to say of a yaml-cpp exception thrown while reading `text`: `prefix`, its message and the
+// line indented with a tab when there is one (YamlTabHint); for nesting past yaml-cpp's limit,
+// whose message is only "bad file", that it is nested too deeply.
+std::string YamlErrorMessage(const YAML::Exception& e, std::string_view text,
+                             std::string_view prefix);
+
+// The problem of a NUL byte (FindNulByte) in a file read as YAML.
+inline constexpr const char* kNulByteProblem =
+    "a NUL byte: a package or job file is text (YAML), not binary data";
 
 }  // namespace fanout
