@@ -300,6 +300,17 @@ TEST_F(LoaderTest, InvalidYamlHasAPosition) {
   EXPECT_GE(d.pos.column, 1);
 }
 
+// YAML reads a plain key of 1,024 characters at most; yaml-cpp said only "illegal map value".
+TEST_F(LoaderTest, AKeyOverYamlsLengthLimitIsNamed) {
+  LoadBad("package: demo\ntasks:\n  " + std::string(1025, 'a') + ": {type: noop}\n");
+  ASSERT_EQ(diags_.items().size(), 1u);
+  EXPECT_EQ(diags_.items()[0].message,
+            "not valid YAML: a key of 1025 characters: YAML reads a key of 1024 characters at most");
+  // Other places of that error keep yaml-cpp's words.
+  LoadBad("package: demo\ntasks:\n  a: b: c\n");
+  EXPECT_EQ(diags_.items().back().message, "not valid YAML: illegal map value");
+}
+
 TEST_F(LoaderTest, ParsePackageKeepsGoingWhenThereAreProblems) {
   Diagnostics diags;
   auto pkg = ParsePackage("package: demo\ncolour: red\ntasks:\n  a: {type: noop}\n",

@@ -36,10 +36,36 @@ std::vector<YAML::Node> RepeatedKeys(const YAML::Node& root, size_t max_nodes) {
   return repeated;
 }
 
+namespace {
+
+// YAML reads a key written without `? ` as 1,024 characters at most; yaml-cpp then says only
+// "illegal map value" at the colon after it. The key's length when that is why, else 0.
+size_t OverlongKeyLength(const YAML::Exception& e, std::string_view text) {
+  constexpr size_t kMaxKey = 1024;
+  if (e.msg != YAML::ErrorMsg::MAP_VALUE || e.mark.line < 0 || e.mark.column < 0) return 0;
+  size_t start = 0;
+  for (int line = 0; line < e.mark.line && start != std::string_view::npos; ++line) {
+    start = text.find('\n', start);
+    if (start != std::string_view::npos) ++start;
+  }
+  if (start == std::string_view::npos) return 0;
+  std::string_view row = text.substr(start, static_cast<size_t>(e.mark.column));
+  size_t key_start = row.find_first_not_of(" -");
+  if (key_start == std::string_view::npos) return 0;
+  size_t length = row.size() - key_start;
+  return length > kMaxKey ? length : 0;
+}
+
+}  // namespace
+
 std::string YamlErrorMessage(const YAML::Exception& e, std::string_view text,
                              std::string_view prefix) {
   if (const auto* deep = dynamic_cast<const YAML::DeepRecursion*>(&e)) {
     return fmt::format("nested too deeply: YAML is read to {} levels at most", deep->depth() - 1);
+  }
+  if (size_t length = OverlongKeyLength(e, text)) {
+    return fmt::format("{}a key of {} characters: YAML reads a key of 1024 characters at most",
+                       prefix, length);
   }
   return std::string(prefix) + e.msg + YamlTabHint(text, e.mark.line + 1);
 }
