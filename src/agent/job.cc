@@ -440,6 +440,9 @@ Result<JobDef> ParseJob(const std::string& text, std::vector<JobProblem>* proble
         for (const YAML::Node& key : RepeatedKeys(root)) {
           problems.push_back(ProblemAt(key.Mark(), fmt::format("duplicate key `{}`", key.Scalar())));
         }
+        for (const YAML::Node& key : MergeKeys(root)) {
+          problems.push_back(ProblemAt(key.Mark(), kMergeKeyProblem));
+        }
       }
       marks = MarksOf(root, obj);
     } catch (const TooManyValues&) {

@@ -78,7 +78,10 @@ Result<std::chrono::milliseconds> ParseDuration(std::string_view text) {
     return InvalidArgument(fmt::format(
         "'{}' is too long a duration; the longest allowed is 100 years (36500d)", text));
   }
-  return std::chrono::milliseconds(static_cast<int64_t>(ms + 0.5));
+  // Milliseconds are the resolution; a positive duration never rounds to 0, which means "none".
+  auto rounded = static_cast<int64_t>(ms + 0.5);
+  if (rounded == 0 && ms > 0) rounded = 1;
+  return std::chrono::milliseconds(rounded);
 }
 
 std::string FormatDuration(std::chrono::nanoseconds d) {

@@ -101,7 +101,9 @@ TEST(ParseDurationTest, AcceptsEveryUnit) {
   };
   for (const Case& c : {Case{"250ms", 250}, Case{"30s", 30000}, Case{"10m", 600000},
                         Case{"2h", 7200000}, Case{"1d", 86400000}, Case{"0ms", 0}, Case{"0", 0},
-                        Case{"1.5s", 1500}, Case{"0.5m", 30000}}) {
+                        Case{"1.5s", 1500}, Case{"0.5m", 30000},
+                        // A positive duration under the millisecond is not 0, which means "none".
+                        Case{"0.4ms", 1}, Case{"0.0004", 1}, Case{"1.4ms", 1}}) {
     auto d = ParseDuration(c.text);
     ASSERT_TRUE(d.ok()) << c.text << ": " << d.status().ToString();
     EXPECT_EQ(d->count(), c.ms) << c.text;

@@ -327,8 +327,9 @@ Result<Value> Value::ConvertTo(ValueType target) const {
       break;
     }
     case ValueType::kBool:
-      if (target == ValueType::kInt) return Value(int64_t{as_bool() ? 1 : 0});
-      if (target == ValueType::kDouble) return Value(as_bool() ? 1.0 : 0.0);
+      // SSIS's expression language makes TRUE -1: `(DT_I4)@flag` in a ported package means that.
+      if (target == ValueType::kInt) return Value(int64_t{as_bool() ? -1 : 0});
+      if (target == ValueType::kDouble) return Value(as_bool() ? -1.0 : 0.0);
       break;
     case ValueType::kDateTime:
     case ValueType::kList:

@@ -123,7 +123,10 @@ TEST(ValueConvertTest, NumbersAndBools) {
   EXPECT_EQ(Convert(Value(0), ValueType::kBool), Value(false));
   EXPECT_EQ(Convert(Value(-3), ValueType::kBool), Value(true));
   EXPECT_EQ(Convert(Value(0.5), ValueType::kBool), Value(true));
-  EXPECT_EQ(Convert(Value(true), ValueType::kInt), Value(1));
+  // TRUE is -1 in SSIS's expression language, which ported packages' arithmetic relies on.
+  EXPECT_EQ(Convert(Value(true), ValueType::kInt), Value(-1));
+  EXPECT_EQ(Convert(Value(true), ValueType::kDouble), Value(-1.0));
+  EXPECT_EQ(Convert(Value(false), ValueType::kInt), Value(0));
   EXPECT_EQ(Convert(Value(false), ValueType::kDouble), Value(0.0));
 }
 

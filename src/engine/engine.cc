@@ -286,6 +286,9 @@ class Execution {
                  bool had_error);
   void PumpLoop(Loop* loop);
   void OnIterationDone(Loop* loop, Final final, const std::string& message);
+  // A loop's own error (its items, condition, init or assign): said as a leaf's is, under the
+  // loop's path, and it fails the loop whatever its maximum_error_count.
+  void FailLoop(Loop* l, const std::string& what);
 
   void RecordTaskRun(const std::string& path, const std::string& type, int attempt,
                      const std::string& status, DateTime started, std::optional<DateTime> ended,
@@ -778,9 +781,12 @@ Execution::Readiness Execution::Evaluate(Container* c, size_t i) {
       if (ok && k.when) {
         auto v = k.when->Evaluate(*c->scope);
         if (!v.ok() || !v->is(ValueType::kBool)) {
+          // An evaluation error names the expression itself.
           Emit(EventType::kOnWarning, c->ChildPath(def),
-               fmt::format("constraint `{}` could not be evaluated ({}); treating it as false",
-                           k.when->text(), v.ok() ? "not a bool" : v.status().message()));
+               v.ok() ? fmt::format("constraint `{}` is not a bool; treating it as false",
+                                    k.when->text())
+                      : fmt::format("constraint could not be evaluated ({}); treating it as false",
+                                    v.status().message()));
           ok = false;
         } else {
           ok = v->as_bool();
@@ -995,11 +1001,8 @@ void Execution::StartLoop(Container* c, size_t i, DateTime started, int attempt,
     }, l);
   }
 
-  auto fail = [&](std::string message) {
-    message = fmt::format("{}: {}", l->path, message);
-    Emit(EventType::kOnError, l->path, message);
-    l->errors = def.maximum_error_count;
-    l->first_error = message;
+  auto fail = [&](const std::string& what) {
+    FailLoop(l, what);
     l->exhausted = true;
   };
   if (def.container == ContainerKind::kForeach) {
@@ -1009,7 +1012,7 @@ void Execution::StartLoop(Container* c, size_t i, DateTime started, int attempt,
       auto v = def.foreach_items->Render(*c->scope);
       if (!v.ok()) fail(v.status().message());
       else if (v->is(ValueType::kList)) l->items = v->as_list();
-      else fail(fmt::format("`items` gave a {} ('{}'), not a list", ValueTypeName(v->type()),
+      else fail(fmt::format("`items` gave the {} '{}', not a list", ValueTypeName(v->type()),
                             v->ToString()));
     } else if (def.foreach_files) {
       auto pattern = def.foreach_files->RenderString(*c->scope);
@@ -1049,7 +1052,7 @@ void Execution::StartLoop(Container* c, size_t i, DateTime started, int attempt,
     for (const Expression& e : def.for_init) {
       auto v = e.Evaluate(*c->scope);
       if (!v.ok()) {
-        fail(fmt::format("init `{}`: {}", e.text(), v.status().message()));
+        fail("init: " + v.status().message());
         break;
       }
     }
@@ -1076,11 +1079,8 @@ void Execution::PumpLoop(Loop* l) {
     } else {
       auto v = def.for_condition->Evaluate(*owner->scope);
       if (!v.ok() || !v->is(ValueType::kBool)) {
-        std::string message = fmt::format("{}: condition `{}`: {}", l->path, def.for_condition->text(),
-                                          v.ok() ? "is not a bool" : v.status().message());
-        Emit(EventType::kOnError, l->path, message);
-        l->errors = def.maximum_error_count;
-        l->first_error = message;
+        FailLoop(l, v.ok() ? fmt::format("condition `{}` is not a bool", def.for_condition->text())
+                           : "condition: " + v.status().message());
         l->exhausted = true;
         break;
       }
@@ -1125,6 +1125,12 @@ void Execution::PumpLoop(Loop* l) {
   }
 }
 
+void Execution::FailLoop(Loop* l, const std::string& what) {
+  Emit(EventType::kOnError, l->path, what);
+  l->errors = l->def->maximum_error_count;
+  l->first_error = fmt::format("{}: {}", l->path, what);
+}
+
 void Execution::OnIterationDone(Loop* l, Final final, const std::string& message) {
   const TaskDef& def = *l->def;
   --l->running;
@@ -1138,10 +1144,7 @@ void Execution::OnIterationDone(Loop* l, Final final, const std::string& message
     for (const Expression& e : def.for_assign) {
       auto v = e.Evaluate(*l->owner->scope);
       if (!v.ok()) {
-        std::string m = fmt::format("{}: assign `{}`: {}", l->path, e.text(), v.status().message());
-        Emit(EventType::kOnError, l->path, m);
-        l->errors = def.maximum_error_count;
-        l->first_error = m;
+        FailLoop(l, "assign: " + v.status().message());
         l->stopping = true;
         break;
       }

@@ -29,6 +29,17 @@ constexpr std::string_view kSpace = " \t\n\r\f\v";
 bool IsAlpha(char c) { return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || c == '_'; }
 bool IsDigit(char c) { return c >= '0' && c <= '9'; }
 bool IsAlnum(char c) { return IsAlpha(c) || IsDigit(c); }
+
+// `a-b.c` when `text` holds `@a-b.c` (no spaces) and `at` is inside it, past the first part:
+// the variable its writer meant, which needs `@[a-b.c]`. Else "".
+std::string_view NameWithDashOrDot(std::string_view text, size_t at) {
+  auto in_name = [&](size_t k) { return IsAlnum(text[k]) || text[k] == '-' || text[k] == '.'; };
+  size_t begin = at, end = at;
+  while (begin > 0 && in_name(begin - 1)) --begin;
+  while (end < text.size() && in_name(end)) ++end;
+  if (begin == 0 || begin == at || text[begin - 1] != '@') return {};
+  return text.substr(begin, end - begin);
+}
 char AsciiUpper(char c) { return (c >= 'a' && c <= 'z') ? static_cast<char>(c - 'a' + 'A') : c; }
 char AsciiLower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
 
@@ -572,7 +583,8 @@ class Parser {
       i = close + 1;
       return Status::Ok();
     }
-    if (i >= n || !IsAlpha(text_[i])) {
+    // After '@' a name may start with a digit (`@1st`): nothing else could follow there.
+    if (i >= n || !IsAlnum(text_[i])) {
       return Fail(start, "'@' without a variable name",
                   "expected a name such as @rows or @[User::rows]");
     }
@@ -635,6 +647,10 @@ class Parser {
     }
     if (c == '\'') {
       return Fail(i, "unexpected \"'\"", "strings are written in double quotes: \"text\"");
+    }
+    if (std::string_view joined = NameWithDashOrDot(text_, i); c == '.' && !joined.empty()) {
+      return Fail(i, "unexpected character '.'",
+                  fmt::format("a name with '-' or '.' is written @[{}]", Excerpt(joined)));
     }
     return Fail(i, fmt::format("unexpected character '{}'", c),
                 "expected an operand or an operator");
@@ -942,6 +958,11 @@ class Parser {
     if (const FunctionInfo* f = FindFunction(t.text)) {
       return Fail(t.offset, fmt::format("function {} without arguments", f->name),
                   fmt::format("expected '(' after {}", f->name));
+    }
+    if (std::string_view joined = NameWithDashOrDot(text_, t.offset); !joined.empty()) {
+      // `@my-var` reads as `@my - var`.
+      return Fail(t.offset, fmt::format("unknown name '{}'", Excerpt(t.text)),
+                  fmt::format("a name with '-' or '.' is written @[{}]", Excerpt(joined)));
     }
     return Fail(t.offset, fmt::format("unknown name '{}'", Excerpt(t.text)),
                 fmt::format("expected a variable written @{}, a function call, TRUE or FALSE",

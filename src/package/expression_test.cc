@@ -702,6 +702,19 @@ TEST(ExpressionParseErrorTest, VariableSyntax) {
   EXPECT_EQ(e.offset, 0u);
   e = ParseError("@[User::]");
   EXPECT_EQ(e.offset, 0u);
+  // `@my-var` reads as `@my - var`: the way to write such a name is said.
+  e = ParseError("@my-var + 1");
+  EXPECT_EQ(e.offset, 4u);
+  EXPECT_EQ(e.message,
+            "unknown name 'var' at column 5: a name with '-' or '.' is written @[my-var]");
+  EXPECT_EQ(ParseError("@a.b.c").message,
+            "unexpected character '.' at column 3: a name with '-' or '.' is written @[a.b.c]");
+}
+
+// Names may start with a digit; after '@' nothing else can follow.
+TEST(ExpressionVariableTest, ANameMayStartWithADigit) {
+  MapScope scope{{"1st", Value(1)}};
+  EXPECT_EQ(Eval("@1st + 1", scope), Value(2));
 }
 
 TEST(ExpressionParseErrorTest, UnknownFunctionsAndArity) {

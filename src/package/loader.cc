@@ -318,15 +318,17 @@ class Loader : public TaskParser {
     } else {
       pkg->tasks = ParseTasks(tasks, "");
     }
-    ReportOtherDuplicateKeys(root);
+    ReportKeysNotCheckedAbove(root);
     return pkg;
   }
 
-  // A key written twice where no check above looks (`env:`, `set:`, `params:`...).
-  void ReportOtherDuplicateKeys(const YAML::Node& root) {
+  // A key written twice where no check above looks (`env:`, `set:`, `params:`...), and merge
+  // keys anywhere.
+  void ReportKeysNotCheckedAbove(const YAML::Node& root) {
     for (const YAML::Node& key : RepeatedKeys(root)) {
       if (NoteDuplicate(key)) Error(key, fmt::format("duplicate key `{}`", key.Scalar()));
     }
+    for (const YAML::Node& key : MergeKeys(root)) Error(key, kMergeKeyProblem);
   }
 
   // Whether the duplicate key at `key`'s position is said for the first time.
@@ -563,7 +565,8 @@ class Loader : public TaskParser {
         NoteDuplicate(it->first);
         Error(it->first, fmt::format("duplicate key `{}` in {}", key, what));
       }
-      if (std::find(allowed.begin(), allowed.end(), key) == allowed.end()) {
+      // A merge key is said as such (ReportKeysNotCheckedAbove).
+      if (key != "<<" && std::find(allowed.begin(), allowed.end(), key) == allowed.end()) {
         Error(it->first, fmt::format("unknown key `{}` in {}; allowed: {}", key, what, Join(allowed)));
       }
     }
@@ -586,7 +589,7 @@ class Loader : public TaskParser {
   std::optional<Value> ValueAt(const YAML::Node& v, ValueType type, bool sensitive = false) {
     if (v.IsSequence()) {
       if (type != ValueType::kList) {
-        Error(v, fmt::format("a list given where a {} is declared", ValueTypeName(type)));
+        Error(v, fmt::format("a list given where the type is {}", ValueTypeName(type)));
         return std::nullopt;
       }
       Value::List list;
@@ -600,7 +603,7 @@ class Loader : public TaskParser {
       return Value(std::move(list));
     }
     if (!v.IsScalar()) {
-      Error(v, fmt::format("expected a {} value", ValueTypeName(type)));
+      Error(v, fmt::format("expected a value of type {}", ValueTypeName(type)));
       return std::nullopt;
     }
     if (type == ValueType::kList) {
@@ -923,9 +926,20 @@ class Loader : public TaskParser {
       Error(after, "`after` is a list of task names or of {task, on: success|failure|completion, when: EXPR}");
       return;
     }
+    // The same constraint written twice is a slip (`after: [load, load]`); two different ones
+    // from one task are not (with `after_logic: or`, "succeeded, or @force").
+    std::set<std::string> written;
+    auto once = [&](const YAML::Node& at, const Constraint& c) {
+      std::string key = fmt::format("{}\n{}\n{}", c.task, c.on ? static_cast<int>(*c.on) : -1,
+                                    c.when ? c.when->text() : "");
+      if (!c.task.empty() && !written.insert(key).second) {
+        Error(at, fmt::format("`after` holds the same constraint on task '{}' twice", c.task));
+      }
+    };
     for (const YAML::Node& item : after) {
       if (item.IsScalar()) {
         t.after.push_back({item.Scalar(), 0, ConstraintValue::kSuccess, std::nullopt, Pos(item)});
+        once(item, t.after.back());
         continue;
       }
       if (!item.IsMap()) {
@@ -944,6 +958,7 @@ class Loader : public TaskParser {
       }
       c.when = ExpressionAt(item, "when", false);
       if (!c.on && !c.when) c.on = ConstraintValue::kSuccess;
+      once(item, c);
       t.after.push_back(std::move(c));
     }
   }

@@ -311,6 +311,28 @@ TEST_F(LoaderTest, AKeyOverYamlsLengthLimitIsNamed) {
   EXPECT_EQ(diags_.items().back().message, "not valid YAML: illegal map value");
 }
 
+// The same constraint twice is a slip that was taken silently; different ones from one task are
+// allowed (ReadsEveryFormOfAfter).
+TEST_F(LoaderTest, TheSameConstraintTwiceIsAnError) {
+  LoadBad("package: demo\ntasks:\n  a: {type: noop}\n"
+          "  b: {type: noop, after: [a, {task: a, on: success}]}\n");
+  ASSERT_EQ(diags_.items().size(), 1u) << diags_.ToString();
+  EXPECT_EQ(diags_.items()[0].pos.line, 4);
+  EXPECT_EQ(diags_.items()[0].message, "`after` holds the same constraint on task 'a' twice");
+}
+
+// yaml-cpp reads `<<` as an ordinary key: the keys it should merge were missing without a word.
+TEST_F(LoaderTest, AMergeKeyIsNamed) {
+  LoadBad("package: demo\ntasks:\n  a: &base {type: noop}\n  b:\n    <<: *base\n    after: [a]\n");
+  EXPECT_NE(diags_.ToString().find("bad.yaml:5:5: error: YAML merge keys (`<<: *anchor`) are not "
+                                   "supported"),
+            std::string::npos)
+      << diags_.ToString();
+  LoadBad("package: demo\ntasks:\n  a: &base {type: noop}\n  b: {<<: *base, type: noop}\n");
+  ASSERT_EQ(diags_.items().size(), 1u) << diags_.ToString();
+  EXPECT_NE(diags_.items()[0].message.find("merge keys"), std::string::npos);
+}
+
 TEST_F(LoaderTest, ParsePackageKeepsGoingWhenThereAreProblems) {
   Diagnostics diags;
   auto pkg = ParsePackage("package: demo\ncolour: red\ntasks:\n  a: {type: noop}\n",
@@ -455,7 +477,7 @@ tasks:
     EXPECT_EQ(d.message.find("MyPinSecret99"), std::string::npos) << d.message;
   }
   ExpectDiagAt("unknown type 'number'", "number");
-  ExpectDiagAt("a list given where a int is declared", "[1, 2]");
+  ExpectDiagAt("a list given where the type is int", "[1, 2]");
   ExpectDiagAt("needs a YAML list value", "eu}");
   ExpectDiagAt("to bool", "maybe");
   ExpectDiagAt("list items must be scalars", "[a]");
@@ -1137,7 +1159,7 @@ TEST_F(LoaderTest, ReportsCyclesThroughASharedTaskInFileOrder) {
   LoadBad(R"(package: demo
 tasks:
   a: {type: noop, after: [b, c]}
-  b: {type: noop, after: [a, a]}
+  b: {type: noop, after: [a, {task: a, on: failure}]}
   c: {type: noop, after: [a]}
 )");
   ASSERT_EQ(CountDiags("precedence cycle"), 2) << diags_.ToString();

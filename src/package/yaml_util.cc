@@ -13,27 +13,54 @@
 
 namespace fanout {
 
-std::vector<YAML::Node> RepeatedKeys(const YAML::Node& root, size_t max_nodes) {
-  std::vector<YAML::Node> repeated;
-  std::set<std::pair<int, int>> said;  // by place: an alias walks the same keys again
+namespace {
+
+// Calls on_map(map) for every mapping under `root`, visiting at most `max_nodes` nodes, without
+// recursion.
+template <typename OnMap>
+void ForEachMap(const YAML::Node& root, size_t max_nodes, OnMap on_map) {
   std::vector<YAML::Node> pending = {root};
   for (size_t visited = 0; !pending.empty() && visited < max_nodes; ++visited) {
     YAML::Node node = pending.back();
     pending.pop_back();
     if (node.IsMap()) {
-      std::set<std::string> seen;
-      for (auto it = node.begin(); it != node.end(); ++it) {
-        if (!seen.insert(it->first.Scalar()).second &&
-            said.insert({it->first.Mark().line, it->first.Mark().column}).second) {
-          repeated.push_back(it->first);
-        }
-        pending.push_back(it->second);
-      }
+      on_map(node);
+      for (auto it = node.begin(); it != node.end(); ++it) pending.push_back(it->second);
     } else if (node.IsSequence()) {
       for (const YAML::Node& item : node) pending.push_back(item);
     }
   }
+}
+
+}  // namespace
+
+std::vector<YAML::Node> RepeatedKeys(const YAML::Node& root, size_t max_nodes) {
+  std::vector<YAML::Node> repeated;
+  std::set<std::pair<int, int>> said;  // by place: an alias walks the same keys again
+  ForEachMap(root, max_nodes, [&](const YAML::Node& map) {
+    std::set<std::string> seen;
+    for (auto it = map.begin(); it != map.end(); ++it) {
+      if (!seen.insert(it->first.Scalar()).second &&
+          said.insert({it->first.Mark().line, it->first.Mark().column}).second) {
+        repeated.push_back(it->first);
+      }
+    }
+  });
   return repeated;
+}
+
+std::vector<YAML::Node> MergeKeys(const YAML::Node& root, size_t max_nodes) {
+  std::vector<YAML::Node> merges;
+  std::set<std::pair<int, int>> said;
+  ForEachMap(root, max_nodes, [&](const YAML::Node& map) {
+    for (auto it = map.begin(); it != map.end(); ++it) {
+      if (it->first.IsScalar() && it->first.Scalar() == "<<" && it->first.Tag() != "!" &&
+          said.insert({it->first.Mark().line, it->first.Mark().column}).second) {
+        merges.push_back(it->first);
+      }
+    }
+  });
+  return merges;
 }
 
 namespace {

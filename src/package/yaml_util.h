@@ -15,6 +15,15 @@ namespace fanout {
 // recursion and at most `max_nodes` nodes, since aliases can make a small file huge.
 std::vector<YAML::Node> RepeatedKeys(const YAML::Node& root, size_t max_nodes = 1000000);
 
+// The merge keys (`<<: *anchor`) under `root`, each once. yaml-cpp reads `<<` as an ordinary key,
+// so the keys it should have merged are missing without a word.
+std::vector<YAML::Node> MergeKeys(const YAML::Node& root, size_t max_nodes = 1000000);
+
+// The problem of a merge key.
+inline constexpr const char* kMergeKeyProblem =
+    "YAML merge keys (`<<: *anchor`) are not supported: write the keys out, or alias a whole "
+    "mapping (`b: *a`)";
+
 // What to say of a yaml-cpp exception thrown while reading `text`: `prefix`, its message and the
 // line indented with a tab when there is one (YamlTabHint); for nesting past yaml-cpp's limit,
 // whose message is only "bad file", that it is nested too deeply.

@@ -36,6 +36,7 @@ tasks:
   h: {type: sql, connection: nowhere, sql: "select 1"}
   i: {type: process, run: [/bin/true], retries: many}
   j: {type: process, run: "echo hi", success_codes: [256], env: {"A=B": x}, cwd: "${nope2}"}
+  k: {type: process, run: [/bin/true], success_codes: []}
 )");
   CommandResult r = RunFanout({"validate", "bad.yaml"}, dir.path());
   EXPECT_EQ(r.exit_code, 5);
@@ -59,6 +60,7 @@ tasks:
            "bad.yaml:20:54: error: exit codes are whole numbers from 0 to 255",
            "bad.yaml:20:66: error: 'A=B' is not an environment variable name",
            "bad.yaml:20:82: error: unknown variable or parameter 'nope2'",
+           "bad.yaml:21:55: error: `success_codes` is a list of at least one exit code",
        }) {
     EXPECT_NE(e.find(expected), std::string::npos) << "missing: " << expected << "\n" << e;
   }

@@ -15,8 +15,8 @@ class ExpressionTask : public Task {
     for (const auto& [name, expr] : assignments) {
       auto value = expr.Evaluate(context.scope());
       if (!value.ok()) {
-        return TaskOutcome::Failure(
-            fmt::format("`{}`: {}", expr.text(), value.status().message()));
+        // The message names the expression ("evaluating '...'"): say which assignment it was.
+        return TaskOutcome::Failure(fmt::format("setting {}: {}", name, value.status().message()));
       }
       Status set = context.scope().Set(name, *value);
       if (!set.ok()) return TaskOutcome::Failure(set.message());

@@ -165,8 +165,9 @@ class ProcessTaskType : public TaskType {
     }
     if (YAML::Node codes = node["success_codes"]; codes) {
       task->success_codes.clear();
-      if (!codes.IsSequence()) {
-        parser.Error(codes, "`success_codes` is a list of exit codes, e.g. [0, 1]");
+      if (!codes.IsSequence() || codes.size() == 0) {
+        // An empty list would make every exit a failure, 0 included.
+        parser.Error(codes, "`success_codes` is a list of at least one exit code, e.g. [0, 1]");
       } else {
         for (const YAML::Node& c : codes) {
           int64_t code = 0;

@@ -560,9 +560,9 @@ class SqlTask : public Task {
       size_t n = rows.size();
       Status s = scope.Set(into_rows, Value(std::move(rows)));
       if (!s.ok()) return TaskOutcome::Failure(s.message());
-      context.Emit(EventType::kOnInformation, fmt::format("{} rows", n), static_cast<int64_t>(n));
+      context.Emit(EventType::kOnInformation, fmt::format("{} row{}", n, n == 1 ? "" : "s"), static_cast<int64_t>(n));
     } else if (mode == ResultMode::kNone) {
-      context.Emit(EventType::kOnInformation, fmt::format("{} rows changed", changes), changes);
+      context.Emit(EventType::kOnInformation, fmt::format("{} row{} changed", changes, changes == 1 ? "" : "s"), changes);
     } else {
       context.Emit(EventType::kOnInformation, "1 row", 1);
     }
@@ -586,6 +586,13 @@ class SqlTaskType : public TaskType {
     task->file = parser.TemplateAt(node, "file", false);
     if (!node["sql"] == !node["file"]) {
       parser.Error(node, "an sql task needs exactly one of `sql` (the statement) or `file`");
+    }
+    for (auto [key, what] : {std::pair{"sql", "the statement to run"},
+                             std::pair{"file", "the path of a file holding the SQL"}}) {
+      if (YAML::Node value = node[key]; value && value.IsScalar() &&
+          value.Scalar().find_first_not_of(" \t\r\n") == std::string::npos) {
+        parser.Error(value, fmt::format("`{}` is empty; give {}", key, what));
+      }
     }
     task->bind = parser.TemplateListAt(node, "bind", false);
     std::string mode = parser.StringAt(node, "result", false).value_or("none");

@@ -186,6 +186,28 @@ tasks:
   EXPECT_NE(bad.ToString().find("missing required key `dsn`"), std::string::npos) << bad.ToString();
 }
 
+// An Execute SQL task with no statement is a mistake (a broken template, an unfilled file),
+// not a task that changes nothing.
+TEST(SqlTaskValidationTest, RefusesAnEmptyStatementOrFile) {
+  RegisterBuiltinTaskTypes();
+  Diagnostics bad;
+  auto package = LoadPackageText(R"(package: p
+connections:
+  db: {type: sqlite, path: x.db}
+tasks:
+  q: {type: sql, connection: db, sql: "  "}
+  f: {type: sql, connection: db, file: ""}
+)",
+                                 "/tmp/p.yaml", bad);
+  EXPECT_FALSE(package.ok());
+  EXPECT_NE(bad.ToString().find("5:39: error: `sql` is empty; give the statement to run"),
+            std::string::npos)
+      << bad.ToString();
+  EXPECT_NE(bad.ToString().find("`file` is empty; give the path of a file holding the SQL"),
+            std::string::npos)
+      << bad.ToString();
+}
+
 // Needs no server: nothing listens on port 1.
 TEST(SqlTaskPostgresTest, UnreachableServerFailsTheTaskNamingTheHost) {
   auto run = RunPackage(R"(package: p
