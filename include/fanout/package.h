@@ -126,7 +126,10 @@ struct TaskDef {
   std::optional<Value> foreach_list;
   std::optional<Template> foreach_items;
   std::optional<Template> foreach_files;
-  std::string foreach_as;
+  // The loop's variables: `as: row` holds each item whole; `as: [id, region]` (SSIS's ADO
+  // enumerator mapping columns by index) takes each item, a list, value by value.
+  std::vector<std::string> foreach_as;
+  bool foreach_as_values = false;  // `as` was a list of names
   int foreach_max_concurrent = 1;  // iterations at once; SSIS runs them one by one
 
   // Indices of the children that name this child in `after` (filled by the loader).

@@ -1048,6 +1048,22 @@ void Execution::StartLoop(Container* c, size_t i, DateTime started, int attempt,
         globfree(&g);
       }
     }
+    if (def.foreach_as_values && !l->exhausted) {
+      // Each item gives one value per `as` name: a short row would leave names unset.
+      for (size_t k = 0; k < l->items.size(); ++k) {
+        const Value& item = l->items[k];
+        if (!item.is(ValueType::kList) || item.as_list().size() < def.foreach_as.size()) {
+          fail(fmt::format("item {} is {}; `as` takes {} values from each item, a list such as "
+                           "a row of `result: rows`", k + 1,
+                           item.is(ValueType::kList)
+                               ? fmt::format("a list of {}", item.as_list().size())
+                               : fmt::format("the {} '{:.100}'", ValueTypeName(item.type()),
+                                             item.ToString()),
+                           def.foreach_as.size()));
+          break;
+        }
+      }
+    }
   } else {
     for (const Expression& e : def.for_init) {
       auto v = e.Evaluate(*c->scope);
@@ -1072,8 +1088,16 @@ void Execution::PumpLoop(Loop* l) {
         l->exhausted = true;
         break;
       }
+      const Value& item = l->items[l->next];
+      std::vector<Value> values;
+      if (def.foreach_as_values) {  // StartLoop checked each item's shape
+        const Value::List& list = item.as_list();
+        values.assign(list.begin(), list.begin() + static_cast<std::ptrdiff_t>(def.foreach_as.size()));
+      } else {
+        values.push_back(item);
+      }
       l->scopes.push_back(std::make_unique<LoopScope>(*owner->scope, def.foreach_as,
-                                                      l->items[l->next]));
+                                                      std::move(values)));
       scope = l->scopes.back().get();
       ++l->next;
     } else {

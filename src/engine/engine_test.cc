@@ -1180,6 +1180,39 @@ tasks:
   EXPECT_EQ(StatusOf("each"), "succeeded");
 }
 
+// SSIS's ADO enumerator maps a row's columns to variables by index: `as` with several names.
+TEST_F(EngineTest, ForeachAsSeveralNamesTakesEachRowsValues) {
+  RunResult r = MustRun(R"(package: foreach-rows
+tasks:
+  each:
+    type: foreach
+    items: [[1, "eu, west", extra], [2, us]]
+    as: [id, region]
+    tasks:
+      work: {type: fake, log: "${id * 10}:${region}"}
+)");
+  EXPECT_EQ(r.result, TaskResult::kSuccess) << r.message;
+  EXPECT_EQ(Logs(World::Get().Calls()), (std::vector<std::string>{"10:eu, west", "20:us"}));
+}
+
+// A row too short for the names fails the loop before any iteration runs.
+TEST_F(EngineTest, ForeachAsSeveralNamesNeedsRowsLongEnough) {
+  RunResult r = MustRun(R"(package: foreach-short
+tasks:
+  each:
+    type: foreach
+    items: [[1, eu], [2], solo]
+    as: [id, region]
+    tasks:
+      work: {type: fake}
+)");
+  EXPECT_EQ(r.result, TaskResult::kFailure);
+  EXPECT_FALSE(World::Get().Ran("each[1]/work"));
+  EXPECT_EQ(r.message, "each: item 2 is a list of 1; `as` takes 2 values from each item, a list "
+                       "such as a row of `result: rows`")
+      << r.message;
+}
+
 TEST_F(EngineTest, ForeachItemsThatAreNotAListFail) {
   RunResult r = MustRun(R"(package: foreach-scalar
 variables:

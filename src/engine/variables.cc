@@ -1,6 +1,8 @@
 // Typed variable storage with conversion on assignment and change events (see variables.h).
 #include "engine/variables.h"
 
+#include <algorithm>
+
 #include <fmt/format.h>
 
 namespace fanout {
@@ -42,18 +44,22 @@ Status VariableStore::Set(std::string_view name, const Value& value) {
   return Status::Ok();
 }
 
+size_t LoopScope::Find(std::string_view name) const {
+  return static_cast<size_t>(std::find(names_.begin(), names_.end(), name) - names_.begin());
+}
+
 Result<Value> LoopScope::Get(std::string_view name) const {
-  if (name == name_) {
+  if (size_t k = Find(name); k < names_.size()) {
     std::lock_guard lock(mu_);
-    return value_;
+    return values_[k];
   }
   return parent_.Get(name);
 }
 
 Status LoopScope::Set(std::string_view name, const Value& value) {
-  if (name == name_) {
+  if (size_t k = Find(name); k < names_.size()) {
     std::lock_guard lock(mu_);
-    value_ = value;
+    values_[k] = value;
     return Status::Ok();
   }
   return parent_.Set(name, value);

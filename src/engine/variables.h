@@ -7,6 +7,7 @@
 #include <map>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "fanout/expression.h"
 
@@ -36,17 +37,21 @@ class VariableStore : public Scope {
 
 class LoopScope : public Scope {
  public:
-  LoopScope(Scope& parent, std::string name, Value value)
-      : parent_(parent), name_(std::move(name)), value_(std::move(value)) {}
+  // names[k] holds values[k].
+  LoopScope(Scope& parent, const std::vector<std::string>& names, std::vector<Value> values)
+      : parent_(parent), names_(names), values_(std::move(values)) {}
 
   Result<Value> Get(std::string_view name) const override;
   Status Set(std::string_view name, const Value& value) override;
 
  private:
+  // The index of `name` among the loop's variables, or names_.size().
+  size_t Find(std::string_view name) const;
+
   Scope& parent_;
-  const std::string name_;
+  const std::vector<std::string>& names_;
   mutable std::mutex mu_;
-  Value value_;
+  std::vector<Value> values_;
 };
 
 }  // namespace fanout

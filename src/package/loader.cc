@@ -1024,7 +1024,7 @@ class Loader : public TaskParser {
       if (*n < 1) Error(def["maximum_error_count"], "maximum_error_count must be at least 1");
       t.maximum_error_count = static_cast<int>(std::max<int64_t>(*n, 1));
     }
-    std::string loop_var;
+    std::vector<std::string> loop_vars;
     if (spec.kind == ContainerKind::kFor) {
       ParseAssignments(def, "init", t.for_init);
       t.for_condition = ExpressionAt(def, "condition", true);
@@ -1034,8 +1034,18 @@ class Loader : public TaskParser {
         // items: [a, b, c] written inline: a constant list.
         Value::List list;
         for (const YAML::Node& item : def["items"]) {
-          if (item.IsScalar()) list.push_back(ScalarValue(item));
-          else Error(item, "inline `items` must be scalars");
+          if (item.IsScalar()) {
+            list.push_back(ScalarValue(item));
+          } else if (item.IsSequence()) {  // a row, for `as: [name, ...]`
+            Value::List row;
+            for (const YAML::Node& value : item) {
+              if (value.IsScalar()) row.push_back(ScalarValue(value));
+              else Error(value, "a row of inline `items` holds scalars");
+            }
+            list.emplace_back(std::move(row));
+          } else {
+            Error(item, "inline `items` are scalars, or lists of scalars (rows)");
+          }
         }
         t.foreach_list = Value(std::move(list));
       } else {
@@ -1046,15 +1056,31 @@ class Loader : public TaskParser {
         Error(def, fmt::format("foreach '{}' needs exactly one of `items` (a list or \"${{var}}\") "
                                "or `files` (a glob)", path));
       }
-      auto as = StringAt(def, "as", true);
-      if (as) {
-        if (!ValidName(*as)) Error(def["as"], "`as` must be a variable name");
-        if (visible_.count(*as) != 0) {
-          Error(def["as"], fmt::format("`as: {}` would hide an existing variable; pick another name", *as));
-        }
-        t.foreach_as = *as;
-        loop_var = *as;
+      YAML::Node as = def["as"];
+      std::vector<YAML::Node> names;
+      if (as && as.IsSequence() && as.size() > 0) {
+        t.foreach_as_values = true;
+        if (def["files"]) Error(as, "`as` with a list of names takes values from list items; `files` gives paths");
+        for (const YAML::Node& name : as) names.push_back(name);
+      } else if (as && as.IsSequence()) {
+        Error(as, "`as` is a variable name, or a list of them for the values of each item");
+      } else if (StringAt(def, "as", true)) {
+        names.push_back(as);
       }
+      for (const YAML::Node& name : names) {
+        if (!name.IsScalar() || !ValidName(name.Scalar())) {
+          Error(name, "`as` must be a variable name, or a list of them");
+          continue;
+        }
+        const std::string& n = name.Scalar();
+        if (visible_.count(n) != 0) {
+          Error(name, fmt::format("`as: {}` would hide an existing variable; pick another name", n));
+        } else if (std::find(t.foreach_as.begin(), t.foreach_as.end(), n) != t.foreach_as.end()) {
+          Error(name, fmt::format("`as` names {} twice", n));
+        }
+        t.foreach_as.push_back(n);
+      }
+      loop_vars = t.foreach_as;
       if (auto n = IntAt(def, "max_concurrent")) {
         if (*n < 1) Error(def["max_concurrent"], "max_concurrent must be at least 1");
         t.foreach_max_concurrent = static_cast<int>(std::max<int64_t>(*n, 1));
@@ -1065,12 +1091,17 @@ class Loader : public TaskParser {
       Error(def, fmt::format("container '{}' needs `tasks:`", path));
       return;
     }
-    bool added = !loop_var.empty() && visible_.insert(loop_var).second;
-    if (added) writable_.insert(loop_var);
+    std::vector<std::string> added;
+    for (const std::string& name : loop_vars) {
+      if (visible_.insert(name).second) {
+        writable_.insert(name);
+        added.push_back(name);
+      }
+    }
     t.children = ParseTasks(tasks, path);
-    if (added) {
-      visible_.erase(loop_var);
-      writable_.erase(loop_var);
+    for (const std::string& name : added) {
+      visible_.erase(name);
+      writable_.erase(name);
     }
   }
 

@@ -1342,7 +1342,8 @@ tasks:
                                                   Value(false), Value("3")}));
   EXPECT_FALSE(each.foreach_items.has_value());
   EXPECT_FALSE(each.foreach_files.has_value());
-  EXPECT_EQ(each.foreach_as, "region");
+  EXPECT_EQ(each.foreach_as, std::vector<std::string>{"region"});
+  EXPECT_FALSE(each.foreach_as_values);
   EXPECT_EQ(each.foreach_max_concurrent, 4);
   ASSERT_EQ(each.children.size(), 1u);
 }
@@ -1409,8 +1410,13 @@ tasks:
     tasks: {w: {type: noop}}
   nested_items:
     type: foreach
-    items: [[a]]
+    items: [[a, [b]], {c: d}]
     as: z
+    tasks: {w: {type: noop}}
+  rows_of_files:
+    type: foreach
+    files: "*.csv"
+    as: [p, q, p]
     tasks: {w: {type: noop}}
 )");
   EXPECT_EQ(CountDiags("needs exactly one of `items`"), 2) << diags_.ToString();
@@ -1420,7 +1426,10 @@ tasks:
   ExpectDiagAt("`as: rows` would hide an existing variable", "rows\n");
   ExpectDiagAt("`as` must be a variable name", "\"not a name\"");
   ExpectDiagAt("max_concurrent must be at least 1", "0\n");
-  ExpectDiagAt("inline `items` must be scalars", "[a]]");
+  ExpectDiagAt("a row of inline `items` holds scalars", "[b]]");
+  ExpectDiagAt("inline `items` are scalars, or lists of scalars", "{c: d}");
+  ExpectDiagAt("`as` with a list of names takes values from list items", "[p, q, p]");
+  ExpectDiagAt("`as` names p twice", "p]");
 }
 
 TEST_F(LoaderTest, LoopVariableIsVisibleOnlyInsideTheLoop) {
