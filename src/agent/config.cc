@@ -86,7 +86,9 @@ Status ParseListen(std::string_view listen, AgentConfig& config) {
 
 Result<AgentConfig> LoadAgentConfig(const std::string& path) {
   ASSIGN_OR_RETURN(std::string text, ReadFile(path));
-  std::filesystem::path base = std::filesystem::path(path).parent_path();
+  // Absolute, so that paths mean the same to step processes, which run in other folders.
+  std::error_code absolute_error;
+  std::filesystem::path base = std::filesystem::absolute(path, absolute_error).parent_path();
   AgentConfig c;
   // Said in file order, one line each, as `fanout validate` prints a package's:
   // FILE:LINE:COLUMN: MESSAGE.
@@ -142,7 +144,13 @@ Result<AgentConfig> LoadAgentConfig(const std::string& path) {
         c.token = *token;
       }
     }
-    if (root["catalog"]) c.catalog = root["catalog"].as<std::string>();
+    if (root["catalog"]) {
+      c.catalog = root["catalog"].as<std::string>();
+      // A relative SQLite file is the config folder's, as the other paths here.
+      if (auto sqlite = CatalogSqlitePath(c.catalog); sqlite.ok() && !sqlite->empty()) {
+        c.catalog = "sqlite:" + Resolve(base, *sqlite);
+      }
+    }
     if (auto bytes = whole("max_body_bytes", 1024)) c.max_body_bytes = static_cast<size_t>(*bytes);
     for (const char* key : {"stop_grace", "drain_grace"}) {
       if (!root[key]) continue;

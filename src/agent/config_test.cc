@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <fstream>
 
 #include "common/test_util.h"
@@ -68,6 +69,18 @@ TEST(ConfigTest, ProblemsAreSaidInFileOrderWithTheirPlace) {
                    "250ms, 30s, 10m, 2h, 1d\n" +
                 file + ":4:17: `max_body_bytes` must be a whole number of at least 1024, not '5'\n" +
                 file + ":5:1: duplicate key `name`");
+}
+
+// A relative `catalog: sqlite:rel.db` was passed as is to step processes, which run in other
+// folders: one created /rel.db. Relative paths are the config folder's, made absolute.
+TEST(ConfigTest, RelativePathsAreTheConfigFoldersMadeAbsolute) {
+  testing::TempDir dir;
+  std::ofstream(dir.File("agent.yaml")) << "data_dir: data\ncatalog: \"sqlite:rel.db\"\n";
+  auto config = LoadAgentConfig(dir.File("agent.yaml"));
+  ASSERT_TRUE(config.ok()) << config.status().ToString();
+  const std::string folder = std::filesystem::absolute(dir.File("agent.yaml")).parent_path().string();
+  EXPECT_EQ(config->data_dir, folder + "/data");
+  EXPECT_EQ(config->catalog, "sqlite:" + folder + "/rel.db");
 }
 
 }  // namespace

@@ -9,8 +9,10 @@
 #include <charconv>
 #include <cstdlib>
 
+#include <arpa/inet.h>
 #include <fmt/format.h>
 #include <httplib.h>
+#include <openssl/x509_vfy.h>
 
 #include "common/util.h"
 
@@ -111,8 +113,10 @@ Code CodeForHttpStatus(int status) {
 
 // A request that got no HTTP answer at all; `answered_before` when this client had answers
 // from the agent (then a TLS mismatch is not why).
+// `verify_result`: OpenSSL's verdict on the agent's certificate (X509_V_OK when none).
 fanout::Status TransportError(httplib::Error error, const std::string& where,
-                              const AgentEndpoint& endpoint, bool answered_before) {
+                              const AgentEndpoint& endpoint, bool answered_before,
+                              long verify_result) {
   const std::string what = httplib::to_string(error);
   switch (error) {
     case httplib::Error::Connection:
@@ -144,10 +148,25 @@ fanout::Status TransportError(httplib::Error error, const std::string& where,
           "{}: TLS handshake failed ({}); check that the agent serves https and that the "
           "client certificate and key are the ones its tls.client_ca trusts",
           where, what));
-    case httplib::Error::SSLServerVerification:
+    case httplib::Error::SSLServerVerification: {
+      std::string why = verify_result == X509_V_OK ? what : X509_verify_cert_error_string(verify_result);
+      switch (verify_result) {
+        case X509_V_ERR_HOSTNAME_MISMATCH:
+        case X509_V_ERR_IP_ADDRESS_MISMATCH:
+          return Unavailable(fmt::format(
+              "{}: the agent's certificate is not for this address ({}); use the name or address "
+              "the certificate was issued for in the URL, or add this one to its subjectAltName",
+              where, why));
+        case X509_V_ERR_CERT_HAS_EXPIRED:
+        case X509_V_ERR_CERT_NOT_YET_VALID:
+          return Unavailable(fmt::format(
+              "{}: the agent's certificate is not valid now ({}); renew the agent's tls.cert",
+              where, why));
+      }
       return Unavailable(fmt::format(
           "{}: the agent's certificate is not trusted ({}); pass the CA that signed it", where,
-          what));
+          why));
+    }
     case httplib::Error::SSLLoadingCerts:
       return InvalidArgument(fmt::format(
           "{}: cannot load the CA certificate '{}' ({})", where, endpoint.ca_file, what));
@@ -277,6 +296,20 @@ AgentClient::AgentClient(AgentEndpoint endpoint) : endpoint_(std::move(endpoint)
     // Verification stays on: against the given CA, else the system's trusted CAs.
     if (!endpoint_.ca_file.empty()) ssl->set_ca_cert_path(endpoint_.ca_file);
     ssl->enable_server_certificate_verification(true);
+    // OpenSSL checks the certificate's name as RFC 6125 says: an address only against its IP
+    // subjectAltNames. httplib 0.11's own check also takes the subject's CN, so a certificate
+    // issued for another name but with the address as its CN would pass.
+    X509_VERIFY_PARAM* param = SSL_CTX_get0_param(ssl->ssl_context());
+    unsigned char address[sizeof(in6_addr)];
+    bool is_ip = inet_pton(AF_INET, parsed->host.c_str(), address) == 1 ||
+                 inet_pton(AF_INET6, parsed->host.c_str(), address) == 1;
+    if (is_ip) {
+      X509_VERIFY_PARAM_set1_ip_asc(param, parsed->host.c_str());
+    } else {
+      X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+      X509_VERIFY_PARAM_set1_host(param, parsed->host.c_str(), 0);
+    }
+    https_ = ssl.get();
     http_ = std::move(ssl);
   } else {
     http_ = std::make_unique<httplib::ClientImpl>(parsed->host, parsed->port);
@@ -320,7 +353,10 @@ Result<AgentClient::Response> AgentClient::Call(const char* method, const std::s
                                               : http_->Post(path, headers, body, content_type))
       : m == "DELETE" ? http_->Delete(path, headers)
                       : httplib::Result(nullptr, httplib::Error::Unknown);
-  if (!res) return TransportError(res.error(), where, endpoint_, answered_);
+  if (!res) {
+    return TransportError(res.error(), where, endpoint_, answered_,
+                          https_ != nullptr ? https_->get_openssl_verify_result() : X509_V_OK);
+  }
   answered_ = true;
 
   Response out;

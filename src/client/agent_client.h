@@ -17,6 +17,7 @@
 
 namespace httplib {
 class ClientImpl;
+class SSLClient;
 }
 
 namespace fanout::client {
@@ -162,6 +163,7 @@ class AgentClient {
   fanout::Status endpoint_status_;
   bool answered_ = false;  // some request got an HTTP answer
   std::unique_ptr<httplib::ClientImpl> http_;
+  httplib::SSLClient* https_ = nullptr;  // http_ when the URL is https, for why a check failed
 };
 
 }  // namespace fanout::client

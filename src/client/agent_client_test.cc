@@ -466,8 +466,9 @@ TEST(AgentClientTest, ResolveTokenPrefersTheFileThenTheEnvironment) {
 }
 
 // Certificates made with the openssl command in a scratch directory: a CA, an agent
-// certificate for 127.0.0.1 signed by it, a client certificate signed by it, and an unrelated
-// self-signed CA. Empty when openssl is not installed.
+// certificate for 127.0.0.1 signed by it, one issued for other.example whose subject's CN is
+// 127.0.0.1, a client certificate signed by it, and an unrelated self-signed CA. Empty when
+// openssl is not installed.
 class TlsFiles {
  public:
   TlsFiles() {
@@ -483,6 +484,9 @@ class TlsFiles {
         "echo subjectAltName=IP:127.0.0.1 > san.cnf",
         "openssl x509 -req -in agent.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out agent.crt "
         "-days 1 -extfile san.cnf",
+        "echo subjectAltName=DNS:other.example > other-san.cnf",
+        "openssl x509 -req -in agent.csr -CA ca.crt -CAkey ca.key -CAcreateserial "
+        "-out other-name.crt -days 1 -extfile other-san.cnf",
         "openssl req -newkey rsa:2048 -nodes -keyout client.key -out client.csr -subj /CN=client",
         "openssl x509 -req -in client.csr -CA ca.crt -CAkey ca.key -CAcreateserial "
         "-out client.crt -days 1",
@@ -505,9 +509,8 @@ class TlsFiles {
 // An https fake agent that requires a client certificate signed by the test CA.
 class FakeTlsAgent {
  public:
-  explicit FakeTlsAgent(const TlsFiles& files)
-      : server_(files("agent.crt").c_str(), files("agent.key").c_str(),
-                files("ca.crt").c_str()) {
+  explicit FakeTlsAgent(const TlsFiles& files, const std::string& cert = "agent.crt")
+      : server_(files(cert).c_str(), files("agent.key").c_str(), files("ca.crt").c_str()) {
     server_.Get("/v1/health", [](const httplib::Request&, httplib::Response& res) {
       Reply(res, 200, {{"status", "ok"}, {"name", "tls"}});
     });
@@ -553,6 +556,24 @@ TEST(AgentClientTest, MutualTlsVerifiesTheAgentAndPresentsTheClientCertificate) 
   no_client_cert.key_file.clear();
   auto refused = AgentClient(no_client_cert).Health();
   EXPECT_EQ(refused.status().code(), Code::kUnavailable) << refused.status().ToString();
+}
+
+// RFC 6125: with subjectAltNames, the subject's CN does not count; an address must be one of the
+// certificate's IP names. httplib alone had accepted a certificate for other.example here.
+TEST(AgentClientTest, TheAgentsCertificateMustNameTheAddress) {
+  TlsFiles files;
+  if (!files.ok()) GTEST_SKIP() << "the openssl command is not available";
+  FakeTlsAgent agent(files, "other-name.crt");
+  AgentEndpoint endpoint = Endpoint(agent.url());
+  endpoint.ca_file = files("ca.crt");
+  endpoint.cert_file = files("client.crt");
+  endpoint.key_file = files("client.key");
+  auto health = AgentClient(endpoint).Health();
+  EXPECT_EQ(health.status().code(), Code::kUnavailable) << health.status().ToString();
+  EXPECT_NE(health.status().message().find("the agent's certificate is not for this address (IP "
+                                           "address mismatch); use the name or address"),
+            std::string::npos)
+      << health.status().message();
 }
 
 TEST(AgentClientTest, FinalRunStates) {

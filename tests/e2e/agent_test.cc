@@ -1865,6 +1865,43 @@ TEST_F(AgentTest, MutualTlsServesHttpsOnlyToClientsWithACertificateFromItsCa) {
   EXPECT_EQ(no_cert.exit_code, 7) << no_cert.err;
 }
 
+// httplib only said that the TLS files did not load, and an expired certificate loaded fine,
+// then failed every client's check: the agent says why, before it changes anything.
+TEST(AgentTlsFilesTest, BadTlsFilesSayWhyAtStart) {
+  if (std::system("command -v openssl >/dev/null 2>&1") != 0) GTEST_SKIP() << "no openssl";
+  ScratchDir dir;
+  const std::string d = dir.path();
+  ASSERT_TRUE(MakeCertificates(d));
+  // A server certificate that expired in 2024, signed by the same CA.
+  dir.Write("index.txt", "");
+  dir.Write("serial", "01\n");
+  dir.Write("ca.cnf", "[ca]\ndefault_ca = c\n[c]\ndatabase = index.txt\nnew_certs_dir = .\n"
+                      "serial = serial\ndefault_md = sha256\npolicy = p\n[p]\n"
+                      "commonName = supplied\n");
+  ASSERT_TRUE(OpenSsl(d, "ca -batch -config ca.cnf -cert ca.crt -keyfile ca.key -in server.csr "
+                         "-out expired.crt -startdate 20240101000000Z -enddate 20240201000000Z "
+                         "-notext"));
+  auto start = [&](const std::string& tls) {
+    dir.Write("agent.yaml", "name: t\nlisten: 127.0.0.1:0\ndata_dir: data\ntls: " + tls + "\n");
+    return RunFanout({"agent", "--config", "agent.yaml"}, d);
+  };
+  CommandResult expired = start("{cert: expired.crt, key: server.key}");
+  EXPECT_EQ(expired.exit_code, 1) << expired.err;
+  EXPECT_TRUE(Contains(expired.err, "tls.cert " + d + "/expired.crt expired on 2024-02-01; every "
+                                    "client would refuse it: renew it"))
+      << expired.err;
+  CommandResult mismatch = start("{cert: server.crt, key: client.key}");
+  EXPECT_EQ(mismatch.exit_code, 1) << mismatch.err;
+  EXPECT_TRUE(Contains(mismatch.err, "tls.key " + d + "/client.key is not the key of tls.cert " +
+                                         d + "/server.crt"))
+      << mismatch.err;
+  CommandResult missing = start("{cert: nosuch.crt, key: server.key}");
+  EXPECT_EQ(missing.exit_code, 1) << missing.err;
+  EXPECT_TRUE(Contains(missing.err, "cannot read tls.cert " + d + "/nosuch.crt: No such file"))
+      << missing.err;
+  EXPECT_FALSE(std::filesystem::exists(d + "/data")) << "the agent changed its data_dir first";
+}
+
 // --- The CLI -----------------------------------------------------------------------------------
 
 // `fanout job start --secret-param NAME=FILE`: the value comes from a file, so `ps` does not
