@@ -31,6 +31,7 @@
 #include <vector>
 
 #include <gtest/gtest.h>
+#include <httplib.h>
 
 #include "e2e/agent_util.h"
 #include "e2e/e2e_util.h"
@@ -877,6 +878,42 @@ TEST_F(PoolTest, AnAgentDownFromTheStartIsReported) {
   size_t first = warnings.find(notice);
   ASSERT_NE(first, std::string::npos) << warnings;
   EXPECT_EQ(warnings.find(notice, first + 1), std::string::npos) << "said once:\n" << warnings;
+}
+
+// An agent that answers its status but fails every start with a 500 (its disk is full, say)
+// looked the least loaded, being idle, and drew every child and every retry.
+TEST_F(PoolTest, AnAgentFailingStartsIsPassedOver) {
+  ASSERT_TRUE(StartAgents({1}));
+  ASSERT_TRUE(Deploy({{"quick.yaml", ShellJob("quick", "true")}}));
+  httplib::Server broken;
+  broken.Get("/v1/status", [](const httplib::Request&, httplib::Response& res) {
+    res.set_content(R"({"name":"broken","slots":4,"busy":0,"queued":0,"running":[]})",
+                    "application/json");
+  });
+  broken.Post(R"(/v1/jobs/([^/]+)/start)", [](const httplib::Request&, httplib::Response& res) {
+    res.status = 500;
+    res.set_content(R"({"error":"cannot start job","detail":"database or disk is full"})",
+                    "application/json");
+  });
+  int port = broken.bind_to_any_port("127.0.0.1");
+  std::thread serving([&] { broken.listen_after_bind(); });
+  std::string parent = work_.Write(
+      "half-broken.yaml",
+      "package: half-broken\nconnections:\n  pool: {type: agent-pool, agents: [broken, srv-a]}\n"
+      "  broken: {type: agent, url: \"http://127.0.0.1:" + std::to_string(port) + "\"}\n"
+      "  srv-a: {type: agent, url: \"" + agent(0).url() + "\", token_file: \"" +
+          agent(0).token_file() + "\"}\n"
+      "tasks:\n" + FanTask(4, 2, "quick"));
+  CommandResult r = RunParent(parent);
+  broken.stop();
+  serving.join();
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  ParentRecord record = Record(ExecutionIdOf(r.out));
+  for (const TaskRunRow& run : AgentJobRuns(record)) EXPECT_EQ(run.agent, "srv-a") << run.task_path;
+  std::string warnings = EventsText(record, EventType::kOnWarning);
+  EXPECT_TRUE(Has(warnings, "agent broken could not start job quick, trying another: ")) << warnings;
+  EXPECT_TRUE(Has(warnings, "database or disk is full")) << warnings;
+  EXPECT_TRUE(Has(r.out, "agent broken")) << "the summary leaves it out:\n" << r.out;
 }
 
 TEST_F(PoolTest, AFrozenAgentsRunIsStoppedWhenItAnswersAgain) {

@@ -175,6 +175,15 @@ class AgentJobTask : public Task {
         continue;
       }
       pool->Release(lease, AgentPool::Ending::kNotStarted);
+      if (pool_of_several && st.code() == Code::kInternal) {
+        // The agent answers but cannot work (a full disk, say). Idle, it would look the least
+        // loaded and draw every child and retry: it is out until a probe finds it well.
+        pool->MarkDown(member, st.message());
+        request.exclude[member] = st.message();
+        context.Emit(EventType::kOnWarning, fmt::format("agent {} could not start job {}, trying "
+                                                        "another: {}", agent, *job_name, st.message()));
+        continue;
+      }
       if (pool_of_several &&
           (st.code() == Code::kFailedPrecondition || st.code() == Code::kNotFound)) {
         // 409 (the job is at its max_concurrent_runs there) or a job that agent lacks.
