@@ -166,7 +166,10 @@ void Executor::SaveRun(ActiveRun& run) {
   } else {
     s = store_.UpdateRun(run.record);
   }
-  if (!s.ok()) std::fprintf(stderr, "fanout agent: saving run %s: %s\n", run.record.id.c_str(), s.ToString().c_str());
+  if (!s.ok()) {
+    std::fprintf(stderr, "fanout agent: saving run %s: %s; answers give it from memory, and it is "
+                 "written with the next save that can be\n", run.record.id.c_str(), s.ToString().c_str());
+  }
 }
 
 Status Executor::Recover() {

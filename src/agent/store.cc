@@ -5,6 +5,8 @@
 
 #include <sqlite3.h>
 
+#include <algorithm>
+
 #include <fmt/format.h>
 
 namespace fanout::agent {
@@ -375,17 +377,80 @@ Status AgentStore::InsertRun(const RunRecord& r) {
 
 Status AgentStore::UpdateRun(const RunRecord& r) {
   std::lock_guard lock(mu_);
-  return UpdateRunLocked(r);
+  return WriteOrKeepLocked(&r, nullptr);
 }
 
 Status AgentStore::UpdateRunAndAttempt(const RunRecord& run, const StepAttemptRecord& attempt) {
   std::lock_guard lock(mu_);
-  RETURN_IF_ERROR(Cached("BEGIN IMMEDIATE").Run());
-  Status s = UpsertStepAttemptLocked(attempt);
-  if (s.ok()) s = UpdateRunLocked(run);
-  if (s.ok()) s = Cached("COMMIT").Run();
-  if (!s.ok()) (void)Cached("ROLLBACK").Run();
+  return WriteOrKeepLocked(&run, &attempt);
+}
+
+Status AgentStore::UpsertStepAttempt(const StepAttemptRecord& a) {
+  std::lock_guard lock(mu_);
+  return WriteOrKeepLocked(nullptr, &a);
+}
+
+Status AgentStore::WriteOrKeepLocked(const RunRecord* run, const StepAttemptRecord* attempt) {
+  WriteUnsavedLocked();
+  Status s = Status::Ok();
+  bool both = run != nullptr && attempt != nullptr;
+  if (both) s = Cached("BEGIN IMMEDIATE").Run();
+  if (s.ok() && attempt != nullptr) s = UpsertStepAttemptLocked(*attempt);
+  if (s.ok() && run != nullptr) s = UpdateRunLocked(*run);
+  if (both) {
+    if (s.ok()) s = Cached("COMMIT").Run();
+    if (!s.ok()) (void)Cached("ROLLBACK").Run();
+  }
+  if (attempt != nullptr) {
+    AttemptKey key{attempt->run_id, attempt->step, attempt->attempt};
+    if (s.ok()) unsaved_attempts_.erase(key);
+    else unsaved_attempts_[key] = *attempt;
+  }
+  if (run != nullptr) {
+    if (s.ok()) unsaved_runs_.erase(run->id);
+    else unsaved_runs_[run->id] = *run;
+  }
   return s;
+}
+
+void AgentStore::WriteUnsavedLocked() {
+  if (unsaved_runs_.empty() && unsaved_attempts_.empty()) return;
+  if (!Cached("BEGIN IMMEDIATE").Run().ok()) return;
+  Status s = Status::Ok();
+  for (auto it = unsaved_attempts_.begin(); s.ok() && it != unsaved_attempts_.end(); ++it) {
+    s = UpsertStepAttemptLocked(it->second);
+  }
+  for (auto it = unsaved_runs_.begin(); s.ok() && it != unsaved_runs_.end(); ++it) {
+    s = UpdateRunLocked(it->second);
+  }
+  if (s.ok()) s = Cached("COMMIT").Run();
+  if (!s.ok()) {
+    (void)Cached("ROLLBACK").Run();
+    return;
+  }
+  unsaved_attempts_.clear();
+  unsaved_runs_.clear();
+}
+
+RunRecord AgentStore::WithUnsavedLocked(RunRecord run) const {
+  auto it = unsaved_runs_.find(run.id);
+  if (it == unsaved_runs_.end()) return run;
+  // The columns UpdateRun writes come from memory; the rest (definition, stop reason) as stored.
+  const RunRecord& kept = it->second;
+  run.status = kept.status;
+  run.message = kept.message;
+  run.started_at = kept.started_at;
+  run.ended_at = kept.ended_at;
+  run.current_step = kept.current_step;
+  run.pid = kept.pid;
+  run.pid_start = kept.pid_start;
+  run.execution_id = kept.execution_id;
+  return run;
+}
+
+size_t AgentStore::UnsavedCount() {
+  std::lock_guard lock(mu_);
+  return unsaved_runs_.size() + unsaved_attempts_.size();
 }
 
 Status AgentStore::UpdateRunLocked(const RunRecord& r) {
@@ -413,7 +478,7 @@ Result<std::optional<RunRecord>> AgentStore::GetRun(const std::string& id) {
     RETURN_IF_ERROR(q.status());
     return std::optional<RunRecord>();
   }
-  return std::optional<RunRecord>(ReadRun(q));
+  return std::optional<RunRecord>(WithUnsavedLocked(ReadRun(q)));
 }
 
 Result<std::optional<RunRecord>> AgentStore::FindRunByKey(const std::string& key) {
@@ -426,7 +491,7 @@ Result<std::optional<RunRecord>> AgentStore::FindRunByKey(const std::string& key
     RETURN_IF_ERROR(q.status());
     return std::optional<RunRecord>();
   }
-  return std::optional<RunRecord>(ReadRun(q));
+  return std::optional<RunRecord>(WithUnsavedLocked(ReadRun(q)));
 }
 
 Result<std::vector<RunRecord>> AgentStore::ListRuns(const std::string& job, int limit) {
@@ -436,7 +501,7 @@ Result<std::vector<RunRecord>> AgentStore::ListRuns(const std::string& job, int 
   Query q = Cached(sql);
   q.Bind(job).Bind(static_cast<int64_t>(limit));
   std::vector<RunRecord> out;
-  while (q.Next()) out.push_back(ReadRun(q));
+  while (q.Next()) out.push_back(WithUnsavedLocked(ReadRun(q)));
   RETURN_IF_ERROR(q.status());
   return out;
 }
@@ -451,11 +516,6 @@ Result<std::vector<RunRecord>> AgentStore::ListUnfinishedRuns() {
   while (q.Next()) out.push_back(ReadRun(q));
   RETURN_IF_ERROR(q.status());
   return out;
-}
-
-Status AgentStore::UpsertStepAttempt(const StepAttemptRecord& a) {
-  std::lock_guard lock(mu_);
-  return UpsertStepAttemptLocked(a);
 }
 
 Status AgentStore::UpsertStepAttemptLocked(const StepAttemptRecord& a) {
@@ -503,6 +563,18 @@ Result<std::vector<StepAttemptRecord>> AgentStore::ListStepAttempts(const std::s
     out.push_back(std::move(a));
   }
   RETURN_IF_ERROR(q.status());
+  for (const auto& [key, kept] : unsaved_attempts_) {
+    if (std::get<0>(key) != run_id) continue;
+    auto same = std::find_if(out.begin(), out.end(), [&](const StepAttemptRecord& a) {
+      return a.step == kept.step && a.attempt == kept.attempt;
+    });
+    StepAttemptRecord& a = same != out.end() ? *same : out.emplace_back();
+    a = kept;
+    if (!with_output) {
+      a.stdout_text.clear();
+      a.stderr_text.clear();
+    }
+  }
   return out;
 }
 

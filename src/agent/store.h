@@ -1,12 +1,18 @@
 // The agent's own SQLite database under data_dir: deployed packages, jobs, runs and step
 // attempts (SQL Server Agent's msdb). History survives restarts. Thread-safe: one connection
 // behind a mutex, every call one short statement or transaction.
+//
+// A run or step attempt update that cannot be written (a full disk) is kept in memory and
+// served by the reads in its place, and written by the next update that can be: a run must not
+// look `running` for ever because its end could not be saved.
 #pragma once
 
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
+#include <tuple>
 #include <unordered_map>
 #include <vector>
 
@@ -117,7 +123,12 @@ class AgentStore {
   Result<std::vector<StepAttemptRecord>> ListStepAttempts(const std::string& run_id,
                                                           bool with_output);
 
+  // Updates held in memory because they could not be written yet.
+  size_t UnsavedCount();
+
  private:
+  friend class AgentStoreTest;
+  using AttemptKey = std::tuple<std::string, int, int>;  // run, step, attempt
   explicit AgentStore(sqlite3* db) : db_(db) {}
   Status Exec(const std::string& sql);
   // The statement for `sql`, prepared on first use and kept until the store closes. Holds mu_.
@@ -125,10 +136,18 @@ class AgentStore {
   // The statements of UpdateRun and UpsertStepAttempt. Hold mu_.
   Status UpdateRunLocked(const RunRecord& run);
   Status UpsertStepAttemptLocked(const StepAttemptRecord& attempt);
+  // Writes `run` and `attempt` (either may be null) in one transaction; on failure keeps them
+  // in the unsaved maps, on success drops what those held for them. Holds mu_.
+  Status WriteOrKeepLocked(const RunRecord* run, const StepAttemptRecord* attempt);
+  // Writes what the unsaved maps hold, when it can. Holds mu_.
+  void WriteUnsavedLocked();
+  RunRecord WithUnsavedLocked(RunRecord run) const;
 
   std::mutex mu_;
   sqlite3* db_;
   std::unordered_map<std::string, sqlite3_stmt*> statements_;
+  std::map<std::string, RunRecord> unsaved_runs_;
+  std::map<AttemptKey, StepAttemptRecord> unsaved_attempts_;
 };
 
 }  // namespace fanout::agent

@@ -1,0 +1,89 @@
+// Tests of AgentStore beyond what the agent's end-to-end tests reach: writes that fail.
+#include "agent/store.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "common/test_util.h"
+
+namespace fanout::agent {
+
+class AgentStoreTest : public ::testing::Test {
+ protected:
+  // Caps the database file at its current size, as a full disk would (SQLITE_FULL).
+  static Status CapAtCurrentSize(AgentStore& store) { return store.Exec("PRAGMA max_page_count = 1"); }
+  static Status Uncap(AgentStore& store) { return store.Exec("PRAGMA max_page_count = 1000000"); }
+};
+
+namespace {
+
+// A full disk had left a finished run `running` in the store for ever: clients long-polling it
+// never got its end, and `job stop` could not end it.
+TEST_F(AgentStoreTest, AnUpdateThatCannotBeWrittenIsServedFromMemoryAndWrittenLater) {
+  testing::TempDir dir;
+  const std::string path = dir.File("agent.db");
+  {
+    auto store = AgentStore::Open(path);
+    ASSERT_TRUE(store.ok()) << store.status().ToString();
+    RunRecord run;
+    run.id = "run-1";
+    run.job = "load";
+    run.status = "running";
+    run.idempotency_key = "key-1";
+    run.queued_at = Now();
+    ASSERT_TRUE((*store)->InsertRun(run).ok());
+    StepAttemptRecord attempt;
+    attempt.run_id = run.id;
+    attempt.step = 1;
+    attempt.name = "work";
+    attempt.status = "running";
+    attempt.started_at = Now();
+    ASSERT_TRUE((*store)->UpsertStepAttempt(attempt).ok());
+
+    ASSERT_TRUE(CapAtCurrentSize(**store).ok());
+    run.status = "succeeded";
+    run.ended_at = Now();
+    run.message = std::string(200000, 'x');  // needs pages the file cannot have
+    attempt.status = "succeeded";
+    attempt.stdout_text = std::string(200000, 'y');
+    EXPECT_FALSE((*store)->UpdateRunAndAttempt(run, attempt).ok());
+    EXPECT_EQ((*store)->UnsavedCount(), 2u);
+
+    auto read = (*store)->GetRun(run.id);
+    ASSERT_TRUE(read.ok() && read->has_value());
+    EXPECT_EQ((*read)->status, "succeeded");
+    auto by_key = (*store)->FindRunByKey("key-1");
+    ASSERT_TRUE(by_key.ok() && by_key->has_value());
+    EXPECT_EQ((*by_key)->status, "succeeded");
+    auto history = (*store)->ListRuns("load", 10);
+    ASSERT_TRUE(history.ok() && history->size() == 1u);
+    EXPECT_EQ((*history)[0].status, "succeeded");
+    auto steps = (*store)->ListStepAttempts(run.id, false);
+    ASSERT_TRUE(steps.ok() && steps->size() == 1u);
+    EXPECT_EQ((*steps)[0].status, "succeeded");
+    EXPECT_EQ((*steps)[0].stdout_text, "") << "asked without output";
+
+    // Room again: the next write writes what was kept first.
+    ASSERT_TRUE(Uncap(**store).ok());
+    RunRecord other = run;
+    other.id = "run-2";
+    other.idempotency_key = "key-2";
+    other.message.clear();
+    ASSERT_TRUE((*store)->InsertRun(other).ok());
+    ASSERT_TRUE((*store)->UpdateRun(other).ok());
+    EXPECT_EQ((*store)->UnsavedCount(), 0u);
+  }
+  auto reopened = AgentStore::Open(path);
+  ASSERT_TRUE(reopened.ok()) << reopened.status().ToString();
+  auto read = (*reopened)->GetRun("run-1");
+  ASSERT_TRUE(read.ok() && read->has_value());
+  EXPECT_EQ((*read)->status, "succeeded");
+  EXPECT_EQ((*read)->message.size(), 200000u);
+  auto steps = (*reopened)->ListStepAttempts("run-1", true);
+  ASSERT_TRUE(steps.ok() && steps->size() == 1u);
+  EXPECT_EQ((*steps)[0].stdout_text.size(), 200000u);
+}
+
+}  // namespace
+}  // namespace fanout::agent
