@@ -644,8 +644,12 @@ Executor::StepOutcome Executor::RunStep(ActiveRun& run, int index, int attempt) 
       outcome.success = r.exit_code == 0;
       outcome.canceled = r.exit_code == 3 && run.stop.canceled();
       if (!outcome.success) {
-        std::string why = LastLine(r.err);
-        outcome.message = why.empty() ? fmt::format("fanout run exited with code {}", r.exit_code) : why;
+        // Killed, its last line is not why it ended (it said "exited with code 137").
+        std::string why = r.term_signal != 0 ? "" : LastLine(r.err);
+        outcome.message = r.term_signal != 0
+                              ? fmt::format("fanout run was killed by signal {}", r.term_signal)
+                          : why.empty() ? fmt::format("fanout run exited with code {}", r.exit_code)
+                                        : why;
       }
     } else {
       outcome.success = r.term_signal == 0 &&

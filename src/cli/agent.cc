@@ -119,11 +119,13 @@ int RunAgent(const AgentArgs& args) {
     }
   }
 
-  // Signals are taken by one thread so shutdown runs as ordinary code.
+  // Signals are taken by one thread so shutdown runs as ordinary code. SIGHUP (the terminal
+  // that started the agent closed) drains too: it had killed the agent on the spot.
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
@@ -149,8 +151,8 @@ int RunAgent(const AgentArgs& args) {
   std::thread watcher([&server, set] {
     int sig = 0;
     sigwait(&set, &sig);
-    std::fprintf(stderr, "fanout agent: %s received: draining (no new runs; running steps may "
-                         "finish)\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    std::fprintf(stderr, "fanout agent: SIG%s received: draining (no new runs; running steps may "
+                         "finish)\n", sigabbrev_np(sig));
     server.Shutdown();
   });
   Status served = server.Serve();

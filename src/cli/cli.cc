@@ -16,6 +16,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include "common/subprocess.h"
+#include "common/util.h"
 #include "report/report.h"
 
 #include "tasks/builtin.h"
@@ -94,6 +95,28 @@ bool ParseSets(const std::vector<std::string>& pairs, std::map<std::string, std:
     out[pair.substr(0, eq)] = pair.substr(eq + 1);
   }
   return true;
+}
+
+int ReadValueFiles(const char* option, const std::vector<std::string>& pairs,
+                   std::map<std::string, std::string>& out) {
+  for (const std::string& pair : pairs) {
+    size_t eq = pair.find('=');
+    if (eq == std::string::npos || eq == 0 || eq + 1 == pair.size()) {
+      fmt::print(stderr, "fanout: {} needs NAME=FILE (- for standard input), got '{}'\n", option,
+                 pair);
+      return kExitUsage;
+    }
+    const std::string name = pair.substr(0, eq), file = pair.substr(eq + 1);
+    auto value = ReadFile(file == "-" ? "/dev/stdin" : file);
+    if (!value.ok()) {
+      fmt::print(stderr, "fanout: {} {}: {}\n", option, name, value.status().message());
+      return value.status().code() == Code::kNotFound ? kExitNotFound : kExitUsage;
+    }
+    std::string text = std::move(*value);
+    while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.pop_back();
+    out[name] = std::move(text);
+  }
+  return kExitSuccess;
 }
 
 FileKeys TopLevelKeys(const std::string& text) {

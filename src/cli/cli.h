@@ -65,6 +65,12 @@ std::optional<int> ParseSinceFor(const std::string& text, const char* command, D
 // Parses repeated NAME=VALUE pairs; on a malformed one prints why and returns false.
 bool ParseSets(const std::vector<std::string>& pairs, std::map<std::string, std::string>& out);
 
+// Reads repeated `option` NAME=FILE pairs into `out`: each value is FILE's text ("-": standard
+// input) without its final line breaks, so that a secret stays out of `ps`. kExitSuccess, or the
+// exit code after saying what failed.
+int ReadValueFiles(const char* option, const std::vector<std::string>& pairs,
+                   std::map<std::string, std::string>& out);
+
 // What a file's top-level keys say it is: a package has `package:`, a job file `job:`. Text that
 // is not YAML throws YAML::Exception.
 struct FileKeys {

@@ -206,7 +206,8 @@ int Deploy(const DeployArgs& args) {
   }
   auto token = client::ResolveToken(args.token_file);
   if (!token.ok()) {
-    std::fprintf(stderr, "fanout deploy: --token-file: %s\n", token.status().message().c_str());
+    std::fprintf(stderr, "fanout deploy: %s%s\n", args.token_file.empty() ? "" : "--token-file: ",
+                 token.status().message().c_str());
     return kExitUsage;
   }
   std::vector<std::unique_ptr<client::AgentClient>> agents;

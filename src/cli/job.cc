@@ -64,8 +64,8 @@ std::unique_ptr<client::AgentClient> Connect(const JobArgs& args, const char* co
   }
   auto token = client::ResolveToken(args.token_file);
   if (!token.ok()) {
-    std::fprintf(stderr, "fanout job %s: --token-file: %s\n", command,
-                 token.status().message().c_str());
+    std::fprintf(stderr, "fanout job %s: %s%s\n", command,
+                 args.token_file.empty() ? "" : "--token-file: ", token.status().message().c_str());
     if (token.status().code() == Code::kNotFound) exit_code = kExitNotFound;
     return nullptr;
   }
@@ -450,25 +450,11 @@ int Create(const JobArgs& args) {
   return kExitSuccess;
 }
 
-// --secret-param NAME=FILE: the value read from FILE ("-": standard input), without its final
-// line break, sent as a param and as a secret. 0, or the exit code after saying what failed.
+// --secret-param NAME=FILE: sent as a param and as a secret.
 int ReadSecretParams(const std::vector<std::string>& pairs, client::StartRequest& request) {
-  for (const std::string& pair : pairs) {
-    size_t eq = pair.find('=');
-    if (eq == std::string::npos || eq == 0 || eq + 1 == pair.size()) {
-      std::fprintf(stderr, "fanout: --secret-param needs NAME=FILE (- for standard input), got '%s'\n",
-                   pair.c_str());
-      return kExitUsage;
-    }
-    const std::string name = pair.substr(0, eq), file = pair.substr(eq + 1);
-    auto value = file == "-" ? ReadFile("/dev/stdin") : ReadFile(file);
-    if (!value.ok()) {
-      std::fprintf(stderr, "fanout: --secret-param %s: %s\n", name.c_str(),
-                   value.status().message().c_str());
-      return value.status().code() == Code::kNotFound ? kExitNotFound : kExitUsage;
-    }
-    std::string secret = std::move(*value);
-    while (!secret.empty() && (secret.back() == '\n' || secret.back() == '\r')) secret.pop_back();
+  std::map<std::string, std::string> secrets;
+  if (int code = ReadValueFiles("--secret-param", pairs, secrets); code != kExitSuccess) return code;
+  for (auto& [name, secret] : secrets) {
     request.params[name] = secret;
     request.secrets.push_back(std::move(secret));
   }

@@ -35,6 +35,7 @@ namespace {
 struct RunArgs {
   std::string file;
   std::vector<std::string> sets;
+  std::vector<std::string> set_files;  // NAME=FILE
   std::string catalog;
   std::vector<std::string> logs;
   std::string reporting = "EWP";
@@ -55,8 +56,9 @@ void WriteResultFile(const std::string& path, int exit_code) {
   if (!written.ok()) std::fprintf(stderr, "fanout: --result-file: %s\n", written.message().c_str());
 }
 
-// SIGINT/SIGTERM cancel the run: the signals are blocked in every thread and one thread waits
-// for them, so cancellation runs as ordinary code rather than in a signal handler.
+// SIGINT/SIGTERM/SIGHUP cancel the run (a closed terminal had killed it on the spot, leaving its
+// remote children running): the signals are blocked in every thread and one thread waits for
+// them, so cancellation runs as ordinary code rather than in a signal handler.
 class SignalWatcher {
  public:
   // `before_message` runs before the watcher prints that a signal came (it clears the terminal's
@@ -66,6 +68,7 @@ class SignalWatcher {
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGHUP);
     sigaddset(&set, SIGUSR1);  // our own wake-up at exit
     pthread_sigmask(SIG_BLOCK, &set, nullptr);
     thread_ = std::thread([set, &token, before_message = std::move(before_message)] {
@@ -73,8 +76,8 @@ class SignalWatcher {
       while (sigwait(&set, &sig) == 0) {
         if (sig == SIGUSR1) return;
         before_message();
-        std::fprintf(stderr, "fanout: %s received, stopping every running task\n",
-                     sig == SIGINT ? "SIGINT" : "SIGTERM");
+        std::fprintf(stderr, "fanout: SIG%s received, stopping every running task\n",
+                     sigabbrev_np(sig));
         token.Cancel(CancelToken::Reason::kCanceled);
       }
     });
@@ -124,6 +127,17 @@ bool ReadParentInput(RunOptions& options, Masker& masker) {
 int RunPackage(const RunArgs& args) {
   std::map<std::string, std::string> sets;
   if (!ParseSets(args.sets, sets)) return kExitUsage;
+  std::map<std::string, std::string> from_files;
+  if (int code = ReadValueFiles("--set-file", args.set_files, from_files); code != kExitSuccess) {
+    return code;
+  }
+  for (auto& [name, value] : from_files) {
+    if (sets.count(name) != 0) {
+      fmt::print(stderr, "fanout: {} is given by both --set and --set-file; give it once\n", name);
+      return kExitUsage;
+    }
+    sets[name] = std::move(value);
+  }
   if (auto s = catalog::ValidateReportingLevels(args.reporting); !s.ok()) {
     std::fprintf(stderr, "fanout: --reporting: %s\n", s.message().c_str());
     return kExitUsage;
@@ -278,6 +292,9 @@ Command AddRunCommand(CLI::App& app) {
   cmd->add_option("file", args->file, "The package file (YAML)")->required();
   cmd->add_option("--set", args->sets,
                   "NAME=VALUE: set a parameter or variable (repeatable)");
+  cmd->add_option("--set-file", args->set_files,
+                  "NAME=FILE: set it to FILE's text (- for standard input), keeping a secret out "
+                  "of `ps` (repeatable)");
   cmd->add_option("--catalog", args->catalog,
                   "Where executions are recorded: sqlite:PATH or postgresql://USER@HOST/DB "
                   "(default sqlite:fanout.db, or $FANOUT_CATALOG)");
@@ -302,7 +319,7 @@ Command AddRunCommand(CLI::App& app) {
   cmd->add_option("--job", args->job)->group("");
   cmd->add_option("--run-id", args->run_id)->group("");
   cmd->footer(
-      "Exit codes: 0 success, 1 failure, 3 canceled (SIGINT/SIGTERM), 4 file not found,\n"
+      "Exit codes: 0 success, 1 failure, 3 canceled (SIGINT/SIGTERM/SIGHUP), 4 file not found,\n"
       "5 cannot load or invalid, 6 usage error.");
   cmd->add_option("--result-file", args->result_file)->group("");
   return {cmd, [args] {

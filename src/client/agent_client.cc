@@ -224,16 +224,25 @@ bool IsValidName(std::string_view name) {
   });
 }
 
+namespace {
+
+// A token as a file or variable holds it: without the white space around it (a final line break).
+std::string TrimmedToken(std::string token) {
+  auto is_space = [](unsigned char c) { return std::isspace(c) != 0; };
+  token.erase(token.begin(), std::find_if_not(token.begin(), token.end(), is_space));
+  token.erase(std::find_if_not(token.rbegin(), token.rend(), is_space).base(), token.end());
+  return token;
+}
+
+}  // namespace
+
 Result<std::string> ReadTokenFile(const std::string& path) {
   auto read = ReadFile(path);
   if (!read.ok()) {
     return Status(read.status().code(),
                   fmt::format("cannot read the token file: {}", read.status().message()));
   }
-  std::string token = std::move(*read);
-  auto is_space = [](unsigned char c) { return std::isspace(c) != 0; };
-  token.erase(token.begin(), std::find_if_not(token.begin(), token.end(), is_space));
-  token.erase(std::find_if_not(token.rbegin(), token.rend(), is_space).base(), token.end());
+  std::string token = TrimmedToken(std::move(*read));
   if (token.empty()) return InvalidArgument(fmt::format("the token file '{}' is empty", path));
   RETURN_IF_ERROR(CheckToken(token, fmt::format("the token file '{}'", path)));
   return token;
@@ -256,8 +265,9 @@ Result<std::string> ResolveToken(const std::string& token_file, const std::strin
   if (!token_file.empty()) return ReadTokenFile(token_file);
   const char* value = token_env.empty() ? nullptr : std::getenv(token_env.c_str());
   if (value == nullptr) return std::string();
-  RETURN_IF_ERROR(CheckToken(value, "$" + token_env));
-  return std::string(value);
+  std::string token = TrimmedToken(value);
+  RETURN_IF_ERROR(CheckToken(token, "$" + token_env));
+  return token;
 }
 
 AgentClient::AgentClient(AgentEndpoint endpoint) : endpoint_(std::move(endpoint)) {

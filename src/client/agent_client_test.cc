@@ -443,6 +443,9 @@ TEST(AgentClientTest, ReadTokenFileTrimsWhitespace) {
   EXPECT_NE(two_lines.status().message().find("holds more than one line at character 6"),
             std::string::npos)
       << two_lines.status().message();
+  // The variable is trimmed as a file is: `FANOUT_TOKEN="$(cat token; echo)"` works.
+  setenv("FANOUT_TEST_TOKEN", " tok3n\n", 1);
+  EXPECT_EQ(*ResolveToken("", "FANOUT_TEST_TOKEN"), "tok3n");
   setenv("FANOUT_TEST_TOKEN", "t\r\nX-Evil: 1", 1);
   auto from_env = ResolveToken("", "FANOUT_TEST_TOKEN");
   ASSERT_FALSE(from_env.ok());

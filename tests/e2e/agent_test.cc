@@ -1029,6 +1029,18 @@ TEST_F(AgentTest, AStepsFanoutRunKilledBeforeItsEndLeavesNoExecutionRunning) {
   EXPECT_TRUE(Contains((*row)->message, "killed by signal 9")) << (*row)->message;
 }
 
+// A step's `fanout run` killed from outside (the OOM killer, an operator) was said to have
+// "exited with code 137".
+TEST_F(AgentTest, AStepsFanoutRunKilledBySignalSaysSo) {
+  ASSERT_TRUE(StartConfig(Config(1)));
+  ASSERT_TRUE(PutPackage("doomed", "package: doomed\ntasks:\n"
+                                   "  k: {type: process, run: [/bin/sh, -c, 'kill -9 $PPID']}\n"));
+  ASSERT_TRUE(PutJob("job: doomed\nsteps:\n  - {name: s, subsystem: package, package: doomed}\n"));
+  json run = WaitForRun(*api_, StartRun("doomed"));
+  EXPECT_EQ(run.value("status", ""), "failed") << run.dump();
+  EXPECT_TRUE(Contains(run.value("message", ""), "fanout run was killed by signal 9")) << run.dump();
+}
+
 // A long-poll that names the execution it knows answers as soon as a package step starts
 // another: a parent shows its child in the tree while it runs.
 TEST_F(AgentTest, ALongPollAnswersWhenAPackageStepStartsAnExecutionTheCallerLacks) {
@@ -1406,6 +1418,15 @@ TEST_F(AgentTest, SigtermDrainsLettingTheRunningStepFinish) {
   json history = History("slow");
   ASSERT_EQ(history.size(), 1u) << "the refused start left no run";
   EXPECT_EQ(history[0]["steps"][0]["stdout"], "finished\n");
+}
+
+// SIGHUP (the terminal that started the agent closed) had killed it on the spot.
+TEST_F(AgentTest, SighupDrainsAsSigtermDoes) {
+  ASSERT_TRUE(StartConfig(Config(1)));
+  api_.reset();
+  kill(agent_.pid(), SIGHUP);
+  EXPECT_EQ(agent_.WaitForExit(), 0) << agent_.err();
+  EXPECT_TRUE(Contains(agent_.err(), "SIGHUP received: draining")) << agent_.err();
 }
 
 TEST_F(AgentTest, SigtermStopsStepsThatOutlastTheDrainGrace) {

@@ -193,6 +193,8 @@ tasks:
 
 TEST(RunTest, SigintCancels) { ExpectSignalCancels(SIGINT); }
 TEST(RunTest, SigtermCancels) { ExpectSignalCancels(SIGTERM); }
+// A closed terminal had killed the run on the spot, leaving its tasks (and remote children).
+TEST(RunTest, SighupCancels) { ExpectSignalCancels(SIGHUP); }
 
 // A task's output in the failure line on stderr is escaped, as logs and reports escape it: raw,
 // it recoloured the terminal and set its title.
@@ -247,6 +249,26 @@ tasks:
 
 // A parent's secret stays masked in a child that does not declare its parameter sensitive,
 // in process and out of process.
+// --set on the command line shows a secret in `ps` all night: --set-file reads it from a file
+// (or standard input) instead.
+TEST(RunTest, SetFileReadsAValueFromAFile) {
+  ScratchDir dir;
+  dir.Write("p.yaml", "package: p\nparameters:\n  pw: {type: string, sensitive: true}\ntasks:\n"
+                      "  a: {type: process, run: [/bin/sh, -c, 'test \"$PW\" = S3cr3t'], "
+                      "env: {PW: \"${pw}\"}}\n");
+  dir.Write("pw.txt", "S3cr3t\n");
+  CommandResult ok = RunFanout({"run", "p.yaml", "--set-file", "pw=pw.txt"}, dir.path());
+  EXPECT_EQ(ok.exit_code, 0) << ok.out << ok.err;
+  CommandResult missing = RunFanout({"run", "p.yaml", "--set-file", "pw=nope.txt"}, dir.path());
+  EXPECT_EQ(missing.exit_code, 4) << missing.err;
+  EXPECT_NE(missing.err.find("--set-file pw: "), std::string::npos) << missing.err;
+  CommandResult both =
+      RunFanout({"run", "p.yaml", "--set", "pw=x", "--set-file", "pw=pw.txt"}, dir.path());
+  EXPECT_EQ(both.exit_code, 6) << both.err;
+  EXPECT_NE(both.err.find("pw is given by both --set and --set-file"), std::string::npos)
+      << both.err;
+}
+
 TEST(RunTest, ParentSecretsStayMaskedInChildren) {
   ScratchDir dir;
   const std::string secret = "t0ps3cret-for-child";
