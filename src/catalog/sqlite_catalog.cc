@@ -365,6 +365,7 @@ Status SqliteCatalog::Open() {
                     "')");
   }
   const int create = options_.existing_catalog_only ? 0 : SQLITE_OPEN_CREATE;
+  const bool is_new = create != 0 && path_ != ":memory:" && !std::filesystem::exists(path_, ec);
   int rc = sqlite3_open_v2(path_.c_str(), &db_, SQLITE_OPEN_READWRITE | create | SQLITE_OPEN_NOMUTEX,
                            nullptr);
   if (rc != SQLITE_OK) {
@@ -372,6 +373,10 @@ Status SqliteCatalog::Open() {
     Close();
     return status;
   }
+  // Its parameters and task output are the runner's business: a new catalog is its creator's
+  // alone (SQLite gives its -wal and -shm files the same mode). Sharing it is a chmod away.
+  if (is_new) std::filesystem::permissions(path_, std::filesystem::perms::owner_read |
+                                                      std::filesystem::perms::owner_write, ec);
   sqlite3_extended_result_codes(db_, 1);
   sqlite3_busy_handler(db_, &SqliteCatalog::OnBusy, this);
   if (options_.existing_catalog_only) {

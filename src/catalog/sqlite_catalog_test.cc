@@ -50,6 +50,28 @@ TEST(SqliteCatalogTest, UsesWriteAheadLogging) {
             std::to_string(kSqliteSchemaVersion));
 }
 
+// A catalog holds run parameters and task output: a new one, and its WAL, are its creator's
+// alone (0644 had let every local user read an agent's DATA_DIR/catalog.db). An existing file
+// keeps the mode it was given.
+TEST(SqliteCatalogTest, ANewCatalogIsReadableByItsOwnerOnly) {
+  namespace fs = std::filesystem;
+  TempDir dir;
+  std::string path = dir.File("c.db");
+  auto catalog = OpenOrDie(path);
+  CatalogBatch batch;
+  batch.executions.push_back(SampleExecution("top"));
+  ASSERT_TRUE(catalog->Write(batch).ok());
+  const fs::perms owner = fs::perms::owner_read | fs::perms::owner_write;
+  EXPECT_EQ(fs::status(path).permissions(), owner);
+  ASSERT_TRUE(fs::exists(path + "-wal"));
+  EXPECT_EQ(fs::status(path + "-wal").permissions(), owner);
+  catalog.reset();
+
+  fs::permissions(path, owner | fs::perms::group_read);
+  OpenOrDie(path);
+  EXPECT_EQ(fs::status(path).permissions(), owner | fs::perms::group_read);
+}
+
 TEST(SqliteCatalogTest, RejectsFilesThatAreNotDatabases) {
   TempDir dir;
   std::string path = dir.File("junk.db");
