@@ -38,13 +38,19 @@ std::string QueryOne(const std::string& path, const std::string& sql) {
   return result;
 }
 
-TEST(SqliteCatalogTest, UsesWriteAheadLogging) {
-  TempDir dir;
-  std::string path = dir.File("c.db");
+// A catalog at `path` that holds one execution.
+std::unique_ptr<SqliteCatalog> OpenWithAnExecution(const std::string& path) {
   auto catalog = OpenOrDie(path);
   CatalogBatch batch;
   batch.executions.push_back(SampleExecution("top"));
-  ASSERT_TRUE(catalog->Write(batch).ok());
+  EXPECT_TRUE(catalog->Write(batch).ok());
+  return catalog;
+}
+
+TEST(SqliteCatalogTest, UsesWriteAheadLogging) {
+  TempDir dir;
+  std::string path = dir.File("c.db");
+  auto catalog = OpenWithAnExecution(path);
   EXPECT_EQ(QueryOne(path, "PRAGMA journal_mode"), "wal");
   EXPECT_EQ(QueryOne(path, "SELECT version FROM schema_version"),
             std::to_string(kSqliteSchemaVersion));
@@ -57,10 +63,7 @@ TEST(SqliteCatalogTest, ANewCatalogIsReadableByItsOwnerOnly) {
   namespace fs = std::filesystem;
   TempDir dir;
   std::string path = dir.File("c.db");
-  auto catalog = OpenOrDie(path);
-  CatalogBatch batch;
-  batch.executions.push_back(SampleExecution("top"));
-  ASSERT_TRUE(catalog->Write(batch).ok());
+  auto catalog = OpenWithAnExecution(path);
   const fs::perms owner = fs::perms::owner_read | fs::perms::owner_write;
   EXPECT_EQ(fs::status(path).permissions(), owner);
   ASSERT_TRUE(fs::exists(path + "-wal"));
