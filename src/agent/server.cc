@@ -20,6 +20,7 @@
 
 #include "agent/connection_threads.h"
 #include "client/agent_client.h"
+#include "client/tls_files.h"
 #include "common/util.h"
 #include "fanout/package.h"
 
@@ -32,35 +33,11 @@ namespace fs = std::filesystem;
 // Why the agent's TLS files cannot serve, or OK: httplib only says that they did not load, and
 // an expired certificate loads fine, then fails every client's check.
 Status CheckTlsFiles(const AgentConfig& config) {
-  auto open = [](const std::string& what, const std::string& path) -> Result<std::FILE*> {
-    std::FILE* file = std::fopen(path.c_str(), "r");
-    if (file == nullptr) {
-      return InvalidArgument(fmt::format("cannot read {} {}: {}", what, path, std::strerror(errno)));
-    }
-    return file;
-  };
-  ASSIGN_OR_RETURN(std::FILE* cert_file, open("tls.cert", config.tls_cert));
-  X509* cert = PEM_read_X509(cert_file, nullptr, nullptr, nullptr);
-  std::fclose(cert_file);
-  if (cert == nullptr) {
-    ERR_clear_error();
-    return InvalidArgument(fmt::format("tls.cert {} holds no PEM certificate", config.tls_cert));
+  ASSIGN_OR_RETURN(client::X509Ptr cert, client::ReadCertificate("tls.cert", config.tls_cert));
+  std::FILE* key_file = std::fopen(config.tls_key.c_str(), "r");
+  if (key_file == nullptr) {
+    return InvalidArgument(fmt::format("cannot read tls.key {}: {}", config.tls_key, std::strerror(errno)));
   }
-  std::unique_ptr<X509, decltype(&X509_free)> cert_owner(cert, X509_free);
-  auto date = [](const ASN1_TIME* time) {
-    std::tm tm{};
-    ASN1_TIME_to_tm(time, &tm);
-    return fmt::format("{:04}-{:02}-{:02}", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday);
-  };
-  if (X509_cmp_current_time(X509_get0_notAfter(cert)) < 0) {
-    return InvalidArgument(fmt::format("tls.cert {} expired on {}; every client would refuse it: "
-                                       "renew it", config.tls_cert, date(X509_get0_notAfter(cert))));
-  }
-  if (X509_cmp_current_time(X509_get0_notBefore(cert)) > 0) {
-    return InvalidArgument(fmt::format("tls.cert {} is not valid before {}; check this machine's "
-                                       "clock", config.tls_cert, date(X509_get0_notBefore(cert))));
-  }
-  ASSIGN_OR_RETURN(std::FILE* key_file, open("tls.key", config.tls_key));
   EVP_PKEY* key = PEM_read_PrivateKey(key_file, nullptr, nullptr, nullptr);
   std::fclose(key_file);
   if (key == nullptr) {
@@ -68,7 +45,7 @@ Status CheckTlsFiles(const AgentConfig& config) {
     return InvalidArgument(fmt::format("tls.key {} holds no PEM private key (without a passphrase)",
                                        config.tls_key));
   }
-  bool matches = X509_check_private_key(cert, key) == 1;
+  bool matches = X509_check_private_key(cert.get(), key) == 1;
   EVP_PKEY_free(key);
   ERR_clear_error();
   if (!matches) {
@@ -76,15 +53,7 @@ Status CheckTlsFiles(const AgentConfig& config) {
                                        config.tls_cert));
   }
   if (!config.tls_client_ca.empty()) {
-    ASSIGN_OR_RETURN(std::FILE* ca_file, open("tls.client_ca", config.tls_client_ca));
-    X509* ca = PEM_read_X509(ca_file, nullptr, nullptr, nullptr);
-    std::fclose(ca_file);
-    ERR_clear_error();
-    if (ca == nullptr) {
-      return InvalidArgument(fmt::format("tls.client_ca {} holds no PEM certificate",
-                                         config.tls_client_ca));
-    }
-    X509_free(ca);
+    RETURN_IF_ERROR(client::ReadCertificate("tls.client_ca", config.tls_client_ca).status());
   }
   return Status::Ok();
 }

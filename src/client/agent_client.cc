@@ -2,6 +2,7 @@
 // network failure, HTTP error and malformed answer turned into a Status that names the agent.
 #include "client/agent_client.h"
 
+#include <arpa/inet.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -9,11 +10,11 @@
 #include <charconv>
 #include <cstdlib>
 
-#include <arpa/inet.h>
 #include <fmt/format.h>
 #include <httplib.h>
 #include <openssl/x509_vfy.h>
 
+#include "client/tls_files.h"
 #include "common/util.h"
 
 namespace fanout::client {
@@ -140,6 +141,9 @@ fanout::Status TransportError(httplib::Error error, const std::string& where,
         message += "; if the agent serves https, use https://";
       } else if (endpoint.cert_file.empty()) {
         message += "; if the agent requires client certificates, give a certificate and key";
+      } else {
+        message += "; the agent may have refused the client certificate: is it signed by the CA "
+                   "its tls.client_ca names?";
       }
       return Unavailable(std::move(message));
     }
@@ -296,6 +300,14 @@ AgentClient::AgentClient(AgentEndpoint endpoint) : endpoint_(std::move(endpoint)
     if (!file->empty() && access(file->c_str(), R_OK) != 0) {
       endpoint_status_ = InvalidArgument(
           fmt::format("agent {}: cannot read the TLS file '{}'", base_url_, *file));
+      return;
+    }
+  }
+  // An expired client certificate is refused by the agent with an alert httplib does not
+  // report: the request would only say that the connection broke.
+  if (!endpoint_.cert_file.empty()) {
+    if (auto cert = ReadCertificate("the client certificate", endpoint_.cert_file); !cert.ok()) {
+      endpoint_status_ = cert.status().WithContext("agent " + base_url_);
       return;
     }
   }
@@ -517,10 +529,15 @@ Result<json> AgentClient::GetRun(const std::string& run_id,
   return std::move(r->body);
 }
 
-Result<json> AgentClient::StopRun(const std::string& run_id) {
+Result<json> AgentClient::StopRun(const std::string& run_id,
+                                  std::optional<std::chrono::milliseconds> within) {
   RETURN_IF_ERROR(CheckName("run id", run_id));
-  ASSIGN_OR_RETURN(Response r, Call("POST", "/v1/runs/" + run_id + "/stop"));
-  return std::move(r.body);
+  const bool shorter = within && http_ && *within < endpoint_.read_timeout;
+  if (shorter) http_->set_read_timeout(*within);
+  auto r = Call("POST", "/v1/runs/" + run_id + "/stop");
+  if (shorter) http_->set_read_timeout(endpoint_.read_timeout);
+  if (!r.ok()) return r.status();
+  return std::move(r->body);
 }
 
 Result<std::string> AgentClient::FindRunByKey(const std::string& idempotency_key) {

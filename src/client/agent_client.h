@@ -140,8 +140,10 @@ class AgentClient {
   Result<nlohmann::json> GetRun(const std::string& run_id,
                                 std::optional<std::chrono::seconds> wait = std::nullopt,
                                 const std::optional<std::string>& known_execution_id = std::nullopt);
-  // {"run_id", "status"}.
-  Result<nlohmann::json> StopRun(const std::string& run_id);
+  // {"run_id", "status"}. `within`: how long to wait for the answer, when less than the
+  // endpoint's read timeout (a stop that must give up at a deadline).
+  Result<nlohmann::json> StopRun(const std::string& run_id,
+                                 std::optional<std::chrono::milliseconds> within = std::nullopt);
   // The id of the run a start with `idempotency_key` began on this agent; "" when none did.
   Result<std::string> FindRunByKey(const std::string& idempotency_key);
   // The whole answer: {"runs": [...]}, newest first; limit 0 leaves the agent's default (50).

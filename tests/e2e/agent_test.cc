@@ -1909,8 +1909,15 @@ TEST(AgentTlsFilesTest, BadTlsFilesSayWhyAtStart) {
   CommandResult expired = start("{cert: expired.crt, key: server.key}");
   EXPECT_EQ(expired.exit_code, 1) << expired.err;
   EXPECT_TRUE(Contains(expired.err, "tls.cert " + d + "/expired.crt expired on 2024-02-01; every "
-                                    "client would refuse it: renew it"))
+                                    "peer would refuse it: renew it"))
       << expired.err;
+  // A client with an expired certificate is told so before it connects (the agent's refusal
+  // reached it as a broken connection).
+  CommandResult client = RunFanout({"job", "list", "--agent", "https://127.0.0.1:1", "--ca",
+                                    "ca.crt", "--cert", "expired.crt", "--key", "server.key"}, d);
+  EXPECT_NE(client.exit_code, 0);
+  EXPECT_TRUE(Contains(client.err, "the client certificate expired.crt expired on 2024-02-01"))
+      << client.err;
   CommandResult mismatch = start("{cert: server.crt, key: client.key}");
   EXPECT_EQ(mismatch.exit_code, 1) << mismatch.err;
   EXPECT_TRUE(Contains(mismatch.err, "tls.key " + d + "/client.key is not the key of tls.cert " +

@@ -219,15 +219,20 @@ class AgentJobTask : public Task {
     // The execution of the run's package step, once seen: kept even if the agent is lost later,
     // so the catalog ties a lost attempt to the child that ran.
     std::string child;
+    // When the last long-poll began: a cancel came after it, and a poll an agent does not
+    // answer holds it for its whole read timeout. The stop wait counts from there.
+    auto poll_started = std::chrono::steady_clock::now();
     while (true) {
       if (context.cancel().canceled() && !stop_sent) {
         if (!stopping) {
           stopping = true;
-          stop_deadline = std::chrono::steady_clock::now() + kStopWait;
+          stop_deadline = poll_started + kStopWait;
         }
         // An agent that does not answer now (frozen, restarting) is asked again until the stop
         // wait runs out: given up at once, its run went on to the end.
-        auto stopped = lease.client().StopRun(run_id);
+        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+            stop_deadline - std::chrono::steady_clock::now());
+        auto stopped = lease.client().StopRun(run_id, std::max<std::chrono::milliseconds>(left, kStopRetryPause));
         // Only silence is retried: an answer that refuses (404, 401) will not change.
         stop_sent = stopped.ok() || stopped.status().code() != Code::kUnavailable;
         if (!stopped.ok() && !stop_warned) {
@@ -258,6 +263,7 @@ class AgentJobTask : public Task {
         return {TaskResult::kCanceled, fmt::format("run {} on agent {} did not confirm the stop", run_id, agent),
                 child, agent};
       }
+      if (!stopping) poll_started = std::chrono::steady_clock::now();
       auto run = lease.client().GetRun(run_id, kPollWait, child);
       if (!run.ok()) {
         const Status& st = run.status();
