@@ -175,6 +175,8 @@ void Executor::SaveRun(ActiveRun& run) {
 Status Executor::Recover() {
   ASSIGN_OR_RETURN(std::vector<RunRecord> runs, store_.ListUnfinishedRuns());
   std::vector<OpenExecution> orphaned;  // package steps' executions their dead runs left open
+  // What became of the runs, said once: after a crash, the operator's first question.
+  int reattached = 0, retrying = 0, requeued = 0, ended = 0;
   std::lock_guard lock(mu_);
   for (RunRecord& r : runs) {
     auto run = std::make_shared<ActiveRun>();
@@ -239,6 +241,7 @@ Status Executor::Recover() {
       ++run_counts_[run->record.status];
       step_counts_[run->record.status] +=
           CloseOpenAttempts(r.id, run->record.status, run->record.message, std::nullopt);
+      ++ended;
       continue;
     }
     if (queued && !r.stop_reason.empty()) {
@@ -248,6 +251,7 @@ Status Executor::Recover() {
         (void)store_.SaveStopReason(r.id, "");
       } else {  // given its slot, then stopped before its step could start
         CancelBeforeStartLocked(*run);
+        ++ended;
         continue;
       }
     }
@@ -255,11 +259,14 @@ Status Executor::Recover() {
     active_[r.id] = run;
     if (queued) {
       queue_.push_back(run);
+      ++requeued;
     } else if (between_attempts) {
       run->resume_retry = true;
       LaunchLocked(run);
+      ++retrying;
     } else {
       run->reattach = true;
+      ++reattached;
       if (!r.stop_reason.empty()) {
         // A stop was under way when the agent died: it is finished now.
         run->stop_reason = r.stop_reason;
@@ -272,6 +279,12 @@ Status Executor::Recover() {
     auto next = queue_.front();
     queue_.pop_front();
     LaunchLocked(next);
+  }
+  if (!runs.empty()) {
+    std::fprintf(stderr, "fanout agent: %zu runs were in flight when the agent last stopped: %d "
+                 "re-attached or finishing their stop, %d waiting to retry a step, %d queued "
+                 "again, %d ended (abandoned or canceled; `fanout job history` says why)\n",
+                 runs.size(), reattached, retrying, requeued, ended);
   }
   // On its own thread: an unreachable catalog must not hold up the agent's start.
   if (!orphaned.empty()) {

@@ -230,14 +230,20 @@ Status AgentServer::Start() {
     *listener = sock;
   });
   int port = config_.port;
+  errno = 0;
   if (port == 0) {
     port = http_->bind_to_any_port(config_.host);
   } else if (!http_->bind_to_port(config_.host, port)) {
     port = -1;
   }
   if (port <= 0) {
-    return Unavailable(fmt::format("cannot listen on {}:{} (in use, or not an address of this "
-                                   "machine)", config_.host, config_.port));
+    const int error = errno;  // the failed bind's, which httplib leaves
+    std::string why = error == EADDRINUSE ? "the port is in use (another agent?)"
+                      : error == EADDRNOTAVAIL ? config_.host + " is not an address of this machine"
+                      : error == EACCES ? "permission denied (ports below 1024 need privileges)"
+                      : error != 0 ? std::strerror(error)
+                                   : "in use, or not an address of this machine";
+    return Unavailable(fmt::format("cannot listen on {}:{}: {}", config_.host, config_.port, why));
   }
   if (*listener >= 0 && ::listen(*listener, SOMAXCONN) != 0) {
     return Unavailable(fmt::format("cannot listen on {}:{}: {}", config_.host, port,

@@ -230,11 +230,15 @@ int Logs(const LogsArgs& args) {
     // Whether the execution had ended is read before the events, so that the last drain below
     // sees every event it wrote.
     bool ended = false;
+    std::string gone;  // why the execution will never record its end
     if (args.follow && !root.empty()) {
       auto row = catalog->GetExecution(root);
       // One whose process was killed will never record its end.
-      ended = row.ok() && row->has_value() &&
-              ((*row)->ended_at.has_value() || report::MarkIfProcessGone(**row));
+      ended = row.ok() && row->has_value() && (*row)->ended_at.has_value();
+      if (!ended && row.ok() && row->has_value() && report::MarkIfProcessGone(**row)) {
+        ended = true;
+        gone = (*row)->message;
+      }
     }
     bool read_all = true;
     if (tail_pending) {
@@ -278,6 +282,11 @@ int Logs(const LogsArgs& args) {
     if (!read_all) ended = false;  // the end is only reached with every event read
     // A reader that went away (`fanout logs --follow | head`) ends the command.
     if (std::fflush(stdout) != 0 || std::ferror(stdout)) return kExitSuccess;
+    if (ended && !gone.empty()) {
+      // Its last event is an ordinary one: say why nothing more comes.
+      std::fprintf(stderr, "fanout %s: execution %s is abandoned: %s\n", kCommand, root.c_str(),
+                   gone.c_str());
+    }
     if (!args.follow || ended || g_stop.load()) break;
     SleepInterruptibly(kPollInterval);
     if (g_stop.load()) break;

@@ -388,13 +388,12 @@ Result<AgentClient::Response> AgentClient::Call(const char* method, const std::s
     try {
       out.body = json::parse(res->body);
     } catch (const json::exception&) {
-      if (success) {
-        return Internal(fmt::format("{}: the agent answered HTTP {} with a body that is not "
-                                    "JSON: {}",
-                                    where, out.status, res->body.substr(0, 200)));
-      }
-      // An error page from something in between (a proxy): show its start as the detail.
-      out.body = json{{"detail", res->body.substr(0, 200)}};
+      // An agent answers JSON, errors included: this is another server, or a proxy's error page.
+      std::string start = res->body.substr(0, 120);
+      std::replace_if(start.begin(), start.end(), [](char c) { return c == '\n' || c == '\r'; }, ' ');
+      return Unavailable(fmt::format("{}: HTTP {} from a server that is not a fanout agent (its "
+                                     "answer is not JSON: {}); check the URL's host and port",
+                                     where, out.status, start));
     }
   }
   if (success) return out;

@@ -354,17 +354,30 @@ TEST(AgentClientTest, PutJobReportsCreatedAndChanged) {
   EXPECT_FALSE(second->changed);
 }
 
-TEST(AgentClientTest, MalformedAnswerIsInternal) {
+// An answer that is not JSON comes from another server (a URL with the wrong port), which had
+// printed its HTML page as the error and exited 4 ("not found"); JSON of the wrong shape is an
+// agent's bug or version mismatch.
+TEST(AgentClientTest, AnAnswerThatIsNotJsonIsAnotherServerAndMalformedJsonIsInternal) {
   FakeAgent agent;
   agent.server.Get("/v1/status", [](const httplib::Request&, httplib::Response& res) {
     res.set_content("not json", "text/plain");
+  });
+  agent.server.Get("/v1/jobs", [](const httplib::Request&, httplib::Response& res) {
+    res.status = 404;
+    res.set_content("<!DOCTYPE HTML>\n<html><title>Error</title>", "text/html");
   });
   agent.server.Post("/v1/jobs/load/start", [](const httplib::Request&, httplib::Response& res) {
     Reply(res, 202, {{"run_id", 42}});
   });
   ASSERT_TRUE(agent.Start());
   AgentClient client(Endpoint(agent.url()));
-  EXPECT_EQ(client.Status().status().code(), Code::kInternal);
+  EXPECT_EQ(client.Status().status().code(), Code::kUnavailable);
+  auto jobs = client.ListJobs();
+  EXPECT_EQ(jobs.status().code(), Code::kUnavailable);
+  EXPECT_NE(jobs.status().message().find("HTTP 404 from a server that is not a fanout agent (its "
+                                         "answer is not JSON: <!DOCTYPE HTML> <html>"),
+            std::string::npos)
+      << jobs.status().message();
   auto started = client.StartJob("load", {});
   EXPECT_EQ(started.status().code(), Code::kInternal);
   EXPECT_NE(started.status().message().find("unexpected answer"), std::string::npos);

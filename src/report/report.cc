@@ -302,7 +302,8 @@ bool MarkIfProcessGone(ExecutionRow& row) {
   row.status = "abandoned";
   row.message = fmt::format(
       "its fanout process (pid {}) on {} ended without recording an end: it was killed "
-      "(SIGKILL, out of memory) or the machine restarted",
+      "(SIGKILL, out of memory), the machine restarted, or its last rows could not be written "
+      "(a full disk: that run said so on its stderr)",
       row.pid, row.host);
   return true;
 }

@@ -470,7 +470,9 @@ TEST_F(AgentTest, ASecondAgentOnATakenPortRefusesToStart) {
   EXPECT_EQ(second.StartExpectingExit({"--dev", "--listen", "127.0.0.1:" + port, "--data-dir",
                                        second.Path("data")}),
             1);
-  EXPECT_TRUE(Contains(second.err(), "cannot listen on 127.0.0.1:" + port)) << second.err();
+  EXPECT_TRUE(Contains(second.err(), "cannot listen on 127.0.0.1:" + port +
+                                         ": the port is in use (another agent?)"))
+      << second.err();
   auto health = agent_.Client()->Status();
   ASSERT_TRUE(health.ok()) << health.status().ToString();
 }
@@ -1532,6 +1534,10 @@ void ExpectReattach(AgentProcess& agent, std::unique_ptr<client::AgentClient>& a
     restarted = Now();
   }
   ASSERT_TRUE(agent.Restart());
+  // The operator is told what became of the runs in flight (the agent had said nothing).
+  EXPECT_TRUE(Contains(agent.err(), "1 runs were in flight when the agent last stopped: 1 "
+                                    "re-attached or finishing their stop, 0 waiting to retry"))
+      << agent.err();
   api = agent.Client();
   auto recovered = api->GetRun(started_run->run_id);
   ASSERT_TRUE(recovered.ok()) << recovered.status().ToString();
