@@ -33,6 +33,10 @@ struct RunOptions {
   // For a child package: the files of the packages running it, outermost first (canonical
   // paths). A package task refuses to start a package among them, which would run forever.
   std::vector<std::string> ancestors;
+  // For a child run in the parent's process: the parent's task path that runs it
+  // ("load[2]/child", below its own parent's when nested), shown before its events' sources on
+  // the console, where the parent's and every child's events mix.
+  std::string console_label;
 };
 
 struct RunResult {

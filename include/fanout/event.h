@@ -49,6 +49,8 @@ struct Event {
   int64_t data_code = 0;  // exit code, row count, progress percent, ...
   std::string data_bytes;  // extra payload, e.g. captured output
   std::string message;
+  // Not recorded: the console shows it before `source` (RunOptions::console_label).
+  std::string console_label;
 };
 
 // Where events go. Called from a single thread; Write must not block for long.

@@ -97,6 +97,10 @@ void ConsoleSink::Write(const Event& event) {
   char name[32];
   std::snprintf(name, sizeof name, " %-13s ", EventName(event.type));
   line_ += name;
+  if (!event.console_label.empty()) {
+    line_ += event.console_label;
+    line_ += " > ";
+  }
   line_ += event.source;
   if (!event.message.empty()) {
     if (!event.source.empty()) line_ += ": ";

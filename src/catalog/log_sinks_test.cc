@@ -56,6 +56,15 @@ TEST(ConsoleSinkTest, PrintsTimeEventSourceAndMessage) {
   EXPECT_EQ(ConsoleOutput("E"), "03:04:05 OnError       load/region-job: m\n");
 }
 
+// An in-process child's events mix with its parent's on the console: the parent's task running
+// it comes first, so that two children's `extract` lines can be told apart.
+TEST(ConsoleSinkTest, AChildsEventsShowTheParentTaskRunningIt) {
+  Event child = SampleEvent("e", EventType::kOnError, "m");
+  child.source = "extract";
+  child.console_label = "load[2]/child";
+  EXPECT_EQ(ConsoleOutput("E", {child}), "03:04:05 OnError       load[2]/child > extract: m\n");
+}
+
 // The package's closing error repeats its task's; the console says it once (the catalog keeps
 // both). Another package error still shows.
 TEST(ConsoleSinkTest, APackageErrorThatRepeatsItsTasksIsSaidOnce) {

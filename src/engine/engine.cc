@@ -234,6 +234,7 @@ class Execution {
     e.data_code = data_code;
     e.data_bytes = std::move(data_bytes);
     e.message = std::move(message);
+    e.console_label = options_.console_label;
     recorder_.Emit(std::move(e));
   }
 

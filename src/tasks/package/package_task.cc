@@ -116,6 +116,8 @@ class PackageTask : public Task {
     options.catalog_spec = context.run_options().catalog_spec;
     options.catalog_unreachable = context.run_options().catalog_unreachable;
     options.ancestors = std::move(ancestors);
+    const std::string& outer = context.run_options().console_label;
+    options.console_label = outer.empty() ? context.task_path() : outer + " > " + context.task_path();
     auto result = context.engine().Run(*child, options, &context.cancel());
     if (!result.ok()) {
       return TaskOutcome::Failure(fmt::format("child package {}: {}", (*child)->name,
