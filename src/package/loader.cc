@@ -316,10 +316,23 @@ class Loader : public TaskParser {
     if (!tasks) {
       Error(root, "a package needs `tasks:` (a mapping of task name to task)");
     } else {
+      NoteTaskPaths(tasks, "");
       pkg->tasks = ParseTasks(tasks, "");
     }
     ReportKeysNotCheckedAbove(root);
     return pkg;
+  }
+
+  // Fills task_paths_ from the YAML (containers nest under their `tasks:`), before parsing
+  // resolves each container's constraints. Bounded as ParseTasks is (aliases repeat containers).
+  void NoteTaskPaths(const YAML::Node& tasks, const std::string& parent) {
+    if (!tasks.IsMap()) return;
+    for (auto it = tasks.begin(); it != tasks.end(); ++it) {
+      if (!it->first.IsScalar() || ++task_paths_noted_ > kMaxTasks) return;
+      std::string path = parent.empty() ? it->first.Scalar() : parent + "/" + it->first.Scalar();
+      task_paths_.emplace(it->first.Scalar(), path);
+      if (it->second.IsMap() && it->second["tasks"]) NoteTaskPaths(it->second["tasks"], path);
+    }
   }
 
   // A key written twice where no check above looks (`env:`, `set:`, `params:`...), and merge
@@ -867,8 +880,14 @@ class Loader : public TaskParser {
         if (it == tasks.end()) {
           std::vector<std::string> names;
           for (const TaskDef& t : tasks) if (t.name != tasks[i].name) names.push_back(t.name);
-          diag_.Error(c.pos, fmt::format("`after` names unknown task '{}'; tasks in this container: {}",
-                                         c.task, names.empty() ? "(none)" : Join(names)));
+          std::string elsewhere;
+          if (auto path = task_paths_.find(c.task); path != task_paths_.end()) {
+            elsewhere = fmt::format(" ('{}' is task {}, in another container: a constraint joins "
+                                    "tasks of one container, so put it on the container holding "
+                                    "that task)", c.task, path->second);
+          }
+          diag_.Error(c.pos, fmt::format("`after` names unknown task '{}'; tasks in this container: {}{}",
+                                         c.task, names.empty() ? "(none)" : Join(names), elsewhere));
           continue;
         }
         c.task_index = static_cast<size_t>(it - tasks.begin());
@@ -1142,6 +1161,9 @@ class Loader : public TaskParser {
   std::set<std::string> visible_;   // names expressions may read
   std::set<std::string> writable_;  // names expressions and tasks may assign
   std::set<std::pair<int, int>> duplicates_said_;  // positions of duplicate keys reported
+  // Each task name's first path in the package, for a constraint naming a task elsewhere.
+  std::map<std::string, std::string> task_paths_;
+  size_t task_paths_noted_ = 0;
 };
 
 }  // namespace

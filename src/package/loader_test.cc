@@ -300,6 +300,17 @@ TEST_F(LoaderTest, InvalidYamlHasAPosition) {
   EXPECT_GE(d.pos.column, 1);
 }
 
+// yaml-cpp says an unclosed `{` or `[` at the end of the file: the one never closed is named.
+TEST_F(LoaderTest, AnUnclosedFlowNamesWhereItOpens) {
+  LoadBad("package: demo\ntasks:\n  a: {type: noop, d: \"{ # not a brace\"\n"
+          "  b: {type: noop} # {\n");
+  ASSERT_EQ(diags_.items().size(), 1u) << diags_.ToString();
+  EXPECT_NE(diags_.items()[0].message.find("end of map flow not found; the `{` at line 3, column 6 "
+                                           "is never closed"),
+            std::string::npos)
+      << diags_.ToString();
+}
+
 // YAML reads a plain key of 1,024 characters at most; yaml-cpp said only "illegal map value".
 TEST_F(LoaderTest, AKeyOverYamlsLengthLimitIsNamed) {
   LoadBad("package: demo\ntasks:\n  " + std::string(1025, 'a') + ": {type: noop}\n");
@@ -309,6 +320,18 @@ TEST_F(LoaderTest, AKeyOverYamlsLengthLimitIsNamed) {
   // Other places of that error keep yaml-cpp's words.
   LoadBad("package: demo\ntasks:\n  a: b: c\n");
   EXPECT_EQ(diags_.items().back().message, "not valid YAML: illegal map value");
+}
+
+// A constraint to a task of another container names where that task is and what to do.
+TEST_F(LoaderTest, AConstraintToATaskOfAnotherContainerSaysWhereItIs) {
+  LoadBad("package: demo\ntasks:\n  seq:\n    type: sequence\n    tasks:\n"
+          "      inner: {type: noop}\n  b: {type: noop, after: [inner]}\n");
+  ASSERT_EQ(diags_.items().size(), 1u) << diags_.ToString();
+  EXPECT_NE(diags_.items()[0].message.find("('inner' is task seq/inner, in another container: a "
+                                           "constraint joins tasks of one container, so put it "
+                                           "on the container holding that task)"),
+            std::string::npos)
+      << diags_.ToString();
 }
 
 // The same constraint twice is a slip that was taken silently; different ones from one task are

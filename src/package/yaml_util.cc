@@ -83,6 +83,55 @@ size_t OverlongKeyLength(const YAML::Exception& e, std::string_view text) {
   return length > kMaxKey ? length : 0;
 }
 
+// For yaml-cpp's "end of map/sequence flow not found", which it says at the end of the file:
+// where the `{` or `[` that is never closed is. Quoted text and comments are skipped.
+std::string UnclosedFlowHint(const YAML::Exception& e, std::string_view text) {
+  const bool map = e.msg == YAML::ErrorMsg::END_OF_MAP_FLOW;
+  if (!map && e.msg != YAML::ErrorMsg::END_OF_SEQ_FLOW) return "";
+  struct Open {
+    char bracket;
+    int line, column;
+  };
+  std::vector<Open> open;
+  int line = 1, column = 0;
+  char quote = 0;
+  for (size_t i = 0; i < text.size(); ++i) {
+    char c = text[i];
+    ++column;
+    if (c == '\n') {
+      ++line;
+      column = 0;
+      if (quote == '\'') quote = 0;  // a broken single-quoted line: do not let it hide the rest
+      continue;
+    }
+    if (quote != 0) {
+      if (c == '\\' && quote == '"') {
+        ++i;
+        ++column;
+      } else if (c == quote) {
+        quote = 0;
+      }
+      continue;
+    }
+    if (c == '"' || c == '\'') {
+      quote = c;
+    } else if (c == '#' && (i == 0 || text[i - 1] == ' ' || text[i - 1] == '\t')) {
+      while (i + 1 < text.size() && text[i + 1] != '\n') ++i;
+    } else if (c == '{' || c == '[') {
+      open.push_back({c, line, column});
+    } else if ((c == '}' || c == ']') && !open.empty()) {
+      open.pop_back();
+    }
+  }
+  for (auto it = open.rbegin(); it != open.rend(); ++it) {
+    if (it->bracket == (map ? '{' : '[')) {
+      return fmt::format("; the `{}` at line {}, column {} is never closed", it->bracket, it->line,
+                         it->column);
+    }
+  }
+  return "";
+}
+
 }  // namespace
 
 std::string YamlErrorMessage(const YAML::Exception& e, std::string_view text,
@@ -94,7 +143,7 @@ std::string YamlErrorMessage(const YAML::Exception& e, std::string_view text,
     return fmt::format("{}a key of {} characters: YAML reads a key of 1024 characters at most",
                        prefix, length);
   }
-  return std::string(prefix) + e.msg + YamlTabHint(text, e.mark.line + 1);
+  return std::string(prefix) + e.msg + UnclosedFlowHint(e, text) + YamlTabHint(text, e.mark.line + 1);
 }
 
 }  // namespace fanout
