@@ -26,6 +26,8 @@ class EventFilter {
 
   bool Accepts(EventType type) const { return (bits_ >> static_cast<unsigned>(type)) & 1u; }
   void Add(EventType type) { bits_ |= 1u << static_cast<unsigned>(type); }
+  // Stops accepting what `other` accepts.
+  void Remove(const EventFilter& other) { bits_ &= ~other.bits_; }
 
  private:
   explicit EventFilter(uint32_t bits) : bits_(bits) {}

@@ -170,16 +170,25 @@ int RunPackage(const RunArgs& args) {
   const Package& pkg = **package;
 
   std::vector<std::unique_ptr<EventSink>> sinks;
-  auto console = std::make_unique<catalog::ConsoleSink>(args.reporting, stdout);
+  // Other console logs (`--log console`, a package's console provider) print their events to
+  // stdout too: the reporting console leaves those out rather than print them twice.
+  catalog::EventFilter reporting = catalog::ReportingLevelsFilter(args.reporting);
+  bool other_console = false;
+  if (std::count(args.logs.begin(), args.logs.end(), "console") > 0) {
+    reporting = catalog::EventFilter::None();
+    other_console = true;
+  }
+  for (const LoggingDef& log : pkg.logging) {
+    if (log.provider != "console") continue;
+    reporting.Remove(catalog::EventFilter(log.events));
+    other_console = true;
+  }
+  auto console = std::make_unique<catalog::ConsoleSink>(reporting, stdout);
   // Outlives the Recorder, which holds the sink that feeds it.
   std::unique_ptr<ProgressLine> progress;
   bool quiet = args.reporting == "N" || args.reporting == "n";
-  // Other console logs (`--log console`, a package's console provider) write to the terminal
-  // on their own and would run into the line: none then.
-  bool other_console =
-      std::count(args.logs.begin(), args.logs.end(), "console") > 0 ||
-      std::any_of(pkg.logging.begin(), pkg.logging.end(),
-                  [](const LoggingDef& log) { return log.provider == "console"; });
+  // The other console logs write to the terminal on their own and would run into the line: none
+  // then.
   if (!args.no_progress && !quiet && !other_console && ProgressLine::Wanted(stdout)) {
     progress = std::make_unique<ProgressLine>(stdout);
     sinks.push_back(progress->Wrap(std::move(console)));

@@ -1152,6 +1152,7 @@ void Execution::PumpLoop(Loop* l) {
 
 void Execution::FailLoop(Loop* l, const std::string& what) {
   Emit(EventType::kOnError, l->path, what);
+  ++result_.failed;  // no task of it failed: the summary had said "0 failed" of a failed run
   l->errors = l->def->maximum_error_count;
   l->first_error = fmt::format("{}: {}", l->path, what);
 }

@@ -1228,6 +1228,7 @@ tasks:
   EXPECT_EQ(r.result, TaskResult::kFailure);
   EXPECT_FALSE(World::Get().Ran("each[1]/work"));
   EXPECT_NE(r.message.find("not a list"), std::string::npos) << r.message;
+  EXPECT_EQ(r.failed, 1) << "the summary said 0 failed of a failed run";
 }
 
 TEST_F(EngineTest, ForLoopRunsInitConditionAssign) {

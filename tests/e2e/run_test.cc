@@ -269,6 +269,19 @@ TEST(RunTest, SetFileReadsAValueFromAFile) {
       << both.err;
 }
 
+// `--log console` prints every event; the reporting console printed the errors a second time.
+TEST(RunTest, AConsoleLogAndReportingShowEachLineOnce) {
+  ScratchDir dir;
+  dir.Write("f.yaml", "package: f\ntasks:\n  a: {type: process, run: [/bin/false]}\n");
+  CommandResult r = RunFanout({"run", "f.yaml", "--reporting", "E", "--log", "console"}, dir.path());
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  const std::string line = "OnError       a: /bin/false failed with exit code 1";
+  size_t first = r.out.find(line);
+  ASSERT_NE(first, std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find(line, first + 1), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("OnPreExecute  a: "), std::string::npos) << r.out;
+}
+
 TEST(RunTest, ParentSecretsStayMaskedInChildren) {
   ScratchDir dir;
   const std::string secret = "t0ps3cret-for-child";
