@@ -286,7 +286,7 @@ void AgentServer::Shutdown() {
 
 // Bearer token compared in constant time; /v1/health needs nothing. Mutual TLS is enforced in
 // the TLS handshake itself.
-bool AgentServer::Authorized(const httplib::Request& req, httplib::Response& res) const {
+bool AgentServer::Authorized(const httplib::Request& req, httplib::Response& res) {
   if (req.path == "/v1/health" || config_.token.empty()) return true;
   std::string expected = "Bearer " + config_.token;
   const std::string& given = req.get_header_value("Authorization");
@@ -297,7 +297,22 @@ bool AgentServer::Authorized(const httplib::Request& req, httplib::Response& res
   Reply(res, 401, json{{"error", "unauthenticated"},
                        {"detail", given.empty() ? "send Authorization: Bearer TOKEN (the agent's token_file)"
                                                 : "the bearer token is wrong"}});
+  NoteRefused(req, !given.empty());
   return false;
+}
+
+void AgentServer::NoteRefused(const httplib::Request& req, bool token_given) {
+  constexpr auto kEvery = std::chrono::minutes(1);
+  std::lock_guard lock(refused_mu_);
+  ++refused_;
+  auto now = std::chrono::steady_clock::now();
+  if (refused_said_ != std::chrono::steady_clock::time_point{} && now - refused_said_ < kEvery) return;
+  std::fprintf(stderr, "fanout agent: refused %d request%s without a valid bearer token (the "
+               "last, %s %s from %s, had %s; said at most once a minute)\n", refused_,
+               refused_ == 1 ? "" : "s", req.method.c_str(), req.path.c_str(),
+               req.remote_addr.c_str(), token_given ? "a wrong one" : "none");
+  refused_ = 0;
+  refused_said_ = now;
 }
 
 void AgentServer::ForgetJob(const std::string& name) {

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <chrono>
 #include <mutex>
 #include <string>
 
@@ -44,7 +45,11 @@ class AgentServer {
 
  private:
   void Routes();
-  bool Authorized(const httplib::Request& req, httplib::Response& res) const;
+  bool Authorized(const httplib::Request& req, httplib::Response& res);
+  // Says on stderr that requests were refused for their token: at once, then at most once a
+  // minute with how many, so that a misconfigured parent shows in the agent's log without
+  // flooding it.
+  void NoteRefused(const httplib::Request& req, bool token_given);
   // Drops a job from jobs_ after the store changed it.
   void ForgetJob(const std::string& name);
   // The parameters that deployed package `package` declares sensitive ({} when it is missing or
@@ -60,6 +65,10 @@ class AgentServer {
   // Parsed job definitions by name, so a start reads and parses its job only the first time.
   // PUT and DELETE of a job drop its entry and bump the generation, so a load that began before
   // them does not cache what it read.
+  std::mutex refused_mu_;
+  int refused_ = 0;  // since the last line about them
+  std::chrono::steady_clock::time_point refused_said_{};
+
   std::mutex jobs_mu_;
   std::map<std::string, std::shared_ptr<const JobDef>> jobs_;
   uint64_t jobs_generation_ = 0;

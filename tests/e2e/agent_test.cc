@@ -252,6 +252,13 @@ TEST_F(AgentTest, RequestsWithoutValidCredentialsGet401AndChangeNothing) {
   auto packages = api_->ListPackages();
   ASSERT_TRUE(packages.ok());
   EXPECT_TRUE(packages->empty());
+  // The agent's log says so, once for the first refusal (then at most once a minute), where it
+  // had said nothing.
+  const std::string err = agent_.err();
+  const std::string said = "refused 1 request without a valid bearer token (the last, GET "
+                           "/v1/status from 127.0.0.1, had none;";
+  EXPECT_TRUE(Contains(err, said)) << err;
+  EXPECT_EQ(err.find("refused", err.find(said) + said.size()), std::string::npos) << err;
 }
 
 TEST_F(AgentTest, MalformedInputGets400WithAReasonAndChangesNothing) {
