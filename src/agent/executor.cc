@@ -168,7 +168,8 @@ void Executor::SaveRun(ActiveRun& run) {
   }
   if (!s.ok()) {
     std::fprintf(stderr, "fanout agent: saving run %s: %s; answers give it from memory, and it is "
-                 "written with the next save that can be\n", run.record.id.c_str(), s.ToString().c_str());
+                 "written by a later save that can be (tried at most once a second) or when the "
+                 "agent stops\n", run.record.id.c_str(), s.ToString().c_str());
   }
 }
 
@@ -281,10 +282,11 @@ Status Executor::Recover() {
     LaunchLocked(next);
   }
   if (!runs.empty()) {
-    std::fprintf(stderr, "fanout agent: %zu runs were in flight when the agent last stopped: %d "
+    std::fprintf(stderr, "fanout agent: %zu run%s in flight when the agent last stopped: %d "
                  "re-attached or finishing their stop, %d waiting to retry a step, %d queued "
                  "again, %d ended (abandoned or canceled; `fanout job history` says why)\n",
-                 runs.size(), reattached, retrying, requeued, ended);
+                 runs.size(), runs.size() == 1 ? " was" : "s were", reattached, retrying, requeued,
+                 ended);
   }
   // On its own thread: an unreachable catalog must not hold up the agent's start.
   if (!orphaned.empty()) {
@@ -982,7 +984,7 @@ void Executor::Drain(std::chrono::milliseconds grace) {
   queue_.clear();
   for (auto& [id, run] : active_) {
     if (run->record.status == "queued") continue;
-    run->stop_reason = fmt::format("the agent shut down (SIGTERM) and stopped its step after "
+    run->stop_reason = fmt::format("the agent shut down and stopped its step after "
                                    "drain_grace {}", FormatDuration(grace));
     (void)store_.SaveStopReason(id, run->stop_reason);
     run->stop.Cancel(CancelToken::Reason::kCanceled);

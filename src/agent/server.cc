@@ -8,6 +8,7 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
+#include <arpa/inet.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -38,7 +39,9 @@ Status CheckTlsFiles(const AgentConfig& config) {
   if (key_file == nullptr) {
     return InvalidArgument(fmt::format("cannot read tls.key {}: {}", config.tls_key, std::strerror(errno)));
   }
-  EVP_PKEY* key = PEM_read_PrivateKey(key_file, nullptr, nullptr, nullptr);
+  // No passphrase prompt on the terminal (OpenSSL's default): a key with one is refused.
+  auto no_passphrase = [](char*, int, int, void*) { return 0; };
+  EVP_PKEY* key = PEM_read_PrivateKey(key_file, nullptr, no_passphrase, nullptr);
   std::fclose(key_file);
   if (key == nullptr) {
     ERR_clear_error();
@@ -237,7 +240,11 @@ Status AgentServer::Start() {
     port = -1;
   }
   if (port <= 0) {
-    const int error = errno;  // the failed bind's, which httplib leaves
+    // errno is the failed bind's for an address; for a name, whatever resolving it left.
+    unsigned char address[sizeof(in6_addr)];
+    const bool numeric = inet_pton(AF_INET, config_.host.c_str(), address) == 1 ||
+                         inet_pton(AF_INET6, config_.host.c_str(), address) == 1;
+    const int error = numeric ? errno : 0;
     std::string why = error == EADDRINUSE ? "the port is in use (another agent?)"
                       : error == EADDRNOTAVAIL ? config_.host + " is not an address of this machine"
                       : error == EACCES ? "permission denied (ports below 1024 need privileges)"

@@ -6,6 +6,7 @@
 #include <sqlite3.h>
 
 #include <algorithm>
+#include <cstdio>
 
 #include <fmt/format.h>
 
@@ -220,6 +221,12 @@ Result<std::unique_ptr<AgentStore>> AgentStore::Open(const std::string& path) {
 }
 
 AgentStore::~AgentStore() {
+  WriteUnsavedLocked(/*now=*/true);  // the agent stops: a last try (no other user is left)
+  if (size_t lost = unsaved_runs_.size() + unsaved_attempts_.size(); lost > 0) {
+    std::fprintf(stderr, "fanout agent: %zu run or step update%s could not be written to %s and "
+                 "are lost: the next start recovers those runs as unfinished\n", lost,
+                 lost == 1 ? "" : "s", sqlite3_db_filename(db_, "main"));
+  }
   for (auto& [sql, stmt] : statements_) sqlite3_finalize(stmt);
   sqlite3_close(db_);
 }
@@ -401,7 +408,7 @@ Status AgentStore::WriteOrKeepLocked(const RunRecord* run, const StepAttemptReco
     if (s.ok()) s = Cached("COMMIT").Run();
     if (!s.ok()) (void)Cached("ROLLBACK").Run();
   }
-  if (attempt != nullptr) {
+  if (attempt != nullptr && (!s.ok() || !unsaved_attempts_.empty())) {
     AttemptKey key{attempt->run_id, attempt->step, attempt->attempt};
     if (s.ok()) unsaved_attempts_.erase(key);
     else unsaved_attempts_[key] = *attempt;
@@ -413,23 +420,17 @@ Status AgentStore::WriteOrKeepLocked(const RunRecord* run, const StepAttemptReco
   return s;
 }
 
-void AgentStore::WriteUnsavedLocked() {
+void AgentStore::WriteUnsavedLocked(bool now) {
   if (unsaved_runs_.empty() && unsaved_attempts_.empty()) return;
-  if (!Cached("BEGIN IMMEDIATE").Run().ok()) return;
-  Status s = Status::Ok();
-  for (auto it = unsaved_attempts_.begin(); s.ok() && it != unsaved_attempts_.end(); ++it) {
-    s = UpsertStepAttemptLocked(it->second);
-  }
-  for (auto it = unsaved_runs_.begin(); s.ok() && it != unsaved_runs_.end(); ++it) {
-    s = UpdateRunLocked(it->second);
-  }
-  if (s.ok()) s = Cached("COMMIT").Run();
-  if (!s.ok()) {
-    (void)Cached("ROLLBACK").Run();
-    return;
-  }
-  unsaved_attempts_.clear();
-  unsaved_runs_.clear();
+  // At most once a second: a try writes the whole backlog, under the lock every request needs.
+  auto tried = std::chrono::steady_clock::now();
+  if (!now && tried - unsaved_tried_ < std::chrono::seconds(1)) return;
+  unsaved_tried_ = tried;
+  // One by one: a record that cannot be written does not hold back the others.
+  std::erase_if(unsaved_attempts_, [&](const auto& kept) {
+    return UpsertStepAttemptLocked(kept.second).ok();
+  });
+  std::erase_if(unsaved_runs_, [&](const auto& kept) { return UpdateRunLocked(kept.second).ok(); });
 }
 
 RunRecord AgentStore::WithUnsavedLocked(RunRecord run) const {

@@ -7,6 +7,7 @@
 // look `running` for ever because its end could not be saved.
 #pragma once
 
+#include <chrono>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -139,8 +140,9 @@ class AgentStore {
   // Writes `run` and `attempt` (either may be null) in one transaction; on failure keeps them
   // in the unsaved maps, on success drops what those held for them. Holds mu_.
   Status WriteOrKeepLocked(const RunRecord* run, const StepAttemptRecord* attempt);
-  // Writes what the unsaved maps hold, when it can. Holds mu_.
-  void WriteUnsavedLocked();
+  // Writes what the unsaved maps hold, when it can: at most once a second unless `now`.
+  // Holds mu_.
+  void WriteUnsavedLocked(bool now = false);
   RunRecord WithUnsavedLocked(RunRecord run) const;
 
   std::mutex mu_;
@@ -148,6 +150,7 @@ class AgentStore {
   std::unordered_map<std::string, sqlite3_stmt*> statements_;
   std::map<std::string, RunRecord> unsaved_runs_;
   std::map<AttemptKey, StepAttemptRecord> unsaved_attempts_;
+  std::chrono::steady_clock::time_point unsaved_tried_{};
 };
 
 }  // namespace fanout::agent

@@ -97,6 +97,12 @@ bool ParseSets(const std::vector<std::string>& pairs, std::map<std::string, std:
   return true;
 }
 
+void AddSighupUnlessIgnored(sigset_t& set) {
+  struct sigaction inherited {};
+  if (sigaction(SIGHUP, nullptr, &inherited) == 0 && inherited.sa_handler == SIG_IGN) return;
+  sigaddset(&set, SIGHUP);
+}
+
 int ReadValueFiles(const char* option, const std::vector<std::string>& pairs,
                    std::map<std::string, std::string>& out) {
   for (const std::string& pair : pairs) {

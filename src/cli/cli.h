@@ -2,6 +2,7 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <signal.h>
 
 #include "agent/job.h"
 #include "fanout/catalog.h"
@@ -61,6 +62,10 @@ int CatalogDoesNotExist(const char* command, const std::string& spec,
 // COMMAND: --since: REASON", and returns kExitUsage.
 std::optional<int> ParseSinceFor(const std::string& text, const char* command, DateTime now,
                                  std::optional<DateTime>& since);
+
+// Adds SIGHUP to `set` (signals a thread waits for) unless it was inherited ignored, as under
+// `nohup`: a blocked signal is never discarded, so waiting for it would undo nohup.
+void AddSighupUnlessIgnored(sigset_t& set);
 
 // Parses repeated NAME=VALUE pairs; on a malformed one prints why and returns false.
 bool ParseSets(const std::vector<std::string>& pairs, std::map<std::string, std::string>& out);

@@ -68,7 +68,7 @@ class SignalWatcher {
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGHUP);
+    AddSighupUnlessIgnored(set);
     sigaddset(&set, SIGUSR1);  // our own wake-up at exit
     pthread_sigmask(SIG_BLOCK, &set, nullptr);
     thread_ = std::thread([set, &token, before_message = std::move(before_message)] {

@@ -142,8 +142,8 @@ fanout::Status TransportError(httplib::Error error, const std::string& where,
       } else if (endpoint.cert_file.empty()) {
         message += "; if the agent requires client certificates, give a certificate and key";
       } else {
-        message += "; the agent may have refused the client certificate: is it signed by the CA "
-                   "its tls.client_ca names?";
+        message += "; if the agent checks client certificates, it may have refused this one: is "
+                   "it signed by the CA its tls.client_ca names?";
       }
       return Unavailable(std::move(message));
     }
@@ -315,6 +315,15 @@ AgentClient::AgentClient(AgentEndpoint endpoint) : endpoint_(std::move(endpoint)
   if (parsed->https) {
     auto ssl = std::make_unique<httplib::SSLClient>(parsed->host, parsed->port,
                                                     endpoint_.cert_file, endpoint_.key_file);
+    // A certificate and key that do not load (a key that is not the certificate's, or has a
+    // passphrase) leave the client without its SSL context.
+    if (!ssl->is_valid()) {
+      endpoint_status_ = InvalidArgument(fmt::format(
+          "agent {}: cannot load the client certificate '{}' and key '{}' (is the key the "
+          "certificate's, and without a passphrase?)",
+          base_url_, endpoint_.cert_file, endpoint_.key_file));
+      return;
+    }
     // Verification stays on: against the given CA, else the system's trusted CAs.
     if (!endpoint_.ca_file.empty()) ssl->set_ca_cert_path(endpoint_.ca_file);
     ssl->enable_server_certificate_verification(true);
@@ -335,13 +344,6 @@ AgentClient::AgentClient(AgentEndpoint endpoint) : endpoint_(std::move(endpoint)
     http_ = std::move(ssl);
   } else {
     http_ = std::make_unique<httplib::ClientImpl>(parsed->host, parsed->port);
-  }
-  if (!http_->is_valid()) {
-    endpoint_status_ = InvalidArgument(fmt::format(
-        "agent {}: cannot load the client certificate '{}' and key '{}'", base_url_,
-        endpoint_.cert_file, endpoint_.key_file));
-    http_.reset();
-    return;
   }
   http_->set_keep_alive(true);
   http_->set_tcp_nodelay(true);  // small requests: do not wait for Nagle
@@ -388,12 +390,17 @@ Result<AgentClient::Response> AgentClient::Call(const char* method, const std::s
     try {
       out.body = json::parse(res->body);
     } catch (const json::exception&) {
-      // An agent answers JSON, errors included: this is another server, or a proxy's error page.
+      // An agent answers JSON, errors included. A success or a 404 that is not JSON comes from
+      // another server (the wrong port); any other status from something in front of the agent
+      // (a proxy's error page), which keeps its meaning.
       std::string start = res->body.substr(0, 120);
       std::replace_if(start.begin(), start.end(), [](char c) { return c == '\n' || c == '\r'; }, ' ');
-      return Unavailable(fmt::format("{}: HTTP {} from a server that is not a fanout agent (its "
-                                     "answer is not JSON: {}); check the URL's host and port",
-                                     where, out.status, start));
+      if (success || out.status == 404) {
+        return Unavailable(fmt::format("{}: HTTP {} from a server that is not a fanout agent (its "
+                                       "answer is not JSON: {}); check the URL's host and port",
+                                       where, out.status, start));
+      }
+      out.body = json{{"detail", start}};
     }
   }
   if (success) return out;

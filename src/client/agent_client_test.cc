@@ -567,6 +567,16 @@ TEST(AgentClientTest, MutualTlsVerifiesTheAgentAndPresentsTheClientCertificate) 
   EXPECT_NE(untrusted.status().message().find("not trusted"), std::string::npos)
       << untrusted.status().message();
 
+  // A key that is not the certificate's: a clear error (httplib dropped its SSL context, which
+  // the name check then read: a crash).
+  AgentEndpoint wrong_key = trusted;
+  wrong_key.key_file = files("agent.key");
+  auto mismatched = AgentClient(wrong_key).Health();
+  EXPECT_EQ(mismatched.status().code(), Code::kInvalidArgument) << mismatched.status().ToString();
+  EXPECT_NE(mismatched.status().message().find("cannot load the client certificate"),
+            std::string::npos)
+      << mismatched.status().message();
+
   AgentEndpoint no_client_cert = trusted;
   no_client_cert.cert_file.clear();
   no_client_cert.key_file.clear();

@@ -1601,6 +1601,10 @@ Result<Value> CallFunction(const Node& node, const Value* argv, int argc) {
 }
 
 Result<Value> ApplyCast(const CastInfo& cast, const Value& v) {
+  // TRUE is -1, all bits set: to an unsigned type, its largest value (SSIS), not out of range.
+  if (v.is(ValueType::kBool) && cast.target == ValueType::kInt && cast.min == 0) {
+    return Value(v.as_bool() ? cast.max : int64_t{0});
+  }
   auto converted = v.ConvertTo(cast.target);
   if (!converted.ok()) {
     return InvalidArgument(fmt::format("({}): {}", cast.name, converted.status().message()));

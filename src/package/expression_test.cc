@@ -568,6 +568,11 @@ TEST(ExpressionCastTest, ConvertLikeAssignment) {
   EXPECT_EQ(Eval("(DT_R4)2"), Value(2.0));
   EXPECT_EQ(Eval("(DT_BOOL)1"), Value(true));
   EXPECT_EQ(Eval(R"x((DT_BOOL)"false")x"), Value(false));
+  // TRUE is -1 (all bits set) as in SSIS: an unsigned type's largest value.
+  EXPECT_EQ(Eval("(DT_I4)TRUE"), Value(-1));
+  EXPECT_EQ(Eval("(DT_UI1)TRUE"), Value(255));
+  EXPECT_EQ(Eval("(DT_UI4)TRUE"), Value(int64_t{4294967295}));
+  EXPECT_EQ(Eval("(DT_UI2)FALSE"), Value(0));
   EXPECT_EQ(Eval("(DT_WSTR, 10)42"), Value("42"));
   EXPECT_EQ(Eval("(DT_STR, 10, 1252)1.5"), Value("1.5"));
   EXPECT_EQ(Eval("(DT_WSTR,3)\"longer than three\""), Value("longer than three"));

@@ -579,7 +579,8 @@ class Loader : public TaskParser {
         Error(it->first, fmt::format("duplicate key `{}` in {}", key, what));
       }
       // A merge key is said as such (ReportKeysNotCheckedAbove).
-      if (key != "<<" && std::find(allowed.begin(), allowed.end(), key) == allowed.end()) {
+      const bool merge_key = key == "<<" && it->first.Tag() != "!";
+      if (!merge_key && std::find(allowed.begin(), allowed.end(), key) == allowed.end()) {
         Error(it->first, fmt::format("unknown key `{}` in {}; allowed: {}", key, what, Join(allowed)));
       }
     }

@@ -1454,7 +1454,9 @@ TEST_F(AgentTest, SigtermStopsStepsThatOutlastTheDrainGrace) {
   ASSERT_TRUE(run.ok());
   EXPECT_EQ((*run)["status"], "canceled") << run->dump();
   // Nobody asked for a stop: the agent says it shut down.
-  EXPECT_TRUE(Contains((*run).value("message", ""), "the agent shut down (SIGTERM)")) << run->dump();
+  EXPECT_TRUE(Contains((*run).value("message", ""),
+                       "the agent shut down and stopped its step after drain_grace"))
+      << run->dump();
 }
 
 // QA: a run still queued when the agent drained was canceled at the next start ("Job canceled
@@ -1542,7 +1544,7 @@ void ExpectReattach(AgentProcess& agent, std::unique_ptr<client::AgentClient>& a
   }
   ASSERT_TRUE(agent.Restart());
   // The operator is told what became of the runs in flight (the agent had said nothing).
-  EXPECT_TRUE(Contains(agent.err(), "1 runs were in flight when the agent last stopped: 1 "
+  EXPECT_TRUE(Contains(agent.err(), "1 run was in flight when the agent last stopped: 1 "
                                     "re-attached or finishing their stop, 0 waiting to retry"))
       << agent.err();
   api = agent.Client();

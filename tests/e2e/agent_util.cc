@@ -182,12 +182,16 @@ int AgentProcess::StartExpectingExit(const std::vector<std::string>& args) {
   return code;
 }
 
-bool AgentProcess::Restart() {
+bool AgentProcess::Restart(bool same_port) {
   if (pid_ > 0) {
     ADD_FAILURE() << "Restart() needs the agent stopped first";
     return false;
   }
   std::vector<std::string> args = args_;
+  auto listen = std::find(args.begin(), args.end(), "--listen");
+  if (same_port && listen != args.end() && listen + 1 != args.end()) {
+    *(listen + 1) = url_.substr(url_.find("://") + 3);  // HOST:PORT of the last launch
+  }
   if (!HasArg(args, "--data-dir")) {
     args.push_back("--data-dir");
     args.push_back(data_dir_);

@@ -50,9 +50,9 @@ class AgentProcess {
   bool Start(const std::vector<std::string>& args);
   // Launches `fanout agent ARGS...` expecting it to refuse to start; returns its exit code.
   int StartExpectingExit(const std::vector<std::string>& args);
-  // The last arguments again, on the same data_dir (--data-dir). The URL (port) and, for
-  // --dev, the token change.
-  bool Restart();
+  // The last arguments again, on the same data_dir (--data-dir). The URL (port) changes unless
+  // `same_port` (as a restarted service's); for --dev, the token changes.
+  bool Restart(bool same_port = false);
 
   // SIGTERM (a drain) and wait for the exit; returns the exit code (128+signal when killed).
   int Terminate(std::chrono::milliseconds limit = std::chrono::seconds(15));

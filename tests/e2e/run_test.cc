@@ -196,6 +196,21 @@ TEST(RunTest, SigtermCancels) { ExpectSignalCancels(SIGTERM); }
 // A closed terminal had killed the run on the spot, leaving its tasks (and remote children).
 TEST(RunTest, SighupCancels) { ExpectSignalCancels(SIGHUP); }
 
+// Under `nohup` (SIGHUP inherited ignored) a hang-up leaves the run alone: waiting for the
+// blocked signal had undone nohup.
+TEST(RunTest, UnderNohupSighupIsIgnored) {
+  ScratchDir dir;
+  dir.Write("hold.yaml", "package: hold\ntasks:\n  a: {type: process, run: [/bin/sh, -c, "
+                         "'touch started; sleep 1']}\n");
+  sighandler_t before = signal(SIGHUP, SIG_IGN);
+  int pid = StartFanout({"run", "hold.yaml"}, dir.path());
+  signal(SIGHUP, before);
+  ASSERT_TRUE(WaitFor([&] { return std::filesystem::exists(dir.path() + "/started"); },
+                      milliseconds(10000)));
+  kill(pid, SIGHUP);
+  EXPECT_EQ(WaitFanout(pid, seconds(20)), 0) << dir.Read("fanout.err");
+}
+
 // A task's output in the failure line on stderr is escaped, as logs and reports escape it: raw,
 // it recoloured the terminal and set its title.
 TEST(RunTest, TheFailureLineEscapesTerminalControls) {
@@ -247,8 +262,6 @@ tasks:
   EXPECT_NE(dir.Read("events.jsonl").find("the password is ***"), std::string::npos);
 }
 
-// A parent's secret stays masked in a child that does not declare its parameter sensitive,
-// in process and out of process.
 // --set on the command line shows a secret in `ps` all night: --set-file reads it from a file
 // (or standard input) instead.
 TEST(RunTest, SetFileReadsAValueFromAFile) {
@@ -282,6 +295,8 @@ TEST(RunTest, AConsoleLogAndReportingShowEachLineOnce) {
   EXPECT_NE(r.out.find("OnPreExecute  a: "), std::string::npos) << r.out;
 }
 
+// A parent's secret stays masked in a child that does not declare its parameter sensitive,
+// in process and out of process.
 TEST(RunTest, ParentSecretsStayMaskedInChildren) {
   ScratchDir dir;
   const std::string secret = "t0ps3cret-for-child";

@@ -33,6 +33,10 @@ constexpr auto kPollWait = std::chrono::seconds(1);
 constexpr auto kReadMargin = 3000ms;
 constexpr auto kStopWait = std::chrono::seconds(15);  // for a stopped child to report canceled
 constexpr auto kStopRetryPause = 300ms;  // between stops an agent did not answer
+// An agent whose connection is refused or broken (its process died) may be restarting: a
+// restarted agent re-attaches to its runs, so the run is followed on if the agent is back
+// within this time, rather than started again elsewhere while it also goes on there.
+constexpr auto kComeBackWait = std::chrono::seconds(5);
 
 // Past durations of agent jobs, read from the catalog once per job and process.
 class DurationHistory {
@@ -177,7 +181,8 @@ class AgentJobTask : public Task {
       pool->Release(lease, AgentPool::Ending::kNotStarted);
       if (pool_of_several && st.code() == Code::kInternal) {
         // The agent answers but cannot work (a full disk, say). Idle, it would look the least
-        // loaded and draw every child and retry: it is out until a probe finds it well.
+        // loaded and draw every child and retry: it is out of this child's attempt, and of the
+        // pool until its next probe (a second later; the probe only reads its status).
         pool->MarkDown(member, st.message());
         request.exclude[member] = st.message();
         context.Emit(EventType::kOnWarning, fmt::format("agent {} could not start job {}, trying "
@@ -222,6 +227,9 @@ class AgentJobTask : public Task {
     // When the last long-poll began: a cancel came after it, and a poll an agent does not
     // answer holds it for its whole read timeout. The stop wait counts from there.
     auto poll_started = std::chrono::steady_clock::now();
+    // Since when the agent refuses or breaks connections (its process gone); min(): it answers.
+    constexpr auto kAnswers = std::chrono::steady_clock::time_point::min();
+    auto gone_since = kAnswers;
     while (true) {
       if (context.cancel().canceled() && !stop_sent) {
         if (!stopping) {
@@ -275,6 +283,22 @@ class AgentJobTask : public Task {
           stop_sent = false;
           continue;
         }
+        const auto now = std::chrono::steady_clock::now();
+        // Refused or broken at once, not silent for the read timeout: the process is gone.
+        const bool quick = now - poll_started < kPollWait;
+        if (st.code() == Code::kUnavailable && !context.cancel().canceled() && quick &&
+            (gone_since == kAnswers || now - gone_since < kComeBackWait)) {
+          if (gone_since == kAnswers) {
+            gone_since = now;
+            context.Emit(EventType::kOnWarning,
+                         fmt::format("agent {} stopped answering while it ran job {} (run {}); "
+                                     "waiting up to {} s for it to come back before giving the "
+                                     "run up: {}", agent, job_name, run_id,
+                                     kComeBackWait.count(), st.message()));
+          }
+          std::this_thread::sleep_for(kStopRetryPause);
+          continue;
+        }
         if (st.code() == Code::kUnavailable) {
           pool.MarkDown(lease.member(), st.message());
           pool.StopWhenBack(lease.member(), run_id);  // a retry may run it elsewhere
@@ -299,6 +323,11 @@ class AgentJobTask : public Task {
                 fmt::format("cannot follow run {} of job {} on agent {}: {}", run_id, job_name, agent,
                             st.message()),
                 child, agent};
+      }
+      if (gone_since != kAnswers) {
+        gone_since = kAnswers;
+        context.Emit(EventType::kOnInformation,
+                     fmt::format("agent {} answers again; run {} goes on there", agent, run_id));
       }
       std::string latest = child;
       for (const auto& step : run->value("steps", json::array())) {
