@@ -8,7 +8,6 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
-#include <arpa/inet.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -241,10 +240,7 @@ Status AgentServer::Start() {
   }
   if (port <= 0) {
     // errno is the failed bind's for an address; for a name, whatever resolving it left.
-    unsigned char address[sizeof(in6_addr)];
-    const bool numeric = inet_pton(AF_INET, config_.host.c_str(), address) == 1 ||
-                         inet_pton(AF_INET6, config_.host.c_str(), address) == 1;
-    const int error = numeric ? errno : 0;
+    const int error = IsNumericAddress(config_.host) ? errno : 0;
     std::string why = error == EADDRINUSE ? "the port is in use (another agent?)"
                       : error == EADDRNOTAVAIL ? config_.host + " is not an address of this machine"
                       : error == EACCES ? "permission denied (ports below 1024 need privileges)"

@@ -2,7 +2,6 @@
 // network failure, HTTP error and malformed answer turned into a Status that names the agent.
 #include "client/agent_client.h"
 
-#include <arpa/inet.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -331,10 +330,7 @@ AgentClient::AgentClient(AgentEndpoint endpoint) : endpoint_(std::move(endpoint)
     // subjectAltNames. httplib 0.11's own check also takes the subject's CN, so a certificate
     // issued for another name but with the address as its CN would pass.
     X509_VERIFY_PARAM* param = SSL_CTX_get0_param(ssl->ssl_context());
-    unsigned char address[sizeof(in6_addr)];
-    bool is_ip = inet_pton(AF_INET, parsed->host.c_str(), address) == 1 ||
-                 inet_pton(AF_INET6, parsed->host.c_str(), address) == 1;
-    if (is_ip) {
+    if (IsNumericAddress(parsed->host)) {
       X509_VERIFY_PARAM_set1_ip_asc(param, parsed->host.c_str());
     } else {
       X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);

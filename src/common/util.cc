@@ -1,6 +1,7 @@
 // Execution ids, durations, host/user names, file reading and hashing (see util.h).
 #include "common/util.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <openssl/evp.h>
 #include <pwd.h>
@@ -91,6 +92,12 @@ std::string FormatDuration(std::chrono::nanoseconds d) {
   int total = static_cast<int>(s);
   if (total < 3600) return fmt::format("{} m {:02} s", total / 60, total % 60);
   return fmt::format("{} h {:02} m", total / 3600, (total % 3600) / 60);
+}
+
+bool IsNumericAddress(const std::string& host) {
+  unsigned char address[sizeof(in6_addr)];
+  return inet_pton(AF_INET, host.c_str(), address) == 1 ||
+         inet_pton(AF_INET6, host.c_str(), address) == 1;
 }
 
 const std::string& HostName() {

@@ -26,6 +26,9 @@ Result<std::chrono::milliseconds> ParseDuration(std::string_view text);
 // then "2 h 05 m".
 std::string FormatDuration(std::chrono::nanoseconds d);
 
+// Whether `host` is an IPv4 or IPv6 address written out (no brackets), not a name.
+bool IsNumericAddress(const std::string& host);
+
 const std::string& HostName();
 const std::string& UserName();
 

@@ -302,5 +302,14 @@ TEST(FindNulByteTest, GivesLineAndColumn) {
   EXPECT_EQ(FindNulByte(std::string("\0", 1)), std::make_pair(1, 1));
 }
 
+TEST(IsNumericAddressTest, AddressesButNotNames) {
+  for (const char* address : {"127.0.0.1", "10.0.0.11", "::1", "fe80::1"}) {
+    EXPECT_TRUE(IsNumericAddress(address)) << address;
+  }
+  for (const char* name : {"localhost", "srv1.example", "", "[::1]", "127.0.0"}) {
+    EXPECT_FALSE(IsNumericAddress(name)) << name;
+  }
+}
+
 }  // namespace
 }  // namespace fanout

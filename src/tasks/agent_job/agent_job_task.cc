@@ -28,7 +28,8 @@ using nlohmann::json;
 using namespace std::chrono_literals;
 
 // Long-polls are short so that cancel is seen within this time; a lost agent is seen when the
-// connection breaks, or after the wait plus this read margin when it falls silent (< 10 s).
+// connection breaks (then given kComeBackWait), or after the wait plus this read margin when it
+// falls silent (< 10 s either way).
 constexpr auto kPollWait = std::chrono::seconds(1);
 constexpr auto kReadMargin = 3000ms;
 constexpr auto kStopWait = std::chrono::seconds(15);  // for a stopped child to report canceled
@@ -284,8 +285,9 @@ class AgentJobTask : public Task {
           continue;
         }
         const auto now = std::chrono::steady_clock::now();
-        // Refused or broken at once, not silent for the read timeout: the process is gone.
-        const bool quick = now - poll_started < kPollWait;
+        // Refused or broken within the poll's own wait, not silent for its read timeout (a
+        // few seconds more): the process is gone.
+        const bool quick = now - poll_started < 2 * kPollWait;
         if (st.code() == Code::kUnavailable && !context.cancel().canceled() && quick &&
             (gone_since == kAnswers || now - gone_since < kComeBackWait)) {
           if (gone_since == kAnswers) {
