@@ -42,6 +42,8 @@ class Expression {
   struct Options {
     bool bare_names = false;
     bool allow_assignment = false;
+    // Where the text is written ("FILE:LINE:COLUMN"), named in its runtime errors.
+    std::string origin;
   };
   static Result<Expression> Parse(std::string_view text, Options options,
                                   ExpressionError* error = nullptr);
@@ -67,7 +69,9 @@ class Expression {
 // list); otherwise the pieces are joined as strings.
 class Template {
  public:
-  static Result<Template> Parse(std::string_view text, ExpressionError* error = nullptr);
+  // `origin` as in Expression::Options.
+  static Result<Template> Parse(std::string_view text, ExpressionError* error = nullptr,
+                                std::string_view origin = {});
 
   Result<Value> Render(Scope& scope) const;
   // Render() then ToString().

@@ -383,8 +383,11 @@ Status SqliteCatalog::Open() {
     auto version = StoredSchemaVersion();
     Status status = version.status();
     if (status.ok() && !version->has_value()) {
-      status = NotFound("'" + path_ + "' is not a Fanout catalog (it has no schema_version " +
-                        "table): check --catalog or $FANOUT_CATALOG");
+      auto empty = HasNoTables();
+      found_empty_ = empty.ok() && *empty;
+      status = found_empty_ ? NotFound("'" + path_ + "' holds no catalog yet")
+                            : NotFound("'" + path_ + "' is not a Fanout catalog (it has no "
+                                       "schema_version table): check --catalog or $FANOUT_CATALOG");
     }
     if (!status.ok()) {
       Close();
@@ -451,6 +454,14 @@ Result<std::optional<int>> SqliteCatalog::StoredSchemaVersion() {
   if (rc == SQLITE_OK) rc = sqlite3_step(max.get());
   if (rc != SQLITE_ROW) return Error(rc, "reading the schema version");
   return std::optional<int>(sqlite3_column_int(max.get(), 0));
+}
+
+Result<bool> SqliteCatalog::HasNoTables() {
+  Statement query;
+  int rc = sqlite3_prepare_v2(db_, "SELECT count(*) FROM sqlite_master", -1, query.out(), nullptr);
+  if (rc == SQLITE_OK) rc = sqlite3_step(query.get());
+  if (rc != SQLITE_ROW) return Error(rc, "reading the schema");
+  return sqlite3_column_int(query.get(), 0) == 0;
 }
 
 Status SqliteCatalog::CreateSchema() {

@@ -58,6 +58,10 @@ class SqliteCatalog : public Catalog {
   Result<PruneCounts> Prune(DateTime cutoff, const IsLive& is_live) override;
 
   const std::string& path() const { return path_; }
+  // After an Open() with existing_catalog_only refused the file: it holds no table at all (an
+  // empty file, or one a run is making into a catalog at this moment), so there is no catalog
+  // yet rather than something else's database.
+  bool found_empty() const { return found_empty_; }
 
  private:
   static int OnBusy(void* self, int count);
@@ -69,6 +73,8 @@ class SqliteCatalog : public Catalog {
   Status CannotOpen() const;
   // The version in schema_version; none when the table does not exist.
   Result<std::optional<int>> StoredSchemaVersion();
+  // Whether the database holds no table at all.
+  Result<bool> HasNoTables();
   Status CreateSchema();
   Status WriteRows(const CatalogBatch& batch);
   Status LoadParameters(ExecutionRow& row);
@@ -84,6 +90,7 @@ class SqliteCatalog : public Catalog {
   void Close();
 
   std::string path_;
+  bool found_empty_ = false;
   SqliteCatalogOptions options_;
   sqlite3* db_ = nullptr;
   int64_t busy_since_ns_ = 0;  // steady-clock time of the first retry of the current wait

@@ -75,6 +75,30 @@ TEST(SqliteCatalogTest, ANewCatalogIsReadableByItsOwnerOnly) {
   EXPECT_EQ(fs::status(path).permissions(), owner | fs::perms::group_read);
 }
 
+// A run creating a catalog leaves, for a moment, a database with no table: a reader told it
+// "is not a Fanout catalog" (`logs --follow` started with the run then ended). It is no
+// catalog yet; another application's database stays refused.
+TEST(SqliteCatalogTest, AReaderTellsADatabaseBeingCreatedFromAnotherApplications) {
+  TempDir dir;
+  const std::string path = dir.File("new.db");
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db, "PRAGMA journal_mode=WAL", nullptr, nullptr, nullptr), SQLITE_OK);
+  SqliteCatalogOptions reading;
+  reading.existing_catalog_only = true;
+  SqliteCatalog early(path, reading);
+  EXPECT_EQ(early.Open().code(), Code::kNotFound);
+  EXPECT_TRUE(early.found_empty());
+  ASSERT_EQ(sqlite3_exec(db, "CREATE TABLE customers(id INTEGER)", nullptr, nullptr, nullptr),
+            SQLITE_OK);
+  sqlite3_close(db);
+  SqliteCatalog other(path, reading);
+  Status refused = other.Open();
+  EXPECT_EQ(refused.code(), Code::kNotFound);
+  EXPECT_FALSE(other.found_empty());
+  EXPECT_NE(refused.message().find("is not a Fanout catalog"), std::string::npos);
+}
+
 TEST(SqliteCatalogTest, RejectsFilesThatAreNotDatabases) {
   TempDir dir;
   std::string path = dir.File("junk.db");

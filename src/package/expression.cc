@@ -377,6 +377,7 @@ using NodePtr = std::unique_ptr<const Node>;
 // What Expression and Template share: the parsed tree of one expression and its metadata.
 struct Compiled {
   std::string text;
+  std::string origin;  // where it is written, for runtime errors ("" when unknown)
   NodePtr root;
   std::vector<std::string> variables;
   bool is_assignment = false;
@@ -1041,6 +1042,7 @@ class Parser {
 Status Compile(std::string_view text, Expression::Options options, size_t base,
                ExpressionError* error, Compiled& out) {
   Parser parser(text, options, base);
+  out.origin = options.origin;
   Status status = parser.Run(out);
   if (!status.ok() && error != nullptr) *error = parser.error();
   return status;
@@ -1718,7 +1720,8 @@ Result<Value> EvaluateCompiled(const Compiled& compiled, Scope& scope, std::stri
   auto result = Eval(*compiled.root, scope);
   if (result.ok()) return result;
   return result.status().WithContext(
-      fmt::format("evaluating '{}{}{}'", open, Excerpt(compiled.text, 200), close));
+      fmt::format("evaluating '{}{}{}'{}", open, Excerpt(compiled.text, 200), close,
+                  compiled.origin.empty() ? "" : " (" + compiled.origin + ")"));
 }
 
 const std::vector<std::string>& NoNames() {
@@ -1793,7 +1796,8 @@ struct Template::Impl {
   bool constant = true;
 };
 
-Result<Template> Template::Parse(std::string_view text, ExpressionError* error) {
+Result<Template> Template::Parse(std::string_view text, ExpressionError* error,
+                                 std::string_view origin) {
   auto fail = [&](size_t offset, std::string message) -> Status {
     if (error != nullptr) *error = ExpressionError{offset, message};
     return InvalidArgument(std::move(message));
@@ -1849,6 +1853,7 @@ Result<Template> Template::Parse(std::string_view text, ExpressionError* error) 
     }
     Expression::Options options;
     options.bare_names = true;
+    options.origin = std::string(origin);
     auto compiled = std::make_shared<Compiled>();
     RETURN_IF_ERROR(Compile(inner, options, start + 2, error, *compiled));
     for (const std::string& name : compiled->variables) {

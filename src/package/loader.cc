@@ -351,6 +351,12 @@ class Loader : public TaskParser {
 
   // TaskParser ---------------------------------------------------------------------------------
 
+  // "FILE:LINE:COLUMN" of a scalar, which its expressions' runtime errors name.
+  std::string Origin(const YAML::Node& node) const {
+    SourcePos pos = Pos(node);
+    return fmt::format("{}:{}:{}", pos.file, pos.line, pos.column);
+  }
+
   SourcePos Pos(const YAML::Node& node) const override {
     if (!node || node.Mark().is_null()) return {path_, 0, 0};
     return {path_, node.Mark().line + 1, node.Mark().column + 1};
@@ -541,7 +547,7 @@ class Loader : public TaskParser {
 
   std::optional<Template> ParseTemplate(const YAML::Node& v) {
     ExpressionError err;
-    auto t = Template::Parse(v.Scalar(), &err);
+    auto t = Template::Parse(v.Scalar(), &err, Origin(v));
     if (!t.ok()) {
       diag_.Error(OffsetPos(v, err.offset), InFileColumns(v, err.message));
       return std::nullopt;
@@ -552,6 +558,7 @@ class Loader : public TaskParser {
 
   std::optional<Expression> ParseExpression(const YAML::Node& v, Expression::Options options) {
     ExpressionError err;
+    options.origin = Origin(v);
     auto e = Expression::Parse(v.Scalar(), options, &err);
     if (!e.ok()) {
       diag_.Error(OffsetPos(v, err.offset), InFileColumns(v, err.message));
@@ -1138,7 +1145,9 @@ class Loader : public TaskParser {
         Error(item, fmt::format("`{}` items must be assignment strings such as \"@i = @i + 1\"", key));
         continue;
       }
-      auto e = ParseExpression(item, Expression::Options{false, true});
+      Expression::Options assignment;
+      assignment.allow_assignment = true;
+      auto e = ParseExpression(item, assignment);
       if (!e) continue;
       if (!e->is_assignment()) {
         Error(item, fmt::format("`{}` must assign a variable, as in \"@i = 0\"", key));

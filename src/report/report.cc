@@ -202,7 +202,10 @@ Result<std::unique_ptr<Catalog>> OpenCatalogToRead(const std::string& spec) {
   catalog::SqliteCatalogOptions options;
   options.existing_catalog_only = true;
   auto catalog = std::make_unique<catalog::SqliteCatalog>(path, options);
-  RETURN_IF_ERROR(catalog->Open());
+  Status opened = catalog->Open();
+  // A file with no table yet: a run is creating the catalog now (or it is empty). None yet.
+  if (!opened.ok() && catalog->found_empty()) return std::unique_ptr<Catalog>();
+  RETURN_IF_ERROR(opened);
   return std::unique_ptr<Catalog>(std::move(catalog));
 }
 

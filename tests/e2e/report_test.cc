@@ -153,16 +153,22 @@ TEST(ReportCommandTest, AnotherApplicationsDatabaseIsNotTakenForACatalog) {
             SQLITE_OK);
   sqlite3_close(db);
   dir.Write("empty.db", "");
-  for (const char* file : {"app.db", "empty.db"}) {
-    for (auto args : std::vector<std::vector<std::string>>{
-             {"report", "executions"}, {"logs"}, {"catalog", "prune", "--older-than", "1d"}}) {
-      args.push_back("--catalog");
-      args.push_back(file);
-      CommandResult r = RunFanout(args, dir.path());
-      EXPECT_EQ(r.exit_code, 4) << ::testing::PrintToString(args) << r.err;
-      EXPECT_NE(r.err.find(std::string("'") + file + "' is not a Fanout catalog"),
-                std::string::npos)
-          << r.err;
+  for (auto args : std::vector<std::vector<std::string>>{
+           {"report", "executions"}, {"logs"}, {"catalog", "prune", "--older-than", "1d"}}) {
+    std::vector<std::string> app = args;
+    app.insert(app.end(), {"--catalog", "app.db"});
+    CommandResult r = RunFanout(app, dir.path());
+    EXPECT_EQ(r.exit_code, 4) << ::testing::PrintToString(app) << r.err;
+    EXPECT_NE(r.err.find("'app.db' is not a Fanout catalog"), std::string::npos) << r.err;
+    // A file with no table is what a run creating its catalog leaves for a moment: no catalog
+    // yet, as a missing file (`logs --follow` had ended there, saying "not a Fanout catalog").
+    std::vector<std::string> empty = args;
+    empty.insert(empty.end(), {"--catalog", "empty.db"});
+    CommandResult none = RunFanout(empty, dir.path());
+    EXPECT_EQ(none.err.find("not a Fanout catalog"), std::string::npos) << none.err;
+    if (args[0] != "report") {
+      EXPECT_EQ(none.exit_code, 4) << ::testing::PrintToString(empty) << none.err;
+      EXPECT_NE(none.err.find("does not exist"), std::string::npos) << none.err;
     }
   }
   // Following all executions may create a catalog that does not exist yet, but not this one.

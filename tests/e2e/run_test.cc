@@ -262,6 +262,25 @@ tasks:
   EXPECT_NE(dir.Read("events.jsonl").find("the password is ***"), std::string::npos);
 }
 
+// A run-time expression error names where the expression is written, as validation does: the
+// same expression in many tasks, or in a loop body, was otherwise hard to find.
+TEST(RunTest, ARunTimeExpressionErrorNamesItsPlaceInTheFile) {
+  ScratchDir dir;
+  dir.Write("avg.yaml", "package: avg\nvariables:\n  files: {type: int, value: 0}\n"
+                        "  avg: {type: int}\ntasks:\n"
+                        "  compute: {type: expression, set: {avg: \"10 / @files\"}}\n"
+                        "  show: {type: process, run: [/bin/echo, \"${10 / files}\"]}\n");
+  CommandResult r = RunFanout({"run", "avg.yaml"}, dir.path());
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_NE(r.out.find("compute: setting avg: evaluating '10 / @files' (avg.yaml:6:42): "
+                       "division by zero"),
+            std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("show: evaluating '${10 / files}' (avg.yaml:7:42): division by zero"),
+            std::string::npos)
+      << r.out;
+}
+
 // --set on the command line shows a secret in `ps` all night: --set-file reads it from a file
 // (or standard input) instead.
 TEST(RunTest, SetFileReadsAValueFromAFile) {
