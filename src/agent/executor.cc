@@ -283,7 +283,7 @@ Status Executor::Recover() {
   }
   if (!runs.empty()) {
     std::fprintf(stderr, "fanout agent: %zu run%s in flight when the agent last stopped: %d "
-                 "re-attached or finishing their stop, %d waiting to retry a step, %d queued "
+                 "re-attached (some may be finishing a stop), %d waiting to retry a step, %d queued "
                  "again, %d ended (abandoned or canceled; `fanout job history` says why)\n",
                  runs.size(), runs.size() == 1 ? " was" : "s were", reattached, retrying, requeued,
                  ended);

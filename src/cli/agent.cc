@@ -1,5 +1,6 @@
-// `fanout agent`: runs the job agent of this server (DESIGN §4) until SIGTERM or SIGINT, which
-// drain it: no new starts, running steps may finish for drain_grace, then the rest are stopped.
+// `fanout agent`: runs the job agent of this server (DESIGN §4) until SIGTERM, SIGINT or SIGHUP,
+// which drain it: no new starts, running steps may finish for drain_grace, then the rest are
+// stopped.
 #include <limits.h>
 #include <pthread.h>
 #include <signal.h>
@@ -186,11 +187,11 @@ Command AddAgentCommand(CLI::App& app) {
                   "Where package steps record their executions: sqlite:PATH or a URL (overrides "
                   "the config; default sqlite:DATA_DIR/catalog.db)");
   cmd->footer(
-      "The first line printed is `fanout agent NAME listening on URL`. SIGTERM or SIGINT drain\n"
-      "the agent: nothing new starts, running steps may finish for drain_grace, the rest are\n"
-      "stopped. Exit codes: 0 stopped cleanly, 1 could not start, 4 config not found,\n"
-      "5 invalid config (or refused: listening beyond loopback without a token or mutual TLS),\n"
-      "6 usage error.");
+      "The first line printed is `fanout agent NAME listening on URL`. SIGTERM, SIGINT or\n"
+      "SIGHUP (unless ignored, as under nohup) drain the agent: nothing new starts, running\n"
+      "steps may finish for drain_grace, the rest are stopped. Exit codes: 0 stopped cleanly,\n"
+      "1 could not start, 4 config not found, 5 invalid config (or refused: listening beyond\n"
+      "loopback without a token or mutual TLS), 6 usage error.");
   return {cmd, [args] { return RunAgent(*args); }};
 }
 

@@ -8,6 +8,7 @@
 #include <limits>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <fmt/format.h>
@@ -105,6 +106,7 @@ void AddSighupUnlessIgnored(sigset_t& set) {
 
 int ReadValueFiles(const char* option, const std::vector<std::string>& pairs,
                    std::map<std::string, std::string>& out) {
+  bool stdin_read = false;  // a second `-` would read nothing and give its name ""
   for (const std::string& pair : pairs) {
     size_t eq = pair.find('=');
     if (eq == std::string::npos || eq == 0 || eq + 1 == pair.size()) {
@@ -113,6 +115,11 @@ int ReadValueFiles(const char* option, const std::vector<std::string>& pairs,
       return kExitUsage;
     }
     const std::string name = pair.substr(0, eq), file = pair.substr(eq + 1);
+    if (file == "-" && std::exchange(stdin_read, true)) {
+      fmt::print(stderr, "fanout: {} {}=-: standard input is read for one name only\n", option,
+                 name);
+      return kExitUsage;
+    }
     auto value = ReadFile(file == "-" ? "/dev/stdin" : file);
     if (!value.ok()) {
       fmt::print(stderr, "fanout: {} {}: {}\n", option, name, value.status().message());

@@ -1054,13 +1054,14 @@ void Execution::StartLoop(Container* c, size_t i, DateTime started, int attempt,
       for (size_t k = 0; k < l->items.size(); ++k) {
         const Value& item = l->items[k];
         if (!item.is(ValueType::kList) || item.as_list().size() < def.foreach_as.size()) {
-          fail(fmt::format("item {} is {}; `as` takes {} values from each item, a list such as "
+          const size_t names = def.foreach_as.size();
+          fail(fmt::format("item {} is {}; `as` takes {} value{} from each item, a list such as "
                            "a row of `result: rows`", k + 1,
                            item.is(ValueType::kList)
                                ? fmt::format("a list of {}", item.as_list().size())
                                : fmt::format("the {} '{:.100}'", ValueTypeName(item.type()),
                                              item.ToString()),
-                           def.foreach_as.size()));
+                           names, names == 1 ? "" : "s"));
           break;
         }
       }

@@ -72,9 +72,13 @@ size_t ByteOffsetOf(std::string_view s, int64_t index) {
 }
 
 // Shortens source text quoted in an error message.
+// `s` for a one-line message: line breaks and tabs (an expression written as a YAML block
+// scalar) as spaces, cut after `max` bytes.
 std::string Excerpt(std::string_view s, size_t max = 30) {
-  if (s.size() <= max) return std::string(s);
-  return std::string(s.substr(0, max)) + "...";
+  std::string out(s.substr(0, max));
+  std::replace_if(out.begin(), out.end(), [](char c) { return c == '\n' || c == '\r' || c == '\t'; }, ' ');
+  if (s.size() > max) out += "...";
+  return out;
 }
 
 int64_t FloorDiv(int64_t a, int64_t b) {

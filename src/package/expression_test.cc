@@ -243,6 +243,8 @@ TEST(ExpressionOperatorTest, AnyDoubleMakesADouble) {
 
 TEST(ExpressionOperatorTest, ArithmeticErrors) {
   EXPECT_EQ(EvalError("1 / 0"), "evaluating '1 / 0': division by zero");
+  // An expression written over several lines (a YAML block scalar) is said on one.
+  EXPECT_EQ(EvalError("1 /\n0"), "evaluating '1 / 0': division by zero");
   EXPECT_EQ(EvalError("1 % 0"), "evaluating '1 % 0': modulo by zero");
   // Long expressions are named in full, so the failing one can be found in the package.
   EXPECT_EQ(EvalError("1 + 2 + 3 + 4 + 5 + 6 + 7 + 8 + 9 + 10 + 11 / 0"),

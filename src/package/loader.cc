@@ -1101,7 +1101,7 @@ class Loader : public TaskParser {
         }
         const std::string& n = name.Scalar();
         if (visible_.count(n) != 0) {
-          Error(name, fmt::format("`as: {}` would hide an existing variable; pick another name", n));
+          Error(name, fmt::format("`as: {}` would hide an existing variable or parameter; pick another name", n));
         } else if (std::find(t.foreach_as.begin(), t.foreach_as.end(), n) != t.foreach_as.end()) {
           Error(name, fmt::format("`as` names {} twice", n));
         }

@@ -1446,7 +1446,7 @@ tasks:
   ExpectDiagAt("foreach 'both' needs exactly one of `items`", "type: foreach");
   ExpectDiagAt("foreach 'neither' needs exactly one", "type: foreach", 1);
   ExpectDiagAt("missing required key `as`", "type: foreach", 2);
-  ExpectDiagAt("`as: rows` would hide an existing variable", "rows\n");
+  ExpectDiagAt("`as: rows` would hide an existing variable or parameter", "rows\n");
   ExpectDiagAt("`as` must be a variable name", "\"not a name\"");
   ExpectDiagAt("max_concurrent must be at least 1", "0\n");
   ExpectDiagAt("a row of inline `items` holds scalars", "[b]]");

@@ -1545,7 +1545,7 @@ void ExpectReattach(AgentProcess& agent, std::unique_ptr<client::AgentClient>& a
   ASSERT_TRUE(agent.Restart());
   // The operator is told what became of the runs in flight (the agent had said nothing).
   EXPECT_TRUE(Contains(agent.err(), "1 run was in flight when the agent last stopped: 1 "
-                                    "re-attached or finishing their stop, 0 waiting to retry"))
+                                    "re-attached (some may be finishing a stop), 0 waiting to retry"))
       << agent.err();
   api = agent.Client();
   auto recovered = api->GetRun(started_run->run_id);

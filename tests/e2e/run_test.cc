@@ -299,6 +299,12 @@ TEST(RunTest, SetFileReadsAValueFromAFile) {
   EXPECT_EQ(both.exit_code, 6) << both.err;
   EXPECT_NE(both.err.find("pw is given by both --set and --set-file"), std::string::npos)
       << both.err;
+  // Standard input serves one name: a second had silently got "".
+  CommandResult twice =
+      RunFanout({"run", "p.yaml", "--set-file", "pw=-", "--set-file", "other=-"}, dir.path());
+  EXPECT_EQ(twice.exit_code, 6) << twice.err;
+  EXPECT_NE(twice.err.find("standard input is read for one name only"), std::string::npos)
+      << twice.err;
 }
 
 // `--log console` prints every event; the reporting console printed the errors a second time.
