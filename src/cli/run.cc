@@ -251,8 +251,17 @@ int RunPackage(const RunArgs& args) {
   recorder.Flush();
   if (progress) progress->Stop();
   if (!result.ok()) {
+    // The engine names every value given on the command line `--set NAME`: say --set-file for
+    // those read from files.
+    std::string message = result.status().message();
+    for (const auto& [name, unused] : from_files) {
+      const std::string said = "--set " + name + ": ";
+      for (size_t at = message.find(said); at != std::string::npos; at = message.find(said, at)) {
+        message.replace(at, said.size(), "--set-file " + name + ": ");
+      }
+    }
     std::fprintf(stderr, "fanout: %s: %s\n", args.file.c_str(),
-                 EscapeControls(masker->Mask(result.status().message())).c_str());
+                 EscapeControls(masker->Mask(message)).c_str());
     return kExitInvalid;
   }
   const RunResult& r = *result;

@@ -299,6 +299,12 @@ TEST(RunTest, SetFileReadsAValueFromAFile) {
   EXPECT_EQ(both.exit_code, 6) << both.err;
   EXPECT_NE(both.err.find("pw is given by both --set and --set-file"), std::string::npos)
       << both.err;
+  // A value that does not convert is said as --set-file's (it was said as --set's).
+  dir.Write("n.yaml", "package: n\nparameters:\n  n: {type: int}\ntasks: {}\n");
+  dir.Write("n.txt", "many\n");
+  CommandResult bad = RunFanout({"run", "n.yaml", "--set-file", "n=n.txt"}, dir.path());
+  EXPECT_EQ(bad.exit_code, 5) << bad.err;
+  EXPECT_NE(bad.err.find("--set-file n: cannot convert"), std::string::npos) << bad.err;
   // Standard input serves one name: a second had silently got "".
   CommandResult twice =
       RunFanout({"run", "p.yaml", "--set-file", "pw=-", "--set-file", "other=-"}, dir.path());
