@@ -441,27 +441,27 @@ Status SqliteCatalog::CannotOpen() const {
                      "; give another with --catalog sqlite:PATH or $FANOUT_CATALOG");
 }
 
-Result<std::optional<int>> SqliteCatalog::StoredSchemaVersion() {
+Result<int> SqliteCatalog::QueryInt(const char* sql, const char* what) {
   Statement query;
-  int rc = sqlite3_prepare_v2(
-      db_, "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'",
-      -1, query.out(), nullptr);
+  int rc = sqlite3_prepare_v2(db_, sql, -1, query.out(), nullptr);
   if (rc == SQLITE_OK) rc = sqlite3_step(query.get());
-  if (rc != SQLITE_ROW) return Error(rc, "reading the schema version");
-  if (sqlite3_column_int(query.get(), 0) == 0) return std::optional<int>();
-  Statement max;
-  rc = sqlite3_prepare_v2(db_, "SELECT MAX(version) FROM schema_version", -1, max.out(), nullptr);
-  if (rc == SQLITE_OK) rc = sqlite3_step(max.get());
-  if (rc != SQLITE_ROW) return Error(rc, "reading the schema version");
-  return std::optional<int>(sqlite3_column_int(max.get(), 0));
+  if (rc != SQLITE_ROW) return Error(rc, what);
+  return sqlite3_column_int(query.get(), 0);
+}
+
+Result<std::optional<int>> SqliteCatalog::StoredSchemaVersion() {
+  ASSIGN_OR_RETURN(int tables, QueryInt("SELECT count(*) FROM sqlite_master WHERE type = 'table' "
+                                        "AND name = 'schema_version'",
+                                        "reading the schema version"));
+  if (tables == 0) return std::optional<int>();
+  ASSIGN_OR_RETURN(int version, QueryInt("SELECT MAX(version) FROM schema_version",
+                                         "reading the schema version"));
+  return std::optional<int>(version);
 }
 
 Result<bool> SqliteCatalog::HasNoTables() {
-  Statement query;
-  int rc = sqlite3_prepare_v2(db_, "SELECT count(*) FROM sqlite_master", -1, query.out(), nullptr);
-  if (rc == SQLITE_OK) rc = sqlite3_step(query.get());
-  if (rc != SQLITE_ROW) return Error(rc, "reading the schema");
-  return sqlite3_column_int(query.get(), 0) == 0;
+  ASSIGN_OR_RETURN(int entries, QueryInt("SELECT count(*) FROM sqlite_master", "reading the schema"));
+  return entries == 0;
 }
 
 Status SqliteCatalog::CreateSchema() {

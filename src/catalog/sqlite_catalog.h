@@ -72,6 +72,8 @@ class SqliteCatalog : public Catalog {
   Status Step(sqlite3_stmt* stmt, const char* what);
   Status CannotOpen() const;
   // The version in schema_version; none when the table does not exist.
+  // The first column of the first row of `sql`; `what` names the read in errors.
+  Result<int> QueryInt(const char* sql, const char* what);
   Result<std::optional<int>> StoredSchemaVersion();
   // Whether the database holds no table at all.
   Result<bool> HasNoTables();

@@ -173,16 +173,13 @@ int RunPackage(const RunArgs& args) {
   // Other console logs (`--log console`, a package's console provider) print their events to
   // stdout too: the reporting console leaves those out rather than print them twice.
   catalog::EventFilter reporting = catalog::ReportingLevelsFilter(args.reporting);
-  bool other_console = false;
-  if (std::count(args.logs.begin(), args.logs.end(), "console") > 0) {
-    reporting = catalog::EventFilter::None();
-    other_console = true;
-  }
+  std::vector<catalog::EventFilter> console_logs;  // `--log console` prints every event
+  if (std::count(args.logs.begin(), args.logs.end(), "console") > 0) console_logs.emplace_back();
   for (const LoggingDef& log : pkg.logging) {
-    if (log.provider != "console") continue;
-    reporting.Remove(catalog::EventFilter(log.events));
-    other_console = true;
+    if (log.provider == "console") console_logs.emplace_back(log.events);
   }
+  for (const catalog::EventFilter& log : console_logs) reporting.Remove(log);
+  const bool other_console = !console_logs.empty();
   auto console = std::make_unique<catalog::ConsoleSink>(reporting, stdout);
   // Outlives the Recorder, which holds the sink that feeds it.
   std::unique_ptr<ProgressLine> progress;

@@ -316,22 +316,35 @@ class Loader : public TaskParser {
     if (!tasks) {
       Error(root, "a package needs `tasks:` (a mapping of task name to task)");
     } else {
-      NoteTaskPaths(tasks, "");
+      root_tasks_ = tasks;
       pkg->tasks = ParseTasks(tasks, "");
     }
     ReportKeysNotCheckedAbove(root);
     return pkg;
   }
 
-  // Fills task_paths_ from the YAML (containers nest under their `tasks:`), before parsing
-  // resolves each container's constraints. Bounded as ParseTasks is (aliases repeat containers).
-  void NoteTaskPaths(const YAML::Node& tasks, const std::string& parent) {
+  // Where task `name` is in the package ("seq/inner"), or "". Read from the YAML (containers
+  // nest under their `tasks:`), since a container's constraints are resolved before the rest is
+  // parsed; walked once, on the first constraint naming a task it cannot find.
+  std::string TaskPath(const std::string& name) {
+    if (!task_paths_noted_) {
+      task_paths_noted_ = true;
+      size_t budget = kMaxTasks;
+      NoteTaskPaths(root_tasks_, "", budget);
+    }
+    auto it = task_paths_.find(name);
+    return it == task_paths_.end() ? "" : it->second;
+  }
+
+  // Bounded as ParseTasks is (aliases repeat containers).
+  void NoteTaskPaths(const YAML::Node& tasks, const std::string& parent, size_t& budget) {
     if (!tasks.IsMap()) return;
     for (auto it = tasks.begin(); it != tasks.end(); ++it) {
-      if (!it->first.IsScalar() || ++task_paths_noted_ > kMaxTasks) return;
+      if (!it->first.IsScalar() || budget == 0) return;
+      --budget;
       std::string path = parent.empty() ? it->first.Scalar() : parent + "/" + it->first.Scalar();
       task_paths_.emplace(it->first.Scalar(), path);
-      if (it->second.IsMap() && it->second["tasks"]) NoteTaskPaths(it->second["tasks"], path);
+      if (it->second.IsMap() && it->second["tasks"]) NoteTaskPaths(it->second["tasks"], path, budget);
     }
   }
 
@@ -889,10 +902,10 @@ class Loader : public TaskParser {
           std::vector<std::string> names;
           for (const TaskDef& t : tasks) if (t.name != tasks[i].name) names.push_back(t.name);
           std::string elsewhere;
-          if (auto path = task_paths_.find(c.task); path != task_paths_.end()) {
+          if (std::string path = TaskPath(c.task); !path.empty()) {
             elsewhere = fmt::format(" ('{}' is task {}, in another container: a constraint joins "
                                     "tasks of one container, so put it on the container holding "
-                                    "that task)", c.task, path->second);
+                                    "that task)", c.task, path);
           }
           diag_.Error(c.pos, fmt::format("`after` names unknown task '{}'; tasks in this container: {}{}",
                                          c.task, names.empty() ? "(none)" : Join(names), elsewhere));
@@ -1172,8 +1185,9 @@ class Loader : public TaskParser {
   std::set<std::string> writable_;  // names expressions and tasks may assign
   std::set<std::pair<int, int>> duplicates_said_;  // positions of duplicate keys reported
   // Each task name's first path in the package, for a constraint naming a task elsewhere.
-  std::map<std::string, std::string> task_paths_;
-  size_t task_paths_noted_ = 0;
+  YAML::Node root_tasks_;                        // the package's `tasks:`
+  std::map<std::string, std::string> task_paths_;  // TaskPath's, once asked
+  bool task_paths_noted_ = false;
 };
 
 }  // namespace

@@ -180,22 +180,19 @@ class AgentJobTask : public Task {
         continue;
       }
       pool->Release(lease, AgentPool::Ending::kNotStarted);
-      if (pool_of_several && st.code() == Code::kInternal) {
-        // The agent answers but cannot work (a full disk, say). Idle, it would look the least
-        // loaded and draw every child and retry: it is out of this child's attempt, and of the
-        // pool until its next probe (a second later; the probe only reads its status).
-        pool->MarkDown(member, st.message());
+      // 409 (the job is at its max_concurrent_runs there), a job that agent lacks, or 500: the
+      // agent answers but cannot work (a full disk, say). The child tries another agent.
+      const bool failed = st.code() == Code::kInternal;
+      if (pool_of_several && (failed || st.code() == Code::kFailedPrecondition ||
+                              st.code() == Code::kNotFound)) {
+        // Idle, a failing agent would look the least loaded and draw every child and retry: it
+        // is also out of the pool until its next probe (a second later; the probe only reads
+        // its status).
+        if (failed) pool->MarkDown(member, st.message());
         request.exclude[member] = st.message();
-        context.Emit(EventType::kOnWarning, fmt::format("agent {} could not start job {}, trying "
-                                                        "another: {}", agent, *job_name, st.message()));
-        continue;
-      }
-      if (pool_of_several &&
-          (st.code() == Code::kFailedPrecondition || st.code() == Code::kNotFound)) {
-        // 409 (the job is at its max_concurrent_runs there) or a job that agent lacks.
-        request.exclude[member] = st.message();
-        context.Emit(EventType::kOnWarning, fmt::format("agent {} refused job {}, trying another: {}",
-                                                        agent, *job_name, st.message()));
+        context.Emit(EventType::kOnWarning,
+                     fmt::format("agent {} {} job {}, trying another: {}", agent,
+                                 failed ? "could not start" : "refused", *job_name, st.message()));
         continue;
       }
       return TaskOutcome::Failure(fmt::format("cannot start job {} on agent {}: {}", *job_name,
