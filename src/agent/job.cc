@@ -91,6 +91,19 @@ Marks MarksOf(const YAML::Node& yaml, const json& root) {
   return marks;
 }
 
+// Removes every member named `name` from the objects in `root`, at any depth.
+void EraseKeysNamed(json& root, const std::string& name) {
+  std::vector<json*> pending = {&root};
+  while (!pending.empty()) {
+    json* value = pending.back();
+    pending.pop_back();
+    if (value->is_object()) value->erase(name);
+    if (value->is_structured()) {
+      for (auto& child : *value) pending.push_back(&child);
+    }
+  }
+}
+
 class JobParser {
  public:
   JobParser(const Marks* marks, JobCheck check) : marks_(marks), check_(check) {}
@@ -440,9 +453,12 @@ Result<JobDef> ParseJob(const std::string& text, std::vector<JobProblem>* proble
         for (const YAML::Node& key : RepeatedKeys(root)) {
           problems.push_back(ProblemAt(key.Mark(), fmt::format("duplicate key `{}`", key.Scalar())));
         }
-        for (const YAML::Node& key : MergeKeys(root)) {
+        auto merge_keys = MergeKeys(root);
+        for (const YAML::Node& key : merge_keys) {
           problems.push_back(ProblemAt(key.Mark(), kMergeKeyProblem));
         }
+        // Said once: as a merge key, not also as an unknown key `<<`.
+        if (!merge_keys.empty()) EraseKeysNamed(obj, "<<");
       }
       marks = MarksOf(root, obj);
     } catch (const TooManyValues&) {

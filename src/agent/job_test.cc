@@ -60,6 +60,18 @@ TEST(JobTest, ProblemsHavePositionsAndCoverWhatWasSilentlyAccepted) {
   EXPECT_EQ(json_job.status().message(), "`success_codes` in step 'a' must list at least one exit code");
 }
 
+// A merge key is one problem, said as such: not also an unknown key `<<`.
+TEST(JobTest, AMergeKeyIsOneProblem) {
+  std::vector<JobProblem> problems;
+  auto job = ParseJob("job: j\nx: &common {subsystem: process}\nsteps:\n"
+                      "  - name: a\n    <<: *common\n    run: [/bin/true]\n",
+                      &problems);
+  ASSERT_FALSE(job.ok());
+  const std::string& message = job.status().message();
+  EXPECT_EQ(message.find("`<<`"), std::string::npos) << message;
+  EXPECT_NE(message.find("line 5, column 5: YAML merge keys"), std::string::npos) << message;
+}
+
 // JSON keeps the last of a key written twice too: refused as in YAML. A problem about a
 // repeated key's value points at the value kept (the last).
 TEST(JobTest, RepeatedKeysInJsonAndThePlaceOfTheValueKept) {
