@@ -79,6 +79,7 @@ struct Recorder::Impl {
        Masker* masker_in, const RecorderOptions& options)
       : catalog(std::move(catalog_in)),
         sinks(std::move(sinks_in)),
+        discard(!catalog && sinks.empty()),
         masker(masker_in),
         shutdown_retry(options.shutdown_retry) {
     if (catalog && !options.spool_dir.empty()) {
@@ -108,6 +109,10 @@ struct Recorder::Impl {
   std::string uid_prefix;                 // events get uid PREFIX:SEQ, unique across processes
   uint64_t next_event_seq = 0;            // guarded by mu
   std::vector<std::unique_ptr<EventSink>> sinks;
+  // No catalog and no sink: what is recorded has nowhere to go. Dropped at once, it costs the
+  // engine nothing; queued, it woke the idle thread for every event (a futex call each, twice
+  // the engine's own time per task with logging off).
+  const bool discard;
   Masker* masker;
   Clock::duration shutdown_retry;
 
@@ -172,6 +177,7 @@ Recorder::~Recorder() {
 // deadline or enough rows have gathered, so a busy engine pays no system call per event.
 template <typename Push>
 void Recorder::Impl::Enqueue(Push push) {
+  if (discard) return;
   bool wake_thread;
   {
     std::unique_lock lock(mu);
