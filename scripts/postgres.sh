@@ -7,7 +7,7 @@
 #
 # `start` creates a cluster in a new temporary directory, listening only on 127.0.0.1 on a free
 # port (its Unix socket in that directory too), with a role and database for the tests reached
-# by password. PostgreSQL refuses to run as root, so as root the cluster belongs to the
+# by password (the role may create roles: tests of read-only and limited roles make their own). PostgreSQL refuses to run as root, so as root the cluster belongs to the
 # `postgres` system user; otherwise to the current user. `stop` stops it and removes the
 # directory. Only stdout carries the export lines; progress and errors go to stderr.
 set -euo pipefail
@@ -95,7 +95,7 @@ EOF
   password=$(head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n')
   as_owner "$bindir/psql" --no-psqlrc --quiet --host="$dir/socket" --port="$port" \
     --username=postgres --dbname=postgres --set=ON_ERROR_STOP=1 \
-    --command="CREATE ROLE fanout LOGIN PASSWORD '$password'" \
+    --command="CREATE ROLE fanout LOGIN CREATEROLE PASSWORD '$password'" \
     --command="CREATE DATABASE fanout_test OWNER fanout" >/dev/null
   trap - EXIT
 

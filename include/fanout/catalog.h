@@ -141,6 +141,7 @@ Result<std::string> CatalogSqlitePath(const std::string& spec);
 // OpenCatalog for a run's Recorder: a PostgreSQL catalog that cannot be reached now (Unavailable)
 // is returned unopened, with the reason in `unreachable`; it opens on its first successful
 // write, and the Recorder spools rows until then, so a catalog outage does not stop the night.
+// One that answers but where the role may not write what a run records is PermissionDenied.
 Result<std::unique_ptr<Catalog>> OpenCatalogForRun(const std::string& spec,
                                                    std::string& unreachable);
 

@@ -915,7 +915,10 @@ TEST(PostgresConnectionStringTest, RefusesWhatLibpqWouldMisread) {
   for (const char* bad : {"postgresql://etl:ab/cdSECRET@127.0.0.1:5432/db",
                           "postgresql://etl:p@ssSECRET@127.0.0.1/db",
                           "postgresql://etl:SECRET@127.0.0.1:notaport/db",
-                          "postgresql://etl:SECRET@127.0.0.1/db?nosuchoption=1"}) {
+                          "postgresql://etl:SECRET@127.0.0.1/db?nosuchoption=1",
+                          // QA: a '?' had ended the user info, and the password showed whole.
+                          "postgresql://etl:Qm?SECRET@127.0.0.1:5432/db",
+                          "postgresql://etl:p@ss/w?rd#%:SECRET y'z@127.0.0.1:5432/db"}) {
     Status status = CheckConnectionString(bad);
     EXPECT_EQ(status.code(), Code::kInvalidArgument) << bad;
     EXPECT_EQ(status.message().find("SECRET"), std::string::npos) << status.message();
@@ -935,6 +938,9 @@ TEST(PostgresConnectionStringTest, RedactsPasswords) {
   // A password written with a raw '/' had ended the user info early and shown whole.
   EXPECT_EQ(RedactConnectionString("postgresql://u:ab/cd@h:5432/db?x=1"),
             "postgresql://u:***@h:5432/db?x=1");
+  EXPECT_EQ(RedactConnectionString("postgresql://u:Qm?Leak@h:5432/db"), "postgresql://u:***@h:5432/db");
+  EXPECT_EQ(RedactConnectionString("postgresql://u:p@ss/w?rd#%:x y'z@h:5432/db"),
+            "postgresql://u:***@h:5432/db");
   EXPECT_EQ(RedactConnectionString("host=h password=secret dbname=d"),
             "host=h password=*** dbname=d");
   EXPECT_EQ(RedactConnectionString("host=h password = 'se cr\\'et' user=u"),
@@ -1009,6 +1015,102 @@ TEST_F(PostgresCatalogTest, UpgradesAnUnversionedSchema) {
       backend_->Query("SELECT data_type FROM information_schema.columns WHERE table_schema = '" +
                       backend_->schema() + "' AND table_name = 'events' AND column_name = 'id'"),
       "bigint");
+}
+
+// A login role of the test's own (the test server's role may create roles), dropped at the end
+// with the rights it was given on the test's schema.
+class TestRole {
+ public:
+  TestRole(PostgresBackend& backend, const std::string& suffix, const std::string& options = "")
+      : backend_(backend), name_(backend.schema() + "_" + suffix) {
+    std::string created =
+        backend_.Query("CREATE ROLE " + name_ + " LOGIN PASSWORD 'pw-" + suffix + "' " + options);
+    EXPECT_EQ(created, "") << created;
+  }
+  ~TestRole() {
+    const std::string& schema = backend_.schema();
+    backend_.Query("REVOKE ALL ON ALL TABLES IN SCHEMA " + schema + " FROM " + name_);
+    backend_.Query("REVOKE ALL ON ALL SEQUENCES IN SCHEMA " + schema + " FROM " + name_);
+    backend_.Query("REVOKE ALL ON SCHEMA " + schema + " FROM " + name_);
+    std::string dropped = backend_.Query("DROP ROLE " + name_);
+    EXPECT_EQ(dropped, "") << dropped;
+  }
+  const std::string& name() const { return name_; }
+  // The backend's spec (its schema on the search path) as this role.
+  std::string Spec() const {
+    std::string spec = backend_.Spec();
+    size_t user = spec.find("://") + 3;
+    size_t at = spec.find('@', user);
+    return spec.substr(0, user) + name_ + ":pw-" + name_.substr(backend_.schema().size() + 1) +
+           spec.substr(at);
+  }
+
+ private:
+  PostgresBackend& backend_;
+  std::string name_;
+};
+
+// A role that may only read: a run is refused at its start, naming what is missing (it had
+// succeeded with every row left in the spool, said as "unavailable"); a reader opens the
+// catalog. The same reader on an older schema is told it needs an upgrade it may not make.
+TEST_F(PostgresCatalogTest, ARoleThatMayOnlyReadReadsButDoesNotRecord) {
+  ASSERT_TRUE(backend_->Make()->Open().ok());
+  TestRole reader(*backend_, "reader");
+  EXPECT_EQ(backend_->Query("GRANT USAGE ON SCHEMA " + backend_->schema() + " TO " + reader.name() +
+                            "; GRANT SELECT ON ALL TABLES IN SCHEMA " + backend_->schema() +
+                            " TO " + reader.name()),
+            "");
+  std::string unreachable;
+  auto run = OpenCatalogForRun(reader.Spec(), unreachable);
+  ASSERT_FALSE(run.ok());
+  EXPECT_EQ(run.status().code(), Code::kPermissionDenied);
+  EXPECT_NE(run.status().message().find("lacks INSERT on executions, UPDATE on executions"),
+            std::string::npos)
+      << run.status().message();
+  EXPECT_NE(run.status().message().find("USAGE on the sequence of events.id"), std::string::npos)
+      << run.status().message();
+
+  PostgresCatalog read(reader.Spec(), /*existing_catalog_only=*/true);
+  Status opened = read.Open();
+  EXPECT_TRUE(opened.ok()) << opened.ToString();
+
+  EXPECT_EQ(backend_->Query("UPDATE schema_version SET version = 2"), "");
+  PostgresCatalog older(reader.Spec(), /*existing_catalog_only=*/true);
+  opened = older.Open();
+  EXPECT_EQ(opened.code(), Code::kPermissionDenied) << opened.ToString();
+  EXPECT_NE(opened.message().find("has schema version 2, older than this fanout's"),
+            std::string::npos)
+      << opened.message();
+
+  // Given what a run writes, the same role may record.
+  EXPECT_EQ(backend_->Query("UPDATE schema_version SET version = " +
+                            std::to_string(kPostgresSchemaVersion) +
+                            "; GRANT INSERT, UPDATE ON ALL TABLES IN SCHEMA " +
+                            backend_->schema() + " TO " + reader.name() +
+                            "; GRANT USAGE ON ALL SEQUENCES IN SCHEMA " + backend_->schema() +
+                            " TO " + reader.name()),
+            "");
+  run = OpenCatalogForRun(reader.Spec(), unreachable);
+  EXPECT_TRUE(run.ok()) << run.status().ToString();
+}
+
+// A reader creates nothing in a database without the catalog's tables (reports ran CREATE).
+TEST_F(PostgresCatalogTest, AReaderCreatesNothing) {
+  PostgresCatalog read(backend_->Spec(), /*existing_catalog_only=*/true);
+  Status opened = read.Open();
+  EXPECT_FALSE(opened.ok());
+  EXPECT_TRUE(read.found_empty()) << opened.ToString();
+  EXPECT_EQ(backend_->Query("SELECT to_regclass('schema_version') IS NULL"), "t");
+}
+
+// "Too many connections" is the server's load, not the user's mistake: the run goes on and
+// spools, as for a server that does not answer.
+TEST_F(PostgresCatalogTest, ARunGoesOnWhenTheServerHasNoConnectionLeft) {
+  TestRole limited(*backend_, "limited", "CONNECTION LIMIT 0");
+  std::string unreachable;
+  auto run = OpenCatalogForRun(limited.Spec(), unreachable);
+  ASSERT_TRUE(run.ok()) << run.status().ToString();
+  EXPECT_NE(unreachable.find("too many connections"), std::string::npos) << unreachable;
 }
 
 }  // namespace

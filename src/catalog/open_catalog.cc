@@ -64,19 +64,27 @@ Result<std::unique_ptr<Catalog>> OpenCatalog(const std::string& spec) {
 Result<std::unique_ptr<Catalog>> OpenCatalogForRun(const std::string& spec,
                                                    std::string& unreachable) {
   unreachable.clear();
-  auto catalog = OpenCatalog(spec);
-  if (catalog.ok() || catalog.status().code() != Code::kUnavailable ||
-      !(StartsWith(spec, "postgresql://") || StartsWith(spec, "postgres://"))) {
-    return catalog;
+  ASSIGN_OR_RETURN(std::string sqlite_path, SqlitePathOf(spec));
+  if (!sqlite_path.empty()) return OpenCatalog(spec);
+  auto catalog = std::make_unique<catalog::PostgresCatalog>(spec);
+  Status opened = catalog->Open();
+  if (opened.ok()) {
+    RETURN_IF_ERROR(catalog->CheckWriteRights());
+    return std::unique_ptr<Catalog>(std::move(catalog));
   }
+  if (opened.code() != Code::kUnavailable) return opened;
   auto deferred = std::make_unique<catalog::PostgresCatalog>(spec);
   // libpq's "timeout expired": nothing answered within connect_timeout, so a ping, which
-  // would wait as long again, has nothing to add.
-  bool timed_out = catalog.status().message().find("timeout expired") != std::string::npos;
-  if (!timed_out && !deferred->ServerUnreachable()) {
-    return catalog;  // it answers: the failure is for the user
+  // would wait as long again, has nothing to add. "Too many connections" (SQLSTATE 53300, which
+  // a ping takes for an answer) passes as the server's load does: the run goes on and spools.
+  const std::string& message = opened.message();
+  bool timed_out = message.find("timeout expired") != std::string::npos;
+  bool full = message.find("too many connections") != std::string::npos ||
+              message.find("connection slots are reserved") != std::string::npos;
+  if (!timed_out && !full && !deferred->ServerUnreachable()) {
+    return opened;  // it answers: the failure is for the user
   }
-  unreachable = catalog.status().message();
+  unreachable = opened.message();
   deferred->OpenOnFirstWrite();
   return std::unique_ptr<Catalog>(std::move(deferred));
 }

@@ -277,11 +277,13 @@ bool StartsWith(std::string_view s, std::string_view prefix) {
 
 // Redacts the password of a URI or keyword/value connection string; collects the raw passwords
 // in `secrets` so that messages echoing them can be scrubbed too.
-// Where a URI's user info ends (its '@'), or npos: at the last '@' before the query, even when
-// a password written without percent-encoding holds '/' or '@' (libpq would misread it; masking
-// too much is harmless, too little not). `authority` is where the user info would start.
+// Where a URI's user info ends (its '@'), or npos: at the last '@' of all, even when a password
+// written without percent-encoding holds '/', '?', '#' or '@' (masking too much is harmless, too
+// little not: a password with a '?' had been shown whole, as if the query began there). An '@'
+// in the query makes the user info reach it: such a spec is refused (CheckConnectionString) and
+// masked up to there. `authority` is where the user info would start.
 size_t UserinfoEnd(std::string_view uri, size_t authority) {
-  size_t at = uri.rfind('@', uri.find('?', authority));
+  size_t at = uri.rfind('@');
   return at != std::string_view::npos && at >= authority ? at : std::string_view::npos;
 }
 
@@ -666,8 +668,10 @@ class PostgresCatalog::Query {
   PostgresCatalog& catalog_;
 };
 
-PostgresCatalog::PostgresCatalog(std::string conninfo)
-    : conninfo_(std::move(conninfo)), display_name_(Redact(conninfo_, &secrets_)) {}
+PostgresCatalog::PostgresCatalog(std::string conninfo, bool existing_catalog_only)
+    : conninfo_(std::move(conninfo)),
+      display_name_(Redact(conninfo_, &secrets_)),
+      existing_catalog_only_(existing_catalog_only) {}
 
 PostgresCatalog::~PostgresCatalog() { Close(); }
 
@@ -711,7 +715,10 @@ Status PostgresCatalog::Connect() {
 bool PostgresCatalog::ServerUnreachable() {
   if (!LoadLibpq().ok()) return false;
   const char* const values[] = {"10", "fanout", conninfo_.c_str(), "UTF8", nullptr};
-  return PQpingParams(kConnectKeywords, values, /*expand_dbname=*/1) == PQPING_NO_RESPONSE;
+  // PQPING_REJECT: it answers but takes no connection now (starting up, shutting down, in
+  // recovery): a restart, to be waited out like a server that does not answer.
+  PGPing ping = PQpingParams(kConnectKeywords, values, /*expand_dbname=*/1);
+  return ping == PQPING_NO_RESPONSE || ping == PQPING_REJECT;
 }
 
 Status PostgresCatalog::EnsureConnected() {
@@ -724,9 +731,30 @@ Status PostgresCatalog::EnsureConnected() {
 Status PostgresCatalog::Open() {
   if (conn_ != nullptr) return Status::Ok();
   RETURN_IF_ERROR(Connect());
-  Status status = Migrate();
+  Status status = existing_catalog_only_ ? OpenExistingSchema() : Migrate();
   if (!status.ok()) Close();
   return status;
+}
+
+Status PostgresCatalog::OpenExistingSchema() {
+  Query query(*this);
+  ASSIGN_OR_RETURN(PgResult tables, query.Run("SELECT to_regclass('executions') IS NOT NULL",
+                                               Params(), "looking for the catalog's tables"));
+  if (tables.Text(0, 0) != "t") {
+    found_empty_ = true;
+    return NotFound("PostgreSQL catalog '" + display_name_ +
+                    "' has no Fanout tables yet (the first run recording to it creates them)");
+  }
+  ASSIGN_OR_RETURN(int version, SchemaVersion());
+  Status migrated = Migrate();
+  if (migrated.code() != Code::kPermissionDenied) return migrated;
+  const std::string& why = migrated.message();
+  return PermissionDenied("PostgreSQL catalog '" + display_name_ + "' has schema version " +
+                          std::to_string(version) + ", older than this fanout's " +
+                          std::to_string(kPostgresSchemaVersion) +
+                          ", and this role may not upgrade it (" + why.substr(why.rfind(": ") + 2) +
+                          "); upgrade it once as a role that may create tables in its schema "
+                          "(any `fanout run` or `fanout report` as that role does)");
 }
 
 Result<int> PostgresCatalog::SchemaVersion() {
@@ -739,6 +767,34 @@ Result<int> PostgresCatalog::SchemaVersion() {
   if (max.IsNull(0, 0)) return 0;
   ASSIGN_OR_RETURN(int64_t version, ReadInt(max, 0, 0));
   return static_cast<int>(version);
+}
+
+// What Write needs, asked of the server: a role that may only read had its run succeed with
+// every row left in the spool for ever, said as "unavailable".
+Status PostgresCatalog::CheckWriteRights() {
+  if (conn_ == nullptr) return NotOpen();
+  Query query(*this);
+  ASSIGN_OR_RETURN(
+      PgResult missing,
+      query.Run("SELECT string_agg(p || ' on ' || t, ', ') FROM (VALUES "
+                "('executions', 'INSERT'), ('executions', 'UPDATE'), "
+                "('execution_parameters', 'INSERT'), ('execution_parameters', 'UPDATE'), "
+                "('task_runs', 'INSERT'), ('task_runs', 'UPDATE'), ('events', 'INSERT'), "
+                "('events', 'SELECT')) AS needed(t, p) WHERE NOT has_table_privilege(t, p)",
+                Params(), "checking the role's rights"));
+  ASSIGN_OR_RETURN(PgResult sequence,
+                   query.Run("SELECT has_sequence_privilege(pg_get_serial_sequence('events', "
+                             "'id'), 'USAGE')",
+                             Params(), "checking the role's rights"));
+  std::string lacking = missing.IsNull(0, 0) ? "" : missing.Text(0, 0);
+  if (sequence.Text(0, 0) != "t") {
+    lacking += std::string(lacking.empty() ? "" : ", ") + "USAGE on the sequence of events.id";
+  }
+  if (lacking.empty()) return Status::Ok();
+  return PermissionDenied("PostgreSQL catalog '" + display_name_ + "': the role may not record " +
+                          "runs: it lacks " + lacking +
+                          "; grant them, or record with a role that may (reports need only "
+                          "SELECT)");
 }
 
 // A database at the current version is only read (a role without CREATE rights may open it);
@@ -1200,7 +1256,8 @@ Status CheckConnectionString(std::string_view conninfo) {
   const size_t scheme = conninfo.find("://");
   if (scheme != std::string_view::npos) {
     // libpq splits the user info at the first '@' and ends it at the first '/', so such a
-    // password is misread and parts of it end up in libpq's messages.
+    // password is misread and parts of it end up in libpq's messages. '?' and '#' it would read,
+    // but a URI's user info cannot hold them (RFC 3986), and refusing them keeps masking simple.
     size_t at = UserinfoEnd(conninfo, scheme + 3);
     if (at != std::string_view::npos &&
         conninfo.substr(scheme + 3, at - scheme - 3).find_first_of("@/?#") != std::string_view::npos) {

@@ -38,7 +38,10 @@ inline constexpr int kPostgresSchemaVersion = 3;
 // process or on other machines, may write the same database concurrently.
 class PostgresCatalog : public Catalog {
  public:
-  explicit PostgresCatalog(std::string conninfo);
+  // `existing_catalog_only`: for readers (reports, logs, prune), whose role may only read. Open()
+  // then creates nothing in a database without the catalog's tables (found_empty() says so),
+  // and says plainly when an older schema needs an upgrade this role may not make.
+  explicit PostgresCatalog(std::string conninfo, bool existing_catalog_only = false);
   ~PostgresCatalog() override;
   PostgresCatalog(const PostgresCatalog&) = delete;
   PostgresCatalog& operator=(const PostgresCatalog&) = delete;
@@ -50,8 +53,12 @@ class PostgresCatalog : public Catalog {
   // Write() on a catalog not open yet then opens it first, rather than refusing: for a run that
   // began while the server could not be reached (OpenCatalogForRun).
   void OpenOnFirstWrite() { open_on_write_ = true; }
-  // True when no server answers at the address (down, or not reachable), as opposed to one that
-  // answers but refuses (a wrong password, no such database) or a connection string that is bad.
+  // PermissionDenied, naming each right missing, when the role may not write what a run
+  // records. On an open catalog.
+  Status CheckWriteRights();
+  // True when no server answers at the address (down, or not reachable) or it takes no
+  // connection for now (starting up, shutting down), as opposed to one that refuses this one (a
+  // wrong password, no such database) or a connection string that is bad.
   bool ServerUnreachable();
   // One transaction; executions and task runs upserted by key (the last row of a key in the
   // batch wins), events appended in order (via COPY) except those whose uid is already stored.
@@ -73,6 +80,8 @@ class PostgresCatalog : public Catalog {
 
   // The connection string with any password replaced by "***", for messages.
   const std::string& display_name() const { return display_name_; }
+  // After an Open() with existing_catalog_only refused the database: it has no catalog tables.
+  bool found_empty() const { return found_empty_; }
 
  private:
   class Query;
@@ -82,6 +91,7 @@ class PostgresCatalog : public Catalog {
   Status EnsureConnected();
   Result<int> SchemaVersion();
   Status Migrate();
+  Status OpenExistingSchema();
   void Rollback();
   Status WriteOnce(const CatalogBatch& batch);
   Status CopyEvents(const std::vector<Event>& events);
@@ -104,6 +114,8 @@ class PostgresCatalog : public Catalog {
   std::string conninfo_;
   std::vector<std::string> secrets_;  // passwords in conninfo_, scrubbed from messages
   std::string display_name_;
+  const bool existing_catalog_only_;
+  bool found_empty_ = false;
   pg_conn* conn_ = nullptr;
   bool open_on_write_ = false;
   std::string last_sqlstate_;  // of the last failed statement, to retry deadlocks

@@ -216,9 +216,14 @@ int RunPackage(const RunArgs& args) {
   std::string unreachable;
   auto catalog = OpenCatalogForRun(options.catalog_spec, unreachable);
   if (!catalog.ok()) {
-    std::fprintf(stderr, "fanout: catalog %s: %s\n",
-                 report::DisplayCatalogSpec(options.catalog_spec).c_str(),
-                 catalog.status().message().c_str());
+    // The backends' messages name the catalog already ("PostgreSQL catalog '...': ...").
+    const std::string display = report::DisplayCatalogSpec(options.catalog_spec);
+    const std::string& message = catalog.status().message();
+    if (message.find(display) != std::string::npos) {
+      std::fprintf(stderr, "fanout: %s\n", message.c_str());
+    } else {
+      std::fprintf(stderr, "fanout: catalog %s: %s\n", display.c_str(), message.c_str());
+    }
     return kExitUsage;
   }
   options.catalog_unreachable = !unreachable.empty();

@@ -195,7 +195,14 @@ std::string DisplayCatalogSpec(const std::string& spec) {
 
 Result<std::unique_ptr<Catalog>> OpenCatalogToRead(const std::string& spec) {
   ASSIGN_OR_RETURN(std::string path, CatalogSqlitePath(spec));
-  if (path.empty()) return OpenCatalog(spec);
+  if (path.empty()) {
+    // A reader's role may only read: nothing is created in a database without the tables.
+    auto catalog = std::make_unique<catalog::PostgresCatalog>(spec, /*existing_catalog_only=*/true);
+    Status opened = catalog->Open();
+    if (!opened.ok() && catalog->found_empty()) return std::unique_ptr<Catalog>();
+    RETURN_IF_ERROR(opened);
+    return std::unique_ptr<Catalog>(std::move(catalog));
+  }
   std::error_code ec;
   if (!std::filesystem::exists(path, ec)) return std::unique_ptr<Catalog>();
   // Reading must not turn another application's database into a catalog.
