@@ -15,6 +15,7 @@
 #include <charconv>
 #include <cstring>
 #include <filesystem>
+#include <thread>
 
 #include <fmt/format.h>
 
@@ -278,13 +279,23 @@ std::vector<std::string> AgentServer::SensitiveParams(const std::string& package
 }
 
 Status AgentServer::Serve() {
-  if (!http_->listen_after_bind()) return Unavailable("the listener stopped with an error");
-  return Status::Ok();
+  serve_state_ = ServeState::kServing;
+  bool listened = stop_requested_ || http_->listen_after_bind();
+  serve_state_ = ServeState::kServed;
+  return listened ? Status::Ok() : Unavailable("the listener stopped with an error");
 }
 
 void AgentServer::Shutdown() {
   if (executor_) executor_->Drain(config_.drain_grace);
-  if (http_) http_->stop();
+  stop_requested_ = true;
+  if (!http_) return;
+  // httplib's stop() does nothing before listen_after_bind() has begun to listen: a SIGTERM
+  // right after the start was lost and the agent served on for ever. Repeated until Serve
+  // returns; a Serve not begun yet sees stop_requested_ and does not listen.
+  while (serve_state_ == ServeState::kServing) {
+    http_->stop();
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
 }
 
 // Bearer token compared in constant time; /v1/health needs nothing. Mutual TLS is enforced in

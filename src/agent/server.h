@@ -4,11 +4,12 @@
 // another thread, e.g. on SIGTERM) drains the runs and stops the listener.
 #pragma once
 
+#include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <map>
 #include <memory>
-#include <chrono>
 #include <mutex>
 #include <string>
 
@@ -61,6 +62,10 @@ class AgentServer {
   std::unique_ptr<AgentStore> store_;
   std::unique_ptr<Executor> executor_;
   std::unique_ptr<httplib::Server> http_;
+  // Shutdown against Serve (see Shutdown): a stop asked for before the listener runs.
+  enum class ServeState { kNotYet, kServing, kServed };
+  std::atomic<ServeState> serve_state_{ServeState::kNotYet};
+  std::atomic<bool> stop_requested_{false};
 
   // Parsed job definitions by name, so a start reads and parses its job only the first time.
   // PUT and DELETE of a job drop its entry and bump the generation, so a load that began before

@@ -6,7 +6,6 @@
 
 #include <algorithm>
 #include <cctype>
-#include <charconv>
 #include <cstdlib>
 
 #include <fmt/format.h>
@@ -14,6 +13,7 @@
 #include <openssl/x509_vfy.h>
 
 #include "client/tls_files.h"
+#include "common/agent_url.h"
 #include "common/util.h"
 
 namespace fanout::client {
@@ -21,63 +21,6 @@ namespace {
 
 using nlohmann::json;
 
-struct ParsedUrl {
-  bool https = false;
-  std::string host;  // IPv6 without brackets
-  int port = 0;
-};
-
-// http://HOST[:PORT][/] or https://...; HOST is a name, an IPv4 address or [IPv6].
-Result<ParsedUrl> ParseUrl(const std::string& url) {
-  auto bad = [&](const std::string& why) {
-    return InvalidArgument(fmt::format(
-        "agent URL '{}' {}; write http://HOST:PORT or https://HOST:PORT (IPv6 as "
-        "http://[::1]:7420)",
-        url, why));
-  };
-  ParsedUrl out;
-  std::string_view rest = url;
-  if (rest.starts_with("http://")) {
-    rest.remove_prefix(7);
-  } else if (rest.starts_with("https://")) {
-    out.https = true;
-    rest.remove_prefix(8);
-  } else {
-    return bad("does not start with http:// or https://");
-  }
-  if (rest.ends_with('/')) rest.remove_suffix(1);
-  if (rest.find('/') != std::string_view::npos) return bad("has a path");
-  if (rest.find('@') != std::string_view::npos) {
-    return bad("has user credentials (pass a token instead)");
-  }
-  std::string_view port_text;
-  if (rest.starts_with('[')) {
-    size_t close = rest.find(']');
-    if (close == std::string_view::npos) return bad("has an unclosed '['");
-    out.host = std::string(rest.substr(1, close - 1));
-    rest.remove_prefix(close + 1);
-    if (!rest.empty()) {
-      if (rest[0] != ':') return bad("has text after the IPv6 address");
-      port_text = rest.substr(1);
-    }
-  } else {
-    size_t colon = rest.find(':');
-    out.host = std::string(rest.substr(0, colon));
-    if (colon != std::string_view::npos) port_text = rest.substr(colon + 1);
-  }
-  if (out.host.empty()) return bad("has no host");
-  if (port_text.empty()) {
-    out.port = out.https ? 443 : 80;
-  } else {
-    auto [end, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(),
-                                     out.port);
-    if (ec != std::errc() || end != port_text.data() + port_text.size() || out.port <= 0 ||
-        out.port > 65535) {
-      return bad("has a bad port");
-    }
-  }
-  return out;
-}
 
 const char* ReasonPhrase(int status) {
   switch (status) {
@@ -274,9 +217,9 @@ Result<std::string> ResolveToken(const std::string& token_file, const std::strin
 }
 
 AgentClient::AgentClient(AgentEndpoint endpoint) : endpoint_(std::move(endpoint)) {
-  base_url_ = endpoint_.url;
+  base_url_ = RedactAgentUrl(endpoint_.url);
   while (base_url_.ends_with('/')) base_url_.pop_back();
-  auto parsed = ParseUrl(endpoint_.url);
+  auto parsed = ParseAgentUrl(endpoint_.url);
   if (!parsed.ok()) {
     endpoint_status_ = parsed.status();
     return;

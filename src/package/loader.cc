@@ -16,6 +16,7 @@
 
 #include <fmt/format.h>
 
+#include "common/agent_url.h"
 #include "common/util.h"
 #include "fanout/package.h"
 #include "fanout/task.h"
@@ -779,11 +780,10 @@ class Loader : public TaskParser {
         }
         // A constant agent URL is checked now, not when the first child starts.
         auto url = c.settings.find("url");
-        if (c.type == "agent" && url != c.settings.end() && url->second.is_constant() &&
-            !url->second.text().starts_with("http://") && !url->second.text().starts_with("https://")) {
-          Error(def["url"], fmt::format("agent url '{}' must start with http:// or https://, as in "
-                                        "http://127.0.0.1:7420",
-                                        url->second.text()));
+        if (c.type == "agent" && url != c.settings.end() && url->second.is_constant()) {
+          if (auto parsed = ParseAgentUrl(url->second.text()); !parsed.ok()) {
+            Error(def["url"], parsed.status().message());
+          }
         }
       }
       pkg.connections.emplace(name, std::move(c));

@@ -124,21 +124,34 @@ TEST(ValidateTest, ATabIndentationANulByteOrDeepNestingIsNamed) {
 }
 
 // Constants that can only fail at run time are refused before: an agent URL without its scheme,
-// a job name the agent would refuse.
+// with a path or with a password (shown masked: QA found it printed and kept in the catalog's
+// events), a job name the agent would refuse.
 TEST(ValidateTest, ConstantAgentUrlsAndJobNamesAreChecked) {
   ScratchDir dir;
   dir.Write("v.yaml", "package: v\nconnections:\n  s: {type: agent, url: \"127.0.0.1:7420\"}\n"
-                      "  t: {type: agent, url: \"${base}\"}\nparameters:\n  base: {type: string}\n"
+                      "  t: {type: agent, url: \"${base}\"}\n"
+                      "  u: {type: agent, url: \"http://127.0.0.1:7420/x\"}\n"
+                      "  w: {type: agent, url: \"http://etl:hunter99pw@127.0.0.1:7420\"}\n"
+                      "parameters:\n  base: {type: string}\n"
                       "tasks:\n  j: {type: agent-job, connection: s, job: \"bad name!\"}\n"
                       "  k: {type: agent-job, connection: t, job: \"${base}\"}\n");
   CommandResult r = RunFanout({"validate", "v.yaml"}, dir.path());
   EXPECT_EQ(r.exit_code, 5);
-  EXPECT_NE(r.err.find("v.yaml:3:25: error: agent url '127.0.0.1:7420' must start with http://"),
+  EXPECT_NE(r.err.find("v.yaml:3:25: error: agent URL '127.0.0.1:7420' does not start with "
+                       "http:// or https://"),
             std::string::npos)
       << r.err;
-  EXPECT_NE(r.err.find("v.yaml:8:44: error: job name 'bad name!' must match"), std::string::npos)
+  EXPECT_NE(r.err.find("v.yaml:5:25: error: agent URL 'http://127.0.0.1:7420/x' has a path"),
+            std::string::npos)
       << r.err;
-  EXPECT_NE(r.err.find("v.yaml: 2 problems"), std::string::npos) << "templates are not judged";
+  EXPECT_NE(r.err.find("v.yaml:6:25: error: agent URL 'http://etl:***@127.0.0.1:7420' has user "
+                       "credentials"),
+            std::string::npos)
+      << r.err;
+  EXPECT_EQ(r.err.find("hunter99pw"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("v.yaml:10:44: error: job name 'bad name!' must match"), std::string::npos)
+      << r.err;
+  EXPECT_NE(r.err.find("v.yaml: 4 problems"), std::string::npos) << "templates are not judged";
 }
 
 TEST(ValidateTest, DuplicateKeysAreReported) {
