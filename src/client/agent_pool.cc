@@ -305,6 +305,11 @@ Result<Lease> AgentPool::Acquire(const Request& request, const std::function<boo
   }
 }
 
+bool AgentPool::IsAlive(int member) {
+  std::lock_guard lock(mu_);
+  return states_[static_cast<size_t>(member)].alive;
+}
+
 void AgentPool::WakeWaitersLocked() {
   if (!ReadyLocked()) return;
   int free = 0;

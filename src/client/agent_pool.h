@@ -99,6 +99,8 @@ class AgentPool {
   void Detach(Lease& lease, const std::string& run_id);
   // Takes a member out until it answers again (a failed call, a lost long-poll).
   void MarkDown(int member, const std::string& reason);
+  // Whether the member answered its last probe or call.
+  bool IsAlive(int member);
   // A run given up for lost on `member` (its child is retried elsewhere): stopped as soon as
   // the agent answers again, so the same work does not go on twice.
   void StopWhenBack(int member, const std::string& run_id);

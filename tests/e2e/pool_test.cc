@@ -520,6 +520,38 @@ TEST_F(PoolTest, A409SendsTheChildToAnotherAgent) {
   (void)b->StopRun(filler->run_id);
 }
 
+// A job at its max_concurrent_runs on every agent (runs of another parent, or started by hand)
+// makes the child wait for one of them to end, not fail: two parents sharing a job whose limit
+// was the agents' slots failed most of their children at once (QA).
+TEST_F(PoolTest, AJobAtItsLimitEverywhereWaitsForARunToEnd) {
+  ASSERT_TRUE(StartAgents({2}));
+  ASSERT_TRUE(Deploy({{"solo.yaml", ShellJob("solo", "sleep ${FANOUT_PARAM_secs:-0.1}", 1)}}));
+  client::StartRequest hold_solo;
+  hold_solo.params["secs"] = "1.5";
+  auto a = Api(0);
+  auto held = a->StartJob("solo", hold_solo);
+  ASSERT_TRUE(held.ok()) << held.status().ToString();
+  ASSERT_TRUE(WaitFor([&] { return Busy(0) == 1; }, milliseconds(10000)));
+
+  std::string parent = WriteParent("waits", "  one:\n    type: agent-job\n    connection: pool\n"
+                                            "    job: solo\n");
+  CommandResult r = RunParent(parent);
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  ParentRecord record = Record(ExecutionIdOf(r.out));
+  std::string information = EventsText(record, EventType::kOnInformation);
+  EXPECT_TRUE(Has(information, "job solo is at its max_concurrent_runs on every agent"))
+      << information;
+  std::string warnings = EventsText(record, EventType::kOnWarning);
+  EXPECT_EQ(std::count(warnings.begin(), warnings.end(), '\n'), 1) << "the 409 said once: " << warnings;
+  std::vector<json> runs = History(0, "solo");
+  ASSERT_EQ(runs.size(), 2u);
+  const json& by_hand = runs[0]["run_id"] == held->run_id ? runs[0] : runs[1];
+  const json& child = runs[0]["run_id"] == held->run_id ? runs[1] : runs[0];
+  EXPECT_EQ(by_hand["status"], "succeeded");
+  EXPECT_EQ(child["status"], "succeeded");
+  EXPECT_GE(child["started_at"].get<std::string>(), by_hand["ended_at"].get<std::string>());
+}
+
 // An agent that lacks the job answers 404: the child goes to an agent that has it; when no
 // agent has it, the task fails naming each agent's refusal.
 TEST_F(PoolTest, AnAgentWithoutTheJobSendsTheChildElsewhere) {

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <mutex>
+#include <set>
 
 #include <fmt/format.h>
 
@@ -38,6 +39,10 @@ constexpr auto kStopRetryPause = 300ms;  // between stops an agent did not answe
 // restarted agent re-attaches to its runs, so the run is followed on if the agent is back
 // within this time, rather than started again elsewhere while it also goes on there.
 constexpr auto kComeBackWait = std::chrono::seconds(5);
+// A child whose job is at its max_concurrent_runs on every agent tries again after these
+// pauses (doubling): the other runs' ends are not announced to this parent.
+constexpr std::chrono::milliseconds kAtLimitFirstPause = 50ms;
+constexpr std::chrono::milliseconds kAtLimitMaxPause = 1000ms;
 
 // Past durations of agent jobs, read from the catalog once per job and process.
 class DurationHistory {
@@ -139,14 +144,39 @@ class AgentJobTask : public Task {
     Lease lease;
     client::StartResult started;
     const bool pool_of_several = members->size() > 1;
+    // Agents that answered 409 (the job at its max_concurrent_runs there, with runs of other
+    // parents or started by hand): tried again once a run may have ended. Each said once.
+    std::set<int> at_limit;
+    std::set<int> at_limit_said;
+    auto retry_pause = kAtLimitFirstPause;
+    bool waiting_said = false;
     while (true) {
       auto acquired = pool->Acquire(request, canceled);
-      if (!acquired.ok()) {
-        if (acquired.status().code() == Code::kCanceled) {
-          return {TaskResult::kCanceled, acquired.status().message(), "", ""};
-        }
-        return TaskOutcome::Failure(acquired.status().message());
+      if (!acquired.ok() && acquired.status().code() == Code::kCanceled) {
+        return {TaskResult::kCanceled, acquired.status().message(), "", ""};
       }
+      const bool one_answers = std::any_of(at_limit.begin(), at_limit.end(),
+                                           [&](int member) { return pool->IsAlive(member); });
+      if (!acquired.ok() && one_answers) {
+        // Every agent left is full of this job: wait, as for a free slot, rather than fail the
+        // attempt at once (two parents sharing a job whose limit is the agents' slots failed
+        // most of their children, their retries spent within milliseconds).
+        if (!waiting_said) {
+          waiting_said = true;
+          context.Emit(EventType::kOnInformation,
+                       fmt::format("job {} is at its max_concurrent_runs on every agent that has "
+                                   "it; waiting for one of its runs to end", *job_name));
+        }
+        if (!context.cancel().SleepFor(retry_pause)) {
+          return {TaskResult::kCanceled, "canceled while waiting for a run of job " + *job_name +
+                                             " to end on an agent", "", ""};
+        }
+        retry_pause = std::min(retry_pause * 2, kAtLimitMaxPause);
+        for (int member : at_limit) request.exclude.erase(member);
+        at_limit.clear();
+        continue;
+      }
+      if (!acquired.ok()) return TaskOutcome::Failure(acquired.status().message());
       lease = std::move(*acquired);
       for (const auto& [agent, why] : pool->TakeDownNotices()) {
         context.Emit(EventType::kOnWarning,
@@ -180,11 +210,21 @@ class AgentJobTask : public Task {
         continue;
       }
       pool->Release(lease, AgentPool::Ending::kNotStarted);
-      // 409 (the job is at its max_concurrent_runs there), a job that agent lacks, or 500: the
-      // agent answers but cannot work (a full disk, say). The child tries another agent.
+      if (st.code() == Code::kFailedPrecondition) {  // 409: full of this job, for now
+        at_limit.insert(member);
+        request.exclude[member] = st.message();
+        if (at_limit_said.insert(member).second) {
+          context.Emit(EventType::kOnWarning,
+                       fmt::format("agent {} refused job {}, trying {}: {}", agent, *job_name,
+                                   pool_of_several ? "another" : "again once a run ends",
+                                   st.message()));
+        }
+        continue;
+      }
+      // A job that agent lacks, or 500: the agent answers but cannot work (a full disk, say).
+      // The child tries another agent.
       const bool failed = st.code() == Code::kInternal;
-      if (pool_of_several && (failed || st.code() == Code::kFailedPrecondition ||
-                              st.code() == Code::kNotFound)) {
+      if (pool_of_several && (failed || st.code() == Code::kNotFound)) {
         // Idle, a failing agent would look the least loaded and draw every child and retry: it
         // is also out of the pool until its next probe (a second later; the probe only reads
         // its status).
