@@ -15,11 +15,14 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <optional>
 #include <string_view>
 #include <thread>
 
 #include <fmt/format.h>
 
+#include "client/agent_client.h"
 #include "common/subprocess.h"
 #include "common/util.h"
 #include "fanout/catalog.h"
@@ -173,8 +176,34 @@ void Executor::SaveRun(ActiveRun& run) {
   }
 }
 
+namespace {
+
+std::filesystem::path AliveFile(const std::string& data_dir) {
+  return std::filesystem::path(data_dir) / "alive";
+}
+
+// How long ago the agent of `data_dir` was last known alive (its heartbeat file), if it ran.
+std::optional<std::chrono::seconds> DownFor(const std::string& data_dir) {
+  std::error_code ec;
+  auto touched = std::filesystem::last_write_time(AliveFile(data_dir), ec);
+  if (ec) return std::nullopt;
+  auto down = std::filesystem::file_time_type::clock::now() - touched;
+  return std::chrono::duration_cast<std::chrono::seconds>(std::max(down, decltype(down)::zero()));
+}
+
+void Touch(const std::filesystem::path& file) {
+  std::error_code ec;
+  std::filesystem::last_write_time(file, std::filesystem::file_time_type::clock::now(), ec);
+  if (ec) std::ofstream(file.string()).flush();  // not there yet
+}
+
+}  // namespace
+
 Status Executor::Recover() {
   ASSIGN_OR_RETURN(std::vector<RunRecord> runs, store_.ListUnfinishedRuns());
+  // Longer than a parent waits: it has placed its queued children elsewhere (or ended).
+  const std::optional<std::chrono::seconds> down = DownFor(config_.data_dir);
+  const bool parents_gave_up = down && *down > client::kAgentComeBackWait;
   std::vector<OpenExecution> orphaned;  // package steps' executions their dead runs left open
   // What became of the runs, said once: after a crash, the operator's first question.
   int reattached = 0, retrying = 0, requeued = 0, ended = 0;
@@ -222,17 +251,23 @@ Status Executor::Recover() {
                                   r.current_step >= 0 &&
                                   r.current_step < static_cast<int>(job->steps.size());
     if (!alive) run->record.pid = 0;  // a pid of another process now, if any
+    // A parent's queued run the parent no longer follows: started now, it would run twice.
+    const bool given_up = queued && parents_gave_up && !r.parent_execution_id.empty();
     if (!job || (!queued && !alive && !result_left && !between_attempts) ||
-        (queued && run->secrets_lost)) {
+        (queued && run->secrets_lost) || given_up) {
       // A stop was under way and its step is gone: the stop is done.
       const bool stopped = !queued && !alive && !r.stop_reason.empty();
       run->record.status = stopped ? "canceled" : "abandoned";
       run->record.ended_at = Now();
-      run->record.message = stopped  ? "Job canceled: " + r.stop_reason
-                            : !job   ? "the job was deleted while this run was in flight"
-                            : queued ? kSecretsLost
-                                     : "the agent stopped while this run was running, and its "
-                                       "step process is gone";
+      run->record.message =
+          stopped    ? "Job canceled: " + r.stop_reason
+          : !job     ? "the job was deleted while this run was in flight"
+          : given_up ? fmt::format("the agent was down for {} s, longer than a parent waits for "
+                                   "it ({} s): its parent has placed this queued child elsewhere",
+                                   down->count(), client::kAgentComeBackWait.count())
+          : queued   ? kSecretsLost
+                     : "the agent stopped while this run was running, and its step process is "
+                       "gone";
       run->record.pid = 0;
       SaveRun(*run);
       if (!queued && !alive && !r.execution_id.empty()) {
@@ -292,6 +327,15 @@ Status Executor::Recover() {
   if (!orphaned.empty()) {
     orphan_closer_ = std::thread([this, orphaned = std::move(orphaned)] { EndOpenExecutions(orphaned); });
   }
+  heartbeat_ = std::thread([this] {
+    const std::filesystem::path file = AliveFile(config_.data_dir);
+    std::unique_lock lock(heartbeat_mu_);
+    do {
+      Touch(file);
+    } while (!heartbeat_stop_cv_.wait_for(lock, std::chrono::seconds(1),
+                                          [&] { return heartbeat_stop_; }));
+    Touch(file);  // the time it stopped, to the second
+  });
   return Status::Ok();
 }
 
@@ -995,6 +1039,12 @@ void Executor::Drain(std::chrono::milliseconds grace) {
   changed_.wait(lock, [&] { return workers_ == 0; });
   lock.unlock();
   if (orphan_closer_.joinable()) orphan_closer_.join();
+  {
+    std::lock_guard heartbeat_lock(heartbeat_mu_);
+    heartbeat_stop_ = true;
+  }
+  heartbeat_stop_cv_.notify_all();
+  if (heartbeat_.joinable()) heartbeat_.join();
 }
 
 }  // namespace fanout::agent

@@ -64,7 +64,9 @@ class Executor {
   Executor& operator=(const Executor&) = delete;
 
   // After a restart: queued runs queue again, running ones re-attach to their step process
-  // when it is still alive, else end `abandoned`.
+  // when it is still alive, else end `abandoned`. A parent's queued run ends `abandoned` when
+  // the agent was down longer than parents wait for it (kAgentComeBackWait): the parent has
+  // placed that child elsewhere. Then keeps DATA_DIR/alive's time current until Drain.
   Status Recover();
 
   // NotFound (unknown start step), FailedPrecondition (max_concurrent_runs reached),
@@ -148,6 +150,12 @@ class Executor {
   // step's command line goes to its stdin. Started at each package step, for the next one, so
   // agents without package steps keep none.
   std::thread orphan_closer_;  // Recover's EndOpenExecutions; joined by Drain
+  // Touches DATA_DIR/alive every second (and once more at Drain), so that the next start knows
+  // how long the agent was down.
+  std::thread heartbeat_;
+  std::mutex heartbeat_mu_;
+  std::condition_variable heartbeat_stop_cv_;
+  bool heartbeat_stop_ = false;
   std::mutex warm_mu_;
   ChildProcess warm_;
   bool warm_off_ = false;  // draining: no new warm process

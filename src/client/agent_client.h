@@ -72,6 +72,11 @@ struct StartResult {
   bool existing = false;  // the idempotency key matched a run started before
 };
 
+// How long a parent waits for an agent whose connection is refused or broken (restarting) to
+// answer again before it gives the child's run up and places it elsewhere. An agent down for
+// longer ends the parents' queued runs it recovers rather than start them (a second run).
+inline constexpr std::chrono::seconds kAgentComeBackWait{5};
+
 // Run states that never change again: succeeded, failed, canceled, abandoned.
 bool IsFinalRunStatus(std::string_view status);
 

@@ -38,7 +38,7 @@ constexpr auto kStopRetryPause = 300ms;  // between stops an agent did not answe
 // An agent whose connection is refused or broken (its process died) may be restarting: a
 // restarted agent re-attaches to its runs, so the run is followed on if the agent is back
 // within this time, rather than started again elsewhere while it also goes on there.
-constexpr auto kComeBackWait = std::chrono::seconds(5);
+constexpr auto kComeBackWait = client::kAgentComeBackWait;
 // A child whose job is at its max_concurrent_runs on every agent tries again after these
 // pauses (doubling): the other runs' ends are not announced to this parent.
 constexpr std::chrono::milliseconds kAtLimitFirstPause = 50ms;
