@@ -28,6 +28,9 @@ struct AgentConfig {
   std::string catalog;  // where package steps' executions are recorded
   std::map<std::string, ProxyConfig> proxies;
   size_t max_body_bytes = 4 << 20;
+  // A history answer ends after the run that takes it past this size, with "truncated": true:
+  // outputs of 64 KiB per step attempt could otherwise make a gigabyte.
+  size_t max_history_bytes = 64 << 20;
   std::chrono::milliseconds stop_grace{5000};    // SIGTERM -> SIGKILL for a stopped step
   std::chrono::milliseconds drain_grace{60000};  // on SIGTERM: how long running steps may finish
 

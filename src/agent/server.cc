@@ -705,9 +705,23 @@ void AgentServer::Routes() {
                           "unknown job");
       }
     }
-    json out = json::array();
-    for (const RunRecord& r : *runs) out.push_back(RunJson(r, *store_, true));
-    Reply(res, 200, json{{"runs", out}});
+    // Written run by run: the whole answer as one JSON tree took several times its size (QA:
+    // 10,000 runs made 6.8 MB of text and grew the agent by 80 MB a call), and it stops at
+    // max_history_bytes, saying so.
+    std::string body = "{\"runs\":[";
+    bool truncated = false;
+    for (size_t i = 0; i < runs->size(); ++i) {
+      if (body.size() > config_.max_history_bytes) {
+        truncated = true;
+        break;
+      }
+      if (i > 0) body += ',';
+      body += RunJson((*runs)[i], *store_, true).dump(-1, ' ', false, json::error_handler_t::replace);
+    }
+    body += truncated ? "],\"truncated\":true}" : "]}";
+    res.status = 200;
+    res.body = std::move(body);
+    res.set_header("Content-Type", "application/json");
   });
 
   // Runs --------------------------------------------------------------------------------------

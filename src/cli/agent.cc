@@ -2,6 +2,7 @@
 // which drain it: no new starts, running steps may finish for drain_grace, then the rest are
 // stopped.
 #include <limits.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -48,6 +49,10 @@ std::string RandomToken() {
 }
 
 int RunAgent(const AgentArgs& args) {
+  // A server that answers now and then with megabytes (history) and lives for months: blocks
+  // of 1 MiB and more are mapped and given back when freed. glibc otherwise raises this
+  // threshold after each such free (up to 32 MiB), and later ones stay in a thread's heap.
+  mallopt(M_MMAP_THRESHOLD, 1024 * 1024);
   if (args.dev == !args.config.empty()) {
     std::fprintf(stderr, "fanout agent: give either --config FILE or --dev\n");
     return kExitUsage;

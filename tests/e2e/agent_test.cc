@@ -598,6 +598,32 @@ TEST_F(AgentTest, JobsCreateListShowAndDelete) {
 
 // --- Steps: output, params, actions, retries -------------------------------------------------
 
+// A history answer stops past max_history_bytes and says so; the CLI says it got only part.
+TEST_F(AgentTest, AHistoryAnswerIsBoundedAndSaysSo) {
+  ASSERT_TRUE(StartConfig(Config(1, "max_history_bytes: 3000\n")));
+  ASSERT_TRUE(PutJob("job: chatty\nmax_concurrent_runs: 10\nsteps:\n"
+                     "  - {name: s, subsystem: process, run: " +
+                     Sh("yes x | head -c 1500") + "}\n"));
+  for (int i = 0; i < 4; ++i) {
+    json run = Run("chatty");
+    ASSERT_EQ(run.value("status", ""), "succeeded") << run.dump();
+  }
+  HttpReply all = agent_.Http("GET", "/v1/jobs/chatty/history");
+  ASSERT_EQ(all.status, 200) << all.body;
+  EXPECT_EQ(all.json["runs"].size(), 2u) << "past 3,000 bytes after the second run: "
+                                         << all.body.size() << " bytes";
+  EXPECT_EQ(all.json.value("truncated", false), true) << all.body;
+  HttpReply two = agent_.Http("GET", "/v1/jobs/chatty/history?limit=1");
+  EXPECT_EQ(two.json["runs"].size(), 1u);
+  EXPECT_FALSE(two.json.contains("truncated")) << two.body;
+
+  CommandResult cli = RunFanout({"job", "history", "chatty", "--agent", agent_.url(),
+                                 "--token-file", agent_.Path("token")},
+                                agent_.dir().path());
+  EXPECT_EQ(cli.exit_code, 0) << cli.err;
+  EXPECT_TRUE(Contains(cli.err, "the agent sent the newest 2 runs only")) << cli.err;
+}
+
 TEST_F(AgentTest, ProcessStepsGetParamsAndKeepBoundedOutputInHistory) {
   ASSERT_TRUE(StartDev(1));
   const std::string trace = agent_.Path("trace");
