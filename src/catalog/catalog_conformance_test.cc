@@ -915,6 +915,10 @@ TEST(PostgresConnectionStringTest, RefusesWhatLibpqWouldMisread) {
   for (const char* bad : {"postgresql://etl:ab/cdSECRET@127.0.0.1:5432/db",
                           "postgresql://etl:p@ssSECRET@127.0.0.1/db",
                           "postgresql://etl:SECRET@127.0.0.1:notaport/db",
+                          // QA: taken for an outage, the run went on and spooled for ever.
+                          "postgresql://etl:SECRET@127.0.0.1:99999/db",
+                          "postgresql://etl:SECRET@127.0.0.1:0/db",
+                          "host=h port=5432,70000 password=SECRET",
                           "postgresql://etl:SECRET@127.0.0.1/db?nosuchoption=1",
                           // QA: a '?' had ended the user info, and the password showed whole.
                           "postgresql://etl:Qm?SECRET@127.0.0.1:5432/db",

@@ -1250,6 +1250,25 @@ Result<Catalog::PruneCounts> PostgresCatalog::Prune(DateTime cutoff, const IsLiv
 
 std::string RedactConnectionString(std::string_view conninfo) { return Redact(conninfo, nullptr); }
 
+std::string ConnectionIdentity(std::string_view conninfo) {
+  if (!LoadLibpq().ok()) return "";
+  char* error = nullptr;
+  PQconninfoOption* options = PQconninfoParse(std::string(conninfo).c_str(), &error);
+  if (error != nullptr) PQfreemem(error);
+  if (options == nullptr) return "";
+  std::vector<std::string> pairs;
+  for (PQconninfoOption* option = options; option->keyword != nullptr; ++option) {
+    std::string_view keyword = option->keyword;
+    if (option->val == nullptr || keyword == "password" || keyword == "passfile") continue;
+    pairs.push_back(std::string(keyword) + "=" + option->val);
+  }
+  PQconninfoFree(options);
+  std::sort(pairs.begin(), pairs.end());
+  std::string identity = "postgresql:";
+  for (const std::string& pair : pairs) identity += pair + "\n";
+  return identity;
+}
+
 Status CheckConnectionString(std::string_view conninfo) {
   std::vector<std::string> secrets;
   Redact(conninfo, &secrets);
@@ -1280,10 +1299,19 @@ Status CheckConnectionString(std::string_view conninfo) {
   Status status = Status::Ok();
   for (PQconninfoOption* option = options; option->keyword != nullptr; ++option) {
     std::string_view value = option->val != nullptr ? option->val : "";
-    if (std::string_view(option->keyword) == "port" &&
-        value.find_first_not_of("0123456789,") != std::string_view::npos) {
-      status = InvalidArgument("the PostgreSQL port '" + Scrub(std::string(value), secrets) +
-                               "' is not a number");
+    if (std::string_view(option->keyword) != "port") continue;
+    // A list for several hosts ("5432,5433"); an empty entry takes the default.
+    for (size_t start = 0; start <= value.size() && status.ok();) {
+      size_t end = std::min(value.find(',', start), value.size());
+      std::string_view port = value.substr(start, end - start);
+      int number = 0;
+      auto [next, ec] = std::from_chars(port.data(), port.data() + port.size(), number);
+      if (!port.empty() && (ec != std::errc() || next != port.data() + port.size() ||
+                            number < 1 || number > 65535)) {
+        status = InvalidArgument("the PostgreSQL port '" + Scrub(std::string(port), secrets) +
+                                 "' is not a port number (1 to 65535)");
+      }
+      start = end + 1;
     }
   }
   PQconninfoFree(options);

@@ -126,6 +126,12 @@ class PostgresCatalog : public Catalog {
 // keyword/value string (password=...) with "***". Everything else is kept.
 std::string RedactConnectionString(std::string_view conninfo);
 
+// The database a connection string names, without its password, in one spelling: keyword=value
+// of what libpq reads from it (host, port, dbname, user, options, ...), sorted. Two specs that
+// differ only in the password or in form (URI or keywords) give the same text; "" when libpq
+// cannot parse it.
+std::string ConnectionIdentity(std::string_view conninfo);
+
 // InvalidArgument, never showing the password, for a connection string that cannot be meant: one
 // libpq cannot parse, a port that is not a number, or a URI whose user name or password holds
 // '@', '/', '?' or '#' unencoded (libpq would misread it and show parts of it in messages).

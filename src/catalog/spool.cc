@@ -15,6 +15,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "catalog/postgres_catalog.h"
 #include "common/util.h"
 
 namespace fanout::catalog {
@@ -158,8 +159,22 @@ std::string DefaultSpoolDir() {
   return fmt::format("/tmp/fanout-spool-{}", getuid());
 }
 
+namespace {
+
+std::string KeyOf(const std::string& catalog_spec) {
+  std::string identity;
+  if (catalog_spec.starts_with("postgresql://") || catalog_spec.starts_with("postgres://")) {
+    identity = ConnectionIdentity(catalog_spec);
+  }
+  return Sha256Hex(identity.empty() ? catalog_spec : identity).substr(0, 16);
+}
+
+}  // namespace
+
 Spool::Spool(std::string dir, const std::string& catalog_spec)
-    : dir_(std::move(dir)), key_(Sha256Hex(catalog_spec).substr(0, 16)) {
+    : dir_(std::move(dir)),
+      key_(KeyOf(catalog_spec)),
+      legacy_key_(Sha256Hex(catalog_spec).substr(0, 16)) {
   path_ = (fs::path(dir_) / fmt::format("{}.{}.{}.spool", key_, getpid(), NewExecutionId())).string();
 }
 
@@ -246,7 +261,10 @@ Result<size_t> Spool::ReplayLeftovers(Catalog& catalog, size_t max_rows) {
   size_t delivered_rows = 0;
   for (const auto& entry : fs::directory_iterator(dir_, ec)) {
     std::string name = entry.path().filename().string();
-    if (!name.starts_with(key_ + ".") || entry.path().string() == path_) continue;
+    if (!(name.starts_with(key_ + ".") || name.starts_with(legacy_key_ + ".")) ||
+        entry.path().string() == path_) {
+      continue;
+    }
     int fd = open(entry.path().c_str(), O_RDWR | O_CLOEXEC);
     if (fd < 0) continue;
     if (flock(fd, LOCK_EX | LOCK_NB) != 0) {  // its process is still alive and owns it

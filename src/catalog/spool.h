@@ -16,7 +16,9 @@ namespace fanout::catalog {
 class Spool {
  public:
   // `dir` is created when first needed; `catalog_spec` keys the files so rows only ever go
-  // back to the catalog they were meant for.
+  // back to the catalog they were meant for. A PostgreSQL spec keys them without its password
+  // and whatever its form, so that processes reaching one database by different spellings
+  // (a password in the URI, or in PGPASSWORD) deliver each other's leftovers.
   Spool(std::string dir, const std::string& catalog_spec);
   ~Spool();
   Spool(const Spool&) = delete;
@@ -43,6 +45,7 @@ class Spool {
 
   std::string dir_;
   std::string key_;
+  std::string legacy_key_;  // the spec's text, as files were named before 2026-11-26
   std::string path_;
   int fd_ = -1;
   size_t rows_held_ = 0;

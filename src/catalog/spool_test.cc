@@ -191,5 +191,30 @@ TEST_F(SpoolTest, NextProcessDeliversWhatADeadOneLeft) {
   EXPECT_EQ(SpoolFiles(), 1u) << "only the other catalog's file is left";
 }
 
+// One PostgreSQL database reached by different spellings (a password in the URI for one agent,
+// PGPASSWORD for the others; postgres:// or postgresql://) is one spool key: QA saw an agent's
+// leftovers never delivered by the parent, and its succeeded children shown abandoned.
+TEST_F(SpoolTest, SpellingsOfOneDatabaseShareTheirLeftovers) {
+  {
+    Spool spool(spool_dir(), "postgresql://etl:s3cret@127.0.0.1:5432/night");
+    CatalogBatch batch;
+    batch.executions.push_back(SampleExecution("from-srv1"));
+    ASSERT_TRUE(spool.Append(batch).ok());
+  }
+  SqliteCatalog catalog(db());
+  ASSERT_TRUE(catalog.Open().ok());
+  Spool other_database(spool_dir(), "postgresql://etl@127.0.0.1:5432/day");
+  auto none = other_database.ReplayLeftovers(catalog, 100);
+  ASSERT_TRUE(none.ok());
+  EXPECT_EQ(*none, 0u);
+  Spool same(spool_dir(), "postgres://etl@127.0.0.1:5432/night");
+  auto delivered = same.ReplayLeftovers(catalog, 100);
+  ASSERT_TRUE(delivered.ok()) << delivered.status().ToString();
+  EXPECT_EQ(*delivered, 1u);
+  auto exec = catalog.GetExecution("from-srv1");
+  ASSERT_TRUE(exec.ok());
+  EXPECT_TRUE(exec->has_value());
+}
+
 }  // namespace
 }  // namespace fanout::catalog
