@@ -266,6 +266,7 @@ class SqlTask : public Task {
 
   TaskOutcome Execute(TaskContext& context) const override {
     Scope& scope = context.scope();
+    Report report;
     auto settings = context.Connection(connection);
     if (!settings.ok()) return TaskOutcome::Failure(settings.status().message());
     std::string text;
@@ -288,8 +289,9 @@ class SqlTask : public Task {
     }
 
     if ((*settings)["type"] == "postgres") {
-      return RunPostgres((*settings)["dsn"], (*settings)["password"], text, params, scope,
-                         context);
+      return Reported(RunPostgres((*settings)["dsn"], (*settings)["password"], text, params,
+                                  scope, context, report),
+                      report, context);
     }
 
     std::string db_path = context.ResolvePath((*settings)["path"]);
@@ -309,12 +311,25 @@ class SqlTask : public Task {
     BusyWait busy{token, std::chrono::steady_clock::now()};
     sqlite3_busy_handler(db, &BusyWait::Handler, &busy);
 
-    TaskOutcome outcome = Run(db, text, params, scope, context);
+    TaskOutcome outcome = Run(db, text, params, scope, report);
     sqlite3_close(db);
-    return outcome;
+    return Reported(std::move(outcome), report, context);
   }
 
  private:
+  // What a successful attempt says ("N rows changed"): emitted only once the attempt has
+  // succeeded, its transaction committed (a rolled-back attempt had said "1 row changed").
+  struct Report {
+    std::string message;
+    int64_t count = 0;
+  };
+  static TaskOutcome Reported(TaskOutcome outcome, const Report& report, TaskContext& context) {
+    if (outcome.result == TaskResult::kSuccess && !report.message.empty()) {
+      context.Emit(EventType::kOnInformation, report.message, report.count);
+    }
+    return outcome;
+  }
+
   // A locked database is waited for up to kBusyWait, as a busy timeout would, but polling the
   // task's cancel fd: a timeout or Ctrl-C ends the wait at once.
   struct BusyWait {
@@ -366,12 +381,12 @@ class SqlTask : public Task {
   }
 
   TaskOutcome Run(sqlite3* db, const std::string& text, const std::vector<Value>& params,
-                  Scope& scope, TaskContext& context) const {
+                  Scope& scope, Report& report) const {
     bool wrap = sqlite3_get_autocommit(db) && RunsAsOneTransaction(text);
     if (wrap && sqlite3_exec(db, "BEGIN", nullptr, nullptr, nullptr) != SQLITE_OK) {
       return TaskOutcome::Failure(fmt::format("SQL error: {}", sqlite3_errmsg(db)));
     }
-    TaskOutcome outcome = RunStatements(db, text, params, scope, context);
+    TaskOutcome outcome = RunStatements(db, text, params, scope, report);
     const bool ok = outcome.result == TaskResult::kSuccess;
     if (wrap && !sqlite3_get_autocommit(db)) {
       if (sqlite3_exec(db, ok ? "COMMIT" : "ROLLBACK", nullptr, nullptr, nullptr) != SQLITE_OK &&
@@ -387,7 +402,7 @@ class SqlTask : public Task {
   }
 
   TaskOutcome RunStatements(sqlite3* db, const std::string& text, const std::vector<Value>& params,
-                            Scope& scope, TaskContext& context) const {
+                            Scope& scope, Report& report) const {
     const char* tail = text.c_str();
     const char* end = tail + text.size();
     size_t next_param = 0;
@@ -409,6 +424,7 @@ class SqlTask : public Task {
         Bind(stmt, i, params[next_param++]);
       }
       last = StatementResult();
+      const int64_t total_before = sqlite3_total_changes64(db);
       int cols = sqlite3_column_count(stmt);
       for (int c = 0; c < cols; ++c) last.columns.push_back(sqlite3_column_name(stmt, c));
       int rc;
@@ -425,14 +441,17 @@ class SqlTask : public Task {
         sqlite3_finalize(stmt);
         return TaskOutcome::Failure(fmt::format("SQL error: {}", err));
       }
-      changes += sqlite3_changes(db);
+      // sqlite3_changes() keeps the last INSERT, UPDATE or DELETE's count through later
+      // statements (a SELECT, a CREATE): counted again, one UPDATE of a row said "4 rows
+      // changed". Only a statement that changed rows (the total moved) adds its own count.
+      if (sqlite3_total_changes64(db) != total_before) changes += sqlite3_changes64(db);
       sqlite3_finalize(stmt);
     }
     if (next_param < params.size()) {
       return TaskOutcome::Failure(fmt::format("`bind` gives {} values but the SQL uses only {}",
                                               params.size(), next_param));
     }
-    return Finish(last, changes, scope, context);
+    return Finish(last, changes, scope, report);
   }
 
   // Parameters are written $1, $2, ... as PostgreSQL itself takes them (`?` is not translated:
@@ -440,7 +459,7 @@ class SqlTask : public Task {
   // protocol's rule); without, it may be several, and the result is the last one's.
   TaskOutcome RunPostgres(const std::string& dsn, const std::string& password,
                           const std::string& text, const std::vector<Value>& params,
-                          Scope& scope, TaskContext& context) const {
+                          Scope& scope, TaskContext& context, Report& report) const {
     const CancelToken& cancel = context.cancel();
     PgConnection conn;
     if (auto error = conn.Connect(dsn, password, cancel)) {
@@ -527,12 +546,11 @@ class SqlTask : public Task {
       }
       last.got_row = rows > 0;
     }
-    return Finish(last, changes, scope, context);
+    return Finish(last, changes, scope, report);
   }
 
-  // Stores the last statement's result as the result mode asks, and reports it.
-  TaskOutcome Finish(StatementResult& last, int64_t changes, Scope& scope,
-                     TaskContext& context) const {
+  // Stores the last statement's result as the result mode asks, and says what to report.
+  TaskOutcome Finish(StatementResult& last, int64_t changes, Scope& scope, Report& report) const {
     if (mode == ResultMode::kRow) {
       if (!last.got_row) return TaskOutcome::Failure("`result: row` but the query returned no row");
       for (const auto& [column, var] : into_row) {
@@ -560,11 +578,11 @@ class SqlTask : public Task {
       size_t n = rows.size();
       Status s = scope.Set(into_rows, Value(std::move(rows)));
       if (!s.ok()) return TaskOutcome::Failure(s.message());
-      context.Emit(EventType::kOnInformation, fmt::format("{} row{}", n, n == 1 ? "" : "s"), static_cast<int64_t>(n));
+      report = {fmt::format("{} row{}", n, n == 1 ? "" : "s"), static_cast<int64_t>(n)};
     } else if (mode == ResultMode::kNone) {
-      context.Emit(EventType::kOnInformation, fmt::format("{} row{} changed", changes, changes == 1 ? "" : "s"), changes);
+      report = {fmt::format("{} row{} changed", changes, changes == 1 ? "" : "s"), changes};
     } else {
-      context.Emit(EventType::kOnInformation, "1 row", 1);
+      report = {"1 row", 1};
     }
     return TaskOutcome::Success();
   }

@@ -140,6 +140,20 @@ TEST_F(SqlTaskSqliteTest, ATransactionLeftOpenFailsTheTask) {
   EXPECT_NE(run->result.message.find("left a transaction open"), std::string::npos)
       << run->result.message;
   EXPECT_EQ(Query("SELECT COUNT(*) FROM t"), "0");
+  EXPECT_EQ(run->all_text.find("changed"), std::string::npos)
+      << "a rolled-back attempt changed nothing: " << run->all_text;
+}
+
+// "N rows changed" counts the rows each statement changed, once: a statement after an UPDATE
+// (a SELECT, a CREATE) had counted the UPDATE's rows again (QA: 1 row said as 4).
+TEST_F(SqlTaskSqliteTest, RowsChangedCountsEachStatementsOwnRows) {
+  ASSERT_EQ(Query("CREATE TABLE z(a INT); INSERT INTO z VALUES (1), (1), (3)"), "");
+  auto run = RunPackage(Package(
+      "  t: {type: sql, connection: db, sql: \"UPDATE z SET a = 2 WHERE a = 3; SELECT 1; "
+      "SELECT 2; CREATE TABLE IF NOT EXISTS q(x); DELETE FROM z WHERE a = 1; SELECT 3\"}\n"));
+  ASSERT_TRUE(run.ok()) << run.status().ToString();
+  EXPECT_EQ(run->result.result, TaskResult::kSuccess) << run->result.message;
+  EXPECT_NE(run->all_text.find("3 rows changed"), std::string::npos) << run->all_text;
 }
 
 // Waiting for another connection's lock ends with the task's timeout, not after the 10 s wait.
