@@ -393,6 +393,19 @@ Status SqliteCatalog::Open() {
       Close();
       return status;
     }
+  } else if (!is_new) {
+    // Another application's database (a mistyped --catalog) is not made a catalog: the run had
+    // added five tables to it without a word (QA).
+    auto ours = QueryInt("SELECT count(*) FROM sqlite_master WHERE name IN ('executions', "
+                         "'schema_version')", "reading the schema");
+    auto theirs = QueryInt("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name NOT "
+                           "LIKE 'sqlite_%'", "reading the schema");
+    if (ours.ok() && theirs.ok() && *ours == 0 && *theirs > 0) {
+      Close();
+      return FailedPrecondition("'" + path_ + "' holds another application's tables and no Fanout "
+                                "catalog; give --catalog (or $FANOUT_CATALOG) a file of its own "
+                                "(a new one is created)");
+    }
   }
 
   // Switching to WAL needs a brief exclusive lock that a concurrent opener may hold; retry it

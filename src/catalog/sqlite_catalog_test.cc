@@ -97,6 +97,24 @@ TEST(SqliteCatalogTest, AReaderTellsADatabaseBeingCreatedFromAnotherApplications
   EXPECT_EQ(refused.code(), Code::kNotFound);
   EXPECT_FALSE(other.found_empty());
   EXPECT_NE(refused.message().find("is not a Fanout catalog"), std::string::npos);
+  // A run does not make it one either (QA: five tables were added to it without a word); an
+  // empty file it does.
+  SqliteCatalog writer(path);
+  refused = writer.Open();
+  EXPECT_EQ(refused.code(), Code::kFailedPrecondition);
+  EXPECT_NE(refused.message().find("holds another application's tables"), std::string::npos)
+      << refused.message();
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  sqlite3_stmt* count = nullptr;
+  ASSERT_EQ(sqlite3_prepare_v2(db, "SELECT count(*) FROM sqlite_master", -1, &count, nullptr),
+            SQLITE_OK);
+  ASSERT_EQ(sqlite3_step(count), SQLITE_ROW);
+  EXPECT_EQ(sqlite3_column_int(count, 0), 1) << "only customers";
+  sqlite3_finalize(count);
+  sqlite3_close(db);
+  SqliteCatalog fresh(dir.File("empty.db"));
+  std::ofstream(dir.File("empty.db")).flush();  // an empty file is an empty database
+  EXPECT_TRUE(fresh.Open().ok());
 }
 
 TEST(SqliteCatalogTest, RejectsFilesThatAreNotDatabases) {
