@@ -2,6 +2,7 @@
 // backend — SQLite in a temporary file, PostgreSQL in a fresh schema of the database that
 // $FANOUT_TEST_POSTGRES (a libpq URI) names. Also OpenCatalog's specs, and the PostgreSQL
 // backend's own behaviour (redaction, reconnection).
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <libpq-fe.h>
 #include <sqlite3.h>
@@ -9,6 +10,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <random>
 #include <thread>
@@ -1178,18 +1180,30 @@ TEST_P(CatalogConformanceTest, PruneTakesWholeTreesAndKeepsLiveOnes) {
   add("live-child", "live-parent", 2000);
   add("orphan", "pruned-long-ago", 1000);
   add("new", "", 3000000);
+  // Children whose parent's rows are not in the catalog: a parent that started (its UUIDv7 id
+  // says) a day or more before the cut-off is done with; a later one may be running with its
+  // rows in a spool, and its children stay (QA: they were pruned and lost).
+  auto uuid_v7_at = [](std::chrono::microseconds before_base) {
+    int64_t ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                     (testing::At(0) - before_base).time_since_epoch())
+                     .count();
+    std::string hex = fmt::format("{:012x}", ms);
+    return hex.substr(0, 8) + "-" + hex.substr(8, 4) + "-7000-8000-000000000000";
+  };
+  add("child-of-an-old-parent", uuid_v7_at(std::chrono::hours(48)), 1000);
+  add("child-of-a-spooled-parent", uuid_v7_at(std::chrono::seconds(5)), 1000);
   ASSERT_TRUE(catalog->Write(batch).ok());
   auto counts = catalog->Prune(testing::At(2000000), [](const ExecutionRow& row) {
     return row.id == "live-child";
   });
   ASSERT_TRUE(counts.ok()) << counts.status().ToString();
-  EXPECT_EQ(counts->executions, 3);
-  EXPECT_EQ(counts->events, 3);
+  EXPECT_EQ(counts->executions, 4);
+  EXPECT_EQ(counts->events, 4);
   EXPECT_EQ(counts->kept_live, 1);
-  for (const char* gone : {"old-parent", "late-child", "orphan"}) {
+  for (const char* gone : {"old-parent", "late-child", "orphan", "child-of-an-old-parent"}) {
     EXPECT_FALSE(catalog->GetExecution(gone)->has_value()) << gone;
   }
-  for (const char* kept : {"live-parent", "live-child", "new"}) {
+  for (const char* kept : {"live-parent", "live-child", "new", "child-of-a-spooled-parent"}) {
     EXPECT_TRUE(catalog->GetExecution(kept)->has_value()) << kept;
   }
 }

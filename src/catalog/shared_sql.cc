@@ -2,10 +2,17 @@
 #include "catalog/shared_sql.h"
 
 #include <algorithm>
+#include <chrono>
 #include <set>
 #include <unordered_map>
 
+#include "common/util.h"
+
 namespace fanout::catalog {
+
+namespace {
+constexpr auto kSpooledParentMargin = std::chrono::hours(24);
+}  // namespace
 
 PrunePlan PlanPrune(const std::vector<ExecutionRow>& all, DateTime cutoff,
                     const Catalog::IsLive& is_live) {
@@ -20,8 +27,16 @@ PrunePlan PlanPrune(const std::vector<ExecutionRow>& all, DateTime cutoff,
   PrunePlan plan;
   std::set<std::string> seen;  // a cycle of parent ids is walked once
   for (const ExecutionRow& top : all) {
-    const bool is_top = top.parent_id.empty() || by_id.count(top.parent_id) == 0;
-    if (!is_top || top.started_at >= cutoff) continue;
+    const bool orphan = !top.parent_id.empty() && by_id.count(top.parent_id) == 0;
+    if (!(top.parent_id.empty() || orphan) || top.started_at >= cutoff) continue;
+    if (orphan) {
+      // Its parent is elsewhere (another catalog) or not written yet: rows still in a spool,
+      // the parent perhaps running. Its tree goes with what the parent's id says of its start,
+      // a day earlier than the cutoff (QA: a prune took the finished children of a parent
+      // whose rows were spooled, and they were lost).
+      auto parent_started = ExecutionIdTime(top.parent_id);
+      if (parent_started && *parent_started >= cutoff - kSpooledParentMargin) continue;
+    }
     std::vector<std::string> tree;
     bool live = false;
     std::vector<const ExecutionRow*> pending = {&top};

@@ -29,7 +29,9 @@ inline std::string CountChildrenSql(size_t n) {
 // Catalog::Prune's choice, made alike by both backends from every execution (`all`): each tree
 // (an execution without a parent in the catalog, and everything below it) whose top started
 // before `cutoff` goes whole, unless one of its executions is live. Children are never left
-// without their parent, nor a running execution's record cut in two.
+// without their parent, nor a running execution's record cut in two. A tree whose top has a
+// parent not in the catalog goes only once that parent's id says it started a day (or more)
+// before `cutoff`: the parent may be running with its rows still in a spool.
 struct PrunePlan {
   std::vector<std::string> ids;  // the executions to delete
   int64_t kept_live = 0;         // trees old enough but kept for a live execution

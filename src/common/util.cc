@@ -43,6 +43,20 @@ std::string NewExecutionId() {
   return out;
 }
 
+std::optional<std::chrono::sys_time<std::chrono::milliseconds>> ExecutionIdTime(
+    std::string_view id) {
+  // xxxxxxxx-xxxx-7xxx-...: the time is the first 12 hex digits.
+  if (id.size() != 36 || id[8] != '-' || id[13] != '-' || id[14] != '7') return std::nullopt;
+  uint64_t ms = 0;
+  for (char c : std::string(id.substr(0, 8)) + std::string(id.substr(9, 4))) {
+    int digit = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+    if (digit < 0) return std::nullopt;
+    ms = ms << 4 | static_cast<uint64_t>(digit);
+  }
+  return std::chrono::sys_time<std::chrono::milliseconds>(
+      std::chrono::milliseconds(static_cast<int64_t>(ms)));
+}
+
 namespace {
 // The longest duration a package may write: 100 years, far beyond any real timeout but well
 // inside int64 milliseconds.

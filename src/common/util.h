@@ -18,6 +18,10 @@ namespace fanout {
 // A UUIDv7 (RFC 9562): 48-bit Unix milliseconds, then random bits, so ids sort by creation
 // time and need no coordination between machines.
 std::string NewExecutionId();
+// When an id of NewExecutionId's was made (its first 48 bits), to the millisecond; nullopt for
+// anything else.
+std::optional<std::chrono::sys_time<std::chrono::milliseconds>> ExecutionIdTime(
+    std::string_view id);
 
 // "250ms", "30s", "10m", "2h", "1d", or a plain number of seconds ("1.5"). Negative,
 // non-finite ("inf", "nan") and longer than 100 years are InvalidArgument.

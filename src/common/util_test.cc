@@ -28,8 +28,9 @@ using std::chrono::milliseconds;
 using fanout::testing::TempDir;
 
 uint64_t IdMillis(const std::string& id) {
-  std::string hex = id.substr(0, 8) + id.substr(9, 4);
-  return std::stoull(hex, nullptr, 16);
+  auto time = ExecutionIdTime(id);
+  EXPECT_TRUE(time.has_value()) << id;
+  return time ? static_cast<uint64_t>(time->time_since_epoch().count()) : 0;
 }
 
 uint64_t NowMillis() {
@@ -57,6 +58,13 @@ TEST(ExecutionIdTest, StartsWithCurrentUnixMilliseconds) {
   uint64_t ms = IdMillis(id);
   EXPECT_GE(ms, before) << id;
   EXPECT_LE(ms, after) << id;
+}
+
+TEST(ExecutionIdTest, OnlyAnIdOfOursHasATime) {
+  for (const char* other : {"", "exec", "pruned-long-ago", "01a21975-1f89-41fd-8f2a-0197c612a594",
+                            "01a2197g-1f89-71fd-8f2a-0197c612a594"}) {
+    EXPECT_FALSE(ExecutionIdTime(other).has_value()) << other;
+  }
 }
 
 TEST(ExecutionIdTest, SortsByCreationTime) {
