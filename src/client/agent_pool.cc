@@ -81,10 +81,12 @@ std::vector<AgentSummary> AgentPool::AllSummaries() {
     std::lock_guard lock(r.mu);
     for (auto& [key, pool] : r.pools) pools.push_back(pool);
   }
-  std::map<std::string, AgentSummary> by_url;  // an agent in two pools is one line
+  // A connection in two pools is one line; two connections to one URL (other credentials)
+  // are two, each with its own children and refusals (QA: one's 401 showed on the other's).
+  std::map<std::pair<std::string, std::string>, AgentSummary> by_connection;
   for (auto& pool : pools) {
     for (AgentSummary& s : pool->Summary()) {
-      AgentSummary& total = by_url[s.url];
+      AgentSummary& total = by_connection[{s.name, s.url}];
       if (total.url.empty()) {
         total = s;
         continue;
@@ -97,7 +99,7 @@ std::vector<AgentSummary> AgentPool::AllSummaries() {
     }
   }
   std::vector<AgentSummary> out;
-  for (auto& [url, s] : by_url) {
+  for (auto& [connection, s] : by_connection) {
     if (s.children > 0 || s.lost > 0 || !s.unusable.empty()) out.push_back(s);
   }
   std::sort(out.begin(), out.end(), [](const AgentSummary& a, const AgentSummary& b) {

@@ -912,6 +912,30 @@ TEST_F(PoolTest, AnAgentDownFromTheStartIsReported) {
   EXPECT_EQ(warnings.find(notice, first + 1), std::string::npos) << "said once:\n" << warnings;
 }
 
+// Two connections to one agent, one without its token: each has its own summary line, with its
+// own children and refusals (the 401 of one had shown on the other's line, which got both).
+TEST_F(PoolTest, TwoConnectionsToOneAgentKeepTheirOwnSummaryLines) {
+  ASSERT_TRUE(StartAgents({1}));
+  ASSERT_TRUE(Deploy({{"quick.yaml", ShellJob("quick", "true")}}));
+  std::string parent = work_.Write(
+      "two-ways.yaml",
+      "package: two-ways\nconnections:\n"
+      "  good: {type: agent, url: \"" + agent(0).url() + "\", token_file: \"" +
+          agent(0).token_file() + "\"}\n"
+      "  notoken: {type: agent, url: \"" + agent(0).url() + "\", token_env: NO_SUCH_TOKEN_VAR}\n"
+      "tasks:\n  a: {type: agent-job, connection: good, job: quick}\n"
+      "  b: {type: agent-job, connection: notoken, job: quick}\n");
+  CommandResult r = RunParent(parent);
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  std::smatch good, notoken;
+  ASSERT_TRUE(std::regex_search(r.out, good, std::regex("agent good +http[^\n]*")) ) << r.out;
+  ASSERT_TRUE(std::regex_search(r.out, notoken, std::regex("agent notoken +http[^\n]*"))) << r.out;
+  EXPECT_TRUE(Has(good.str(), ": 1 child, 0 failed")) << good.str();
+  EXPECT_FALSE(Has(good.str(), "unusable")) << good.str();
+  EXPECT_TRUE(Has(notoken.str(), ": 0 children")) << notoken.str();
+  EXPECT_TRUE(Has(notoken.str(), "401")) << notoken.str();
+}
+
 // An agent that answers its status but fails every start with a 500 (its disk is full, say)
 // looked the least loaded, being idle, and drew every child and every retry.
 TEST_F(PoolTest, AnAgentFailingStartsIsPassedOver) {
