@@ -292,9 +292,11 @@ int RunPackage(const RunArgs& args) {
     std::fprintf(stderr, "fanout: package %s failed: %s\n", pkg.name.c_str(),
                  EscapeControls(masker->Mask(r.message)).c_str());
   } else if (r.result == TaskResult::kCanceled) {
+    // The message is the run's first error, which came before the cancel, not its cause.
     const bool says_more = !r.message.empty() && r.message != "canceled";
     std::fprintf(stderr, "fanout: package %s was canceled%s%s\n", pkg.name.c_str(),
-                 says_more ? ": " : "", says_more ? EscapeControls(masker->Mask(r.message)).c_str() : "");
+                 says_more ? "; its first error: " : "",
+                 says_more ? EscapeControls(masker->Mask(r.message)).c_str() : "");
   }
   switch (r.result) {
     case TaskResult::kSuccess: return kExitSuccess;

@@ -18,6 +18,7 @@
 #include <optional>
 
 #include "catalog/libpq.h"
+#include "catalog/postgres_catalog.h"
 #include "common/util.h"
 
 namespace fanout {
@@ -461,6 +462,12 @@ class SqlTask : public Task {
                           const std::string& text, const std::vector<Value>& params,
                           Scope& scope, TaskContext& context, Report& report) const {
     const CancelToken& cancel = context.cancel();
+    // A DSN libpq would misread (an unencoded '@' in a password: it then looked up the rest as
+    // a host name) is refused as the catalog's is, without echoing the password.
+    if (Status checked = catalog::CheckConnectionString(dsn); !checked.ok()) {
+      return TaskOutcome::Failure(
+          fmt::format("connection {}: {}", connection, checked.message()));
+    }
     PgConnection conn;
     if (auto error = conn.Connect(dsn, password, cancel)) {
       return TaskOutcome::Failure(

@@ -242,6 +242,24 @@ tasks:
   EXPECT_EQ(run->all_text.find("hunter2-secret"), std::string::npos);
 }
 
+// A DSN with a raw '@' in its password is refused as the catalog's is; libpq had looked the
+// password's tail up as a host name (QA).
+TEST(SqlTaskPostgresTest, ADsnLibpqWouldMisreadIsRefused) {
+  auto run = RunPackage(R"(package: p
+connections:
+  db: {type: postgres, dsn: "postgresql://fanout:p@ssTAIL@127.0.0.1:1/fanout"}
+tasks:
+  q: {type: sql, connection: db, sql: "SELECT 1"}
+)");
+  ASSERT_TRUE(run.ok()) << run.status().ToString();
+  EXPECT_EQ(run->result.result, TaskResult::kFailure);
+  EXPECT_NE(run->result.message.find("connection db: the PostgreSQL URI's user name or password "
+                                     "holds '@'"),
+            std::string::npos)
+      << run->result.message;
+  EXPECT_EQ(run->all_text.find("ssTAIL"), std::string::npos) << run->all_text;
+}
+
 class SqlTaskPostgresServerTest : public ::testing::Test {
  protected:
   void SetUp() override {
