@@ -101,7 +101,7 @@ Result<AgentConfig> LoadAgentConfig(const std::string& path) {
     if (!root.IsMap()) return InvalidArgument(path + ": an agent configuration is a YAML mapping");
     static const std::vector<std::string> kKeys = {
         "name", "listen", "data_dir", "slots", "tls", "token_file", "catalog", "proxies",
-        "max_body_bytes", "max_history_bytes", "stop_grace", "drain_grace"};
+        "max_body_bytes", "max_history_bytes", "history_runs_per_job", "stop_grace", "drain_grace"};
     for (const YAML::Node& key : RepeatedKeys(root)) {
       problem(key, fmt::format("duplicate key `{}`", key.Scalar()));
     }
@@ -154,6 +154,9 @@ Result<AgentConfig> LoadAgentConfig(const std::string& path) {
     if (auto bytes = whole("max_body_bytes", 1024)) c.max_body_bytes = static_cast<size_t>(*bytes);
     if (auto bytes = whole("max_history_bytes", 1024)) {
       c.max_history_bytes = static_cast<size_t>(*bytes);
+    }
+    if (auto runs = whole("history_runs_per_job", 1)) {
+      c.history_runs_per_job = static_cast<int>(std::min<int64_t>(*runs, 100000000));
     }
     for (const char* key : {"stop_grace", "drain_grace"}) {
       if (!root[key]) continue;

@@ -31,6 +31,9 @@ struct AgentConfig {
   // A history answer ends after the run that takes it past this size, with "truncated": true:
   // outputs of 64 KiB per step attempt could otherwise make a gigabyte.
   size_t max_history_bytes = 64 << 20;
+  // Finished runs kept per job, newest first (SQL Server Agent keeps 100 rows per job); older
+  // ones are deleted with their step attempts and output as new ones finish.
+  int history_runs_per_job = 1000;
   std::chrono::milliseconds stop_grace{5000};    // SIGTERM -> SIGKILL for a stopped step
   std::chrono::milliseconds drain_grace{60000};  // on SIGTERM: how long running steps may finish
 

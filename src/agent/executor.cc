@@ -888,7 +888,27 @@ int Executor::CloseOpenAttempts(const std::string& run_id, const std::string& st
 
 void Executor::FinishRun(const std::shared_ptr<ActiveRun>& run, const std::string& status,
                          const std::string& message) {
-  std::lock_guard lock(mu_);
+  // Once a tenth of the job's kept history has finished since the last trim: one DELETE per
+  // many runs, not per run, and never more than a tenth over.
+  const int keep = config_.history_runs_per_job;
+  bool trim = false;
+  {
+    std::lock_guard lock(mu_);
+    trim = ++finished_since_trim_[run->record.job] >= std::max(1, keep / 10);
+    if (trim) finished_since_trim_[run->record.job] = 0;
+    FinishRunLocked(run, status, message);
+  }
+  if (trim) {
+    auto trimmed = store_.TrimHistory(run->record.job, keep);
+    if (!trimmed.ok()) {
+      std::fprintf(stderr, "fanout agent: cannot trim the history of job %s to its %d newest "
+                   "runs: %s\n", run->record.job.c_str(), keep, trimmed.status().message().c_str());
+    }
+  }
+}
+
+void Executor::FinishRunLocked(const std::shared_ptr<ActiveRun>& run, const std::string& status,
+                               const std::string& message) {
   run->record.status = status;
   run->record.message = message;
   run->record.ended_at = Now();

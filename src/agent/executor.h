@@ -93,8 +93,11 @@ class Executor {
   // A run thread: runs what LaunchLocked hands over, waits idle for more, ends on Drain.
   void WorkerLoop();
   void RunThread(std::shared_ptr<ActiveRun> run);
+  // Ends the run, starts what is queued, and now and then trims the job's history.
   void FinishRun(const std::shared_ptr<ActiveRun>& run, const std::string& status,
                  const std::string& message);
+  void FinishRunLocked(const std::shared_ptr<ActiveRun>& run, const std::string& status,
+                       const std::string& message);
   void SaveRun(ActiveRun& run);
   // A queued run stopped before its step could start: it ends canceled.
   void CancelBeforeStartLocked(ActiveRun& run);
@@ -160,6 +163,7 @@ class Executor {
   ChildProcess warm_;
   bool warm_off_ = false;  // draining: no new warm process
   std::map<std::string, int64_t> run_counts_;
+  std::map<std::string, int> finished_since_trim_;  // by job, for history_runs_per_job
   std::map<std::string, int64_t> step_counts_;
 };
 

@@ -463,6 +463,32 @@ Status AgentStore::UpdateRunLocked(const RunRecord& r) {
   return q.Run();
 }
 
+Result<int64_t> AgentStore::TrimHistory(const std::string& job, int keep) {
+  std::lock_guard lock(mu_);
+  // Older than the job's keep-th newest run (by queue time, as the history lists them).
+  constexpr const char* kBeyond =
+      "job = ?1 AND ended_at IS NOT NULL AND queued_at < (SELECT queued_at FROM runs WHERE job = "
+      "?1 ORDER BY queued_at DESC LIMIT 1 OFFSET ?2 - 1)";
+  RETURN_IF_ERROR(Cached("BEGIN IMMEDIATE").Run());
+  Query attempts = Cached(std::string("DELETE FROM step_attempts WHERE run_id IN (SELECT id FROM "
+                                      "runs WHERE ") + kBeyond + ")");
+  attempts.Bind(job).Bind(int64_t{keep});
+  Status s = attempts.Run();
+  int64_t removed = 0;
+  if (s.ok()) {
+    Query runs = Cached(std::string("DELETE FROM runs WHERE ") + kBeyond);
+    runs.Bind(job).Bind(int64_t{keep});
+    s = runs.Run();
+    removed = sqlite3_changes64(db_);
+  }
+  if (s.ok()) s = Cached("COMMIT").Run();
+  if (!s.ok()) {
+    (void)Cached("ROLLBACK").Run();
+    return s;
+  }
+  return removed;
+}
+
 Status AgentStore::SaveStopReason(const std::string& run_id, const std::string& reason) {
   std::lock_guard lock(mu_);
   Query q = Cached("UPDATE runs SET stop_reason = ? WHERE id = ?");

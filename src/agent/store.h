@@ -117,6 +117,9 @@ class AgentStore {
   Result<std::optional<RunRecord>> FindRunByKey(const std::string& idempotency_key);
   // Newest first.
   Result<std::vector<RunRecord>> ListRuns(const std::string& job, int limit);
+  // Deletes the job's finished runs (and their step attempts) beyond its newest `keep`, in one
+  // transaction; how many runs went.
+  Result<int64_t> TrimHistory(const std::string& job, int keep);
   // Runs not in a final state, oldest first (for recovery after a restart).
   Result<std::vector<RunRecord>> ListUnfinishedRuns();
 

@@ -624,6 +624,29 @@ TEST_F(AgentTest, AHistoryAnswerIsBoundedAndSaysSo) {
   EXPECT_TRUE(Contains(cli.err, "the agent sent the newest 2 runs only")) << cli.err;
 }
 
+// history_runs_per_job keeps each job's newest finished runs only (agent.db had grown for ever:
+// 100 MB after 600 runs of a job with a lot of output).
+TEST_F(AgentTest, HistoryKeepsTheNewestRunsOfEachJob) {
+  ASSERT_TRUE(StartConfig(Config(1, "history_runs_per_job: 3\n")));
+  ASSERT_TRUE(PutJob("job: often\nmax_concurrent_runs: 10\nsteps:\n"
+                     "  - {name: s, subsystem: process, run: [/bin/true]}\n"));
+  ASSERT_TRUE(PutJob("job: once\nsteps:\n  - {name: s, subsystem: process, run: [/bin/true]}\n"));
+  ASSERT_EQ(Run("once").value("status", ""), "succeeded");
+  std::vector<std::string> ids;
+  for (int i = 0; i < 7; ++i) {
+    json run = Run("often");
+    ASSERT_EQ(run.value("status", ""), "succeeded") << run.dump();
+    ids.push_back(run.value("run_id", ""));
+  }
+  json kept = History("often");
+  ASSERT_EQ(kept.size(), 3u) << kept.dump();
+  EXPECT_EQ(kept[0]["run_id"], ids[6]);
+  EXPECT_EQ(kept[2]["run_id"], ids[4]);
+  EXPECT_EQ(kept[2]["steps"].size(), 1u) << "a kept run keeps its steps";
+  EXPECT_EQ(History("once").size(), 1u) << "another job's history is its own";
+  EXPECT_EQ(agent_.Http("GET", "/v1/runs/" + ids[0]).status, 404) << "trimmed away";
+}
+
 TEST_F(AgentTest, ProcessStepsGetParamsAndKeepBoundedOutputInHistory) {
   ASSERT_TRUE(StartDev(1));
   const std::string trace = agent_.Path("trace");
