@@ -182,13 +182,17 @@ std::filesystem::path AliveFile(const std::string& data_dir) {
   return std::filesystem::path(data_dir) / "alive";
 }
 
+// The heartbeat's period: how much longer than the truth a measured downtime may be.
+constexpr auto kHeartbeat = std::chrono::milliseconds(250);
+
 // How long ago the agent of `data_dir` was last known alive (its heartbeat file), if it ran.
-std::optional<std::chrono::seconds> DownFor(const std::string& data_dir) {
+std::optional<std::chrono::milliseconds> DownFor(const std::string& data_dir) {
   std::error_code ec;
   auto touched = std::filesystem::last_write_time(AliveFile(data_dir), ec);
   if (ec) return std::nullopt;
   auto down = std::filesystem::file_time_type::clock::now() - touched;
-  return std::chrono::duration_cast<std::chrono::seconds>(std::max(down, decltype(down)::zero()));
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::max(down, decltype(down)::zero()));
 }
 
 void Touch(const std::filesystem::path& file) {
@@ -201,9 +205,11 @@ void Touch(const std::filesystem::path& file) {
 
 Status Executor::Recover() {
   ASSIGN_OR_RETURN(std::vector<RunRecord> runs, store_.ListUnfinishedRuns());
-  // Longer than a parent waits: it has placed its queued children elsewhere (or ended).
-  const std::optional<std::chrono::seconds> down = DownFor(config_.data_dir);
-  const bool parents_gave_up = down && *down > client::kAgentComeBackWait;
+  // About as long as a parent waits (counted from the first poll the dead agent refused, so at
+  // most a heartbeat later than the last beat): it may have placed those children elsewhere.
+  // A second run is worse than a child given up, so the doubt goes that way.
+  const std::optional<std::chrono::milliseconds> down = DownFor(config_.data_dir);
+  const bool parents_gave_up = down && *down > client::kAgentComeBackWait - kHeartbeat;
   std::vector<OpenExecution> orphaned;  // package steps' executions their dead runs left open
   // What became of the runs, said once: after a crash, the operator's first question.
   int reattached = 0, retrying = 0, requeued = 0, ended = 0;
@@ -251,8 +257,10 @@ Status Executor::Recover() {
                                   r.current_step >= 0 &&
                                   r.current_step < static_cast<int>(job->steps.size());
     if (!alive) run->record.pid = 0;  // a pid of another process now, if any
-    // A parent's queued run the parent no longer follows: started now, it would run twice.
-    const bool given_up = queued && parents_gave_up && !r.parent_execution_id.empty();
+    // A parent's run not running now (queued, or between two attempts of a step) that the
+    // parent no longer follows: started now, it would run twice.
+    const bool given_up = (queued || between_attempts) && parents_gave_up &&
+                          !r.parent_execution_id.empty();
     if (!job || (!queued && !alive && !result_left && !between_attempts) ||
         (queued && run->secrets_lost) || given_up) {
       // A stop was under way and its step is gone: the stop is done.
@@ -262,9 +270,11 @@ Status Executor::Recover() {
       run->record.message =
           stopped    ? "Job canceled: " + r.stop_reason
           : !job     ? "the job was deleted while this run was in flight"
-          : given_up ? fmt::format("the agent was down for {} s, longer than a parent waits for "
-                                   "it ({} s): its parent has placed this queued child elsewhere",
-                                   down->count(), client::kAgentComeBackWait.count())
+          : given_up ? fmt::format("the agent was down for {:.1f} s, about as long as a parent "
+                                   "waits for it ({} s): its parent has placed this child "
+                                   "elsewhere",
+                                   std::chrono::duration<double>(*down).count(),
+                                   client::kAgentComeBackWait.count())
           : queued   ? kSecretsLost
                      : "the agent stopped while this run was running, and its step process is "
                        "gone";
@@ -332,8 +342,7 @@ Status Executor::Recover() {
     std::unique_lock lock(heartbeat_mu_);
     do {
       Touch(file);
-    } while (!heartbeat_stop_cv_.wait_for(lock, std::chrono::seconds(1),
-                                          [&] { return heartbeat_stop_; }));
+    } while (!heartbeat_stop_cv_.wait_for(lock, kHeartbeat, [&] { return heartbeat_stop_; }));
     Touch(file);  // the time it stopped, to the second
   });
   return Status::Ok();

@@ -931,6 +931,8 @@ TEST(PostgresConnectionStringTest, RefusesWhatLibpqWouldMisread) {
   }
   EXPECT_TRUE(CheckConnectionString("postgresql://etl:p%40ss%2F@127.0.0.1:5432/db").ok());
   EXPECT_TRUE(CheckConnectionString("postgresql://h1:5432,h2:5433/db?connect_timeout=2").ok());
+  // An '@' in a query value is no user info (an Azure-style user name).
+  EXPECT_TRUE(CheckConnectionString("postgresql://127.0.0.1:5432/db?user=etl@srv").ok());
 }
 
 TEST(PostgresConnectionStringTest, RedactsPasswords) {
@@ -945,6 +947,9 @@ TEST(PostgresConnectionStringTest, RedactsPasswords) {
   EXPECT_EQ(RedactConnectionString("postgresql://u:ab/cd@h:5432/db?x=1"),
             "postgresql://u:***@h:5432/db?x=1");
   EXPECT_EQ(RedactConnectionString("postgresql://u:Qm?Leak@h:5432/db"), "postgresql://u:***@h:5432/db");
+  EXPECT_EQ(RedactConnectionString("postgresql://u:Qm?a=b@h:5432/db"), "postgresql://u:***@h:5432/db");
+  EXPECT_EQ(RedactConnectionString("postgresql://h:1/db?user=etl@srv&password=SECRET"),
+            "postgresql://h:1/db?user=etl@srv&password=***");
   EXPECT_EQ(RedactConnectionString("postgresql://u:p@ss/w?rd#%:x y'z@h:5432/db"),
             "postgresql://u:***@h:5432/db");
   EXPECT_EQ(RedactConnectionString("host=h password=secret dbname=d"),
@@ -1088,6 +1093,26 @@ TEST_F(PostgresCatalogTest, ARoleThatMayOnlyReadReadsButDoesNotRecord) {
             std::string::npos)
       << opened.message();
 
+  // Upserts need SELECT as well as INSERT and UPDATE.
+  TestRole writer(*backend_, "writer");
+  EXPECT_EQ(backend_->Query("GRANT USAGE ON SCHEMA " + backend_->schema() + " TO " + writer.name() +
+                            "; GRANT INSERT, UPDATE ON ALL TABLES IN SCHEMA " + backend_->schema() +
+                            " TO " + writer.name() + "; GRANT USAGE ON ALL SEQUENCES IN SCHEMA " +
+                            backend_->schema() + " TO " + writer.name() +
+                            "; GRANT SELECT ON schema_version TO " + writer.name()),
+            "");
+  EXPECT_EQ(backend_->Query("UPDATE schema_version SET version = " +
+                            std::to_string(kPostgresSchemaVersion)),
+            "");
+  auto blind = OpenCatalogForRun(writer.Spec(), unreachable);
+  ASSERT_FALSE(blind.ok());
+  EXPECT_EQ(blind.status().message().find("INSERT on"), std::string::npos) << blind.status().message();
+  EXPECT_NE(blind.status().message().find("lacks SELECT on executions, SELECT on "
+                                          "execution_parameters, SELECT on task_runs, SELECT on "
+                                          "events"),
+            std::string::npos)
+      << blind.status().message();
+
   // Given what a run writes, the same role may record.
   EXPECT_EQ(backend_->Query("UPDATE schema_version SET version = " +
                             std::to_string(kPostgresSchemaVersion) +
@@ -1109,14 +1134,16 @@ TEST_F(PostgresCatalogTest, AReaderCreatesNothing) {
   EXPECT_EQ(backend_->Query("SELECT to_regclass('schema_version') IS NULL"), "t");
 }
 
-// "Too many connections" is the server's load, not the user's mistake: the run goes on and
-// spools, as for a server that does not answer.
-TEST_F(PostgresCatalogTest, ARunGoesOnWhenTheServerHasNoConnectionLeft) {
+// A role's own CONNECTION LIMIT is configuration, not the server's load: the run is refused
+// (a full server, "too many clients already", is waited out like an outage instead).
+TEST_F(PostgresCatalogTest, ARolesConnectionLimitIsNotAnOutage) {
   TestRole limited(*backend_, "limited", "CONNECTION LIMIT 0");
   std::string unreachable;
   auto run = OpenCatalogForRun(limited.Spec(), unreachable);
-  ASSERT_TRUE(run.ok()) << run.status().ToString();
-  EXPECT_NE(unreachable.find("too many connections"), std::string::npos) << unreachable;
+  ASSERT_FALSE(run.ok());
+  EXPECT_TRUE(unreachable.empty()) << unreachable;
+  EXPECT_NE(run.status().message().find("too many connections for role"), std::string::npos)
+      << run.status().message();
 }
 
 }  // namespace

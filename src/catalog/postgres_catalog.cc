@@ -277,14 +277,25 @@ bool StartsWith(std::string_view s, std::string_view prefix) {
 
 // Redacts the password of a URI or keyword/value connection string; collects the raw passwords
 // in `secrets` so that messages echoing them can be scrubbed too.
-// Where a URI's user info ends (its '@'), or npos: at the last '@' of all, even when a password
-// written without percent-encoding holds '/', '?', '#' or '@' (masking too much is harmless, too
-// little not: a password with a '?' had been shown whole, as if the query began there). An '@'
-// in the query makes the user info reach it: such a spec is refused (CheckConnectionString) and
-// masked up to there. `authority` is where the user info would start.
+// Where a URI's user info ends (its '@'), or npos. Masking too much is harmless, too little
+// not, so this is the later of two readings: libpq's own (the first '@', unless a '/' comes
+// first), which catches a password holding '?' (shown whole before); and the last '@', which
+// catches one holding '/' or '@' (libpq misreads those: such specs are refused), except an '@'
+// in a query value (?user=etl@srv), which follows a "key=". `authority` is where the user info
+// would start.
 size_t UserinfoEnd(std::string_view uri, size_t authority) {
-  size_t at = uri.rfind('@');
-  return at != std::string_view::npos && at >= authority ? at : std::string_view::npos;
+  constexpr size_t npos = std::string_view::npos;
+  size_t libpq = uri.find_first_of("@/", authority);
+  if (libpq != npos && uri[libpq] != '@') libpq = npos;
+  size_t last = uri.rfind('@');
+  size_t query = uri.find('?', authority);
+  if (last != npos && query != npos && last > query &&
+      uri.substr(query, last - query).find('=') != npos) {
+    last = uri.rfind('@', query);
+  }
+  if (last != npos && last < authority) last = npos;
+  if (libpq == npos) return last;
+  return last == npos ? libpq : std::max(libpq, last);
 }
 
 std::string Redact(std::string_view conninfo, std::vector<std::string>* secrets) {
@@ -749,10 +760,11 @@ Status PostgresCatalog::OpenExistingSchema() {
   Status migrated = Migrate();
   if (migrated.code() != Code::kPermissionDenied) return migrated;
   const std::string& why = migrated.message();
+  const size_t said = why.rfind(": ");  // the server's words, after the catalog's context
   return PermissionDenied("PostgreSQL catalog '" + display_name_ + "' has schema version " +
                           std::to_string(version) + ", older than this fanout's " +
-                          std::to_string(kPostgresSchemaVersion) +
-                          ", and this role may not upgrade it (" + why.substr(why.rfind(": ") + 2) +
+                          std::to_string(kPostgresSchemaVersion) + ", and this role may not " +
+                          "upgrade it (" + (said == std::string::npos ? why : why.substr(said + 2)) +
                           "); upgrade it once as a role that may create tables in its schema "
                           "(any `fanout run` or `fanout report` as that role does)");
 }
@@ -776,20 +788,24 @@ Status PostgresCatalog::CheckWriteRights() {
   Query query(*this);
   ASSIGN_OR_RETURN(
       PgResult missing,
+      // Upserts (INSERT ... ON CONFLICT DO UPDATE) need SELECT too; events go through a
+      // temporary table (TEMP on the database) and skip uids already stored (SELECT).
       query.Run("SELECT string_agg(p || ' on ' || t, ', ') FROM (VALUES "
-                "('executions', 'INSERT'), ('executions', 'UPDATE'), "
+                "('executions', 'INSERT'), ('executions', 'UPDATE'), ('executions', 'SELECT'), "
                 "('execution_parameters', 'INSERT'), ('execution_parameters', 'UPDATE'), "
-                "('task_runs', 'INSERT'), ('task_runs', 'UPDATE'), ('events', 'INSERT'), "
+                "('execution_parameters', 'SELECT'), ('task_runs', 'INSERT'), "
+                "('task_runs', 'UPDATE'), ('task_runs', 'SELECT'), ('events', 'INSERT'), "
                 "('events', 'SELECT')) AS needed(t, p) WHERE NOT has_table_privilege(t, p)",
                 Params(), "checking the role's rights"));
-  ASSIGN_OR_RETURN(PgResult sequence,
+  ASSIGN_OR_RETURN(PgResult other,
                    query.Run("SELECT has_sequence_privilege(pg_get_serial_sequence('events', "
-                             "'id'), 'USAGE')",
+                             "'id'), 'USAGE'), has_database_privilege(current_database(), "
+                             "'TEMP')",
                              Params(), "checking the role's rights"));
   std::string lacking = missing.IsNull(0, 0) ? "" : missing.Text(0, 0);
-  if (sequence.Text(0, 0) != "t") {
-    lacking += std::string(lacking.empty() ? "" : ", ") + "USAGE on the sequence of events.id";
-  }
+  auto add = [&](const std::string& right) { lacking += (lacking.empty() ? "" : ", ") + right; };
+  if (other.Text(0, 0) != "t") add("USAGE on the sequence of events.id");
+  if (other.Text(0, 1) != "t") add("TEMP on the database");
   if (lacking.empty()) return Status::Ok();
   return PermissionDenied("PostgreSQL catalog '" + display_name_ + "': the role may not record " +
                           "runs: it lacks " + lacking +

@@ -11,6 +11,8 @@
 namespace fanout::catalog {
 
 namespace {
+// How long a parent missing from the catalog may still be running with its rows in a spool:
+// longer than a night's run, the longest a parent is expected to go on.
 constexpr auto kSpooledParentMargin = std::chrono::hours(24);
 }  // namespace
 

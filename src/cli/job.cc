@@ -568,7 +568,7 @@ int History(const JobArgs& args) {
   const json runs = history->value("runs", json::array());
   if (history->value("truncated", false)) {
     std::fprintf(stderr, "fanout job history: the agent sent the newest %zu runs only (its answer "
-                 "stops at 64 MiB of history); ask for fewer with --limit\n", runs.size());
+                 "stops at its max_history_bytes); ask for fewer with --limit\n", runs.size());
   }
   if (runs.empty()) {
     std::printf("Job %s has no runs on %s\n", args.job.c_str(), agent->url().c_str());

@@ -8,6 +8,8 @@
 
 #include <fmt/format.h>
 
+#include "common/agent_url.h"
+
 namespace fanout::client {
 namespace {
 
@@ -112,7 +114,8 @@ AgentPool::AgentPool(std::vector<PoolMember> members)
     : members_(std::move(members)), states_(members_.size()) {
   for (size_t i = 0; i < members_.size(); ++i) {
     states_[i].summary.name = members_[i].name;
-    states_[i].summary.url = members_[i].endpoint.url;
+    // Shown in messages, summaries and events: never a password written into it.
+    states_[i].summary.url = RedactAgentUrl(members_[i].endpoint.url);
   }
   for (size_t i = 0; i < members_.size(); ++i) {
     probers_.emplace_back([this, i] { ProbeLoop(static_cast<int>(i)); });
@@ -181,7 +184,7 @@ void AgentPool::Probe(int member, AgentClient& client) {
     s.next_probe = Clock::now() + kDownProbeInterval;
     if (was_usable_or_unknown) {
       const PoolMember& m = members_[static_cast<size_t>(member)];
-      down_notices_.emplace_back(fmt::format("{} ({})", m.name, m.endpoint.url), s.down_reason);
+      down_notices_.emplace_back(fmt::format("{} ({})", m.name, s.summary.url), s.down_reason);
     }
   } else {
     s.alive = true;
@@ -280,7 +283,7 @@ Result<Lease> AgentPool::Acquire(const Request& request, const std::function<boo
         auto refused = request.exclude.find(static_cast<int>(i));
         std::string why = refused != request.exclude.end() ? "refused: " + refused->second
                                                            : s.down_reason;
-        reasons.push_back(fmt::format("{} ({}): {}", members_[i].name, members_[i].endpoint.url, why));
+        reasons.push_back(fmt::format("{} ({}): {}", members_[i].name, s.summary.url, why));
       }
       leave();
       return Unavailable(fmt::format("no agent can take job {}: {}", request.job,
@@ -390,3 +393,4 @@ std::vector<AgentSummary> AgentPool::Summary() {
 }
 
 }  // namespace fanout::client
+

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <mutex>
+#include <optional>
 #include <set>
 
 #include <fmt/format.h>
@@ -43,6 +44,7 @@ constexpr auto kComeBackWait = client::kAgentComeBackWait;
 // pauses (doubling): the other runs' ends are not announced to this parent.
 constexpr std::chrono::milliseconds kAtLimitFirstPause = 50ms;
 constexpr std::chrono::milliseconds kAtLimitMaxPause = 1000ms;
+constexpr auto kAtLimitSayAgain = std::chrono::seconds(60);
 
 // Past durations of agent jobs, read from the catalog once per job and process.
 class DurationHistory {
@@ -149,7 +151,10 @@ class AgentJobTask : public Task {
     std::set<int> at_limit;
     std::set<int> at_limit_said;
     auto retry_pause = kAtLimitFirstPause;
-    bool waiting_said = false;
+    // When the wait began, and when to say it again: a run held by hand (or stuck) keeps the
+    // child waiting as long as it lasts, and the log shows the wait going on.
+    std::optional<std::chrono::steady_clock::time_point> waiting_since;
+    auto next_said = std::chrono::steady_clock::time_point::min();
     while (true) {
       auto acquired = pool->Acquire(request, canceled);
       if (!acquired.ok() && acquired.status().code() == Code::kCanceled) {
@@ -161,11 +166,17 @@ class AgentJobTask : public Task {
         // Every agent left is full of this job: wait, as for a free slot, rather than fail the
         // attempt at once (two parents sharing a job whose limit is the agents' slots failed
         // most of their children, their retries spent within milliseconds).
-        if (!waiting_said) {
-          waiting_said = true;
+        const auto now = std::chrono::steady_clock::now();
+        if (!waiting_since) waiting_since = now;
+        if (now >= next_said) {
+          next_said = now + kAtLimitSayAgain;
+          const auto waited = std::chrono::duration_cast<std::chrono::seconds>(now - *waiting_since);
           context.Emit(EventType::kOnInformation,
                        fmt::format("job {} is at its max_concurrent_runs on every agent that has "
-                                   "it; waiting for one of its runs to end", *job_name));
+                                   "it; waiting for one of its runs to end{}",
+                                   *job_name, waited.count() > 0
+                                                  ? fmt::format(" (for {} s now)", waited.count())
+                                                  : ""));
         }
         if (!context.cancel().SleepFor(retry_pause)) {
           return {TaskResult::kCanceled, "canceled while waiting for a run of job " + *job_name +
