@@ -667,6 +667,12 @@ class Loader : public TaskParser {
     return Value(item.Scalar());
   }
 
+  // Where to point at an entry's value: an empty one (`x:` alone) has the position of whatever
+  // follows it, often the next section's line, so its key's is said instead.
+  static const YAML::Node& ValueOrKey(const YAML::Node& key, const YAML::Node& value) {
+    return value.IsNull() ? key : value;
+  }
+
   template <typename F>
   void ForEachNamed(const YAML::Node& map, const std::string& what, F&& f) {
     if (!map || map.IsNull()) return;
@@ -731,7 +737,7 @@ class Loader : public TaskParser {
       v.name = name;
       v.pos = Pos(key);
       if (!def.IsMap()) {
-        Error(def, "a variable is a mapping: {type: int, value: 0}");
+        Error(ValueOrKey(key, def), "a variable is a mapping: {type: int, value: 0}");
         return;
       }
       CheckKeys(def, kVariableKeys, "variable '" + name + "'");
@@ -754,7 +760,7 @@ class Loader : public TaskParser {
       c.name = name;
       c.pos = Pos(key);
       if (!def.IsMap()) {
-        Error(def, "a connection is a mapping such as {type: sqlite, path: data.db}");
+        Error(ValueOrKey(key, def), "a connection is a mapping such as {type: sqlite, path: data.db}");
         return;
       }
       c.type = StringAt(def, "type", true).value_or("");
@@ -875,7 +881,8 @@ class Loader : public TaskParser {
       t.name = name;
       t.pos = Pos(key);
       if (!def.IsMap()) {
-        Error(def, fmt::format("task '{}' must be a mapping with at least `type:`", name));
+        Error(ValueOrKey(key, def),
+              fmt::format("task '{}' must be a mapping with at least `type:`", name));
         return;
       }
       // YAML aliases copy whole containers: a 1 KB file of nested aliases holds millions of

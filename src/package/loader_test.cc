@@ -356,6 +356,15 @@ TEST_F(LoaderTest, AMergeKeyIsNamed) {
   EXPECT_NE(diags_.items()[0].message.find("merge keys"), std::string::npos);
 }
 
+// An entry left empty (`x:` alone) is pointed at on its own line, not on the next section's,
+// where yaml-cpp places an empty value.
+TEST_F(LoaderTest, AnEmptyEntryIsPointedAtByItsName) {
+  LoadBad("package: demo\nvariables:\n  x:\nconnections:\n  db:\ntasks:\n  e:\n");
+  std::vector<int> lines;
+  for (const auto& item : diags_.items()) lines.push_back(item.pos.line);
+  EXPECT_EQ(lines, (std::vector<int>{3, 5, 7})) << diags_.ToString();
+}
+
 TEST_F(LoaderTest, ParsePackageKeepsGoingWhenThereAreProblems) {
   Diagnostics diags;
   auto pkg = ParsePackage("package: demo\ncolour: red\ntasks:\n  a: {type: noop}\n",
