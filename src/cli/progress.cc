@@ -12,9 +12,10 @@
 namespace fanout::cli {
 namespace {
 
-// "0:07", "12:34", "1:02:03"
+// "0:07", "12:34", "1:02:03", to the nearest second: truncated, a task started with the run
+// showed a second less than the run's clock at every redraw (QA).
 std::string ClockText(std::chrono::steady_clock::duration d) {
-  auto total = std::chrono::duration_cast<std::chrono::seconds>(d).count();
+  auto total = std::chrono::round<std::chrono::seconds>(d).count();
   if (total < 3600) return fmt::format("{}:{:02}", total / 60, total % 60);
   return fmt::format("{}:{:02}:{:02}", total / 3600, total / 60 % 60, total % 60);
 }

@@ -97,6 +97,14 @@ TEST_F(ProgressLineTest, ConsoleLinesGoAboveTheLine) {
             "\r[1:00:00] 1 running, 0 ended, 0 failed; longest: load (0:00)\033[K");
 }
 
+// A task started a moment after the run shows the run's time, not a second less.
+TEST_F(ProgressLineTest, ATaskStartedWithTheRunShowsTheRunsTime) {
+  ProgressLine line(terminal_, 200, ProgressLine::Clock::now() - std::chrono::milliseconds(300));
+  auto sink = Started(line);
+  sink->Write(Of(EventType::kOnPreExecute, "a"));
+  EXPECT_EQ(line.Render(Later(2)), "[0:02] 1 running, 0 ended, 0 failed; longest: a (0:02)");
+}
+
 TEST_F(ProgressLineTest, StopErasesTheLineAndIsCutToTheTerminalWidth) {
   ProgressLine line(terminal_, 21);
   auto sink = Started(line);

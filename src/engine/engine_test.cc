@@ -803,6 +803,34 @@ tasks:
   EXPECT_EQ(RunOf("each", 2)->status, "succeeded");
 }
 
+// Loops that fail as they start: the run's message is the first error said, though the loops
+// end in another order (QA: the message was the second OnError's).
+TEST_F(EngineTest, TheRunsMessageIsItsFirstOnError) {
+  RunResult r = MustRun(R"(package: loops-fail
+variables:
+  i: {type: int, value: 0}
+tasks:
+  a:
+    type: for
+    condition: "@i"
+    tasks:
+      x: {type: fake}
+  b:
+    type: foreach
+    items: "not a list"
+    as: it
+    tasks:
+      y: {type: fake}
+)");
+  EXPECT_EQ(r.result, TaskResult::kFailure);
+  std::vector<Event> errors;  // the loops', in the order they were said
+  for (const Event& e : EventsOf(EventType::kOnError)) {
+    if (e.source == "a" || e.source == "b") errors.push_back(e);
+  }
+  ASSERT_EQ(errors.size(), 2u) << AllEvents();
+  EXPECT_EQ(r.message, errors[0].source + ": " + errors[0].message) << AllEvents();
+}
+
 TEST_F(EngineTest, AContainerOutOfRetriesFails) {
   RunResult r = MustRun(R"(package: seq-exhausted
 tasks:
