@@ -17,6 +17,10 @@ using Clock = std::chrono::steady_clock;
 using namespace std::chrono_literals;
 
 constexpr auto kAliveProbeInterval = 500ms;
+// While children started without waiting (wait: false) hold slots there: they end unannounced,
+// and a slot held half a second after its run ended made such a fan-out 9 times as slow as
+// one that waits (QA: 32 children/s).
+constexpr auto kDetachedProbeInterval = 50ms;
 constexpr auto kDownProbeInterval = 1000ms;
 constexpr auto kWaitSlice = 200ms;  // how often a waiter re-checks cancel
 constexpr auto kFirstProbeGrace = 300ms;  // see ReadyLocked
@@ -195,7 +199,7 @@ void AgentPool::Probe(int member, AgentClient& client) {
     // since the agent answered).
     s.others = std::max(0, status->value("busy", 0) + status->value("queued", 0) -
                                std::max(s.running, s.probe_peak));
-    s.next_probe = Clock::now() + kAliveProbeInterval;
+    s.next_probe = Clock::now() + (s.detached.empty() ? kAliveProbeInterval : kDetachedProbeInterval);
   }
   WakeWaitersLocked();
 }
@@ -354,6 +358,10 @@ void AgentPool::Detach(Lease& lease, const std::string& run_id) {
   State& s = states_[static_cast<size_t>(lease.member_)];
   s.detached.push_back(run_id);
   ++s.summary.children;
+  if (s.alive && s.next_probe > Clock::now() + kDetachedProbeInterval) {
+    s.next_probe = Clock::now() + kDetachedProbeInterval;
+    prober_wake_.notify_all();
+  }
   if (lease.client_) s.idle_clients.push_back(std::move(lease.client_));
   lease.client_.reset();
   lease.pool_ = nullptr;
