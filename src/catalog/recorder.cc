@@ -107,7 +107,7 @@ struct Recorder::Impl {
   std::unique_ptr<Catalog> catalog;       // may be null
   std::unique_ptr<catalog::Spool> spool;  // null: rows wait in memory only
   std::string uid_prefix;                 // events get uid PREFIX:SEQ, unique across processes
-  uint64_t next_event_seq = 0;            // guarded by mu
+  uint64_t next_event_seq = 0;            // the thread's own (Deliver)
   std::vector<std::unique_ptr<EventSink>> sinks;
   // No catalog and no sink: what is recorded has nowhere to go. Dropped at once, it costs the
   // engine nothing; queued, it woke the idle thread for every event (a futex call each, twice
@@ -202,7 +202,6 @@ void Recorder::RecordTaskRun(TaskRunRow row) {
 
 void Recorder::Emit(Event event) {
   impl_->Enqueue([&] {
-    event.uid = impl_->uid_prefix + ":" + std::to_string(impl_->next_event_seq++);
     impl_->events.push_back(std::move(event));
   });
 }
@@ -298,6 +297,9 @@ void Recorder::Impl::Deliver(std::vector<ExecutionRow>& round_executions,
     }
   }
   for (Event& event : round_events) {
+    // Named here, in queue order, rather than by the engine's thread as it emits: a string
+    // built on the hot path for every event.
+    event.uid = uid_prefix + ":" + std::to_string(next_event_seq++);
     if (mask) {
       event.message = masker->Mask(event.message);
       event.data_bytes = masker->Mask(event.data_bytes);
