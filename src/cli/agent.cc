@@ -111,25 +111,6 @@ int RunAgent(const AgentArgs& args) {
                  "every local user; give it in agent.yaml (`catalog:`), ~/.pgpass or PGPASSWORD "
                  "instead\n");
   }
-  // A PostgreSQL catalog that refuses (a newer schema, a role that may not write) would fail
-  // every package step with exit 6 (QA): said now, before serving. One that does not answer now
-  // may later; steps spool meanwhile. (A SQLite catalog is left to the first step to create,
-  // as that step's user.)
-  if (config.catalog.starts_with("postgres")) {
-    std::string unreachable;
-    auto catalog = OpenCatalogForRun(config.catalog, unreachable);
-    const std::string display = report::DisplayCatalogSpec(config.catalog);
-    if (!catalog.ok()) {
-      std::fprintf(stderr, "fanout agent: catalog %s: %s; package steps could not record there\n",
-                   display.c_str(), catalog.status().message().c_str());
-      return kExitFailure;
-    }
-    if (!unreachable.empty()) {
-      std::fprintf(stderr, "fanout agent: warning: catalog %s cannot be reached now (%s); package "
-                   "steps will spool their rows until it answers\n", display.c_str(),
-                   unreachable.c_str());
-    }
-  }
   // A package step through a proxy records as the proxy's user: a SQLite catalog then needs
   // sharing, which the agent cannot arrange (docs/agents.md).
   for (const auto& [name, proxy] : config.proxies) {

@@ -417,20 +417,6 @@ TEST_F(AgentTest, ARequestWithoutABodyLengthIsAnsweredAtOnce) {
   }
 }
 
-// A PostgreSQL catalog that refuses the agent (here: no such database) is said at the start; it
-// had failed every package step with exit 6. One that does not answer only gets a warning.
-TEST_F(AgentTest, APostgresCatalogThatRefusesIsSaidAtTheStart) {
-  const char* uri = std::getenv("FANOUT_TEST_POSTGRES");
-  if (uri == nullptr || *uri == '\0') GTEST_SKIP() << "needs FANOUT_TEST_POSTGRES";
-  std::string spec = uri;
-  spec = spec.substr(0, spec.rfind('/')) + "/no_such_database_here";
-  EXPECT_EQ(agent_.StartExpectingExit({"--dev", "--catalog", spec}), 1);
-  EXPECT_TRUE(Contains(agent_.err(), "no_such_database_here")) << agent_.err();
-  EXPECT_TRUE(Contains(agent_.err(), "package steps could not record there")) << agent_.err();
-  ASSERT_TRUE(agent_.Start({"--dev", "--catalog", "postgresql://fanout@127.0.0.1:1/nowhere"}));
-  EXPECT_TRUE(Contains(agent_.err(), "cannot be reached now")) << agent_.err();
-}
-
 TEST_F(AgentTest, RefusesToListenBeyondLoopbackWithoutCredentials) {
   agent_.dir().Write("open.yaml", "name: open\nlisten: 0.0.0.0:0\ndata_dir: data\n");
   EXPECT_EQ(agent_.StartExpectingExit({"--config", agent_.Path("open.yaml")}), 5);
