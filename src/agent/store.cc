@@ -465,10 +465,11 @@ Status AgentStore::UpdateRunLocked(const RunRecord& r) {
 
 Result<int64_t> AgentStore::TrimHistory(const std::string& job, int keep) {
   std::lock_guard lock(mu_);
-  // Older than the job's keep-th newest run (by queue time, as the history lists them).
+  // Older than the job's keep-th newest finished run (by queue time, as the history lists
+  // them); runs queued or running count for nothing and are never taken.
   constexpr const char* kBeyond =
       "job = ?1 AND ended_at IS NOT NULL AND queued_at < (SELECT queued_at FROM runs WHERE job = "
-      "?1 ORDER BY queued_at DESC LIMIT 1 OFFSET ?2 - 1)";
+      "?1 AND ended_at IS NOT NULL ORDER BY queued_at DESC LIMIT 1 OFFSET ?2 - 1)";
   RETURN_IF_ERROR(Cached("BEGIN IMMEDIATE").Run());
   Query attempts = Cached(std::string("DELETE FROM step_attempts WHERE run_id IN (SELECT id FROM "
                                       "runs WHERE ") + kBeyond + ")");

@@ -1,5 +1,6 @@
 // Late-binding placement over agents (see agent_pool.h). One prober thread per pool reads each
-// agent's /v1/status (slots, busy) twice a second and re-probes lost agents every second; the
+// agent's /v1/status (slots, busy) twice a second (20 times while wait: false children are being
+// handed to it) and re-probes lost agents every second; the
 // parent's own count of what it has running is always current, so a finished child's slot is
 // reused at once without waiting for the next probe.
 #include "client/agent_pool.h"
@@ -17,10 +18,13 @@ using Clock = std::chrono::steady_clock;
 using namespace std::chrono_literals;
 
 constexpr auto kAliveProbeInterval = 500ms;
-// While children started without waiting (wait: false) hold slots there: they end unannounced,
-// and a slot held half a second after its run ended made such a fan-out 9 times as slow as
-// one that waits (QA: 32 children/s).
+// While children started without waiting (wait: false) were handed to an agent lately: they
+// end unannounced, and a slot held half a second after its run ended made a fan-out of short
+// ones 9 times as slow as one that waits (QA: 32 children/s). Long ones are not polled at this
+// rate for their whole life: once no child has been handed over for kDetachedFastFor, the
+// agent is probed at kAliveProbeInterval again.
 constexpr auto kDetachedProbeInterval = 50ms;
+constexpr auto kDetachedFastFor = 2s;
 constexpr auto kDownProbeInterval = 1000ms;
 constexpr auto kWaitSlice = 200ms;  // how often a waiter re-checks cancel
 constexpr auto kFirstProbeGrace = 300ms;  // see ReadyLocked
@@ -199,7 +203,8 @@ void AgentPool::Probe(int member, AgentClient& client) {
     // since the agent answered).
     s.others = std::max(0, status->value("busy", 0) + status->value("queued", 0) -
                                std::max(s.running, s.probe_peak));
-    s.next_probe = Clock::now() + (s.detached.empty() ? kAliveProbeInterval : kDetachedProbeInterval);
+    const bool fast = !s.detached.empty() && Clock::now() - s.last_detached < kDetachedFastFor;
+    s.next_probe = Clock::now() + (fast ? kDetachedProbeInterval : kAliveProbeInterval);
   }
   WakeWaitersLocked();
 }
@@ -357,6 +362,7 @@ void AgentPool::Detach(Lease& lease, const std::string& run_id) {
   std::lock_guard lock(mu_);
   State& s = states_[static_cast<size_t>(lease.member_)];
   s.detached.push_back(run_id);
+  s.last_detached = Clock::now();
   ++s.summary.children;
   if (s.alive && s.next_probe > Clock::now() + kDetachedProbeInterval) {
     s.next_probe = Clock::now() + kDetachedProbeInterval;

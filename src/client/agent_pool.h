@@ -137,6 +137,7 @@ class AgentPool {
     std::vector<std::unique_ptr<AgentClient>> idle_clients;
     std::vector<Orphan> orphans;        // lost runs to stop once it answers
     std::vector<std::string> detached;  // runs started unfollowed, counted in `running`
+    std::chrono::steady_clock::time_point last_detached{};  // the latest of them, when
   };
   std::vector<std::pair<std::string, std::string>> down_notices_;  // for TakeDownNotices
   struct Waiter {

@@ -1156,8 +1156,9 @@ void Execution::FailLoop(Loop* l, const std::string& what) {
   ++result_.failed;  // no task of it failed: the summary had said "0 failed" of a failed run
   l->errors = l->def->maximum_error_count;
   l->first_error = fmt::format("{}: {}", l->path, what);
-  // Final as it is said (no retry undoes it): the run's first error if none came before, though
-  // the loop ends later, after loops that failed after it had ended (QA).
+  // The run's first error if none came before, as it is said: the loop ends later, after loops
+  // that failed after it had ended (QA). A retry of an enclosing container clears it, as for
+  // any task's error (EndContainerTry).
   if (first_error_.empty()) first_error_ = l->first_error;
 }
 
