@@ -114,7 +114,8 @@ constexpr double kCharWidth = 6.4;
 
 struct Bar {
   const ChildNode* node;
-  double x0, x1;
+  double x0, x1;       // drawn, at least 2 px wide
+  DateTime start, end;  // what the lanes are packed by
   int lane = 0;
 };
 
@@ -207,13 +208,16 @@ std::string TimelineSvg(const Overview& overview) {
            chart_width * std::chrono::duration<double, std::milli>(t - t0).count() / span_ms;
   };
 
-  // One group per agent, "local" first; within a group, children that overlap are stacked on
-  // lanes, each bar on the first lane free at its start.
+  // One group per agent, "local" first; within a group, children that overlap in time are
+  // stacked on lanes, each bar on the first lane free at its start. By time, not by pixels: a
+  // short child's bar drawn wider than its time had pushed the next one onto a lane of its own,
+  // and an agent of 4 slots showed 16 lanes (QA); as many lanes as runs at once, as slots.
   std::map<std::string, std::vector<Bar>> groups;
   for (const ChildNode& c : children) {
+    DateTime end = c.execution.ended_at.value_or(now);
     double x0 = x_of(c.execution.started_at);
-    double x1 = std::max(x_of(c.execution.ended_at.value_or(now)), x0 + 2);
-    groups[AgentLabel(c.execution)].push_back({&c, x0, x1});
+    double x1 = std::max(x_of(end), x0 + 2);
+    groups[AgentLabel(c.execution)].push_back({&c, x0, x1, c.execution.started_at, end});
   }
   std::vector<std::pair<std::string, std::vector<Bar>*>> ordered;
   if (auto it = groups.find("local"); it != groups.end())
@@ -224,13 +228,13 @@ std::string TimelineSvg(const Overview& overview) {
   std::vector<int> lanes_per_group;
   for (auto& [agent, bars] : ordered) {
     std::stable_sort(bars->begin(), bars->end(),
-                     [](const Bar& a, const Bar& b) { return a.x0 < b.x0; });
-    std::vector<double> lane_end;
+                     [](const Bar& a, const Bar& b) { return a.start < b.start; });
+    std::vector<DateTime> lane_end;
     for (Bar& bar : *bars) {
       size_t lane = 0;
-      while (lane < lane_end.size() && lane_end[lane] > bar.x0 - 1) ++lane;
-      if (lane == lane_end.size()) lane_end.push_back(0);
-      lane_end[lane] = bar.x1;
+      while (lane < lane_end.size() && lane_end[lane] > bar.start) ++lane;
+      if (lane == lane_end.size()) lane_end.push_back(DateTime{});
+      lane_end[lane] = bar.end;
       bar.lane = static_cast<int>(lane);
     }
     lanes_per_group.push_back(static_cast<int>(lane_end.size()));

@@ -446,6 +446,17 @@ TEST_F(ReportTest, OverviewRenderings) {
   EXPECT_NE(html.find("bar bar-failed"), std::string::npos);
 }
 
+// How many rows (distinct heights) the timeline's succeeded bars are drawn on.
+size_t BarRows(const std::string& svg) {
+  std::regex y_of_bar("<rect class=\"bar bar-succeeded\" x=\"[0-9.]+\" y=\"([0-9.]+)\"");
+  std::set<std::string> rows;
+  for (auto it = std::sregex_iterator(svg.begin(), svg.end(), y_of_bar);
+       it != std::sregex_iterator(); ++it) {
+    rows.insert((*it)[1]);
+  }
+  return rows.size();
+}
+
 TEST_F(ReportTest, TimelineStacksOverlappingChildrenOfOneAgent) {
   CatalogBatch b;
   ExecutionRow parent = Execution("p", "parent", milliseconds(0), milliseconds(1000));
@@ -460,14 +471,27 @@ TEST_F(ReportTest, TimelineStacksOverlappingChildrenOfOneAgent) {
   auto overview = BuildOverview(*catalog_, parent, At(milliseconds(2000)));
   ASSERT_TRUE(overview.ok());
   std::string svg = TimelineSvg(*overview);
-  std::regex y_of_bar("<rect class=\"bar bar-succeeded\" x=\"[0-9.]+\" y=\"([0-9.]+)\"");
-  std::set<std::string> rows;
-  for (auto it = std::sregex_iterator(svg.begin(), svg.end(), y_of_bar);
-       it != std::sregex_iterator(); ++it) {
-    rows.insert((*it)[1]);
-  }
-  EXPECT_EQ(rows.size(), 2u) << svg;
+  EXPECT_EQ(BarRows(svg), 2u) << svg;
   EXPECT_EQ(TimelineSvg(Overview{}), "") << "no children, no chart";
+}
+
+// Children one after the other on one slot, each far shorter than a pixel of the chart: one
+// lane, as the agent ran them (their bars, drawn 2 px wide, had been put on 16 lanes).
+TEST_F(ReportTest, TimelineLanesFollowTimeNotTheBarsWidths) {
+  CatalogBatch b;
+  ExecutionRow parent = Execution("p", "parent", milliseconds(0), milliseconds(60000));
+  b.executions.push_back(parent);
+  for (int i = 0; i < 50; ++i) {
+    ExecutionRow child = Execution("c" + std::to_string(i), "child", milliseconds(i * 10),
+                                   milliseconds(10));
+    child.parent_id = "p";
+    b.executions.push_back(child);
+  }
+  Write(std::move(b));
+  auto overview = BuildOverview(*catalog_, parent, At(milliseconds(70000)));
+  ASSERT_TRUE(overview.ok());
+  std::string svg = TimelineSvg(*overview);
+  EXPECT_EQ(BarRows(svg), 1u) << svg.substr(0, 2000);
 }
 
 }  // namespace
