@@ -343,7 +343,7 @@ Status Executor::Recover() {
     do {
       Touch(file);
     } while (!heartbeat_stop_cv_.wait_for(lock, kHeartbeat, [&] { return heartbeat_stop_; }));
-    Touch(file);  // the time it stopped, to the second
+    Touch(file);  // the time it stopped
   });
   return Status::Ok();
 }
