@@ -2,12 +2,14 @@
 #include "cli/cli.h"
 
 #include <charconv>
+#include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <iostream>
 #include <limits>
 #include <map>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -54,13 +56,31 @@ std::optional<int> ParseSinceFor(const std::string& text, const char* command, D
 }
 
 std::optional<int> OpenCatalogFor(const std::string& flag, const char* command, bool create,
-                                  std::string& spec, std::unique_ptr<Catalog>& catalog) {
+                                  std::string& spec, std::unique_ptr<Catalog>& catalog,
+                                  const std::function<bool()>& keep_trying) {
   const std::string full_spec = report::CatalogSpec(flag);
   spec = report::DisplayCatalogSpec(full_spec);  // from here on only shown in messages
-  // An existing file is read as a catalog or refused (never made into one); only a missing one
-  // is created, when asked.
-  auto opened = report::OpenCatalogToRead(full_spec);
-  if (create && opened.ok() && *opened == nullptr) opened = OpenCatalog(full_spec);
+  auto open = [&]() -> Result<std::unique_ptr<Catalog>> {
+    // An existing file is read as a catalog or refused (never made into one); only a missing
+    // one is created, when asked.
+    auto opened = report::OpenCatalogToRead(full_spec);
+    if (create && opened.ok() && *opened == nullptr) opened = OpenCatalog(full_spec);
+    return opened;
+  };
+  auto opened = open();
+  for (bool said = false; keep_trying && !opened.ok() &&
+                          opened.status().code() == Code::kUnavailable;) {
+    if (!said) {
+      std::fprintf(stderr, "fanout %s: catalog %s: %s; still following, retrying\n", command,
+                   spec.c_str(), opened.status().message().c_str());
+      said = true;
+    }
+    for (int i = 0; i < 10 && keep_trying(); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    if (!keep_trying()) return kExitSuccess;  // stopped (Ctrl-C) while waiting
+    opened = open();
+  }
   if (!opened.ok()) {
     std::fprintf(stderr, "fanout %s: catalog %s: %s\n", command, spec.c_str(),
                  opened.status().message().c_str());

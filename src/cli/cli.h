@@ -49,9 +49,12 @@ CLI::Validator WholeNumberAtLeastOne();
 // Opens the catalog named by `flag` (--catalog, else $FANOUT_CATALOG, else sqlite:fanout.db)
 // and sets `spec` to the spec as messages show it. A SQLite file that does not exist is created
 // only when `create` is set; otherwise `catalog` stays null. On failure prints why, as "fanout
-// COMMAND: catalog SPEC: REASON", and returns the exit code (6 for a bad spec, else 1).
+// COMMAND: catalog SPEC: REASON", and returns the exit code (6 for a bad spec, else 1). With
+// `keep_trying` (--follow), a catalog that cannot be reached is tried again every second while
+// it returns true, said once; 0 is returned when it turns false first (stopped by a signal).
 std::optional<int> OpenCatalogFor(const std::string& flag, const char* command, bool create,
-                                  std::string& spec, std::unique_ptr<Catalog>& catalog);
+                                  std::string& spec, std::unique_ptr<Catalog>& catalog,
+                                  const std::function<bool()>& keep_trying = nullptr);
 
 // Says that the SQLite catalog `spec` does not exist (and so has no execution `execution`, when
 // one was asked for); returns kExitNotFound.

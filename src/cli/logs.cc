@@ -173,10 +173,14 @@ int Logs(const LogsArgs& args) {
   }
   // Following may start before the first run has created the catalog; reading alone must not
   // create one, and refuses one that does not exist (a mistyped --catalog would show nothing).
+  // Following rides out a catalog that cannot be reached yet, as it rides out an outage later.
   std::string spec;
   std::unique_ptr<Catalog> catalog;
+  if (args.follow) CatchStopSignals();
+  std::function<bool()> keep_trying;
+  if (args.follow) keep_trying = [] { return !g_stop.load(); };
   if (auto rc = OpenCatalogFor(args.catalog, kCommand, args.follow && args.execution.empty(), spec,
-                               catalog)) {
+                               catalog, keep_trying)) {
     return *rc;
   }
   if (catalog == nullptr) return CatalogDoesNotExist(kCommand, spec, args.execution);
@@ -214,7 +218,6 @@ int Logs(const LogsArgs& args) {
     }
   }
 
-  if (args.follow) CatchStopSignals();
   bool tail_pending = args.tail >= 0;
   bool unreadable = false;  // following through a catalog outage: said once, until it answers
   // An error while reading: the end of a plain read; while following, a pause to ride out.

@@ -188,6 +188,20 @@ TEST(ReportCommandTest, AnotherApplicationsDatabaseIsNotTakenForACatalog) {
 
 // An --html file that cannot be written: the path given and why, as a usage error (not 1, which
 // says the catalog could not be read), and no temporary file named.
+// `logs --follow` waits for a catalog that cannot be reached yet, as it rides out an outage
+// later (it had exited 1 at once), and a Ctrl-C while it waits ends it with 0.
+TEST(ReportCommandTest, FollowingWaitsForACatalogThatCannotBeReachedYet) {
+  ScratchDir dir;
+  int pid = StartFanout(
+      {"logs", "--follow", "--catalog", "postgresql://fanout@127.0.0.1:1/nowhere"}, dir.path());
+  auto says_it_waits = [&] {
+    return dir.Read("fanout.err").find("still following, retrying") != std::string::npos;
+  };
+  EXPECT_TRUE(WaitFor(says_it_waits, std::chrono::milliseconds(10000))) << dir.Read("fanout.err");
+  kill(pid, SIGINT);
+  EXPECT_EQ(WaitFanout(pid, std::chrono::seconds(10)), 0) << dir.Read("fanout.err");
+}
+
 TEST(ReportCommandTest, HtmlFileThatCannotBeWrittenSaysWhy) {
   ScratchDir dir;
   const std::string html = dir.path() + "/no/such/dir/x.html";
