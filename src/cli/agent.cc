@@ -18,6 +18,7 @@
 
 #include "agent/config.h"
 #include "agent/server.h"
+#include "catalog/postgres_catalog.h"
 #include "cli/cli.h"
 #include "common/util.h"
 #include "report/report.h"
@@ -39,6 +40,23 @@ std::string SelfPath() {
   char buf[PATH_MAX];
   ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
   return n > 0 ? std::string(buf, static_cast<size_t>(n)) : "fanout";
+}
+
+// A PostgreSQL catalog that refuses this agent's login (no such database, a newer schema, a
+// role that may not write) fails every package step that logs in the same way, which had shown
+// only as steps exiting 6 (QA). Said once, as a warning: steps through proxies log in as their
+// own users, and the check creates and upgrades nothing. A catalog without tables yet is the
+// first step's to create; one that does not answer yet may later.
+void WarnIfCatalogRefuses(const std::string& spec) {
+  catalog::PostgresCatalog catalog(spec, /*existing_catalog_only=*/true);
+  Status status = catalog.Open();
+  if (!status.ok() && catalog.found_empty()) return;
+  if (status.ok()) status = catalog.CheckWriteRights();
+  // Connection failures are all Unavailable: a server that answers and refuses (no such
+  // database, a wrong password) is told apart from one that does not answer by a ping.
+  if (status.ok() || (status.code() == Code::kUnavailable && catalog.ServerUnreachable())) return;
+  std::fprintf(stderr, "fanout agent: warning: %s; package steps that log in as this agent's "
+               "user cannot record there\n", status.message().c_str());
 }
 
 std::string RandomToken() {
@@ -154,6 +172,11 @@ int RunAgent(const AgentArgs& args) {
   }
   std::fflush(stdout);
 
+  // Beside serving: libpq may wait its connect_timeout for a catalog that does not answer.
+  std::thread catalog_check;
+  if (config.catalog.starts_with("postgres")) {
+    catalog_check = std::thread([spec = config.catalog] { WarnIfCatalogRefuses(spec); });
+  }
   std::thread watcher([&server, set] {
     int sig = 0;
     sigwait(&set, &sig);
@@ -167,6 +190,7 @@ int RunAgent(const AgentArgs& args) {
     pthread_kill(watcher.native_handle(), SIGTERM);
   }
   watcher.join();
+  if (catalog_check.joinable()) catalog_check.join();
   temporary.keep = !served.ok();
   std::fprintf(stderr, "fanout agent: stopped%s%s\n",
                temporary.path.empty() || temporary.keep ? "" : "; removed the temporary data_dir ",

@@ -417,6 +417,22 @@ TEST_F(AgentTest, ARequestWithoutABodyLengthIsAnsweredAtOnce) {
   }
 }
 
+// A PostgreSQL catalog that refuses the agent's login (here: no such database) is said at the
+// start, as a warning beside serving: it had shown only as every package step exiting 6.
+TEST_F(AgentTest, APostgresCatalogThatRefusesIsSaidAtTheStart) {
+  const char* uri = std::getenv("FANOUT_TEST_POSTGRES");
+  if (uri == nullptr || *uri == '\0') GTEST_SKIP() << "needs FANOUT_TEST_POSTGRES";
+  std::string spec = uri;
+  spec = spec.substr(0, spec.rfind('/')) + "/no_such_database_here";
+  ASSERT_TRUE(agent_.Start({"--dev", "--catalog", spec}));
+  auto warned = [&] {
+    return Contains(agent_.err(), "warning: ") && Contains(agent_.err(), "no_such_database_here") &&
+           Contains(agent_.err(), "package steps that log in as this agent's user");
+  };
+  EXPECT_TRUE(WaitFor(warned, std::chrono::milliseconds(10000))) << agent_.err();
+  EXPECT_FALSE(Contains(agent_.err(), uri)) << "the password stays out: " << agent_.err();
+}
+
 TEST_F(AgentTest, RefusesToListenBeyondLoopbackWithoutCredentials) {
   agent_.dir().Write("open.yaml", "name: open\nlisten: 0.0.0.0:0\ndata_dir: data\n");
   EXPECT_EQ(agent_.StartExpectingExit({"--config", agent_.Path("open.yaml")}), 5);
