@@ -72,24 +72,10 @@ Result<std::unique_ptr<Catalog>> OpenCatalogForRun(const std::string& spec,
     RETURN_IF_ERROR(catalog->CheckWriteRights());
     return std::unique_ptr<Catalog>(std::move(catalog));
   }
-  if (opened.code() != Code::kUnavailable) return opened;
-  auto deferred = std::make_unique<catalog::PostgresCatalog>(spec);
-  // libpq's "timeout expired": nothing answered within connect_timeout, so a ping, which
-  // would wait as long again, has nothing to add. A server with no connection left (SQLSTATE
-  // 53300, which a ping takes for an answer) passes as its load does: the run goes on and
-  // spools. A role's or database's own CONNECTION LIMIT ("too many connections for role") is
-  // configuration, for the user to fix. Matched by the server's English words: a server with
-  // other lc_messages fails the run instead, as before.
-  const std::string& message = opened.message();
-  bool timed_out = message.find("timeout expired") != std::string::npos;
-  bool full = message.find("too many clients already") != std::string::npos ||
-              message.find("connection slots are reserved") != std::string::npos;
-  if (!timed_out && !full && !deferred->ServerUnreachable()) {
-    return opened;  // it answers: the failure is for the user
-  }
+  if (!catalog->IsOutage(opened)) return opened;  // it answers: the failure is for the user
   unreachable = opened.message();
-  deferred->OpenOnFirstWrite();
-  return std::unique_ptr<Catalog>(std::move(deferred));
+  catalog->OpenOnFirstWrite();  // a failed Open left it closed
+  return std::unique_ptr<Catalog>(std::move(catalog));
 }
 
 }  // namespace fanout

@@ -723,11 +723,26 @@ Status PostgresCatalog::Connect() {
   return Status::Ok();
 }
 
-bool PostgresCatalog::ServerUnreachable() {
+bool PostgresCatalog::IsOutage(const Status& open_failure) {
+  if (open_failure.code() != Code::kUnavailable) return false;
+  // libpq's "timeout expired": nothing answered within connect_timeout, so a ping, which
+  // would wait as long again, has nothing to add. A server with no connection left (SQLSTATE
+  // 53300, which a ping takes for an answer) passes as its load does. A role's or database's
+  // own CONNECTION LIMIT ("too many connections for role") is configuration, for the user to
+  // fix. Matched by the server's English words: a server with other lc_messages is taken for
+  // one that refuses.
+  const std::string& message = open_failure.message();
+  if (message.find("timeout expired") != std::string::npos ||
+      message.find("too many clients already") != std::string::npos ||
+      message.find("connection slots are reserved") != std::string::npos) {
+    return true;
+  }
   if (!LoadLibpq().ok()) return false;
   const char* const values[] = {"10", "fanout", conninfo_.c_str(), "UTF8", nullptr};
-  // PQPING_REJECT: it answers but takes no connection now (starting up, shutting down, in
-  // recovery): a restart, to be waited out like a server that does not answer.
+  // Connection failures are all Unavailable; a ping tells a server that answers and refuses (a
+  // wrong password, no such database) from one that does not answer. PQPING_REJECT: it
+  // answers but takes no connection now (starting up, shutting down, in recovery): a restart,
+  // to be waited out like a server that does not answer.
   PGPing ping = PQpingParams(kConnectKeywords, values, /*expand_dbname=*/1);
   return ping == PQPING_NO_RESPONSE || ping == PQPING_REJECT;
 }
@@ -1266,19 +1281,41 @@ Result<Catalog::PruneCounts> PostgresCatalog::Prune(DateTime cutoff, const IsLiv
 
 std::string RedactConnectionString(std::string_view conninfo) { return Redact(conninfo, nullptr); }
 
-std::string ConnectionIdentity(std::string_view conninfo) {
-  if (!LoadLibpq().ok()) return "";
+namespace {
+
+// What libpq reads from a connection string: keyword and value of each option it sets, in its
+// own order; libpq's error (trailing whitespace removed) when it cannot parse it. libpq must be
+// loaded.
+Result<std::vector<std::pair<std::string, std::string>>> ParsedOptions(std::string_view conninfo) {
   char* error = nullptr;
   PQconninfoOption* options = PQconninfoParse(std::string(conninfo).c_str(), &error);
-  if (error != nullptr) PQfreemem(error);
-  if (options == nullptr) return "";
-  std::vector<std::string> pairs;
+  if (options == nullptr) {
+    std::string message = error != nullptr ? error : "cannot be parsed";
+    if (error != nullptr) PQfreemem(error);
+    while (!message.empty() && std::isspace(static_cast<unsigned char>(message.back()))) {
+      message.pop_back();
+    }
+    return InvalidArgument(message);
+  }
+  std::vector<std::pair<std::string, std::string>> set;
   for (PQconninfoOption* option = options; option->keyword != nullptr; ++option) {
-    std::string_view keyword = option->keyword;
-    if (option->val == nullptr || keyword == "password" || keyword == "passfile") continue;
-    pairs.push_back(std::string(keyword) + "=" + option->val);
+    if (option->val != nullptr) set.emplace_back(option->keyword, option->val);
   }
   PQconninfoFree(options);
+  return set;
+}
+
+}  // namespace
+
+std::string ConnectionIdentity(std::string_view conninfo) {
+  if (!LoadLibpq().ok()) return "";
+  auto options = ParsedOptions(conninfo);
+  if (!options.ok()) return "";
+  std::vector<std::string> pairs;
+  for (const auto& [keyword, value] : *options) {
+    if (keyword == "password" || keyword == "passfile") continue;
+    pairs.push_back(keyword + "=" + value);
+  }
   std::sort(pairs.begin(), pairs.end());
   std::string identity = "postgresql:";
   for (const std::string& pair : pairs) identity += pair + "\n";
@@ -1302,20 +1339,15 @@ Status CheckConnectionString(std::string_view conninfo) {
     }
   }
   if (!LoadLibpq().ok()) return Status::Ok();  // said when the connection is made
-  char* error = nullptr;
-  PQconninfoOption* options = PQconninfoParse(std::string(conninfo).c_str(), &error);
-  if (options == nullptr) {
-    std::string message = error != nullptr ? error : "cannot be parsed";
-    if (error != nullptr) PQfreemem(error);
-    while (!message.empty() && std::isspace(static_cast<unsigned char>(message.back()))) {
-      message.pop_back();
-    }
-    return InvalidArgument("not a PostgreSQL connection string: " + Scrub(message, secrets));
+  auto options = ParsedOptions(conninfo);
+  if (!options.ok()) {
+    return InvalidArgument("not a PostgreSQL connection string: " +
+                           Scrub(options.status().message(), secrets));
   }
   Status status = Status::Ok();
-  for (PQconninfoOption* option = options; option->keyword != nullptr; ++option) {
-    std::string_view value = option->val != nullptr ? option->val : "";
-    if (std::string_view(option->keyword) != "port") continue;
+  for (const auto& [keyword, set_value] : *options) {
+    std::string_view value = set_value;
+    if (keyword != "port") continue;
     // A list for several hosts ("5432,5433"); an empty entry takes the default.
     for (size_t start = 0; start <= value.size() && status.ok();) {
       size_t end = std::min(value.find(',', start), value.size());
@@ -1330,7 +1362,6 @@ Status CheckConnectionString(std::string_view conninfo) {
       start = end + 1;
     }
   }
-  PQconninfoFree(options);
   return status;
 }
 

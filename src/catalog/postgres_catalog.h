@@ -56,10 +56,10 @@ class PostgresCatalog : public Catalog {
   // PermissionDenied, naming each right missing, when the role may not write what a run
   // records. On an open catalog.
   Status CheckWriteRights();
-  // True when no server answers at the address (down, or not reachable) or it takes no
-  // connection for now (starting up, shutting down), as opposed to one that refuses this one (a
-  // wrong password, no such database) or a connection string that is bad.
-  bool ServerUnreachable();
+  // Whether `open_failure` (Open's) is an outage to wait out, spooling: no server answers (or
+  // not in time), or it takes no connection for now (starting up, shutting down, full); not one
+  // that refuses this connection (a wrong password, no such database) or a bad spec.
+  bool IsOutage(const Status& open_failure);
   // One transaction; executions and task runs upserted by key (the last row of a key in the
   // batch wins), events appended in order (via COPY) except those whose uid is already stored.
   // Reconnects when the connection was lost; retries at once a transaction that lost a

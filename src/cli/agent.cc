@@ -52,9 +52,7 @@ void WarnIfCatalogRefuses(const std::string& spec) {
   Status status = catalog.Open();
   if (!status.ok() && catalog.found_empty()) return;
   if (status.ok()) status = catalog.CheckWriteRights();
-  // Connection failures are all Unavailable: a server that answers and refuses (no such
-  // database, a wrong password) is told apart from one that does not answer by a ping.
-  if (status.ok() || (status.code() == Code::kUnavailable && catalog.ServerUnreachable())) return;
+  if (status.ok() || catalog.IsOutage(status)) return;
   std::fprintf(stderr, "fanout agent: warning: %s; package steps that log in as this agent's "
                "user cannot record there\n", status.message().c_str());
 }

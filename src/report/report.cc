@@ -193,27 +193,33 @@ std::string DisplayCatalogSpec(const std::string& spec) {
   return catalog::RedactConnectionString(spec);
 }
 
-Result<std::unique_ptr<Catalog>> OpenCatalogToRead(const std::string& spec) {
-  ASSIGN_OR_RETURN(std::string path, CatalogSqlitePath(spec));
-  if (path.empty()) {
-    // A reader's role may only read: nothing is created in a database without the tables.
-    auto catalog = std::make_unique<catalog::PostgresCatalog>(spec, /*existing_catalog_only=*/true);
-    Status opened = catalog->Open();
-    if (!opened.ok() && catalog->found_empty()) return std::unique_ptr<Catalog>();
-    RETURN_IF_ERROR(opened);
-    return std::unique_ptr<Catalog>(std::move(catalog));
-  }
-  std::error_code ec;
-  if (!std::filesystem::exists(path, ec)) return std::unique_ptr<Catalog>();
-  // Reading must not turn another application's database into a catalog.
-  catalog::SqliteCatalogOptions options;
-  options.existing_catalog_only = true;
-  auto catalog = std::make_unique<catalog::SqliteCatalog>(path, options);
+namespace {
+
+// Opens a backend made with existing_catalog_only: one with no tables yet (a run is creating
+// them now, or none has run) is no catalog yet, null.
+template <typename Backend>
+Result<std::unique_ptr<Catalog>> OpenExisting(std::unique_ptr<Backend> catalog) {
   Status opened = catalog->Open();
-  // A file with no table yet: a run is creating the catalog now (or it is empty). None yet.
   if (!opened.ok() && catalog->found_empty()) return std::unique_ptr<Catalog>();
   RETURN_IF_ERROR(opened);
   return std::unique_ptr<Catalog>(std::move(catalog));
+}
+
+}  // namespace
+
+// Reading creates nothing: not the tables in a PostgreSQL database (a reader's role may only
+// read), nor a catalog in another application's SQLite file.
+Result<std::unique_ptr<Catalog>> OpenCatalogToRead(const std::string& spec) {
+  ASSIGN_OR_RETURN(std::string path, CatalogSqlitePath(spec));
+  if (path.empty()) {
+    return OpenExisting(
+        std::make_unique<catalog::PostgresCatalog>(spec, /*existing_catalog_only=*/true));
+  }
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) return std::unique_ptr<Catalog>();
+  catalog::SqliteCatalogOptions options;
+  options.existing_catalog_only = true;
+  return OpenExisting(std::make_unique<catalog::SqliteCatalog>(path, options));
 }
 
 Result<std::vector<ExecutionSummary>> ListExecutions(Catalog& catalog,
