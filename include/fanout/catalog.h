@@ -174,9 +174,16 @@ class Recorder {
   void RecordExecution(ExecutionRow row);
   void RecordTaskRun(TaskRunRow row);
   void Emit(Event event);
+  // Rows a producer on a hot path describes by their facts alone: `make`, called on the
+  // Recorder's thread, appends them to the batch it is given, in order after everything
+  // recorded before this call. `rows` is how many it makes (the queue's bound counts them).
+  // The producer then pays for neither the rows' strings nor the queue, row by row.
+  void RecordLater(size_t rows, std::function<void(CatalogBatch&)> make);
   void Flush();
 
   Masker& masker() { return *masker_; }
+  // No catalog and no sink: whatever is recorded is dropped, so a producer need not make it.
+  bool keeps_nothing() const;
 
  private:
   struct Impl;

@@ -67,6 +67,35 @@ void PutRowsBack(std::vector<Row>& chunk, std::vector<Row>& into, size_t offset)
   for (size_t i = 0; i < chunk.size(); ++i) into[offset + i] = std::move(chunk[i]);
 }
 
+// RecordLater's rows, made on the thread at their place in the queue: after the rows queued
+// before them (`at`, the queue's sizes then).
+struct DeferredRows {
+  size_t at_executions, at_task_runs, at_events;
+  std::function<void(CatalogBatch&)> make;
+};
+
+template <typename Row>
+void MoveUpTo(std::vector<Row>& from, size_t& next, size_t end, std::vector<Row>& to) {
+  for (; next < end; ++next) to.push_back(std::move(from[next]));
+}
+
+// Makes each deferred entry's rows and puts them in `round` where the entry was queued.
+void MakeDeferredRows(std::vector<DeferredRows>& deferred, CatalogBatch& round) {
+  CatalogBatch ordered;
+  size_t executions = 0, task_runs = 0, events = 0;
+  for (DeferredRows& entry : deferred) {
+    MoveUpTo(round.executions, executions, entry.at_executions, ordered.executions);
+    MoveUpTo(round.task_runs, task_runs, entry.at_task_runs, ordered.task_runs);
+    MoveUpTo(round.events, events, entry.at_events, ordered.events);
+    entry.make(ordered);
+  }
+  MoveUpTo(round.executions, executions, round.executions.size(), ordered.executions);
+  MoveUpTo(round.task_runs, task_runs, round.task_runs.size(), ordered.task_runs);
+  MoveUpTo(round.events, events, round.events.size(), ordered.events);
+  deferred.clear();
+  std::swap(round, ordered);
+}
+
 template <typename Row>
 void EraseFront(std::vector<Row>& rows, size_t n) {
   rows.erase(rows.begin(), rows.begin() + static_cast<std::ptrdiff_t>(n));
@@ -91,8 +120,7 @@ struct Recorder::Impl {
   void Run();
   template <typename Push>
   void Enqueue(Push push);
-  void Deliver(std::vector<ExecutionRow>& executions, std::vector<TaskRunRow>& task_runs,
-               std::vector<Event>& events);
+  void Deliver(CatalogBatch& round);
   void MaybeWriteCatalog(bool force);
   void WritePending();
   void OnWriteFailure(const Status& status);
@@ -125,6 +153,8 @@ struct Recorder::Impl {
   std::vector<ExecutionRow> executions;
   std::vector<TaskRunRow> task_runs;
   std::vector<Event> events;
+  std::vector<DeferredRows> deferred;
+  size_t deferred_rows = 0;  // how many rows `deferred` will make
   uint64_t flush_requested = 0;  // tickets handed out by Flush()
   uint64_t flush_done = 0;       // tickets whose rows have all been delivered
   bool stopping = false;
@@ -140,7 +170,9 @@ struct Recorder::Impl {
     idle = false;
     return true;
   }
-  size_t QueuedRows() const { return executions.size() + task_runs.size() + events.size(); }
+  size_t QueuedRows() const {
+    return executions.size() + task_runs.size() + events.size() + deferred_rows;
+  }
 
   // The thread's own state.
   CatalogBatch pending;                                   // rows not yet in the catalog
@@ -206,6 +238,16 @@ void Recorder::Emit(Event event) {
   });
 }
 
+void Recorder::RecordLater(size_t rows, std::function<void(CatalogBatch&)> make) {
+  impl_->Enqueue([&] {
+    impl_->deferred.push_back({impl_->executions.size(), impl_->task_runs.size(),
+                               impl_->events.size(), std::move(make)});
+    impl_->deferred_rows += rows;
+  });
+}
+
+bool Recorder::keeps_nothing() const { return impl_->discard; }
+
 void Recorder::Flush() {
   std::unique_lock lock(impl_->mu);
   uint64_t ticket = ++impl_->flush_requested;
@@ -216,9 +258,8 @@ void Recorder::Flush() {
 
 void Recorder::Impl::Run() {
   // Swapped with the shared queues each round, so both sides keep reusing their capacity.
-  std::vector<ExecutionRow> round_executions;
-  std::vector<TaskRunRow> round_task_runs;
-  std::vector<Event> round_events;
+  CatalogBatch round;
+  std::vector<DeferredRows> round_deferred;
   last_sink_flush = Clock::now();
   // Rows that earlier processes could not deliver go first, so the catalog stays in order.
   ReplayLeftovers();
@@ -228,7 +269,8 @@ void Recorder::Impl::Run() {
     {
       std::unique_lock lock(mu);
       auto has_work = [&] {
-        return !executions.empty() || !task_runs.empty() || !events.empty() || stopping ||
+        return !executions.empty() || !task_runs.empty() || !events.empty() ||
+               !deferred.empty() || stopping ||
                flush_requested > flush_done;
       };
       while (!has_work()) {
@@ -243,14 +285,17 @@ void Recorder::Impl::Run() {
         }
         idle = false;
       }
-      round_executions.swap(executions);
-      round_task_runs.swap(task_runs);
-      round_events.swap(events);
+      round.executions.swap(executions);
+      round.task_runs.swap(task_runs);
+      round.events.swap(events);
+      round_deferred.swap(deferred);
+      deferred_rows = 0;
       flush_ticket = flush_requested;
       stop = stopping;
       if (producers_waiting > 0) room.notify_all();
     }
-    Deliver(round_executions, round_task_runs, round_events);
+    if (!round_deferred.empty()) MakeDeferredRows(round_deferred, round);
+    Deliver(round);
     if (stop) break;
     bool flush = flush_ticket > flush_done;  // only this thread writes flush_done
     MaybeWriteCatalog(flush);
@@ -273,19 +318,17 @@ void Recorder::Impl::Run() {
 }
 
 // Masks, hands events to the sinks in order, and queues everything for the catalog.
-void Recorder::Impl::Deliver(std::vector<ExecutionRow>& round_executions,
-                             std::vector<TaskRunRow>& round_task_runs,
-                             std::vector<Event>& round_events) {
+void Recorder::Impl::Deliver(CatalogBatch& round) {
   bool mask = !masker->empty();
   if (catalog && RowCount(pending) == 0) pending_since = Clock::now();
-  for (ExecutionRow& row : round_executions) {
+  for (ExecutionRow& row : round.executions) {
     if (mask) {
       row.message = masker->Mask(row.message);
       for (auto& [name, param] : row.parameters) param.value = masker->MaskValue(param.value);
     }
     if (catalog) pending.executions.push_back(std::move(row));
   }
-  for (TaskRunRow& row : round_task_runs) {
+  for (TaskRunRow& row : round.task_runs) {
     if (mask) row.message = masker->Mask(row.message);
     if (!catalog) continue;
     // A task's "running" and final rows often arrive together; store only the final one.
@@ -296,7 +339,7 @@ void Recorder::Impl::Deliver(std::vector<ExecutionRow>& round_executions,
       pending.task_runs[it->second] = std::move(row);
     }
   }
-  for (Event& event : round_events) {
+  for (Event& event : round.events) {
     // Named here, in queue order, rather than by the engine's thread as it emits: a string
     // built on the hot path for every event.
     event.uid = uid_prefix + ":" + std::to_string(next_event_seq++);
@@ -308,10 +351,10 @@ void Recorder::Impl::Deliver(std::vector<ExecutionRow>& round_executions,
     for (auto& sink : sinks) sink->Write(event);
     if (catalog) pending.events.push_back(std::move(event));
   }
-  if (!round_events.empty() && !sinks.empty()) sinks_dirty = true;
-  round_executions.clear();
-  round_task_runs.clear();
-  round_events.clear();
+  if (!round.events.empty() && !sinks.empty()) sinks_dirty = true;
+  round.executions.clear();
+  round.task_runs.clear();
+  round.events.clear();
 }
 
 void Recorder::Impl::MaybeWriteCatalog(bool force) {

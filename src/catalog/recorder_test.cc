@@ -190,6 +190,59 @@ TEST(RecorderTest, LaterTaskRunRowsWin) {
   }
 }
 
+// RecordLater's rows are made on the Recorder's thread, yet take their place in the queue:
+// after what was recorded before the call and before what came after it.
+TEST(RecorderTest, RowsRecordedLaterKeepTheirPlace) {
+  auto log = std::make_shared<SinkLog>();
+  auto store = std::make_shared<FakeStore>();
+  {
+    Recorder recorder(std::make_unique<FakeCatalog>(store), OneSink(log), nullptr);
+    EXPECT_FALSE(recorder.keeps_nothing());
+    for (int round = 0; round < 50; ++round) {
+      std::string t = "t" + std::to_string(round);
+      recorder.Emit(SampleEvent("e", EventType::kOnInformation, t + " a"));
+      recorder.RecordLater(2, [t](CatalogBatch& out) {
+        out.events.push_back(SampleEvent("e", EventType::kOnInformation, t + " b"));
+        TaskRunRow running = SampleTaskRun("e", t);
+        running.status = "running";
+        out.task_runs.push_back(running);
+      });
+      recorder.Emit(SampleEvent("e", EventType::kOnInformation, t + " c"));
+      TaskRunRow done = SampleTaskRun("e", t);
+      done.status = "succeeded";
+      recorder.RecordTaskRun(done);
+      if (round % 7 == 0) recorder.Flush();
+      recorder.RecordLater(1, [t](CatalogBatch& out) {
+        out.events.push_back(SampleEvent("e", EventType::kOnInformation, t + " d"));
+      });
+    }
+  }
+  std::vector<std::string> expected;
+  for (int round = 0; round < 50; ++round) {
+    for (const char* step : {" a", " b", " c", " d"}) {
+      expected.push_back("t" + std::to_string(round) + step);
+    }
+  }
+  std::vector<std::string> in_sink, in_catalog;
+  for (const Event& e : log->events) in_sink.push_back(e.message);
+  std::lock_guard lock(store->mu);
+  for (const Event& e : store->events) in_catalog.push_back(e.message);
+  EXPECT_EQ(in_sink, expected);
+  EXPECT_EQ(in_catalog, expected);
+  ASSERT_EQ(store->task_runs.size(), 50u);
+  for (const auto& [key, run] : store->task_runs) EXPECT_EQ(run.status, "succeeded") << key;
+}
+
+TEST(RecorderTest, WithNoCatalogAndNoSinkItKeepsNothing) {
+  Recorder recorder(nullptr, {}, nullptr);
+  EXPECT_TRUE(recorder.keeps_nothing());
+  bool made = false;
+  recorder.RecordLater(1, [&made](CatalogBatch&) { made = true; });
+  recorder.Emit(SampleEvent("e", EventType::kOnInformation, "dropped"));
+  recorder.Flush();
+  EXPECT_FALSE(made);
+}
+
 TEST(RecorderTest, KeepsRowsWhileTheCatalogFailsAndReportsOnce) {
   auto log = std::make_shared<SinkLog>();
   auto store = std::make_shared<FakeStore>();

@@ -68,6 +68,112 @@ int64_t SsisResultCode(TaskResult r) {
   return 1;
 }
 
+// What every row of an execution repeats, made once and shared with the Recorder's thread.
+struct RowContext {
+  std::string execution_id;
+  std::string computer;
+  std::string operator_name;
+  std::string package;
+  std::string console_label;
+};
+
+// An event of the execution; `source` "" is the package itself.
+Event MakeEvent(const RowContext& context, EventType type, const std::string& source,
+                std::string message, int64_t data_code, std::string data_bytes, DateTime started,
+                DateTime ended) {
+  Event e;
+  e.execution_id = context.execution_id;
+  e.type = type;
+  e.computer = context.computer;
+  e.operator_name = context.operator_name;
+  e.source = source.empty() ? context.package : source;
+  e.source_id = source;
+  e.started_at = started;
+  e.ended_at = ended;
+  e.data_code = data_code;
+  e.data_bytes = std::move(data_bytes);
+  e.message = std::move(message);
+  e.console_label = context.console_label;
+  return e;
+}
+
+TaskRunRow MakeTaskRun(const RowContext& context, const std::string& path, const std::string& type,
+                       int attempt, const std::string& status, DateTime started,
+                       std::optional<DateTime> ended, const std::string& message,
+                       const std::string& child_id, const std::string& agent) {
+  TaskRunRow r;
+  r.execution_id = context.execution_id;
+  r.task_path = path;
+  r.task_type = type;
+  r.attempt = attempt;
+  r.status = status;
+  r.started_at = started;
+  r.ended_at = ended;
+  r.message = message;
+  r.child_execution_id = child_id;
+  r.agent = agent;
+  return r;
+}
+
+// A leaf attempt's start (no `ended_at`) or end, as the scheduler's thread records it: the
+// facts its task_runs row and its OnPreExecute or OnPostExecute event are made from, later, on
+// the Recorder's thread (MakeLeafRows).
+struct LeafMark {
+  std::string path;
+  std::string type;
+  int attempt = 1;
+  DateTime started_at{};
+  std::optional<DateTime> ended_at;
+  const char* status = "running";  // at the end, FinalStatus
+  int64_t result_code = 0;         // at the end, SsisResultCode
+  std::string message;             // at the end, what failed
+  std::string child_execution_id;
+  std::string agent;
+};
+
+// What the scheduler's thread shares with the Recorder's: the rows' context, and the vectors
+// of LeafMarks that go back and forth between them. Reused, a hand-over never touches new
+// memory: fresh pages (a page fault each) had cost more than the engine's own work per task.
+struct LeafMarkExchange {
+  explicit LeafMarkExchange(RowContext context_in) : context(std::move(context_in)) {}
+  std::vector<LeafMark> Take() {
+    std::lock_guard lock(mu);
+    if (spare.empty()) return {};
+    std::vector<LeafMark> marks = std::move(spare.back());
+    spare.pop_back();
+    return marks;
+  }
+  void Give(std::vector<LeafMark> marks) {
+    marks.clear();
+    std::lock_guard lock(mu);
+    spare.push_back(std::move(marks));
+  }
+
+  const RowContext context;
+  std::mutex mu;
+  std::vector<std::vector<LeafMark>> spare;
+};
+
+void MakeLeafRows(const RowContext& context, const std::vector<LeafMark>& marks,
+                  CatalogBatch& out) {
+  for (const LeafMark& m : marks) {
+    out.task_runs.push_back(MakeTaskRun(context, m.path, m.type, m.attempt, m.status,
+                                        m.started_at, m.ended_at, m.message,
+                                        m.child_execution_id, m.agent));
+    if (!m.ended_at) {
+      out.events.push_back(MakeEvent(
+          context, EventType::kOnPreExecute, m.path,
+          m.attempt == 1 ? fmt::format("{} {} started", m.type, m.path)
+                         : fmt::format("{} {} started (attempt {})", m.type, m.path, m.attempt),
+          0, "", m.started_at, m.started_at));
+    } else {
+      out.events.push_back(MakeEvent(context, EventType::kOnPostExecute, m.path,
+                                     fmt::format("{} {} finished: {}", m.type, m.path, m.status),
+                                     m.result_code, "", m.started_at, *m.ended_at));
+    }
+  }
+}
+
 Final FromResult(TaskResult r) {
   switch (r) {
     case TaskResult::kSuccess: return Final::kSuccess;
@@ -207,6 +313,8 @@ class Execution {
         options_(options),
         external_cancel_(external) {
     id_ = options.execution_id.empty() ? NewExecutionId() : options.execution_id;
+    leaf_exchange_ = std::make_shared<LeafMarkExchange>(
+        RowContext{id_, HostName(), UserName(), package_->name, options.console_label});
     int max = options.max_concurrent > 0 ? options.max_concurrent : package_->max_concurrent;
     if (max <= 0) max = static_cast<int>(std::max(1u, std::thread::hardware_concurrency())) + 2;
     max_concurrent_ = max;
@@ -222,20 +330,11 @@ class Execution {
 
   void Emit(EventType type, const std::string& source, std::string message, int64_t data_code = 0,
             std::string data_bytes = "", DateTime started = {}) {
-    Event e;
-    e.execution_id = id_;
-    e.type = type;
-    e.computer = HostName();
-    e.operator_name = UserName();
-    e.source = source.empty() ? package_->name : source;
-    e.source_id = source;
-    e.ended_at = Now();
-    e.started_at = started == DateTime{} ? e.ended_at : started;
-    e.data_code = data_code;
-    e.data_bytes = std::move(data_bytes);
-    e.message = std::move(message);
-    e.console_label = options_.console_label;
-    recorder_.Emit(std::move(e));
+    if (recorder_.keeps_nothing()) return;
+    if (OnScheduler()) SendLeafMarks();
+    DateTime now = Now();
+    recorder_.Emit(MakeEvent(row_context(), type, source, std::move(message), data_code,
+                             std::move(data_bytes), started == DateTime{} ? now : started, now));
   }
 
   // The attempt number of try `try_number` of the task at `path` in container `c`: the try
@@ -247,6 +346,30 @@ class Execution {
 
   // Thread-safe (the recorder only): a worker's attempt records its running row again.
   void RecordRunning(const Attempt& a, const std::string& agent, const std::string& child_id);
+
+  // A leaf's start and end, the rows every task makes, are recorded as LeafMarks: the
+  // scheduler's thread gathers them and hands them to the Recorder together once many have
+  // gathered, before it waits, before work starts on another thread and before any other row
+  // (so that nothing overtakes them). On a chain of trivial tasks, making and queueing these
+  // rows one by one took longer than the engine's own work.
+  bool OnScheduler() const { return std::this_thread::get_id() == scheduler_; }
+  void MarkLeaf(LeafMark mark) {
+    if (recorder_.keeps_nothing()) return;
+    leaf_marks_.push_back(std::move(mark));
+    if (leaf_marks_.size() >= kLeafMarksPerHandOver) SendLeafMarks();
+  }
+  // On the scheduler's thread only.
+  void SendLeafMarks() {
+    if (leaf_marks_.empty()) return;
+    recorder_.RecordLater(2 * leaf_marks_.size(),
+                          [exchange = leaf_exchange_, marks = std::move(leaf_marks_)](
+                              CatalogBatch& out) mutable {
+                            MakeLeafRows(exchange->context, marks, out);
+                            exchange->Give(std::move(marks));
+                          });
+    leaf_marks_ = leaf_exchange_->Take();
+    leaf_marks_.reserve(kLeafMarksPerHandOver);
+  }
 
   // Called by a worker when an attempt's Execute returned.
   void PostCompletion(Attempt* attempt) {
@@ -312,6 +435,11 @@ class Execution {
 
   Engine& engine_;
   Recorder& recorder_;
+  std::shared_ptr<LeafMarkExchange> leaf_exchange_;
+  const RowContext& row_context() const { return leaf_exchange_->context; }
+  std::thread::id scheduler_;  // the thread that calls Run()
+  static constexpr size_t kLeafMarksPerHandOver = 256;
+  std::vector<LeafMark> leaf_marks_;  // not yet handed to recorder_
   std::shared_ptr<const Package> package_;
   RunOptions options_;
   const CancelToken* external_cancel_;
@@ -506,6 +634,7 @@ Status Execution::Prepare() {
 
 RunResult Execution::Run() {
   auto wall_start = Clock::now();
+  scheduler_ = std::this_thread::get_id();
   ExecutionRow row;
   row.id = id_;
   row.parent_id = options_.parent_execution_id;
@@ -568,6 +697,7 @@ RunResult Execution::Run() {
     auto deadline = Clock::now() + std::chrono::milliseconds(100);
     if (!timers_.empty()) deadline = std::min(deadline, timers_.begin()->first);
     if (!retries_.empty()) deadline = std::min(deadline, retries_.begin()->first);
+    if (!more_inline) SendLeafMarks();
     {
       std::unique_lock lock(mu_);
       if (!more_inline) cv_.wait_until(lock, deadline, [&] { return !completions_.empty(); });
@@ -613,6 +743,7 @@ RunResult Execution::Run() {
   row.ended_at = Now();
   row.exit_code = result == TaskResult::kSuccess ? 0 : result == TaskResult::kFailure ? 1 : 3;
   row.message = result_.message;
+  SendLeafMarks();
   recorder_.RecordExecution(std::move(row));
   return result_;
 }
@@ -621,18 +752,10 @@ void Execution::RecordTaskRun(const std::string& path, const std::string& type, 
                               const std::string& status, DateTime started,
                               std::optional<DateTime> ended, const std::string& message,
                               const std::string& child_id, const std::string& agent) {
-  TaskRunRow r;
-  r.execution_id = id_;
-  r.task_path = path;
-  r.task_type = type;
-  r.attempt = attempt;
-  r.status = status;
-  r.started_at = started;
-  r.ended_at = ended;
-  r.message = message;
-  r.child_execution_id = child_id;
-  r.agent = agent;
-  recorder_.RecordTaskRun(std::move(r));
+  if (recorder_.keeps_nothing()) return;
+  if (OnScheduler()) SendLeafMarks();
+  recorder_.RecordTaskRun(MakeTaskRun(row_context(), path, type, attempt, status, started, ended,
+                                      message, child_id, agent));
 }
 
 // ---- Containers and precedence ----------------------------------------------------------------
@@ -903,11 +1026,12 @@ void Execution::Dispatch() {
 void Execution::Launch(Attempt* a) {
   ++running_leaves_;
   a->started_at_ = Now();
-  RecordTaskRun(a->path_, a->def_.type, a->attempt_, "running", a->started_at_, std::nullopt, "");
-  Emit(EventType::kOnPreExecute, a->path_,
-       a->attempt_ == 1 ? fmt::format("{} {} started", a->def_.type, a->path_)
-                        : fmt::format("{} {} started (attempt {})", a->def_.type, a->path_,
-                                      a->attempt_));
+  LeafMark start;
+  start.path = a->path_;
+  start.type = a->def_.type;
+  start.attempt = a->attempt_;
+  start.started_at = a->started_at_;
+  MarkLeaf(std::move(start));
   if (a->def_.timeout) {
     uint64_t id = a->id_;
     AddTimer(*a->def_.timeout, [this, id] {
@@ -922,6 +1046,7 @@ void Execution::Launch(Attempt* a) {
     Defer([this, a] { OnAttemptDone(a); });
     return;
   }
+  SendLeafMarks();
   pool_->Submit([this, a] {
     a->outcome_ = a->def_.task->Execute(*a);
     PostCompletion(a);
@@ -954,12 +1079,16 @@ void Execution::OnAttemptDone(Attempt* a) {
     Emit(EventType::kOnError, a->path_, out.message);
     Emit(EventType::kOnTaskFailed, a->path_, fmt::format("task {} failed", a->path_));
   }
-  RecordTaskRun(a->path_, a->def_.type, a->attempt_, FinalStatus(final), a->started_at_, ended,
-                out.result == TaskResult::kSuccess ? "" : out.message, out.child_execution_id,
-                out.agent);
-  Emit(EventType::kOnPostExecute, a->path_,
-       fmt::format("{} {} finished: {}", a->def_.type, a->path_, FinalStatus(final)),
-       SsisResultCode(out.result), "", a->started_at_);
+  MarkLeaf({.path = a->path_,
+            .type = a->def_.type,
+            .attempt = a->attempt_,
+            .started_at = a->started_at_,
+            .ended_at = ended,
+            .status = FinalStatus(final),
+            .result_code = SsisResultCode(out.result),
+            .message = out.result == TaskResult::kSuccess ? "" : out.message,
+            .child_execution_id = out.child_execution_id,
+            .agent = out.agent});
 
   Container* c = a->container_;
   size_t i = a->index_;

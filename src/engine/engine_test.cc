@@ -136,7 +136,10 @@ class FakeTask : public Task {
   int64_t sleep_ms = 0;
   int64_t fail_times = 0;
   bool block = false;
+  bool inline_ = false;  // runs on the scheduler's thread, as expression tasks do
   std::string set;
+
+  bool runs_inline() const override { return inline_; }
 
   TaskOutcome Execute(TaskContext& ctx) const override {
     World& world = World::Get();
@@ -202,8 +205,8 @@ class FakeType : public TaskType {
  public:
   std::string_view name() const override { return "fake"; }
   std::vector<std::string_view> keys() const override {
-    return {"result", "message",    "sleep_ms", "block", "set",
-            "value",  "fail_times", "log",      "emit",  "wait_for"};
+    return {"result",     "message", "sleep_ms", "block",    "set",   "value",
+            "fail_times", "log",     "emit",     "wait_for", "inline"};
   }
   std::shared_ptr<const Task> Parse(const YAML::Node& node, TaskParser& parser) const override {
     auto t = std::make_shared<FakeTask>();
@@ -216,6 +219,7 @@ class FakeType : public TaskType {
     t->sleep_ms = parser.IntAt(node, "sleep_ms").value_or(0);
     t->fail_times = parser.IntAt(node, "fail_times").value_or(0);
     t->block = parser.BoolAt(node, "block").value_or(false);
+    t->inline_ = parser.BoolAt(node, "inline").value_or(false);
     if (auto s = parser.StringAt(node, "set", false)) {
       parser.CheckVariable(node["set"], *s);
       t->set = *s;
@@ -1663,6 +1667,59 @@ tasks:
   EXPECT_EQ(executions_.back().status, "failed");
   EXPECT_EQ(executions_.back().exit_code, 1);
   EXPECT_EQ(executions_.back().package, "events");
+}
+
+// A leaf's start and end rows are handed to the Recorder in batches (LeafMarks): hundreds of
+// tasks on the scheduler's thread, some saying something of their own, and a task on a worker
+// thread last, must still be recorded each in its place.
+TEST_F(EngineTest, EveryTasksEventsAreRecordedInOrderAcrossBatches) {
+  constexpr int kInline = 300;  // 600 marks: more than one batch
+  std::string yaml = "package: many\ntasks:\n";
+  for (int i = 0; i < kInline; ++i) {
+    yaml += "  t" + std::to_string(i) + ": {type: fake, inline: true";
+    if (i % 3 == 0) yaml += ", emit: \"said by t" + std::to_string(i) + "\"";
+    if (i > 0) yaml += ", after: [t" + std::to_string(i - 1) + "]";
+    yaml += "}\n";
+  }
+  yaml += "  tail: {type: fake, emit: \"said by tail\", after: [t" + std::to_string(kInline - 1) +
+          "]}\n";
+  RunResult r = MustRun(yaml);
+  ASSERT_EQ(r.result, TaskResult::kSuccess);
+  EXPECT_EQ(r.succeeded, kInline + 1);
+
+  std::vector<std::string> expected = {"OnPreExecute [many]"};
+  auto task = [&](const std::string& name, bool says) {
+    expected.push_back("OnPreExecute [" + name + "] fake " + name + " started");
+    if (says) expected.push_back("OnInformation [" + name + "] said by " + name);
+    expected.push_back("OnPostExecute [" + name + "] fake " + name + " finished: succeeded");
+  };
+  for (int i = 0; i < kInline; ++i) task("t" + std::to_string(i), i % 3 == 0);
+  task("tail", true);
+  expected.push_back("OnPostExecute [many]");
+  auto seen = [](const std::vector<Event>& events) {
+    std::vector<std::string> out;
+    for (const Event& e : events) {
+      std::string line = std::string(EventName(e.type)) + " [" + e.source + "]";
+      if (e.source != "many") line += " " + e.message;
+      out.push_back(line);
+    }
+    return out;
+  };
+  EXPECT_EQ(seen(events_), expected);
+  EXPECT_EQ(seen(catalog_events_), expected);
+  for (const Event& e : events_) {
+    EXPECT_EQ(e.execution_id, r.execution_id);
+    EXPECT_FALSE(e.computer.empty());
+    EXPECT_LE(e.started_at, e.ended_at);
+  }
+  ASSERT_EQ(runs_.size(), static_cast<size_t>(kInline + 1));
+  for (const auto& [key, run] : runs_) {
+    EXPECT_EQ(run.status, "succeeded") << key;
+    EXPECT_EQ(run.execution_id, r.execution_id) << key;
+    EXPECT_EQ(run.task_type, "fake") << key;
+    ASSERT_TRUE(run.ended_at.has_value()) << key;
+    EXPECT_LE(run.started_at, *run.ended_at) << key;
+  }
 }
 
 TEST_F(EngineTest, EmptyPackageSucceeds) {
