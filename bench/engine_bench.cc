@@ -637,11 +637,18 @@ Result<std::string> LoggingBenchmark(const TempDir& dir) {
     fmt::print("{}\n", text);
   }
   double run_ratio = on.run.Median() / off.run.Median();
+  double cpu_ratio = on.cpu.Median() / off.cpu.Median();
   double flushed_ratio = on.flushed.Median() / off.flushed.Median();
   fmt::print(
       "  logging on / off, Engine::Run (the engine benchmark's figure): {:.2f} (target <= "
       "{:.2f}): {}\n",
       run_ratio, kTargetLoggingRatio, Verdict(run_ratio <= kTargetLoggingRatio));
+  // What logging costs the engine's own thread; the rest of the wall-clock ratio is time the
+  // kernel gave the Recorder's thread on the engine's CPU (README, (d)).
+  fmt::print(
+      "  logging on / off, CPU time of the engine's thread: {:.2f} (information: {:.2f} vs "
+      "{:.2f} µs per task)\n",
+      cpu_ratio, on.cpu.Median(), off.cpu.Median());
   // Not judged against 1.10: the engine benchmark's figure is Engine::Run's, and the writer
   // works beside it (issue #5 point 3: events batched off the hot path). Written to the last
   // row, ~3 durable rows per task cost several times the ~2 µs task itself (README, (d)).
@@ -657,10 +664,10 @@ Result<std::string> LoggingBenchmark(const TempDir& dir) {
       kExpressionTasks, kExpressionTasks);
   return fmt::format(
       "logging cost, 10k chain, catalog + text + jsonl vs logging off: Engine::Run {:.2f} µs vs "
-      "{:.2f} µs per task, ratio {:.2f} (target <= {:.2f}): {}; until flushed ratio {:.2f} "
-      "(information)",
+      "{:.2f} µs per task, ratio {:.2f} (target <= {:.2f}): {}; engine thread's CPU ratio "
+      "{:.2f}, until flushed ratio {:.2f} (information)",
       on.run.Median(), off.run.Median(), run_ratio, kTargetLoggingRatio,
-      Verdict(run_ratio <= kTargetLoggingRatio), flushed_ratio);
+      Verdict(run_ratio <= kTargetLoggingRatio), cpu_ratio, flushed_ratio);
 }
 
 Status Main(int argc, char** argv) {
