@@ -79,9 +79,10 @@ void MoveUpTo(std::vector<Row>& from, size_t& next, size_t end, std::vector<Row>
   for (; next < end; ++next) to.push_back(std::move(from[next]));
 }
 
-// Makes each deferred entry's rows and puts them in `round` where the entry was queued.
-void MakeDeferredRows(std::vector<DeferredRows>& deferred, CatalogBatch& round) {
-  CatalogBatch ordered;
+// Makes each deferred entry's rows and puts them in `round` where the entry was queued;
+// `ordered` is scratch space (empty on entry and on return), kept for its capacity.
+void MakeDeferredRows(std::vector<DeferredRows>& deferred, CatalogBatch& round,
+                      CatalogBatch& ordered) {
   size_t executions = 0, task_runs = 0, events = 0;
   for (DeferredRows& entry : deferred) {
     MoveUpTo(round.executions, executions, entry.at_executions, ordered.executions);
@@ -94,6 +95,9 @@ void MakeDeferredRows(std::vector<DeferredRows>& deferred, CatalogBatch& round) 
   MoveUpTo(round.events, events, round.events.size(), ordered.events);
   deferred.clear();
   std::swap(round, ordered);
+  ordered.executions.clear();
+  ordered.task_runs.clear();
+  ordered.events.clear();
 }
 
 template <typename Row>
@@ -260,6 +264,7 @@ void Recorder::Impl::Run() {
   // Swapped with the shared queues each round, so both sides keep reusing their capacity.
   CatalogBatch round;
   std::vector<DeferredRows> round_deferred;
+  CatalogBatch reordered;  // MakeDeferredRows' scratch
   last_sink_flush = Clock::now();
   // Rows that earlier processes could not deliver go first, so the catalog stays in order.
   ReplayLeftovers();
@@ -294,7 +299,7 @@ void Recorder::Impl::Run() {
       stop = stopping;
       if (producers_waiting > 0) room.notify_all();
     }
-    if (!round_deferred.empty()) MakeDeferredRows(round_deferred, round);
+    if (!round_deferred.empty()) MakeDeferredRows(round_deferred, round, reordered);
     Deliver(round);
     if (stop) break;
     bool flush = flush_ticket > flush_done;  // only this thread writes flush_done

@@ -143,11 +143,17 @@ struct LeafMarkExchange {
     spare.pop_back();
     return marks;
   }
+  // Keeps a full batch's vector for reuse; a few suffice, as the Recorder's thread gives each
+  // back soon after it is handed over.
   void Give(std::vector<LeafMark> marks) {
+    if (marks.capacity() < kFullBatch) return;
     marks.clear();
     std::lock_guard lock(mu);
-    spare.push_back(std::move(marks));
+    if (spare.size() < kMaxSpare) spare.push_back(std::move(marks));
   }
+
+  static constexpr size_t kFullBatch = 256;  // marks per hand-over at most
+  static constexpr size_t kMaxSpare = 4;
 
   const RowContext context;
   std::mutex mu;
@@ -356,19 +362,29 @@ class Execution {
   void MarkLeaf(LeafMark mark) {
     if (recorder_.keeps_nothing()) return;
     leaf_marks_.push_back(std::move(mark));
-    if (leaf_marks_.size() >= kLeafMarksPerHandOver) SendLeafMarks();
+    if (leaf_marks_.size() >= LeafMarkExchange::kFullBatch) SendLeafMarks();
   }
   // On the scheduler's thread only.
+  // A full batch goes in its own vector, swapped for a spare one; a few marks (a wait, a
+  // worker's launch) go in a vector of their size, so that many small hand-overs queued while
+  // the Recorder is slow hold little memory.
   void SendLeafMarks() {
     if (leaf_marks_.empty()) return;
-    recorder_.RecordLater(2 * leaf_marks_.size(),
-                          [exchange = leaf_exchange_, marks = std::move(leaf_marks_)](
-                              CatalogBatch& out) mutable {
-                            MakeLeafRows(exchange->context, marks, out);
-                            exchange->Give(std::move(marks));
-                          });
-    leaf_marks_ = leaf_exchange_->Take();
-    leaf_marks_.reserve(kLeafMarksPerHandOver);
+    std::vector<LeafMark> batch;
+    if (leaf_marks_.size() >= LeafMarkExchange::kFullBatch) {
+      batch = std::move(leaf_marks_);
+      leaf_marks_ = leaf_exchange_->Take();
+      leaf_marks_.reserve(LeafMarkExchange::kFullBatch);
+    } else {
+      batch.assign(std::make_move_iterator(leaf_marks_.begin()),
+                   std::make_move_iterator(leaf_marks_.end()));
+      leaf_marks_.clear();
+    }
+    recorder_.RecordLater(2 * batch.size(), [exchange = leaf_exchange_, marks = std::move(batch)](
+                                                CatalogBatch& out) mutable {
+      MakeLeafRows(exchange->context, marks, out);
+      exchange->Give(std::move(marks));
+    });
   }
 
   // Called by a worker when an attempt's Execute returned.
@@ -438,7 +454,6 @@ class Execution {
   std::shared_ptr<LeafMarkExchange> leaf_exchange_;
   const RowContext& row_context() const { return leaf_exchange_->context; }
   std::thread::id scheduler_;  // the thread that calls Run()
-  static constexpr size_t kLeafMarksPerHandOver = 256;
   std::vector<LeafMark> leaf_marks_;  // not yet handed to recorder_
   std::shared_ptr<const Package> package_;
   RunOptions options_;
@@ -704,6 +719,9 @@ RunResult Execution::Run() {
       done.swap(completions_);
     }
     for (Attempt* a : done) OnAttemptDone(a);
+    // Ends of worker tasks go at once: inline work may follow for a while, and rows that other
+    // threads record meanwhile must not overtake them.
+    if (!done.empty()) SendLeafMarks();
     done.clear();
     auto now = Clock::now();
     while (!timers_.empty() && timers_.begin()->first <= now) {
@@ -1072,13 +1090,13 @@ void Execution::OnAttemptDone(Attempt* a) {
   std::string message = out.result == TaskResult::kFailure
                             ? fmt::format("{}: {}", a->path_, out.message)
                             : out.message;
-  DateTime ended = Now();
   Final final = FromResult(out.result);
   bool will_retry = WillRetry(a->container_, a->def_, a->try_, final);
   if (out.result == TaskResult::kFailure && !will_retry) {
     Emit(EventType::kOnError, a->path_, out.message);
     Emit(EventType::kOnTaskFailed, a->path_, fmt::format("task {} failed", a->path_));
   }
+  DateTime ended = Now();  // after its errors: the end comes last in time too
   MarkLeaf({.path = a->path_,
             .type = a->def_.type,
             .attempt = a->attempt_,

@@ -1673,11 +1673,13 @@ tasks:
 // tasks on the scheduler's thread, some saying something of their own, and a task on a worker
 // thread last, must still be recorded each in its place.
 TEST_F(EngineTest, EveryTasksEventsAreRecordedInOrderAcrossBatches) {
-  constexpr int kInline = 300;  // 600 marks: more than one batch
+  // 400 marks between two tasks that say something: full batches of 256 and partial ones.
+  constexpr int kInline = 600;
+  constexpr int kSaysEvery = 200;
   std::string yaml = "package: many\ntasks:\n";
   for (int i = 0; i < kInline; ++i) {
     yaml += "  t" + std::to_string(i) + ": {type: fake, inline: true";
-    if (i % 3 == 0) yaml += ", emit: \"said by t" + std::to_string(i) + "\"";
+    if (i % kSaysEvery == 0) yaml += ", emit: \"said by t" + std::to_string(i) + "\"";
     if (i > 0) yaml += ", after: [t" + std::to_string(i - 1) + "]";
     yaml += "}\n";
   }
@@ -1693,7 +1695,7 @@ TEST_F(EngineTest, EveryTasksEventsAreRecordedInOrderAcrossBatches) {
     if (says) expected.push_back("OnInformation [" + name + "] said by " + name);
     expected.push_back("OnPostExecute [" + name + "] fake " + name + " finished: succeeded");
   };
-  for (int i = 0; i < kInline; ++i) task("t" + std::to_string(i), i % 3 == 0);
+  for (int i = 0; i < kInline; ++i) task("t" + std::to_string(i), i % kSaysEvery == 0);
   task("tail", true);
   expected.push_back("OnPostExecute [many]");
   auto seen = [](const std::vector<Event>& events) {
@@ -1720,6 +1722,48 @@ TEST_F(EngineTest, EveryTasksEventsAreRecordedInOrderAcrossBatches) {
     ASSERT_TRUE(run.ended_at.has_value()) << key;
     EXPECT_LE(run.started_at, *run.ended_at) << key;
   }
+}
+
+// The rows made from a failed and a retried leaf's notes: attempts, result codes, messages, and
+// the end after the errors it said.
+TEST_F(EngineTest, AFailedAndARetriedLeafAreRecordedAsBefore) {
+  RunResult r = MustRun(R"(package: fails
+tasks:
+  again: {type: fake, inline: true, fail_times: 1, retries: 1, message: "first try broke"}
+  broken: {type: fake, inline: true, result: failure, message: "it broke", after: [again]}
+)");
+  EXPECT_EQ(r.result, TaskResult::kFailure);
+  auto lines = [&](const std::string& source) {
+    std::vector<std::string> out;
+    for (const Event& e : events_) {
+      if (e.source == source) {
+        out.push_back(std::string(EventName(e.type)) + " " + std::to_string(e.data_code) + " " +
+                      e.message);
+      }
+    }
+    return out;
+  };
+  EXPECT_EQ(lines("again"), (std::vector<std::string>{
+                                "OnPreExecute 0 fake again started",
+                                "OnPostExecute 1 fake again finished: failed",
+                                "OnWarning 0 attempt 1 of 2 failed (first try broke); retrying "
+                                "in 0.0 ms",
+                                "OnPreExecute 0 fake again started (attempt 2)",
+                                "OnPostExecute 0 fake again finished: succeeded",
+                            }));
+  ASSERT_EQ(lines("broken").size(), 4u) << AllEvents();
+  EXPECT_EQ(lines("broken")[1], "OnError 0 it broke");
+  EXPECT_EQ(lines("broken")[3], "OnPostExecute 1 fake broken finished: failed");
+  EXPECT_LE(EventsOf(EventType::kOnError, "broken")[0].ended_at,
+            EventsOf(EventType::kOnPostExecute, "broken")[0].ended_at);
+  ASSERT_NE(RunOf("again", 1), nullptr);
+  EXPECT_EQ(RunOf("again", 1)->status, "failed");
+  EXPECT_EQ(RunOf("again", 1)->message, "first try broke");
+  ASSERT_NE(RunOf("again", 2), nullptr);
+  EXPECT_EQ(RunOf("again", 2)->status, "succeeded");
+  EXPECT_EQ(RunOf("again", 2)->message, "");
+  ASSERT_NE(RunOf("broken"), nullptr);
+  EXPECT_EQ(RunOf("broken")->message, "it broke");
 }
 
 TEST_F(EngineTest, EmptyPackageSucceeds) {
