@@ -179,6 +179,11 @@ struct Recorder::Impl {
     idle = false;
     return true;
   }
+  // With `mu` held: whether the thread has something to do now.
+  bool HasWork() const {
+    return !executions.empty() || !task_runs.empty() || !events.empty() || !deferred.empty() ||
+           stopping || flush_requested > flush_done;
+  }
   size_t QueuedRows() const {
     return executions.size() + task_runs.size() + events.size() + deferred_rows;
   }
@@ -191,6 +196,10 @@ struct Recorder::Impl {
   bool failure_reported = false;
   bool spool_failure_reported = false;
   Clock::time_point next_retry;
+  // Leftovers of earlier processes that could not be delivered yet: tried again after a
+  // successful write, at most every kMaxRetryDelay.
+  bool leftovers_waiting = false;
+  Clock::time_point next_leftovers_retry;
   Clock::duration retry_delay = kFirstRetryDelay;
   bool sinks_dirty = false;
   Clock::time_point last_sink_flush;
@@ -203,9 +212,10 @@ Recorder::Recorder(std::unique_ptr<Catalog> catalog, std::vector<std::unique_ptr
     : masker_(masker ? std::move(masker) : std::make_shared<Masker>()),
       impl_(std::make_unique<Impl>(std::move(catalog), std::move(sinks), masker_.get(), options)) {
   impl_->thread = std::thread([impl = impl_.get()] { impl->Run(); });
-  // Returns once the thread waits (see the start of Impl::Run). Polled rather than signalled:
-  // a signal would wake this thread, which the kernel then ran at once on the shared CPU, before
-  // the new thread had gone to sleep.
+  // Returns once the thread is about to wait (see the start of Impl::Run). Polled rather than
+  // signalled: a signal woke this thread, which the kernel then ran at once on the shared CPU,
+  // before the new thread had gone to sleep. (The thread may still be preempted between the
+  // flag and its wait: rare, and then only as slow as before.)
   while (!impl_->ready.load(std::memory_order_acquire)) {
     std::this_thread::sleep_for(std::chrono::microseconds(50));
   }
@@ -286,9 +296,7 @@ void Recorder::Impl::Run() {
     ready.store(true, std::memory_order_release);
     idle = true;
     waiting_forever = true;
-    wake.wait_for(lock, kFirstWait, [&] {
-      return QueuedRows() > 0 || stopping || flush_requested > flush_done;
-    });
+    wake.wait_for(lock, kFirstWait, [&] { return HasWork(); });
     idle = false;
   }
   // Rows that earlier processes could not deliver go first, so the catalog stays in order.
@@ -298,12 +306,7 @@ void Recorder::Impl::Run() {
     bool stop;
     {
       std::unique_lock lock(mu);
-      auto has_work = [&] {
-        return !executions.empty() || !task_runs.empty() || !events.empty() ||
-               !deferred.empty() || stopping ||
-               flush_requested > flush_done;
-      };
-      while (!has_work()) {
+      while (!HasWork()) {
         Clock::time_point deadline = NextDeadline();
         if (deadline <= Clock::now()) break;
         idle = true;
@@ -475,8 +478,11 @@ void Recorder::Impl::WritePending() {
     failing = false;
     failure_reported = false;
     retry_delay = kFirstRetryDelay;
-    // Children that ended during the outage left their rows in the spool: deliver them now.
-    if (recovered) ReplayLeftovers();
+    // Children that ended during the outage left their rows in the spool: deliver them now,
+    // and leftovers that could not be delivered at the start, now that the catalog answers.
+    if (recovered || (leftovers_waiting && Clock::now() >= next_leftovers_retry)) {
+      ReplayLeftovers();
+    }
     return;
   }
   OnWriteFailure(status);
@@ -485,10 +491,16 @@ void Recorder::Impl::WritePending() {
 void Recorder::Impl::ReplayLeftovers() {
   if (!spool) return;
   auto delivered = spool->ReplayLeftovers(*catalog, kMaxRowsPerTransaction);
-  if (!delivered.ok()) {
+  bool failed_before = leftovers_waiting;
+  leftovers_waiting = !delivered.ok();
+  if (!leftovers_waiting) return;
+  if (!failed_before) {
     std::fprintf(stderr, "fanout: could not deliver spooled catalog rows yet: %s\n",
                  delivered.status().ToString().c_str());
   }
+  // The next write that succeeds tries again; one that fails again while the catalog takes
+  // this process's rows waits a while.
+  next_leftovers_retry = failed_before ? Clock::now() + kMaxRetryDelay : Clock::now();
 }
 
 void Recorder::Impl::OnWriteFailure(const Status& status) {

@@ -350,6 +350,38 @@ TEST(RecorderTest, AChildLeavesItsRowsInTheSpoolAndTheParentDeliversThem) {
   EXPECT_TRUE(std::filesystem::is_empty(spool.path()));
 }
 
+// Leftovers that the start could not deliver (the catalog was down then) go once this process's
+// own writes succeed, not only when a later process starts.
+TEST(RecorderTest, LeftoversTheStartCouldNotDeliverGoOnceTheCatalogAnswers) {
+  TempDir spool;
+  auto store = std::make_shared<FakeStore>();
+  store->failures_left = 1000000;
+  RecorderOptions options{spool.path(), "fake:catalog"};
+  RecorderOptions dead_child = options;
+  dead_child.shutdown_retry = std::chrono::milliseconds(0);
+  ::testing::internal::CaptureStderr();
+  {
+    Recorder child(std::make_unique<FakeCatalog>(store), {}, nullptr, dead_child);
+    child.Emit(SampleEvent("c", EventType::kOnInformation, "left behind"));
+  }
+  {
+    std::lock_guard lock(store->mu);
+    store->failures_left = 1;  // down for the next start's replay only
+  }
+  {
+    Recorder next(std::make_unique<FakeCatalog>(store), {}, nullptr, options);
+    next.Emit(SampleEvent("n", EventType::kOnInformation, "own row"));
+    next.Flush();
+    std::lock_guard lock(store->mu);
+    std::vector<std::string> messages;
+    for (const Event& e : store->events) messages.push_back(e.message);
+    EXPECT_EQ(messages, (std::vector<std::string>{"own row", "left behind"}));
+  }
+  std::string said = ::testing::internal::GetCapturedStderr();
+  EXPECT_NE(said.find("could not deliver spooled catalog rows yet"), std::string::npos) << said;
+  EXPECT_TRUE(std::filesystem::is_empty(spool.path()));
+}
+
 // A catalog whose writes wait until the test opens it: the Recorder's thread is stuck in Write.
 class GatedCatalog : public FakeCatalog {
  public:
