@@ -9,6 +9,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <future>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -1722,6 +1723,58 @@ TEST_F(EngineTest, EveryTasksEventsAreRecordedInOrderAcrossBatches) {
     ASSERT_TRUE(run.ended_at.has_value()) << key;
     EXPECT_LE(run.started_at, *run.ended_at) << key;
   }
+}
+
+// A catalog that takes nothing until the test opens it.
+class GatedCatalog : public FakeCatalog {
+ public:
+  GatedCatalog(std::shared_ptr<Store> store, std::shared_future<void> open)
+      : FakeCatalog(std::move(store)), open_(std::move(open)) {}
+  Status Write(const CatalogBatch& batch) override {
+    open_.wait();
+    return FakeCatalog::Write(batch);
+  }
+
+ private:
+  std::shared_future<void> open_;
+};
+
+// The notes count against the Recorder's queue bound: an inline loop far faster than the
+// catalog is held at the catalog's pace instead of queueing without end (a 300,000-iteration
+// loop had queued a million rows, 760 MB).
+TEST_F(EngineTest, AnInlineLoopWaitsForAStuckCatalog) {
+  auto pkg = Load(R"(package: held
+variables:
+  i: {type: int, value: 0}
+tasks:
+  loop:
+    type: for
+    init: "@i = 0"
+    condition: "@i < 40000"
+    assign: "@i = @i + 1"
+    tasks:
+      a: {type: fake, inline: true}
+)");
+  ASSERT_NE(pkg, nullptr);
+  auto store = std::make_shared<Store>();
+  std::promise<void> open;
+  Recorder recorder(std::make_unique<GatedCatalog>(store, open.get_future().share()), {},
+                    nullptr);
+  Engine engine(recorder);
+  std::atomic<bool> finished{false};
+  std::thread run([&] {
+    auto result = engine.Run(pkg, {});
+    EXPECT_TRUE(result.ok() && result->result == TaskResult::kSuccess);
+    finished = true;
+  });
+  // 40,000 iterations make 160,000 rows: far past the queue's bound while the catalog is stuck.
+  std::this_thread::sleep_for(500ms);
+  EXPECT_FALSE(finished) << "the engine ran on with the catalog stuck";
+  open.set_value();
+  run.join();
+  recorder.Flush();
+  std::lock_guard lock(store->mu);
+  EXPECT_EQ(store->task_runs.size(), 40001u);  // the loop and each iteration's task
 }
 
 // The rows made from a failed and a retried leaf's notes: attempts, result codes, messages, and
