@@ -869,11 +869,17 @@ void Execution::Retry(Container* c, size_t i, int try_number, const std::string&
                    reason, FormatDuration(def.retry_delay)));
   // The failure as FinishNode takes it, should no retry follow.
   std::string failure = def.is_container() ? reason : fmt::format("{}: {}", c->ChildPath(def), reason);
-  auto start = [this, c, i, try_number, failure] {
+  auto start = [this, c, i, try_number, reason, failure] {
     const TaskDef& def = (*c->tasks)[i];
     // No retry once canceled or stopping: the last try's failure stands (as its task run says).
     if (canceled_ || c->canceled || StopAll() || c->stopping) {
-      if (!def.is_container()) ++result_.failed;
+      if (!def.is_container()) {
+        // Its failure is final now: said as a leaf's last failure is (OnAttemptDone).
+        ++result_.failed;
+        std::string path = c->ChildPath(def);
+        Emit(EventType::kOnError, path, reason);
+        Emit(EventType::kOnTaskFailed, path, fmt::format("task {} failed", path));
+      }
       FinishNode(c, i, Final::kFailure, failure);
       return;
     }
@@ -1412,7 +1418,12 @@ void Execution::CancelUnder(Container* c, const std::string& message) {
     if (other->Within(c)) other->stopping = true;
   }
   for (auto& l : loops_) {
-    if (l->owner->Within(c)) l->stopping = true;
+    if (!l->owner->Within(c) || l->finished) continue;
+    // Stopped before its end, the loop failed, as when an iteration was running and failed:
+    // a loop of inline tasks that the timeout caught between iterations had ended "succeeded".
+    l->stopping = true;
+    l->errors = std::max(l->errors, l->def->maximum_error_count);
+    if (l->first_error.empty()) l->first_error = fmt::format("{}: stopped: {}", l->path, message);
   }
   Defer([this, c] { MaybeCompleteContainer(c); });
 }

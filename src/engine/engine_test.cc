@@ -995,6 +995,30 @@ tasks:
   EXPECT_NE(r.message.find("timed out"), std::string::npos) << r.message;
 }
 
+// A sequence's timeout that catches a loop of inline tasks between two iterations fails the
+// loop, as it does when an iteration was running (it had ended "succeeded").
+TEST_F(EngineTest, ASequenceTimeoutFailsTheInlineLoopInIt) {
+  RunResult r = MustRun(R"(package: seq-loop-timeout
+tasks:
+  seq:
+    type: sequence
+    timeout: 50ms
+    tasks:
+      loop: {type: for, condition: "true", tasks: {a: {type: fake, inline: true}}}
+  after_it: {type: fake, after: [{task: seq, on: failure}]}
+)");
+  EXPECT_EQ(r.result, TaskResult::kFailure);
+  EXPECT_LT(elapsed_, kBlockSafety);
+  EXPECT_EQ(StatusOf("seq"), "failed");
+  ASSERT_NE(RunOf("seq/loop"), nullptr);
+  EXPECT_EQ(RunOf("seq/loop")->status, "failed");
+  EXPECT_NE(RunOf("seq/loop")->message.find("seq/loop: stopped: seq timed out"),
+            std::string::npos)
+      << RunOf("seq/loop")->message;
+  EXPECT_EQ(StatusOf("after_it"), "succeeded");
+  EXPECT_NE(r.message.find("timed out"), std::string::npos) << r.message;
+}
+
 TEST_F(EngineTest, LoopTimeoutStopsItsIterations) {
   RunResult r = MustRun(R"(package: loop-timeout
 tasks:
@@ -1051,6 +1075,11 @@ tasks:
   EXPECT_LT(elapsed_, 5s) << "waited for the retry delay";
   EXPECT_EQ(World::Get().CallsOf("flaky").size(), 1u);
   EXPECT_FALSE(World::Get().Ran("next"));
+  // The dropped retry leaves the last failure final, and said as such.
+  EXPECT_EQ(r.failed, 1);
+  ASSERT_EQ(EventsOf(EventType::kOnError, "flaky").size(), 1u) << AllEvents();
+  EXPECT_EQ(EventsOf(EventType::kOnError, "flaky")[0].message, "fake failure");
+  EXPECT_EQ(EventsOf(EventType::kOnTaskFailed, "flaky").size(), 1u) << AllEvents();
 }
 
 // ---- Concurrency ------------------------------------------------------------------------------
