@@ -194,10 +194,12 @@ struct Recorder::Impl {
   bool failure_reported = false;
   bool spool_failure_reported = false;
   Clock::time_point next_retry;
-  // Leftovers of earlier processes that could not be delivered yet: tried again after a
-  // successful write, at most every kMaxRetryDelay.
+  // Leftovers of earlier processes that could not be delivered yet (the catalog was down at
+  // the start): tried once more after this process's first successful write, and again each
+  // time the catalog comes back, but not over and over while it answers (a file that always
+  // fails would be re-sent from its start each time).
   bool leftovers_waiting = false;
-  Clock::time_point next_leftovers_retry;
+  bool leftovers_retried = false;
   Clock::duration retry_delay = kFirstRetryDelay;
   bool sinks_dirty = false;
   Clock::time_point last_sink_flush;
@@ -210,8 +212,8 @@ Recorder::Recorder(std::unique_ptr<Catalog> catalog, std::vector<std::unique_ptr
     : masker_(masker ? std::move(masker) : std::make_shared<Masker>()),
       impl_(std::make_unique<Impl>(std::move(catalog), std::move(sinks), masker_.get(), options)) {
   impl_->thread = std::thread([impl = impl_.get()] { impl->Run(); });
-  // Lets the new thread reach its first wait (the start of Impl::Run) before this one goes on.
-  // A new thread starts on the CPU of the thread that made it; left runnable there while its
+  // Gives the new thread its chance to reach its first wait (the start of Impl::Run) before
+  // this one goes on; it usually does. A new thread starts on the CPU of the thread that made it; left runnable there while its
   // maker ran a package, it was given that CPU for a whole 4 ms tick while the other CPU stayed
   // idle, which doubled a 10,000-task run's time in about half the runs. Asleep, it is woken
   // later onto an idle CPU. Waiting for a flag instead cost each child `fanout run` of an agent
@@ -474,7 +476,8 @@ void Recorder::Impl::WritePending() {
     retry_delay = kFirstRetryDelay;
     // Children that ended during the outage left their rows in the spool: deliver them now,
     // and leftovers that could not be delivered at the start, now that the catalog answers.
-    if (recovered || (leftovers_waiting && Clock::now() >= next_leftovers_retry)) {
+    if (recovered || (leftovers_waiting && !leftovers_retried)) {
+      leftovers_retried = leftovers_waiting;
       ReplayLeftovers();
     }
     return;
@@ -487,14 +490,10 @@ void Recorder::Impl::ReplayLeftovers() {
   auto delivered = spool->ReplayLeftovers(*catalog, kMaxRowsPerTransaction);
   bool failed_before = leftovers_waiting;
   leftovers_waiting = !delivered.ok();
-  if (!leftovers_waiting) return;
-  if (!failed_before) {
+  if (leftovers_waiting && !failed_before) {
     std::fprintf(stderr, "fanout: could not deliver spooled catalog rows yet: %s\n",
                  delivered.status().ToString().c_str());
   }
-  // The next write that succeeds tries again; one that fails again while the catalog takes
-  // this process's rows waits a while.
-  next_leftovers_retry = failed_before ? Clock::now() + kMaxRetryDelay : Clock::now();
 }
 
 void Recorder::Impl::OnWriteFailure(const Status& status) {

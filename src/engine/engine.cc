@@ -264,6 +264,9 @@ struct Loop {
   bool stopping = false;
   bool finished = false;
   std::string first_error;
+  // Set when an enclosing container's timeout stopped it: its message, should no iteration
+  // have failed with one of its own.
+  std::string stopped_by;
   std::vector<std::unique_ptr<LoopScope>> scopes;
 };
 
@@ -1294,7 +1297,7 @@ void Execution::PumpLoop(Loop* l) {
     Final final = Final::kSuccess;
     if (owner->canceled || canceled_) final = Final::kCanceled;
     else if (l->errors >= def.maximum_error_count || package_failed_) final = Final::kFailure;
-    std::string message = l->first_error;
+    std::string message = l->first_error.empty() ? l->stopped_by : l->first_error;
     if (final == Final::kFailure && message.empty()) message = l->path + ": an iteration failed";
     RecordTaskRun(l->path, def.type, l->attempt, FinalStatus(final), l->started_at, Now(),
                   fmt::format("{} iteration{}{}", l->iterations, l->iterations == 1 ? "" : "s",
@@ -1423,7 +1426,7 @@ void Execution::CancelUnder(Container* c, const std::string& message) {
     // a loop of inline tasks that the timeout caught between iterations had ended "succeeded".
     l->stopping = true;
     l->errors = std::max(l->errors, l->def->maximum_error_count);
-    if (l->first_error.empty()) l->first_error = fmt::format("{}: stopped: {}", l->path, message);
+    l->stopped_by = fmt::format("{}: stopped: {}", l->path, message);
   }
   Defer([this, c] { MaybeCompleteContainer(c); });
 }
