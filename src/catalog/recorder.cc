@@ -71,7 +71,7 @@ void PutRowsBack(std::vector<Row>& chunk, std::vector<Row>& into, size_t offset)
 }
 
 // RecordLater's rows, made on the thread at their place in the queue: after the rows queued
-// before them (`at`, the queue's sizes then).
+// before them (the `at_` sizes: the queue's then).
 struct DeferredRows {
   size_t at_executions, at_task_runs, at_events;
   std::function<void(CatalogBatch&)> make;

@@ -315,23 +315,27 @@ TEST(RecorderTest, DestructorDeliversWithoutFlush) {
   EXPECT_EQ(store->events.back().message, "24999");
 }
 
+// A child run's Recorder (it does not wait for the catalog at its end) that records `message`
+// and ends while the catalog is down: its rows stay in the spool for another process.
+void RecordAsAChildDuringAnOutage(std::shared_ptr<FakeStore> store, RecorderOptions options,
+                                  const std::string& message) {
+  options.shutdown_retry = std::chrono::milliseconds(0);
+  Recorder child(std::make_unique<FakeCatalog>(std::move(store)), {}, nullptr, options);
+  child.Emit(SampleEvent("c", EventType::kOnInformation, message));
+}
+
 TEST(RecorderTest, AChildLeavesItsRowsInTheSpoolAndTheParentDeliversThem) {
   TempDir spool;
   auto store = std::make_shared<FakeStore>();
   store->failures_left = 1000000;  // the catalog is down
   RecorderOptions parent_options{spool.path(), "fake:catalog"};
-  RecorderOptions child_options = parent_options;
-  child_options.shutdown_retry = std::chrono::milliseconds(0);
   ::testing::internal::CaptureStderr();
   {
     Recorder parent(std::make_unique<FakeCatalog>(store), {}, nullptr, parent_options);
     parent.Emit(SampleEvent("p", EventType::kOnInformation, "parent before"));
     parent.Flush();
     auto started = std::chrono::steady_clock::now();
-    {
-      Recorder child(std::make_unique<FakeCatalog>(store), {}, nullptr, child_options);
-      child.Emit(SampleEvent("c", EventType::kOnInformation, "child"));
-    }
+    RecordAsAChildDuringAnOutage(store, parent_options, "child");
     // The child's end does not wait for the catalog (a parent's would, 5 s).
     EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(2));
     {
@@ -357,13 +361,8 @@ TEST(RecorderTest, LeftoversTheStartCouldNotDeliverGoOnceTheCatalogAnswers) {
   auto store = std::make_shared<FakeStore>();
   store->failures_left = 1000000;
   RecorderOptions options{spool.path(), "fake:catalog"};
-  RecorderOptions dead_child = options;
-  dead_child.shutdown_retry = std::chrono::milliseconds(0);
   ::testing::internal::CaptureStderr();
-  {
-    Recorder child(std::make_unique<FakeCatalog>(store), {}, nullptr, dead_child);
-    child.Emit(SampleEvent("c", EventType::kOnInformation, "left behind"));
-  }
+  RecordAsAChildDuringAnOutage(store, options, "left behind");
   {
     std::lock_guard lock(store->mu);
     store->failures_left = 1;  // down for the next start's replay only
@@ -382,28 +381,15 @@ TEST(RecorderTest, LeftoversTheStartCouldNotDeliverGoOnceTheCatalogAnswers) {
   EXPECT_TRUE(std::filesystem::is_empty(spool.path()));
 }
 
-// A catalog whose writes wait until the test opens it: the Recorder's thread is stuck in Write.
-class GatedCatalog : public FakeCatalog {
- public:
-  GatedCatalog(std::shared_ptr<FakeStore> store, std::shared_future<void> open)
-      : FakeCatalog(std::move(store)), open_(std::move(open)) {}
-  Status Write(const CatalogBatch& batch) override {
-    open_.wait();
-    return FakeCatalog::Write(batch);
-  }
-
- private:
-  std::shared_future<void> open_;
-};
-
 TEST(RecorderTest, ProducersWaitWhenTheQueueIsFullAndLoseNothing) {
   auto store = std::make_shared<FakeStore>();
   std::promise<void> open;
   constexpr int kEvents = 200000;  // far more than the queue takes while the catalog is stuck
   std::atomic<int> emitted{0};
   {
-    Recorder recorder(std::make_unique<GatedCatalog>(store, open.get_future().share()), {},
-                      nullptr);
+    Recorder recorder(std::make_unique<testing::GatedCatalog>(std::make_unique<FakeCatalog>(store),
+                                                              open.get_future().share()),
+                      {}, nullptr);
     std::thread producer([&] {
       for (int i = 0; i < kEvents; ++i) {
         recorder.Emit(SampleEvent("e", EventType::kOnProgress, std::to_string(i)));

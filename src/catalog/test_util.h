@@ -6,6 +6,8 @@
 
 #include <filesystem>
 #include <fstream>
+#include <future>
+#include <memory>
 #include <sstream>
 #include <string>
 
@@ -47,6 +49,22 @@ class WriteOnlyCatalog : public Catalog {
 
  private:
   static Status Unused() { return Internal("a write-only test catalog cannot be read"); }
+};
+
+// Another catalog behind a gate: each write waits until `open` is ready, so a Recorder's thread
+// stays stuck in Write while a test fills its queue.
+class GatedCatalog : public WriteOnlyCatalog {
+ public:
+  GatedCatalog(std::unique_ptr<Catalog> inner, std::shared_future<void> open)
+      : inner_(std::move(inner)), open_(std::move(open)) {}
+  Status Write(const CatalogBatch& batch) override {
+    open_.wait();
+    return inner_->Write(batch);
+  }
+
+ private:
+  std::unique_ptr<Catalog> inner_;
+  std::shared_future<void> open_;
 };
 
 inline std::string ReadWholeFile(const std::string& path) {

@@ -339,8 +339,7 @@ class Execution {
 
   void Emit(EventType type, const std::string& source, std::string message, int64_t data_code = 0,
             std::string data_bytes = "", DateTime started = {}) {
-    if (recorder_.keeps_nothing()) return;
-    if (OnScheduler()) SendLeafMarks();
+    if (!BeforeDirectRow()) return;
     DateTime now = Now();
     recorder_.Emit(MakeEvent(row_context(), type, source, std::move(message), data_code,
                              std::move(data_bytes), started == DateTime{} ? now : started, now));
@@ -362,6 +361,13 @@ class Execution {
   // (so that nothing overtakes them). On a chain of trivial tasks, making and queueing these
   // rows one by one took longer than the engine's own work.
   bool OnScheduler() const { return std::this_thread::get_id() == scheduler_; }
+  // Before a row that goes to the Recorder at once: false when it would keep nothing; else the
+  // scheduler's pending notes go first.
+  bool BeforeDirectRow() {
+    if (recorder_.keeps_nothing()) return false;
+    if (OnScheduler()) SendLeafMarks();
+    return true;
+  }
   // Attempt `a`'s start, or with `end` its end (its outcome, `ended`, `final`). Made in place:
   // at half a microsecond a task, a move of the mark was a cost to count.
   void MarkLeaf(const Attempt& a, const TaskOutcome* end = nullptr, DateTime ended = {},
@@ -792,8 +798,7 @@ void Execution::RecordTaskRun(const std::string& path, const std::string& type, 
                               const std::string& status, DateTime started,
                               std::optional<DateTime> ended, const std::string& message,
                               const std::string& child_id, const std::string& agent) {
-  if (recorder_.keeps_nothing()) return;
-  if (OnScheduler()) SendLeafMarks();
+  if (!BeforeDirectRow()) return;
   recorder_.RecordTaskRun(MakeTaskRun(row_context(), path, type, attempt, status, started, ended,
                                       message, child_id, agent));
 }

@@ -1756,20 +1756,6 @@ TEST_F(EngineTest, EveryTasksEventsAreRecordedInOrderAcrossBatches) {
   }
 }
 
-// A catalog that takes nothing until the test opens it.
-class GatedCatalog : public FakeCatalog {
- public:
-  GatedCatalog(std::shared_ptr<Store> store, std::shared_future<void> open)
-      : FakeCatalog(std::move(store)), open_(std::move(open)) {}
-  Status Write(const CatalogBatch& batch) override {
-    open_.wait();
-    return FakeCatalog::Write(batch);
-  }
-
- private:
-  std::shared_future<void> open_;
-};
-
 // The notes count against the Recorder's queue bound: an inline loop far faster than the
 // catalog is held at the catalog's pace instead of queueing without end (a 300,000-iteration
 // loop had queued a million rows, 760 MB).
@@ -1789,8 +1775,9 @@ tasks:
   ASSERT_NE(pkg, nullptr);
   auto store = std::make_shared<Store>();
   std::promise<void> open;
-  Recorder recorder(std::make_unique<GatedCatalog>(store, open.get_future().share()), {},
-                    nullptr);
+  Recorder recorder(std::make_unique<catalog::testing::GatedCatalog>(
+                        std::make_unique<FakeCatalog>(store), open.get_future().share()),
+                    {}, nullptr);
   Engine engine(recorder);
   std::atomic<bool> finished{false};
   std::thread run([&] {
