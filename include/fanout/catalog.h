@@ -183,11 +183,15 @@ class Recorder {
 
   Masker& masker() { return *masker_; }
   // No catalog and no sink: whatever is recorded is dropped, so a producer need not make it.
-  bool keeps_nothing() const;
+  bool keeps_nothing() const { return keeps_nothing_; }
 
  private:
   struct Impl;
   std::shared_ptr<Masker> masker_;
+  // Here, never written after construction, rather than in Impl: the engine reads it for every
+  // task, and in Impl it could share a cache line with the counters the Recorder's thread
+  // writes for every event, a line the two CPUs would pass back and forth.
+  const bool keeps_nothing_;
   std::unique_ptr<Impl> impl_;
 };
 

@@ -115,7 +115,6 @@ struct Recorder::Impl {
        Masker* masker_in, const RecorderOptions& options)
       : catalog(std::move(catalog_in)),
         sinks(std::move(sinks_in)),
-        discard(!catalog && sinks.empty()),
         masker(masker_in),
         shutdown_retry(options.shutdown_retry) {
     if (catalog && !options.spool_dir.empty()) {
@@ -144,10 +143,6 @@ struct Recorder::Impl {
   std::string uid_prefix;                 // events get uid PREFIX:SEQ, unique across processes
   uint64_t next_event_seq = 0;            // the thread's own (Deliver)
   std::vector<std::unique_ptr<EventSink>> sinks;
-  // No catalog and no sink: what is recorded has nowhere to go. Dropped at once, it costs the
-  // engine nothing; queued, it woke the idle thread for every event (a futex call each, twice
-  // the engine's own time per task with logging off).
-  const bool discard;
   Masker* masker;
   Clock::duration shutdown_retry;
 
@@ -210,14 +205,15 @@ struct Recorder::Impl {
 Recorder::Recorder(std::unique_ptr<Catalog> catalog, std::vector<std::unique_ptr<EventSink>> sinks,
                    std::shared_ptr<Masker> masker, RecorderOptions options)
     : masker_(masker ? std::move(masker) : std::make_shared<Masker>()),
+      keeps_nothing_(!catalog && sinks.empty()),
       impl_(std::make_unique<Impl>(std::move(catalog), std::move(sinks), masker_.get(), options)) {
   impl_->thread = std::thread([impl = impl_.get()] { impl->Run(); });
   // Gives the new thread its chance to reach its first wait (the start of Impl::Run) before
-  // this one goes on; it usually does. A new thread starts on the CPU of the thread that made it; left runnable there while its
-  // maker ran a package, it was given that CPU for a whole 4 ms tick while the other CPU stayed
-  // idle, which doubled a 10,000-task run's time in about half the runs. Asleep, it is woken
-  // later onto an idle CPU. Waiting for a flag instead cost each child `fanout run` of an agent
-  // about 0.5 ms at start on a busy machine.
+  // this one goes on; it usually does. A new thread starts on the CPU of the thread that made
+  // it; left runnable there while its maker ran a package, it was given that CPU for a whole
+  // 4 ms tick while the other CPU stayed idle, which doubled a 10,000-task run's time in about
+  // half the runs. Asleep, it is woken later onto an idle CPU. Waiting for a flag instead cost
+  // each child `fanout run` of an agent about 0.5 ms at start on a busy machine.
   std::this_thread::yield();
 }
 
@@ -234,7 +230,6 @@ Recorder::~Recorder() {
 // deadline or enough rows have gathered, so a busy engine pays no system call per event.
 template <typename Push>
 void Recorder::Impl::Enqueue(Push push) {
-  if (discard) return;
   bool wake_thread;
   {
     std::unique_lock lock(mu);
@@ -249,29 +244,32 @@ void Recorder::Impl::Enqueue(Push push) {
   if (wake_thread) wake.notify_one();
 }
 
+// With nothing to keep (no catalog, no sink), rows are dropped at once: queued, they woke the
+// idle thread for every event (a futex call each, twice the engine's own time per task with
+// logging off).
 void Recorder::RecordExecution(ExecutionRow row) {
+  if (keeps_nothing_) return;
   impl_->Enqueue([&] { impl_->executions.push_back(std::move(row)); });
 }
 
 void Recorder::RecordTaskRun(TaskRunRow row) {
+  if (keeps_nothing_) return;
   impl_->Enqueue([&] { impl_->task_runs.push_back(std::move(row)); });
 }
 
 void Recorder::Emit(Event event) {
-  impl_->Enqueue([&] {
-    impl_->events.push_back(std::move(event));
-  });
+  if (keeps_nothing_) return;
+  impl_->Enqueue([&] { impl_->events.push_back(std::move(event)); });
 }
 
 void Recorder::RecordLater(size_t rows, std::function<void(CatalogBatch&)> make) {
+  if (keeps_nothing_) return;
   impl_->Enqueue([&] {
     impl_->deferred.push_back({impl_->executions.size(), impl_->task_runs.size(),
                                impl_->events.size(), std::move(make)});
     impl_->deferred_rows += rows;
   });
 }
-
-bool Recorder::keeps_nothing() const { return impl_->discard; }
 
 void Recorder::Flush() {
   std::unique_lock lock(impl_->mu);

@@ -1785,8 +1785,8 @@ tasks:
     EXPECT_TRUE(result.ok() && result->result == TaskResult::kSuccess);
     finished = true;
   });
-  // 40,000 iterations make 160,000 rows, far past the queue's bound: the loop stalls once it
-  // is reached (near 17,000 iterations), however slow the machine.
+  // 40,000 iterations make 120,000 rows, far past the queue's bound: the loop stalls once it
+  // is reached (near 22,000 iterations), however slow the machine.
   size_t ran = 0;
   for (auto stable_since = Clock::now(); Clock::now() - stable_since < 200ms;) {
     std::this_thread::sleep_for(20ms);
