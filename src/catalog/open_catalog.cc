@@ -19,6 +19,10 @@ bool EndsWith(const std::string& s, std::string_view suffix) {
          s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
+// How long a run's write to a SQLite catalog waits for another process's transaction
+// (OpenCatalogForRun); far above the milliseconds a batch of other runs takes.
+constexpr int kRunBusyTimeoutMs = 500;
+
 constexpr const char* kSupportedForms =
     "use sqlite:PATH, a path ending in .db, or a postgresql:// (or postgres://) URI";
 
@@ -65,7 +69,16 @@ Result<std::unique_ptr<Catalog>> OpenCatalogForRun(const std::string& spec,
                                                    std::string& unreachable) {
   unreachable.clear();
   ASSIGN_OR_RETURN(std::string sqlite_path, SqlitePathOf(spec));
-  if (!sqlite_path.empty()) return OpenCatalog(spec);
+  if (!sqlite_path.empty()) {
+    // A run's writes come from the Recorder's thread, which also feeds the console and the log
+    // files: waiting the usual 10 s for another process's long transaction (a prune, a tool
+    // holding the file) stalled them that long, twice for a run that wrote twice. A write that
+    // waits longer than this goes to the spool and is retried like any outage.
+    auto catalog = std::make_unique<catalog::SqliteCatalog>(
+        sqlite_path, catalog::SqliteCatalogOptions{.busy_timeout_ms = kRunBusyTimeoutMs});
+    RETURN_IF_ERROR(catalog->Open());
+    return std::unique_ptr<Catalog>(std::move(catalog));
+  }
   auto catalog = std::make_unique<catalog::PostgresCatalog>(spec);
   Status opened = catalog->Open();
   if (opened.ok()) {

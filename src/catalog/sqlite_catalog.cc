@@ -299,7 +299,7 @@ int SqliteCatalog::OnBusy(void* arg, int count) {
   auto* self = static_cast<SqliteCatalog*>(arg);
   int64_t now = SteadyNowNs();
   if (count == 0) self->busy_since_ns_ = now;
-  if (now - self->busy_since_ns_ >= int64_t{self->options_.busy_timeout_ms} * 1000000) return 0;
+  if (now - self->busy_since_ns_ >= int64_t{self->busy_limit_ms_} * 1000000) return 0;
   int sleep_us = 50 << std::min(count, 8);  // 50 us doubling, at most 10 ms
   usleep(static_cast<useconds_t>(std::min(sleep_us, 10000)));
   return 1;
@@ -378,6 +378,7 @@ Status SqliteCatalog::Open() {
   if (is_new) std::filesystem::permissions(path_, std::filesystem::perms::owner_read |
                                                       std::filesystem::perms::owner_write, ec);
   sqlite3_extended_result_codes(db_, 1);
+  busy_limit_ms_ = std::max(options_.busy_timeout_ms, kOpenBusyTimeoutMs);
   sqlite3_busy_handler(db_, &SqliteCatalog::OnBusy, this);
   if (options_.existing_catalog_only) {
     auto version = StoredSchemaVersion();
@@ -411,7 +412,7 @@ Status SqliteCatalog::Open() {
   // Switching to WAL needs a brief exclusive lock that a concurrent opener may hold; retry it
   // like any other busy wait rather than fail the run.
   Status status;
-  int64_t deadline = SteadyNowNs() + int64_t{options_.busy_timeout_ms} * 1000000;
+  int64_t deadline = SteadyNowNs() + int64_t{busy_limit_ms_} * 1000000;
   for (int attempt = 0;; ++attempt) {
     status = Exec("PRAGMA journal_mode=WAL", "switching to WAL mode");
     if (status.ok() || status.code() != Code::kUnavailable || SteadyNowNs() > deadline) break;
@@ -429,6 +430,7 @@ Status SqliteCatalog::Open() {
   if (status.ok()) status = Prepare(kInsertEvent, &insert_event_);
   if (status.ok()) status = Prepare(kUpsertParameter, &upsert_parameter_);
   if (!status.ok()) Close();
+  busy_limit_ms_ = options_.busy_timeout_ms;
   return status;
 }
 

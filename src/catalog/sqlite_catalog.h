@@ -17,8 +17,13 @@ namespace fanout::catalog {
 // The schema version this build writes. Open() refuses a file with a newer one.
 inline constexpr int kSqliteSchemaVersion = 3;
 
+// How long Open() waits for another process's transaction at least: a catalog that cannot be
+// opened stops a run before it starts, so opening is patient whatever busy_timeout_ms says.
+inline constexpr int kOpenBusyTimeoutMs = 10000;
+
 struct SqliteCatalogOptions {
-  // How long a write waits for another process's transaction before failing with Unavailable.
+  // How long a read or write, once open, waits for another process's transaction before failing
+  // with Unavailable.
   int busy_timeout_ms = 10000;
   // For reading what runs recorded (reports, logs, prune): a file that is not already a catalog
   // (another application's database, an empty file) is refused with NotFound, untouched, rather
@@ -96,6 +101,7 @@ class SqliteCatalog : public Catalog {
   SqliteCatalogOptions options_;
   sqlite3* db_ = nullptr;
   int64_t busy_since_ns_ = 0;  // steady-clock time of the first retry of the current wait
+  int busy_limit_ms_ = 0;      // how long the current wait may last: OnBusy gives up after it
 
   // Prepared once in Open(): Write() is the hot path.
   sqlite3_stmt* begin_ = nullptr;

@@ -5,7 +5,9 @@
 #include <gtest/gtest.h>
 #include <sqlite3.h>
 
+#include <chrono>
 #include <filesystem>
+#include <thread>
 
 #include "catalog/test_util.h"
 
@@ -45,6 +47,64 @@ std::unique_ptr<SqliteCatalog> OpenWithAnExecution(const std::string& path) {
   batch.executions.push_back(SampleExecution("top"));
   EXPECT_TRUE(catalog->Write(batch).ok());
   return catalog;
+}
+
+// Another connection to `path` holding the write lock (BEGIN IMMEDIATE) until Release() or the
+// end of the scope, as a `catalog prune` or a sqlite3 shell in a transaction would.
+class WriteLock {
+ public:
+  explicit WriteLock(const std::string& path) {
+    sqlite3_open(path.c_str(), &db_);
+    EXPECT_EQ(sqlite3_exec(db_, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr), SQLITE_OK);
+  }
+  ~WriteLock() { Release(); }
+  void Release() {
+    if (db_ == nullptr) return;
+    sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr);
+    sqlite3_close(db_);
+    db_ = nullptr;
+  }
+
+ private:
+  sqlite3* db_ = nullptr;
+};
+
+// A run's writes come from the thread that also feeds the console and the log files: against a
+// file another process holds locked, they give up after half a second (and the rows go to the
+// spool) rather than the 10 s that stalled the console that long. Opening still waits 10 s.
+TEST(SqliteCatalogTest, ARunsWriteGivesUpSoonOnALockedFileButItsOpeningWaits) {
+  using Clock = std::chrono::steady_clock;
+  TempDir dir;
+  std::string path = dir.File("c.db");
+  OpenWithAnExecution(path);
+  std::string unreachable;
+  auto run = OpenCatalogForRun("sqlite:" + path, unreachable);
+  ASSERT_TRUE(run.ok()) << run.status().ToString();
+  {
+    WriteLock lock(path);
+    CatalogBatch batch;
+    batch.executions.push_back(SampleExecution("during the lock"));
+    auto start = Clock::now();
+    Status written = (*run)->Write(batch);
+    auto waited = Clock::now() - start;
+    EXPECT_EQ(written.code(), Code::kUnavailable) << written.ToString();
+    EXPECT_GE(waited, std::chrono::milliseconds(400));
+    EXPECT_LT(waited, std::chrono::seconds(3));
+  }
+  // A run that makes the catalog (or upgrades its schema) needs the lock itself; held for
+  // longer than a write waits, it still does not stop the run.
+  std::string fresh = dir.File("fresh.db");
+  WriteLock lock(fresh);
+  std::thread release([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1200));
+    lock.Release();
+  });
+  auto opened = OpenCatalogForRun("sqlite:" + fresh, unreachable);
+  release.join();
+  ASSERT_TRUE(opened.ok()) << opened.status().ToString();
+  CatalogBatch batch;
+  batch.executions.push_back(SampleExecution("after the lock"));
+  EXPECT_TRUE((*opened)->Write(batch).ok());
 }
 
 TEST(SqliteCatalogTest, UsesWriteAheadLogging) {
