@@ -397,11 +397,14 @@ Status SqliteCatalog::Open() {
   } else if (!is_new) {
     // Another application's database (a mistyped --catalog) is not made a catalog: the run had
     // added five tables to it without a word (QA).
-    auto ours = QueryInt("SELECT count(*) FROM sqlite_master WHERE name IN ('executions', "
-                         "'schema_version')", "reading the schema");
-    auto theirs = QueryInt("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name NOT "
-                           "LIKE 'sqlite_%'", "reading the schema");
-    if (ours.ok() && theirs.ok() && *ours == 0 && *theirs > 0) {
+    // One statement, so one snapshot: asked in two, a concurrent opener's new schema could
+    // appear between them and look like someone else's tables.
+    auto foreign = QueryInt(
+        "SELECT NOT EXISTS (SELECT 1 FROM sqlite_master WHERE name IN ('executions', "
+        "'schema_version')) AND EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
+        "name NOT LIKE 'sqlite_%')",
+        "reading the schema");
+    if (foreign.ok() && *foreign != 0) {
       Close();
       return FailedPrecondition("'" + path_ + "' holds another application's tables and no Fanout "
                                 "catalog; give --catalog (or $FANOUT_CATALOG) a file of its own "
