@@ -357,12 +357,15 @@ class Execution {
   Engine& engine() { return engine_; }
   const RunOptions& options() const { return options_; }
 
+  // `started` and `ended` default to now; a start or end event passes its row's times, so the
+  // event and the task_runs or executions row agree to the microsecond.
   void Emit(EventType type, const std::string& source, std::string message, int64_t data_code = 0,
-            std::string data_bytes = "", DateTime started = {}) {
+            std::string data_bytes = "", DateTime started = {}, DateTime ended = {}) {
     if (!BeforeDirectRow()) return;
-    DateTime now = Now();
+    if (ended == DateTime{}) ended = Now();
     recorder_.Emit(MakeEvent(row_context(), type, source, std::move(message), data_code,
-                             std::move(data_bytes), started == DateTime{} ? now : started, now));
+                             std::move(data_bytes), started == DateTime{} ? ended : started,
+                             ended));
   }
 
   // The attempt number of try `try_number` of the task at `path` in container `c`: the try
@@ -736,7 +739,8 @@ RunResult Execution::Run() {
   recorder_.RecordExecution(row);
   row.parameters.clear();  // written once, with the first row
   Emit(EventType::kOnPreExecute, "", fmt::format("package {} started (execution {})",
-                                                 package_->name, id_));
+                                                 package_->name, id_),
+       0, "", started_at_, started_at_);
 
   pool_ = std::make_unique<WorkerPool>(max_concurrent_);
   auto root = std::make_unique<Container>();
@@ -816,13 +820,13 @@ RunResult Execution::Run() {
   if (result == TaskResult::kFailure) {
     Emit(EventType::kOnError, "", PackageFailedMessage(package_->name, result_.message));
   }
+  row.ended_at = Now();
   Emit(EventType::kOnPostExecute, "", fmt::format("package {} finished: {}", package_->name,
                                                   TaskResultName(result)),
-       SsisResultCode(result), "", started_at_);
+       SsisResultCode(result), "", started_at_, *row.ended_at);
   row.status = result == TaskResult::kSuccess   ? "succeeded"
                : result == TaskResult::kFailure ? "failed"
                                                 : "canceled";
-  row.ended_at = Now();
   row.exit_code = result == TaskResult::kSuccess ? 0 : result == TaskResult::kFailure ? 1 : 3;
   row.message = result_.message;
   SendLeafMarks();
@@ -881,7 +885,8 @@ void Execution::StartContainerTask(Container* c, size_t i, int try_number) {
                 "");
   Emit(EventType::kOnPreExecute, path,
        attempt == 1 ? fmt::format("{} {} started", def.type, path)
-                    : fmt::format("{} {} started (attempt {})", def.type, path, attempt));
+                    : fmt::format("{} {} started (attempt {})", def.type, path, attempt),
+       0, "", started, started);
   if (def.container == ContainerKind::kSequence) {
     auto child = std::make_unique<Container>();
     child->tasks = &def.children;
@@ -893,9 +898,10 @@ void Execution::StartContainerTask(Container* c, size_t i, int try_number) {
     Container* child_ptr = child.get();
     child->done = [this, c, i, path, started, attempt, try_number, had_error](
                       Final final, std::string message) {
-      RecordTaskRun(path, "sequence", attempt, FinalStatus(final), started, Now(), message);
+      DateTime ended = Now();
+      RecordTaskRun(path, "sequence", attempt, FinalStatus(final), started, ended, message);
       Emit(EventType::kOnPostExecute, path, fmt::format("sequence {} finished: {}", path,
-                                                        FinalStatus(final)), 0, "", started);
+                                                        FinalStatus(final)), 0, "", started, ended);
       EndContainerTry(c, i, try_number, had_error, final, message);
     };
     containers_.push_back(std::move(child));
@@ -1341,13 +1347,14 @@ void Execution::PumpLoop(Loop* l) {
     else if (l->errors >= def.maximum_error_count || package_failed_) final = Final::kFailure;
     std::string message = l->first_error.empty() ? l->stopped_by : l->first_error;
     if (final == Final::kFailure && message.empty()) message = l->path + ": an iteration failed";
-    RecordTaskRun(l->path, def.type, l->attempt, FinalStatus(final), l->started_at, Now(),
+    DateTime ended = Now();
+    RecordTaskRun(l->path, def.type, l->attempt, FinalStatus(final), l->started_at, ended,
                   fmt::format("{} iteration{}{}", l->iterations, l->iterations == 1 ? "" : "s",
                               message.empty() ? "" : "; " + message));
     Emit(EventType::kOnPostExecute, l->path,
          fmt::format("{} {} finished after {} iteration{}: {}", def.type, l->path, l->iterations,
                      l->iterations == 1 ? "" : "s", FinalStatus(final)),
-         0, "", l->started_at);
+         0, "", l->started_at, ended);
     l->finished = true;
     EndContainerTry(owner, l->index, l->try_number, l->had_error, final, message);
   }
