@@ -142,8 +142,11 @@ Result<std::string> CatalogSqlitePath(const std::string& spec);
 // is returned unopened, with the reason in `unreachable`; it opens on its first successful
 // write, and the Recorder spools rows until then, so a catalog outage does not stop the night.
 // One that answers but where the role may not write what a run records is PermissionDenied.
+// `connect_later`: a child run's (its parent checked the catalog already) is not connected to
+// now but at its first write, so that a server that does not answer does not delay its start.
 Result<std::unique_ptr<Catalog>> OpenCatalogForRun(const std::string& spec,
-                                                   std::string& unreachable);
+                                                   std::string& unreachable,
+                                                   bool connect_later = false);
 
 struct RecorderOptions {
   // Where rows go while the catalog is unreachable (see src/catalog/spool.h); "" keeps them in

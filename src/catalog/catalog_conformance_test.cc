@@ -6,6 +6,10 @@
 #include <gtest/gtest.h>
 #include <libpq-fe.h>
 #include <sqlite3.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -988,6 +992,144 @@ TEST_F(PostgresCatalogTest, ReconnectsAfterLosingTheConnection) {
   ASSERT_TRUE(events.ok()) << events.status().ToString();
   ASSERT_EQ(events->size(), 2u);
   EXPECT_EQ((*events)[1].message, "after");
+}
+
+// A TCP relay on loopback to the test server that can stop passing bytes while it keeps its
+// connections open: a server that took the connection and then answers nothing (frozen, or its
+// packets dropped).
+class FreezableRelay {
+ public:
+  explicit FreezableRelay(int target_port) : target_port_(target_port) {
+    listener_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in address = Loopback(0);
+    EXPECT_EQ(bind(listener_, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
+    EXPECT_EQ(listen(listener_, 16), 0);
+    socklen_t length = sizeof address;
+    getsockname(listener_, reinterpret_cast<sockaddr*>(&address), &length);
+    port_ = ntohs(address.sin_port);
+    thread_ = std::thread([this] { Run(); });
+  }
+  ~FreezableRelay() {
+    stop_ = true;
+    thread_.join();
+    for (auto [client, server] : pairs_) {
+      close(client);
+      close(server);
+    }
+    close(listener_);
+  }
+  int port() const { return port_; }
+  void Freeze(bool frozen) { frozen_ = frozen; }
+
+ private:
+  static sockaddr_in Loopback(int port) {
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_port = htons(static_cast<uint16_t>(port));
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    return address;
+  }
+  void Run() {
+    while (!stop_) {
+      const bool frozen = frozen_;
+      std::vector<pollfd> fds = {{listener_, POLLIN, 0}};
+      if (!frozen) {
+        for (auto [client, server] : pairs_) {
+          fds.push_back({client, POLLIN, 0});
+          fds.push_back({server, POLLIN, 0});
+        }
+      }
+      poll(fds.data(), fds.size(), 20);
+      if ((fds[0].revents & POLLIN) != 0) Accept();
+      if (frozen) continue;
+      std::vector<std::pair<int, int>> open;
+      for (size_t k = 0; k < pairs_.size(); ++k) {
+        auto [client, server] = pairs_[k];
+        bool ok = Pass(fds[1 + 2 * k], server) && Pass(fds[2 + 2 * k], client);
+        if (ok) {
+          open.push_back(pairs_[k]);
+        } else {
+          close(client);
+          close(server);
+        }
+      }
+      pairs_ = std::move(open);
+    }
+  }
+  void Accept() {
+    int client = accept4(listener_, nullptr, nullptr, SOCK_CLOEXEC);
+    if (client < 0) return;
+    int server = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in address = Loopback(target_port_);
+    if (connect(server, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) {
+      close(client);
+      close(server);
+      return;
+    }
+    pairs_.emplace_back(client, server);
+  }
+  // Copies what `from` has to `to`; false once either side is closed.
+  static bool Pass(const pollfd& from, int to) {
+    if ((from.revents & (POLLIN | POLLHUP | POLLERR)) == 0) return true;
+    char buffer[65536];
+    ssize_t n = read(from.fd, buffer, sizeof buffer);
+    if (n <= 0) return false;
+    for (ssize_t done = 0; done < n;) {
+      ssize_t w = write(to, buffer + done, static_cast<size_t>(n - done));
+      if (w <= 0) return false;
+      done += w;
+    }
+    return true;
+  }
+
+  const int target_port_;
+  int listener_ = -1;
+  int port_ = 0;
+  std::atomic<bool> frozen_{false};
+  std::atomic<bool> stop_{false};
+  std::vector<std::pair<int, int>> pairs_;  // the relay thread's
+  std::thread thread_;
+};
+
+// A server that took the connection and then answered nothing held a run's Write() for ever,
+// and its console and log files with it (QA: 25 s). With a write timeout the connection is
+// dropped, the write fails as an outage (to be spooled), and the next write connects again.
+TEST_F(PostgresCatalogTest, AWriteTimeoutEndsAWriteToAServerThatStoppedAnswering) {
+  using Clock = std::chrono::steady_clock;
+  // The relay needs the server's port, as a URI written host:port/ says it.
+  const std::string uri = std::getenv(kPostgresEnv);
+  size_t at = uri.find('@'), slash = uri.find('/', at == std::string::npos ? 0 : at);
+  size_t colon = uri.rfind(':', slash);
+  if (at == std::string::npos || slash == std::string::npos || colon == std::string::npos ||
+      colon < at) {
+    GTEST_SKIP() << "needs " << kPostgresEnv << " as postgresql://USER:PASSWORD@HOST:PORT/DB";
+  }
+  FreezableRelay relay(std::stoi(uri.substr(colon + 1, slash - colon - 1)));
+  PostgresCatalog catalog(backend_->Spec() + "&port=" + std::to_string(relay.port()));
+  catalog.SetWriteTimeout(std::chrono::milliseconds(1000));
+  ASSERT_TRUE(catalog.Open().ok());
+  CatalogBatch batch;
+  batch.events.push_back(SampleEvent("e", EventType::kOnInformation, "before"));
+  ASSERT_TRUE(catalog.Write(batch).ok());
+
+  relay.Freeze(true);
+  batch.events[0] = SampleEvent("e", EventType::kOnInformation, "during");
+  auto start = Clock::now();
+  Status status = catalog.Write(batch);
+  auto waited = Clock::now() - start;
+  EXPECT_EQ(status.code(), Code::kUnavailable) << status.ToString();
+  EXPECT_NE(status.message().find("no answer within 1000 ms"), std::string::npos)
+      << status.ToString();
+  EXPECT_GE(waited, std::chrono::milliseconds(900));
+  EXPECT_LT(waited, std::chrono::seconds(4));
+
+  relay.Freeze(false);
+  status = catalog.Write(batch);
+  ASSERT_TRUE(status.ok()) << status.ToString();
+  auto events = catalog.ListEvents({});
+  ASSERT_TRUE(events.ok()) << events.status().ToString();
+  ASSERT_EQ(events->size(), 2u);
+  EXPECT_EQ((*events)[1].message, "during");
 }
 
 // Tables in place but no version recorded count as version 0: every migration step is applied

@@ -1,4 +1,5 @@
 // OpenCatalog: turns a --catalog / FANOUT_CATALOG spec into an opened Catalog backend.
+#include <chrono>
 #include <memory>
 #include <string>
 
@@ -22,6 +23,9 @@ bool EndsWith(const std::string& s, std::string_view suffix) {
 // How long a run's write to a SQLite catalog waits for another process's transaction
 // (OpenCatalogForRun); far above the milliseconds a batch of other runs takes.
 constexpr int kRunBusyTimeoutMs = 500;
+// How long a run's write to a PostgreSQL catalog may take before the connection is dropped and
+// the rows spooled: a transaction of 10,000 rows takes well under a second on a LAN.
+constexpr std::chrono::milliseconds kRunPostgresWriteTimeout{5000};
 
 constexpr const char* kSupportedForms =
     "use sqlite:PATH, a path ending in .db, or a postgresql:// (or postgres://) URI";
@@ -66,7 +70,7 @@ Result<std::unique_ptr<Catalog>> OpenCatalog(const std::string& spec) {
 }
 
 Result<std::unique_ptr<Catalog>> OpenCatalogForRun(const std::string& spec,
-                                                   std::string& unreachable) {
+                                                   std::string& unreachable, bool connect_later) {
   unreachable.clear();
   ASSIGN_OR_RETURN(std::string sqlite_path, SqlitePathOf(spec));
   if (!sqlite_path.empty()) {
@@ -80,6 +84,11 @@ Result<std::unique_ptr<Catalog>> OpenCatalogForRun(const std::string& spec,
     return std::unique_ptr<Catalog>(std::move(catalog));
   }
   auto catalog = std::make_unique<catalog::PostgresCatalog>(spec);
+  catalog->SetWriteTimeout(kRunPostgresWriteTimeout);
+  if (connect_later) {
+    catalog->OpenOnFirstWrite();
+    return std::unique_ptr<Catalog>(std::move(catalog));
+  }
   Status opened = catalog->Open();
   if (opened.ok()) {
     RETURN_IF_ERROR(catalog->CheckWriteRights());

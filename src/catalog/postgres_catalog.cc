@@ -3,13 +3,17 @@
 #include "catalog/postgres_catalog.h"
 
 #include <libpq-fe.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <cstdlib>
 #include <cctype>
 #include <charconv>
 #include <chrono>
+#include <condition_variable>
 #include <map>
+#include <mutex>
+#include <thread>
 #include <tuple>
 #include <utility>
 
@@ -679,6 +683,63 @@ class PostgresCatalog::Query {
   PostgresCatalog& catalog_;
 };
 
+// Ends a Write() that waits too long for the server: once armed, when the deadline passes, it
+// shuts the connection's socket down, and libpq's wait returns with the connection lost.
+// shutdown() leaves the descriptor to libpq, which closes it as usual; done under the mutex
+// while armed, it never touches a socket after Disarm().
+class PostgresCatalog::Watchdog {
+ public:
+  using Clock = std::chrono::steady_clock;
+  Watchdog() : thread_([this] { Run(); }) {}
+  ~Watchdog() {
+    {
+      std::lock_guard lock(mu_);
+      stop_ = true;
+    }
+    wake_.notify_one();
+    thread_.join();
+  }
+  void Arm(int socket, Clock::time_point deadline) {
+    {
+      std::lock_guard lock(mu_);
+      socket_ = socket;
+      deadline_ = deadline;
+      fired_ = false;
+    }
+    wake_.notify_one();
+  }
+  // Whether the deadline passed (and the socket was shut down) since Arm().
+  bool Disarm() {
+    std::lock_guard lock(mu_);
+    socket_ = -1;
+    return fired_;
+  }
+
+ private:
+  void Run() {
+    std::unique_lock lock(mu_);
+    while (!stop_) {
+      if (socket_ < 0) {
+        wake_.wait(lock);
+      } else if (Clock::now() < deadline_) {
+        wake_.wait_until(lock, deadline_);
+      } else {
+        ::shutdown(socket_, SHUT_RDWR);
+        fired_ = true;
+        socket_ = -1;
+      }
+    }
+  }
+
+  std::mutex mu_;
+  std::condition_variable wake_;
+  int socket_ = -1;  // armed: the connection's socket
+  Clock::time_point deadline_;
+  bool fired_ = false;
+  bool stop_ = false;
+  std::thread thread_;  // last: starts once the rest is set
+};
+
 PostgresCatalog::PostgresCatalog(std::string conninfo, bool existing_catalog_only)
     : conninfo_(std::move(conninfo)),
       display_name_(Redact(conninfo_, &secrets_)),
@@ -708,8 +769,9 @@ constexpr const char* kConnectKeywords[] = {"connect_timeout", "fallback_applica
                                             "dbname", "client_encoding", nullptr};
 }  // namespace
 
-Status PostgresCatalog::Connect() {
-  const char* const values[] = {"10", "fanout", conninfo_.c_str(), "UTF8", nullptr};
+Status PostgresCatalog::Connect(int timeout_seconds) {
+  const std::string timeout = std::to_string(timeout_seconds);
+  const char* const values[] = {timeout.c_str(), "fanout", conninfo_.c_str(), "UTF8", nullptr};
   RETURN_IF_ERROR(LoadLibpq());
   conn_ = PQconnectdbParams(kConnectKeywords, values, /*expand_dbname=*/1);
   if (conn_ == nullptr || PQstatus(conn_) != CONNECTION_OK) {
@@ -747,18 +809,27 @@ bool PostgresCatalog::IsOutage(const Status& open_failure) {
   return ping == PQPING_NO_RESPONSE || ping == PQPING_REJECT;
 }
 
-Status PostgresCatalog::EnsureConnected() {
-  if (PQstatus(conn_) == CONNECTION_OK) return Status::Ok();
-  PQreset(conn_);
-  if (PQstatus(conn_) != CONNECTION_OK) return ConnectionError("cannot reconnect");
-  return Status::Ok();
+int PostgresCatalog::WriteConnectTimeoutSeconds() const {
+  if (write_timeout_.count() == 0) return kConnectTimeoutSeconds;
+  // libpq takes whole seconds, and at least 2.
+  auto seconds = std::chrono::ceil<std::chrono::seconds>(write_timeout_).count();
+  return static_cast<int>(std::clamp<decltype(seconds)>(seconds, 2, kConnectTimeoutSeconds));
 }
 
-Status PostgresCatalog::Open() {
+Status PostgresCatalog::EnsureConnected() {
+  if (conn_ != nullptr && PQstatus(conn_) == CONNECTION_OK) return Status::Ok();
+  Close();
+  return Connect(WriteConnectTimeoutSeconds());
+}
+
+Status PostgresCatalog::Open() { return OpenWithin(kConnectTimeoutSeconds); }
+
+Status PostgresCatalog::OpenWithin(int timeout_seconds) {
   if (conn_ != nullptr) return Status::Ok();
-  RETURN_IF_ERROR(Connect());
+  RETURN_IF_ERROR(Connect(timeout_seconds));
   Status status = existing_catalog_only_ ? OpenExistingSchema() : Migrate();
   if (!status.ok()) Close();
+  opened_ = opened_ || status.ok();
   return status;
 }
 
@@ -880,18 +951,30 @@ void PostgresCatalog::Rollback() {
 
 Status PostgresCatalog::Write(const CatalogBatch& batch) {
   if (batch.empty()) return Status::Ok();
-  if (conn_ == nullptr) {
+  if (conn_ == nullptr && !opened_) {
     if (!open_on_write_) return NotOpen();
-    RETURN_IF_ERROR(Open());
+    RETURN_IF_ERROR(OpenWithin(WriteConnectTimeoutSeconds()));
   }
   Status status;
   for (int attempt = 0; attempt < kWriteAttempts; ++attempt) {
     RETURN_IF_ERROR(EnsureConnected());
     last_sqlstate_.clear();
     commit_sent_ = false;
+    if (write_timeout_.count() > 0) {
+      if (!watchdog_) watchdog_ = std::make_unique<Watchdog>();
+      watchdog_->Arm(PQsocket(conn_), Watchdog::Clock::now() + write_timeout_);
+    }
     status = WriteOnce(batch);
+    if (!status.ok()) Rollback();  // the first error is the one to report
+    if (watchdog_ && watchdog_->Disarm()) {
+      Close();  // its socket is shut down; the next Write connects again
+      if (status.ok()) return status;  // COMMIT's answer came just in time
+      // Cut during COMMIT, the outcome is unknown: a replay adds nothing twice (see below).
+      return Unavailable("PostgreSQL catalog '" + display_name_ + "': no answer within " +
+                         std::to_string(write_timeout_.count()) +
+                         " ms; the connection was dropped");
+    }
     if (status.ok()) return status;
-    Rollback();  // the first error is the one to report
     bool lost_deadlock = last_sqlstate_ == "40P01" || last_sqlstate_ == "40001";
     // A connection lost before COMMIT took the transaction with it: reconnect and write again.
     // Lost during COMMIT, the outcome is unknown: report it, and let the caller retry (rows are
@@ -1068,7 +1151,7 @@ Status PostgresCatalog::CopyEvents(const std::vector<Event>& events) {
 }
 
 Result<std::optional<ExecutionRow>> PostgresCatalog::GetExecution(const std::string& id) {
-  if (conn_ == nullptr) return NotOpen();
+  if (conn_ == nullptr && !opened_) return NotOpen();
   RETURN_IF_ERROR(EnsureConnected());
   Params params;
   params.AddText(id);
@@ -1118,7 +1201,7 @@ Status PostgresCatalog::LoadParameters(const std::string& cte, const std::string
 }
 
 Result<std::vector<ExecutionRow>> PostgresCatalog::ListExecutions(int limit) {
-  if (conn_ == nullptr) return NotOpen();
+  if (conn_ == nullptr && !opened_) return NotOpen();
   RETURN_IF_ERROR(EnsureConnected());
   return QueryExecutions(std::string("SELECT ") + kExecutionColumns +
                              " FROM executions ORDER BY started_at DESC, id DESC LIMIT " +
@@ -1128,7 +1211,7 @@ Result<std::vector<ExecutionRow>> PostgresCatalog::ListExecutions(int limit) {
 
 Result<std::vector<ExecutionRow>> PostgresCatalog::ListChildExecutions(
     const std::string& parent_id) {
-  if (conn_ == nullptr) return NotOpen();
+  if (conn_ == nullptr && !opened_) return NotOpen();
   RETURN_IF_ERROR(EnsureConnected());
   Params params;
   params.AddText(parent_id);
@@ -1139,7 +1222,7 @@ Result<std::vector<ExecutionRow>> PostgresCatalog::ListChildExecutions(
 
 Result<std::map<std::string, int>> PostgresCatalog::CountChildren(
     const std::vector<std::string>& parent_ids) {
-  if (conn_ == nullptr) return NotOpen();
+  if (conn_ == nullptr && !opened_) return NotOpen();
   RETURN_IF_ERROR(EnsureConnected());
   std::map<std::string, int> counts;
   for (size_t first = 0; first < parent_ids.size(); first += kIdsPerStatement) {
@@ -1161,7 +1244,7 @@ Result<std::map<std::string, int>> PostgresCatalog::CountChildren(
 Result<std::vector<ExecutionRow>> PostgresCatalog::ExecutionsWithParameters(
     const std::string& cte, const std::string& condition, const std::string& order,
     const std::string& bound, const std::string& what) {
-  if (conn_ == nullptr) return NotOpen();
+  if (conn_ == nullptr && !opened_) return NotOpen();
   RETURN_IF_ERROR(EnsureConnected());
   Params params;
   params.AddText(bound);
@@ -1194,7 +1277,7 @@ Result<std::vector<TaskRunRow>> PostgresCatalog::ListTaskRuns(const std::string&
 Result<std::vector<TaskRunRow>> PostgresCatalog::TaskRuns(const std::string& cte,
                                                           const std::string& condition,
                                                           const std::string& bound) {
-  if (conn_ == nullptr) return NotOpen();
+  if (conn_ == nullptr && !opened_) return NotOpen();
   RETURN_IF_ERROR(EnsureConnected());
   Params params;
   params.AddText(bound);
@@ -1208,7 +1291,7 @@ Result<std::vector<TaskRunRow>> PostgresCatalog::TaskRuns(const std::string& cte
 }
 
 Result<std::vector<Event>> PostgresCatalog::ListEvents(const EventQuery& query) {
-  if (conn_ == nullptr) return NotOpen();
+  if (conn_ == nullptr && !opened_) return NotOpen();
   RETURN_IF_ERROR(EnsureConnected());
   Params params;
   std::string sql = std::string("SELECT ") + kEventColumns + " FROM events WHERE id > $1";
@@ -1253,7 +1336,7 @@ Result<std::vector<ExecutionRow>> PostgresCatalog::ListJobExecutions(const std::
 }
 
 Result<Catalog::PruneCounts> PostgresCatalog::Prune(DateTime cutoff, const IsLive& is_live) {
-  if (conn_ == nullptr) return NotOpen();
+  if (conn_ == nullptr && !opened_) return NotOpen();
   RETURN_IF_ERROR(EnsureConnected());
   Query q(*this);
   RETURN_IF_ERROR(q.Command("BEGIN", "starting the prune transaction"));

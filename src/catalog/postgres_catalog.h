@@ -2,7 +2,9 @@
 // machine of a scaled-out setup (DESIGN §8), with the same results as the SQLite backend.
 #pragma once
 
+#include <chrono>
 #include <map>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -53,6 +55,12 @@ class PostgresCatalog : public Catalog {
   // Write() on a catalog not open yet then opens it first, rather than refusing: for a run that
   // began while the server could not be reached (OpenCatalogForRun).
   void OpenOnFirstWrite() { open_on_write_ = true; }
+  // For a run, whose writes come from the thread that also feeds its console and log files: a
+  // server that takes the connection but stops answering (frozen, or its packets dropped)
+  // would hold a Write() for ever. With this set, a Write() whose statements have not finished
+  // within `timeout` drops the connection and fails as Unavailable (the rows are spooled and
+  // retried), and connections it makes again wait at most `timeout` (at least 2 s) too.
+  void SetWriteTimeout(std::chrono::milliseconds timeout) { write_timeout_ = timeout; }
   // PermissionDenied, naming each right missing, when the role may not write what a run
   // records. On an open catalog.
   Status CheckWriteRights();
@@ -85,9 +93,15 @@ class PostgresCatalog : public Catalog {
 
  private:
   class Query;
+  class Watchdog;
   using Params = postgres_internal::Params;
 
-  Status Connect();
+  // `timeout_seconds`: libpq's connect_timeout.
+  Status Connect(int timeout_seconds = kConnectTimeoutSeconds);
+  // Open()'s work, connecting within `timeout_seconds`.
+  Status OpenWithin(int timeout_seconds);
+  // The connect_timeout of connections Write() makes: shorter with a write timeout.
+  int WriteConnectTimeoutSeconds() const;
   Status EnsureConnected();
   Result<int> SchemaVersion();
   Status Migrate();
@@ -116,8 +130,12 @@ class PostgresCatalog : public Catalog {
   std::string display_name_;
   const bool existing_catalog_only_;
   bool found_empty_ = false;
+  static constexpr int kConnectTimeoutSeconds = 10;
   pg_conn* conn_ = nullptr;
   bool open_on_write_ = false;
+  bool opened_ = false;  // Open() succeeded once: a dropped connection is made again
+  std::chrono::milliseconds write_timeout_{0};  // 0: none
+  std::unique_ptr<Watchdog> watchdog_;           // made at the first Write() with a timeout
   std::string last_sqlstate_;  // of the last failed statement, to retry deadlocks
   bool commit_sent_ = false;   // whether the current Write got as far as COMMIT
 };

@@ -213,8 +213,15 @@ int RunPackage(const RunArgs& args) {
     }
     sinks.push_back(std::move(*sink));
   }
+  // Watched from here: a SIGINT while the catalog connects cancels the run (exit 3) rather
+  // than kill fanout without a word.
+  CancelToken cancel;
+  SignalWatcher signals(cancel, [&progress] {
+    if (progress) progress->Erase();
+  });
+  const bool child = !args.parent_execution_id.empty();
   std::string unreachable;
-  auto catalog = OpenCatalogForRun(options.catalog_spec, unreachable);
+  auto catalog = OpenCatalogForRun(options.catalog_spec, unreachable, /*connect_later=*/child);
   if (!catalog.ok()) {
     // The backends' messages name the catalog already ("PostgreSQL catalog '...': ...").
     const std::string display = report::DisplayCatalogSpec(options.catalog_spec);
@@ -236,16 +243,12 @@ int RunPackage(const RunArgs& args) {
                  spool.empty() ? "in memory" : ("in the spool in " + spool).c_str());
   }
 
-  CancelToken cancel;
-  SignalWatcher signals(cancel, [&progress] {
-    if (progress) progress->Erase();
-  });
   auto masker = std::make_shared<Masker>();
   if (args.params_stdin && !ReadParentInput(options, *masker)) return kExitUsage;
   RecorderOptions recording{catalog::DefaultSpoolDir(), options.catalog_spec};
   // A child (of a package task or an agent's step) does not hold its parent's task or slot
   // while the catalog is down: its rows stay in the spool for a recorder that lives on.
-  if (!args.parent_execution_id.empty()) recording.shutdown_retry = std::chrono::milliseconds(0);
+  if (child) recording.shutdown_retry = std::chrono::milliseconds(0);
   Recorder recorder(std::move(*catalog), std::move(sinks), masker, recording);
   Engine engine(recorder);
   if (progress) progress->Start();
