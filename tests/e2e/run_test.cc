@@ -1,6 +1,7 @@
 // `fanout run` end to end: exit codes, cancel by signal, masking of secrets, log providers.
 #include <signal.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -461,6 +462,54 @@ TEST(RunTest, ChildExecutionsLinkToTheParent) {
     bool linked = run.child_execution_id == (*children)[0].id ||
                   run.child_execution_id == (*children)[1].id;
     EXPECT_TRUE(linked) << run.task_path << " -> " << run.child_execution_id;
+  }
+}
+
+// A running package task names its child in the catalog already, in and out of process: the
+// overview of a running or killed parent showed "-" for each child.
+TEST(RunTest, ARunningPackageTaskIsLinkedToItsChild) {
+  ScratchDir dir;
+  dir.Write("child.yaml", "package: child\nparameters:\n  name: {type: string}\ntasks:\n"
+                          "  wait: {type: process, run: [/bin/sh, -c, 'touch $0.started; "
+                          "while [ ! -e release ]; do sleep 0.02; done', \"${name}\"]}\n");
+  dir.Write("parent.yaml", "package: parent\ntasks:\n"
+                           "  in: {type: package, path: child.yaml, params: {name: in}}\n"
+                           "  out: {type: package, path: child.yaml, out_of_process: true, "
+                           "params: {name: out}}\n");
+  int run = StartFanout({"run", "parent.yaml"}, dir.path());
+  ASSERT_TRUE(WaitFor([&] { return std::filesystem::exists(dir.path() + "/in.started"); },
+                      milliseconds(10000)));
+  ASSERT_TRUE(WaitFor([&] { return std::filesystem::exists(dir.path() + "/out.started"); },
+                      milliseconds(10000)));
+  std::map<std::string, TaskRunRow> running;
+  std::vector<ExecutionRow> children;
+  bool linked = WaitFor(
+      [&] {
+        auto catalog = OpenTestCatalog(dir.path());
+        if (catalog == nullptr) return false;
+        auto executions = catalog->ListExecutions(0);
+        if (!executions.ok() || executions->empty()) return false;
+        auto runs = catalog->ListTaskRuns(executions->back().id);  // the oldest: the parent
+        if (!runs.ok()) return false;
+        for (const TaskRunRow& r : *runs) running[r.task_path] = r;
+        auto kids = catalog->ListChildExecutions(executions->back().id);
+        if (kids.ok()) children = *kids;
+        return children.size() == 2 && !running["in"].child_execution_id.empty() &&
+               !running["out"].child_execution_id.empty();
+      },
+      milliseconds(10000));
+  dir.Write("release", "");
+  EXPECT_EQ(WaitFanout(run, seconds(20)), 0) << dir.Read("fanout.err");
+  ASSERT_TRUE(linked) << "in -> '" << running["in"].child_execution_id << "', out -> '"
+                      << running["out"].child_execution_id << "', " << children.size()
+                      << " children";
+  EXPECT_EQ(running["in"].status, "running");
+  EXPECT_EQ(running["out"].status, "running");
+  for (const char* task : {"in", "out"}) {
+    bool found = std::any_of(children.begin(), children.end(), [&](const ExecutionRow& e) {
+      return e.id == running[task].child_execution_id;
+    });
+    EXPECT_TRUE(found) << task << " -> " << running[task].child_execution_id;
   }
 }
 

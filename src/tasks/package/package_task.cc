@@ -90,6 +90,9 @@ class PackageTask : public Task {
           "through its children", file, chain, target));
     }
     std::string child_id = NewExecutionId();
+    // Linked while it runs, not only at its end: the overview of a running (or killed) parent
+    // shows which child each package task is running.
+    context.RecordWhereItRuns("", child_id);
     TaskOutcome outcome = out_of_process
                               ? RunOutOfProcess(context, file, values, ancestors, child_id)
                               : RunInProcess(context, file, values, ancestors, child_id);
