@@ -2,8 +2,12 @@
 // of the events in one transaction per batch, and the queries behind reports and `fanout logs`.
 #include "catalog/postgres_catalog.h"
 
+#include <fcntl.h>
 #include <libpq-fe.h>
+#include <linux/tcp.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdlib>
@@ -683,15 +687,18 @@ class PostgresCatalog::Query {
   PostgresCatalog& catalog_;
 };
 
-// Ends a Write() that waits too long for the server: once armed, when the deadline passes, it
-// shuts the connection's socket down, and libpq's wait returns with the connection lost.
-// shutdown() leaves the descriptor to libpq, which closes it as usual; done under the mutex
-// while armed, it never touches a socket after Disarm().
+// Ends a Write() that the server has stopped answering: once armed, when `timeout` passes with
+// no byte acknowledged or received on the connection, it shuts the connection's socket down,
+// and libpq's wait returns with the connection lost. A slow transfer that still moves (a large
+// batch over a slow link) is given another `timeout` each time. It works on its own duplicate
+// of the socket, closed at Disarm(): libpq may close its descriptor meanwhile (a connection the
+// server ended), and that number may then be reused by anything else in the process.
 class PostgresCatalog::Watchdog {
  public:
   using Clock = std::chrono::steady_clock;
   Watchdog() : thread_([this] { Run(); }) {}
   ~Watchdog() {
+    Disarm();
     {
       std::lock_guard lock(mu_);
       stop_ = true;
@@ -699,42 +706,56 @@ class PostgresCatalog::Watchdog {
     wake_.notify_one();
     thread_.join();
   }
-  void Arm(int socket, Clock::time_point deadline) {
+  void Arm(int socket, std::chrono::milliseconds timeout) {
     {
       std::lock_guard lock(mu_);
-      socket_ = socket;
-      deadline_ = deadline;
+      socket_ = socket >= 0 ? fcntl(socket, F_DUPFD_CLOEXEC, 0) : -1;
+      timeout_ = timeout;
+      deadline_ = Clock::now() + timeout;
+      progress_ = Progress(socket_);
       fired_ = false;
     }
     wake_.notify_one();
   }
-  // Whether the deadline passed (and the socket was shut down) since Arm().
+  // Whether it shut the socket down since Arm().
   bool Disarm() {
     std::lock_guard lock(mu_);
+    if (socket_ >= 0) close(socket_);
     socket_ = -1;
     return fired_;
   }
 
  private:
+  // Bytes the connection has moved either way; 0 where the kernel does not say (a Unix socket).
+  static uint64_t Progress(int socket) {
+    tcp_info info{};
+    socklen_t length = sizeof info;
+    if (socket < 0 || getsockopt(socket, IPPROTO_TCP, TCP_INFO, &info, &length) != 0) return 0;
+    return info.tcpi_bytes_acked + info.tcpi_bytes_received;
+  }
   void Run() {
     std::unique_lock lock(mu_);
     while (!stop_) {
-      if (socket_ < 0) {
+      if (socket_ < 0 || fired_) {
         wake_.wait(lock);
       } else if (Clock::now() < deadline_) {
         wake_.wait_until(lock, deadline_);
+      } else if (uint64_t moved = Progress(socket_); moved != progress_) {
+        progress_ = moved;
+        deadline_ = Clock::now() + timeout_;
       } else {
         ::shutdown(socket_, SHUT_RDWR);
         fired_ = true;
-        socket_ = -1;
       }
     }
   }
 
   std::mutex mu_;
   std::condition_variable wake_;
-  int socket_ = -1;  // armed: the connection's socket
+  int socket_ = -1;  // armed: our duplicate of the connection's socket
+  std::chrono::milliseconds timeout_{0};
   Clock::time_point deadline_;
+  uint64_t progress_ = 0;
   bool fired_ = false;
   bool stop_ = false;
   std::thread thread_;  // last: starts once the rest is set
@@ -779,6 +800,7 @@ Status PostgresCatalog::Connect(int timeout_seconds) {
     Close();
     return status;
   }
+  limits_pending_ = write_timeout_.count() > 0;
   // Notices ("relation already exists, skipping") would otherwise go to stderr.
   PQsetNoticeProcessor(
       conn_, [](void*, const char*) {}, nullptr);
@@ -824,10 +846,37 @@ Status PostgresCatalog::EnsureConnected() {
 
 Status PostgresCatalog::Open() { return OpenWithin(kConnectTimeoutSeconds); }
 
+Status PostgresCatalog::Watched(const std::function<Status()>& statements, bool& cut) {
+  cut = false;
+  if (write_timeout_.count() == 0) return statements();
+  if (!watchdog_) watchdog_ = std::make_unique<Watchdog>();
+  watchdog_->Arm(PQsocket(conn_), write_timeout_);
+  if (limits_pending_) {
+    limits_pending_ = false;
+    // The server's side of the same limit: a lock wait ends with an error rather than hold a
+    // statement the watchdog will cut, and a backend notices that its client is gone rather
+    // than wait on for it (PostgreSQL 14 and later; an older server refuses, which is fine).
+    const std::string ms = std::to_string(write_timeout_.count()) + "ms";
+    for (const std::string& set : {"SET lock_timeout = '" + ms + "'",
+                                   std::string("SET client_connection_check_interval = '1s'")}) {
+      PQclear(PQexec(conn_, set.c_str()));
+    }
+  }
+  Status status = statements();
+  if (!watchdog_->Disarm()) return status;
+  cut = true;
+  Close();  // its socket is shut down; the next call connects again
+  if (status.ok()) return status;  // the last answer came just in time
+  return Unavailable("PostgreSQL catalog '" + display_name_ + "': no answer for " +
+                     std::to_string(write_timeout_.count()) + " ms; the connection was dropped");
+}
+
 Status PostgresCatalog::OpenWithin(int timeout_seconds) {
   if (conn_ != nullptr) return Status::Ok();
   RETURN_IF_ERROR(Connect(timeout_seconds));
-  Status status = existing_catalog_only_ ? OpenExistingSchema() : Migrate();
+  bool cut = false;
+  Status status = Watched(
+      [&] { return existing_catalog_only_ ? OpenExistingSchema() : Migrate(); }, cut);
   if (!status.ok()) Close();
   opened_ = opened_ || status.ok();
   return status;
@@ -960,21 +1009,16 @@ Status PostgresCatalog::Write(const CatalogBatch& batch) {
     RETURN_IF_ERROR(EnsureConnected());
     last_sqlstate_.clear();
     commit_sent_ = false;
-    if (write_timeout_.count() > 0) {
-      if (!watchdog_) watchdog_ = std::make_unique<Watchdog>();
-      watchdog_->Arm(PQsocket(conn_), Watchdog::Clock::now() + write_timeout_);
-    }
-    status = WriteOnce(batch);
-    if (!status.ok()) Rollback();  // the first error is the one to report
-    if (watchdog_ && watchdog_->Disarm()) {
-      Close();  // its socket is shut down; the next Write connects again
-      if (status.ok()) return status;  // COMMIT's answer came just in time
-      // Cut during COMMIT, the outcome is unknown: a replay adds nothing twice (see below).
-      return Unavailable("PostgreSQL catalog '" + display_name_ + "': no answer within " +
-                         std::to_string(write_timeout_.count()) +
-                         " ms; the connection was dropped");
-    }
-    if (status.ok()) return status;
+    bool cut = false;
+    status = Watched(
+        [&] {
+          Status written = WriteOnce(batch);
+          if (!written.ok()) Rollback();  // the first error is the one to report
+          return written;
+        },
+        cut);
+    // Cut during COMMIT, the outcome is unknown: a replay adds nothing twice (see below).
+    if (status.ok() || cut) return status;
     bool lost_deadlock = last_sqlstate_ == "40P01" || last_sqlstate_ == "40001";
     // A connection lost before COMMIT took the transaction with it: reconnect and write again.
     // Lost during COMMIT, the outcome is unknown: report it, and let the caller retry (rows are

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -57,9 +58,11 @@ class PostgresCatalog : public Catalog {
   void OpenOnFirstWrite() { open_on_write_ = true; }
   // For a run, whose writes come from the thread that also feeds its console and log files: a
   // server that takes the connection but stops answering (frozen, or its packets dropped)
-  // would hold a Write() for ever. With this set, a Write() whose statements have not finished
-  // within `timeout` drops the connection and fails as Unavailable (the rows are spooled and
-  // retried), and connections it makes again wait at most `timeout` (at least 2 s) too.
+  // would hold a Write() for ever. With this set, a Write() (or Open()'s schema work) during
+  // which the connection moves no byte for `timeout` drops it and fails as Unavailable (the
+  // rows are spooled and retried); connections Write() makes again wait at most `timeout` (at
+  // least 2 s) unless the spec sets connect_timeout; and each of the run's connections asks
+  // the server to give up a lock wait after `timeout` and to notice a client that is gone.
   void SetWriteTimeout(std::chrono::milliseconds timeout) { write_timeout_ = timeout; }
   // PermissionDenied, naming each right missing, when the role may not write what a run
   // records. On an open catalog.
@@ -102,6 +105,10 @@ class PostgresCatalog : public Catalog {
   Status OpenWithin(int timeout_seconds);
   // The connect_timeout of connections Write() makes: shorter with a write timeout.
   int WriteConnectTimeoutSeconds() const;
+  // Runs `statements` on the connection under the watchdog when there is a write timeout;
+  // `cut` says whether it dropped the connection (then closed), and the result is Unavailable
+  // unless `statements` had succeeded already.
+  Status Watched(const std::function<Status()>& statements, bool& cut);
   Status EnsureConnected();
   Result<int> SchemaVersion();
   Status Migrate();
@@ -136,6 +143,7 @@ class PostgresCatalog : public Catalog {
   bool opened_ = false;  // Open() succeeded once: a dropped connection is made again
   std::chrono::milliseconds write_timeout_{0};  // 0: none
   std::unique_ptr<Watchdog> watchdog_;           // made at the first Write() with a timeout
+  bool limits_pending_ = false;  // a new connection, whose session limits Watched() sets first
   std::string last_sqlstate_;  // of the last failed statement, to retry deadlocks
   bool commit_sent_ = false;   // whether the current Write got as far as COMMIT
 };

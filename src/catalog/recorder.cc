@@ -538,12 +538,6 @@ void Recorder::Impl::Shutdown() {
   auto done = [&] { return RowCount(pending) == 0 && !(spool && spool->holding()); };
   for (;;) {
     if (done()) return;
-    // A child's rows wait in the spool for its parent's recorder: while the catalog fails, one
-    // more try (a connect that may take seconds) would only hold the parent's task.
-    if (failing && shutdown_retry == Clock::duration::zero()) {
-      SpoolPending();
-      if (RowCount(pending) == 0) break;  // all in the spool; else they get their 5 s
-    }
     MaybeWriteCatalog(true);
     if (done()) return;
     Clock::time_point now = Clock::now();

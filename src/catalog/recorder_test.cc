@@ -354,26 +354,6 @@ TEST(RecorderTest, AChildLeavesItsRowsInTheSpoolAndTheParentDeliversThem) {
   EXPECT_TRUE(std::filesystem::is_empty(spool.path()));
 }
 
-// A child whose catalog already failed does not try it once more at its end: against a server
-// that does not answer, that try (a connect of seconds) held the parent's task.
-TEST(RecorderTest, AChildWhoseCatalogFailsEndsWithoutTryingAgain) {
-  TempDir spool;
-  auto store = std::make_shared<FakeStore>();
-  store->failures_left = 1000000;
-  RecorderOptions options{spool.path(), "fake:catalog"};
-  options.shutdown_retry = std::chrono::milliseconds(0);
-  ::testing::internal::CaptureStderr();
-  {
-    Recorder child(std::make_unique<FakeCatalog>(store), {}, nullptr, options);
-    child.Emit(SampleEvent("c", EventType::kOnInformation, "child"));
-    child.Flush();  // tries the catalog, which fails
-  }
-  ::testing::internal::GetCapturedStderr();
-  std::lock_guard lock(store->mu);
-  EXPECT_EQ(store->failed_writes, 1);
-  EXPECT_FALSE(std::filesystem::is_empty(spool.path()));  // the row waits there
-}
-
 // Leftovers that the start could not deliver (the catalog was down then) go once this process's
 // own writes succeed, not only when a later process starts.
 TEST(RecorderTest, LeftoversTheStartCouldNotDeliverGoOnceTheCatalogAnswers) {

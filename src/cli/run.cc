@@ -213,15 +213,12 @@ int RunPackage(const RunArgs& args) {
     }
     sinks.push_back(std::move(*sink));
   }
-  // Watched from here: a SIGINT while the catalog connects cancels the run (exit 3) rather
-  // than kill fanout without a word.
-  CancelToken cancel;
-  SignalWatcher signals(cancel, [&progress] {
-    if (progress) progress->Erase();
-  });
   const bool child = !args.parent_execution_id.empty();
+  // A package task's child: its parent checked the catalog. An agent's step (a run id) uses
+  // the agent's catalog, which a step checks at its start so that a wrong one fails it.
+  const bool connect_later = child && args.run_id.empty();
   std::string unreachable;
-  auto catalog = OpenCatalogForRun(options.catalog_spec, unreachable, /*connect_later=*/child);
+  auto catalog = OpenCatalogForRun(options.catalog_spec, unreachable, connect_later);
   if (!catalog.ok()) {
     // The backends' messages name the catalog already ("PostgreSQL catalog '...': ...").
     const std::string display = report::DisplayCatalogSpec(options.catalog_spec);
@@ -243,6 +240,10 @@ int RunPackage(const RunArgs& args) {
                  spool.empty() ? "in memory" : ("in the spool in " + spool).c_str());
   }
 
+  CancelToken cancel;
+  SignalWatcher signals(cancel, [&progress] {
+    if (progress) progress->Erase();
+  });
   auto masker = std::make_shared<Masker>();
   if (args.params_stdin && !ReadParentInput(options, *masker)) return kExitUsage;
   RecorderOptions recording{catalog::DefaultSpoolDir(), options.catalog_spec};
