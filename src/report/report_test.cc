@@ -4,13 +4,16 @@
 
 #include <gtest/gtest.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <regex>
 #include <set>
 #include <tuple>
 
+#include "common/util.h"
 #include "report/render.h"
 
 namespace fanout::report {
@@ -297,6 +300,38 @@ TEST_F(ReportTest, OverviewHasTasksErrorsAndTheChildTree) {
   ASSERT_EQ(apac.children.size(), 1u);
   EXPECT_EQ(apac.children[0].execution.package, "archive");
   EXPECT_EQ(apac.children[0].label, "archive");
+}
+
+// A run whose process is gone shows abandoned, unless its last rows wait in a spool file of
+// this host (it ended while the catalog was down): then it was not killed, and says so (QA: it
+// was shown abandoned and "killed", and a prune could have removed it before its rows came).
+TEST_F(ReportTest, AGoneRunWhoseRowsWaitInTheSpoolIsNotAbandoned) {
+  const std::string spool = dir_ + "/spool";
+  std::filesystem::create_directory(spool);
+  const char* saved = std::getenv("FANOUT_SPOOL_DIR");
+  std::string restore = saved != nullptr ? saved : "";
+  setenv("FANOUT_SPOOL_DIR", spool.c_str(), 1);
+  ExecutionRow row = Execution("0190aaaa-0000-7000-8000-00000000e009", "gone", milliseconds(0),
+                               milliseconds(-1), "running");
+  row.host = HostName();
+  row.pid = getpid();
+  row.process = "not this process";  // the pid now belongs to another process
+  ExecutionRow killed = row;
+  EXPECT_TRUE(MarkIfProcessGone(killed));
+  EXPECT_EQ(killed.status, "abandoned");
+
+  std::ofstream(spool + "/k.123.x.spool") << "{\"execution_id\":\"" << row.id << "\"}\n";
+  ExecutionRow spooled = row;
+  EXPECT_FALSE(MarkIfProcessGone(spooled));
+  EXPECT_EQ(spooled.status, "running");
+  EXPECT_NE(spooled.message.find("wait in the spool file " + spool + "/k.123.x.spool"),
+            std::string::npos)
+      << spooled.message;
+  if (saved != nullptr) {
+    setenv("FANOUT_SPOOL_DIR", restore.c_str(), 1);
+  } else {
+    unsetenv("FANOUT_SPOOL_DIR");
+  }
 }
 
 // A task still `running` in an execution that has ended (its process was killed, and an agent
