@@ -49,6 +49,13 @@ Result<std::string> SqlitePathOf(const std::string& spec) {
                          kSupportedForms);
 }
 
+Result<std::unique_ptr<Catalog>> OpenSqlite(const std::string& path,
+                                            catalog::SqliteCatalogOptions options = {}) {
+  auto catalog = std::make_unique<catalog::SqliteCatalog>(path, options);
+  RETURN_IF_ERROR(catalog->Open());
+  return std::unique_ptr<Catalog>(std::move(catalog));
+}
+
 }  // namespace
 
 Status CheckCatalogSpec(const std::string& spec) { return SqlitePathOf(spec).status(); }
@@ -64,9 +71,7 @@ Result<std::unique_ptr<Catalog>> OpenCatalog(const std::string& spec) {
     RETURN_IF_ERROR(catalog->Open());
     return std::unique_ptr<Catalog>(std::move(catalog));
   }
-  auto catalog = std::make_unique<catalog::SqliteCatalog>(path);
-  RETURN_IF_ERROR(catalog->Open());
-  return std::unique_ptr<Catalog>(std::move(catalog));
+  return OpenSqlite(path);
 }
 
 Result<std::unique_ptr<Catalog>> OpenCatalogForRun(const std::string& spec,
@@ -78,10 +83,7 @@ Result<std::unique_ptr<Catalog>> OpenCatalogForRun(const std::string& spec,
     // files: waiting the usual 10 s for another process's long transaction (a prune, a tool
     // holding the file) stalled them that long, twice for a run that wrote twice. A write that
     // waits longer than this goes to the spool and is retried like any outage.
-    auto catalog = std::make_unique<catalog::SqliteCatalog>(
-        sqlite_path, catalog::SqliteCatalogOptions{.busy_timeout_ms = kRunBusyTimeoutMs});
-    RETURN_IF_ERROR(catalog->Open());
-    return std::unique_ptr<Catalog>(std::move(catalog));
+    return OpenSqlite(sqlite_path, {.busy_timeout_ms = kRunBusyTimeoutMs});
   }
   auto catalog = std::make_unique<catalog::PostgresCatalog>(spec);
   catalog->SetWriteTimeout(kRunPostgresWriteTimeout);

@@ -844,10 +844,14 @@ Status PostgresCatalog::EnsureConnected() {
   return Connect(WriteConnectTimeoutSeconds());
 }
 
+Status PostgresCatalog::EnsureOpen() {
+  if (conn_ == nullptr && !opened_) return NotOpen();
+  return EnsureConnected();
+}
+
 Status PostgresCatalog::Open() { return OpenWithin(kConnectTimeoutSeconds); }
 
-Status PostgresCatalog::Watched(const std::function<Status()>& statements, bool& cut) {
-  cut = false;
+Status PostgresCatalog::Watched(const std::function<Status()>& statements) {
   if (write_timeout_.count() == 0) return statements();
   if (!watchdog_) watchdog_ = std::make_unique<Watchdog>();
   watchdog_->Arm(PQsocket(conn_), write_timeout_);
@@ -864,7 +868,6 @@ Status PostgresCatalog::Watched(const std::function<Status()>& statements, bool&
   }
   Status status = statements();
   if (!watchdog_->Disarm()) return status;
-  cut = true;
   Close();  // its socket is shut down; the next call connects again
   if (status.ok()) return status;  // the last answer came just in time
   return Unavailable("PostgreSQL catalog '" + display_name_ + "': no answer for " +
@@ -874,9 +877,8 @@ Status PostgresCatalog::Watched(const std::function<Status()>& statements, bool&
 Status PostgresCatalog::OpenWithin(int timeout_seconds) {
   if (conn_ != nullptr) return Status::Ok();
   RETURN_IF_ERROR(Connect(timeout_seconds));
-  bool cut = false;
-  Status status = Watched(
-      [&] { return existing_catalog_only_ ? OpenExistingSchema() : Migrate(); }, cut);
+  Status status =
+      Watched([&] { return existing_catalog_only_ ? OpenExistingSchema() : Migrate(); });
   if (!status.ok()) Close();
   opened_ = opened_ || status.ok();
   return status;
@@ -1009,16 +1011,14 @@ Status PostgresCatalog::Write(const CatalogBatch& batch) {
     RETURN_IF_ERROR(EnsureConnected());
     last_sqlstate_.clear();
     commit_sent_ = false;
-    bool cut = false;
-    status = Watched(
-        [&] {
-          Status written = WriteOnce(batch);
-          if (!written.ok()) Rollback();  // the first error is the one to report
-          return written;
-        },
-        cut);
-    // Cut during COMMIT, the outcome is unknown: a replay adds nothing twice (see below).
-    if (status.ok() || cut) return status;
+    status = Watched([&] {
+      Status written = WriteOnce(batch);
+      if (!written.ok()) Rollback();  // the first error is the one to report
+      return written;
+    });
+    // No connection left: the watchdog cut it. During COMMIT the outcome is unknown, and a
+    // replay adds nothing twice (see below).
+    if (status.ok() || conn_ == nullptr) return status;
     bool lost_deadlock = last_sqlstate_ == "40P01" || last_sqlstate_ == "40001";
     // A connection lost before COMMIT took the transaction with it: reconnect and write again.
     // Lost during COMMIT, the outcome is unknown: report it, and let the caller retry (rows are
@@ -1195,8 +1195,7 @@ Status PostgresCatalog::CopyEvents(const std::vector<Event>& events) {
 }
 
 Result<std::optional<ExecutionRow>> PostgresCatalog::GetExecution(const std::string& id) {
-  if (conn_ == nullptr && !opened_) return NotOpen();
-  RETURN_IF_ERROR(EnsureConnected());
+  RETURN_IF_ERROR(EnsureOpen());
   Params params;
   params.AddText(id);
   ASSIGN_OR_RETURN(
@@ -1245,8 +1244,7 @@ Status PostgresCatalog::LoadParameters(const std::string& cte, const std::string
 }
 
 Result<std::vector<ExecutionRow>> PostgresCatalog::ListExecutions(int limit) {
-  if (conn_ == nullptr && !opened_) return NotOpen();
-  RETURN_IF_ERROR(EnsureConnected());
+  RETURN_IF_ERROR(EnsureOpen());
   return QueryExecutions(std::string("SELECT ") + kExecutionColumns +
                              " FROM executions ORDER BY started_at DESC, id DESC LIMIT " +
                              LimitParam(limit),
@@ -1255,8 +1253,7 @@ Result<std::vector<ExecutionRow>> PostgresCatalog::ListExecutions(int limit) {
 
 Result<std::vector<ExecutionRow>> PostgresCatalog::ListChildExecutions(
     const std::string& parent_id) {
-  if (conn_ == nullptr && !opened_) return NotOpen();
-  RETURN_IF_ERROR(EnsureConnected());
+  RETURN_IF_ERROR(EnsureOpen());
   Params params;
   params.AddText(parent_id);
   return QueryExecutions(std::string("SELECT ") + kExecutionColumns +
@@ -1266,8 +1263,7 @@ Result<std::vector<ExecutionRow>> PostgresCatalog::ListChildExecutions(
 
 Result<std::map<std::string, int>> PostgresCatalog::CountChildren(
     const std::vector<std::string>& parent_ids) {
-  if (conn_ == nullptr && !opened_) return NotOpen();
-  RETURN_IF_ERROR(EnsureConnected());
+  RETURN_IF_ERROR(EnsureOpen());
   std::map<std::string, int> counts;
   for (size_t first = 0; first < parent_ids.size(); first += kIdsPerStatement) {
     size_t n = std::min(kIdsPerStatement, parent_ids.size() - first);
@@ -1288,8 +1284,7 @@ Result<std::map<std::string, int>> PostgresCatalog::CountChildren(
 Result<std::vector<ExecutionRow>> PostgresCatalog::ExecutionsWithParameters(
     const std::string& cte, const std::string& condition, const std::string& order,
     const std::string& bound, const std::string& what) {
-  if (conn_ == nullptr && !opened_) return NotOpen();
-  RETURN_IF_ERROR(EnsureConnected());
+  RETURN_IF_ERROR(EnsureOpen());
   Params params;
   params.AddText(bound);
   ASSIGN_OR_RETURN(std::vector<ExecutionRow> rows,
@@ -1321,8 +1316,7 @@ Result<std::vector<TaskRunRow>> PostgresCatalog::ListTaskRuns(const std::string&
 Result<std::vector<TaskRunRow>> PostgresCatalog::TaskRuns(const std::string& cte,
                                                           const std::string& condition,
                                                           const std::string& bound) {
-  if (conn_ == nullptr && !opened_) return NotOpen();
-  RETURN_IF_ERROR(EnsureConnected());
+  RETURN_IF_ERROR(EnsureOpen());
   Params params;
   params.AddText(bound);
   Query query(*this);
@@ -1335,8 +1329,7 @@ Result<std::vector<TaskRunRow>> PostgresCatalog::TaskRuns(const std::string& cte
 }
 
 Result<std::vector<Event>> PostgresCatalog::ListEvents(const EventQuery& query) {
-  if (conn_ == nullptr && !opened_) return NotOpen();
-  RETURN_IF_ERROR(EnsureConnected());
+  RETURN_IF_ERROR(EnsureOpen());
   Params params;
   std::string sql = std::string("SELECT ") + kEventColumns + " FROM events WHERE id > $1";
   params.AddInt(query.after_id);
@@ -1380,8 +1373,7 @@ Result<std::vector<ExecutionRow>> PostgresCatalog::ListJobExecutions(const std::
 }
 
 Result<Catalog::PruneCounts> PostgresCatalog::Prune(DateTime cutoff, const IsLive& is_live) {
-  if (conn_ == nullptr && !opened_) return NotOpen();
-  RETURN_IF_ERROR(EnsureConnected());
+  RETURN_IF_ERROR(EnsureOpen());
   Query q(*this);
   RETURN_IF_ERROR(q.Command("BEGIN", "starting the prune transaction"));
   PruneCounts counts;

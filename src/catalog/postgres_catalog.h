@@ -105,11 +105,13 @@ class PostgresCatalog : public Catalog {
   Status OpenWithin(int timeout_seconds);
   // The connect_timeout of connections Write() makes: shorter with a write timeout.
   int WriteConnectTimeoutSeconds() const;
-  // Runs `statements` on the connection under the watchdog when there is a write timeout;
-  // `cut` says whether it dropped the connection (then closed), and the result is Unavailable
-  // unless `statements` had succeeded already.
-  Status Watched(const std::function<Status()>& statements, bool& cut);
+  // Runs `statements` on the connection under the watchdog when there is a write timeout. A
+  // connection it cut is closed (conn_ null after), and the result is Unavailable unless
+  // `statements` had succeeded already.
+  Status Watched(const std::function<Status()>& statements);
   Status EnsureConnected();
+  // For reads: NotOpen before the first Open(); else connected, again if it was dropped.
+  Status EnsureOpen();
   Result<int> SchemaVersion();
   Status Migrate();
   Status OpenExistingSchema();

@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -23,6 +24,8 @@ namespace {
 
 using nlohmann::json;
 namespace fs = std::filesystem;
+
+constexpr const char* kSpoolSuffix = ".spool";  // PREFIX.PID.ID.spool
 
 json Time(DateTime t) { return FormatDateTime(t); }
 json Time(const std::optional<DateTime>& t) { return t ? json(FormatDateTime(*t)) : json(nullptr); }
@@ -148,6 +151,18 @@ Status ParseSpoolLine(const std::string& line, CatalogBatch& batch) {
   return Status::Ok();
 }
 
+std::string SpoolFileHolding(const std::string& dir, const std::string& execution_id) {
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    if (entry.path().extension() != kSpoolSuffix || !entry.is_regular_file(ec)) continue;
+    std::ifstream in(entry.path());
+    for (std::string line; std::getline(in, line);) {
+      if (line.find(execution_id) != std::string::npos) return entry.path().string();
+    }
+  }
+  return "";
+}
+
 std::string DefaultSpoolDir() {
   if (const char* dir = std::getenv("FANOUT_SPOOL_DIR"); dir != nullptr && *dir != '\0') return dir;
   if (const char* state = std::getenv("XDG_STATE_HOME"); state != nullptr && *state != '\0') {
@@ -175,7 +190,9 @@ Spool::Spool(std::string dir, const std::string& catalog_spec)
     : dir_(std::move(dir)),
       key_(KeyOf(catalog_spec)),
       legacy_key_(Sha256Hex(catalog_spec).substr(0, 16)) {
-  path_ = (fs::path(dir_) / fmt::format("{}.{}.{}.spool", key_, getpid(), NewExecutionId())).string();
+  path_ = (fs::path(dir_) /
+           fmt::format("{}.{}.{}{}", key_, getpid(), NewExecutionId(), kSpoolSuffix))
+              .string();
 }
 
 Spool::~Spool() {

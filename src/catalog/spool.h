@@ -56,6 +56,9 @@ class Spool {
 // ~/.local/state/fanout/spool.
 std::string DefaultSpoolDir();
 
+// A spool file in `dir`, of any catalog, that holds rows of `execution_id`; "" when none does.
+std::string SpoolFileHolding(const std::string& dir, const std::string& execution_id);
+
 // Row <-> JSON, one object per spool line.
 std::string SpoolLine(const ExecutionRow& row);
 std::string SpoolLine(const TaskRunRow& row);

@@ -8,7 +8,6 @@
 #include <cctype>
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <map>
 #include <set>
 
@@ -312,25 +311,14 @@ Result<DateTime> ParseSince(std::string_view text, DateTime now) {
   return now - std::chrono::duration_cast<DateTime::duration>(*age);
 }
 
-std::string SpoolHolding(const std::string& execution_id) {
-  std::error_code ec;
-  for (const auto& entry : std::filesystem::directory_iterator(catalog::DefaultSpoolDir(), ec)) {
-    if (entry.path().extension() != ".spool" || !entry.is_regular_file(ec)) continue;
-    std::ifstream in(entry.path());
-    for (std::string line; std::getline(in, line);) {
-      if (line.find(execution_id) != std::string::npos) return entry.path().string();
-    }
-  }
-  return "";
-}
-
 bool MarkIfProcessGone(ExecutionRow& row) {
   if (row.status != "running" || row.ended_at || row.pid <= 0 || row.process.empty() ||
       row.host != HostName() || ProcessIdentity(row.pid) == row.process) {
     return false;
   }
   // Ended while the catalog could not take its last rows: they are on their way, not lost.
-  if (std::string spool = SpoolHolding(row.id); !spool.empty()) {
+  if (std::string spool = catalog::SpoolFileHolding(catalog::DefaultSpoolDir(), row.id);
+      !spool.empty()) {
     row.message = fmt::format(
         "its fanout process (pid {}) on {} has ended; its last rows wait in the spool file {} "
         "for the catalog, and the next `fanout run` that records to this catalog delivers them",

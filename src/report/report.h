@@ -72,11 +72,9 @@ Result<ExecutionRow> FindExecution(Catalog& catalog, const std::string& id);
 // reboot: it could record no end) becomes `abandoned`, its end unknown, with a message saying
 // so; true then. One of another host, or of a catalog from before executions named their
 // process, stays as recorded. Reports and `logs` apply it to what they read; the catalog is
-// not changed. One whose last rows wait in a spool file of this host (SpoolHolding: its run
-// ended while the catalog was down) stays `running`, with a message saying where they wait.
+// not changed. One whose last rows wait in a spool file of this host (its run ended while the
+// catalog was down) stays `running`, with a message saying where they wait.
 bool MarkIfProcessGone(ExecutionRow& row);
-// A spool file in this host's spool folder that holds rows of `execution_id`, or "".
-std::string SpoolHolding(const std::string& execution_id);
 
 // ---- Overview ---------------------------------------------------------------------------------
 
