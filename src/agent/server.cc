@@ -15,6 +15,7 @@
 #include <charconv>
 #include <cstring>
 #include <filesystem>
+#include <optional>
 #include <thread>
 
 #include <fmt/format.h>
@@ -82,6 +83,21 @@ void Reply(httplib::Response& res, int status, const json& body) {
 
 void ReplyError(httplib::Response& res, const Status& status, const std::string& error) {
   Reply(res, HttpStatusFor(status.code()), json{{"error", error}, {"detail", status.message()}});
+}
+
+// One line of an application/x-ndjson answer.
+std::string JsonLine(const json& body) {
+  return body.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
+}
+
+// The request's `wait` in seconds, at most kMaxWaitSeconds; nullopt after answering 400.
+std::optional<int> WaitSeconds(const httplib::Request& req, httplib::Response& res) {
+  try {
+    return std::clamp(std::stoi(req.get_param_value("wait")), 0, kMaxWaitSeconds);
+  } catch (const std::exception&) {
+    Reply(res, 400, json{{"error", "bad wait"}, {"detail", "wait is a whole number of seconds"}});
+    return std::nullopt;
+  }
 }
 
 // The name in a route's first capture, checked against [A-Za-z0-9_.-]{1,128}.
@@ -671,6 +687,11 @@ void AgentServer::Routes() {
         }
       }
     }
+    std::optional<int> wait;
+    if (req.has_param("wait")) {
+      wait = WaitSeconds(req, res);
+      if (!wait) return;
+    }
     auto started = executor_->Start(std::move(job), start);
     if (!started.ok()) {
       std::string error = started.status().code() == Code::kFailedPrecondition ? "job already running"
@@ -678,8 +699,26 @@ void AgentServer::Routes() {
                                                                           : "cannot start job";
       return ReplyError(res, started.status(), error);
     }
-    Reply(res, 202, json{{"run_id", started->run.id}, {"status", started->run.status},
-                         {"existing", started->existing}});
+    json accepted{{"run_id", started->run.id}, {"status", started->run.status},
+                  {"existing", started->existing}};
+    if (!wait) return Reply(res, 202, accepted);
+    // Start and first long-poll in one exchange, the start's answer sent first: a parent learns
+    // that the run exists before it waits, so a connection lost during the wait is a lost agent,
+    // not a lost start. Saves a parent's child a second request.
+    res.status = 202;
+    res.set_chunked_content_provider(
+        "application/x-ndjson",
+        [this, accepted = JsonLine(accepted), id = started->run.id, wait = *wait](
+            size_t, httplib::DataSink& sink) {
+          if (!sink.write(accepted.data(), accepted.size())) return false;
+          auto run = executor_->Wait(id, std::chrono::seconds(wait), std::string());
+          if (run.ok()) {
+            std::string line = JsonLine(RunJson(*run, *store_, false));
+            if (!sink.write(line.data(), line.size())) return false;
+          }
+          sink.done();
+          return true;
+        });
   });
 
   s.Get(R"(/v1/jobs/([^/]+)/history)", [this](const httplib::Request& req, httplib::Response& res) {
@@ -745,11 +784,9 @@ void AgentServer::Routes() {
     if (!RouteName(req, res, id)) return;
     int wait = 0;
     if (req.has_param("wait")) {
-      try {
-        wait = std::clamp(std::stoi(req.get_param_value("wait")), 0, kMaxWaitSeconds);
-      } catch (const std::exception&) {
-        return Reply(res, 400, json{{"error", "bad wait"}, {"detail", "wait is a whole number of seconds"}});
-      }
+      std::optional<int> given = WaitSeconds(req, res);
+      if (!given) return;
+      wait = *given;
     }
     std::optional<std::string> known_execution_id;
     if (req.has_param("execution_id")) known_execution_id = req.get_param_value("execution_id");

@@ -316,23 +316,68 @@ Result<AgentClient::Response> AgentClient::Call(const char* method, const std::s
                                               : http_->Post(path, headers, body, content_type))
       : m == "DELETE" ? http_->Delete(path, headers)
                       : httplib::Result(nullptr, httplib::Error::Unknown);
-  if (!res) {
-    return TransportError(res.error(), where, endpoint_, answered_,
-                          https_ != nullptr ? https_->get_openssl_verify_result() : X509_V_OK);
-  }
-  answered_ = true;
+  if (!res) return TransportFailure(res.error(), where);
+  return Answer(where, res->status, res->body);
+}
 
+Result<AgentClient::Response> AgentClient::PostForLines(const std::string& path,
+                                                        const std::string& body,
+                                                        std::vector<json>& lines) {
+  if (!endpoint_status_.ok()) return endpoint_status_;
+  const std::string where = fmt::format("POST {}{}", base_url_, path);
+  httplib::Request request;
+  request.method = "POST";
+  request.path = path;
+  request.headers = {{"Accept", "application/x-ndjson, application/json"},
+                     {"Content-Type", "application/json"}};
+  request.body = body;
+  bool streamed = false;  // a success in lines, not one JSON answer (an error, an older agent)
+  request.response_handler = [&](const httplib::Response& head) {
+    streamed = head.status >= 200 && head.status < 300 &&
+               head.get_header_value("Content-Type") == "application/x-ndjson";
+    return true;
+  };
+  std::string text;  // an answer in one piece, or the part of a line not yet whole
+  request.content_receiver = [&](const char* data, size_t size, uint64_t, uint64_t) {
+    text.append(data, size);
+    if (!streamed) return true;
+    for (size_t end; (end = text.find('\n')) != std::string::npos; text.erase(0, end + 1)) {
+      try {
+        lines.push_back(json::parse(std::string_view(text).substr(0, end)));
+      } catch (const json::exception&) {
+        return false;  // not the agent's answer: a read failure below
+      }
+    }
+    return true;
+  };
+  httplib::Result res = http_->send(request);
+  if (!res) return TransportFailure(res.error(), where);
+  if (streamed) {
+    answered_ = true;
+    return Response{res->status, json()};
+  }
+  return Answer(where, res->status, text);
+}
+
+fanout::Status AgentClient::TransportFailure(httplib::Error error, const std::string& where) {
+  return TransportError(error, where, endpoint_, answered_,
+                        https_ != nullptr ? https_->get_openssl_verify_result() : X509_V_OK);
+}
+
+Result<AgentClient::Response> AgentClient::Answer(const std::string& where, int status,
+                                                  const std::string& text) {
+  answered_ = true;
   Response out;
-  out.status = res->status;
+  out.status = status;
   const bool success = out.status >= 200 && out.status < 300;
-  if (!res->body.empty()) {
+  if (!text.empty()) {
     try {
-      out.body = json::parse(res->body);
+      out.body = json::parse(text);
     } catch (const json::exception&) {
       // An agent answers JSON, errors included. A success or a 404 that is not JSON comes from
       // another server (the wrong port); any other status from something in front of the agent
       // (a proxy's error page), which keeps its meaning.
-      std::string start = res->body.substr(0, 120);
+      std::string start = text.substr(0, 120);
       std::replace_if(start.begin(), start.end(), [](char c) { return c == '\n' || c == '\r'; }, ' ');
       if (success || out.status == 404) {
         return Unavailable(fmt::format("{}: HTTP {} from a server that is not a fanout agent (its "
@@ -431,7 +476,8 @@ fanout::Status AgentClient::DeleteJob(const std::string& name) {
   return Call("DELETE", "/v1/jobs/" + name).status();
 }
 
-Result<StartResult> AgentClient::StartJob(const std::string& name, const StartRequest& request) {
+Result<StartResult> AgentClient::StartJob(const std::string& name, const StartRequest& request,
+                                          std::optional<std::chrono::seconds> wait) {
   RETURN_IF_ERROR(CheckName("job name", name));
   json body = json::object();
   if (!request.params.empty()) body["params"] = request.params;
@@ -441,15 +487,39 @@ Result<StartResult> AgentClient::StartJob(const std::string& name, const StartRe
   }
   if (!request.start_step.empty()) body["start_step"] = request.start_step;
   if (!request.idempotency_key.empty()) body["idempotency_key"] = request.idempotency_key;
-  const std::string path = "/v1/jobs/" + name + "/start";
-  ASSIGN_OR_RETURN(Response r, Call("POST", path, body.dump(), "application/json"));
-  return Decode<StartResult>("POST " + base_url_ + path, r.body, [](const json& j) {
-    StartResult out;
-    out.run_id = j.at("run_id").get<std::string>();
-    out.status = StringField(j, "status");
-    out.existing = j.value("existing", false);
-    return out;
-  });
+  std::string path = "/v1/jobs/" + name + "/start";
+  auto decode = [&](const json& answer) {
+    return Decode<StartResult>("POST " + base_url_ + path, answer, [](const json& j) {
+      StartResult out;
+      out.run_id = j.at("run_id").get<std::string>();
+      out.status = StringField(j, "status");
+      out.existing = j.value("existing", false);
+      return out;
+    });
+  };
+  if (!wait) {
+    ASSIGN_OR_RETURN(Response r, Call("POST", path, body.dump(), "application/json"));
+    return decode(r.body);
+  }
+  path += fmt::format("?wait={}", std::max<int64_t>(0, wait->count()));
+  std::vector<json> lines;
+  http_->set_read_timeout(endpoint_.read_timeout + *wait);
+  auto r = PostForLines(path, body.dump(), lines);
+  http_->set_read_timeout(endpoint_.read_timeout);
+  // Once the start's answer came, the run exists, whatever became of the wait after it.
+  if (lines.empty()) {
+    if (!r.ok()) return r.status();
+    return decode(r->body);  // an agent older than the wait answers the start alone
+  }
+  ASSIGN_OR_RETURN(StartResult out, decode(lines.front()));
+  if (lines.size() > 1) {
+    out.first_poll = std::move(lines[1]);
+  } else {
+    out.first_poll = r.ok() ? Unavailable(fmt::format("POST {}{}: the agent answered the start "
+                                                      "but not its wait", base_url_, path))
+                            : r.status();
+  }
+  return out;
 }
 
 Result<json> AgentClient::GetRun(const std::string& run_id,

@@ -18,6 +18,7 @@
 namespace httplib {
 class ClientImpl;
 class SSLClient;
+enum class Error;
 }
 
 namespace fanout::client {
@@ -70,6 +71,10 @@ struct StartResult {
   std::string run_id;
   std::string status;  // queued | running
   bool existing = false;  // the idempotency key matched a run started before
+  // A start with a wait: its first long-poll, as GetRun with that wait (and no known execution)
+  // returns it: the run, or why the connection failed after the start's answer. None from an
+  // agent that answers the start alone (older than the wait).
+  std::optional<Result<nlohmann::json>> first_poll;
 };
 
 // How long a parent waits for an agent whose connection is refused or broken (restarting) to
@@ -137,7 +142,10 @@ class AgentClient {
   Result<nlohmann::json> ListJobs();
   fanout::Status DeleteJob(const std::string& name);
 
-  Result<StartResult> StartJob(const std::string& name, const StartRequest& request);
+  // With `wait`, also the run's first long-poll in the same exchange (StartResult::run): the
+  // start's answer comes first, so a connection lost after it loses no start.
+  Result<StartResult> StartJob(const std::string& name, const StartRequest& request,
+                               std::optional<std::chrono::seconds> wait = std::nullopt);
   // The run: {"run_id", "job", "status", ..., "steps": [...]}. With `wait`, a long-poll that
   // answers when the run ends or the wait (the agent caps it at 60 s) passes, and with
   // `known_execution_id` ("" for none) also when a package step's execution other than that one
@@ -163,6 +171,14 @@ class AgentClient {
   // content_type is not empty.
   Result<Response> Call(const char* method, const std::string& path,
                         const std::string& body = "", const std::string& content_type = "");
+  // POSTs a JSON body whose successful answer is application/x-ndjson, read as it arrives: each
+  // whole line goes to `lines`, also those before a connection that broke (the call then fails).
+  // Any other answer (an error, an agent that answers in one piece) is the Response's body.
+  Result<Response> PostForLines(const std::string& path, const std::string& body,
+                                std::vector<nlohmann::json>& lines);
+  fanout::Status TransportFailure(httplib::Error error, const std::string& where);
+  // The Status or Response for an HTTP answer of `status` with body `text`.
+  Result<Response> Answer(const std::string& where, int status, const std::string& text);
   fanout::Status CheckName(const char* what, const std::string& name) const;
 
   AgentEndpoint endpoint_;

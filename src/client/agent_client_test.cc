@@ -283,6 +283,71 @@ TEST(AgentClientTest, StartJobLeavesOutEmptyFields) {
   EXPECT_EQ(body, "{}");
 }
 
+// A start with a wait reads the start's answer and the first long-poll's as two lines of one
+// answer. A connection that breaks after the first line still started the run, and the poll
+// says why it failed; an error, or an agent that answers the start alone, is read as before.
+TEST(AgentClientTest, StartJobWithAWaitReadsTheStartThenTheFirstPoll) {
+  FakeAgent agent;
+  std::string wait_seen;
+  agent.server.Post(R"(/v1/jobs/([^/]+)/start)", [&](const httplib::Request& req,
+                                                    httplib::Response& res) {
+    const std::string job = req.matches[1];
+    {
+      std::lock_guard lock(agent.mu);
+      wait_seen = req.has_param("wait") ? req.get_param_value("wait") : "none";
+    }
+    if (job == "busy") return ReplyError(res, 409, "job already running", "at its limit");
+    if (job == "older" || !req.has_param("wait")) {
+      return Reply(res, 202, {{"run_id", "r-" + job}, {"status", "running"}});
+    }
+    res.status = 202;
+    res.set_chunked_content_provider("application/x-ndjson", [job](size_t, httplib::DataSink& sink) {
+      std::string start = json{{"run_id", "r-" + job}, {"status", "running"}}.dump() + "\n";
+      sink.write(start.data(), start.size());
+      if (job == "dies") return false;  // the connection ends after the start's answer
+      std::string run = json{{"run_id", "r-" + job}, {"status", "succeeded"}}.dump() + "\n";
+      sink.write(run.data(), run.size());
+      sink.done();
+      return true;
+    });
+  });
+  ASSERT_TRUE(agent.Start());
+  AgentClient client(Endpoint(agent.url()));
+
+  auto both = client.StartJob("load", {}, std::chrono::seconds(1));
+  ASSERT_TRUE(both.ok()) << both.status().ToString();
+  EXPECT_EQ(both->run_id, "r-load");
+  ASSERT_TRUE(both->first_poll.has_value());
+  ASSERT_TRUE(both->first_poll->ok()) << both->first_poll->status().ToString();
+  EXPECT_EQ((**both->first_poll)["status"], "succeeded");
+  {
+    std::lock_guard lock(agent.mu);
+    EXPECT_EQ(wait_seen, "1");
+  }
+
+  auto broken = client.StartJob("dies", {}, std::chrono::seconds(1));
+  ASSERT_TRUE(broken.ok()) << broken.status().ToString();
+  EXPECT_EQ(broken->run_id, "r-dies");
+  ASSERT_TRUE(broken->first_poll.has_value());
+  EXPECT_EQ(broken->first_poll->status().code(), Code::kUnavailable);
+
+  auto refused = client.StartJob("busy", {}, std::chrono::seconds(1));
+  EXPECT_EQ(refused.status().code(), Code::kFailedPrecondition);
+  EXPECT_NE(refused.status().message().find("at its limit"), std::string::npos)
+      << refused.status().ToString();
+
+  auto older = client.StartJob("older", {}, std::chrono::seconds(1));
+  ASSERT_TRUE(older.ok()) << older.status().ToString();
+  EXPECT_EQ(older->run_id, "r-older");
+  EXPECT_FALSE(older->first_poll.has_value());
+
+  auto plain = client.StartJob("load", {});
+  ASSERT_TRUE(plain.ok()) << plain.status().ToString();
+  EXPECT_FALSE(plain->first_poll.has_value());
+  std::lock_guard lock(agent.mu);
+  EXPECT_EQ(wait_seen, "none");
+}
+
 TEST(AgentClientTest, PackagesRoundTrip) {
   FakeAgent agent;
   std::string stored;

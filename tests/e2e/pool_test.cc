@@ -853,7 +853,8 @@ class StartAnswerDroppingProxy {
           std::string_view request(buf, static_cast<size_t>(n));
           std::string_view line = request.substr(0, request.find('\r'));
           if (line.ends_with(" HTTP/1.1")) {  // a request's first line, not more of its body
-            start_pending = line.starts_with("POST /v1/jobs/") && line.find("/start ") != line.npos;
+            start_pending = line.starts_with("POST /v1/jobs/") &&
+                            (line.find("/start ") != line.npos || line.find("/start?") != line.npos);
           }
           open = write(upstream, buf, static_cast<size_t>(n)) == n;
         } else if (start_pending) {

@@ -154,6 +154,7 @@ class AgentJobTask : public Task {
     // When the wait began, and when to say it again: a run held by hand (or stuck) keeps the
     // child waiting as long as it lasts, and the log shows the wait going on.
     std::optional<std::chrono::steady_clock::time_point> waiting_since;
+    auto poll_started = std::chrono::steady_clock::now();  // of the start that placed the child
     auto next_said = std::chrono::steady_clock::time_point::min();
     while (true) {
       auto acquired = pool->Acquire(request, canceled);
@@ -194,10 +195,14 @@ class AgentJobTask : public Task {
                      fmt::format("agent {} is unusable, so children go to the pool's other "
                                  "agents until it answers: {}", agent, why));
       }
-      auto result = lease.client().StartJob(*job_name, start);
+      // Waiting for the child, the start also brings the run's first long-poll.
+      const std::optional<std::chrono::seconds> first_poll =
+          wait ? std::optional(kPollWait) : std::nullopt;
+      poll_started = std::chrono::steady_clock::now();
+      auto result = lease.client().StartJob(*job_name, start, first_poll);
       if (!result.ok() && result.status().code() == Code::kUnavailable) {
         // The answer may be lost rather than the request: the same key cannot start twice.
-        result = lease.client().StartJob(*job_name, start);
+        result = lease.client().StartJob(*job_name, start, first_poll);
       }
       if (result.ok()) {
         started = *result;
@@ -259,13 +264,17 @@ class AgentJobTask : public Task {
       return {TaskResult::kSuccess, "", "", agent};
     }
     context.RecordWhereItRuns(agent, "");
-    return Follow(context, *pool, lease, *job_name, started.run_id, agent);
+    return Follow(context, *pool, lease, *job_name, started.run_id, agent,
+                  std::move(started.first_poll), poll_started);
   }
 
  private:
-  // Long-polls the run until it ends, the agent is lost, or the parent cancels.
+  // Long-polls the run until it ends, the agent is lost, or the parent cancels. `first_poll`:
+  // what a first long-poll that came with the start got, which began at `poll_started`.
   TaskOutcome Follow(TaskContext& context, AgentPool& pool, Lease& lease, const std::string& job_name,
-                     const std::string& run_id, const std::string& agent) const {
+                     const std::string& run_id, const std::string& agent,
+                     std::optional<Result<json>> first_poll,
+                     std::chrono::steady_clock::time_point poll_started) const {
     bool stopping = false;
     bool stop_sent = false;  // the agent took the stop (sent again if it stops answering)
     bool stop_warned = false;
@@ -273,9 +282,8 @@ class AgentJobTask : public Task {
     // The execution of the run's package step, once seen: kept even if the agent is lost later,
     // so the catalog ties a lost attempt to the child that ran.
     std::string child;
-    // When the last long-poll began: a cancel came after it, and a poll an agent does not
-    // answer holds it for its whole read timeout. The stop wait counts from there.
-    auto poll_started = std::chrono::steady_clock::now();
+    // `poll_started`, when the last long-poll began: a cancel came after it, and a poll an agent
+    // does not answer holds it for its whole read timeout. The stop wait counts from there.
     // Since when the agent refuses or breaks connections (its process gone); min(): it answers.
     constexpr auto kAnswers = std::chrono::steady_clock::time_point::min();
     auto gone_since = kAnswers;
@@ -320,8 +328,10 @@ class AgentJobTask : public Task {
         return {TaskResult::kCanceled, fmt::format("run {} on agent {} did not confirm the stop", run_id, agent),
                 child, agent};
       }
-      if (!stopping) poll_started = std::chrono::steady_clock::now();
-      auto run = lease.client().GetRun(run_id, kPollWait, child);
+      if (!stopping && !first_poll) poll_started = std::chrono::steady_clock::now();
+      Result<json> run = first_poll ? *std::move(first_poll)
+                                    : lease.client().GetRun(run_id, kPollWait, child);
+      first_poll.reset();
       if (!run.ok()) {
         const Status& st = run.status();
         if (st.code() == Code::kUnavailable && context.cancel().canceled() &&
