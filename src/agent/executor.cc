@@ -365,24 +365,32 @@ Result<StartResult> Executor::Start(std::shared_ptr<const JobDef> job_def,
     for (const auto& [id, run] : active_) {
       if (run->record.idempotency_key == request.idempotency_key) return earlier(run->record);
     }
-    ASSIGN_OR_RETURN(auto existing, store_.FindRunByKey(request.idempotency_key));
-    if (existing) return earlier(*existing);
   }
-  // A repeated key gets its run even while draining; only new runs are refused.
-  if (draining_) return Unavailable("the agent is shutting down and starts no new runs");
+  // A repeated key gets its run whatever would refuse a new one (draining, say). A stored run
+  // with the key is found by the insert below (the key is UNIQUE), so a start that goes through
+  // costs no look-up; a start refused before it looks first.
+  auto refuse = [&](Status why) -> Result<StartResult> {
+    if (!request.idempotency_key.empty()) {
+      ASSIGN_OR_RETURN(auto existing, store_.FindRunByKey(request.idempotency_key));
+      if (existing) return earlier(*existing);
+    }
+    return why;
+  };
+  if (draining_) return refuse(Unavailable("the agent is shutting down and starts no new runs"));
   int start_index = 0;
   if (!request.start_step.empty()) {
     start_index = job.StepIndex(request.start_step);
     if (start_index < 0) {
-      return NotFound(fmt::format("job {} has no step named '{}'", job.name, request.start_step));
+      return refuse(
+          NotFound(fmt::format("job {} has no step named '{}'", job.name, request.start_step)));
     }
   }
   int in_flight = 0;
   for (const auto& [id, run] : active_) in_flight += run->record.job == job.name;
   if (in_flight >= job.max_concurrent_runs) {
-    return FailedPrecondition(fmt::format(
+    return refuse(FailedPrecondition(fmt::format(
         "Request to run job {} refused because the job is already running ({} of "
-        "max_concurrent_runs {})", job.name, in_flight, job.max_concurrent_runs));
+        "max_concurrent_runs {})", job.name, in_flight, job.max_concurrent_runs)));
   }
   auto run = std::make_shared<ActiveRun>();
   run->job = std::move(job_def);
@@ -983,6 +991,8 @@ Result<RunRecord> Executor::Wait(const std::string& run_id, std::chrono::millise
         return run->finished ||
                (known_execution_id && run->saved_execution_id != *known_execution_id);
       });
+      // What the store holds of it, or will once a failed write can be made: no read needed.
+      return run->record;
     }
   }
   ASSIGN_OR_RETURN(auto stored, store_.GetRun(run_id));

@@ -944,6 +944,17 @@ TEST_F(AgentTest, MaxConcurrentRunsGives409AndIdempotencyKeysReturnTheSameRun) {
   EXPECT_EQ(fresh.value("status", ""), "succeeded");
   EXPECT_NE(fresh.value("run_id", ""), first->run_id);
   EXPECT_EQ(History("once").size(), 2u);
+
+  // With the job at its limit again, the ended run's key still names it rather than a 409.
+  std::filesystem::remove(agent_.Path("gate"));
+  auto holder = api_->StartJob("once", {});
+  ASSERT_TRUE(holder.ok()) << holder.status().ToString();
+  auto at_limit = api_->StartJob("once", keyed);
+  ASSERT_TRUE(at_limit.ok()) << at_limit.status().ToString();
+  EXPECT_EQ(at_limit->run_id, first->run_id);
+  EXPECT_TRUE(at_limit->existing);
+  OpenGate();
+  EXPECT_EQ(WaitForRun(*api_, holder->run_id).value("status", ""), "succeeded");
 }
 
 // --- Stop
