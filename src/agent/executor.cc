@@ -161,18 +161,20 @@ Executor::Executor(const AgentConfig& config, AgentStore& store, std::string fan
 
 Executor::~Executor() { Drain(std::chrono::milliseconds(0)); }
 
-void Executor::SaveRun(ActiveRun& run) {
+void Executor::SaveRun(ActiveRun& run) { SaveRun(run, run.record); }
+
+void Executor::SaveRun(ActiveRun& run, const RunRecord& record) {
   Status s;
   if (run.pending_attempt) {
-    s = store_.UpdateRunAndAttempt(run.record, *run.pending_attempt);
+    s = store_.UpdateRunAndAttempt(record, *run.pending_attempt);
     run.pending_attempt.reset();
   } else {
-    s = store_.UpdateRun(run.record);
+    s = store_.UpdateRun(record);
   }
   if (!s.ok()) {
     std::fprintf(stderr, "fanout agent: saving run %s: %s; answers give it from memory, and it is "
                  "written by a later save that can be (tried at most once a second) or when the "
-                 "agent stops\n", run.record.id.c_str(), s.ToString().c_str());
+                 "agent stops\n", record.id.c_str(), s.ToString().c_str());
   }
 }
 
@@ -308,7 +310,7 @@ Status Executor::Recover() {
       ++requeued;
     } else if (between_attempts) {
       run->resume_retry = true;
-      LaunchLocked(run);
+      if (LaunchLocked(run)) work_.notify_one();
       ++retrying;
     } else {
       run->reattach = true;
@@ -318,13 +320,13 @@ Status Executor::Recover() {
         run->stop_reason = r.stop_reason;
         run->stop.Cancel(CancelToken::Reason::kCanceled);
       }
-      LaunchLocked(run);
+      if (LaunchLocked(run)) work_.notify_one();
     }
   }
   while (!queue_.empty() && busy_ < config_.slots) {
     auto next = queue_.front();
     queue_.pop_front();
-    LaunchLocked(next);
+    if (LaunchLocked(next)) work_.notify_one();
   }
   if (!runs.empty()) {
     std::fprintf(stderr, "fanout agent: %zu run%s in flight when the agent last stopped: %d "
@@ -424,16 +426,17 @@ Result<StartResult> Executor::Start(std::shared_ptr<const JobDef> job_def,
   }
   RETURN_IF_ERROR(inserted);
   active_[r.id] = run;
-  if (launch_now) {
-    LaunchLocked(run);
-  } else {
+  if (!launch_now) {
     queue_.push_back(run);
+  } else if (LaunchLocked(run)) {
+    lock.unlock();
+    work_.notify_one();
   }
   return StartResult{r, false};
 }
 
 // Takes a slot and starts the run's thread. Holds mu_.
-void Executor::LaunchLocked(const std::shared_ptr<ActiveRun>& run) {
+bool Executor::LaunchLocked(const std::shared_ptr<ActiveRun>& run) {
   ++busy_;
   ++threads_;
   if (!run->reattach && run->record.status == "queued") {
@@ -442,13 +445,11 @@ void Executor::LaunchLocked(const std::shared_ptr<ActiveRun>& run) {
     SaveRun(*run);
   }
   ready_.push_back(run);
-  if (idle_workers_ >= static_cast<int>(ready_.size())) {
-    work_.notify_one();
-  } else {
-    ++idle_workers_;
-    ++workers_;
-    std::thread([this] { WorkerLoop(); }).detach();
-  }
+  if (idle_workers_ >= static_cast<int>(ready_.size())) return true;
+  ++idle_workers_;
+  ++workers_;
+  std::thread([this] { WorkerLoop(); }).detach();
+  return false;
 }
 
 void Executor::WorkerLoop() {
@@ -684,13 +685,20 @@ Executor::StepOutcome Executor::RunStep(ActiveRun& run, int index, int attempt) 
   run.pending_attempt = rec;
   spec.on_start = [&](int pid) {
     int64_t start_time = ProcessStartTime(pid);
-    std::lock_guard lock(mu_);
-    run.record.pid = pid;
-    run.record.pid_start = start_time;
-    run.record.status = "running";
+    {
+      std::lock_guard lock(mu_);
+      run.record.pid = pid;
+      run.record.pid_start = start_time;
+      run.record.status = "running";
+    }
+    // Outside mu_, which long-polls and starts take: only this thread writes a running run's
+    // record, so reading it here races with nothing.
     SaveRun(run);
     if (step.subsystem == "package") {
-      run.saved_execution_id = rec.execution_id;
+      {
+        std::lock_guard lock(mu_);
+        run.saved_execution_id = rec.execution_id;
+      }
       run.ended.notify_all();
     }
   };
@@ -909,12 +917,30 @@ void Executor::FinishRun(const std::shared_ptr<ActiveRun>& run, const std::strin
   // many runs, not per run, and never more than a tenth over.
   const int keep = config_.history_runs_per_job;
   bool trim = false;
+  RunRecord ended;
   {
     std::lock_guard lock(mu_);
+    ended = run->record;
+  }
+  ended.status = status;
+  ended.message = message;
+  ended.ended_at = Now();
+  ended.pid = 0;
+  // Written before anyone is told, but outside mu_: a long-poll or a start does not wait for
+  // the commit. Only this thread writes a running run's record.
+  SaveRun(*run, ended);
+  int wake = 0;
+  {
+    std::lock_guard lock(mu_);
+    run->record = std::move(ended);
     trim = ++finished_since_trim_[run->record.job] >= std::max(1, keep / 10);
     if (trim) finished_since_trim_[run->record.job] = 0;
-    FinishRunLocked(run, status, message);
+    wake = EndRunLocked(run);
   }
+  // After mu_ is released: woken under it, a thread would at once wait for mu_ again.
+  run->ended.notify_all();
+  changed_.notify_all();
+  while (wake-- > 0) work_.notify_one();
   if (trim) {
     auto trimmed = store_.TrimHistory(run->record.job, keep);
     if (!trimmed.ok()) {
@@ -924,25 +950,19 @@ void Executor::FinishRun(const std::shared_ptr<ActiveRun>& run, const std::strin
   }
 }
 
-void Executor::FinishRunLocked(const std::shared_ptr<ActiveRun>& run, const std::string& status,
-                               const std::string& message) {
-  run->record.status = status;
-  run->record.message = message;
-  run->record.ended_at = Now();
-  run->record.pid = 0;
-  SaveRun(*run);
-  ++run_counts_[status];
+int Executor::EndRunLocked(const std::shared_ptr<ActiveRun>& run) {
+  ++run_counts_[run->record.status];
   active_.erase(run->record.id);
   run->finished = true;
-  run->ended.notify_all();
   --busy_;
   --threads_;
+  int wake = 0;
   while (!draining_ && !queue_.empty() && busy_ < config_.slots) {
     auto next = queue_.front();
     queue_.pop_front();
-    LaunchLocked(next);
+    wake += LaunchLocked(next);
   }
-  changed_.notify_all();
+  return wake;
 }
 
 void Executor::CancelBeforeStartLocked(ActiveRun& run) {

@@ -89,16 +89,22 @@ class Executor {
 
  private:
   struct ActiveRun;
-  void LaunchLocked(const std::shared_ptr<ActiveRun>& run);
+  // Takes a slot and hands the run to a run thread. True when an idle run thread is to be woken
+  // (work_.notify_one()), which the caller does once it has released mu_ if it can: woken under
+  // it, the thread would at once wait for mu_ again.
+  [[nodiscard]] bool LaunchLocked(const std::shared_ptr<ActiveRun>& run);
   // A run thread: runs what LaunchLocked hands over, waits idle for more, ends on Drain.
   void WorkerLoop();
   void RunThread(std::shared_ptr<ActiveRun> run);
   // Ends the run, starts what is queued, and now and then trims the job's history.
   void FinishRun(const std::shared_ptr<ActiveRun>& run, const std::string& status,
                  const std::string& message);
-  void FinishRunLocked(const std::shared_ptr<ActiveRun>& run, const std::string& status,
-                       const std::string& message);
+  // The ended run (its final record saved) leaves its slot to what is queued; how many idle
+  // run threads are to be woken.
+  int EndRunLocked(const std::shared_ptr<ActiveRun>& run);
+  // Writes the run's record (or `record`, what it is about to become) with its pending attempt.
   void SaveRun(ActiveRun& run);
+  void SaveRun(ActiveRun& run, const RunRecord& record);
   // A queued run stopped before its step could start: it ends canceled.
   void CancelBeforeStartLocked(ActiveRun& run);
   // Where a package step's `fanout run` writes its exit code (for its proxy's user, if any).
