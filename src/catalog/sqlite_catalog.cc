@@ -455,8 +455,11 @@ Status SqliteCatalog::CannotOpen() const {
     }
   }
   if (why.empty()) why = "SQLite cannot open it";
-  return Unavailable("catalog '" + path_ + "': " + why +
-                     "; give another with --catalog sqlite:PATH or $FANOUT_CATALOG");
+  std::string message = "catalog '" + path_ + "': " + why +
+                        "; give another with --catalog sqlite:PATH or $FANOUT_CATALOG";
+  // A folder is a wrong spec, not an outage: no command should wait for it to answer.
+  if (std::filesystem::is_directory(path_, ec)) return InvalidArgument(std::move(message));
+  return Unavailable(std::move(message));
 }
 
 Result<int> SqliteCatalog::QueryInt(const char* sql, const char* what) {

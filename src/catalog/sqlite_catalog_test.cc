@@ -201,6 +201,8 @@ TEST(SqliteCatalogTest, AFileThatCannotBeOpenedSaysWhy) {
   EXPECT_NE(status.message().find("'" + path + "': it is a directory; give another with --catalog"),
             std::string::npos)
       << status.message();
+  // A wrong spec, which commands answer with their usage exit code, not an outage to wait out.
+  EXPECT_EQ(status.code(), Code::kInvalidArgument);
 }
 
 }  // namespace

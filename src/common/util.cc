@@ -90,7 +90,7 @@ Result<std::chrono::milliseconds> ParseDuration(std::string_view text) {
   }
   double ms = value * scale_ms;
   if (!std::isfinite(ms) || ms > kMaxDurationMs) {
-    return InvalidArgument(fmt::format(
+    return Status(Code::kResourceExhausted, fmt::format(
         "'{}' is too long a duration; the longest allowed is 100 years (36500d)", text));
   }
   // Milliseconds are the resolution; a positive duration never rounds to 0, which means "none".

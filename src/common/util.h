@@ -23,8 +23,8 @@ std::string NewExecutionId();
 std::optional<std::chrono::sys_time<std::chrono::milliseconds>> ExecutionIdTime(
     std::string_view id);
 
-// "250ms", "30s", "10m", "2h", "1d", or a plain number of seconds ("1.5"). Negative,
-// non-finite ("inf", "nan") and longer than 100 years are InvalidArgument.
+// "250ms", "30s", "10m", "2h", "1d", or a plain number of seconds ("1.5"). Negative and
+// non-finite ("inf", "nan") are InvalidArgument; longer than 100 years, ResourceExhausted.
 Result<std::chrono::milliseconds> ParseDuration(std::string_view text);
 // For humans: "12.0 ms" below a second, "1.23 s" below a minute, "3 m 04 s" below an hour,
 // then "2 h 05 m".

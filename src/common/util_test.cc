@@ -141,11 +141,19 @@ TEST(ParseDurationTest, RejectsMalformedText) {
 }
 
 TEST(ParseDurationTest, RejectsNonFiniteAndOutOfRangeNumbers) {
-  for (const char* text : {"inf", "infs", "nan", "nanms", "1e300s", "1e20d"}) {
+  for (const char* text : {"inf", "infs", "nan", "nanms"}) {
     auto d = ParseDuration(text);
     EXPECT_FALSE(d.ok()) << "'" << text << "' gave " << (d.ok() ? d->count() : 0) << " ms";
     if (!d.ok()) {
       EXPECT_EQ(d.status().code(), Code::kInvalidArgument) << text;
+    }
+  }
+  // Numbers, only too large: a caller can say so rather than "not a duration".
+  for (const char* text : {"1e300s", "1e20d"}) {
+    auto d = ParseDuration(text);
+    EXPECT_FALSE(d.ok()) << "'" << text << "' gave " << (d.ok() ? d->count() : 0) << " ms";
+    if (!d.ok()) {
+      EXPECT_EQ(d.status().code(), Code::kResourceExhausted) << text;
     }
   }
 }
@@ -159,7 +167,7 @@ TEST(ParseDurationTest, AcceptsUpToAHundredYears) {
   EXPECT_EQ(*plain, *most);
   auto over = ParseDuration("36501d");
   ASSERT_FALSE(over.ok());
-  EXPECT_EQ(over.status().code(), Code::kInvalidArgument);
+  EXPECT_EQ(over.status().code(), Code::kResourceExhausted);
   EXPECT_NE(over.status().message().find("36501d"), std::string::npos) << over.status().message();
 }
 

@@ -283,6 +283,10 @@ Result<std::chrono::milliseconds> ParseAge(std::string_view text) {
                                        text, text, text, text));
   }
   auto duration = ParseDuration(text);
+  if (!duration.ok() && duration.status().code() == Code::kResourceExhausted) {
+    return InvalidArgument(fmt::format("'{}' is too long an age; the longest is 36500d (100 years)",
+                                       text));
+  }
   if (!duration.ok()) {
     return InvalidArgument(fmt::format("'{}' is not an age back from now such as 30d, 12h or 90m",
                                        text));

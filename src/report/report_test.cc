@@ -152,6 +152,24 @@ TEST(ParseSinceTest, TakesDurationsAndDates) {
   }
 }
 
+// An age too large to be one says so, rather than that it is not an age (QA).
+TEST(ParseAgeTest, SaysWhatIsWrongWithAnAge) {
+  auto huge = ParseAge("99999999999d");
+  ASSERT_FALSE(huge.ok());
+  EXPECT_NE(huge.status().message().find("'99999999999d' is too long an age; the longest is "
+                                         "36500d"),
+            std::string::npos)
+      << huge.status().message();
+  auto bad = ParseAge("soon");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("'soon' is not an age back from now"), std::string::npos)
+      << bad.status().message();
+  auto bare = ParseAge("30");
+  ASSERT_FALSE(bare.ok());
+  EXPECT_NE(bare.status().message().find("has no unit"), std::string::npos)
+      << bare.status().message();
+}
+
 TEST(DisplayCatalogSpecTest, HidesPasswords) {
   EXPECT_EQ(DisplayCatalogSpec("sqlite:fanout.db"), "sqlite:fanout.db");
   EXPECT_EQ(DisplayCatalogSpec("postgresql://etl:pa55@db:5432/fanout"),

@@ -186,6 +186,22 @@ TEST(ReportCommandTest, AnotherApplicationsDatabaseIsNotTakenForACatalog) {
   EXPECT_FALSE(std::filesystem::exists(dir.path() + "/app.db-wal"));
 }
 
+// A folder given as the catalog is a usage error for every command, as for `fanout run` (prune
+// and the reports had exited 1, and `logs --follow` waited for it as for an outage).
+TEST(ReportCommandTest, AFolderGivenAsTheCatalogIsAUsageError) {
+  ScratchDir dir;
+  std::filesystem::create_directory(dir.path() + "/folder.db");
+  for (auto args : std::vector<std::vector<std::string>>{{"report", "executions"},
+                                                         {"logs"},
+                                                         {"logs", "--follow"},
+                                                         {"catalog", "prune", "--older-than", "1d"}}) {
+    args.insert(args.end(), {"--catalog", "sqlite:folder.db"});
+    CommandResult r = RunFanout(args, dir.path());
+    EXPECT_EQ(r.exit_code, 6) << ::testing::PrintToString(args) << r.err;
+    EXPECT_NE(r.err.find("'folder.db': it is a directory"), std::string::npos) << r.err;
+  }
+}
+
 // An --html file that cannot be written: the path given and why, as a usage error (not 1, which
 // says the catalog could not be read), and no temporary file named.
 // `logs --follow` waits for a catalog that cannot be reached yet, as it rides out an outage
