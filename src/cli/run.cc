@@ -2,6 +2,7 @@
 // log providers, any --log files and the catalog, and exits with dtexec's codes.
 #include <pthread.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -218,6 +219,22 @@ int RunPackage(const RunArgs& args) {
   // the agent's catalog, which a step checks at its start so that a wrong one fails it.
   const bool connect_later = child && args.run_id.empty();
   std::string unreachable;
+  // Ctrl-C while a catalog server keeps the connect waiting: nothing has run, so the process
+  // ends at once, as canceled and saying so (it had died of the signal without a word). The
+  // SignalWatcher takes these signals over once the catalog is open.
+  for (int sig : {SIGINT, SIGTERM, SIGHUP}) {
+    struct sigaction inherited {};
+    if (sigaction(sig, nullptr, &inherited) != 0 || inherited.sa_handler == SIG_IGN) continue;
+    struct sigaction quit {};
+    quit.sa_handler = [](int) {
+      static constexpr char kSaid[] =
+          "fanout: stopped while opening the catalog, before anything ran\n";
+      ssize_t ignored = write(STDERR_FILENO, kSaid, sizeof kSaid - 1);
+      (void)ignored;
+      _exit(kExitCanceled);
+    };
+    sigaction(sig, &quit, nullptr);
+  }
   auto catalog = OpenCatalogForRun(options.catalog_spec, unreachable, connect_later);
   if (!catalog.ok()) {
     // The backends' messages name the catalog already ("PostgreSQL catalog '...': ...").

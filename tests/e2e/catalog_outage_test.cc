@@ -1,7 +1,11 @@
 // The catalog goes away in the middle of a run, or is away when one begins: a private PostgreSQL
 // server is stopped and started again, and every event of the run must reach it exactly once.
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <filesystem>
@@ -160,6 +164,35 @@ TEST(CatalogOutageTest, PostgresAwayMidRunOrAtTheStartLosesNoEvent) {
   auto reopened = OpenCatalog(uri);
   ASSERT_TRUE(reopened.ok()) << reopened.status().ToString();
   EXPECT_EQ(CountEvents(**reopened, late), expected) << "every event, exactly once";
+}
+
+// Ctrl-C while the catalog server keeps the connect waiting (it takes the connection and never
+// answers): the run ends at once as canceled, saying why, and nothing ran (it had died of the
+// signal with 130 and no word). Needs no PostgreSQL: the listener below is all the "server".
+TEST(CatalogOutageTest, CtrlCWhileTheCatalogConnectWaitsEndsTheRunAsCanceled) {
+  int listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(listener, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  ASSERT_EQ(bind(listener, reinterpret_cast<sockaddr*>(&addr), len), 0);
+  ASSERT_EQ(listen(listener, 4), 0);  // the kernel completes connections; nobody answers them
+  ASSERT_EQ(getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  ScratchDir dir;
+  dir.Write("p.yaml", "package: p\ntasks:\n  mark: {type: process, run: [touch, ran]}\n");
+  int pid = StartFanout({"run", "p.yaml", "--catalog",
+                         "postgresql://fanout@127.0.0.1:" + std::to_string(ntohs(addr.sin_port)) +
+                             "/silent"},
+                        dir.path());
+  std::this_thread::sleep_for(milliseconds(500));  // well inside the connect's own limit
+  kill(pid, SIGINT);
+  EXPECT_EQ(WaitFanout(pid, seconds(10)), 3) << dir.Read("fanout.err");
+  EXPECT_NE(dir.Read("fanout.err").find("stopped while opening the catalog, before anything ran"),
+            std::string::npos)
+      << dir.Read("fanout.err");
+  EXPECT_FALSE(std::filesystem::exists(dir.path() + "/ran"));
+  close(listener);
 }
 
 }  // namespace
