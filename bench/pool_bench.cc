@@ -1277,11 +1277,11 @@ constexpr std::array<const char*, kPhases> kPhaseNames = {
 };
 // Where each phase's time goes, for the reader of the report (README has more).
 constexpr std::array<const char*, kPhases> kPhaseCode = {
-    "worker, past durations, pool Acquire, StartJob round trip, start route",
+    "worker, past durations, pool Acquire, the start request, start route",
     "InsertRun, LaunchLocked, a kept run thread",
     "spawn, on_start (pid + attempt, one commit), the child, reap",
     "FinishRun (run end + attempt, one commit)",
-    "wake the run's waiter, GetRun, Release, completion to the engine",
+    "wake the run's waiter, the start's second line, Release, completion to the engine",
 };
 
 // Splits each child of `run` at its agent run's timestamps: the agent-job task says which run
