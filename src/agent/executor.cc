@@ -426,13 +426,14 @@ Result<StartResult> Executor::Start(std::shared_ptr<const JobDef> job_def,
   }
   RETURN_IF_ERROR(inserted);
   active_[r.id] = run;
+  StartResult started{r, false};  // copied under mu_: the run's thread may change it at once
   if (!launch_now) {
     queue_.push_back(run);
   } else if (LaunchLocked(run)) {
     lock.unlock();
     work_.notify_one();
   }
-  return StartResult{r, false};
+  return started;
 }
 
 // Takes a slot and starts the run's thread. Holds mu_.

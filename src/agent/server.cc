@@ -712,10 +712,13 @@ void AgentServer::Routes() {
             size_t, httplib::DataSink& sink) {
           if (!sink.write(accepted.data(), accepted.size())) return false;
           auto run = executor_->Wait(id, std::chrono::seconds(wait), std::string());
-          if (run.ok()) {
-            std::string line = JsonLine(RunJson(*run, *store_, false));
-            if (!sink.write(line.data(), line.size())) return false;
-          }
+          // A failed wait says so as GET /v1/runs/{id} would, with the HTTP status it would have.
+          std::string line = JsonLine(
+              run.ok() ? RunJson(*run, *store_, false)
+                       : json{{"error", "unknown run"},
+                              {"detail", run.status().message()},
+                              {"http_status", HttpStatusFor(run.status().code())}});
+          if (!sink.write(line.data(), line.size())) return false;
           sink.done();
           return true;
         });

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -72,10 +73,17 @@ class SignalWatcher {
     AddSighupUnlessIgnored(set);
     sigaddset(&set, SIGUSR1);  // our own wake-up at exit
     pthread_sigmask(SIG_BLOCK, &set, nullptr);
-    thread_ = std::thread([set, &token, before_message = std::move(before_message)] {
+    thread_ = std::thread([this, set, &token, before_message = std::move(before_message)] {
       int sig = 0;
       while (sigwait(&set, &sig) == 0) {
         if (sig == SIGUSR1) return;
+        if (opening_catalog_.load()) {
+          // It had died of the signal without a word (exit 130).
+          std::fprintf(stderr, "fanout: SIG%s received while opening the catalog, before anything "
+                       "ran; stopped\n", sigabbrev_np(sig));
+          std::fflush(stderr);
+          _exit(kExitCanceled);
+        }
         before_message();
         std::fprintf(stderr, "fanout: SIG%s received, stopping every running task\n",
                      sigabbrev_np(sig));
@@ -87,8 +95,12 @@ class SignalWatcher {
     pthread_kill(thread_.native_handle(), SIGUSR1);
     thread_.join();
   }
+  // Until then a signal ends the process at once (the catalog's connect may hang, and nothing
+  // has run); after, it cancels the run.
+  void CatalogOpened() { opening_catalog_.store(false); }
 
  private:
+  std::atomic<bool> opening_catalog_{true};
   std::thread thread_;
 };
 
@@ -219,22 +231,13 @@ int RunPackage(const RunArgs& args) {
   // the agent's catalog, which a step checks at its start so that a wrong one fails it.
   const bool connect_later = child && args.run_id.empty();
   std::string unreachable;
-  // Ctrl-C while a catalog server keeps the connect waiting: nothing has run, so the process
-  // ends at once, as canceled and saying so (it had died of the signal without a word). The
-  // SignalWatcher takes these signals over once the catalog is open.
-  for (int sig : {SIGINT, SIGTERM, SIGHUP}) {
-    struct sigaction inherited {};
-    if (sigaction(sig, nullptr, &inherited) != 0 || inherited.sa_handler == SIG_IGN) continue;
-    struct sigaction quit {};
-    quit.sa_handler = [](int) {
-      static constexpr char kSaid[] =
-          "fanout: stopped while opening the catalog, before anything ran\n";
-      ssize_t ignored = write(STDERR_FILENO, kSaid, sizeof kSaid - 1);
-      (void)ignored;
-      _exit(kExitCanceled);
-    };
-    sigaction(sig, &quit, nullptr);
-  }
+  // Watching before the catalog opens: every thread started from here (a PostgreSQL catalog's
+  // watchdog among them) inherits the blocked signals, and a Ctrl-C while a catalog server keeps
+  // the connect waiting ends the process at once, nothing having run.
+  CancelToken cancel;
+  SignalWatcher signals(cancel, [&progress] {
+    if (progress) progress->Erase();
+  });
   auto catalog = OpenCatalogForRun(options.catalog_spec, unreachable, connect_later);
   if (!catalog.ok()) {
     // The backends' messages name the catalog already ("PostgreSQL catalog '...': ...").
@@ -257,10 +260,7 @@ int RunPackage(const RunArgs& args) {
                  spool.empty() ? "in memory" : ("in the spool in " + spool).c_str());
   }
 
-  CancelToken cancel;
-  SignalWatcher signals(cancel, [&progress] {
-    if (progress) progress->Erase();
-  });
+  signals.CatalogOpened();
   auto masker = std::make_shared<Masker>();
   if (args.params_stdin && !ReadParentInput(options, *masker)) return kExitUsage;
   RecorderOptions recording{catalog::DefaultSpoolDir(), options.catalog_spec};

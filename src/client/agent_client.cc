@@ -334,7 +334,7 @@ Result<AgentClient::Response> AgentClient::PostForLines(const std::string& path,
   bool streamed = false;  // a success in lines, not one JSON answer (an error, an older agent)
   request.response_handler = [&](const httplib::Response& head) {
     streamed = head.status >= 200 && head.status < 300 &&
-               head.get_header_value("Content-Type") == "application/x-ndjson";
+               head.get_header_value("Content-Type").starts_with("application/x-ndjson");
     return true;
   };
   std::string text;  // an answer in one piece, or the part of a line not yet whole
@@ -501,6 +501,7 @@ Result<StartResult> AgentClient::StartJob(const std::string& name, const StartRe
     ASSIGN_OR_RETURN(Response r, Call("POST", path, body.dump(), "application/json"));
     return decode(r.body);
   }
+  if (!endpoint_status_.ok()) return endpoint_status_;
   path += fmt::format("?wait={}", std::max<int64_t>(0, wait->count()));
   std::vector<json> lines;
   http_->set_read_timeout(endpoint_.read_timeout + *wait);
@@ -512,7 +513,14 @@ Result<StartResult> AgentClient::StartJob(const std::string& name, const StartRe
     return decode(r->body);  // an agent older than the wait answers the start alone
   }
   ASSIGN_OR_RETURN(StartResult out, decode(lines.front()));
-  if (lines.size() > 1) {
+  if (lines.size() > 1 && lines[1].is_object() && lines[1].contains("http_status")) {
+    // The wait failed on the agent: as GetRun's answer would have said it.
+    const json& http_status = lines[1]["http_status"];
+    const int status = http_status.is_number_integer() ? http_status.get<int>() : 500;
+    out.first_poll = Answer("POST " + base_url_ + path, status < 400 ? 500 : status,
+                            lines[1].dump())
+                         .status();
+  } else if (lines.size() > 1) {
     out.first_poll = std::move(lines[1]);
   } else {
     out.first_poll = r.ok() ? Unavailable(fmt::format("POST {}{}: the agent answered the start "

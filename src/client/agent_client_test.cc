@@ -301,11 +301,18 @@ TEST(AgentClientTest, StartJobWithAWaitReadsTheStartThenTheFirstPoll) {
       return Reply(res, 202, {{"run_id", "r-" + job}, {"status", "running"}});
     }
     res.status = 202;
-    res.set_chunked_content_provider("application/x-ndjson", [job](size_t, httplib::DataSink& sink) {
+    const std::string type =
+        job == "charset" ? "application/x-ndjson; charset=utf-8" : "application/x-ndjson";
+    res.set_chunked_content_provider(type, [job](size_t, httplib::DataSink& sink) {
       std::string start = json{{"run_id", "r-" + job}, {"status", "running"}}.dump() + "\n";
       sink.write(start.data(), start.size());
       if (job == "dies") return false;  // the connection ends after the start's answer
-      std::string run = json{{"run_id", "r-" + job}, {"status", "succeeded"}}.dump() + "\n";
+      std::string run =
+          (job == "gone" ? json{{"error", "unknown run"}, {"detail", "no run r-gone"},
+                                {"http_status", 404}}
+                         : json{{"run_id", "r-" + job}, {"status", "succeeded"}})
+              .dump() +
+          "\n";
       sink.write(run.data(), run.size());
       sink.done();
       return true;
@@ -330,6 +337,18 @@ TEST(AgentClientTest, StartJobWithAWaitReadsTheStartThenTheFirstPoll) {
   EXPECT_EQ(broken->run_id, "r-dies");
   ASSERT_TRUE(broken->first_poll.has_value());
   EXPECT_EQ(broken->first_poll->status().code(), Code::kUnavailable);
+
+  auto gone = client.StartJob("gone", {}, std::chrono::seconds(1));
+  ASSERT_TRUE(gone.ok()) << gone.status().ToString();
+  ASSERT_TRUE(gone->first_poll.has_value());
+  EXPECT_EQ(gone->first_poll->status().code(), Code::kNotFound);
+  EXPECT_NE(gone->first_poll->status().message().find("no run r-gone"), std::string::npos)
+      << gone->first_poll->status().ToString();
+
+  auto charset = client.StartJob("charset", {}, std::chrono::seconds(1));
+  ASSERT_TRUE(charset.ok()) << charset.status().ToString();
+  ASSERT_TRUE(charset->first_poll.has_value() && charset->first_poll->ok());
+  EXPECT_EQ((**charset->first_poll)["status"], "succeeded");
 
   auto refused = client.StartJob("busy", {}, std::chrono::seconds(1));
   EXPECT_EQ(refused.status().code(), Code::kFailedPrecondition);

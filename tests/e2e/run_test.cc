@@ -193,6 +193,27 @@ tasks:
 }
 
 TEST(RunTest, SigintCancels) { ExpectSignalCancels(SIGINT); }
+
+// With a PostgreSQL catalog, whose connection has a watchdog thread started while the catalog
+// opens: a Ctrl-C mid-run still cancels the run (a handler for Ctrl-C during the open, which that
+// thread did not block, had ended runs at once as if nothing had run).
+TEST(RunTest, SigintCancelsARunThatRecordsToPostgres) {
+  const char* uri = std::getenv("FANOUT_TEST_POSTGRES");
+  if (uri == nullptr || *uri == '\0') GTEST_SKIP() << "needs FANOUT_TEST_POSTGRES";
+  ScratchDir dir;
+  dir.Write("long.yaml", "package: long\ntasks:\n  wait: {type: process, shell: true, run: "
+                         "\"touch started; sleep 60\"}\n");
+  int pid = StartFanout({"run", "long.yaml", "--catalog", uri}, dir.path());
+  ASSERT_TRUE(WaitFor([&] { return std::filesystem::exists(dir.path() + "/started"); },
+                      milliseconds(10000)));
+  kill(pid, SIGINT);
+  EXPECT_EQ(WaitFanout(pid, seconds(20)), 3) << dir.Read("fanout.err");
+  EXPECT_NE(dir.Read("fanout.err").find("SIGINT received, stopping every running task"),
+            std::string::npos)
+      << dir.Read("fanout.err");
+  EXPECT_EQ(dir.Read("fanout.err").find("while opening the catalog"), std::string::npos)
+      << dir.Read("fanout.err");
+}
 TEST(RunTest, SigtermCancels) { ExpectSignalCancels(SIGTERM); }
 // A closed terminal had killed the run on the spot, leaving its tasks (and remote children).
 TEST(RunTest, SighupCancels) { ExpectSignalCancels(SIGHUP); }

@@ -202,6 +202,7 @@ class AgentJobTask : public Task {
       auto result = lease.client().StartJob(*job_name, start, first_poll);
       if (!result.ok() && result.status().code() == Code::kUnavailable) {
         // The answer may be lost rather than the request: the same key cannot start twice.
+        poll_started = std::chrono::steady_clock::now();
         result = lease.client().StartJob(*job_name, start, first_poll);
       }
       if (result.ok()) {
