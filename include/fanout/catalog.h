@@ -157,6 +157,9 @@ struct RecorderOptions {
   // the rows in the spool. A child run passes 0: its rows are safe on disk, its parent's
   // recorder delivers them once the catalog answers, and the child's task ends at once.
   std::chrono::milliseconds shutdown_retry{5000};
+  // Asked while the end of the recording retries: true (the run was stopped with Ctrl-C) stops
+  // retrying a catalog that is failing, and the spool keeps the rows for the next run.
+  std::function<bool()> stop_retrying{};
 };
 
 // Hands rows and events to a background thread that masks secrets, writes events to the log

@@ -116,7 +116,8 @@ struct Recorder::Impl {
       : catalog(std::move(catalog_in)),
         sinks(std::move(sinks_in)),
         masker(masker_in),
-        shutdown_retry(options.shutdown_retry) {
+        shutdown_retry(options.shutdown_retry),
+        stop_retrying(options.stop_retrying) {
     if (catalog && !options.spool_dir.empty()) {
       spool = std::make_unique<catalog::Spool>(options.spool_dir, options.catalog_spec);
     }
@@ -145,6 +146,7 @@ struct Recorder::Impl {
   std::vector<std::unique_ptr<EventSink>> sinks;
   Masker* masker;
   Clock::duration shutdown_retry;
+  std::function<bool()> stop_retrying;  // may be empty
 
   // Shared between producers and the thread, guarded by mu.
   std::mutex mu;
@@ -536,14 +538,21 @@ void Recorder::Impl::Shutdown() {
   Clock::time_point spooled_give_up = start + shutdown_retry;
   Clock::time_point memory_give_up = start + std::max<Clock::duration>(shutdown_retry, 5s);
   auto done = [&] { return RowCount(pending) == 0 && !(spool && spool->holding()); };
+  // Stopped, the run waits for no failing catalog: it had exited up to 10 s after a Ctrl-C (QA).
+  // Rows that only memory holds still get their time.
+  auto stopped = [&] { return stop_retrying && stop_retrying(); };
   for (;;) {
     if (done()) return;
+    if (failing && stopped() && RowCount(pending) == 0) break;
     MaybeWriteCatalog(true);
     if (done()) return;
     Clock::time_point now = Clock::now();
     Clock::time_point end = RowCount(pending) > 0 ? memory_give_up : spooled_give_up;
     if (now >= end) break;
-    std::this_thread::sleep_for(std::min<Clock::duration>(next_retry - now, end - now));
+    // In short steps, so that a Ctrl-C during the wait is seen.
+    std::this_thread::sleep_for(
+        std::min<Clock::duration>({next_retry - now, end - now, Clock::duration(100ms)}));
+    if (failing && stopped()) SpoolPending();
   }
   SpoolPending();
   if (spool && spool->holding()) {

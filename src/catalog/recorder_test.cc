@@ -354,6 +354,38 @@ TEST(RecorderTest, AChildLeavesItsRowsInTheSpoolAndTheParentDeliversThem) {
   EXPECT_TRUE(std::filesystem::is_empty(spool.path()));
 }
 
+// A run stopped with Ctrl-C does not wait out the end's retries of a catalog that is down (it
+// had exited up to 10 s after the signal): its rows stay in the spool for the next run.
+TEST(RecorderTest, AStoppedRunLeavesItsRowsInTheSpoolAtOnce) {
+  TempDir spool;
+  auto store = std::make_shared<FakeStore>();
+  store->failures_left = 1000000;  // the catalog is down
+  std::atomic<bool> stopped{false};
+  RecorderOptions options{spool.path(), "fake:catalog"};
+  options.shutdown_retry = std::chrono::seconds(60);
+  options.stop_retrying = [&stopped] { return stopped.load(); };
+  ::testing::internal::CaptureStderr();
+  auto ended = std::chrono::steady_clock::now();
+  std::thread ctrl_c;
+  {
+    Recorder recorder(std::make_unique<FakeCatalog>(store), {}, nullptr, options);
+    recorder.Emit(SampleEvent("r", EventType::kOnInformation, "before the stop"));
+    recorder.Flush();
+    ctrl_c = std::thread([&stopped] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(300));
+      stopped = true;
+    });
+    ended = std::chrono::steady_clock::now();
+  }
+  const auto waited = std::chrono::steady_clock::now() - ended;
+  ctrl_c.join();
+  const std::string err = ::testing::internal::GetCapturedStderr();
+  EXPECT_LT(waited, std::chrono::seconds(3)) << "the end waited for the catalog after the stop";
+  EXPECT_GE(waited, std::chrono::milliseconds(250)) << "it retried until the stop";
+  EXPECT_NE(err.find("will be delivered by the next `fanout run`"), std::string::npos) << err;
+  EXPECT_FALSE(std::filesystem::is_empty(spool.path())) << "the rows are kept";
+}
+
 // Leftovers that the start could not deliver (the catalog was down then) go once this process's
 // own writes succeed, not only when a later process starts.
 TEST(RecorderTest, LeftoversTheStartCouldNotDeliverGoOnceTheCatalogAnswers) {

@@ -267,6 +267,7 @@ int RunPackage(const RunArgs& args) {
   // A child (of a package task or an agent's step) does not hold its parent's task or slot
   // while the catalog is down: its rows stay in the spool for a recorder that lives on.
   if (child) recording.shutdown_retry = std::chrono::milliseconds(0);
+  recording.stop_retrying = [&cancel] { return cancel.canceled(); };
   Recorder recorder(std::move(*catalog), std::move(sinks), masker, recording);
   Engine engine(recorder);
   if (progress) progress->Start();
