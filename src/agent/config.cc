@@ -227,6 +227,11 @@ Status CheckAgentConfig(AgentConfig& c) {
   if (auto sqlite = CatalogSqlitePath(c.catalog); sqlite.ok() && !sqlite->empty()) {
     std::filesystem::path folder = std::filesystem::path(*sqlite).parent_path();
     std::error_code ec;
+    if (std::filesystem::is_directory(*sqlite, ec)) {
+      return InvalidArgument(fmt::format(
+          "catalog {}: {} is a directory; give a file in it, e.g. sqlite:{}", c.catalog, *sqlite,
+          (std::filesystem::path(*sqlite) / "catalog.db").string()));
+    }
     if (!folder.empty() && !std::filesystem::is_directory(folder, ec) &&
         std::filesystem::weakly_canonical(folder, ec) !=
             std::filesystem::weakly_canonical(c.data_dir, ec)) {

@@ -84,4 +84,18 @@ TEST(ConfigTest, RelativePathsAreTheConfigFoldersMadeAbsolute) {
 }
 
 }  // namespace
+// A folder given as the SQLite catalog is refused at start, as every other command refuses it:
+// the agent had started, and every package step then failed with a usage error (QA).
+TEST(ConfigTest, AFolderAsTheCatalogIsRefusedAtStart) {
+  testing::TempDir dir;
+  AgentConfig config;
+  config.data_dir = dir.path();
+  config.host = "127.0.0.1";
+  config.catalog = "sqlite:" + dir.path();
+  Status checked = CheckAgentConfig(config);
+  EXPECT_EQ(checked.code(), Code::kInvalidArgument) << checked.ToString();
+  EXPECT_NE(checked.message().find("is a directory; give a file in it"), std::string::npos)
+      << checked.ToString();
+}
+
 }  // namespace fanout::agent
