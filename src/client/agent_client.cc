@@ -320,9 +320,9 @@ Result<AgentClient::Response> AgentClient::Call(const char* method, const std::s
   return Answer(where, res->status, res->body);
 }
 
-Result<AgentClient::Response> AgentClient::PostForLines(const std::string& path,
-                                                        const std::string& body,
-                                                        std::vector<json>& lines) {
+Result<AgentClient::Response> AgentClient::PostForLines(
+    const std::string& path, const std::string& body,
+    const std::function<bool(json)>& on_line) {
   if (!endpoint_status_.ok()) return endpoint_status_;
   const std::string where = fmt::format("POST {}{}", base_url_, path);
   httplib::Request request;
@@ -342,11 +342,13 @@ Result<AgentClient::Response> AgentClient::PostForLines(const std::string& path,
     text.append(data, size);
     if (!streamed) return true;
     for (size_t end; (end = text.find('\n')) != std::string::npos; text.erase(0, end + 1)) {
+      json line;
       try {
-        lines.push_back(json::parse(std::string_view(text).substr(0, end)));
+        line = json::parse(std::string_view(text).substr(0, end));
       } catch (const json::exception&) {
         return false;  // not the agent's answer: a read failure below
       }
+      if (!on_line(std::move(line))) return false;
     }
     return true;
   };
@@ -476,8 +478,10 @@ fanout::Status AgentClient::DeleteJob(const std::string& name) {
   return Call("DELETE", "/v1/jobs/" + name).status();
 }
 
-Result<StartResult> AgentClient::StartJob(const std::string& name, const StartRequest& request,
-                                          std::optional<std::chrono::seconds> wait) {
+Result<StartResult> AgentClient::StartJob(
+    const std::string& name, const StartRequest& request,
+    std::optional<std::chrono::seconds> wait,
+    const std::function<void(const StartResult&)>& accepted) {
   RETURN_IF_ERROR(CheckName("job name", name));
   json body = json::object();
   if (!request.params.empty()) body["params"] = request.params;
@@ -499,29 +503,42 @@ Result<StartResult> AgentClient::StartJob(const std::string& name, const StartRe
   };
   if (!wait) {
     ASSIGN_OR_RETURN(Response r, Call("POST", path, body.dump(), "application/json"));
-    return decode(r.body);
+    ASSIGN_OR_RETURN(StartResult out, decode(r.body));
+    if (accepted) accepted(out);
+    return out;
   }
   if (!endpoint_status_.ok()) return endpoint_status_;
   path += fmt::format("?wait={}", std::max<int64_t>(0, wait->count()));
-  std::vector<json> lines;
+  std::optional<Result<StartResult>> start;  // the first line, decoded
+  std::optional<json> polled;                // the second
   http_->set_read_timeout(endpoint_.read_timeout + *wait);
-  auto r = PostForLines(path, body.dump(), lines);
+  auto r = PostForLines(path, body.dump(), [&](json line) {
+    if (start) {
+      if (!polled) polled = std::move(line);
+      return true;
+    }
+    start = decode(line);
+    if (start->ok() && accepted) accepted(**start);
+    return start->ok();
+  });
   http_->set_read_timeout(endpoint_.read_timeout);
   // Once the start's answer came, the run exists, whatever became of the wait after it.
-  if (lines.empty()) {
+  if (!start) {
     if (!r.ok()) return r.status();
-    return decode(r->body);  // an agent older than the wait answers the start alone
+    // An agent older than the wait answers the start alone.
+    ASSIGN_OR_RETURN(StartResult out, decode(r->body));
+    if (accepted) accepted(out);
+    return out;
   }
-  ASSIGN_OR_RETURN(StartResult out, decode(lines.front()));
-  if (lines.size() > 1 && lines[1].is_object() && lines[1].contains("http_status")) {
+  ASSIGN_OR_RETURN(StartResult out, std::move(*start));
+  if (polled && polled->is_object() && polled->contains("http_status")) {
     // The wait failed on the agent: as GetRun's answer would have said it.
-    const json& http_status = lines[1]["http_status"];
+    const json& http_status = (*polled)["http_status"];
     const int status = http_status.is_number_integer() ? http_status.get<int>() : 500;
-    out.first_poll = Answer("POST " + base_url_ + path, status < 400 ? 500 : status,
-                            lines[1].dump())
-                         .status();
-  } else if (lines.size() > 1) {
-    out.first_poll = std::move(lines[1]);
+    out.first_poll =
+        Answer("POST " + base_url_ + path, status < 400 ? 500 : status, polled->dump()).status();
+  } else if (polled) {
+    out.first_poll = std::move(*polled);
   } else {
     out.first_poll = r.ok() ? Unavailable(fmt::format("POST {}{}: the agent answered the start "
                                                       "but not its wait", base_url_, path))

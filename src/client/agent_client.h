@@ -4,6 +4,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -142,10 +143,13 @@ class AgentClient {
   Result<nlohmann::json> ListJobs();
   fanout::Status DeleteJob(const std::string& name);
 
-  // With `wait`, also the run's first long-poll in the same exchange (StartResult::run): the
-  // start's answer comes first, so a connection lost after it loses no start.
-  Result<StartResult> StartJob(const std::string& name, const StartRequest& request,
-                               std::optional<std::chrono::seconds> wait = std::nullopt);
+  // `accepted` gets the start's answer as soon as it comes. With `wait`, the run's first
+  // long-poll comes in the same exchange (StartResult::first_poll): the start's answer comes
+  // first, so a connection lost after it loses no start.
+  Result<StartResult> StartJob(
+      const std::string& name, const StartRequest& request,
+      std::optional<std::chrono::seconds> wait = std::nullopt,
+      const std::function<void(const StartResult&)>& accepted = nullptr);
   // The run: {"run_id", "job", "status", ..., "steps": [...]}. With `wait`, a long-poll that
   // answers when the run ends or the wait (the agent caps it at 60 s) passes, and with
   // `known_execution_id` ("" for none) also when a package step's execution other than that one
@@ -172,10 +176,11 @@ class AgentClient {
   Result<Response> Call(const char* method, const std::string& path,
                         const std::string& body = "", const std::string& content_type = "");
   // POSTs a JSON body whose successful answer is application/x-ndjson, read as it arrives: each
-  // whole line goes to `lines`, also those before a connection that broke (the call then fails).
-  // Any other answer (an error, an agent that answers in one piece) is the Response's body.
+  // whole line goes to `on_line` at once, also those before a connection that broke (the call
+  // then fails); `on_line` returns false to stop reading (the call fails too). Any other answer
+  // (an error, an agent that answers in one piece) is the Response's body.
   Result<Response> PostForLines(const std::string& path, const std::string& body,
-                                std::vector<nlohmann::json>& lines);
+                                const std::function<bool(nlohmann::json)>& on_line);
   fanout::Status TransportFailure(httplib::Error error, const std::string& where);
   // The Status or Response for an HTTP answer of `status` with body `text`.
   Result<Response> Answer(const std::string& where, int status, const std::string& text);

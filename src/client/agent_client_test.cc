@@ -321,7 +321,9 @@ TEST(AgentClientTest, StartJobWithAWaitReadsTheStartThenTheFirstPoll) {
   ASSERT_TRUE(agent.Start());
   AgentClient client(Endpoint(agent.url()));
 
-  auto both = client.StartJob("load", {}, std::chrono::seconds(1));
+  std::vector<std::string> accepted;  // the runs `accepted` was told of, in order
+  auto tell = [&accepted](const StartResult& run) { accepted.push_back(run.run_id); };
+  auto both = client.StartJob("load", {}, std::chrono::seconds(1), tell);
   ASSERT_TRUE(both.ok()) << both.status().ToString();
   EXPECT_EQ(both->run_id, "r-load");
   ASSERT_TRUE(both->first_poll.has_value());
@@ -332,7 +334,7 @@ TEST(AgentClientTest, StartJobWithAWaitReadsTheStartThenTheFirstPoll) {
     EXPECT_EQ(wait_seen, "1");
   }
 
-  auto broken = client.StartJob("dies", {}, std::chrono::seconds(1));
+  auto broken = client.StartJob("dies", {}, std::chrono::seconds(1), tell);
   ASSERT_TRUE(broken.ok()) << broken.status().ToString();
   EXPECT_EQ(broken->run_id, "r-dies");
   ASSERT_TRUE(broken->first_poll.has_value());
@@ -350,19 +352,21 @@ TEST(AgentClientTest, StartJobWithAWaitReadsTheStartThenTheFirstPoll) {
   ASSERT_TRUE(charset->first_poll.has_value() && charset->first_poll->ok());
   EXPECT_EQ((**charset->first_poll)["status"], "succeeded");
 
-  auto refused = client.StartJob("busy", {}, std::chrono::seconds(1));
+  auto refused = client.StartJob("busy", {}, std::chrono::seconds(1), tell);
   EXPECT_EQ(refused.status().code(), Code::kFailedPrecondition);
   EXPECT_NE(refused.status().message().find("at its limit"), std::string::npos)
       << refused.status().ToString();
 
-  auto older = client.StartJob("older", {}, std::chrono::seconds(1));
+  auto older = client.StartJob("older", {}, std::chrono::seconds(1), tell);
   ASSERT_TRUE(older.ok()) << older.status().ToString();
   EXPECT_EQ(older->run_id, "r-older");
   EXPECT_FALSE(older->first_poll.has_value());
 
-  auto plain = client.StartJob("load", {});
+  auto plain = client.StartJob("load", {}, std::nullopt, tell);
   ASSERT_TRUE(plain.ok()) << plain.status().ToString();
   EXPECT_FALSE(plain->first_poll.has_value());
+  // Told once per accepted start, however it was answered; a refused start is not told.
+  EXPECT_EQ(accepted, (std::vector<std::string>{"r-load", "r-dies", "r-older", "r-load"}));
   std::lock_guard lock(agent.mu);
   EXPECT_EQ(wait_seen, "none");
 }

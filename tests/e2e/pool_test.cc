@@ -641,6 +641,16 @@ TEST_F(PoolTest, WaitFalseSucceedsOnStartWaitTrueTakesTheChildsResult) {
   EXPECT_GE(wait_seconds, 1.5) << "wait: true returned before the child ended";
   EXPECT_TRUE(Has(r.err, "exit code 4")) << r.err;
   EXPECT_TRUE(Has(r.err, "late failure")) << r.err;
+  // The start is said when the agent accepts it, not when the run's end comes back with it
+  // in the same answer (QA: it was said 1 s late).
+  ParentRecord waited_record = Record(ExecutionIdOf(r.out));
+  ASSERT_TRUE(waited_record.execution.has_value() && waited_record.execution->ended_at);
+  auto said = std::find_if(waited_record.events.begin(), waited_record.events.end(),
+                           [](const Event& e) { return Has(e.message, "job late started on"); });
+  ASSERT_NE(said, waited_record.events.end());
+  EXPECT_LT(said->started_at + std::chrono::seconds(1), *waited_record.execution->ended_at)
+      << "the start was said " << FormatDateTime(said->started_at) << ", the run ended "
+      << FormatDateTime(*waited_record.execution->ended_at);
 
   json fired_end = WaitForRun(*Api(fired_on), fired_run);
   EXPECT_EQ(fired_end.value("status", ""), "failed") << fired_end.dump();

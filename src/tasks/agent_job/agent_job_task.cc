@@ -195,15 +195,23 @@ class AgentJobTask : public Task {
                      fmt::format("agent {} is unusable, so children go to the pool's other "
                                  "agents until it answers: {}", agent, why));
       }
-      // Waiting for the child, the start also brings the run's first long-poll.
+      // Waiting for the child, the start also brings the run's first long-poll; the start is
+      // said (and where the child runs recorded) as soon as the agent accepts it.
       const std::optional<std::chrono::seconds> first_poll =
           wait ? std::optional(kPollWait) : std::nullopt;
+      auto accepted = [&](const client::StartResult& run) {
+        context.Emit(EventType::kOnInformation,
+                     fmt::format("job {} {} on agent {} as run {}", *job_name,
+                                 run.existing ? "was already started" : "started",
+                                 lease.agent_name(), run.run_id));
+        if (wait) context.RecordWhereItRuns(lease.agent_name(), "");
+      };
       poll_started = std::chrono::steady_clock::now();
-      auto result = lease.client().StartJob(*job_name, start, first_poll);
+      auto result = lease.client().StartJob(*job_name, start, first_poll, accepted);
       if (!result.ok() && result.status().code() == Code::kUnavailable) {
         // The answer may be lost rather than the request: the same key cannot start twice.
         poll_started = std::chrono::steady_clock::now();
-        result = lease.client().StartJob(*job_name, start, first_poll);
+        result = lease.client().StartJob(*job_name, start, first_poll, accepted);
       }
       if (result.ok()) {
         started = *result;
@@ -256,15 +264,10 @@ class AgentJobTask : public Task {
                                               agent, st.message()));
     }
     std::string agent = lease.agent_name();
-    context.Emit(EventType::kOnInformation,
-                 fmt::format("job {} {} on agent {} as run {}", *job_name,
-                             started.existing ? "was already started" : "started", agent,
-                             started.run_id));
     if (!wait) {
       pool->Detach(lease, started.run_id);
       return {TaskResult::kSuccess, "", "", agent};
     }
-    context.RecordWhereItRuns(agent, "");
     return Follow(context, *pool, lease, *job_name, started.run_id, agent,
                   std::move(started.first_poll), poll_started);
   }
