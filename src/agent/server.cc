@@ -92,12 +92,17 @@ std::string JsonLine(const json& body) {
 
 // The request's `wait` in seconds, at most kMaxWaitSeconds; nullopt after answering 400.
 std::optional<int> WaitSeconds(const httplib::Request& req, httplib::Response& res) {
-  try {
-    return std::clamp(std::stoi(req.get_param_value("wait")), 0, kMaxWaitSeconds);
-  } catch (const std::exception&) {
-    Reply(res, 400, json{{"error", "bad wait"}, {"detail", "wait is a whole number of seconds"}});
+  const std::string text = req.get_param_value("wait");
+  int64_t seconds = -1;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), seconds);
+  if (ec != std::errc() || end != text.data() + text.size() || seconds < 0) {
+    Reply(res, 400, json{{"error", "bad wait"},
+                         {"detail", fmt::format("wait is a whole number of seconds from 0 (at "
+                                                "most {} is used), not '{}'",
+                                                kMaxWaitSeconds, text)}});
     return std::nullopt;
   }
+  return static_cast<int>(std::min<int64_t>(seconds, kMaxWaitSeconds));
 }
 
 // The name in a route's first capture, checked against [A-Za-z0-9_.-]{1,128}.

@@ -333,6 +333,7 @@ Result<AgentClient::Response> AgentClient::PostForLines(
   request.body = body;
   bool streamed = false;  // a success in lines, not one JSON answer (an error, an older agent)
   request.response_handler = [&](const httplib::Response& head) {
+    answered_ = true;  // a connection that breaks from here on is no TLS or address mistake
     streamed = head.status >= 200 && head.status < 300 &&
                head.get_header_value("Content-Type").starts_with("application/x-ndjson");
     return true;
@@ -354,10 +355,7 @@ Result<AgentClient::Response> AgentClient::PostForLines(
   };
   httplib::Result res = http_->send(request);
   if (!res) return TransportFailure(res.error(), where);
-  if (streamed) {
-    answered_ = true;
-    return Response{res->status, json()};
-  }
+  if (streamed) return Response{res->status, json()};
   return Answer(where, res->status, text);
 }
 

@@ -340,6 +340,13 @@ TEST(AgentClientTest, StartJobWithAWaitReadsTheStartThenTheFirstPoll) {
   ASSERT_TRUE(broken->first_poll.has_value());
   EXPECT_EQ(broken->first_poll->status().code(), Code::kUnavailable);
 
+  // A break after the answer began is no TLS or address mistake, even on a client's first call.
+  AgentClient fresh(Endpoint(agent.url()));
+  auto fresh_broken = fresh.StartJob("dies", {}, std::chrono::seconds(1));
+  ASSERT_TRUE(fresh_broken.ok() && fresh_broken->first_poll.has_value());
+  EXPECT_EQ(fresh_broken->first_poll->status().message().find("https"), std::string::npos)
+      << fresh_broken->first_poll->status().ToString();
+
   auto gone = client.StartJob("gone", {}, std::chrono::seconds(1));
   ASSERT_TRUE(gone.ok()) << gone.status().ToString();
   ASSERT_TRUE(gone->first_poll.has_value());

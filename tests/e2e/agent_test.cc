@@ -358,8 +358,16 @@ TEST_F(AgentTest, MalformedInputGets400WithAReasonAndChangesNothing) {
   EXPECT_TRUE(packages->empty());
   EXPECT_EQ(*api_->GetJob("keep"), *before);
 
-  HttpReply bad_wait = agent_.Http("GET", "/v1/runs/abc?wait=soon");
-  EXPECT_EQ(bad_wait.status, 400) << bad_wait.body;
+  // A wait is a whole number of seconds from 0; 1.5 and -1 were taken as 1 and 0 (QA).
+  for (const char* wait : {"soon", "1.5", "-1", "", "1s", "99999999999999999999"}) {
+    HttpReply bad_wait = agent_.Http("GET", std::string("/v1/runs/abc?wait=") + wait);
+    EXPECT_EQ(bad_wait.status, 400) << wait << ": " << bad_wait.body;
+    HttpReply bad_start = agent_.Http("POST", std::string("/v1/jobs/keep/start?wait=") + wait, "{}");
+    EXPECT_EQ(bad_start.status, 400) << wait << ": " << bad_start.body;
+  }
+  EXPECT_TRUE(History("keep").empty()) << "a start with a bad wait started a run";
+  HttpReply capped = agent_.Http("GET", "/v1/runs/abc?wait=3600");
+  EXPECT_EQ(capped.status, 404) << "a long wait is capped, not refused: " << capped.body;
   HttpReply no_run = agent_.Http("GET", "/v1/runs/no-such-run");
   EXPECT_EQ(no_run.status, 404) << no_run.body;
   HttpReply no_route = agent_.Http("GET", "/v1/nothing-here");
