@@ -7,12 +7,15 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <set>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "fanout/event.h"
@@ -44,10 +47,33 @@ class CancelToken {
   // Sleeps up to `d`; returns false when canceled first.
   bool SleepFor(std::chrono::milliseconds d) const;
 
+  // While it lives, a Callback from OnCancel runs its function once if the token is canceled,
+  // on the canceling thread: for a blocking call that cannot poll fd() (an HTTP request). Its end
+  // waits for a run of the function under way, after which it never runs.
+  class Callback {
+   public:
+    Callback() = default;
+    Callback(Callback&& other) noexcept
+        : token_(std::exchange(other.token_, nullptr)), id_(other.id_) {}
+    Callback& operator=(Callback&& other) noexcept;
+    ~Callback();
+
+   private:
+    friend class CancelToken;
+    Callback(const CancelToken* token, uint64_t id) : token_(token), id_(id) {}
+    const CancelToken* token_ = nullptr;
+    uint64_t id_ = 0;
+  };
+  // Nothing is registered when the token is already canceled: the caller sees canceled().
+  [[nodiscard]] Callback OnCancel(std::function<void()> stop) const;
+
  private:
   std::atomic<Reason> reason_{Reason::kNone};
   mutable std::mutex mu_;  // guards fd_ creation against a concurrent Cancel()
   mutable int fd_ = -1;
+  mutable std::mutex callbacks_mu_;  // held while Cancel() runs them
+  mutable std::map<uint64_t, std::function<void()>> callbacks_;
+  mutable uint64_t next_callback_ = 0;
 };
 
 enum class TaskResult { kSuccess, kFailure, kCanceled };

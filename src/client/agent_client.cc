@@ -545,6 +545,10 @@ Result<StartResult> AgentClient::StartJob(
   return out;
 }
 
+void AgentClient::Interrupt() {
+  if (http_) http_->stop();  // cpp-httplib: shuts the socket of a request in flight down
+}
+
 Result<json> AgentClient::GetRun(const std::string& run_id,
                                  std::optional<std::chrono::seconds> wait,
                                  const std::optional<std::string>& known_execution_id) {

@@ -161,6 +161,9 @@ class AgentClient {
   // endpoint's read timeout (a stop that must give up at a deadline).
   Result<nlohmann::json> StopRun(const std::string& run_id,
                                  std::optional<std::chrono::milliseconds> within = std::nullopt);
+  // From another thread: ends the request under way at once (it fails as Unavailable); the
+  // next call connects again.
+  void Interrupt();
   // The id of the run a start with `idempotency_key` began on this agent; "" when none did.
   Result<std::string> FindRunByKey(const std::string& idempotency_key);
   // The whole answer: {"runs": [...]}, newest first; limit 0 leaves the agent's default (50).

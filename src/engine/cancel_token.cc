@@ -25,8 +25,35 @@ void Signal(int fd) {
 void CancelToken::Cancel(Reason reason) {
   Reason expected = Reason::kNone;
   if (!reason_.compare_exchange_strong(expected, reason)) return;
-  std::lock_guard lock(mu_);
-  if (fd_ >= 0) Signal(fd_);
+  {
+    std::lock_guard lock(mu_);
+    if (fd_ >= 0) Signal(fd_);
+  }
+  std::lock_guard lock(callbacks_mu_);
+  for (auto& [id, stop] : callbacks_) stop();
+  callbacks_.clear();
+}
+
+CancelToken::Callback CancelToken::OnCancel(std::function<void()> stop) const {
+  std::lock_guard lock(callbacks_mu_);
+  if (canceled()) return Callback();
+  callbacks_.emplace(++next_callback_, std::move(stop));
+  return Callback(this, next_callback_);
+}
+
+CancelToken::Callback& CancelToken::Callback::operator=(Callback&& other) noexcept {
+  if (this != &other) {
+    Callback gone(std::move(*this));
+    token_ = std::exchange(other.token_, nullptr);
+    id_ = other.id_;
+  }
+  return *this;
+}
+
+CancelToken::Callback::~Callback() {
+  if (token_ == nullptr) return;
+  std::lock_guard lock(token_->callbacks_mu_);
+  token_->callbacks_.erase(id_);
 }
 
 int CancelToken::fd() const {

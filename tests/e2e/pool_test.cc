@@ -1341,6 +1341,7 @@ class PoolCancelTest : public PoolTest {
     ASSERT_TRUE(WaitFor([&] { return Busy(0) == 2 && Busy(1) == 2; }, milliseconds(10000)))
         << "the children never all ran; parent stderr:\n" << ReadText(work_.path() + "/fanout.err");
     auto signaled = SteadyClock::now();
+    const DateTime signaled_at = Now();
     kill(run.pid(), sig);
     EXPECT_EQ(run.Wait(seconds(20)), 3) << ReadText(work_.path() + "/fanout.err");
     EXPECT_LT(SecondsSince(signaled), 10.0);
@@ -1350,6 +1351,10 @@ class PoolCancelTest : public PoolTest {
       for (const json& r : History(i, "long")) {
         ++remote;
         EXPECT_EQ(r.value("status", ""), "canceled") << agent(i).name() << ": " << r.dump();
+        // At once, not when the parent's poll under way ends (up to 1 s later; QA).
+        auto ended = ParseDateTime(r.value("ended_at", ""));
+        ASSERT_TRUE(ended.ok()) << r.dump();
+        EXPECT_LT(std::chrono::duration<double>(*ended - signaled_at).count(), 0.6) << r.dump();
       }
       EXPECT_EQ(Busy(i), 0) << agent(i).name() << " still runs a child of the canceled parent";
     }

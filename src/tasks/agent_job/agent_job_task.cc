@@ -29,9 +29,9 @@ using client::Lease;
 using nlohmann::json;
 using namespace std::chrono_literals;
 
-// Long-polls are short so that cancel is seen within this time; a lost agent is seen when the
-// connection breaks (then given kComeBackWait), or after the wait plus this read margin when it
-// falls silent (< 10 s either way).
+// Long-polls are short, and a cancel cuts the one under way short (CancelToken::OnCancel); a lost
+// agent is seen when the connection breaks (then given kComeBackWait), or after the wait plus
+// this read margin when it falls silent (< 10 s either way).
 constexpr auto kPollWait = std::chrono::seconds(1);
 constexpr auto kReadMargin = 3000ms;
 constexpr auto kStopWait = std::chrono::seconds(15);  // for a stopped child to report canceled
@@ -199,12 +199,17 @@ class AgentJobTask : public Task {
       // said (and where the child runs recorded) as soon as the agent accepts it.
       const std::optional<std::chrono::seconds> first_poll =
           wait ? std::optional(kPollWait) : std::nullopt;
+      // Once the start is accepted, a cancel cuts the wait after it short (Follow then stops the
+      // run); before, it would make the start's fate unknown.
+      CancelToken::Callback cut_wait;
       auto accepted = [&](const client::StartResult& run) {
         context.Emit(EventType::kOnInformation,
                      fmt::format("job {} {} on agent {} as run {}", *job_name,
                                  run.existing ? "was already started" : "started",
                                  lease.agent_name(), run.run_id));
-        if (wait) context.RecordWhereItRuns(lease.agent_name(), "");
+        if (!wait) return;
+        context.RecordWhereItRuns(lease.agent_name(), "");
+        cut_wait = context.cancel().OnCancel([&lease] { lease.client().Interrupt(); });
       };
       poll_started = std::chrono::steady_clock::now();
       auto result = lease.client().StartJob(*job_name, start, first_poll, accepted);
@@ -213,6 +218,7 @@ class AgentJobTask : public Task {
         poll_started = std::chrono::steady_clock::now();
         result = lease.client().StartJob(*job_name, start, first_poll, accepted);
       }
+      cut_wait = CancelToken::Callback();
       if (result.ok()) {
         started = *result;
         break;
@@ -333,9 +339,19 @@ class AgentJobTask : public Task {
                 child, agent};
       }
       if (!stopping && !first_poll) poll_started = std::chrono::steady_clock::now();
-      Result<json> run = first_poll ? *std::move(first_poll)
-                                    : lease.client().GetRun(run_id, kPollWait, child);
-      first_poll.reset();
+      Result<json> run = [&]() -> Result<json> {
+        if (first_poll) {
+          Result<json> polled = *std::move(first_poll);
+          first_poll.reset();
+          return polled;
+        }
+        // A cancel cuts the poll short rather than wait for its end (up to kPollWait): the
+        // run is stopped at once. Polls after the stop (nothing registered: already canceled)
+        // run their course.
+        CancelToken::Callback cut_poll =
+            context.cancel().OnCancel([&lease] { lease.client().Interrupt(); });
+        return lease.client().GetRun(run_id, kPollWait, child);
+      }();
       if (!run.ok()) {
         const Status& st = run.status();
         if (st.code() == Code::kUnavailable && context.cancel().canceled() &&
