@@ -68,12 +68,13 @@ class CancelToken {
   [[nodiscard]] Callback OnCancel(std::function<void()> stop) const;
 
  private:
+  struct Callbacks;  // by id; made by the first OnCancel, which few tokens see
   std::atomic<Reason> reason_{Reason::kNone};
-  mutable std::mutex mu_;  // guards fd_ creation against a concurrent Cancel()
+  // Guards fd_'s creation and callbacks_ against a concurrent Cancel(), which holds it while
+  // it runs the callbacks.
+  mutable std::mutex mu_;
   mutable int fd_ = -1;
-  mutable std::mutex callbacks_mu_;  // held while Cancel() runs them
-  mutable std::map<uint64_t, std::function<void()>> callbacks_;
-  mutable uint64_t next_callback_ = 0;
+  mutable std::unique_ptr<Callbacks> callbacks_;
 };
 
 enum class TaskResult { kSuccess, kFailure, kCanceled };

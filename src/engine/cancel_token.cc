@@ -4,10 +4,18 @@
 #include <unistd.h>
 
 #include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
 
 #include "fanout/task.h"
 
 namespace fanout {
+
+struct CancelToken::Callbacks {
+  std::map<uint64_t, std::function<void()>> by_id;
+  uint64_t last_id = 0;
+};
 
 CancelToken::CancelToken() = default;
 
@@ -25,20 +33,19 @@ void Signal(int fd) {
 void CancelToken::Cancel(Reason reason) {
   Reason expected = Reason::kNone;
   if (!reason_.compare_exchange_strong(expected, reason)) return;
-  {
-    std::lock_guard lock(mu_);
-    if (fd_ >= 0) Signal(fd_);
-  }
-  std::lock_guard lock(callbacks_mu_);
-  for (auto& [id, stop] : callbacks_) stop();
-  callbacks_.clear();
+  std::lock_guard lock(mu_);
+  if (fd_ >= 0) Signal(fd_);
+  if (callbacks_ == nullptr) return;
+  for (auto& [id, stop] : callbacks_->by_id) stop();
+  callbacks_->by_id.clear();
 }
 
 CancelToken::Callback CancelToken::OnCancel(std::function<void()> stop) const {
-  std::lock_guard lock(callbacks_mu_);
+  std::lock_guard lock(mu_);
   if (canceled()) return Callback();
-  callbacks_.emplace(++next_callback_, std::move(stop));
-  return Callback(this, next_callback_);
+  if (callbacks_ == nullptr) callbacks_ = std::make_unique<Callbacks>();
+  callbacks_->by_id.emplace(++callbacks_->last_id, std::move(stop));
+  return Callback(this, callbacks_->last_id);
 }
 
 CancelToken::Callback& CancelToken::Callback::operator=(Callback&& other) noexcept {
@@ -52,8 +59,8 @@ CancelToken::Callback& CancelToken::Callback::operator=(Callback&& other) noexce
 
 CancelToken::Callback::~Callback() {
   if (token_ == nullptr) return;
-  std::lock_guard lock(token_->callbacks_mu_);
-  token_->callbacks_.erase(id_);
+  std::lock_guard lock(token_->mu_);
+  token_->callbacks_->by_id.erase(id_);
 }
 
 int CancelToken::fd() const {
