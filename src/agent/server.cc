@@ -74,11 +74,16 @@ json TimeJson(const std::optional<DateTime>& t) {
   return t ? json(FormatDateTime(*t)) : json(nullptr);
 }
 
+// Every answer's JSON text. Captured output that is not UTF-8 (binary bytes, a character cut at
+// the 64 KiB limit) shows as U+FFFD: `strict` threw, and the run and its job's history answered
+// 500 for ever.
+std::string JsonText(const json& body) {
+  return body.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
 void Reply(httplib::Response& res, int status, const json& body) {
   res.status = status;
-  // Captured output that is not UTF-8 (binary bytes, a character cut at the 64 KiB limit)
-  // shows as U+FFFD: `strict` threw, and the run and its job's history answered 500 for ever.
-  res.set_content(body.dump(-1, ' ', false, json::error_handler_t::replace), "application/json");
+  res.set_content(JsonText(body), "application/json");
 }
 
 void ReplyError(httplib::Response& res, const Status& status, const std::string& error) {
@@ -86,9 +91,7 @@ void ReplyError(httplib::Response& res, const Status& status, const std::string&
 }
 
 // One line of an application/x-ndjson answer.
-std::string JsonLine(const json& body) {
-  return body.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
-}
+std::string JsonLine(const json& body) { return JsonText(body) + "\n"; }
 
 // The request's `wait` in seconds, at most kMaxWaitSeconds; nullopt after answering 400.
 std::optional<int> WaitSeconds(const httplib::Request& req, httplib::Response& res) {
@@ -763,7 +766,7 @@ void AgentServer::Routes() {
         break;
       }
       if (i > 0) body += ',';
-      body += RunJson((*runs)[i], *store_, true).dump(-1, ' ', false, json::error_handler_t::replace);
+      body += JsonText(RunJson((*runs)[i], *store_, true));
     }
     body += truncated ? "],\"truncated\":true}" : "]}";
     res.status = 200;

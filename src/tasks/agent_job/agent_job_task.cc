@@ -84,6 +84,11 @@ class DurationHistory {
   std::map<std::string, std::shared_ptr<std::vector<ExecutionRow>>> cache_;
 };
 
+// While the returned callback lives, a cancel of the task ends the lease's request under way.
+CancelToken::Callback InterruptOnCancel(TaskContext& context, Lease& lease) {
+  return context.cancel().OnCancel([&lease] { lease.client().Interrupt(); });
+}
+
 class AgentJobTask : public Task {
  public:
   std::string connection;
@@ -209,7 +214,7 @@ class AgentJobTask : public Task {
                                  lease.agent_name(), run.run_id));
         if (!wait) return;
         context.RecordWhereItRuns(lease.agent_name(), "");
-        cut_wait = context.cancel().OnCancel([&lease] { lease.client().Interrupt(); });
+        cut_wait = InterruptOnCancel(context, lease);
       };
       poll_started = std::chrono::steady_clock::now();
       auto result = lease.client().StartJob(*job_name, start, first_poll, accepted);
@@ -348,8 +353,7 @@ class AgentJobTask : public Task {
         // A cancel cuts the poll short rather than wait for its end (up to kPollWait): the
         // run is stopped at once. Polls after the stop (nothing registered: already canceled)
         // run their course.
-        CancelToken::Callback cut_poll =
-            context.cancel().OnCancel([&lease] { lease.client().Interrupt(); });
+        CancelToken::Callback cut_poll = InterruptOnCancel(context, lease);
         return lease.client().GetRun(run_id, kPollWait, child);
       }();
       if (!run.ok()) {
