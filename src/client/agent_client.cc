@@ -207,6 +207,19 @@ Status CheckToken(std::string_view token, std::string_view source) {
       bad - token.begin() + 1));
 }
 
+Result<std::string> TokenFileCache::Read(const std::string& path,
+                                         std::chrono::steady_clock::time_point now) {
+  {
+    std::lock_guard lock(mu_);
+    auto it = kept_.find(path);
+    if (it != kept_.end() && now - it->second.read_at < fresh_for_) return it->second.token;
+  }
+  ASSIGN_OR_RETURN(std::string token, ReadTokenFile(path));
+  std::lock_guard lock(mu_);
+  kept_[path] = {token, now};
+  return token;
+}
+
 Result<std::string> ResolveToken(const std::string& token_file, const std::string& token_env) {
   if (!token_file.empty()) return ReadTokenFile(token_file);
   const char* value = token_env.empty() ? nullptr : std::getenv(token_env.c_str());

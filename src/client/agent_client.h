@@ -7,6 +7,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -99,6 +100,26 @@ Status CheckToken(std::string_view token, std::string_view source);
 // the value of the environment variable `token_env` (empty when unset: no token is sent).
 Result<std::string> ResolveToken(const std::string& token_file,
                                  const std::string& token_env = "FANOUT_TOKEN");
+
+// Token files as ReadTokenFile reads them, each read again only once `fresh_for` has passed
+// since its last read: every child of a pool resolves the token of every member, a file read
+// each, and a token file rewritten during a run still takes effect within `fresh_for`. A read
+// that fails is not kept. Thread-safe.
+class TokenFileCache {
+ public:
+  explicit TokenFileCache(std::chrono::steady_clock::duration fresh_for) : fresh_for_(fresh_for) {}
+  Result<std::string> Read(const std::string& path,
+                           std::chrono::steady_clock::time_point now = std::chrono::steady_clock::now());
+
+ private:
+  struct Kept {
+    std::string token;
+    std::chrono::steady_clock::time_point read_at;
+  };
+  const std::chrono::steady_clock::duration fresh_for_;
+  std::mutex mu_;
+  std::map<std::string, Kept> kept_;
+};
 
 // One agent's API. Keeps one keep-alive connection, so consecutive calls reuse it.
 // Thread-compatible: one thread at a time per instance; use one AgentClient per thread (they

@@ -84,6 +84,12 @@ class DurationHistory {
   std::map<std::string, std::shared_ptr<std::vector<ExecutionRow>>> cache_;
 };
 
+// Agent connections' token files, read once a second at most rather than by every child.
+client::TokenFileCache& TokenFiles() {
+  static auto* files = new client::TokenFileCache(std::chrono::seconds(1));  // used until exit
+  return *files;
+}
+
 // While the returned callback lives, a cancel of the task ends the lease's request under way.
 CancelToken::Callback InterruptOnCancel(TaskContext& context, Lease& lease) {
   return context.cancel().OnCancel([&lease] { lease.client().Interrupt(); });
@@ -460,8 +466,12 @@ class AgentJobTask : public Task {
       auto path = [&](const char* key) {
         return settings[key].empty() ? std::string() : context.ResolvePath(settings[key]);
       };
-      auto token = client::ResolveToken(path("token_file"),
-                                        settings["token_env"].empty() ? "FANOUT_TOKEN" : settings["token_env"]);
+      const std::string token_file = path("token_file");
+      auto token = !token_file.empty()
+                       ? TokenFiles().Read(token_file)
+                       : client::ResolveToken("", settings["token_env"].empty()
+                                                       ? "FANOUT_TOKEN"
+                                                       : settings["token_env"]);
       if (!token.ok()) return token.status().WithContext("agent connection " + name);
       e.token = *token;
       e.ca_file = path("ca");
