@@ -226,11 +226,17 @@ class Server {
   bool created_ = false;
 };
 
+// Tests that freeze or cut off an agent running a child wait for the parent to print that the
+// child started there (an information event): the agent counts the run busy a moment before
+// its answer reaches the parent, and a loss in that moment is a lost start, not a lost run.
+constexpr const char* kStartsShown = "EWIP";
+constexpr const char* kStartedLine = " started on agent ";
+
 // A `fanout run` started in the background; killed and reaped if the test ends first.
 class BackgroundRun {
  public:
   BackgroundRun(const std::vector<std::string>& args, const std::string& cwd)
-      : pid_(StartFanout(args, cwd)) {}
+      : pid_(StartFanout(args, cwd)), cwd_(cwd) {}
   ~BackgroundRun() {
     if (pid_ > 0) {
       kill(pid_, SIGKILL);
@@ -246,9 +252,14 @@ class BackgroundRun {
     pid_ = -1;
     return code;
   }
+  // Whether its standard output shows `text` within `limit`.
+  bool Printed(const std::string& text, milliseconds limit) const {
+    return WaitFor([&] { return Has(ReadText(cwd_ + "/fanout.out"), text); }, limit);
+  }
 
  private:
   int pid_;
+  std::string cwd_;
 };
 
 // What the catalog holds about one parent execution.
@@ -1028,7 +1039,10 @@ TEST_F(PoolTest, AFrozenAgentsRunIsStoppedWhenItAnswersAgain) {
   ASSERT_TRUE(StartAgents({1, 1}));
   ASSERT_TRUE(Deploy({{"slow.yaml", ShellJob("slow", "sleep 6")}}));
   std::string parent = WriteParent("frozen", FanTask(1, 1, "slow", "        retries: 1\n"));
-  BackgroundRun run({"run", parent, "--catalog", CatalogSpec()}, work_.path());
+  BackgroundRun run({"run", parent, "--catalog", CatalogSpec(), "--reporting", kStartsShown},
+                    work_.path());
+  // Frozen once the parent knows the run: before, its start's fate would be unknown instead.
+  ASSERT_TRUE(run.Printed(kStartedLine, milliseconds(10000)));
   int frozen = -1;
   ASSERT_TRUE(WaitFor(
       [&] {
@@ -1083,7 +1097,9 @@ TEST_F(PoolAcrossServersTest, AServerCutOffMidRunLosesItsChildToAnother) {
   ASSERT_TRUE(Deploy({{"slow.yaml", ShellJob("slow", "if mkdir " + first +
                                                          "; then sleep 30; else sleep 6; fi")}}));
   std::string parent = WriteParent("cut", FanTask(1, 1, "slow", "        retries: 1\n"));
-  BackgroundRun run({"run", parent, "--catalog", CatalogSpec()}, work_.path());
+  BackgroundRun run({"run", parent, "--catalog", CatalogSpec(), "--reporting", kStartsShown},
+                    work_.path());
+  ASSERT_TRUE(run.Printed(kStartedLine, milliseconds(10000)));
   int cut = -1;
   ASSERT_TRUE(WaitFor(
       [&] {
@@ -1382,8 +1398,9 @@ TEST_F(PoolTest, ACancelKeepsStoppingAnAgentThatDoesNotAnswerForAWhile) {
   ASSERT_TRUE(StartAgents({1}));
   ASSERT_TRUE(Deploy({{"long.yaml", ShellJob("long", "exec sleep 30")}}));
   std::string parent = WriteParent("unreachable-stop", FanTask(1, 1, "long"));
-  BackgroundRun run({"run", parent, "--catalog", CatalogSpec()}, work_.path());
-  ASSERT_TRUE(WaitFor([&] { return Busy(0) == 1; }, milliseconds(10000)));
+  BackgroundRun run({"run", parent, "--catalog", CatalogSpec(), "--reporting", kStartsShown},
+                    work_.path());
+  ASSERT_TRUE(run.Printed(kStartedLine, milliseconds(10000)));
   kill(agent(0).pid(), SIGSTOP);
   kill(run.pid(), SIGINT);
   // Long enough for the long-poll under way (1 s + 4 s) and then a stop (4 s) to be given up.
