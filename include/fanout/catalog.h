@@ -162,8 +162,9 @@ struct RecorderOptions {
   std::function<bool()> stop_retrying{};
 };
 
-// Hands rows and events to a background thread that masks secrets, writes events to the log
-// sinks at once and to the catalog in batches. Record* calls are cheap and thread-safe; they
+// Hands rows and events to a background thread that masks secrets and writes events to the log
+// sinks at once, and from there to a second one that writes them to the catalog in batches (a
+// catalog that hangs does not hold the console up). Record* calls are cheap and thread-safe; they
 // wait only when tens of thousands of rows are queued that the thread has not taken yet, which
 // keeps memory bounded when a run makes events faster than the catalog takes them.
 // Flush() blocks until everything recorded before it is written; the destructor flushes.

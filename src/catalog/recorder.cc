@@ -1,6 +1,7 @@
-// Recorder: takes rows and events from any thread, and on its one background thread masks
-// secrets, hands events to the log sinks at once and writes everything to the catalog in batches,
-// retrying while the catalog is unavailable.
+// Recorder: takes rows and events from any thread. Its delivery thread masks secrets, hands
+// events to the log sinks at once and passes the rows on to its catalog thread, which writes
+// them in batches, retrying (and spooling) while the catalog is unavailable: a catalog that
+// hangs holds up neither the console nor the log files.
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
@@ -124,10 +125,13 @@ struct Recorder::Impl {
     uid_prefix = NewExecutionId();
   }
 
-  void Run();
+  void Run();       // the delivery thread
+  void WriteLoop();  // the catalog thread
   template <typename Push>
   void Enqueue(Push push);
   void Deliver(CatalogBatch& round);
+  void HandOver(CatalogBatch& round, uint64_t flush_ticket, bool stop);
+  void TakeInbox(CatalogBatch& rows);
   void MaybeWriteCatalog(bool force);
   void WritePending();
   void OnWriteFailure(const Status& status);
@@ -137,22 +141,24 @@ struct Recorder::Impl {
   void FlushSinks();
   void Shutdown();
   void ReplayLeftovers();
-  Clock::time_point NextDeadline() const;
+  Clock::time_point DeliveryDeadline(bool gather) const;
+  Clock::time_point WriteDeadline() const;
 
-  std::unique_ptr<Catalog> catalog;       // may be null
+  std::unique_ptr<Catalog> catalog;       // may be null: then there is no catalog thread
   std::unique_ptr<catalog::Spool> spool;  // null: rows wait in memory only
   std::string uid_prefix;                 // events get uid PREFIX:SEQ, unique across processes
-  uint64_t next_event_seq = 0;            // the thread's own (Deliver)
+  uint64_t next_event_seq = 0;            // the delivery thread's own (Deliver)
   std::vector<std::unique_ptr<EventSink>> sinks;
   Masker* masker;
   Clock::duration shutdown_retry;
   std::function<bool()> stop_retrying;  // may be empty
 
-  // Shared between producers and the thread, guarded by mu.
+  // Shared between producers and both threads, guarded by mu.
   std::mutex mu;
-  std::condition_variable wake;     // producers, Flush and the destructor -> the thread
-  std::condition_variable flushed;  // the thread -> Flush callers
-  std::condition_variable room;     // the thread -> producers waiting at kMaxQueuedRows
+  std::condition_variable wake;          // producers, Flush and the destructor -> delivery
+  std::condition_variable writer_wake;   // delivery -> the catalog thread
+  std::condition_variable flushed;       // -> Flush callers
+  std::condition_variable room;          // -> producers waiting at kMaxQueuedRows
   int producers_waiting = 0;
   std::vector<ExecutionRow> executions;
   std::vector<TaskRunRow> task_runs;
@@ -162,28 +168,43 @@ struct Recorder::Impl {
   uint64_t flush_requested = 0;  // tickets handed out by Flush()
   uint64_t flush_done = 0;       // tickets whose rows have all been delivered
   bool stopping = false;
-  bool idle = false;             // the thread waits; a producer that sees this may wake it
-  bool waiting_forever = false;  // ...with no deadline: nothing will wake it but a producer
+  bool idle = false;          // delivery waits; a producer that sees this may wake it
+  bool gather_sleep = false;  // ...for at most kGatherDelay: rows are gathering
+  // Rows delivered to the sinks, for the catalog thread, with the newest Flush ticket and the
+  // end handed over with them (a ticket is done once the catalog thread has written its rows).
+  CatalogBatch inbox;
+  uint64_t flush_handed = 0;
+  bool writer_stopping = false;
+  bool writer_idle = false;             // the catalog thread waits...
+  bool writer_waiting_forever = false;  // ...with no deadline: nothing will wake it but delivery
 
-  // Called with `mu` held by a producer that has just queued a row. A thread that sleeps with
-  // a deadline (rows are gathering) wakes on its own within kGatherDelay, so it is woken early
-  // only when a batch's worth has queued.
+  // Called with `mu` held by a producer that has just queued a row. Delivery that sleeps while
+  // rows gather wakes on its own within kGatherDelay, so it is woken early only when a batch's
+  // worth has queued.
   bool ShouldWake() {
     if (!idle) return false;
-    if (!waiting_forever && QueuedRows() < kGatherRows) return false;
+    if (gather_sleep && QueuedRows() < kGatherRows) return false;
     idle = false;
     return true;
   }
-  // With `mu` held: whether the thread has something to do now.
+  // With `mu` held: whether delivery has something to do now.
   bool HasWork() const {
     return !executions.empty() || !task_runs.empty() || !events.empty() || !deferred.empty() ||
-           stopping || flush_requested > flush_done;
+           stopping || flush_requested > flush_handed;
+  }
+  // With `mu` held: whether the catalog thread has something to do now.
+  bool WriterHasWork() const {
+    return RowCount(inbox) > 0 || writer_stopping || flush_handed > flush_done;
   }
   size_t QueuedRows() const {
-    return executions.size() + task_runs.size() + events.size() + deferred_rows;
+    return executions.size() + task_runs.size() + events.size() + deferred_rows + RowCount(inbox);
   }
 
-  // The thread's own state.
+  // The delivery thread's own state.
+  bool sinks_dirty = false;
+  Clock::time_point last_sink_flush;
+
+  // The catalog thread's own state.
   CatalogBatch pending;                                   // rows not yet in the catalog
   std::unordered_map<std::string, size_t> task_run_slot;  // key -> index in pending.task_runs
   Clock::time_point pending_since;
@@ -198,10 +219,9 @@ struct Recorder::Impl {
   bool leftovers_waiting = false;
   bool leftovers_retried = false;
   Clock::duration retry_delay = kFirstRetryDelay;
-  bool sinks_dirty = false;
-  Clock::time_point last_sink_flush;
 
-  std::thread thread;
+  std::thread thread;         // delivery
+  std::thread writer_thread;  // the catalog's, when there is one
 };
 
 Recorder::Recorder(std::unique_ptr<Catalog> catalog, std::vector<std::unique_ptr<EventSink>> sinks,
@@ -210,12 +230,13 @@ Recorder::Recorder(std::unique_ptr<Catalog> catalog, std::vector<std::unique_ptr
       keeps_nothing_(!catalog && sinks.empty()),
       impl_(std::make_unique<Impl>(std::move(catalog), std::move(sinks), masker_.get(), options)) {
   impl_->thread = std::thread([impl = impl_.get()] { impl->Run(); });
-  // Gives the new thread its chance to reach its first wait (the start of Impl::Run) before
-  // this one goes on; it usually does. A new thread starts on the CPU of the thread that made
-  // it; left runnable there while its maker ran a package, it was given that CPU for a whole
-  // 4 ms tick while the other CPU stayed idle, which doubled a 10,000-task run's time in about
-  // half the runs. Asleep, it is woken later onto an idle CPU. Waiting for a flag instead cost
-  // each child `fanout run` of an agent about 0.5 ms at start on a busy machine.
+  if (impl_->catalog) impl_->writer_thread = std::thread([impl = impl_.get()] { impl->WriteLoop(); });
+  // Gives the new threads their chance to reach their first waits before this one goes on;
+  // they usually do. A new thread starts on the CPU of the thread that made it; left runnable
+  // there while its maker ran a package, it was given that CPU for a whole 4 ms tick while the
+  // other CPU stayed idle, which doubled a 10,000-task run's time in about half the runs.
+  // Asleep, it is woken later onto an idle CPU. Waiting for a flag instead cost each child
+  // `fanout run` of an agent about 0.5 ms at start on a busy machine.
   std::this_thread::yield();
 }
 
@@ -225,7 +246,8 @@ Recorder::~Recorder() {
     impl_->stopping = true;
   }
   impl_->wake.notify_one();
-  impl_->thread.join();
+  impl_->thread.join();  // hands the end over to the catalog thread
+  if (impl_->writer_thread.joinable()) impl_->writer_thread.join();
 }
 
 // The producer side is a push under a mutex; the thread is woken only when it sleeps without a
@@ -287,27 +309,22 @@ void Recorder::Impl::Run() {
   std::vector<DeferredRows> round_deferred;
   CatalogBatch reordered;  // MakeDeferredRows' scratch
   last_sink_flush = Clock::now();
-  {
-    // First, straight to sleep (see the constructor): leftovers and rows come after.
-    std::unique_lock lock(mu);
-    idle = true;
-    waiting_forever = true;
-    wake.wait_for(lock, kFirstWait, [&] { return HasWork(); });
-    idle = false;
-  }
-  // Rows that earlier processes could not deliver go first, so the catalog stays in order.
-  ReplayLeftovers();
+  // After a round that carried rows, the next ones gather for kGatherDelay (producers do not
+  // wake this thread for each), so that a busy engine pays no system call per event.
+  bool gather = false;
   for (;;) {
     uint64_t flush_ticket;
-    bool stop;
+    bool flush, stop;
     {
       std::unique_lock lock(mu);
       while (!HasWork()) {
-        Clock::time_point deadline = NextDeadline();
+        Clock::time_point deadline = DeliveryDeadline(gather);
+        gather = false;
         if (deadline <= Clock::now()) break;
         idle = true;
-        waiting_forever = deadline == Clock::time_point::max();
-        if (waiting_forever) {
+        gather_sleep = deadline != Clock::time_point::max() &&
+                       deadline - Clock::now() <= kGatherDelay;
+        if (deadline == Clock::time_point::max()) {
           wake.wait(lock);
         } else {
           wake.wait_until(lock, deadline);
@@ -320,53 +337,33 @@ void Recorder::Impl::Run() {
       round_deferred.swap(deferred);
       deferred_rows = 0;
       flush_ticket = flush_requested;
+      flush = flush_ticket > flush_handed;
       stop = stopping;
       if (producers_waiting > 0) room.notify_all();
     }
     if (!round_deferred.empty()) MakeDeferredRows(round_deferred, round, reordered);
+    gather = RowCount(round) > 0;
     Deliver(round);
-    if (stop) break;
-    bool flush = flush_ticket > flush_done;  // only this thread writes flush_done
-    MaybeWriteCatalog(flush);
-    if (flush || (sinks_dirty && Clock::now() - last_sink_flush >= kSinkFlushInterval)) {
+    if (stop || flush || (sinks_dirty && Clock::now() - last_sink_flush >= kSinkFlushInterval)) {
       FlushSinks();
     }
-    if (flush) {
-      std::lock_guard lock(mu);
-      flush_done = flush_ticket;
-      flushed.notify_all();
-    }
+    HandOver(round, flush_ticket, stop);
+    if (stop) return;
   }
-  // The destructor set `stopping` after every Record* call it follows, so this round held
-  // everything.
-  Shutdown();
-  // A Flush() racing with the destructor (a caller bug) returns rather than hang.
-  std::lock_guard lock(mu);
-  flush_done = flush_requested;
-  flushed.notify_all();
 }
 
-// Masks, hands events to the sinks in order, and queues everything for the catalog.
+// Masks the round's rows, hands its events to the sinks in order and names them; the rows stay
+// in `round` for HandOver.
 void Recorder::Impl::Deliver(CatalogBatch& round) {
   bool mask = !masker->empty();
-  if (catalog && RowCount(pending) == 0) pending_since = Clock::now();
   for (ExecutionRow& row : round.executions) {
-    if (mask) {
-      row.message = masker->Mask(row.message);
-      for (auto& [name, param] : row.parameters) param.value = masker->MaskValue(param.value);
-    }
-    if (catalog) pending.executions.push_back(std::move(row));
+    if (!mask) break;
+    row.message = masker->Mask(row.message);
+    for (auto& [name, param] : row.parameters) param.value = masker->MaskValue(param.value);
   }
   for (TaskRunRow& row : round.task_runs) {
-    if (mask) row.message = masker->Mask(row.message);
-    if (!catalog) continue;
-    // A task's "running" and final rows often arrive together; store only the final one.
-    auto [it, inserted] = task_run_slot.try_emplace(TaskRunKey(row), pending.task_runs.size());
-    if (inserted) {
-      pending.task_runs.push_back(std::move(row));
-    } else {
-      pending.task_runs[it->second] = std::move(row);
-    }
+    if (!mask) break;
+    row.message = masker->Mask(row.message);
   }
   for (Event& event : round.events) {
     // Named here, in queue order, rather than by the engine's thread as it emits: a string
@@ -378,16 +375,126 @@ void Recorder::Impl::Deliver(CatalogBatch& round) {
       event.source = masker->Mask(event.source);
     }
     for (auto& sink : sinks) sink->Write(event);
-    if (catalog) pending.events.push_back(std::move(event));
   }
   if (!round.events.empty() && !sinks.empty()) sinks_dirty = true;
-  round.executions.clear();
-  round.task_runs.clear();
-  round.events.clear();
+}
+
+// Passes the round's rows (emptying it), a Flush ticket and the end on to the catalog thread;
+// without a catalog, the rows are dropped and the ticket is done.
+void Recorder::Impl::HandOver(CatalogBatch& round, uint64_t flush_ticket, bool stop) {
+  if (!catalog) {
+    round.executions.clear();
+    round.task_runs.clear();
+    round.events.clear();
+    std::lock_guard lock(mu);
+    if (stop) flush_ticket = flush_requested;  // a Flush() racing with the destructor returns
+    if (flush_ticket > flush_done) {
+      flush_handed = flush_done = flush_ticket;
+      flushed.notify_all();
+    }
+    return;
+  }
+  bool wake_writer;
+  {
+    std::lock_guard lock(mu);
+    const bool was_empty = RowCount(inbox) == 0;
+    if (was_empty) {
+      std::swap(inbox, round);
+    } else {
+      std::move(round.executions.begin(), round.executions.end(), std::back_inserter(inbox.executions));
+      std::move(round.task_runs.begin(), round.task_runs.end(), std::back_inserter(inbox.task_runs));
+      std::move(round.events.begin(), round.events.end(), std::back_inserter(inbox.events));
+      round.executions.clear();
+      round.task_runs.clear();
+      round.events.clear();
+    }
+    const bool flush = flush_ticket > flush_handed;
+    if (flush) flush_handed = flush_ticket;
+    writer_stopping = writer_stopping || stop;
+    // A catalog thread gathering rows (it sleeps with a deadline) takes these when it wakes.
+    wake_writer = writer_idle && (flush || stop || writer_waiting_forever ||
+                                  RowCount(inbox) >= kGatherRows);
+    if (wake_writer) writer_idle = false;
+  }
+  if (wake_writer) writer_wake.notify_one();
+}
+
+// The catalog thread: rows from the inbox into `pending`, written in batches; during an outage
+// spooled and retried; at the end, retried for a while (Shutdown).
+void Recorder::Impl::WriteLoop() {
+  CatalogBatch taken;
+  {
+    // First, straight to sleep (see the constructor): leftovers and rows come after.
+    std::unique_lock lock(mu);
+    writer_idle = true;
+    writer_waiting_forever = true;
+    writer_wake.wait_for(lock, kFirstWait, [&] { return WriterHasWork(); });
+    writer_idle = false;
+  }
+  // Rows that earlier processes could not deliver go first, so the catalog stays in order.
+  ReplayLeftovers();
+  for (;;) {
+    uint64_t flush_ticket;
+    bool stop;
+    {
+      std::unique_lock lock(mu);
+      while (!WriterHasWork()) {
+        Clock::time_point deadline = WriteDeadline();
+        if (deadline <= Clock::now()) break;
+        writer_idle = true;
+        writer_waiting_forever = deadline == Clock::time_point::max();
+        if (writer_waiting_forever) {
+          writer_wake.wait(lock);
+        } else {
+          writer_wake.wait_until(lock, deadline);
+        }
+        writer_idle = false;
+      }
+      std::swap(taken, inbox);
+      flush_ticket = flush_handed;
+      stop = writer_stopping;
+      if (producers_waiting > 0) room.notify_all();
+    }
+    TakeInbox(taken);
+    if (stop) break;
+    bool flush = flush_ticket > flush_done;  // only this thread writes flush_done
+    MaybeWriteCatalog(flush);
+    if (flush) {
+      std::lock_guard lock(mu);
+      flush_done = flush_ticket;
+      flushed.notify_all();
+    }
+  }
+  // Delivery set `writer_stopping` after handing over its last rows, so this round held
+  // everything.
+  Shutdown();
+  // A Flush() racing with the destructor (a caller bug) returns rather than hang.
+  std::lock_guard lock(mu);
+  flush_done = flush_requested;
+  flushed.notify_all();
+}
+
+// Moves rows taken from the inbox (emptying `rows`) into `pending`.
+void Recorder::Impl::TakeInbox(CatalogBatch& rows) {
+  if (RowCount(rows) == 0) return;
+  if (RowCount(pending) == 0) pending_since = Clock::now();
+  for (ExecutionRow& row : rows.executions) pending.executions.push_back(std::move(row));
+  for (TaskRunRow& row : rows.task_runs) {
+    // A task's "running" and final rows often arrive together; store only the final one.
+    auto [it, inserted] = task_run_slot.try_emplace(TaskRunKey(row), pending.task_runs.size());
+    if (inserted) {
+      pending.task_runs.push_back(std::move(row));
+    } else {
+      pending.task_runs[it->second] = std::move(row);
+    }
+  }
+  for (Event& event : rows.events) pending.events.push_back(std::move(event));
+  rows.executions.clear();
+  rows.task_runs.clear();
+  rows.events.clear();
 }
 
 void Recorder::Impl::MaybeWriteCatalog(bool force) {
-  if (!catalog) return;
   Clock::time_point now = Clock::now();
   if (failing) {
     // During an outage rows go to the spool at once, so a crash loses almost nothing.
@@ -516,23 +623,29 @@ void Recorder::Impl::FlushSinks() {
   last_sink_flush = Clock::now();
 }
 
-Clock::time_point Recorder::Impl::NextDeadline() const {
+// When delivery must wake with nothing queued: the end of a gathering window (`gather`), else
+// the sinks' next flush.
+Clock::time_point Recorder::Impl::DeliveryDeadline(bool gather) const {
   Clock::time_point deadline = Clock::time_point::max();
   if (sinks_dirty) deadline = last_sink_flush + kSinkFlushInterval;
-  if (catalog && failing) {
-    // During an outage the thread also wakes every gathering window to move new rows to the
-    // spool, so a crash then loses no more than it would with the catalog up.
-    Clock::time_point spool_round = spool ? Clock::now() + kGatherDelay : Clock::time_point::max();
-    deadline = std::min({deadline, next_retry, spool_round});
-  } else if (catalog && RowCount(pending) > 0) {
-    deadline = std::min(deadline, pending_since + kGatherDelay);
-  }
+  if (gather) deadline = std::min(deadline, Clock::now() + kGatherDelay);
   return deadline;
 }
 
+Clock::time_point Recorder::Impl::WriteDeadline() const {
+  if (failing) {
+    // During an outage the thread also wakes every gathering window to move new rows to the
+    // spool, so a crash then loses no more than it would with the catalog up.
+    Clock::time_point spool_round = spool ? Clock::now() + kGatherDelay : Clock::time_point::max();
+    return std::min(next_retry, spool_round);
+  }
+  if (RowCount(pending) > 0) return pending_since + kGatherDelay;
+  return Clock::time_point::max();
+}
+
+// The catalog thread's end: the catalog is retried for a while before rows are left in the
+// spool (or lost).
 void Recorder::Impl::Shutdown() {
-  FlushSinks();
-  if (!catalog) return;
   Clock::time_point start = Clock::now();
   // Rows only in memory (no spool, or it could not be written) get 5 s even in a child.
   Clock::time_point spooled_give_up = start + shutdown_retry;

@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <filesystem>
 #include <future>
@@ -446,6 +447,83 @@ TEST(RecorderTest, ProducersWaitWhenTheQueueIsFullAndLoseNothing) {
   ASSERT_EQ(store->events.size(), static_cast<size_t>(kEvents));
   for (int i = 0; i < kEvents; i += 9973) EXPECT_EQ(store->events[i].message, std::to_string(i));
   EXPECT_EQ(store->events.back().message, std::to_string(kEvents - 1));
+}
+
+// Events a SharedSink saw, read by the test while the Recorder runs.
+struct SharedSinkLog {
+  std::mutex mu;
+  std::condition_variable seen;
+  std::vector<std::string> messages;
+
+  bool WaitFor(size_t count, std::chrono::milliseconds limit) {
+    std::unique_lock lock(mu);
+    return seen.wait_for(lock, limit, [&] { return messages.size() >= count; });
+  }
+};
+
+class SharedSink : public EventSink {
+ public:
+  explicit SharedSink(std::shared_ptr<SharedSinkLog> log) : log_(std::move(log)) {}
+  void Write(const Event& event) override {
+    std::lock_guard lock(log_->mu);
+    log_->messages.push_back(event.message);
+    log_->seen.notify_all();
+  }
+  void Flush() override {}
+
+ private:
+  std::shared_ptr<SharedSinkLog> log_;
+};
+
+// A catalog whose writes hang until the test lets them go, as a PostgreSQL server that stopped
+// answering does (for its 5 s timeout); says when the first write began.
+class HangingCatalog : public testing::WriteOnlyCatalog {
+ public:
+  HangingCatalog(std::shared_ptr<FakeStore> store, std::shared_future<void> answer,
+                 std::shared_ptr<std::promise<void>> writing)
+      : inner_(std::move(store)), answer_(std::move(answer)), writing_(std::move(writing)) {}
+  Status Write(const CatalogBatch& batch) override {
+    if (writing_) {
+      writing_->set_value();
+      writing_.reset();
+    }
+    answer_.wait();
+    return inner_.Write(batch);
+  }
+
+ private:
+  FakeCatalog inner_;
+  std::shared_future<void> answer_;
+  std::shared_ptr<std::promise<void>> writing_;
+};
+
+// The console and log files go on while a catalog write hangs (they stopped for its whole
+// timeout, 5 s at a time, while a PostgreSQL server was frozen); the rows reach the catalog
+// once it answers.
+TEST(RecorderTest, SinksGoOnWhileACatalogWriteHangs) {
+  auto store = std::make_shared<FakeStore>();
+  std::promise<void> answer;
+  auto writing = std::make_shared<std::promise<void>>();
+  std::future<void> write_began = writing->get_future();
+  auto log = std::make_shared<SharedSinkLog>();
+  std::vector<std::unique_ptr<EventSink>> sinks;
+  sinks.push_back(std::make_unique<SharedSink>(log));
+  {
+    Recorder recorder(
+        std::make_unique<HangingCatalog>(store, answer.get_future().share(), writing),
+        std::move(sinks), nullptr);
+    recorder.Emit(SampleEvent("e", EventType::kOnInformation, "before"));
+    ASSERT_EQ(write_began.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+    recorder.Emit(SampleEvent("e", EventType::kOnInformation, "during"));
+    EXPECT_TRUE(log->WaitFor(2, std::chrono::seconds(10)))
+        << "an event waited for the catalog write under way";
+    answer.set_value();
+    recorder.Flush();
+  }
+  std::lock_guard lock(store->mu);
+  ASSERT_EQ(store->events.size(), 2u);
+  EXPECT_EQ(store->events[0].message, "before");
+  EXPECT_EQ(store->events[1].message, "during");
 }
 
 // A throughput check, not a test: run with --gtest_also_run_disabled_tests.
