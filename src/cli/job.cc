@@ -1,6 +1,9 @@
 // `fanout job list|show|create|start|stop|status|wait|history`: drive the jobs and runs of one
 // agent over its HTTP API (docs/agent-api.md). Human output is short tables; --json prints the
 // agent's JSON for scripts. `start --wait` and `wait` exit like `fanout run`.
+#include <signal.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -229,9 +232,36 @@ void PrintRun(const json& run) {
   PrintTable(steps);
 }
 
+// What a Ctrl-C (or SIGTERM) during a wait says before the process exits 128 + the signal:
+// made before the handler is installed, which then needs only write() and _exit().
+char g_stopped_waiting[512];
+size_t g_stopped_waiting_size = 0;
+
+void OnSignalWhileWaiting(int signal) {
+  ssize_t written = write(STDERR_FILENO, g_stopped_waiting, g_stopped_waiting_size);
+  (void)written;  // nothing is left to do if stderr is gone
+  _exit(128 + signal);
+}
+
+// A signal ends the wait, not the run (it died of the signal without a word).
+void SayWhenAWaitIsInterrupted(const std::string& run_id) {
+  int n = std::snprintf(g_stopped_waiting, sizeof g_stopped_waiting,
+                        "\nfanout: stopped waiting; run %s goes on. `fanout job wait %s` waits "
+                        "again, `fanout job stop %s` stops it\n",
+                        run_id.c_str(), run_id.c_str(), run_id.c_str());
+  g_stopped_waiting_size = std::clamp<size_t>(n < 0 ? 0 : static_cast<size_t>(n), 0,
+                                              sizeof g_stopped_waiting - 1);
+  struct sigaction action {};
+  action.sa_handler = OnSignalWhileWaiting;
+  sigemptyset(&action.sa_mask);
+  sigaction(SIGINT, &action, nullptr);
+  sigaction(SIGTERM, &action, nullptr);
+}
+
 // Long-polls the run until it ends (or --timeout passes) and exits like `fanout run`.
 int WaitForRun(client::AgentClient& agent, const std::string& run_id,
                std::optional<std::chrono::milliseconds> timeout, bool as_json) {
+  SayWhenAWaitIsInterrupted(run_id);
   using Clock = std::chrono::steady_clock;
   const auto deadline = timeout ? Clock::now() + *timeout : Clock::time_point::max();
   json run;
@@ -481,6 +511,7 @@ int Start(const JobArgs& args) {
     return Fail("starting job " + args.job, started.status(), agent->url(),
                 "`fanout job list --agent URL` lists the jobs, `fanout job show JOB` its steps");
   }
+  if (args.wait) SayWhenAWaitIsInterrupted(started->run_id);  // before the id is printed
   if (started->existing) {
     std::fprintf(stderr,
                  "fanout: idempotency key %s matched run %s started before; nothing new was "
@@ -607,7 +638,8 @@ Command AddJobCommand(CLI::App& app) {
   const std::string run_exit_codes =
       "Exit codes: 0 run succeeded, 1 run failed or abandoned, 2 --timeout passed (the run goes\n"
       "on), 3 run canceled, 4 job/run not found, 5 invalid input, 6 usage error, 7 agent\n"
-      "unreachable, 401, 409 or another agent error.";
+      "unreachable, 401, 409 or another agent error, 130 Ctrl-C (143 SIGTERM) ended the wait\n"
+      "(the run goes on).";
   job->footer(exit_codes);
 
   std::vector<std::pair<CLI::App*, std::function<int()>>> subcommands;

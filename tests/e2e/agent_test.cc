@@ -2114,6 +2114,39 @@ TEST_F(AgentTest, ASecretParamComesFromAFileAndIsMasked) {
   EXPECT_EQ(Job({"start", "say", "--secret-param", "pw"}).exit_code, 6);
 }
 
+// Ctrl-C ends `job start --wait`, not the run, and says how to wait again or stop it (it died
+// of the signal without a word).
+TEST_F(AgentTest, CtrlCEndsAWaitButNotTheRun) {
+  ASSERT_TRUE(StartDev(1));
+  const ScratchDir& d = agent_.dir();
+  d.Write("hold.yaml",
+          "job: hold\nsteps:\n  - {name: s, subsystem: process, run: " + GateStep() + "}\n");
+  ASSERT_EQ(Job({"create", "hold.yaml"}).exit_code, 0);
+  int pid = StartFanout({"job", "start", "hold", "--wait", "--agent", agent_.url(),
+                         "--token-file", agent_.token_file()},
+                        d.path());
+  ASSERT_TRUE(WaitForFile(agent_.Path("started")));
+  std::string run_id;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        run_id = d.Read("fanout.out");
+        return run_id.ends_with('\n');
+      },
+      std::chrono::milliseconds(10000)));
+  run_id.pop_back();
+  kill(pid, SIGINT);
+  EXPECT_EQ(WaitFanout(pid, std::chrono::seconds(10)), 130);
+  std::string err = d.Read("fanout.err");
+  EXPECT_TRUE(Contains(err, "stopped waiting; run " + run_id + " goes on. `fanout job wait " +
+                                run_id + "` waits again"))
+      << err;
+  auto run = api_->GetRun(run_id);
+  ASSERT_TRUE(run.ok()) << run.status().ToString();
+  EXPECT_EQ(run->value("status", ""), "running");
+  OpenGate();
+  EXPECT_EQ(Job({"wait", run_id}).exit_code, 0);
+}
+
 TEST_F(AgentTest, JobCommandsDriveOneAgent) {
   ASSERT_TRUE(StartDev(2));
   const ScratchDir& d = agent_.dir();
