@@ -258,6 +258,12 @@ void SayWhenAWaitIsInterrupted(const std::string& run_id) {
   sigaction(SIGTERM, &action, nullptr);
 }
 
+// The wait is over: a signal from now on is not one that ends it.
+void StopSayingAWaitIsInterrupted() {
+  signal(SIGINT, SIG_DFL);
+  signal(SIGTERM, SIG_DFL);
+}
+
 // Long-polls the run until it ends (or --timeout passes) and exits like `fanout run`.
 int WaitForRun(client::AgentClient& agent, const std::string& run_id,
                std::optional<std::chrono::milliseconds> timeout, bool as_json) {
@@ -272,6 +278,9 @@ int WaitForRun(client::AgentClient& agent, const std::string& run_id,
       wait = std::clamp(left, std::chrono::seconds(0), kLongPoll);
     }
     auto polled = agent.GetRun(run_id, wait);
+    const bool over = !polled.ok() || client::IsFinalRunStatus(Cell(*polled, "status")) ||
+                      (timeout && Clock::now() >= deadline);
+    if (over) StopSayingAWaitIsInterrupted();
     if (!polled.ok()) {
       int code = Fail(fmt::format("waiting for run {}", run_id), polled.status(), agent.url(),
                       "run ids come from `fanout job start` or `fanout job history JOB`");
@@ -300,7 +309,7 @@ int WaitForRun(client::AgentClient& agent, const std::string& run_id,
       }
       return RunExitCode(status);
     }
-    if (timeout && Clock::now() >= deadline) break;
+    if (over) break;  // --timeout passed
   }
   if (as_json) PrintJson(run);
   std::fprintf(stderr,
