@@ -165,7 +165,7 @@ struct RecorderOptions {
 // Hands rows and events to a background thread that masks secrets and writes events to the log
 // sinks at once, and from there to a second one that writes them to the catalog in batches (a
 // catalog that hangs does not hold the console up). Record* calls are cheap and thread-safe; they
-// wait only when tens of thousands of rows are queued that the thread has not taken yet, which
+// wait only when tens of thousands of rows are queued that the catalog has not taken yet, which
 // keeps memory bounded when a run makes events faster than the catalog takes them.
 // Flush() blocks until everything recorded before it is written; the destructor flushes.
 // A catalog write failure is reported once on stderr; the rows wait in the spool (or memory)

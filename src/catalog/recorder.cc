@@ -131,7 +131,7 @@ struct Recorder::Impl {
   void Enqueue(Push push);
   void Deliver(CatalogBatch& round);
   void HandOver(CatalogBatch& round, uint64_t flush_ticket, bool stop);
-  void TakeInbox(CatalogBatch& rows);
+  void TakeInbox(std::vector<CatalogBatch>& rounds, Clock::time_point since);
   void MaybeWriteCatalog(bool force);
   void WritePending();
   void OnWriteFailure(const Status& status);
@@ -170,9 +170,12 @@ struct Recorder::Impl {
   bool stopping = false;
   bool idle = false;          // delivery waits; a producer that sees this may wake it
   bool gather_sleep = false;  // ...for at most kGatherDelay: rows are gathering
-  // Rows delivered to the sinks, for the catalog thread, with the newest Flush ticket and the
-  // end handed over with them (a ticket is done once the catalog thread has written its rows).
-  CatalogBatch inbox;
+  // Rounds of rows delivered to the sinks, for the catalog thread (whole rounds: handing one
+  // over moves no row), with the newest Flush ticket and the end handed over with them (a
+  // ticket is done once the catalog thread has written its rows).
+  std::vector<CatalogBatch> inbox;
+  size_t inbox_rows = 0;
+  Clock::time_point inbox_since;  // when the oldest round in it was handed over
   uint64_t flush_handed = 0;
   bool writer_stopping = false;
   bool writer_idle = false;             // the catalog thread waits...
@@ -180,10 +183,10 @@ struct Recorder::Impl {
 
   // Called with `mu` held by a producer that has just queued a row. Delivery that sleeps while
   // rows gather wakes on its own within kGatherDelay, so it is woken early only when a batch's
-  // worth has queued.
+  // worth has queued for it (rows waiting for the catalog thread are none of its business).
   bool ShouldWake() {
     if (!idle) return false;
-    if (gather_sleep && QueuedRows() < kGatherRows) return false;
+    if (gather_sleep && UndeliveredRows() < kGatherRows) return false;
     idle = false;
     return true;
   }
@@ -194,11 +197,13 @@ struct Recorder::Impl {
   }
   // With `mu` held: whether the catalog thread has something to do now.
   bool WriterHasWork() const {
-    return RowCount(inbox) > 0 || writer_stopping || flush_handed > flush_done;
+    return inbox_rows > 0 || writer_stopping || flush_handed > flush_done;
   }
-  size_t QueuedRows() const {
-    return executions.size() + task_runs.size() + events.size() + deferred_rows + RowCount(inbox);
+  size_t UndeliveredRows() const {
+    return executions.size() + task_runs.size() + events.size() + deferred_rows;
   }
+  // What bounds the queue: a catalog that is stuck holds its producers up too.
+  size_t QueuedRows() const { return UndeliveredRows() + inbox_rows; }
 
   // The delivery thread's own state.
   bool sinks_dirty = false;
@@ -232,12 +237,13 @@ Recorder::Recorder(std::unique_ptr<Catalog> catalog, std::vector<std::unique_ptr
   impl_->thread = std::thread([impl = impl_.get()] { impl->Run(); });
   if (impl_->catalog) impl_->writer_thread = std::thread([impl = impl_.get()] { impl->WriteLoop(); });
   // Gives the new threads their chance to reach their first waits before this one goes on;
-  // they usually do. A new thread starts on the CPU of the thread that made it; left runnable
+  // they usually do (a yield each). A new thread starts on the CPU of the thread that made it; left runnable
   // there while its maker ran a package, it was given that CPU for a whole 4 ms tick while the
   // other CPU stayed idle, which doubled a 10,000-task run's time in about half the runs.
   // Asleep, it is woken later onto an idle CPU. Waiting for a flag instead cost each child
   // `fanout run` of an agent about 0.5 ms at start on a busy machine.
   std::this_thread::yield();
+  if (impl_->writer_thread.joinable()) std::this_thread::yield();
 }
 
 Recorder::~Recorder() {
@@ -250,8 +256,9 @@ Recorder::~Recorder() {
   if (impl_->writer_thread.joinable()) impl_->writer_thread.join();
 }
 
-// The producer side is a push under a mutex; the thread is woken only when it sleeps without a
-// deadline or enough rows have gathered, so a busy engine pays no system call per event.
+// The producer side is a push under a mutex; the delivery thread is woken only when it sleeps
+// beyond a gathering window or enough rows have gathered, so a busy engine pays no system call
+// per event.
 template <typename Push>
 void Recorder::Impl::Enqueue(Push push) {
   bool wake_thread;
@@ -394,35 +401,32 @@ void Recorder::Impl::HandOver(CatalogBatch& round, uint64_t flush_ticket, bool s
     }
     return;
   }
+  const size_t rows = RowCount(round);
   bool wake_writer;
   {
     std::lock_guard lock(mu);
-    const bool was_empty = RowCount(inbox) == 0;
-    if (was_empty) {
-      std::swap(inbox, round);
-    } else {
-      std::move(round.executions.begin(), round.executions.end(), std::back_inserter(inbox.executions));
-      std::move(round.task_runs.begin(), round.task_runs.end(), std::back_inserter(inbox.task_runs));
-      std::move(round.events.begin(), round.events.end(), std::back_inserter(inbox.events));
-      round.executions.clear();
-      round.task_runs.clear();
-      round.events.clear();
+    if (rows > 0) {
+      if (inbox_rows == 0) inbox_since = Clock::now();
+      inbox.push_back(std::move(round));
+      inbox_rows += rows;
     }
     const bool flush = flush_ticket > flush_handed;
     if (flush) flush_handed = flush_ticket;
     writer_stopping = writer_stopping || stop;
     // A catalog thread gathering rows (it sleeps with a deadline) takes these when it wakes.
-    wake_writer = writer_idle && (flush || stop || writer_waiting_forever ||
-                                  RowCount(inbox) >= kGatherRows);
+    wake_writer = writer_idle && (flush || stop || (writer_waiting_forever && rows > 0) ||
+                                  inbox_rows >= kGatherRows);
     if (wake_writer) writer_idle = false;
   }
+  round = CatalogBatch();  // moved from: empty again
   if (wake_writer) writer_wake.notify_one();
 }
 
 // The catalog thread: rows from the inbox into `pending`, written in batches; during an outage
 // spooled and retried; at the end, retried for a while (Shutdown).
 void Recorder::Impl::WriteLoop() {
-  CatalogBatch taken;
+  std::vector<CatalogBatch> taken;
+  Clock::time_point taken_since;
   {
     // First, straight to sleep (see the constructor): leftovers and rows come after.
     std::unique_lock lock(mu);
@@ -451,11 +455,13 @@ void Recorder::Impl::WriteLoop() {
         writer_idle = false;
       }
       std::swap(taken, inbox);
+      inbox_rows = 0;
+      taken_since = inbox_since;
       flush_ticket = flush_handed;
       stop = writer_stopping;
       if (producers_waiting > 0) room.notify_all();
     }
-    TakeInbox(taken);
+    TakeInbox(taken, taken_since);
     if (stop) break;
     bool flush = flush_ticket > flush_done;  // only this thread writes flush_done
     MaybeWriteCatalog(flush);
@@ -474,24 +480,25 @@ void Recorder::Impl::WriteLoop() {
   flushed.notify_all();
 }
 
-// Moves rows taken from the inbox (emptying `rows`) into `pending`.
-void Recorder::Impl::TakeInbox(CatalogBatch& rows) {
-  if (RowCount(rows) == 0) return;
-  if (RowCount(pending) == 0) pending_since = Clock::now();
-  for (ExecutionRow& row : rows.executions) pending.executions.push_back(std::move(row));
-  for (TaskRunRow& row : rows.task_runs) {
-    // A task's "running" and final rows often arrive together; store only the final one.
-    auto [it, inserted] = task_run_slot.try_emplace(TaskRunKey(row), pending.task_runs.size());
-    if (inserted) {
-      pending.task_runs.push_back(std::move(row));
-    } else {
-      pending.task_runs[it->second] = std::move(row);
+// Moves the rounds taken from the inbox (emptying `rounds`) into `pending`; `since`: when the
+// oldest was handed over, from when its rows have been gathering.
+void Recorder::Impl::TakeInbox(std::vector<CatalogBatch>& rounds, Clock::time_point since) {
+  if (rounds.empty()) return;
+  if (RowCount(pending) == 0) pending_since = since;
+  for (CatalogBatch& rows : rounds) {
+    for (ExecutionRow& row : rows.executions) pending.executions.push_back(std::move(row));
+    for (TaskRunRow& row : rows.task_runs) {
+      // A task's "running" and final rows often arrive together; store only the final one.
+      auto [it, inserted] = task_run_slot.try_emplace(TaskRunKey(row), pending.task_runs.size());
+      if (inserted) {
+        pending.task_runs.push_back(std::move(row));
+      } else {
+        pending.task_runs[it->second] = std::move(row);
+      }
     }
+    for (Event& event : rows.events) pending.events.push_back(std::move(event));
   }
-  for (Event& event : rows.events) pending.events.push_back(std::move(event));
-  rows.executions.clear();
-  rows.task_runs.clear();
-  rows.events.clear();
+  rounds.clear();
 }
 
 void Recorder::Impl::MaybeWriteCatalog(bool force) {

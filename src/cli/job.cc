@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <ctime>
 #include <memory>
 #include <optional>
@@ -232,42 +233,73 @@ void PrintRun(const json& run) {
   PrintTable(steps);
 }
 
-// What a Ctrl-C (or SIGTERM) during a wait says before the process exits 128 + the signal:
-// made before the handler is installed, which then needs only write() and _exit().
-char g_stopped_waiting[512];
-size_t g_stopped_waiting_size = 0;
+// What a Ctrl-C (or SIGTERM) during a start or a wait says before the process dies of the
+// signal: set with the signals blocked, so that the handler needs only async-signal-safe calls
+// and never reads it half written.
+char g_interrupt_message[512];
+size_t g_interrupt_message_size = 0;
+// The dispositions replaced, put back when the start or wait is over.
+struct sigaction g_before_interruptible[2];
+bool g_interruptible = false;
+constexpr int kInterruptSignals[2] = {SIGINT, SIGTERM};
 
-void OnSignalWhileWaiting(int signal) {
-  ssize_t written = write(STDERR_FILENO, g_stopped_waiting, g_stopped_waiting_size);
+void OnInterrupt(int signal) {
+  ssize_t written = write(STDERR_FILENO, g_interrupt_message, g_interrupt_message_size);
   (void)written;  // nothing is left to do if stderr is gone
+  // Dies of the signal rather than exiting 128 + it: a shell running a script then stops the
+  // script too.
+  ::signal(signal, SIG_DFL);
+  sigset_t unblock;
+  sigemptyset(&unblock);
+  sigaddset(&unblock, signal);
+  sigprocmask(SIG_UNBLOCK, &unblock, nullptr);
+  raise(signal);
   _exit(128 + signal);
 }
 
-// A signal ends the wait, not the run (it died of the signal without a word).
-void SayWhenAWaitIsInterrupted(const std::string& run_id) {
-  int n = std::snprintf(g_stopped_waiting, sizeof g_stopped_waiting,
-                        "\nfanout: stopped waiting; run %s goes on. `fanout job wait %s` waits "
-                        "again, `fanout job stop %s` stops it\n",
-                        run_id.c_str(), run_id.c_str(), run_id.c_str());
-  g_stopped_waiting_size = std::clamp<size_t>(n < 0 ? 0 : static_cast<size_t>(n), 0,
-                                              sizeof g_stopped_waiting - 1);
-  struct sigaction action {};
-  action.sa_handler = OnSignalWhileWaiting;
-  sigemptyset(&action.sa_mask);
-  sigaction(SIGINT, &action, nullptr);
-  sigaction(SIGTERM, &action, nullptr);
+// Until StopSayingOnInterrupt, SIGINT and SIGTERM print `message` (a line) and end the process:
+// what they interrupt goes on at the agent, and the user is told so (it died without a word). A
+// signal the caller ignores (`nohup`, `trap '' INT`) stays ignored.
+void SayOnInterrupt(const std::string& message) {
+  sigset_t signals, before;
+  sigemptyset(&signals);
+  for (int sig : kInterruptSignals) sigaddset(&signals, sig);
+  sigprocmask(SIG_BLOCK, &signals, &before);
+  // On a terminal the ^C echo has left the cursor mid-line.
+  std::string text = (isatty(STDERR_FILENO) ? "\nfanout: " : "fanout: ") + message + "\n";
+  g_interrupt_message_size = std::min(text.size(), sizeof g_interrupt_message);
+  std::memcpy(g_interrupt_message, text.data(), g_interrupt_message_size);
+  if (!g_interruptible) {
+    g_interruptible = true;
+    struct sigaction action {};
+    action.sa_handler = OnInterrupt;
+    sigemptyset(&action.sa_mask);
+    for (int i = 0; i < 2; ++i) {
+      sigaction(kInterruptSignals[i], nullptr, &g_before_interruptible[i]);
+      if (g_before_interruptible[i].sa_handler != SIG_IGN) {
+        sigaction(kInterruptSignals[i], &action, nullptr);
+      }
+    }
+  }
+  sigprocmask(SIG_SETMASK, &before, nullptr);
 }
 
-// The wait is over: a signal from now on is not one that ends it.
-void StopSayingAWaitIsInterrupted() {
-  signal(SIGINT, SIG_DFL);
-  signal(SIGTERM, SIG_DFL);
+void StopSayingOnInterrupt() {
+  if (!g_interruptible) return;
+  g_interruptible = false;
+  for (int i = 0; i < 2; ++i) sigaction(kInterruptSignals[i], &g_before_interruptible[i], nullptr);
+}
+
+std::string WaitInterrupted(const std::string& run_id) {
+  return fmt::format("stopped waiting; run {0} goes on. `fanout job wait {0}` waits again, "
+                     "`fanout job stop {0}` stops it",
+                     run_id);
 }
 
 // Long-polls the run until it ends (or --timeout passes) and exits like `fanout run`.
 int WaitForRun(client::AgentClient& agent, const std::string& run_id,
                std::optional<std::chrono::milliseconds> timeout, bool as_json) {
-  SayWhenAWaitIsInterrupted(run_id);
+  SayOnInterrupt(WaitInterrupted(run_id));
   using Clock = std::chrono::steady_clock;
   const auto deadline = timeout ? Clock::now() + *timeout : Clock::time_point::max();
   json run;
@@ -280,7 +312,7 @@ int WaitForRun(client::AgentClient& agent, const std::string& run_id,
     auto polled = agent.GetRun(run_id, wait);
     const bool over = !polled.ok() || client::IsFinalRunStatus(Cell(*polled, "status")) ||
                       (timeout && Clock::now() >= deadline);
-    if (over) StopSayingAWaitIsInterrupted();
+    if (over) StopSayingOnInterrupt();
     if (!polled.ok()) {
       int code = Fail(fmt::format("waiting for run {}", run_id), polled.status(), agent.url(),
                       "run ids come from `fanout job start` or `fanout job history JOB`");
@@ -515,12 +547,19 @@ int Start(const JobArgs& args) {
   int connect_exit = kExitSuccess;
   auto agent = Connect(args, "start", connect_exit);
   if (!agent) return connect_exit;
+  SayOnInterrupt(fmt::format("interrupted while starting job {0}: a run may have started; "
+                             "`fanout job history {0}` shows it",
+                             args.job));
   auto started = agent->StartJob(args.job, request);
+  if (args.wait && started.ok()) {
+    SayOnInterrupt(WaitInterrupted(started->run_id));  // before the id is printed
+  } else {
+    StopSayingOnInterrupt();
+  }
   if (!started.ok()) {
     return Fail("starting job " + args.job, started.status(), agent->url(),
                 "`fanout job list --agent URL` lists the jobs, `fanout job show JOB` its steps");
   }
-  if (args.wait) SayWhenAWaitIsInterrupted(started->run_id);  // before the id is printed
   if (started->existing) {
     std::fprintf(stderr,
                  "fanout: idempotency key %s matched run %s started before; nothing new was "

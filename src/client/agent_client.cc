@@ -220,6 +220,11 @@ Result<std::string> TokenFileCache::Read(const std::string& path,
   return token;
 }
 
+void TokenFileCache::Clear() {
+  std::lock_guard lock(mu_);
+  kept_.clear();
+}
+
 Result<std::string> ResolveToken(const std::string& token_file, const std::string& token_env) {
   if (!token_file.empty()) return ReadTokenFile(token_file);
   const char* value = token_env.empty() ? nullptr : std::getenv(token_env.c_str());

@@ -110,6 +110,8 @@ class TokenFileCache {
   explicit TokenFileCache(std::chrono::steady_clock::duration fresh_for) : fresh_for_(fresh_for) {}
   Result<std::string> Read(const std::string& path,
                            std::chrono::steady_clock::time_point now = std::chrono::steady_clock::now());
+  // Every file is read again at its next Read (an agent refused a token: it may have changed).
+  void Clear();
 
  private:
   struct Kept {

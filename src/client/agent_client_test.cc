@@ -581,9 +581,13 @@ TEST(AgentClientTest, TokenFileCacheReadsAFileAgainOnceItsTimeIsUp) {
   std::ofstream(path) << "second\n";
   EXPECT_EQ(*cache.Read(path, t0 + std::chrono::milliseconds(999)), "first");
   EXPECT_EQ(*cache.Read(path, t0 + std::chrono::seconds(1)), "second");
+  // Cleared (an agent refused the token), it is read again at once.
+  std::ofstream(path) << "third\n";
+  cache.Clear();
+  EXPECT_EQ(*cache.Read(path, t0 + std::chrono::milliseconds(1001)), "third");
   std::remove(path);
-  EXPECT_EQ(*cache.Read(path, t0 + std::chrono::milliseconds(1500)), "second");
-  EXPECT_EQ(cache.Read(path, t0 + std::chrono::seconds(2)).status().code(), Code::kNotFound);
+  EXPECT_EQ(*cache.Read(path, t0 + std::chrono::milliseconds(1500)), "third");
+  EXPECT_EQ(cache.Read(path, t0 + std::chrono::milliseconds(2001)).status().code(), Code::kNotFound);
 }
 
 TEST(AgentClientTest, ResolveTokenPrefersTheFileThenTheEnvironment) {

@@ -277,6 +277,8 @@ class AgentJobTask : public Task {
                                  failed ? "could not start" : "refused", *job_name, st.message()));
         continue;
       }
+      // A token file rewritten within the last second is read again by the next child.
+      if (st.code() == Code::kUnauthenticated) TokenFiles().Clear();
       return TaskOutcome::Failure(fmt::format("cannot start job {} on agent {}: {}", *job_name,
                                               agent, st.message()));
     }
