@@ -226,7 +226,7 @@ struct Recorder::Impl {
   Clock::duration retry_delay = kFirstRetryDelay;
 
   std::thread thread;         // delivery
-  std::thread writer_thread;  // the catalog's, when there is one
+  std::thread writer_thread;  // the catalog's: started by delivery at its first hand-over
 };
 
 Recorder::Recorder(std::unique_ptr<Catalog> catalog, std::vector<std::unique_ptr<EventSink>> sinks,
@@ -235,15 +235,13 @@ Recorder::Recorder(std::unique_ptr<Catalog> catalog, std::vector<std::unique_ptr
       keeps_nothing_(!catalog && sinks.empty()),
       impl_(std::make_unique<Impl>(std::move(catalog), std::move(sinks), masker_.get(), options)) {
   impl_->thread = std::thread([impl = impl_.get()] { impl->Run(); });
-  if (impl_->catalog) impl_->writer_thread = std::thread([impl = impl_.get()] { impl->WriteLoop(); });
-  // Gives the new threads their chance to reach their first waits before this one goes on;
-  // they usually do (a yield each). A new thread starts on the CPU of the thread that made it; left runnable
+  // Gives the new thread its chance to reach its first wait before this one goes on; it
+  // usually does (the catalog thread is started by it, on its first hand-over). A new thread starts on the CPU of the thread that made it; left runnable
   // there while its maker ran a package, it was given that CPU for a whole 4 ms tick while the
   // other CPU stayed idle, which doubled a 10,000-task run's time in about half the runs.
   // Asleep, it is woken later onto an idle CPU. Waiting for a flag instead cost each child
   // `fanout run` of an agent about 0.5 ms at start on a busy machine.
   std::this_thread::yield();
-  if (impl_->writer_thread.joinable()) std::this_thread::yield();
 }
 
 Recorder::~Recorder() {
@@ -252,7 +250,7 @@ Recorder::~Recorder() {
     impl_->stopping = true;
   }
   impl_->wake.notify_one();
-  impl_->thread.join();  // hands the end over to the catalog thread
+  impl_->thread.join();  // hands the end over to the catalog thread, which it started
   if (impl_->writer_thread.joinable()) impl_->writer_thread.join();
 }
 
@@ -401,6 +399,9 @@ void Recorder::Impl::HandOver(CatalogBatch& round, uint64_t flush_ticket, bool s
     }
     return;
   }
+  // Started here rather than with the Recorder: a run's first moments (a child `fanout run` of
+  // an agent's package step) do not pay for it, and only a recording that has rows does.
+  if (!writer_thread.joinable()) writer_thread = std::thread([this] { WriteLoop(); });
   const size_t rows = RowCount(round);
   bool wake_writer;
   {
