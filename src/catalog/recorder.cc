@@ -402,8 +402,8 @@ void Recorder::Impl::HandOver(CatalogBatch& round, uint64_t flush_ticket, bool s
     }
     return;
   }
-  // Started here rather than with the Recorder: a run's first moments (a child `fanout run` of
-  // an agent's package step) do not pay for it, and only a recording that has rows does.
+  // Started by the first hand-over rather than with the Recorder: the thread that makes the
+  // Recorder (a child `fanout run` of an agent's package step, starting) does not pay for it.
   if (!writer_thread.joinable()) writer_thread = std::thread([this] { WriteLoop(); });
   const size_t rows = RowCount(round);
   bool wake_writer;
