@@ -83,7 +83,6 @@ TEST(ConfigTest, RelativePathsAreTheConfigFoldersMadeAbsolute) {
   EXPECT_EQ(config->catalog, "sqlite:" + folder + "/rel.db");
 }
 
-}  // namespace
 // A folder given as the SQLite catalog is refused at start, as every other command refuses it:
 // the agent had started, and every package step then failed with a usage error (QA).
 TEST(ConfigTest, AFolderAsTheCatalogIsRefusedAtStart) {
@@ -98,4 +97,5 @@ TEST(ConfigTest, AFolderAsTheCatalogIsRefusedAtStart) {
       << checked.ToString();
 }
 
+}  // namespace
 }  // namespace fanout::agent

@@ -364,14 +364,12 @@ void Recorder::Impl::Run() {
 // in `round` for HandOver.
 void Recorder::Impl::Deliver(CatalogBatch& round) {
   bool mask = !masker->empty();
-  for (ExecutionRow& row : round.executions) {
-    if (!mask) break;
-    row.message = masker->Mask(row.message);
-    for (auto& [name, param] : row.parameters) param.value = masker->MaskValue(param.value);
-  }
-  for (TaskRunRow& row : round.task_runs) {
-    if (!mask) break;
-    row.message = masker->Mask(row.message);
+  if (mask) {
+    for (ExecutionRow& row : round.executions) {
+      row.message = masker->Mask(row.message);
+      for (auto& [name, param] : row.parameters) param.value = masker->MaskValue(param.value);
+    }
+    for (TaskRunRow& row : round.task_runs) row.message = masker->Mask(row.message);
   }
   for (Event& event : round.events) {
     // Named here, in queue order, rather than by the engine's thread as it emits: a string

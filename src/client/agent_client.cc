@@ -517,11 +517,15 @@ Result<StartResult> AgentClient::StartJob(
       return out;
     });
   };
-  if (!wait) {
-    ASSIGN_OR_RETURN(Response r, Call("POST", path, body.dump(), "application/json"));
-    ASSIGN_OR_RETURN(StartResult out, decode(r.body));
+  // A start answered in one piece (no wait, or an agent older than the wait).
+  auto whole = [&](const json& answer) -> Result<StartResult> {
+    ASSIGN_OR_RETURN(StartResult out, decode(answer));
     if (accepted) accepted(out);
     return out;
+  };
+  if (!wait) {
+    ASSIGN_OR_RETURN(Response r, Call("POST", path, body.dump(), "application/json"));
+    return whole(r.body);
   }
   if (!endpoint_status_.ok()) return endpoint_status_;
   path += fmt::format("?wait={}", std::max<int64_t>(0, wait->count()));
@@ -541,10 +545,7 @@ Result<StartResult> AgentClient::StartJob(
   // Once the start's answer came, the run exists, whatever became of the wait after it.
   if (!start) {
     if (!r.ok()) return r.status();
-    // An agent older than the wait answers the start alone.
-    ASSIGN_OR_RETURN(StartResult out, decode(r->body));
-    if (accepted) accepted(out);
-    return out;
+    return whole(r->body);  // an agent older than the wait answers the start alone
   }
   ASSIGN_OR_RETURN(StartResult out, std::move(*start));
   if (polled && polled->is_object() && polled->contains("http_status")) {
