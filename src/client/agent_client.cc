@@ -207,24 +207,6 @@ Status CheckToken(std::string_view token, std::string_view source) {
       bad - token.begin() + 1));
 }
 
-Result<std::string> TokenFileCache::Read(const std::string& path,
-                                         std::chrono::steady_clock::time_point now) {
-  {
-    std::lock_guard lock(mu_);
-    auto it = kept_.find(path);
-    if (it != kept_.end() && now - it->second.read_at < fresh_for_) return it->second.token;
-  }
-  ASSIGN_OR_RETURN(std::string token, ReadTokenFile(path));
-  std::lock_guard lock(mu_);
-  kept_[path] = {token, now};
-  return token;
-}
-
-void TokenFileCache::Clear() {
-  std::lock_guard lock(mu_);
-  kept_.clear();
-}
-
 Result<std::string> ResolveToken(const std::string& token_file, const std::string& token_env) {
   if (!token_file.empty()) return ReadTokenFile(token_file);
   const char* value = token_env.empty() ? nullptr : std::getenv(token_env.c_str());
@@ -311,6 +293,11 @@ AgentClient::AgentClient(AgentEndpoint endpoint) : endpoint_(std::move(endpoint)
 }
 
 AgentClient::~AgentClient() = default;
+
+void AgentClient::SetToken(const std::string& token) {
+  endpoint_.token = token;
+  if (http_) http_->set_bearer_token_auth(token);
+}
 
 fanout::Status AgentClient::CheckName(const char* what, const std::string& name) const {
   if (IsValidName(name)) return fanout::Status::Ok();

@@ -101,28 +101,6 @@ Status CheckToken(std::string_view token, std::string_view source);
 Result<std::string> ResolveToken(const std::string& token_file,
                                  const std::string& token_env = "FANOUT_TOKEN");
 
-// Token files as ReadTokenFile reads them, each read again only once `fresh_for` has passed
-// since its last read: every child of a pool resolves the token of every member, a file read
-// each, and a token file rewritten during a run still takes effect within `fresh_for`. A read
-// that fails is not kept. Thread-safe.
-class TokenFileCache {
- public:
-  explicit TokenFileCache(std::chrono::steady_clock::duration fresh_for) : fresh_for_(fresh_for) {}
-  Result<std::string> Read(const std::string& path,
-                           std::chrono::steady_clock::time_point now = std::chrono::steady_clock::now());
-  // Every file is read again at its next Read (an agent refused a token: it may have changed).
-  void Clear();
-
- private:
-  struct Kept {
-    std::string token;
-    std::chrono::steady_clock::time_point read_at;
-  };
-  const std::chrono::steady_clock::duration fresh_for_;
-  std::mutex mu_;
-  std::map<std::string, Kept> kept_;
-};
-
 // One agent's API. Keeps one keep-alive connection, so consecutive calls reuse it.
 // Thread-compatible: one thread at a time per instance; use one AgentClient per thread (they
 // are cheap) for concurrent calls to the same agent.
@@ -144,6 +122,8 @@ class AgentClient {
   // The URL as used: scheme://host:port without a trailing slash.
   const std::string& url() const { return base_url_; }
   const fanout::Status& endpoint_status() const { return endpoint_status_; }
+  // Sends `token` from the next call on (an agent pool re-reads a member's token file).
+  void SetToken(const std::string& token);
 
   // GET /v1/health: {"status", "name", "version"}. Needs no credentials.
   Result<nlohmann::json> Health();

@@ -565,31 +565,6 @@ TEST(AgentClientTest, ReadTokenFileTrimsWhitespace) {
   EXPECT_EQ(ReadTokenFile(path).status().code(), Code::kNotFound);
 }
 
-TEST(AgentClientTest, TokenFileCacheReadsAFileAgainOnceItsTimeIsUp) {
-  char path[] = "/tmp/fanout-token-XXXXXX";
-  int fd = mkstemp(path);
-  ASSERT_GE(fd, 0);
-  close(fd);
-  TokenFileCache cache(std::chrono::seconds(1));
-  const auto t0 = std::chrono::steady_clock::now();
-  // A file that cannot be read is not kept: it is read again at once.
-  std::ofstream(path) << "\n";
-  EXPECT_EQ(cache.Read(path, t0).status().code(), Code::kInvalidArgument);
-  std::ofstream(path) << "first\n";
-  EXPECT_EQ(*cache.Read(path, t0), "first");
-  // Rewritten: the token read stays until a second has passed since that read.
-  std::ofstream(path) << "second\n";
-  EXPECT_EQ(*cache.Read(path, t0 + std::chrono::milliseconds(999)), "first");
-  EXPECT_EQ(*cache.Read(path, t0 + std::chrono::seconds(1)), "second");
-  // Cleared (an agent refused the token), it is read again at once.
-  std::ofstream(path) << "third\n";
-  cache.Clear();
-  EXPECT_EQ(*cache.Read(path, t0 + std::chrono::milliseconds(1001)), "third");
-  std::remove(path);
-  EXPECT_EQ(*cache.Read(path, t0 + std::chrono::milliseconds(1500)), "third");
-  EXPECT_EQ(cache.Read(path, t0 + std::chrono::milliseconds(2001)).status().code(), Code::kNotFound);
-}
-
 TEST(AgentClientTest, ResolveTokenPrefersTheFileThenTheEnvironment) {
   setenv("FANOUT_TEST_TOKEN", "from-env", 1);
   auto from_env = ResolveToken("", "FANOUT_TEST_TOKEN");

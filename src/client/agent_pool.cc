@@ -16,6 +16,7 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 using namespace std::chrono_literals;
+using nlohmann::json;
 
 constexpr auto kAliveProbeInterval = 500ms;
 // While children started without waiting (wait: false) were handed to an agent lately: they
@@ -72,8 +73,8 @@ std::shared_ptr<AgentPool> AgentPool::Get(const std::vector<PoolMember>& members
   std::vector<std::string> identities;
   for (const PoolMember& m : members) {
     const AgentEndpoint& e = m.endpoint;
-    identities.push_back(fmt::format("{}\n{}\n{}\n{}\n{}\n{}", e.url, m.name, e.token, e.ca_file,
-                                     e.cert_file, e.key_file));
+    identities.push_back(fmt::format("{}\n{}\n{}\n{}\n{}\n{}\n{}", e.url, m.name, m.token_file,
+                                     e.token, e.ca_file, e.cert_file, e.key_file));
   }
   std::sort(identities.begin(), identities.end());
   std::string key = fmt::format("{}", fmt::join(identities, "\n\n"));
@@ -124,6 +125,7 @@ AgentPool::AgentPool(std::vector<PoolMember> members)
     states_[i].summary.name = members_[i].name;
     // Shown in messages, summaries and events: never a password written into it.
     states_[i].summary.url = RedactAgentUrl(members_[i].endpoint.url);
+    states_[i].token = members_[i].endpoint.token;
   }
   for (size_t i = 0; i < members_.size(); ++i) {
     probers_.emplace_back([this, i] { ProbeLoop(static_cast<int>(i)); });
@@ -145,7 +147,17 @@ void AgentPool::Probe(int member, AgentClient& client) {
     State& s = states_[static_cast<size_t>(member)];
     s.probe_peak = s.running;
   }
-  auto status = client.Status();
+  // A token file is read at every probe, so a fixed or rotated file takes effect within one.
+  auto status = [&]() -> Result<json> {
+    const std::string& token_file = members_[static_cast<size_t>(member)].token_file;
+    if (!token_file.empty()) {
+      ASSIGN_OR_RETURN(std::string token, ReadTokenFile(token_file));
+      if (token != client.endpoint().token) client.SetToken(token);
+      std::lock_guard lock(mu_);
+      states_[static_cast<size_t>(member)].token = std::move(token);
+    }
+    return client.Status();
+  }();
   std::vector<Orphan> orphans;
   std::vector<std::string> detached, ended;
   if (status.ok()) {
@@ -241,9 +253,12 @@ std::unique_ptr<AgentClient> AgentPool::BorrowClient(int member) {
   if (!s.idle_clients.empty()) {
     auto client = std::move(s.idle_clients.back());
     s.idle_clients.pop_back();
+    if (client->endpoint().token != s.token) client->SetToken(s.token);
     return client;
   }
-  return std::make_unique<AgentClient>(members_[static_cast<size_t>(member)].endpoint);
+  AgentEndpoint endpoint = members_[static_cast<size_t>(member)].endpoint;
+  endpoint.token = s.token;
+  return std::make_unique<AgentClient>(std::move(endpoint));
 }
 
 Result<Lease> AgentPool::Acquire(const Request& request, const std::function<bool()>& canceled) {

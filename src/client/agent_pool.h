@@ -28,6 +28,10 @@ namespace fanout::client {
 struct PoolMember {
   std::string name;  // the agent connection's name in the package
   AgentEndpoint endpoint;
+  // When set, the token is read from this file at every probe, not taken from endpoint.token:
+  // a member whose file cannot be read is unusable (the others take its children), and a file
+  // rewritten during a run (a rotated token) takes effect at the next probe.
+  std::string token_file;
 };
 
 // Per agent, what this process sent it: for the summary `fanout run` prints.
@@ -97,7 +101,8 @@ class AgentPool {
   // For a child started and not followed (wait: false): its slot stays taken in this pool's
   // count until a probe finds `run_id` ended on the agent.
   void Detach(Lease& lease, const std::string& run_id);
-  // Takes a member out until it answers again (a failed call, a lost long-poll).
+  // Takes a member out until it answers again (a failed call, a lost long-poll, a refused
+  // token: the next probe reads its token file again).
   void MarkDown(int member, const std::string& reason);
   // Whether the member answered its last probe or call.
   bool IsAlive(int member);
@@ -125,6 +130,7 @@ class AgentPool {
     bool known = false;  // status read at least once
     bool alive = false;
     std::string down_reason;
+    std::string token;  // from the member's token file at the last probe that could read it
     int slots = 0;
     int others = 0;   // runs of other clients there, from the last status
     int running = 0;  // ours, now

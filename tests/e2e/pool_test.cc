@@ -1319,6 +1319,30 @@ TEST_F(PoolTest, APoolWithEveryAgentDownFailsNamingEachAgentAndWhy) {
   EXPECT_TRUE(History(1, "quick").empty()) << "srv-b ran a child without valid credentials";
 }
 
+// A pool member whose token file is missing is unusable, not fatal: the other agent takes the
+// children (it failed every child), and once the file is there the member takes its share.
+TEST_F(PoolTest, AMissingTokenFileLeavesOnlyItsAgentOutUntilTheFileIsThere) {
+  ASSERT_TRUE(StartAgents({1, 1}));
+  ASSERT_TRUE(Deploy({{"nap.yaml", ShellJob("nap", "sleep 0.3")}}));
+  const std::string late_token = work_.path() + "/late.token";
+  std::string parent = WriteParent("late-token", FanTask(12, 2, "nap"), {{"srv-b", late_token}});
+  BackgroundRun run({"run", parent, "--catalog", CatalogSpec(), "--reporting", kStartsShown},
+                    work_.path());
+  ASSERT_TRUE(run.Printed("cannot read the token file", milliseconds(10000)))
+      << ReadText(work_.path() + "/fanout.out");
+  // Whole at once (a rename), as a half-written token would be refused.
+  work_.Write("late.token.new", ReadText(agent(1).token_file()));
+  ASSERT_EQ(std::rename((late_token + ".new").c_str(), late_token.c_str()), 0);
+  ASSERT_EQ(run.Wait(seconds(30)), 0) << ReadText(work_.path() + "/fanout.err");
+  std::string out = ReadText(work_.path() + "/fanout.out");
+  EXPECT_TRUE(Has(out, "agent srv-b (" + agent(1).url() + ") is unusable, so children go to the "
+                       "pool's other agents until it answers: cannot read the token file"))
+      << out;
+  EXPECT_FALSE(History(0, "nap").empty()) << out;
+  EXPECT_FALSE(History(1, "nap").empty()) << "srv-b never took a child once its token was there";
+  EXPECT_EQ(History(0, "nap").size() + History(1, "nap").size(), 12u);
+}
+
 // Two connections to one agent are two members: each task uses its own connection's
 // credentials, so the one with a wrong token gets the agent's 401 even after the other one
 // started a child there.

@@ -84,12 +84,6 @@ class DurationHistory {
   std::map<std::string, std::shared_ptr<std::vector<ExecutionRow>>> cache_;
 };
 
-// Agent connections' token files, read once a second at most rather than by every child.
-client::TokenFileCache& TokenFiles() {
-  static auto* files = new client::TokenFileCache(std::chrono::seconds(1));  // used until exit
-  return *files;
-}
-
 // While the returned callback lives, a cancel of the task ends the lease's request under way.
 CancelToken::Callback InterruptOnCancel(TaskContext& context, Lease& lease) {
   return context.cancel().OnCancel([&lease] { lease.client().Interrupt(); });
@@ -263,22 +257,21 @@ class AgentJobTask : public Task {
         }
         continue;
       }
-      // A job that agent lacks, or 500: the agent answers but cannot work (a full disk, say).
-      // The child tries another agent.
+      // A job that agent lacks, a refused token, or 500: the agent answers but cannot work for
+      // this parent (a full disk, a rotated token). The child tries another agent.
       const bool failed = st.code() == Code::kInternal;
-      if (pool_of_several && (failed || st.code() == Code::kNotFound)) {
+      const bool refused_token = st.code() == Code::kUnauthenticated;
+      if (pool_of_several && (failed || refused_token || st.code() == Code::kNotFound)) {
         // Idle, a failing agent would look the least loaded and draw every child and retry: it
         // is also out of the pool until its next probe (a second later; the probe only reads
-        // its status).
-        if (failed) pool->MarkDown(member, st.message());
+        // its status, and its token file again).
+        if (failed || refused_token) pool->MarkDown(member, st.message());
         request.exclude[member] = st.message();
         context.Emit(EventType::kOnWarning,
                      fmt::format("agent {} {} job {}, trying another: {}", agent,
                                  failed ? "could not start" : "refused", *job_name, st.message()));
         continue;
       }
-      // A token file rewritten within the last second is read again by the next child.
-      if (st.code() == Code::kUnauthenticated) TokenFiles().Clear();
       return TaskOutcome::Failure(fmt::format("cannot start job {} on agent {}: {}", *job_name,
                                               agent, st.message()));
     }
@@ -468,19 +461,20 @@ class AgentJobTask : public Task {
       auto path = [&](const char* key) {
         return settings[key].empty() ? std::string() : context.ResolvePath(settings[key]);
       };
+      // A token file is the pool's to read (at each probe): one that cannot be read makes its
+      // agent unusable, not every child fail.
       const std::string token_file = path("token_file");
-      auto token = !token_file.empty()
-                       ? TokenFiles().Read(token_file)
-                       : client::ResolveToken("", settings["token_env"].empty()
-                                                       ? "FANOUT_TOKEN"
-                                                       : settings["token_env"]);
-      if (!token.ok()) return token.status().WithContext("agent connection " + name);
-      e.token = *token;
+      if (token_file.empty()) {
+        auto token = client::ResolveToken(
+            "", settings["token_env"].empty() ? "FANOUT_TOKEN" : settings["token_env"]);
+        if (!token.ok()) return token.status().WithContext("agent connection " + name);
+        e.token = *token;
+      }
       e.ca_file = path("ca");
       e.cert_file = path("cert");
       e.key_file = path("key");
       e.read_timeout = kPollWait + kReadMargin;
-      members.push_back({name, std::move(e)});
+      members.push_back({name, std::move(e), token_file});
     }
     return members;
   }
