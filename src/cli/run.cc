@@ -85,8 +85,14 @@ class SignalWatcher {
           _exit(kExitCanceled);
         }
         before_message();
-        std::fprintf(stderr, "fanout: SIG%s received, stopping every running task\n",
-                     sigabbrev_np(sig));
+        if (run_ended_.load()) {
+          // Only the recorder's last writes are left, retried while the catalog is down.
+          std::fprintf(stderr, "fanout: SIG%s received after the run ended; no longer waiting "
+                       "for the catalog\n", sigabbrev_np(sig));
+        } else {
+          std::fprintf(stderr, "fanout: SIG%s received, stopping every running task\n",
+                       sigabbrev_np(sig));
+        }
         token.Cancel(CancelToken::Reason::kCanceled);
       }
     });
@@ -98,9 +104,12 @@ class SignalWatcher {
   // Until then a signal ends the process at once (the catalog's connect may hang, and nothing
   // has run); after, it cancels the run.
   void CatalogOpened() { opening_catalog_.store(false); }
+  // From then on a signal only cuts short the wait for the catalog.
+  void RunEnded() { run_ended_.store(true); }
 
  private:
   std::atomic<bool> opening_catalog_{true};
+  std::atomic<bool> run_ended_{false};
   std::thread thread_;
 };
 
@@ -272,6 +281,7 @@ int RunPackage(const RunArgs& args) {
   Engine engine(recorder);
   if (progress) progress->Start();
   auto result = engine.Run(*package, options, &cancel);
+  signals.RunEnded();
   recorder.Flush();
   if (progress) progress->Stop();
   if (!result.ok()) {

@@ -197,6 +197,12 @@ Result<std::string> ReadTokenFile(const std::string& path) {
 // A token goes into an HTTP header as it is: a line break in it would end the header and start
 // another (a token file with a comment line sent that line as a header).
 Status CheckToken(std::string_view token, std::string_view source) {
+  if (token.size() > kMaxTokenLength) {
+    return InvalidArgument(fmt::format(
+        "{} holds {} characters; a token is at most {} (it goes into an HTTP header, which the "
+        "agent takes up to 8 KiB long)",
+        source, token.size(), kMaxTokenLength));
+  }
   auto bad = std::find_if(token.begin(), token.end(),
                           [](char c) { return c <= ' ' || c > '~'; });
   if (bad == token.end()) return Status::Ok();

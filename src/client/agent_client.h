@@ -94,7 +94,8 @@ bool IsValidName(std::string_view name);
 // file is unreadable, empty or holds more than the token (see CheckToken).
 Result<std::string> ReadTokenFile(const std::string& path);
 // InvalidArgument, naming `source`, when `token` holds anything but printable ASCII without
-// spaces (a line break would inject HTTP headers).
+// spaces (a line break would inject HTTP headers), or more than kMaxTokenLength characters.
+inline constexpr size_t kMaxTokenLength = 4096;
 Status CheckToken(std::string_view token, std::string_view source);
 // The token as agent connections and the CLI name it: read from `token_file` when given, else
 // the value of the environment variable `token_env` (empty when unset: no token is sent).

@@ -551,6 +551,15 @@ TEST(AgentClientTest, ReadTokenFileTrimsWhitespace) {
   EXPECT_NE(two_lines.status().message().find("holds more than one line at character 6"),
             std::string::npos)
       << two_lines.status().message();
+  // Longer than an HTTP header may be: said up front, not as the agent's puzzling 400.
+  std::ofstream(path) << std::string(kMaxTokenLength, 'x');
+  EXPECT_TRUE(ReadTokenFile(path).ok());
+  std::ofstream(path) << std::string(9000, 'x');
+  auto too_long = ReadTokenFile(path);
+  ASSERT_FALSE(too_long.ok());
+  EXPECT_NE(too_long.status().message().find("holds 9000 characters; a token is at most 4096"),
+            std::string::npos)
+      << too_long.status().message();
   // The variable is trimmed as a file is: `FANOUT_TOKEN="$(cat token; echo)"` works.
   setenv("FANOUT_TEST_TOKEN", " tok3n\n", 1);
   EXPECT_EQ(*ResolveToken("", "FANOUT_TEST_TOKEN"), "tok3n");

@@ -196,5 +196,43 @@ TEST(CatalogOutageTest, CtrlCWhileTheCatalogConnectWaitsEndsTheRunAsCanceled) {
   close(listener);
 }
 
+// Ctrl-C once the package has ended, while its rows wait for a catalog that does not answer:
+// the wait is cut short and said as such (it said "stopping every running task", with none
+// running), and the run keeps its result.
+TEST(CatalogOutageTest, CtrlCAfterTheRunEndedOnlyStopsWaitingForTheCatalog) {
+  int port_holder = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(port_holder, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  ASSERT_EQ(bind(port_holder, reinterpret_cast<sockaddr*>(&addr), len), 0);
+  ASSERT_EQ(getsockname(port_holder, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  close(port_holder);  // a free port of this host, which refuses: the catalog is down at once
+  ScratchDir dir;
+  dir.Write("p.yaml", "package: p\ntasks:\n  mark: {type: process, run: [touch, ran]}\n");
+  setenv("FANOUT_SPOOL_DIR", (dir.path() + "/spool").c_str(), 1);
+  int pid = StartFanout({"run", "p.yaml", "--catalog",
+                         "postgresql://fanout@127.0.0.1:" + std::to_string(ntohs(addr.sin_port)) +
+                             "/down"},
+                        dir.path());
+  unsetenv("FANOUT_SPOOL_DIR");
+  ASSERT_TRUE(WaitFor([&] { return std::filesystem::exists(dir.path() + "/ran"); }, seconds(20)))
+      << dir.Read("fanout.err");
+  std::this_thread::sleep_for(milliseconds(300));  // the engine returns; the recorder retries
+  auto interrupted = std::chrono::steady_clock::now();
+  kill(pid, SIGINT);
+  EXPECT_EQ(WaitFanout(pid, seconds(10)), 0) << dir.Read("fanout.err");
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - interrupted).count(), 2.0)
+      << "it waited for the catalog on";
+  const std::string err = dir.Read("fanout.err");
+  EXPECT_NE(err.find("SIGINT received after the run ended; no longer waiting for the catalog"),
+            std::string::npos)
+      << err;
+  EXPECT_EQ(err.find("stopping every running task"), std::string::npos) << err;
+  EXPECT_NE(dir.Read("fanout.out").find("Package p: Success"), std::string::npos)
+      << dir.Read("fanout.out");
+}
+
 }  // namespace
 }  // namespace fanout::testing
