@@ -166,25 +166,41 @@ TEST(CatalogOutageTest, PostgresAwayMidRunOrAtTheStartLosesNoEvent) {
   EXPECT_EQ(CountEvents(**reopened, late), expected) << "every event, exactly once";
 }
 
-// Ctrl-C while the catalog server keeps the connect waiting (it takes the connection and never
-// answers): the run ends at once as canceled, saying why, and nothing ran (it had died of the
-// signal with 130 and no word). Needs no PostgreSQL: the listener below is all the "server".
-TEST(CatalogOutageTest, CtrlCWhileTheCatalogConnectWaitsEndsTheRunAsCanceled) {
-  int listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  ASSERT_GE(listener, 0);
+// A package that only touches the file `ran`.
+constexpr const char* kMarkPackage = "package: p\ntasks:\n  mark: {type: process, run: [touch, ran]}\n";
+
+// A TCP socket bound to a free 127.0.0.1 port (set in `port`), or -1.
+int BoundLoopbackSocket(int& port) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   socklen_t len = sizeof addr;
-  ASSERT_EQ(bind(listener, reinterpret_cast<sockaddr*>(&addr), len), 0);
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), len) != 0 ||
+      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    close(fd);
+    return -1;
+  }
+  port = ntohs(addr.sin_port);
+  return fd;
+}
+
+std::string PostgresSpecAt(int port, const std::string& database) {
+  return "postgresql://fanout@127.0.0.1:" + std::to_string(port) + "/" + database;
+}
+
+// Ctrl-C while the catalog server keeps the connect waiting (it takes the connection and never
+// answers): the run ends at once as canceled, saying why, and nothing ran (it had died of the
+// signal with 130 and no word). Needs no PostgreSQL: the listener below is all the "server".
+TEST(CatalogOutageTest, CtrlCWhileTheCatalogConnectWaitsEndsTheRunAsCanceled) {
+  int port = 0;
+  int listener = BoundLoopbackSocket(port);
+  ASSERT_GE(listener, 0);
   ASSERT_EQ(listen(listener, 4), 0);  // the kernel completes connections; nobody answers them
-  ASSERT_EQ(getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len), 0);
   ScratchDir dir;
-  dir.Write("p.yaml", "package: p\ntasks:\n  mark: {type: process, run: [touch, ran]}\n");
-  int pid = StartFanout({"run", "p.yaml", "--catalog",
-                         "postgresql://fanout@127.0.0.1:" + std::to_string(ntohs(addr.sin_port)) +
-                             "/silent"},
-                        dir.path());
+  dir.Write("p.yaml", kMarkPackage);
+  int pid = StartFanout({"run", "p.yaml", "--catalog", PostgresSpecAt(port, "silent")}, dir.path());
   std::this_thread::sleep_for(milliseconds(500));  // well inside the connect's own limit
   kill(pid, SIGINT);
   EXPECT_EQ(WaitFanout(pid, seconds(10)), 3) << dir.Read("fanout.err");
@@ -200,22 +216,14 @@ TEST(CatalogOutageTest, CtrlCWhileTheCatalogConnectWaitsEndsTheRunAsCanceled) {
 // the wait is cut short and said as such (it said "stopping every running task", with none
 // running), and the run keeps its result.
 TEST(CatalogOutageTest, CtrlCAfterTheRunEndedOnlyStopsWaitingForTheCatalog) {
-  int port_holder = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int port = 0;
+  int port_holder = BoundLoopbackSocket(port);
   ASSERT_GE(port_holder, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof addr;
-  ASSERT_EQ(bind(port_holder, reinterpret_cast<sockaddr*>(&addr), len), 0);
-  ASSERT_EQ(getsockname(port_holder, reinterpret_cast<sockaddr*>(&addr), &len), 0);
   close(port_holder);  // a free port of this host, which refuses: the catalog is down at once
   ScratchDir dir;
-  dir.Write("p.yaml", "package: p\ntasks:\n  mark: {type: process, run: [touch, ran]}\n");
+  dir.Write("p.yaml", kMarkPackage);
   setenv("FANOUT_SPOOL_DIR", (dir.path() + "/spool").c_str(), 1);
-  int pid = StartFanout({"run", "p.yaml", "--catalog",
-                         "postgresql://fanout@127.0.0.1:" + std::to_string(ntohs(addr.sin_port)) +
-                             "/down"},
-                        dir.path());
+  int pid = StartFanout({"run", "p.yaml", "--catalog", PostgresSpecAt(port, "down")}, dir.path());
   unsetenv("FANOUT_SPOOL_DIR");
   ASSERT_TRUE(WaitFor([&] { return std::filesystem::exists(dir.path() + "/ran"); }, seconds(20)))
       << dir.Read("fanout.err");
