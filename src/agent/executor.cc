@@ -335,10 +335,9 @@ Status Executor::Recover() {
                  runs.size(), runs.size() == 1 ? " was" : "s were", reattached, retrying, requeued,
                  ended);
   }
-  // On its own thread: an unreachable catalog must not hold up the agent's start.
-  if (!orphaned.empty()) {
-    orphan_closer_ = std::thread([this, orphaned = std::move(orphaned)] { EndOpenExecutions(orphaned); });
-  }
+  closer_ = std::thread([this] { CloserLoop(); });
+  // On the closer thread: an unreachable catalog must not hold up the agent's start.
+  EndOpenExecutions(std::move(orphaned), /*now=*/false);
   heartbeat_ = std::thread([this] {
     const std::filesystem::path file = AliveFile(config_.data_dir);
     std::unique_lock lock(heartbeat_mu_);
@@ -756,7 +755,8 @@ Executor::StepOutcome Executor::RunStep(ActiveRun& run, int index, int attempt) 
       EndOpenExecutions({{rec.execution_id, outcome.canceled ? "canceled" : "failed",
                           fmt::format("fanout run was killed by signal {} before it recorded "
                                       "its end", r.term_signal),
-                          r.exit_code}});
+                          r.exit_code}},
+                        /*now=*/true);
     }
   }
   outcome.message = run.secrets.Mask(outcome.message);
@@ -862,25 +862,41 @@ Executor::StepOutcome Executor::Reattach(ActiveRun& run) {
       "the agent restarted while this step ran; its process has ended but its result is unknown";
   end_attempt("abandoned", message, std::nullopt);
   if (step.subsystem == "package") {
-    EndOpenExecutions({{run.record.execution_id, "failed", message, std::nullopt}});
+    EndOpenExecutions({{run.record.execution_id, "failed", message, std::nullopt}}, /*now=*/true);
   }
   std::lock_guard lock(mu_);
   run.record.status = "abandoned";
   return StepOutcome{false, false, message};
 }
 
-void Executor::EndOpenExecutions(const std::vector<OpenExecution>& executions) {
+void Executor::EndOpenExecutions(std::vector<OpenExecution> executions, bool now) {
+  std::string why;  // said by the closer, whose first try follows at once
+  if (now && !executions.empty()) executions = TryEndOpenExecutions(executions, why);
+  if (executions.empty()) return;
+  std::lock_guard lock(closer_mu_);
+  to_end_.insert(to_end_.end(), std::make_move_iterator(executions.begin()),
+                 std::make_move_iterator(executions.end()));
+  closer_wake_.notify_one();
+}
+
+std::vector<Executor::OpenExecution> Executor::TryEndOpenExecutions(
+    const std::vector<OpenExecution>& executions, std::string& why) {
   auto catalog = OpenCatalog(config_.catalog);
   if (!catalog.ok()) {
-    std::fprintf(stderr, "fanout agent: cannot end %zu execution(s) left running in the catalog: %s\n",
-                 executions.size(), catalog.status().ToString().c_str());
-    return;
+    why = catalog.status().ToString();
+    return executions;
   }
   CatalogBatch batch;
+  std::vector<OpenExecution> unread;  // their rows could not be read: tried again
   for (const OpenExecution& e : executions) {
     if (e.id.empty()) continue;
     auto execution = (*catalog)->GetExecution(e.id);
-    if (!execution.ok() || !*execution || (*execution)->ended_at) continue;
+    if (!execution.ok()) {
+      why = execution.status().ToString();
+      unread.push_back(e);
+      continue;
+    }
+    if (!*execution || (*execution)->ended_at) continue;
     ExecutionRow& row = batch.executions.emplace_back(std::move(**execution));
     row.parameters.clear();  // kept as they are
     row.status = e.status;
@@ -888,10 +904,47 @@ void Executor::EndOpenExecutions(const std::vector<OpenExecution>& executions) {
     row.exit_code = e.exit_code;
     row.message = e.message;
   }
+  if (batch.executions.empty()) return unread;
   Status written = (*catalog)->Write(batch);
-  if (!written.ok()) {
-    std::fprintf(stderr, "fanout agent: ending executions left running in the catalog: %s\n",
-                 written.ToString().c_str());
+  if (written.ok()) return unread;
+  why = written.ToString();
+  return executions;
+}
+
+void Executor::CloserLoop() {
+  constexpr auto kFirstPause = std::chrono::seconds(2);
+  constexpr auto kLongestPause = std::chrono::seconds(60);
+  auto pause = kFirstPause;
+  bool said = false;  // that the catalog is down, since it last took them
+  std::unique_lock lock(closer_mu_);
+  while (true) {
+    closer_wake_.wait(lock, [&] { return closer_stop_ || !to_end_.empty(); });
+    if (closer_stop_) break;
+    std::vector<OpenExecution> batch = std::exchange(to_end_, {});
+    lock.unlock();
+    std::string why;
+    std::vector<OpenExecution> left = TryEndOpenExecutions(batch, why);
+    if (left.empty() && said) {
+      std::fprintf(stderr, "fanout agent: the catalog answers again; executions left running "
+                   "there are ended\n");
+    } else if (!left.empty() && !said) {
+      std::fprintf(stderr, "fanout agent: cannot end %zu execution(s) left running in the "
+                   "catalog yet, trying again until it answers: %s\n", left.size(), why.c_str());
+    }
+    said = !left.empty();
+    lock.lock();
+    if (left.empty()) {
+      pause = kFirstPause;
+      continue;
+    }
+    to_end_.insert(to_end_.begin(), std::make_move_iterator(left.begin()),
+                   std::make_move_iterator(left.end()));
+    closer_wake_.wait_for(lock, pause, [&] { return closer_stop_; });
+    pause = std::min<std::chrono::seconds>(pause * 2, kLongestPause);
+  }
+  if (!to_end_.empty()) {
+    std::fprintf(stderr, "fanout agent: stopping with %zu execution(s) still running in the "
+                 "catalog, which could not be reached to end them\n", to_end_.size());
   }
 }
 
@@ -1098,7 +1151,12 @@ void Executor::Drain(std::chrono::milliseconds grace) {
   work_.notify_all();
   changed_.wait(lock, [&] { return workers_ == 0; });
   lock.unlock();
-  if (orphan_closer_.joinable()) orphan_closer_.join();
+  {
+    std::lock_guard closer_lock(closer_mu_);
+    closer_stop_ = true;
+  }
+  closer_wake_.notify_all();
+  if (closer_.joinable()) closer_.join();
   {
     std::lock_guard heartbeat_lock(heartbeat_mu_);
     heartbeat_stop_ = true;

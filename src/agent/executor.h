@@ -124,14 +124,20 @@ class Executor {
                         std::optional<DateTime> ended_at = std::nullopt);
   // A package step's `fanout run` that died without recording its end (killed, or gone while
   // the agent was down) would show `running` in the catalog forever: ends them there, unless
-  // they ended after all. Opens the catalog once.
+  // they ended after all.
   struct OpenExecution {
     std::string id;
     std::string status;  // what to end it with
     std::string message;
     std::optional<int> exit_code;
   };
-  void EndOpenExecutions(const std::vector<OpenExecution>& executions);
+  // Ends them now (`now`) or on the closer thread; those the catalog could not take (it is
+  // down) are tried again there, after pauses growing to a minute, while the agent runs.
+  void EndOpenExecutions(std::vector<OpenExecution> executions, bool now);
+  // One try, opening the catalog once: the executions it could not end, and why.
+  std::vector<OpenExecution> TryEndOpenExecutions(const std::vector<OpenExecution>& executions,
+                                                  std::string& why);
+  void CloserLoop();
   // Runs a package step's `fanout run` in the warm process when there is one, and starts the
   // next warm process.
   Result<SpawnResult> RunPackageStep(SpawnSpec& spec, int cancel_fd);
@@ -154,17 +160,22 @@ class Executor {
   int workers_ = 0;       // run threads alive
   bool stop_workers_ = false;
   bool draining_ = false;
-  // A `fanout --argv-from-stdin` started ahead of the next package step: its dynamic loading
-  // (~3 ms, the larger part of a step's start) is done by the time the step is due, and the
-  // step's command line goes to its stdin. Started at each package step, for the next one, so
-  // agents without package steps keep none.
-  std::thread orphan_closer_;  // Recover's EndOpenExecutions; joined by Drain
+  // The closer thread: ends executions left open in the catalog (EndOpenExecutions).
+  std::thread closer_;
+  std::mutex closer_mu_;
+  std::condition_variable closer_wake_;
+  std::vector<OpenExecution> to_end_;
+  bool closer_stop_ = false;
   // Touches DATA_DIR/alive every second (and once more at Drain), so that the next start knows
   // how long the agent was down.
   std::thread heartbeat_;
   std::mutex heartbeat_mu_;
   std::condition_variable heartbeat_stop_cv_;
   bool heartbeat_stop_ = false;
+  // A `fanout --argv-from-stdin` started ahead of the next package step: its dynamic loading
+  // (~3 ms, the larger part of a step's start) is done by the time the step is due, and the
+  // step's command line goes to its stdin. Started at each package step, for the next one, so
+  // agents without package steps keep none.
   std::mutex warm_mu_;
   ChildProcess warm_;
   bool warm_off_ = false;  // draining: no new warm process

@@ -124,6 +124,19 @@ class AgentTest : public ::testing::Test {
     return started.ok() ? started->run_id : "";
   }
 
+  // Starts job `stubborn`: one package step whose task ignores SIGTERM and outlasts the
+  // stop_grace, so that a stop kills its `fanout run` mid-run. Returns once the task runs.
+  void StartStubbornPackageStep(std::string& run_id) {
+    const std::string started = agent_.Path("started");
+    ASSERT_TRUE(PutPackage("stubborn", "package: stubborn\ntasks:\n"
+                                       "  hold: {type: process, run: [/bin/sh, -c, "
+                                       "'trap \"\" TERM; touch " + started + "; sleep 3']}\n"));
+    ASSERT_TRUE(
+        PutJob("job: stubborn\nsteps:\n  - {name: s, subsystem: package, package: stubborn}\n"));
+    run_id = StartRun("stubborn");
+    ASSERT_TRUE(WaitForFile(started));
+  }
+
   json Run(const std::string& job, const client::StartRequest& request = {}) {
     std::string id = StartRun(job, request);
     if (id.empty()) return nullptr;
@@ -1102,14 +1115,8 @@ TEST_F(AgentTest, PackageStepsRunDeployedPackagesAndRecordTheirExecutions) {
 
 TEST_F(AgentTest, AStepsFanoutRunKilledBeforeItsEndLeavesNoExecutionRunning) {
   ASSERT_TRUE(StartConfig(Config(1)));  // stop_grace 300ms: then SIGKILL
-  const std::string started = agent_.Path("started");
-  // Its task outlasts the grace (it ignores SIGTERM), so fanout run is killed mid-run.
-  ASSERT_TRUE(PutPackage("stubborn", "package: stubborn\ntasks:\n"
-                                     "  hold: {type: process, run: [/bin/sh, -c, "
-                                     "'trap \"\" TERM; touch " + started + "; sleep 3']}\n"));
-  ASSERT_TRUE(PutJob("job: stubborn\nsteps:\n  - {name: s, subsystem: package, package: stubborn}\n"));
-  std::string id = StartRun("stubborn");
-  ASSERT_TRUE(WaitForFile(started));
+  std::string id;
+  ASSERT_NO_FATAL_FAILURE(StartStubbornPackageStep(id));
   auto catalog = OpenCatalog("sqlite:" + agent_.data_dir() + "/catalog.db");
   ASSERT_TRUE(catalog.ok()) << catalog.status().ToString();
   std::string execution_id;
@@ -1129,6 +1136,49 @@ TEST_F(AgentTest, AStepsFanoutRunKilledBeforeItsEndLeavesNoExecutionRunning) {
   EXPECT_EQ((*row)->status, "canceled");
   EXPECT_TRUE((*row)->ended_at.has_value());
   EXPECT_TRUE(Contains((*row)->message, "killed by signal 9")) << (*row)->message;
+}
+
+// The same with the catalog away when the step is killed: its execution is ended once the
+// catalog is back (it was tried once and stayed `running` for ever).
+TEST_F(AgentTest, AKilledStepsExecutionIsEndedOnceTheCatalogIsBack) {
+  std::filesystem::create_directories(agent_.Path("cat"));
+  ASSERT_TRUE(StartConfig(Config(1, "catalog: sqlite:cat/catalog.db\n")));
+  std::string id;
+  ASSERT_NO_FATAL_FAILURE(StartStubbornPackageStep(id));
+  std::string execution_id;
+  auto recorded = [&](const std::string& dir) -> std::optional<ExecutionRow> {
+    auto catalog = OpenCatalog("sqlite:" + agent_.Path(dir) + "/catalog.db");
+    if (!catalog.ok()) return std::nullopt;
+    auto row = (*catalog)->GetExecution(execution_id);
+    return row.ok() ? *row : std::nullopt;
+  };
+  ASSERT_TRUE(WaitFor([&] {
+    auto run = api_->GetRun(id);
+    if (!run.ok() || (*run)["steps"].empty()) return false;
+    execution_id = (*run)["steps"][0].value("execution_id", "");
+    return recorded("cat").has_value();
+  }, milliseconds(10000))) << "the step's execution never reached the catalog";
+
+  // Away: the step's fanout run keeps its open file; the agent cannot open the catalog.
+  std::filesystem::rename(agent_.Path("cat"), agent_.Path("cat.away"));
+  ASSERT_TRUE(api_->StopRun(id).ok());  // its task ignores SIGTERM: killed after the grace
+  EXPECT_EQ(WaitForRun(*api_, id).value("status", ""), "canceled");
+  ASSERT_TRUE(WaitFor([&] { return Contains(agent_.err(), "cannot end 1 execution(s)"); },
+                      milliseconds(5000)))
+      << agent_.err();
+  std::optional<ExecutionRow> away = recorded("cat.away");
+  ASSERT_TRUE(away.has_value());
+  EXPECT_EQ(away->status, "running");
+
+  std::filesystem::rename(agent_.Path("cat.away"), agent_.Path("cat"));
+  std::optional<ExecutionRow> back;
+  EXPECT_TRUE(WaitFor([&] {
+    back = recorded("cat");
+    return back && back->ended_at.has_value();
+  }, milliseconds(15000))) << agent_.err();
+  ASSERT_TRUE(back.has_value());
+  EXPECT_EQ(back->status, "canceled");
+  EXPECT_TRUE(Contains(back->message, "killed by signal 9")) << back->message;
 }
 
 // A step's `fanout run` killed from outside (the OOM killer, an operator) was said to have
