@@ -125,8 +125,9 @@ class Catalog {
   using IsLive = std::function<bool(const ExecutionRow&)>;
   // Retention, in one transaction: deletes every tree of executions (one without a parent in
   // the catalog and all below it) whose top started before `cutoff`, with their parameters,
-  // task runs and events; a tree with an execution `is_live` says is live is kept whole.
-  virtual Result<PruneCounts> Prune(DateTime cutoff, const IsLive& is_live) = 0;
+  // task runs and events; a tree with an execution `is_live` says is live is kept whole. With
+  // `dry_run` the transaction is rolled back: the counts say what it would delete.
+  virtual Result<PruneCounts> Prune(DateTime cutoff, const IsLive& is_live, bool dry_run) = 0;
 };
 
 // Opens a catalog from a spec: "sqlite:PATH" (or a bare path ending in .db). Other schemes

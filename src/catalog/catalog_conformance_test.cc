@@ -1307,7 +1307,16 @@ TEST_P(CatalogConformanceTest, PruneRemovesOldExecutionsWithEverythingTheyOwn) {
   }
   ASSERT_TRUE(catalog->Write(batch).ok());
   auto none_live = [](const ExecutionRow&) { return false; };
-  auto counts = catalog->Prune(testing::At(2000000), none_live);
+  // A dry run counts what would go and deletes nothing.
+  auto would = catalog->Prune(testing::At(2000000), none_live, /*dry_run=*/true);
+  ASSERT_TRUE(would.ok()) << would.status().ToString();
+  EXPECT_EQ(would->executions, 1);
+  EXPECT_EQ(would->task_runs, 2);
+  EXPECT_EQ(would->events, 1);
+  ASSERT_TRUE(catalog->GetExecution("old").ok());
+  EXPECT_TRUE(catalog->GetExecution("old")->has_value()) << "the dry run deleted it";
+  EXPECT_EQ(catalog->ListTaskRuns("old")->size(), 2u);
+  auto counts = catalog->Prune(testing::At(2000000), none_live, /*dry_run=*/false);
   ASSERT_TRUE(counts.ok()) << counts.status().ToString();
   EXPECT_EQ(counts->executions, 1);
   EXPECT_EQ(counts->task_runs, 2);
@@ -1324,7 +1333,7 @@ TEST_P(CatalogConformanceTest, PruneRemovesOldExecutionsWithEverythingTheyOwn) {
   EventQuery q;
   q.execution_id = "old";
   EXPECT_EQ(catalog->ListEvents(q)->size(), 0u);
-  auto again = catalog->Prune(testing::At(2000000), none_live);
+  auto again = catalog->Prune(testing::At(2000000), none_live, /*dry_run=*/false);
   ASSERT_TRUE(again.ok());
   EXPECT_EQ(again->executions, 0);
 }
@@ -1362,9 +1371,9 @@ TEST_P(CatalogConformanceTest, PruneTakesWholeTreesAndKeepsLiveOnes) {
   add("child-of-an-old-parent", uuid_v7_at(std::chrono::hours(48)), 1000);
   add("child-of-a-spooled-parent", uuid_v7_at(std::chrono::seconds(5)), 1000);
   ASSERT_TRUE(catalog->Write(batch).ok());
-  auto counts = catalog->Prune(testing::At(2000000), [](const ExecutionRow& row) {
-    return row.id == "live-child";
-  });
+  auto counts = catalog->Prune(
+      testing::At(2000000), [](const ExecutionRow& row) { return row.id == "live-child"; },
+      /*dry_run=*/false);
   ASSERT_TRUE(counts.ok()) << counts.status().ToString();
   EXPECT_EQ(counts->executions, 4);
   EXPECT_EQ(counts->events, 4);

@@ -1372,7 +1372,8 @@ Result<std::vector<ExecutionRow>> PostgresCatalog::ListJobExecutions(const std::
       "started_at DESC, id DESC", job, "listing a job's executions");
 }
 
-Result<Catalog::PruneCounts> PostgresCatalog::Prune(DateTime cutoff, const IsLive& is_live) {
+Result<Catalog::PruneCounts> PostgresCatalog::Prune(DateTime cutoff, const IsLive& is_live,
+                                                    bool dry_run) {
   RETURN_IF_ERROR(EnsureOpen());
   Query q(*this);
   RETURN_IF_ERROR(q.Command("BEGIN", "starting the prune transaction"));
@@ -1390,6 +1391,10 @@ Result<Catalog::PruneCounts> PostgresCatalog::Prune(DateTime cutoff, const IsLiv
     }, counts);
   };
   Status status = body();
+  if (status.ok() && dry_run) {
+    RETURN_IF_ERROR(q.Command("ROLLBACK", "rolling back the dry run"));
+    return counts;
+  }
   if (status.ok()) status = q.Command("COMMIT", "committing the prune");
   if (!status.ok()) {
     static_cast<void>(q.Command("ROLLBACK", "rolling back"));

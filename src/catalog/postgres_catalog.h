@@ -87,7 +87,7 @@ class PostgresCatalog : public Catalog {
   Result<std::vector<TaskRunRow>> ListTreeTaskRuns(const std::string& root_id) override;
   Result<std::vector<Event>> ListEvents(const EventQuery& query) override;
   Result<std::vector<ExecutionRow>> ListJobExecutions(const std::string& job, int limit) override;
-  Result<PruneCounts> Prune(DateTime cutoff, const IsLive& is_live) override;
+  Result<PruneCounts> Prune(DateTime cutoff, const IsLive& is_live, bool dry_run) override;
 
   // The connection string with any password replaced by "***", for messages.
   const std::string& display_name() const { return display_name_; }

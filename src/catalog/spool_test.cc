@@ -54,8 +54,8 @@ class FlakyCatalog : public Catalog {
   Result<std::vector<ExecutionRow>> ListJobExecutions(const std::string& job, int limit) override {
     return inner_.ListJobExecutions(job, limit);
   }
-  Result<PruneCounts> Prune(DateTime cutoff, const IsLive& is_live) override {
-    return inner_.Prune(cutoff, is_live);
+  Result<PruneCounts> Prune(DateTime cutoff, const IsLive& is_live, bool dry_run) override {
+    return inner_.Prune(cutoff, is_live, dry_run);
   }
 
  private:

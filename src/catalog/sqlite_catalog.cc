@@ -828,7 +828,8 @@ Result<std::vector<ExecutionRow>> SqliteCatalog::ListJobExecutions(const std::st
       "started_at DESC, id DESC", job, "listing a job's executions");
 }
 
-Result<Catalog::PruneCounts> SqliteCatalog::Prune(DateTime cutoff, const IsLive& is_live) {
+Result<Catalog::PruneCounts> SqliteCatalog::Prune(DateTime cutoff, const IsLive& is_live,
+                                                  bool dry_run) {
   if (db_ == nullptr) return FailedPrecondition("catalog '" + path_ + "' is not open");
   RETURN_IF_ERROR(Step(begin_, "starting the prune transaction"));
   PruneCounts counts;
@@ -848,6 +849,10 @@ Result<Catalog::PruneCounts> SqliteCatalog::Prune(DateTime cutoff, const IsLive&
     }, counts);
   };
   Status status = body();
+  if (status.ok() && dry_run) {
+    RETURN_IF_ERROR(Step(rollback_, "rolling back the dry run"));
+    return counts;
+  }
   if (status.ok()) status = Step(commit_, "committing the prune");
   if (!status.ok() && !sqlite3_get_autocommit(db_)) static_cast<void>(Step(rollback_, "rolling back"));
   if (!status.ok()) return status;

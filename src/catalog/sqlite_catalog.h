@@ -60,7 +60,7 @@ class SqliteCatalog : public Catalog {
   Result<std::vector<TaskRunRow>> ListTreeTaskRuns(const std::string& root_id) override;
   Result<std::vector<Event>> ListEvents(const EventQuery& query) override;
   Result<std::vector<ExecutionRow>> ListJobExecutions(const std::string& job, int limit) override;
-  Result<PruneCounts> Prune(DateTime cutoff, const IsLive& is_live) override;
+  Result<PruneCounts> Prune(DateTime cutoff, const IsLive& is_live, bool dry_run) override;
 
   const std::string& path() const { return path_; }
   // After an Open() with existing_catalog_only refused the file: it holds no table at all (an

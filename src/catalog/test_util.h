@@ -45,7 +45,7 @@ class WriteOnlyCatalog : public Catalog {
   Result<std::vector<ExecutionRow>> ListJobExecutions(const std::string&, int) override {
     return Unused();
   }
-  Result<PruneCounts> Prune(DateTime, const IsLive&) override { return Unused(); }
+  Result<PruneCounts> Prune(DateTime, const IsLive&, bool) override { return Unused(); }
 
  private:
   static Status Unused() { return Internal("a write-only test catalog cannot be read"); }

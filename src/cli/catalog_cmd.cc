@@ -17,6 +17,7 @@ Command AddCatalogCommand(CLI::App& app) {
   struct Args {
     std::string older_than;
     std::string catalog;
+    bool dry_run = false;
   };
   auto args = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand("catalog", "Maintain the catalog");
@@ -28,6 +29,7 @@ Command AddCatalogCommand(CLI::App& app) {
   prune->add_option("--older-than", args->older_than, "Age to keep, e.g. 30d, 12h")->required();
   prune->add_option("--catalog", args->catalog,
                     "sqlite:PATH or postgresql://... (default sqlite:fanout.db, or $FANOUT_CATALOG)");
+  prune->add_flag("--dry-run", args->dry_run, "Count what would be deleted; delete nothing");
   prune->footer(
       "Exit codes: 0 pruned (possibly nothing), 1 the catalog failed, 4 the SQLite catalog does\n"
       "not exist, 6 usage error (also a bad --catalog spec).");
@@ -52,19 +54,21 @@ Command AddCatalogCommand(CLI::App& app) {
               ExecutionRow judged = row;
               return !report::MarkIfProcessGone(judged);
             };
-            auto counts = catalog->Prune(cutoff, is_live);
+            auto counts = catalog->Prune(cutoff, is_live, args->dry_run);
             if (!counts.ok()) {
               std::fprintf(stderr, "fanout catalog prune: %s\n", counts.status().message().c_str());
               return kExitFailure;
             }
-            std::printf("pruned %lld executions, %lld task runs and %lld events started before %s "
-                        "from %s\n",
+            std::printf("%s %lld executions, %lld task runs and %lld events started before %s "
+                        "from %s%s\n",
+                        args->dry_run ? "would prune" : "pruned",
                         static_cast<long long>(counts->executions),
                         static_cast<long long>(counts->task_runs),
                         static_cast<long long>(counts->events), FormatDateTime(cutoff).c_str(),
-                        spec.c_str());
+                        spec.c_str(), args->dry_run ? " (--dry-run: nothing was deleted)" : "");
             if (counts->kept_live > 0) {
-              std::printf("kept %lld older tree%s of executions that %s still running\n",
+              std::printf("%s %lld older tree%s of executions that %s still running\n",
+                          args->dry_run ? "would keep" : "kept",
                           static_cast<long long>(counts->kept_live),
                           counts->kept_live == 1 ? "" : "s", counts->kept_live == 1 ? "is" : "are");
             }

@@ -604,6 +604,17 @@ TEST(CatalogPruneTest, RemovesOnlyExecutionsOlderThanTheCutoff) {
   CommandResult keep = RunFanout({"catalog", "prune", "--older-than", "1h"}, dir.path());
   EXPECT_EQ(keep.exit_code, 0) << keep.err;
   EXPECT_NE(keep.out.find("pruned 0 executions"), std::string::npos) << keep.out;
+  CommandResult preview =
+      RunFanout({"catalog", "prune", "--older-than", "0s", "--dry-run"}, dir.path());
+  EXPECT_EQ(preview.exit_code, 0) << preview.err;
+  EXPECT_NE(preview.out.find("would prune 1 executions, 1 task runs"), std::string::npos)
+      << preview.out;
+  EXPECT_NE(preview.out.find("(--dry-run: nothing was deleted)"), std::string::npos) << preview.out;
+  {
+    auto catalog = OpenTestCatalog(dir.path());
+    ASSERT_NE(catalog, nullptr);
+    EXPECT_EQ(catalog->ListExecutions(10)->size(), 1u) << "the dry run deleted";
+  }
   CommandResult drop = RunFanout({"catalog", "prune", "--older-than", "0s"}, dir.path());
   EXPECT_EQ(drop.exit_code, 0) << drop.err;
   EXPECT_NE(drop.out.find("pruned 1 executions, 1 task runs"), std::string::npos) << drop.out;
