@@ -157,7 +157,9 @@ struct Executor::ActiveRun {
 };
 
 Executor::Executor(const AgentConfig& config, AgentStore& store, std::string fanout_binary)
-    : config_(config), store_(store), fanout_binary_(std::move(fanout_binary)) {}
+    : config_(config), store_(store), fanout_binary_(std::move(fanout_binary)) {
+  closer_ = std::thread([this] { CloserLoop(); });
+}
 
 Executor::~Executor() { Drain(std::chrono::milliseconds(0)); }
 
@@ -335,7 +337,6 @@ Status Executor::Recover() {
                  runs.size(), runs.size() == 1 ? " was" : "s were", reattached, retrying, requeued,
                  ended);
   }
-  closer_ = std::thread([this] { CloserLoop(); });
   // On the closer thread: an unreachable catalog must not hold up the agent's start.
   EndOpenExecutions(std::move(orphaned), /*now=*/false);
   heartbeat_ = std::thread([this] {
@@ -870,13 +871,24 @@ Executor::StepOutcome Executor::Reattach(ActiveRun& run) {
 }
 
 void Executor::EndOpenExecutions(std::vector<OpenExecution> executions, bool now) {
-  std::string why;  // said by the closer, whose first try follows at once
+  std::string why;
   if (now && !executions.empty()) executions = TryEndOpenExecutions(executions, why);
   if (executions.empty()) return;
   std::lock_guard lock(closer_mu_);
+  if (now) {  // tried once already: the closer's first try comes after its first pause
+    SayCannotEndLocked(executions.size(), why);
+    closer_next_try_ = std::max(closer_next_try_, std::chrono::steady_clock::now() + kCloserFirstPause);
+  }
   to_end_.insert(to_end_.end(), std::make_move_iterator(executions.begin()),
                  std::make_move_iterator(executions.end()));
   closer_wake_.notify_one();
+}
+
+void Executor::SayCannotEndLocked(size_t count, const std::string& why) {
+  if (closer_said_) return;
+  closer_said_ = true;
+  std::fprintf(stderr, "fanout agent: cannot end %zu execution(s) left running in the catalog "
+               "yet, trying again until it answers: %s\n", count, why.c_str());
 }
 
 std::vector<Executor::OpenExecution> Executor::TryEndOpenExecutions(
@@ -912,35 +924,36 @@ std::vector<Executor::OpenExecution> Executor::TryEndOpenExecutions(
 }
 
 void Executor::CloserLoop() {
-  constexpr auto kFirstPause = std::chrono::seconds(2);
-  constexpr auto kLongestPause = std::chrono::seconds(60);
-  auto pause = kFirstPause;
-  bool said = false;  // that the catalog is down, since it last took them
+  auto pause = kCloserFirstPause;
   std::unique_lock lock(closer_mu_);
-  while (true) {
-    closer_wake_.wait(lock, [&] { return closer_stop_ || !to_end_.empty(); });
-    if (closer_stop_) break;
+  while (!closer_stop_) {
+    if (to_end_.empty()) {
+      closer_wake_.wait(lock, [&] { return closer_stop_ || !to_end_.empty(); });
+      continue;
+    }
+    if (std::chrono::steady_clock::now() < closer_next_try_) {
+      closer_wake_.wait_until(lock, closer_next_try_, [&] { return closer_stop_; });
+      continue;
+    }
     std::vector<OpenExecution> batch = std::exchange(to_end_, {});
     lock.unlock();
     std::string why;
     std::vector<OpenExecution> left = TryEndOpenExecutions(batch, why);
-    if (left.empty() && said) {
-      std::fprintf(stderr, "fanout agent: the catalog answers again; executions left running "
-                   "there are ended\n");
-    } else if (!left.empty() && !said) {
-      std::fprintf(stderr, "fanout agent: cannot end %zu execution(s) left running in the "
-                   "catalog yet, trying again until it answers: %s\n", left.size(), why.c_str());
-    }
-    said = !left.empty();
     lock.lock();
     if (left.empty()) {
-      pause = kFirstPause;
+      if (closer_said_) {
+        std::fprintf(stderr, "fanout agent: the catalog answers again; executions left running "
+                     "there are ended\n");
+      }
+      closer_said_ = false;
+      pause = kCloserFirstPause;
       continue;
     }
+    SayCannotEndLocked(left.size(), why);
     to_end_.insert(to_end_.begin(), std::make_move_iterator(left.begin()),
                    std::make_move_iterator(left.end()));
-    closer_wake_.wait_for(lock, pause, [&] { return closer_stop_; });
-    pause = std::min<std::chrono::seconds>(pause * 2, kLongestPause);
+    closer_next_try_ = std::chrono::steady_clock::now() + pause;
+    pause = std::min<std::chrono::seconds>(pause * 2, kCloserLongestPause);
   }
   if (!to_end_.empty()) {
     std::fprintf(stderr, "fanout agent: stopping with %zu execution(s) still running in the "

@@ -138,6 +138,10 @@ class Executor {
   std::vector<OpenExecution> TryEndOpenExecutions(const std::vector<OpenExecution>& executions,
                                                   std::string& why);
   void CloserLoop();
+  // Once until the catalog takes them again. Needs closer_mu_.
+  void SayCannotEndLocked(size_t count, const std::string& why);
+  static constexpr std::chrono::seconds kCloserFirstPause{2};
+  static constexpr std::chrono::seconds kCloserLongestPause{60};
   // Runs a package step's `fanout run` in the warm process when there is one, and starts the
   // next warm process.
   Result<SpawnResult> RunPackageStep(SpawnSpec& spec, int cancel_fd);
@@ -165,6 +169,8 @@ class Executor {
   std::mutex closer_mu_;
   std::condition_variable closer_wake_;
   std::vector<OpenExecution> to_end_;
+  std::chrono::steady_clock::time_point closer_next_try_{};
+  bool closer_said_ = false;  // that it cannot end them yet, since the catalog last took them
   bool closer_stop_ = false;
   // Touches DATA_DIR/alive every second (and once more at Drain), so that the next start knows
   // how long the agent was down.

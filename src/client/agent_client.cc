@@ -2,6 +2,7 @@
 // network failure, HTTP error and malformed answer turned into a Status that names the agent.
 #include "client/agent_client.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -183,7 +184,18 @@ std::string TrimmedToken(std::string token) {
 }  // namespace
 
 Result<std::string> ReadTokenFile(const std::string& path) {
-  auto read = ReadFile(path);
+  // Only a plain file: opening a FIFO would wait for a writer, and a device may never end.
+  struct stat st {};
+  if (stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode)) {
+    return InvalidArgument(fmt::format("the token file '{}' is not a regular file", path));
+  }
+  // Room for white space around the longest token.
+  auto read = ReadFile(path, kMaxTokenLength + 1024);
+  if (!read.ok() && read.status().code() == Code::kResourceExhausted) {
+    return InvalidArgument(fmt::format("the token file '{}' holds more than {} bytes; a token is "
+                                       "at most {} characters",
+                                       path, kMaxTokenLength + 1024, kMaxTokenLength));
+  }
   if (!read.ok()) {
     return Status(read.status().code(),
                   fmt::format("cannot read the token file: {}", read.status().message()));
@@ -197,20 +209,23 @@ Result<std::string> ReadTokenFile(const std::string& path) {
 // A token goes into an HTTP header as it is: a line break in it would end the header and start
 // another (a token file with a comment line sent that line as a header).
 Status CheckToken(std::string_view token, std::string_view source) {
+  auto bad = std::find_if(token.begin(), token.end(),
+                          [](char c) { return c <= ' ' || c > '~'; });
+  if (bad != token.end()) {
+    return InvalidArgument(fmt::format(
+        "{} holds {} at character {}; a token is one word of printable ASCII: the file (or "
+        "variable) must hold the token alone",
+        source,
+        *bad == '\n' || *bad == '\r' ? "more than one line" : "a space or control character",
+        bad - token.begin() + 1));
+  }
   if (token.size() > kMaxTokenLength) {
     return InvalidArgument(fmt::format(
         "{} holds {} characters; a token is at most {} (it goes into an HTTP header, which the "
         "agent takes up to 8 KiB long)",
         source, token.size(), kMaxTokenLength));
   }
-  auto bad = std::find_if(token.begin(), token.end(),
-                          [](char c) { return c <= ' ' || c > '~'; });
-  if (bad == token.end()) return Status::Ok();
-  return InvalidArgument(fmt::format(
-      "{} holds {} at character {}; a token is one word of printable ASCII: the file (or "
-      "variable) must hold the token alone",
-      source, *bad == '\n' || *bad == '\r' ? "more than one line" : "a space or control character",
-      bad - token.begin() + 1));
+  return Status::Ok();
 }
 
 Result<std::string> ResolveToken(const std::string& token_file, const std::string& token_env) {

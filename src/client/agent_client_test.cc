@@ -554,12 +554,22 @@ TEST(AgentClientTest, ReadTokenFileTrimsWhitespace) {
   // Longer than an HTTP header may be: said up front, not as the agent's puzzling 400.
   std::ofstream(path) << std::string(kMaxTokenLength, 'x');
   EXPECT_TRUE(ReadTokenFile(path).ok());
-  std::ofstream(path) << std::string(9000, 'x');
+  std::ofstream(path) << std::string(5000, 'x');
   auto too_long = ReadTokenFile(path);
   ASSERT_FALSE(too_long.ok());
-  EXPECT_NE(too_long.status().message().find("holds 9000 characters; a token is at most 4096"),
+  EXPECT_NE(too_long.status().message().find("holds 5000 characters; a token is at most 4096"),
             std::string::npos)
       << too_long.status().message();
+  // Read no further than a token can be: /dev/zero would fill the memory, a FIFO wait for ever.
+  std::ofstream(path) << std::string(1 << 20, 'x');
+  auto huge = ReadTokenFile(path);
+  ASSERT_FALSE(huge.ok());
+  EXPECT_NE(huge.status().message().find("holds more than 5120 bytes"), std::string::npos)
+      << huge.status().message();
+  auto device = ReadTokenFile("/dev/zero");
+  ASSERT_FALSE(device.ok());
+  EXPECT_NE(device.status().message().find("is not a regular file"), std::string::npos)
+      << device.status().message();
   // The variable is trimmed as a file is: `FANOUT_TOKEN="$(cat token; echo)"` works.
   setenv("FANOUT_TEST_TOKEN", " tok3n\n", 1);
   EXPECT_EQ(*ResolveToken("", "FANOUT_TEST_TOKEN"), "tok3n");

@@ -6,6 +6,7 @@
 #include "client/agent_pool.h"
 
 #include <algorithm>
+#include <filesystem>
 
 #include <fmt/format.h>
 
@@ -73,7 +74,11 @@ std::shared_ptr<AgentPool> AgentPool::Get(const std::vector<PoolMember>& members
   std::vector<std::string> identities;
   for (const PoolMember& m : members) {
     const AgentEndpoint& e = m.endpoint;
-    identities.push_back(fmt::format("{}\n{}\n{}\n{}\n{}\n{}\n{}", e.url, m.name, m.token_file,
+    // One file however it is spelled (relative to two folders, through a link).
+    std::error_code failed;
+    std::string token_file = std::filesystem::weakly_canonical(m.token_file, failed).string();
+    if (failed || token_file.empty()) token_file = m.token_file;
+    identities.push_back(fmt::format("{}\n{}\n{}\n{}\n{}\n{}\n{}", e.url, m.name, token_file,
                                      e.token, e.ca_file, e.cert_file, e.key_file));
   }
   std::sort(identities.begin(), identities.end());
@@ -332,6 +337,18 @@ Result<Lease> AgentPool::Acquire(const Request& request, const std::function<boo
     }
     wake.wait_for(lock, kWaitSlice);
   }
+}
+
+bool AgentPool::RefreshToken(Lease& lease) {
+  if (lease.pool_ != this || !lease.client_) return false;
+  const std::string& token_file = members_[static_cast<size_t>(lease.member_)].token_file;
+  if (token_file.empty()) return false;
+  auto token = ReadTokenFile(token_file);
+  if (!token.ok() || *token == lease.client_->endpoint().token) return false;
+  lease.client_->SetToken(*token);
+  std::lock_guard lock(mu_);
+  states_[static_cast<size_t>(lease.member_)].token = std::move(*token);
+  return true;
 }
 
 bool AgentPool::IsAlive(int member) {

@@ -106,6 +106,9 @@ class AgentPool {
   void MarkDown(int member, const std::string& reason);
   // Whether the member answered its last probe or call.
   bool IsAlive(int member);
+  // Reads the lease's member's token file again, now (the agent refused the token: restarted or
+  // rotated since the child was placed); true when the lease's client now sends another token.
+  bool RefreshToken(Lease& lease);
   // A run given up for lost on `member` (its child is retried elsewhere): stopped as soon as
   // the agent answers again, so the same work does not go on twice.
   void StopWhenBack(int member, const std::string& run_id);

@@ -138,7 +138,7 @@ const std::string& UserName() {
 
 // Plain POSIX reads: std::ifstream opens a directory without complaint and then reads nothing,
 // and loses errno on the way.
-Result<std::string> ReadFile(const std::string& path) {
+Result<std::string> ReadFile(const std::string& path, size_t max_bytes) {
   int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
     int err = errno;
@@ -159,6 +159,11 @@ Result<std::string> ReadFile(const std::string& path) {
     ssize_t n = read(fd, buf, sizeof buf);
     if (n > 0) {
       out.append(buf, static_cast<size_t>(n));
+      if (out.size() > max_bytes) {
+        close(fd);
+        return Status(Code::kResourceExhausted,
+                      fmt::format("{}: larger than {} bytes", path, max_bytes));
+      }
     } else if (n == 0) {
       break;
     } else if (errno != EINTR) {

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdint>
 #include <optional>
+#include <limits>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -37,8 +38,11 @@ const std::string& HostName();
 const std::string& UserName();
 
 // The whole content of a file. NotFound when it does not exist; InvalidArgument naming the path
-// for a directory or any other failure to read.
-Result<std::string> ReadFile(const std::string& path);
+// for a directory or any other failure to read. With `max_bytes`, a file that holds more fails
+// with ResourceExhausted once that much was read (a token file that is /dev/zero must not fill
+// the memory).
+Result<std::string> ReadFile(const std::string& path,
+                             size_t max_bytes = std::numeric_limits<size_t>::max());
 
 // Field 22 of /proc/PID/stat: the process's start time in clock ticks since boot, which tells
 // a re-used pid apart; 0 when there is no such process.

@@ -130,7 +130,7 @@ class AgentTest : public ::testing::Test {
     const std::string started = agent_.Path("started");
     ASSERT_TRUE(PutPackage("stubborn", "package: stubborn\ntasks:\n"
                                        "  hold: {type: process, run: [/bin/sh, -c, "
-                                       "'trap \"\" TERM; touch " + started + "; sleep 3']}\n"));
+                                       "'trap \"\" TERM; touch " + started + "; sleep 30']}\n"));
     ASSERT_TRUE(
         PutJob("job: stubborn\nsteps:\n  - {name: s, subsystem: package, package: stubborn}\n"));
     run_id = StartRun("stubborn");

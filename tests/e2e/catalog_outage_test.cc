@@ -227,7 +227,7 @@ TEST(CatalogOutageTest, CtrlCAfterTheRunEndedOnlyStopsWaitingForTheCatalog) {
   unsetenv("FANOUT_SPOOL_DIR");
   ASSERT_TRUE(WaitFor([&] { return std::filesystem::exists(dir.path() + "/ran"); }, seconds(20)))
       << dir.Read("fanout.err");
-  std::this_thread::sleep_for(milliseconds(300));  // the engine returns; the recorder retries
+  std::this_thread::sleep_for(milliseconds(1000));  // the engine returns; the recorder retries
   auto interrupted = std::chrono::steady_clock::now();
   kill(pid, SIGINT);
   EXPECT_EQ(WaitFanout(pid, seconds(10)), 0) << dir.Read("fanout.err");

@@ -1254,36 +1254,60 @@ TEST_F(PoolTest, AnAgentKilledMidRunCostsARetryNotTheParent) {
 // An agent killed and restarted at once (a crash under systemd, an upgrade) re-attaches to its
 // runs: the parent follows its child on there rather than start it again elsewhere while it also
 // runs to its end (QA: items ran two and three times).
-TEST_F(PoolTest, AnAgentBackWithinSecondsKeepsItsChild) {
-  AgentProcess steady;  // a service: its own port and token across restarts
-  ASSERT_TRUE(steady.StartWithConfig("name: steady\ndata_dir: data\nslots: 1\ntoken_file: token\n"
-                                     "catalog: \"" + CatalogSpec() + "\"\n",
-                                     "steady-token-0123456789abcdef"));
-  const std::string runs = work_.path() + "/runs";
-  const std::string started = work_.path() + "/started";
-  auto api = steady.Client();
-  ASSERT_TRUE(api->PutPackage("once", ChildPackage("once", "touch " + started +
-                                                              "; sleep 1.5; echo x >> " + runs)).ok());
-  ASSERT_TRUE(api->PutJob("once-job", PackageJob("once-job", "once"), "application/yaml").ok());
-  std::string parent = work_.Write(
-      "steady.yaml", "package: steady\nconnections:\n  a: {type: agent, url: \"" + steady.url() +
-                         "\", token_file: \"" + steady.Path("token") + "\"}\n"
-                         "tasks:\n  one: {type: agent-job, connection: a, job: once-job, retries: 2}\n");
-  BackgroundRun run({"run", parent, "--catalog", CatalogSpec()}, work_.path());
-  ASSERT_TRUE(WaitFor([&] { return std::filesystem::exists(started); }, milliseconds(10000)))
-      << ReadText(work_.path() + "/fanout.out") << ReadText(work_.path() + "/fanout.err")
-      << steady.err();
-  steady.Kill();
-  ASSERT_TRUE(steady.Restart(/*same_port=*/true));
-  ASSERT_EQ(run.Wait(seconds(30)), 0) << ReadText(work_.path() + "/fanout.out")
-                                      << ReadText(work_.path() + "/fanout.err");
-  EXPECT_EQ(ReadText(runs), "x\n") << "the child ran more than once";
-  ParentRecord record = Record(ExecutionIdOf(ReadText(work_.path() + "/fanout.out")));
-  std::vector<TaskRunRow> attempts = AgentJobRuns(record);
-  ASSERT_EQ(attempts.size(), 1u) << "the child was started again: " << attempts[0].message;
-  EXPECT_EQ(attempts[0].status, "succeeded");
-  std::string warnings = EventsText(record, EventType::kOnWarning);
-  EXPECT_TRUE(Has(warnings, "waiting up to 5 s for it to come back")) << warnings;
+class AgentBackTest : public PoolTest {
+ protected:
+  // The agent is killed and restarted on its port while the child runs there, with
+  // `new_token` written into its token file (which the parent's connection names) when given.
+  void ExpectItKeepsItsChild(const std::string& new_token) {
+    AgentProcess steady;  // a service: its own port and token across restarts
+    ASSERT_TRUE(
+        steady.StartWithConfig("name: steady\ndata_dir: data\nslots: 1\ntoken_file: token\n"
+                               "catalog: \"" +
+                                   CatalogSpec() + "\"\n",
+                               "steady-token-0123456789abcdef"));
+    const std::string runs = work_.path() + "/runs";
+    const std::string started = work_.path() + "/started";
+    auto api = steady.Client();
+    ASSERT_TRUE(api->PutPackage("once", ChildPackage("once", "touch " + started +
+                                                                 "; sleep 1.5; echo x >> " + runs))
+                    .ok());
+    ASSERT_TRUE(api->PutJob("once-job", PackageJob("once-job", "once"), "application/yaml").ok());
+    std::string parent = work_.Write(
+        "steady.yaml",
+        "package: steady\nconnections:\n  a: {type: agent, url: \"" + steady.url() +
+            "\", token_file: \"" + steady.Path("token") +
+            "\"}\n"
+            "tasks:\n  one: {type: agent-job, connection: a, job: once-job, retries: 2}\n");
+    BackgroundRun run({"run", parent, "--catalog", CatalogSpec()}, work_.path());
+    ASSERT_TRUE(WaitFor([&] { return std::filesystem::exists(started); }, milliseconds(10000)))
+        << ReadText(work_.path() + "/fanout.out") << ReadText(work_.path() + "/fanout.err")
+        << steady.err();
+    steady.Kill();
+    if (!new_token.empty()) {
+      work_.Write("new.token", new_token + "\n");  // whole at once, as a rename is
+      ASSERT_EQ(std::rename((work_.path() + "/new.token").c_str(), steady.Path("token").c_str()),
+                0);
+    }
+    ASSERT_TRUE(steady.Restart(/*same_port=*/true));
+    ASSERT_EQ(run.Wait(seconds(30)), 0)
+        << ReadText(work_.path() + "/fanout.out") << ReadText(work_.path() + "/fanout.err");
+    EXPECT_EQ(ReadText(runs), "x\n") << "the child ran more than once";
+    ParentRecord record = Record(ExecutionIdOf(ReadText(work_.path() + "/fanout.out")));
+    std::vector<TaskRunRow> attempts = AgentJobRuns(record);
+    ASSERT_EQ(attempts.size(), 1u) << "the child was started again: " << attempts[0].message;
+    EXPECT_EQ(attempts[0].status, "succeeded");
+    std::string warnings = EventsText(record, EventType::kOnWarning);
+    EXPECT_TRUE(Has(warnings, "waiting up to 5 s for it to come back")) << warnings;
+  }
+};
+
+TEST_F(AgentBackTest, AnAgentBackWithinSecondsKeepsItsChild) { ExpectItKeepsItsChild(""); }
+
+// Back with another token (a --dev agent writes a new one; an operator rotated it): the parent
+// reads the token file again on the 401 and follows the child on (it failed a child that
+// succeeded there, and a retry ran it twice).
+TEST_F(AgentBackTest, AnAgentBackWithANewTokenKeepsItsChild) {
+  ExpectItKeepsItsChild("steady-token-rotated-0123456789");
 }
 
 TEST_F(PoolTest, APoolWithEveryAgentDownFailsNamingEachAgentAndWhy) {

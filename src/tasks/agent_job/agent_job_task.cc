@@ -84,6 +84,18 @@ class DurationHistory {
   std::map<std::string, std::shared_ptr<std::vector<ExecutionRow>>> cache_;
 };
 
+// `call` (a request through the lease's client), made again once when the agent refused the
+// token and the member's token file now holds another: the agent restarted with a new token, or
+// it was rotated, while the child ran.
+template <typename Call>
+auto WithFreshToken(AgentPool& pool, Lease& lease, Call call) {
+  auto result = call();
+  if (!result.ok() && result.status().code() == Code::kUnauthenticated && pool.RefreshToken(lease)) {
+    result = call();
+  }
+  return result;
+}
+
 // While the returned callback lives, a cancel of the task ends the lease's request under way.
 CancelToken::Callback InterruptOnCancel(TaskContext& context, Lease& lease) {
   return context.cancel().OnCancel([&lease] { lease.client().Interrupt(); });
@@ -217,11 +229,12 @@ class AgentJobTask : public Task {
         cut_wait = InterruptOnCancel(context, lease);
       };
       poll_started = std::chrono::steady_clock::now();
-      auto result = lease.client().StartJob(*job_name, start, first_poll, accepted);
+      auto start_it = [&] { return lease.client().StartJob(*job_name, start, first_poll, accepted); };
+      auto result = WithFreshToken(*pool, lease, start_it);
       if (!result.ok() && result.status().code() == Code::kUnavailable) {
         // The answer may be lost rather than the request: the same key cannot start twice.
         poll_started = std::chrono::steady_clock::now();
-        result = lease.client().StartJob(*job_name, start, first_poll, accepted);
+        result = start_it();
       }
       cut_wait = CancelToken::Callback();
       if (result.ok()) {
@@ -313,7 +326,10 @@ class AgentJobTask : public Task {
         // wait runs out: given up at once, its run went on to the end.
         auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
             stop_deadline - std::chrono::steady_clock::now());
-        auto stopped = lease.client().StopRun(run_id, std::max<std::chrono::milliseconds>(left, kStopRetryPause));
+        auto stopped = WithFreshToken(pool, lease, [&] {
+          return lease.client().StopRun(run_id,
+                                        std::max<std::chrono::milliseconds>(left, kStopRetryPause));
+        });
         // Only silence is retried: an answer that refuses (404, 401) will not change.
         stop_sent = stopped.ok() || stopped.status().code() != Code::kUnavailable;
         if (!stopped.ok() && !stop_warned) {
@@ -355,7 +371,8 @@ class AgentJobTask : public Task {
         // run is stopped at once. Polls after the stop (nothing registered: already canceled)
         // run their course.
         CancelToken::Callback cut_poll = InterruptOnCancel(context, lease);
-        return lease.client().GetRun(run_id, kPollWait, child);
+        return WithFreshToken(pool, lease,
+                              [&] { return lease.client().GetRun(run_id, kPollWait, child); });
       }();
       if (!run.ok()) {
         const Status& st = run.status();
@@ -402,7 +419,7 @@ class AgentJobTask : public Task {
                   child, agent};
         }
         // Stop it rather than leave work running that a retry would start again.
-        (void)lease.client().StopRun(run_id);
+        (void)WithFreshToken(pool, lease, [&] { return lease.client().StopRun(run_id); });
         pool.Release(lease, AgentPool::Ending::kFailed);
         return {TaskResult::kFailure,
                 fmt::format("cannot follow run {} of job {} on agent {}: {}", run_id, job_name, agent,
