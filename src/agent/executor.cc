@@ -912,7 +912,7 @@ std::vector<Executor::OpenExecution> Executor::TryEndOpenExecutions(
     ExecutionRow& row = batch.executions.emplace_back(std::move(**execution));
     row.parameters.clear();  // kept as they are
     row.status = e.status;
-    row.ended_at = Now();
+    row.ended_at = e.seen_at;
     row.exit_code = e.exit_code;
     row.message = e.message;
   }

@@ -130,6 +130,7 @@ class Executor {
     std::string status;  // what to end it with
     std::string message;
     std::optional<int> exit_code;
+    DateTime seen_at = Now();  // when the agent found it dead: its end, if written later
   };
   // Ends them now (`now`) or on the closer thread; those the catalog could not take (it is
   // down) are tried again there, after pauses growing to a minute, while the agent runs.

@@ -1170,6 +1170,7 @@ TEST_F(AgentTest, AKilledStepsExecutionIsEndedOnceTheCatalogIsBack) {
   ASSERT_TRUE(away.has_value());
   EXPECT_EQ(away->status, "running");
 
+  const DateTime restored = Now();
   std::filesystem::rename(agent_.Path("cat.away"), agent_.Path("cat"));
   std::optional<ExecutionRow> back;
   EXPECT_TRUE(WaitFor([&] {
@@ -1179,6 +1180,7 @@ TEST_F(AgentTest, AKilledStepsExecutionIsEndedOnceTheCatalogIsBack) {
   ASSERT_TRUE(back.has_value());
   EXPECT_EQ(back->status, "canceled");
   EXPECT_TRUE(Contains(back->message, "killed by signal 9")) << back->message;
+  EXPECT_LT(*back->ended_at, restored) << "its end is when it was killed, not when written";
 }
 
 // A step's `fanout run` killed from outside (the OOM killer, an operator) was said to have
