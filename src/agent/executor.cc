@@ -794,7 +794,7 @@ Executor::StepOutcome Executor::Reattach(ActiveRun& run) {
       auto grace = config_.stop_grace;
       pollfd ended = {pidfd, POLLIN, 0};
       poll(&ended, 1, static_cast<int>(grace.count()));
-      kill(-run.record.pid, SIGKILL);
+      KillProcessTree(run.record.pid);
       poll(&ended, 1, -1);
       break;
     }

@@ -3,6 +3,7 @@
 // fork/exec, which the engine's process benchmark is measured against.
 #include "common/subprocess.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <pwd.h>
@@ -17,7 +18,10 @@
 #include <cerrno>
 #include <cstring>
 #include <ctime>
+#include <map>
+#include <set>
 #include <utility>
+#include <vector>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -137,7 +141,67 @@ int ForkAsUser(const SpawnSpec& spec, std::vector<char*>& argv, char** env, int 
   return 0;
 }
 
+// pid -> (parent pid, process group) of every process /proc shows.
+std::map<pid_t, std::pair<pid_t, pid_t>> ProcessTable() {
+  std::map<pid_t, std::pair<pid_t, pid_t>> table;
+  DIR* proc = opendir("/proc");
+  if (proc == nullptr) return table;
+  while (dirent* entry = readdir(proc)) {
+    char* end = nullptr;
+    long pid = std::strtol(entry->d_name, &end, 10);
+    if (pid <= 0 || *end != '\0') continue;
+    char path[64];
+    std::snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+    FILE* file = std::fopen(path, "re");
+    if (file == nullptr) continue;  // ended meanwhile
+    char line[1024];
+    bool read = std::fgets(line, sizeof line, file) != nullptr;
+    std::fclose(file);
+    // "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
+    const char* after_comm = read ? std::strrchr(line, ')') : nullptr;
+    char state = 0;
+    int ppid = 0, pgrp = 0;
+    if (after_comm != nullptr &&
+        std::sscanf(after_comm + 1, " %c %d %d", &state, &ppid, &pgrp) == 3) {
+      table[static_cast<pid_t>(pid)] = {ppid, pgrp};
+    }
+  }
+  closedir(proc);
+  return table;
+}
+
 }  // namespace
+
+void KillProcessTree(int pgid) {
+  const pid_t own_group = getpgrp();
+  if (pgid <= 1 || pgid == own_group) return;
+  const auto table = ProcessTable();
+  std::map<pid_t, std::vector<pid_t>> children;
+  std::vector<pid_t> todo;
+  for (const auto& [pid, parent_and_group] : table) {
+    children[parent_and_group.first].push_back(pid);
+    if (parent_and_group.second == pgid) todo.push_back(pid);
+  }
+  std::set<pid_t> tree;  // the group's members and all their descendants
+  while (!todo.empty()) {
+    pid_t pid = todo.back();
+    todo.pop_back();
+    if (!tree.insert(pid).second) continue;
+    for (pid_t child : children[pid]) todo.push_back(child);
+  }
+  kill(-pgid, SIGKILL);
+  for (pid_t pid : tree) {
+    pid_t group = table.at(pid).second;
+    if (group == pgid || group == own_group) continue;
+    // A group led by one of the tree (a task's own group) goes whole; a process that joined a
+    // group from outside the tree goes alone.
+    if (tree.count(group) != 0) {
+      kill(-group, SIGKILL);
+    } else {
+      kill(pid, SIGKILL);
+    }
+  }
+}
 
 void MoveArgvToStdin(SpawnSpec& spec) {
   if (spec.argv.empty()) return;
@@ -392,7 +456,7 @@ Result<SpawnResult> FollowProcess(ChildProcess& child, const SpawnSpec& spec, in
       kill_at = std::chrono::steady_clock::now() + spec.kill_grace;
     }
     if (term_sent && !exited && std::chrono::steady_clock::now() >= kill_at) {
-      kill(-pid, SIGKILL);
+      KillProcessTree(pid);
       kill_at = std::chrono::steady_clock::now() + std::chrono::hours(1);
     }
     if (!exited && (pidfd.fd < 0 || (i_pid >= 0 && (fds[i_pid].revents & POLLIN)))) {

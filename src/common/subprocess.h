@@ -45,6 +45,11 @@ struct SpawnSpec {
   std::function<void(int pid)> on_start;
 };
 
+// SIGKILL to the process group `pgid` and to the groups of every descendant of its leader that
+// lives in another group: a `fanout run` puts each task in a group of its own, and killed before
+// it could stop them, it left them running for ever (QA). Never signals the caller's own group.
+void KillProcessTree(int pgid);
+
 // `fanout --argv-from-stdin` reads its command line from the first line of stdin, a JSON array
 // of the arguments after `fanout`, and leaves the rest of stdin to the command.
 inline constexpr std::string_view kArgvFromStdin = "--argv-from-stdin";

@@ -46,6 +46,14 @@ std::string Config(int slots, const std::string& extra = "") {
          "\ntoken_file: token\nstop_grace: 300ms\ndrain_grace: 5s\n" + extra;
 }
 
+// Whether `pid` is a process that has not ended (a zombie waiting for init has).
+bool ProcessRuns(pid_t pid) {
+  std::string stat = ReadText("/proc/" + std::to_string(pid) + "/stat");
+  size_t after_comm = stat.rfind(')');
+  return after_comm != std::string::npos && after_comm + 2 < stat.size() &&
+         stat[after_comm + 2] != 'Z';
+}
+
 std::vector<std::string> Lines(const std::string& text) {
   std::vector<std::string> lines;
   std::istringstream in(text);
@@ -125,16 +133,20 @@ class AgentTest : public ::testing::Test {
   }
 
   // Starts job `stubborn`: one package step whose task ignores SIGTERM and outlasts the
-  // stop_grace, so that a stop kills its `fanout run` mid-run. Returns once the task runs.
-  void StartStubbornPackageStep(std::string& run_id) {
+  // stop_grace, so that a stop kills its `fanout run` mid-run. Returns once the task runs, with
+  // its pid.
+  void StartStubbornPackageStep(std::string& run_id, pid_t& task_pid) {
     const std::string started = agent_.Path("started");
     ASSERT_TRUE(PutPackage("stubborn", "package: stubborn\ntasks:\n"
                                        "  hold: {type: process, run: [/bin/sh, -c, "
-                                       "'trap \"\" TERM; touch " + started + "; sleep 30']}\n"));
+                                       "'trap \"\" TERM; echo $$ > " + started + ".new; mv " +
+                                       started + ".new " + started + "; sleep 30']}\n"));
     ASSERT_TRUE(
         PutJob("job: stubborn\nsteps:\n  - {name: s, subsystem: package, package: stubborn}\n"));
     run_id = StartRun("stubborn");
     ASSERT_TRUE(WaitForFile(started));
+    task_pid = std::atoi(ReadText(started).c_str());
+    ASSERT_GT(task_pid, 1);
   }
 
   json Run(const std::string& job, const client::StartRequest& request = {}) {
@@ -1116,7 +1128,8 @@ TEST_F(AgentTest, PackageStepsRunDeployedPackagesAndRecordTheirExecutions) {
 TEST_F(AgentTest, AStepsFanoutRunKilledBeforeItsEndLeavesNoExecutionRunning) {
   ASSERT_TRUE(StartConfig(Config(1)));  // stop_grace 300ms: then SIGKILL
   std::string id;
-  ASSERT_NO_FATAL_FAILURE(StartStubbornPackageStep(id));
+  pid_t task = 0;
+  ASSERT_NO_FATAL_FAILURE(StartStubbornPackageStep(id, task));
   auto catalog = OpenCatalog("sqlite:" + agent_.data_dir() + "/catalog.db");
   ASSERT_TRUE(catalog.ok()) << catalog.status().ToString();
   std::string execution_id;
@@ -1136,6 +1149,9 @@ TEST_F(AgentTest, AStepsFanoutRunKilledBeforeItsEndLeavesNoExecutionRunning) {
   EXPECT_EQ((*row)->status, "canceled");
   EXPECT_TRUE((*row)->ended_at.has_value());
   EXPECT_TRUE(Contains((*row)->message, "killed by signal 9")) << (*row)->message;
+  // Its task, in a process group of its own, goes with it (it ran on, orphaned).
+  EXPECT_TRUE(WaitFor([&] { return !ProcessRuns(task); }, milliseconds(2000)))
+      << "the task of the killed fanout run still runs";
 }
 
 // The same with the catalog away when the step is killed: its execution is ended once the
@@ -1144,7 +1160,8 @@ TEST_F(AgentTest, AKilledStepsExecutionIsEndedOnceTheCatalogIsBack) {
   std::filesystem::create_directories(agent_.Path("cat"));
   ASSERT_TRUE(StartConfig(Config(1, "catalog: sqlite:cat/catalog.db\n")));
   std::string id;
-  ASSERT_NO_FATAL_FAILURE(StartStubbornPackageStep(id));
+  pid_t task = 0;
+  ASSERT_NO_FATAL_FAILURE(StartStubbornPackageStep(id, task));
   std::string execution_id;
   auto recorded = [&](const std::string& dir) -> std::optional<ExecutionRow> {
     auto catalog = OpenCatalog("sqlite:" + agent_.Path(dir) + "/catalog.db");
