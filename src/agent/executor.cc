@@ -793,8 +793,12 @@ Executor::StepOutcome Executor::Reattach(ActiveRun& run) {
       // its process group goes.
       auto grace = config_.stop_grace;
       pollfd ended = {pidfd, POLLIN, 0};
-      poll(&ended, 1, static_cast<int>(grace.count()));
-      KillProcessTree(run.record.pid);
+      // Not ours to reap: once it ended, its pid may be reused, so only its group is signalled.
+      if (poll(&ended, 1, static_cast<int>(grace.count())) == 0) {
+        KillProcessTree(run.record.pid);
+      } else {
+        kill(-run.record.pid, SIGKILL);
+      }
       poll(&ended, 1, -1);
       break;
     }

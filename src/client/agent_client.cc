@@ -2,7 +2,6 @@
 // network failure, HTTP error and malformed answer turned into a Status that names the agent.
 #include "client/agent_client.h"
 
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -184,13 +183,9 @@ std::string TrimmedToken(std::string token) {
 }  // namespace
 
 Result<std::string> ReadTokenFile(const std::string& path) {
-  // Only a plain file: opening a FIFO would wait for a writer, and a device may never end.
-  struct stat st {};
-  if (stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode)) {
-    return InvalidArgument(fmt::format("the token file '{}' is not a regular file", path));
-  }
-  // Room for white space around the longest token.
-  auto read = ReadFile(path, kMaxTokenLength + 1024);
+  // A regular file only (a FIFO would wait for a writer, a device may never end), and room for
+  // white space around the longest token.
+  auto read = ReadFile(path, kMaxTokenLength + 1024, /*regular_only=*/true);
   if (!read.ok() && read.status().code() == Code::kResourceExhausted) {
     return InvalidArgument(fmt::format("the token file '{}' holds more than {} bytes; a token is "
                                        "at most {} characters",

@@ -74,10 +74,15 @@ std::shared_ptr<AgentPool> AgentPool::Get(const std::vector<PoolMember>& members
   std::vector<std::string> identities;
   for (const PoolMember& m : members) {
     const AgentEndpoint& e = m.endpoint;
-    // One file however it is spelled (relative to two folders, through a link).
-    std::error_code failed;
-    std::string token_file = std::filesystem::weakly_canonical(m.token_file, failed).string();
-    if (failed || token_file.empty()) token_file = m.token_file;
+    // One file however its folder is spelled (relative to two folders, through a link). Not the
+    // file itself: a link that a rotation repoints (..data/token) stays one pool.
+    std::string token_file = m.token_file;
+    if (!token_file.empty()) {
+      std::filesystem::path path(token_file);
+      std::error_code failed;
+      std::filesystem::path folder = std::filesystem::weakly_canonical(path.parent_path(), failed);
+      if (!failed && !folder.empty()) token_file = (folder / path.filename()).string();
+    }
     identities.push_back(fmt::format("{}\n{}\n{}\n{}\n{}\n{}\n{}", e.url, m.name, token_file,
                                      e.token, e.ca_file, e.cert_file, e.key_file));
   }

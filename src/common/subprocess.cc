@@ -26,6 +26,8 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "common/util.h"
+
 extern char** environ;
 
 namespace fanout {
@@ -141,30 +143,16 @@ int ForkAsUser(const SpawnSpec& spec, std::vector<char*>& argv, char** env, int 
   return 0;
 }
 
-// pid -> (parent pid, process group) of every process /proc shows.
-std::map<pid_t, std::pair<pid_t, pid_t>> ProcessTable() {
-  std::map<pid_t, std::pair<pid_t, pid_t>> table;
+// Every process /proc shows, by pid.
+std::map<pid_t, ProcStat> ProcessTable() {
+  std::map<pid_t, ProcStat> table;
   DIR* proc = opendir("/proc");
   if (proc == nullptr) return table;
   while (dirent* entry = readdir(proc)) {
     char* end = nullptr;
     long pid = std::strtol(entry->d_name, &end, 10);
     if (pid <= 0 || *end != '\0') continue;
-    char path[64];
-    std::snprintf(path, sizeof path, "/proc/%ld/stat", pid);
-    FILE* file = std::fopen(path, "re");
-    if (file == nullptr) continue;  // ended meanwhile
-    char line[1024];
-    bool read = std::fgets(line, sizeof line, file) != nullptr;
-    std::fclose(file);
-    // "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
-    const char* after_comm = read ? std::strrchr(line, ')') : nullptr;
-    char state = 0;
-    int ppid = 0, pgrp = 0;
-    if (after_comm != nullptr &&
-        std::sscanf(after_comm + 1, " %c %d %d", &state, &ppid, &pgrp) == 3) {
-      table[static_cast<pid_t>(pid)] = {ppid, pgrp};
-    }
+    if (std::optional<ProcStat> stat = ReadProcStat(pid)) table[static_cast<pid_t>(pid)] = *stat;
   }
   closedir(proc);
   return table;
@@ -175,12 +163,16 @@ std::map<pid_t, std::pair<pid_t, pid_t>> ProcessTable() {
 void KillProcessTree(int pgid) {
   const pid_t own_group = getpgrp();
   if (pgid <= 1 || pgid == own_group) return;
-  const auto table = ProcessTable();
+  const std::map<pid_t, ProcStat> table = ProcessTable();
   std::map<pid_t, std::vector<pid_t>> children;
   std::vector<pid_t> todo;
-  for (const auto& [pid, parent_and_group] : table) {
-    children[parent_and_group.first].push_back(pid);
-    if (parent_and_group.second == pgid) todo.push_back(pid);
+  for (const auto& [pid, stat] : table) {
+    // A child starts after its parent: an older process under a re-used parent pid is not one.
+    auto parent = table.find(static_cast<pid_t>(stat.ppid));
+    if (parent != table.end() && stat.start >= parent->second.start) {
+      children[parent->first].push_back(pid);
+    }
+    if (stat.pgrp == pgid) todo.push_back(pid);
   }
   std::set<pid_t> tree;  // the group's members and all their descendants
   while (!todo.empty()) {
@@ -191,11 +183,11 @@ void KillProcessTree(int pgid) {
   }
   kill(-pgid, SIGKILL);
   for (pid_t pid : tree) {
-    pid_t group = table.at(pid).second;
-    if (group == pgid || group == own_group) continue;
-    // A group led by one of the tree (a task's own group) goes whole; a process that joined a
-    // group from outside the tree goes alone.
-    if (tree.count(group) != 0) {
+    const pid_t group = static_cast<pid_t>(table.at(pid).pgrp);
+    if (group == pgid) continue;
+    // A group led by one of the tree (a task's own group) goes whole; a process in a group
+    // from outside the tree (the caller's own, say) goes alone.
+    if (group != own_group && group > 1 && tree.count(group) != 0) {
       kill(-group, SIGKILL);
     } else {
       kill(pid, SIGKILL);

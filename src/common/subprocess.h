@@ -45,9 +45,10 @@ struct SpawnSpec {
   std::function<void(int pid)> on_start;
 };
 
-// SIGKILL to the process group `pgid` and to the groups of every descendant of its leader that
-// lives in another group: a `fanout run` puts each task in a group of its own, and killed before
-// it could stop them, it left them running for ever (QA). Never signals the caller's own group.
+// SIGKILL to the process group `pgid` and to every descendant of its members (found through
+// /proc): a descendant's own group goes whole when one of the tree leads it, else the
+// descendant alone. A `fanout run` puts each task in a group of its own, and killed before it
+// could stop them, it left them running for ever (QA). Never signals the caller's own group.
 void KillProcessTree(int pgid);
 
 // `fanout --argv-from-stdin` reads its command line from the first line of stdin, a JSON array

@@ -138,8 +138,8 @@ const std::string& UserName() {
 
 // Plain POSIX reads: std::ifstream opens a directory without complaint and then reads nothing,
 // and loses errno on the way.
-Result<std::string> ReadFile(const std::string& path, size_t max_bytes) {
-  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+Result<std::string> ReadFile(const std::string& path, size_t max_bytes, bool regular_only) {
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | (regular_only ? O_NONBLOCK : 0));
   if (fd < 0) {
     int err = errno;
     if (err == ENOENT) return NotFound(fmt::format("{}: no such file", path));
@@ -151,6 +151,10 @@ Result<std::string> ReadFile(const std::string& path, size_t max_bytes) {
     if (S_ISDIR(st.st_mode)) {
       close(fd);
       return InvalidArgument(fmt::format("{}: is a directory, not a file", path));
+    }
+    if (regular_only && !S_ISREG(st.st_mode)) {
+      close(fd);
+      return InvalidArgument(fmt::format("{}: is not a regular file", path));
     }
     if (S_ISREG(st.st_mode) && st.st_size > 0) out.reserve(static_cast<size_t>(st.st_size));
   }
@@ -187,27 +191,38 @@ std::string Sha256Hex(std::string_view data) {
 
 // Read with plain open/read into a buffer: an agent does it for every step started, and the
 // streams it used to go through cost as much as one of the run's database writes.
-int64_t ProcessStartTime(int64_t pid) {
+std::optional<ProcStat> ReadProcStat(int64_t pid) {
   char path[32];
   std::snprintf(path, sizeof path, "/proc/%lld/stat", static_cast<long long>(pid));
   int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return 0;
+  if (fd < 0) return std::nullopt;
   char buf[1024];
   ssize_t n = read(fd, buf, sizeof buf - 1);
   close(fd);
-  if (n <= 0) return 0;
+  if (n <= 0) return std::nullopt;
   std::string_view stat(buf, static_cast<size_t>(n));
-  size_t pos = stat.rfind(')');  // the command name in parentheses may hold spaces
-  if (pos == std::string_view::npos) return 0;
+  // "pid (comm) state ppid pgrp ...": the name may hold spaces, parentheses and line breaks.
+  size_t pos = stat.rfind(')');
+  if (pos == std::string_view::npos) return std::nullopt;
   pos += 2;  // field 3 starts after ") "
-  for (int field = 3; field < 22; ++field) {
-    pos = stat.find(' ', pos);
-    if (pos == std::string_view::npos) return 0;
-    ++pos;
+  ProcStat out;
+  for (int field = 3; field <= 22; ++field) {
+    if (field > 3) {
+      pos = stat.find(' ', pos);
+      if (pos == std::string_view::npos) return std::nullopt;
+      ++pos;
+    }
+    int64_t* into = field == 4 ? &out.ppid : field == 5 ? &out.pgrp : field == 22 ? &out.start : nullptr;
+    if (into == nullptr) continue;
+    auto [end, ec] = std::from_chars(stat.data() + pos, stat.data() + stat.size(), *into);
+    if (ec != std::errc()) return std::nullopt;
   }
-  int64_t value = 0;
-  auto [end, ec] = std::from_chars(stat.data() + pos, stat.data() + stat.size(), value);
-  return ec == std::errc() ? value : 0;
+  return out;
+}
+
+int64_t ProcessStartTime(int64_t pid) {
+  std::optional<ProcStat> stat = ReadProcStat(pid);
+  return stat ? stat->start : 0;
 }
 
 std::string ProcessIdentity(int64_t pid) {

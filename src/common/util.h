@@ -41,11 +41,20 @@ const std::string& UserName();
 // for a directory or any other failure to read. With `max_bytes`, a file that holds more fails
 // with ResourceExhausted once that much was read (a token file that is /dev/zero must not fill
 // the memory).
+// With `regular_only`, anything but a regular file is refused (InvalidArgument) before a read:
+// a FIFO would wait for a writer.
 Result<std::string> ReadFile(const std::string& path,
-                             size_t max_bytes = std::numeric_limits<size_t>::max());
+                             size_t max_bytes = std::numeric_limits<size_t>::max(),
+                             bool regular_only = false);
 
-// Field 22 of /proc/PID/stat: the process's start time in clock ticks since boot, which tells
-// a re-used pid apart; 0 when there is no such process.
+// Fields of /proc/PID/stat; nullopt when there is no such process.
+struct ProcStat {
+  int64_t ppid = 0;
+  int64_t pgrp = 0;
+  int64_t start = 0;  // field 22: start time in clock ticks since boot (tells a re-used pid apart)
+};
+std::optional<ProcStat> ReadProcStat(int64_t pid);
+// ReadProcStat's start; 0 when there is no such process.
 int64_t ProcessStartTime(int64_t pid);
 // "BOOT_ID:START_TICKS" of a live process on this machine, "" when there is none: no two
 // processes of this machine, across reboots too, share one.

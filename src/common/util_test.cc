@@ -4,6 +4,9 @@
 
 #include <gtest/gtest.h>
 #include <stdlib.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -325,6 +328,34 @@ TEST(IsNumericAddressTest, AddressesButNotNames) {
   for (const char* name : {"localhost", "srv1.example", "", "[::1]", "127.0.0"}) {
     EXPECT_FALSE(IsNumericAddress(name)) << name;
   }
+}
+
+// A process may name itself anything, a closing parenthesis and a line break included: the
+// fields after the name are still its own (a forged parent and group would let a kill of a
+// process tree reach a stranger).
+TEST(ReadProcStatTest, ReadsTheFieldsAfterANameThatForgesThem) {
+  pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    setpgid(0, 0);
+    prctl(PR_SET_NAME, "x) R 1 1\n", 0, 0, 0);
+    pause();
+    _exit(0);
+  }
+  setpgid(child, child);  // whichever runs first
+  for (int i = 0; i < 200; ++i) {  // until it has named itself
+    auto comm = ReadFile("/proc/" + std::to_string(child) + "/comm");
+    if (comm.ok() && comm->starts_with("x)")) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  std::optional<ProcStat> stat = ReadProcStat(child);
+  kill(child, SIGKILL);
+  waitpid(child, nullptr, 0);
+  ASSERT_TRUE(stat.has_value());
+  EXPECT_EQ(stat->ppid, getpid());
+  EXPECT_EQ(stat->pgrp, child);
+  EXPECT_GT(stat->start, 0);
+  EXPECT_FALSE(ReadProcStat(child).has_value()) << "reaped: no such process";
 }
 
 }  // namespace

@@ -1294,7 +1294,8 @@ class AgentBackTest : public PoolTest {
     EXPECT_EQ(ReadText(runs), "x\n") << "the child ran more than once";
     ParentRecord record = Record(ExecutionIdOf(ReadText(work_.path() + "/fanout.out")));
     std::vector<TaskRunRow> attempts = AgentJobRuns(record);
-    ASSERT_EQ(attempts.size(), 1u) << "the child was started again: " << attempts[0].message;
+    ASSERT_EQ(attempts.size(), 1u)
+        << "the child was started again: " << (attempts.empty() ? "" : attempts[0].message);
     EXPECT_EQ(attempts[0].status, "succeeded");
     std::string warnings = EventsText(record, EventType::kOnWarning);
     EXPECT_TRUE(Has(warnings, "waiting up to 5 s for it to come back")) << warnings;
