@@ -880,8 +880,9 @@ void Executor::EndOpenExecutions(std::vector<OpenExecution> executions, bool now
   if (executions.empty()) return;
   std::lock_guard lock(closer_mu_);
   if (now) {  // tried once already: the closer's first try comes after its first pause
-    SayCannotEndLocked(executions.size(), why);
-    closer_next_try_ = std::max(closer_next_try_, std::chrono::steady_clock::now() + kCloserFirstPause);
+    if (!why.empty()) SayCannotEndLocked(executions.size(), why);
+    closer_next_try_ =
+        std::max(closer_next_try_, std::chrono::steady_clock::now() + kCloserFirstPause);
   }
   to_end_.insert(to_end_.end(), std::make_move_iterator(executions.begin()),
                  std::make_move_iterator(executions.end()));
@@ -903,16 +904,24 @@ std::vector<Executor::OpenExecution> Executor::TryEndOpenExecutions(
     return executions;
   }
   CatalogBatch batch;
-  std::vector<OpenExecution> unread;  // their rows could not be read: tried again
+  std::vector<OpenExecution> again;  // rows that could not be read, or are not there yet
+  const auto now = std::chrono::steady_clock::now();
   for (const OpenExecution& e : executions) {
     if (e.id.empty()) continue;
     auto execution = (*catalog)->GetExecution(e.id);
     if (!execution.ok()) {
       why = execution.status().ToString();
-      unread.push_back(e);
+      again.push_back(e);
       continue;
     }
-    if (!*execution || (*execution)->ended_at) continue;
+    if (!*execution) {
+      // Its rows may wait in the dead process's spool, which a later run delivers: ended then.
+      OpenExecution& kept = again.emplace_back(e);
+      if (!kept.missing_since) kept.missing_since = now;
+      if (now - *kept.missing_since >= kWaitForMissingRow) again.pop_back();
+      continue;
+    }
+    if ((*execution)->ended_at) continue;
     ExecutionRow& row = batch.executions.emplace_back(std::move(**execution));
     row.parameters.clear();  // kept as they are
     row.status = e.status;
@@ -920,9 +929,9 @@ std::vector<Executor::OpenExecution> Executor::TryEndOpenExecutions(
     row.exit_code = e.exit_code;
     row.message = e.message;
   }
-  if (batch.executions.empty()) return unread;
+  if (batch.executions.empty()) return again;
   Status written = (*catalog)->Write(batch);
-  if (written.ok()) return unread;
+  if (written.ok()) return again;
   why = written.ToString();
   return executions;
 }
@@ -944,16 +953,16 @@ void Executor::CloserLoop() {
     std::string why;
     std::vector<OpenExecution> left = TryEndOpenExecutions(batch, why);
     lock.lock();
-    if (left.empty()) {
-      if (closer_said_) {
-        std::fprintf(stderr, "fanout agent: the catalog answers again; executions left running "
-                     "there are ended\n");
-      }
+    if (why.empty() && closer_said_) {
+      std::fprintf(stderr, "fanout agent: the catalog answers again; executions left running "
+                   "there are ended\n");
       closer_said_ = false;
+    }
+    if (left.empty()) {
       pause = kCloserFirstPause;
       continue;
     }
-    SayCannotEndLocked(left.size(), why);
+    if (!why.empty()) SayCannotEndLocked(left.size(), why);
     to_end_.insert(to_end_.begin(), std::make_move_iterator(left.begin()),
                    std::make_move_iterator(left.end()));
     closer_next_try_ = std::chrono::steady_clock::now() + pause;

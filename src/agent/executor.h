@@ -131,11 +131,15 @@ class Executor {
     std::string message;
     std::optional<int> exit_code;
     DateTime seen_at = Now();  // when the agent found it dead: its end, if written later
+    // Since when the catalog answers without its row (still in the dead process's spool).
+    std::optional<std::chrono::steady_clock::time_point> missing_since = std::nullopt;
   };
   // Ends them now (`now`) or on the closer thread; those the catalog could not take (it is
   // down) are tried again there, after pauses growing to a minute, while the agent runs.
   void EndOpenExecutions(std::vector<OpenExecution> executions, bool now);
-  // One try, opening the catalog once: the executions it could not end, and why.
+  // One try, opening the catalog once: the executions to try again, and why when the catalog
+  // failed ("" when it answered and only rows not recorded yet are left: a spool delivers them
+  // later, so they are tried again for kWaitForMissingRow).
   std::vector<OpenExecution> TryEndOpenExecutions(const std::vector<OpenExecution>& executions,
                                                   std::string& why);
   void CloserLoop();
@@ -143,6 +147,7 @@ class Executor {
   void SayCannotEndLocked(size_t count, const std::string& why);
   static constexpr std::chrono::seconds kCloserFirstPause{2};
   static constexpr std::chrono::seconds kCloserLongestPause{60};
+  static constexpr std::chrono::minutes kWaitForMissingRow{10};
   // Runs a package step's `fanout run` in the warm process when there is one, and starts the
   // next warm process.
   Result<SpawnResult> RunPackageStep(SpawnSpec& spec, int cancel_fd);

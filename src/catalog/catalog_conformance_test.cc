@@ -459,6 +459,26 @@ TEST_P(CatalogConformanceTest, UpsertsExecutionsAndTaskRunsByKey) {
   EXPECT_EQ((*runs)[1].task_path, "b");
   EXPECT_EQ((*runs)[2].task_path, "a");
   EXPECT_EQ((*runs)[2].attempt, 2);
+
+  // A late copy of its start (a spool replayed after someone ended it) leaves it ended; a later
+  // end still replaces the end.
+  CatalogBatch late;
+  late.executions.push_back(SampleExecution("e"));
+  ASSERT_TRUE(catalog->Write(late).ok());
+  execution = catalog->GetExecution("e");
+  ASSERT_TRUE(execution.ok() && execution->has_value());
+  EXPECT_EQ((*execution)->status, "succeeded");
+  EXPECT_EQ((*execution)->ended_at, At(100));
+  ExecutionRow killed = done;
+  killed.status = "failed";
+  killed.ended_at = At(120);
+  CatalogBatch end_again;
+  end_again.executions.push_back(killed);
+  ASSERT_TRUE(catalog->Write(end_again).ok());
+  execution = catalog->GetExecution("e");
+  ASSERT_TRUE(execution.ok() && execution->has_value());
+  EXPECT_EQ((*execution)->status, "failed");
+  EXPECT_EQ((*execution)->ended_at, At(120));
 }
 
 // A batch may hold several rows of one key (a task that started and ended within one gather

@@ -129,7 +129,10 @@ constexpr const char* kUpsertExecutionTail =
     "job = excluded.job, run_id = excluded.run_id, status = excluded.status, "
     "started_at = excluded.started_at, ended_at = excluded.ended_at, "
     "exit_code = excluded.exit_code, message = excluded.message, operator = excluded.operator, "
-    "pid = excluded.pid, process = excluded.process";
+    "pid = excluded.pid, process = excluded.process "
+    // An ended execution is not made running again by a late copy of its start (a spool
+    // replayed after an agent ended a killed step's execution).
+    "WHERE executions.ended_at IS NULL OR excluded.ended_at IS NOT NULL";
 
 // `tree`: the id bound to $N and the ids of every execution below it (UNION, not UNION ALL: a
 // cycle of parent ids ends).

@@ -212,7 +212,10 @@ std::optional<ProcStat> ReadProcStat(int64_t pid) {
       if (pos == std::string_view::npos) return std::nullopt;
       ++pos;
     }
-    int64_t* into = field == 4 ? &out.ppid : field == 5 ? &out.pgrp : field == 22 ? &out.start : nullptr;
+    int64_t* into = field == 4    ? &out.ppid
+                    : field == 5  ? &out.pgrp
+                    : field == 22 ? &out.start
+                                  : nullptr;
     if (into == nullptr) continue;
     auto [end, ec] = std::from_chars(stat.data() + pos, stat.data() + stat.size(), *into);
     if (ec != std::errc()) return std::nullopt;

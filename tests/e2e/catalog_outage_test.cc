@@ -167,7 +167,8 @@ TEST(CatalogOutageTest, PostgresAwayMidRunOrAtTheStartLosesNoEvent) {
 }
 
 // A package that only touches the file `ran`.
-constexpr const char* kMarkPackage = "package: p\ntasks:\n  mark: {type: process, run: [touch, ran]}\n";
+constexpr const char* kMarkPackage =
+    "package: p\ntasks:\n  mark: {type: process, run: [touch, ran]}\n";
 
 // A TCP socket bound to a free 127.0.0.1 port (set in `port`), or -1.
 int BoundLoopbackSocket(int& port) {
@@ -231,7 +232,8 @@ TEST(CatalogOutageTest, CtrlCAfterTheRunEndedOnlyStopsWaitingForTheCatalog) {
   auto interrupted = std::chrono::steady_clock::now();
   kill(pid, SIGINT);
   EXPECT_EQ(WaitFanout(pid, seconds(10)), 0) << dir.Read("fanout.err");
-  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - interrupted).count(), 2.0)
+  const auto took = std::chrono::steady_clock::now() - interrupted;
+  EXPECT_LT(std::chrono::duration<double>(took).count(), 2.0)
       << "it waited for the catalog on";
   const std::string err = dir.Read("fanout.err");
   EXPECT_NE(err.find("SIGINT received after the run ended; no longer waiting for the catalog"),

@@ -90,7 +90,8 @@ class DurationHistory {
 template <typename Call>
 auto WithFreshToken(AgentPool& pool, Lease& lease, Call call) {
   auto result = call();
-  if (!result.ok() && result.status().code() == Code::kUnauthenticated && pool.RefreshToken(lease)) {
+  if (!result.ok() && result.status().code() == Code::kUnauthenticated &&
+      pool.RefreshToken(lease)) {
     result = call();
   }
   return result;
@@ -229,7 +230,9 @@ class AgentJobTask : public Task {
         cut_wait = InterruptOnCancel(context, lease);
       };
       poll_started = std::chrono::steady_clock::now();
-      auto start_it = [&] { return lease.client().StartJob(*job_name, start, first_poll, accepted); };
+      auto start_it = [&] {
+        return lease.client().StartJob(*job_name, start, first_poll, accepted);
+      };
       auto result = WithFreshToken(*pool, lease, start_it);
       if (!result.ok() && result.status().code() == Code::kUnavailable) {
         // The answer may be lost rather than the request: the same key cannot start twice.
