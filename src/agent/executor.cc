@@ -904,6 +904,7 @@ std::vector<Executor::OpenExecution> Executor::TryEndOpenExecutions(
     return executions;
   }
   CatalogBatch batch;
+  std::vector<OpenExecution> writing;  // batch's rows, as asked
   std::vector<OpenExecution> again;  // rows that could not be read, or are not there yet
   const auto now = std::chrono::steady_clock::now();
   for (const OpenExecution& e : executions) {
@@ -918,10 +919,16 @@ std::vector<Executor::OpenExecution> Executor::TryEndOpenExecutions(
       // Its rows may wait in the dead process's spool, which a later run delivers: ended then.
       OpenExecution& kept = again.emplace_back(e);
       if (!kept.missing_since) kept.missing_since = now;
-      if (now - *kept.missing_since >= kWaitForMissingRow) again.pop_back();
+      if (now - *kept.missing_since >= kWaitForMissingRow) {
+        std::fprintf(stderr, "fanout agent: execution %s is not in the catalog %lld minutes "
+                     "after its fanout run died; no longer waiting to end it\n", e.id.c_str(),
+                     static_cast<long long>(kWaitForMissingRow.count()));
+        again.pop_back();
+      }
       continue;
     }
     if ((*execution)->ended_at) continue;
+    writing.push_back(e);
     ExecutionRow& row = batch.executions.emplace_back(std::move(**execution));
     row.parameters.clear();  // kept as they are
     row.status = e.status;
@@ -933,7 +940,8 @@ std::vector<Executor::OpenExecution> Executor::TryEndOpenExecutions(
   Status written = (*catalog)->Write(batch);
   if (written.ok()) return again;
   why = written.ToString();
-  return executions;
+  again.insert(again.end(), writing.begin(), writing.end());
+  return again;
 }
 
 void Executor::CloserLoop() {
@@ -954,8 +962,8 @@ void Executor::CloserLoop() {
     std::vector<OpenExecution> left = TryEndOpenExecutions(batch, why);
     lock.lock();
     if (why.empty() && closer_said_) {
-      std::fprintf(stderr, "fanout agent: the catalog answers again; executions left running "
-                   "there are ended\n");
+      std::fprintf(stderr, "fanout agent: the catalog answers again; ending the executions left "
+                   "running there\n");
       closer_said_ = false;
     }
     if (left.empty()) {
@@ -969,8 +977,8 @@ void Executor::CloserLoop() {
     pause = std::min<std::chrono::seconds>(pause * 2, kCloserLongestPause);
   }
   if (!to_end_.empty()) {
-    std::fprintf(stderr, "fanout agent: stopping with %zu execution(s) still running in the "
-                 "catalog, which could not be reached to end them\n", to_end_.size());
+    std::fprintf(stderr, "fanout agent: stopping with %zu execution(s) left running in the "
+                 "catalog: it was down, or their rows had not reached it yet\n", to_end_.size());
   }
 }
 

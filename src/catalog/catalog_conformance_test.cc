@@ -512,6 +512,18 @@ TEST_P(CatalogConformanceTest, LastRowOfAKeyInOneBatchWins) {
   ASSERT_EQ(runs->size(), 1u);
   EXPECT_EQ((*runs)[0].status, "failed");
   EXPECT_EQ((*runs)[0].message, "exit code 3");
+
+  // Except that a running row after an end leaves it ended, in one batch as across two.
+  CatalogBatch late;
+  ExecutionRow failed = SampleExecution("e2");
+  failed.status = "failed";
+  failed.ended_at = At(9);
+  late.executions = {failed, SampleExecution("e2")};
+  ASSERT_TRUE(catalog->Write(late).ok());
+  got = catalog->GetExecution("e2");
+  ASSERT_TRUE(got.ok() && got->has_value());
+  EXPECT_EQ((*got)->status, "failed");
+  EXPECT_EQ((*got)->ended_at, At(9));
 }
 
 TEST_P(CatalogConformanceTest, ListsExecutionsNewestFirstAndChildren) {

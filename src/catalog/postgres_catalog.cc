@@ -1033,13 +1033,15 @@ Status PostgresCatalog::Write(const CatalogBatch& batch) {
 }
 
 // Rows of one key are collapsed to the last one (an upsert replaces every column, so the result
-// is the same as upserting them in order; one INSERT may not touch a row twice), and sorted by
+// is the same as upserting them in order; one INSERT may not touch a row twice), except that a
+// running execution row does not replace an ended one, as the upsert would not; and sorted by
 // key, so that concurrent writers lock shared rows in the same order and do not deadlock.
 Status PostgresCatalog::WriteOnce(const CatalogBatch& batch) {
   std::map<std::string_view, const ExecutionRow*> executions;
   std::map<std::pair<std::string_view, std::string_view>, const ParameterValue*> parameters;
   for (const ExecutionRow& row : batch.executions) {
-    executions[row.id] = &row;
+    const ExecutionRow*& kept = executions[row.id];
+    if (kept == nullptr || !kept->ended_at || row.ended_at) kept = &row;
     for (const auto& [name, value] : row.parameters) parameters[{row.id, name}] = &value;
   }
   std::map<std::tuple<std::string_view, std::string_view, int>, const TaskRunRow*> task_runs;
