@@ -72,6 +72,12 @@ struct CatalogBatch {
   std::vector<TaskRunRow> task_runs;
   std::vector<Event> events;
   bool empty() const { return executions.empty() && task_runs.empty() && events.empty(); }
+  // Empties it; the vectors keep their capacity.
+  void clear() {
+    executions.clear();
+    task_runs.clear();
+    events.clear();
+  }
 };
 
 struct EventQuery {

@@ -101,9 +101,7 @@ void MakeDeferredRows(std::vector<DeferredRows>& deferred, CatalogBatch& round,
   MoveUpTo(round.events, events, round.events.size(), ordered.events);
   deferred.clear();
   std::swap(round, ordered);
-  ordered.executions.clear();
-  ordered.task_runs.clear();
-  ordered.events.clear();
+  ordered.clear();
 }
 
 template <typename Row>
@@ -239,11 +237,12 @@ Recorder::Recorder(std::unique_ptr<Catalog> catalog, std::vector<std::unique_ptr
       impl_(std::make_unique<Impl>(std::move(catalog), std::move(sinks), masker_.get(), options)) {
   impl_->thread = std::thread([impl = impl_.get()] { impl->Run(); });
   // Gives the new thread its chance to reach its first wait before this one goes on; it
-  // usually does (the catalog thread is started by it, on its first hand-over). A new thread starts on the CPU of the thread that made it; left runnable
-  // there while its maker ran a package, it was given that CPU for a whole 4 ms tick while the
-  // other CPU stayed idle, which doubled a 10,000-task run's time in about half the runs.
-  // Asleep, it is woken later onto an idle CPU. Waiting for a flag instead cost each child
-  // `fanout run` of an agent about 0.5 ms at start on a busy machine.
+  // usually does (the catalog thread is started by it, on its first hand-over). A new thread
+  // starts on the CPU of the thread that made it; left runnable there while its maker ran a
+  // package, it was given that CPU for a whole 4 ms tick while the other CPU stayed idle, which
+  // doubled a 10,000-task run's time in about half the runs. Asleep, it is woken later onto an
+  // idle CPU. Waiting for a flag instead cost each child `fanout run` of an agent about 0.5 ms
+  // at start on a busy machine.
   std::this_thread::yield();
 }
 
@@ -389,9 +388,7 @@ void Recorder::Impl::Deliver(CatalogBatch& round) {
 // without a catalog, the rows are dropped and the ticket is done.
 void Recorder::Impl::HandOver(CatalogBatch& round, uint64_t flush_ticket, bool stop) {
   if (!catalog) {
-    round.executions.clear();
-    round.task_runs.clear();
-    round.events.clear();
+    round.clear();
     std::lock_guard lock(mu);
     if (stop) flush_ticket = flush_requested;  // a Flush() racing with the destructor returns
     if (flush_ticket > flush_done) {
@@ -511,11 +508,7 @@ void Recorder::Impl::TakeInbox(std::vector<CatalogBatch>& rounds, Clock::time_po
       }
     }
     for (Event& event : rows.events) pending.events.push_back(std::move(event));
-  }
-  for (CatalogBatch& rows : rounds) {
-    rows.executions.clear();
-    rows.task_runs.clear();
-    rows.events.clear();
+    rows.clear();
   }
 }
 
@@ -545,9 +538,7 @@ Status Recorder::Impl::TrySpool() {
   if (!spool || RowCount(pending) == 0) return Status::Ok();
   RETURN_IF_ERROR(spool->Append(pending));
   spool_failure_reported = false;  // a later failure is news again
-  pending.executions.clear();
-  pending.task_runs.clear();
-  pending.events.clear();
+  pending.clear();
   task_run_slot.clear();
   return Status::Ok();
 }
@@ -568,11 +559,7 @@ void Recorder::Impl::WritePending() {
   Status status;
   if (RowCount(pending) <= kMaxRowsPerTransaction) {
     status = catalog->Write(pending);
-    if (status.ok()) {
-      pending.executions.clear();
-      pending.task_runs.clear();
-      pending.events.clear();
-    }
+    if (status.ok()) pending.clear();
   } else {
     // Rows move into a chunk and back on failure, so a large backlog is never copied.
     size_t done_executions = 0, done_task_runs = 0, done_events = 0;

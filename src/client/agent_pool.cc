@@ -162,9 +162,7 @@ void AgentPool::Probe(int member, AgentClient& client) {
     const std::string& token_file = members_[static_cast<size_t>(member)].token_file;
     if (!token_file.empty()) {
       ASSIGN_OR_RETURN(std::string token, ReadTokenFile(token_file));
-      if (token != client.endpoint().token) client.SetToken(token);
-      std::lock_guard lock(mu_);
-      states_[static_cast<size_t>(member)].token = std::move(token);
+      UseToken(member, client, std::move(token));
     }
     return client.Status();
   }();
@@ -349,11 +347,15 @@ bool AgentPool::RefreshToken(Lease& lease) {
   const std::string& token_file = members_[static_cast<size_t>(lease.member_)].token_file;
   if (token_file.empty()) return false;
   auto token = ReadTokenFile(token_file);
-  if (!token.ok() || *token == lease.client_->endpoint().token) return false;
-  lease.client_->SetToken(*token);
+  return token.ok() && UseToken(lease.member_, *lease.client_, std::move(*token));
+}
+
+bool AgentPool::UseToken(int member, AgentClient& client, std::string token) {
+  const bool changed = token != client.endpoint().token;
+  if (changed) client.SetToken(token);
   std::lock_guard lock(mu_);
-  states_[static_cast<size_t>(lease.member_)].token = std::move(*token);
-  return true;
+  states_[static_cast<size_t>(member)].token = std::move(token);
+  return changed;
 }
 
 bool AgentPool::IsAlive(int member) {

@@ -170,6 +170,9 @@ class AgentPool {
   // as there are free slots, or all of them when no agent is alive (they fail, saying why).
   void WakeWaitersLocked();
   std::unique_ptr<AgentClient> BorrowClient(int member);
+  // `token`, just read from the member's token file, for `client` and the clients lent from
+  // now on; whether the client sent another one before.
+  bool UseToken(int member, AgentClient& client, std::string token);
 
   const std::vector<PoolMember> members_;
   std::mutex mu_;
