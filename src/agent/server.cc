@@ -63,6 +63,8 @@ Status CheckTlsFiles(const AgentConfig& config) {
 }
 
 constexpr int kMaxWaitSeconds = 60;
+// How long a start with a wait holds its answer for a run that ends at once (see the start).
+constexpr std::chrono::milliseconds kWholeAnswerWindow{10};
 constexpr int kRequestReadTimeoutSeconds = 10;  // between the bytes of a request
 // Connection threads (connection_threads.h): a long-poll holds one. Beyond the cap, connections
 // wait for a thread.
@@ -710,10 +712,21 @@ void AgentServer::Routes() {
     json accepted{{"run_id", started->run.id}, {"status", started->run.status},
                   {"existing", started->existing}};
     if (!wait) return Reply(res, 202, accepted);
+    res.status = 202;
+    // A run that ends at once gets both lines in one plain answer: two sends instead of four,
+    // and one wake-up of the parent instead of two, for every short child. Its start's answer
+    // comes that much later, which the idempotency key covers: a connection lost before it is
+    // a lost start, which the parent looks up by its key.
+    const std::chrono::milliseconds window =
+        std::min<std::chrono::milliseconds>(kWholeAnswerWindow, std::chrono::seconds(*wait));
+    if (auto run = executor_->Wait(started->run.id, window); run.ok() && run->ended_at) {
+      res.set_content(JsonLine(accepted) + JsonLine(RunJson(*run, *store_, false)),
+                      "application/x-ndjson");
+      return;
+    }
     // Start and first long-poll in one exchange, the start's answer sent first: a parent learns
     // that the run exists before it waits, so a connection lost during the wait is a lost agent,
     // not a lost start. Saves a parent's child a second request.
-    res.status = 202;
     res.set_chunked_content_provider(
         "application/x-ndjson",
         [this, accepted = JsonLine(accepted), id = started->run.id, wait = *wait](

@@ -406,9 +406,10 @@ TEST_F(AgentTest, MalformedInputGets400WithAReasonAndChangesNothing) {
 }
 
 // Sends `request` as it is on a new connection to the agent at `url` (http://127.0.0.1:PORT);
-// returns the reply's status line, and in `took` how long it took to come.
+// returns the reply as far as it has read, which is until it holds `until` (the whole reply
+// when `until` is empty, the connection then closing), and in `took` how long that took.
 std::string RawExchange(const std::string& url, const std::string& request,
-                        std::chrono::milliseconds& took) {
+                        std::chrono::milliseconds& took, const std::string& until = "\r\n") {
   const int port = std::stoi(url.substr(url.rfind(':') + 1));
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   sockaddr_in addr{};
@@ -423,13 +424,14 @@ std::string RawExchange(const std::string& url, const std::string& request,
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
     char buffer[4096];
     ssize_t n = 0;
-    while (reply.find("\r\n") == std::string::npos && (n = recv(fd, buffer, sizeof buffer, 0)) > 0) {
+    while ((until.empty() || reply.find(until) == std::string::npos) &&
+           (n = recv(fd, buffer, sizeof buffer, 0)) > 0) {
       reply.append(buffer, static_cast<size_t>(n));
     }
   }
   close(fd);
   took = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start);
-  return reply.substr(0, reply.find("\r\n"));
+  return reply;
 }
 
 // A POST without a Content-Length (`curl -X POST` without data) was answered only after the
@@ -443,11 +445,39 @@ TEST_F(AgentTest, ARequestWithoutABodyLengthIsAnsweredAtOnce) {
         std::string(method) + " /v1/jobs/j/start HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer " +
             kToken + "\r\n\r\n",
         took);
+    status.erase(status.find("\r\n"));
     EXPECT_EQ(status, std::string(method) == "POST" ? "HTTP/1.1 400 Bad Request"
                                                     : "HTTP/1.1 405 Method Not Allowed")
         << method;
     EXPECT_LT(took, std::chrono::seconds(5)) << method;
   }
+}
+
+// A start with a wait answers a run that ends at once in one plain answer (the start's line and
+// the ended run's), which costs a parent one wake-up; a longer run's start is answered at once,
+// in lines as they come.
+TEST_F(AgentTest, AStartWithAWaitAnswersAQuickRunInOnePiece) {
+  ASSERT_TRUE(StartConfig(Config(1)));
+  ASSERT_TRUE(PutJob("job: quick\nsteps:\n  - {name: a, subsystem: process, run: [/bin/true]}\n"));
+  ASSERT_TRUE(PutJob("job: slow\nsteps:\n  - {name: a, subsystem: process, run: [sleep, '3']}\n"));
+  auto request = [&](const std::string& job) {
+    return "POST /v1/jobs/" + job + "/start?wait=30 HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer " +
+           kToken + "\r\nContent-Type: application/json\r\nContent-Length: 2\r\n"
+           "Connection: close\r\n\r\n{}";
+  };
+  std::chrono::milliseconds took{0};
+  std::string quick = RawExchange(agent_.url(), request("quick"), took, "");
+  ASSERT_TRUE(quick.starts_with("HTTP/1.1 202 ")) << quick;
+  EXPECT_TRUE(Contains(quick, "Content-Length: ")) << quick;
+  EXPECT_FALSE(Contains(quick, "Transfer-Encoding")) << quick;
+  std::vector<std::string> lines = Lines(quick.substr(quick.find("\r\n\r\n") + 4));
+  ASSERT_EQ(lines.size(), 2u) << quick;
+  EXPECT_EQ(nlohmann::json::parse(lines[0]).value("status", ""), "running") << quick;
+  EXPECT_EQ(nlohmann::json::parse(lines[1]).value("status", ""), "succeeded") << quick;
+
+  std::string slow = RawExchange(agent_.url(), request("slow"), took, "\"run_id\"");
+  EXPECT_TRUE(Contains(slow, "Transfer-Encoding: chunked")) << slow;
+  EXPECT_LT(took, std::chrono::milliseconds(2500)) << "the start's line waited for the run";
 }
 
 // A PostgreSQL catalog that refuses the agent's login (here: no such database) is said at the
