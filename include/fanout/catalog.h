@@ -101,6 +101,10 @@ class Catalog {
   virtual Status Write(const CatalogBatch& batch) = 0;
 
   virtual Result<std::optional<ExecutionRow>> GetExecution(const std::string& id) = 0;
+  // Ends execution `end.id` with `end`'s status, ended_at, exit_code and message if the catalog
+  // holds it unended; true when it did. One already ended, or not there, is left as it is: an
+  // end recorded first, by the execution's own process say, is the truth.
+  virtual Result<bool> EndRunningExecution(const ExecutionRow& end) = 0;
   // Newest first.
   virtual Result<std::vector<ExecutionRow>> ListExecutions(int limit) = 0;
   virtual Result<std::vector<ExecutionRow>> ListChildExecutions(const std::string& parent_id) = 0;

@@ -903,44 +903,39 @@ std::vector<Executor::OpenExecution> Executor::TryEndOpenExecutions(
     why = catalog.status().ToString();
     return executions;
   }
-  CatalogBatch batch;
-  std::vector<OpenExecution> writing;  // batch's rows, as asked
-  std::vector<OpenExecution> again;  // rows that could not be read, or are not there yet
+  std::vector<OpenExecution> again;  // rows that could not be written, or are not there yet
   const auto now = std::chrono::steady_clock::now();
   for (const OpenExecution& e : executions) {
     if (e.id.empty()) continue;
-    auto execution = (*catalog)->GetExecution(e.id);
+    ExecutionRow end;
+    end.id = e.id;
+    end.status = e.status;
+    end.ended_at = e.seen_at;
+    end.exit_code = e.exit_code;
+    end.message = e.message;
+    // Only a running row is ended: the real end, from the dead process's spool say, may have
+    // come first and stays.
+    Result<bool> ended = (*catalog)->EndRunningExecution(end);
+    if (ended.ok() && *ended) continue;
+    // Not running there: ended before, or not there yet.
+    auto execution = ended.ok() ? (*catalog)->GetExecution(e.id)
+                                : Result<std::optional<ExecutionRow>>(ended.status());
     if (!execution.ok()) {
       why = execution.status().ToString();
       again.push_back(e);
       continue;
     }
-    if (!*execution) {
-      // Its rows may wait in the dead process's spool, which a later run delivers: ended then.
-      OpenExecution& kept = again.emplace_back(e);
-      if (!kept.missing_since) kept.missing_since = now;
-      if (now - *kept.missing_since >= kWaitForMissingRow) {
-        std::fprintf(stderr, "fanout agent: execution %s is not in the catalog %lld minutes "
-                     "after its fanout run died; no longer waiting to end it\n", e.id.c_str(),
-                     static_cast<long long>(kWaitForMissingRow.count()));
-        again.pop_back();
-      }
-      continue;
+    if (*execution) continue;
+    // Its rows may wait in the dead process's spool, which a later run delivers: ended then.
+    OpenExecution& kept = again.emplace_back(e);
+    if (!kept.missing_since) kept.missing_since = now;
+    if (now - *kept.missing_since >= kWaitForMissingRow) {
+      std::fprintf(stderr, "fanout agent: execution %s is not in the catalog %lld minutes "
+                   "after its fanout run died; no longer waiting to end it\n", e.id.c_str(),
+                   static_cast<long long>(kWaitForMissingRow.count()));
+      again.pop_back();
     }
-    if ((*execution)->ended_at) continue;
-    writing.push_back(e);
-    ExecutionRow& row = batch.executions.emplace_back(std::move(**execution));
-    row.parameters.clear();  // kept as they are
-    row.status = e.status;
-    row.ended_at = e.seen_at;
-    row.exit_code = e.exit_code;
-    row.message = e.message;
   }
-  if (batch.executions.empty()) return again;
-  Status written = (*catalog)->Write(batch);
-  if (written.ok()) return again;
-  why = written.ToString();
-  again.insert(again.end(), writing.begin(), writing.end());
   return again;
 }
 

@@ -481,6 +481,48 @@ TEST_P(CatalogConformanceTest, UpsertsExecutionsAndTaskRunsByKey) {
   EXPECT_EQ((*execution)->ended_at, At(120));
 }
 
+// An agent ending the execution of a step it found killed ends only a running row: an end the
+// execution's own process recorded first (its spool delivered meanwhile) stays.
+TEST_P(CatalogConformanceTest, EndRunningExecutionEndsOnlyARunningRow) {
+  auto catalog = Open();
+  CatalogBatch batch;
+  batch.executions.push_back(SampleExecution("e"));
+  ASSERT_TRUE(catalog->Write(batch).ok());
+  ExecutionRow killed;
+  killed.id = "e";
+  killed.status = "failed";
+  killed.ended_at = At(30);
+  killed.exit_code = 137;
+  killed.message = "fanout run was killed by signal 9 before it recorded its end";
+  auto ended = catalog->EndRunningExecution(killed);
+  ASSERT_TRUE(ended.ok()) << ended.status().ToString();
+  EXPECT_TRUE(*ended);
+  auto execution = catalog->GetExecution("e");
+  ASSERT_TRUE(execution.ok() && execution->has_value());
+  EXPECT_EQ((*execution)->status, "failed");
+  EXPECT_EQ((*execution)->ended_at, At(30));
+  EXPECT_EQ((*execution)->exit_code, 137);
+  EXPECT_EQ((*execution)->message, killed.message);
+  EXPECT_EQ((*execution)->package, SampleExecution("e").package);  // the rest as it was
+
+  ExecutionRow again = killed;
+  again.status = "canceled";
+  again.ended_at = At(40);
+  again.exit_code.reset();
+  ended = catalog->EndRunningExecution(again);
+  ASSERT_TRUE(ended.ok());
+  EXPECT_FALSE(*ended);
+  execution = catalog->GetExecution("e");
+  EXPECT_EQ((*execution)->status, "failed");
+  EXPECT_EQ((*execution)->ended_at, At(30));
+
+  again.id = "not-there";
+  ended = catalog->EndRunningExecution(again);
+  ASSERT_TRUE(ended.ok());
+  EXPECT_FALSE(*ended);
+  EXPECT_FALSE(catalog->GetExecution("not-there")->has_value());
+}
+
 // A batch may hold several rows of one key (a task that started and ended within one gather
 // interval): the last one wins, as if they were written one after another.
 TEST_P(CatalogConformanceTest, LastRowOfAKeyInOneBatchWins) {

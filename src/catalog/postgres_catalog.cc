@@ -1212,6 +1212,24 @@ Result<std::optional<ExecutionRow>> PostgresCatalog::GetExecution(const std::str
   return std::optional<ExecutionRow>(std::move(rows[0]));
 }
 
+Result<bool> PostgresCatalog::EndRunningExecution(const ExecutionRow& end) {
+  RETURN_IF_ERROR(EnsureOpen());
+  if (!end.ended_at) return InvalidArgument("ending execution " + end.id + " needs its end time");
+  IsoTimes times;
+  Params params;
+  params.AddText(end.id);
+  params.AddText(end.status);
+  params.AddTimeOrNull(times, end.ended_at);
+  params.AddIntOrNull(end.exit_code);
+  params.AddText(end.message);
+  Query query(*this);
+  ASSIGN_OR_RETURN(PgResult result,
+                   query.Run("UPDATE executions SET status = $2, ended_at = $3, exit_code = $4, "
+                             "message = $5 WHERE id = $1 AND ended_at IS NULL",
+                             params, "ending an execution"));
+  return std::atoll(PQcmdTuples(result.get())) > 0;
+}
+
 Result<std::vector<ExecutionRow>> PostgresCatalog::QueryExecutions(const std::string& sql,
                                                                    const Params& params,
                                                                    const std::string& what) {

@@ -78,6 +78,7 @@ class PostgresCatalog : public Catalog {
   Status Write(const CatalogBatch& batch) override;
 
   Result<std::optional<ExecutionRow>> GetExecution(const std::string& id) override;
+  Result<bool> EndRunningExecution(const ExecutionRow& end) override;
   Result<std::vector<ExecutionRow>> ListExecutions(int limit) override;
   Result<std::vector<ExecutionRow>> ListChildExecutions(const std::string& parent_id) override;
   Result<std::map<std::string, int>> CountChildren(

@@ -57,6 +57,9 @@ class FlakyCatalog : public Catalog {
   Result<PruneCounts> Prune(DateTime cutoff, const IsLive& is_live, bool dry_run) override {
     return inner_.Prune(cutoff, is_live, dry_run);
   }
+  Result<bool> EndRunningExecution(const ExecutionRow& end) override {
+    return inner_.EndRunningExecution(end);
+  }
 
  private:
   SqliteCatalog inner_;

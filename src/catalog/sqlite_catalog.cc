@@ -643,6 +643,27 @@ Result<std::optional<ExecutionRow>> SqliteCatalog::GetExecution(const std::strin
   return std::optional<ExecutionRow>(std::move(row));
 }
 
+Result<bool> SqliteCatalog::EndRunningExecution(const ExecutionRow& end) {
+  if (db_ == nullptr) return FailedPrecondition("catalog '" + path_ + "' is not open");
+  if (!end.ended_at) return InvalidArgument("ending execution " + end.id + " needs its end time");
+  Statement update;
+  int rc = sqlite3_prepare_v2(db_,
+                              "UPDATE executions SET status = ?2, ended_at = ?3, exit_code = ?4, "
+                              "message = ?5 WHERE id = ?1 AND ended_at IS NULL",
+                              -1, update.out(), nullptr);
+  if (rc != SQLITE_OK) return Error(rc, "preparing an execution's end");
+  std::string ended;
+  TimestampFormatter().Format(*end.ended_at, ended);
+  BindText(update.get(), 1, end.id);
+  BindText(update.get(), 2, end.status);
+  BindText(update.get(), 3, ended);
+  if (end.exit_code) sqlite3_bind_int(update.get(), 4, *end.exit_code);
+  BindText(update.get(), 5, end.message);
+  rc = sqlite3_step(update.get());
+  if (rc != SQLITE_DONE) return Error(rc, "ending an execution");
+  return sqlite3_changes(db_) > 0;
+}
+
 Status SqliteCatalog::LoadParameters(ExecutionRow& row) {
   std::map<std::string, ExecutionRow*> by_id = {{row.id, &row}};
   return LoadParameters("", "= ?1", row.id, by_id);

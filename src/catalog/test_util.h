@@ -46,6 +46,7 @@ class WriteOnlyCatalog : public Catalog {
     return Unused();
   }
   Result<PruneCounts> Prune(DateTime, const IsLive&, bool) override { return Unused(); }
+  Result<bool> EndRunningExecution(const ExecutionRow&) override { return Unused(); }
 
  private:
   static Status Unused() { return Internal("a write-only test catalog cannot be read"); }
