@@ -337,7 +337,19 @@ Status Executor::Recover() {
                  runs.size(), runs.size() == 1 ? " was" : "s were", reattached, retrying, requeued,
                  ended);
   }
-  // On the closer thread: an unreachable catalog must not hold up the agent's start.
+  // Those an agent before this one could not end yet, then these; on the closer thread: an
+  // unreachable catalog must not hold up the agent's start.
+  if (auto kept = store_.ListUnendedExecutions(); kept.ok()) {
+    std::vector<OpenExecution> left;
+    for (UnendedExecutionRecord& e : *kept) {
+      left.push_back({std::move(e.id), std::move(e.status), std::move(e.message), e.exit_code,
+                      e.seen_at});
+    }
+    orphaned.insert(orphaned.begin(), left.begin(), left.end());
+  } else {
+    std::fprintf(stderr, "fanout agent: cannot read the executions left to end in the catalog: "
+                 "%s\n", kept.status().ToString().c_str());
+  }
   EndOpenExecutions(std::move(orphaned), /*now=*/false);
   heartbeat_ = std::thread([this] {
     const std::filesystem::path file = AliveFile(config_.data_dir);
@@ -878,6 +890,15 @@ void Executor::EndOpenExecutions(std::vector<OpenExecution> executions, bool now
   std::string why;
   if (now && !executions.empty()) executions = TryEndOpenExecutions(executions, why);
   if (executions.empty()) return;
+  // Kept in the store as well: an agent restarted before the catalog is back ends them then.
+  for (const OpenExecution& e : executions) {
+    Status saved = store_.SaveUnendedExecution(
+        UnendedExecutionRecord{e.id, e.status, e.message, e.exit_code, e.seen_at});
+    if (!saved.ok()) {
+      std::fprintf(stderr, "fanout agent: cannot keep execution %s to end in the catalog after "
+                   "a restart: %s\n", e.id.c_str(), saved.ToString().c_str());
+    }
+  }
   std::lock_guard lock(closer_mu_);
   if (now) {  // tried once already: the closer's first try comes after its first pause
     if (!why.empty()) SayCannotEndLocked(executions.size(), why);
@@ -916,7 +937,10 @@ std::vector<Executor::OpenExecution> Executor::TryEndOpenExecutions(
     // Only a running row is ended: the real end, from the dead process's spool say, may have
     // come first and stays.
     Result<bool> ended = (*catalog)->EndRunningExecution(end);
-    if (ended.ok() && *ended) continue;
+    if (ended.ok() && *ended) {
+      (void)store_.ForgetUnendedExecution(e.id);
+      continue;
+    }
     // Not running there: ended before, or not there yet.
     auto execution = ended.ok() ? (*catalog)->GetExecution(e.id)
                                 : Result<std::optional<ExecutionRow>>(ended.status());
@@ -925,7 +949,10 @@ std::vector<Executor::OpenExecution> Executor::TryEndOpenExecutions(
       again.push_back(e);
       continue;
     }
-    if (*execution) continue;
+    if (*execution) {
+      (void)store_.ForgetUnendedExecution(e.id);
+      continue;
+    }
     // Its rows may wait in the dead process's spool, which a later run delivers: ended then.
     OpenExecution& kept = again.emplace_back(e);
     if (!kept.missing_since) kept.missing_since = now;
@@ -933,6 +960,7 @@ std::vector<Executor::OpenExecution> Executor::TryEndOpenExecutions(
       std::fprintf(stderr, "fanout agent: execution %s is not in the catalog %lld minutes "
                    "after its fanout run died; no longer waiting to end it\n", e.id.c_str(),
                    static_cast<long long>(kWaitForMissingRow.count()));
+      (void)store_.ForgetUnendedExecution(e.id);
       again.pop_back();
     }
   }
@@ -973,7 +1001,8 @@ void Executor::CloserLoop() {
   }
   if (!to_end_.empty()) {
     std::fprintf(stderr, "fanout agent: stopping with %zu execution(s) left running in the "
-                 "catalog: it was down, or their rows had not reached it yet\n", to_end_.size());
+                 "catalog: it was down, or their rows had not reached it yet; the agent's next "
+                 "start ends them\n", to_end_.size());
   }
 }
 

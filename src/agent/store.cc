@@ -33,10 +33,15 @@ CREATE TABLE IF NOT EXISTS step_attempts(
   status TEXT NOT NULL, started_at TEXT NOT NULL, ended_at TEXT, exit_code INTEGER,
   execution_id TEXT NOT NULL, message TEXT NOT NULL, stdout TEXT NOT NULL, stderr TEXT NOT NULL,
   PRIMARY KEY(run_id, step, attempt));
+CREATE TABLE IF NOT EXISTS unended_executions(
+  id TEXT PRIMARY KEY, status TEXT NOT NULL, message TEXT NOT NULL, exit_code INTEGER,
+  seen_at TEXT NOT NULL);
 )";
 
 // 2: runs.sensitive, the names of params whose values are kept in memory only.
 // 3: runs.definition, the job as the run started it; runs.stop_reason, a stop under way.
+// unended_executions came later without a new version: a table an older agent does not know
+// leaves it working (the executions in it are then ended by no one, as before).
 constexpr int kSchemaVersion = 3;
 
 }  // namespace
@@ -365,6 +370,41 @@ Result<bool> AgentStore::DeleteJob(const std::string& name) {
   q.Bind(name);
   RETURN_IF_ERROR(q.Run());
   return sqlite3_changes(db_) > 0;
+}
+
+Status AgentStore::SaveUnendedExecution(const UnendedExecutionRecord& e) {
+  std::lock_guard lock(mu_);
+  Query q = Cached("INSERT OR REPLACE INTO unended_executions(id, status, message, exit_code, "
+                   "seen_at) VALUES (?, ?, ?, ?, ?)");
+  q.Bind(e.id).Bind(e.status).Bind(e.message);
+  if (e.exit_code) q.Bind(static_cast<int64_t>(*e.exit_code));
+  else q.BindNullable("");
+  q.Bind(std::optional<DateTime>(e.seen_at));
+  return q.Run();
+}
+
+Status AgentStore::ForgetUnendedExecution(const std::string& id) {
+  std::lock_guard lock(mu_);
+  Query q = Cached("DELETE FROM unended_executions WHERE id = ?");
+  q.Bind(id);
+  return q.Run();
+}
+
+Result<std::vector<UnendedExecutionRecord>> AgentStore::ListUnendedExecutions() {
+  std::lock_guard lock(mu_);
+  Query q = Cached("SELECT id, status, message, exit_code, seen_at FROM unended_executions "
+                   "ORDER BY seen_at, id");
+  std::vector<UnendedExecutionRecord> out;
+  while (q.Next()) {
+    UnendedExecutionRecord& e = out.emplace_back();
+    e.id = q.Text(0);
+    e.status = q.Text(1);
+    e.message = q.Text(2);
+    if (!q.IsNull(3)) e.exit_code = static_cast<int>(q.Int(3));
+    e.seen_at = q.Time(4);
+  }
+  RETURN_IF_ERROR(q.status());
+  return out;
 }
 
 Status AgentStore::InsertRun(const RunRecord& r) {

@@ -82,6 +82,16 @@ struct StepAttemptRecord {
   std::string stderr_text;
 };
 
+// A package step's execution that the agent found dead without an end in the catalog, to be
+// ended there (`failed` or `canceled`, at `seen_at`) once the catalog takes it.
+struct UnendedExecutionRecord {
+  std::string id;
+  std::string status;
+  std::string message;
+  std::optional<int> exit_code;
+  DateTime seen_at{};  // when the agent found its process dead
+};
+
 class Query;
 
 class AgentStore {
@@ -126,6 +136,12 @@ class AgentStore {
   Status UpsertStepAttempt(const StepAttemptRecord& attempt);
   Result<std::vector<StepAttemptRecord>> ListStepAttempts(const std::string& run_id,
                                                           bool with_output);
+
+  // The executions the agent could not end in the catalog yet, kept across restarts until it
+  // has: saved (or replaced, by id), forgotten once ended or given up, listed oldest first.
+  Status SaveUnendedExecution(const UnendedExecutionRecord& execution);
+  Status ForgetUnendedExecution(const std::string& id);
+  Result<std::vector<UnendedExecutionRecord>> ListUnendedExecutions();
 
   // Updates held in memory because they could not be written yet.
   size_t UnsavedCount();

@@ -1,4 +1,5 @@
-// Tests of AgentStore beyond what the agent's end-to-end tests reach: writes that fail.
+// Tests of AgentStore beyond what the agent's end-to-end tests reach: writes that fail, and
+// what outlives the agent's process.
 #include "agent/store.h"
 
 #include <gtest/gtest.h>
@@ -86,4 +87,38 @@ TEST_F(AgentStoreTest, AnUpdateThatCannotBeWrittenIsServedFromMemoryAndWrittenLa
 }
 
 }  // namespace
+// Executions left to end in the catalog outlive the agent's process, until forgotten.
+TEST_F(AgentStoreTest, UnendedExecutionsAreKeptAcrossAReopenUntilForgotten) {
+  testing::TempDir dir;
+  const std::string path = dir.File("agent.db");
+  const DateTime seen = Now();
+  {
+    auto store = AgentStore::Open(path);
+    ASSERT_TRUE(store.ok()) << store.status().ToString();
+    ASSERT_TRUE((*store)->SaveUnendedExecution({"e1", "failed", "killed", 137, seen}).ok());
+    ASSERT_TRUE((*store)->SaveUnendedExecution({"e2", "canceled", "stopped", std::nullopt,
+                                                seen + std::chrono::seconds(1)}).ok());
+    // Saved again (a restart queues what it read): replaced, not doubled.
+    ASSERT_TRUE((*store)->SaveUnendedExecution({"e1", "failed", "killed", 137, seen}).ok());
+  }
+  auto store = AgentStore::Open(path);
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  auto kept = (*store)->ListUnendedExecutions();
+  ASSERT_TRUE(kept.ok()) << kept.status().ToString();
+  ASSERT_EQ(kept->size(), 2u);
+  EXPECT_EQ((*kept)[0].id, "e1");
+  EXPECT_EQ((*kept)[0].status, "failed");
+  EXPECT_EQ((*kept)[0].message, "killed");
+  EXPECT_EQ((*kept)[0].exit_code, 137);
+  EXPECT_EQ((*kept)[0].seen_at, seen);
+  EXPECT_EQ((*kept)[1].id, "e2");
+  EXPECT_FALSE((*kept)[1].exit_code.has_value());
+  ASSERT_TRUE((*store)->ForgetUnendedExecution("e1").ok());
+  ASSERT_TRUE((*store)->ForgetUnendedExecution("never-saved").ok());
+  kept = (*store)->ListUnendedExecutions();
+  ASSERT_TRUE(kept.ok());
+  ASSERT_EQ(kept->size(), 1u);
+  EXPECT_EQ((*kept)[0].id, "e2");
+}
+
 }  // namespace fanout::agent

@@ -148,6 +148,7 @@ class AgentTest : public ::testing::Test {
     task_pid = std::atoi(ReadText(started).c_str());
     ASSERT_GT(task_pid, 1);
   }
+  void KillAStepWhileItsCatalogIsAway(std::string& execution_id);  // see its definition
 
   json Run(const std::string& job, const client::StartRequest& request = {}) {
     std::string id = StartRun(job, request);
@@ -1184,26 +1185,30 @@ TEST_F(AgentTest, AStepsFanoutRunKilledBeforeItsEndLeavesNoExecutionRunning) {
       << "the task of the killed fanout run still runs";
 }
 
-// The same with the catalog away when the step is killed: its execution is ended once the
-// catalog is back (it was tried once and stayed `running` for ever).
-TEST_F(AgentTest, AKilledStepsExecutionIsEndedOnceTheCatalogIsBack) {
+// The row of `execution_id` in the SQLite catalog <scratch>/DIR/catalog.db, if it can be read.
+std::optional<ExecutionRow> RecordedIn(const AgentProcess& agent, const std::string& dir,
+                                       const std::string& execution_id) {
+  auto catalog = OpenCatalog("sqlite:" + agent.Path(dir) + "/catalog.db");
+  if (!catalog.ok()) return std::nullopt;
+  auto row = (*catalog)->GetExecution(execution_id);
+  return row.ok() ? *row : std::nullopt;
+}
+
+// Starts an agent whose catalog is <scratch>/cat and a package step that ignores SIGTERM, moves
+// the catalog away (to cat.away) once the step's execution is in it, and stops the run: the
+// agent kills the step after its grace and cannot end its execution yet. `execution_id`: the
+// step's execution, `running` in cat.away.
+void AgentTest::KillAStepWhileItsCatalogIsAway(std::string& execution_id) {
   std::filesystem::create_directories(agent_.Path("cat"));
   ASSERT_TRUE(StartConfig(Config(1, "catalog: sqlite:cat/catalog.db\n")));
   std::string id;
   pid_t task = 0;
   ASSERT_NO_FATAL_FAILURE(StartStubbornPackageStep(id, task));
-  std::string execution_id;
-  auto recorded = [&](const std::string& dir) -> std::optional<ExecutionRow> {
-    auto catalog = OpenCatalog("sqlite:" + agent_.Path(dir) + "/catalog.db");
-    if (!catalog.ok()) return std::nullopt;
-    auto row = (*catalog)->GetExecution(execution_id);
-    return row.ok() ? *row : std::nullopt;
-  };
   ASSERT_TRUE(WaitFor([&] {
     auto run = api_->GetRun(id);
     if (!run.ok() || (*run)["steps"].empty()) return false;
     execution_id = (*run)["steps"][0].value("execution_id", "");
-    return recorded("cat").has_value();
+    return RecordedIn(agent_, "cat", execution_id).has_value();
   }, milliseconds(10000))) << "the step's execution never reached the catalog";
 
   // Away: the step's fanout run keeps its open file; the agent cannot open the catalog.
@@ -1213,21 +1218,46 @@ TEST_F(AgentTest, AKilledStepsExecutionIsEndedOnceTheCatalogIsBack) {
   ASSERT_TRUE(WaitFor([&] { return Contains(agent_.err(), "cannot end 1 execution(s)"); },
                       milliseconds(5000)))
       << agent_.err();
-  std::optional<ExecutionRow> away = recorded("cat.away");
+  std::optional<ExecutionRow> away = RecordedIn(agent_, "cat.away", execution_id);
   ASSERT_TRUE(away.has_value());
   EXPECT_EQ(away->status, "running");
+}
 
-  const DateTime restored = Now();
-  std::filesystem::rename(agent_.Path("cat.away"), agent_.Path("cat"));
+// Waits for the step's execution to be ended in <scratch>/cat, as killed before `restored`.
+void ExpectEndedAsKilled(const AgentProcess& agent, const std::string& execution_id,
+                         DateTime restored) {
   std::optional<ExecutionRow> back;
   EXPECT_TRUE(WaitFor([&] {
-    back = recorded("cat");
+    back = RecordedIn(agent, "cat", execution_id);
     return back && back->ended_at.has_value();
-  }, milliseconds(15000))) << agent_.err();
+  }, milliseconds(15000))) << agent.err();
   ASSERT_TRUE(back.has_value());
   EXPECT_EQ(back->status, "canceled");
   EXPECT_TRUE(Contains(back->message, "killed by signal 9")) << back->message;
   EXPECT_LT(*back->ended_at, restored) << "its end is when it was killed, not when written";
+}
+
+// The same with the catalog away when the step is killed: its execution is ended once the
+// catalog is back (it was tried once and stayed `running` for ever).
+TEST_F(AgentTest, AKilledStepsExecutionIsEndedOnceTheCatalogIsBack) {
+  std::string execution_id;
+  ASSERT_NO_FATAL_FAILURE(KillAStepWhileItsCatalogIsAway(execution_id));
+  const DateTime restored = Now();
+  std::filesystem::rename(agent_.Path("cat.away"), agent_.Path("cat"));
+  ExpectEndedAsKilled(agent_, execution_id, restored);
+}
+
+// ... also by the agent's next start when it is stopped before the catalog is back (the
+// execution stayed `running` for ever).
+TEST_F(AgentTest, AKilledStepsExecutionIsEndedAfterARestartOnceTheCatalogIsBack) {
+  std::string execution_id;
+  ASSERT_NO_FATAL_FAILURE(KillAStepWhileItsCatalogIsAway(execution_id));
+  EXPECT_EQ(agent_.Terminate(), 0);
+  EXPECT_TRUE(Contains(agent_.err(), "stopping with 1 execution(s) left running")) << agent_.err();
+  const DateTime restored = Now();
+  std::filesystem::rename(agent_.Path("cat.away"), agent_.Path("cat"));
+  ASSERT_TRUE(Restart());
+  ExpectEndedAsKilled(agent_, execution_id, restored);
 }
 
 // A step's `fanout run` killed from outside (the OOM killer, an operator) was said to have
