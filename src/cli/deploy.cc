@@ -215,6 +215,7 @@ int Deploy(const DeployArgs& args) {
     client::AgentEndpoint endpoint;
     endpoint.url = url;
     endpoint.token = *token;
+    endpoint.token_source = client::TokenSource(args.token_file);
     endpoint.ca_file = args.ca;
     endpoint.cert_file = args.cert;
     endpoint.key_file = args.key;

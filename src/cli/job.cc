@@ -74,6 +74,7 @@ std::unique_ptr<client::AgentClient> Connect(const JobArgs& args, const char* co
     return nullptr;
   }
   endpoint.token = *token;
+  endpoint.token_source = client::TokenSource(args.token_file);
   endpoint.ca_file = args.ca;
   endpoint.cert_file = args.cert;
   endpoint.key_file = args.key;

@@ -223,6 +223,10 @@ Status CheckToken(std::string_view token, std::string_view source) {
   return Status::Ok();
 }
 
+std::string TokenSource(const std::string& token_file, const std::string& token_env) {
+  return token_file.empty() ? "$" + token_env : "token file " + token_file;
+}
+
 Result<std::string> ResolveToken(const std::string& token_file, const std::string& token_env) {
   if (!token_file.empty()) return ReadTokenFile(token_file);
   const char* value = token_env.empty() ? nullptr : std::getenv(token_env.c_str());
@@ -420,9 +424,11 @@ Result<AgentClient::Response> AgentClient::Answer(const std::string& where, int 
   if (!error.empty()) message += " " + error;
   if (!detail.empty()) message += ": " + detail;
   if (out.status == 401) {
+    const std::string sent =
+        endpoint_.token_source.empty() ? "the token sent" : "the token from " + endpoint_.token_source;
     message += endpoint_.token.empty()
                    ? " (no token was sent; give the agent's token)"
-                   : " (the token sent was refused; check it matches the agent's token_file)";
+                   : " (" + sent + " was refused; check it matches the agent's token_file)";
   }
   return fanout::Status(CodeForHttpStatus(out.status), std::move(message));
 }

@@ -30,6 +30,7 @@ namespace fanout::client {
 struct AgentEndpoint {
   std::string url;        // http://HOST:PORT or https://HOST:PORT; IPv6 as http://[::1]:7420
   std::string token;      // sent as "Authorization: Bearer TOKEN" when not empty
+  std::string token_source;  // where it was read ("token file PATH"), named when refused
   std::string ca_file;    // https: trust this CA for the agent's certificate (else system CAs)
   std::string cert_file;  // https: client certificate for mutual TLS (with key_file)
   std::string key_file;
@@ -101,6 +102,9 @@ Status CheckToken(std::string_view token, std::string_view source);
 // the value of the environment variable `token_env` (empty when unset: no token is sent).
 Result<std::string> ResolveToken(const std::string& token_file,
                                  const std::string& token_env = "FANOUT_TOKEN");
+// Where ResolveToken reads: "token file PATH" or "$FANOUT_TOKEN" (AgentEndpoint::token_source).
+std::string TokenSource(const std::string& token_file,
+                        const std::string& token_env = "FANOUT_TOKEN");
 
 // One agent's API. Keeps one keep-alive connection, so consecutive calls reuse it.
 // Thread-compatible: one thread at a time per instance; use one AgentClient per thread (they

@@ -129,6 +129,15 @@ TEST(AgentClientTest, SendsBearerTokenAndMapsUnauthenticated) {
 
   AgentClient wrong(Endpoint(agent.url(), "nope"));
   EXPECT_EQ(wrong.ListJobs().status().code(), Code::kUnauthenticated);
+  // A refused token names where it was read, so that a user knows which file to fix.
+  AgentEndpoint from_file = Endpoint(agent.url(), "nope");
+  from_file.token_source = TokenSource("/etc/fanout/srv1.token");
+  auto stale = AgentClient(from_file).ListJobs();
+  EXPECT_NE(stale.status().message().find("the token from token file /etc/fanout/srv1.token was "
+                                          "refused"),
+            std::string::npos)
+      << stale.status().message();
+  EXPECT_EQ(TokenSource("", "ETL_TOKEN"), "$ETL_TOKEN");
 }
 
 // One start route answers with the status named by the job: s404 -> 404, ...

@@ -484,9 +484,11 @@ class AgentJobTask : public Task {
       // A token file is the pool's to read (at each probe): one that cannot be read makes its
       // agent unusable, not every child fail.
       const std::string token_file = path("token_file");
+      const std::string token_env =
+          settings["token_env"].empty() ? "FANOUT_TOKEN" : settings["token_env"];
+      e.token_source = client::TokenSource(token_file, token_env);
       if (token_file.empty()) {
-        auto token = client::ResolveToken(
-            "", settings["token_env"].empty() ? "FANOUT_TOKEN" : settings["token_env"]);
+        auto token = client::ResolveToken("", token_env);
         if (!token.ok()) return token.status().WithContext("agent connection " + name);
         e.token = *token;
       }
