@@ -343,7 +343,7 @@ Status Executor::Recover() {
     std::vector<OpenExecution> left;
     for (UnendedExecutionRecord& e : *kept) {
       left.push_back({std::move(e.id), std::move(e.status), std::move(e.message), e.exit_code,
-                      e.seen_at});
+                      e.seen_at, e.missing_since, /*saved=*/true});
     }
     orphaned.insert(orphaned.begin(), left.begin(), left.end());
   } else {
@@ -887,17 +887,13 @@ Executor::StepOutcome Executor::Reattach(ActiveRun& run) {
 }
 
 void Executor::EndOpenExecutions(std::vector<OpenExecution> executions, bool now) {
+  std::erase_if(executions, [](const OpenExecution& e) { return e.id.empty(); });
   std::string why;
   if (now && !executions.empty()) executions = TryEndOpenExecutions(executions, why);
   if (executions.empty()) return;
   // Kept in the store as well: an agent restarted before the catalog is back ends them then.
-  for (const OpenExecution& e : executions) {
-    Status saved = store_.SaveUnendedExecution(
-        UnendedExecutionRecord{e.id, e.status, e.message, e.exit_code, e.seen_at});
-    if (!saved.ok()) {
-      std::fprintf(stderr, "fanout agent: cannot keep execution %s to end in the catalog after "
-                   "a restart: %s\n", e.id.c_str(), saved.ToString().c_str());
-    }
+  for (OpenExecution& e : executions) {
+    if (!e.saved) SaveOpenExecution(e);
   }
   std::lock_guard lock(closer_mu_);
   if (now) {  // tried once already: the closer's first try comes after its first pause
@@ -908,6 +904,19 @@ void Executor::EndOpenExecutions(std::vector<OpenExecution> executions, bool now
   to_end_.insert(to_end_.end(), std::make_move_iterator(executions.begin()),
                  std::make_move_iterator(executions.end()));
   closer_wake_.notify_one();
+}
+
+void Executor::SaveOpenExecution(OpenExecution& e) {
+  Status saved = store_.SaveUnendedExecution(e.Record());
+  e.saved = saved.ok();
+  if (!saved.ok()) {
+    std::fprintf(stderr, "fanout agent: cannot keep execution %s to end in the catalog after a "
+                 "restart: %s\n", e.id.c_str(), saved.ToString().c_str());
+  }
+}
+
+void Executor::ForgetOpenExecution(const OpenExecution& e) {
+  if (e.saved) (void)store_.ForgetUnendedExecution(e.id);
 }
 
 void Executor::SayCannotEndLocked(size_t count, const std::string& why) {
@@ -925,9 +934,7 @@ std::vector<Executor::OpenExecution> Executor::TryEndOpenExecutions(
     return executions;
   }
   std::vector<OpenExecution> again;  // rows that could not be written, or are not there yet
-  const auto now = std::chrono::steady_clock::now();
   for (const OpenExecution& e : executions) {
-    if (e.id.empty()) continue;
     ExecutionRow end;
     end.id = e.id;
     end.status = e.status;
@@ -938,7 +945,7 @@ std::vector<Executor::OpenExecution> Executor::TryEndOpenExecutions(
     // come first and stays.
     Result<bool> ended = (*catalog)->EndRunningExecution(end);
     if (ended.ok() && *ended) {
-      (void)store_.ForgetUnendedExecution(e.id);
+      ForgetOpenExecution(e);
       continue;
     }
     // Not running there: ended before, or not there yet.
@@ -949,18 +956,23 @@ std::vector<Executor::OpenExecution> Executor::TryEndOpenExecutions(
       again.push_back(e);
       continue;
     }
-    if (*execution) {
-      (void)store_.ForgetUnendedExecution(e.id);
+    if (*execution && (*execution)->ended_at) {
+      ForgetOpenExecution(e);
       continue;
     }
-    // Its rows may wait in the dead process's spool, which a later run delivers: ended then.
     OpenExecution& kept = again.emplace_back(e);
-    if (!kept.missing_since) kept.missing_since = now;
-    if (now - *kept.missing_since >= kWaitForMissingRow) {
-      std::fprintf(stderr, "fanout agent: execution %s is not in the catalog %lld minutes "
-                   "after its fanout run died; no longer waiting to end it\n", e.id.c_str(),
+    // Running after all: its start arrived from its spool since the update; ended next time.
+    if (*execution) continue;
+    // Its rows may wait in the dead process's spool, which a later run delivers: ended then.
+    if (!kept.missing_since) {
+      kept.missing_since = Now();
+      if (kept.saved) SaveOpenExecution(kept);  // the wait goes on across a restart
+    }
+    if (Now() - *kept.missing_since >= kWaitForMissingRow) {
+      std::fprintf(stderr, "fanout agent: execution %s has not reached the catalog in %lld "
+                   "minutes of looking; no longer waiting to end it\n", e.id.c_str(),
                    static_cast<long long>(kWaitForMissingRow.count()));
-      (void)store_.ForgetUnendedExecution(e.id);
+      ForgetOpenExecution(kept);
       again.pop_back();
     }
   }

@@ -132,7 +132,11 @@ class Executor {
     std::optional<int> exit_code;
     DateTime seen_at = Now();  // when the agent found it dead: its end, if written later
     // Since when the catalog answers without its row (still in the dead process's spool).
-    std::optional<std::chrono::steady_clock::time_point> missing_since = std::nullopt;
+    std::optional<DateTime> missing_since = std::nullopt;
+    bool saved = false;  // in the store (unended_executions), for the agent's next start
+    UnendedExecutionRecord Record() const {
+      return {id, status, message, exit_code, seen_at, missing_since};
+    }
   };
   // Ends them now (`now`) or on the closer thread; those the catalog could not take (it is
   // down) are tried again there, after pauses growing to a minute, while the agent runs.
@@ -143,6 +147,9 @@ class Executor {
   std::vector<OpenExecution> TryEndOpenExecutions(const std::vector<OpenExecution>& executions,
                                                   std::string& why);
   void CloserLoop();
+  // In the store, for the agent's next start (SaveOpenExecution sets `saved`), and out of it.
+  void SaveOpenExecution(OpenExecution& execution);
+  void ForgetOpenExecution(const OpenExecution& execution);
   // Once until the catalog takes them again. Needs closer_mu_.
   void SayCannotEndLocked(size_t count, const std::string& why);
   static constexpr std::chrono::seconds kCloserFirstPause{2};
