@@ -239,14 +239,19 @@ void PrintRun(const json& run) {
 // and never reads it half written.
 char g_interrupt_message[512];
 size_t g_interrupt_message_size = 0;
+// With --json: what stdout gets then, the run as last known (a script reading it learns the
+// run's id); a run too long for it goes as its id and status alone.
+char g_interrupt_json[65536];
+size_t g_interrupt_json_size = 0;
 // The dispositions replaced, put back when the start or wait is over.
 struct sigaction g_before_interruptible[2];
 bool g_interruptible = false;
 constexpr int kInterruptSignals[2] = {SIGINT, SIGTERM};
 
 void OnInterrupt(int signal) {
-  ssize_t written = write(STDERR_FILENO, g_interrupt_message, g_interrupt_message_size);
-  (void)written;  // nothing is left to do if stderr is gone
+  ssize_t written = write(STDOUT_FILENO, g_interrupt_json, g_interrupt_json_size);
+  written = write(STDERR_FILENO, g_interrupt_message, g_interrupt_message_size);
+  (void)written;  // nothing is left to do if stdout or stderr is gone
   // Dies of the signal rather than exiting 128 + it: a shell running a script then stops the
   // script too.
   ::signal(signal, SIG_DFL);
@@ -260,8 +265,9 @@ void OnInterrupt(int signal) {
 
 // Until StopSayingOnInterrupt, SIGINT and SIGTERM print `message` (a line) and end the process:
 // what they interrupt goes on at the agent, and the user is told so (it died without a word). A
-// signal the caller ignores (`nohup`, `trap '' INT`) stays ignored.
-void SayOnInterrupt(const std::string& message) {
+// signal the caller ignores (`nohup`, `trap '' INT`) stays ignored. `run`, when not null, is
+// printed on stdout first, as --json prints a run.
+void SayOnInterrupt(const std::string& message, const json& run = nullptr) {
   sigset_t signals, before;
   sigemptyset(&signals);
   for (int sig : kInterruptSignals) sigaddset(&signals, sig);
@@ -270,6 +276,13 @@ void SayOnInterrupt(const std::string& message) {
   std::string text = (isatty(STDERR_FILENO) ? "\nfanout: " : "fanout: ") + message + "\n";
   g_interrupt_message_size = std::min(text.size(), sizeof g_interrupt_message);
   std::memcpy(g_interrupt_message, text.data(), g_interrupt_message_size);
+  std::string printed = run.is_null() ? "" : run.dump(2) + "\n";
+  if (printed.size() > sizeof g_interrupt_json) {
+    printed = json{{"run_id", run.value("run_id", "")}, {"status", run.value("status", "")}}
+                  .dump(2) + "\n";
+  }
+  g_interrupt_json_size = printed.size();
+  std::memcpy(g_interrupt_json, printed.data(), printed.size());
   if (!g_interruptible) {
     g_interruptible = true;
     struct sigaction action {};
@@ -297,10 +310,12 @@ std::string WaitInterrupted(const std::string& run_id) {
                      run_id);
 }
 
-// Long-polls the run until it ends (or --timeout passes) and exits like `fanout run`.
+// Long-polls the run until it ends (or --timeout passes) and exits like `fanout run`. `known`:
+// the run as known before (its start's answer), what --json prints if interrupted before the
+// agent answers.
 int WaitForRun(client::AgentClient& agent, const std::string& run_id,
-               std::optional<std::chrono::milliseconds> timeout, bool as_json) {
-  SayOnInterrupt(WaitInterrupted(run_id));
+               std::optional<std::chrono::milliseconds> timeout, bool as_json, const json& known) {
+  SayOnInterrupt(WaitInterrupted(run_id), as_json ? known : json());
   using Clock = std::chrono::steady_clock;
   const auto deadline = timeout ? Clock::now() + *timeout : Clock::time_point::max();
   json run;
@@ -327,6 +342,7 @@ int WaitForRun(client::AgentClient& agent, const std::string& run_id,
     }
     run = std::move(*polled);
     const std::string status = Cell(run, "status");
+    if (as_json && !over) SayOnInterrupt(WaitInterrupted(run_id), run);
     if (client::IsFinalRunStatus(status)) {
       if (as_json) {
         PrintJson(run);
@@ -552,8 +568,15 @@ int Start(const JobArgs& args) {
                              "`fanout job history {0}` shows it",
                              args.job));
   auto started = agent->StartJob(args.job, request);
+  json accepted;
+  if (started.ok()) {
+    accepted = {{"run_id", started->run_id},
+                {"status", started->status},
+                {"existing", started->existing}};
+  }
   if (args.wait && started.ok()) {
-    SayOnInterrupt(WaitInterrupted(started->run_id));  // before the id is printed
+    // Before the id is printed: a Ctrl-C between them still says which run goes on.
+    SayOnInterrupt(WaitInterrupted(started->run_id), args.json ? accepted : json());
   } else {
     StopSayingOnInterrupt();
   }
@@ -568,9 +591,7 @@ int Start(const JobArgs& args) {
                  args.idempotency_key.c_str(), started->run_id.c_str());
   }
   if (args.json && !args.wait) {
-    PrintJson({{"run_id", started->run_id},
-               {"status", started->status},
-               {"existing", started->existing}});
+    PrintJson(accepted);
     return kExitSuccess;
   }
   if (!args.json) {
@@ -579,7 +600,7 @@ int Start(const JobArgs& args) {
     std::fflush(stdout);
   }
   if (!args.wait) return kExitSuccess;
-  return WaitForRun(*agent, started->run_id, timeout, args.json);
+  return WaitForRun(*agent, started->run_id, timeout, args.json, accepted);
 }
 
 int Wait(const JobArgs& args) {
@@ -588,7 +609,7 @@ int Wait(const JobArgs& args) {
   int connect_exit = kExitSuccess;
   auto agent = Connect(args, "wait", connect_exit);
   if (!agent) return connect_exit;
-  return WaitForRun(*agent, args.run, timeout, args.json);
+  return WaitForRun(*agent, args.run, timeout, args.json, json{{"run_id", args.run}});
 }
 
 int RunStatus(const JobArgs& args) {

@@ -2276,6 +2276,33 @@ TEST_F(AgentTest, CtrlCEndsAWaitButNotTheRun) {
   EXPECT_EQ(Job({"wait", run_id}).exit_code, 0);
 }
 
+// ... and with --json, stdout gets the run as last known, so that a script learns its id (it
+// got nothing).
+TEST_F(AgentTest, CtrlCOfAJsonWaitPrintsTheRunAsKnown) {
+  ASSERT_TRUE(StartDev(1));
+  const ScratchDir& d = agent_.dir();
+  d.Write("hold.yaml",
+          "job: hold\nsteps:\n  - {name: s, subsystem: process, run: " + GateStep() + "}\n");
+  ASSERT_EQ(Job({"create", "hold.yaml"}).exit_code, 0);
+  int pid = StartFanout({"job", "start", "hold", "--wait", "--json", "--agent", agent_.url(),
+                         "--token-file", agent_.token_file()},
+                        d.path());
+  ASSERT_TRUE(WaitForFile(agent_.Path("started")));
+  // The step runs: the start's answer comes 10 ms after it at most; this leaves it a second.
+  std::this_thread::sleep_for(std::chrono::seconds(1));
+  kill(pid, SIGINT);
+  EXPECT_EQ(WaitFanout(pid, std::chrono::seconds(10)), 130);
+  json printed = json::parse(d.Read("fanout.out"), nullptr, /*allow_exceptions=*/false);
+  ASSERT_TRUE(printed.is_object()) << d.Read("fanout.out");
+  const std::string run_id = printed.value("run_id", "");
+  EXPECT_EQ(printed.value("status", ""), "running") << printed.dump();
+  ASSERT_FALSE(run_id.empty()) << printed.dump();
+  EXPECT_TRUE(Contains(d.Read("fanout.err"), "stopped waiting; run " + run_id + " goes on"))
+      << d.Read("fanout.err");
+  OpenGate();
+  EXPECT_EQ(Job({"wait", run_id}).exit_code, 0);
+}
+
 TEST_F(AgentTest, JobCommandsDriveOneAgent) {
   ASSERT_TRUE(StartDev(2));
   const ScratchDir& d = agent_.dir();
