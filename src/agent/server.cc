@@ -713,6 +713,20 @@ void AgentServer::Routes() {
                   {"existing", started->existing}};
     if (!wait) return Reply(res, 202, accepted);
     res.status = 202;
+    // The run after the wait, as GET /v1/runs/{id} gives it; a failed wait says so as that would,
+    // with the HTTP status it would have.
+    auto polled = [this](const Result<RunRecord>& run) {
+      return JsonLine(run.ok() ? RunJson(*run, *store_, false)
+                               : json{{"error", "unknown run"},
+                                      {"detail", run.status().message()},
+                                      {"http_status", HttpStatusFor(run.status().code())}});
+    };
+    // HTTP/1.0 has no chunked answers: its client gets both lines after the whole wait.
+    if (req.version == "HTTP/1.0") {
+      auto run = executor_->Wait(started->run.id, std::chrono::seconds(*wait), std::string());
+      res.set_content(JsonLine(accepted) + polled(run), "application/x-ndjson");
+      return;
+    }
     // A run that ends at once gets both lines in one plain answer: two sends instead of four,
     // and one wake-up of the parent instead of two, for every short child. Its start's answer
     // comes that much later, which the idempotency key covers: a connection lost before it is
@@ -720,8 +734,7 @@ void AgentServer::Routes() {
     const std::chrono::milliseconds window =
         std::min<std::chrono::milliseconds>(kWholeAnswerWindow, std::chrono::seconds(*wait));
     if (auto run = executor_->Wait(started->run.id, window); run.ok() && run->ended_at) {
-      res.set_content(JsonLine(accepted) + JsonLine(RunJson(*run, *store_, false)),
-                      "application/x-ndjson");
+      res.set_content(JsonLine(accepted) + polled(run), "application/x-ndjson");
       return;
     }
     // Start and first long-poll in one exchange, the start's answer sent first: a parent learns
@@ -729,16 +742,10 @@ void AgentServer::Routes() {
     // not a lost start. Saves a parent's child a second request.
     res.set_chunked_content_provider(
         "application/x-ndjson",
-        [this, accepted = JsonLine(accepted), id = started->run.id, wait = *wait](
+        [this, polled, accepted = JsonLine(accepted), id = started->run.id, wait = *wait](
             size_t, httplib::DataSink& sink) {
           if (!sink.write(accepted.data(), accepted.size())) return false;
-          auto run = executor_->Wait(id, std::chrono::seconds(wait), std::string());
-          // A failed wait says so as GET /v1/runs/{id} would, with the HTTP status it would have.
-          std::string line = JsonLine(
-              run.ok() ? RunJson(*run, *store_, false)
-                       : json{{"error", "unknown run"},
-                              {"detail", run.status().message()},
-                              {"http_status", HttpStatusFor(run.status().code())}});
+          std::string line = polled(executor_->Wait(id, std::chrono::seconds(wait), std::string()));
           if (!sink.write(line.data(), line.size())) return false;
           sink.done();
           return true;
