@@ -17,6 +17,7 @@
 #include <filesystem>
 #include <fstream>
 #include <optional>
+#include <set>
 #include <string_view>
 #include <thread>
 
@@ -341,11 +342,18 @@ Status Executor::Recover() {
   // unreachable catalog must not hold up the agent's start.
   if (auto kept = store_.ListUnendedExecutions(); kept.ok()) {
     std::vector<OpenExecution> left;
+    std::set<std::string> ids;
     for (UnendedExecutionRecord& e : *kept) {
+      ids.insert(e.id);
       left.push_back({std::move(e.id), std::move(e.status), std::move(e.message), e.exit_code,
-                      e.seen_at, e.missing_since, /*saved=*/true});
+                      e.seen_at, std::nullopt, /*saved=*/true});
     }
-    orphaned.insert(orphaned.begin(), left.begin(), left.end());
+    // One kept and found again (the agent died between keeping it and ending its run): as kept,
+    // with the end the agent saw.
+    for (OpenExecution& e : orphaned) {
+      if (ids.count(e.id) == 0) left.push_back(std::move(e));
+    }
+    orphaned = std::move(left);
   } else {
     std::fprintf(stderr, "fanout agent: cannot read the executions left to end in the catalog: "
                  "%s\n", kept.status().ToString().c_str());
@@ -964,11 +972,9 @@ std::vector<Executor::OpenExecution> Executor::TryEndOpenExecutions(
     // Running after all: its start arrived from its spool since the update; ended next time.
     if (*execution) continue;
     // Its rows may wait in the dead process's spool, which a later run delivers: ended then.
-    if (!kept.missing_since) {
-      kept.missing_since = Now();
-      if (kept.saved) SaveOpenExecution(kept);  // the wait goes on across a restart
-    }
-    if (Now() - *kept.missing_since >= kWaitForMissingRow) {
+    const auto now = std::chrono::steady_clock::now();
+    if (!kept.missing_since) kept.missing_since = now;
+    if (now - *kept.missing_since >= kWaitForMissingRow) {
       std::fprintf(stderr, "fanout agent: execution %s has not reached the catalog in %lld "
                    "minutes of looking; no longer waiting to end it\n", e.id.c_str(),
                    static_cast<long long>(kWaitForMissingRow.count()));

@@ -132,11 +132,10 @@ class Executor {
     std::optional<int> exit_code;
     DateTime seen_at = Now();  // when the agent found it dead: its end, if written later
     // Since when the catalog answers without its row (still in the dead process's spool).
-    std::optional<DateTime> missing_since = std::nullopt;
+    // Not kept across a restart: while the agent is down, no run delivers that spool.
+    std::optional<std::chrono::steady_clock::time_point> missing_since = std::nullopt;
     bool saved = false;  // in the store (unended_executions), for the agent's next start
-    UnendedExecutionRecord Record() const {
-      return {id, status, message, exit_code, seen_at, missing_since};
-    }
+    UnendedExecutionRecord Record() const { return {id, status, message, exit_code, seen_at}; }
   };
   // Ends them now (`now`) or on the closer thread; those the catalog could not take (it is
   // down) are tried again there, after pauses growing to a minute, while the agent runs.

@@ -35,7 +35,7 @@ CREATE TABLE IF NOT EXISTS step_attempts(
   PRIMARY KEY(run_id, step, attempt));
 CREATE TABLE IF NOT EXISTS unended_executions(
   id TEXT PRIMARY KEY, status TEXT NOT NULL, message TEXT NOT NULL, exit_code INTEGER,
-  seen_at TEXT NOT NULL, missing_since TEXT);
+  seen_at TEXT NOT NULL);
 )";
 
 // 2: runs.sensitive, the names of params whose values are kept in memory only.
@@ -375,11 +375,11 @@ Result<bool> AgentStore::DeleteJob(const std::string& name) {
 Status AgentStore::SaveUnendedExecution(const UnendedExecutionRecord& e) {
   std::lock_guard lock(mu_);
   Query q = Cached("INSERT OR REPLACE INTO unended_executions(id, status, message, exit_code, "
-                   "seen_at, missing_since) VALUES (?, ?, ?, ?, ?, ?)");
+                   "seen_at) VALUES (?, ?, ?, ?, ?)");
   q.Bind(e.id).Bind(e.status).Bind(e.message);
   if (e.exit_code) q.Bind(static_cast<int64_t>(*e.exit_code));
   else q.BindNullable("");
-  q.Bind(std::optional<DateTime>(e.seen_at)).Bind(e.missing_since);
+  q.Bind(std::optional<DateTime>(e.seen_at));
   return q.Run();
 }
 
@@ -392,8 +392,8 @@ Status AgentStore::ForgetUnendedExecution(const std::string& id) {
 
 Result<std::vector<UnendedExecutionRecord>> AgentStore::ListUnendedExecutions() {
   std::lock_guard lock(mu_);
-  Query q = Cached("SELECT id, status, message, exit_code, seen_at, missing_since "
-                   "FROM unended_executions ORDER BY seen_at, id");
+  Query q = Cached("SELECT id, status, message, exit_code, seen_at FROM unended_executions "
+                   "ORDER BY seen_at, id");
   std::vector<UnendedExecutionRecord> out;
   while (q.Next()) {
     UnendedExecutionRecord& e = out.emplace_back();
@@ -402,7 +402,6 @@ Result<std::vector<UnendedExecutionRecord>> AgentStore::ListUnendedExecutions() 
     e.message = q.Text(2);
     if (!q.IsNull(3)) e.exit_code = static_cast<int>(q.Int(3));
     e.seen_at = q.Time(4);
-    e.missing_since = q.OptionalTime(5);
   }
   RETURN_IF_ERROR(q.status());
   return out;

@@ -90,8 +90,6 @@ struct UnendedExecutionRecord {
   std::string message;
   std::optional<int> exit_code;
   DateTime seen_at{};  // when the agent found its process dead
-  // Since when the catalog answers without its row (still in the dead process's spool).
-  std::optional<DateTime> missing_since;
 };
 
 class Query;

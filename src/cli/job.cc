@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -248,10 +249,20 @@ struct sigaction g_before_interruptible[2];
 bool g_interruptible = false;
 constexpr int kInterruptSignals[2] = {SIGINT, SIGTERM};
 
+// Async-signal-safe; gives up on an error (the reader gone: SIGPIPE is blocked in the handler).
+void WriteAll(int fd, const char* data, size_t size) {
+  while (size > 0) {
+    ssize_t n = write(fd, data, size);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return;
+    data += n;
+    size -= static_cast<size_t>(n);
+  }
+}
+
 void OnInterrupt(int signal) {
-  ssize_t written = write(STDOUT_FILENO, g_interrupt_json, g_interrupt_json_size);
-  written = write(STDERR_FILENO, g_interrupt_message, g_interrupt_message_size);
-  (void)written;  // nothing is left to do if stdout or stderr is gone
+  WriteAll(STDOUT_FILENO, g_interrupt_json, g_interrupt_json_size);
+  WriteAll(STDERR_FILENO, g_interrupt_message, g_interrupt_message_size);
   // Dies of the signal rather than exiting 128 + it: a shell running a script then stops the
   // script too.
   ::signal(signal, SIG_DFL);
@@ -287,7 +298,11 @@ void SayOnInterrupt(const std::string& message, const json& run = nullptr) {
     g_interruptible = true;
     struct sigaction action {};
     action.sa_handler = OnInterrupt;
+    // A second signal waits: the handler's output is written once. A reader gone from stdout
+    // (`| jq`, which the Ctrl-C ended too) makes the write fail, not the process die of
+    // SIGPIPE before its line on stderr.
     sigemptyset(&action.sa_mask);
+    for (int sig : {SIGINT, SIGTERM, SIGPIPE}) sigaddset(&action.sa_mask, sig);
     for (int i = 0; i < 2; ++i) {
       sigaction(kInterruptSignals[i], nullptr, &g_before_interruptible[i]);
       if (g_before_interruptible[i].sa_handler != SIG_IGN) {
