@@ -179,7 +179,15 @@ int HttpStatusFor(Code code) {
 AgentServer::AgentServer(AgentConfig config, std::string fanout_binary)
     : config_(std::move(config)), fanout_binary_(std::move(fanout_binary)) {}
 
-AgentServer::~AgentServer() = default;
+AgentServer::~AgentServer() {
+  {
+    std::lock_guard lock(refused_mu_);
+    refused_stop_ = true;
+    if (refused_ > 0) SayRefusedLocked(std::chrono::steady_clock::now());
+  }
+  refused_wake_.notify_all();
+  if (refused_sayer_.joinable()) refused_sayer_.join();
+}
 
 Status AgentServer::Start() {
   // Before anything changes: a bad certificate must not leave recovered runs behind.
@@ -341,18 +349,45 @@ bool AgentServer::Authorized(const httplib::Request& req, httplib::Response& res
   return false;
 }
 
+namespace {
+constexpr auto kSayRefusedEvery = std::chrono::minutes(1);
+}  // namespace
+
 void AgentServer::NoteRefused(const httplib::Request& req, bool token_given) {
-  constexpr auto kEvery = std::chrono::minutes(1);
   std::lock_guard lock(refused_mu_);
   ++refused_;
+  refused_last_ = fmt::format("{} {} from {}, had {}", req.method, req.path, req.remote_addr,
+                              token_given ? "a wrong one" : "none");
   auto now = std::chrono::steady_clock::now();
-  if (refused_said_ != std::chrono::steady_clock::time_point{} && now - refused_said_ < kEvery) return;
+  if (refused_said_ == std::chrono::steady_clock::time_point{} ||
+      now - refused_said_ >= kSayRefusedEvery) {
+    SayRefusedLocked(now);
+    return;
+  }
+  if (!refused_sayer_.joinable()) refused_sayer_ = std::thread([this] { RefusedLoop(); });
+  refused_wake_.notify_one();
+}
+
+void AgentServer::SayRefusedLocked(std::chrono::steady_clock::time_point now) {
   std::fprintf(stderr, "fanout agent: refused %d request%s without a valid bearer token (the "
-               "last, %s %s from %s, had %s; said at most once a minute)\n", refused_,
-               refused_ == 1 ? "" : "s", req.method.c_str(), req.path.c_str(),
-               req.remote_addr.c_str(), token_given ? "a wrong one" : "none");
+               "last, %s; said at most once a minute)\n", refused_, refused_ == 1 ? "" : "s",
+               refused_last_.c_str());
   refused_ = 0;
   refused_said_ = now;
+}
+
+void AgentServer::RefusedLoop() {
+  std::unique_lock lock(refused_mu_);
+  while (!refused_stop_) {
+    if (refused_ == 0) {
+      refused_wake_.wait(lock);
+      continue;
+    }
+    const auto due = refused_said_ + kSayRefusedEvery;
+    if (refused_wake_.wait_until(lock, due, [&] { return refused_stop_; })) break;
+    const auto now = std::chrono::steady_clock::now();
+    if (refused_ > 0 && now >= due) SayRefusedLocked(now);
+  }
 }
 
 void AgentServer::ForgetJob(const std::string& name) {

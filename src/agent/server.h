@@ -6,12 +6,14 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <filesystem>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 
 #include "agent/config.h"
 #include "agent/executor.h"
@@ -49,8 +51,11 @@ class AgentServer {
   bool Authorized(const httplib::Request& req, httplib::Response& res);
   // Says on stderr that requests were refused for their token: at once, then at most once a
   // minute with how many, so that a misconfigured parent shows in the agent's log without
-  // flooding it.
+  // flooding it. Those held back are said when their minute has passed (RefusedLoop, started
+  // with the first) or at the agent's stop, whether or not more come.
   void NoteRefused(const httplib::Request& req, bool token_given);
+  void SayRefusedLocked(std::chrono::steady_clock::time_point now);
+  void RefusedLoop();
   // Drops a job from jobs_ after the store changed it.
   void ForgetJob(const std::string& name);
   // The parameters that deployed package `package` declares sensitive ({} when it is missing or
@@ -67,12 +72,17 @@ class AgentServer {
   std::atomic<ServeState> serve_state_{ServeState::kNotYet};
   std::atomic<bool> stop_requested_{false};
 
+  std::mutex refused_mu_;
+  int refused_ = 0;  // since the last line about them
+  std::string refused_last_;  // the last of them: "GET /v1/status from 10.0.0.7, had none"
+  std::chrono::steady_clock::time_point refused_said_{};
+  std::condition_variable refused_wake_;
+  bool refused_stop_ = false;
+  std::thread refused_sayer_;
+
   // Parsed job definitions by name, so a start reads and parses its job only the first time.
   // PUT and DELETE of a job drop its entry and bump the generation, so a load that began before
   // them does not cache what it read.
-  std::mutex refused_mu_;
-  int refused_ = 0;  // since the last line about them
-  std::chrono::steady_clock::time_point refused_said_{};
 
   std::mutex jobs_mu_;
   std::map<std::string, std::shared_ptr<const JobDef>> jobs_;

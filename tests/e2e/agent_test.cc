@@ -285,6 +285,14 @@ TEST_F(AgentTest, RequestsWithoutValidCredentialsGet401AndChangeNothing) {
                            "/v1/status from 127.0.0.1, had none;";
   EXPECT_TRUE(Contains(err, said)) << err;
   EXPECT_EQ(err.find("refused", err.find(said) + said.size()), std::string::npos) << err;
+  // Those held back are said when their minute has passed, or at the stop: they were said only
+  // when another came after the minute, so never after a last burst (QA).
+  auto wrong = agent_.HttpWithToken("nope", "GET", "/v1/jobs");
+  EXPECT_EQ(wrong.status, 401);
+  EXPECT_EQ(agent_.Terminate(), 0);
+  EXPECT_TRUE(Contains(agent_.err(), " requests without a valid bearer token (the last, GET "
+                                     "/v1/jobs from 127.0.0.1, had a wrong one;"))
+      << agent_.err();
 }
 
 TEST_F(AgentTest, MalformedInputGets400WithAReasonAndChangesNothing) {
