@@ -756,7 +756,7 @@ void AgentServer::Routes() {
                                       {"detail", run.status().message()},
                                       {"http_status", HttpStatusFor(run.status().code())}});
     };
-    // HTTP/1.0 has no chunked answers: its client gets both lines after the whole wait.
+    // HTTP/1.0 has no chunked answers: its client gets both lines once the second is known.
     if (req.version == "HTTP/1.0") {
       auto run = executor_->Wait(started->run.id, std::chrono::seconds(*wait), std::string());
       res.set_content(JsonLine(accepted) + polled(run), "application/x-ndjson");

@@ -83,7 +83,6 @@ class AgentServer {
   // Parsed job definitions by name, so a start reads and parses its job only the first time.
   // PUT and DELETE of a job drop its entry and bump the generation, so a load that began before
   // them does not cache what it read.
-
   std::mutex jobs_mu_;
   std::map<std::string, std::shared_ptr<const JobDef>> jobs_;
   uint64_t jobs_generation_ = 0;
