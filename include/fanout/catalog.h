@@ -171,6 +171,9 @@ struct RecorderOptions {
   // Asked while the end of the recording retries: true (the run was stopped with Ctrl-C) stops
   // retrying a catalog that is failing, and the spool keeps the rows for the next run.
   std::function<bool()> stop_retrying{};
+  // The caller has said that the catalog cannot be reached (`fanout run` at its start): the
+  // first failed write then says nothing more (it said the same thing a second time).
+  bool unreachable_said = false;
 };
 
 // Hands rows and events to a background thread that masks secrets and writes events to the log

@@ -118,7 +118,8 @@ struct Recorder::Impl {
         sinks(std::move(sinks_in)),
         masker(masker_in),
         shutdown_retry(options.shutdown_retry),
-        stop_retrying(options.stop_retrying) {
+        stop_retrying(options.stop_retrying),
+        failure_reported(options.unreachable_said) {
     if (catalog && !options.spool_dir.empty()) {
       spool = std::make_unique<catalog::Spool>(options.spool_dir, options.catalog_spec);
     }

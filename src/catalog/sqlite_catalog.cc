@@ -326,7 +326,6 @@ Status SqliteCatalog::Error(int rc, const std::string& what) const {
     case SQLITE_AUTH:
       code = Code::kPermissionDenied;
       break;
-    case SQLITE_NOTADB:
     case SQLITE_CORRUPT:
       code = Code::kFailedPrecondition;
       break;
@@ -334,6 +333,11 @@ Status SqliteCatalog::Error(int rc, const std::string& what) const {
       break;
   }
   const char* detail = db_ != nullptr ? sqlite3_errmsg(db_) : sqlite3_errstr(rc);
+  if ((rc & 0xff) == SQLITE_NOTADB) {
+    // A mistyped --catalog naming some other file: said as a foreign SQLite file is.
+    return NotFound("catalog '" + path_ + "' is not a SQLite database, so not a Fanout catalog (" +
+                    what + ": " + detail + "): check --catalog or $FANOUT_CATALOG");
+  }
   return Status(code, "catalog '" + path_ + "': " + what + ": " + detail);
 }
 

@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <fstream>
 #include <thread>
 
 #include "catalog/test_util.h"
@@ -133,6 +134,28 @@ TEST(SqliteCatalogTest, ANewCatalogIsReadableByItsOwnerOnly) {
   fs::permissions(path, owner | fs::perms::group_read);
   OpenOrDie(path);
   EXPECT_EQ(fs::status(path).permissions(), owner | fs::perms::group_read);
+}
+
+// A --catalog naming a file that is no SQLite database at all (a package, say) is said to be
+// no catalog, to a reader and to a run, as a foreign database is; it was "reading the schema
+// version: file is not a database", exit 1 (QA).
+TEST(SqliteCatalogTest, AFileThatIsNoDatabaseIsSaidToBeNoCatalog) {
+  TempDir dir;
+  const std::string path = dir.File("child.yaml");
+  {
+    std::ofstream out(path);
+    out << "package: child\ntasks:\n  a: {type: process, run: [/bin/true]}\n";
+  }
+  SqliteCatalogOptions reading;
+  reading.existing_catalog_only = true;
+  for (bool reader : {true, false}) {
+    SqliteCatalog catalog(path, reader ? reading : SqliteCatalogOptions{});
+    Status refused = catalog.Open();
+    EXPECT_EQ(refused.code(), Code::kNotFound) << reader << ": " << refused.ToString();
+    EXPECT_NE(refused.message().find("is not a SQLite database, so not a Fanout catalog"),
+              std::string::npos)
+        << refused.message();
+  }
 }
 
 // A run creating a catalog leaves, for a moment, a database with no table: a reader told it

@@ -393,7 +393,9 @@ bool ParseTimeout(const std::string& text, std::optional<std::chrono::millisecon
                  parsed.ok() ? "must be more than 0" : parsed.status().message().c_str());
     return false;
   }
-  out = *parsed;
+  // The agent's long-poll counts whole seconds: a fraction is rounded up, and the message at
+  // the timeout says what was waited (it said "100.0 ms" after a second, QA).
+  out = std::chrono::ceil<std::chrono::seconds>(*parsed);
   return true;
 }
 
@@ -765,7 +767,7 @@ Command AddJobCommand(CLI::App& app) {
                   "Wait for the run to end and exit like `fanout run` (Ctrl-C stops waiting, "
                   "not the run)");
   start->add_option("--timeout", args->timeout, "With --wait: stop waiting after this long (30s, "
-                                                "10m, 2h)");
+                                                "10m, 2h; whole seconds, rounded up)");
 
   add("status", "Show a run's state and steps", exit_codes, RunStatus)
       ->add_option("run", args->run, "The run id")
@@ -773,7 +775,8 @@ Command AddJobCommand(CLI::App& app) {
   CLI::App* wait = add("wait", "Wait for a run to end; exits like `fanout run`", run_exit_codes,
                        Wait);
   wait->add_option("run", args->run, "The run id")->required();
-  wait->add_option("--timeout", args->timeout, "Stop waiting after this long (30s, 10m, 2h)");
+  wait->add_option("--timeout", args->timeout,
+                   "Stop waiting after this long (30s, 10m, 2h; whole seconds, rounded up)");
   add("stop", "Stop a run: SIGTERM, then SIGKILL, to its step's processes; it ends canceled",
       exit_codes, Stop)
       ->add_option("run", args->run, "The run id")

@@ -277,6 +277,7 @@ int RunPackage(const RunArgs& args) {
   // while the catalog is down: its rows stay in the spool for a recorder that lives on.
   if (child) recording.shutdown_retry = std::chrono::milliseconds(0);
   recording.stop_retrying = [&cancel] { return cancel.canceled(); };
+  recording.unreachable_said = options.catalog_unreachable;
   Recorder recorder(std::move(*catalog), std::move(sinks), masker, recording);
   Engine engine(recorder);
   if (progress) progress->Start();
@@ -309,7 +310,8 @@ int RunPackage(const RunArgs& args) {
     std::printf("%s\n", masker->Mask(line).c_str());
     // One line per agent that ran children of this run (agent-job tasks).
     for (const client::AgentSummary& a : client::AgentPool::AllSummaries()) {
-      std::string unusable = a.unusable.empty() ? "" : "; unusable at times, last: " + a.unusable;
+      std::string unusable =
+          a.unusable.empty() ? "" : "; unusable at least once, last: " + a.unusable;
       std::printf("  agent %-12s %s: %d child%s, %d failed, %d lost, busy %s%s\n", a.name.c_str(),
                   a.url.c_str(), a.children, a.children == 1 ? "" : "ren", a.failed, a.lost,
                   FormatDuration(std::chrono::duration_cast<std::chrono::nanoseconds>(

@@ -2289,6 +2289,11 @@ TEST_F(AgentTest, CtrlCEndsAWaitButNotTheRun) {
   auto run = api_->GetRun(run_id);
   ASSERT_TRUE(run.ok()) << run.status().ToString();
   EXPECT_EQ(run->value("status", ""), "running");
+  // A --timeout in whole seconds, a fraction rounded up, and said as waited: it said "100.0 ms"
+  // after a second (QA).
+  CommandResult timed_out = Job({"wait", run_id, "--timeout", "0.2s"});
+  EXPECT_EQ(timed_out.exit_code, 2) << timed_out.err;
+  EXPECT_TRUE(Contains(timed_out.err, "after --timeout 1")) << timed_out.err;
   OpenGate();
   EXPECT_EQ(Job({"wait", run_id}).exit_code, 0);
 }

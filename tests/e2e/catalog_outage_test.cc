@@ -159,6 +159,9 @@ TEST(CatalogOutageTest, PostgresAwayMidRunOrAtTheStartLosesNoEvent) {
   ASSERT_EQ(WaitFanout(pid, seconds(60)), 0) << dir.Read("fanout.err");
   EXPECT_NE(dir.Read("fanout.err").find("cannot be reached"), std::string::npos)
       << dir.Read("fanout.err");
+  // Said once: its first write, failing too, said the same thing again.
+  EXPECT_EQ(dir.Read("fanout.err").find("catalog write failed"), std::string::npos)
+      << dir.Read("fanout.err");
   std::string late = ExecutionIdFrom(dir.Read("fanout.out"));
   ASSERT_FALSE(late.empty()) << dir.Read("fanout.out");
   auto reopened = OpenCatalog(uri);

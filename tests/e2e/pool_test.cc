@@ -941,7 +941,7 @@ TEST_F(PoolTest, AnAgentDownFromTheStartIsReported) {
   CommandResult r = RunParent(parent);
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   EXPECT_TRUE(Has(r.out, "agent gone         http://127.0.0.1:1: 0 children, 0 failed, 0 lost, "
-                         "busy 0.0 ms; unusable at times, last: "))
+                         "busy 0.0 ms; unusable at least once, last: "))
       << r.out;
   ParentRecord record = Record(ExecutionIdOf(r.out));
   std::string warnings = EventsText(record, EventType::kOnWarning);
