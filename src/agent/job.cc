@@ -28,7 +28,11 @@ constexpr size_t kMaxJobValues = 100000;
 struct TooManyValues {};
 
 // Where each value of a job file was written: JSON values by address, in the finished document.
-using Marks = std::unordered_map<const json*, YAML::Mark>;
+// Where each value, and each key of an object, was written in the YAML text.
+struct Marks {
+  std::unordered_map<const json*, YAML::Mark> values;
+  std::map<std::pair<const json*, std::string>, YAML::Mark> keys;  // (object, key)
+};
 
 JobProblem ProblemAt(const YAML::Mark& mark, std::string message) {
   return {mark.line + 1, mark.column + 1, std::move(message)};
@@ -72,11 +76,14 @@ Marks MarksOf(const YAML::Node& yaml, const json& root) {
   while (!pending.empty()) {
     auto [node, value] = pending.back();
     pending.pop_back();
-    marks[value] = node.Mark();
+    marks.values[value] = node.Mark();
     if (node.IsMap() && value->is_object()) {
       // A key written twice holds its last value (YamlToJson): that one's place is its place.
       std::map<std::string, YAML::Node> last;
-      for (auto it = node.begin(); it != node.end(); ++it) last[it->first.Scalar()] = it->second;
+      for (auto it = node.begin(); it != node.end(); ++it) {
+        last[it->first.Scalar()] = it->second;
+        marks.keys[{value, it->first.Scalar()}] = it->first.Mark();
+      }
       for (const auto& [key, child_node] : last) {
         auto child = value->find(key);
         if (child != value->end()) pending.emplace_back(child_node, &*child);
@@ -112,13 +119,27 @@ class JobParser {
 
   // `at`: the value the problem is in (or the mapping that lacks a key), for its position.
   void Problem(const json& at, std::string message) {
-    JobProblem problem{0, 0, std::move(message)};
+    const YAML::Mark* mark = nullptr;
     if (marks_ != nullptr) {
-      auto mark = marks_->find(&at);
-      if (mark != marks_->end()) {
-        problem.line = mark->second.line + 1;
-        problem.column = mark->second.column + 1;
-      }
+      auto found = marks_->values.find(&at);
+      if (found != marks_->values.end()) mark = &found->second;
+    }
+    AddProblem(mark, std::move(message));
+  }
+  // At key `key` of object `obj` itself, not at its value (which may be lines below it).
+  void ProblemAtKey(const json& obj, const std::string& key, std::string message) {
+    const YAML::Mark* mark = nullptr;
+    if (marks_ != nullptr) {
+      auto found = marks_->keys.find({&obj, key});
+      if (found != marks_->keys.end()) mark = &found->second;
+    }
+    AddProblem(mark, std::move(message));
+  }
+  void AddProblem(const YAML::Mark* mark, std::string message) {
+    JobProblem problem{0, 0, std::move(message)};
+    if (mark != nullptr) {
+      problem.line = mark->line + 1;
+      problem.column = mark->column + 1;
     }
     problems.push_back(std::move(problem));
   }
@@ -126,8 +147,8 @@ class JobParser {
   void CheckKeys(const json& obj, const std::vector<std::string>& allowed, const std::string& what) {
     for (const auto& [key, value] : obj.items()) {
       if (std::find(allowed.begin(), allowed.end(), key) == allowed.end()) {
-        Problem(value, fmt::format("unknown key `{}` in {}; allowed: {}", key, what,
-                                   fmt::join(allowed, ", ")));
+        ProblemAtKey(obj, key, fmt::format("unknown key `{}` in {}; allowed: {}", key, what,
+                                           fmt::join(allowed, ", ")));
       }
     }
   }

@@ -66,6 +66,21 @@ tasks:
   }
 }
 
+// An unknown key in a job file points at the key, as in a package; it pointed at its value,
+// lines below it for a nested mapping (QA).
+TEST(ValidateTest, AnUnknownKeyInAJobFilePointsAtTheKey) {
+  ScratchDir dir;
+  dir.Write("job.yaml", "job: j\nparameters:\n  region: {type: string}\nmax_concurent_runs: 2\n"
+                        "steps:\n  - {name: a, subsystem: process, run: [/bin/true], colour: red}\n");
+  CommandResult r = RunFanout({"validate", "job.yaml"}, dir.path());
+  EXPECT_EQ(r.exit_code, 5);
+  for (const char* expected : {"job.yaml:2:1: error: unknown key `parameters` in the job",
+                               "job.yaml:4:1: error: unknown key `max_concurent_runs` in the job",
+                               "job.yaml:6:53: error: unknown key `colour` in step 1"}) {
+    EXPECT_NE(r.err.find(expected), std::string::npos) << "missing: " << expected << "\n" << r.err;
+  }
+}
+
 TEST(ValidateTest, BadExpressionPointsAtTheColumn) {
   ScratchDir dir;
   dir.Write("expr.yaml", "package: expr\nvariables:\n  n: {type: int, value: 0}\ntasks:\n"
