@@ -286,8 +286,8 @@ Status Executor::Recover() {
       run->record.pid = 0;
       SaveRun(*run);
       if (!queued && !alive && !r.execution_id.empty()) {
-        orphaned.push_back({r.execution_id, stopped ? "canceled" : "failed", run->record.message,
-                            std::nullopt});
+        orphaned.push_back(FoundDead(r.execution_id, stopped ? "canceled" : "failed",
+                                     run->record.message, std::nullopt));
       }
       ++run_counts_[run->record.status];
       step_counts_[run->record.status] +=
@@ -345,13 +345,12 @@ Status Executor::Recover() {
     std::set<std::string> ids;
     for (UnendedExecutionRecord& e : *kept) {
       ids.insert(e.id);
-      left.push_back({std::move(e.id), std::move(e.status), std::move(e.message), e.exit_code,
-                      e.seen_at, std::nullopt, /*saved=*/true});
+      left.push_back({std::move(e), std::nullopt, /*saved=*/true});
     }
     // One kept and found again (the agent died between keeping it and ending its run): as kept,
     // with the end the agent saw.
     for (OpenExecution& e : orphaned) {
-      if (ids.count(e.id) == 0) left.push_back(std::move(e));
+      if (ids.count(e.execution.id) == 0) left.push_back(std::move(e));
     }
     orphaned = std::move(left);
   } else {
@@ -773,10 +772,10 @@ Executor::StepOutcome Executor::RunStep(ActiveRun& run, int index, int attempt) 
     }
     if (step.subsystem == "package" && r.term_signal != 0) {
       // Killed (our stop's SIGKILL after the grace, or anything else): it recorded no end.
-      EndOpenExecutions({{rec.execution_id, outcome.canceled ? "canceled" : "failed",
-                          fmt::format("fanout run was killed by signal {} before it recorded "
-                                      "its end", r.term_signal),
-                          r.exit_code}},
+      EndOpenExecutions({FoundDead(rec.execution_id, outcome.canceled ? "canceled" : "failed",
+                                   fmt::format("fanout run was killed by signal {} before it "
+                                               "recorded its end", r.term_signal),
+                                   r.exit_code)},
                         /*now=*/true);
     }
   }
@@ -887,15 +886,21 @@ Executor::StepOutcome Executor::Reattach(ActiveRun& run) {
       "the agent restarted while this step ran; its process has ended but its result is unknown";
   end_attempt("abandoned", message, std::nullopt);
   if (step.subsystem == "package") {
-    EndOpenExecutions({{run.record.execution_id, "failed", message, std::nullopt}}, /*now=*/true);
+    EndOpenExecutions({FoundDead(run.record.execution_id, "failed", message, std::nullopt)},
+                      /*now=*/true);
   }
   std::lock_guard lock(mu_);
   run.record.status = "abandoned";
   return StepOutcome{false, false, message};
 }
 
+Executor::OpenExecution Executor::FoundDead(std::string id, std::string status,
+                                            std::string message, std::optional<int> exit_code) {
+  return {{std::move(id), std::move(status), std::move(message), exit_code, Now()}};
+}
+
 void Executor::EndOpenExecutions(std::vector<OpenExecution> executions, bool now) {
-  std::erase_if(executions, [](const OpenExecution& e) { return e.id.empty(); });
+  std::erase_if(executions, [](const OpenExecution& e) { return e.execution.id.empty(); });
   std::string why;
   if (now && !executions.empty()) executions = TryEndOpenExecutions(executions, why);
   if (executions.empty()) return;
@@ -915,16 +920,16 @@ void Executor::EndOpenExecutions(std::vector<OpenExecution> executions, bool now
 }
 
 void Executor::SaveOpenExecution(OpenExecution& e) {
-  Status saved = store_.SaveUnendedExecution(e.Record());
+  Status saved = store_.SaveUnendedExecution(e.execution);
   e.saved = saved.ok();
   if (!saved.ok()) {
     std::fprintf(stderr, "fanout agent: cannot keep execution %s to end in the catalog after a "
-                 "restart: %s\n", e.id.c_str(), saved.ToString().c_str());
+                 "restart: %s\n", e.execution.id.c_str(), saved.ToString().c_str());
   }
 }
 
 void Executor::ForgetOpenExecution(const OpenExecution& e) {
-  if (e.saved) (void)store_.ForgetUnendedExecution(e.id);
+  if (e.saved) (void)store_.ForgetUnendedExecution(e.execution.id);
 }
 
 void Executor::SayCannotEndLocked(size_t count, const std::string& why) {
@@ -943,12 +948,13 @@ std::vector<Executor::OpenExecution> Executor::TryEndOpenExecutions(
   }
   std::vector<OpenExecution> again;  // rows that could not be written, or are not there yet
   for (const OpenExecution& e : executions) {
+    const UnendedExecutionRecord& dead = e.execution;
     ExecutionRow end;
-    end.id = e.id;
-    end.status = e.status;
-    end.ended_at = e.seen_at;
-    end.exit_code = e.exit_code;
-    end.message = e.message;
+    end.id = dead.id;
+    end.status = dead.status;
+    end.ended_at = dead.seen_at;
+    end.exit_code = dead.exit_code;
+    end.message = dead.message;
     // Only a running row is ended: the real end, from the dead process's spool say, may have
     // come first and stays.
     Result<bool> ended = (*catalog)->EndRunningExecution(end);
@@ -957,7 +963,7 @@ std::vector<Executor::OpenExecution> Executor::TryEndOpenExecutions(
       continue;
     }
     // Not running there: ended before, or not there yet.
-    auto execution = ended.ok() ? (*catalog)->GetExecution(e.id)
+    auto execution = ended.ok() ? (*catalog)->GetExecution(dead.id)
                                 : Result<std::optional<ExecutionRow>>(ended.status());
     if (!execution.ok()) {
       why = execution.status().ToString();
@@ -976,7 +982,7 @@ std::vector<Executor::OpenExecution> Executor::TryEndOpenExecutions(
     if (!kept.missing_since) kept.missing_since = now;
     if (now - *kept.missing_since >= kWaitForMissingRow) {
       std::fprintf(stderr, "fanout agent: execution %s has not reached the catalog in %lld "
-                   "minutes of looking; no longer waiting to end it\n", e.id.c_str(),
+                   "minutes of looking; no longer waiting to end it\n", dead.id.c_str(),
                    static_cast<long long>(kWaitForMissingRow.count()));
       ForgetOpenExecution(kept);
       again.pop_back();

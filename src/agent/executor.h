@@ -126,17 +126,15 @@ class Executor {
   // the agent was down) would show `running` in the catalog forever: ends them there, unless
   // they ended after all.
   struct OpenExecution {
-    std::string id;
-    std::string status;  // what to end it with
-    std::string message;
-    std::optional<int> exit_code;
-    DateTime seen_at = Now();  // when the agent found it dead: its end, if written later
+    UnendedExecutionRecord execution;  // what to end it with, as the store keeps it
     // Since when the catalog answers without its row (still in the dead process's spool).
     // Not kept across a restart: while the agent is down, no run delivers that spool.
     std::optional<std::chrono::steady_clock::time_point> missing_since = std::nullopt;
     bool saved = false;  // in the store (unended_executions), for the agent's next start
-    UnendedExecutionRecord Record() const { return {id, status, message, exit_code, seen_at}; }
   };
+  // Execution `id`, found dead now, to be ended with `status`.
+  static OpenExecution FoundDead(std::string id, std::string status, std::string message,
+                                 std::optional<int> exit_code);
   // Ends them now (`now`) or on the closer thread; those the catalog could not take (it is
   // down) are tried again there, after pauses growing to a minute, while the agent runs.
   void EndOpenExecutions(std::vector<OpenExecution> executions, bool now);
