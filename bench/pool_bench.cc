@@ -1000,8 +1000,8 @@ constexpr std::array<const char*, kGapPhases> kGapPhaseCode = {
     "agent: FinishRun (run end + attempt, one commit)",
     "parent: long-poll answer, Release, the next waiter's Acquire, StartJob round trip",
     "agent: start route, InsertRun, LaunchLocked, a kept run thread",
-    "agent: hands the step to its warm `fanout --argv-from-stdin` (exec and dynamic loading "
-    "done ahead), which reads its arguments, loads the package and opens the catalog",
+    "agent: hands the step to its warm `fanout --argv-from-stdin` (exec, dynamic loading "
+    "and warm-up done ahead), which reads its arguments, loads the package and opens the catalog",
 };
 
 struct MakespanRun {

@@ -189,9 +189,10 @@ class Executor {
   std::condition_variable heartbeat_stop_cv_;
   bool heartbeat_stop_ = false;
   // A `fanout --argv-from-stdin` started ahead of the next package step: its dynamic loading
-  // (~3 ms, the larger part of a step's start) is done by the time the step is due, and the
-  // step's command line goes to its stdin. Started at each package step, for the next one, so
-  // agents without package steps keep none.
+  // (~3 ms, the larger part of a step's start) and its warm-up (OpenSSL's digest set-up, ~1.5
+  // ms; src/cli/cli.cc) are done by the time the step is due, and the step's command line goes
+  // to its stdin. Started at each package step, for the next one, so agents without package
+  // steps keep none.
   std::mutex warm_mu_;
   ChildProcess warm_;
   bool warm_off_ = false;  // draining: no new warm process
