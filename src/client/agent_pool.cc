@@ -34,6 +34,9 @@ constexpr auto kFirstProbeGrace = 300ms;  // see ReadyLocked
 struct Registry {
   std::mutex mu;
   std::map<std::string, std::shared_ptr<AgentPool>> pools;
+  // The same pools by their members as written: a task finds its pool without resolving the
+  // token files' folders again (a path walk per member, for every child).
+  std::map<std::string, std::shared_ptr<AgentPool>> by_spelling;
 };
 Registry& GetRegistry() {
   static Registry* registry = new Registry();  // lives until exit, like its prober threads
@@ -71,27 +74,38 @@ bool AgentPool::Waiter::operator<(const Waiter& o) const {
 std::shared_ptr<AgentPool> AgentPool::Get(const std::vector<PoolMember>& members) {
   // Keyed on everything a member is, not its URL alone: two connections to one agent with
   // different names or credentials are different members (a wrong token must get its 401).
-  std::vector<std::string> identities;
-  for (const PoolMember& m : members) {
-    const AgentEndpoint& e = m.endpoint;
-    // One file however its folder is spelled (relative to two folders, through a link). Not the
-    // file itself: a link that a rotation repoints (..data/token) stays one pool.
-    std::string token_file = m.token_file;
-    if (!token_file.empty()) {
-      std::filesystem::path path(token_file);
-      std::error_code failed;
-      std::filesystem::path folder = std::filesystem::weakly_canonical(path.parent_path(), failed);
-      if (!failed && !folder.empty()) token_file = (folder / path.filename()).string();
+  auto key_of = [&members](auto&& token_file_of) {
+    std::vector<std::string> identities;
+    for (const PoolMember& m : members) {
+      const AgentEndpoint& e = m.endpoint;
+      identities.push_back(fmt::format("{}\n{}\n{}\n{}\n{}\n{}\n{}", e.url, m.name,
+                                       token_file_of(m.token_file), e.token, e.ca_file,
+                                       e.cert_file, e.key_file));
     }
-    identities.push_back(fmt::format("{}\n{}\n{}\n{}\n{}\n{}\n{}", e.url, m.name, token_file,
-                                     e.token, e.ca_file, e.cert_file, e.key_file));
-  }
-  std::sort(identities.begin(), identities.end());
-  std::string key = fmt::format("{}", fmt::join(identities, "\n\n"));
+    std::sort(identities.begin(), identities.end());
+    return fmt::format("{}", fmt::join(identities, "\n\n"));
+  };
+  const std::string spelling = key_of([](const std::string& file) { return file; });
   Registry& r = GetRegistry();
+  {
+    std::lock_guard lock(r.mu);
+    if (auto known = r.by_spelling.find(spelling); known != r.by_spelling.end()) {
+      return known->second;
+    }
+  }
+  // One file however its folder is spelled (relative to two folders, through a link). Not the
+  // file itself: a link that a rotation repoints (..data/token) stays one pool.
+  const std::string key = key_of([](const std::string& file) {
+    if (file.empty()) return file;
+    std::filesystem::path path(file);
+    std::error_code failed;
+    std::filesystem::path folder = std::filesystem::weakly_canonical(path.parent_path(), failed);
+    return !failed && !folder.empty() ? (folder / path.filename()).string() : file;
+  });
   std::lock_guard lock(r.mu);
   auto& pool = r.pools[key];
   if (!pool) pool = std::make_shared<AgentPool>(members);
+  r.by_spelling[spelling] = pool;
   return pool;
 }
 
