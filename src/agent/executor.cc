@@ -1196,16 +1196,29 @@ Result<SpawnResult> Executor::RunPackageStep(SpawnSpec& spec, int cancel_fd) {
   {
     std::lock_guard lock(warm_mu_);
     child = std::move(warm_);
-    if (!warm_off_) {
-      SpawnSpec next;
-      next.argv = {fanout_binary_, std::string(kArgvFromStdin)};
-      auto started = StartProcess(next, /*stdin_pipe=*/true);
-      if (started.ok()) warm_ = std::move(*started);
-    }
+    StartWarmLocked();
   }
   if (child.pid() <= 0 || child.Ended()) return RunProcess(spec, cancel_fd);
   if (spec.on_start) spec.on_start(child.pid());
   return FollowProcess(child, spec, cancel_fd);
+}
+
+void Executor::StartWarmLocked() {
+  if (warm_off_) return;
+  SpawnSpec next;
+  next.argv = {fanout_binary_, std::string(kArgvFromStdin)};
+  auto started = StartProcess(next, /*stdin_pipe=*/true);
+  if (started.ok()) warm_ = std::move(*started);
+}
+
+bool Executor::KeepWarmFor(const JobDef& job) {
+  const bool uses_warm = std::any_of(job.steps.begin(), job.steps.end(), [](const StepDef& s) {
+    return s.subsystem == "package" && s.proxy.empty();
+  });
+  if (!uses_warm) return false;
+  std::lock_guard lock(warm_mu_);
+  if (warm_.pid() <= 0 || warm_.Ended()) StartWarmLocked();
+  return warm_.pid() > 0;
 }
 
 void Executor::Drain(std::chrono::milliseconds grace) {

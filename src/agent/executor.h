@@ -87,6 +87,11 @@ class Executor {
   // and return when every run thread has ended. Queued runs stay queued for the next start.
   void Drain(std::chrono::milliseconds grace);
 
+  // Keeps a warm process from now on if `job` has a package step that can use it (one not run
+  // through a proxy), so that the first package step after the agent's start or a job's
+  // creation starts as fast as the later ones. True when one is kept.
+  bool KeepWarmFor(const JobDef& job);
+
  private:
   struct ActiveRun;
   // Takes a slot and hands the run to a run thread. True when an idle run thread is to be woken
@@ -155,6 +160,8 @@ class Executor {
   // Runs a package step's `fanout run` in the warm process when there is one, and starts the
   // next warm process.
   Result<SpawnResult> RunPackageStep(SpawnSpec& spec, int cancel_fd);
+  // Starts a warm process into warm_ unless the agent is draining. Needs warm_mu_.
+  void StartWarmLocked();
 
   const AgentConfig& config_;
   AgentStore& store_;
@@ -191,8 +198,8 @@ class Executor {
   // A `fanout --argv-from-stdin` started ahead of the next package step: its dynamic loading
   // (~3 ms, the larger part of a step's start) and its warm-up (OpenSSL's digest set-up, ~1.5
   // ms; src/cli/cli.cc) are done by the time the step is due, and the step's command line goes
-  // to its stdin. Started at each package step, for the next one, so agents without package
-  // steps keep none.
+  // to its stdin. Started once a job with a package step is known (KeepWarmFor) and at each
+  // package step for the next one, so agents without package steps keep none.
   std::mutex warm_mu_;
   ChildProcess warm_;
   bool warm_off_ = false;  // draining: no new warm process

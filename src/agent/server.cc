@@ -225,6 +225,11 @@ Status AgentServer::Start() {
   }
   executor_ = std::make_unique<Executor>(config_, *store_, fanout_binary_);
   RETURN_IF_ERROR(executor_->Recover());
+  ASSIGN_OR_RETURN(auto jobs, store_->ListJobs());
+  for (const JobRecord& r : jobs) {
+    auto job = ParseJob(r.definition, nullptr, JobCheck::kStored);
+    if (job.ok() && executor_->KeepWarmFor(*job)) break;
+  }
 
   if (config_.tls()) {
     auto ssl = std::make_unique<httplib::SSLServer>(
@@ -570,6 +575,7 @@ void AgentServer::Routes() {
     auto put = store_->PutJob(name, job->ToJson().dump());
     ForgetJob(name);
     if (!put.ok()) return ReplyError(res, put.status(), "cannot store job");
+    executor_->KeepWarmFor(*job);
     Reply(res, put->created ? 201 : 200, json{{"name", name}, {"changed", put->changed}});
   });
 

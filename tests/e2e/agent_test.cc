@@ -1461,7 +1461,7 @@ std::vector<int> WarmProcesses(int agent_pid) {
   return pids;
 }
 
-TEST_F(AgentTest, PackageStepsAfterTheFirstRunInAProcessStartedAhead) {
+TEST_F(AgentTest, PackageStepsRunInAProcessStartedAhead) {
   ASSERT_TRUE(StartConfig(Config(1)));
   ASSERT_TRUE(PutPackage("echo-region",
                          "package: echo-region\nparameters:\n"
@@ -1469,17 +1469,18 @@ TEST_F(AgentTest, PackageStepsAfterTheFirstRunInAProcessStartedAhead) {
                          "tasks:\n"
                          "  check: {type: process, run: [/bin/sh, -c, 'test \"$0\" = eu', "
                          "'${region}']}\n"));
+  ASSERT_TRUE(PutJob("job: plain\nsteps:\n  - {name: one, subsystem: process, run: [/bin/true]}\n"));
+  EXPECT_TRUE(WarmProcesses(agent_.pid()).empty()) << "none for jobs without a package step";
   ASSERT_TRUE(PutJob("job: warm\nmax_concurrent_runs: 3\nsteps:\n"
                      "  - {name: load, subsystem: package, package: echo-region}\n"));
-  EXPECT_TRUE(WarmProcesses(agent_.pid()).empty()) << "none before the first package step";
+  std::vector<int> warm = WarmProcesses(agent_.pid());
+  ASSERT_EQ(warm.size(), 1u) << "one started when a job with a package step is created";
+
+  // The steps run in it (their params and result as ever), and each leaves a new one.
   client::StartRequest eu;
   eu.params["region"] = "eu";
   json first = Run("warm", eu);
   ASSERT_EQ(first.value("status", ""), "succeeded") << first.dump();
-  std::vector<int> warm = WarmProcesses(agent_.pid());
-  ASSERT_EQ(warm.size(), 1u) << "one started for the next package step";
-
-  // The next steps run in it (their params and result as ever), and each leaves a new one.
   json second = Run("warm", eu);
   EXPECT_EQ(second.value("status", ""), "succeeded") << second.dump();
   client::StartRequest us;
@@ -1491,6 +1492,18 @@ TEST_F(AgentTest, PackageStepsAfterTheFirstRunInAProcessStartedAhead) {
   ASSERT_EQ(now.size(), 1u);
   EXPECT_NE(now[0], warm[0]) << "the first warm process ran a step";
   EXPECT_NE(kill(warm[0], 0), 0) << "the warm process that ran a step is gone";
+
+  // Another such job keeps the one there is; a restarted agent holding the job starts one.
+  ASSERT_TRUE(PutJob("job: warm2\nsteps:\n"
+                     "  - {name: load, subsystem: package, package: echo-region}\n"));
+  EXPECT_EQ(WarmProcesses(agent_.pid()), now);
+  ASSERT_EQ(Terminate(), 0);
+  EXPECT_NE(kill(now[0], 0), 0) << "the last warm process outlived the agent";
+  ASSERT_TRUE(Restart());
+  now = WarmProcesses(agent_.pid());
+  ASSERT_EQ(now.size(), 1u) << "one started at the agent's start";
+  json after = Run("warm", eu);
+  EXPECT_EQ(after.value("status", ""), "succeeded") << after.dump();
 
   // A drained agent leaves none behind.
   ASSERT_EQ(Terminate(), 0);
