@@ -89,7 +89,8 @@ class Executor {
 
   // Keeps a warm process from now on if `job` has a package step that can use it (one not run
   // through a proxy), so that the first package step after the agent's start or a job's
-  // creation starts as fast as the later ones. True when one is kept.
+  // creation starts as fast as the later ones. True when one is kept; false also when starting
+  // one failed (the step then starts its own process, as without one).
   bool KeepWarmFor(const JobDef& job);
 
  private:
@@ -199,7 +200,8 @@ class Executor {
   // (~3 ms, the larger part of a step's start) and its warm-up (OpenSSL's digest set-up, ~1.5
   // ms; src/cli/cli.cc) are done by the time the step is due, and the step's command line goes
   // to its stdin. Started once a job with a package step is known (KeepWarmFor) and at each
-  // package step for the next one, so agents without package steps keep none.
+  // package step for the next one, and kept until the agent drains: an agent that never held
+  // such a job keeps none.
   std::mutex warm_mu_;
   ChildProcess warm_;
   bool warm_off_ = false;  // draining: no new warm process

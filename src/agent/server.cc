@@ -225,11 +225,6 @@ Status AgentServer::Start() {
   }
   executor_ = std::make_unique<Executor>(config_, *store_, fanout_binary_);
   RETURN_IF_ERROR(executor_->Recover());
-  ASSIGN_OR_RETURN(auto jobs, store_->ListJobs());
-  for (const JobRecord& r : jobs) {
-    auto job = ParseJob(r.definition, nullptr, JobCheck::kStored);
-    if (job.ok() && executor_->KeepWarmFor(*job)) break;
-  }
 
   if (config_.tls()) {
     auto ssl = std::make_unique<httplib::SSLServer>(
@@ -293,6 +288,14 @@ Status AgentServer::Start() {
                                    std::strerror(errno)));
   }
   config_.port = port;
+  // Listening: a warm process now serves the first package step. Only a speed-up, so a store
+  // that cannot list its jobs leaves it for the first step to start.
+  if (auto jobs = store_->ListJobs(); jobs.ok()) {
+    for (const JobRecord& r : *jobs) {
+      auto job = ParseJob(r.definition, nullptr, JobCheck::kStored);
+      if (job.ok() && executor_->KeepWarmFor(*job)) break;
+    }
+  }
   return Status::Ok();
 }
 

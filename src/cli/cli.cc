@@ -200,7 +200,9 @@ bool ReadArgvFromStdin(const char* program, std::vector<std::string>& args, bool
 }
 
 // Whether stdin has something to read now (or is at its end): a process started with its
-// arguments already written needs no warm-up.
+// arguments already written needs no warm-up. One whose parent writes them a moment later
+// (a cold start on a busy machine) warms up too, which costs only the small parse: the rest
+// its command does anyway.
 bool StdinHasInput() {
   pollfd in{STDIN_FILENO, POLLIN, 0};
   return poll(&in, 1, 0) != 0;

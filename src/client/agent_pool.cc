@@ -35,7 +35,9 @@ struct Registry {
   std::mutex mu;
   std::map<std::string, std::shared_ptr<AgentPool>> pools;
   // The same pools by their members as written: a task finds its pool without resolving the
-  // token files' folders again (a path walk per member, for every child).
+  // token files' folders again (a path walk per member, for every child). A spelling keeps
+  // the pool its folder resolved to first: a folder link repointed during the run (not the
+  // token file's own link, which rotations repoint) may then split one agent over two pools.
   std::map<std::string, std::shared_ptr<AgentPool>> by_spelling;
 };
 Registry& GetRegistry() {

@@ -37,8 +37,16 @@ TEST(AgentPoolTest, OnePoolPerMembersHoweverTheTokenFilesFolderIsSpelled) {
   // Another spelling of the same file, asked for twice (the second time by that spelling).
   EXPECT_EQ(AgentPool::Get({Member(a_again)}), first);
   EXPECT_EQ(AgentPool::Get({Member(a_again)}), first);
-  // Another file is another member, so another pool.
+  // Another file, token or CA is another member, so another pool.
   EXPECT_NE(AgentPool::Get({Member((dir / "b" / "token").string())}), first);
+  PoolMember with_token = Member("");
+  with_token.endpoint.token = "one";
+  PoolMember other_token = with_token;
+  other_token.endpoint.token = "two";
+  EXPECT_NE(AgentPool::Get({with_token}), AgentPool::Get({other_token}));
+  PoolMember with_ca = Member(a);
+  with_ca.endpoint.ca_file = (dir / "ca.pem").string();
+  EXPECT_NE(AgentPool::Get({with_ca}), first);
   std::filesystem::remove_all(dir);
 }
 

@@ -1469,7 +1469,8 @@ TEST_F(AgentTest, PackageStepsRunInAProcessStartedAhead) {
                          "tasks:\n"
                          "  check: {type: process, run: [/bin/sh, -c, 'test \"$0\" = eu', "
                          "'${region}']}\n"));
-  ASSERT_TRUE(PutJob("job: plain\nsteps:\n  - {name: one, subsystem: process, run: [/bin/true]}\n"));
+  ASSERT_TRUE(
+      PutJob("job: plain\nsteps:\n  - {name: one, subsystem: process, run: [/bin/true]}\n"));
   EXPECT_TRUE(WarmProcesses(agent_.pid()).empty()) << "none for jobs without a package step";
   ASSERT_TRUE(PutJob("job: warm\nmax_concurrent_runs: 3\nsteps:\n"
                      "  - {name: load, subsystem: package, package: echo-region}\n"));
