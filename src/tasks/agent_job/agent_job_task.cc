@@ -97,6 +97,14 @@ auto WithFreshToken(AgentPool& pool, Lease& lease, Call call) {
   return result;
 }
 
+// Whether a member of the pool other than `member` answered its last probe or call.
+bool AnotherAgentIsAlive(AgentPool& pool, size_t members, int member) {
+  for (size_t other = 0; other < members; ++other) {
+    if (static_cast<int>(other) != member && pool.IsAlive(static_cast<int>(other))) return true;
+  }
+  return false;
+}
+
 // While the returned callback lives, a cancel of the task ends the lease's request under way.
 CancelToken::Callback InterruptOnCancel(TaskContext& context, Lease& lease) {
   return context.cancel().OnCancel([&lease] { lease.client().Interrupt(); });
@@ -238,6 +246,29 @@ class AgentJobTask : public Task {
         // The answer may be lost rather than the request: the same key cannot start twice.
         poll_started = std::chrono::steady_clock::now();
         result = start_it();
+      }
+      // Refused or broken at once, the agent's process is gone, and it may be restarting: one
+      // back within kComeBackWait re-attaches the run the start may have begun, and answers the
+      // same key with it. When no other agent could take the child, the start is sent again
+      // until then rather than the attempt failed (the agent dies within the start's answer
+      // window, before the parent knows the run, as likely as later).
+      const auto gone = std::chrono::steady_clock::now();
+      bool waiting_said = false;
+      while (!result.ok() && result.status().code() == Code::kUnavailable &&
+             std::chrono::steady_clock::now() - poll_started < 2 * kPollWait &&
+             std::chrono::steady_clock::now() - gone < kComeBackWait &&
+             !AnotherAgentIsAlive(*pool, members->size(), lease.member())) {
+        if (!waiting_said) {
+          waiting_said = true;
+          context.Emit(EventType::kOnWarning,
+                       fmt::format("agent {} stopped answering the start of job {}; sending it "
+                                   "again for up to {} s, as no other agent can take the child: "
+                                   "{}", lease.agent_name(), *job_name, kComeBackWait.count(),
+                                   result.status().message()));
+        }
+        if (!context.cancel().SleepFor(kStopRetryPause)) break;
+        poll_started = std::chrono::steady_clock::now();
+        result = WithFreshToken(*pool, lease, start_it);
       }
       cut_wait = CancelToken::Callback();
       if (result.ok()) {
