@@ -474,6 +474,14 @@ TEST_F(PoolTest, NoAgentIdlesWhileAnotherHasAQueue) {
   EXPECT_GE(last_end - first_start, 1.5);
 }
 
+// The numbers in `text`, one per line, in the order they were written.
+std::vector<int> NumbersIn(const std::string& text) {
+  std::istringstream lines(text);
+  std::vector<int> numbers;
+  for (int n; lines >> n;) numbers.push_back(n);
+  return numbers;
+}
+
 // Children that find no free slot wait in the parent and start in the package's order, not in
 // the order their worker threads happened to reach the pool. (The first one found the slot free:
 // whichever thread came first.)
@@ -485,12 +493,35 @@ TEST_F(PoolTest, ChildrenWaitingForASlotStartInOrder) {
   std::string parent = WriteParent("ordered", FanTask(10, 10, "note"));
   CommandResult r = RunParent(parent);
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
-  std::istringstream lines(work_.Read("order"));
-  std::vector<int> started;
-  for (int n; lines >> n;) started.push_back(n);
+  std::vector<int> started = NumbersIn(work_.Read("order"));
   ASSERT_EQ(started.size(), 10u);
   std::vector<int> waited(started.begin() + 1, started.end());
   EXPECT_TRUE(std::is_sorted(waited.begin(), waited.end())) << work_.Read("order");
+}
+
+// Children that wait for a slot start in list order while the catalog knows nothing of them,
+// and longest first once it holds their past durations: a second run of the same parent.
+TEST_F(PoolTest, WaitingChildrenStartLongestFirstOnceTheirDurationsAreKnown) {
+  ASSERT_TRUE(StartAgents({1}));
+  const std::string order = work_.path() + "/order";
+  // Child n notes n as it starts, then takes n tenths of a second.
+  const std::string nap = ChildPackage("nap", "echo ${n} >> " + order + "; sleep 0.${n}");
+  ASSERT_TRUE(Deploy({{"nap.yaml", nap}, {"nap-job.yaml", PackageJob("nap-job", "nap")}}));
+  std::string parent = WriteParent("longest", FanTask(5, 5, "nap-job"));
+  for (bool known : {false, true}) {
+    std::filesystem::remove(order);
+    CommandResult r = RunParent(parent);
+    ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+    std::vector<int> started = NumbersIn(work_.Read("order"));
+    ASSERT_EQ(started.size(), 5u) << work_.Read("order");
+    // The first child takes the free slot as it comes; the others wait for it.
+    std::vector<int> waited(started.begin() + 1, started.end());
+    if (known) {
+      EXPECT_TRUE(std::is_sorted(waited.rbegin(), waited.rend())) << work_.Read("order");
+    } else {
+      EXPECT_TRUE(std::is_sorted(waited.begin(), waited.end())) << work_.Read("order");
+    }
+  }
 }
 
 // A job at its max_concurrent_runs on one agent answers 409 there; the child goes to another

@@ -155,17 +155,19 @@ class AgentJobTask : public Task {
     start.idempotency_key = attempt_key;
     int lost_starts = 0;  // starts whose answers were lost: each next start gets a key of its own
 
-    auto members = Members(context);
-    if (!members.ok()) return TaskOutcome::Failure(members.status().message());
-    std::shared_ptr<AgentPool> pool = AgentPool::Get(*members);
-
     AgentPool::Request request;
     request.job = *job_name;
     request.order = context.start_order();
+    // Before the pool is made: its first probe then begins once the past durations are read,
+    // and the children that waited for that read (released in no order) find the pool not
+    // ready yet, so they wait in it and are placed in order, not as they came.
     if (!context.run_options().catalog_unreachable) {
       request.expected_seconds = DurationHistory::Get().Expected(
           context.run_options().catalog_spec, *job_name, start.params);
     }
+    auto members = Members(context);
+    if (!members.ok()) return TaskOutcome::Failure(members.status().message());
+    std::shared_ptr<AgentPool> pool = AgentPool::Get(*members);
     auto canceled = [&] { return context.cancel().canceled(); };
 
     // Place the child: the least loaded agent with a free slot that accepts it.
