@@ -176,6 +176,28 @@ std::optional<JobFile> CheckJobFile(const std::string& text, const std::string& 
                  agent::IsJsonText(text) ? "application/json" : "application/yaml"};
 }
 
+Result<std::vector<std::string>> ParseArgvLine(const std::string& line) {
+  nlohmann::json array = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+  if (!array.is_array()) {
+    return InvalidArgument(array.is_discarded() ? "it is not valid JSON" : "it is not an array");
+  }
+  std::vector<std::string> args;
+  for (const nlohmann::json& arg : array) {
+    const size_t number = args.size() + 1;
+    if (!arg.is_string()) {
+      return InvalidArgument(fmt::format("argument {} is a JSON {}, not a string", number,
+                                         arg.type_name()));
+    }
+    std::string text = arg.get<std::string>();
+    // An argument goes on as a C string: one with a NUL would be cut there.
+    if (text.find('\0') != std::string::npos) {
+      return InvalidArgument(fmt::format("argument {} holds a NUL character", number));
+    }
+    args.push_back(std::move(text));
+  }
+  return args;
+}
+
 namespace {
 
 // `fanout --argv-from-stdin` (MoveArgvToStdin: a child package's process, an agent's package
@@ -186,17 +208,16 @@ bool ReadArgvFromStdin(const char* program, std::vector<std::string>& args, bool
   std::string line;
   discarded = !std::getline(std::cin, line);
   if (discarded) return false;
-  try {
-    nlohmann::json array = nlohmann::json::parse(line);
-    if (!array.is_array()) throw nlohmann::json::type_error::create(302, "not an array", &array);
-    args = {program};
-    for (const auto& arg : array) args.push_back(arg.get<std::string>());
-    return true;
-  } catch (const nlohmann::json::exception& e) {
-    std::fprintf(stderr, "fanout: %s: expected a JSON array of arguments on stdin's first line: %s\n",
-                 std::string(kArgvFromStdin).c_str(), e.what());
+  auto parsed = ParseArgvLine(line);
+  if (!parsed.ok()) {
+    std::fprintf(stderr, "fanout: %s: expected a JSON array of strings on stdin's first line, "
+                 "the arguments after `fanout`: %s\n", std::string(kArgvFromStdin).c_str(),
+                 parsed.status().message().c_str());
     return false;
   }
+  args = {program};
+  args.insert(args.end(), parsed->begin(), parsed->end());
+  return true;
 }
 
 // Whether stdin has something to read now (or is at its end): a process started with its
@@ -277,6 +298,11 @@ int Main(int argc, char** argv) {
   ApplyOptionRules(app);
   std::vector<std::string> stdin_args;
   std::vector<char*> stdin_argv;
+  if (argc > 2 && argv[1] == kArgvFromStdin) {
+    std::fprintf(stderr, "fanout: %s takes the whole command line from stdin: give it alone\n",
+                 std::string(kArgvFromStdin).c_str());
+    return kExitUsage;
+  }
   if (argc == 2 && argv[1] == kArgvFromStdin) {
     if (!StdinHasInput()) WarmUp();
     bool discarded = false;

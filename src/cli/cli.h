@@ -98,6 +98,10 @@ struct JobFile {
 std::optional<JobFile> CheckJobFile(const std::string& text, const std::string& file,
                                     Diagnostics& diagnostics);
 
+// The arguments after `fanout` that `fanout --argv-from-stdin` reads from its stdin's first
+// line, a JSON array of strings. InvalidArgument saying what is wrong and where.
+Result<std::vector<std::string>> ParseArgvLine(const std::string& line);
+
 int Main(int argc, char** argv);
 
 }  // namespace fanout::cli

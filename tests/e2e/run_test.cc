@@ -391,6 +391,17 @@ TEST(RunTest, AChildProcessCommandLineHoldsNoCatalogSpec) {
   EXPECT_EQ(cmdline.find("pw-in-spec"), std::string::npos) << cmdline;
 }
 
+// `--argv-from-stdin` reads the whole command line from stdin: words after it would be
+// ignored, so they are a usage error (QA: `fanout --argv-from-stdin run` said "file is required").
+TEST(RunTest, ArgvFromStdinTakesNoOtherArguments) {
+  ScratchDir dir;
+  CommandResult r = RunFanout({"--argv-from-stdin", "run", "p.yaml"}, dir.path());
+  EXPECT_EQ(r.exit_code, 6) << r.out << r.err;
+  EXPECT_NE(r.err.find("--argv-from-stdin takes the whole command line from stdin"),
+            std::string::npos)
+      << r.err;
+}
+
 // An out-of-process child stopped from outside (SIGTERM to its process, or SIGKILL) did not do
 // its work: its task fails with a message that says so, and what follows it is skipped.
 TEST(RunTest, AChildProcessStoppedFromOutsideFailsItsTask) {
