@@ -195,6 +195,25 @@ class AgentTest : public ::testing::Test {
   }
   void OpenGate() { agent_.dir().Write("gate", ""); }
 
+  // Creates job `hold` (one gated step) and starts `fanout job start hold --wait EXTRA...` in
+  // the background, in the agent's folder; returns its pid once the step runs, -1 (having
+  // said why) when the job could not be created or the step did not start.
+  int StartAHeldWait(const std::vector<std::string>& extra) {
+    const ScratchDir& d = agent_.dir();
+    d.Write("hold.yaml",
+            "job: hold\nsteps:\n  - {name: s, subsystem: process, run: " + GateStep() + "}\n");
+    CommandResult created = Job({"create", "hold.yaml"});
+    EXPECT_EQ(created.exit_code, 0) << created.err;
+    if (created.exit_code != 0) return -1;
+    std::vector<std::string> args = {"job", "start", "hold", "--wait"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    args.insert(args.end(), {"--agent", agent_.url(), "--token-file", agent_.token_file()});
+    int pid = StartFanout(args, d.path());
+    const bool started = WaitForFile(agent_.Path("started"));
+    EXPECT_TRUE(started) << "the held step did not start";
+    return started ? pid : -1;
+  }
+
   AgentProcess agent_;
   std::unique_ptr<client::AgentClient> api_;
 };
@@ -2279,13 +2298,8 @@ TEST_F(AgentTest, ASecretParamComesFromAFileAndIsMasked) {
 TEST_F(AgentTest, CtrlCEndsAWaitButNotTheRun) {
   ASSERT_TRUE(StartDev(1));
   const ScratchDir& d = agent_.dir();
-  d.Write("hold.yaml",
-          "job: hold\nsteps:\n  - {name: s, subsystem: process, run: " + GateStep() + "}\n");
-  ASSERT_EQ(Job({"create", "hold.yaml"}).exit_code, 0);
-  int pid = StartFanout({"job", "start", "hold", "--wait", "--agent", agent_.url(),
-                         "--token-file", agent_.token_file()},
-                        d.path());
-  ASSERT_TRUE(WaitForFile(agent_.Path("started")));
+  int pid = StartAHeldWait({});
+  ASSERT_GT(pid, 0);
   std::string run_id;
   ASSERT_TRUE(WaitFor(
       [&] {
@@ -2317,13 +2331,8 @@ TEST_F(AgentTest, CtrlCEndsAWaitButNotTheRun) {
 TEST_F(AgentTest, CtrlCOfAJsonWaitPrintsTheRunAsKnown) {
   ASSERT_TRUE(StartDev(1));
   const ScratchDir& d = agent_.dir();
-  d.Write("hold.yaml",
-          "job: hold\nsteps:\n  - {name: s, subsystem: process, run: " + GateStep() + "}\n");
-  ASSERT_EQ(Job({"create", "hold.yaml"}).exit_code, 0);
-  int pid = StartFanout({"job", "start", "hold", "--wait", "--json", "--agent", agent_.url(),
-                         "--token-file", agent_.token_file()},
-                        d.path());
-  ASSERT_TRUE(WaitForFile(agent_.Path("started")));
+  int pid = StartAHeldWait({"--json"});
+  ASSERT_GT(pid, 0);
   // The step runs: the start's answer comes 10 ms after it at most; this leaves it a second.
   std::this_thread::sleep_for(std::chrono::seconds(1));
   kill(pid, SIGINT);
