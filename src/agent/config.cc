@@ -15,6 +15,7 @@
 #include <fmt/format.h>
 
 #include "agent/job.h"
+#include "agent/store.h"
 #include "client/agent_client.h"
 #include "common/util.h"
 #include "fanout/catalog.h"
@@ -201,7 +202,7 @@ Result<AgentConfig> LoadAgentConfig(const std::string& path) {
   return InvalidArgument(fmt::format("{}", fmt::join(lines, "\n")));
 }
 
-Status CheckAgentConfig(AgentConfig& c) {
+Status CheckAgentConfig(AgentConfig& c, std::vector<std::string>& warnings) {
   if (c.name.empty()) c.name = HostName();
   if (!ValidName(c.name)) return InvalidArgument("agent name '" + c.name + "' must match [A-Za-z0-9_.-]{1,128}");
   if (c.data_dir.empty()) return InvalidArgument("`data_dir` is required: where the agent keeps its jobs, packages and history");
@@ -223,7 +224,9 @@ Status CheckAgentConfig(AgentConfig& c) {
   if (c.catalog.empty()) c.catalog = "sqlite:" + (std::filesystem::path(c.data_dir) / "catalog.db").string();
   if (Status spec = CheckCatalogSpec(c.catalog); !spec.ok()) return spec.WithContext("catalog");
   // A SQLite catalog in a folder that does not exist would fail every package step, each with
-  // this message; the data_dir itself is made at start.
+  // this message; the data_dir itself is made at start. An agent that has started here before
+  // starts all the same: its folder is away (a disk not mounted yet), not mistyped, and the
+  // agent has process steps to run and runs to finish meanwhile.
   if (auto sqlite = CatalogSqlitePath(c.catalog); sqlite.ok() && !sqlite->empty()) {
     std::filesystem::path folder = std::filesystem::path(*sqlite).parent_path();
     std::error_code ec;
@@ -235,9 +238,13 @@ Status CheckAgentConfig(AgentConfig& c) {
     if (!folder.empty() && !std::filesystem::is_directory(folder, ec) &&
         std::filesystem::weakly_canonical(folder, ec) !=
             std::filesystem::weakly_canonical(c.data_dir, ec)) {
-      return InvalidArgument(fmt::format(
-          "catalog {}: its folder {} does not exist; create it, or give another catalog",
-          c.catalog, folder.string()));
+      std::string missing = fmt::format("catalog {}: its folder {} does not exist", c.catalog,
+                                        folder.string());
+      if (!std::filesystem::exists(StorePath(c.data_dir), ec)) {
+        return InvalidArgument(missing + "; create it, or give another catalog");
+      }
+      warnings.push_back(missing + " (any more): package steps fail until it is back, and "
+                         "executions left running are ended in the catalog once it is");
     }
   }
   return Status::Ok();

@@ -49,7 +49,8 @@ Result<AgentConfig> LoadAgentConfig(const std::string& path);
 Status ParseListen(std::string_view listen, AgentConfig& config);
 
 // Refuses configurations that would expose the agent without credentials, and fills defaults.
-Status CheckAgentConfig(AgentConfig& config);
+// `warnings` gets what is wrong but must not stop the agent.
+Status CheckAgentConfig(AgentConfig& config, std::vector<std::string>& warnings);
 
 bool IsLoopback(const std::string& host);
 

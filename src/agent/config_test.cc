@@ -91,10 +91,37 @@ TEST(ConfigTest, AFolderAsTheCatalogIsRefusedAtStart) {
   config.data_dir = dir.path();
   config.host = "127.0.0.1";
   config.catalog = "sqlite:" + dir.path();
-  Status checked = CheckAgentConfig(config);
+  std::vector<std::string> warnings;
+  Status checked = CheckAgentConfig(config, warnings);
   EXPECT_EQ(checked.code(), Code::kInvalidArgument) << checked.ToString();
   EXPECT_NE(checked.message().find("is a directory; give a file in it"), std::string::npos)
       << checked.ToString();
+}
+
+// A SQLite catalog's missing folder is a mistake on a first start, but not for an agent that
+// has run here before: a restarted agent refused to start while the folder was away (QA), and
+// its process steps could not run nor its runs be finished meanwhile.
+TEST(ConfigTest, AMissingCatalogFolderStopsOnlyAFirstStart) {
+  testing::TempDir dir;
+  AgentConfig config;
+  config.data_dir = dir.path();
+  config.host = "127.0.0.1";
+  config.catalog = "sqlite:" + dir.path() + "/away/catalog.db";
+  std::vector<std::string> warnings;
+  Status first = CheckAgentConfig(config, warnings);
+  EXPECT_EQ(first.code(), Code::kInvalidArgument) << first.ToString();
+  EXPECT_NE(first.message().find("/away does not exist; create it"), std::string::npos)
+      << first.ToString();
+  EXPECT_TRUE(warnings.empty());
+
+  std::ofstream(dir.File("agent.db")).flush();  // the agent has started here before
+  Status again = CheckAgentConfig(config, warnings);
+  EXPECT_TRUE(again.ok()) << again.ToString();
+  ASSERT_EQ(warnings.size(), 1u);
+  EXPECT_NE(warnings[0].find("/away does not exist (any more): package steps fail until it is "
+                             "back"),
+            std::string::npos)
+      << warnings[0];
 }
 
 }  // namespace

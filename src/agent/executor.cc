@@ -113,12 +113,18 @@ Status MakeResultFolder(const std::string& data_dir, const RunAs& run_as) {
   return Status::Ok();
 }
 
-// The exit code in a result file; nullopt when there is none (the step was killed) or it is bad.
-std::optional<int> ReadResultFile(const std::string& path) {
+struct StepResult {
+  int exit_code = 0;
+  std::string reason;  // the step's last line on stderr, which said why it failed
+};
+
+// What a result file says; nullopt when there is none (the step was killed) or it is bad.
+std::optional<StepResult> ReadResultFile(const std::string& path) {
   auto text = ReadFile(path);
   if (!text.ok()) return std::nullopt;
   try {
-    return nlohmann::json::parse(*text).at("exit_code").get<int>();
+    nlohmann::json result = nlohmann::json::parse(*text);
+    return StepResult{result.at("exit_code").get<int>(), result.value("reason", "")};
   } catch (const nlohmann::json::exception&) {
     return std::nullopt;
   }
@@ -850,7 +856,8 @@ Executor::StepOutcome Executor::Reattach(ActiveRun& run) {
   }
   if (!result_file.empty()) {
     // The step's own word first: it does not depend on the catalog answering.
-    if (std::optional<int> code = ReadResultFile(result_file)) {
+    if (std::optional<StepResult> result = ReadResultFile(result_file)) {
+      const int code = result->exit_code;
       // Written as the step ended: its time is the step's end, not when the agent read it.
       std::optional<DateTime> ended;
       if (struct stat st{}; stat(result_file.c_str(), &st) == 0) {
@@ -859,13 +866,14 @@ Executor::StepOutcome Executor::Reattach(ActiveRun& run) {
       }
       std::error_code ignored;
       std::filesystem::remove(result_file, ignored);
-      StepOutcome outcome{*code == 0, *code == 3, ""};
+      StepOutcome outcome{code == 0, code == 3, ""};
       if (!outcome.success) {
-        outcome.message = outcome.canceled ? "fanout run was canceled"
-                                           : fmt::format("fanout run exited with code {}", *code);
+        outcome.message = !result->reason.empty() ? result->reason
+                          : outcome.canceled      ? "fanout run was canceled"
+                                             : fmt::format("fanout run exited with code {}", code);
       }
       end_attempt(outcome.success ? "succeeded" : outcome.canceled ? "canceled" : "failed",
-                  outcome.message, *code, ended);
+                  outcome.message, code, ended);
       return outcome;
     }
     auto catalog = OpenCatalog(config_.catalog);

@@ -208,7 +208,7 @@ Status AgentServer::Start() {
   constexpr auto kPassThrough = fs::perms::owner_all | fs::perms::group_exec | fs::perms::others_exec;
   if (new_data_dir) fs::permissions(data_dir, kPassThrough, ec);
   fs::permissions(data_dir / "results", kPassThrough, ec);
-  const fs::path database = data_dir / "agent.db";
+  const fs::path database = StorePath(config_.data_dir);
   if (!fs::exists(database, ec)) (void)WriteFileAtomically(database.string(), "", 0600);
   for (const char* suffix : {"", "-wal", "-shm"}) {
     fs::path file = database.string() + suffix;

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <filesystem>
 
 #include <fmt/format.h>
 
@@ -169,6 +170,10 @@ RunRecord ReadRun(const Query& q) {
 }
 
 }  // namespace
+
+std::string StorePath(const std::string& data_dir) {
+  return (std::filesystem::path(data_dir) / "agent.db").string();
+}
 
 Result<std::unique_ptr<AgentStore>> AgentStore::Open(const std::string& path) {
   sqlite3* db = nullptr;

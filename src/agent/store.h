@@ -94,6 +94,9 @@ struct UnendedExecutionRecord {
 
 class Query;
 
+// Where the agent of `data_dir` keeps its store: it exists once that agent has started.
+std::string StorePath(const std::string& data_dir);
+
 class AgentStore {
  public:
   static Result<std::unique_ptr<AgentStore>> Open(const std::string& path);

@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <random>
 #include <thread>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -115,9 +116,13 @@ int RunAgent(const AgentArgs& args) {
       return kExitUsage;
     }
   }
-  if (Status s = agent::CheckAgentConfig(config); !s.ok()) {
+  std::vector<std::string> warnings;
+  if (Status s = agent::CheckAgentConfig(config, warnings); !s.ok()) {
     std::fprintf(stderr, "fanout agent: %s\n", s.message().c_str());
     return kExitInvalid;
+  }
+  for (const std::string& warning : warnings) {
+    std::fprintf(stderr, "fanout agent: warning: %s\n", warning.c_str());
   }
   // The agent runs for months: a password on its command line is in `ps` for every local user
   // (and every step) all that time.

@@ -52,9 +52,12 @@ struct RunArgs {
   std::string result_file;
 };
 
-// {"exit_code": N}, written whole so that a reader never sees half.
-void WriteResultFile(const std::string& path, int exit_code) {
-  Status written = WriteFileAtomically(path, fmt::format("{{\"exit_code\": {}}}\n", exit_code));
+// {"exit_code": N, "reason": "..."}, written whole so that a reader never sees half. The reason
+// is the line stderr ended with, which an agent that restarted has not read.
+void WriteResultFile(const std::string& path, int exit_code, const std::string& reason) {
+  nlohmann::json result = {{"exit_code", exit_code}};
+  if (!reason.empty()) result["reason"] = reason;
+  Status written = WriteFileAtomically(path, result.dump() + "\n");
   if (!written.ok()) std::fprintf(stderr, "fanout: --result-file: %s\n", written.message().c_str());
 }
 
@@ -146,7 +149,8 @@ bool ReadParentInput(RunOptions& options, Masker& masker) {
   return true;
 }
 
-int RunPackage(const RunArgs& args) {
+// `reason` gets the line that says why the run failed or was canceled, which stderr ends with.
+int RunPackage(const RunArgs& args, std::string& reason) {
   std::map<std::string, std::string> sets;
   if (!ParseSets(args.sets, sets)) return kExitUsage;
   std::map<std::string, std::string> from_files;
@@ -323,15 +327,16 @@ int RunPackage(const RunArgs& args) {
   // The reason always goes to stderr, where scripts and a parent package look for it.
   // A task's output in it is escaped, as in logs and reports: it must not drive the terminal.
   if (r.result == TaskResult::kFailure) {
-    std::fprintf(stderr, "fanout: package %s failed: %s\n", pkg.name.c_str(),
-                 EscapeControls(masker->Mask(r.message)).c_str());
+    reason = fmt::format("fanout: package {} failed: {}", pkg.name,
+                         EscapeControls(masker->Mask(r.message)));
   } else if (r.result == TaskResult::kCanceled) {
     // The message is the run's first error, which came before the cancel, not its cause.
     const bool says_more = !r.message.empty() && r.message != "canceled";
-    std::fprintf(stderr, "fanout: package %s was canceled%s%s\n", pkg.name.c_str(),
-                 says_more ? "; its first error: " : "",
-                 says_more ? EscapeControls(masker->Mask(r.message)).c_str() : "");
+    reason = fmt::format("fanout: package {} was canceled{}{}", pkg.name,
+                         says_more ? "; its first error: " : "",
+                         says_more ? EscapeControls(masker->Mask(r.message)) : "");
   }
+  if (!reason.empty()) std::fprintf(stderr, "%s\n", reason.c_str());
   switch (r.result) {
     case TaskResult::kSuccess: return kExitSuccess;
     case TaskResult::kFailure: return kExitFailure;
@@ -379,8 +384,9 @@ Command AddRunCommand(CLI::App& app) {
       "5 cannot load or invalid, 6 usage error.");
   cmd->add_option("--result-file", args->result_file)->group("");
   return {cmd, [args] {
-    int code = RunPackage(*args);
-    if (!args->result_file.empty()) WriteResultFile(args->result_file, code);
+    std::string reason;
+    int code = RunPackage(*args, reason);
+    if (!args->result_file.empty()) WriteResultFile(args->result_file, code, reason);
     return code;
   }};
 }

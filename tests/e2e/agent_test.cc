@@ -1678,6 +1678,24 @@ TEST_F(AgentTest, HistoryJobsAndPackagesSurviveARestart) {
   EXPECT_EQ(history[0]["run_id"], second["run_id"]) << "newest first";
 }
 
+// QA: a restarted agent refused to start while its SQLite catalog's folder was away (a disk
+// not mounted yet), so process steps could not run either. It starts with a warning now.
+TEST_F(AgentTest, ARestartedAgentStartsWhileItsCatalogFolderIsAway) {
+  const std::string folder = agent_.Path("catalogs");
+  std::filesystem::create_directory(folder);
+  ASSERT_TRUE(StartConfig(Config(1, "catalog: \"sqlite:" + folder + "/c.db\"\n")));
+  ASSERT_TRUE(
+      PutJob("job: hello\nsteps:\n  - {name: s, subsystem: process, run: [/bin/echo, hi]}\n"));
+  ASSERT_EQ(Terminate(), 0) << agent_.err();
+  std::filesystem::remove_all(folder);
+
+  ASSERT_TRUE(Restart()) << agent_.err();
+  EXPECT_TRUE(Contains(agent_.err(), "warning: catalog sqlite:" + folder + "/c.db: its folder " +
+                                         folder + " does not exist (any more)"))
+      << agent_.err();
+  EXPECT_EQ(Run("hello").value("status", ""), "succeeded");
+}
+
 TEST_F(AgentTest, SigtermDrainsLettingTheRunningStepFinish) {
   ASSERT_TRUE(StartConfig(Config(2)));
   ASSERT_TRUE(PutJob("job: slow\nsteps:\n  - {name: s, subsystem: process, run: " +
@@ -1853,6 +1871,9 @@ void ExpectReattach(AgentProcess& agent, std::unique_ptr<client::AgentClient>& a
     EXPECT_EQ(StepNames(run), std::vector<std::string>{"load"});
     EXPECT_EQ(run["steps"][0]["status"], "failed") << run.dump();
     EXPECT_TRUE(Contains(run.value("message", ""), "step 1 (load) failed")) << run.dump();
+    // In the step's own words, as a step the agent saw end says them (QA: "fanout run exited
+    // with code 1" was all a restarted agent said).
+    EXPECT_TRUE(Contains(run.value("message", ""), "package slow failed: work:")) << run.dump();
     EXPECT_FALSE(std::filesystem::exists(trace));
   }
   if (!catalog_answers) return;
