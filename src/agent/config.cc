@@ -202,52 +202,77 @@ Result<AgentConfig> LoadAgentConfig(const std::string& path) {
   return InvalidArgument(fmt::format("{}", fmt::join(lines, "\n")));
 }
 
+namespace {
+
+// The catalog (defaulting to one in data_dir): a SQLite catalog in a folder that does not exist
+// would fail every package step, each with this message; the data_dir itself is made at start.
+// An agent that has started here before starts all the same: its folder is away (a disk not
+// mounted yet), not mistyped, and the agent has process steps to run and runs to finish
+// meanwhile.
+Status CheckAgentCatalog(AgentConfig& c, std::vector<std::string>& warnings) {
+  if (c.data_dir.empty()) return Status::Ok();  // said already
+  if (c.catalog.empty()) {
+    c.catalog = "sqlite:" + (std::filesystem::path(c.data_dir) / "catalog.db").string();
+  }
+  if (Status spec = CheckCatalogSpec(c.catalog); !spec.ok()) return spec.WithContext("catalog");
+  auto sqlite = CatalogSqlitePath(c.catalog);
+  if (!sqlite.ok() || sqlite->empty()) return Status::Ok();
+  std::filesystem::path folder = std::filesystem::path(*sqlite).parent_path();
+  std::error_code ec;
+  if (std::filesystem::is_directory(*sqlite, ec)) {
+    return InvalidArgument(fmt::format(
+        "catalog {}: {} is a directory; give a file in it, e.g. sqlite:{}", c.catalog, *sqlite,
+        (std::filesystem::path(*sqlite) / "catalog.db").string()));
+  }
+  if (!folder.empty() && !std::filesystem::is_directory(folder, ec) &&
+      std::filesystem::weakly_canonical(folder, ec) !=
+          std::filesystem::weakly_canonical(c.data_dir, ec)) {
+    std::string missing = fmt::format("catalog {}: its folder {} does not exist", c.catalog,
+                                      folder.string());
+    if (!std::filesystem::exists(StorePath(c.data_dir), ec)) {
+      return InvalidArgument(missing + "; create it, or give another catalog");
+    }
+    warnings.push_back(missing + " (any more): package steps fail until it is back, and "
+                       "executions left running are ended in the catalog once it is");
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
 Status CheckAgentConfig(AgentConfig& c, std::vector<std::string>& warnings) {
+  // Every problem is said at once, as the parser says all of its own.
+  std::vector<std::string> problems;
   if (c.name.empty()) c.name = HostName();
-  if (!ValidName(c.name)) return InvalidArgument("agent name '" + c.name + "' must match [A-Za-z0-9_.-]{1,128}");
-  if (c.data_dir.empty()) return InvalidArgument("`data_dir` is required: where the agent keeps its jobs, packages and history");
+  if (!ValidName(c.name)) {
+    problems.push_back("agent name '" + c.name + "' must match [A-Za-z0-9_.-]{1,128}");
+  }
+  if (c.data_dir.empty()) {
+    problems.push_back(
+        "`data_dir` is required: where the agent keeps its jobs, packages and history");
+  }
   if (c.slots <= 0) c.slots = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  if (c.port < 0 || c.port > 65535) return InvalidArgument(fmt::format("port {} is out of range", c.port));
+  if (c.port < 0 || c.port > 65535) {
+    problems.push_back(fmt::format("port {} is out of range", c.port));
+  }
   if (c.tls_cert.empty() != c.tls_key.empty()) {
-    return InvalidArgument("tls needs both `cert` and `key`");
+    problems.push_back("tls needs both `cert` and `key`");
   }
   if (!c.tls_client_ca.empty() && c.tls_cert.empty()) {
-    return InvalidArgument("tls.client_ca (mutual TLS) needs tls.cert and tls.key too");
+    problems.push_back("tls.client_ca (mutual TLS) needs tls.cert and tls.key too");
   }
   bool mutual_tls = !c.tls_client_ca.empty();
   if (!IsLoopback(c.host) && c.token.empty() && !mutual_tls) {
-    return FailedPrecondition(fmt::format(
+    problems.push_back(fmt::format(
         "refusing to listen on {} without credentials: anyone who can reach it could run jobs. "
         "Set token_file, or tls with client_ca (mutual TLS), or listen on 127.0.0.1",
         c.host));
   }
-  if (c.catalog.empty()) c.catalog = "sqlite:" + (std::filesystem::path(c.data_dir) / "catalog.db").string();
-  if (Status spec = CheckCatalogSpec(c.catalog); !spec.ok()) return spec.WithContext("catalog");
-  // A SQLite catalog in a folder that does not exist would fail every package step, each with
-  // this message; the data_dir itself is made at start. An agent that has started here before
-  // starts all the same: its folder is away (a disk not mounted yet), not mistyped, and the
-  // agent has process steps to run and runs to finish meanwhile.
-  if (auto sqlite = CatalogSqlitePath(c.catalog); sqlite.ok() && !sqlite->empty()) {
-    std::filesystem::path folder = std::filesystem::path(*sqlite).parent_path();
-    std::error_code ec;
-    if (std::filesystem::is_directory(*sqlite, ec)) {
-      return InvalidArgument(fmt::format(
-          "catalog {}: {} is a directory; give a file in it, e.g. sqlite:{}", c.catalog, *sqlite,
-          (std::filesystem::path(*sqlite) / "catalog.db").string()));
-    }
-    if (!folder.empty() && !std::filesystem::is_directory(folder, ec) &&
-        std::filesystem::weakly_canonical(folder, ec) !=
-            std::filesystem::weakly_canonical(c.data_dir, ec)) {
-      std::string missing = fmt::format("catalog {}: its folder {} does not exist", c.catalog,
-                                        folder.string());
-      if (!std::filesystem::exists(StorePath(c.data_dir), ec)) {
-        return InvalidArgument(missing + "; create it, or give another catalog");
-      }
-      warnings.push_back(missing + " (any more): package steps fail until it is back, and "
-                         "executions left running are ended in the catalog once it is");
-    }
+  if (Status catalog = CheckAgentCatalog(c, warnings); !catalog.ok()) {
+    problems.push_back(catalog.message());
   }
-  return Status::Ok();
+  if (problems.empty()) return Status::Ok();
+  return InvalidArgument(fmt::format("{}", fmt::join(problems, "\n")));
 }
 
 }  // namespace fanout::agent

@@ -98,6 +98,23 @@ TEST(ConfigTest, AFolderAsTheCatalogIsRefusedAtStart) {
       << checked.ToString();
 }
 
+// Every problem at once, so that one edit fixes them all.
+TEST(ConfigTest, EveryProblemIsSaidAtOnce) {
+  AgentConfig config;
+  config.name = "bad name";
+  config.host = "0.0.0.0";
+  config.port = 70000;
+  config.tls_key = "key.pem";
+  std::vector<std::string> warnings;
+  Status checked = CheckAgentConfig(config, warnings);
+  EXPECT_EQ(checked.code(), Code::kInvalidArgument) << checked.ToString();
+  for (const char* said : {"agent name 'bad name' must match", "`data_dir` is required",
+                           "port 70000 is out of range", "tls needs both `cert` and `key`",
+                           "refusing to listen on 0.0.0.0 without credentials"}) {
+    EXPECT_NE(checked.message().find(said), std::string::npos) << said << "\n" << checked.message();
+  }
+}
+
 // A SQLite catalog's missing folder is a mistake on a first start, but not for an agent that
 // has run here before: a restarted agent refused to start while the folder was away (QA), and
 // its process steps could not run nor its runs be finished meanwhile.

@@ -65,6 +65,15 @@ std::string RandomToken() {
   return token;
 }
 
+// One line on stderr per problem in `message`, each saying who speaks.
+void SayProblems(const std::string& message) {
+  for (size_t at = 0; at <= message.size();) {
+    size_t end = std::min(message.find('\n', at), message.size());
+    std::fprintf(stderr, "fanout agent: %.*s\n", static_cast<int>(end - at), message.data() + at);
+    at = end + 1;
+  }
+}
+
 int RunAgent(const AgentArgs& args) {
   // A server that answers now and then with megabytes (history) and lives for months: blocks
   // of 1 MiB and more are mapped and given back when freed. glibc otherwise raises this
@@ -101,7 +110,7 @@ int RunAgent(const AgentArgs& args) {
   } else {
     auto loaded = agent::LoadAgentConfig(args.config);
     if (!loaded.ok()) {
-      std::fprintf(stderr, "fanout agent: %s\n", loaded.status().message().c_str());
+      SayProblems(loaded.status().message());
       return loaded.status().code() == Code::kNotFound ? kExitNotFound : kExitInvalid;
     }
     config = *loaded;
@@ -118,7 +127,7 @@ int RunAgent(const AgentArgs& args) {
   }
   std::vector<std::string> warnings;
   if (Status s = agent::CheckAgentConfig(config, warnings); !s.ok()) {
-    std::fprintf(stderr, "fanout agent: %s\n", s.message().c_str());
+    SayProblems(s.message());
     return kExitInvalid;
   }
   for (const std::string& warning : warnings) {

@@ -586,6 +586,14 @@ TEST_F(AgentTest, RefusesToListenBeyondLoopbackWithoutCredentials) {
     EXPECT_TRUE(Contains(agent_.err(), says)) << agent_.err();
   }
 
+  // Every problem at once, each on a line of its own (only the first was said).
+  agent_.dir().Write("many.yaml", "name: \"a b\"\nlisten: 0.0.0.0:1\n");
+  EXPECT_EQ(agent_.StartExpectingExit({"--config", agent_.Path("many.yaml")}), 5);
+  EXPECT_TRUE(Contains(agent_.err(), "fanout agent: agent name 'a b' must match")) << agent_.err();
+  EXPECT_TRUE(Contains(agent_.err(), "\nfanout agent: `data_dir` is required")) << agent_.err();
+  EXPECT_TRUE(Contains(agent_.err(), "\nfanout agent: refusing to listen on 0.0.0.0"))
+      << agent_.err();
+
   EXPECT_EQ(agent_.StartExpectingExit({"--config", agent_.Path("missing.yaml")}), 4);
   EXPECT_EQ(agent_.StartExpectingExit({"--dev", "--config", agent_.Path("loop.yaml")}), 6);
 }
