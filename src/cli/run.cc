@@ -286,6 +286,12 @@ int RunPackage(const RunArgs& args, std::string& reason) {
   Engine engine(recorder);
   if (progress) progress->Start();
   auto result = engine.Run(*package, options, &cancel);
+  // Remote runs given up on (lost, or begun by a start whose answer was lost) are stopped now:
+  // once this process has exited, nobody would, and they would go on beside their retries.
+  for (const std::string& left : client::AgentPool::StopLeftRuns(
+           std::chrono::steady_clock::now() + client::kAgentComeBackWait)) {
+    std::fprintf(stderr, "fanout: warning: %s\n", EscapeControls(masker->Mask(left)).c_str());
+  }
   signals.RunEnded();
   recorder.Flush();
   if (progress) progress->Stop();

@@ -385,6 +385,11 @@ Result<AgentClient::Response> AgentClient::PostForLines(
 }
 
 fanout::Status AgentClient::TransportFailure(httplib::Error error, const std::string& where) {
+  // Refused, or stopped before the TLS handshake ended: the request itself was never sent.
+  may_have_arrived_ =
+      error != httplib::Error::Connection && error != httplib::Error::ConnectionTimeout &&
+      error != httplib::Error::SSLConnection && error != httplib::Error::SSLServerVerification &&
+      error != httplib::Error::SSLLoadingCerts;
   return TransportError(error, where, endpoint_, answered_,
                         https_ != nullptr ? https_->get_openssl_verify_result() : X509_V_OK);
 }

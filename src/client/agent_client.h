@@ -172,6 +172,9 @@ class AgentClient {
   // From another thread: ends the request under way at once (it fails as Unavailable); the
   // next call connects again.
   void Interrupt();
+  // After a call that got no answer: whether its request may have reached the agent (a
+  // connection was made), so that what it asked for may have been done.
+  bool LastRequestMayHaveArrived() const { return may_have_arrived_; }
   // The id of the run a start with `idempotency_key` began on this agent; "" when none did.
   Result<std::string> FindRunByKey(const std::string& idempotency_key);
   // The whole answer: {"runs": [...]}, newest first; limit 0 leaves the agent's default (50).
@@ -201,6 +204,7 @@ class AgentClient {
   std::string base_url_;
   fanout::Status endpoint_status_;
   bool answered_ = false;  // some request got an HTTP answer
+  bool may_have_arrived_ = true;  // see LastRequestMayHaveArrived
   std::unique_ptr<httplib::ClientImpl> http_;
   httplib::SSLClient* https_ = nullptr;  // http_ when the URL is https, for why a check failed
 };

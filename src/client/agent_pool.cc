@@ -30,6 +30,7 @@ constexpr auto kDetachedFastFor = 2s;
 constexpr auto kDownProbeInterval = 1000ms;
 constexpr auto kWaitSlice = 200ms;  // how often a waiter re-checks cancel
 constexpr auto kFirstProbeGrace = 300ms;  // see ReadyLocked
+constexpr auto kRetryPause = 300ms;  // between the stops of left runs an agent did not answer
 
 struct Registry {
   std::mutex mu;
@@ -182,11 +183,9 @@ void AgentPool::Probe(int member, AgentClient& client) {
     }
     return client.Status();
   }();
-  std::vector<Orphan> orphans;
   std::vector<std::string> detached, ended;
   if (status.ok()) {
     std::lock_guard lock(mu_);
-    orphans.swap(states_[static_cast<size_t>(member)].orphans);
     detached = states_[static_cast<size_t>(member)].detached;
   }
   for (const std::string& run_id : detached) {
@@ -197,22 +196,7 @@ void AgentPool::Probe(int member, AgentClient& client) {
       break;  // gone again: the next probe asks
     }
   }
-  auto stop = [&](const Orphan& orphan) -> Status {
-    std::string run_id = orphan.run_id;
-    if (run_id.empty()) {
-      ASSIGN_OR_RETURN(run_id, client.FindRunByKey(orphan.idempotency_key));
-      if (run_id.empty()) return Status::Ok();  // the start never got there
-    }
-    return client.StopRun(run_id).status();
-  };
-  for (size_t i = 0; i < orphans.size(); ++i) {
-    if (stop(orphans[i]).code() == Code::kUnavailable) {
-      std::lock_guard lock(mu_);  // gone again: try the rest next time
-      auto& keep = states_[static_cast<size_t>(member)].orphans;
-      keep.insert(keep.end(), orphans.begin() + static_cast<long>(i), orphans.end());
-      break;
-    }
-  }
+  if (status.ok()) StopOrphans(member, client);
   std::lock_guard lock(mu_);
   State& s = states_[static_cast<size_t>(member)];
   for (const std::string& run_id : ended) {
@@ -232,6 +216,7 @@ void AgentPool::Probe(int member, AgentClient& client) {
     }
   } else {
     s.alive = true;
+    s.answered_at = Clock::now();
     s.down_reason.clear();
     s.slots = std::max(1, status->value("slots", 1));
     // Runs there that are not ours: another parent, or someone by hand. Ours in the answer
@@ -243,6 +228,94 @@ void AgentPool::Probe(int member, AgentClient& client) {
     s.next_probe = Clock::now() + (fast ? kDetachedProbeInterval : kAliveProbeInterval);
   }
   WakeWaitersLocked();
+}
+
+void AgentPool::StopOrphans(int member, AgentClient& client) {
+  std::vector<Orphan> orphans;
+  {
+    std::lock_guard lock(mu_);
+    State& s = states_[static_cast<size_t>(member)];
+    if (s.orphans.empty()) return;
+    orphans.swap(s.orphans);
+    ++s.orphans_in_flight;
+  }
+  auto stop = [&](const Orphan& orphan) -> Status {
+    std::string run_id = orphan.run_id;
+    if (run_id.empty()) {
+      ASSIGN_OR_RETURN(run_id, client.FindRunByKey(orphan.idempotency_key));
+      if (run_id.empty()) return Status::Ok();  // the start never got there
+    }
+    return client.StopRun(run_id).status();
+  };
+  size_t stopped = 0;
+  while (stopped < orphans.size() && stop(orphans[stopped]).code() != Code::kUnavailable) {
+    ++stopped;
+  }
+  std::lock_guard lock(mu_);  // the rest when it answers again
+  State& s = states_[static_cast<size_t>(member)];
+  s.orphans.insert(s.orphans.end(), orphans.begin() + static_cast<long>(stopped), orphans.end());
+  --s.orphans_in_flight;
+  orphans_stopped_.notify_all();
+}
+
+std::vector<std::string> AgentPool::StopLeftRuns(Clock::time_point deadline) {
+  Registry& r = GetRegistry();
+  std::vector<std::shared_ptr<AgentPool>> pools;
+  {
+    std::lock_guard lock(r.mu);
+    for (auto& [key, pool] : r.pools) pools.push_back(pool);
+  }
+  std::vector<std::string> left;
+  for (auto& pool : pools) {
+    std::vector<std::string> more = pool->StopLeftRunsOfThisPool(deadline);
+    left.insert(left.end(), more.begin(), more.end());
+  }
+  return left;
+}
+
+std::vector<std::string> AgentPool::StopLeftRunsOfThisPool(Clock::time_point deadline) {
+  std::vector<std::string> left;
+  for (size_t i = 0; i < members_.size(); ++i) {
+    const int member = static_cast<int>(i);
+    std::unique_ptr<AgentClient> client;
+    {
+      std::lock_guard lock(mu_);
+      if (states_[i].orphans.empty() && states_[i].orphans_in_flight == 0) continue;
+      client = BorrowClient(member);
+    }
+    while (true) {
+      StopOrphans(member, *client);
+      std::unique_lock lock(mu_);
+      State& s = states_[i];
+      // A probe's stops under way end first: what it could not stop comes back to the list.
+      orphans_stopped_.wait_until(lock, deadline, [&] { return s.orphans_in_flight == 0; });
+      if (s.orphans.empty()) break;
+      if (MayComeBackLocked(s) && Clock::now() + kRetryPause < deadline) {
+        lock.unlock();
+        std::this_thread::sleep_for(kRetryPause);
+        continue;
+      }
+      const PoolMember& m = members_[i];
+      for (const Orphan& o : std::exchange(s.orphans, {})) {
+        left.push_back(
+            o.run_id.empty()
+                ? fmt::format("agent {} ({}) did not answer about a start of job {} whose answer "
+                              "was lost (idempotency key {}): a run it began may still be "
+                              "running there",
+                              m.name, s.summary.url, o.job, o.idempotency_key)
+                : fmt::format("agent {} ({}) did not answer the stop of run {} of job {}, given "
+                              "up for lost: it may still be running there",
+                              m.name, s.summary.url, o.run_id, o.job));
+      }
+      break;
+    }
+  }
+  return left;
+}
+
+bool AgentPool::MayComeBackLocked(const State& s) const {
+  return !s.alive && s.answered_at != Clock::time_point::min() &&
+         Clock::now() - s.answered_at < kAgentComeBackWait;
 }
 
 void AgentPool::ProbeLoop(int member) {
@@ -320,7 +393,15 @@ Result<Lease> AgentPool::Acquire(const Request& request, const std::function<boo
         best_load = load;
       }
     }
-    if (!usable && unknown) {
+    // Every agent down, one of them only just (an agent restarting, a blip): the children
+    // wait for it, as running ones do, rather than spend their retries within milliseconds.
+    bool may_come_back = false;
+    for (size_t i = 0; i < states_.size(); ++i) {
+      if (request.exclude.count(static_cast<int>(i)) == 0 && MayComeBackLocked(states_[i])) {
+        may_come_back = true;
+      }
+    }
+    if (!usable && (unknown || may_come_back)) {
       wake.wait_for(lock, kWaitSlice);
       continue;
     }
@@ -439,9 +520,9 @@ void AgentPool::MarkDown(int member, const std::string& reason) {
   WakeWaitersLocked();
 }
 
-void AgentPool::StopWhenBack(int member, const std::string& run_id) {
+void AgentPool::StopWhenBack(int member, const std::string& job, const std::string& run_id) {
   std::lock_guard lock(mu_);
-  states_[static_cast<size_t>(member)].orphans.push_back({run_id, ""});
+  states_[static_cast<size_t>(member)].orphans.push_back({job, run_id, ""});
 }
 
 std::vector<std::pair<std::string, std::string>> AgentPool::TakeDownNotices() {
@@ -449,9 +530,10 @@ std::vector<std::pair<std::string, std::string>> AgentPool::TakeDownNotices() {
   return std::exchange(down_notices_, {});
 }
 
-void AgentPool::StopStartWhenBack(int member, const std::string& idempotency_key) {
+void AgentPool::StopStartWhenBack(int member, const std::string& job,
+                                  const std::string& idempotency_key) {
   std::lock_guard lock(mu_);
-  states_[static_cast<size_t>(member)].orphans.push_back({"", idempotency_key});
+  states_[static_cast<size_t>(member)].orphans.push_back({job, "", idempotency_key});
 }
 
 std::vector<AgentSummary> AgentPool::Summary() {

@@ -109,12 +109,17 @@ class AgentPool {
   // Reads the lease's member's token file again, now (the agent refused the token: restarted or
   // rotated since the child was placed); true when the lease's client now sends another token.
   bool RefreshToken(Lease& lease);
-  // A run given up for lost on `member` (its child is retried elsewhere): stopped as soon as
-  // the agent answers again, so the same work does not go on twice.
-  void StopWhenBack(int member, const std::string& run_id);
+  // A run of `job` given up for lost on `member` (its child is retried elsewhere, or the
+  // parent ends): stopped as soon as the agent answers again, or by StopLeftRuns before this
+  // process exits, so the same work does not go on twice.
+  void StopWhenBack(int member, const std::string& job, const std::string& run_id);
   // The same for a start whose answer was lost: the run it may have begun, found by its
   // idempotency key once the agent answers, is stopped.
-  void StopStartWhenBack(int member, const std::string& idempotency_key);
+  void StopStartWhenBack(int member, const std::string& job, const std::string& idempotency_key);
+  // Before this process exits: stops what StopWhenBack and StopStartWhenBack left, in every
+  // pool. An agent that answered within kAgentComeBackWait (it may be restarting) is asked again
+  // until `deadline`, others once. One line for each run that may go on unstopped.
+  static std::vector<std::string> StopLeftRuns(std::chrono::steady_clock::time_point deadline);
 
   // The members the pool's probes found unusable (unreachable, draining, refusing the token)
   // since the last call, when they had been usable or not yet known, as {"NAME (URL)", why}: a
@@ -126,6 +131,7 @@ class AgentPool {
 
  private:
   struct Orphan {
+    std::string job;
     std::string run_id;           // or, when the start's answer was lost:
     std::string idempotency_key;  // the key of that start
   };
@@ -145,6 +151,10 @@ class AgentPool {
     AgentSummary summary;
     std::vector<std::unique_ptr<AgentClient>> idle_clients;
     std::vector<Orphan> orphans;        // lost runs to stop once it answers
+    int orphans_in_flight = 0;          // calls of StopOrphans under way
+    // When it last answered a probe as usable; min() when it never did.
+    std::chrono::steady_clock::time_point answered_at =
+        std::chrono::steady_clock::time_point::min();
     std::vector<std::string> detached;  // runs started unfollowed, counted in `running`
     std::chrono::steady_clock::time_point last_detached{};  // the latest of them, when
   };
@@ -161,6 +171,12 @@ class AgentPool {
   // One thread per member, so that a member slow to answer (a frozen agent, a cut network)
   // delays nobody else's status.
   void ProbeLoop(int member);
+  // Stops the member's orphans through `client`; those the agent did not answer about stay.
+  void StopOrphans(int member, AgentClient& client);
+  std::vector<std::string> StopLeftRunsOfThisPool(std::chrono::steady_clock::time_point deadline);
+  // Whether the member answered as usable within kAgentComeBackWait: down now, it may be
+  // restarting (an agent back that soon re-attaches its runs).
+  bool MayComeBackLocked(const State& s) const;
   void Probe(int member, AgentClient& client);
   // Whether children may be placed: every member has been probed once, or one answered and
   // kFirstProbeGrace has passed (a silent member does not hold up the first children).
@@ -177,6 +193,7 @@ class AgentPool {
   const std::vector<PoolMember> members_;
   std::mutex mu_;
   std::condition_variable prober_wake_;  // the probers': stopping
+  std::condition_variable orphans_stopped_;  // a StopOrphans call ended
   std::vector<State> states_;
   std::set<Waiter> waiters_;
   uint64_t next_seq_ = 0;

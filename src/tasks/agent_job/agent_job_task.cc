@@ -240,11 +240,19 @@ class AgentJobTask : public Task {
         cut_wait = InterruptOnCancel(context, lease);
       };
       poll_started = std::chrono::steady_clock::now();
+      bool may_have_started = false;  // a send of this key may have reached the agent
       auto start_it = [&] {
-        return lease.client().StartJob(*job_name, start, first_poll, accepted);
+        auto sent = lease.client().StartJob(*job_name, start, first_poll, accepted);
+        if (!sent.ok() && sent.status().code() == Code::kUnavailable &&
+            lease.client().LastRequestMayHaveArrived()) {
+          may_have_started = true;
+        }
+        return sent;
       };
       auto result = WithFreshToken(*pool, lease, start_it);
-      if (!result.ok() && result.status().code() == Code::kUnavailable) {
+      // Once canceled, nothing is started any more: what a start sent before may have begun is
+      // stopped below.
+      if (!result.ok() && result.status().code() == Code::kUnavailable && !canceled()) {
         // The answer may be lost rather than the request: the same key cannot start twice.
         poll_started = std::chrono::steady_clock::now();
         result = start_it();
@@ -256,7 +264,7 @@ class AgentJobTask : public Task {
       // window, before the parent knows the run, as likely as later).
       const auto gone = std::chrono::steady_clock::now();
       bool waiting_said = false;
-      while (!result.ok() && result.status().code() == Code::kUnavailable &&
+      while (!result.ok() && result.status().code() == Code::kUnavailable && !canceled() &&
              std::chrono::steady_clock::now() - poll_started < 2 * kPollWait &&
              std::chrono::steady_clock::now() - gone < kComeBackWait &&
              !AnotherAgentIsAlive(*pool, members->size(), lease.member())) {
@@ -282,16 +290,27 @@ class AgentJobTask : public Task {
       std::string agent = lease.agent_name();
       if (st.code() == Code::kUnavailable) {
         pool->MarkDown(member, st.message());
-        // The request may have got there and only the answers been lost: whatever it started
-        // is stopped once the agent answers, as the child goes elsewhere.
-        pool->StopStartWhenBack(member, start.idempotency_key);
-        // A new key for the next start, which may be on this agent again once it is back.
-        start.idempotency_key = fmt::format("{}#{}", attempt_key, ++lost_starts);
+        const char* stopped_later = "";
+        if (may_have_started) {
+          // The request may have got there and only the answers been lost: whatever it started
+          // is stopped once the agent answers (or before this process exits), as the child
+          // goes elsewhere or the parent ends.
+          pool->StopStartWhenBack(member, *job_name, start.idempotency_key);
+          // A new key for the next start, which may be on this agent again once it is back.
+          start.idempotency_key = fmt::format("{}#{}", attempt_key, ++lost_starts);
+          stopped_later = " (a run it may have started is stopped when it answers)";
+        }
         pool->Release(lease, AgentPool::Ending::kNotStarted);
+        if (canceled()) {
+          return {TaskResult::kCanceled,
+                  fmt::format("canceled while starting job {} on agent {}, which did not "
+                              "answer{}: {}", *job_name, agent, stopped_later, st.message()),
+                  "", agent};
+        }
         context.Emit(EventType::kOnWarning,
-                     fmt::format("agent {} is unavailable{} (a run it may have started is "
-                                 "stopped when it answers): {}",
-                                 agent, pool_of_several ? ", trying another" : "", st.message()));
+                     fmt::format("agent {} is unavailable{}{}: {}", agent,
+                                 pool_of_several ? ", trying another" : "", stopped_later,
+                                 st.message()));
         continue;
       }
       pool->Release(lease, AgentPool::Ending::kNotStarted);
@@ -368,11 +387,20 @@ class AgentJobTask : public Task {
         });
         // Only silence is retried: an answer that refuses (404, 401) will not change.
         stop_sent = stopped.ok() || stopped.status().code() != Code::kUnavailable;
+        if (!stop_sent && !lease.client().LastRequestMayHaveArrived()) {
+          // Refused: the agent's process is gone. Back within kComeBackWait, it re-attaches the
+          // run and takes the stop; later, the stop is left to the pool (StopWhenBack).
+          if (gone_since == kAnswers) gone_since = std::chrono::steady_clock::now();
+          stop_deadline = std::min(stop_deadline, gone_since + kComeBackWait);
+        }
         if (!stopped.ok() && !stop_warned) {
           stop_warned = true;
           context.Emit(EventType::kOnWarning,
                        fmt::format("could not stop run {} on agent {} yet, trying for up to {} s: "
-                                   "{}", run_id, agent, kStopWait.count(),
+                                   "{}", run_id, agent,
+                                   std::chrono::ceil<std::chrono::seconds>(
+                                       stop_deadline - std::chrono::steady_clock::now())
+                                       .count(),
                                    stopped.status().message()));
         }
         if (!stop_sent && std::chrono::steady_clock::now() < stop_deadline) {
@@ -382,13 +410,14 @@ class AgentJobTask : public Task {
       }
       if (stopping && std::chrono::steady_clock::now() > stop_deadline) {
         if (!stop_sent) {  // it never answered: lost, and the run may go on there
-          pool.MarkDown(lease.member(), "it did not answer a stop for " +
-                                            std::to_string(kStopWait.count()) + " s");
-          pool.StopWhenBack(lease.member(), run_id);
+          const auto waited = gone_since != kAnswers ? kComeBackWait : kStopWait;
+          pool.MarkDown(lease.member(), fmt::format("it did not answer a stop for {} s",
+                                                    waited.count()));
+          pool.StopWhenBack(lease.member(), job_name, run_id);
           pool.Release(lease, AgentPool::Ending::kLost);
-          std::string why = fmt::format("could not stop run {} on agent {}: it did not answer for "
-                                        "{} s; the run may go on there",
-                                        run_id, agent, kStopWait.count());
+          std::string why = fmt::format("could not stop run {} on agent {}: it did not answer "
+                                        "for {} s; the run may go on there",
+                                        run_id, agent, waited.count());
           context.Emit(EventType::kOnWarning, why);  // a remote job may still run: say it aloud
           return {TaskResult::kCanceled, why, child, agent};
         }
@@ -439,10 +468,11 @@ class AgentJobTask : public Task {
         }
         if (st.code() == Code::kUnavailable) {
           pool.MarkDown(lease.member(), st.message());
-          pool.StopWhenBack(lease.member(), run_id);  // a retry may run it elsewhere
+          pool.StopWhenBack(lease.member(), job_name, run_id);  // a retry may run it elsewhere
           pool.Release(lease, AgentPool::Ending::kLost);
           if (context.cancel().canceled()) {
-            // The parent ends now: nobody will be there to stop the run once the agent is back.
+            // The parent ends now: only its last try as it exits (StopLeftRuns) may still stop
+            // the run, if the agent is back by then.
             std::string why = fmt::format("could not stop run {} on agent {}: it does not answer "
                                           "({}); the run may go on there",
                                           run_id, agent, st.message());
