@@ -849,7 +849,8 @@ TEST_F(PoolTest, ChildExecutionsCarryTheParentAndAgentAndRunPrintsPerAgentLines)
 // child is retried elsewhere, and the run left behind there is stopped once the agent answers
 // again, so the work does not go on twice.
 // A TCP proxy on a loopback port in front of an agent: it passes every request on, but drops
-// the answer to each job start (closing the connection), as a network losing them would.
+// the answer to each job start (closing the connection), as a network losing them would, and
+// to each look-up of a run by its idempotency key while DropKeyLookups is set.
 class StartAnswerDroppingProxy {
  public:
   explicit StartAnswerDroppingProxy(int upstream_port) : upstream_port_(upstream_port) {
@@ -874,6 +875,7 @@ class StartAnswerDroppingProxy {
   }
   std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
   int dropped() const { return dropped_.load(); }
+  void DropKeyLookups(bool drop) { drop_lookups_ = drop; }
 
  private:
   void Accept() {
@@ -891,7 +893,7 @@ class StartAnswerDroppingProxy {
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     addr.sin_port = htons(static_cast<uint16_t>(upstream_port_));
     bool open = connect(upstream, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
-    bool start_pending = false;  // a start request went up: its answer is dropped
+    bool drop_pending = false;  // a request whose answer is dropped went up
     char buf[65536];
     while (open && !stop_) {
       pollfd p[2] = {{client, POLLIN, 0}, {upstream, POLLIN, 0}};
@@ -905,11 +907,13 @@ class StartAnswerDroppingProxy {
           std::string_view request(buf, static_cast<size_t>(n));
           std::string_view line = request.substr(0, request.find('\r'));
           if (line.ends_with(" HTTP/1.1")) {  // a request's first line, not more of its body
-            start_pending = line.starts_with("POST /v1/jobs/") &&
-                            (line.find("/start ") != line.npos || line.find("/start?") != line.npos);
+            drop_pending =
+                (line.starts_with("POST /v1/jobs/") &&
+                 (line.find("/start ") != line.npos || line.find("/start?") != line.npos)) ||
+                (drop_lookups_ && line.find("idempotency_key=") != line.npos);
           }
           open = write(upstream, buf, static_cast<size_t>(n)) == n;
-        } else if (start_pending) {
+        } else if (drop_pending) {
           ++dropped_;
           open = false;
         } else {
@@ -926,31 +930,60 @@ class StartAnswerDroppingProxy {
   int port_ = 0;
   std::atomic<bool> stop_{false};
   std::atomic<int> dropped_{0};
+  std::atomic<bool> drop_lookups_{false};
   std::thread acceptor_;
   std::vector<std::thread> pumps_;  // only the acceptor adds to it
 };
 
-// A start that reached the agent but whose answers were lost: the child goes to another agent,
-// and the run the lost start began is stopped, found by its idempotency key, as soon as its
-// agent answers (the pool's next probe), so the job does not run twice to the end.
+// A parent whose pool is srv-a behind `proxy` (the idle pool's first choice) and srv-b, with
+// one child of job `job`.
+std::string LostStartParent(ScratchDir& work, const StartAnswerDroppingProxy& proxy,
+                            AgentProcess& a, AgentProcess& b, const std::string& job) {
+  return work.Write(
+      "lost-start.yaml",
+      "package: lost-start\nconnections:\n  pool: {type: agent-pool, agents: [lossy, srv-b]}\n"
+      "  lossy: {type: agent, url: \"" + proxy.url() + "\", token_file: \"" + a.token_file() +
+          "\"}\n"
+      "  srv-b: {type: agent, url: \"" + b.url() + "\", token_file: \"" + b.token_file() +
+          "\"}\n"
+      "tasks:\n  child: {type: agent-job, connection: pool, job: " + job + "}\n");
+}
+
+// A start that reached the agent but whose answers were lost, while the agent answers other
+// requests: the run the key began is found and followed there, not started again elsewhere
+// (QA: short children ran twice).
+TEST_F(PoolTest, AStartWhoseAnswersAreLostIsFollowedWhereItRuns) {
+  ASSERT_TRUE(StartAgents({1, 1}));
+  ASSERT_TRUE(Deploy({{"short.yaml", ShellJob("short", "sleep 0.5")}}));
+  const std::string& url = agent(0).url();
+  StartAnswerDroppingProxy proxy(std::stoi(url.substr(url.rfind(':') + 1)));
+  CommandResult r = RunParent(LostStartParent(work_, proxy, agent(0), agent(1), "short"));
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_GE(proxy.dropped(), 1) << "the child was not placed on the lossy agent first";
+  std::string said = EventsText(Record(ExecutionIdOf(r.out)), EventType::kOnInformation);
+  EXPECT_TRUE(Has(said, "job short was already started on agent lossy as run ")) << said;
+  EXPECT_EQ(History(0, "short").size(), 1u);
+  EXPECT_EQ(FinalStatusOfNewestRun(0, "short"), "succeeded");
+  EXPECT_TRUE(History(1, "short").empty()) << "the child was started again on srv-b";
+}
+
+// Lost too, the look-up of the run by its key: the child goes to another agent, and the run the
+// lost start began is stopped, found by its idempotency key, as soon as its agent answers (the
+// pool's next probe), so the job does not run twice to the end.
 TEST_F(PoolTest, AStartWhoseAnswerIsLostDoesNotRunTheChildTwice) {
   ASSERT_TRUE(StartAgents({1, 1}));
   ASSERT_TRUE(Deploy({{"slow.yaml", ShellJob("slow", "sleep 5")}}));
   const std::string& url = agent(0).url();
   StartAnswerDroppingProxy proxy(std::stoi(url.substr(url.rfind(':') + 1)));
-  // srv-a, behind the proxy, first: the idle pool's first choice.
-  std::string parent = work_.Write(
-      "lost-start.yaml",
-      "package: lost-start\nconnections:\n  pool: {type: agent-pool, agents: [lossy, srv-b]}\n"
-      "  lossy: {type: agent, url: \"" + proxy.url() + "\", token_file: \"" +
-          agent(0).token_file() + "\"}\n"
-      "  srv-b: {type: agent, url: \"" + agent(1).url() + "\", token_file: \"" +
-          agent(1).token_file() + "\"}\n"
-      "tasks:\n  child: {type: agent-job, connection: pool, job: slow}\n");
-  CommandResult r = RunParent(parent);
-  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  proxy.DropKeyLookups(true);
+  BackgroundRun run({"run", LostStartParent(work_, proxy, agent(0), agent(1), "slow"),
+                     "--catalog", CatalogSpec()},
+                    work_.path());
+  ASSERT_TRUE(run.Printed("is stopped when it answers", milliseconds(10000)))
+      << ReadText(work_.path() + "/fanout.out");
+  proxy.DropKeyLookups(false);
+  ASSERT_EQ(run.Wait(seconds(30)), 0) << ReadText(work_.path() + "/fanout.err");
   EXPECT_GE(proxy.dropped(), 1) << "the child was not placed on the lossy agent first";
-  EXPECT_TRUE(Has(r.out + r.err, "is stopped when it answers")) << r.out << r.err;
   EXPECT_EQ(FinalStatusOfNewestRun(1, "slow"), "succeeded");
   EXPECT_EQ(FinalStatusOfNewestRun(0, "slow"), "canceled")
       << "the run of the lost start should have been stopped, not left to finish";

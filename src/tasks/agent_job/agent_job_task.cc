@@ -257,6 +257,22 @@ class AgentJobTask : public Task {
         poll_started = std::chrono::steady_clock::now();
         result = start_it();
       }
+      if (!result.ok() && result.status().code() == Code::kUnavailable && may_have_started &&
+          !canceled()) {
+        // An agent may answer other requests while the answers to its starts are lost (cut by
+        // a proxy, say): the run the key began there is followed, not started again elsewhere.
+        auto found = WithFreshToken(*pool, lease, [&] {
+          return lease.client().FindRunByKey(start.idempotency_key);
+        });
+        if (found.ok() && !found->empty()) {
+          client::StartResult adopted;
+          adopted.run_id = *found;
+          adopted.existing = true;
+          accepted(adopted);
+          poll_started = std::chrono::steady_clock::now();
+          result = std::move(adopted);
+        }
+      }
       // Refused or broken at once, the agent's process is gone, and it may be restarting: one
       // back within kComeBackWait re-attaches the run the start may have begun, and answers the
       // same key with it. When no other agent could take the child, the start is sent again
