@@ -92,6 +92,9 @@ class SignalWatcher {
           // Only the recorder's last writes are left, retried while the catalog is down.
           std::fprintf(stderr, "fanout: SIG%s received after the run ended; no longer waiting "
                        "for the catalog\n", sigabbrev_np(sig));
+        } else if (token.canceled()) {
+          std::fprintf(stderr, "fanout: SIG%s received again; still stopping the running tasks "
+                       "(a second signal changes nothing)\n", sigabbrev_np(sig));
         } else {
           std::fprintf(stderr, "fanout: SIG%s received, stopping every running task\n",
                        sigabbrev_np(sig));

@@ -211,7 +211,9 @@ Status CheckToken(std::string_view token, std::string_view source) {
         "{} holds {} at character {}; a token is one word of printable ASCII: the file (or "
         "variable) must hold the token alone",
         source,
-        *bad == '\n' || *bad == '\r' ? "more than one line" : "a space or control character",
+        *bad == '\n' || *bad == '\r'                     ? "more than one line"
+        : static_cast<unsigned char>(*bad) > 0x7f ? "a character that is not ASCII"
+                                                   : "a space or control character",
         bad - token.begin() + 1));
   }
   if (token.size() > kMaxTokenLength) {

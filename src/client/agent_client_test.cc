@@ -90,6 +90,19 @@ int ClosedPort() {
   return ntohs(addr.sin_port);
 }
 
+// A token must be one word of printable ASCII; the message says what is in the way (QA: a
+// byte 0xff was called "a space or control character").
+TEST(AgentClientTest, CheckTokenSaysWhatIsInTheWay) {
+  EXPECT_TRUE(CheckToken("abc-123", "the token").ok());
+  EXPECT_NE(CheckToken("ab\xff" "cd", "the token").message().find("a character that is not ASCII "
+                                                               "at character 3"),
+            std::string::npos);
+  EXPECT_NE(CheckToken("ab cd", "the token").message().find("a space or control character"),
+            std::string::npos);
+  EXPECT_NE(CheckToken("ab\ncd", "the token").message().find("more than one line"),
+            std::string::npos);
+}
+
 TEST(AgentClientTest, HealthParsesJson) {
   FakeAgent agent;
   agent.server.Get("/v1/health", [](const httplib::Request&, httplib::Response& res) {

@@ -215,6 +215,28 @@ TEST(RunTest, SigintCancelsARunThatRecordsToPostgres) {
       << dir.Read("fanout.err");
 }
 TEST(RunTest, SigtermCancels) { ExpectSignalCancels(SIGTERM); }
+
+// A second signal while the tasks stop says that it changes nothing (QA: it said "stopping
+// every running task" again).
+TEST(RunTest, ASecondSignalSaysItChangesNothing) {
+  ScratchDir dir;
+  dir.Write("slow-stop.yaml", "package: slow-stop\ntasks:\n  wait: {type: process, shell: true, "
+                              "run: \"trap 'sleep 1; exit 1' TERM; touch started; "
+                              "while :; do sleep 0.05; done\"}\n");
+  int pid = StartFanout({"run", "slow-stop.yaml"}, dir.path());
+  ASSERT_TRUE(WaitFor([&] { return std::filesystem::exists(dir.path() + "/started"); },
+                      milliseconds(10000)));
+  kill(pid, SIGINT);
+  auto said = [&](const std::string& text) {
+    return dir.Read("fanout.err").find(text) != std::string::npos;
+  };
+  ASSERT_TRUE(WaitFor([&] { return said("stopping every running task"); }, milliseconds(5000)));
+  kill(pid, SIGINT);
+  EXPECT_EQ(WaitFanout(pid, seconds(20)), 3) << dir.Read("fanout.err");
+  EXPECT_TRUE(said("fanout: SIGINT received again; still stopping the running tasks (a second "
+                   "signal changes nothing)"))
+      << dir.Read("fanout.err");
+}
 // A closed terminal had killed the run on the spot, leaving its tasks (and remote children).
 TEST(RunTest, SighupCancels) { ExpectSignalCancels(SIGHUP); }
 
