@@ -488,9 +488,9 @@ void AgentServer::Routes() {
       running.push_back({{"run_id", r.id}, {"job", r.job}, {"status", r.status},
                          {"started_at", TimeJson(r.started_at)}, {"step", step_name}});
     }
-    Reply(res, 200, json{{"name", config_.name}, {"version", FANOUT_VERSION}, {"slots", st.slots},
-                         {"busy", st.busy}, {"queued", st.queued}, {"draining", st.draining},
-                         {"running", running}});
+    Reply(res, 200, json{{"name", config_.name}, {"version", FANOUT_VERSION},
+                         {"instance", instance_}, {"slots", st.slots}, {"busy", st.busy},
+                         {"queued", st.queued}, {"draining", st.draining}, {"running", running}});
   });
 
   // Packages ----------------------------------------------------------------------------------

@@ -18,6 +18,7 @@
 #include "agent/config.h"
 #include "agent/executor.h"
 #include "agent/store.h"
+#include "common/util.h"
 #include "fanout/status.h"
 
 namespace httplib {
@@ -64,6 +65,9 @@ class AgentServer {
 
   AgentConfig config_;
   std::string fanout_binary_;
+  // This agent process's own id, new at each start, in its status: a parent's pool that lists
+  // the agent twice (under two names or URLs) finds out by it.
+  const std::string instance_ = NewExecutionId();
   std::unique_ptr<AgentStore> store_;
   std::unique_ptr<Executor> executor_;
   std::unique_ptr<httplib::Server> http_;

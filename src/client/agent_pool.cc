@@ -203,18 +203,33 @@ void AgentPool::Probe(int member, AgentClient& client) {
     s.detached.erase(std::find(s.detached.begin(), s.detached.end(), run_id));
     --s.running;
   }
-  const bool was_usable_or_unknown = s.alive || !s.known;
-  s.known = true;
-  if (!status.ok() || status->value("draining", false)) {
-    s.alive = false;
-    s.down_reason = status.ok() ? "the agent is draining (shutting down)" : status.status().message();
-    s.summary.unusable = s.down_reason;
-    s.next_probe = Clock::now() + kDownProbeInterval;
-    if (was_usable_or_unknown) {
-      const PoolMember& m = members_[static_cast<size_t>(member)];
-      down_notices_.emplace_back(fmt::format("{} ({})", m.name, s.summary.url), s.down_reason);
+  // The same agent process as another member (one agent listed twice, under two names or
+  // URLs): the first member has it, or its slots would count twice.
+  int twin = -1;
+  if (status.ok()) {
+    s.instance = status->value("instance", "");
+    for (size_t j = 0; j < states_.size() && !s.instance.empty(); ++j) {
+      if (static_cast<int>(j) != member && states_[j].instance == s.instance) {
+        twin = static_cast<int>(j);
+        break;
+      }
     }
+  }
+  auto same_agent = [&](int other) {
+    return fmt::format("it is the agent {} again, as this pool's member {} ({}): list each agent "
+                       "once, or its slots count twice",
+                       status->value("name", "?"), members_[static_cast<size_t>(other)].name,
+                       states_[static_cast<size_t>(other)].summary.url);
+  };
+  if (twin > member) SetUnusableLocked(twin, same_agent(member));
+  if (!status.ok()) {
+    SetUnusableLocked(member, status.status().message());
+  } else if (status->value("draining", false)) {
+    SetUnusableLocked(member, "the agent is draining (shutting down)");
+  } else if (twin >= 0 && twin < member) {
+    SetUnusableLocked(member, same_agent(twin));
   } else {
+    s.known = true;
     s.alive = true;
     s.answered_at = Clock::now();
     s.down_reason.clear();
@@ -228,6 +243,19 @@ void AgentPool::Probe(int member, AgentClient& client) {
     s.next_probe = Clock::now() + (fast ? kDetachedProbeInterval : kAliveProbeInterval);
   }
   WakeWaitersLocked();
+}
+
+void AgentPool::SetUnusableLocked(int member, std::string reason) {
+  State& s = states_[static_cast<size_t>(member)];
+  if (s.alive || !s.known) {  // usable until now, or not known yet: said once
+    const PoolMember& m = members_[static_cast<size_t>(member)];
+    down_notices_.emplace_back(fmt::format("{} ({})", m.name, s.summary.url), reason);
+  }
+  s.known = true;
+  s.alive = false;
+  s.down_reason = std::move(reason);
+  s.summary.unusable = s.down_reason;
+  s.next_probe = Clock::now() + kDownProbeInterval;
 }
 
 void AgentPool::StopOrphans(int member, AgentClient& client) {

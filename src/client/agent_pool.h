@@ -152,6 +152,7 @@ class AgentPool {
     std::vector<std::unique_ptr<AgentClient>> idle_clients;
     std::vector<Orphan> orphans;        // lost runs to stop once it answers
     int orphans_in_flight = 0;          // calls of StopOrphans under way
+    std::string instance;  // the agent process's id, from its status
     // When it last answered a probe as usable; min() when it never did.
     std::chrono::steady_clock::time_point answered_at =
         std::chrono::steady_clock::time_point::min();
@@ -171,6 +172,9 @@ class AgentPool {
   // One thread per member, so that a member slow to answer (a frozen agent, a cut network)
   // delays nobody else's status.
   void ProbeLoop(int member);
+  // Takes the member out of placement for `reason`, with a down notice when it was usable or
+  // not known yet.
+  void SetUnusableLocked(int member, std::string reason);
   // Stops the member's orphans through `client`; those the agent did not answer about stay.
   void StopOrphans(int member, AgentClient& client);
   std::vector<std::string> StopLeftRunsOfThisPool(std::chrono::steady_clock::time_point deadline);

@@ -1082,6 +1082,28 @@ TEST_F(PoolTest, AnAgentDownFromTheStartIsReported) {
   EXPECT_EQ(warnings.find(notice, first + 1), std::string::npos) << "said once:\n" << warnings;
 }
 
+// QA: a pool that listed one agent twice (under two names) counted its slots twice, and the
+// agent queued the children the pool thought it could run. The agent's status names its process
+// (`instance`): the second member is unusable, saying why, and the first has the agent.
+TEST_F(PoolTest, AnAgentListedTwiceInAPoolCountsOnce) {
+  ASSERT_TRUE(StartAgents({1}));
+  ASSERT_TRUE(Deploy({{"nap.yaml", ShellJob("nap", "sleep 0.2")}}));
+  const std::string member = "{type: agent, url: \"" + agent(0).url() + "\", token_file: \"" +
+                             agent(0).token_file() + "\"}";
+  std::string parent = work_.Write(
+      "twice.yaml", "package: twice\nconnections:\n  pool: {type: agent-pool, agents: [srv-a, "
+                    "again]}\n  srv-a: " + member + "\n  again: " + member + "\ntasks:\n" +
+                        FanTask(4, 4, "nap"));
+  CommandResult r = RunParent(parent);
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_TRUE(Has(r.out, "agent srv-a        " + agent(0).url() + ": 4 children")) << r.out;
+  EXPECT_TRUE(Has(r.out, "agent again        " + agent(0).url() + ": 0 children, 0 failed, 0 "
+                         "lost, busy 0.0 ms; unusable at least once, last: it is the agent srv-a "
+                         "again, as this pool's member srv-a (" + agent(0).url() + "): list each "
+                         "agent once, or its slots count twice"))
+      << r.out;
+}
+
 // Two connections to one agent, one without its token: each has its own summary line, with its
 // own children and refusals (the 401 of one had shown on the other's line, which got both).
 TEST_F(PoolTest, TwoConnectionsToOneAgentKeepTheirOwnSummaryLines) {
