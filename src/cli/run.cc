@@ -57,7 +57,9 @@ struct RunArgs {
 void WriteResultFile(const std::string& path, int exit_code, const std::string& reason) {
   nlohmann::json result = {{"exit_code", exit_code}};
   if (!reason.empty()) result["reason"] = reason;
-  Status written = WriteFileAtomically(path, result.dump() + "\n");
+  // A reason may hold bytes that are not UTF-8 (a task's stderr, cut anywhere).
+  Status written = WriteFileAtomically(
+      path, result.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n");
   if (!written.ok()) std::fprintf(stderr, "fanout: --result-file: %s\n", written.message().c_str());
 }
 
@@ -289,15 +291,16 @@ int RunPackage(const RunArgs& args, std::string& reason) {
   Engine engine(recorder);
   if (progress) progress->Start();
   auto result = engine.Run(*package, options, &cancel);
-  // Remote runs given up on (lost, or begun by a start whose answer was lost) are stopped now:
-  // once this process has exited, nobody would, and they would go on beside their retries.
+  signals.RunEnded();
+  recorder.Flush();
+  if (progress) progress->Stop();
+  // Remote runs given up on (lost, or begun by a start whose answer was lost) are stopped now,
+  // the run's record written first: once this process has exited, nobody would, and they would
+  // go on beside their retries.
   for (const std::string& left : client::AgentPool::StopLeftRuns(
            std::chrono::steady_clock::now() + client::kAgentComeBackWait)) {
     std::fprintf(stderr, "fanout: warning: %s\n", EscapeControls(masker->Mask(left)).c_str());
   }
-  signals.RunEnded();
-  recorder.Flush();
-  if (progress) progress->Stop();
   if (!result.ok()) {
     // The engine names every value given on the command line `--set NAME`: say --set-file for
     // those read from files.

@@ -333,6 +333,7 @@ Result<AgentClient::Response> AgentClient::Call(const char* method, const std::s
                                                 const std::string& body,
                                                 const std::string& content_type) {
   if (!endpoint_status_.ok()) return endpoint_status_;
+  may_have_arrived_ = true;
   const std::string where = fmt::format("{} {}{}", method, base_url_, path);
   const httplib::Headers headers = {{"Accept", "application/json"}};
   const std::string_view m = method;
@@ -351,6 +352,7 @@ Result<AgentClient::Response> AgentClient::PostForLines(
     const std::string& path, const std::string& body,
     const std::function<bool(json)>& on_line) {
   if (!endpoint_status_.ok()) return endpoint_status_;
+  may_have_arrived_ = true;
   const std::string where = fmt::format("POST {}{}", base_url_, path);
   httplib::Request request;
   request.method = "POST";

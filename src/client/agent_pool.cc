@@ -6,6 +6,7 @@
 #include "client/agent_pool.h"
 
 #include <algorithm>
+#include <deque>
 #include <filesystem>
 
 #include <fmt/format.h>
@@ -259,13 +260,12 @@ void AgentPool::SetUnusableLocked(int member, std::string reason) {
 }
 
 void AgentPool::StopOrphans(int member, AgentClient& client) {
+  // Left in the list while they are stopped: StopLeftRuns, as the process exits, sees every one
+  // not stopped yet (stopping one twice does no harm).
   std::vector<Orphan> orphans;
   {
     std::lock_guard lock(mu_);
-    State& s = states_[static_cast<size_t>(member)];
-    if (s.orphans.empty()) return;
-    orphans.swap(s.orphans);
-    ++s.orphans_in_flight;
+    orphans = states_[static_cast<size_t>(member)].orphans;
   }
   auto stop = [&](const Orphan& orphan) -> Status {
     std::string run_id = orphan.run_id;
@@ -275,15 +275,14 @@ void AgentPool::StopOrphans(int member, AgentClient& client) {
     }
     return client.StopRun(run_id).status();
   };
-  size_t stopped = 0;
-  while (stopped < orphans.size() && stop(orphans[stopped]).code() != Code::kUnavailable) {
-    ++stopped;
+  for (const Orphan& orphan : orphans) {
+    if (stop(orphan).code() == Code::kUnavailable) break;  // the rest when it answers again
+    std::lock_guard lock(mu_);
+    auto& left = states_[static_cast<size_t>(member)].orphans;
+    std::erase_if(left, [&](const Orphan& o) {
+      return o.run_id == orphan.run_id && o.idempotency_key == orphan.idempotency_key;
+    });
   }
-  std::lock_guard lock(mu_);  // the rest when it answers again
-  State& s = states_[static_cast<size_t>(member)];
-  s.orphans.insert(s.orphans.end(), orphans.begin() + static_cast<long>(stopped), orphans.end());
-  --s.orphans_in_flight;
-  orphans_stopped_.notify_all();
 }
 
 std::vector<std::string> AgentPool::StopLeftRuns(Clock::time_point deadline) {
@@ -293,52 +292,63 @@ std::vector<std::string> AgentPool::StopLeftRuns(Clock::time_point deadline) {
     std::lock_guard lock(r.mu);
     for (auto& [key, pool] : r.pools) pools.push_back(pool);
   }
-  std::vector<std::string> left;
+  // Every member at once: agents cut off together would otherwise each add their wait.
+  std::deque<std::vector<std::string>> said;  // a deque: each thread's place stays put
+  std::vector<std::thread> stoppers;
   for (auto& pool : pools) {
-    std::vector<std::string> more = pool->StopLeftRunsOfThisPool(deadline);
-    left.insert(left.end(), more.begin(), more.end());
+    for (size_t i = 0; i < pool->members_.size(); ++i) {
+      {
+        std::lock_guard lock(pool->mu_);
+        if (pool->states_[i].orphans.empty()) continue;
+      }
+      said.emplace_back();
+      stoppers.emplace_back([p = pool.get(), i, deadline, &out = said.back()] {
+        out = p->StopLeftRunsOf(static_cast<int>(i), deadline);
+      });
+    }
   }
+  for (std::thread& t : stoppers) t.join();
+  std::vector<std::string> left;
+  for (auto& lines : said) left.insert(left.end(), lines.begin(), lines.end());
   return left;
 }
 
-std::vector<std::string> AgentPool::StopLeftRunsOfThisPool(Clock::time_point deadline) {
-  std::vector<std::string> left;
-  for (size_t i = 0; i < members_.size(); ++i) {
-    const int member = static_cast<int>(i);
-    std::unique_ptr<AgentClient> client;
-    {
-      std::lock_guard lock(mu_);
-      if (states_[i].orphans.empty() && states_[i].orphans_in_flight == 0) continue;
-      client = BorrowClient(member);
-    }
-    while (true) {
-      StopOrphans(member, *client);
-      std::unique_lock lock(mu_);
-      State& s = states_[i];
-      // A probe's stops under way end first: what it could not stop comes back to the list.
-      orphans_stopped_.wait_until(lock, deadline, [&] { return s.orphans_in_flight == 0; });
-      if (s.orphans.empty()) break;
-      if (MayComeBackLocked(s) && Clock::now() + kRetryPause < deadline) {
-        lock.unlock();
-        std::this_thread::sleep_for(kRetryPause);
-        continue;
-      }
-      const PoolMember& m = members_[i];
-      for (const Orphan& o : std::exchange(s.orphans, {})) {
-        left.push_back(
-            o.run_id.empty()
-                ? fmt::format("agent {} ({}) did not answer about a start of job {} whose answer "
-                              "was lost (idempotency key {}): a run it began may still be "
-                              "running there",
-                              m.name, s.summary.url, o.job, o.idempotency_key)
-                : fmt::format("agent {} ({}) did not answer the stop of run {} of job {}, given "
-                              "up for lost: it may still be running there",
-                              m.name, s.summary.url, o.run_id, o.job));
-      }
-      break;
-    }
+std::vector<std::string> AgentPool::StopLeftRunsOf(int member, Clock::time_point deadline) {
+  // Short waits of its own: each call may outlast the deadline by these at most.
+  AgentEndpoint endpoint = members_[static_cast<size_t>(member)].endpoint;
+  {
+    std::lock_guard lock(mu_);
+    endpoint.token = states_[static_cast<size_t>(member)].token;
   }
-  return left;
+  endpoint.connect_timeout = 1000ms;
+  endpoint.read_timeout = 2000ms;
+  AgentClient client(endpoint);
+  while (true) {
+    StopOrphans(member, client);
+    std::unique_lock lock(mu_);
+    State& s = states_[static_cast<size_t>(member)];
+    if (s.orphans.empty()) return {};
+    // Answering, or down only a moment (it may be restarting): asked again until the deadline.
+    if ((s.alive || MayComeBackLocked(s)) && Clock::now() + kRetryPause < deadline) {
+      lock.unlock();
+      std::this_thread::sleep_for(kRetryPause);
+      continue;
+    }
+    std::vector<std::string> left;
+    const PoolMember& m = members_[static_cast<size_t>(member)];
+    for (const Orphan& o : std::exchange(s.orphans, {})) {
+      left.push_back(
+          o.run_id.empty()
+              ? fmt::format("agent {} ({}) did not answer about a start of job {} whose answer "
+                            "was lost (idempotency key {}): a run it began may still be running "
+                            "there",
+                            m.name, s.summary.url, o.job, o.idempotency_key)
+              : fmt::format("agent {} ({}) did not answer the stop of run {} of job {}, given up "
+                            "for lost: it may still be running there",
+                            m.name, s.summary.url, o.run_id, o.job));
+    }
+    return left;
+  }
 }
 
 bool AgentPool::MayComeBackLocked(const State& s) const {

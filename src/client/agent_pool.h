@@ -151,7 +151,6 @@ class AgentPool {
     AgentSummary summary;
     std::vector<std::unique_ptr<AgentClient>> idle_clients;
     std::vector<Orphan> orphans;        // lost runs to stop once it answers
-    int orphans_in_flight = 0;          // calls of StopOrphans under way
     std::string instance;  // the agent process's id, from its status
     // When it last answered a probe as usable; min() when it never did.
     std::chrono::steady_clock::time_point answered_at =
@@ -177,7 +176,9 @@ class AgentPool {
   void SetUnusableLocked(int member, std::string reason);
   // Stops the member's orphans through `client`; those the agent did not answer about stay.
   void StopOrphans(int member, AgentClient& client);
-  std::vector<std::string> StopLeftRunsOfThisPool(std::chrono::steady_clock::time_point deadline);
+  // StopLeftRuns for one member: the lines for the runs it could not stop.
+  std::vector<std::string> StopLeftRunsOf(int member,
+                                          std::chrono::steady_clock::time_point deadline);
   // Whether the member answered as usable within kAgentComeBackWait: down now, it may be
   // restarting (an agent back that soon re-attaches its runs).
   bool MayComeBackLocked(const State& s) const;
@@ -197,7 +198,6 @@ class AgentPool {
   const std::vector<PoolMember> members_;
   std::mutex mu_;
   std::condition_variable prober_wake_;  // the probers': stopping
-  std::condition_variable orphans_stopped_;  // a StopOrphans call ended
   std::vector<State> states_;
   std::set<Waiter> waiters_;
   uint64_t next_seq_ = 0;

@@ -998,6 +998,7 @@ TEST_F(PoolTest, ACanceledParentStopsTheRunOfAStartWhoseAnswerWasLost) {
   ASSERT_TRUE(Deploy({{"slow.yaml", ShellJob("slow", "touch " + started + "; sleep 5")}}));
   const std::string& url = agent(0).url();
   StartAnswerDroppingProxy proxy(std::stoi(url.substr(url.rfind(':') + 1)));
+  proxy.DropKeyLookups(true);  // the run is not found, so not followed: only started
   std::string parent = work_.Write(
       "lost-then-canceled.yaml",
       "package: lost-then-canceled\nconnections:\n"
@@ -1007,6 +1008,7 @@ TEST_F(PoolTest, ACanceledParentStopsTheRunOfAStartWhoseAnswerWasLost) {
   BackgroundRun run({"run", parent, "--catalog", CatalogSpec()}, work_.path());
   ASSERT_TRUE(WaitFor([&] { return std::filesystem::exists(started); }, milliseconds(10000)));
   kill(run.pid(), SIGINT);
+  proxy.DropKeyLookups(false);  // the parent, ending, finds the run and stops it
   EXPECT_EQ(run.Wait(seconds(15)), 3) << ReadText(work_.path() + "/fanout.err");
   EXPECT_EQ(FinalStatusOfNewestRun(0, "slow"), "canceled")
       << "the run of the lost start went on after the parent was canceled";
@@ -1026,8 +1028,8 @@ TEST_F(PoolTest, ChildrenWaitingForASlotWaitForAnAgentThatRestarts) {
   ASSERT_TRUE(run.Printed(kStartedLine, milliseconds(10000)));
   agent(0).Kill();
   // Down for longer than the pool's probes take to see it (half a second), well within the
-  // 5 s the parent waits for it.
-  std::this_thread::sleep_for(milliseconds(1500));
+  // 5 s the parent waits for it (the restart and the next probe, a second later, count too).
+  std::this_thread::sleep_for(milliseconds(800));
   ASSERT_TRUE(agent(0).Restart(/*same_port=*/true));
   ASSERT_EQ(run.Wait(seconds(30)), 0) << ReadText(work_.path() + "/fanout.err");
   EXPECT_EQ(History(0, "napjob").size(), 3u);
@@ -1040,7 +1042,7 @@ TEST_F(PoolTest, ATimeoutWhileTheAgentIsGoneEndsTheAttemptAfterTheComeBackWait) 
   ASSERT_TRUE(StartAgents({1}));
   ASSERT_TRUE(Deploy({{"long.yaml", ShellJob("long", "exec sleep 20")}}));
   std::string parent = WriteParent(
-      "gone-timeout", "  one: {type: agent-job, connection: pool, job: long, timeout: 2s}\n");
+      "gone-timeout", "  one: {type: agent-job, connection: pool, job: long, timeout: 3s}\n");
   BackgroundRun run({"run", parent, "--catalog", CatalogSpec(), "--reporting", kStartsShown},
                     work_.path());
   ASSERT_TRUE(run.Printed(kStartedLine, milliseconds(10000)));

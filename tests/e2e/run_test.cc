@@ -8,6 +8,7 @@
 #include <regex>
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include "e2e/e2e_util.h"
 
@@ -216,12 +217,28 @@ TEST(RunTest, SigintCancelsARunThatRecordsToPostgres) {
 }
 TEST(RunTest, SigtermCancels) { ExpectSignalCancels(SIGTERM); }
 
+// An agent's package step writes its result file whatever the bytes of its reason (a task's
+// stderr cut anywhere): a byte that is not UTF-8 made the JSON writer throw, and the step die of
+// SIGABRT.
+TEST(RunTest, AResultFileTakesAReasonThatIsNotUtf8) {
+  ScratchDir dir;
+  dir.Write("bytes.yaml", "package: bytes\ntasks:\n  bad: {type: process, shell: true, "
+                          "run: \"printf 'bad \\\\377 byte\\\\n' >&2; exit 1\"}\n");
+  CommandResult r = RunFanout({"run", "bytes.yaml", "--result-file", "result.json"}, dir.path());
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  nlohmann::json result = nlohmann::json::parse(dir.Read("result.json"), nullptr, false);
+  ASSERT_TRUE(result.is_object()) << dir.Read("result.json");
+  EXPECT_EQ(result.value("exit_code", -1), 1);
+  EXPECT_NE(result.value("reason", "").find("fanout: package bytes failed: "), std::string::npos)
+      << result.dump();
+}
+
 // A second signal while the tasks stop says that it changes nothing (QA: it said "stopping
 // every running task" again).
 TEST(RunTest, ASecondSignalSaysItChangesNothing) {
   ScratchDir dir;
   dir.Write("slow-stop.yaml", "package: slow-stop\ntasks:\n  wait: {type: process, shell: true, "
-                              "run: \"trap 'sleep 1; exit 1' TERM; touch started; "
+                              "run: \"trap 'while :; do sleep 0.05; done' TERM; touch started; "
                               "while :; do sleep 0.05; done\"}\n");
   int pid = StartFanout({"run", "slow-stop.yaml"}, dir.path());
   ASSERT_TRUE(WaitFor([&] { return std::filesystem::exists(dir.path() + "/started"); },

@@ -403,6 +403,8 @@ class AgentJobTask : public Task {
         });
         // Only silence is retried: an answer that refuses (404, 401) will not change.
         stop_sent = stopped.ok() || stopped.status().code() != Code::kUnavailable;
+        // Taken after all (the agent is back): the run gets the whole wait to end canceled.
+        if (stop_sent) stop_deadline = std::max(stop_deadline, poll_started + kStopWait);
         if (!stop_sent && !lease.client().LastRequestMayHaveArrived()) {
           // Refused: the agent's process is gone. Back within kComeBackWait, it re-attaches the
           // run and takes the stop; later, the stop is left to the pool (StopWhenBack).
