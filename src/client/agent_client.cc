@@ -62,11 +62,20 @@ fanout::Status TransportError(httplib::Error error, const std::string& where,
                               long verify_result) {
   const std::string what = httplib::to_string(error);
   switch (error) {
-    case httplib::Error::Connection:
+    case httplib::Error::Connection: {
+      // QA: `url: http://127.0.0.1` tried port 80 and did not say so.
+      auto url = ParseAgentUrl(endpoint.url);
+      std::string no_port =
+          url.ok() && !url->port_given
+              ? fmt::format(" (the URL gives no port, so port {} was tried; an agent listens on "
+                            "the port its `listen` gives: http://HOST:PORT)",
+                            url->port)
+              : "";
       return Unavailable(fmt::format(
-          "{}: cannot connect (refused or unreachable); is `fanout agent` running and "
+          "{}: cannot connect (refused or unreachable){}; is `fanout agent` running and "
           "listening at that address?",
-          where));
+          where, no_port));
+    }
     case httplib::Error::ConnectionTimeout:
       return Unavailable(fmt::format("{}: no connection within {} ms; is the agent's host up and "
                                      "its port reachable?",

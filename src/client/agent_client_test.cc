@@ -154,6 +154,27 @@ TEST(AgentClientTest, SendsBearerTokenAndMapsUnauthenticated) {
 }
 
 // One start route answers with the status named by the job: s404 -> 404, ...
+// A refused connection to a URL without a port says which port was tried (QA: `http://127.0.0.1`
+// failed on port 80 without a word about the port).
+TEST(AgentClientTest, ARefusedURLWithoutAPortSaysWhichPortWasTried) {
+  int probe = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(80);
+  const bool port_80_open = connect(probe, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+  close(probe);
+  if (port_80_open) GTEST_SKIP() << "something listens on 127.0.0.1:80 here";
+  AgentEndpoint endpoint;
+  endpoint.url = "http://127.0.0.1";
+  AgentClient client(endpoint);
+  auto health = client.Health();
+  ASSERT_FALSE(health.ok());
+  EXPECT_NE(health.status().message().find("the URL gives no port, so port 80 was tried"),
+            std::string::npos)
+      << health.status().message();
+}
+
 TEST(AgentClientTest, MapsHttpErrorsToCodes) {
   FakeAgent agent;
   agent.server.Post(R"(/v1/jobs/s(\d+)/start)",

@@ -61,6 +61,7 @@ Result<AgentUrl> ParseAgentUrl(std::string_view url) {
   if (port_text.empty()) {
     out.port = out.https ? 443 : 80;
   } else {
+    out.port_given = true;
     auto [end, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(),
                                      out.port);
     if (ec != std::errc() || end != port_text.data() + port_text.size() || out.port <= 0 ||

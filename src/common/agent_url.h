@@ -12,7 +12,8 @@ namespace fanout {
 struct AgentUrl {
   bool https = false;
   std::string host;  // IPv6 without brackets
-  int port = 0;
+  int port = 0;  // 80 or 443 when the URL gives none
+  bool port_given = false;
 };
 
 // InvalidArgument saying what is wrong (no http:// or https://, a path, user credentials, a bad

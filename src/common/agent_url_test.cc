@@ -1,0 +1,37 @@
+// Tests of ParseAgentUrl: the one parser of agent URLs for connections, --agent and deploy.
+#include "common/agent_url.h"
+
+#include <gtest/gtest.h>
+
+namespace fanout {
+namespace {
+
+TEST(AgentUrlTest, APortGivenOrNot) {
+  auto given = ParseAgentUrl("http://127.0.0.1:8700/");
+  ASSERT_TRUE(given.ok()) << given.status().ToString();
+  EXPECT_EQ(given->host, "127.0.0.1");
+  EXPECT_EQ(given->port, 8700);
+  EXPECT_TRUE(given->port_given);
+
+  auto none = ParseAgentUrl("https://agents.example");
+  ASSERT_TRUE(none.ok()) << none.status().ToString();
+  EXPECT_TRUE(none->https);
+  EXPECT_EQ(none->port, 443);
+  EXPECT_FALSE(none->port_given);
+
+  auto v6 = ParseAgentUrl("http://[::1]");
+  ASSERT_TRUE(v6.ok()) << v6.status().ToString();
+  EXPECT_EQ(v6->host, "::1");
+  EXPECT_EQ(v6->port, 80);
+  EXPECT_FALSE(v6->port_given);
+}
+
+TEST(AgentUrlTest, RefusesWhatARunWouldFailOn) {
+  for (const char* url : {"127.0.0.1:8700", "http://host:99999", "http://host/path",
+                          "http://user:pw@host:1", "http://[::1"}) {
+    EXPECT_FALSE(ParseAgentUrl(url).ok()) << url;
+  }
+}
+
+}  // namespace
+}  // namespace fanout
