@@ -204,31 +204,36 @@ void AgentPool::Probe(int member, AgentClient& client) {
     s.detached.erase(std::find(s.detached.begin(), s.detached.end(), run_id));
     --s.running;
   }
-  // The same agent process as another member (one agent listed twice, under two names or
-  // URLs): the first member has it, or its slots would count twice.
-  int twin = -1;
+  // The same agent process as other members (one agent listed twice, under two names or
+  // URLs): the first of them has it, or its slots would count twice.
+  int first = member;
   if (status.ok()) {
     s.instance = status->value("instance", "");
-    for (size_t j = 0; j < states_.size() && !s.instance.empty(); ++j) {
-      if (static_cast<int>(j) != member && states_[j].instance == s.instance) {
-        twin = static_cast<int>(j);
+    for (size_t j = 0; j < static_cast<size_t>(member) && !s.instance.empty(); ++j) {
+      if (states_[j].instance == s.instance) {
+        first = static_cast<int>(j);
         break;
       }
     }
   }
-  auto same_agent = [&](int other) {
-    return fmt::format("it is the agent {} again, as this pool's member {} ({}): list each agent "
-                       "once, or its slots count twice",
-                       status->value("name", "?"), members_[static_cast<size_t>(other)].name,
-                       states_[static_cast<size_t>(other)].summary.url);
-  };
-  if (twin > member) SetUnusableLocked(twin, same_agent(member));
+  const std::string same_agent =
+      !status.ok() ? ""
+                   : fmt::format("it is the agent {} again, as this pool's member {} ({}): list "
+                                 "each agent once, or its slots count twice",
+                                 status->value("name", "?"),
+                                 members_[static_cast<size_t>(first)].name,
+                                 states_[static_cast<size_t>(first)].summary.url);
+  for (size_t j = static_cast<size_t>(first) + 1; status.ok() && j < states_.size(); ++j) {
+    if (static_cast<int>(j) != member && states_[j].instance == s.instance) {
+      SetUnusableLocked(static_cast<int>(j), same_agent);
+    }
+  }
   if (!status.ok()) {
     SetUnusableLocked(member, status.status().message());
   } else if (status->value("draining", false)) {
     SetUnusableLocked(member, "the agent is draining (shutting down)");
-  } else if (twin >= 0 && twin < member) {
-    SetUnusableLocked(member, same_agent(twin));
+  } else if (first < member) {
+    SetUnusableLocked(member, same_agent);
   } else {
     s.known = true;
     s.alive = true;
@@ -248,9 +253,14 @@ void AgentPool::Probe(int member, AgentClient& client) {
 
 void AgentPool::SetUnusableLocked(int member, std::string reason) {
   State& s = states_[static_cast<size_t>(member)];
-  if (s.alive || !s.known) {  // usable until now, or not known yet: said once
-    const PoolMember& m = members_[static_cast<size_t>(member)];
-    down_notices_.emplace_back(fmt::format("{} ({})", m.name, s.summary.url), reason);
+  const std::string who =
+      fmt::format("{} ({})", members_[static_cast<size_t>(member)].name, s.summary.url);
+  auto pending = std::find_if(down_notices_.begin(), down_notices_.end(),
+                              [&](const auto& notice) { return notice.first == who; });
+  if (pending != down_notices_.end()) {
+    pending->second = reason;  // not said yet: the latest reason (the first member, once known)
+  } else if (s.alive || !s.known) {  // usable until now, or not known yet: said once
+    down_notices_.emplace_back(who, reason);
   }
   s.known = true;
   s.alive = false;

@@ -1094,8 +1094,8 @@ TEST_F(PoolTest, AnAgentListedTwiceInAPoolCountsOnce) {
                              agent(0).token_file() + "\"}";
   std::string parent = work_.Write(
       "twice.yaml", "package: twice\nconnections:\n  pool: {type: agent-pool, agents: [srv-a, "
-                    "again]}\n  srv-a: " + member + "\n  again: " + member + "\ntasks:\n" +
-                        FanTask(4, 4, "nap"));
+                    "again, thrice]}\n  srv-a: " + member + "\n  again: " + member +
+                        "\n  thrice: " + member + "\ntasks:\n" + FanTask(4, 4, "nap"));
   CommandResult r = RunParent(parent);
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   EXPECT_TRUE(Has(r.out, "agent srv-a        " + agent(0).url() + ": 4 children")) << r.out;
@@ -1103,6 +1103,11 @@ TEST_F(PoolTest, AnAgentListedTwiceInAPoolCountsOnce) {
                          "lost, busy 0.0 ms; unusable at least once, last: it is the agent srv-a "
                          "again, as this pool's member srv-a (" + agent(0).url() + "): list each "
                          "agent once, or its slots count twice"))
+      << r.out;
+  // A third copy names the first member too (QA: it named the second).
+  EXPECT_TRUE(Has(r.out, "agent thrice       " + agent(0).url() + ": 0 children, 0 failed, 0 "
+                         "lost, busy 0.0 ms; unusable at least once, last: it is the agent srv-a "
+                         "again, as this pool's member srv-a ("))
       << r.out;
 }
 
