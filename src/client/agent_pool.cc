@@ -47,6 +47,15 @@ Registry& GetRegistry() {
   return *registry;
 }
 
+// Every pool this process made, each once.
+std::vector<std::shared_ptr<AgentPool>> AllPools() {
+  Registry& r = GetRegistry();
+  std::lock_guard lock(r.mu);
+  std::vector<std::shared_ptr<AgentPool>> pools;
+  for (auto& [key, pool] : r.pools) pools.push_back(pool);
+  return pools;
+}
+
 }  // namespace
 
 Lease& Lease::operator=(Lease&& other) noexcept {
@@ -114,12 +123,7 @@ std::shared_ptr<AgentPool> AgentPool::Get(const std::vector<PoolMember>& members
 }
 
 std::vector<AgentSummary> AgentPool::AllSummaries() {
-  Registry& r = GetRegistry();
-  std::vector<std::shared_ptr<AgentPool>> pools;
-  {
-    std::lock_guard lock(r.mu);
-    for (auto& [key, pool] : r.pools) pools.push_back(pool);
-  }
+  std::vector<std::shared_ptr<AgentPool>> pools = AllPools();
   // A connection in two pools is one line; two connections to one URL (other credentials)
   // are two, each with its own children and refusals (QA: one's 401 showed on the other's).
   std::map<std::pair<std::string, std::string>, AgentSummary> by_connection;
@@ -251,16 +255,18 @@ void AgentPool::Probe(int member, AgentClient& client) {
   WakeWaitersLocked();
 }
 
-void AgentPool::SetUnusableLocked(int member, std::string reason) {
+void AgentPool::SetUnusableLocked(int member, std::string reason, bool notice) {
   State& s = states_[static_cast<size_t>(member)];
-  const std::string who =
-      fmt::format("{} ({})", members_[static_cast<size_t>(member)].name, s.summary.url);
-  auto pending = std::find_if(down_notices_.begin(), down_notices_.end(),
-                              [&](const auto& notice) { return notice.first == who; });
-  if (pending != down_notices_.end()) {
-    pending->second = reason;  // not said yet: the latest reason (the first member, once known)
-  } else if (s.alive || !s.known) {  // usable until now, or not known yet: said once
-    down_notices_.emplace_back(who, reason);
+  if (notice) {
+    const std::string who =
+        fmt::format("{} ({})", members_[static_cast<size_t>(member)].name, s.summary.url);
+    auto pending = std::find_if(down_notices_.begin(), down_notices_.end(),
+                                [&](const auto& said) { return said.first == who; });
+    if (pending != down_notices_.end()) {
+      pending->second = reason;  // not said yet: the latest reason (the first member, once known)
+    } else if (s.alive || !s.known) {  // usable until now, or not known yet: said once
+      down_notices_.emplace_back(who, reason);
+    }
   }
   s.known = true;
   s.alive = false;
@@ -296,12 +302,7 @@ void AgentPool::StopOrphans(int member, AgentClient& client) {
 }
 
 std::vector<std::string> AgentPool::StopLeftRuns(Clock::time_point deadline) {
-  Registry& r = GetRegistry();
-  std::vector<std::shared_ptr<AgentPool>> pools;
-  {
-    std::lock_guard lock(r.mu);
-    for (auto& [key, pool] : r.pools) pools.push_back(pool);
-  }
+  std::vector<std::shared_ptr<AgentPool>> pools = AllPools();
   // Every member at once: agents cut off together would otherwise each add their wait.
   std::deque<std::vector<std::string>> said;  // a deque: each thread's place stays put
   std::vector<std::thread> stoppers;
@@ -444,7 +445,7 @@ Result<Lease> AgentPool::Acquire(const Request& request, const std::function<boo
     // Every agent down, one of them only just (an agent restarting, a blip): the children
     // wait for it, as running ones do, rather than spend their retries within milliseconds.
     bool may_come_back = false;
-    for (size_t i = 0; i < states_.size(); ++i) {
+    for (size_t i = 0; !usable && i < states_.size(); ++i) {
       if (request.exclude.count(static_cast<int>(i)) == 0 && MayComeBackLocked(states_[i])) {
         may_come_back = true;
       }
@@ -560,11 +561,7 @@ void AgentPool::Detach(Lease& lease, const std::string& run_id) {
 
 void AgentPool::MarkDown(int member, const std::string& reason) {
   std::lock_guard lock(mu_);
-  State& s = states_[static_cast<size_t>(member)];
-  s.alive = false;
-  s.down_reason = reason;
-  s.summary.unusable = reason;
-  s.next_probe = Clock::now() + kDownProbeInterval;
+  SetUnusableLocked(member, reason, /*notice=*/false);  // the caller says why itself
   WakeWaitersLocked();
 }
 

@@ -171,9 +171,9 @@ class AgentPool {
   // One thread per member, so that a member slow to answer (a frozen agent, a cut network)
   // delays nobody else's status.
   void ProbeLoop(int member);
-  // Takes the member out of placement for `reason`, with a down notice when it was usable or
-  // not known yet.
-  void SetUnusableLocked(int member, std::string reason);
+  // Takes the member out of placement for `reason`; with `notice`, also a down notice when it
+  // was usable or not known yet.
+  void SetUnusableLocked(int member, std::string reason, bool notice = true);
   // Stops the member's orphans through `client`; those the agent did not answer about stay.
   void StopOrphans(int member, AgentClient& client);
   // StopLeftRuns for one member: the lines for the runs it could not stop.
