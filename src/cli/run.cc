@@ -91,9 +91,11 @@ class SignalWatcher {
         }
         before_message();
         if (run_ended_.load()) {
-          // Only the recorder's last writes are left, retried while the catalog is down.
+          // Only the recorder's last writes are left, retried while the catalog is down, and the
+          // stops of remote runs given up on, asked again while their agents may come back.
+          signaled_after_end_.store(true);
           std::fprintf(stderr, "fanout: SIG%s received after the run ended; no longer waiting "
-                       "for the catalog\n", sigabbrev_np(sig));
+                       "for the catalog or for agents to answer stops\n", sigabbrev_np(sig));
         } else if (token.canceled()) {
           std::fprintf(stderr, "fanout: SIG%s received again; still stopping the running tasks "
                        "(a second signal changes nothing)\n", sigabbrev_np(sig));
@@ -114,10 +116,12 @@ class SignalWatcher {
   void CatalogOpened() { opening_catalog_.store(false); }
   // From then on a signal only cuts short the wait for the catalog.
   void RunEnded() { run_ended_.store(true); }
+  bool SignaledAfterRunEnded() const { return signaled_after_end_.load(); }
 
  private:
   std::atomic<bool> opening_catalog_{true};
   std::atomic<bool> run_ended_{false};
+  std::atomic<bool> signaled_after_end_{false};
   std::thread thread_;
 };
 
@@ -298,7 +302,8 @@ int RunPackage(const RunArgs& args, std::string& reason) {
   // the run's record written first: once this process has exited, nobody would, and they would
   // go on beside their retries.
   for (const std::string& left : client::AgentPool::StopLeftRuns(
-           std::chrono::steady_clock::now() + client::kAgentComeBackWait)) {
+           std::chrono::steady_clock::now() + client::kAgentComeBackWait,
+           [&signals] { return signals.SignaledAfterRunEnded(); })) {
     std::fprintf(stderr, "fanout: warning: %s\n", EscapeControls(masker->Mask(left)).c_str());
   }
   if (!result.ok()) {

@@ -301,7 +301,8 @@ void AgentPool::StopOrphans(int member, AgentClient& client) {
   }
 }
 
-std::vector<std::string> AgentPool::StopLeftRuns(Clock::time_point deadline) {
+std::vector<std::string> AgentPool::StopLeftRuns(Clock::time_point deadline,
+                                                 const std::function<bool()>& give_up) {
   std::vector<std::shared_ptr<AgentPool>> pools = AllPools();
   // Every member at once: agents cut off together would otherwise each add their wait.
   std::deque<std::vector<std::string>> said;  // a deque: each thread's place stays put
@@ -313,8 +314,8 @@ std::vector<std::string> AgentPool::StopLeftRuns(Clock::time_point deadline) {
         if (pool->states_[i].orphans.empty()) continue;
       }
       said.emplace_back();
-      stoppers.emplace_back([p = pool.get(), i, deadline, &out = said.back()] {
-        out = p->StopLeftRunsOf(static_cast<int>(i), deadline);
+      stoppers.emplace_back([p = pool.get(), i, deadline, &give_up, &out = said.back()] {
+        out = p->StopLeftRunsOf(static_cast<int>(i), deadline, give_up);
       });
     }
   }
@@ -324,7 +325,8 @@ std::vector<std::string> AgentPool::StopLeftRuns(Clock::time_point deadline) {
   return left;
 }
 
-std::vector<std::string> AgentPool::StopLeftRunsOf(int member, Clock::time_point deadline) {
+std::vector<std::string> AgentPool::StopLeftRunsOf(int member, Clock::time_point deadline,
+                                                   const std::function<bool()>& give_up) {
   // Short waits of its own: each call may outlast the deadline by these at most.
   AgentEndpoint endpoint = members_[static_cast<size_t>(member)].endpoint;
   {
@@ -340,10 +342,12 @@ std::vector<std::string> AgentPool::StopLeftRunsOf(int member, Clock::time_point
     State& s = states_[static_cast<size_t>(member)];
     if (s.orphans.empty()) return {};
     // Answering, or down only a moment (it may be restarting): asked again until the deadline.
-    if ((s.alive || MayComeBackLocked(s)) && Clock::now() + kRetryPause < deadline) {
+    if ((s.alive || MayComeBackLocked(s)) && Clock::now() + kRetryPause < deadline &&
+        !give_up()) {
       lock.unlock();
       std::this_thread::sleep_for(kRetryPause);
-      continue;
+      if (!give_up()) continue;
+      lock.lock();
     }
     std::vector<std::string> left;
     const PoolMember& m = members_[static_cast<size_t>(member)];

@@ -118,8 +118,10 @@ class AgentPool {
   void StopStartWhenBack(int member, const std::string& job, const std::string& idempotency_key);
   // Before this process exits: stops what StopWhenBack and StopStartWhenBack left, in every
   // pool. An agent that answered within kAgentComeBackWait (it may be restarting) is asked again
-  // until `deadline`, others once. One line for each run that may go on unstopped.
-  static std::vector<std::string> StopLeftRuns(std::chrono::steady_clock::time_point deadline);
+  // until `deadline`, others once; none again once `give_up` says so (a signal: the user would
+  // rather exit). One line for each run that may go on unstopped.
+  static std::vector<std::string> StopLeftRuns(std::chrono::steady_clock::time_point deadline,
+                                               const std::function<bool()>& give_up);
 
   // The members the pool's probes found unusable (unreachable, draining, refusing the token)
   // since the last call, when they had been usable or not yet known, as {"NAME (URL)", why}: a
@@ -178,7 +180,8 @@ class AgentPool {
   void StopOrphans(int member, AgentClient& client);
   // StopLeftRuns for one member: the lines for the runs it could not stop.
   std::vector<std::string> StopLeftRunsOf(int member,
-                                          std::chrono::steady_clock::time_point deadline);
+                                          std::chrono::steady_clock::time_point deadline,
+                                          const std::function<bool()>& give_up);
   // Whether the member answered as usable within kAgentComeBackWait: down now, it may be
   // restarting (an agent back that soon re-attaches its runs).
   bool MayComeBackLocked(const State& s) const;

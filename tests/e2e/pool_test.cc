@@ -949,6 +949,15 @@ std::string LostStartParent(ScratchDir& work, const StartAnswerDroppingProxy& pr
       "tasks:\n  child: {type: agent-job, connection: pool, job: " + job + "}\n");
 }
 
+// A parent with one child of `job` on srv-a behind `proxy`, alone.
+std::string LossyParent(ScratchDir& work, const StartAnswerDroppingProxy& proxy, AgentProcess& a,
+                        const std::string& job) {
+  return work.Write("lossy.yaml", "package: lossy\nconnections:\n  lossy: {type: agent, url: \"" +
+                                      proxy.url() + "\", token_file: \"" + a.token_file() +
+                                      "\"}\ntasks:\n  child: {type: agent-job, connection: "
+                                      "lossy, job: " + job + "}\n");
+}
+
 // A start that reached the agent but whose answers were lost, while the agent answers other
 // requests: the run the key began is found and followed there, not started again elsewhere
 // (QA: short children ran twice).
@@ -999,13 +1008,7 @@ TEST_F(PoolTest, ACanceledParentStopsTheRunOfAStartWhoseAnswerWasLost) {
   const std::string& url = agent(0).url();
   StartAnswerDroppingProxy proxy(std::stoi(url.substr(url.rfind(':') + 1)));
   proxy.DropKeyLookups(true);  // the run is not found, so not followed: only started
-  std::string parent = work_.Write(
-      "lost-then-canceled.yaml",
-      "package: lost-then-canceled\nconnections:\n"
-      "  lossy: {type: agent, url: \"" + proxy.url() + "\", token_file: \"" +
-          agent(0).token_file() + "\"}\n"
-      "tasks:\n  child: {type: agent-job, connection: lossy, job: slow}\n");
-  BackgroundRun run({"run", parent, "--catalog", CatalogSpec()}, work_.path());
+  BackgroundRun run({"run", LossyParent(work_, proxy, agent(0), "slow"), "--catalog", CatalogSpec()}, work_.path());
   ASSERT_TRUE(WaitFor([&] { return std::filesystem::exists(started); }, milliseconds(10000)));
   kill(run.pid(), SIGINT);
   proxy.DropKeyLookups(false);  // the parent, ending, finds the run and stops it
@@ -1013,6 +1016,38 @@ TEST_F(PoolTest, ACanceledParentStopsTheRunOfAStartWhoseAnswerWasLost) {
   EXPECT_EQ(FinalStatusOfNewestRun(0, "slow"), "canceled")
       << "the run of the lost start went on after the parent was canceled";
   EXPECT_EQ(History(0, "slow").size(), 1u) << "the start was sent again after the cancel";
+}
+
+// A parent that ends asks an agent that answers again and again, for 5 s, to stop the runs it
+// gave up on. A signal then (QA: the user, waiting, pressed Ctrl-C) cuts that short, saying so,
+// and the runs not stopped are named.
+TEST_F(PoolTest, ASignalAfterTheRunEndedCutsTheStopsAtExitShort) {
+  ASSERT_TRUE(StartAgents({1}));
+  const std::string started = work_.path() + "/started";
+  ASSERT_TRUE(Deploy({{"slow.yaml", ShellJob("slow", "touch " + started + "; sleep 10")}}));
+  const std::string& url = agent(0).url();
+  StartAnswerDroppingProxy proxy(std::stoi(url.substr(url.rfind(':') + 1)));
+  proxy.DropKeyLookups(true);  // the run the lost start began is never found, so never stopped
+  BackgroundRun run({"run", LossyParent(work_, proxy, agent(0), "slow"), "--catalog", CatalogSpec()}, work_.path());
+  ASSERT_TRUE(WaitFor([&] { return std::filesystem::exists(started); }, milliseconds(10000)));
+  kill(run.pid(), SIGINT);
+  const std::string err_path = work_.path() + "/fanout.err";
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        kill(run.pid(), SIGINT);
+        std::this_thread::sleep_for(milliseconds(100));
+        return Has(ReadText(err_path), "received after the run ended");
+      },
+      milliseconds(10000)))
+      << ReadText(err_path);
+  auto signaled = SteadyClock::now();
+  EXPECT_EQ(run.Wait(seconds(15)), 3) << ReadText(err_path);
+  EXPECT_LT(SecondsSince(signaled), 2.5) << "the stops at exit went on after the signal";
+  std::string err = ReadText(err_path);
+  EXPECT_TRUE(Has(err, "received after the run ended; no longer waiting for the catalog or for "
+                       "agents to answer stops"))
+      << err;
+  EXPECT_TRUE(Has(err, "did not answer about a start of job slow whose answer was lost")) << err;
 }
 
 // QA: children waiting for a slot when every agent went down for a moment (restarted) failed
@@ -1078,7 +1113,7 @@ TEST_F(PoolTest, AnAgentDownFromTheStartIsReported) {
   ParentRecord record = Record(ExecutionIdOf(r.out));
   std::string warnings = EventsText(record, EventType::kOnWarning);
   const std::string notice = "agent gone (http://127.0.0.1:1) is unusable, so children go to the "
-                             "pool's other agents until it answers: ";
+                             "pool's other agents: ";
   size_t first = warnings.find(notice);
   ASSERT_NE(first, std::string::npos) << warnings;
   EXPECT_EQ(warnings.find(notice, first + 1), std::string::npos) << "said once:\n" << warnings;
@@ -1525,7 +1560,7 @@ TEST_F(PoolTest, AMissingTokenFileLeavesOnlyItsAgentOutUntilTheFileIsThere) {
   ASSERT_EQ(run.Wait(seconds(30)), 0) << ReadText(work_.path() + "/fanout.err");
   std::string out = ReadText(work_.path() + "/fanout.out");
   EXPECT_TRUE(Has(out, "agent srv-b (" + agent(1).url() + ") is unusable, so children go to the "
-                       "pool's other agents until it answers: cannot read the token file"))
+                       "pool's other agents: cannot read the token file"))
       << out;
   EXPECT_FALSE(History(0, "nap").empty()) << out;
   EXPECT_FALSE(History(1, "nap").empty()) << "srv-b never took a child once its token was there";

@@ -221,7 +221,7 @@ class AgentJobTask : public Task {
       for (const auto& [agent, why] : pool->TakeDownNotices()) {
         context.Emit(EventType::kOnWarning,
                      fmt::format("agent {} is unusable, so children go to the pool's other "
-                                 "agents until it answers: {}", agent, why));
+                                 "agents: {}", agent, why));
       }
       // Waiting for the child, the start also brings the run's first long-poll; the start is
       // said (and where the child runs recorded) as soon as the agent accepts it.
