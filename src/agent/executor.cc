@@ -223,7 +223,7 @@ Status Executor::Recover() {
   const bool parents_gave_up = down && *down > client::kAgentComeBackWait - kHeartbeat;
   std::vector<OpenExecution> orphaned;  // package steps' executions their dead runs left open
   // What became of the runs, said once: after a crash, the operator's first question.
-  int reattached = 0, retrying = 0, requeued = 0, ended = 0;
+  int reattached = 0, read_back = 0, retrying = 0, requeued = 0, ended = 0;
   std::lock_guard lock(mu_);
   for (RunRecord& r : runs) {
     auto run = std::make_shared<ActiveRun>();
@@ -323,7 +323,13 @@ Status Executor::Recover() {
       ++retrying;
     } else {
       run->reattach = true;
-      ++reattached;
+      // A package step that ended while the agent was down: gone, or a zombie not yet reaped by
+      // whoever adopted it, its result file written.
+      const bool ended_meanwhile =
+          result_left &&
+          (!alive || std::filesystem::exists(StepResultFile(
+                         job->steps[static_cast<size_t>(r.current_step)], r.execution_id)));
+      ++(ended_meanwhile ? read_back : reattached);
       if (!r.stop_reason.empty()) {
         // A stop was under way when the agent died: it is finished now.
         run->stop_reason = r.stop_reason;
@@ -339,10 +345,11 @@ Status Executor::Recover() {
   }
   if (!runs.empty()) {
     std::fprintf(stderr, "fanout agent: %zu run%s in flight when the agent last stopped: %d "
-                 "re-attached (some may be finishing a stop), %d waiting to retry a step, %d queued "
-                 "again, %d ended (abandoned or canceled; `fanout job history` says why)\n",
-                 runs.size(), runs.size() == 1 ? " was" : "s were", reattached, retrying, requeued,
-                 ended);
+                 "re-attached (some may be finishing a stop), %d whose package step ended while "
+                 "the agent was down (its result is read now), %d waiting to retry a step, %d "
+                 "queued again, %d ended (abandoned or canceled; `fanout job history` says why)\n",
+                 runs.size(), runs.size() == 1 ? " was" : "s were", reattached, read_back,
+                 retrying, requeued, ended);
   }
   // Those an agent before this one could not end yet, then these; on the closer thread: an
   // unreachable catalog must not hold up the agent's start.

@@ -250,10 +250,16 @@ class JobParser {
         Problem(obj["run"], fmt::format("`run` belongs to process steps, not {}", what));
       }
     } else if (s.subsystem == "process") {
-      if (!obj.contains("run") || !obj["run"].is_array() || obj["run"].empty()) {
-        Problem(obj.contains("run") ? obj["run"] : obj,
-                fmt::format("{} needs `run`: the program and its arguments, e.g. [/bin/echo, hi]",
-                            what));
+      if (!obj.contains("run") || obj["run"].is_null()) {
+        Problem(obj, fmt::format("{} needs `run`: the program and its arguments, e.g. "
+                                 "[/bin/echo, hi]", what));
+      } else if (!obj["run"].is_array() || obj["run"].empty()) {
+        // A string would need a shell's word splitting, which a step does not do.
+        Problem(obj["run"], fmt::format("`run` in {} must be a list of the program and its "
+                                        "arguments, e.g. [/bin/echo, hi] or [/bin/sh, -c, "
+                                        "'echo hi'], not {}",
+                                        what, obj["run"].is_array() ? "an empty list"
+                                                                    : obj["run"].dump()));
       } else {
         for (const auto& a : obj["run"]) {
           if (a.is_string()) s.run.push_back(a.get<std::string>());

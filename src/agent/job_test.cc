@@ -61,6 +61,21 @@ TEST(JobTest, ProblemsHavePositionsAndCoverWhatWasSilentlyAccepted) {
 }
 
 // A merge key is one problem, said as such: not also an unknown key `<<`.
+// QA: `run: "echo hi"` and `run: []` said the step "needs `run`", which it had.
+TEST(JobTest, ARunThatIsNotAListSaysSo) {
+  for (const auto& [run, said] : std::vector<std::pair<std::string, std::string>>{
+           {"\"echo hi\"", "not \"echo hi\""}, {"[]", "not an empty list"}}) {
+    std::vector<JobProblem> problems;
+    auto job = ParseJob("job: j\nsteps:\n  - {name: a, subsystem: process, run: " + run + "}\n",
+                        &problems);
+    ASSERT_FALSE(job.ok());
+    ASSERT_EQ(problems.size(), 1u);
+    EXPECT_EQ(problems[0].ToString(),
+              "line 3, column 40: `run` in step 'a' must be a list of the program and its "
+              "arguments, e.g. [/bin/echo, hi] or [/bin/sh, -c, 'echo hi'], " + said);
+  }
+}
+
 TEST(JobTest, AMergeKeyIsOneProblem) {
   std::vector<JobProblem> problems;
   auto job = ParseJob("job: j\nx: &common {subsystem: process}\nsteps:\n"

@@ -18,6 +18,7 @@
 #include <thread>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
 #include "catalog/log_sinks.h"
@@ -333,6 +334,9 @@ int RunPackage(const RunArgs& args, std::string& reason) {
     for (const client::AgentSummary& a : client::AgentPool::AllSummaries()) {
       std::string unusable =
           a.unusable.empty() ? "" : "; unusable at least once, last: " + a.unusable;
+      if (!a.jobs_missing.empty()) {
+        unusable += fmt::format("; no job {} there", fmt::join(a.jobs_missing, ", "));
+      }
       std::printf("  agent %-12s %s: %d child%s, %d failed, %d lost, busy %s%s\n", a.name.c_str(),
                   a.url.c_str(), a.children, a.children == 1 ? "" : "ren", a.failed, a.lost,
                   FormatDuration(std::chrono::duration_cast<std::chrono::nanoseconds>(

@@ -32,6 +32,7 @@ constexpr auto kDownProbeInterval = 1000ms;
 constexpr auto kWaitSlice = 200ms;  // how often a waiter re-checks cancel
 constexpr auto kFirstProbeGrace = 300ms;  // see ReadyLocked
 constexpr auto kRetryPause = 300ms;  // between the stops of left runs an agent did not answer
+constexpr auto kJobMissingFor = 30s;  // see MarkJobMissing
 
 struct Registry {
   std::mutex mu;
@@ -139,11 +140,14 @@ std::vector<AgentSummary> AgentPool::AllSummaries() {
       total.lost += s.lost;
       total.busy_seconds += s.busy_seconds;
       if (total.unusable.empty()) total.unusable = s.unusable;
+      total.jobs_missing.insert(s.jobs_missing.begin(), s.jobs_missing.end());
     }
   }
   std::vector<AgentSummary> out;
   for (auto& [connection, s] : by_connection) {
-    if (s.children > 0 || s.lost > 0 || !s.unusable.empty()) out.push_back(s);
+    if (s.children > 0 || s.lost > 0 || !s.unusable.empty() || !s.jobs_missing.empty()) {
+      out.push_back(s);
+    }
   }
   std::sort(out.begin(), out.end(), [](const AgentSummary& a, const AgentSummary& b) {
     return std::tie(a.name, a.url) < std::tie(b.name, b.url);
@@ -366,6 +370,24 @@ std::vector<std::string> AgentPool::StopLeftRunsOf(int member, Clock::time_point
   }
 }
 
+bool AgentPool::MarkJobMissing(int member, const std::string& job, const std::string& why) {
+  std::lock_guard lock(mu_);
+  State& s = states_[static_cast<size_t>(member)];
+  s.missing_jobs[job] = {Clock::now(), why};
+  return s.summary.jobs_missing.insert(job).second;
+}
+
+const std::string* AgentPool::RefusalLocked(int member, const Request& request) const {
+  auto refused = request.exclude.find(member);
+  if (refused != request.exclude.end()) return &refused->second;
+  const State& s = states_[static_cast<size_t>(member)];
+  auto missing = s.missing_jobs.find(request.job);
+  if (missing == s.missing_jobs.end() || Clock::now() - missing->second.first >= kJobMissingFor) {
+    return nullptr;
+  }
+  return &missing->second.second;
+}
+
 bool AgentPool::MayComeBackLocked(const State& s) const {
   return !s.alive && s.answered_at != Clock::time_point::min() &&
          Clock::now() - s.answered_at < kAgentComeBackWait;
@@ -437,7 +459,7 @@ Result<Lease> AgentPool::Acquire(const Request& request, const std::function<boo
     for (size_t i = 0; i < states_.size(); ++i) {
       const State& s = states_[i];
       unknown = unknown || !s.known;
-      if (!s.alive || request.exclude.count(static_cast<int>(i)) != 0) continue;
+      if (!s.alive || RefusalLocked(static_cast<int>(i), request) != nullptr) continue;
       usable = true;
       if (Free(s) <= 0) continue;
       double load = static_cast<double>(s.running + s.others) / s.slots;
@@ -450,7 +472,8 @@ Result<Lease> AgentPool::Acquire(const Request& request, const std::function<boo
     // wait for it, as running ones do, rather than spend their retries within milliseconds.
     bool may_come_back = false;
     for (size_t i = 0; !usable && i < states_.size(); ++i) {
-      if (request.exclude.count(static_cast<int>(i)) == 0 && MayComeBackLocked(states_[i])) {
+      if (RefusalLocked(static_cast<int>(i), request) == nullptr &&
+          MayComeBackLocked(states_[i])) {
         may_come_back = true;
       }
     }
@@ -462,9 +485,8 @@ Result<Lease> AgentPool::Acquire(const Request& request, const std::function<boo
       std::vector<std::string> reasons;
       for (size_t i = 0; i < states_.size(); ++i) {
         const State& s = states_[i];
-        auto refused = request.exclude.find(static_cast<int>(i));
-        std::string why = refused != request.exclude.end() ? "refused: " + refused->second
-                                                           : s.down_reason;
+        const std::string* refused = RefusalLocked(static_cast<int>(i), request);
+        std::string why = refused != nullptr ? "refused: " + *refused : s.down_reason;
         reasons.push_back(fmt::format("{} ({}): {}", members_[i].name, s.summary.url, why));
       }
       leave();

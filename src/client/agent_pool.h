@@ -43,6 +43,7 @@ struct AgentSummary {
   int lost = 0;      // the agent was lost while they ran
   double busy_seconds = 0;  // sum of the children's start-to-end times
   std::string unusable;     // why it was last found unusable, when it was at some point
+  std::set<std::string> jobs_missing;  // jobs it answered 404 for (not deployed there)
 };
 
 class AgentPool;
@@ -106,6 +107,10 @@ class AgentPool {
   void MarkDown(int member, const std::string& reason);
   // Whether the member answered its last probe or call.
   bool IsAlive(int member);
+  // The member answered 404 for `job` (not deployed there): children of that job pass it over
+  // for kJobMissingFor, then one tries it again (a deploy during the run is picked up). True
+  // the first time for that member and job in this pool: the caller says it, once.
+  bool MarkJobMissing(int member, const std::string& job, const std::string& why);
   // Reads the lease's member's token file again, now (the agent refused the token: restarted or
   // rotated since the child was placed); true when the lease's client now sends another token.
   bool RefreshToken(Lease& lease);
@@ -157,6 +162,9 @@ class AgentPool {
     // When it last answered a probe as usable; min() when it never did.
     std::chrono::steady_clock::time_point answered_at =
         std::chrono::steady_clock::time_point::min();
+    // Jobs it lacks (MarkJobMissing): when that was last found, and what it said.
+    std::map<std::string, std::pair<std::chrono::steady_clock::time_point, std::string>>
+        missing_jobs;
     std::vector<std::string> detached;  // runs started unfollowed, counted in `running`
     std::chrono::steady_clock::time_point last_detached{};  // the latest of them, when
   };
@@ -185,6 +193,8 @@ class AgentPool {
   // Whether the member answered as usable within kAgentComeBackWait: down now, it may be
   // restarting (an agent back that soon re-attaches its runs).
   bool MayComeBackLocked(const State& s) const;
+  // What the member said to refuse `request`'s child (a 409 or a 404 for its job), if it did.
+  const std::string* RefusalLocked(int member, const Request& request) const;
   void Probe(int member, AgentClient& client);
   // Whether children may be placed: every member has been probed once, or one answered and
   // kFirstProbeGrace has passed (a silent member does not hold up the first children).

@@ -1848,8 +1848,14 @@ void ExpectReattach(AgentProcess& agent, std::unique_ptr<client::AgentClient>& a
   }
   ASSERT_TRUE(agent.Restart());
   // The operator is told what became of the runs in flight (the agent had said nothing).
-  EXPECT_TRUE(Contains(agent.err(), "1 run was in flight when the agent last stopped: 1 "
-                                    "re-attached (some may be finishing a stop), 0 waiting to retry"))
+  EXPECT_TRUE(Contains(agent.err(),
+                       ends_while_down
+                           ? "1 run was in flight when the agent last stopped: 0 re-attached "
+                             "(some may be finishing a stop), 1 whose package step ended while "
+                             "the agent was down (its result is read now), 0 waiting to retry"
+                           : "1 run was in flight when the agent last stopped: 1 re-attached "
+                             "(some may be finishing a stop), 0 whose package step ended while "
+                             "the agent was down (its result is read now), 0 waiting to retry"))
       << agent.err();
   api = agent.Client();
   auto recovered = api->GetRun(started_run->run_id);
