@@ -12,6 +12,7 @@
 #include <ctime>
 #include <memory>
 #include <optional>
+#include <thread>
 
 #include <fmt/format.h>
 
@@ -327,20 +328,51 @@ std::string WaitInterrupted(const std::string& run_id) {
 
 // Long-polls the run until it ends (or --timeout passes) and exits like `fanout run`. `known`:
 // the run as known before (its start's answer), what --json prints if interrupted before the
-// agent answers.
-int WaitForRun(client::AgentClient& agent, const std::string& run_id,
-               std::optional<std::chrono::milliseconds> timeout, bool as_json, const json& known) {
+// agent answers. `token_file`: where the token came from, read again when it is refused.
+int WaitForRun(client::AgentClient& agent, const std::string& token_file,
+               const std::string& run_id, std::optional<std::chrono::milliseconds> timeout,
+               bool as_json, const json& known) {
   SayOnInterrupt(WaitInterrupted(run_id), as_json ? known : json());
   using Clock = std::chrono::steady_clock;
   const auto deadline = timeout ? Clock::now() + *timeout : Clock::time_point::max();
   json run;
+  // An agent that answered, then stopped (QA: restarted for an upgrade), re-attaches its runs
+  // when it is back: the wait goes on if it answers again within kAgentComeBackWait, as a
+  // parent's does. The first poll is answered at once, so that the agent is known to be there.
+  bool first = true;
+  std::optional<Clock::time_point> gone_since;
   while (true) {
-    std::chrono::seconds wait = kLongPoll;
+    std::chrono::seconds wait = first ? std::chrono::seconds(0) : kLongPoll;
+    first = false;
     if (timeout) {
       auto left = std::chrono::ceil<std::chrono::seconds>(deadline - Clock::now());
-      wait = std::clamp(left, std::chrono::seconds(0), kLongPoll);
+      wait = std::clamp(left, std::chrono::seconds(0), wait);
     }
     auto polled = agent.GetRun(run_id, wait);
+    if (!polled.ok() && polled.status().code() == Code::kUnavailable && agent.Answered()) {
+      if (!gone_since) {
+        gone_since = Clock::now();
+        std::fprintf(stderr, "fanout: %s; waiting up to %lld s for it to come back\n",
+                     polled.status().message().c_str(),
+                     static_cast<long long>(client::kAgentComeBackWait.count()));
+      }
+      const auto now = Clock::now();
+      if (now - *gone_since < client::kAgentComeBackWait && (!timeout || now < deadline)) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(300));
+        continue;
+      }
+    } else if (!polled.ok() && polled.status().code() == Code::kUnauthenticated) {
+      // Back with a new token (an agent --dev makes one at each start), or the token rotated:
+      // the token file is read again, and the wait goes on with what it holds now.
+      auto token = client::ResolveToken(token_file);
+      if (token.ok() && *token != agent.endpoint().token) {
+        agent.SetToken(*token);
+        continue;
+      }
+    } else if (polled.ok() && gone_since) {
+      gone_since.reset();
+      std::fprintf(stderr, "fanout: agent %s answers again\n", agent.url().c_str());
+    }
     const bool over = !polled.ok() || client::IsFinalRunStatus(Cell(*polled, "status")) ||
                       (timeout && Clock::now() >= deadline);
     if (over) StopSayingOnInterrupt();
@@ -617,7 +649,7 @@ int Start(const JobArgs& args) {
     std::fflush(stdout);
   }
   if (!args.wait) return kExitSuccess;
-  return WaitForRun(*agent, started->run_id, timeout, args.json, accepted);
+  return WaitForRun(*agent, args.token_file, started->run_id, timeout, args.json, accepted);
 }
 
 int Wait(const JobArgs& args) {
@@ -626,7 +658,8 @@ int Wait(const JobArgs& args) {
   int connect_exit = kExitSuccess;
   auto agent = Connect(args, "wait", connect_exit);
   if (!agent) return connect_exit;
-  return WaitForRun(*agent, args.run, timeout, args.json, json{{"run_id", args.run}});
+  return WaitForRun(*agent, args.token_file, args.run, timeout, args.json,
+                    json{{"run_id", args.run}});
 }
 
 int RunStatus(const JobArgs& args) {

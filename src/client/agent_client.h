@@ -175,6 +175,8 @@ class AgentClient {
   // After a call that got no answer: whether its request may have reached the agent (a
   // connection was made), so that what it asked for may have been done.
   bool LastRequestMayHaveArrived() const { return may_have_arrived_; }
+  // Whether some request of this client got an HTTP answer: the agent was there.
+  bool Answered() const { return answered_; }
   // The id of the run a start with `idempotency_key` began on this agent; "" when none did.
   Result<std::string> FindRunByKey(const std::string& idempotency_key);
   // The whole answer: {"runs": [...]}, newest first; limit 0 leaves the agent's default (50).

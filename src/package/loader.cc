@@ -463,7 +463,13 @@ class Loader : public TaskParser {
     }
     for (auto it = v.begin(); it != v.end(); ++it) {
       if (!it->second.IsScalar()) {
-        Error(it->second, fmt::format("`{}.{}` must be a string", key, it->first.Scalar()));
+        // QA: a list written in place read as a mistake without a way out.
+        Error(it->second,
+              fmt::format("`{}.{}` must be a string{}", key, it->first.Scalar(),
+                          it->second.IsSequence()
+                              ? " (a template), not a list; for a list, declare a variable of "
+                                "type list and name it: \"${NAME}\""
+                              : ""));
         continue;
       }
       if (auto t = ParseTemplate(it->second)) out.emplace(it->first.Scalar(), std::move(*t));
@@ -798,11 +804,22 @@ class Loader : public TaskParser {
     for (const auto& [name, c] : pkg.connections) {
       if (c.type != "agent-pool") continue;
       for (size_t i = 0; i < c.members.size(); ++i) {
-        auto member = pkg.connections.find(c.members[i]);
-        if (member == pkg.connections.end() || member->second.type != "agent") {
+        const std::string& listed = c.members[i];
+        auto member = pkg.connections.find(listed);
+        if (member == pkg.connections.end()) {
           diag_.Error(c.member_pos[i],
-                      fmt::format("agent-pool '{}' lists '{}', which is not an agent connection; "
-                                  "declare it as {{type: agent, url: ...}}", name, c.members[i]));
+                      fmt::format("agent-pool '{}' lists '{}', but no connection has that name; "
+                                  "declare it under `connections` as {{type: agent, url: ...}}",
+                                  name, listed));
+        } else if (member->second.type == "agent-pool") {
+          diag_.Error(c.member_pos[i],
+                      fmt::format("agent-pool '{}' lists '{}', another agent-pool: pools do not "
+                                  "nest; list the agents of '{}' instead", name, listed, listed));
+        } else if (member->second.type != "agent") {
+          diag_.Error(c.member_pos[i],
+                      fmt::format("agent-pool '{}' lists '{}', a connection of type {}: a pool "
+                                  "lists agent connections ({{type: agent, url: ...}})",
+                                  name, listed, member->second.type));
         }
       }
     }

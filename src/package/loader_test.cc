@@ -880,8 +880,29 @@ tasks:
   ExpectDiagAt("`env` must be a mapping", "[x]", 1);
   ExpectDiagAt("`flag` must be true or false", "2}");
   ExpectDiagAt("items of `args` must be strings", "[x]]");
-  ExpectDiagAt("`env.K` must be a string", "[v]");
+  ExpectDiagAt("`env.K` must be a string (a template), not a list; for a list, declare a "
+               "variable of type list and name it: \"${NAME}\"", "[v]");
   ExpectDiagAt("`check` must be an expression string", "{x: 1}}");
+}
+
+// QA: a pool of pools, a pool naming no connection, and one naming a database all said
+// "not an agent connection; declare it as {type: agent, ...}".
+TEST_F(LoaderTest, APoolMemberThatIsNoAgentSaysWhatItIs) {
+  LoadBad(R"(package: demo
+connections:
+  db: {type: sqlite, path: x.db}
+  srv: {type: agent, url: "http://127.0.0.1:1"}
+  inner: {type: agent-pool, agents: [srv]}
+  outer: {type: agent-pool, agents: [inner, ghost, db]}
+tasks:
+  a: {type: noop}
+)");
+  ExpectDiagAt("agent-pool 'outer' lists 'inner', another agent-pool: pools do not nest; list "
+               "the agents of 'inner' instead", "inner, ghost");
+  ExpectDiagAt("agent-pool 'outer' lists 'ghost', but no connection has that name; declare it "
+               "under `connections` as {type: agent, url: ...}", "ghost, db");
+  ExpectDiagAt("agent-pool 'outer' lists 'db', a connection of type sqlite: a pool lists agent "
+               "connections ({type: agent, url: ...})", "db]");
 }
 
 TEST_F(LoaderTest, CheckVariableNeedsAWritableVariable) {

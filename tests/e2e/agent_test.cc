@@ -2367,6 +2367,37 @@ TEST_F(AgentTest, CtrlCEndsAWaitButNotTheRun) {
   EXPECT_EQ(Job({"wait", run_id}).exit_code, 0);
 }
 
+// QA: `job start --wait` (and `job wait`) gave up at once when the agent was restarted, with a
+// hint to use https://, though the run went on. An agent that answered is given 5 s to come
+// back, as a parent gives it, and the wait goes on there.
+TEST_F(AgentTest, AWaitGoesOnAcrossAnAgentRestart) {
+  ASSERT_TRUE(StartDev(1));
+  int pid = StartAHeldWait({});
+  ASSERT_GT(pid, 0);
+  std::string run_id;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        run_id = agent_.dir().Read("fanout.out");
+        return run_id.ends_with('\n');
+      },
+      std::chrono::milliseconds(10000)));
+  run_id.pop_back();
+  agent_.Kill();
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  ASSERT_TRUE(agent_.Restart(/*same_port=*/true));
+  OpenGate();
+  const int code = WaitFanout(pid, std::chrono::seconds(20));
+  std::string err = agent_.dir().Read("fanout.err");
+  auto run = agent_.Client()->GetRun(run_id);
+  ASSERT_TRUE(run.ok()) << run.status().ToString();
+  const std::string status = run->value("status", "");
+  EXPECT_TRUE(client::IsFinalRunStatus(status)) << run->dump();
+  EXPECT_EQ(code, status == "succeeded" ? 0 : 1) << status << "\n" << err;
+  EXPECT_TRUE(Contains(err, "waiting up to 5 s for it to come back")) << err;
+  EXPECT_TRUE(Contains(err, "answers again")) << err;
+  EXPECT_FALSE(Contains(err, "use https://")) << err;
+}
+
 // ... and with --json, stdout gets the run as last known, so that a script learns its id (it
 // got nothing).
 TEST_F(AgentTest, CtrlCOfAJsonWaitPrintsTheRunAsKnown) {

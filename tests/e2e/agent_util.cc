@@ -189,8 +189,13 @@ bool AgentProcess::Restart(bool same_port) {
   }
   std::vector<std::string> args = args_;
   auto listen = std::find(args.begin(), args.end(), "--listen");
-  if (same_port && listen != args.end() && listen + 1 != args.end()) {
-    *(listen + 1) = url_.substr(url_.find("://") + 3);  // HOST:PORT of the last launch
+  if (same_port) {
+    const std::string last = url_.substr(url_.find("://") + 3);  // HOST:PORT of the last launch
+    if (listen == args.end()) {  // --dev picked one
+      args.insert(args.end(), {"--listen", last});
+    } else if (listen + 1 != args.end()) {
+      *(listen + 1) = last;
+    }
   }
   if (!HasArg(args, "--data-dir")) {
     args.push_back("--data-dir");

@@ -1101,6 +1101,22 @@ TEST_F(PoolTest, ATimeoutWhileTheAgentIsGoneEndsTheAttemptAfterTheComeBackWait) 
   EXPECT_TRUE(Has(err, " of job long, given up for lost: it may still be running there")) << err;
 }
 
+// QA: a job name that renders empty failed as "cannot start job  on agent srv1: agent URL: ''
+// is not a valid job name", as if the agent had refused it; no agent is asked.
+TEST_F(PoolTest, AJobNameThatIsNoNameFailsWithoutAskingAnAgent) {
+  std::string parent = work_.Write(
+      "no-name.yaml",
+      "package: no-name\nvariables:\n  which: {type: string, value: \"\"}\nconnections:\n"
+      "  gone: {type: agent, url: \"http://127.0.0.1:1\"}\n"
+      "tasks:\n  one: {type: agent-job, connection: gone, job: \"${which}\"}\n");
+  CommandResult r = RunParent(parent);
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  EXPECT_TRUE(Has(r.out + r.err, "`job` renders to '', which is not a job name: names use "
+                                 "letters, digits"))
+      << r.out << r.err;
+  EXPECT_FALSE(Has(r.out + r.err, "127.0.0.1:1")) << r.out << r.err;
+}
+
 // A pool that runs on what is left says so: an agent down from the start gets an OnWarning
 // and its line in `fanout run`'s per-agent summary, though the parent succeeds.
 TEST_F(PoolTest, AnAgentDownFromTheStartIsReported) {

@@ -133,6 +133,13 @@ class AgentJobTask : public Task {
   TaskOutcome Execute(TaskContext& context) const override {
     auto job_name = job.RenderString(context.scope());
     if (!job_name.ok()) return TaskOutcome::Failure(job_name.status().message());
+    // Checked here, not by an agent's answer: no agent is asked (QA: it read as an agent's
+    // refusal of a name it never saw).
+    if (!client::IsValidName(*job_name)) {
+      return TaskOutcome::Failure(fmt::format(
+          "`job` renders to '{}', which is not a job name: names use letters, digits, '_', '.' "
+          "and '-' (1 to 128 characters)", *job_name));
+    }
     client::StartRequest start;
     std::vector<std::string> secrets = context.engine().recorder().masker().secrets();
     for (const auto& [name, t] : params) {
