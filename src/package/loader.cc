@@ -795,6 +795,13 @@ class Loader : public TaskParser {
         if (c.type == "agent" && url != c.settings.end() && url->second.is_constant()) {
           if (auto parsed = ParseAgentUrl(url->second.text()); !parsed.ok()) {
             Error(def["url"], parsed.status().message());
+          } else if (!parsed->https) {
+            // As the client refuses them when the first child starts.
+            for (const char* tls : {"ca", "cert", "key"}) {
+              if (c.settings.count(tls) == 0) continue;
+              Error(def[tls], fmt::format("`{}` is for a TLS agent, but the URL is http://; use "
+                                          "https:// or leave `{}` out", tls, tls));
+            }
           }
         }
       }

@@ -905,6 +905,20 @@ tasks:
                "connections ({type: agent, url: ...})", "db]");
 }
 
+// QA: TLS files on a written http:// URL passed `validate` and failed only at run time.
+TEST_F(LoaderTest, TlsFilesOnAnHttpAgentAreRefused) {
+  LoadBad(R"(package: demo
+connections:
+  srv: {type: agent, url: "http://127.0.0.1:1", ca: ca.pem, cert: c.pem, key: k.pem}
+tasks:
+  a: {type: noop}
+)");
+  ExpectDiagAt("`ca` is for a TLS agent, but the URL is http://; use https:// or leave `ca` out",
+               "ca.pem");
+  ExpectDiagAt("`cert` is for a TLS agent", "c.pem");
+  ExpectDiagAt("`key` is for a TLS agent", "k.pem");
+}
+
 TEST_F(LoaderTest, CheckVariableNeedsAWritableVariable) {
   LoadBad(R"(package: demo
 parameters:

@@ -153,6 +153,7 @@ std::string BarTitle(const ChildNode& child, DateTime now) {
   if (!child.task_path.empty()) title += " (task " + child.task_path + ")";
   title += fmt::format("\n{} on {}, {}\nstarted {}", e.status, AgentLabel(e),
                        DurationLabel(e.status, e.started_at, e.ended_at, now), ShortDateTime(e.started_at));
+  if (std::string note = SupersededNote(child); !note.empty()) title += "\n" + note;
   for (const std::string& error : ErrorsToShow(child.errors, child.errors_omitted, e.id)) {
     title += "\n! " + Abbreviate(error, 160);
   }
@@ -347,12 +348,12 @@ namespace {
 void ChildRows(std::string& out, const std::vector<ChildNode>& children, int depth, DateTime now) {
   size_t hidden = 0, last_shown = children.size();
   for (size_t i = 0; i < children.size(); ++i) {
-    if (ShowsChild(i, children[i].execution)) last_shown = i;
+    if (ShowsChild(i, children[i])) last_shown = i;
   }
   for (size_t i = 0; i < children.size(); ++i) {
     const ChildNode& child = children[i];
     const ExecutionRow& e = child.execution;
-    if (!ShowsChild(i, e)) {
+    if (!ShowsChild(i, child)) {
       ++hidden;
       continue;
     }
@@ -368,6 +369,12 @@ void ChildRows(std::string& out, const std::vector<ChildNode>& children, int dep
            Cell(ShortDateTime(e.started_at).substr(11), "time") +
            Cell(DurationLabel(e.status, e.started_at, e.ended_at, now), "num") + Cell(e.id, "mono") +
            "</tr>\n";
+    if (std::string note = SupersededNote(child); !note.empty()) {
+      out += fmt::format(
+          "<tr><td colspan=\"7\" style=\"padding-left:{}px\"><div class=\"msg\">{}</div></td>"
+          "</tr>\n",
+          32 + depth * 22, EscapeHtml(note));
+    }
     for (const std::string& error : ErrorsToShow(child.errors, child.errors_omitted, e.id)) {
       out += fmt::format(
           "<tr class=\"error\"><td colspan=\"7\"{}><div class=\"err\">{}</div></td></tr>\n",
@@ -475,7 +482,10 @@ std::string OverviewHtml(const Overview& overview) {
               Cell(DurationLabel(t.status, t.started_at, t.ended_at, now), "num") + Cell(t.agent) +
               Cell(t.child_execution_id, "mono") +
               fmt::format("<td><div class=\"{}\">{}</div></td></tr>\n",
-                          t.status == "failed" ? "err" : "msg", EscapeHtml(t.message));
+                          t.status == "failed" ? "err" : "msg",
+                          EscapeHtml(!t.message.empty() || t.earlier_attempts.empty()
+                                         ? t.message
+                                         : DescribeAttempt(t.earlier_attempts.back())));
     }
     body += "</table>\n";
   }

@@ -52,6 +52,8 @@ Json ChildrenJson(const std::vector<ChildNode>& children, DateTime now) {
   for (const ChildNode& child : children) {
     Json j = ExecutionJson(child.execution, now, true);
     j["task_path"] = OrNull(child.task_path);
+    j["attempt"] = child.attempt > 0 ? Json(child.attempt) : Json(nullptr);
+    j["superseded"] = child.superseded;
     j["label"] = child.label;
     j["errors"] = child.errors;
     j["errors_omitted"] = child.errors_omitted;
@@ -64,6 +66,20 @@ Json ChildrenJson(const std::vector<ChildNode>& children, DateTime now) {
 // `replace` rather than the default `strict`: captured output need not be UTF-8.
 std::string Dump(const Json& j) {
   return j.dump(2, ' ', false, Json::error_handler_t::replace) + "\n";
+}
+
+Json EarlierAttemptsJson(const std::vector<TaskRunRow>& attempts) {
+  Json list = Json::array();
+  for (const TaskRunRow& run : attempts) {
+    list.push_back({{"attempt", run.attempt},
+                    {"status", run.status},
+                    {"started_at", FormatDateTime(run.started_at)},
+                    {"ended_at", Time(run.ended_at)},
+                    {"agent", OrNull(run.agent)},
+                    {"child_execution_id", OrNull(run.child_execution_id)},
+                    {"message", OrNull(run.message)}});
+  }
+  return list;
 }
 
 }  // namespace
@@ -95,6 +111,7 @@ std::string OverviewJson(const Overview& overview) {
         {"agent", OrNull(t.agent)},
         {"child_execution_id", OrNull(t.child_execution_id)},
         {"message", OrNull(t.message)},
+        {"earlier_attempts", EarlierAttemptsJson(t.earlier_attempts)},
     });
   }
   Json j = {

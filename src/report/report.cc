@@ -74,7 +74,9 @@ std::vector<TaskSummary> SummarizeTasks(const std::vector<TaskRunRow>& runs) {
   std::vector<TaskSummary> tasks;
   std::map<std::string, size_t> index;
   std::map<std::string, int> last_attempt;
+  std::map<std::string, std::vector<const TaskRunRow*>> attempts_of;
   for (const TaskRunRow& run : runs) {
+    attempts_of[run.task_path].push_back(&run);
     auto [it, inserted] = index.try_emplace(run.task_path, tasks.size());
     if (inserted) {
       TaskSummary summary;
@@ -94,6 +96,14 @@ std::vector<TaskSummary> SummarizeTasks(const std::vector<TaskRunRow>& runs) {
     task.agent = run.agent;
     task.child_execution_id = run.child_execution_id;
     task.message = run.message;
+  }
+  for (TaskSummary& task : tasks) {
+    std::vector<const TaskRunRow*>& attempts = attempts_of[task.task_path];
+    std::stable_sort(attempts.begin(), attempts.end(),
+                     [](const TaskRunRow* a, const TaskRunRow* b) { return a->attempt < b->attempt; });
+    for (const TaskRunRow* run : attempts) {
+      if (run->attempt < last_attempt[task.task_path]) task.earlier_attempts.push_back(*run);
+    }
   }
   std::stable_sort(tasks.begin(), tasks.end(), [](const TaskSummary& a, const TaskSummary& b) {
     return a.started_at < b.started_at;
@@ -163,9 +173,12 @@ Result<Tree> ReadTree(Catalog& catalog, const std::string& root_id) {
 
 std::vector<ChildNode> Children(Tree& tree, const std::string& parent_id,
                                 std::set<std::string>& visited, int depth) {
-  std::map<std::string, std::string> task_of;
+  std::map<std::string, const TaskRunRow*> task_of;
+  std::map<std::string, int> last_attempt;
   for (const TaskRunRow& run : tree.runs[parent_id]) {
-    if (!run.child_execution_id.empty()) task_of[run.child_execution_id] = run.task_path;
+    if (!run.child_execution_id.empty()) task_of[run.child_execution_id] = &run;
+    int& last = last_attempt[run.task_path];
+    last = std::max(last, run.attempt);
   }
   std::vector<ChildNode> children;
   for (ExecutionRow& row : tree.children[parent_id]) {
@@ -173,7 +186,11 @@ std::vector<ChildNode> Children(Tree& tree, const std::string& parent_id,
     ChildNode node;
     node.execution = std::move(row);
     MarkIfProcessGone(node.execution);
-    if (auto it = task_of.find(node.execution.id); it != task_of.end()) node.task_path = it->second;
+    if (auto it = task_of.find(node.execution.id); it != task_of.end()) {
+      node.task_path = it->second->task_path;
+      node.attempt = it->second->attempt;
+      node.superseded = node.attempt < last_attempt[node.task_path];
+    }
     node.errors = Errors(node.execution, tree.errors[node.execution.id], node.errors_omitted);
     if (depth + 1 < kMaxDepth) node.children = Children(tree, node.execution.id, visited, depth + 1);
     children.push_back(std::move(node));
@@ -183,6 +200,24 @@ std::vector<ChildNode> Children(Tree& tree, const std::string& parent_id,
 }
 
 }  // namespace
+
+bool ShowsChild(size_t index, const ChildNode& child) {
+  return index < kShownChildren || child.execution.status != "succeeded" || child.superseded;
+}
+
+std::string DescribeAttempt(const TaskRunRow& run) {
+  return fmt::format("attempt {}{} {}{}", run.attempt,
+                     run.agent.empty() ? "" : " on " + run.agent, run.status,
+                     run.message.empty() ? "" : ": " + run.message);
+}
+
+std::string SupersededNote(const ChildNode& child) {
+  if (!child.superseded) return "";
+  return fmt::format("attempt {} of its task, which ran again{}", child.attempt,
+                     child.execution.status == "succeeded"
+                         ? ": this child's work may have been done twice"
+                         : "");
+}
 
 std::string CatalogSpec(const std::string& flag) {
   if (!flag.empty()) return flag;

@@ -90,6 +90,9 @@ struct TaskSummary {
   std::string agent;  // "" when run here
   std::string child_execution_id;
   std::string message;
+  // The attempts before the last, oldest first (a child lost with its agent and run again
+  // elsewhere shows here, not only as a count).
+  std::vector<TaskRunRow> earlier_attempts;
 };
 
 // A line of the overview's task table in text and HTML: one task, or the rest of a loop's
@@ -106,18 +109,21 @@ struct TaskLine {
 std::vector<TaskLine> TaskLines(const std::vector<TaskSummary>& tasks);
 
 // The child tree in text and HTML shows, at each level, the first kShownChildren children and
-// every one that did not succeed; the other succeeded ones (with their own children) are
-// counted in one line. JSON lists every child.
+// every one that did not succeed or whose task ran again; the other succeeded ones (with their
+// own children) are counted in one line. JSON lists every child.
 inline constexpr size_t kShownChildren = 50;
-inline bool ShowsChild(size_t index, const ExecutionRow& child) {
-  return index < kShownChildren || child.status != "succeeded";
-}
+struct ChildNode;
+bool ShowsChild(size_t index, const ChildNode& child);
 
 // A child execution (a package run in process, out of process or on an agent) with its own
 // children.
 struct ChildNode {
   ExecutionRow execution;  // with parameters
   std::string task_path;   // the parent's task that started it, when the task run names it
+  int attempt = 0;         // of that task, when known
+  // Its task ran again after this attempt (its agent was lost, say): this child's work may
+  // have been done twice.
+  bool superseded = false;
   // What the timeline and tables call it: the package and the value of the parameter that best
   // tells it from its siblings of the same package ("load-region eu"), else ChildLabel.
   std::string label;
@@ -136,6 +142,12 @@ struct Overview {
   std::vector<ChildNode> children;
   DateTime generated_at{};  // "now" for executions still running
 };
+
+// "attempt 1 on srv1 failed: agent srv1 was lost ...": an earlier attempt of a task, for the
+// overview's task table when the task's own message is empty.
+std::string DescribeAttempt(const TaskRunRow& run);
+// What text and HTML say under a child whose task ran again after it; "" for others.
+std::string SupersededNote(const ChildNode& child);
 
 // At most this many errors are kept per execution (the first ones).
 inline constexpr int kMaxErrorsPerExecution = 20;

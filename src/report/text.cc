@@ -102,13 +102,13 @@ void AddChildRows(TextTable& table, const std::vector<ChildNode>& children, cons
                   DateTime now) {
   size_t hidden = 0, last_shown = children.size();
   for (size_t i = 0; i < children.size(); ++i) {
-    if (ShowsChild(i, children[i].execution)) last_shown = i;
+    if (ShowsChild(i, children[i])) last_shown = i;
   }
   const bool note_follows = last_shown + 1 < children.size();  // "... N more" closes the level
   for (size_t i = 0; i < children.size(); ++i) {
     const ChildNode& child = children[i];
     const ExecutionRow& e = child.execution;
-    if (!ShowsChild(i, e)) {
+    if (!ShowsChild(i, child)) {
       ++hidden;
       continue;
     }
@@ -121,6 +121,7 @@ void AddChildRows(TextTable& table, const std::vector<ChildNode>& children, cons
     }
     table.Row({name, Dash(child.task_path), AgentLabel(e), e.status, ClockTime(e.started_at),
                DurationLabel(e.status, e.started_at, e.ended_at, now), e.id});
+    if (std::string note = SupersededNote(child); !note.empty()) table.Note(below + "  ~ " + note);
     for (const std::string& error : ErrorsToShow(child.errors, child.errors_omitted, e.id)) {
       table.Note(below + "  ! " + Abbreviate(error, 120));
     }
@@ -207,7 +208,11 @@ std::string OverviewText(const Overview& overview) {
       const TaskSummary& t = *line.task;
       tasks.Row({t.task_path, t.task_type, t.status, std::to_string(t.attempts),
                  ClockTime(t.started_at), DurationLabel(t.status, t.started_at, t.ended_at, now),
-                 Dash(t.agent), Dash(t.child_execution_id), Abbreviate(t.message, 80)});
+                 Dash(t.agent), Dash(t.child_execution_id),
+                 Abbreviate(!t.message.empty() || t.earlier_attempts.empty()
+                                ? t.message
+                                : DescribeAttempt(t.earlier_attempts.back()),
+                            80)});
     }
     out += tasks.Render("  ");
   }

@@ -1487,6 +1487,34 @@ TEST_F(PoolTest, AnAgentKilledMidRunCostsARetryNotTheParent) {
   EXPECT_EQ(lines["srv-b"].lost, 1) << out;
   EXPECT_EQ(lines["srv-a"].lost, 0) << out;
   EXPECT_EQ(lines["srv-a"].children + lines["srv-b"].children, 5) << out;
+
+  // QA: the overview showed the retried task as a plain success and the lost child beside the
+  // others, nothing saying which attempt it was or that its task ran again.
+  CommandResult overview = RunFanout({"report", "overview", id, "--catalog", CatalogSpec()},
+                                     work_.path());
+  ASSERT_EQ(overview.exit_code, 0) << overview.err;
+  EXPECT_TRUE(Has(overview.out, "attempt 1 on srv-b failed: agent srv-b was lost")) << overview.out;
+  EXPECT_TRUE(Has(overview.out, "~ attempt 1 of its task, which ran again\n")) << overview.out;
+  CommandResult as_json = RunFanout(
+      {"report", "overview", id, "--catalog", CatalogSpec(), "--json"}, work_.path());
+  ASSERT_EQ(as_json.exit_code, 0) << as_json.err;
+  json tree = json::parse(as_json.out);
+  int superseded = 0;
+  for (const json& child : tree["children"]) {
+    if (!child["superseded"].get<bool>()) continue;
+    ++superseded;
+    EXPECT_EQ(child["id"], lost_child) << child.dump();
+    EXPECT_EQ(child["attempt"], 1) << child.dump();
+  }
+  EXPECT_EQ(superseded, 1) << as_json.out;
+  int retried = 0;
+  for (const json& task : tree["tasks"]) {
+    if (task["earlier_attempts"].empty()) continue;
+    ++retried;
+    EXPECT_EQ(task["earlier_attempts"][0]["agent"], "srv-b") << task.dump();
+    EXPECT_EQ(task["earlier_attempts"][0]["child_execution_id"], lost_child) << task.dump();
+  }
+  EXPECT_EQ(retried, 1) << as_json.out;
 }
 
 // Every agent of the pool unusable: the task fails at once, naming each agent and why.
