@@ -60,7 +60,6 @@ TEST(JobTest, ProblemsHavePositionsAndCoverWhatWasSilentlyAccepted) {
   EXPECT_EQ(json_job.status().message(), "`success_codes` in step 'a' must list at least one exit code");
 }
 
-// A merge key is one problem, said as such: not also an unknown key `<<`.
 // QA: `run: "echo hi"` and `run: []` said the step "needs `run`", which it had.
 TEST(JobTest, ARunThatIsNotAListSaysSo) {
   for (const auto& [run, said] : std::vector<std::pair<std::string, std::string>>{
@@ -76,6 +75,7 @@ TEST(JobTest, ARunThatIsNotAListSaysSo) {
   }
 }
 
+// A merge key is one problem, said as such: not also an unknown key `<<`.
 TEST(JobTest, AMergeKeyIsOneProblem) {
   std::vector<JobProblem> problems;
   auto job = ParseJob("job: j\nx: &common {subsystem: process}\nsteps:\n"

@@ -336,31 +336,38 @@ int WaitForRun(client::AgentClient& agent, const std::string& token_file,
   using Clock = std::chrono::steady_clock;
   const auto deadline = timeout ? Clock::now() + *timeout : Clock::time_point::max();
   json run;
-  // An agent that answered, then stopped (QA: restarted for an upgrade), re-attaches its runs
-  // when it is back: the wait goes on if it answers again within kAgentComeBackWait, as a
-  // parent's does. The first poll is answered at once, so that the agent is known to be there.
+  // An agent that answered, then went away (QA: restarted for an upgrade), re-attaches its
+  // runs when it is back: the wait goes on if it answers again within kAgentComeBackWait, as a
+  // parent's does. The first poll, and those while it is gone, are answered at once, so that
+  // the agent is known to be there.
   bool first = true;
   std::optional<Clock::time_point> gone_since;
   while (true) {
-    std::chrono::seconds wait = first ? std::chrono::seconds(0) : kLongPoll;
+    std::chrono::seconds wait = first || gone_since ? std::chrono::seconds(0) : kLongPoll;
     first = false;
     if (timeout) {
       auto left = std::chrono::ceil<std::chrono::seconds>(deadline - Clock::now());
       wait = std::clamp(left, std::chrono::seconds(0), wait);
     }
+    const auto asked = Clock::now();
     auto polled = agent.GetRun(run_id, wait);
-    if (!polled.ok() && polled.status().code() == Code::kUnavailable && agent.Answered()) {
+    const auto now = Clock::now();
+    // Refused, or broken before the poll's time was up: its process went away. An agent that
+    // let the poll run out without a word (frozen, a cut network) is not waited for again.
+    const bool went_away = now - asked < wait + std::chrono::seconds(1);
+    const auto come_back_by = std::min(gone_since.value_or(now) + client::kAgentComeBackWait,
+                                       deadline);
+    if (!polled.ok() && polled.status().code() == Code::kUnavailable && agent.Answered() &&
+        went_away && now < come_back_by) {
       if (!gone_since) {
-        gone_since = Clock::now();
+        gone_since = now;
         std::fprintf(stderr, "fanout: %s; waiting up to %lld s for it to come back\n",
                      polled.status().message().c_str(),
-                     static_cast<long long>(client::kAgentComeBackWait.count()));
+                     static_cast<long long>(
+                         std::chrono::ceil<std::chrono::seconds>(come_back_by - now).count()));
       }
-      const auto now = Clock::now();
-      if (now - *gone_since < client::kAgentComeBackWait && (!timeout || now < deadline)) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(300));
-        continue;
-      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(300));
+      continue;
     } else if (!polled.ok() && polled.status().code() == Code::kUnauthenticated) {
       // Back with a new token (an agent --dev makes one at each start), or the token rotated:
       // the token file is read again, and the wait goes on with what it holds now.

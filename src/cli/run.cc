@@ -335,7 +335,7 @@ int RunPackage(const RunArgs& args, std::string& reason) {
       std::string unusable =
           a.unusable.empty() ? "" : "; unusable at least once, last: " + a.unusable;
       if (!a.jobs_missing.empty()) {
-        unusable += fmt::format("; no job {} there", fmt::join(a.jobs_missing, ", "));
+        unusable += fmt::format("; had no job {} when asked", fmt::join(a.jobs_missing, ", "));
       }
       std::printf("  agent %-12s %s: %d child%s, %d failed, %d lost, busy %s%s\n", a.name.c_str(),
                   a.url.c_str(), a.children, a.children == 1 ? "" : "ren", a.failed, a.lost,

@@ -377,9 +377,11 @@ bool AgentPool::MarkJobMissing(int member, const std::string& job, const std::st
   return s.summary.jobs_missing.insert(job).second;
 }
 
-const std::string* AgentPool::RefusalLocked(int member, const Request& request) const {
+const std::string* AgentPool::RefusalLocked(int member, const Request& request,
+                                           bool with_marks) const {
   auto refused = request.exclude.find(member);
   if (refused != request.exclude.end()) return &refused->second;
+  if (!with_marks) return nullptr;
   const State& s = states_[static_cast<size_t>(member)];
   auto missing = s.missing_jobs.find(request.job);
   if (missing == s.missing_jobs.end() || Clock::now() - missing->second.first >= kJobMissingFor) {
@@ -437,7 +439,7 @@ Result<Lease> AgentPool::Acquire(const Request& request, const std::function<boo
   std::unique_lock lock(mu_);
   std::condition_variable wake;
   Waiter me{request.expected_seconds.has_value(), request.expected_seconds.value_or(0),
-            request.order, next_seq_++, &wake};
+            request.order, next_seq_++, &wake, &request};
   waiters_.insert(me);
   auto leave = [&] {
     waiters_.erase(me);
@@ -452,27 +454,34 @@ Result<Lease> AgentPool::Acquire(const Request& request, const std::function<boo
       wake.wait_for(lock, kFirstProbeGrace / 3);
       continue;
     }
+    // Members remembered to lack the job are passed over, unless no other can take the child:
+    // then they are asked again (the job may have been deployed since).
     bool usable = false;
     bool unknown = false;  // a member not probed yet may still turn out usable
     int best = -1;
-    double best_load = 0;
-    for (size_t i = 0; i < states_.size(); ++i) {
-      const State& s = states_[i];
-      unknown = unknown || !s.known;
-      if (!s.alive || RefusalLocked(static_cast<int>(i), request) != nullptr) continue;
-      usable = true;
-      if (Free(s) <= 0) continue;
-      double load = static_cast<double>(s.running + s.others) / s.slots;
-      if (best < 0 || load < best_load) {
-        best = static_cast<int>(i);
-        best_load = load;
+    bool marks = true;
+    for (int pass = 0; pass < 2 && !usable; ++pass) {
+      marks = pass == 0;
+      unknown = false;
+      double best_load = 0;
+      for (size_t i = 0; i < states_.size(); ++i) {
+        const State& s = states_[i];
+        unknown = unknown || !s.known;
+        if (!s.alive || RefusalLocked(static_cast<int>(i), request, marks) != nullptr) continue;
+        usable = true;
+        if (Free(s) <= 0) continue;
+        double load = static_cast<double>(s.running + s.others) / s.slots;
+        if (best < 0 || load < best_load) {
+          best = static_cast<int>(i);
+          best_load = load;
+        }
       }
     }
     // Every agent down, one of them only just (an agent restarting, a blip): the children
     // wait for it, as running ones do, rather than spend their retries within milliseconds.
     bool may_come_back = false;
     for (size_t i = 0; !usable && i < states_.size(); ++i) {
-      if (RefusalLocked(static_cast<int>(i), request) == nullptr &&
+      if (RefusalLocked(static_cast<int>(i), request, false) == nullptr &&
           MayComeBackLocked(states_[i])) {
         may_come_back = true;
       }
@@ -485,7 +494,7 @@ Result<Lease> AgentPool::Acquire(const Request& request, const std::function<boo
       std::vector<std::string> reasons;
       for (size_t i = 0; i < states_.size(); ++i) {
         const State& s = states_[i];
-        const std::string* refused = RefusalLocked(static_cast<int>(i), request);
+        const std::string* refused = RefusalLocked(static_cast<int>(i), request, false);
         std::string why = refused != nullptr ? "refused: " + *refused : s.down_reason;
         reasons.push_back(fmt::format("{} ({}): {}", members_[i].name, s.summary.url, why));
       }
@@ -493,12 +502,17 @@ Result<Lease> AgentPool::Acquire(const Request& request, const std::function<boo
       return Unavailable(fmt::format("no agent can take job {}: {}", request.job,
                                      fmt::join(reasons, "; ")));
     }
-    // The best waiter gets the slot: longest first, or in start order (Waiter::operator<),
-    // among those waiting now.
-    // Waiters ahead of us that cannot use any free agent (every free one is excluded for
-    // them) are not known here, so a waiter ahead always gets precedence; exclusions are rare
-    // and short-lived (a 409 or a missing job), which bounds the cost of that simplicity.
-    if (best >= 0 && !(*waiters_.begin() < me)) {
+    // The best waiter that can use the free agent gets it: longest first, or in start order
+    // (Waiter::operator<), among those waiting now. One ahead that this agent refused (a 409,
+    // a job it lacks) does not hold it up.
+    bool ahead_takes_it = false;
+    for (auto w = waiters_.begin(); best >= 0 && w != waiters_.end() && *w < me; ++w) {
+      if (RefusalLocked(best, *w->request, marks) == nullptr) {
+        ahead_takes_it = true;
+        break;
+      }
+    }
+    if (best >= 0 && !ahead_takes_it) {
       State& s = states_[static_cast<size_t>(best)];
       ++s.running;
       s.probe_peak = std::max(s.probe_peak, s.running);

@@ -43,7 +43,7 @@ struct AgentSummary {
   int lost = 0;      // the agent was lost while they ran
   double busy_seconds = 0;  // sum of the children's start-to-end times
   std::string unusable;     // why it was last found unusable, when it was at some point
-  std::set<std::string> jobs_missing;  // jobs it answered 404 for (not deployed there)
+  std::set<std::string> jobs_missing;  // jobs it answered 404 for (not deployed there then)
 };
 
 class AgentPool;
@@ -175,6 +175,7 @@ class AgentPool {
     uint64_t order;   // Request::order
     uint64_t seq;     // arrival
     std::condition_variable* wake;  // its own: a change wakes only the waiters it can serve
+    const Request* request;  // what it asks for: the agents it refused
     bool operator<(const Waiter& o) const;
   };
 
@@ -193,8 +194,9 @@ class AgentPool {
   // Whether the member answered as usable within kAgentComeBackWait: down now, it may be
   // restarting (an agent back that soon re-attaches its runs).
   bool MayComeBackLocked(const State& s) const;
-  // What the member said to refuse `request`'s child (a 409 or a 404 for its job), if it did.
-  const std::string* RefusalLocked(int member, const Request& request) const;
+  // What the member said to refuse `request`'s child (a 409 or a 404 for its job), if it did;
+  // `with_marks`: also a 404 remembered from another child of the job (MarkJobMissing).
+  const std::string* RefusalLocked(int member, const Request& request, bool with_marks) const;
   void Probe(int member, AgentClient& client);
   // Whether children may be placed: every member has been probed once, or one answered and
   // kFirstProbeGrace has passed (a silent member does not hold up the first children).

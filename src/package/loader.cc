@@ -466,7 +466,7 @@ class Loader : public TaskParser {
         // QA: a list written in place read as a mistake without a way out.
         Error(it->second,
               fmt::format("`{}.{}` must be a string{}", key, it->first.Scalar(),
-                          it->second.IsSequence()
+                          it->second.IsSequence() && key == "params"
                               ? " (a template), not a list; for a list, declare a variable of "
                                 "type list and name it: \"${NAME}\""
                               : ""));
@@ -798,7 +798,11 @@ class Loader : public TaskParser {
           } else if (!parsed->https) {
             // As the client refuses them when the first child starts.
             for (const char* tls : {"ca", "cert", "key"}) {
-              if (c.settings.count(tls) == 0) continue;
+              auto given = c.settings.find(tls);
+              if (given == c.settings.end() || !given->second.is_constant() ||
+                  given->second.text().empty()) {
+                continue;  // an empty file name is no file, as the client reads it
+              }
               Error(def[tls], fmt::format("`{}` is for a TLS agent, but the URL is http://; use "
                                           "https:// or leave `{}` out", tls, tls));
             }

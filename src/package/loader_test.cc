@@ -880,8 +880,7 @@ tasks:
   ExpectDiagAt("`env` must be a mapping", "[x]", 1);
   ExpectDiagAt("`flag` must be true or false", "2}");
   ExpectDiagAt("items of `args` must be strings", "[x]]");
-  ExpectDiagAt("`env.K` must be a string (a template), not a list; for a list, declare a "
-               "variable of type list and name it: \"${NAME}\"", "[v]");
+  ExpectDiagAt("`env.K` must be a string", "[v]");
   ExpectDiagAt("`check` must be an expression string", "{x: 1}}");
 }
 

@@ -213,10 +213,11 @@ std::string DescribeAttempt(const TaskRunRow& run) {
 
 std::string SupersededNote(const ChildNode& child) {
   if (!child.superseded) return "";
+  const std::string& status = child.execution.status;
   return fmt::format("attempt {} of its task, which ran again{}", child.attempt,
-                     child.execution.status == "succeeded"
-                         ? ": this child's work may have been done twice"
-                         : "");
+                     status == "succeeded" ? ": this child's work may have been done twice"
+                     : status == "running" ? ": it may still be running there"
+                                           : "");
 }
 
 std::string CatalogSpec(const std::string& flag) {

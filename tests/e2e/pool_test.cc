@@ -624,7 +624,7 @@ TEST_F(PoolTest, AnAgentWithoutTheJobSendsTheChildElsewhere) {
   CommandResult r = RunParent(parent);
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   EXPECT_TRUE(Has(r.out, "agent srv-a        " + agent(0).url() + ": 0 children, 0 failed, 0 "
-                         "lost, busy 0.0 ms; no job only-b there"))
+                         "lost, busy 0.0 ms; had no job only-b when asked"))
       << r.out;
   ParentRecord record = Record(ExecutionIdOf(r.out));
   std::vector<TaskRunRow> runs = AgentJobRuns(record);
@@ -644,7 +644,7 @@ TEST_F(PoolTest, AnAgentWithoutTheJobSendsTheChildElsewhere) {
   EXPECT_TRUE(Has(failed.err, "no agent can take job ghost")) << failed.err;
   EXPECT_TRUE(Has(failed.err, "srv-a (" + agent(0).url() + "): refused")) << failed.err;
   EXPECT_TRUE(Has(failed.err, "srv-b (" + agent(1).url() + "): refused")) << failed.err;
-  EXPECT_TRUE(Has(failed.out, "; no job ghost there")) << failed.out;
+  EXPECT_TRUE(Has(failed.out, "; had no job ghost when asked")) << failed.out;
 }
 
 // --- Results -----------------------------------------------------------------------------------
@@ -1017,7 +1017,8 @@ TEST_F(PoolTest, ACanceledParentStopsTheRunOfAStartWhoseAnswerWasLost) {
   const std::string& url = agent(0).url();
   StartAnswerDroppingProxy proxy(std::stoi(url.substr(url.rfind(':') + 1)));
   proxy.DropKeyLookups(true);  // the run is not found, so not followed: only started
-  BackgroundRun run({"run", LossyParent(work_, proxy, agent(0), "slow"), "--catalog", CatalogSpec()}, work_.path());
+  BackgroundRun run({"run", LossyParent(work_, proxy, agent(0), "slow"), "--catalog", CatalogSpec()},
+                    work_.path());
   ASSERT_TRUE(WaitFor([&] { return std::filesystem::exists(started); }, milliseconds(10000)));
   kill(run.pid(), SIGINT);
   proxy.DropKeyLookups(false);  // the parent, ending, finds the run and stops it
@@ -1037,7 +1038,8 @@ TEST_F(PoolTest, ASignalAfterTheRunEndedCutsTheStopsAtExitShort) {
   const std::string& url = agent(0).url();
   StartAnswerDroppingProxy proxy(std::stoi(url.substr(url.rfind(':') + 1)));
   proxy.DropKeyLookups(true);  // the run the lost start began is never found, so never stopped
-  BackgroundRun run({"run", LossyParent(work_, proxy, agent(0), "slow"), "--catalog", CatalogSpec()}, work_.path());
+  BackgroundRun run({"run", LossyParent(work_, proxy, agent(0), "slow"), "--catalog", CatalogSpec()},
+                    work_.path());
   ASSERT_TRUE(WaitFor([&] { return std::filesystem::exists(started); }, milliseconds(10000)));
   kill(run.pid(), SIGINT);
   const std::string err_path = work_.path() + "/fanout.err";
@@ -1051,7 +1053,7 @@ TEST_F(PoolTest, ASignalAfterTheRunEndedCutsTheStopsAtExitShort) {
       << ReadText(err_path);
   auto signaled = SteadyClock::now();
   EXPECT_EQ(run.Wait(seconds(15)), 3) << ReadText(err_path);
-  EXPECT_LT(SecondsSince(signaled), 2.5) << "the stops at exit went on after the signal";
+  EXPECT_LT(SecondsSince(signaled), 3.5) << "the stops at exit went on after the signal";
   std::string err = ReadText(err_path);
   EXPECT_TRUE(Has(err, "received after the run ended; no longer waiting for the catalog or for "
                        "agents to answer stops"))
@@ -1099,6 +1101,29 @@ TEST_F(PoolTest, ATimeoutWhileTheAgentIsGoneEndsTheAttemptAfterTheComeBackWait) 
                            ") did not answer the stop of run "))
       << err;
   EXPECT_TRUE(Has(err, " of job long, given up for lost: it may still be running there")) << err;
+}
+
+// An agent remembered to lack a job is asked again when no other agent can take the child
+// (review: the job deployed there since, the other agent gone, the child failed unasked).
+TEST_F(PoolTest, AnAgentThatLackedTheJobIsAskedAgainWhenNoOtherIsLeft) {
+  ASSERT_TRUE(StartAgents({1, 1}));
+  const std::string first_ran = work_.path() + "/first-ran";
+  ASSERT_TRUE(Deploy({{"only-b.yaml", ShellJob("only-b", "touch " + first_ran)}}, {"srv-b"}));
+  const std::string gate = work_.path() + "/gate";
+  std::string parent = WriteParent(
+      "asked-again",
+      "  first: {type: agent-job, connection: pool, job: only-b}\n"
+      "  pause: {type: process, run: [/bin/sh, -c, 'while [ ! -e " + gate +
+          " ]; do sleep 0.02; done'], after: [first]}\n"
+      "  second: {type: agent-job, connection: pool, job: only-b, after: [pause]}\n");
+  BackgroundRun run({"run", parent, "--catalog", CatalogSpec()}, work_.path());
+  ASSERT_TRUE(WaitFor([&] { return std::filesystem::exists(first_ran); }, milliseconds(10000)));
+  agent(1).Kill();
+  ASSERT_TRUE(Deploy({{"only-b.yaml", ShellJob("only-b", "true")}}, {"srv-a"}));
+  work_.Write("gate", "");
+  EXPECT_EQ(run.Wait(seconds(30)), 0) << ReadText(work_.path() + "/fanout.out")
+                                      << ReadText(work_.path() + "/fanout.err");
+  EXPECT_EQ(History(0, "only-b").size(), 1u);
 }
 
 // QA: a job name that renders empty failed as "cannot start job  on agent srv1: agent URL: ''

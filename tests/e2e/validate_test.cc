@@ -95,6 +95,21 @@ TEST(ValidateTest, BadExpressionPointsAtTheColumn) {
 }
 
 // A second YAML document (two packages pasted into one file) would go unnoticed.
+// QA: a list written in place for an agent-job's param read as a mistake without a way out.
+TEST(ValidateTest, AListWrittenAsAParamSaysHowToPassOne) {
+  ScratchDir dir;
+  dir.Write("list.yaml",
+            "package: list\nconnections:\n  srv: {type: agent, url: \"http://127.0.0.1:1\"}\n"
+            "tasks:\n  a: {type: agent-job, connection: srv, job: j, params: {regions: [eu, us]}}\n");
+  CommandResult r = RunFanout({"validate", "list.yaml"}, dir.path());
+  EXPECT_EQ(r.exit_code, 5);
+  EXPECT_NE(r.err.find("list.yaml:5:67: error: `params.regions` must be a string (a template), "
+                       "not a list; for a list, declare a variable of type list and name it: "
+                       "\"${NAME}\""),
+            std::string::npos)
+      << r.err;
+}
+
 TEST(ValidateTest, ASecondYamlDocumentIsAnError) {
   ScratchDir dir;
   dir.Write("two.yaml", "package: a\ntasks:\n  t: {type: process, run: [/bin/true]}\n---\n"

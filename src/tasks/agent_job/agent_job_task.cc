@@ -114,10 +114,11 @@ CancelToken::Callback InterruptOnCancel(TaskContext& context, Lease& lease) {
 // of the pool comes first: one placing a child, or one following its child (QA: an agent lost
 // while the only children were running elsewhere was never said).
 void SayDownNotices(TaskContext& context, AgentPool& pool) {
+  const bool others = pool.members().size() > 1;
   for (const auto& [agent, why] : pool.TakeDownNotices()) {
     context.Emit(EventType::kOnWarning,
-                 fmt::format("agent {} is unusable, so children go to the pool's other agents: {}",
-                             agent, why));
+                 fmt::format("agent {} is unusable{}: {}", agent,
+                             others ? ", so children go to the pool's other agents" : "", why));
   }
 }
 
@@ -343,6 +344,11 @@ class AgentJobTask : public Task {
                                  st.message()));
         continue;
       }
+      // A job missing on an agent (not deployed there) is said once, not by every child: the
+      // pool passes that agent over for this job for a while (QA: 590 warnings for 300 children
+      // over two agents without it). Marked before the slot is released, which wakes waiters.
+      const bool missing = pool_of_several && st.code() == Code::kNotFound;
+      const bool say_missing = missing && pool->MarkJobMissing(member, *job_name, st.message());
       pool->Release(lease, AgentPool::Ending::kNotStarted);
       if (st.code() == Code::kFailedPrecondition) {  // 409: full of this job, for now
         at_limit.insert(member);
@@ -365,11 +371,7 @@ class AgentJobTask : public Task {
         // its status, and its token file again).
         if (failed || refused_token) pool->MarkDown(member, st.message());
         request.exclude[member] = st.message();
-        // A job missing on an agent (not deployed there) is said once, not by every child: the
-        // pool passes that agent over for this job for a while (QA: 590 warnings for 300
-        // children over two agents without it).
-        const bool missing = st.code() == Code::kNotFound;
-        if (!missing || pool->MarkJobMissing(member, *job_name, st.message())) {
+        if (!missing || say_missing) {
           context.Emit(EventType::kOnWarning,
                        fmt::format("agent {} {} job {}, {}: {}", agent,
                                    failed ? "could not start" : "refused", *job_name,
