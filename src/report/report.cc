@@ -99,8 +99,10 @@ std::vector<TaskSummary> SummarizeTasks(const std::vector<TaskRunRow>& runs) {
   }
   for (TaskSummary& task : tasks) {
     std::vector<const TaskRunRow*>& attempts = attempts_of[task.task_path];
-    std::stable_sort(attempts.begin(), attempts.end(),
-                     [](const TaskRunRow* a, const TaskRunRow* b) { return a->attempt < b->attempt; });
+    auto by_attempt = [](const TaskRunRow* a, const TaskRunRow* b) {
+      return a->attempt < b->attempt;
+    };
+    std::stable_sort(attempts.begin(), attempts.end(), by_attempt);
     for (const TaskRunRow* run : attempts) {
       if (run->attempt < last_attempt[task.task_path]) task.earlier_attempts.push_back(*run);
     }

@@ -1017,8 +1017,8 @@ TEST_F(PoolTest, ACanceledParentStopsTheRunOfAStartWhoseAnswerWasLost) {
   const std::string& url = agent(0).url();
   StartAnswerDroppingProxy proxy(std::stoi(url.substr(url.rfind(':') + 1)));
   proxy.DropKeyLookups(true);  // the run is not found, so not followed: only started
-  BackgroundRun run({"run", LossyParent(work_, proxy, agent(0), "slow"), "--catalog", CatalogSpec()},
-                    work_.path());
+  std::string parent = LossyParent(work_, proxy, agent(0), "slow");
+  BackgroundRun run({"run", parent, "--catalog", CatalogSpec()}, work_.path());
   ASSERT_TRUE(WaitFor([&] { return std::filesystem::exists(started); }, milliseconds(10000)));
   kill(run.pid(), SIGINT);
   proxy.DropKeyLookups(false);  // the parent, ending, finds the run and stops it
@@ -1038,8 +1038,8 @@ TEST_F(PoolTest, ASignalAfterTheRunEndedCutsTheStopsAtExitShort) {
   const std::string& url = agent(0).url();
   StartAnswerDroppingProxy proxy(std::stoi(url.substr(url.rfind(':') + 1)));
   proxy.DropKeyLookups(true);  // the run the lost start began is never found, so never stopped
-  BackgroundRun run({"run", LossyParent(work_, proxy, agent(0), "slow"), "--catalog", CatalogSpec()},
-                    work_.path());
+  std::string parent = LossyParent(work_, proxy, agent(0), "slow");
+  BackgroundRun run({"run", parent, "--catalog", CatalogSpec()}, work_.path());
   ASSERT_TRUE(WaitFor([&] { return std::filesystem::exists(started); }, milliseconds(10000)));
   kill(run.pid(), SIGINT);
   const std::string err_path = work_.path() + "/fanout.err";

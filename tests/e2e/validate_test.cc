@@ -100,7 +100,8 @@ TEST(ValidateTest, AListWrittenAsAParamSaysHowToPassOne) {
   ScratchDir dir;
   dir.Write("list.yaml",
             "package: list\nconnections:\n  srv: {type: agent, url: \"http://127.0.0.1:1\"}\n"
-            "tasks:\n  a: {type: agent-job, connection: srv, job: j, params: {regions: [eu, us]}}\n");
+            "tasks:\n  a: {type: agent-job, connection: srv, job: j, "
+            "params: {regions: [eu, us]}}\n");
   CommandResult r = RunFanout({"validate", "list.yaml"}, dir.path());
   EXPECT_EQ(r.exit_code, 5);
   EXPECT_NE(r.err.find("list.yaml:5:67: error: `params.regions` must be a string (a template), "
