@@ -270,6 +270,7 @@ void AgentPool::SetUnusableLocked(int member, std::string reason, bool notice) {
       pending->second = reason;  // not said yet: the latest reason (the first member, once known)
     } else if (s.alive || !s.known) {  // usable until now, or not known yet: said once
       down_notices_.emplace_back(who, reason);
+      notices_pending_.store(true);
     }
   }
   s.known = true;
@@ -611,7 +612,10 @@ void AgentPool::StopWhenBack(int member, const std::string& job, const std::stri
 }
 
 std::vector<std::pair<std::string, std::string>> AgentPool::TakeDownNotices() {
+  // Asked after every placement and every poll of every child: without a notice, no lock.
+  if (!notices_pending_.load()) return {};
   std::lock_guard lock(mu_);
+  notices_pending_.store(false);
   return std::exchange(down_notices_, {});
 }
 

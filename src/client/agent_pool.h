@@ -8,6 +8,7 @@
 // a parent and its in-process children balance together.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <functional>
@@ -169,6 +170,7 @@ class AgentPool {
     std::chrono::steady_clock::time_point last_detached{};  // the latest of them, when
   };
   std::vector<std::pair<std::string, std::string>> down_notices_;  // for TakeDownNotices
+  std::atomic<bool> notices_pending_{false};  // down_notices_ is not empty (set under mu_)
   struct Waiter {
     bool known;       // has an expected duration
     double expected;  // seconds

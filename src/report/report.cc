@@ -74,9 +74,7 @@ std::vector<TaskSummary> SummarizeTasks(const std::vector<TaskRunRow>& runs) {
   std::vector<TaskSummary> tasks;
   std::map<std::string, size_t> index;
   std::map<std::string, int> last_attempt;
-  std::map<std::string, std::vector<const TaskRunRow*>> attempts_of;
   for (const TaskRunRow& run : runs) {
-    attempts_of[run.task_path].push_back(&run);
     auto [it, inserted] = index.try_emplace(run.task_path, tasks.size());
     if (inserted) {
       TaskSummary summary;
@@ -97,15 +95,14 @@ std::vector<TaskSummary> SummarizeTasks(const std::vector<TaskRunRow>& runs) {
     task.child_execution_id = run.child_execution_id;
     task.message = run.message;
   }
-  for (TaskSummary& task : tasks) {
-    std::vector<const TaskRunRow*>& attempts = attempts_of[task.task_path];
-    auto by_attempt = [](const TaskRunRow* a, const TaskRunRow* b) {
-      return a->attempt < b->attempt;
-    };
-    std::stable_sort(attempts.begin(), attempts.end(), by_attempt);
-    for (const TaskRunRow* run : attempts) {
-      if (run->attempt < last_attempt[task.task_path]) task.earlier_attempts.push_back(*run);
+  for (const TaskRunRow& run : runs) {
+    if (run.attempt < last_attempt[run.task_path]) {
+      tasks[index[run.task_path]].earlier_attempts.push_back(run);
     }
+  }
+  auto by_attempt = [](const TaskRunRow& a, const TaskRunRow& b) { return a.attempt < b.attempt; };
+  for (TaskSummary& task : tasks) {
+    std::stable_sort(task.earlier_attempts.begin(), task.earlier_attempts.end(), by_attempt);
   }
   std::stable_sort(tasks.begin(), tasks.end(), [](const TaskSummary& a, const TaskSummary& b) {
     return a.started_at < b.started_at;

@@ -94,7 +94,6 @@ TEST(ValidateTest, BadExpressionPointsAtTheColumn) {
   EXPECT_NE(r.err.find("to close the '(' at line 5, column 35"), std::string::npos) << r.err;
 }
 
-// A second YAML document (two packages pasted into one file) would go unnoticed.
 // QA: a list written in place for an agent-job's param read as a mistake without a way out.
 TEST(ValidateTest, AListWrittenAsAParamSaysHowToPassOne) {
   ScratchDir dir;
@@ -111,6 +110,7 @@ TEST(ValidateTest, AListWrittenAsAParamSaysHowToPassOne) {
       << r.err;
 }
 
+// A second YAML document (two packages pasted into one file) would go unnoticed.
 TEST(ValidateTest, ASecondYamlDocumentIsAnError) {
   ScratchDir dir;
   dir.Write("two.yaml", "package: a\ntasks:\n  t: {type: process, run: [/bin/true]}\n---\n"
