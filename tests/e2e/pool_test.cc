@@ -1081,6 +1081,70 @@ TEST_F(PoolTest, ChildrenWaitingForASlotWaitForAnAgentThatRestarts) {
   EXPECT_EQ(History(0, "napjob").size(), 3u);
 }
 
+// QA: an agent back on its port without its data_dir (a new disk) answers 404 for the run it
+// had taken. The run went with the agent's data: the attempt is lost, and retried, not counted
+// as a run that failed ("cannot follow run").
+TEST_F(PoolTest, AnAgentBackWithoutItsDataLosesTheAttempt) {
+  ASSERT_TRUE(StartAgents({1, 1}));
+  ASSERT_TRUE(Deploy({{"long.yaml", ShellJob("long", "exec sleep 1")}}));
+  std::string parent = WriteParent(
+      "forgotten", "  one: {type: agent-job, connection: pool, job: long, retries: 1}\n");
+  BackgroundRun run({"run", parent, "--catalog", CatalogSpec(), "--reporting", kStartsShown},
+                    work_.path());
+  ASSERT_TRUE(run.Printed(" started on agent srv-a ", milliseconds(10000)));
+  agent(0).Kill();
+  std::filesystem::remove_all(agent(0).data_dir());
+  ASSERT_TRUE(agent(0).Restart(/*same_port=*/true));
+  const std::string out_file = work_.path() + "/fanout.out";
+  const std::string err_file = work_.path() + "/fanout.err";
+  ASSERT_EQ(run.Wait(seconds(30)), 0) << ReadText(out_file) << ReadText(err_file);
+  EXPECT_TRUE(Has(ReadText(out_file), "agent srv-a no longer knows run ")) << ReadText(out_file);
+  SummaryLine line = SummaryLines(ReadText(out_file))["srv-a"];
+  EXPECT_EQ(line.lost, 1) << ReadText(out_file);
+  EXPECT_EQ(line.failed, 0) << ReadText(out_file);
+}
+
+// QA: a start sent to an agent that had just frozen took 14 s to go elsewhere: the start, its
+// repeat and the lookup of its key each waited out a read timeout. A silent start is not sent
+// again, and a key is not looked up on an agent the pool's probes also found silent.
+TEST_F(PoolTest, AStartToAFrozenAgentGoesElsewhereAfterOneTimeout) {
+  ASSERT_TRUE(StartAgents({1, 1}));
+  ASSERT_TRUE(Deploy({{"quick.yaml", ShellJob("quick", "true")}}));
+  // The first child brings both agents into the pool; the second goes to the first agent, the
+  // least loaded as listed first, which is frozen a moment before.
+  std::string parent = WriteParent(
+      "frozen-start",
+      "  first: {type: agent-job, connection: pool, job: quick}\n"
+      "  freeze: {type: process, run: [/bin/kill, -STOP, '" + std::to_string(agent(0).pid()) +
+          "'], after: [first]}\n"
+      "  second: {type: agent-job, connection: pool, job: quick, after: [freeze]}\n");
+  BackgroundRun run({"run", parent, "--catalog", CatalogSpec(), "--reporting", kStartsShown},
+                    work_.path());
+  const std::string out_file = work_.path() + "/fanout.out";
+  const std::string err_file = work_.path() + "/fanout.err";
+  auto starts = [&] {
+    std::string out = ReadText(out_file);
+    std::vector<std::string> agents;
+    for (size_t at = out.find(kStartedLine); at != std::string::npos;
+         at = out.find(kStartedLine, at + 1)) {
+      agents.push_back(out.substr(at + strlen(kStartedLine), 5));
+    }
+    return agents;
+  };
+  ASSERT_TRUE(WaitFor([&] { return starts().size() == 1; }, milliseconds(10000)));
+  auto first_started = SteadyClock::now();
+  bool second = WaitFor([&] { return starts().size() == 2; }, milliseconds(20000));
+  double took = SecondsSince(first_started);
+  kill(agent(0).pid(), SIGCONT);
+  ASSERT_EQ(run.Wait(seconds(30)), 0) << ReadText(out_file) << ReadText(err_file);
+  ASSERT_TRUE(second) << ReadText(out_file);
+  EXPECT_EQ(starts().back(), "srv-b") << ReadText(out_file);
+  EXPECT_TRUE(Has(ReadText(out_file), "agent srv-a is unavailable, trying another"))
+      << ReadText(out_file);
+  // One start's read timeout (1 s of wait + 4 s) and a probe; three of them before.
+  EXPECT_LT(took, 9.0) << "the start was sent to the frozen agent more than once";
+}
+
 // QA: a task timeout while its agent was gone (refusing connections) kept trying to stop the
 // run for 15 s, where a loss without a timeout gives up after 5. The run left there is named
 // as the parent exits, as it may go on.

@@ -267,15 +267,23 @@ class AgentJobTask : public Task {
       auto result = WithFreshToken(*pool, lease, start_it);
       // Once canceled, nothing is started any more: what a start sent before may have begun is
       // stopped below.
-      if (!result.ok() && result.status().code() == Code::kUnavailable && !canceled()) {
+      // Each silent try waits out its whole read timeout (5 s): an agent that is silent (frozen)
+      // is asked once, not three times (QA: 14 s before the child went elsewhere).
+      auto silent = [&] {
+        return std::chrono::steady_clock::now() - poll_started >= 2 * kPollWait;
+      };
+      if (!result.ok() && result.status().code() == Code::kUnavailable && !canceled() &&
+          !silent()) {
         // The answer may be lost rather than the request: the same key cannot start twice.
         poll_started = std::chrono::steady_clock::now();
         result = start_it();
       }
       if (!result.ok() && result.status().code() == Code::kUnavailable && may_have_started &&
-          !canceled()) {
+          !canceled() && pool->IsAlive(lease.member())) {
         // An agent may answer other requests while the answers to its starts are lost (cut by
         // a proxy, say): the run the key began there is followed, not started again elsewhere.
+        // One its probes found silent too is not asked: what it may have started is stopped
+        // once it answers (StopStartWhenBack, below).
         auto found = WithFreshToken(*pool, lease, [&] {
           return lease.client().FindRunByKey(start.idempotency_key);
         });
@@ -296,7 +304,7 @@ class AgentJobTask : public Task {
       const auto gone = std::chrono::steady_clock::now();
       bool waiting_said = false;
       while (!result.ok() && result.status().code() == Code::kUnavailable && !canceled() &&
-             std::chrono::steady_clock::now() - poll_started < 2 * kPollWait &&
+             !silent() &&
              std::chrono::steady_clock::now() - gone < kComeBackWait &&
              !AnotherAgentIsAlive(*pool, members->size(), lease.member())) {
         if (!waiting_said) {
@@ -319,6 +327,8 @@ class AgentJobTask : public Task {
       const Status& st = result.status();
       int member = lease.member();
       std::string agent = lease.agent_name();
+      // Whether "trying another" is true (QA: said when no other agent answered).
+      const bool another = AnotherAgentIsAlive(*pool, members->size(), member);
       if (st.code() == Code::kUnavailable) {
         pool->MarkDown(member, st.message());
         const char* stopped_later = "";
@@ -340,7 +350,7 @@ class AgentJobTask : public Task {
         }
         context.Emit(EventType::kOnWarning,
                      fmt::format("agent {} is unavailable{}{}: {}", agent,
-                                 pool_of_several ? ", trying another" : "", stopped_later,
+                                 another ? ", trying another" : "", stopped_later,
                                  st.message()));
         continue;
       }
@@ -356,7 +366,7 @@ class AgentJobTask : public Task {
         if (at_limit_said.insert(member).second) {
           context.Emit(EventType::kOnWarning,
                        fmt::format("agent {} refused job {}, trying {}: {}", agent, *job_name,
-                                   pool_of_several ? "another" : "again once a run ends",
+                                   another ? "another" : "again once a run ends",
                                    st.message()));
         }
         continue;
@@ -375,8 +385,9 @@ class AgentJobTask : public Task {
           context.Emit(EventType::kOnWarning,
                        fmt::format("agent {} {} job {}, {}: {}", agent,
                                    failed ? "could not start" : "refused", *job_name,
-                                   missing ? "so children of it go to the pool's other agents"
-                                           : "trying another",
+                                   !another ? "and no other agent of the pool answers"
+                                   : missing ? "so children of it go to the pool's other agents"
+                                             : "trying another",
                                    st.message()));
         }
         continue;
@@ -454,8 +465,11 @@ class AgentJobTask : public Task {
       if (stopping && std::chrono::steady_clock::now() > stop_deadline) {
         if (!stop_sent) {  // it never answered: lost, and the run may go on there
           const auto waited = gone_since != kAnswers ? kComeBackWait : kStopWait;
-          pool.MarkDown(lease.member(), fmt::format("it did not answer a stop for {} s",
-                                                    waited.count()));
+          pool.MarkDown(lease.member(),
+                        gone_since != kAnswers
+                            ? fmt::format("it refused or broke connections for {} s",
+                                          waited.count())
+                            : fmt::format("it did not answer a stop for {} s", waited.count()));
           pool.StopWhenBack(lease.member(), job_name, run_id);
           pool.Release(lease, AgentPool::Ending::kLost);
           std::string why = fmt::format("could not stop run {} on agent {}: it did not answer "
@@ -526,6 +540,16 @@ class AgentJobTask : public Task {
           return {TaskResult::kFailure,
                   fmt::format("agent {} was lost while it ran job {} (run {}): {}", agent, job_name,
                               run_id, st.message()),
+                  child, agent};
+        }
+        if (st.code() == Code::kNotFound) {
+          // The agent answers but no longer knows the run it took: it came back without its
+          // data_dir (a new disk, a new machine), and the run's record and process went with
+          // it. Lost, as with an agent that never came back (QA: counted as a failed run).
+          pool.Release(lease, AgentPool::Ending::kLost);
+          return {context.cancel().canceled() ? TaskResult::kCanceled : TaskResult::kFailure,
+                  fmt::format("agent {} no longer knows run {} of job {}; was it restarted "
+                              "without its data_dir? {}", agent, run_id, job_name, st.message()),
                   child, agent};
         }
         // Stop it rather than leave work running that a retry would start again.
