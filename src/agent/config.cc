@@ -249,7 +249,8 @@ Status CheckAgentConfig(AgentConfig& c, std::vector<std::string>& warnings) {
   }
   if (c.data_dir.empty()) {
     problems.push_back(
-        "`data_dir` is required: where the agent keeps its jobs, packages and history");
+        "`data_dir` is required (in the config file, or --data-dir): where the agent keeps its "
+        "jobs, packages and history");
   }
   if (c.slots <= 0) c.slots = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   if (c.port < 0 || c.port > 65535) {

@@ -671,7 +671,7 @@ Executor::StepOutcome Executor::RunStep(ActiveRun& run, int index, int attempt) 
         return fail_now(s.message());
       }
     }
-    std::string path = (std::filesystem::path(config_.data_dir) / "packages" / (step.package + ".yaml")).string();
+    std::string path = PackagePath(config_.data_dir, step.package);
     if (!std::filesystem::exists(path)) {
       // The file is the store's copy: one removed under the agent is written back, as at start
       // (a deploy finds the same sha256 and sends nothing).

@@ -242,6 +242,11 @@ class JobParser {
                                              "value", what));
         } else {
           for (const auto& [k, v] : obj["params"].items()) {
+            // As in an agent-job's params (QA: stored as its JSON text here, refused there).
+            if (v.is_object() && check_ == JobCheck::kNew) {
+              Problem(v, fmt::format("`params.{}` in {} must be a value or a list, not a "
+                                     "mapping: no package parameter takes one", k, what));
+            }
             s.params[k] = v.is_string() ? v.get<std::string>() : v.dump();
           }
         }

@@ -75,6 +75,24 @@ TEST(JobTest, ARunThatIsNotAListSaysSo) {
   }
 }
 
+// QA: a mapping as a step's param was stored as its JSON text; an agent-job refuses one. A list
+// is kept: it is the text form a list parameter reads.
+TEST(JobTest, AStepParamThatIsAMappingIsRefused) {
+  std::vector<JobProblem> problems;
+  auto job = ParseJob("job: j\nsteps:\n  - {name: a, subsystem: package, package: p, "
+                      "params: {x: {y: 1}, regions: [eu, us]}}\n",
+                      &problems);
+  ASSERT_FALSE(job.ok());
+  ASSERT_EQ(problems.size(), 1u);
+  EXPECT_EQ(problems[0].ToString(),
+            "line 3, column 59: `params.x` in step 'a' must be a value or a list, not a mapping: "
+            "no package parameter takes one");
+  auto listed = ParseJob("job: j\nsteps:\n  - {name: a, subsystem: package, package: p, "
+                         "params: {regions: [eu, us]}}\n");
+  ASSERT_TRUE(listed.ok()) << listed.status().ToString();
+  EXPECT_EQ(listed->steps[0].params.at("regions"), R"(["eu","us"])");
+}
+
 // A merge key is one problem, said as such: not also an unknown key `<<`.
 TEST(JobTest, AMergeKeyIsOneProblem) {
   std::vector<JobProblem> problems;

@@ -218,7 +218,7 @@ Status AgentServer::Start() {
   // Package files are the store's copies; write back any that are missing (a wiped folder).
   ASSIGN_OR_RETURN(auto packages, store_->ListPackages());
   for (const PackageRecord& p : packages) {
-    fs::path file = fs::path(config_.data_dir) / "packages" / (p.name + ".yaml");
+    fs::path file = PackagePath(config_.data_dir, p.name);
     if (fs::exists(file)) continue;
     ASSIGN_OR_RETURN(auto full, store_->GetPackage(p.name));
     if (full) RETURN_IF_ERROR(WriteFileAtomically(file.string(), full->content));
@@ -300,7 +300,7 @@ Status AgentServer::Start() {
 }
 
 std::vector<std::string> AgentServer::SensitiveParams(const std::string& package) {
-  fs::path file = fs::path(config_.data_dir) / "packages" / (package + ".yaml");
+  fs::path file = PackagePath(config_.data_dir, package);
   std::error_code ec;
   fs::file_time_type modified = fs::last_write_time(file, ec);
   if (ec) return {};
@@ -509,7 +509,7 @@ void AgentServer::Routes() {
                                                          "`package: {}`", name, (*package)->name)}});
     }
     std::string sha = Sha256Hex(req.body);
-    fs::path file = fs::path(config_.data_dir) / "packages" / (name + ".yaml");
+    fs::path file = PackagePath(config_.data_dir, name);
     if (Status st = WriteFileAtomically(file.string(), req.body); !st.ok()) return ReplyError(res, st, "cannot store package");
     auto put = store_->PutPackage(name, sha, req.body);
     if (!put.ok()) return ReplyError(res, put.status(), "cannot store package");
@@ -547,7 +547,7 @@ void AgentServer::Routes() {
     if (!deleted.ok()) return ReplyError(res, deleted.status(), "cannot delete package");
     if (!*deleted) return ReplyError(res, NotFound("no package named " + name), "unknown package");
     std::error_code ec;
-    fs::remove(fs::path(config_.data_dir) / "packages" / (name + ".yaml"), ec);
+    fs::remove(PackagePath(config_.data_dir, name), ec);
     res.status = 204;
   });
 
@@ -579,7 +579,19 @@ void AgentServer::Routes() {
     ForgetJob(name);
     if (!put.ok()) return ReplyError(res, put.status(), "cannot store job");
     executor_->KeepWarmFor(*job);
-    Reply(res, put->created ? 201 : 200, json{{"name", name}, {"changed", put->changed}});
+    json answer{{"name", name}, {"changed", put->changed}};
+    // Stored all the same: a deploy may send the package next (QA: nothing was said until a
+    // run failed).
+    for (const StepDef& step : job->steps) {
+      if (step.subsystem != "package") continue;
+      auto package = store_->GetPackage(step.package);
+      if (package.ok() && !*package) {
+        answer["warnings"].push_back(fmt::format(
+            "step {} runs package {}, which is not deployed on agent {}: runs of job {} fail "
+            "until it is (fanout deploy)", step.name, step.package, config_.name, name));
+      }
+    }
+    Reply(res, put->created ? 201 : 200, answer);
   });
 
   auto load_job = [this](const std::string& name,

@@ -175,6 +175,10 @@ std::string StorePath(const std::string& data_dir) {
   return (std::filesystem::path(data_dir) / "agent.db").string();
 }
 
+std::string PackagePath(const std::string& data_dir, const std::string& name) {
+  return (std::filesystem::path(data_dir) / "packages" / (name + ".yaml")).string();
+}
+
 Result<std::unique_ptr<AgentStore>> AgentStore::Open(const std::string& path) {
   sqlite3* db = nullptr;
   int rc = sqlite3_open_v2(path.c_str(), &db,

@@ -96,6 +96,8 @@ class Query;
 
 // Where the agent of `data_dir` keeps its store: it exists once that agent has started.
 std::string StorePath(const std::string& data_dir);
+// The file a package step of the agent of `data_dir` runs: the store's copy of package `name`.
+std::string PackagePath(const std::string& data_dir, const std::string& name);
 
 class AgentStore {
  public:

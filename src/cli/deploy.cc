@@ -179,6 +179,9 @@ bool DeployTo(client::AgentClient& agent, const std::vector<Item>& items) {
       // A job is small: re-sending it is cheap, and the agent says whether it changed.
       auto put = agent.PutJob(item.name, item.text, item.content_type);
       if (!put.ok()) return fail("deploying job " + item.name, put.status());
+      for (const std::string& warning : put->warnings) {
+        std::fprintf(stderr, "fanout deploy: warning: %s\n", warning.c_str());
+      }
       jobs.Add(put->created, put->changed || put->created);
     }
     ++done;

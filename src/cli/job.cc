@@ -584,8 +584,12 @@ int Create(const JobArgs& args) {
     return Fail(fmt::format("creating job {} from {}", name, args.file), put.status(),
                 agent->url());
   }
+  for (const std::string& warning : put->warnings) {
+    std::fprintf(stderr, "fanout job create: warning: %s\n", warning.c_str());
+  }
   if (args.json) {
-    PrintJson({{"name", name}, {"changed", put->changed}, {"created", put->created}});
+    PrintJson({{"name", name}, {"changed", put->changed}, {"created", put->created},
+               {"warnings", put->warnings}});
   } else {
     std::printf("Job %s %s on %s\n", name.c_str(),
                 put->created ? "created" : put->changed ? "updated" : "unchanged",

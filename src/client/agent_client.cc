@@ -88,7 +88,7 @@ fanout::Status TransportError(httplib::Error error, const std::string& where,
       // be why once the agent has answered.
       if (answered_before) {
         message += "; it answered before: it went away or stopped answering";
-      } else if (endpoint.url.starts_with("http://")) {
+      } else if (auto url = ParseAgentUrl(endpoint.url); url.ok() && !url->https) {
         message += "; if the agent serves https, use https://";
       } else if (endpoint.cert_file.empty()) {
         message += "; if the agent requires client certificates, give a certificate and key";
@@ -501,6 +501,9 @@ Result<JobPutResult> AgentClient::PutJob(const std::string& name, const std::str
     out.name = StringField(j, "name");
     out.changed = j.value("changed", created);
     out.created = created;
+    for (const json& warning : j.value("warnings", json::array())) {
+      if (warning.is_string()) out.warnings.push_back(warning.get<std::string>());
+    }
     return out;
   });
 }

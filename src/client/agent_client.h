@@ -56,6 +56,7 @@ struct JobPutResult {
   std::string name;
   bool changed = false;
   bool created = false;
+  std::vector<std::string> warnings;  // e.g. a package step's package not deployed there
 };
 
 // The body of POST /v1/jobs/{name}/start; empty fields are left out. Parameter values are

@@ -3,6 +3,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <cctype>
 #include <charconv>
 
 namespace fanout {
@@ -29,9 +31,16 @@ Result<AgentUrl> ParseAgentUrl(std::string_view url) {
   };
   AgentUrl out;
   std::string_view rest = url;
-  if (rest.starts_with("http://")) {
+  // Schemes are case-insensitive (RFC 3986 §3.1): HTTP:// is http://.
+  auto has_scheme = [&](std::string_view scheme) {
+    return rest.size() >= scheme.size() &&
+           std::equal(scheme.begin(), scheme.end(), rest.begin(), [](char a, char b) {
+             return a == std::tolower(static_cast<unsigned char>(b));
+           });
+  };
+  if (has_scheme("http://")) {
     rest.remove_prefix(7);
-  } else if (rest.starts_with("https://")) {
+  } else if (has_scheme("https://")) {
     out.https = true;
     rest.remove_prefix(8);
   } else {

@@ -26,6 +26,16 @@ TEST(AgentUrlTest, APortGivenOrNot) {
   EXPECT_FALSE(v6->port_given);
 }
 
+// QA: HTTP://HOST:PORT was refused as not starting with http://.
+TEST(AgentUrlTest, TheSchemeIsCaseInsensitive) {
+  auto upper = ParseAgentUrl("HTTPS://127.0.0.1:8700");
+  ASSERT_TRUE(upper.ok()) << upper.status().ToString();
+  EXPECT_TRUE(upper->https);
+  auto mixed = ParseAgentUrl("Http://127.0.0.1:8700");
+  ASSERT_TRUE(mixed.ok()) << mixed.status().ToString();
+  EXPECT_FALSE(mixed->https);
+}
+
 TEST(AgentUrlTest, RefusesWhatARunWouldFailOn) {
   for (const char* url : {"127.0.0.1:8700", "http://host:99999", "http://host/path",
                           "http://user:pw@host:1", "http://[::1"}) {

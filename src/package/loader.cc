@@ -539,22 +539,34 @@ class Loader : public TaskParser {
   }
 
   // An expression's message counts columns within its own text ("at column 13"); in a file's
-  // diagnostics they become the file's, as the diagnostic's own position is. (A quoted string
-  // of the user's that reads "at column N" would be rewritten too; the parser's messages give
-  // no structured offsets for their second column.)
-  std::string InFileColumns(const YAML::Node& v, const std::string& message) const {
-    static const std::regex kColumn("at column (\\d+)");
+  // diagnostics they become the file's, as the diagnostic's own position is, and the one that
+  // is that position is dropped (QA: "FILE:9:15: unknown function 'LIST' at line 9, column 15").
+  // (A quoted string of the user's that reads "at column N" would be rewritten too; the
+  // parser's messages give no structured offsets for their second column.)
+  std::string InFileColumns(const YAML::Node& v, const SourcePos& at,
+                            const std::string& message) const {
+    static const std::regex kColumn(" at column (\\d+)");
     std::string out;
     auto begin = message.cbegin();
     for (std::sregex_iterator it(message.begin(), message.end(), kColumn), end; it != end; ++it) {
       out.append(begin, (*it)[0].first);
       const size_t column = std::stoul((*it)[1].str());
       SourcePos pos = column > 0 ? OffsetPos(v, column - 1) : SourcePos{};
-      out += pos.line == 0 ? it->str() : fmt::format("at line {}, column {}", pos.line, pos.column);
+      if (pos.line == 0) {
+        out += it->str();
+      } else if (pos.line != at.line || pos.column != at.column) {
+        out += fmt::format(" at line {}, column {}", pos.line, pos.column);
+      }
       begin = (*it)[0].second;
     }
     out.append(begin, message.cend());
     return out;
+  }
+
+  // A parse error of expression or template `v`, at its place in the file.
+  void ExpressionFailed(const YAML::Node& v, const ExpressionError& err) {
+    SourcePos at = OffsetPos(v, err.offset);
+    diag_.Error(at, InFileColumns(v, at, err.message));
   }
 
   void CheckReads(const YAML::Node& at, const std::vector<std::string>& names) {
@@ -569,7 +581,7 @@ class Loader : public TaskParser {
     ExpressionError err;
     auto t = Template::Parse(v.Scalar(), &err, Origin(v));
     if (!t.ok()) {
-      diag_.Error(OffsetPos(v, err.offset), InFileColumns(v, err.message));
+      ExpressionFailed(v, err);
       return std::nullopt;
     }
     CheckReads(v, t->variables());
@@ -581,7 +593,7 @@ class Loader : public TaskParser {
     options.origin = Origin(v);
     auto e = Expression::Parse(v.Scalar(), options, &err);
     if (!e.ok()) {
-      diag_.Error(OffsetPos(v, err.offset), InFileColumns(v, err.message));
+      ExpressionFailed(v, err);
       return std::nullopt;
     }
     if (e->is_assignment()) {

@@ -2446,6 +2446,16 @@ TEST_F(AgentTest, JobCommandsDriveOneAgent) {
   CommandResult folder = Job({"create", "."});  // it had said "job file . not found"
   EXPECT_EQ(folder.exit_code, 4);
   EXPECT_TRUE(Contains(folder.err, "is a directory")) << folder.err;
+  // QA: a job whose package is not deployed here was taken without a word; it is still taken
+  // (a deploy may send the package next), with a warning.
+  d.Write("unready.yaml",
+          "job: unready\nsteps:\n  - {name: load, subsystem: package, package: absent}\n");
+  CommandResult unready = Job({"create", "unready.yaml"});
+  EXPECT_EQ(unready.exit_code, 0) << unready.err;
+  EXPECT_TRUE(Contains(unready.err, "fanout job create: warning: step load runs package absent, "
+                                    "which is not deployed on agent "))
+      << unready.err;
+  EXPECT_FALSE(Contains(created.err, "warning")) << created.err;
 
   CommandResult list = Job({"list"});
   EXPECT_EQ(list.exit_code, 0) << list.err;

@@ -92,6 +92,8 @@ TEST(ValidateTest, BadExpressionPointsAtTheColumn) {
   // Columns inside the message are the file's too (it had said "column 8", counted in the
   // expression, beside the file's 42).
   EXPECT_NE(r.err.find("to close the '(' at line 5, column 35"), std::string::npos) << r.err;
+  // QA: the column the diagnostic starts with was said again in its message.
+  EXPECT_EQ(r.err.find("column 42"), std::string::npos) << r.err;
 }
 
 // QA: a list written in place for an agent-job's param read as a mistake without a way out.
