@@ -199,12 +199,16 @@ class Executor {
   // A `fanout --argv-from-stdin` started ahead of the next package step: its dynamic loading
   // (~3 ms, the larger part of a step's start) and its warm-up (OpenSSL's digest set-up, ~1.5
   // ms; src/cli/cli.cc) are done by the time the step is due, and the step's command line goes
-  // to its stdin. Started once a job with a package step is known (KeepWarmFor) and at each
-  // package step for the next one, and kept until the agent drains: an agent that never held
-  // such a job keeps none.
+  // to its stdin. Started once a job with a package step is known (KeepWarmFor) and, by the
+  // warmer thread, kWarmAfter each package step took one, and kept until the agent drains: an
+  // agent that never held such a job keeps none.
   std::mutex warm_mu_;
   ChildProcess warm_;
   bool warm_off_ = false;  // draining: no new warm process
+  std::optional<std::chrono::steady_clock::time_point> warm_due_;  // when the warmer starts one
+  std::condition_variable warm_cv_;
+  std::thread warmer_;  // started with the first warm process
+  void StartWarmerLocked();
   std::map<std::string, int64_t> run_counts_;
   std::map<std::string, int> finished_since_trim_;  // by job, for history_runs_per_job
   std::map<std::string, int64_t> step_counts_;
