@@ -1218,7 +1218,8 @@ Result<SpawnResult> Executor::RunPackageStep(SpawnSpec& spec, int cancel_fd) {
       // The next one is started a moment later, off this step's start: its exec and loading
       // took a core from the step's own start, which on a busy agent doubled it (pool_bench
       // pool-makespan: 4.2 ms from the step to its execution, 2.2 ms started later).
-      warm_due_ = std::chrono::steady_clock::now() + kWarmAfter;
+      // Not moved on by the steps after it: a step every few ms would put it off for good.
+      if (!warm_due_) warm_due_ = std::chrono::steady_clock::now() + kWarmAfter;
       StartWarmerLocked();
       warm_cv_.notify_all();
     }
@@ -1228,11 +1229,15 @@ Result<SpawnResult> Executor::RunPackageStep(SpawnSpec& spec, int cancel_fd) {
   return FollowProcess(child, spec, cancel_fd);
 }
 
-void Executor::StartWarmLocked() {
-  if (warm_off_) return;
+Result<ChildProcess> Executor::SpawnWarm() const {
   SpawnSpec next;
   next.argv = {fanout_binary_, std::string(kArgvFromStdin)};
-  auto started = StartProcess(next, /*stdin_pipe=*/true);
+  return StartProcess(next, /*stdin_pipe=*/true);
+}
+
+void Executor::StartWarmLocked() {
+  if (warm_off_) return;
+  auto started = SpawnWarm();
   if (started.ok()) warm_ = std::move(*started);
 }
 
@@ -1247,7 +1252,15 @@ void Executor::StartWarmerLocked() {
         warm_cv_.wait_until(lock, due);  // a later step may move it on meanwhile
       } else {
         warm_due_.reset();
-        if (warm_.pid() <= 0 || warm_.Ended()) StartWarmLocked();
+        if (warm_.pid() > 0 && !warm_.Ended()) continue;
+        // Spawned unlocked: a step due meanwhile takes no warm process rather than wait.
+        lock.unlock();
+        auto started = SpawnWarm();
+        lock.lock();
+        if (started.ok() && !warm_off_ && (warm_.pid() <= 0 || warm_.Ended())) {
+          warm_ = std::move(*started);
+        }
+        // Else it is not needed after all: killed and reaped as it goes out of scope.
       }
     }
   });

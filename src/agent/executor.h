@@ -209,6 +209,7 @@ class Executor {
   std::condition_variable warm_cv_;
   std::thread warmer_;  // started with the first warm process
   void StartWarmerLocked();
+  Result<ChildProcess> SpawnWarm() const;
   std::map<std::string, int64_t> run_counts_;
   std::map<std::string, int> finished_since_trim_;  // by job, for history_runs_per_job
   std::map<std::string, int64_t> step_counts_;

@@ -91,6 +91,12 @@ TEST(JobTest, AStepParamThatIsAMappingIsRefused) {
                          "params: {regions: [eu, us]}}\n");
   ASSERT_TRUE(listed.ok()) << listed.status().ToString();
   EXPECT_EQ(listed->steps[0].params.at("regions"), R"(["eu","us"])");
+  // One stored before this rule still loads, as it ran before.
+  auto stored = ParseJob(R"({"job": "j", "steps": [{"name": "a", "subsystem": "package", )"
+                         R"("package": "p", "params": {"x": {"y": 1}}}]})",
+                         nullptr, JobCheck::kStored);
+  ASSERT_TRUE(stored.ok()) << stored.status().ToString();
+  EXPECT_EQ(stored->steps[0].params.at("x"), R"({"y":1})");
 }
 
 // A merge key is one problem, said as such: not also an unknown key `<<`.

@@ -550,6 +550,17 @@ bool AgentPool::IsAlive(int member) {
   return states_[static_cast<size_t>(member)].alive;
 }
 
+bool AgentPool::AnotherCanTake(int member, const Request& request) {
+  std::lock_guard lock(mu_);
+  for (size_t other = 0; other < states_.size(); ++other) {
+    if (static_cast<int>(other) != member && states_[other].alive &&
+        RefusalLocked(static_cast<int>(other), request, /*with_marks=*/true) == nullptr) {
+      return true;
+    }
+  }
+  return false;
+}
+
 void AgentPool::WakeWaitersLocked() {
   if (!ReadyLocked()) return;
   int free = 0;
@@ -565,14 +576,15 @@ void AgentPool::WakeWaitersLocked() {
   }
 }
 
-void AgentPool::Release(Lease& lease, Ending ending) {
+void AgentPool::Release(Lease& lease, Ending ending, std::optional<Clock::time_point> busy_until) {
   if (lease.pool_ == nullptr) return;
   std::lock_guard lock(mu_);
   State& s = states_[static_cast<size_t>(lease.member_)];
   --s.running;
   if (ending != Ending::kNotStarted) {
     ++s.summary.children;
-    s.summary.busy_seconds += std::chrono::duration<double>(Clock::now() - lease.since_).count();
+    const Clock::time_point end = std::max(lease.since_, busy_until.value_or(Clock::now()));
+    s.summary.busy_seconds += std::chrono::duration<double>(end - lease.since_).count();
   }
   if (ending == Ending::kFailed) ++s.summary.failed;
   if (ending == Ending::kLost) ++s.summary.lost;

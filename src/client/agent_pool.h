@@ -99,7 +99,10 @@ class AgentPool {
 
   // kCanceled: stopped because the parent asked (a cancel, a timeout), not counted as failed.
   enum class Ending { kSucceeded, kFailed, kCanceled, kLost, kNotStarted };
-  void Release(Lease& lease, Ending ending);
+  // `busy_until`: when a lost child's agent last answered for it, its busy time's end (QA: a
+  // lost child counted the wait for its agent, 10.8 s busy for four children of 0.4 s).
+  void Release(Lease& lease, Ending ending,
+               std::optional<std::chrono::steady_clock::time_point> busy_until = std::nullopt);
   // For a child started and not followed (wait: false): its slot stays taken in this pool's
   // count until a probe finds `run_id` ended on the agent.
   void Detach(Lease& lease, const std::string& run_id);
@@ -108,6 +111,9 @@ class AgentPool {
   void MarkDown(int member, const std::string& reason);
   // Whether the member answered its last probe or call.
   bool IsAlive(int member);
+  // Whether a member other than `member` answered its last probe and can take `request`: not
+  // excluded by it, nor passed over for lacking its job.
+  bool AnotherCanTake(int member, const Request& request);
   // The member answered 404 for `job` (not deployed there): children of that job pass it over
   // for kJobMissingFor, then one tries it again (a deploy during the run is picked up). True
   // the first time for that member and job in this pool: the caller says it, once.

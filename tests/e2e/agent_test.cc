@@ -2459,7 +2459,13 @@ TEST_F(AgentTest, JobCommandsDriveOneAgent) {
   EXPECT_TRUE(Contains(unready.err, "fanout job create: warning: step load runs package absent, "
                                     "which is not deployed on agent "))
       << unready.err;
-  EXPECT_FALSE(Contains(created.err, "warning")) << created.err;
+  json unready_json = json::parse(Job({"create", "unready.yaml", "--json"}).out, nullptr, false);
+  EXPECT_EQ(unready_json["warnings"].size(), 1u) << unready_json.dump();
+  ASSERT_TRUE(
+      PutPackage("absent", "package: absent\ntasks:\n  t: {type: process, run: [/bin/true]}\n"));
+  CommandResult ready = Job({"create", "unready.yaml"});
+  EXPECT_EQ(ready.exit_code, 0) << ready.err;
+  EXPECT_EQ(ready.err, "") << "its package is there now";
 
   CommandResult list = Job({"list"});
   EXPECT_EQ(list.exit_code, 0) << list.err;
@@ -2567,6 +2573,7 @@ TEST_F(AgentTest, DeployPushesToEveryAgentAndIsIdempotent) {
 
   CommandResult first = deploy({"job.yaml", "pkg.yaml"});
   ASSERT_EQ(first.exit_code, 0) << first.err;
+  EXPECT_EQ(first.err, "") << "the package goes before the job that runs it";
   std::vector<std::string> lines = Lines(first.out);
   ASSERT_EQ(lines.size(), 2u) << first.out;
   EXPECT_EQ(lines[0], agent_.url() + " e2e: 1 package (1 new), 1 job (1 new)");
@@ -2607,6 +2614,17 @@ TEST_F(AgentTest, DeployPushesToEveryAgentAndIsIdempotent) {
   // The deployed job runs its deployed package.
   json run = Run("deployed");
   EXPECT_EQ(run.value("status", ""), "succeeded") << run.dump();
+
+  // A job whose package is on no agent is deployed, with a warning for each agent.
+  d.Write("orphan.yaml",
+          "job: orphan\nsteps:\n  - {name: s, subsystem: package, package: nowhere}\n");
+  CommandResult orphan = deploy({"orphan.yaml"});
+  EXPECT_EQ(orphan.exit_code, 0) << orphan.err;
+  EXPECT_EQ(Lines(orphan.err).size(), 2u) << orphan.err;
+  EXPECT_TRUE(Contains(orphan.err, "fanout deploy: warning: step s runs package nowhere, which is "
+                                   "not deployed on agent e2e: runs of job orphan fail until it "
+                                   "is (fanout deploy)"))
+      << orphan.err;
 
   // One agent down: the other is still done, the exit code says an agent failed.
   ASSERT_EQ(second.Terminate(), 0);

@@ -115,17 +115,25 @@ std::string ChildPackage(const std::string& name, const std::string& script) {
 struct SummaryLine {
   std::string url;
   int children = 0, failed = 0, lost = 0;
+  double busy_seconds = -1;  // -1: not in ms or s
 };
 
 std::map<std::string, SummaryLine> SummaryLines(const std::string& out) {
   static const std::regex line_re(
-      R"(^  agent (\S+)\s+(\S+): (\d+) child(?:ren)?, (\d+) failed, (\d+) lost, busy .+$)");
+      R"(^  agent (\S+)\s+(\S+): (\d+) child(?:ren)?, (\d+) failed, (\d+) lost, busy ([^;]+).*$)");
+  static const std::regex busy_re(R"(^([0-9.]+) (ms|s)$)");
   std::map<std::string, SummaryLine> lines;
   std::istringstream in(out);
-  for (std::string line; std::getline(in, line);) {
+  for (std::string text; std::getline(in, text);) {
     std::smatch m;
-    if (!std::regex_match(line, m, line_re)) continue;
-    lines[m[1]] = {m[2], std::stoi(m[3]), std::stoi(m[4]), std::stoi(m[5])};
+    if (!std::regex_match(text, m, line_re)) continue;
+    SummaryLine& line = lines[m[1]];
+    line = {m[2], std::stoi(m[3]), std::stoi(m[4]), std::stoi(m[5])};
+    std::smatch busy;
+    const std::string busy_text = m[6];
+    if (std::regex_match(busy_text, busy, busy_re)) {
+      line.busy_seconds = std::stod(busy[1]) / (busy[2] == "ms" ? 1000 : 1);
+    }
   }
   return lines;
 }
@@ -1086,7 +1094,7 @@ TEST_F(PoolTest, ChildrenWaitingForASlotWaitForAnAgentThatRestarts) {
 // as a run that failed ("cannot follow run").
 TEST_F(PoolTest, AnAgentBackWithoutItsDataLosesTheAttempt) {
   ASSERT_TRUE(StartAgents({1, 1}));
-  ASSERT_TRUE(Deploy({{"long.yaml", ShellJob("long", "exec sleep 1")}}));
+  ASSERT_TRUE(Deploy({{"long.yaml", ShellJob("long", "exec sleep 3")}}));
   std::string parent = WriteParent(
       "forgotten", "  one: {type: agent-job, connection: pool, job: long, retries: 1}\n");
   BackgroundRun run({"run", parent, "--catalog", CatalogSpec(), "--reporting", kStartsShown},
@@ -1576,6 +1584,9 @@ TEST_F(PoolTest, AnAgentKilledMidRunCostsARetryNotTheParent) {
   EXPECT_EQ(lines["srv-b"].lost, 1) << out;
   EXPECT_EQ(lines["srv-a"].lost, 0) << out;
   EXPECT_EQ(lines["srv-a"].children + lines["srv-b"].children, 5) << out;
+  // Its children of 0.6 s, up to the kill: not the 5 s the parent then waited for it (QA).
+  EXPECT_GT(lines["srv-b"].busy_seconds, 0) << out;
+  EXPECT_LT(lines["srv-b"].busy_seconds, 3.0) << out;
 
   // QA: the overview showed the retried task as a plain success and the lost child beside the
   // others, nothing saying which attempt it was or that its task ran again.
@@ -1660,6 +1671,9 @@ class AgentBackTest : public PoolTest {
     EXPECT_TRUE(Has(warnings, "waiting up to 5 s for it to come back") ||
                 Has(warnings, "sending it again for up to 5 s"))
         << warnings;
+    if (Has(warnings, "waiting up to 5 s for it to come back")) {
+      EXPECT_TRUE(Has(warnings, "agent a answers again; run ")) << warnings;
+    }
   }
 };
 

@@ -97,14 +97,6 @@ auto WithFreshToken(AgentPool& pool, Lease& lease, Call call) {
   return result;
 }
 
-// Whether a member of the pool other than `member` answered its last probe or call.
-bool AnotherAgentIsAlive(AgentPool& pool, size_t members, int member) {
-  for (size_t other = 0; other < members; ++other) {
-    if (static_cast<int>(other) != member && pool.IsAlive(static_cast<int>(other))) return true;
-  }
-  return false;
-}
-
 // While the returned callback lives, a cancel of the task ends the lease's request under way.
 CancelToken::Callback InterruptOnCancel(TaskContext& context, Lease& lease) {
   return context.cancel().OnCancel([&lease] { lease.client().Interrupt(); });
@@ -268,9 +260,10 @@ class AgentJobTask : public Task {
       // Once canceled, nothing is started any more: what a start sent before may have begun is
       // stopped below.
       // Each silent try waits out its whole read timeout (5 s): an agent that is silent (frozen)
-      // is asked once, not three times (QA: 14 s before the child went elsewhere).
+      // is asked once, not three times (QA: 14 s before the child went elsewhere). A start
+      // refused or cut before that (a slow agent that then died) is tried again as before.
       auto silent = [&] {
-        return std::chrono::steady_clock::now() - poll_started >= 2 * kPollWait;
+        return std::chrono::steady_clock::now() - poll_started >= kPollWait + kReadMargin;
       };
       if (!result.ok() && result.status().code() == Code::kUnavailable && !canceled() &&
           !silent()) {
@@ -306,7 +299,7 @@ class AgentJobTask : public Task {
       while (!result.ok() && result.status().code() == Code::kUnavailable && !canceled() &&
              !silent() &&
              std::chrono::steady_clock::now() - gone < kComeBackWait &&
-             !AnotherAgentIsAlive(*pool, members->size(), lease.member())) {
+             !pool->AnotherCanTake(lease.member(), request)) {
         if (!waiting_said) {
           waiting_said = true;
           context.Emit(EventType::kOnWarning,
@@ -328,7 +321,7 @@ class AgentJobTask : public Task {
       int member = lease.member();
       std::string agent = lease.agent_name();
       // Whether "trying another" is true (QA: said when no other agent answered).
-      const bool another = AnotherAgentIsAlive(*pool, members->size(), member);
+      const bool another = pool->AnotherCanTake(member, request);
       if (st.code() == Code::kUnavailable) {
         pool->MarkDown(member, st.message());
         const char* stopped_later = "";
@@ -385,7 +378,7 @@ class AgentJobTask : public Task {
           context.Emit(EventType::kOnWarning,
                        fmt::format("agent {} {} job {}, {}: {}", agent,
                                    failed ? "could not start" : "refused", *job_name,
-                                   !another ? "and no other agent of the pool answers"
+                                   !another ? "and no other agent of the pool can take it now"
                                    : missing ? "so children of it go to the pool's other agents"
                                              : "trying another",
                                    st.message()));
@@ -422,6 +415,9 @@ class AgentJobTask : public Task {
     // does not answer holds it for its whole read timeout. The stop wait counts from there.
     // Since when the agent refuses or breaks connections (its process gone); min(): it answers.
     constexpr auto kAnswers = std::chrono::steady_clock::time_point::min();
+    // When the agent last answered for the run (its start, just before): a lost run's busy time
+    // ends there, not when it was given up.
+    auto answered_at = std::chrono::steady_clock::now();
     auto gone_since = kAnswers;
     while (true) {
       if (context.cancel().canceled() && !stop_sent) {
@@ -471,7 +467,7 @@ class AgentJobTask : public Task {
                                           waited.count())
                             : fmt::format("it did not answer a stop for {} s", waited.count()));
           pool.StopWhenBack(lease.member(), job_name, run_id);
-          pool.Release(lease, AgentPool::Ending::kLost);
+          pool.Release(lease, AgentPool::Ending::kLost, answered_at);
           std::string why = fmt::format("could not stop run {} on agent {}: it did not answer "
                                         "for {} s; the run may go on there",
                                         run_id, agent, waited.count());
@@ -497,6 +493,7 @@ class AgentJobTask : public Task {
                               [&] { return lease.client().GetRun(run_id, kPollWait, child); });
       }();
       SayDownNotices(context, pool);
+      if (run.ok()) answered_at = std::chrono::steady_clock::now();
       if (!run.ok()) {
         const Status& st = run.status();
         if (st.code() == Code::kUnavailable && context.cancel().canceled() &&
@@ -527,7 +524,7 @@ class AgentJobTask : public Task {
         if (st.code() == Code::kUnavailable) {
           pool.MarkDown(lease.member(), st.message());
           pool.StopWhenBack(lease.member(), job_name, run_id);  // a retry may run it elsewhere
-          pool.Release(lease, AgentPool::Ending::kLost);
+          pool.Release(lease, AgentPool::Ending::kLost, answered_at);
           if (context.cancel().canceled()) {
             // The parent ends now: only its last try as it exits (StopLeftRuns) may still stop
             // the run, if the agent is back by then.
@@ -546,7 +543,7 @@ class AgentJobTask : public Task {
           // The agent answers but no longer knows the run it took: it came back without its
           // data_dir (a new disk, a new machine), and the run's record and process went with
           // it. Lost, as with an agent that never came back (QA: counted as a failed run).
-          pool.Release(lease, AgentPool::Ending::kLost);
+          pool.Release(lease, AgentPool::Ending::kLost, answered_at);
           return {context.cancel().canceled() ? TaskResult::kCanceled : TaskResult::kFailure,
                   fmt::format("agent {} no longer knows run {} of job {}; was it restarted "
                               "without its data_dir? {}", agent, run_id, job_name, st.message()),
@@ -562,7 +559,9 @@ class AgentJobTask : public Task {
       }
       if (gone_since != kAnswers) {
         gone_since = kAnswers;
-        context.Emit(EventType::kOnInformation,
+        // A warning, as the one it ends: the default console shows both (it showed only the
+        // first, and the run read as lost).
+        context.Emit(EventType::kOnWarning,
                      fmt::format("agent {} answers again; run {} goes on there", agent, run_id));
       }
       std::string latest = child;
