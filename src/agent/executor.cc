@@ -1232,6 +1232,10 @@ Result<SpawnResult> Executor::RunPackageStep(SpawnSpec& spec, int cancel_fd) {
 Result<ChildProcess> Executor::SpawnWarm() const {
   SpawnSpec next;
   next.argv = {fanout_binary_, std::string(kArgvFromStdin)};
+  // A SQLite catalog's path holds no secret: the warm process opens it while it waits.
+  if (auto sqlite = CatalogSqlitePath(config_.catalog); sqlite.ok() && !sqlite->empty()) {
+    next.env[kWarmCatalogEnv] = config_.catalog;
+  }
   return StartProcess(next, /*stdin_pipe=*/true);
 }
 

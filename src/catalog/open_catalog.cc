@@ -56,6 +56,16 @@ Result<std::unique_ptr<Catalog>> OpenSqlite(const std::string& path,
   return std::unique_ptr<Catalog>(std::move(catalog));
 }
 
+// PreopenCatalogForRun's catalog, until OpenCatalogForRun takes it.
+struct Preopened {
+  std::string spec;
+  std::unique_ptr<catalog::SqliteCatalog> catalog;
+};
+Preopened& PreopenedCatalog() {
+  static Preopened preopened;
+  return preopened;
+}
+
 }  // namespace
 
 Status CheckCatalogSpec(const std::string& spec) { return SqlitePathOf(spec).status(); }
@@ -79,6 +89,11 @@ Result<std::unique_ptr<Catalog>> OpenCatalogForRun(const std::string& spec,
   unreachable.clear();
   ASSIGN_OR_RETURN(std::string sqlite_path, SqlitePathOf(spec));
   if (!sqlite_path.empty()) {
+    Preopened& preopened = PreopenedCatalog();
+    std::unique_ptr<catalog::SqliteCatalog> ready = std::move(preopened.catalog);
+    if (ready && preopened.spec == spec && !ready->FileMoved()) {
+      return std::unique_ptr<Catalog>(std::move(ready));
+    }
     // A run's writes come from the Recorder's thread, which also feeds the console and the log
     // files: waiting the usual 10 s for another process's long transaction (a prune, a tool
     // holding the file) stalled them that long, twice for a run that wrote twice. A write that
@@ -100,6 +115,17 @@ Result<std::unique_ptr<Catalog>> OpenCatalogForRun(const std::string& spec,
   unreachable = opened.message();
   catalog->OpenOnFirstWrite();  // a failed Open left it closed
   return std::unique_ptr<Catalog>(std::move(catalog));
+}
+
+void PreopenCatalogForRun(const std::string& spec) {
+  auto path = SqlitePathOf(spec);
+  if (!path.ok() || path->empty()) return;
+  // Not made a catalog here: a warm process the agent never uses must leave no file behind.
+  auto catalog = std::make_unique<catalog::SqliteCatalog>(
+      *path, catalog::SqliteCatalogOptions{.busy_timeout_ms = kRunBusyTimeoutMs,
+                                           .existing_catalog_only = true});
+  if (!catalog->Open().ok()) return;
+  PreopenedCatalog() = {spec, std::move(catalog)};
 }
 
 }  // namespace fanout

@@ -296,6 +296,13 @@ void SqliteCatalog::Close() {
   db_ = nullptr;
 }
 
+bool SqliteCatalog::FileMoved() const {
+  int moved = 0;
+  return db_ == nullptr ||
+         sqlite3_file_control(db_, "main", SQLITE_FCNTL_HAS_MOVED, &moved) != SQLITE_OK ||
+         moved != 0;
+}
+
 // SQLite's own busy handler sleeps in steps of up to 100 ms, far longer than the other writer's
 // transaction usually takes; short sleeps keep two processes writing at full speed.
 int SqliteCatalog::OnBusy(void* arg, int count) {

@@ -47,6 +47,9 @@ class SqliteCatalog : public Catalog {
   // the schema when needed (a current one is only read, so that opening never waits for a
   // writer). Calling it again on an open catalog does nothing.
   Status Open() override;
+  // Whether the open file was renamed or deleted since (or none is open): a connection kept
+  // open a while (a warm process's) would write where nobody reads.
+  bool FileMoved() const;
   // One transaction; executions and task runs upserted by key, events appended in order.
   Status Write(const CatalogBatch& batch) override;
 

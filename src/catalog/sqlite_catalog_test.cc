@@ -108,6 +108,30 @@ TEST(SqliteCatalogTest, ARunsWriteGivesUpSoonOnALockedFileButItsOpeningWaits) {
   EXPECT_TRUE((*opened)->Write(batch).ok());
 }
 
+// A warm process's catalog, opened while it waits, is the one its run writes to; a file replaced
+// meanwhile (a catalog moved aside) is opened anew rather than written where nobody reads, and
+// a file that is no catalog yet is left alone.
+TEST(SqliteCatalogTest, APreopenedCatalogServesTheRunOfItsSpecOnly) {
+  TempDir dir;
+  const std::string path = dir.File("c.db");
+  OpenWithAnExecution(path);
+  std::string unreachable;
+  PreopenCatalogForRun("sqlite:" + path);
+  std::filesystem::rename(path, dir.File("old.db"));
+  OpenWithAnExecution(path);
+  auto run = OpenCatalogForRun("sqlite:" + path, unreachable);
+  ASSERT_TRUE(run.ok()) << run.status().ToString();
+  CatalogBatch batch;
+  batch.executions.push_back(SampleExecution("written"));
+  ASSERT_TRUE((*run)->Write(batch).ok());
+  EXPECT_EQ(QueryOne(path, "SELECT COUNT(*) FROM executions"), "2");
+  EXPECT_EQ(QueryOne(dir.File("old.db"), "SELECT COUNT(*) FROM executions"), "1");
+
+  const std::string none = dir.File("none.db");
+  PreopenCatalogForRun("sqlite:" + none);
+  EXPECT_FALSE(std::filesystem::exists(none)) << "a warm process made a catalog";
+}
+
 TEST(SqliteCatalogTest, UsesWriteAheadLogging) {
   TempDir dir;
   std::string path = dir.File("c.db");

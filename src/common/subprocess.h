@@ -54,6 +54,9 @@ void KillProcessTree(int pgid);
 // `fanout --argv-from-stdin` reads its command line from the first line of stdin, a JSON array
 // of the arguments after `fanout`, and leaves the rest of stdin to the command.
 inline constexpr std::string_view kArgvFromStdin = "--argv-from-stdin";
+// In a warm process's environment (an agent's, started ahead of its next package step): the
+// SQLite catalog its step will use, opened while it waits (PreopenCatalogForRun).
+inline constexpr const char* kWarmCatalogEnv = "FANOUT_WARM_CATALOG";
 
 // Makes `spec` (a `fanout` command line) run as `fanout --argv-from-stdin`, its arguments put
 // before its stdin_data: a command line that holds a secret (a catalog URI with a password)

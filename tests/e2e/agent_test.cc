@@ -1494,6 +1494,17 @@ std::vector<int> WarmProcesses(int agent_pid) {
   return pids;
 }
 
+// Whether process `pid` holds `file` open.
+bool HoldsOpen(int pid, const std::string& file) {
+  std::error_code ec;
+  const auto wanted = std::filesystem::weakly_canonical(file, ec);
+  for (const auto& fd :
+       std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd", ec)) {
+    if (std::filesystem::read_symlink(fd.path(), ec) == wanted) return true;
+  }
+  return false;
+}
+
 TEST_F(AgentTest, PackageStepsRunInAProcessStartedAhead) {
   ASSERT_TRUE(StartConfig(Config(1)));
   ASSERT_TRUE(PutPackage("echo-region",
@@ -1529,6 +1540,10 @@ TEST_F(AgentTest, PackageStepsRunInAProcessStartedAhead) {
     return now.size() == 1u;
   }, std::chrono::milliseconds(5000))) << now.size();
   EXPECT_NE(now[0], warm[0]) << "the first warm process ran a step";
+  // It opens the agent's SQLite catalog (there once a step made it) while it waits: its step's
+  // first catalog work, done ahead.
+  EXPECT_TRUE(WaitFor([&] { return HoldsOpen(now[0], agent_.Path("data/catalog.db")); },
+                      std::chrono::milliseconds(5000)));
   EXPECT_NE(kill(warm[0], 0), 0) << "the warm process that ran a step is gone";
 
   // Another such job keeps the one there is; a restarted agent holding the job starts one.
