@@ -356,16 +356,20 @@ std::vector<std::string> AgentPool::StopLeftRunsOf(int member, Clock::time_point
     }
     std::vector<std::string> left;
     const PoolMember& m = members_[static_cast<size_t>(member)];
+    // Cut short by a signal, it may not have been asked again: "did not answer" would be more
+    // than is known (review).
+    const bool cut_short = give_up();
+    const std::string did_not = cut_short ? "had not answered" : "did not answer";
+    const std::string when = cut_short ? " when a signal ended the wait" : "";
     for (const Orphan& o : std::exchange(s.orphans, {})) {
       left.push_back(
           o.run_id.empty()
-              ? fmt::format("agent {} ({}) did not answer about a start of job {} whose answer "
-                            "was lost (idempotency key {}): a run it began may still be running "
-                            "there",
-                            m.name, s.summary.url, o.job, o.idempotency_key)
-              : fmt::format("agent {} ({}) did not answer the stop of run {} of job {}, given up "
-                            "for lost: it may still be running there",
-                            m.name, s.summary.url, o.run_id, o.job));
+              ? fmt::format("agent {} ({}) {} about a start of job {} whose answer was lost "
+                            "(idempotency key {}){}: a run it began may still be running there",
+                            m.name, s.summary.url, did_not, o.job, o.idempotency_key, when)
+              : fmt::format("agent {} ({}) {} the stop of run {} of job {}, given up for lost{}: "
+                            "it may still be running there",
+                            m.name, s.summary.url, did_not, o.run_id, o.job, when));
     }
     return left;
   }

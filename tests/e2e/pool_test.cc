@@ -1066,7 +1066,10 @@ TEST_F(PoolTest, ASignalAfterTheRunEndedCutsTheStopsAtExitShort) {
   EXPECT_TRUE(Has(err, "received after the run ended; no longer waiting for the catalog or for "
                        "agents to answer stops"))
       << err;
-  EXPECT_TRUE(Has(err, "did not answer about a start of job slow whose answer was lost")) << err;
+  EXPECT_TRUE(Has(err, "had not answered about a start of job slow whose answer was lost"))
+      << err;
+  EXPECT_TRUE(Has(err, " when a signal ended the wait: a run it began may still be running"))
+      << err;
 }
 
 // QA: children waiting for a slot when every agent went down for a moment (restarted) failed
