@@ -242,10 +242,16 @@ class JobParser {
                                              "value", what));
         } else {
           for (const auto& [k, v] : obj["params"].items()) {
-            // As in an agent-job's params (QA: stored as its JSON text here, refused there).
-            if (v.is_object() && check_ == JobCheck::kNew) {
-              Problem(v, fmt::format("`params.{}` in {} must be a value or a list, not a "
-                                     "mapping: no package parameter takes one", k, what));
+            // As in an agent-job's params (QA: stored as its JSON text here, refused there),
+            // and a list's items are values too (QA: [{a: 1}] and [[eu], us] were taken).
+            auto structured = [](const json& item) { return item.is_structured(); };
+            const bool nested =
+                v.is_object() || (v.is_array() && std::any_of(v.begin(), v.end(), structured));
+            if (nested && check_ == JobCheck::kNew) {
+              Problem(v, fmt::format("`params.{}` in {} must be a value or a list of values, "
+                                     "not {}: no package parameter takes one", k, what,
+                                     v.is_object() ? "a mapping" : "a list holding lists or "
+                                                                   "mappings"));
             }
             s.params[k] = v.is_string() ? v.get<std::string>() : v.dump();
           }

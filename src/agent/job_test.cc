@@ -80,13 +80,16 @@ TEST(JobTest, ARunThatIsNotAListSaysSo) {
 TEST(JobTest, AStepParamThatIsAMappingIsRefused) {
   std::vector<JobProblem> problems;
   auto job = ParseJob("job: j\nsteps:\n  - {name: a, subsystem: package, package: p, "
-                      "params: {x: {y: 1}, regions: [eu, us]}}\n",
+                      "params: {x: {y: 1}, regions: [eu, us], z: [[eu], us]}}\n",
                       &problems);
   ASSERT_FALSE(job.ok());
-  ASSERT_EQ(problems.size(), 1u);
+  ASSERT_EQ(problems.size(), 2u);
   EXPECT_EQ(problems[0].ToString(),
-            "line 3, column 59: `params.x` in step 'a' must be a value or a list, not a mapping: "
-            "no package parameter takes one");
+            "line 3, column 59: `params.x` in step 'a' must be a value or a list of values, not "
+            "a mapping: no package parameter takes one");
+  EXPECT_EQ(problems[1].ToString(),
+            "line 3, column 89: `params.z` in step 'a' must be a value or a list of values, not "
+            "a list holding lists or mappings: no package parameter takes one");
   auto listed = ParseJob("job: j\nsteps:\n  - {name: a, subsystem: package, package: p, "
                          "params: {regions: [eu, us]}}\n");
   ASSERT_TRUE(listed.ok()) << listed.status().ToString();

@@ -930,8 +930,10 @@ bool Execution::WillRetry(const Container* c, const TaskDef& def, int try_number
 void Execution::Retry(Container* c, size_t i, int try_number, const std::string& reason) {
   const TaskDef& def = (*c->tasks)[i];
   Emit(EventType::kOnWarning, c->ChildPath(def),
-       fmt::format("attempt {} of {} failed ({}); retrying in {}", try_number, def.retries + 1,
-                   reason, FormatDuration(def.retry_delay)));
+       fmt::format("attempt {} of {} failed ({}); retrying {}", try_number, def.retries + 1,
+                   reason,
+                   def.retry_delay.count() > 0 ? "in " + FormatDuration(def.retry_delay)
+                                               : std::string("now")));
   // The failure as FinishNode takes it, should no retry follow.
   std::string failure = def.is_container() ? reason : fmt::format("{}: {}", c->ChildPath(def), reason);
   auto start = [this, c, i, try_number, reason, failure] {
