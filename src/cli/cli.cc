@@ -236,14 +236,13 @@ bool StdinHasInput() {
 // and the first pass through the YAML parser and the package loader. The package it loads is
 // thrown away.
 // An agent's warm process also opens the agent's SQLite catalog (kWarmCatalogEnv), about 1 ms
-// of its step's start; the variable is not passed on to the step's own processes.
+// of its step's start.
 void WarmUp() {
   Diagnostics ignored;
   (void)LoadPackageText("package: warm-up\ntasks:\n  t: {type: process, run: [/bin/true]}\n",
                         "warm-up.yaml", ignored);
   if (const char* catalog = std::getenv(kWarmCatalogEnv); catalog != nullptr) {
     PreopenCatalogForRun(catalog);
-    unsetenv(kWarmCatalogEnv);
   }
 }
 
@@ -313,6 +312,7 @@ int Main(int argc, char** argv) {
   }
   if (argc == 2 && argv[1] == kArgvFromStdin) {
     if (!StdinHasInput()) WarmUp();
+    unsetenv(kWarmCatalogEnv);  // not passed on to the step's own processes
     bool discarded = false;
     if (!ReadArgvFromStdin(argv[0], stdin_args, discarded)) return discarded ? 0 : kExitUsage;
     for (std::string& arg : stdin_args) stdin_argv.push_back(arg.data());

@@ -1511,8 +1511,8 @@ TEST_F(AgentTest, PackageStepsRunInAProcessStartedAhead) {
                          "package: echo-region\nparameters:\n"
                          "  region: {type: string, required: true}\n"
                          "tasks:\n"
-                         "  check: {type: process, run: [/bin/sh, -c, 'test \"$0\" = eu', "
-                         "'${region}']}\n"));
+                         "  check: {type: process, run: [/bin/sh, -c, 'test \"$0\" = eu && "
+                         "test -z \"$FANOUT_WARM_CATALOG\"', '${region}']}\n"));
   ASSERT_TRUE(
       PutJob("job: plain\nsteps:\n  - {name: one, subsystem: process, run: [/bin/true]}\n"));
   EXPECT_TRUE(WarmProcesses(agent_.pid()).empty()) << "none for jobs without a package step";

@@ -1182,17 +1182,19 @@ TEST_F(PoolTest, ATimeoutWhileTheAgentIsGoneEndsTheAttemptAfterTheComeBackWait) 
 // (review: the job deployed there since, the other agent gone, the child failed unasked).
 TEST_F(PoolTest, AnAgentThatLackedTheJobIsAskedAgainWhenNoOtherIsLeft) {
   ASSERT_TRUE(StartAgents({1, 1}));
-  const std::string first_ran = work_.path() + "/first-ran";
-  ASSERT_TRUE(Deploy({{"only-b.yaml", ShellJob("only-b", "touch " + first_ran)}}, {"srv-b"}));
+  ASSERT_TRUE(Deploy({{"only-b.yaml", ShellJob("only-b", "true")}}, {"srv-b"}));
+  // The first child has ended, its answer in, once the pause begins (killed before that answer,
+  // srv-b failed the first child: a race of the test's own).
+  const std::string paused = work_.path() + "/paused";
   const std::string gate = work_.path() + "/gate";
   std::string parent = WriteParent(
       "asked-again",
       "  first: {type: agent-job, connection: pool, job: only-b}\n"
-      "  pause: {type: process, run: [/bin/sh, -c, 'while [ ! -e " + gate +
+      "  pause: {type: process, run: [/bin/sh, -c, 'touch " + paused + "; while [ ! -e " + gate +
           " ]; do sleep 0.02; done'], after: [first]}\n"
       "  second: {type: agent-job, connection: pool, job: only-b, after: [pause]}\n");
   BackgroundRun run({"run", parent, "--catalog", CatalogSpec()}, work_.path());
-  ASSERT_TRUE(WaitFor([&] { return std::filesystem::exists(first_ran); }, milliseconds(10000)));
+  ASSERT_TRUE(WaitFor([&] { return std::filesystem::exists(paused); }, milliseconds(10000)));
   agent(1).Kill();
   ASSERT_TRUE(Deploy({{"only-b.yaml", ShellJob("only-b", "true")}}, {"srv-a"}));
   work_.Write("gate", "");
