@@ -569,10 +569,30 @@ class Loader : public TaskParser {
     diag_.Error(at, InFileColumns(v, at, err.message));
   }
 
+  // Where scalar `at` first names `name` as a whole word: after '@', '{', ':' or '[' (a
+  // reference) when it does, else anywhere; the scalar's own position when not at all.
+  SourcePos ReferencePos(const YAML::Node& at, const std::string& name) const {
+    const std::string& text = at.Scalar();
+    auto word = [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_'; };
+    for (bool referenced : {true, false}) {
+      for (size_t i = text.find(name); i != std::string::npos; i = text.find(name, i + 1)) {
+        const bool whole = (i == 0 || !word(text[i - 1])) &&
+                           (i + name.size() == text.size() || !word(text[i + name.size()]));
+        if (whole && (!referenced || (i > 0 && std::string_view("@{:[").find(text[i - 1]) !=
+                                                   std::string_view::npos))) {
+          return OffsetPos(at, i);
+        }
+      }
+    }
+    return Pos(at);
+  }
+
   void CheckReads(const YAML::Node& at, const std::vector<std::string>& names) {
     for (const std::string& name : names) {
       if (visible_.count(name) == 0) {
-        Error(at, fmt::format("unknown variable or parameter '{}' in `{}`", name, at.Scalar()));
+        // At the name, not at the value's opening quote (QA).
+        diag_.Error(ReferencePos(at, name),
+                    fmt::format("unknown variable or parameter '{}' in `{}`", name, at.Scalar()));
       }
     }
   }

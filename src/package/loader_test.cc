@@ -585,7 +585,7 @@ TEST_F(LoaderTest, AnUnknownAssignmentTargetIsOneProblem) {
           "    tasks:\n      a: {type: noop}\n");
   EXPECT_EQ(CountDiags("'x'"), 1) << diags_.ToString();
   ExpectDiagAt("unknown variable 'x'; declare it under `variables:`", "\"@x");
-  ExpectDiagAt("unknown variable or parameter 'y'", "\"@i = @i");
+  ExpectDiagAt("unknown variable or parameter 'y'", "@y", 0, 1);
 }
 
 // Maps of free names (env, an expression's set, params) were not checked: one of the values went
@@ -637,7 +637,7 @@ tasks:
   ExpectDiagAt("unknown connection type 'oracle'; allowed: sqlite, postgres", "oracle");
   ExpectDiagAt("missing required key `path`", "{type: sqlite}");
   ExpectDiagAt("unknown key `user` in connection 'extra'", "user");
-  ExpectDiagAt("unknown variable or parameter 'nope'", "\"${nope}.db\"");
+  ExpectDiagAt("unknown variable or parameter 'nope'", "${nope}.db", 0, 2);
   ExpectDiagAt("a connection is a mapping", "sqlite\n");
   ExpectDiagAt("missing required key `type`", "{path: a.db}");
 }
@@ -1072,9 +1072,10 @@ tasks:
   a: {type: noop, check: "@rows > @limit", message: "${region}-x"}
   b: {type: noop, after: [{task: a, when: "@[User::missing] == 1"}]}
 )");
-  ExpectDiagAt("unknown variable or parameter 'limit'", "\"@rows > @limit\"");
-  ExpectDiagAt("unknown variable or parameter 'region'", "\"${region}-x\"");
-  ExpectDiagAt("unknown variable or parameter 'missing'", "\"@[User::missing] == 1\"");
+  // At the name itself (QA: at the value's opening quote).
+  ExpectDiagAt("unknown variable or parameter 'limit'", "@limit", 0, 1);
+  ExpectDiagAt("unknown variable or parameter 'region'", "${region}-x", 0, 2);
+  ExpectDiagAt("unknown variable or parameter 'missing'", "User::missing", 0, 6);
 }
 
 TEST_F(LoaderTest, SystemVariablesAndParametersAreVisible) {
@@ -1511,7 +1512,7 @@ tasks:
   after_loop: {type: noop, message: "${region}", after: [each]}
 )");
   ASSERT_EQ(diags_.items().size(), 1u) << diags_.ToString();
-  ExpectDiagAt("unknown variable or parameter 'region'", "\"${region}\"", 1);
+  ExpectDiagAt("unknown variable or parameter 'region'", "${region}\"", 1, 2);
 }
 
 TEST_F(LoaderTest, TwoLoopsMayUseTheSameVariableName) {

@@ -52,14 +52,14 @@ tasks:
            "bad.yaml:14:31: error: unknown variable 'nope'",
            "bad.yaml:15:40: error: unexpected end of expression",
            "bad.yaml:16:13: error: unknown task type 'teleport'",
-           "bad.yaml:17:64: error: unknown variable or parameter 'missing'",
+           "bad.yaml:17:66: error: unknown variable or parameter 'missing'",
            "bad.yaml:18:30: error: unknown connection 'nowhere'",
            "bad.yaml:19:49: error: `retries` must be a whole number",
            // A `run` of the wrong shape does not hide the task's other problems.
            "bad.yaml:20:27: error: `run` is a list",
            "bad.yaml:20:54: error: exit codes are whole numbers from 0 to 255",
            "bad.yaml:20:66: error: 'A=B' is not an environment variable name",
-           "bad.yaml:20:82: error: unknown variable or parameter 'nope2'",
+           "bad.yaml:20:85: error: unknown variable or parameter 'nope2'",
            "bad.yaml:21:55: error: `success_codes` is a list of at least one exit code",
        }) {
     EXPECT_NE(e.find(expected), std::string::npos) << "missing: " << expected << "\n" << e;
