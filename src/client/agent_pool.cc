@@ -395,6 +395,11 @@ const std::string* AgentPool::RefusalLocked(int member, const Request& request,
   return &missing->second.second;
 }
 
+bool AgentPool::CanTakeLocked(int member, const Request& request, bool with_marks) const {
+  return states_[static_cast<size_t>(member)].alive &&
+         RefusalLocked(member, request, with_marks) == nullptr;
+}
+
 bool AgentPool::MayComeBackLocked(const State& s) const {
   return !s.alive && s.answered_at != Clock::time_point::min() &&
          Clock::now() - s.answered_at < kAgentComeBackWait;
@@ -472,7 +477,7 @@ Result<Lease> AgentPool::Acquire(const Request& request, const std::function<boo
       for (size_t i = 0; i < states_.size(); ++i) {
         const State& s = states_[i];
         unknown = unknown || !s.known;
-        if (!s.alive || RefusalLocked(static_cast<int>(i), request, marks) != nullptr) continue;
+        if (!CanTakeLocked(static_cast<int>(i), request, marks)) continue;
         usable = true;
         if (Free(s) <= 0) continue;
         double load = static_cast<double>(s.running + s.others) / s.slots;
@@ -557,8 +562,8 @@ bool AgentPool::IsAlive(int member) {
 bool AgentPool::AnotherCanTake(int member, const Request& request) {
   std::lock_guard lock(mu_);
   for (size_t other = 0; other < states_.size(); ++other) {
-    if (static_cast<int>(other) != member && states_[other].alive &&
-        RefusalLocked(static_cast<int>(other), request, /*with_marks=*/true) == nullptr) {
+    if (static_cast<int>(other) != member &&
+        CanTakeLocked(static_cast<int>(other), request, /*with_marks=*/true)) {
       return true;
     }
   }

@@ -205,6 +205,8 @@ class AgentPool {
   // What the member said to refuse `request`'s child (a 409 or a 404 for its job), if it did;
   // `with_marks`: also a 404 remembered from another child of the job (MarkJobMissing).
   const std::string* RefusalLocked(int member, const Request& request, bool with_marks) const;
+  // Whether the member answered its last probe and did not refuse `request` (RefusalLocked).
+  bool CanTakeLocked(int member, const Request& request, bool with_marks) const;
   void Probe(int member, AgentClient& client);
   // Whether children may be placed: every member has been probed once, or one answered and
   // kFirstProbeGrace has passed (a silent member does not hold up the first children).

@@ -483,9 +483,7 @@ std::string OverviewHtml(const Overview& overview) {
               Cell(t.child_execution_id, "mono") +
               fmt::format("<td><div class=\"{}\">{}</div></td></tr>\n",
                           t.status == "failed" ? "err" : "msg",
-                          EscapeHtml(!t.message.empty() || t.earlier_attempts.empty()
-                                         ? t.message
-                                         : DescribeAttempt(t.earlier_attempts.back())));
+                          EscapeHtml(TaskMessage(t)));
     }
     body += "</table>\n";
   }

@@ -204,7 +204,9 @@ bool ShowsChild(size_t index, const ChildNode& child) {
   return index < kShownChildren || child.execution.status != "succeeded" || child.superseded;
 }
 
-std::string DescribeAttempt(const TaskRunRow& run) {
+std::string TaskMessage(const TaskSummary& task) {
+  if (!task.message.empty() || task.earlier_attempts.empty()) return task.message;
+  const TaskRunRow& run = task.earlier_attempts.back();
   return fmt::format("attempt {}{} {}{}", run.attempt,
                      run.agent.empty() ? "" : " on " + run.agent, run.status,
                      run.message.empty() ? "" : ": " + run.message);

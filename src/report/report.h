@@ -143,9 +143,9 @@ struct Overview {
   DateTime generated_at{};  // "now" for executions still running
 };
 
-// "attempt 1 on srv1 failed: agent srv1 was lost ...": an earlier attempt of a task, for the
-// overview's task table when the task's own message is empty.
-std::string DescribeAttempt(const TaskRunRow& run);
+// The overview's message for a task: its own, or when that is empty, its last earlier attempt
+// ("attempt 1 on srv1 failed: agent srv1 was lost ...").
+std::string TaskMessage(const TaskSummary& task);
 // What text and HTML say under a child whose task ran again after it; "" for others.
 std::string SupersededNote(const ChildNode& child);
 

@@ -209,10 +209,7 @@ std::string OverviewText(const Overview& overview) {
       tasks.Row({t.task_path, t.task_type, t.status, std::to_string(t.attempts),
                  ClockTime(t.started_at), DurationLabel(t.status, t.started_at, t.ended_at, now),
                  Dash(t.agent), Dash(t.child_execution_id),
-                 Abbreviate(!t.message.empty() || t.earlier_attempts.empty()
-                                ? t.message
-                                : DescribeAttempt(t.earlier_attempts.back()),
-                            80)});
+                 Abbreviate(TaskMessage(t), 80)});
     }
     out += tasks.Render("  ");
   }
