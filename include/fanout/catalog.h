@@ -149,6 +149,12 @@ Status CheckCatalogSpec(const std::string& spec);
 // InvalidArgument for a spec of neither form.
 Result<std::string> CatalogSqlitePath(const std::string& spec);
 
+// Where this process's catalog spec was given, as the catalog's messages name it for the fix
+// ("check --catalog or $FANOUT_CATALOG", the default): an agent and its package steps take
+// theirs from the agent's `catalog:` setting. Set once, before any catalog opens.
+void SetCatalogSpecSource(std::string source);
+const std::string& CatalogSpecSource();
+
 // OpenCatalog for a run's Recorder: a PostgreSQL catalog that cannot be reached now (Unavailable)
 // is returned unopened, with the reason in `unreachable`; it opens on its first successful
 // write, and the Recorder spools rows until then, so a catalog outage does not stop the night.

@@ -276,4 +276,9 @@ Status CheckAgentConfig(AgentConfig& c, std::vector<std::string>& warnings) {
   return InvalidArgument(fmt::format("{}", fmt::join(problems, "\n")));
 }
 
+std::string CatalogSpecSourceOf(const std::string& name) {
+  return fmt::format("agent {}'s catalog (`catalog:` in its config, or `fanout agent --catalog`)",
+                     name);
+}
+
 }  // namespace fanout::agent

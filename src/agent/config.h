@@ -54,4 +54,8 @@ Status CheckAgentConfig(AgentConfig& config, std::vector<std::string>& warnings)
 
 bool IsLoopback(const std::string& host);
 
+// Where agent `name` and its package steps take their catalog spec from, as catalog messages
+// name it (SetCatalogSpecSource): not the commands' --catalog or $FANOUT_CATALOG.
+std::string CatalogSpecSourceOf(const std::string& name);
+
 }  // namespace fanout::agent

@@ -66,7 +66,16 @@ Preopened& PreopenedCatalog() {
   return preopened;
 }
 
+std::string& SpecSource() {
+  static std::string source = "--catalog or $FANOUT_CATALOG";
+  return source;
+}
+
 }  // namespace
+
+void SetCatalogSpecSource(std::string source) { SpecSource() = std::move(source); }
+
+const std::string& CatalogSpecSource() { return SpecSource(); }
 
 Status CheckCatalogSpec(const std::string& spec) { return SqlitePathOf(spec).status(); }
 

@@ -343,7 +343,7 @@ Status SqliteCatalog::Error(int rc, const std::string& what) const {
   if ((rc & 0xff) == SQLITE_NOTADB) {
     // A mistyped --catalog naming some other file: said as a foreign SQLite file is.
     return NotFound("catalog '" + path_ + "' is not a SQLite database, so not a Fanout catalog (" +
-                    what + ": " + detail + "): check --catalog or $FANOUT_CATALOG");
+                    what + ": " + detail + "): check " + CatalogSpecSource());
   }
   return Status(code, "catalog '" + path_ + "': " + what + ": " + detail);
 }
@@ -402,7 +402,7 @@ Status SqliteCatalog::Open() {
       found_empty_ = empty.ok() && *empty;
       status = found_empty_ ? NotFound("'" + path_ + "' holds no catalog yet")
                             : NotFound("'" + path_ + "' is not a Fanout catalog (it has no "
-                                       "schema_version table): check --catalog or $FANOUT_CATALOG");
+                                       "schema_version table): check " + CatalogSpecSource());
     }
     if (!status.ok()) {
       Close();
@@ -421,7 +421,7 @@ Status SqliteCatalog::Open() {
     if (foreign.ok() && *foreign != 0) {
       Close();
       return FailedPrecondition("'" + path_ + "' holds another application's tables and no Fanout "
-                                "catalog; give --catalog (or $FANOUT_CATALOG) a file of its own "
+                                "catalog; give " + CatalogSpecSource() + " a file of its own "
                                 "(a new one is created)");
     }
   }
@@ -470,7 +470,7 @@ Status SqliteCatalog::CannotOpen() const {
   }
   if (why.empty()) why = "SQLite cannot open it";
   std::string message = "catalog '" + path_ + "': " + why +
-                        "; give another with --catalog sqlite:PATH or $FANOUT_CATALOG";
+                        "; give another (sqlite:PATH) with " + CatalogSpecSource();
   // A folder is a wrong spec, not an outage: no command should wait for it to answer.
   if (std::filesystem::is_directory(path_, ec)) return InvalidArgument(std::move(message));
   return Unavailable(std::move(message));

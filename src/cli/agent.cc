@@ -20,6 +20,7 @@
 #include "agent/config.h"
 #include "agent/server.h"
 #include "catalog/postgres_catalog.h"
+#include "fanout/catalog.h"
 #include "cli/cli.h"
 #include "common/util.h"
 #include "report/report.h"
@@ -119,6 +120,7 @@ int RunAgent(const AgentArgs& args) {
   if (!args.data_dir.empty()) config.data_dir = args.data_dir;
   if (args.slots > 0) config.slots = args.slots;
   if (!args.catalog.empty()) config.catalog = args.catalog;
+  SetCatalogSpecSource(agent::CatalogSpecSourceOf(config.name));
   if (!args.listen.empty()) {
     if (Status s = agent::ParseListen(args.listen, config); !s.ok()) {
       std::fprintf(stderr, "fanout agent: --listen %s\n", s.message().c_str());

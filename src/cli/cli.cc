@@ -77,8 +77,8 @@ std::optional<int> OpenCatalogFor(const std::string& flag, const char* command, 
   for (bool said = false; keep_trying && !opened.ok() &&
                           opened.status().code() == Code::kUnavailable;) {
     if (!said) {
-      std::fprintf(stderr, "fanout %s: catalog %s: %s; still following, retrying\n", command,
-                   spec.c_str(), opened.status().message().c_str());
+      std::fprintf(stderr, "fanout %s: %s; still following, retrying\n", command,
+                   report::CatalogProblem(full_spec, opened.status().message()).c_str());
       said = true;
     }
     for (int i = 0; i < 10 && keep_trying(); ++i) {
@@ -88,8 +88,8 @@ std::optional<int> OpenCatalogFor(const std::string& flag, const char* command, 
     opened = open();
   }
   if (!opened.ok()) {
-    std::fprintf(stderr, "fanout %s: catalog %s: %s\n", command, spec.c_str(),
-                 opened.status().message().c_str());
+    std::fprintf(stderr, "fanout %s: %s\n", command,
+                 report::CatalogProblem(full_spec, opened.status().message()).c_str());
     switch (opened.status().code()) {
       case Code::kInvalidArgument:
         return kExitUsage;

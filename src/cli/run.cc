@@ -21,6 +21,7 @@
 #include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
+#include "agent/config.h"
 #include "catalog/log_sinks.h"
 #include "catalog/spool.h"
 #include "cli/cli.h"
@@ -187,6 +188,7 @@ int RunPackage(const RunArgs& args, std::string& reason) {
   options.job = args.job;
   options.run_id = args.run_id;
   options.catalog_spec = report::CatalogSpec(args.catalog);
+  if (!args.agent_name.empty()) SetCatalogSpecSource(agent::CatalogSpecSourceOf(args.agent_name));
 
   // Read here, not by LoadPackage, so that a file that cannot be read (missing, a directory) is
   // told apart from an invalid one, with the same message `fanout validate` prints.
@@ -263,14 +265,8 @@ int RunPackage(const RunArgs& args, std::string& reason) {
   });
   auto catalog = OpenCatalogForRun(options.catalog_spec, unreachable, connect_later);
   if (!catalog.ok()) {
-    // The backends' messages name the catalog already ("PostgreSQL catalog '...': ...").
-    const std::string display = report::DisplayCatalogSpec(options.catalog_spec);
-    const std::string& message = catalog.status().message();
-    if (message.find(display) != std::string::npos) {
-      std::fprintf(stderr, "fanout: %s\n", message.c_str());
-    } else {
-      std::fprintf(stderr, "fanout: catalog %s: %s\n", display.c_str(), message.c_str());
-    }
+    std::fprintf(stderr, "fanout: %s\n",
+                 report::CatalogProblem(options.catalog_spec, catalog.status().message()).c_str());
     return kExitUsage;
   }
   options.catalog_unreachable = !unreachable.empty();

@@ -231,6 +231,16 @@ std::string DisplayCatalogSpec(const std::string& spec) {
   return catalog::RedactConnectionString(spec);
 }
 
+std::string CatalogProblem(const std::string& spec, const std::string& message) {
+  const std::string display = DisplayCatalogSpec(spec);
+  auto file = CatalogSqlitePath(spec);
+  if (message.find(display) != std::string::npos ||
+      (file.ok() && !file->empty() && message.find("'" + *file + "'") != std::string::npos)) {
+    return message;
+  }
+  return "catalog " + display + ": " + message;
+}
+
 namespace {
 
 // Opens a backend made with existing_catalog_only: one with no tables yet (a run is creating

@@ -23,6 +23,10 @@ std::string CatalogSpec(const std::string& flag);
 // The spec as messages may show it: a URI's password (user:PASSWORD@ or password=...) as ***.
 std::string DisplayCatalogSpec(const std::string& spec);
 
+// A catalog backend's `message` as a command says it: "catalog SPEC: MESSAGE", unless the
+// message names the catalog already (a PostgreSQL URL, a SQLite file in quotes).
+std::string CatalogProblem(const std::string& spec, const std::string& message);
+
 // Opens a catalog to read. A SQLite file that does not exist is not created: the result is then
 // nullptr (an empty catalog), so that a report run in the wrong directory leaves nothing behind.
 Result<std::unique_ptr<Catalog>> OpenCatalogToRead(const std::string& spec);

@@ -1322,6 +1322,25 @@ TEST_F(AgentTest, AStepsFanoutRunKilledBySignalSaysSo) {
   EXPECT_TRUE(Contains(run.value("message", ""), "fanout run was killed by signal 9")) << run.dump();
 }
 
+// A package step whose catalog is no catalog fails saying where the agent's catalog is set: the
+// step's `fanout run` had said "check --catalog or $FANOUT_CATALOG", which no agent reads (QA).
+TEST_F(AgentTest, AStepsBrokenCatalogIsSaidAsTheAgentsSetting) {
+  std::filesystem::create_directories(agent_.Path("cat"));
+  ASSERT_TRUE(StartConfig(Config(1, "catalog: sqlite:cat/catalog.db\n")));
+  ASSERT_TRUE(PutPackage("quick", "package: quick\ntasks:\n  t: {type: process, run: [/bin/true]}\n"));
+  ASSERT_TRUE(PutJob("job: quick\nsteps:\n  - {name: s, subsystem: package, package: quick}\n"));
+  std::filesystem::remove(agent_.Path("cat/catalog.db"));
+  agent_.dir().Write("cat/catalog.db", std::string(4096, 'x'));
+  json run = WaitForRun(*api_, StartRun("quick"));
+  EXPECT_EQ(run.value("status", ""), "failed") << run.dump();
+  const std::string message = run.value("message", "");
+  EXPECT_TRUE(Contains(message, "is not a SQLite database")) << message;
+  EXPECT_TRUE(Contains(message, "check agent e2e's catalog (`catalog:` in its config, or "
+                                "`fanout agent --catalog`)")) << message;
+  EXPECT_FALSE(Contains(message, "FANOUT_CATALOG")) << message;
+  EXPECT_FALSE(Contains(message, "catalog sqlite:")) << "the catalog is named once: " << message;
+}
+
 // A long-poll that names the execution it knows answers as soon as a package step starts
 // another: a parent shows its child in the tree while it runs.
 TEST_F(AgentTest, ALongPollAnswersWhenAPackageStepStartsAnExecutionTheCallerLacks) {
