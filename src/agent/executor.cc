@@ -23,6 +23,7 @@
 
 #include <fmt/format.h>
 
+#include "catalog/postgres_catalog.h"
 #include "client/agent_client.h"
 #include "common/subprocess.h"
 #include "common/util.h"
@@ -687,7 +688,12 @@ Executor::StepOutcome Executor::RunStep(ActiveRun& run, int index, int attempt) 
                                   step.package));
     }
     rec.execution_id = NewExecutionId();
-    spec.argv = {fanout_binary_, "run", path, "--catalog", config_.catalog, "--execution-id",
+    // A step run as another user logs in to a PostgreSQL catalog with that user's credentials
+    // (~/.pgpass): the password in the agent's own spec would be readable in its process.
+    std::string catalog = spec.run_as && config_.catalog.starts_with("postgres")
+                              ? catalog::WithoutPassword(config_.catalog)
+                              : config_.catalog;
+    spec.argv = {fanout_binary_, "run", path, "--catalog", catalog, "--execution-id",
                  rec.execution_id, "--reporting", "EW", "--params-stdin", "--agent-name",
                  config_.name, "--job", run.job->name, "--run-id", run.record.id,
                  "--result-file", StepResultFile(step, rec.execution_id)};

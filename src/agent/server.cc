@@ -4,9 +4,6 @@
 
 #include <httplib.h>
 #include <openssl/crypto.h>
-#include <openssl/err.h>
-#include <openssl/pem.h>
-#include <openssl/x509.h>
 
 #include <sys/socket.h>
 
@@ -36,26 +33,8 @@ namespace fs = std::filesystem;
 // an expired certificate loads fine, then fails every client's check.
 Status CheckTlsFiles(const AgentConfig& config) {
   ASSIGN_OR_RETURN(client::X509Ptr cert, client::ReadCertificate("tls.cert", config.tls_cert));
-  std::FILE* key_file = std::fopen(config.tls_key.c_str(), "r");
-  if (key_file == nullptr) {
-    return InvalidArgument(fmt::format("cannot read tls.key {}: {}", config.tls_key, std::strerror(errno)));
-  }
-  // No passphrase prompt on the terminal (OpenSSL's default): a key with one is refused.
-  auto no_passphrase = [](char*, int, int, void*) { return 0; };
-  EVP_PKEY* key = PEM_read_PrivateKey(key_file, nullptr, no_passphrase, nullptr);
-  std::fclose(key_file);
-  if (key == nullptr) {
-    ERR_clear_error();
-    return InvalidArgument(fmt::format("tls.key {} holds no PEM private key (without a passphrase)",
-                                       config.tls_key));
-  }
-  bool matches = X509_check_private_key(cert.get(), key) == 1;
-  EVP_PKEY_free(key);
-  ERR_clear_error();
-  if (!matches) {
-    return InvalidArgument(fmt::format("tls.key {} is not the key of tls.cert {}", config.tls_key,
-                                       config.tls_cert));
-  }
+  RETURN_IF_ERROR(client::CheckPrivateKey("tls.key", config.tls_key, cert.get(),
+                                          "tls.cert " + config.tls_cert));
   if (!config.tls_client_ca.empty()) {
     RETURN_IF_ERROR(client::ReadCertificate("tls.client_ca", config.tls_client_ca).status());
   }

@@ -1037,6 +1037,22 @@ TEST(PostgresConnectionStringTest, RedactsPasswords) {
   EXPECT_EQ(RedactConnectionString("host=h user=u"), "host=h user=u");
 }
 
+// An agent's step run as a proxy user gets its catalog without the agent's password (QA: it
+// could read it from its own process's memory).
+TEST(PostgresConnectionStringTest, WithoutPasswordLeavesThePasswordOut) {
+  EXPECT_EQ(WithoutPassword("postgresql://u:p%40ss@h:5432/db?sslmode=require"),
+            "postgresql://u@h:5432/db?sslmode=require");
+  EXPECT_EQ(WithoutPassword("postgres://u@h/db?password=x&application_name=a"),
+            "postgres://u@h/db?application_name=a");
+  EXPECT_EQ(WithoutPassword("postgres://u@h/db?application_name=a&password=x"),
+            "postgres://u@h/db?application_name=a");
+  EXPECT_EQ(WithoutPassword("postgres://u@h/db?password=x"), "postgres://u@h/db");
+  EXPECT_EQ(WithoutPassword("postgresql://u:ab/cd@h:5432/db?x=1"), "postgresql://u@h:5432/db?x=1");
+  EXPECT_EQ(WithoutPassword("postgresql://h1:5432,h2:5433/db"), "postgresql://h1:5432,h2:5433/db");
+  EXPECT_EQ(WithoutPassword("host=h password = 'se cr\\'et' user=u"), "host=h user=u");
+  EXPECT_EQ(WithoutPassword("host=h user=u password=secret"), "host=h user=u ");
+}
+
 class PostgresCatalogTest : public ::testing::Test {
  protected:
   void SetUp() override {

@@ -286,8 +286,6 @@ bool StartsWith(std::string_view s, std::string_view prefix) {
   return s.substr(0, prefix.size()) == prefix;
 }
 
-// Redacts the password of a URI or keyword/value connection string; collects the raw passwords
-// in `secrets` so that messages echoing them can be scrubbed too.
 // Where a URI's user info ends (its '@'), or npos. Masking too much is harmless, too little
 // not, so this is the later of two readings: libpq's own (the first '@', unless a '/' comes
 // first), which catches a password holding '?' (shown whole before); and the last '@', which
@@ -309,7 +307,11 @@ size_t UserinfoEnd(std::string_view uri, size_t authority) {
   return last == npos ? libpq : std::max(libpq, last);
 }
 
-std::string Redact(std::string_view conninfo, std::vector<std::string>* secrets) {
+// Masks the password of a URI or keyword/value connection string as "***", or with `drop`
+// leaves it out; collects the raw passwords in `secrets` so that messages echoing them can be
+// scrubbed too.
+std::string Redact(std::string_view conninfo, std::vector<std::string>* secrets,
+                   bool drop = false) {
   auto keep = [&](std::string_view secret) {
     if (secrets != nullptr && !secret.empty()) secrets->emplace_back(secret);
   };
@@ -334,7 +336,7 @@ std::string Redact(std::string_view conninfo, std::vector<std::string>* secrets)
       if (colon != std::string_view::npos) {
         keep(userinfo.substr(colon + 1));
         out.append(userinfo.substr(0, colon));
-        out.append(":***");
+        if (!drop) out.append(":***");
       } else {
         out.append(userinfo);
       }
@@ -349,19 +351,18 @@ std::string Redact(std::string_view conninfo, std::vector<std::string>* secrets)
     if (query == std::string_view::npos) return out;
     // Query parameters: key=value joined by '&'.
     std::string_view params = rest.substr(query + 1);
-    out += '?';
+    char separator = '?';
     for (size_t start = 0; start <= params.size();) {
       size_t end = params.find('&', start);
       if (end == std::string_view::npos) end = params.size();
       std::string_view param = params.substr(start, end - start);
-      if (StartsWith(param, "password=")) {
-        keep(param.substr(9));
-        out.append("password=***");
-      } else {
-        out.append(param);
-      }
-      if (end < params.size()) out += '&';
       start = end + 1;
+      const bool password = StartsWith(param, "password=");
+      if (password) keep(param.substr(9));
+      if (password && drop) continue;
+      out += separator;
+      separator = '&';
+      out.append(password ? "password=***" : param);
     }
     return out;
   }
@@ -386,15 +387,19 @@ std::string Redact(std::string_view conninfo, std::vector<std::string>* secrets)
     }
     i = std::min(i, conninfo.size());
     std::string_view value = conninfo.substr(value_start, i - value_start);
+    size_t space_start = i;
+    while (i < conninfo.size() && conninfo[i] == ' ') ++i;
     if (keyword == "password") {
       keep(value);
       if (value.size() >= 2 && value.front() == '\'') keep(value.substr(1, value.size() - 2));
+      if (drop) {
+        out.resize(out.size() - (value_start - keyword_start));  // its keyword and '='
+        continue;
+      }
       out.append("***");
     } else {
       out.append(value);
     }
-    size_t space_start = i;
-    while (i < conninfo.size() && conninfo[i] == ' ') ++i;
     out.append(conninfo.substr(space_start, i - space_start));
   }
   return out;
@@ -1427,6 +1432,10 @@ Result<Catalog::PruneCounts> PostgresCatalog::Prune(DateTime cutoff, const IsLiv
 }
 
 std::string RedactConnectionString(std::string_view conninfo) { return Redact(conninfo, nullptr); }
+
+std::string WithoutPassword(std::string_view conninfo) {
+  return Redact(conninfo, nullptr, /*drop=*/true);
+}
 
 namespace {
 

@@ -154,6 +154,9 @@ class PostgresCatalog : public Catalog {
 // Replaces the password in a libpq connection URI (user:PASSWORD@host, ?password=...) or
 // keyword/value string (password=...) with "***". Everything else is kept.
 std::string RedactConnectionString(std::string_view conninfo);
+// The same connection string with no password at all: for a process that must log in with
+// credentials of its own (~/.pgpass, PGPASSWORD), such as an agent's step run as another user.
+std::string WithoutPassword(std::string_view conninfo);
 
 // The database a connection string names, without its password, in one spelling: keyword=value
 // of what libpq reads from it (host, port, dbname, user, options, ...), sorted. Two specs that

@@ -245,7 +245,8 @@ TEST(SqliteCatalogTest, AFileThatCannotBeOpenedSaysWhy) {
   SqliteCatalog catalog(path);
   Status status = catalog.Open();
   EXPECT_FALSE(status.ok());
-  EXPECT_NE(status.message().find("'" + path + "': it is a directory; give another (sqlite:PATH) with --catalog"),
+  EXPECT_NE(status.message().find("'" + path + "': it is a directory; give another " +
+                                  "(sqlite:PATH) with --catalog"),
             std::string::npos)
       << status.message();
   // A wrong spec, which commands answer with their usage exit code, not an outage to wait out.

@@ -145,15 +145,23 @@ int RunAgent(const AgentArgs& args) {
   }
   // A package step through a proxy records as the proxy's user: a SQLite catalog then needs
   // sharing, which the agent cannot arrange (docs/agents.md).
+  const bool postgres = config.catalog.starts_with("postgres");
+  const std::string shown_catalog = report::DisplayCatalogSpec(config.catalog);
   for (const auto& [name, proxy] : config.proxies) {
     const auto& subsystems = proxy.subsystems;
-    if (std::find(subsystems.begin(), subsystems.end(), "package") != subsystems.end() &&
-        !config.catalog.starts_with("postgres")) {
+    if (std::find(subsystems.begin(), subsystems.end(), "package") == subsystems.end()) continue;
+    if (!postgres) {
       std::fprintf(stderr,
                    "fanout agent: note: package steps through proxy '%s' run as %s, who must be "
                    "able to write the catalog %s and its folder; a PostgreSQL catalog avoids "
                    "that\n",
                    name.c_str(), proxy.user.c_str(), config.catalog.c_str());
+    } else if (shown_catalog != config.catalog) {
+      std::fprintf(stderr,
+                   "fanout agent: note: package steps through proxy '%s' run as %s and log in to "
+                   "the catalog with that user's own credentials (~/.pgpass or a password-less "
+                   "method): the password in %s is not given to them\n",
+                   name.c_str(), proxy.user.c_str(), shown_catalog.c_str());
     }
   }
 

@@ -279,8 +279,14 @@ AgentClient::AgentClient(AgentEndpoint endpoint) : endpoint_(std::move(endpoint)
   // An expired client certificate is refused by the agent with an alert httplib does not
   // report: the request would only say that the connection broke.
   if (!endpoint_.cert_file.empty()) {
-    if (auto cert = ReadCertificate("the client certificate", endpoint_.cert_file); !cert.ok()) {
-      endpoint_status_ = cert.status().WithContext("agent " + base_url_);
+    auto cert = ReadCertificate("the client certificate", endpoint_.cert_file);
+    fanout::Status usable = cert.status();
+    if (usable.ok()) {
+      usable = CheckPrivateKey("the client key", endpoint_.key_file, cert->get(),
+                               "the client certificate " + endpoint_.cert_file);
+    }
+    if (!usable.ok()) {
+      endpoint_status_ = usable.WithContext("agent " + base_url_);
       return;
     }
   }

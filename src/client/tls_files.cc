@@ -46,4 +46,27 @@ Result<X509Ptr> ReadCertificate(const std::string& what, const std::string& path
   return cert;
 }
 
+Status CheckPrivateKey(const std::string& what, const std::string& path, X509* cert,
+                       const std::string& cert_what) {
+  std::FILE* file = std::fopen(path.c_str(), "r");
+  if (file == nullptr) {
+    return InvalidArgument(fmt::format("cannot read {} {}: {}", what, path, std::strerror(errno)));
+  }
+  auto no_passphrase = [](char*, int, int, void*) { return 0; };
+  EVP_PKEY* key = PEM_read_PrivateKey(file, nullptr, no_passphrase, nullptr);
+  std::fclose(file);
+  if (key == nullptr) {
+    ERR_clear_error();
+    return InvalidArgument(
+        fmt::format("{} {} holds no PEM private key (without a passphrase)", what, path));
+  }
+  bool matches = X509_check_private_key(cert, key) == 1;
+  EVP_PKEY_free(key);
+  ERR_clear_error();
+  if (!matches) {
+    return InvalidArgument(fmt::format("{} {} is not the key of {}", what, path, cert_what));
+  }
+  return Status::Ok();
+}
+
 }  // namespace fanout::client

@@ -22,4 +22,10 @@ using X509Ptr = std::unique_ptr<X509, X509Free>;
 // now (expired, or not yet valid), saying which and since or until when.
 Result<X509Ptr> ReadCertificate(const std::string& what, const std::string& path);
 
+// Whether the PEM private key at `path` (called `what`) is usable with `cert` (called
+// `cert_what`): InvalidArgument when it cannot be read, holds no key without a passphrase
+// (OpenSSL would ask for one on the terminal and wait), or is not the certificate's.
+Status CheckPrivateKey(const std::string& what, const std::string& path, X509* cert,
+                       const std::string& cert_what);
+
 }  // namespace fanout::client

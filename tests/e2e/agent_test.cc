@@ -1327,7 +1327,8 @@ TEST_F(AgentTest, AStepsFanoutRunKilledBySignalSaysSo) {
 TEST_F(AgentTest, AStepsBrokenCatalogIsSaidAsTheAgentsSetting) {
   std::filesystem::create_directories(agent_.Path("cat"));
   ASSERT_TRUE(StartConfig(Config(1, "catalog: sqlite:cat/catalog.db\n")));
-  ASSERT_TRUE(PutPackage("quick", "package: quick\ntasks:\n  t: {type: process, run: [/bin/true]}\n"));
+  ASSERT_TRUE(
+      PutPackage("quick", "package: quick\ntasks:\n  t: {type: process, run: [/bin/true]}\n"));
   ASSERT_TRUE(PutJob("job: quick\nsteps:\n  - {name: s, subsystem: package, package: quick}\n"));
   std::filesystem::remove(agent_.Path("cat/catalog.db"));
   agent_.dir().Write("cat/catalog.db", std::string(4096, 'x'));
@@ -1622,14 +1623,21 @@ TEST_F(AgentTest, ProxiesAreCheckedAtEveryRun) {
   EXPECT_EQ(granted.value("status", ""), "succeeded") << granted.dump();
 }
 
-TEST_F(AgentTest, StepsRunAsTheProxysUnixUser) {
-  if (geteuid() != 0) GTEST_SKIP() << "switching users needs root";
-  const char* user = "fanout-test-proxy";
-  if (getpwnam(user) == nullptr) {
+constexpr const char* kProxyUser = "fanout-test-proxy";
+
+// The account proxy tests run steps as, created when missing; null when it cannot be.
+const passwd* ProxyAccount() {
+  if (getpwnam(kProxyUser) == nullptr) {
     int rc = std::system("useradd --system --no-create-home fanout-test-proxy >/dev/null 2>&1");
     (void)rc;
   }
-  const passwd* account = getpwnam(user);
+  return getpwnam(kProxyUser);
+}
+
+TEST_F(AgentTest, StepsRunAsTheProxysUnixUser) {
+  if (geteuid() != 0) GTEST_SKIP() << "switching users needs root";
+  const char* user = kProxyUser;
+  const passwd* account = ProxyAccount();
   if (account == nullptr) GTEST_SKIP() << "cannot create the user " << user;
   const std::string home = account->pw_dir;
   // The user reaches the deployed package and writes a catalog of its own; the agent's own
@@ -1654,6 +1662,43 @@ TEST_F(AgentTest, StepsRunAsTheProxysUnixUser) {
   // Its result file went to a folder of its own, not the agent's results/.
   EXPECT_EQ(std::filesystem::status(agent_.Path("data/results/fanout-test-proxy")).permissions(),
             std::filesystem::perms::owner_all);
+}
+
+// The password of a postgresql://USER:PASSWORD@HOST/... URI, or "".
+std::string PasswordOf(const std::string& uri) {
+  size_t user = uri.find("://");
+  size_t at = uri.find('@');
+  if (user == std::string::npos || at == std::string::npos) return "";
+  size_t colon = uri.find(':', user + 3);
+  return colon < at ? uri.substr(colon + 1, at - colon - 1) : "";
+}
+
+// A package step through a proxy logs in to a PostgreSQL catalog as that user would, without
+// the password of the agent's `catalog:` URL: its process, the proxy user's, had held it (QA).
+TEST_F(AgentTest, AProxyStepGetsNoCatalogPasswordOfTheAgents) {
+  if (geteuid() != 0) GTEST_SKIP() << "switching users needs root";
+  const char* uri = std::getenv("FANOUT_TEST_POSTGRES");
+  if (uri == nullptr || *uri == '\0') GTEST_SKIP() << "needs FANOUT_TEST_POSTGRES";
+  const std::string password = PasswordOf(uri);
+  if (password.empty()) GTEST_SKIP() << "FANOUT_TEST_POSTGRES holds no password";
+  if (ProxyAccount() == nullptr) GTEST_SKIP() << "cannot create the user " << kProxyUser;
+  std::filesystem::permissions(agent_.dir().path(), std::filesystem::perms::others_exec,
+                               std::filesystem::perm_options::add);
+  ASSERT_TRUE(StartConfig(Config(1, "catalog: \"" + std::string(uri) +
+                                        "\"\nproxies:\n  etl: {user: fanout-test-proxy, "
+                                        "subsystems: [package]}\n")));
+  EXPECT_TRUE(WaitFor([&] { return Contains(agent_.err(), "own credentials"); },
+                      milliseconds(5000)))
+      << agent_.err();
+  ASSERT_TRUE(
+      PutPackage("hello", "package: hello\ntasks:\n  t: {type: process, run: [/bin/true]}\n"));
+  ASSERT_TRUE(PutJob("job: who\nsteps:\n  - {name: p, subsystem: package, proxy: etl, "
+                     "package: hello}\n"));
+  json run = Run("who");
+  // That user has no ~/.pgpass: its login is refused for want of a password.
+  EXPECT_EQ(run.value("status", ""), "failed") << run.dump();
+  EXPECT_TRUE(Contains(run.value("message", ""), "password")) << run.dump();
+  EXPECT_FALSE(Contains(run.dump(), password)) << run.dump();
 }
 
 // --- Status, metrics -----------------------------------------------------------------------------
@@ -2333,11 +2378,28 @@ TEST(AgentTlsFilesTest, BadTlsFilesSayWhyAtStart) {
       << expired.err;
   // A client with an expired certificate is told so before it connects (the agent's refusal
   // reached it as a broken connection).
-  CommandResult client = RunFanout({"job", "list", "--agent", "https://127.0.0.1:1", "--ca",
-                                    "ca.crt", "--cert", "expired.crt", "--key", "server.key"}, d);
+  auto list_with = [&](const std::string& cert, const std::string& key) {
+    return RunFanout({"job", "list", "--agent", "https://127.0.0.1:1", "--ca", "ca.crt", "--cert",
+                      cert, "--key", key}, d);
+  };
+  CommandResult client = list_with("expired.crt", "server.key");
   EXPECT_NE(client.exit_code, 0);
   EXPECT_TRUE(Contains(client.err, "the client certificate expired.crt expired on 2024-02-01"))
       << client.err;
+  // A client key with a passphrase had OpenSSL ask for it on the terminal and wait (QA); a key
+  // that is not the certificate's was "cannot load" with two guesses.
+  ASSERT_TRUE(OpenSsl(d, "pkey -in client.key -aes256 -passout pass:p4ss -out locked.key"));
+  CommandResult locked = list_with("client.crt", "locked.key");
+  EXPECT_EQ(locked.exit_code, 6) << locked.err;
+  EXPECT_TRUE(Contains(locked.err, "the client key locked.key holds no PEM private key (without "
+                                   "a passphrase)"))
+      << locked.err;
+  EXPECT_FALSE(Contains(locked.err, "pass phrase")) << locked.err;
+  CommandResult wrong_key = list_with("client.crt", "server.key");
+  EXPECT_EQ(wrong_key.exit_code, 6) << wrong_key.err;
+  EXPECT_TRUE(Contains(wrong_key.err, "the client key server.key is not the key of the client "
+                                      "certificate client.crt"))
+      << wrong_key.err;
   CommandResult mismatch = start("{cert: server.crt, key: client.key}");
   EXPECT_EQ(mismatch.exit_code, 1) << mismatch.err;
   EXPECT_TRUE(Contains(mismatch.err, "tls.key " + d + "/client.key is not the key of tls.cert " +
