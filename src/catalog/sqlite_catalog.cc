@@ -3,6 +3,7 @@
 #include "catalog/sqlite_catalog.h"
 
 #include <sqlite3.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -20,6 +21,31 @@
 namespace fanout::catalog {
 
 namespace {
+
+// Whether a reader of `path` would lock its owner out: SQLite would create the missing -wal and
+// -shm files as this (non-root) user, with the catalog's mode, and the owner's next run could
+// then not write them (QA). With neither there, the last connection checkpointed the WAL: the
+// file alone holds every row, and is read as immutable, creating nothing. A writer starting
+// meanwhile appends to a new WAL, which such a reader does not see.
+bool ReadsAsGuest(const std::string& path) {
+  struct stat st {};
+  if (geteuid() == 0 || stat(path.c_str(), &st) != 0 || st.st_uid == geteuid()) return false;
+  std::error_code ec;
+  return !std::filesystem::exists(path + "-wal", ec) && !std::filesystem::exists(path + "-shm", ec);
+}
+
+// `path` as a read-only, immutable SQLite URI (file:PATH?immutable=1).
+std::string ImmutableUri(const std::string& path) {
+  std::string uri = "file:";
+  for (char c : path) {
+    if (c == '%' || c == '?' || c == '#') {
+      uri += fmt::format("%{:02x}", static_cast<unsigned char>(c));
+    } else {
+      uri += c;
+    }
+  }
+  return uri + "?immutable=1";
+}
 
 constexpr const char* kSchema[] = {
     R"(CREATE TABLE IF NOT EXISTS executions(
@@ -380,8 +406,12 @@ Status SqliteCatalog::Open() {
   }
   const int create = options_.existing_catalog_only ? 0 : SQLITE_OPEN_CREATE;
   const bool is_new = create != 0 && path_ != ":memory:" && !std::filesystem::exists(path_, ec);
-  int rc = sqlite3_open_v2(path_.c_str(), &db_, SQLITE_OPEN_READWRITE | create | SQLITE_OPEN_NOMUTEX,
-                           nullptr);
+  const bool guest = options_.existing_catalog_only && ReadsAsGuest(path_);
+  int rc = guest ? sqlite3_open_v2(ImmutableUri(path_).c_str(), &db_,
+                                   SQLITE_OPEN_READONLY | SQLITE_OPEN_URI | SQLITE_OPEN_NOMUTEX,
+                                   nullptr)
+                 : sqlite3_open_v2(path_.c_str(), &db_,
+                                   SQLITE_OPEN_READWRITE | create | SQLITE_OPEN_NOMUTEX, nullptr);
   if (rc != SQLITE_OK) {
     Status status = (rc & 0xff) == SQLITE_CANTOPEN ? CannotOpen() : Error(rc, "opening");
     Close();
@@ -427,17 +457,17 @@ Status SqliteCatalog::Open() {
   }
 
   // Switching to WAL needs a brief exclusive lock that a concurrent opener may hold; retry it
-  // like any other busy wait rather than fail the run.
+  // like any other busy wait rather than fail the run. A guest only reads.
   Status status;
   int64_t deadline = SteadyNowNs() + int64_t{busy_limit_ms_} * 1000000;
-  for (int attempt = 0;; ++attempt) {
+  for (int attempt = 0; !guest; ++attempt) {
     status = Exec("PRAGMA journal_mode=WAL", "switching to WAL mode");
     if (status.ok() || status.code() != Code::kUnavailable || SteadyNowNs() > deadline) break;
     usleep(static_cast<useconds_t>(std::min(100 << std::min(attempt, 7), 10000)));
   }
   // NORMAL in WAL mode loses at most the last transactions on power loss, never consistency;
   // FULL would add an fsync to every batch.
-  if (status.ok()) status = Exec("PRAGMA synchronous=NORMAL", "setting synchronous mode");
+  if (status.ok() && !guest) status = Exec("PRAGMA synchronous=NORMAL", "setting synchronous mode");
   if (status.ok()) status = CreateSchema();
   if (status.ok()) status = Prepare("BEGIN IMMEDIATE", &begin_);
   if (status.ok()) status = Prepare("COMMIT", &commit_);

@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 #include <sqlite3.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <filesystem>
@@ -158,6 +160,34 @@ TEST(SqliteCatalogTest, ANewCatalogIsReadableByItsOwnerOnly) {
   fs::permissions(path, owner | fs::perms::group_read);
   OpenOrDie(path);
   EXPECT_EQ(fs::status(path).permissions(), owner | fs::perms::group_read);
+}
+
+// A report run by another user (the catalog made readable to it) had created the catalog's -wal
+// and -shm files as that user, and the owner's runs could then not write the catalog (QA). It
+// now reads the file alone, creating nothing, also in a folder it may write.
+TEST(SqliteCatalogTest, AReaderOfAnotherUserLeavesNoFilesBehind) {
+  namespace fs = std::filesystem;
+  if (geteuid() != 0) GTEST_SKIP() << "reading as another user needs root";
+  TempDir dir;
+  const std::string path = dir.File("c.db");
+  OpenWithAnExecution(path).reset();  // closed: its WAL checkpointed, -wal and -shm removed
+  ASSERT_FALSE(fs::exists(path + "-wal"));
+  fs::permissions(dir.path(), fs::perms::all | fs::perms::sticky_bit);
+  fs::permissions(path, fs::perms::owner_read | fs::perms::owner_write | fs::perms::others_read);
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {  // as nobody: no gtest assertions here, only the exit code
+    if (setgid(65534) != 0 || setuid(65534) != 0) _exit(2);
+    SqliteCatalog reader(path, {.existing_catalog_only = true});
+    if (!reader.Open().ok()) _exit(3);
+    auto executions = reader.ListExecutions(10);
+    _exit(executions.ok() && executions->size() == 1 ? 0 : 4);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status;
+  EXPECT_FALSE(fs::exists(path + "-wal"));
+  EXPECT_FALSE(fs::exists(path + "-shm"));
 }
 
 // A --catalog naming a file that is no SQLite database at all (a package, say) is said to be
