@@ -116,7 +116,7 @@ void ConsoleSink::Flush() { std::fflush(out_); }
 // is written straight away under flock: buffered, it left the file empty long enough for every
 // other process starting on it to write one too.
 Result<std::unique_ptr<LineFile>> LineFile::Open(const std::string& path, std::string_view header) {
-  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
   if (fd < 0) return OpenError(path, errno);
   auto file = std::unique_ptr<LineFile>(new LineFile(path, fd));
   if (!header.empty()) {

@@ -171,6 +171,22 @@ TEST(TextFileSinkTest, WritesHeaderToExistingEmptyFile) {
   EXPECT_EQ(ReadWholeFile(path), std::string(TextFileSink::kHeader) + "\n");
 }
 
+// A new log file holds task output, as the catalog does, and is its owner's alone as the
+// catalog is (QA: it was 0644); an existing one keeps the mode it was given.
+TEST(TextFileSinkTest, ANewFileIsItsOwnersAloneAndAnOldOneKeepsItsMode) {
+  namespace fs = std::filesystem;
+  TempDir dir;
+  const std::string fresh = dir.File("new.csv");
+  ASSERT_TRUE(TextFileSink::Open(fresh, EventFilter()).ok());
+  EXPECT_EQ(fs::status(fresh).permissions(), fs::perms::owner_read | fs::perms::owner_write);
+  const std::string shared = dir.File("shared.csv");
+  { std::ofstream touch(shared); }
+  fs::permissions(shared, fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read);
+  ASSERT_TRUE(TextFileSink::Open(shared, EventFilter()).ok());
+  EXPECT_EQ(fs::status(shared).permissions(),
+            fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read);
+}
+
 TEST(JsonLinesSinkTest, ParsesBack) {
   TempDir dir;
   std::string path = dir.File("log.jsonl");

@@ -829,6 +829,11 @@ bool PostgresCatalog::IsOutage(const Status& open_failure) {
       message.find("connection slots are reserved") != std::string::npos) {
     return true;
   }
+  // SSL refused or unverifiable is configuration too, though libpq's ping reports no answer.
+  if (message.find("does not support SSL") != std::string::npos ||
+      message.find("certificate") != std::string::npos) {
+    return false;
+  }
   if (!LoadLibpq().ok()) return false;
   const char* const values[] = {"10", "fanout", conninfo_.c_str(), "UTF8", nullptr};
   // Connection failures are all Unavailable; a ping tells a server that answers and refuses (a

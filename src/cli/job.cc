@@ -603,6 +603,11 @@ int ReadSecretParams(const std::vector<std::string>& pairs, client::StartRequest
   std::map<std::string, std::string> secrets;
   if (int code = ReadValueFiles("--secret-param", pairs, secrets); code != kExitSuccess) return code;
   for (auto& [name, secret] : secrets) {
+    if (request.params.contains(name)) {
+      fmt::print(stderr, "fanout: {} is given by both --param and --secret-param; give it once\n",
+                 name);
+      return kExitUsage;
+    }
     request.params[name] = secret;
     request.secrets.push_back(std::move(secret));
   }

@@ -168,12 +168,12 @@ int RunPackage(const RunArgs& args, std::string& reason) {
   if (int code = ReadValueFiles("--set-file", args.set_files, from_files); code != kExitSuccess) {
     return code;
   }
-  for (auto& [name, value] : from_files) {
+  for (const auto& [name, value] : from_files) {
     if (sets.count(name) != 0) {
       fmt::print(stderr, "fanout: {} is given by both --set and --set-file; give it once\n", name);
       return kExitUsage;
     }
-    sets[name] = std::move(value);
+    sets[name] = value;
   }
   if (auto s = catalog::ValidateReportingLevels(args.reporting); !s.ok()) {
     std::fprintf(stderr, "fanout: --reporting: %s\n", s.message().c_str());
@@ -282,6 +282,8 @@ int RunPackage(const RunArgs& args, std::string& reason) {
   signals.CatalogOpened();
   auto masker = std::make_shared<Masker>();
   if (args.params_stdin && !ReadParentInput(options, *masker)) return kExitUsage;
+  // A value kept in a file is kept out of sight, declared sensitive or not (docs/engine.md).
+  for (const auto& [name, value] : from_files) masker->AddSecret(value);
   RecorderOptions recording{catalog::DefaultSpoolDir(), options.catalog_spec};
   // A child (of a package task or an agent's step) does not hold its parent's task or slot
   // while the catalog is down: its rows stay in the spool for a recorder that lives on.

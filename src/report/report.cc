@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <map>
 #include <set>
+#include <type_traits>
 
 #include "catalog/postgres_catalog.h"
 #include "catalog/spool.h"
@@ -245,10 +246,17 @@ namespace {
 
 // Opens a backend made with existing_catalog_only: one with no tables yet (a run is creating
 // them now, or none has run) is no catalog yet, null.
+// A PostgreSQL server that answers and refuses (a wrong password, SSL it does not offer) is no
+// outage: said as a failed precondition, so that `logs --follow` does not wait for it for ever.
 template <typename Backend>
 Result<std::unique_ptr<Catalog>> OpenExisting(std::unique_ptr<Backend> catalog) {
   Status opened = catalog->Open();
   if (!opened.ok() && catalog->found_empty()) return std::unique_ptr<Catalog>();
+  if constexpr (std::is_same_v<Backend, catalog::PostgresCatalog>) {
+    if (opened.code() == Code::kUnavailable && !catalog->IsOutage(opened)) {
+      return FailedPrecondition(opened.message());
+    }
+  }
   RETURN_IF_ERROR(opened);
   return std::unique_ptr<Catalog>(std::move(catalog));
 }

@@ -61,10 +61,6 @@ std::vector<std::string> Lines(const std::string& text) {
   return lines;
 }
 
-bool Contains(const std::string& text, const std::string& part) {
-  return text.find(part) != std::string::npos;
-}
-
 class AgentTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -1664,15 +1660,6 @@ TEST_F(AgentTest, StepsRunAsTheProxysUnixUser) {
             std::filesystem::perms::owner_all);
 }
 
-// The password of a postgresql://USER:PASSWORD@HOST/... URI, or "".
-std::string PasswordOf(const std::string& uri) {
-  size_t user = uri.find("://");
-  size_t at = uri.find('@');
-  if (user == std::string::npos || at == std::string::npos) return "";
-  size_t colon = uri.find(':', user + 3);
-  return colon < at ? uri.substr(colon + 1, at - colon - 1) : "";
-}
-
 // A package step through a proxy logs in to a PostgreSQL catalog as that user would, without
 // the password of the agent's `catalog:` URL: its process, the proxy user's, had held it (QA).
 TEST_F(AgentTest, AProxyStepGetsNoCatalogPasswordOfTheAgents) {
@@ -2430,6 +2417,9 @@ TEST_F(AgentTest, ASecretParamComesFromAFileAndIsMasked) {
   ASSERT_EQ(history.exit_code, 0) << history.err;
   EXPECT_FALSE(Contains(history.out, "From-A-File-99")) << history.out;
   EXPECT_TRUE(Contains(history.out, "pw=***")) << history.out;
+  CommandResult both = Job({"start", "say", "--param", "pw=plain", "--secret-param", "pw=pw.txt"});
+  EXPECT_EQ(both.exit_code, 6) << both.err;
+  EXPECT_TRUE(Contains(both.err, "pw is given by both --param and --secret-param")) << both.err;
   EXPECT_EQ(Job({"start", "say", "--secret-param", "pw=missing.txt"}).exit_code, 4);
   EXPECT_EQ(Job({"start", "say", "--secret-param", "pw"}).exit_code, 6);
 }

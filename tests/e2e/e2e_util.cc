@@ -142,6 +142,14 @@ bool WaitFor(const std::function<bool()>& predicate, std::chrono::milliseconds l
   return predicate();
 }
 
+std::string PasswordOf(const std::string& uri) {
+  size_t user = uri.find("://");
+  size_t at = uri.find('@');
+  if (user == std::string::npos || at == std::string::npos) return "";
+  size_t colon = uri.find(':', user + 3);
+  return colon < at ? uri.substr(colon + 1, at - colon - 1) : "";
+}
+
 std::unique_ptr<Catalog> OpenTestCatalog(const std::string& dir) {
   auto catalog = OpenCatalog("sqlite:" + dir + "/fanout.db");
   if (!catalog.ok()) {

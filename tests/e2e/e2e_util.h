@@ -47,6 +47,13 @@ int WaitFanout(int pid, std::chrono::seconds limit);
 // Waits until `predicate` holds or `limit` passes; returns whether it held.
 bool WaitFor(const std::function<bool()>& predicate, std::chrono::milliseconds limit);
 
+inline bool Contains(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
+
+// The password of a postgresql://USER:PASSWORD@HOST/... URI, or "".
+std::string PasswordOf(const std::string& uri);
+
 // Opens the catalog at dir/fanout.db.
 std::unique_ptr<Catalog> OpenTestCatalog(const std::string& dir);
 

@@ -218,6 +218,30 @@ TEST(ReportCommandTest, FollowingWaitsForACatalogThatCannotBeReachedYet) {
   EXPECT_EQ(WaitFanout(pid, std::chrono::seconds(10)), 0) << dir.Read("fanout.err");
 }
 
+// A catalog server that answers and refuses is said at once, not waited for: `logs --follow`
+// had retried a wrong password for ever, and a run took SSL the server does not offer for an
+// outage, spooling its rows (QA).
+TEST(ReportCommandTest, ACatalogServerThatRefusesIsNotWaitedFor) {
+  const char* uri = std::getenv("FANOUT_TEST_POSTGRES");
+  if (uri == nullptr || *uri == '\0') GTEST_SKIP() << "needs FANOUT_TEST_POSTGRES";
+  const std::string password = PasswordOf(uri);
+  if (password.empty()) GTEST_SKIP() << "FANOUT_TEST_POSTGRES holds no password";
+  std::string wrong = uri;
+  wrong.replace(wrong.find(":" + password + "@"), password.size() + 2, ":not-it@");
+  ScratchDir dir;
+  int pid = StartFanout({"logs", "--follow", "--catalog", wrong}, dir.path());
+  EXPECT_EQ(WaitFanout(pid, std::chrono::seconds(15)), 1) << dir.Read("fanout.err");
+  EXPECT_TRUE(Contains(dir.Read("fanout.err"), "password authentication failed"))
+      << dir.Read("fanout.err");
+
+  dir.Write("p.yaml", "package: p\ntasks:\n  t: {type: process, run: [/bin/true]}\n");
+  const std::string ssl = std::string(uri) + (Contains(uri, "?") ? "&" : "?") + "sslmode=require";
+  CommandResult run = RunFanout({"run", "p.yaml", "--catalog", ssl}, dir.path());
+  if (!Contains(run.err, "does not support SSL")) GTEST_SKIP() << "this server offers SSL";
+  EXPECT_EQ(run.exit_code, 6) << run.err;
+  EXPECT_FALSE(Contains(run.err, "cannot be reached")) << run.err;
+}
+
 TEST(ReportCommandTest, HtmlFileThatCannotBeWrittenSaysWhy) {
   ScratchDir dir;
   const std::string html = dir.path() + "/no/such/dir/x.html";

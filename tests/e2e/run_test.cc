@@ -366,6 +366,17 @@ TEST(RunTest, SetFileReadsAValueFromAFile) {
   CommandResult bad = RunFanout({"run", "n.yaml", "--set-file", "n=n.txt"}, dir.path());
   EXPECT_EQ(bad.exit_code, 5) << bad.err;
   EXPECT_NE(bad.err.find("--set-file n: cannot convert"), std::string::npos) << bad.err;
+  // Masked also for a parameter not declared sensitive: it had shown on the console (QA).
+  dir.Write("r.yaml", "package: r\nparameters:\n  region: {type: string}\ntasks:\n"
+                      "  a: {type: process, run: [/bin/sh, -c, 'echo \"bad $R\" >&2; exit 1'], "
+                      "env: {R: \"${region}\"}}\n");
+  dir.Write("region.txt", "RegionFromFile77\n");
+  CommandResult masked = RunFanout({"run", "r.yaml", "--set-file", "region=region.txt"},
+                                   dir.path());
+  EXPECT_EQ(masked.exit_code, 1) << masked.err;
+  EXPECT_NE(masked.err.find("bad ***"), std::string::npos) << masked.err;
+  EXPECT_EQ((masked.out + masked.err).find("RegionFromFile77"), std::string::npos)
+      << masked.out << masked.err;
   // Standard input serves one name: a second had silently got "".
   CommandResult twice =
       RunFanout({"run", "p.yaml", "--set-file", "pw=-", "--set-file", "other=-"}, dir.path());
