@@ -151,7 +151,7 @@ Result<std::string> CatalogSqlitePath(const std::string& spec);
 
 // Where this process's catalog spec was given, as the catalog's messages name it for the fix
 // ("check --catalog or $FANOUT_CATALOG", the default): an agent and its package steps take
-// theirs from the agent's `catalog:` setting. Set once, before any catalog opens.
+// theirs from the agent's `catalog:` setting. Set once, before other threads start.
 void SetCatalogSpecSource(std::string source);
 const std::string& CatalogSpecSource();
 

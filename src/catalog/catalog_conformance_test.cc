@@ -1035,6 +1035,9 @@ TEST(PostgresConnectionStringTest, RedactsPasswords) {
   EXPECT_EQ(RedactConnectionString("host=h password = 'se cr\\'et' user=u"),
             "host=h password = *** user=u");
   EXPECT_EQ(RedactConnectionString("host=h user=u"), "host=h user=u");
+  // libpq decodes a query key: a percent-encoded "password" is one too.
+  EXPECT_EQ(RedactConnectionString("postgres://u@h/db?pass%77ord=x&a=%41"),
+            "postgres://u@h/db?password=***&a=%41");
 }
 
 // An agent's step run as a proxy user gets its catalog without the agent's password (QA: it
@@ -1047,6 +1050,7 @@ TEST(PostgresConnectionStringTest, WithoutPasswordLeavesThePasswordOut) {
   EXPECT_EQ(WithoutPassword("postgres://u@h/db?application_name=a&password=x"),
             "postgres://u@h/db?application_name=a");
   EXPECT_EQ(WithoutPassword("postgres://u@h/db?password=x"), "postgres://u@h/db");
+  EXPECT_EQ(WithoutPassword("postgres://u@h/db?pass%77ord=x"), "postgres://u@h/db");
   EXPECT_EQ(WithoutPassword("postgresql://u:ab/cd@h:5432/db?x=1"), "postgresql://u@h:5432/db?x=1");
   EXPECT_EQ(WithoutPassword("postgresql://h1:5432,h2:5433/db"), "postgresql://h1:5432,h2:5433/db");
   EXPECT_EQ(WithoutPassword("host=h password = 'se cr\\'et' user=u"), "host=h user=u");

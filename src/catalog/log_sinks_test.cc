@@ -2,6 +2,7 @@
 #include "catalog/log_sinks.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <nlohmann/json.hpp>
 
@@ -176,6 +177,7 @@ TEST(TextFileSinkTest, WritesHeaderToExistingEmptyFile) {
 TEST(TextFileSinkTest, ANewFileIsItsOwnersAloneAndAnOldOneKeepsItsMode) {
   namespace fs = std::filesystem;
   TempDir dir;
+  const mode_t umask_before = umask(022);  // what a lax umask would let through
   const std::string fresh = dir.File("new.csv");
   ASSERT_TRUE(TextFileSink::Open(fresh, EventFilter()).ok());
   EXPECT_EQ(fs::status(fresh).permissions(), fs::perms::owner_read | fs::perms::owner_write);
@@ -185,6 +187,7 @@ TEST(TextFileSinkTest, ANewFileIsItsOwnersAloneAndAnOldOneKeepsItsMode) {
   ASSERT_TRUE(TextFileSink::Open(shared, EventFilter()).ok());
   EXPECT_EQ(fs::status(shared).permissions(),
             fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read);
+  umask(umask_before);
 }
 
 TEST(JsonLinesSinkTest, ParsesBack) {

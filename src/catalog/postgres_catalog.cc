@@ -307,6 +307,23 @@ size_t UserinfoEnd(std::string_view uri, size_t authority) {
   return last == npos ? libpq : std::max(libpq, last);
 }
 
+// `text` with each %XX replaced by its byte (a malformed one is kept as it is).
+std::string PercentDecoded(std::string_view text) {
+  std::string out;
+  for (size_t i = 0; i < text.size(); ++i) {
+    unsigned value = 0;
+    if (text[i] == '%' && i + 2 < text.size() &&
+        std::from_chars(text.data() + i + 1, text.data() + i + 3, value, 16).ptr ==
+            text.data() + i + 3) {
+      out += static_cast<char>(value);
+      i += 2;
+    } else {
+      out += text[i];
+    }
+  }
+  return out;
+}
+
 // Masks the password of a URI or keyword/value connection string as "***", or with `drop`
 // leaves it out; collects the raw passwords in `secrets` so that messages echoing them can be
 // scrubbed too.
@@ -357,8 +374,11 @@ std::string Redact(std::string_view conninfo, std::vector<std::string>* secrets,
       if (end == std::string_view::npos) end = params.size();
       std::string_view param = params.substr(start, end - start);
       start = end + 1;
-      const bool password = StartsWith(param, "password=");
-      if (password) keep(param.substr(9));
+      // libpq decodes a key's %XX: "pass%77ord" names the password too.
+      const size_t eq = param.find('=');
+      const bool password = eq != std::string_view::npos &&
+                            PercentDecoded(param.substr(0, eq)) == "password";
+      if (password) keep(param.substr(eq + 1));
       if (password && drop) continue;
       out += separator;
       separator = '&';
@@ -830,9 +850,13 @@ bool PostgresCatalog::IsOutage(const Status& open_failure) {
     return true;
   }
   // SSL refused or unverifiable is configuration too, though libpq's ping reports no answer.
-  if (message.find("does not support SSL") != std::string::npos ||
-      message.find("certificate") != std::string::npos) {
-    return false;
+  // Matched in libpq's words only: the spec before them may hold anything ("certificates").
+  const std::string named = "PostgreSQL catalog '" + display_name_ + "': ";
+  const std::string_view libpq = std::string_view(message).substr(
+      message.starts_with(named) ? named.size() : 0);
+  for (std::string_view ssl : {"does not support SSL", "certificate verify failed",
+                               "root certificate file", "server certificate for"}) {
+    if (libpq.find(ssl) != std::string_view::npos) return false;
   }
   if (!LoadLibpq().ok()) return false;
   const char* const values[] = {"10", "fanout", conninfo_.c_str(), "UTF8", nullptr};

@@ -22,11 +22,10 @@ namespace fanout::catalog {
 
 namespace {
 
-// Whether a reader of `path` would lock its owner out: SQLite would create the missing -wal and
-// -shm files as this (non-root) user, with the catalog's mode, and the owner's next run could
-// then not write them (QA). With neither there, the last connection checkpointed the WAL: the
-// file alone holds every row, and is read as immutable, creating nothing. A writer starting
-// meanwhile appends to a new WAL, which such a reader does not see.
+// Whether opening `path` would lock its owner out: SQLite would create the missing -wal and
+// -shm files as this user, with the catalog's mode, and the owner's next run could then not
+// write them (QA). Not for root, whose new files SQLite gives to the database's owner. With
+// neither file there, the last connection checkpointed the WAL: the file alone holds every row.
 bool ReadsAsGuest(const std::string& path) {
   struct stat st {};
   if (geteuid() == 0 || stat(path.c_str(), &st) != 0 || st.st_uid == geteuid()) return false;
@@ -34,9 +33,10 @@ bool ReadsAsGuest(const std::string& path) {
   return !std::filesystem::exists(path + "-wal", ec) && !std::filesystem::exists(path + "-shm", ec);
 }
 
-// `path` as a read-only, immutable SQLite URI (file:PATH?immutable=1).
+// `path` as a read-only, immutable SQLite URI (file:PATH?immutable=1). An absolute path gets
+// an empty authority: "file://tmp/x.db" would name a host "tmp".
 std::string ImmutableUri(const std::string& path) {
-  std::string uri = "file:";
+  std::string uri = path.starts_with('/') ? "file://" : "file:";
   for (char c : path) {
     if (c == '%' || c == '?' || c == '#') {
       uri += fmt::format("%{:02x}", static_cast<unsigned char>(c));
@@ -406,7 +406,18 @@ Status SqliteCatalog::Open() {
   }
   const int create = options_.existing_catalog_only ? 0 : SQLITE_OPEN_CREATE;
   const bool is_new = create != 0 && path_ != ":memory:" && !std::filesystem::exists(path_, ec);
-  const bool guest = options_.existing_catalog_only && ReadsAsGuest(path_);
+  using Guest = SqliteCatalogOptions::Guest;
+  const bool guest = options_.existing_catalog_only && options_.guest != Guest::kOpen &&
+                     ReadsAsGuest(path_);
+  if (guest && options_.guest == Guest::kRefuse) {
+    return FailedPrecondition(
+        "catalog '" + path_ + "' belongs to another user and no run has it open: reading on "
+        "as this user would create its -wal and -shm files as this user, and its owner's runs "
+        "could not write them; follow it as its owner, or once a run is going");
+  }
+  // A writer checkpointing meanwhile could change pages this connection reads (immutable: it
+  // takes no lock); for one short read, a risk taken rather than lock the owner out.
+
   int rc = guest ? sqlite3_open_v2(ImmutableUri(path_).c_str(), &db_,
                                    SQLITE_OPEN_READONLY | SQLITE_OPEN_URI | SQLITE_OPEN_NOMUTEX,
                                    nullptr)
@@ -500,7 +511,7 @@ Status SqliteCatalog::CannotOpen() const {
   }
   if (why.empty()) why = "SQLite cannot open it";
   std::string message = "catalog '" + path_ + "': " + why +
-                        "; give another (sqlite:PATH) with " + CatalogSpecSource();
+                        "; set another (sqlite:PATH) in " + CatalogSpecSource();
   // A folder is a wrong spec, not an outage: no command should wait for it to answer.
   if (std::filesystem::is_directory(path_, ec)) return InvalidArgument(std::move(message));
   return Unavailable(std::move(message));

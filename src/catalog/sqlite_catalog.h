@@ -29,6 +29,13 @@ struct SqliteCatalogOptions {
   // (another application's database, an empty file) is refused with NotFound, untouched, rather
   // than made into one.
   bool existing_catalog_only = false;
+  // What a reader (existing_catalog_only) run by a user other than the file's owner does while
+  // no -wal and -shm exist: opening would create them as that user, and the owner's next run
+  // could not write them (QA). kOpen opens all the same (a writer, such as prune, needs write
+  // access anyway); kReadOnce reads the file alone, as immutable, creating nothing (a report);
+  // kRefuse says so (a reader that stays, such as `logs --follow`, would not see later rows).
+  enum class Guest { kOpen, kReadOnce, kRefuse };
+  Guest guest = Guest::kOpen;
 };
 
 // A Catalog in one SQLite file. Empty parent_id, agent, job, run_id and child_execution_id are

@@ -178,7 +178,13 @@ TEST(SqliteCatalogTest, AReaderOfAnotherUserLeavesNoFilesBehind) {
   ASSERT_GE(child, 0);
   if (child == 0) {  // as nobody: no gtest assertions here, only the exit code
     if (setgid(65534) != 0 || setuid(65534) != 0) _exit(2);
-    SqliteCatalog reader(path, {.existing_catalog_only = true});
+    // A reader that stays (`logs --follow`) would not see later rows: refused.
+    SqliteCatalog follower(path, {.existing_catalog_only = true,
+                                  .guest = SqliteCatalogOptions::Guest::kRefuse});
+    if (follower.Open().code() != Code::kFailedPrecondition) _exit(5);
+    // "//tmp/..." as a URI had named a host "tmp".
+    SqliteCatalog reader("/" + path, {.existing_catalog_only = true,
+                                      .guest = SqliteCatalogOptions::Guest::kReadOnce});
     if (!reader.Open().ok()) _exit(3);
     auto executions = reader.ListExecutions(10);
     _exit(executions.ok() && executions->size() == 1 ? 0 : 4);
@@ -275,8 +281,8 @@ TEST(SqliteCatalogTest, AFileThatCannotBeOpenedSaysWhy) {
   SqliteCatalog catalog(path);
   Status status = catalog.Open();
   EXPECT_FALSE(status.ok());
-  EXPECT_NE(status.message().find("'" + path + "': it is a directory; give another " +
-                                  "(sqlite:PATH) with --catalog"),
+  EXPECT_NE(status.message().find("'" + path + "': it is a directory; set another " +
+                                  "(sqlite:PATH) in --catalog"),
             std::string::npos)
       << status.message();
   // A wrong spec, which commands answer with their usage exit code, not an outage to wait out.

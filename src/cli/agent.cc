@@ -158,9 +158,9 @@ int RunAgent(const AgentArgs& args) {
                    name.c_str(), proxy.user.c_str(), config.catalog.c_str());
     } else if (shown_catalog != config.catalog) {
       std::fprintf(stderr,
-                   "fanout agent: note: package steps through proxy '%s' run as %s and log in to "
-                   "the catalog with that user's own credentials (~/.pgpass or a password-less "
-                   "method): the password in %s is not given to them\n",
+                   "fanout agent: note: package steps through proxy '%s' run as %s and are not "
+                   "given the password in the catalog %s: that user's ~/.pgpass must hold one "
+                   "for its role\n",
                    name.c_str(), proxy.user.c_str(), shown_catalog.c_str());
     }
   }

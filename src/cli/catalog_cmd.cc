@@ -43,7 +43,7 @@ Command AddCatalogCommand(CLI::App& app) {
             constexpr const char* kCommand = "catalog prune";
             std::string spec;
             std::unique_ptr<Catalog> catalog;
-            if (auto rc = OpenCatalogFor(args->catalog, kCommand, false, spec, catalog)) return *rc;
+            if (auto rc = OpenCatalogToWrite(args->catalog, kCommand, spec, catalog)) return *rc;
             // Pruning a catalog that does not exist would create an empty one there.
             if (catalog == nullptr) return CatalogDoesNotExist(kCommand, spec);
             auto cutoff = std::chrono::time_point_cast<std::chrono::microseconds>(

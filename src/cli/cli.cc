@@ -61,15 +61,20 @@ std::optional<int> ParseSinceFor(const std::string& text, const char* command, D
   return std::nullopt;
 }
 
-std::optional<int> OpenCatalogFor(const std::string& flag, const char* command, bool create,
-                                  std::string& spec, std::unique_ptr<Catalog>& catalog,
-                                  const std::function<bool()>& keep_trying) {
+namespace {
+
+using Guest = catalog::SqliteCatalogOptions::Guest;
+
+std::optional<int> OpenCatalogAs(Guest guest, const std::string& flag, const char* command,
+                                 bool create, std::string& spec,
+                                 std::unique_ptr<Catalog>& catalog,
+                                 const std::function<bool()>& keep_trying) {
   const std::string full_spec = report::CatalogSpec(flag);
   spec = report::DisplayCatalogSpec(full_spec);  // from here on only shown in messages
   auto open = [&]() -> Result<std::unique_ptr<Catalog>> {
     // An existing file is read as a catalog or refused (never made into one); only a missing
     // one is created, when asked.
-    auto opened = report::OpenCatalogToRead(full_spec);
+    auto opened = report::OpenCatalogToRead(full_spec, guest);
     if (create && opened.ok() && *opened == nullptr) opened = OpenCatalog(full_spec);
     return opened;
   };
@@ -101,6 +106,20 @@ std::optional<int> OpenCatalogFor(const std::string& flag, const char* command, 
   }
   catalog = std::move(*opened);
   return std::nullopt;
+}
+
+}  // namespace
+
+std::optional<int> OpenCatalogFor(const std::string& flag, const char* command, bool create,
+                                  std::string& spec, std::unique_ptr<Catalog>& catalog,
+                                  const std::function<bool()>& keep_trying) {
+  return OpenCatalogAs(keep_trying ? Guest::kRefuse : Guest::kReadOnce, flag, command, create,
+                       spec, catalog, keep_trying);
+}
+
+std::optional<int> OpenCatalogToWrite(const std::string& flag, const char* command,
+                                      std::string& spec, std::unique_ptr<Catalog>& catalog) {
+  return OpenCatalogAs(Guest::kOpen, flag, command, /*create=*/false, spec, catalog, nullptr);
 }
 
 int CatalogDoesNotExist(const char* command, const std::string& spec,

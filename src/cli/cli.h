@@ -55,6 +55,9 @@ CLI::Validator WholeNumberAtLeastOne();
 std::optional<int> OpenCatalogFor(const std::string& flag, const char* command, bool create,
                                   std::string& spec, std::unique_ptr<Catalog>& catalog,
                                   const std::function<bool()>& keep_trying = nullptr);
+// The same for `catalog prune`, which writes: another user's SQLite file is opened as any.
+std::optional<int> OpenCatalogToWrite(const std::string& flag, const char* command,
+                                      std::string& spec, std::unique_ptr<Catalog>& catalog);
 
 // Says that the SQLite catalog `spec` does not exist (and so has no execution `execution`, when
 // one was asked for); returns kExitNotFound.

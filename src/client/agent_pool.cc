@@ -261,6 +261,11 @@ void AgentPool::Probe(int member, AgentClient& client) {
 
 void AgentPool::SetUnusableLocked(int member, std::string reason, bool notice) {
   State& s = states_[static_cast<size_t>(member)];
+  // Said after "NAME (URL)": a client's message that starts by naming the agent would say it
+  // twice.
+  if (const std::string named = "agent " + s.summary.url + ": "; reason.starts_with(named)) {
+    reason.erase(0, named.size());
+  }
   if (notice) {
     const std::string who =
         fmt::format("{} ({})", members_[static_cast<size_t>(member)].name, s.summary.url);

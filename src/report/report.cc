@@ -265,7 +265,8 @@ Result<std::unique_ptr<Catalog>> OpenExisting(std::unique_ptr<Backend> catalog) 
 
 // Reading creates nothing: not the tables in a PostgreSQL database (a reader's role may only
 // read), nor a catalog in another application's SQLite file.
-Result<std::unique_ptr<Catalog>> OpenCatalogToRead(const std::string& spec) {
+Result<std::unique_ptr<Catalog>> OpenCatalogToRead(const std::string& spec,
+                                                   catalog::SqliteCatalogOptions::Guest guest) {
   ASSIGN_OR_RETURN(std::string path, CatalogSqlitePath(spec));
   if (path.empty()) {
     return OpenExisting(
@@ -275,6 +276,7 @@ Result<std::unique_ptr<Catalog>> OpenCatalogToRead(const std::string& spec) {
   if (!std::filesystem::exists(path, ec)) return std::unique_ptr<Catalog>();
   catalog::SqliteCatalogOptions options;
   options.existing_catalog_only = true;
+  options.guest = guest;
   return OpenExisting(std::make_unique<catalog::SqliteCatalog>(path, options));
 }
 

@@ -9,6 +9,7 @@
 #include <string_view>
 #include <vector>
 
+#include "catalog/sqlite_catalog.h"
 #include "fanout/catalog.h"
 #include "fanout/status.h"
 
@@ -29,7 +30,9 @@ std::string CatalogProblem(const std::string& spec, const std::string& message);
 
 // Opens a catalog to read. A SQLite file that does not exist is not created: the result is then
 // nullptr (an empty catalog), so that a report run in the wrong directory leaves nothing behind.
-Result<std::unique_ptr<Catalog>> OpenCatalogToRead(const std::string& spec);
+// `guest`: what a SQLite file of another user that no run has open is read as.
+Result<std::unique_ptr<Catalog>> OpenCatalogToRead(const std::string& spec,
+                                                   catalog::SqliteCatalogOptions::Guest guest);
 
 // ---- All Executions ---------------------------------------------------------------------------
 

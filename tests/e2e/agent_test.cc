@@ -1674,7 +1674,7 @@ TEST_F(AgentTest, AProxyStepGetsNoCatalogPasswordOfTheAgents) {
   ASSERT_TRUE(StartConfig(Config(1, "catalog: \"" + std::string(uri) +
                                         "\"\nproxies:\n  etl: {user: fanout-test-proxy, "
                                         "subsystems: [package]}\n")));
-  EXPECT_TRUE(WaitFor([&] { return Contains(agent_.err(), "own credentials"); },
+  EXPECT_TRUE(WaitFor([&] { return Contains(agent_.err(), "~/.pgpass must hold one"); },
                       milliseconds(5000)))
       << agent_.err();
   ASSERT_TRUE(
@@ -2382,6 +2382,15 @@ TEST(AgentTlsFilesTest, BadTlsFilesSayWhyAtStart) {
                                    "a passphrase)"))
       << locked.err;
   EXPECT_FALSE(Contains(locked.err, "pass phrase")) << locked.err;
+  // A parent's task says it once, naming the agent once.
+  dir.Write("parent.yaml", "package: parent\nconnections:\n  a: {type: agent, url: "
+                           "\"https://127.0.0.1:1\", ca: ca.crt, cert: client.crt, key: "
+                           "locked.key}\ntasks:\n  j: {type: agent-job, connection: a, job: x}\n");
+  CommandResult parent = RunFanout({"run", "parent.yaml", "--catalog", "sqlite:p.db"}, d);
+  EXPECT_EQ(parent.exit_code, 1) << parent.err;
+  EXPECT_TRUE(Contains(parent.err, "no agent can take job x: a (https://127.0.0.1:1): the client "
+                                   "key locked.key holds no PEM private key"))
+      << parent.err;
   CommandResult wrong_key = list_with("client.crt", "server.key");
   EXPECT_EQ(wrong_key.exit_code, 6) << wrong_key.err;
   EXPECT_TRUE(Contains(wrong_key.err, "the client key server.key is not the key of the client "
