@@ -46,6 +46,11 @@ Result<AgentUrl> ParseAgentUrl(std::string_view url) {
   } else {
     return bad("does not start with http:// or https://");
   }
+  // A list ("http://a:7420,http://b:7420") in one value: several agents are several --agent.
+  if (rest.find_first_of(", \t") != std::string_view::npos) {
+    return bad("holds a comma or a space: it names one agent (several agents are several "
+               "--agent options, or an agent-pool's list)");
+  }
   if (rest.find('@') != std::string_view::npos) {
     return bad("has user credentials (agents take a bearer token instead)");
   }

@@ -43,5 +43,16 @@ TEST(AgentUrlTest, RefusesWhatARunWouldFailOn) {
   }
 }
 
+// A list in one $FANOUT_AGENT or --agent was said to have "a path" (QA).
+TEST(AgentUrlTest, AListOfAgentsInOneValueIsSaidToBeOne) {
+  for (const char* list : {"http://127.0.0.1:1,http://127.0.0.1:2", "http://a:1 http://b:2"}) {
+    auto parsed = ParseAgentUrl(list);
+    ASSERT_FALSE(parsed.ok()) << list;
+    EXPECT_NE(parsed.status().message().find("several agents are several --agent options"),
+              std::string::npos)
+        << parsed.status().message();
+  }
+}
+
 }  // namespace
 }  // namespace fanout

@@ -153,7 +153,7 @@ std::string BarTitle(const ChildNode& child, DateTime now) {
   if (!child.task_path.empty()) title += " (task " + child.task_path + ")";
   title += fmt::format("\n{} on {}, {}\nstarted {}", e.status, AgentLabel(e),
                        DurationLabel(e.status, e.started_at, e.ended_at, now), ShortDateTime(e.started_at));
-  if (std::string note = SupersededNote(child); !note.empty()) title += "\n" + note;
+  if (std::string note = AttemptNote(child); !note.empty()) title += "\n" + note;
   for (const std::string& error : ErrorsToShow(child.errors, child.errors_omitted, e.id)) {
     title += "\n! " + Abbreviate(error, 160);
   }
@@ -369,7 +369,7 @@ void ChildRows(std::string& out, const std::vector<ChildNode>& children, int dep
            Cell(ShortDateTime(e.started_at).substr(11), "time") +
            Cell(DurationLabel(e.status, e.started_at, e.ended_at, now), "num") + Cell(e.id, "mono") +
            "</tr>\n";
-    if (std::string note = SupersededNote(child); !note.empty()) {
+    if (std::string note = AttemptNote(child); !note.empty()) {
       out += fmt::format(
           "<tr><td colspan=\"7\" style=\"padding-left:{}px\"><div class=\"msg\">{}</div></td>"
           "</tr>\n",

@@ -54,6 +54,7 @@ Json ChildrenJson(const std::vector<ChildNode>& children, DateTime now) {
     j["task_path"] = OrNull(child.task_path);
     j["attempt"] = child.attempt > 0 ? Json(child.attempt) : Json(nullptr);
     j["superseded"] = child.superseded;
+    j["given_up"] = child.given_up;
     j["label"] = child.label;
     j["errors"] = child.errors;
     j["errors_omitted"] = child.errors_omitted;

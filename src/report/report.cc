@@ -190,6 +190,9 @@ std::vector<ChildNode> Children(Tree& tree, const std::string& parent_id,
       node.task_path = it->second->task_path;
       node.attempt = it->second->attempt;
       node.superseded = node.attempt < last_attempt[node.task_path];
+      const std::string& ended = it->second->status;
+      node.given_up = !node.superseded && node.execution.status == "succeeded" &&
+                      (ended == "failed" || ended == "canceled");
     }
     node.errors = Errors(node.execution, tree.errors[node.execution.id], node.errors_omitted);
     if (depth + 1 < kMaxDepth) node.children = Children(tree, node.execution.id, visited, depth + 1);
@@ -202,7 +205,8 @@ std::vector<ChildNode> Children(Tree& tree, const std::string& parent_id,
 }  // namespace
 
 bool ShowsChild(size_t index, const ChildNode& child) {
-  return index < kShownChildren || child.execution.status != "succeeded" || child.superseded;
+  return index < kShownChildren || child.execution.status != "succeeded" || child.superseded ||
+         child.given_up;
 }
 
 std::string TaskMessage(const TaskSummary& task) {
@@ -213,7 +217,12 @@ std::string TaskMessage(const TaskSummary& task) {
                      run.message.empty() ? "" : ": " + run.message);
 }
 
-std::string SupersededNote(const ChildNode& child) {
+std::string AttemptNote(const ChildNode& child) {
+  if (child.given_up) {
+    return fmt::format("attempt {} of its task, which its parent gave up on: this child "
+                       "succeeded all the same",
+                       child.attempt);
+  }
   if (!child.superseded) return "";
   const std::string& status = child.execution.status;
   return fmt::format("attempt {} of its task, which ran again{}", child.attempt,

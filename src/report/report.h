@@ -131,6 +131,9 @@ struct ChildNode {
   // Its task ran again after this attempt (its agent was lost, say): this child's work may
   // have been done twice.
   bool superseded = false;
+  // Its task's last attempt, which the parent ended (failed or canceled: its agent lost, say)
+  // without this child's result, though the child succeeded: its work was done all the same.
+  bool given_up = false;
   // What the timeline and tables call it: the package and the value of the parameter that best
   // tells it from its siblings of the same package ("load-region eu"), else ChildLabel.
   std::string label;
@@ -153,8 +156,9 @@ struct Overview {
 // The overview's message for a task: its own, or when that is empty, its last earlier attempt
 // ("attempt 1 on srv1 failed: agent srv1 was lost ...").
 std::string TaskMessage(const TaskSummary& task);
-// What text and HTML say under a child whose task ran again after it; "" for others.
-std::string SupersededNote(const ChildNode& child);
+// What text and HTML say under a child whose task ran again after it, or whose parent gave its
+// attempt up though it succeeded; "" for others.
+std::string AttemptNote(const ChildNode& child);
 
 // At most this many errors are kept per execution (the first ones).
 inline constexpr int kMaxErrorsPerExecution = 20;

@@ -320,6 +320,43 @@ TEST_F(ReportTest, OverviewHasTasksErrorsAndTheChildTree) {
   EXPECT_EQ(apac.children[0].label, "archive");
 }
 
+// A child whose task attempt the parent gave up on (its agent lost, no retries left) but that
+// succeeded all the same: the overview had listed it as a plain success beside its failed task
+// (QA).
+TEST_F(ReportTest, AChildItsParentGaveUpOnButThatSucceededIsMarked) {
+  CatalogBatch b;
+  ExecutionRow parent = Execution("0190aaaa-0000-7000-8000-00000000p002", "nightly",
+                                  milliseconds(1000), milliseconds(9000), "failed");
+  b.executions.push_back(parent);
+  ExecutionRow child = Execution("0190aaaa-0000-7000-8000-00000000c010", "load-region",
+                                 milliseconds(1500), milliseconds(3000), "succeeded");
+  child.parent_id = parent.id;
+  child.agent = "srv3";
+  b.executions.push_back(child);
+  TaskRunRow run;
+  run.execution_id = parent.id;
+  run.task_path = "load[15]/job";
+  run.task_type = "agent_job";
+  run.status = "failed";
+  run.message = "agent srv3 was lost while it ran job child";
+  run.started_at = child.started_at;
+  run.ended_at = At(milliseconds(2500));
+  run.child_execution_id = child.id;
+  run.agent = "srv3";
+  b.task_runs.push_back(run);
+  Write(std::move(b));
+  auto overview = BuildOverview(*catalog_, parent, At(milliseconds(20000)));
+  ASSERT_TRUE(overview.ok()) << overview.status().ToString();
+  ASSERT_EQ(overview->children.size(), 1u);
+  const ChildNode& given_up = overview->children[0];
+  EXPECT_TRUE(given_up.given_up);
+  EXPECT_FALSE(given_up.superseded);
+  EXPECT_TRUE(ShowsChild(kShownChildren, given_up)) << "shown beyond the first ones";
+  EXPECT_EQ(AttemptNote(given_up),
+            "attempt 1 of its task, which its parent gave up on: this child succeeded all the "
+            "same");
+}
+
 // A run whose process is gone shows abandoned, unless its last rows wait in a spool file of
 // this host (it ended while the catalog was down): then it was not killed, and says so (QA: it
 // was shown abandoned and "killed", and a prune could have removed it before its rows came).

@@ -121,7 +121,7 @@ void AddChildRows(TextTable& table, const std::vector<ChildNode>& children, cons
     }
     table.Row({name, Dash(child.task_path), AgentLabel(e), e.status, ClockTime(e.started_at),
                DurationLabel(e.status, e.started_at, e.ended_at, now), e.id});
-    if (std::string note = SupersededNote(child); !note.empty()) table.Note(below + "  ~ " + note);
+    if (std::string note = AttemptNote(child); !note.empty()) table.Note(below + "  ~ " + note);
     for (const std::string& error : ErrorsToShow(child.errors, child.errors_omitted, e.id)) {
       table.Note(below + "  ! " + Abbreviate(error, 120));
     }
