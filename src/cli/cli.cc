@@ -183,6 +183,27 @@ FileKeys TopLevelKeys(const std::string& text) {
   return {static_cast<bool>(root["package"]), static_cast<bool>(root["job"])};
 }
 
+std::optional<std::string> OtherKindOfFile(const std::string& text, const std::string& file,
+                                           bool want_job) {
+  FileKeys keys;
+  try {
+    keys = TopLevelKeys(text);
+  } catch (const YAML::Exception&) {
+    return std::nullopt;  // said with its position by the command's own check
+  }
+  if (want_job && keys.package && !keys.job) {
+    return fmt::format("{} is a package file (it has `package:`), not a job: deploy it with "
+                       "`fanout deploy {} --agent URL`, or run it here with `fanout run {}`",
+                       file, file, file);
+  }
+  if (!want_job && keys.job && !keys.package) {
+    return fmt::format("{} is a job file (it has `job:`), which agents run: deploy it with "
+                       "`fanout deploy {} --agent URL`, then `fanout job start`",
+                       file, file);
+  }
+  return std::nullopt;
+}
+
 std::optional<JobFile> CheckJobFile(const std::string& text, const std::string& file,
                                     Diagnostics& diagnostics) {
   std::vector<agent::JobProblem> problems;

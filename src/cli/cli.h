@@ -89,6 +89,10 @@ struct FileKeys {
   bool job = false;
 };
 FileKeys TopLevelKeys(const std::string& text);
+// For a command given the other kind of file (a job file to `run`, a package to `job create`):
+// one line saying what it is and which command takes it, instead of every key it lacks.
+std::optional<std::string> OtherKindOfFile(const std::string& text, const std::string& file,
+                                           bool want_job);
 
 // A job file (`job:` at the top, YAML or JSON) checked as an agent checks it, for `fanout
 // validate`, `deploy` and `job create`, so that a bad one is refused before any agent sees it.

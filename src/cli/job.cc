@@ -569,6 +569,10 @@ int Create(const JobArgs& args) {
     std::fprintf(stderr, "fanout: %s\n", text.status().message().c_str());
     return kExitNotFound;
   }
+  if (auto other = OtherKindOfFile(*text, args.file, /*want_job=*/true)) {
+    std::fprintf(stderr, "fanout: %s\n", other->c_str());
+    return kExitInvalid;
+  }
   Diagnostics diagnostics;
   auto file = CheckJobFile(*text, args.file, diagnostics);
   if (!file) {

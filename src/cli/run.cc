@@ -197,6 +197,10 @@ int RunPackage(const RunArgs& args, std::string& reason) {
     std::fprintf(stderr, "fanout: %s\n", text.status().message().c_str());
     return kExitNotFound;
   }
+  if (auto other = OtherKindOfFile(*text, args.file, /*want_job=*/false)) {
+    std::fprintf(stderr, "fanout: %s\n", other->c_str());
+    return kExitInvalid;
+  }
   Diagnostics diagnostics;
   auto package = LoadPackageText(*text, args.file, diagnostics);
   if (!package.ok()) {

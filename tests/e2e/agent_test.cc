@@ -2542,6 +2542,13 @@ TEST_F(AgentTest, JobCommandsDriveOneAgent) {
   EXPECT_EQ(bad.exit_code, 5);
   EXPECT_TRUE(Contains(bad.err, "unknown subsystem 'telepathy'")) << bad.err;
   EXPECT_EQ(Job({"create", "missing.yaml"}).exit_code, 4);
+  // A package file is said to be one, not listed as a job lacking every key (QA).
+  d.Write("pkg.yaml", "package: pkg\ntasks:\n  t: {type: process, run: [/bin/true]}\n");
+  CommandResult package = Job({"create", "pkg.yaml"});
+  EXPECT_EQ(package.exit_code, 5);
+  EXPECT_EQ(package.err, "fanout: pkg.yaml is a package file (it has `package:`), not a job: "
+                         "deploy it with `fanout deploy pkg.yaml --agent URL`, or run it here "
+                         "with `fanout run pkg.yaml`\n");
   CommandResult folder = Job({"create", "."});  // it had said "job file . not found"
   EXPECT_EQ(folder.exit_code, 4);
   EXPECT_TRUE(Contains(folder.err, "is a directory")) << folder.err;

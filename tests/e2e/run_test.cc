@@ -115,6 +115,17 @@ TEST(RunTest, ADirectoryIsNotAPackageFile) {
   EXPECT_NE(missing.err.find("missing.yaml"), std::string::npos) << missing.err;
 }
 
+// A job file given to `run` is said to be one, not listed as a package lacking every key (QA).
+TEST(RunTest, AJobFileIsSaidToBeOne) {
+  ScratchDir dir;
+  dir.Write("load.job.yaml", "job: load\nsteps:\n  - {name: s, subsystem: process, run: [true]}\n");
+  CommandResult run = RunFanout({"run", "load.job.yaml"}, dir.path());
+  EXPECT_EQ(run.exit_code, 5);
+  EXPECT_EQ(run.err, "fanout: load.job.yaml is a job file (it has `job:`), which agents run: "
+                     "deploy it with `fanout deploy load.job.yaml --agent URL`, then `fanout "
+                     "job start`\n");
+}
+
 // On a terminal, a run lasting over a second keeps a progress line at the bottom, redrawn in
 // place and erased before the result line; --no-progress, or a stdout that is no terminal
 // (every other test here), prints none.
