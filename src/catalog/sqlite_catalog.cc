@@ -417,7 +417,6 @@ Status SqliteCatalog::Open() {
   }
   // A writer checkpointing meanwhile could change pages this connection reads (immutable: it
   // takes no lock); for one short read, a risk taken rather than lock the owner out.
-
   int rc = guest ? sqlite3_open_v2(ImmutableUri(path_).c_str(), &db_,
                                    SQLITE_OPEN_READONLY | SQLITE_OPEN_URI | SQLITE_OPEN_NOMUTEX,
                                    nullptr)
