@@ -1,5 +1,6 @@
-// `fanout validate FILE`: parse and check a package, or a job file, without running it; print
-// every problem.
+// `fanout validate FILE...`: parse and check packages and job files without running them; print
+// every problem of each.
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <map>
@@ -50,54 +51,73 @@ int ValidateJobFile(const std::string& text, const std::string& file,
   return kExitSuccess;
 }
 
+// One file, as the command checks each: 0 valid, 5 invalid or unreadable, 6 a usage error.
+int ValidateFile(const std::string& file, const std::vector<std::string>& raw_sets,
+                 const std::map<std::string, std::string>& sets) {
+  auto text = ReadFile(file);
+  if (!text.ok()) {
+    std::fprintf(stderr, "fanout: %s\n", text.status().message().c_str());
+    return kExitInvalid;
+  }
+  if (IsJobFile(*text)) return ValidateJobFile(*text, file, raw_sets);
+  Diagnostics diagnostics;
+  std::shared_ptr<const Package> package = ParsePackage(*text, file, diagnostics);
+  if (package) {
+    for (std::string& error : package->UndeclaredSetErrors(sets)) {
+      diagnostics.Error(SourcePos{file, 0, 0}, std::move(error));
+    }
+    for (const ParameterDef& p : package->parameters) {
+      if (p.required && !p.default_value && sets.count(p.name) == 0) {
+        diagnostics.Error(p.pos, fmt::format("required parameter '{}' has no value; give it a "
+                                             "`value:` or pass --set {}=VALUE", p.name, p.name));
+      }
+    }
+  }
+  if (!diagnostics.empty()) return ReportProblems(diagnostics, file);
+  size_t tasks = 0;
+  std::function<void(const std::vector<TaskDef>&)> count = [&](const std::vector<TaskDef>& ts) {
+    for (const TaskDef& t : ts) {
+      ++tasks;
+      count(t.children);
+    }
+  };
+  count(package->tasks);
+  std::printf("%s: valid (package %s, %zu task%s)\n", file.c_str(), package->name.c_str(), tasks,
+              tasks == 1 ? "" : "s");
+  return kExitSuccess;
+}
+
 }  // namespace
 
 Command AddValidateCommand(CLI::App& app) {
   struct Args {
-    std::string file;
+    std::vector<std::string> files;
     std::vector<std::string> sets;
   };
   auto args = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand(
-      "validate", "Check a package or a job file and print every problem found");
-  cmd->add_option("file", args->file, "The package file (YAML), or a job file (`job:`, YAML or JSON)")
+      "validate", "Check package and job files and print every problem found");
+  cmd->add_option("files", args->files,
+                  "Package files (YAML), or job files (`job:`, YAML or JSON); each is checked")
       ->required();
-  cmd->add_option("--set", args->sets, "NAME=VALUE: a parameter value, to check required ones");
-  cmd->footer("Exit codes: 0 valid, 5 invalid or unreadable, 6 usage error.");
+  cmd->add_option("--set", args->sets,
+                  "NAME=VALUE: a parameter value, to check required ones (one file only)");
+  cmd->footer("Exit codes: 0 every file valid, 5 a file invalid or unreadable, 6 usage error.");
   return {cmd, [args]() -> int {
     std::map<std::string, std::string> sets;
     if (!ParseSets(args->sets, sets)) return kExitUsage;
-    auto text = ReadFile(args->file);
-    if (!text.ok()) {
-      std::fprintf(stderr, "fanout: %s\n", text.status().message().c_str());
-      return kExitInvalid;
+    // Another package would refuse a name it does not declare.
+    if (!args->sets.empty() && args->files.size() > 1) {
+      std::fprintf(stderr, "fanout validate: --set gives one package's parameters; give it with "
+                           "one file\n");
+      return kExitUsage;
     }
-    if (IsJobFile(*text)) return ValidateJobFile(*text, args->file, args->sets);
-    Diagnostics diagnostics;
-    std::shared_ptr<const Package> package = ParsePackage(*text, args->file, diagnostics);
-    if (package) {
-      for (std::string& error : package->UndeclaredSetErrors(sets)) {
-        diagnostics.Error(SourcePos{args->file, 0, 0}, std::move(error));
-      }
-      for (const ParameterDef& p : package->parameters) {
-        if (p.required && !p.default_value && sets.count(p.name) == 0) {
-          diagnostics.Error(p.pos, fmt::format("required parameter '{}' has no value; give it a "
-                                               "`value:` or pass --set {}=VALUE", p.name, p.name));
-        }
-      }
+    // Every file is checked; a usage error (6) outranks an invalid file (5).
+    int worst = kExitSuccess;
+    for (const std::string& file : args->files) {
+      worst = std::max(worst, ValidateFile(file, args->sets, sets));
     }
-    if (!diagnostics.empty()) return ReportProblems(diagnostics, args->file);
-    size_t tasks = 0;
-    std::function<void(const std::vector<TaskDef>&)> count = [&](const std::vector<TaskDef>& ts) {
-      for (const TaskDef& t : ts) {
-        ++tasks;
-        count(t.children);
-      }
-    };
-    count(package->tasks);
-    std::printf("%s: valid (package %s, %zu task%s)\n", args->file.c_str(),
-                package->name.c_str(), tasks, tasks == 1 ? "" : "s");
-    return kExitSuccess;
+    return worst;
   }};
 }
 

@@ -14,6 +14,25 @@ TEST(ValidateTest, ValidPackageExitsZero) {
   EXPECT_NE(r.out.find("valid (package ok, 1 task)"), std::string::npos) << r.out;
 }
 
+// `fanout validate *.yaml` checks every file, packages and jobs alike, and says of each; one
+// bad file makes it exit 5 (QA: it took one file only, as `deploy` does not).
+TEST(ValidateTest, SeveralFilesAreEachChecked) {
+  ScratchDir dir;
+  dir.Write("ok.yaml", "package: ok\ntasks:\n  a: {type: process, run: [/bin/true]}\n");
+  dir.Write("ok.job.yaml", "job: ok\nsteps:\n  - {name: s, subsystem: process, run: [true]}\n");
+  dir.Write("bad.yaml", "package: bad\ntasks:\n  a: {type: nope}\n");
+  CommandResult good = RunFanout({"validate", "ok.yaml", "ok.job.yaml"}, dir.path());
+  EXPECT_EQ(good.exit_code, 0) << good.err;
+  EXPECT_EQ(good.out, "ok.yaml: valid (package ok, 1 task)\nok.job.yaml: valid (job ok, 1 step)\n");
+  CommandResult one_bad = RunFanout({"validate", "bad.yaml", "ok.yaml"}, dir.path());
+  EXPECT_EQ(one_bad.exit_code, 5) << one_bad.err;
+  EXPECT_NE(one_bad.err.find("bad.yaml: 1 problem"), std::string::npos) << one_bad.err;
+  EXPECT_EQ(one_bad.out, "ok.yaml: valid (package ok, 1 task)\n") << "the next file is checked";
+  CommandResult sets = RunFanout({"validate", "ok.yaml", "bad.yaml", "--set", "x=1"}, dir.path());
+  EXPECT_EQ(sets.exit_code, 6) << sets.err;
+  EXPECT_NE(sets.err.find("--set gives one package's parameters"), std::string::npos) << sets.err;
+}
+
 TEST(ValidateTest, ReportsEveryProblemWithPosition) {
   ScratchDir dir;
   dir.Write("bad.yaml", R"(package: bad
