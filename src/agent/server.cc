@@ -454,7 +454,10 @@ void AgentServer::Routes() {
   });
 
   s.Get("/v1/health", [this](const httplib::Request&, httplib::Response& res) {
-    Reply(res, 200, json{{"status", "ok"}, {"name", config_.name}, {"version", FANOUT_VERSION}});
+    Reply(res, 200, json{{"status", "ok"},
+                         {"name", config_.name},
+                         {"version", FANOUT_VERSION},
+                         {"draining", executor_->Snapshot().draining}});
   });
 
   s.Get("/v1/status", [this](const httplib::Request&, httplib::Response& res) {

@@ -159,6 +159,11 @@ bool DeployTo(client::AgentClient& agent, const std::vector<Item>& items) {
   auto health = agent.Health();
   if (!health.ok()) return fail("reaching the agent", health.status());
   agent_name = health->value("name", std::string());
+  if (health->value("draining", false)) {
+    std::fprintf(stderr, "fanout deploy: warning: agent %s (%s) is draining (shutting down): the "
+                 "files are stored, and its jobs run once it is started again\n",
+                 agent_name.c_str(), agent.url().c_str());
+  }
 
   for (const Item& item : items) {
     if (item.kind == Item::kPackage) {

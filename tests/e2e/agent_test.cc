@@ -1787,6 +1787,16 @@ TEST_F(AgentTest, SigtermDrainsLettingTheRunningStepFinish) {
   ASSERT_TRUE(WaitForDraining());
   HttpReply refused = agent_.Http("POST", "/v1/jobs/slow/start", "{}");
   EXPECT_EQ(refused.status, 503) << refused.body;
+  // A deploy is stored, and says the agent is going away (QA: it looked like any other).
+  agent_.dir().Write("late.yaml", "job: late\nsteps:\n  - {name: s, subsystem: process, run: "
+                                  "[/bin/true]}\n");
+  CommandResult deployed = RunFanout(
+      {"deploy", "late.yaml", "--agent", agent_.url(), "--token-file", agent_.Path("token")},
+      agent_.dir().path());
+  EXPECT_EQ(deployed.exit_code, 0) << deployed.err;
+  EXPECT_TRUE(Contains(deployed.err, "fanout deploy: warning: agent e2e (" + agent_.url() +
+                                         ") is draining (shutting down)"))
+      << deployed.err;
   OpenGate();
   api_.reset();
   auto asked = std::chrono::steady_clock::now();
