@@ -1199,6 +1199,11 @@ ExecutorStatus Executor::Snapshot() {
   return s;
 }
 
+bool Executor::Draining() {
+  std::lock_guard lock(mu_);
+  return draining_;
+}
+
 std::map<std::string, int64_t> Executor::RunCounts() {
   std::lock_guard lock(mu_);
   return run_counts_;

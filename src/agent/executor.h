@@ -79,6 +79,8 @@ class Executor {
   Result<RunRecord> Wait(const std::string& run_id, std::chrono::milliseconds wait,
                          const std::optional<std::string>& known_execution_id = std::nullopt);
   ExecutorStatus Snapshot();
+  // Whether a drain began (Snapshot().draining, without copying every run).
+  bool Draining();
   // Counters for /metrics: finished runs and step attempts by final status.
   std::map<std::string, int64_t> RunCounts();
   std::map<std::string, int64_t> StepCounts();

@@ -457,7 +457,7 @@ void AgentServer::Routes() {
     Reply(res, 200, json{{"status", "ok"},
                          {"name", config_.name},
                          {"version", FANOUT_VERSION},
-                         {"draining", executor_->Snapshot().draining}});
+                         {"draining", executor_->Draining()}});
   });
 
   s.Get("/v1/status", [this](const httplib::Request&, httplib::Response& res) {

@@ -183,14 +183,17 @@ FileKeys TopLevelKeys(const std::string& text) {
   return {static_cast<bool>(root["package"]), static_cast<bool>(root["job"])};
 }
 
+std::optional<FileKeys> TopLevelKeysIfYaml(const std::string& text) {
+  try {
+    return TopLevelKeys(text);
+  } catch (const YAML::Exception&) {
+    return std::nullopt;
+  }
+}
+
 std::optional<std::string> OtherKindOfFile(const std::string& text, const std::string& file,
                                            bool want_job) {
-  FileKeys keys;
-  try {
-    keys = TopLevelKeys(text);
-  } catch (const YAML::Exception&) {
-    return std::nullopt;  // said with its position by the command's own check
-  }
+  const FileKeys keys = TopLevelKeysIfYaml(text).value_or(FileKeys{});
   if (want_job && keys.package && !keys.job) {
     return fmt::format("{} is a package file (it has `package:`), not a job: deploy it with "
                        "`fanout deploy {} --agent URL`, or run it here with `fanout run {}`",

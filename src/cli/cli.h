@@ -89,6 +89,8 @@ struct FileKeys {
   bool job = false;
 };
 FileKeys TopLevelKeys(const std::string& text);
+// The same, or none for text that is not YAML (a full check then says where it breaks).
+std::optional<FileKeys> TopLevelKeysIfYaml(const std::string& text);
 // For a command given the other kind of file (a job file to `run`, a package to `job create`):
 // one line saying what it is and which command takes it, instead of every key it lacks.
 std::optional<std::string> OtherKindOfFile(const std::string& text, const std::string& file,

@@ -6,7 +6,6 @@
 #include <map>
 
 #include <fmt/format.h>
-#include <yaml-cpp/yaml.h>
 
 #include "cli/cli.h"
 #include "common/util.h"
@@ -19,12 +18,8 @@ namespace {
 // A job file is told by its `job:` key; anything else, YAML errors included, is checked (and
 // reported with positions) as a package.
 bool IsJobFile(const std::string& text) {
-  try {
-    FileKeys keys = TopLevelKeys(text);
-    return keys.job && !keys.package;
-  } catch (const YAML::Exception&) {
-    return false;
-  }
+  const std::optional<FileKeys> keys = TopLevelKeysIfYaml(text);
+  return keys && keys->job && !keys->package;
 }
 
 // Every problem, then "FILE: N problems"; kExitInvalid.
@@ -36,7 +31,7 @@ int ReportProblems(const Diagnostics& diagnostics, const std::string& file) {
 }
 
 int ValidateJobFile(const std::string& text, const std::string& file,
-                    const std::vector<std::string>& sets) {
+                    const std::map<std::string, std::string>& sets) {
   if (!sets.empty()) {
     std::fprintf(stderr, "fanout validate: --set gives package parameters; %s is a job file\n",
                  file.c_str());
@@ -52,14 +47,13 @@ int ValidateJobFile(const std::string& text, const std::string& file,
 }
 
 // One file, as the command checks each: 0 valid, 5 invalid or unreadable, 6 a usage error.
-int ValidateFile(const std::string& file, const std::vector<std::string>& raw_sets,
-                 const std::map<std::string, std::string>& sets) {
+int ValidateFile(const std::string& file, const std::map<std::string, std::string>& sets) {
   auto text = ReadFile(file);
   if (!text.ok()) {
     std::fprintf(stderr, "fanout: %s\n", text.status().message().c_str());
     return kExitInvalid;
   }
-  if (IsJobFile(*text)) return ValidateJobFile(*text, file, raw_sets);
+  if (IsJobFile(*text)) return ValidateJobFile(*text, file, sets);
   Diagnostics diagnostics;
   std::shared_ptr<const Package> package = ParsePackage(*text, file, diagnostics);
   if (package) {
@@ -115,7 +109,7 @@ Command AddValidateCommand(CLI::App& app) {
     // Every file is checked; a usage error (6) outranks an invalid file (5).
     int worst = kExitSuccess;
     for (const std::string& file : args->files) {
-      worst = std::max(worst, ValidateFile(file, args->sets, sets));
+      worst = std::max(worst, ValidateFile(file, sets));
     }
     return worst;
   }};
