@@ -116,11 +116,14 @@ Result<std::unique_ptr<Catalog>> OpenCatalogForRun(const std::string& spec,
     return std::unique_ptr<Catalog>(std::move(catalog));
   }
   Status opened = catalog->Open();
+  // A server that answers and refuses, or any failure but a connection's, is for the user.
+  if (catalog->Refuses(opened) || (!opened.ok() && opened.code() != Code::kUnavailable)) {
+    return opened;
+  }
   if (opened.ok()) {
     RETURN_IF_ERROR(catalog->CheckWriteRights());
     return std::unique_ptr<Catalog>(std::move(catalog));
   }
-  if (!catalog->IsOutage(opened)) return opened;  // it answers: the failure is for the user
   unreachable = opened.message();
   catalog->OpenOnFirstWrite();  // a failed Open left it closed
   return std::unique_ptr<Catalog>(std::move(catalog));

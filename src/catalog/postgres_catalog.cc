@@ -868,6 +868,13 @@ bool PostgresCatalog::IsOutage(const Status& open_failure) {
   return ping == PQPING_NO_RESPONSE || ping == PQPING_REJECT;
 }
 
+bool PostgresCatalog::Refuses(Status& opened) {
+  auto refused = [&] { return opened.code() == Code::kUnavailable && !IsOutage(opened); };
+  if (!refused()) return false;
+  opened = Open();
+  return refused();
+}
+
 int PostgresCatalog::WriteConnectTimeoutSeconds() const {
   if (write_timeout_.count() == 0) return kConnectTimeoutSeconds;
   // libpq takes whole seconds, and at least 2.

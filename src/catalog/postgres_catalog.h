@@ -71,6 +71,10 @@ class PostgresCatalog : public Catalog {
   // not in time), or it takes no connection for now (starting up, shutting down, full); not one
   // that refuses this connection (a wrong password, no such database) or a bad spec.
   bool IsOutage(const Status& open_failure);
+  // After a failed Open(): whether the server answered and refused (not IsOutage). A refusal
+  // is confirmed by a second Open(), whose result replaces `opened`: a server back up between
+  // the failed connect and IsOutage's ping would otherwise pass for one that refuses.
+  bool Refuses(Status& opened);
   // One transaction; executions and task runs upserted by key (the last row of a key in the
   // batch wins), events appended in order (via COPY) except those whose uid is already stored.
   // Reconnects when the connection was lost; retries at once a transaction that lost a

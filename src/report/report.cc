@@ -260,12 +260,10 @@ namespace {
 template <typename Backend>
 Result<std::unique_ptr<Catalog>> OpenExisting(std::unique_ptr<Backend> catalog) {
   Status opened = catalog->Open();
-  if (!opened.ok() && catalog->found_empty()) return std::unique_ptr<Catalog>();
   if constexpr (std::is_same_v<Backend, catalog::PostgresCatalog>) {
-    if (opened.code() == Code::kUnavailable && !catalog->IsOutage(opened)) {
-      return FailedPrecondition(opened.message());
-    }
+    if (catalog->Refuses(opened)) return FailedPrecondition(opened.message());
   }
+  if (!opened.ok() && catalog->found_empty()) return std::unique_ptr<Catalog>();
   RETURN_IF_ERROR(opened);
   return std::unique_ptr<Catalog>(std::move(catalog));
 }
