@@ -124,6 +124,14 @@ struct TaskDef {
   std::vector<Expression> for_assign;
   // foreach: items (a list written inline, or a template rendering a list) or files (a glob).
   std::optional<Value> foreach_list;
+  // Inline items (or values of inline rows) written with `${...}`, rendered into their places
+  // in foreach_list when the loop starts.
+  struct ItemTemplate {
+    size_t item;
+    std::optional<size_t> column;  // of the row `item` is
+    Template text;
+  };
+  std::vector<ItemTemplate> foreach_list_templates;
   std::optional<Template> foreach_items;
   std::optional<Template> foreach_files;
   // The loop's variables: `as: row` holds each item whole; `as: [id, region]` (SSIS's ADO

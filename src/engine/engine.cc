@@ -1219,6 +1219,21 @@ void Execution::StartLoop(Container* c, size_t i, DateTime started, int attempt,
   if (def.container == ContainerKind::kForeach) {
     if (def.foreach_list) {
       l->items = def.foreach_list->as_list();
+      for (const TaskDef::ItemTemplate& at : def.foreach_list_templates) {
+        auto v = at.text.Render(*c->scope);
+        if (!v.ok()) {
+          fail(v.status().message());
+          break;
+        }
+        Value& item = l->items[at.item];
+        if (!at.column) {
+          item = std::move(*v);
+          continue;
+        }
+        Value::List row = item.as_list();
+        row[*at.column] = std::move(*v);
+        item = Value(std::move(row));
+      }
     } else if (def.foreach_items) {
       auto v = def.foreach_items->Render(*c->scope);
       if (!v.ok()) fail(v.status().message());

@@ -1172,6 +1172,51 @@ tasks:
   EXPECT_TRUE(World::Get().Ran("seq/each[3]/work"));
 }
 
+// Inline items are templates as `items: "${list}"` is (QA: `${x}` was iterated as its text, and
+// validate said nothing); a whole `${...}` keeps its value's type, in a row too.
+TEST_F(EngineTest, ForeachRendersTheTemplatesOfInlineItems) {
+  RunResult r = MustRun(R"(package: foreach-inline-templates
+variables:
+  x: {value: hello}
+  n: {type: int, value: 4}
+tasks:
+  each:
+    type: foreach
+    items: ["${x}", "b-${UPPER(x)}", "$${x}", [7, "${n}"], 3]
+    as: i
+    tasks:
+      work: {type: fake, log: "${i}"}
+  rows:
+    type: foreach
+    items: [[1, "${x}"], ["${n}", "${n * 2}"]]
+    as: [a, b]
+    after: [each]
+    tasks:
+      work: {type: fake, log: "${a + 1}:${b}"}
+)");
+  EXPECT_EQ(r.result, TaskResult::kSuccess) << r.message;
+  EXPECT_EQ(Logs(World::Get().Calls()),
+            (std::vector<std::string>{"hello", "b-HELLO", "${x}", "[7, 4]", "3", "2:hello",
+                                      "5:8"}));
+}
+
+// An inline item's template that fails at run time fails the loop before any iteration.
+TEST_F(EngineTest, ForeachInlineItemThatCannotRenderFailsTheLoop) {
+  RunResult r = MustRun(R"(package: foreach-inline-bad
+variables:
+  s: {value: abc}
+tasks:
+  each:
+    type: foreach
+    items: [a, "${s * 2}"]
+    as: i
+    tasks:
+      work: {type: fake}
+)");
+  EXPECT_EQ(r.result, TaskResult::kFailure);
+  EXPECT_FALSE(World::Get().Ran("each[1]/work"));
+}
+
 TEST_F(EngineTest, ForeachMaxConcurrentRunsIterationsSideBySide) {
   RunResult r = MustRun(R"(package: foreach-parallel
 max_concurrent: 8

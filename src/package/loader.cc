@@ -1138,15 +1138,25 @@ class Loader : public TaskParser {
       ParseAssignments(def, "assign", t.for_assign);
     } else if (spec.kind == ContainerKind::kForeach) {
       if (def["items"] && def["items"].IsSequence()) {
-        // items: [a, b, c] written inline: a constant list.
+        // items: [a, b, c] written inline: a list whose `${...}` pieces are rendered when the
+        // loop starts, as every other template.
         Value::List list;
+        auto item_value = [&](const YAML::Node& scalar, std::optional<size_t> column) {
+          Value value = ScalarValue(scalar);
+          if (value.is(ValueType::kString) && value.as_string().find('$') != std::string::npos) {
+            if (auto text = ParseTemplate(scalar)) {
+              t.foreach_list_templates.push_back({list.size(), column, std::move(*text)});
+            }
+          }
+          return value;
+        };
         for (const YAML::Node& item : def["items"]) {
           if (item.IsScalar()) {
-            list.push_back(ScalarValue(item));
+            list.push_back(item_value(item, std::nullopt));
           } else if (item.IsSequence()) {  // a row, for `as: [name, ...]`
             Value::List row;
             for (const YAML::Node& value : item) {
-              if (value.IsScalar()) row.push_back(ScalarValue(value));
+              if (value.IsScalar()) row.push_back(item_value(value, row.size()));
               else Error(value, "a row of inline `items` holds scalars");
             }
             list.emplace_back(std::move(row));
