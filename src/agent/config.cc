@@ -100,24 +100,63 @@ Result<AgentConfig> LoadAgentConfig(const std::string& path) {
   try {
     YAML::Node root = YAML::Load(text);
     if (!root.IsMap()) return InvalidArgument(path + ": an agent configuration is a YAML mapping");
-    static const std::vector<std::string> kKeys = {
-        "name", "listen", "data_dir", "slots", "tls", "token_file", "catalog", "proxies",
-        "max_body_bytes", "max_history_bytes", "history_runs_per_job", "stop_grace", "drain_grace"};
-    for (const YAML::Node& key : RepeatedKeys(root)) {
-      problem(key, fmt::format("duplicate key `{}`", key.Scalar()));
-    }
-    for (auto it = root.begin(); it != root.end(); ++it) {
-      const std::string& key = it->first.Scalar();
-      if (std::find(kKeys.begin(), kKeys.end(), key) == kKeys.end()) {
-        problem(it->first, fmt::format("unknown key `{}`; allowed: {}", key, fmt::join(kKeys, ", ")));
+    // Unknown keys are errors at every level: a misspelt `tls.client_ca` would turn mutual TLS
+    // off without a word (QA).
+    auto check_keys = [&](const YAML::Node& map, const std::vector<std::string>& allowed,
+                          const std::string& where) {
+      for (const YAML::Node& key : RepeatedKeys(map)) {
+        problem(key, fmt::format("duplicate key `{}{}`", where, key.Scalar()));
       }
+      for (auto it = map.begin(); it != map.end(); ++it) {
+        const std::string& key = it->first.Scalar();
+        if (std::find(allowed.begin(), allowed.end(), key) == allowed.end()) {
+          problem(it->first, fmt::format("unknown key `{}{}`; allowed: {}", where, key,
+                                         fmt::join(allowed, ", ")));
+        }
+      }
+    };
+    // Where to point at `key`'s value: a null one has the position of whatever follows it,
+    // often the next line, so its key's is said instead.
+    auto at = [](const YAML::Node& parent, const std::string& key) {
+      for (auto it = parent.begin(); it != parent.end(); ++it) {
+        if (it->first.Scalar() == key) return it->second.IsNull() ? it->first : it->second;
+      }
+      return parent;
+    };
+    // The mapping under `key`, if any; another value is a problem saying what it holds.
+    auto mapping = [&](const YAML::Node& parent, const std::string& key, const std::string& what,
+                       const std::string& where = "") -> std::optional<YAML::Node> {
+      YAML::Node node = parent[key];
+      if (!node) return std::nullopt;
+      if (!node.IsMap()) {
+        problem(at(parent, key), fmt::format("`{}{}` is a mapping: {}", where, key, what));
+        return std::nullopt;
+      }
+      return node;
+    };
+    // A key's text. No value (`data_dir:` alone, or `~`) is a problem: yaml-cpp reads it as the
+    // text "null", which had made a folder of that name.
+    auto text = [&](const YAML::Node& parent, const std::string& key,
+                    const std::string& where = "") -> std::optional<std::string> {
+      YAML::Node node = parent[key];
+      if (!node) return std::nullopt;
+      if (!node.IsScalar() || node.Scalar().empty()) {
+        problem(at(parent, key), fmt::format("`{}{}` needs {}", where, key,
+                                  node.IsScalar() || node.IsNull() ? "a value" : "a single value"));
+        return std::nullopt;
+      }
+      return node.Scalar();
+    };
+    check_keys(root, {"name", "listen", "data_dir", "slots", "tls", "token_file", "catalog",
+                      "proxies", "max_body_bytes", "max_history_bytes", "history_runs_per_job",
+                      "stop_grace", "drain_grace"},
+               "");
+    if (auto name = text(root, "name")) c.name = *name;
+    if (auto listen = text(root, "listen")) {
+      Status parsed = ParseListen(*listen, c);
+      if (!parsed.ok()) problem(root["listen"], "`listen` " + parsed.message());
     }
-    c.name = root["name"] ? root["name"].as<std::string>() : HostName();
-    if (root["listen"]) {
-      Status listen = ParseListen(root["listen"].as<std::string>(), c);
-      if (!listen.ok()) problem(root["listen"], "`listen` " + listen.message());
-    }
-    if (root["data_dir"]) c.data_dir = Resolve(base, root["data_dir"].as<std::string>());
+    if (auto data_dir = text(root, "data_dir")) c.data_dir = Resolve(base, *data_dir);
     // Whole numbers of at least `min`, said so rather than yaml-cpp's "bad conversion".
     auto whole = [&](const char* key, int64_t min) -> std::optional<int64_t> {
       YAML::Node v = root[key];
@@ -131,22 +170,23 @@ Result<AgentConfig> LoadAgentConfig(const std::string& path) {
       return n;
     };
     if (auto slots = whole("slots", 1)) c.slots = static_cast<int>(std::min<int64_t>(*slots, 100000));
-    if (YAML::Node tls = root["tls"]) {
-      if (tls["cert"]) c.tls_cert = Resolve(base, tls["cert"].as<std::string>());
-      if (tls["key"]) c.tls_key = Resolve(base, tls["key"].as<std::string>());
-      if (tls["client_ca"]) c.tls_client_ca = Resolve(base, tls["client_ca"].as<std::string>());
+    if (auto tls = mapping(root, "tls", "cert, key and client_ca, each a file")) {
+      check_keys(*tls, {"cert", "key", "client_ca"}, "tls.");
+      if (auto cert = text(*tls, "cert", "tls.")) c.tls_cert = Resolve(base, *cert);
+      if (auto key = text(*tls, "key", "tls.")) c.tls_key = Resolve(base, *key);
+      if (auto ca = text(*tls, "client_ca", "tls.")) c.tls_client_ca = Resolve(base, *ca);
     }
-    if (root["token_file"]) {
+    if (auto token_file = text(root, "token_file")) {
       // Read as clients read it, so that both hold the same token.
-      auto token = client::ReadTokenFile(Resolve(base, root["token_file"].as<std::string>()));
+      auto token = client::ReadTokenFile(Resolve(base, *token_file));
       if (!token.ok()) {
         problem(root["token_file"], "token_file: " + token.status().message());
       } else {
         c.token = *token;
       }
     }
-    if (root["catalog"]) {
-      c.catalog = root["catalog"].as<std::string>();
+    if (auto catalog = text(root, "catalog")) {
+      c.catalog = *catalog;
       // A relative SQLite file is the config folder's, as the other paths here.
       if (auto sqlite = CatalogSqlitePath(c.catalog); sqlite.ok() && !sqlite->empty()) {
         c.catalog = "sqlite:" + Resolve(base, *sqlite);
@@ -160,34 +200,45 @@ Result<AgentConfig> LoadAgentConfig(const std::string& path) {
       c.history_runs_per_job = static_cast<int>(std::min<int64_t>(*runs, 100000000));
     }
     for (const char* key : {"stop_grace", "drain_grace"}) {
-      if (!root[key]) continue;
-      auto d = ParseDuration(root[key].as<std::string>());
+      auto duration = text(root, key);
+      if (!duration) continue;
+      auto d = ParseDuration(*duration);
       if (!d.ok()) problem(root[key], fmt::format("`{}`: {}", key, d.status().message()));
       else (std::string(key) == "stop_grace" ? c.stop_grace : c.drain_grace) = *d;
     }
-    if (YAML::Node proxies = root["proxies"]) {
-      for (auto it = proxies.begin(); it != proxies.end(); ++it) {
-        ProxyConfig p;
-        p.name = it->first.Scalar();
-        if (!ValidName(p.name)) {
-          problem(it->first, "proxy name '" + p.name + "' must match [A-Za-z0-9_.-]{1,128}");
+    YAML::Node proxies =
+        mapping(root, "proxies", "each proxy's name, with its `user` and `subsystems`")
+            .value_or(YAML::Node(YAML::NodeType::Map));
+    for (auto it = proxies.begin(); it != proxies.end(); ++it) {
+      ProxyConfig p;
+      p.name = it->first.Scalar();
+      if (!ValidName(p.name)) {
+        problem(it->first, "proxy name '" + p.name + "' must match [A-Za-z0-9_.-]{1,128}");
+      }
+      const std::string where = "proxies." + p.name + ".";
+      auto proxy = mapping(proxies, p.name, "its `user` and `subsystems`", "proxies.");
+      if (!proxy) continue;
+      check_keys(*proxy, {"user", "subsystems"}, where);
+      if (auto user = text(*proxy, "user", where)) p.user = *user;
+      else if (!(*proxy)["user"]) problem(it->first, "proxy '" + p.name + "' needs `user`");
+      if (YAML::Node subs = (*proxy)["subsystems"]) {
+        // A misspelt subsystem would only show when a step through the proxy is refused.
+        static const std::vector<std::string> kSubsystems = {"package", "process"};
+        if (!subs.IsSequence()) {
+          problem(subs, fmt::format("`{}subsystems` is a list of {}", where,
+                                    fmt::join(kSubsystems, ", ")));
         }
-        if (!it->second["user"]) problem(it->first, "proxy '" + p.name + "' needs `user`");
-        else p.user = it->second["user"].as<std::string>();
-        if (YAML::Node subs = it->second["subsystems"]) {
-          // A misspelt subsystem would only show when a step through the proxy is refused.
-          static const std::vector<std::string> kSubsystems = {"package", "process"};
-          for (const auto& s : subs) {
-            p.subsystems.push_back(s.as<std::string>());
-            if (std::find(kSubsystems.begin(), kSubsystems.end(), p.subsystems.back()) ==
-                kSubsystems.end()) {
-              problem(s, fmt::format("unknown subsystem '{}' in proxies.{}.subsystems; allowed: {}",
-                                     p.subsystems.back(), p.name, fmt::join(kSubsystems, ", ")));
-            }
+        for (size_t i = 0; subs.IsSequence() && i < subs.size(); ++i) {
+          p.subsystems.push_back(subs[i].IsScalar() ? subs[i].Scalar() : "");
+          if (std::find(kSubsystems.begin(), kSubsystems.end(), p.subsystems.back()) ==
+              kSubsystems.end()) {
+            problem(subs[i], fmt::format("unknown subsystem '{}' in {}subsystems; allowed: {}",
+                                         p.subsystems.back(), where,
+                                         fmt::join(kSubsystems, ", ")));
           }
         }
-        c.proxies[p.name] = std::move(p);
       }
+      c.proxies[p.name] = std::move(p);
     }
   } catch (const YAML::Exception& e) {
     return InvalidArgument(fmt::format("{}:{}:{}: {}{}", path, e.mark.line + 1, e.mark.column + 1,

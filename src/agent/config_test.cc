@@ -71,6 +71,33 @@ TEST(ConfigTest, ProblemsAreSaidInFileOrderWithTheirPlace) {
                 file + ":5:1: duplicate key `name`");
 }
 
+// QA: `tls: {client-ca: ...}` was ignored, so mutual TLS was off without a word; `data_dir:`
+// alone made a folder named "null"; `tls: yes` and `proxies: [a]` said yaml-cpp's internals.
+TEST(ConfigTest, NestedKeysValuesAndShapesAreCheckedToo) {
+  testing::TempDir dir;
+  const std::string file = dir.File("agent.yaml");
+  auto problems = [&](const std::string& yaml) {
+    std::ofstream(file) << yaml;
+    auto config = LoadAgentConfig(file);
+    return config.ok() ? std::string("loaded") : config.status().message();
+  };
+  EXPECT_EQ(problems("data_dir: d\ntls: {cert: c, key: k, client-ca: ca}\n"),
+            file + ":2:24: unknown key `tls.client-ca`; allowed: cert, key, client_ca");
+  EXPECT_EQ(problems("data_dir:\nname: ~\n"),
+            file + ":1:1: `data_dir` needs a value\n" + file + ":2:1: `name` needs a value");
+  EXPECT_EQ(problems("data_dir: d\ntls: yes\nlisten: {host: x}\n"),
+            file + ":2:6: `tls` is a mapping: cert, key and client_ca, each a file\n" + file +
+                ":3:9: `listen` needs a single value");
+  EXPECT_EQ(problems("data_dir: d\nproxies: [a, b]\n"),
+            file + ":2:10: `proxies` is a mapping: each proxy's name, with its `user` and "
+                   "`subsystems`");
+  EXPECT_EQ(problems("data_dir: d\nproxies:\n  etl: {user: u, group: g, subsystems: package}\n"
+                     "  bare:\n"),
+            file + ":3:18: unknown key `proxies.etl.group`; allowed: user, subsystems\n" + file +
+                ":3:40: `proxies.etl.subsystems` is a list of package, process\n" + file +
+                ":4:3: `proxies.bare` is a mapping: its `user` and `subsystems`");
+}
+
 // A relative `catalog: sqlite:rel.db` was passed as is to step processes, which run in other
 // folders: one created /rel.db. Relative paths are the config folder's, made absolute.
 TEST(ConfigTest, RelativePathsAreTheConfigFoldersMadeAbsolute) {
