@@ -398,6 +398,12 @@ json NoContentLength() {
                      "Content-Length (send {} for an empty one)"}};
 }
 
+json BodyTooLarge(size_t max_body_bytes) {
+  return {{"error", "body too large"},
+          {"detail", fmt::format("the request body is over the agent's max_body_bytes ({} bytes)",
+                                 max_body_bytes)}};
+}
+
 }  // namespace
 
 void AgentServer::Routes() {
@@ -408,19 +414,51 @@ void AgentServer::Routes() {
     // `curl -X POST` without data for the 10 s read timeout: answered now, and the connection
     // closed, since where the body would end is unknown.
     const bool may_have_body = req.method != "GET" && req.method != "HEAD" && req.method != "DELETE";
-    if (may_have_body && !req.has_header("Content-Length") && !req.has_header("Transfer-Encoding")) {
+    if (!may_have_body) return httplib::Server::HandlerResponse::Unhandled;
+    auto refuse = [&](int status, json body) {
       res.set_header("Connection", "close");
-      if (req.method == "POST" || req.method == "PUT") {
-        Reply(res, 400, NoContentLength());
-      } else {
-        Reply(res, 405, MethodNotAllowed(req.method));
-      }
+      Reply(res, status, std::move(body));
       return httplib::Server::HandlerResponse::Handled;
+    };
+    if (!req.has_header("Content-Length") && !req.has_header("Transfer-Encoding")) {
+      if (req.method == "POST" || req.method == "PUT") return refuse(400, NoContentLength());
+      return refuse(405, MethodNotAllowed(req.method));
+    }
+    // A length over the limit is answered now: cpp-httplib would read the whole body first, or
+    // wait its 10 s read timeout for one that never comes.
+    if (req.has_header("Content-Length")) {
+      const std::string length = req.get_header_value("Content-Length");
+      size_t bytes = 0;
+      auto [end, error] = std::from_chars(length.data(), length.data() + length.size(), bytes);
+      if (error == std::errc::result_out_of_range ||
+          (error == std::errc() && end == length.data() + length.size() &&
+           bytes > config_.max_body_bytes)) {
+        return refuse(413, BodyTooLarge(config_.max_body_bytes));
+      }
+      if (error != std::errc() || end != length.data() + length.size()) {
+        return refuse(400, json{{"error", "bad request"},
+                                {"detail", fmt::format("Content-Length '{}' is not a number of "
+                                                       "bytes", length)}});
+      }
+    }
+    // Bodies are JSON whatever their type says. curl -d sends its default,
+    // application/x-www-form-urlencoded, which cpp-httplib caps at 8 KiB and parses as a query;
+    // such a body is read as the JSON it is (the request object is the server's own, not const).
+    const std::string type = req.get_header_value("Content-Type");
+    if (type.starts_with("application/x-www-form-urlencoded")) {
+      auto& headers = const_cast<httplib::Request&>(req).headers;
+      headers.erase("Content-Type");
+      headers.emplace("Content-Type", "application/json");
+    } else if (type.starts_with("multipart/")) {
+      return refuse(415, json{{"error", "unsupported media type"},
+                              {"detail", fmt::format("bodies are JSON (Content-Type: "
+                                                     "application/json), not {}", type)}});
     }
     return httplib::Server::HandlerResponse::Unhandled;
   });
   // Errors cpp-httplib answers itself get the documented body too.
-  s.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
+  s.set_error_handler([max_body_bytes = config_.max_body_bytes](const httplib::Request& req,
+                                                                httplib::Response& res) {
     if (!res.body.empty()) return;
     const bool known_method = req.method == "GET" || req.method == "POST" ||
                               req.method == "PUT" || req.method == "DELETE";
@@ -428,8 +466,8 @@ void AgentServer::Routes() {
     std::string error = "request failed";
     std::string detail = fmt::format("HTTP {}", status);
     if (status == 413) {
-      error = "body too large";
-      detail = "the request body is over the agent's max_body_bytes";
+      Reply(res, 413, BodyTooLarge(max_body_bytes));
+      return;
     } else if (!known_method && (status == 400 || status == 404)) {
       Reply(res, 405, MethodNotAllowed(req.method));
       return;
@@ -437,8 +475,17 @@ void AgentServer::Routes() {
       error = "not found";
       detail = fmt::format("no route {} {}; see docs/agent-api.md", req.method, req.path);
     } else if (status == 400) {
-      Reply(res, 400, NoContentLength());
-      return;
+      if ((req.method == "POST" || req.method == "PUT") && !req.has_header("Content-Length") &&
+          !req.has_header("Transfer-Encoding")) {
+        Reply(res, 400, NoContentLength());
+        return;
+      }
+      error = "bad request";
+      detail = "the request could not be read: it was malformed or cut short (a body shorter "
+               "than its Content-Length, bad chunks, a header line over 8 KiB)";
+    } else if (status == 414) {
+      error = "URI too long";
+      detail = "the request's path and query are over 8 KiB";
     }
     Reply(res, status, json{{"error", error}, {"detail", detail}});
   });
@@ -685,6 +732,15 @@ void AgentServer::Routes() {
             return Reply(res, 400, json{{"error", "malformed request"}, {"detail", "`params` must be an object"}});
           }
           for (const auto& [param, text] : value.items()) {
+            // A name no package can declare: as FANOUT_PARAM_<name>, "a=b" would set a variable
+            // a process step cannot tell from `a`'s (QA).
+            if (!ValidName(param)) {
+              return Reply(res, 400, json{{"error", "malformed request"},
+                                          {"detail", fmt::format("`params` holds {}, which is no "
+                                                                 "parameter name: names match "
+                                                                 "[A-Za-z0-9_.-]{{1,128}}",
+                                                                 json(param).dump())}});
+            }
             bool strings = text.is_array() && std::all_of(text.begin(), text.end(),
                                                           [](const json& v) { return v.is_string(); });
             if (!text.is_string() && !strings) {

@@ -367,6 +367,8 @@ TEST_F(AgentTest, MalformedInputGets400WithAReasonAndChangesNothing) {
       {"{\"secrets\": [1]}", "`secrets` must be an array of strings"},
       {"{\"params\": {\"n\": 5}}", "`params.n` is 5: a parameter's value is a string"},
       {"{\"params\": {\"n\": [\"a\", {}]}}", "`params.n` is ["},
+      {"{\"params\": {\"a=b\": \"x\"}}", "`params` holds \\\"a=b\\\", which is no parameter name"},
+      {"{\"params\": {\"\": \"x\"}}", "`params` holds \\\"\\\", which is no parameter name"},
   };
   for (const auto& [body, detail] : starts) {
     HttpReply r = agent_.Http("POST", "/v1/jobs/keep/start", body);
@@ -474,6 +476,34 @@ TEST_F(AgentTest, ARequestWithoutABodyLengthIsAnsweredAtOnce) {
                                                     : "HTTP/1.1 405 Method Not Allowed")
         << method;
     EXPECT_LT(took, std::chrono::seconds(5)) << method;
+  }
+}
+
+// QA: curl -d's default type (application/x-www-form-urlencoded) capped bodies at 8 KiB with a
+// 413 blaming max_body_bytes; a Content-Length over the limit, or negative, was answered only
+// after the 10 s read timeout.
+TEST_F(AgentTest, BodiesAreJsonWhateverTheirTypeAndOverlongOnesAreRefusedAtOnce) {
+  ASSERT_TRUE(StartConfig(Config(1)));
+  ASSERT_TRUE(PutJob("job: env\nsteps:\n  - {name: a, subsystem: process, run: [/bin/true]}\n"));
+  const std::string params = R"({"params": {"p": ")" + std::string(20000, 'x') + R"("}})";
+  HttpReply form = agent_.Http("POST", "/v1/jobs/env/start", params,
+                               "application/x-www-form-urlencoded");
+  EXPECT_EQ(form.status, 202) << form.body;
+  HttpReply multipart = agent_.Http("POST", "/v1/jobs/env/start", params,
+                                    "multipart/form-data; boundary=x");
+  EXPECT_EQ(multipart.status, 415) << multipart.body;
+  EXPECT_TRUE(Contains(multipart.json.value("detail", ""), "application/json")) << multipart.body;
+  for (const auto& [length, status] : std::vector<std::pair<std::string, std::string>>{
+           {"5000000", "413 Payload Too Large"}, {"99999999999999999999999", "413 Payload Too Large"},
+           {"-5", "400 Bad Request"}}) {
+    std::chrono::milliseconds took{0};
+    std::string reply = RawExchange(
+        agent_.url(),
+        std::string("PUT /v1/jobs/x HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer ") + kToken +
+            "\r\nContent-Type: application/json\r\nContent-Length: " + length + "\r\n\r\n",
+        took, "\"}");  // the end of its JSON body
+    EXPECT_TRUE(reply.starts_with("HTTP/1.1 " + status)) << length << ": " << reply;
+    EXPECT_LT(took, std::chrono::seconds(1)) << length;
   }
 }
 
