@@ -355,6 +355,12 @@ Status Executor::Recover() {
                  runs.size(), runs.size() == 1 ? " was" : "s were", reattached, read_back,
                  retrying, requeued, ended);
   }
+  if (auto closed = store_.CloseAttemptsOfEndedRuns(); closed.ok() && *closed > 0) {
+    std::fprintf(stderr, "fanout agent: %lld step attempt%s of ended runs %s left `running`: "
+                 "closed as abandoned (their ends could not be written)\n",
+                 static_cast<long long>(*closed), *closed == 1 ? "" : "s",
+                 *closed == 1 ? "was" : "were");
+  }
   // Those an agent before this one could not end yet, then these; on the closer thread: an
   // unreachable catalog must not hold up the agent's start.
   if (auto kept = store_.ListUnendedExecutions(); kept.ok()) {

@@ -6,6 +6,7 @@
 #include <sqlite3.h>
 
 #include <algorithm>
+#include <climits>
 #include <cstdio>
 #include <filesystem>
 
@@ -455,7 +456,13 @@ Status AgentStore::WriteOrKeepLocked(const RunRecord* run, const StepAttemptReco
   bool both = run != nullptr && attempt != nullptr;
   if (both) s = Cached("BEGIN IMMEDIATE").Run();
   if (s.ok() && attempt != nullptr) s = UpsertStepAttemptLocked(*attempt);
-  if (s.ok() && run != nullptr) s = UpdateRunLocked(*run);
+  if (s.ok() && run != nullptr) {
+    s = AttemptsUnsavedLocked(run->id, attempt)
+            ? Unavailable(fmt::format("run {} is held in memory until its step attempts are "
+                                      "written",
+                                      run->id))
+            : UpdateRunLocked(*run);
+  }
   if (both) {
     if (s.ok()) s = Cached("COMMIT").Run();
     if (!s.ok()) (void)Cached("ROLLBACK").Run();
@@ -482,7 +489,23 @@ void AgentStore::WriteUnsavedLocked(bool now) {
   std::erase_if(unsaved_attempts_, [&](const auto& kept) {
     return UpsertStepAttemptLocked(kept.second).ok();
   });
-  std::erase_if(unsaved_runs_, [&](const auto& kept) { return UpdateRunLocked(kept.second).ok(); });
+  std::erase_if(unsaved_runs_, [&](const auto& kept) {
+    return !AttemptsUnsavedLocked(kept.first) && UpdateRunLocked(kept.second).ok();
+  });
+}
+
+// A run's end is written after its attempts' ends: written alone (an attempt with its output
+// needs more room than a run), it left the run ended with its attempt `running` for ever, and
+// recovery, which looks at unfinished runs only, never closed it (QA, a full disk).
+bool AgentStore::AttemptsUnsavedLocked(const std::string& run_id,
+                                       const StepAttemptRecord* but) const {
+  for (auto it = unsaved_attempts_.lower_bound(AttemptKey{run_id, INT_MIN, INT_MIN});
+       it != unsaved_attempts_.end() && std::get<0>(it->first) == run_id; ++it) {
+    if (but == nullptr || it->first != AttemptKey{but->run_id, but->step, but->attempt}) {
+      return true;
+    }
+  }
+  return false;
 }
 
 RunRecord AgentStore::WithUnsavedLocked(RunRecord run) const {
@@ -596,6 +619,18 @@ Result<std::vector<RunRecord>> AgentStore::ListUnfinishedRuns() {
   while (q.Next()) out.push_back(ReadRun(q));
   RETURN_IF_ERROR(q.status());
   return out;
+}
+
+Result<int64_t> AgentStore::CloseAttemptsOfEndedRuns() {
+  std::lock_guard lock(mu_);
+  Query q = Cached(
+      "UPDATE step_attempts SET status = 'abandoned', "
+      "ended_at = (SELECT ended_at FROM runs WHERE runs.id = step_attempts.run_id), "
+      "message = 'the end of this attempt was not recorded: the agent could not write it' "
+      "WHERE status = 'running' AND run_id IN (SELECT id FROM runs WHERE status IN "
+      "('succeeded', 'failed', 'canceled', 'abandoned'))");
+  RETURN_IF_ERROR(q.Run());
+  return sqlite3_changes64(db_);
 }
 
 Status AgentStore::UpsertStepAttemptLocked(const StepAttemptRecord& a) {

@@ -137,6 +137,9 @@ class AgentStore {
   Result<int64_t> TrimHistory(const std::string& job, int keep);
   // Runs not in a final state, oldest first (for recovery after a restart).
   Result<std::vector<RunRecord>> ListUnfinishedRuns();
+  // Closes as abandoned, at their run's end, step attempts still `running` in ended runs (an
+  // agent before 2026-11-28 could leave them after a full disk); how many.
+  Result<int64_t> CloseAttemptsOfEndedRuns();
 
   Status UpsertStepAttempt(const StepAttemptRecord& attempt);
   Result<std::vector<StepAttemptRecord>> ListStepAttempts(const std::string& run_id,
@@ -167,6 +170,9 @@ class AgentStore {
   // Writes what the unsaved maps hold, when it can: at most once a second unless `now`.
   // Holds mu_.
   void WriteUnsavedLocked(bool now = false);
+  // Whether updates of `run_id`'s attempts (but `but`) are held in the unsaved map. Holds mu_.
+  bool AttemptsUnsavedLocked(const std::string& run_id,
+                             const StepAttemptRecord* but = nullptr) const;
   RunRecord WithUnsavedLocked(RunRecord run) const;
 
   std::mutex mu_;

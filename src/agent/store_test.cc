@@ -86,6 +86,60 @@ TEST_F(AgentStoreTest, AnUpdateThatCannotBeWrittenIsServedFromMemoryAndWrittenLa
   EXPECT_EQ((*steps)[0].stdout_text.size(), 200000u);
 }
 
+// QA, a full disk: an attempt's end (with its output) could not be written, the run's end
+// (small) could, and the run showed `succeeded` with its attempt `running` for ever. The run's
+// end now waits for its attempts'; one lost with them leaves the run unfinished, for recovery.
+TEST_F(AgentStoreTest, ARunsEndIsNotWrittenBeforeItsAttemptsEnds) {
+  testing::TempDir dir;
+  const std::string path = dir.File("agent.db");
+  RunRecord run;
+  run.id = "run-1";
+  run.job = "load";
+  run.status = "running";
+  run.idempotency_key = "key-1";
+  run.queued_at = Now();
+  StepAttemptRecord attempt;
+  attempt.run_id = run.id;
+  attempt.step = 0;
+  attempt.name = "work";
+  attempt.status = "running";
+  attempt.started_at = Now();
+  {
+    auto store = AgentStore::Open(path);
+    ASSERT_TRUE(store.ok()) << store.status().ToString();
+    ASSERT_TRUE((*store)->InsertRun(run).ok());
+    ASSERT_TRUE((*store)->UpsertStepAttempt(attempt).ok());
+    ASSERT_TRUE(CapAtCurrentSize(**store).ok());
+    attempt.status = "succeeded";
+    attempt.stdout_text = std::string(200000, 'y');
+    EXPECT_FALSE((*store)->UpsertStepAttempt(attempt).ok());
+    run.status = "succeeded";
+    run.ended_at = Now();
+    EXPECT_FALSE((*store)->UpdateRun(run).ok()) << "written before its attempt's end";
+    auto read = (*store)->GetRun(run.id);
+    ASSERT_TRUE(read.ok() && read->has_value());
+    EXPECT_EQ((*read)->status, "succeeded") << "answers come from memory";
+  }  // the last try at closing fails too: both are lost
+  auto reopened = AgentStore::Open(path);
+  ASSERT_TRUE(reopened.ok()) << reopened.status().ToString();
+  auto unfinished = (*reopened)->ListUnfinishedRuns();
+  ASSERT_TRUE(unfinished.ok());
+  ASSERT_EQ(unfinished->size(), 1u) << "the run's end was written without its attempt's";
+  EXPECT_EQ((*unfinished)[0].status, "running");
+  auto steps = (*reopened)->ListStepAttempts(run.id, false);
+  ASSERT_TRUE(steps.ok() && steps->size() == 1u);
+  EXPECT_EQ((*steps)[0].status, "running");
+  EXPECT_EQ(*(*reopened)->CloseAttemptsOfEndedRuns(), 0) << "the run has not ended";
+
+  // A store an older agent left so is mended: the attempt is closed at its run's end.
+  ASSERT_TRUE((*reopened)->UpdateRun(run).ok());
+  EXPECT_EQ(*(*reopened)->CloseAttemptsOfEndedRuns(), 1);
+  steps = (*reopened)->ListStepAttempts(run.id, false);
+  ASSERT_TRUE(steps.ok() && steps->size() == 1u);
+  EXPECT_EQ((*steps)[0].status, "abandoned");
+  EXPECT_EQ((*steps)[0].ended_at, run.ended_at);
+}
+
 }  // namespace
 // Executions left to end in the catalog outlive the agent's process, until forgotten.
 TEST_F(AgentStoreTest, UnendedExecutionsAreKeptAcrossAReopenUntilForgotten) {

@@ -129,8 +129,9 @@ int Fail(const std::string& what, const Status& status, const std::string& url,
              "limit in the agent's configuration";
       break;
     default:
-      hint = fmt::format("the agent at {} answered unexpectedly; see its log and check that it "
-                         "runs the same fanout version ({})",
+      hint = fmt::format("the agent at {} could not do it: its answer above says why (a full "
+                         "disk, say); see its log, and check that it runs the same fanout "
+                         "version ({})",
                          url, FANOUT_VERSION);
       break;
   }

@@ -494,7 +494,8 @@ TEST_F(AgentTest, BodiesAreJsonWhateverTheirTypeAndOverlongOnesAreRefusedAtOnce)
   EXPECT_EQ(multipart.status, 415) << multipart.body;
   EXPECT_TRUE(Contains(multipart.json.value("detail", ""), "application/json")) << multipart.body;
   for (const auto& [length, status] : std::vector<std::pair<std::string, std::string>>{
-           {"5000000", "413 Payload Too Large"}, {"99999999999999999999999", "413 Payload Too Large"},
+           {"5000000", "413 Payload Too Large"},
+           {"99999999999999999999999", "413 Payload Too Large"},
            {"-5", "400 Bad Request"}}) {
     std::chrono::milliseconds took{0};
     std::string reply = RawExchange(
