@@ -15,6 +15,25 @@ class AgentStoreTest : public ::testing::Test {
   // Caps the database file at its current size, as a full disk would (SQLITE_FULL).
   static Status CapAtCurrentSize(AgentStore& store) { return store.Exec("PRAGMA max_page_count = 1"); }
   static Status Uncap(AgentStore& store) { return store.Exec("PRAGMA max_page_count = 1000000"); }
+  // A run of job `load` and its first step's attempt, both running.
+  static RunRecord RunningRun() {
+    RunRecord run;
+    run.id = "run-1";
+    run.job = "load";
+    run.status = "running";
+    run.idempotency_key = "key-1";
+    run.queued_at = Now();
+    return run;
+  }
+  static StepAttemptRecord RunningAttempt() {
+    StepAttemptRecord attempt;
+    attempt.run_id = "run-1";
+    attempt.step = 1;
+    attempt.name = "work";
+    attempt.status = "running";
+    attempt.started_at = Now();
+    return attempt;
+  }
 };
 
 namespace {
@@ -27,19 +46,9 @@ TEST_F(AgentStoreTest, AnUpdateThatCannotBeWrittenIsServedFromMemoryAndWrittenLa
   {
     auto store = AgentStore::Open(path);
     ASSERT_TRUE(store.ok()) << store.status().ToString();
-    RunRecord run;
-    run.id = "run-1";
-    run.job = "load";
-    run.status = "running";
-    run.idempotency_key = "key-1";
-    run.queued_at = Now();
+    RunRecord run = RunningRun();
     ASSERT_TRUE((*store)->InsertRun(run).ok());
-    StepAttemptRecord attempt;
-    attempt.run_id = run.id;
-    attempt.step = 1;
-    attempt.name = "work";
-    attempt.status = "running";
-    attempt.started_at = Now();
+    StepAttemptRecord attempt = RunningAttempt();
     ASSERT_TRUE((*store)->UpsertStepAttempt(attempt).ok());
 
     ASSERT_TRUE(CapAtCurrentSize(**store).ok());
@@ -92,18 +101,8 @@ TEST_F(AgentStoreTest, AnUpdateThatCannotBeWrittenIsServedFromMemoryAndWrittenLa
 TEST_F(AgentStoreTest, ARunsEndIsNotWrittenBeforeItsAttemptsEnds) {
   testing::TempDir dir;
   const std::string path = dir.File("agent.db");
-  RunRecord run;
-  run.id = "run-1";
-  run.job = "load";
-  run.status = "running";
-  run.idempotency_key = "key-1";
-  run.queued_at = Now();
-  StepAttemptRecord attempt;
-  attempt.run_id = run.id;
-  attempt.step = 0;
-  attempt.name = "work";
-  attempt.status = "running";
-  attempt.started_at = Now();
+  RunRecord run = RunningRun();
+  StepAttemptRecord attempt = RunningAttempt();
   {
     auto store = AgentStore::Open(path);
     ASSERT_TRUE(store.ok()) << store.status().ToString();
