@@ -46,7 +46,7 @@ struct RunResult {
   int succeeded = 0;    // leaf tasks by final result (a retried task counts once)
   int failed = 0;
   int canceled = 0;     // stopped by a cancel (SIGINT/SIGTERM, a timeout of the whole run)
-  int skipped = 0;
+  int skipped = 0;      // leaf tasks, and containers skipped whole (once each)
   std::chrono::nanoseconds duration{0};
 };
 

@@ -567,6 +567,7 @@ tasks:
   EXPECT_EQ(r.result, TaskResult::kFailure);
   EXPECT_FALSE(World::Get().Ran("seq/x"));
   EXPECT_EQ(StatusOf("seq"), "skipped");
+  EXPECT_EQ(r.skipped, 1) << "a container skipped whole counts once (the summary said 0)";
 }
 
 TEST_F(EngineTest, DisabledTaskLetsSuccessorsRun) {
@@ -593,6 +594,7 @@ tasks:
   ASSERT_NE(RunOf("off"), nullptr);
   EXPECT_EQ(RunOf("off")->message, "disabled");
   EXPECT_EQ(StatusOf("seq_off"), "skipped");
+  EXPECT_EQ(r.skipped, 3) << "off, c (after off's failure) and seq_off once";
 }
 
 // ---- Error counts -----------------------------------------------------------------------------
