@@ -64,6 +64,11 @@ class Expression {
   std::shared_ptr<const Impl> impl_;
 };
 
+// A variable's name as Scope takes it, from one written where a variable is named rather than
+// read (`set:` keys, `--set NAME=`), in any form an expression takes: "@rows", "@[User::rows]"
+// and "User::rows" are all "rows".
+std::string VariableName(std::string_view written);
+
 // A string that may contain `${...}` pieces. Text outside `${}` is literal; `$${` writes a
 // literal `${`. A template that is exactly one `${expr}` keeps the value's type (a list stays a
 // list); otherwise the pieces are joined as strings.

@@ -138,7 +138,7 @@ bool ParseSets(const std::vector<std::string>& pairs, std::map<std::string, std:
       std::fprintf(stderr, "fanout: --set needs NAME=VALUE, got '%s'\n", pair.c_str());
       return false;
     }
-    out[pair.substr(0, eq)] = pair.substr(eq + 1);
+    out[VariableName(pair.substr(0, eq))] = pair.substr(eq + 1);
   }
   return true;
 }
@@ -159,7 +159,7 @@ int ReadValueFiles(const char* option, const std::vector<std::string>& pairs,
                  pair);
       return kExitUsage;
     }
-    const std::string name = pair.substr(0, eq), file = pair.substr(eq + 1);
+    const std::string name = VariableName(pair.substr(0, eq)), file = pair.substr(eq + 1);
     if (file == "-" && std::exchange(stdin_read, true)) {
       fmt::print(stderr, "fanout: {} {}=-: standard input is read for one name only\n", option,
                  name);

@@ -1903,4 +1903,13 @@ const std::vector<std::string>& Template::variables() const {
 
 const std::string& Template::text() const { return impl_ ? impl_->text : NoText(); }
 
+std::string VariableName(std::string_view written) {
+  if (written.starts_with("@")) written.remove_prefix(1);
+  if (written.starts_with("[") && written.ends_with("]") && written.size() >= 2) {
+    written = written.substr(1, written.size() - 2);
+  }
+  if (written.starts_with("User::")) written.remove_prefix(6);
+  return std::string(written);
+}
+
 }  // namespace fanout

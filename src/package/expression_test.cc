@@ -848,6 +848,14 @@ TEST(ExpressionAssignTest, ScopeConvertsToTheDeclaredType) {
             "evaluating '@i = \"x\"': assigning to 'i': cannot convert string 'x' to int");
 }
 
+TEST(ExpressionAssignTest, AVariableNamedAsExpressionsNameIt) {
+  for (const char* written : {"rows", "@rows", "@[rows]", "User::rows", "@User::rows",
+                              "@[User::rows]"}) {
+    EXPECT_EQ(VariableName(written), "rows") << written;
+  }
+  EXPECT_EQ(VariableName("@[System::StartTime]"), "System::StartTime");
+}
+
 TEST(ExpressionAssignTest, BareNameAssignment) {
   Expression::Options options = Assign();
   options.bare_names = true;

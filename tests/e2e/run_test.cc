@@ -161,6 +161,9 @@ tasks:
 )");
   EXPECT_EQ(RunFanout({"run", "typed.yaml", "--set", "count=21", "--set", "flag=true"},
                       dir.path()).exit_code, 0);
+  // Named as expressions name them too (QA: `User::count` was "no parameter of that name").
+  EXPECT_EQ(RunFanout({"run", "typed.yaml", "--set", "User::count=21", "--set", "@[flag]=true"},
+                      dir.path()).exit_code, 0);
   CommandResult r = RunFanout({"run", "typed.yaml", "--set", "count=many"}, dir.path());
   EXPECT_EQ(r.exit_code, 5);
   EXPECT_NE(r.err.find("count"), std::string::npos) << r.err;

@@ -41,8 +41,7 @@ class ExpressionTaskType : public TaskType {
     auto task = std::make_shared<ExpressionTask>();
     bool ok = true;
     for (auto it = set.begin(); it != set.end(); ++it) {
-      std::string name = it->first.Scalar();
-      if (name.starts_with("@")) name = name.substr(1);
+      std::string name = VariableName(it->first.Scalar());
       parser.CheckVariable(it->first, name);
       // Parse each value through the shared expression checks by looking it up as a key.
       auto expr = parser.ExpressionAt(set, it->first.Scalar(), true);
