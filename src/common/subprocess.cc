@@ -11,6 +11,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -96,8 +97,8 @@ bool KeptForAnotherUser(const std::string& name) {
 
 // The proxy path: posix_spawn cannot change user, so fork, switch groups and user, exec. An
 // exec failure travels back through a close-on-exec pipe as the errno.
-int ForkAsUser(const SpawnSpec& spec, std::vector<char*>& argv, char** env, int in_fd, int out_fd,
-               int err_fd, bool search, pid_t* pid_out) {
+int ForkAsUser(const SpawnSpec& spec, const char* program, std::vector<char*>& argv, char** env,
+               int in_fd, int out_fd, int err_fd, bool search, pid_t* pid_out) {
   int report[2];
   if (pipe2(report, O_CLOEXEC) != 0) return errno;
   std::vector<gid_t> groups(spec.run_as->groups.begin(), spec.run_as->groups.end());
@@ -127,8 +128,8 @@ int ForkAsUser(const SpawnSpec& spec, std::vector<char*>& argv, char** env, int 
     if (setgid(spec.run_as->gid) != 0) fail(errno);
     if (setuid(spec.run_as->uid) != 0) fail(errno);
     if (!spec.cwd.empty() && chdir(spec.cwd.c_str()) != 0) fail(errno);
-    if (search) execvpe(argv[0], argv.data(), env);
-    else execve(argv[0], argv.data(), env);
+    if (search) execvpe(program, argv.data(), env);
+    else execve(program, argv.data(), env);
     fail(errno);
   }
   close(report[1]);
@@ -263,6 +264,42 @@ bool ChildProcess::Ended() const {
          info.si_pid == pid_;
 }
 
+namespace {
+
+// A program named without a '/', looked up in `path` (the PATH the process gets) as a shell
+// would: posix_spawnp and execvpe look in ours, so a step's `env: {PATH: ...}` was not used to
+// find its own program (QA). Relative folders are the working directory's. "" when none has it.
+std::string FindInPath(const std::string& name, const std::string& path, const std::string& cwd) {
+  size_t begin = 0;
+  for (;;) {
+    size_t end = path.find(':', begin);
+    std::string dir = path.substr(begin, end == std::string::npos ? end : end - begin);
+    if (dir.empty()) dir = ".";  // POSIX: an empty entry is the working directory
+    if (dir[0] != '/' && !cwd.empty()) dir = cwd + "/" + dir;
+    std::string candidate = dir + "/" + name;
+    struct stat st {};
+    if (stat(candidate.c_str(), &st) == 0 && S_ISREG(st.st_mode) &&
+        access(candidate.c_str(), X_OK) == 0) {
+      return candidate;
+    }
+    if (end == std::string::npos) return "";
+    begin = end + 1;
+  }
+}
+
+// Why a start failed with ENOENT, in words: the working directory, or the program, and where
+// it was looked for.
+std::string NotFoundReason(const SpawnSpec& spec, bool searched, const std::string& path) {
+  struct stat st {};
+  if (!spec.cwd.empty() && (stat(spec.cwd.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))) {
+    return fmt::format("its working directory {} does not exist", spec.cwd);
+  }
+  if (searched) return fmt::format("no program of that name in PATH ({})", path);
+  return std::strerror(ENOENT);
+}
+
+}  // namespace
+
 Result<ChildProcess> StartProcess(const SpawnSpec& spec, bool stdin_pipe) {
   if (spec.argv.empty()) return InvalidArgument("no program to run");
   if (spec.argv[0].empty()) return InvalidArgument("the program to run is an empty string");
@@ -332,20 +369,41 @@ Result<ChildProcess> StartProcess(const SpawnSpec& spec, bool stdin_pipe) {
 
   pid_t pid = 0;
   bool search = spec.argv[0].find('/') == std::string::npos;
+  const char* own_path = getenv("PATH");
+  auto path_given = env_changes.find("PATH");
+  const std::string path = path_given != env_changes.end() ? path_given->second
+                           : own_path != nullptr           ? own_path
+                                                           : "/usr/bin:/bin";
+  std::string found;  // the program, when looked up here in a PATH of the step's own
+  if (search && path_given != env_changes.end()) {
+    found = FindInPath(spec.argv[0], path, spec.cwd);
+    if (found.empty()) {
+      posix_spawn_file_actions_destroy(&actions);
+      posix_spawnattr_destroy(&attr);
+      return NotFound(fmt::format("cannot start {}: {}", spec.argv[0],
+                                  NotFoundReason(spec, true, path)));
+    }
+    search = false;
+  }
+  const char* program = found.empty() ? argv[0] : found.c_str();
   int rc = 0;
   if (spec.run_as) {
-    rc = ForkAsUser(spec, argv, env, in_r.fd, out_w.fd, err_w.fd, search, &pid);
+    rc = ForkAsUser(spec, program, argv, env, in_r.fd, out_w.fd, err_w.fd, search, &pid);
   } else {
-    rc = search ? posix_spawnp(&pid, argv[0], &actions, &attr, argv.data(), env)
-                : posix_spawn(&pid, argv[0], &actions, &attr, argv.data(), env);
+    rc = search ? posix_spawnp(&pid, program, &actions, &attr, argv.data(), env)
+                : posix_spawn(&pid, program, &actions, &attr, argv.data(), env);
   }
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attr);
   if (rc != 0) {
-    std::string where = spec.cwd.empty() ? "" : fmt::format(" in {}", spec.cwd);
     std::string as = spec.run_as ? fmt::format(" as user {}", spec.run_as->user) : "";
-    return Status(rc == ENOENT ? Code::kNotFound : Code::kInvalidArgument,
-                  fmt::format("cannot start {}{}{}: {}", spec.argv[0], where, as, std::strerror(rc)));
+    if (rc == ENOENT) {
+      return NotFound(fmt::format("cannot start {}{}: {}", spec.argv[0], as,
+                                  NotFoundReason(spec, search, path)));
+    }
+    std::string where = spec.cwd.empty() ? "" : fmt::format(" in {}", spec.cwd);
+    return InvalidArgument(
+        fmt::format("cannot start {}{}{}: {}", spec.argv[0], where, as, std::strerror(rc)));
   }
   if (spec.on_start) spec.on_start(pid);
   // Only our end: the child's read end is a separate open file and stays blocking.

@@ -348,7 +348,30 @@ TEST(RunProcessTest, BadCwdFailsToStart) {
   spec.cwd = dir.File("missing");
   auto r = RunProcess(spec, -1);
   ASSERT_FALSE(r.ok()) << "exit code " << r->exit_code;
-  EXPECT_NE(r.status().message().find("missing"), std::string::npos) << r.status().message();
+  EXPECT_EQ(r.status().message(), "cannot start true: its working directory " +
+                                      dir.File("missing") + " does not exist");
+}
+
+// QA: a step's `env: {PATH: ...}` was not used to find its own program (posix_spawnp looks in
+// the caller's PATH), and the failure did not say where it had looked.
+TEST(RunProcessTest, AProgramIsLookedUpInThePathTheProcessGets) {
+  TempDir dir;
+  std::filesystem::create_directory(dir.File("bin"));
+  { std::ofstream(dir.File("bin/hello-fanout")) << "#!/bin/sh\necho \"hi $0\"\n"; }
+  chmod(dir.File("bin/hello-fanout").c_str(), 0755);
+  SpawnSpec spec;
+  spec.argv = {"hello-fanout"};
+  spec.env = {{"PATH", "/nonexistent:" + dir.File("bin") + ":/usr/bin:/bin"}};
+  EXPECT_EQ(MustRun(spec).out, "hi " + dir.File("bin/hello-fanout") + "\n");
+  spec.env = {{"PATH", "bin:/usr/bin:/bin"}};  // relative: the working directory's
+  spec.cwd = dir.path();
+  EXPECT_EQ(MustRun(spec).exit_code, 0);
+  spec.env = {{"PATH", "/usr/bin:/bin"}};
+  auto r = RunProcess(spec, -1);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), Code::kNotFound);
+  EXPECT_EQ(r.status().message(),
+            "cannot start hello-fanout: no program of that name in PATH (/usr/bin:/bin)");
 }
 
 // ---- Start failures ---------------------------------------------------------------------------
