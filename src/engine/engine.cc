@@ -273,7 +273,6 @@ struct Loop {
   DateTime started_at{};
   int attempt = 1;     // its task_runs row
   int try_number = 1;  // of 1 + def->retries
-  bool had_error = false;  // the execution's first error was set before this try started
   Value::List items;  // foreach
   size_t next = 0;
   int iterations = 0;
@@ -473,9 +472,8 @@ class Execution {
   bool WillRetry(const Container* c, const TaskDef& def, int try_number, Final final) const;
   // Warns that try `try_number` failed and starts the next after `retry_delay`.
   void Retry(Container* c, size_t i, int try_number, const std::string& reason);
-  // A container task's try has ended: retried or finished. `had_error`: the execution's first
-  // error was set before this try began (else an error of a retried try is not the run's).
-  void EndContainerTry(Container* c, size_t i, int try_number, bool had_error, Final final,
+  // A container task's try has ended: retried or finished.
+  void EndContainerTry(Container* c, size_t i, int try_number, Final final,
                        const std::string& message);
   void FinishNode(Container* c, size_t i, Final final, const std::string& message);
   void MaybeCompleteContainer(Container* c);
@@ -487,8 +485,7 @@ class Execution {
   void Launch(Attempt* a);
   void OnAttemptDone(Attempt* a);
 
-  void StartLoop(Container* c, size_t i, DateTime started, int attempt, int try_number,
-                 bool had_error);
+  void StartLoop(Container* c, size_t i, DateTime started, int attempt, int try_number);
   void PumpLoop(Loop* loop);
   void OnIterationDone(Loop* loop, Final final, const std::string& message);
   // A loop's own error (its items, condition, init or assign): said as a leaf's is, under the
@@ -566,7 +563,19 @@ class Execution {
   bool package_failed_ = false;  // a fail_package_on_failure task failed
   bool root_done_ = false;
   Final root_final_ = Final::kSuccess;
-  std::string first_error_;
+  // Errors as they were said, each with the path of what failed. The run's message is the first
+  // that counted: not one inside a container that ended well after all, tolerated by its
+  // maximum_error_count or made good by a retry (QA: a tolerated error was named as the
+  // package's failure).
+  struct SaidError {
+    std::string path;
+    std::string message;
+  };
+  std::vector<SaidError> errors_said_;
+  void SayError(const std::string& path, const std::string& message);
+  // Drops the errors of `path` and of everything under it.
+  void ForgetErrorsUnder(const std::string& path);
+  std::string FirstError() const;
   RunResult result_;
 };
 
@@ -747,10 +756,10 @@ RunResult Execution::Run() {
   root->tasks = &package_->tasks;
   root->scope = variables_.get();
   root->max_errors = package_->maximum_error_count;
-  root->done = [this](Final final, std::string message) {
+  root->done = [this](Final final, const std::string& message) {
     root_done_ = true;
     root_final_ = final;
-    if (first_error_.empty()) first_error_ = std::move(message);
+    if (errors_said_.empty()) SayError("", message);
   };
   Container* root_ptr = root.get();
   containers_.push_back(std::move(root));
@@ -813,7 +822,7 @@ RunResult Execution::Run() {
   else if (root_final_ == Final::kCanceled) result = TaskResult::kCanceled;
   result_.result = result;
   result_.execution_id = id_;
-  result_.message = result == TaskResult::kSuccess ? "" : first_error_;
+  result_.message = result == TaskResult::kSuccess ? "" : FirstError();
   if (result == TaskResult::kCanceled && result_.message.empty()) result_.message = "canceled";
   result_.duration = Clock::now() - wall_start;
 
@@ -879,7 +888,6 @@ void Execution::StartContainerTask(Container* c, size_t i, int try_number) {
   const TaskDef& def = (*c->tasks)[i];
   std::string path = c->ChildPath(def);
   int attempt = AttemptFor(c, path, try_number);
-  bool had_error = !first_error_.empty();
   DateTime started = Now();
   RecordTaskRun(path, ContainerTypeName(def.container), attempt, "running", started, std::nullopt,
                 "");
@@ -896,13 +904,13 @@ void Execution::StartContainerTask(Container* c, size_t i, int try_number) {
     child->parent = c;
     child->may_rerun = c->may_rerun || def.retries > 0;
     Container* child_ptr = child.get();
-    child->done = [this, c, i, path, started, attempt, try_number, had_error](
+    child->done = [this, c, i, path, started, attempt, try_number](
                       Final final, std::string message) {
       DateTime ended = Now();
       RecordTaskRun(path, "sequence", attempt, FinalStatus(final), started, ended, message);
       Emit(EventType::kOnPostExecute, path, fmt::format("sequence {} finished: {}", path,
                                                         FinalStatus(final)), 0, "", started, ended);
-      EndContainerTry(c, i, try_number, had_error, final, message);
+      EndContainerTry(c, i, try_number, final, message);
     };
     containers_.push_back(std::move(child));
     if (def.timeout) {
@@ -912,13 +920,14 @@ void Execution::StartContainerTask(Container* c, size_t i, int try_number) {
         child_ptr->first_error = message;
         child_ptr->errors = std::max(child_ptr->errors, child_ptr->max_errors);
         Emit(EventType::kOnError, path, message);
+        SayError(path, message);
         CancelUnder(child_ptr, message);
       }, child_ptr);
     }
     StartContainer(child_ptr);
     return;
   }
-  StartLoop(c, i, started, attempt, try_number, had_error);
+  StartLoop(c, i, started, attempt, try_number);
 }
 
 bool Execution::WillRetry(const Container* c, const TaskDef& def, int try_number,
@@ -972,15 +981,31 @@ void Execution::DropStoppedRetries() {
   }
 }
 
-void Execution::EndContainerTry(Container* c, size_t i, int try_number, bool had_error,
-                                Final final, const std::string& message) {
-  if (WillRetry(c, (*c->tasks)[i], try_number, final)) {
-    // What failed inside is retried; the run's first error is not taken from it.
-    if (!had_error) first_error_.clear();
+void Execution::EndContainerTry(Container* c, size_t i, int try_number, Final final,
+                                const std::string& message) {
+  const bool retried = WillRetry(c, (*c->tasks)[i], try_number, final);
+  // What failed inside was tolerated, or is retried: not the run's error.
+  if (retried || final == Final::kSuccess) ForgetErrorsUnder(c->ChildPath((*c->tasks)[i]));
+  if (retried) {
     Retry(c, i, try_number, message);
     return;
   }
   FinishNode(c, i, final, message);
+}
+
+void Execution::SayError(const std::string& path, const std::string& message) {
+  errors_said_.push_back({path, message});
+}
+
+void Execution::ForgetErrorsUnder(const std::string& path) {
+  std::erase_if(errors_said_, [&](const SaidError& e) {
+    return e.path == path || (e.path.starts_with(path) && (e.path[path.size()] == '/' ||
+                                                           e.path[path.size()] == '['));
+  });
+}
+
+std::string Execution::FirstError() const {
+  return errors_said_.empty() ? "" : errors_said_.front().message;
 }
 
 Execution::Readiness Execution::Evaluate(Container* c, size_t i) {
@@ -1042,7 +1067,7 @@ void Execution::FinishNode(Container* c, size_t i, Final final, const std::strin
   if (final == Final::kFailure) {
     ++c->errors;
     if (c->first_error.empty()) c->first_error = message;
-    if (first_error_.empty()) first_error_ = message;
+    SayError(c->ChildPath(def), message);
     // Reaching maximum_error_count fails the container but, as in SSIS, precedence still
     // runs: a failure path (an alert, a clean-up) runs and the container still fails.
     if (def.fail_package_on_failure) {
@@ -1086,8 +1111,8 @@ void Execution::MaybeCompleteContainer(Container* c) {
   std::string message = c->first_error;
   if (final == Final::kFailure && message.empty()) {
     // Nothing failed in here: the package failed elsewhere (fail_package_on_failure).
-    message = package_failed_ && c->errors == 0 && !first_error_.empty()
-                  ? "stopped because the package failed: " + first_error_
+    message = package_failed_ && c->errors == 0 && !errors_said_.empty()
+                  ? "stopped because the package failed: " + FirstError()
                   : "a task failed";
   }
   Defer([c, final, message] { c->done(final, message); });
@@ -1192,7 +1217,7 @@ void Execution::OnAttemptDone(Attempt* a) {
 // ---- Loops ------------------------------------------------------------------------------------
 
 void Execution::StartLoop(Container* c, size_t i, DateTime started, int attempt,
-                          int try_number, bool had_error) {
+                          int try_number) {
   const TaskDef& def = (*c->tasks)[i];
   auto loop = std::make_unique<Loop>();
   loop->owner = c;
@@ -1202,7 +1227,6 @@ void Execution::StartLoop(Container* c, size_t i, DateTime started, int attempt,
   loop->started_at = started;
   loop->attempt = attempt;
   loop->try_number = try_number;
-  loop->had_error = had_error;
   Loop* l = loop.get();
   loops_.push_back(std::move(loop));
   if (def.timeout) {
@@ -1210,6 +1234,7 @@ void Execution::StartLoop(Container* c, size_t i, DateTime started, int attempt,
       if (l->finished || canceled_) return;
       std::string message = fmt::format("{} timed out after {}", l->path, FormatDuration(*l->def->timeout));
       Emit(EventType::kOnError, l->path, message);
+      SayError(l->path, message);
       CancelLoop(l, message);
     }, l);
   }
@@ -1375,7 +1400,7 @@ void Execution::PumpLoop(Loop* l) {
                      l->iterations == 1 ? "" : "s", FinalStatus(final)),
          0, "", l->started_at, ended);
     l->finished = true;
-    EndContainerTry(owner, l->index, l->try_number, l->had_error, final, message);
+    EndContainerTry(owner, l->index, l->try_number, final, message);
   }
 }
 
@@ -1384,10 +1409,9 @@ void Execution::FailLoop(Loop* l, const std::string& what) {
   ++result_.failed;  // no task of it failed: the summary had said "0 failed" of a failed run
   l->errors = l->def->maximum_error_count;
   l->first_error = fmt::format("{}: {}", l->path, what);
-  // The run's first error if none came before, as it is said: the loop ends later, after loops
-  // that failed after it had ended (QA). A retry of an enclosing container clears it, as for
-  // any task's error (EndContainerTry).
-  if (first_error_.empty()) first_error_ = l->first_error;
+  // Said now, in the order it is said: the loop ends later, after loops that failed after it
+  // had ended (QA).
+  SayError(l->path, l->first_error);
 }
 
 void Execution::OnIterationDone(Loop* l, Final final, const std::string& message) {

@@ -838,6 +838,37 @@ tasks:
   EXPECT_EQ(r.message, errors[0].source + ": " + errors[0].message) << AllEvents();
 }
 
+// QA: the run's message was the first error seen, here one the tolerant sequence absorbed, and
+// a timed-out loop's children's "stopped" errors before the loop's own.
+TEST_F(EngineTest, TheRunsMessageIsTheFirstErrorThatCounted) {
+  RunResult tolerated = MustRun(R"(package: tolerated
+tasks:
+  seq:
+    type: sequence
+    maximum_error_count: 2
+    tasks:
+      x: {type: fake, result: failure, message: absorbed}
+  fail: {type: fake, result: failure, message: counted, after: [{task: seq, on: completion}]}
+)");
+  EXPECT_EQ(tolerated.result, TaskResult::kFailure);
+  EXPECT_EQ(tolerated.message, "fail: counted") << AllEvents();
+
+  World::Get().Reset();
+  RunResult timed_out = MustRun(R"(package: timed-out
+tasks:
+  fe:
+    type: foreach
+    items: [1]
+    as: i
+    timeout: 50ms
+    retries: 1
+    tasks:
+      t: {type: fake, block: true}
+)");
+  EXPECT_EQ(timed_out.result, TaskResult::kFailure);
+  EXPECT_EQ(timed_out.message, "fe timed out after 50.0 ms") << AllEvents();
+}
+
 TEST_F(EngineTest, AContainerOutOfRetriesFails) {
   RunResult r = MustRun(R"(package: seq-exhausted
 tasks:
