@@ -530,7 +530,7 @@ int Show(const JobArgs& args) {
   if (!description.empty()) std::printf("  %s\n", description.c_str());
   const json steps = j.value("steps", json::array());
   std::vector<std::vector<std::string>> rows = {
-      {"#", "STEP", "SUBSYSTEM", "RUNS", "ON SUCCESS", "ON FAILURE", "RETRIES"}};
+      {"#", "STEP", "SUBSYSTEM", "RUNS", "ON SUCCESS", "ON FAILURE", "RETRIES", "TIMEOUT"}};
   for (size_t i = 0; i < steps.size(); ++i) {
     const json& step = steps[i];
     std::string what;
@@ -546,18 +546,29 @@ int Show(const JobArgs& args) {
         }
       }
     }
+    // Exit codes other than 0 that count as success (QA: show left them out).
+    if (const json codes = step.value("success_codes", json::array({0}));
+        codes != json::array({0})) {
+      std::vector<std::string> listed;
+      for (const json& code : codes) listed.push_back(code.dump());
+      what += fmt::format(" (exit {} succeed{})", fmt::join(listed, ", "),
+                          listed.size() == 1 ? "s" : "");
+    }
     if (step.contains("proxy") && !Cell(step, "proxy").empty() && Cell(step, "proxy") != "-") {
       what += " (as " + Cell(step, "proxy") + ")";
     }
     std::string retries = Cell(step, "retries");
     if (retries == "-") retries = "0";
-    if (retries != "0" && Cell(step, "retry_interval") != "-") {
-      retries += " every " + Cell(step, "retry_interval");
+    auto interval = ParseDuration(step.value("retry_interval", std::string()));
+    if (retries != "0" && interval.ok()) retries += " every " + FormatDuration(*interval);
+    std::string timeout = "-";
+    if (auto limit = ParseDuration(step.value("timeout", std::string())); limit.ok()) {
+      timeout = FormatDuration(*limit);
     }
     const bool last = i + 1 == steps.size();
     rows.push_back({std::to_string(i + 1), Cell(step, "name"), Cell(step, "subsystem"), what,
                     StepAction(step, "on_success", last), StepAction(step, "on_failure", last),
-                    retries});
+                    retries, timeout});
   }
   PrintTable(rows);
   return kExitSuccess;
@@ -599,6 +610,25 @@ int Create(const JobArgs& args) {
     std::printf("Job %s %s on %s\n", name.c_str(),
                 put->created ? "created" : put->changed ? "updated" : "unchanged",
                 agent->url().c_str());
+  }
+  return kExitSuccess;
+}
+
+// Runs under way go on with the definition they started with (the agent keeps it with each
+// run), and the job's history stays, as the API's DELETE does.
+int Delete(const JobArgs& args) {
+  int connect_exit = kExitSuccess;
+  auto agent = Connect(args, "delete", connect_exit);
+  if (!agent) return connect_exit;
+  Status deleted = agent->DeleteJob(args.job);
+  if (!deleted.ok()) {
+    return Fail("deleting job " + args.job, deleted, agent->url(), kJobNotFound);
+  }
+  if (args.json) {
+    PrintJson({{"name", args.job}, {"deleted", true}});
+  } else {
+    std::printf("Job %s deleted from %s (its run history stays; runs under way go on)\n",
+                args.job.c_str(), agent->url().c_str());
   }
   return kExitSuccess;
 }
@@ -803,6 +833,9 @@ Command AddJobCommand(CLI::App& app) {
   add("create", "Create or replace a job from a YAML or JSON job file (its `job:` names it)",
       exit_codes, Create)
       ->add_option("file", args->file, "The job file")
+      ->required();
+  add("delete", "Delete a job (its run history stays; runs under way go on)", exit_codes, Delete)
+      ->add_option("job", args->job, "The job name")
       ->required();
 
   CLI::App* start = add("start", "Start a job; prints the run id", run_exit_codes, Start);

@@ -2617,6 +2617,16 @@ TEST_F(AgentTest, JobCommandsDriveOneAgent) {
   CommandResult show = Job({"show", "ok"});
   EXPECT_EQ(show.exit_code, 0) << show.err;
   EXPECT_TRUE(Contains(show.out, "/bin/echo hi")) << show.out;
+  // QA: show left out success codes and timeouts; intervals read "5000ms".
+  d.Write("codes.yaml", "job: codes\nsteps:\n  - {name: a, subsystem: process, run: [/bin/true], "
+                        "success_codes: [0, 3], timeout: 90s, retries: 2, retry_interval: 5s}\n");
+  ASSERT_EQ(Job({"create", "codes.yaml"}).exit_code, 0);
+  const std::vector<std::string> codes = Lines(Job({"show", "codes"}).out);
+  ASSERT_EQ(codes.size(), 3u);
+  EXPECT_TRUE(Contains(codes[1], "TIMEOUT")) << codes[1];
+  for (const char* said : {"/bin/true (exit 0, 3 succeed)", "2 every 5.00 s", "1 m 30 s"}) {
+    EXPECT_TRUE(Contains(codes[2], said)) << said << " in " << codes[2];
+  }
   EXPECT_EQ(Job({"show", "nosuch"}).exit_code, 4);
 
   // start --wait exits like `fanout run`; the run id comes first on stdout.
@@ -2658,6 +2668,14 @@ TEST_F(AgentTest, JobCommandsDriveOneAgent) {
   EXPECT_EQ(history.exit_code, 0) << history.err;
   EXPECT_TRUE(Contains(history.out, first_id)) << history.out;
   EXPECT_TRUE(Contains(history.out, id)) << history.out;
+
+  // Delete (QA: only the API's DELETE could): the history stays.
+  CommandResult deleted = Job({"delete", "ok"});
+  EXPECT_EQ(deleted.exit_code, 0) << deleted.err;
+  EXPECT_TRUE(deleted.out.starts_with("Job ok deleted from ")) << deleted.out;
+  EXPECT_EQ(Job({"show", "ok"}).exit_code, 4);
+  EXPECT_EQ(Job({"delete", "ok"}).exit_code, 4);
+  EXPECT_TRUE(Contains(Job({"history", "ok"}).out, id)) << "the history went with the job";
 
   // Credentials and reachability.
   CommandResult no_token = RunFanout({"job", "list", "--agent", agent_.url()}, cwd);
