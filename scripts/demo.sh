@@ -10,7 +10,7 @@ fanout="$PWD/build/apps/fanout/fanout"
 examples="$PWD/examples/remote"
 work=$(mktemp -d /tmp/fanout-demo.XXXXXX)
 catalog="sqlite:$work/fanout.db"
-head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$work/token"
+(umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$work/token")
 
 pids=()
 stop_agents() {

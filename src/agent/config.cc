@@ -4,6 +4,7 @@
 #include <arpa/inet.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <sys/stat.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -178,7 +179,8 @@ Result<AgentConfig> LoadAgentConfig(const std::string& path) {
     }
     if (auto token_file = text(root, "token_file")) {
       // Read as clients read it, so that both hold the same token.
-      auto token = client::ReadTokenFile(Resolve(base, *token_file));
+      c.token_file = Resolve(base, *token_file);
+      auto token = client::ReadTokenFile(c.token_file);
       if (!token.ok()) {
         problem(root["token_file"], "token_file: " + token.status().message());
       } else {
@@ -319,6 +321,14 @@ Status CheckAgentConfig(AgentConfig& c, std::vector<std::string>& warnings) {
         "refusing to listen on {} without credentials: anyone who can reach it could run jobs. "
         "Set token_file, or tls with client_ca (mutual TLS), or listen on 127.0.0.1",
         c.host));
+  }
+  // ssh refuses a key others may read; a token is as good as a key here, so it is said.
+  struct stat token_file {};
+  if (!c.token_file.empty() && stat(c.token_file.c_str(), &token_file) == 0 &&
+      (token_file.st_mode & 077) != 0) {
+    warnings.push_back(fmt::format("token_file {} may be read by other users (mode {:04o}), and "
+                                   "whoever reads it can run jobs here: chmod 600 {}",
+                                   c.token_file, token_file.st_mode & 07777, c.token_file));
   }
   if (Status catalog = CheckAgentCatalog(c, warnings); !catalog.ok()) {
     problems.push_back(catalog.message());

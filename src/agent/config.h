@@ -24,7 +24,8 @@ struct AgentConfig {
   std::string data_dir;
   int slots = 0;  // 0: cores
   std::string tls_cert, tls_key, tls_client_ca;
-  std::string token;  // read from token_file
+  std::string token;       // read from token_file
+  std::string token_file;  // "" when the token came from elsewhere (--dev)
   std::string catalog;  // where package steps' executions are recorded
   std::map<std::string, ProxyConfig> proxies;
   size_t max_body_bytes = 4 << 20;

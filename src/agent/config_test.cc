@@ -3,6 +3,7 @@
 #include "agent/config.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <filesystem>
 #include <fstream>
@@ -166,6 +167,28 @@ TEST(ConfigTest, AMissingCatalogFolderStopsOnlyAFirstStart) {
                              "back"),
             std::string::npos)
       << warnings[0];
+}
+
+// QA: a token file others may read was taken without a word.
+TEST(ConfigTest, ATokenFileOthersMayReadIsWarnedOf) {
+  testing::TempDir dir;
+  std::ofstream(dir.File("token")) << "secret-token-of-the-agent\n";
+  std::ofstream(dir.File("agent.yaml")) << "data_dir: d\ntoken_file: token\n";
+  for (mode_t mode : {0600, 0644}) {
+    chmod(dir.File("token").c_str(), mode);
+    auto config = LoadAgentConfig(dir.File("agent.yaml"));
+    ASSERT_TRUE(config.ok()) << config.status().ToString();
+    std::vector<std::string> warnings;
+    ASSERT_TRUE(CheckAgentConfig(*config, warnings).ok());
+    if (mode == 0600) {
+      EXPECT_TRUE(warnings.empty());
+      continue;
+    }
+    ASSERT_EQ(warnings.size(), 1u);
+    EXPECT_EQ(warnings[0], "token_file " + dir.File("token") + " may be read by other users "
+                           "(mode 0644), and whoever reads it can run jobs here: chmod 600 " +
+                           dir.File("token"));
+  }
 }
 
 }  // namespace
