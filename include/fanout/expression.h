@@ -58,6 +58,8 @@ class Expression {
   // True when the expression is (only) an assignment `@x = ...`.
   bool is_assignment() const;
   const std::string& text() const;
+  // Options::origin: where the text is written, "" when unknown.
+  const std::string& origin() const;
 
  private:
   struct Impl;

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <charconv>
 #include <filesystem>
+#include <set>
 #include <thread>
 #include <tuple>
 
@@ -105,9 +106,6 @@ Result<AgentConfig> LoadAgentConfig(const std::string& path) {
     // off without a word (QA).
     auto check_keys = [&](const YAML::Node& map, const std::vector<std::string>& allowed,
                           const std::string& where) {
-      for (const YAML::Node& key : RepeatedKeys(map)) {
-        problem(key, fmt::format("duplicate key `{}{}`", where, key.Scalar()));
-      }
       for (auto it = map.begin(); it != map.end(); ++it) {
         const std::string& key = it->first.Scalar();
         if (std::find(allowed.begin(), allowed.end(), key) == allowed.end()) {
@@ -128,7 +126,7 @@ Result<AgentConfig> LoadAgentConfig(const std::string& path) {
     auto mapping = [&](const YAML::Node& parent, const std::string& key, const std::string& what,
                        const std::string& where = "") -> std::optional<YAML::Node> {
       YAML::Node node = parent[key];
-      if (!node) return std::nullopt;
+      if (!node || node.IsNull()) return std::nullopt;  // every entry commented out, say
       if (!node.IsMap()) {
         problem(at(parent, key), fmt::format("`{}{}` is a mapping: {}", where, key, what));
         return std::nullopt;
@@ -148,6 +146,9 @@ Result<AgentConfig> LoadAgentConfig(const std::string& path) {
       }
       return node.Scalar();
     };
+    for (const YAML::Node& key : RepeatedKeys(root)) {  // at every level
+      problem(key, fmt::format("duplicate key `{}`", key.Scalar()));
+    }
     check_keys(root, {"name", "listen", "data_dir", "slots", "tls", "token_file", "catalog",
                       "proxies", "max_body_bytes", "max_history_bytes", "history_runs_per_job",
                       "stop_grace", "drain_grace"},
@@ -211,15 +212,20 @@ Result<AgentConfig> LoadAgentConfig(const std::string& path) {
     YAML::Node proxies =
         mapping(root, "proxies", "each proxy's name, with its `user` and `subsystems`")
             .value_or(YAML::Node(YAML::NodeType::Map));
+    std::set<std::string> proxy_names;  // one written twice is said as a duplicate key
     for (auto it = proxies.begin(); it != proxies.end(); ++it) {
       ProxyConfig p;
       p.name = it->first.Scalar();
+      if (!proxy_names.insert(p.name).second) continue;
       if (!ValidName(p.name)) {
         problem(it->first, "proxy name '" + p.name + "' must match [A-Za-z0-9_.-]{1,128}");
       }
       const std::string where = "proxies." + p.name + ".";
       auto proxy = mapping(proxies, p.name, "its `user` and `subsystems`", "proxies.");
-      if (!proxy) continue;
+      if (!proxy) {
+        if (it->second.IsNull()) problem(it->first, "proxy '" + p.name + "' needs `user`");
+        continue;
+      }
       check_keys(*proxy, {"user", "subsystems"}, where);
       if (auto user = text(*proxy, "user", where)) p.user = *user;
       else if (!(*proxy)["user"]) problem(it->first, "proxy '" + p.name + "' needs `user`");
@@ -227,7 +233,7 @@ Result<AgentConfig> LoadAgentConfig(const std::string& path) {
         // A misspelt subsystem would only show when a step through the proxy is refused.
         static const std::vector<std::string> kSubsystems = {"package", "process"};
         if (!subs.IsSequence()) {
-          problem(subs, fmt::format("`{}subsystems` is a list of {}", where,
+          problem(at(*proxy, "subsystems"), fmt::format("`{}subsystems` is a list of {}", where,
                                     fmt::join(kSubsystems, ", ")));
         }
         for (size_t i = 0; subs.IsSequence() && i < subs.size(); ++i) {
@@ -325,7 +331,7 @@ Status CheckAgentConfig(AgentConfig& c, std::vector<std::string>& warnings) {
   // ssh refuses a key others may read; a token is as good as a key here, so it is said.
   struct stat token_file {};
   if (!c.token_file.empty() && stat(c.token_file.c_str(), &token_file) == 0 &&
-      (token_file.st_mode & 077) != 0) {
+      (token_file.st_mode & 044) != 0) {
     warnings.push_back(fmt::format("token_file {} may be read by other users (mode {:04o}), and "
                                    "whoever reads it can run jobs here: chmod 600 {}",
                                    c.token_file, token_file.st_mode & 07777, c.token_file));

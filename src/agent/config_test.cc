@@ -67,7 +67,7 @@ TEST(ConfigTest, ProblemsAreSaidInFileOrderWithTheirPlace) {
   const std::string file = dir.File("agent.yaml");
   EXPECT_EQ(config.status().message(),
             file + ":3:13: `stop_grace`: 'abc' is not a duration; write a number with a unit: "
-                   "250ms, 30s, 10m, 2h, 1d\n" +
+                   "250ms, 30s, 10m, 2h, 1d (a plain number is seconds)\n" +
                 file + ":4:17: `max_body_bytes` must be a whole number of at least 1024, not '5'\n" +
                 file + ":5:1: duplicate key `name`");
 }
@@ -93,10 +93,13 @@ TEST(ConfigTest, NestedKeysValuesAndShapesAreCheckedToo) {
             file + ":2:10: `proxies` is a mapping: each proxy's name, with its `user` and "
                    "`subsystems`");
   EXPECT_EQ(problems("data_dir: d\nproxies:\n  etl: {user: u, group: g, subsystems: package}\n"
-                     "  bare:\n"),
+                     "  bare:\n  etl: {user: v}\n  empty: {user: w, subsystems:}\n"),
             file + ":3:18: unknown key `proxies.etl.group`; allowed: user, subsystems\n" + file +
                 ":3:40: `proxies.etl.subsystems` is a list of package, process\n" + file +
-                ":4:3: `proxies.bare` is a mapping: its `user` and `subsystems`");
+                ":4:3: proxy 'bare' needs `user`\n" + file + ":5:3: duplicate key `etl`\n" +
+                file + ":6:20: `proxies.empty.subsystems` is a list of package, process");
+  // Sections whose entries are all commented out are no sections (review).
+  EXPECT_EQ(problems("data_dir: d\ntls:\n#  cert: c\nproxies:\n"), "loaded");
 }
 
 // A relative `catalog: sqlite:rel.db` was passed as is to step processes, which run in other

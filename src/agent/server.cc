@@ -413,20 +413,29 @@ void AgentServer::Routes() {
     // cpp-httplib reads a body that has no length until the connection closes, which held a
     // `curl -X POST` without data for the 10 s read timeout: answered now, and the connection
     // closed, since where the body would end is unknown.
-    const bool may_have_body = req.method != "GET" && req.method != "HEAD" && req.method != "DELETE";
-    if (!may_have_body) return httplib::Server::HandlerResponse::Unhandled;
+    if (req.method == "GET" || req.method == "HEAD") {
+      return httplib::Server::HandlerResponse::Unhandled;
+    }
     auto refuse = [&](int status, json body) {
       res.set_header("Connection", "close");
       Reply(res, status, std::move(body));
       return httplib::Server::HandlerResponse::Handled;
     };
-    if (!req.has_header("Content-Length") && !req.has_header("Transfer-Encoding")) {
+    const bool has_length = req.has_header("Content-Length");
+    if (!has_length && !req.has_header("Transfer-Encoding")) {
+      if (req.method == "DELETE") return httplib::Server::HandlerResponse::Unhandled;  // no body
       if (req.method == "POST" || req.method == "PUT") return refuse(400, NoContentLength());
       return refuse(405, MethodNotAllowed(req.method));
     }
+    // Both: which one the body follows is what request smuggling plays on.
+    if (has_length && req.has_header("Transfer-Encoding")) {
+      return refuse(400, json{{"error", "bad request"},
+                              {"detail", "the request has both a Content-Length and a "
+                                         "Transfer-Encoding: send one"}});
+    }
     // A length over the limit is answered now: cpp-httplib would read the whole body first, or
     // wait its 10 s read timeout for one that never comes.
-    if (req.has_header("Content-Length")) {
+    if (has_length) {
       const std::string length = req.get_header_value("Content-Length");
       size_t bytes = 0;
       auto [end, error] = std::from_chars(length.data(), length.data() + length.size(), bytes);

@@ -15,6 +15,9 @@
 namespace fanout::agent {
 namespace {
 
+// An update that ends the run (its status final): written only after its attempts' ends.
+bool EndsTheRun(const RunRecord& run) { return run.ended_at.has_value(); }
+
 constexpr const char* kSchema = R"(
 CREATE TABLE IF NOT EXISTS schema_version(version INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS packages(
@@ -457,7 +460,7 @@ Status AgentStore::WriteOrKeepLocked(const RunRecord* run, const StepAttemptReco
   if (both) s = Cached("BEGIN IMMEDIATE").Run();
   if (s.ok() && attempt != nullptr) s = UpsertStepAttemptLocked(*attempt);
   if (s.ok() && run != nullptr) {
-    s = AttemptsUnsavedLocked(run->id, attempt)
+    s = EndsTheRun(*run) && AttemptsUnsavedLocked(run->id, attempt)
             ? Unavailable(fmt::format("run {} is held in memory until its step attempts are "
                                       "written",
                                       run->id))
@@ -490,13 +493,15 @@ void AgentStore::WriteUnsavedLocked(bool now) {
     return UpsertStepAttemptLocked(kept.second).ok();
   });
   std::erase_if(unsaved_runs_, [&](const auto& kept) {
-    return !AttemptsUnsavedLocked(kept.first) && UpdateRunLocked(kept.second).ok();
+    return !(EndsTheRun(kept.second) && AttemptsUnsavedLocked(kept.first)) &&
+           UpdateRunLocked(kept.second).ok();
   });
 }
 
 // A run's end is written after its attempts' ends: written alone (an attempt with its output
 // needs more room than a run), it left the run ended with its attempt `running` for ever, and
-// recovery, which looks at unfinished runs only, never closed it (QA, a full disk).
+// recovery, which looks at unfinished runs only, never closed it (QA, a full disk). Updates
+// before the end (a new step's pid) are written as they come: recovery needs them.
 bool AgentStore::AttemptsUnsavedLocked(const std::string& run_id,
                                        const StepAttemptRecord* but) const {
   for (auto it = unsaved_attempts_.lower_bound(AttemptKey{run_id, INT_MIN, INT_MIN});

@@ -112,6 +112,8 @@ TEST_F(AgentStoreTest, ARunsEndIsNotWrittenBeforeItsAttemptsEnds) {
     attempt.status = "succeeded";
     attempt.stdout_text = std::string(200000, 'y');
     EXPECT_FALSE((*store)->UpsertStepAttempt(attempt).ok());
+    run.pid = 4242;  // an update before the end fits, and is written: recovery needs it
+    EXPECT_TRUE((*store)->UpdateRun(run).ok());
     run.status = "succeeded";
     run.ended_at = Now();
     EXPECT_FALSE((*store)->UpdateRun(run).ok()) << "written before its attempt's end";
@@ -125,6 +127,7 @@ TEST_F(AgentStoreTest, ARunsEndIsNotWrittenBeforeItsAttemptsEnds) {
   ASSERT_TRUE(unfinished.ok());
   ASSERT_EQ(unfinished->size(), 1u) << "the run's end was written without its attempt's";
   EXPECT_EQ((*unfinished)[0].status, "running");
+  EXPECT_EQ((*unfinished)[0].pid, 4242);
   auto steps = (*reopened)->ListStepAttempts(run.id, false);
   ASSERT_TRUE(steps.ok() && steps->size() == 1u);
   EXPECT_EQ((*steps)[0].status, "running");

@@ -140,8 +140,8 @@ std::string Hint(const Status& status, const std::string& url) {
     case Code::kResourceExhausted:
       return "the file is larger than the agent's max_body_bytes";
     default:
-      return "the agent could not do it: its answer above says why (a full disk, say); see its "
-             "log, and check that it runs the same fanout version";
+      return "the agent could not do it (its answer above may say why: a full disk, say) or "
+             "answered unexpectedly; see its log, and check that it runs the same fanout version";
   }
 }
 

@@ -129,9 +129,9 @@ int Fail(const std::string& what, const Status& status, const std::string& url,
              "limit in the agent's configuration";
       break;
     default:
-      hint = fmt::format("the agent at {} could not do it: its answer above says why (a full "
-                         "disk, say); see its log, and check that it runs the same fanout "
-                         "version ({})",
+      hint = fmt::format("the agent at {} could not do it (its answer above may say why: a "
+                         "full disk, say) or answered unexpectedly; see its log, and check that "
+                         "it runs the same fanout version ({})",
                          url, FANOUT_VERSION);
       break;
   }
@@ -559,10 +559,10 @@ int Show(const JobArgs& args) {
     }
     std::string retries = Cell(step, "retries");
     if (retries == "-") retries = "0";
-    auto interval = ParseDuration(step.value("retry_interval", std::string()));
+    auto interval = ParseDuration(Cell(step, "retry_interval"));
     if (retries != "0" && interval.ok()) retries += " every " + FormatDuration(*interval);
     std::string timeout = "-";
-    if (auto limit = ParseDuration(step.value("timeout", std::string())); limit.ok()) {
+    if (auto limit = ParseDuration(Cell(step, "timeout")); limit.ok()) {
       timeout = FormatDuration(*limit);
     }
     const bool last = i + 1 == steps.size();

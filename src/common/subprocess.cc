@@ -19,6 +19,7 @@
 #include <cerrno>
 #include <cstring>
 #include <ctime>
+#include <filesystem>
 #include <map>
 #include <set>
 #include <utility>
@@ -276,7 +277,10 @@ std::string FindInPath(const std::string& name, const std::string& path, const s
     std::string dir = path.substr(begin, end == std::string::npos ? end : end - begin);
     if (dir.empty()) dir = ".";  // POSIX: an empty entry is the working directory
     if (dir[0] != '/' && !cwd.empty()) dir = cwd + "/" + dir;
-    std::string candidate = dir + "/" + name;
+    // Absolute: the child moves into `cwd` before its exec, and a relative `cwd` (a package's
+    // folder, "ex") would then be taken twice.
+    std::error_code ec;
+    std::string candidate = std::filesystem::absolute(dir + "/" + name, ec).string();
     struct stat st {};
     if (stat(candidate.c_str(), &st) == 0 && S_ISREG(st.st_mode) &&
         access(candidate.c_str(), X_OK) == 0) {
@@ -287,14 +291,22 @@ std::string FindInPath(const std::string& name, const std::string& path, const s
   }
 }
 
-// Why a start failed with ENOENT, in words: the working directory, or the program, and where
-// it was looked for.
-std::string NotFoundReason(const SpawnSpec& spec, bool searched, const std::string& path) {
+// Why a start failed with ENOENT, in words: the working directory, the program (and where it
+// was looked for), or the interpreter the program's `#!` line names.
+// `program`: what was started, searched for in PATH by the spawn itself when `searched`.
+std::string NotFoundReason(const SpawnSpec& spec, const std::string& program, bool searched,
+                           const std::string& path) {
   struct stat st {};
   if (!spec.cwd.empty() && (stat(spec.cwd.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))) {
     return fmt::format("its working directory {} does not exist", spec.cwd);
   }
-  if (searched) return fmt::format("no program of that name in PATH ({})", path);
+  std::string found = searched ? FindInPath(program, path, spec.cwd)
+                      : program[0] == '/' || spec.cwd.empty() ? program
+                                                              : spec.cwd + "/" + program;
+  if (found.empty()) return fmt::format("no program of that name in PATH ({})", path);
+  if (stat(found.c_str(), &st) == 0) {
+    return fmt::format("{} is there, but not the interpreter its first line (#!) names", found);
+  }
   return std::strerror(ENOENT);
 }
 
@@ -373,7 +385,7 @@ Result<ChildProcess> StartProcess(const SpawnSpec& spec, bool stdin_pipe) {
   auto path_given = env_changes.find("PATH");
   const std::string path = path_given != env_changes.end() ? path_given->second
                            : own_path != nullptr           ? own_path
-                                                           : "/usr/bin:/bin";
+                                                           : "/bin:/usr/bin";
   std::string found;  // the program, when looked up here in a PATH of the step's own
   if (search && path_given != env_changes.end()) {
     found = FindInPath(spec.argv[0], path, spec.cwd);
@@ -381,7 +393,7 @@ Result<ChildProcess> StartProcess(const SpawnSpec& spec, bool stdin_pipe) {
       posix_spawn_file_actions_destroy(&actions);
       posix_spawnattr_destroy(&attr);
       return NotFound(fmt::format("cannot start {}: {}", spec.argv[0],
-                                  NotFoundReason(spec, true, path)));
+                                  NotFoundReason(spec, spec.argv[0], true, path)));
     }
     search = false;
   }
@@ -399,7 +411,7 @@ Result<ChildProcess> StartProcess(const SpawnSpec& spec, bool stdin_pipe) {
     std::string as = spec.run_as ? fmt::format(" as user {}", spec.run_as->user) : "";
     if (rc == ENOENT) {
       return NotFound(fmt::format("cannot start {}{}: {}", spec.argv[0], as,
-                                  NotFoundReason(spec, search, path)));
+                                  NotFoundReason(spec, program, search, path)));
     }
     std::string where = spec.cwd.empty() ? "" : fmt::format(" in {}", spec.cwd);
     return InvalidArgument(

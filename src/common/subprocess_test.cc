@@ -366,12 +366,26 @@ TEST(RunProcessTest, AProgramIsLookedUpInThePathTheProcessGets) {
   spec.env = {{"PATH", "bin:/usr/bin:/bin"}};  // relative: the working directory's
   spec.cwd = dir.path();
   EXPECT_EQ(MustRun(spec).exit_code, 0);
+  // A relative working directory (a package's folder) is not taken twice (review).
+  spec.cwd = std::filesystem::relative(dir.path()).string();
+  ASSERT_NE(spec.cwd[0], '/');
+  EXPECT_EQ(MustRun(spec).exit_code, 0);
   spec.env = {{"PATH", "/usr/bin:/bin"}};
   auto r = RunProcess(spec, -1);
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), Code::kNotFound);
   EXPECT_EQ(r.status().message(),
             "cannot start hello-fanout: no program of that name in PATH (/usr/bin:/bin)");
+  // There, but its interpreter is not: not "no program of that name" (review).
+  { std::ofstream(dir.File("bin/orphan")) << "#!/nonexistent/interpreter\n"; }
+  chmod(dir.File("bin/orphan").c_str(), 0755);
+  spec.argv = {"orphan"};
+  spec.env = {{"PATH", dir.File("bin")}};
+  auto orphan = RunProcess(spec, -1);
+  ASSERT_FALSE(orphan.ok());
+  EXPECT_EQ(orphan.status().message(),
+            "cannot start orphan: " + dir.File("bin/orphan") +
+                " is there, but not the interpreter its first line (#!) names");
 }
 
 // ---- Start failures ---------------------------------------------------------------------------

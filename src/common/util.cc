@@ -86,7 +86,9 @@ Result<std::chrono::milliseconds> ParseDuration(std::string_view text) {
   if (ec != std::errc() || end != number.data() + number.size() || !std::isfinite(value) ||
       value < 0) {
     return InvalidArgument(fmt::format(
-        "'{}' is not a duration; write a number with a unit: 250ms, 30s, 10m, 2h, 1d", text));
+        "'{}' is not a duration; write a number with a unit: 250ms, 30s, 10m, 2h, 1d (a plain "
+        "number is seconds)",
+        text));
   }
   double ms = value * scale_ms;
   if (!std::isfinite(ms) || ms > kMaxDurationMs) {

@@ -1249,7 +1249,7 @@ void Execution::StartLoop(Container* c, size_t i, DateTime started, int attempt,
       for (const TaskDef::ItemTemplate& at : def.foreach_list_templates) {
         auto v = at.text.Render(*c->scope);
         if (!v.ok()) {
-          fail(v.status().message());
+          fail(fmt::format("`items`, item {}: {}", at.item + 1, v.status().message()));
           break;
         }
         Value& item = l->items[at.item];
@@ -1357,7 +1357,10 @@ void Execution::PumpLoop(Loop* l) {
     } else {
       auto v = def.for_condition->Evaluate(*owner->scope);
       if (!v.ok() || !v->is(ValueType::kBool)) {
-        FailLoop(l, v.ok() ? fmt::format("condition `{}` is not a bool", def.for_condition->text())
+        const std::string& origin = def.for_condition->origin();
+        FailLoop(l, v.ok() ? fmt::format("condition `{}` is not a bool{}",
+                                         def.for_condition->text(),
+                                         origin.empty() ? "" : " (" + origin + ")")
                            : "condition: " + v.status().message());
         l->exhausted = true;
         break;

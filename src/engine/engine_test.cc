@@ -1248,6 +1248,7 @@ tasks:
 )");
   EXPECT_EQ(r.result, TaskResult::kFailure);
   EXPECT_FALSE(World::Get().Ran("each[1]/work"));
+  EXPECT_TRUE(r.message.starts_with("each: `items`, item 2: evaluating '${s * 2}'")) << r.message;
 }
 
 TEST_F(EngineTest, ForeachMaxConcurrentRunsIterationsSideBySide) {

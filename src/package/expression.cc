@@ -1790,6 +1790,8 @@ bool Expression::is_assignment() const { return impl_ && impl_->is_assignment; }
 
 const std::string& Expression::text() const { return impl_ ? impl_->text : NoText(); }
 
+const std::string& Expression::origin() const { return impl_ ? impl_->origin : NoText(); }
+
 // ---------------------------------------------------------------------------------------------
 // Template
 

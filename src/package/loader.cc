@@ -966,6 +966,7 @@ class Loader : public TaskParser {
         auto found = index.find(c.task);
         auto it = found == index.end() ? tasks.end() : tasks.begin() + static_cast<long>(found->second);
         if (it == tasks.end()) {
+          if (c.task.empty()) continue;  // said as a missing `task`
           std::vector<std::string> names;
           for (const TaskDef& t : tasks) if (t.name != tasks[i].name) names.push_back(t.name);
           std::string elsewhere;
@@ -1057,11 +1058,17 @@ class Loader : public TaskParser {
       Constraint c;
       c.pos = Pos(item);
       c.task = StringAt(item, "task", true).value_or("");
-      if (auto on = StringAt(item, "on", false)) {
-        if (*on == "success") c.on = ConstraintValue::kSuccess;
-        else if (*on == "failure") c.on = ConstraintValue::kFailure;
-        else if (*on == "completion") c.on = ConstraintValue::kCompletion;
-        else Error(item["on"], fmt::format("`on: {}` is not allowed; use success, failure or completion", *on));
+      if (auto written = StringAt(item, "on", false)) {
+        // In any case, as SSIS writes them (Success) and as event names are taken.
+        std::string on = *written;
+        std::transform(on.begin(), on.end(), on.begin(),
+                       [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
+        if (on == "success") c.on = ConstraintValue::kSuccess;
+        else if (on == "failure") c.on = ConstraintValue::kFailure;
+        else if (on == "completion") c.on = ConstraintValue::kCompletion;
+        else Error(item["on"], fmt::format("`on: {}` is not allowed; use success, failure or "
+                                           "completion",
+                                           *written));
       }
       c.when = ExpressionAt(item, "when", false);
       if (!c.on && !c.when) c.on = ConstraintValue::kSuccess;

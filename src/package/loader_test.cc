@@ -1186,6 +1186,23 @@ tasks:
   ExpectDiagAt("`after` is a list of task names", "{task: a}}");
   ExpectDiagAt("an `after` item is a task name or {task, on, when}", "[a]]");
   ExpectDiagAt("missing required key `task`", "{on: failure}");
+  for (const Diagnostic& d : diags_.items()) {
+    EXPECT_EQ(d.message.find("unknown task ''"), std::string::npos) << "said twice: " << d.message;
+  }
+}
+
+// SSIS writes its constraint values capitalised; event names are taken in any case too (QA).
+TEST_F(LoaderTest, ConstraintValuesAreTakenInAnyCase) {
+  auto pkg = Load(R"(package: demo
+tasks:
+  a: {type: noop}
+  b: {type: noop, after: [{task: a, on: Failure}]}
+  c: {type: noop, after: [{task: a, on: COMPLETION}]}
+)");
+  ASSERT_TRUE(pkg);
+  ASSERT_EQ(pkg->tasks.size(), 3u);
+  EXPECT_EQ(pkg->tasks[1].after[0].on, ConstraintValue::kFailure);
+  EXPECT_EQ(pkg->tasks[2].after[0].on, ConstraintValue::kCompletion);
 }
 
 TEST_F(LoaderTest, TaskCannotRunAfterItself) {

@@ -493,18 +493,23 @@ TEST_F(AgentTest, BodiesAreJsonWhateverTheirTypeAndOverlongOnesAreRefusedAtOnce)
                                     "multipart/form-data; boundary=x");
   EXPECT_EQ(multipart.status, 415) << multipart.body;
   EXPECT_TRUE(Contains(multipart.json.value("detail", ""), "application/json")) << multipart.body;
-  for (const auto& [length, status] : std::vector<std::pair<std::string, std::string>>{
-           {"5000000", "413 Payload Too Large"},
-           {"99999999999999999999999", "413 Payload Too Large"},
-           {"-5", "400 Bad Request"}}) {
+  // {method, extra headers, status}: answered before any body is read.
+  const std::vector<std::array<std::string, 3>> heads = {
+      {"PUT", "Content-Length: 5000000\r\n", "413 Payload Too Large"},
+      {"PUT", "Content-Length: 99999999999999999999999\r\n", "413 Payload Too Large"},
+      {"PUT", "Content-Length: -5\r\n", "400 Bad Request"},
+      {"DELETE", "Content-Length: 5000000\r\n", "413 Payload Too Large"},
+      {"PUT", "Content-Length: 2\r\nTransfer-Encoding: chunked\r\n", "400 Bad Request"},
+  };
+  for (const auto& [method, headers, status] : heads) {
     std::chrono::milliseconds took{0};
     std::string reply = RawExchange(
         agent_.url(),
-        std::string("PUT /v1/jobs/x HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer ") + kToken +
-            "\r\nContent-Type: application/json\r\nContent-Length: " + length + "\r\n\r\n",
+        method + " /v1/jobs/x HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer " + kToken +
+            "\r\nContent-Type: application/json\r\n" + headers + "\r\n",
         took, "\"}");  // the end of its JSON body
-    EXPECT_TRUE(reply.starts_with("HTTP/1.1 " + status)) << length << ": " << reply;
-    EXPECT_LT(took, std::chrono::seconds(1)) << length;
+    EXPECT_TRUE(reply.starts_with("HTTP/1.1 " + status)) << headers << ": " << reply;
+    EXPECT_LT(took, std::chrono::seconds(1)) << headers;
   }
 }
 

@@ -354,6 +354,14 @@ TEST(RunTest, ARunTimeExpressionErrorNamesItsPlaceInTheFile) {
   EXPECT_NE(r.out.find("show: evaluating '${10 / files}' (avg.yaml:7:42): division by zero"),
             std::string::npos)
       << r.out;
+  // A for loop's condition that gives no bool too (QA).
+  dir.Write("loop.yaml", "package: loop\nvariables:\n  i: {type: int, value: 0}\ntasks:\n"
+                         "  nb: {type: for, condition: \"@i\", tasks: {}}\n");
+  CommandResult loop = RunFanout({"run", "loop.yaml"}, dir.path());
+  EXPECT_EQ(loop.exit_code, 1) << loop.err;
+  EXPECT_NE(loop.out.find("nb: condition `@i` is not a bool (loop.yaml:5:30)"),
+            std::string::npos)
+      << loop.out;
 }
 
 // --set on the command line shows a secret in `ps` all night: --set-file reads it from a file

@@ -186,7 +186,8 @@ TEST(ValidateTest, ConstantAgentUrlsAndJobNamesAreChecked) {
                       "  w: {type: agent, url: \"http://etl:hunter99pw@127.0.0.1:7420\"}\n"
                       "parameters:\n  base: {type: string}\n"
                       "tasks:\n  j: {type: agent-job, connection: s, job: \"bad name!\"}\n"
-                      "  k: {type: agent-job, connection: t, job: \"${base}\"}\n");
+                      "  k: {type: agent-job, connection: t, job: \"${base}\"}\n"
+                      "  m: {type: agent-job, connection: t, job: j, params: {\"a=b\": x}}\n");
   CommandResult r = RunFanout({"validate", "v.yaml"}, dir.path());
   EXPECT_EQ(r.exit_code, 5);
   EXPECT_NE(r.err.find("v.yaml:3:25: error: agent URL '127.0.0.1:7420' does not start with "
@@ -203,7 +204,10 @@ TEST(ValidateTest, ConstantAgentUrlsAndJobNamesAreChecked) {
   EXPECT_EQ(r.err.find("hunter99pw"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("v.yaml:10:44: error: job name 'bad name!' must match"), std::string::npos)
       << r.err;
-  EXPECT_NE(r.err.find("v.yaml: 4 problems"), std::string::npos) << "templates are not judged";
+  // The agent refuses such a param name at every start (review).
+  EXPECT_NE(r.err.find("v.yaml:12:56: error: param name 'a=b' must match"), std::string::npos)
+      << r.err;
+  EXPECT_NE(r.err.find("v.yaml: 5 problems"), std::string::npos) << "templates are not judged";
 }
 
 TEST(ValidateTest, DuplicateKeysAreReported) {

@@ -651,6 +651,15 @@ class AgentJobTaskType : public TaskType {
     task->connection = *conn;
     parser.CheckConnection(node["connection"], *conn, {"agent", "agent-pool"});
     task->params = parser.TemplateMapAt(node, "params");
+    // A name no package can declare, which the agent would refuse at every start.
+    if (YAML::Node params = node["params"]; params && params.IsMap()) {
+      for (auto it = params.begin(); it != params.end(); ++it) {
+        if (!client::IsValidName(it->first.Scalar())) {
+          parser.Error(it->first, fmt::format("param name '{}' must match [A-Za-z0-9_.-]{{1,128}}",
+                                              it->first.Scalar()));
+        }
+      }
+    }
     task->wait = parser.BoolAt(node, "wait").value_or(true);
     return task;
   }
