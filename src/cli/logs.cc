@@ -190,8 +190,9 @@ int Logs(const LogsArgs& args) {
     auto execution = report::FindExecution(*catalog, args.execution);
     if (!execution.ok()) {
       const Status& s = execution.status();
-      std::fprintf(stderr, "fanout %s: %s%s\n", kCommand, s.message().c_str(),
-                   s.code() == Code::kNotFound ? (" in catalog " + spec).c_str() : "");
+      std::fprintf(stderr, "fanout %s: %s%s\n", kCommand,
+                   s.code() == Code::kNotFound ? ("catalog " + spec + ": ").c_str() : "",
+                   s.message().c_str());
       return s.code() == Code::kNotFound          ? kExitNotFound
              : s.code() == Code::kInvalidArgument ? kExitUsage
                                                   : kExitFailure;

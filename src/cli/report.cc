@@ -135,8 +135,8 @@ int Overview(const ReportArgs& args) {
   if (!execution.ok()) {
     const Status& s = execution.status();
     if (s.code() == Code::kNotFound) {
-      std::fprintf(stderr, "fanout %s: %s in catalog %s\n", kCommand, s.message().c_str(),
-                   spec.c_str());
+      std::fprintf(stderr, "fanout %s: catalog %s: %s\n", kCommand, spec.c_str(),
+                   s.message().c_str());
       return kExitNotFound;
     }
     if (s.code() == Code::kInvalidArgument) {

@@ -1251,6 +1251,40 @@ tasks:
   EXPECT_TRUE(r.message.starts_with("each: `items`, item 2: evaluating '${s * 2}'")) << r.message;
 }
 
+// The loop variable has its item's type and converts what is assigned to it (QA: a string
+// went into an int item as it was).
+TEST_F(EngineTest, ALoopVariableConvertsWhatIsAssignedToIt) {
+  RunResult converted = MustRun(R"(package: loop-assign
+tasks:
+  each:
+    type: foreach
+    items: [1, 2]
+    as: it
+    tasks:
+      e: {type: fake, set: it, value: "41"}
+      f: {type: fake, log: "${it + 1}", after: [e]}
+)");
+  EXPECT_EQ(converted.result, TaskResult::kSuccess) << converted.message;
+  auto calls = World::Get().Calls();
+  ASSERT_EQ(calls.size(), 4u);
+  EXPECT_EQ(Logs({calls[1], calls[3]}), (std::vector<std::string>{"42", "42"}));
+
+  World::Get().Reset();
+  RunResult refused = MustRun(R"(package: loop-assign-bad
+tasks:
+  each:
+    type: foreach
+    items: [1]
+    as: it
+    tasks:
+      e: {type: fake, set: it, value: not-a-number}
+)");
+  EXPECT_EQ(refused.result, TaskResult::kFailure);
+  EXPECT_NE(refused.message.find("cannot assign to loop variable 'it' (a int item)"),
+            std::string::npos)
+      << refused.message;
+}
+
 TEST_F(EngineTest, ForeachMaxConcurrentRunsIterationsSideBySide) {
   RunResult r = MustRun(R"(package: foreach-parallel
 max_concurrent: 8

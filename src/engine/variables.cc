@@ -56,10 +56,18 @@ Result<Value> LoopScope::Get(std::string_view name) const {
   return parent_.Get(name);
 }
 
+// A loop variable has its item's type, and converts what is assigned to it as a declared
+// variable does (QA: a string went into an int item unconverted).
 Status LoopScope::Set(std::string_view name, const Value& value) {
   if (size_t k = Find(name); k < names_.size()) {
     std::lock_guard lock(mu_);
-    values_[k] = value;
+    auto converted = value.ConvertTo(values_[k].type());
+    if (!converted.ok()) {
+      return InvalidArgument(fmt::format("cannot assign to loop variable '{}' (a {} item): {}",
+                                         name, ValueTypeName(values_[k].type()),
+                                         converted.status().message()));
+    }
+    values_[k] = std::move(converted).value();
     return Status::Ok();
   }
   return parent_.Set(name, value);

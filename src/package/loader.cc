@@ -410,7 +410,12 @@ class Loader : public TaskParser {
     if (!v || v.IsNull()) return std::nullopt;
     int64_t i = 0;
     if (!v.IsScalar() || !YAML::convert<int64_t>::decode(v, i)) {
-      Error(v, fmt::format("`{}` must be a whole number", key));
+      const std::string& text = v.IsScalar() ? v.Scalar() : "";
+      const bool digits = text.find_first_not_of("0123456789", text.starts_with('-') ? 1 : 0) ==
+                              std::string::npos &&
+                          text.size() > (text.starts_with('-') ? 1u : 0u);
+      Error(v, digits ? fmt::format("`{}` is out of range: {}", key, text)
+                      : fmt::format("`{}` must be a whole number", key));
       return std::nullopt;
     }
     return i;
@@ -910,6 +915,10 @@ class Loader : public TaskParser {
         Error(entry["provider"], fmt::format("unknown log provider '{}'; allowed: text, jsonl, console", l.provider));
       }
       l.path = StringAt(entry, "path", l.provider == "text" || l.provider == "jsonl").value_or("");
+      if (l.provider == "console" && entry["path"]) {
+        Error(entry["path"], "the console provider writes to the terminal and takes no `path`; "
+                             "for a file, use provider text or jsonl");
+      }
       if (YAML::Node events = entry["events"]; events && !events.IsNull()) {
         if (!events.IsSequence()) {
           Error(events, "`events` must be a list of event names such as [OnError, OnWarning]");

@@ -257,6 +257,9 @@ tasks:
 
   LoadBad("package: demo\nmax_concurrent: lots\ntasks:\n  a: {type: noop}\n");
   ExpectDiagAt("`max_concurrent` must be a whole number", "lots");
+  // Whole, but too large (QA: it said "must be a whole number").
+  LoadBad("package: demo\nmax_concurrent: 99999999999999999999\ntasks:\n  a: {type: noop}\n");
+  ExpectDiagAt("`max_concurrent` is out of range: 99999999999999999999", "9999");
 
   LoadBad("package: demo\nmax_concurrent: -2\ntasks:\n  a: {type: noop}\n");
   Diag("max_concurrent must be at least 1");
@@ -716,6 +719,9 @@ tasks:
 
   LoadBad("package: demo\nlogging: {provider: text}\ntasks:\n  a: {type: noop}\n");
   Diag("`logging` must be a list");
+  // QA: a console entry's path was ignored without a word.
+  LoadBad("package: demo\nlogging:\n  - {provider: console, path: z}\ntasks:\n  a: {type: noop}\n");
+  ExpectDiagAt("the console provider writes to the terminal and takes no `path`", "z}");
 }
 
 // ---- Tasks: common keys -----------------------------------------------------------------------

@@ -121,6 +121,11 @@ TEST(ReportCommandTest, HelpEmptyCatalogAndUsageErrors) {
   CommandResult missing_in_db = RunFanout({"report", "overview", unknown}, dir.path());
   EXPECT_EQ(missing_in_db.exit_code, 4);
   EXPECT_NE(missing_in_db.err.find(unknown), std::string::npos) << missing_in_db.err;
+  // The catalog comes first (QA: "... 8 of its first or last characters in catalog X").
+  CommandResult short_id = RunFanout({"logs", "--execution", "01a21f8"}, dir.path());
+  EXPECT_EQ(short_id.exit_code, 4);
+  EXPECT_EQ(short_id.err, "fanout logs: catalog sqlite:fanout.db: no execution '01a21f8'; give "
+                          "the full id or at least 8 of its first or last characters\n");
 
   for (auto args :
        std::vector<std::vector<std::string>>{{"report"},
