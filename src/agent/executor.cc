@@ -674,6 +674,10 @@ Executor::StepOutcome Executor::RunStep(ActiveRun& run, int index, int attempt) 
     auto user = LookUpUser(proxy->second.user);
     if (!user.ok()) return fail_now(fmt::format("proxy '{}': {}", step.proxy, user.status().message()));
     spec.run_as = *user;
+    // In the user's home, as `su -` starts there, or in / when it has none: the agent's own
+    // working directory is no business of that user (QA).
+    std::error_code ec;
+    spec.cwd = std::filesystem::is_directory(user->home, ec) ? user->home : "/";
   }
   if (step.subsystem == "package") {
     if (spec.run_as) {

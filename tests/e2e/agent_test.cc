@@ -1684,13 +1684,16 @@ TEST_F(AgentTest, StepsRunAsTheProxysUnixUser) {
   ASSERT_TRUE(PutPackage("hello", "package: hello\ntasks:\n  t: {type: process, run: [/bin/true]}\n"));
   ASSERT_TRUE(
       PutJob("job: who\nsteps:\n  - {name: s, subsystem: process, proxy: etl, on_success: next, "
-             "run: [/bin/sh, -c, 'id -un; echo $HOME $USER']}\n"
+             "run: [/bin/sh, -c, 'id -un; echo $HOME $USER; pwd']}\n"
              "  - {name: p, subsystem: package, proxy: etl, package: hello}\n"));
   json run = Run("who");
   ASSERT_EQ(run.value("status", ""), "succeeded") << run.dump();
   json history = History("who");
   ASSERT_EQ(history.size(), 1u);
-  EXPECT_EQ(history[0]["steps"][0]["stdout"], std::string(user) + "\n" + home + " " + user + "\n");
+  // In its home, as `su -` starts (QA: in the agent's working directory), or / without one.
+  const std::string cwd = std::filesystem::is_directory(home) ? home : "/";
+  EXPECT_EQ(history[0]["steps"][0]["stdout"],
+            std::string(user) + "\n" + home + " " + user + "\n" + cwd + "\n");
   // Its result file went to a folder of its own, not the agent's results/.
   EXPECT_EQ(std::filesystem::status(agent_.Path("data/results/fanout-test-proxy")).permissions(),
             std::filesystem::perms::owner_all);
