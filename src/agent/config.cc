@@ -140,8 +140,9 @@ Result<AgentConfig> LoadAgentConfig(const std::string& path) {
       YAML::Node node = parent[key];
       if (!node) return std::nullopt;
       if (!node.IsScalar() || node.Scalar().empty()) {
-        problem(at(parent, key), fmt::format("`{}{}` needs {}", where, key,
-                                  node.IsScalar() || node.IsNull() ? "a value" : "a single value"));
+        problem(at(parent, key),
+                fmt::format("`{}{}` needs {}", where, key,
+                            node.IsScalar() || node.IsNull() ? "a value" : "a single value"));
         return std::nullopt;
       }
       return node.Scalar();
@@ -233,8 +234,8 @@ Result<AgentConfig> LoadAgentConfig(const std::string& path) {
         // A misspelt subsystem would only show when a step through the proxy is refused.
         static const std::vector<std::string> kSubsystems = {"package", "process"};
         if (!subs.IsSequence()) {
-          problem(at(*proxy, "subsystems"), fmt::format("`{}subsystems` is a list of {}", where,
-                                    fmt::join(kSubsystems, ", ")));
+          problem(at(*proxy, "subsystems"), fmt::format("`{}subsystems` is a list of {}",
+                                                        where, fmt::join(kSubsystems, ", ")));
         }
         for (size_t i = 0; subs.IsSequence() && i < subs.size(); ++i) {
           p.subsystems.push_back(subs[i].IsScalar() ? subs[i].Scalar() : "");
