@@ -427,7 +427,12 @@ void AgentServer::Routes() {
       if (req.method == "POST" || req.method == "PUT") return refuse(400, NoContentLength());
       return refuse(405, MethodNotAllowed(req.method));
     }
-    // Both: which one the body follows is what request smuggling plays on.
+    // Two lengths, or a length and chunks: which one the body follows is what request
+    // smuggling plays on.
+    if (req.get_header_value_count("Content-Length") > 1) {
+      return refuse(400, json{{"error", "bad request"},
+                              {"detail", "the request has more than one Content-Length"}});
+    }
     if (has_length && req.has_header("Transfer-Encoding")) {
       return refuse(400, json{{"error", "bad request"},
                               {"detail", "the request has both a Content-Length and a "
@@ -453,7 +458,9 @@ void AgentServer::Routes() {
     // Bodies are JSON whatever their type says. curl -d sends its default,
     // application/x-www-form-urlencoded, which cpp-httplib caps at 8 KiB and parses as a query;
     // such a body is read as the JSON it is (the request object is the server's own, not const).
-    const std::string type = req.get_header_value("Content-Type");
+    std::string type = req.get_header_value("Content-Type");  // media types know no case
+    std::transform(type.begin(), type.end(), type.begin(),
+                   [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
     if (type.starts_with("application/x-www-form-urlencoded")) {
       auto& headers = const_cast<httplib::Request&>(req).headers;
       headers.erase("Content-Type");

@@ -270,7 +270,8 @@ namespace {
 // A program named without a '/', looked up in `path` (the PATH the process gets) as a shell
 // would: posix_spawnp and execvpe look in ours, so a step's `env: {PATH: ...}` was not used to
 // find its own program (QA). Relative folders are the working directory's. "" when none has it.
-std::string FindInPath(const std::string& name, const std::string& path, const std::string& cwd) {
+std::string FindInPath(const std::string& name, const std::string& path, const std::string& cwd,
+                       bool executable = true) {
   size_t begin = 0;
   for (;;) {
     size_t end = path.find(':', begin);
@@ -283,7 +284,7 @@ std::string FindInPath(const std::string& name, const std::string& path, const s
     std::string candidate = std::filesystem::absolute(dir + "/" + name, ec).string();
     struct stat st {};
     if (stat(candidate.c_str(), &st) == 0 && S_ISREG(st.st_mode) &&
-        access(candidate.c_str(), X_OK) == 0) {
+        (!executable || access(candidate.c_str(), X_OK) == 0)) {
       return candidate;
     }
     if (end == std::string::npos) return "";
@@ -303,7 +304,11 @@ std::string NotFoundReason(const SpawnSpec& spec, const std::string& program, bo
   std::string found = searched ? FindInPath(program, path, spec.cwd)
                       : program[0] == '/' || spec.cwd.empty() ? program
                                                               : spec.cwd + "/" + program;
-  if (found.empty()) return fmt::format("no program of that name in PATH ({})", path);
+  if (found.empty()) {
+    std::string plain = FindInPath(program, path, spec.cwd, /*executable=*/false);
+    if (!plain.empty()) return fmt::format("{} is there, but not executable (chmod +x)", plain);
+    return fmt::format("no program of that name in PATH ({})", path);
+  }
   if (stat(found.c_str(), &st) == 0) {
     return fmt::format("{} is there, but not the interpreter its first line (#!) names", found);
   }
@@ -409,6 +414,9 @@ Result<ChildProcess> StartProcess(const SpawnSpec& spec, bool stdin_pipe) {
   posix_spawnattr_destroy(&attr);
   if (rc != 0) {
     std::string as = spec.run_as ? fmt::format(" as user {}", spec.run_as->user) : "";
+    // Searching, execvpe says EACCES when a folder of PATH is closed to the user, though the
+    // program is in none of them (QA).
+    if (rc == EACCES && search && FindInPath(spec.argv[0], path, spec.cwd).empty()) rc = ENOENT;
     if (rc == ENOENT) {
       return NotFound(fmt::format("cannot start {}{}: {}", spec.argv[0], as,
                                   NotFoundReason(spec, program, search, path)));

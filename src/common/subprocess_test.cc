@@ -332,6 +332,32 @@ TEST(RunProcessTest, AnotherUserGetsACleanEnvironment) {
   unsetenv("FANOUT_SUBPROCESS_TEST_SECRET");
 }
 
+// QA: as another user, a program in no folder of PATH was "Permission denied" when one of the
+// folders was closed to that user (execvpe's EACCES).
+TEST(RunProcessTest, AnotherUserMissingAProgramIsToldItIsNotInPath) {
+  if (geteuid() != 0) GTEST_SKIP() << "running as another user needs root";
+  auto nobody = LookUpUser("nobody");
+  if (!nobody.ok()) GTEST_SKIP() << "no user nobody here";
+  TempDir dir;
+  std::filesystem::create_directory(dir.File("closed"));
+  chmod(dir.File("closed").c_str(), 0700);
+  chmod(dir.path().c_str(), 0755);
+  const char* own = getenv("PATH");
+  const std::string saved = own != nullptr ? own : "";
+  const std::string path = dir.File("closed") + ":/usr/bin:/bin";
+  ASSERT_EQ(setenv("PATH", path.c_str(), 1), 0);
+  SpawnSpec spec;
+  spec.argv = {"fanout-no-such-program-xyz"};
+  spec.run_as = *nobody;
+  spec.cwd = "/";
+  auto r = RunProcess(spec, -1);
+  setenv("PATH", saved.c_str(), 1);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), Code::kNotFound);
+  EXPECT_EQ(r.status().message(), "cannot start fanout-no-such-program-xyz as user nobody: no "
+                                  "program of that name in PATH (" + path + ")");
+}
+
 TEST(RunProcessTest, RunsInCwd) {
   TempDir dir;
   SpawnSpec spec;
@@ -376,6 +402,15 @@ TEST(RunProcessTest, AProgramIsLookedUpInThePathTheProcessGets) {
   EXPECT_EQ(r.status().code(), Code::kNotFound);
   EXPECT_EQ(r.status().message(),
             "cannot start hello-fanout: no program of that name in PATH (/usr/bin:/bin)");
+  // There, but not executable (QA).
+  { std::ofstream(dir.File("bin/plain")) << "#!/bin/sh\n"; }
+  chmod(dir.File("bin/plain").c_str(), 0644);
+  spec.argv = {"plain"};
+  spec.env = {{"PATH", dir.File("bin")}};
+  auto plain = RunProcess(spec, -1);
+  ASSERT_FALSE(plain.ok());
+  EXPECT_EQ(plain.status().message(), "cannot start plain: " + dir.File("bin/plain") +
+                                          " is there, but not executable (chmod +x)");
   // There, but its interpreter is not: not "no program of that name" (review).
   { std::ofstream(dir.File("bin/orphan")) << "#!/nonexistent/interpreter\n"; }
   chmod(dir.File("bin/orphan").c_str(), 0755);

@@ -1280,7 +1280,7 @@ tasks:
       e: {type: fake, set: it, value: not-a-number}
 )");
   EXPECT_EQ(refused.result, TaskResult::kFailure);
-  EXPECT_NE(refused.message.find("cannot assign to loop variable 'it' (a int item)"),
+  EXPECT_NE(refused.message.find("cannot assign to loop variable 'it' (its item's type is int)"),
             std::string::npos)
       << refused.message;
 }

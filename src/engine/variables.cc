@@ -63,7 +63,8 @@ Status LoopScope::Set(std::string_view name, const Value& value) {
     std::lock_guard lock(mu_);
     auto converted = value.ConvertTo(values_[k].type());
     if (!converted.ok()) {
-      return InvalidArgument(fmt::format("cannot assign to loop variable '{}' (a {} item): {}",
+      return InvalidArgument(fmt::format("cannot assign to loop variable '{}' (its item's type "
+                                         "is {}): {}",
                                          name, ValueTypeName(values_[k].type()),
                                          converted.status().message()));
     }

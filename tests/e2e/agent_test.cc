@@ -490,7 +490,7 @@ TEST_F(AgentTest, BodiesAreJsonWhateverTheirTypeAndOverlongOnesAreRefusedAtOnce)
                                "application/x-www-form-urlencoded");
   EXPECT_EQ(form.status, 202) << form.body;
   HttpReply multipart = agent_.Http("POST", "/v1/jobs/env/start", params,
-                                    "multipart/form-data; boundary=x");
+                                    "MULTIPART/form-data; boundary=x");  // in any case
   EXPECT_EQ(multipart.status, 415) << multipart.body;
   EXPECT_TRUE(Contains(multipart.json.value("detail", ""), "application/json")) << multipart.body;
   // {method, extra headers, status}: answered before any body is read.
@@ -500,6 +500,7 @@ TEST_F(AgentTest, BodiesAreJsonWhateverTheirTypeAndOverlongOnesAreRefusedAtOnce)
       {"PUT", "Content-Length: -5\r\n", "400 Bad Request"},
       {"DELETE", "Content-Length: 5000000\r\n", "413 Payload Too Large"},
       {"PUT", "Content-Length: 2\r\nTransfer-Encoding: chunked\r\n", "400 Bad Request"},
+      {"PUT", "Content-Length: 2\r\nContent-Length: 40\r\n", "400 Bad Request"},
   };
   for (const auto& [method, headers, status] : heads) {
     std::chrono::milliseconds took{0};

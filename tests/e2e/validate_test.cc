@@ -56,6 +56,7 @@ tasks:
   i: {type: process, run: [/bin/true], retries: many}
   j: {type: process, run: "echo hi", success_codes: [256], env: {"A=B": x}, cwd: "${nope2}"}
   k: {type: process, run: [/bin/true], success_codes: []}
+  l: {type: expression, set: {n: "1", "User::n": "2"}}
 )");
   CommandResult r = RunFanout({"validate", "bad.yaml"}, dir.path());
   EXPECT_EQ(r.exit_code, 5);
@@ -80,6 +81,7 @@ tasks:
            "bad.yaml:20:66: error: 'A=B' is not an environment variable name",
            "bad.yaml:20:85: error: unknown variable or parameter 'nope2'",
            "bad.yaml:21:55: error: `success_codes` is a list of at least one exit code",
+           "bad.yaml:22:39: error: `set` assigns 'n' twice (as n and User::n)",
        }) {
     EXPECT_NE(e.find(expected), std::string::npos) << "missing: " << expected << "\n" << e;
   }

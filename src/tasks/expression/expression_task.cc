@@ -2,6 +2,8 @@
 //   set: {rows: "@rows + 1", label: "UPPER(@region)"}
 #include "tasks/expression/expression_task.h"
 
+#include <map>
+
 #include <fmt/format.h>
 
 namespace fanout {
@@ -40,8 +42,17 @@ class ExpressionTaskType : public TaskType {
     }
     auto task = std::make_shared<ExpressionTask>();
     bool ok = true;
+    std::map<std::string, std::string> assigned;  // variable -> its key as written
     for (auto it = set.begin(); it != set.end(); ++it) {
       std::string name = VariableName(it->first.Scalar());
+      // `x` and `User::x` are one variable: written twice, as a key written twice is (QA; the
+      // same key twice is said as a duplicate key).
+      auto [first, added] = assigned.emplace(name, it->first.Scalar());
+      if (!added && first->second != it->first.Scalar()) {
+        parser.Error(it->first, fmt::format("`set` assigns '{}' twice (as {} and {})", name,
+                                            first->second, it->first.Scalar()));
+        ok = false;
+      }
       parser.CheckVariable(it->first, name);
       // Parse each value through the shared expression checks by looking it up as a key.
       auto expr = parser.ExpressionAt(set, it->first.Scalar(), true);
