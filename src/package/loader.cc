@@ -915,6 +915,9 @@ class Loader : public TaskParser {
         Error(entry["provider"], fmt::format("unknown log provider '{}'; allowed: text, jsonl, console", l.provider));
       }
       l.path = StringAt(entry, "path", l.provider == "text" || l.provider == "jsonl").value_or("");
+      if ((l.provider == "text" || l.provider == "jsonl") && entry["path"] && l.path.empty()) {
+        Error(entry["path"], "`path` names the log file; it is empty");
+      }
       if (l.provider == "console" && entry["path"]) {
         Error(entry["path"], "the console provider writes to the terminal and takes no `path`; "
                              "for a file, use provider text or jsonl");

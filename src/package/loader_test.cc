@@ -722,6 +722,8 @@ tasks:
   // QA: a console entry's path was ignored without a word.
   LoadBad("package: demo\nlogging:\n  - {provider: console, path: z}\ntasks:\n  a: {type: noop}\n");
   ExpectDiagAt("the console provider writes to the terminal and takes no `path`", "z}");
+  LoadBad("package: demo\nlogging:\n  - {provider: text, path: \"\"}\ntasks:\n  a: {type: noop}\n");
+  ExpectDiagAt("`path` names the log file; it is empty", "\"\"}");
 }
 
 // ---- Tasks: common keys -----------------------------------------------------------------------
