@@ -410,10 +410,11 @@ class Loader : public TaskParser {
     if (!v || v.IsNull()) return std::nullopt;
     int64_t i = 0;
     if (!v.IsScalar() || !YAML::convert<int64_t>::decode(v, i)) {
-      const std::string& text = v.IsScalar() ? v.Scalar() : "";
-      const bool digits = text.find_first_not_of("0123456789", text.starts_with('-') ? 1 : 0) ==
-                              std::string::npos &&
-                          text.size() > (text.starts_with('-') ? 1u : 0u);
+      // Digits alone (after a sign) are a whole number, one too large for any count here.
+      const std::string text = v.IsScalar() ? v.Scalar() : "";
+      const size_t from = text.starts_with('-') ? 1 : 0;
+      const bool digits =
+          text.size() > from && text.find_first_not_of("0123456789", from) == std::string::npos;
       Error(v, digits ? fmt::format("`{}` is out of range: {}", key, text)
                       : fmt::format("`{}` must be a whole number", key));
       return std::nullopt;
