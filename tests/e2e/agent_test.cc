@@ -563,7 +563,8 @@ TEST_F(AgentTest, APostgresCatalogThatRefusesIsSaidAtTheStart) {
   if (uri == nullptr || *uri == '\0') GTEST_SKIP() << "needs FANOUT_TEST_POSTGRES";
   std::string spec = uri;
   spec = spec.substr(0, spec.rfind('/')) + "/no_such_database_here";
-  ASSERT_TRUE(agent_.Start({"--dev", "--catalog", spec}));
+  // A data_dir of the test's own: --dev's temporary one stays behind the SIGKILL at its end.
+  ASSERT_TRUE(agent_.Start({"--dev", "--catalog", spec, "--data-dir", agent_.Path("data")}));
   auto warned = [&] {
     return Contains(agent_.err(), "warning: ") && Contains(agent_.err(), "no_such_database_here") &&
            Contains(agent_.err(), "package steps that log in as this agent's user");
