@@ -458,9 +458,7 @@ void AgentServer::Routes() {
     // Bodies are JSON whatever their type says. curl -d sends its default,
     // application/x-www-form-urlencoded, which cpp-httplib caps at 8 KiB and parses as a query;
     // such a body is read as the JSON it is (the request object is the server's own, not const).
-    std::string type = req.get_header_value("Content-Type");  // media types know no case
-    std::transform(type.begin(), type.end(), type.begin(),
-                   [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
+    const std::string type = AsciiLower(req.get_header_value("Content-Type"));  // any case
     if (type.starts_with("application/x-www-form-urlencoded")) {
       auto& headers = const_cast<httplib::Request&>(req).headers;
       headers.erase("Content-Type");

@@ -3,8 +3,9 @@
 // loader (which checks `logging: events`) and the catalog (which stores them).
 #include "fanout/event.h"
 
-#include <cctype>
 #include <string>
+
+#include "common/util.h"
 
 namespace fanout {
 namespace {
@@ -24,16 +25,6 @@ constexpr EventNameEntry kEventNames[] = {
     {EventType::kOnProgress, "OnProgress"},
     {EventType::kOnVariableValueChanged, "OnVariableValueChanged"},
 };
-
-bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i) {
-    unsigned char x = static_cast<unsigned char>(a[i]);
-    unsigned char y = static_cast<unsigned char>(b[i]);
-    if (x != y && std::tolower(x) != std::tolower(y)) return false;
-  }
-  return true;
-}
 
 }  // namespace
 

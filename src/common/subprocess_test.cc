@@ -402,23 +402,21 @@ TEST(RunProcessTest, AProgramIsLookedUpInThePathTheProcessGets) {
   EXPECT_EQ(r.status().code(), Code::kNotFound);
   EXPECT_EQ(r.status().message(),
             "cannot start hello-fanout: no program of that name in PATH (/usr/bin:/bin)");
+  // A program in bin/ written as `text` with `mode`: why it cannot start.
+  auto start_failure = [&](const std::string& name, const std::string& text, mode_t mode) {
+    { std::ofstream(dir.File("bin/" + name)) << text; }
+    chmod(dir.File("bin/" + name).c_str(), mode);
+    spec.argv = {name};
+    spec.env = {{"PATH", dir.File("bin")}};
+    auto started = RunProcess(spec, -1);
+    return started.ok() ? std::string("started") : started.status().message();
+  };
   // There, but not executable (QA).
-  { std::ofstream(dir.File("bin/plain")) << "#!/bin/sh\n"; }
-  chmod(dir.File("bin/plain").c_str(), 0644);
-  spec.argv = {"plain"};
-  spec.env = {{"PATH", dir.File("bin")}};
-  auto plain = RunProcess(spec, -1);
-  ASSERT_FALSE(plain.ok());
-  EXPECT_EQ(plain.status().message(), "cannot start plain: " + dir.File("bin/plain") +
-                                          " is there, but not executable (chmod +x)");
+  EXPECT_EQ(start_failure("plain", "#!/bin/sh\n", 0644),
+            "cannot start plain: " + dir.File("bin/plain") +
+                " is there, but not executable (chmod +x)");
   // There, but its interpreter is not: not "no program of that name" (review).
-  { std::ofstream(dir.File("bin/orphan")) << "#!/nonexistent/interpreter\n"; }
-  chmod(dir.File("bin/orphan").c_str(), 0755);
-  spec.argv = {"orphan"};
-  spec.env = {{"PATH", dir.File("bin")}};
-  auto orphan = RunProcess(spec, -1);
-  ASSERT_FALSE(orphan.ok());
-  EXPECT_EQ(orphan.status().message(),
+  EXPECT_EQ(start_failure("orphan", "#!/nonexistent/interpreter\n", 0755),
             "cannot start orphan: " + dir.File("bin/orphan") +
                 " is there, but not the interpreter its first line (#!) names");
 }

@@ -315,4 +315,15 @@ std::optional<std::pair<int, int>> FindNulByte(std::string_view text) {
   return std::pair<int, int>(line, static_cast<int>(at - line_start) + 1);
 }
 
+bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
+  return AsciiLower(std::string(a)) == AsciiLower(std::string(b));
+}
+
+std::string AsciiLower(std::string text) {
+  for (char& c : text) {
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+  }
+  return text;
+}
+
 }  // namespace fanout

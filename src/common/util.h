@@ -90,4 +90,8 @@ std::string Sha256Hex(std::string_view data);
 // country code `no` in a list into false.
 std::optional<bool> YamlBool(std::string_view scalar);
 
+// ASCII case folding, for names and keywords written in any case (Success, MULTIPART/...).
+bool EqualsIgnoreCase(std::string_view a, std::string_view b);
+std::string AsciiLower(std::string text);
+
 }  // namespace fanout

@@ -11,6 +11,8 @@
 #include <string>
 #include <string_view>
 
+#include "common/util.h"
+
 namespace fanout {
 namespace {
 
@@ -22,13 +24,6 @@ std::string_view TrimSpace(std::string_view s) {
   if (begin == std::string_view::npos) return {};
   size_t end = s.find_last_not_of(kWhitespace);
   return s.substr(begin, end - begin + 1);
-}
-
-char AsciiLower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
-
-bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
-  return std::equal(a.begin(), a.end(), b.begin(), b.end(),
-                    [](char x, char y) { return AsciiLower(x) == AsciiLower(y); });
 }
 
 // "+5" is accepted like "5"; "+-5" is not.

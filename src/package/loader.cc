@@ -1073,9 +1073,7 @@ class Loader : public TaskParser {
       c.task = StringAt(item, "task", true).value_or("");
       if (auto written = StringAt(item, "on", false)) {
         // In any case, as SSIS writes them (Success) and as event names are taken.
-        std::string on = *written;
-        std::transform(on.begin(), on.end(), on.begin(),
-                       [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
+        const std::string on = AsciiLower(*written);
         if (on == "success") c.on = ConstraintValue::kSuccess;
         else if (on == "failure") c.on = ConstraintValue::kFailure;
         else if (on == "completion") c.on = ConstraintValue::kCompletion;

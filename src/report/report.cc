@@ -30,11 +30,6 @@ bool StartsWith(std::string_view s, std::string_view prefix) {
   return s.substr(0, prefix.size()) == prefix;
 }
 
-std::string Lower(std::string s) {
-  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return s;
-}
-
 std::string Trim(std::string_view s) {
   size_t b = s.find_first_not_of(" \t\r\n");
   if (b == std::string_view::npos) return "";
@@ -411,11 +406,11 @@ Result<ExecutionRow> FindExecution(Catalog& catalog, const std::string& id) {
         "no execution '{}'; give the full id or at least {} of its first or last characters", id,
         kMinIdFragment));
   }
-  const std::string fragment = Lower(id);
+  const std::string fragment = AsciiLower(id);
   ASSIGN_OR_RETURN(std::vector<ExecutionRow> rows, catalog.ListExecutions(kMaxScan));
   std::vector<std::string> matches;
   for (const ExecutionRow& row : rows) {
-    std::string candidate = Lower(row.id);
+    std::string candidate = AsciiLower(row.id);
     if (StartsWith(candidate, fragment) || candidate.ends_with(fragment)) {
       matches.push_back(row.id);
     }
