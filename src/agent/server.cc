@@ -409,7 +409,13 @@ json BodyTooLarge(size_t max_body_bytes) {
 void AgentServer::Routes() {
   httplib::Server& s = *http_;
   s.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
-    if (!Authorized(req, res)) return httplib::Server::HandlerResponse::Handled;
+    if (!Authorized(req, res)) {
+      // Refused before its body was read: the next request on this connection would be read
+      // from inside that body (a parent whose agent came back with a new token got a 405
+      // naming its own JSON as the method). The client is told to close it.
+      if (req.method != "GET" && req.method != "HEAD") res.set_header("Connection", "close");
+      return httplib::Server::HandlerResponse::Handled;
+    }
     // cpp-httplib reads a body that has no length until the connection closes, which held a
     // `curl -X POST` without data for the 10 s read timeout: answered now, and the connection
     // closed, since where the body would end is unknown.

@@ -502,6 +502,15 @@ TEST_F(AgentTest, BodiesAreJsonWhateverTheirTypeAndOverlongOnesAreRefusedAtOnce)
       {"PUT", "Content-Length: 2\r\nTransfer-Encoding: chunked\r\n", "400 Bad Request"},
       {"PUT", "Content-Length: 2\r\nContent-Length: 40\r\n", "400 Bad Request"},
   };
+  // Refused for its credentials before its body is read: the client is told to close, or its
+  // next request on the connection would be read from inside this body.
+  std::chrono::milliseconds took{0};
+  std::string refused = RawExchange(agent_.url(),
+                                    "POST /v1/jobs/env/start HTTP/1.1\r\nHost: a\r\n"
+                                    "Authorization: Bearer wrong\r\nContent-Length: 2\r\n\r\n{}",
+                                    took, "\"}");
+  EXPECT_TRUE(refused.starts_with("HTTP/1.1 401")) << refused;
+  EXPECT_TRUE(Contains(refused, "Connection: close")) << refused;
   for (const auto& [method, headers, status] : heads) {
     std::chrono::milliseconds took{0};
     std::string reply = RawExchange(
