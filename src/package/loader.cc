@@ -1321,11 +1321,18 @@ std::vector<std::string> Package::UndeclaredSetErrors(
   std::vector<std::string> errors;
   for (const auto& [name, text] : sets) {
     if (FindParameter(name) != nullptr || FindVariable(name) != nullptr) continue;
+    const auto& system = SystemVariableNames();
+    if (std::find(system.begin(), system.end(), name) != system.end()) {
+      errors.push_back(fmt::format("--set {}: system variables are read-only; the run sets them",
+                                   name));
+      continue;
+    }
     std::vector<std::string> names;
     for (const auto& p : parameters) names.push_back(p.name);
     for (const auto& v : variables) names.push_back(v.name);
-    errors.push_back(fmt::format("--set {}: the package has no parameter or variable of that name{}",
-                                 name, names.empty() ? "" : fmt::format(" (it has: {})", fmt::join(names, ", "))));
+    errors.push_back(fmt::format(
+        "--set {}: the package has no parameter or variable of that name{}", name,
+        names.empty() ? "" : fmt::format(" (it has: {})", fmt::join(names, ", "))));
   }
   return errors;
 }

@@ -235,6 +235,13 @@ TEST(ValidateTest, RequiredParameterSatisfiedBySet) {
                              "of that name (it has: day)"),
             std::string::npos)
       << unknown.err;
+  // A system variable is there, but the run sets it.
+  CommandResult system = RunFanout(
+      {"validate", "p.yaml", "--set", "day=1", "--set", "System::StartTime=2"}, dir.path());
+  EXPECT_EQ(system.exit_code, 5);
+  EXPECT_NE(system.err.find("--set System::StartTime: system variables are read-only"),
+            std::string::npos)
+      << system.err;
 }
 
 // A job file (`job:`) is checked as an agent would check it; `job: true` is a YAML boolean.
