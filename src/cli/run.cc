@@ -324,9 +324,12 @@ int RunPackage(const RunArgs& args, std::string& reason) {
     return kExitInvalid;
   }
   const RunResult& r = *result;
-  std::string counts = fmt::format("{} succeeded, {} failed, {}{} skipped", r.succeeded, r.failed,
+  std::string counts = fmt::format("{} succeeded, {} failed, {}{} skipped{}", r.succeeded, r.failed,
                                    r.canceled > 0 ? fmt::format("{} canceled, ", r.canceled) : "",
-                                   r.skipped);
+                                   r.skipped,
+                                   r.not_started > 0
+                                       ? fmt::format(", {} not started", r.not_started)
+                                       : "");
   std::string line = fmt::format("Package {}: {} ({}) in {}; execution {}", pkg.name,
                                  TaskResultName(r.result), counts, FormatDuration(r.duration),
                                  r.execution_id);

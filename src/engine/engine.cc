@@ -278,6 +278,7 @@ struct Loop {
   int iterations = 0;
   int reported_percent = 0;  // of the last OnProgress
   int running = 0;
+  int canceled = 0;  // iterations a cancel stopped: ended, but not done
   int errors = 0;
   bool exhausted = false;
   bool stopping = false;
@@ -1079,6 +1080,7 @@ void Execution::FinishNode(Container* c, size_t i, Final final, const std::strin
     c->stopping = true;
     stops_ = true;
   }
+  if (final == Final::kNotRun) ++result_.not_started;
   // Once stopped, successors are neither run nor skipped: they were never reached.
   bool stopped = c->stopping || c->canceled || StopAll();
   for (size_t s : stopped ? std::vector<size_t>{} : def.successors) {
@@ -1104,6 +1106,8 @@ void Execution::MaybeCompleteContainer(Container* c) {
   bool stopped = c->stopping || c->canceled || StopAll();
   if (c->remaining > 0 && !(stopped && c->running == 0)) return;
   c->finished = true;
+  // Stopped: what remains was never reached. The summary had counted none of it (QA).
+  result_.not_started += c->remaining;
   Final final = Final::kSuccess;
   if (c->canceled || canceled_) final = Final::kCanceled;
   else if (c->errors >= c->max_errors) final = Final::kFailure;
@@ -1256,6 +1260,11 @@ void Execution::StartLoop(Container* c, size_t i, DateTime started, int attempt,
         if (!at.column) {
           item = std::move(*v);
           continue;
+        }
+        if (v->is(ValueType::kList)) {  // as the loader refuses a list written there
+          fail(fmt::format("`items`, item {}, value {}: a row holds scalars, and '{}' gave a list",
+                           at.item + 1, *at.column + 1, at.text.text()));
+          break;
         }
         Value::List row = item.as_list();
         row[*at.column] = std::move(*v);
@@ -1425,7 +1434,10 @@ void Execution::OnIterationDone(Loop* l, Final final, const std::string& message
     if (l->first_error.empty()) l->first_error = message;
     if (l->errors >= def.maximum_error_count) l->stopping = true;
   }
-  if (final == Final::kCanceled) l->stopping = true;
+  if (final == Final::kCanceled) {
+    l->stopping = true;
+    ++l->canceled;
+  }
   if (def.container == ContainerKind::kFor && !l->stopping) {
     for (const Expression& e : def.for_assign) {
       auto v = e.Evaluate(*l->owner->scope);
@@ -1439,7 +1451,7 @@ void Execution::OnIterationDone(Loop* l, Final final, const std::string& message
   if (def.container == ContainerKind::kForeach && !l->items.empty()) {
     // One event per tenth of the way (SSIS reports progress in percent), not per iteration.
     int total = static_cast<int>(l->items.size());
-    int done = l->iterations - l->running;
+    int done = l->iterations - l->running - l->canceled;
     int percent = 100 * done / total;
     if (percent / 10 > l->reported_percent / 10 || done == total) {
       l->reported_percent = percent;

@@ -279,6 +279,14 @@ class EngineTest : public ::testing::Test {
   static void SetUpTestSuite() { RegisterTaskType(std::make_unique<FakeType>()); }
   void SetUp() override { World::Get().Reset(); }
 
+  // A thread that cancels `token` (as SIGINT does) after `delay`.
+  static std::jthread CancelAfter(CancelToken& token, std::chrono::milliseconds delay) {
+    return std::jthread([&token, delay] {
+      std::this_thread::sleep_for(delay);
+      token.Cancel(CancelToken::Reason::kCanceled);
+    });
+  }
+
   std::shared_ptr<const Package> Load(const std::string& yaml) {
     Diagnostics diags;
     auto r = LoadPackageText(yaml, "/tmp/fanout-engine-test/p.yaml", diags);
@@ -668,6 +676,10 @@ tasks:
   EXPECT_TRUE(World::Get().Ran("critical"));
   EXPECT_FALSE(World::Get().Ran("queued")) << "waiting for a slot when the package failed";
   EXPECT_FALSE(World::Get().Ran("later"));
+  // The summary's counts cover every task: the two never started are said so.
+  EXPECT_EQ(r.failed, 1);
+  EXPECT_EQ(r.succeeded + r.skipped + r.canceled, 0);
+  EXPECT_EQ(r.not_started, 2);
 }
 
 TEST_F(EngineTest, FailPackageOnFailureInsideATolerantSequence) {
@@ -900,10 +912,7 @@ tasks:
   EXPECT_LT(elapsed_, kBlockSafety);
 
   CancelToken token;
-  std::thread canceler([&] {
-    std::this_thread::sleep_for(100ms);
-    token.Cancel(CancelToken::Reason::kCanceled);
-  });
+  std::jthread canceler = CancelAfter(token, 100ms);
   RunResult canceled = MustRun(R"(package: endless-too
 tasks:
   f: {type: for, condition: "true", tasks: {}}
@@ -911,6 +920,26 @@ tasks:
                                {}, &token);
   canceler.join();
   EXPECT_EQ(canceled.result, TaskResult::kCanceled);
+  EXPECT_LT(elapsed_, kBlockSafety);
+}
+
+// An iteration a cancel stopped is not done: OnProgress said "1 of 2 iterations done" of it.
+TEST_F(EngineTest, ACanceledIterationIsNotReportedDone) {
+  CancelToken token;
+  std::jthread canceler = CancelAfter(token, 100ms);
+  RunResult canceled = MustRun(R"(package: progress-canceled
+tasks:
+  each:
+    type: foreach
+    items: [a, b]
+    as: x
+    tasks:
+      work: {type: fake, sleep_ms: 5000}
+)",
+                               {}, &token);
+  canceler.join();
+  EXPECT_EQ(canceled.result, TaskResult::kCanceled);
+  EXPECT_TRUE(EventsOf(EventType::kOnProgress, "each").empty()) << AllEvents();
   EXPECT_LT(elapsed_, kBlockSafety);
 }
 
@@ -938,10 +967,7 @@ TEST_F(EngineTest, ALoopsFinishedIterationsAreFreedWithoutLosingWork) {
   }
 
   CancelToken token;
-  std::thread canceler([&] {
-    std::this_thread::sleep_for(100ms);
-    token.Cancel(CancelToken::Reason::kCanceled);
-  });
+  std::jthread canceler = CancelAfter(token, 100ms);
   RunResult canceled = MustRun(package("long-canceled", 20), {}, &token);
   canceler.join();
   EXPECT_EQ(canceled.result, TaskResult::kCanceled);
@@ -979,10 +1005,7 @@ tasks:
   // A cancel during the delay: the run is canceled, the task counted as its last try recorded
   // it, failed (the console's summary and the catalog agree).
   CancelToken token;
-  std::thread canceler([&] {
-    std::this_thread::sleep_for(50ms);
-    token.Cancel(CancelToken::Reason::kCanceled);
-  });
+  std::jthread canceler = CancelAfter(token, 50ms);
   RunResult c = MustRun(R"(package: canceled-in-delay
 tasks:
   rt: {type: fake, result: failure, retries: 3, retry_delay: 5s}
@@ -1249,6 +1272,24 @@ tasks:
   EXPECT_EQ(r.result, TaskResult::kFailure);
   EXPECT_FALSE(World::Get().Ran("each[1]/work"));
   EXPECT_TRUE(r.message.starts_with("each: `items`, item 2: evaluating '${s * 2}'")) << r.message;
+
+  // A row's value that renders to a list fails too, as a list written there fails to load.
+  RunResult nested = MustRun(R"(package: foreach-inline-nested
+variables:
+  l: {type: list, value: [1, 2]}
+tasks:
+  each:
+    type: foreach
+    items: [[1, "${l}"]]
+    as: [a, b]
+    tasks:
+      work: {type: fake}
+)");
+  EXPECT_EQ(nested.result, TaskResult::kFailure);
+  EXPECT_FALSE(World::Get().Ran("each[1]/work"));
+  EXPECT_EQ(nested.message,
+            "each: `items`, item 1, value 2: a row holds scalars, and '${l}' gave a list")
+      << nested.message;
 }
 
 // The loop variable has its item's type and converts what is assigned to it (QA: a string
