@@ -386,6 +386,7 @@ Status Executor::Recover() {
     std::unique_lock lock(heartbeat_mu_);
     do {
       Touch(file);
+      store_.WriteUnsaved();
     } while (!heartbeat_stop_cv_.wait_for(lock, kHeartbeat, [&] { return heartbeat_stop_; }));
     Touch(file);  // the time it stopped
   });

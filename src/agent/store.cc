@@ -529,6 +529,11 @@ RunRecord AgentStore::WithUnsavedLocked(RunRecord run) const {
   return run;
 }
 
+void AgentStore::WriteUnsaved() {
+  std::lock_guard lock(mu_);
+  WriteUnsavedLocked();
+}
+
 size_t AgentStore::UnsavedCount() {
   std::lock_guard lock(mu_);
   return unsaved_runs_.size() + unsaved_attempts_.size();

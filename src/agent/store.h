@@ -153,6 +153,10 @@ class AgentStore {
 
   // Updates held in memory because they could not be written yet.
   size_t UnsavedCount();
+  // Writes held updates once there is room again, at most once a second. Every write tries
+  // first; the agent's heartbeat calls this so that an idle agent's held ends are not left to
+  // the next run, or to its stop.
+  void WriteUnsaved();
 
  private:
   friend class AgentStoreTest;

@@ -4,7 +4,9 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <string>
+#include <thread>
 
 #include "common/test_util.h"
 
@@ -93,6 +95,28 @@ TEST_F(AgentStoreTest, AnUpdateThatCannotBeWrittenIsServedFromMemoryAndWrittenLa
   auto steps = (*reopened)->ListStepAttempts("run-1", true);
   ASSERT_TRUE(steps.ok() && steps->size() == 1u);
   EXPECT_EQ((*steps)[0].stdout_text.size(), 200000u);
+}
+
+// Held updates are written once there is room, with no other write to carry them (the
+// agent's heartbeat calls WriteUnsaved): an idle agent kept them until its stop.
+TEST_F(AgentStoreTest, HeldUpdatesAreWrittenWhenThereIsRoomWithoutAnotherWrite) {
+  testing::TempDir dir;
+  const std::string path = dir.File("agent.db");
+  RunRecord run = RunningRun();
+  {
+    auto store = AgentStore::Open(path);
+    ASSERT_TRUE(store.ok()) << store.status().ToString();
+    ASSERT_TRUE((*store)->InsertRun(run).ok());
+    ASSERT_TRUE(CapAtCurrentSize(**store).ok());
+    run.status = "failed";
+    run.ended_at = Now();
+    run.message = std::string(200000, 'x');
+    EXPECT_FALSE((*store)->UpdateRun(run).ok());
+    ASSERT_TRUE(Uncap(**store).ok());
+    std::this_thread::sleep_for(std::chrono::milliseconds(1100));  // past the once-a-second
+    (*store)->WriteUnsaved();
+    EXPECT_EQ((*store)->UnsavedCount(), 0u) << "written: nothing is held any more";
+  }
 }
 
 // QA, a full disk: an attempt's end (with its output) could not be written, the run's end
