@@ -97,9 +97,12 @@ bool KeptForAnotherUser(const std::string& name) {
 }
 
 // The proxy path: posix_spawn cannot change user, so fork, switch groups and user, exec. An
-// exec failure travels back through a close-on-exec pipe as the errno.
+// exec failure travels back through a close-on-exec pipe as the errno. `candidates`, when not
+// empty, are the places of PATH to try `program` at, in order, as the user: only the user's own
+// rights say which one runs (execvpe would look in the agent's PATH, not the step's).
 int ForkAsUser(const SpawnSpec& spec, const char* program, std::vector<char*>& argv, char** env,
-               int in_fd, int out_fd, int err_fd, bool search, pid_t* pid_out) {
+               int in_fd, int out_fd, int err_fd, const std::vector<std::string>& candidates,
+               pid_t* pid_out) {
   int report[2];
   if (pipe2(report, O_CLOEXEC) != 0) return errno;
   std::vector<gid_t> groups(spec.run_as->groups.begin(), spec.run_as->groups.end());
@@ -129,9 +132,18 @@ int ForkAsUser(const SpawnSpec& spec, const char* program, std::vector<char*>& a
     if (setgid(spec.run_as->gid) != 0) fail(errno);
     if (setuid(spec.run_as->uid) != 0) fail(errno);
     if (!spec.cwd.empty() && chdir(spec.cwd.c_str()) != 0) fail(errno);
-    if (search) execvpe(program, argv.data(), env);
-    else execve(program, argv.data(), env);
-    fail(errno);
+    if (candidates.empty()) {
+      execve(program, argv.data(), env);
+      fail(errno);
+    }
+    // As execvpe searches: a place that is missing, or closed to the user, is passed over.
+    bool denied = false;
+    for (const std::string& candidate : candidates) {
+      execve(candidate.c_str(), argv.data(), env);
+      if (errno == EACCES) denied = true;
+      else if (errno != ENOENT && errno != ENOTDIR && errno != ESTALE) fail(errno);
+    }
+    fail(denied ? EACCES : ENOENT);
   }
   close(report[1]);
   int err = 0;
@@ -267,11 +279,12 @@ bool ChildProcess::Ended() const {
 
 namespace {
 
-// A program named without a '/', looked up in `path` (the PATH the process gets) as a shell
-// would: posix_spawnp and execvpe look in ours, so a step's `env: {PATH: ...}` was not used to
-// find its own program (QA). Relative folders are the working directory's. "" when none has it.
-std::string FindInPath(const std::string& name, const std::string& path, const std::string& cwd,
-                       bool executable = true) {
+// Where a program named without a '/' may be, by `path` (the PATH the process gets), in the
+// order a shell looks: posix_spawnp and execvpe look in ours, so a step's `env: {PATH: ...}`
+// was not used to find its own program (QA). Relative folders are the working directory's.
+std::vector<std::string> PathCandidates(const std::string& name, const std::string& path,
+                                        const std::string& cwd) {
+  std::vector<std::string> candidates;
   size_t begin = 0;
   for (;;) {
     size_t end = path.find(':', begin);
@@ -281,15 +294,23 @@ std::string FindInPath(const std::string& name, const std::string& path, const s
     // Absolute: the child moves into `cwd` before its exec, and a relative `cwd` (a package's
     // folder, "ex") would then be taken twice.
     std::error_code ec;
-    std::string candidate = std::filesystem::absolute(dir + "/" + name, ec).string();
+    candidates.push_back(std::filesystem::absolute(dir + "/" + name, ec).string());
+    if (end == std::string::npos) return candidates;
+    begin = end + 1;
+  }
+}
+
+// The first of them that is a file (an executable one, when `executable`); "" when none is.
+std::string FindInPath(const std::string& name, const std::string& path, const std::string& cwd,
+                       bool executable = true) {
+  for (const std::string& candidate : PathCandidates(name, path, cwd)) {
     struct stat st {};
     if (stat(candidate.c_str(), &st) == 0 && S_ISREG(st.st_mode) &&
         (!executable || access(candidate.c_str(), X_OK) == 0)) {
       return candidate;
     }
-    if (end == std::string::npos) return "";
-    begin = end + 1;
   }
+  return "";
 }
 
 // Why a start failed with ENOENT, in words: the working directory, the program (and where it
@@ -392,7 +413,7 @@ Result<ChildProcess> StartProcess(const SpawnSpec& spec, bool stdin_pipe) {
                            : own_path != nullptr           ? own_path
                                                            : "/bin:/usr/bin";
   std::string found;  // the program, when looked up here in a PATH of the step's own
-  if (search && path_given != env_changes.end()) {
+  if (search && !spec.run_as && path_given != env_changes.end()) {
     found = FindInPath(spec.argv[0], path, spec.cwd);
     if (found.empty()) {
       posix_spawn_file_actions_destroy(&actions);
@@ -405,7 +426,10 @@ Result<ChildProcess> StartProcess(const SpawnSpec& spec, bool stdin_pipe) {
   const char* program = found.empty() ? argv[0] : found.c_str();
   int rc = 0;
   if (spec.run_as) {
-    rc = ForkAsUser(spec, program, argv, env, in_r.fd, out_w.fd, err_w.fd, search, &pid);
+    rc = ForkAsUser(spec, program, argv, env, in_r.fd, out_w.fd, err_w.fd,
+                    search ? PathCandidates(spec.argv[0], path, spec.cwd)
+                           : std::vector<std::string>{},
+                    &pid);
   } else {
     rc = search ? posix_spawnp(&pid, program, &actions, &attr, argv.data(), env)
                 : posix_spawn(&pid, program, &actions, &attr, argv.data(), env);

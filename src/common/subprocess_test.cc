@@ -358,6 +358,38 @@ TEST(RunProcessTest, AnotherUserMissingAProgramIsToldItIsNotInPath) {
                                   "program of that name in PATH (" + path + ")");
 }
 
+// As another user, the program PATH finds is the first that user may run: the agent's own
+// rights had picked one only the agent could run, which then failed with "Permission denied".
+TEST(RunProcessTest, AnotherUserRunsTheFirstProgramInPathThatItMayRun) {
+  if (geteuid() != 0) GTEST_SKIP() << "running as another user needs root";
+  auto nobody = LookUpUser("nobody");
+  if (!nobody.ok()) GTEST_SKIP() << "no user nobody here";
+  TempDir dir;
+  chmod(dir.path().c_str(), 0755);
+  for (const char* place : {"mine", "theirs"}) {
+    std::filesystem::create_directory(dir.File(place));
+    chmod(dir.File(place).c_str(), 0755);
+    { std::ofstream(dir.File(place) + "/fanout-which") << "#!/bin/sh\necho " << place << "\n"; }
+  }
+  chmod((dir.File("mine") + "/fanout-which").c_str(), 0700);  // the agent's (root's) only
+  chmod((dir.File("theirs") + "/fanout-which").c_str(), 0755);
+  SpawnSpec spec;
+  spec.argv = {"fanout-which"};
+  spec.run_as = *nobody;
+  spec.cwd = "/";
+  spec.env = {{"PATH", dir.File("mine") + ":" + dir.File("theirs") + ":/usr/bin:/bin"}};
+  SpawnResult r = MustRun(spec);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "theirs\n");
+
+  // There, but nowhere the user may run it: denied, as a shell says.
+  spec.env = {{"PATH", dir.File("mine")}};
+  auto denied = RunProcess(spec, -1);
+  ASSERT_FALSE(denied.ok());
+  EXPECT_EQ(denied.status().message(),
+            "cannot start fanout-which in / as user nobody: Permission denied");
+}
+
 TEST(RunProcessTest, RunsInCwd) {
   TempDir dir;
   SpawnSpec spec;
