@@ -25,6 +25,7 @@
 
 #include "catalog/postgres_catalog.h"
 #include "client/agent_client.h"
+#include "common/param_json.h"
 #include "common/subprocess.h"
 #include "common/util.h"
 #include "fanout/catalog.h"
@@ -67,7 +68,6 @@ nlohmann::json MaskedParams(const nlohmann::json& params, const Masker& secrets,
                             const std::vector<std::string>& sensitive,
                             std::vector<std::string>& touched) {
   auto mask = [&](nlohmann::json& text) {
-    if (!text.is_string()) return false;
     std::string masked = secrets.MaskValue(text.get_ref<const std::string&>());
     bool changed = masked != text.get_ref<const std::string&>();
     text = std::move(masked);
@@ -81,11 +81,7 @@ nlohmann::json MaskedParams(const nlohmann::json& params, const Masker& secrets,
       continue;
     }
     bool masked = false;
-    if (value.is_array()) {
-      for (auto& item : value) masked = mask(item) || masked;
-    } else {
-      masked = mask(value);
-    }
+    ForEachString(value, [&](nlohmann::json& text) { masked = mask(text) || masked; });
     if (masked) touched.push_back(name);
   }
   return out;

@@ -20,6 +20,7 @@
 #include "agent/connection_threads.h"
 #include "client/agent_client.h"
 #include "client/tls_files.h"
+#include "common/param_json.h"
 #include "common/util.h"
 #include "fanout/package.h"
 
@@ -761,14 +762,10 @@ void AgentServer::Routes() {
                                                                  "[A-Za-z0-9_.-]{{1,128}}",
                                                                  json(param).dump())}});
             }
-            bool strings = text.is_array() && std::all_of(text.begin(), text.end(),
-                                                          [](const json& v) { return v.is_string(); });
-            if (!text.is_string() && !strings) {
+            if (auto checked = ParamFromJson(text); !checked.ok()) {
               return Reply(res, 400, json{{"error", "malformed request"},
-                                          {"detail", fmt::format("`params.{}` is {}: a parameter's "
-                                                                 "value is a string or a list of "
-                                                                 "strings, e.g. \"5\"",
-                                                                 param, text.dump())}});
+                                          {"detail", fmt::format("`params.{}`: {}", param,
+                                                                 checked.status().message())}});
             }
           }
           start.params = value;
@@ -803,12 +800,9 @@ void AgentServer::Routes() {
       for (const std::string& param : SensitiveParams(step.package)) {
         if (!start.params.contains(param)) continue;
         start.sensitive_params.push_back(param);
-        const json& value = start.params[param];
-        if (value.is_string()) {
-          start.secrets.push_back(value.get<std::string>());
-        } else {
-          for (const json& item : value) start.secrets.push_back(item.get<std::string>());
-        }
+        ForEachString(start.params[param], [&](const json& text) {
+          start.secrets.push_back(text.get<std::string>());
+        });
       }
     }
     std::optional<int> wait;

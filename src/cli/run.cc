@@ -27,6 +27,7 @@
 #include "cli/cli.h"
 #include "cli/progress.h"
 #include "client/agent_pool.h"
+#include "common/param_json.h"
 #include "common/util.h"
 #include "fanout/catalog.h"
 #include "fanout/engine.h"
@@ -127,8 +128,8 @@ class SignalWatcher {
   std::thread thread_;
 };
 
-// Reads {"params": {"name": "value" | ["a", "b"]}, "secrets": ["..."], "ancestors": ["..."]}
-// from stdin: what a parent package hands a child started as its own process, kept off the
+// Reads {"params": {"name": "value" | ["a", 1, ["b", 2]]}, "secrets": ["..."], "ancestors":
+// ["..."]} from stdin: what a parent package hands a child started as its own process, kept off the
 // command line.
 bool ReadParentInput(RunOptions& options, Masker& masker) {
   std::map<std::string, Value>& params = options.params;
@@ -143,13 +144,13 @@ bool ReadParentInput(RunOptions& options, Masker& masker) {
     }
     if (!json.contains("params")) return true;
     for (auto& [name, value] : json.at("params").items()) {
-      if (value.is_array()) {
-        Value::List list;
-        for (auto& item : value) list.emplace_back(item.get<std::string>());
-        params.emplace(name, Value(std::move(list)));
-      } else {
-        params.emplace(name, Value(value.get<std::string>()));
+      auto param = ParamFromJson(value);
+      if (!param.ok()) {
+        fmt::print(stderr, "fanout: --params-stdin: param {}: {}\n", name,
+                   param.status().message());
+        return false;
       }
+      params.emplace(name, std::move(*param));
     }
   } catch (const nlohmann::json::exception& e) {
     std::fprintf(stderr, "fanout: --params-stdin: expected {\"params\": {...}, \"secrets\": [...], "

@@ -392,6 +392,7 @@ const std::string* AgentPool::RefusalLocked(int member, const Request& request,
   auto refused = request.exclude.find(member);
   if (refused != request.exclude.end()) return &refused->second;
   if (!with_marks) return nullptr;
+  if (member == request.failed_on) return &request.failed_why;
   const State& s = states_[static_cast<size_t>(member)];
   auto missing = s.missing_jobs.find(request.job);
   if (missing == s.missing_jobs.end() || Clock::now() - missing->second.first >= kJobMissingFor) {
@@ -469,8 +470,9 @@ Result<Lease> AgentPool::Acquire(const Request& request, const std::function<boo
       wake.wait_for(lock, kFirstProbeGrace / 3);
       continue;
     }
-    // Members remembered to lack the job are passed over, unless no other can take the child:
-    // then they are asked again (the job may have been deployed since).
+    // Members remembered to lack the job, and the one the child last failed on, are passed
+    // over unless no other can take the child: then they are asked again (the job may have
+    // been deployed since; the failure may have been the child's own).
     bool usable = false;
     bool unknown = false;  // a member not probed yet may still turn out usable
     int best = -1;

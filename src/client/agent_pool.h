@@ -92,6 +92,10 @@ class AgentPool {
     uint64_t order = 0;
     // Members not to use for this request (it said 409, or lacks the job), with what they said.
     std::map<int, std::string> exclude;
+    // The member the child's last attempt failed on, and why: passed over, as a member that
+    // lacks the job is, while another can take the child, so that a retry runs elsewhere.
+    int failed_on = -1;
+    std::string failed_why;
   };
   // Waits for a free slot. Fails with Unavailable naming every agent and why it is unusable
   // when no agent can take the child, and with Canceled when `canceled` turns true.

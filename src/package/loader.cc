@@ -671,13 +671,27 @@ class Loader : public TaskParser {
         Error(v, fmt::format("a list given where the type is {}", ValueTypeName(type)));
         return std::nullopt;
       }
+      // Items are scalars, or rows of scalars (a control table, as `result: rows` gives and a
+      // foreach with `as: [a, b]` reads).
       Value::List list;
       for (const YAML::Node& item : v) {
-        if (!item.IsScalar()) {
-          Error(item, "list items must be scalars");
+        if (item.IsScalar()) {
+          list.push_back(ScalarValue(item));
+          continue;
+        }
+        if (!item.IsSequence()) {
+          Error(item, "list items are scalars or rows of scalars ([a, 1])");
           return std::nullopt;
         }
-        list.push_back(ScalarValue(item));
+        Value::List row;
+        for (const YAML::Node& value : item) {
+          if (!value.IsScalar()) {
+            Error(value, "a row of a list holds scalars");
+            return std::nullopt;
+          }
+          row.push_back(ScalarValue(value));
+        }
+        list.emplace_back(std::move(row));
       }
       return Value(std::move(list));
     }

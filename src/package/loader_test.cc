@@ -502,7 +502,8 @@ variables:
   v_list: {type: int, value: [1, 2]}
   v_scalar: {type: list, value: eu}
   v_bool: {type: bool, value: maybe}
-  v_nested: {type: list, value: [[a]]}
+  v_nested: {type: list, value: [[a, [b]]]}
+  v_map: {type: list, value: [{a: 1}]}
 tasks:
   a: {type: noop}
 )");
@@ -515,7 +516,8 @@ tasks:
   ExpectDiagAt("a list given where the type is int", "[1, 2]");
   ExpectDiagAt("needs a YAML list value", "eu}");
   ExpectDiagAt("to bool", "maybe");
-  ExpectDiagAt("list items must be scalars", "[a]");
+  ExpectDiagAt("a row of a list holds scalars", "[b]");
+  ExpectDiagAt("list items are scalars or rows of scalars", "{a: 1}");
 }
 
 // A kilobyte of nested YAML aliases holds half a million tasks: refused once it passes

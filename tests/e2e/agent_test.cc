@@ -365,8 +365,8 @@ TEST_F(AgentTest, MalformedInputGets400WithAReasonAndChangesNothing) {
       {"{\"colour\": \"red\"}", "unknown key `colour`"},
       {"{\"secrets\": \"pw\"}", "`secrets` must be an array of strings"},
       {"{\"secrets\": [1]}", "`secrets` must be an array of strings"},
-      {"{\"params\": {\"n\": 5}}", "`params.n` is 5: a parameter's value is a string"},
-      {"{\"params\": {\"n\": [\"a\", {}]}}", "`params.n` is ["},
+      {"{\"params\": {\"n\": null}}", "`params.n`: null is no parameter value"},
+      {"{\"params\": {\"n\": [\"a\", {}]}}", "`params.n`: {} is no parameter value"},
       {"{\"params\": {\"a=b\": \"x\"}}", "`params` holds \\\"a=b\\\", which is no parameter name"},
       {"{\"params\": {\"\": \"x\"}}", "`params` holds \\\"\\\", which is no parameter name"},
   };

@@ -142,6 +142,23 @@ bool WaitFor(const std::function<bool()>& predicate, std::chrono::milliseconds l
   return predicate();
 }
 
+std::string RowSummingChild(const std::string& name) {
+  return "package: " + name + R"(
+parameters:
+  rows: {type: list}
+variables:
+  acc: {type: string}
+tasks:
+  each:
+    type: foreach
+    items: "${rows}"
+    as: [name, n]
+    tasks:
+      add: {type: expression, set: {acc: '@acc + @name + "=" + (DT_WSTR,10)(@n + 1) + ","'}}
+  check: {type: process, run: [/bin/sh, -c, 'test "$0" = "eu=2,us=3.5,"', "${acc}"], after: [each]}
+)";
+}
+
 std::string PasswordOf(const std::string& uri) {
   size_t user = uri.find("://");
   size_t at = uri.find('@');

@@ -54,6 +54,10 @@ inline bool Contains(const std::string& text, const std::string& part) {
 // The password of a postgresql://USER:PASSWORD@HOST/... URI, or "".
 std::string PasswordOf(const std::string& uri);
 
+// A child package `name` that fails unless its list parameter `rows` is [[eu, 1], [us, 2.5]]
+// with its numbers as numbers: it adds 1 to each row's second value.
+std::string RowSummingChild(const std::string& name);
+
 // Opens the catalog at dir/fanout.db.
 std::unique_ptr<Catalog> OpenTestCatalog(const std::string& dir);
 

@@ -736,6 +736,38 @@ TEST_F(PoolTest, AParamHoldingAParentSecretIsSentSensitive) {
   EXPECT_FALSE(Has(runs.dump(), "s3cr3t-pool")) << runs.dump();
 }
 
+// A retry goes to another agent than the one its attempt failed on (QA: an agent that failed
+// every child at once looked the least loaded, and drew every retry). srv-a fails the job, srv-b
+// runs it; idle and alike, srv-a is first in line for every attempt.
+TEST_F(PoolTest, ARetryGoesToAnotherAgentThanTheOneItFailedOn) {
+  ASSERT_TRUE(StartAgents({1, 1}));
+  ASSERT_TRUE(Deploy({{"flaky.yaml", ShellJob("flaky", "exit 3")}}, {"srv-a"}));
+  ASSERT_TRUE(Deploy({{"flaky.yaml", ShellJob("flaky", "true")}}, {"srv-b"}));
+  std::string parent = WriteParent("retried", FanTask(4, 1, "flaky", "        retries: 1\n"));
+  CommandResult r = RunParent(parent);
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_EQ(History(1, "flaky").size(), 4u) << "every child should have ended on srv-b";
+  EXPECT_LE(History(0, "flaky").size(), 4u) << "a retry went back to srv-a";
+}
+
+// A list's items keep their types on the way to an agent's package step, as they do for a child
+// run in the parent's process (QA: rows arrived as the strings "[eu, 1]").
+TEST_F(PoolTest, AListParamKeepsItsItemsTypesOnTheAgent) {
+  ASSERT_TRUE(StartAgents({1}));
+  ASSERT_TRUE(Deploy({{"sum.yaml", RowSummingChild("sum")},
+                      {"sum-job.yaml", PackageJob("sum-job", "sum")}}));
+  std::string parent = WriteParent(
+      "rows", "  go:\n    type: agent-job\n    connection: pool\n    job: sum-job\n"
+              "    params: {rows: \"${rows}\"}\n"
+              "variables:\n  rows: {type: list, value: [[eu, 1], [us, 2.5]]}\n");
+  CommandResult r = RunParent(parent);
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  json runs = History(0, "sum-job");
+  ASSERT_EQ(runs.size(), 1u);
+  EXPECT_EQ(runs[0]["params"], json::parse(R"({"rows": [["eu", 1], ["us", 2.5]]})"))
+      << runs.dump();
+}
+
 // A child started with wait: false keeps its slot in the parent's count until it ends there:
 // the next child waits in the parent, not in the agent's queue.
 TEST_F(PoolTest, AnUnfollowedChildKeepsItsSlotUntilItEnds) {

@@ -17,6 +17,7 @@
 #include <fmt/format.h>
 
 #include "client/agent_pool.h"
+#include "common/param_json.h"
 #include "common/util.h"
 #include "fanout/catalog.h"
 #include "fanout/engine.h"
@@ -84,6 +85,32 @@ class DurationHistory {
   std::map<std::string, std::shared_ptr<std::vector<ExecutionRow>>> cache_;
 };
 
+// The agent each task attempt failed on, by execution and task path, until its retry asks.
+class FailedAgents {
+ public:
+  static FailedAgents& Get() {
+    static FailedAgents* agents = new FailedAgents();  // used until exit
+    return *agents;
+  }
+  void Put(const std::string& key, const std::string& agent) {
+    std::lock_guard lock(mu_);
+    agents_[key] = agent;
+  }
+  // The agent, forgotten once asked; "" when the last attempt did not fail on one.
+  std::string Take(const std::string& key) {
+    std::lock_guard lock(mu_);
+    auto it = agents_.find(key);
+    if (it == agents_.end()) return "";
+    std::string agent = std::move(it->second);
+    agents_.erase(it);
+    return agent;
+  }
+
+ private:
+  std::mutex mu_;
+  std::map<std::string, std::string> agents_;
+};
+
 // `call` (a request through the lease's client), made again once when the agent refused the
 // token and the member's token file now holds another: the agent restarted with a new token, or
 // it was rotated, while the child ran.
@@ -124,6 +151,22 @@ class AgentJobTask : public Task {
   explicit AgentJobTask(Template j) : job(std::move(j)) {}
 
   TaskOutcome Execute(TaskContext& context) const override {
+    // A retry goes to another agent than the one its last attempt failed on, when another can
+    // take it (QA: an agent that failed every child at once looked the least loaded, and drew
+    // each child's every retry).
+    const std::string key = context.execution_id() + "\n" + context.task_path();
+    std::string failed_on = FailedAgents::Get().Take(key);
+    TaskOutcome outcome = Place(context, failed_on);
+    if (outcome.result == TaskResult::kFailure && !outcome.agent.empty()) {
+      FailedAgents::Get().Put(key, outcome.agent);
+    }
+    return outcome;
+  }
+
+ private:
+  // Places the child on an agent (passing over `failed_on`, a member's name, while another can
+  // take it), starts it and, with `wait`, follows it to its end.
+  TaskOutcome Place(TaskContext& context, const std::string& failed_on) const {
     auto job_name = job.RenderString(context.scope());
     if (!job_name.ok()) return TaskOutcome::Failure(job_name.status().message());
     // Checked here, not by an agent's answer: no agent is asked (QA: it read as an agent's
@@ -138,14 +181,11 @@ class AgentJobTask : public Task {
     for (const auto& [name, t] : params) {
       auto v = t.Render(context.scope());
       if (!v.ok()) return TaskOutcome::Failure(fmt::format("param {}: {}", name, v.status().message()));
+      start.params[name] = ParamToJson(*v);
       std::vector<std::string> texts;
-      if (v->is(ValueType::kList)) {
-        for (const Value& item : v->as_list()) texts.push_back(item.ToString());
-        start.params[name] = texts;
-      } else {
-        texts.push_back(v->ToString());
-        start.params[name] = texts.front();
-      }
+      ForEachString(start.params[name], [&](const json& text) {
+        texts.push_back(text.get<std::string>());
+      });
       // The run's secrets that a value holds go along: the agent then keeps them out of its
       // history and answers, and its child masks them. Other secrets stay here.
       for (auto it = secrets.begin(); it != secrets.end();) {
@@ -178,6 +218,11 @@ class AgentJobTask : public Task {
     }
     auto members = Members(context);
     if (!members.ok()) return TaskOutcome::Failure(members.status().message());
+    for (size_t i = 0; i < members->size(); ++i) {
+      if ((*members)[i].name != failed_on) continue;
+      request.failed_on = static_cast<int>(i);
+      request.failed_why = "the child's last attempt failed there";
+    }
     std::shared_ptr<AgentPool> pool = AgentPool::Get(*members);
     auto canceled = [&] { return context.cancel().canceled(); };
 
@@ -385,8 +430,9 @@ class AgentJobTask : public Task {
         }
         continue;
       }
-      return TaskOutcome::Failure(fmt::format("cannot start job {} on agent {}: {}", *job_name,
-                                              agent, st.message()));
+      return {TaskResult::kFailure,
+              fmt::format("cannot start job {} on agent {}: {}", *job_name, agent, st.message()),
+              "", agent};
     }
     std::string agent = lease.agent_name();
     if (!wait) {
@@ -397,7 +443,6 @@ class AgentJobTask : public Task {
                   std::move(started.first_poll), poll_started);
   }
 
- private:
   // Long-polls the run until it ends, the agent is lost, or the parent cancels. `first_poll`:
   // what a first long-poll that came with the start got, which began at `poll_started`.
   TaskOutcome Follow(TaskContext& context, AgentPool& pool, Lease& lease, const std::string& job_name,

@@ -13,6 +13,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "common/param_json.h"
 #include "common/subprocess.h"
 #include "common/util.h"
 #include "fanout/engine.h"
@@ -150,15 +151,7 @@ class PackageTask : public Task {
     // parent's secrets go along so the child masks them even where it does not declare a
     // parameter sensitive.
     nlohmann::json params = nlohmann::json::object();
-    for (const auto& [name, v] : values) {
-      if (v.is(ValueType::kList)) {
-        nlohmann::json list = nlohmann::json::array();
-        for (const Value& item : v.as_list()) list.push_back(item.ToString());
-        params[name] = list;
-      } else {
-        params[name] = v.ToString();
-      }
-    }
+    for (const auto& [name, v] : values) params[name] = ParamToJson(v);
     nlohmann::json input = {{"params", params},
                             {"secrets", context.engine().recorder().masker().secrets()},
                             {"ancestors", ancestors}};

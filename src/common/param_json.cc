@@ -1,0 +1,69 @@
+// Parameter values to and from JSON: see param_json.h.
+#include "common/param_json.h"
+
+#include <fmt/format.h>
+
+#include <cmath>
+#include <cstdint>
+
+namespace fanout {
+
+namespace {
+
+nlohmann::json ItemToJson(const Value& item) {
+  switch (item.type()) {
+    case ValueType::kInt: return item.as_int();
+    case ValueType::kDouble:
+      // JSON has no NaN or infinity (nlohmann writes them as null): those go as their text.
+      if (!std::isfinite(item.as_double())) break;
+      return item.as_double();
+    case ValueType::kBool: return item.as_bool();
+    case ValueType::kList: {
+      nlohmann::json row = nlohmann::json::array();
+      for (const Value& v : item.as_list()) row.push_back(ItemToJson(v));
+      return row;
+    }
+    case ValueType::kString:
+    case ValueType::kDateTime:
+      break;
+  }
+  return item.ToString();
+}
+
+}  // namespace
+
+nlohmann::json ParamToJson(const Value& value) {
+  return value.is(ValueType::kList) ? ItemToJson(value) : nlohmann::json(value.ToString());
+}
+
+Result<Value> ParamFromJson(const nlohmann::json& json) {
+  switch (json.type()) {
+    case nlohmann::json::value_t::string: return Value(json.get<std::string>());
+    case nlohmann::json::value_t::boolean: return Value(json.get<bool>());
+    case nlohmann::json::value_t::number_integer: return Value(json.get<int64_t>());
+    case nlohmann::json::value_t::number_unsigned: {
+      uint64_t n = json.get<uint64_t>();
+      if (n > static_cast<uint64_t>(INT64_MAX)) {
+        return InvalidArgument(fmt::format("{} is out of the 64-bit range", n));
+      }
+      return Value(static_cast<int64_t>(n));
+    }
+    case nlohmann::json::value_t::number_float: return Value(json.get<double>());
+    case nlohmann::json::value_t::array: {
+      Value::List list;
+      for (const nlohmann::json& item : json) {
+        auto v = ParamFromJson(item);
+        if (!v.ok()) return v;
+        list.push_back(std::move(*v));
+      }
+      return Value(std::move(list));
+    }
+    default:
+      break;
+  }
+  return InvalidArgument(fmt::format("{} is no parameter value: a string, a number, a boolean, "
+                                     "or a list of these and of lists",
+                                     json.dump()));
+}
+
+}  // namespace fanout

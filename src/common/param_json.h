@@ -1,0 +1,31 @@
+// Parameter values as JSON, the form they take on the way to a child package in another process
+// (`out_of_process: true`, an agent's package step) and in an agent's start request: a list's
+// items keep their types there, as they do for a child run in the parent's process.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include "fanout/status.h"
+#include "fanout/value.h"
+
+namespace fanout {
+
+// A scalar becomes its text (the child converts it to the type it declares, as it does a
+// `--set`); a list becomes an array whose items are JSON strings, numbers, booleans (a datetime
+// is its text) and arrays for rows.
+nlohmann::json ParamToJson(const Value& value);
+
+// Back to a Value: a string, number or boolean, or an array of those and of arrays. Fails, saying
+// what was found, on null and objects.
+Result<Value> ParamFromJson(const nlohmann::json& json);
+
+// Calls `each` with every string in `json`, at any depth of arrays.
+template <typename Json, typename Fn>
+void ForEachString(Json& json, Fn&& each) {
+  if (json.is_string()) each(json);
+  if (json.is_array()) {
+    for (auto& item : json) ForEachString(item, each);
+  }
+}
+
+}  // namespace fanout

@@ -1,0 +1,51 @@
+// Tests of parameter values as JSON: what a child in another process or on an agent gets.
+#include "common/param_json.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+#include <string>
+#include <vector>
+
+namespace fanout {
+namespace {
+
+TEST(ParamJsonTest, ListItemsKeepTheirTypesAndScalarsTravelAsText) {
+  Value rows(Value::List{Value("eu"), Value(int64_t{1}), Value(2.5), Value(true),
+                         Value(Value::List{Value("us"), Value(int64_t{-7})})});
+  nlohmann::json json = ParamToJson(rows);
+  EXPECT_EQ(json, nlohmann::json::parse(R"(["eu", 1, 2.5, true, ["us", -7]])"));
+  auto back = ParamFromJson(json);
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(*back, rows);
+
+  // A scalar goes as its text: the child converts it to the type it declares.
+  EXPECT_EQ(ParamToJson(Value(int64_t{42})), nlohmann::json("42"));
+  // JSON has no NaN: it goes as its text rather than as null.
+  Value odd(Value::List{Value(std::numeric_limits<double>::quiet_NaN())});
+  EXPECT_EQ(ParamToJson(odd), nlohmann::json::parse(R"(["nan"])"));
+}
+
+TEST(ParamJsonTest, NullsObjectsAndHugeNumbersAreRefusedSayingWhat) {
+  for (const char* text : {"null", R"({"a": 1})", R"(["a", [null]])"}) {
+    auto v = ParamFromJson(nlohmann::json::parse(text));
+    ASSERT_FALSE(v.ok()) << text;
+    EXPECT_NE(v.status().message().find("is no parameter value"), std::string::npos)
+        << v.status().message();
+  }
+  auto huge = ParamFromJson(nlohmann::json::parse("18446744073709551615"));
+  ASSERT_FALSE(huge.ok());
+  EXPECT_EQ(huge.status().message(), "18446744073709551615 is out of the 64-bit range");
+  EXPECT_EQ(*ParamFromJson(nlohmann::json(5)), Value(int64_t{5}));
+}
+
+TEST(ParamJsonTest, ForEachStringReachesStringsAtAnyDepth) {
+  nlohmann::json json = nlohmann::json::parse(R"(["a", 1, ["b", ["c"]], true])");
+  std::vector<std::string> seen;
+  ForEachString(json, [&](nlohmann::json& s) { seen.push_back(s.get<std::string>()); });
+  EXPECT_EQ(seen, (std::vector<std::string>{"a", "b", "c"}));
+}
+
+}  // namespace
+}  // namespace fanout
