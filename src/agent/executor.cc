@@ -383,6 +383,16 @@ Status Executor::Recover() {
     do {
       Touch(file);
       store_.WriteUnsaved();
+      // The database gone (QA: `rm -rf` of the data_dir), the agent went on for ever, healthy
+      // to its probes, failing every package step, and its runs' records went nowhere.
+      if (std::string problem = store_.FileProblem(); !problem.empty()) {
+        std::lock_guard state_lock(mu_);
+        if (broken_.empty()) {
+          broken_ = problem;
+          std::fprintf(stderr, "fanout agent: %s; starting no runs and taking no deploys "
+                       "until the agent is restarted\n", problem.c_str());
+        }
+      }
     } while (!heartbeat_stop_cv_.wait_for(lock, kHeartbeat, [&] { return heartbeat_stop_; }));
     Touch(file);  // the time it stopped
   });
@@ -418,6 +428,7 @@ Result<StartResult> Executor::Start(std::shared_ptr<const JobDef> job_def,
     return why;
   };
   if (draining_) return refuse(Unavailable("the agent is shutting down and starts no new runs"));
+  if (!broken_.empty()) return refuse(Unavailable("the agent starts no runs: " + broken_));
   int start_index = 0;
   if (!request.start_step.empty()) {
     start_index = job.StepIndex(request.start_step);
@@ -1194,6 +1205,7 @@ ExecutorStatus Executor::Snapshot() {
   s.busy = busy_;
   s.queued = static_cast<int>(queue_.size());
   s.draining = draining_;
+  s.broken = broken_;
   for (const auto& [id, run] : active_) {
     s.active.push_back(run->record);
     int step = run->record.current_step;
@@ -1209,6 +1221,11 @@ ExecutorStatus Executor::Snapshot() {
 bool Executor::Draining() {
   std::lock_guard lock(mu_);
   return draining_;
+}
+
+std::string Executor::Broken() {
+  std::lock_guard lock(mu_);
+  return broken_;
 }
 
 std::map<std::string, int64_t> Executor::RunCounts() {

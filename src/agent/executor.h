@@ -51,6 +51,7 @@ struct ExecutorStatus {
   int busy = 0;
   int queued = 0;
   bool draining = false;
+  std::string broken;  // Broken()
   std::vector<RunRecord> active;  // queued and running, in start order
   std::map<std::string, std::string> steps;  // run id -> name of the step it is at
 };
@@ -81,6 +82,9 @@ class Executor {
   ExecutorStatus Snapshot();
   // Whether a drain began (Snapshot().draining, without copying every run).
   bool Draining();
+  // "" while the agent's database is the file it opened; else what became of it (its data_dir
+  // removed, say). Then no run starts and nothing is deployed: both would be lost.
+  std::string Broken();
   // Counters for /metrics: finished runs and step attempts by final status.
   std::map<std::string, int64_t> RunCounts();
   std::map<std::string, int64_t> StepCounts();
@@ -184,6 +188,7 @@ class Executor {
   int workers_ = 0;       // run threads alive
   bool stop_workers_ = false;
   bool draining_ = false;
+  std::string broken_;  // Broken(), found by the heartbeat
   // The closer thread: ends executions left open in the catalog (EndOpenExecutions).
   std::thread closer_;
   std::mutex closer_mu_;

@@ -378,6 +378,14 @@ void AgentServer::RefusedLoop() {
   }
 }
 
+bool AgentServer::RefusedWhileBroken(httplib::Response& res) {
+  std::string broken = executor_->Broken();
+  if (broken.empty()) return false;
+  Reply(res, 503, json{{"error", "agent broken"},
+                       {"detail", broken + "; restart the agent"}});
+  return true;
+}
+
 void AgentServer::ForgetJob(const std::string& name) {
   std::lock_guard lock(jobs_mu_);
   jobs_.erase(name);
@@ -522,10 +530,15 @@ void AgentServer::Routes() {
   });
 
   s.Get("/v1/health", [this](const httplib::Request&, httplib::Response& res) {
-    Reply(res, 200, json{{"status", "ok"},
-                         {"name", config_.name},
-                         {"version", FANOUT_VERSION},
-                         {"draining", executor_->Draining()}});
+    json health{{"status", "ok"},
+                {"name", config_.name},
+                {"version", FANOUT_VERSION},
+                {"draining", executor_->Draining()}};
+    std::string broken = executor_->Broken();
+    if (broken.empty()) return Reply(res, 200, health);
+    health["status"] = "broken";
+    health["detail"] = broken;
+    Reply(res, 503, health);
   });
 
   s.Get("/v1/status", [this](const httplib::Request&, httplib::Response& res) {
@@ -538,15 +551,18 @@ void AgentServer::Routes() {
       running.push_back({{"run_id", r.id}, {"job", r.job}, {"status", r.status},
                          {"started_at", TimeJson(r.started_at)}, {"step", step_name}});
     }
-    Reply(res, 200, json{{"name", config_.name}, {"version", FANOUT_VERSION},
-                         {"instance", instance_}, {"slots", st.slots}, {"busy", st.busy},
-                         {"queued", st.queued}, {"draining", st.draining}, {"running", running}});
+    json status{{"name", config_.name}, {"version", FANOUT_VERSION},
+                {"instance", instance_}, {"slots", st.slots}, {"busy", st.busy},
+                {"queued", st.queued}, {"draining", st.draining}, {"running", running}};
+    if (!st.broken.empty()) status["broken"] = st.broken;
+    Reply(res, 200, status);
   });
 
   // Packages ----------------------------------------------------------------------------------
   s.Put(R"(/v1/packages/([^/]+))", [this](const httplib::Request& req, httplib::Response& res) {
     std::string name;
     if (!RouteName(req, res, name)) return;
+    if (RefusedWhileBroken(res)) return;
     Diagnostics diagnostics;
     auto package = LoadPackageText(req.body, name + ".yaml", diagnostics);
     if (!package.ok()) {
@@ -593,6 +609,7 @@ void AgentServer::Routes() {
   s.Delete(R"(/v1/packages/([^/]+))", [this](const httplib::Request& req, httplib::Response& res) {
     std::string name;
     if (!RouteName(req, res, name)) return;
+    if (RefusedWhileBroken(res)) return;
     auto deleted = store_->DeletePackage(name);
     if (!deleted.ok()) return ReplyError(res, deleted.status(), "cannot delete package");
     if (!*deleted) return ReplyError(res, NotFound("no package named " + name), "unknown package");
@@ -605,6 +622,7 @@ void AgentServer::Routes() {
   s.Put(R"(/v1/jobs/([^/]+))", [this](const httplib::Request& req, httplib::Response& res) {
     std::string name;
     if (!RouteName(req, res, name)) return;
+    if (RefusedWhileBroken(res)) return;
     auto job = ParseJob(req.body);
     if (!job.ok()) return ReplyError(res, job.status(), "invalid job");
     if (job->name != name) {
@@ -721,6 +739,7 @@ void AgentServer::Routes() {
   s.Delete(R"(/v1/jobs/([^/]+))", [this](const httplib::Request& req, httplib::Response& res) {
     std::string name;
     if (!RouteName(req, res, name)) return;
+    if (RefusedWhileBroken(res)) return;
     auto deleted = store_->DeleteJob(name);
     ForgetJob(name);
     if (!deleted.ok()) return ReplyError(res, deleted.status(), "cannot delete job");
@@ -731,6 +750,7 @@ void AgentServer::Routes() {
   s.Post(R"(/v1/jobs/([^/]+)/start)", [this, load_job](const httplib::Request& req, httplib::Response& res) {
     std::string name;
     if (!RouteName(req, res, name)) return;
+    if (RefusedWhileBroken(res)) return;
     StartRequest start;
     if (!req.body.empty()) {
       json body;

@@ -59,6 +59,9 @@ class AgentServer {
   void RefusedLoop();
   // Drops a job from jobs_ after the store changed it.
   void ForgetJob(const std::string& name);
+  // Answers 503 when the agent's database is gone (Executor::Broken): a deploy would report
+  // success and be lost.
+  bool RefusedWhileBroken(httplib::Response& res);
   // The parameters that deployed package `package` declares sensitive ({} when it is missing or
   // invalid: its step will fail and say so). Read again when the file changed.
   std::vector<std::string> SensitiveParams(const std::string& package);

@@ -4,10 +4,13 @@
 #include "agent/store.h"
 
 #include <sqlite3.h>
+#include <sys/stat.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <climits>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 
 #include <fmt/format.h>
@@ -194,6 +197,11 @@ Result<std::unique_ptr<AgentStore>> AgentStore::Open(const std::string& path) {
     return Unavailable(fmt::format("cannot open agent database {}: {}", path, err));
   }
   std::unique_ptr<AgentStore> store(new AgentStore(db));
+  store->path_ = path;
+  if (struct stat st {}; stat(path.c_str(), &st) == 0) {
+    store->device_ = st.st_dev;
+    store->inode_ = st.st_ino;
+  }
   sqlite3_busy_timeout(db, 5000);
   // Exclusive locking, set before WAL mode so that no shared-memory WAL index is made: the
   // agent is the database's only user, so it takes the file lock once and keeps the WAL index in
@@ -527,6 +535,17 @@ RunRecord AgentStore::WithUnsavedLocked(RunRecord run) const {
   run.pid_start = kept.pid_start;
   run.execution_id = kept.execution_id;
   return run;
+}
+
+std::string AgentStore::FileProblem() const {
+  struct stat st {};
+  if (stat(path_.c_str(), &st) != 0) {
+    return fmt::format("{} is gone ({}): was its data_dir removed?", path_, std::strerror(errno));
+  }
+  if (st.st_dev != device_ || st.st_ino != inode_) {
+    return fmt::format("{} was replaced by another file", path_);
+  }
+  return "";
 }
 
 void AgentStore::WriteUnsaved() {

@@ -7,6 +7,8 @@
 // look `running` for ever because its end could not be saved.
 #pragma once
 
+#include <sys/types.h>
+
 #include <chrono>
 #include <map>
 #include <memory>
@@ -153,6 +155,10 @@ class AgentStore {
 
   // Updates held in memory because they could not be written yet.
   size_t UnsavedCount();
+  // "" while the database's path still names the file the store opened; else what became of
+  // it (removed, with its data_dir say, or replaced): writes then go to a file nobody will
+  // read again, and the agent must be restarted.
+  std::string FileProblem() const;
   // Writes held updates once there is room again, at most once a second. Every write tries
   // first; the agent's heartbeat calls this so that an idle agent's held ends are not left to
   // the next run, or to its stop.
@@ -181,6 +187,9 @@ class AgentStore {
 
   std::mutex mu_;
   sqlite3* db_;
+  std::string path_;
+  dev_t device_ = 0;  // of the file opened, which FileProblem compares the path's with
+  ino_t inode_ = 0;
   std::unordered_map<std::string, sqlite3_stmt*> statements_;
   std::map<std::string, RunRecord> unsaved_runs_;
   std::map<AttemptKey, StepAttemptRecord> unsaved_attempts_;

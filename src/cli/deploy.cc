@@ -128,6 +128,10 @@ struct Counts {
 std::string Hint(const Status& status, const std::string& url) {
   switch (status.code()) {
     case Code::kUnavailable:
+      if (status.message().find(": HTTP 503 ") != std::string::npos) {
+        return "the agent answered that it takes no work now, saying why above: restart an agent "
+               "whose data_dir is gone; one that is draining takes work once started again";
+      }
       return fmt::format("check that `fanout agent` runs at {}; a TLS agent needs https:// and "
                          "--ca, and --cert/--key when it requires client certificates",
                          url);

@@ -105,10 +105,12 @@ int Fail(const std::string& what, const Status& status, const std::string& url,
       code = kExitInvalid;
       break;
     case Code::kUnavailable:
-      // The agent answered 503 while it drains; anything else is no answer at all.
+      // The agent answered 503 (it drains, or its data_dir is gone); anything else is no
+      // answer at all.
       hint = status.message().find("HTTP 503") != std::string::npos
-                 ? fmt::format("the agent at {} is shutting down and starts no new run; start "
-                               "it again once the agent is back, or on another agent", url)
+                 ? fmt::format("the agent at {} starts no new run now, saying why above: one "
+                               "shutting down takes runs once it is back, one whose data_dir "
+                               "is gone once restarted; or start it on another agent", url)
                  : fmt::format("check that `fanout agent` runs at {} and that --agent (or "
                                "FANOUT_AGENT) names it; a TLS agent needs https:// and --ca, "
                                "and --cert/--key when it requires client certificates",

@@ -240,6 +240,8 @@ void AgentPool::Probe(int member, AgentClient& client) {
     SetUnusableLocked(member, status.status().message());
   } else if (status->value("draining", false)) {
     SetUnusableLocked(member, "the agent is draining (shutting down)");
+  } else if (status->contains("broken")) {
+    SetUnusableLocked(member, "the agent is broken: " + status->value("broken", ""));
   } else if (first < member) {
     SetUnusableLocked(member, same_agent);
   } else {

@@ -567,6 +567,37 @@ TEST_F(AgentTest, AStartWithAWaitAnswersAQuickRunInOnePiece) {
 
 // A PostgreSQL catalog that refuses the agent's login (here: no such database) is said at the
 // start, as a warning beside serving: it had shown only as every package step exiting 6.
+// An agent whose data_dir is removed under it says so, and starts and deploys nothing more: it
+// had gone on healthy to its probes, failing every package step, while `fanout deploy` said
+// "unchanged" of files that were gone (QA).
+TEST_F(AgentTest, AnAgentWhoseDataDirIsRemovedSaysSoAndTakesNoMoreWork) {
+  ASSERT_TRUE(StartDev(1));
+  const std::string job = "job: j\nsteps:\n  - {name: s, subsystem: process, run: [/bin/true]}\n";
+  ASSERT_TRUE(PutJob(job));
+  // Its token file goes with the data_dir: the deploy below takes a copy.
+  const std::string token_file = agent_.Path("token");
+  std::filesystem::copy_file(agent_.token_file(), token_file);
+  std::filesystem::remove_all(agent_.data_dir());
+  auto said = [&] { return agent_.Http("GET", "/v1/health").status == 503; };
+  ASSERT_TRUE(WaitFor(said, std::chrono::milliseconds(5000))) << agent_.err();
+  HttpReply health = agent_.Http("GET", "/v1/health");
+  EXPECT_EQ(health.json.value("status", ""), "broken") << health.body;
+  EXPECT_TRUE(Contains(health.body, "agent.db is gone")) << health.body;
+  EXPECT_TRUE(Contains(agent_.err(), "agent.db is gone")) << agent_.err();
+  EXPECT_TRUE(agent_.Http("GET", "/v1/status").json.contains("broken"));
+  EXPECT_EQ(agent_.Http("POST", "/v1/jobs/j/start", "{}").status, 503);
+  HttpReply put = agent_.Http("PUT", "/v1/packages/p", "package: p\ntasks: {}\n");
+  EXPECT_EQ(put.status, 503) << put.body;
+  EXPECT_TRUE(Contains(put.body, "restart the agent")) << put.body;
+  // The deploy says it failed rather than "unchanged".
+  std::string job_file = agent_.Path("j.yaml");
+  { std::ofstream(job_file) << job; }
+  CommandResult deploy = RunFanout(
+      {"deploy", job_file, "--agent", agent_.url(), "--token-file", token_file}, agent_.Path(""));
+  EXPECT_NE(deploy.exit_code, 0) << deploy.out << deploy.err;
+  EXPECT_TRUE(Contains(deploy.err, "agent.db is gone")) << deploy.err;
+}
+
 TEST_F(AgentTest, APostgresCatalogThatRefusesIsSaidAtTheStart) {
   const char* uri = std::getenv("FANOUT_TEST_POSTGRES");
   if (uri == nullptr || *uri == '\0') GTEST_SKIP() << "needs FANOUT_TEST_POSTGRES";
