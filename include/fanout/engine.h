@@ -48,7 +48,7 @@ struct RunResult {
   int canceled = 0;     // stopped by a cancel (SIGINT/SIGTERM, a timeout of the whole run)
   int skipped = 0;      // leaf tasks, and containers skipped whole (once each)
   // Tasks and containers (once each) never started because the run was stopped first: by a
-  // cancel, or by a failure that fails the package.
+  // cancel, or by a failure that fails the package. A foreach item never reached counts one.
   int not_started = 0;
   std::chrono::nanoseconds duration{0};
 };

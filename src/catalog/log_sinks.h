@@ -28,6 +28,8 @@ class EventFilter {
   void Add(EventType type) { bits_ |= 1u << static_cast<unsigned>(type); }
   // Stops accepting what `other` accepts.
   void Remove(const EventFilter& other) { bits_ &= ~other.bits_; }
+  // Accepts what `other` accepts too.
+  void Add(const EventFilter& other) { bits_ |= other.bits_; }
 
  private:
   explicit EventFilter(uint32_t bits) : bits_(bits) {}

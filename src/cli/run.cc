@@ -213,15 +213,22 @@ int RunPackage(const RunArgs& args, std::string& reason) {
   const Package& pkg = **package;
 
   std::vector<std::unique_ptr<EventSink>> sinks;
-  // Other console logs (`--log console`, a package's console provider) print their events to
-  // stdout too: the reporting console leaves those out rather than print them twice.
+  // Other console logs (`--log console`, a package's console providers) print their events to
+  // stdout too. Each prints only what none before it prints, and the reporting console what
+  // none of them prints: no event shows twice (QA: a console provider beside `--log console`
+  // printed each of its events twice).
   catalog::EventFilter reporting = catalog::ReportingLevelsFilter(args.reporting);
   std::vector<catalog::EventFilter> console_logs;  // `--log console` prints every event
   if (std::count(args.logs.begin(), args.logs.end(), "console") > 0) console_logs.emplace_back();
   for (const LoggingDef& log : pkg.logging) {
     if (log.provider == "console") console_logs.emplace_back(log.events);
   }
-  for (const catalog::EventFilter& log : console_logs) reporting.Remove(log);
+  catalog::EventFilter printed = catalog::EventFilter::None();
+  for (catalog::EventFilter& log : console_logs) {
+    log.Remove(printed);
+    printed.Add(log);
+  }
+  reporting.Remove(printed);
   const bool other_console = !console_logs.empty();
   auto console = std::make_unique<catalog::ConsoleSink>(reporting, stdout);
   // Outlives the Recorder, which holds the sink that feeds it.
@@ -235,11 +242,12 @@ int RunPackage(const RunArgs& args, std::string& reason) {
   } else {
     sinks.push_back(std::move(console));
   }
+  for (const catalog::EventFilter& log : console_logs) {
+    sinks.push_back(std::make_unique<catalog::ConsoleSink>(log, stdout));
+  }
   for (const LoggingDef& log : pkg.logging) {
-    std::string spec = log.provider == "console"
-                           ? "console"
-                           : log.provider + ":" +
-                                 (std::filesystem::path(pkg.dir) / log.path).string();
+    if (log.provider == "console") continue;  // above
+    std::string spec = log.provider + ":" + (std::filesystem::path(pkg.dir) / log.path).string();
     auto sink = catalog::MakeLogSink(spec, log.events);
     if (!sink.ok()) {
       std::fprintf(stderr, "%s\n",
@@ -249,6 +257,7 @@ int RunPackage(const RunArgs& args, std::string& reason) {
     sinks.push_back(std::move(*sink));
   }
   for (const std::string& spec : args.logs) {
+    if (spec == "console") continue;  // above
     auto sink = catalog::MakeLogSink(spec, {});
     if (!sink.ok()) {
       std::fprintf(stderr, "fanout: --log %s: %s\n", spec.c_str(), sink.status().message().c_str());

@@ -1080,7 +1080,6 @@ void Execution::FinishNode(Container* c, size_t i, Final final, const std::strin
     c->stopping = true;
     stops_ = true;
   }
-  if (final == Final::kNotRun) ++result_.not_started;
   // Once stopped, successors are neither run nor skipped: they were never reached.
   bool stopped = c->stopping || c->canceled || StopAll();
   for (size_t s : stopped ? std::vector<size_t>{} : def.successors) {
@@ -1137,6 +1136,9 @@ void Execution::Dispatch() {
     if (StopAll() || a->container_->canceled) {
       ready_.pop_front();
       a->outcome_ = {TaskResult::kCanceled, "not started: the run was stopped", "", ""};
+      // A retry that never started leaves its task failed, as its last try was.
+      if (a->try_ > 1) ++result_.failed;
+      else ++result_.not_started;
       Container* c = a->container_;
       size_t i = a->index_;
       attempts_.erase(a->id_);
@@ -1412,6 +1414,11 @@ void Execution::PumpLoop(Loop* l) {
                      l->iterations == 1 ? "" : "s", FinalStatus(final)),
          0, "", l->started_at, ended);
     l->finished = true;
+    // Stopped by a cancel or the package's failure, the items it never reached count as never
+    // started, one each (QA: a canceled foreach of 9 summed to 3).
+    if (StopAll() || owner->canceled) {
+      result_.not_started += static_cast<int>(l->items.size() - std::min(l->next, l->items.size()));
+    }
     EndContainerTry(owner, l->index, l->try_number, final, message);
   }
 }

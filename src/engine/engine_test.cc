@@ -926,7 +926,10 @@ tasks:
 // An iteration a cancel stopped is not done: OnProgress said "1 of 2 iterations done" of it.
 TEST_F(EngineTest, ACanceledIterationIsNotReportedDone) {
   CancelToken token;
-  std::jthread canceler = CancelAfter(token, 100ms);
+  std::jthread canceler([&] {
+    World::Get().WaitStarted("each[1]/work", 5s);
+    token.Cancel(CancelToken::Reason::kCanceled);
+  });
   RunResult canceled = MustRun(R"(package: progress-canceled
 tasks:
   each:
@@ -940,6 +943,8 @@ tasks:
   canceler.join();
   EXPECT_EQ(canceled.result, TaskResult::kCanceled);
   EXPECT_TRUE(EventsOf(EventType::kOnProgress, "each").empty()) << AllEvents();
+  EXPECT_EQ(canceled.canceled, 1);
+  EXPECT_EQ(canceled.not_started, 1) << "item b, never reached";
   EXPECT_LT(elapsed_, kBlockSafety);
 }
 

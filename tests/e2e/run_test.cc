@@ -409,17 +409,25 @@ TEST(RunTest, SetFileReadsAValueFromAFile) {
       << twice.err;
 }
 
-// `--log console` prints every event; the reporting console printed the errors a second time.
+// `--log console` prints every event; the reporting console printed the errors a second time,
+// and so did a package's console provider (QA).
 TEST(RunTest, AConsoleLogAndReportingShowEachLineOnce) {
   ScratchDir dir;
-  dir.Write("f.yaml", "package: f\ntasks:\n  a: {type: process, run: [/bin/false]}\n");
-  CommandResult r = RunFanout({"run", "f.yaml", "--reporting", "E", "--log", "console"}, dir.path());
-  EXPECT_EQ(r.exit_code, 1) << r.err;
-  const std::string line = "OnError       a: /bin/false failed with exit code 1";
-  size_t first = r.out.find(line);
-  ASSERT_NE(first, std::string::npos) << r.out;
-  EXPECT_EQ(r.out.find(line, first + 1), std::string::npos) << r.out;
-  EXPECT_NE(r.out.find("OnPreExecute  a: "), std::string::npos) << r.out;
+  dir.Write("f.yaml", "package: f\nlogging: [{provider: console, events: [OnError, "
+                      "OnPostExecute]}]\ntasks:\n  a: {type: process, run: [/bin/false]}\n");
+  for (bool log_console : {true, false}) {
+    std::vector<std::string> args = {"run", "f.yaml", "--reporting", "E"};
+    if (log_console) args.insert(args.end(), {"--log", "console"});
+    CommandResult r = RunFanout(args, dir.path());
+    EXPECT_EQ(r.exit_code, 1) << r.err;
+    for (const std::string line : {"OnError       a: /bin/false failed with exit code 1",
+                                   "OnPostExecute a: process a finished: failed"}) {
+      size_t first = r.out.find(line);
+      ASSERT_NE(first, std::string::npos) << line << " in\n" << r.out;
+      EXPECT_EQ(r.out.find(line, first + 1), std::string::npos) << line << " twice in\n" << r.out;
+    }
+    EXPECT_EQ(r.out.find("OnPreExecute  a: ") != std::string::npos, log_console) << r.out;
+  }
 }
 
 // A parent's secret stays masked in a child that does not declare its parameter sensitive,
