@@ -20,6 +20,7 @@
 #include <set>
 #include <string_view>
 #include <thread>
+#include <utility>
 
 #include <fmt/format.h>
 
@@ -67,12 +68,6 @@ std::string LastLine(std::string text) {
 nlohmann::json MaskedParams(const nlohmann::json& params, const Masker& secrets,
                             const std::vector<std::string>& sensitive,
                             std::vector<std::string>& touched) {
-  auto mask = [&](nlohmann::json& text) {
-    std::string masked = secrets.MaskValue(text.get_ref<const std::string&>());
-    bool changed = masked != text.get_ref<const std::string&>();
-    text = std::move(masked);
-    return changed;
-  };
   nlohmann::json out = params;
   for (auto& [name, value] : out.items()) {
     if (std::find(sensitive.begin(), sensitive.end(), name) != sensitive.end()) {
@@ -81,7 +76,13 @@ nlohmann::json MaskedParams(const nlohmann::json& params, const Masker& secrets,
       continue;
     }
     bool masked = false;
-    ForEachString(value, [&](nlohmann::json& text) { masked = mask(text) || masked; });
+    // A number or boolean that holds a secret becomes the masked text, "***".
+    ForEachScalar(value, [&](nlohmann::json& item, const std::string& text) {
+      std::string shown = secrets.MaskValue(text);
+      if (shown == text) return;
+      item = std::move(shown);
+      masked = true;
+    });
     if (masked) touched.push_back(name);
   }
   return out;
@@ -379,13 +380,17 @@ Status Executor::Recover() {
   EndOpenExecutions(std::move(orphaned), /*now=*/false);
   heartbeat_ = std::thread([this] {
     const std::filesystem::path file = AliveFile(config_.data_dir);
+    std::string last_problem;  // the database's, at the last beat
     std::unique_lock lock(heartbeat_mu_);
     do {
       Touch(file);
       store_.WriteUnsaved();
       // The database gone (QA: `rm -rf` of the data_dir), the agent went on for ever, healthy
       // to its probes, failing every package step, and its runs' records went nowhere.
-      if (std::string problem = store_.FileProblem(); !problem.empty()) {
+      // Seen twice in a row (a quarter second apart), not a file being moved back and forth.
+      std::string problem = store_.FileProblem();
+      const bool again = !problem.empty() && problem == std::exchange(last_problem, problem);
+      if (again) {
         std::lock_guard state_lock(mu_);
         if (broken_.empty()) {
           broken_ = problem;

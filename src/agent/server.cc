@@ -534,10 +534,10 @@ void AgentServer::Routes() {
                 {"name", config_.name},
                 {"version", FANOUT_VERSION},
                 {"draining", executor_->Draining()}};
-    std::string broken = executor_->Broken();
-    if (broken.empty()) return Reply(res, 200, health);
+    if (executor_->Broken().empty()) return Reply(res, 200, health);
+    // Without the path, which needs no token here: /v1/status says it.
     health["status"] = "broken";
-    health["detail"] = broken;
+    health["detail"] = "the agent's database is gone (see its log, or /v1/status); restart it";
     Reply(res, 503, health);
   });
 
@@ -820,8 +820,8 @@ void AgentServer::Routes() {
       for (const std::string& param : SensitiveParams(step.package)) {
         if (!start.params.contains(param)) continue;
         start.sensitive_params.push_back(param);
-        ForEachString(start.params[param], [&](const json& text) {
-          start.secrets.push_back(text.get<std::string>());
+        ForEachScalar(start.params[param], [&](const json&, const std::string& text) {
+          start.secrets.push_back(text);
         });
       }
     }

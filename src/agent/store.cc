@@ -198,10 +198,13 @@ Result<std::unique_ptr<AgentStore>> AgentStore::Open(const std::string& path) {
   }
   std::unique_ptr<AgentStore> store(new AgentStore(db));
   store->path_ = path;
-  if (struct stat st {}; stat(path.c_str(), &st) == 0) {
-    store->device_ = st.st_dev;
-    store->inode_ = st.st_ino;
+  struct stat st {};
+  if (stat(path.c_str(), &st) != 0) {
+    return Unavailable(
+        fmt::format("cannot read agent database {}: {}", path, std::strerror(errno)));
   }
+  store->device_ = st.st_dev;
+  store->inode_ = st.st_ino;
   sqlite3_busy_timeout(db, 5000);
   // Exclusive locking, set before WAL mode so that no shared-memory WAL index is made: the
   // agent is the database's only user, so it takes the file lock once and keeps the WAL index in
@@ -540,6 +543,9 @@ RunRecord AgentStore::WithUnsavedLocked(RunRecord run) const {
 std::string AgentStore::FileProblem() const {
   struct stat st {};
   if (stat(path_.c_str(), &st) != 0) {
+    // Only a file that is not there: a path unreadable for a moment (EIO, a stale NFS handle)
+    // says nothing of the file.
+    if (errno != ENOENT && errno != ENOTDIR) return "";
     return fmt::format("{} is gone ({}): was its data_dir removed?", path_, std::strerror(errno));
   }
   if (st.st_dev != device_ || st.st_ino != inode_) {

@@ -155,9 +155,9 @@ class AgentStore {
 
   // Updates held in memory because they could not be written yet.
   size_t UnsavedCount();
-  // "" while the database's path still names the file the store opened; else what became of
-  // it (removed, with its data_dir say, or replaced): writes then go to a file nobody will
-  // read again, and the agent must be restarted.
+  // "" while the database's path still names the file the store opened (or cannot be read
+  // just now); else what became of it (removed, with its data_dir say, or replaced): writes
+  // then go to a file nobody will read again, and the agent must be restarted.
   std::string FileProblem() const;
   // Writes held updates once there is room again, at most once a second. Every write tries
   // first; the agent's heartbeat calls this so that an idle agent's held ends are not left to

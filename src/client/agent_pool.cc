@@ -190,7 +190,20 @@ void AgentPool::Probe(int member, AgentClient& client) {
       ASSIGN_OR_RETURN(std::string token, ReadTokenFile(token_file));
       UseToken(member, client, std::move(token));
     }
-    return client.Status();
+    ASSIGN_OR_RETURN(json body, client.Status());
+    // Another server's answer (a proxy's, another program's on the port) would throw below.
+    auto typed = [&](const char* key, bool (json::*is)() const) {
+      auto it = body.find(key);
+      return it == body.end() || ((*it).*is)();
+    };
+    if (!body.is_object() || !typed("instance", &json::is_string) ||
+        !typed("name", &json::is_string) || !typed("draining", &json::is_boolean) ||
+        !typed("broken", &json::is_string) || !typed("slots", &json::is_number_integer) ||
+        !typed("busy", &json::is_number_integer) || !typed("queued", &json::is_number_integer)) {
+      return Internal(fmt::format("its /v1/status answer is not an agent's: {}",
+                                  body.dump().substr(0, 200)));
+    }
+    return body;
   }();
   std::vector<std::string> detached, ended;
   if (status.ok()) {
@@ -569,10 +582,14 @@ bool AgentPool::IsAlive(int member) {
 }
 
 bool AgentPool::AnotherCanTake(int member, const Request& request) {
+  // The member the child last failed on is passed over only while another can take it: it is
+  // another all the same.
+  Request any_other = request;
+  any_other.failed_on = -1;
   std::lock_guard lock(mu_);
   for (size_t other = 0; other < states_.size(); ++other) {
     if (static_cast<int>(other) != member &&
-        CanTakeLocked(static_cast<int>(other), request, /*with_marks=*/true)) {
+        CanTakeLocked(static_cast<int>(other), any_other, /*with_marks=*/true)) {
       return true;
     }
   }

@@ -19,12 +19,17 @@ nlohmann::json ParamToJson(const Value& value);
 // what was found, on null and objects.
 Result<Value> ParamFromJson(const nlohmann::json& json);
 
-// Calls `each` with every string in `json`, at any depth of arrays.
+// Calls `each(item, text)` with every string, number and boolean in `json`, at any depth of
+// arrays, and its text (a number's or boolean's as JSON writes it): where secrets are looked
+// for and masked. Numbers too: a sensitive list of PINs travels as numbers.
 template <typename Json, typename Fn>
-void ForEachString(Json& json, Fn&& each) {
-  if (json.is_string()) each(json);
+void ForEachScalar(Json& json, Fn&& each) {
   if (json.is_array()) {
-    for (auto& item : json) ForEachString(item, each);
+    for (auto& item : json) ForEachScalar(item, each);
+  } else if (json.is_string()) {
+    each(json, json.template get<std::string>());
+  } else if (json.is_number() || json.is_boolean()) {
+    each(json, json.dump());
   }
 }
 

@@ -40,11 +40,11 @@ TEST(ParamJsonTest, NullsObjectsAndHugeNumbersAreRefusedSayingWhat) {
   EXPECT_EQ(*ParamFromJson(nlohmann::json(5)), Value(int64_t{5}));
 }
 
-TEST(ParamJsonTest, ForEachStringReachesStringsAtAnyDepth) {
-  nlohmann::json json = nlohmann::json::parse(R"(["a", 1, ["b", ["c"]], true])");
+TEST(ParamJsonTest, ForEachScalarReachesEveryValueAtAnyDepthWithItsText) {
+  nlohmann::json json = nlohmann::json::parse(R"(["a", 1234, ["b", [2.5]], true])");
   std::vector<std::string> seen;
-  ForEachString(json, [&](nlohmann::json& s) { seen.push_back(s.get<std::string>()); });
-  EXPECT_EQ(seen, (std::vector<std::string>{"a", "b", "c"}));
+  ForEachScalar(json, [&](nlohmann::json&, const std::string& text) { seen.push_back(text); });
+  EXPECT_EQ(seen, (std::vector<std::string>{"a", "1234", "b", "2.5", "true"}));
 }
 
 }  // namespace

@@ -183,9 +183,8 @@ class AgentJobTask : public Task {
       if (!v.ok()) return TaskOutcome::Failure(fmt::format("param {}: {}", name, v.status().message()));
       start.params[name] = ParamToJson(*v);
       std::vector<std::string> texts;
-      ForEachString(start.params[name], [&](const json& text) {
-        texts.push_back(text.get<std::string>());
-      });
+      ForEachScalar(start.params[name],
+                    [&](const json&, const std::string& text) { texts.push_back(text); });
       // The run's secrets that a value holds go along: the agent then keeps them out of its
       // history and answers, and its child masks them. Other secrets stay here.
       for (auto it = secrets.begin(); it != secrets.end();) {
