@@ -706,9 +706,11 @@ Executor::StepOutcome Executor::RunStep(ActiveRun& run, int index, int attempt) 
       if (stored.ok() && *stored) (void)WriteFileAtomically(path, (*stored)->content);
     }
     if (!std::filesystem::exists(path)) {
-      return fail_now(fmt::format("package '{}' is not deployed on agent {}; deploy it with "
-                                  "`fanout deploy {}.yaml --agent URL`", step.package, config_.name,
-                                  step.package));
+      // Named by its `package:`, not a guessed file name (QA: the hint named sleeper.yaml, and
+      // the file was child.yaml).
+      return fail_now(fmt::format("package '{}' is not deployed on agent {}; deploy the file "
+                                  "that says `package: {}` with `fanout deploy FILE --agent URL`",
+                                  step.package, config_.name, step.package));
     }
     rec.execution_id = NewExecutionId();
     // A step run as another user logs in to a PostgreSQL catalog with that user's credentials

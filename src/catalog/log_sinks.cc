@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "common/util.h"
@@ -54,6 +55,12 @@ Status ValidateReportingLevels(std::string_view levels) {
                              "'; use E (errors), W (warnings), I (information), P (progress), "
                              "V (verbose: every event) or N (none)");
     }
+  }
+  // N with other letters read as those letters, which surprised (QA): say which is meant.
+  if (levels.size() > 1 && levels.find_first_of("Nn") != std::string_view::npos) {
+    return InvalidArgument(fmt::format("reporting levels '{}': N (none) stands alone; leave it "
+                                       "out to see the other levels",
+                                       levels));
   }
   return Status::Ok();
 }

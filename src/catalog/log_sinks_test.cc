@@ -94,7 +94,12 @@ TEST(ConsoleSinkTest, FiltersByReportingLevels) {
 
 TEST(ConsoleSinkTest, ValidatesReportingLevels) {
   EXPECT_TRUE(ValidateReportingLevels("EWP").ok());
-  EXPECT_TRUE(ValidateReportingLevels("ewipvn").ok());
+  EXPECT_TRUE(ValidateReportingLevels("ewipv").ok());
+  EXPECT_TRUE(ValidateReportingLevels("n").ok());
+  // N with other letters had been read as the other letters.
+  Status mixed = ValidateReportingLevels("NE");
+  EXPECT_EQ(mixed.code(), Code::kInvalidArgument);
+  EXPECT_NE(mixed.message().find("N (none) stands alone"), std::string::npos) << mixed.message();
   Status bad = ValidateReportingLevels("EX");
   EXPECT_EQ(bad.code(), Code::kInvalidArgument);
   EXPECT_NE(bad.message().find("'X'"), std::string::npos);

@@ -448,15 +448,17 @@ std::string OverviewHtml(const Overview& overview) {
   }
 
   body += fmt::format("<h2>Child packages <span class=\"count\">{}</span></h2>\n", total_children);
-  if (overview.children.empty()) {
+  const std::string elsewhere = ChildrenElsewhereNote(overview);
+  if (overview.children.empty() && elsewhere.empty()) {
     body += "<p class=\"empty\">This execution ran no child packages.</p>\n";
-  } else {
+  } else if (!overview.children.empty()) {
     body +=
         "<table>\n<tr><th>Package</th><th>Task</th><th>Agent</th><th>Status</th>"
         "<th>Started</th><th>Duration</th><th>Execution</th></tr>\n";
     ChildRows(body, overview.children, 0, now);
     body += "</table>\n";
   }
+  if (!elsewhere.empty()) body += "<p class=\"empty\">" + EscapeHtml(elsewhere) + ".</p>\n";
 
   body += fmt::format("<h2>Tasks <span class=\"count\">{}</span></h2>\n", overview.tasks.size());
   if (overview.tasks.empty()) {

@@ -121,6 +121,7 @@ std::string OverviewJson(const Overview& overview) {
       {"errors", overview.errors},
       {"errors_omitted", overview.errors_omitted},
       {"children", ChildrenJson(overview.children, now)},
+      {"children_elsewhere", overview.children_elsewhere},
       {"generated_at", FormatDateTime(now)},
   };
   return Dump(j);

@@ -428,6 +428,14 @@ Result<ExecutionRow> FindExecution(Catalog& catalog, const std::string& id) {
   return std::move(*found);
 }
 
+std::string ChildrenElsewhereNote(const Overview& overview) {
+  if (overview.children_elsewhere == 0) return "";
+  return fmt::format("{} child execution{} that the tasks name {} recorded in another catalog, "
+                     "an agent's own: give every agent this catalog to see the whole tree here",
+                     overview.children_elsewhere, overview.children_elsewhere == 1 ? "" : "s",
+                     overview.children_elsewhere == 1 ? "is" : "are");
+}
+
 Result<Overview> BuildOverview(Catalog& catalog, ExecutionRow execution, DateTime now) {
   Overview overview;
   overview.generated_at = now;
@@ -446,6 +454,12 @@ Result<Overview> BuildOverview(Catalog& catalog, ExecutionRow execution, DateTim
   overview.errors = Errors(execution, tree.errors[execution.id], overview.errors_omitted);
   std::set<std::string> visited = {execution.id};
   overview.children = Children(tree, execution.id, visited, 0);
+  std::set<std::string> named;  // by the task runs, and not among the children read
+  for (const TaskRunRow& run : runs) {
+    if (!run.child_execution_id.empty()) named.insert(run.child_execution_id);
+  }
+  for (const ChildNode& child : overview.children) named.erase(child.execution.id);
+  overview.children_elsewhere = static_cast<int>(named.size());
   overview.execution = std::move(execution);
   return overview;
 }

@@ -150,8 +150,15 @@ struct Overview {
   std::vector<std::string> errors;  // as ChildNode::errors, for the execution itself
   int errors_omitted = 0;
   std::vector<ChildNode> children;
+  // Child executions its task runs name that this catalog does not hold: recorded in another
+  // (an agent's own catalog).
+  int children_elsewhere = 0;
   DateTime generated_at{};  // "now" for executions still running
 };
+
+// "" or, when some children are recorded in another catalog, a sentence that says so (QA: "none"
+// under a table of agent children read as if they had not run).
+std::string ChildrenElsewhereNote(const Overview& overview);
 
 // The overview's message for a task: its own, or when that is empty, its last earlier attempt
 // ("attempt 1 on srv1 failed: agent srv1 was lost ...").

@@ -357,6 +357,37 @@ TEST_F(ReportTest, AChildItsParentGaveUpOnButThatSucceededIsMarked) {
             "same");
 }
 
+// Children recorded in an agent's own catalog are said to be elsewhere: "Child packages: none"
+// under tasks that name them read as if they had not run (QA).
+TEST_F(ReportTest, ChildrenRecordedInAnotherCatalogAreSaidToBeThere) {
+  CatalogBatch b;
+  ExecutionRow parent = Execution("0190aaaa-0000-7000-8000-00000000p003", "nightly",
+                                  milliseconds(1000), milliseconds(9000), "succeeded");
+  b.executions.push_back(parent);
+  for (int i = 0; i < 2; ++i) {
+    TaskRunRow run;
+    run.execution_id = parent.id;
+    run.task_path = "load[" + std::to_string(i + 1) + "]/job";
+    run.task_type = "agent-job";
+    run.status = "succeeded";
+    run.started_at = At(milliseconds(1500));
+    run.ended_at = At(milliseconds(2500));
+    run.child_execution_id = "0190aaaa-0000-7000-8000-00000000e00" + std::to_string(i);
+    run.agent = "srv1";
+    b.task_runs.push_back(run);
+  }
+  Write(std::move(b));
+  auto overview = BuildOverview(*catalog_, parent, At(milliseconds(20000)));
+  ASSERT_TRUE(overview.ok()) << overview.status().ToString();
+  EXPECT_EQ(overview->children_elsewhere, 2);
+  std::string text = OverviewText(*overview);
+  EXPECT_NE(text.find("Child packages: none in this catalog\n  2 child executions that the tasks "
+                      "name are recorded in another catalog"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(OverviewHtml(*overview).find("recorded in another catalog"), std::string::npos);
+}
+
 // A run whose process is gone shows abandoned, unless its last rows wait in a spool file of
 // this host (it ended while the catalog was down): then it was not killed, and says so (QA: it
 // was shown abandoned and "killed", and a prune could have removed it before its rows came).

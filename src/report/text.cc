@@ -223,8 +223,9 @@ std::string OverviewText(const Overview& overview) {
   }
 
   out += "\nChild packages";
+  const std::string elsewhere = ChildrenElsewhereNote(overview);
   if (overview.children.empty()) {
-    out += ": none\n";
+    out += elsewhere.empty() ? ": none\n" : ": none in this catalog\n";
   } else {
     out += " (" +
            StatusCounts(overview.children, [](const ChildNode& c) { return c.execution.status; }) +
@@ -233,6 +234,7 @@ std::string OverviewText(const Overview& overview) {
     AddChildRows(children, overview.children, nullptr, now);
     out += children.Render("  ");
   }
+  if (!elsewhere.empty()) out += "  " + elsewhere + "\n";
   return out;
 }
 
