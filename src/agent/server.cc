@@ -10,8 +10,10 @@
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
+#include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <mutex>
 #include <optional>
 #include <thread>
 
@@ -63,8 +65,30 @@ std::string JsonText(const json& body) {
   return body.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
+// A 500 is the agent's own trouble (a full disk, say): said on stderr too, at most once every
+// 10 s with how many came meanwhile. The agent's log had shown nothing while its parents got
+// "database or disk is full" (QA).
+void SayServerError(const json& body) {
+  static std::mutex mu;
+  static std::chrono::steady_clock::time_point last_said{};
+  static int held = 0;
+  std::lock_guard lock(mu);
+  auto now = std::chrono::steady_clock::now();
+  if (last_said != std::chrono::steady_clock::time_point{} &&
+      now - last_said < std::chrono::seconds(10)) {
+    ++held;
+    return;
+  }
+  std::string more = held > 0 ? fmt::format(" ({} more since the last said)", held) : "";
+  std::fprintf(stderr, "fanout agent: answered 500%s: %s\n", more.c_str(),
+               JsonText(body).c_str());
+  last_said = now;
+  held = 0;
+}
+
 void Reply(httplib::Response& res, int status, const json& body) {
   res.status = status;
+  if (status == 500) SayServerError(body);
   res.set_content(JsonText(body), "application/json");
 }
 

@@ -568,6 +568,25 @@ TEST_F(AgentTest, AStartWithAWaitAnswersAQuickRunInOnePiece) {
 // An agent whose data_dir is removed under it says so, and starts and deploys nothing more: it
 // had gone on healthy to its probes, failing every package step, while `fanout deploy` said
 // "unchanged" of files that were gone (QA).
+// An answer of 500 (the agent's own trouble: here, its packages folder is a file) is said on
+// the agent's stderr too, once for a burst: its log had shown nothing while parents got "disk
+// full" (QA).
+TEST_F(AgentTest, AnInternalErrorIsSaidInTheAgentsLog) {
+  ASSERT_TRUE(StartDev(1));
+  const std::string packages = agent_.data_dir() + "/packages";
+  std::filesystem::remove_all(packages);
+  { std::ofstream(packages) << "not a folder"; }
+  for (int i = 0; i < 3; ++i) {
+    HttpReply put = agent_.Http("PUT", "/v1/packages/p", "package: p\ntasks: {}\n");
+    EXPECT_EQ(put.status, 500) << put.body;
+  }
+  auto said = [&] { return Contains(agent_.err(), "fanout agent: answered 500: "); };
+  EXPECT_TRUE(WaitFor(said, std::chrono::milliseconds(2000))) << agent_.err();
+  const std::string err = agent_.err();
+  EXPECT_TRUE(Contains(err, "cannot store package")) << err;
+  EXPECT_EQ(err.find("answered 500"), err.rfind("answered 500")) << "said once a burst: " << err;
+}
+
 TEST_F(AgentTest, AnAgentWhoseDataDirIsRemovedSaysSoAndTakesNoMoreWork) {
   ASSERT_TRUE(StartDev(1));
   const std::string job = "job: j\nsteps:\n  - {name: s, subsystem: process, run: [/bin/true]}\n";
