@@ -1564,7 +1564,12 @@ void Execution::CancelLoop(Loop* l, const std::string& message) {
 
 void Execution::CancelAll() {
   canceled_ = true;
-  Emit(EventType::kOnWarning, "", "cancel requested: stopping every running task");
+  // A child package's run stopped by its task's timeout says so (QA: it read as a cancel).
+  const bool timed_out = external_cancel_ != nullptr &&
+                         external_cancel_->reason() == CancelToken::Reason::kTimedOut;
+  Emit(EventType::kOnWarning, "",
+       timed_out ? "the task running this package timed out: stopping every running task"
+                 : "cancel requested: stopping every running task");
   for (auto& [id, a] : attempts_) a->token_.Cancel(CancelToken::Reason::kCanceled);
   for (auto& c : containers_) {
     c->canceled = true;

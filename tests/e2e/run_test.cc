@@ -663,6 +663,22 @@ tasks:
   }
 }
 
+// A child package in this process stopped by its task's timeout says it timed out, not that it
+// was canceled (QA: "cancel requested" and "timed out after 500.0 ms (child package slow was
+// canceled: canceled)").
+TEST(RunTest, AChildStoppedByItsTasksTimeoutSaysSo) {
+  ScratchDir dir;
+  dir.Write("slow.yaml", "package: slow\ntasks:\n  s: {type: process, run: [sleep, \"30\"]}\n");
+  dir.Write("parent.yaml", "package: parent\ntasks:\n"
+                           "  inp: {type: package, path: slow.yaml, timeout: 200ms}\n");
+  CommandResult r = RunFanout({"run", "parent.yaml"}, dir.path());
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  EXPECT_TRUE(Contains(r.out, "inp > slow: the task running this package timed out")) << r.out;
+  EXPECT_FALSE(Contains(r.out + r.err, "cancel")) << r.out << r.err;
+  EXPECT_TRUE(Contains(r.err, "fanout: package parent failed: inp: timed out after 200.0 ms\n"))
+      << r.err;
+}
+
 // A child that cannot be loaded, run as its own process or in this one: the parent shows every
 // problem, not only the child's "2 problems found" or its first one.
 TEST(RunTest, AChildThatCannotLoadSaysWhy) {
