@@ -111,7 +111,11 @@ void ConsoleSink::Write(const Event& event) {
   line_ += event.source;
   if (!event.message.empty()) {
     if (!event.source.empty()) line_ += ": ";
-    line_ += EscapeControls(event.message);  // a task's output must not drive the terminal
+    // A task's output must not drive the terminal; a message's further lines (a program's
+    // stderr) are indented under the source: only an event's first line starts at the left
+    // (QA: they read as lines of their own).
+    constexpr std::string_view kIndent = "                       ";  // "HH:MM:SS EVENT-NAME "
+    line_ += IndentFurtherLines(EscapeControls(event.message), kIndent);
   }
   line_ += '\n';
   std::fwrite(line_.data(), 1, line_.size(), out_);

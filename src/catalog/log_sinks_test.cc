@@ -57,6 +57,16 @@ TEST(ConsoleSinkTest, PrintsTimeEventSourceAndMessage) {
   EXPECT_EQ(ConsoleOutput("E"), "03:04:05 OnError       load/region-job: m\n");
 }
 
+// A message of several lines (a program's stderr) keeps one event per line that starts at the
+// left: its further lines are indented under the event's name (QA).
+TEST(ConsoleSinkTest, AMessagesFurtherLinesAreIndented) {
+  Event e = SampleEvent("e", EventType::kOnError, "first\n\x1b[31msecond\nthird\n");
+  EXPECT_EQ(ConsoleOutput("E", {e}),
+            "03:04:05 OnError       load/region-job: first\n"
+            "                       \\x1b[31msecond\n"
+            "                       third\n");
+}
+
 // An in-process child's events mix with its parent's on the console: the parent's task running
 // it comes first, so that two children's `extract` lines can be told apart.
 TEST(ConsoleSinkTest, AChildsEventsShowTheParentTaskRunningIt) {

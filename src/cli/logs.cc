@@ -98,12 +98,14 @@ class EventPrinter {
     std::string line = report::ShortDateTime(event.ended_at) + " ";
     if (name_executions_) line += ExecutionName(event.execution_id) + " ";
     line += fmt::format("{:<13} ", EventName(event.type));
+    // A message's further lines go under the source, as on the console.
+    const std::string indent(line.size(), ' ');
     line += event.source;
     if (!event.message.empty()) {
       if (!event.source.empty()) line += ": ";
       line += event.message;
     }
-    std::printf("%s\n", EscapeControls(line).c_str());
+    std::printf("%s\n", IndentFurtherLines(EscapeControls(line), indent).c_str());
     if (!event.data_bytes.empty()) PrintOutput(event.data_bytes);
   }
 

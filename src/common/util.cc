@@ -259,6 +259,17 @@ std::string EscapeControls(std::string_view text) {
   return out;
 }
 
+std::string IndentFurtherLines(std::string_view text, std::string_view indent) {
+  while (!text.empty() && text.back() == '\n') text.remove_suffix(1);
+  std::string out;
+  out.reserve(text.size());
+  for (char c : text) {
+    out += c;
+    if (c == '\n') out += indent;
+  }
+  return out;
+}
+
 Status WriteFileAtomically(const std::string& path, std::string_view content,
                            std::optional<mode_t> mode) {
   // A name of its own: two threads writing the same file must not share (and rename) one.

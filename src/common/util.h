@@ -65,6 +65,9 @@ std::string ProcessIdentity(int64_t pid);
 // visible escapes (\x1b, \u009b), so that stored output cannot move the cursor, clear the
 // screen or retitle the window of whoever reads a report or log.
 std::string EscapeControls(std::string_view text);
+// `text` without its final line breaks, each further line after `indent`: a message of several
+// lines (a program's stderr) printed in a one-line-per-event listing.
+std::string IndentFurtherLines(std::string_view text, std::string_view indent);
 
 // What to add to a YAML parser's message for an error at `line` (1-based) of `text`: yaml-cpp
 // says "end of map not found" or "illegal map value" for a tab in an indentation, so the line

@@ -298,6 +298,12 @@ TEST(WriteFileAtomicallyTest, WritesWholeOrSaysWhyNamingThePath) {
             "cannot write " + dir.path() + "/missing/out.txt: No such file or directory");
 }
 
+TEST(IndentFurtherLinesTest, IndentsEveryLineButTheFirstAndDropsFinalBreaks) {
+  EXPECT_EQ(IndentFurtherLines("one\ntwo\n\nthree\n\n", "  "), "one\n  two\n  \n  three");
+  EXPECT_EQ(IndentFurtherLines("single", "  "), "single");
+  EXPECT_EQ(IndentFurtherLines("", "  "), "");
+}
+
 TEST(EscapeControlsTest, LeavesTextAndLayoutButShowsControlsAsEscapes) {
   EXPECT_EQ(EscapeControls("plain\ttext\nnext line, caf\u00e9"), "plain\ttext\nnext line, caf\u00e9");
   EXPECT_EQ(EscapeControls("bad\x1b[2J\x1b]0;pwned\x07" "end\r"),
