@@ -5,6 +5,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -37,6 +38,9 @@ struct RunOptions {
   // ("load[2]/child", below its own parent's when nested), shown before its events' sources on
   // the console, where the parent's and every child's events mix.
   std::string console_label;
+  // What canceled the run from outside ("SIGINT"), asked once it was: the run's message says
+  // it ("canceled by SIGINT") rather than only "canceled".
+  std::function<std::string()> cancel_cause;
 };
 
 struct RunResult {

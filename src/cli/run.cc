@@ -106,9 +106,16 @@ class SignalWatcher {
           std::fprintf(stderr, "fanout: SIG%s received, stopping every running task\n",
                        sigabbrev_np(sig));
         }
+        int none = 0;
+        first_signal_.compare_exchange_strong(none, sig);
         token.Cancel(CancelToken::Reason::kCanceled);
       }
     });
+  }
+  // "SIGINT": the signal that canceled the run, "" before one came.
+  std::string Cause() const {
+    int sig = first_signal_.load();
+    return sig == 0 ? "" : std::string("SIG") + sigabbrev_np(sig);
   }
   ~SignalWatcher() {
     pthread_kill(thread_.native_handle(), SIGUSR1);
@@ -125,6 +132,7 @@ class SignalWatcher {
   std::atomic<bool> opening_catalog_{true};
   std::atomic<bool> run_ended_{false};
   std::atomic<bool> signaled_after_end_{false};
+  std::atomic<int> first_signal_{0};
   std::thread thread_;
 };
 
@@ -307,6 +315,7 @@ int RunPackage(const RunArgs& args, std::string& reason) {
   Recorder recorder(std::move(*catalog), std::move(sinks), masker, recording);
   Engine engine(recorder);
   if (progress) progress->Start();
+  options.cancel_cause = [&signals] { return signals.Cause(); };
   auto result = engine.Run(*package, options, &cancel);
   signals.RunEnded();
   recorder.Flush();
@@ -367,7 +376,8 @@ int RunPackage(const RunArgs& args, std::string& reason) {
                          EscapeControls(masker->Mask(r.message)));
   } else if (r.result == TaskResult::kCanceled) {
     // The message is the run's first error, which came before the cancel, not its cause.
-    const bool says_more = !r.message.empty() && r.message != "canceled";
+    const bool says_more = !r.message.empty() && r.message != "canceled" &&
+                           r.message != "canceled by " + signals.Cause();
     reason = fmt::format("fanout: package {} was canceled{}{}", pkg.name,
                          says_more ? "; its first error: " : "",
                          says_more ? EscapeControls(masker->Mask(r.message)) : "");

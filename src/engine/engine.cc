@@ -824,7 +824,10 @@ RunResult Execution::Run() {
   result_.result = result;
   result_.execution_id = id_;
   result_.message = result == TaskResult::kSuccess ? "" : FirstError();
-  if (result == TaskResult::kCanceled && result_.message.empty()) result_.message = "canceled";
+  if (result == TaskResult::kCanceled && result_.message.empty()) {
+    const std::string cause = options_.cancel_cause ? options_.cancel_cause() : "";
+    result_.message = cause.empty() ? "canceled" : "canceled by " + cause;
+  }
   result_.duration = Clock::now() - wall_start;
 
   if (result == TaskResult::kFailure) {

@@ -204,6 +204,8 @@ tasks:
   ASSERT_EQ(executions->size(), 1u);
   EXPECT_EQ(executions->front().status, "canceled");
   EXPECT_EQ(executions->front().exit_code, 3);
+  // The overview's errors had said only "canceled" (QA).
+  EXPECT_EQ(executions->front().message, std::string("canceled by SIG") + sigabbrev_np(signal));
   auto runs = catalog->ListTaskRuns(executions->front().id);
   ASSERT_TRUE(runs.ok());
   for (const TaskRunRow& run : *runs) EXPECT_NE(run.task_path, "after");

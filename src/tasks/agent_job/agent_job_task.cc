@@ -490,8 +490,8 @@ class AgentJobTask : public Task {
         if (!stopped.ok() && !stop_warned) {
           stop_warned = true;
           context.Emit(EventType::kOnWarning,
-                       fmt::format("could not stop run {} on agent {} yet, trying for up to {} s: "
-                                   "{}", run_id, agent,
+                       fmt::format("could not stop run {} on agent {} yet, trying for up to {} s "
+                                   "more: {}", run_id, agent,
                                    std::chrono::ceil<std::chrono::seconds>(
                                        stop_deadline - std::chrono::steady_clock::now())
                                        .count(),
@@ -512,8 +512,11 @@ class AgentJobTask : public Task {
                             : fmt::format("it did not answer a stop for {} s", waited.count()));
           pool.StopWhenBack(lease.member(), job_name, run_id);
           pool.Release(lease, AgentPool::Ending::kLost, answered_at);
-          std::string why = fmt::format("could not stop run {} on agent {}: it did not answer "
-                                        "for {} s; the run may go on there",
+          // Counted from its last poll, which it did not answer either (QA: "for 15 s" after
+          // "for up to 8 s" read as a contradiction).
+          std::string why = fmt::format("could not stop run {} on agent {}: it has not answered "
+                                        "for {} s, its last poll included; the run may go on "
+                                        "there",
                                         run_id, agent, waited.count());
           context.Emit(EventType::kOnWarning, why);  // a remote job may still run: say it aloud
           return {TaskResult::kCanceled, why, child, agent};
