@@ -993,7 +993,9 @@ void AgentServer::Routes() {
     auto gauge = [&](const char* name, const char* help, int64_t value) {
       out += fmt::format("# HELP {0} {1}\n# TYPE {0} gauge\n{0} {2}\n", name, help, value);
     };
-    gauge("fanout_agent_up", "1 while the agent serves requests", 1);
+    // 0 once broken (its data_dir gone): it answers, but takes no work.
+    gauge("fanout_agent_up", "1 while the agent serves requests and takes work",
+          executor_->Broken().empty() ? 1 : 0);
     gauge("fanout_agent_slots", "Runs the agent executes at once", st.slots);
     gauge("fanout_agent_busy", "Runs holding a slot", st.busy);
     gauge("fanout_agent_queued", "Runs waiting for a slot", st.queued);

@@ -371,16 +371,25 @@ int RunPackage(const RunArgs& args, std::string& reason) {
   }
   // The reason always goes to stderr, where scripts and a parent package look for it.
   // A task's output in it is escaped, as in logs and reports: it must not drive the terminal.
+  // On one line, its breaks written `\n`: a parent, or an agent, takes a child's last line of
+  // stderr as its reason (QA: of "exit code 4: e-one\ne-two" only "e-two" reached the parent).
+  auto one_line = [&](const std::string& message) {
+    std::string text = EscapeControls(masker->Mask(message));
+    while (!text.empty() && text.back() == '\n') text.pop_back();
+    for (size_t at = text.find('\n'); at != std::string::npos; at = text.find('\n', at + 2)) {
+      text.replace(at, 1, "\\n");
+    }
+    return text;
+  };
   if (r.result == TaskResult::kFailure) {
-    reason = fmt::format("fanout: package {} failed: {}", pkg.name,
-                         EscapeControls(masker->Mask(r.message)));
+    reason = fmt::format("fanout: package {} failed: {}", pkg.name, one_line(r.message));
   } else if (r.result == TaskResult::kCanceled) {
     // The message is the run's first error, which came before the cancel, not its cause.
     const bool says_more = !r.message.empty() && r.message != "canceled" &&
                            r.message != "canceled by " + signals.Cause();
     reason = fmt::format("fanout: package {} was canceled{}{}", pkg.name,
                          says_more ? "; its first error: " : "",
-                         says_more ? EscapeControls(masker->Mask(r.message)) : "");
+                         says_more ? one_line(r.message) : "");
   }
   if (!reason.empty()) std::fprintf(stderr, "%s\n", reason.c_str());
   switch (r.result) {

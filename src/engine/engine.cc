@@ -683,8 +683,15 @@ Status Execution::Prepare() {
       masker.AddSecret(value->ToString());  // the package's own default
     }
     if (p.sensitive && value->is(ValueType::kList)) {
-      // Each item is a secret too: a foreach over the list shows them one at a time.
-      for (const Value& item : value->as_list()) masker.AddSecret(item.ToString());
+      // Each item is a secret too, and each value of a row: a foreach over the list shows them
+      // one at a time (QA: `as: [a, b]` over sensitive rows showed a=abcd b=5555).
+      std::function<void(const Value&)> add_items = [&](const Value& list) {
+        for (const Value& item : list.as_list()) {
+          masker.AddSecret(item.ToString());
+          if (item.is(ValueType::kList)) add_items(item);
+        }
+      };
+      add_items(*value);
     }
     variables_->Define(p.name, *value, true, false);
   }

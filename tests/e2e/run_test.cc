@@ -679,6 +679,44 @@ TEST(RunTest, AChildStoppedByItsTasksTimeoutSaysSo) {
   EXPECT_FALSE(Contains(r.out + r.err, "cancel")) << r.out << r.err;
   EXPECT_TRUE(Contains(r.err, "fanout: package parent failed: inp: timed out after 200.0 ms\n"))
       << r.err;
+  // The child's own record says why it stopped.
+  auto catalog = OpenTestCatalog(dir.path());
+  ASSERT_NE(catalog, nullptr);
+  auto executions = catalog->ListExecutions(10);
+  ASSERT_TRUE(executions.ok());
+  auto child = std::find_if(executions->begin(), executions->end(),
+                            [](const ExecutionRow& e) { return e.package == "slow"; });
+  ASSERT_NE(child, executions->end());
+  EXPECT_EQ(child->message, "canceled by the timeout of task inp in the parent");
+}
+
+// A sensitive list of rows is secret value by value, in a child that loops over it too (QA:
+// `as: [a, b]` showed a=abcd b=5555); and a child's failure of several lines reaches its
+// parent whole, on one line (QA: only its last line did).
+TEST(RunTest, SensitiveRowsStayMaskedAndAChildsWholeFailureReachesItsParent) {
+  ScratchDir dir;
+  dir.Write("child.yaml", R"(package: child
+parameters:
+  rows: {type: list}
+tasks:
+  each:
+    type: foreach
+    items: "${rows}"
+    as: [a, b]
+    tasks:
+      p: {type: process, run: [/bin/sh, -c, 'echo "a=$0" >&2; echo "b=$1" >&2; exit 4', "${a}", "${b}"]}
+)");
+  dir.Write("parent.yaml", R"(package: parent
+parameters:
+  rows: {type: list, sensitive: true, value: [[abcd-secret, 55551]]}
+tasks:
+  out: {type: package, path: child.yaml, out_of_process: true, params: {rows: "${rows}"}}
+)");
+  CommandResult r = RunFanout({"run", "parent.yaml", "--reporting", "V"}, dir.path());
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  EXPECT_FALSE(Contains(r.out + r.err, "abcd-secret")) << r.out << r.err;
+  EXPECT_FALSE(Contains(r.out + r.err, "55551")) << r.out << r.err;
+  EXPECT_TRUE(Contains(r.err, "a=***\\nb=***")) << r.err;
 }
 
 // A child that cannot be loaded, run as its own process or in this one: the parent shows every

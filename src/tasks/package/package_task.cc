@@ -122,6 +122,12 @@ class PackageTask : public Task {
     options.ancestors = std::move(ancestors);
     const std::string& outer = context.run_options().console_label;
     options.console_label = outer.empty() ? context.task_path() : outer + " > " + context.task_path();
+    // The child's own record says why it stopped (QA: a timeout showed as a bare "canceled").
+    options.cancel_cause = [&context] {
+      return context.cancel().reason() == CancelToken::Reason::kTimedOut
+                 ? fmt::format("the timeout of task {} in the parent", context.task_path())
+                 : std::string("its parent");
+    };
     auto result = context.engine().Run(*child, options, &context.cancel());
     if (!result.ok()) {
       return TaskOutcome::Failure(fmt::format("child package {}: {}", (*child)->name,
