@@ -704,7 +704,9 @@ tasks:
     items: "${rows}"
     as: [a, b]
     tasks:
-      p: {type: process, run: [/bin/sh, -c, 'echo "a=$0" >&2; echo "b=$1" >&2; exit 4', "${a}", "${b}"]}
+      p:
+        type: process
+        run: [/bin/sh, -c, 'echo "a=$0" >&2; echo "b=$1" >&2; exit 4', "${a}", "${b}"]
 )");
   dir.Write("parent.yaml", R"(package: parent
 parameters:
