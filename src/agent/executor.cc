@@ -396,6 +396,12 @@ Status Executor::Recover() {
           broken_ = problem;
           std::fprintf(stderr, "fanout agent: %s; starting no runs and taking no deploys "
                        "until the agent is restarted\n", problem.c_str());
+          // Runs waiting for a slot would start into a database that is gone: they end
+          // failed now, and their parents place them elsewhere.
+          for (const std::shared_ptr<ActiveRun>& run : std::deque(queue_)) {
+            EndQueuedLocked(run, "failed", "not started: the agent's database is gone (" +
+                                               problem + "); restart the agent");
+          }
         }
       }
     } while (!heartbeat_stop_cv_.wait_for(lock, kHeartbeat, [&] { return heartbeat_stop_; }));
@@ -1158,6 +1164,24 @@ void Executor::CancelBeforeStartLocked(ActiveRun& run) {
   ++run_counts_["canceled"];
 }
 
+void Executor::EndQueuedLocked(const std::shared_ptr<ActiveRun>& run, const std::string& status,
+                               const std::string& message) {
+  auto queued = std::find(queue_.begin(), queue_.end(), run);
+  if (queued != queue_.end()) queue_.erase(queued);
+  active_.erase(run->record.id);
+  if (status == "canceled") {
+    CancelBeforeStartLocked(*run);
+  } else {
+    run->record.status = status;
+    run->record.message = message;
+    run->record.ended_at = Now();
+    SaveRun(*run);
+    ++run_counts_[status];
+  }
+  run->finished = true;
+  run->ended.notify_all();
+}
+
 Result<RunRecord> Executor::Stop(const std::string& run_id) {
   std::unique_lock lock(mu_);
   auto it = active_.find(run_id);
@@ -1170,12 +1194,7 @@ Result<RunRecord> Executor::Stop(const std::string& run_id) {
   std::shared_ptr<ActiveRun> run = it->second;
   // Not started yet (in queue_, or left queued by a drain): it ends here.
   if (run->record.status == "queued") {
-    auto queued = std::find(queue_.begin(), queue_.end(), run);
-    if (queued != queue_.end()) queue_.erase(queued);
-    active_.erase(it);
-    CancelBeforeStartLocked(*run);
-    run->finished = true;
-    run->ended.notify_all();
+    EndQueuedLocked(run, "canceled", "");
     return run->record;
   }
   // Kept, so that an agent that dies within the stop's grace finishes the stop after its restart.

@@ -119,6 +119,9 @@ class Executor {
   void SaveRun(ActiveRun& run, const RunRecord& record);
   // A queued run stopped before its step could start: it ends canceled.
   void CancelBeforeStartLocked(ActiveRun& run);
+  // Ends a run of queue_ that never started, `status` with `message`, and wakes its waiters.
+  void EndQueuedLocked(const std::shared_ptr<ActiveRun>& run, const std::string& status,
+                       const std::string& message);
   // Where a package step's `fanout run` writes its exit code (for its proxy's user, if any).
   std::string StepResultFile(const StepDef& step, const std::string& execution_id) const;
 

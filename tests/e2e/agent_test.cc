@@ -591,6 +591,13 @@ TEST_F(AgentTest, AnAgentWhoseDataDirIsRemovedSaysSoAndTakesNoMoreWork) {
   ASSERT_TRUE(StartDev(1));
   const std::string job = "job: j\nsteps:\n  - {name: s, subsystem: process, run: [/bin/true]}\n";
   ASSERT_TRUE(PutJob(job));
+  // One run holds the slot, another waits for it: the waiting one ends failed once the agent
+  // is broken, rather than start into a database that is gone (its parent places it elsewhere).
+  ASSERT_TRUE(PutJob("job: hold\nmax_concurrent_runs: 2\nsteps:\n"
+                     "  - {name: s, subsystem: process, run: [sleep, '30']}\n"));
+  std::string holding = StartRun("hold");
+  std::string waiting = StartRun("hold");
+  ASSERT_FALSE(holding.empty() || waiting.empty());
   // Its token file goes with the data_dir: the deploy below takes a copy.
   const std::string token_file = agent_.Path("token");
   std::filesystem::copy_file(agent_.token_file(), token_file);
@@ -603,6 +610,15 @@ TEST_F(AgentTest, AnAgentWhoseDataDirIsRemovedSaysSoAndTakesNoMoreWork) {
   EXPECT_TRUE(Contains(agent_.err(), "agent.db is gone")) << agent_.err();
   EXPECT_TRUE(Contains(agent_.Http("GET", "/v1/status").json.value("broken", ""),
                        agent_.data_dir() + "/agent.db is gone"));
+  json ended = WaitForRun(*api_, waiting);
+  EXPECT_EQ(ended.value("status", ""), "failed") << ended.dump();
+  EXPECT_TRUE(Contains(ended.value("message", ""), "the agent's database is gone")) << ended.dump();
+  auto still = api_->GetRun(holding);
+  ASSERT_TRUE(still.ok());
+  EXPECT_EQ((*still)["status"], "running") << "a run under way goes on";
+  EXPECT_TRUE(Contains(agent_.Http("GET", "/metrics").body, "\nfanout_agent_up 0\n"));
+  ASSERT_TRUE(api_->StopRun(holding).ok()) << "stops are still taken";
+  EXPECT_EQ(WaitForRun(*api_, holding).value("status", ""), "canceled");
   EXPECT_EQ(agent_.Http("POST", "/v1/jobs/j/start", "{}").status, 503);
   HttpReply put = agent_.Http("PUT", "/v1/packages/p", "package: p\ntasks: {}\n");
   EXPECT_EQ(put.status, 503) << put.body;
