@@ -774,6 +774,8 @@ void AgentServer::Routes() {
   s.Post(R"(/v1/jobs/([^/]+)/start)", [this, load_job](const httplib::Request& req, httplib::Response& res) {
     std::string name;
     if (!RouteName(req, res, name)) return;
+    // Before the job is looked up (a job lost with the data_dir read as "unknown job");
+    // Executor::Start checks again, for an agent that breaks meanwhile.
     if (RefusedWhileBroken(res)) return;
     StartRequest start;
     if (!req.body.empty()) {

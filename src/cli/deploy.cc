@@ -128,7 +128,7 @@ struct Counts {
 std::string Hint(const Status& status, const std::string& url) {
   switch (status.code()) {
     case Code::kUnavailable:
-      if (status.message().find(": HTTP 503 ") != std::string::npos) {
+      if (client::AnsweredUnavailable(status)) {
         return "the agent answered that it takes no work now, saying why above: restart an agent "
                "whose data_dir is gone; one that is draining takes work once started again";
       }

@@ -107,7 +107,7 @@ int Fail(const std::string& what, const Status& status, const std::string& url,
     case Code::kUnavailable:
       // The agent answered 503 (it drains, or its data_dir is gone); anything else is no
       // answer at all.
-      hint = status.message().find("HTTP 503") != std::string::npos
+      hint = client::AnsweredUnavailable(status)
                  ? fmt::format("the agent at {} starts no new run now, saying why above: one "
                                "shutting down takes runs once it is back, one whose data_dir "
                                "is gone once restarted; or start it on another agent", url)

@@ -172,6 +172,12 @@ bool IsFinalRunStatus(std::string_view status) {
          status == "abandoned";
 }
 
+bool AnsweredUnavailable(const fanout::Status& status) {
+  // As Call writes an answer's error: "WHERE: HTTP 503 ERROR: DETAIL".
+  return status.code() == Code::kUnavailable &&
+         status.message().find(": HTTP 503") != std::string::npos;
+}
+
 bool IsValidName(std::string_view name) {
   if (name.empty() || name.size() > 128) return false;
   return std::all_of(name.begin(), name.end(), [](char c) {

@@ -89,6 +89,10 @@ inline constexpr std::chrono::seconds kAgentComeBackWait{5};
 // Run states that never change again: succeeded, failed, canceled, abandoned.
 bool IsFinalRunStatus(std::string_view status);
 
+// Whether a call's error is the agent's own answer 503 (it drains, or its data_dir is gone),
+// which says why, rather than no answer at all (both are Unavailable).
+bool AnsweredUnavailable(const fanout::Status& status);
+
 // Names of jobs, packages and steps: [A-Za-z0-9_.-]{1,128}.
 bool IsValidName(std::string_view name);
 
