@@ -159,6 +159,10 @@ struct Executor::ActiveRun {
   bool finished = false;
   std::string saved_execution_id;
   std::condition_variable ended;
+  // Who follows the run, for its orphan_timeout (record.orphan_timeout_ms): the Wait() calls
+  // under way, and when the last one ended (or the run was started or recovered).
+  int followers = 0;
+  std::chrono::steady_clock::time_point followed_at = std::chrono::steady_clock::now();
 };
 
 Executor::Executor(const AgentConfig& config, AgentStore& store, std::string fanout_binary)
@@ -390,6 +394,10 @@ Status Executor::Recover() {
       // Seen twice in a row (a quarter second apart), not a file being moved back and forth.
       std::string problem = store_.FileProblem();
       const bool again = !problem.empty() && problem == std::exchange(last_problem, problem);
+      {
+        std::lock_guard state_lock(mu_);
+        StopOrphansLocked();
+      }
       if (again) {
         std::lock_guard state_lock(mu_);
         if (broken_.empty()) {
@@ -469,6 +477,7 @@ Result<StartResult> Executor::Start(std::shared_ptr<const JobDef> job_def,
   r.parent_execution_id = request.parent_execution_id;
   r.start_step = request.start_step;
   r.idempotency_key = request.idempotency_key;
+  r.orphan_timeout_ms = request.orphan_timeout.count();
   r.definition = job.text.empty() ? job.ToJson().dump() : job.text;
   r.queued_at = Now();
   r.current_step = start_index - 1;
@@ -1156,9 +1165,9 @@ int Executor::EndRunLocked(const std::shared_ptr<ActiveRun>& run) {
   return wake;
 }
 
-void Executor::CancelBeforeStartLocked(ActiveRun& run) {
+void Executor::CancelBeforeStartLocked(ActiveRun& run, const std::string& why) {
   run.record.status = "canceled";
-  run.record.message = "Job canceled before it started";
+  run.record.message = "Job canceled before it started" + (why.empty() ? "" : ": " + why);
   run.record.ended_at = Now();
   SaveRun(run);
   ++run_counts_["canceled"];
@@ -1170,7 +1179,7 @@ void Executor::EndQueuedLocked(const std::shared_ptr<ActiveRun>& run, const std:
   if (queued != queue_.end()) queue_.erase(queued);
   active_.erase(run->record.id);
   if (status == "canceled") {
-    CancelBeforeStartLocked(*run);
+    CancelBeforeStartLocked(*run, message);
   } else {
     run->record.status = status;
     run->record.message = message;
@@ -1192,15 +1201,41 @@ Result<RunRecord> Executor::Stop(const std::string& run_id) {
     return *stored;
   }
   std::shared_ptr<ActiveRun> run = it->second;
+  StopLocked(run, "");
+  return run->record;
+}
+
+void Executor::StopLocked(const std::shared_ptr<ActiveRun>& run, std::string reason) {
   // Not started yet (in queue_, or left queued by a drain): it ends here.
   if (run->record.status == "queued") {
-    EndQueuedLocked(run, "canceled", "");
-    return run->record;
+    EndQueuedLocked(run, "canceled", reason);
+    return;
   }
+  if (run->stop.canceled()) return;  // a stop is under way, with its own reason
+  if (!reason.empty()) run->stop_reason = std::move(reason);
   // Kept, so that an agent that dies within the stop's grace finishes the stop after its restart.
-  (void)store_.SaveStopReason(run_id, run->stop_reason);
+  (void)store_.SaveStopReason(run->record.id, run->stop_reason);
   run->stop.Cancel(CancelToken::Reason::kCanceled);
-  return run->record;
+}
+
+void Executor::StopOrphansLocked() {
+  const auto now = std::chrono::steady_clock::now();
+  std::vector<std::shared_ptr<ActiveRun>> orphans;
+  for (const auto& [id, run] : active_) {
+    const std::chrono::milliseconds timeout(run->record.orphan_timeout_ms);
+    if (timeout.count() > 0 && run->followers == 0 && !run->finished && !run->stop.canceled() &&
+        now - run->followed_at >= timeout) {
+      orphans.push_back(run);
+    }
+  }
+  for (const std::shared_ptr<ActiveRun>& run : orphans) {  // a queued one leaves active_
+    const std::string reason = fmt::format(
+        "nobody followed this run for {} (its orphan_timeout): its parent was stopped or lost "
+        "this agent", FormatDuration(std::chrono::milliseconds(run->record.orphan_timeout_ms)));
+    std::fprintf(stderr, "fanout agent: stopping run %s of job %s: %s\n", run->record.id.c_str(),
+                 run->record.job.c_str(), reason.c_str());
+    StopLocked(run, reason);
+  }
 }
 
 Result<RunRecord> Executor::Wait(const std::string& run_id, std::chrono::milliseconds wait,
@@ -1211,10 +1246,13 @@ Result<RunRecord> Executor::Wait(const std::string& run_id, std::chrono::millise
     auto it = active_.find(run_id);
     if (it != active_.end()) {
       std::shared_ptr<ActiveRun> run = it->second;
+      ++run->followers;
       run->ended.wait_until(lock, deadline, [&] {
         return run->finished ||
                (known_execution_id && run->saved_execution_id != *known_execution_id);
       });
+      --run->followers;
+      run->followed_at = std::chrono::steady_clock::now();
       // What the store holds of it, or will once a failed write can be made: no read needed.
       return run->record;
     }

@@ -39,6 +39,9 @@ struct StartRequest {
   std::string parent_execution_id;
   std::string start_step;
   std::string idempotency_key;
+  // Stop the run once nobody has followed it (long-polled or read it) for this long: its parent
+  // was killed or has lost this agent, and would not see its end. 0: never.
+  std::chrono::milliseconds orphan_timeout{0};
 };
 
 struct StartResult {
@@ -117,8 +120,13 @@ class Executor {
   // Writes the run's record (or `record`, what it is about to become) with its pending attempt.
   void SaveRun(ActiveRun& run);
   void SaveRun(ActiveRun& run, const RunRecord& record);
-  // A queued run stopped before its step could start: it ends canceled.
-  void CancelBeforeStartLocked(ActiveRun& run);
+  // A queued run stopped before its step could start: it ends canceled, saying `why` if given.
+  void CancelBeforeStartLocked(ActiveRun& run, const std::string& why = "");
+  // Stops a run of active_: a queued one ends canceled at once, a running one's step is stopped
+  // and the run ends canceled saying `reason`.
+  void StopLocked(const std::shared_ptr<ActiveRun>& run, std::string reason);
+  // The heartbeat's: stops the runs whose orphan_timeout has passed since anyone followed them.
+  void StopOrphansLocked();
   // Ends a run of queue_ that never started, `status` with `message`, and wakes its waiters.
   void EndQueuedLocked(const std::shared_ptr<ActiveRun>& run, const std::string& status,
                        const std::string& message);

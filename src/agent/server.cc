@@ -45,6 +45,7 @@ Status CheckTlsFiles(const AgentConfig& config) {
 }
 
 constexpr int kMaxWaitSeconds = 60;
+constexpr int64_t kMaxOrphanTimeoutMs = int64_t{30} * 24 * 3600 * 1000;  // a month
 // How long a start with a wait holds its answer for a run that ends at once (see the start).
 constexpr std::chrono::milliseconds kWholeAnswerWindow{10};
 constexpr int kRequestReadTimeoutSeconds = 10;  // between the bytes of a request
@@ -99,19 +100,28 @@ void ReplyError(httplib::Response& res, const Status& status, const std::string&
 // One line of an application/x-ndjson answer.
 std::string JsonLine(const json& body) { return JsonText(body) + "\n"; }
 
-// The request's `wait` in seconds, at most kMaxWaitSeconds; nullopt after answering 400.
-std::optional<int> WaitSeconds(const httplib::Request& req, httplib::Response& res) {
-  const std::string text = req.get_param_value("wait");
-  int64_t seconds = -1;
-  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), seconds);
-  if (ec != std::errc() || end != text.data() + text.size() || seconds < 0) {
-    Reply(res, 400, json{{"error", "bad wait"},
-                         {"detail", fmt::format("wait is a whole number of seconds from 0 (at "
-                                                "most {} is used), not '{}'",
-                                                kMaxWaitSeconds, text)}});
+// Query parameter `name`: a whole number from 0, of which at most `max` is used; else a 400
+// that says so.
+std::optional<int64_t> WholeNumberParam(const httplib::Request& req, httplib::Response& res,
+                                        const std::string& name, std::string_view unit,
+                                        int64_t max) {
+  const std::string text = req.get_param_value(name);
+  int64_t n = -1;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
+  if (ec != std::errc() || end != text.data() + text.size() || n < 0) {
+    Reply(res, 400, json{{"error", "bad " + name},
+                         {"detail", fmt::format("{} is a whole number of {} from 0 (at most {} "
+                                                "is used), not '{}'", name, unit, max, text)}});
     return std::nullopt;
   }
-  return static_cast<int>(std::min<int64_t>(seconds, kMaxWaitSeconds));
+  return std::min(n, max);
+}
+
+// The request's `wait` in seconds, at most kMaxWaitSeconds; nullopt after answering 400.
+std::optional<int> WaitSeconds(const httplib::Request& req, httplib::Response& res) {
+  auto seconds = WholeNumberParam(req, res, "wait", "seconds", kMaxWaitSeconds);
+  if (!seconds) return std::nullopt;
+  return static_cast<int>(*seconds);
 }
 
 // The name in a route's first capture, checked against [A-Za-z0-9_.-]{1,128}.
@@ -855,6 +865,14 @@ void AgentServer::Routes() {
     if (req.has_param("wait")) {
       wait = WaitSeconds(req, res);
       if (!wait) return;
+    }
+    // A query parameter, not a key of the body: an agent older than it ignores it, where an
+    // unknown key would fail every start of a parent upgraded first.
+    if (req.has_param("orphan_timeout_ms")) {
+      auto ms = WholeNumberParam(req, res, "orphan_timeout_ms", "milliseconds",
+                                 kMaxOrphanTimeoutMs);
+      if (!ms) return;
+      start.orphan_timeout = std::chrono::milliseconds(*ms);
     }
     auto started = executor_->Start(std::move(job), start);
     if (!started.ok()) {

@@ -34,7 +34,8 @@ CREATE TABLE IF NOT EXISTS runs(
   idempotency_key TEXT UNIQUE, message TEXT NOT NULL, queued_at TEXT NOT NULL,
   started_at TEXT, ended_at TEXT, current_step INTEGER NOT NULL, pid INTEGER NOT NULL,
   pid_start INTEGER NOT NULL, execution_id TEXT NOT NULL, sensitive TEXT NOT NULL DEFAULT '[]',
-  definition TEXT NOT NULL DEFAULT '', stop_reason TEXT NOT NULL DEFAULT '');
+  definition TEXT NOT NULL DEFAULT '', stop_reason TEXT NOT NULL DEFAULT '',
+  orphan_timeout_ms INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS runs_by_job ON runs(job, queued_at);
 CREATE TABLE IF NOT EXISTS step_attempts(
   run_id TEXT NOT NULL, step INTEGER NOT NULL, name TEXT NOT NULL, attempt INTEGER NOT NULL,
@@ -48,9 +49,10 @@ CREATE TABLE IF NOT EXISTS unended_executions(
 
 // 2: runs.sensitive, the names of params whose values are kept in memory only.
 // 3: runs.definition, the job as the run started it; runs.stop_reason, a stop under way.
+// 4: runs.orphan_timeout_ms, after which a child nobody follows is stopped.
 // unended_executions came later without a new version: a table an older agent does not know
 // leaves it working (the executions in it are then ended by no one, as before).
-constexpr int kSchemaVersion = 3;
+constexpr int kSchemaVersion = 4;
 
 }  // namespace
 
@@ -151,7 +153,7 @@ namespace {
 constexpr const char* kRunColumns =
     "id, job, status, params, parent_execution_id, start_step, idempotency_key, message, "
     "queued_at, started_at, ended_at, current_step, pid, pid_start, execution_id, sensitive, "
-    "definition, stop_reason";
+    "definition, stop_reason, orphan_timeout_ms";
 
 RunRecord ReadRun(const Query& q) {
   RunRecord r;
@@ -173,6 +175,7 @@ RunRecord ReadRun(const Query& q) {
   r.sensitive = q.Text(15);
   r.definition = q.Text(16);
   r.stop_reason = q.Text(17);
+  r.orphan_timeout_ms = q.Int(18);
   return r;
 }
 
@@ -245,6 +248,11 @@ Result<std::unique_ptr<AgentStore>> AgentStore::Open(const std::string& path) {
           "BEGIN; ALTER TABLE runs ADD COLUMN definition TEXT NOT NULL DEFAULT ''; "
           "ALTER TABLE runs ADD COLUMN stop_reason TEXT NOT NULL DEFAULT ''; "
           "UPDATE schema_version SET version = 3; COMMIT;"));
+    }
+    if (found < 4) {
+      RETURN_IF_ERROR(store->Exec(
+          "BEGIN; ALTER TABLE runs ADD COLUMN orphan_timeout_ms INTEGER NOT NULL DEFAULT 0; "
+          "UPDATE schema_version SET version = 4; COMMIT;"));
     }
   } else {
     RETURN_IF_ERROR(store->Exec(fmt::format("INSERT INTO schema_version VALUES ({})", kSchemaVersion)));
@@ -435,13 +443,14 @@ Status AgentStore::InsertRun(const RunRecord& r) {
   std::lock_guard lock(mu_);
   Query q = Cached("INSERT INTO runs(id, job, status, params, parent_execution_id, start_step, "
                "idempotency_key, message, queued_at, started_at, ended_at, current_step, pid, "
-               "pid_start, execution_id, sensitive, definition) "
-               "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+               "pid_start, execution_id, sensitive, definition, orphan_timeout_ms) "
+               "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
   q.Bind(r.id).Bind(r.job).Bind(r.status).Bind(r.params).Bind(r.parent_execution_id)
       .Bind(r.start_step).BindNullable(r.idempotency_key).Bind(r.message)
       .Bind(std::optional<DateTime>(r.queued_at)).Bind(r.started_at).Bind(r.ended_at)
       .Bind(static_cast<int64_t>(r.current_step)).Bind(static_cast<int64_t>(r.pid))
-      .Bind(r.pid_start).Bind(r.execution_id).Bind(r.sensitive).Bind(r.definition);
+      .Bind(r.pid_start).Bind(r.execution_id).Bind(r.sensitive).Bind(r.definition)
+      .Bind(r.orphan_timeout_ms);
   Status s = q.Run();
   if (!s.ok() && q.rc() == SQLITE_CONSTRAINT) {
     return AlreadyExists("idempotency key " + r.idempotency_key + " is already used");

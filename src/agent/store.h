@@ -67,6 +67,9 @@ struct RunRecord {
   // Why a stop of the run is under way ("" for none), kept apart (SaveStopReason) so that an
   // agent dying in the stop's grace finishes it after its restart.
   std::string stop_reason;
+  // A parent's child that is stopped once nobody has followed it for this long (its parent was
+  // killed, or lost this agent); 0 for never.
+  int64_t orphan_timeout_ms = 0;
 };
 
 struct StepAttemptRecord {

@@ -17,6 +17,11 @@ class AgentStoreTest : public ::testing::Test {
   // Caps the database file at its current size, as a full disk would (SQLITE_FULL).
   static Status CapAtCurrentSize(AgentStore& store) { return store.Exec("PRAGMA max_page_count = 1"); }
   static Status Uncap(AgentStore& store) { return store.Exec("PRAGMA max_page_count = 1000000"); }
+  // Makes the database as an agent of schema version 3 left it.
+  static Status ToVersion3(AgentStore& store) {
+    return store.Exec("ALTER TABLE runs DROP COLUMN orphan_timeout_ms; "
+                      "UPDATE schema_version SET version = 3");
+  }
   // A run of job `load` and its first step's attempt, both running.
   static RunRecord RunningRun() {
     RunRecord run;
@@ -199,6 +204,32 @@ TEST_F(AgentStoreTest, UnendedExecutionsAreKeptAcrossAReopenUntilForgotten) {
   ASSERT_TRUE(kept.ok());
   ASSERT_EQ(kept->size(), 1u);
   EXPECT_EQ((*kept)[0].id, "e2");
+}
+
+// A database of the version before runs.orphan_timeout_ms gets it at open; its runs read 0
+// (never), and new runs keep theirs.
+TEST_F(AgentStoreTest, AnOlderDatabaseGetsTheOrphanTimeoutColumn) {
+  testing::TempDir dir;
+  const std::string path = dir.File("agent.db");
+  {
+    auto store = AgentStore::Open(path);
+    ASSERT_TRUE(store.ok()) << store.status().ToString();
+    ASSERT_TRUE((*store)->InsertRun(RunningRun()).ok());
+    ASSERT_TRUE(ToVersion3(**store).ok());
+  }
+  auto store = AgentStore::Open(path);
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  auto old_run = (*store)->GetRun("run-1");
+  ASSERT_TRUE(old_run.ok() && *old_run) << old_run.status().ToString();
+  EXPECT_EQ((*old_run)->orphan_timeout_ms, 0);
+  RunRecord run = RunningRun();
+  run.id = "run-2";
+  run.idempotency_key = "key-2";
+  run.orphan_timeout_ms = 1500;
+  ASSERT_TRUE((*store)->InsertRun(run).ok());
+  auto new_run = (*store)->GetRun("run-2");
+  ASSERT_TRUE(new_run.ok() && *new_run) << new_run.status().ToString();
+  EXPECT_EQ((*new_run)->orphan_timeout_ms, 1500);
 }
 
 }  // namespace fanout::agent

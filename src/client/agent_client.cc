@@ -550,6 +550,13 @@ Result<StartResult> AgentClient::StartJob(
   if (!request.start_step.empty()) body["start_step"] = request.start_step;
   if (!request.idempotency_key.empty()) body["idempotency_key"] = request.idempotency_key;
   std::string path = "/v1/jobs/" + name + "/start";
+  std::string query;  // the start's options, not the run's
+  auto add_query = [&](std::string_view key, int64_t value) {
+    query += fmt::format("{}{}={}", query.empty() ? "?" : "&", key, value);
+  };
+  if (request.orphan_timeout.count() > 0) {
+    add_query("orphan_timeout_ms", request.orphan_timeout.count());
+  }
   auto decode = [&](const json& answer) {
     return Decode<StartResult>("POST " + base_url_ + path, answer, [](const json& j) {
       StartResult out;
@@ -566,11 +573,12 @@ Result<StartResult> AgentClient::StartJob(
     return out;
   };
   if (!wait) {
-    ASSIGN_OR_RETURN(Response r, Call("POST", path, body.dump(), "application/json"));
+    ASSIGN_OR_RETURN(Response r, Call("POST", path + query, body.dump(), "application/json"));
     return whole(r.body);
   }
   if (!endpoint_status_.ok()) return endpoint_status_;
-  path += fmt::format("?wait={}", std::max<int64_t>(0, wait->count()));
+  add_query("wait", std::max<int64_t>(0, wait->count()));
+  path += query;
   std::optional<Result<StartResult>> start;  // the first line, decoded
   std::optional<json> polled;                // the second
   http_->set_read_timeout(endpoint_.read_timeout + *wait);

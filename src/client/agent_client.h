@@ -60,7 +60,7 @@ struct JobPutResult {
 };
 
 // The body of POST /v1/jobs/{name}/start; empty fields are left out. Parameter values are
-// strings or JSON arrays of strings.
+// typed JSON (common/param_json).
 struct StartRequest {
   std::map<std::string, nlohmann::json> params;
   // Secrets that occur in the params' values: the agent keeps them out of its history and
@@ -69,6 +69,9 @@ struct StartRequest {
   std::string parent_execution_id;
   std::string start_step;
   std::string idempotency_key;
+  // The agent stops the run once nobody has followed it for this long (0: never). Sent as the
+  // query parameter orphan_timeout_ms, which agents older than it ignore.
+  std::chrono::milliseconds orphan_timeout{0};
 };
 
 struct StartResult {

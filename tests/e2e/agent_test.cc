@@ -11,10 +11,12 @@
 #include <unistd.h>
 
 #include <array>
+#include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <regex>
 #include <sstream>
+#include <thread>
 
 #include "e2e/agent_util.h"
 #include "e2e/e2e_util.h"
@@ -1256,6 +1258,67 @@ TEST_F(AgentTest, StopSkipsRetriesAndCancelsQueuedRuns) {
   EXPECT_EQ(run["steps"].size(), 1u) << "no retry after a stop: " << run.dump();
   // Why it ended is the stop, not the failure it was about to retry.
   EXPECT_EQ(run.value("message", ""), "Job canceled: stopped on request") << run.dump();
+}
+
+// A parent killed (or cut off from the agent) follows its child no more: the agent stops a run
+// whose orphan_timeout passes with nobody long-polling or reading it, queued or running.
+TEST_F(AgentTest, ARunNobodyFollowsForItsOrphanTimeoutIsStopped) {
+  ASSERT_TRUE(StartConfig(Config(2)));
+  ASSERT_TRUE(PutJob("job: long\nmax_concurrent_runs: 9\nsteps:\n"
+                     "  - {name: s, subsystem: process, run: [sleep, '30']}\n"));
+  client::StartRequest orphan;
+  orphan.orphan_timeout = seconds(1);
+  // Its state is read from the history: a read of the run itself would follow it.
+  auto status_of = [&](const std::string& id) {
+    for (const json& run : History("long")) {
+      if (run.value("run_id", "") == id) return run;
+    }
+    return json::object();
+  };
+  auto ends_canceled = [&](const std::string& id) {
+    return WaitFor([&] { return status_of(id).value("status", "") == "canceled"; },
+                   milliseconds(5000));
+  };
+
+  const std::string without = StartRun("long");  // no orphan_timeout: runs on
+  const std::string followed = StartRun("long", orphan);
+  std::atomic<bool> following = true;
+  std::thread follower([&, client = agent_.Client()] {
+    while (following) (void)client->GetRun(followed, seconds(1));
+  });
+  // Both slots are taken: it waits queued, and is stopped there.
+  auto queued_at = std::chrono::steady_clock::now();
+  const std::string queued = StartRun("long", orphan);
+  ASSERT_TRUE(ends_canceled(queued));
+  EXPECT_GE(std::chrono::steady_clock::now() - queued_at, milliseconds(1000));
+  EXPECT_EQ(status_of(queued).value("message", ""),
+            "Job canceled before it started: nobody followed this run for 1.00 s (its "
+            "orphan_timeout): its parent was stopped or lost this agent");
+
+  ASSERT_TRUE(api_->StopRun(without).ok());
+  ASSERT_TRUE(ends_canceled(without));
+  auto running_at = std::chrono::steady_clock::now();
+  const std::string running = StartRun("long", orphan);
+  ASSERT_TRUE(ends_canceled(running));
+  EXPECT_GE(std::chrono::steady_clock::now() - running_at, milliseconds(1000));
+  json stopped = status_of(running);
+  EXPECT_EQ(stopped.value("message", ""),
+            "Job canceled: nobody followed this run for 1.00 s (its orphan_timeout): its parent "
+            "was stopped or lost this agent") << stopped.dump();
+  EXPECT_TRUE(Contains(agent_.err(), "stopping run " + running + " of job long: nobody"))
+      << agent_.err();
+
+  // Followed all along (well past its timeout), it runs until nobody follows it.
+  EXPECT_EQ(status_of(followed).value("status", ""), "running");
+  following = false;
+  follower.join();
+  EXPECT_TRUE(ends_canceled(followed));
+
+  // The start's option is checked as `wait` is.
+  HttpReply bad = agent_.Http("POST", "/v1/jobs/long/start?orphan_timeout_ms=1.5", "{}");
+  EXPECT_EQ(bad.status, 400) << bad.body;
+  EXPECT_EQ(bad.json.value("detail", ""), "orphan_timeout_ms is a whole number of milliseconds "
+                                          "from 0 (at most 2592000000 is used), not '1.5'");
 }
 
 // --- Package steps, proxies ----------------------------------------------------------------------

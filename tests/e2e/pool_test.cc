@@ -1913,6 +1913,29 @@ TEST_F(PoolTest, ATimeoutStopsTheRemoteChild) {
   EXPECT_EQ(Busy(0), 0);
 }
 
+// A parent killed outright (SIGKILL: it stops nothing) follows its child no more: the agent
+// stops the child after the task's orphan_timeout, which frees its slot for the next parent.
+TEST_F(PoolTest, AKilledParentsChildIsStoppedAfterItsOrphanTimeout) {
+  ASSERT_TRUE(StartAgents({1}));
+  ASSERT_TRUE(Deploy({{"long.yaml", ShellJob("long", "exec sleep 30")}}));
+  std::string parent = WriteParent(
+      "killed", "  one:\n    type: agent-job\n    connection: pool\n    job: long\n"
+                "    orphan_timeout: 1s\n");
+  BackgroundRun run({"run", parent, "--catalog", CatalogSpec(), "--reporting", kStartsShown},
+                    work_.path());
+  ASSERT_TRUE(run.Printed(kStartedLine, milliseconds(10000)));
+  auto killed_at = SteadyClock::now();
+  kill(run.pid(), SIGKILL);
+  EXPECT_EQ(run.Wait(seconds(10)), 128 + SIGKILL);
+  EXPECT_TRUE(WaitFor([&] { return Busy(0) == 0; }, milliseconds(10000)));
+  EXPECT_LT(SecondsSince(killed_at), 5.0);
+  std::vector<json> runs = History(0, "long");
+  ASSERT_EQ(runs.size(), 1u);
+  EXPECT_EQ(runs[0].value("status", ""), "canceled") << runs[0].dump();
+  EXPECT_TRUE(Has(runs[0].value("message", ""), "nobody followed this run for 1.00 s"))
+      << runs[0].dump();
+}
+
 // --- Scale -------------------------------------------------------------------------------------
 
 // A foreach of 100 quick remote children over 2 agents x 2 slots completes, every child once.

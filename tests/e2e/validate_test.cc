@@ -189,7 +189,10 @@ TEST(ValidateTest, ConstantAgentUrlsAndJobNamesAreChecked) {
                       "parameters:\n  base: {type: string}\n"
                       "tasks:\n  j: {type: agent-job, connection: s, job: \"bad name!\"}\n"
                       "  k: {type: agent-job, connection: t, job: \"${base}\"}\n"
-                      "  m: {type: agent-job, connection: t, job: j, params: {\"a=b\": x}}\n");
+                      "  m: {type: agent-job, connection: t, job: j, params: {\"a=b\": x}}\n"
+                      "  n: {type: agent-job, connection: s, job: j, orphan_timeout: 500ms}\n"
+                      "  o: {type: agent-job, connection: s, job: j, wait: false, "
+                      "orphan_timeout: 1m}\n");
   CommandResult r = RunFanout({"validate", "v.yaml"}, dir.path());
   EXPECT_EQ(r.exit_code, 5);
   EXPECT_NE(r.err.find("v.yaml:3:25: error: agent URL '127.0.0.1:7420' does not start with "
@@ -209,7 +212,11 @@ TEST(ValidateTest, ConstantAgentUrlsAndJobNamesAreChecked) {
   // The agent refuses such a param name at every start (review).
   EXPECT_NE(r.err.find("v.yaml:12:56: error: param name 'a=b' must match"), std::string::npos)
       << r.err;
-  EXPECT_NE(r.err.find("v.yaml: 5 problems"), std::string::npos) << "templates are not judged";
+  EXPECT_NE(r.err.find("v.yaml:13:63: error: `orphan_timeout` must be 0 (never) or at least "
+                       "1 s"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("v.yaml:14:76: error: `orphan_timeout` needs `wait: true`"),
+            std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("v.yaml: 7 problems"), std::string::npos) << "templates are not judged";
 }
 
 TEST(ValidateTest, DuplicateKeysAreReported) {

@@ -46,6 +46,12 @@ constexpr auto kComeBackWait = client::kAgentComeBackWait;
 constexpr std::chrono::milliseconds kAtLimitFirstPause = 50ms;
 constexpr std::chrono::milliseconds kAtLimitMaxPause = 1000ms;
 constexpr auto kAtLimitSayAgain = std::chrono::seconds(60);
+// After how long unfollowed an agent stops a child (`orphan_timeout`): well past the time a
+// parent waits for a lost agent (kComeBackWait), so the parent has given the child up by then.
+constexpr std::chrono::milliseconds kDefaultOrphanTimeout = 30s;
+static_assert(kDefaultOrphanTimeout > 4 * kComeBackWait);
+// Less would stop children between two of their parent's polls.
+constexpr std::chrono::seconds kMinOrphanTimeout = kPollWait;
 
 // Past durations of agent jobs, read from the catalog once per job and process.
 class DurationHistory {
@@ -147,6 +153,7 @@ class AgentJobTask : public Task {
   Template job;
   std::map<std::string, Template> params;
   bool wait = true;
+  std::chrono::milliseconds orphan_timeout{0};  // with `wait` only; 0: never
 
   explicit AgentJobTask(Template j) : job(std::move(j)) {}
 
@@ -203,6 +210,7 @@ class AgentJobTask : public Task {
     const std::string attempt_key =
         fmt::format("{}:{}:{}", context.execution_id(), context.task_path(), context.attempt());
     start.idempotency_key = attempt_key;
+    start.orphan_timeout = orphan_timeout;
     int lost_starts = 0;  // starts whose answers were lost: each next start gets a key of its own
 
     AgentPool::Request request;
@@ -683,7 +691,7 @@ class AgentJobTaskType : public TaskType {
  public:
   std::string_view name() const override { return "agent-job"; }
   std::vector<std::string_view> keys() const override {
-    return {"connection", "job", "params", "wait"};
+    return {"connection", "job", "params", "wait", "orphan_timeout"};
   }
   std::shared_ptr<const Task> Parse(const YAML::Node& node, TaskParser& parser) const override {
     auto job = parser.TemplateAt(node, "job", true);
@@ -708,6 +716,24 @@ class AgentJobTaskType : public TaskType {
       }
     }
     task->wait = parser.BoolAt(node, "wait").value_or(true);
+    if (task->wait) task->orphan_timeout = kDefaultOrphanTimeout;
+    if (auto text = parser.StringAt(node, "orphan_timeout", false)) {
+      auto timeout = ParseDuration(*text);
+      if (!timeout.ok()) {
+        parser.Error(node["orphan_timeout"], timeout.status().message());
+      } else if (!task->wait) {
+        parser.Error(node["orphan_timeout"],
+                     "`orphan_timeout` needs `wait: true`: a child started with `wait: false` "
+                     "is followed by no one, and runs to its end");
+      } else if (timeout->count() > 0 && *timeout < kMinOrphanTimeout) {
+        parser.Error(node["orphan_timeout"],
+                     fmt::format("`orphan_timeout` must be 0 (never) or at least {} s: a parent "
+                                 "follows its child with polls of that length",
+                                 kMinOrphanTimeout.count()));
+      } else {
+        task->orphan_timeout = *timeout;
+      }
+    }
     return task;
   }
 };
