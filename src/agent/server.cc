@@ -358,15 +358,27 @@ void AgentServer::Shutdown() {
 // the TLS handshake itself.
 bool AgentServer::Authorized(const httplib::Request& req, httplib::Response& res) {
   if (req.path == "/v1/health" || config_.token.empty()) return true;
-  std::string expected = "Bearer " + config_.token;
   const std::string& given = req.get_header_value("Authorization");
-  if (given.size() == expected.size() &&
-      CRYPTO_memcmp(given.data(), expected.data(), expected.size()) == 0) {
+  // "Bearer TOKEN"; the scheme's case does not matter (RFC 7235: QA was told a right token
+  // was wrong after `bearer`).
+  const size_t space = given.find(' ');
+  const std::string_view scheme = std::string_view(given).substr(0, space);
+  const bool bearer = space != std::string::npos && scheme.size() == 6 &&
+                      std::equal(scheme.begin(), scheme.end(), "bearer", [](char a, char b) {
+                        return std::tolower(static_cast<unsigned char>(a)) == b;
+                      });
+  std::string_view token;
+  if (const size_t start = given.find_first_not_of(' ', space); bearer && start != given.npos) {
+    token = std::string_view(given).substr(start);
+  }
+  if (bearer && token.size() == config_.token.size() &&
+      CRYPTO_memcmp(token.data(), config_.token.data(), token.size()) == 0) {
     return true;
   }
-  Reply(res, 401, json{{"error", "unauthenticated"},
-                       {"detail", given.empty() ? "send Authorization: Bearer TOKEN (the agent's token_file)"
-                                                : "the bearer token is wrong"}});
+  const char* detail = given.empty() ? "send Authorization: Bearer TOKEN (the agent's token_file)"
+                       : !bearer     ? "the Authorization header is not `Bearer TOKEN`"
+                                     : "the bearer token is wrong";
+  Reply(res, 401, json{{"error", "unauthenticated"}, {"detail", detail}});
   NoteRefused(req, !given.empty());
   return false;
 }

@@ -464,6 +464,31 @@ std::string RawExchange(const std::string& url, const std::string& request,
 
 // A POST without a Content-Length (`curl -X POST` without data) was answered only after the
 // 10 s read timeout, cpp-httplib reading for a body until the connection closed.
+// The scheme of `Authorization: Bearer TOKEN` is matched whatever its case (RFC 7235): a right
+// token after `bearer` was told it was wrong (QA).
+TEST_F(AgentTest, TheBearerSchemeIsMatchedWhateverItsCase) {
+  ASSERT_TRUE(StartDev(1));
+  auto status_with = [&](const std::string& authorization) {
+    std::chrono::milliseconds took{0};
+    return RawExchange(agent_.url(),
+                       "GET /v1/status HTTP/1.1\r\nHost: a\r\nAuthorization: " + authorization +
+                           "\r\nConnection: close\r\n\r\n",
+                       took, "}");
+  };
+  for (const char* scheme : {"Bearer ", "bearer ", "BEARER  "}) {
+    std::string reply = status_with(scheme + agent_.token());
+    EXPECT_TRUE(reply.starts_with("HTTP/1.1 200")) << scheme << ": " << reply;
+  }
+  std::string basic = status_with("Basic " + agent_.token());
+  EXPECT_TRUE(basic.starts_with("HTTP/1.1 401")) << basic;
+  EXPECT_TRUE(Contains(basic, "the Authorization header is not `Bearer TOKEN`")) << basic;
+  for (const char* broken : {"Bearer", "Bearer ", "Bearerx "}) {
+    std::string reply = status_with(broken);
+    EXPECT_TRUE(reply.starts_with("HTTP/1.1 401")) << broken << ": " << reply;
+  }
+  EXPECT_TRUE(Contains(status_with("bearer wrong"), "the bearer token is wrong"));
+}
+
 TEST_F(AgentTest, ARequestWithoutABodyLengthIsAnsweredAtOnce) {
   ASSERT_TRUE(StartConfig(Config(1)));
   for (const char* method : {"POST", "PATCH"}) {
