@@ -289,16 +289,66 @@ void WarmUp() {
   }
 }
 
-// CLI11 answers `fanout nosuchcmd` (and `fanout report nosuch`) with only "A subcommand is
-// required". When the innermost command given wants a subcommand and the next word is not an
-// option, names that word and the commands there are; false when that is not the case.
-bool ExplainUnknownCommand(const CLI::App& app) {
+// The innermost command given (`fanout report overview`'s), and its words in `path`.
+const CLI::App* InnermostCommand(const CLI::App& app, std::string& path) {
   const CLI::App* command = &app;
-  std::string path = "fanout";
+  path = "fanout";
   while (!command->get_subcommands().empty()) {
     command = command->get_subcommands().front();
     path += " " + command->get_name();
   }
+  return command;
+}
+
+// How many single-character edits turn `a` into `b` (Levenshtein).
+size_t EditDistance(std::string_view a, std::string_view b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diagonal = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      const size_t above = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] != b[j - 1])});
+      diagonal = above;
+    }
+  }
+  return row[b.size()];
+}
+
+// CLI11's words for a bad command line, said as the command's own, with the unknown option
+// named first and the nearest known one offered (QA: `fanout run --sett x=1 p.yaml` answered
+// "The following arguments were not expected: p.yaml --sett", blaming the valid file).
+void ExplainParseError(const CLI::App& app, const CLI::ParseError& error) {
+  std::string path;
+  const CLI::App* command = InnermostCommand(app, path);
+  std::string message = error.what();
+  for (const std::string& arg : app.remaining(true)) {
+    if (!arg.starts_with("-") || arg == "-") continue;
+    const std::string given = arg.substr(0, arg.find('='));
+    message = "unknown option " + given;
+    std::string nearest;
+    size_t best = 3;  // at most two edits away
+    for (const CLI::Option* option : command->get_options()) {
+      for (const std::string& name : option->get_lnames()) {
+        if (size_t d = EditDistance(given, "--" + name); d < best) {
+          best = d;
+          nearest = "--" + name;
+        }
+      }
+    }
+    if (!nearest.empty()) message += " (did you mean " + nearest + "?)";
+    break;
+  }
+  std::fprintf(stderr, "%s: %s; see %s --help\n", path.c_str(), message.c_str(), path.c_str());
+}
+
+// CLI11 answers `fanout nosuchcmd` (and `fanout report nosuch`) with only "A subcommand is
+// required". When the innermost command given wants a subcommand and the next word is not an
+// option, names that word and the commands there are; false when that is not the case.
+bool ExplainUnknownCommand(const CLI::App& app) {
+  std::string path;
+  const CLI::App* command = InnermostCommand(app, path);
   const std::vector<const CLI::App*> choices =
       command->get_subcommands([](const CLI::App*) { return true; });
   const std::vector<std::string> rest = app.remaining(true);
@@ -370,7 +420,7 @@ int Main(int argc, char** argv) {
   } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
-    if (!ExplainUnknownCommand(app)) app.exit(e);
+    if (!ExplainUnknownCommand(app)) ExplainParseError(app, e);
     return kExitUsage;
   }
   for (const Command& command : commands) {

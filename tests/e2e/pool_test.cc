@@ -1249,6 +1249,19 @@ TEST_F(PoolTest, AnAgentThatLackedTheJobIsAskedAgainWhenNoOtherIsLeft) {
   EXPECT_EQ(History(0, "only-b").size(), 1u);
 }
 
+// A lone agent without the job fails the child, and has its summary line saying so, as an
+// agent of a larger pool has (QA: it had none).
+TEST_F(PoolTest, ALoneAgentWithoutTheJobIsInTheSummary) {
+  ASSERT_TRUE(StartAgents({1}));
+  std::string parent =
+      WriteParent("lone", "  one: {type: agent-job, connection: pool, job: nope}\n");
+  CommandResult r = RunParent(parent);
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  EXPECT_TRUE(Has(r.err, "cannot start job nope on agent srv-a")) << r.err;
+  EXPECT_TRUE(Has(r.out, ": 0 children, 0 failed, 0 lost, busy 0.0 ms; had no job nope when "
+                         "asked")) << r.out;
+}
+
 // QA: a job name that renders empty failed as "cannot start job  on agent srv1: agent URL: ''
 // is not a valid job name", as if the agent had refused it; no agent is asked.
 TEST_F(PoolTest, AJobNameThatIsNoNameFailsWithoutAskingAnAgent) {

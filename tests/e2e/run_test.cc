@@ -58,6 +58,24 @@ TEST(RunTest, ExitCodesFollowDtexec) {
   EXPECT_TRUE(std::filesystem::exists(dir.path() + "/fanout.db"));
 }
 
+// A bad command line is said as the command's own, naming an unknown option and the nearest
+// known one (QA: `--sett x=1 ok.yaml` was "The following arguments were not expected: ok.yaml
+// --sett", blaming the valid file).
+TEST(RunTest, ABadCommandLineNamesTheCommandAndTheUnknownOption) {
+  ScratchDir dir;
+  CommandResult typo = RunFanout({"run", "--sett", "x=1", "ok.yaml"}, dir.path());
+  EXPECT_EQ(typo.exit_code, 6);
+  EXPECT_EQ(typo.err, "fanout run: unknown option --sett (did you mean --set?); see fanout run "
+                      "--help\n");
+  CommandResult far = RunFanout({"report", "overview", "x", "--bogus"}, dir.path());
+  EXPECT_EQ(far.exit_code, 6);
+  EXPECT_EQ(far.err, "fanout report overview: unknown option --bogus; see fanout report overview "
+                     "--help\n");
+  CommandResult empty = RunFanout({"run", "ok.yaml", "--reporting", ""}, dir.path());
+  EXPECT_EQ(empty.exit_code, 6);
+  EXPECT_EQ(empty.err, "fanout run: --reporting: must not be empty; see fanout run --help\n");
+}
+
 // Counts given as 0 or text name the option and say what it takes, instead of CLI11's range
 // of doubles; they stay usage errors.
 TEST(RunTest, CountOptionsSayTheyNeedAWholeNumber) {

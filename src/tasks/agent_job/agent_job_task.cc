@@ -402,7 +402,8 @@ class AgentJobTask : public Task {
       // A job missing on an agent (not deployed there) is said once, not by every child: the
       // pool passes that agent over for this job for a while (QA: 590 warnings for 300 children
       // over two agents without it). Marked before the slot is released, which wakes waiters.
-      const bool missing = pool_of_several && st.code() == Code::kNotFound;
+      // Marked on a lone agent too, for its line in the run's summary (QA: it had none).
+      const bool missing = st.code() == Code::kNotFound;
       const bool say_missing = missing && pool->MarkJobMissing(member, *job_name, st.message());
       pool->Release(lease, AgentPool::Ending::kNotStarted);
       if (st.code() == Code::kFailedPrecondition) {  // 409: full of this job, for now
