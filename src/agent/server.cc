@@ -363,10 +363,7 @@ bool AgentServer::Authorized(const httplib::Request& req, httplib::Response& res
   // was wrong after `bearer`).
   const size_t space = given.find(' ');
   const std::string_view scheme = std::string_view(given).substr(0, space);
-  const bool bearer = space != std::string::npos && scheme.size() == 6 &&
-                      std::equal(scheme.begin(), scheme.end(), "bearer", [](char a, char b) {
-                        return std::tolower(static_cast<unsigned char>(a)) == b;
-                      });
+  const bool bearer = space != std::string::npos && EqualsIgnoreCase(scheme, "bearer");
   std::string_view token;
   if (const size_t start = given.find_first_not_of(' ', space); bearer && start != given.npos) {
     token = std::string_view(given).substr(start);

@@ -188,6 +188,13 @@ int RunPackage(const RunArgs& args, std::string& reason) {
     std::fprintf(stderr, "fanout: --reporting: %s\n", s.message().c_str());
     return kExitUsage;
   }
+  // Set by a parent for its out-of-process child, and by an agent for its package step: an id
+  // of NewExecutionId's (QA: `--execution-id notauuid` was recorded as the execution's id).
+  if (!args.execution_id.empty() && !ExecutionIdTime(args.execution_id)) {
+    std::fprintf(stderr, "fanout: --execution-id: '%s' is not an execution id (a UUIDv7)\n",
+                 EscapeControls(args.execution_id).c_str());
+    return kExitUsage;
+  }
   RunOptions options;
   options.sets = std::move(sets);
   options.max_concurrent = args.max_concurrent;
@@ -427,6 +434,7 @@ Command AddRunCommand(CLI::App& app) {
                   "Tasks run at once (default: the package's max_concurrent, else cores + 2)")
       ->check(WholeNumberAtLeastOne());
   // Used when a parent starts a child package as its own process.
+  // Hidden: how a parent starts an out-of-process child (engine.md).
   cmd->add_option("--execution-id", args->execution_id)->group("");
   cmd->add_option("--parent-execution-id", args->parent_execution_id)->group("");
   cmd->add_flag("--params-stdin", args->params_stdin)->group("");

@@ -14,6 +14,7 @@
 
 #include "client/tls_files.h"
 #include "common/agent_url.h"
+#include "common/param_json.h"
 #include "common/util.h"
 
 namespace fanout::client {
@@ -21,6 +22,11 @@ namespace {
 
 using nlohmann::json;
 
+// A request's JSON body. Its params were checked to be UTF-8 (CheckParamUtf8); anything else
+// that is not (a secret, say) goes with U+FFFD in place rather than throw.
+std::string BodyText(const json& body) {
+  return body.dump(-1, ' ', false, json::error_handler_t::replace);
+}
 
 const char* ReasonPhrase(int status) {
   switch (status) {
@@ -542,6 +548,11 @@ Result<StartResult> AgentClient::StartJob(
     const std::function<void(const StartResult&)>& accepted) {
   RETURN_IF_ERROR(CheckName("job name", name));
   json body = json::object();
+  for (const auto& [name, value] : request.params) {
+    if (fanout::Status bad = CheckParamUtf8(value); !bad.ok()) {
+      return bad.WithContext("param " + name);
+    }
+  }
   if (!request.params.empty()) body["params"] = request.params;
   if (!request.secrets.empty()) body["secrets"] = request.secrets;
   if (!request.parent_execution_id.empty()) {
@@ -573,7 +584,7 @@ Result<StartResult> AgentClient::StartJob(
     return out;
   };
   if (!wait) {
-    ASSIGN_OR_RETURN(Response r, Call("POST", path + query, body.dump(), "application/json"));
+    ASSIGN_OR_RETURN(Response r, Call("POST", path + query, BodyText(body), "application/json"));
     return whole(r.body);
   }
   if (!endpoint_status_.ok()) return endpoint_status_;
@@ -582,7 +593,7 @@ Result<StartResult> AgentClient::StartJob(
   std::optional<Result<StartResult>> start;  // the first line, decoded
   std::optional<json> polled;                // the second
   http_->set_read_timeout(endpoint_.read_timeout + *wait);
-  auto r = PostForLines(path, body.dump(), [&](json line) {
+  auto r = PostForLines(path, BodyText(body), [&](json line) {
     if (start) {
       if (!polled) polled = std::move(line);
       return true;

@@ -6,6 +6,8 @@
 #include <cmath>
 #include <cstdint>
 
+#include "common/util.h"
+
 namespace fanout {
 
 namespace {
@@ -32,8 +34,24 @@ nlohmann::json ItemToJson(const Value& item) {
 
 }  // namespace
 
-nlohmann::json ParamToJson(const Value& value) {
-  return value.is(ValueType::kList) ? ItemToJson(value) : nlohmann::json(value.ToString());
+Result<nlohmann::json> ParamToJson(const Value& value) {
+  nlohmann::json json =
+      value.is(ValueType::kList) ? ItemToJson(value) : nlohmann::json(value.ToString());
+  RETURN_IF_ERROR(CheckParamUtf8(json));
+  return json;
+}
+
+Status CheckParamUtf8(const nlohmann::json& json) {
+  Status bad;
+  ForEachScalar(json, [&](const nlohmann::json&, const std::string& text) {
+    if (auto at = InvalidUtf8At(text); at && bad.ok()) {
+      bad = InvalidArgument(fmt::format(
+          "its value is not UTF-8 text (byte {} is 0x{:02X}); parameters reach another process "
+          "or an agent as JSON, which holds only UTF-8: convert it (iconv) or rename the file",
+          *at, static_cast<unsigned char>(text[*at])));
+    }
+  });
+  return bad;
 }
 
 Result<Value> ParamFromJson(const nlohmann::json& json) {

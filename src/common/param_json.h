@@ -12,8 +12,12 @@ namespace fanout {
 
 // A scalar becomes its text (the child converts it to the type it declares, as it does a
 // `--set`); a list becomes an array whose items are JSON strings, numbers, booleans (a datetime
-// is its text) and arrays for rows.
-nlohmann::json ParamToJson(const Value& value);
+// is its text) and arrays for rows. Fails on text that is not UTF-8, which JSON cannot carry
+// (the message does not show the value: it may be a secret).
+Result<nlohmann::json> ParamToJson(const Value& value);
+// Whether every text in a parameter's JSON value is UTF-8, as ParamToJson checks it: a JSON
+// value built by hand (`fanout job start --param`) may hold any bytes until it is written.
+Status CheckParamUtf8(const nlohmann::json& json);
 
 // Back to a Value: a string, number or boolean, or an array of those and of arrays. Fails, saying
 // what was found, on null and objects.

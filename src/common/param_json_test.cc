@@ -14,17 +14,30 @@ namespace {
 TEST(ParamJsonTest, ListItemsKeepTheirTypesAndScalarsTravelAsText) {
   Value rows(Value::List{Value("eu"), Value(int64_t{1}), Value(2.5), Value(true),
                          Value(Value::List{Value("us"), Value(int64_t{-7})})});
-  nlohmann::json json = ParamToJson(rows);
+  nlohmann::json json = *ParamToJson(rows);
   EXPECT_EQ(json, nlohmann::json::parse(R"(["eu", 1, 2.5, true, ["us", -7]])"));
   auto back = ParamFromJson(json);
   ASSERT_TRUE(back.ok()) << back.status().ToString();
   EXPECT_EQ(*back, rows);
 
   // A scalar goes as its text: the child converts it to the type it declares.
-  EXPECT_EQ(ParamToJson(Value(int64_t{42})), nlohmann::json("42"));
+  EXPECT_EQ(*ParamToJson(Value(int64_t{42})), nlohmann::json("42"));
   // JSON has no NaN: it goes as its text rather than as null.
   Value odd(Value::List{Value(std::numeric_limits<double>::quiet_NaN())});
-  EXPECT_EQ(ParamToJson(odd), nlohmann::json::parse(R"(["nan"])"));
+  EXPECT_EQ(*ParamToJson(odd), nlohmann::json::parse(R"(["nan"])"));
+}
+
+// JSON holds only UTF-8 (nlohmann threw, aborting the parent, at a Latin-1 file name): such a
+// value is refused, saying where, without showing it (it may be a secret).
+TEST(ParamJsonTest, TextThatIsNotUtf8IsRefusedSayingWhere) {
+  for (const Value& value : {Value("caf\xe9.csv"), Value(Value::List{Value("ok"), Value(
+                                                        Value::List{Value("caf\xe9.csv")})})}) {
+    auto json = ParamToJson(value);
+    ASSERT_FALSE(json.ok());
+    EXPECT_NE(json.status().message().find("not UTF-8 text (byte 3 is 0xE9)"), std::string::npos)
+        << json.status().message();
+    EXPECT_EQ(json.status().message().find("caf"), std::string::npos) << json.status().message();
+  }
 }
 
 TEST(ParamJsonTest, NullsObjectsAndHugeNumbersAreRefusedSayingWhat) {

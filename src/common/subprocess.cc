@@ -212,7 +212,10 @@ void KillProcessTree(int pgid) {
 void MoveArgvToStdin(SpawnSpec& spec) {
   if (spec.argv.empty()) return;
   nlohmann::json args = std::vector<std::string>(spec.argv.begin() + 1, spec.argv.end());
-  spec.stdin_data = args.dump() + "\n" + spec.stdin_data;
+  // A path that is not UTF-8 reaches the command with U+FFFD in its place (JSON holds only
+  // UTF-8), and is then not found, saying so, rather than throwing here.
+  spec.stdin_data = args.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n" +
+                    spec.stdin_data;
   spec.argv = {spec.argv.front(), std::string(kArgvFromStdin)};
 }
 

@@ -110,6 +110,40 @@ std::string FormatDuration(std::chrono::nanoseconds d) {
   return fmt::format("{} h {:02} m", total / 3600, (total % 3600) / 60);
 }
 
+std::optional<size_t> InvalidUtf8At(std::string_view text) {
+  size_t i = 0;
+  while (i < text.size()) {
+    const auto lead = static_cast<unsigned char>(text[i]);
+    if (lead < 0x80) {
+      ++i;
+      continue;
+    }
+    // Continuation bytes after the lead, and the range of the first (RFC 3629's table).
+    size_t more = 0;
+    unsigned char low = 0x80, high = 0xBF;
+    if (lead >= 0xC2 && lead <= 0xDF) {
+      more = 1;
+    } else if (lead >= 0xE0 && lead <= 0xEF) {
+      more = 2;
+      if (lead == 0xE0) low = 0xA0;   // overlong
+      if (lead == 0xED) high = 0x9F;  // surrogates
+    } else if (lead >= 0xF0 && lead <= 0xF4) {
+      more = 3;
+      if (lead == 0xF0) low = 0x90;   // overlong
+      if (lead == 0xF4) high = 0x8F;  // beyond U+10FFFF
+    } else {
+      return i;
+    }
+    if (i + more >= text.size()) return i;
+    for (size_t k = 1; k <= more; ++k) {
+      const auto next = static_cast<unsigned char>(text[i + k]);
+      if (next < (k == 1 ? low : 0x80) || next > (k == 1 ? high : 0xBF)) return i;
+    }
+    i += more + 1;
+  }
+  return std::nullopt;
+}
+
 bool IsNumericAddress(const std::string& host) {
   unsigned char address[sizeof(in6_addr)];
   return inet_pton(AF_INET, host.c_str(), address) == 1 ||
@@ -317,13 +351,18 @@ std::string YamlTabHint(std::string_view text, int line) {
   return fmt::format("; line {} is indented with a tab: YAML indents with spaces only", nearest);
 }
 
+std::pair<int, int> LineAndColumnAt(std::string_view text, size_t at) {
+  size_t newline = at == 0 ? std::string_view::npos : text.rfind('\n', at - 1);
+  size_t line_start = newline == std::string_view::npos ? 0 : newline + 1;
+  const auto end = text.begin() + static_cast<std::ptrdiff_t>(at);
+  int line = 1 + static_cast<int>(std::count(text.begin(), end, '\n'));
+  return {line, static_cast<int>(at - line_start) + 1};
+}
+
 std::optional<std::pair<int, int>> FindNulByte(std::string_view text) {
   size_t at = text.find('\0');
   if (at == std::string_view::npos) return std::nullopt;
-  size_t newline = at == 0 ? std::string_view::npos : text.rfind('\n', at - 1);
-  size_t line_start = newline == std::string_view::npos ? 0 : newline + 1;
-  int line = 1 + static_cast<int>(std::count(text.begin(), text.begin() + static_cast<std::ptrdiff_t>(at), '\n'));
-  return std::pair<int, int>(line, static_cast<int>(at - line_start) + 1);
+  return LineAndColumnAt(text, at);
 }
 
 bool EqualsIgnoreCase(std::string_view a, std::string_view b) {

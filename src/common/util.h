@@ -31,6 +31,10 @@ Result<std::chrono::milliseconds> ParseDuration(std::string_view text);
 // then "2 h 05 m".
 std::string FormatDuration(std::chrono::nanoseconds d);
 
+// Where `text` stops being UTF-8 (the offset of the first byte of a bad or cut sequence, an
+// overlong form or a surrogate, as JSON writers refuse them); nullopt when it is UTF-8 whole.
+std::optional<size_t> InvalidUtf8At(std::string_view text);
+
 // Whether `host` is an IPv4 or IPv6 address written out (no brackets), not a name.
 bool IsNumericAddress(const std::string& host);
 
@@ -78,6 +82,8 @@ std::string YamlTabHint(std::string_view text, int line);
 // Where the first NUL byte of `text` is, as 1-based line and column, when there is one: a
 // file with one is binary, not YAML (yaml-cpp then names a wrong place and an empty character).
 std::optional<std::pair<int, int>> FindNulByte(std::string_view text);
+// The 1-based line and column (in bytes) of offset `at` of `text`.
+std::pair<int, int> LineAndColumnAt(std::string_view text, size_t at);
 
 // Writes `content` to PATH.tmp and renames it to `path`, so that no reader sees half a file.
 // On failure the temporary file is removed and the Status says "cannot write PATH: reason".

@@ -44,6 +44,21 @@ uint64_t NowMillis() {
 
 // ---- NewExecutionId ---------------------------------------------------------------------------
 
+// JSON writers refuse what is not UTF-8 (nlohmann throws): params, job files and command
+// lines are checked with this first.
+TEST(Utf8Test, FindsTheFirstByteThatIsNotUtf8) {
+  EXPECT_EQ(InvalidUtf8At(""), std::nullopt);
+  EXPECT_EQ(InvalidUtf8At("café ☕ 𝄞"), std::nullopt);
+  EXPECT_EQ(InvalidUtf8At("caf\xe9.csv"), 3u);       // Latin-1
+  EXPECT_EQ(InvalidUtf8At("ab\xc3"), 2u);            // cut short
+  EXPECT_EQ(InvalidUtf8At("\xc0\xaf"), 0u);          // overlong '/'
+  EXPECT_EQ(InvalidUtf8At("x\xe0\x80\xaf"), 1u);     // overlong, three bytes
+  EXPECT_EQ(InvalidUtf8At("\xed\xa0\x80"), 0u);      // a surrogate
+  EXPECT_EQ(InvalidUtf8At("\xf4\x90\x80\x80"), 0u);  // beyond U+10FFFF
+  EXPECT_EQ(InvalidUtf8At("\x80"), 0u);              // a continuation alone
+  EXPECT_EQ(InvalidUtf8At("\xf4\x8f\xbf\xbf"), std::nullopt);  // U+10FFFF
+}
+
 TEST(ExecutionIdTest, HasUuidV7Format) {
   const std::regex uuid7("^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$");
   for (int i = 0; i < 200; ++i) {

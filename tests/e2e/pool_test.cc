@@ -1926,6 +1926,33 @@ TEST_F(PoolTest, ATimeoutStopsTheRemoteChild) {
   EXPECT_EQ(Busy(0), 0);
 }
 
+// A param that is not UTF-8 (a Latin-1 file name from `files:`) fails its child's task, saying
+// which param: the parent had aborted, leaving its other children running on their agents.
+TEST_F(PoolTest, AParamThatIsNotUtf8FailsItsChildNotTheParent) {
+  ASSERT_TRUE(StartAgents({2}));
+  ASSERT_TRUE(Deploy({{"echo.yaml", ShellJob("echo", "true")}}));
+  const std::string tasks =
+      "  bad: {type: agent-job, connection: pool, job: echo, params: {f: \"${f}\"}}\n"
+      "  good: {type: agent-job, connection: pool, job: echo}\n";
+  std::string parent = work_.Write(
+      "latin1-with-f.yaml", "parameters:\n  f: {type: string}\nmaximum_error_count: 2\n" +
+                                ReadText(WriteParent("latin1", tasks)));
+  CommandResult r = RunFanout({"run", parent, "--catalog", CatalogSpec(), "--set", "f=caf\xe9"},
+                              work_.path());
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;  // maximum_error_count: 2
+  EXPECT_TRUE(Has(r.out + r.err, "bad: param f: its value is not UTF-8 text (byte 3 is 0xE9)"))
+      << r.out << r.err;
+  EXPECT_TRUE(Has(r.out, "(1 succeeded, 1 failed")) << r.out;
+
+  // By hand, the same: said, not thrown.
+  CommandResult by_hand = RunFanout({"job", "start", "echo", "--param", "f=caf\xe9", "--agent",
+                                     agent(0).url(), "--token-file", agent(0).token_file()},
+                                    work_.path());
+  EXPECT_NE(by_hand.exit_code, 0);
+  EXPECT_LT(by_hand.exit_code, 128) << by_hand.err;
+  EXPECT_TRUE(Has(by_hand.err, "param f: its value is not UTF-8 text")) << by_hand.err;
+}
+
 // A parent killed outright (SIGKILL: it stops nothing) follows its child no more: the agent
 // stops the child after the task's orphan_timeout, which frees its slot for the next parent.
 TEST_F(PoolTest, AKilledParentsChildIsStoppedAfterItsOrphanTimeout) {

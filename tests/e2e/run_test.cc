@@ -74,6 +74,12 @@ TEST(RunTest, ABadCommandLineNamesTheCommandAndTheUnknownOption) {
   CommandResult empty = RunFanout({"run", "ok.yaml", "--reporting", ""}, dir.path());
   EXPECT_EQ(empty.exit_code, 6);
   EXPECT_EQ(empty.err, "fanout run: --reporting: must not be empty; see fanout run --help\n");
+  // A parent's option for its child: an id of the kind fanout makes, or the catalog would
+  // record any text as the id.
+  dir.Write("ok.yaml", "package: ok\ntasks:\n  a: {type: process, run: [/bin/true]}\n");
+  CommandResult id = RunFanout({"run", "ok.yaml", "--execution-id", "notauuid"}, dir.path());
+  EXPECT_EQ(id.exit_code, 6);
+  EXPECT_EQ(id.err, "fanout: --execution-id: 'notauuid' is not an execution id (a UUIDv7)\n");
 }
 
 // Counts given as 0 or text name the option and say what it takes, instead of CLI11's range
@@ -476,6 +482,26 @@ TEST(RunTest, ParentSecretsStayMaskedInChildren) {
   int masked = 0;
   for (const Event& e : *events) masked += e.data_bytes.find("key=***") != std::string::npos;
   EXPECT_EQ(masked, 2) << "both children's output should be recorded, masked";
+}
+
+// A value that is not UTF-8 (a Latin-1 file name, say) cannot travel as JSON: the child's task
+// fails saying so, where the parent had aborted (QA: "terminate called ... invalid UTF-8").
+// In process, the child gets it as it is.
+TEST(RunTest, AParamThatIsNotUtf8FailsItsOutOfProcessChildAndNothingElse) {
+  ScratchDir dir;
+  dir.Write("child.yaml", "package: child\nparameters:\n  name: {type: string}\ntasks:\n"
+                          "  show: {type: process, run: [/bin/echo, \"${name}\"]}\n");
+  dir.Write("parent.yaml", "package: parent\nmaximum_error_count: 2\nparameters:\n"
+                           "  name: {type: string}\ntasks:\n"
+                           "  in: {type: package, path: child.yaml, params: {name: \"${name}\"}}\n"
+                           "  out: {type: package, path: child.yaml, out_of_process: true, "
+                           "params: {name: \"${name}\"}}\n");
+  CommandResult r = RunFanout({"run", "parent.yaml", "--set", "name=caf\xe9.csv"}, dir.path());
+  EXPECT_EQ(r.exit_code, 0) << r.err;  // maximum_error_count: 2
+  EXPECT_TRUE(Contains(r.out + r.err, "out: param name: its value is not UTF-8 text (byte 3 is "
+                                      "0xE9)"))
+      << r.out << r.err;
+  EXPECT_TRUE(Contains(r.out, "(1 succeeded, 1 failed")) << r.out;
 }
 
 // An out-of-process child's command line, which `ps` shows to every user, holds no catalog spec

@@ -288,6 +288,20 @@ TEST(ValidateTest, JobFilesAreCheckedAsTheAgentChecksThem) {
   EXPECT_EQ(RunFanout({"validate", "j.json", "--set", "a=b"}, dir.path()).exit_code, 6);
 }
 
+// An agent keeps jobs as JSON, which holds only UTF-8: a job file that is not UTF-8 is a
+// problem at its place (QA: `fanout job create` got a 500 from inside the agent).
+TEST(ValidateTest, AJobFileThatIsNotUtf8IsAProblemAtItsPlace) {
+  ScratchDir dir;
+  dir.Write("latin1.job.yaml", "job: latin1\nsteps:\n  - {name: s, subsystem: process, "
+                               "run: [/bin/echo, caf\xe9]}\n");
+  CommandResult r = RunFanout({"validate", "latin1.job.yaml"}, dir.path());
+  EXPECT_EQ(r.exit_code, 5);
+  EXPECT_NE(r.err.find("latin1.job.yaml:3:55: error: byte 0xE9 is not UTF-8: job files are "
+                       "UTF-8 text"),
+            std::string::npos)
+      << r.err;
+}
+
 TEST(ValidateTest, UsageErrorsExitSix) {
   ScratchDir dir;
   EXPECT_EQ(RunFanout({"validate"}, dir.path()).exit_code, 6);

@@ -187,8 +187,11 @@ class AgentJobTask : public Task {
     std::vector<std::string> secrets = context.engine().recorder().masker().secrets();
     for (const auto& [name, t] : params) {
       auto v = t.Render(context.scope());
-      if (!v.ok()) return TaskOutcome::Failure(fmt::format("param {}: {}", name, v.status().message()));
-      start.params[name] = ParamToJson(*v);
+      Result<json> sent = v.ok() ? ParamToJson(*v) : Result<json>(v.status());
+      if (!sent.ok()) {
+        return TaskOutcome::Failure(fmt::format("param {}: {}", name, sent.status().message()));
+      }
+      start.params[name] = std::move(*sent);
       std::vector<std::string> texts;
       ForEachScalar(start.params[name],
                     [&](const json&, const std::string& text) { texts.push_back(text); });

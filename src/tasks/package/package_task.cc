@@ -163,11 +163,19 @@ class PackageTask : public Task {
     // parent's secrets go along so the child masks them even where it does not declare a
     // parameter sensitive.
     nlohmann::json params = nlohmann::json::object();
-    for (const auto& [name, v] : values) params[name] = ParamToJson(v);
+    for (const auto& [name, v] : values) {
+      auto sent = ParamToJson(v);
+      if (!sent.ok()) {
+        return TaskOutcome::Failure(fmt::format("param {}: {}", name, sent.status().message()));
+      }
+      params[name] = std::move(*sent);
+    }
     nlohmann::json input = {{"params", params},
                             {"secrets", context.engine().recorder().masker().secrets()},
                             {"ancestors", ancestors}};
-    spec.stdin_data = input.dump();
+    // A secret or an ancestor's path that is not UTF-8 goes with U+FFFD in its place: JSON
+    // cannot hold it (the params, which the child needs as they are, were checked above).
+    spec.stdin_data = input.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
     MoveArgvToStdin(spec);  // the catalog spec may hold a password
     spec.kill_grace = std::chrono::milliseconds(5000);
     auto run = RunProcess(spec, context.cancel().fd());
