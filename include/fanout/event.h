@@ -80,12 +80,15 @@ class Masker {
   // For text whose end was cut off (bounded output): a secret's first part at its very end is
   // masked too.
   std::string MaskTruncated(std::string_view text) const;
+  // For text whose start was cut off (the last bytes of a long output): a secret's last part
+  // at its very start is masked too.
+  std::string MaskTail(std::string_view text) const;
   bool empty() const;
   // Every secret registered, to hand on to a child process that must mask them too.
   std::vector<std::string> secrets() const;
 
  private:
-  std::string Mask(std::string_view text, bool truncated) const;
+  std::string Mask(std::string_view text, bool cut_end, bool cut_start = false) const;
   struct Impl;
   Impl* impl_;
 };

@@ -811,7 +811,7 @@ Executor::StepOutcome Executor::RunStep(ActiveRun& run, int index, int attempt) 
       outcome.canceled = r.exit_code == 3 && run.stop.canceled();
       if (!outcome.success) {
         // Killed, its last line is not why it ended (it said "exited with code 137").
-        std::string why = r.term_signal != 0 ? "" : LastLine(r.err);
+        std::string why = r.term_signal != 0 ? "" : LastLine(r.ErrEnd());
         outcome.message = r.term_signal != 0
                               ? fmt::format("fanout run was killed by signal {}", r.term_signal)
                           : why.empty() ? fmt::format("fanout run exited with code {}", r.exit_code)
@@ -824,7 +824,7 @@ Executor::StepOutcome Executor::RunStep(ActiveRun& run, int index, int attempt) 
       if (!outcome.success) {
         std::string why = r.term_signal ? fmt::format("killed by signal {}", r.term_signal)
                                         : fmt::format("exit code {}", r.exit_code);
-        std::string err = LastLine(r.err);
+        std::string err = LastLine(r.ErrEnd());  // why it failed, past the capture limit
         outcome.message = fmt::format("{} {}{}", step.run[0], why, err.empty() ? "" : ": " + err);
       }
     }

@@ -74,7 +74,9 @@ std::string Masker::Mask(std::string_view text) const { return Mask(text, false)
 
 std::string Masker::MaskTruncated(std::string_view text) const { return Mask(text, true); }
 
-std::string Masker::Mask(std::string_view text, bool truncated) const {
+std::string Masker::MaskTail(std::string_view text) const { return Mask(text, false, true); }
+
+std::string Masker::Mask(std::string_view text, bool cut_end, bool cut_start) const {
   if (empty()) return std::string(text);
   std::shared_lock lock(impl_->mu);
   const auto& secrets = impl_->secrets;
@@ -82,13 +84,24 @@ std::string Masker::Mask(std::string_view text, bool truncated) const {
   std::string out;
   out.reserve(text.size());
   size_t covered_until = 0;  // bytes before this index are covered by some occurrence
+  if (cut_start) {  // the text may begin with a secret's last part: the longest such is covered
+    for (const auto& secret : secrets) {
+      for (size_t length = std::min(secret.size() - 1, text.size()); length > covered_until;
+           --length) {
+        if (text.substr(0, length) == std::string_view(secret).substr(secret.size() - length)) {
+          covered_until = length;
+          break;
+        }
+      }
+    }
+  }
   bool in_run = false;
   for (size_t i = 0; i < text.size(); ++i) {
     if (first_bytes.test(static_cast<unsigned char>(text[i]))) {
       for (const auto& secret : secrets) {
         size_t left = text.size() - i;
         // A truncated text may end in the first part of a secret: that part is covered too.
-        size_t length = truncated ? std::min(secret.size(), left) : secret.size();
+        size_t length = cut_end ? std::min(secret.size(), left) : secret.size();
         if (length <= left && std::memcmp(text.data() + i, secret.data(), length) == 0) {
           covered_until = std::max(covered_until, i + length);
           break;  // longest first: a shorter match here ends earlier

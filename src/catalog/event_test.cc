@@ -97,5 +97,14 @@ TEST(MaskerTest, TruncatedTextAlsoLosesASecretsFirstPartAtItsEnd) {
   EXPECT_EQ(masker.MaskTruncated("no secret here"), "no secret here");
 }
 
+TEST(MaskerTest, ATailAlsoLosesASecretsLastPartAtItsStart) {
+  Masker masker;
+  masker.AddSecret("hunter2");
+  EXPECT_EQ(masker.MaskTail("ter2 and hunter2"), "*** and ***");
+  EXPECT_EQ(masker.MaskTail("2 left"), "*** left");
+  EXPECT_EQ(masker.Mask("ter2 left"), "ter2 left") << "only a tail is cut at its start";
+  EXPECT_EQ(masker.MaskTail("no secret here"), "no secret here");
+}
+
 }  // namespace
 }  // namespace fanout

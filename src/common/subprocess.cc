@@ -56,11 +56,19 @@ bool MakePipe(Fd& read_end, Fd& write_end) {
   return true;
 }
 
-void Append(std::string& buf, size_t& dropped, const char* data, size_t n, size_t limit) {
+// Keeps the first `limit` bytes of a stream in `buf`, counts the rest in `dropped`, and keeps
+// the last `tail_limit` bytes (of the whole stream) in `tail` once any were dropped.
+void Append(std::string& buf, size_t& dropped, std::string& tail, const char* data, size_t n,
+            size_t limit, size_t tail_limit) {
   size_t room = buf.size() < limit ? limit - buf.size() : 0;
   size_t take = std::min(room, n);
   buf.append(data, take);
+  if (take == n) return;
+  if (dropped == 0) tail = buf.substr(buf.size() - std::min(buf.size(), tail_limit));
   dropped += n - take;
+  tail.append(data + take, n - take);
+  // Trimmed once it is twice as long as kept: each byte is moved about once.
+  if (tail.size() > 2 * tail_limit) tail.erase(0, tail.size() - tail_limit);
 }
 
 // write() to a pipe whose read end is closed raises SIGPIPE, which by default kills the whole
@@ -520,21 +528,22 @@ Result<SpawnResult> FollowProcess(ChildProcess& child, const SpawnSpec& spec, in
       // Cannot watch it any more: the child's destructor kills and reaps it.
       return Internal(fmt::format("poll while following {}: {}", spec.argv[0], std::strerror(errno)));
     }
-    auto drain = [&](Fd& fd, int idx, std::string& into, size_t& dropped) {
+    auto drain = [&](Fd& fd, int idx, std::string& into, size_t& dropped, std::string& tail) {
       if (idx < 0 || !(fds[idx].revents & (POLLIN | POLLHUP | POLLERR))) {
         if (exited && idx >= 0) fd.Close();
         return;
       }
       ssize_t got = read(fd.fd, buf, sizeof buf);
       if (got > 0) {
-        Append(into, dropped, buf, static_cast<size_t>(got), spec.capture_limit);
+        Append(into, dropped, tail, buf, static_cast<size_t>(got), spec.capture_limit,
+               spec.tail_limit);
       } else if (got == 0 || (errno != EINTR && errno != EAGAIN)) {
         fd.Close();
       }
     };
     if (ready > 0 || exited) {
-      drain(out_r, i_out, result.out, result.out_dropped);
-      drain(err_r, i_err, result.err, result.err_dropped);
+      drain(out_r, i_out, result.out, result.out_dropped, result.out_tail);
+      drain(err_r, i_err, result.err, result.err_dropped, result.err_tail);
     }
     if (i_in >= 0 && (fds[i_in].revents & (POLLOUT | POLLERR | POLLHUP))) {
       // Non-blocking: takes what fits in the pipe now, so stdout and stderr keep draining
@@ -575,6 +584,9 @@ Result<SpawnResult> FollowProcess(ChildProcess& child, const SpawnSpec& spec, in
     if (exited && (ready == 0 || ++reads_after_exit > 64)) break;
   }
   if (result.stopped) kill(-pid, SIGKILL);  // leave no stragglers of a stopped group
+  for (std::string* tail : {&result.out_tail, &result.err_tail}) {
+    if (tail->size() > spec.tail_limit) tail->erase(0, tail->size() - spec.tail_limit);
+  }
   return result;
 }
 

@@ -35,6 +35,9 @@ struct SpawnSpec {
   // exits or closes stdin before reading it all just gets less; the caller sees no SIGPIPE.
   std::string stdin_data;
   size_t capture_limit = 64 * 1024;        // bytes kept per stream; the rest is counted only
+  // Of a stream longer than capture_limit, its last bytes are kept too (SpawnResult::out_tail):
+  // a failing program says why at the end.
+  size_t tail_limit = 8 * 1024;
   std::chrono::milliseconds kill_grace{2000};  // SIGTERM -> SIGKILL
   // Stopped like a cancel once this much time has passed (0: no limit).
   std::chrono::milliseconds timeout{0};
@@ -72,6 +75,12 @@ struct SpawnResult {
   std::string err;
   size_t out_dropped = 0;  // bytes beyond capture_limit
   size_t err_dropped = 0;
+  // When bytes were dropped: the stream's last tail_limit bytes (else empty: `out` holds all).
+  std::string out_tail;
+  std::string err_tail;
+  // The stream's end: its tail when it went beyond the capture limit, else all of it.
+  const std::string& OutEnd() const { return out_dropped > 0 ? out_tail : out; }
+  const std::string& ErrEnd() const { return err_dropped > 0 ? err_tail : err; }
 };
 
 // A started child, its process group and the pipes of its stdin, stdout and stderr, between

@@ -138,6 +138,26 @@ TEST(RunProcessTest, CaptureLimitKeepsTheStartAndCountsTheRest) {
   EXPECT_EQ(r.err_dropped, 18u);
 }
 
+// A program says why it failed at the end of its output: past the capture limit, the stream's
+// last bytes are kept too (QA: a failure's message showed byte 64 Ki of 1 MB).
+TEST(RunProcessTest, BeyondTheCaptureLimitTheLastBytesAreKeptToo) {
+  SpawnSpec spec = Shell("printf '0123456789abcdefghij'; printf 'short' >&2");
+  spec.capture_limit = 8;
+  spec.tail_limit = 5;
+  SpawnResult r = MustRun(spec);
+  EXPECT_EQ(r.out_tail, "fghij");
+  EXPECT_EQ(r.OutEnd(), "fghij");
+  EXPECT_EQ(r.err_tail, "") << "all of it was captured";
+  EXPECT_EQ(r.ErrEnd(), "short");
+  // Across many reads, also when the tail is longer than the capture limit.
+  SpawnSpec big = Shell("seq 1 200000; echo the-end");
+  big.capture_limit = 100;
+  big.tail_limit = 4096;
+  SpawnResult b = MustRun(big);
+  ASSERT_EQ(b.out_tail.size(), 4096u);
+  EXPECT_TRUE(b.out_tail.ends_with("199999\n200000\nthe-end\n")) << b.out_tail.substr(4000);
+}
+
 TEST(RunProcessTest, DrainsLargeOutputBeyondThePipeBuffer) {
   // 1 MiB on each stream: the child would block forever if either pipe were not drained.
   SpawnSpec spec = Shell("head -c 1048576 /dev/zero; head -c 1048576 /dev/zero >&2; exit 4");

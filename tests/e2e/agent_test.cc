@@ -993,6 +993,15 @@ TEST_F(AgentTest, OutputCutAt64KiBEndsWithALineSayingSo) {
   EXPECT_GT(err.size(), 60u * 1024);
   EXPECT_TRUE(err.ends_with("x\n[output cut at 64 KiB; 70000 bytes in all]\n"))
       << err.substr(err.size() - 100);
+
+  // A failure's message is the last line of stderr, also past the 64 KiB kept (QA: it was the
+  // line cut at 64 KiB).
+  ASSERT_TRUE(PutJob("job: failing\nsteps:\n  - {name: s, subsystem: process, run: " +
+                     Sh("seq 1 100000 >&2; echo FATAL: the real reason >&2; exit 1") + "}\n"));
+  json failed = Run("failing");
+  EXPECT_EQ(failed.value("status", ""), "failed") << failed.dump();
+  EXPECT_TRUE(failed.value("message", "").ends_with("exit code 1: FATAL: the real reason"))
+      << failed.value("message", "");
 }
 
 TEST_F(AgentTest, StepActionsGoToAndQuitAsSqlServerAgentDoes) {

@@ -484,6 +484,28 @@ TEST(RunTest, ParentSecretsStayMaskedInChildren) {
   EXPECT_EQ(masked, 2) << "both children's output should be recorded, masked";
 }
 
+// A program says why it failed at the end: past the capture limit too, the failure's message
+// and the event's output end with its last lines (QA: they showed byte 64 Ki of 1 MB).
+TEST(RunTest, AFailureAfterMuchOutputSaysItsLastLines) {
+  ScratchDir dir;
+  dir.Write("noisy.yaml",
+            "package: noisy\ntasks:\n  t: {type: process, run: [/bin/sh, -c, 'seq 1 30000 >&2; "
+            "seq 1 30000; echo out-end; echo FATAL: the real reason >&2; exit 1']}\n");
+  CommandResult r = RunFanout({"run", "noisy.yaml"}, dir.path());
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(Contains(r.err, "failed with exit code 1: ...") &&
+              Contains(r.err, "29999\\n30000\\nFATAL: the real reason\n"))
+      << r.err;
+  auto catalog = OpenTestCatalog(dir.path());
+  ASSERT_NE(catalog, nullptr);
+  auto events = catalog->ListEvents(EventQuery{});
+  ASSERT_TRUE(events.ok());
+  std::string output;
+  for (const Event& e : *events) output += e.data_bytes;
+  EXPECT_TRUE(Contains(output, "30000\nout-end\n")) << output.substr(0, 200);
+  EXPECT_TRUE(Contains(output, "30000\nFATAL: the real reason")) << output.substr(0, 200);
+}
+
 // A value that is not UTF-8 (a Latin-1 file name, say) cannot travel as JSON: the child's task
 // fails saying so, where the parent had aborted (QA: "terminate called ... invalid UTF-8").
 // In process, the child gets it as it is.

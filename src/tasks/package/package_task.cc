@@ -204,7 +204,7 @@ class PackageTask : public Task {
         [[fallthrough]];
       }
       default: {
-        std::string why = LastLine(run->err);
+        std::string why = LastLine(run->ErrEnd());
         return TaskOutcome::Failure(fmt::format("child package {} failed (exit code {}){}", file,
                                                 run->exit_code, why.empty() ? "" : ": " + why));
       }

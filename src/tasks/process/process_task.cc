@@ -71,9 +71,11 @@ class ProcessTask : public Task {
 
     // Masked before the event's tail is cut, and with the capture limit's cut in mind, so that
     // no part of a secret survives either cut (the Recorder masks whole secrets only).
+    // The event shows each stream's end, also past the capture limit: a program says why it
+    // failed at the end (QA: the message showed byte 64 Ki of 1 MB, cut mid-word).
     const Masker& masker = context.engine().recorder().masker();
-    const std::string out = r.out_dropped > 0 ? masker.MaskTruncated(r.out) : masker.Mask(r.out);
-    const std::string err = r.err_dropped > 0 ? masker.MaskTruncated(r.err) : masker.Mask(r.err);
+    const std::string out = r.out_dropped > 0 ? masker.MaskTail(r.out_tail) : masker.Mask(r.out);
+    const std::string err = r.err_dropped > 0 ? masker.MaskTail(r.err_tail) : masker.Mask(r.err);
     std::string output;
     if (!out.empty()) {
       output += "stdout:\n";
