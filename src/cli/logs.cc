@@ -297,6 +297,14 @@ int Logs(const LogsArgs& args) {
     SleepInterruptibly(kPollInterval);
     if (g_stop.load()) break;
   }
+  // Their events are not here: said, as the overview says it (QA: left out silently).
+  if (args.children) {
+    auto elsewhere = report::CountChildrenElsewhere(*catalog, root);
+    if (elsewhere.ok() && *elsewhere > 0) {
+      std::fprintf(stderr, "fanout %s: %s\n", kCommand,
+                   report::ChildrenElsewhereNote(*elsewhere).c_str());
+    }
+  }
   return kExitSuccess;
 }
 

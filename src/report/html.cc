@@ -448,7 +448,7 @@ std::string OverviewHtml(const Overview& overview) {
   }
 
   body += fmt::format("<h2>Child packages <span class=\"count\">{}</span></h2>\n", total_children);
-  const std::string elsewhere = ChildrenElsewhereNote(overview);
+  const std::string elsewhere = ChildrenElsewhereNote(overview.children_elsewhere);
   if (overview.children.empty() && elsewhere.empty()) {
     body += "<p class=\"empty\">This execution ran no child packages.</p>\n";
   } else if (!overview.children.empty()) {

@@ -428,12 +428,23 @@ Result<ExecutionRow> FindExecution(Catalog& catalog, const std::string& id) {
   return std::move(*found);
 }
 
-std::string ChildrenElsewhereNote(const Overview& overview) {
-  if (overview.children_elsewhere == 0) return "";
+std::string ChildrenElsewhereNote(int children_elsewhere) {
+  if (children_elsewhere == 0) return "";
   return fmt::format("{} child execution{} that the tasks name {} recorded in another catalog, "
                      "an agent's own: give every agent this catalog to see the whole tree here",
-                     overview.children_elsewhere, overview.children_elsewhere == 1 ? "" : "s",
-                     overview.children_elsewhere == 1 ? "is" : "are");
+                     children_elsewhere, children_elsewhere == 1 ? "" : "s",
+                     children_elsewhere == 1 ? "is" : "are");
+}
+
+Result<int> CountChildrenElsewhere(Catalog& catalog, const std::string& root_id) {
+  ASSIGN_OR_RETURN(std::vector<TaskRunRow> runs, catalog.ListTreeTaskRuns(root_id));
+  ASSIGN_OR_RETURN(std::vector<ExecutionRow> below, catalog.ListDescendantExecutions(root_id));
+  std::set<std::string> named;
+  for (const TaskRunRow& run : runs) {
+    if (!run.child_execution_id.empty()) named.insert(run.child_execution_id);
+  }
+  for (const ExecutionRow& row : below) named.erase(row.id);
+  return static_cast<int>(named.size());
 }
 
 Result<Overview> BuildOverview(Catalog& catalog, ExecutionRow execution, DateTime now) {

@@ -158,7 +158,10 @@ struct Overview {
 
 // "" or, when some children are recorded in another catalog, a sentence that says so (QA: "none"
 // under a table of agent children read as if they had not run).
-std::string ChildrenElsewhereNote(const Overview& overview);
+std::string ChildrenElsewhereNote(int children_elsewhere);
+// How many child executions the task runs of the tree under `root_id` name that the catalog
+// does not hold (an agent recorded them in its own catalog).
+Result<int> CountChildrenElsewhere(Catalog& catalog, const std::string& root_id);
 
 // The overview's message for a task: its own, or when that is empty, its last earlier attempt
 // ("attempt 1 on srv1 failed: agent srv1 was lost ...").

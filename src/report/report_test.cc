@@ -386,6 +386,10 @@ TEST_F(ReportTest, ChildrenRecordedInAnotherCatalogAreSaidToBeThere) {
             std::string::npos)
       << text;
   EXPECT_NE(OverviewHtml(*overview).find("recorded in another catalog"), std::string::npos);
+  // As `fanout logs --children` counts them, over the whole tree.
+  auto elsewhere = CountChildrenElsewhere(*catalog_, parent.id);
+  ASSERT_TRUE(elsewhere.ok()) << elsewhere.status().ToString();
+  EXPECT_EQ(*elsewhere, 2);
 }
 
 // A run whose process is gone shows abandoned, unless its last rows wait in a spool file of

@@ -223,7 +223,7 @@ std::string OverviewText(const Overview& overview) {
   }
 
   out += "\nChild packages";
-  const std::string elsewhere = ChildrenElsewhereNote(overview);
+  const std::string elsewhere = ChildrenElsewhereNote(overview.children_elsewhere);
   if (overview.children.empty()) {
     out += elsewhere.empty() ? ": none\n" : ": none in this catalog\n";
   } else {
