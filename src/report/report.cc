@@ -504,8 +504,11 @@ std::vector<TaskLine> TaskLines(const std::vector<TaskSummary>& tasks) {
   for (size_t i = 0; i < tasks.size(); ++i) {
     const std::string& pattern = patterns[i];
     auto counted = total.find(pattern);
-    // Cut only what saves lines: more than one iteration beyond those shown.
-    if (counted == total.end() || counted->second <= kShownIterations + 1 ||
+    // Cut only what saves lines: more than one iteration beyond those shown. One that did not
+    // succeed or ran again is always shown (QA: 40 children lost with their agent and run again
+    // were counted among "1475 succeeded", their earlier attempts nowhere in the text).
+    const bool notable = tasks[i].status != "succeeded" || tasks[i].attempts > 1;
+    if (counted == total.end() || counted->second <= kShownIterations + 1 || notable ||
         ++seen[pattern] <= kShownIterations) {
       lines.push_back({&tasks[i], "", "", 0, ""});
       continue;

@@ -181,29 +181,34 @@ TEST(DisplayCatalogSpecTest, HidesPasswords) {
 
 TEST(TaskLinesTest, SumsUpALoopsIterationsBeyondTheFirstOnes) {
   std::vector<TaskSummary> tasks;
-  auto add = [&](const std::string& path, const std::string& status) {
+  auto add = [&](const std::string& path, const std::string& status, int attempts = 1) {
     TaskSummary t;
     t.task_path = path;
     t.task_type = "expression";
     t.status = status;
+    t.attempts = attempts;
     tasks.push_back(t);
   };
   const int shown = kShownIterations;
   add("prepare", "succeeded");
   for (int i = 1; i <= shown + 15; ++i) {
-    add("l[" + std::to_string(i) + "]/t", i == shown + 10 ? "failed" : "succeeded");
+    add("l[" + std::to_string(i) + "]/t", i == shown + 10 ? "failed" : "succeeded",
+        i == shown + 12 ? 2 : 1);
   }
   for (int i = 1; i <= shown + 1; ++i) add("short[" + std::to_string(i) + "]/t", "succeeded");
   add("finish", "succeeded");
   std::vector<TaskLine> lines = TaskLines(tasks);
-  // prepare, l[1..shown], the rest of l, all of short (one more would not save a line), finish.
-  ASSERT_EQ(lines.size(), static_cast<size_t>(1 + shown + 1 + shown + 1 + 1));
+  // prepare, l[1..shown], the rest of l, then those of the rest that failed or ran again, all
+  // of short (one more would not save a line), finish.
+  ASSERT_EQ(lines.size(), static_cast<size_t>(1 + shown + 1 + 2 + shown + 1 + 1));
   EXPECT_EQ(lines[shown].task->task_path, "l[" + std::to_string(shown) + "]/t");
   const TaskLine& rest = lines[shown + 1];
   EXPECT_EQ(rest.task, nullptr);
   EXPECT_EQ(rest.pattern, "l[*]/t");
-  EXPECT_EQ(rest.count, 15);
-  EXPECT_EQ(rest.states, "1 failed, 14 succeeded");
+  EXPECT_EQ(rest.count, 13);
+  EXPECT_EQ(rest.states, "13 succeeded");
+  EXPECT_EQ(lines[shown + 2].task->task_path, "l[" + std::to_string(shown + 10) + "]/t");
+  EXPECT_EQ(lines[shown + 3].task->task_path, "l[" + std::to_string(shown + 12) + "]/t");
   EXPECT_EQ(lines.back().task->task_path, "finish");
 }
 
