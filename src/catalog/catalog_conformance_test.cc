@@ -16,6 +16,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
+#include <filesystem>
 #include <random>
 #include <thread>
 
@@ -1430,6 +1431,10 @@ TEST_P(CatalogConformanceTest, PruneRemovesOldExecutionsWithEverythingTheyOwn) {
   auto again = catalog->Prune(testing::At(2000000), none_live, /*dry_run=*/false);
   ASSERT_TRUE(again.ok());
   EXPECT_EQ(again->executions, 0);
+  if (GetParam() == "sqlite") {  // its write-ahead log, which held the deleted pages, is emptied
+    const std::string wal = backend_->Spec().substr(std::string("sqlite:").size()) + "-wal";
+    EXPECT_EQ(std::filesystem::file_size(wal), 0u);
+  }
 }
 
 // A prune goes by whole trees: an old parent's child that started after the cut-off goes with
