@@ -209,10 +209,13 @@ void TextFileSink::Write(const Event& event) {
   line_ += FormatDateTime(event.ended_at);
   line_ += ',';
   line_ += std::to_string(event.data_code);
+  // Task output and messages with their control characters written out (\x1b), as the console
+  // and `fanout logs` show them: read with `cat` or `less -R`, the file must not drive the
+  // terminal (QA). Line breaks and tabs stay, within the quoted field.
   line_ += ',';
-  AppendCsvField(line_, event.data_bytes);
+  AppendCsvField(line_, EscapeControls(event.data_bytes));
   line_ += ',';
-  AppendCsvField(line_, event.message);
+  AppendCsvField(line_, EscapeControls(event.message));
   file_->Append(line_);
 }
 

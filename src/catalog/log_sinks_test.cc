@@ -176,6 +176,23 @@ TEST(TextFileSinkTest, WritesHeaderOnceAndAppends) {
   EXPECT_EQ(lines[2].substr(lines[2].size() - 7), ",second");
 }
 
+// A program's escape sequences and other control characters are written out, not written
+// raw into a file that `cat` then plays on the terminal (QA).
+TEST(TextFileSinkTest, ControlCharactersAreWrittenOut) {
+  TempDir dir;
+  std::string path = dir.File("log.csv");
+  {
+    auto sink = TextFileSink::Open(path, EventFilter());
+    ASSERT_TRUE(sink.ok());
+    Event event = SampleEvent("exec-1", EventType::kOnError, "red \x1b[31mtext\r, bell \a");
+    event.data_bytes = std::string("nul \0 and\ttab\nnext line", 23);
+    (*sink)->Write(event);
+  }
+  std::string text = ReadWholeFile(path);
+  EXPECT_NE(text.find(",\"nul \\x00 and\ttab\nnext line\","), std::string::npos) << text;
+  EXPECT_NE(text.find(",\"red \\x1b[31mtext\\x0d, bell \\x07\"\n"), std::string::npos) << text;
+}
+
 TEST(TextFileSinkTest, WritesHeaderToExistingEmptyFile) {
   TempDir dir;
   std::string path = dir.File("empty.csv");
