@@ -56,6 +56,12 @@ std::string KeptOutput(const std::string& captured, size_t dropped, const Masker
   return text + marker;
 }
 
+// The end of a step's stderr, where it says why it failed: past the capture limit, its last
+// bytes, masked with the cut at their start in mind (a secret's last part may begin them).
+std::string ErrEnd(const SpawnResult& r, const Masker& secrets) {
+  return r.err_dropped > 0 ? secrets.MaskTail(r.err_tail) : r.err;
+}
+
 std::string LastLine(std::string text) {
   while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.pop_back();
   size_t nl = text.rfind('\n');
@@ -811,7 +817,7 @@ Executor::StepOutcome Executor::RunStep(ActiveRun& run, int index, int attempt) 
       outcome.canceled = r.exit_code == 3 && run.stop.canceled();
       if (!outcome.success) {
         // Killed, its last line is not why it ended (it said "exited with code 137").
-        std::string why = r.term_signal != 0 ? "" : LastLine(r.ErrEnd());
+        std::string why = r.term_signal != 0 ? "" : LastLine(ErrEnd(r, run.secrets));
         outcome.message = r.term_signal != 0
                               ? fmt::format("fanout run was killed by signal {}", r.term_signal)
                           : why.empty() ? fmt::format("fanout run exited with code {}", r.exit_code)
@@ -824,7 +830,7 @@ Executor::StepOutcome Executor::RunStep(ActiveRun& run, int index, int attempt) 
       if (!outcome.success) {
         std::string why = r.term_signal ? fmt::format("killed by signal {}", r.term_signal)
                                         : fmt::format("exit code {}", r.exit_code);
-        std::string err = LastLine(r.ErrEnd());  // why it failed, past the capture limit
+        std::string err = LastLine(ErrEnd(r, run.secrets));  // past the capture limit too
         outcome.message = fmt::format("{} {}{}", step.run[0], why, err.empty() ? "" : ": " + err);
       }
     }

@@ -49,10 +49,11 @@ CREATE TABLE IF NOT EXISTS unended_executions(
 
 // 2: runs.sensitive, the names of params whose values are kept in memory only.
 // 3: runs.definition, the job as the run started it; runs.stop_reason, a stop under way.
-// 4: runs.orphan_timeout_ms, after which a child nobody follows is stopped.
-// unended_executions came later without a new version: a table an older agent does not know
-// leaves it working (the executions in it are then ended by no one, as before).
-constexpr int kSchemaVersion = 4;
+// unended_executions and runs.orphan_timeout_ms came later without a new version: a table or
+// a column with a default that an older agent does not know leaves it working (the executions
+// in it are then ended by no one, and its runs are not stopped as orphans, as before), and an
+// agent can be rolled back.
+constexpr int kSchemaVersion = 3;
 
 }  // namespace
 
@@ -249,13 +250,13 @@ Result<std::unique_ptr<AgentStore>> AgentStore::Open(const std::string& path) {
           "ALTER TABLE runs ADD COLUMN stop_reason TEXT NOT NULL DEFAULT ''; "
           "UPDATE schema_version SET version = 3; COMMIT;"));
     }
-    if (found < 4) {
-      RETURN_IF_ERROR(store->Exec(
-          "BEGIN; ALTER TABLE runs ADD COLUMN orphan_timeout_ms INTEGER NOT NULL DEFAULT 0; "
-          "UPDATE schema_version SET version = 4; COMMIT;"));
-    }
   } else {
     RETURN_IF_ERROR(store->Exec(fmt::format("INSERT INTO schema_version VALUES ({})", kSchemaVersion)));
+  }
+  // Added without a new version (see kSchemaVersion): made when a database lacks it.
+  if (Query probe(db, "SELECT orphan_timeout_ms FROM runs LIMIT 0"); !probe.status().ok()) {
+    RETURN_IF_ERROR(
+        store->Exec("ALTER TABLE runs ADD COLUMN orphan_timeout_ms INTEGER NOT NULL DEFAULT 0"));
   }
   return store;
 }

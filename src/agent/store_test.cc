@@ -17,10 +17,9 @@ class AgentStoreTest : public ::testing::Test {
   // Caps the database file at its current size, as a full disk would (SQLITE_FULL).
   static Status CapAtCurrentSize(AgentStore& store) { return store.Exec("PRAGMA max_page_count = 1"); }
   static Status Uncap(AgentStore& store) { return store.Exec("PRAGMA max_page_count = 1000000"); }
-  // Makes the database as an agent of schema version 3 left it.
-  static Status ToVersion3(AgentStore& store) {
-    return store.Exec("ALTER TABLE runs DROP COLUMN orphan_timeout_ms; "
-                      "UPDATE schema_version SET version = 3");
+  // Makes the database as an agent before runs.orphan_timeout_ms left it.
+  static Status WithoutOrphanTimeouts(AgentStore& store) {
+    return store.Exec("ALTER TABLE runs DROP COLUMN orphan_timeout_ms");
   }
   // A run of job `load` and its first step's attempt, both running.
   static RunRecord RunningRun() {
@@ -206,8 +205,8 @@ TEST_F(AgentStoreTest, UnendedExecutionsAreKeptAcrossAReopenUntilForgotten) {
   EXPECT_EQ((*kept)[0].id, "e2");
 }
 
-// A database of the version before runs.orphan_timeout_ms gets it at open; its runs read 0
-// (never), and new runs keep theirs.
+// A database from before runs.orphan_timeout_ms gets it at open; its runs read 0 (never), and
+// new runs keep theirs.
 TEST_F(AgentStoreTest, AnOlderDatabaseGetsTheOrphanTimeoutColumn) {
   testing::TempDir dir;
   const std::string path = dir.File("agent.db");
@@ -215,7 +214,7 @@ TEST_F(AgentStoreTest, AnOlderDatabaseGetsTheOrphanTimeoutColumn) {
     auto store = AgentStore::Open(path);
     ASSERT_TRUE(store.ok()) << store.status().ToString();
     ASSERT_TRUE((*store)->InsertRun(RunningRun()).ok());
-    ASSERT_TRUE(ToVersion3(**store).ok());
+    ASSERT_TRUE(WithoutOrphanTimeouts(**store).ok());
   }
   auto store = AgentStore::Open(path);
   ASSERT_TRUE(store.ok()) << store.status().ToString();

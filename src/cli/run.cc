@@ -190,7 +190,7 @@ int RunPackage(const RunArgs& args, std::string& reason) {
   }
   // Set by a parent for its out-of-process child, and by an agent for its package step: an id
   // of NewExecutionId's (QA: `--execution-id notauuid` was recorded as the execution's id).
-  if (!args.execution_id.empty() && !ExecutionIdTime(args.execution_id)) {
+  if (!args.execution_id.empty() && !IsExecutionId(args.execution_id)) {
     std::fprintf(stderr, "fanout: --execution-id: '%s' is not an execution id (a UUIDv7)\n",
                  EscapeControls(args.execution_id).c_str());
     return kExitUsage;

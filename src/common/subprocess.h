@@ -78,9 +78,6 @@ struct SpawnResult {
   // When bytes were dropped: the stream's last tail_limit bytes (else empty: `out` holds all).
   std::string out_tail;
   std::string err_tail;
-  // The stream's end: its tail when it went beyond the capture limit, else all of it.
-  const std::string& OutEnd() const { return out_dropped > 0 ? out_tail : out; }
-  const std::string& ErrEnd() const { return err_dropped > 0 ? err_tail : err; }
 };
 
 // A started child, its process group and the pipes of its stdin, stdout and stderr, between

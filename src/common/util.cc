@@ -57,6 +57,16 @@ std::optional<std::chrono::sys_time<std::chrono::milliseconds>> ExecutionIdTime(
       std::chrono::milliseconds(static_cast<int64_t>(ms)));
 }
 
+bool IsExecutionId(std::string_view id) {
+  if (id.size() != 36) return false;
+  for (size_t i = 0; i < id.size(); ++i) {
+    const char c = id[i];
+    const bool dash = i == 8 || i == 13 || i == 18 || i == 23;
+    if (dash ? c != '-' : !((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+  }
+  return id[14] == '7' && (id[19] == '8' || id[19] == '9' || id[19] == 'a' || id[19] == 'b');
+}
+
 namespace {
 // The longest duration a package may write: 100 years, far beyond any real timeout but well
 // inside int64 milliseconds.

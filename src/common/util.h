@@ -23,6 +23,8 @@ std::string NewExecutionId();
 // anything else.
 std::optional<std::chrono::sys_time<std::chrono::milliseconds>> ExecutionIdTime(
     std::string_view id);
+// Whether `id` has NewExecutionId's form whole: lower-case hex, version 7, the RFC variant.
+bool IsExecutionId(std::string_view id);
 
 // "250ms", "30s", "10m", "2h", "1d", or a plain number of seconds ("1.5"). Negative and
 // non-finite ("inf", "nan") are InvalidArgument; longer than 100 years, ResourceExhausted.

@@ -78,6 +78,19 @@ TEST(ExecutionIdTest, StartsWithCurrentUnixMilliseconds) {
   EXPECT_LE(ms, after) << id;
 }
 
+TEST(ExecutionIdTest, IsExecutionIdTakesOnlyTheWholeForm) {
+  for (int i = 0; i < 100; ++i) EXPECT_TRUE(IsExecutionId(NewExecutionId()));
+  const std::string good = "01a220e9-37c6-7faa-9bc9-cf7885e09c3c";
+  EXPECT_TRUE(IsExecutionId(good));
+  for (const std::string& bad : std::vector<std::string>{"notauuid", "", good.substr(1),
+                          "01A220E9-37C6-7FAA-9BC9-CF7885E09C3C",   // upper case
+                          "01a220e9-37c6-6faa-9bc9-cf7885e09c3c",   // version 6
+                          "01a220e9-37c6-7faa-cbc9-cf7885e09c3c",   // variant
+                          "01a220e9-37c6-7faa-9bc9-cf7885e0/../"}) {  // a path's end
+    EXPECT_FALSE(IsExecutionId(bad)) << bad;
+  }
+}
+
 TEST(ExecutionIdTest, OnlyAnIdOfOursHasATime) {
   for (const char* other : {"", "exec", "pruned-long-ago", "01a21975-1f89-41fd-8f2a-0197c612a594",
                             "01a2197g-1f89-71fd-8f2a-0197c612a594"}) {

@@ -499,17 +499,21 @@ std::vector<TaskLine> TaskLines(const std::vector<TaskSummary>& tasks) {
   }
   std::vector<TaskLine> lines;
   std::map<std::string, int> seen;
+  std::map<std::string, int> notable_seen;  // beyond the first: not succeeded, or ran again
   std::map<std::string, size_t> rest_line;
   std::map<std::string, std::map<std::string, int>> rest_states;
   for (size_t i = 0; i < tasks.size(); ++i) {
     const std::string& pattern = patterns[i];
     auto counted = total.find(pattern);
-    // Cut only what saves lines: more than one iteration beyond those shown. One that did not
-    // succeed or ran again is always shown (QA: 40 children lost with their agent and run again
-    // were counted among "1475 succeeded", their earlier attempts nowhere in the text).
-    const bool notable = tasks[i].status != "succeeded" || tasks[i].attempts > 1;
-    if (counted == total.end() || counted->second <= kShownIterations + 1 || notable ||
-        ++seen[pattern] <= kShownIterations) {
+    // Cut only what saves lines: more than one iteration beyond those shown. Of the rest, as
+    // many again that did not succeed or ran again are shown (QA: 40 children lost with their
+    // agent and run again were counted among "1475 succeeded", nowhere else in the text).
+    bool show = counted == total.end() || counted->second <= kShownIterations + 1 ||
+                ++seen[pattern] <= kShownIterations;
+    if (!show && (tasks[i].status != "succeeded" || tasks[i].attempts > 1)) {
+      show = ++notable_seen[pattern] <= kShownIterations;
+    }
+    if (show) {
       lines.push_back({&tasks[i], "", "", 0, ""});
       continue;
     }

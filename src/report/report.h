@@ -104,8 +104,8 @@ struct TaskSummary {
 
 // A line of the overview's task table in text and HTML: one task, or the rest of a loop's
 // iterations of one task beyond the first kShownIterations, summed up, so that a loop of
-// 150,000 iterations stays a page; an iteration that did not succeed or took more than one
-// attempt is always a line of its own. JSON lists every task.
+// 150,000 iterations stays a page; of the rest, the first kShownIterations that did not
+// succeed or took more than one attempt are lines of their own too. JSON lists every task.
 inline constexpr int kShownIterations = 25;
 struct TaskLine {
   const TaskSummary* task = nullptr;  // one task; else the rest of the iterations:

@@ -210,6 +210,14 @@ TEST(TaskLinesTest, SumsUpALoopsIterationsBeyondTheFirstOnes) {
   EXPECT_EQ(lines[shown + 2].task->task_path, "l[" + std::to_string(shown + 10) + "]/t");
   EXPECT_EQ(lines[shown + 3].task->task_path, "l[" + std::to_string(shown + 12) + "]/t");
   EXPECT_EQ(lines.back().task->task_path, "finish");
+
+  // A loop failing throughout stays a page: the first ones, as many failed ones again, a count.
+  tasks.clear();
+  for (int i = 1; i <= 10 * shown; ++i) add("f[" + std::to_string(i) + "]/t", "failed");
+  lines = TaskLines(tasks);
+  ASSERT_EQ(lines.size(), static_cast<size_t>(shown + 1 + shown));
+  EXPECT_EQ(lines.back().count, 8 * shown);
+  EXPECT_EQ(lines.back().states, std::to_string(8 * shown) + " failed");
 }
 
 TEST(AbbreviateTest, CutsAtCharactersNotBytes) {

@@ -462,8 +462,6 @@ std::string RawExchange(const std::string& url, const std::string& request,
   return reply;
 }
 
-// A POST without a Content-Length (`curl -X POST` without data) was answered only after the
-// 10 s read timeout, cpp-httplib reading for a body until the connection closed.
 // The scheme of `Authorization: Bearer TOKEN` is matched whatever its case (RFC 7235): a right
 // token after `bearer` was told it was wrong (QA).
 TEST_F(AgentTest, TheBearerSchemeIsMatchedWhateverItsCase) {
@@ -489,6 +487,8 @@ TEST_F(AgentTest, TheBearerSchemeIsMatchedWhateverItsCase) {
   EXPECT_TRUE(Contains(status_with("bearer wrong"), "the bearer token is wrong"));
 }
 
+// A POST without a Content-Length (`curl -X POST` without data) was answered only after the
+// 10 s read timeout, cpp-httplib reading for a body until the connection closed.
 TEST_F(AgentTest, ARequestWithoutABodyLengthIsAnsweredAtOnce) {
   ASSERT_TRUE(StartConfig(Config(1)));
   for (const char* method : {"POST", "PATCH"}) {
@@ -1320,6 +1320,15 @@ TEST_F(AgentTest, ARunNobodyFollowsForItsOrphanTimeoutIsStopped) {
   std::thread follower([&, client = agent_.Client()] {
     while (following) (void)client->GetRun(followed, seconds(1));
   });
+  // Ended and joined however the test ends (a failed ASSERT returns early).
+  struct StopFollowing {
+    std::atomic<bool>& following;
+    std::thread& follower;
+    ~StopFollowing() {
+      following = false;
+      if (follower.joinable()) follower.join();
+    }
+  } stop_following{following, follower};
   // Both slots are taken: it waits queued, and is stopped there.
   auto queued_at = std::chrono::steady_clock::now();
   const std::string queued = StartRun("long", orphan);
@@ -1331,6 +1340,13 @@ TEST_F(AgentTest, ARunNobodyFollowsForItsOrphanTimeoutIsStopped) {
 
   ASSERT_TRUE(api_->StopRun(without).ok());
   ASSERT_TRUE(ends_canceled(without));
+  // Its slot is free once the agent counts one busy: its history shows its end a moment before.
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        auto status = api_->Status();
+        return status.ok() && (*status)["busy"] == 1;
+      },
+      milliseconds(5000)));
   auto running_at = std::chrono::steady_clock::now();
   const std::string running = StartRun("long", orphan);
   ASSERT_TRUE(ends_canceled(running));

@@ -211,8 +211,8 @@ TEST(ValidateTest, ConstantAgentUrlsAndJobNamesAreChecked) {
   // The agent refuses such a param name at every start (review).
   EXPECT_NE(r.err.find("v.yaml:12:56: error: param name 'a=b' must match"), std::string::npos)
       << r.err;
-  EXPECT_NE(r.err.find("v.yaml:13:63: error: `orphan_timeout` must be 0 (never) or at least "
-                       "1 s"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("v.yaml:13:63: error: `orphan_timeout` must be 0 (never) or from 10 s "
+                       "to 30 days"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("v.yaml:14:76: error: `orphan_timeout` needs `wait: true`"),
             std::string::npos) << r.err;
   EXPECT_NE(r.err.find("v.yaml: 7 problems"), std::string::npos) << "templates are not judged";

@@ -50,8 +50,12 @@ constexpr auto kAtLimitSayAgain = std::chrono::seconds(60);
 // parent waits for a lost agent (kComeBackWait), so the parent has given the child up by then.
 constexpr std::chrono::milliseconds kDefaultOrphanTimeout = 30s;
 static_assert(kDefaultOrphanTimeout > 4 * kComeBackWait);
-// Less would stop children between two of their parent's polls.
-constexpr std::chrono::seconds kMinOrphanTimeout = kPollWait;
+// Less could stop a child its parent still follows: a parent waits up to kComeBackWait for an
+// agent that refuses connections (a proxy's blip, say) and a poll's wait and read margin for a
+// silent one, sending no poll the agent sees meanwhile (review).
+constexpr std::chrono::seconds kMinOrphanTimeout{10};
+static_assert(kMinOrphanTimeout >= kComeBackWait + kPollWait + kReadMargin);
+constexpr std::chrono::hours kMaxOrphanTimeout{30 * 24};  // what an agent takes
 
 // Past durations of agent jobs, read from the catalog once per job and process.
 class DurationHistory {
@@ -729,10 +733,12 @@ class AgentJobTaskType : public TaskType {
         parser.Error(node["orphan_timeout"],
                      "`orphan_timeout` needs `wait: true`: a child started with `wait: false` "
                      "is followed by no one, and runs to its end");
-      } else if (timeout->count() > 0 && *timeout < kMinOrphanTimeout) {
+      } else if (timeout->count() > 0 &&
+                 (*timeout < kMinOrphanTimeout || *timeout > kMaxOrphanTimeout)) {
         parser.Error(node["orphan_timeout"],
-                     fmt::format("`orphan_timeout` must be 0 (never) or at least {} s: a parent "
-                                 "follows its child with polls of that length",
+                     fmt::format("`orphan_timeout` must be 0 (never) or from {} s to 30 days: "
+                                 "less could stop a child its parent still follows, whose agent "
+                                 "refused connections for a moment",
                                  kMinOrphanTimeout.count()));
       } else {
         task->orphan_timeout = *timeout;

@@ -204,7 +204,10 @@ class PackageTask : public Task {
         [[fallthrough]];
       }
       default: {
-        std::string why = LastLine(run->ErrEnd());
+        // Past the capture limit, its last bytes: masked with the cut at their start in mind.
+        const Masker& masker = context.engine().recorder().masker();
+        std::string why =
+            LastLine(run->err_dropped > 0 ? masker.MaskTail(run->err_tail) : run->err);
         return TaskOutcome::Failure(fmt::format("child package {} failed (exit code {}){}", file,
                                                 run->exit_code, why.empty() ? "" : ": " + why));
       }
