@@ -45,7 +45,6 @@ Status CheckTlsFiles(const AgentConfig& config) {
 }
 
 constexpr int kMaxWaitSeconds = 60;
-constexpr int64_t kMaxOrphanTimeoutMs = int64_t{30} * 24 * 3600 * 1000;  // a month
 // How long a start with a wait holds its answer for a run that ends at once (see the start).
 constexpr std::chrono::milliseconds kWholeAnswerWindow{10};
 constexpr int kRequestReadTimeoutSeconds = 10;  // between the bytes of a request
@@ -878,8 +877,9 @@ void AgentServer::Routes() {
     // A query parameter, not a key of the body: an agent older than it ignores it, where an
     // unknown key would fail every start of a parent upgraded first.
     if (req.has_param("orphan_timeout_ms")) {
-      auto ms = WholeNumberParam(req, res, "orphan_timeout_ms", "milliseconds",
-                                 kMaxOrphanTimeoutMs);
+      auto ms = WholeNumberParam(
+          req, res, "orphan_timeout_ms", "milliseconds",
+          std::chrono::duration_cast<std::chrono::milliseconds>(client::kMaxOrphanTimeout).count());
       if (!ms) return;
       start.orphan_timeout = std::chrono::milliseconds(*ms);
     }

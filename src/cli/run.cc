@@ -433,8 +433,7 @@ Command AddRunCommand(CLI::App& app) {
   cmd->add_option("--max-concurrent", args->max_concurrent,
                   "Tasks run at once (default: the package's max_concurrent, else cores + 2)")
       ->check(WholeNumberAtLeastOne());
-  // Used when a parent starts a child package as its own process.
-  // Hidden: how a parent starts an out-of-process child (engine.md).
+  // Hidden: how a parent starts a child package as its own process (engine.md).
   cmd->add_option("--execution-id", args->execution_id)->group("");
   cmd->add_option("--parent-execution-id", args->parent_execution_id)->group("");
   cmd->add_flag("--params-stdin", args->params_stdin)->group("");

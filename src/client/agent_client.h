@@ -88,6 +88,8 @@ struct StartResult {
 // answer again before it gives the child's run up and places it elsewhere. An agent down for
 // longer ends the parents' queued runs it recovers rather than start them (a second run).
 inline constexpr std::chrono::seconds kAgentComeBackWait{5};
+// The longest orphan_timeout an agent takes (a start's orphan_timeout_ms above it is cut to it).
+inline constexpr std::chrono::hours kMaxOrphanTimeout{30 * 24};
 
 // Run states that never change again: succeeded, failed, canceled, abandoned.
 bool IsFinalRunStatus(std::string_view status);

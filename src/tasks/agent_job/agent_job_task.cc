@@ -55,7 +55,6 @@ static_assert(kDefaultOrphanTimeout > 4 * kComeBackWait);
 // silent one, sending no poll the agent sees meanwhile (review).
 constexpr std::chrono::seconds kMinOrphanTimeout{10};
 static_assert(kMinOrphanTimeout >= kComeBackWait + kPollWait + kReadMargin);
-constexpr std::chrono::hours kMaxOrphanTimeout{30 * 24};  // what an agent takes
 
 // Past durations of agent jobs, read from the catalog once per job and process.
 class DurationHistory {
@@ -734,7 +733,7 @@ class AgentJobTaskType : public TaskType {
                      "`orphan_timeout` needs `wait: true`: a child started with `wait: false` "
                      "is followed by no one, and runs to its end");
       } else if (timeout->count() > 0 &&
-                 (*timeout < kMinOrphanTimeout || *timeout > kMaxOrphanTimeout)) {
+                 (*timeout < kMinOrphanTimeout || *timeout > client::kMaxOrphanTimeout)) {
         parser.Error(node["orphan_timeout"],
                      fmt::format("`orphan_timeout` must be 0 (never) or from {} s to 30 days: "
                                  "less could stop a child its parent still follows, whose agent "
