@@ -728,17 +728,17 @@ class AgentJobTaskType : public TaskType {
       auto timeout = ParseDuration(*text);
       if (!timeout.ok()) {
         parser.Error(node["orphan_timeout"], timeout.status().message());
-      } else if (!task->wait) {
+      } else if (!task->wait && timeout->count() > 0) {
         parser.Error(node["orphan_timeout"],
                      "`orphan_timeout` needs `wait: true`: a child started with `wait: false` "
                      "is followed by no one, and runs to its end");
       } else if (timeout->count() > 0 &&
                  (*timeout < kMinOrphanTimeout || *timeout > client::kMaxOrphanTimeout)) {
         parser.Error(node["orphan_timeout"],
-                     fmt::format("`orphan_timeout` must be 0 (never) or from {} s to 30 days: "
-                                 "less could stop a child its parent still follows, whose agent "
-                                 "refused connections for a moment",
-                                 kMinOrphanTimeout.count()));
+                     fmt::format("`orphan_timeout` must be 0 (never) or from {} s to 30 days "
+                                 "(below {} s, a child whose agent refused connections for a "
+                                 "moment could be stopped while its parent still follows it)",
+                                 kMinOrphanTimeout.count(), kMinOrphanTimeout.count()));
       } else {
         task->orphan_timeout = *timeout;
       }
