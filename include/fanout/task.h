@@ -104,6 +104,9 @@ class TaskContext {
   virtual const std::string& task_path() const = 0;
   virtual const std::string& execution_id() const = 0;
   virtual int attempt() const = 0;
+  // For a retry of a leaf task: the agent its previous attempt failed on (TaskOutcome::agent),
+  // "" when that attempt ran on none, or this is no retry.
+  virtual const std::string& failed_agent() const = 0;
   // Increases with every task attempt the engines of this process start, in the order a run's
   // scheduler starts them (package order, a loop's iterations in turn): tasks that queue for
   // the same thing (an agent pool's slots) are served in this order.

@@ -300,7 +300,8 @@ uint64_t NextStartOrder() {
 // One attempt of one leaf task; the TaskContext the task sees.
 class Attempt : public TaskContext {
  public:
-  Attempt(Execution& exec, Container* container, size_t index, int try_number, uint64_t id);
+  Attempt(Execution& exec, Container* container, size_t index, int try_number, uint64_t id,
+          std::string failed_agent);
 
   Scope& scope() override { return *container_->scope; }
   const CancelToken& cancel() const override { return token_; }
@@ -310,6 +311,7 @@ class Attempt : public TaskContext {
   const std::string& task_path() const override { return path_; }
   const std::string& execution_id() const override;
   int attempt() const override { return attempt_; }
+  const std::string& failed_agent() const override { return failed_agent_; }
   uint64_t start_order() const override { return start_order_; }
   const Package& package() const override;
   std::string ResolvePath(const std::string& path) const override;
@@ -326,6 +328,7 @@ class Attempt : public TaskContext {
   uint64_t start_order_;
   std::string path_;
   int attempt_;  // its task_runs row and idempotency: unique for the path in the execution
+  std::string failed_agent_;  // failed_agent()
   CancelToken token_;
   DateTime started_at_{};
   TaskOutcome outcome_;
@@ -472,7 +475,9 @@ class Execution {
   // it, and neither the run nor c is stopping.
   bool WillRetry(const Container* c, const TaskDef& def, int try_number, Final final) const;
   // Warns that try `try_number` failed and starts the next after `retry_delay`.
-  void Retry(Container* c, size_t i, int try_number, const std::string& reason);
+  // `failed_agent`: the agent a leaf's failed try ran on, for the next try's failed_agent().
+  void Retry(Container* c, size_t i, int try_number, const std::string& reason,
+             const std::string& failed_agent = "");
   // A container task's try has ended: retried or finished.
   void EndContainerTry(Container* c, size_t i, int try_number, Final final,
                        const std::string& message);
@@ -481,7 +486,7 @@ class Execution {
   enum class Readiness { kWait, kRun, kSkip };
   Readiness Evaluate(Container* c, size_t i);
 
-  void StartLeaf(Container* c, size_t i, int try_number);
+  void StartLeaf(Container* c, size_t i, int try_number, std::string failed_agent = "");
   void Dispatch();
   void Launch(Attempt* a);
   void OnAttemptDone(Attempt* a);
@@ -582,7 +587,8 @@ class Execution {
 
 // ---- Attempt ----------------------------------------------------------------------------------
 
-Attempt::Attempt(Execution& exec, Container* container, size_t index, int try_number, uint64_t id)
+Attempt::Attempt(Execution& exec, Container* container, size_t index, int try_number, uint64_t id,
+                 std::string failed_agent)
     : exec_(exec),
       container_(container),
       index_(index),
@@ -591,7 +597,8 @@ Attempt::Attempt(Execution& exec, Container* container, size_t index, int try_nu
       id_(id),
       start_order_(NextStartOrder()),
       path_(container->ChildPath(def_)),
-      attempt_(exec.AttemptFor(container, path_, try_number)) {}
+      attempt_(exec.AttemptFor(container, path_, try_number)),
+      failed_agent_(std::move(failed_agent)) {}
 
 void Attempt::Emit(EventType type, std::string message, int64_t data_code,
                    std::string data_bytes) {
@@ -947,7 +954,8 @@ bool Execution::WillRetry(const Container* c, const TaskDef& def, int try_number
          !c->stopping;
 }
 
-void Execution::Retry(Container* c, size_t i, int try_number, const std::string& reason) {
+void Execution::Retry(Container* c, size_t i, int try_number, const std::string& reason,
+                      const std::string& failed_agent) {
   const TaskDef& def = (*c->tasks)[i];
   Emit(EventType::kOnWarning, c->ChildPath(def),
        fmt::format("attempt {} of {} failed ({}); retrying {}", try_number, def.retries + 1,
@@ -956,7 +964,7 @@ void Execution::Retry(Container* c, size_t i, int try_number, const std::string&
                                                : std::string("now")));
   // The failure as FinishNode takes it, should no retry follow.
   std::string failure = def.is_container() ? reason : fmt::format("{}: {}", c->ChildPath(def), reason);
-  auto start = [this, c, i, try_number, reason, failure] {
+  auto start = [this, c, i, try_number, reason, failure, failed_agent] {
     const TaskDef& def = (*c->tasks)[i];
     // No retry once canceled or stopping: the last try's failure stands (as its task run says).
     if (canceled_ || c->canceled || StopAll() || c->stopping) {
@@ -973,7 +981,7 @@ void Execution::Retry(Container* c, size_t i, int try_number, const std::string&
     if (def.is_container()) {
       StartContainerTask(c, i, try_number + 1);
     } else {
-      StartLeaf(c, i, try_number + 1);
+      StartLeaf(c, i, try_number + 1, failed_agent);
     }
   };
   retries_.emplace(Clock::now() + def.retry_delay, PendingRetry{c, std::move(start)});
@@ -1133,9 +1141,9 @@ void Execution::MaybeCompleteContainer(Container* c) {
 
 // ---- Leaf tasks -------------------------------------------------------------------------------
 
-void Execution::StartLeaf(Container* c, size_t i, int try_number) {
+void Execution::StartLeaf(Container* c, size_t i, int try_number, std::string failed_agent) {
   uint64_t id = next_attempt_id_++;
-  auto a = std::make_unique<Attempt>(*this, c, i, try_number, id);
+  auto a = std::make_unique<Attempt>(*this, c, i, try_number, id, std::move(failed_agent));
   ready_.push_back(a.get());
   attempts_.emplace(id, std::move(a));
 }
@@ -1218,10 +1226,11 @@ void Execution::OnAttemptDone(Attempt* a) {
   size_t i = a->index_;
   int try_number = a->try_;
   std::string out_message = out.message;
+  std::string out_agent = out.agent;
   attempts_.erase(a->id_);  // `a` is gone from here on
 
   if (will_retry) {
-    Retry(c, i, try_number, out_message);
+    Retry(c, i, try_number, out_message, final == Final::kFailure ? out_agent : "");
     return;
   }
   if (final == Final::kSuccess) ++result_.succeeded;

@@ -40,6 +40,7 @@ constexpr auto kBlockSafety = 2s;
 struct Call {
   std::string path;
   int attempt = 0;
+  std::string failed_agent;  // TaskContext::failed_agent()
   Clock::time_point start;
   Clock::time_point end;
   std::string log;
@@ -130,10 +131,11 @@ class World {
 // Keys: result (template: success|failure|canceled), message (failure text), sleep_ms, block
 // (until canceled), set + value (assign a variable on success), fail_times (fail the first N
 // attempts), log (template recorded with the call), emit (template sent as OnInformation),
-// wait_for (template: a task path that must have started before this one goes on).
+// wait_for (template: a task path that must have started before this one goes on), agent (the
+// agent a failure names, as an agent-job's does).
 class FakeTask : public Task {
  public:
-  std::optional<Template> result, message, value, log, emit, wait_for;
+  std::optional<Template> result, message, value, log, emit, wait_for, agent;
   int64_t sleep_ms = 0;
   int64_t fail_times = 0;
   bool block = false;
@@ -147,6 +149,7 @@ class FakeTask : public Task {
     Call call;
     call.path = ctx.task_path();
     call.attempt = ctx.attempt();
+    call.failed_agent = ctx.failed_agent();
     call.start = Clock::now();
     world.Started(call.path);
     TaskOutcome out = Body(ctx, call);
@@ -186,7 +189,11 @@ class FakeTask : public Task {
     if (fail_times > 0 && World::Get().CountAttempt(ctx.task_path()) <= fail_times) {
       what = "failure";
     }
-    if (what == "failure") return TaskOutcome::Failure(Render(message, ctx, "fake failure"));
+    if (what == "failure") {
+      TaskOutcome failed = TaskOutcome::Failure(Render(message, ctx, "fake failure"));
+      failed.agent = Render(agent, ctx, "");
+      return failed;
+    }
     if (what == "canceled") return {TaskResult::kCanceled, "fake canceled", "", ""};
     if (!set.empty()) {
       Value v;
@@ -207,7 +214,7 @@ class FakeType : public TaskType {
   std::string_view name() const override { return "fake"; }
   std::vector<std::string_view> keys() const override {
     return {"result",     "message", "sleep_ms", "block",    "set",   "value",
-            "fail_times", "log",     "emit",     "wait_for", "inline"};
+            "fail_times", "log",     "emit",     "wait_for", "inline", "agent"};
   }
   std::shared_ptr<const Task> Parse(const YAML::Node& node, TaskParser& parser) const override {
     auto t = std::make_shared<FakeTask>();
@@ -217,6 +224,7 @@ class FakeType : public TaskType {
     t->log = parser.TemplateAt(node, "log", false);
     t->emit = parser.TemplateAt(node, "emit", false);
     t->wait_for = parser.TemplateAt(node, "wait_for", false);
+    t->agent = parser.TemplateAt(node, "agent", false);
     t->sleep_ms = parser.IntAt(node, "sleep_ms").value_or(0);
     t->fail_times = parser.IntAt(node, "fail_times").value_or(0);
     t->block = parser.BoolAt(node, "block").value_or(false);
@@ -725,6 +733,24 @@ tasks:
   EXPECT_EQ(StatusOf("exhausted"), "failed");
   EXPECT_EQ(AttemptsRecorded("exhausted"), 2);
   EXPECT_EQ(r.succeeded, 1);
+}
+
+// A retry learns the agent its previous attempt failed on (an agent-job then places it on
+// another); a first attempt, and one after an attempt that named no agent, learn none.
+TEST_F(EngineTest, ARetryKnowsTheAgentItsLastAttemptFailedOn) {
+  MustRun(R"(package: failed-on
+tasks:
+  remote: {type: fake, fail_times: 2, retries: 2, agent: srv-a}
+  local: {type: fake, fail_times: 1, retries: 1}
+)");
+  auto remote = World::Get().CallsOf("remote");
+  ASSERT_EQ(remote.size(), 3u);
+  EXPECT_EQ(remote[0].failed_agent, "");
+  EXPECT_EQ(remote[1].failed_agent, "srv-a");
+  EXPECT_EQ(remote[2].failed_agent, "srv-a");
+  auto local = World::Get().CallsOf("local");
+  ASSERT_EQ(local.size(), 2u);
+  EXPECT_EQ(local[1].failed_agent, "");
 }
 
 // A container with `retries` runs again as a whole when it fails: every task inside runs again,

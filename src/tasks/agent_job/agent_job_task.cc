@@ -94,32 +94,6 @@ class DurationHistory {
   std::map<std::string, std::shared_ptr<std::vector<ExecutionRow>>> cache_;
 };
 
-// The agent each task attempt failed on, by execution and task path, until its retry asks.
-class FailedAgents {
- public:
-  static FailedAgents& Get() {
-    static FailedAgents* agents = new FailedAgents();  // used until exit
-    return *agents;
-  }
-  void Put(const std::string& key, const std::string& agent) {
-    std::lock_guard lock(mu_);
-    agents_[key] = agent;
-  }
-  // The agent, forgotten once asked; "" when the last attempt did not fail on one.
-  std::string Take(const std::string& key) {
-    std::lock_guard lock(mu_);
-    auto it = agents_.find(key);
-    if (it == agents_.end()) return "";
-    std::string agent = std::move(it->second);
-    agents_.erase(it);
-    return agent;
-  }
-
- private:
-  std::mutex mu_;
-  std::map<std::string, std::string> agents_;
-};
-
 // `call` (a request through the lease's client), made again once when the agent refused the
 // token and the member's token file now holds another: the agent restarted with a new token, or
 // it was rotated, while the child ran.
@@ -164,13 +138,7 @@ class AgentJobTask : public Task {
     // A retry goes to another agent than the one its last attempt failed on, when another can
     // take it (QA: an agent that failed every child at once looked the least loaded, and drew
     // each child's every retry).
-    const std::string key = context.execution_id() + "\n" + context.task_path();
-    std::string failed_on = FailedAgents::Get().Take(key);
-    TaskOutcome outcome = Place(context, failed_on);
-    if (outcome.result == TaskResult::kFailure && !outcome.agent.empty()) {
-      FailedAgents::Get().Put(key, outcome.agent);
-    }
-    return outcome;
+    return Place(context, context.failed_agent());
   }
 
  private:
