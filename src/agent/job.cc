@@ -463,7 +463,14 @@ Result<JobDef> ParseJob(const std::string& text, std::vector<JobProblem>* proble
   Marks marks;
   const bool is_json = IsJsonText(text);
   const bool strict = check == JobCheck::kNew;
-  if (is_json) {
+  if (auto bad = InvalidUtf8At(text)) {
+    // The agent keeps and answers jobs as JSON, which holds only UTF-8 (QA: a 500 from deep
+    // inside the agent at `fanout job create`, and the JSON parser's raw words for a .json).
+    auto [line, column] = LineAndColumnAt(text, *bad);
+    problems.push_back({line, column, fmt::format("byte 0x{:02X} is not UTF-8: job files are "
+                                                  "UTF-8 text (convert the file with iconv)",
+                                                  static_cast<unsigned char>(text[*bad]))});
+  } else if (is_json) {
     // nlohmann keeps the last of a key written twice: each object's keys are watched.
     std::vector<std::set<std::string>> keys;
     auto watch = [&](int, json::parse_event_t event, json& parsed) {
@@ -482,13 +489,6 @@ Result<JobDef> ParseJob(const std::string& text, std::vector<JobProblem>* proble
     }
   } else if (auto nul = FindNulByte(text)) {
     problems.push_back({nul->first, nul->second, kNulByteProblem});
-  } else if (auto bad = InvalidUtf8At(text)) {
-    // The agent keeps and answers jobs as JSON, which holds only UTF-8 (QA: a 500 from deep
-    // inside the agent at `fanout job create`).
-    auto [line, column] = LineAndColumnAt(text, *bad);
-    problems.push_back({line, column, fmt::format("byte 0x{:02X} is not UTF-8: job files are "
-                                                  "UTF-8 text (convert the file with iconv)",
-                                                  static_cast<unsigned char>(text[*bad]))});
   } else {
     try {
       size_t budget = kMaxJobValues;

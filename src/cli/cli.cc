@@ -329,11 +329,14 @@ void ExplainParseError(const CLI::App& app, const CLI::ParseError& error) {
     message = "unknown option " + given;
     std::string nearest;
     size_t best = 3;  // at most two edits away
-    for (const CLI::Option* option : command->get_options()) {
-      for (const std::string& name : option->get_lnames()) {
-        if (size_t d = EditDistance(given, "--" + name); d < best) {
-          best = d;
-          nearest = "--" + name;
+    // The enclosing commands' options too: `fanout job start --token-fle` meant `fanout job`'s.
+    for (const CLI::App* c = command; c != nullptr; c = c->get_parent()) {
+      for (const CLI::Option* option : c->get_options()) {
+        for (const std::string& name : option->get_lnames()) {
+          if (size_t d = EditDistance(given, "--" + name); d < best) {
+            best = d;
+            nearest = "--" + name;
+          }
         }
       }
     }

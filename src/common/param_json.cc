@@ -43,11 +43,16 @@ Result<nlohmann::json> ParamToJson(const Value& value) {
 
 Status CheckParamUtf8(const nlohmann::json& json) {
   Status bad;
+  int value = 0;  // of a list, counting rows' values in order
   ForEachScalar(json, [&](const nlohmann::json&, const std::string& text) {
+    ++value;
     if (auto at = InvalidUtf8At(text); at && bad.ok()) {
       bad = InvalidArgument(fmt::format(
-          "its value is not UTF-8 text (byte {} is 0x{:02X}); parameters reach another process "
-          "or an agent as JSON, which holds only UTF-8: convert it (iconv) or rename the file",
+          "{} is not UTF-8 text (byte {} is 0x{:02X}); parameters reach another process or an "
+          "agent as JSON, which holds only UTF-8: convert it (iconv) or rename the file",
+          json.is_array() ? fmt::format("value {} of its list (rows' values counted in order)",
+                                        value)
+                          : "its value",
           *at, static_cast<unsigned char>(text[*at])));
     }
   });

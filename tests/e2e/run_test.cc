@@ -67,6 +67,11 @@ TEST(RunTest, ABadCommandLineNamesTheCommandAndTheUnknownOption) {
   EXPECT_EQ(typo.exit_code, 6);
   EXPECT_EQ(typo.err, "fanout run: unknown option --sett (did you mean --set?); see fanout run "
                       "--help\n");
+  // An enclosing command's option, written after the subcommand as CLI11 allows.
+  CommandResult outer = RunFanout({"job", "start", "--token-fle", "t", "j"}, dir.path());
+  EXPECT_EQ(outer.exit_code, 6);
+  EXPECT_EQ(outer.err, "fanout job start: unknown option --token-fle (did you mean "
+                       "--token-file?); see fanout job start --help\n");
   CommandResult far = RunFanout({"report", "overview", "x", "--bogus"}, dir.path());
   EXPECT_EQ(far.exit_code, 6);
   EXPECT_EQ(far.err, "fanout report overview: unknown option --bogus; see fanout report overview "

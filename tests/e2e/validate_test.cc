@@ -300,6 +300,14 @@ TEST(ValidateTest, AJobFileThatIsNotUtf8IsAProblemAtItsPlace) {
                        "UTF-8 text"),
             std::string::npos)
       << r.err;
+  // A JSON one too, where the parser's own words had been shown (QA).
+  dir.Write("latin1.job.json", "{\"job\": \"latin1\", \"steps\": [{\"name\": \"s\", "
+                               "\"subsystem\": \"process\", \"run\": [\"caf\xe9\"]}]}");
+  CommandResult json = RunFanout({"validate", "latin1.job.json"}, dir.path());
+  EXPECT_EQ(json.exit_code, 5);
+  EXPECT_NE(json.err.find("latin1.job.json:1:79: error: byte 0xE9 is not UTF-8"),
+            std::string::npos)
+      << json.err;
 }
 
 TEST(ValidateTest, UsageErrorsExitSix) {
