@@ -67,23 +67,18 @@ std::string JsonText(const json& body) {
 
 // A 500 is the agent's own trouble (a full disk, say): said on stderr too, at most once every
 // 10 s with how many came meanwhile. The agent's log had shown nothing while its parents got
-// "database or disk is full" (QA).
+// "database or disk is full" (QA). Those held back are said when their 10 s have passed, or as
+// the process ends.
 void SayServerError(const json& body) {
-  static std::mutex mu;
-  static std::chrono::steady_clock::time_point last_said{};
-  static int held = 0;
-  std::lock_guard lock(mu);
-  auto now = std::chrono::steady_clock::now();
-  if (last_said != std::chrono::steady_clock::time_point{} &&
-      now - last_said < std::chrono::seconds(10)) {
-    ++held;
-    return;
-  }
-  std::string more = held > 0 ? fmt::format(" ({} more since the last said)", held) : "";
-  std::fprintf(stderr, "fanout agent: answered 500%s: %s\n", more.c_str(),
-               JsonText(body).c_str());
-  last_said = now;
-  held = 0;
+  static ThrottledNotice said(std::chrono::seconds(10), [](int count, const std::string& last) {
+    if (count == 1) {
+      std::fprintf(stderr, "fanout agent: answered 500: %s\n", last.c_str());
+    } else {
+      std::fprintf(stderr, "fanout agent: answered 500 to %d requests (the last: %s; said at most "
+                   "once every 10 s)\n", count, last.c_str());
+    }
+  });
+  said.Note(JsonText(body));
 }
 
 void Reply(httplib::Response& res, int status, const json& body) {
@@ -190,17 +185,15 @@ int HttpStatusFor(Code code) {
 }
 
 AgentServer::AgentServer(AgentConfig config, std::string fanout_binary)
-    : config_(std::move(config)), fanout_binary_(std::move(fanout_binary)) {}
+    : config_(std::move(config)),
+      fanout_binary_(std::move(fanout_binary)),
+      refused_(std::chrono::minutes(1), [](int count, const std::string& last) {
+        std::fprintf(stderr, "fanout agent: refused %d request%s without a valid bearer token "
+                     "(the last, %s; said at most once a minute)\n", count,
+                     count == 1 ? "" : "s", last.c_str());
+      }) {}
 
-AgentServer::~AgentServer() {
-  {
-    std::lock_guard lock(refused_mu_);
-    refused_stop_ = true;
-    if (refused_ > 0) SayRefusedLocked(std::chrono::steady_clock::now());
-  }
-  refused_wake_.notify_all();
-  if (refused_sayer_.joinable()) refused_sayer_.join();
-}
+AgentServer::~AgentServer() { refused_.Stop(); }
 
 Status AgentServer::Start() {
   // Before anything changes: a bad certificate must not leave recovered runs behind.
@@ -379,45 +372,9 @@ bool AgentServer::Authorized(const httplib::Request& req, httplib::Response& res
   return false;
 }
 
-namespace {
-constexpr auto kSayRefusedEvery = std::chrono::minutes(1);
-}  // namespace
-
 void AgentServer::NoteRefused(const httplib::Request& req, bool token_given) {
-  std::lock_guard lock(refused_mu_);
-  ++refused_;
-  refused_last_ = fmt::format("{} {} from {}, had {}", req.method, req.path, req.remote_addr,
-                              token_given ? "a wrong one" : "none");
-  auto now = std::chrono::steady_clock::now();
-  if (refused_said_ == std::chrono::steady_clock::time_point{} ||
-      now - refused_said_ >= kSayRefusedEvery) {
-    SayRefusedLocked(now);
-    return;
-  }
-  if (!refused_sayer_.joinable()) refused_sayer_ = std::thread([this] { RefusedLoop(); });
-  refused_wake_.notify_one();
-}
-
-void AgentServer::SayRefusedLocked(std::chrono::steady_clock::time_point now) {
-  std::fprintf(stderr, "fanout agent: refused %d request%s without a valid bearer token (the "
-               "last, %s; said at most once a minute)\n", refused_, refused_ == 1 ? "" : "s",
-               refused_last_.c_str());
-  refused_ = 0;
-  refused_said_ = now;
-}
-
-void AgentServer::RefusedLoop() {
-  std::unique_lock lock(refused_mu_);
-  while (!refused_stop_) {
-    if (refused_ == 0) {
-      refused_wake_.wait(lock);
-      continue;
-    }
-    const auto due = refused_said_ + kSayRefusedEvery;
-    if (refused_wake_.wait_until(lock, due, [&] { return refused_stop_; })) break;
-    const auto now = std::chrono::steady_clock::now();
-    if (refused_ > 0 && now >= due) SayRefusedLocked(now);
-  }
+  refused_.Note(fmt::format("{} {} from {}, had {}", req.method, req.path, req.remote_addr,
+                            token_given ? "a wrong one" : "none"));
 }
 
 bool AgentServer::RefusedWhileBroken(httplib::Response& res) {

@@ -18,6 +18,7 @@
 #include "agent/config.h"
 #include "agent/executor.h"
 #include "agent/store.h"
+#include "agent/throttled_notice.h"
 #include "common/util.h"
 #include "fanout/status.h"
 
@@ -50,13 +51,10 @@ class AgentServer {
  private:
   void Routes();
   bool Authorized(const httplib::Request& req, httplib::Response& res);
-  // Says on stderr that requests were refused for their token: at once, then at most once a
-  // minute with how many, so that a misconfigured parent shows in the agent's log without
-  // flooding it. Those held back are said when their minute has passed (RefusedLoop, started
-  // with the first) or at the agent's stop, whether or not more come.
+  // Says on stderr that a request was refused for its token: at once, then at most once a
+  // minute with how many (refused_), so that a misconfigured parent shows in the agent's log
+  // without flooding it.
   void NoteRefused(const httplib::Request& req, bool token_given);
-  void SayRefusedLocked(std::chrono::steady_clock::time_point now);
-  void RefusedLoop();
   // Drops a job from jobs_ after the store changed it.
   void ForgetJob(const std::string& name);
   // Answers 503 when the agent's database is gone (Executor::Broken): a deploy would report
@@ -79,13 +77,9 @@ class AgentServer {
   std::atomic<ServeState> serve_state_{ServeState::kNotYet};
   std::atomic<bool> stop_requested_{false};
 
-  std::mutex refused_mu_;
-  int refused_ = 0;  // since the last line about them
-  std::string refused_last_;  // the last of them: "GET /v1/status from 10.0.0.7, had none"
-  std::chrono::steady_clock::time_point refused_said_{};
-  std::condition_variable refused_wake_;
-  bool refused_stop_ = false;
-  std::thread refused_sayer_;
+  // Requests refused for their token (NoteRefused): the last described as "GET /v1/status from
+  // 10.0.0.7, had none".
+  ThrottledNotice refused_;
 
   // Parsed job definitions by name, so a start reads and parses its job only the first time.
   // PUT and DELETE of a job drop its entry and bump the generation, so a load that began before

@@ -612,6 +612,10 @@ TEST_F(AgentTest, AnInternalErrorIsSaidInTheAgentsLog) {
   const std::string err = agent_.err();
   EXPECT_TRUE(Contains(err, "cannot store package")) << err;
   EXPECT_EQ(err.find("answered 500"), err.rfind("answered 500")) << "said once a burst: " << err;
+  // The rest of the burst is said at the stop, not only if another 500 comes (review).
+  EXPECT_EQ(Terminate(), 0);
+  EXPECT_TRUE(Contains(agent_.err(), "fanout agent: answered 500 to 2 requests (the last: "))
+      << agent_.err();
 }
 
 TEST_F(AgentTest, AnAgentWhoseDataDirIsRemovedSaysSoAndTakesNoMoreWork) {
