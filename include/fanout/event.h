@@ -83,6 +83,11 @@ class Masker {
   // For text whose start was cut off (the last bytes of a long output): a secret's last part
   // at its very start is masked too.
   std::string MaskTail(std::string_view text) const;
+  // The end of a captured output stream, where a program says why it failed: all of it,
+  // masked, when all was captured; else (`dropped` bytes went past the capture) its last
+  // bytes, `tail`, with MaskTail.
+  std::string MaskOutputEnd(std::string_view captured, size_t dropped,
+                            std::string_view tail) const;
   bool empty() const;
   // Every secret registered, to hand on to a child process that must mask them too.
   std::vector<std::string> secrets() const;

@@ -56,12 +56,6 @@ std::string KeptOutput(const std::string& captured, size_t dropped, const Masker
   return text + marker;
 }
 
-// The end of a step's stderr, where it says why it failed: past the capture limit, its last
-// bytes, masked with the cut at their start in mind (a secret's last part may begin them).
-std::string ErrEnd(const SpawnResult& r, const Masker& secrets) {
-  return r.err_dropped > 0 ? secrets.MaskTail(r.err_tail) : r.err;
-}
-
 std::string LastLine(std::string text) {
   while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.pop_back();
   size_t nl = text.rfind('\n');
@@ -806,6 +800,10 @@ Executor::StepOutcome Executor::RunStep(ActiveRun& run, int index, int attempt) 
     rec.exit_code = r.exit_code;
     rec.stdout_text = KeptOutput(r.out, r.out_dropped, run.secrets);
     rec.stderr_text = KeptOutput(r.err, r.err_dropped, run.secrets);
+    // Why a failed step failed: the last line of stderr, also past the capture limit.
+    auto last_line = [&] {
+      return LastLine(run.secrets.MaskOutputEnd(r.err, r.err_dropped, r.err_tail));
+    };
     if (r.timed_out) {
       outcome.message = fmt::format("timed out after {}", FormatDuration(spec.timeout));
     } else if (r.stopped) {
@@ -817,7 +815,7 @@ Executor::StepOutcome Executor::RunStep(ActiveRun& run, int index, int attempt) 
       outcome.canceled = r.exit_code == 3 && run.stop.canceled();
       if (!outcome.success) {
         // Killed, its last line is not why it ended (it said "exited with code 137").
-        std::string why = r.term_signal != 0 ? "" : LastLine(ErrEnd(r, run.secrets));
+        const std::string why = r.term_signal != 0 ? "" : last_line();
         outcome.message = r.term_signal != 0
                               ? fmt::format("fanout run was killed by signal {}", r.term_signal)
                           : why.empty() ? fmt::format("fanout run exited with code {}", r.exit_code)
@@ -830,7 +828,7 @@ Executor::StepOutcome Executor::RunStep(ActiveRun& run, int index, int attempt) 
       if (!outcome.success) {
         std::string why = r.term_signal ? fmt::format("killed by signal {}", r.term_signal)
                                         : fmt::format("exit code {}", r.exit_code);
-        std::string err = LastLine(ErrEnd(r, run.secrets));  // past the capture limit too
+        const std::string err = last_line();
         outcome.message = fmt::format("{} {}{}", step.run[0], why, err.empty() ? "" : ": " + err);
       }
     }

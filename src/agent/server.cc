@@ -193,7 +193,7 @@ AgentServer::AgentServer(AgentConfig config, std::string fanout_binary)
                      count == 1 ? "" : "s", last.c_str());
       }) {}
 
-AgentServer::~AgentServer() { refused_.Stop(); }
+AgentServer::~AgentServer() = default;  // refused_ says what it held back as it goes
 
 Status AgentServer::Start() {
   // Before anything changes: a bad certificate must not leave recovered runs behind.

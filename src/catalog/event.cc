@@ -76,6 +76,11 @@ std::string Masker::MaskTruncated(std::string_view text) const { return Mask(tex
 
 std::string Masker::MaskTail(std::string_view text) const { return Mask(text, false, true); }
 
+std::string Masker::MaskOutputEnd(std::string_view captured, size_t dropped,
+                                  std::string_view tail) const {
+  return dropped > 0 ? MaskTail(tail) : Mask(captured);
+}
+
 std::string Masker::Mask(std::string_view text, bool cut_end, bool cut_start) const {
   if (empty()) return std::string(text);
   std::shared_lock lock(impl_->mu);

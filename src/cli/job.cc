@@ -18,6 +18,7 @@
 
 #include "cli/cli.h"
 #include "client/agent_client.h"
+#include "common/param_json.h"
 #include "common/util.h"
 
 namespace fanout::cli {
@@ -655,6 +656,13 @@ int Start(const JobArgs& args) {
   client::StartRequest request;
   if (!ParseParams(args.params, request.params)) return kExitUsage;
   if (int code = ReadSecretParams(args.secret_params, request); code != kExitSuccess) return code;
+  // JSON holds only UTF-8 (QA: a Latin-1 value aborted the command).
+  for (const auto& [name, value] : request.params) {
+    if (Status bad = CheckParamUtf8(value); !bad.ok()) {
+      std::fprintf(stderr, "fanout: param %s: %s\n", name.c_str(), bad.message().c_str());
+      return kExitUsage;
+    }
+  }
   std::optional<std::chrono::milliseconds> timeout;
   if (!ParseTimeout(args.timeout, timeout)) return kExitUsage;
   if (timeout && !args.wait) {

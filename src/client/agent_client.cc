@@ -14,7 +14,6 @@
 
 #include "client/tls_files.h"
 #include "common/agent_url.h"
-#include "common/param_json.h"
 #include "common/util.h"
 
 namespace fanout::client {
@@ -22,8 +21,9 @@ namespace {
 
 using nlohmann::json;
 
-// A request's JSON body. Its params were checked to be UTF-8 (CheckParamUtf8); anything else
-// that is not (a secret, say) goes with U+FFFD in place rather than throw.
+// A request's JSON body. Its callers check the params are UTF-8 (CheckParamUtf8: a task's
+// ParamToJson, `fanout job start`); anything else that is not (a secret, say) goes with U+FFFD
+// in place rather than throw.
 std::string BodyText(const json& body) {
   return body.dump(-1, ' ', false, json::error_handler_t::replace);
 }
@@ -548,11 +548,6 @@ Result<StartResult> AgentClient::StartJob(
     const std::function<void(const StartResult&)>& accepted) {
   RETURN_IF_ERROR(CheckName("job name", name));
   json body = json::object();
-  for (const auto& [name, value] : request.params) {
-    if (fanout::Status bad = CheckParamUtf8(value); !bad.ok()) {
-      return bad.WithContext("param " + name);
-    }
-  }
   if (!request.params.empty()) body["params"] = request.params;
   if (!request.secrets.empty()) body["secrets"] = request.secrets;
   if (!request.parent_execution_id.empty()) {

@@ -1931,12 +1931,10 @@ TEST_F(PoolTest, ATimeoutStopsTheRemoteChild) {
 TEST_F(PoolTest, AParamThatIsNotUtf8FailsItsChildNotTheParent) {
   ASSERT_TRUE(StartAgents({2}));
   ASSERT_TRUE(Deploy({{"echo.yaml", ShellJob("echo", "true")}}));
-  const std::string tasks =
-      "  bad: {type: agent-job, connection: pool, job: echo, params: {f: \"${f}\"}}\n"
-      "  good: {type: agent-job, connection: pool, job: echo}\n";
-  std::string parent = work_.Write(
-      "latin1-with-f.yaml", "parameters:\n  f: {type: string}\nmaximum_error_count: 2\n" +
-                                ReadText(WriteParent("latin1", tasks)));
+  std::string parent = WriteParent(
+      "latin1", "  bad: {type: agent-job, connection: pool, job: echo, params: {f: \"${f}\"}}\n"
+                "  good: {type: agent-job, connection: pool, job: echo}\n"
+                "parameters:\n  f: {type: string}\nmaximum_error_count: 2\n");
   CommandResult r = RunFanout({"run", parent, "--catalog", CatalogSpec(), "--set", "f=caf\xe9"},
                               work_.path());
   EXPECT_EQ(r.exit_code, 0) << r.out << r.err;  // maximum_error_count: 2

@@ -204,10 +204,8 @@ class PackageTask : public Task {
         [[fallthrough]];
       }
       default: {
-        // Past the capture limit, its last bytes: masked with the cut at their start in mind.
-        const Masker& masker = context.engine().recorder().masker();
-        std::string why =
-            LastLine(run->err_dropped > 0 ? masker.MaskTail(run->err_tail) : run->err);
+        std::string why = LastLine(context.engine().recorder().masker().MaskOutputEnd(
+            run->err, run->err_dropped, run->err_tail));
         return TaskOutcome::Failure(fmt::format("child package {} failed (exit code {}){}", file,
                                                 run->exit_code, why.empty() ? "" : ": " + why));
       }

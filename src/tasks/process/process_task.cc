@@ -74,8 +74,8 @@ class ProcessTask : public Task {
     // The event shows each stream's end, also past the capture limit: a program says why it
     // failed at the end (QA: the message showed byte 64 Ki of 1 MB, cut mid-word).
     const Masker& masker = context.engine().recorder().masker();
-    const std::string out = r.out_dropped > 0 ? masker.MaskTail(r.out_tail) : masker.Mask(r.out);
-    const std::string err = r.err_dropped > 0 ? masker.MaskTail(r.err_tail) : masker.Mask(r.err);
+    const std::string out = masker.MaskOutputEnd(r.out, r.out_dropped, r.out_tail);
+    const std::string err = masker.MaskOutputEnd(r.err, r.err_dropped, r.err_tail);
     std::string output;
     if (!out.empty()) {
       output += "stdout:\n";
