@@ -6,7 +6,9 @@
 // at once, each with its own Scope.
 #pragma once
 
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -52,6 +54,12 @@ class Expression {
   // Evaluates; assignments write through `scope`. Runtime errors (division by zero, a type
   // mismatch, an unknown variable) come back as InvalidArgument with a message.
   Result<Value> Evaluate(Scope& scope) const;
+
+  // The type of every value the expression gives when it succeeds, when the expression alone
+  // tells it: literals, casts, functions, comparisons and logic, arithmetic on known types, and
+  // variables whose type `variable_type` knows. nullopt when it depends on the values.
+  using VariableTypes = std::function<std::optional<ValueType>(std::string_view name)>;
+  std::optional<ValueType> ResultType(const VariableTypes& variable_type) const;
 
   // Every variable the expression reads or assigns, for validation of unknown names.
   const std::vector<std::string>& variables() const;

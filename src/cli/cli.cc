@@ -12,6 +12,7 @@
 #include <iostream>
 #include <limits>
 #include <map>
+#include <regex>
 #include <string>
 #include <thread>
 #include <utility>
@@ -323,6 +324,11 @@ void ExplainParseError(const CLI::App& app, const CLI::ParseError& error) {
   std::string path;
   const CLI::App* command = InnermostCommand(app, path);
   std::string message = error.what();
+  // CLI11 says "--catalog: At Most 1 required but received 2" for an option given twice.
+  static const std::regex kGivenTwice("^(-[^:]+): At Most 1 required but received (\\d+)$");
+  if (std::smatch m; std::regex_match(message, m, kGivenTwice)) {
+    message = fmt::format("{} was given {} times; it takes one value", m.str(1), m.str(2));
+  }
   for (const std::string& arg : app.remaining(true)) {
     if (!arg.starts_with("-") || arg == "-") continue;
     const std::string given = arg.substr(0, arg.find('='));

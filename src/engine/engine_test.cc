@@ -514,7 +514,7 @@ variables:
   rows: {type: int, value: 0}
 tasks:
   a: {type: fake}
-  b: {type: fake, after: [{task: a, when: "@rows + 1"}]}
+  b: {type: fake, after: [{task: a, when: "@rows == 0 ? @rows + 1 : false"}]}
 )");
   EXPECT_EQ(r.result, TaskResult::kSuccess);
   EXPECT_FALSE(World::Get().Ran("b"));
@@ -857,7 +857,7 @@ variables:
 tasks:
   a:
     type: for
-    condition: "@i"
+    condition: "@i == 0 ? @i : false"
     tasks:
       x: {type: fake}
   b:
@@ -1528,7 +1528,7 @@ variables:
 tasks:
   loop:
     type: for
-    condition: "@i + 1"
+    condition: "@i == 0 ? @i + 1 : false"
     tasks:
       body: {type: fake}
 )");

@@ -1718,6 +1718,74 @@ Result<Value> Eval(const Node& node, Scope& scope) {
   return Internal("unknown expression node");
 }
 
+std::optional<ValueType> StaticType(const Node& node, const Expression::VariableTypes& types) {
+  auto number = [](std::optional<ValueType> t) {
+    return t == ValueType::kInt || t == ValueType::kDouble ? t : std::nullopt;
+  };
+  switch (node.kind) {
+    case Kind::kLiteral:
+      return node.literal.type();
+    case Kind::kVariable:
+      return types(node.name);
+    case Kind::kUnary:
+      return node.op == Op::kNot ? ValueType::kBool : number(StaticType(*node.args[0], types));
+    case Kind::kBinary: {
+      if (node.op != Op::kAdd && node.op != Op::kSub && node.op != Op::kMul &&
+          node.op != Op::kDiv && node.op != Op::kMod) {
+        return ValueType::kBool;  // comparisons and logic
+      }
+      const std::optional<ValueType> a = StaticType(*node.args[0], types);
+      const std::optional<ValueType> b = StaticType(*node.args[1], types);
+      if (node.op == Op::kAdd && (a == ValueType::kString || b == ValueType::kString)) {
+        return ValueType::kString;
+      }
+      if (!number(a) || !number(b)) return std::nullopt;
+      return a == ValueType::kInt && b == ValueType::kInt ? ValueType::kInt : ValueType::kDouble;
+    }
+    case Kind::kConditional: {
+      const std::optional<ValueType> a = StaticType(*node.args[1], types);
+      return a == StaticType(*node.args[2], types) ? a : std::nullopt;
+    }
+    case Kind::kCall:
+      switch (node.fn) {
+        case Fn::kAbs:
+        case Fn::kCeiling:
+        case Fn::kFloor:
+        case Fn::kRound:
+          return number(StaticType(*node.args[0], types));
+        case Fn::kDateAdd:
+        case Fn::kGetDate:
+          return ValueType::kDateTime;
+        case Fn::kDateDiff:
+        case Fn::kDatePart:
+        case Fn::kDay:
+        case Fn::kFindString:
+        case Fn::kLen:
+        case Fn::kMonth:
+        case Fn::kTokenCount:
+        case Fn::kYear:
+          return ValueType::kInt;
+        case Fn::kLeft:
+        case Fn::kLower:
+        case Fn::kLtrim:
+        case Fn::kReplace:
+        case Fn::kRight:
+        case Fn::kRtrim:
+        case Fn::kSubstring:
+        case Fn::kToken:
+        case Fn::kTrim:
+        case Fn::kUpper:
+          return ValueType::kString;
+      }
+      return std::nullopt;
+    case Kind::kCast:
+      return node.cast->target;
+    case Kind::kAssign:
+      return types(node.name);  // the value is converted to the variable's type
+  }
+  return std::nullopt;
+}
+
 // Runtime errors say which expression failed; `open`/`close` let templates show `${...}`.
 Result<Value> EvaluateCompiled(const Compiled& compiled, Scope& scope, std::string_view open = "",
                                std::string_view close = "") {
@@ -1784,6 +1852,10 @@ Result<Value> Expression::Evaluate(Scope& scope) const {
 
 const std::vector<std::string>& Expression::variables() const {
   return impl_ ? impl_->variables : NoNames();
+}
+
+std::optional<ValueType> Expression::ResultType(const VariableTypes& variable_type) const {
+  return impl_ ? StaticType(*impl_->root, variable_type) : std::nullopt;
 }
 
 bool Expression::is_assignment() const { return impl_ && impl_->is_assignment; }

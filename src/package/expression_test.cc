@@ -7,6 +7,7 @@
 #include <chrono>
 #include <limits>
 #include <map>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -1038,6 +1039,50 @@ TEST(TemplateTest, VariablesAcrossPiecesAreDeduplicated) {
   auto t = Template::Parse("${a}-${@b}-${a + c}-${System::StartTime}-${User::d}");
   ASSERT_TRUE(t.ok()) << t.status().ToString();
   EXPECT_EQ(t->variables(), (std::vector<std::string>{"a", "b", "c", "System::StartTime", "d"}));
+}
+
+// ResultType, which validate uses to refuse a `when` that cannot give a bool, must agree with
+// what Evaluate gives whenever it names a type.
+TEST(ExpressionTypeTest, ResultTypeAgreesWithEvaluation) {
+  MapScope scope{{"n", Value(3)},     {"x", Value(2.5)},       {"s", Value("a,b")},
+                 {"b", Value(true)},  {"d", Value(DateTime{})}, {"l", Value(Value::List{1, 2})}};
+  const Expression::VariableTypes types = [&](std::string_view name) {
+    auto v = scope.Get(name);
+    return v.ok() ? std::optional<ValueType>(v->type()) : std::nullopt;
+  };
+  const std::vector<std::pair<std::string, std::optional<ValueType>>> cases = {
+      {"1", ValueType::kInt},
+      {"@n", ValueType::kInt},
+      {"@n + 1", ValueType::kInt},
+      {"@n % 2", ValueType::kInt},
+      {"@n / 2.0", ValueType::kDouble},
+      {"-@x", ValueType::kDouble},
+      {"@s + @n", ValueType::kString},
+      {"@n > 1", ValueType::kBool},
+      {"@s == \"a\" || @b", ValueType::kBool},
+      {"!@b", ValueType::kBool},
+      {"@b ? 1 : 2", ValueType::kInt},
+      {"@b ? 1 : \"one\"", std::nullopt},
+      {"LEN(@l)", ValueType::kInt},
+      {"TOKEN(@s, \",\", 2)", ValueType::kString},
+      {"ABS(@x)", ValueType::kDouble},
+      {"ROUND(@n)", ValueType::kInt},
+      {"DATEADD(\"dd\", 1, @d)", ValueType::kDateTime},
+      {"(DT_WSTR, 10)@n", ValueType::kString},
+      {"(DT_BOOL)@n", ValueType::kBool},
+      {"@l", ValueType::kList},
+      {"@undeclared + 1", std::nullopt},
+      {"@b + 1", std::nullopt},  // an error when it runs, whatever the values
+  };
+  for (const auto& [text, type] : cases) {
+    auto e = Expression::Parse(text);
+    ASSERT_TRUE(e.ok()) << text << ": " << e.status().message();
+    EXPECT_EQ(e->ResultType(types), type) << text;
+    if (!type) continue;
+    auto v = e->Evaluate(scope);
+    ASSERT_TRUE(v.ok()) << text << ": " << v.status().message();
+    EXPECT_EQ(v->type(), *type) << text;
+  }
 }
 
 TEST(TemplateTest, UnterminatedPieceReportsItsOffset) {

@@ -366,8 +366,9 @@ class Loader : public TaskParser {
   // TaskParser ---------------------------------------------------------------------------------
 
   // "FILE:LINE:COLUMN" of a scalar, which its expressions' runtime errors name.
+  // Where a scalar's text begins: inside its quotes, where validate's own errors point.
   std::string Origin(const YAML::Node& node) const {
-    SourcePos pos = Pos(node);
+    SourcePos pos = OffsetPos(node, 0);
     return fmt::format("{}:{}:{}", pos.file, pos.line, pos.column);
   }
 
@@ -593,6 +594,24 @@ class Loader : public TaskParser {
     return Pos(at);
   }
 
+  // A `when` or a loop's condition must give a bool, as SSIS checks when it validates. What
+  // the expression alone cannot tell (a loop variable, `@a ? @b : @c` of two types) is left to
+  // the run, which counts a non-bool as false.
+  void CheckGivesBool(const YAML::Node& node, std::string_view key,
+                      const std::optional<Expression>& e) {
+    if (!e) return;
+    const std::optional<ValueType> type = e->ResultType([&](std::string_view name) {
+      auto it = visible_.find(std::string(name));
+      return it == visible_.end() ? std::nullopt : it->second;
+    });
+    if (type && *type != ValueType::kBool) {
+      diag_.Error(OffsetPos(node[std::string(key)], 0),
+                  fmt::format("`{}` must give a bool, and `{}` gives {}; compare it, as in "
+                              "`@rows > 0`",
+                              key, e->text(), ValueTypeName(*type)));
+    }
+  }
+
   void CheckReads(const YAML::Node& at, const std::vector<std::string>& names) {
     for (const std::string& name : names) {
       if (visible_.count(name) == 0) {
@@ -754,8 +773,8 @@ class Loader : public TaskParser {
     }
   }
 
-  void Declare(const YAML::Node& at, const std::string& name, bool writable) {
-    if (!visible_.insert(name).second) {
+  void Declare(const YAML::Node& at, const std::string& name, ValueType type, bool writable) {
+    if (!visible_.emplace(name, type).second) {
       Error(at, fmt::format("'{}' is declared twice (parameters and variables share one namespace)", name));
     }
     if (writable) writable_.insert(name);
@@ -767,7 +786,8 @@ class Loader : public TaskParser {
       ParameterDef p;
       p.name = name;
       p.pos = Pos(key);
-      Declare(key, name, false);
+      if (def.IsMap()) p.type = TypeAt(def).value_or(ValueType::kString);
+      Declare(key, name, p.type, false);
       if (def.IsNull()) {
         pkg.parameters.push_back(std::move(p));
         return;
@@ -777,7 +797,6 @@ class Loader : public TaskParser {
         return;
       }
       CheckKeys(def, kParameterKeys, "parameter '" + name + "'");
-      p.type = TypeAt(def).value_or(ValueType::kString);
       p.required = BoolAt(def, "required").value_or(false);
       p.sensitive = BoolAt(def, "sensitive").value_or(false);
       p.description = StringAt(def, "description", false).value_or("");
@@ -802,13 +821,13 @@ class Loader : public TaskParser {
       v.type = TypeAt(def).value_or(ValueType::kString);
       v.read_only = BoolAt(def, "read_only").value_or(false);
       v.raise_changed_event = BoolAt(def, "raise_changed_event").value_or(false);
-      Declare(key, name, !v.read_only);
+      Declare(key, name, v.type, !v.read_only);
       YAML::Node value = def["value"];
       v.value = (value && !value.IsNull()) ? ValueAt(value, v.type).value_or(Value::Default(v.type))
                                            : Value::Default(v.type);
       pkg.variables.push_back(std::move(v));
     });
-    for (const std::string& name : SystemVariableNames()) visible_.insert(name);
+    for (const std::string& name : SystemVariableNames()) visible_.emplace(name, std::nullopt);
   }
 
   void ParseConnections(const YAML::Node& node, Package& pkg) {
@@ -1096,6 +1115,7 @@ class Loader : public TaskParser {
                                            *written));
       }
       c.when = ExpressionAt(item, "when", false);
+      CheckGivesBool(item, "when", c.when);
       if (!c.on && !c.when) c.on = ConstraintValue::kSuccess;
       once(item, c);
       t.after.push_back(std::move(c));
@@ -1167,6 +1187,7 @@ class Loader : public TaskParser {
     if (spec.kind == ContainerKind::kFor) {
       ParseAssignments(def, "init", t.for_init);
       t.for_condition = ExpressionAt(def, "condition", true);
+      CheckGivesBool(def, "condition", t.for_condition);
       ParseAssignments(def, "assign", t.for_assign);
     } else if (spec.kind == ContainerKind::kForeach) {
       if (def["items"] && def["items"].IsSequence()) {
@@ -1242,7 +1263,7 @@ class Loader : public TaskParser {
     }
     std::vector<std::string> added;
     for (const std::string& name : loop_vars) {
-      if (visible_.insert(name).second) {
+      if (visible_.emplace(name, std::nullopt).second) {
         writable_.insert(name);
         added.push_back(name);
       }
@@ -1290,7 +1311,8 @@ class Loader : public TaskParser {
   static constexpr size_t kMaxTasks = 200000;
   Diagnostics& diag_;
   Package* pkg_ = nullptr;
-  std::set<std::string> visible_;   // names expressions may read
+  // Names expressions may read, with their type when it is declared (not a loop's `as`).
+  std::map<std::string, std::optional<ValueType>> visible_;
   std::set<std::string> writable_;  // names expressions and tasks may assign
   std::set<std::pair<int, int>> duplicates_said_;  // positions of duplicate keys reported
   // Each task name's first path in the package, for a constraint naming a task elsewhere.

@@ -1106,6 +1106,35 @@ tasks:
   }
 }
 
+// A `when` or a loop condition whose type is known and is not bool is refused, as SSIS refuses
+// it when it validates (QA: it passed validate and was counted false at every run). One whose
+// type depends on the values (a loop variable) is left to the run.
+TEST_F(LoaderTest, AConditionThatCannotGiveABoolIsRefused) {
+  LoadBad(R"yaml(package: demo
+parameters:
+  limit: {type: int}
+variables:
+  rows: {type: int}
+tasks:
+  a: {type: noop}
+  b: {type: noop, after: [{task: a, when: "@rows + @limit"}]}
+  c: {type: noop, after: [{task: a, when: "@rows > @limit"}]}
+  loop: {type: for, condition: "UPPER(\"x\")", tasks: {t: {type: noop}}}
+  each:
+    type: foreach
+    items: [true, false]
+    as: item
+    tasks:
+      t1: {type: noop}
+      t2: {type: noop, after: [{task: t1, when: "@item"}]}
+)yaml");
+  ExpectDiagAt("`when` must give a bool, and `@rows + @limit` gives int; compare it, as in "
+               "`@rows > 0`",
+               "@rows + @limit");
+  ExpectDiagAt("`condition` must give a bool, and `UPPER(\"x\")` gives string", "UPPER");
+  EXPECT_EQ(diags_.items().size(), 2u) << diags_.ToString();
+}
+
 // ---- Precedence -------------------------------------------------------------------------------
 
 TEST_F(LoaderTest, ReadsEveryFormOfAfter) {

@@ -79,6 +79,11 @@ TEST(RunTest, ABadCommandLineNamesTheCommandAndTheUnknownOption) {
   CommandResult empty = RunFanout({"run", "ok.yaml", "--reporting", ""}, dir.path());
   EXPECT_EQ(empty.exit_code, 6);
   EXPECT_EQ(empty.err, "fanout run: --reporting: must not be empty; see fanout run --help\n");
+  CommandResult twice = RunFanout({"report", "overview", "--catalog", "a.db", "--catalog", "b.db"},
+                                  dir.path());
+  EXPECT_EQ(twice.exit_code, 6);
+  EXPECT_EQ(twice.err, "fanout report overview: --catalog was given 2 times; it takes one value; "
+                       "see fanout report overview --help\n");
   // A parent's option for its child: an id of the kind fanout makes, or the catalog would
   // record any text as the id.
   dir.Write("ok.yaml", "package: ok\ntasks:\n  a: {type: process, run: [/bin/true]}\n");
@@ -380,19 +385,28 @@ TEST(RunTest, ARunTimeExpressionErrorNamesItsPlaceInTheFile) {
                         "  show: {type: process, run: [/bin/echo, \"${10 / files}\"]}\n");
   CommandResult r = RunFanout({"run", "avg.yaml"}, dir.path());
   EXPECT_EQ(r.exit_code, 1) << r.err;
-  EXPECT_NE(r.out.find("compute: setting avg: evaluating '10 / @files' (avg.yaml:6:42): "
+  EXPECT_NE(r.out.find("compute: setting avg: evaluating '10 / @files' (avg.yaml:6:43): "
                        "division by zero"),
             std::string::npos)
       << r.out;
-  EXPECT_NE(r.out.find("show: evaluating '${10 / files}' (avg.yaml:7:42): division by zero"),
+  EXPECT_NE(r.out.find("show: evaluating '${10 / files}' (avg.yaml:7:43): division by zero"),
             std::string::npos)
       << r.out;
+  // A value its variable cannot take names the expression too (QA: only the conversion).
+  dir.Write("conv.yaml", "package: conv\nvariables:\n  i: {type: int}\ntasks:\n"
+                         "  t: {type: expression, set: {i: \"2.5\"}}\n");
+  CommandResult conv = RunFanout({"run", "conv.yaml"}, dir.path());
+  EXPECT_EQ(conv.exit_code, 1) << conv.err;
+  EXPECT_NE(conv.out.find("t: setting i: '2.5' (conv.yaml:5:35): cannot assign to int variable "
+                          "'i': cannot convert double '2.5' to int"),
+            std::string::npos)
+      << conv.out;
   // A for loop's condition that gives no bool too (QA).
   dir.Write("loop.yaml", "package: loop\nvariables:\n  i: {type: int, value: 0}\ntasks:\n"
-                         "  nb: {type: for, condition: \"@i\", tasks: {}}\n");
+                         "  nb: {type: for, condition: \"@i == 0 ? @i : false\", tasks: {}}\n");
   CommandResult loop = RunFanout({"run", "loop.yaml"}, dir.path());
   EXPECT_EQ(loop.exit_code, 1) << loop.err;
-  EXPECT_NE(loop.out.find("nb: condition `@i` is not a bool (loop.yaml:5:30)"),
+  EXPECT_NE(loop.out.find("nb: condition `@i == 0 ? @i : false` is not a bool (loop.yaml:5:31)"),
             std::string::npos)
       << loop.out;
 }

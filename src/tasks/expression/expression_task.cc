@@ -21,7 +21,12 @@ class ExpressionTask : public Task {
         return TaskOutcome::Failure(fmt::format("setting {}: {}", name, value.status().message()));
       }
       Status set = context.scope().Set(name, *value);
-      if (!set.ok()) return TaskOutcome::Failure(set.message());
+      if (!set.ok()) {
+        const std::string& origin = expr.origin();
+        return TaskOutcome::Failure(fmt::format("setting {}: '{}'{}: {}", name, expr.text(),
+                                                origin.empty() ? "" : " (" + origin + ")",
+                                                set.message()));
+      }
     }
     return TaskOutcome::Success();
   }
