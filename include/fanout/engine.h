@@ -51,8 +51,9 @@ struct RunResult {
   int failed = 0;
   int canceled = 0;     // stopped by a cancel (SIGINT/SIGTERM, a timeout of the whole run)
   int skipped = 0;      // leaf tasks, and containers skipped whole (once each)
-  // Tasks and containers (once each) never started because the run was stopped first: by a
-  // cancel, or by a failure that fails the package. A foreach item never reached counts one.
+  // Tasks and containers (once each) never started because the run or their container was
+  // stopped first: by a cancel, a failure that fails the package, or a container's timeout. A
+  // foreach item never reached counts one.
   int not_started = 0;
   std::chrono::nanoseconds duration{0};
 };

@@ -934,10 +934,11 @@ void Execution::StartContainerTask(Container* c, size_t i, int try_number) {
     if (def.timeout) {
       AddTimer(*def.timeout, [this, child_ptr, path, &def] {
         if (child_ptr->finished || canceled_) return;
-        std::string message = fmt::format("{} timed out after {}", path, FormatDuration(*def.timeout));
+        const std::string what = "timed out after " + FormatDuration(*def.timeout);
+        const std::string message = path + ": " + what;
         child_ptr->first_error = message;
         child_ptr->errors = std::max(child_ptr->errors, child_ptr->max_errors);
-        Emit(EventType::kOnError, path, message);
+        Emit(EventType::kOnError, path, what);
         SayError(path, message);
         CancelUnder(child_ptr, message);
       }, child_ptr);
@@ -1257,8 +1258,9 @@ void Execution::StartLoop(Container* c, size_t i, DateTime started, int attempt,
   if (def.timeout) {
     AddTimer(*def.timeout, [this, l] {
       if (l->finished || canceled_) return;
-      std::string message = fmt::format("{} timed out after {}", l->path, FormatDuration(*l->def->timeout));
-      Emit(EventType::kOnError, l->path, message);
+      const std::string what = "timed out after " + FormatDuration(*l->def->timeout);
+      const std::string message = l->path + ": " + what;
+      Emit(EventType::kOnError, l->path, what);
       SayError(l->path, message);
       CancelLoop(l, message);
     }, l);

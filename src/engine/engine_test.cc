@@ -904,7 +904,7 @@ tasks:
       t: {type: fake, block: true}
 )");
   EXPECT_EQ(timed_out.result, TaskResult::kFailure);
-  EXPECT_EQ(timed_out.message, "fe timed out after 50.0 ms") << AllEvents();
+  EXPECT_EQ(timed_out.message, "fe: timed out after 50.0 ms") << AllEvents();
 }
 
 TEST_F(EngineTest, AContainerOutOfRetriesFails) {
@@ -1098,7 +1098,7 @@ tasks:
   EXPECT_EQ(StatusOf("seq"), "failed");
   ASSERT_NE(RunOf("seq/loop"), nullptr);
   EXPECT_EQ(RunOf("seq/loop")->status, "failed");
-  EXPECT_NE(RunOf("seq/loop")->message.find("seq/loop: stopped: seq timed out"),
+  EXPECT_NE(RunOf("seq/loop")->message.find("seq/loop: stopped: seq: timed out"),
             std::string::npos)
       << RunOf("seq/loop")->message;
   EXPECT_EQ(StatusOf("after_it"), "succeeded");

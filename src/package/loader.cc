@@ -400,7 +400,7 @@ class Loader : public TaskParser {
     if (!v || v.IsNull()) return std::nullopt;
     bool b = false;
     if (!v.IsScalar() || !YAML::convert<bool>::decode(v, b)) {
-      Error(v, fmt::format("`{}` must be true or false", key));
+      Error(v, fmt::format("`{}` must be true or false (or yes/no, on/off)", key));
       return std::nullopt;
     }
     return b;
@@ -1119,6 +1119,25 @@ class Loader : public TaskParser {
       if (!c.on && !c.when) c.on = ConstraintValue::kSuccess;
       once(item, c);
       t.after.push_back(std::move(c));
+    }
+    if (!t.after_or) RefuseSuccessAndFailure(t.after);
+  }
+
+  // All constraints must hold (`after_logic: and`): a task that waits for one predecessor to
+  // succeed and to fail would be skipped at every run (QA: validate passed it). SSIS allows
+  // one constraint between two tasks.
+  void RefuseSuccessAndFailure(const std::vector<Constraint>& after) {
+    std::map<std::string, std::set<ConstraintValue>> outcomes;  // by predecessor
+    for (const Constraint& c : after) {
+      if (!c.on || *c.on == ConstraintValue::kCompletion) continue;
+      std::set<ConstraintValue>& seen = outcomes[c.task];
+      seen.insert(*c.on);
+      if (seen.size() == 2) {
+        diag_.Error(c.pos, fmt::format("`after` waits for task '{}' to succeed and to fail, "
+                                       "which never both happen, so this task would always be "
+                                       "skipped: write `on: completion`, or `after_logic: or`",
+                                       c.task));
+      }
     }
   }
 

@@ -1106,6 +1106,25 @@ tasks:
   }
 }
 
+// With `after_logic: and`, success and failure of one predecessor never both hold (QA: validate
+// passed it, and the task was skipped at every run); with `or` they make a completion.
+TEST_F(LoaderTest, WaitingForATaskToSucceedAndToFailIsRefused) {
+  LoadBad(R"(package: demo
+tasks:
+  a: {type: noop}
+  b: {type: noop, after: [a, {task: a, on: failure}]}
+)");
+  ExpectDiagAt("`after` waits for task 'a' to succeed and to fail, which never both happen",
+               "{task: a, on: failure}");
+  auto pkg = Load(R"(package: demo
+tasks:
+  a: {type: noop}
+  b: {type: noop, after_logic: or, after: [a, {task: a, on: failure}]}
+  c: {type: noop, after: [a, {task: a, when: "1 == 1"}]}
+)");
+  EXPECT_NE(pkg, nullptr);
+}
+
 // A `when` or a loop condition whose type is known and is not bool is refused, as SSIS refuses
 // it when it validates (QA: it passed validate and was counted false at every run). One whose
 // type depends on the values (a loop variable) is left to the run.
@@ -1282,7 +1301,7 @@ TEST_F(LoaderTest, ReportsCyclesThroughASharedTaskInFileOrder) {
   LoadBad(R"(package: demo
 tasks:
   a: {type: noop, after: [b, c]}
-  b: {type: noop, after: [a, {task: a, on: failure}]}
+  b: {type: noop, after: [a, {task: a, on: completion}]}
   c: {type: noop, after: [a]}
 )");
   ASSERT_EQ(CountDiags("precedence cycle"), 2) << diags_.ToString();

@@ -436,13 +436,24 @@ std::string ChildrenElsewhereNote(int children_elsewhere) {
                      children_elsewhere == 1 ? "is" : "are");
 }
 
+// The child executions that agents ran for `runs`. Only those can be in another catalog: a
+// `package` task's child is recorded in its parent's, or, when it failed before it started,
+// nowhere, though the task run names the id it would have had (QA: such children were said to
+// be in "an agent's own" catalog).
+std::set<std::string> AgentChildren(const std::vector<TaskRunRow>& runs) {
+  std::set<std::string> named;
+  for (const TaskRunRow& run : runs) {
+    if (!run.agent.empty() && !run.child_execution_id.empty()) {
+      named.insert(run.child_execution_id);
+    }
+  }
+  return named;
+}
+
 Result<int> CountChildrenElsewhere(Catalog& catalog, const std::string& root_id) {
   ASSIGN_OR_RETURN(std::vector<TaskRunRow> runs, catalog.ListTreeTaskRuns(root_id));
   ASSIGN_OR_RETURN(std::vector<ExecutionRow> below, catalog.ListDescendantExecutions(root_id));
-  std::set<std::string> named;
-  for (const TaskRunRow& run : runs) {
-    if (!run.child_execution_id.empty()) named.insert(run.child_execution_id);
-  }
+  std::set<std::string> named = AgentChildren(runs);
   for (const ExecutionRow& row : below) named.erase(row.id);
   return static_cast<int>(named.size());
 }
@@ -465,10 +476,7 @@ Result<Overview> BuildOverview(Catalog& catalog, ExecutionRow execution, DateTim
   overview.errors = Errors(execution, tree.errors[execution.id], overview.errors_omitted);
   std::set<std::string> visited = {execution.id};
   overview.children = Children(tree, execution.id, visited, 0);
-  std::set<std::string> named;  // by the task runs, and not among the children read
-  for (const TaskRunRow& run : runs) {
-    if (!run.child_execution_id.empty()) named.insert(run.child_execution_id);
-  }
+  std::set<std::string> named = AgentChildren(runs);  // those not among the children read
   for (const ChildNode& child : overview.children) named.erase(child.execution.id);
   overview.children_elsewhere = static_cast<int>(named.size());
   overview.execution = std::move(execution);
