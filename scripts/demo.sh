@@ -22,7 +22,7 @@ trap stop_agents EXIT
 echo "== starting three agents (slots: 2 each) in $work"
 urls=()
 for n in 1 2 3; do
-  mkdir -p "$work/srv$n"
+  mkdir -p -m 0755 "$work/srv$n"  # agents refuse a data_dir others may write in
   cat > "$work/srv$n/agent.yaml" <<EOF
 name: srv$n
 listen: 127.0.0.1:0

@@ -218,8 +218,8 @@ Result<AgentConfig> LoadAgentConfig(const std::string& path) {
       ProxyConfig p;
       p.name = it->first.Scalar();
       if (!proxy_names.insert(p.name).second) continue;
-      if (!ValidName(p.name)) {
-        problem(it->first, "proxy name '" + p.name + "' must match [A-Za-z0-9_.-]{1,128}");
+      if (!IsValidName(p.name)) {
+        problem(it->first, fmt::format("proxy name '{}' must match {}", p.name, kNameRule));
       }
       const std::string where = "proxies." + p.name + ".";
       auto proxy = mapping(proxies, p.name, "its `user` and `subsystems`", "proxies.");
@@ -304,8 +304,8 @@ Status CheckAgentConfig(AgentConfig& c, std::vector<std::string>& warnings) {
   // Every problem is said at once, as the parser says all of its own.
   std::vector<std::string> problems;
   if (c.name.empty()) c.name = HostName();
-  if (!ValidName(c.name)) {
-    problems.push_back("agent name '" + c.name + "' must match [A-Za-z0-9_.-]{1,128}");
+  if (!IsValidName(c.name)) {
+    problems.push_back(fmt::format("agent name '{}' must match {}", c.name, kNameRule));
   }
   if (c.data_dir.empty()) {
     problems.push_back(

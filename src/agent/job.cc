@@ -207,7 +207,9 @@ class JobParser {
     if (text == "next") return {StepAction::kNext, ""};
     if (text == "quit-success") return {StepAction::kQuitSuccess, ""};
     if (text == "quit-failure") return {StepAction::kQuitFailure, ""};
-    if (text.starts_with("goto:") && ValidName(text.substr(5))) return {StepAction::kGoto, text.substr(5)};
+    if (text.starts_with("goto:") && IsValidName(text.substr(5))) {
+      return {StepAction::kGoto, text.substr(5)};
+    }
     Problem(obj[key], fmt::format("`{}: {}` in {} is not allowed; use next, quit-success, "
                                   "quit-failure or goto:STEP", key, text, what));
     return fallback;
@@ -224,17 +226,17 @@ class JobParser {
                     "retries", "retry_interval", "timeout", "on_success", "on_failure"}, what);
     s.name = String(obj, "name", what, true);
     if (!s.name.empty()) {
-      if (!ValidName(s.name)) {
-        Problem(obj["name"], fmt::format("step name '{}' must match [A-Za-z0-9_.-]{{1,128}}", s.name));
+      if (!IsValidName(s.name)) {
+        Problem(obj["name"], fmt::format("step name '{}' must match {}", s.name, kNameRule));
       }
       what = fmt::format("step '{}'", s.name);
     }
     s.subsystem = String(obj, "subsystem", what, true);
     if (s.subsystem == "package") {
       s.package = String(obj, "package", what, true);
-      if (!s.package.empty() && !ValidName(s.package)) {
-        Problem(obj["package"], fmt::format("package name '{}' in {} must match "
-                                            "[A-Za-z0-9_.-]{{1,128}}", s.package, what));
+      if (!s.package.empty() && !IsValidName(s.package)) {
+        Problem(obj["package"], fmt::format("package name '{}' in {} must match {}", s.package,
+                                            what, kNameRule));
       }
       if (obj.contains("params")) {
         if (!obj["params"].is_object()) {
@@ -334,13 +336,6 @@ std::string StepAction::ToString() const {
   return "next";
 }
 
-bool ValidName(const std::string& name) {
-  if (name.empty() || name.size() > 128) return false;
-  return std::all_of(name.begin(), name.end(), [](char c) {
-    return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.' || c == '-';
-  });
-}
-
 int JobDef::StepIndex(const std::string& step) const {
   for (size_t i = 0; i < steps.size(); ++i) {
     if (steps[i].name == step) return static_cast<int>(i);
@@ -397,8 +392,8 @@ JobDef CheckJob(const json& obj, const Marks* marks, JobCheck check,
   } else {
     p.CheckKeys(obj, {"job", "description", "enabled", "max_concurrent_runs", "steps"}, "the job");
     job.name = p.String(obj, "job", "the job", true);
-    if (!job.name.empty() && !ValidName(job.name)) {
-      p.Problem(obj["job"], fmt::format("job name '{}' must match [A-Za-z0-9_.-]{{1,128}}", job.name));
+    if (!job.name.empty() && !IsValidName(job.name)) {
+      p.Problem(obj["job"], fmt::format("job name '{}' must match {}", job.name, kNameRule));
     }
     job.description = p.String(obj, "description", "the job", false);
     if (obj.contains("enabled")) {

@@ -51,8 +51,6 @@ struct JobDef {
   nlohmann::json ToJson() const;
 };
 
-// Names of jobs, packages, steps and proxies: [A-Za-z0-9_.-]{1,128}.
-bool ValidName(const std::string& name);
 
 // Whether `value` nests arrays and objects more than `limit` levels deep, found without
 // recursion: nlohmann's dump() recurses, and a body nested 100,000 deep overflowed its stack.

@@ -128,7 +128,7 @@ TEST(JobTest, RepeatedKeysInJsonAndThePlaceOfTheValueKept) {
   ASSERT_FALSE(yaml_job.ok());
   ASSERT_EQ(problems.size(), 2u);
   EXPECT_EQ(problems[1].ToString(), "line 2, column 6: job name 'bad name' must match "
-                                    "[A-Za-z0-9_.-]{1,128}");
+                                    "[A-Za-z0-9_.-]{1,128}, other than . and ..");
 }
 
 // A job an earlier agent stored stays readable after an upgrade that added rules.

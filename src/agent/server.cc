@@ -6,6 +6,8 @@
 #include <openssl/crypto.h>
 
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -118,12 +120,13 @@ std::optional<int> WaitSeconds(const httplib::Request& req, httplib::Response& r
   return static_cast<int>(*seconds);
 }
 
-// The name in a route's first capture, checked against [A-Za-z0-9_.-]{1,128}.
+// The name in a route's first capture, checked against kNameRule.
 bool RouteName(const httplib::Request& req, httplib::Response& res, std::string& name) {
   name = req.matches[1];
-  if (ValidName(name)) return true;
+  if (IsValidName(name)) return true;
   Reply(res, 400, json{{"error", "bad name"},
-                       {"detail", fmt::format("'{}' is not a valid name: use [A-Za-z0-9_.-]{{1,128}}", name)}});
+                       {"detail",
+                        fmt::format("'{}' is not a valid name: use {}", name, kNameRule)}});
   return false;
 }
 
@@ -163,6 +166,46 @@ json RunJson(const RunRecord& r, AgentStore& store, bool with_output) {
           {"steps", steps}};
 }
 
+// Whoever may write in the data_dir, its packages/ or a folder above them chooses what the
+// agent runs, as the agent's user (QA: a package swapped into a 0777 data_dir ran as root). As
+// sshd's StrictModes checks a home: each must belong to the agent's user or root, and may be
+// writable by others only when it is sticky (/tmp) and above the data_dir.
+Status CheckOnlyTrustedWriters(const fs::path& data_dir) {
+  std::error_code ec;
+  const fs::path dir = fs::canonical(data_dir, ec);
+  if (ec) return Unavailable(fmt::format("cannot use data_dir {}: {}", data_dir.string(),
+                                         ec.message()));
+  const uid_t me = geteuid();
+  std::vector<fs::path> checked = {dir / "packages", dir};
+  for (fs::path up = dir.parent_path(); ; up = up.parent_path()) {
+    checked.push_back(up);
+    if (up == up.root_path()) break;
+  }
+  for (const fs::path& p : checked) {
+    struct stat st {};
+    if (stat(p.c_str(), &st) != 0) {
+      return Unavailable(fmt::format("cannot use data_dir {}: {}: {}", data_dir.string(),
+                                     p.string(), std::strerror(errno)));
+    }
+    const bool ours = st.st_uid == me || st.st_uid == 0;
+    const bool shared = (st.st_mode & (S_IWGRP | S_IWOTH)) != 0;
+    const bool inside = p == dir || p == dir / "packages";
+    if (!ours) {
+      return FailedPrecondition(fmt::format(
+          "data_dir {} is unsafe: {} belongs to uid {}, who could replace the packages this "
+          "agent runs; give it to the agent's user or root, or pick another data_dir",
+          data_dir.string(), p.string(), st.st_uid));
+    }
+    if (shared && (inside || (st.st_mode & S_ISVTX) == 0)) {
+      return FailedPrecondition(fmt::format(
+          "data_dir {} is unsafe: {} is writable by {} (mode {:04o}), who could replace the "
+          "packages this agent runs: chmod go-w {}",
+          data_dir.string(), p.string(), (st.st_mode & S_IWOTH) ? "every user" : "its group",
+          st.st_mode & 07777, p.string()));
+    }
+  }
+  return Status::Ok();
+}
 
 }  // namespace
 
@@ -201,6 +244,7 @@ Status AgentServer::Start() {
   const fs::path data_dir(config_.data_dir);
   std::error_code ec;
   const bool new_data_dir = !fs::exists(data_dir, ec);
+  const bool new_packages = !fs::exists(data_dir / "packages", ec);
   for (const char* sub : {"packages", "results"}) {
     fs::create_directories(data_dir / sub, ec);
     if (ec) {
@@ -210,10 +254,17 @@ Status AgentServer::Start() {
   }
   // Others may pass through (a proxy's user reaches its results/USER/ folder and reads the
   // packages it runs) but not list the folder; the database, with every run's params and
-  // output, is the agent's alone.
-  constexpr auto kPassThrough = fs::perms::owner_all | fs::perms::group_exec | fs::perms::others_exec;
+  // output, is the agent's alone. Modes are set, not left to the umask: a umask of 002 would
+  // make folders the check below refuses.
+  using fs::perms;
+  constexpr perms kPassThrough = perms::owner_all | perms::group_exec | perms::others_exec;
   if (new_data_dir) fs::permissions(data_dir, kPassThrough, ec);
+  if (new_packages) {
+    fs::permissions(data_dir / "packages", kPassThrough | perms::group_read | perms::others_read,
+                    ec);
+  }
   fs::permissions(data_dir / "results", kPassThrough, ec);
+  RETURN_IF_ERROR(CheckOnlyTrustedWriters(data_dir));
   const fs::path database = StorePath(config_.data_dir);
   if (!fs::exists(database, ec)) (void)WriteFileAtomically(database.string(), "", 0600);
   for (const char* suffix : {"", "-wal", "-shm"}) {
@@ -221,13 +272,21 @@ Status AgentServer::Start() {
     if (fs::exists(file, ec)) fs::permissions(file, fs::perms::owner_read | fs::perms::owner_write, ec);
   }
   ASSIGN_OR_RETURN(store_, AgentStore::Open(database.string()));
-  // Package files are the store's copies; write back any that are missing (a wiped folder).
+  // Package files are the store's copies; write back any that are missing (a wiped folder) or
+  // differ from what was deployed (an edit by hand), so that what runs is what GET shows.
   ASSIGN_OR_RETURN(auto packages, store_->ListPackages());
   for (const PackageRecord& p : packages) {
     fs::path file = PackagePath(config_.data_dir, p.name);
-    if (fs::exists(file)) continue;
+    auto on_disk = ReadFile(file.string());
+    if (on_disk.ok() && Sha256Hex(*on_disk) == p.sha256) continue;
     ASSIGN_OR_RETURN(auto full, store_->GetPackage(p.name));
-    if (full) RETURN_IF_ERROR(WriteFileAtomically(file.string(), full->content));
+    if (!full) continue;
+    if (on_disk.ok()) {
+      std::fprintf(stderr, "fanout agent: %s was not package %s as deployed (version %lld); "
+                   "wrote it back\n", file.c_str(), p.name.c_str(),
+                   static_cast<long long>(p.version));
+    }
+    RETURN_IF_ERROR(WriteFileAtomically(file.string(), full->content));
   }
   executor_ = std::make_unique<Executor>(config_, *store_, fanout_binary_);
   RETURN_IF_ERROR(executor_->Recover());
@@ -451,6 +510,16 @@ void AgentServer::Routes() {
       return refuse(400, json{{"error", "bad request"},
                               {"detail", "the request has both a Content-Length and a "
                                          "Transfer-Encoding: send one"}});
+    }
+    // cpp-httplib 0.11 reads a chunked body whole, past its payload limit (QA: 40 MB stored,
+    // 316 MB of memory), so the agent reads bodies of a stated length only.
+    if (!has_length) {
+      return refuse(411, json{{"error", "length required"},
+                              {"detail", fmt::format("send the body with a Content-Length: the "
+                                                     "agent does not read chunked bodies, which "
+                                                     "it could not hold to its max_body_bytes "
+                                                     "({} bytes)",
+                                                     config_.max_body_bytes)}});
     }
     // A length over the limit is answered now: cpp-httplib would read the whole body first, or
     // wait its 10 s read timeout for one that never comes.
@@ -776,12 +845,12 @@ void AgentServer::Routes() {
           for (const auto& [param, text] : value.items()) {
             // A name no package can declare: as FANOUT_PARAM_<name>, "a=b" would set a variable
             // a process step cannot tell from `a`'s (QA).
-            if (!ValidName(param)) {
+            if (!IsValidName(param)) {
               return Reply(res, 400, json{{"error", "malformed request"},
                                           {"detail", fmt::format("`params` holds {}, which is no "
                                                                  "parameter name: names match "
-                                                                 "[A-Za-z0-9_.-]{{1,128}}",
-                                                                 json(param).dump())}});
+                                                                 "{}",
+                                                                 json(param).dump(), kNameRule)}});
             }
             if (auto checked = ParamFromJson(text); !checked.ok()) {
               return Reply(res, 400, json{{"error", "malformed request"},

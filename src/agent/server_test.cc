@@ -2,14 +2,18 @@
 #include "agent/server.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <future>
 #include <string>
 
+#include "agent/store.h"
 #include "common/test_util.h"
+#include "common/util.h"
 
 namespace fanout::agent {
 namespace {
@@ -32,6 +36,80 @@ TEST(AgentServerTest, AShutdownBeforeServingEndsServe) {
     std::_Exit(1);
   }
   EXPECT_TRUE(served.get().ok());
+}
+
+AgentConfig ConfigIn(const std::string& data_dir) {
+  AgentConfig config;
+  config.port = 0;
+  config.data_dir = data_dir;
+  config.slots = 1;
+  return config;
+}
+
+// What Start says for a data_dir `prepare` has made; "" when it starts.
+std::string StartError(const std::string& data_dir) {
+  AgentServer server(ConfigIn(data_dir), "/bin/false");
+  Status started = server.Start();
+  if (started.ok()) server.Shutdown();
+  return started.ok() ? "" : started.message();
+}
+
+// Whoever may write where the agent's packages are chooses what it runs (QA: a package swapped
+// into a 0777 data_dir ran as root).
+TEST(AgentServerTest, ADataDirOthersMayWriteInIsRefused) {
+  testing::TempDir dir;
+  namespace fs = std::filesystem;
+  const std::string data = dir.path() + "/data";
+  EXPECT_EQ(StartError(data), "");
+  EXPECT_EQ(fs::status(data + "/packages").permissions() & fs::perms::others_write,
+            fs::perms::none);
+  fs::permissions(data, fs::perms::all);
+  EXPECT_TRUE(StartError(data).starts_with("data_dir " + data + " is unsafe: " + data +
+                                           " is writable by every user (mode 0777), who could "
+                                           "replace the packages this agent runs: chmod go-w"))
+      << StartError(data);
+  fs::permissions(data, fs::perms::group_write | fs::perms::others_write, fs::perm_options::remove);
+  fs::permissions(data + "/packages", fs::perms::group_write, fs::perm_options::add);
+  EXPECT_TRUE(StartError(data).find(data + "/packages is writable by its group") !=
+              std::string::npos)
+      << StartError(data);
+  fs::permissions(data + "/packages", fs::perms::group_write, fs::perm_options::remove);
+  // A folder above: only a sticky one (/tmp) may be writable by others.
+  fs::permissions(dir.path(), fs::perms::all);
+  EXPECT_TRUE(StartError(data).find(dir.path() + " is writable by every user") !=
+              std::string::npos)
+      << StartError(data);
+  fs::permissions(dir.path(), fs::perms::all | fs::perms::sticky_bit);
+  EXPECT_EQ(StartError(data), "");
+  if (geteuid() == 0) {  // only root can give a folder away
+    ASSERT_EQ(chown(data.c_str(), 65534, 65534), 0);
+    EXPECT_TRUE(StartError(data).find(" belongs to uid 65534") != std::string::npos)
+        << StartError(data);
+  }
+}
+
+// A package file edited by hand while the agent was stopped is written back as deployed, so
+// that what runs is what GET /v1/packages/NAME shows.
+TEST(AgentServerTest, APackageFileThatIsNotAsDeployedIsWrittenBack) {
+  testing::TempDir dir;
+  const std::string deployed = "package: p\ntasks:\n  a: {type: process, run: [/bin/true]}\n";
+  {
+    AgentServer server(ConfigIn(dir.path()), "/bin/false");
+    ASSERT_TRUE(server.Start().ok());
+    server.Shutdown();
+  }
+  {
+    auto store = AgentStore::Open(StorePath(dir.path()));
+    ASSERT_TRUE(store.ok()) << store.status().ToString();
+    ASSERT_TRUE((*store)->PutPackage("p", Sha256Hex(deployed), deployed).ok());
+  }
+  ASSERT_TRUE(WriteFileAtomically(PackagePath(dir.path(), "p"), "package: p\nevil: 1\n").ok());
+  AgentServer server(ConfigIn(dir.path()), "/bin/false");
+  ASSERT_TRUE(server.Start().ok());
+  server.Shutdown();
+  auto on_disk = ReadFile(PackagePath(dir.path(), "p"));
+  ASSERT_TRUE(on_disk.ok());
+  EXPECT_EQ(*on_disk, deployed);
 }
 
 }  // namespace

@@ -184,13 +184,6 @@ bool AnsweredUnavailable(const fanout::Status& status) {
          status.message().find(": HTTP 503") != std::string::npos;
 }
 
-bool IsValidName(std::string_view name) {
-  if (name.empty() || name.size() > 128) return false;
-  return std::all_of(name.begin(), name.end(), [](char c) {
-    return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.' || c == '-';
-  });
-}
-
 namespace {
 
 // A token as a file or variable holds it: without the white space around it (a final line break).

@@ -98,8 +98,6 @@ bool IsFinalRunStatus(std::string_view status);
 // which says why, rather than no answer at all (both are Unavailable).
 bool AnsweredUnavailable(const fanout::Status& status);
 
-// Names of jobs, packages and steps: [A-Za-z0-9_.-]{1,128}.
-bool IsValidName(std::string_view name);
 
 // Reads a bearer token from a file (surrounding whitespace removed); InvalidArgument when the
 // file is unreadable, empty or holds more than the token (see CheckToken).

@@ -120,6 +120,13 @@ std::string FormatDuration(std::chrono::nanoseconds d) {
   return fmt::format("{} h {:02} m", total / 3600, (total % 3600) / 60);
 }
 
+bool IsValidName(std::string_view name) {
+  if (name.empty() || name.size() > 128 || name == "." || name == "..") return false;
+  return std::all_of(name.begin(), name.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.' || c == '-';
+  });
+}
+
 std::optional<size_t> InvalidUtf8At(std::string_view text) {
   size_t i = 0;
   while (i < text.size()) {

@@ -26,6 +26,12 @@ std::optional<std::chrono::sys_time<std::chrono::milliseconds>> ExecutionIdTime(
 // Whether `id` has NewExecutionId's form whole: lower-case hex, version 7, the RFC variant.
 bool IsExecutionId(std::string_view id);
 
+// The names of packages, jobs, steps, proxies, agents, tasks, parameters, variables and
+// connections: `kNameRule`. Jobs and packages are files in an agent's data_dir, named after
+// them: `.` and `..` are refused (QA: `PUT /v1/packages/%2E%2E` was stored).
+inline constexpr std::string_view kNameRule = "[A-Za-z0-9_.-]{1,128}, other than . and ..";
+bool IsValidName(std::string_view name);
+
 // "250ms", "30s", "10m", "2h", "1d", or a plain number of seconds ("1.5"). Negative and
 // non-finite ("inf", "nan") are InvalidArgument; longer than 100 years, ResourceExhausted.
 Result<std::chrono::milliseconds> ParseDuration(std::string_view text);

@@ -46,6 +46,18 @@ uint64_t NowMillis() {
 
 // JSON writers refuse what is not UTF-8 (nlohmann throws): params, job files and command
 // lines are checked with this first.
+// Jobs and packages are files named after them in an agent's data_dir (QA: `..` was stored).
+TEST(NameTest, NamesAreLettersDigitsAndDashDotUnderscoreButNotDotOrDotDot) {
+  for (const char* good : {"a", "load-region.v2", "_x", "...", ".hidden", "A9"}) {
+    EXPECT_TRUE(IsValidName(good)) << good;
+  }
+  for (const char* bad : {"", ".", "..", "a/b", "a b", "ä", "x\n"}) {
+    EXPECT_FALSE(IsValidName(bad)) << bad;
+  }
+  EXPECT_TRUE(IsValidName(std::string(128, 'x')));
+  EXPECT_FALSE(IsValidName(std::string(129, 'x')));
+}
+
 TEST(Utf8Test, FindsTheFirstByteThatIsNotUtf8) {
   EXPECT_EQ(InvalidUtf8At(""), std::nullopt);
   EXPECT_EQ(InvalidUtf8At("café ☕ 𝄞"), std::nullopt);

@@ -25,13 +25,6 @@
 namespace fanout {
 namespace {
 
-bool ValidName(std::string_view name) {
-  if (name.empty() || name.size() > 128) return false;
-  return std::all_of(name.begin(), name.end(), [](char c) {
-    return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.' || c == '-';
-  });
-}
-
 std::string Join(const std::vector<std::string>& items) { return fmt::format("{}", fmt::join(items, ", ")); }
 
 const std::vector<std::string> kPackageKeys = {
@@ -294,8 +287,8 @@ class Loader : public TaskParser {
     pkg->sha256 = Sha256Hex(text);
     CheckKeys(root, kPackageKeys, "package");
     if (auto name = StringAt(root, "package", true)) {
-      if (!ValidName(*name)) {
-        Error(root["package"], fmt::format("package name '{}' must match [A-Za-z0-9_.-]{{1,128}}", *name));
+      if (!IsValidName(*name)) {
+        Error(root["package"], fmt::format("package name '{}' must match {}", *name, kNameRule));
       }
       pkg->name = *name;
     }
@@ -760,8 +753,8 @@ class Loader : public TaskParser {
     std::set<std::string> seen;
     for (auto it = map.begin(); it != map.end(); ++it) {
       const std::string& name = it->first.Scalar();
-      if (!ValidName(name)) {
-        Error(it->first, fmt::format("name '{}' in `{}` must match [A-Za-z0-9_.-]{{1,128}}", name, what));
+      if (!IsValidName(name)) {
+        Error(it->first, fmt::format("name '{}' in `{}` must match {}", name, what, kNameRule));
         continue;
       }
       if (!seen.insert(name).second) {
@@ -1257,7 +1250,7 @@ class Loader : public TaskParser {
         names.push_back(as);
       }
       for (const YAML::Node& name : names) {
-        if (!name.IsScalar() || !ValidName(name.Scalar())) {
+        if (!name.IsScalar() || !IsValidName(name.Scalar())) {
           Error(name, "`as` must be a variable name, or a list of them");
           continue;
         }

@@ -18,6 +18,7 @@
 #include <sstream>
 #include <thread>
 
+#include "common/util.h"
 #include "e2e/agent_util.h"
 #include "e2e/e2e_util.h"
 #include "fanout/catalog.h"
@@ -527,6 +528,8 @@ TEST_F(AgentTest, BodiesAreJsonWhateverTheirTypeAndOverlongOnesAreRefusedAtOnce)
       {"PUT", "Content-Length: -5\r\n", "400 Bad Request"},
       {"DELETE", "Content-Length: 5000000\r\n", "413 Payload Too Large"},
       {"PUT", "Content-Length: 2\r\nTransfer-Encoding: chunked\r\n", "400 Bad Request"},
+      {"PUT", "Transfer-Encoding: chunked\r\n", "411 Length Required"},
+      {"POST", "Transfer-Encoding: chunked\r\n", "411 Length Required"},
       {"PUT", "Content-Length: 2\r\nContent-Length: 40\r\n", "400 Bad Request"},
   };
   // Refused for its credentials before its body is read: the client is told to close, or its
@@ -2839,7 +2842,7 @@ TEST_F(AgentTest, JobCommandsDriveOneAgent) {
   CommandResult waited = Job({"start", "ok", "--wait"});
   EXPECT_EQ(waited.exit_code, 0) << waited.err;
   std::string first_id = Lines(waited.out).empty() ? "" : Lines(waited.out)[0];
-  EXPECT_TRUE(client::IsValidName(first_id)) << waited.out;
+  EXPECT_TRUE(IsExecutionId(first_id)) << waited.out;
   EXPECT_TRUE(Contains(waited.out, "succeeded")) << waited.out;
   CommandResult failed = Job({"start", "fail", "--wait"});
   EXPECT_EQ(failed.exit_code, 1) << failed.err;

@@ -149,7 +149,7 @@ class AgentJobTask : public Task {
     if (!job_name.ok()) return TaskOutcome::Failure(job_name.status().message());
     // Checked here, not by an agent's answer: no agent is asked (QA: it read as an agent's
     // refusal of a name it never saw).
-    if (!client::IsValidName(*job_name)) {
+    if (!IsValidName(*job_name)) {
       return TaskOutcome::Failure(fmt::format(
           "`job` renders to '{}', which is not a job name: names use letters, digits, '_', '.' "
           "and '-' (1 to 128 characters)", *job_name));
@@ -673,9 +673,9 @@ class AgentJobTaskType : public TaskType {
     auto conn = parser.StringAt(node, "connection", true);
     if (!job || !conn) return nullptr;
     // A constant name is checked now rather than when the task runs (the agent would refuse it).
-    if (job->is_constant() && !client::IsValidName(job->text())) {
-      parser.Error(node["job"], fmt::format("job name '{}' must match [A-Za-z0-9_.-]{{1,128}}",
-                                            job->text()));
+    if (job->is_constant() && !IsValidName(job->text())) {
+      parser.Error(node["job"], fmt::format("job name '{}' must match {}", job->text(),
+                                            kNameRule));
     }
     auto task = std::make_shared<AgentJobTask>(std::move(*job));
     task->connection = *conn;
@@ -684,9 +684,9 @@ class AgentJobTaskType : public TaskType {
     // A name no package can declare, which the agent would refuse at every start.
     if (YAML::Node params = node["params"]; params && params.IsMap()) {
       for (auto it = params.begin(); it != params.end(); ++it) {
-        if (!client::IsValidName(it->first.Scalar())) {
-          parser.Error(it->first, fmt::format("param name '{}' must match [A-Za-z0-9_.-]{{1,128}}",
-                                              it->first.Scalar()));
+        if (!IsValidName(it->first.Scalar())) {
+          parser.Error(it->first, fmt::format("param name '{}' must match {}",
+                                              it->first.Scalar(), kNameRule));
         }
       }
     }
