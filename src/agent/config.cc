@@ -329,14 +329,18 @@ Status CheckAgentConfig(AgentConfig& c, std::vector<std::string>& warnings) {
         "Set token_file, or tls with client_ca (mutual TLS), or listen on 127.0.0.1",
         c.host));
   }
-  // ssh refuses a key others may read; a token is as good as a key here, so it is said.
-  struct stat token_file {};
-  if (!c.token_file.empty() && stat(c.token_file.c_str(), &token_file) == 0 &&
-      (token_file.st_mode & 044) != 0) {
-    warnings.push_back(fmt::format("token_file {} may be read by other users (mode {:04o}), and "
-                                   "whoever reads it can run jobs here: chmod 600 {}",
-                                   c.token_file, token_file.st_mode & 07777, c.token_file));
-  }
+  // ssh refuses a key others may read; a token is as good as a key here, so it is said, and
+  // so is the TLS key (QA), with which anyone could pose as this agent.
+  auto warn_if_others_read = [&](const std::string& key, const std::string& file,
+                                 const char* what) {
+    struct stat st {};
+    if (file.empty() || stat(file.c_str(), &st) != 0 || (st.st_mode & 044) == 0) return;
+    warnings.push_back(fmt::format("{} {} may be read by other users (mode {:04o}), and whoever "
+                                   "reads it {}: chmod 600 {}",
+                                   key, file, st.st_mode & 07777, what, file));
+  };
+  warn_if_others_read("token_file", c.token_file, "can run jobs here");
+  warn_if_others_read("tls.key", c.tls_key, "can pose as this agent");
   if (Status catalog = CheckAgentCatalog(c, warnings); !catalog.ok()) {
     problems.push_back(catalog.message());
   }

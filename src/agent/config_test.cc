@@ -194,5 +194,22 @@ TEST(ConfigTest, ATokenFileOthersMayReadIsWarnedOf) {
   }
 }
 
+// QA: a TLS key others may read was taken without a word, as the token file had been.
+TEST(ConfigTest, ATlsKeyOthersMayReadIsWarnedOf) {
+  testing::TempDir dir;
+  std::ofstream(dir.File("agent.crt")) << "not read here\n";
+  std::ofstream(dir.File("agent.key")) << "not read here\n";
+  chmod(dir.File("agent.key").c_str(), 0640);
+  std::ofstream(dir.File("agent.yaml")) << "data_dir: d\ntls: {cert: agent.crt, key: agent.key}\n";
+  auto config = LoadAgentConfig(dir.File("agent.yaml"));
+  ASSERT_TRUE(config.ok()) << config.status().ToString();
+  std::vector<std::string> warnings;
+  ASSERT_TRUE(CheckAgentConfig(*config, warnings).ok());
+  ASSERT_EQ(warnings.size(), 1u);
+  EXPECT_EQ(warnings[0], "tls.key " + dir.File("agent.key") + " may be read by other users "
+                         "(mode 0640), and whoever reads it can pose as this agent: chmod 600 " +
+                         dir.File("agent.key"));
+}
+
 }  // namespace
 }  // namespace fanout::agent

@@ -166,6 +166,9 @@ json RunJson(const RunRecord& r, AgentStore& store, bool with_output) {
           {"steps", steps}};
 }
 
+// The most runs one history answer holds.
+constexpr int kMaxHistoryLimit = 10000;
+
 // Whoever may write in the data_dir, its packages/ or a folder above them chooses what the
 // agent runs, as the agent's user (QA: a package swapped into a 0777 data_dir ran as root). As
 // sshd's StrictModes checks a home: each must belong to the agent's user or root, and may be
@@ -234,7 +237,10 @@ AgentServer::AgentServer(AgentConfig config, std::string fanout_binary)
         std::fprintf(stderr, "fanout agent: refused %d request%s without a valid bearer token "
                      "(the last, %s; said at most once a minute)\n", count,
                      count == 1 ? "" : "s", last.c_str());
-      }) {}
+      }),
+      token_(config_.token) {
+  if (!config_.token_file.empty()) stat(config_.token_file.c_str(), &token_file_stat_);
+}
 
 AgentServer::~AgentServer() = default;  // refused_ says what it held back as it goes
 
@@ -419,8 +425,7 @@ bool AgentServer::Authorized(const httplib::Request& req, httplib::Response& res
   if (const size_t start = given.find_first_not_of(' ', space); bearer && start != given.npos) {
     token = std::string_view(given).substr(start);
   }
-  if (bearer && token.size() == config_.token.size() &&
-      CRYPTO_memcmp(token.data(), config_.token.data(), token.size()) == 0) {
+  if (bearer && (TokenMatches(token) || (ReloadTokenIfChanged() && TokenMatches(token)))) {
     return true;
   }
   const char* detail = given.empty() ? "send Authorization: Bearer TOKEN (the agent's token_file)"
@@ -429,6 +434,39 @@ bool AgentServer::Authorized(const httplib::Request& req, httplib::Response& res
   Reply(res, 401, json{{"error", "unauthenticated"}, {"detail", detail}});
   NoteRefused(req, !given.empty());
   return false;
+}
+
+bool AgentServer::TokenMatches(std::string_view token) {
+  std::lock_guard lock(token_mu_);
+  return token.size() == token_.size() &&
+         CRYPTO_memcmp(token.data(), token_.data(), token.size()) == 0;
+}
+
+bool AgentServer::ReloadTokenIfChanged() {
+  if (config_.token_file.empty()) return false;
+  struct stat now {};
+  if (stat(config_.token_file.c_str(), &now) != 0) now = {};  // gone: said when it comes back
+  std::lock_guard lock(token_mu_);
+  const struct stat& before = token_file_stat_;
+  if (now.st_ino == before.st_ino && now.st_size == before.st_size &&
+      now.st_mtim.tv_sec == before.st_mtim.tv_sec &&
+      now.st_mtim.tv_nsec == before.st_mtim.tv_nsec) {
+    return false;
+  }
+  token_file_stat_ = now;
+  if (now.st_ino == 0) return false;
+  auto read = client::ReadTokenFile(config_.token_file);
+  if (!read.ok()) {
+    std::fprintf(stderr, "fanout agent: token_file %s changed but cannot be used (%s): the "
+                 "token read before stays in force\n", config_.token_file.c_str(),
+                 read.status().message().c_str());
+    return false;
+  }
+  if (*read == token_) return false;
+  token_ = std::move(*read);
+  std::fprintf(stderr, "fanout agent: token_file %s changed: its new token is in force\n",
+               config_.token_file.c_str());
+  return true;
 }
 
 void AgentServer::NoteRefused(const httplib::Request& req, bool token_given) {
@@ -966,12 +1004,15 @@ void AgentServer::Routes() {
     if (req.has_param("limit")) {
       const std::string text = req.get_param_value("limit");
       auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), limit);
-      if (ec != std::errc() || end != text.data() + text.size() || limit < 1) {
+      const bool whole = end == text.data() + text.size() && !text.starts_with('-');
+      if (ec == std::errc::result_out_of_range && whole) {
+        limit = kMaxHistoryLimit;  // as any number over it is (QA: was said not to be one)
+      } else if (ec != std::errc() || !whole || limit < 1) {
         return Reply(res, 400, json{{"error", "bad limit"},
                                     {"detail", "limit is a whole number of 1 or more, not '" +
                                                    text + "'"}});
       }
-      limit = std::min(limit, 10000);
+      limit = std::min(limit, kMaxHistoryLimit);
     }
     auto runs = store_->ListRuns(name, limit);
     if (!runs.ok()) return ReplyError(res, runs.status(), "cannot read history");

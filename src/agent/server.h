@@ -4,6 +4,8 @@
 // another thread, e.g. on SIGTERM) drains the runs and stops the listener.
 #pragma once
 
+#include <sys/stat.h>
+
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -55,6 +57,11 @@ class AgentServer {
   // minute with how many (refused_), so that a misconfigured parent shows in the agent's log
   // without flooding it.
   void NoteRefused(const httplib::Request& req, bool token_given);
+  // Whether `token` is the one in force, compared in constant time.
+  bool TokenMatches(std::string_view token);
+  // Reads token_file again when it changed since it was last read (a refused request calls
+  // this), so that a rotated token takes effect without a restart; true when the token did.
+  bool ReloadTokenIfChanged();
   // Drops a job from jobs_ after the store changed it.
   void ForgetJob(const std::string& name);
   // Answers 503 when the agent's database is gone (Executor::Broken): a deploy would report
@@ -80,6 +87,12 @@ class AgentServer {
   // Requests refused for their token (NoteRefused): the last described as "GET /v1/status from
   // 10.0.0.7, had none".
   ThrottledNotice refused_;
+
+  // The token in force: config_.token at the start, then token_file's as it changes (its
+  // inode, size and modification time say when).
+  std::mutex token_mu_;
+  std::string token_;
+  struct stat token_file_stat_ {};
 
   // Parsed job definitions by name, so a start reads and parses its job only the first time.
   // PUT and DELETE of a job drop its entry and bump the generation, so a load that began before

@@ -89,7 +89,8 @@ fanout::Status TransportError(httplib::Error error, const std::string& where,
     case httplib::Error::Read:
     case httplib::Error::Write: {
       std::string message = fmt::format(
-          "{}: the connection broke or the agent did not answer in time ({})", where, what);
+          "{}: the connection broke or the agent did not answer in time, while {}", where,
+          error == httplib::Error::Read ? "reading its answer" : "sending the request");
       // Both TLS mismatches below look like a dropped connection from this side, but cannot
       // be why once the agent has answered.
       if (answered_before) {
@@ -106,9 +107,9 @@ fanout::Status TransportError(httplib::Error error, const std::string& where,
     }
     case httplib::Error::SSLConnection:
       return Unavailable(fmt::format(
-          "{}: TLS handshake failed ({}); check that the agent serves https and that the "
+          "{}: TLS handshake failed; check that the agent serves https and that the "
           "client certificate and key are the ones its tls.client_ca trusts",
-          where, what));
+          where));
     case httplib::Error::SSLServerVerification: {
       std::string why = verify_result == X509_V_OK ? what : X509_verify_cert_error_string(verify_result);
       switch (verify_result) {

@@ -379,11 +379,13 @@ TEST_F(AgentTest, MalformedInputGets400WithAReasonAndChangesNothing) {
     EXPECT_TRUE(Contains(r.body, detail)) << detail << " in " << r.body;
   }
   EXPECT_TRUE(History("keep").empty());
-  for (const char* limit : {"0", "-5", "abc", "3x"}) {
+  for (const char* limit : {"0", "-5", "abc", "3x", "-99999999999999999999"}) {
     HttpReply r = agent_.Http("GET", std::string("/v1/jobs/keep/history?limit=") + limit);
     EXPECT_EQ(r.status, 400) << limit << " -> " << r.body;
     EXPECT_TRUE(Contains(r.body, "limit is a whole number of 1 or more")) << r.body;
   }
+  // Past the most it returns, as any number over 10000 is (QA: said not to be a number).
+  EXPECT_EQ(agent_.Http("GET", "/v1/jobs/keep/history?limit=99999999999999999999").status, 200);
 
   // Packages are validated as `fanout validate` does.
   HttpReply invalid = agent_.Http("PUT", "/v1/packages/bad",
@@ -461,6 +463,25 @@ std::string RawExchange(const std::string& url, const std::string& request,
   close(fd);
   took = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start);
   return reply;
+}
+
+// A new token written into the agent's token_file is in force at the first request that
+// carries it: rotating the token needs no restart, which would drain the agent (QA).
+TEST_F(AgentTest, ARotatedTokenFileTakesEffectWithoutARestart) {
+  ASSERT_TRUE(StartConfig(Config(1)));
+  EXPECT_EQ(agent_.Http("GET", "/v1/jobs").status, 200);
+  const std::string rotated(64, 'b');
+  ASSERT_TRUE(WriteFileAtomically(agent_.Path("token"), rotated + "\n", 0600).ok());
+  EXPECT_EQ(agent_.HttpWithToken(rotated, "GET", "/v1/jobs").status, 200);
+  EXPECT_EQ(agent_.Http("GET", "/v1/jobs").status, 401) << "the old token";
+  // A token file that cannot be used leaves the token in force, and the agent says so.
+  ASSERT_TRUE(WriteFileAtomically(agent_.Path("token"), "two words\n", 0600).ok());
+  EXPECT_EQ(agent_.HttpWithToken("two words", "GET", "/v1/jobs").status, 401);
+  EXPECT_EQ(agent_.HttpWithToken(rotated, "GET", "/v1/jobs").status, 200);
+  EXPECT_TRUE(Contains(agent_.err(), "token_file " + agent_.Path("token") +
+                                         " changed: its new token is in force"))
+      << agent_.err();
+  EXPECT_TRUE(Contains(agent_.err(), "changed but cannot be used")) << agent_.err();
 }
 
 // The scheme of `Authorization: Bearer TOKEN` is matched whatever its case (RFC 7235): a right
