@@ -2,6 +2,7 @@
 // log providers, any --log files and the catalog, and exits with dtexec's codes.
 #include <pthread.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -82,8 +83,9 @@ class SignalWatcher {
     sigaddset(&set, SIGUSR1);  // our own wake-up at exit
     pthread_sigmask(SIG_BLOCK, &set, nullptr);
     thread_ = std::thread([this, set, &token, before_message = std::move(before_message)] {
-      int sig = 0;
-      while (sigwait(&set, &sig) == 0) {
+      siginfo_t info{};
+      for (int sig; (sig = sigwaitinfo(&set, &info)) > 0 || errno == EINTR;) {
+        if (sig <= 0) continue;
         if (sig == SIGUSR1) return;
         if (opening_catalog_.load()) {
           // It had died of the signal without a word (exit 130).
@@ -107,15 +109,32 @@ class SignalWatcher {
                        sigabbrev_np(sig));
         }
         int none = 0;
-        first_signal_.compare_exchange_strong(none, sig);
+        if (first_signal_.compare_exchange_strong(none, sig)) {
+          const pid_t parent = parent_pid_.load();
+          if (parent > 0 && getppid() != parent) {
+            cause_ = fmt::format("the end of its parent package's process ({})", parent);
+          } else if (parent > 0 && info.si_pid == parent) {
+            cause_ = fmt::format("its parent package (SIG{} from its process, {})",
+                                 sigabbrev_np(sig), parent);
+          } else {
+            cause_ = std::string("SIG") + sigabbrev_np(sig);
+          }
+          cause_said_.store(true);
+        }
         token.Cancel(CancelToken::Reason::kCanceled);
       }
     });
   }
-  // "SIGINT": the signal that canceled the run, "" before one came.
-  std::string Cause() const {
-    int sig = first_signal_.load();
-    return sig == 0 ? "" : std::string("SIG") + sigabbrev_np(sig);
+  // What canceled the run, "" before a signal came: "SIGINT", or for a child package in a
+  // process of its own (WatchParent), its parent, which stops it with SIGTERM, or that
+  // parent's end.
+  std::string Cause() const { return cause_said_.load() ? cause_ : ""; }
+  // A child package's process goes when its parent's does (PR_SET_PDEATHSIG: a SIGKILLed
+  // parent had left it running), as a SIGTERM that this watcher says came from the parent.
+  void WatchParent(pid_t parent) {
+    parent_pid_.store(parent);
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() != parent) kill(getpid(), SIGTERM);  // it ended before the line above
   }
   ~SignalWatcher() {
     pthread_kill(thread_.native_handle(), SIGUSR1);
@@ -133,13 +152,17 @@ class SignalWatcher {
   std::atomic<bool> run_ended_{false};
   std::atomic<bool> signaled_after_end_{false};
   std::atomic<int> first_signal_{0};
+  std::atomic<pid_t> parent_pid_{0};
+  std::string cause_;  // written once, before cause_said_
+  std::atomic<bool> cause_said_{false};
   std::thread thread_;
 };
 
 // Reads {"params": {"name": "value" | ["a", 1, ["b", 2]]}, "secrets": ["..."], "ancestors":
-// ["..."]} from stdin: what a parent package hands a child started as its own process, kept off the
-// command line.
-bool ReadParentInput(RunOptions& options, Masker& masker) {
+// ["..."], "parent_pid": N} from stdin: what a parent package hands a child started as its own
+// process, kept off the command line. An agent's package step gives no parent_pid: it outlives
+// its agent, which re-attaches to it when it starts again.
+bool ReadParentInput(RunOptions& options, Masker& masker, SignalWatcher& signals) {
   std::map<std::string, Value>& params = options.params;
   std::string text((std::istreambuf_iterator<char>(std::cin)), std::istreambuf_iterator<char>());
   try {
@@ -150,6 +173,7 @@ bool ReadParentInput(RunOptions& options, Masker& masker) {
     if (json.contains("ancestors")) {
       options.ancestors = json.at("ancestors").get<std::vector<std::string>>();
     }
+    if (json.contains("parent_pid")) signals.WatchParent(json.at("parent_pid").get<pid_t>());
     if (!json.contains("params")) return true;
     for (auto& [name, value] : json.at("params").items()) {
       auto param = ParamFromJson(value);
@@ -310,7 +334,7 @@ int RunPackage(const RunArgs& args, std::string& reason) {
 
   signals.CatalogOpened();
   auto masker = std::make_shared<Masker>();
-  if (args.params_stdin && !ReadParentInput(options, *masker)) return kExitUsage;
+  if (args.params_stdin && !ReadParentInput(options, *masker, signals)) return kExitUsage;
   // A value kept in a file is kept out of sight, declared sensitive or not (docs/engine.md).
   for (const auto& [name, value] : from_files) masker->AddSecret(value);
   RecorderOptions recording{catalog::DefaultSpoolDir(), options.catalog_spec};

@@ -775,6 +775,51 @@ TEST(RunTest, AChildStoppedByItsTasksTimeoutSaysSo) {
   EXPECT_EQ(child->message, "canceled by the timeout of task inp in the parent");
 }
 
+// A child package in a process of its own says its parent stopped it, and goes when its
+// parent's process does, even SIGKILLed (QA: "canceled by SIGTERM"; it ran on, its parent gone).
+TEST(RunTest, AChildInItsOwnProcessSaysItsParentStoppedItAndGoesWithIt) {
+  ScratchDir dir;
+  dir.Write("slow.yaml", "package: slow\ntasks:\n"
+                         "  s: {type: process, run: [/bin/sh, -c, 'echo $$ > task.pid; exec sleep "
+                         "30']}\n");
+  dir.Write("parent.yaml", "package: parent\ntasks:\n"
+                           "  oop: {type: package, path: slow.yaml, out_of_process: true, "
+                           "timeout: 500ms}\n");
+  CommandResult r = RunFanout({"run", "parent.yaml"}, dir.path());
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  auto child_message = [&] {
+    auto catalog = OpenTestCatalog(dir.path());
+    if (catalog == nullptr) return std::string("no catalog");
+    auto executions = catalog->ListExecutions(10);
+    if (!executions.ok()) return executions.status().ToString();
+    for (const ExecutionRow& e : *executions) {
+      if (e.package == "slow" && e.ended_at) return e.message;
+    }
+    return std::string("no ended child");
+  };
+  EXPECT_TRUE(child_message().starts_with("canceled by its parent package (SIGTERM from its "
+                                          "process, "))
+      << child_message();
+
+  std::filesystem::remove(dir.path() + "/fanout.db");
+  dir.Write("parent.yaml", "package: parent\ntasks:\n"
+                           "  oop: {type: package, path: slow.yaml, out_of_process: true}\n");
+  const int parent = StartFanout({"run", "parent.yaml"}, dir.path());
+  std::filesystem::remove(dir.path() + "/task.pid");
+  ASSERT_TRUE(WaitFor([&] { return dir.Read("task.pid").ends_with("\n"); },
+                      std::chrono::seconds(10)));
+  const pid_t task = std::stoi(dir.Read("task.pid"));
+  kill(parent, SIGKILL);
+  EXPECT_EQ(WaitFanout(parent, std::chrono::seconds(5)), 128 + SIGKILL);
+  // The child's task is stopped as any canceled task is: SIGTERM to its group.
+  EXPECT_TRUE(WaitFor([&] { return kill(task, 0) != 0; }, std::chrono::seconds(10)))
+      << "the child's task still runs";
+  EXPECT_TRUE(WaitFor([&] { return child_message() != "no ended child"; },
+                      std::chrono::seconds(10)));
+  EXPECT_TRUE(child_message().starts_with("canceled by the end of its parent package's process ("))
+      << child_message();
+}
+
 // A sensitive list of rows is secret value by value, in a child that loops over it too (QA:
 // `as: [a, b]` showed a=abcd b=5555); and a child's failure of several lines reaches its
 // parent whole, on one line (QA: only its last line did).

@@ -170,9 +170,11 @@ class PackageTask : public Task {
       }
       params[name] = std::move(*sent);
     }
+    // With parent_pid the child goes when this process does, killed or not (PR_SET_PDEATHSIG).
     nlohmann::json input = {{"params", params},
                             {"secrets", context.engine().recorder().masker().secrets()},
-                            {"ancestors", ancestors}};
+                            {"ancestors", ancestors},
+                            {"parent_pid", getpid()}};
     // A secret or an ancestor's path that is not UTF-8 goes with U+FFFD in its place: JSON
     // cannot hold it (the params, which the child needs as they are, were checked above).
     spec.stdin_data = input.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
