@@ -51,7 +51,6 @@ struct JobDef {
   nlohmann::json ToJson() const;
 };
 
-
 // Whether `value` nests arrays and objects more than `limit` levels deep, found without
 // recursion: nlohmann's dump() recurses, and a body nested 100,000 deep overflowed its stack.
 bool NestedDeeperThan(const nlohmann::json& value, size_t limit);

@@ -166,6 +166,37 @@ json RunJson(const RunRecord& r, AgentStore& store, bool with_output) {
           {"steps", steps}};
 }
 
+// A file rewritten in place, renamed over, or only chown'ed or chmod'ed so that the agent may now
+// read it (QA: a token the agent could not read at first was never taken once it could).
+bool SameFileState(const struct stat& a, const struct stat& b) {
+  return a.st_dev == b.st_dev && a.st_ino == b.st_ino && a.st_size == b.st_size &&
+         a.st_mtim.tv_sec == b.st_mtim.tv_sec && a.st_mtim.tv_nsec == b.st_mtim.tv_nsec &&
+         a.st_ctim.tv_sec == b.st_ctim.tv_sec && a.st_ctim.tv_nsec == b.st_ctim.tv_nsec;
+}
+
+// Creates `dir` with `mode` when it is missing, and the folders above it that are missing with
+// 0755, whatever the umask; leaves existing folders as they are.
+Status MakeFolder(const fs::path& dir, fs::perms mode) {
+  std::error_code ec;
+  std::vector<fs::path> missing;
+  fs::path start = fs::absolute(dir, ec).lexically_normal();
+  if (!start.has_filename()) start = start.parent_path();  // "data/"
+  for (fs::path p = start; !p.empty() && !fs::exists(p, ec); p = p.parent_path()) {
+    missing.push_back(p);
+    if (p == p.root_path()) break;
+  }
+  for (auto it = missing.rbegin(); it != missing.rend(); ++it) {
+    if (!fs::create_directory(*it, ec) && ec) return Unavailable(ec.message());
+    const fs::perms wanted = *it == missing.front() ? mode : fs::perms(0755);
+    fs::permissions(*it, wanted, ec);
+    if (ec) return Unavailable(ec.message());
+  }
+  return Status::Ok();
+}
+
+// Package files: readable by the users proxies run steps as, written by the agent alone.
+constexpr mode_t kPackageFileMode = 0644;
+
 // The most runs one history answer holds.
 constexpr int kMaxHistoryLimit = 10000;
 
@@ -196,15 +227,15 @@ Status CheckOnlyTrustedWriters(const fs::path& data_dir) {
     if (!ours) {
       return FailedPrecondition(fmt::format(
           "data_dir {} is unsafe: {} belongs to uid {}, who could replace the packages this "
-          "agent runs; give it to the agent's user or root, or pick another data_dir",
+          "agent runs: give it to the agent's user or root, or pick a data_dir elsewhere",
           data_dir.string(), p.string(), st.st_uid));
     }
     if (shared && (inside || (st.st_mode & S_ISVTX) == 0)) {
       return FailedPrecondition(fmt::format(
           "data_dir {} is unsafe: {} is writable by {} (mode {:04o}), who could replace the "
-          "packages this agent runs: chmod go-w {}",
+          "packages this agent runs: chmod go-w {}{}",
           data_dir.string(), p.string(), (st.st_mode & S_IWOTH) ? "every user" : "its group",
-          st.st_mode & 07777, p.string()));
+          st.st_mode & 07777, p.string(), inside ? "" : ", or pick a data_dir elsewhere"));
     }
   }
   return Status::Ok();
@@ -239,7 +270,12 @@ AgentServer::AgentServer(AgentConfig config, std::string fanout_binary)
                      count == 1 ? "" : "s", last.c_str());
       }),
       token_(config_.token) {
-  if (!config_.token_file.empty()) stat(config_.token_file.c_str(), &token_file_stat_);
+  // The file's state, then its token: a change after LoadAgentConfig read it (the catalog
+  // check between may take seconds) is not missed.
+  if (config_.token_file.empty() || stat(config_.token_file.c_str(), &token_file_stat_) != 0) {
+    return;
+  }
+  if (auto read = client::ReadTokenFile(config_.token_file); read.ok()) token_ = *read;
 }
 
 AgentServer::~AgentServer() = default;  // refused_ says what it held back as it goes
@@ -247,29 +283,30 @@ AgentServer::~AgentServer() = default;  // refused_ says what it held back as it
 Status AgentServer::Start() {
   // Before anything changes: a bad certificate must not leave recovered runs behind.
   if (config_.tls()) RETURN_IF_ERROR(CheckTlsFiles(config_));
-  const fs::path data_dir(config_.data_dir);
   std::error_code ec;
-  const bool new_data_dir = !fs::exists(data_dir, ec);
-  const bool new_packages = !fs::exists(data_dir / "packages", ec);
-  for (const char* sub : {"packages", "results"}) {
-    fs::create_directories(data_dir / sub, ec);
-    if (ec) {
-      return Unavailable(fmt::format("cannot {} data_dir {}: {}", new_data_dir ? "create" : "write in",
-                                     config_.data_dir, ec.message()));
-    }
-  }
+  const bool new_data_dir = !fs::exists(config_.data_dir, ec);
   // Others may pass through (a proxy's user reaches its results/USER/ folder and reads the
   // packages it runs) but not list the folder; the database, with every run's params and
   // output, is the agent's alone. Modes are set, not left to the umask: a umask of 002 would
   // make folders the check below refuses.
   using fs::perms;
   constexpr perms kPassThrough = perms::owner_all | perms::group_exec | perms::others_exec;
-  if (new_data_dir) fs::permissions(data_dir, kPassThrough, ec);
-  if (new_packages) {
-    fs::permissions(data_dir / "packages", kPassThrough | perms::group_read | perms::others_read,
-                    ec);
+  constexpr perms kReadable = kPassThrough | perms::group_read | perms::others_read;
+  for (const auto& [sub, mode] : {std::pair{"", kPassThrough}, std::pair{"packages", kReadable},
+                                  std::pair{"results", kPassThrough}}) {
+    const fs::path folder = fs::path(config_.data_dir) / sub;
+    if (Status made = MakeFolder(folder, mode); !made.ok()) {
+      return Unavailable(fmt::format("cannot {} data_dir {}: {}",
+                                     new_data_dir ? "create" : "write in", config_.data_dir,
+                                     made.message()));
+    }
   }
-  fs::permissions(data_dir / "results", kPassThrough, ec);
+  fs::permissions(fs::path(config_.data_dir) / "results", kPassThrough, ec);
+  // From here on the folder as it is, not as written: a symbolic link on the way, swapped
+  // later by whoever may write where it is, cannot move the agent's files (review).
+  config_.data_dir = fs::canonical(config_.data_dir, ec).string();
+  if (ec) return Unavailable(fmt::format("cannot use data_dir: {}", ec.message()));
+  const fs::path data_dir(config_.data_dir);
   RETURN_IF_ERROR(CheckOnlyTrustedWriters(data_dir));
   const fs::path database = StorePath(config_.data_dir);
   if (!fs::exists(database, ec)) (void)WriteFileAtomically(database.string(), "", 0600);
@@ -284,7 +321,10 @@ Status AgentServer::Start() {
   for (const PackageRecord& p : packages) {
     fs::path file = PackagePath(config_.data_dir, p.name);
     auto on_disk = ReadFile(file.string());
-    if (on_disk.ok() && Sha256Hex(*on_disk) == p.sha256) continue;
+    if (on_disk.ok() && Sha256Hex(*on_disk) == p.sha256) {
+      fs::permissions(file, fs::perms(kPackageFileMode), ec);  // one written under a umask of 0
+      continue;
+    }
     ASSIGN_OR_RETURN(auto full, store_->GetPackage(p.name));
     if (!full) continue;
     if (on_disk.ok()) {
@@ -292,7 +332,7 @@ Status AgentServer::Start() {
                    "wrote it back\n", file.c_str(), p.name.c_str(),
                    static_cast<long long>(p.version));
     }
-    RETURN_IF_ERROR(WriteFileAtomically(file.string(), full->content));
+    RETURN_IF_ERROR(WriteFileAtomically(file.string(), full->content, kPackageFileMode));
   }
   executor_ = std::make_unique<Executor>(config_, *store_, fanout_binary_);
   RETURN_IF_ERROR(executor_->Recover());
@@ -425,7 +465,8 @@ bool AgentServer::Authorized(const httplib::Request& req, httplib::Response& res
   if (const size_t start = given.find_first_not_of(' ', space); bearer && start != given.npos) {
     token = std::string_view(given).substr(start);
   }
-  if (bearer && (TokenMatches(token) || (ReloadTokenIfChanged() && TokenMatches(token)))) {
+  (void)ReloadTokenIfChanged(false);
+  if (bearer && (TokenMatches(token) || (ReloadTokenIfChanged(true) && TokenMatches(token)))) {
     return true;
   }
   const char* detail = given.empty() ? "send Authorization: Bearer TOKEN (the agent's token_file)"
@@ -442,19 +483,25 @@ bool AgentServer::TokenMatches(std::string_view token) {
          CRYPTO_memcmp(token.data(), token_.data(), token.size()) == 0;
 }
 
-bool AgentServer::ReloadTokenIfChanged() {
+bool AgentServer::ReloadTokenIfChanged(bool refused) {
   if (config_.token_file.empty()) return false;
-  struct stat now {};
-  if (stat(config_.token_file.c_str(), &now) != 0) now = {};  // gone: said when it comes back
-  std::lock_guard lock(token_mu_);
-  const struct stat& before = token_file_stat_;
-  if (now.st_ino == before.st_ino && now.st_size == before.st_size &&
-      now.st_mtim.tv_sec == before.st_mtim.tv_sec &&
-      now.st_mtim.tv_nsec == before.st_mtim.tv_nsec) {
+  // A request the token let in looks at most once a second, so that an old token stops
+  // working soon after the file changes even when no request brings the new one.
+  const int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                             std::chrono::steady_clock::now().time_since_epoch()).count();
+  if (!refused && now_ms - token_checked_ms_.load(std::memory_order_relaxed) < 1000) {
     return false;
   }
-  token_file_stat_ = now;
+  token_checked_ms_.store(now_ms, std::memory_order_relaxed);
+  struct stat now {};
+  if (stat(config_.token_file.c_str(), &now) != 0) now = {};  // gone: said when it comes back
+  {
+    std::lock_guard lock(token_mu_);
+    if (SameFileState(now, token_file_stat_)) return false;
+    token_file_stat_ = now;
+  }
   if (now.st_ino == 0) return false;
+  // Read without the lock: a slow disk must not hold up requests that bring the token.
   auto read = client::ReadTokenFile(config_.token_file);
   if (!read.ok()) {
     std::fprintf(stderr, "fanout agent: token_file %s changed but cannot be used (%s): the "
@@ -462,8 +509,11 @@ bool AgentServer::ReloadTokenIfChanged() {
                  read.status().message().c_str());
     return false;
   }
-  if (*read == token_) return false;
-  token_ = std::move(*read);
+  {
+    std::lock_guard lock(token_mu_);
+    if (*read == token_) return false;
+    token_ = std::move(*read);
+  }
   std::fprintf(stderr, "fanout agent: token_file %s changed: its new token is in force\n",
                config_.token_file.c_str());
   return true;
@@ -561,20 +611,18 @@ void AgentServer::Routes() {
     }
     // A length over the limit is answered now: cpp-httplib would read the whole body first, or
     // wait its 10 s read timeout for one that never comes.
-    if (has_length) {
-      const std::string length = req.get_header_value("Content-Length");
-      size_t bytes = 0;
-      auto [end, error] = std::from_chars(length.data(), length.data() + length.size(), bytes);
-      if (error == std::errc::result_out_of_range ||
-          (error == std::errc() && end == length.data() + length.size() &&
-           bytes > config_.max_body_bytes)) {
-        return refuse(413, BodyTooLarge(config_.max_body_bytes));
-      }
-      if (error != std::errc() || end != length.data() + length.size()) {
-        return refuse(400, json{{"error", "bad request"},
-                                {"detail", fmt::format("Content-Length '{}' is not a number of "
-                                                       "bytes", length)}});
-      }
+    const std::string length = req.get_header_value("Content-Length");
+    size_t bytes = 0;
+    auto [end, error] = std::from_chars(length.data(), length.data() + length.size(), bytes);
+    if (error == std::errc::result_out_of_range ||
+        (error == std::errc() && end == length.data() + length.size() &&
+         bytes > config_.max_body_bytes)) {
+      return refuse(413, BodyTooLarge(config_.max_body_bytes));
+    }
+    if (error != std::errc() || end != length.data() + length.size()) {
+      return refuse(400, json{{"error", "bad request"},
+                              {"detail", fmt::format("Content-Length '{}' is not a number of "
+                                                     "bytes", length)}});
     }
     // Bodies are JSON whatever their type says. curl -d sends its default,
     // application/x-www-form-urlencoded, which cpp-httplib caps at 8 KiB and parses as a query;
@@ -682,7 +730,9 @@ void AgentServer::Routes() {
     }
     std::string sha = Sha256Hex(req.body);
     fs::path file = PackagePath(config_.data_dir, name);
-    if (Status st = WriteFileAtomically(file.string(), req.body); !st.ok()) return ReplyError(res, st, "cannot store package");
+    if (Status st = WriteFileAtomically(file.string(), req.body, kPackageFileMode); !st.ok()) {
+      return ReplyError(res, st, "cannot store package");
+    }
     auto put = store_->PutPackage(name, sha, req.body);
     if (!put.ok()) return ReplyError(res, put.status(), "cannot store package");
     Reply(res, put->created ? 201 : 200,

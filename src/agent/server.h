@@ -59,9 +59,10 @@ class AgentServer {
   void NoteRefused(const httplib::Request& req, bool token_given);
   // Whether `token` is the one in force, compared in constant time.
   bool TokenMatches(std::string_view token);
-  // Reads token_file again when it changed since it was last read (a refused request calls
-  // this), so that a rotated token takes effect without a restart; true when the token did.
-  bool ReloadTokenIfChanged();
+  // Reads token_file again when it changed since it was last read, so that a rotated token
+  // takes effect without a restart; true when the token changed. Looks at the file for every
+  // `refused` request, else at most once a second.
+  bool ReloadTokenIfChanged(bool refused);
   // Drops a job from jobs_ after the store changed it.
   void ForgetJob(const std::string& name);
   // Answers 503 when the agent's database is gone (Executor::Broken): a deploy would report
@@ -93,6 +94,7 @@ class AgentServer {
   std::mutex token_mu_;
   std::string token_;
   struct stat token_file_stat_ {};
+  std::atomic<int64_t> token_checked_ms_{0};  // steady clock
 
   // Parsed job definitions by name, so a start reads and parses its job only the first time.
   // PUT and DELETE of a job drop its entry and bump the generation, so a load that began before

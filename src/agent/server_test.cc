@@ -2,6 +2,7 @@
 #include "agent/server.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -81,6 +82,24 @@ TEST(AgentServerTest, ADataDirOthersMayWriteInIsRefused) {
       << StartError(data);
   fs::permissions(dir.path(), fs::perms::all | fs::perms::sticky_bit);
   EXPECT_EQ(StartError(data), "");
+  // Folders it makes have their modes whatever the umask, those above the data_dir too (review:
+  // it refused the 0775 folders it had made itself under a umask of 002).
+  const mode_t umask_before = umask(002);
+  const std::string deep = dir.path() + "/a/b/data";
+  EXPECT_EQ(StartError(deep), "");
+  umask(umask_before);
+  EXPECT_EQ(fs::status(dir.path() + "/a/b").permissions(), fs::perms(0755));
+  EXPECT_EQ(fs::status(deep).permissions(), fs::perms(0711));
+  EXPECT_EQ(fs::status(deep + "/packages").permissions(), fs::perms(0755));
+  // Through a symbolic link: the folder it leads to, once and for all (review: a link in a
+  // folder others may write in, swapped while the agent ran, moved where packages went).
+  fs::create_directory_symlink(deep, dir.path() + "/link");
+  {
+    AgentServer server(ConfigIn(dir.path() + "/link"), "/bin/false");
+    ASSERT_TRUE(server.Start().ok());
+    EXPECT_EQ(server.config().data_dir, fs::canonical(deep).string());
+    server.Shutdown();
+  }
   if (geteuid() == 0) {  // only root can give a folder away
     ASSERT_EQ(chown(data.c_str(), 65534, 65534), 0);
     EXPECT_TRUE(StartError(data).find(" belongs to uid 65534") != std::string::npos)
@@ -104,12 +123,17 @@ TEST(AgentServerTest, APackageFileThatIsNotAsDeployedIsWrittenBack) {
     ASSERT_TRUE((*store)->PutPackage("p", Sha256Hex(deployed), deployed).ok());
   }
   ASSERT_TRUE(WriteFileAtomically(PackagePath(dir.path(), "p"), "package: p\nevil: 1\n").ok());
+  const mode_t umask_before = umask(0);  // its files are 0644 whatever the umask (review)
   AgentServer server(ConfigIn(dir.path()), "/bin/false");
-  ASSERT_TRUE(server.Start().ok());
+  const Status started = server.Start();
+  umask(umask_before);
+  ASSERT_TRUE(started.ok()) << started.ToString();
   server.Shutdown();
   auto on_disk = ReadFile(PackagePath(dir.path(), "p"));
   ASSERT_TRUE(on_disk.ok());
   EXPECT_EQ(*on_disk, deployed);
+  EXPECT_EQ(std::filesystem::status(PackagePath(dir.path(), "p")).permissions(),
+            std::filesystem::perms(0644));
 }
 
 }  // namespace

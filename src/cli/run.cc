@@ -81,16 +81,27 @@ class SignalWatcher {
     sigaddset(&set, SIGTERM);
     AddSighupUnlessIgnored(set);
     sigaddset(&set, SIGUSR1);  // our own wake-up at exit
+    sigaddset(&set, kParentEnded);
     pthread_sigmask(SIG_BLOCK, &set, nullptr);
     thread_ = std::thread([this, set, &token, before_message = std::move(before_message)] {
       siginfo_t info{};
       for (int sig; (sig = sigwaitinfo(&set, &info)) > 0 || errno == EINTR;) {
         if (sig <= 0) continue;
         if (sig == SIGUSR1) return;
+        const pid_t parent = parent_pid_.load();
+        // What came, for stderr and as the run's cause.
+        std::string came = std::string("SIG") + sigabbrev_np(sig);
+        std::string cause = came;
+        if (parent > 0 && sig == kParentEnded) {
+          came = "the end of the parent package's process";
+          cause = fmt::format("the end of its parent package's process ({})", parent);
+        } else if (parent > 0 && info.si_pid == parent) {
+          cause = fmt::format("its parent package ({} from its process, {})", came, parent);
+        }
         if (opening_catalog_.load()) {
           // It had died of the signal without a word (exit 130).
-          std::fprintf(stderr, "fanout: SIG%s received while opening the catalog, before anything "
-                       "ran; stopped\n", sigabbrev_np(sig));
+          std::fprintf(stderr, "fanout: %s received while opening the catalog, before anything "
+                       "ran; stopped\n", came.c_str());
           std::fflush(stderr);
           _exit(kExitCanceled);
         }
@@ -99,26 +110,18 @@ class SignalWatcher {
           // Only the recorder's last writes are left, retried while the catalog is down, and the
           // stops of remote runs given up on, asked again while their agents may come back.
           signaled_after_end_.store(true);
-          std::fprintf(stderr, "fanout: SIG%s received after the run ended; no longer waiting "
-                       "for the catalog or for agents to answer stops\n", sigabbrev_np(sig));
+          std::fprintf(stderr, "fanout: %s received after the run ended; no longer waiting "
+                       "for the catalog or for agents to answer stops\n", came.c_str());
         } else if (token.canceled()) {
-          std::fprintf(stderr, "fanout: SIG%s received again; still stopping the running tasks "
-                       "(a second signal changes nothing)\n", sigabbrev_np(sig));
+          std::fprintf(stderr, "fanout: %s received again; still stopping the running tasks "
+                       "(a second signal changes nothing)\n", came.c_str());
         } else {
-          std::fprintf(stderr, "fanout: SIG%s received, stopping every running task\n",
-                       sigabbrev_np(sig));
+          std::fprintf(stderr, "fanout: %s received, stopping every running task\n",
+                       came.c_str());
         }
-        int none = 0;
-        if (first_signal_.compare_exchange_strong(none, sig)) {
-          const pid_t parent = parent_pid_.load();
-          if (parent > 0 && getppid() != parent) {
-            cause_ = fmt::format("the end of its parent package's process ({})", parent);
-          } else if (parent > 0 && info.si_pid == parent) {
-            cause_ = fmt::format("its parent package (SIG{} from its process, {})",
-                                 sigabbrev_np(sig), parent);
-          } else {
-            cause_ = std::string("SIG") + sigabbrev_np(sig);
-          }
+        bool first = false;
+        if (cause_claimed_.compare_exchange_strong(first, true)) {
+          cause_ = std::move(cause);
           cause_said_.store(true);
         }
         token.Cancel(CancelToken::Reason::kCanceled);
@@ -130,11 +133,12 @@ class SignalWatcher {
   // parent's end.
   std::string Cause() const { return cause_said_.load() ? cause_ : ""; }
   // A child package's process goes when its parent's does (PR_SET_PDEATHSIG: a SIGKILLed
-  // parent had left it running), as a SIGTERM that this watcher says came from the parent.
+  // parent had left it running). The kernel's signal is not SIGTERM, which the parent sends
+  // on a timeout or a cancel, so that the record can tell the two apart.
   void WatchParent(pid_t parent) {
     parent_pid_.store(parent);
-    prctl(PR_SET_PDEATHSIG, SIGTERM);
-    if (getppid() != parent) kill(getpid(), SIGTERM);  // it ended before the line above
+    prctl(PR_SET_PDEATHSIG, kParentEnded);
+    if (getppid() != parent) kill(getpid(), kParentEnded);  // it ended before the line above
   }
   ~SignalWatcher() {
     pthread_kill(thread_.native_handle(), SIGUSR1);
@@ -151,7 +155,8 @@ class SignalWatcher {
   std::atomic<bool> opening_catalog_{true};
   std::atomic<bool> run_ended_{false};
   std::atomic<bool> signaled_after_end_{false};
-  std::atomic<int> first_signal_{0};
+  static constexpr int kParentEnded = SIGUSR2;
+  std::atomic<bool> cause_claimed_{false};
   std::atomic<pid_t> parent_pid_{0};
   std::string cause_;  // written once, before cause_said_
   std::atomic<bool> cause_said_{false};

@@ -98,7 +98,6 @@ bool IsFinalRunStatus(std::string_view status);
 // which says why, rather than no answer at all (both are Unavailable).
 bool AnsweredUnavailable(const fanout::Status& status);
 
-
 // Reads a bearer token from a file (surrounding whitespace removed); InvalidArgument when the
 // file is unreadable, empty or holds more than the token (see CheckToken).
 Result<std::string> ReadTokenFile(const std::string& path);

@@ -1781,7 +1781,7 @@ std::optional<ValueType> StaticType(const Node& node, const Expression::Variable
     case Kind::kCast:
       return node.cast->target;
     case Kind::kAssign:
-      return types(node.name);  // the value is converted to the variable's type
+      return StaticType(*node.args[0], types);  // the value assigned, as Eval gives it
   }
   return std::nullopt;
 }

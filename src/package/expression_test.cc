@@ -1083,6 +1083,15 @@ TEST(ExpressionTypeTest, ResultTypeAgreesWithEvaluation) {
     ASSERT_TRUE(v.ok()) << text << ": " << v.status().message();
     EXPECT_EQ(v->type(), *type) << text;
   }
+  // An assignment gives the value assigned, before its variable's type converts it.
+  Expression::Options assigning;
+  assigning.allow_assignment = true;
+  auto assign = Expression::Parse("@x = 1", assigning);
+  ASSERT_TRUE(assign.ok());
+  EXPECT_EQ(assign->ResultType(types), ValueType::kInt);
+  auto assigned = assign->Evaluate(scope);
+  ASSERT_TRUE(assigned.ok()) << assigned.status().message();
+  EXPECT_EQ(assigned->type(), ValueType::kInt);
 }
 
 TEST(TemplateTest, UnterminatedPieceReportsItsOffset) {

@@ -599,8 +599,8 @@ class Loader : public TaskParser {
     });
     if (type && *type != ValueType::kBool) {
       diag_.Error(OffsetPos(node[std::string(key)], 0),
-                  fmt::format("`{}` must give a bool, and `{}` gives {}; compare it, as in "
-                              "`@rows > 0`",
+                  fmt::format("`{}` must give a bool, and `{}` gives {}: make it a "
+                              "comparison, as in `@rows > 0` or `@region == \"eu\"`",
                               key, e->text(), ValueTypeName(*type)));
     }
   }
@@ -766,7 +766,10 @@ class Loader : public TaskParser {
     }
   }
 
-  void Declare(const YAML::Node& at, const std::string& name, ValueType type, bool writable) {
+  // `type` is nullopt when its `type:` was not understood (said already): nothing is said of
+  // the expressions that read it.
+  void Declare(const YAML::Node& at, const std::string& name, std::optional<ValueType> type,
+               bool writable) {
     if (!visible_.emplace(name, type).second) {
       Error(at, fmt::format("'{}' is declared twice (parameters and variables share one namespace)", name));
     }
@@ -779,8 +782,9 @@ class Loader : public TaskParser {
       ParameterDef p;
       p.name = name;
       p.pos = Pos(key);
-      if (def.IsMap()) p.type = TypeAt(def).value_or(ValueType::kString);
-      Declare(key, name, p.type, false);
+      const std::optional<ValueType> type = def.IsMap() ? TypeAt(def) : ValueType::kString;
+      p.type = type.value_or(ValueType::kString);
+      Declare(key, name, type, false);
       if (def.IsNull()) {
         pkg.parameters.push_back(std::move(p));
         return;
@@ -811,10 +815,11 @@ class Loader : public TaskParser {
         return;
       }
       CheckKeys(def, kVariableKeys, "variable '" + name + "'");
-      v.type = TypeAt(def).value_or(ValueType::kString);
+      const std::optional<ValueType> type = TypeAt(def);
+      v.type = type.value_or(ValueType::kString);
       v.read_only = BoolAt(def, "read_only").value_or(false);
       v.raise_changed_event = BoolAt(def, "raise_changed_event").value_or(false);
-      Declare(key, name, v.type, !v.read_only);
+      Declare(key, name, type, !v.read_only);
       YAML::Node value = def["value"];
       v.value = (value && !value.IsNull()) ? ValueAt(value, v.type).value_or(Value::Default(v.type))
                                            : Value::Default(v.type);
@@ -1124,8 +1129,7 @@ class Loader : public TaskParser {
     for (const Constraint& c : after) {
       if (!c.on || *c.on == ConstraintValue::kCompletion) continue;
       std::set<ConstraintValue>& seen = outcomes[c.task];
-      seen.insert(*c.on);
-      if (seen.size() == 2) {
+      if (seen.insert(*c.on).second && seen.size() == 2) {  // said once, however many more
         diag_.Error(c.pos, fmt::format("`after` waits for task '{}' to succeed and to fail, "
                                        "which never both happen, so this task would always be "
                                        "skipped: write `on: completion`, or `after_logic: or`",

@@ -1116,6 +1116,17 @@ tasks:
 )");
   ExpectDiagAt("`after` waits for task 'a' to succeed and to fail, which never both happen",
                "{task: a, on: failure}");
+  LoadBad(R"(package: demo
+variables:
+  flag: {type: boolean}
+tasks:
+  a: {type: noop}
+  b: {type: noop, after: [a, {task: a, on: failure}, {task: a, on: failure, when: "@flag"}]}
+)");
+  // Said once, and an unknown type says nothing of the expressions reading the variable.
+  EXPECT_EQ(CountDiags("to succeed and to fail"), 1) << diags_.ToString();
+  EXPECT_EQ(CountDiags("unknown type 'boolean'"), 1) << diags_.ToString();
+  EXPECT_EQ(diags_.items().size(), 2u) << diags_.ToString();
   auto pkg = Load(R"(package: demo
 tasks:
   a: {type: noop}
@@ -1147,8 +1158,8 @@ tasks:
       t1: {type: noop}
       t2: {type: noop, after: [{task: t1, when: "@item"}]}
 )yaml");
-  ExpectDiagAt("`when` must give a bool, and `@rows + @limit` gives int; compare it, as in "
-               "`@rows > 0`",
+  ExpectDiagAt("`when` must give a bool, and `@rows + @limit` gives int: make it a comparison, "
+               "as in `@rows > 0` or `@region == \"eu\"`",
                "@rows + @limit");
   ExpectDiagAt("`condition` must give a bool, and `UPPER(\"x\")` gives string", "UPPER");
   EXPECT_EQ(diags_.items().size(), 2u) << diags_.ToString();

@@ -1272,8 +1272,8 @@ TEST_F(PoolTest, AJobNameThatIsNoNameFailsWithoutAskingAnAgent) {
       "tasks:\n  one: {type: agent-job, connection: gone, job: \"${which}\"}\n");
   CommandResult r = RunParent(parent);
   EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
-  EXPECT_TRUE(Has(r.out + r.err, "`job` renders to '', which is not a job name: names use "
-                                 "letters, digits"))
+  EXPECT_TRUE(Has(r.out + r.err, "`job` renders to '', which is not a job name: names match "
+                                 "[A-Za-z0-9_.-]{1,128}, other than . and .."))
       << r.out << r.err;
   EXPECT_FALSE(Has(r.out + r.err, "127.0.0.1:1")) << r.out << r.err;
 }

@@ -151,8 +151,8 @@ class AgentJobTask : public Task {
     // refusal of a name it never saw).
     if (!IsValidName(*job_name)) {
       return TaskOutcome::Failure(fmt::format(
-          "`job` renders to '{}', which is not a job name: names use letters, digits, '_', '.' "
-          "and '-' (1 to 128 characters)", *job_name));
+          "`job` renders to '{}', which is not a job name: names match {}", *job_name,
+          kNameRule));
     }
     client::StartRequest start;
     std::vector<std::string> secrets = context.engine().recorder().masker().secrets();
