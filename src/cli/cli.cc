@@ -9,6 +9,8 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <cerrno>
 #include <iostream>
 #include <limits>
 #include <map>
@@ -352,6 +354,18 @@ void ExplainParseError(const CLI::App& app, const CLI::ParseError& error) {
   std::fprintf(stderr, "%s: %s; see %s --help\n", path.c_str(), message.c_str(), path.c_str());
 }
 
+// A command's exit code, unless what it wrote to stdout was lost (QA: `fanout report executions
+// --json > out.json` on a full disk exited 0 with the file cut short). A reader that went away
+// (`| head`) is not an error.
+int WithStdoutWritten(int code) {
+  errno = 0;
+  if (std::fflush(stdout) == 0 && !std::ferror(stdout)) return code;
+  if (errno == EPIPE) return code;
+  std::fprintf(stderr, "fanout: cannot write to standard output (%s): what the command printed "
+               "is lost\n", errno != 0 ? std::strerror(errno) : "a write failed");
+  return code == 0 ? kExitFailure : code;
+}
+
 // CLI11 answers `fanout nosuchcmd` (and `fanout report nosuch`) with only "A subcommand is
 // required". When the innermost command given wants a subcommand and the next word is not an
 // option, names that word and the commands there are; false when that is not the case.
@@ -433,7 +447,7 @@ int Main(int argc, char** argv) {
     return kExitUsage;
   }
   for (const Command& command : commands) {
-    if (command.app->parsed()) return command.run();
+    if (command.app->parsed()) return WithStdoutWritten(command.run());
   }
   return kExitUsage;
 }

@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <limits>
 #include <memory>
@@ -19,6 +20,8 @@
 
 namespace fanout::cli {
 namespace {
+
+namespace fs = std::filesystem;
 
 struct ReportArgs {
   std::string catalog;
@@ -43,6 +46,9 @@ int QueryFailed(const char* command, const std::string& spec, const Status& stat
 // An --html FILE that holds a SQLite database (the catalog itself, given by mistake) is not
 // replaced: the page would destroy the history it shows. Prints why; returns kExitUsage.
 std::optional<int> RefuseDatabaseAsPage(const std::string& path, const char* command) {
+  // Not opened unless a regular file: a pipe's open waits for a writer (QA: it hung).
+  std::error_code ec;
+  if (!fs::is_regular_file(path, ec)) return std::nullopt;  // written, or refused, as it is
   std::ifstream in(path, std::ios::binary);
   char header[16] = {};
   if (!in.read(header, sizeof header) || std::string_view(header, 15) != "SQLite format 3") {

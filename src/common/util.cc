@@ -14,6 +14,7 @@
 #include <charconv>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 
@@ -321,8 +322,27 @@ std::string IndentFurtherLines(std::string_view text, std::string_view indent) {
   return out;
 }
 
-Status WriteFileAtomically(const std::string& path, std::string_view content,
+Status WriteFileAtomically(const std::string& given, std::string_view content,
                            std::optional<mode_t> mode) {
+  // A symbolic link is followed, and only a regular file is replaced: the rename had put a
+  // file in the place of the link, and of a device (QA, as root: `--html /dev/full`).
+  std::string path = given;
+  struct stat st {};
+  if (lstat(given.c_str(), &st) == 0 && S_ISLNK(st.st_mode)) {
+    char* target = realpath(given.c_str(), nullptr);
+    if (target == nullptr) {
+      return Internal(fmt::format("cannot write {}: it is a symbolic link that leads nowhere "
+                                  "({})", given, std::strerror(errno)));
+    }
+    path = target;
+    std::free(target);
+  }
+  if (stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
+    return Internal(fmt::format("cannot write {}: it is not a regular file but {}; give a "
+                                "file's name", given, S_ISDIR(st.st_mode) ? "a folder"
+                                                      : S_ISFIFO(st.st_mode) ? "a pipe"
+                                                                             : "a device or socket"));
+  }
   // A name of its own: two threads writing the same file must not share (and rename) one.
   static std::atomic<uint64_t> writes{0};
   const std::string tmp = fmt::format("{}.tmp.{}.{}", path, getpid(), writes.fetch_add(1));
@@ -341,7 +361,7 @@ Status WriteFileAtomically(const std::string& path, std::string_view content,
   }
   if (error == 0) return Status::Ok();
   std::remove(tmp.c_str());
-  return Internal(fmt::format("cannot write {}: {}", path, std::strerror(error)));
+  return Internal(fmt::format("cannot write {}: {}", given, std::strerror(error)));
 }
 
 std::optional<bool> YamlBool(std::string_view scalar) {

@@ -3,6 +3,7 @@
 #include "common/util.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -46,6 +47,26 @@ uint64_t NowMillis() {
 
 // JSON writers refuse what is not UTF-8 (nlohmann throws): params, job files and command
 // lines are checked with this first.
+// A link is followed and only a regular file is replaced (QA, as root: `--html /dev/full` put
+// a file in the device's place; a link became a file; a pipe hung the report).
+TEST(WriteFileAtomicallyTest, FollowsALinkAndReplacesOnlyARegularFile) {
+  testing::TempDir dir;
+  const std::string target = dir.File("target.html"), link = dir.File("link.html");
+  ASSERT_TRUE(WriteFileAtomically(target, "old").ok());
+  std::filesystem::create_symlink(target, link);
+  ASSERT_TRUE(WriteFileAtomically(link, "new").ok());
+  EXPECT_TRUE(std::filesystem::is_symlink(link));
+  EXPECT_EQ(*ReadFile(target), "new");
+  ASSERT_EQ(mkfifo(dir.File("pipe").c_str(), 0600), 0);
+  Status pipe = WriteFileAtomically(dir.File("pipe"), "x");
+  EXPECT_EQ(pipe.message(), "cannot write " + dir.File("pipe") +
+                                ": it is not a regular file but a pipe; give a file's name");
+  EXPECT_FALSE(WriteFileAtomically(dir.path(), "x").ok());
+  std::filesystem::create_symlink(dir.File("nowhere/x"), dir.File("dangling"));
+  EXPECT_TRUE(WriteFileAtomically(dir.File("dangling"), "x").message().find("leads nowhere") !=
+              std::string::npos);
+}
+
 // Jobs and packages are files named after them in an agent's data_dir (QA: `..` was stored).
 TEST(NameTest, NamesAreLettersDigitsAndDashDotUnderscoreButNotDotOrDotDot) {
   for (const char* good : {"a", "load-region.v2", "_x", "...", ".hidden", "A9"}) {

@@ -1402,7 +1402,9 @@ TEST_F(AgentTest, ARunNobodyFollowsForItsOrphanTimeoutIsStopped) {
   ASSERT_TRUE(WaitFor(
       [&] {
         for (const json& run : History("flaky")) {
-          if (run.value("run_id", "") == retrying) return run.value("steps", json::array()).size() == 1;
+          if (run.value("run_id", "") == retrying) {
+            return run.value("steps", json::array()).size() == 1;
+          }
         }
         return false;
       },

@@ -1,7 +1,9 @@
 // `fanout run` end to end: exit codes, cancel by signal, masking of secrets, log providers.
 #include <signal.h>
+#include <sys/wait.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -60,6 +62,25 @@ TEST(RunTest, ExitCodesFollowDtexec) {
 
 // A bad command line is said as the command's own, naming an unknown option and the nearest
 // known one (QA: `--sett x=1 ok.yaml` was "The following arguments were not expected: ok.yaml
+// Output that could not be written is an error, said on stderr (QA: `> /dev/full` exited 0, a
+// full disk's file cut short); a reader that went away (`| head`) is not.
+TEST(RunTest, OutputThatCannotBeWrittenIsAnError) {
+  if (!std::filesystem::exists("/dev/full")) GTEST_SKIP() << "no /dev/full here";
+  ScratchDir dir;
+  dir.Write("ok.yaml", "package: ok\ntasks:\n  a: {type: process, run: [/bin/true]}\n");
+  const std::string fanout = FANOUT_BINARY;
+  auto shell = [&](const std::string& command) {
+    return std::system(("cd '" + dir.path() + "' && " + command + " 2>err.txt").c_str());
+  };
+  EXPECT_EQ(WEXITSTATUS(shell(fanout + " run ok.yaml > /dev/full")), 1);
+  EXPECT_TRUE(Contains(dir.Read("err.txt"), "fanout: cannot write to standard output"))
+      << dir.Read("err.txt");
+  EXPECT_EQ(WEXITSTATUS(shell(fanout + " report executions --json > /dev/full")), 1);
+  shell("(" + fanout + " report executions; echo $? > rc.txt) | head -c1 > /dev/null");
+  EXPECT_EQ(dir.Read("rc.txt"), "0\n");
+  EXPECT_EQ(dir.Read("err.txt"), "");
+}
+
 // --sett", blaming the valid file).
 TEST(RunTest, ABadCommandLineNamesTheCommandAndTheUnknownOption) {
   ScratchDir dir;
