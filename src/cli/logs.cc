@@ -237,11 +237,15 @@ int Logs(const LogsArgs& args) {
     // sees every event it wrote.
     bool ended = false;
     std::string gone;  // why the execution will never record its end
+    bool spooled = false;  // or why it will only once its spool file is delivered
     if (args.follow && !root.empty()) {
       auto row = catalog->GetExecution(root);
-      // One whose process was killed will never record its end.
+      // One whose process was killed will never record its end; one whose process ended with
+      // its last rows in a spool file records it when the next run delivers them (QA: the
+      // follow waited for ever).
       ended = row.ok() && row->has_value() && (*row)->ended_at.has_value();
-      if (!ended && row.ok() && row->has_value() && report::MarkIfProcessGone(**row)) {
+      if (!ended && row.ok() && row->has_value() &&
+          (report::MarkIfProcessGone(**row, &spooled) || spooled)) {
         ended = true;
         gone = (*row)->message;
       }
@@ -290,7 +294,8 @@ int Logs(const LogsArgs& args) {
     if (std::fflush(stdout) != 0 || std::ferror(stdout)) return kExitSuccess;
     if (ended && !gone.empty()) {
       // Its last event is an ordinary one: say why nothing more comes.
-      std::fprintf(stderr, "fanout %s: execution %s is abandoned: %s\n", kCommand, root.c_str(),
+      std::fprintf(stderr, "fanout %s: execution %s %s: %s\n", kCommand, root.c_str(),
+                   spooled ? "has ended, its last events not delivered yet" : "is abandoned",
                    gone.c_str());
     }
     if (!args.follow || ended || g_stop.load()) break;

@@ -338,10 +338,11 @@ Status WriteFileAtomically(const std::string& given, std::string_view content,
     std::free(target);
   }
   if (stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
+    const char* what = S_ISDIR(st.st_mode)    ? "a folder"
+                       : S_ISFIFO(st.st_mode) ? "a pipe"
+                                              : "a device or socket";
     return Internal(fmt::format("cannot write {}: it is not a regular file but {}; give a "
-                                "file's name", given, S_ISDIR(st.st_mode) ? "a folder"
-                                                      : S_ISFIFO(st.st_mode) ? "a pipe"
-                                                                             : "a device or socket"));
+                                "file's name", given, what));
   }
   // A name of its own: two threads writing the same file must not share (and rename) one.
   static std::atomic<uint64_t> writes{0};

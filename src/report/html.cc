@@ -408,6 +408,8 @@ std::string OverviewHtml(const Overview& overview) {
                 : EndUnknown(e.status, e.ended_at) ? "unknown"
                                                    : "still running");
   fact("Duration", EscapeHtml(DurationLabel(e.status, e.started_at, e.ended_at, now)));
+  // Its process ended with its last rows in a spool file (MarkIfProcessGone).
+  if (e.status == "running" && !e.message.empty()) fact("Note", EscapeHtml(e.message));
   if (e.exit_code) fact("Exit code", std::to_string(*e.exit_code));
   fact("Host", EscapeHtml(e.host.empty() ? "–" : e.host) +
                    (e.operator_name.empty() ? "" : ", operator " + EscapeHtml(e.operator_name)));

@@ -374,7 +374,7 @@ Result<DateTime> ParseSince(std::string_view text, DateTime now) {
   return now - std::chrono::duration_cast<DateTime::duration>(*age);
 }
 
-bool MarkIfProcessGone(ExecutionRow& row) {
+bool MarkIfProcessGone(ExecutionRow& row, bool* spooled) {
   if (row.status != "running" || row.ended_at || row.pid <= 0 || row.process.empty() ||
       row.host != HostName() || ProcessIdentity(row.pid) == row.process) {
     return false;
@@ -386,6 +386,7 @@ bool MarkIfProcessGone(ExecutionRow& row) {
         "its fanout process (pid {}) on {} has ended; its last rows wait in the spool file {} "
         "for the catalog, and the next `fanout run` that records to this catalog delivers them",
         row.pid, row.host, spool);
+    if (spooled != nullptr) *spooled = true;
     return false;
   }
   row.status = "abandoned";

@@ -80,8 +80,9 @@ Result<ExecutionRow> FindExecution(Catalog& catalog, const std::string& id);
 // so; true then. One of another host, or of a catalog from before executions named their
 // process, stays as recorded. Reports and `logs` apply it to what they read; the catalog is
 // not changed. One whose last rows wait in a spool file of this host (its run ended while the
-// catalog was down) stays `running`, with a message saying where they wait.
-bool MarkIfProcessGone(ExecutionRow& row);
+// catalog was down) stays `running`, with a message saying where they wait, and `spooled` (when
+// given) set.
+bool MarkIfProcessGone(ExecutionRow& row, bool* spooled = nullptr);
 
 // ---- Overview ---------------------------------------------------------------------------------
 

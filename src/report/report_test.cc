@@ -434,11 +434,24 @@ TEST_F(ReportTest, AGoneRunWhoseRowsWaitInTheSpoolIsNotAbandoned) {
 
   std::ofstream(spool + "/k.123.x.spool") << "{\"execution_id\":\"" << row.id << "\"}\n";
   ExecutionRow spooled = row;
-  EXPECT_FALSE(MarkIfProcessGone(spooled));
+  bool in_spool = false;
+  EXPECT_FALSE(MarkIfProcessGone(spooled, &in_spool));
+  EXPECT_TRUE(in_spool);
   EXPECT_EQ(spooled.status, "running");
   EXPECT_NE(spooled.message.find("wait in the spool file " + spool + "/k.123.x.spool"),
             std::string::npos)
       << spooled.message;
+  // The overview says it too, in text and HTML (QA: only its JSON did, and the text showed a
+  // "running for" that kept growing).
+  CatalogBatch b;
+  b.executions.push_back(row);
+  Write(std::move(b));
+  auto overview = BuildOverview(*catalog_, row, At(milliseconds(20000)));
+  ASSERT_TRUE(overview.ok()) << overview.status().ToString();
+  EXPECT_NE(OverviewText(*overview).find("Note     its fanout process"), std::string::npos)
+      << OverviewText(*overview);
+  EXPECT_NE(OverviewHtml(*overview).find("<dt>Note</dt><dd>its fanout process"),
+            std::string::npos);
   if (saved != nullptr) {
     setenv("FANOUT_SPOOL_DIR", restore.c_str(), 1);
   } else {

@@ -169,6 +169,9 @@ std::string OverviewText(const Overview& overview) {
                                ? std::string("-  (unknown)")
                                : "-  (running for " +
                                      FormatDuration(Elapsed(e.started_at, e.ended_at, now)) + ")"});
+  // Its process ended with its last rows in a spool file (MarkIfProcessGone; QA: the text
+  // said only "running for", a time that kept growing).
+  if (e.status == "running" && !e.message.empty()) head.Row({"Note", e.message});
   head.Row(
       {"Host", Dash(e.host) + (e.operator_name.empty() ? "" : ", operator " + e.operator_name)});
   if (!e.agent.empty()) {
