@@ -8,9 +8,9 @@
 #include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <cerrno>
 #include <cstdlib>
 #include <cstring>
-#include <cerrno>
 #include <iostream>
 #include <limits>
 #include <map>
@@ -112,6 +112,20 @@ std::optional<int> OpenCatalogAs(Guest guest, const std::string& flag, const cha
 }
 
 }  // namespace
+
+int WithStdoutWritten(int code) {
+  errno = 0;
+  if (std::fflush(stdout) == 0 && !std::ferror(stdout)) return code;
+  // A write to a pipe whose reader has gone: EPIPE now, or earlier (a command's own flush,
+  // which glibc leaves with errno long gone); then polling the pipe reports an error.
+  pollfd out{STDOUT_FILENO, 0, 0};
+  const int error = errno;
+  clearerr(stdout);  // said once, though a command checks before Main does
+  if (error == EPIPE || (poll(&out, 1, 0) == 1 && (out.revents & POLLERR) != 0)) return code;
+  std::fprintf(stderr, "fanout: cannot write to standard output (%s): what the command printed "
+               "is lost\n", error != 0 ? std::strerror(error) : "a write failed");
+  return code == 0 ? kExitFailure : code;
+}
 
 std::optional<int> OpenCatalogFor(const std::string& flag, const char* command, bool create,
                                   std::string& spec, std::unique_ptr<Catalog>& catalog,
@@ -352,18 +366,6 @@ void ExplainParseError(const CLI::App& app, const CLI::ParseError& error) {
     break;
   }
   std::fprintf(stderr, "%s: %s; see %s --help\n", path.c_str(), message.c_str(), path.c_str());
-}
-
-// A command's exit code, unless what it wrote to stdout was lost (QA: `fanout report executions
-// --json > out.json` on a full disk exited 0 with the file cut short). A reader that went away
-// (`| head`) is not an error.
-int WithStdoutWritten(int code) {
-  errno = 0;
-  if (std::fflush(stdout) == 0 && !std::ferror(stdout)) return code;
-  if (errno == EPIPE) return code;
-  std::fprintf(stderr, "fanout: cannot write to standard output (%s): what the command printed "
-               "is lost\n", errno != 0 ? std::strerror(errno) : "a write failed");
-  return code == 0 ? kExitFailure : code;
 }
 
 // CLI11 answers `fanout nosuchcmd` (and `fanout report nosuch`) with only "A subcommand is

@@ -111,6 +111,11 @@ std::optional<JobFile> CheckJobFile(const std::string& text, const std::string& 
 // line, a JSON array of strings. InvalidArgument saying what is wrong and where.
 Result<std::vector<std::string>> ParseArgvLine(const std::string& line);
 
+// A command's exit code, unless what it wrote to stdout was lost (QA: `fanout report executions
+// --json > out.json` on a full disk exited 0 with the file cut short). A reader that went away
+// (`| head`) is not an error.
+int WithStdoutWritten(int code);
+
 int Main(int argc, char** argv);
 
 }  // namespace fanout::cli

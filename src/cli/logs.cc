@@ -294,9 +294,8 @@ int Logs(const LogsArgs& args) {
     if (std::fflush(stdout) != 0 || std::ferror(stdout)) return kExitSuccess;
     if (ended && !gone.empty()) {
       // Its last event is an ordinary one: say why nothing more comes.
-      std::fprintf(stderr, "fanout %s: execution %s %s: %s\n", kCommand, root.c_str(),
-                   spooled ? "has ended, its last events not delivered yet" : "is abandoned",
-                   gone.c_str());
+      std::fprintf(stderr, "fanout %s: execution %s%s: %s\n", kCommand, root.c_str(),
+                   spooled ? "" : " is abandoned", gone.c_str());
     }
     if (!args.follow || ended || g_stop.load()) break;
     SleepInterruptibly(kPollInterval);

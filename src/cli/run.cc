@@ -89,6 +89,8 @@ class SignalWatcher {
         if (sig <= 0) continue;
         if (sig == SIGUSR1) return;
         const pid_t parent = parent_pid_.load();
+        // The kernel's word that the parent ended, only for a child that asked for it.
+        if (sig == kParentEnded && parent <= 0) continue;
         // What came, for stderr and as the run's cause.
         std::string came = std::string("SIG") + sigabbrev_np(sig);
         std::string cause = came;
@@ -119,8 +121,7 @@ class SignalWatcher {
           std::fprintf(stderr, "fanout: %s received, stopping every running task\n",
                        came.c_str());
         }
-        bool first = false;
-        if (cause_claimed_.compare_exchange_strong(first, true)) {
+        if (!cause_said_.load()) {  // the first signal's, written by this thread alone
           cause_ = std::move(cause);
           cause_said_.store(true);
         }
@@ -138,7 +139,11 @@ class SignalWatcher {
   void WatchParent(pid_t parent) {
     parent_pid_.store(parent);
     prctl(PR_SET_PDEATHSIG, kParentEnded);
-    if (getppid() != parent) kill(getpid(), kParentEnded);  // it ended before the line above
+    // It ended before the line above. (Under a FANOUT_BIN wrapper that does not exec, the
+    // direct parent is the wrapper, and the package's process lives on.)
+    if (getppid() != parent && kill(parent, 0) != 0 && errno == ESRCH) {
+      kill(getpid(), kParentEnded);
+    }
   }
   ~SignalWatcher() {
     pthread_kill(thread_.native_handle(), SIGUSR1);
@@ -156,7 +161,6 @@ class SignalWatcher {
   std::atomic<bool> run_ended_{false};
   std::atomic<bool> signaled_after_end_{false};
   static constexpr int kParentEnded = SIGUSR2;
-  std::atomic<bool> cause_claimed_{false};
   std::atomic<pid_t> parent_pid_{0};
   std::string cause_;  // written once, before cause_said_
   std::atomic<bool> cause_said_{false};
@@ -471,12 +475,14 @@ Command AddRunCommand(CLI::App& app) {
   cmd->add_option("--job", args->job)->group("");
   cmd->add_option("--run-id", args->run_id)->group("");
   cmd->footer(
-      "Exit codes: 0 success, 1 failure, 3 canceled (SIGINT/SIGTERM/SIGHUP), 4 file not found,\n"
+      "Exit codes: 0 success, 1 failure, 3 canceled (SIGINT/SIGTERM/SIGHUP, or the end of a\n"
+      "parent package's process), 4 file not found,\n"
       "5 cannot load or invalid, 6 usage error.");
   cmd->add_option("--result-file", args->result_file)->group("");
   return {cmd, [args] {
     std::string reason;
-    int code = RunPackage(*args, reason);
+    // Before the result file, which must say the code the process exits with.
+    int code = WithStdoutWritten(RunPackage(*args, reason));
     if (!args->result_file.empty()) WriteResultFile(args->result_file, code, reason);
     return code;
   }};

@@ -16,6 +16,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <random>
 
 #include <fmt/format.h>
@@ -325,24 +326,36 @@ std::string IndentFurtherLines(std::string_view text, std::string_view indent) {
 Status WriteFileAtomically(const std::string& given, std::string_view content,
                            std::optional<mode_t> mode) {
   // A symbolic link is followed, and only a regular file is replaced: the rename had put a
-  // file in the place of the link, and of a device (QA, as root: `--html /dev/full`).
+  // file in the place of the link, and of a device (QA, as root: `--html /dev/full`). The
+  // kernel follows links (open with O_PATH), so that its rules for links in sticky folders
+  // such as /tmp hold, and only a link of one's own user is followed: one that a proxy's user
+  // left in a folder of its own must not lead the agent, as root, to write elsewhere.
   std::string path = given;
   struct stat st {};
-  if (lstat(given.c_str(), &st) == 0 && S_ISLNK(st.st_mode)) {
-    char* target = realpath(given.c_str(), nullptr);
-    if (target == nullptr) {
-      return Internal(fmt::format("cannot write {}: it is a symbolic link that leads nowhere "
-                                  "({})", given, std::strerror(errno)));
-    }
-    path = target;
-    std::free(target);
+  const bool link = lstat(given.c_str(), &st) == 0 && S_ISLNK(st.st_mode);
+  if (link && st.st_uid != geteuid()) {
+    return Internal(fmt::format("cannot write {}: it is a symbolic link of another user (uid "
+                                "{}), not followed",
+                                given, st.st_uid));
   }
-  if (stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
-    const char* what = S_ISDIR(st.st_mode)    ? "a folder"
-                       : S_ISFIFO(st.st_mode) ? "a pipe"
-                                              : "a device or socket";
-    return Internal(fmt::format("cannot write {}: it is not a regular file but {}; give a "
-                                "file's name", given, what));
+  if (const int fd = open(given.c_str(), O_PATH | O_CLOEXEC); fd >= 0) {
+    const bool regular = fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
+    if (regular && link) {
+      std::error_code ec;
+      path = std::filesystem::read_symlink("/proc/self/fd/" + std::to_string(fd), ec).string();
+      if (ec) path = given;
+    }
+    close(fd);
+    if (!regular) {
+      const char* what = S_ISDIR(st.st_mode)    ? "a folder"
+                         : S_ISFIFO(st.st_mode) ? "a pipe"
+                                                : "a device or socket";
+      return Internal(fmt::format("cannot write {}: it is not a regular file but {}; give a "
+                                  "file's name", given, what));
+    }
+  } else if (link) {
+    return Internal(fmt::format("cannot write {}: it is a symbolic link that cannot be followed "
+                                "({})", given, std::strerror(errno)));
   }
   // A name of its own: two threads writing the same file must not share (and rename) one.
   static std::atomic<uint64_t> writes{0};

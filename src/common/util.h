@@ -95,7 +95,9 @@ std::pair<int, int> LineAndColumnAt(std::string_view text, size_t at);
 
 // Writes `content` to PATH.tmp and renames it to `path`, so that no reader sees half a file.
 // On failure the temporary file is removed and the Status says "cannot write PATH: reason".
-// `mode` (e.g. 0600 for a secret) replaces the one the umask gives.
+// `mode` (e.g. 0600 for a secret) replaces the one the umask gives. A symbolic link of the
+// caller's own user is followed (another user's is refused); a `path` that is not a regular
+// file (a device, a pipe, a folder) is refused, not replaced.
 Status WriteFileAtomically(const std::string& path, std::string_view content,
                            std::optional<mode_t> mode = std::nullopt);
 

@@ -47,38 +47,6 @@ uint64_t NowMillis() {
 
 // JSON writers refuse what is not UTF-8 (nlohmann throws): params, job files and command
 // lines are checked with this first.
-// A link is followed and only a regular file is replaced (QA, as root: `--html /dev/full` put
-// a file in the device's place; a link became a file; a pipe hung the report).
-TEST(WriteFileAtomicallyTest, FollowsALinkAndReplacesOnlyARegularFile) {
-  testing::TempDir dir;
-  const std::string target = dir.File("target.html"), link = dir.File("link.html");
-  ASSERT_TRUE(WriteFileAtomically(target, "old").ok());
-  std::filesystem::create_symlink(target, link);
-  ASSERT_TRUE(WriteFileAtomically(link, "new").ok());
-  EXPECT_TRUE(std::filesystem::is_symlink(link));
-  EXPECT_EQ(*ReadFile(target), "new");
-  ASSERT_EQ(mkfifo(dir.File("pipe").c_str(), 0600), 0);
-  Status pipe = WriteFileAtomically(dir.File("pipe"), "x");
-  EXPECT_EQ(pipe.message(), "cannot write " + dir.File("pipe") +
-                                ": it is not a regular file but a pipe; give a file's name");
-  EXPECT_FALSE(WriteFileAtomically(dir.path(), "x").ok());
-  std::filesystem::create_symlink(dir.File("nowhere/x"), dir.File("dangling"));
-  EXPECT_TRUE(WriteFileAtomically(dir.File("dangling"), "x").message().find("leads nowhere") !=
-              std::string::npos);
-}
-
-// Jobs and packages are files named after them in an agent's data_dir (QA: `..` was stored).
-TEST(NameTest, NamesAreLettersDigitsAndDashDotUnderscoreButNotDotOrDotDot) {
-  for (const char* good : {"a", "load-region.v2", "_x", "...", ".hidden", "A9"}) {
-    EXPECT_TRUE(IsValidName(good)) << good;
-  }
-  for (const char* bad : {"", ".", "..", "a/b", "a b", "ä", "x\n"}) {
-    EXPECT_FALSE(IsValidName(bad)) << bad;
-  }
-  EXPECT_TRUE(IsValidName(std::string(128, 'x')));
-  EXPECT_FALSE(IsValidName(std::string(129, 'x')));
-}
-
 TEST(Utf8Test, FindsTheFirstByteThatIsNotUtf8) {
   EXPECT_EQ(InvalidUtf8At(""), std::nullopt);
   EXPECT_EQ(InvalidUtf8At("café ☕ 𝄞"), std::nullopt);
@@ -333,6 +301,18 @@ TEST(ReadFileTest, ReadsFilesLargerThanOneBuffer) {
   EXPECT_EQ(*r, content);
 }
 
+// Jobs and packages are files named after them in an agent's data_dir (QA: `..` was stored).
+TEST(NameTest, NamesAreLettersDigitsAndDashDotUnderscoreButNotDotOrDotDot) {
+  for (const char* good : {"a", "load-region.v2", "_x", "...", ".hidden", "A9"}) {
+    EXPECT_TRUE(IsValidName(good)) << good;
+  }
+  for (const char* bad : {"", ".", "..", "a/b", "a b", "ä", "x\n"}) {
+    EXPECT_FALSE(IsValidName(bad)) << bad;
+  }
+  EXPECT_TRUE(IsValidName(std::string(128, 'x')));
+  EXPECT_FALSE(IsValidName(std::string(129, 'x')));
+}
+
 // ---- Host and user ----------------------------------------------------------------------------
 
 TEST(IdentityTest, HostAndUserNamesAreKnown) {
@@ -357,6 +337,35 @@ TEST(WriteFileAtomicallyTest, WritesWholeOrSaysWhyNamingThePath) {
   Status failed = WriteFileAtomically(dir.path() + "/missing/out.txt", "x");
   EXPECT_EQ(failed.message(),
             "cannot write " + dir.path() + "/missing/out.txt: No such file or directory");
+}
+
+// A link is followed and only a regular file is replaced (QA, as root: `--html /dev/full` put
+// a file in the device's place; a link became a file; a pipe hung the report).
+TEST(WriteFileAtomicallyTest, FollowsALinkAndReplacesOnlyARegularFile) {
+  testing::TempDir dir;
+  const std::string target = dir.File("target.html"), link = dir.File("link.html");
+  ASSERT_TRUE(WriteFileAtomically(target, "old").ok());
+  std::filesystem::create_symlink(target, link);
+  ASSERT_TRUE(WriteFileAtomically(link, "new").ok());
+  EXPECT_TRUE(std::filesystem::is_symlink(link));
+  EXPECT_EQ(*ReadFile(target), "new");
+  ASSERT_EQ(mkfifo(dir.File("pipe").c_str(), 0600), 0);
+  Status pipe = WriteFileAtomically(dir.File("pipe"), "x");
+  EXPECT_EQ(pipe.message(), "cannot write " + dir.File("pipe") +
+                                ": it is not a regular file but a pipe; give a file's name");
+  EXPECT_FALSE(WriteFileAtomically(dir.path(), "x").ok());
+  if (geteuid() == 0) {  // only root can give a link away
+    std::filesystem::create_symlink(target, dir.File("theirs.html"));
+    ASSERT_EQ(lchown(dir.File("theirs.html").c_str(), 65534, 65534), 0);
+    EXPECT_EQ(WriteFileAtomically(dir.File("theirs.html"), "x").message(),
+              "cannot write " + dir.File("theirs.html") +
+                  ": it is a symbolic link of another user (uid 65534), not followed");
+    EXPECT_EQ(*ReadFile(target), "new");
+  }
+  std::filesystem::create_symlink(dir.File("nowhere/x"), dir.File("dangling"));
+  EXPECT_EQ(WriteFileAtomically(dir.File("dangling"), "x").message(),
+            "cannot write " + dir.File("dangling") +
+                ": it is a symbolic link that cannot be followed (No such file or directory)");
 }
 
 TEST(IndentFurtherLinesTest, IndentsEveryLineButTheFirstAndDropsFinalBreaks) {
