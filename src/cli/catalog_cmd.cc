@@ -59,13 +59,12 @@ Command AddCatalogCommand(CLI::App& app) {
               std::fprintf(stderr, "fanout catalog prune: %s\n", counts.status().message().c_str());
               return kExitFailure;
             }
-            std::printf("%s %lld executions, %lld task runs and %lld events started before %s "
-                        "from %s%s\n",
-                        args->dry_run ? "would prune" : "pruned",
-                        static_cast<long long>(counts->executions),
-                        static_cast<long long>(counts->task_runs),
-                        static_cast<long long>(counts->events), FormatDateTime(cutoff).c_str(),
-                        spec.c_str(), args->dry_run ? " (--dry-run: nothing was deleted)" : "");
+            fmt::print("{} {}, {} and {} started before {} from {}{}\n",
+                       args->dry_run ? "would prune" : "pruned",
+                       Counted(counts->executions, "execution"),
+                       Counted(counts->task_runs, "task run"), Counted(counts->events, "event"),
+                       FormatDateTime(cutoff), spec,
+                       args->dry_run ? " (--dry-run: nothing was deleted)" : "");
             if (counts->kept_live > 0) {
               std::printf("%s %lld older tree%s of executions that %s still running\n",
                           args->dry_run ? "would keep" : "kept",

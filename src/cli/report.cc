@@ -111,7 +111,7 @@ int Executions(const ReportArgs& args) {
   if (args.json) {
     std::fputs(report::ExecutionsJson(executions, now).c_str(), stdout);
   } else if (!args.html.empty()) {
-    std::printf("Wrote %s (%zu executions)\n", args.html.c_str(), executions.size());
+    fmt::print("Wrote {} ({})\n", args.html, Counted(executions.size(), "execution"));
   } else if (executions.empty()) {
     std::printf("No executions%s in catalog %s%s\n",
                 filters.empty() ? "" : (" (" + filters + ")").c_str(), spec.c_str(),

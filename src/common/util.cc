@@ -122,6 +122,10 @@ std::string FormatDuration(std::chrono::nanoseconds d) {
   return fmt::format("{} h {:02} m", total / 3600, (total % 3600) / 60);
 }
 
+std::string Counted(int64_t count, std::string_view noun) {
+  return fmt::format("{} {}{}", count, noun, count == 1 ? "" : "s");
+}
+
 bool IsValidName(std::string_view name) {
   if (name.empty() || name.size() > 128 || name == "." || name == "..") return false;
   return std::all_of(name.begin(), name.end(), [](char c) {

@@ -35,6 +35,9 @@ bool IsValidName(std::string_view name);
 // "250ms", "30s", "10m", "2h", "1d", or a plain number of seconds ("1.5"). Negative and
 // non-finite ("inf", "nan") are InvalidArgument; longer than 100 years, ResourceExhausted.
 Result<std::chrono::milliseconds> ParseDuration(std::string_view text);
+// "1 execution", "2 executions": `noun` with an s when `count` is not 1.
+std::string Counted(int64_t count, std::string_view noun);
+
 // For humans: "12.0 ms" below a second, "1.23 s" below a minute, "3 m 04 s" below an hour,
 // then "2 h 05 m".
 std::string FormatDuration(std::chrono::nanoseconds d);

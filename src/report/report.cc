@@ -239,11 +239,19 @@ std::string DisplayCatalogSpec(const std::string& spec) {
 std::string CatalogProblem(const std::string& spec, const std::string& message) {
   const std::string display = DisplayCatalogSpec(spec);
   auto file = CatalogSqlitePath(spec);
+  // SQLite's words name neither the user nor the fix (QA: "reading the schema version: attempt
+  // to write a readonly database" for a root-owned file opened by another user).
+  const std::string hint =
+      message.find("readonly database") != std::string::npos
+          ? "; this user may not write the catalog file, its -wal and -shm files or its folder "
+            "(their owner and mode, or a read-only file system): run as their owner, or give "
+            "this user write access"
+          : "";
   if (message.find(display) != std::string::npos ||
       (file.ok() && !file->empty() && message.find("'" + *file + "'") != std::string::npos)) {
-    return message;
+    return message + hint;
   }
-  return "catalog " + display + ": " + message;
+  return "catalog " + display + ": " + message + hint;
 }
 
 namespace {

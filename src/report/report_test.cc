@@ -414,6 +414,19 @@ TEST_F(ReportTest, ChildrenRecordedInAnotherCatalogAreSaidToBeThere) {
   EXPECT_EQ(*elsewhere, 2);
 }
 
+// SQLite's "attempt to write a readonly database" gets what to do (QA: it named neither the
+// user nor the fix, and read as a failed read).
+TEST(CatalogProblemTest, AReadOnlyCatalogSaysWhoMayNotWriteIt) {
+  EXPECT_EQ(CatalogProblem("sqlite:cat.db", "reading the schema version: attempt to write a "
+                                            "readonly database"),
+            "catalog sqlite:cat.db: reading the schema version: attempt to write a readonly "
+            "database; this user may not write the catalog file, its -wal and -shm files or its "
+            "folder (their owner and mode, or a read-only file system): run as their owner, or "
+            "give this user write access");
+  EXPECT_EQ(CatalogProblem("sqlite:cat.db", "no such table"),
+            "catalog sqlite:cat.db: no such table");
+}
+
 // A run whose process is gone shows abandoned, unless its last rows wait in a spool file of
 // this host (it ended while the catalog was down): then it was not killed, and says so (QA: it
 // was shown abandoned and "killed", and a prune could have removed it before its rows came).

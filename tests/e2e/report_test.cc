@@ -447,7 +447,7 @@ TEST(ReportCommandTest, AnExecutionWhoseProcessWasKilledShowsAbandoned) {
       << follow.err;
   // Abandoned, it may go: it would otherwise stay "running" in the catalog for ever.
   CommandResult prune = RunFanout({"catalog", "prune", "--older-than", "0s"}, dir.path());
-  EXPECT_NE(prune.out.find("pruned 1 executions"), std::string::npos) << prune.out << prune.err;
+  EXPECT_NE(prune.out.find("pruned 1 execution,"), std::string::npos) << prune.out << prune.err;
 }
 
 // Each stream shows its last lines: a long stdout had cut off the stderr that said what failed.

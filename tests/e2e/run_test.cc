@@ -933,7 +933,7 @@ TEST(CatalogPruneTest, RemovesOnlyExecutionsOlderThanTheCutoff) {
   CommandResult preview =
       RunFanout({"catalog", "prune", "--older-than", "0s", "--dry-run"}, dir.path());
   EXPECT_EQ(preview.exit_code, 0) << preview.err;
-  EXPECT_NE(preview.out.find("would prune 1 executions, 1 task runs"), std::string::npos)
+  EXPECT_NE(preview.out.find("would prune 1 execution, 1 task run"), std::string::npos)
       << preview.out;
   EXPECT_NE(preview.out.find("(--dry-run: nothing was deleted)"), std::string::npos) << preview.out;
   {
@@ -943,7 +943,7 @@ TEST(CatalogPruneTest, RemovesOnlyExecutionsOlderThanTheCutoff) {
   }
   CommandResult drop = RunFanout({"catalog", "prune", "--older-than", "0s"}, dir.path());
   EXPECT_EQ(drop.exit_code, 0) << drop.err;
-  EXPECT_NE(drop.out.find("pruned 1 executions, 1 task runs"), std::string::npos) << drop.out;
+  EXPECT_NE(drop.out.find("pruned 1 execution, 1 task run"), std::string::npos) << drop.out;
   auto catalog = OpenTestCatalog(dir.path());
   ASSERT_NE(catalog, nullptr);
   EXPECT_TRUE(catalog->ListExecutions(10)->empty());
