@@ -3,6 +3,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -332,6 +333,12 @@ int RunPackage(const RunArgs& args, std::string& reason) {
     return kExitUsage;
   }
   options.catalog_unreachable = !unreachable.empty();
+  // A SQLite catalog file removed or replaced during the run takes what it recorded with it,
+  // and SQLite says nothing (QA: the run said Success and the rows were nowhere).
+  const auto catalog_file = CatalogSqlitePath(options.catalog_spec);
+  struct stat catalog_at_start {};
+  const bool watch_catalog_file = catalog_file.ok() && !catalog_file->empty() &&
+                                  stat(catalog_file->c_str(), &catalog_at_start) == 0;
   if (!unreachable.empty()) {
     std::string spool = catalog::DefaultSpoolDir();
     std::fprintf(stderr,
@@ -360,6 +367,14 @@ int RunPackage(const RunArgs& args, std::string& reason) {
   signals.RunEnded();
   recorder.Flush();
   if (progress) progress->Stop();
+  if (struct stat now {}; watch_catalog_file &&
+                          (stat(catalog_file->c_str(), &now) != 0 ||
+                           now.st_ino != catalog_at_start.st_ino ||
+                           now.st_dev != catalog_at_start.st_dev)) {
+    std::fprintf(stderr, "fanout: warning: the catalog file %s was removed or replaced during "
+                 "the run: what the run recorded there went with the old file and is lost (this "
+                 "output and any --log file are what is left)\n", catalog_file->c_str());
+  }
   // Remote runs given up on (lost, or begun by a start whose answer was lost) are stopped now,
   // the run's record written first: once this process has exited, nobody would, and they would
   // go on beside their retries.

@@ -60,6 +60,20 @@ TEST(RunTest, ExitCodesFollowDtexec) {
   EXPECT_TRUE(std::filesystem::exists(dir.path() + "/fanout.db"));
 }
 
+// A SQLite catalog removed during the run takes what it recorded with it: said, not silent (QA).
+TEST(RunTest, ACatalogFileRemovedDuringTheRunIsSaid) {
+  ScratchDir dir;
+  dir.Write("rm.yaml", "package: rm\ntasks:\n"
+                       "  a: {type: process, run: [/bin/sh, -c, 'rm -f fanout.db*']}\n");
+  CommandResult r = RunFanout({"run", "rm.yaml"}, dir.path());
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(Contains(r.err, "fanout: warning: the catalog file fanout.db was removed or "
+                              "replaced during the run"))
+      << r.err;
+  dir.Write("ok.yaml", "package: ok\ntasks:\n  a: {type: process, run: [/bin/true]}\n");
+  EXPECT_FALSE(Contains(RunFanout({"run", "ok.yaml"}, dir.path()).err, "warning")) << "kept";
+}
+
 // A bad command line is said as the command's own, naming an unknown option and the nearest
 // known one (QA: `--sett x=1 ok.yaml` was "The following arguments were not expected: ok.yaml
 // --sett", blaming the valid file).
