@@ -3,8 +3,11 @@
 #include <memory>
 #include <string>
 
+#include <fmt/format.h>
+
 #include "catalog/postgres_catalog.h"
 #include "catalog/sqlite_catalog.h"
+#include "common/util.h"
 #include "fanout/catalog.h"
 
 namespace fanout {
@@ -32,6 +35,14 @@ constexpr const char* kSupportedForms =
 
 // A spec's SQLite file, or "" for a PostgreSQL URI; InvalidArgument for anything else.
 Result<std::string> SqlitePathOf(const std::string& spec) {
+  // A scheme in other case is refused rather than read as a file's name (QA: `SQLITE:z.db`
+  // made a file named so, a `.db` path being taken as it is).
+  const std::string lower = AsciiLower(spec.substr(0, spec.find(':') + 1));
+  if ((lower == "sqlite:" || lower == "postgresql:" || lower == "postgres:") &&
+      !StartsWith(spec, lower)) {
+    return InvalidArgument(fmt::format("catalog spec '{}...': write its scheme in lower case, "
+                                       "{}", spec.substr(0, lower.size()), lower));
+  }
   if (StartsWith(spec, "sqlite:")) {
     if (spec.size() == 7) {
       return InvalidArgument(std::string("catalog spec 'sqlite:' names no file; ") +

@@ -60,6 +60,19 @@ TEST(RunTest, ExitCodesFollowDtexec) {
   EXPECT_TRUE(std::filesystem::exists(dir.path() + "/fanout.db"));
 }
 
+// A catalog scheme in capitals is refused, not taken for a file's name (QA: `SQLITE:z.db`
+// made a file named so).
+TEST(RunTest, ACatalogSchemeInCapitalsIsRefused) {
+  ScratchDir dir;
+  dir.Write("ok.yaml", "package: ok\ntasks:\n  a: {type: process, run: [/bin/true]}\n");
+  CommandResult r = RunFanout({"run", "ok.yaml", "--catalog", "SQLITE:z.db"}, dir.path());
+  EXPECT_EQ(r.exit_code, 6) << r.err;
+  EXPECT_TRUE(Contains(r.err, "catalog spec 'SQLITE:...': write its scheme in lower case, "
+                              "sqlite:"))
+      << r.err;
+  EXPECT_FALSE(std::filesystem::exists(dir.path() + "/SQLITE:z.db"));
+}
+
 // A SQLite catalog removed during the run takes what it recorded with it: said, not silent (QA).
 TEST(RunTest, ACatalogFileRemovedDuringTheRunIsSaid) {
   ScratchDir dir;
