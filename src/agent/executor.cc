@@ -718,7 +718,9 @@ Executor::StepOutcome Executor::RunStep(ActiveRun& run, int index, int attempt) 
       // The file is the store's copy: one removed under the agent is written back, as at start
       // (a deploy finds the same sha256 and sends nothing).
       auto stored = store_.GetPackage(step.package);
-      if (stored.ok() && *stored) (void)WriteFileAtomically(path, (*stored)->content);
+      if (stored.ok() && *stored) {
+        (void)WritePackageFile(config_.data_dir, step.package, (*stored)->content);
+      }
     }
     if (!std::filesystem::exists(path)) {
       // Named by its `package:`, not a guessed file name (QA: the hint named sleeper.yaml, and

@@ -194,9 +194,6 @@ Status MakeFolder(const fs::path& dir, fs::perms mode) {
   return Status::Ok();
 }
 
-// Package files: readable by the users proxies run steps as, written by the agent alone.
-constexpr mode_t kPackageFileMode = 0644;
-
 // The most runs one history answer holds.
 constexpr int kMaxHistoryLimit = 10000;
 
@@ -332,7 +329,7 @@ Status AgentServer::Start() {
                    "wrote it back\n", file.c_str(), p.name.c_str(),
                    static_cast<long long>(p.version));
     }
-    RETURN_IF_ERROR(WriteFileAtomically(file.string(), full->content, kPackageFileMode));
+    RETURN_IF_ERROR(WritePackageFile(config_.data_dir, p.name, full->content));
   }
   executor_ = std::make_unique<Executor>(config_, *store_, fanout_binary_);
   RETURN_IF_ERROR(executor_->Recover());
@@ -729,8 +726,7 @@ void AgentServer::Routes() {
                                                          "`package: {}`", name, (*package)->name)}});
     }
     std::string sha = Sha256Hex(req.body);
-    fs::path file = PackagePath(config_.data_dir, name);
-    if (Status st = WriteFileAtomically(file.string(), req.body, kPackageFileMode); !st.ok()) {
+    if (Status st = WritePackageFile(config_.data_dir, name, req.body); !st.ok()) {
       return ReplyError(res, st, "cannot store package");
     }
     auto put = store_->PutPackage(name, sha, req.body);

@@ -15,6 +15,8 @@
 
 #include <fmt/format.h>
 
+#include "common/util.h"
+
 namespace fanout::agent {
 namespace {
 
@@ -188,6 +190,11 @@ std::string StorePath(const std::string& data_dir) {
 
 std::string PackagePath(const std::string& data_dir, const std::string& name) {
   return (std::filesystem::path(data_dir) / "packages" / (name + ".yaml")).string();
+}
+
+Status WritePackageFile(const std::string& data_dir, const std::string& name,
+                        std::string_view content) {
+  return WriteFileAtomically(PackagePath(data_dir, name), content, kPackageFileMode);
 }
 
 Result<std::unique_ptr<AgentStore>> AgentStore::Open(const std::string& path) {

@@ -15,6 +15,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <tuple>
 #include <unordered_map>
 #include <vector>
@@ -103,6 +104,11 @@ class Query;
 std::string StorePath(const std::string& data_dir);
 // The file a package step of the agent of `data_dir` runs: the store's copy of package `name`.
 std::string PackagePath(const std::string& data_dir, const std::string& name);
+// Package files are readable by the users proxies run steps as, and written by the agent alone.
+inline constexpr mode_t kPackageFileMode = 0644;
+// Writes package `name`'s file whole, with kPackageFileMode whatever the umask.
+Status WritePackageFile(const std::string& data_dir, const std::string& name,
+                        std::string_view content);
 
 class AgentStore {
  public:

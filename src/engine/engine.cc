@@ -579,6 +579,9 @@ class Execution {
   };
   std::vector<SaidError> errors_said_;
   void SayError(const std::string& path, const std::string& message);
+  // Emits a container's timeout (OnError "timed out after D") and says it as an error; returns
+  // "PATH: timed out after D", its message.
+  std::string SayTimedOut(const std::string& path, std::chrono::milliseconds timeout);
   // Drops the errors of `path` and of everything under it.
   void ForgetErrorsUnder(const std::string& path);
   std::string FirstError() const;
@@ -934,12 +937,9 @@ void Execution::StartContainerTask(Container* c, size_t i, int try_number) {
     if (def.timeout) {
       AddTimer(*def.timeout, [this, child_ptr, path, &def] {
         if (child_ptr->finished || canceled_) return;
-        const std::string what = "timed out after " + FormatDuration(*def.timeout);
-        const std::string message = path + ": " + what;
+        const std::string message = SayTimedOut(path, *def.timeout);
         child_ptr->first_error = message;
         child_ptr->errors = std::max(child_ptr->errors, child_ptr->max_errors);
-        Emit(EventType::kOnError, path, what);
-        SayError(path, message);
         CancelUnder(child_ptr, message);
       }, child_ptr);
     }
@@ -1015,6 +1015,14 @@ void Execution::EndContainerTry(Container* c, size_t i, int try_number, Final fi
 
 void Execution::SayError(const std::string& path, const std::string& message) {
   errors_said_.push_back({path, message});
+}
+
+std::string Execution::SayTimedOut(const std::string& path, std::chrono::milliseconds timeout) {
+  const std::string what = "timed out after " + FormatDuration(timeout);
+  const std::string message = path + ": " + what;
+  Emit(EventType::kOnError, path, what);
+  SayError(path, message);
+  return message;
 }
 
 void Execution::ForgetErrorsUnder(const std::string& path) {
@@ -1258,11 +1266,7 @@ void Execution::StartLoop(Container* c, size_t i, DateTime started, int attempt,
   if (def.timeout) {
     AddTimer(*def.timeout, [this, l] {
       if (l->finished || canceled_) return;
-      const std::string what = "timed out after " + FormatDuration(*l->def->timeout);
-      const std::string message = l->path + ": " + what;
-      Emit(EventType::kOnError, l->path, what);
-      SayError(l->path, message);
-      CancelLoop(l, message);
+      CancelLoop(l, SayTimedOut(l->path, *l->def->timeout));
     }, l);
   }
 
