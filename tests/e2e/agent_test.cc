@@ -163,7 +163,7 @@ class AgentTest : public ::testing::Test {
 
   // Waits (bounded) until the file exists: a step writes it once it really runs.
   bool WaitForFile(const std::string& path) {
-    bool found = WaitFor([&] { return std::filesystem::exists(path); }, milliseconds(10000));
+    bool found = WaitFor([&] { return std::filesystem::exists(path); }, kEventually);
     EXPECT_TRUE(found) << path << " never appeared; agent stderr:\n" << agent_.err();
     return found;
   }
@@ -175,7 +175,7 @@ class AgentTest : public ::testing::Test {
           auto run = api_->GetRun(run_id);
           return run.ok() && (*run)["status"] == status;
         },
-        milliseconds(10000));
+        kEventually);
   }
   // Waits (bounded) until the agent says it is draining (after a SIGTERM).
   bool WaitForDraining() {
@@ -184,7 +184,7 @@ class AgentTest : public ::testing::Test {
           auto status = api_->Status();
           return status.ok() && (*status)["draining"] == true;
         },
-        milliseconds(5000));
+        kEventually);
   }
 
   // A step that holds until the gate file exists, after writing `started`.
@@ -475,7 +475,7 @@ TEST_F(AgentTest, ARotatedTokenFileTakesEffectWithoutARestart) {
   // The old token stops working within a second or so, though no request brings the new one
   // (review: it worked on until one did).
   EXPECT_TRUE(WaitFor([&] { return agent_.Http("GET", "/v1/jobs").status == 401; },
-                      std::chrono::seconds(5)));
+                      kEventually));
   EXPECT_EQ(agent_.HttpWithToken(rotated, "GET", "/v1/jobs").status, 200);
   // A token file that cannot be used leaves the token in force, and the agent says so.
   ASSERT_TRUE(WriteFileAtomically(agent_.Path("token"), "two words\n", 0600).ok());
@@ -635,7 +635,7 @@ TEST_F(AgentTest, AnInternalErrorIsSaidInTheAgentsLog) {
     EXPECT_EQ(put.status, 500) << put.body;
   }
   auto said = [&] { return Contains(agent_.err(), "fanout agent: answered 500: "); };
-  EXPECT_TRUE(WaitFor(said, std::chrono::milliseconds(2000))) << agent_.err();
+  EXPECT_TRUE(WaitFor(said, kEventually)) << agent_.err();
   const std::string err = agent_.err();
   EXPECT_TRUE(Contains(err, "cannot store package")) << err;
   EXPECT_EQ(err.find("answered 500"), err.rfind("answered 500")) << "said once a burst: " << err;
@@ -661,7 +661,7 @@ TEST_F(AgentTest, AnAgentWhoseDataDirIsRemovedSaysSoAndTakesNoMoreWork) {
   std::filesystem::copy_file(agent_.token_file(), token_file);
   std::filesystem::remove_all(agent_.data_dir());
   auto said = [&] { return agent_.Http("GET", "/v1/health").status == 503; };
-  ASSERT_TRUE(WaitFor(said, std::chrono::milliseconds(5000))) << agent_.err();
+  ASSERT_TRUE(WaitFor(said, kEventually)) << agent_.err();
   HttpReply health = agent_.Http("GET", "/v1/health");
   EXPECT_EQ(health.json.value("status", ""), "broken") << health.body;
   EXPECT_FALSE(Contains(health.body, agent_.data_dir())) << "health needs no token" << health.body;
@@ -703,7 +703,7 @@ TEST_F(AgentTest, APostgresCatalogThatRefusesIsSaidAtTheStart) {
     return Contains(agent_.err(), "warning: ") && Contains(agent_.err(), "no_such_database_here") &&
            Contains(agent_.err(), "package steps that log in as this agent's user");
   };
-  EXPECT_TRUE(WaitFor(warned, std::chrono::milliseconds(10000))) << agent_.err();
+  EXPECT_TRUE(WaitFor(warned, kEventually)) << agent_.err();
   EXPECT_FALSE(Contains(agent_.err(), uri)) << "the password stays out: " << agent_.err();
 }
 
@@ -943,7 +943,7 @@ TEST_F(AgentTest, HistoryKeepsTheNewestRunsOfEachJob) {
   // The trim follows a run's end (the run is answered final first).
   json kept;
   EXPECT_TRUE(WaitFor([&] { return (kept = History("often")).size() == 4u; },
-                      std::chrono::milliseconds(10000)));
+                      kEventually));
   ASSERT_EQ(kept.size(), 4u) << kept.dump();
   EXPECT_EQ(kept[0]["run_id"], ids[6]);
   EXPECT_EQ(kept[2]["run_id"], ids[4]);
@@ -1156,7 +1156,7 @@ TEST_F(AgentTest, RunsBeyondSlotsWaitQueuedInOrder) {
     ids.push_back(started->run_id);
   }
   // The first run's step has started; the others wait for the slot.
-  ASSERT_TRUE(WaitFor([&] { return ReadText(order) == "1\n"; }, milliseconds(10000)));
+  ASSERT_TRUE(WaitFor([&] { return ReadText(order) == "1\n"; }, kEventually));
   auto status = api_->Status();
   ASSERT_TRUE(status.ok());
   EXPECT_EQ((*status)["busy"], 1);
@@ -1258,7 +1258,7 @@ TEST_F(AgentTest, StopKillsTheStepsProcessGroupAndEndsCanceled) {
                      Sh("sleep 30 & echo $! > " + grandchild + "; wait") + "}\n"));
   std::string id = StartRun("long");
   ASSERT_TRUE(
-      WaitFor([&] { return !agent_.dir().Read("grandchild.pid").empty(); }, milliseconds(10000)));
+      WaitFor([&] { return !agent_.dir().Read("grandchild.pid").empty(); }, kEventually));
   int pid = std::stoi(agent_.dir().Read("grandchild.pid"));
   auto stopping = api_->StopRun(id);
   ASSERT_TRUE(stopping.ok()) << stopping.status().ToString();
@@ -1268,7 +1268,7 @@ TEST_F(AgentTest, StopKillsTheStepsProcessGroupAndEndsCanceled) {
   EXPECT_EQ(run.value("status", ""), "canceled") << run.dump();
   ASSERT_EQ(run["steps"].size(), 1u) << "a stopped step is not retried: " << run.dump();
   EXPECT_EQ(run["steps"][0]["status"], "canceled");
-  EXPECT_TRUE(WaitFor([&] { return ProcessEnded(pid); }, milliseconds(5000)))
+  EXPECT_TRUE(WaitFor([&] { return ProcessEnded(pid); }, kEventually))
       << "the step's background process survived the stop";
 
   // A run that ended answers 200 with its final status.
@@ -1342,7 +1342,7 @@ TEST_F(AgentTest, ARunNobodyFollowsForItsOrphanTimeoutIsStopped) {
   };
   auto ends_canceled = [&](const std::string& id) {
     return WaitFor([&] { return status_of(id).value("status", "") == "canceled"; },
-                   milliseconds(5000));
+                   kEventually);
   };
 
   const std::string without = StartRun("long");  // no orphan_timeout: runs on
@@ -1377,7 +1377,7 @@ TEST_F(AgentTest, ARunNobodyFollowsForItsOrphanTimeoutIsStopped) {
         auto status = api_->Status();
         return status.ok() && (*status)["busy"] == 1;
       },
-      milliseconds(5000)));
+      kEventually));
   auto running_at = std::chrono::steady_clock::now();
   const std::string running = StartRun("long", orphan);
   ASSERT_TRUE(ends_canceled(running));
@@ -1408,7 +1408,7 @@ TEST_F(AgentTest, ARunNobodyFollowsForItsOrphanTimeoutIsStopped) {
         }
         return false;
       },
-      milliseconds(5000)));
+      kEventually));
   auto retrying_at = std::chrono::steady_clock::now();
   bool ended = WaitFor(
       [&] {
@@ -1503,7 +1503,7 @@ TEST_F(AgentTest, AStepsFanoutRunKilledBeforeItsEndLeavesNoExecutionRunning) {
     execution_id = (*run)["steps"][0].value("execution_id", "");
     auto row = (*catalog)->GetExecution(execution_id);
     return row.ok() && row->has_value();
-  }, milliseconds(10000))) << "the step's execution never reached the catalog";
+  }, kEventually)) << "the step's execution never reached the catalog";
 
   ASSERT_TRUE(api_->StopRun(id).ok());
   json run = WaitForRun(*api_, id);
@@ -1514,7 +1514,7 @@ TEST_F(AgentTest, AStepsFanoutRunKilledBeforeItsEndLeavesNoExecutionRunning) {
   EXPECT_TRUE((*row)->ended_at.has_value());
   EXPECT_TRUE(Contains((*row)->message, "killed by signal 9")) << (*row)->message;
   // Its task, in a process group of its own, goes with it (it ran on, orphaned).
-  EXPECT_TRUE(WaitFor([&] { return !ProcessRuns(task); }, milliseconds(2000)))
+  EXPECT_TRUE(WaitFor([&] { return !ProcessRuns(task); }, kEventually))
       << "the task of the killed fanout run still runs";
 }
 
@@ -1542,14 +1542,14 @@ void AgentTest::KillAStepWhileItsCatalogIsAway(std::string& execution_id) {
     if (!run.ok() || (*run)["steps"].empty()) return false;
     execution_id = (*run)["steps"][0].value("execution_id", "");
     return RecordedIn(agent_, "cat", execution_id).has_value();
-  }, milliseconds(10000))) << "the step's execution never reached the catalog";
+  }, kEventually)) << "the step's execution never reached the catalog";
 
   // Away: the step's fanout run keeps its open file; the agent cannot open the catalog.
   std::filesystem::rename(agent_.Path("cat"), agent_.Path("cat.away"));
   ASSERT_TRUE(api_->StopRun(id).ok());  // its task ignores SIGTERM: killed after the grace
   EXPECT_EQ(WaitForRun(*api_, id).value("status", ""), "canceled");
   ASSERT_TRUE(WaitFor([&] { return Contains(agent_.err(), "cannot end 1 execution(s)"); },
-                      milliseconds(5000)))
+                      kEventually))
       << agent_.err();
   std::optional<ExecutionRow> away = RecordedIn(agent_, "cat.away", execution_id);
   ASSERT_TRUE(away.has_value());
@@ -1841,12 +1841,12 @@ TEST_F(AgentTest, PackageStepsRunInAProcessStartedAhead) {
   ASSERT_TRUE(WaitFor([&] {
     now = WarmProcesses(agent_.pid());
     return now.size() == 1u;
-  }, std::chrono::milliseconds(5000))) << now.size();
+  }, kEventually)) << now.size();
   EXPECT_NE(now[0], warm[0]) << "the first warm process ran a step";
   // It opens the agent's SQLite catalog (there once a step made it) while it waits: its step's
   // first catalog work, done ahead.
   EXPECT_TRUE(WaitFor([&] { return HoldsOpen(now[0], agent_.Path("data/catalog.db")); },
-                      std::chrono::milliseconds(5000)));
+                      kEventually));
   EXPECT_NE(kill(warm[0], 0), 0) << "the warm process that ran a step is gone";
 
   // Another such job keeps the one there is; a restarted agent holding the job starts one.
@@ -1965,7 +1965,7 @@ TEST_F(AgentTest, AProxyStepGetsNoCatalogPasswordOfTheAgents) {
                                         "\"\nproxies:\n  etl: {user: fanout-test-proxy, "
                                         "subsystems: [package]}\n")));
   EXPECT_TRUE(WaitFor([&] { return Contains(agent_.err(), "~/.pgpass must hold one"); },
-                      milliseconds(5000)))
+                      kEventually))
       << agent_.err();
   ASSERT_TRUE(
       PutPackage("hello", "package: hello\ntasks:\n  t: {type: process, run: [/bin/true]}\n"));
@@ -2198,7 +2198,7 @@ void ExpectReattach(AgentProcess& agent, std::unique_ptr<client::AgentClient>& a
   request.params["code"] = std::to_string(exit_code);
   auto started_run = api->StartJob("carry-on", request);
   ASSERT_TRUE(started_run.ok()) << started_run.status().ToString();
-  ASSERT_TRUE(WaitFor([&] { return std::filesystem::exists(started); }, milliseconds(10000)));
+  ASSERT_TRUE(WaitFor([&] { return std::filesystem::exists(started); }, kEventually));
   if (redefine) {
     ASSERT_TRUE(api->PutJob("carry-on", "job: carry-on\nsteps:\n  - {name: other, subsystem: process, "
                                         "run: [/bin/false]}\n",
@@ -2211,7 +2211,7 @@ void ExpectReattach(AgentProcess& agent, std::unique_ptr<client::AgentClient>& a
   if (ends_while_down) {
     agent.dir().Write("gate", "");
     const std::string results = agent.data_dir() + "/results";
-    ASSERT_TRUE(WaitFor([&] { return !std::filesystem::is_empty(results); }, milliseconds(10000)))
+    ASSERT_TRUE(WaitFor([&] { return !std::filesystem::is_empty(results); }, kEventually))
         << "the step left no result file";
     std::this_thread::sleep_for(milliseconds(300));  // the agent stays down a while longer
     restarted = Now();
@@ -2393,7 +2393,7 @@ TEST_F(AgentTest, AStopUnderWayWhenTheAgentDiesIsFinishedAfterItsRestart) {
   ASSERT_TRUE(Restart());
   json run = WaitForRun(*api_, id);
   EXPECT_EQ(run.value("status", ""), "canceled") << run.dump();
-  EXPECT_TRUE(WaitFor([&] { return kill(step, 0) != 0; }, milliseconds(5000)))
+  EXPECT_TRUE(WaitFor([&] { return kill(step, 0) != 0; }, kEventually))
       << "the step still runs";
 
   // The same, but the step ends while the agent is down: the stop is done, the run canceled.
@@ -2404,7 +2404,7 @@ TEST_F(AgentTest, AStopUnderWayWhenTheAgentDiesIsFinishedAfterItsRestart) {
   agent_.Kill();
   step = std::stoi(agent_.dir().Read("step.pid"));
   kill(-step, SIGKILL);
-  ASSERT_TRUE(WaitFor([&] { return kill(step, 0) != 0; }, milliseconds(5000)));
+  ASSERT_TRUE(WaitFor([&] { return kill(step, 0) != 0; }, kEventually));
   ASSERT_TRUE(Restart());
   run = WaitForRun(*api_, second);
   EXPECT_EQ(run.value("status", ""), "canceled") << run.dump();
@@ -2746,7 +2746,7 @@ TEST_F(AgentTest, CtrlCEndsAWaitButNotTheRun) {
         run_id = d.Read("fanout.out");
         return run_id.ends_with('\n');
       },
-      std::chrono::milliseconds(10000)));
+      kEventually));
   run_id.pop_back();
   kill(pid, SIGINT);
   EXPECT_EQ(WaitFanout(pid, std::chrono::seconds(10)), 130);
@@ -2779,7 +2779,7 @@ TEST_F(AgentTest, AWaitGoesOnAcrossAnAgentRestart) {
         run_id = agent_.dir().Read("fanout.out");
         return run_id.ends_with('\n');
       },
-      std::chrono::milliseconds(10000)));
+      kEventually));
   run_id.pop_back();
   agent_.Kill();
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
@@ -2964,7 +2964,7 @@ TEST(AgentDevTest, TheTemporaryDataDirIsRemovedWhenTheAgentStops) {
         data_dir = m[1];
         return true;
       },
-      std::chrono::milliseconds(10000)))
+      kEventually))
       << dir.Read("fanout.out") << dir.Read("fanout.err");
   EXPECT_TRUE(std::filesystem::is_directory(data_dir));
   kill(pid, SIGTERM);

@@ -115,7 +115,7 @@ TEST(CatalogOutageTest, PostgresAwayMidRunOrAtTheStartLosesNoEvent) {
   ASSERT_TRUE(WaitFor([&] {
     auto executions = (*pg)->ListExecutions(5);
     return executions.ok() && !executions->empty();
-  }, milliseconds(10000)));
+  }, kEventually));
   std::this_thread::sleep_for(milliseconds(300));
   std::string paused = PostgresScript("pause " + pg_dir, &status);
   ASSERT_EQ(status, 0) << paused;
@@ -144,7 +144,7 @@ TEST(CatalogOutageTest, PostgresAwayMidRunOrAtTheStartLosesNoEvent) {
   };
   // Every event line carries the execution id once, in "execution_id" (the package's own
   // start message names it too).
-  EXPECT_TRUE(WaitFor([&] { return followed() >= expected; }, milliseconds(10000)))
+  EXPECT_TRUE(WaitFor([&] { return followed() >= expected; }, kEventually))
       << followed() << " of " << expected << " events followed";
   kill(follower, SIGTERM);
   EXPECT_EQ(WaitFanout(follower, seconds(10)), 0) << dir.Read("follow/fanout.err");

@@ -44,6 +44,11 @@ int StartFanout(const std::vector<std::string>& args, const std::string& cwd);
 // Waits for a pid started by StartFanout; returns its exit code (128+signal when killed).
 int WaitFanout(int pid, std::chrono::seconds limit);
 
+// How long a test waits for what must happen. A wait ends as soon as its condition holds, so a
+// passing test does not pay for this; a loaded CI machine can stall a process for seconds (a run
+// there once took 13 s to start while Chromium rendered beside it).
+inline constexpr std::chrono::seconds kEventually{60};
+
 // Waits until `predicate` holds or `limit` passes; returns whether it held.
 bool WaitFor(const std::function<bool()>& predicate, std::chrono::milliseconds limit);
 

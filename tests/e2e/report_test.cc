@@ -218,7 +218,7 @@ TEST(ReportCommandTest, FollowingWaitsForACatalogThatCannotBeReachedYet) {
   auto says_it_waits = [&] {
     return dir.Read("fanout.err").find("still following, retrying") != std::string::npos;
   };
-  EXPECT_TRUE(WaitFor(says_it_waits, std::chrono::milliseconds(10000))) << dir.Read("fanout.err");
+  EXPECT_TRUE(WaitFor(says_it_waits, kEventually)) << dir.Read("fanout.err");
   kill(pid, SIGINT);
   EXPECT_EQ(WaitFanout(pid, std::chrono::seconds(10)), 0) << dir.Read("fanout.err");
 }
@@ -416,7 +416,8 @@ TEST(ReportCommandTest, AnExecutionWhoseProcessWasKilledShowsAbandoned) {
         id = executions->front().id;
         return true;
       },
-      milliseconds(10000)));
+      kEventually))
+      << dir.Read("fanout.err");
   CommandResult alive = RunFanout({"report", "executions", "--status", "running"}, dir.path());
   EXPECT_NE(alive.out.find(id), std::string::npos) << alive.out << alive.err;
   // A prune leaves a live run whole (it had deleted its rows while the run went on writing).
@@ -564,13 +565,14 @@ tasks:
         id = executions->front().id;
         return true;
       },
-      milliseconds(10000)));
+      kEventually))
+      << dir.Read("fanout.err");
   int follow =
       StartFanout({"logs", "--follow", "--execution", id, catalog_flag}, dir.path() + "/follow");
   auto read_follow = [&] { return dir.Read("follow/fanout.out"); };
   ASSERT_TRUE(WaitFor(
       [&] { return read_follow().find("hello: process hello finished") != std::string::npos; },
-      milliseconds(10000)))
+      kEventually))
       << read_follow() << dir.Read("follow/fanout.err");
   {
     // The line arrived while the run was still going.
@@ -590,7 +592,7 @@ tasks:
 
   ASSERT_TRUE(WaitFor(
       [&] { return dir.Read("all/fanout.out").find("package slow finished") != std::string::npos; },
-      milliseconds(10000)))
+      kEventually))
       << dir.Read("all/fanout.out") << dir.Read("all/fanout.err");
   kill(follow_all, SIGTERM);
   EXPECT_EQ(WaitFanout(follow_all, seconds(10)), 0);

@@ -267,11 +267,11 @@ tasks:
 )");
   int pid = StartFanout({"run", "long.yaml"}, dir.path());
   std::string pid_file = dir.path() + "/grandchild.pid";
-  ASSERT_TRUE(WaitFor([&] { return !dir.Read("grandchild.pid").empty(); }, milliseconds(10000)));
+  ASSERT_TRUE(WaitFor([&] { return !dir.Read("grandchild.pid").empty(); }, kEventually));
   int grandchild = std::stoi(dir.Read("grandchild.pid"));
   kill(pid, signal);
   EXPECT_EQ(WaitFanout(pid, seconds(20)), 3) << dir.Read("fanout.err");
-  EXPECT_TRUE(WaitFor([&] { return kill(grandchild, 0) != 0; }, milliseconds(5000)))
+  EXPECT_TRUE(WaitFor([&] { return kill(grandchild, 0) != 0; }, kEventually))
       << "the task's grandchild survived the cancel";
   // The summary counts the canceled task (it had said 0 of everything) and says it once, and
   // the task the cancel kept from starting.
@@ -308,7 +308,7 @@ TEST(RunTest, SigintCancelsARunThatRecordsToPostgres) {
                          "\"touch started; sleep 60\"}\n");
   int pid = StartFanout({"run", "long.yaml", "--catalog", uri}, dir.path());
   ASSERT_TRUE(WaitFor([&] { return std::filesystem::exists(dir.path() + "/started"); },
-                      milliseconds(10000)));
+                      kEventually));
   kill(pid, SIGINT);
   EXPECT_EQ(WaitFanout(pid, seconds(20)), 3) << dir.Read("fanout.err");
   EXPECT_NE(dir.Read("fanout.err").find("SIGINT received, stopping every running task"),
@@ -344,12 +344,12 @@ TEST(RunTest, ASecondSignalSaysItChangesNothing) {
                               "while :; do sleep 0.05; done\"}\n");
   int pid = StartFanout({"run", "slow-stop.yaml"}, dir.path());
   ASSERT_TRUE(WaitFor([&] { return std::filesystem::exists(dir.path() + "/started"); },
-                      milliseconds(10000)));
+                      kEventually));
   kill(pid, SIGINT);
   auto said = [&](const std::string& text) {
     return dir.Read("fanout.err").find(text) != std::string::npos;
   };
-  ASSERT_TRUE(WaitFor([&] { return said("stopping every running task"); }, milliseconds(5000)));
+  ASSERT_TRUE(WaitFor([&] { return said("stopping every running task"); }, kEventually));
   kill(pid, SIGINT);
   EXPECT_EQ(WaitFanout(pid, seconds(20)), 3) << dir.Read("fanout.err");
   EXPECT_TRUE(said("fanout: SIGINT received again; still stopping the running tasks (a second "
@@ -369,7 +369,7 @@ TEST(RunTest, UnderNohupSighupIsIgnored) {
   int pid = StartFanout({"run", "hold.yaml"}, dir.path());
   signal(SIGHUP, before);
   ASSERT_TRUE(WaitFor([&] { return std::filesystem::exists(dir.path() + "/started"); },
-                      milliseconds(10000)));
+                      kEventually));
   kill(pid, SIGHUP);
   EXPECT_EQ(WaitFanout(pid, seconds(20)), 0) << dir.Read("fanout.err");
 }
@@ -632,7 +632,7 @@ TEST(RunTest, AChildProcessStoppedFromOutsideFailsItsTask) {
                              "  out: {type: package, path: child.yaml, out_of_process: true}\n"
                              "  next: {type: process, run: [/bin/true], after: [out]}\n");
     int run = StartFanout({"run", "parent.yaml"}, dir.path());
-    ASSERT_TRUE(WaitFor([&] { return !dir.Read("task.pid").empty(); }, milliseconds(10000)));
+    ASSERT_TRUE(WaitFor([&] { return !dir.Read("task.pid").empty(); }, kEventually));
     kill(std::stoi(dir.Read("child.pid")), signal);
     EXPECT_EQ(WaitFanout(run, seconds(10)), 1) << "signal " << signal;
     kill(std::stoi(dir.Read("task.pid")), SIGKILL);  // a SIGKILLed child leaves it behind
@@ -729,9 +729,9 @@ TEST(RunTest, ARunningPackageTaskIsLinkedToItsChild) {
                            "params: {name: out}}\n");
   int run = StartFanout({"run", "parent.yaml"}, dir.path());
   ASSERT_TRUE(WaitFor([&] { return std::filesystem::exists(dir.path() + "/in.started"); },
-                      milliseconds(10000)));
+                      kEventually));
   ASSERT_TRUE(WaitFor([&] { return std::filesystem::exists(dir.path() + "/out.started"); },
-                      milliseconds(10000)));
+                      kEventually));
   std::map<std::string, TaskRunRow> running;
   std::vector<ExecutionRow> children;
   bool linked = WaitFor(
@@ -748,7 +748,7 @@ TEST(RunTest, ARunningPackageTaskIsLinkedToItsChild) {
         return children.size() == 2 && !running["in"].child_execution_id.empty() &&
                !running["out"].child_execution_id.empty();
       },
-      milliseconds(10000));
+      kEventually);
   dir.Write("release", "");
   EXPECT_EQ(WaitFanout(run, seconds(20)), 0) << dir.Read("fanout.err");
   ASSERT_TRUE(linked) << "in -> '" << running["in"].child_execution_id << "', out -> '"
@@ -854,16 +854,16 @@ TEST(RunTest, AChildInItsOwnProcessSaysItsParentStoppedItAndGoesWithIt) {
     std::filesystem::remove(dir.path() + "/task.pid");
     const int parent = StartFanout({"run", "parent.yaml"}, dir.path());
     EXPECT_TRUE(WaitFor([&] { return dir.Read("task.pid").ends_with("\n"); },
-                        std::chrono::seconds(10)));
+                        kEventually));
     const pid_t task = std::stoi("0" + dir.Read("task.pid"));
     kill(parent, signal);
     EXPECT_EQ(WaitFanout(parent, std::chrono::seconds(15)), parent_exit);
     // The child's task is stopped as any canceled task is: SIGTERM to its group.
-    EXPECT_TRUE(WaitFor([&] { return task > 0 && kill(task, 0) != 0; }, std::chrono::seconds(10)))
+    EXPECT_TRUE(WaitFor([&] { return task > 0 && kill(task, 0) != 0; }, kEventually))
         << "the child's task still runs";
     std::string message;
     WaitFor([&] { return (message = child_message()) != "no ended child"; },
-            std::chrono::seconds(10));
+            kEventually);
     return message;
   };
   const std::string stopped = child_after(SIGTERM, 3);
