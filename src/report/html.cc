@@ -474,8 +474,7 @@ std::string OverviewHtml(const Overview& overview) {
       if (line.task == nullptr) {
         body += "<tr>" + Cell(line.pattern, "mono") + Cell(line.task_type) +
                 "<td colspan=\"7\"><div class=\"msg\">" +
-                EscapeHtml(fmt::format("{} more iterations: {} (--json lists each)", line.count,
-                                       line.states)) +
+                EscapeHtml(line.Summary()) +
                 "</div></td></tr>\n";
         continue;
       }

@@ -492,6 +492,10 @@ Result<Overview> BuildOverview(Catalog& catalog, ExecutionRow execution, DateTim
   return overview;
 }
 
+std::string TaskLine::Summary() const {
+  return fmt::format("{}: {} (--json lists each)", Counted(count, "more iteration"), states);
+}
+
 std::vector<TaskLine> TaskLines(const std::vector<TaskSummary>& tasks) {
   // "load[12]/region-job" -> "load[*]/region-job": the same task in every iteration.
   auto pattern_of = [](const std::string& path) {

@@ -114,6 +114,9 @@ struct TaskLine {
   std::string task_type;
   int count = 0;
   std::string states;                 // "149985 succeeded, 5 failed"
+
+  // What the summed-up line says: "149990 more iterations: 149985 succeeded, 5 failed (...)".
+  std::string Summary() const;
 };
 std::vector<TaskLine> TaskLines(const std::vector<TaskSummary>& tasks);
 

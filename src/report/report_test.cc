@@ -218,6 +218,15 @@ TEST(TaskLinesTest, SumsUpALoopsIterationsBeyondTheFirstOnes) {
   ASSERT_EQ(lines.size(), static_cast<size_t>(shown + 1 + shown));
   EXPECT_EQ(lines.back().count, 8 * shown);
   EXPECT_EQ(lines.back().states, std::to_string(8 * shown) + " failed");
+
+  // The iterations that failed can leave one in the rest: it is one iteration, not "1 ...s".
+  tasks.clear();
+  for (int i = 1; i <= shown + 2; ++i) {
+    add("g[" + std::to_string(i) + "]/t", i == shown + 1 ? "failed" : "succeeded");
+  }
+  lines = TaskLines(tasks);
+  ASSERT_EQ(lines.size(), static_cast<size_t>(shown + 2));
+  EXPECT_EQ(lines.back().Summary(), "1 more iteration: 1 succeeded (--json lists each)");
 }
 
 TEST(AbbreviateTest, CutsAtCharactersNotBytes) {

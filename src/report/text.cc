@@ -204,8 +204,7 @@ std::string OverviewText(const Overview& overview) {
     for (const TaskLine& line : TaskLines(overview.tasks)) {
       if (line.task == nullptr) {
         tasks.Row({line.pattern, line.task_type, "...", "", "", "", "", "",
-                   fmt::format("{} more iterations: {} (--json lists each)", line.count,
-                               line.states)});
+                   line.Summary()});
         continue;
       }
       const TaskSummary& t = *line.task;
