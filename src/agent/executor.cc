@@ -1005,8 +1005,8 @@ void Executor::ForgetOpenExecution(const OpenExecution& e) {
 void Executor::SayCannotEndLocked(size_t count, const std::string& why) {
   if (closer_said_) return;
   closer_said_ = true;
-  std::fprintf(stderr, "fanout agent: cannot end %zu execution(s) left running in the catalog "
-               "yet, trying again until it answers: %s\n", count, why.c_str());
+  std::fprintf(stderr, "fanout agent: cannot end %s left running in the catalog yet, trying "
+               "again until it answers: %s\n", Counted(count, "execution").c_str(), why.c_str());
 }
 
 std::vector<Executor::OpenExecution> Executor::TryEndOpenExecutions(
@@ -1094,9 +1094,9 @@ void Executor::CloserLoop() {
     pause = std::min<std::chrono::seconds>(pause * 2, kCloserLongestPause);
   }
   if (!to_end_.empty()) {
-    std::fprintf(stderr, "fanout agent: stopping with %zu execution(s) left running in the "
-                 "catalog: it was down, or their rows had not reached it yet; the agent's next "
-                 "start ends them\n", to_end_.size());
+    std::fprintf(stderr, "fanout agent: stopping with %s left running in the catalog: it was "
+                 "down, or their rows had not reached it yet; the agent's next start ends them\n",
+                 Counted(to_end_.size(), "execution").c_str());
   }
 }
 

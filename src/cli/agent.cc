@@ -169,9 +169,7 @@ int RunAgent(const AgentArgs& args) {
   // that started the agent closed) drains too: it had killed the agent on the spot.
   sigset_t set;
   sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGTERM);
-  AddSighupUnlessIgnored(set);
+  for (int sig : {SIGINT, SIGTERM, SIGHUP}) AddUnlessIgnored(set, sig);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
@@ -239,10 +237,10 @@ Command AddAgentCommand(CLI::App& app) {
                   "the config; default sqlite:DATA_DIR/catalog.db)");
   cmd->footer(
       "The first line printed is `fanout agent NAME listening on URL`. SIGTERM, SIGINT or\n"
-      "SIGHUP (unless ignored, as under nohup) drain the agent: nothing new starts, running\n"
-      "steps may finish for drain_grace, the rest are stopped. Exit codes: 0 stopped cleanly,\n"
-      "1 could not start, 4 config not found, 5 invalid config (or refused: listening beyond\n"
-      "loopback without a token or mutual TLS), 6 usage error.");
+      "SIGHUP (each unless ignored when it started, as nohup ignores SIGHUP) drain the agent:\n"
+      "nothing new starts, running steps may finish for drain_grace, the rest are stopped.\n"
+      "Exit codes: 0 stopped cleanly, 1 could not start, 4 config not found, 5 invalid config\n"
+      "(or refused: listening beyond loopback without a token or mutual TLS), 6 usage error.");
   return {cmd, [args] { return RunAgent(*args); }};
 }
 

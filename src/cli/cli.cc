@@ -160,10 +160,10 @@ bool ParseSets(const std::vector<std::string>& pairs, std::map<std::string, std:
   return true;
 }
 
-void AddSighupUnlessIgnored(sigset_t& set) {
+void AddUnlessIgnored(sigset_t& set, int signal) {
   struct sigaction inherited {};
-  if (sigaction(SIGHUP, nullptr, &inherited) == 0 && inherited.sa_handler == SIG_IGN) return;
-  sigaddset(&set, SIGHUP);
+  if (sigaction(signal, nullptr, &inherited) == 0 && inherited.sa_handler == SIG_IGN) return;
+  sigaddset(&set, signal);
 }
 
 int ReadValueFiles(const char* option, const std::vector<std::string>& pairs,

@@ -69,9 +69,10 @@ int CatalogDoesNotExist(const char* command, const std::string& spec,
 std::optional<int> ParseSinceFor(const std::string& text, const char* command, DateTime now,
                                  std::optional<DateTime>& since);
 
-// Adds SIGHUP to `set` (signals a thread waits for) unless it was inherited ignored, as under
-// `nohup`: a blocked signal is never discarded, so waiting for it would undo nohup.
-void AddSighupUnlessIgnored(sigset_t& set);
+// Adds `signal` to `set` (signals a thread waits for) unless it was inherited ignored: SIGHUP
+// under `nohup`, SIGINT for a command a script starts in the background. A blocked signal is
+// never discarded, so waiting for it would undo what the caller asked.
+void AddUnlessIgnored(sigset_t& set, int signal);
 
 // Parses repeated NAME=VALUE pairs; on a malformed one prints why and returns false.
 bool ParseSets(const std::vector<std::string>& pairs, std::map<std::string, std::string>& out);

@@ -78,9 +78,7 @@ class SignalWatcher {
   SignalWatcher(CancelToken& token, std::function<void()> before_message) {
     sigset_t set;
     sigemptyset(&set);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGTERM);
-    AddSighupUnlessIgnored(set);
+    for (int sig : {SIGINT, SIGTERM, SIGHUP}) AddUnlessIgnored(set, sig);
     sigaddset(&set, SIGUSR1);  // our own wake-up at exit
     sigaddset(&set, kParentEnded);
     pthread_sigmask(SIG_BLOCK, &set, nullptr);

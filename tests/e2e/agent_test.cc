@@ -1548,7 +1548,7 @@ void AgentTest::KillAStepWhileItsCatalogIsAway(std::string& execution_id) {
   std::filesystem::rename(agent_.Path("cat"), agent_.Path("cat.away"));
   ASSERT_TRUE(api_->StopRun(id).ok());  // its task ignores SIGTERM: killed after the grace
   EXPECT_EQ(WaitForRun(*api_, id).value("status", ""), "canceled");
-  ASSERT_TRUE(WaitFor([&] { return Contains(agent_.err(), "cannot end 1 execution(s)"); },
+  ASSERT_TRUE(WaitFor([&] { return Contains(agent_.err(), "cannot end 1 execution left"); },
                       kEventually))
       << agent_.err();
   std::optional<ExecutionRow> away = RecordedIn(agent_, "cat.away", execution_id);
@@ -1586,7 +1586,7 @@ TEST_F(AgentTest, AKilledStepsExecutionIsEndedAfterARestartOnceTheCatalogIsBack)
   std::string execution_id;
   ASSERT_NO_FATAL_FAILURE(KillAStepWhileItsCatalogIsAway(execution_id));
   EXPECT_EQ(agent_.Terminate(), 0);
-  EXPECT_TRUE(Contains(agent_.err(), "stopping with 1 execution(s) left running")) << agent_.err();
+  EXPECT_TRUE(Contains(agent_.err(), "stopping with 1 execution left running")) << agent_.err();
   const DateTime restored = Now();
   std::filesystem::rename(agent_.Path("cat.away"), agent_.Path("cat"));
   ASSERT_TRUE(Restart());
@@ -2110,6 +2110,21 @@ TEST_F(AgentTest, SighupDrainsAsSigtermDoes) {
   kill(agent_.pid(), SIGHUP);
   EXPECT_EQ(agent_.WaitForExit(), 0) << agent_.err();
   EXPECT_TRUE(Contains(agent_.err(), "SIGHUP received: draining")) << agent_.err();
+}
+
+// A signal ignored when the agent started stays ignored, as for an agent a script starts with &
+// (QA: an ignored SIGINT drained it all the same). Sent first, it would be the one said.
+TEST_F(AgentTest, AnIgnoredSigintDoesNotDrain) {
+  sighandler_t before = signal(SIGINT, SIG_IGN);
+  bool started = StartConfig(Config(1));
+  signal(SIGINT, before);
+  ASSERT_TRUE(started);
+  api_.reset();
+  kill(agent_.pid(), SIGINT);
+  kill(agent_.pid(), SIGTERM);
+  EXPECT_EQ(agent_.WaitForExit(), 0) << agent_.err();
+  EXPECT_TRUE(Contains(agent_.err(), "SIGTERM received: draining")) << agent_.err();
+  EXPECT_FALSE(Contains(agent_.err(), "SIGINT")) << agent_.err();
 }
 
 TEST_F(AgentTest, SigtermStopsStepsThatOutlastTheDrainGrace) {

@@ -361,17 +361,23 @@ TEST(RunTest, SighupCancels) { ExpectSignalCancels(SIGHUP); }
 
 // Under `nohup` (SIGHUP inherited ignored) a hang-up leaves the run alone: waiting for the
 // blocked signal had undone nohup.
-TEST(RunTest, UnderNohupSighupIsIgnored) {
+// A signal ignored when the run started stays ignored: SIGHUP under nohup, SIGINT for a run a
+// script starts with & (QA: an ignored SIGINT or SIGTERM had canceled the run all the same).
+TEST(RunTest, AnIgnoredSignalStaysIgnored) {
   ScratchDir dir;
   dir.Write("hold.yaml", "package: hold\ntasks:\n  a: {type: process, run: [/bin/sh, -c, "
                          "'touch started; sleep 1']}\n");
-  sighandler_t before = signal(SIGHUP, SIG_IGN);
-  int pid = StartFanout({"run", "hold.yaml"}, dir.path());
-  signal(SIGHUP, before);
-  ASSERT_TRUE(WaitFor([&] { return std::filesystem::exists(dir.path() + "/started"); },
-                      kEventually));
-  kill(pid, SIGHUP);
-  EXPECT_EQ(WaitFanout(pid, seconds(20)), 0) << dir.Read("fanout.err");
+  for (int ignored : {SIGHUP, SIGINT, SIGTERM}) {
+    std::filesystem::remove(dir.path() + "/started");
+    sighandler_t before = signal(ignored, SIG_IGN);
+    int pid = StartFanout({"run", "hold.yaml"}, dir.path());
+    signal(ignored, before);
+    ASSERT_TRUE(WaitFor([&] { return std::filesystem::exists(dir.path() + "/started"); },
+                        kEventually));
+    kill(pid, ignored);
+    EXPECT_EQ(WaitFanout(pid, seconds(20)), 0)
+        << "SIG" << sigabbrev_np(ignored) << ": " << dir.Read("fanout.err");
+  }
 }
 
 // A task's output in the failure line on stderr is escaped, as logs and reports escape it: raw,
