@@ -197,7 +197,14 @@ int ReadValueFiles(const char* option, const std::vector<std::string>& pairs,
 FileKeys TopLevelKeys(const std::string& text) {
   YAML::Node root = YAML::Load(text);
   if (!root.IsMap()) return {};
-  return {static_cast<bool>(root["package"]), static_cast<bool>(root["job"])};
+  return {true, static_cast<bool>(root["package"]), static_cast<bool>(root["job"]),
+          static_cast<bool>(root["tasks"])};
+}
+
+std::string NeitherKindOfFile(const FileKeys& keys, const std::string& file) {
+  return fmt::format("{}: {}; a package file has a `package:` key, a job file a `job:` key", file,
+                     keys.package ? "has both `package:` and `job:`"
+                                  : "is neither a package nor a job");
 }
 
 std::optional<FileKeys> TopLevelKeysIfYaml(const std::string& text) {

@@ -86,12 +86,16 @@ int ReadValueFiles(const char* option, const std::vector<std::string>& pairs,
 // What a file's top-level keys say it is: a package has `package:`, a job file `job:`. Text that
 // is not YAML throws YAML::Exception.
 struct FileKeys {
+  bool mapping = false;  // else no key at all: a list, a scalar, an empty file
   bool package = false;
   bool job = false;
+  bool tasks = false;  // a package's other key: with it, a missing `package:` is a typo
 };
 FileKeys TopLevelKeys(const std::string& text);
 // The same, or none for text that is not YAML (a full check then says where it breaks).
 std::optional<FileKeys> TopLevelKeysIfYaml(const std::string& text);
+// "FILE is neither a package nor a job; ..." (or "has both"), for a file whose keys tell no kind.
+std::string NeitherKindOfFile(const FileKeys& keys, const std::string& file);
 // For a command given the other kind of file (a job file to `run`, a package to `job create`):
 // one line saying what it is and which command takes it, instead of every key it lacks.
 std::optional<std::string> OtherKindOfFile(const std::string& text, const std::string& file,

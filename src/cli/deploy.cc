@@ -54,9 +54,7 @@ std::vector<Item> LoadItems(const std::vector<std::string>& files,
     try {
       const FileKeys keys = TopLevelKeys(item.text);
       if (keys.package == keys.job) {
-        problems.push_back(fmt::format(
-            "{}: {}; a package file has a `package:` key, a job file a `job:` key", file,
-            keys.package ? "has both `package:` and `job:`" : "is neither a package nor a job"));
+        problems.push_back(NeitherKindOfFile(keys, file));
         continue;
       }
       item.kind = keys.package ? Item::kPackage : Item::kJob;

@@ -18,9 +18,16 @@ namespace {
 
 // A job file is told by its `job:` key; anything else, YAML errors included, is checked (and
 // reported with positions) as a package.
-bool IsJobFile(const std::string& text) {
-  const std::optional<FileKeys> keys = TopLevelKeysIfYaml(text);
+bool IsJobFile(const std::optional<FileKeys>& keys) {
   return keys && keys->job && !keys->package;
+}
+
+// A mapping with both kinds' keys, or with none of a package's or a job's (another tool's file,
+// an agent.yaml beside the packages): one line, as `deploy` says it, rather than every key it
+// lacks or has beyond a package's. What is no mapping is said with its place, as a package.
+bool IsNeitherKind(const std::optional<FileKeys>& keys) {
+  return keys && keys->mapping &&
+         ((keys->package && keys->job) || (!keys->package && !keys->job && !keys->tasks));
 }
 
 // Every problem, then "FILE: N problems"; kExitInvalid.
@@ -54,7 +61,12 @@ int ValidateFile(const std::string& file, const std::map<std::string, std::strin
     std::fprintf(stderr, "fanout: %s\n", text.status().message().c_str());
     return kExitInvalid;
   }
-  if (IsJobFile(*text)) return ValidateJobFile(*text, file, sets);
+  const std::optional<FileKeys> keys = TopLevelKeysIfYaml(*text);
+  if (IsJobFile(keys)) return ValidateJobFile(*text, file, sets);
+  if (IsNeitherKind(keys)) {
+    std::fprintf(stderr, "%s\n", NeitherKindOfFile(*keys, file).c_str());
+    return kExitInvalid;
+  }
   Diagnostics diagnostics;
   std::shared_ptr<const Package> package = ParsePackage(*text, file, diagnostics);
   if (package) {

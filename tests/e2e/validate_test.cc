@@ -132,6 +132,28 @@ TEST(ValidateTest, AListWrittenAsAParamSaysHowToPassOne) {
       << r.err;
 }
 
+// QA: `fanout validate *.yaml` in a folder holding an agent.yaml listed each of its keys as
+// unknown in a package; it is neither kind of file, as `deploy` says. A package with a
+// misspelt `package:` still gets the package's checks.
+TEST(ValidateTest, AFileOfNeitherKindIsSaidToBeSo) {
+  ScratchDir dir;
+  dir.Write("agent.yaml", "name: srv1\ndata_dir: data\nslots: 2\n");
+  dir.Write("both.yaml", "package: p\njob: j\n");
+  dir.Write("typo.yaml", "packge: p\ntasks:\n  a: {type: process, run: [/bin/true]}\n");
+  CommandResult r = RunFanout({"validate", "agent.yaml", "both.yaml", "typo.yaml"}, dir.path());
+  EXPECT_EQ(r.exit_code, 5);
+  EXPECT_EQ(r.err,
+            "agent.yaml: is neither a package nor a job; a package file has a `package:` key, a "
+            "job file a `job:` key\n"
+            "both.yaml: has both `package:` and `job:`; a package file has a `package:` key, a "
+            "job file a `job:` key\n"
+            "typo.yaml:1:1: error: unknown key `packge` in package; allowed: package, "
+            "description, max_concurrent, maximum_error_count, parameters, variables, "
+            "connections, logging, tasks\n"
+            "typo.yaml:1:1: error: missing required key `package`\n"
+            "typo.yaml: 2 problems\n");
+}
+
 // A second YAML document (two packages pasted into one file) would go unnoticed.
 TEST(ValidateTest, ASecondYamlDocumentIsAnError) {
   ScratchDir dir;
