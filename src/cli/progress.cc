@@ -120,9 +120,14 @@ void ProgressLine::Count(const Event& event, Clock::time_point now) {
   switch (event.type) {
     case EventType::kOnPreExecute:
       running_.emplace(event.source_id, now);
+      for (size_t i = 1; i < event.source_id.size(); ++i) {
+        const char c = event.source_id[i];
+        if (c == '/' || c == '[') containers_.insert(event.source_id.substr(0, i));
+      }
       break;
     case EventType::kOnPostExecute:
       ended_ += static_cast<int>(running_.erase(event.source_id));
+      containers_.erase(event.source_id);
       break;
     case EventType::kOnTaskFailed:
       ++failed_;
@@ -135,20 +140,11 @@ void ProgressLine::Count(const Event& event, Clock::time_point now) {
 std::string ProgressLine::RenderLocked(Clock::time_point now) const {
   if (now - started_ < std::chrono::seconds(1)) return "";
   // Containers run as long as what they hold: the line counts and names tasks doing work
-  // themselves, those with nothing running under them ("each" holds "each[3]/nap").
+  // themselves.
   int working = 0;
   auto longest = running_.end();
   for (auto it = running_.begin(); it != running_.end(); ++it) {
-    bool holds_running = false;
-    for (auto next = std::next(it); next != running_.end() && next->first.starts_with(it->first);
-         ++next) {
-      char after = next->first[it->first.size()];
-      if (after == '/' || after == '[') {
-        holds_running = true;
-        break;
-      }
-    }
-    if (holds_running) continue;
+    if (containers_.count(it->first) != 0) continue;
     ++working;
     if (longest == running_.end() || it->second < longest->second) longest = it;
   }

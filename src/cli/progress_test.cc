@@ -65,13 +65,17 @@ TEST_F(ProgressLineTest, CountsTasksAndNamesTheLongestRunningOneThatIsNoContaine
   sink->Write(Of(EventType::kOnPostExecute, "load[2]/region"));
   sink->Write(Of(EventType::kOnPreExecute, "load[3]/region"));
   sink->Write(Of(EventType::kOnPreExecute, "loader"));  // not inside "load"
+  // Between two iterations a loop runs nothing of its own (QA: it was counted, and named).
+  sink->Write(Of(EventType::kOnPreExecute, "each"));
+  sink->Write(Of(EventType::kOnPreExecute, "each[1]/nap"));
+  sink->Write(Of(EventType::kOnPostExecute, "each[1]/nap"));
   // A child package run in this process: its tasks are its package task's business.
   sink->Write(Of(EventType::kOnPreExecute, "", "child-execution"));
   sink->Write(Of(EventType::kOnPreExecute, "work", "child-execution"));
 
   EXPECT_EQ(line.Render(ProgressLine::Clock::now()), "") << "shown before a second has passed";
   std::string text = line.Render(Later(75));
-  EXPECT_EQ(text, "[1:15] 2 running, 2 ended, 1 failed; longest: load[3]/region (1:15)");
+  EXPECT_EQ(text, "[1:15] 2 running, 3 ended, 1 failed; longest: load[3]/region (1:15)");
   EXPECT_EQ(Written(), "") << "no event printed, nothing drawn";
 }
 
