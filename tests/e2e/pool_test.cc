@@ -33,6 +33,7 @@
 #include <gtest/gtest.h>
 #include <httplib.h>
 
+#include "common/util.h"
 #include "e2e/agent_util.h"
 #include "e2e/e2e_util.h"
 #include "fanout/catalog.h"
@@ -2022,6 +2023,55 @@ TEST_F(PoolTest, AHundredChildrenOnAHundredSlotsAllRunAtOnce) {
     first_end = std::min(first_end, EpochSeconds(run["ended_at"]));
   }
   EXPECT_LT(last_start, first_end) << "a child started only after another had ended";
+}
+
+// An agent's token rotated while it runs a child (the agent's token_file first, the parent's a
+// moment later): refused, the parent waits for a token the agent takes and follows the run on.
+// A parent never given it loses the child, as to an agent gone, rather than count it failed
+// (QA: it was failed, run again elsewhere, and said nowhere to go on there).
+TEST(PoolTokenTest, AChildOnAnAgentWhoseTokenIsRotatedIsFollowedOnOrLost) {
+  AgentProcess agent;
+  ASSERT_TRUE(agent.StartWithConfig("name: srv\ndata_dir: data\nslots: 1\ntoken_file: token\n",
+                                    std::string(64, 'a')));
+  ScratchDir work;
+  CommandResult deployed =
+      RunFanout({"deploy", work.Write("nap.yaml", ShellJob("nap", "sleep 3")), "--agent",
+                 agent.url(), "--token-file", agent.Path("token")},
+                work.path());
+  ASSERT_EQ(deployed.exit_code, 0) << deployed.err;
+  const std::string parent_token = work.Write("parent.token", std::string(64, 'a') + "\n");
+  const std::string parent = work.Write(
+      "parent.yaml", "package: parent\nconnections:\n  srv: {type: agent, url: \"" + agent.url() +
+                         "\", token_file: \"" + parent_token + "\"}\n"
+                         "tasks:\n  a: {type: agent-job, connection: srv, job: nap}\n");
+  auto rotate = [](const std::string& file, char c) {
+    ASSERT_TRUE(WriteFileAtomically(file, std::string(64, c) + "\n", 0600).ok());
+  };
+  const std::string out_file = work.path() + "/fanout.out";
+
+  BackgroundRun rotated({"run", parent, "--reporting", kStartsShown}, work.path());
+  ASSERT_TRUE(rotated.Printed("started on agent srv", kEventually)) << ReadText(out_file);
+  rotate(agent.Path("token"), 'b');
+  ASSERT_TRUE(rotated.Printed("agent srv refused the parent's token while it ran job nap",
+                              kEventually))
+      << ReadText(out_file);
+  rotate(parent_token, 'b');
+  ASSERT_EQ(rotated.Wait(kEventually), 0) << ReadText(out_file);
+  EXPECT_TRUE(Has(ReadText(out_file), "agent srv answers again; run ")) << ReadText(out_file);
+  SummaryLine line = SummaryLines(ReadText(out_file))["srv"];
+  EXPECT_EQ(line.children, 1) << ReadText(out_file);
+  EXPECT_EQ(line.failed + line.lost, 0) << ReadText(out_file);
+
+  BackgroundRun refused({"run", parent, "--reporting", kStartsShown}, work.path());
+  ASSERT_TRUE(refused.Printed("started on agent srv", kEventually)) << ReadText(out_file);
+  rotate(agent.Path("token"), 'c');
+  ASSERT_EQ(refused.Wait(kEventually), 1) << ReadText(out_file);
+  EXPECT_TRUE(Has(ReadText(out_file), "agent srv refused the parent's token for 5 s while it ran "
+                                      "job nap (run "))
+      << ReadText(out_file);
+  line = SummaryLines(ReadText(out_file))["srv"];
+  EXPECT_EQ(line.lost, 1) << ReadText(out_file);
+  EXPECT_EQ(line.failed, 0) << ReadText(out_file);
 }
 
 }  // namespace

@@ -538,31 +538,50 @@ class AgentJobTask : public Task {
         // Refused or broken within the poll's own wait, not silent for its read timeout (a
         // few seconds more): the process is gone.
         const bool quick = now - poll_started < 2 * kPollWait;
-        if (st.code() == Code::kUnavailable && !context.cancel().canceled() && quick &&
+        // An agent that no longer takes the parent's token (401: rotated on the agent first,
+        // or for good) is as out of reach as one that is gone: the run goes on there unseen
+        // (QA: it was counted failed, run again elsewhere and never stopped).
+        const bool token_refused = st.code() == Code::kUnauthenticated;
+        const bool out_of_reach = st.code() == Code::kUnavailable || token_refused;
+        if (out_of_reach && !context.cancel().canceled() && quick &&
             (gone_since == kAnswers || now - gone_since < kComeBackWait)) {
           if (gone_since == kAnswers) {
             gone_since = now;
             context.Emit(EventType::kOnWarning,
-                         fmt::format("agent {} stopped answering while it ran job {} (run {}); "
-                                     "waiting up to {} s for it to come back before giving the "
-                                     "run up: {}", agent, job_name, run_id,
-                                     kComeBackWait.count(), st.message()));
+                         fmt::format("agent {} {} while it ran job {} (run {}); waiting up to {} "
+                                     "s for {} before giving the run up: {}", agent,
+                                     token_refused ? "refused the parent's token"
+                                                   : "stopped answering",
+                                     job_name, run_id, kComeBackWait.count(),
+                                     token_refused ? "a token it takes" : "it to come back",
+                                     st.message()));
           }
           std::this_thread::sleep_for(kStopRetryPause);
           continue;
         }
-        if (st.code() == Code::kUnavailable) {
-          pool.MarkDown(lease.member(), st.message());
+        if (out_of_reach) {
+          pool.MarkDown(lease.member(),
+                        token_refused ? "it refused the parent's token: " + st.message()
+                                      : st.message());
           pool.StopWhenBack(lease.member(), job_name, run_id);  // a retry may run it elsewhere
           pool.Release(lease, AgentPool::Ending::kLost, answered_at);
           if (context.cancel().canceled()) {
             // The parent ends now: only its last try as it exits (StopLeftRuns) may still stop
             // the run, if the agent is back by then.
-            std::string why = fmt::format("could not stop run {} on agent {}: it does not answer "
-                                          "({}); the run may go on there",
-                                          run_id, agent, st.message());
+            std::string why = fmt::format("could not stop run {} on agent {}: it {} ({}); the run "
+                                          "may go on there", run_id, agent,
+                                          token_refused ? "refuses the parent's token"
+                                                        : "does not answer",
+                                          st.message());
             if (!stopping) context.Emit(EventType::kOnWarning, why);  // else the stop said so
             return {TaskResult::kCanceled, why, child, agent};
+          }
+          if (token_refused) {
+            return {TaskResult::kFailure,
+                    fmt::format("agent {} refused the parent's token for {} s while it ran job {} "
+                                "(run {}), which may go on there: {}", agent,
+                                kComeBackWait.count(), job_name, run_id, st.message()),
+                    child, agent};
           }
           return {TaskResult::kFailure,
                   fmt::format("agent {} was lost while it ran job {} (run {}): {}", agent, job_name,
@@ -592,7 +611,8 @@ class AgentJobTask : public Task {
         // A warning, as the one it ends: the default console shows both (it showed only the
         // first, and the run read as lost).
         context.Emit(EventType::kOnWarning,
-                     fmt::format("agent {} answers again; run {} goes on there", agent, run_id));
+                     fmt::format("agent {} answers again; run {} {} there", agent, run_id,
+                                 stopping ? "is being stopped" : "goes on"));
       }
       std::string latest = child;
       for (const auto& step : run->value("steps", json::array())) {
