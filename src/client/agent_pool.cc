@@ -653,6 +653,11 @@ void AgentPool::MarkDown(int member, const std::string& reason) {
   WakeWaitersLocked();
 }
 
+void AgentPool::NoteUnusable(int member, const std::string& reason) {
+  std::lock_guard lock(mu_);
+  states_[static_cast<size_t>(member)].summary.unusable = reason;
+}
+
 void AgentPool::StopWhenBack(int member, const std::string& job, const std::string& run_id) {
   std::lock_guard lock(mu_);
   states_[static_cast<size_t>(member)].orphans.push_back({job, run_id, ""});

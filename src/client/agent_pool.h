@@ -113,6 +113,9 @@ class AgentPool {
   // Takes a member out until it answers again (a failed call, a lost long-poll, a refused
   // token: the next probe reads its token file again).
   void MarkDown(int member, const std::string& reason);
+  // The member answered but could not take a child (a 500, a refused token), and stays in: it
+  // is the only one. Its summary line says why all the same.
+  void NoteUnusable(int member, const std::string& reason);
   // Whether the member answered its last probe or call.
   bool IsAlive(int member);
   // Whether a member other than `member` answered its last probe and can take `request`: not

@@ -1399,33 +1399,48 @@ TEST_F(PoolTest, APasswordInATemplatedAgentUrlIsNeverShown) {
   EXPECT_FALSE(Has(events, "hunter2pw")) << events;
 }
 
-// An agent that answers its status but fails every start with a 500 (its disk is full, say)
-// looked the least loaded, being idle, and drew every child and every retry.
+// An agent on loopback that answers its status, idle, but fails every start with a 500, as one
+// whose disk is full does.
+class FailingStartsAgent {
+ public:
+  FailingStartsAgent() {
+    server_.Get("/v1/status", [](const httplib::Request&, httplib::Response& res) {
+      res.set_content(R"({"name":"broken","slots":4,"busy":0,"queued":0,"running":[]})",
+                      "application/json");
+    });
+    server_.Post(R"(/v1/jobs/([^/]+)/start)", [](const httplib::Request&, httplib::Response& res) {
+      res.status = 500;
+      res.set_content(R"({"error":"cannot start job","detail":"database or disk is full"})",
+                      "application/json");
+    });
+    port_ = server_.bind_to_any_port("127.0.0.1");
+    serving_ = std::thread([this] { server_.listen_after_bind(); });
+  }
+  ~FailingStartsAgent() {
+    server_.stop();
+    serving_.join();
+  }
+  std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
+
+ private:
+  httplib::Server server_;
+  int port_ = 0;
+  std::thread serving_;
+};
+
+// It looked the least loaded, being idle, and drew every child and every retry.
 TEST_F(PoolTest, AnAgentFailingStartsIsPassedOver) {
   ASSERT_TRUE(StartAgents({1}));
   ASSERT_TRUE(Deploy({{"quick.yaml", ShellJob("quick", "true")}}));
-  httplib::Server broken;
-  broken.Get("/v1/status", [](const httplib::Request&, httplib::Response& res) {
-    res.set_content(R"({"name":"broken","slots":4,"busy":0,"queued":0,"running":[]})",
-                    "application/json");
-  });
-  broken.Post(R"(/v1/jobs/([^/]+)/start)", [](const httplib::Request&, httplib::Response& res) {
-    res.status = 500;
-    res.set_content(R"({"error":"cannot start job","detail":"database or disk is full"})",
-                    "application/json");
-  });
-  int port = broken.bind_to_any_port("127.0.0.1");
-  std::thread serving([&] { broken.listen_after_bind(); });
+  FailingStartsAgent broken;
   std::string parent = work_.Write(
       "half-broken.yaml",
       "package: half-broken\nconnections:\n  pool: {type: agent-pool, agents: [broken, srv-a]}\n"
-      "  broken: {type: agent, url: \"http://127.0.0.1:" + std::to_string(port) + "\"}\n"
+      "  broken: {type: agent, url: \"" + broken.url() + "\"}\n"
       "  srv-a: {type: agent, url: \"" + agent(0).url() + "\", token_file: \"" +
           agent(0).token_file() + "\"}\n"
       "tasks:\n" + FanTask(4, 2, "quick"));
   CommandResult r = RunParent(parent);
-  broken.stop();
-  serving.join();
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   ParentRecord record = Record(ExecutionIdOf(r.out));
   for (const TaskRunRow& run : AgentJobRuns(record)) EXPECT_EQ(run.agent, "srv-a") << run.task_path;
@@ -1433,6 +1448,20 @@ TEST_F(PoolTest, AnAgentFailingStartsIsPassedOver) {
   EXPECT_TRUE(Has(warnings, "agent broken could not start job quick, trying another: ")) << warnings;
   EXPECT_TRUE(Has(warnings, "database or disk is full")) << warnings;
   EXPECT_TRUE(Has(r.out, "agent broken")) << "the summary leaves it out:\n" << r.out;
+}
+
+// Alone, it fails the child, and its summary line says why (QA: it read as healthy).
+TEST_F(PoolTest, ALoneAgentFailingStartsSaysWhyInTheSummary) {
+  FailingStartsAgent broken;
+  std::string parent = work_.Write(
+      "lone-broken.yaml",
+      "package: lone-broken\nconnections:\n  broken: {type: agent, url: \"" + broken.url() +
+          "\"}\ntasks:\n  a: {type: agent-job, connection: broken, job: quick}\n");
+  CommandResult r = RunParent(parent);
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  EXPECT_TRUE(Has(r.out, ": 0 children, 0 failed, 0 lost, busy ")) << r.out;
+  EXPECT_TRUE(Has(r.out, "; unusable at least once, last: POST ")) << r.out;
+  EXPECT_TRUE(Has(r.out, "database or disk is full")) << r.out;
 }
 
 TEST_F(PoolTest, AFrozenAgentsRunIsStoppedWhenItAnswersAgain) {

@@ -412,6 +412,8 @@ class AgentJobTask : public Task {
         }
         continue;
       }
+      // QA: a lone agent failing every start (a full disk) read as healthy in the summary.
+      if (failed || refused_token) pool->NoteUnusable(member, st.message());
       return {TaskResult::kFailure,
               fmt::format("cannot start job {} on agent {}: {}", *job_name, agent, st.message()),
               "", agent};
