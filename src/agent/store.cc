@@ -5,6 +5,7 @@
 
 #include <sqlite3.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -197,6 +198,21 @@ Status WritePackageFile(const std::string& data_dir, const std::string& name,
   return WriteFileAtomically(PackagePath(data_dir, name), content, kPackageFileMode);
 }
 
+namespace {
+
+// SQLite's word for a database it cannot write ("disk I/O error") names neither the file nor
+// why (QA: an agent restarted on a read-only mount said only that).
+Status CannotUse(const std::string& path, sqlite3* db) {
+  std::string why;
+  struct statvfs fs {};
+  if (statvfs(path.c_str(), &fs) == 0 && (fs.f_flag & ST_RDONLY) != 0) {
+    why = "; its file system is mounted read-only: give the agent a data_dir it can write";
+  }
+  return Internal(fmt::format("agent database {}: {}{}", path, sqlite3_errmsg(db), why));
+}
+
+}  // namespace
+
 Result<std::unique_ptr<AgentStore>> AgentStore::Open(const std::string& path) {
   sqlite3* db = nullptr;
   int rc = sqlite3_open_v2(path.c_str(), &db,
@@ -237,7 +253,7 @@ Result<std::unique_ptr<AgentStore>> AgentStore::Open(const std::string& path) {
     return Unavailable(fmt::format("agent database {} is in use by another process (is another "
                                    "agent running on the same data_dir?)", path));
   }
-  RETURN_IF_ERROR(pragmas);
+  if (!pragmas.ok()) return CannotUse(path, db);
   Query version(db, "SELECT MAX(version) FROM schema_version");
   if (version.Next() && !version.IsNull(0)) {
     int64_t found = version.Int(0);
