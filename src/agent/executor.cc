@@ -816,8 +816,14 @@ Executor::StepOutcome Executor::RunStep(ActiveRun& run, int index, int attempt) 
       outcome.success = r.exit_code == 0;
       outcome.canceled = r.exit_code == 3 && run.stop.canceled();
       if (!outcome.success) {
-        // Killed, its last line is not why it ended (it said "exited with code 137").
-        const std::string why = r.term_signal != 0 ? "" : last_line();
+        // Killed, its last line is not why it ended (it said "exited with code 137"). Its
+        // result file says why, where a later line may not (QA: the catalog's "rows are kept
+        // in a spool file" had taken the place of the failure, for good).
+        std::optional<StepResult> written;
+        if (r.term_signal == 0) written = ReadResultFile(StepResultFile(step, rec.execution_id));
+        const std::string why = r.term_signal != 0                    ? ""
+                                : written && !written->reason.empty() ? written->reason
+                                                                      : last_line();
         outcome.message = r.term_signal != 0
                               ? fmt::format("fanout run was killed by signal {}", r.term_signal)
                           : why.empty() ? fmt::format("fanout run exited with code {}", r.exit_code)

@@ -546,8 +546,8 @@ json MethodNotAllowed(const std::string& method) {
 
 json NoContentLength() {
   return {{"error", "bad request"},
-          {"detail", "the request could not be read: a POST or PUT needs a body with a "
-                     "Content-Length (send {} for an empty one)"}};
+          {"detail", "the request could not be read: a POST or PUT needs a Content-Length "
+                     "(0 for an empty body; curl's -d '' sends one)"}};
 }
 
 json BodyTooLarge(size_t max_body_bytes) {

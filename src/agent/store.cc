@@ -200,15 +200,14 @@ Status WritePackageFile(const std::string& data_dir, const std::string& name,
 
 namespace {
 
-// SQLite's word for a database it cannot write ("disk I/O error") names neither the file nor
+// SQLite's word for a database it cannot write ("disk I/O error", "unable to open") says not
 // why (QA: an agent restarted on a read-only mount said only that).
-Status CannotUse(const std::string& path, sqlite3* db) {
-  std::string why;
+std::string ReadOnlyMountHint(const std::string& path) {
   struct statvfs fs {};
-  if (statvfs(path.c_str(), &fs) == 0 && (fs.f_flag & ST_RDONLY) != 0) {
-    why = "; its file system is mounted read-only: give the agent a data_dir it can write";
-  }
-  return Internal(fmt::format("agent database {}: {}{}", path, sqlite3_errmsg(db), why));
+  const std::string where =
+      std::filesystem::exists(path) ? path : std::filesystem::path(path).parent_path().string();
+  if (statvfs(where.c_str(), &fs) != 0 || (fs.f_flag & ST_RDONLY) == 0) return "";
+  return "; its file system is mounted read-only: give the agent a data_dir it can write";
 }
 
 }  // namespace
@@ -221,7 +220,8 @@ Result<std::unique_ptr<AgentStore>> AgentStore::Open(const std::string& path) {
   if (rc != SQLITE_OK) {
     std::string err = db ? sqlite3_errmsg(db) : "out of memory";
     sqlite3_close(db);
-    return Unavailable(fmt::format("cannot open agent database {}: {}", path, err));
+    return Unavailable(
+        fmt::format("cannot open agent database {}: {}{}", path, err, ReadOnlyMountHint(path)));
   }
   std::unique_ptr<AgentStore> store(new AgentStore(db));
   store->path_ = path;
@@ -253,7 +253,10 @@ Result<std::unique_ptr<AgentStore>> AgentStore::Open(const std::string& path) {
     return Unavailable(fmt::format("agent database {} is in use by another process (is another "
                                    "agent running on the same data_dir?)", path));
   }
-  if (!pragmas.ok()) return CannotUse(path, db);
+  if (!pragmas.ok()) {
+    return Internal(fmt::format("agent database {}: {}{}", path, sqlite3_errmsg(db),
+                                ReadOnlyMountHint(path)));
+  }
   Query version(db, "SELECT MAX(version) FROM schema_version");
   if (version.Next() && !version.IsNull(0)) {
     int64_t found = version.Int(0);

@@ -120,9 +120,13 @@ void ProgressLine::Count(const Event& event, Clock::time_point now) {
   switch (event.type) {
     case EventType::kOnPreExecute:
       running_.emplace(event.source_id, now);
+      // Only what runs now, so that each goes with its end (a loop's iterations have no
+      // events of their own: "each[3]" would stay for ever).
       for (size_t i = 1; i < event.source_id.size(); ++i) {
         const char c = event.source_id[i];
-        if (c == '/' || c == '[') containers_.insert(event.source_id.substr(0, i));
+        if (c != '/' && c != '[') continue;
+        std::string outer = event.source_id.substr(0, i);
+        if (running_.count(outer) != 0) containers_.insert(std::move(outer));
       }
       break;
     case EventType::kOnPostExecute:

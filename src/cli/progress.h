@@ -63,8 +63,8 @@ class ProgressLine {
   std::mutex mu_;  // the counts and the terminal
   std::string top_execution_;  // the run's own execution, from the package's first event
   std::map<std::string, Clock::time_point> running_;  // task path -> when it started
-  // Running paths known to be containers: something has started in them ("each" and "each[3]"
-  // once "each[3]/nap" did). Between two iterations a loop runs nothing of its own.
+  // Running paths known to be containers: something has started in them ("each" once
+  // "each[3]/nap" did). Between two iterations a loop runs nothing of its own.
   std::set<std::string> containers_;
   int ended_ = 0;
   int failed_ = 0;

@@ -274,13 +274,18 @@ void AgentPool::Probe(int member, AgentClient& client) {
   WakeWaitersLocked();
 }
 
-void AgentPool::SetUnusableLocked(int member, std::string reason, bool notice) {
-  State& s = states_[static_cast<size_t>(member)];
-  // Said after "NAME (URL)": a client's message that starts by naming the agent would say it
-  // twice.
+// Said after "NAME (URL)": a client's message that starts by naming the agent would say it
+// twice.
+std::string AgentPool::Unnamed(const State& s, std::string reason) {
   if (const std::string named = "agent " + s.summary.url + ": "; reason.starts_with(named)) {
     reason.erase(0, named.size());
   }
+  return reason;
+}
+
+void AgentPool::SetUnusableLocked(int member, std::string reason, bool notice) {
+  State& s = states_[static_cast<size_t>(member)];
+  reason = Unnamed(s, std::move(reason));
   if (notice) {
     const std::string who =
         fmt::format("{} ({})", members_[static_cast<size_t>(member)].name, s.summary.url);
@@ -300,7 +305,7 @@ void AgentPool::SetUnusableLocked(int member, std::string reason, bool notice) {
   s.next_probe = Clock::now() + kDownProbeInterval;
 }
 
-void AgentPool::StopOrphans(int member, AgentClient& client) {
+Code AgentPool::StopOrphans(int member, AgentClient& client) {
   // Left in the list while they are stopped: StopLeftRuns, as the process exits, sees every one
   // not stopped yet (stopping one twice does no harm).
   std::vector<Orphan> orphans;
@@ -317,13 +322,16 @@ void AgentPool::StopOrphans(int member, AgentClient& client) {
     return client.StopRun(run_id).status();
   };
   for (const Orphan& orphan : orphans) {
-    if (stop(orphan).code() == Code::kUnavailable) break;  // the rest when it answers again
+    // The rest when it answers again, or takes the token again (its run goes on meanwhile).
+    const Code code = stop(orphan).code();
+    if (code == Code::kUnavailable || code == Code::kUnauthenticated) return code;
     std::lock_guard lock(mu_);
     auto& left = states_[static_cast<size_t>(member)].orphans;
     std::erase_if(left, [&](const Orphan& o) {
       return o.run_id == orphan.run_id && o.idempotency_key == orphan.idempotency_key;
     });
   }
+  return Code::kOk;
 }
 
 std::vector<std::string> AgentPool::StopLeftRuns(Clock::time_point deadline,
@@ -361,8 +369,13 @@ std::vector<std::string> AgentPool::StopLeftRunsOf(int member, Clock::time_point
   endpoint.connect_timeout = 1000ms;
   endpoint.read_timeout = 2000ms;
   AgentClient client(endpoint);
+  const std::string& token_file = members_[static_cast<size_t>(member)].token_file;
   while (true) {
-    StopOrphans(member, client);
+    // The token as it is now: the agent may have refused the last one read (a rotation).
+    if (!token_file.empty()) {
+      if (auto token = ReadTokenFile(token_file); token.ok()) client.SetToken(*token);
+    }
+    const bool token_refused = StopOrphans(member, client) == Code::kUnauthenticated;
     std::unique_lock lock(mu_);
     State& s = states_[static_cast<size_t>(member)];
     if (s.orphans.empty()) return {};
@@ -379,7 +392,9 @@ std::vector<std::string> AgentPool::StopLeftRunsOf(int member, Clock::time_point
     // Cut short by a signal, it may not have been asked again: "did not answer" would be more
     // than is known (review).
     const bool cut_short = give_up();
-    const std::string did_not = cut_short ? "had not answered" : "did not answer";
+    const std::string did_not = token_refused ? "refused the parent's token for"
+                                : cut_short   ? "had not answered"
+                                              : "did not answer";
     const std::string when = cut_short ? " when a signal ended the wait" : "";
     for (const Orphan& o : std::exchange(s.orphans, {})) {
       left.push_back(
@@ -655,7 +670,8 @@ void AgentPool::MarkDown(int member, const std::string& reason) {
 
 void AgentPool::NoteUnusable(int member, const std::string& reason) {
   std::lock_guard lock(mu_);
-  states_[static_cast<size_t>(member)].summary.unusable = reason;
+  State& s = states_[static_cast<size_t>(member)];
+  s.summary.unusable = Unnamed(s, reason);
 }
 
 void AgentPool::StopWhenBack(int member, const std::string& job, const std::string& run_id) {

@@ -197,11 +197,14 @@ class AgentPool {
   // One thread per member, so that a member slow to answer (a frozen agent, a cut network)
   // delays nobody else's status.
   void ProbeLoop(int member);
+  // `reason` without a leading "agent URL: ", as it follows the agent's name where it is said.
+  static std::string Unnamed(const State& s, std::string reason);
   // Takes the member out of placement for `reason`; with `notice`, also a down notice when it
   // was usable or not known yet.
   void SetUnusableLocked(int member, std::string reason, bool notice = true);
-  // Stops the member's orphans through `client`; those the agent did not answer about stay.
-  void StopOrphans(int member, AgentClient& client);
+  // Stops the member's orphans through `client`; those the agent did not answer about, or
+  // refused the token for, stay. Returns why the first of those stayed (OK: none did).
+  Code StopOrphans(int member, AgentClient& client);
   // StopLeftRuns for one member: the lines for the runs it could not stop.
   std::vector<std::string> StopLeftRunsOf(int member,
                                           std::chrono::steady_clock::time_point deadline,

@@ -1605,6 +1605,28 @@ TEST_F(AgentTest, AStepsFanoutRunKilledBySignalSaysSo) {
   EXPECT_TRUE(Contains(run.value("message", ""), "fanout run was killed by signal 9")) << run.dump();
 }
 
+// A package step failing while its catalog is away says why it failed: its `fanout run` said
+// last where its rows wait, and that line had taken the failure's place for good (QA).
+TEST_F(AgentTest, APackageStepFailingWhileItsCatalogIsAwaySaysWhy) {
+  // Nothing listens on port 1: the step's rows go to a spool in the scratch folder.
+  setenv("FANOUT_SPOOL_DIR", agent_.Path("spool").c_str(), 1);
+  bool started = StartConfig(Config(1, "catalog: postgresql://fanout@127.0.0.1:1/away\n"));
+  unsetenv("FANOUT_SPOOL_DIR");
+  ASSERT_TRUE(started);
+  ASSERT_TRUE(PutPackage("boom", "package: boom\ntasks:\n  t: {type: process, run: [/bin/sh, "
+                                 "-c, 'echo boom >&2; exit 3']}\n"));
+  ASSERT_TRUE(PutJob("job: boom\nsteps:\n  - {name: s, subsystem: package, package: boom}\n"));
+  json run = WaitForRun(*api_, StartRun("boom"));
+  EXPECT_EQ(run.value("status", ""), "failed") << run.dump();
+  json history = History("boom");
+  ASSERT_EQ(history.size(), 1u);
+  EXPECT_TRUE(Contains(history[0]["steps"][0].value("stderr", ""), "spool"))
+      << "the catalog was not away: " << history.dump();
+  EXPECT_TRUE(Contains(run.value("message", ""), "fanout: package boom failed: t: /bin/sh failed "
+                                                 "with exit code 3: boom"))
+      << run.dump();
+}
+
 // A package step whose catalog is no catalog fails saying where the agent's catalog is set: the
 // step's `fanout run` had said "check --catalog or $FANOUT_CATALOG", which no agent reads (QA).
 TEST_F(AgentTest, AStepsBrokenCatalogIsSaidAsTheAgentsSetting) {
@@ -2764,7 +2786,7 @@ TEST_F(AgentTest, CtrlCEndsAWaitButNotTheRun) {
       kEventually));
   run_id.pop_back();
   kill(pid, SIGINT);
-  EXPECT_EQ(WaitFanout(pid, std::chrono::seconds(10)), 130);
+  EXPECT_EQ(WaitFanout(pid, kEventually), 130);
   std::string err = d.Read("fanout.err");
   EXPECT_TRUE(Contains(err, "stopped waiting; run " + run_id + " goes on. `fanout job wait " +
                                 run_id + "` waits again"))
@@ -2800,7 +2822,7 @@ TEST_F(AgentTest, AWaitGoesOnAcrossAnAgentRestart) {
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   ASSERT_TRUE(agent_.Restart(/*same_port=*/true));
   OpenGate();
-  const int code = WaitFanout(pid, std::chrono::seconds(20));
+  const int code = WaitFanout(pid, kEventually);
   std::string err = agent_.dir().Read("fanout.err");
   auto run = agent_.Client()->GetRun(run_id);
   ASSERT_TRUE(run.ok()) << run.status().ToString();
@@ -2822,7 +2844,7 @@ TEST_F(AgentTest, CtrlCOfAJsonWaitPrintsTheRunAsKnown) {
   // The step runs: the start's answer comes 10 ms after it at most; this leaves it a second.
   std::this_thread::sleep_for(std::chrono::seconds(1));
   kill(pid, SIGINT);
-  EXPECT_EQ(WaitFanout(pid, std::chrono::seconds(10)), 130);
+  EXPECT_EQ(WaitFanout(pid, kEventually), 130);
   json printed = json::parse(d.Read("fanout.out"), nullptr, /*allow_exceptions=*/false);
   ASSERT_TRUE(printed.is_object()) << d.Read("fanout.out");
   const std::string run_id = printed.value("run_id", "");
@@ -2983,7 +3005,7 @@ TEST(AgentDevTest, TheTemporaryDataDirIsRemovedWhenTheAgentStops) {
       << dir.Read("fanout.out") << dir.Read("fanout.err");
   EXPECT_TRUE(std::filesystem::is_directory(data_dir));
   kill(pid, SIGTERM);
-  EXPECT_EQ(WaitFanout(pid, std::chrono::seconds(20)), 0) << dir.Read("fanout.err");
+  EXPECT_EQ(WaitFanout(pid, kEventually), 0) << dir.Read("fanout.err");
   EXPECT_FALSE(std::filesystem::exists(data_dir));
   EXPECT_NE(dir.Read("fanout.err").find("removed the temporary data_dir " + data_dir),
             std::string::npos)

@@ -1054,7 +1054,7 @@ TEST_F(PoolTest, AStartWhoseAnswerIsLostDoesNotRunTheChildTwice) {
   ASSERT_TRUE(run.Printed("is stopped when it answers", milliseconds(10000)))
       << ReadText(work_.path() + "/fanout.out");
   proxy.DropKeyLookups(false);
-  ASSERT_EQ(run.Wait(seconds(30)), 0) << ReadText(work_.path() + "/fanout.err");
+  ASSERT_EQ(run.Wait(kEventually), 0) << ReadText(work_.path() + "/fanout.err");
   EXPECT_GE(proxy.dropped(), 1) << "the child was not placed on the lossy agent first";
   EXPECT_EQ(FinalStatusOfNewestRun(1, "slow"), "succeeded");
   EXPECT_EQ(FinalStatusOfNewestRun(0, "slow"), "canceled")
@@ -1076,7 +1076,7 @@ TEST_F(PoolTest, ACanceledParentStopsTheRunOfAStartWhoseAnswerWasLost) {
   ASSERT_TRUE(WaitFor([&] { return std::filesystem::exists(started); }, kEventually));
   kill(run.pid(), SIGINT);
   proxy.DropKeyLookups(false);  // the parent, ending, finds the run and stops it
-  EXPECT_EQ(run.Wait(seconds(15)), 3) << ReadText(work_.path() + "/fanout.err");
+  EXPECT_EQ(run.Wait(kEventually), 3) << ReadText(work_.path() + "/fanout.err");
   EXPECT_EQ(FinalStatusOfNewestRun(0, "slow"), "canceled")
       << "the run of the lost start went on after the parent was canceled";
   EXPECT_EQ(History(0, "slow").size(), 1u) << "the start was sent again after the cancel";
@@ -1106,7 +1106,7 @@ TEST_F(PoolTest, ASignalAfterTheRunEndedCutsTheStopsAtExitShort) {
       kEventually))
       << ReadText(err_path);
   auto signaled = SteadyClock::now();
-  EXPECT_EQ(run.Wait(seconds(15)), 3) << ReadText(err_path);
+  EXPECT_EQ(run.Wait(kEventually), 3) << ReadText(err_path);
   EXPECT_LT(SecondsSince(signaled), 3.5) << "the stops at exit went on after the signal";
   std::string err = ReadText(err_path);
   EXPECT_TRUE(Has(err, "received after the run ended; no longer waiting for the catalog or for "
@@ -1134,7 +1134,7 @@ TEST_F(PoolTest, ChildrenWaitingForASlotWaitForAnAgentThatRestarts) {
   // 5 s the parent waits for it (the restart and the next probe, a second later, count too).
   std::this_thread::sleep_for(milliseconds(800));
   ASSERT_TRUE(agent(0).Restart(/*same_port=*/true));
-  ASSERT_EQ(run.Wait(seconds(30)), 0) << ReadText(work_.path() + "/fanout.err");
+  ASSERT_EQ(run.Wait(kEventually), 0) << ReadText(work_.path() + "/fanout.err");
   EXPECT_EQ(History(0, "napjob").size(), 3u);
 }
 
@@ -1154,7 +1154,7 @@ TEST_F(PoolTest, AnAgentBackWithoutItsDataLosesTheAttempt) {
   ASSERT_TRUE(agent(0).Restart(/*same_port=*/true));
   const std::string out_file = work_.path() + "/fanout.out";
   const std::string err_file = work_.path() + "/fanout.err";
-  ASSERT_EQ(run.Wait(seconds(30)), 0) << ReadText(out_file) << ReadText(err_file);
+  ASSERT_EQ(run.Wait(kEventually), 0) << ReadText(out_file) << ReadText(err_file);
   EXPECT_TRUE(Has(ReadText(out_file), "agent srv-a no longer knows run ")) << ReadText(out_file);
   SummaryLine line = SummaryLines(ReadText(out_file))["srv-a"];
   EXPECT_EQ(line.lost, 1) << ReadText(out_file);
@@ -1193,7 +1193,7 @@ TEST_F(PoolTest, AStartToAFrozenAgentGoesElsewhereAfterOneTimeout) {
   bool second = WaitFor([&] { return starts().size() == 2; }, milliseconds(20000));
   double took = SecondsSince(first_started);
   kill(agent(0).pid(), SIGCONT);
-  ASSERT_EQ(run.Wait(seconds(30)), 0) << ReadText(out_file) << ReadText(err_file);
+  ASSERT_EQ(run.Wait(kEventually), 0) << ReadText(out_file) << ReadText(err_file);
   ASSERT_TRUE(second) << ReadText(out_file);
   EXPECT_EQ(starts().back(), "srv-b") << ReadText(out_file);
   EXPECT_TRUE(Has(ReadText(out_file), "agent srv-a is unavailable, trying another"))
@@ -1215,7 +1215,7 @@ TEST_F(PoolTest, ATimeoutWhileTheAgentIsGoneEndsTheAttemptAfterTheComeBackWait) 
   ASSERT_TRUE(run.Printed(kStartedLine, milliseconds(10000)));
   agent(0).Kill();
   auto killed = SteadyClock::now();
-  EXPECT_EQ(run.Wait(seconds(30)), 1) << ReadText(work_.path() + "/fanout.err");
+  EXPECT_EQ(run.Wait(kEventually), 1) << ReadText(work_.path() + "/fanout.err");
   EXPECT_LT(SecondsSince(killed), 12.0) << ReadText(work_.path() + "/fanout.err");
   std::string err = ReadText(work_.path() + "/fanout.err");
   EXPECT_TRUE(Has(err, "fanout: warning: agent srv-a (" + agent(0).url() +
@@ -1244,7 +1244,7 @@ TEST_F(PoolTest, AnAgentThatLackedTheJobIsAskedAgainWhenNoOtherIsLeft) {
   agent(1).Kill();
   ASSERT_TRUE(Deploy({{"only-b.yaml", ShellJob("only-b", "true")}}, {"srv-a"}));
   work_.Write("gate", "");
-  EXPECT_EQ(run.Wait(seconds(30)), 0) << ReadText(work_.path() + "/fanout.out")
+  EXPECT_EQ(run.Wait(kEventually), 0) << ReadText(work_.path() + "/fanout.out")
                                       << ReadText(work_.path() + "/fanout.err");
   EXPECT_EQ(History(0, "only-b").size(), 1u);
 }
@@ -1317,7 +1317,7 @@ TEST_F(PoolTest, AnAgentLostWhileTheChildrenRunElsewhereIsReported) {
                     work_.path());
   ASSERT_TRUE(run.Printed(kStartedLine, milliseconds(10000)));
   agent(1).Kill();
-  ASSERT_EQ(run.Wait(seconds(30)), 0) << ReadText(work_.path() + "/fanout.err");
+  ASSERT_EQ(run.Wait(kEventually), 0) << ReadText(work_.path() + "/fanout.err");
   std::string out = ReadText(work_.path() + "/fanout.out");
   EXPECT_TRUE(Has(out, "agent srv-b (" + agent(1).url() + ") is unusable, so children go to the "
                        "pool's other agents: "))
@@ -1494,7 +1494,7 @@ TEST_F(PoolTest, AFrozenAgentsRunIsStoppedWhenItAnswersAgain) {
       milliseconds(10000));
   kill(pid, SIGCONT);
   ASSERT_TRUE(retried) << "the child was not retried elsewhere";
-  ASSERT_EQ(run.Wait(seconds(30)), 0) << ReadText(work_.path() + "/fanout.err");
+  ASSERT_EQ(run.Wait(kEventually), 0) << ReadText(work_.path() + "/fanout.err");
   EXPECT_EQ(FinalStatusOfNewestRun(static_cast<size_t>(frozen), "slow"), "canceled")
       << "the lost run should have been stopped, not left to finish";
 }
@@ -1544,7 +1544,7 @@ TEST_F(PoolAcrossServersTest, AServerCutOffMidRunLosesItsChildToAnother) {
   bool retried = WaitFor([&] { return Busy(other) == 1; }, milliseconds(10000));
   ASSERT_EQ(servers_[lost]->Reconnect(), "");
   ASSERT_TRUE(retried) << "the child was not retried on the other server";
-  ASSERT_EQ(run.Wait(seconds(30)), 0) << ReadText(work_.path() + "/fanout.err");
+  ASSERT_EQ(run.Wait(kEventually), 0) << ReadText(work_.path() + "/fanout.err");
 
   ParentRecord record = Record(ExecutionIdOf(ReadText(work_.path() + "/fanout.out")));
   std::vector<TaskRunRow> attempts = AgentJobRuns(record);
@@ -1619,7 +1619,7 @@ TEST_F(PoolTest, AnAgentKilledMidRunCostsARetryNotTheParent) {
   CrashProcessTree(agent(1).pid());
   agent(1).Kill();  // reaps it
 
-  ASSERT_EQ(run.Wait(seconds(30)), 0) << ReadText(work_.path() + "/fanout.out")
+  ASSERT_EQ(run.Wait(kEventually), 0) << ReadText(work_.path() + "/fanout.out")
                                       << ReadText(work_.path() + "/fanout.err");
   std::string out = ReadText(work_.path() + "/fanout.out");
   std::string id = ExecutionIdOf(out);
@@ -1749,7 +1749,7 @@ class AgentBackTest : public PoolTest {
                 0);
     }
     ASSERT_TRUE(steady.Restart(/*same_port=*/true));
-    ASSERT_EQ(run.Wait(seconds(30)), 0)
+    ASSERT_EQ(run.Wait(kEventually), 0)
         << ReadText(work_.path() + "/fanout.out") << ReadText(work_.path() + "/fanout.err")
         << "the agent said:\n" << steady.err();
     EXPECT_EQ(ReadText(runs), "x\n") << "the child ran more than once";
@@ -1826,7 +1826,7 @@ TEST_F(PoolTest, AMissingTokenFileLeavesOnlyItsAgentOutUntilTheFileIsThere) {
   // Whole at once (a rename), as a half-written token would be refused.
   work_.Write("late.token.new", ReadText(agent(1).token_file()));
   ASSERT_EQ(std::rename((late_token + ".new").c_str(), late_token.c_str()), 0);
-  ASSERT_EQ(run.Wait(seconds(30)), 0) << ReadText(work_.path() + "/fanout.err");
+  ASSERT_EQ(run.Wait(kEventually), 0) << ReadText(work_.path() + "/fanout.err");
   std::string out = ReadText(work_.path() + "/fanout.out");
   EXPECT_TRUE(Has(out, "agent srv-b (" + agent(1).url() + ") is unusable, so children go to the "
                        "pool's other agents: cannot read the token file"))
@@ -1876,7 +1876,7 @@ class PoolCancelTest : public PoolTest {
     auto signaled = SteadyClock::now();
     const DateTime signaled_at = Now();
     kill(run.pid(), sig);
-    EXPECT_EQ(run.Wait(seconds(20)), 3) << ReadText(work_.path() + "/fanout.err");
+    EXPECT_EQ(run.Wait(kEventually), 3) << ReadText(work_.path() + "/fanout.err");
     EXPECT_LT(SecondsSince(signaled), 10.0);
 
     int remote = 0;
@@ -1923,7 +1923,7 @@ TEST_F(PoolTest, ACancelKeepsStoppingAnAgentThatDoesNotAnswerForAWhile) {
   // Long enough for the long-poll under way (1 s + 4 s) and then a stop (4 s) to be given up.
   std::this_thread::sleep_for(seconds(10));
   kill(agent(0).pid(), SIGCONT);
-  EXPECT_EQ(run.Wait(seconds(30)), 3) << ReadText(work_.path() + "/fanout.err");
+  EXPECT_EQ(run.Wait(kEventually), 3) << ReadText(work_.path() + "/fanout.err");
   ParentRecord record = Record(ExecutionIdOf(ReadText(work_.path() + "/fanout.out")));
   std::string warnings = EventsText(record, EventType::kOnWarning);
   EXPECT_TRUE(Has(warnings, "could not stop run")) << warnings;
@@ -1993,7 +1993,7 @@ TEST_F(PoolTest, AKilledParentsChildIsStoppedAfterItsOrphanTimeout) {
   ASSERT_TRUE(run.Printed(kStartedLine, milliseconds(10000)));
   auto killed_at = SteadyClock::now();
   kill(run.pid(), SIGKILL);
-  EXPECT_EQ(run.Wait(seconds(10)), 128 + SIGKILL);
+  EXPECT_EQ(run.Wait(kEventually), 128 + SIGKILL);
   EXPECT_TRUE(WaitFor([&] { return Busy(0) == 0; }, milliseconds(20000)));
   EXPECT_GE(SecondsSince(killed_at), 9.0);  // its last poll ended up to a second before
   EXPECT_LT(SecondsSince(killed_at), 15.0);
@@ -2056,51 +2056,83 @@ TEST_F(PoolTest, AHundredChildrenOnAHundredSlotsAllRunAtOnce) {
 
 // An agent's token rotated while it runs a child (the agent's token_file first, the parent's a
 // moment later): refused, the parent waits for a token the agent takes and follows the run on.
-// A parent never given it loses the child, as to an agent gone, rather than count it failed
-// (QA: it was failed, run again elsewhere, and said nowhere to go on there).
+// A parent never given it loses the child, as to an agent gone, rather than count it failed,
+// and says as it exits that the run may go on there (QA: it was failed, run again elsewhere,
+// and said nowhere to go on).
 TEST(PoolTokenTest, AChildOnAnAgentWhoseTokenIsRotatedIsFollowedOnOrLost) {
   AgentProcess agent;
   ASSERT_TRUE(agent.StartWithConfig("name: srv\ndata_dir: data\nslots: 1\ntoken_file: token\n",
                                     std::string(64, 'a')));
   ScratchDir work;
-  CommandResult deployed =
-      RunFanout({"deploy", work.Write("nap.yaml", ShellJob("nap", "sleep 3")), "--agent",
-                 agent.url(), "--token-file", agent.Path("token")},
-                work.path());
+  // Each child runs until the test opens its gate: the rotation happens while it runs.
+  const std::string gate = work.path() + "/gate-$FANOUT_PARAM_n";
+  CommandResult deployed = RunFanout(
+      {"deploy", work.Write("nap.yaml", ShellJob("nap", "until [ -e " + gate + " ]; do sleep "
+                                                        "0.05; done")),
+       "--agent", agent.url(), "--token-file", agent.Path("token")},
+      work.path());
   ASSERT_EQ(deployed.exit_code, 0) << deployed.err;
   const std::string parent_token = work.Write("parent.token", std::string(64, 'a') + "\n");
-  const std::string parent = work.Write(
-      "parent.yaml", "package: parent\nconnections:\n  srv: {type: agent, url: \"" + agent.url() +
-                         "\", token_file: \"" + parent_token + "\"}\n"
-                         "tasks:\n  a: {type: agent-job, connection: srv, job: nap}\n");
+  auto parent = [&](const std::string& n) {
+    return work.Write("parent-" + n + ".yaml",
+                      "package: parent\nconnections:\n  srv: {type: agent, url: \"" +
+                          agent.url() + "\", token_file: \"" + parent_token + "\"}\n"
+                          "tasks:\n  a: {type: agent-job, connection: srv, job: nap, "
+                          "params: {n: \"" + n + "\"}}\n");
+  };
   auto rotate = [](const std::string& file, char c) {
     ASSERT_TRUE(WriteFileAtomically(file, std::string(64, c) + "\n", 0600).ok());
   };
   const std::string out_file = work.path() + "/fanout.out";
 
-  BackgroundRun rotated({"run", parent, "--reporting", kStartsShown}, work.path());
+  BackgroundRun rotated({"run", parent("1"), "--reporting", kStartsShown}, work.path());
   ASSERT_TRUE(rotated.Printed("started on agent srv", kEventually)) << ReadText(out_file);
   rotate(agent.Path("token"), 'b');
   ASSERT_TRUE(rotated.Printed("agent srv refused the parent's token while it ran job nap",
                               kEventually))
       << ReadText(out_file);
   rotate(parent_token, 'b');
+  ASSERT_TRUE(rotated.Printed("agent srv takes the parent's token again; run ", kEventually))
+      << ReadText(out_file);
+  work.Write("gate-1", "");
   ASSERT_EQ(rotated.Wait(kEventually), 0) << ReadText(out_file);
-  EXPECT_TRUE(Has(ReadText(out_file), "agent srv answers again; run ")) << ReadText(out_file);
   SummaryLine line = SummaryLines(ReadText(out_file))["srv"];
   EXPECT_EQ(line.children, 1) << ReadText(out_file);
   EXPECT_EQ(line.failed + line.lost, 0) << ReadText(out_file);
 
-  BackgroundRun refused({"run", parent, "--reporting", kStartsShown}, work.path());
+  BackgroundRun refused({"run", parent("2"), "--reporting", kStartsShown}, work.path());
   ASSERT_TRUE(refused.Printed("started on agent srv", kEventually)) << ReadText(out_file);
   rotate(agent.Path("token"), 'c');
   ASSERT_EQ(refused.Wait(kEventually), 1) << ReadText(out_file);
-  EXPECT_TRUE(Has(ReadText(out_file), "agent srv refused the parent's token for 5 s while it ran "
-                                      "job nap (run "))
+  work.Write("gate-2", "");
+  EXPECT_TRUE(Has(ReadText(out_file), "agent srv refused the parent's token while it ran job nap "
+                                      "(run "))
       << ReadText(out_file);
   line = SummaryLines(ReadText(out_file))["srv"];
   EXPECT_EQ(line.lost, 1) << ReadText(out_file);
   EXPECT_EQ(line.failed, 0) << ReadText(out_file);
+  const std::string err = ReadText(work.path() + "/fanout.err");
+  EXPECT_TRUE(Has(err, "agent srv (" + agent.url() + ") refused the parent's token for the stop "
+                       "of run "))
+      << err;
+  EXPECT_TRUE(Has(err, "it may still be running there")) << err;
+
+  // Canceled meanwhile, the parent tries to stop the run for those 5 s, then says it may go on.
+  rotate(parent_token, 'c');
+  BackgroundRun canceled({"run", parent("3"), "--reporting", kStartsShown}, work.path());
+  ASSERT_TRUE(canceled.Printed("started on agent srv", kEventually)) << ReadText(out_file);
+  rotate(agent.Path("token"), 'd');
+  ASSERT_TRUE(canceled.Printed("agent srv refused the parent's token while it ran job nap",
+                               kEventually))
+      << ReadText(out_file);
+  kill(canceled.pid(), SIGTERM);
+  ASSERT_EQ(canceled.Wait(kEventually), 3) << ReadText(out_file);
+  work.Write("gate-3", "");
+  EXPECT_TRUE(Has(ReadText(out_file), "could not stop run "))
+      << ReadText(out_file);
+  EXPECT_TRUE(Has(ReadText(out_file), " on agent srv: it refused the parent's token for 5 s; "
+                                      "the run may go on there"))
+      << ReadText(out_file);
 }
 
 }  // namespace

@@ -435,6 +435,8 @@ class AgentJobTask : public Task {
                      std::chrono::steady_clock::time_point poll_started) const {
     bool stopping = false;
     bool stop_sent = false;  // the agent took the stop (sent again if it stops answering)
+    bool stop_taken = false;  // ... and said so (rather than refusing it for good: a 404)
+    bool stop_token_refused = false;  // the last stop was refused the token (401)
     bool stop_warned = false;
     auto stop_deadline = std::chrono::steady_clock::now();
     // The execution of the run's package step, once seen: kept even if the agent is lost later,
@@ -448,6 +450,10 @@ class AgentJobTask : public Task {
     // ends there, not when it was given up.
     auto answered_at = std::chrono::steady_clock::now();
     auto gone_since = kAnswers;
+    bool token_refused_said = false;  // the gone period is (now) one of a refused token
+    // A token from the environment cannot change while the parent runs: no wait for a new one.
+    const bool token_may_change =
+        !pool.members()[static_cast<size_t>(lease.member())].token_file.empty();
     while (true) {
       if (context.cancel().canceled() && !stop_sent) {
         if (!stopping) {
@@ -462,10 +468,18 @@ class AgentJobTask : public Task {
           return lease.client().StopRun(run_id,
                                         std::max<std::chrono::milliseconds>(left, kStopRetryPause));
         });
-        // Only silence is retried: an answer that refuses (404, 401) will not change.
-        stop_sent = stopped.ok() || stopped.status().code() != Code::kUnavailable;
+        // Silence is retried, and a refused token (a rotation under way) for kComeBackWait: an
+        // answer that refuses otherwise (404) will not change.
+        const Code stop_code = stopped.ok() ? Code::kOk : stopped.status().code();
+        stop_taken = stopped.ok();
+        stop_token_refused = stop_code == Code::kUnauthenticated;
+        stop_sent = stop_code != Code::kUnavailable && !stop_token_refused;
         // Taken after all (the agent is back): the run gets the whole wait to end canceled.
         if (stop_sent) stop_deadline = std::max(stop_deadline, poll_started + kStopWait);
+        if (stop_token_refused) {
+          if (gone_since == kAnswers) gone_since = std::chrono::steady_clock::now();
+          stop_deadline = std::min(stop_deadline, gone_since + kComeBackWait);
+        }
         if (!stop_sent && !lease.client().LastRequestMayHaveArrived()) {
           // Refused: the agent's process is gone. Back within kComeBackWait, it re-attaches the
           // run and takes the stop; later, the stop is left to the pool (StopWhenBack).
@@ -490,19 +504,24 @@ class AgentJobTask : public Task {
       if (stopping && std::chrono::steady_clock::now() > stop_deadline) {
         if (!stop_sent) {  // it never answered: lost, and the run may go on there
           const auto waited = gone_since != kAnswers ? kComeBackWait : kStopWait;
-          pool.MarkDown(lease.member(),
-                        gone_since != kAnswers
-                            ? fmt::format("it refused or broke connections for {} s",
-                                          waited.count())
-                            : fmt::format("it did not answer a stop for {} s", waited.count()));
+          const std::string refusal =
+              stop_token_refused ? fmt::format("it refused the parent's token for {} s",
+                                               waited.count())
+              : gone_since != kAnswers
+                  ? fmt::format("it refused or broke connections for {} s", waited.count())
+                  : fmt::format("it did not answer a stop for {} s", waited.count());
+          pool.MarkDown(lease.member(), refusal);
           pool.StopWhenBack(lease.member(), job_name, run_id);
           pool.Release(lease, AgentPool::Ending::kLost, answered_at);
           // Counted from its last poll, which it did not answer either (QA: "for 15 s" after
           // "for up to 8 s" read as a contradiction).
-          std::string why = fmt::format("could not stop run {} on agent {}: it has not answered "
-                                        "for {} s, its last poll included; the run may go on "
-                                        "there",
-                                        run_id, agent, waited.count());
+          std::string why =
+              stop_token_refused
+                  ? fmt::format("could not stop run {} on agent {}: {}; the run may go on there",
+                                run_id, agent, refusal)
+                  : fmt::format("could not stop run {} on agent {}: it has not answered for {} "
+                                "s, its last poll included; the run may go on there",
+                                run_id, agent, waited.count());
           context.Emit(EventType::kOnWarning, why);  // a remote job may still run: say it aloud
           return {TaskResult::kCanceled, why, child, agent};
         }
@@ -545,10 +564,14 @@ class AgentJobTask : public Task {
         // (QA: it was counted failed, run again elsewhere and never stopped).
         const bool token_refused = st.code() == Code::kUnauthenticated;
         const bool out_of_reach = st.code() == Code::kUnavailable || token_refused;
-        if (out_of_reach && !context.cancel().canceled() && quick &&
+        if (out_of_reach && !context.cancel().canceled() &&
+            (token_refused ? token_may_change : quick) &&
             (gone_since == kAnswers || now - gone_since < kComeBackWait)) {
-          if (gone_since == kAnswers) {
-            gone_since = now;
+          // Said once, and again when a gone agent comes back refusing the token (restarted
+          // with a new one).
+          if (gone_since == kAnswers || (token_refused && !token_refused_said)) {
+            if (gone_since == kAnswers) gone_since = now;
+            token_refused_said = token_refused;
             context.Emit(EventType::kOnWarning,
                          fmt::format("agent {} {} while it ran job {} (run {}); waiting up to {} "
                                      "s for {} before giving the run up: {}", agent,
@@ -565,6 +588,14 @@ class AgentJobTask : public Task {
           pool.MarkDown(lease.member(),
                         token_refused ? "it refused the parent's token: " + st.message()
                                       : st.message());
+          if (context.cancel().canceled() && stop_taken) {
+            // It took the stop, and ends the run canceled unseen.
+            pool.Release(lease, AgentPool::Ending::kCanceled);
+            return {TaskResult::kCanceled,
+                    fmt::format("run {} on agent {} took the stop; its end was not seen: {}",
+                                run_id, agent, st.message()),
+                    child, agent};
+          }
           pool.StopWhenBack(lease.member(), job_name, run_id);  // a retry may run it elsewhere
           pool.Release(lease, AgentPool::Ending::kLost, answered_at);
           if (context.cancel().canceled()) {
@@ -575,14 +606,14 @@ class AgentJobTask : public Task {
                                           token_refused ? "refuses the parent's token"
                                                         : "does not answer",
                                           st.message());
-            if (!stopping) context.Emit(EventType::kOnWarning, why);  // else the stop said so
+            context.Emit(EventType::kOnWarning, why);  // a remote job may still run: say it aloud
             return {TaskResult::kCanceled, why, child, agent};
           }
           if (token_refused) {
             return {TaskResult::kFailure,
-                    fmt::format("agent {} refused the parent's token for {} s while it ran job {} "
-                                "(run {}), which may go on there: {}", agent,
-                                kComeBackWait.count(), job_name, run_id, st.message()),
+                    fmt::format("agent {} refused the parent's token while it ran job {} (run "
+                                "{}), which may go on there: {}", agent, job_name, run_id,
+                                st.message()),
                     child, agent};
           }
           return {TaskResult::kFailure,
@@ -610,11 +641,13 @@ class AgentJobTask : public Task {
       }
       if (gone_since != kAnswers) {
         gone_since = kAnswers;
+        const bool token_taken = std::exchange(token_refused_said, false);
         // A warning, as the one it ends: the default console shows both (it showed only the
         // first, and the run read as lost).
         context.Emit(EventType::kOnWarning,
-                     fmt::format("agent {} answers again; run {} {} there", agent, run_id,
-                                 stopping ? "is being stopped" : "goes on"));
+                     fmt::format("agent {} {}; run {} {} there", agent,
+                                 token_taken ? "takes the parent's token again" : "answers again",
+                                 run_id, stopping ? "is being stopped" : "goes on"));
       }
       std::string latest = child;
       for (const auto& step : run->value("steps", json::array())) {
