@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -157,7 +158,18 @@ std::string SpoolFileHolding(const std::string& dir, const std::string& executio
     if (entry.path().extension() != kSpoolSuffix || !entry.is_regular_file(ec)) continue;
     std::ifstream in(entry.path());
     for (std::string line; std::getline(in, line);) {
-      if (line.find(execution_id) != std::string::npos) return entry.path().string();
+      if (line.find(execution_id) == std::string::npos) continue;
+      // Its own rows, not a child's that names it as their parent (QA: the note named a
+      // child's spool file for the parent's).
+      CatalogBatch rows;
+      if (!ParseSpoolLine(line, rows).ok()) continue;
+      auto of_it = [&](const auto& row) { return row.execution_id == execution_id; };
+      if (std::any_of(rows.executions.begin(), rows.executions.end(),
+                      [&](const ExecutionRow& row) { return row.id == execution_id; }) ||
+          std::any_of(rows.task_runs.begin(), rows.task_runs.end(), of_it) ||
+          std::any_of(rows.events.begin(), rows.events.end(), of_it)) {
+        return entry.path().string();
+      }
     }
   }
   return "";

@@ -56,7 +56,8 @@ class Spool {
 // ~/.local/state/fanout/spool.
 std::string DefaultSpoolDir();
 
-// A spool file in `dir`, of any catalog, that holds rows of `execution_id`; "" when none does.
+// A spool file in `dir`, of any catalog, that holds rows of `execution_id` (its own, not its
+// children's); "" when none does.
 std::string SpoolFileHolding(const std::string& dir, const std::string& execution_id);
 
 // Row <-> JSON, one object per spool line.

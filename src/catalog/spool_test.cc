@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <filesystem>
+#include <fstream>
 
 #include <gtest/gtest.h>
 
@@ -114,6 +115,24 @@ TEST_F(SpoolTest, LinesRoundTrip) {
   EXPECT_EQ(batch.events[0].message, "event 7");
   EXPECT_FALSE(ParseSpoolLine("{\"kind\": \"nonsense\"}", batch).ok());
   EXPECT_FALSE(ParseSpoolLine("not json", batch).ok());
+}
+
+// A child's spool file names its parent as parent_id: the parent's own file is the one that
+// holds the parent's rows (QA: a report named the child's).
+TEST_F(SpoolTest, TheFileHoldingAnExecutionsRowsIsItsOwnNotItsChilds) {
+  fs::create_directories(spool_dir());
+  ExecutionRow child = SampleExecution("child");
+  child.parent_id = "parent";
+  Event child_event = MakeEvent(1);
+  child_event.execution_id = "child";
+  std::ofstream(spool_dir() + "/k.1.a.spool") << SpoolLine(child) << "\n"
+                                              << SpoolLine(child_event) << "\n";
+  EXPECT_EQ(SpoolFileHolding(spool_dir(), "parent"), "");
+  Event parent_event = MakeEvent(2);
+  parent_event.execution_id = "parent";
+  std::ofstream(spool_dir() + "/k.2.b.spool") << SpoolLine(parent_event) << "\n";
+  EXPECT_EQ(SpoolFileHolding(spool_dir(), "parent"), spool_dir() + "/k.2.b.spool");
+  EXPECT_EQ(SpoolFileHolding(spool_dir(), "child"), spool_dir() + "/k.1.a.spool");
 }
 
 TEST_F(SpoolTest, ReplayingTwiceNeverDuplicatesEvents) {
