@@ -204,8 +204,10 @@ namespace {
 // why (QA: an agent restarted on a read-only mount said only that).
 std::string ReadOnlyMountHint(const std::string& path) {
   struct statvfs fs {};
-  const std::string where =
-      std::filesystem::exists(path) ? path : std::filesystem::path(path).parent_path().string();
+  std::error_code ec;
+  const std::string where = std::filesystem::exists(path, ec)
+                                ? path
+                                : std::filesystem::path(path).parent_path().string();
   if (statvfs(where.c_str(), &fs) != 0 || (fs.f_flag & ST_RDONLY) == 0) return "";
   return "; its file system is mounted read-only: give the agent a data_dir it can write";
 }

@@ -392,9 +392,11 @@ std::vector<std::string> AgentPool::StopLeftRunsOf(int member, Clock::time_point
     // Cut short by a signal, it may not have been asked again: "did not answer" would be more
     // than is known (review).
     const bool cut_short = give_up();
-    const std::string did_not = token_refused ? "refused the parent's token for"
+    const std::string did_not = token_refused ? "refused the parent's token when asked"
                                 : cut_short   ? "had not answered"
                                               : "did not answer";
+    const std::string stop_not_taken = token_refused ? "refused the parent's token for the stop"
+                                                     : did_not + " the stop";
     const std::string when = cut_short ? " when a signal ended the wait" : "";
     for (const Orphan& o : std::exchange(s.orphans, {})) {
       left.push_back(
@@ -402,9 +404,9 @@ std::vector<std::string> AgentPool::StopLeftRunsOf(int member, Clock::time_point
               ? fmt::format("agent {} ({}) {} about a start of job {} whose answer was lost "
                             "(idempotency key {}){}: a run it began may still be running there",
                             m.name, s.summary.url, did_not, o.job, o.idempotency_key, when)
-              : fmt::format("agent {} ({}) {} the stop of run {} of job {}, given up for lost{}: "
-                            "it may still be running there",
-                            m.name, s.summary.url, did_not, o.run_id, o.job, when));
+              : fmt::format("agent {} ({}) {} of run {} of job {}, given up for lost{}: it may "
+                            "still be running there",
+                            m.name, s.summary.url, stop_not_taken, o.run_id, o.job, when));
     }
     return left;
   }

@@ -13,6 +13,7 @@
 #include <set>
 #include <tuple>
 
+#include "catalog/spool.h"
 #include "common/util.h"
 #include "report/render.h"
 
@@ -454,7 +455,11 @@ TEST_F(ReportTest, AGoneRunWhoseRowsWaitInTheSpoolIsNotAbandoned) {
   EXPECT_TRUE(MarkIfProcessGone(killed));
   EXPECT_EQ(killed.status, "abandoned");
 
-  std::ofstream(spool + "/k.123.x.spool") << "{\"execution_id\":\"" << row.id << "\"}\n";
+  Event last;
+  last.execution_id = row.id;
+  last.type = EventType::kOnInformation;
+  last.uid = "gone:1";
+  std::ofstream(spool + "/k.123.x.spool") << catalog::SpoolLine(last) << "\n";
   ExecutionRow spooled = row;
   bool in_spool = false;
   EXPECT_FALSE(MarkIfProcessGone(spooled, &in_spool));

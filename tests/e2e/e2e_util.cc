@@ -101,6 +101,10 @@ CommandResult RunFanoutInTerminal(const std::vector<std::string>& args, const st
 }
 
 int StartFanout(const std::vector<std::string>& args, const std::string& cwd) {
+  // Emptied before it returns, so that a caller waiting for a line never reads the last run's.
+  for (const char* name : {"/fanout.out", "/fanout.err"}) {
+    std::ofstream(cwd + name, std::ios::trunc);
+  }
   pid_t pid = fork();
   if (pid == 0) {
     if (chdir(cwd.c_str()) != 0) _exit(127);

@@ -471,14 +471,19 @@ class AgentJobTask : public Task {
         // Silence is retried, and a refused token (a rotation under way) for kComeBackWait: an
         // answer that refuses otherwise (404) will not change.
         const Code stop_code = stopped.ok() ? Code::kOk : stopped.status().code();
-        stop_taken = stopped.ok();
+        // Once taken, the agent keeps the stop, across its restart too.
+        stop_taken = stop_taken || stopped.ok();
         stop_token_refused = stop_code == Code::kUnauthenticated;
         stop_sent = stop_code != Code::kUnavailable && !stop_token_refused;
         // Taken after all (the agent is back): the run gets the whole wait to end canceled.
         if (stop_sent) stop_deadline = std::max(stop_deadline, poll_started + kStopWait);
         if (stop_token_refused) {
           if (gone_since == kAnswers) gone_since = std::chrono::steady_clock::now();
-          stop_deadline = std::min(stop_deadline, gone_since + kComeBackWait);
+          token_refused_said = true;
+          // A token from the environment will not change: no wait for it.
+          stop_deadline = token_may_change
+                              ? std::min(stop_deadline, gone_since + kComeBackWait)
+                              : std::chrono::steady_clock::now();
         }
         if (!stop_sent && !lease.client().LastRequestMayHaveArrived()) {
           // Refused: the agent's process is gone. Back within kComeBackWait, it re-attaches the
@@ -502,11 +507,21 @@ class AgentJobTask : public Task {
         }
       }
       if (stopping && std::chrono::steady_clock::now() > stop_deadline) {
+        if (!stop_sent && stop_taken) {
+          // It took an earlier stop, then answered no more: it ends the run canceled.
+          pool.Release(lease, AgentPool::Ending::kCanceled);
+          return {TaskResult::kCanceled,
+                  fmt::format("run {} on agent {} took the stop; its end was not seen", run_id,
+                              agent),
+                  child, agent};
+        }
         if (!stop_sent) {  // it never answered: lost, and the run may go on there
           const auto waited = gone_since != kAnswers ? kComeBackWait : kStopWait;
           const std::string refusal =
-              stop_token_refused ? fmt::format("it refused the parent's token for {} s",
-                                               waited.count())
+              stop_token_refused
+                  ? (token_may_change
+                         ? fmt::format("it refused the parent's token for {} s", waited.count())
+                         : std::string("it refused the parent's token (from the environment)"))
               : gone_since != kAnswers
                   ? fmt::format("it refused or broke connections for {} s", waited.count())
                   : fmt::format("it did not answer a stop for {} s", waited.count());
@@ -577,7 +592,10 @@ class AgentJobTask : public Task {
                                      "s for {} before giving the run up: {}", agent,
                                      token_refused ? "refused the parent's token"
                                                    : "stopped answering",
-                                     job_name, run_id, kComeBackWait.count(),
+                                     job_name, run_id,
+                                     std::chrono::ceil<std::chrono::seconds>(
+                                         gone_since + kComeBackWait - now)
+                                         .count(),
                                      token_refused ? "a token it takes" : "it to come back",
                                      st.message()));
           }
