@@ -116,6 +116,13 @@ struct StepResult {
   std::string reason;  // the step's last line on stderr, which said why it failed
 };
 
+// A package step's result file and the stop file beside it, once read.
+void RemoveStepFiles(const std::string& result_file) {
+  std::error_code ignored;
+  std::filesystem::remove(result_file, ignored);
+  std::filesystem::remove(StopFileOf(result_file), ignored);
+}
+
 // What a result file says; nullopt when there is none (the step was killed) or it is bad.
 std::optional<StepResult> ReadResultFile(const std::string& path) {
   auto text = ReadFile(path);
@@ -841,8 +848,8 @@ Executor::StepOutcome Executor::RunStep(ActiveRun& run, int index, int attempt) 
       }
     }
     if (step.subsystem == "package") {
-      std::error_code ignored;  // the exit code came straight from the process
-      std::filesystem::remove(StepResultFile(step, rec.execution_id), ignored);
+      // The exit code came straight from the process.
+      RemoveStepFiles(StepResultFile(step, rec.execution_id));
     }
     if (step.subsystem == "package" && r.term_signal != 0) {
       // Killed (our stop's SIGKILL after the grace, or anything else): it recorded no end.
@@ -915,10 +922,7 @@ Executor::StepOutcome Executor::Reattach(ActiveRun& run) {
       std::lock_guard lock(mu_);
       reason = run.stop_reason;
     }
-    if (!result_file.empty()) {
-      std::error_code ignored;
-      std::filesystem::remove(result_file, ignored);
-    }
+    if (!result_file.empty()) RemoveStepFiles(result_file);
     end_attempt("canceled", reason, std::nullopt);
     return StepOutcome{false, true, reason};
   }
@@ -932,8 +936,7 @@ Executor::StepOutcome Executor::Reattach(ActiveRun& run) {
         ended = DateTime(std::chrono::duration_cast<DateTime::duration>(
             std::chrono::seconds(st.st_mtim.tv_sec) + std::chrono::nanoseconds(st.st_mtim.tv_nsec)));
       }
-      std::error_code ignored;
-      std::filesystem::remove(result_file, ignored);
+      RemoveStepFiles(result_file);
       StepOutcome outcome{code == 0, code == 3, ""};
       if (!outcome.success) {
         outcome.message = !result->reason.empty() ? result->reason
@@ -1227,6 +1230,16 @@ void Executor::StopLocked(const std::shared_ptr<ActiveRun>& run, std::string rea
   if (!reason.empty()) run->stop_reason = std::move(reason);
   // Kept, so that an agent that dies within the stop's grace finishes the stop after its restart.
   (void)store_.SaveStopReason(run->record.id, run->stop_reason);
+  // A package step's `fanout run` records why, which it cannot tell from the signal alone.
+  const int step = run->record.current_step;
+  if (run->job && step >= 0 && step < static_cast<int>(run->job->steps.size()) &&
+      run->job->steps[static_cast<size_t>(step)].subsystem == "package" &&
+      !run->record.execution_id.empty()) {
+    (void)WriteFileAtomically(
+        StopFileOf(StepResultFile(run->job->steps[static_cast<size_t>(step)],
+                                  run->record.execution_id)),
+        run->stop_reason, 0644);
+  }
   run->stop.Cancel(CancelToken::Reason::kCanceled);
 }
 
@@ -1408,10 +1421,8 @@ void Executor::Drain(std::chrono::milliseconds grace) {
   queue_.clear();
   for (auto& [id, run] : active_) {
     if (run->record.status == "queued") continue;
-    run->stop_reason = fmt::format("the agent shut down and stopped its step after "
-                                   "drain_grace {}", FormatDuration(grace));
-    (void)store_.SaveStopReason(id, run->stop_reason);
-    run->stop.Cancel(CancelToken::Reason::kCanceled);
+    StopLocked(run, fmt::format("the agent shut down and stopped its step after drain_grace {}",
+                                FormatDuration(grace)));
   }
   changed_.wait(lock, [&] { return threads_ == 0; });
   stop_workers_ = true;

@@ -29,6 +29,10 @@
 
 namespace fanout::agent {
 
+// Beside a package step's --result-file: why its agent stops the step, written before the
+// step's process is signalled, so that the step's own record says why.
+inline std::string StopFileOf(const std::string& result_file) { return result_file + ".stop"; }
+
 struct StartRequest {
   nlohmann::json params = nlohmann::json::object();  // name -> string (or list of strings)
   // Secrets in the params' values: kept in memory only, masked in all the agent keeps and shows.

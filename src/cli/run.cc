@@ -24,6 +24,7 @@
 #include <nlohmann/json.hpp>
 
 #include "agent/config.h"
+#include "agent/executor.h"
 #include "catalog/log_sinks.h"
 #include "catalog/spool.h"
 #include "cli/cli.h"
@@ -75,7 +76,10 @@ class SignalWatcher {
  public:
   // `before_message` runs before the watcher prints that a signal came (it clears the terminal's
   // progress line).
-  SignalWatcher(CancelToken& token, std::function<void()> before_message) {
+  // `agent_stop_file`: for a package step, where its agent writes why it stops the step.
+  SignalWatcher(CancelToken& token, std::string agent_stop_file,
+                std::function<void()> before_message)
+      : agent_stop_file_(std::move(agent_stop_file)) {
     sigset_t set;
     sigemptyset(&set);
     for (int sig : {SIGINT, SIGTERM, SIGHUP}) AddUnlessIgnored(set, sig);
@@ -98,6 +102,12 @@ class SignalWatcher {
           cause = fmt::format("the end of its parent package's process ({})", parent);
         } else if (parent > 0 && info.si_pid == parent) {
           cause = fmt::format("its parent package ({} from its process, {})", came, parent);
+        } else if (sig == SIGTERM && !agent_stop_file_.empty() && info.si_pid == getppid()) {
+          // Its agent's stop: an orphan_timeout, a drain or a request, which the record had
+          // not told apart (QA: "canceled by SIGTERM", and only the agent knew why).
+          if (auto why = ReadFile(agent_stop_file_); why.ok() && !why->empty()) {
+            cause = "its agent: " + *why;
+          }
         }
         if (opening_catalog_.load()) {
           // It had died of the signal without a word (exit 130).
@@ -161,6 +171,7 @@ class SignalWatcher {
   std::atomic<bool> signaled_after_end_{false};
   static constexpr int kParentEnded = SIGUSR2;
   std::atomic<pid_t> parent_pid_{0};
+  const std::string agent_stop_file_;
   std::string cause_;  // written once, before cause_said_
   std::atomic<bool> cause_said_{false};
   std::thread thread_;
@@ -321,7 +332,9 @@ int RunPackage(const RunArgs& args, std::string& reason) {
   // watchdog among them) inherits the blocked signals, and a Ctrl-C while a catalog server keeps
   // the connect waiting ends the process at once, nothing having run.
   CancelToken cancel;
-  SignalWatcher signals(cancel, [&progress] {
+  SignalWatcher signals(cancel,
+                        args.result_file.empty() ? "" : agent::StopFileOf(args.result_file),
+                        [&progress] {
     if (progress) progress->Erase();
   });
   auto catalog = OpenCatalogForRun(options.catalog_spec, unreachable, connect_later);

@@ -1527,6 +1527,32 @@ std::optional<ExecutionRow> RecordedIn(const AgentProcess& agent, const std::str
   return row.ok() ? *row : std::nullopt;
 }
 
+// A package step its agent stops says why in its own record, and the orphan_timeout's reason
+// likewise: it had said "canceled by SIGTERM" whatever the agent's reason (QA).
+TEST_F(AgentTest, AStoppedPackageStepsRecordSaysWhy) {
+  std::filesystem::create_directories(agent_.Path("cat"));
+  ASSERT_TRUE(StartConfig(Config(1, "catalog: sqlite:cat/catalog.db\n")));
+  ASSERT_TRUE(PutPackage("hold", "package: hold\ntasks:\n  t: {type: process, run: [/bin/sh, -c, "
+                                 "'touch " + agent_.Path("held") + "; sleep 30']}\n"));
+  ASSERT_TRUE(PutJob("job: hold\nsteps:\n  - {name: s, subsystem: package, package: hold}\n"));
+  const std::string id = StartRun("hold");
+  ASSERT_TRUE(WaitForFile(agent_.Path("held")));
+  ASSERT_TRUE(api_->StopRun(id).ok());
+  json run = WaitForRun(*api_, id);
+  ASSERT_EQ(run.value("status", ""), "canceled") << run.dump();
+  const std::string execution_id = run["steps"][0].value("execution_id", "");
+  std::optional<ExecutionRow> row;
+  ASSERT_TRUE(WaitFor([&] {
+    row = RecordedIn(agent_, "cat", execution_id);
+    return row.has_value() && row->ended_at.has_value();
+  }, kEventually)) << execution_id;
+  EXPECT_EQ(row->status, "canceled");
+  EXPECT_EQ(row->message, "canceled by its agent: stopped on request");
+  EXPECT_FALSE(std::filesystem::exists(agent_.data_dir() + "/results/" + execution_id +
+                                       ".json.stop"))
+      << "the stop file is left behind";
+}
+
 // Starts an agent whose catalog is <scratch>/cat and a package step that ignores SIGTERM, moves
 // the catalog away (to cat.away) once the step's execution is in it, and stops the run: the
 // agent kills the step after its grace and cannot end its execution yet. `execution_id`: the
