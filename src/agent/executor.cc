@@ -750,6 +750,14 @@ Executor::StepOutcome Executor::RunStep(ActiveRun& run, int index, int attempt) 
       spec.argv.push_back("--parent-execution-id");
       spec.argv.push_back(run.record.parent_execution_id);
     }
+    if (step.timeout) {
+      // The subprocess's deadline sends SIGTERM without a word: why is written beforehand (a
+      // stop's reason, written by StopLocked, takes its place).
+      (void)WriteFileAtomically(StopFileOf(StepResultFile(step, rec.execution_id)),
+                                fmt::format("its step timed out after {}",
+                                            FormatDuration(*step.timeout)),
+                                0644);
+    }
     nlohmann::json params = nlohmann::json::object();
     for (const auto& [k, v] : step.params) params[k] = v;
     for (const auto& [k, v] : run.params.items()) params[k] = v;

@@ -1551,6 +1551,17 @@ TEST_F(AgentTest, AStoppedPackageStepsRecordSaysWhy) {
   EXPECT_FALSE(std::filesystem::exists(agent_.data_dir() + "/results/" + execution_id +
                                        ".json.stop"))
       << "the stop file is left behind";
+
+  // The step's timeout too.
+  ASSERT_TRUE(PutJob("job: brief\nsteps:\n  - {name: s, subsystem: package, package: hold, "
+                     "timeout: 1s}\n"));
+  run = WaitForRun(*api_, StartRun("brief"));
+  const std::string timed_out = run["steps"][0].value("execution_id", "");
+  ASSERT_TRUE(WaitFor([&] {
+    row = RecordedIn(agent_, "cat", timed_out);
+    return row.has_value() && row->ended_at.has_value();
+  }, kEventually)) << run.dump();
+  EXPECT_EQ(row->message, "canceled by its agent: its step timed out after 1.00 s");
 }
 
 // Starts an agent whose catalog is <scratch>/cat and a package step that ignores SIGTERM, moves
