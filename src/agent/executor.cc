@@ -812,6 +812,8 @@ Executor::StepOutcome Executor::RunStep(ActiveRun& run, int index, int attempt) 
   StepOutcome outcome;
   if (!result.ok()) {
     outcome.message = result.status().message();
+    // Not started: only the stop file its timeout left may be there.
+    if (step.subsystem == "package") RemoveStepFiles(StepResultFile(step, rec.execution_id));
   } else {
     const SpawnResult& r = *result;
     rec.exit_code = r.exit_code;
