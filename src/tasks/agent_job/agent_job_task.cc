@@ -454,6 +454,14 @@ class AgentJobTask : public Task {
     // A token from the environment cannot change while the parent runs: no wait for a new one.
     const bool token_may_change =
         !pool.members()[static_cast<size_t>(lease.member())].token_file.empty();
+    // The agent took a stop, then was heard no more: it ends the run canceled, unseen.
+    auto ended_unseen = [&](const std::string& why) -> TaskOutcome {
+      pool.Release(lease, AgentPool::Ending::kCanceled);
+      return {TaskResult::kCanceled,
+              fmt::format("run {} on agent {} took the stop; its end was not seen{}", run_id,
+                          agent, why.empty() ? "" : ": " + why),
+              child, agent};
+    };
     while (true) {
       if (context.cancel().canceled() && !stop_sent) {
         if (!stopping) {
@@ -507,14 +515,7 @@ class AgentJobTask : public Task {
         }
       }
       if (stopping && std::chrono::steady_clock::now() > stop_deadline) {
-        if (!stop_sent && stop_taken) {
-          // It took an earlier stop, then answered no more: it ends the run canceled.
-          pool.Release(lease, AgentPool::Ending::kCanceled);
-          return {TaskResult::kCanceled,
-                  fmt::format("run {} on agent {} took the stop; its end was not seen", run_id,
-                              agent),
-                  child, agent};
-        }
+        if (!stop_sent && stop_taken) return ended_unseen("");
         if (!stop_sent) {  // it never answered: lost, and the run may go on there
           const auto waited = gone_since != kAnswers ? kComeBackWait : kStopWait;
           const std::string refusal =
@@ -606,14 +607,7 @@ class AgentJobTask : public Task {
           pool.MarkDown(lease.member(),
                         token_refused ? "it refused the parent's token: " + st.message()
                                       : st.message());
-          if (context.cancel().canceled() && stop_taken) {
-            // It took the stop, and ends the run canceled unseen.
-            pool.Release(lease, AgentPool::Ending::kCanceled);
-            return {TaskResult::kCanceled,
-                    fmt::format("run {} on agent {} took the stop; its end was not seen: {}",
-                                run_id, agent, st.message()),
-                    child, agent};
-          }
+          if (context.cancel().canceled() && stop_taken) return ended_unseen(st.message());
           pool.StopWhenBack(lease.member(), job_name, run_id);  // a retry may run it elsewhere
           pool.Release(lease, AgentPool::Ending::kLost, answered_at);
           if (context.cancel().canceled()) {
