@@ -508,24 +508,34 @@ Result<Lease> AgentPool::Acquire(const Request& request, const std::function<boo
     bool usable = false;
     bool unknown = false;  // a member not probed yet may still turn out usable
     int best = -1;
+    int least_queued = -1;  // with queue_when_full: the least loaded usable one, full or not
     bool marks = true;
     for (int pass = 0; pass < 2 && !usable; ++pass) {
       marks = pass == 0;
       unknown = false;
       double best_load = 0;
+      double least_queued_load = 0;
       for (size_t i = 0; i < states_.size(); ++i) {
         const State& s = states_[i];
         unknown = unknown || !s.known;
         if (!CanTakeLocked(static_cast<int>(i), request, marks)) continue;
         usable = true;
-        if (Free(s) <= 0) continue;
         double load = static_cast<double>(s.running + s.others) / s.slots;
+        if (least_queued < 0 || load < least_queued_load) {
+          least_queued = static_cast<int>(i);
+          least_queued_load = load;
+        }
+        if (Free(s) <= 0) continue;
         if (best < 0 || load < best_load) {
           best = static_cast<int>(i);
           best_load = load;
         }
       }
     }
+    // Queued there, not here: children waiting in the parent for a free slot are not passed by
+    // it, as they wait for a slot and it takes none.
+    const bool to_queue = best < 0 && request.queue_when_full && least_queued >= 0;
+    if (to_queue) best = least_queued;
     // Every agent down, one of them only just (an agent restarting, a blip): the children
     // wait for it, as running ones do, rather than spend their retries within milliseconds.
     bool may_come_back = false;
@@ -555,7 +565,8 @@ Result<Lease> AgentPool::Acquire(const Request& request, const std::function<boo
     // (Waiter::operator<), among those waiting now. One ahead that this agent refused (a 409,
     // a job it lacks) does not hold it up.
     bool ahead_takes_it = false;
-    for (auto w = waiters_.begin(); best >= 0 && w != waiters_.end() && *w < me; ++w) {
+    for (auto w = waiters_.begin(); best >= 0 && !to_queue && w != waiters_.end() && *w < me;
+         ++w) {
       if (RefusalLocked(best, *w->request, marks) == nullptr) {
         ahead_takes_it = true;
         break;

@@ -96,9 +96,14 @@ class AgentPool {
     // lacks the job is, while another can take the child, so that a retry runs elsewhere.
     int failed_on = -1;
     std::string failed_why;
+    // A child not followed (wait: false): when no agent has a free slot, it goes to the least
+    // loaded agent's queue rather than waiting in the parent, so that its task ends once an
+    // agent accepts the start, as SSIS's does. With a free slot, it takes that slot.
+    bool queue_when_full = false;
   };
-  // Waits for a free slot. Fails with Unavailable naming every agent and why it is unusable
-  // when no agent can take the child, and with Canceled when `canceled` turns true.
+  // Waits for a free slot (or, with queue_when_full, for an agent that answers). Fails with
+  // Unavailable naming every agent and why it is unusable when no agent can take the child, and
+  // with Canceled when `canceled` turns true.
   Result<Lease> Acquire(const Request& request, const std::function<bool()>& canceled);
 
   // kCanceled: stopped because the parent asked (a cancel, a timeout), not counted as failed.

@@ -1,7 +1,8 @@
 // The `agent-job` task (SSIS Execute SQL Server Agent Job task, done right): starts a job on an
 // agent, or on the least loaded agent of a pool with a free slot, and — with `wait: true`, the
 // default — ends with the child's real result. `wait: false` keeps the SSIS meaning: success
-// once the agent accepted the start.
+// once an agent accepted the start (queued there when every agent is full), failure when the
+// job is already at its max_concurrent_runs on every agent.
 //
 // Every start carries the idempotency key EXECUTION:TASK_PATH:ATTEMPT, so a start whose answer
 // was lost is retried without starting the job twice, and a retry after a lost agent is a new
@@ -190,6 +191,7 @@ class AgentJobTask : public Task {
     AgentPool::Request request;
     request.job = *job_name;
     request.order = context.start_order();
+    request.queue_when_full = !wait;
     // Before the pool is made: its first probe then begins once the past durations are read,
     // and the children that waited for that read (released in no order) find the pool not
     // ready yet, so they wait in it and are placed in order, not as they came.
@@ -228,7 +230,9 @@ class AgentJobTask : public Task {
       }
       const bool one_answers = std::any_of(at_limit.begin(), at_limit.end(),
                                            [&](int member) { return pool->IsAlive(member); });
-      if (!acquired.ok() && one_answers) {
+      // Without waiting for the child, its start is refused, as SQL Server Agent refuses the
+      // start of a job already running (the failure names each agent's answer).
+      if (!acquired.ok() && one_answers && wait) {
         // Every agent left is full of this job: wait, as for a free slot, rather than fail the
         // attempt at once (two parents sharing a job whose limit is the agents' slots failed
         // most of their children, their retries spent within milliseconds).
@@ -383,7 +387,7 @@ class AgentJobTask : public Task {
       if (st.code() == Code::kFailedPrecondition) {  // 409: full of this job, for now
         at_limit.insert(member);
         request.exclude[member] = st.message();
-        if (at_limit_said.insert(member).second) {
+        if ((another || wait) && at_limit_said.insert(member).second) {
           context.Emit(EventType::kOnWarning,
                        fmt::format("agent {} refused job {}, trying {}: {}", agent, *job_name,
                                    another ? "another" : "again once a run ends",
