@@ -182,9 +182,15 @@ int ReadValueFiles(const char* option, const std::vector<std::string>& pairs,
                  name);
       return kExitUsage;
     }
-    auto value = ReadFile(file == "-" ? "/dev/stdin" : file);
+    // A value is held in memory and sent whole (to an agent, whose requests take at most
+    // 4 MiB): /dev/zero or an endless pipe must end in an error, not fill the memory (QA).
+    constexpr size_t kMaxValueBytes = 16 * 1024 * 1024;
+    auto value = file == "-" ? ReadStandardInput(kMaxValueBytes) : ReadFile(file, kMaxValueBytes);
     if (!value.ok()) {
-      fmt::print(stderr, "fanout: {} {}: {}\n", option, name, value.status().message());
+      fmt::print(stderr, "fanout: {} {}: {}{}\n", option, name, value.status().message(),
+                 value.status().code() == Code::kResourceExhausted
+                     ? " (16 MiB at most: pass a larger value's path instead)"
+                     : "");
       return value.status().code() == Code::kNotFound ? kExitNotFound : kExitUsage;
     }
     std::string text = std::move(*value);

@@ -197,25 +197,25 @@ const std::string& UserName() {
 
 // Plain POSIX reads: std::ifstream opens a directory without complaint and then reads nothing,
 // and loses errno on the way.
-Result<std::string> ReadFile(const std::string& path, size_t max_bytes, bool regular_only) {
-  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | (regular_only ? O_NONBLOCK : 0));
-  if (fd < 0) {
-    int err = errno;
-    if (err == ENOENT) return NotFound(fmt::format("{}: no such file", path));
-    return InvalidArgument(fmt::format("{}: {}", path, std::strerror(err)));
-  }
+namespace {
+
+// Reads `fd` to its end and closes it; `name` is what errors call it.
+Result<std::string> ReadToEnd(int fd, const std::string& name, size_t max_bytes,
+                              bool regular_only) {
   std::string out;
   struct stat st;
   if (fstat(fd, &st) == 0) {
     if (S_ISDIR(st.st_mode)) {
       close(fd);
-      return InvalidArgument(fmt::format("{}: is a directory, not a file", path));
+      return InvalidArgument(fmt::format("{}: is a directory, not a file", name));
     }
     if (regular_only && !S_ISREG(st.st_mode)) {
       close(fd);
-      return InvalidArgument(fmt::format("{}: is not a regular file", path));
+      return InvalidArgument(fmt::format("{}: is not a regular file", name));
     }
-    if (S_ISREG(st.st_mode) && st.st_size > 0) out.reserve(static_cast<size_t>(st.st_size));
+    if (S_ISREG(st.st_mode) && st.st_size > 0) {
+      out.reserve(std::min(static_cast<size_t>(st.st_size), max_bytes));
+    }
   }
   char buf[65536];
   for (;;) {
@@ -225,18 +225,38 @@ Result<std::string> ReadFile(const std::string& path, size_t max_bytes, bool reg
       if (out.size() > max_bytes) {
         close(fd);
         return Status(Code::kResourceExhausted,
-                      fmt::format("{}: larger than {} bytes", path, max_bytes));
+                      fmt::format("{}: larger than {} bytes", name, max_bytes));
       }
     } else if (n == 0) {
       break;
     } else if (errno != EINTR) {
       int err = errno;
       close(fd);
-      return InvalidArgument(fmt::format("{}: {}", path, std::strerror(err)));
+      return InvalidArgument(fmt::format("{}: {}", name, std::strerror(err)));
     }
   }
   close(fd);
   return out;
+}
+
+}  // namespace
+
+Result<std::string> ReadFile(const std::string& path, size_t max_bytes, bool regular_only) {
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | (regular_only ? O_NONBLOCK : 0));
+  if (fd < 0) {
+    int err = errno;
+    if (err == ENOENT) return NotFound(fmt::format("{}: no such file", path));
+    return InvalidArgument(fmt::format("{}: {}", path, std::strerror(err)));
+  }
+  return ReadToEnd(fd, path, max_bytes, regular_only);
+}
+
+Result<std::string> ReadStandardInput(size_t max_bytes) {
+  int fd = fcntl(STDIN_FILENO, F_DUPFD_CLOEXEC, 0);  // closed after; fd 0 stays open
+  if (fd < 0) {
+    return InvalidArgument(fmt::format("standard input: {}", std::strerror(errno)));
+  }
+  return ReadToEnd(fd, "standard input", max_bytes, false);
 }
 
 std::string Sha256Hex(std::string_view data) {

@@ -61,6 +61,10 @@ const std::string& UserName();
 Result<std::string> ReadFile(const std::string& path,
                              size_t max_bytes = std::numeric_limits<size_t>::max(),
                              bool regular_only = false);
+// The rest of standard input, read from fd 0 itself: reopening /dev/stdin fails when the pipe or
+// file belongs to another user (`vault read ... | sudo -u etl fanout ...`). Errors name it
+// "standard input"; `max_bytes` as for ReadFile.
+Result<std::string> ReadStandardInput(size_t max_bytes = std::numeric_limits<size_t>::max());
 
 // Fields of /proc/PID/stat; nullopt when there is no such process.
 struct ProcStat {

@@ -1,6 +1,8 @@
 // `fanout run` end to end: exit codes, cancel by signal, masking of secrets, log providers.
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdlib>
@@ -514,6 +516,30 @@ TEST(RunTest, SetFileReadsAValueFromAFile) {
   EXPECT_EQ(twice.exit_code, 6) << twice.err;
   EXPECT_NE(twice.err.find("standard input is read for one name only"), std::string::npos)
       << twice.err;
+  // Endless, it is refused: it had filled the memory and aborted (QA).
+  CommandResult endless = RunFanout({"run", "p.yaml", "--set-file", "pw=/dev/zero"}, dir.path());
+  EXPECT_EQ(endless.exit_code, 6) << endless.err;
+  EXPECT_NE(endless.err.find("--set-file pw: /dev/zero: larger than 16777216 bytes (16 MiB at "
+                             "most"), std::string::npos) << endless.err;
+}
+
+// Standard input is read from fd 0 itself, not reopened by path: /dev/stdin cannot be opened
+// again when it is a socket, or a pipe another user owns (`vault ... | sudo -u etl fanout`, QA).
+TEST(RunTest, SetFileReadsStandardInputThatCannotBeReopened) {
+  ScratchDir dir;
+  dir.Write("p.yaml", "package: p\nparameters:\n  pw: {type: string, sensitive: true}\ntasks:\n"
+                      "  a: {type: process, run: [/bin/sh, -c, 'test \"$PW\" = S3cr3t'], "
+                      "env: {PW: \"${pw}\"}}\n");
+  int sv[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+  ASSERT_EQ(write(sv[1], "S3cr3t\n", 7), 7);
+  close(sv[1]);
+  const std::string command = "cd '" + dir.path() + "' && " + FANOUT_BINARY +
+                              " run p.yaml --set-file pw=- 0<&" + std::to_string(sv[0]) +
+                              " > out.txt 2>&1";
+  int status = std::system(command.c_str());
+  close(sv[0]);
+  EXPECT_EQ(WEXITSTATUS(status), 0) << dir.Read("out.txt");
 }
 
 // `--log console` prints every event; the reporting console printed the errors a second time,
