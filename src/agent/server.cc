@@ -516,8 +516,37 @@ bool AgentServer::ReloadTokenIfChanged(bool refused) {
   return true;
 }
 
+// A web page must not drive an agent (QA): any page could start the jobs of a loopback agent
+// without a token, and one whose DNS name it rebinds to 127.0.0.1 could also deploy a job, that
+// is run commands as the agent's user. A browser sends Origin with every request that can change
+// something, and the page's own name as Host; fanout and curl send no Origin, and the address
+// they connect to as Host. The Host is checked on an agent without credentials only: a token or
+// a client certificate is out of a page's reach, and such agents may be reached by any name.
+std::string AgentServer::FromAWebPage(const httplib::Request& req) const {
+  if (req.has_header("Origin")) {
+    return "the request comes from a web page (it has an Origin header): the agent answers "
+           "fanout, curl and other HTTP clients, not browsers";
+  }
+  if (!config_.token.empty() || !config_.tls_client_ca.empty() || !req.has_header("Host")) {
+    return "";
+  }
+  std::string host = req.get_header_value("Host");
+  if (host.starts_with('[')) {
+    host = host.substr(1, host.find(']') - 1);
+  } else if (std::count(host.begin(), host.end(), ':') == 1) {
+    host.erase(host.find(':'));
+  }
+  if (IsLoopback(host) || host == config_.host) return "";
+  return fmt::format("Host '{}' is not a loopback address: an agent without a token answers "
+                     "requests sent to 127.0.0.1, ::1 or localhost only (a web page may have "
+                     "pointed its own name here)",
+                     EscapeControls(req.get_header_value("Host")));
+}
+
 void AgentServer::NoteRefused(const httplib::Request& req, bool token_given) {
-  refused_.Note(fmt::format("{} {} from {}, had {}", req.method, req.path, req.remote_addr,
+  // The path as sent, before any check: its control characters must not reach a terminal.
+  refused_.Note(fmt::format("{} {} from {}, had {}", EscapeControls(req.method),
+                            EscapeControls(req.path), req.remote_addr,
                             token_given ? "a wrong one" : "none"));
 }
 
@@ -561,6 +590,11 @@ json BodyTooLarge(size_t max_body_bytes) {
 void AgentServer::Routes() {
   httplib::Server& s = *http_;
   s.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+    if (std::string why = FromAWebPage(req); !why.empty()) {
+      if (req.method != "GET" && req.method != "HEAD") res.set_header("Connection", "close");
+      Reply(res, 403, json{{"error", "forbidden"}, {"detail", why}});
+      return httplib::Server::HandlerResponse::Handled;
+    }
     if (!Authorized(req, res)) {
       // Refused before its body was read: the next request on this connection would be read
       // from inside that body (a parent whose agent came back with a new token got a 405

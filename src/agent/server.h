@@ -53,6 +53,8 @@ class AgentServer {
  private:
   void Routes();
   bool Authorized(const httplib::Request& req, httplib::Response& res);
+  // Why a request that comes from a web page is refused, or "" (see server.cc).
+  std::string FromAWebPage(const httplib::Request& req) const;
   // Says on stderr that a request was refused for its token: at once, then at most once a
   // minute with how many (refused_), so that a misconfigured parent shows in the agent's log
   // without flooding it.

@@ -465,6 +465,53 @@ std::string RawExchange(const std::string& url, const std::string& request,
   return reply;
 }
 
+// A web page cannot drive an agent (QA): a request with an Origin header is refused, and an
+// agent without a token answers only requests addressed to a loopback name (DNS rebinding had
+// let a page deploy a job there, and run it). A refused request's path reaches the agent's log
+// with its control characters escaped.
+TEST_F(AgentTest, AWebPageCannotDriveTheAgent) {
+  ASSERT_TRUE(StartConfig("name: e2e\ndata_dir: data\nslots: 1\nstop_grace: 300ms\n"));
+  const std::string port = agent_.url().substr(agent_.url().rfind(':') + 1);
+  auto ask = [&](const std::string& method, const std::string& host, const std::string& extra) {
+    std::chrono::milliseconds took{0};
+    return RawExchange(agent_.url(),
+                       method + " /v1/jobs/rb HTTP/1.1\r\nHost: " + host + "\r\n" + extra +
+                           "Content-Type: text/plain\r\nContent-Length: 2\r\n\r\n{}",
+                       took, "\"}");
+  };
+  for (const std::string& host : {"127.0.0.1:" + port, "localhost:" + port, "[::1]:" + port}) {
+    EXPECT_TRUE(ask("GET", host, "").starts_with("HTTP/1.1 404")) << host;  // no job rb: heard
+  }
+  std::string rebound = ask("GET", "attacker.example.com:" + port, "");
+  EXPECT_TRUE(rebound.starts_with("HTTP/1.1 403")) << rebound;
+  EXPECT_TRUE(Contains(rebound, "is not a loopback address")) << rebound;
+  const std::string job = "{\"job\":\"rb\",\"steps\":[{\"name\":\"s\",\"subsystem\":\"process\","
+                          "\"run\":[\"/bin/true\"]}]}";
+  std::chrono::milliseconds took{0};
+  std::string deployed = RawExchange(
+      agent_.url(),
+      "PUT /v1/jobs/rb HTTP/1.1\r\nHost: 127.0.0.1:" + port +
+          "\r\nOrigin: http://evil.example\r\nContent-Type: application/json\r\n"
+          "Content-Length: " + std::to_string(job.size()) + "\r\n\r\n" + job,
+      took, "\"}");
+  EXPECT_TRUE(deployed.starts_with("HTTP/1.1 403")) << deployed;
+  EXPECT_TRUE(Contains(deployed, "comes from a web page")) << deployed;
+  EXPECT_FALSE(api_->GetJob("rb").ok()) << "a web page deployed a job";
+  Terminate();
+
+  // With a token, any Host serves (the agent may be reached by any name); Origin never does.
+  ASSERT_TRUE(StartConfig(Config(1)));
+  const std::string bearer = std::string("Authorization: Bearer ") + kToken + "\r\n";
+  const std::string other_port = agent_.url().substr(agent_.url().rfind(':') + 1);
+  EXPECT_TRUE(ask("GET", "etl-srv1.example.com:" + other_port, bearer).starts_with("HTTP/1.1 404"));
+  EXPECT_TRUE(ask("GET", "127.0.0.1", bearer + "Origin: null\r\n").starts_with("HTTP/1.1 403"));
+  std::chrono::milliseconds unused{0};  // no token: refused, and said in the log at once
+  RawExchange(agent_.url(), "GET /v1/\x1b[31mRED HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", unused,
+              "\"}");
+  ASSERT_TRUE(WaitFor([&] { return Contains(agent_.err(), "RED"); }, kEventually)) << agent_.err();
+  EXPECT_FALSE(Contains(agent_.err(), "\x1b")) << agent_.err();
+}
+
 // A new token written into the agent's token_file is in force at the first request that
 // carries it: rotating the token needs no restart, which would drain the agent (QA).
 TEST_F(AgentTest, ARotatedTokenFileTakesEffectWithoutARestart) {
