@@ -197,45 +197,74 @@ Status MakeFolder(const fs::path& dir, fs::perms mode) {
 // The most runs one history answer holds.
 constexpr int kMaxHistoryLimit = 10000;
 
-// Whoever may write in the data_dir, its packages/ or a folder above them chooses what the
-// agent runs, as the agent's user (QA: a package swapped into a 0777 data_dir ran as root). As
-// sshd's StrictModes checks a home: each must belong to the agent's user or root, and may be
-// writable by others only when it is sticky (/tmp) and above the data_dir.
-Status CheckOnlyTrustedWriters(const fs::path& data_dir) {
-  std::error_code ec;
-  const fs::path dir = fs::canonical(data_dir, ec);
-  if (ec) return Unavailable(fmt::format("cannot use data_dir {}: {}", data_dir.string(),
-                                         ec.message()));
+// What another user could change among `strict` paths or the folders above the first: each must
+// belong to the agent's user or root, and may be writable by others only when it is a sticky
+// folder (/tmp) above them, as sshd's StrictModes checks a home. `problem` is empty when none.
+struct UntrustedWriter {
+  std::string problem;  // "PATH belongs to uid N", "PATH is writable by every user (mode M)"
+  std::string fix;      // "chmod go-w PATH", ...
+  bool inside = false;  // the path is one of `strict`, not a folder above them
+};
+UntrustedWriter FindUntrustedWriter(const std::vector<fs::path>& strict) {
   const uid_t me = geteuid();
-  std::vector<fs::path> checked = {dir / "packages", dir};
-  for (fs::path up = dir.parent_path(); ; up = up.parent_path()) {
+  std::vector<fs::path> checked = strict;
+  for (fs::path up = strict.back().parent_path(); !up.empty(); up = up.parent_path()) {
     checked.push_back(up);
     if (up == up.root_path()) break;
   }
   for (const fs::path& p : checked) {
     struct stat st {};
     if (stat(p.c_str(), &st) != 0) {
-      return Unavailable(fmt::format("cannot use data_dir {}: {}: {}", data_dir.string(),
-                                     p.string(), std::strerror(errno)));
+      return {fmt::format("{}: {}", p.string(), std::strerror(errno)), "", false};
     }
-    const bool ours = st.st_uid == me || st.st_uid == 0;
+    const bool inside = std::find(strict.begin(), strict.end(), p) != strict.end();
+    if (st.st_uid != me && st.st_uid != 0) {
+      return {fmt::format("{} belongs to uid {}", p.string(), st.st_uid),
+              "give it to the agent's user or root", inside};
+    }
     const bool shared = (st.st_mode & (S_IWGRP | S_IWOTH)) != 0;
-    const bool inside = p == dir || p == dir / "packages";
-    if (!ours) {
-      return FailedPrecondition(fmt::format(
-          "data_dir {} is unsafe: {} belongs to uid {}, who could replace the packages this "
-          "agent runs: give it to the agent's user or root, or pick a data_dir elsewhere",
-          data_dir.string(), p.string(), st.st_uid));
-    }
     if (shared && (inside || (st.st_mode & S_ISVTX) == 0)) {
-      return FailedPrecondition(fmt::format(
-          "data_dir {} is unsafe: {} is writable by {} (mode {:04o}), who could replace the "
-          "packages this agent runs: chmod go-w {}{}",
-          data_dir.string(), p.string(), (st.st_mode & S_IWOTH) ? "every user" : "its group",
-          st.st_mode & 07777, p.string(), inside ? "" : ", or pick a data_dir elsewhere"));
+      return {fmt::format("{} is writable by {} (mode {:04o})", p.string(),
+                          (st.st_mode & S_IWOTH) ? "every user" : "its group", st.st_mode & 07777),
+              "chmod go-w " + p.string(), inside};
     }
   }
-  return Status::Ok();
+  return {};
+}
+
+// Whoever may write in the data_dir, its packages/ or a folder above them chooses what the
+// agent runs, as the agent's user (QA: a package swapped into a 0777 data_dir ran as root).
+Status CheckOnlyTrustedWriters(const fs::path& data_dir) {
+  std::error_code ec;
+  const fs::path dir = fs::canonical(data_dir, ec);
+  if (ec) return Unavailable(fmt::format("cannot use data_dir {}: {}", data_dir.string(),
+                                         ec.message()));
+  UntrustedWriter found = FindUntrustedWriter({dir / "packages", dir});
+  if (found.problem.empty()) return Status::Ok();
+  if (found.fix.empty()) {
+    return Unavailable(fmt::format("cannot use data_dir {}: {}", data_dir.string(), found.problem));
+  }
+  return FailedPrecondition(fmt::format(
+      "data_dir {} is unsafe: {}, who could replace the packages this agent runs: {}{}",
+      data_dir.string(), found.problem, found.fix,
+      found.inside ? "" : ", or pick a data_dir elsewhere"));
+}
+
+// The same for the token file (and the CA that vouches for clients): whoever may write it sets a
+// token of their own, then deploys and runs jobs as the agent's user (QA: nobody ran `id` as
+// root through a 0666 token file, which the agent reads again when a request brings a new one).
+// "" when it is safe.
+std::string UnsafeCredentialFile(const char* key, const std::string& file) {
+  std::error_code ec;
+  const fs::path path = fs::canonical(file, ec);
+  if (ec) return "";  // unreadable: said where it is read
+  UntrustedWriter found = FindUntrustedWriter({path});
+  if (found.problem.empty() || found.fix.empty()) return "";
+  return fmt::format("{} {} is unsafe: {}, who could {} and run jobs here: {}", key, file,
+                     found.problem,
+                     std::string_view(key) == "token_file" ? "write a token of their own"
+                                                           : "vouch for a client of their own",
+                     found.fix);
 }
 
 }  // namespace
@@ -280,6 +309,12 @@ AgentServer::~AgentServer() = default;  // refused_ says what it held back as it
 Status AgentServer::Start() {
   // Before anything changes: a bad certificate must not leave recovered runs behind.
   if (config_.tls()) RETURN_IF_ERROR(CheckTlsFiles(config_));
+  for (const auto& [key, file] : {std::pair{"token_file", config_.token_file},
+                                  std::pair{"tls.client_ca", config_.tls_client_ca}}) {
+    if (std::string unsafe = file.empty() ? "" : UnsafeCredentialFile(key, file); !unsafe.empty()) {
+      return FailedPrecondition(unsafe);
+    }
+  }
   std::error_code ec;
   const bool new_data_dir = !fs::exists(config_.data_dir, ec);
   // Others may pass through (a proxy's user reaches its results/USER/ folder and reads the
@@ -500,6 +535,10 @@ bool AgentServer::ReloadTokenIfChanged(bool refused) {
   if (now.st_ino == 0) return false;
   // Read without the lock: a slow disk must not hold up requests that bring the token.
   auto read = client::ReadTokenFile(config_.token_file);
+  if (std::string unsafe = UnsafeCredentialFile("token_file", config_.token_file);
+      read.ok() && !unsafe.empty()) {
+    read = Status(Code::kFailedPrecondition, unsafe);
+  }
   if (!read.ok()) {
     std::fprintf(stderr, "fanout agent: token_file %s changed but cannot be used (%s): the "
                  "token read before stays in force\n", config_.token_file.c_str(),

@@ -107,6 +107,36 @@ TEST(AgentServerTest, ADataDirOthersMayWriteInIsRefused) {
   }
 }
 
+// Whoever may write the token file sets a token of their own and runs jobs as the agent's user
+// (QA: nobody ran `id` as root through a 0666 token file); so may whoever may write its folder.
+TEST(AgentServerTest, ATokenFileOthersMayWriteIsRefused) {
+  testing::TempDir dir;
+  namespace fs = std::filesystem;
+  const std::string folder = dir.path() + "/secrets", token = folder + "/token";
+  fs::create_directory(folder);
+  fs::permissions(folder, fs::perms(0700));
+  ASSERT_TRUE(WriteFileAtomically(token, std::string(32, 'a') + "\n", 0600).ok());
+  auto start_error = [&] {
+    AgentConfig config = ConfigIn(dir.path() + "/data");
+    config.token_file = token;
+    config.token = std::string(32, 'a');
+    AgentServer server(config, "/bin/false");
+    Status started = server.Start();
+    if (started.ok()) server.Shutdown();
+    return started.ok() ? "" : started.message();
+  };
+  EXPECT_EQ(start_error(), "");
+  fs::permissions(token, fs::perms(0666));
+  EXPECT_EQ(start_error(), "token_file " + token + " is unsafe: " + token +
+                               " is writable by every user (mode 0666), who could write a token "
+                               "of their own and run jobs here: chmod go-w " + token);
+  fs::permissions(token, fs::perms(0600));
+  fs::permissions(folder, fs::perms(0770));
+  EXPECT_TRUE(start_error().find(folder + " is writable by its group (mode 0770)") !=
+              std::string::npos)
+      << start_error();
+}
+
 // A package file edited by hand while the agent was stopped is written back as deployed, so
 // that what runs is what GET /v1/packages/NAME shows.
 TEST(AgentServerTest, APackageFileThatIsNotAsDeployedIsWrittenBack) {

@@ -7,6 +7,7 @@
 #include <arpa/inet.h>
 #include <pwd.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -532,6 +533,14 @@ TEST_F(AgentTest, ARotatedTokenFileTakesEffectWithoutARestart) {
                                          " changed: its new token is in force"))
       << agent_.err();
   EXPECT_TRUE(Contains(agent_.err(), "changed but cannot be used")) << agent_.err();
+  // Nor does one others may write: whoever wrote it would run jobs here (QA).
+  const std::string planted(64, 'c');
+  ASSERT_TRUE(WriteFileAtomically(agent_.Path("token"), planted + "\n", 0666).ok());
+  ASSERT_EQ(chmod(agent_.Path("token").c_str(), 0666), 0);  // whatever the umask
+  EXPECT_EQ(agent_.HttpWithToken(planted, "GET", "/v1/jobs").status, 401);
+  EXPECT_EQ(agent_.HttpWithToken(rotated, "GET", "/v1/jobs").status, 200);
+  EXPECT_TRUE(Contains(agent_.err(), "is writable by every user (mode 0666), who could write a "
+                                     "token of their own")) << agent_.err();
 }
 
 // The scheme of `Authorization: Bearer TOKEN` is matched whatever its case (RFC 7235): a right
