@@ -10,6 +10,7 @@
 #include <utility>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "common/util.h"
 #include "package/yaml_util.h"
@@ -277,6 +278,12 @@ class JobParser {
         for (const auto& a : obj["run"]) {
           if (a.is_string()) s.run.push_back(a.get<std::string>());
           else s.run.push_back(a.dump());
+          // exec cuts an argument at its first NUL byte, so what ran and what `job show`
+          // printed were not what was deployed (QA: a whole argument list hidden after one).
+          if (s.run.back().find('\0') != std::string::npos && check_ == JobCheck::kNew) {
+            Problem(a, fmt::format("argument {} of `run` in {} holds a NUL byte, which no program "
+                                   "can be given: remove it", s.run.size(), what));
+          }
         }
       }
       if (obj.contains("success_codes")) {
@@ -419,8 +426,13 @@ JobDef CheckJob(const json& obj, const Marks* marks, JobCheck check,
         for (auto [action, key] : {std::pair{&s.on_success, "on_success"},
                                    std::pair{&s.on_failure, "on_failure"}}) {
           if (action->kind == StepAction::kGoto && job.StepIndex(action->target) < 0) {
+            // Named, not numbered as in SQL Server Agent (QA: `goto:3` was taken for step 3).
+            std::vector<std::string> names;
+            for (const StepDef& step : job.steps) names.push_back(step.name);
             p.Problem(steps[i][key],
-                      fmt::format("step '{}' goes to unknown step '{}'", s.name, action->target));
+                      fmt::format("step '{}' goes to unknown step '{}'; `goto:` takes a step's "
+                                  "name, one of: {}", s.name, action->target,
+                                  fmt::join(names, ", ")));
           }
         }
       }

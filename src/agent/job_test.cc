@@ -29,6 +29,20 @@ TEST(JobTest, ABooleanOrNumberForANameSaysToQuoteIt) {
                        "run: [/bin/true]}]\n").ok());
 }
 
+// exec cuts an argument at a NUL byte: the job ran more than `job show` printed (QA).
+TEST(JobTest, ANulByteInAnArgumentIsAProblem) {
+  for (const std::string& text :
+       {std::string("job: j\nsteps: [{name: a, subsystem: process, run: [\"/usr/bin/env\\0\", "
+                    "touch, x]}]\n"),
+        std::string("{\"job\": \"j\", \"steps\": [{\"name\": \"a\", \"subsystem\": "
+                    "\"process\", \"run\": [\"/usr/bin/env\\u0000\", \"touch\"]}]}")}) {
+    auto job = ParseJob(text);
+    ASSERT_FALSE(job.ok()) << text;
+    EXPECT_NE(job.status().message().find("argument 1 of `run` in step 'a' holds a NUL byte"),
+              std::string::npos) << job.status().message();
+  }
+}
+
 // Each problem says where it is; a key written twice, impossible exit codes and params on a
 // process step (silently dropped before) are problems.
 TEST(JobTest, ProblemsHavePositionsAndCoverWhatWasSilentlyAccepted) {
