@@ -484,7 +484,8 @@ class Execution {
   void FinishNode(Container* c, size_t i, Final final, const std::string& message);
   void MaybeCompleteContainer(Container* c);
   enum class Readiness { kWait, kRun, kSkip };
-  Readiness Evaluate(Container* c, size_t i);
+  // With kSkip, `why_skipped` says which constraints failed and how.
+  Readiness Evaluate(Container* c, size_t i, std::string& why_skipped);
 
   void StartLeaf(Container* c, size_t i, int try_number, std::string failed_agent = "");
   void Dispatch();
@@ -1036,9 +1037,10 @@ std::string Execution::FirstError() const {
   return errors_said_.empty() ? "" : errors_said_.front().message;
 }
 
-Execution::Readiness Execution::Evaluate(Container* c, size_t i) {
+Execution::Readiness Execution::Evaluate(Container* c, size_t i, std::string& why_skipped) {
   const TaskDef& def = (*c->tasks)[i];
   int satisfied = 0, failed = 0, pending = 0;
+  std::vector<std::string> unmet;  // how each failed constraint failed (QA: every skip read the same)
   for (const Constraint& k : def.after) {
     if (c->state[k.task_index] != Container::kDone) {
       ++pending;
@@ -1047,9 +1049,16 @@ Execution::Readiness Execution::Evaluate(Container* c, size_t i) {
     Final f = c->finals[k.task_index];
     if (f == Final::kDisabled) f = Final::kSuccess;  // a disabled task lets its successors run
     bool ok = false;
-    if (f == Final::kSuccess || f == Final::kFailure) {
+    if (f != Final::kSuccess && f != Final::kFailure) {
+      unmet.push_back(fmt::format("{} was {}", k.task, FinalStatus(f)));
+    } else {
       ok = !k.on || *k.on == ConstraintValue::kCompletion ||
            (*k.on == ConstraintValue::kSuccess) == (f == Final::kSuccess);
+      if (!ok) {
+        unmet.push_back(fmt::format("{} {}, and this task runs on its {}", k.task,
+                                    f == Final::kSuccess ? "succeeded" : "failed",
+                                    f == Final::kSuccess ? "failure" : "success"));
+      }
       if (ok && k.when) {
         auto v = k.when->Evaluate(*c->scope);
         if (!v.ok() || !v->is(ValueType::kBool)) {
@@ -1063,10 +1072,17 @@ Execution::Readiness Execution::Evaluate(Container* c, size_t i) {
         } else {
           ok = v->as_bool();
         }
+        if (!ok) {
+          unmet.push_back(fmt::format("`{}` was {} after {}", k.when->text(),
+                                      v.ok() && v->is(ValueType::kBool) ? "false" : "not a bool",
+                                      k.task));
+        }
       }
     }
     ok ? ++satisfied : ++failed;
   }
+  why_skipped = fmt::format("{}: {}", def.after_or ? "none of its constraints held" : "its "
+                            "constraints can no longer be met", fmt::join(unmet, "; "));
   if (def.after_or) {
     if (satisfied > 0) return Readiness::kRun;
     return pending > 0 ? Readiness::kWait : Readiness::kSkip;
@@ -1086,7 +1102,9 @@ void Execution::FinishNode(Container* c, size_t i, Final final, const std::strin
       DateTime now = Now();
       std::string path = c->ChildPath(def);
       RecordTaskRun(path, def.type, AttemptFor(c, path, 1), "skipped", now, now,
-                    final == Final::kDisabled ? "disabled" : "constraints can no longer be met");
+                    final == Final::kDisabled ? "disabled"
+                    : message.empty()         ? "constraints can no longer be met"
+                                              : message);
     }
     // A container skipped whole counts once: its tasks never ran, and a summary of "0 skipped"
     // beside the overview's skipped branches read as if they had (QA).
@@ -1111,14 +1129,15 @@ void Execution::FinishNode(Container* c, size_t i, Final final, const std::strin
   bool stopped = c->stopping || c->canceled || StopAll();
   for (size_t s : stopped ? std::vector<size_t>{} : def.successors) {
     if (c->state[s] != Container::kWaiting) continue;
-    switch (Evaluate(c, s)) {
+    std::string why_skipped;
+    switch (Evaluate(c, s, why_skipped)) {
       case Readiness::kRun:
         StartNode(c, s);
         break;
       case Readiness::kSkip:
         c->state[s] = Container::kRunning;
         ++c->running;
-        Defer([this, c, s] { FinishNode(c, s, Final::kSkipped, ""); });
+        Defer([this, c, s, why_skipped] { FinishNode(c, s, Final::kSkipped, why_skipped); });
         break;
       case Readiness::kWait:
         break;
@@ -1439,9 +1458,10 @@ void Execution::PumpLoop(Loop* l) {
                      l->iterations == 1 ? "" : "s", FinalStatus(final)),
          0, "", l->started_at, ended);
     l->finished = true;
-    // Stopped by a cancel or the package's failure, the items it never reached count as never
-    // started, one each (QA: a canceled foreach of 9 summed to 3).
-    if (StopAll() || owner->canceled) {
+    // Stopped by a cancel, the package's failure or its own maximum_error_count, the items it
+    // never reached count as never started, one each (QA: a canceled foreach of 9 summed to 3;
+    // one stopped by its errors left its last items out of the summary).
+    if (StopAll() || owner->canceled || l->stopping) {
       result_.not_started += static_cast<int>(l->items.size() - std::min(l->next, l->items.size()));
     }
     EndContainerTry(owner, l->index, l->try_number, final, message);

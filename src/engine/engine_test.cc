@@ -435,6 +435,10 @@ tasks:
   EXPECT_FALSE(World::Get().Ran("on_ok"));
   EXPECT_EQ(StatusOf("a"), "failed");
   EXPECT_EQ(StatusOf("on_ok"), "skipped");
+  // Its record says which constraint failed and how (QA: every skip read the same).
+  ASSERT_NE(RunOf("on_ok"), nullptr);
+  EXPECT_EQ(RunOf("on_ok")->message, "its constraints can no longer be met: a failed, and this "
+                                     "task runs on its success");
   EXPECT_EQ(StatusOf("on_fail"), "succeeded");
   EXPECT_EQ(r.succeeded, 2);
   EXPECT_EQ(r.failed, 1);
@@ -456,6 +460,9 @@ tasks:
   EXPECT_NE(r.message.find("a: fake canceled"), std::string::npos) << r.message;
   EXPECT_EQ(StatusOf("a"), "failed");
   EXPECT_EQ(StatusOf("next"), "skipped");
+  ASSERT_NE(RunOf("next"), nullptr);
+  EXPECT_EQ(RunOf("next")->message, "its constraints can no longer be met: a failed, and this "
+                                    "task runs on its success");
   EXPECT_FALSE(World::Get().Ran("next"));
   EXPECT_EQ(EventsOf(EventType::kOnError, "a").size(), 1u) << AllEvents();
 }
@@ -487,6 +494,9 @@ tasks:
   EXPECT_TRUE(World::Get().Ran("expr_true")) << "SSIS Expression: the result does not matter";
   EXPECT_FALSE(World::Get().Ran("expr_false"));
   EXPECT_EQ(StatusOf("expr_false"), "skipped");
+  ASSERT_NE(RunOf("expr_false"), nullptr);
+  EXPECT_EQ(RunOf("expr_false")->message,
+            "its constraints can no longer be met: `@x > 0` was false after a");
 }
 
 TEST_F(EngineTest, WhenWithOnNeedsBoth) {
@@ -947,6 +957,24 @@ tasks:
   canceler.join();
   EXPECT_EQ(canceled.result, TaskResult::kCanceled);
   EXPECT_LT(elapsed_, kBlockSafety);
+}
+
+// A foreach stopped by its own maximum_error_count counts the items it never reached as not
+// started (QA: the summary said nothing of them).
+TEST_F(EngineTest, AForeachStoppedByItsErrorsCountsItsItemsNeverReached) {
+  RunResult r = MustRun(R"(package: stops-at-us
+tasks:
+  each:
+    type: foreach
+    items: [success, failure, success, success]
+    as: outcome
+    tasks:
+      work: {type: fake, result: "${outcome}"}
+)");
+  EXPECT_EQ(r.result, TaskResult::kFailure);
+  EXPECT_EQ(r.succeeded, 1);
+  EXPECT_EQ(r.failed, 1);
+  EXPECT_EQ(r.not_started, 2) << AllEvents();
 }
 
 // An iteration a cancel stopped is not done: OnProgress said "1 of 2 iterations done" of it.
