@@ -212,7 +212,8 @@ Command AddReportCommand(CLI::App& app) {
   overview->footer(footer);
   overview
       ->add_option("id", args->id,
-                   "The execution id, or at least 8 of its first or last characters")
+                   "The execution id, or at least its last 8 characters (as `p#1f2e3d4c` shows "
+                   "them; its first ones are shared by executions started within a minute)")
       ->required();
   AddCommonOptions(overview, *args);
 

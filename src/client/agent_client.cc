@@ -606,10 +606,19 @@ Result<StartResult> AgentClient::StartJob(
         Answer("POST " + base_url_ + path, status < 400 ? 500 : status, polled->dump()).status();
   } else if (polled) {
     out.first_poll = std::move(*polled);
+  } else if (r.ok()) {
+    out.first_poll = Unavailable(fmt::format("POST {}{}: the agent answered the start but not "
+                                             "its wait", base_url_, path));
   } else {
-    out.first_poll = r.ok() ? Unavailable(fmt::format("POST {}{}: the agent answered the start "
-                                                      "but not its wait", base_url_, path))
-                            : r.status();
+    // Said of the run, not of its start: the start went through (QA: "lost while it ran job X:
+    // POST .../start: the connection broke" read as a start that had failed).
+    std::string why = r.status().message();
+    if (const std::string sent = "POST " + base_url_ + path + ": "; why.starts_with(sent)) {
+      why.erase(0, sent.size());
+    }
+    out.first_poll = fanout::Status(r.status().code(),
+                                    fmt::format("{}/v1/runs/{} (waited on with its start): {}",
+                                                base_url_, out.run_id, why));
   }
   return out;
 }

@@ -1581,6 +1581,9 @@ TEST_F(PoolAcrossServersTest, AServerCutOffMidRunLosesItsChildToAnother) {
   EXPECT_EQ(attempts[0].status, "failed");
   EXPECT_TRUE(Has(attempts[0].message, "agent " + agent(lost).name() + " was lost"))
       << attempts[0].message;
+  // Said of the run, even when the wait that broke came with the start (QA: it named the
+  // start's POST, and read as a start that had failed).
+  EXPECT_FALSE(Has(attempts[0].message, "/start")) << attempts[0].message;
   ASSERT_TRUE(attempts[0].ended_at.has_value());
   EXPECT_LE(*attempts[0].ended_at - cut_at, seconds(10)) << "the lost agent was detected late";
   EXPECT_EQ(attempts[1].agent, agent(other).name());

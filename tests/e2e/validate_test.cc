@@ -297,7 +297,8 @@ TEST(ValidateTest, JobFilesAreCheckedAsTheAgentChecksThem) {
            "bad.job.yaml:1:6: error: `job` in the job must be a string, got the boolean true; "
            "quote it",
            "bad.job.yaml:3:5: error: step 'a' needs `run`",
-           "bad.job.yaml:3:47: error: step 'a' goes to unknown step 'z'",
+           "bad.job.yaml:3:47: error: step 'a' goes to unknown step 'z'; `goto:` takes a step's "
+           "name, one of: a, b",
            // yaml-cpp keeps the last of a key written twice; the agent's check says so.
            "bad.job.yaml:7:5: error: duplicate key `run`",
            "bad.job.yaml: 4 problems",
