@@ -318,8 +318,9 @@ Command AddLogsCommand(CLI::App& app) {
   auto args = std::make_shared<LogsArgs>();
   CLI::App* cmd = app.add_subcommand("logs", "Show the events in the catalog; --follow a run");
   cmd->add_option("--execution", args->execution,
-                  "Only this execution's events: its id, or its last 8 characters (as `p#1f2e3d4c` shows "
-                  "them; its first ones are shared by executions started within a minute)");
+                  "Only this execution's events: its id, or its last 8 characters (as "
+                  "`p#1f2e3d4c` shows them; its first ones are shared by executions started "
+                  "within a minute)");
   cmd->add_flag("--children", args->children,
                 "With --execution: its child executions' events too, all the way down");
   cmd->add_option("--event", args->events,

@@ -1040,7 +1040,7 @@ std::string Execution::FirstError() const {
 Execution::Readiness Execution::Evaluate(Container* c, size_t i, std::string& why_skipped) {
   const TaskDef& def = (*c->tasks)[i];
   int satisfied = 0, failed = 0, pending = 0;
-  std::vector<std::string> unmet;  // how each failed constraint failed (QA: every skip read the same)
+  std::vector<std::string> unmet;  // how each failed constraint failed (QA: skips read alike)
   for (const Constraint& k : def.after) {
     if (c->state[k.task_index] != Container::kDone) {
       ++pending;
