@@ -14,6 +14,7 @@
 #include <glob.h>
 #include <unistd.h>
 #include <map>
+#include <cstdlib>
 #include <set>
 #include <mutex>
 #include <thread>
@@ -640,6 +641,19 @@ Result<std::map<std::string, std::string>> Attempt::Connection(const std::string
 
 Status Execution::Prepare() {
   Masker& masker = recorder_.masker();
+  // Agent tokens taken from the environment are in every process task's environment too (a
+  // child `fanout run` needs them): a task that prints its environment must not store one in
+  // the catalog (QA). $FANOUT_TOKEN, the default token_env, and each agent connection's own.
+  std::set<std::string> token_envs = {"FANOUT_TOKEN"};
+  for (const auto& [name, connection] : package_->connections) {
+    auto token_env = connection.settings.find("token_env");
+    if (connection.type == "agent" && token_env != connection.settings.end()) {
+      token_envs.insert(token_env->second.text());
+    }
+  }
+  for (const std::string& name : token_envs) {
+    if (const char* token = std::getenv(name.c_str()); token != nullptr) masker.AddSecret(token);
+  }
   variables_ = std::make_unique<VariableStore>(
       [this](const std::string& name, const Value& value) {
         std::string text = value.ToString();

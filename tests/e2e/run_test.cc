@@ -563,6 +563,30 @@ TEST(RunTest, AConsoleLogAndReportingShowEachLineOnce) {
   }
 }
 
+// An agent token in the environment reaches process tasks (a child `fanout run` needs it), but
+// not the catalog or the console when a task prints it (QA: `env` stored $FANOUT_TOKEN).
+TEST(RunTest, AgentTokensFromTheEnvironmentAreMasked) {
+  ScratchDir dir;
+  dir.Write("p.yaml", "package: p\nconnections:\n  a: {type: agent, url: 'http://127.0.0.1:9', "
+                      "token_env: PARENT_AGENT_TOKEN}\ntasks:\n"
+                      "  t: {type: process, run: [/bin/sh, -c, 'echo $FANOUT_TOKEN; "
+                      "echo $PARENT_AGENT_TOKEN; exit 1']}\n");
+  setenv("FANOUT_TOKEN", "DefaultEnvToken1234", 1);
+  setenv("PARENT_AGENT_TOKEN", "ConnectionEnvToken5678", 1);
+  CommandResult r = RunFanout({"run", "p.yaml", "--reporting", "V"}, dir.path());
+  unsetenv("FANOUT_TOKEN");
+  unsetenv("PARENT_AGENT_TOKEN");
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  CommandResult logs = RunFanout({"logs"}, dir.path());
+  EXPECT_TRUE(Contains(logs.out, "| ***\n    | ***")) << logs.out;
+  std::string db;
+  for (const char* f : {"fanout.db", "fanout.db-wal"}) db += dir.Read(f);
+  for (const char* token : {"DefaultEnvToken1234", "ConnectionEnvToken5678"}) {
+    EXPECT_FALSE(Contains(r.out + r.err, token)) << r.out << r.err;
+    EXPECT_FALSE(Contains(db, token)) << token;
+  }
+}
+
 // A parent's secret stays masked in a child that does not declare its parameter sensitive,
 // in process and out of process.
 TEST(RunTest, ParentSecretsStayMaskedInChildren) {
