@@ -316,6 +316,10 @@ class JobParser {
                                             "process", s.subsystem, what));
     }
     s.proxy = String(obj, "proxy", what, false);
+    if (!s.proxy.empty() && !IsValidName(s.proxy) && check_ == JobCheck::kNew) {
+      Problem(obj["proxy"], fmt::format("proxy name '{}' in {} must match {}", s.proxy, what,
+                                        kNameRule));
+    }
     s.retries = Int(obj, "retries", what, 0, 0);
     s.retry_interval = Duration(obj, "retry_interval", what).value_or(std::chrono::milliseconds(0));
     s.timeout = Duration(obj, "timeout", what);

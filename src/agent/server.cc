@@ -20,6 +20,7 @@
 #include <thread>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "agent/connection_threads.h"
 #include "client/agent_client.h"
@@ -876,6 +877,16 @@ void AgentServer::Routes() {
     // Stored all the same: a deploy may send the package next (QA: nothing was said until a
     // run failed).
     for (const StepDef& step : job->steps) {
+      if (!step.proxy.empty() && config_.proxies.count(step.proxy) == 0) {
+        std::vector<std::string> defined;
+        for (const auto& [proxy, unused] : config_.proxies) defined.push_back(proxy);
+        answer["warnings"].push_back(fmt::format(
+            "step {} runs as proxy {}, which agent {} does not define ({}): runs of job {} fail "
+            "until its config does", step.name, step.proxy, config_.name,
+            defined.empty() ? "it has no proxies"
+                            : fmt::format("its proxies: {}", fmt::join(defined, ", ")),
+            name));
+      }
       if (step.subsystem != "package") continue;
       auto package = store_->GetPackage(step.package);
       if (package.ok() && !*package) {

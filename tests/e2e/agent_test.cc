@@ -2998,6 +2998,21 @@ TEST_F(AgentTest, JobCommandsDriveOneAgent) {
   CommandResult ready = Job({"create", "unready.yaml"});
   EXPECT_EQ(ready.exit_code, 0) << ready.err;
   EXPECT_EQ(ready.err, "") << "its package is there now";
+  // So is a step whose proxy the agent does not define; a proxy name that is not a name (a path)
+  // is refused (security QA: both had been taken without a word).
+  d.Write("runas.yaml", "job: runas\nsteps:\n  - {name: s, subsystem: process, run: [/bin/true], "
+                        "proxy: etl}\n");
+  CommandResult runas = Job({"create", "runas.yaml"});
+  EXPECT_EQ(runas.exit_code, 0) << runas.err;
+  EXPECT_TRUE(Contains(runas.err, "warning: step s runs as proxy etl, which agent dev does not "
+                                  "define (it has no proxies): runs of job runas fail until its "
+                                  "config does"))
+      << runas.err;
+  d.Write("escape.yaml", "job: escape\nsteps:\n  - {name: s, subsystem: process, "
+                         "run: [/bin/true], proxy: ../root}\n");
+  CommandResult escape = Job({"create", "escape.yaml"});
+  EXPECT_EQ(escape.exit_code, 5) << escape.err;
+  EXPECT_TRUE(Contains(escape.err, "proxy name '../root' in step 's' must match")) << escape.err;
 
   CommandResult list = Job({"list"});
   EXPECT_EQ(list.exit_code, 0) << list.err;
