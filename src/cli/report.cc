@@ -4,6 +4,7 @@
 #include "report/report.h"
 
 #include <fmt/format.h>
+#include <sys/stat.h>
 
 #include <chrono>
 #include <cstdio>
@@ -62,8 +63,13 @@ std::optional<int> RefuseDatabaseAsPage(const std::string& path, const char* com
 }
 
 // Writes a page whole (no reader sees half of it); on failure prints why and returns false.
+// A new page is its user's alone, as the catalog and log files are: it shows the tasks' output
+// and errors (security QA: it was 0644). A page written again keeps the mode given to it (one
+// that a web server serves).
 bool WriteFile(const std::string& path, const std::string& content, const char* command) {
-  Status written = WriteFileAtomically(path, content);
+  struct stat st {};
+  const mode_t mode = stat(path.c_str(), &st) == 0 ? (st.st_mode & 07777) : 0600;
+  Status written = WriteFileAtomically(path, content, mode);
   if (!written.ok()) std::fprintf(stderr, "fanout %s: %s\n", command, written.message().c_str());
   return written.ok();
 }

@@ -247,6 +247,21 @@ TEST(ReportCommandTest, ACatalogServerThatRefusesIsNotWaitedFor) {
   EXPECT_FALSE(Contains(run.err, "cannot be reached")) << run.err;
 }
 
+// A new page is its user's alone, as the catalog and log files are (security QA: 0644); one
+// written again keeps the mode given to it.
+TEST(ReportCommandTest, ANewHtmlPageIsReadableByItsUserOnly) {
+  ScratchDir dir;
+  dir.Write("ok.yaml", "package: ok\ntasks:\n  a: {type: process, run: [/bin/true]}\n");
+  ASSERT_EQ(RunFanout({"run", "ok.yaml"}, dir.path()).exit_code, 0);
+  const std::string html = dir.path() + "/execs.html";
+  ASSERT_EQ(RunFanout({"report", "executions", "--html", html}, dir.path()).exit_code, 0);
+  namespace fs = std::filesystem;
+  EXPECT_EQ(fs::status(html).permissions(), fs::perms(0600));
+  fs::permissions(html, fs::perms(0644));
+  ASSERT_EQ(RunFanout({"report", "executions", "--html", html}, dir.path()).exit_code, 0);
+  EXPECT_EQ(fs::status(html).permissions(), fs::perms(0644));
+}
+
 TEST(ReportCommandTest, HtmlFileThatCannotBeWrittenSaysWhy) {
   ScratchDir dir;
   const std::string html = dir.path() + "/no/such/dir/x.html";
