@@ -226,7 +226,9 @@ Status CheckToken(std::string_view token, std::string_view source) {
         "{} holds {} at character {}; a token is one word of printable ASCII: the file (or "
         "variable) must hold the token alone",
         source,
-        *bad == '\n' || *bad == '\r'                     ? "more than one line"
+        *bad == '\n' || *bad == '\r' ? "more than one line"
+        : token.substr(static_cast<size_t>(bad - token.begin())).starts_with("\xEF\xBB\xBF")
+            ? "a byte order mark (saved as \"UTF-8 with BOM\": save it as plain text)"
         : static_cast<unsigned char>(*bad) > 0x7f ? "a character that is not ASCII"
                                                    : "a space or control character",
         bad - token.begin() + 1));
@@ -456,9 +458,12 @@ Result<AgentClient::Response> AgentClient::Answer(const std::string& where, int 
   if (out.status == 401) {
     const std::string sent =
         endpoint_.token_source.empty() ? "the token sent" : "the token from " + endpoint_.token_source;
-    message += endpoint_.token.empty()
-                   ? " (no token was sent; give the agent's token)"
-                   : " (" + sent + " was refused; check it matches the agent's token_file)";
+    message += !endpoint_.token.empty()
+                   ? " (" + sent + " was refused; check it matches the agent's token_file)"
+               : endpoint_.token_source.starts_with('$')
+                   ? " (no token was sent: " + endpoint_.token_source + " is unset or empty; set "
+                     "it to the agent's token, or give a token file)"
+                   : " (no token was sent; give the agent's token)";
   }
   return fanout::Status(CodeForHttpStatus(out.status), std::move(message));
 }

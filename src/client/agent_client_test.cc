@@ -97,6 +97,9 @@ TEST(AgentClientTest, CheckTokenSaysWhatIsInTheWay) {
   EXPECT_NE(CheckToken("ab\xff" "cd", "the token").message().find("a character that is not ASCII "
                                                                "at character 3"),
             std::string::npos);
+  // A file saved by an editor as "UTF-8 with BOM" (security QA: "not ASCII at character 1").
+  EXPECT_NE(CheckToken("\xEF\xBB\xBF" "abcd", "the token").message().find("a byte order mark"),
+            std::string::npos);
   EXPECT_NE(CheckToken("ab cd", "the token").message().find("a space or control character"),
             std::string::npos);
   EXPECT_NE(CheckToken("ab\ncd", "the token").message().find("more than one line"),
@@ -151,6 +154,13 @@ TEST(AgentClientTest, SendsBearerTokenAndMapsUnauthenticated) {
             std::string::npos)
       << stale.status().message();
   EXPECT_EQ(TokenSource("", "ETL_TOKEN"), "$ETL_TOKEN");
+  // An unset variable is named (security QA: "no token was sent" left the user guessing).
+  AgentEndpoint from_env = Endpoint(agent.url());
+  from_env.token_source = TokenSource("", "ETL_TOKEN");
+  auto unset = AgentClient(from_env).ListJobs();
+  EXPECT_NE(unset.status().message().find("no token was sent: $ETL_TOKEN is unset or empty"),
+            std::string::npos)
+      << unset.status().message();
 }
 
 // One start route answers with the status named by the job: s404 -> 404, ...
