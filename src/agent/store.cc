@@ -6,6 +6,7 @@
 #include <sqlite3.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -201,15 +202,23 @@ Status WritePackageFile(const std::string& data_dir, const std::string& name,
 namespace {
 
 // SQLite's word for a database it cannot write ("disk I/O error", "unable to open") says not
-// why (QA: an agent restarted on a read-only mount said only that).
-std::string ReadOnlyMountHint(const std::string& path) {
+// why (QA: an agent restarted on a read-only mount said only that; one run as another user than
+// the data_dir's said only "unable to open database file").
+std::string CannotWriteHint(const std::string& path) {
   struct statvfs fs {};
   std::error_code ec;
   const std::string where = std::filesystem::exists(path, ec)
                                 ? path
                                 : std::filesystem::path(path).parent_path().string();
-  if (statvfs(where.c_str(), &fs) != 0 || (fs.f_flag & ST_RDONLY) == 0) return "";
-  return "; its file system is mounted read-only: give the agent a data_dir it can write";
+  if (statvfs(where.c_str(), &fs) == 0 && (fs.f_flag & ST_RDONLY) != 0) {
+    return "; its file system is mounted read-only: give the agent a data_dir it can write";
+  }
+  if (access(where.c_str(), W_OK) != 0 && errno == EACCES) {
+    return fmt::format("; the agent's user (uid {}) may not write {}: run the agent as the "
+                       "data_dir's owner, or give it the data_dir (chown -R)",
+                       geteuid(), where);
+  }
+  return "";
 }
 
 }  // namespace
@@ -223,7 +232,7 @@ Result<std::unique_ptr<AgentStore>> AgentStore::Open(const std::string& path) {
     std::string err = db ? sqlite3_errmsg(db) : "out of memory";
     sqlite3_close(db);
     return Unavailable(
-        fmt::format("cannot open agent database {}: {}{}", path, err, ReadOnlyMountHint(path)));
+        fmt::format("cannot open agent database {}: {}{}", path, err, CannotWriteHint(path)));
   }
   std::unique_ptr<AgentStore> store(new AgentStore(db));
   store->path_ = path;
@@ -257,7 +266,7 @@ Result<std::unique_ptr<AgentStore>> AgentStore::Open(const std::string& path) {
   }
   if (!pragmas.ok()) {
     return Internal(fmt::format("agent database {}: {}{}", path, sqlite3_errmsg(db),
-                                ReadOnlyMountHint(path)));
+                                CannotWriteHint(path)));
   }
   Query version(db, "SELECT MAX(version) FROM schema_version");
   if (version.Next() && !version.IsNull(0)) {

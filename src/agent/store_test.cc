@@ -3,6 +3,9 @@
 #include "agent/store.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <string>
@@ -229,6 +232,28 @@ TEST_F(AgentStoreTest, AnOlderDatabaseGetsTheOrphanTimeoutColumn) {
   auto new_run = (*store)->GetRun("run-2");
   ASSERT_TRUE(new_run.ok() && *new_run) << new_run.status().ToString();
   EXPECT_EQ((*new_run)->orphan_timeout_ms, 1500);
+}
+
+// A data_dir the agent's user may not write in is said to be one: SQLite's "unable to open
+// database file" alone left the operator guessing (security QA, an agent run as nobody).
+TEST_F(AgentStoreTest, ADatabaseItsUserMayNotWriteSaysSo) {
+  testing::TempDir dir;
+  const std::string folder = dir.path() + "/data";
+  ASSERT_EQ(mkdir(folder.c_str(), geteuid() == 0 ? 0755 : 0500), 0);
+  // As root, the folder is root's and the open runs as nobody, in a child process of its own.
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    if (geteuid() == 0 && setuid(65534) != 0) _exit(2);
+    auto store = AgentStore::Open(folder + "/agent.db");
+    const bool said = !store.ok() &&
+                      store.status().message().find("may not write " + folder) != std::string::npos;
+    if (!said) std::fprintf(stderr, "%s\n", store.status().ToString().c_str());
+    _exit(said ? 0 : 1);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
 }
 
 }  // namespace fanout::agent
