@@ -56,12 +56,6 @@ std::string KeptOutput(const std::string& captured, size_t dropped, const Masker
   return text + marker;
 }
 
-std::string LastLine(std::string text) {
-  while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.pop_back();
-  size_t nl = text.rfind('\n');
-  return nl == std::string::npos ? text : text.substr(nl + 1);
-}
-
 // `params` with every secret in their values masked, and the values of `sensitive` params
 // hidden whole: what the agent's database and answers show. `touched` gets the names of the
 // params that held a secret.
@@ -129,7 +123,8 @@ std::optional<StepResult> ReadResultFile(const std::string& path) {
   if (!text.ok()) return std::nullopt;
   try {
     nlohmann::json result = nlohmann::json::parse(*text);
-    return StepResult{result.at("exit_code").get<int>(), result.value("reason", "")};
+    return StepResult{result.at("exit_code").get<int>(),
+                      AsChildReason(result.value("reason", ""))};
   } catch (const nlohmann::json::exception&) {
     return std::nullopt;
   }

@@ -259,6 +259,17 @@ Result<std::string> ReadStandardInput(size_t max_bytes) {
   return ReadToEnd(fd, "standard input", max_bytes, false);
 }
 
+std::string LastLine(std::string_view text) {
+  while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.remove_suffix(1);
+  const size_t nl = text.rfind('\n');
+  return std::string(nl == std::string_view::npos ? text : text.substr(nl + 1));
+}
+
+std::string AsChildReason(std::string reason) {
+  if (reason.starts_with("fanout: ")) reason.erase(0, 8);
+  return reason;
+}
+
 std::string Sha256Hex(std::string_view data) {
   unsigned char digest[EVP_MAX_MD_SIZE];
   unsigned int length = 0;

@@ -84,6 +84,14 @@ std::string ProcessIdentity(int64_t pid);
 // visible escapes (\x1b, \u009b), so that stored output cannot move the cursor, clear the
 // screen or retitle the window of whoever reads a report or log.
 std::string EscapeControls(std::string_view text);
+
+// The last line of a program's output, its final line breaks left out: where it says why it
+// failed.
+std::string LastLine(std::string_view text);
+// A child `fanout run`'s reason (its last line of stderr, or its result file's) as its parent
+// quotes it: without the "fanout: " that each such line starts with, which read "step run failed:
+// fanout: package x failed: ..." there (QA).
+std::string AsChildReason(std::string reason);
 // `text` without its final line breaks, each further line after `indent`: a message of several
 // lines (a program's stderr) printed in a one-line-per-event listing.
 std::string IndentFurtherLines(std::string_view text, std::string_view indent);

@@ -1715,9 +1715,11 @@ TEST_F(AgentTest, APackageStepFailingWhileItsCatalogIsAwaySaysWhy) {
   ASSERT_EQ(history.size(), 1u);
   EXPECT_TRUE(Contains(history[0]["steps"][0].value("stderr", ""), "spool"))
       << "the catalog was not away: " << history.dump();
-  EXPECT_TRUE(Contains(run.value("message", ""), "fanout: package boom failed: t: /bin/sh failed "
+  EXPECT_TRUE(Contains(run.value("message", ""), "failed: package boom failed: t: /bin/sh failed "
                                                  "with exit code 3: boom"))
       << run.dump();
+  // Quoted without the child's own "fanout: " (SSIS QA: "failed: fanout: package boom ...").
+  EXPECT_FALSE(Contains(run.value("message", ""), "fanout: ")) << run.dump();
 }
 
 // A package step whose catalog is no catalog fails saying where the agent's catalog is set: the

@@ -613,6 +613,9 @@ TEST(RunTest, ParentSecretsStayMaskedInChildren) {
   int masked = 0;
   for (const Event& e : *events) masked += e.data_bytes.find("key=***") != std::string::npos;
   EXPECT_EQ(masked, 2) << "both children's output should be recorded, masked";
+  // The child process's reason, quoted without its own "fanout: " (SSIS QA).
+  EXPECT_TRUE(Contains(r.out + r.err, "failed (exit code 1): package child failed: show: "))
+      << r.out << r.err;
 }
 
 // A program says why it failed at the end: past the capture limit too, the failure's message

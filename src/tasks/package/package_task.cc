@@ -36,13 +36,6 @@ std::string Canonical(const std::string& path) {
   return ec ? path : canonical.string();
 }
 
-std::string LastLine(const std::string& text) {
-  std::string t = text;
-  while (!t.empty() && (t.back() == '\n' || t.back() == '\r')) t.pop_back();
-  size_t nl = t.rfind('\n');
-  return nl == std::string::npos ? t : t.substr(nl + 1);
-}
-
 // The `FILE:LINE:COLUMN: error: ...` lines of a load's diagnostics, joined with "; ": every
 // problem of a child that cannot be loaded, not only one.
 std::string ErrorLines(std::string_view text) {
@@ -206,8 +199,8 @@ class PackageTask : public Task {
         [[fallthrough]];
       }
       default: {
-        std::string why = LastLine(context.engine().recorder().masker().MaskOutputEnd(
-            run->err, run->err_dropped, run->err_tail));
+        std::string why = AsChildReason(LastLine(context.engine().recorder().masker().MaskOutputEnd(
+            run->err, run->err_dropped, run->err_tail)));
         return TaskOutcome::Failure(fmt::format("child package {} failed (exit code {}){}", file,
                                                 run->exit_code, why.empty() ? "" : ": " + why));
       }
