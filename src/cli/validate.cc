@@ -73,6 +73,22 @@ int ValidateFile(const std::string& file, const std::map<std::string, std::strin
     for (std::string& error : package->UndeclaredSetErrors(sets)) {
       diagnostics.Error(SourcePos{file, 0, 0}, std::move(error));
     }
+    // A value that `fanout run --set` would refuse for its type is refused here too (SSIS QA:
+    // `--set fail=maybe` for a bool was valid here, exit 5 there), in the run's words.
+    auto check_type = [&](const std::string& name, ValueType type, bool sensitive) {
+      auto set = sets.find(name);
+      if (set == sets.end()) return;
+      auto converted = Value(set->second).ConvertTo(type);
+      if (converted.ok()) return;
+      std::string why = converted.status().message();
+      for (size_t at; sensitive && !set->second.empty() &&
+                      (at = why.find(set->second)) != std::string::npos;) {
+        why.replace(at, set->second.size(), "***");
+      }
+      diagnostics.Error(SourcePos{file, 0, 0}, fmt::format("--set {}: {}", name, why));
+    };
+    for (const ParameterDef& p : package->parameters) check_type(p.name, p.type, p.sensitive);
+    for (const VariableDef& v : package->variables) check_type(v.name, v.type, false);
   }
   if (!diagnostics.empty()) return ReportProblems(diagnostics, file);
   // Required parameters without a value are no problem of the file: a parent, an agent's start

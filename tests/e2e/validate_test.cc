@@ -277,6 +277,21 @@ TEST(ValidateTest, RequiredParameterSatisfiedBySet) {
   EXPECT_NE(system.err.find("--set System::StartTime: system variables are read-only"),
             std::string::npos)
       << system.err;
+  // A value the run would refuse for its type, in the run's words (SSIS QA: valid here, exit 5
+  // there); a sensitive one is not shown.
+  dir.Write("t.yaml", "package: t\nparameters:\n  fail: {type: bool}\n"
+                      "  pin: {type: int, sensitive: true}\nvariables:\n  n: {type: int}\n"
+                      "tasks:\n  a: {type: process, run: [/bin/true]}\n");
+  CommandResult typed = RunFanout({"validate", "t.yaml", "--set", "fail=maybe", "--set",
+                                   "pin=secret77", "--set", "n=12"}, dir.path());
+  EXPECT_EQ(typed.exit_code, 5) << typed.out << typed.err;
+  EXPECT_TRUE(Contains(typed.err, "t.yaml: error: --set fail: cannot convert")) << typed.err;
+  EXPECT_TRUE(Contains(typed.err, "--set pin: ")) << typed.err;
+  EXPECT_FALSE(Contains(typed.err, "secret77")) << typed.err;
+  EXPECT_FALSE(Contains(typed.err, "--set n:")) << typed.err;
+  CommandResult run = RunFanout({"run", "t.yaml", "--set", "fail=maybe"}, dir.path());
+  EXPECT_EQ(run.exit_code, 5) << run.err;
+  EXPECT_TRUE(Contains(run.err, "--set fail: cannot convert")) << run.err;
 }
 
 // A job file (`job:`) is checked as an agent would check it; `job: true` is a YAML boolean.
