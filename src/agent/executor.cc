@@ -814,9 +814,11 @@ Executor::StepOutcome Executor::RunStep(ActiveRun& run, int index, int attempt) 
     rec.exit_code = r.exit_code;
     rec.stdout_text = KeptOutput(r.out, r.out_dropped, run.secrets);
     rec.stderr_text = KeptOutput(r.err, r.err_dropped, run.secrets);
-    // Why a failed step failed: the last line of stderr, also past the capture limit.
+    // Why a failed step failed: the last line of stderr, also past the capture limit (a
+    // package step's fanout run, quoted as its result file is).
     auto last_line = [&] {
-      return LastLine(run.secrets.MaskOutputEnd(r.err, r.err_dropped, r.err_tail));
+      std::string line = LastLine(run.secrets.MaskOutputEnd(r.err, r.err_dropped, r.err_tail));
+      return step.subsystem == "package" ? AsChildReason(std::move(line)) : line;
     };
     if (r.timed_out) {
       outcome.message = fmt::format("timed out after {}", FormatDuration(spec.timeout));

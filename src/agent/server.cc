@@ -260,6 +260,11 @@ std::string UnsafeCredentialFile(const char* key, const std::string& file) {
   const fs::path path = fs::canonical(file, ec);
   if (ec) return "";  // unreadable: said where it is read
   UntrustedWriter found = FindUntrustedWriter({path});
+  // Whoever may change a link chooses the file it leads to: its folders count too (review: a
+  // link in a folder others may write, pointed at a world-readable file of root's).
+  if (found.problem.empty() && fs::is_symlink(file, ec)) {
+    found = FindUntrustedWriter({fs::absolute(file, ec).parent_path()});
+  }
   if (found.problem.empty() || found.fix.empty()) return "";
   return fmt::format("{} {} is unsafe: {}, who could {} and run jobs here: {}", key, file,
                      found.problem,
@@ -576,7 +581,8 @@ std::string AgentServer::FromAWebPage(const httplib::Request& req) const {
   } else if (std::count(host.begin(), host.end(), ':') == 1) {
     host.erase(host.find(':'));
   }
-  if (IsLoopback(host) || host == config_.host) return "";
+  // The name as sent, not resolved: a page's own name is what tells it (and no lookup per request).
+  if (EqualsIgnoreCase(host, "localhost") || IsLoopback(host) || host == config_.host) return "";
   return fmt::format("Host '{}' is not a loopback address: an agent without a token answers "
                      "requests sent to 127.0.0.1, ::1 or localhost only (a web page may have "
                      "pointed its own name here)",

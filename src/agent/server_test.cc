@@ -135,6 +135,22 @@ TEST(AgentServerTest, ATokenFileOthersMayWriteIsRefused) {
   EXPECT_TRUE(start_error().find(folder + " is writable by its group (mode 0770)") !=
               std::string::npos)
       << start_error();
+  fs::permissions(folder, fs::perms(0700));
+  // Through a link in a folder others may write: they could point it at a file they can read.
+  const std::string open_folder = dir.path() + "/open", link = open_folder + "/token";
+  fs::create_directory(open_folder);
+  fs::permissions(open_folder, fs::perms(0777));
+  fs::create_symlink(token, link);
+  AgentConfig config = ConfigIn(dir.path() + "/data");
+  config.token_file = link;
+  config.token = std::string(32, 'a');
+  AgentServer server(config, "/bin/false");
+  Status started = server.Start();
+  if (started.ok()) server.Shutdown();
+  EXPECT_EQ(started.message(), "token_file " + link + " is unsafe: " + open_folder +
+                                   " is writable by every user (mode 0777), who could write a "
+                                   "token of their own and run jobs here: chmod go-w " +
+                                   open_folder);
 }
 
 // A package file edited by hand while the agent was stopped is written back as deployed, so

@@ -3,6 +3,7 @@
 // largest single cost of the agent's database work.
 #include "agent/store.h"
 
+#include <fcntl.h>
 #include <sqlite3.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -213,7 +214,7 @@ std::string CannotWriteHint(const std::string& path) {
   if (statvfs(where.c_str(), &fs) == 0 && (fs.f_flag & ST_RDONLY) != 0) {
     return "; its file system is mounted read-only: give the agent a data_dir it can write";
   }
-  if (access(where.c_str(), W_OK) != 0 && errno == EACCES) {
+  if (faccessat(AT_FDCWD, where.c_str(), W_OK, AT_EACCESS) != 0 && errno == EACCES) {
     return fmt::format("; the agent's user (uid {}) may not write {}: run the agent as the "
                        "data_dir's owner, or give it the data_dir (chown -R)",
                        geteuid(), where);

@@ -188,9 +188,7 @@ int ReadValueFiles(const char* option, const std::vector<std::string>& pairs,
     auto value = file == "-" ? ReadStandardInput(kMaxValueBytes) : ReadFile(file, kMaxValueBytes);
     if (!value.ok()) {
       fmt::print(stderr, "fanout: {} {}: {}{}\n", option, name, value.status().message(),
-                 value.status().code() == Code::kResourceExhausted
-                     ? " (16 MiB at most: pass a larger value's path instead)"
-                     : "");
+                 value.status().code() == Code::kResourceExhausted ? " (16 MiB at most)" : "");
       return value.status().code() == Code::kNotFound ? kExitNotFound : kExitUsage;
     }
     std::string text = std::move(*value);

@@ -208,7 +208,11 @@ void AgentPool::Probe(int member, AgentClient& client) {
   std::vector<std::string> detached, ended;
   if (status.ok()) {
     std::lock_guard lock(mu_);
-    detached = states_[static_cast<size_t>(member)].detached;
+    const State& s = states_[static_cast<size_t>(member)];
+    // The oldest few only: the agent starts queued runs in order, so later ones end after them
+    // (review: a thousand queued wait: false children made each probe a thousand requests).
+    const size_t asked = std::min(s.detached.size(), static_cast<size_t>(2 * std::max(1, s.slots)));
+    detached.assign(s.detached.begin(), s.detached.begin() + static_cast<ptrdiff_t>(asked));
   }
   for (const std::string& run_id : detached) {
     auto run = client.GetRun(run_id);
@@ -532,9 +536,10 @@ Result<Lease> AgentPool::Acquire(const Request& request, const std::function<boo
         }
       }
     }
-    // Queued there, not here: children waiting in the parent for a free slot are not passed by
-    // it, as they wait for a slot and it takes none.
-    const bool to_queue = best < 0 && request.queue_when_full && least_queued >= 0;
+    // Queued there rather than here, once every agent has been heard from (one not probed yet
+    // may have a free slot). The agent starts it before children still waiting here for a slot
+    // of it: a child not followed does not wait behind them (docs/agents.md).
+    const bool to_queue = best < 0 && request.queue_when_full && least_queued >= 0 && !unknown;
     if (to_queue) best = least_queued;
     // Every agent down, one of them only just (an agent restarting, a blip): the children
     // wait for it, as running ones do, rather than spend their retries within milliseconds.

@@ -4,6 +4,7 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <openssl/evp.h>
+#include <poll.h>
 #include <pwd.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -229,6 +230,10 @@ Result<std::string> ReadToEnd(int fd, const std::string& name, size_t max_bytes,
       }
     } else if (n == 0) {
       break;
+    } else if (errno == EAGAIN && !regular_only) {
+      // A non-blocking descriptor (standard input inherited so): wait for more (review).
+      pollfd ready{fd, POLLIN, 0};
+      (void)poll(&ready, 1, -1);
     } else if (errno != EINTR) {
       int err = errno;
       close(fd);

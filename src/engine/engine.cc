@@ -1087,8 +1087,10 @@ Execution::Readiness Execution::Evaluate(Container* c, size_t i, std::string& wh
           ok = v->as_bool();
         }
         if (!ok) {
-          unmet.push_back(fmt::format("`{}` was {} after {}", k.when->text(),
-                                      v.ok() && v->is(ValueType::kBool) ? "false" : "not a bool",
+          unmet.push_back(fmt::format("`{}` {} after {}", k.when->text(),
+                                      !v.ok()                  ? "could not be evaluated"
+                                      : v->is(ValueType::kBool) ? "was false"
+                                                                : "was not a bool",
                                       k.task));
         }
       }
@@ -1475,7 +1477,9 @@ void Execution::PumpLoop(Loop* l) {
     // Stopped by a cancel, the package's failure or its own maximum_error_count, the items it
     // never reached count as never started, one each (QA: a canceled foreach of 9 summed to 3;
     // one stopped by its errors left its last items out of the summary).
-    if (StopAll() || owner->canceled || l->stopping) {
+    // Not when the loop is tried again: its items are reached then.
+    if ((StopAll() || owner->canceled || l->stopping) &&
+        !WillRetry(owner, def, l->try_number, final)) {
       result_.not_started += static_cast<int>(l->items.size() - std::min(l->next, l->items.size()));
     }
     EndContainerTry(owner, l->index, l->try_number, final, message);

@@ -975,6 +975,19 @@ tasks:
   EXPECT_EQ(r.succeeded, 1);
   EXPECT_EQ(r.failed, 1);
   EXPECT_EQ(r.not_started, 2) << AllEvents();
+  // Tried again, its items are reached again: counted once, after its last try (review).
+  RunResult retried = MustRun(R"(package: stops-twice
+tasks:
+  each:
+    type: foreach
+    retries: 1
+    items: [success, failure, success, success]
+    as: outcome
+    tasks:
+      work: {type: fake, result: "${outcome}"}
+)");
+  EXPECT_EQ(retried.result, TaskResult::kFailure);
+  EXPECT_EQ(retried.not_started, 2) << AllEvents();
 }
 
 // An iteration a cancel stopped is not done: OnProgress said "1 of 2 iterations done" of it.

@@ -16,6 +16,8 @@
 #include <sstream>
 #include <thread>
 
+#include "common/util.h"
+
 namespace fanout::testing {
 
 using nlohmann::json;
@@ -60,7 +62,8 @@ bool AgentProcess::StartDev(int slots) {
 bool AgentProcess::StartWithConfig(const std::string& yaml, const std::string& token) {
   dir_.Write("agent.yaml", yaml);
   if (!token.empty()) {
-    dir_.Write("token", token + "\n");
+    // 0600 whatever the umask: the agent refuses a token file others may write.
+    if (!WriteFileAtomically(dir_.path() + "/token", token + "\n", 0600).ok()) return false;
     token_ = token;
   }
   return Start({"--config", Path("agent.yaml"), "--listen", "127.0.0.1:0"});

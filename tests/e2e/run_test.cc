@@ -520,7 +520,7 @@ TEST(RunTest, SetFileReadsAValueFromAFile) {
   CommandResult endless = RunFanout({"run", "p.yaml", "--set-file", "pw=/dev/zero"}, dir.path());
   EXPECT_EQ(endless.exit_code, 6) << endless.err;
   EXPECT_NE(endless.err.find("--set-file pw: /dev/zero: larger than 16777216 bytes (16 MiB at "
-                             "most"), std::string::npos) << endless.err;
+                             "most)"), std::string::npos) << endless.err;
 }
 
 // Standard input is read from fd 0 itself, not reopened by path: /dev/stdin cannot be opened
