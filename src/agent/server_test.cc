@@ -116,9 +116,9 @@ TEST(AgentServerTest, ATokenFileOthersMayWriteIsRefused) {
   fs::create_directory(folder);
   fs::permissions(folder, fs::perms(0700));
   ASSERT_TRUE(WriteFileAtomically(token, std::string(32, 'a') + "\n", 0600).ok());
-  auto start_error = [&] {
+  auto start_error = [&](const std::string& token_file = "") {
     AgentConfig config = ConfigIn(dir.path() + "/data");
-    config.token_file = token;
+    config.token_file = token_file.empty() ? token : token_file;
     config.token = std::string(32, 'a');
     AgentServer server(config, "/bin/false");
     Status started = server.Start();
@@ -141,13 +141,7 @@ TEST(AgentServerTest, ATokenFileOthersMayWriteIsRefused) {
   fs::create_directory(open_folder);
   fs::permissions(open_folder, fs::perms(0777));
   fs::create_symlink(token, link);
-  AgentConfig config = ConfigIn(dir.path() + "/data");
-  config.token_file = link;
-  config.token = std::string(32, 'a');
-  AgentServer server(config, "/bin/false");
-  Status started = server.Start();
-  if (started.ok()) server.Shutdown();
-  EXPECT_EQ(started.message(), "token_file " + link + " is unsafe: " + open_folder +
+  EXPECT_EQ(start_error(link), "token_file " + link + " is unsafe: " + open_folder +
                                    " is writable by every user (mode 0777), who could write a "
                                    "token of their own and run jobs here: chmod go-w " +
                                    open_folder);
