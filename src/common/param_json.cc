@@ -61,7 +61,17 @@ Status CheckParamUtf8(const nlohmann::json& json) {
 
 Result<Value> ParamFromJson(const nlohmann::json& json) {
   switch (json.type()) {
-    case nlohmann::json::value_t::string: return Value(json.get<std::string>());
+    case nlohmann::json::value_t::string: {
+      // A process step gets it in its environment, which ends a value at a NUL: the step would
+      // see less than was sent, and nothing would say so (review).
+      std::string text = json.get<std::string>();
+      if (text.find('\0') != std::string::npos) {
+        return InvalidArgument(fmt::format("{} holds a NUL byte, which no program's environment "
+                                           "or argument can carry",
+                                           nlohmann::json(text).dump()));
+      }
+      return Value(std::move(text));
+    }
     case nlohmann::json::value_t::boolean: return Value(json.get<bool>());
     case nlohmann::json::value_t::number_integer: return Value(json.get<int64_t>());
     case nlohmann::json::value_t::number_unsigned: {

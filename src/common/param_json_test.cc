@@ -55,6 +55,11 @@ TEST(ParamJsonTest, NullsObjectsAndHugeNumbersAreRefusedSayingWhat) {
   ASSERT_FALSE(huge.ok());
   EXPECT_EQ(huge.status().message(), "18446744073709551615 is out of the 64-bit range");
   EXPECT_EQ(*ParamFromJson(nlohmann::json(5)), Value(int64_t{5}));
+  // An environment ends a value at a NUL: the step would have seen "eu" of "eu\0us".
+  auto nul = ParamFromJson(nlohmann::json::parse(R"(["ok", "eu\u0000us"])"));
+  ASSERT_FALSE(nul.ok());
+  EXPECT_EQ(nul.status().message(), R"("eu\u0000us" holds a NUL byte, which no program's )"
+                                    "environment or argument can carry");
 }
 
 TEST(ParamJsonTest, ForEachScalarReachesEveryValueAtAnyDepthWithItsText) {
