@@ -427,8 +427,13 @@ int RunPackage(const RunArgs& args, std::string& reason) {
       if (!a.jobs_missing.empty()) {
         unusable += fmt::format("; had no job {} when asked", fmt::join(a.jobs_missing, ", "));
       }
-      std::printf("  agent %-12s %s: %d child%s, %d failed, %d lost, busy %s%s\n", a.name.c_str(),
-                  a.url.c_str(), a.children, a.children == 1 ? "" : "ren", a.failed, a.lost,
+      // Unfollowed children (wait: false) end unseen: neither failed nor busy here (SSIS QA:
+      // "1 child, 0 failed, busy 0.0 ms" of one that failed later).
+      const std::string unfollowed =
+          a.unfollowed == 0 ? "" : fmt::format(" ({} not followed)", a.unfollowed);
+      std::printf("  agent %-12s %s: %d child%s%s, %d failed, %d lost, busy %s%s\n",
+                  a.name.c_str(), a.url.c_str(), a.children, a.children == 1 ? "" : "ren",
+                  unfollowed.c_str(), a.failed, a.lost,
                   FormatDuration(std::chrono::duration_cast<std::chrono::nanoseconds>(
                                      std::chrono::duration<double>(a.busy_seconds)))
                       .c_str(),

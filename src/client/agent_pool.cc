@@ -670,6 +670,7 @@ void AgentPool::Detach(Lease& lease, const std::string& run_id) {
   s.detached.push_back(run_id);
   s.last_detached = Clock::now();
   ++s.summary.children;
+  ++s.summary.unfollowed;
   if (s.alive && s.next_probe > Clock::now() + kDetachedProbeInterval) {
     s.next_probe = Clock::now() + kDetachedProbeInterval;
     prober_wake_.notify_all();

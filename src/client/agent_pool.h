@@ -40,6 +40,7 @@ struct AgentSummary {
   std::string name;
   std::string url;
   int children = 0;  // runs started there
+  int unfollowed = 0;  // ... of which with wait: false: their ends are not this summary's
   int failed = 0;    // ended failed, abandoned, or canceled by someone else
   int lost = 0;      // the agent was lost while they ran
   double busy_seconds = 0;  // sum of the children's start-to-end times

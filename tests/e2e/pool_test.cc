@@ -121,7 +121,8 @@ struct SummaryLine {
 
 std::map<std::string, SummaryLine> SummaryLines(const std::string& out) {
   static const std::regex line_re(
-      R"(^  agent (\S+)\s+(\S+): (\d+) child(?:ren)?, (\d+) failed, (\d+) lost, busy ([^;]+).*$)");
+      R"(^  agent (\S+)\s+(\S+): (\d+) child(?:ren)?(?: \(\d+ not followed\))?, (\d+) failed, )"
+      R"((\d+) lost, busy ([^;]+).*$)");
   static const std::regex busy_re(R"(^([0-9.]+) (ms|s)$)");
   std::map<std::string, SummaryLine> lines;
   std::istringstream in(out);
@@ -795,6 +796,7 @@ TEST_F(PoolTest, UnfollowedChildrenTakeFreeSlotsThenQueueOnAnAgent) {
   double seconds = SecondsSince(start);
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   EXPECT_LT(seconds, 2.5) << "the parent waited for a slot to free: " << r.err;
+  EXPECT_TRUE(Has(r.out, " not followed), 0 failed")) << r.out;
   std::vector<json> ended;  // every run, once ended
   std::vector<size_t> per_agent(2, 0);
   for (size_t i = 0; i < 2; ++i) {
