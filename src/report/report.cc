@@ -582,13 +582,18 @@ std::string ShortDateTime(const std::optional<DateTime>& t) {
 }
 
 std::string ChildLabel(const ExecutionRow& execution) {
-  std::string label = execution.package;
+  // A flag says less than a name: of `fail: true` and `region: eu`, "child eu" (SSIS QA: it
+  // read "child true").
+  const ParameterValue* shown = nullptr;
   for (const auto& [name, value] : execution.parameters) {
     if (Masked(value) || value.value.empty()) continue;
-    label += " " + Abbreviate(value.value, 24);
-    break;
+    const bool flag = value.value == "true" || value.value == "false";
+    if (shown == nullptr || (!flag && (shown->value == "true" || shown->value == "false"))) {
+      shown = &value;
+    }
   }
-  return label;
+  return shown == nullptr ? execution.package
+                          : execution.package + " " + Abbreviate(shown->value, 24);
 }
 
 std::string Abbreviate(std::string_view text, size_t max_chars) {

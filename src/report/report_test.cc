@@ -569,6 +569,10 @@ TEST(OverviewTextTest, TheTreeHasConnectorsAndLabelsSkipMaskedValues) {
   secretive.package = "leaf";
   secretive.parameters = {{"a_key", {"***", false}}, {"who", {"eu", false}}};
   EXPECT_EQ(ChildLabel(secretive), "leaf eu");
+  secretive.parameters = {{"fail", {"true", false}}, {"region", {"eu", false}}};
+  EXPECT_EQ(ChildLabel(secretive), "leaf eu") << "a flag says less than a name";
+  secretive.parameters = {{"fail", {"true", false}}};
+  EXPECT_EQ(ChildLabel(secretive), "leaf true");
 }
 
 TEST(OverviewTextTest, ManyChildrenShowTheFirstAndEveryFailure) {
