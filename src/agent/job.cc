@@ -257,6 +257,10 @@ class JobParser {
                                                                    "mappings"));
             }
             s.params[k] = v.is_string() ? v.get<std::string>() : v.dump();
+            if (s.params[k].find('\0') != std::string::npos && check_ == JobCheck::kNew) {
+              Problem(v, fmt::format("`params.{}` in {} holds a NUL byte, which the step's "
+                                     "package cannot be given: remove it", k, what));
+            }
           }
         }
       }

@@ -41,6 +41,12 @@ TEST(JobTest, ANulByteInAnArgumentIsAProblem) {
     EXPECT_NE(job.status().message().find("argument 1 of `run` in step 'a' holds a NUL byte"),
               std::string::npos) << job.status().message();
   }
+  // A package step's param, which its child would get cut: "0\0; exit 9" ran `exit 0` (QA).
+  auto params = ParseJob("job: j\nsteps: [{name: a, subsystem: package, package: p, "
+                         "params: {code: \"0\\0; exit 9\"}}]\n");
+  ASSERT_FALSE(params.ok());
+  EXPECT_NE(params.status().message().find("`params.code` in step 'a' holds a NUL byte"),
+            std::string::npos) << params.status().message();
 }
 
 // Each problem says where it is; a key written twice, impossible exit codes and params on a

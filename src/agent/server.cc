@@ -14,6 +14,7 @@
 #include <charconv>
 #include <chrono>
 #include <cstring>
+#include <deque>
 #include <filesystem>
 #include <mutex>
 #include <optional>
@@ -245,10 +246,58 @@ Status CheckOnlyTrustedWriters(const fs::path& data_dir) {
   if (found.fix.empty()) {
     return Unavailable(fmt::format("cannot use data_dir {}: {}", data_dir.string(), found.problem));
   }
-  return FailedPrecondition(fmt::format(
+  return Status(Code::kPermissionDenied, fmt::format(
       "data_dir {} is unsafe: {}, who could replace the packages this agent runs: {}{}",
       data_dir.string(), found.problem, found.fix,
       found.inside ? "" : ", or pick a data_dir elsewhere"));
+}
+
+// Every folder, link and the file on the way to `file`, resolved one link at a time as the
+// kernel does: whoever may replace any of them chooses what is read (QA: a link two deep, or a
+// folder link, in a folder every user may write, passed a check of the resolved path alone).
+// Folders others may write are allowed when sticky (they cannot replace what is not theirs),
+// links must be the agent's user's or root's, and the file must be writable by them alone.
+UntrustedWriter FindUntrustedWriterAlong(const std::string& file) {
+  const uid_t me = geteuid();
+  std::error_code ec;
+  std::deque<fs::path> rest;
+  for (const fs::path& part : fs::absolute(file, ec).relative_path()) rest.push_back(part);
+  fs::path resolved = "/";
+  for (int links = 0; !rest.empty();) {
+    const fs::path part = rest.front();
+    rest.pop_front();
+    if (part.empty() || part == ".") continue;
+    if (part == "..") {
+      resolved = resolved.parent_path();
+      continue;
+    }
+    const fs::path next = resolved / part;
+    struct stat st {};
+    if (lstat(next.c_str(), &st) != 0) return {};  // missing or unreadable: said where it is read
+    if (st.st_uid != me && st.st_uid != 0) {
+      return {fmt::format("{} belongs to uid {}", next.string(), st.st_uid),
+              S_ISLNK(st.st_mode) ? "replace it with a link of the agent's user or root"
+                                  : "give it to the agent's user or root",
+              rest.empty()};
+    }
+    if (S_ISLNK(st.st_mode)) {
+      if (++links > 40) return {};  // a loop: reading it fails, and says so
+      const fs::path target = fs::read_symlink(next, ec);
+      if (ec) return {};
+      const fs::path parts = target.relative_path();
+      rest.insert(rest.begin(), parts.begin(), parts.end());
+      if (target.is_absolute()) resolved = "/";
+      continue;
+    }
+    const bool shared = (st.st_mode & (S_IWGRP | S_IWOTH)) != 0;
+    if (shared && (rest.empty() || (st.st_mode & S_ISVTX) == 0)) {
+      return {fmt::format("{} is writable by {} (mode {:04o})", next.string(),
+                          (st.st_mode & S_IWOTH) ? "every user" : "its group", st.st_mode & 07777),
+              "chmod go-w " + next.string(), rest.empty()};
+    }
+    resolved = next;
+  }
+  return {};
 }
 
 // The same for the token file (and the CA that vouches for clients): whoever may write it sets a
@@ -256,15 +305,7 @@ Status CheckOnlyTrustedWriters(const fs::path& data_dir) {
 // root through a 0666 token file, which the agent reads again when a request brings a new one).
 // "" when it is safe.
 std::string UnsafeCredentialFile(const char* key, const std::string& file) {
-  std::error_code ec;
-  const fs::path path = fs::canonical(file, ec);
-  if (ec) return "";  // unreadable: said where it is read
-  UntrustedWriter found = FindUntrustedWriter({path});
-  // Whoever may change a link chooses the file it leads to: its folders count too (review: a
-  // link in a folder others may write, pointed at a world-readable file of root's).
-  if (found.problem.empty() && fs::is_symlink(file, ec)) {
-    found = FindUntrustedWriter({fs::absolute(file, ec).parent_path()});
-  }
+  UntrustedWriter found = FindUntrustedWriterAlong(file);
   if (found.problem.empty() || found.fix.empty()) return "";
   return fmt::format("{} {} is unsafe: {}, who could {} and run jobs here: {}", key, file,
                      found.problem,
@@ -318,7 +359,7 @@ Status AgentServer::Start() {
   for (const auto& [key, file] : {std::pair{"token_file", config_.token_file},
                                   std::pair{"tls.client_ca", config_.tls_client_ca}}) {
     if (std::string unsafe = file.empty() ? "" : UnsafeCredentialFile(key, file); !unsafe.empty()) {
-      return FailedPrecondition(unsafe);
+      return Status(Code::kPermissionDenied, unsafe);
     }
   }
   std::error_code ec;

@@ -145,6 +145,17 @@ TEST(AgentServerTest, ATokenFileOthersMayWriteIsRefused) {
                                    " is writable by every user (mode 0777), who could write a "
                                    "token of their own and run jobs here: chmod go-w " +
                                    open_folder);
+  // Two links deep, and through a folder link: every link on the way counts (QA).
+  fs::create_symlink(link, folder + "/again");
+  EXPECT_TRUE(start_error(folder + "/again").find(open_folder + " is writable by every user") !=
+              std::string::npos)
+      << start_error(folder + "/again");
+  fs::create_directory_symlink(folder, open_folder + "/secrets");
+  EXPECT_TRUE(start_error(open_folder + "/secrets/token").find(open_folder + " is writable") !=
+              std::string::npos);
+  // A sticky folder (as /tmp) may hold a link of the agent's own user.
+  fs::permissions(open_folder, fs::perms(01777));
+  EXPECT_EQ(start_error(link), "");
 }
 
 // A package file edited by hand while the agent was stopped is written back as deployed, so

@@ -176,7 +176,8 @@ int RunAgent(const AgentArgs& args) {
   agent::AgentServer server(config, SelfPath());
   if (Status s = server.Start(); !s.ok()) {
     std::fprintf(stderr, "fanout agent: %s\n", s.message().c_str());
-    return kExitFailure;
+    // Refused by the security rules (a data_dir, token_file or client CA others may write).
+    return s.code() == Code::kPermissionDenied ? kExitInvalid : kExitFailure;
   }
   const agent::AgentConfig& running = server.config();
   std::printf("fanout agent %s listening on %s\n", running.name.c_str(), running.url().c_str());

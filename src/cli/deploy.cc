@@ -133,8 +133,9 @@ std::string Hint(const Status& status, const std::string& url) {
       return fmt::format("check that `fanout agent` runs at {}; a TLS agent needs https:// and "
                          "--ca, and --cert/--key when it requires client certificates",
                          url);
-    case Code::kUnauthenticated:
     case Code::kPermissionDenied:
+      return client::ForbiddenHint(url);
+    case Code::kUnauthenticated:
       return "pass the agent's token with --token-file FILE or FANOUT_TOKEN, and --cert/--key "
              "when it requires a client certificate";
     case Code::kInvalidArgument:

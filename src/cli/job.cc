@@ -117,8 +117,10 @@ int Fail(const std::string& what, const Status& status, const std::string& url,
                                "and --cert/--key when it requires client certificates",
                                url);
       break;
-    case Code::kUnauthenticated:
     case Code::kPermissionDenied:
+      hint = client::ForbiddenHint(url);
+      break;
+    case Code::kUnauthenticated:
       hint = fmt::format("pass the token of the agent at {} with --token-file FILE or "
                          "FANOUT_TOKEN, and --cert/--key when it requires a client certificate",
                          url);

@@ -179,6 +179,12 @@ bool IsFinalRunStatus(std::string_view status) {
          status == "abandoned";
 }
 
+std::string ForbiddenHint(const std::string& url) {
+  return fmt::format("the agent at {} refuses requests that look like a web page's: without a "
+                     "token it answers only requests sent to 127.0.0.1, ::1 or localhost, so use "
+                     "one of those in the URL (or give the agent a token_file)", url);
+}
+
 bool AnsweredUnavailable(const fanout::Status& status) {
   // As Call writes an answer's error: "WHERE: HTTP 503 ERROR: DETAIL".
   return status.code() == Code::kUnavailable &&

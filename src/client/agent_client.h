@@ -98,6 +98,9 @@ bool IsFinalRunStatus(std::string_view status);
 // which says why, rather than no answer at all (both are Unavailable).
 bool AnsweredUnavailable(const fanout::Status& status);
 
+// What to do about an agent's 403: it took the request for a web page's (docs/agent-api.md).
+std::string ForbiddenHint(const std::string& url);
+
 // Reads a bearer token from a file (surrounding whitespace removed); InvalidArgument when the
 // file is unreadable, empty or holds more than the token (see CheckToken).
 Result<std::string> ReadTokenFile(const std::string& path);

@@ -352,6 +352,21 @@ std::string NotFoundReason(const SpawnSpec& spec, const std::string& program, bo
 Result<ChildProcess> StartProcess(const SpawnSpec& spec, bool stdin_pipe) {
   if (spec.argv.empty()) return InvalidArgument("no program to run");
   if (spec.argv[0].empty()) return InvalidArgument("the program to run is an empty string");
+  // exec ends each argument and environment value at a NUL: the program would silently get less
+  // than it was given (QA: "a\0b" ran as "a").
+  for (size_t i = 0; i < spec.argv.size(); ++i) {
+    if (spec.argv[i].find('\0') != std::string::npos) {
+      return InvalidArgument(fmt::format("{} holds a NUL byte, which no program can be given",
+                                         i == 0 ? std::string("the program's name")
+                                                : fmt::format("argument {}", i)));
+    }
+  }
+  for (const auto& [name, value] : spec.env) {
+    if (name.find('\0') != std::string::npos || value.find('\0') != std::string::npos) {
+      return InvalidArgument(fmt::format("environment variable {} holds a NUL byte, which no "
+                                         "program can be given", EscapeControls(name)));
+    }
+  }
   Fd out_r, out_w, err_r, err_w, in_r, in_w;
   if (!MakePipe(out_r, out_w) || !MakePipe(err_r, err_w) ||
       (stdin_pipe && !MakePipe(in_r, in_w))) {

@@ -511,6 +511,21 @@ TEST(RunProcessTest, EmptyArgvIsInvalid) {
   EXPECT_EQ(r.status().message(), "the program to run is an empty string");
 }
 
+// exec would cut "a\0b" to "a", and the program would run with less than it was given (QA).
+TEST(RunProcessTest, ANulByteInAnArgumentOrTheEnvironmentIsRefused) {
+  SpawnSpec spec;
+  spec.argv = {"/bin/echo", "ok", std::string("a\0b", 3)};
+  auto r = RunProcess(spec, -1);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().message(), "argument 2 holds a NUL byte, which no program can be given");
+  spec.argv = {"/bin/true"};
+  spec.env = {{"CODE", std::string("0\0; exit 9", 10)}};
+  r = RunProcess(spec, -1);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().message(),
+            "environment variable CODE holds a NUL byte, which no program can be given");
+}
+
 // ---- Cancellation -----------------------------------------------------------------------------
 
 // The child reports its background grandchild's pid through a FIFO, so the test knows the

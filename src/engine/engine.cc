@@ -641,19 +641,6 @@ Result<std::map<std::string, std::string>> Attempt::Connection(const std::string
 
 Status Execution::Prepare() {
   Masker& masker = recorder_.masker();
-  // Agent tokens taken from the environment are in every process task's environment too (a
-  // child `fanout run` needs them): a task that prints its environment must not store one in
-  // the catalog (QA). $FANOUT_TOKEN, the default token_env, and each agent connection's own.
-  std::set<std::string> token_envs = {"FANOUT_TOKEN"};
-  for (const auto& [name, connection] : package_->connections) {
-    auto token_env = connection.settings.find("token_env");
-    if (connection.type == "agent" && token_env != connection.settings.end()) {
-      token_envs.insert(token_env->second.text());
-    }
-  }
-  for (const std::string& name : token_envs) {
-    if (const char* token = std::getenv(name.c_str()); token != nullptr) masker.AddSecret(token);
-  }
   variables_ = std::make_unique<VariableStore>(
       [this](const std::string& name, const Value& value) {
         std::string text = value.ToString();
@@ -751,6 +738,20 @@ Status Execution::Prepare() {
   variables_->Define("System::StartTime", Value(started_at_), true, false);
   variables_->Define("System::MachineName", Value(HostName()), true, false);
   variables_->Define("System::UserName", Value(UserName()), true, false);
+  // Agent tokens taken from the environment are in every process task's environment too (a
+  // child `fanout run` needs them): a task that prints its environment must not store one in
+  // the catalog (QA). $FANOUT_TOKEN, the default token_env, and each agent connection's own,
+  // rendered as the task renders it (a template, review).
+  std::set<std::string> token_envs = {"FANOUT_TOKEN"};
+  for (const auto& [name, connection] : package_->connections) {
+    auto token_env = connection.settings.find("token_env");
+    if (connection.type != "agent" || token_env == connection.settings.end()) continue;
+    auto rendered = token_env->second.RenderString(*variables_);
+    token_envs.insert(rendered.ok() ? *rendered : token_env->second.text());
+  }
+  for (const std::string& name : token_envs) {
+    if (const char* token = std::getenv(name.c_str()); token != nullptr) masker.AddSecret(token);
+  }
   return Status::Ok();
 }
 

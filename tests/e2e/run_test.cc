@@ -567,8 +567,10 @@ TEST(RunTest, AConsoleLogAndReportingShowEachLineOnce) {
 // not the catalog or the console when a task prints it (QA: `env` stored $FANOUT_TOKEN).
 TEST(RunTest, AgentTokensFromTheEnvironmentAreMasked) {
   ScratchDir dir;
-  dir.Write("p.yaml", "package: p\nconnections:\n  a: {type: agent, url: 'http://127.0.0.1:9', "
-                      "token_env: PARENT_AGENT_TOKEN}\ntasks:\n"
+  dir.Write("p.yaml", "package: p\nvariables:\n"
+                      "  tokvar: {type: string, value: PARENT_AGENT_TOKEN}\nconnections:\n"
+                      "  a: {type: agent, url: 'http://127.0.0.1:9', token_env: '${tokvar}'}\n"
+                      "tasks:\n"
                       "  t: {type: process, run: [/bin/sh, -c, 'echo $FANOUT_TOKEN; "
                       "echo $PARENT_AGENT_TOKEN; exit 1']}\n");
   setenv("FANOUT_TOKEN", "DefaultEnvToken1234", 1);
