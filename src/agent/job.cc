@@ -285,8 +285,8 @@ class JobParser {
           // exec cuts an argument at its first NUL byte, so what ran and what `job show`
           // printed were not what was deployed (QA: a whole argument list hidden after one).
           if (s.run.back().find('\0') != std::string::npos && check_ == JobCheck::kNew) {
-            Problem(a, fmt::format("argument {} of `run` in {} holds a NUL byte, which no program "
-                                   "can be given: remove it", s.run.size(), what));
+            Problem(a, fmt::format("`run[{}]` in {} holds a NUL byte, which no program can be "
+                                   "given: remove it", s.run.size() - 1, what));
           }
         }
       }

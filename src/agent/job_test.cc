@@ -38,7 +38,7 @@ TEST(JobTest, ANulByteInAnArgumentIsAProblem) {
                     "\"process\", \"run\": [\"/usr/bin/env\\u0000\", \"touch\"]}]}")}) {
     auto job = ParseJob(text);
     ASSERT_FALSE(job.ok()) << text;
-    EXPECT_NE(job.status().message().find("argument 1 of `run` in step 'a' holds a NUL byte"),
+    EXPECT_NE(job.status().message().find("`run[0]` in step 'a' holds a NUL byte"),
               std::string::npos) << job.status().message();
   }
   // A package step's param, which its child would get cut: "0\0; exit 9" ran `exit 0` (QA).

@@ -262,7 +262,8 @@ UntrustedWriter FindUntrustedWriterAlong(const std::string& file) {
   std::error_code ec;
   std::deque<fs::path> rest;
   for (const fs::path& part : fs::absolute(file, ec).relative_path()) rest.push_back(part);
-  fs::path resolved = "/";
+  rest.push_front("/");  // the root folder is checked as every other
+  fs::path resolved;
   for (int links = 0; !rest.empty();) {
     const fs::path part = rest.front();
     rest.pop_front();
@@ -271,9 +272,12 @@ UntrustedWriter FindUntrustedWriterAlong(const std::string& file) {
       resolved = resolved.parent_path();
       continue;
     }
-    const fs::path next = resolved / part;
+    const fs::path next = part == "/" ? part : resolved / part;
     struct stat st {};
-    if (lstat(next.c_str(), &st) != 0) return {};  // missing or unreadable: said where it is read
+    if (lstat(next.c_str(), &st) != 0) {
+      // Gone between the read and this check, it may have been swapped (review): not taken.
+      return {fmt::format("{}: {}", next.string(), std::strerror(errno)), "", rest.empty()};
+    }
     if (st.st_uid != me && st.st_uid != 0) {
       return {fmt::format("{} belongs to uid {}", next.string(), st.st_uid),
               S_ISLNK(st.st_mode) ? "replace it with a link of the agent's user or root"
@@ -286,7 +290,7 @@ UntrustedWriter FindUntrustedWriterAlong(const std::string& file) {
       if (ec) return {};
       const fs::path parts = target.relative_path();
       rest.insert(rest.begin(), parts.begin(), parts.end());
-      if (target.is_absolute()) resolved = "/";
+      if (target.is_absolute()) rest.push_front("/");
       continue;
     }
     const bool shared = (st.st_mode & (S_IWGRP | S_IWOTH)) != 0;
@@ -306,7 +310,8 @@ UntrustedWriter FindUntrustedWriterAlong(const std::string& file) {
 // "" when it is safe.
 std::string UnsafeCredentialFile(const char* key, const std::string& file) {
   UntrustedWriter found = FindUntrustedWriterAlong(file);
-  if (found.problem.empty() || found.fix.empty()) return "";
+  if (found.problem.empty()) return "";
+  if (found.fix.empty()) return fmt::format("{} {} cannot be checked: {}", key, file, found.problem);
   return fmt::format("{} {} is unsafe: {}, who could {} and run jobs here: {}", key, file,
                      found.problem,
                      std::string_view(key) == "token_file" ? "write a token of their own"

@@ -136,6 +136,7 @@ std::vector<AgentSummary> AgentPool::AllSummaries() {
         continue;
       }
       total.children += s.children;
+      total.unfollowed += s.unfollowed;
       total.failed += s.failed;
       total.lost += s.lost;
       total.busy_seconds += s.busy_seconds;

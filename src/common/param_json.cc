@@ -65,10 +65,11 @@ Result<Value> ParamFromJson(const nlohmann::json& json) {
       // A process step gets it in its environment, which ends a value at a NUL: the step would
       // see less than was sent, and nothing would say so (review).
       std::string text = json.get<std::string>();
-      if (text.find('\0') != std::string::npos) {
-        return InvalidArgument(fmt::format("{} holds a NUL byte, which no program's environment "
-                                           "or argument can carry",
-                                           nlohmann::json(text).dump()));
+      if (const size_t nul = text.find('\0'); nul != std::string::npos) {
+        // Not quoted: it may be a secret, or megabytes long (review).
+        return InvalidArgument(fmt::format("a text holding a NUL byte (at byte {}), which no "
+                                           "program's environment or argument can carry",
+                                           nul + 1));
       }
       return Value(std::move(text));
     }

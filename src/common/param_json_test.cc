@@ -58,7 +58,7 @@ TEST(ParamJsonTest, NullsObjectsAndHugeNumbersAreRefusedSayingWhat) {
   // An environment ends a value at a NUL: the step would have seen "eu" of "eu\0us".
   auto nul = ParamFromJson(nlohmann::json::parse(R"(["ok", "eu\u0000us"])"));
   ASSERT_FALSE(nul.ok());
-  EXPECT_EQ(nul.status().message(), R"("eu\u0000us" holds a NUL byte, which no program's )"
+  EXPECT_EQ(nul.status().message(), "a text holding a NUL byte (at byte 3), which no program's "
                                     "environment or argument can carry");
 }
 

@@ -641,6 +641,21 @@ Result<std::map<std::string, std::string>> Attempt::Connection(const std::string
 
 Status Execution::Prepare() {
   Masker& masker = recorder_.masker();
+  // Agent tokens taken from the environment are in every process task's environment too (a
+  // child `fanout run` needs them): a task that prints its environment must not store one in
+  // the catalog (QA). $FANOUT_TOKEN, the default token_env, and each agent connection's own
+  // when it is written out (a template's at the end of Prepare, and when a task resolves it).
+  std::set<std::string> token_envs = {"FANOUT_TOKEN"};
+  for (const auto& [name, connection] : package_->connections) {
+    auto token_env = connection.settings.find("token_env");
+    if (connection.type == "agent" && token_env != connection.settings.end() &&
+        token_env->second.text().find("${") == std::string::npos) {
+      token_envs.insert(token_env->second.text());
+    }
+  }
+  for (const std::string& name : token_envs) {
+    if (const char* token = std::getenv(name.c_str()); token != nullptr) masker.AddSecret(token);
+  }
   variables_ = std::make_unique<VariableStore>(
       [this](const std::string& name, const Value& value) {
         std::string text = value.ToString();
@@ -738,19 +753,14 @@ Status Execution::Prepare() {
   variables_->Define("System::StartTime", Value(started_at_), true, false);
   variables_->Define("System::MachineName", Value(HostName()), true, false);
   variables_->Define("System::UserName", Value(UserName()), true, false);
-  // Agent tokens taken from the environment are in every process task's environment too (a
-  // child `fanout run` needs them): a task that prints its environment must not store one in
-  // the catalog (QA). $FANOUT_TOKEN, the default token_env, and each agent connection's own,
-  // rendered as the task renders it (a template, review).
-  std::set<std::string> token_envs = {"FANOUT_TOKEN"};
+  // A token_env that is a template, as it renders with the starting values (a task that
+  // resolves it later masks what it then names too).
   for (const auto& [name, connection] : package_->connections) {
     auto token_env = connection.settings.find("token_env");
     if (connection.type != "agent" || token_env == connection.settings.end()) continue;
     auto rendered = token_env->second.RenderString(*variables_);
-    token_envs.insert(rendered.ok() ? *rendered : token_env->second.text());
-  }
-  for (const std::string& name : token_envs) {
-    if (const char* token = std::getenv(name.c_str()); token != nullptr) masker.AddSecret(token);
+    const char* token = rendered.ok() ? std::getenv(rendered->c_str()) : nullptr;
+    if (token != nullptr) masker.AddSecret(token);
   }
   return Status::Ok();
 }

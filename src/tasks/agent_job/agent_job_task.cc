@@ -721,6 +721,9 @@ class AgentJobTask : public Task {
       if (token_file.empty()) {
         auto token = client::ResolveToken("", token_env);
         if (!token.ok()) return token.status().WithContext("agent connection " + name);
+        // Process tasks inherit it: masked wherever they print it (the engine masks those it
+        // knows before the run; this one's name came from a template).
+        context.engine().recorder().masker().AddSecret(*token);
         e.token = *token;
       }
       e.ca_file = path("ca");
