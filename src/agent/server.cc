@@ -311,7 +311,9 @@ UntrustedWriter FindUntrustedWriterAlong(const std::string& file) {
 std::string UnsafeCredentialFile(const char* key, const std::string& file) {
   UntrustedWriter found = FindUntrustedWriterAlong(file);
   if (found.problem.empty()) return "";
-  if (found.fix.empty()) return fmt::format("{} {} cannot be checked: {}", key, file, found.problem);
+  if (found.fix.empty()) {
+    return fmt::format("{} {} cannot be checked: {}", key, file, found.problem);
+  }
   return fmt::format("{} {} is unsafe: {}, who could {} and run jobs here: {}", key, file,
                      found.problem,
                      std::string_view(key) == "token_file" ? "write a token of their own"
