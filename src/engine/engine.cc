@@ -1108,13 +1108,17 @@ Execution::Readiness Execution::Evaluate(Container* c, size_t i, std::string& wh
     }
     ok ? ++satisfied : ++failed;
   }
-  why_skipped = fmt::format("{}: {}", def.after_or ? "none of its constraints held" : "its "
-                            "constraints can no longer be met", fmt::join(unmet, "; "));
+  auto skip = [&] {  // said only when skipping: this runs after every task's end
+    why_skipped = fmt::format("{}: {}", def.after_or ? "none of its constraints held"
+                                                     : "its constraints can no longer be met",
+                              fmt::join(unmet, "; "));
+    return Readiness::kSkip;
+  };
   if (def.after_or) {
     if (satisfied > 0) return Readiness::kRun;
-    return pending > 0 ? Readiness::kWait : Readiness::kSkip;
+    return pending > 0 ? Readiness::kWait : skip();
   }
-  if (failed > 0) return Readiness::kSkip;
+  if (failed > 0) return skip();
   return pending > 0 ? Readiness::kWait : Readiness::kRun;
 }
 
