@@ -199,69 +199,25 @@ Status MakeFolder(const fs::path& dir, fs::perms mode) {
 // The most runs one history answer holds.
 constexpr int kMaxHistoryLimit = 10000;
 
-// What another user could change among `strict` paths or the folders above the first: each must
-// belong to the agent's user or root, and may be writable by others only when it is a sticky
-// folder (/tmp) above them, as sshd's StrictModes checks a home. `problem` is empty when none.
+// What another user could change on the way to a path (see FindUntrustedWriter): `problem` is
+// empty when nothing.
 struct UntrustedWriter {
   std::string problem;  // "PATH belongs to uid N", "PATH is writable by every user (mode M)"
-  std::string fix;      // "chmod go-w PATH", ...
-  bool inside = false;  // the path is one of `strict`, not a folder above them
+  std::string fix;      // "chmod go-w PATH", ...; empty when PATH could not be looked at
+  bool inside = false;  // PATH is one of the last `strict_tail` on the way, not a folder above
 };
-UntrustedWriter FindUntrustedWriter(const std::vector<fs::path>& strict) {
-  const uid_t me = geteuid();
-  std::vector<fs::path> checked = strict;
-  for (fs::path up = strict.back().parent_path(); !up.empty(); up = up.parent_path()) {
-    checked.push_back(up);
-    if (up == up.root_path()) break;
-  }
-  for (const fs::path& p : checked) {
-    struct stat st {};
-    if (stat(p.c_str(), &st) != 0) {
-      return {fmt::format("{}: {}", p.string(), std::strerror(errno)), "", false};
-    }
-    const bool inside = std::find(strict.begin(), strict.end(), p) != strict.end();
-    if (st.st_uid != me && st.st_uid != 0) {
-      return {fmt::format("{} belongs to uid {}", p.string(), st.st_uid),
-              "give it to the agent's user or root", inside};
-    }
-    const bool shared = (st.st_mode & (S_IWGRP | S_IWOTH)) != 0;
-    if (shared && (inside || (st.st_mode & S_ISVTX) == 0)) {
-      return {fmt::format("{} is writable by {} (mode {:04o})", p.string(),
-                          (st.st_mode & S_IWOTH) ? "every user" : "its group", st.st_mode & 07777),
-              "chmod go-w " + p.string(), inside};
-    }
-  }
-  return {};
-}
 
-// Whoever may write in the data_dir, its packages/ or a folder above them chooses what the
-// agent runs, as the agent's user (QA: a package swapped into a 0777 data_dir ran as root).
-Status CheckOnlyTrustedWriters(const fs::path& data_dir) {
-  std::error_code ec;
-  const fs::path dir = fs::canonical(data_dir, ec);
-  if (ec) return Unavailable(fmt::format("cannot use data_dir {}: {}", data_dir.string(),
-                                         ec.message()));
-  UntrustedWriter found = FindUntrustedWriter({dir / "packages", dir});
-  if (found.problem.empty()) return Status::Ok();
-  if (found.fix.empty()) {
-    return Unavailable(fmt::format("cannot use data_dir {}: {}", data_dir.string(), found.problem));
-  }
-  return Status(Code::kPermissionDenied, fmt::format(
-      "data_dir {} is unsafe: {}, who could replace the packages this agent runs: {}{}",
-      data_dir.string(), found.problem, found.fix,
-      found.inside ? "" : ", or pick a data_dir elsewhere"));
-}
-
-// Every folder, link and the file on the way to `file`, resolved one link at a time as the
-// kernel does: whoever may replace any of them chooses what is read (QA: a link two deep, or a
+// Every folder, link and file on the way to `path`, resolved one link at a time as the kernel
+// does: whoever may replace any of them chooses what is read or run (QA: a link two deep, or a
 // folder link, in a folder every user may write, passed a check of the resolved path alone).
-// Folders others may write are allowed when sticky (they cannot replace what is not theirs),
-// links must be the agent's user's or root's, and the file must be writable by them alone.
-UntrustedWriter FindUntrustedWriterAlong(const std::string& file) {
+// Each must belong to the agent's user or root. The last `strict_tail` on the way must be
+// writable by them alone; folders above may be writable by others when sticky (as /tmp: others
+// cannot replace what is not theirs), as sshd's StrictModes checks a home.
+UntrustedWriter FindUntrustedWriter(const fs::path& path, size_t strict_tail) {
   const uid_t me = geteuid();
   std::error_code ec;
   std::deque<fs::path> rest;
-  for (const fs::path& part : fs::absolute(file, ec).relative_path()) rest.push_back(part);
+  for (const fs::path& part : fs::absolute(path, ec).relative_path()) rest.push_back(part);
   rest.push_front("/");  // the root folder is checked as every other
   fs::path resolved;
   for (int links = 0; !rest.empty();) {
@@ -273,16 +229,17 @@ UntrustedWriter FindUntrustedWriterAlong(const std::string& file) {
       continue;
     }
     const fs::path next = part == "/" ? part : resolved / part;
+    const bool strict = rest.size() < strict_tail;
     struct stat st {};
     if (lstat(next.c_str(), &st) != 0) {
-      // Gone between the read and this check, it may have been swapped (review): not taken.
-      return {fmt::format("{}: {}", next.string(), std::strerror(errno)), "", rest.empty()};
+      // A token file gone between its read and this check may have been swapped (review).
+      return {fmt::format("{}: {}", next.string(), std::strerror(errno)), "", strict};
     }
     if (st.st_uid != me && st.st_uid != 0) {
       return {fmt::format("{} belongs to uid {}", next.string(), st.st_uid),
               S_ISLNK(st.st_mode) ? "replace it with a link of the agent's user or root"
                                   : "give it to the agent's user or root",
-              rest.empty()};
+              strict};
     }
     if (S_ISLNK(st.st_mode)) {
       if (++links > 40) return {};  // a loop: reading it fails, and says so
@@ -294,14 +251,32 @@ UntrustedWriter FindUntrustedWriterAlong(const std::string& file) {
       continue;
     }
     const bool shared = (st.st_mode & (S_IWGRP | S_IWOTH)) != 0;
-    if (shared && (rest.empty() || (st.st_mode & S_ISVTX) == 0)) {
+    if (shared && (strict || (st.st_mode & S_ISVTX) == 0)) {
       return {fmt::format("{} is writable by {} (mode {:04o})", next.string(),
                           (st.st_mode & S_IWOTH) ? "every user" : "its group", st.st_mode & 07777),
-              "chmod go-w " + next.string(), rest.empty()};
+              "chmod go-w " + next.string(), strict};
     }
     resolved = next;
   }
   return {};
+}
+
+// Whoever may write in the data_dir, its packages/ or a folder above them chooses what the
+// agent runs, as the agent's user (QA: a package swapped into a 0777 data_dir ran as root).
+Status CheckOnlyTrustedWriters(const fs::path& data_dir) {
+  std::error_code ec;
+  const fs::path dir = fs::canonical(data_dir, ec);
+  if (ec) return Unavailable(fmt::format("cannot use data_dir {}: {}", data_dir.string(),
+                                         ec.message()));
+  UntrustedWriter found = FindUntrustedWriter(dir / "packages", 2);
+  if (found.problem.empty()) return Status::Ok();
+  if (found.fix.empty()) {
+    return Unavailable(fmt::format("cannot use data_dir {}: {}", data_dir.string(), found.problem));
+  }
+  return Status(Code::kPermissionDenied, fmt::format(
+      "data_dir {} is unsafe: {}, who could replace the packages this agent runs: {}{}",
+      data_dir.string(), found.problem, found.fix,
+      found.inside ? "" : ", or pick a data_dir elsewhere"));
 }
 
 // The same for the token file (and the CA that vouches for clients): whoever may write it sets a
@@ -309,7 +284,7 @@ UntrustedWriter FindUntrustedWriterAlong(const std::string& file) {
 // root through a 0666 token file, which the agent reads again when a request brings a new one).
 // "" when it is safe.
 std::string UnsafeCredentialFile(const char* key, const std::string& file) {
-  UntrustedWriter found = FindUntrustedWriterAlong(file);
+  UntrustedWriter found = FindUntrustedWriter(file, 1);
   if (found.problem.empty()) return "";
   if (found.fix.empty()) {
     return fmt::format("{} {} cannot be checked: {}", key, file, found.problem);

@@ -10,6 +10,7 @@
 
 #include "cli/cli.h"
 #include "common/util.h"
+#include "fanout/event.h"
 #include "fanout/package.h"
 
 namespace fanout::cli {
@@ -80,11 +81,9 @@ int ValidateFile(const std::string& file, const std::map<std::string, std::strin
       if (set == sets.end()) return;
       auto converted = Value(set->second).ConvertTo(type);
       if (converted.ok()) return;
-      std::string why = converted.status().message();
-      for (size_t at; sensitive && !set->second.empty() &&
-                      (at = why.find(set->second)) != std::string::npos;) {
-        why.replace(at, set->second.size(), "***");
-      }
+      Masker masker;  // as the run masks a sensitive parameter's value
+      if (sensitive) masker.AddSecret(set->second);
+      const std::string why = masker.Mask(converted.status().message());
       diagnostics.Error(SourcePos{file, 0, 0}, fmt::format("--set {}: {}", name, why));
     };
     for (const ParameterDef& p : package->parameters) check_type(p.name, p.type, p.sensitive);

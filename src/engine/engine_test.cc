@@ -962,30 +962,18 @@ tasks:
 // A foreach stopped by its own maximum_error_count counts the items it never reached as not
 // started (QA: the summary said nothing of them).
 TEST_F(EngineTest, AForeachStoppedByItsErrorsCountsItsItemsNeverReached) {
-  RunResult r = MustRun(R"(package: stops-at-us
-tasks:
-  each:
-    type: foreach
-    items: [success, failure, success, success]
-    as: outcome
-    tasks:
-      work: {type: fake, result: "${outcome}"}
-)");
+  auto package = [](const std::string& retries) {
+    return "package: stops-at-failure\ntasks:\n  each:\n    type: foreach\n" + retries +
+           "    items: [success, failure, success, success]\n    as: outcome\n    tasks:\n"
+           "      work: {type: fake, result: \"${outcome}\"}\n";
+  };
+  RunResult r = MustRun(package(""));
   EXPECT_EQ(r.result, TaskResult::kFailure);
   EXPECT_EQ(r.succeeded, 1);
   EXPECT_EQ(r.failed, 1);
   EXPECT_EQ(r.not_started, 2) << AllEvents();
   // Tried again, its items are reached again: counted once, after its last try (review).
-  RunResult retried = MustRun(R"(package: stops-twice
-tasks:
-  each:
-    type: foreach
-    retries: 1
-    items: [success, failure, success, success]
-    as: outcome
-    tasks:
-      work: {type: fake, result: "${outcome}"}
-)");
+  RunResult retried = MustRun(package("    retries: 1\n"));
   EXPECT_EQ(retried.result, TaskResult::kFailure);
   EXPECT_EQ(retried.not_started, 2) << AllEvents();
 }
